@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install everything portkit needs on Debian 12 (run as root), then run the main job.
+#   scripts/install.sh            install, then show this host's overview
+#   scripts/install.sh --no-run   install only (the test command uses this)
+#   scripts/install.sh --test     also install the servers the test suite runs
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+run_main=1
+with_test_servers=0
+for arg in "$@"; do
+    case "$arg" in
+        --no-run) run_main=0 ;;
+        --test) with_test_servers=1; run_main=0 ;;
+        *) echo "install.sh: unknown option '$arg': expected --no-run or --test" >&2; exit 2 ;;
+    esac
+done
+
+# Tools portkit drives or compares itself with.
+packages=(python3 python3-venv python3-pip iproute2 nftables iptables nmap ndiff socat iperf3 lsof procps)
+if [ "$with_test_servers" = 1 ]; then
+    # anchors for benchmarks and real servers for service-detection tests
+    packages+=(haproxy ufw libxml2-utils openssl nginx-light openssh-server redis-server postgresql
+               vsftpd dnsmasq mosquitto)
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install.sh: missing Debian packages (${missing[*]}): run as root to install them" >&2
+        exit 1
+    fi
+    echo "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Servers installed for tests must not start at boot-time defaults behind the user's back.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=python3
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+if ! .venv/bin/python -c 'import portkit, click, rich, pytest, hypothesis' 2>/dev/null \
+    || [ pyproject.toml -nt .venv/.portkit-installed ]; then
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+    touch .venv/.portkit-installed
+fi
+
+if [ "$run_main" = 1 ]; then
+    exec .venv/bin/portkit
+fi

@@ -1,0 +1,1 @@
+"""portkit's command line: a thin client of the Python API."""

@@ -1,0 +1,152 @@
+"""Commands about what a port is: explain, lookup, ranges, free-port."""
+
+from __future__ import annotations
+
+import click
+
+from portkit.cli.output import emit_json, emit_pairs, emit_table, json_option
+from portkit.errors import UsageError
+from portkit.explain import explain_port, parse_port_proto
+from portkit.freeport import find_free_ports
+from portkit.kernel import read_port_settings
+from portkit.model import DYNAMIC, REGISTERED, WELL_KNOWN, PortRange, Protocol
+from portkit.registry import Service, default_registry
+
+
+def _dedupe(services: list[Service] | tuple[Service, ...]) -> list[Service]:
+    """One row per (name, ports, protocol, source): layers repeat themselves."""
+    seen: dict[tuple[str, str, Protocol, str], Service] = {}
+    for s in services:
+        seen.setdefault((s.name, s.ports, s.protocol, s.source.value), s)
+    return list(seen.values())
+
+
+@click.command()
+@click.argument("port")
+@json_option
+def explain(port: str, as_json: bool) -> None:
+    """What PORT[/PROTO] is: range class, services, binding, ephemeral range, risks."""
+    number, protocol = parse_port_proto(port)
+    result = explain_port(number, protocol)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    s = result.settings
+    bind = (
+        f"needs root or CAP_NET_BIND_SERVICE (ports below {s.unprivileged_start})"
+        if result.needs_privilege
+        else f"any user (ports from {s.unprivileged_start} up)"
+    )
+    if result.needs_privilege:
+        bind += "; this process may bind it" if result.can_bind_now else "; this process may not bind it"
+    emit_pairs(
+        [
+            ("port", f"{result.port} ({'/'.join(p.value for p in result.protocols)})"),
+            ("class", f"{result.port_class.name} ({result.port_class.first}-{result.port_class.last}): "
+                      f"{result.port_class.description}"),
+            ("binding", bind),
+            ("ephemeral", ("yes" if result.ephemeral else "no")
+             + f" (this machine hands out {s.ephemeral} to outgoing connections)"),
+            ("reserved", "yes (ip_local_reserved_ports)" if result.reserved else "no"),
+        ]
+    )
+    click.echo()
+    rows = [(f"{x.ports}/{x.protocol}", x.name or "-", x.source, x.description) for x in _dedupe(result.services)]
+    emit_table(["PORT", "SERVICE", "SOURCE", "DESCRIPTION"], rows, empty="no service is known on this port")
+    for risk in result.risks:
+        click.echo()
+        line = f"risk ({risk.name}): {risk.risk}"
+        click.echo(line + (f"; safer: {risk.alternative}" if risk.alternative else ""))
+
+
+@click.command()
+@click.argument("text", nargs=-1, required=True)
+@click.option("--limit", default=40, show_default=True, help="At most this many rows (0 = all).")
+@json_option
+def lookup(text: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Ports of a service, by name or keyword ('ssh', 'remote desktop', 'postgres')."""
+    query = " ".join(text)
+    found = _dedupe(default_registry().search(query))
+    if limit:
+        found = found[:limit]
+    if as_json:
+        emit_json({"query": query, "services": [s.to_json() for s in found]})
+        return
+    rows = [(f"{s.ports}/{s.protocol}", s.name or "-", s.source, s.description) for s in found]
+    emit_table(["PORT", "SERVICE", "SOURCE", "DESCRIPTION"], rows, empty=f"no service matches {query!r}")
+
+
+@click.command()
+@json_option
+def ranges(as_json: bool) -> None:
+    """IANA's port ranges next to this machine's ephemeral, reserved and unprivileged settings."""
+    settings = read_port_settings()
+    classes = [WELL_KNOWN, REGISTERED, DYNAMIC]
+    if as_json:
+        emit_json(
+            {
+                "iana": [
+                    {"name": c.name, "first": c.first, "last": c.last, "description": c.description}
+                    for c in classes
+                ],
+                "host": settings.to_json(),
+            }
+        )
+        return
+    emit_table(
+        ["RANGE", "PORTS", "MEANING"],
+        [(c.name, f"{c.first}-{c.last}", c.description) for c in classes],
+        title="IANA port ranges (RFC 6335)",
+    )
+    click.echo()
+    eph = settings.ephemeral
+    emit_table(
+        ["SETTING", "VALUE", "MEANING"],
+        [
+            ("ephemeral range", str(eph), f"{len(eph)} ports the kernel picks for outgoing connections "
+             "(net.ipv4.ip_local_port_range)"),
+            ("reserved ports", ",".join(map(str, settings.reserved)) or "(none)",
+             "kept out of the ephemeral range (net.ipv4.ip_local_reserved_ports)"),
+            ("unprivileged from", str(settings.unprivileged_start),
+             "binding a lower port needs root or CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start)"),
+        ],
+        title="This machine",
+    )
+    overlap = eph.first < REGISTERED.last
+    if overlap:
+        click.echo()
+        click.echo(
+            f"note: the ephemeral range {eph} overlaps IANA's registered range; a service on a port in "
+            "it can fail to bind when an outgoing connection holds that port."
+        )
+
+
+def _parse_range(_ctx: click.Context, _param: click.Parameter, value: str | None) -> PortRange | None:
+    if value is None:
+        return None
+    first, sep, last = value.partition("-")
+    if not sep or not first.isdigit() or not last.isdigit():
+        raise UsageError(f"invalid range {value!r}: expected A-B, e.g. 20000-30000")
+    if int(last) > 65535 or int(first) > int(last):
+        raise UsageError(f"invalid range {value!r}: expected A-B with 0 <= A <= B <= 65535")
+    return PortRange(int(first), int(last))
+
+
+@click.command("free-port")
+@click.option("--proto", "proto", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
+@click.option("--range", "search", callback=_parse_range, help="Search only A-B (default 1024-49151).")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+def free_port(proto: str, search: PortRange | None, count: int, as_json: bool) -> int:
+    """Ports free to bind now, outside the ephemeral range, avoiding known services."""
+    protocol = Protocol.parse(proto)
+    ports = find_free_ports(count, protocol, search)
+    if as_json:
+        emit_json({"protocol": protocol.value, "ports": ports, "requested": count})
+    else:
+        for port in ports:
+            click.echo(port)
+    if len(ports) < count:
+        click.echo(f"portkit: found only {len(ports)} of {count} free ports", err=True)
+        return 1
+    return 0

@@ -1,0 +1,106 @@
+"""The `portkit` command: a lazy group, so each command imports only what it uses.
+
+Exit status: 0 ok, 1 the check found something (or a runtime failure), 2 usage error,
+130 interrupted. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from typing import Any
+
+import click
+
+from portkit.errors import PortkitError
+
+# name -> "module:attribute"; a command's module is imported only when it runs.
+COMMANDS: dict[str, str] = {
+    "explain": "portkit.cli.about:explain",
+    "lookup": "portkit.cli.about:lookup",
+    "ranges": "portkit.cli.about:ranges",
+    "free-port": "portkit.cli.about:free_port",
+    "registry": "portkit.cli.registry:registry",
+    # socket inventory (portkit.sockets)
+    "overview": "portkit.cli.sockets:overview",
+    "ls": "portkit.cli.sockets:ls",
+    "who": "portkit.cli.sockets:who",
+    # scanner and service detection (portkit.scan, portkit.services)
+    "scan": "portkit.cli.scan:scan",
+    # firewall (portkit.firewall)
+    "fw": "portkit.cli.firewall:fw",
+    # port forwarder (portkit.forward)
+    "forward": "portkit.cli.forward:forward",
+}
+DEFAULT_COMMAND = "ranges"
+
+
+def _available(target: str) -> bool:
+    """Whether a command's module exists (capabilities land one at a time)."""
+    return importlib.util.find_spec(target.partition(":")[0]) is not None
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name, target in COMMANDS.items() if _available(target))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not _available(target):
+            return None
+        module_name, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(package_name="portkit", prog_name="portkit")
+@click.pass_context
+def cli(ctx: click.Context) -> Any:
+    """portkit: what a port is, who holds it, what is reachable, what the firewall does.
+
+    With no command, shows this host's overview.
+    """
+    if ctx.invoked_subcommand is None:
+        command = cli.get_command(ctx, DEFAULT_COMMAND)
+        assert command is not None
+        return ctx.invoke(command)
+    return None
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script and of `python -m portkit`."""
+    try:
+        status = cli.main(args=argv, prog_name="portkit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        status = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("portkit: interrupted", err=True)
+        status = 130
+    except KeyboardInterrupt:
+        click.echo("portkit: interrupted", err=True)
+        status = 130
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "portkit"
+        click.echo(f"{where}: error: {_one_line(exc.format_message())} (see '{where} --help')", err=True)
+        status = 2
+    except click.ClickException as exc:
+        click.echo(f"portkit: error: {_one_line(exc.format_message())}", err=True)
+        status = exc.exit_code
+    except PortkitError as exc:
+        click.echo(f"portkit: error: {_one_line(str(exc))}", err=True)
+        status = exc.exit_status
+    except BrokenPipeError:
+        sys.stderr.close()
+        status = 0
+    sys.exit(status if isinstance(status, int) else 0)

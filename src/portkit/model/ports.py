@@ -1,0 +1,84 @@
+"""Protocols, port numbers and IANA's three port ranges."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from portkit.errors import UsageError
+
+MIN_PORT = 0
+MAX_PORT = 65535
+
+
+class Protocol(enum.Enum):
+    """A transport protocol that has ports."""
+
+    TCP = "tcp"
+    UDP = "udp"
+    SCTP = "sctp"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, text: str) -> Protocol:
+        """`tcp`, `UDP`, `sctp` -> Protocol; anything else is a UsageError."""
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            accepted = ", ".join(p.value for p in cls)
+            raise UsageError(f"invalid protocol {text!r}: expected one of {accepted}") from None
+
+
+@dataclass(frozen=True)
+class PortClass:
+    """One of IANA's port ranges (RFC 6335 section 6)."""
+
+    name: str
+    first: int
+    last: int
+    description: str
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        return self.name
+
+
+WELL_KNOWN = PortClass(
+    "well-known", 0, 1023, "System ports, assigned by IANA through IETF review; binding needs privileges"
+)
+REGISTERED = PortClass(
+    "registered", 1024, 49151, "User ports, registered with IANA for specific services"
+)
+DYNAMIC = PortClass(
+    "dynamic", 49152, 65535, "Dynamic/private ports, never assigned; meant for ephemeral use"
+)
+PORT_CLASSES = (WELL_KNOWN, REGISTERED, DYNAMIC)
+
+
+def validate_port(value: int | str, *, what: str = "port") -> int:
+    """Return `value` as a port number 0-65535, or raise a UsageError naming it."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isdigit():
+            raise UsageError(f"invalid {what} {value!r}: ports are whole numbers 0-65535")
+        number = int(text)
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"invalid {what} {value!r}: ports are whole numbers 0-65535")
+    else:
+        number = value
+    if not MIN_PORT <= number <= MAX_PORT:
+        raise UsageError(f"invalid {what} '{number}': ports are 0-65535")
+    return number
+
+
+def classify_port(port: int) -> PortClass:
+    """The IANA range a port number falls in."""
+    port = validate_port(port)
+    for cls in PORT_CLASSES:
+        if port in cls:
+            return cls
+    raise AssertionError("unreachable: the classes cover 0-65535")

@@ -1,0 +1,205 @@
+"""Port specifications in nmap's syntax, used by every command that takes ports.
+
+Accepted, comma-separated: `22`, `1-1024`, `-` (1-65535), `-1024`, `60000-`, service names
+(`ssh,https`), `top:N` (the N most commonly open ports), and protocol prefixes `T:`, `U:`,
+`S:` that apply to the items after them (`T:80,443,U:53,161`). Items without a prefix apply
+to every protocol a command works on. Parsing yields a normalised, concrete `PortSpec`
+(names and `top:N` already resolved), and `str(spec)` renders it back so that
+`parse_port_spec(str(spec)) == spec`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol as TypingProtocol
+
+from portkit.errors import UsageError
+from portkit.model.ports import MAX_PORT, Protocol
+
+_PREFIXES = {"T": Protocol.TCP, "U": Protocol.UDP, "S": Protocol.SCTP}
+_PREFIX_OF = {proto: letter for letter, proto in _PREFIXES.items()}
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._+/-]*\Z")
+_RANGE_RE = re.compile(r"(\d*)-(\d*)\Z")
+MAX_TOP = 65536
+
+
+class PortNames(TypingProtocol):
+    """What the parser needs from a service registry to resolve names and `top:N`."""
+
+    def ports_for_name(self, name: str) -> list[tuple[int, Protocol]]: ...
+
+    def top_ports(self, count: int, protocol: Protocol) -> list[int]: ...
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    """An inclusive range of port numbers; a single port has first == last."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.first <= self.last <= MAX_PORT:
+            raise UsageError(f"invalid port range {self.first}-{self.last}: expected 0 <= first <= last <= 65535")
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.first, self.last + 1))
+
+    def __str__(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+
+
+def normalise_ranges(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
+    """Sort ranges and merge those that overlap or touch."""
+    merged: list[PortRange] = []
+    for rng in sorted(ranges):
+        if merged and rng.first <= merged[-1].last + 1:
+            if rng.last > merged[-1].last:
+                merged[-1] = PortRange(merged[-1].first, rng.last)
+        else:
+            merged.append(rng)
+    return tuple(merged)
+
+
+def ranges_from_ports(ports: Iterable[int]) -> tuple[PortRange, ...]:
+    return normalise_ranges(PortRange(p, p) for p in ports)
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A concrete set of ports: some for every protocol, some for one protocol only."""
+
+    any: tuple[PortRange, ...] = ()
+    tcp: tuple[PortRange, ...] = ()
+    udp: tuple[PortRange, ...] = ()
+    sctp: tuple[PortRange, ...] = ()
+    source: str = field(default="", compare=False)
+
+    @classmethod
+    def of(cls, ports: Iterable[int], protocol: Protocol | None = None) -> PortSpec:
+        ranges = ranges_from_ports(ports)
+        if protocol is None:
+            return cls(any=ranges)
+        return cls(**{protocol.value: ranges})
+
+    def ranges(self, protocol: Protocol) -> tuple[PortRange, ...]:
+        """The ranges that apply to `protocol`: the unprefixed ones and its own."""
+        own: tuple[PortRange, ...] = getattr(self, protocol.value)
+        return normalise_ranges(self.any + own)
+
+    def ports(self, protocol: Protocol) -> Iterator[int]:
+        """Every port for `protocol`, ascending, without building a list."""
+        for rng in self.ranges(protocol):
+            yield from rng
+
+    def count(self, protocol: Protocol) -> int:
+        return sum(len(r) for r in self.ranges(protocol))
+
+    def contains(self, port: int, protocol: Protocol) -> bool:
+        return any(port in r for r in self.ranges(protocol))
+
+    def is_empty(self) -> bool:
+        return not (self.any or self.tcp or self.udp or self.sctp)
+
+    def __str__(self) -> str:
+        parts = [",".join(str(r) for r in self.any)] if self.any else []
+        for proto in Protocol:
+            own: tuple[PortRange, ...] = getattr(self, proto.value)
+            if own:
+                parts.append(f"{_PREFIX_OF[proto]}:" + ",".join(str(r) for r in own))
+        return ",".join(parts)
+
+
+def _spec_error(text: str, token: str, position: int, why: str) -> UsageError:
+    return UsageError(f"invalid port spec {text!r}: {token!r} at position {position}: {why}")
+
+
+def _parse_number(text: str, token: str, position: int, digits: str) -> int:
+    number = int(digits)
+    if number > MAX_PORT:
+        raise _spec_error(text, token, position, f"port {number} is out of range: ports are 0-65535")
+    return number
+
+
+def parse_port_spec(text: str, names: PortNames | None = None) -> PortSpec:
+    """Parse an nmap-style port list; see the module docstring for the syntax.
+
+    `names` resolves service names and `top:N`; by default portkit's registry does.
+    """
+    if not text or not text.strip():
+        raise UsageError("invalid port spec '': expected ports such as 22, 1-1024, 80,443 or T:80,U:53")
+    buckets: dict[Protocol | None, list[PortRange]] = {None: [], **{p: [] for p in Protocol}}
+    current: Protocol | None = None
+    position = 1
+    for raw in text.split(","):
+        token = raw.strip()
+        offset = position + (len(raw) - len(raw.lstrip()))
+        position += len(raw) + 1
+        if not token:
+            raise _spec_error(text, raw, offset, "empty item: remove the extra comma")
+        if len(token) >= 2 and token[1] == ":" and token[0].upper() in _PREFIXES:
+            current = _PREFIXES[token[0].upper()]
+            token = token[2:].strip()
+            if not token:
+                raise _spec_error(text, raw.strip(), offset, "a protocol prefix needs ports after it, e.g. T:80")
+        for proto, rng in _parse_item(text, token, offset, current, names):
+            buckets[proto].append(rng)
+    return PortSpec(
+        any=normalise_ranges(buckets[None]),
+        tcp=normalise_ranges(buckets[Protocol.TCP]),
+        udp=normalise_ranges(buckets[Protocol.UDP]),
+        sctp=normalise_ranges(buckets[Protocol.SCTP]),
+        source=text,
+    )
+
+
+def _default_names() -> PortNames:
+    from portkit.registry import default_registry
+
+    return default_registry()
+
+
+def _parse_item(
+    text: str, token: str, position: int, current: Protocol | None, names: PortNames | None
+) -> list[tuple[Protocol | None, PortRange]]:
+    if token.isdigit():
+        port = _parse_number(text, token, position, token)
+        return [(current, PortRange(port, port))]
+    match = _RANGE_RE.match(token)
+    if match:
+        lo_digits, hi_digits = match.groups()
+        first = _parse_number(text, token, position, lo_digits) if lo_digits else 1
+        last = _parse_number(text, token, position, hi_digits) if hi_digits else MAX_PORT
+        if first > last:
+            raise _spec_error(text, token, position, f"reversed range: write {last}-{first}")
+        return [(current, PortRange(first, last))]
+    if token.lower().startswith("top:"):
+        count_text = token[4:]
+        if not count_text.isdigit() or not 1 <= int(count_text) <= MAX_TOP:
+            raise _spec_error(text, token, position, "top:N needs a count N from 1 to 65536")
+        resolver = names or _default_names()
+        protos = [current] if current is not None else [Protocol.TCP, Protocol.UDP]
+        return [
+            (proto, PortRange(p, p)) for proto in protos for p in resolver.top_ports(int(count_text), proto)
+        ]
+    if _NAME_RE.match(token):
+        resolver = names or _default_names()
+        found = [
+            (proto if current is None else current, PortRange(port, port))
+            for port, proto in resolver.ports_for_name(token)
+            if current is None or proto is current
+        ]
+        if not found:
+            raise _spec_error(text, token, position, "unknown service name (try 'portkit lookup NAME')")
+        return found
+    raise _spec_error(
+        text, token, position, "expected a port (0-65535), a range (A-B), a service name or top:N"
+    )

@@ -1,0 +1,164 @@
+"""The layered service registry: built-in table, /etc/services, IANA cache, nmap-services.
+
+Layers load lazily, the first time a question needs them, and every answer is a
+`Service` that says which layer it came from.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+from portkit.model import Protocol
+from portkit.registry._service import Service, Source
+
+Loader = Callable[[], list[Service]]
+
+
+class _Layer:
+    """One source, indexed by (protocol, port) and by name."""
+
+    def __init__(self, source: Source, loader: Loader) -> None:
+        self.source = source
+        self._loader = loader
+        self._loaded = False
+        self.services: list[Service] = []
+        self._by_port: dict[tuple[Protocol, int], list[Service]] = defaultdict(list)
+        self._ranges: list[Service] = []
+        self._by_name: dict[str, list[Service]] = defaultdict(list)
+
+    def load(self) -> _Layer:
+        if not self._loaded:
+            self._loaded = True
+            self.services = self._loader()
+            for s in self.services:
+                if s.last_port == s.port:
+                    self._by_port[(s.protocol, s.port)].append(s)
+                else:
+                    self._ranges.append(s)
+                for name in s.names():
+                    self._by_name[name.lower()].append(s)
+        return self
+
+    def for_port(self, port: int, protocol: Protocol) -> list[Service]:
+        self.load()
+        found = list(self._by_port.get((protocol, port), ()))
+        found.extend(s for s in self._ranges if s.protocol is protocol and s.covers(port))
+        return found
+
+    def by_name(self, name: str) -> list[Service]:
+        return list(self.load()._by_name.get(name.lower(), ()))
+
+
+def _default_loaders() -> list[tuple[Source, Loader]]:
+    from portkit.registry.builtin import load_builtin
+    from portkit.registry.iana import load_cache
+    from portkit.registry.nmap import load_nmap_services
+    from portkit.registry.system import load_etc_services
+
+    return [
+        (Source.BUILTIN, load_builtin),
+        (Source.SYSTEM, load_etc_services),
+        (Source.IANA, load_cache),
+        (Source.NMAP, load_nmap_services),
+    ]
+
+
+class Registry:
+    """Answers "what is port N" and "which port is service X" from layered sources."""
+
+    def __init__(self, loaders: Iterable[tuple[Source, Loader]] | None = None) -> None:
+        self._layers = [_Layer(src, fn) for src, fn in (loaders or _default_loaders())]
+
+    def layer(self, source: Source) -> list[Service]:
+        return [s for layer in self._layers if layer.source is source for s in layer.load().services]
+
+    def sources(self) -> dict[str, int]:
+        """How many entries each layer holds (0 for a layer with nothing installed)."""
+        return {layer.source.value: len(layer.load().services) for layer in self._layers}
+
+    def for_port(self, port: int, protocol: Protocol | None = None) -> list[Service]:
+        """Every layer's services on `port`, most trusted layer first."""
+        protocols = [protocol] if protocol else list(Protocol)
+        return [s for layer in self._layers for proto in protocols for s in layer.for_port(port, proto)]
+
+    def name_for(self, port: int, protocol: Protocol) -> str:
+        """The best single name for a port ('' when no layer knows it)."""
+        for layer in self._layers:
+            for s in layer.for_port(port, protocol):
+                if s.name:
+                    return s.name
+        return ""
+
+    def risk_for(self, port: int, protocol: Protocol) -> Service | None:
+        """The built-in entry with a risk note for this port, if any."""
+        for layer in self._layers:
+            if layer.source is Source.BUILTIN:
+                for s in layer.for_port(port, protocol):
+                    if s.risk:
+                        return s
+        return None
+
+    def by_name(self, name: str) -> list[Service]:
+        return [s for layer in self._layers for s in layer.by_name(name)]
+
+    def ports_for_name(self, name: str) -> list[tuple[int, Protocol]]:
+        """Ports of the services called `name` (or with that alias), in any layer."""
+        seen: dict[tuple[int, Protocol], None] = {}
+        for s in self.by_name(name):
+            if s.last_port - s.port > 1024:
+                continue
+            for port in range(s.port, s.last_port + 1):
+                seen[(port, s.protocol)] = None
+        return list(seen)
+
+    def search(self, text: str, *, limit: int = 0) -> list[Service]:
+        """Services whose name, alias, category or description contains every word of `text`.
+
+        Exact name matches come first, then by layer trust, then by port.
+        """
+        words = [w for w in re.split(r"\W+", text.lower()) if w]
+        if not words:
+            return []
+        exact = text.strip().lower()
+        scored: list[tuple[int, int, int, Service]] = []
+        for rank, layer in enumerate(self._layers):
+            for s in layer.load().services:
+                names = [n.lower() for n in s.names()]
+                hay = " ".join([*names, s.category, s.description.lower()])
+                if all(w in hay for w in words):
+                    tier = 0 if exact in names else 1 if any(exact in n for n in names) else 2
+                    scored.append((tier, rank, s.port, s))
+        scored.sort(key=lambda t: t[:3])
+        results = [t[3] for t in scored]
+        return results[:limit] if limit else results
+
+    def top_ports(self, count: int, protocol: Protocol) -> list[int]:
+        """The `count` ports most often found open: nmap's frequencies when installed,
+        otherwise the built-in table's commonness ranking, then the rest in port order."""
+        ranked: dict[int, None] = {}
+        for layer in self._layers:
+            if layer.source is Source.NMAP:
+                entries = [s for s in layer.load().services if s.protocol is protocol and s.frequency > 0]
+                for s in sorted(entries, key=lambda s: (-s.frequency, s.port)):
+                    ranked[s.port] = None
+        if not ranked:
+            for layer in self._layers:
+                if layer.source is Source.BUILTIN:
+                    entries = [s for s in layer.load().services if s.protocol is protocol]
+                    for s in sorted(entries, key=lambda s: (s.commonness, s.port)):
+                        if len(s.ports.split("-")) == 1:
+                            ranked[s.port] = None
+        port = 1
+        while len(ranked) < count and port <= 65535:
+            ranked.setdefault(port, None)
+            port += 1
+        return list(ranked)[:count]
+
+
+@functools.lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    """The process-wide registry over this machine's sources."""
+    return Registry()

@@ -1,0 +1,236 @@
+"""Layer 3: IANA's Service Name and Transport Protocol Port Number Registry.
+
+`import_iana(path)` reads IANA's CSV or XML format, accounts for every record (imported,
+or skipped with a reason), and stores the usable rows in a per-user cache that later
+look-ups read. `download_iana()` fetches the registry from IANA when the network allows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from portkit.errors import PortkitError, UsageError
+from portkit.model import Protocol
+from portkit.registry._service import Service, Source
+
+IANA_CSV_URL = "https://www.iana.org/assignments/service-names-port-numbers/service-names-port-numbers.csv"
+CACHE_NAME = "iana-services.tsv"
+_CACHE_MAGIC = "# portkit iana cache v1 "
+
+
+def cache_dir() -> Path:
+    """Per-user cache: $PORTKIT_CACHE_DIR, else $XDG_CACHE_HOME/portkit, else ~/.cache/portkit."""
+    override = os.environ.get("PORTKIT_CACHE_DIR")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "portkit"
+
+
+def cache_path() -> Path:
+    return cache_dir() / CACHE_NAME
+
+
+@dataclass
+class ImportReport:
+    """What an import did with every record of the source."""
+
+    source: str
+    records: int = 0
+    imported: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    cache: str = ""
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "records": self.records,
+            "imported": self.imported,
+            "skipped": self.skipped_total,
+            "skipped_by_reason": dict(sorted(self.skipped.items())),
+            "cache": self.cache,
+        }
+
+
+@dataclass(frozen=True)
+class IanaRecord:
+    """One record as IANA publishes it, before it is judged."""
+
+    name: str
+    number: str
+    protocol: str
+    description: str
+
+
+def _read_csv(text: str) -> Iterator[IanaRecord]:
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header or [h.strip().lower() for h in header[:4]] != [
+        "service name",
+        "port number",
+        "transport protocol",
+        "description",
+    ]:
+        raise UsageError(
+            "not an IANA port registry CSV: the first row must start "
+            "'Service Name,Port Number,Transport Protocol,Description'"
+        )
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        row = row + [""] * (4 - len(row))
+        yield IanaRecord(row[0].strip(), row[1].strip(), row[2].strip().lower(), row[3].strip())
+
+
+def _read_xml(text: str) -> Iterator[IanaRecord]:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise UsageError(f"not a readable IANA registry XML file: {exc}") from None
+    for elem in root.iter():
+        if not elem.tag.endswith("record"):
+            continue
+        values: dict[str, str] = {}
+        for child in elem:
+            tag = child.tag.rsplit("}", 1)[-1]
+            values[tag] = "".join(child.itertext()).strip()
+        yield IanaRecord(
+            values.get("name", ""),
+            values.get("number", ""),
+            values.get("protocol", "").lower(),
+            values.get("description", ""),
+        )
+
+
+def read_records(text: str) -> Iterator[IanaRecord]:
+    """IANA records from CSV or XML text (the format is recognised from the content)."""
+    if text.lstrip().startswith("<"):
+        return _read_xml(text)
+    return _read_csv(text)
+
+
+def judge_record(record: IanaRecord) -> tuple[list[Service], str]:
+    """The services a record yields, or the reason it yields none."""
+    description = " ".join(record.description.split())
+    lowered = description.lower()
+    if not record.number:
+        return [], "no port number (service name only)"
+    if not record.name and (lowered.startswith("unassigned") or lowered.startswith("reserved")):
+        return [], "unassigned" if lowered.startswith("unassigned") else "reserved"
+    if not record.protocol:
+        return [], "no transport protocol"
+    if record.protocol not in ("tcp", "udp", "sctp"):
+        return [], f"unsupported protocol {record.protocol}"
+    first_text, _, last_text = record.number.partition("-")
+    if not first_text.isdigit() or (last_text and not last_text.isdigit()):
+        return [], "malformed port number"
+    first, last = int(first_text), int(last_text or first_text)
+    if not 0 <= first <= last <= 65535:
+        return [], "malformed port number"
+    service = Service(
+        name=record.name,
+        port=first,
+        last_port=last,
+        protocol=Protocol(record.protocol),
+        source=Source.IANA,
+        description=description,
+    )
+    return [service], ""
+
+
+def import_records(records: Iterable[IanaRecord], source: str) -> tuple[list[Service], ImportReport]:
+    report = ImportReport(source=source)
+    services: list[Service] = []
+    for record in records:
+        report.records += 1
+        found, reason = judge_record(record)
+        if found:
+            report.imported += 1
+            services.extend(found)
+        else:
+            report.skipped[reason] += 1
+    return services, report
+
+
+def write_cache(services: list[Service], report: ImportReport, path: Path | None = None) -> Path:
+    path = path or cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"source": report.source, "imported_at": int(time.time()), "imported": report.imported}
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        out.write(_CACHE_MAGIC + json.dumps(meta) + "\n")
+        for s in services:
+            desc = s.description.replace("\t", " ").replace("\n", " ")
+            out.write(f"{s.name}\t{s.port}\t{s.last_port}\t{s.protocol.value}\t{desc}\n")
+    tmp.replace(path)
+    return path
+
+
+def load_cache(path: Path | None = None) -> list[Service]:
+    """The cached IANA layer, or nothing when no import has been done."""
+    path = path or cache_path()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    if not lines or not lines[0].startswith(_CACHE_MAGIC):
+        return []
+    services = []
+    for line in lines[1:]:
+        name, port, last, proto, desc = line.split("\t", 4)
+        services.append(
+            Service(name, int(port), Protocol(proto), Source.IANA, desc, last_port=int(last))
+        )
+    return services
+
+
+def import_iana(path: str | Path, *, cache: Path | None = None) -> ImportReport:
+    """Import IANA's CSV or XML registry from a file into the per-user cache."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"cannot import {str(path)!r}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot import {str(path)!r}: {exc}") from None
+    services, report = import_records(read_records(text), source=str(file))
+    if report.imported == 0:
+        raise UsageError(f"cannot import {str(path)!r}: no usable IANA records in it")
+    report.cache = str(write_cache(services, report, cache))
+    return report
+
+
+def download_iana(url: str = IANA_CSV_URL, *, timeout: float = 30.0, cache: Path | None = None) -> ImportReport:
+    """Fetch the registry from IANA and import it; a clear PortkitError when offline."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            text = response.read().decode("utf-8")
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PortkitError(
+            f"cannot download the IANA registry from {url}: {reason}; "
+            "download it elsewhere and run 'portkit registry import FILE'"
+        ) from None
+    services, report = import_records(read_records(text), source=url)
+    report.cache = str(write_cache(services, report, cache))
+    return report

@@ -1,0 +1,44 @@
+"""Layer 2: the system's services database, `/etc/services`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from portkit.model import Protocol
+from portkit.registry._service import Service, Source
+
+ETC_SERVICES = Path("/etc/services")
+
+
+def parse_etc_services(text: str) -> list[Service]:
+    """`name  port/proto  [aliases...]  [# comment]` lines; unknown protocols are ignored."""
+    services: list[Service] = []
+    for line in text.splitlines():
+        body, _, comment = line.partition("#")
+        fields = body.split()
+        if len(fields) < 2 or "/" not in fields[1]:
+            continue
+        port_text, _, proto_text = fields[1].partition("/")
+        if not port_text.isdigit() or proto_text not in ("tcp", "udp", "sctp"):
+            continue
+        port = int(port_text)
+        if port > 65535:
+            continue
+        services.append(
+            Service(
+                name=fields[0],
+                port=port,
+                protocol=Protocol(proto_text),
+                source=Source.SYSTEM,
+                description=comment.strip(),
+                aliases=tuple(fields[2:]),
+            )
+        )
+    return services
+
+
+def load_etc_services(path: Path = ETC_SERVICES) -> list[Service]:
+    try:
+        return parse_etc_services(path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return []

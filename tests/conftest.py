@@ -1,0 +1,65 @@
+"""Shared fixtures: an isolated registry cache, the real IANA snapshot, running the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IANA_CSV = ROOT.parent / "shared" / "data" / "iana" / "service-names-port-numbers.csv"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, raw sockets, nftables)")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own registry cache, so no test sees another's IANA import."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("PORTKIT_CACHE_DIR", str(cache))
+    from portkit.registry import default_registry
+
+    default_registry.cache_clear()
+    return cache
+
+
+@pytest.fixture
+def iana_csv() -> Path:
+    if not IANA_CSV.is_file():
+        pytest.skip(f"the IANA snapshot is not at {IANA_CSV} (shared/ must sit beside the repository)")
+    return IANA_CSV
+
+
+@dataclass
+class CliResult:
+    status: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> CliResult:
+    """Run `python -m portkit ARGS` as a user would, in a separate process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "portkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli() -> Iterator[Any]:
+    yield run_cli

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from portkit import Protocol, Registry, Source, UsageError, import_iana
+from portkit.registry.builtin import load_builtin
+from portkit.registry.iana import load_cache
+from portkit.registry.nmap import parse_nmap_services
+from portkit.registry.system import parse_etc_services
+
+
+def test_builtin_table_is_broad_and_well_formed() -> None:
+    services = load_builtin()
+    names = {s.name for s in services}
+    assert len(names) >= 300
+    assert {"ssh", "https", "telnet", "redis", "postgresql", "rdp"} <= names
+    for s in services:
+        assert 0 <= s.port <= s.last_port <= 65535
+        assert s.description and s.category and 1 <= s.commonness <= 5
+
+
+@pytest.mark.parametrize(
+    ("port", "proto", "name", "alternative_mentions"),
+    [(23, "tcp", "telnet", "22"), (21, "tcp", "ftp", "sftp"), (2375, "tcp", "docker", "2376"),
+     (110, "tcp", "pop3", "995"), (143, "tcp", "imap", "993"), (80, "tcp", "http", "443")],
+)
+def test_risky_ports_name_the_safer_alternative(port: int, proto: str, name: str, alternative_mentions: str) -> None:
+    risk = Registry().risk_for(port, Protocol(proto))
+    assert risk is not None and risk.name == name
+    assert alternative_mentions in risk.alternative
+
+
+@pytest.mark.parametrize("port", [6379, 27017, 9200, 11211, 3389, 5900])
+def test_exposure_sensitive_ports_carry_a_risk_note(port: int) -> None:
+    assert Registry().risk_for(port, Protocol.TCP) is not None
+
+
+def test_etc_services_parser_reads_aliases_and_comments() -> None:
+    text = "# c\nssh\t\t22/tcp\t\t\t# SSH Remote Login\nsmtp 25/tcp mail\nbogus 99999/tcp\nx 5/ddp\n"
+    services = parse_etc_services(text)
+    assert [(s.name, s.port, s.aliases) for s in services] == [("ssh", 22, ()), ("smtp", 25, ("mail",))]
+    assert services[0].description == "SSH Remote Login"
+
+
+def test_nmap_services_parser_keeps_frequencies() -> None:
+    text = "# header\nhttp\t80/tcp\t0.484143\t# World Wide Web HTTP\nfoo\t9/udp\tbad\n"
+    (s,) = parse_nmap_services(text)
+    assert (s.name, s.port, s.frequency, s.source) == ("http", 80, 0.484143, Source.NMAP)
+
+
+def test_top_ports_follow_nmap_frequencies_when_installed() -> None:
+    def nmap() -> list:  # type: ignore[type-arg]
+        return parse_nmap_services("a\t10/tcp\t0.1\nb\t20/tcp\t0.9\nc\t30/tcp\t0.5\nd\t40/udp\t0.9\n")
+
+    registry = Registry([(Source.NMAP, nmap)])
+    assert registry.top_ports(3, Protocol.TCP) == [20, 30, 10]
+    assert registry.top_ports(5, Protocol.TCP)[:3] == [20, 30, 10]
+    assert len(registry.top_ports(5, Protocol.TCP)) == 5
+
+
+def test_top_ports_fall_back_to_the_builtin_ranking() -> None:
+    registry = Registry([(Source.BUILTIN, load_builtin), (Source.NMAP, list)])
+    top = registry.top_ports(20, Protocol.TCP)
+    assert len(top) == len(set(top)) == 20
+    assert {22, 80, 443} <= set(top)
+
+
+def test_iana_import_accounts_for_every_record(iana_csv: Path, isolated_cache: Path) -> None:
+    report = import_iana(iana_csv)
+    assert report.records == 14447
+    assert report.imported + report.skipped_total == 14447
+    assert report.imported > 11000
+    assert report.skipped["unassigned"] > 0 and report.skipped["reserved"] > 0
+    assert report.skipped["no port number (service name only)"] > 0
+    cached = load_cache()
+    assert len(cached) == report.imported
+    assert Path(report.cache).parent == isolated_cache
+    # a range row and a multi-line description survive the trip
+    assert any(s.port == 6000 and s.last_port == 6063 for s in cached)
+    assert all("\n" not in s.description for s in cached)
+
+
+def test_lookups_answer_from_iana_after_import(iana_csv: Path) -> None:
+    def empty() -> list:  # type: ignore[type-arg]
+        return []
+
+    before = Registry([(Source.IANA, load_cache)])
+    assert before.for_port(8883, Protocol.TCP) == []
+    import_iana(iana_csv)
+    after = Registry([(Source.IANA, load_cache), (Source.NMAP, empty)])
+    names = {s.name for s in after.for_port(8883, Protocol.TCP)}
+    assert "secure-mqtt" in names
+    assert all(s.source is Source.IANA for s in after.for_port(8883, Protocol.TCP))
+    assert (5432, Protocol.TCP) in after.ports_for_name("postgresql")
+
+
+def test_iana_xml_format_is_read(tmp_path: Path) -> None:
+    xml = tmp_path / "reg.xml"
+    xml.write_text(
+        '<?xml version="1.0"?><registry xmlns="http://www.iana.org/assignments">'
+        "<record><name>ssh</name><protocol>tcp</protocol><description>The Secure Shell\n (SSH) Protocol"
+        "</description><number>22</number></record>"
+        "<record><protocol>udp</protocol><description>Unassigned</description><number>4</number></record>"
+        "<record><name>x11</name><protocol>tcp</protocol><description>X Window System</description>"
+        "<number>6000-6063</number></record></registry>"
+    )
+    report = import_iana(xml)
+    assert (report.records, report.imported, dict(report.skipped)) == (3, 2, {"unassigned": 1})
+    assert any(s.last_port == 6063 for s in load_cache())
+
+
+def test_import_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        import_iana(tmp_path / "missing.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(UsageError, match="not an IANA port registry CSV"):
+        import_iana(bad)
+
+
+def test_search_finds_by_keyword_and_ranks_exact_names_first() -> None:
+    registry = Registry()
+    assert registry.search("ssh")[0].name == "ssh"
+    assert any(s.port == 3389 for s in registry.search("remote desktop"))
+    assert any(s.port == 5432 for s in registry.search("postgres"))
