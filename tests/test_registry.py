@@ -23,10 +23,18 @@ def test_builtin_table_is_broad_and_well_formed() -> None:
 
 @pytest.mark.parametrize(
     ("port", "proto", "name", "alternative_mentions"),
-    [(23, "tcp", "telnet", "22"), (21, "tcp", "ftp", "sftp"), (2375, "tcp", "docker", "2376"),
-     (110, "tcp", "pop3", "995"), (143, "tcp", "imap", "993"), (80, "tcp", "http", "443")],
+    [
+        (23, "tcp", "telnet", "22"),
+        (21, "tcp", "ftp", "sftp"),
+        (2375, "tcp", "docker", "2376"),
+        (110, "tcp", "pop3", "995"),
+        (143, "tcp", "imap", "993"),
+        (80, "tcp", "http", "443"),
+    ],
 )
-def test_risky_ports_name_the_safer_alternative(port: int, proto: str, name: str, alternative_mentions: str) -> None:
+def test_risky_ports_name_the_safer_alternative(
+    port: int, proto: str, name: str, alternative_mentions: str
+) -> None:
     risk = Registry().risk_for(port, Protocol(proto))
     assert risk is not None and risk.name == name
     assert alternative_mentions in risk.alternative

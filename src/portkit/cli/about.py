@@ -42,16 +42,24 @@ def explain(port: str, as_json: bool) -> None:
     emit_pairs(
         [
             ("port", f"{result.port} ({'/'.join(p.value for p in result.protocols)})"),
-            ("class", f"{result.port_class.name} ({result.port_class.first}-{result.port_class.last}): "
-                      f"{result.port_class.description}"),
+            (
+                "class",
+                f"{result.port_class.name} ({result.port_class.first}-{result.port_class.last}): "
+                f"{result.port_class.description}",
+            ),
             ("binding", bind),
-            ("ephemeral", ("yes" if result.ephemeral else "no")
-             + f" (this machine hands out {s.ephemeral} to outgoing connections)"),
+            (
+                "ephemeral",
+                ("yes" if result.ephemeral else "no")
+                + f" (this machine hands out {s.ephemeral} to outgoing connections)",
+            ),
             ("reserved", "yes (ip_local_reserved_ports)" if result.reserved else "no"),
         ]
     )
     click.echo()
-    rows = [(f"{x.ports}/{x.protocol}", x.name or "-", x.source, x.description) for x in _dedupe(result.services)]
+    rows = [
+        (f"{x.ports}/{x.protocol}", x.name or "-", x.source, x.description) for x in _dedupe(result.services)
+    ]
     emit_table(["PORT", "SERVICE", "SOURCE", "DESCRIPTION"], rows, empty="no service is known on this port")
     for risk in result.risks:
         click.echo()
@@ -103,12 +111,22 @@ def ranges(as_json: bool) -> None:
     emit_table(
         ["SETTING", "VALUE", "MEANING"],
         [
-            ("ephemeral range", str(eph), f"{len(eph)} ports the kernel picks for outgoing connections "
-             "(net.ipv4.ip_local_port_range)"),
-            ("reserved ports", ",".join(map(str, settings.reserved)) or "(none)",
-             "kept out of the ephemeral range (net.ipv4.ip_local_reserved_ports)"),
-            ("unprivileged from", str(settings.unprivileged_start),
-             "binding a lower port needs root or CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start)"),
+            (
+                "ephemeral range",
+                str(eph),
+                f"{len(eph)} ports the kernel picks for outgoing connections (net.ipv4.ip_local_port_range)",
+            ),
+            (
+                "reserved ports",
+                ",".join(map(str, settings.reserved)) or "(none)",
+                "kept out of the ephemeral range (net.ipv4.ip_local_reserved_ports)",
+            ),
+            (
+                "unprivileged from",
+                str(settings.unprivileged_start),
+                "binding a lower port needs root or CAP_NET_BIND_SERVICE "
+                "(net.ipv4.ip_unprivileged_port_start)",
+            ),
         ],
         title="This machine",
     )

@@ -50,12 +50,8 @@ class PortClass:
 WELL_KNOWN = PortClass(
     "well-known", 0, 1023, "System ports, assigned by IANA through IETF review; binding needs privileges"
 )
-REGISTERED = PortClass(
-    "registered", 1024, 49151, "User ports, registered with IANA for specific services"
-)
-DYNAMIC = PortClass(
-    "dynamic", 49152, 65535, "Dynamic/private ports, never assigned; meant for ephemeral use"
-)
+REGISTERED = PortClass("registered", 1024, 49151, "User ports, registered with IANA for specific services")
+DYNAMIC = PortClass("dynamic", 49152, 65535, "Dynamic/private ports, never assigned; meant for ephemeral use")
 PORT_CLASSES = (WELL_KNOWN, REGISTERED, DYNAMIC)
 
 

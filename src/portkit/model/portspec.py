@@ -42,7 +42,9 @@ class PortRange:
 
     def __post_init__(self) -> None:
         if not 0 <= self.first <= self.last <= MAX_PORT:
-            raise UsageError(f"invalid port range {self.first}-{self.last}: expected 0 <= first <= last <= 65535")
+            raise UsageError(
+                f"invalid port range {self.first}-{self.last}: expected 0 <= first <= last <= 65535"
+            )
 
     def __len__(self) -> int:
         return self.last - self.first + 1
@@ -88,7 +90,11 @@ class PortSpec:
         ranges = ranges_from_ports(ports)
         if protocol is None:
             return cls(any=ranges)
-        return cls(**{protocol.value: ranges})
+        if protocol is Protocol.TCP:
+            return cls(tcp=ranges)
+        if protocol is Protocol.UDP:
+            return cls(udp=ranges)
+        return cls(sctp=ranges)
 
     def ranges(self, protocol: Protocol) -> tuple[PortRange, ...]:
         """The ranges that apply to `protocol`: the unprefixed ones and its own."""
@@ -149,7 +155,9 @@ def parse_port_spec(text: str, names: PortNames | None = None) -> PortSpec:
             current = _PREFIXES[token[0].upper()]
             token = token[2:].strip()
             if not token:
-                raise _spec_error(text, raw.strip(), offset, "a protocol prefix needs ports after it, e.g. T:80")
+                raise _spec_error(
+                    text, raw.strip(), offset, "a protocol prefix needs ports after it, e.g. T:80"
+                )
         for proto, rng in _parse_item(text, token, offset, current, names):
             buckets[proto].append(rng)
     return PortSpec(
@@ -192,7 +200,7 @@ def _parse_item(
         ]
     if _NAME_RE.match(token):
         resolver = names or _default_names()
-        found = [
+        found: list[tuple[Protocol | None, PortRange]] = [
             (proto if current is None else current, PortRange(port, port))
             for port, proto in resolver.ports_for_name(token)
             if current is None or proto is current

@@ -13,7 +13,7 @@ def parse_builtin_table(text: str) -> list[Service]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        fields = [f.strip() for f in line.split(" | ")]
+        fields = [f.strip() for f in line.split("|")]
         if len(fields) != 7:
             raise ValueError(f"built-in table line {lineno}: expected 7 fields, got {len(fields)}")
         names, ports, protos, category, commonness, description, risk_text = fields

@@ -195,9 +195,7 @@ def load_cache(path: Path | None = None) -> list[Service]:
     services = []
     for line in lines[1:]:
         name, port, last, proto, desc = line.split("\t", 4)
-        services.append(
-            Service(name, int(port), Protocol(proto), Source.IANA, desc, last_port=int(last))
-        )
+        services.append(Service(name, int(port), Protocol(proto), Source.IANA, desc, last_port=int(last)))
     return services
 
 
@@ -217,7 +215,9 @@ def import_iana(path: str | Path, *, cache: Path | None = None) -> ImportReport:
     return report
 
 
-def download_iana(url: str = IANA_CSV_URL, *, timeout: float = 30.0, cache: Path | None = None) -> ImportReport:
+def download_iana(
+    url: str = IANA_CSV_URL, *, timeout: float = 30.0, cache: Path | None = None
+) -> ImportReport:
     """Fetch the registry from IANA and import it; a clear PortkitError when offline."""
     import urllib.error
     import urllib.request
