@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from portkit import Protocol, Registry, Source, UsageError, import_iana
+from portkit.registry._cache import load_cache
 from portkit.registry.builtin import load_builtin
-from portkit.registry.iana import load_cache
 from portkit.registry.nmap import parse_nmap_services
 from portkit.registry.system import parse_etc_services
 
