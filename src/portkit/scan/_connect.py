@@ -14,17 +14,19 @@ from collections.abc import Callable, Sequence
 
 from portkit.scan._hosts import HostTable
 from portkit.scan._schedule import Schedule
-from portkit.scan._states import Response
+from portkit.scan._states import NO_RESPONSE, RESPONSE_CODE, Response
 
-Record = Callable[[int, Response, int], None]
+Record = Callable[[int, int, int], None]
 Progress = Callable[[], None]
 
+_CONNECTED = RESPONSE_CODE[Response.CONNECTED]
+_REFUSED = RESPONSE_CODE[Response.REFUSED]
 _ERRNO_RESPONSE = {
-    0: Response.CONNECTED,
-    errno.ECONNREFUSED: Response.REFUSED,
-    errno.EHOSTUNREACH: Response.HOST_UNREACHABLE,
-    errno.ENETUNREACH: Response.NET_UNREACHABLE,
-    errno.EACCES: Response.HOST_UNREACHABLE,
+    0: _CONNECTED,
+    errno.ECONNREFUSED: _REFUSED,
+    errno.EHOSTUNREACH: RESPONSE_CODE[Response.HOST_UNREACHABLE],
+    errno.ENETUNREACH: RESPONSE_CODE[Response.NET_UNREACHABLE],
+    errno.EACCES: RESPONSE_CODE[Response.HOST_UNREACHABLE],
 }
 _MAX_OPEN = 4096
 
@@ -45,11 +47,11 @@ def run_connect(
 
     def settle(key: int, tryno: int, err: int, sock: socket.socket) -> None:
         response = _ERRNO_RESPONSE.get(err)
-        if response is Response.CONNECTED:
+        if response == _CONNECTED:
             try:
                 if sock.getsockname() == sock.getpeername():
                     # A self-connect (source port == destination port on loopback): nothing listens.
-                    response = Response.REFUSED
+                    response = _REFUSED
             except OSError:
                 response = None
         if response is not None and schedule.answered(key, tryno, monotonic()):
@@ -97,7 +99,7 @@ def run_connect(
             now = monotonic()
             for key in schedule.expired(now):
                 forget(key)
-                record(key, Response.NONE, 0)
+                record(key, NO_RESPONSE, 0)
             if progress is not None and now - last_progress > 0.1:
                 last_progress = now
                 progress()

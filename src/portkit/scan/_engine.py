@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections import Counter
 import shlex
 import socket
 import sys
@@ -15,18 +16,21 @@ from portkit.errors import UsageError
 from portkit.model import Protocol, parse_port_spec
 from portkit.scan._hosts import HostTable
 from portkit.scan._permutation import Permutation
-from portkit.scan._results import HostResult, PortResult, ScanResult, ServiceInfo, collapse
+from portkit.scan._results import (
+    COLLAPSE_OVER,
+    ExtraPorts,
+    HostResult,
+    PortResult,
+    ScanResult,
+    ServiceInfo,
+)
 from portkit.scan._schedule import Schedule
-from portkit.scan._states import STATES, PortState, Reason, Response, ScanType, classify
+from portkit.scan._states import OUTCOMES, PortState, Reason, ScanType, outcome_codes
 from portkit.scan._targets import parse_targets, read_target_file
 from portkit.scan._timing import template
 
 DEFAULT_PORTS = "top:1000"
 MAX_HOSTS = 1 << 24
-
-# Compact per-port storage: one byte per port, an index into this list (0 = not yet known).
-_OUTCOMES: list[tuple[PortState, Reason] | None] = [None, *sorted(set(STATES.values()), key=str)]
-_CODE = {outcome: i for i, outcome in enumerate(_OUTCOMES) if outcome is not None}
 
 
 @dataclass
@@ -72,18 +76,18 @@ def resolve_ports(text: str, protocol: Protocol) -> list[int]:
 
 
 class _Collector:
-    """Where drivers record outcomes: a byte per port per host, turned into results at the end."""
+    """Where drivers record outcomes: a byte per port per host (an OUTCOMES code, 0 = unknown)."""
 
     def __init__(self, scan_type: ScanType, nports: int) -> None:
-        self.scan_type = scan_type
+        self.table = outcome_codes(scan_type)
         self.nports = nports
         self.codes: dict[int, bytearray] = {}
         self.ttls: dict[int, bytearray] = {}
         self.settled = 0
 
-    def record(self, key: int, response: Response, ttl: int) -> None:
-        outcome = classify(self.scan_type, response)
-        if outcome is None:
+    def record(self, key: int, rcode: int, ttl: int) -> None:
+        outcome = self.table[rcode]
+        if not outcome:
             return
         host, index = divmod(key, self.nports)
         codes = self.codes.get(host)
@@ -92,8 +96,43 @@ class _Collector:
             self.ttls[host] = bytearray(self.nports)
         if not codes[index]:
             self.settled += 1
-        codes[index] = _CODE[outcome]
+        codes[index] = outcome
         self.ttls[host][index] = min(ttl, 255)
+
+
+def _listing(
+    codes: bytearray, ttls: bytearray, ports: Sequence[int], protocol: Protocol, keep_all: bool
+) -> tuple[list[PortResult], list[ExtraPorts]]:
+    """nmap's listing: states other than open with more than 25 ports become "Not shown" counts."""
+    from portkit.registry import default_registry
+
+    by_code = {code: codes.count(code) for code in set(codes) if code}
+    by_state: Counter[PortState] = Counter()
+    for code, n in by_code.items():
+        outcome = OUTCOMES[code]
+        assert outcome is not None
+        by_state[outcome[0]] += n
+    hidden = set() if keep_all else {
+        s for s, n in by_state.items() if n > COLLAPSE_OVER and s is not PortState.OPEN
+    }
+    extras = []
+    for state in sorted(hidden, key=lambda st: -by_state[st]):
+        reasons: Counter[Reason] = Counter()
+        for code, n in by_code.items():
+            outcome = OUTCOMES[code]
+            if outcome is not None and outcome[0] is state:
+                reasons[outcome[1]] += n
+        extras.append(ExtraPorts(state, by_state[state], tuple(reasons.most_common())))
+    shown_codes = {c for c in by_code if OUTCOMES[c][0] not in hidden}  # type: ignore[index]
+    registry = default_registry()
+    shown = []
+    for i, code in enumerate(codes):
+        if code in shown_codes:
+            state, reason = OUTCOMES[code]  # type: ignore[misc]
+            name = registry.name_for(ports[i], protocol) or "unknown"
+            shown.append(PortResult(ports[i], protocol, state, reason, ttls[i], ServiceInfo(name)))
+    shown.sort(key=lambda p: p.port)
+    return shown, extras
 
 
 def _host_results(
@@ -104,34 +143,15 @@ def _host_results(
     timed_out: set[int],
     keep_all: bool,
 ) -> list[HostResult]:
-    from portkit.registry import default_registry
-
-    registry = default_registry()
     results = []
     for index in sorted(collector.codes):
         host = hosts.get(index)
         if host is None:
             continue
-        codes, ttls = collector.codes[index], collector.ttls[index]
-        listed: list[PortResult] = []
-        for i, code in enumerate(codes):
-            outcome = _OUTCOMES[code]
-            if outcome is None:
-                continue
-            state, reason = outcome
-            listed.append(PortResult(ports[i], protocol, state, reason, ttls[i]))
-        shown, extras = collapse(listed, keep_all)
-        shown = [
-            PortResult(
-                p.port, p.protocol, p.state, p.reason, p.ttl,
-                service=ServiceInfo(registry.name_for(p.port, protocol) or "unknown"),
-            )
-            for p in shown
-        ]
+        shown, extras = _listing(collector.codes[index], collector.ttls[index], ports, protocol, keep_all)
         status = "timeout" if index in timed_out else "up"
-        results.append(
-            HostResult(host.address, (host.hostname,) if host.hostname else (), status, "user-set", shown, extras)
-        )
+        hostnames = (host.hostname,) if host.hostname else ()
+        results.append(HostResult(host.address, hostnames, status, "user-set", shown, extras))
     return results
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
-
-from portkit.scan._states import ICMP_UNREACH, Response
+from portkit.scan._states import ICMP_UNREACH, RESPONSE_CODE, Response
 
 SYN = 0x02
 RST = 0x04
@@ -31,13 +29,22 @@ _IP_PROTO_ICMP = 1
 
 
 class Cookie:
-    """A keyed 32-bit tag for (address, port): SipHash, via Python's keyed bytes hash."""
+    """A keyed 32-bit tag for (address, port).
+
+    Per address, a SipHash of the secret and the address (Python's keyed bytes hash) gives a
+    per-host key; the port is mixed in with the C-speed tuple hash. Unpredictable to anyone
+    without the secret, and cheap enough to compute twice per probe.
+    """
 
     def __init__(self, secret: bytes | None = None) -> None:
         self.secret = secret or os.urandom(16)
+        self._host_keys: dict[int, int] = {}
 
     def __call__(self, address: int, port: int) -> int:
-        return hash(self.secret + address.to_bytes(16, "big") + port.to_bytes(2, "big")) & 0xFFFFFFFF
+        key = self._host_keys.get(address)
+        if key is None:
+            key = self._host_keys[address] = hash(self.secret + address.to_bytes(16, "big"))
+        return hash((key, port)) & 0xFFFFFFFF
 
     def tcp_seq(self, address: int, port: int, tryno: int) -> int:
         return (self(address, port) & ~TRY_MASK) | min(tryno, TRY_MASK)
@@ -75,16 +82,16 @@ def udp_probe(sport: int, dport: int, payload: bytes) -> bytes:
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
-@dataclass(frozen=True)
-class Reply:
-    """A reply reduced to what matching needs: who, which port, which cookie, what it means."""
+# A reply reduced to what matching needs:
+# (probed address, probed port, our port as the reply shows it, the TCP seq it relates to
+# (0 for UDP), response code (RESPONSE_CODE), TTL).
+Reply = tuple[int, int, int, int, int, int]
 
-    address: int  # the probed address
-    port: int  # the probed port
-    our_port: int  # our source port as the reply shows it
-    seq: int  # the TCP sequence number the reply relates to (0 for UDP)
-    response: Response
-    ttl: int
+_RST = RESPONSE_CODE[Response.RST]
+_SYN_ACK = RESPONSE_CODE[Response.SYN_ACK]
+_UDP_REPLY = RESPONSE_CODE[Response.UDP_REPLY]
+_ICMP_CODES = {code: RESPONSE_CODE[r] for code, r in ICMP_UNREACH.items()}
+_HEAD = struct.Struct("!HHIIBB")
 
 
 def parse_ipv4_tcp(packet: bytes) -> Reply | None:
@@ -92,13 +99,13 @@ def parse_ipv4_tcp(packet: bytes) -> Reply | None:
     ihl = (packet[0] & 0x0F) * 4
     if len(packet) < ihl + 20 or packet[9] != _IP_PROTO_TCP:
         return None
-    sport, dport, seq, ack, _, flags = struct.unpack_from("!HHIIBB", packet, ihl)
+    sport, dport, seq, ack, _, flags = _HEAD.unpack_from(packet, ihl)
     src = int.from_bytes(packet[12:16], "big")
     if flags & RST:
         # A RST to a SYN acks seq+1; a RST to an ACK probe carries our ack as its seq.
-        return Reply(src, sport, dport, (ack - 1) & 0xFFFFFFFF if flags & ACK else seq, Response.RST, packet[8])
+        return (src, sport, dport, (ack - 1) & 0xFFFFFFFF if flags & ACK else seq, _RST, packet[8])
     if flags & SYN and flags & ACK:
-        return Reply(src, sport, dport, (ack - 1) & 0xFFFFFFFF, Response.SYN_ACK, packet[8])
+        return (src, sport, dport, (ack - 1) & 0xFFFFFFFF, _SYN_ACK, packet[8])
     return None
 
 
@@ -107,8 +114,7 @@ def parse_ipv4_udp(packet: bytes) -> Reply | None:
     if len(packet) < ihl + 8 or packet[9] != _IP_PROTO_UDP:
         return None
     sport, dport = struct.unpack_from("!HH", packet, ihl)
-    src = int.from_bytes(packet[12:16], "big")
-    return Reply(src, sport, dport, 0, Response.UDP_REPLY, packet[8])
+    return (int.from_bytes(packet[12:16], "big"), sport, dport, 0, _UDP_REPLY, packet[8])
 
 
 def parse_ipv4_icmp(packet: bytes) -> tuple[int, Reply] | None:
@@ -117,7 +123,7 @@ def parse_ipv4_icmp(packet: bytes) -> tuple[int, Reply] | None:
     if len(packet) < ihl + 8 + 20 + 8 or packet[9] != _IP_PROTO_ICMP:
         return None
     icmp_type, code = packet[ihl], packet[ihl + 1]
-    response = ICMP_UNREACH.get(code) if icmp_type == 3 else None
+    response = _ICMP_CODES.get(code) if icmp_type == 3 else None
     if response is None:
         return None
     inner = ihl + 8
@@ -128,4 +134,4 @@ def parse_ipv4_icmp(packet: bytes) -> tuple[int, Reply] | None:
     if len(packet) < ports + 8:
         return None
     sport, dport, seq = struct.unpack_from("!HHI", packet, ports)
-    return proto, Reply(dst, dport, sport, seq, response, packet[8])
+    return proto, (dst, dport, sport, seq, response, packet[8])

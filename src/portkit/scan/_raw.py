@@ -34,9 +34,9 @@ from portkit.scan._packets import (
 )
 from portkit.scan._payloads import payload_for
 from portkit.scan._schedule import Schedule
-from portkit.scan._states import Response, ScanType, is_final
+from portkit.scan._states import NO_RESPONSE, ScanType, outcome_codes
 
-Record = Callable[[int, Response, int], None]
+Record = Callable[[int, int, int], None]
 Progress = Callable[[], None]
 
 SO_ATTACH_FILTER = 26
@@ -133,6 +133,9 @@ class RawScanner:
             sock.setblocking(False)
         self._builders: dict[int, TcpProbeBuilder] = {}
         self._flags = SYN if scan_type is ScanType.SYN else ACK
+        self.final = outcome_codes(scan_type)
+        self.final[NO_RESPONSE] = 0
+        self.nports = len(self.ports)
 
     def close(self) -> None:
         for sock in (self.sender, self.replies, self.icmp):
@@ -166,35 +169,28 @@ class RawScanner:
 
     # -- receiver ------------------------------------------------------------------------
 
-    def _match(self, reply: Reply) -> tuple[int, int] | None:
-        """(key, tryno) of the probe `reply` answers, or None if it is not one of ours."""
-        host = self.hosts.by_number.get(reply.address)
-        index = self.port_index.get(reply.port)
-        if host is None or index is None:
-            return None
-        if self.udp:
-            base = self.cookie.udp_sport(reply.address, reply.port, 0)
-            tryno = (reply.our_port - base) % UDP_PORT_SPAN
-            if tryno > TRY_MASK:
-                return None
-        else:
-            if reply.our_port != self.our_port:
-                return None
-            expected = self.cookie.tcp_seq(reply.address, reply.port, 0)
-            if (reply.seq ^ expected) & ~TRY_MASK & 0xFFFFFFFF:
-                return None
-            tryno = reply.seq & TRY_MASK
-        return host * len(self.ports) + index, tryno
-
     def _take(self, reply: Reply | None, now: float) -> int:
-        if reply is None or not is_final(self.scan_type, reply.response):
+        """Settle the probe `reply` answers, if it is one of ours; 1 if it was."""
+        if reply is None:
             return 0
-        matched = self._match(reply)
-        if matched is None:
+        address, port, our_port, seq, rcode, ttl = reply
+        if not self.final[rcode]:
             return 0
-        key, tryno = matched
+        host = self.hosts.by_number.get(address)
+        index = self.port_index.get(port)
+        if host is None or index is None:
+            return 0
+        if self.udp:
+            tryno = (our_port - self.cookie.udp_sport(address, port, 0)) % UDP_PORT_SPAN
+            if tryno > TRY_MASK:
+                return 0
+        else:
+            if our_port != self.our_port or (seq ^ self.cookie(address, port)) & ~TRY_MASK & 0xFFFFFFFF:
+                return 0
+            tryno = seq & TRY_MASK
+        key = host * self.nports + index
         if self.schedule.answered(key, tryno, now):
-            self.record(key, reply.response, reply.ttl)
+            self.record(key, rcode, ttl)
         return 1
 
     def drain(self) -> int:
@@ -236,7 +232,7 @@ class RawScanner:
             got = self.drain()
             now = monotonic()
             for key in schedule.expired(now):
-                self.record(key, Response.NONE, 0)
+                self.record(key, NO_RESPONSE, 0)
             if not got and not schedule.can_send() and not schedule.done:
                 wait = schedule.next_wakeup(now)
                 if wait > 0:

@@ -95,7 +95,7 @@ class Response(enum.Enum):
 
 
 # ICMP destination-unreachable code (IPv4) -> Response; IPv6 codes are mapped onto the same.
-ICMP_UNREACH = {
+ICMP_UNREACH: dict[int, Response] = {
     0: Response.ICMP_NET_UNREACH,
     1: Response.ICMP_HOST_UNREACH,
     2: Response.ICMP_PROTO_UNREACH,
@@ -105,7 +105,7 @@ ICMP_UNREACH = {
     13: Response.ICMP_ADMIN_PROHIBITED,
 }
 # ICMPv6 type 1 codes: 0 no route, 1 admin prohibited, 3 address unreachable, 4 port unreachable.
-ICMP6_UNREACH = {
+ICMP6_UNREACH: dict[int, Response] = {
     0: Response.ICMP_NET_UNREACH,
     1: Response.ICMP_ADMIN_PROHIBITED,
     3: Response.ICMP_HOST_UNREACH,
@@ -149,6 +149,27 @@ STATES: dict[tuple[ScanType, Response], tuple[PortState, Reason]] = {
     **{(ScanType.ACK, r): (_F, reason) for r, reason in _ICMP_REASON.items()},
     (ScanType.ACK, Response.NONE): (_F, Reason.NO_RESPONSE),
 }
+
+
+# The drivers' hot path works with small integers instead of enum members (hashing an Enum runs
+# Python code): a Response's code is its position, an outcome's code its position in OUTCOMES.
+RESPONSES: list[Response] = list(Response)
+RESPONSE_CODE: dict[Response, int] = {r: i for i, r in enumerate(RESPONSES)}
+NO_RESPONSE = RESPONSE_CODE[Response.NONE]
+OUTCOMES: list[tuple[PortState, Reason] | None] = [
+    None,
+    *sorted(set(STATES.values()), key=lambda o: (o[0].value, o[1].value)),
+]
+OUTCOME_CODE: dict[tuple[PortState, Reason], int] = {o: i for i, o in enumerate(OUTCOMES) if o is not None}
+
+
+def outcome_codes(scan_type: ScanType) -> list[int]:
+    """Response code -> outcome code (0: the response settles nothing) for one scan type."""
+    table = []
+    for response in RESPONSES:
+        outcome = STATES.get((scan_type, response))
+        table.append(OUTCOME_CODE[outcome] if outcome else 0)
+    return table
 
 
 def classify(scan_type: ScanType, response: Response) -> tuple[PortState, Reason] | None:
