@@ -29,15 +29,16 @@ def _bind(port: int, protocol: str) -> socket.socket:
 def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     selector = selectors.DefaultSelector()
+    socks: dict[int, socket.socket] = {}
     for port, protocol, banner_hex, reply in json.loads(argv[0]):
         sock = _bind(port, protocol)
+        socks[sock.fileno()] = sock
         selector.register(sock, selectors.EVENT_READ, (protocol, bytes.fromhex(banner_hex), reply))
     print("ready", flush=True)
     while True:
         for key, _ in selector.select():
             protocol, banner, reply = key.data
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
+            sock = socks[key.fd]
             try:
                 if protocol == "tcp":
                     conn, _ = sock.accept()

@@ -43,7 +43,7 @@ def run_connect(
     open_socks: dict[int, tuple[socket.socket, int]] = {}  # key -> (socket, tryno)
     stream = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
     monotonic = time.monotonic
-    SO_ERROR, SOL_SOCKET = socket.SO_ERROR, socket.SOL_SOCKET  # noqa: N806
+    SO_ERROR, SOL_SOCKET = socket.SO_ERROR, socket.SOL_SOCKET
 
     def settle(key: int, tryno: int, err: int, sock: socket.socket) -> None:
         response = _ERRNO_RESPONSE.get(err)
@@ -87,8 +87,7 @@ def run_connect(
             if open_socks:
                 for skey, _ in selector.select(wait):
                     key, tryno = skey.data
-                    sock = skey.fileobj
-                    assert isinstance(sock, socket.socket)
+                    sock = open_socks[key][0]
                     err = sock.getsockopt(SOL_SOCKET, SO_ERROR)
                     if err in (errno.ETIMEDOUT, errno.EINPROGRESS):
                         continue

@@ -16,6 +16,7 @@ import time
 
 from portkit.scan._hosts import HostTable, ScanHost
 from portkit.scan._packets import ACK, SYN, Cookie, TcpProbeBuilder, parse_ipv4_tcp
+from portkit.scan._states import RESPONSE_CODE, Response
 from portkit.scan._timing import Template
 
 Live = list[tuple[ScanHost, str]]
@@ -47,7 +48,7 @@ def discover(hosts: HostTable, privileged: bool, tpl: Template) -> Live:
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -72,7 +73,9 @@ def _raw_ping(todo: list[ScanHost], wait: float) -> dict[int, str]:
             src = source_address(host)
             for flags, port in ((SYN, 443), (ACK, 80)):
                 seq = cookie.tcp_seq(host.number, port, 0)
-                packet = TcpProbeBuilder(src, host.number, our_port, flags).build(port, seq, seq if flags == ACK else 0)
+                packet = TcpProbeBuilder(src, host.number, our_port, flags).build(
+                    port, seq, seq if flags == ACK else 0
+                )
                 tcp.sendto(packet, (host.address, 0))
         deadline = time.monotonic() + wait
         while len(found) < len(todo):
@@ -90,9 +93,9 @@ def _raw_ping(todo: list[ScanHost], wait: float) -> dict[int, str]:
                             found.setdefault(index, "echo-reply")
                 else:
                     reply = parse_ipv4_tcp(packet)
-                    if reply is not None and reply.our_port == our_port and reply.address in by_number:
-                        why = "syn-ack" if reply.response.value == "syn-ack" else "reset"
-                        found.setdefault(by_number[reply.address], why)
+                    if reply is not None and reply[2] == our_port and reply[0] in by_number:
+                        why = "syn-ack" if reply[4] == RESPONSE_CODE[Response.SYN_ACK] else "reset"
+                        found.setdefault(by_number[reply[0]], why)
     return found
 
 

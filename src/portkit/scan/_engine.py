@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections import Counter
 import shlex
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from portkit.errors import UsageError
 from portkit.model import Protocol, parse_port_spec
+from portkit.model.portspec import ranges_from_ports
 from portkit.scan._hosts import HostTable
 from portkit.scan._permutation import Permutation
 from portkit.scan._results import (
@@ -27,7 +29,10 @@ from portkit.scan._results import (
 from portkit.scan._schedule import Schedule
 from portkit.scan._states import OUTCOMES, PortState, Reason, ScanType, outcome_codes
 from portkit.scan._targets import parse_targets, read_target_file
-from portkit.scan._timing import template
+from portkit.scan._timing import Template, template
+
+if TYPE_CHECKING:
+    from portkit.scan._discovery import Live
 
 DEFAULT_PORTS = "top:1000"
 MAX_HOSTS = 1 << 24
@@ -112,9 +117,11 @@ def _listing(
         outcome = OUTCOMES[code]
         assert outcome is not None
         by_state[outcome[0]] += n
-    hidden = set() if keep_all else {
-        s for s, n in by_state.items() if n > COLLAPSE_OVER and s is not PortState.OPEN
-    }
+    hidden = (
+        set()
+        if keep_all
+        else {s for s, n in by_state.items() if n > COLLAPSE_OVER and s is not PortState.OPEN}
+    )
     extras = []
     for state in sorted(hidden, key=lambda st: -by_state[st]):
         reasons: Counter[Reason] = Counter()
@@ -123,14 +130,21 @@ def _listing(
             if outcome is not None and outcome[0] is state:
                 reasons[outcome[1]] += n
         extras.append(ExtraPorts(state, by_state[state], tuple(reasons.most_common())))
-    shown_codes = {c for c in by_code if OUTCOMES[c][0] not in hidden}  # type: ignore[index]
+    shown_codes = set()
+    for code in by_code:
+        outcome = OUTCOMES[code]
+        if outcome is not None and outcome[0] not in hidden:
+            shown_codes.add(code)
     registry = default_registry()
     shown = []
     for i, code in enumerate(codes):
         if code in shown_codes:
-            state, reason = OUTCOMES[code]  # type: ignore[misc]
-            name = registry.name_for(ports[i], protocol) or "unknown"
-            shown.append(PortResult(ports[i], protocol, state, reason, ttls[i], ServiceInfo(name)))
+            listed = OUTCOMES[code]
+            assert listed is not None
+            state, reason = listed
+            name = registry.name_for(ports[i], protocol)
+            service = ServiceInfo(name) if name else None  # like nmap: no <service> without a name
+            shown.append(PortResult(ports[i], protocol, state, reason, ttls[i], service))
     shown.sort(key=lambda p: p.port)
     return shown, extras
 
@@ -205,6 +219,7 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
         start=started_wall,
         hosts_total=len(targets),
         notes=notes,
+        services=",".join(str(r) for r in ranges_from_ports(ports)),
     )
     live = None
     try:
@@ -213,8 +228,9 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
 
             live = discover(hosts, raw_ok, tpl)
             if options.ping_only:
-                result.hosts = [HostResult(h.address, (h.hostname,) if h.hostname else (), "up", why)
-                                for h, why in live]
+                result.hosts = [
+                    HostResult(h.address, (h.hostname,) if h.hostname else (), "up", why) for h, why in live
+                ]
                 return result
         _scan_ports(options, scan_type, hosts, ports, protocol, tpl, seed, live, result, progress)
     finally:
@@ -228,20 +244,17 @@ def _scan_ports(
     hosts: HostTable,
     ports: list[int],
     protocol: Protocol,
-    tpl: object,
+    tpl: Template,
     seed: int,
-    live: list[tuple[object, str]] | None,
+    live: Live | None,
     result: ScanResult,
     progress: ProgressHook | None,
 ) -> None:
-    from portkit.scan._timing import Template
-
-    assert isinstance(tpl, Template)
     nports = len(ports)
     up_reason: dict[int, str] = {}
     if live is not None:
-        host_indices = [h.index for h, _ in live]  # type: ignore[attr-defined]
-        up_reason = {h.index: why for h, why in live}  # type: ignore[attr-defined]
+        host_indices = [h.index for h, _ in live]
+        up_reason = {h.index: why for h, why in live}
         order_hosts = host_indices
     else:
         order_hosts = None
@@ -249,7 +262,7 @@ def _scan_ports(
     total = nhosts * nports
     perm = Permutation(total, seed)
 
-    def order() -> object:
+    def order() -> Iterator[int]:
         for i in perm:
             h, p = divmod(i, nports)
             host = order_hosts[h] if order_hosts is not None else h
@@ -257,7 +270,7 @@ def _scan_ports(
                 yield host * nports + p
 
     collector = _Collector(scan_type, nports)
-    schedule = Schedule(order(), nports, tpl, max_rate=options.max_rate, now=time.monotonic())  # type: ignore[arg-type]
+    schedule = Schedule(order(), nports, tpl, max_rate=options.max_rate, now=time.monotonic())
     tick = (lambda: progress(collector.settled, total)) if progress else None
     try:
         if scan_type is ScanType.CONNECT:
@@ -275,8 +288,9 @@ def _scan_ports(
     except KeyboardInterrupt:
         result.interrupted = True
     result.probes_sent = schedule.sent
-    result.hosts = _host_results(collector, hosts, ports, protocol, schedule.timed_out_hosts,
-                                 options.all_ports_listed)
+    result.hosts = _host_results(
+        collector, hosts, ports, protocol, schedule.timed_out_hosts, options.all_ports_listed
+    )
     for host_result in result.hosts:
         index = hosts.by_number.get(_number(host_result.address))
         if index is not None and index in up_reason:
@@ -285,8 +299,11 @@ def _scan_ports(
             est = schedule._rtt.get(index)
             host_result.rtt = est.srtt if est else None
     if os.environ.get("PORTKIT_SCAN_DEBUG"):
-        print(f"sent={schedule.sent} retrans={schedule.retransmitted} drops={schedule.drops} "
-              f"cwnd={schedule.window.cwnd:.0f}", file=sys.stderr)
+        print(
+            f"sent={schedule.sent} retrans={schedule.retransmitted} drops={schedule.drops} "
+            f"cwnd={schedule.window.cwnd:.0f}",
+            file=sys.stderr,
+        )
 
 
 def _number(address: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+
 from portkit.scan._states import ICMP_UNREACH, RESPONSE_CODE, Response
 
 SYN = 0x02

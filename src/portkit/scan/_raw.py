@@ -9,6 +9,7 @@ which try it answers, so nothing per probe is looked up but the schedule's pendi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import select
 import socket
@@ -162,10 +163,9 @@ class RawScanner:
             seq = self.cookie.tcp_seq(host.number, port, tryno)
             ack = seq if self.scan_type is ScanType.ACK else 0
             packet = self._builder(host).build(port, seq, ack)
-        try:
+        # ENOBUFS and kin: the probe counts as sent and lost; retransmission covers it.
+        with contextlib.suppress(OSError):
             self.sender.sendto(packet, (host.address, 0))
-        except OSError:
-            pass  # ENOBUFS and kin: the probe counts as sent and lost; retransmission covers it
 
     # -- receiver ------------------------------------------------------------------------
 

@@ -179,6 +179,7 @@ class ScanResult:
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
     probes_sent: int = 0
+    services: str = ""  # the scanned ports as ranges ("1-1024,8080"), nmap's scaninfo services
 
     @property
     def hosts_up(self) -> int:
@@ -215,9 +216,11 @@ class ScanResult:
 def collapse(ports: list[PortResult], keep_all: bool = False) -> tuple[list[PortResult], list[ExtraPorts]]:
     """nmap's listing: states (other than open) with more than 25 ports become "Not shown" counts."""
     by_state: Counter[PortState] = Counter(p.state for p in ports)
-    hidden = set() if keep_all else {
-        s for s, n in by_state.items() if n > COLLAPSE_OVER and s is not PortState.OPEN
-    }
+    hidden = (
+        set()
+        if keep_all
+        else {s for s, n in by_state.items() if n > COLLAPSE_OVER and s is not PortState.OPEN}
+    )
     shown = sorted((p for p in ports if p.state not in hidden), key=lambda p: p.port)
     extras = []
     for state in sorted(hidden, key=lambda s: -by_state[s]):

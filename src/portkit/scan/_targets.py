@@ -22,7 +22,9 @@ from portkit.errors import UsageError
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], list[str]]
 
-_HOSTNAME_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?\Z")
+_HOSTNAME_RE = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?\Z"
+)
 _OCTET_ITEM_RE = re.compile(r"(\d{1,3})?(-)?(\d{1,3})?\Z")
 MAX_CIDR_HOSTS_V6 = 1 << 24
 _ACCEPTED = "expected an address, CIDR (192.0.2.0/24), range (192.0.2.1-20, 10.0.0-3.*) or hostname"
@@ -181,7 +183,11 @@ def parse_target(text: str, resolver: Resolver | None = None, first_address: boo
 def read_target_file(path: str) -> list[str]:
     """Targets from a file (`-iL`, `--exclude-file`): whitespace-separated, `#` starts a comment."""
     try:
-        lines = Path(path).read_text().splitlines() if path != "-" else __import__("sys").stdin.read().splitlines()
+        lines = (
+            Path(path).read_text().splitlines()
+            if path != "-"
+            else __import__("sys").stdin.read().splitlines()
+        )
     except OSError as exc:
         raise UsageError(f"invalid target file {path!r}: {exc.strerror}") from None
     return [word for line in lines for word in line.partition("#")[0].split()]
@@ -196,5 +202,7 @@ def parse_targets(
 ) -> TargetSet:
     """Target expressions (and exclusions, comma-separated as nmap accepts them) -> a TargetSet."""
     blocks = [b for t in targets for b in parse_target(t, resolver, first_address)]
-    excluded = [b for e in exclude for item in e.split(",") if item.strip() for b in parse_target(item, resolver)]
+    excluded = [
+        b for e in exclude for item in e.split(",") if item.strip() for b in parse_target(item, resolver)
+    ]
     return TargetSet(blocks, excluded)
