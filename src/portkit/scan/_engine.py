@@ -141,10 +141,9 @@ def _listing(
         if code in shown_codes:
             listed = OUTCOMES[code]
             assert listed is not None
-            state, reason = listed
             name = registry.name_for(ports[i], protocol)
             service = ServiceInfo(name) if name else None  # like nmap: no <service> without a name
-            shown.append(PortResult(ports[i], protocol, state, reason, ttls[i], service))
+            shown.append(PortResult(ports[i], protocol, listed[0], listed[1], ttls[i], service))
     shown.sort(key=lambda p: p.port)
     return shown, extras
 
