@@ -7,23 +7,23 @@ import pytest
 from portkit.scan import STATES, PortState, Reason, Response, ScanType, classify
 from portkit.scan._states import ICMP_UNREACH, OUTCOMES, RESPONSES, is_final, outcome_codes
 
-F, C, O = PortState.FILTERED, PortState.CLOSED, PortState.OPEN
+F, C, OPEN = PortState.FILTERED, PortState.CLOSED, PortState.OPEN
 
 
 @pytest.mark.parametrize(
     ("scan_type", "response", "state", "reason"),
     [
-        (ScanType.SYN, Response.SYN_ACK, O, Reason.SYN_ACK),
+        (ScanType.SYN, Response.SYN_ACK, OPEN, Reason.SYN_ACK),
         (ScanType.SYN, Response.RST, C, Reason.RESET),
         (ScanType.SYN, Response.ICMP_PORT_UNREACH, F, Reason.PORT_UNREACH),
         (ScanType.SYN, Response.ICMP_ADMIN_PROHIBITED, F, Reason.ADMIN_PROHIBITED),
         (ScanType.SYN, Response.ICMP_HOST_UNREACH, F, Reason.HOST_UNREACH),
         (ScanType.SYN, Response.NONE, F, Reason.NO_RESPONSE),
-        (ScanType.CONNECT, Response.CONNECTED, O, Reason.SYN_ACK),
+        (ScanType.CONNECT, Response.CONNECTED, OPEN, Reason.SYN_ACK),
         (ScanType.CONNECT, Response.REFUSED, C, Reason.CONN_REFUSED),
         (ScanType.CONNECT, Response.HOST_UNREACHABLE, F, Reason.HOST_UNREACH),
         (ScanType.CONNECT, Response.NONE, F, Reason.NO_RESPONSE),
-        (ScanType.UDP, Response.UDP_REPLY, O, Reason.UDP_RESPONSE),
+        (ScanType.UDP, Response.UDP_REPLY, OPEN, Reason.UDP_RESPONSE),
         (ScanType.UDP, Response.ICMP_PORT_UNREACH, C, Reason.PORT_UNREACH),
         (ScanType.UDP, Response.ICMP_ADMIN_PROHIBITED, F, Reason.ADMIN_PROHIBITED),
         (ScanType.UDP, Response.ICMP_HOST_PROHIBITED, F, Reason.HOST_PROHIBITED),
