@@ -8,7 +8,6 @@ from portkit.scan._packets import (
     ACK,
     RST,
     SYN,
-    TRY_MASK,
     Cookie,
     TcpProbeBuilder,
     parse_ipv4_icmp,
@@ -34,20 +33,19 @@ def ipv4(proto: int, src: int, dst: int, payload: bytes, ttl: int = 64) -> bytes
 
 
 def test_tcp_probe_checksums_are_valid() -> None:
-    builder = TcpProbeBuilder(SRC, DST, 40000, SYN)
-    for dport, seq in ((1, 0), (80, 0xFFFFFFFF), (65535, 123456789)):
-        assert checksum_ok(SRC, DST, builder.build(dport, seq, 0))
-    ack = TcpProbeBuilder(SRC, DST, 40000, ACK)
-    assert checksum_ok(SRC, DST, ack.build(443, 77, 77))
+    builder = TcpProbeBuilder(SRC, DST, SYN)
+    for sport, dport, seq in ((40000, 1, 0), (40001, 80, 0xFFFFFFFF), (65535, 65535, 123456789)):
+        assert checksum_ok(SRC, DST, builder.build(sport, dport, seq, 0))
+    ack = TcpProbeBuilder(SRC, DST, ACK)
+    assert checksum_ok(SRC, DST, ack.build(40000, 443, 77, 77))
 
 
-def test_cookie_is_keyed_and_carries_the_try() -> None:
+def test_cookie_is_keyed() -> None:
     a, b = Cookie(b"k" * 16), Cookie(b"j" * 16)
     assert a(DST, 80) == Cookie(b"k" * 16)(DST, 80)
     assert a(DST, 80) != b(DST, 80)
     assert a(DST, 80) != a(DST, 81)
-    seq = a.tcp_seq(DST, 80, 3)
-    assert seq & TRY_MASK == 3 and seq & ~TRY_MASK == a(DST, 80) & ~TRY_MASK
+    assert a.tcp_seq(DST, 80) == a(DST, 80)
     assert a.udp_sport(DST, 53, 1) != a.udp_sport(DST, 53, 0)
 
 
@@ -66,7 +64,7 @@ def test_syn_ack_and_rst_replies_point_back_at_the_probe() -> None:
 
 
 def test_icmp_errors_quote_the_probe() -> None:
-    probe = ipv4(6, SRC, DST, TcpProbeBuilder(SRC, DST, 40000, SYN).build(84, 0xABCDEF0, 0))
+    probe = ipv4(6, SRC, DST, TcpProbeBuilder(SRC, DST, SYN).build(40000, 84, 0xABCDEF0, 0))
     for code, response in ((3, Response.ICMP_PORT_UNREACH), (13, Response.ICMP_ADMIN_PROHIBITED)):
         icmp = struct.pack("!BBHI", 3, code, 0, 0) + probe[:28]
         proto, reply = parse_ipv4_icmp(ipv4(1, DST, SRC, icmp))  # type: ignore[misc]

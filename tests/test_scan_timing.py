@@ -89,7 +89,8 @@ def test_rate_limiter_caps_probes_per_second() -> None:
 
 
 def test_retry_budget_grows_only_after_lost_probes_are_seen() -> None:
-    assert allowed_tries(0, 10) == 1
+    assert allowed_tries(0, 10) == 2
+    assert allowed_tries(1, 10) == 2
     assert allowed_tries(3, 10) == 4
     assert allowed_tries(9, 6) == 6
     assert allowed_tries(0, 0) == 0
@@ -103,7 +104,7 @@ def test_schedule_retransmits_silent_probes_and_settles_them() -> None:
     assert sched.answered(0, 0, 0.01)
     assert not sched.answered(0, 0, 0.02)  # a duplicate answer settles nothing
     assert sched.expired(0.4) == []
-    assert sched.expired(0.6) == []  # 1 and 2 timed out (initial 0.5 s): one retransmission each
+    assert sched.expired(0.6) == []  # 1 and 2 timed out (initial 0.5 s): retransmitted
     assert sorted(sched.next_probes(0.6)) == [(1, 1), (2, 1)]
     # A reply to a retransmission is a drop: the window halves and the retry budget grows.
     cwnd = sched.window.cwnd

@@ -58,11 +58,12 @@ def _attach(sock: socket.socket, instructions: list[tuple[int, int, int, int]]) 
 
 
 def tcp_reply_filter(our_port: int) -> list[tuple[int, int, int, int]]:
-    """Accept TCP segments to `our_port` with RST or ACK set (not our own outgoing probes)."""
+    """Accept TCP segments to our ports (base + try) with RST or ACK set (not our own probes)."""
     return [
         (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)
         (0x48, 0, 0, 2),  # ldh [x+2]: destination port
-        (0x15, 0, 3, our_port),  # jeq our_port
+        (0x35, 0, 4, our_port),  # jge base
+        (0x35, 3, 0, our_port + TRY_MASK + 1),  # jge base+16 -> drop
         (0x50, 0, 0, 13),  # ldb [x+13]: flags
         (0x45, 0, 1, RST_OR_ACK),  # jset RST|ACK
         (0x06, 0, 0, 0xFFFF),  # accept
@@ -122,7 +123,7 @@ class RawScanner:
         self.schedule = schedule
         self.record = record
         self.cookie = cookie or Cookie()
-        self.our_port = our_port or 40000 + self.cookie(0, 0) % 20000
+        self.our_port = our_port or 40000 + self.cookie(0, 0) % 20000 & ~TRY_MASK
         self.udp = scan_type is ScanType.UDP
         proto = socket.IPPROTO_UDP if self.udp else socket.IPPROTO_TCP
         self.sender = _raw_socket(proto)
@@ -147,7 +148,7 @@ class RawScanner:
     def _builder(self, host: ScanHost) -> TcpProbeBuilder:
         builder = self._builders.get(host.index)
         if builder is None:
-            builder = TcpProbeBuilder(source_address(host), host.number, self.our_port, self._flags)
+            builder = TcpProbeBuilder(source_address(host), host.number, self._flags)
             self._builders[host.index] = builder
         return builder
 
@@ -160,9 +161,9 @@ class RawScanner:
             sport = self.cookie.udp_sport(host.number, port, tryno)
             packet = udp_probe(sport, port, payload_for(port))
         else:
-            seq = self.cookie.tcp_seq(host.number, port, tryno)
+            seq = self.cookie.tcp_seq(host.number, port)
             ack = seq if self.scan_type is ScanType.ACK else 0
-            packet = self._builder(host).build(port, seq, ack)
+            packet = self._builder(host).build(self.our_port + min(tryno, TRY_MASK), port, seq, ack)
         # ENOBUFS and kin: the probe counts as sent and lost; retransmission covers it.
         with contextlib.suppress(OSError):
             self.sender.sendto(packet, (host.address, 0))
@@ -185,9 +186,9 @@ class RawScanner:
             if tryno > TRY_MASK:
                 return 0
         else:
-            if our_port != self.our_port or (seq ^ self.cookie(address, port)) & ~TRY_MASK & 0xFFFFFFFF:
+            tryno = our_port - self.our_port
+            if not 0 <= tryno <= TRY_MASK or seq != self.cookie(address, port):
                 return 0
-            tryno = seq & TRY_MASK
         key = host * self.nports + index
         if self.schedule.answered(key, tryno, now):
             self.record(key, rcode, ttl)
