@@ -1,6 +1,6 @@
 """A keyed, streamed permutation of 0..n-1: the order in which probes go out.
 
-A 4-round Feistel network over the smallest even-bit power of two >= n, with cycle walking
+A 3-round Feistel network over the smallest even-bit power of two >= n, with cycle walking
 (indices >= n are fed through again), is a bijection on 0..n-1 that needs O(1) memory, so a
 /16 x 100 ports scan is never materialised. The same key gives the same order (`--seed`).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-_ROUNDS = 4
+_ROUNDS = 3  # Luby-Rackoff: three rounds of a keyed function give a pseudorandom permutation
 
 
 class Permutation:
@@ -46,6 +46,15 @@ class Permutation:
         n, feistel = self.n, self._feistel
         for index in range(n):
             x = feistel(index)
+            while x >= n:
+                x = feistel(x)
+            yield x
+
+    def share(self, index: int, count: int) -> Iterator[int]:
+        """Every `count`-th element from position `index`: one worker's part of the order."""
+        n, feistel = self.n, self._feistel
+        for position in range(index, n, count):
+            x = feistel(position)
             while x >= n:
                 x = feistel(x)
             yield x
