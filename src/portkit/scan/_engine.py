@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import secrets
 import shlex
@@ -119,11 +120,28 @@ class _Collector:
         self.ttls[host][index] = min(ttl, 255)
 
 
+@functools.lru_cache(maxsize=1)
+def _service_names() -> Callable[[int, Protocol], str]:
+    """Port -> service name, nmap-style: this system's /etc/services first, then the registry.
+
+    The registry's best name for a port can be a more specific service (sftp on 22); a scan
+    names the port the way nmap and /etc/services do (ssh, domain), when they know it.
+    """
+    from portkit.registry import Source, default_registry
+
+    registry = default_registry()
+    system = {(s.port, s.protocol): s.name for s in reversed(registry.layer(Source.SYSTEM)) if s.name}
+
+    def name(port: int, protocol: Protocol) -> str:
+        return system.get((port, protocol)) or registry.name_for(port, protocol)
+
+    return name
+
+
 def _listing(
     codes: bytearray, ttls: bytearray, ports: Sequence[int], protocol: Protocol, keep_all: bool
 ) -> tuple[list[PortResult], list[ExtraPorts]]:
     """nmap's listing: states other than open with more than 25 ports become "Not shown" counts."""
-    from portkit.registry import default_registry
 
     by_code = {code: codes.count(code) for code in set(codes) if code}
     by_state: Counter[PortState] = Counter()
@@ -149,13 +167,13 @@ def _listing(
         outcome = OUTCOMES[code]
         if outcome is not None and outcome[0] not in hidden:
             shown_codes.add(code)
-    registry = default_registry()
+    names = _service_names()
     shown = []
     for i, code in enumerate(codes):
         if code in shown_codes:
             listed = OUTCOMES[code]
             assert listed is not None
-            name = registry.name_for(ports[i], protocol)
+            name = names(ports[i], protocol)
             service = ServiceInfo(name) if name else None  # like nmap: no <service> without a name
             shown.append(PortResult(ports[i], protocol, listed[0], listed[1], ttls[i], service))
     shown.sort(key=lambda p: p.port)

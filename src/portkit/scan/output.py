@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from xml.sax.saxutils import quoteattr
 
@@ -57,7 +58,7 @@ def render_text(result: ScanResult, *, reason: bool = False, open_only: bool = F
         out.append("")
         name = f"{host.hostnames[0]} ({host.address})" if host.hostnames else host.address
         out.append(f"Scan report for {name}")
-        latency = f" ({host.rtt:.4f}s latency)" if host.rtt is not None else ""
+        latency = f" ({_two_digits(host.rtt)}s latency)" if host.rtt else ""
         status = "up" if host.status == "up" else "up, but timed out"
         out.append(f"Host is {status}, received {host.status_reason}{latency}.")
         if result.scan_type == "ping":
@@ -86,6 +87,12 @@ def render_text(result: ScanResult, *, reason: bool = False, open_only: bool = F
     out.append("")
     out.append(summary_line(result))
     return "\n".join(out)
+
+
+def _two_digits(seconds: float) -> str:
+    """Two significant digits, never in exponent form (nmap: 0.000050s, 0.052s)."""
+    places = max(0, 1 - math.floor(math.log10(seconds)))
+    return f"{seconds:.{places}f}"
 
 
 def summary_line(result: ScanResult) -> str:
