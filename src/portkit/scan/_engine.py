@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import secrets
 import shlex
+import signal
 import socket
 import sys
 import time
@@ -392,7 +394,12 @@ def _forked_shares(shares: int, run: Callable[[int], _Share]) -> list[_Share]:
             try:
                 chunk = os.read(read_end, 1 << 20)
             except KeyboardInterrupt:
-                interrupted = True  # the workers got the same SIGINT and are sending what they have
+                # A terminal's Ctrl-C reaches the workers too, a kill of this process alone does
+                # not: pass it on, then keep reading what each worker has so far.
+                interrupted = True
+                for child, _ in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGINT)
                 continue
             if not chunk:
                 break
