@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import secrets
 import shlex
 import signal
 import socket
@@ -248,7 +247,7 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
         scan_delay=options.scan_delay,
     )
     hosts = HostTable(targets)
-    seed = options.seed if options.seed is not None else secrets.randbits(64)
+    seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(8), "big")
     result = ScanResult(
         scan_type="ping" if options.ping_only else scan_type.value,
         protocol=protocol,
@@ -319,6 +318,10 @@ def _run_share(
     nports = len(ports)
 
     def order() -> Iterator[int]:
+        if order_hosts is None and not hosts.targets.excluded:
+            # Every index is a probe: host * nports + port_index is the index itself.
+            yield from perm.share(share, shares)
+            return
         for i in perm.share(share, shares):
             h, p = divmod(i, nports)
             host = order_hosts[h] if order_hosts is not None else h
@@ -368,7 +371,7 @@ def _run_share(
 
 def _our_port(share: int) -> int:
     """Distinct source-port blocks per worker, so each one's BPF filter sees only its replies."""
-    return 40000 + (secrets.randbelow(1000) * 16 + share * 16 * 1000) % 20000
+    return 40000 + (int.from_bytes(os.urandom(2), "big") % 1000 * 16 + share * 16 * 1000) % 20000
 
 
 def _forked_shares(shares: int, run: Callable[[int], _Share]) -> list[_Share]:

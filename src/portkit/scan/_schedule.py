@@ -49,6 +49,7 @@ class Schedule:
         self._retry: deque[tuple[int, int]] = deque()
         self._bench: list[tuple[int, int]] = []
         self._rtt: dict[int, RttEstimator] = {}
+        self._sampled: dict[int, float] = {}
         self._best_try: dict[int, int] = {}
         self._host_started: dict[int, float] = {}
         self.timed_out_hosts: set[int] = set()
@@ -128,7 +129,10 @@ class Schedule:
             return False
         last_try, sent_at = pending
         host = key // self.nports
-        if tryno == last_try:
+        # One RTT sample per host per instant: drivers pass the time of a whole receive batch,
+        # and a thousand samples of the same batch would teach the estimator nothing more.
+        if tryno == last_try and self._sampled.get(host) != now:
+            self._sampled[host] = now
             est = self._rtt.get(host)
             if est is None:
                 est = self._rtt[host] = RttEstimator(self.tpl)

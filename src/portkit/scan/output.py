@@ -11,7 +11,6 @@ import io
 import json
 import math
 import time
-from xml.sax.saxutils import quoteattr
 
 from portkit.scan._results import HostResult, PortResult, ScanResult
 from portkit.scan._states import PortState
@@ -112,6 +111,15 @@ def render_json(result: ScanResult) -> str:
 
 
 # -- nmap XML ------------------------------------------------------------------------------
+
+
+def quoteattr(value: str) -> str:
+    """An XML attribute value in double quotes (xml.sax.saxutils would import urllib and email)."""
+    escaped = (
+        value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+        .replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    )  # fmt: skip
+    return f'"{escaped}"'
 
 
 def _attrs(**values: object) -> str:
