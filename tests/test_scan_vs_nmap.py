@@ -151,3 +151,18 @@ def test_syn_scan_agrees_through_a_lossy_link(lab: Lab) -> None:
 
 def test_connect_scan_agrees_through_a_lossy_link(lab: Lab) -> None:
     agree(lab, "-sT", TCP_PORTS, "lossy")
+
+
+def test_host_discovery_finds_the_hosts_nmap_finds(lab: Lab) -> None:
+    network = f"{lab.address('client').rsplit('.', 1)[0]}.0/28"
+    proc = lab.run("client", [sys.executable, "-m", "portkit", "scan", network, "-sn", "--json"], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    ours = {h["address"] for h in doc["hosts"]}
+    nmap = lab.run("client", ["nmap", "-n", "-sn", "-oX", "-", network])
+    theirs = {
+        a.get("addr") for h in ET.fromstring(nmap.stdout).iter("host") for a in h.iter("address")
+        if a.get("addrtype") == "ipv4"
+    }  # fmt: skip
+    assert ours == theirs == {lab.address("client"), lab.address("fw"), lab.address("lossy")}
+    assert doc["scan"]["hosts_total"] == 16 and doc["scan"]["type"] == "ping"

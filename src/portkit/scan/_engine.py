@@ -298,6 +298,10 @@ MAX_WORKERS = 2
 
 
 def _workers(total: int, options: ScanOptions) -> int:
+    """Processes for a scan: big scans use two cores (PORTKIT_SCAN_WORKERS overrides)."""
+    override = os.environ.get("PORTKIT_SCAN_WORKERS", "")
+    if override.isdigit() and int(override) > 0:
+        return min(int(override), 16)
     if total < PARALLEL_MIN_PROBES or options.scan_delay or options.timing < 3:
         return 1
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
