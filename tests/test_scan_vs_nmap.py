@@ -60,7 +60,10 @@ def lab(module_lab_factory) -> Lab:  # noqa: F811
 
 
 def nmap_ports(lab: Lab, flag: str, ports: str, address: str, *more: str) -> dict[int, tuple[str, str]]:
-    proc = lab.run("client", ["nmap", "-n", "-Pn", "--reason", flag, *more, "-p", ports, "-oX", "-", address])
+    six = ["-6"] if ":" in address else []
+    proc = lab.run(
+        "client", ["nmap", *six, "-n", "-Pn", "--reason", flag, *more, "-p", ports, "-oX", "-", address]
+    )
     assert proc.returncode == 0, proc.stderr
     root = ET.fromstring(proc.stdout)
     found = {}
@@ -100,8 +103,10 @@ def portkit_ports(lab: Lab, flag: str, ports: str, address: str, *more: str) -> 
     return {p["port"]: (p["state"], p["reason"]) for p in host["ports"]}
 
 
-def agree(lab: Lab, flag: str, ports: str, host: str, *more: str) -> dict[int, tuple[str, str]]:
-    address = lab.address(host)
+def agree(
+    lab: Lab, flag: str, ports: str, host: str, *more: str, v6: bool = False
+) -> dict[int, tuple[str, str]]:
+    address = lab.address6(host) if v6 else lab.address(host)
     ours = portkit_ports(lab, flag, ports, address, *more)
     theirs = nmap_ports(lab, flag, ports, address, *more)
     differences = {
@@ -151,6 +156,15 @@ def test_syn_scan_agrees_through_a_lossy_link(lab: Lab) -> None:
 
 def test_connect_scan_agrees_through_a_lossy_link(lab: Lab) -> None:
     agree(lab, "-sT", TCP_PORTS, "lossy")
+
+
+@pytest.mark.parametrize("flag", ["-sS", "-sT", "-sU"])
+def test_ipv6_scans_agree_with_nmap(lab: Lab, flag: str) -> None:
+    ports = agree(lab, flag, UDP_PORTS if flag == "-sU" else TCP_PORTS, "fw", v6=True)
+    if flag == "-sT":
+        assert ports[84] == ("filtered", "admin-prohibited")  # ICMPv6 code 1 reaches connect() as EACCES
+    if flag == "-sS":
+        assert ports[83] == ("filtered", "port-unreach")
 
 
 def test_host_discovery_finds_the_hosts_nmap_finds(lab: Lab) -> None:

@@ -230,13 +230,6 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
     targets = parse_targets(target_texts, exclude=exclude, first_address=options.first_address)
     if len(targets) > MAX_HOSTS:
         raise UsageError(f"too many targets ({len(targets)}): at most {MAX_HOSTS} hosts per scan")
-    if scan_type.raw and any(b.version == 6 for b in targets.blocks):
-        # The raw driver speaks IPv4 only; a default SYN scan of IPv6 targets becomes connect.
-        if options.scan_type is None:
-            scan_type = ScanType.CONNECT
-            notes.append("IPv6 targets: connect scan (raw IPv6 probes are not implemented)")
-        else:
-            raise UsageError(f"{scan_type.flag} of IPv6 targets is not supported yet: use --connect (-sT)")
     ports = [] if options.ping_only else resolve_ports(options.ports, protocol)
     tpl = template(options.timing).with_options(
         max_retries=options.max_retries,
