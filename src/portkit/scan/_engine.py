@@ -188,16 +188,21 @@ def _host_results(
     protocol: Protocol,
     timed_out: set[int],
     keep_all: bool,
+    up_reason: dict[int, str],
+    rtts: dict[int, float],
 ) -> list[HostResult]:
+    """Per-host results, consuming the collector as it goes (a /16 holds both only briefly)."""
     results = []
     for index in sorted(collector.codes):
-        host = hosts.get(index)
-        if host is None:
+        codes, ttls = collector.codes.pop(index), collector.ttls.pop(index)
+        target = hosts.targets.get(index)  # not hosts.get: no need to cache 65,536 hosts here
+        if target is None:
             continue
-        shown, extras = _listing(collector.codes[index], collector.ttls[index], ports, protocol, keep_all)
+        shown, extras = _listing(codes, ttls, ports, protocol, keep_all)
         status = "timeout" if index in timed_out else "up"
-        hostnames = (host.hostname,) if host.hostname else ()
-        results.append(HostResult(host.address, hostnames, status, "user-set", shown, extras))
+        hostnames = (target.hostname,) if target.hostname else ()
+        why = up_reason.get(index, "user-set")
+        results.append(HostResult(target.address, hostnames, status, why, shown, extras, rtts.get(index)))
     return results
 
 
@@ -463,36 +468,31 @@ def _scan_ports(
     collector = _Collector(scan_type, nports)
     timed_out: set[int] = set()
     rtts: dict[int, float] = {}
-    for part in parts:
+    debug = [
+        f"workers={shares} sent={p.sent} retrans={p.retransmitted} drops={p.drops} cwnd={p.cwnd:.0f}"
+        for p in parts
+    ]
+    while parts:
+        part = parts.pop()
         for host, codes in part.codes.items():
             mine = collector.codes.get(host)
             if mine is None:
                 collector.codes[host], collector.ttls[host] = codes, part.ttls[host]
                 continue
-            ttls = collector.ttls[host]
-            for i, code in enumerate(codes):
-                if code:
-                    mine[i], ttls[i] = code, part.ttls[host][i]
+            # Workers probe disjoint ports: where one has a code the other has zero, so OR merges.
+            collector.codes[host] = _merge(mine, codes)
+            collector.ttls[host] = _merge(collector.ttls[host], part.ttls[host])
         timed_out |= part.timed_out
         rtts.update(part.rtts)
         result.probes_sent += part.sent
         result.interrupted |= part.interrupted
-    result.hosts = _host_results(collector, hosts, ports, protocol, timed_out, options.all_ports_listed)
-    for host_result in result.hosts:
-        index = hosts.by_number.get(_number(host_result.address))
-        if index is not None:
-            host_result.status_reason = up_reason.get(index, host_result.status_reason)
-            host_result.rtt = rtts.get(index)
+        del part
+    result.hosts = _host_results(
+        collector, hosts, ports, protocol, timed_out, options.all_ports_listed, up_reason, rtts
+    )
     if os.environ.get("PORTKIT_SCAN_DEBUG"):
-        for part in parts:
-            print(
-                f"workers={shares} sent={part.sent} retrans={part.retransmitted} drops={part.drops} "
-                f"cwnd={part.cwnd:.0f}",
-                file=sys.stderr,
-            )
+        print("\n".join(debug), file=sys.stderr)
 
 
-def _number(address: str) -> int:
-    import ipaddress
-
-    return int(ipaddress.ip_address(address))
+def _merge(a: bytearray, b: bytearray) -> bytearray:
+    return bytearray((int.from_bytes(a, "big") | int.from_bytes(b, "big")).to_bytes(len(a), "big"))

@@ -191,7 +191,7 @@ class ScanResult:
             total.update(host.all_states)
         return total
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, hosts: bool = True) -> dict[str, Any]:
         counts = self.state_counts()
         return {
             "scan": {
@@ -209,7 +209,7 @@ class ScanResult:
                 "probes_sent": self.probes_sent,
                 "states": {s.value: counts[s] for s in PortState if counts[s]},
             },
-            "hosts": [h.to_json() for h in self.hosts],
+            "hosts": [h.to_json() for h in self.hosts] if hosts else [],
         }
 
 
