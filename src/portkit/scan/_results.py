@@ -70,7 +70,7 @@ class TlsInfo:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PortResult:
     port: int
     protocol: Protocol
@@ -95,7 +95,7 @@ class PortResult:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExtraPorts:
     """Ports collapsed out of the listing: `count` ports in `state`, by reason."""
 
@@ -111,7 +111,7 @@ class ExtraPorts:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class HostResult:
     address: str
     hostnames: tuple[str, ...] = ()

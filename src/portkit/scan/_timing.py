@@ -128,6 +128,8 @@ def template(level: int) -> Template:
 class RttEstimator:
     """nmap's per-host timeout: srtt + 4 * rttvar, clamped to [min_rtt, max_rtt]."""
 
+    __slots__ = ("rttvar", "srtt", "tpl")  # one per host: a /16 has 65,536 of them
+
     def __init__(self, tpl: Template) -> None:
         self.tpl = tpl
         self.srtt: float | None = None
