@@ -90,7 +90,7 @@ def test_rate_limiter_caps_probes_per_second() -> None:
 
 
 def test_retry_budget_grows_only_after_lost_probes_are_seen() -> None:
-    assert allowed_tries(0, 10) == 2
+    assert allowed_tries(0, 10) == 1
     assert allowed_tries(1, 10) == 2
     assert allowed_tries(3, 10) == 4
     assert allowed_tries(9, 6) == 6

@@ -197,15 +197,10 @@ class RateLimiter:
         return max(0.0, (1 - self.tokens) / self.rate)
 
 
-MIN_RETRIES = 2
-
-
 def allowed_tries(max_successful_try: int, max_retries: int) -> int:
-    """How many retransmissions a silent probe gets.
+    """How many retransmissions a silent probe gets, as nmap decides it.
 
-    As nmap: more only after a host has answered some retransmission (which shows that probes
-    or replies do get lost), never beyond --max-retries. Unlike nmap, at least two (nmap: one):
-    on a lossy link a single retransmission too often loses both tries and calls an open
-    port filtered, and the extra round costs one timeout for the whole scan, not one per port.
+    One at first; more only after the host has answered some retransmission (which shows that
+    probes or replies do get lost there), and never more than --max-retries.
     """
-    return min(max_retries, max(MIN_RETRIES, max_successful_try + 1))
+    return min(max_retries, max(1, max_successful_try + 1))
