@@ -63,6 +63,24 @@ def test_timeout_always_within_template_bounds(samples: list[float]) -> None:
         assert tpl.min_rtt <= est.timeout <= tpl.max_rtt
 
 
+def test_batched_replies_grow_the_window_like_single_ones() -> None:
+    for drops in (0, 1, 3):
+        one, many = CongestionWindow(template(3)), CongestionWindow(template(3))
+        for _ in range(drops):
+            one.on_drop()
+            many.on_drop()
+        for _ in range(500):
+            one.on_reply()
+        many.on_replies(500)
+        assert many.cwnd == pytest.approx(one.cwnd)
+
+
+def test_max_retries_fit_the_try_bits() -> None:
+    assert template(3).with_options(max_retries=15).max_retries == 15
+    with pytest.raises(UsageError):
+        template(3).with_options(max_retries=16)
+
+
 def test_congestion_window_grows_on_replies_and_halves_on_drops() -> None:
     cw = CongestionWindow(template(3))
     start = cw.cwnd

@@ -22,6 +22,7 @@ from portkit.errors import PermissionNeeded
 from portkit.scan._hosts import HostTable, ScanHost
 from portkit.scan._packets import (
     ACK,
+    RST,
     SYN,
     TRY_MASK,
     UDP_PORT_BASE,
@@ -31,7 +32,6 @@ from portkit.scan._packets import (
     TcpProbeBuilder,
     parse_icmp6,
     parse_ipv4_icmp,
-    parse_ipv4_tcp,
     parse_ipv4_udp,
     parse_tcp_segment,
     parse_udp_datagram,
@@ -39,13 +39,16 @@ from portkit.scan._packets import (
 )
 from portkit.scan._payloads import payload_for
 from portkit.scan._schedule import Schedule
-from portkit.scan._states import NO_RESPONSE, ScanType, outcome_codes
+from portkit.scan._states import NO_RESPONSE, RESPONSE_CODE, Response, ScanType, outcome_codes
 
 Record = Callable[[int, int, int], None]
 SendTo = Callable[[bytes, tuple[str, int]], int]
 Progress = Callable[[], None]
 
 SO_ATTACH_FILTER = 26
+_REPLY_HEAD = struct.Struct("!HHIIxB")  # ports, seq, ack, (offset), flags
+_RST_CODE = RESPONSE_CODE[Response.RST]
+_SYN_ACK_CODE = RESPONSE_CODE[Response.SYN_ACK]
 _CMSG_SPACE = socket.CMSG_SPACE(4)
 _RCVBUF = 8 << 20
 _BATCH = 512
@@ -233,7 +236,7 @@ class RawScanner:
                 packet = udp_probe(cookie.udp_sport(number, port, tryno), port, payload_for(port))
             else:
                 seq = cookie(number, port)
-                packet = builder.build(base + min(tryno, TRY_MASK), port, seq, seq if with_ack else 0)
+                packet = builder.build(base + tryno, port, seq, seq if with_ack else 0)
             # ENOBUFS and kin: the probe counts as sent and lost; retransmission covers it.
             # (contextlib.suppress would cost more than the sendto on loopback.)
             try:  # noqa: SIM105
@@ -268,21 +271,29 @@ class RawScanner:
         return 1
 
     def _drain_tcp(self, now: float) -> int:
-        """`_take(parse_ipv4_tcp(packet))` for every queued segment, inlined: the hot path."""
-        taken = 0
+        """`_take(parse_ipv4_tcp(packet))` for every queued segment, inlined and batched: the hot path."""
         assert self._v4 is not None
         recv, final = self._v4[1].recv, self.final
         by_number, port_index, cookie = self.by_number, self.port_index, self.cookie
-        base, nports, answered, record = self.our_port, self.nports, self.schedule.answered, self.record
+        base, nports = self.our_port, self.nports
+        unpack, rst, syn_ack = _REPLY_HEAD.unpack_from, _RST_CODE, _SYN_ACK_CODE
+        answers: list[tuple[int, int, int, int]] = []
         while True:
             try:
                 packet = recv(65535)
             except BlockingIOError:
-                return taken
-            reply = parse_ipv4_tcp(packet)
-            if reply is None:
+                break
+            ihl = (packet[0] & 0x0F) * 4
+            if len(packet) < ihl + 20 or packet[9] != 6:
                 continue
-            address, port, our_port, seq, rcode, ttl = reply
+            port, our_port, seq, ack, flags = unpack(packet, ihl)
+            if flags & RST:
+                rcode, seq = rst, (ack - 1) & 0xFFFFFFFF if flags & ACK else seq
+            elif flags & SYN and flags & ACK:
+                rcode, seq = syn_ack, (ack - 1) & 0xFFFFFFFF
+            else:
+                continue
+            address = int.from_bytes(packet[12:16], "big")
             host = by_number.get(address)
             index = port_index.get(port)
             tryno = our_port - base
@@ -294,10 +305,13 @@ class RawScanner:
                 or seq != cookie(address, port)
             ):
                 continue
-            key = host * nports + index
-            if answered(key, tryno, now):
-                record(key, rcode, ttl)
-            taken += 1
+            answers.append((host * nports + index, tryno, rcode, packet[8]))
+        if not answers:
+            return 0
+        record = self.record
+        for key, rcode, ttl in self.schedule.answered_batch(answers, now):
+            record(key, rcode, ttl)
+        return len(answers)
 
     def drain(self) -> int:
         """Read every reply queued on the receive sockets; return how many were ours."""

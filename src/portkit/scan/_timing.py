@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 
 from portkit.errors import UsageError
 
+MAX_RETRIES = 15
+
 
 @dataclass(frozen=True)
 class Template:
@@ -56,6 +58,9 @@ class Template:
             if value is not None:
                 if value < 0:
                     raise UsageError(f"invalid --{key.replace('_', '-')} {value}: must not be negative")
+                if key == "max_retries" and value > MAX_RETRIES:
+                    # Raw probes carry the try number in 4 bits of the source port.
+                    raise UsageError(f"invalid --max-retries {value}: at most {MAX_RETRIES}")
                 changes[key] = value
         return replace(self, **changes)  # type: ignore[arg-type]
 
@@ -164,6 +169,17 @@ class CongestionWindow:
     def on_reply(self) -> None:
         self.cwnd += 1.0 if self.cwnd < self.ssthresh else 1.0 / self.cwnd
         self.cwnd = min(self.cwnd, self.high)
+
+    def on_replies(self, count: int) -> None:
+        """`on_reply` `count` times (a receive batch at once)."""
+        while count > 0 and self.cwnd < self.ssthresh and self.cwnd < self.high:
+            step = min(count, int(self.ssthresh - self.cwnd) + 1)
+            self.cwnd = min(self.cwnd + step, self.high)
+            count -= step
+        for _ in range(count):
+            if self.cwnd >= self.high:
+                break
+            self.on_reply()
 
     def on_drop(self) -> None:
         self.ssthresh = max(2.0, self.cwnd / 2)
