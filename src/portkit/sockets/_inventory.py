@@ -1,0 +1,310 @@
+"""The socket inventory: what to ask the kernel (SocketQuery), and what came back (Inventory).
+
+`list_sockets` is the one entry point the commands use: it picks the backend (netlink, or
+/proc when netlink is missing), visits the namespaces asked for, attributes sockets to
+processes only when the query needs them, and applies the filters the kernel cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from portkit.errors import PortkitError, UsageError
+from portkit.sockets import _netns
+from portkit.sockets._bytecode import PortMatch, compile_filter
+from portkit.sockets._model import ALL_STATES, ProcessInfo, Socket, TcpState, Transport
+from portkit.sockets._procs import OwnerMap, ProcessTable, find_owners
+
+LISTENING = frozenset({TcpState.LISTEN, TcpState.CLOSE})
+BACKENDS = ("auto", "netlink", "proc")
+
+
+@dataclass(frozen=True)
+class SocketQuery:
+    """Which sockets to list. Port and state filters run in the kernel; the rest here."""
+
+    transports: tuple[Transport, ...] = (Transport.TCP, Transport.UDP)
+    families: tuple[int, ...] = (4, 6)
+    states: frozenset[TcpState] = ALL_STATES
+    listening: bool = False
+    ports: tuple[PortMatch, ...] = ()
+    pids: frozenset[int] = frozenset()
+    uids: frozenset[int] = frozenset()
+    process_names: tuple[str, ...] = ()
+    with_processes: bool = False
+    tcp_info: bool = False
+
+    @property
+    def needs_processes(self) -> bool:
+        return self.with_processes or bool(self.pids or self.process_names)
+
+    def bytecode_for(self, transport: Transport) -> bytes:
+        """The kernel-side port filter for one transport (b'' when no port filter applies)."""
+        matches = [m for m in self.ports if m.applies_to(transport.value)]
+        return compile_filter(matches) if matches else b""
+
+    def kernel_states(self) -> frozenset[TcpState]:
+        if self.listening:
+            return self.states & LISTENING
+        return self.states
+
+    def keeps(self, row: Socket) -> bool:
+        """The filters applied after the kernel's: listening-only UDP, users, pids, process names."""
+        if self.listening and row.transport is not Transport.TCP and row.remote_port != 0:
+            return False
+        if self.uids and row.uid not in self.uids:
+            return False
+        if self.pids and not any(p.pid in self.pids for p in row.processes):
+            return False
+        if self.process_names:
+            names = [p.name.lower() for p in row.processes]
+            if not any(want in name for want in self.process_names for name in names):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The sockets found, and how: backend, namespaces visited, and what attribution could see."""
+
+    sockets: tuple[Socket, ...]
+    backend: str
+    namespaces: tuple[_netns.Namespace, ...]
+    processes_looked_up: bool = False
+    processes_complete: bool = True
+    hidden_pids: int = 0
+    warnings: tuple[str, ...] = ()
+    _processes: dict[int, ProcessInfo] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def processes(self) -> dict[int, ProcessInfo]:
+        """Every process that holds one of the sockets, by pid."""
+        return self._processes
+
+    def owner_unknown(self, row: Socket) -> bool:
+        """True when a process holds this socket but this user may not see which (root would)."""
+        return (
+            self.processes_looked_up
+            and not row.processes
+            and not self.processes_complete
+            and row.inode != 0
+        )
+
+    def root_note(self) -> str:
+        if self.processes_complete or not self.processes_looked_up:
+            return ""
+        return (
+            f"not running as root: {self.hidden_pids} processes' file descriptors are unreadable, "
+            "so sockets of other users show no process; root would name them"
+        )
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "namespaces": [
+                {"name": ns.label, "inode": ns.inode, "current": ns.path is None} for ns in self.namespaces
+            ],
+            "processes_looked_up": self.processes_looked_up,
+            "processes_complete": self.processes_complete,
+            "warnings": list(self.warnings),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._header(),
+            "sockets": [s.to_json() for s in self.sockets],
+            "processes": {str(pid): p.to_json() for pid, p in sorted(self._processes.items())},
+        }
+
+    def json_chunks(self) -> Iterator[str]:
+        """`to_json()` as JSON text, one socket per line, built without a dict per row.
+
+        Equal to `json.dumps(self.to_json())` once parsed (a test holds it to that); this is
+        what lets `portkit ls --all --json` keep up with `ss` on tens of thousands of rows.
+        """
+        dumps = json.dumps
+        header = dumps(self._header())
+        yield header[:-1] + ', "sockets": ['
+        netns_text: dict[str | None, str] = {}
+        procs_text: dict[tuple[ProcessInfo, ...], str] = {(): "[]"}
+        first = True
+        for s in self.sockets:
+            ns = netns_text.get(s.netns)
+            if ns is None:
+                ns = netns_text[s.netns] = dumps(s.netns)
+            procs = procs_text.get(s.processes)
+            if procs is None:
+                procs = procs_text[s.processes] = dumps([{"pid": p.pid, "name": p.name} for p in s.processes])
+            info = "" if s.tcp_info is None else ', "tcp_info": ' + dumps(s.tcp_info.to_json())
+            line = (
+                f'{{"protocol": "{s.transport.value}", "family": {s.family}, "state": "{s.state.label}", '
+                f'"local": {{"address": "{s.local_address}", "port": {s.local_port}}}, '
+                f'"remote": {{"address": "{s.remote_address}", "port": {s.remote_port}}}, '
+                f'"recv_q": {s.recv_q}, "send_q": {s.send_q}, "uid": {s.uid}, "inode": {s.inode}, '
+                f'"interface": {s.interface or "null"}, "netns": {ns}, "processes": {procs}{info}}}'
+            )
+            yield ("\n" if first else ",\n") + line
+            first = False
+        processes = {str(pid): p.to_json() for pid, p in sorted(self._processes.items())}
+        yield '\n], "processes": ' + dumps(processes) + "}\n"
+
+
+def _read_namespace(
+    namespace: _netns.Namespace, query: SocketQuery, backend: str
+) -> tuple[list[Socket], str]:
+    """The rows of one namespace, through netlink when possible."""
+    states = query.kernel_states()
+
+    def via_netlink() -> list[Socket]:
+        from portkit.sockets._netlink import DumpError, dump_all
+
+        rows: list[Socket] = []
+        for transport in query.transports:
+            try:
+                rows.extend(
+                    dump_all([transport], query.families, states, bytecode=query.bytecode_for(transport),
+                             tcp_info=query.tcp_info, netns=namespace.label)  # fmt: skip
+                )
+            except DumpError:
+                if transport is not Transport.RAW:
+                    raise
+                # raw_diag is an optional module; /proc/net/raw always exists.
+                rows.extend(via_proc([transport]))
+        return rows
+
+    def via_proc(transports: Sequence[Transport] = query.transports, root: str = "") -> list[Socket]:
+        from portkit.sockets._procnet import read_tables
+
+        rows: list[Socket] = []
+        for transport in transports:
+            matches = [m for m in query.ports if m.applies_to(transport.value)]
+
+            def keep(family: int, state: TcpState, sport: int, dport: int) -> bool:
+                return state in states and all(m.matches(sport, dport) for m in matches)  # noqa: B023
+
+            rows.extend(
+                read_tables([transport], query.families, netns=namespace.label, keep=keep,
+                            root=root or "/proc/thread-self/net")  # fmt: skip
+            )
+        return rows
+
+    if backend == "proc":
+        try:
+            return _netns.run_in(namespace, via_proc), "proc"
+        except PortkitError:
+            if namespace.pid:  # without root: the namespace's tables are still readable via a member
+                return via_proc(root=f"/proc/{namespace.pid}/net"), "proc"
+            raise
+    try:
+        return _netns.run_in(namespace, via_netlink), "netlink"
+    except PortkitError:
+        if namespace.pid:
+            return via_proc(root=f"/proc/{namespace.pid}/net"), "proc"
+        raise
+    except OSError:
+        if backend == "netlink":
+            raise
+        return _netns.run_in(namespace, via_proc), "proc"
+
+
+def list_sockets(
+    query: SocketQuery | None = None,
+    *,
+    netns: str | None = None,
+    all_netns: bool = False,
+    backend: str = "auto",
+) -> Inventory:
+    """The sockets matching `query`, in this namespace, a named one (`netns`), or all of them."""
+    query = query or SocketQuery()
+    if backend not in BACKENDS:
+        raise UsageError(f"invalid backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if all_netns and netns:
+        raise UsageError("--netns and --all-netns exclude each other: give one of them")
+    if all_netns:
+        namespaces = _netns.all_namespaces()
+    elif netns:
+        namespaces = [_netns.named_namespace(netns)]
+    else:
+        namespaces = [_netns.Namespace(None, _netns.current_inode(), None, os.getpid())]
+    rows: list[Socket] = []
+    used: set[str] = set()
+    warnings: list[str] = []
+    for namespace in namespaces:
+        try:
+            found, how = _read_namespace(namespace, query, backend)
+        except (PortkitError, OSError) as exc:
+            if not all_netns:
+                if isinstance(exc, PortkitError):
+                    raise
+                raise PortkitError(f"cannot read sockets of {namespace}: {exc}") from None
+            warnings.append(f"skipped network namespace {namespace}: {exc}")
+            continue
+        rows.extend(found)
+        used.add(how)
+    owners: OwnerMap | None = None
+    processes: dict[int, ProcessInfo] = {}
+    if query.needs_processes:
+        rows, owners, processes = _attribute(rows)
+    kept = tuple(row for row in rows if query.keeps(row)) if _post_filters(query) else tuple(rows)
+    if owners is not None:
+        wanted = {p.pid for row in kept for p in row.processes}
+        processes = {pid: info for pid, info in processes.items() if pid in wanted}
+    return Inventory(
+        sockets=kept,
+        backend="+".join(sorted(used)) or ("proc" if backend == "proc" else "netlink"),
+        namespaces=tuple(namespaces),
+        processes_looked_up=owners is not None,
+        processes_complete=owners.complete if owners is not None else True,
+        hidden_pids=owners.hidden_pids if owners is not None else 0,
+        warnings=tuple(warnings),
+        _processes=processes,
+    )
+
+
+def _post_filters(query: SocketQuery) -> bool:
+    return bool(query.uids or query.pids or query.process_names or query.listening)
+
+
+def _attribute(rows: list[Socket]) -> tuple[list[Socket], OwnerMap, dict[int, ProcessInfo]]:
+    """Rows with their processes filled in, from one scan of /proc/*/fd."""
+    wanted = {row.inode for row in rows if row.inode}
+    owners = find_owners(wanted, prefer_uids={row.uid for row in rows if row.inode})
+    table = ProcessTable()
+    processes: dict[int, ProcessInfo] = {}
+    by_inode: dict[int, tuple[ProcessInfo, ...]] = {}
+    for inode, pids in owners.owners.items():
+        infos = []
+        for pid in pids:
+            info = processes.get(pid)
+            if info is None:
+                info = table.describe(pid)
+                if info is None:
+                    continue
+                processes[pid] = info
+            infos.append(info)
+        by_inode[inode] = tuple(infos)
+    new = tuple.__new__
+    out: list[Socket] = []
+    append = out.append
+    get = by_inode.get
+    for row in rows:
+        found = get(row[10])  # inode
+        append(row if found is None else new(Socket, (*row[:13], found, row[14])))
+    return out, owners, processes
+
+
+def parse_user(text: str) -> int:
+    """A user name or numeric uid, as `--user` takes it."""
+    raw = text.strip()
+    if raw.isdigit():
+        return int(raw)
+    import pwd
+
+    try:
+        return pwd.getpwnam(raw).pw_uid
+    except KeyError:
+        raise UsageError(f"invalid user {text!r}: expected a user name from /etc/passwd or a numeric uid") from None

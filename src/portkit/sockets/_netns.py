@@ -1,0 +1,130 @@
+"""Network namespaces: naming them, finding every one in use, and reading sockets inside one.
+
+Entering a namespace uses setns(2) (through ctypes: `os.setns` arrived in Python 3.12) in a
+short-lived thread. A thread's network namespace is its own, so the main thread never moves;
+a netlink socket opened in that thread belongs to the namespace for good, and the thread's
+/proc/thread-self/net shows that namespace's tables.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from portkit.errors import PermissionNeeded, UsageError
+
+NETNS_RUN_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """A network namespace: a label for rows, and a path that opens it (None = this process's own)."""
+
+    label: str | None
+    inode: int
+    path: str | None
+    pid: int = 0
+
+    def __str__(self) -> str:
+        return self.label or "(this namespace)"
+
+
+def current_inode() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def named_namespaces() -> dict[str, int]:
+    """`ip netns` names -> namespace inode."""
+    found: dict[str, int] = {}
+    try:
+        names = sorted(os.listdir(NETNS_RUN_DIR))
+    except OSError:
+        return found
+    for name in names:
+        try:
+            found[name] = os.stat(f"{NETNS_RUN_DIR}/{name}").st_ino
+        except OSError:
+            continue
+    return found
+
+
+def named_namespace(name: str) -> Namespace:
+    """The namespace `ip netns add NAME` created, or a UsageError listing the ones that exist."""
+    if "/" in name or name in ("", ".", ".."):
+        raise UsageError(f"invalid network namespace name {name!r}: expected a name from 'ip netns list'")
+    known = named_namespaces()
+    if name not in known:
+        listing = ", ".join(known) or "none exist"
+        raise UsageError(f"unknown network namespace {name!r}: expected one of 'ip netns list' ({listing})")
+    if known[name] == current_inode():
+        return Namespace(None, known[name], None)
+    return Namespace(name, known[name], f"{NETNS_RUN_DIR}/{name}")
+
+
+def all_namespaces() -> list[Namespace]:
+    """Every network namespace a process lives in, plus every named one; this process's first."""
+    own = current_inode()
+    names = {inode: name for name, inode in named_namespaces().items()}
+    found: dict[int, Namespace] = {own: Namespace(None, own, None, os.getpid())}
+    for name, inode in named_namespaces().items():
+        if inode not in found:
+            found[inode] = Namespace(name, inode, f"{NETNS_RUN_DIR}/{name}")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        path = f"/proc/{entry}/ns/net"
+        try:
+            inode = os.stat(path).st_ino
+        except OSError:
+            continue
+        if inode not in found:
+            label = names.get(inode) or f"net:[{inode}]"
+            found[inode] = Namespace(label, inode, path, int(entry))
+    return list(found.values())
+
+
+def _setns(fd: int) -> None:
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def run_in(namespace: Namespace, work: Callable[[], T]) -> T:
+    """`work()` run inside `namespace` by a helper thread; the calling thread stays where it is."""
+    if namespace.path is None:
+        return work()
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def enter_and_work() -> None:
+        try:
+            assert namespace.path is not None
+            fd = os.open(namespace.path, os.O_RDONLY)
+            try:
+                _setns(fd)
+            finally:
+                os.close(fd)
+            outcome.append(work())
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=enter_and_work, name=f"netns {namespace}", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, PermissionError):
+            raise PermissionNeeded(
+                f"entering network namespace {namespace} needs root (CAP_SYS_ADMIN): run portkit as root"
+            ) from None
+        raise exc
+    return outcome[0]
