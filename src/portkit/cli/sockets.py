@@ -72,11 +72,19 @@ def _warn(inventory: Inventory) -> None:
 # --- ls ---------------------------------------------------------------------------------------
 
 
-def _ls_rows(inventory: Inventory, rows: Sequence[Socket], show_netns: bool, show_procs: bool) -> list[list[str]]:
+def _ls_rows(
+    inventory: Inventory, rows: Sequence[Socket], show_netns: bool, show_procs: bool
+) -> list[list[str]]:
     table = []
     for row in rows:
-        cells = [row.transport.value, row.state.label, str(row.recv_q), str(row.send_q), row.local_text,
-                 row.remote_text]  # fmt: skip
+        cells = [
+            row.transport.value,
+            row.state.label,
+            str(row.recv_q),
+            str(row.send_q),
+            row.local_text,
+            row.remote_text,
+        ]
         if show_netns:
             cells.append(row.netns or "-")
         if show_procs:
@@ -107,33 +115,70 @@ def _emit_inventory_json(inventory: Inventory) -> None:
 
 @click.command()
 @click.option("-a", "--all", "show_all", is_flag=True, help="Every socket and state, not only listeners.")
-@click.option("--proto", "protos", multiple=True, metavar="tcp|udp|raw",
-              help="Transports to list (repeat or comma-separate); default tcp,udp.")  # fmt: skip
+@click.option(
+    "--proto",
+    "protos",
+    multiple=True,
+    metavar="tcp|udp|raw",
+    help="Transports to list (repeat or comma-separate); default tcp,udp.",
+)
 @click.option("-4", "only4", is_flag=True, help="IPv4 only.")
 @click.option("-6", "only6", is_flag=True, help="IPv6 only.")
 @click.option("--port", metavar="SPEC", help="Local or remote port in SPEC (22,80,8000-8100,T:53).")
 @click.option("--sport", metavar="SPEC", help="Local (source) port in SPEC.")
 @click.option("--dport", metavar="SPEC", help="Remote (destination) port in SPEC.")
-@click.option("--state", "states", multiple=True, metavar="STATE",
-              help="ss state names or groups: established, listen, time-wait, connected, ... (repeatable).")  # fmt: skip
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="STATE",
+    help="ss state names or groups: established, listen, time-wait, connected, ... (repeatable).",
+)
 @click.option("--pid", "pids", multiple=True, type=int, help="Sockets held by this pid (repeatable).")
 @click.option("--user", "users", multiple=True, help="Sockets owned by this user name or uid (repeatable).")
 @click.option("--process", "names", multiple=True, help="Sockets of processes whose name contains this.")
-@click.option("-p/-P", "--processes/--no-processes", default=None,
-              help="Look up processes (default: on for listeners, off with --all, as with ss -p).")  # fmt: skip
+@click.option(
+    "-p/-P",
+    "--processes/--no-processes",
+    default=None,
+    help="Look up processes (default: on for listeners, off with --all, as with ss -p).",
+)
 @click.option("-i", "--info", is_flag=True, help="TCP internals: rtt, cwnd, mss, bytes (ss -i).")
-@click.option("--watch", type=float, is_flag=False, flag_value=2.0, default=None, metavar="[SECONDS]",
-              help="Refresh every SECONDS (default 2), marking sockets that appeared (+) or went away (-).")  # fmt: skip
-@click.option("--count", type=click.IntRange(min=1), default=None,
-              help="With --watch: stop after this many refreshes.")  # fmt: skip
+@click.option(
+    "--watch",
+    type=float,
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="Refresh every SECONDS (default 2), marking sockets that appeared (+) or went away (-).",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), default=None, help="With --watch: stop after this many refreshes."
+)
 @_netns_options
 @json_option
 def ls(
-    show_all: bool, protos: tuple[str, ...], only4: bool, only6: bool, port: str | None, sport: str | None,
-    dport: str | None, states: tuple[str, ...], pids: tuple[int, ...], users: tuple[str, ...],
-    names: tuple[str, ...], processes: bool | None, info: bool, watch: float | None, count: int | None,
-    netns: str | None, all_netns: bool, backend: str, as_json: bool,
-) -> None:  # fmt: skip
+    show_all: bool,
+    protos: tuple[str, ...],
+    only4: bool,
+    only6: bool,
+    port: str | None,
+    sport: str | None,
+    dport: str | None,
+    states: tuple[str, ...],
+    pids: tuple[int, ...],
+    users: tuple[str, ...],
+    names: tuple[str, ...],
+    processes: bool | None,
+    info: bool,
+    watch: float | None,
+    count: int | None,
+    netns: str | None,
+    all_netns: bool,
+    backend: str,
+    as_json: bool,
+) -> None:
     """Sockets on this host: listeners by default (like ss -tulnp), every socket with --all."""
     if only4 and only6:
         raise UsageError("-4 and -6 exclude each other: give at most one")
@@ -204,15 +249,27 @@ def _watch(
         change = diff(previous, inventory.sockets)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         if as_json:
-            click.echo(json.dumps({
-                "time": stamp, "refresh": refresh, "sockets": len(inventory.sockets),
-                "appeared": [s.to_json() for s in change.appeared] if previous is not None else [],
-                "gone": [s.to_json() for s in change.gone],
-                **({"current": [s.to_json() for s in inventory.sockets]} if previous is None else {}),
-            }))  # fmt: skip
+            click.echo(
+                json.dumps(
+                    {
+                        "time": stamp,
+                        "refresh": refresh,
+                        "sockets": len(inventory.sockets),
+                        "appeared": [s.to_json() for s in change.appeared] if previous is not None else [],
+                        "gone": [s.to_json() for s in change.gone],
+                        **({"current": [s.to_json() for s in inventory.sockets]} if previous is None else {}),
+                    }
+                )
+            )
         else:
-            rows = [[mark, *cells] for (mark, _), cells in zip(
-                change.rows, _ls_rows(inventory, [r for _, r in change.rows], show_netns, procs), strict=True)]  # fmt: skip
+            rows = [
+                [mark, *cells]
+                for (mark, _), cells in zip(
+                    change.rows,
+                    _ls_rows(inventory, [r for _, r in change.rows], show_netns, procs),
+                    strict=True,
+                )
+            ]
             emit_table(
                 ["", *_ls_columns(show_netns, procs, info)],
                 rows,
@@ -243,17 +300,24 @@ def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) ->
 
     listeners = list_sockets(
         SocketQuery(listening=True, states=ALL_STATES, with_processes=True),
-        netns=netns, all_netns=all_netns, backend=backend,
-    )  # fmt: skip
+        netns=netns,
+        all_netns=all_netns,
+        backend=backend,
+    )
     connections = list_sockets(
         SocketQuery(transports=(Transport.TCP,), states=frozenset({TcpState.ESTABLISHED})),
-        netns=netns, all_netns=all_netns, backend=backend,
-    )  # fmt: skip
+        netns=netns,
+        all_netns=all_netns,
+        backend=backend,
+    )
     _warn(listeners)
     result = build_overview(
-        listeners.sockets, connections.sockets, registry_facts(),
-        owner_unknown=listeners.owner_unknown, root_note=listeners.root_note(),
-    )  # fmt: skip
+        listeners.sockets,
+        connections.sockets,
+        registry_facts(),
+        owner_unknown=listeners.owner_unknown,
+        root_note=listeners.root_note(),
+    )
     if as_json:
         emit_json(result.to_json())
         return
@@ -363,8 +427,18 @@ def _print_who(use: Any, inventory: Inventory, label: str) -> None:
                 rows.append([*netns, row.transport.value, row.local_text, owner, "", str(row.uid), "", ""])
             for p in row.processes:
                 place = p.container_name or p.container[:12] or p.unit or "-"
-                rows.append([*netns, row.transport.value, row.local_text, str(p.pid), p.name, p.user, place,
-                             p.command[:80]])  # fmt: skip
+                rows.append(
+                    [
+                        *netns,
+                        row.transport.value,
+                        row.local_text,
+                        str(p.pid),
+                        p.name,
+                        p.user,
+                        place,
+                        p.command[:80],
+                    ]
+                )
         columns = ["PROTO", "BIND", "PID", "PROCESS", "USER", "UNIT/CONTAINER", "COMMAND"]
         emit_table((["NETNS"] if len(inventory.namespaces) > 1 else []) + columns, rows)
         for process in use.processes:

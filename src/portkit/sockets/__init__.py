@@ -48,16 +48,62 @@ _EXPORTS: dict[str, str] = {
 
 if TYPE_CHECKING:
     from portkit.sockets._bytecode import PortMatch, compile_filter, matches_from_spec
-    from portkit.sockets._inventory import BACKENDS, LISTENING, Inventory, SocketQuery, list_sockets, parse_user
+    from portkit.sockets._inventory import (
+        BACKENDS,
+        LISTENING,
+        Inventory,
+        SocketQuery,
+        list_sockets,
+        parse_user,
+    )
     from portkit.sockets._model import ALL_STATES, ProcessInfo, Socket, TcpInfo, TcpState, Transport
     from portkit.sockets._netlink import SockDiagClient
     from portkit.sockets._netns import Namespace
     from portkit.sockets._overview import Exposure, Listener, Overview, build_overview, exposure_of
     from portkit.sockets._procs import parse_cgroup, parse_docker_proxy
     from portkit.sockets._watch import diff
-    from portkit.sockets._who import Advice, PortUse, explain_port_use, kill_holders, parse_port_proto, who_holds
+    from portkit.sockets._who import (
+        Advice,
+        PortUse,
+        explain_port_use,
+        kill_holders,
+        parse_port_proto,
+        who_holds,
+    )
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ALL_STATES",
+    "BACKENDS",
+    "LISTENING",
+    "Advice",
+    "Exposure",
+    "Inventory",
+    "Listener",
+    "Namespace",
+    "Overview",
+    "PortMatch",
+    "PortUse",
+    "ProcessInfo",
+    "SockDiagClient",
+    "Socket",
+    "SocketQuery",
+    "TcpInfo",
+    "TcpState",
+    "Transport",
+    "build_overview",
+    "compile_filter",
+    "diff",
+    "explain_port_use",
+    "exposure_of",
+    "kill_holders",
+    "list_sockets",
+    "matches_from_spec",
+    "parse_cgroup",
+    "parse_docker_proxy",
+    "parse_port_proto",
+    "parse_user",
+    "who_holds",
+]
 
 
 def __getattr__(name: str) -> Any:

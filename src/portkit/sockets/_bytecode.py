@@ -83,10 +83,7 @@ def all_of(fragments: Sequence[Fragment]) -> Fragment:
 def any_of(fragments: Sequence[Fragment]) -> Fragment:
     result: Fragment = []
     for fragment in fragments:
-        if result:
-            result = [*result, (Op.JMP, 4, len(fragment) * 4 + 4), *fragment]
-        else:
-            result = list(fragment)
+        result = [*result, (Op.JMP, 4, len(fragment) * 4 + 4), *fragment] if result else list(fragment)
     return result
 
 
@@ -107,7 +104,9 @@ class PortMatch:
 
     def fragment(self) -> Fragment:
         if self.side == "any":
-            return any_of([PortMatch("src", self.ranges).fragment(), PortMatch("dst", self.ranges).fragment()])
+            return any_of(
+                [PortMatch("src", self.ranges).fragment(), PortMatch("dst", self.ranges).fragment()]
+            )
         if not self.ranges:  # nothing can match: a comparison no port passes
             return all_of([_compare(Op.S_GE, 1), _compare(Op.S_LE, 0)])
         eq, ge, le = (Op.S_EQ, Op.S_GE, Op.S_LE) if self.side == "src" else (Op.D_EQ, Op.D_GE, Op.D_LE)

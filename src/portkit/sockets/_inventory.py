@@ -88,10 +88,7 @@ class Inventory:
     def owner_unknown(self, row: Socket) -> bool:
         """True when a process holds this socket but this user may not see which (root would)."""
         return (
-            self.processes_looked_up
-            and not row.processes
-            and not self.processes_complete
-            and row.inode != 0
+            self.processes_looked_up and not row.processes and not self.processes_complete and row.inode != 0
         )
 
     def root_note(self) -> str:
@@ -166,8 +163,14 @@ def _read_namespace(
         for transport in query.transports:
             try:
                 rows.extend(
-                    dump_all([transport], query.families, states, bytecode=query.bytecode_for(transport),
-                             tcp_info=query.tcp_info, netns=namespace.label)  # fmt: skip
+                    dump_all(
+                        [transport],
+                        query.families,
+                        states,
+                        bytecode=query.bytecode_for(transport),
+                        tcp_info=query.tcp_info,
+                        netns=namespace.label,
+                    )
                 )
             except DumpError:
                 if transport is not Transport.RAW:
@@ -187,8 +190,13 @@ def _read_namespace(
                 return state in states and all(m.matches(sport, dport) for m in matches)  # noqa: B023
 
             rows.extend(
-                read_tables([transport], query.families, netns=namespace.label, keep=keep,
-                            root=root or "/proc/thread-self/net")  # fmt: skip
+                read_tables(
+                    [transport],
+                    query.families,
+                    netns=namespace.label,
+                    keep=keep,
+                    root=root or "/proc/thread-self/net",
+                )
             )
         return rows
 
@@ -307,4 +315,6 @@ def parse_user(text: str) -> int:
     try:
         return pwd.getpwnam(raw).pw_uid
     except KeyError:
-        raise UsageError(f"invalid user {text!r}: expected a user name from /etc/passwd or a numeric uid") from None
+        raise UsageError(
+            f"invalid user {text!r}: expected a user name from /etc/passwd or a numeric uid"
+        ) from None

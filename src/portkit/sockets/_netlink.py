@@ -54,7 +54,13 @@ def state_mask(states: Iterable[TcpState]) -> int:
 
 
 def build_request(
-    transport: Transport, family: int, states: int, *, seq: int = 1, tcp_info: bool = False, bytecode: bytes = b""
+    transport: Transport,
+    family: int,
+    states: int,
+    *,
+    seq: int = 1,
+    tcp_info: bool = False,
+    bytecode: bytes = b"",
 ) -> bytes:
     """One SOCK_DIAG_BY_FAMILY dump request (nlmsghdr + inet_diag_req_v2 + optional bytecode)."""
     ext = 1 << (INET_DIAG_INFO - 1) if tcp_info and transport is Transport.TCP else 0
@@ -62,7 +68,9 @@ def build_request(
     body = _REQ_V2.pack(_AF[family], _IPPROTO[transport], ext, raw_protocol, states)
     if bytecode:
         body += _RTATTR.pack(_RTATTR.size + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
-    header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+    header = _NLMSGHDR.pack(
+        _NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
+    )
     return header + body
 
 
@@ -77,12 +85,28 @@ def decode_tcp_info(blob: bytes) -> TcpInfo:
     (bytes_sent,) = _TCP_INFO_TAIL.unpack_from(blob, 200)
     (bytes_retrans,) = _TCP_INFO_TAIL.unpack_from(blob, 208)
     return TcpInfo(
-        rto=u32[0], ato=u32[1], snd_mss=u32[2], rcv_mss=u32[3], unacked=u32[4], lost=u32[6],
-        retrans=u32[7], rtt=u32[15], rttvar=u32[16], snd_ssthresh=u32[17], snd_cwnd=u32[18],
-        total_retrans=u32[23], pacing_rate=pacing_rate, bytes_acked=bytes_acked,
-        bytes_received=bytes_received, segs_out=segs_out, segs_in=segs_in, min_rtt=min_rtt,
-        delivery_rate=delivery_rate, bytes_sent=bytes_sent, bytes_retrans=bytes_retrans,
-    )  # fmt: skip
+        rto=u32[0],
+        ato=u32[1],
+        snd_mss=u32[2],
+        rcv_mss=u32[3],
+        unacked=u32[4],
+        lost=u32[6],
+        retrans=u32[7],
+        rtt=u32[15],
+        rttvar=u32[16],
+        snd_ssthresh=u32[17],
+        snd_cwnd=u32[18],
+        total_retrans=u32[23],
+        pacing_rate=pacing_rate,
+        bytes_acked=bytes_acked,
+        bytes_received=bytes_received,
+        segs_out=segs_out,
+        segs_in=segs_in,
+        min_rtt=min_rtt,
+        delivery_rate=delivery_rate,
+        bytes_sent=bytes_sent,
+        bytes_retrans=bytes_retrans,
+    )
 
 
 class DumpError(OSError):
@@ -103,8 +127,28 @@ def decode(
     off = 0
     while off < end:
         if off + _ROW_SIZE <= end:
-            (mlen, mtype, _flags, _seq, _pid, family, state, _timer, _retrans, sport, dport, src, dst,
-             ifindex, _cookie, _expires, rqueue, wqueue, uid, inode) = unpack_row(buf, off)  # fmt: skip
+            (
+                mlen,
+                mtype,
+                _flags,
+                _seq,
+                _pid,
+                family,
+                state,
+                _timer,
+                _retrans,
+                sport,
+                dport,
+                src,
+                dst,
+                ifindex,
+                _cookie,
+                _expires,
+                rqueue,
+                wqueue,
+                uid,
+                inode,
+            ) = unpack_row(buf, off)
         else:
             mlen, mtype = _NLMSGHDR.unpack_from(buf, off)[:2]
         if mtype == SOCK_DIAG_BY_FAMILY:
@@ -126,9 +170,26 @@ def decode(
                     remote = v6[dst] = ntop(socket.AF_INET6, dst)
             info = _find_tcp_info(buf, off + _ROW_SIZE, off + mlen) if with_info else None
             rows.append(
-                new(Socket, (transport, version, states[state], local, int.from_bytes(sport, "big"),
-                             remote, int.from_bytes(dport, "big"), rqueue, wqueue, uid, inode, ifindex,
-                             netns, (), info))  # fmt: skip
+                new(
+                    Socket,
+                    (
+                        transport,
+                        version,
+                        states[state],
+                        local,
+                        int.from_bytes(sport, "big"),
+                        remote,
+                        int.from_bytes(dport, "big"),
+                        rqueue,
+                        wqueue,
+                        uid,
+                        inode,
+                        ifindex,
+                        netns,
+                        (),
+                        info,
+                    ),
+                )
             )
         elif mtype == NLMSG_DONE:
             return True

@@ -66,7 +66,9 @@ class Listener:
 
     @property
     def containers(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(p.container_name or p.container[:12] for p in self.processes if p.container))
+        return tuple(
+            dict.fromkeys(p.container_name or p.container[:12] for p in self.processes if p.container)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,10 +97,10 @@ class Concern:
     reason: str
 
     def __str__(self) -> str:
-        l = self.listener  # noqa: E741
-        who = ", ".join(str(p) for p in l.processes) or "unknown process"
-        name = l.service.name or "unknown service"
-        return f"{l.port}/{l.transport} ({name}, {who}) on {l.exposure}: {self.reason}"
+        listener = self.listener
+        who = ", ".join(str(p) for p in listener.processes) or "unknown process"
+        name = listener.service.name or "unknown service"
+        return f"{listener.port}/{listener.transport} ({name}, {who}) on {listener.exposure}: {self.reason}"
 
     def to_json(self) -> dict[str, Any]:
         return {"protocol": self.listener.transport.value, "port": self.listener.port, "reason": self.reason}
@@ -144,7 +146,7 @@ class Overview:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "listeners": [l.to_json() for l in self.listeners],  # noqa: E741
+            "listeners": [item.to_json() for item in self.listeners],
             "worth_a_look": [c.to_json() for c in self.concerns],
             "established_total": self.established_total,
             "root_note": self.root_note or None,
@@ -165,9 +167,13 @@ def build_overview(
         if not row.is_listener:
             continue
         key = (
-            row.transport, row.local_port, exposure_of(row.local_address), row.netns,
-            tuple(p.pid for p in row.processes), row.uid,
-        )  # fmt: skip
+            row.transport,
+            row.local_port,
+            exposure_of(row.local_address),
+            row.netns,
+            tuple(p.pid for p in row.processes),
+            row.uid,
+        )
         groups.setdefault(key, []).append(row)
     served: dict[tuple[str | None, int], list[Socket]] = {}
     for conn in connections:
@@ -180,19 +186,24 @@ def build_overview(
         if transport is Transport.TCP:
             wildcard = exposure is Exposure.ALL
             established = sum(
-                1
-                for c in served.get((netns, port), ())
-                if wildcard or c.local_address in addresses
+                1 for c in served.get((netns, port), ()) if wildcard or c.local_address in addresses
             )
         built.append(
             Listener(
-                transport=transport, port=port, exposure=exposure, addresses=addresses,
-                processes=rows[0].processes, uid=uid, netns=netns, service=facts(port, transport),
-                established=established, owner_unknown=any(owner_unknown(r) for r in rows),
-            )  # fmt: skip
+                transport=transport,
+                port=port,
+                exposure=exposure,
+                addresses=addresses,
+                processes=rows[0].processes,
+                uid=uid,
+                netns=netns,
+                service=facts(port, transport),
+                established=established,
+                owner_unknown=any(owner_unknown(r) for r in rows),
+            )
         )
     order = {e: i for i, e in enumerate(Exposure)}
-    built.sort(key=lambda l: (order[l.exposure], l.netns or "", l.port, l.transport.value))
+    built.sort(key=lambda item: (order[item.exposure], item.netns or "", item.port, item.transport.value))
     concerns = []
     for listener in built:
         if listener.exposure is Exposure.LOOPBACK:

@@ -58,10 +58,20 @@ def parse_table(
         remote = addresses.get(remote_hex) or addresses.setdefault(remote_hex, _address(remote_hex))
         rows.append(
             Socket(
-                transport, family, state, local, sport, remote, dport,
-                recv_q=int(rx_hex, 16), send_q=int(tx_hex, 16), uid=int(fields[7]), inode=int(fields[9]),
-                interface=0, netns=netns,
-            )  # fmt: skip
+                transport,
+                family,
+                state,
+                local,
+                sport,
+                remote,
+                dport,
+                recv_q=int(rx_hex, 16),
+                send_q=int(tx_hex, 16),
+                uid=int(fields[7]),
+                inode=int(fields[9]),
+                interface=0,
+                netns=netns,
+            )
         )
     return rows
 

@@ -13,8 +13,16 @@ SocketKey = tuple[Any, ...]
 
 def socket_key(row: Socket) -> SocketKey:
     """What makes a socket the same one across readings: its 5-tuple, namespace and inode."""
-    return (row.transport, row.family, row.local_address, row.local_port, row.remote_address,
-            row.remote_port, row.netns, row.inode)  # fmt: skip
+    return (
+        row.transport,
+        row.family,
+        row.local_address,
+        row.local_port,
+        row.remote_address,
+        row.remote_port,
+        row.netns,
+        row.inode,
+    )
 
 
 @dataclass(frozen=True)

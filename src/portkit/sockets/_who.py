@@ -131,16 +131,24 @@ def explain_port_use(
             continue
         if row.state is TcpState.TIME_WAIT:
             time_wait.append(row)
-        elif row.transport is Transport.TCP and tcp_listening and (
-            row.local_address in served_addresses or served_addresses & {"0.0.0.0", "::"}
+        elif (
+            row.transport is Transport.TCP
+            and tcp_listening
+            and (row.local_address in served_addresses or served_addresses & {"0.0.0.0", "::"})
         ):
             connections.append(row)
         else:
             clients.append(row)
     return PortUse(
-        port=port, protocol=protocol, holders=holders, connections=tuple(connections),
-        time_wait=tuple(time_wait), clients=tuple(clients), service=service, root_note=root_note,
-    )  # fmt: skip
+        port=port,
+        protocol=protocol,
+        holders=holders,
+        connections=tuple(connections),
+        time_wait=tuple(time_wait),
+        clients=tuple(clients),
+        service=service,
+        root_note=root_note,
+    )
 
 
 def parse_port_proto(text: str) -> tuple[int, Protocol | None]:
@@ -153,7 +161,9 @@ def parse_port_proto(text: str) -> tuple[int, Protocol | None]:
     if protocol is Protocol.SCTP:
         from portkit.errors import UsageError
 
-        raise UsageError(f"invalid protocol in {text!r}: expected tcp or udp (portkit lists tcp and udp sockets)")
+        raise UsageError(
+            f"invalid protocol in {text!r}: expected tcp or udp (portkit lists tcp and udp sockets)"
+        )
     return port, protocol
 
 
@@ -170,7 +180,9 @@ def who_holds(
     transports = (
         (Transport.TCP, Transport.UDP)
         if protocol is None
-        else (Transport.TCP,) if protocol is Protocol.TCP else (Transport.UDP,)
+        else (Transport.TCP,)
+        if protocol is Protocol.TCP
+        else (Transport.UDP,)
     )
     query = SocketQuery(
         transports=transports, ports=(PortMatch("src", ((port, port),)),), with_processes=True
