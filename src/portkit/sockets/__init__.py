@@ -25,11 +25,11 @@ _EXPORTS: dict[str, str] = {
     "PortMatch": "portkit.sockets._bytecode",
     "matches_from_spec": "portkit.sockets._bytecode",
     "PortUse": "portkit.sockets._who",
-    "ProcessInfo": "portkit.sockets._model",
+    "ProcessInfo": "portkit.sockets._process",
     "SockDiagClient": "portkit.sockets._netlink",
     "Socket": "portkit.sockets._model",
     "SocketQuery": "portkit.sockets._inventory",
-    "TcpInfo": "portkit.sockets._model",
+    "TcpInfo": "portkit.sockets._tcpinfo",
     "TcpState": "portkit.sockets._model",
     "Transport": "portkit.sockets._model",
     "build_overview": "portkit.sockets._overview",
@@ -56,11 +56,13 @@ if TYPE_CHECKING:
         list_sockets,
         parse_user,
     )
-    from portkit.sockets._model import ALL_STATES, ProcessInfo, Socket, TcpInfo, TcpState, Transport
+    from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
     from portkit.sockets._netlink import SockDiagClient
     from portkit.sockets._netns import Namespace
     from portkit.sockets._overview import Exposure, Listener, Overview, build_overview, exposure_of
+    from portkit.sockets._process import ProcessInfo
     from portkit.sockets._procs import parse_cgroup, parse_docker_proxy
+    from portkit.sockets._tcpinfo import TcpInfo
     from portkit.sockets._watch import diff
     from portkit.sockets._who import (
         Advice,

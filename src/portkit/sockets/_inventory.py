@@ -11,13 +11,17 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portkit.errors import PortkitError, UsageError
 from portkit.sockets import _netns
-from portkit.sockets._bytecode import PortMatch, compile_filter
-from portkit.sockets._model import ALL_STATES, ProcessInfo, Socket, TcpState, Transport
-from portkit.sockets._procs import OwnerMap, ProcessTable, find_owners
+from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
+
+if TYPE_CHECKING:
+    # Loaded when a query needs them: the plain `ls --all` path stays small.
+    from portkit.sockets._bytecode import PortMatch
+    from portkit.sockets._process import ProcessInfo
+    from portkit.sockets._procs import OwnerMap
 
 LISTENING = frozenset({TcpState.LISTEN, TcpState.CLOSE})
 BACKENDS = ("auto", "netlink", "proc")
@@ -45,7 +49,11 @@ class SocketQuery:
     def bytecode_for(self, transport: Transport) -> bytes:
         """The kernel-side port filter for one transport (b'' when no port filter applies)."""
         matches = [m for m in self.ports if m.applies_to(transport.value)]
-        return compile_filter(matches) if matches else b""
+        if not matches:
+            return b""
+        from portkit.sockets._bytecode import compile_filter
+
+        return compile_filter(matches)
 
     def kernel_states(self) -> frozenset[TcpState]:
         if self.listening:
@@ -125,29 +133,69 @@ class Inventory:
         """
         dumps = json.dumps
         header = dumps(self._header())
-        yield header[:-1] + ', "sockets": ['
+        yield header[:-1] + ', "sockets": [\n'
         netns_text: dict[str | None, str] = {}
         procs_text: dict[tuple[ProcessInfo, ...], str] = {(): "[]"}
-        first = True
-        for s in self.sockets:
-            ns = netns_text.get(s.netns)
-            if ns is None:
-                ns = netns_text[s.netns] = dumps(s.netns)
-            procs = procs_text.get(s.processes)
-            if procs is None:
-                procs = procs_text[s.processes] = dumps([{"pid": p.pid, "name": p.name} for p in s.processes])
-            info = "" if s.tcp_info is None else ', "tcp_info": ' + dumps(s.tcp_info.to_json())
-            line = (
-                f'{{"protocol": "{s.transport.value}", "family": {s.family}, "state": "{s.state.label}", '
-                f'"local": {{"address": "{s.local_address}", "port": {s.local_port}}}, '
-                f'"remote": {{"address": "{s.remote_address}", "port": {s.remote_port}}}, '
-                f'"recv_q": {s.recv_q}, "send_q": {s.send_q}, "uid": {s.uid}, "inode": {s.inode}, '
-                f'"interface": {s.interface or "null"}, "netns": {ns}, "processes": {procs}{info}}}'
+        transport_text = {t: t.value for t in Transport}
+        state_text = {s: s.label for s in TcpState}
+        template = _ROW_JSON
+        lines: list[str] = []
+        append = lines.append
+        for (
+            transport,
+            family,
+            state,
+            la,
+            lp,
+            ra,
+            rp,
+            rq,
+            sq,
+            uid,
+            inode,
+            ifindex,
+            ns,
+            procs,
+            info,
+        ) in self.sockets:
+            ns_json = netns_text.get(ns)
+            if ns_json is None:
+                ns_json = netns_text[ns] = dumps(ns)
+            procs_json = procs_text.get(procs)
+            if procs_json is None:
+                procs_json = procs_text[procs] = dumps([{"pid": p.pid, "name": p.name} for p in procs])
+            info_json = "" if info is None else ', "tcp_info": ' + dumps(info.to_json())
+            append(
+                template
+                % (
+                    transport_text[transport],
+                    family,
+                    state_text[state],
+                    la,
+                    lp,
+                    ra,
+                    rp,
+                    rq,
+                    sq,
+                    uid,
+                    inode,
+                    ifindex or "null",
+                    ns_json,
+                    procs_json,
+                    info_json,
+                )
             )
-            yield ("\n" if first else ",\n") + line
-            first = False
+        yield ",\n".join(lines)
         processes = {str(pid): p.to_json() for pid, p in sorted(self._processes.items())}
         yield '\n], "processes": ' + dumps(processes) + "}\n"
+
+
+# One socket of Socket.to_json(), as text (addresses and labels never need escaping).
+_ROW_JSON = (
+    '{"protocol": "%s", "family": %d, "state": "%s", "local": {"address": "%s", "port": %d}, '
+    '"remote": {"address": "%s", "port": %d}, "recv_q": %d, "send_q": %d, "uid": %d, "inode": %d, '
+    '"interface": %s, "netns": %s, "processes": %s%s}'
+)
 
 
 def _read_namespace(
@@ -279,6 +327,8 @@ def _post_filters(query: SocketQuery) -> bool:
 
 def _attribute(rows: list[Socket]) -> tuple[list[Socket], OwnerMap, dict[int, ProcessInfo]]:
     """Rows with their processes filled in, from one scan of /proc/*/fd."""
+    from portkit.sockets._procs import ProcessTable, find_owners
+
     wanted = {row.inode for row in rows if row.inode}
     owners = find_owners(wanted, prefer_uids={row.uid for row in rows if row.inode})
     table = ProcessTable()

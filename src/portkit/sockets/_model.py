@@ -9,12 +9,15 @@ keeps `portkit ls --all` as fast as `ss`. It is still typed, immutable and hasha
 from __future__ import annotations
 
 import enum
-import ipaddress
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from portkit.errors import UsageError
-from portkit.model import Endpoint, Protocol
+
+if TYPE_CHECKING:
+    # Imported lazily at run time: `portkit ls` should not pay for the model's dataclasses.
+    from portkit.model import Endpoint, Protocol
+    from portkit.sockets._process import ProcessInfo
+    from portkit.sockets._tcpinfo import TcpInfo
 
 
 class Transport(enum.Enum):
@@ -30,7 +33,9 @@ class Transport(enum.Enum):
     @property
     def protocol(self) -> Protocol | None:
         """The port-bearing protocol, or None for raw IP sockets (whose "port" is the IP protocol)."""
-        return _PROTOCOL_OF.get(self)
+        from portkit.model import Protocol
+
+        return {"tcp": Protocol.TCP, "udp": Protocol.UDP}.get(self.value)
 
     @classmethod
     def parse(cls, text: str) -> Transport:
@@ -38,9 +43,6 @@ class Transport(enum.Enum):
             return cls(text.strip().lower())
         except ValueError:
             raise UsageError(f"invalid protocol {text!r}: expected tcp, udp or raw") from None
-
-
-_PROTOCOL_OF = {Transport.TCP: Protocol.TCP, Transport.UDP: Protocol.UDP}
 
 
 class TcpState(enum.IntEnum):
@@ -121,82 +123,6 @@ _STATE_FILTERS: dict[str, frozenset[TcpState]] = {
 }
 
 
-@dataclass(frozen=True)
-class TcpInfo:
-    """The useful part of the kernel's `struct tcp_info` (what `ss -i` prints). Times in microseconds."""
-
-    rto: int
-    ato: int
-    snd_mss: int
-    rcv_mss: int
-    unacked: int
-    lost: int
-    retrans: int
-    rtt: int
-    rttvar: int
-    snd_ssthresh: int
-    snd_cwnd: int
-    total_retrans: int
-    pacing_rate: int
-    bytes_acked: int
-    bytes_received: int
-    segs_out: int
-    segs_in: int
-    min_rtt: int
-    delivery_rate: int
-    bytes_sent: int
-    bytes_retrans: int
-
-    def __str__(self) -> str:
-        return (
-            f"rtt {self.rtt / 1000:g}/{self.rttvar / 1000:g}ms cwnd {self.snd_cwnd} mss {self.snd_mss} "
-            f"sent {self.bytes_sent}B acked {self.bytes_acked}B recv {self.bytes_received}B "
-            f"retrans {self.retrans}/{self.total_retrans}"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """A process holding a socket: who it is, where it runs, and what started it."""
-
-    pid: int
-    name: str
-    cmdline: tuple[str, ...] = ()
-    uid: int = -1
-    user: str = ""
-    parents: tuple[tuple[int, str], ...] = ()
-    unit: str = ""
-    container: str = ""
-    container_runtime: str = ""
-    container_name: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.name}/{self.pid}"
-
-    @property
-    def command(self) -> str:
-        return " ".join(self.cmdline) or f"[{self.name}]"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "name": self.name,
-            "cmdline": list(self.cmdline),
-            "uid": self.uid,
-            "user": self.user,
-            "parents": [{"pid": pid, "name": name} for pid, name in self.parents],
-            "unit": self.unit or None,
-            "container": (
-                {"id": self.container, "runtime": self.container_runtime, "name": self.container_name or None}
-                if self.container
-                else None
-            ),
-        }
-
-
 class Socket(NamedTuple):
     """One kernel socket: transport, state, both endpoints, queues, owner and the processes holding it.
 
@@ -223,11 +149,15 @@ class Socket(NamedTuple):
 
     @property
     def local(self) -> Endpoint:
-        return Endpoint(ipaddress.ip_address(self.local_address), self.local_port)
+        from portkit.model import Endpoint, parse_address
+
+        return Endpoint(parse_address(self.local_address), self.local_port)
 
     @property
     def remote(self) -> Endpoint:
-        return Endpoint(ipaddress.ip_address(self.remote_address), self.remote_port)
+        from portkit.model import Endpoint, parse_address
+
+        return Endpoint(parse_address(self.remote_address), self.remote_port)
 
     @property
     def protocol(self) -> Protocol | None:

@@ -12,9 +12,14 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import sys
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from portkit.sockets._model import Socket, TcpInfo, TcpState, Transport
+from portkit.sockets._model import Socket, TcpState, Transport
+
+if TYPE_CHECKING:
+    from portkit.sockets._tcpinfo import TcpInfo
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -31,8 +36,10 @@ _NLMSGHDR = struct.Struct("=IHHII")
 # then struct inet_diag_sockid (ports, addresses, interface, cookie) left zero for a dump.
 _REQ_V2 = struct.Struct("=BBBBI48x")
 _RTATTR = struct.Struct("=HH")
-# nlmsghdr (16 bytes) + struct inet_diag_msg (72 bytes), ports in network order.
-_ROW = struct.Struct("=IHHIIBBBB2s2s16s16sI8sIIIII")
+# nlmsghdr (16 bytes) + struct inet_diag_msg (72 bytes), skipping the fields portkit does not
+# use (flags, seq, pid, timer, retrans, cookie, expires) so each row unpacks into 13 values.
+# Ports are in network order: read natively, then swapped through a table (see _port_table).
+_ROW = struct.Struct("=IH10xBB2xHH16s16sI12xIIII")
 _ROW_SIZE = _ROW.size
 _TCP_INFO_HEAD = struct.Struct("=8B24I")
 _TCP_INFO_RATES = struct.Struct("=4Q")
@@ -41,6 +48,15 @@ _TCP_INFO_TAIL = struct.Struct("=Q")
 
 _IPPROTO = {Transport.TCP: socket.IPPROTO_TCP, Transport.UDP: socket.IPPROTO_UDP, Transport.RAW: IPPROTO_RAW}
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+def _port_table() -> list[int] | None:
+    """ntohs for every 16-bit value, as a list: indexing it beats a call per port."""
+    if sys.byteorder == "big":
+        return None
+    return list(struct.unpack(">65536H", struct.pack("<65536H", *range(65536))))
+
+
 _STATES: list[TcpState | None] = [None] * 256
 for _state in TcpState:
     _STATES[_state] = _state
@@ -76,6 +92,8 @@ def build_request(
 
 def decode_tcp_info(blob: bytes) -> TcpInfo:
     """`struct tcp_info` (linux/tcp.h); older kernels send a shorter struct, missing fields read 0."""
+    from portkit.sockets._tcpinfo import TcpInfo
+
     blob = blob.ljust(216, b"\0")
     head = _TCP_INFO_HEAD.unpack_from(blob, 0)
     u32 = head[8:]  # rto, ato, snd_mss, rcv_mss, unacked, sacked, lost, retrans, fackets, ...
@@ -122,33 +140,16 @@ def decode(
     v4: dict[bytes, str] = _ADDR4
     v6: dict[bytes, str] = _ADDR6
     states = _STATES
+    swap = _PORTS.table()
     new = tuple.__new__
+    append = rows.append
     end = len(buf)
     off = 0
     while off < end:
         if off + _ROW_SIZE <= end:
-            (
-                mlen,
-                mtype,
-                _flags,
-                _seq,
-                _pid,
-                family,
-                state,
-                _timer,
-                _retrans,
-                sport,
-                dport,
-                src,
-                dst,
-                ifindex,
-                _cookie,
-                _expires,
-                rqueue,
-                wqueue,
-                uid,
-                inode,
-            ) = unpack_row(buf, off)
+            (mlen, mtype, family, state, sport, dport, src, dst, ifindex, rqueue, wqueue, uid, inode) = (
+                unpack_row(buf, off)
+            )
         else:
             mlen, mtype = _NLMSGHDR.unpack_from(buf, off)[:2]
         if mtype == SOCK_DIAG_BY_FAMILY:
@@ -168,8 +169,11 @@ def decode(
                 remote = v6.get(dst)
                 if remote is None:
                     remote = v6[dst] = ntop(socket.AF_INET6, dst)
+            if swap is not None:
+                sport, dport = swap[sport], swap[dport]
             info = _find_tcp_info(buf, off + _ROW_SIZE, off + mlen) if with_info else None
-            rows.append(
+            # Socket's fields in order; tuple.__new__ skips NamedTuple's keyword handling.
+            append(
                 new(
                     Socket,
                     (
@@ -177,9 +181,9 @@ def decode(
                         version,
                         states[state],
                         local,
-                        int.from_bytes(sport, "big"),
+                        sport,
                         remote,
-                        int.from_bytes(dport, "big"),
+                        dport,
                         rqueue,
                         wqueue,
                         uid,
@@ -212,6 +216,20 @@ def _find_tcp_info(buf: bytes, start: int, end: int) -> TcpInfo | None:
         off += (length + 3) & ~3
     return None
 
+
+class _PortTable:
+    """Built on first use: only a dump needs it."""
+
+    _table: list[int] | None = None
+    _built = False
+
+    def table(self) -> list[int] | None:
+        if not self._built:
+            self._table, self._built = _port_table(), True
+        return self._table
+
+
+_PORTS = _PortTable()
 
 # Address text by raw 16-byte value, per family: a host's sockets share few addresses.
 _ADDR4: dict[bytes, str] = {}

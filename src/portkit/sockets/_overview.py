@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from portkit.sockets._model import ProcessInfo, Socket, TcpState, Transport
+from portkit.sockets._model import Socket, TcpState, Transport
+from portkit.sockets._process import ProcessInfo
 
 
 class Exposure(enum.Enum):

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from portkit.sockets._model import ProcessInfo
+from portkit.sockets._process import ProcessInfo
 
 _SOCKET_PREFIX = "socket:["
 

@@ -16,7 +16,8 @@ from typing import Any
 from portkit.model import Protocol, validate_port
 from portkit.sockets._bytecode import PortMatch
 from portkit.sockets._inventory import Inventory, SocketQuery, list_sockets
-from portkit.sockets._model import ProcessInfo, Socket, TcpState, Transport
+from portkit.sockets._model import Socket, TcpState, Transport
+from portkit.sockets._process import ProcessInfo
 
 
 @dataclass(frozen=True)
