@@ -122,7 +122,10 @@ def explain_port_use(
 ) -> PortUse:
     """Sort the sockets whose local port is `port` into holders, connections, TIME-WAIT and clients."""
     mine = [r for r in rows if r.local_port == port]
-    holders = tuple(r for r in mine if r.is_listener)
+    # A TCP socket in CLOSE is bound but not listening (yet): it holds the port all the same.
+    holders = tuple(
+        r for r in mine if r.is_listener or (r.transport is Transport.TCP and r.state is TcpState.CLOSE)
+    )
     held = {id(r) for r in holders}
     served_addresses = {r.local_address for r in holders if r.transport is Transport.TCP}
     tcp_listening = any(r.transport is Transport.TCP for r in holders)
