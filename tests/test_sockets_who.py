@@ -1,0 +1,144 @@
+"""`portkit who`: the right pid, the right advice, the right explanation, and --kill."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import fixtures_sockets as fx
+import pytest
+
+
+@pytest.mark.parametrize(("family", "proto"), [("4", "tcp"), ("6", "tcp"), ("4", "udp"), ("6", "udp")])
+def test_who_names_the_pid_of_a_listener(cli: Any, family: str, proto: str) -> None:
+    with fx.listener_process(family, proto) as (proc, port):
+        result = cli("who", f"{port}/{proto}", "--json")
+        assert result.status == 0, result.stderr
+        doc = result.json()
+        assert [p["pid"] for p in doc["processes"]] == [proc.pid]
+        process = doc["processes"][0]
+        assert process["name"].startswith("python")
+        assert process["cmdline"][0] == sys.executable
+        assert process["parents"][0]["pid"] == __import__("os").getpid()
+        assert doc["advice"] == [{"command": f"kill {proc.pid}", "target": doc["advice"][0]["target"]}]
+        holder = doc["holders"][0]
+        assert holder["local"]["port"] == port and holder["protocol"] == proto
+        if proto == "tcp":
+            assert doc["connections"] == 1  # the listener's own connection to itself
+        text = cli("who", str(port))
+        assert text.status == 0
+        assert f"{proc.pid}" in text.stdout and f"kill {proc.pid}" in text.stdout
+
+
+def test_who_agrees_with_lsof(cli: Any) -> None:
+    with fx.listener_process("4", "tcp") as (proc, port):
+        lsof = subprocess.run(
+            ["lsof", "-nP", f"-iTCP:{port}", "-sTCP:LISTEN", "-Fp"], capture_output=True, text=True
+        ).stdout
+        assert f"p{proc.pid}" in lsof.split()
+        assert [p["pid"] for p in cli("who", str(port), "--json").json()["processes"]] == [proc.pid]
+
+
+def test_time_wait_only_port_is_explained() -> None:
+    from portkit.sockets import who_holds
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    port = client.getsockname()[1]
+    client.close()  # the active closer keeps the TIME-WAIT
+    server.close()
+    listener.close()
+    time.sleep(0.1)
+    use, _ = who_holds(port)
+    assert not use.holders and len(use.time_wait) == 1
+    assert "TIME-WAIT" in use.explanation and "SO_REUSEADDR" in use.explanation
+    assert use.in_use
+
+
+def test_client_only_port_is_explained(cli: Any) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    try:
+        port = client.getsockname()[1]
+        doc = cli("who", f"{port}/tcp", "--json").json()
+        assert doc["holders"] == [] and len(doc["clients"]) == 1
+        assert "client" in doc["explanation"] and "SO_REUSEADDR" in doc["explanation"]
+        assert [p["pid"] for p in doc["clients"][0]["processes"]] == [__import__("os").getpid()]
+    finally:
+        for sock in (client, server, listener):
+            sock.close()
+
+
+def test_free_port_exits_1(cli: Any) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    result = cli("who", f"{port}/tcp")
+    assert result.status == 1
+    assert "Nothing uses port" in result.stdout
+    assert cli("who", f"{port}/tcp", "--json").json()["in_use"] is False
+
+
+def test_kill_asks_first_and_yes_kills() -> None:
+    with fx.listener_process("4", "tcp") as (proc, port):
+        declined = subprocess.run(
+            [sys.executable, "-m", "portkit", "who", str(port), "--kill"],
+            input="n\n", capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert declined.returncode == 1 and "Nothing signalled" in declined.stdout
+        assert proc.poll() is None
+        killed = subprocess.run(
+            [sys.executable, "-m", "portkit", "who", str(port), "--kill", "--yes"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert killed.returncode == 0, killed.stderr
+        assert f"(pid {proc.pid}): sent SIGTERM" in killed.stdout
+        assert proc.wait(timeout=10) != 0
+
+
+@fx.needs_root
+def test_who_inside_a_named_netns(cli: Any) -> None:
+    with fx.named_netns() as ns, fx.listener_process("4", "tcp", netns=ns) as (proc, port):
+        doc = cli("who", str(port), "--netns", ns, "--json").json()
+        assert [p["pid"] for p in doc["processes"]] == [proc.pid]
+        assert doc["holders"][0]["netns"] == ns
+        everywhere = cli("who", str(port), "--all-netns", "--json").json()
+        assert proc.pid in [p["pid"] for p in everywhere["processes"]]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["who", "70000"],
+        ["who", "http-alt"],
+        ["who", "80/icmp"],
+        ["who", "80/sctp"],
+        ["ls", "--state", "dancing"],
+        ["ls", "--proto", "sctp"],
+        ["ls", "--port", "1-99999"],
+        ["ls", "--user", "no-such-user-pk3"],
+        ["ls", "--netns", "pk3-does-not-exist"],
+        ["ls", "--netns", "../etc"],
+        ["ls", "--netns", "x", "--all-netns"],
+        ["ls", "--watch", "0"],
+        ["ls", "--count", "2"],
+        ["ls", "-4", "-6"],
+        ["ls", "--backend", "carrier-pigeon"],
+        ["overview", "--netns", "pk3-does-not-exist"],
+    ],
+)
+def test_bad_input_exits_2_with_one_line(cli: Any, args: list[str]) -> None:
+    result = cli(*args)
+    assert result.status == 2, (result.stdout, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
