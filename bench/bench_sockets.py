@@ -82,7 +82,10 @@ def _compare(name: str, ours: list[str], theirs: list[str], goal: float | None, 
     a, b = statistics.median(mine), statistics.median(anchor)
     ratio = a / b
     verdict = "" if goal is None else (f"goal <= {goal}x: " + ("met" if ratio <= goal else "NOT met"))
-    print(f"{name:<46} portkit {a * 1000:8.1f} ms   {theirs[0]:<5} {b * 1000:8.1f} ms   ratio {ratio:5.2f}x  {verdict}")
+    print(
+        f"{name:<46} portkit {a * 1000:8.1f} ms   {theirs[0]:<5} {b * 1000:8.1f} ms   "
+        f"ratio {ratio:5.2f}x  {verdict}"
+    )
     return ratio
 
 
@@ -122,9 +125,14 @@ def main() -> int:
                 print("bench_sockets: the holders could not open their connections", file=sys.stderr)
                 return 1
         rows = subprocess.run(["ss", "-Htan"], capture_output=True, text=True, check=True).stdout.count("\n")
-        print(f"{rows} TCP sockets in netns {NETNS} ({args.connections} established connections, listener :{port}); "
-              f"medians of {args.runs} runs")
-        _compare("ls --all --json  vs ss -tan", [PORTKIT, "ls", "--all", "--json"], ["ss", "-tan"], 1.2, args.runs)
+        print(
+            f"{rows} TCP sockets in netns {NETNS} ({args.connections} established connections, "
+            f"listener :{port}); "
+            f"medians of {args.runs} runs"
+        )
+        _compare(
+            "ls --all --json  vs ss -tan", [PORTKIT, "ls", "--all", "--json"], ["ss", "-tan"], 1.2, args.runs
+        )
         _compare(
             "ls --all --json -p  vs ss -tanp",
             [PORTKIT, "ls", "--all", "--json", "--processes"],
@@ -132,11 +140,20 @@ def main() -> int:
             1.0,
             args.runs,
         )
-        _compare(f"who {port}  vs lsof -nP -iTCP:{port}", [PORTKIT, "who", port],
-                 ["lsof", "-nP", f"-iTCP:{port}"], 0.5, args.runs)
-        _compare("version (start-up floor)  vs ss -tan", [PORTKIT, "--version"], ["ss", "-tan"], None, args.runs)
+        _compare(
+            f"who {port}  vs lsof -nP -iTCP:{port}",
+            [PORTKIT, "who", port],
+            ["lsof", "-nP", f"-iTCP:{port}"],
+            0.5,
+            args.runs,
+        )
+        _compare(
+            "version (start-up floor)  vs ss -tan", [PORTKIT, "--version"], ["ss", "-tan"], None, args.runs
+        )
         psutil_time = _psutil_reference(max(3, args.runs // 2))
-        print(f"{'psutil.net_connections(tcp), for reference':<46} {psutil_time * 1000:8.1f} ms (whole process)")
+        print(
+            f"{'psutil.net_connections(tcp), for reference':<46} {psutil_time * 1000:8.1f} ms (whole process)"
+        )
     finally:
         for process in holders:
             process.kill()

@@ -35,7 +35,7 @@ _SS_STATE_LABELS = {"established": "ESTAB", "time-wait": "TIME-WAIT", "listening
 
 
 def ss_rows(*filter_words: str, netns: str | None = None, protos: str = "tu") -> set[Row]:
-    """`ss -H -an -e` for tcp and udp, parsed into Rows (proto, state, local, lport, peer, pport, queues, ...)."""
+    """`ss -H -an -e` for tcp and udp, parsed into Rows (proto, state, endpoints, queues, uid, inode)."""
     cmd = ["ss", "-H", "-n", "-a", "-e", f"-{protos}", *filter_words]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
@@ -54,19 +54,39 @@ def ss_rows(*filter_words: str, netns: str | None = None, protos: str = "tu") ->
         local_addr, local_port = _split_endpoint(local)
         peer_addr, peer_port = _split_endpoint(peer)
         rows.add(
-            (proto, state, local_addr, local_port, peer_addr, peer_port, int(recv_q), int(send_q),
-             int(info.get("uid", 0)), int(info.get("ino", 0)))
-        )  # fmt: skip
+            (
+                proto,
+                state,
+                local_addr,
+                local_port,
+                peer_addr,
+                peer_port,
+                int(recv_q),
+                int(send_q),
+                int(info.get("uid", 0)),
+                int(info.get("ino", 0)),
+            )
+        )
     return rows
 
 
 def portkit_rows(document: dict[str, Any]) -> set[Row]:
     """The same Rows from `portkit ls --json`."""
     return {
-        (s["protocol"], s["state"], s["local"]["address"], s["local"]["port"], s["remote"]["address"],
-         s["remote"]["port"], s["recv_q"], s["send_q"], s["uid"], s["inode"])
+        (
+            s["protocol"],
+            s["state"],
+            s["local"]["address"],
+            s["local"]["port"],
+            s["remote"]["address"],
+            s["remote"]["port"],
+            s["recv_q"],
+            s["send_q"],
+            s["uid"],
+            s["inode"],
+        )
         for s in document["sockets"]
-    }  # fmt: skip
+    }
 
 
 def port_filter(ports: list[int]) -> list[str]:
@@ -186,7 +206,7 @@ sys.stdin.read()
 def listener_process(
     family: str = "4", proto: str = "tcp", netns: str | None = None, prefix: list[str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """A child Python process listening on loopback (with one connection to itself); yields (process, port)."""
+    """A child Python listening on loopback (with one connection to itself); yields (process, port)."""
     cmd = [sys.executable, "-c", LISTENER_CODE, family, proto]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import fixtures_sockets as fx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import fixtures_sockets as fx
 from portkit.sockets import ALL_STATES, SocketQuery, Transport, list_sockets
 from portkit.sockets._bytecode import PortMatch, compile_filter, run_filter
 from portkit.sockets._procnet import parse_table
@@ -17,10 +17,21 @@ from portkit.sockets._procnet import parse_table
 def _comparable(rows: Any) -> set[tuple[Any, ...]]:
     # /proc has no listener backlog (Send-Q) and no bound device: everything else must agree.
     return {
-        (s.transport, s.family, s.state, s.local_address, s.local_port, s.remote_address, s.remote_port,
-         s.recv_q, s.send_q if not s.is_listener or s.transport is not Transport.TCP else None, s.uid, s.inode)
+        (
+            s.transport,
+            s.family,
+            s.state,
+            s.local_address,
+            s.local_port,
+            s.remote_address,
+            s.remote_port,
+            s.recv_q,
+            s.send_q if not s.is_listener or s.transport is not Transport.TCP else None,
+            s.uid,
+            s.inode,
+        )
         for s in rows
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +60,14 @@ def test_proc_fallback_through_the_cli(cli: Any, scene: fx.Scene) -> None:
 
     def strip(doc: dict[str, Any]) -> set[tuple[Any, ...]]:
         return {
-            (s["protocol"], s["state"], s["local"]["address"], s["local"]["port"], s["remote"]["port"], s["inode"])
+            (
+                s["protocol"],
+                s["state"],
+                s["local"]["address"],
+                s["local"]["port"],
+                s["remote"]["port"],
+                s["inode"],
+            )
             for s in doc["sockets"]
         }
 
@@ -80,8 +98,13 @@ def test_parse_table_reads_a_real_proc_line() -> None:
     )
     [row] = parse_table(text, Transport.TCP, 4)
     assert (row.local_address, row.local_port, row.state.label, row.recv_q, row.uid, row.inode) == (
-        "127.0.0.1", 8080, "LISTEN", 3, 1000, 4242,
-    )  # fmt: skip
+        "127.0.0.1",
+        8080,
+        "LISTEN",
+        3,
+        1000,
+        4242,
+    )
 
 
 ports = st.integers(min_value=0, max_value=65535)
@@ -111,6 +134,4 @@ def test_kernel_accepts_compound_bytecode(scene: fx.Scene) -> None:
     assert {s.inode for s in kernel.sockets if mine & {s.local_port, s.remote_port}} == {
         s.inode for s in python if mine & {s.local_port, s.remote_port}
     }
-    assert all(
-        any(m.matches(s.local_port, s.remote_port) for m in matches[:1]) for s in kernel.sockets
-    )
+    assert all(any(m.matches(s.local_port, s.remote_port) for m in matches[:1]) for s in kernel.sockets)

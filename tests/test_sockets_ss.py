@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import fixtures_sockets as fx
 import pytest
 
+import fixtures_sockets as fx
 from portkit.model import parse_port_spec
 from portkit.sockets import SocketQuery, list_sockets, matches_from_spec
 
@@ -117,7 +117,9 @@ def test_named_netns_rows_match_ss_inside_it(cli: Any) -> None:
         assert fx.portkit_rows(ours_doc) == theirs
         assert {s["netns"] for s in ours_doc["sockets"]} == {ns}
         listener = [s for s in ours_doc["sockets"] if s["state"] == "LISTEN"]
-        assert [(s["local"]["port"], [p["pid"] for p in s["processes"]]) for s in listener] == [(port, [proc.pid])]
+        assert [(s["local"]["port"], [p["pid"] for p in s["processes"]]) for s in listener] == [
+            (port, [proc.pid])
+        ]
         # The host's table does not hold the namespace's sockets, and --all-netns labels them.
         host = fx.portkit_rows(_ls(cli, "--all", "--port", str(port)))
         assert not (host & theirs)

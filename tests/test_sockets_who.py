@@ -8,8 +8,9 @@ import sys
 import time
 from typing import Any
 
-import fixtures_sockets as fx
 import pytest
+
+import fixtures_sockets as fx
 
 
 @pytest.mark.parametrize(("family", "proto"), [("4", "tcp"), ("6", "tcp"), ("4", "udp"), ("6", "udp")])
@@ -93,14 +94,19 @@ def test_kill_asks_first_and_yes_kills() -> None:
     with fx.listener_process("4", "tcp") as (proc, port):
         declined = subprocess.run(
             [sys.executable, "-m", "portkit", "who", str(port), "--kill"],
-            input="n\n", capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            input="n\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert declined.returncode == 1 and "Nothing signalled" in declined.stdout
         assert proc.poll() is None
         killed = subprocess.run(
             [sys.executable, "-m", "portkit", "who", str(port), "--kill", "--yes"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert killed.returncode == 0, killed.stderr
         assert f"(pid {proc.pid}): sent SIGTERM" in killed.stdout
         assert proc.wait(timeout=10) != 0
