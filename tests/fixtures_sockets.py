@@ -107,8 +107,19 @@ class Scene:
     ports: list[int] = field(default_factory=list)
     names: dict[str, int] = field(default_factory=dict)
 
+    own: set[int] = field(default_factory=set)
+
     def keep(self, *socks: socket.socket) -> None:
         self.sockets.extend(socks)
+        self.own.update(s.getsockname()[1] for s in socks)
+
+    def owns(self, local_port: int, remote_port: int) -> bool:
+        """Whether a row is one of the scene's sockets: other programs' ephemeral ports can
+        match a scene port by chance, and their sockets come and go between two readings."""
+        return local_port in self.own and (remote_port in self.own or remote_port in (0, 9))
+
+    def mine(self, rows: set[Row]) -> set[Row]:
+        return {row for row in rows if self.owns(row[3], row[5])}
 
     def close(self) -> None:
         for sock in self.sockets:
@@ -145,6 +156,7 @@ def socket_scene() -> Iterator[Scene]:
         # TIME-WAIT: the client closes first.
         tw_client, tw_server = _pair(l4)
         tw_port = tw_client.getsockname()[1]
+        scene.own.update((tw_port, tw_server.getsockname()[1]))
         tw_client.close()
         tw_server.close()
         # FIN-WAIT-2 / CLOSE-WAIT: the server half-closes, the client never answers.

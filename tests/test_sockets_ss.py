@@ -27,9 +27,10 @@ def _ls(cli: Any, *args: str) -> dict[str, Any]:
 
 def test_every_state_the_test_made_matches_ss(cli: Any, scene: fx.Scene) -> None:
     spec = ",".join(map(str, scene.ports))
-    ours = fx.portkit_rows(_ls(cli, "--all", "--port", spec))
-    theirs = fx.ss_rows(*fx.port_filter(scene.ports))
+    ours = scene.mine(fx.portkit_rows(_ls(cli, "--all", "--port", spec)))
+    theirs = scene.mine(fx.ss_rows(*fx.port_filter(scene.ports)))
     assert ours == theirs
+    assert len(ours) == 11
     states = {row[1] for row in ours}
     # The scene really holds the states it claims, so the comparison covered them.
     assert {"LISTEN", "ESTAB", "TIME-WAIT", "FIN-WAIT-2", "CLOSE-WAIT", "UNCONN"} <= states
@@ -39,8 +40,10 @@ def test_every_state_the_test_made_matches_ss(cli: Any, scene: fx.Scene) -> None
 
 def test_listening_view_matches_ss_l(cli: Any, scene: fx.Scene) -> None:
     spec = ",".join(map(str, scene.ports))
-    ours = fx.portkit_rows(_ls(cli, "--port", spec))
-    theirs = {row for row in fx.ss_rows(*fx.port_filter(scene.ports)) if row[1] in ("LISTEN", "UNCONN")}
+    ours = scene.mine(fx.portkit_rows(_ls(cli, "--port", spec)))
+    theirs = {
+        row for row in scene.mine(fx.ss_rows(*fx.port_filter(scene.ports))) if row[1] in ("LISTEN", "UNCONN")
+    }
     assert ours == theirs
     assert {row[0] for row in ours} == {"tcp", "udp"}
 
@@ -56,10 +59,10 @@ def test_listening_view_matches_ss_l(cli: Any, scene: fx.Scene) -> None:
 )
 def test_filters_match_ss_filters(cli: Any, scene: fx.Scene, args: list[str], ss_words: list[str]) -> None:
     spec = ",".join(map(str, scene.ports))
-    ours = fx.portkit_rows(_ls(cli, "--all", "--port", spec, *args))
+    ours = scene.mine(fx.portkit_rows(_ls(cli, "--all", "--port", spec, *args)))
     protos = "t" if "-t" in ss_words else "u"
     words = [w for w in ss_words if w not in ("-t", "-u")]
-    theirs = fx.ss_rows(*words, *fx.port_filter(scene.ports), protos=protos)
+    theirs = scene.mine(fx.ss_rows(*words, *fx.port_filter(scene.ports), protos=protos))
     assert ours == theirs
     assert ours, "the filter should keep some of the scene's sockets"
 
@@ -89,8 +92,7 @@ def test_port_ranges_and_protocol_prefixes(cli: Any, scene: fx.Scene) -> None:
     theirs = fx.ss_rows("sport", ">=", f":{low}", "and", "sport", "<=", f":{high}")
     assert all(low <= row[3] <= high for row in spanned)
     # Other programs' sockets in the range come and go between the two readings: compare ours.
-    mine = set(scene.ports)
-    assert {r for r in spanned if r[3] in mine} == {r for r in theirs if r[3] in mine}
+    assert scene.mine(spanned) == scene.mine(theirs)
     assert {r[3] for r in spanned} >= {low, high}
 
 

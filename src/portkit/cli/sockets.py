@@ -449,7 +449,7 @@ def _print_who(use: Any, inventory: Inventory, label: str) -> None:
         click.echo(f"Nothing listens on {label}{service}.")
     counts = []
     if use.connections:
-        counts.append(f"{len(use.connections)} connections served")
+        counts.append(f"{use.connections} connections served")
     if use.time_wait:
         counts.append(f"{len(use.time_wait)} in TIME-WAIT")
     if use.clients:

@@ -199,7 +199,10 @@ _ROW_JSON = (
 
 
 def _read_namespace(
-    namespace: _netns.Namespace, query: SocketQuery, backend: str
+    namespace: _netns.Namespace,
+    query: SocketQuery,
+    backend: str,
+    owners: dict[int, tuple[ProcessInfo, ...]] | None = None,
 ) -> tuple[list[Socket], str]:
     """The rows of one namespace, through netlink when possible."""
     states = query.kernel_states()
@@ -218,13 +221,14 @@ def _read_namespace(
                         bytecode=query.bytecode_for(transport),
                         tcp_info=query.tcp_info,
                         netns=namespace.label,
+                        owners=owners,
                     )
                 )
             except DumpError:
                 if transport is not Transport.RAW:
                     raise
                 # raw_diag is an optional module; /proc/net/raw always exists.
-                rows.extend(via_proc([transport]))
+                rows.extend(_with_owners(via_proc([transport]), owners))
         return rows
 
     def via_proc(transports: Sequence[Transport] = query.transports, root: str = "") -> list[Socket]:
@@ -248,23 +252,41 @@ def _read_namespace(
             )
         return rows
 
+    def via_proc_owned() -> list[Socket]:
+        return _with_owners(via_proc(), owners)
+
+    def via_member() -> list[Socket]:
+        # Without root: a namespace's tables are still readable through a process living in it.
+        return _with_owners(via_proc(root=f"/proc/{namespace.pid}/net"), owners)
+
     if backend == "proc":
         try:
-            return _netns.run_in(namespace, via_proc), "proc"
+            return _netns.run_in(namespace, via_proc_owned), "proc"
         except PortkitError:
-            if namespace.pid:  # without root: the namespace's tables are still readable via a member
-                return via_proc(root=f"/proc/{namespace.pid}/net"), "proc"
+            if namespace.pid:
+                return via_member(), "proc"
             raise
     try:
         return _netns.run_in(namespace, via_netlink), "netlink"
     except PortkitError:
         if namespace.pid:
-            return via_proc(root=f"/proc/{namespace.pid}/net"), "proc"
+            return via_member(), "proc"
         raise
     except OSError:
         if backend == "netlink":
             raise
-        return _netns.run_in(namespace, via_proc), "proc"
+        return _netns.run_in(namespace, via_proc_owned), "proc"
+
+
+def _with_owners(rows: list[Socket], owners: dict[int, tuple[ProcessInfo, ...]] | None) -> list[Socket]:
+    if not owners:
+        return rows
+    new = tuple.__new__
+    # Concatenation is the fastest way to swap one field of a tuple.
+    return [
+        row if row[10] not in owners else new(Socket, row[:13] + (owners[row[10]], row[14]))  # noqa: RUF005
+        for row in rows
+    ]
 
 
 def list_sockets(
@@ -276,22 +298,23 @@ def list_sockets(
 ) -> Inventory:
     """The sockets matching `query`, in this namespace, a named one (`netns`), or all of them."""
     query = query or SocketQuery()
-    if backend not in BACKENDS:
-        raise UsageError(f"invalid backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    if all_netns and netns:
-        raise UsageError("--netns and --all-netns exclude each other: give one of them")
-    if all_netns:
-        namespaces = _netns.all_namespaces()
-    elif netns:
-        namespaces = [_netns.named_namespace(netns)]
-    else:
-        namespaces = [_netns.Namespace(None, _netns.current_inode(), None, os.getpid())]
+    namespaces = _namespaces(netns, all_netns, backend)
     rows: list[Socket] = []
     used: set[str] = set()
     warnings: list[str] = []
+    owners: OwnerMap | None = None
+    processes: dict[int, ProcessInfo] = {}
+    by_inode: dict[int, tuple[ProcessInfo, ...]] | None = None
+    if query.needs_processes and not query.listening and not query.ports:
+        # The whole table is wanted, so no early stop could pay off: scan /proc first and let
+        # the decoder attach processes as it builds each row, instead of rebuilding every row.
+        from portkit.sockets._procs import find_owners
+
+        owners = find_owners(None)
+        by_inode, processes = _describe_owners(owners)
     for namespace in namespaces:
         try:
-            found, how = _read_namespace(namespace, query, backend)
+            found, how = _read_namespace(namespace, query, backend, by_inode)
         except (PortkitError, OSError) as exc:
             if not all_netns:
                 if isinstance(exc, PortkitError):
@@ -301,10 +324,8 @@ def list_sockets(
             continue
         rows.extend(found)
         used.add(how)
-    owners: OwnerMap | None = None
-    processes: dict[int, ProcessInfo] = {}
-    if query.needs_processes:
-        rows, owners, processes = _attribute(rows)
+    if query.needs_processes and owners is None:
+        rows, owners, processes = attribute_rows(rows)
     kept = tuple(row for row in rows if query.keeps(row)) if _post_filters(query) else tuple(rows)
     if owners is not None:
         wanted = {p.pid for row in kept for p in row.processes}
@@ -321,20 +342,87 @@ def list_sockets(
     )
 
 
+def _namespaces(netns: str | None, all_netns: bool, backend: str) -> list[_netns.Namespace]:
+    if backend not in BACKENDS:
+        raise UsageError(f"invalid backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if all_netns and netns:
+        raise UsageError("--netns and --all-netns exclude each other: give one of them")
+    if all_netns:
+        return _netns.all_namespaces()
+    if netns:
+        return [_netns.named_namespace(netns)]
+    return [_netns.Namespace(None, _netns.current_inode(), None, os.getpid())]
+
+
+def count_sockets(
+    query: SocketQuery,
+    *,
+    netns: str | None = None,
+    all_netns: bool = False,
+    backend: str = "auto",
+) -> dict[str | None, int]:
+    """How many sockets match `query` (kernel-side filters only), per namespace label.
+
+    Counting skips building rows, so "how many connections does :443 serve" stays cheap
+    when the answer is tens of thousands.
+    """
+    counts: dict[str | None, int] = {}
+    for namespace in _namespaces(netns, all_netns, backend):
+
+        def count_here() -> int:
+            from portkit.sockets._netlink import count_all
+
+            return count_all(
+                query.transports,
+                query.families,
+                query.kernel_states(),
+                bytecodes={t: query.bytecode_for(t) for t in query.transports},
+            )
+
+        try:
+            if backend == "proc":
+                raise OSError("the /proc backend has no counting path")
+            counts[namespace.label] = _netns.run_in(namespace, count_here)
+        except (PortkitError, OSError):
+            try:
+                found, _how = _read_namespace(namespace, query, backend)
+            except (PortkitError, OSError):
+                if not all_netns:
+                    raise
+                continue
+            counts[namespace.label] = len(found)
+    return counts
+
+
 def _post_filters(query: SocketQuery) -> bool:
     return bool(query.uids or query.pids or query.process_names or query.listening)
 
 
-def _attribute(rows: list[Socket]) -> tuple[list[Socket], OwnerMap, dict[int, ProcessInfo]]:
-    """Rows with their processes filled in, from one scan of /proc/*/fd."""
-    from portkit.sockets._procs import ProcessTable, find_owners
+def attribute_rows(rows: Sequence[Socket]) -> tuple[list[Socket], OwnerMap, dict[int, ProcessInfo]]:
+    """Rows with their processes filled in, from one scan of /proc/*/fd that stops once every
+    row's inode is found (processes owned by the rows' uids are read first)."""
+    from portkit.sockets._procs import find_owners
 
-    wanted = {row.inode for row in rows if row.inode}
-    owners = find_owners(wanted, prefer_uids={row.uid for row in rows if row.inode})
+    wanted = {row[10] for row in rows if row[10]}
+    owners = find_owners(wanted, prefer_uids={row[9] for row in rows if row[10]})
+    by_inode, processes = _describe_owners(owners)
+    return _with_owners(list(rows), by_inode), owners, processes
+
+
+def _describe_owners(owners: OwnerMap) -> tuple[dict[int, tuple[ProcessInfo, ...]], dict[int, ProcessInfo]]:
+    """inode -> the processes holding it, and pid -> process, each process read once."""
+    from portkit.sockets._procs import ProcessTable
+
     table = ProcessTable()
     processes: dict[int, ProcessInfo] = {}
     by_inode: dict[int, tuple[ProcessInfo, ...]] = {}
+    interned: dict[tuple[int, ...], tuple[ProcessInfo, ...]] = {}
     for inode, pids in owners.owners.items():
+        key = tuple(pids)
+        known = interned.get(key)
+        if known is not None:
+            by_inode[inode] = known
+            continue
         infos = []
         for pid in pids:
             info = processes.get(pid)
@@ -344,15 +432,9 @@ def _attribute(rows: list[Socket]) -> tuple[list[Socket], OwnerMap, dict[int, Pr
                     continue
                 processes[pid] = info
             infos.append(info)
-        by_inode[inode] = tuple(infos)
-    new = tuple.__new__
-    out: list[Socket] = []
-    append = out.append
-    get = by_inode.get
-    for row in rows:
-        found = get(row[10])  # inode
-        append(row if found is None else new(Socket, (*row[:13], found, row[14])))
-    return out, owners, processes
+        # One shared tuple per set of holders: rows of one process point at the same value.
+        by_inode[inode] = interned[key] = tuple(infos)
+    return by_inode, processes
 
 
 def parse_user(text: str) -> int:

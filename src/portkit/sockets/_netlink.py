@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from portkit.sockets._model import Socket, TcpState, Transport
 
 if TYPE_CHECKING:
+    from portkit.sockets._process import ProcessInfo
     from portkit.sockets._tcpinfo import TcpInfo
 
 NETLINK_SOCK_DIAG = 4
@@ -132,9 +133,18 @@ class DumpError(OSError):
 
 
 def decode(
-    buf: bytes, transport: Transport, rows: list[Socket], *, netns: str | None = None, with_info: bool = False
+    buf: bytes,
+    transport: Transport,
+    rows: list[Socket],
+    *,
+    netns: str | None = None,
+    with_info: bool = False,
+    owners: dict[int, tuple[ProcessInfo, ...]] | None = None,
 ) -> bool:
-    """Append the sockets in one recv() buffer to `rows`; True once NLMSG_DONE is seen."""
+    """Append the sockets in one recv() buffer to `rows`; True once NLMSG_DONE is seen.
+
+    `owners` (inode -> processes), when given, fills each row's processes as it is built.
+    """
     unpack_row = _ROW.unpack_from
     ntop = socket.inet_ntop
     v4: dict[bytes, str] = _ADDR4
@@ -143,6 +153,9 @@ def decode(
     swap = _PORTS.table()
     new = tuple.__new__
     append = rows.append
+    nobody: tuple[ProcessInfo, ...] = ()
+    no_owners: dict[int, tuple[ProcessInfo, ...]] = {}
+    held = (owners or no_owners).get
     end = len(buf)
     off = 0
     while off < end:
@@ -173,28 +186,10 @@ def decode(
                 sport, dport = swap[sport], swap[dport]
             info = _find_tcp_info(buf, off + _ROW_SIZE, off + mlen) if with_info else None
             # Socket's fields in order; tuple.__new__ skips NamedTuple's keyword handling.
-            append(
-                new(
-                    Socket,
-                    (
-                        transport,
-                        version,
-                        states[state],
-                        local,
-                        sport,
-                        remote,
-                        dport,
-                        rqueue,
-                        wqueue,
-                        uid,
-                        inode,
-                        ifindex,
-                        netns,
-                        (),
-                        info,
-                    ),
-                )
-            )
+            # fmt: off
+            append(new(Socket, (transport, version, states[state], local, sport, remote, dport, rqueue,
+                                wqueue, uid, inode, ifindex, netns, held(inode, nobody), info)))
+            # fmt: on
         elif mtype == NLMSG_DONE:
             return True
         elif mtype == NLMSG_ERROR:
@@ -203,6 +198,26 @@ def decode(
                 raise DumpError(-error, os.strerror(-error))
         off += (mlen + 3) & ~3
     return False
+
+
+def count(buf: bytes) -> tuple[int, bool]:
+    """How many socket messages one recv() buffer holds, and whether NLMSG_DONE is among them."""
+    unpack = _NLMSGHDR.unpack_from
+    end = len(buf)
+    off = 0
+    found = 0
+    while off < end:
+        mlen, mtype, _flags, _seq, _pid = unpack(buf, off)
+        if mtype == SOCK_DIAG_BY_FAMILY:
+            found += 1
+        elif mtype == NLMSG_DONE:
+            return found, True
+        elif mtype == NLMSG_ERROR:
+            (error,) = struct.unpack_from("=i", buf, off + _NLMSGHDR.size)
+            if error:
+                raise DumpError(-error, os.strerror(-error))
+        off += (mlen + 3) & ~3
+    return found, False
 
 
 def _find_tcp_info(buf: bytes, start: int, end: int) -> TcpInfo | None:
@@ -252,6 +267,20 @@ class SockDiagClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def count(
+        self, transport: Transport, family: int, states: Iterable[TcpState], *, bytecode: bytes = b""
+    ) -> int:
+        """How many sockets `dump` would return, without building them."""
+        self._seq += 1
+        self._sock.send(
+            build_request(transport, family, state_mask(states), seq=self._seq, bytecode=bytecode)
+        )
+        total, done = 0, False
+        while not done:
+            found, done = count(self._sock.recv(65536))
+            total += found
+        return total
+
     def dump(
         self,
         transport: Transport,
@@ -262,6 +291,7 @@ class SockDiagClient:
         tcp_info: bool = False,
         netns: str | None = None,
         rows: list[Socket] | None = None,
+        owners: dict[int, tuple[ProcessInfo, ...]] | None = None,
     ) -> list[Socket]:
         """Every socket of one transport and family in `states` that passes `bytecode`."""
         self._seq += 1
@@ -272,7 +302,7 @@ class SockDiagClient:
         out: list[Socket] = [] if rows is None else rows
         recv = self._sock.recv
         with_info = tcp_info and transport is Transport.TCP
-        while not decode(recv(65536), transport, out, netns=netns, with_info=with_info):
+        while not decode(recv(65536), transport, out, netns=netns, with_info=with_info, owners=owners):
             pass
         return out
 
@@ -285,6 +315,7 @@ def dump_all(
     bytecode: bytes = b"",
     tcp_info: bool = False,
     netns: str | None = None,
+    owners: dict[int, tuple[ProcessInfo, ...]] | None = None,
 ) -> list[Socket]:
     """Every wanted socket of this namespace over one netlink socket, in ss's order (tcp, udp, raw)."""
     wanted = list(states)
@@ -293,6 +324,31 @@ def dump_all(
         for transport in transports:
             for family in families:
                 client.dump(
-                    transport, family, wanted, bytecode=bytecode, tcp_info=tcp_info, netns=netns, rows=rows
+                    transport,
+                    family,
+                    wanted,
+                    bytecode=bytecode,
+                    tcp_info=tcp_info,
+                    netns=netns,
+                    rows=rows,
+                    owners=owners,
                 )
     return rows
+
+
+def count_all(
+    transports: Sequence[Transport],
+    families: Sequence[int],
+    states: Iterable[TcpState],
+    *,
+    bytecodes: dict[Transport, bytes] | None = None,
+) -> int:
+    """How many sockets of this namespace match, over one netlink socket."""
+    wanted = list(states)
+    total = 0
+    with SockDiagClient() as client:
+        for transport in transports:
+            for family in families:
+                bytecode = (bytecodes or {}).get(transport, b"")
+                total += client.count(transport, family, wanted, bytecode=bytecode)
+    return total

@@ -223,7 +223,12 @@ def build_overview(
 
 
 def registry_facts() -> Callable[[int, Transport], ServiceFacts]:
-    """Service facts from `portkit.registry.default_registry()`, cached per port."""
+    """Service facts from `portkit.registry.default_registry()`, cached per port.
+
+    Names come from the built-in table, then /etc/services, then the IANA cache. The
+    nmap-services layer is left out on purpose: its 27,000 entries take a third of a second to
+    load, which `portkit who` cannot afford, and it names ephemeral ports misleadingly.
+    """
     from portkit.registry import Source, default_registry
 
     registry = default_registry()
@@ -236,6 +241,18 @@ def registry_facts() -> Callable[[int, Transport], ServiceFacts]:
             best = builtin.get(key)
             if best is None or (not best.risk, best.commonness) > (not service.risk, service.commonness):
                 builtin[key] = service
+    others: dict[tuple[Any, int], str] | None = None
+
+    def other_name(protocol: Any, port: int) -> str:
+        nonlocal others
+        if others is None:
+            others = {}
+            for source in (Source.SYSTEM, Source.IANA):
+                for service in registry.layer(source):
+                    if service.name and service.port == service.last_port:
+                        others.setdefault((service.protocol, service.port), service.name)
+        return others.get((protocol, port), "")
+
     cache: dict[tuple[int, Transport], ServiceFacts] = {}
 
     def facts(port: int, transport: Transport) -> ServiceFacts:
@@ -243,17 +260,13 @@ def registry_facts() -> Callable[[int, Transport], ServiceFacts]:
         found = cache.get(key)
         if found is None:
             protocol = transport.protocol
+            entry = builtin.get((protocol, port)) if protocol is not None else None
             if protocol is None:
                 found = ServiceFacts()
+            elif entry is not None:
+                found = ServiceFacts(entry.name, entry.category, entry.risk, entry.alternative)
             else:
-                entry = builtin.get((protocol, port))
-                risky = registry.risk_for(port, protocol)
-                found = ServiceFacts(
-                    name=entry.name if entry is not None else registry.name_for(port, protocol),
-                    category=entry.category if entry is not None else "",
-                    risk=risky.risk if risky is not None else "",
-                    alternative=risky.alternative if risky is not None else "",
-                )
+                found = ServiceFacts(name=other_name(protocol, port))
             cache[key] = found
         return found
 

@@ -26,7 +26,8 @@ class ProcessInfo:
 
     @property
     def command(self) -> str:
-        return " ".join(self.cmdline) or f"[{self.name}]"
+        # Arguments can hold newlines (python -c "..."): one line, so tables stay tables.
+        return " ".join(" ".join(self.cmdline).split()) or f"[{self.name}]"
 
     def to_json(self) -> dict[str, Any]:
         return {

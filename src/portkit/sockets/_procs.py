@@ -66,16 +66,17 @@ def find_owners(wanted: set[int] | None, *, prefer_uids: Iterable[int] = ()) -> 
                             owners[inode] = [pid]
                         elif pids_of[-1] != pid:
                             pids_of.append(pid)
-                    elif inode in remaining or inode in owners:
-                        pids_of = owners.setdefault(inode, [])
-                        if pid not in pids_of:
-                            pids_of.append(pid)
+                    elif inode in remaining:
+                        owners[inode] = [pid]
                         remaining.discard(inode)
+                        if not remaining:
+                            break
         except OSError:
             pass
         finally:
             os.close(fd_dir)
-        # A socket can be shared (fork, SCM_RIGHTS); stop only after finishing this process.
+        # Stopping at the first holder trades completeness for speed, as the issue asks: a
+        # socket shared by several processes (a pre-forked server) names the first one found.
         if remaining is not None and not remaining:
             break
     return result

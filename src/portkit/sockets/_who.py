@@ -7,6 +7,7 @@ sockets), connections they serve, TIME-WAIT leftovers and client ends, and deriv
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from collections.abc import Sequence
@@ -15,8 +16,8 @@ from typing import Any
 
 from portkit.model import Protocol, validate_port
 from portkit.sockets._bytecode import PortMatch
-from portkit.sockets._inventory import Inventory, SocketQuery, list_sockets
-from portkit.sockets._model import Socket, TcpState, Transport
+from portkit.sockets._inventory import Inventory, SocketQuery, attribute_rows, count_sockets, list_sockets
+from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
 from portkit.sockets._process import ProcessInfo
 
 
@@ -68,7 +69,7 @@ class PortUse:
     port: int
     protocol: Protocol | None
     holders: tuple[Socket, ...]
-    connections: tuple[Socket, ...]
+    connections: int
     time_wait: tuple[Socket, ...]
     clients: tuple[Socket, ...]
     service: str = ""
@@ -108,7 +109,7 @@ class PortUse:
             "in_use": self.in_use,
             "holders": [row.to_json() for row in self.holders],
             "processes": [p.to_json() for p in self.processes],
-            "connections": len(self.connections),
+            "connections": self.connections,
             "time_wait": len(self.time_wait),
             "clients": [row.to_json() for row in self.clients],
             "advice": [a.to_json() for a in self.advice],
@@ -118,36 +119,43 @@ class PortUse:
 
 
 def explain_port_use(
-    port: int, protocol: Protocol | None, rows: Sequence[Socket], *, service: str = "", root_note: str = ""
+    port: int,
+    protocol: Protocol | None,
+    rows: Sequence[Socket],
+    *,
+    served: int = 0,
+    service: str = "",
+    root_note: str = "",
 ) -> PortUse:
-    """Sort the sockets whose local port is `port` into holders, connections, TIME-WAIT and clients."""
+    """Sort the sockets whose local port is `port` into holders, connections, TIME-WAIT and clients.
+
+    An established TCP socket counts as a served connection when a TCP listener on the port lives
+    in its namespace, otherwise as a client end. `served` adds connections counted elsewhere.
+    """
     mine = [r for r in rows if r.local_port == port]
     # A TCP socket in CLOSE is bound but not listening (yet): it holds the port all the same.
     holders = tuple(
         r for r in mine if r.is_listener or (r.transport is Transport.TCP and r.state is TcpState.CLOSE)
     )
-    held = {id(r) for r in holders}
-    served_addresses = {r.local_address for r in holders if r.transport is Transport.TCP}
-    tcp_listening = any(r.transport is Transport.TCP for r in holders)
-    connections, time_wait, clients = [], [], []
+    listening_in = {r.netns for r in holders if r.transport is Transport.TCP and r.state is TcpState.LISTEN}
+    connections = served
+    time_wait: list[Socket] = []
+    clients: list[Socket] = []
     for row in mine:
-        if id(row) in held:
+        state = row.state
+        if state is TcpState.LISTEN or (state is TcpState.CLOSE and row.remote_port == 0):
             continue
-        if row.state is TcpState.TIME_WAIT:
+        if state is TcpState.TIME_WAIT:
             time_wait.append(row)
-        elif (
-            row.transport is Transport.TCP
-            and tcp_listening
-            and (row.local_address in served_addresses or served_addresses & {"0.0.0.0", "::"})
-        ):
-            connections.append(row)
+        elif row.transport is Transport.TCP and row.netns in listening_in:
+            connections += 1
         else:
             clients.append(row)
     return PortUse(
         port=port,
         protocol=protocol,
         holders=holders,
-        connections=tuple(connections),
+        connections=connections,
         time_wait=tuple(time_wait),
         clients=tuple(clients),
         service=service,
@@ -188,20 +196,55 @@ def who_holds(
         if protocol is Protocol.TCP
         else (Transport.UDP,)
     )
-    query = SocketQuery(
-        transports=transports, ports=(PortMatch("src", ((port, port),)),), with_processes=True
-    )
+    on_port = (PortMatch("src", ((port, port),)),)
+    established = frozenset({TcpState.ESTABLISHED})
+    # Everything but established connections, as rows: holders, TIME-WAIT, closing ones.
+    query = SocketQuery(transports=transports, states=ALL_STATES - established, ports=on_port)
     inventory = list_sockets(query, netns=netns, all_netns=all_netns, backend=backend)
+    listening_in = {
+        r.netns for r in inventory.sockets if r.transport is Transport.TCP and r.state is TcpState.LISTEN
+    }
+    rows = list(inventory.sockets)
+    served = 0
+    # Established TCP sockets where a listener lives are the connections it serves: they are
+    # only counted, since a busy port has tens of thousands. Anything else is read as rows.
+    tcp_established = SocketQuery(transports=(Transport.TCP,), states=established, ports=on_port)
+    if Transport.TCP in transports and listening_in:
+        counts = count_sockets(tcp_established, netns=netns, all_netns=all_netns, backend=backend)
+        served = sum(n for label, n in counts.items() if label in listening_in)
+        if any(n for label, n in counts.items() if label not in listening_in):
+            extra = list_sockets(tcp_established, netns=netns, all_netns=all_netns, backend=backend)
+            rows.extend(r for r in extra.sockets if r.netns not in listening_in)
+    elif Transport.TCP in transports:
+        rows.extend(list_sockets(tcp_established, netns=netns, all_netns=all_netns, backend=backend).sockets)
+    if Transport.UDP in transports:
+        udp = SocketQuery(transports=(Transport.UDP,), states=established, ports=on_port)
+        rows.extend(list_sockets(udp, netns=netns, all_netns=all_netns, backend=backend).sockets)
+    # Only holders and client ends need their process.
+    sorted_out = explain_port_use(port, protocol, rows)
+    attributed, owners, processes = attribute_rows([*sorted_out.holders, *sorted_out.clients])
+    by_inode = {row.inode: row for row in attributed if row.inode}
+    final = tuple(by_inode.get(row.inode, row) if row.inode else row for row in rows)
+    inventory = dataclasses.replace(
+        inventory,
+        sockets=final,
+        processes_looked_up=True,
+        processes_complete=owners.complete,
+        hidden_pids=owners.hidden_pids,
+        _processes=processes,
+    )
     name = ""
     if service_name:
-        from portkit.registry import default_registry
+        from portkit.sockets._overview import registry_facts
 
-        registry = default_registry()
-        for proto in (protocol,) if protocol else (Protocol.TCP, Protocol.UDP):
-            name = registry.name_for(port, proto)
+        facts = registry_facts()
+        for transport in transports:
+            name = facts(port, transport).name
             if name:
                 break
-    use = explain_port_use(port, protocol, inventory.sockets, service=name, root_note=inventory.root_note())
+    use = explain_port_use(
+        port, protocol, final, served=served, service=name, root_note=inventory.root_note()
+    )
     return use, inventory
 
 
