@@ -84,6 +84,8 @@ def test_who_json_shape(cli: Any) -> None:
             "advice",
             "explanation",
             "root_note",
+            "risk",
+            "exposed",
         }
         assert doc["port"] == port and doc["protocol"] == "udp" and doc["in_use"] is True
         assert set(doc["holders"][0]) == SOCKET_KEYS and set(doc["processes"][0]) == PROCESS_KEYS

@@ -72,7 +72,7 @@ def test_default_command_is_the_overview(cli: Any) -> None:
         assert "Listening on loopback only" in result.stdout
         line = next(line for line in result.stdout.splitlines() if line.startswith(f"{port}/tcp"))
         assert "127.0.0.1" in line and f"/{fx.os.getpid()}" in line
-        assert "established TCP connections" in result.stdout
+        assert "established TCP sockets" in result.stdout
     finally:
         server.close()
 

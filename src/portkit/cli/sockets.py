@@ -207,7 +207,7 @@ def ls(
         with_processes=with_processes,
         tcp_info=info,
     )
-    show_netns = bool(netns or all_netns)
+    show_netns = all_netns
 
     def read() -> Inventory:
         return list_sockets(query, netns=netns, all_netns=all_netns, backend=backend)
@@ -321,7 +321,9 @@ def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) ->
     if as_json:
         emit_json(result.to_json())
         return
-    show_netns = bool(netns or all_netns)
+    show_netns = all_netns
+    if netns:
+        click.echo(f"Network namespace {netns}\n")
     titles = {
         Exposure.ALL: "Listening on all interfaces (reachable from the network)",
         Exposure.SPECIFIC: "Listening on a specific address",
@@ -359,7 +361,7 @@ def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) ->
             click.echo(f"  - {concern}")
         click.echo()
     click.echo(
-        f"{len(result.listeners)} listeners, {result.established_total} established TCP connections. "
+        f"{len(result.listeners)} listeners, {result.established_total} established TCP sockets. "
         "Details: portkit ls, portkit who PORT."
     )
     if result.root_note:
@@ -459,6 +461,8 @@ def _print_who(use: Any, inventory: Inventory, label: str) -> None:
         click.echo("Also on this port: " + ", ".join(counts) + ".")
     if use.explanation:
         click.echo(f"Why: {use.explanation}")
+    if use.risk and use.exposed:
+        click.echo(f"Risk ({use.service} beyond loopback): {use.risk}")
     if use.advice:
         click.echo("To free it:")
         for advice in use.advice:

@@ -136,8 +136,10 @@ class Inventory:
         yield header[:-1] + ', "sockets": [\n'
         netns_text: dict[str | None, str] = {}
         procs_text: dict[tuple[ProcessInfo, ...], str] = {(): "[]"}
-        transport_text = {t: t.value for t in Transport}
-        state_text = {s: s.label for s in TcpState}
+        # Indexed by the state's number: an IntEnum's hash runs Python code, a list index does not.
+        state_text = [""] * 256
+        for known in TcpState:
+            state_text[known] = known.label
         template = _ROW_JSON
         lines: list[str] = []
         append = lines.append
@@ -168,7 +170,7 @@ class Inventory:
             append(
                 template
                 % (
-                    transport_text[transport],
+                    transport._value_,
                     family,
                     state_text[state],
                     la,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -39,7 +38,7 @@ _REQ_V2 = struct.Struct("=BBBBI48x")
 _RTATTR = struct.Struct("=HH")
 # nlmsghdr (16 bytes) + struct inet_diag_msg (72 bytes), skipping the fields portkit does not
 # use (flags, seq, pid, timer, retrans, cookie, expires) so each row unpacks into 13 values.
-# Ports are in network order: read natively, then swapped through a table (see _port_table).
+# Ports are in network order: read natively, then swapped with ntohs (a no-op on big-endian hosts).
 _ROW = struct.Struct("=IH10xBB2xHH16s16sI12xIIII")
 _ROW_SIZE = _ROW.size
 _TCP_INFO_HEAD = struct.Struct("=8B24I")
@@ -49,13 +48,6 @@ _TCP_INFO_TAIL = struct.Struct("=Q")
 
 _IPPROTO = {Transport.TCP: socket.IPPROTO_TCP, Transport.UDP: socket.IPPROTO_UDP, Transport.RAW: IPPROTO_RAW}
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
-
-
-def _port_table() -> list[int] | None:
-    """ntohs for every 16-bit value, as a list: indexing it beats a call per port."""
-    if sys.byteorder == "big":
-        return None
-    return list(struct.unpack(">65536H", struct.pack("<65536H", *range(65536))))
 
 
 _STATES: list[TcpState | None] = [None] * 256
@@ -150,12 +142,11 @@ def decode(
     v4: dict[bytes, str] = _ADDR4
     v6: dict[bytes, str] = _ADDR6
     states = _STATES
-    swap = _PORTS.table()
+    ntohs = socket.ntohs
     new = tuple.__new__
     append = rows.append
     nobody: tuple[ProcessInfo, ...] = ()
-    no_owners: dict[int, tuple[ProcessInfo, ...]] = {}
-    held = (owners or no_owners).get
+    held = owners.get if owners else None
     end = len(buf)
     off = 0
     while off < end:
@@ -182,13 +173,12 @@ def decode(
                 remote = v6.get(dst)
                 if remote is None:
                     remote = v6[dst] = ntop(socket.AF_INET6, dst)
-            if swap is not None:
-                sport, dport = swap[sport], swap[dport]
             info = _find_tcp_info(buf, off + _ROW_SIZE, off + mlen) if with_info else None
             # Socket's fields in order; tuple.__new__ skips NamedTuple's keyword handling.
             # fmt: off
-            append(new(Socket, (transport, version, states[state], local, sport, remote, dport, rqueue,
-                                wqueue, uid, inode, ifindex, netns, held(inode, nobody), info)))
+            append(new(Socket, (transport, version, states[state], local, ntohs(sport), remote, ntohs(dport),
+                                rqueue, wqueue, uid, inode, ifindex, netns,
+                                nobody if held is None else held(inode, nobody), info)))
             # fmt: on
         elif mtype == NLMSG_DONE:
             return True
@@ -231,20 +221,6 @@ def _find_tcp_info(buf: bytes, start: int, end: int) -> TcpInfo | None:
         off += (length + 3) & ~3
     return None
 
-
-class _PortTable:
-    """Built on first use: only a dump needs it."""
-
-    _table: list[int] | None = None
-    _built = False
-
-    def table(self) -> list[int] | None:
-        if not self._built:
-            self._table, self._built = _port_table(), True
-        return self._table
-
-
-_PORTS = _PortTable()
 
 # Address text by raw 16-byte value, per family: a host's sockets share few addresses.
 _ADDR4: dict[bytes, str] = {}

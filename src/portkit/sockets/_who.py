@@ -74,6 +74,14 @@ class PortUse:
     clients: tuple[Socket, ...]
     service: str = ""
     root_note: str = ""
+    risk: str = ""
+
+    @property
+    def exposed(self) -> bool:
+        """Whether a holder listens beyond loopback (all interfaces or a specific address)."""
+        from portkit.sockets._overview import Exposure, exposure_of
+
+        return any(exposure_of(row.local_address) is not Exposure.LOOPBACK for row in self.holders)
 
     @property
     def processes(self) -> tuple[ProcessInfo, ...]:
@@ -114,6 +122,8 @@ class PortUse:
             "clients": [row.to_json() for row in self.clients],
             "advice": [a.to_json() for a in self.advice],
             "explanation": self.explanation or None,
+            "risk": self.risk or None,
+            "exposed": self.exposed,
             "root_note": self.root_note or None,
         }
 
@@ -126,6 +136,7 @@ def explain_port_use(
     served: int = 0,
     service: str = "",
     root_note: str = "",
+    risk: str = "",
 ) -> PortUse:
     """Sort the sockets whose local port is `port` into holders, connections, TIME-WAIT and clients.
 
@@ -160,6 +171,7 @@ def explain_port_use(
         clients=tuple(clients),
         service=service,
         root_note=root_note,
+        risk=risk,
     )
 
 
@@ -233,17 +245,19 @@ def who_holds(
         hidden_pids=owners.hidden_pids,
         _processes=processes,
     )
-    name = ""
+    name = risk = ""
     if service_name:
         from portkit.sockets._overview import registry_facts
 
         facts = registry_facts()
         for transport in transports:
-            name = facts(port, transport).name
-            if name:
+            found = facts(port, transport)
+            if found.name:
+                name = found.name
+                risk = found.risk + (f"; safer: {found.alternative}" if found.alternative else "")
                 break
     use = explain_port_use(
-        port, protocol, final, served=served, service=name, root_note=inventory.root_note()
+        port, protocol, final, served=served, service=name, root_note=inventory.root_note(), risk=risk
     )
     return use, inventory
 
