@@ -127,3 +127,27 @@ def test_named_netns_rows_match_ss_inside_it(cli: Any) -> None:
         assert not (host & theirs)
         everywhere = _ls(cli, "--all", "--all-netns", "--port", str(port))["sockets"]
         assert {(s["netns"], s["inode"]) for s in everywhere} >= {(ns, row[9]) for row in theirs}
+
+
+def test_raw_sockets_match_ss_w(cli: Any) -> None:
+    if fx.os.geteuid() != 0:
+        pytest.skip("raw sockets need root (CAP_NET_RAW)")
+    raw4 = fx.socket.socket(fx.socket.AF_INET, fx.socket.SOCK_RAW, fx.socket.IPPROTO_ICMP)
+    raw6 = fx.socket.socket(fx.socket.AF_INET6, fx.socket.SOCK_RAW, fx.socket.IPPROTO_ICMPV6)
+    try:
+        inodes = {fx.os.fstat(s.fileno()).st_ino for s in (raw4, raw6)}
+        doc = _ls(cli, "--all", "--proto", "raw")
+        mine = {(r["family"], r["local"]["port"], r["state"]) for r in doc["sockets"] if r["inode"] in inodes}
+        assert mine == {(4, 1, "UNCONN"), (6, 58, "UNCONN")}
+        # ss -w has no inode column here (it reads /proc/net/raw when raw_diag is missing).
+        out = fx.subprocess.run(["ss", "-Hwan"], capture_output=True, text=True, check=True).stdout
+        theirs = set()
+        for line in out.splitlines():
+            state, _rq, _sq, local, *_ = line.split()
+            family = 6 if local.startswith(("[", "*")) else 4
+            port = local.rpartition(":")[2]
+            theirs.add((family, {"ipv6-icmp": 58, "icmp": 1}.get(port) or int(port), state))
+        assert mine <= theirs
+    finally:
+        raw4.close()
+        raw6.close()

@@ -135,7 +135,9 @@ class Inventory:
         header = dumps(self._header())
         yield header[:-1] + ', "sockets": [\n'
         netns_text: dict[str | None, str] = {}
-        procs_text: dict[tuple[ProcessInfo, ...], str] = {(): "[]"}
+        # Keyed by identity: rows of one process share one tuple, and hashing a tuple of
+        # dataclasses per row would cost more than the rest of the row.
+        procs_text: dict[int, str] = {}
         # Indexed by the state's number: an IntEnum's hash runs Python code, a list index does not.
         state_text = [""] * 256
         for known in TcpState:
@@ -163,9 +165,9 @@ class Inventory:
             ns_json = netns_text.get(ns)
             if ns_json is None:
                 ns_json = netns_text[ns] = dumps(ns)
-            procs_json = procs_text.get(procs)
+            procs_json = procs_text.get(id(procs)) if procs else "[]"
             if procs_json is None:
-                procs_json = procs_text[procs] = dumps([{"pid": p.pid, "name": p.name} for p in procs])
+                procs_json = procs_text[id(procs)] = dumps([{"pid": p.pid, "name": p.name} for p in procs])
             info_json = "" if info is None else ', "tcp_info": ' + dumps(info.to_json())
             append(
                 template
@@ -209,6 +211,8 @@ def _read_namespace(
     """The rows of one namespace, through netlink when possible."""
     states = query.kernel_states()
 
+    fell_back: list[Transport] = []
+
     def via_netlink() -> list[Socket]:
         from portkit.sockets._netlink import DumpError, dump_all
 
@@ -231,6 +235,7 @@ def _read_namespace(
                     raise
                 # raw_diag is an optional module; /proc/net/raw always exists.
                 rows.extend(_with_owners(via_proc([transport]), owners))
+                fell_back.append(transport)
         return rows
 
     def via_proc(transports: Sequence[Transport] = query.transports, root: str = "") -> list[Socket]:
@@ -269,7 +274,8 @@ def _read_namespace(
                 return via_member(), "proc"
             raise
     try:
-        return _netns.run_in(namespace, via_netlink), "netlink"
+        rows = _netns.run_in(namespace, via_netlink)
+        return rows, "netlink+proc" if fell_back else "netlink"
     except PortkitError:
         if namespace.pid:
             return via_member(), "proc"
@@ -334,7 +340,8 @@ def list_sockets(
         processes = {pid: info for pid, info in processes.items() if pid in wanted}
     return Inventory(
         sockets=kept,
-        backend="+".join(sorted(used)) or ("proc" if backend == "proc" else "netlink"),
+        backend="+".join(sorted({part for how in used for part in how.split("+")}, reverse=True))
+        or ("proc" if backend == "proc" else "netlink"),
         namespaces=tuple(namespaces),
         processes_looked_up=owners is not None,
         processes_complete=owners.complete if owners is not None else True,

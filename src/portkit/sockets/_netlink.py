@@ -181,6 +181,7 @@ def decode(
                                 nobody if held is None else held(inode, nobody), info)))
             # fmt: on
         elif mtype == NLMSG_DONE:
+            _done_error(buf, off, mlen)
             return True
         elif mtype == NLMSG_ERROR:
             (error,) = struct.unpack_from("=i", buf, off + _NLMSGHDR.size)
@@ -188,6 +189,14 @@ def decode(
                 raise DumpError(-error, os.strerror(-error))
         off += (mlen + 3) & ~3
     return False
+
+
+def _done_error(buf: bytes, off: int, mlen: int) -> None:
+    """A dump that failed says so in NLMSG_DONE's payload (e.g. -ENOENT: no raw_diag module)."""
+    if mlen >= _NLMSGHDR.size + 4:
+        (error,) = struct.unpack_from("=i", buf, off + _NLMSGHDR.size)
+        if error < 0:
+            raise DumpError(-error, os.strerror(-error))
 
 
 def count(buf: bytes) -> tuple[int, bool]:
@@ -201,6 +210,7 @@ def count(buf: bytes) -> tuple[int, bool]:
         if mtype == SOCK_DIAG_BY_FAMILY:
             found += 1
         elif mtype == NLMSG_DONE:
+            _done_error(buf, off, mlen)
             return found, True
         elif mtype == NLMSG_ERROR:
             (error,) = struct.unpack_from("=i", buf, off + _NLMSGHDR.size)
