@@ -89,6 +89,27 @@ def _compare(name: str, ours: list[str], theirs: list[str], goal: float | None, 
     return ratio
 
 
+LIBRARY = r"""
+import statistics, sys, time
+from portkit.sockets import SocketQuery, list_sockets
+times = []
+for _ in range(int(sys.argv[1])):
+    start = time.perf_counter()
+    inventory = list_sockets(SocketQuery())
+    text = "".join(inventory.json_chunks())
+    times.append(time.perf_counter() - start)
+print(statistics.median(times), len(inventory.sockets))
+"""
+
+
+def _library(runs: int) -> float:
+    """In-process time of list_sockets + JSON text: portkit's own work, without interpreter start-up."""
+    out = subprocess.run(
+        [sys.executable, "-c", LIBRARY, str(runs)], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.split()[0])
+
+
 def _psutil_reference(runs: int) -> float:
     code = "import psutil; psutil.net_connections('tcp')"
     return statistics.median(_time([sys.executable, "-c", code]) for _ in range(runs))
@@ -106,6 +127,8 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"bench_sockets: {tool} is not installed", file=sys.stderr)
             return 2
+    # Measure portkit as installed: byte-compiled (pip does this; PYTHONDONTWRITEBYTECODE may not).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "portkit")], check=False)
     subprocess.run(["ip", "netns", "del", NETNS], stderr=subprocess.DEVNULL, check=False)
     subprocess.run(["ip", "netns", "add", NETNS], check=True)
     holders: list[subprocess.Popen[str]] = []
@@ -149,6 +172,12 @@ def main() -> int:
         )
         _compare(
             "version (start-up floor)  vs ss -tan", [PORTKIT, "--version"], ["ss", "-tan"], None, args.runs
+        )
+        library = _library(args.runs)
+        ss_time = statistics.median(_time(["ss", "-tan"]) for _ in range(args.runs))
+        print(
+            f"{'library: list_sockets + JSON, in-process':<46} portkit {library * 1000:8.1f} ms   "
+            f"ss    {ss_time * 1000:8.1f} ms   ratio {library / ss_time:5.2f}x  (no interpreter start-up)"
         )
         psutil_time = _psutil_reference(max(3, args.runs // 2))
         print(

@@ -41,6 +41,9 @@ class SocketQuery:
     process_names: tuple[str, ...] = ()
     with_processes: bool = False
     tcp_info: bool = False
+    # TCP sockets in these states are counted per namespace (Inventory.counted), not listed:
+    # "how many connections does :443 serve" stays cheap when the answer is 50,000.
+    count_states: frozenset[TcpState] = frozenset()
 
     @property
     def needs_processes(self) -> bool:
@@ -55,10 +58,10 @@ class SocketQuery:
 
         return compile_filter(matches)
 
-    def kernel_states(self) -> frozenset[TcpState]:
-        if self.listening:
-            return self.states & LISTENING
-        return self.states
+    def kernel_states(self, transport: Transport) -> frozenset[TcpState]:
+        """States to list for one transport (TCP's count_states are asked for on top, to count)."""
+        states = self.states & LISTENING if self.listening else self.states
+        return states - self.count_states if transport is Transport.TCP else states
 
     def keeps(self, row: Socket) -> bool:
         """The filters applied after the kernel's: listening-only UDP, users, pids, process names."""
@@ -86,6 +89,7 @@ class Inventory:
     processes_complete: bool = True
     hidden_pids: int = 0
     warnings: tuple[str, ...] = ()
+    counted: dict[str | None, int] = field(default_factory=dict)
     _processes: dict[int, ProcessInfo] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -207,9 +211,9 @@ def _read_namespace(
     query: SocketQuery,
     backend: str,
     owners: dict[int, tuple[ProcessInfo, ...]] | None = None,
-) -> tuple[list[Socket], str]:
-    """The rows of one namespace, through netlink when possible."""
-    states = query.kernel_states()
+) -> tuple[list[Socket], str, int]:
+    """The rows of one namespace through netlink when possible, and how many were only counted."""
+    tally = [0]
 
     fell_back: list[Transport] = []
 
@@ -223,11 +227,13 @@ def _read_namespace(
                     dump_all(
                         [transport],
                         query.families,
-                        states,
+                        query.kernel_states(transport),
                         bytecode=query.bytecode_for(transport),
                         tcp_info=query.tcp_info,
                         netns=namespace.label,
                         owners=owners,
+                        count_states=query.count_states if transport is Transport.TCP else (),
+                        tally=tally,
                     )
                 )
             except DumpError:
@@ -244,9 +250,16 @@ def _read_namespace(
         rows: list[Socket] = []
         for transport in transports:
             matches = [m for m in query.ports if m.applies_to(transport.value)]
+            counting = query.count_states if transport is Transport.TCP else frozenset()
+            states = query.kernel_states(transport)
 
             def keep(family: int, state: TcpState, sport: int, dport: int) -> bool:
-                return state in states and all(m.matches(sport, dport) for m in matches)  # noqa: B023
+                if not all(m.matches(sport, dport) for m in matches):  # noqa: B023
+                    return False
+                if state in counting:  # noqa: B023
+                    tally[0] += 1
+                    return False
+                return state in states  # noqa: B023 (called before the loop moves on)
 
             rows.extend(
                 read_tables(
@@ -268,22 +281,25 @@ def _read_namespace(
 
     if backend == "proc":
         try:
-            return _netns.run_in(namespace, via_proc_owned), "proc"
+            return _netns.run_in(namespace, via_proc_owned), "proc", tally[0]
         except PortkitError:
             if namespace.pid:
-                return via_member(), "proc"
+                tally[0] = 0
+                return via_member(), "proc", tally[0]
             raise
     try:
         rows = _netns.run_in(namespace, via_netlink)
-        return rows, "netlink+proc" if fell_back else "netlink"
+        return rows, "netlink+proc" if fell_back else "netlink", tally[0]
     except PortkitError:
         if namespace.pid:
-            return via_member(), "proc"
+            tally[0] = 0
+            return via_member(), "proc", tally[0]
         raise
     except OSError:
         if backend == "netlink":
             raise
-        return _netns.run_in(namespace, via_proc_owned), "proc"
+        tally[0] = 0
+        return _netns.run_in(namespace, via_proc_owned), "proc", tally[0]
 
 
 def _with_owners(rows: list[Socket], owners: dict[int, tuple[ProcessInfo, ...]] | None) -> list[Socket]:
@@ -310,6 +326,7 @@ def list_sockets(
     rows: list[Socket] = []
     used: set[str] = set()
     warnings: list[str] = []
+    counted: dict[str | None, int] = {}
     owners: OwnerMap | None = None
     processes: dict[int, ProcessInfo] = {}
     by_inode: dict[int, tuple[ProcessInfo, ...]] | None = None
@@ -322,7 +339,7 @@ def list_sockets(
         by_inode, processes = _describe_owners(owners)
     for namespace in namespaces:
         try:
-            found, how = _read_namespace(namespace, query, backend, by_inode)
+            found, how, tallied = _read_namespace(namespace, query, backend, by_inode)
         except (PortkitError, OSError) as exc:
             if not all_netns:
                 if isinstance(exc, PortkitError):
@@ -332,6 +349,8 @@ def list_sockets(
             continue
         rows.extend(found)
         used.add(how)
+        if query.count_states:
+            counted[namespace.label] = tallied
     if query.needs_processes and owners is None:
         rows, owners, processes = attribute_rows(rows)
     kept = tuple(row for row in rows if query.keeps(row)) if _post_filters(query) else tuple(rows)
@@ -347,6 +366,7 @@ def list_sockets(
         processes_complete=owners.complete if owners is not None else True,
         hidden_pids=owners.hidden_pids if owners is not None else 0,
         warnings=tuple(warnings),
+        counted=counted,
         _processes=processes,
     )
 
@@ -361,46 +381,6 @@ def _namespaces(netns: str | None, all_netns: bool, backend: str) -> list[_netns
     if netns:
         return [_netns.named_namespace(netns)]
     return [_netns.Namespace(None, _netns.current_inode(), None, os.getpid())]
-
-
-def count_sockets(
-    query: SocketQuery,
-    *,
-    netns: str | None = None,
-    all_netns: bool = False,
-    backend: str = "auto",
-) -> dict[str | None, int]:
-    """How many sockets match `query` (kernel-side filters only), per namespace label.
-
-    Counting skips building rows, so "how many connections does :443 serve" stays cheap
-    when the answer is tens of thousands.
-    """
-    counts: dict[str | None, int] = {}
-    for namespace in _namespaces(netns, all_netns, backend):
-
-        def count_here() -> int:
-            from portkit.sockets._netlink import count_all
-
-            return count_all(
-                query.transports,
-                query.families,
-                query.kernel_states(),
-                bytecodes={t: query.bytecode_for(t) for t in query.transports},
-            )
-
-        try:
-            if backend == "proc":
-                raise OSError("the /proc backend has no counting path")
-            counts[namespace.label] = _netns.run_in(namespace, count_here)
-        except (PortkitError, OSError):
-            try:
-                found, _how = _read_namespace(namespace, query, backend)
-            except (PortkitError, OSError):
-                if not all_netns:
-                    raise
-                continue
-            counts[namespace.label] = len(found)
-    return counts
 
 
 def _post_filters(query: SocketQuery) -> bool:

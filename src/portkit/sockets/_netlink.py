@@ -132,10 +132,13 @@ def decode(
     netns: str | None = None,
     with_info: bool = False,
     owners: dict[int, tuple[ProcessInfo, ...]] | None = None,
+    count_mask: int = 0,
+    tally: list[int] | None = None,
 ) -> bool:
     """Append the sockets in one recv() buffer to `rows`; True once NLMSG_DONE is seen.
 
     `owners` (inode -> processes), when given, fills each row's processes as it is built.
+    Sockets whose state bit is in `count_mask` are only counted, in `tally[0]`.
     """
     unpack_row = _ROW.unpack_from
     ntop = socket.inet_ntop
@@ -156,7 +159,9 @@ def decode(
             )
         else:
             mlen, mtype = _NLMSGHDR.unpack_from(buf, off)[:2]
-        if mtype == SOCK_DIAG_BY_FAMILY:
+        if mtype == SOCK_DIAG_BY_FAMILY and count_mask and (count_mask >> state) & 1:
+            tally[0] += 1  # type: ignore[index]
+        elif mtype == SOCK_DIAG_BY_FAMILY:
             if family == 2:
                 version = 4
                 local = v4.get(src)
@@ -278,17 +283,37 @@ class SockDiagClient:
         netns: str | None = None,
         rows: list[Socket] | None = None,
         owners: dict[int, tuple[ProcessInfo, ...]] | None = None,
+        count_states: Iterable[TcpState] = (),
+        tally: list[int] | None = None,
     ) -> list[Socket]:
-        """Every socket of one transport and family in `states` that passes `bytecode`."""
+        """Every socket of one transport and family in `states` that passes `bytecode`.
+
+        Sockets in `count_states` are not built but counted into `tally[0]`.
+        """
         self._seq += 1
+        count_mask = state_mask(count_states)
         request = build_request(
-            transport, family, state_mask(states), seq=self._seq, tcp_info=tcp_info, bytecode=bytecode
+            transport,
+            family,
+            state_mask(states) | count_mask,
+            seq=self._seq,
+            tcp_info=tcp_info,
+            bytecode=bytecode,
         )
         self._sock.send(request)
         out: list[Socket] = [] if rows is None else rows
         recv = self._sock.recv
         with_info = tcp_info and transport is Transport.TCP
-        while not decode(recv(65536), transport, out, netns=netns, with_info=with_info, owners=owners):
+        while not decode(
+            recv(65536),
+            transport,
+            out,
+            netns=netns,
+            with_info=with_info,
+            owners=owners,
+            count_mask=count_mask,
+            tally=tally if tally is not None else [0],
+        ):
             pass
         return out
 
@@ -302,9 +327,12 @@ def dump_all(
     tcp_info: bool = False,
     netns: str | None = None,
     owners: dict[int, tuple[ProcessInfo, ...]] | None = None,
+    count_states: Iterable[TcpState] = (),
+    tally: list[int] | None = None,
 ) -> list[Socket]:
     """Every wanted socket of this namespace over one netlink socket, in ss's order (tcp, udp, raw)."""
     wanted = list(states)
+    counted = list(count_states)
     rows: list[Socket] = []
     with SockDiagClient() as client:
         for transport in transports:
@@ -318,6 +346,8 @@ def dump_all(
                     netns=netns,
                     rows=rows,
                     owners=owners,
+                    count_states=counted,
+                    tally=tally,
                 )
     return rows
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from portkit.model import Protocol, validate_port
 from portkit.sockets._bytecode import PortMatch
-from portkit.sockets._inventory import Inventory, SocketQuery, attribute_rows, count_sockets, list_sockets
-from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
+from portkit.sockets._inventory import Inventory, SocketQuery, attribute_rows, list_sockets
+from portkit.sockets._model import Socket, TcpState, Transport
 from portkit.sockets._process import ProcessInfo
 
 
@@ -210,28 +210,20 @@ def who_holds(
     )
     on_port = (PortMatch("src", ((port, port),)),)
     established = frozenset({TcpState.ESTABLISHED})
-    # Everything but established connections, as rows: holders, TIME-WAIT, closing ones.
-    query = SocketQuery(transports=transports, states=ALL_STATES - established, ports=on_port)
+    # Established TCP sockets are counted, not built: a busy port has tens of thousands, and
+    # where a listener lives they are simply the connections it serves.
+    query = SocketQuery(transports=transports, ports=on_port, count_states=established)
     inventory = list_sockets(query, netns=netns, all_netns=all_netns, backend=backend)
     listening_in = {
         r.netns for r in inventory.sockets if r.transport is Transport.TCP and r.state is TcpState.LISTEN
     }
     rows = list(inventory.sockets)
-    served = 0
-    # Established TCP sockets where a listener lives are the connections it serves: they are
-    # only counted, since a busy port has tens of thousands. Anything else is read as rows.
-    tcp_established = SocketQuery(transports=(Transport.TCP,), states=established, ports=on_port)
-    if Transport.TCP in transports and listening_in:
-        counts = count_sockets(tcp_established, netns=netns, all_netns=all_netns, backend=backend)
-        served = sum(n for label, n in counts.items() if label in listening_in)
-        if any(n for label, n in counts.items() if label not in listening_in):
-            extra = list_sockets(tcp_established, netns=netns, all_netns=all_netns, backend=backend)
-            rows.extend(r for r in extra.sockets if r.netns not in listening_in)
-    elif Transport.TCP in transports:
-        rows.extend(list_sockets(tcp_established, netns=netns, all_netns=all_netns, backend=backend).sockets)
-    if Transport.UDP in transports:
-        udp = SocketQuery(transports=(Transport.UDP,), states=established, ports=on_port)
-        rows.extend(list_sockets(udp, netns=netns, all_netns=all_netns, backend=backend).sockets)
+    served = sum(n for label, n in inventory.counted.items() if label in listening_in)
+    if any(n for label, n in inventory.counted.items() if label not in listening_in):
+        # Established sockets with no listener behind them are client ends: those we list.
+        tcp_established = SocketQuery(transports=(Transport.TCP,), states=established, ports=on_port)
+        extra = list_sockets(tcp_established, netns=netns, all_netns=all_netns, backend=backend)
+        rows.extend(r for r in extra.sockets if r.netns not in listening_in)
     # Only holders and client ends need their process.
     sorted_out = explain_port_use(port, protocol, rows)
     attributed, owners, processes = attribute_rows([*sorted_out.holders, *sorted_out.clients])
