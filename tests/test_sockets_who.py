@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -148,3 +149,37 @@ def test_bad_input_exits_2_with_one_line(cli: Any, args: list[str]) -> None:
     assert result.status == 2, (result.stdout, result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["netlink", "proc"])
+def test_served_connections_are_counted_on_both_backends(cli: Any, backend: str) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    pairs = []
+    try:
+        for _ in range(5):
+            client = socket.create_connection(listener.getsockname())
+            pairs.append((client, listener.accept()[0]))
+        port = listener.getsockname()[1]
+        doc = cli("who", f"{port}/tcp", "--json", "--backend", backend).json()
+        assert doc["connections"] == 5 and doc["clients"] == []
+        assert [p["pid"] for p in doc["processes"]] == [os.getpid()]
+    finally:
+        for client, server in pairs:
+            client.close()
+            server.close()
+        listener.close()
+
+
+def test_connected_udp_socket_is_a_client(cli: Any) -> None:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.bind(("::1", 0))
+    sock.connect(("::1", 9))
+    try:
+        port = sock.getsockname()[1]
+        doc = cli("who", f"{port}/udp", "--json").json()
+        assert doc["holders"] == [] and [c["state"] for c in doc["clients"]] == ["ESTAB"]
+        assert doc["clients"][0]["processes"][0]["pid"] == os.getpid()
+    finally:
+        sock.close()
