@@ -9,8 +9,10 @@ are converted once per distinct value, and states come from a table instead of a
 
 from __future__ import annotations
 
+# The C module behind `socket`: the same functions, without the 5 ms socket.py spends turning
+# its constants into enums at import, which `portkit ls` would pay on every run.
+import _socket as socket
 import os
-import socket
 import struct
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
