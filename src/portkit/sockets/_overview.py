@@ -101,10 +101,17 @@ class Concern:
         listener = self.listener
         who = ", ".join(str(p) for p in listener.processes) or "unknown process"
         name = listener.service.name or "unknown service"
-        return f"{listener.port}/{listener.transport} ({name}, {who}) on {listener.exposure}: {self.reason}"
+        where = f"{listener.exposure}" + (f" of netns {listener.netns}" if listener.netns else "")
+        return f"{listener.port}/{listener.transport} ({name}, {who}) on {where}: {self.reason}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"protocol": self.listener.transport.value, "port": self.listener.port, "reason": self.reason}
+        listener = self.listener
+        return {
+            "protocol": listener.transport.value,
+            "port": listener.port,
+            "netns": listener.netns,
+            "reason": self.reason,
+        }
 
 
 def _risk_rule(l: Listener) -> str:  # noqa: E741
