@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fixtures_sockets as fx
@@ -114,6 +114,7 @@ ranges = st.lists(st.tuples(ports, ports).map(lambda t: (min(t), max(t))), min_s
 sides = st.sampled_from(["src", "dst", "any"])
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(sides, ranges), min_size=1, max_size=3), ports, ports)
 def test_bytecode_runs_like_the_python_filter(matches: list[Any], sport: int, dport: int) -> None:
     built = [PortMatch(side, tuple(r)) for side, r in matches]
