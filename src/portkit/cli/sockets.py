@@ -297,6 +297,7 @@ def _listener_process(listener: Listener) -> str:
 def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) -> None:
     """This host at a glance: listeners by exposure, their connections, and what is worth a look."""
     from portkit.sockets._overview import Exposure, build_overview, registry_facts
+    from portkit.sockets._procs import user_name
 
     listeners = list_sockets(
         SocketQuery(listening=True, states=ALL_STATES, with_processes=True),
@@ -338,7 +339,7 @@ def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) ->
         rows = []
         for listener in group:
             owner = ", ".join(listener.containers or listener.units) or "-"
-            users = ", ".join(dict.fromkeys(p.user for p in listener.processes)) or str(listener.uid)
+            users = ", ".join(dict.fromkeys(p.user for p in listener.processes)) or user_name(listener.uid)
             cells: list[Any] = [
                 f"{listener.port}/{listener.transport}",
                 listener.service.name or "-",
@@ -394,7 +395,8 @@ def who(
         emit_json(use.to_json())
         raise click.exceptions.Exit(0 if use.in_use else 1)
     if not use.in_use:
-        click.echo(f"Nothing uses port {label}" + (f" ({use.service})" if use.service else "") + ".")
+        where = "" if netns or all_netns else " in this network namespace (--all-netns looks in every one)"
+        click.echo(f"Nothing uses port {label}" + (f" ({use.service})" if use.service else "") + f"{where}.")
         raise click.exceptions.Exit(1)
     if not as_json:
         _print_who(use, inventory, label)
@@ -418,6 +420,8 @@ def who(
 
 
 def _print_who(use: Any, inventory: Inventory, label: str) -> None:
+    from portkit.sockets._procs import user_name
+
     service = f" ({use.service})" if use.service else ""
     if use.holders:
         click.echo(f"Port {label}{service} is held by:")
@@ -426,7 +430,9 @@ def _print_who(use: Any, inventory: Inventory, label: str) -> None:
             netns = [row.netns or "-"] if inventory.namespaces and len(inventory.namespaces) > 1 else []
             if not row.processes:
                 owner = _NO_OWNER if inventory.owner_unknown(row) else "-"
-                rows.append([*netns, row.transport.value, row.local_text, owner, "", str(row.uid), "", ""])
+                rows.append(
+                    [*netns, row.transport.value, row.local_text, owner, "", user_name(row.uid), "", ""]
+                )
             for p in row.processes:
                 place = p.container_name or p.container[:12] or p.unit or "-"
                 rows.append(

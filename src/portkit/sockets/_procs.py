@@ -10,6 +10,7 @@ names, the docker API socket when it exists).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable
@@ -18,6 +19,17 @@ from dataclasses import dataclass, field
 from portkit.sockets._process import ProcessInfo
 
 _SOCKET_PREFIX = "socket:["
+
+
+@functools.lru_cache(maxsize=256)
+def user_name(uid: int) -> str:
+    """The login name of a uid, or the number when /etc/passwd does not know it."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 @dataclass
@@ -209,7 +221,6 @@ class ProcessTable:
     def __init__(self) -> None:
         self._cache: dict[int, ProcessInfo | None] = {}
         self._names: dict[int, tuple[str, int]] = {}
-        self._users: dict[int, str] = {}
         self._containers: list[dict[str, object]] | None = None
 
     def _stat(self, pid: int) -> tuple[str, int]:
@@ -227,16 +238,7 @@ class ProcessTable:
         return found
 
     def user(self, uid: int) -> str:
-        name = self._users.get(uid)
-        if name is None:
-            import pwd
-
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                name = str(uid)
-            self._users[uid] = name
-        return name
+        return user_name(uid)
 
     def describe(self, pid: int) -> ProcessInfo | None:
         if pid in self._cache:
