@@ -44,40 +44,54 @@ def test_who_agrees_with_lsof(cli: Any) -> None:
         assert [p["pid"] for p in cli("who", str(port), "--json").json()["processes"]] == [proc.pid]
 
 
-def test_time_wait_only_port_is_explained() -> None:
-    from portkit.sockets import who_holds
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    client = socket.create_connection(listener.getsockname())
-    server, _ = listener.accept()
-    port = client.getsockname()[1]
+# Both scenes run in a private namespace: on the host, other programs' sockets can share an
+# ephemeral port with ours (to other destinations) and would change the answer.
+SCENE_CODE = r"""
+import socket, sys
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+client = socket.create_connection(listener.getsockname())
+server, _ = listener.accept()
+print(client.getsockname()[1], flush=True)
+if sys.argv[1] == "time-wait":
     client.close()  # the active closer keeps the TIME-WAIT
     server.close()
     listener.close()
-    time.sleep(0.1)
-    use, _ = who_holds(port)
-    assert not use.holders and len(use.time_wait) == 1
-    assert "TIME-WAIT" in use.explanation and "SO_REUSEADDR" in use.explanation
-    assert use.in_use
+    print("closed", flush=True)
+sys.stdin.read()
+"""
 
 
-def test_client_only_port_is_explained(cli: Any) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    client = socket.create_connection(listener.getsockname())
-    server, _ = listener.accept()
-    try:
-        port = client.getsockname()[1]
-        doc = cli("who", f"{port}/tcp", "--json").json()
-        assert doc["holders"] == [] and len(doc["clients"]) == 1
-        assert "client" in doc["explanation"] and "SO_REUSEADDR" in doc["explanation"]
-        assert [p["pid"] for p in doc["clients"][0]["processes"]] == [__import__("os").getpid()]
-    finally:
-        for sock in (client, server, listener):
-            sock.close()
+@fx.needs_root
+@pytest.mark.parametrize("scene", ["time-wait", "client"])
+def test_ports_without_a_holder_are_explained(cli: Any, scene: str) -> None:
+    with fx.named_netns() as ns:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", SCENE_CODE, scene],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline())
+            if scene == "time-wait":
+                assert proc.stdout.readline().strip() == "closed"
+                time.sleep(0.1)
+            doc = cli("who", f"{port}/tcp", "--netns", ns, "--json").json()
+            assert doc["holders"] == [] and doc["in_use"] is True
+            assert "SO_REUSEADDR" in doc["explanation"]
+            if scene == "time-wait":
+                assert doc["time_wait"] == 1 and doc["clients"] == []
+                assert "TIME-WAIT" in doc["explanation"]
+            else:
+                assert len(doc["clients"]) == 1 and doc["time_wait"] == 0
+                assert "client" in doc["explanation"]
+                assert [p["pid"] for p in doc["clients"][0]["processes"]] == [proc.pid]
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def test_free_port_exits_1(cli: Any) -> None:
