@@ -98,9 +98,16 @@ class Inventory:
         return self._processes
 
     def owner_unknown(self, row: Socket) -> bool:
-        """True when a process holds this socket but this user may not see which (root would)."""
+        """True when a process holds this socket but this user may not see which (root would).
+
+        Only other users' sockets qualify: our own processes' fds are always readable.
+        """
         return (
-            self.processes_looked_up and not row.processes and not self.processes_complete and row.inode != 0
+            self.processes_looked_up
+            and not row.processes
+            and not self.processes_complete
+            and row.inode != 0
+            and row.uid != os.geteuid()
         )
 
     def root_note(self) -> str:

@@ -87,8 +87,8 @@ def find_owners(wanted: set[int] | None, *, prefer_uids: Iterable[int] = ()) -> 
             pass
         finally:
             os.close(fd_dir)
-        # Stopping at the first holder trades completeness for speed, as the issue asks: a
-        # socket shared by several processes (a pre-forked server) names the first one found.
+        # Stopping at the first holder keeps `who` cheap; the price is that a socket shared by
+        # several processes (a pre-forked server's listener) names only the first one found.
         if remaining is not None and not remaining:
             break
     return result
