@@ -34,7 +34,7 @@ def _netns_options(fn: Any) -> Any:
         type=click.Choice(BACKENDS),
         default="auto",
         show_default=True,
-        help="Read sockets via netlink sock_diag, /proc/net, or netlink with /proc as fallback.",
+        help="auto: netlink sock_diag, falling back to /proc/net; netlink or proc: only that one.",
     )(fn)
 
 
@@ -134,9 +134,19 @@ def _emit_inventory_json(inventory: Inventory) -> None:
     metavar="STATE",
     help="ss state names or groups: established, listen, time-wait, connected, ... (repeatable).",
 )
-@click.option("--pid", "pids", multiple=True, type=int, help="Sockets held by this pid (repeatable).")
-@click.option("--user", "users", multiple=True, help="Sockets owned by this user name or uid (repeatable).")
-@click.option("--process", "names", multiple=True, help="Sockets of processes whose name contains this.")
+@click.option(
+    "--pid", "pids", multiple=True, type=int, metavar="PID", help="Sockets held by this pid (repeatable)."
+)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="USER",
+    help="Sockets owned by this user name or uid (repeatable).",
+)
+@click.option(
+    "--process", "names", multiple=True, metavar="NAME", help="Sockets of processes whose name contains this."
+)
 @click.option(
     "-p/-P",
     "--processes/--no-processes",
@@ -154,7 +164,11 @@ def _emit_inventory_json(inventory: Inventory) -> None:
     help="Refresh every SECONDS (default 2), marking sockets that appeared (+) or went away (-).",
 )
 @click.option(
-    "--count", type=click.IntRange(min=1), default=None, help="With --watch: stop after this many refreshes."
+    "--count",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="With --watch: stop after this many refreshes.",
 )
 @_netns_options
 @json_option
