@@ -151,3 +151,24 @@ def test_raw_sockets_match_ss_w(cli: Any) -> None:
     finally:
         raw4.close()
         raw6.close()
+
+
+def test_pid_user_and_process_filters_match_ss_p(cli: Any) -> None:
+    with fx.listener_process("4", "tcp") as (proc, port):
+        doc = _ls(cli, "--all", "--pid", str(proc.pid))
+        ours = {(r["local"]["port"], r["remote"]["port"], r["inode"]) for r in doc["sockets"]}
+        assert all([p["pid"] for p in r["processes"]] == [proc.pid] for r in doc["sockets"])
+        out = fx.subprocess.run(["ss", "-Htanpe"], capture_output=True, text=True, check=True).stdout
+        theirs = set()
+        for line in out.splitlines():
+            if f"pid={proc.pid}," in line:
+                _state, _rq, _sq, local, peer, *extra = line.split()
+                ino = next(int(item[4:]) for item in extra if item.startswith("ino:"))
+                theirs.add((fx._split_endpoint(local)[1], fx._split_endpoint(peer)[1], ino))
+        assert ours == theirs and len(ours) == 3  # the listener and both ends of its connection
+        by_name = _ls(cli, "--all", "--process", "python", "--port", str(port))
+        assert {r["inode"] for r in by_name["sockets"]} >= {row[2] for row in ours}
+        me = fx.os.geteuid()
+        by_user = _ls(cli, "--all", "--user", str(me), "--port", str(port))
+        assert {r["uid"] for r in by_user["sockets"]} == {me} and len(by_user["sockets"]) == 3
+        assert _ls(cli, "--all", "--user", "nobody", "--port", str(port))["sockets"] == []
