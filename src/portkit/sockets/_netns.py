@@ -8,11 +8,12 @@ a netlink socket opened in that thread belongs to the namespace for good, and th
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from portkit.errors import PermissionNeeded, UsageError
 
@@ -88,11 +89,19 @@ def all_namespaces() -> list[Namespace]:
     return list(found.values())
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    import ctypes
+
+    # The interpreter's own symbols include libc's: no ctypes.util.find_library (which runs
+    # ldconfig) on every namespace entered.
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _setns(fd: int) -> None:
     import ctypes
-    import ctypes.util
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = _libc()
     if libc.setns(fd, CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
