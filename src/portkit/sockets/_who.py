@@ -246,7 +246,8 @@ def who_holds(
             found = facts(port, transport)
             if found.name:
                 name = found.name
-                risk = found.risk + (f"; safer: {found.alternative}" if found.alternative else "")
+                if found.risk:
+                    risk = found.risk + (f"; safer: {found.alternative}" if found.alternative else "")
                 break
     use = explain_port_use(
         port, protocol, final, served=served, service=name, root_note=inventory.root_note(), risk=risk
