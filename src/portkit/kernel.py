@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from portkit.model.portspec import PortRange, normalise_ranges
+from portkit.model.ports import PortRange, normalise_ranges
 
 PROC_NET = Path("/proc/sys/net/ipv4")
 CAP_NET_BIND_SERVICE = 10
