@@ -232,34 +232,21 @@ def build_overview(
 def registry_facts() -> Callable[[int, Transport], ServiceFacts]:
     """Service facts from `portkit.registry.default_registry()`, cached per port.
 
-    Names come from the built-in table, then /etc/services, then the IANA cache. The
-    nmap-services layer is left out on purpose: its 27,000 entries take a third of a second to
-    load, which `portkit who` cannot afford, and it names ephemeral ports misleadingly.
+    The built-in table speaks first (loaded once: an overview asks about many ports): when
+    several of its entries share a port (ssh, sftp and scp on 22), the one with a risk note is
+    the service itself, then the most common one. For ports it does not know, the name is
+    `Registry.name_for` (/etc/services, IANA, nmap-services, each asked about that one port).
     """
     from portkit.registry import Source, default_registry
 
     registry = default_registry()
     builtin: dict[tuple[Any, int], Any] = {}
-    # Several built-in entries can share a port (ssh, sftp and scp on 22): the one with a risk
-    # note is the service itself, then the most common one.
     for service in registry.layer(Source.BUILTIN):
         if service.port == service.last_port:
             key = (service.protocol, service.port)
             best = builtin.get(key)
             if best is None or (not best.risk, best.commonness) > (not service.risk, service.commonness):
                 builtin[key] = service
-    others: dict[tuple[Any, int], str] | None = None
-
-    def other_name(protocol: Any, port: int) -> str:
-        nonlocal others
-        if others is None:
-            others = {}
-            for source in (Source.SYSTEM, Source.IANA):
-                for service in registry.layer(source):
-                    if service.name and service.port == service.last_port:
-                        others.setdefault((service.protocol, service.port), service.name)
-        return others.get((protocol, port), "")
-
     cache: dict[tuple[int, Transport], ServiceFacts] = {}
 
     def facts(port: int, transport: Transport) -> ServiceFacts:
@@ -273,7 +260,7 @@ def registry_facts() -> Callable[[int, Transport], ServiceFacts]:
             elif entry is not None:
                 found = ServiceFacts(entry.name, entry.category, entry.risk, entry.alternative)
             else:
-                found = ServiceFacts(name=other_name(protocol, port))
+                found = ServiceFacts(name=registry.name_for(port, protocol))
             cache[key] = found
         return found
 
