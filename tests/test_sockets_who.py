@@ -141,6 +141,8 @@ def test_who_inside_a_named_netns(cli: Any) -> None:
     "args",
     [
         ["who", "70000"],
+        ["who", "²"],
+        ["ls", "--user", "²"],
         ["who", "http-alt"],
         ["who", "80/icmp"],
         ["who", "80/sctp"],

@@ -436,7 +436,7 @@ def _describe_owners(owners: OwnerMap) -> tuple[dict[int, tuple[ProcessInfo, ...
 def parse_user(text: str) -> int:
     """A user name or numeric uid, as `--user` takes it."""
     raw = text.strip()
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():  # str.isdigit alone accepts '²', which int() refuses
         return int(raw)
     import pwd
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from portkit.errors import UsageError
 from portkit.model import Protocol, validate_port
 from portkit.sockets._bytecode import PortMatch
 from portkit.sockets._inventory import Inventory, SocketQuery, attribute_rows, list_sockets
@@ -178,13 +179,13 @@ def explain_port_use(
 def parse_port_proto(text: str) -> tuple[int, Protocol | None]:
     """`8080`, `53/udp`, `443/tcp` -> (port, protocol or None for both)."""
     number, sep, proto = text.strip().partition("/")
+    if not number.isascii():  # validate_port's isdigit() lets '²' through to int()
+        raise UsageError(f"invalid port {number!r}: ports are whole numbers 0-65535")
     port = validate_port(number)
     if not sep:
         return port, None
     protocol = Protocol.parse(proto)
     if protocol is Protocol.SCTP:
-        from portkit.errors import UsageError
-
         raise UsageError(
             f"invalid protocol in {text!r}: expected tcp or udp (portkit lists tcp and udp sockets)"
         )
