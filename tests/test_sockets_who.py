@@ -143,6 +143,7 @@ def test_who_inside_a_named_netns(cli: Any) -> None:
         ["who", "70000"],
         ["who", "²"],
         ["ls", "--user", "²"],
+        ["ls", "--port", "8²"],
         ["who", "http-alt"],
         ["who", "80/icmp"],
         ["who", "80/sctp"],

@@ -49,6 +49,10 @@ def _process_text(inventory: Inventory, row: Socket) -> str:
 def _port_matches(text: str | None, side: str) -> tuple[PortMatch, ...]:
     if not text:
         return ()
+    if not text.isascii():  # parse_port_spec's isdigit() would let '²' through to int()
+        raise UsageError(
+            f"invalid port spec {text!r}: expected ports such as 22, 1-1024, 80,443 or T:80,U:53"
+        )
     from portkit.model import parse_port_spec
     from portkit.sockets._bytecode import matches_from_spec
 
