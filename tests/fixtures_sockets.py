@@ -220,10 +220,10 @@ def listener_process(
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """A child Python listening on loopback (with one connection to itself); yields (process, port)."""
     cmd = [sys.executable, "-c", LISTENER_CODE, family, proto]
+    if prefix:  # e.g. setpriv: applied inside the namespace, after `ip netns exec` entered it
+        cmd = [*prefix, *cmd]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
-    if prefix:
-        cmd = [*prefix, *cmd]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

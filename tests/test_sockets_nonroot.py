@@ -81,3 +81,15 @@ def test_entering_a_namespace_says_it_needs_root(nobody_env: dict[str, str]) -> 
         result = as_nobody(nobody_env, "ls", "--netns", ns)
         assert result.returncode == 1
         assert "needs root" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_all_netns_without_root_reads_namespaces_through_a_member(nobody_env: dict[str, str]) -> None:
+    # A namespace where one of our own processes lives (a rootless container, say): setns is
+    # refused without root, but that process's /proc/PID/net shows the namespace's tables.
+    with fx.named_netns() as ns, fx.listener_process("4", "tcp", netns=ns, prefix=AS_NOBODY) as (_proc, port):
+        result = as_nobody(nobody_env, "ls", "--all-netns", "--json", "--port", str(port))
+        assert result.returncode == 0, result.stderr
+        doc = json.loads(result.stdout)
+        rows = [r for r in doc["sockets"] if r["netns"] == ns]
+        assert [(r["state"], r["local"]["port"]) for r in rows] == [("LISTEN", port)]
+        assert "proc" in doc["backend"]  # setns is refused; /proc/PID/net of a member is not

@@ -68,24 +68,26 @@ def named_namespace(name: str) -> Namespace:
 
 
 def all_namespaces() -> list[Namespace]:
-    """Every network namespace a process lives in, plus every named one; this process's first."""
+    """Every network namespace a process lives in, plus every named one; this process's first.
+
+    Each keeps the pid of one member when it has any: without root, setns is refused, but
+    that member's /proc/PID/net still shows the namespace's tables.
+    """
     own = current_inode()
-    names = {inode: name for name, inode in named_namespaces().items()}
+    members: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                members.setdefault(os.stat(f"/proc/{entry}/ns/net").st_ino, int(entry))
+            except OSError:
+                continue
     found: dict[int, Namespace] = {own: Namespace(None, own, None, os.getpid())}
     for name, inode in named_namespaces().items():
         if inode not in found:
-            found[inode] = Namespace(name, inode, f"{NETNS_RUN_DIR}/{name}")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        path = f"/proc/{entry}/ns/net"
-        try:
-            inode = os.stat(path).st_ino
-        except OSError:
-            continue
+            found[inode] = Namespace(name, inode, f"{NETNS_RUN_DIR}/{name}", members.get(inode, 0))
+    for inode, pid in members.items():
         if inode not in found:
-            label = names.get(inode) or f"net:[{inode}]"
-            found[inode] = Namespace(label, inode, path, int(entry))
+            found[inode] = Namespace(f"net:[{inode}]", inode, f"/proc/{pid}/ns/net", pid)
     return list(found.values())
 
 
