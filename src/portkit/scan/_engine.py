@@ -106,6 +106,26 @@ class _Collector:
         self.ttls: dict[int, bytearray] = {}
         self.settled = 0
 
+    def record_batch(self, answers: list[tuple[int, int, int]]) -> None:
+        """`record` for many (key, response code, ttl) at once: a driver's receive batch."""
+        table, nports, codes_of = self.table, self.nports, self.codes
+        host, codes, ttls = -1, bytearray(), bytearray()
+        for key, rcode, ttl in answers:
+            outcome = table[rcode]
+            if not outcome:
+                continue
+            index = key - host * nports
+            if not 0 <= index < nports:  # another host than the last answer's
+                host, index = divmod(key, nports)
+                if host not in codes_of:
+                    codes_of[host] = bytearray(nports)
+                    self.ttls[host] = bytearray(nports)
+                codes, ttls = codes_of[host], self.ttls[host]
+            if not codes[index]:
+                self.settled += 1
+            codes[index] = outcome
+            ttls[index] = ttl if ttl < 256 else 255
+
     def record(self, key: int, rcode: int, ttl: int) -> None:
         outcome = self.table[rcode]
         if not outcome:
@@ -324,11 +344,17 @@ def _run_share(
     nports = len(ports)
 
     def order() -> Iterator[int]:
+        mine = perm.share(share, shares)
         if order_hosts is None and not hosts.targets.excluded:
             # Every index is a probe: host * nports + port_index is the index itself.
-            yield from perm.share(share, shares)
-            return
-        for i in perm.share(share, shares):
+            return mine
+        if order_hosts is not None and len(order_hosts) == 1:
+            # One live host (discovery ran): its probes are the index shifted, computed in C.
+            return map((order_hosts[0] * nports).__add__, mine)
+        return filtered(mine)
+
+    def filtered(mine: Iterator[int]) -> Iterator[int]:
+        for i in mine:
             h, p = divmod(i, nports)
             host = order_hosts[h] if order_hosts is not None else h
             if hosts.get(host) is not None:
@@ -353,7 +379,13 @@ def _run_share(
             from portkit.scan._raw import RawScanner
 
             scanner = RawScanner(
-                scan_type, hosts, ports, schedule, collector.record, our_port=_our_port(share)
+                scan_type,
+                hosts,
+                ports,
+                schedule,
+                collector.record,
+                our_port=_our_port(share),
+                record_batch=collector.record_batch,
             )
             try:
                 scanner.run(tick)

@@ -27,6 +27,7 @@ UDP_PORT_BASE = 33000
 UDP_PORT_SPAN = 16384
 
 _TCP = struct.Struct("!HHIIBBHHH")
+TCP_HEADER = _TCP  # ports, seq, ack, data offset, flags, window, checksum, urgent
 _IP_PROTO_TCP = 6
 _IP_PROTO_UDP = 17
 _IP_PROTO_ICMP = 1
@@ -47,8 +48,15 @@ class Cookie:
     def __call__(self, address: int, port: int) -> int:
         key = self._host_keys.get(address)
         if key is None:
-            key = self._host_keys[address] = hash(self.secret + address.to_bytes(16, "big"))
+            key = self.host_key(address)
         return hash((key, port)) & 0xFFFFFFFF
+
+    def host_key(self, address: int) -> int:
+        """The per-address key: `self(address, port) == hash((host_key, port)) & 0xFFFFFFFF`."""
+        key = self._host_keys.get(address)
+        if key is None:
+            key = self._host_keys[address] = hash(self.secret + address.to_bytes(16, "big"))
+        return key
 
     def tcp_seq(self, address: int, port: int) -> int:
         return self(address, port)

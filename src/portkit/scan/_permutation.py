@@ -67,8 +67,10 @@ class Permutation:
     def share(self, index: int, count: int) -> Iterator[int]:
         """Every `count`-th element from position `index`: one worker's part of the order."""
         if self._small is not None:
-            yield from self._small[index::count]
-            return
+            return iter(self._small[index::count])
+        return self._share(index, count)
+
+    def _share(self, index: int, count: int) -> Iterator[int]:
         n, feistel = self.n, self._feistel
         for position in range(index, n, count):
             x = feistel(position)

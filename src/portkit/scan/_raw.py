@@ -10,6 +10,7 @@ which try it answers, so nothing per probe is looked up but the schedule's pendi
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
 import select
 import socket
@@ -24,6 +25,7 @@ from portkit.scan._packets import (
     ACK,
     RST,
     SYN,
+    TCP_HEADER,
     TRY_MASK,
     UDP_PORT_BASE,
     UDP_PORT_SPAN,
@@ -32,6 +34,7 @@ from portkit.scan._packets import (
     TcpProbeBuilder,
     parse_icmp6,
     parse_ipv4_icmp,
+    parse_ipv4_tcp,
     parse_ipv4_udp,
     parse_tcp_segment,
     parse_udp_datagram,
@@ -42,6 +45,7 @@ from portkit.scan._schedule import Schedule
 from portkit.scan._states import NO_RESPONSE, RESPONSE_CODE, Response, ScanType, outcome_codes
 
 Record = Callable[[int, int, int], None]
+RecordBatch = Callable[[list[tuple[int, int, int]]], None]
 SendTo = Callable[[bytes, tuple[str, int]], int]
 Progress = Callable[[], None]
 
@@ -52,6 +56,17 @@ _SYN_ACK_CODE = RESPONSE_CODE[Response.SYN_ACK]
 _CMSG_SPACE = socket.CMSG_SPACE(4)
 _RCVBUF = 8 << 20
 _BATCH = 512
+# recvmmsg slots: an IPv4 header with the longest options (60 bytes) and a TCP header's first 20.
+_SLOT = 80
+# One slot: version/IHL, TTL, source address, ports, seq, ack, flags.
+_SLOT_HEAD = struct.Struct("!B7xB3xI4xHHIIxB46x")
+assert _SLOT_HEAD.size == _SLOT
+_DROP_ALL = [(0x06, 0, 0, 0)]
+
+
+def _record_each(record: Record, answers: list[tuple[int, int, int]]) -> None:
+    for key, rcode, ttl in answers:
+        record(key, rcode, ttl)
 
 
 def _bpf(instructions: list[tuple[int, int, int, int]]) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
@@ -147,13 +162,15 @@ class RawScanner:
         *,
         cookie: Cookie | None = None,
         our_port: int | None = None,
+        record_batch: RecordBatch | None = None,
     ) -> None:
         self.scan_type = scan_type
         self.hosts = hosts
         self.ports = list(ports)
-        self.port_index = {p: i for i, p in enumerate(self.ports)}
+        self.port_index = dict(zip(self.ports, range(len(self.ports)), strict=True))
         self.schedule = schedule
         self.record = record
+        self.record_batch = record_batch or functools.partial(_record_each, record)
         self.cookie = cookie or Cookie()
         self.our_port = our_port or 40000 + self.cookie(0, 0) % 20000 & ~TRY_MASK
         self.udp = scan_type is ScanType.UDP
@@ -163,14 +180,24 @@ class RawScanner:
         self._sockets: list[socket.socket] = []
         self._v4: tuple[socket.socket, socket.socket, socket.socket] | None = None
         self._v6: tuple[socket.socket, socket.socket, socket.socket] | None = None
+        self._slots = None
         if 4 in versions:
             sender = self._keep(_raw_socket(proto))
+            # A raw socket also receives every packet of its protocol: the sender never reads,
+            # so it keeps none (else the kernel copies each probe and reply into its queue).
+            _attach(sender, _DROP_ALL)
             replies = self._keep(_raw_socket(proto))
             _attach(replies, udp_reply_filter() if self.udp else tcp_reply_filter(self.our_port))
             self._v4 = (sender, replies, self._keep(_raw_socket(socket.IPPROTO_ICMP)))
+            if not self.udp:
+                from portkit.scan import _mmsg
+
+                if _mmsg.available():
+                    self._slots = _mmsg.SlotReceiver(replies, _SLOT, 1024)
         if 6 in versions:
             v6 = socket.AF_INET6
             sender = self._keep(_raw_socket(proto, v6))
+            _attach(sender, _DROP_ALL)
             # The kernel computes the checksum at this offset (UDP 6, TCP 16), pseudo-header included.
             sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, 6 if self.udp else 16)
             replies = self._keep(_raw_socket(proto, v6))
@@ -186,6 +213,8 @@ class RawScanner:
                 family[2].setblocking(False)
         self._numbers6: dict[str, int] = {}
         self._dests: dict[int, tuple[tuple[str, int], int, TcpProbeBuilder | None, SendTo]] = {}
+        # host index -> (sendto address, cookie host key, checksum base or -1 if not IPv4 TCP, sendto)
+        self._fast: dict[int, tuple[tuple[str, int], int, int, SendTo]] = {}
         self._flags = SYN if scan_type is ScanType.SYN else ACK
         self.by_number = hosts.by_number
         self.final = outcome_codes(scan_type)
@@ -221,6 +250,42 @@ class RawScanner:
                 sendto = self._v4[0].sendto
             dest = self._dests[index] = ((host.address, 0), host.number, builder, sendto)
         return dest
+
+    def _fast_destination(self, index: int) -> tuple[tuple[str, int], int, int, SendTo]:
+        address, number, builder, sendto = self._destination(index)
+        hsum = -1
+        if builder is not None and builder.checksum:
+            # Everything of the checksum but the port and the cookie (RFC 1071 sums are order-free).
+            hsum = builder.base + self.our_port
+        fast = self._fast[index] = (address, self.cookie.host_key(number), hsum, sendto)
+        return fast
+
+    def send_fresh(self, keys: list[int]) -> None:
+        """First tries: IPv4 TCP probes built inline, the rest through `send`. The hot path.
+
+        The checksum is the one's-complement sum taken modulo 0xFFFF (65536 = 1 there, so the
+        32-bit cookie goes in whole): -sum % 0xFFFF is exactly RFC 1071's folded complement.
+        """
+        nports, ports, fast_dests = self.nports, self.ports, self._fast
+        sport, flags, pack = self.our_port, self._flags, TCP_HEADER.pack
+        with_ack = self.scan_type is ScanType.ACK
+        slow: list[tuple[int, int]] = []
+        for key in keys:
+            index, port_index = divmod(key, nports)
+            address, hkey, hsum, sendto = fast_dests.get(index) or self._fast_destination(index)
+            if hsum < 0:
+                slow.append((key, 0))
+                continue
+            port = ports[port_index]
+            seq = hash((hkey, port)) & 0xFFFFFFFF
+            ack = seq if with_ack else 0
+            packet = pack(sport, port, seq, ack, 0x50, flags, 1024, -(hsum + port + seq + ack) % 0xFFFF, 0)
+            try:  # noqa: SIM105 (see send)
+                sendto(packet, address)
+            except OSError:
+                pass
+        if slow:
+            self.send(slow)
 
     def send(self, probes: list[tuple[int, int]]) -> None:
         """Send a batch of probes; this loop is the scan's hot path, so it keeps to locals."""
@@ -270,6 +335,49 @@ class RawScanner:
             self.record(key, rcode, ttl)
         return 1
 
+    def _drain_tcp_slots(self, now: float) -> int:
+        """`_drain_tcp` reading a batch of replies per syscall and unpacking them in C."""
+        assert self._slots is not None
+        read, final = self._slots.read, self.final
+        by_number, port_index, cookie = self.by_number, self.port_index, self.cookie
+        base, nports = self.our_port, self.nports
+        host_keys: dict[int, int] = {}
+        rst, syn_ack, iter_unpack = _RST_CODE, _SYN_ACK_CODE, _SLOT_HEAD.iter_unpack
+        answers: list[tuple[int, int, int, int]] = []
+        taken = 0
+        while True:
+            data = read()
+            if not data:
+                break
+            # The filter passed only TCP with RST or ACK to ports base..base+15, long enough
+            # to hold the flags: every field read below is the datagram's own.
+            for position, (vihl, ttl, address, port, our_port, seq, ack, flags) in enumerate(
+                iter_unpack(data)
+            ):
+                if vihl != 0x45:  # IP options: the general parser
+                    start = position * _SLOT
+                    taken += self._take(parse_ipv4_tcp(data[start : start + _SLOT]), now)
+                    continue
+                if flags & RST:
+                    rcode, seq = rst, (ack - 1) & 0xFFFFFFFF if flags & ACK else seq
+                elif flags & SYN:
+                    rcode, seq = syn_ack, (ack - 1) & 0xFFFFFFFF
+                else:
+                    continue
+                host = by_number.get(address)
+                index = port_index.get(port)
+                if host is None or index is None or not final[rcode]:
+                    continue
+                hkey = host_keys.get(address)
+                if hkey is None:
+                    hkey = host_keys[address] = cookie.host_key(address)
+                if seq != hash((hkey, port)) & 0xFFFFFFFF:
+                    continue
+                answers.append((host * nports + index, our_port - base, rcode, ttl))
+        if answers:
+            self.record_batch(self.schedule.answered_batch(answers, now))
+        return taken + len(answers)
+
     def _drain_tcp(self, now: float) -> int:
         """`_take(parse_ipv4_tcp(packet))` for every queued segment, inlined and batched: the hot path."""
         assert self._v4 is not None
@@ -318,7 +426,10 @@ class RawScanner:
         taken = 0
         now = time.monotonic()
         if self._v4 is not None:
-            taken += self._drain_tcp(now) if not self.udp else self._drain_udp(self._v4[1], now)
+            if self.udp:
+                taken += self._drain_udp(self._v4[1], now)
+            else:
+                taken += self._drain_tcp_slots(now) if self._slots is not None else self._drain_tcp(now)
             recv = self._v4[2].recv
             while True:
                 try:
@@ -382,9 +493,11 @@ class RawScanner:
         last_progress = 0.0
         while not schedule.done:
             now = monotonic()
-            probes = schedule.next_probes(now, _BATCH)
-            if probes:
-                self.send(probes)
+            fresh, retries = schedule.next_batch(now, _BATCH)
+            if retries:
+                self.send(retries)
+            if fresh:
+                self.send_fresh(fresh)
             got = self.drain()
             now = monotonic()
             for key in schedule.expired(now):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Iterator
+from itertools import islice, repeat
 
 from portkit.scan._timing import (
     CongestionWindow,
@@ -46,6 +47,7 @@ class Schedule:
         # Probes handed out but not yet on the timer heap: most loopback answers arrive before
         # the driver next asks about time, and those never cost a heap push and pop.
         self._unarmed: list[tuple[int, int]] = []
+        self._unarmed_fresh: list[int] = []  # the same for first tries, as bare keys
         self._retry: deque[tuple[int, int]] = deque()
         self._bench: list[tuple[int, int]] = []
         self._rtt: dict[int, RttEstimator] = {}
@@ -111,9 +113,53 @@ class Schedule:
             self._unarmed.extend(out)
         return out
 
+    def next_batch(self, now: float, limit: int = 1 << 30) -> tuple[list[int], list[tuple[int, int]]]:
+        """`next_probes` for drivers' hot paths: (fresh keys, whose try is 0; retransmissions).
+
+        Same window, rate and order as `next_probes` (retransmissions first), but fresh probes
+        come off the order in C (islice), with no per-probe tuple or bookkeeping in Python.
+        """
+        if self.tpl.host_timeout or self.tpl.scan_delay > 0:
+            probes = self.next_probes(now, limit)
+            return [k for k, t in probes if not t], [(k, t) for k, t in probes if t]
+        room = min(limit, self.window.room(len(self.outstanding)))
+        if self.rate is not None and room:
+            room = self.rate.allow(now, room)
+        if room <= 0:
+            return [], []
+        outstanding = self.outstanding
+        retries: list[tuple[int, int]] = []
+        retry = self._retry
+        while retry and len(retries) < room:
+            key, tryno = retry.popleft()
+            outstanding[key] = (tryno, now)
+            retries.append((key, tryno))
+        if retries:
+            self.retransmitted += len(retries)
+            self._unarmed.extend(retries)
+            room -= len(retries)
+        fresh: list[int] = []
+        if room and not self._fresh_done:
+            fresh = list(islice(self._fresh, room))
+            if len(fresh) < room:
+                self._fresh_done = True
+            outstanding.update(zip(fresh, repeat((0, now))))
+            self._unarmed_fresh.extend(fresh)
+        if fresh or retries:
+            self._last_send = now
+            self.sent += len(fresh) + len(retries)
+        return fresh, retries
+
     def _arm(self) -> None:
         """Put the still-unanswered probes handed out since the last call on the timer heap."""
         outstanding, timers, nports = self.outstanding, self._timers, self.nports
+        if self._unarmed_fresh:
+            # Most were answered already: find the rest in C.
+            for key in filter(outstanding.__contains__, self._unarmed_fresh):
+                tryno, sent_at = outstanding[key]
+                if not tryno:
+                    heapq.heappush(timers, (sent_at + self.timeout(key // nports), key, 0))
+            self._unarmed_fresh.clear()
         for key, tryno in self._unarmed:
             pending = outstanding.get(key)
             if pending is not None and pending[0] == tryno:
@@ -176,7 +222,7 @@ class Schedule:
 
     def expired(self, now: float) -> list[int]:
         """Probes settled as silent now (their last allowed try timed out)."""
-        if self._unarmed:
+        if self._unarmed or self._unarmed_fresh:
             self._arm()
         silent: list[int] = []
         timers, nports = self._timers, self.nports
@@ -222,7 +268,7 @@ class Schedule:
 
     def next_wakeup(self, now: float) -> float:
         """Seconds until something may change without an answer arriving."""
-        if self._unarmed:
+        if self._unarmed or self._unarmed_fresh:
             self._arm()
         waits = [self._timers[0][0] - now] if self._timers else [0.1]
         if self.rate is not None and (self._retry or not self._fresh_done):
