@@ -1,7 +1,12 @@
 """The connect() driver: many non-blocking sockets on one epoll loop, paced by `Schedule`.
 
-No privileges needed. On loopback most connects finish inside the connect() call, so the
-result is read at once with SO_ERROR; only the rest wait on the selector.
+No privileges needed. On loopback most connects finish inside the connect() call: a second
+connect() on the same socket then returns the outcome (ECONNREFUSED, 0 once connected) and,
+after a failure, leaves the socket unconnected and ready to connect again (Linux), so a
+closed port costs two syscalls (connect, connect) instead of four (socket, connect,
+getsockopt, close). Connects still pending (EALREADY) are asked SO_ERROR once, which also
+reports an ICMP error that arrived during connect() (a "soft" error connect() itself does
+not return), and otherwise wait on the selector.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import selectors
 import socket
 import time
 from collections.abc import Callable, Sequence
+from itertools import chain, repeat
 
 from portkit.scan._hosts import HostTable
 from portkit.scan._schedule import Schedule
 from portkit.scan._states import NO_RESPONSE, RESPONSE_CODE, Response
 
 Record = Callable[[int, int, int], None]
+RecordBatch = Callable[[list[tuple[int, int, int]]], None]
 Progress = Callable[[], None]
 
 _CONNECTED = RESPONSE_CODE[Response.CONNECTED]
@@ -38,6 +45,7 @@ def run_connect(
     schedule: Schedule,
     record: Record,
     progress: Progress | None = None,
+    record_batch: RecordBatch | None = None,
 ) -> None:
     nports = len(ports)
     selector = selectors.DefaultSelector()
@@ -61,6 +69,14 @@ def run_connect(
         if response is not None and schedule.answered(key, tryno, now):
             record(key, response, 0)
 
+    def record_each(answers: list[tuple[int, int, int]]) -> None:
+        for key, code, ttl in answers:
+            record(key, code, ttl)
+
+    record_many = record_batch or record_each
+    # A socket per family whose last connect failed: ready to connect again.
+    spare: dict[int, _socket.socket] = {}
+
     def forget(key: int) -> None:
         entry = open_socks.pop(key, None)
         if entry is not None:
@@ -72,9 +88,10 @@ def run_connect(
         while not schedule.done:
             now = monotonic()
             limit = _MAX_OPEN - len(open_socks)
-            probes = schedule.next_probes(now, limit)
-            answered, einprogress, refused = schedule.answered, errno.EINPROGRESS, errno.ECONNREFUSED
-            for key, tryno in probes:
+            fresh, retries = schedule.next_batch(now, limit)
+            einprogress, ealready, refused = errno.EINPROGRESS, errno.EALREADY, errno.ECONNREFUSED
+            answers: list[tuple[int, int, int, int]] = []
+            for key, tryno in chain(retries, zip(fresh, repeat(0))):
                 if key in open_socks:
                     forget(key)
                 index, port_index = divmod(key, nports)
@@ -83,22 +100,37 @@ def run_connect(
                     host = hosts.get(index)
                     assert host is not None
                     dest = dests[index] = (host.family, host.address)
-                sock = new_socket(dest[0], stream)
-                err = sock.connect_ex((dest[1], ports[port_index]))
+                family = dest[0]
+                sock = spare.pop(family, None) or new_socket(family, stream)
+                address = (dest[1], ports[port_index])
+                err = sock.connect_ex(address)
                 if err == einprogress:
-                    err = sock.getsockopt(SOL_SOCKET, SO_ERROR)
-                    if err == 0:
-                        open_socks[key] = (sock, tryno)
-                        selector.register(sock, selectors.EVENT_WRITE, (key, tryno))
+                    err = sock.connect_ex(address)
+                    if err == ealready:
+                        # Still connecting. An ICMP error that came while connect() held the
+                        # socket is only a "soft" error, which SO_ERROR reports (connect does not).
+                        err = sock.getsockopt(SOL_SOCKET, SO_ERROR)
+                        if not err:
+                            open_socks[key] = (sock, tryno)
+                            selector.register(sock, selectors.EVENT_WRITE, (key, tryno))
+                            continue
+                        settle(key, tryno, err, sock, now)
+                        sock.close()
                         continue
                 if err == refused:
-                    # The common case on loopback and LANs, settled without a further call.
-                    sock.close()
-                    if answered(key, tryno, now):
-                        record(key, _REFUSED, 0)
+                    # The common case on loopback and LANs: settled, and the socket reused.
+                    spare[family] = sock
+                    answers.append((key, tryno, _REFUSED, 0))
                     continue
+                if err and err != errno.EISCONN:
+                    spare[family] = sock  # a failed connect leaves it unconnected
+                else:
+                    err = 0  # connected
                 settle(key, tryno, err, sock, now)
-                sock.close()
+                if not err:
+                    sock.close()
+            if answers:
+                record_many(schedule.answered_batch(answers, now))
             wait = 0.0 if schedule.can_send() else schedule.next_wakeup(monotonic())
             if open_socks:
                 for skey, _ in selector.select(wait):
@@ -120,5 +152,7 @@ def run_connect(
                 progress()
     finally:
         for sock, _ in open_socks.values():
+            sock.close()
+        for sock in spare.values():
             sock.close()
         selector.close()

@@ -374,7 +374,7 @@ def _run_share(
         if scan_type is ScanType.CONNECT:
             from portkit.scan._connect import run_connect
 
-            run_connect(hosts, ports, schedule, collector.record, tick)
+            run_connect(hosts, ports, schedule, collector.record, tick, collector.record_batch)
         else:
             from portkit.scan._raw import RawScanner
 
