@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from portkit.lab import Action, Host, Lab, LabSpec, Link, Listener, Rule
 from portkit.model import Protocol, parse_port_spec
 
-PREFIX = "pk4b"
+PREFIX = os.environ.get("PORTKIT_BENCH_PREFIX", "pk4b")  # namespace/link name prefix
 LOOPBACK_LISTENERS = (22, 80, 443, 5432, 8080, 31337, 60000)
 LAB_LISTENERS = (22, 25, 53, 80, 110, 143, 443, 993, 3306, 5432, 6379, 8080)
 

@@ -122,13 +122,9 @@ def run_connect(
                     spare[family] = sock
                     answers.append((key, tryno, _REFUSED, 0))
                     continue
-                if err and err != errno.EISCONN:
-                    spare[family] = sock  # a failed connect leaves it unconnected
-                else:
-                    err = 0  # connected
-                settle(key, tryno, err, sock, now)
-                if not err:
-                    sock.close()
+                # Connected (0, or EISCONN), or another error: this socket is not reused.
+                settle(key, tryno, 0 if err == errno.EISCONN else err, sock, now)
+                sock.close()
             if answers:
                 record_many(schedule.answered_batch(answers, now))
             wait = 0.0 if schedule.can_send() else schedule.next_wakeup(monotonic())

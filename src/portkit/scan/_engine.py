@@ -84,15 +84,17 @@ def resolve_ports(text: str, protocol: Protocol) -> list[int]:
 
 def port_ranges(ports: Sequence[int]) -> str:
     """Sorted ports as nmap writes them: `1-1024,8080`."""
-    parts: list[str] = []
-    ordered = sorted(ports)
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
+    ordered = sorted(set(ports))
+    if not ordered:
+        return ""
+    if ordered[-1] - ordered[0] == len(ordered) - 1:
+        return str(ordered[0]) if len(ordered) == 1 else f"{ordered[0]}-{ordered[-1]}"
+    # Where a run of consecutive ports ends: found in C (zip, map), not port by port.
+    ends = [i for i, step in enumerate(map(int.__sub__, ordered[1:], ordered), 1) if step != 1]
+    parts = []
+    for start, stop in zip([0, *ends], [*ends, len(ordered)], strict=True):
+        first, last = ordered[start], ordered[stop - 1]
+        parts.append(str(first) if first == last else f"{first}-{last}")
     return ",".join(parts)
 
 

@@ -9,7 +9,6 @@ then walks in C. Linux only; `available()` says whether libc has recvmmsg.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import socket
 
 MSG_DONTWAIT = 0x40
