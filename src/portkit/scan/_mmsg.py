@@ -86,3 +86,56 @@ class SlotReceiver:
         if got <= 0:
             return b""
         return ctypes.string_at(self._base, self.slot * got)
+
+
+def _sendmmsg() -> ctypes._NamedFuncPointer | None:
+    _recvmmsg()  # loads libc
+    return getattr(_libc, "sendmmsg", None) if _libc is not None else None
+
+
+class SlotSender:
+    """Sends up to `count` datagrams of `slot` bytes each to one address in one sendmmsg(2).
+
+    Callers write the datagrams into `buffer` back to back (struct.pack_into), then `send(n)`.
+    """
+
+    def __init__(self, sock: socket.socket, sockaddr: bytes, slot: int, count: int) -> None:
+        call = _sendmmsg()
+        if call is None:
+            raise OSError("sendmmsg is not available")
+        call.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+        call.restype = ctypes.c_int
+        self._call = call
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.slot, self.count = slot, count
+        self.buffer = ctypes.create_string_buffer(slot * count)
+        self._name = ctypes.create_string_buffer(sockaddr, len(sockaddr))
+        self._iovs = (_Iovec * count)()
+        self._msgs = (_Mmsghdr * count)()
+        base = ctypes.addressof(self.buffer)
+        for i in range(count):
+            self._iovs[i].base = base + slot * i
+            self._iovs[i].len = slot
+            hdr = self._msgs[i].hdr
+            hdr.name = ctypes.addressof(self._name)
+            hdr.namelen = len(sockaddr)
+            hdr.iov = ctypes.addressof(self._iovs[i])
+            hdr.iovlen = 1
+        self._msgs_ptr = ctypes.addressof(self._msgs)
+        self._size = ctypes.sizeof(_Mmsghdr)
+
+    def send(self, n: int) -> int:
+        """Send the first `n` slots; a datagram the kernel refuses (ENOBUFS...) is skipped, as lost."""
+        done = 0
+        while done < n:
+            sent = self._call(self.fd, self._msgs_ptr + done * self._size, n - done, 0)
+            done += sent if sent > 0 else 1
+        return n
+
+
+def sockaddr_in(address: str, port: int = 0) -> bytes:
+    """A struct sockaddr_in, as sendmmsg's msg_name wants it."""
+    import struct
+
+    return struct.pack("=H", socket.AF_INET) + struct.pack("!H4s8x", port, socket.inet_aton(address))

@@ -182,6 +182,7 @@ class RawScanner:
         self._v4: tuple[socket.socket, socket.socket, socket.socket] | None = None
         self._v6: tuple[socket.socket, socket.socket, socket.socket] | None = None
         self._slots = None
+        self._batch_sender = None
         if 4 in versions:
             # A raw socket receives a copy of every packet of its protocol, our probes included:
             # the receiving socket also sends, so no second socket makes the kernel copy each
@@ -195,6 +196,9 @@ class RawScanner:
 
                 if _mmsg.available():
                     self._slots = _mmsg.SlotReceiver(replies, _SLOT, 1024)
+                    if len(hosts) == 1 and (only := hosts.get(0)) is not None:
+                        address = _mmsg.sockaddr_in(only.address)
+                        self._batch_sender = _mmsg.SlotSender(replies, address, 20, _BATCH)
         if 6 in versions:
             v6 = socket.AF_INET6
             sender = self._keep(_raw_socket(proto, v6))
@@ -272,6 +276,9 @@ class RawScanner:
         nports, ports, fast_dests = self.nports, self.ports, self._fast
         sport, flags, pack = self.our_port, self._flags, TCP_HEADER.pack
         with_ack = self.scan_type is ScanType.ACK
+        if self._batch_sender is not None:
+            self._send_fresh_batched(keys, with_ack)
+            return
         slow: list[tuple[int, int]] = []
         for key in keys:
             index, port_index = divmod(key, nports)
@@ -289,6 +296,24 @@ class RawScanner:
                 pass
         if slow:
             self.send(slow)
+
+    def _send_fresh_batched(self, keys: list[int], with_ack: bool) -> None:
+        """`send_fresh` for a scan of one IPv4 host: packets built in place, one sendmmsg per batch."""
+        assert self._batch_sender is not None
+        sender, ports, pack_into = self._batch_sender, self.ports, TCP_HEADER.pack_into
+        buffer, sport, flags = sender.buffer, self.our_port, self._flags
+        _, hkey, hsum, _ = self._fast.get(0) or self._fast_destination(0)
+        for start in range(0, len(keys), sender.count):
+            chunk = keys[start : start + sender.count]
+            offset = 0
+            for key in chunk:  # one host: the key is the port index
+                port = ports[key]
+                seq = hash((hkey, port)) & 0xFFFFFFFF
+                ack = seq if with_ack else 0
+                csum = -(hsum + port + seq + ack) % 0xFFFF
+                pack_into(buffer, offset, sport, port, seq, ack, 0x50, flags, 1024, csum, 0)
+                offset += 20
+            sender.send(len(chunk))
 
     def send(self, probes: list[tuple[int, int]]) -> None:
         """Send a batch of probes; this loop is the scan's hot path, so it keeps to locals."""
