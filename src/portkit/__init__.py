@@ -84,7 +84,37 @@ if TYPE_CHECKING:
         import_iana,
     )
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "DYNAMIC",
+    "REGISTERED",
+    "WELL_KNOWN",
+    "Endpoint",
+    "Flow",
+    "ImportReport",
+    "PermissionNeeded",
+    "PortClass",
+    "PortExplanation",
+    "PortRange",
+    "PortSettings",
+    "PortSpec",
+    "PortkitError",
+    "Protocol",
+    "Registry",
+    "Service",
+    "Source",
+    "UsageError",
+    "__version__",
+    "classify_port",
+    "default_registry",
+    "download_iana",
+    "explain_port",
+    "find_free_ports",
+    "import_iana",
+    "parse_address",
+    "parse_port_spec",
+    "read_port_settings",
+    "validate_port",
+]
 
 
 def __getattr__(name: str) -> Any:

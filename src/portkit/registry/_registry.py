@@ -15,14 +15,16 @@ from portkit.model import Protocol
 from portkit.registry._service import Service, Source
 
 Loader = Callable[[], list[Service]]
+PortQuery = Callable[[int, Protocol], list[Service]]
 
 
 class _Layer:
     """One source, indexed by (protocol, port) and by name."""
 
-    def __init__(self, source: Source, loader: Loader) -> None:
+    def __init__(self, source: Source, loader: Loader, query: PortQuery | None = None) -> None:
         self.source = source
         self._loader = loader
+        self._query = query
         self._loaded = False
         self.services: list[Service] = []
         self._by_port: dict[tuple[Protocol, int], list[Service]] = defaultdict(list)
@@ -43,6 +45,8 @@ class _Layer:
         return self
 
     def for_port(self, port: int, protocol: Protocol) -> list[Service]:
+        if not self._loaded and self._query is not None:
+            return self._query(port, protocol)
         self.load()
         found = list(self._by_port.get((protocol, port), ()))
         found.extend(s for s in self._ranges if s.protocol is protocol and s.covers(port))
@@ -52,17 +56,17 @@ class _Layer:
         return list(self.load()._by_name.get(name.lower(), ()))
 
 
-def _default_loaders() -> list[tuple[Source, Loader]]:
-    from portkit.registry.builtin import load_builtin
-    from portkit.registry.iana import load_cache
-    from portkit.registry.nmap import load_nmap_services
+def _default_layers() -> list[_Layer]:
+    from portkit.registry._cache import load_cache, query_cache
+    from portkit.registry.builtin import load_builtin, query_builtin
+    from portkit.registry.nmap import load_nmap_services, query_nmap_services
     from portkit.registry.system import load_etc_services
 
     return [
-        (Source.BUILTIN, load_builtin),
-        (Source.SYSTEM, load_etc_services),
-        (Source.IANA, load_cache),
-        (Source.NMAP, load_nmap_services),
+        _Layer(Source.BUILTIN, load_builtin, query_builtin),
+        _Layer(Source.SYSTEM, load_etc_services),
+        _Layer(Source.IANA, load_cache, query_cache),
+        _Layer(Source.NMAP, load_nmap_services, query_nmap_services),
     ]
 
 
@@ -70,7 +74,10 @@ class Registry:
     """Answers "what is port N" and "which port is service X" from layered sources."""
 
     def __init__(self, loaders: Iterable[tuple[Source, Loader]] | None = None) -> None:
-        self._layers = [_Layer(src, fn) for src, fn in (loaders or _default_loaders())]
+        if loaders is None:
+            self._layers = _default_layers()
+        else:
+            self._layers = [_Layer(src, fn) for src, fn in loaders]
 
     def layer(self, source: Source) -> list[Service]:
         return [s for layer in self._layers if layer.source is source for s in layer.load().services]
