@@ -297,9 +297,13 @@ class _PortDetection:
 
         done, _ = await asyncio.wait({null_task}, timeout=timing.grace)
         running: set[asyncio.Task[_Reply]] = {null_task}
+        tls_known = True  # whether the TLS probe, if sent, has had its verdict
         while True:
-            for task in done:
+            # The TLS verdict first: it decides whether plain-text matches in this batch count.
+            for task in sorted(done, key=lambda t: t is not tls_task):
                 running.discard(task)
+                if task is tls_task:
+                    tls_known = True
                 reply = task.result()
                 if reply.data:
                     self.any_data = True
@@ -311,7 +315,7 @@ class _PortDetection:
                 if task is null_task and reply.data:
                     banner = True
                 if ident is not None and not ident.soft:
-                    if tls_task is not None and not tls_task.done() and task is not null_task:
+                    if not tls_known and task is not null_task:
                         held = held or self._finish(ident, reply.data)
                     else:
                         return self._finish(ident, reply.data)
@@ -319,7 +323,7 @@ class _PortDetection:
                     soft = (ident, reply.data)
                     queue = self._queue(ident.service, banner)
                     started = True
-            if held is not None and (tls_task is None or tls_task.done()):
+            if held is not None and tls_known:
                 return held
             if not started:
                 started = True
@@ -329,6 +333,7 @@ class _PortDetection:
                 self.sent.append(probe.name)
                 if probe.name == TLS_PROBE:
                     tls_task = asyncio.ensure_future(_run_tls(self.conn, probe))
+                    tls_known = False
                     task = tls_task
                 else:
                     task = asyncio.ensure_future(_run_probe(self.conn, probe, self.db, self.tls))

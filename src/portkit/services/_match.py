@@ -95,7 +95,10 @@ def _apply(rule: MatchRule, probe: str, reply: bytes) -> Identification | None:
 def _rules_for(probe: Probe, db: ProbeDatabase) -> Iterable[MatchRule]:
     yield from probe.rules
     for name in probe.fallback:
-        other = db.get(probe.protocol, name)
+        # A fallback may be the same exchange over the other transport (DNS over TCP and UDP).
+        other = db.get(probe.protocol, name) or db.get(
+            Protocol.UDP if probe.protocol is Protocol.TCP else Protocol.TCP, name
+        )
         if other is not None and other is not probe:
             yield from other.rules
     # A server that speaks first sends its banner on every connection, whatever we sent.

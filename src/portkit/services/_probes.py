@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -62,7 +63,9 @@ def _compile(pattern: str, flags: str) -> re.Pattern[bytes] | None:
     if "s" in flags:
         value |= re.DOTALL
     try:
-        return re.compile(pattern.encode("latin-1"), value)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nmap's PCRE `[[:alpha:]]` makes re warn
+            return re.compile(pattern.encode("latin-1"), value)
     except (re.error, UnicodeEncodeError, OverflowError, RecursionError):
         return None
 
