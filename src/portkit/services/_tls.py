@@ -8,6 +8,7 @@ when verification is off.
 from __future__ import annotations
 
 import ssl
+import warnings
 
 from portkit.services._model import TlsInfo
 
@@ -21,7 +22,9 @@ def client_context(*, alpn: list[str] | None = None) -> ssl.SSLContext:
     ctx.verify_mode = ssl.CERT_NONE
     try:
         # Old servers (TLS 1.0, weak ciphers) must still be recognised, not refused.
-        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
         ctx.set_ciphers("ALL:@SECLEVEL=0")
     except (ValueError, ssl.SSLError):
         pass

@@ -1,0 +1,154 @@
+"""Service detection against real servers from Debian packages, on unusual loopback ports.
+
+One lab for the module: nginx (plain and TLS), OpenSSH, Redis, PostgreSQL, vsftpd, dnsmasq
+(DNS over UDP and TCP), Mosquitto, Python's http.server, a silent listener and an
+accept-then-close listener. Versions are checked against what each binary says about itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from fixtures_services import LOOPBACK, ServiceLab, service_lab
+
+from portkit.model import Protocol
+from portkit.services import Method, ServiceMatch, detect_services
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("nginx"),
+    reason="needs root and the lab's Debian packages (scripts/install.sh --test)",
+)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[ServiceLab]:
+    with service_lab() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def detected(lab: ServiceLab) -> tuple[dict[tuple[str, int, Protocol], ServiceMatch], float]:
+    start = time.monotonic()
+    results = detect_services(lab.targets())
+    return results, time.monotonic() - start
+
+
+def _match(detected: tuple[dict[tuple[str, int, Protocol], ServiceMatch], float], lab: ServiceLab, key: str) -> ServiceMatch:
+    server = lab[key]
+    results, _ = detected
+    found = results.get((LOOPBACK, server.port, Protocol(server.protocol)))
+    assert found is not None, f"{key} on {server.port}: nothing detected"
+    return found
+
+
+@pytest.mark.parametrize(
+    "key", ["nginx", "nginx-tls", "sshd", "redis", "postgres", "vsftpd", "dnsmasq", "dnsmasq-udp", "mosquitto", "pyhttp"]
+)
+def test_each_server_is_named_with_product_and_version(detected, lab, key) -> None:  # type: ignore[no-untyped-def]
+    server = lab[key]
+    found = _match(detected, lab, key)
+    assert found.name == server.expect_name, str(found)
+    assert found.method is Method.PROBED
+    assert found.confidence == 10
+    assert server.expect_product.lower() in found.product.lower(), str(found)
+    if server.expect_version:
+        # OpenSSH says 9.2p1 where `sshd -V` says 9.2: the server's own word is the longer one.
+        assert found.version.startswith(server.expect_version), str(found)
+    assert found.tunnel == server.tunnel
+
+
+def test_tls_port_reports_the_certificate_as_openssl_reads_it(detected, lab) -> None:  # type: ignore[no-untyped-def]
+    found = _match(detected, lab, "nginx-tls")
+    assert found.tls is not None
+    cert = lab.root / "nginx" / "tls.crt"
+    out = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-enddate", "-subject", "-nameopt", "RFC2253"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    subject = next(line for line in out.splitlines() if line.startswith("subject="))[len("subject=") :]
+    assert found.tls.subject == subject.strip()
+    assert found.tls.issuer == found.tls.subject  # self-signed
+    assert set(found.tls.sans) == {"DNS:portkit.test", "DNS:www.portkit.test", "IP:127.0.0.1"}
+    end = next(line for line in out.splitlines() if line.startswith("notAfter="))[len("notAfter=") :]
+    expected = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.strptime(end.strip(), "%b %d %H:%M:%S %Y %Z"))
+    assert found.tls.not_after == expected
+    assert found.tls.version in ("TLSv1.2", "TLSv1.3")
+    assert found.tls.cipher
+    assert found.tls.alpn in ("h2", "http/1.1")
+    # The service inside the tunnel, read over TLS: the real page, not nginx's plain-HTTP error.
+    assert found.http is not None and found.http.status == 200
+    assert found.http.title == "portkit lab page"
+    assert found.display_name == "ssl/http"
+
+
+def test_http_facts(detected, lab) -> None:  # type: ignore[no-untyped-def]
+    nginx = _match(detected, lab, "nginx")
+    assert nginx.http is not None
+    assert (nginx.http.status, nginx.http.title) == (200, "portkit lab page")
+    assert nginx.http.server.startswith("nginx/")
+    assert nginx.tls is None
+    py = _match(detected, lab, "pyhttp")
+    assert py.http is not None and py.http.title == "python lab"
+    assert "cpe:/a:python:python:" in py.cpe[0]
+
+
+def test_silent_listener_says_so_without_stalling(detected, lab) -> None:  # type: ignore[no-untyped-def]
+    found = _match(detected, lab, "silent")
+    assert found.method is Method.TABLE
+    assert found.extrainfo == "silent"
+    assert found.notes and found.notes[0].startswith("silent")
+    _, elapsed = detected
+    # nmap spends minutes on a silent port; every server here, silent one included, in seconds.
+    assert elapsed < 8, elapsed
+
+
+def test_accept_then_close_is_tcpwrapped(detected, lab) -> None:  # type: ignore[no-untyped-def]
+    found = _match(detected, lab, "closer")
+    assert found.name == "tcpwrapped"
+    assert found.method is Method.PROBED
+
+
+def test_closed_port_is_left_out() -> None:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        assert detect_services([(LOOPBACK, port, "tcp")]) == {}
+
+
+def test_json_shape(detected, lab) -> None:  # type: ignore[no-untyped-def]
+    doc = _match(detected, lab, "nginx-tls").port_fields()
+    assert set(doc["service"]) >= {"name", "product", "version", "extrainfo", "tunnel", "cpe", "method", "confidence"}
+    assert doc["service"]["tunnel"] == "ssl"
+    assert set(doc["tls"]) == {"version", "cipher", "alpn", "subject", "sans", "issuer", "not_after"}
+    plain = _match(detected, lab, "sshd").port_fields()
+    assert plain["tls"] is None
+    assert plain["service"]["cpe"][0].startswith("cpe:/a:openbsd:openssh:")
+
+
+def test_intensity_zero_still_names_banner_services(lab) -> None:  # type: ignore[no-untyped-def]
+    targets = [(LOOPBACK, lab[k].port, "tcp") for k in ("sshd", "vsftpd", "nginx")]
+    results = detect_services(targets, intensity=0)
+    by_port = {port: m for (_, port, _), m in results.items()}
+    assert by_port[lab["sshd"].port].name == "ssh"
+    assert by_port[lab["vsftpd"].port].name == "ftp"
+    # GET is rarity 1, above intensity 0, and nginx sits on no HTTP port: not identified.
+    assert by_port[lab["nginx"].port].method is Method.TABLE
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/nmap/nmap-service-probes"), reason="nmap not installed")
+def test_nmap_probe_file_identifies_the_same_servers(lab) -> None:  # type: ignore[no-untyped-def]
+    keys = ["nginx", "nginx-tls", "sshd", "vsftpd", "dnsmasq", "dnsmasq-udp", "pyhttp", "redis"]
+    targets = [(LOOPBACK, lab[k].port, lab[k].protocol) for k in keys]
+    results = detect_services(targets, probes="nmap")
+    for key in keys:
+        server = lab[key]
+        found = results[(LOOPBACK, server.port, Protocol(server.protocol))]
+        assert found.name == server.expect_name, (key, str(found))
+        assert found.tunnel == server.tunnel
+        assert found.probe  # the nmap probe that matched, e.g. GetRequest
