@@ -90,8 +90,12 @@ def _spawn(lab: ServiceLab, server: Server, argv: list[str], **kw: object) -> No
     log = lab.root / f"{server.key}.log"
     server.log = log
     with open(log, "wb") as out:
-        server.process = subprocess.Popen(  # noqa: S603
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw  # type: ignore[call-overload]
+        server.process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            **kw,  # type: ignore[call-overload]
         )
     lab.servers[server.key] = server
 
@@ -147,14 +151,20 @@ http {{
         if major_minor < (1, 25):
             text = (d / "nginx.conf").read_text().replace("        http2 on;\n", "")
             (d / "nginx.conf").write_text(text.replace(f"{tls} ssl;", f"{tls} ssl http2;"))
-    _spawn(lab, Server("nginx", plain, "http", "nginx", version), ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-e", "stderr"])
+    _spawn(
+        lab,
+        Server("nginx", plain, "http", "nginx", version),
+        ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-e", "stderr"],
+    )
     lab.servers["nginx-tls"] = Server("nginx-tls", tls, "http", "nginx", version, tunnel="ssl")
 
 
 def _sshd(lab: ServiceLab) -> None:
     d = lab.root / "sshd"
     d.mkdir()
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True, timeout=30)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True, timeout=30
+    )
     port = free_port()
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress {LOOPBACK}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
@@ -163,7 +173,11 @@ def _sshd(lab: ServiceLab) -> None:
     # The privilege-separation directory the package normally gets from systemd-tmpfiles.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     version = tool_version(["/usr/sbin/sshd", "-V"], r"OpenSSH_([\w.]+)")
-    _spawn(lab, Server("sshd", port, "ssh", "OpenSSH", version), ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")])
+    _spawn(
+        lab,
+        Server("sshd", port, "ssh", "OpenSSH", version),
+        ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
+    )
 
 
 def _redis(lab: ServiceLab) -> None:
@@ -239,7 +253,11 @@ def _mosquitto(lab: ServiceLab) -> None:
         f"pid_file {d}/mosquitto.pid\nuser root\n"
     )
     version = tool_version(["mosquitto", "-h"], r"mosquitto version ([\d.]+)")
-    _spawn(lab, Server("mosquitto", port, "mqtt", "Mosquitto", version), ["mosquitto", "-c", str(d / "mosquitto.conf")])
+    _spawn(
+        lab,
+        Server("mosquitto", port, "mqtt", "Mosquitto", version),
+        ["mosquitto", "-c", str(d / "mosquitto.conf")],
+    )
 
 
 def _python_http(lab: ServiceLab) -> None:
@@ -333,7 +351,11 @@ def service_lab(only: tuple[str, ...] = (), startup_timeout: float = 60) -> Iter
             if server.process is not None and server.process.poll() is not None:
                 log = server.log.read_text(errors="replace") if server.log else ""
                 raise RuntimeError(f"{server.key} exited at start: {log[-2000:]}")
-            ready = _udp_ready(server.port, deadline) if server.protocol == "udp" else _wait_tcp(server.port, deadline)
+            ready = (
+                _udp_ready(server.port, deadline)
+                if server.protocol == "udp"
+                else _wait_tcp(server.port, deadline)
+            )
             if not ready:
                 raise RuntimeError(f"{server.key} is not answering on port {server.port}")
         yield lab

@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from fixtures_services import LOOPBACK, ServiceLab, service_lab
 
+from fixtures_services import LOOPBACK, ServiceLab, service_lab
 from portkit.model import Protocol
 from portkit.services import Method, ServiceMatch, detect_services
 
@@ -39,7 +39,9 @@ def detected(lab: ServiceLab) -> tuple[dict[tuple[str, int, Protocol], ServiceMa
     return results, time.monotonic() - start
 
 
-def _match(detected: tuple[dict[tuple[str, int, Protocol], ServiceMatch], float], lab: ServiceLab, key: str) -> ServiceMatch:
+def _match(
+    detected: tuple[dict[tuple[str, int, Protocol], ServiceMatch], float], lab: ServiceLab, key: str
+) -> ServiceMatch:
     server = lab[key]
     results, _ = detected
     found = results.get((LOOPBACK, server.port, Protocol(server.protocol)))
@@ -48,7 +50,19 @@ def _match(detected: tuple[dict[tuple[str, int, Protocol], ServiceMatch], float]
 
 
 @pytest.mark.parametrize(
-    "key", ["nginx", "nginx-tls", "sshd", "redis", "postgres", "vsftpd", "dnsmasq", "dnsmasq-udp", "mosquitto", "pyhttp"]
+    "key",
+    [
+        "nginx",
+        "nginx-tls",
+        "sshd",
+        "redis",
+        "postgres",
+        "vsftpd",
+        "dnsmasq",
+        "dnsmasq-udp",
+        "mosquitto",
+        "pyhttp",
+    ],
 )
 def test_each_server_is_named_with_product_and_version(detected, lab, key) -> None:  # type: ignore[no-untyped-def]
     server = lab[key]
@@ -123,7 +137,16 @@ def test_closed_port_is_left_out() -> None:
 
 def test_json_shape(detected, lab) -> None:  # type: ignore[no-untyped-def]
     doc = _match(detected, lab, "nginx-tls").port_fields()
-    assert set(doc["service"]) >= {"name", "product", "version", "extrainfo", "tunnel", "cpe", "method", "confidence"}
+    assert set(doc["service"]) >= {
+        "name",
+        "product",
+        "version",
+        "extrainfo",
+        "tunnel",
+        "cpe",
+        "method",
+        "confidence",
+    }
     assert doc["service"]["tunnel"] == "ssl"
     assert set(doc["tls"]) == {"version", "cipher", "alpn", "subject", "sans", "issuer", "not_after"}
     plain = _match(detected, lab, "sshd").port_fields()

@@ -1,8 +1,8 @@
 """Service detection: what really answers on an open port (nmap's -sV, by what the service says).
 
-    >>> from portkit.services import detect_services
-    >>> detect_services([("127.0.0.1", 2222, "tcp")])
-    {('127.0.0.1', 2222, <Protocol.TCP: 'tcp'>): ServiceMatch(name='ssh', product='OpenSSH', ...)}
+>>> from portkit.services import detect_services
+>>> detect_services([("127.0.0.1", 2222, "tcp")])
+{('127.0.0.1', 2222, <Protocol.TCP: 'tcp'>): ServiceMatch(name='ssh', product='OpenSSH', ...)}
 """
 
 from portkit.services._engine import DetectOptions, ServiceTarget, detect_services, detect_services_async

@@ -146,7 +146,7 @@ async def _read_reply(
             break
         try:
             chunk = await asyncio.wait_for(reader.read(_READ_SIZE), remaining)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             break
         except (ConnectionError, OSError, ssl.SSLError):
             reply.closed = True
@@ -168,9 +168,7 @@ async def _read_reply(
     return reply
 
 
-async def _run_probe(
-    conn: _Connector, probe: Probe, db: ProbeDatabase, tls: ssl.SSLContext | None
-) -> _Reply:
+async def _run_probe(conn: _Connector, probe: Probe, db: ProbeDatabase, tls: ssl.SSLContext | None) -> _Reply:
     timing = conn.timing
     try:
         async with conn.open(tls, timing.probe(probe) if tls else None) as (reader, writer):
@@ -179,7 +177,7 @@ async def _run_probe(
                 with contextlib.suppress(ConnectionError, OSError):
                     await writer.drain()
             return await _read_reply(reader, probe, db, timing.probe(probe), timing.linger)
-    except (ConnectionRefusedError, TimeoutError, asyncio.TimeoutError):
+    except (ConnectionRefusedError, TimeoutError):
         return _Reply(probe, failed=True)
     except (ConnectionError, ssl.SSLError, OSError):
         return _Reply(probe, closed=True)
@@ -192,15 +190,13 @@ async def _run_tls(conn: _Connector, probe: Probe) -> _Reply:
         async with conn.open(client_context(alpn=ALPN_OFFER), wait) as (_reader, writer):
             session = writer.get_extra_info("ssl_object")
             return _Reply(probe, tls=describe_session(session) if session else None)
-    except (ConnectionRefusedError, TimeoutError, asyncio.TimeoutError):
+    except (ConnectionRefusedError, TimeoutError):
         return _Reply(probe, failed=True)
     except (ConnectionError, ssl.SSLError, OSError):
         return _Reply(probe, closed=True)
 
 
-def _build(
-    ident: Identification, reply: bytes, *, tunnel: str, tls_info: TlsInfo | None
-) -> ServiceMatch:
+def _build(ident: Identification, reply: bytes, *, tunnel: str, tls_info: TlsInfo | None) -> ServiceMatch:
     http = parse_http_response(reply) if ident.service in ("http", "https") else None
     product = ident.product
     if http is not None and not product and http.server:
@@ -386,8 +382,10 @@ async def _detect_tcp(
     start = loop.time()
     try:
         async with limit:
-            first = await asyncio.wait_for(asyncio.open_connection(host, port, limit=_MAX_REPLY), conn.timing.connect)
-    except (OSError, TimeoutError, asyncio.TimeoutError):
+            first = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=_MAX_REPLY), conn.timing.connect
+            )
+    except (OSError, TimeoutError):
         return None  # closed or filtered since the port scan
     if rtt_hint is None:
         conn.timing = Timing(loop.time() - start, opts.timeout_scale)
@@ -408,7 +406,7 @@ async def _udp_probe(host: str, port: int, probe: Probe, db: ProbeDatabase, wait
             try:
                 data = await asyncio.wait_for(loop.sock_recv(sock, _MAX_REPLY), wait / 2 if attempt == 0 else
                                               max(0.01, deadline - loop.time()))  # fmt: skip
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 continue
             return _Reply(probe, data=data, ident=match_reply(data, probe, db))
         return _Reply(probe)

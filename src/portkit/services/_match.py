@@ -108,9 +108,7 @@ def _rules_for(probe: Probe, db: ProbeDatabase) -> Iterable[MatchRule]:
             yield from null.rules
 
 
-def match_reply(
-    reply: bytes, probe: Probe, db: ProbeDatabase, *, within: str = ""
-) -> Identification | None:
+def match_reply(reply: bytes, probe: Probe, db: ProbeDatabase, *, within: str = "") -> Identification | None:
     """The first hard match of `reply` under `probe`'s rules (then its fallbacks'), else the
     first soft one. `within` (a soft-matched service) keeps only rules for that service."""
     if not reply:

@@ -28,7 +28,14 @@ _PRINTABLE = re.compile(r"\$P\((\d+)\)")
 _INT = re.compile(r"\$I\(\d+,\"[<>]\"\)")
 _GROUP = re.compile(r"\$(\d+)")
 
-_FIELD_NAMES = {"p": "product", "v": "version", "i": "extrainfo", "h": "hostname", "o": "ostype", "d": "devicetype"}
+_FIELD_NAMES = {
+    "p": "product",
+    "v": "version",
+    "i": "extrainfo",
+    "h": "hostname",
+    "o": "ostype",
+    "d": "devicetype",
+}
 
 
 def convert_template(text: str) -> str:

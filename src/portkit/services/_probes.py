@@ -55,7 +55,7 @@ class MatchRule:
         return _compile(self.pattern, self.flags)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compile(pattern: str, flags: str) -> re.Pattern[bytes] | None:
     value = 0
     if "i" in flags:
@@ -185,9 +185,7 @@ def load_toml(text: str, source: str = "builtin") -> ProbeDatabase:
     probes = []
     for i, p in enumerate(doc.get("probe", [])):
         where = f"probe #{i + 1} ({p.get('name', '?')})"
-        rules = tuple(
-            _rule_from_toml(m, f"{where} match #{j + 1}") for j, m in enumerate(p.get("match", []))
-        )
+        rules = tuple(_rule_from_toml(m, f"{where} match #{j + 1}") for j, m in enumerate(p.get("match", [])))
         probes.append(
             Probe(
                 name=str(p["name"]),
