@@ -1,0 +1,242 @@
+"""The raw-socket driver for SYN, ACK and UDP scans (IPv4): a sender and a separate receiver.
+
+The sender writes probes on a raw socket (the kernel adds the IP header); the receiver reads
+replies on raw TCP/UDP and ICMP sockets, with a BPF filter so the kernel drops what cannot be
+ours (on loopback, our own probes) before Python sees it. Replies are matched statelessly:
+`Cookie` tells whether the echoed sequence number or source port belongs to this scan and
+which try it answers, so nothing per probe is looked up but the schedule's pending entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import select
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+
+from portkit.errors import PermissionNeeded
+from portkit.scan._hosts import HostTable, ScanHost
+from portkit.scan._packets import (
+    ACK,
+    SYN,
+    TRY_MASK,
+    UDP_PORT_BASE,
+    UDP_PORT_SPAN,
+    Cookie,
+    Reply,
+    TcpProbeBuilder,
+    parse_ipv4_icmp,
+    parse_ipv4_tcp,
+    parse_ipv4_udp,
+    udp_probe,
+)
+from portkit.scan._payloads import payload_for
+from portkit.scan._schedule import Schedule
+from portkit.scan._states import NO_RESPONSE, ScanType, outcome_codes
+
+Record = Callable[[int, int, int], None]
+Progress = Callable[[], None]
+
+SO_ATTACH_FILTER = 26
+_RCVBUF = 8 << 20
+_BATCH = 512
+
+
+def _bpf(instructions: list[tuple[int, int, int, int]]) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
+    code = b"".join(struct.pack("HBBI", *ins) for ins in instructions)
+    buffer = ctypes.create_string_buffer(code)
+    return struct.pack("HL", len(instructions), ctypes.addressof(buffer)), buffer
+
+
+def _attach(sock: socket.socket, instructions: list[tuple[int, int, int, int]]) -> None:
+    prog, buffer = _bpf(instructions)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+    del buffer  # the kernel copied the program
+
+
+def tcp_reply_filter(our_port: int) -> list[tuple[int, int, int, int]]:
+    """Accept TCP segments to `our_port` with RST or ACK set (not our own outgoing probes)."""
+    return [
+        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)
+        (0x48, 0, 0, 2),  # ldh [x+2]: destination port
+        (0x15, 0, 3, our_port),  # jeq our_port
+        (0x50, 0, 0, 13),  # ldb [x+13]: flags
+        (0x45, 0, 1, RST_OR_ACK),  # jset RST|ACK
+        (0x06, 0, 0, 0xFFFF),  # accept
+        (0x06, 0, 0, 0),  # drop
+    ]
+
+
+RST_OR_ACK = 0x14
+
+
+def udp_reply_filter() -> list[tuple[int, int, int, int]]:
+    """Accept UDP datagrams to the source-port range our probes use."""
+    return [
+        (0xB1, 0, 0, 0),
+        (0x48, 0, 0, 2),
+        (0x35, 0, 2, UDP_PORT_BASE),  # jge base
+        (0x35, 1, 0, UDP_PORT_BASE + UDP_PORT_SPAN),  # jge base+span -> drop
+        (0x06, 0, 0, 0xFFFF),
+        (0x06, 0, 0, 0),
+    ]
+
+
+def _raw_socket(proto: int) -> socket.socket:
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+    except PermissionError:
+        raise PermissionNeeded("raw sockets need root or CAP_NET_RAW (use --connect without them)") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+    return sock
+
+
+def source_address(host: ScanHost) -> int:
+    """The address the kernel would send from to reach `host` (a UDP connect() asks the routing table)."""
+    with socket.socket(host.family, socket.SOCK_DGRAM) as probe:
+        probe.connect((host.address, 9))
+        return int.from_bytes(socket.inet_aton(probe.getsockname()[0]), "big")
+
+
+class RawScanner:
+    """One raw scan: sends via `sender`, reads via `receivers`, drives `schedule`."""
+
+    def __init__(
+        self,
+        scan_type: ScanType,
+        hosts: HostTable,
+        ports: Sequence[int],
+        schedule: Schedule,
+        record: Record,
+        *,
+        cookie: Cookie | None = None,
+        our_port: int | None = None,
+    ) -> None:
+        self.scan_type = scan_type
+        self.hosts = hosts
+        self.ports = list(ports)
+        self.port_index = {p: i for i, p in enumerate(self.ports)}
+        self.schedule = schedule
+        self.record = record
+        self.cookie = cookie or Cookie()
+        self.our_port = our_port or 40000 + self.cookie(0, 0) % 20000
+        self.udp = scan_type is ScanType.UDP
+        proto = socket.IPPROTO_UDP if self.udp else socket.IPPROTO_TCP
+        self.sender = _raw_socket(proto)
+        self.sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _RCVBUF)
+        self.replies = _raw_socket(proto)
+        _attach(self.replies, udp_reply_filter() if self.udp else tcp_reply_filter(self.our_port))
+        self.icmp = _raw_socket(socket.IPPROTO_ICMP)
+        for sock in (self.replies, self.icmp):
+            sock.setblocking(False)
+        self._builders: dict[int, TcpProbeBuilder] = {}
+        self._flags = SYN if scan_type is ScanType.SYN else ACK
+        self.final = outcome_codes(scan_type)
+        self.final[NO_RESPONSE] = 0
+        self.nports = len(self.ports)
+
+    def close(self) -> None:
+        for sock in (self.sender, self.replies, self.icmp):
+            sock.close()
+
+    # -- sender --------------------------------------------------------------------------
+
+    def _builder(self, host: ScanHost) -> TcpProbeBuilder:
+        builder = self._builders.get(host.index)
+        if builder is None:
+            builder = TcpProbeBuilder(source_address(host), host.number, self.our_port, self._flags)
+            self._builders[host.index] = builder
+        return builder
+
+    def send(self, key: int, tryno: int) -> None:
+        nports = len(self.ports)
+        host = self.hosts.get(key // nports)
+        assert host is not None
+        port = self.ports[key % nports]
+        if self.udp:
+            sport = self.cookie.udp_sport(host.number, port, tryno)
+            packet = udp_probe(sport, port, payload_for(port))
+        else:
+            seq = self.cookie.tcp_seq(host.number, port, tryno)
+            ack = seq if self.scan_type is ScanType.ACK else 0
+            packet = self._builder(host).build(port, seq, ack)
+        # ENOBUFS and kin: the probe counts as sent and lost; retransmission covers it.
+        with contextlib.suppress(OSError):
+            self.sender.sendto(packet, (host.address, 0))
+
+    # -- receiver ------------------------------------------------------------------------
+
+    def _take(self, reply: Reply | None, now: float) -> int:
+        """Settle the probe `reply` answers, if it is one of ours; 1 if it was."""
+        if reply is None:
+            return 0
+        address, port, our_port, seq, rcode, ttl = reply
+        if not self.final[rcode]:
+            return 0
+        host = self.hosts.by_number.get(address)
+        index = self.port_index.get(port)
+        if host is None or index is None:
+            return 0
+        if self.udp:
+            tryno = (our_port - self.cookie.udp_sport(address, port, 0)) % UDP_PORT_SPAN
+            if tryno > TRY_MASK:
+                return 0
+        else:
+            if our_port != self.our_port or (seq ^ self.cookie(address, port)) & ~TRY_MASK & 0xFFFFFFFF:
+                return 0
+            tryno = seq & TRY_MASK
+        key = host * self.nports + index
+        if self.schedule.answered(key, tryno, now):
+            self.record(key, rcode, ttl)
+        return 1
+
+    def drain(self) -> int:
+        """Read every reply queued on the receive sockets; return how many were ours."""
+        taken = 0
+        now = time.monotonic()
+        parse = parse_ipv4_udp if self.udp else parse_ipv4_tcp
+        want = socket.IPPROTO_UDP if self.udp else socket.IPPROTO_TCP
+        recv = self.replies.recv
+        while True:
+            try:
+                packet = recv(65535)
+            except BlockingIOError:
+                break
+            taken += self._take(parse(packet), now)
+        recv = self.icmp.recv
+        while True:
+            try:
+                packet = recv(65535)
+            except BlockingIOError:
+                break
+            quoted = parse_ipv4_icmp(packet)
+            if quoted is not None and quoted[0] == want:
+                taken += self._take(quoted[1], now)
+        return taken
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, progress: Progress | None = None) -> None:
+        schedule, monotonic = self.schedule, time.monotonic
+        poller = select.poll()
+        poller.register(self.replies, select.POLLIN)
+        poller.register(self.icmp, select.POLLIN)
+        last_progress = 0.0
+        while not schedule.done:
+            now = monotonic()
+            for key, tryno in schedule.next_probes(now, _BATCH):
+                self.send(key, tryno)
+            got = self.drain()
+            now = monotonic()
+            for key in schedule.expired(now):
+                self.record(key, NO_RESPONSE, 0)
+            if not got and not schedule.can_send() and not schedule.done:
+                wait = schedule.next_wakeup(now)
+                if wait > 0:
+                    poller.poll(min(wait, 0.1) * 1000)
+            if progress is not None and now - last_progress > 0.1:
+                last_progress = now
+                progress()
