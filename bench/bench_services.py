@@ -117,7 +117,7 @@ def bench(lab: ServiceLab, runs: int, nmap_runs: int) -> bool:
             o = " ".join(x for x in ours if x) if ours else "-"
             print(f"  {port:>6} {names.get((port, proto), '?'):<12} {t[:44]:<44} {o}{mark}")
         missed = [p for p, t in nmap_found.items() if not _same(t, ours_found.get(p))]
-        print(f"  nmap named {len(nmap_found)}, portkit named {len(ours_found)}, portkit missed {len(missed)}")
+        print(f"  nmap named {len(nmap_found)}, portkit {len(ours_found)}; portkit missed {len(missed)}")
         print(
             f"  wall time, median: portkit {ours_med:.2f} s ({runs} runs), nmap {nmap_med:.2f} s "
             f"({nmap_runs} runs); ratio {ratio:.3f} (goal <= {GOAL}) {'OK' if ratio <= GOAL else 'MISSED'}"

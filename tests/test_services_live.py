@@ -148,7 +148,7 @@ def test_json_shape(detected, lab) -> None:  # type: ignore[no-untyped-def]
         "confidence",
     }
     assert doc["service"]["tunnel"] == "ssl"
-    assert set(doc["tls"]) == {"version", "cipher", "alpn", "subject", "sans", "issuer", "not_after"}
+    assert set(doc["tls"]) >= {"version", "cipher", "alpn", "subject", "sans", "issuer", "not_after"}
     plain = _match(detected, lab, "sshd").port_fields()
     assert plain["tls"] is None
     assert plain["service"]["cpe"][0].startswith("cpe:/a:openbsd:openssh:")
@@ -175,3 +175,87 @@ def test_nmap_probe_file_identifies_the_same_servers(lab) -> None:  # type: igno
         assert found.name == server.expect_name, (key, str(found))
         assert found.tunnel == server.tunnel
         assert found.probe  # the nmap probe that matched, e.g. GetRequest
+
+
+# --- `portkit scan --sv`: the same servers through the scanner's outputs ------------------
+
+
+def _tcp_ports(lab: ServiceLab) -> str:
+    return ",".join(str(s.port) for s in lab.servers.values() if s.protocol == "tcp")
+
+
+def test_cli_scan_sv_table(cli, lab) -> None:  # type: ignore[no-untyped-def]
+    result = cli("scan", LOOPBACK, "-p", _tcp_ports(lab), "--sv")
+    assert result.status == 0, result.stderr
+    lines = {line.split("/")[0]: line for line in result.stdout.splitlines() if "/tcp" in line}
+    assert "SERVICE" in result.stdout and "VERSION" in result.stdout
+    for key in (
+        "nginx",
+        "nginx-tls",
+        "sshd",
+        "redis",
+        "postgres",
+        "vsftpd",
+        "dnsmasq",
+        "mosquitto",
+        "pyhttp",
+    ):
+        server = lab[key]
+        words = lines[str(server.port)].split()
+        assert words[1] == "open"
+        expected = f"ssl/{server.expect_name}" if server.tunnel else server.expect_name
+        assert words[2] == expected, lines[str(server.port)]
+        assert server.expect_product.split()[0].lower() in lines[str(server.port)].lower()
+        if server.expect_version:
+            assert server.expect_version in lines[str(server.port)]
+    assert lines[str(lab["silent"].port)].split()[2:] == ["unknown", "(silent)"]
+    assert lines[str(lab["closer"].port)].split()[2] == "tcpwrapped"
+
+
+def test_cli_scan_sv_json(cli, lab) -> None:  # type: ignore[no-untyped-def]
+    result = cli("scan", LOOPBACK, "-p", _tcp_ports(lab), "--sv", "--json", "--sv-intensity", "5")
+    assert result.status == 0, result.stderr
+    doc = result.json()
+    assert doc["scan"]["sv"] is True and doc["scan"]["sv_intensity"] == 5
+    ports = {p["port"]: p for p in doc["hosts"][0]["ports"]}
+    tls_port = ports[lab["nginx-tls"].port]
+    assert tls_port["service"]["tunnel"] == "ssl"
+    assert tls_port["tls"]["subject"] == "O=portkit lab,CN=portkit.test"
+    assert "DNS:portkit.test" in tls_port["tls"]["sans"]
+    ssh = ports[lab["sshd"].port]["service"]
+    assert (ssh["name"], ssh["product"], ssh["method"], ssh["confidence"]) == ("ssh", "OpenSSH", "probed", 10)
+    assert ports[lab["sshd"].port]["tls"] is None
+
+
+@pytest.mark.skipif(not shutil.which("xmllint"), reason="xmllint (libxml2-utils) not installed")
+def test_cli_scan_sv_xml_follows_nmaps_dtd(cli, lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    xml = tmp_path / "scan.xml"
+    result = cli("scan", LOOPBACK, "-p", _tcp_ports(lab), "--sv", "-oX", str(xml))
+    assert result.status == 0, result.stderr
+    check = subprocess.run(
+        ["xmllint", "--noout", "--dtdvalid", "/usr/share/nmap/nmap.dtd", str(xml)],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
+    text = xml.read_text()
+    assert f'<port protocol="tcp" portid="{lab["sshd"].port}">' in text
+    assert '<service name="ssh" product="OpenSSH"' in text
+    assert 'tunnel="ssl"' in text and "<cpe>cpe:/a:igor_sysoev:nginx:" in text
+
+
+def test_cli_udp_scan_sv(cli, lab) -> None:  # type: ignore[no-untyped-def]
+    port = lab["dnsmasq-udp"].port
+    result = cli("scan", LOOPBACK, "-sU", "-p", str(port), "--sv", "--json")
+    assert result.status == 0, result.stderr
+    found = result.json()["hosts"][0]["ports"][0]
+    assert found["state"] == "open"
+    assert (found["service"]["name"], found["service"]["product"]) == ("domain", "dnsmasq")
+
+
+def test_cli_bad_service_options_are_usage_errors(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("scan", LOOPBACK, "-p", "1", "--sv", "--probes", "nosuch")
+    assert result.status == 2
+    assert result.stderr.strip().count("\n") == 0 and "nosuch" in result.stderr
+    result = cli("scan", LOOPBACK, "-p", "1", "--sv", "--sv-intensity", "12")
+    assert result.status == 2 and "Traceback" not in result.stderr

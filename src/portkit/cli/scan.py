@@ -121,6 +121,25 @@ def _write(path: str, text: str) -> None:
 @click.option("-oX", "xml_file", help="Also write nmap XML to FILE ('-' for stdout).")
 @click.option("-oG", "grepable_file", help="Also write grepable output to FILE ('-' for stdout).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per port.")
+@click.option(
+    "-sV", "--sv", "service_detection", is_flag=True, help="Detect what really answers on open ports."
+)
+@click.option(
+    "--sv-intensity",
+    "--version-intensity",
+    "sv_intensity",
+    type=click.IntRange(0, 9),
+    default=7,
+    show_default=True,
+    help="Service probes to try: 0 light .. 9 all (as nmap's --version-intensity).",
+)
+@click.option(
+    "--probes",
+    "probe_db",
+    default="builtin",
+    show_default=True,
+    help="Service probe database: builtin, nmap (the installed nmap-service-probes) or a file.",
+)
 def scan(
     targets: tuple[str, ...],
     ports: str,
@@ -148,6 +167,9 @@ def scan(
     xml_file: str | None,
     grepable_file: str | None,
     as_csv: bool,
+    service_detection: bool,
+    sv_intensity: int,
+    probe_db: str,
 ) -> None:
     """Scan TARGETS' ports and report nmap's states: open, closed, filtered, unfiltered, open|filtered.
 
@@ -189,14 +211,26 @@ def scan(
         skip_discovery=skip_discovery,
         ping_only=ping_only,
         all_ports_listed=all_ports,
-        args={"targets": list(targets), "reason": reason},
+        args={"targets": list(targets), "reason": reason}
+        | ({"sv": True, "sv_intensity": sv_intensity, "probes": probe_db} if service_detection else {}),
         command=" ".join(["portkit", "scan", *sys.argv[2:]]) if len(sys.argv) > 1 else "portkit scan",
     )
+    if service_detection:
+        from portkit.services import load_database
+
+        load_database(probe_db)  # a bad --probes is a usage error before the scan, not after
     progress = _Progress()
     try:
         result = run_scan(options, progress)
     finally:
         progress.close()
+    if service_detection and not result.interrupted:
+        from portkit.services import detect_for_scan
+
+        try:
+            detect_for_scan(result, intensity=sv_intensity, probes=probe_db, timing=timing, max_rate=max_rate)
+        except KeyboardInterrupt:
+            result.interrupted = True
     if json_file:
         _write(json_file, render.render_json(result) + "\n")
     if xml_file:

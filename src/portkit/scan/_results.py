@@ -65,9 +65,18 @@ class TlsInfo:
     alpn: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["san"] = list(self.san)
-        return out
+        # The schema of issue 5 (docs/json.md, json:services): same keys as portkit.services.
+        return {
+            "version": self.protocol or None,
+            "cipher": self.cipher or None,
+            "alpn": self.alpn or None,
+            "subject": self.subject or None,
+            "sans": list(self.san),
+            "issuer": self.issuer or None,
+            "not_after": self.not_after or None,
+            "not_before": self.not_before or None,
+            "self_signed": self.self_signed,
+        }
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ def _service_name(port: PortResult, unknown: str = "") -> str:
 
 def _version_text(port: PortResult) -> str:
     svc = port.service
-    if svc is None or svc.method != "probed":
+    if svc is None or (svc.method != "probed" and not svc.extrainfo):
         return ""
+    if svc.method != "probed":
+        return f"({svc.extrainfo})"  # service detection's word on a port nothing matched: "(silent)"
     text = " ".join(w for w in (svc.product, svc.version) if w)
     return f"{text} ({svc.extrainfo})" if svc.extrainfo else text
 

@@ -5,6 +5,8 @@
 {('127.0.0.1', 2222, <Protocol.TCP: 'tcp'>): ServiceMatch(name='ssh', product='OpenSSH', ...)}
 """
 
+from typing import TYPE_CHECKING
+
 from portkit.services._engine import DetectOptions, ServiceTarget, detect_services, detect_services_async
 from portkit.services._http import parse_http_response
 from portkit.services._match import Identification, match_reply, plan_probes
@@ -19,6 +21,9 @@ from portkit.services._probes import (
     load_toml,
 )
 
+if TYPE_CHECKING:
+    from portkit.services._scan import detect_for_scan
+
 __all__ = [
     "DetectOptions",
     "HttpInfo",
@@ -32,6 +37,7 @@ __all__ = [
     "TlsInfo",
     "builtin_database",
     "decode_payload",
+    "detect_for_scan",
     "detect_services",
     "detect_services_async",
     "load_database",
@@ -40,3 +46,12 @@ __all__ = [
     "parse_http_response",
     "plan_probes",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # detect_for_scan needs the scanner; importing it only when asked keeps this package light.
+    if name == "detect_for_scan":
+        from portkit.services._scan import detect_for_scan
+
+        return detect_for_scan
+    raise AttributeError(f"module 'portkit.services' has no attribute {name!r}")

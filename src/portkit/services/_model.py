@@ -35,6 +35,11 @@ class TlsInfo:
     sans: tuple[str, ...] = ()
     issuer: str = ""
     not_after: str = ""  # ISO 8601, UTC
+    not_before: str = ""
+
+    @property
+    def self_signed(self) -> bool | None:
+        return self.subject == self.issuer if self.subject else None
 
     def __str__(self) -> str:
         parts = [self.version, self.cipher]
@@ -55,6 +60,8 @@ class TlsInfo:
             "sans": list(self.sans),
             "issuer": self.issuer or None,
             "not_after": self.not_after or None,
+            "not_before": self.not_before or None,
+            "self_signed": self.self_signed,
         }
 
 

@@ -40,14 +40,14 @@ def _name(name: object) -> str:
     return name.rfc4514_string()
 
 
-def describe_certificate(der: bytes) -> tuple[str, tuple[str, ...], str, str]:
-    """(subject, SANs, issuer, not_after ISO 8601) of a DER certificate."""
+def describe_certificate(der: bytes) -> tuple[str, tuple[str, ...], str, str, str]:
+    """(subject, SANs, issuer, not_after, not_before) of a DER certificate; times in ISO 8601."""
     from cryptography import x509
 
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
-        return "", (), "", ""
+        return "", (), "", "", ""
     sans: list[str] = []
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -58,14 +58,15 @@ def describe_certificate(der: bytes) -> tuple[str, tuple[str, ...], str, str]:
     except (x509.ExtensionNotFound, ValueError):
         pass
     not_after = cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return _name(cert.subject), tuple(sans), _name(cert.issuer), not_after
+    not_before = cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _name(cert.subject), tuple(sans), _name(cert.issuer), not_after, not_before
 
 
 def describe_session(tls: ssl.SSLObject | ssl.SSLSocket) -> TlsInfo:
     """The negotiated version, cipher and ALPN, and the server certificate, of a live session."""
     cipher = tls.cipher()
     der = tls.getpeercert(binary_form=True)
-    subject, sans, issuer, not_after = describe_certificate(der) if der else ("", (), "", "")
+    subject, sans, issuer, not_after, not_before = describe_certificate(der) if der else ("", (), "", "", "")
     return TlsInfo(
         version=tls.version() or "",
         cipher=cipher[0] if cipher else "",
@@ -74,4 +75,5 @@ def describe_session(tls: ssl.SSLObject | ssl.SSLSocket) -> TlsInfo:
         sans=sans,
         issuer=issuer,
         not_after=not_after,
+        not_before=not_before,
     )
