@@ -259,3 +259,13 @@ def test_cli_bad_service_options_are_usage_errors(cli) -> None:  # type: ignore[
     assert result.stderr.strip().count("\n") == 0 and "nosuch" in result.stderr
     result = cli("scan", LOOPBACK, "-p", "1", "--sv", "--sv-intensity", "12")
     assert result.status == 2 and "Traceback" not in result.stderr
+
+
+def test_postgres_version_range_from_its_protocol_refusal(detected, lab) -> None:  # type: ignore[no-untyped-def]
+    from fixtures_services import PG_BIN, tool_version
+
+    major = int(tool_version([str(PG_BIN / "postgres"), "--version"], r"\(PostgreSQL\) (\d+)"))
+    found = _match(detected, lab, "postgres")
+    ranges = {"7.4 - 13": range(7, 14), "14 - 17": range(14, 18), "18 or later": range(18, 100)}
+    assert found.version in ranges, str(found)
+    assert major in ranges[found.version]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable
@@ -53,7 +54,7 @@ class DetectOptions:
     """How hard and how wide to probe."""
 
     intensity: int = 7  # 0 light .. 9 all (nmap's --version-intensity)
-    per_port: int = 6  # probe connections open at once on one port
+    per_port: int = 7  # probe connections open at once on one port
     concurrency: int = 96  # connections open at once overall
     timeout_scale: float = 1.0  # multiplies every wait (slow or lossy networks)
     rtt: dict[str, float] = field(default_factory=dict)  # host -> measured round-trip time, seconds
@@ -311,16 +312,22 @@ class _PortDetection:
                 if task is null_task and reply.data:
                     banner = True
                 if ident is not None and not ident.soft:
-                    if not tls_known and task is not null_task:
-                        held = held or self._finish(ident, reply.data)
-                    else:
-                        return self._finish(ident, reply.data)
+                    found = self._finish(ident, reply.data)
+                    if task is null_task:
+                        return found  # a banner: the server spoke first, so it is no TLS server
+                    held = _richer(held, found)
                 elif ident is not None and soft is None:
                     soft = (ident, reply.data)
                     queue = self._queue(ident.service, banner)
                     started = True
             if held is not None and tls_known:
-                return held
+                # A match without a version waits for the probes already in flight (no new
+                # ones): one of them may name the version (PostgreSQL's protocol range...).
+                in_flight = running - {null_task}
+                if held.version or not in_flight:
+                    return held
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
             if not started:
                 started = True
                 queue = self._queue("", banner)
@@ -360,6 +367,21 @@ class _PortDetection:
     async def _inside_tls(self, info: TlsInfo) -> ServiceMatch:
         inner = _PortDetection(self.conn, self.db, self.opts, self.hints, client_context(), info)
         return await inner.run(None)
+
+
+def _richer(held: ServiceMatch | None, found: ServiceMatch) -> ServiceMatch:
+    """Of two hard matches, the first, unless the second adds a version to the same service."""
+    if held is None:
+        return found
+    if held.name == found.name and found.version and not held.version:
+        return dataclasses.replace(
+            found,
+            product=found.product or held.product,
+            extrainfo=found.extrainfo or held.extrainfo,
+            cpe=found.cpe or held.cpe,
+            http=found.http or held.http,
+        )
+    return held
 
 
 def _table_guess(hints: list[str], note: str, *, silent: bool) -> ServiceMatch:
@@ -494,7 +516,7 @@ def detect_services(
     intensity: int = 7,
     probes: str | ProbeDatabase = "builtin",
     concurrency: int = 96,
-    per_port: int = 6,
+    per_port: int = 7,
     rtt: dict[str, float] | None = None,
     timeout_scale: float = 1.0,
 ) -> dict[ServiceTarget, ServiceMatch]:
