@@ -213,10 +213,10 @@ def test_cli_scan_sv_table(cli, lab) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_cli_scan_sv_json(cli, lab) -> None:  # type: ignore[no-untyped-def]
-    result = cli("scan", LOOPBACK, "-p", _tcp_ports(lab), "--sv", "--json", "--sv-intensity", "5")
+    result = cli("scan", LOOPBACK, "-p", _tcp_ports(lab), "--sv", "--json", "--sv-intensity", "light")
     assert result.status == 0, result.stderr
     doc = result.json()
-    assert doc["scan"]["sv"] is True and doc["scan"]["sv_intensity"] == 5
+    assert doc["scan"]["sv"] is True and doc["scan"]["sv_intensity"] == 2
     ports = {p["port"]: p for p in doc["hosts"][0]["ports"]}
     tls_port = ports[lab["nginx-tls"].port]
     assert tls_port["service"]["tunnel"] == "ssl"

@@ -374,3 +374,12 @@ def test_installed_nmap_file_reads() -> None:
     assert get is not None
     nginx = match_reply(b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\r\n", get, db)
     assert nginx is not None and (nginx.product, nginx.version) == ("nginx", "1.22.1")
+
+
+def test_parse_intensity() -> None:
+    from portkit.services import parse_intensity
+
+    assert [parse_intensity(x) for x in ("0", "9", "light", "ALL", "default", 5)] == [0, 9, 2, 9, 7, 5]
+    for bad in ("10", "-1", "max", ""):
+        with pytest.raises(UsageError, match="expected 0 \\(light\\) to 9 \\(all\\)"):
+            parse_intensity(bad)

@@ -128,10 +128,9 @@ def _write(path: str, text: str) -> None:
     "--sv-intensity",
     "--version-intensity",
     "sv_intensity",
-    type=click.IntRange(0, 9),
-    default=7,
+    default="7",
     show_default=True,
-    help="Service probes to try: 0 light .. 9 all (as nmap's --version-intensity).",
+    help="Service probes to try: 0-9, light (2) or all (9), as nmap's --version-intensity.",
 )
 @click.option(
     "--probes",
@@ -168,7 +167,7 @@ def scan(
     grepable_file: str | None,
     as_csv: bool,
     service_detection: bool,
-    sv_intensity: int,
+    sv_intensity: str,
     probe_db: str,
 ) -> None:
     """Scan TARGETS' ports and report nmap's states: open, closed, filtered, unfiltered, open|filtered.
@@ -191,6 +190,13 @@ def scan(
             ("scan_delay", scan_delay),
         )
     }
+    intensity = 7
+    if service_detection:
+        from portkit.services import load_database, parse_intensity
+
+        # Bad --probes or --sv-intensity are usage errors before the scan, not after it.
+        intensity = parse_intensity(sv_intensity)
+        load_database(probe_db)
     options = ScanOptions(
         targets=targets,
         ports=ports,
@@ -212,13 +218,9 @@ def scan(
         ping_only=ping_only,
         all_ports_listed=all_ports,
         args={"targets": list(targets), "reason": reason}
-        | ({"sv": True, "sv_intensity": sv_intensity, "probes": probe_db} if service_detection else {}),
+        | ({"sv": True, "sv_intensity": intensity, "probes": probe_db} if service_detection else {}),
         command=" ".join(["portkit", "scan", *sys.argv[2:]]) if len(sys.argv) > 1 else "portkit scan",
     )
-    if service_detection:
-        from portkit.services import load_database
-
-        load_database(probe_db)  # a bad --probes is a usage error before the scan, not after
     progress = _Progress()
     try:
         result = run_scan(options, progress)
@@ -228,7 +230,7 @@ def scan(
         from portkit.services import detect_for_scan
 
         try:
-            detect_for_scan(result, intensity=sv_intensity, probes=probe_db, timing=timing, max_rate=max_rate)
+            detect_for_scan(result, intensity=intensity, probes=probe_db, timing=timing, max_rate=max_rate)
         except KeyboardInterrupt:
             result.interrupted = True
     if json_file:

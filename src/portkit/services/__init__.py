@@ -7,7 +7,13 @@
 
 from typing import TYPE_CHECKING
 
-from portkit.services._engine import DetectOptions, ServiceTarget, detect_services, detect_services_async
+from portkit.services._engine import (
+    DetectOptions,
+    ServiceTarget,
+    detect_services,
+    detect_services_async,
+    parse_intensity,
+)
 from portkit.services._http import parse_http_response
 from portkit.services._match import Identification, match_reply, plan_probes
 from portkit.services._model import HttpInfo, Method, ServiceMatch, TlsInfo
@@ -44,6 +50,7 @@ __all__ = [
     "load_toml",
     "match_reply",
     "parse_http_response",
+    "parse_intensity",
     "plan_probes",
 ]
 

@@ -510,6 +510,24 @@ async def detect_services_async(
     return {target: match for target, match in results if match is not None}
 
 
+INTENSITY_NAMES = {"light": 2, "default": 7, "all": 9}  # nmap's --version-light / --version-all
+
+
+def parse_intensity(text: str | int) -> int:
+    """`0`..`9`, `light` (2), `default` (7) or `all` (9) -> the intensity; else a UsageError."""
+    from portkit.errors import UsageError
+
+    value = INTENSITY_NAMES.get(str(text).strip().lower())
+    if value is None:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            value = -1
+    if not 0 <= value <= 9:
+        raise UsageError(f"invalid intensity {text!r}: expected 0 (light) to 9 (all), light or all")
+    return value
+
+
 def detect_services(
     targets: Iterable[tuple[str, int, Protocol | str]],
     *,
@@ -526,11 +544,9 @@ def detect_services(
     installed nmap-service-probes) or a database; `rtt` the round-trip times the port scan
     measured, per address (measured here by the first connection otherwise).
     """
-    from portkit.errors import UsageError
     from portkit.services._probes import load_database
 
-    if not 0 <= intensity <= 9:
-        raise UsageError(f"invalid intensity {intensity}: expected 0 (light) to 9 (all)")
+    intensity = parse_intensity(intensity)
     db = probes if isinstance(probes, ProbeDatabase) else load_database(probes)
     opts = DetectOptions(
         intensity=intensity,
