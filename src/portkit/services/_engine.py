@@ -88,12 +88,12 @@ class Timing:
     @property
     def linger(self) -> float:
         """After a first reply, how long to wait for the rest of it."""
-        return _clamp(0.04 + 2 * self.rtt, 0.04, 0.6) * self.scale
+        return _clamp(0.1 + 2 * self.rtt, 0.1, 0.6) * self.scale
 
     def probe(self, probe: Probe) -> float:
         if probe.wait:
             return probe.wait * self.scale
-        return _clamp(0.45 + 8 * self.rtt, 0.45, 6.0) * self.scale
+        return _clamp(0.6 + 8 * self.rtt, 0.6, 6.0) * self.scale
 
 
 @dataclass
@@ -159,9 +159,10 @@ async def _read_reply(
         data = b"".join(chunks)
         if len(data) >= _MAX_REPLY:
             break
-        ident = match_reply(data, probe, db)
-        if ident is not None and not ident.soft and ident.version:
-            break
+        if probe.name == NULL_PROBE:
+            ident = match_reply(data, probe, db)
+            if ident is not None and not ident.soft and ident.version:
+                break  # a complete banner; other replies (HTTP's page title) may still be arriving
         # Some of the reply is here; the rest follows within a round trip or two.
         deadline = min(deadline, loop.time() + linger)
     reply.data = b"".join(chunks)
@@ -286,7 +287,8 @@ class _PortDetection:
         timing: Timing,
     ) -> ServiceMatch:
         soft: tuple[Identification, bytes] | None = None
-        held: ServiceMatch | None = None  # a plain-text hard match waiting for the TLS verdict
+        held: ServiceMatch | None = None  # a hard match waiting for the TLS verdict or a version
+        held_for_tls = False
         tls_task: asyncio.Task[_Reply] | None = None
         banner = False
         started = False
@@ -316,11 +318,15 @@ class _PortDetection:
                     if task is null_task:
                         return found  # a banner: the server spoke first, so it is no TLS server
                     held = _richer(held, found)
+                    # nginx, Apache... answer plain HTTP on a TLS port with an error page; only
+                    # such a reply can be the plain face of a TLS service.
+                    if found.http is not None and found.http.status >= 400:
+                        held_for_tls = True
                 elif ident is not None and soft is None:
                     soft = (ident, reply.data)
                     queue = self._queue(ident.service, banner)
                     started = True
-            if held is not None and tls_known:
+            if held is not None and (tls_known or not held_for_tls):
                 # A match without a version waits for the probes already in flight (no new
                 # ones): one of them may name the version (PostgreSQL's protocol range...).
                 in_flight = running - {null_task}
