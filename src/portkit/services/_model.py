@@ -141,10 +141,10 @@ class ServiceMatch:
         """The `service` object of a port (the TLS layer is separate: `tls.to_json()`)."""
         doc: dict[str, Any] = {
             "name": self.name,
-            "product": self.product or None,
-            "version": self.version or None,
-            "extrainfo": self.extrainfo or None,
-            "tunnel": self.tunnel or None,
+            "product": self.product,
+            "version": self.version,
+            "extrainfo": self.extrainfo,
+            "tunnel": self.tunnel,
             "cpe": list(self.cpe),
             "method": self.method.value,
             "confidence": self.confidence,
