@@ -456,14 +456,23 @@ async def _detect_udp(
     for start in range(0, len(probes), opts.per_port):
         batch = probes[start : start + opts.per_port]
         async with limit:
-            replies = await asyncio.gather(*(_udp_probe(host, port, p, db, timing.probe(p)) for p in batch))
-        for reply in replies:
-            if reply.closed:
-                return None
-            answered = answered or bool(reply.data)
-            if reply.ident is not None and not reply.ident.soft:
-                return _build(reply.ident, reply.data, tunnel="", tls_info=None)
-            soft = soft or reply.ident
+            pending = {asyncio.ensure_future(_udp_probe(host, port, p, db, timing.probe(p))) for p in batch}
+            try:
+                # The first hard match ends the port; the batch's other probes are cancelled.
+                while pending:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        reply = task.result()
+                        if reply.closed:
+                            return None
+                        answered = answered or bool(reply.data)
+                        if reply.ident is not None and not reply.ident.soft:
+                            return _build(reply.ident, reply.data, tunnel="", tls_info=None)
+                        soft = soft or reply.ident
+            finally:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
     if soft is not None:
         return _build(soft, b"", tunnel="", tls_info=None)
     what = "replied to no probe" if answered else "no reply"
