@@ -180,6 +180,7 @@ class Lab:
                     str(host.link.rtt_ms),
                     str(host.link.loss),
                     str(index),
+                    str(host.link.loss_budget),
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -66,11 +66,14 @@ class Link:
     """The host's link to the lab bridge: a veth, or a userspace relay with delay and loss.
 
     `rtt_ms` is the round-trip time added (half on each way); `loss` is the probability that
-    a frame is dropped, each way.
+    a frame is dropped, each way. `loss_budget` (0: unlimited) caps the frames lost per flow
+    (one port of the host, both ways): loss that retransmission is sure to repair, so that
+    scanners can be compared on a lossy link without comparing their luck.
     """
 
     rtt_ms: float = 0.0
     loss: float = 0.0
+    loss_budget: int = 0
 
     @property
     def emulated(self) -> bool:

@@ -6,6 +6,7 @@ result is read at once with SO_ERROR; only the rest wait on the selector.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import selectors
 import socket
@@ -40,12 +41,14 @@ def run_connect(
 ) -> None:
     nports = len(ports)
     selector = selectors.DefaultSelector()
-    open_socks: dict[int, tuple[socket.socket, int]] = {}  # key -> (socket, tryno)
+    open_socks: dict[int, tuple[_socket.socket, int]] = {}  # key -> (socket, tryno)
+    # The C socket type: socket.socket's Python __init__ costs more than the connect on loopback.
+    new_socket = _socket.socket
     stream = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
     monotonic = time.monotonic
     SO_ERROR, SOL_SOCKET = socket.SO_ERROR, socket.SOL_SOCKET
 
-    def settle(key: int, tryno: int, err: int, sock: socket.socket) -> None:
+    def settle(key: int, tryno: int, err: int, sock: _socket.socket, now: float) -> None:
         response = _ERRNO_RESPONSE.get(err)
         if response == _CONNECTED:
             try:
@@ -54,7 +57,7 @@ def run_connect(
                     response = _REFUSED
             except OSError:
                 response = None
-        if response is not None and schedule.answered(key, tryno, monotonic()):
+        if response is not None and schedule.answered(key, tryno, now):
             record(key, response, 0)
 
     def forget(key: int) -> None:
@@ -68,12 +71,13 @@ def run_connect(
         while not schedule.done:
             now = monotonic()
             limit = _MAX_OPEN - len(open_socks)
-            for key, tryno in schedule.next_probes(now, limit):
+            probes = schedule.next_probes(now, limit)
+            for key, tryno in probes:
                 if key in open_socks:
                     forget(key)
                 host = hosts.get(key // nports)
                 assert host is not None
-                sock = socket.socket(host.family, stream)
+                sock = new_socket(host.family, stream)
                 err = sock.connect_ex((host.address, ports[key % nports]))
                 if err == errno.EINPROGRESS:
                     err = sock.getsockopt(SOL_SOCKET, SO_ERROR)
@@ -81,7 +85,7 @@ def run_connect(
                         open_socks[key] = (sock, tryno)
                         selector.register(sock, selectors.EVENT_WRITE, (key, tryno))
                         continue
-                settle(key, tryno, err, sock)
+                settle(key, tryno, err, sock, now)
                 sock.close()
             wait = 0.0 if schedule.can_send() else schedule.next_wakeup(monotonic())
             if open_socks:
@@ -91,7 +95,7 @@ def run_connect(
                     err = sock.getsockopt(SOL_SOCKET, SO_ERROR)
                     if err in (errno.ETIMEDOUT, errno.EINPROGRESS):
                         continue
-                    settle(key, tryno, err, sock)
+                    settle(key, tryno, err, sock, monotonic())
                     forget(key)
             elif wait > 0:
                 time.sleep(min(wait, 0.05))

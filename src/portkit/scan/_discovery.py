@@ -72,10 +72,9 @@ def _raw_ping(todo: list[ScanHost], wait: float) -> dict[int, str]:
             icmp.sendto(body, (host.address, 0))
             src = source_address(host)
             for flags, port in ((SYN, 443), (ACK, 80)):
-                seq = cookie.tcp_seq(host.number, port, 0)
-                packet = TcpProbeBuilder(src, host.number, our_port, flags).build(
-                    port, seq, seq if flags == ACK else 0
-                )
+                seq = cookie.tcp_seq(host.number, port)
+                builder = TcpProbeBuilder(src, host.number, flags)
+                packet = builder.build(our_port, port, seq, seq if flags == ACK else 0)
                 tcp.sendto(packet, (host.address, 0))
         deadline = time.monotonic() + wait
         while len(found) < len(todo):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import os
-import secrets
 import shlex
+import signal
 import socket
 import sys
 import time
@@ -15,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from portkit.errors import UsageError
 from portkit.model import Protocol, parse_port_spec
-from portkit.model.portspec import ranges_from_ports
 from portkit.scan._hosts import HostTable
 from portkit.scan._permutation import Permutation
 from portkit.scan._results import (
@@ -80,6 +82,20 @@ def resolve_ports(text: str, protocol: Protocol) -> list[int]:
     return ports
 
 
+def port_ranges(ports: Sequence[int]) -> str:
+    """Sorted ports as nmap writes them: `1-1024,8080`."""
+    parts: list[str] = []
+    ordered = sorted(ports)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
 class _Collector:
     """Where drivers record outcomes: a byte per port per host (an OUTCOMES code, 0 = unknown)."""
 
@@ -105,11 +121,28 @@ class _Collector:
         self.ttls[host][index] = min(ttl, 255)
 
 
+@functools.lru_cache(maxsize=1)
+def _service_names() -> Callable[[int, Protocol], str]:
+    """Port -> service name, nmap-style: this system's /etc/services first, then the registry.
+
+    The registry's best name for a port can be a more specific service (sftp on 22); a scan
+    names the port the way nmap and /etc/services do (ssh, domain), when they know it.
+    """
+    from portkit.registry import Source, default_registry
+
+    registry = default_registry()
+    system = {(s.port, s.protocol): s.name for s in reversed(registry.layer(Source.SYSTEM)) if s.name}
+
+    def name(port: int, protocol: Protocol) -> str:
+        return system.get((port, protocol)) or registry.name_for(port, protocol)
+
+    return name
+
+
 def _listing(
     codes: bytearray, ttls: bytearray, ports: Sequence[int], protocol: Protocol, keep_all: bool
 ) -> tuple[list[PortResult], list[ExtraPorts]]:
     """nmap's listing: states other than open with more than 25 ports become "Not shown" counts."""
-    from portkit.registry import default_registry
 
     by_code = {code: codes.count(code) for code in set(codes) if code}
     by_state: Counter[PortState] = Counter()
@@ -135,13 +168,13 @@ def _listing(
         outcome = OUTCOMES[code]
         if outcome is not None and outcome[0] not in hidden:
             shown_codes.add(code)
-    registry = default_registry()
+    names = _service_names()
     shown = []
     for i, code in enumerate(codes):
         if code in shown_codes:
             listed = OUTCOMES[code]
             assert listed is not None
-            name = registry.name_for(ports[i], protocol)
+            name = names(ports[i], protocol)
             service = ServiceInfo(name) if name else None  # like nmap: no <service> without a name
             shown.append(PortResult(ports[i], protocol, listed[0], listed[1], ttls[i], service))
     shown.sort(key=lambda p: p.port)
@@ -197,6 +230,13 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
     targets = parse_targets(target_texts, exclude=exclude, first_address=options.first_address)
     if len(targets) > MAX_HOSTS:
         raise UsageError(f"too many targets ({len(targets)}): at most {MAX_HOSTS} hosts per scan")
+    if scan_type.raw and any(b.version == 6 for b in targets.blocks):
+        # The raw driver speaks IPv4 only; a default SYN scan of IPv6 targets becomes connect.
+        if options.scan_type is None:
+            scan_type = ScanType.CONNECT
+            notes.append("IPv6 targets: connect scan (raw IPv6 probes are not implemented)")
+        else:
+            raise UsageError(f"{scan_type.flag} of IPv6 targets is not supported yet: use --connect (-sT)")
     ports = [] if options.ping_only else resolve_ports(options.ports, protocol)
     tpl = template(options.timing).with_options(
         max_retries=options.max_retries,
@@ -207,7 +247,7 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
         scan_delay=options.scan_delay,
     )
     hosts = HostTable(targets)
-    seed = options.seed if options.seed is not None else secrets.randbits(64)
+    seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(8), "big")
     result = ScanResult(
         scan_type="ping" if options.ping_only else scan_type.value,
         protocol=protocol,
@@ -218,7 +258,7 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
         start=started_wall,
         hosts_total=len(targets),
         notes=notes,
-        services=",".join(str(r) for r in ranges_from_ports(ports)),
+        services=port_ranges(ports),
     )
     live = None
     try:
@@ -237,6 +277,161 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
     return result
 
 
+@dataclass
+class _Share:
+    """What one worker found: its outcomes and its schedule's statistics."""
+
+    codes: dict[int, bytearray]
+    ttls: dict[int, bytearray]
+    rtts: dict[int, float]
+    timed_out: set[int]
+    sent: int = 0
+    retransmitted: int = 0
+    drops: int = 0
+    cwnd: float = 0.0
+    interrupted: bool = False
+
+
+# Below this many probes a second process costs more than it saves.
+PARALLEL_MIN_PROBES = 20000
+MAX_WORKERS = 2
+
+
+def _workers(total: int, options: ScanOptions) -> int:
+    if total < PARALLEL_MIN_PROBES or options.scan_delay or options.timing < 3:
+        return 1
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def _run_share(
+    share: int,
+    shares: int,
+    scan_type: ScanType,
+    hosts: HostTable,
+    ports: list[int],
+    tpl: Template,
+    perm: Permutation,
+    order_hosts: list[int] | None,
+    max_rate: float | None,
+    progress: Callable[[int], None] | None,
+) -> _Share:
+    nports = len(ports)
+
+    def order() -> Iterator[int]:
+        if order_hosts is None and not hosts.targets.excluded:
+            # Every index is a probe: host * nports + port_index is the index itself.
+            yield from perm.share(share, shares)
+            return
+        for i in perm.share(share, shares):
+            h, p = divmod(i, nports)
+            host = order_hosts[h] if order_hosts is not None else h
+            if hosts.get(host) is not None:
+                yield host * nports + p
+
+    if shares > 1:
+        # Workers split the congestion window and the rate cap: together they pace as one scan.
+        tpl = dataclasses.replace(
+            tpl, initial_cwnd=max(1.0, tpl.initial_cwnd / shares), max_cwnd=max(1.0, tpl.max_cwnd / shares)
+        )
+        max_rate = max_rate / shares if max_rate else None
+    collector = _Collector(scan_type, nports)
+    schedule = Schedule(order(), nports, tpl, max_rate=max_rate, now=time.monotonic())
+    tick = (lambda: progress(collector.settled)) if progress else None
+    interrupted = False
+    try:
+        if scan_type is ScanType.CONNECT:
+            from portkit.scan._connect import run_connect
+
+            run_connect(hosts, ports, schedule, collector.record, tick)
+        else:
+            from portkit.scan._raw import RawScanner
+
+            scanner = RawScanner(
+                scan_type, hosts, ports, schedule, collector.record, our_port=_our_port(share)
+            )
+            try:
+                scanner.run(tick)
+            finally:
+                scanner.close()
+    except KeyboardInterrupt:
+        interrupted = True
+    rtts = {h: est.srtt for h, est in schedule._rtt.items() if est.srtt is not None}
+    return _Share(
+        collector.codes,
+        collector.ttls,
+        rtts,
+        schedule.timed_out_hosts,
+        schedule.sent,
+        schedule.retransmitted,
+        schedule.drops,
+        schedule.window.cwnd,
+        interrupted,
+    )
+
+
+def _our_port(share: int) -> int:
+    """Distinct source-port blocks per worker, so each one's BPF filter sees only its replies."""
+    return 40000 + (int.from_bytes(os.urandom(2), "big") % 1000 * 16 + share * 16 * 1000) % 20000
+
+
+def _forked_shares(shares: int, run: Callable[[int], _Share]) -> list[_Share]:
+    """Run `run(i)` for each share in its own forked process; collect the pickled results."""
+    import pickle
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children: list[tuple[int, int]] = []
+    for index in range(shares):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read_end)
+            status = 0
+            try:
+                data = pickle.dumps(run(index))
+                with os.fdopen(write_end, "wb") as pipe:
+                    pipe.write(data)
+            except BaseException:
+                status = 1
+            os._exit(status)
+        os.close(write_end)
+        children.append((pid, read_end))
+    results: list[_Share] = []
+    interrupted = False
+    for pid, read_end in children:
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(read_end, 1 << 20)
+            except KeyboardInterrupt:
+                # A terminal's Ctrl-C reaches the workers too, a kill of this process alone does
+                # not: pass it on, then keep reading what each worker has so far.
+                interrupted = True
+                for child, _ in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGINT)
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(read_end)
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+        if chunks:
+            results.append(pickle.loads(b"".join(chunks)))
+    if interrupted and results:
+        results[0].interrupted = True
+    if len(results) != shares and not interrupted:
+        from portkit.errors import PortkitError
+
+        raise PortkitError("a scan worker process failed")
+    return results
+
+
 def _scan_ports(
     options: ScanOptions,
     scan_type: ScanType,
@@ -251,58 +446,53 @@ def _scan_ports(
 ) -> None:
     nports = len(ports)
     up_reason: dict[int, str] = {}
+    order_hosts: list[int] | None = None
     if live is not None:
-        host_indices = [h.index for h, _ in live]
+        order_hosts = [h.index for h, _ in live]
         up_reason = {h.index: why for h, why in live}
-        order_hosts = host_indices
-    else:
-        order_hosts = None
     nhosts = len(order_hosts) if order_hosts is not None else len(hosts)
     total = nhosts * nports
     perm = Permutation(total, seed)
+    shares = _workers(total, options)
 
-    def order() -> Iterator[int]:
-        for i in perm:
-            h, p = divmod(i, nports)
-            host = order_hosts[h] if order_hosts is not None else h
-            if hosts.get(host) is not None:
-                yield host * nports + p
+    def run(share: int) -> _Share:
+        # Worker 0 drives the progress bar, extrapolating from its own share.
+        hook = (lambda done: progress(min(total, done * shares), total)) if progress and share == 0 else None
+        return _run_share(
+            share, shares, scan_type, hosts, ports, tpl, perm, order_hosts, options.max_rate, hook
+        )
 
+    parts = [run(0)] if shares == 1 else _forked_shares(shares, run)
     collector = _Collector(scan_type, nports)
-    schedule = Schedule(order(), nports, tpl, max_rate=options.max_rate, now=time.monotonic())
-    tick = (lambda: progress(collector.settled, total)) if progress else None
-    try:
-        if scan_type is ScanType.CONNECT:
-            from portkit.scan._connect import run_connect
-
-            run_connect(hosts, ports, schedule, collector.record, tick)
-        else:
-            from portkit.scan._raw import RawScanner
-
-            scanner = RawScanner(scan_type, hosts, ports, schedule, collector.record)
-            try:
-                scanner.run(tick)
-            finally:
-                scanner.close()
-    except KeyboardInterrupt:
-        result.interrupted = True
-    result.probes_sent = schedule.sent
-    result.hosts = _host_results(
-        collector, hosts, ports, protocol, schedule.timed_out_hosts, options.all_ports_listed
-    )
+    timed_out: set[int] = set()
+    rtts: dict[int, float] = {}
+    for part in parts:
+        for host, codes in part.codes.items():
+            mine = collector.codes.get(host)
+            if mine is None:
+                collector.codes[host], collector.ttls[host] = codes, part.ttls[host]
+                continue
+            ttls = collector.ttls[host]
+            for i, code in enumerate(codes):
+                if code:
+                    mine[i], ttls[i] = code, part.ttls[host][i]
+        timed_out |= part.timed_out
+        rtts.update(part.rtts)
+        result.probes_sent += part.sent
+        result.interrupted |= part.interrupted
+    result.hosts = _host_results(collector, hosts, ports, protocol, timed_out, options.all_ports_listed)
     for host_result in result.hosts:
         index = hosts.by_number.get(_number(host_result.address))
-        if index is not None and index in up_reason:
-            host_result.status_reason = up_reason[index]
         if index is not None:
-            est = schedule._rtt.get(index)
-            host_result.rtt = est.srtt if est else None
+            host_result.status_reason = up_reason.get(index, host_result.status_reason)
+            host_result.rtt = rtts.get(index)
     if os.environ.get("PORTKIT_SCAN_DEBUG"):
-        print(
-            f"sent={schedule.sent} retrans={schedule.retransmitted} drops={schedule.drops} "
-            f"cwnd={schedule.window.cwnd:.0f}",
-            file=sys.stderr,
-        )
+        for part in parts:
+            print(
+                f"workers={shares} sent={part.sent} retrans={part.retransmitted} drops={part.drops} "
+                f"cwnd={part.cwnd:.0f}",
+                file=sys.stderr,
+            )
 
 
 def _number(address: str) -> int:

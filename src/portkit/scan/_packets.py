@@ -1,9 +1,12 @@
 """Building probe packets and reading replies, as bytes; the keyed cookie that matches them.
 
 Pure functions on bytes. A probe carries its identity in fields the reply must echo:
-TCP probes put `cookie(dst, dport) | tryno` in the sequence number (a SYN-ACK or RST acks
-seq + 1; a RST to an ACK probe carries our ack number as its seq, so ACK probes put the
-cookie in both), UDP probes derive the source port from the cookie and the try number.
+TCP probes put `cookie(dst, dport)` in the sequence number (a SYN-ACK or RST acks seq + 1;
+a RST to an ACK probe carries our ack number as its seq, so ACK probes put the cookie in
+both) and the try number in the source port (base + tryno), as nmap does: a retransmitted
+SYN from the same port would hit the half-open connection of the first and draw a RST,
+making an open port look closed. UDP probes derive the source port from the cookie and the
+try number.
 An ICMP error quotes the probe's IP header and first 8 bytes (ports and TCP seq), so it is
 matched the same way. No table of sent probes is needed to tell a reply from noise.
 """
@@ -47,8 +50,8 @@ class Cookie:
             key = self._host_keys[address] = hash(self.secret + address.to_bytes(16, "big"))
         return hash((key, port)) & 0xFFFFFFFF
 
-    def tcp_seq(self, address: int, port: int, tryno: int) -> int:
-        return (self(address, port) & ~TRY_MASK) | min(tryno, TRY_MASK)
+    def tcp_seq(self, address: int, port: int) -> int:
+        return self(address, port)
 
     def udp_sport(self, address: int, port: int, tryno: int) -> int:
         return UDP_PORT_BASE + (self(address, port) + tryno) % UDP_PORT_SPAN
@@ -67,15 +70,14 @@ def pseudo_sum(src: int, dst: int, proto: int, length: int) -> int:
 class TcpProbeBuilder:
     """TCP headers (20 bytes, no options) from one source to one destination, checksummed."""
 
-    def __init__(self, src: int, dst: int, sport: int, flags: int) -> None:
-        self.sport = sport
+    def __init__(self, src: int, dst: int, flags: int) -> None:
         self.flags = flags
-        # Everything but dport, seq and ack, summed once (RFC 1071 sums are order-free).
-        self.base = pseudo_sum(src, dst, _IP_PROTO_TCP, 20) + sport + ((5 << 12) | flags) + 1024
+        # Everything but the ports, seq and ack, summed once (RFC 1071 sums are order-free).
+        self.base = pseudo_sum(src, dst, _IP_PROTO_TCP, 20) + ((5 << 12) | flags) + 1024
 
-    def build(self, dport: int, seq: int, ack: int) -> bytes:
-        total = self.base + dport + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF)
-        return _TCP.pack(self.sport, dport, seq, ack, 5 << 4, self.flags, 1024, _fold(total), 0)
+    def build(self, sport: int, dport: int, seq: int, ack: int) -> bytes:
+        total = self.base + sport + dport + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF)
+        return _TCP.pack(sport, dport, seq, ack, 5 << 4, self.flags, 1024, _fold(total), 0)
 
 
 def udp_probe(sport: int, dport: int, payload: bytes) -> bytes:

@@ -9,7 +9,6 @@ which try it answers, so nothing per probe is looked up but the schedule's pendi
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import select
 import socket
@@ -58,11 +57,12 @@ def _attach(sock: socket.socket, instructions: list[tuple[int, int, int, int]]) 
 
 
 def tcp_reply_filter(our_port: int) -> list[tuple[int, int, int, int]]:
-    """Accept TCP segments to `our_port` with RST or ACK set (not our own outgoing probes)."""
+    """Accept TCP segments to our ports (base + try) with RST or ACK set (not our own probes)."""
     return [
         (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)
         (0x48, 0, 0, 2),  # ldh [x+2]: destination port
-        (0x15, 0, 3, our_port),  # jeq our_port
+        (0x35, 0, 4, our_port),  # jge base
+        (0x35, 3, 0, our_port + TRY_MASK + 1),  # jge base+16 -> drop
         (0x50, 0, 0, 13),  # ldb [x+13]: flags
         (0x45, 0, 1, RST_OR_ACK),  # jset RST|ACK
         (0x06, 0, 0, 0xFFFF),  # accept
@@ -122,7 +122,7 @@ class RawScanner:
         self.schedule = schedule
         self.record = record
         self.cookie = cookie or Cookie()
-        self.our_port = our_port or 40000 + self.cookie(0, 0) % 20000
+        self.our_port = our_port or 40000 + self.cookie(0, 0) % 20000 & ~TRY_MASK
         self.udp = scan_type is ScanType.UDP
         proto = socket.IPPROTO_UDP if self.udp else socket.IPPROTO_TCP
         self.sender = _raw_socket(proto)
@@ -132,8 +132,9 @@ class RawScanner:
         self.icmp = _raw_socket(socket.IPPROTO_ICMP)
         for sock in (self.replies, self.icmp):
             sock.setblocking(False)
-        self._builders: dict[int, TcpProbeBuilder] = {}
+        self._dests: dict[int, tuple[tuple[str, int], int, TcpProbeBuilder | None]] = {}
         self._flags = SYN if scan_type is ScanType.SYN else ACK
+        self.by_number = hosts.by_number
         self.final = outcome_codes(scan_type)
         self.final[NO_RESPONSE] = 0
         self.nports = len(self.ports)
@@ -144,28 +145,37 @@ class RawScanner:
 
     # -- sender --------------------------------------------------------------------------
 
-    def _builder(self, host: ScanHost) -> TcpProbeBuilder:
-        builder = self._builders.get(host.index)
-        if builder is None:
-            builder = TcpProbeBuilder(source_address(host), host.number, self.our_port, self._flags)
-            self._builders[host.index] = builder
-        return builder
+    def _destination(self, index: int) -> tuple[tuple[str, int], int, TcpProbeBuilder | None]:
+        """(sendto address, address number, TCP header builder) for a host, cached."""
+        dest = self._dests.get(index)
+        if dest is None:
+            host = self.hosts.get(index)
+            assert host is not None
+            builder = None if self.udp else TcpProbeBuilder(source_address(host), host.number, self._flags)
+            dest = self._dests[index] = ((host.address, 0), host.number, builder)
+        return dest
 
-    def send(self, key: int, tryno: int) -> None:
-        nports = len(self.ports)
-        host = self.hosts.get(key // nports)
-        assert host is not None
-        port = self.ports[key % nports]
-        if self.udp:
-            sport = self.cookie.udp_sport(host.number, port, tryno)
-            packet = udp_probe(sport, port, payload_for(port))
-        else:
-            seq = self.cookie.tcp_seq(host.number, port, tryno)
-            ack = seq if self.scan_type is ScanType.ACK else 0
-            packet = self._builder(host).build(port, seq, ack)
-        # ENOBUFS and kin: the probe counts as sent and lost; retransmission covers it.
-        with contextlib.suppress(OSError):
-            self.sender.sendto(packet, (host.address, 0))
+    def send(self, probes: list[tuple[int, int]]) -> None:
+        """Send a batch of probes; this loop is the scan's hot path, so it keeps to locals."""
+        nports, ports, dests = self.nports, self.ports, self._dests
+        sendto, cookie, base = self.sender.sendto, self.cookie, self.our_port
+        with_ack = self.scan_type is ScanType.ACK
+        for key, tryno in probes:
+            index, port_index = divmod(key, nports)
+            dest = dests.get(index) or self._destination(index)
+            address, number, builder = dest
+            port = ports[port_index]
+            if builder is None:
+                packet = udp_probe(cookie.udp_sport(number, port, tryno), port, payload_for(port))
+            else:
+                seq = cookie(number, port)
+                packet = builder.build(base + min(tryno, TRY_MASK), port, seq, seq if with_ack else 0)
+            # ENOBUFS and kin: the probe counts as sent and lost; retransmission covers it.
+            # (contextlib.suppress would cost more than the sendto on loopback.)
+            try:  # noqa: SIM105
+                sendto(packet, address)
+            except OSError:
+                pass
 
     # -- receiver ------------------------------------------------------------------------
 
@@ -176,7 +186,7 @@ class RawScanner:
         address, port, our_port, seq, rcode, ttl = reply
         if not self.final[rcode]:
             return 0
-        host = self.hosts.by_number.get(address)
+        host = self.by_number.get(address)
         index = self.port_index.get(port)
         if host is None or index is None:
             return 0
@@ -185,13 +195,44 @@ class RawScanner:
             if tryno > TRY_MASK:
                 return 0
         else:
-            if our_port != self.our_port or (seq ^ self.cookie(address, port)) & ~TRY_MASK & 0xFFFFFFFF:
+            tryno = our_port - self.our_port
+            if not 0 <= tryno <= TRY_MASK or seq != self.cookie(address, port):
                 return 0
-            tryno = seq & TRY_MASK
         key = host * self.nports + index
         if self.schedule.answered(key, tryno, now):
             self.record(key, rcode, ttl)
         return 1
+
+    def _drain_tcp(self, now: float) -> int:
+        """`_take(parse_ipv4_tcp(packet))` for every queued segment, inlined: the hot path."""
+        taken = 0
+        recv, final = self.replies.recv, self.final
+        by_number, port_index, cookie = self.by_number, self.port_index, self.cookie
+        base, nports, answered, record = self.our_port, self.nports, self.schedule.answered, self.record
+        while True:
+            try:
+                packet = recv(65535)
+            except BlockingIOError:
+                return taken
+            reply = parse_ipv4_tcp(packet)
+            if reply is None:
+                continue
+            address, port, our_port, seq, rcode, ttl = reply
+            host = by_number.get(address)
+            index = port_index.get(port)
+            tryno = our_port - base
+            if (
+                host is None
+                or index is None
+                or not final[rcode]
+                or not 0 <= tryno <= TRY_MASK
+                or seq != cookie(address, port)
+            ):
+                continue
+            key = host * nports + index
+            if answered(key, tryno, now):
+                record(key, rcode, ttl)
+            taken += 1
 
     def drain(self) -> int:
         """Read every reply queued on the receive sockets; return how many were ours."""
@@ -200,7 +241,9 @@ class RawScanner:
         parse = parse_ipv4_udp if self.udp else parse_ipv4_tcp
         want = socket.IPPROTO_UDP if self.udp else socket.IPPROTO_TCP
         recv = self.replies.recv
-        while True:
+        if not self.udp:
+            taken += self._drain_tcp(now)
+        while self.udp:
             try:
                 packet = recv(65535)
             except BlockingIOError:
@@ -227,8 +270,9 @@ class RawScanner:
         last_progress = 0.0
         while not schedule.done:
             now = monotonic()
-            for key, tryno in schedule.next_probes(now, _BATCH):
-                self.send(key, tryno)
+            probes = schedule.next_probes(now, _BATCH)
+            if probes:
+                self.send(probes)
             got = self.drain()
             now = monotonic()
             for key in schedule.expired(now):

@@ -43,9 +43,13 @@ class Schedule:
         self.rate = RateLimiter(max_rate, now) if max_rate else None
         self.outstanding: dict[int, tuple[int, float]] = {}  # key -> (tryno, sent at)
         self._timers: list[tuple[float, int, int]] = []  # (deadline, key, tryno)
+        # Probes handed out but not yet on the timer heap: most loopback answers arrive before
+        # the driver next asks about time, and those never cost a heap push and pop.
+        self._unarmed: list[tuple[int, int]] = []
         self._retry: deque[tuple[int, int]] = deque()
         self._bench: list[tuple[int, int]] = []
         self._rtt: dict[int, RttEstimator] = {}
+        self._sampled: dict[int, float] = {}
         self._best_try: dict[int, int] = {}
         self._host_started: dict[int, float] = {}
         self.timed_out_hosts: set[int] = set()
@@ -78,33 +82,43 @@ class Schedule:
             room = self.rate.allow(now, room)
         out: list[tuple[int, int]] = []
         nports, host_timeout = self.nports, self.tpl.host_timeout
+        outstanding, fresh = self.outstanding, self._fresh
         while len(out) < room:
             if self._retry:
                 key, tryno = self._retry.popleft()
                 self.retransmitted += 1
             elif not self._fresh_done:
-                nxt = next(self._fresh, None)
+                nxt = next(fresh, None)
                 if nxt is None:
                     self._fresh_done = True
                     continue
                 key, tryno = nxt, 0
             else:
                 break
-            host = key // nports
             if host_timeout:
+                host = key // nports
                 started = self._host_started.setdefault(host, now)
                 if host in self.timed_out_hosts:
                     continue
                 if now - started > host_timeout:
                     self.timed_out_hosts.add(host)
                     continue
-            self.outstanding[key] = (tryno, now)
-            heapq.heappush(self._timers, (now + self.timeout(host), key, tryno))
+            outstanding[key] = (tryno, now)
             out.append((key, tryno))
         if out:
             self._last_send = now
             self.sent += len(out)
+            self._unarmed.extend(out)
         return out
+
+    def _arm(self) -> None:
+        """Put the still-unanswered probes handed out since the last call on the timer heap."""
+        outstanding, timers, nports = self.outstanding, self._timers, self.nports
+        for key, tryno in self._unarmed:
+            pending = outstanding.get(key)
+            if pending is not None and pending[0] == tryno:
+                heapq.heappush(timers, (pending[1] + self.timeout(key // nports), key, tryno))
+        self._unarmed.clear()
 
     # -- answers and silence -------------------------------------------------------------
 
@@ -115,8 +129,14 @@ class Schedule:
             return False
         last_try, sent_at = pending
         host = key // self.nports
-        if tryno == last_try:
-            self.rtt(host).sample(now - sent_at)
+        # One RTT sample per host per instant: drivers pass the time of a whole receive batch,
+        # and a thousand samples of the same batch would teach the estimator nothing more.
+        if tryno == last_try and self._sampled.get(host) != now:
+            self._sampled[host] = now
+            est = self._rtt.get(host)
+            if est is None:
+                est = self._rtt[host] = RttEstimator(self.tpl)
+            est.sample(now - sent_at)
         if tryno > 0:
             # Something was lost on the way: the first probe or its answer.
             self.window.on_drop()
@@ -129,6 +149,8 @@ class Schedule:
 
     def expired(self, now: float) -> list[int]:
         """Probes settled as silent now (their last allowed try timed out)."""
+        if self._unarmed:
+            self._arm()
         silent: list[int] = []
         timers, nports = self._timers, self.nports
         while timers and timers[0][0] <= now:
@@ -173,6 +195,8 @@ class Schedule:
 
     def next_wakeup(self, now: float) -> float:
         """Seconds until something may change without an answer arriving."""
+        if self._unarmed:
+            self._arm()
         waits = [self._timers[0][0] - now] if self._timers else [0.1]
         if self.rate is not None and (self._retry or not self._fresh_done):
             waits.append(self.rate.wait())

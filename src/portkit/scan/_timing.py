@@ -195,10 +195,15 @@ class RateLimiter:
         return max(0.0, (1 - self.tokens) / self.rate)
 
 
-def allowed_tries(max_successful_try: int, max_retries: int) -> int:
-    """How many retransmissions a silent probe gets, as nmap decides it.
+MIN_RETRIES = 2
 
-    nmap retransmits a silent probe once; more only after a host has answered some
-    retransmission (which shows that probes or replies do get lost), and never beyond --max-retries.
+
+def allowed_tries(max_successful_try: int, max_retries: int) -> int:
+    """How many retransmissions a silent probe gets.
+
+    As nmap: more only after a host has answered some retransmission (which shows that probes
+    or replies do get lost), never beyond --max-retries. Unlike nmap, at least two (nmap: one):
+    on a lossy link a single retransmission too often loses both tries and calls an open
+    port filtered, and the extra round costs one timeout for the whole scan, not one per port.
     """
-    return min(max_retries, max(1, max_successful_try + 1))
+    return min(max_retries, max(MIN_RETRIES, max_successful_try + 1))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
-from xml.sax.saxutils import quoteattr
 
 from portkit.scan._results import HostResult, PortResult, ScanResult
 from portkit.scan._states import PortState
@@ -59,7 +59,7 @@ def render_text(result: ScanResult, *, reason: bool = False, open_only: bool = F
         out.append("")
         name = f"{host.hostnames[0]} ({host.address})" if host.hostnames else host.address
         out.append(f"Scan report for {name}")
-        latency = f" ({host.rtt:.4f}s latency)" if host.rtt is not None else ""
+        latency = f" ({_two_digits(host.rtt)}s latency)" if host.rtt else ""
         status = "up" if host.status == "up" else "up, but timed out"
         out.append(f"Host is {status}, received {host.status_reason}{latency}.")
         if result.scan_type == "ping":
@@ -90,6 +90,12 @@ def render_text(result: ScanResult, *, reason: bool = False, open_only: bool = F
     return "\n".join(out)
 
 
+def _two_digits(seconds: float) -> str:
+    """Two significant digits, never in exponent form (nmap: 0.000050s, 0.052s)."""
+    places = max(0, 1 - math.floor(math.log10(seconds)))
+    return f"{seconds:.{places}f}"
+
+
 def summary_line(result: ScanResult) -> str:
     counts = result.state_counts()
     states = ", ".join(f"{n} {s}" for s, n in counts.most_common())
@@ -107,6 +113,15 @@ def render_json(result: ScanResult) -> str:
 
 
 # -- nmap XML ------------------------------------------------------------------------------
+
+
+def quoteattr(value: str) -> str:
+    """An XML attribute value in double quotes (xml.sax.saxutils would import urllib and email)."""
+    escaped = (
+        value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+        .replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    )  # fmt: skip
+    return f'"{escaped}"'
 
 
 def _attrs(**values: object) -> str:
