@@ -269,3 +269,16 @@ def test_postgres_version_range_from_its_protocol_refusal(detected, lab) -> None
     ranges = {"7.4 - 13": range(7, 14), "14 - 17": range(14, 18), "18 or later": range(18, 100)}
     assert found.version in ranges, str(found)
     assert major in ranges[found.version]
+
+
+def test_one_connection_at_a_time_still_gets_there(lab) -> None:  # type: ignore[no-untyped-def]
+    # nmap's -T0/-T1 budgets: one probe connection per port, one connection overall.
+    keys = ("nginx-tls", "redis", "closer")
+    targets = [(LOOPBACK, lab[k].port, "tcp") for k in keys]
+    results = detect_services(targets, concurrency=1, per_port=1)
+    names = {port: m.display_name for (_, port, _), m in results.items()}
+    assert names == {
+        lab["nginx-tls"].port: "ssl/http",
+        lab["redis"].port: "redis",
+        lab["closer"].port: "tcpwrapped",
+    }

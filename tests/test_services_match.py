@@ -383,3 +383,14 @@ def test_parse_intensity() -> None:
     for bad in ("10", "-1", "max", ""):
         with pytest.raises(UsageError, match="expected 0 \\(light\\) to 9 \\(all\\)"):
             parse_intensity(bad)
+
+
+def test_waits_follow_the_round_trip_time() -> None:
+    from portkit.services._engine import Timing
+
+    null = probe("null")
+    lan, far = Timing(0.0005), Timing(0.2)
+    assert lan.probe(null) == pytest.approx(0.604) and far.probe(null) == pytest.approx(2.2)
+    assert lan.grace < 0.2 < far.grace
+    assert Timing(5.0).probe(null) == 6.0  # clamped: a dead link does not wait forever
+    assert Timing(0.0005, scale=2).probe(null) == pytest.approx(2 * lan.probe(null))
