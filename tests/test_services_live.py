@@ -209,6 +209,13 @@ def test_cli_scan_sv_table(cli, lab) -> None:  # type: ignore[no-untyped-def]
         if server.expect_version:
             assert server.expect_version in lines[str(server.port)]
     assert lines[str(lab["silent"].port)].split()[2:] == ["unknown", "(silent)"]
+    # Under the TLS port, nmap-style detail lines: the page inside the tunnel, the session.
+    after = result.stdout.split(lines[str(lab["nginx-tls"].port)], 1)[1].splitlines()
+    assert after[1] == '|  http: 200 "portkit lab page"'
+    assert (
+        after[2].startswith("|_ tls: TLSv1.")
+        and "subject O=portkit lab,CN=portkit.test; self-signed" in after[2]
+    )
     assert lines[str(lab["closer"].port)].split()[2] == "tcpwrapped"
 
 
@@ -225,6 +232,11 @@ def test_cli_scan_sv_json(cli, lab) -> None:  # type: ignore[no-untyped-def]
     ssh = ports[lab["sshd"].port]["service"]
     assert (ssh["name"], ssh["product"], ssh["method"], ssh["confidence"]) == ("ssh", "OpenSSH", "probed", 10)
     assert ports[lab["sshd"].port]["tls"] is None
+    assert tls_port["service"]["http"] == {
+        "status": 200, "server": ports[lab["nginx-tls"].port]["service"]["http"]["server"],
+        "title": "portkit lab page", "location": None,
+    }  # fmt: skip
+    assert tls_port["service"]["http"]["server"].startswith("nginx/")
 
 
 @pytest.mark.skipif(not shutil.which("xmllint"), reason="xmllint (libxml2-utils) not installed")

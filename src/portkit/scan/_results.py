@@ -31,6 +31,8 @@ class ServiceInfo:
     cpe: tuple[str, ...] = ()
     method: str = "table"  # "probed" (service detection) or "table" (registry by port number)
     confidence: int = 3  # nmap's conf: 3 for a table guess, up to 10 for a probe match
+    # What an HTTP service answered to GET / (status, server, title, location); service detection.
+    http: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __str__(self) -> str:
         words = [f"ssl/{self.name}" if self.tunnel == "ssl" else self.name, self.product, self.version]
@@ -47,7 +49,7 @@ class ServiceInfo:
             "cpe": list(self.cpe),
             "method": self.method,
             "confidence": self.confidence,
-        }
+        } | ({"http": self.http} if self.http is not None else {})
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ def service_info(match: ServiceMatch) -> ServiceInfo:
         cpe=match.cpe,
         method=match.method.value,
         confidence=match.confidence,
+        http=match.http.to_json() if match.http else None,
     )
 
 
