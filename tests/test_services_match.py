@@ -394,3 +394,39 @@ def test_waits_follow_the_round_trip_time() -> None:
     assert lan.grace < 0.2 < far.grace
     assert Timing(5.0).probe(null) == 6.0  # clamped: a dead link does not wait forever
     assert Timing(0.0005, scale=2).probe(null) == pytest.approx(2 * lan.probe(null))
+
+
+def test_more_banners_and_apps() -> None:
+    nats = ident(b'INFO {"server_id":"NBX","server_name":"n1","version":"2.10.7","proto":1}\r\n')
+    assert (nats.service, nats.product, nats.version) == ("nats", "NATS server", "2.10.7")
+    assert ident(b"@RSYNCD: 31.0\n").extrainfo == "protocol 31.0"
+    es = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"name":"n","cluster_name":"lab",'
+    es += b'"version":{"number":"8.11.1","build_flavor":"default"},"tagline":"You Know, for Search"}'
+    found = ident(es, "http-get")
+    assert (found.product, found.version, found.extrainfo) == (
+        "Elasticsearch REST API",
+        "8.11.1",
+        "cluster lab",
+    )
+    jenkins = ident(
+        b"HTTP/1.1 403 Forbidden\r\nX-Jenkins: 2.426.1\r\nServer: Jetty(10.0.18)\r\n\r\n", "http-get"
+    )
+    assert (jenkins.product, jenkins.version) == ("Jenkins", "2.426.1")
+    zk_reply = (
+        b"Zookeeper version: 3.8.3-6ad6d36, built on 2023\nLatency min/avg/max: 0/0.0/0\nMode: standalone\n"
+    )
+    zk = ident(zk_reply, "zookeeper-srvr")
+    assert (zk.product, zk.version, zk.extrainfo) == ("Apache ZooKeeper", "3.8.3", "standalone")
+
+
+def test_amqp_connection_start() -> None:
+    # Connection.Start (class 10, method 10), version 0-9, server-properties as a field table
+    def longstr(key: bytes, value: bytes) -> bytes:
+        return bytes([len(key)]) + key + b"S" + struct.pack(">I", len(value)) + value
+
+    table = longstr(b"cluster_name", b"rabbit@lab") + longstr(b"product", b"RabbitMQ")
+    table += longstr(b"version", b"3.12.1")
+    payload = b"\x00\x0a\x00\x0a\x00\x09" + struct.pack(">I", len(table)) + table
+    frame = b"\x01\x00\x00" + struct.pack(">I", len(payload)) + payload + b"\xce"
+    found = ident(frame, "amqp-header")
+    assert (found.service, found.product, found.version) == ("amqp", "RabbitMQ", "3.12.1")
