@@ -54,7 +54,7 @@ class DetectOptions:
     """How hard and how wide to probe."""
 
     intensity: int = 7  # 0 light .. 9 all (nmap's --version-intensity)
-    per_port: int = 7  # probe connections open at once on one port
+    per_port: int = 8  # probe connections open at once on one port
     concurrency: int = 96  # connections open at once overall
     timeout_scale: float = 1.0  # multiplies every wait (slow or lossy networks)
     rtt: dict[str, float] = field(default_factory=dict)  # host -> measured round-trip time, seconds
@@ -549,7 +549,7 @@ def detect_services(
     intensity: int = 7,
     probes: str | ProbeDatabase = "builtin",
     concurrency: int = 96,
-    per_port: int = 7,
+    per_port: int = 8,
     rtt: dict[str, float] | None = None,
     timeout_scale: float = 1.0,
 ) -> dict[ServiceTarget, ServiceMatch]:
