@@ -294,3 +294,16 @@ def test_one_connection_at_a_time_still_gets_there(lab) -> None:  # type: ignore
         lab["redis"].port: "redis",
         lab["closer"].port: "tcpwrapped",
     }
+
+
+def test_a_probe_file_of_ones_own(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The database is data: a site can describe its own service in a few lines.
+    custom = tmp_path / "site.toml"
+    custom.write_text(
+        '[[probe]]\nname = "null"\nprotocol = "tcp"\npayload = ""\nrarity = 1\n'
+        "[[probe.match]]\nservice = \"ftp\"\npattern = '^220 \\(vsFTPd (?P<v>[\\d.]+)\\)'\n"
+        'product = "site ftp"\nversion = "{v}"\n'
+    )
+    port = lab["vsftpd"].port
+    found = detect_services([(LOOPBACK, port, "tcp")], probes=str(custom))[(LOOPBACK, port, Protocol.TCP)]
+    assert (found.name, found.product, found.version) == ("ftp", "site ftp", lab["vsftpd"].expect_version)
