@@ -180,6 +180,20 @@ def _sshd(lab: ServiceLab) -> None:
     )
 
 
+def _ssh_over_tls(lab: ServiceLab) -> None:
+    """sshd behind a TLS terminator (socat, as stunnel would): the banner arrives inside TLS."""
+    d = lab.root / "sshtls"
+    d.mkdir()
+    key, cert = _make_cert(d)
+    port = free_port()
+    sshd = lab["sshd"]
+    _spawn(
+        lab, Server("ssh-tls", port, "ssh", "OpenSSH", sshd.expect_version, tunnel="ssl"),
+        ["socat", f"OPENSSL-LISTEN:{port},bind={LOOPBACK},reuseaddr,fork,cert={cert},key={key},verify=0",
+         f"TCP:{LOOPBACK}:{sshd.port}"],
+    )  # fmt: skip
+
+
 def _redis(lab: ServiceLab) -> None:
     d = lab.root / "redis"
     d.mkdir()
@@ -313,6 +327,7 @@ def _listeners(lab: ServiceLab) -> None:
 STARTERS: dict[str, Callable[[ServiceLab], None]] = {
     "nginx": _nginx,
     "sshd": _sshd,
+    "ssh-tls": _ssh_over_tls,
     "redis": _redis,
     "postgres": _postgres,
     "vsftpd": _vsftpd,

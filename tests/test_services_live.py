@@ -54,6 +54,7 @@ def _match(
     [
         "nginx",
         "nginx-tls",
+        "ssh-tls",
         "sshd",
         "redis",
         "postgres",
