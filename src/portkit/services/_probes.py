@@ -21,10 +21,6 @@ from typing import Any
 from portkit.errors import UsageError
 from portkit.model import Protocol
 
-# Whether a reply is enough (hard) or only names the protocol (soft: keep probing, narrower).
-HARD = "hard"
-SOFT = "soft"
-
 # TLS is not a payload but a handshake; the engine performs it for the probe of this name.
 TLS_PROBE = "tls"
 NULL_PROBE = "null"
