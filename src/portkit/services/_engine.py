@@ -396,7 +396,7 @@ def _table_guess(hints: list[str], note: str, *, silent: bool) -> ServiceMatch:
         name=name,
         method=Method.TABLE,
         confidence=CONFIDENCE_TABLE if hints else 0,
-        extrainfo="silent" if silent else "",
+        extrainfo="silent" if silent else "unrecognised reply",
         notes=(note,),
     )
 
