@@ -7,10 +7,13 @@ accept-then-close listener. Versions are checked against what each binary says a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
@@ -308,3 +311,40 @@ def test_a_probe_file_of_ones_own(lab, tmp_path) -> None:  # type: ignore[no-unt
     port = lab["vsftpd"].port
     found = detect_services([(LOOPBACK, port, "tcp")], probes=str(custom))[(LOOPBACK, port, Protocol.TCP)]
     assert (found.name, found.product, found.version) == ("ftp", "site ftp", lab["vsftpd"].expect_version)
+
+
+def test_printer_ports_are_listened_to_never_sent_to() -> None:
+    # A raw printer port prints what it receives: like nmap's Exclude, only the banner is read.
+    from portkit.services import DetectOptions, builtin_database, detect_services_async
+
+    received: list[bytes] = []
+    stop = threading.Event()
+    with socket.socket() as server:
+        server.bind((LOOPBACK, 0))
+        server.listen(16)
+        server.settimeout(0.2)
+        port = server.getsockname()[1]
+
+        def collect() -> None:
+            conns: list[socket.socket] = []
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    conn, _ = server.accept()
+                    conn.settimeout(0.05)
+                    conns.append(conn)
+                for c in conns:
+                    with contextlib.suppress(OSError):
+                        received.append(c.recv(100))
+            for c in conns:
+                c.close()
+
+        thread = threading.Thread(target=collect)
+        thread.start()
+        try:
+            opts = DetectOptions(listen_only=frozenset({port}))
+            found = asyncio.run(detect_services_async([(LOOPBACK, port, "tcp")], builtin_database(), opts))
+        finally:
+            stop.set()
+            thread.join(5)
+    assert found[(LOOPBACK, port, Protocol.TCP)].method is Method.TABLE
+    assert not any(received), received

@@ -58,6 +58,9 @@ class DetectOptions:
     concurrency: int = 96  # connections open at once overall
     timeout_scale: float = 1.0  # multiplies every wait (slow or lossy networks)
     rtt: dict[str, float] = field(default_factory=dict)  # host -> measured round-trip time, seconds
+    # Ports that only get listened to, never sent a probe: printers print whatever reaches their
+    # raw port (JetDirect 9100-9107), which is why nmap's Exclude directive skips them too.
+    listen_only: frozenset[int] = frozenset(range(9100, 9108))
 
 
 def _clamp(value: float, low: float, high: float) -> float:
@@ -270,6 +273,8 @@ class _PortDetection:
 
     def _queue(self, within: str, banner: bool) -> list[Probe]:
         port = self.conn.port
+        if port in self.opts.listen_only:
+            return []
         queue = plan_probes(
             self.db, Protocol.TCP, port, intensity=self.opts.intensity, hints=self.hints,
             within=within, tls=self.tls is not None, exclude=self.sent,
