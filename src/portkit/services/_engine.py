@@ -86,7 +86,7 @@ class Timing:
     @property
     def banner(self) -> float:
         """How long the NULL connection keeps listening for a slow banner."""
-        return _clamp(1.0 + 8 * self.rtt, 1.0, 6.0) * self.scale
+        return _clamp(1.5 + 8 * self.rtt, 1.5, 6.0) * self.scale
 
     @property
     def linger(self) -> float:
