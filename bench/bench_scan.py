@@ -6,7 +6,11 @@
 (b) a lab host 50 ms away (round trip, through the emulated link), top 1,000 ports with 100
     of them dropped by its firewall: SYN and connect vs nmap -T4; goal <= 0.5x.
 
-Run as root: `.venv/bin/python bench/bench_scan.py [--runs N] [--only a|b]`.
+(c) memory: a /16 x 100 ports (6,553,600 probes) connect scan inside a private namespace whose
+    only route to that /16 is `unreachable` (nothing leaves the namespace); peak RSS < 200 MB.
+
+Run as root: `.venv/bin/python bench/bench_scan.py [--runs N] [--only a|b|c]` (c runs only
+when asked: it takes minutes).
 Prints, per case, the median wall time of each tool, the ratio and the goal.
 """
 
@@ -78,7 +82,9 @@ def compare(name: str, runs: int, wrap: list[str], ours: list[str], theirs: list
         a, b = portkit_results(out1), nmap_results(out2)
         if a != b:
             same = False
-            print(f"  DIFFERENT RESULTS\n    portkit: {sorted(a[0])} {a[1]}\n    nmap:    {sorted(b[0])} {b[1]}")
+            print(
+                f"  DIFFERENT RESULTS\n    portkit: {sorted(a[0])} {a[1]}\n    nmap:    {sorted(b[0])} {b[1]}"
+            )
     mine, nmap = statistics.median(ours_t), statistics.median(theirs_t)
     ratio = mine / nmap
     verdict = "meets" if ratio <= goal else "MISSES"
@@ -152,10 +158,42 @@ def bench_lab(runs: int) -> None:
             )
 
 
+def bench_memory() -> None:
+    import resource
+
+    ns = f"{PREFIX}-mem"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", ns, "route", "add", "unreachable", "10.99.0.0/16"], check=True)
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-m",
+            "portkit",
+            "scan",
+            "10.99.0.0/16",
+            "-Pn",
+            "-sT",
+        ]
+        argv += ["-p", "top:100", "-T5", "--max-retries", "0"]
+        elapsed, out = timed(argv)
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"(c) /16 x 100 ports: {out.strip().splitlines()[-1]}")
+        verdict = "meets" if peak_mb < 200 else "MISSES"
+        print(f"  peak RSS {peak_mb:.0f} MB (goal < 200 MB: {verdict}), {elapsed:.1f} s")
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--only", choices=("a", "b"))
+    parser.add_argument("--only", choices=("a", "b", "c"))
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_scan needs root (network namespaces, raw sockets)")
@@ -164,6 +202,8 @@ def main() -> None:
         bench_loopback(args.runs)
     if args.only in (None, "b"):
         bench_lab(args.runs)
+    if args.only == "c":
+        bench_memory()
 
 
 if __name__ == "__main__":

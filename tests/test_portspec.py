@@ -112,3 +112,9 @@ def test_out_of_range_and_reversed_ranges_are_rejected(a: int, b: int) -> None:
     else:
         with pytest.raises(UsageError, match=r"out of range|reversed range"):
             parse_port_spec(text, NAMES)
+
+
+@pytest.mark.parametrize("text", ["²", "8²", "٣-٤", "top:٣"])
+def test_non_ascii_digits_are_rejected_not_crashed_on(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_port_spec(text, NAMES)

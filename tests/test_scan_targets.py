@@ -6,7 +6,7 @@ import ipaddress
 import tracemalloc
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portkit.errors import UsageError
@@ -66,6 +66,7 @@ def test_bad_targets_are_one_line_usage_errors(bad: str) -> None:
     assert "\n" not in str(info.value) and "invalid target" in str(info.value)
 
 
+@settings(deadline=None)
 @given(st.ip_addresses(v=4), st.integers(min_value=20, max_value=32))
 def test_cidr_matches_ipaddress(address: ipaddress.IPv4Address, bits: int) -> None:
     net = ipaddress.ip_network(f"{address}/{bits}", strict=False)
@@ -76,12 +77,14 @@ def test_cidr_matches_ipaddress(address: ipaddress.IPv4Address, bits: int) -> No
     assert last is not None and last.address == str(net.broadcast_address)
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(0, 255), min_size=1, max_size=4, unique=True), st.integers(0, 255))
 def test_octet_lists_match_a_product(values: list[int], fixed: int) -> None:
     spec = f"192.{fixed}.{','.join(map(str, values))}.1"
     assert addresses(spec) == [f"192.{fixed}.{v}.1" for v in sorted(values)]
 
 
+@settings(deadline=None)
 @given(st.ip_addresses(v=6), st.integers(0, 40))
 def test_dash_ranges_v6(start: ipaddress.IPv6Address, span: int) -> None:
     end = ipaddress.IPv6Address(min(int(start) + span, (1 << 128) - 1))
@@ -89,6 +92,7 @@ def test_dash_ranges_v6(start: ipaddress.IPv6Address, span: int) -> None:
     assert got[0] == str(start) and got[-1] == str(end) and len(got) == int(end) - int(start) + 1
 
 
+@settings(deadline=None)
 @given(st.integers(0, 3000), st.integers(0, 2**64 - 1))
 def test_permutation_is_a_bijection(n: int, key: int) -> None:
     perm = Permutation(n, key)
@@ -115,12 +119,12 @@ def test_a_slash16_by_100_ports_is_streamed_not_materialised() -> None:
     hosts = HostTable(targets)
     it = iter(perm)
     seen = set()
-    for _ in range(20000):
+    for _ in range(5000):
         host, _port = divmod(next(it), nports)
         hosts.get(host)
         seen.add(host)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    # 20,000 probes touch ~17,000 hosts; memory grows with hosts seen, never with the probe space.
-    assert len(seen) > 10000
-    assert peak < 20 * 1024 * 1024
+    # 5,000 probes touch ~4,800 hosts; memory grows with hosts seen, never with the probe space.
+    assert len(seen) > 4000
+    assert peak < 8 * 1024 * 1024

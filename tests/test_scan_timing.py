@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portkit.errors import UsageError
@@ -53,6 +53,7 @@ def test_rtt_timeout_is_srtt_plus_four_rttvar_clamped() -> None:
     assert t4.timeout == 1.25  # max_rtt
 
 
+@settings(deadline=None)
 @given(st.lists(st.floats(min_value=0, max_value=20), min_size=1, max_size=50))
 def test_timeout_always_within_template_bounds(samples: list[float]) -> None:
     tpl = template(4)
@@ -60,6 +61,24 @@ def test_timeout_always_within_template_bounds(samples: list[float]) -> None:
     for s in samples:
         est.sample(s)
         assert tpl.min_rtt <= est.timeout <= tpl.max_rtt
+
+
+def test_batched_replies_grow_the_window_like_single_ones() -> None:
+    for drops in (0, 1, 3):
+        one, many = CongestionWindow(template(3)), CongestionWindow(template(3))
+        for _ in range(drops):
+            one.on_drop()
+            many.on_drop()
+        for _ in range(500):
+            one.on_reply()
+        many.on_replies(500)
+        assert many.cwnd == pytest.approx(one.cwnd)
+
+
+def test_max_retries_fit_the_try_bits() -> None:
+    assert template(3).with_options(max_retries=15).max_retries == 15
+    with pytest.raises(UsageError):
+        template(3).with_options(max_retries=16)
 
 
 def test_congestion_window_grows_on_replies_and_halves_on_drops() -> None:
@@ -89,7 +108,7 @@ def test_rate_limiter_caps_probes_per_second() -> None:
 
 
 def test_retry_budget_grows_only_after_lost_probes_are_seen() -> None:
-    assert allowed_tries(0, 10) == 2
+    assert allowed_tries(0, 10) == 1
     assert allowed_tries(1, 10) == 2
     assert allowed_tries(3, 10) == 4
     assert allowed_tries(9, 6) == 6

@@ -149,7 +149,7 @@ def _parse_range(_ctx: click.Context, _param: click.Parameter, value: str | None
     if value is None:
         return None
     first, sep, last = value.partition("-")
-    if not sep or not first.isdigit() or not last.isdigit():
+    if not sep or not (value.isascii() and first.isdigit() and last.isdigit()):
         raise UsageError(f"invalid range {value!r}: expected A-B, e.g. 20000-30000")
     if int(last) > 65535 or int(first) > int(last):
         raise UsageError(f"invalid range {value!r}: expected A-B with 0 <= A <= B <= 65535")

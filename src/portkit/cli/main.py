@@ -35,7 +35,7 @@ COMMANDS: dict[str, str] = {
     # port forwarder (portkit.forward)
     "forward": "portkit.cli.forward:forward",
 }
-DEFAULT_COMMAND = "ranges"
+DEFAULT_COMMAND = "overview"
 
 
 def _available(target: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +58,21 @@ class _Progress:
             self.bar.stop()
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, chunks: Iterable[str]) -> None:
+    """Write an output format chunk by chunk to FILE, or to stdout for '-'."""
     if path == "-":
-        click.echo(text, nl=False)
+        _echo(chunks)
         return
     try:
-        Path(path).write_text(text)
+        with Path(path).open("w") as out:
+            out.writelines(chunks)
     except OSError as exc:
         raise UsageError(f"invalid output file {path!r}: {exc.strerror}") from None
+
+
+def _echo(chunks: Iterable[str], sep: str = "") -> None:
+    for chunk in chunks:
+        click.echo(chunk + sep, nl=False)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -234,18 +242,18 @@ def scan(
         except KeyboardInterrupt:
             result.interrupted = True
     if json_file:
-        _write(json_file, render.render_json(result) + "\n")
+        _write(json_file, [*render.iter_json(result), "\n"])
     if xml_file:
-        _write(xml_file, render.render_xml(result))
+        _write(xml_file, render.iter_xml(result))
     if grepable_file:
-        _write(grepable_file, render.render_grepable(result))
+        _write(grepable_file, [render.render_grepable(result)])
     to_stdout = "-" in (xml_file, grepable_file)
     if as_json:
-        click.echo(render.render_json(result))
+        _echo([*render.iter_json(result), "\n"])
     elif as_csv:
         click.echo(render.render_csv(result), nl=False)
     elif not to_stdout:
-        click.echo(render.render_text(result, reason=reason, open_only=open_only))
+        _echo(render.iter_text(result, reason=reason, open_only=open_only), "\n")
     if result.interrupted:
         click.echo("portkit: interrupted", err=True)
         sys.exit(130)

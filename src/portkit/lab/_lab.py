@@ -215,16 +215,19 @@ class Lab:
         """Resolve every host's MAC from the client first, so no scan's first probe waits on ARP."""
         import socket
 
-        with self.inside("client"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            for host in self.spec.hosts:
-                sock.sendto(b"", (self.address(host.name), 9))
+        with self.inside("client"):
+            for family, address in ((socket.AF_INET, self.address), (socket.AF_INET6, self.address6)):
+                with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                    for host in self.spec.hosts:
+                        sock.sendto(b"", (address(host.name), 9))
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             out = subprocess.run(
                 ["ip", "-n", self.netns("client"), "neigh", "show"], capture_output=True, text=True
             ).stdout
             resolved = {ln.split()[0] for ln in out.splitlines() if "lladdr" in ln}
-            if all(self.address(h.name) in resolved for h in self.spec.hosts):
+            wanted = [a(h.name) for h in self.spec.hosts for a in (self.address, self.address6)]
+            if all(address in resolved for address in wanted):
                 return
             time.sleep(0.01)
 

@@ -60,7 +60,7 @@ def validate_port(value: int | str, *, what: str = "port") -> int:
     """Return `value` as a port number 0-65535, or raise a UsageError naming it."""
     if isinstance(value, str):
         text = value.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise UsageError(f"invalid {what} {value!r}: ports are whole numbers 0-65535")
         number = int(text)
     elif isinstance(value, bool) or not isinstance(value, int):

@@ -21,7 +21,7 @@ from portkit.model.ports import MAX_PORT, PortRange, Protocol, normalise_ranges
 _PREFIXES = {"T": Protocol.TCP, "U": Protocol.UDP, "S": Protocol.SCTP}
 _PREFIX_OF = {proto: letter for letter, proto in _PREFIXES.items()}
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._+/-]*\Z")
-_RANGE_RE = re.compile(r"(\d*)-(\d*)\Z")
+_RANGE_RE = re.compile(r"([0-9]*)-([0-9]*)\Z")
 MAX_TOP = 65536
 
 
@@ -140,7 +140,7 @@ def _default_names() -> PortNames:
 def _parse_item(
     text: str, token: str, position: int, current: Protocol | None, names: PortNames | None
 ) -> list[tuple[Protocol | None, PortRange]]:
-    if token.isdigit():
+    if token.isascii() and token.isdigit():
         port = _parse_number(text, token, position, token)
         return [(current, PortRange(port, port))]
     match = _RANGE_RE.match(token)
@@ -153,7 +153,7 @@ def _parse_item(
         return [(current, PortRange(first, last))]
     if token.lower().startswith("top:"):
         count_text = token[4:]
-        if not count_text.isdigit() or not 1 <= int(count_text) <= MAX_TOP:
+        if not (count_text.isascii() and count_text.isdigit()) or not 1 <= int(count_text) <= MAX_TOP:
             raise _spec_error(text, token, position, "top:N needs a count N from 1 to 65536")
         resolver = names or _default_names()
         protos = [current] if current is not None else [Protocol.TCP, Protocol.UDP]

@@ -93,10 +93,23 @@ class Registry:
 
     def name_for(self, port: int, protocol: Protocol) -> str:
         """The best single name for a port ('' when no layer knows it)."""
-        for layer in self._layers:
-            for s in layer.for_port(port, protocol):
-                if s.name:
-                    return s.name
+        for index, layer in enumerate(self._layers):
+            named = [s for s in layer.for_port(port, protocol) if s.name]
+            if not named:
+                continue
+            # the most common service on the port (builtin), or nmap's most frequent one;
+            # among equals, the one the other sources also call this port (ssh, not sftp, on 22)
+            best = min((s.commonness or 99, -s.frequency) for s in named)
+            ties = [s for s in named if (s.commonness or 99, -s.frequency) == best]
+            if len(ties) > 1:
+                elsewhere = {
+                    name.lower()
+                    for later in self._layers[index + 1 :]
+                    for s in later.for_port(port, protocol)
+                    for name in s.names()
+                }
+                ties.sort(key=lambda s: not any(n.lower() in elsewhere for n in s.names()))
+            return ties[0].name
         return ""
 
     def risk_for(self, port: int, protocol: Protocol) -> Service | None:

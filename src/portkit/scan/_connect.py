@@ -27,7 +27,7 @@ _ERRNO_RESPONSE = {
     errno.ECONNREFUSED: _REFUSED,
     errno.EHOSTUNREACH: RESPONSE_CODE[Response.HOST_UNREACHABLE],
     errno.ENETUNREACH: RESPONSE_CODE[Response.NET_UNREACHABLE],
-    errno.EACCES: RESPONSE_CODE[Response.HOST_UNREACHABLE],
+    errno.EACCES: RESPONSE_CODE[Response.PROHIBITED],
 }
 _MAX_OPEN = 4096
 
@@ -42,6 +42,7 @@ def run_connect(
     nports = len(ports)
     selector = selectors.DefaultSelector()
     open_socks: dict[int, tuple[_socket.socket, int]] = {}  # key -> (socket, tryno)
+    dests: dict[int, tuple[int, str]] = {}  # host index -> (family, address)
     # The C socket type: socket.socket's Python __init__ costs more than the connect on loopback.
     new_socket = _socket.socket
     stream = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
@@ -72,19 +73,30 @@ def run_connect(
             now = monotonic()
             limit = _MAX_OPEN - len(open_socks)
             probes = schedule.next_probes(now, limit)
+            answered, einprogress, refused = schedule.answered, errno.EINPROGRESS, errno.ECONNREFUSED
             for key, tryno in probes:
                 if key in open_socks:
                     forget(key)
-                host = hosts.get(key // nports)
-                assert host is not None
-                sock = new_socket(host.family, stream)
-                err = sock.connect_ex((host.address, ports[key % nports]))
-                if err == errno.EINPROGRESS:
+                index, port_index = divmod(key, nports)
+                dest = dests.get(index)
+                if dest is None:
+                    host = hosts.get(index)
+                    assert host is not None
+                    dest = dests[index] = (host.family, host.address)
+                sock = new_socket(dest[0], stream)
+                err = sock.connect_ex((dest[1], ports[port_index]))
+                if err == einprogress:
                     err = sock.getsockopt(SOL_SOCKET, SO_ERROR)
                     if err == 0:
                         open_socks[key] = (sock, tryno)
                         selector.register(sock, selectors.EVENT_WRITE, (key, tryno))
                         continue
+                if err == refused:
+                    # The common case on loopback and LANs, settled without a further call.
+                    sock.close()
+                    if answered(key, tryno, now):
+                        record(key, _REFUSED, 0)
+                    continue
                 settle(key, tryno, err, sock, now)
                 sock.close()
             wait = 0.0 if schedule.can_send() else schedule.next_wakeup(monotonic())

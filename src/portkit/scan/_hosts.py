@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from portkit.scan._targets import TargetSet
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScanHost:
     index: int
     address: str

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import struct
 
-from portkit.scan._states import ICMP_UNREACH, RESPONSE_CODE, Response
+from portkit.scan._states import ICMP6_UNREACH, ICMP_UNREACH, RESPONSE_CODE, Response
 
 SYN = 0x02
 RST = 0x04
@@ -70,12 +70,15 @@ def pseudo_sum(src: int, dst: int, proto: int, length: int) -> int:
 class TcpProbeBuilder:
     """TCP headers (20 bytes, no options) from one source to one destination, checksummed."""
 
-    def __init__(self, src: int, dst: int, flags: int) -> None:
+    def __init__(self, src: int, dst: int, flags: int, *, checksum: bool = True) -> None:
         self.flags = flags
+        self.checksum = checksum  # IPv6 raw sockets fill it in themselves (IPV6_CHECKSUM)
         # Everything but the ports, seq and ack, summed once (RFC 1071 sums are order-free).
         self.base = pseudo_sum(src, dst, _IP_PROTO_TCP, 20) + ((5 << 12) | flags) + 1024
 
     def build(self, sport: int, dport: int, seq: int, ack: int) -> bytes:
+        if not self.checksum:
+            return _TCP.pack(sport, dport, seq, ack, 5 << 4, self.flags, 1024, 0, 0)
         total = self.base + sport + dport + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF)
         return _TCP.pack(sport, dport, seq, ack, 5 << 4, self.flags, 1024, _fold(total), 0)
 
@@ -138,3 +141,39 @@ def parse_ipv4_icmp(packet: bytes) -> tuple[int, Reply] | None:
         return None
     sport, dport, seq = struct.unpack_from("!HHI", packet, ports)
     return proto, (dst, dport, sport, seq, response, packet[8])
+
+
+# -- IPv6: raw sockets deliver the transport header first, the source and hop limit aside --
+
+_ICMP6_CODES = {code: RESPONSE_CODE[r] for code, r in ICMP6_UNREACH.items()}
+
+
+def parse_tcp_segment(segment: bytes, src: int, ttl: int) -> Reply | None:
+    if len(segment) < 20:
+        return None
+    sport, dport, seq, ack, _, flags = _HEAD.unpack_from(segment, 0)
+    if flags & RST:
+        return (src, sport, dport, (ack - 1) & 0xFFFFFFFF if flags & ACK else seq, _RST, ttl)
+    if flags & SYN and flags & ACK:
+        return (src, sport, dport, (ack - 1) & 0xFFFFFFFF, _SYN_ACK, ttl)
+    return None
+
+
+def parse_udp_datagram(datagram: bytes, src: int, ttl: int) -> Reply | None:
+    if len(datagram) < 8:
+        return None
+    sport, dport = struct.unpack_from("!HH", datagram, 0)
+    return (src, sport, dport, 0, _UDP_REPLY, ttl)
+
+
+def parse_icmp6(message: bytes, ttl: int) -> tuple[int, Reply] | None:
+    """An ICMPv6 destination-unreachable quoting one of our probes -> (quoted next header, reply)."""
+    if len(message) < 8 + 40 + 8 or message[0] != 1:
+        return None
+    response = _ICMP6_CODES.get(message[1])
+    if response is None:
+        return None
+    proto = message[8 + 6]
+    dst = int.from_bytes(message[8 + 24 : 8 + 40], "big")
+    sport, dport, seq = struct.unpack_from("!HHI", message, 48)
+    return proto, (dst, dport, sport, seq, response, ttl)

@@ -81,7 +81,7 @@ class TlsInfo:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PortResult:
     port: int
     protocol: Protocol
@@ -106,7 +106,7 @@ class PortResult:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExtraPorts:
     """Ports collapsed out of the listing: `count` ports in `state`, by reason."""
 
@@ -122,7 +122,7 @@ class ExtraPorts:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class HostResult:
     address: str
     hostnames: tuple[str, ...] = ()
@@ -202,7 +202,7 @@ class ScanResult:
             total.update(host.all_states)
         return total
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, hosts: bool = True) -> dict[str, Any]:
         counts = self.state_counts()
         return {
             "scan": {
@@ -220,7 +220,7 @@ class ScanResult:
                 "probes_sent": self.probes_sent,
                 "states": {s.value: counts[s] for s in PortState if counts[s]},
             },
-            "hosts": [h.to_json() for h in self.hosts],
+            "hosts": [h.to_json() for h in self.hosts] if hosts else [],
         }
 
 

@@ -147,6 +147,33 @@ class Schedule:
             self._best_try[host] = tryno
         return True
 
+    def answered_batch(
+        self, answers: list[tuple[int, int, int, int]], now: float
+    ) -> list[tuple[int, int, int]]:
+        """`answered` for many (key, tryno, code, ttl) at once: the (key, code, ttl) still pending."""
+        outstanding, nports, sampled = self.outstanding, self.nports, self._sampled
+        accepted: list[tuple[int, int, int]] = []
+        first_tries = 0
+        for key, tryno, code, ttl in answers:
+            pending = outstanding.pop(key, None)
+            if pending is None:
+                continue
+            accepted.append((key, code, ttl))
+            if tryno == 0 and pending[0] == 0:
+                first_tries += 1
+                host = key // nports
+                if sampled.get(host) != now:
+                    sampled[host] = now
+                    self.rtt(host).sample(now - pending[1])
+                continue
+            # The slow path (retransmissions) keeps answered()'s exact bookkeeping.
+            outstanding[key] = pending
+            accepted.pop()
+            if self.answered(key, tryno, now):
+                accepted.append((key, code, ttl))
+        self.window.on_replies(first_tries)
+        return accepted
+
     def expired(self, now: float) -> list[int]:
         """Probes settled as silent now (their last allowed try timed out)."""
         if self._unarmed:

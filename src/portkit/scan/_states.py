@@ -91,6 +91,7 @@ class Response(enum.Enum):
     REFUSED = "ECONNREFUSED"
     HOST_UNREACHABLE = "EHOSTUNREACH"
     NET_UNREACHABLE = "ENETUNREACH"
+    PROHIBITED = "EACCES"  # ICMPv6 administratively prohibited, as connect() reports it
     NONE = "no response"
 
 
@@ -136,6 +137,7 @@ STATES: dict[tuple[ScanType, Response], tuple[PortState, Reason]] = {
     (ScanType.CONNECT, Response.REFUSED): (_C, Reason.CONN_REFUSED),
     (ScanType.CONNECT, Response.HOST_UNREACHABLE): (_F, Reason.HOST_UNREACH),
     (ScanType.CONNECT, Response.NET_UNREACHABLE): (_F, Reason.NET_UNREACH),
+    (ScanType.CONNECT, Response.PROHIBITED): (_F, Reason.ADMIN_PROHIBITED),
     (ScanType.CONNECT, Response.NONE): (_F, Reason.NO_RESPONSE),
     # UDP: any datagram open, port-unreachable closed, other unreachables filtered, silence open|filtered.
     (ScanType.UDP, Response.UDP_REPLY): (_O, Reason.UDP_RESPONSE),

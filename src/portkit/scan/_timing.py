@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 
 from portkit.errors import UsageError
 
+MAX_RETRIES = 15
+
 
 @dataclass(frozen=True)
 class Template:
@@ -56,6 +58,9 @@ class Template:
             if value is not None:
                 if value < 0:
                     raise UsageError(f"invalid --{key.replace('_', '-')} {value}: must not be negative")
+                if key == "max_retries" and value > MAX_RETRIES:
+                    # Raw probes carry the try number in 4 bits of the source port.
+                    raise UsageError(f"invalid --max-retries {value}: at most {MAX_RETRIES}")
                 changes[key] = value
         return replace(self, **changes)  # type: ignore[arg-type]
 
@@ -128,6 +133,8 @@ def template(level: int) -> Template:
 class RttEstimator:
     """nmap's per-host timeout: srtt + 4 * rttvar, clamped to [min_rtt, max_rtt]."""
 
+    __slots__ = ("rttvar", "srtt", "tpl")  # one per host: a /16 has 65,536 of them
+
     def __init__(self, tpl: Template) -> None:
         self.tpl = tpl
         self.srtt: float | None = None
@@ -163,6 +170,17 @@ class CongestionWindow:
         self.cwnd += 1.0 if self.cwnd < self.ssthresh else 1.0 / self.cwnd
         self.cwnd = min(self.cwnd, self.high)
 
+    def on_replies(self, count: int) -> None:
+        """`on_reply` `count` times (a receive batch at once)."""
+        while count > 0 and self.cwnd < self.ssthresh and self.cwnd < self.high:
+            step = min(count, int(self.ssthresh - self.cwnd) + 1)
+            self.cwnd = min(self.cwnd + step, self.high)
+            count -= step
+        for _ in range(count):
+            if self.cwnd >= self.high:
+                break
+            self.on_reply()
+
     def on_drop(self) -> None:
         self.ssthresh = max(2.0, self.cwnd / 2)
         self.cwnd = max(self.low, self.cwnd / 2)
@@ -195,15 +213,10 @@ class RateLimiter:
         return max(0.0, (1 - self.tokens) / self.rate)
 
 
-MIN_RETRIES = 2
-
-
 def allowed_tries(max_successful_try: int, max_retries: int) -> int:
-    """How many retransmissions a silent probe gets.
+    """How many retransmissions a silent probe gets, as nmap decides it.
 
-    As nmap: more only after a host has answered some retransmission (which shows that probes
-    or replies do get lost), never beyond --max-retries. Unlike nmap, at least two (nmap: one):
-    on a lossy link a single retransmission too often loses both tries and calls an open
-    port filtered, and the extra round costs one timeout for the whole scan, not one per port.
+    One at first; more only after the host has answered some retransmission (which shows that
+    probes or replies do get lost there), and never more than --max-retries.
     """
-    return min(max_retries, max(MIN_RETRIES, max_successful_try + 1))
+    return min(max_retries, max(1, max_successful_try + 1))

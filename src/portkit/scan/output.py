@@ -11,6 +11,7 @@ import io
 import json
 import math
 import time
+from collections.abc import Iterator
 
 from portkit.scan._results import HostResult, PortResult, ScanResult
 from portkit.scan._states import PortState
@@ -46,7 +47,12 @@ def _extraports_line(host: HostResult, protocol: str) -> list[str]:
 
 def render_text(result: ScanResult, *, reason: bool = False, open_only: bool = False) -> str:
     """nmap-like text: a report per host, then a summary line."""
-    out: list[str] = []
+    return "\n".join(iter_text(result, reason=reason, open_only=open_only))
+
+
+def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = False) -> Iterator[str]:
+    """`render_text` line by line, so a scan of a /16 is printed without one huge string."""
+    out = _Lines()
     kind = "host discovery" if result.scan_type == "ping" else f"{result.scan_type} scan"
     out.append(
         f"portkit {kind} of {result.hosts_total} host{'s' if result.hosts_total != 1 else ''}"
@@ -56,6 +62,7 @@ def render_text(result: ScanResult, *, reason: bool = False, open_only: bool = F
         out.append(f"Note: {note}")
     versions = any(_version_text(p) for h in result.hosts for p in h.ports)
     for host in result.hosts:
+        yield from out.flush()
         out.append("")
         name = f"{host.hostnames[0]} ({host.address})" if host.hostnames else host.address
         out.append(f"Scan report for {name}")
@@ -86,9 +93,16 @@ def render_text(result: ScanResult, *, reason: bool = False, open_only: bool = F
         for p, row in zip(ports, rows, strict=True):
             out.append(" ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
             out.extend(_detail_lines(p))
+    yield from out.flush()
     out.append("")
     out.append(summary_line(result))
-    return "\n".join(out)
+    yield from out.flush()
+
+
+class _Lines(list[str]):
+    def flush(self) -> Iterator[str]:
+        yield from self
+        self.clear()
 
 
 def _detail_lines(port: PortResult) -> list[str]:
@@ -133,7 +147,16 @@ def summary_line(result: ScanResult) -> str:
 
 
 def render_json(result: ScanResult) -> str:
-    return json.dumps(result.to_json(), indent=2)
+    return "".join(iter_json(result))
+
+
+def iter_json(result: ScanResult) -> Iterator[str]:
+    """`json.dumps(result.to_json(), indent=2)`, host by host (same text, bounded memory)."""
+    header = result.to_json(hosts=False)
+    yield '{\n  "scan": ' + json.dumps(header["scan"], indent=2).replace("\n", "\n  ") + ',\n  "hosts": ['
+    for i, host in enumerate(result.hosts):
+        yield ("," if i else "") + "\n    " + json.dumps(host.to_json(), indent=2).replace("\n", "\n    ")
+    yield "\n  ]\n}" if result.hosts else "]\n}"
 
 
 # -- nmap XML ------------------------------------------------------------------------------
@@ -157,6 +180,11 @@ def _services_attr(result: ScanResult) -> str:
 
 
 def render_xml(result: ScanResult) -> str:
+    return "".join(iter_xml(result))
+
+
+def iter_xml(result: ScanResult) -> Iterator[str]:
+    """nmap XML, a host at a time."""
     start = int(result.start)
     end = int(result.start + result.elapsed)
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<!DOCTYPE nmaprun>"]
@@ -237,6 +265,8 @@ def render_xml(result: ScanResult) -> str:
             srtt = int(host.rtt * 1e6)
             lines.append("<times" + _attrs(srtt=srtt, rttvar=srtt, to=max(100000, srtt * 4)) + "/>")
         lines.append("</host>")
+        yield "\n".join(lines) + "\n"
+        lines.clear()
     summary = (
         f"portkit done at {time.ctime(end)}; {result.hosts_total} IP address"
         f"{'es' if result.hosts_total != 1 else ''} ({result.hosts_up} host"
@@ -259,7 +289,7 @@ def render_xml(result: ScanResult) -> str:
     lines.append("<hosts" + _attrs(up=result.hosts_up, down=down, total=result.hosts_total) + "/>")
     lines.append("</runstats>")
     lines.append("</nmaprun>")
-    return "\n".join(lines) + "\n"
+    yield "\n".join(lines) + "\n"
 
 
 def _text(value: str) -> str:
