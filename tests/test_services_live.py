@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -349,3 +350,29 @@ def test_printer_ports_are_listened_to_never_sent_to() -> None:
             thread.join(5)
     assert found[(LOOPBACK, port, Protocol.TCP)].method is Method.TABLE
     assert not any(received), received
+
+
+def test_ipv6_loopback(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket(socket.AF_INET6) as probe_socket:
+        probe_socket.bind(("::1", 0))
+        port = probe_socket.getsockname()[1]
+    (tmp_path / "index.html").write_text("<title>six</title>")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "::1", "--directory", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("::1", port), timeout=0.5):
+                break
+            time.sleep(0.05)
+        found = detect_services([("::1", port, "tcp")])[("::1", port, Protocol.TCP)]
+        assert (found.name, found.product) == ("http", "Python http.server")
+        assert found.http is not None and found.http.title == "six"
+        result = cli("scan", "::1", "-p", str(port), "--sv", "--json")
+        assert result.status == 0, result.stderr
+        assert result.json()["hosts"][0]["ports"][0]["service"]["product"] == "Python http.server"
+    finally:
+        server.terminate()
+        server.wait(10)
