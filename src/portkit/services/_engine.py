@@ -55,7 +55,7 @@ class DetectOptions:
 
     intensity: int = 7  # 0 light .. 9 all (nmap's --version-intensity)
     per_port: int = 8  # probe connections open at once on one port
-    concurrency: int = 96  # connections open at once overall
+    concurrency: int = 200  # connections open at once overall (capped by the open-files limit)
     timeout_scale: float = 1.0  # multiplies every wait (slow or lossy networks)
     rtt: dict[str, float] = field(default_factory=dict)  # host -> measured round-trip time, seconds
     # Ports that only get listened to, never sent a probe: printers print whatever reaches their
@@ -484,6 +484,14 @@ async def _detect_udp(
     return _table_guess(hints, f"{what}: {len(probes)} probes", silent=not answered)
 
 
+def _files_we_may_open() -> int:
+    """Sockets this process may still open: the soft RLIMIT_NOFILE less a margin for the rest."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else max(8, soft - 64)
+
+
 def _hints_for(targets: list[ServiceTarget]) -> dict[tuple[int, Protocol], list[str]]:
     from portkit.registry import default_registry
 
@@ -512,10 +520,11 @@ async def detect_services_async(
         normal.append((host, port, protocol))
     normal = list(dict.fromkeys(normal))
     hints = _hints_for(normal)
-    limit = asyncio.Semaphore(max(1, opts.concurrency))
+    concurrency = min(opts.concurrency, _files_we_may_open())
+    limit = asyncio.Semaphore(max(1, concurrency))
     # Each port holds up to per_port + 2 connections (NULL, TLS, probes); bound the ports so
     # that one port's probes never wait for another port's slots.
-    ports_at_once = asyncio.Semaphore(max(1, opts.concurrency // (opts.per_port + 2)))
+    ports_at_once = asyncio.Semaphore(max(1, concurrency // (opts.per_port + 2)))
 
     async def one(target: ServiceTarget) -> tuple[ServiceTarget, ServiceMatch | None]:
         host, port, protocol = target
@@ -553,7 +562,7 @@ def detect_services(
     *,
     intensity: int = 7,
     probes: str | ProbeDatabase = "builtin",
-    concurrency: int = 96,
+    concurrency: int = 200,
     per_port: int = 8,
     rtt: dict[str, float] | None = None,
     timeout_scale: float = 1.0,
