@@ -253,11 +253,17 @@ class _PortDetection:
         null_task = asyncio.ensure_future(self._listen(null, first))
         tasks[null_task] = null
         try:
-            return await self._drive(null_task, tasks, timing)
+            verdict = await self._drive(null_task, tasks, timing)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if isinstance(verdict, TlsInfo):
+            # Inside the tunnel only once the plain-text probes are gone: servers cap
+            # unauthenticated connections (sshd's MaxStartups drops some beyond 10).
+            inner = _PortDetection(self.conn, self.db, self.opts, self.hints, client_context(), verdict)
+            return await inner.run(None)
+        return verdict
 
     async def _listen(
         self, null: Probe, first: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
@@ -290,7 +296,8 @@ class _PortDetection:
         null_task: asyncio.Task[_Reply],
         tasks: dict[asyncio.Task[_Reply], Probe],
         timing: Timing,
-    ) -> ServiceMatch:
+    ) -> ServiceMatch | TlsInfo:
+        """The port's verdict, or the TLS session to look inside of."""
         soft: tuple[Identification, bytes] | None = None
         held: ServiceMatch | None = None  # a hard match waiting for the TLS verdict or a version
         held_for_tls = False
@@ -314,7 +321,7 @@ class _PortDetection:
                 if not (reply.closed and not reply.data) and not reply.failed:
                     self.all_closed = False
                 if reply.tls is not None:
-                    return await self._inside_tls(reply.tls)
+                    return reply.tls
                 ident = reply.ident
                 if task is null_task and reply.data:
                     banner = True
@@ -374,10 +381,6 @@ class _PortDetection:
                 tls=self.tls_info, probe=TLS_PROBE, notes=(note,),
             )  # fmt: skip
         return _table_guess(self.hints, note, silent=not self.any_data)
-
-    async def _inside_tls(self, info: TlsInfo) -> ServiceMatch:
-        inner = _PortDetection(self.conn, self.db, self.opts, self.hints, client_context(), info)
-        return await inner.run(None)
 
 
 def _richer(held: ServiceMatch | None, found: ServiceMatch) -> ServiceMatch:
