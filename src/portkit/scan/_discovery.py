@@ -33,7 +33,8 @@ def discover(hosts: HostTable, privileged: bool, tpl: Template) -> Live:
             found[host.index] = "localhost-response"
         else:
             pending.append(host)
-    wait = max(1.0, min(tpl.initial_rtt, 2.0))
+    # One probe round waits the template's initial timeout (T3 1 s, T4 0.5 s), within bounds.
+    wait = max(0.25, min(tpl.initial_rtt, 2.0))
     for _ in range(2):
         todo = [h for h in pending if h.index not in found]
         if not todo:
