@@ -9,8 +9,9 @@ Names load lazily (PEP 562): `import portkit.services` costs nothing until one i
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from portkit._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "DetectOptions": "portkit.services._engine",
@@ -83,13 +84,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'portkit.services' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:
