@@ -64,7 +64,9 @@ def _show_stats(pid: int | None, as_json: bool) -> None:
 @click.argument("listen", required=False)
 @click.argument("target", required=False)
 @click.option("--udp", is_flag=True, help="Forward UDP datagrams instead of TCP connections.")
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="TOML file of [[rule]]s.")
+@click.option(
+    "-c", "--config", "config_path", type=click.Path(dir_okay=False), help="TOML file of [[rule]]s."
+)
 @click.option("--check", is_flag=True, help="Validate the rules, print them and exit.")
 @click.option("--stats", "show_stats", is_flag=True, help="Show the statistics of running forwarders.")
 @click.option("--pid", type=int, help="With --stats: only the forwarder with this pid.")
@@ -77,8 +79,12 @@ def _show_stats(pid: int | None, as_json: bool) -> None:
 )
 @click.option("--allow", multiple=True, metavar="CIDR", help="Only clients in this network (repeatable).")
 @click.option("--max-connections", type=int, help="Concurrent connections at most [10000].")
-@click.option("--overflow", type=click.Choice(["refuse", "queue"]), help="Over the limit: reset or wait [refuse].")
-@click.option("--idle-timeout", type=float, help="Close a connection silent this long, seconds; 0 = never [300].")
+@click.option(
+    "--overflow", type=click.Choice(["refuse", "queue"]), help="Over the limit: reset or wait [refuse]."
+)
+@click.option(
+    "--idle-timeout", type=float, help="Close a connection silent this long, seconds; 0 = never [300]."
+)
 @click.option("--connect-timeout", type=float, help="Give up reaching the target after this long [5].")
 @click.option("--udp-max-clients", type=int, help="UDP client mappings at most [4096].")
 @click.option("--udp-idle-timeout", type=float, help="Forget a silent UDP client after this long [60].")
@@ -134,7 +140,9 @@ def forward(
         rules = load_config(config_path)
     else:
         if not listen or not target:
-            raise UsageError("missing arguments: expected LISTEN TARGET (e.g. 8080 10.0.0.5:80) or --config FILE")
+            raise UsageError(
+                "missing arguments: expected LISTEN TARGET (e.g. 8080 10.0.0.5:80) or --config FILE"
+            )
         rules = (
             make_rule(
                 listen,

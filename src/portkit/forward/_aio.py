@@ -123,8 +123,10 @@ class _Pair:
 
     def resume_from(self, client: bool) -> None:
         side = self.client if client else self.target
-        if side.transport is not None and not side.transport.is_closing() and self.state.reading_from(
-            "client" if client else "target"
+        if (
+            side.transport is not None
+            and not side.transport.is_closing()
+            and self.state.reading_from("client" if client else "target")
         ):
             side.transport.resume_reading()
 

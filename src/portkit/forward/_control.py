@@ -53,7 +53,9 @@ class ControlServer:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             loop = asyncio.get_running_loop()
-            self.server = await loop.create_unix_server(lambda: _ControlProtocol(self.snapshot), str(self.path))
+            self.server = await loop.create_unix_server(
+                lambda: _ControlProtocol(self.snapshot), str(self.path)
+            )
         except OSError:
             return None
         return self.path

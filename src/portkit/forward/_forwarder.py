@@ -15,7 +15,6 @@ a `UdpRelay`, and handles operations:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -140,7 +139,11 @@ class Forwarder:
         )
         for item in listening:
             if not item.rule.listen.address.is_loopback:
-                self.log("warning", rule=item.rule.label, message=f"listening on {item.bound}: reachable from other hosts")
+                self.log(
+                    "warning",
+                    rule=item.rule.label,
+                    message=f"listening on {item.bound}: reachable from other hosts",
+                )
         if self.on_ready is not None:
             self.on_ready(listening)
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=forwarding {len(listening)} rule(s)")
@@ -218,7 +221,9 @@ class Forwarder:
                     failed += 1
                     self.log("error", stage="reload", rule=rule.label, error=str(exc))
             self.stats.reloads += 1
-            self.log("reload", added=len(added) - failed, removed=len(removed), changed=len(changed), failed=failed)
+            self.log(
+                "reload", added=len(added) - failed, removed=len(removed), changed=len(changed), failed=failed
+            )
         finally:
             sd_notify("READY=1")
 
@@ -278,6 +283,3 @@ def _key_text(rule: Rule) -> str:
 def serve(rules: Sequence[Rule], **options: Any) -> ForwarderStats:
     """Run a forwarder for `rules` in this thread until SIGTERM/SIGINT (see Forwarder)."""
     return Forwarder(rules, **options).run()
-
-
-

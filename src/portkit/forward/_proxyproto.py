@@ -33,15 +33,16 @@ def proxy_header(version: ProxyProtocol, source: Address, destination: Address) 
     src, dst = _ip(source[0]), _ip(destination[0])
     if src.version != dst.version:
         # A v4 client on a dual-stack v6 listener: say so in v6 terms.
-        src, dst = ipaddress.IPv6Address(f"::ffff:{src}") if src.version == 4 else src, (
-            ipaddress.IPv6Address(f"::ffff:{dst}") if dst.version == 4 else dst
+        src, dst = (
+            ipaddress.IPv6Address(f"::ffff:{src}") if src.version == 4 else src,
+            (ipaddress.IPv6Address(f"::ffff:{dst}") if dst.version == 4 else dst),
         )
     if version is ProxyProtocol.V1:
         family = "TCP4" if src.version == 4 else "TCP6"
         return f"PROXY {family} {src} {dst} {source[1]} {destination[1]}\r\n".encode("ascii")
-    family = _V2_TCP4 if src.version == 4 else _V2_TCP6
+    code = _V2_TCP4 if src.version == 4 else _V2_TCP6
     body = src.packed + dst.packed + struct.pack("!HH", source[1], destination[1])
-    return V2_SIGNATURE + struct.pack("!BBH", _V2_PROXY_COMMAND, family, len(body)) + body
+    return V2_SIGNATURE + struct.pack("!BBH", _V2_PROXY_COMMAND, code, len(body)) + body
 
 
 def parse_proxy_header(data: bytes) -> tuple[Address, Address, int]:

@@ -150,7 +150,11 @@ def parse_cidr(text: str) -> Network:
 
 
 def _number(key: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (integer and not isinstance(value, int))
+    ):
         kind = "an integer" if integer else "a number"
         raise UsageError(f"invalid {key} {value!r}: expected {kind} >= {minimum}")
     if value < minimum:
@@ -221,7 +225,9 @@ def parse_config(text: str, *, source: str = "config") -> tuple[Rule, ...]:
         raise UsageError(f"invalid config {source}: {exc}") from None
     unknown = set(doc) - _TOP_KEYS
     if unknown:
-        raise UsageError(f"invalid config {source}: unknown key {sorted(unknown)[0]!r}; expected [defaults], [[rule]]")
+        raise UsageError(
+            f"invalid config {source}: unknown key {sorted(unknown)[0]!r}; expected [defaults], [[rule]]"
+        )
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
         raise UsageError(f"invalid config {source}: [defaults] must be a table")
@@ -258,7 +264,9 @@ def parse_config(text: str, *, source: str = "config") -> tuple[Rule, ...]:
         except UsageError as exc:
             raise UsageError(f"{where}: {exc}") from None
         if rule.key in seen:
-            raise UsageError(f"invalid config {where}: {rule.protocol}/{rule.listen} is already a rule's listen")
+            raise UsageError(
+                f"invalid config {where}: {rule.protocol}/{rule.listen} is already a rule's listen"
+            )
         seen.add(rule.key)
         rules.append(rule)
     return tuple(rules)

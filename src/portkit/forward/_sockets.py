@@ -9,6 +9,7 @@ import resource
 import socket
 import struct
 from pathlib import Path
+from typing import Any
 
 from portkit.errors import PortkitError
 from portkit.model import Endpoint, Protocol, parse_address
@@ -63,10 +64,10 @@ def target_family(target: Endpoint) -> int:
     return socket.AF_INET6 if target.family == 6 else socket.AF_INET
 
 
-def arm_reset(sock: socket.socket | object) -> None:
+def arm_reset(sock: Any) -> None:
     """Make the next close() send RST instead of FIN (SO_LINGER with a zero timeout)."""
     with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)  # type: ignore[attr-defined]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
 
 
 def raise_fd_limit() -> int:
@@ -86,7 +87,8 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def peer(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+def peer(address: Any) -> str:
+    """`host:port` or `[v6host]:port` of a socket address tuple."""
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

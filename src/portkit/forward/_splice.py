@@ -104,7 +104,9 @@ class _Direction:
 class _Connection:
     """One client connection and its target connection."""
 
-    def __init__(self, engine: SpliceEngine, listener: _Listener, client: socket.socket, address: Any) -> None:
+    def __init__(
+        self, engine: SpliceEngine, listener: _Listener, client: socket.socket, address: Any
+    ) -> None:
         self.engine = engine
         self.listener = listener
         self.rule = listener.rule
@@ -282,7 +284,11 @@ class _Connection:
                 self.reset(Event.TARGET_RESET)
                 return
         self.engine.log(
-            "connect", rule=rule.label, client=peer(self.client_address), target=str(rule.target), engine="splice"
+            "connect",
+            rule=rule.label,
+            client=peer(self.client_address),
+            target=str(rule.target),
+            engine="splice",
         )
         self.resume()
 

@@ -65,7 +65,13 @@ class UdpRelay:
                 continue  # a full send buffer drops the datagram, as the network would
             except OSError as exc:
                 self.stats.connect_errors += 1
-                self.log("error", stage="udp-send", rule=self.rule.label, client=peer(address), error=error_name(exc))
+                self.log(
+                    "error",
+                    stage="udp-send",
+                    rule=self.rule.label,
+                    client=peer(address),
+                    error=error_name(exc),
+                )
                 continue
             self.stats.datagrams_up += 1
             self.stats.bytes_up += len(data)
@@ -83,7 +89,13 @@ class UdpRelay:
         except OSError as exc:
             upstream.close()
             self.stats.connect_errors += 1
-            self.log("error", stage="udp-connect", rule=self.rule.label, client=peer(address), error=error_name(exc))
+            self.log(
+                "error",
+                stage="udp-connect",
+                rule=self.rule.label,
+                client=peer(address),
+                error=error_name(exc),
+            )
             return None
         for old in self.table.add(address, upstream, now):
             self.stats.refused_limit += 1
@@ -104,7 +116,13 @@ class UdpRelay:
             except OSError as exc:
                 # ECONNREFUSED: the target's port is closed (ICMP port unreachable).
                 self.stats.connect_errors += 1
-                self.log("error", stage="udp-recv", rule=self.rule.label, client=peer(address), error=error_name(exc))
+                self.log(
+                    "error",
+                    stage="udp-recv",
+                    rule=self.rule.label,
+                    client=peer(address),
+                    error=error_name(exc),
+                )
                 return
             if self.closed:
                 return
