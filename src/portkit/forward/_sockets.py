@@ -43,6 +43,9 @@ def open_listener(listen: Endpoint, protocol: Protocol) -> socket.socket:
         sock.bind((str(listen.address), listen.port))
         if kind == socket.SOCK_STREAM:
             sock.listen(listen_backlog())
+        else:
+            # A burst of datagrams from many clients lands here at once; the default is ~200 KiB.
+            grow_receive_buffer(sock, 4 << 20)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
@@ -53,6 +56,17 @@ def open_listener(listen: Endpoint, protocol: Protocol) -> socket.socket:
             hint = "; another process holds it (see `portkit who`)"
         raise PortkitError(f"cannot listen on {protocol}/{listen}: {exc.strerror}{hint}") from None
     return sock
+
+
+def grow_receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for a bigger receive buffer; root may exceed net.core.rmem_max (SO_RCVBUFFORCE)."""
+    force = getattr(socket, "SO_RCVBUFFORCE", 33)
+    for option in (force, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            return
+        except OSError:
+            continue
 
 
 def bound_endpoint(sock: socket.socket) -> Endpoint:
