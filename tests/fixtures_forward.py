@@ -61,7 +61,9 @@ class Forwarder:
                 if where(event):
                     return event
             time.sleep(0.02)
-        raise AssertionError(f"no {name!r} event within {timeout}s; log:\n{self.log_path.read_text()[-3000:]}")
+        raise AssertionError(
+            f"no {name!r} event within {timeout}s; log:\n{self.log_path.read_text()[-3000:]}"
+        )
 
     def send(self, signum: int) -> None:
         self.proc.send_signal(signum)
@@ -80,7 +82,9 @@ class Forwarder:
 
 
 @contextlib.contextmanager
-def forwarder(*args: str, tmp_path: Path, engine: str = "splice", timeout: float = 10.0) -> Iterator[Forwarder]:
+def forwarder(
+    *args: str, tmp_path: Path, engine: str = "splice", timeout: float = 10.0
+) -> Iterator[Forwarder]:
     """Run `portkit forward ARGS --engine ENGINE --json --log-json`; always killed afterwards."""
     log_path = tmp_path / f"forward-{time.monotonic_ns()}.log"
     env = {**os.environ, "PORTKIT_RUNTIME_DIR": str(tmp_path / "run")}

@@ -49,8 +49,14 @@ def test_half_close_passes_fin_on_and_keeps_the_other_direction() -> None:
 
 def test_resets_are_passed_on_as_resets() -> None:
     for live in (State.OPEN, State.CLIENT_DONE, State.TARGET_DONE):
-        assert TRANSITIONS[(live, Event.TARGET_RESET)] == (State.RESET, (Action.RESET_CLIENT, Action.CLOSE_BOTH))
-        assert TRANSITIONS[(live, Event.CLIENT_RESET)] == (State.RESET, (Action.RESET_TARGET, Action.CLOSE_BOTH))
+        assert TRANSITIONS[(live, Event.TARGET_RESET)] == (
+            State.RESET,
+            (Action.RESET_CLIENT, Action.CLOSE_BOTH),
+        )
+        assert TRANSITIONS[(live, Event.CLIENT_RESET)] == (
+            State.RESET,
+            (Action.RESET_TARGET, Action.CLOSE_BOTH),
+        )
 
 
 def test_unreachable_target_resets_the_client() -> None:
@@ -163,7 +169,10 @@ def test_config_with_defaults_and_rules(tmp_path: Path) -> None:
         ("[[rule]]\nlisten = 80\ntarget = '127.0.0.1:1'\ncolour = 'red'\n", "unknown key 'colour'"),
         ("[[rule]]\nlisten = 80\ntarget = '127.0.0.1:1'\nidle_timeout = -1\n", "idle_timeout"),
         ("[[rule]]\nlisten = 80\ntarget = '127.0.0.1:1'\nmax_connections = 'lots'\n", "max_connections"),
-        ("[[rule]]\nlisten = 80\ntarget = '127.0.0.1:1'\n[[rule]]\nlisten = 80\ntarget = '127.0.0.1:2'\n", "already"),
+        (
+            "[[rule]]\nlisten = 80\ntarget = '127.0.0.1:1'\n[[rule]]\nlisten = 80\ntarget = '127.0.0.1:2'\n",
+            "already",
+        ),
         ("[defaults]\nspeed = 9\n[[rule]]\nlisten = 80\ntarget = '127.0.0.1:1'\n", "unknown key 'speed'"),
     ],
 )

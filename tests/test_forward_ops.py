@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_forward import ENGINES, TcpServer, echo_until_eof, forwarder, recv_all
 
+from fixtures_forward import ENGINES, TcpServer, echo_until_eof, forwarder, recv_all
 from portkit.forward import parse_proxy_header
 
 
@@ -165,7 +165,11 @@ def test_stats_on_sigusr1_and_over_the_control_socket(tmp_path: Path) -> None:
     finally:
         server.close()
     none = subprocess.run(
-        [sys.executable, "-m", "portkit", "forward", "--stats"], capture_output=True, text=True, env=env, timeout=10
+        [sys.executable, "-m", "portkit", "forward", "--stats"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=10,
     )
     assert none.returncode == 1 and "no running forwarder" in none.stdout
 
@@ -185,7 +189,9 @@ def test_proxy_protocol_tells_the_target_who_the_client_is(engine: str, version:
         with forwarder(
             "127.0.0.1:0", server.address, "--proxy-protocol", version, tmp_path=tmp_path, engine=engine
         ) as fwd:
-            with socket.create_connection(("127.0.0.1", fwd.port), timeout=5, source_address=("127.0.0.2", 0)) as c:
+            with socket.create_connection(
+                ("127.0.0.1", fwd.port), timeout=5, source_address=("127.0.0.2", 0)
+            ) as c:
                 client_port = c.getsockname()[1]
                 c.sendall(b"payload")
                 c.shutdown(socket.SHUT_WR)

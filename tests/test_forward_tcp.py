@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from fixtures_forward import (
     ENGINES,
     TcpServer,
@@ -57,7 +58,9 @@ async def _many(port: int, count: int) -> list[tuple[str, str]]:
     rng = random.Random(7)
     start = asyncio.Event()
     # Mostly small payloads with every size from SIZES among them, so 1,000 run at once in seconds.
-    sizes = [SIZES[i % len(SIZES)] if i % 40 == 0 or SIZES[i % len(SIZES)] < 70_000 else 4096 for i in range(count)]
+    sizes = [
+        SIZES[i % len(SIZES)] if i % 40 == 0 or SIZES[i % len(SIZES)] < 70_000 else 4096 for i in range(count)
+    ]
     tasks = [asyncio.create_task(_one_client(port, size, rng, start)) for size in sizes]
     start.set()
     return await asyncio.wait_for(asyncio.gather(*tasks), 60)
@@ -70,11 +73,13 @@ def test_byte_exact_both_ways_with_1000_concurrent_connections(engine: str, tmp_
         server = await asyncio.start_server(_echo_server, "127.0.0.1", 0, backlog=4096)
         target = server.sockets[0].getsockname()[1]
         try:
-            with forwarder("127.0.0.1:0", f"127.0.0.1:{target}", "-q", tmp_path=tmp_path, engine=engine) as fwd:
+            with forwarder(
+                "127.0.0.1:0", f"127.0.0.1:{target}", "-q", tmp_path=tmp_path, engine=engine
+            ) as fwd:
                 results = await _many(fwd.port, CONCURRENT)
                 assert fwd.stop() == 0
                 stopped = fwd.proc.stdout.read()  # type: ignore[union-attr]
-                return results + [("stopped", stopped)]
+                return [*results, ("stopped", stopped)]
         finally:
             server.close()
 
@@ -183,9 +188,9 @@ def test_target_down_refuses_client_quickly_and_logs(engine: str, tmp_path: Path
     try:
         with forwarder("127.0.0.1:0", f"127.0.0.1:{port}", tmp_path=tmp_path, engine=engine) as fwd:
             started = time.monotonic()
-            with socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as client:
-                with pytest.raises(ConnectionResetError):
-                    client.recv(100)
+            client = socket.create_connection(("127.0.0.1", fwd.port), timeout=5)
+            with client, pytest.raises(ConnectionResetError):
+                client.recv(100)
             assert time.monotonic() - started < 1.0
             error = fwd.wait_event("error")
             assert error["stage"] == "connect" and "ECONNREFUSED" in error["error"]
@@ -216,12 +221,18 @@ def test_allow_list_refuses_other_sources(engine: str, tmp_path: Path) -> None:
         with forwarder(
             "127.0.0.1:0", server.address, "--allow", "127.0.0.1/32", tmp_path=tmp_path, engine=engine
         ) as fwd:
-            with socket.create_connection(("127.0.0.1", fwd.port), timeout=5, source_address=("127.0.0.2", 0)) as c:
-                with pytest.raises(ConnectionResetError):
-                    c.recv(10)
+            with (
+                socket.create_connection(
+                    ("127.0.0.1", fwd.port), timeout=5, source_address=("127.0.0.2", 0)
+                ) as c,
+                pytest.raises(ConnectionResetError),
+            ):
+                c.recv(10)
             refusal = fwd.wait_event("refuse")
             assert refusal["reason"] == "allow-list" and refusal["client"].startswith("127.0.0.2:")
-            with socket.create_connection(("127.0.0.1", fwd.port), timeout=5, source_address=("127.0.0.1", 0)) as c:
+            with socket.create_connection(
+                ("127.0.0.1", fwd.port), timeout=5, source_address=("127.0.0.1", 0)
+            ) as c:
                 c.sendall(b"allowed")
                 c.shutdown(socket.SHUT_WR)
                 assert recv_all(c) == b"allowed"
@@ -240,9 +251,9 @@ def test_max_connections_refuse(engine: str, tmp_path: Path) -> None:
             for c in held:
                 c.sendall(b"x")
                 assert c.recv(1) == b"x"
-            with socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as extra:
-                with pytest.raises(ConnectionResetError):
-                    extra.recv(1)
+            extra = socket.create_connection(("127.0.0.1", fwd.port), timeout=5)
+            with extra, pytest.raises(ConnectionResetError):
+                extra.recv(1)
             assert fwd.wait_event("refuse")["reason"] == "max-connections"
             for c in held:
                 c.close()

@@ -80,7 +80,9 @@ def test_several_clients_each_get_their_own_datagrams_back(tmp_path: Path) -> No
                         for payload in sent[i] - got[i]:
                             c.sendto(payload, ("127.0.0.1", fwd.port))
             for i in sent:
-                assert got[i] == sent[i], f"client {i}: {len(sent[i] - got[i])} missing, {len(got[i] - sent[i])} foreign"
+                assert got[i] == sent[i], (
+                    f"client {i}: {len(sent[i] - got[i])} missing, {len(got[i] - sent[i])} foreign"
+                )
             assert len(echo.sources) == len(clients)  # one upstream socket per client
             stats = _stats(tmp_path, fwd.pid)
             assert stats["active"] == len(clients) and stats["total"] == len(clients)
@@ -93,13 +95,15 @@ def test_several_clients_each_get_their_own_datagrams_back(tmp_path: Path) -> No
 def test_empty_datagram_stays_empty(tmp_path: Path) -> None:
     echo = UdpEcho()
     try:
-        with forwarder("127.0.0.1:0", echo.address, "--udp", tmp_path=tmp_path) as fwd:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
-                c.settimeout(2)
-                c.sendto(b"", ("127.0.0.1", fwd.port))
-                assert c.recvfrom(100)[0] == b""
-                c.sendto(b"after", ("127.0.0.1", fwd.port))
-                assert c.recvfrom(100)[0] == b"after"
+        with (
+            forwarder("127.0.0.1:0", echo.address, "--udp", tmp_path=tmp_path) as fwd,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c,
+        ):
+            c.settimeout(2)
+            c.sendto(b"", ("127.0.0.1", fwd.port))
+            assert c.recvfrom(100)[0] == b""
+            c.sendto(b"after", ("127.0.0.1", fwd.port))
+            assert c.recvfrom(100)[0] == b"after"
     finally:
         echo.close()
 
@@ -139,7 +143,9 @@ def test_idle_mappings_expire_and_table_is_bounded(tmp_path: Path) -> None:
 def test_udp_allow_list_drops_other_sources(tmp_path: Path) -> None:
     echo = UdpEcho()
     try:
-        with forwarder("127.0.0.1:0", echo.address, "--udp", "--allow", "127.0.0.1", tmp_path=tmp_path) as fwd:
+        with forwarder(
+            "127.0.0.1:0", echo.address, "--udp", "--allow", "127.0.0.1", tmp_path=tmp_path
+        ) as fwd:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
                 stranger.bind(("127.0.0.2", 0))
                 stranger.settimeout(0.3)
