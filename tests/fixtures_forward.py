@@ -83,11 +83,15 @@ class Forwarder:
 
 @contextlib.contextmanager
 def forwarder(
-    *args: str, tmp_path: Path, engine: str = "splice", timeout: float = 10.0
+    *args: str,
+    tmp_path: Path,
+    engine: str = "splice",
+    timeout: float = 10.0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Forwarder]:
     """Run `portkit forward ARGS --engine ENGINE --json --log-json`; always killed afterwards."""
     log_path = tmp_path / f"forward-{time.monotonic_ns()}.log"
-    env = {**os.environ, "PORTKIT_RUNTIME_DIR": str(tmp_path / "run")}
+    env = {**os.environ, "PORTKIT_RUNTIME_DIR": str(tmp_path / "run"), **(env or {})}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "portkit", "forward", *args, "--engine", engine, "--json", "--log-json"],

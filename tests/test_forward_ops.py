@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -211,3 +212,52 @@ def test_sigint_exits_130(tmp_path: Path) -> None:
             assert fwd.stop(signal.SIGINT) == 130
     finally:
         server.close()
+
+
+def test_systemd_notify_ready_reloading_stopping(tmp_path: Path) -> None:
+    """The Type=notify contract of contrib/systemd/portkit-forward.service."""
+    server = TcpServer(echo_until_eof)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(5)
+    config = _config(tmp_path / "forward.toml", _rule("one", f"127.0.0.1:{_free_port()}", server.address))
+    try:
+        with forwarder(
+            "--config", str(config), tmp_path=tmp_path, env={"NOTIFY_SOCKET": str(tmp_path / "notify")}
+        ) as fwd:
+            ready = notify.recv(1000).decode()
+            assert "READY=1" in ready and f"MAINPID={fwd.pid}" in ready
+            fwd.send(signal.SIGHUP)
+            assert notify.recv(1000) == b"RELOADING=1"
+            assert notify.recv(1000) == b"READY=1"
+            assert fwd.stop() == 0
+            assert notify.recv(1000) == b"STOPPING=1"
+    finally:
+        notify.close()
+        server.close()
+
+
+UNIT = Path(__file__).resolve().parents[1] / "contrib" / "systemd" / "portkit-forward.service"
+EXAMPLE = UNIT.parents[1] / "forward.example.toml"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_file_verifies_and_its_config_checks(tmp_path: Path) -> None:
+    portkit = Path(sys.executable).parent / "portkit"
+    if not portkit.exists():
+        pytest.skip("the portkit console script is not installed next to this Python")
+    unit = tmp_path / "portkit-forward.service"
+    text = UNIT.read_text().replace("/usr/local/bin/portkit", str(portkit))
+    unit.write_text(text.replace("/etc/portkit/forward.toml", str(EXAMPLE)))
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    # What ExecStartPre runs: the example config is valid.
+    check = subprocess.run(
+        [str(portkit), "forward", "--config", str(EXAMPLE), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert check.returncode == 0 and "3 rule(s) ok" in check.stdout, check.stderr
