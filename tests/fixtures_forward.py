@@ -22,7 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-ENGINES = ("splice", "asyncio")
+# The splice engine relays on its epoll loop and hands bulk connections to relay threads;
+# the two variants pin each path down (PORTKIT_SPLICE_THREAD_AFTER: 0 = threads from the
+# first byte, -1 = never).
+ENGINES = ("splice", "splice-threads", "splice-loop", "asyncio")
+_VARIANTS = {"splice-threads": ("splice", "0"), "splice-loop": ("splice", "-1")}
 
 
 def raise_fd_limit() -> None:
@@ -92,6 +96,8 @@ def forwarder(
     """Run `portkit forward ARGS --engine ENGINE --json --log-json`; always killed afterwards."""
     log_path = tmp_path / f"forward-{time.monotonic_ns()}.log"
     env = {**os.environ, "PORTKIT_RUNTIME_DIR": str(tmp_path / "run"), **(env or {})}
+    if engine in _VARIANTS:
+        engine, env["PORTKIT_SPLICE_THREAD_AFTER"] = _VARIANTS[engine]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "portkit", "forward", *args, "--engine", engine, "--json", "--log-json"],
@@ -183,6 +189,17 @@ def reset(sock: socket.socket) -> None:
     """Close with RST (SO_LINGER 0)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+def assert_reset(port: int, source: str = "127.0.0.1") -> None:
+    """Connecting to `port` ends in a reset: during connect() itself (the RST can beat the
+    handshake's end on loopback) or at the first read."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as client:
+            client.recv(100)
+    except ConnectionResetError:
+        return
+    raise AssertionError(f"connection to port {port} from {source} was not reset")
 
 
 def closed_port() -> tuple[socket.socket, int]:

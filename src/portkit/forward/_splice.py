@@ -3,22 +3,28 @@
 Bytes never enter Python: each direction moves socket -> pipe -> socket with splice(2), so
 the kernel hands pages along instead of copying them through user space.
 
-Two kinds of thread share the work:
+One *loop* thread runs an edge-triggered epoll loop: it accepts, applies the allow-list and
+the connection limit, connects to the target without blocking, enforces the connect and
+idle timeouts, runs the supervisor's requests, and relays every connection with
+non-blocking splices until the kernel says EAGAIN (bounded per turn, so one busy
+connection cannot starve the rest). That serves thousands of short or quiet connections
+with one thread.
 
-- one *control loop* (edge-triggered epoll) accepts, applies the allow-list and the
-  connection limit, connects to the target without blocking, enforces the connect and idle
-  timeouts, and runs the supervisor's requests (add, change, remove a rule; drain);
-- once a connection is up, one *relay thread per direction* does blocking splices. The GIL
-  is released inside splice(2), so directions and connections run in parallel in the
-  kernel, and a blocked splice is woken by the kernel itself: measured on loopback this
-  moves about 1.7 times what a single epoll loop doing non-blocking splices moves.
+A connection that has moved THREAD_AFTER bytes is a bulk transfer: it is handed to two
+*relay threads*, one per direction, doing blocking splices. The GIL is released inside
+splice(2), so bulk directions run in parallel in the kernel and a blocked splice is woken
+by the kernel itself, without epoll or Python in between; on loopback this moves about 1.5
+times what the loop alone moves. At most MAX_THREADED connections are threaded at once, so
+a burst can never turn into thousands of threads. `PORTKIT_SPLICE_THREAD_AFTER` (bytes;
+0 = always, -1 = never) overrides the threshold.
 
 Memory per connection is bounded by the pipe: a direction reads again only once its pipe
 is flushed, so a slow reader stops us reading from the fast writer (backpressure through
-the TCP window). Pipes come from a shared pool and a direction gives its pipe back after
-PIPE_IDLE seconds without data, so thousands of quiet connections cost two sockets each.
+the TCP window). Pipes come from a shared pool and are held only while bytes are in flight
+(relay threads give theirs back after PIPE_IDLE seconds without data), so quiet
+connections cost two sockets each.
 
-Relay threads are woken for closing by shutdown(SHUT_RD) (readers; sends nothing on the
+Relay threads are woken for closing by shutdown(SHUT_RD) (readers; it sends nothing on the
 wire) and by a send timeout (a writer blocked on a reader that does not read).
 
 What a connection does on EOF, reset, failure or idleness is decided by the pure state
@@ -48,20 +54,25 @@ from portkit.forward._state import Action, ConnectionState, Event, State
 from portkit.forward._stats import RuleStats
 
 SPLICE_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
+SPLICE_NONBLOCK = SPLICE_MOVE | getattr(os, "SPLICE_F_NONBLOCK", 2)
 PIPE_SIZE = 1 << 18  # 256 KiB in flight per direction at most
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-PIPE_IDLE = 0.05  # seconds without data before a direction returns its pipe to the pool
-WRITER_WAKE = 0.25  # a writer blocked on a slow reader looks up this often (closing?)
-RELAY_STACK = 256 << 10  # relay threads need little stack; thousands of them must fit
+MAX_ROUNDS = 32  # splices per connection per loop turn before yielding to others
+THREAD_AFTER = int(os.environ.get("PORTKIT_SPLICE_THREAD_AFTER", 512 << 10))
+MAX_THREADED = 64  # connections with relay threads at once (two threads each)
+PIPE_IDLE = 0.05  # seconds without data before a relay thread gives its pipe back
+WRITER_WAKE = 0.25  # a relay thread blocked on a slow reader looks up this often (closing?)
+RELAY_STACK = 256 << 10  # relay threads need little stack
 ACCEPT_BATCH = 256
 SWEEP_INTERVAL = 0.25  # seconds between idle / connect-timeout checks
 
-_ERR = select.EPOLLERR
+_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _OUT = select.EPOLLOUT
+_ERR = select.EPOLLERR
 _ET_ALL = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 _POLL_READ = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0x2000)
 _SOFT_FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-_STATS_LOCK = threading.Lock()  # relay threads of many connections add to one RuleStats
+_STATS_LOCK = threading.Lock()  # relay threads and the loop add to the same RuleStats
 
 
 def available() -> bool:
@@ -74,7 +85,12 @@ def _timeval(seconds: float) -> bytes:
 
 
 class _PipePool:
-    """Pipes, reused; a direction holds one only while it has bytes in flight (thread-safe)."""
+    """Pipes, reused: one is held only while a direction has bytes in flight (thread-safe).
+
+    The pipes themselves are blocking; the loop asks for non-blocking splices with
+    SPLICE_F_NONBLOCK, while relay threads must block on the socket (a non-blocking pipe
+    would make splice to a socket non-blocking too).
+    """
 
     def __init__(self, size: int = PIPE_SIZE, keep: int = 256) -> None:
         self.size = size
@@ -107,6 +123,22 @@ class _PipePool:
             self.discard(self.free.pop())
 
 
+class _Direction:
+    """One way of flow: src socket -> pipe -> dst socket."""
+
+    __slots__ = ("done", "dst", "eof", "moved", "pending", "pipe", "src", "upward")
+
+    def __init__(self, src: int, dst: int, upward: bool) -> None:
+        self.src = src
+        self.dst = dst
+        self.upward = upward  # client -> target
+        self.pipe: tuple[int, int] | None = None
+        self.pending = 0  # bytes in the pipe, not yet written to dst
+        self.eof = False  # src said EOF
+        self.done = False  # EOF passed to the state machine
+        self.moved = 0
+
+
 class _Connection:
     """One client connection and its target connection."""
 
@@ -123,7 +155,10 @@ class _Connection:
         self.cfd = client.fileno()
         self.tfd = self.target.fileno()
         self.state = ConnectionState()
-        self.lock = threading.RLock()  # the state machine is driven from three threads
+        self.up = _Direction(self.cfd, self.tfd, True)
+        self.down = _Direction(self.tfd, self.cfd, False)
+        self.lock = threading.RLock()  # once threaded, the state machine has three drivers
+        self.threaded = False
         self.closing = False
         self.running = 0  # relay threads still running
         self.released = False
@@ -134,7 +169,7 @@ class _Connection:
         self.bytes_down = 0
         self.ending = "closed"
 
-    # --- connecting (control loop) -------------------------------------------------------------
+    # --- the loop -----------------------------------------------------------------------------
 
     def connect(self) -> None:
         self.client.setblocking(False)
@@ -151,19 +186,98 @@ class _Connection:
             self.fail(OSError(rc, os.strerror(rc)))
 
     def on_event(self, fd: int, mask: int) -> None:
-        if self.state.state is not State.CONNECTING:
+        state = self.state.state
+        if state is State.CONNECTING:
+            if fd == self.tfd:
+                err = self.target.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    self.fail(OSError(err, os.strerror(err)))
+                elif mask & _OUT:
+                    self.apply(Event.CONNECTED)
+            elif mask & _ERR:
+                self.reset(Event.CLIENT_RESET)
             return
-        if fd == self.tfd:
-            err = self.target.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                self.fail(OSError(err, os.strerror(err)))
-            elif mask & _OUT:
-                self.apply(Event.CONNECTED)
-        elif mask & _ERR:
-            self.reset(Event.CLIENT_RESET)
+        if state.finished or self.threaded:
+            return
+        if mask & _ERR:
+            sock = self.client if fd == self.cfd else self.target
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                self.reset(Event.CLIENT_RESET if fd == self.cfd else Event.TARGET_RESET)
+                return
+        first, second = (self.up, self.down) if fd == self.cfd else (self.down, self.up)
+        if mask & _IN:
+            self.pump(first)
+        if mask & _OUT and not self.state.finished and not self.threaded:
+            self.pump(second)
+
+    def resume(self) -> None:
+        for d in (self.up, self.down):
+            if self.state.finished or self.threaded:
+                return
+            self.pump(d)
+
+    def pump(self, d: _Direction) -> None:
+        """Move bytes src -> pipe -> dst until the kernel says EAGAIN, or the turn ends."""
+        engine = self.engine
+        splice = os.splice
+        for _ in range(MAX_ROUNDS):
+            if d.pending:
+                try:
+                    n = splice(d.pipe[0], d.dst, d.pending, flags=SPLICE_NONBLOCK)  # type: ignore[index]
+                except BlockingIOError:
+                    return  # dst is full: its EPOLLOUT edge will bring us back
+                except OSError:
+                    self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
+                    return
+                d.pending -= n
+                self._count(d, n)
+                if d.pending:
+                    return  # a short write: dst is full, wait for EPOLLOUT
+                engine.pipes.put(d.pipe)  # type: ignore[arg-type]
+                d.pipe = None
+                if d.moved >= THREAD_AFTER >= 0 and engine.threaded < MAX_THREADED:
+                    self._thread()
+                    return
+                continue
+            if d.eof:
+                if not d.done:
+                    d.done = True
+                    self.apply(Event.CLIENT_EOF if d.upward else Event.TARGET_EOF)
+                return
+            if d.pipe is None:
+                d.pipe = engine.pipes.get()
+            try:
+                n = splice(d.src, d.pipe[1], PIPE_SIZE, flags=SPLICE_NONBLOCK)
+            except BlockingIOError:
+                engine.pipes.put(d.pipe)
+                d.pipe = None
+                return  # src is empty: its EPOLLIN edge will bring us back
+            except OSError:
+                engine.pipes.put(d.pipe)
+                d.pipe = None
+                self.reset(Event.CLIENT_RESET if d.upward else Event.TARGET_RESET)
+                return
+            if n == 0:
+                engine.pipes.put(d.pipe)
+                d.pipe = None
+                d.eof = True
+                continue
+            d.pending = n
+            self.last = engine.now
+        engine.ready.append(self)
+
+    def _count(self, d: _Direction, n: int) -> None:
+        d.moved += n
+        with _STATS_LOCK:
+            if d.upward:
+                self.bytes_up += n
+                self.stats.bytes_up += n
+            else:
+                self.bytes_down += n
+                self.stats.bytes_down += n
 
     def tick(self, now: float) -> None:
-        """Timeouts, checked by the control loop every SWEEP_INTERVAL."""
+        """Timeouts, checked by the loop every SWEEP_INTERVAL."""
         if self.state.state is State.CONNECTING:
             if now >= self.deadline:
                 self.fail(TimeoutError())
@@ -219,133 +333,60 @@ class _Connection:
                     self._close()
 
     def _start(self) -> None:
-        """Connected: hand both directions to relay threads (runs in the control loop)."""
-        engine, rule = self.engine, self.rule
-        for fd in (self.cfd, self.tfd):
-            engine.fds.pop(fd, None)
-            engine.epoll.unregister(fd)
+        """Connected: send the PROXY header if asked, then relay on the loop (runs in the loop)."""
+        rule = self.rule
+        self.last = self.engine.now
         for s in (self.client, self.target):
-            s.setblocking(True)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(PIPE_IDLE))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(WRITER_WAKE))
-        self.last = time.monotonic()
         if rule.proxy_protocol.value != "none":
             header = proxy_header(rule.proxy_protocol, self.client_address, self.client.getsockname())
             try:
-                self.target.sendall(header)
+                sent = self.target.send(header)  # a fresh socket's buffer always takes ~100 bytes
             except OSError as exc:
-                engine.log("error", stage="proxy-header", rule=rule.label, error=error_name(exc))
-                self.ending = "reset-by-target"
-                self.state.handle(Event.TARGET_RESET)
-                arm_reset(self.client)
-                self._close()
+                sent = -1
+                self.engine.log("error", stage="proxy-header", rule=rule.label, error=error_name(exc))
+            if sent != len(header):
+                self.reset(Event.TARGET_RESET)
                 return
-        engine.log(
+        self.engine.log(
             "connect",
             rule=rule.label,
             client=peer(self.client_address),
             target=str(rule.target),
             engine="splice",
         )
-        self.running = 2
-        previous = threading.stack_size(RELAY_STACK)
-        try:
-            for upward in (True, False):
-                threading.Thread(
-                    target=self._relay, args=(upward,), name="portkit-relay", daemon=True
-                ).start()
-        finally:
-            threading.stack_size(previous)
+        self.resume()
 
     def _close(self) -> None:
-        """CLOSE_BOTH: wake the relay threads; the last one out releases the sockets."""
+        """CLOSE_BOTH. Threaded: wake the relay threads, the last one out releases the sockets."""
         self.closing = True
-        if self.running == 0:
-            self._release()
+        if self.running:
+            for s in (self.client, self.target):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RD)  # a blocked reader returns 0; nothing goes on the wire
             return
-        for s in (self.client, self.target):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RD)  # a blocked reader returns 0; nothing goes on the wire
-
-    # --- relay threads ------------------------------------------------------------------------
-
-    def _relay(self, upward: bool) -> None:
-        """Move one direction until EOF, reset or close: blocking splice src -> pipe -> dst."""
-        src, dst = (self.client, self.target) if upward else (self.target, self.client)
-        src_fd, dst_fd = src.fileno(), dst.fileno()
-        src_reset = Event.CLIENT_RESET if upward else Event.TARGET_RESET
-        dst_reset = Event.TARGET_RESET if upward else Event.CLIENT_RESET
-        pool = self.engine.pipes
-        splice = os.splice
-        waiter = select.poll()
-        waiter.register(src_fd, _POLL_READ)
-        pipe: tuple[int, int] | None = None
-        try:
-            while not self.closing:
-                if pipe is None:
-                    waiter.poll()  # quiet: wait without holding a pipe
-                    if self.closing:
-                        break
-                    pipe = pool.get()
-                try:
-                    n = splice(src_fd, pipe[1], PIPE_SIZE, flags=SPLICE_MOVE)
-                except BlockingIOError:  # SO_RCVTIMEO: quiet for PIPE_IDLE, give the pipe back
-                    pool.put(pipe)
-                    pipe = None
-                    continue
-                except OSError:
-                    self.reset(src_reset)
-                    break
-                if n == 0:
-                    pool.put(pipe)
-                    pipe = None
-                    if not self.closing:
-                        self.apply(Event.CLIENT_EOF if upward else Event.TARGET_EOF)
-                    break
-                self.last = time.monotonic()
-                while n:
-                    try:
-                        sent = splice(pipe[0], dst_fd, n, flags=SPLICE_MOVE)
-                    except BlockingIOError:  # SO_SNDTIMEO: the far reader is slow
-                        if self.closing:
-                            break
-                        continue
-                    except OSError:
-                        self.reset(dst_reset)
-                        break
-                    n -= sent
-                    with _STATS_LOCK:
-                        if upward:
-                            self.bytes_up += sent
-                            self.stats.bytes_up += sent
-                        else:
-                            self.bytes_down += sent
-                            self.stats.bytes_down += sent
-                if n:
-                    pool.discard(pipe)  # bytes left in it: not reusable
-                    pipe = None
-                    break
-        finally:
-            if pipe is not None:
-                pool.put(pipe)
-            with self.lock:
-                self.running -= 1
-                if self.running == 0 and (self.closing or self.state.finished):
-                    self.closing = True
-                    self._release()
+        self._release()
 
     def _release(self) -> None:
-        """Close both sockets, once no thread uses them (called with the lock held)."""
+        """Close both sockets once nothing uses them (with the lock held)."""
         if self.released:
             return
         self.released = True
+        engine = self.engine
+        if not self.threaded:
+            engine.fds.pop(self.cfd, None)
+            engine.fds.pop(self.tfd, None)
         self.client.close()  # SO_LINGER 0 was armed where the state machine said RESET
-        self.target.close()
+        self.target.close()  # closing also takes the descriptors out of the epoll set
+        for d in (self.up, self.down):
+            if d.pipe is not None:
+                # A pipe with bytes left over (after a reset) cannot be reused.
+                (engine.pipes.discard if d.pending else engine.pipes.put)(d.pipe)
+                d.pipe = None
         with _STATS_LOCK:
             self.stats.active -= 1
         if self.ending != "connect-failed":  # that one was logged as an error already
-            self.engine.log(
+            engine.log(
                 "close",
                 rule=self.rule.label,
                 client=peer(self.client_address),
@@ -354,7 +395,95 @@ class _Connection:
                 bytes_down=self.bytes_down,
                 seconds=round(time.monotonic() - self.started, 3),
             )
-        self.engine.call(self.engine.forget, self)
+        if self.threaded:
+            engine.call(engine.forget, self)
+        else:
+            engine.forget(self)
+
+    # --- relay threads ------------------------------------------------------------------------
+
+    def _thread(self) -> None:
+        """Hand this bulk connection to one relay thread per unfinished direction (in the loop)."""
+        engine = self.engine
+        with self.lock:
+            if self.state.finished:
+                return
+            self.threaded = True
+            engine.threaded += 1
+            for fd in (self.cfd, self.tfd):
+                engine.fds.pop(fd, None)
+                engine.epoll.unregister(fd)
+            for s in (self.client, self.target):
+                s.setblocking(True)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(PIPE_IDLE))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(WRITER_WAKE))
+            directions = [d for d in (self.up, self.down) if not d.done]
+            self.running = len(directions)
+            previous = threading.stack_size(RELAY_STACK)
+            try:
+                for d in directions:
+                    threading.Thread(target=self._relay, args=(d,), name="portkit-relay", daemon=True).start()
+            finally:
+                threading.stack_size(previous)
+
+    def _relay(self, d: _Direction) -> None:
+        """One direction until EOF, reset or close: blocking splices src -> pipe -> dst."""
+        pool = self.engine.pipes
+        splice = os.splice
+        src_reset = Event.CLIENT_RESET if d.upward else Event.TARGET_RESET
+        waiter = select.poll()
+        waiter.register(d.src, _POLL_READ)
+        try:
+            while not self.closing:
+                if d.pending:
+                    if not self._flush(d):
+                        break
+                    continue
+                if d.eof:
+                    if not d.done:
+                        d.done = True
+                        self.apply(Event.CLIENT_EOF if d.upward else Event.TARGET_EOF)
+                    break
+                if d.pipe is None:
+                    waiter.poll()  # quiet: wait without holding a pipe
+                    if self.closing:
+                        break
+                    d.pipe = pool.get()
+                try:
+                    n = splice(d.src, d.pipe[1], PIPE_SIZE, flags=SPLICE_MOVE)
+                except BlockingIOError:  # SO_RCVTIMEO: quiet for PIPE_IDLE, give the pipe back
+                    pool.put(d.pipe)
+                    d.pipe = None
+                    continue
+                except OSError:
+                    self.reset(src_reset)
+                    break
+                if n == 0:
+                    d.eof = True
+                    continue
+                d.pending = n
+                self.last = time.monotonic()
+        finally:
+            with self.lock:
+                self.running -= 1
+                if self.running == 0 and (self.closing or self.state.finished):
+                    self._release()
+
+    def _flush(self, d: _Direction) -> bool:
+        """Write the pipe out to dst (blocking); False when the connection ends meanwhile."""
+        while d.pending:
+            try:
+                sent = os.splice(d.pipe[0], d.dst, d.pending, flags=SPLICE_MOVE)  # type: ignore[index]
+            except BlockingIOError:  # SO_SNDTIMEO: the far reader is slow
+                if self.closing:
+                    return False
+                continue
+            except OSError:
+                self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
+                return False
+            d.pending -= sent
+            self._count(d, sent)
+        return True
 
 
 class _Listener:
@@ -436,10 +565,10 @@ class _Listener:
 
 
 class SpliceEngine:
-    """TCP rules served by splice(2): a control loop thread plus relay threads.
+    """TCP rules served by splice(2): the loop thread, plus relay threads for bulk transfers.
 
-    Other threads talk to the control loop only through `call()`, which queues a function
-    to run in the loop; listeners and the set of connections belong to the loop alone.
+    Other threads talk to the loop only through `call()`, which queues a function to run
+    in the loop; listeners and the set of connections belong to the loop alone.
     """
 
     name = "splice"
@@ -451,6 +580,7 @@ class SpliceEngine:
         self.fds: dict[int, Any] = {}
         self.listeners: dict[tuple[Any, ...], _Listener] = {}
         self.connections: set[_Connection] = set()
+        self.threaded = 0  # connections handed to relay threads
         self.ready: collections.deque[Any] = collections.deque()
         self.starved: set[_Listener] = set()
         self.now = time.monotonic()
@@ -526,6 +656,8 @@ class SpliceEngine:
     def forget(self, connection: _Connection) -> None:
         """A connection released its sockets (called in the loop)."""
         self.connections.discard(connection)
+        if connection.threaded:
+            self.threaded -= 1
         connection.listener.slot_freed()
         self.maybe_drained()
 
