@@ -134,12 +134,12 @@ class TcpServer:
     """A threaded TCP server on 127.0.0.1 running `handler(conn)` per connection."""
 
     def __init__(self, handler: Callable[[socket.socket], None], host: str = "127.0.0.1") -> None:
-        self.sock = socket.socket()
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.sock.listen(4096)
         self.port = self.sock.getsockname()[1]
-        self.address = f"{host}:{self.port}"
+        self.address = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         self.handler = handler
         self.accepted = 0
         self.errors: list[BaseException] = []

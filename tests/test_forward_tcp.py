@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -328,4 +329,54 @@ def test_slow_reader_bounds_memory_and_loses_nothing(engine: str, tmp_path: Path
             client.close()
     finally:
         gate.set()
+        server.close()
+
+
+def test_listen_backlog_is_somaxconn(engine: str, tmp_path: Path) -> None:
+    """asyncio's default backlog of 100 drops bursts; ss shows a listener's backlog as Send-Q."""
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    with forwarder("127.0.0.1:0", "127.0.0.1:9", tmp_path=tmp_path, engine=engine) as fwd:
+        out = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{fwd.port}"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.split()
+        assert out[0] == "LISTEN" and int(out[2]) == somaxconn
+
+
+def test_connect_timeout_resets_the_client(engine: str, tmp_path: Path) -> None:
+    # A target whose accept queue is full drops new SYNs: the connect hangs until our timeout.
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen(0)
+    port = target.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        time.sleep(0.2)
+        with forwarder(
+            "127.0.0.1:0", f"127.0.0.1:{port}", "--connect-timeout", "0.5", tmp_path=tmp_path, engine=engine
+        ) as fwd:
+            started = time.monotonic()
+            assert_reset(fwd.port)
+            assert 0.4 < time.monotonic() - started < 3
+            assert fwd.wait_event("error")["error"] == "connect timeout"
+    finally:
+        for filler in fillers:
+            filler.close()
+        target.close()
+
+
+def test_ipv6_listen_and_target(engine: str, tmp_path: Path) -> None:
+    server = TcpServer(echo_until_eof, host="::1")
+    try:
+        with forwarder("[::1]:0", f"[::1]:{server.port}", tmp_path=tmp_path, engine=engine) as fwd:
+            assert fwd.ready["rules"][0]["bound"]["address"] == "::1"
+            with socket.create_connection(("::1", fwd.port), timeout=5) as c:
+                c.sendall(b"over six")
+                c.shutdown(socket.SHUT_WR)
+                assert recv_all(c) == b"over six"
+    finally:
         server.close()
