@@ -55,7 +55,7 @@ from portkit.forward._stats import RuleStats
 
 SPLICE_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
 SPLICE_NONBLOCK = SPLICE_MOVE | getattr(os, "SPLICE_F_NONBLOCK", 2)
-PIPE_SIZE = 1 << 18  # 256 KiB in flight per direction at most
+PIPE_SIZE = 1 << 20  # 1 MiB in flight per direction at most (the unprivileged pipe-max-size)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 MAX_ROUNDS = 32  # splices per connection per loop turn before yielding to others
 THREAD_AFTER = int(os.environ.get("PORTKIT_SPLICE_THREAD_AFTER", 512 << 10))
