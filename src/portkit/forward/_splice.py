@@ -13,9 +13,10 @@ with one thread.
 A connection that has moved THREAD_AFTER bytes is a bulk transfer: it is handed to two
 *relay threads*, one per direction, doing blocking splices. The GIL is released inside
 splice(2), so bulk directions run in parallel in the kernel and a blocked splice is woken
-by the kernel itself, without epoll or Python in between; on loopback this moves about 1.5
-times what the loop alone moves. At most MAX_THREADED connections are threaded at once, so
-a burst can never turn into thousands of threads. `PORTKIT_SPLICE_THREAD_AFTER` (bytes;
+by the kernel itself, without epoll or Python in between; with iperf3 -P 8 on loopback this
+moved more than the loop alone in every interleaved run here (by 10-70 %: the machine is
+shared and noisy). At most MAX_THREADED connections are threaded at once, so a burst can
+never turn into thousands of threads. `PORTKIT_SPLICE_THREAD_AFTER` (bytes;
 0 = always, -1 = never) overrides the threshold.
 
 Memory per connection is bounded by the pipe: a direction reads again only once its pipe
