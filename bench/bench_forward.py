@@ -270,10 +270,10 @@ def main() -> int:
             print(line)
     best = "portkit-splice"
     ratio = p8[best] / p8["direct"]
-    verdicts.append(f"goal -P 8 >= 0.75x direct: {ratio:.2f}x {'MET' if ratio >= 0.75 else 'NOT MET'}")
+    verdicts.append(f"goal -P 8 >= 0.75x direct: {ratio:.3f}x {'MET' if ratio >= 0.75 else 'NOT MET'}")
     if "haproxy" in p8:
         ratio = p8[best] / p8["haproxy"]
-        verdicts.append(f"goal -P 8 >= 1.2x haproxy: {ratio:.2f}x {'MET' if ratio >= 1.2 else 'NOT MET'}")
+        verdicts.append(f"goal -P 8 >= 1.2x haproxy: {ratio:.3f}x {'MET' if ratio >= 1.2 else 'NOT MET'}")
 
     # The burst: its own echo target, fresh forwarders (so iperf's state is not in the way).
     with processes() as procs, tempfile.TemporaryDirectory(prefix="pk7-bench-") as tmp:

@@ -422,8 +422,17 @@ class _Connection:
             self.running = len(directions)
             previous = threading.stack_size(RELAY_STACK)
             try:
-                for d in directions:
-                    threading.Thread(target=self._relay, args=(d,), name="portkit-relay", daemon=True).start()
+                for number, d in enumerate(directions):
+                    try:
+                        threading.Thread(
+                            target=self._relay, args=(d,), name="portkit-relay", daemon=True
+                        ).start()
+                    except RuntimeError as exc:  # out of threads (pids.max, memory): end this one
+                        self.running -= len(directions) - number
+                        engine.log("error", stage="relay-thread", rule=self.rule.label, error=str(exc))
+                        self.ending = "error"
+                        self.apply(Event.CLOSE)
+                        return
             finally:
                 threading.stack_size(previous)
 
@@ -460,6 +469,8 @@ class _Connection:
                     self.reset(src_reset)
                     break
                 if n == 0:
+                    pool.put(d.pipe)
+                    d.pipe = None
                     d.eof = True
                     continue
                 d.pending = n
