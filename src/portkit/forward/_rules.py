@@ -114,6 +114,10 @@ class Rule:
 def parse_listen(text: str | int) -> Endpoint:
     """A listen endpoint. A bare port listens on 127.0.0.1; any other address must be written out."""
     raw = str(text).strip()
+    if not raw.isascii():  # '²'.isdigit() is True, yet no port (validate_port would crash on it)
+        raise UsageError(
+            f"invalid listen address {raw!r}: expected PORT or ADDRESS:PORT, e.g. 8080 or 0.0.0.0:8080"
+        )
     if raw.startswith(("*:", ":")):
         raise UsageError(
             f"invalid listen address {raw!r}: write the address out, e.g. 0.0.0.0:{raw.rpartition(':')[2]} "
@@ -125,6 +129,11 @@ def parse_listen(text: str | int) -> Endpoint:
 def parse_target(text: str) -> Endpoint:
     """A target: ADDRESS:PORT, [IPv6]:PORT, or HOSTNAME:PORT (resolved once, now)."""
     raw = str(text).strip()
+    host, _, port = raw.rpartition(":")
+    if not port.isascii():
+        raise UsageError(
+            f"invalid target {raw!r}: expected ADDRESS:PORT or HOST:PORT, e.g. 10.0.0.5:80 or db:5432"
+        )
     try:
         return Endpoint.parse(raw)
     except UsageError:
