@@ -52,6 +52,8 @@ if ! .venv/bin/python -c 'import portkit, click, rich, pytest, hypothesis' 2>/de
     .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
     touch .venv/.portkit-installed
 fi
+# Byte-compile portkit once, so start-up stays fast even where PYTHONDONTWRITEBYTECODE is set.
+.venv/bin/python -m compileall -q src/portkit >/dev/null
 
 if [ "$run_main" = 1 ]; then
     exec .venv/bin/portkit

@@ -30,7 +30,12 @@ def test_explain_telnet_shows_the_risk_and_the_alternative(cli: Any) -> None:
 
 
 def test_bad_port_exits_2_with_one_line(cli: Any) -> None:
-    for args in (["explain", "70000"], ["explain", "http"], ["explain", "22/icmp"], ["free-port", "--range", "9-1"]):
+    for args in (
+        ["explain", "70000"],
+        ["explain", "http"],
+        ["explain", "22/icmp"],
+        ["free-port", "--range", "9-1"],
+    ):
         result = cli(*args)
         assert result.status == 2, args
         assert result.stdout == ""
@@ -53,7 +58,9 @@ def test_lookup_ssh_includes_22_tcp(cli: Any) -> None:
 def test_ranges_json_has_iana_and_host_settings(cli: Any) -> None:
     doc = cli("ranges", "--json").json()
     assert [r["name"] for r in doc["iana"]] == ["well-known", "registered", "dynamic"]
-    assert doc["host"]["unprivileged_start"] == int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    assert doc["host"]["unprivileged_start"] == int(
+        Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text()
+    )
 
 
 def test_free_port_returns_bindable_ports_outside_ephemeral(cli: Any) -> None:
@@ -66,7 +73,9 @@ def test_free_port_returns_bindable_ports_outside_ephemeral(cli: Any) -> None:
             s.bind(("0.0.0.0", port))
 
 
-def test_registry_import_then_lookup_answers_from_iana(cli: Any, iana_csv: Path, isolated_cache: Path) -> None:
+def test_registry_import_then_lookup_answers_from_iana(
+    cli: Any, iana_csv: Path, isolated_cache: Path
+) -> None:
     env = {"PORTKIT_CACHE_DIR": str(isolated_cache)}
     result = cli("registry", "import", str(iana_csv), "--json", env=env)
     assert result.status == 0, result.stderr
@@ -77,7 +86,9 @@ def test_registry_import_then_lookup_answers_from_iana(cli: Any, iana_csv: Path,
 
 
 def test_registry_update_says_clearly_when_offline(cli: Any) -> None:
-    result = cli("registry", "update", env={"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
+    result = cli(
+        "registry", "update", env={"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    )
     assert result.status == 1
     assert "cannot download the IANA registry" in result.stderr and "registry import FILE" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

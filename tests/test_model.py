@@ -21,8 +21,15 @@ from portkit import (
 
 @pytest.mark.parametrize(
     ("port", "cls"),
-    [(0, WELL_KNOWN), (22, WELL_KNOWN), (1023, WELL_KNOWN), (1024, REGISTERED), (49151, REGISTERED),
-     (49152, DYNAMIC), (65535, DYNAMIC)],
+    [
+        (0, WELL_KNOWN),
+        (22, WELL_KNOWN),
+        (1023, WELL_KNOWN),
+        (1024, REGISTERED),
+        (49151, REGISTERED),
+        (49152, DYNAMIC),
+        (65535, DYNAMIC),
+    ],
 )
 def test_port_classes_follow_rfc6335(port: int, cls: object) -> None:
     assert classify_port(port) is cls

@@ -10,7 +10,10 @@ from portkit.model.portspec import normalise_ranges
 
 class FakeNames:
     def ports_for_name(self, name: str) -> list[tuple[int, Protocol]]:
-        table = {"ssh": [(22, Protocol.TCP), (22, Protocol.UDP)], "https": [(443, Protocol.TCP), (443, Protocol.UDP)]}
+        table = {
+            "ssh": [(22, Protocol.TCP), (22, Protocol.UDP)],
+            "https": [(443, Protocol.TCP), (443, Protocol.UDP)],
+        }
         return table.get(name.lower(), [])
 
     def top_ports(self, count: int, protocol: Protocol) -> list[int]:
@@ -76,15 +79,16 @@ def test_errors_name_the_token_and_its_position(text: str, fragment: str) -> Non
     assert "\n" not in str(err.value)
 
 
-ranges = st.builds(
-    lambda a, b: PortRange(min(a, b), max(a, b)), st.integers(0, 65535), st.integers(0, 65535)
-)
+ranges = st.builds(lambda a, b: PortRange(min(a, b), max(a, b)), st.integers(0, 65535), st.integers(0, 65535))
 range_lists = st.lists(ranges, max_size=6).map(normalise_ranges)
 
 
 @given(range_lists, range_lists, range_lists, range_lists)
 def test_render_then_parse_round_trips(
-    any_: tuple[PortRange, ...], tcp: tuple[PortRange, ...], udp: tuple[PortRange, ...], sctp: tuple[PortRange, ...]
+    any_: tuple[PortRange, ...],
+    tcp: tuple[PortRange, ...],
+    udp: tuple[PortRange, ...],
+    sctp: tuple[PortRange, ...],
 ) -> None:
     spec = PortSpec(any=any_, tcp=tcp, udp=udp, sctp=sctp)
     if spec.is_empty():
@@ -106,5 +110,11 @@ def test_out_of_range_and_reversed_ranges_are_rejected(a: int, b: int) -> None:
     if a <= b <= 65535:
         assert parse_port_spec(text, NAMES).count(Protocol.TCP) == b - a + 1
     else:
-        with pytest.raises(UsageError, match="out of range|reversed range"):
+        with pytest.raises(UsageError, match=r"out of range|reversed range"):
             parse_port_spec(text, NAMES)
+
+
+@pytest.mark.parametrize("text", ["²", "8²", "٣-٤", "top:٣"])
+def test_non_ascii_digits_are_rejected_not_crashed_on(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_port_spec(text, NAMES)

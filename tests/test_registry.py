@@ -3,11 +3,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from portkit import Protocol, Registry, Source, UsageError, import_iana
+from portkit.registry._cache import load_cache
 from portkit.registry.builtin import load_builtin
-from portkit.registry.iana import load_cache
-from portkit.registry.nmap import parse_nmap_services
+from portkit.registry.nmap import find_nmap_services, parse_nmap_services
 from portkit.registry.system import parse_etc_services
 
 
@@ -23,10 +25,18 @@ def test_builtin_table_is_broad_and_well_formed() -> None:
 
 @pytest.mark.parametrize(
     ("port", "proto", "name", "alternative_mentions"),
-    [(23, "tcp", "telnet", "22"), (21, "tcp", "ftp", "sftp"), (2375, "tcp", "docker", "2376"),
-     (110, "tcp", "pop3", "995"), (143, "tcp", "imap", "993"), (80, "tcp", "http", "443")],
+    [
+        (23, "tcp", "telnet", "22"),
+        (21, "tcp", "ftp", "sftp"),
+        (2375, "tcp", "docker", "2376"),
+        (110, "tcp", "pop3", "995"),
+        (143, "tcp", "imap", "993"),
+        (80, "tcp", "http", "443"),
+    ],
 )
-def test_risky_ports_name_the_safer_alternative(port: int, proto: str, name: str, alternative_mentions: str) -> None:
+def test_risky_ports_name_the_safer_alternative(
+    port: int, proto: str, name: str, alternative_mentions: str
+) -> None:
     risk = Registry().risk_for(port, Protocol(proto))
     assert risk is not None and risk.name == name
     assert alternative_mentions in risk.alternative
@@ -125,3 +135,35 @@ def test_search_finds_by_keyword_and_ranks_exact_names_first() -> None:
     assert registry.search("ssh")[0].name == "ssh"
     assert any(s.port == 3389 for s in registry.search("remote desktop"))
     assert any(s.port == 5432 for s in registry.search("postgres"))
+
+
+record_fields = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@given(
+    record_fields,
+    st.one_of(record_fields, st.from_regex(r"\d{1,6}(-\d{1,6})?", fullmatch=True)),
+    record_fields,
+)
+def test_every_iana_record_is_imported_or_skipped_with_a_reason(name: str, number: str, proto: str) -> None:
+    from portkit.registry.iana import IanaRecord, judge_record
+
+    services, reason = judge_record(IanaRecord(name, number, proto.lower(), "desc"))
+    assert bool(services) != bool(reason)
+    for s in services:
+        assert 0 <= s.port <= s.last_port <= 65535
+
+
+@pytest.mark.parametrize(("port", "name"), [(22, "ssh"), (443, "https"), (80, "http"), (5432, "postgresql")])
+def test_name_for_picks_the_most_common_service_on_a_port(port: int, name: str) -> None:
+    assert Registry().name_for(port, Protocol.TCP) == name
+
+
+@pytest.mark.skipif(find_nmap_services() is None, reason="nmap is not installed (ranks top:N)")
+@pytest.mark.parametrize("protocol", [Protocol.TCP, Protocol.UDP])
+def test_fast_top_ports_equal_the_fully_parsed_ranking(protocol: Protocol) -> None:
+    fast = Registry().top_ports(1000, protocol)
+    loaded = Registry()
+    loaded.layer(Source.NMAP)  # forces the full parse
+    assert fast == loaded.top_ports(1000, protocol)
+    assert len(set(fast)) == 1000

@@ -54,9 +54,7 @@ class PortExplanation:
             "ephemeral": self.ephemeral,
             "ephemeral_range": f"{self.settings.ephemeral.first}-{self.settings.ephemeral.last}",
             "reserved": self.reserved,
-            "risks": [
-                {"service": s.name, "risk": s.risk, "alternative": s.alternative} for s in self.risks
-            ],
+            "risks": [{"service": s.name, "risk": s.risk, "alternative": s.alternative} for s in self.risks],
         }
 
 

@@ -8,11 +8,11 @@ needs root or CAP_NET_BIND_SERVICE.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from portkit.model.portspec import PortRange, normalise_ranges
+from portkit.model.ports import PortRange, normalise_ranges
 
 PROC_NET = Path("/proc/sys/net/ipv4")
 CAP_NET_BIND_SERVICE = 10
@@ -48,7 +48,7 @@ def has_capability(cap: int) -> bool:
 class PortSettings:
     """The kernel's port settings; defaults are the kernel's own when /proc cannot be read."""
 
-    ephemeral: PortRange = PortRange(32768, 60999)
+    ephemeral: PortRange = field(default_factory=lambda: PortRange(32768, 60999))
     reserved: tuple[PortRange, ...] = ()
     unprivileged_start: int = 1024
     source: str = "kernel defaults"

@@ -7,18 +7,24 @@ import click
 from portkit.cli.output import emit_json, emit_pairs, emit_table, json_option
 from portkit.errors import UsageError
 from portkit.explain import explain_port, parse_port_proto
-from portkit.freeport import find_free_ports
 from portkit.kernel import read_port_settings
 from portkit.model import DYNAMIC, REGISTERED, WELL_KNOWN, PortRange, Protocol
 from portkit.registry import Service, default_registry
 
 
-def _dedupe(services: list[Service] | tuple[Service, ...]) -> list[Service]:
-    """One row per (name, ports, protocol, source): layers repeat themselves."""
-    seen: dict[tuple[str, str, Protocol, str], Service] = {}
+def _service_rows(services: list[Service] | tuple[Service, ...]) -> list[tuple[str, str, str, str]]:
+    """One row per (ports, protocol, name), naming every source that knows it."""
+    rows: dict[tuple[str, Protocol, str], tuple[list[str], str]] = {}
     for s in services:
-        seen.setdefault((s.name, s.ports, s.protocol, s.source.value), s)
-    return list(seen.values())
+        sources, description = rows.setdefault((s.ports, s.protocol, s.name), ([], s.description))
+        if s.source.value not in sources:
+            sources.append(s.source.value)
+        if not description and s.description:
+            rows[(s.ports, s.protocol, s.name)] = (sources, s.description)
+    return [
+        (f"{ports}/{proto}", name or "-", ",".join(sources), description)
+        for (ports, proto, name), (sources, description) in rows.items()
+    ]
 
 
 @click.command()
@@ -42,17 +48,23 @@ def explain(port: str, as_json: bool) -> None:
     emit_pairs(
         [
             ("port", f"{result.port} ({'/'.join(p.value for p in result.protocols)})"),
-            ("class", f"{result.port_class.name} ({result.port_class.first}-{result.port_class.last}): "
-                      f"{result.port_class.description}"),
+            (
+                "class",
+                f"{result.port_class.name} ({result.port_class.first}-{result.port_class.last}): "
+                f"{result.port_class.description}",
+            ),
             ("binding", bind),
-            ("ephemeral", ("yes" if result.ephemeral else "no")
-             + f" (this machine hands out {s.ephemeral} to outgoing connections)"),
+            (
+                "ephemeral",
+                ("yes" if result.ephemeral else "no")
+                + f" (this machine hands out {s.ephemeral} to outgoing connections)",
+            ),
             ("reserved", "yes (ip_local_reserved_ports)" if result.reserved else "no"),
         ]
     )
     click.echo()
-    rows = [(f"{x.ports}/{x.protocol}", x.name or "-", x.source, x.description) for x in _dedupe(result.services)]
-    emit_table(["PORT", "SERVICE", "SOURCE", "DESCRIPTION"], rows, empty="no service is known on this port")
+    rows = _service_rows(result.services)
+    emit_table(["PORT", "SERVICE", "SOURCES", "DESCRIPTION"], rows, empty="no service is known on this port")
     for risk in result.risks:
         click.echo()
         line = f"risk ({risk.name}): {risk.risk}"
@@ -66,14 +78,16 @@ def explain(port: str, as_json: bool) -> None:
 def lookup(text: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Ports of a service, by name or keyword ('ssh', 'remote desktop', 'postgres')."""
     query = " ".join(text)
-    found = _dedupe(default_registry().search(query))
-    if limit:
-        found = found[:limit]
+    found = default_registry().search(query)
     if as_json:
-        emit_json({"query": query, "services": [s.to_json() for s in found]})
+        emit_json({"query": query, "services": [s.to_json() for s in (found[:limit] if limit else found)]})
         return
-    rows = [(f"{s.ports}/{s.protocol}", s.name or "-", s.source, s.description) for s in found]
-    emit_table(["PORT", "SERVICE", "SOURCE", "DESCRIPTION"], rows, empty=f"no service matches {query!r}")
+    rows = _service_rows(found)
+    emit_table(
+        ["PORT", "SERVICE", "SOURCES", "DESCRIPTION"],
+        rows[:limit] if limit else rows,
+        empty=f"no service matches {query!r}",
+    )
 
 
 @click.command()
@@ -103,12 +117,22 @@ def ranges(as_json: bool) -> None:
     emit_table(
         ["SETTING", "VALUE", "MEANING"],
         [
-            ("ephemeral range", str(eph), f"{len(eph)} ports the kernel picks for outgoing connections "
-             "(net.ipv4.ip_local_port_range)"),
-            ("reserved ports", ",".join(map(str, settings.reserved)) or "(none)",
-             "kept out of the ephemeral range (net.ipv4.ip_local_reserved_ports)"),
-            ("unprivileged from", str(settings.unprivileged_start),
-             "binding a lower port needs root or CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start)"),
+            (
+                "ephemeral range",
+                str(eph),
+                f"{len(eph)} ports the kernel picks for outgoing connections (net.ipv4.ip_local_port_range)",
+            ),
+            (
+                "reserved ports",
+                ",".join(map(str, settings.reserved)) or "(none)",
+                "kept out of the ephemeral range (net.ipv4.ip_local_reserved_ports)",
+            ),
+            (
+                "unprivileged from",
+                str(settings.unprivileged_start),
+                "binding a lower port needs root or CAP_NET_BIND_SERVICE "
+                "(net.ipv4.ip_unprivileged_port_start)",
+            ),
         ],
         title="This machine",
     )
@@ -125,7 +149,7 @@ def _parse_range(_ctx: click.Context, _param: click.Parameter, value: str | None
     if value is None:
         return None
     first, sep, last = value.partition("-")
-    if not sep or not first.isdigit() or not last.isdigit():
+    if not sep or not (value.isascii() and first.isdigit() and last.isdigit()):
         raise UsageError(f"invalid range {value!r}: expected A-B, e.g. 20000-30000")
     if int(last) > 65535 or int(first) > int(last):
         raise UsageError(f"invalid range {value!r}: expected A-B with 0 <= A <= B <= 65535")
@@ -139,6 +163,8 @@ def _parse_range(_ctx: click.Context, _param: click.Parameter, value: str | None
 @json_option
 def free_port(proto: str, search: PortRange | None, count: int, as_json: bool) -> int:
     """Ports free to bind now, outside the ephemeral range, avoiding known services."""
+    from portkit.freeport import find_free_ports
+
     protocol = Protocol.parse(proto)
     ports = find_free_ports(count, protocol, search)
     if as_json:

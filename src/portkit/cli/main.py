@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from typing import Any
 
 import click
 
+from portkit import __version__
 from portkit.errors import PortkitError
 
 # name -> "module:attribute"; a command's module is imported only when it runs.
@@ -33,7 +35,7 @@ COMMANDS: dict[str, str] = {
     # port forwarder (portkit.forward)
     "forward": "portkit.cli.forward:forward",
 }
-DEFAULT_COMMAND = "ranges"
+DEFAULT_COMMAND = "overview"
 
 
 def _available(target: str) -> bool:
@@ -60,7 +62,7 @@ class LazyGroup(click.Group):
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-@click.version_option(package_name="portkit", prog_name="portkit")
+@click.version_option(version=__version__, prog_name="portkit")
 @click.pass_context
 def cli(ctx: click.Context) -> Any:
     """portkit: what a port is, who holds it, what is reachable, what the firewall does.
@@ -103,4 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.stderr.close()
         status = 0
+    except Exception as exc:  # a bug: say so in one line; PORTKIT_DEBUG=1 shows the traceback
+        if os.environ.get("PORTKIT_DEBUG"):
+            raise
+        click.echo(
+            f"portkit: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+            "(run again with PORTKIT_DEBUG=1 for the traceback, and please report it)",
+            err=True,
+        )
+        status = 1
     sys.exit(status if isinstance(status, int) else 0)

@@ -2,19 +2,44 @@
 
 Pure, typed, immutable values. Every capability (registry, sockets, scan, firewall,
 forward) speaks in these terms, so data can flow from one to the next unchanged.
+Names load lazily (PEP 562): a command pays only for the value types it uses.
 """
 
-from portkit.model.endpoints import Endpoint, Flow, parse_address
-from portkit.model.ports import (
-    DYNAMIC,
-    REGISTERED,
-    WELL_KNOWN,
-    PortClass,
-    Protocol,
-    classify_port,
-    validate_port,
-)
-from portkit.model.portspec import PortRange, PortSpec, parse_port_spec
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from portkit._lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "Endpoint": "portkit.model.endpoints",
+    "Flow": "portkit.model.endpoints",
+    "parse_address": "portkit.model.endpoints",
+    "DYNAMIC": "portkit.model.ports",
+    "REGISTERED": "portkit.model.ports",
+    "WELL_KNOWN": "portkit.model.ports",
+    "PortClass": "portkit.model.ports",
+    "Protocol": "portkit.model.ports",
+    "classify_port": "portkit.model.ports",
+    "validate_port": "portkit.model.ports",
+    "PortRange": "portkit.model.ports",
+    "PortSpec": "portkit.model.portspec",
+    "parse_port_spec": "portkit.model.portspec",
+}
+
+if TYPE_CHECKING:
+    from portkit.model.endpoints import Endpoint, Flow, parse_address
+    from portkit.model.ports import (
+        DYNAMIC,
+        REGISTERED,
+        WELL_KNOWN,
+        PortClass,
+        PortRange,
+        Protocol,
+        classify_port,
+        validate_port,
+    )
+    from portkit.model.portspec import PortSpec, parse_port_spec
 
 __all__ = [
     "DYNAMIC",
@@ -31,3 +56,5 @@ __all__ = [
     "parse_port_spec",
     "validate_port",
 ]
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -54,7 +54,7 @@ class Endpoint:
                 raise UsageError(f"invalid endpoint {text!r}: expected [IPv6]:PORT, e.g. [::1]:443")
         elif raw.count(":") == 1:
             host, _, port = raw.partition(":")
-        elif raw.isdigit() and default_address is not None:
+        elif raw.isascii() and raw.isdigit() and default_address is not None:
             host, port = default_address, raw
         else:
             raise UsageError(

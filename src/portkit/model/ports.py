@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from portkit.errors import UsageError
@@ -50,12 +51,8 @@ class PortClass:
 WELL_KNOWN = PortClass(
     "well-known", 0, 1023, "System ports, assigned by IANA through IETF review; binding needs privileges"
 )
-REGISTERED = PortClass(
-    "registered", 1024, 49151, "User ports, registered with IANA for specific services"
-)
-DYNAMIC = PortClass(
-    "dynamic", 49152, 65535, "Dynamic/private ports, never assigned; meant for ephemeral use"
-)
+REGISTERED = PortClass("registered", 1024, 49151, "User ports, registered with IANA for specific services")
+DYNAMIC = PortClass("dynamic", 49152, 65535, "Dynamic/private ports, never assigned; meant for ephemeral use")
 PORT_CLASSES = (WELL_KNOWN, REGISTERED, DYNAMIC)
 
 
@@ -63,7 +60,7 @@ def validate_port(value: int | str, *, what: str = "port") -> int:
     """Return `value` as a port number 0-65535, or raise a UsageError naming it."""
     if isinstance(value, str):
         text = value.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise UsageError(f"invalid {what} {value!r}: ports are whole numbers 0-65535")
         number = int(text)
     elif isinstance(value, bool) or not isinstance(value, int):
@@ -82,3 +79,41 @@ def classify_port(port: int) -> PortClass:
         if port in cls:
             return cls
     raise AssertionError("unreachable: the classes cover 0-65535")
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    """An inclusive range of port numbers; a single port has first == last."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.first <= self.last <= MAX_PORT:
+            raise UsageError(
+                f"invalid port range {self.first}-{self.last}: expected 0 <= first <= last <= 65535"
+            )
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.first, self.last + 1))
+
+    def __str__(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+
+
+def normalise_ranges(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
+    """Sort ranges and merge those that overlap or touch."""
+    merged: list[PortRange] = []
+    for rng in sorted(ranges):
+        if merged and rng.first <= merged[-1].last + 1:
+            if rng.last > merged[-1].last:
+                merged[-1] = PortRange(merged[-1].first, rng.last)
+        else:
+            merged.append(rng)
+    return tuple(merged)

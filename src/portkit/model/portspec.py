@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Protocol as TypingProtocol
 
 from portkit.errors import UsageError
-from portkit.model.ports import MAX_PORT, Protocol
+from portkit.model.ports import MAX_PORT, PortRange, Protocol, normalise_ranges
 
 _PREFIXES = {"T": Protocol.TCP, "U": Protocol.UDP, "S": Protocol.SCTP}
 _PREFIX_OF = {proto: letter for letter, proto in _PREFIXES.items()}
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._+/-]*\Z")
-_RANGE_RE = re.compile(r"(\d*)-(\d*)\Z")
+_RANGE_RE = re.compile(r"([0-9]*)-([0-9]*)\Z")
 MAX_TOP = 65536
 
 
@@ -31,42 +31,6 @@ class PortNames(TypingProtocol):
     def ports_for_name(self, name: str) -> list[tuple[int, Protocol]]: ...
 
     def top_ports(self, count: int, protocol: Protocol) -> list[int]: ...
-
-
-@dataclass(frozen=True, order=True)
-class PortRange:
-    """An inclusive range of port numbers; a single port has first == last."""
-
-    first: int
-    last: int
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.first <= self.last <= MAX_PORT:
-            raise UsageError(f"invalid port range {self.first}-{self.last}: expected 0 <= first <= last <= 65535")
-
-    def __len__(self) -> int:
-        return self.last - self.first + 1
-
-    def __contains__(self, port: object) -> bool:
-        return isinstance(port, int) and self.first <= port <= self.last
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.first, self.last + 1))
-
-    def __str__(self) -> str:
-        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
-
-
-def normalise_ranges(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
-    """Sort ranges and merge those that overlap or touch."""
-    merged: list[PortRange] = []
-    for rng in sorted(ranges):
-        if merged and rng.first <= merged[-1].last + 1:
-            if rng.last > merged[-1].last:
-                merged[-1] = PortRange(merged[-1].first, rng.last)
-        else:
-            merged.append(rng)
-    return tuple(merged)
 
 
 def ranges_from_ports(ports: Iterable[int]) -> tuple[PortRange, ...]:
@@ -88,7 +52,11 @@ class PortSpec:
         ranges = ranges_from_ports(ports)
         if protocol is None:
             return cls(any=ranges)
-        return cls(**{protocol.value: ranges})
+        if protocol is Protocol.TCP:
+            return cls(tcp=ranges)
+        if protocol is Protocol.UDP:
+            return cls(udp=ranges)
+        return cls(sctp=ranges)
 
     def ranges(self, protocol: Protocol) -> tuple[PortRange, ...]:
         """The ranges that apply to `protocol`: the unprefixed ones and its own."""
@@ -149,7 +117,9 @@ def parse_port_spec(text: str, names: PortNames | None = None) -> PortSpec:
             current = _PREFIXES[token[0].upper()]
             token = token[2:].strip()
             if not token:
-                raise _spec_error(text, raw.strip(), offset, "a protocol prefix needs ports after it, e.g. T:80")
+                raise _spec_error(
+                    text, raw.strip(), offset, "a protocol prefix needs ports after it, e.g. T:80"
+                )
         for proto, rng in _parse_item(text, token, offset, current, names):
             buckets[proto].append(rng)
     return PortSpec(
@@ -170,7 +140,7 @@ def _default_names() -> PortNames:
 def _parse_item(
     text: str, token: str, position: int, current: Protocol | None, names: PortNames | None
 ) -> list[tuple[Protocol | None, PortRange]]:
-    if token.isdigit():
+    if token.isascii() and token.isdigit():
         port = _parse_number(text, token, position, token)
         return [(current, PortRange(port, port))]
     match = _RANGE_RE.match(token)
@@ -183,7 +153,7 @@ def _parse_item(
         return [(current, PortRange(first, last))]
     if token.lower().startswith("top:"):
         count_text = token[4:]
-        if not count_text.isdigit() or not 1 <= int(count_text) <= MAX_TOP:
+        if not (count_text.isascii() and count_text.isdigit()) or not 1 <= int(count_text) <= MAX_TOP:
             raise _spec_error(text, token, position, "top:N needs a count N from 1 to 65536")
         resolver = names or _default_names()
         protos = [current] if current is not None else [Protocol.TCP, Protocol.UDP]
@@ -192,7 +162,7 @@ def _parse_item(
         ]
     if _NAME_RE.match(token):
         resolver = names or _default_names()
-        found = [
+        found: list[tuple[Protocol | None, PortRange]] = [
             (proto if current is None else current, PortRange(port, port))
             for port, proto in resolver.ports_for_name(token)
             if current is None or proto is current

@@ -1,8 +1,25 @@
 """The service registry: what is known about a port, and where that knowledge comes from."""
 
-from portkit.registry._registry import Registry, default_registry
-from portkit.registry._service import Service, Source
-from portkit.registry.iana import ImportReport, download_iana, import_iana
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from portkit._lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "Registry": "portkit.registry._registry",
+    "default_registry": "portkit.registry._registry",
+    "Service": "portkit.registry._service",
+    "Source": "portkit.registry._service",
+    "ImportReport": "portkit.registry.iana",
+    "download_iana": "portkit.registry.iana",
+    "import_iana": "portkit.registry.iana",
+}
+
+if TYPE_CHECKING:
+    from portkit.registry._registry import Registry, default_registry
+    from portkit.registry._service import Service, Source
+    from portkit.registry.iana import ImportReport, download_iana, import_iana
 
 __all__ = [
     "ImportReport",
@@ -13,3 +30,5 @@ __all__ = [
     "download_iana",
     "import_iana",
 ]
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -15,19 +15,32 @@ from portkit.model import Protocol
 from portkit.registry._service import Service, Source
 
 Loader = Callable[[], list[Service]]
+PortQuery = Callable[[int, Protocol], list[Service]]
 
 
 class _Layer:
     """One source, indexed by (protocol, port) and by name."""
 
-    def __init__(self, source: Source, loader: Loader) -> None:
+    def __init__(
+        self,
+        source: Source,
+        loader: Loader,
+        query: PortQuery | None = None,
+        frequencies: Callable[[Protocol], list[tuple[int, float]]] | None = None,
+    ) -> None:
         self.source = source
         self._loader = loader
+        self._query = query
+        self.frequencies = frequencies
         self._loaded = False
         self.services: list[Service] = []
         self._by_port: dict[tuple[Protocol, int], list[Service]] = defaultdict(list)
         self._ranges: list[Service] = []
         self._by_name: dict[str, list[Service]] = defaultdict(list)
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
 
     def load(self) -> _Layer:
         if not self._loaded:
@@ -43,6 +56,8 @@ class _Layer:
         return self
 
     def for_port(self, port: int, protocol: Protocol) -> list[Service]:
+        if not self._loaded and self._query is not None:
+            return self._query(port, protocol)
         self.load()
         found = list(self._by_port.get((protocol, port), ()))
         found.extend(s for s in self._ranges if s.protocol is protocol and s.covers(port))
@@ -52,17 +67,17 @@ class _Layer:
         return list(self.load()._by_name.get(name.lower(), ()))
 
 
-def _default_loaders() -> list[tuple[Source, Loader]]:
-    from portkit.registry.builtin import load_builtin
-    from portkit.registry.iana import load_cache
-    from portkit.registry.nmap import load_nmap_services
+def _default_layers() -> list[_Layer]:
+    from portkit.registry._cache import load_cache, query_cache
+    from portkit.registry.builtin import load_builtin, query_builtin
+    from portkit.registry.nmap import load_nmap_services, nmap_frequencies, query_nmap_services
     from portkit.registry.system import load_etc_services
 
     return [
-        (Source.BUILTIN, load_builtin),
-        (Source.SYSTEM, load_etc_services),
-        (Source.IANA, load_cache),
-        (Source.NMAP, load_nmap_services),
+        _Layer(Source.BUILTIN, load_builtin, query_builtin),
+        _Layer(Source.SYSTEM, load_etc_services),
+        _Layer(Source.IANA, load_cache, query_cache),
+        _Layer(Source.NMAP, load_nmap_services, query_nmap_services, nmap_frequencies),
     ]
 
 
@@ -70,7 +85,10 @@ class Registry:
     """Answers "what is port N" and "which port is service X" from layered sources."""
 
     def __init__(self, loaders: Iterable[tuple[Source, Loader]] | None = None) -> None:
-        self._layers = [_Layer(src, fn) for src, fn in (loaders or _default_loaders())]
+        if loaders is None:
+            self._layers = _default_layers()
+        else:
+            self._layers = [_Layer(src, fn) for src, fn in loaders]
 
     def layer(self, source: Source) -> list[Service]:
         return [s for layer in self._layers if layer.source is source for s in layer.load().services]
@@ -86,10 +104,23 @@ class Registry:
 
     def name_for(self, port: int, protocol: Protocol) -> str:
         """The best single name for a port ('' when no layer knows it)."""
-        for layer in self._layers:
-            for s in layer.for_port(port, protocol):
-                if s.name:
-                    return s.name
+        for index, layer in enumerate(self._layers):
+            named = [s for s in layer.for_port(port, protocol) if s.name]
+            if not named:
+                continue
+            # the most common service on the port (builtin), or nmap's most frequent one;
+            # among equals, the one the other sources also call this port (ssh, not sftp, on 22)
+            best = min((s.commonness or 99, -s.frequency) for s in named)
+            ties = [s for s in named if (s.commonness or 99, -s.frequency) == best]
+            if len(ties) > 1:
+                elsewhere = {
+                    name.lower()
+                    for later in self._layers[index + 1 :]
+                    for s in later.for_port(port, protocol)
+                    for name in s.names()
+                }
+                ties.sort(key=lambda s: not any(n.lower() in elsewhere for n in s.names()))
+            return ties[0].name
         return ""
 
     def risk_for(self, port: int, protocol: Protocol) -> Service | None:
@@ -141,9 +172,12 @@ class Registry:
         ranked: dict[int, None] = {}
         for layer in self._layers:
             if layer.source is Source.NMAP:
-                entries = [s for s in layer.load().services if s.protocol is protocol and s.frequency > 0]
-                for s in sorted(entries, key=lambda s: (-s.frequency, s.port)):
-                    ranked[s.port] = None
+                if layer.frequencies is not None and not layer.loaded:
+                    pairs = layer.frequencies(protocol)
+                else:
+                    pairs = [(s.port, s.frequency) for s in layer.load().services if s.protocol is protocol]
+                for port, _ in sorted((p for p in pairs if p[1] > 0), key=lambda p: (-p[1], p[0])):
+                    ranked[port] = None
         if not ranked:
             for layer in self._layers:
                 if layer.source is Source.BUILTIN:

@@ -7,9 +7,6 @@ look-ups read. `download_iana()` fetches the registry from IANA when the network
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,25 +15,10 @@ from typing import Any
 
 from portkit.errors import PortkitError, UsageError
 from portkit.model import Protocol
+from portkit.registry._cache import write_cache
 from portkit.registry._service import Service, Source
 
 IANA_CSV_URL = "https://www.iana.org/assignments/service-names-port-numbers/service-names-port-numbers.csv"
-CACHE_NAME = "iana-services.tsv"
-_CACHE_MAGIC = "# portkit iana cache v1 "
-
-
-def cache_dir() -> Path:
-    """Per-user cache: $PORTKIT_CACHE_DIR, else $XDG_CACHE_HOME/portkit, else ~/.cache/portkit."""
-    override = os.environ.get("PORTKIT_CACHE_DIR")
-    if override:
-        return Path(override)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "portkit"
-
-
-def cache_path() -> Path:
-    return cache_dir() / CACHE_NAME
 
 
 @dataclass
@@ -169,38 +151,6 @@ def import_records(records: Iterable[IanaRecord], source: str) -> tuple[list[Ser
     return services, report
 
 
-def write_cache(services: list[Service], report: ImportReport, path: Path | None = None) -> Path:
-    path = path or cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"source": report.source, "imported_at": int(time.time()), "imported": report.imported}
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        out.write(_CACHE_MAGIC + json.dumps(meta) + "\n")
-        for s in services:
-            desc = s.description.replace("\t", " ").replace("\n", " ")
-            out.write(f"{s.name}\t{s.port}\t{s.last_port}\t{s.protocol.value}\t{desc}\n")
-    tmp.replace(path)
-    return path
-
-
-def load_cache(path: Path | None = None) -> list[Service]:
-    """The cached IANA layer, or nothing when no import has been done."""
-    path = path or cache_path()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    if not lines or not lines[0].startswith(_CACHE_MAGIC):
-        return []
-    services = []
-    for line in lines[1:]:
-        name, port, last, proto, desc = line.split("\t", 4)
-        services.append(
-            Service(name, int(port), Protocol(proto), Source.IANA, desc, last_port=int(last))
-        )
-    return services
-
-
 def import_iana(path: str | Path, *, cache: Path | None = None) -> ImportReport:
     """Import IANA's CSV or XML registry from a file into the per-user cache."""
     file = Path(path)
@@ -217,7 +167,9 @@ def import_iana(path: str | Path, *, cache: Path | None = None) -> ImportReport:
     return report
 
 
-def download_iana(url: str = IANA_CSV_URL, *, timeout: float = 30.0, cache: Path | None = None) -> ImportReport:
+def download_iana(
+    url: str = IANA_CSV_URL, *, timeout: float = 30.0, cache: Path | None = None
+) -> ImportReport:
     """Fetch the registry from IANA and import it; a clear PortkitError when offline."""
     import urllib.error
     import urllib.request

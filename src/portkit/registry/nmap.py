@@ -6,7 +6,9 @@ ranks `top:N`. The file is nmap's, so portkit only ever reads the installed copy
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from pathlib import Path
 
 from portkit.model import Protocol
@@ -25,40 +27,68 @@ def find_nmap_services() -> Path | None:
     return next((p for p in NMAP_SERVICES_PATHS if p.is_file()), None)
 
 
+def parse_nmap_line(line: str) -> Service | None:
+    """`name  port/proto  frequency  [# comment]`, or None for anything else."""
+    if not line or line.startswith("#"):
+        return None
+    body, _, comment = line.partition("#")
+    fields = body.split()
+    if len(fields) < 3 or "/" not in fields[1]:
+        return None
+    port_text, _, proto_text = fields[1].partition("/")
+    if not port_text.isdigit() or proto_text not in ("tcp", "udp", "sctp") or int(port_text) > 65535:
+        return None
+    try:
+        frequency = float(fields[2])
+    except ValueError:
+        return None
+    return Service(
+        name=fields[0],
+        port=int(port_text),
+        protocol=Protocol(proto_text),
+        source=Source.NMAP,
+        description=comment.strip(),
+        frequency=frequency,
+    )
+
+
 def parse_nmap_services(text: str) -> list[Service]:
-    services: list[Service] = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        body, _, comment = line.partition("#")
-        fields = body.split()
-        if len(fields) < 3 or "/" not in fields[1]:
-            continue
-        port_text, _, proto_text = fields[1].partition("/")
-        if not port_text.isdigit() or proto_text not in ("tcp", "udp", "sctp"):
-            continue
-        try:
-            frequency = float(fields[2])
-        except ValueError:
-            continue
-        services.append(
-            Service(
-                name=fields[0],
-                port=int(port_text),
-                protocol=Protocol(proto_text),
-                source=Source.NMAP,
-                description=comment.strip(),
-                frequency=frequency,
-            )
-        )
-    return services
+    return [s for s in map(parse_nmap_line, text.splitlines()) if s is not None]
+
+
+@functools.lru_cache(maxsize=1)
+def _nmap_text() -> str:
+    path = find_nmap_services()
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def load_nmap_services() -> list[Service]:
-    path = find_nmap_services()
-    if path is None:
-        return []
-    try:
-        return parse_nmap_services(path.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return []
+    return parse_nmap_services(_nmap_text())
+
+
+def query_nmap_services(port: int, protocol: Protocol) -> list[Service]:
+    """The entries for one port, found without parsing the whole file (for fast start-up)."""
+    text = _nmap_text()
+    needle = f"{port}/{protocol.value}"
+    found: list[Service] = []
+    for match in re.finditer(re.escape(needle), text):
+        start = match.start()
+        if start == 0 or not text[start - 1].isspace() or not text[match.end() : match.end() + 1].isspace():
+            continue
+        line_start = text.rfind("\n", 0, start) + 1
+        line_end = text.find("\n", start)
+        service = parse_nmap_line(text[line_start : line_end if line_end >= 0 else len(text)])
+        if service is not None and service.port == port and service.protocol is protocol:
+            found.append(service)
+    return found
+
+
+def nmap_frequencies(protocol: Protocol) -> list[tuple[int, float]]:
+    """(port, open frequency) for every `protocol` entry, read without building Services."""
+    pattern = re.compile(rf"^[^#\s]\S*[ \t]+(\d+)/{protocol.value}[ \t]+([0-9.]+)", re.M)
+    return [(int(m.group(1)), float(m.group(2))) for m in pattern.finditer(_nmap_text())]

@@ -10,31 +10,27 @@ from portkit.registry._service import Service, Source
 ETC_SERVICES = Path("/etc/services")
 
 
+def parse_etc_services_line(line: str) -> Service | None:
+    """`name  port/proto  [aliases...]  [# comment]`; None for comments and unknown protocols."""
+    body, _, comment = line.partition("#")
+    fields = body.split()
+    if len(fields) < 2 or "/" not in fields[1]:
+        return None
+    port_text, _, proto_text = fields[1].partition("/")
+    if not port_text.isdigit() or proto_text not in ("tcp", "udp", "sctp") or int(port_text) > 65535:
+        return None
+    return Service(
+        name=fields[0],
+        port=int(port_text),
+        protocol=Protocol(proto_text),
+        source=Source.SYSTEM,
+        description=comment.strip(),
+        aliases=tuple(fields[2:]),
+    )
+
+
 def parse_etc_services(text: str) -> list[Service]:
-    """`name  port/proto  [aliases...]  [# comment]` lines; unknown protocols are ignored."""
-    services: list[Service] = []
-    for line in text.splitlines():
-        body, _, comment = line.partition("#")
-        fields = body.split()
-        if len(fields) < 2 or "/" not in fields[1]:
-            continue
-        port_text, _, proto_text = fields[1].partition("/")
-        if not port_text.isdigit() or proto_text not in ("tcp", "udp", "sctp"):
-            continue
-        port = int(port_text)
-        if port > 65535:
-            continue
-        services.append(
-            Service(
-                name=fields[0],
-                port=port,
-                protocol=Protocol(proto_text),
-                source=Source.SYSTEM,
-                description=comment.strip(),
-                aliases=tuple(fields[2:]),
-            )
-        )
-    return services
+    return [s for s in map(parse_etc_services_line, text.splitlines()) if s is not None]
 
 
 def load_etc_services(path: Path = ETC_SERVICES) -> list[Service]:

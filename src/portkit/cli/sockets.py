@@ -1,0 +1,495 @@
+"""Socket inventory commands: overview (the default `portkit`), ls and who.
+
+Thin clients of `portkit.sockets`: parse options, ask the library, render its objects.
+Imports stay lean because `portkit ls` is measured against `ss`: Rich loads only on a TTY
+and the registry only where service names are shown.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from portkit.cli.output import emit_json, emit_table, json_option
+from portkit.errors import PortkitError, UsageError
+from portkit.sockets._inventory import BACKENDS, Inventory, SocketQuery, list_sockets, parse_user
+from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
+
+if TYPE_CHECKING:
+    from portkit.sockets._bytecode import PortMatch
+    from portkit.sockets._overview import Listener
+
+_NO_OWNER = "? (root would show)"
+
+
+def _netns_options(fn: Any) -> Any:
+    fn = click.option("--all-netns", is_flag=True, help="Every network namespace in use (needs root).")(fn)
+    fn = click.option("--netns", metavar="NAME", help="A named network namespace (ip netns list).")(fn)
+    return click.option(
+        "--backend",
+        type=click.Choice(BACKENDS),
+        default="auto",
+        show_default=True,
+        help="auto: netlink sock_diag, falling back to /proc/net; netlink or proc: only that one.",
+    )(fn)
+
+
+def _process_text(inventory: Inventory, row: Socket) -> str:
+    if row.processes:
+        return ",".join(f"{p.name}/{p.pid}" for p in row.processes)
+    if inventory.owner_unknown(row):
+        return _NO_OWNER
+    return "-"
+
+
+def _port_matches(text: str | None, side: str) -> tuple[PortMatch, ...]:
+    if not text:
+        return ()
+    if not text.isascii():  # parse_port_spec's isdigit() would let '²' through to int()
+        raise UsageError(
+            f"invalid port spec {text!r}: expected ports such as 22, 1-1024, 80,443 or T:80,U:53"
+        )
+    from portkit.model import parse_port_spec
+    from portkit.sockets._bytecode import matches_from_spec
+
+    return matches_from_spec(parse_port_spec(text), side)
+
+
+def _transports(values: Sequence[str]) -> tuple[Transport, ...]:
+    found: dict[Transport, None] = {}
+    for value in values:
+        for part in value.split(","):
+            if part.strip():
+                found[Transport.parse(part)] = None
+    return tuple(found) or (Transport.TCP, Transport.UDP)
+
+
+def _warn(inventory: Inventory) -> None:
+    for warning in inventory.warnings:
+        click.echo(f"portkit: warning: {warning}", err=True)
+
+
+# --- ls ---------------------------------------------------------------------------------------
+
+
+def _ls_rows(
+    inventory: Inventory, rows: Sequence[Socket], show_netns: bool, show_procs: bool
+) -> list[list[str]]:
+    table = []
+    for row in rows:
+        cells = [
+            row.transport.value,
+            row.state.label,
+            str(row.recv_q),
+            str(row.send_q),
+            row.local_text,
+            row.remote_text,
+        ]
+        if show_netns:
+            cells.append(row.netns or "-")
+        if show_procs:
+            cells.append(_process_text(inventory, row))
+        if row.tcp_info is not None:
+            cells.append(str(row.tcp_info))
+        table.append(cells)
+    return table
+
+
+def _ls_columns(show_netns: bool, show_procs: bool, info: bool) -> list[str]:
+    columns = ["PROTO", "STATE", "RECV-Q", "SEND-Q", "LOCAL", "PEER"]
+    if show_netns:
+        columns.append("NETNS")
+    if show_procs:
+        columns.append("PROCESS")
+    if info:
+        columns.append("TCP INFO")
+    return columns
+
+
+def _emit_inventory_json(inventory: Inventory) -> None:
+    out = sys.stdout
+    for chunk in inventory.json_chunks():
+        out.write(chunk)
+    out.flush()
+
+
+@click.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="Every socket and state, not only listeners.")
+@click.option(
+    "--proto",
+    "protos",
+    multiple=True,
+    metavar="tcp|udp|raw",
+    help="Transports to list (repeat or comma-separate); default tcp,udp.",
+)
+@click.option("-4", "only4", is_flag=True, help="IPv4 only.")
+@click.option("-6", "only6", is_flag=True, help="IPv6 only.")
+@click.option("--port", metavar="SPEC", help="Local or remote port in SPEC (22,80,8000-8100,T:53).")
+@click.option("--sport", metavar="SPEC", help="Local (source) port in SPEC.")
+@click.option("--dport", metavar="SPEC", help="Remote (destination) port in SPEC.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="STATE",
+    help="ss state names or groups: established, listen, time-wait, connected, ... (repeatable).",
+)
+@click.option(
+    "--pid", "pids", multiple=True, type=int, metavar="PID", help="Sockets held by this pid (repeatable)."
+)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="USER",
+    help="Sockets owned by this user name or uid (repeatable).",
+)
+@click.option(
+    "--process", "names", multiple=True, metavar="NAME", help="Sockets of processes whose name contains this."
+)
+@click.option(
+    "-p/-P",
+    "--processes/--no-processes",
+    default=None,
+    help="Look up processes (default: on for listeners, off with --all, as with ss -p).",
+)
+@click.option("-i", "--info", is_flag=True, help="TCP internals: rtt, cwnd, mss, bytes (ss -i).")
+@click.option(
+    "--watch",
+    type=float,
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="Refresh every SECONDS (default 2), marking sockets that appeared (+) or went away (-).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="With --watch: stop after this many refreshes.",
+)
+@_netns_options
+@json_option
+def ls(
+    show_all: bool,
+    protos: tuple[str, ...],
+    only4: bool,
+    only6: bool,
+    port: str | None,
+    sport: str | None,
+    dport: str | None,
+    states: tuple[str, ...],
+    pids: tuple[int, ...],
+    users: tuple[str, ...],
+    names: tuple[str, ...],
+    processes: bool | None,
+    info: bool,
+    watch: float | None,
+    count: int | None,
+    netns: str | None,
+    all_netns: bool,
+    backend: str,
+    as_json: bool,
+) -> None:
+    """Sockets on this host: listeners by default (like ss -tulnp), every socket with --all."""
+    if only4 and only6:
+        raise UsageError("-4 and -6 exclude each other: give at most one")
+    if watch is not None and watch <= 0:
+        raise UsageError(f"invalid --watch interval '{watch:g}': expected a number of seconds above 0")
+    if count is not None and watch is None:
+        raise UsageError("--count needs --watch: it bounds the number of refreshes")
+    wanted_states = ALL_STATES
+    if states:
+        chosen: set[TcpState] = set()
+        for text in states:
+            for part in text.split(","):
+                chosen |= TcpState.parse_filter(part)
+        wanted_states = frozenset(chosen)
+    listening = not show_all and not states
+    with_processes = processes if processes is not None else listening
+    query = SocketQuery(
+        transports=_transports(protos),
+        families=(4,) if only4 else (6,) if only6 else (4, 6),
+        states=wanted_states,
+        listening=listening,
+        ports=_port_matches(port, "any") + _port_matches(sport, "src") + _port_matches(dport, "dst"),
+        pids=frozenset(pids),
+        uids=frozenset(parse_user(u) for u in users),
+        process_names=tuple(n.lower() for n in names),
+        with_processes=with_processes,
+        tcp_info=info,
+    )
+    show_netns = all_netns
+
+    def read() -> Inventory:
+        return list_sockets(query, netns=netns, all_netns=all_netns, backend=backend)
+
+    if watch is None:
+        inventory = read()
+        _warn(inventory)
+        if as_json:
+            _emit_inventory_json(inventory)
+            return
+        title = "" if not listening else "Listening sockets"
+        emit_table(
+            _ls_columns(show_netns, query.needs_processes, info),
+            _ls_rows(inventory, inventory.sockets, show_netns, query.needs_processes),
+            title=title,
+            empty="no sockets match",
+        )
+        note = inventory.root_note()
+        if note and any(inventory.owner_unknown(r) for r in inventory.sockets):
+            click.echo(f"\nnote: {note}", err=True)
+        return
+    _watch(read, watch, count, as_json, show_netns, query.needs_processes, info)
+
+
+def _watch(
+    read: Any, interval: float, count: int | None, as_json: bool, show_netns: bool, procs: bool, info: bool
+) -> None:
+    import json
+
+    from portkit.sockets._watch import diff
+
+    previous: tuple[Socket, ...] | None = None
+    refresh = 0
+    while count is None or refresh < count:
+        if refresh:
+            time.sleep(interval)
+        refresh += 1
+        inventory: Inventory = read()
+        change = diff(previous, inventory.sockets)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "time": stamp,
+                        "refresh": refresh,
+                        "sockets": len(inventory.sockets),
+                        "appeared": [s.to_json() for s in change.appeared] if previous is not None else [],
+                        "gone": [s.to_json() for s in change.gone],
+                        **({"current": [s.to_json() for s in inventory.sockets]} if previous is None else {}),
+                    }
+                )
+            )
+        else:
+            rows = [
+                [mark, *cells]
+                for (mark, _), cells in zip(
+                    change.rows,
+                    _ls_rows(inventory, [r for _, r in change.rows], show_netns, procs),
+                    strict=True,
+                )
+            ]
+            emit_table(
+                ["", *_ls_columns(show_netns, procs, info)],
+                rows,
+                title=f"{stamp}  refresh {refresh}: {len(inventory.sockets)} sockets, "
+                f"{len(change.appeared)} appeared, {len(change.gone)} gone",
+                empty="no sockets match",
+            )
+            click.echo()
+        sys.stdout.flush()
+        previous = inventory.sockets
+
+
+# --- overview ----------------------------------------------------------------------------------
+
+
+def _listener_process(listener: Listener) -> str:
+    if listener.processes:
+        return ",".join(f"{p.name}/{p.pid}" for p in listener.processes)
+    return _NO_OWNER if listener.owner_unknown else "-"
+
+
+@click.command()
+@_netns_options
+@json_option
+def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) -> None:
+    """This host at a glance: listeners by exposure, their connections, and what is worth a look."""
+    from portkit.sockets._overview import Exposure, build_overview, registry_facts
+    from portkit.sockets._procs import user_name
+
+    listeners = list_sockets(
+        SocketQuery(listening=True, states=ALL_STATES, with_processes=True),
+        netns=netns,
+        all_netns=all_netns,
+        backend=backend,
+    )
+    connections = list_sockets(
+        SocketQuery(transports=(Transport.TCP,), states=frozenset({TcpState.ESTABLISHED})),
+        netns=netns,
+        all_netns=all_netns,
+        backend=backend,
+    )
+    _warn(listeners)
+    result = build_overview(
+        listeners.sockets,
+        connections.sockets,
+        registry_facts(),
+        owner_unknown=listeners.owner_unknown,
+        root_note=listeners.root_note(),
+    )
+    if as_json:
+        emit_json(result.to_json())
+        return
+    show_netns = all_netns
+    if netns:
+        click.echo(f"Network namespace {netns}\n")
+    titles = {
+        Exposure.ALL: "Listening on all interfaces (reachable from the network)",
+        Exposure.SPECIFIC: "Listening on a specific address",
+        Exposure.LOOPBACK: "Listening on loopback only (this host)",
+    }
+    columns = ["PORT", "SERVICE", "ADDRESS", "PROCESS", "USER", "UNIT/CONTAINER", "CONNS"]
+    if show_netns:
+        columns.insert(0, "NETNS")
+    for exposure, group in result.by_exposure().items():
+        if not group:
+            continue
+        rows = []
+        for listener in group:
+            owner = ", ".join(listener.containers or listener.units) or "-"
+            users = ", ".join(dict.fromkeys(p.user for p in listener.processes)) or user_name(listener.uid)
+            cells: list[Any] = [
+                f"{listener.port}/{listener.transport}",
+                listener.service.name or "-",
+                ", ".join(listener.addresses),
+                _listener_process(listener),
+                users,
+                owner,
+                listener.established if listener.transport is Transport.TCP else "",
+            ]
+            if show_netns:
+                cells.insert(0, listener.netns or "-")
+            rows.append(cells)
+        emit_table(columns, rows, title=titles[exposure])
+        click.echo()
+    if not result.listeners:
+        click.echo("Nothing is listening.")
+    if result.concerns:
+        click.echo("Worth a look:")
+        for concern in result.concerns:
+            click.echo(f"  - {concern}")
+        click.echo()
+    click.echo(
+        f"{len(result.listeners)} listeners, {result.established_total} established TCP sockets. "
+        "Details: portkit ls, portkit who PORT."
+    )
+    if result.root_note:
+        click.echo(f"note: {result.root_note}")
+
+
+# --- who ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("port_proto", metavar="PORT[/PROTO]")
+@click.option("--kill", "do_kill", is_flag=True, help="Send SIGTERM to the processes holding the port.")
+@click.option("-y", "--yes", is_flag=True, help="With --kill: do not ask for confirmation.")
+@_netns_options
+@json_option
+def who(
+    port_proto: str, do_kill: bool, yes: bool, netns: str | None, all_netns: bool, backend: str, as_json: bool
+) -> None:
+    """Which process holds PORT (tcp and udp, or PORT/tcp, PORT/udp), and how to free it.
+
+    Exit status 0 when something uses the port, 1 when nothing does.
+    """
+    from portkit.sockets._who import kill_holders, parse_port_proto, who_holds
+
+    port, protocol = parse_port_proto(port_proto)
+    use, inventory = who_holds(port, protocol, netns=netns, all_netns=all_netns, backend=backend)
+    _warn(inventory)
+    label = f"{port}/{protocol}" if protocol else str(port)
+    if as_json and not do_kill:
+        emit_json(use.to_json())
+        raise click.exceptions.Exit(0 if use.in_use else 1)
+    if not use.in_use:
+        where = "" if netns or all_netns else " in this network namespace (--all-netns looks in every one)"
+        click.echo(f"Nothing uses port {label}" + (f" ({use.service})" if use.service else "") + f"{where}.")
+        raise click.exceptions.Exit(1)
+    if not as_json:
+        _print_who(use, inventory, label)
+    if do_kill:
+        if not use.holders:
+            raise PortkitError(f"nothing listens on {label}: there is no holder to signal")
+        if not use.processes:
+            raise PortkitError(f"the holders of {label} are not visible to this user: run as root to --kill")
+        names = ", ".join(f"{p.name} (pid {p.pid})" for p in use.processes)
+        if not yes and not click.confirm(f"Send SIGTERM to {names}?", default=False):
+            click.echo("Nothing signalled.")
+            raise click.exceptions.Exit(1)
+        outcomes = kill_holders(use)
+        if as_json:
+            emit_json({**use.to_json(), "killed": [{"pid": p.pid, "outcome": o} for p, o in outcomes]})
+        else:
+            for process, outcome in outcomes:
+                click.echo(f"{process.name} (pid {process.pid}): {outcome}")
+        if any(o.startswith("not permitted") for _, o in outcomes):
+            raise click.exceptions.Exit(1)
+
+
+def _print_who(use: Any, inventory: Inventory, label: str) -> None:
+    from portkit.sockets._procs import user_name
+
+    service = f" ({use.service})" if use.service else ""
+    if use.holders:
+        click.echo(f"Port {label}{service} is held by:")
+        rows = []
+        for row in use.holders:
+            netns = [row.netns or "-"] if inventory.namespaces and len(inventory.namespaces) > 1 else []
+            if not row.processes:
+                owner = _NO_OWNER if inventory.owner_unknown(row) else "-"
+                rows.append(
+                    [*netns, row.transport.value, row.local_text, owner, "", user_name(row.uid), "", ""]
+                )
+            for p in row.processes:
+                place = p.container_name or p.container[:12] or p.unit or "-"
+                rows.append(
+                    [
+                        *netns,
+                        row.transport.value,
+                        row.local_text,
+                        str(p.pid),
+                        p.name,
+                        p.user,
+                        place,
+                        p.command[:80],
+                    ]
+                )
+        columns = ["PROTO", "BIND", "PID", "PROCESS", "USER", "UNIT/CONTAINER", "COMMAND"]
+        emit_table((["NETNS"] if len(inventory.namespaces) > 1 else []) + columns, rows)
+        for process in use.processes:
+            if process.parents:
+                chain = " <- ".join(f"{name}/{pid}" for pid, name in process.parents)
+                click.echo(f"  {process.name}/{process.pid} started by {chain}")
+    else:
+        click.echo(f"Nothing listens on {label}{service}.")
+    counts = []
+    if use.connections:
+        counts.append(f"{use.connections} connections served")
+    if use.time_wait:
+        counts.append(f"{len(use.time_wait)} in TIME-WAIT")
+    if use.clients:
+        owners = sorted({str(p) for r in use.clients for p in r.processes})
+        counts.append(f"{len(use.clients)} client sockets" + (f" ({', '.join(owners)})" if owners else ""))
+    if counts:
+        click.echo("Also on this port: " + ", ".join(counts) + ".")
+    if use.explanation:
+        click.echo(f"Why: {use.explanation}")
+    if use.risk and use.exposed:
+        click.echo(f"Risk ({use.service} beyond loopback): {use.risk}")
+    if use.advice:
+        click.echo("To free it:")
+        for advice in use.advice:
+            click.echo(f"  {advice}")
+    if use.root_note and any(inventory.owner_unknown(r) for r in use.holders):
+        click.echo(f"note: {use.root_note}")

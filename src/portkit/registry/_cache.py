@@ -1,0 +1,88 @@
+"""The per-user cache of the IANA layer: written by the importer, read by look-ups.
+
+A tab-separated file, one service a line, so that a look-up of one port can find its
+lines without parsing the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from portkit.model import Protocol
+from portkit.registry._service import Service, Source
+
+if TYPE_CHECKING:
+    from portkit.registry.iana import ImportReport
+
+CACHE_NAME = "iana-services.tsv"
+_CACHE_MAGIC = "# portkit iana cache v1 "
+
+
+def cache_dir() -> Path:
+    """Per-user cache: $PORTKIT_CACHE_DIR, else $XDG_CACHE_HOME/portkit, else ~/.cache/portkit."""
+    override = os.environ.get("PORTKIT_CACHE_DIR")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "portkit"
+
+
+def cache_path() -> Path:
+    return cache_dir() / CACHE_NAME
+
+
+def write_cache(services: list[Service], report: ImportReport, path: Path | None = None) -> Path:
+    path = path or cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"source": report.source, "imported_at": int(time.time()), "imported": report.imported}
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        out.write(_CACHE_MAGIC + json.dumps(meta) + "\n")
+        for s in services:
+            desc = s.description.replace("\t", " ").replace("\n", " ")
+            out.write(f"{s.name}\t{s.port}\t{s.last_port}\t{s.protocol.value}\t{desc}\n")
+    tmp.replace(path)
+    return path
+
+
+def _cache_text(path: Path | None = None) -> str:
+    try:
+        text = (path or cache_path()).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    return text if text.startswith(_CACHE_MAGIC) else ""
+
+
+def _cache_service(line: str) -> Service:
+    name, port, last, proto, desc = line.split("\t", 4)
+    return Service(name, int(port), Protocol(proto), Source.IANA, desc, last_port=int(last))
+
+
+def load_cache(path: Path | None = None) -> list[Service]:
+    """The cached IANA layer, or nothing when no import has been done."""
+    return [_cache_service(line) for line in _cache_text(path).splitlines()[1:]]
+
+
+_CACHE_RANGE_RE = re.compile(r"^[^\t\n]*\t(\d+)\t(\d+)\t[^\n]*$", re.M)
+
+
+def query_cache(port: int, protocol: Protocol) -> list[Service]:
+    """The cached entries covering one port, found without parsing the whole cache."""
+    text = _cache_text()
+    if not text:
+        return []
+    exact = re.compile(rf"^[^\t\n]*\t{port}\t{port}\t{protocol.value}\t[^\n]*$", re.M)
+    found = [_cache_service(m.group(0)) for m in exact.finditer(text)]
+    for m in _CACHE_RANGE_RE.finditer(text):
+        first, last = int(m.group(1)), int(m.group(2))
+        if first != last and first <= port <= last:
+            service = _cache_service(m.group(0))
+            if service.protocol is protocol:
+                found.append(service)
+    return found

@@ -1,0 +1,448 @@
+"""The socket inventory: what to ask the kernel (SocketQuery), and what came back (Inventory).
+
+`list_sockets` is the one entry point the commands use: it picks the backend (netlink, or
+/proc when netlink is missing), visits the namespaces asked for, attributes sockets to
+processes only when the query needs them, and applies the filters the kernel cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from portkit.errors import PortkitError, UsageError
+from portkit.sockets import _netns
+from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
+
+if TYPE_CHECKING:
+    # Loaded when a query needs them: the plain `ls --all` path stays small.
+    from portkit.sockets._bytecode import PortMatch
+    from portkit.sockets._process import ProcessInfo
+    from portkit.sockets._procs import OwnerMap
+
+LISTENING = frozenset({TcpState.LISTEN, TcpState.CLOSE})
+BACKENDS = ("auto", "netlink", "proc")
+
+
+@dataclass(frozen=True)
+class SocketQuery:
+    """Which sockets to list. Port and state filters run in the kernel; the rest here."""
+
+    transports: tuple[Transport, ...] = (Transport.TCP, Transport.UDP)
+    families: tuple[int, ...] = (4, 6)
+    states: frozenset[TcpState] = ALL_STATES
+    listening: bool = False
+    ports: tuple[PortMatch, ...] = ()
+    pids: frozenset[int] = frozenset()
+    uids: frozenset[int] = frozenset()
+    process_names: tuple[str, ...] = ()
+    with_processes: bool = False
+    tcp_info: bool = False
+    # TCP sockets in these states are counted per namespace (Inventory.counted), not listed:
+    # "how many connections does :443 serve" stays cheap when the answer is 50,000.
+    count_states: frozenset[TcpState] = frozenset()
+
+    @property
+    def needs_processes(self) -> bool:
+        return self.with_processes or bool(self.pids or self.process_names)
+
+    def bytecode_for(self, transport: Transport) -> bytes:
+        """The kernel-side port filter for one transport (b'' when no port filter applies)."""
+        matches = [m for m in self.ports if m.applies_to(transport.value)]
+        if not matches:
+            return b""
+        from portkit.sockets._bytecode import compile_filter
+
+        return compile_filter(matches)
+
+    def kernel_states(self, transport: Transport) -> frozenset[TcpState]:
+        """States to list for one transport (TCP's count_states are asked for on top, to count)."""
+        states = self.states & LISTENING if self.listening else self.states
+        return states - self.count_states if transport is Transport.TCP else states
+
+    def keeps(self, row: Socket) -> bool:
+        """The filters applied after the kernel's: listening-only UDP, users, pids, process names."""
+        if self.listening and row.transport is not Transport.TCP and row.remote_port != 0:
+            return False
+        if self.uids and row.uid not in self.uids:
+            return False
+        if self.pids and not any(p.pid in self.pids for p in row.processes):
+            return False
+        if self.process_names:
+            names = [p.name.lower() for p in row.processes]
+            if not any(want in name for want in self.process_names for name in names):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The sockets found, and how: backend, namespaces visited, and what attribution could see."""
+
+    sockets: tuple[Socket, ...]
+    backend: str
+    namespaces: tuple[_netns.Namespace, ...]
+    processes_looked_up: bool = False
+    processes_complete: bool = True
+    hidden_pids: int = 0
+    warnings: tuple[str, ...] = ()
+    counted: dict[str | None, int] = field(default_factory=dict)
+    _processes: dict[int, ProcessInfo] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def processes(self) -> dict[int, ProcessInfo]:
+        """Every process that holds one of the sockets, by pid."""
+        return self._processes
+
+    def owner_unknown(self, row: Socket) -> bool:
+        """True when a process holds this socket but this user may not see which (root would).
+
+        Only other users' sockets qualify: our own processes' fds are always readable.
+        """
+        return (
+            self.processes_looked_up
+            and not row.processes
+            and not self.processes_complete
+            and row.inode != 0
+            and row.uid != os.geteuid()
+        )
+
+    def root_note(self) -> str:
+        if self.processes_complete or not self.processes_looked_up:
+            return ""
+        return (
+            f"not running as root: {self.hidden_pids} processes' file descriptors are unreadable, "
+            "so sockets of other users show no process; root would name them"
+        )
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "namespaces": [
+                {"name": ns.label, "inode": ns.inode, "current": ns.path is None} for ns in self.namespaces
+            ],
+            "processes_looked_up": self.processes_looked_up,
+            "processes_complete": self.processes_complete,
+            "warnings": list(self.warnings),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._header(),
+            "sockets": [s.to_json() for s in self.sockets],
+            "processes": {str(pid): p.to_json() for pid, p in sorted(self._processes.items())},
+        }
+
+    def json_chunks(self) -> Iterator[str]:
+        """`to_json()` as JSON text, one socket per line, built without a dict per row.
+
+        Equal to `json.dumps(self.to_json())` once parsed (a test holds it to that); this is
+        what lets `portkit ls --all --json` keep up with `ss` on tens of thousands of rows.
+        """
+        dumps = json.dumps
+        header = dumps(self._header())
+        yield header[:-1] + ', "sockets": [\n'
+        netns_text: dict[str | None, str] = {}
+        # Keyed by identity: rows of one process share one tuple, and hashing a tuple of
+        # dataclasses per row would cost more than the rest of the row.
+        procs_text: dict[int, str] = {}
+        # Indexed by the state's number: an IntEnum's hash runs Python code, a list index does not.
+        state_text = [""] * 256
+        for known in TcpState:
+            state_text[known] = known.label
+        template = _ROW_JSON
+        lines: list[str] = []
+        append = lines.append
+        for (
+            transport,
+            family,
+            state,
+            la,
+            lp,
+            ra,
+            rp,
+            rq,
+            sq,
+            uid,
+            inode,
+            ifindex,
+            ns,
+            procs,
+            info,
+        ) in self.sockets:
+            ns_json = netns_text.get(ns)
+            if ns_json is None:
+                ns_json = netns_text[ns] = dumps(ns)
+            procs_json = procs_text.get(id(procs)) if procs else "[]"
+            if procs_json is None:
+                procs_json = procs_text[id(procs)] = dumps([{"pid": p.pid, "name": p.name} for p in procs])
+            info_json = "" if info is None else ', "tcp_info": ' + dumps(info.to_json())
+            append(
+                template
+                % (
+                    transport._value_,
+                    family,
+                    state_text[state],
+                    la,
+                    lp,
+                    ra,
+                    rp,
+                    rq,
+                    sq,
+                    uid,
+                    inode,
+                    ifindex or "null",
+                    ns_json,
+                    procs_json,
+                    info_json,
+                )
+            )
+        yield ",\n".join(lines)
+        processes = {str(pid): p.to_json() for pid, p in sorted(self._processes.items())}
+        yield '\n], "processes": ' + dumps(processes) + "}\n"
+
+
+# One socket of Socket.to_json(), as text (addresses and labels never need escaping).
+_ROW_JSON = (
+    '{"protocol": "%s", "family": %d, "state": "%s", "local": {"address": "%s", "port": %d}, '
+    '"remote": {"address": "%s", "port": %d}, "recv_q": %d, "send_q": %d, "uid": %d, "inode": %d, '
+    '"interface": %s, "netns": %s, "processes": %s%s}'
+)
+
+
+def _read_namespace(
+    namespace: _netns.Namespace,
+    query: SocketQuery,
+    backend: str,
+    owners: dict[int, tuple[ProcessInfo, ...]] | None = None,
+) -> tuple[list[Socket], str, int]:
+    """The rows of one namespace through netlink when possible, and how many were only counted."""
+    tally = [0]
+
+    fell_back: list[Transport] = []
+
+    def via_netlink() -> list[Socket]:
+        from portkit.sockets._netlink import DumpError, dump_all
+
+        rows: list[Socket] = []
+        for transport in query.transports:
+            try:
+                rows.extend(
+                    dump_all(
+                        [transport],
+                        query.families,
+                        query.kernel_states(transport),
+                        bytecode=query.bytecode_for(transport),
+                        tcp_info=query.tcp_info,
+                        netns=namespace.label,
+                        owners=owners,
+                        count_states=query.count_states if transport is Transport.TCP else (),
+                        tally=tally,
+                    )
+                )
+            except DumpError:
+                if transport is not Transport.RAW:
+                    raise
+                # raw_diag is an optional module; /proc/net/raw always exists.
+                rows.extend(_with_owners(via_proc([transport]), owners))
+                fell_back.append(transport)
+        return rows
+
+    def via_proc(transports: Sequence[Transport] = query.transports, root: str = "") -> list[Socket]:
+        from portkit.sockets._procnet import read_tables
+
+        rows: list[Socket] = []
+        for transport in transports:
+            matches = [m for m in query.ports if m.applies_to(transport.value)]
+            counting = query.count_states if transport is Transport.TCP else frozenset()
+            states = query.kernel_states(transport)
+
+            def keep(family: int, state: TcpState, sport: int, dport: int) -> bool:
+                if not all(m.matches(sport, dport) for m in matches):  # noqa: B023
+                    return False
+                if state in counting:  # noqa: B023
+                    tally[0] += 1
+                    return False
+                return state in states  # noqa: B023 (called before the loop moves on)
+
+            rows.extend(
+                read_tables(
+                    [transport],
+                    query.families,
+                    netns=namespace.label,
+                    keep=keep,
+                    root=root or "/proc/thread-self/net",
+                )
+            )
+        return rows
+
+    def via_proc_owned() -> list[Socket]:
+        return _with_owners(via_proc(), owners)
+
+    def via_member() -> list[Socket]:
+        # Without root: a namespace's tables are still readable through a process living in it.
+        return _with_owners(via_proc(root=f"/proc/{namespace.pid}/net"), owners)
+
+    if backend == "proc":
+        try:
+            return _netns.run_in(namespace, via_proc_owned), "proc", tally[0]
+        except PortkitError:
+            if namespace.pid:
+                tally[0] = 0
+                return via_member(), "proc", tally[0]
+            raise
+    try:
+        rows = _netns.run_in(namespace, via_netlink)
+        return rows, "netlink+proc" if fell_back else "netlink", tally[0]
+    except PortkitError:
+        if namespace.pid:
+            tally[0] = 0
+            return via_member(), "proc", tally[0]
+        raise
+    except OSError:
+        if backend == "netlink":
+            raise
+        tally[0] = 0
+        return _netns.run_in(namespace, via_proc_owned), "proc", tally[0]
+
+
+def _with_owners(rows: list[Socket], owners: dict[int, tuple[ProcessInfo, ...]] | None) -> list[Socket]:
+    if not owners:
+        return rows
+    new = tuple.__new__
+    # Concatenation is the fastest way to swap one field of a tuple.
+    return [
+        row if row[10] not in owners else new(Socket, row[:13] + (owners[row[10]], row[14]))  # noqa: RUF005
+        for row in rows
+    ]
+
+
+def list_sockets(
+    query: SocketQuery | None = None,
+    *,
+    netns: str | None = None,
+    all_netns: bool = False,
+    backend: str = "auto",
+) -> Inventory:
+    """The sockets matching `query`, in this namespace, a named one (`netns`), or all of them."""
+    query = query or SocketQuery()
+    namespaces = _namespaces(netns, all_netns, backend)
+    rows: list[Socket] = []
+    used: set[str] = set()
+    warnings: list[str] = []
+    counted: dict[str | None, int] = {}
+    owners: OwnerMap | None = None
+    processes: dict[int, ProcessInfo] = {}
+    by_inode: dict[int, tuple[ProcessInfo, ...]] | None = None
+    if query.needs_processes and not query.listening and not query.ports:
+        # The whole table is wanted, so no early stop could pay off: scan /proc first and let
+        # the decoder attach processes as it builds each row, instead of rebuilding every row.
+        from portkit.sockets._procs import find_owners
+
+        owners = find_owners(None)
+        by_inode, processes = _describe_owners(owners)
+    for namespace in namespaces:
+        try:
+            found, how, tallied = _read_namespace(namespace, query, backend, by_inode)
+        except (PortkitError, OSError) as exc:
+            if not all_netns:
+                if isinstance(exc, PortkitError):
+                    raise
+                raise PortkitError(f"cannot read sockets of {namespace}: {exc}") from None
+            warnings.append(f"skipped network namespace {namespace}: {exc}")
+            continue
+        rows.extend(found)
+        used.add(how)
+        if query.count_states:
+            counted[namespace.label] = tallied
+    if query.needs_processes and owners is None:
+        rows, owners, processes = attribute_rows(rows)
+    kept = tuple(row for row in rows if query.keeps(row)) if _post_filters(query) else tuple(rows)
+    if owners is not None:
+        wanted = {p.pid for row in kept for p in row.processes}
+        processes = {pid: info for pid, info in processes.items() if pid in wanted}
+    return Inventory(
+        sockets=kept,
+        backend="+".join(sorted({part for how in used for part in how.split("+")}, reverse=True))
+        or ("proc" if backend == "proc" else "netlink"),
+        namespaces=tuple(namespaces),
+        processes_looked_up=owners is not None,
+        processes_complete=owners.complete if owners is not None else True,
+        hidden_pids=owners.hidden_pids if owners is not None else 0,
+        warnings=tuple(warnings),
+        counted=counted,
+        _processes=processes,
+    )
+
+
+def _namespaces(netns: str | None, all_netns: bool, backend: str) -> list[_netns.Namespace]:
+    if backend not in BACKENDS:
+        raise UsageError(f"invalid backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if all_netns and netns:
+        raise UsageError("--netns and --all-netns exclude each other: give one of them")
+    if all_netns:
+        return _netns.all_namespaces()
+    if netns:
+        return [_netns.named_namespace(netns)]
+    return [_netns.Namespace(None, _netns.current_inode(), None, os.getpid())]
+
+
+def _post_filters(query: SocketQuery) -> bool:
+    return bool(query.uids or query.pids or query.process_names or query.listening)
+
+
+def attribute_rows(rows: Sequence[Socket]) -> tuple[list[Socket], OwnerMap, dict[int, ProcessInfo]]:
+    """Rows with their processes filled in, from one scan of /proc/*/fd that stops once every
+    row's inode is found (processes owned by the rows' uids are read first)."""
+    from portkit.sockets._procs import find_owners
+
+    wanted = {row[10] for row in rows if row[10]}
+    owners = find_owners(wanted, prefer_uids={row[9] for row in rows if row[10]})
+    by_inode, processes = _describe_owners(owners)
+    return _with_owners(list(rows), by_inode), owners, processes
+
+
+def _describe_owners(owners: OwnerMap) -> tuple[dict[int, tuple[ProcessInfo, ...]], dict[int, ProcessInfo]]:
+    """inode -> the processes holding it, and pid -> process, each process read once."""
+    from portkit.sockets._procs import ProcessTable
+
+    table = ProcessTable()
+    processes: dict[int, ProcessInfo] = {}
+    by_inode: dict[int, tuple[ProcessInfo, ...]] = {}
+    interned: dict[tuple[int, ...], tuple[ProcessInfo, ...]] = {}
+    for inode, pids in owners.owners.items():
+        key = tuple(pids)
+        known = interned.get(key)
+        if known is not None:
+            by_inode[inode] = known
+            continue
+        infos = []
+        for pid in pids:
+            info = processes.get(pid)
+            if info is None:
+                info = table.describe(pid)
+                if info is None:
+                    continue
+                processes[pid] = info
+            infos.append(info)
+        # One shared tuple per set of holders: rows of one process point at the same value.
+        by_inode[inode] = interned[key] = tuple(infos)
+    return by_inode, processes
+
+
+def parse_user(text: str) -> int:
+    """A user name or numeric uid, as `--user` takes it."""
+    raw = text.strip()
+    if raw.isascii() and raw.isdigit():  # str.isdigit alone accepts '²', which int() refuses
+        return int(raw)
+    import pwd
+
+    try:
+        return pwd.getpwnam(raw).pw_uid
+    except KeyError:
+        raise UsageError(
+            f"invalid user {text!r}: expected a user name from /etc/passwd or a numeric uid"
+        ) from None

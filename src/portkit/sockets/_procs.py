@@ -1,0 +1,319 @@
+"""Who holds a socket: the inode -> process map from /proc/*/fd, and what each process is.
+
+The map is built once per command and only when the output needs processes. The scan stops
+as soon as every wanted inode is found, and it looks first at processes owned by the uids
+that own the wanted sockets, so "who holds :8080" usually reads a handful of fd tables.
+
+`parse_cgroup` and `parse_docker_proxy` are pure; the rest reads /proc (and, for container
+names, the docker API socket when it exists).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from portkit.sockets._process import ProcessInfo
+
+_SOCKET_PREFIX = "socket:["
+
+
+@functools.lru_cache(maxsize=256)
+def user_name(uid: int) -> str:
+    """The login name of a uid, or the number when /etc/passwd does not know it."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+@dataclass
+class OwnerMap:
+    """inode -> pids holding it, and whether every process's fd table could be read."""
+
+    owners: dict[int, list[int]] = field(default_factory=dict)
+    complete: bool = True
+    hidden_pids: int = 0
+
+
+def find_owners(wanted: set[int] | None, *, prefer_uids: Iterable[int] = ()) -> OwnerMap:
+    """Map socket inodes to pids by reading every /proc/PID/fd (only the `wanted` ones, if given)."""
+    result = OwnerMap()
+    owners = result.owners
+    remaining = None if wanted is None else set(wanted) - {0}
+    if remaining is not None and not remaining:
+        return result
+    pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    preferred = set(prefer_uids)
+    if preferred and remaining is not None:
+        pids.sort(key=lambda pid: _uid_of(pid) not in preferred)
+    readlink = os.readlink
+    prefix = _SOCKET_PREFIX
+    for pid_text in pids:
+        try:
+            fd_dir = os.open(f"/proc/{pid_text}/fd", os.O_RDONLY | os.O_DIRECTORY)
+        except PermissionError:
+            result.complete = False
+            result.hidden_pids += 1
+            continue
+        except OSError:  # the process exited meanwhile
+            continue
+        pid = int(pid_text)
+        try:
+            for name in os.listdir(fd_dir):
+                try:
+                    link = readlink(name, dir_fd=fd_dir)
+                except OSError:
+                    continue
+                if link.startswith(prefix):
+                    inode = int(link[8:-1])
+                    if remaining is None:
+                        pids_of = owners.get(inode)
+                        if pids_of is None:
+                            owners[inode] = [pid]
+                        elif pids_of[-1] != pid:
+                            pids_of.append(pid)
+                    elif inode in remaining:
+                        owners[inode] = [pid]
+                        remaining.discard(inode)
+                        if not remaining:
+                            break
+        except OSError:
+            pass
+        finally:
+            os.close(fd_dir)
+        # Stopping at the first holder keeps `who` cheap; the price is that a socket shared by
+        # several processes (a pre-forked server's listener) names only the first one found.
+        if remaining is not None and not remaining:
+            break
+    return result
+
+
+def _uid_of(pid: str) -> int:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return -1
+
+
+_CONTAINER_PATTERNS = (
+    (re.compile(r"docker-([0-9a-f]{64})\.scope"), "docker"),
+    (re.compile(r"/docker/([0-9a-f]{64})"), "docker"),
+    (re.compile(r"libpod-(?:conmon-)?([0-9a-f]{64})\.scope"), "podman"),
+    (re.compile(r"/libpod_parent/libpod-([0-9a-f]{64})"), "podman"),
+    (re.compile(r"cri-containerd-([0-9a-f]{64})\.scope"), "containerd"),
+    (re.compile(r"crio-(?:conmon-)?([0-9a-f]{64})\.scope"), "cri-o"),
+    (re.compile(r"/kubepods[^ ]*/([0-9a-f]{64})"), "containerd"),
+    (re.compile(r"/containerd/[^/]+/([0-9a-f]{64})"), "containerd"),
+)
+_UNIT = re.compile(r"[^/]+\.(?:service|scope)$")
+
+
+@dataclass(frozen=True)
+class CgroupPlace:
+    """Where /proc/PID/cgroup puts a process: its systemd unit and container, if any."""
+
+    unit: str = ""
+    container: str = ""
+    runtime: str = ""
+
+
+def parse_cgroup(text: str) -> CgroupPlace:
+    """The systemd unit (`ssh.service`) and container id from a /proc/PID/cgroup file (v1 or v2)."""
+    for line in text.splitlines():
+        for pattern, runtime in _CONTAINER_PATTERNS:
+            found = pattern.search(line)
+            if found:
+                return CgroupPlace(unit="", container=found.group(1), runtime=runtime)
+    unit = ""
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        # The unit lives in cgroup v2's hierarchy (0::) or v1's name=systemd one.
+        if len(parts) != 3 or parts[1] not in ("", "name=systemd"):
+            continue
+        for part in reversed(parts[2].split("/")):
+            if _UNIT.match(part):
+                unit = part
+                break
+        if unit:
+            break
+    return CgroupPlace(unit=unit)
+
+
+@dataclass(frozen=True)
+class DockerProxy:
+    """What a `docker-proxy` process forwards: host ip:port -> container ip:port."""
+
+    protocol: str
+    host_ip: str
+    host_port: int
+    container_ip: str
+    container_port: int
+
+
+def parse_docker_proxy(cmdline: Iterable[str]) -> DockerProxy | None:
+    """The forwarding of a `docker-proxy -proto tcp -host-ip ... -container-port 80` command line."""
+    args = list(cmdline)
+    if not args or os.path.basename(args[0]) != "docker-proxy":
+        return None
+    values: dict[str, str] = {}
+    for index, arg in enumerate(args[1:-1], 1):
+        if arg.startswith("-"):
+            values[arg.lstrip("-")] = args[index + 1]
+    try:
+        return DockerProxy(
+            values.get("proto", "tcp"),
+            values["host-ip"],
+            int(values["host-port"]),
+            values["container-ip"],
+            int(values["container-port"]),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+_DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def _docker_containers() -> list[dict[str, object]]:
+    """`GET /containers/json` from the docker API, or [] when docker is absent or not answering."""
+    if not os.path.exists(_DOCKER_SOCKET):
+        return []
+    import http.client
+    import json
+    import socket
+
+    class _UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(2)
+            sock.connect(_DOCKER_SOCKET)
+            self.sock = sock
+
+    try:
+        connection = _UnixConnection("localhost", timeout=2)
+        connection.request("GET", "/containers/json")
+        response = connection.getresponse()
+        if response.status != 200:
+            return []
+        data = json.loads(response.read())
+        connection.close()
+    except (OSError, ValueError, http.client.HTTPException):
+        return []
+    return data if isinstance(data, list) else []
+
+
+def _container_name(entry: dict[str, object]) -> str:
+    names = entry.get("Names")
+    if isinstance(names, list) and names:
+        return str(names[0]).lstrip("/")
+    return str(entry.get("Id", ""))[:12]
+
+
+class ProcessTable:
+    """Describes processes by pid, reading each /proc/PID once per command."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, ProcessInfo | None] = {}
+        self._names: dict[int, tuple[str, int]] = {}
+        self._containers: list[dict[str, object]] | None = None
+
+    def _stat(self, pid: int) -> tuple[str, int]:
+        """(comm, ppid) from /proc/PID/stat."""
+        found = self._names.get(pid)
+        if found is None:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as stat:
+                    raw = stat.read().decode(errors="replace")
+                name = raw[raw.index("(") + 1 : raw.rindex(")")]
+                ppid = int(raw[raw.rindex(")") + 2 :].split()[1])
+            except (OSError, ValueError):
+                name, ppid = "", 0
+            found = self._names[pid] = (name, ppid)
+        return found
+
+    def user(self, uid: int) -> str:
+        return user_name(uid)
+
+    def describe(self, pid: int) -> ProcessInfo | None:
+        if pid in self._cache:
+            return self._cache[pid]
+        name, ppid = self._stat(pid)
+        info: ProcessInfo | None = None
+        if name:
+            info = self._describe(pid, name, ppid)
+        self._cache[pid] = info
+        return info
+
+    def _describe(self, pid: int, name: str, ppid: int) -> ProcessInfo:
+        base = f"/proc/{pid}"
+        try:
+            with open(f"{base}/cmdline", "rb") as f:
+                cmdline = tuple(a.decode(errors="replace") for a in f.read().split(b"\0") if a)
+        except OSError:
+            cmdline = ()
+        try:
+            uid = os.stat(base).st_uid
+        except OSError:
+            uid = -1
+        try:
+            with open(f"{base}/cgroup") as f:
+                place = parse_cgroup(f.read())
+        except OSError:
+            place = CgroupPlace()
+        parents: list[tuple[int, str]] = []
+        parent, seen = ppid, {pid}
+        while parent > 0 and parent not in seen and len(parents) < 32:
+            seen.add(parent)
+            parent_name, grandparent = self._stat(parent)
+            if not parent_name:
+                break
+            parents.append((parent, parent_name))
+            parent = grandparent
+        container, runtime, container_name = place.container, place.runtime, ""
+        if container and runtime == "docker":
+            container_name = self._docker_name(container)
+        elif name == "docker-proxy":
+            proxy = parse_docker_proxy(cmdline)
+            if proxy is not None:
+                container, runtime, container_name = self._docker_proxy_target(proxy)
+        return ProcessInfo(
+            pid=pid,
+            name=name,
+            cmdline=cmdline,
+            uid=uid,
+            user=self.user(uid) if uid >= 0 else "",
+            parents=tuple(parents),
+            unit=place.unit,
+            container=container,
+            container_runtime=runtime,
+            container_name=container_name,
+        )
+
+    def _containers_list(self) -> list[dict[str, object]]:
+        if self._containers is None:
+            self._containers = _docker_containers()
+        return self._containers
+
+    def _docker_name(self, container_id: str) -> str:
+        for entry in self._containers_list():
+            if entry.get("Id") == container_id:
+                return _container_name(entry)
+        return ""
+
+    def _docker_proxy_target(self, proxy: DockerProxy) -> tuple[str, str, str]:
+        """The container a docker-proxy publishes for: matched by its address on a docker network."""
+        for entry in self._containers_list():
+            settings = entry.get("NetworkSettings")
+            networks = settings.get("Networks") if isinstance(settings, dict) else None
+            if not isinstance(networks, dict):
+                continue
+            for network in networks.values():
+                if isinstance(network, dict) and network.get("IPAddress") == proxy.container_ip:
+                    return str(entry.get("Id", "")), "docker", _container_name(entry)
+        return "", "", ""

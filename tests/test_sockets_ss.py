@@ -1,0 +1,174 @@
+"""portkit's socket rows against `ss` for sockets the tests create: field by field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import fixtures_sockets as fx
+from portkit.model import parse_port_spec
+from portkit.sockets import SocketQuery, list_sockets, matches_from_spec
+
+
+@pytest.fixture(scope="module")
+def scene() -> Any:
+    with fx.socket_scene() as made:
+        yield made
+
+
+def _ls(cli: Any, *args: str) -> dict[str, Any]:
+    result = cli("ls", "--json", *args)
+    assert result.status == 0, result.stderr
+    document: dict[str, Any] = result.json()
+    return document
+
+
+def test_every_state_the_test_made_matches_ss(cli: Any, scene: fx.Scene) -> None:
+    spec = ",".join(map(str, scene.ports))
+    ours = scene.mine(fx.portkit_rows(_ls(cli, "--all", "--port", spec)))
+    theirs = scene.mine(fx.ss_rows(*fx.port_filter(scene.ports)))
+    assert ours == theirs
+    assert len(ours) == 11
+    states = {row[1] for row in ours}
+    # The scene really holds the states it claims, so the comparison covered them.
+    assert {"LISTEN", "ESTAB", "TIME-WAIT", "FIN-WAIT-2", "CLOSE-WAIT", "UNCONN"} <= states
+    assert {row[2] for row in ours} >= {"127.0.0.1", "::1"}
+    assert any(row[6] == 5 for row in ours), "the 5 unread bytes show as Recv-Q"
+
+
+def test_listening_view_matches_ss_l(cli: Any, scene: fx.Scene) -> None:
+    spec = ",".join(map(str, scene.ports))
+    ours = scene.mine(fx.portkit_rows(_ls(cli, "--port", spec)))
+    theirs = {
+        row for row in scene.mine(fx.ss_rows(*fx.port_filter(scene.ports))) if row[1] in ("LISTEN", "UNCONN")
+    }
+    assert ours == theirs
+    assert {row[0] for row in ours} == {"tcp", "udp"}
+
+
+@pytest.mark.parametrize(
+    ("args", "ss_words"),
+    [
+        (["--proto", "tcp", "--state", "established"], ["-t", "state", "established"]),
+        (["--proto", "tcp", "--state", "time-wait"], ["-t", "state", "time-wait"]),
+        (["--proto", "udp", "-6"], ["-u", "-6"]),
+        (["--proto", "tcp", "-4", "--state", "listen"], ["-t", "-4", "state", "listening"]),
+    ],
+)
+def test_filters_match_ss_filters(cli: Any, scene: fx.Scene, args: list[str], ss_words: list[str]) -> None:
+    spec = ",".join(map(str, scene.ports))
+    ours = scene.mine(fx.portkit_rows(_ls(cli, "--all", "--port", spec, *args)))
+    protos = "t" if "-t" in ss_words else "u"
+    words = [w for w in ss_words if w not in ("-t", "-u")]
+    theirs = scene.mine(fx.ss_rows(*words, *fx.port_filter(scene.ports), protos=protos))
+    assert ours == theirs
+    assert ours, "the filter should keep some of the scene's sockets"
+
+
+def test_sport_and_dport_are_filtered_in_the_kernel(scene: fx.Scene) -> None:
+    port = scene.names["tcp4"]
+    by_src = list_sockets(SocketQuery(ports=matches_from_spec(parse_port_spec(str(port)), "src")))
+    by_dst = list_sockets(SocketQuery(ports=matches_from_spec(parse_port_spec(str(port)), "dst")))
+    assert by_src.sockets and all(s.local_port == port for s in by_src.sockets)
+    assert by_dst.sockets and all(s.remote_port == port for s in by_dst.sockets)
+    assert {s.state.label for s in by_src.sockets} >= {"LISTEN", "ESTAB"}
+    theirs_src = fx.ss_rows("sport", "=", f":{port}", protos="t")
+    assert {(s.local_port, s.remote_port, s.inode) for s in by_src.sockets} == {
+        (row[3], row[5], row[9]) for row in theirs_src
+    }
+
+
+def test_port_ranges_and_protocol_prefixes(cli: Any, scene: fx.Scene) -> None:
+    tcp4, udp4 = scene.names["tcp4"], scene.names["udp4"]
+    rows = _ls(cli, "--all", "--port", f"T:{tcp4},U:{udp4}")["sockets"]
+    assert {(r["protocol"], r["local"]["port"]) for r in rows if r["state"] in ("LISTEN", "UNCONN")} == {
+        ("tcp", tcp4),
+        ("udp", udp4),
+    }
+    low, high = sorted((tcp4, udp4))
+    spanned = fx.portkit_rows(_ls(cli, "--all", "--sport", f"{low}-{high}"))
+    theirs = fx.ss_rows("sport", ">=", f":{low}", "and", "sport", "<=", f":{high}")
+    assert all(low <= row[3] <= high for row in spanned)
+    # Other programs' sockets in the range come and go between the two readings: compare ours.
+    assert scene.mine(spanned) == scene.mine(theirs)
+    assert {r[3] for r in spanned} >= {low, high}
+
+
+def test_tcp_info_agrees_with_ss_i(cli: Any, scene: fx.Scene) -> None:
+    port = scene.names["tcp4"]
+    rows = _ls(cli, "--all", "--info", "--proto", "tcp", "--sport", str(port), "--state", "established")
+    [row] = rows["sockets"]
+    info = row["tcp_info"]
+    out = fx.subprocess.run(
+        ["ss", "-Htni", "state", "established", "sport", "=", f":{port}"], capture_output=True, text=True
+    ).stdout
+    fields = dict(item.split(":", 1) for item in out.split() if ":" in item and item.count(":") == 1)
+    assert int(fields["cwnd"]) == info["snd_cwnd"]
+    assert int(fields["mss"]) == info["snd_mss"]
+    assert int(fields["bytes_received"]) == info["bytes_received"] == 5
+    json.dumps(info)
+
+
+@fx.needs_root
+def test_named_netns_rows_match_ss_inside_it(cli: Any) -> None:
+    with fx.named_netns() as ns, fx.listener_process("6", "tcp", netns=ns) as (proc, port):
+        ours_doc = _ls(cli, "--all", "--netns", ns, "--processes")
+        theirs = fx.ss_rows(netns=ns)
+        assert fx.portkit_rows(ours_doc) == theirs
+        assert {s["netns"] for s in ours_doc["sockets"]} == {ns}
+        listener = [s for s in ours_doc["sockets"] if s["state"] == "LISTEN"]
+        assert [(s["local"]["port"], [p["pid"] for p in s["processes"]]) for s in listener] == [
+            (port, [proc.pid])
+        ]
+        # The host's table does not hold the namespace's sockets, and --all-netns labels them.
+        host = fx.portkit_rows(_ls(cli, "--all", "--port", str(port)))
+        assert not (host & theirs)
+        everywhere = _ls(cli, "--all", "--all-netns", "--port", str(port))["sockets"]
+        assert {(s["netns"], s["inode"]) for s in everywhere} >= {(ns, row[9]) for row in theirs}
+
+
+def test_raw_sockets_match_ss_w(cli: Any) -> None:
+    if fx.os.geteuid() != 0:
+        pytest.skip("raw sockets need root (CAP_NET_RAW)")
+    raw4 = fx.socket.socket(fx.socket.AF_INET, fx.socket.SOCK_RAW, fx.socket.IPPROTO_ICMP)
+    raw6 = fx.socket.socket(fx.socket.AF_INET6, fx.socket.SOCK_RAW, fx.socket.IPPROTO_ICMPV6)
+    try:
+        inodes = {fx.os.fstat(s.fileno()).st_ino for s in (raw4, raw6)}
+        doc = _ls(cli, "--all", "--proto", "raw")
+        mine = {(r["family"], r["local"]["port"], r["state"]) for r in doc["sockets"] if r["inode"] in inodes}
+        assert mine == {(4, 1, "UNCONN"), (6, 58, "UNCONN")}
+        # ss -w has no inode column here (it reads /proc/net/raw when raw_diag is missing).
+        out = fx.subprocess.run(["ss", "-Hwan"], capture_output=True, text=True, check=True).stdout
+        theirs = set()
+        for line in out.splitlines():
+            state, _rq, _sq, local, *_ = line.split()
+            family = 6 if local.startswith(("[", "*")) else 4
+            port = local.rpartition(":")[2]
+            theirs.add((family, {"ipv6-icmp": 58, "icmp": 1}.get(port) or int(port), state))
+        assert mine <= theirs
+    finally:
+        raw4.close()
+        raw6.close()
+
+
+def test_pid_user_and_process_filters_match_ss_p(cli: Any) -> None:
+    with fx.listener_process("4", "tcp") as (proc, port):
+        doc = _ls(cli, "--all", "--pid", str(proc.pid))
+        ours = {(r["local"]["port"], r["remote"]["port"], r["inode"]) for r in doc["sockets"]}
+        assert all([p["pid"] for p in r["processes"]] == [proc.pid] for r in doc["sockets"])
+        out = fx.subprocess.run(["ss", "-Htanpe"], capture_output=True, text=True, check=True).stdout
+        theirs = set()
+        for line in out.splitlines():
+            if f"pid={proc.pid}," in line:
+                _state, _rq, _sq, local, peer, *extra = line.split()
+                ino = next(int(item[4:]) for item in extra if item.startswith("ino:"))
+                theirs.add((fx._split_endpoint(local)[1], fx._split_endpoint(peer)[1], ino))
+        assert ours == theirs and len(ours) == 3  # the listener and both ends of its connection
+        by_name = _ls(cli, "--all", "--process", "python", "--port", str(port))
+        assert {r["inode"] for r in by_name["sockets"]} >= {row[2] for row in ours}
+        me = fx.os.geteuid()
+        by_user = _ls(cli, "--all", "--user", str(me), "--port", str(port))
+        assert {r["uid"] for r in by_user["sockets"]} == {me} and len(by_user["sockets"]) == 3
+        assert _ls(cli, "--all", "--user", "nobody", "--port", str(port))["sockets"] == []
