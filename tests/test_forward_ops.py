@@ -175,7 +175,7 @@ def test_stats_on_sigusr1_and_over_the_control_socket(tmp_path: Path) -> None:
     assert none.returncode == 1 and "no running forwarder" in none.stdout
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", ["splice", "asyncio"])  # the header goes out before any relaying
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_proxy_protocol_tells_the_target_who_the_client_is(engine: str, version: str, tmp_path: Path) -> None:
     seen: list[tuple[tuple[str, int], tuple[str, int], bytes]] = []
