@@ -42,8 +42,10 @@ class _Side(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=HIGH_WATER)
+        # Neither side reads before the state machine says OPEN: an EOF from a target that
+        # answers and closes at once must not arrive while the connection is CONNECTING.
+        transport.pause_reading()
         if self.is_client:
-            transport.pause_reading()  # until the target answers
             self.pair.client_ready()
 
     def data_received(self, data: bytes) -> None:
@@ -187,6 +189,7 @@ class _Pair:
             engine="asyncio",
         )
         client.resume_reading()
+        target.resume_reading()
 
     def _close(self) -> None:
         for side in (self.client, self.target):
