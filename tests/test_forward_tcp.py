@@ -191,7 +191,7 @@ def test_target_down_refuses_client_quickly_and_logs(engine: str, tmp_path: Path
         with forwarder("127.0.0.1:0", f"127.0.0.1:{port}", tmp_path=tmp_path, engine=engine) as fwd:
             started = time.monotonic()
             assert_reset(fwd.port)
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 1.5  # vs the 5 s connect timeout: refused, not timed out
             error = fwd.wait_event("error")
             assert error["stage"] == "connect" and "ECONNREFUSED" in error["error"]
     finally:
