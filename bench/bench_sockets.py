@@ -119,6 +119,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--netns", default=NETNS, help=f"namespace name to create (default {NETNS})")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_sockets: needs root (it creates the network namespace pk3-bench)", file=sys.stderr)
@@ -129,12 +130,13 @@ def main() -> int:
             return 2
     # Measure portkit as installed: byte-compiled (pip does this; PYTHONDONTWRITEBYTECODE may not).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "portkit")], check=False)
-    subprocess.run(["ip", "netns", "del", NETNS], stderr=subprocess.DEVNULL, check=False)
-    subprocess.run(["ip", "netns", "add", NETNS], check=True)
+    netns = args.netns
+    subprocess.run(["ip", "netns", "del", netns], stderr=subprocess.DEVNULL, check=False)
+    subprocess.run(["ip", "netns", "add", netns], check=True)
     holders: list[subprocess.Popen[str]] = []
     try:
-        subprocess.run(["ip", "-n", NETNS, "link", "set", "lo", "up"], check=True)
-        _enter_netns(NETNS)
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        _enter_netns(netns)
         # One process per side: 10,000 sockets each stay under the usual 20,000 fd hard limit.
         server = _holder("server", args.connections)
         holders.append(server)
@@ -149,7 +151,7 @@ def main() -> int:
                 return 1
         rows = subprocess.run(["ss", "-Htan"], capture_output=True, text=True, check=True).stdout.count("\n")
         print(
-            f"{rows} TCP sockets in netns {NETNS} ({args.connections} established connections, "
+            f"{rows} TCP sockets in netns {netns} ({args.connections} established connections, "
             f"listener :{port}); "
             f"medians of {args.runs} runs"
         )
@@ -193,7 +195,7 @@ def main() -> int:
         for process in holders:
             process.kill()
             process.wait()
-        subprocess.run(["ip", "netns", "del", NETNS], check=False)
+        subprocess.run(["ip", "netns", "del", netns], check=False)
     return 0
 
 

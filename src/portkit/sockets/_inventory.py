@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     # Loaded when a query needs them: the plain `ls --all` path stays small.
     from portkit.sockets._bytecode import PortMatch
     from portkit.sockets._process import ProcessInfo
-    from portkit.sockets._procs import OwnerMap
+    from portkit.sockets._procs import Holders, OwnerMap
 
 LISTENING = frozenset({TcpState.LISTEN, TcpState.CLOSE})
 BACKENDS = ("auto", "netlink", "proc")
@@ -217,7 +217,7 @@ def _read_namespace(
     namespace: _netns.Namespace,
     query: SocketQuery,
     backend: str,
-    owners: dict[int, tuple[ProcessInfo, ...]] | None = None,
+    owners: Holders | None = None,
 ) -> tuple[list[Socket], str, int]:
     """The rows of one namespace through netlink when possible, and how many were only counted."""
     tally = [0]
@@ -309,13 +309,13 @@ def _read_namespace(
         return _netns.run_in(namespace, via_proc_owned), "proc", tally[0]
 
 
-def _with_owners(rows: list[Socket], owners: dict[int, tuple[ProcessInfo, ...]] | None) -> list[Socket]:
-    if not owners:
+def _with_owners(rows: list[Socket], owners: Holders | None) -> list[Socket]:
+    if owners is None:
         return rows
     new = tuple.__new__
     # Concatenation is the fastest way to swap one field of a tuple.
     return [
-        row if row[10] not in owners else new(Socket, row[:13] + (owners[row[10]], row[14]))  # noqa: RUF005
+        row if row[10] not in owners else new(Socket, row[:13] + (owners.get(row[10]), row[14]))  # noqa: RUF005
         for row in rows
     ]
 
@@ -336,14 +336,15 @@ def list_sockets(
     counted: dict[str | None, int] = {}
     owners: OwnerMap | None = None
     processes: dict[int, ProcessInfo] = {}
-    by_inode: dict[int, tuple[ProcessInfo, ...]] | None = None
+    by_inode: Holders | None = None
     if query.needs_processes and not query.listening and not query.ports:
         # The whole table is wanted, so no early stop could pay off: scan /proc first and let
         # the decoder attach processes as it builds each row, instead of rebuilding every row.
-        from portkit.sockets._procs import find_owners
+        from portkit.sockets._procs import Holders, find_owners
 
         owners = find_owners(None)
-        by_inode, processes = _describe_owners(owners)
+        by_inode = Holders(owners)
+        processes = by_inode.processes
     for namespace in namespaces:
         try:
             found, how, tallied = _read_namespace(namespace, query, backend, by_inode)
@@ -360,9 +361,11 @@ def list_sockets(
             counted[namespace.label] = tallied
     if query.needs_processes and owners is None:
         rows, owners, processes = attribute_rows(rows)
-    kept = tuple(row for row in rows if query.keeps(row)) if _post_filters(query) else tuple(rows)
-    if owners is not None:
-        wanted = {p.pid for row in kept for p in row.processes}
+    filtered = _post_filters(query)
+    kept = tuple(row for row in rows if query.keeps(row)) if filtered else tuple(rows)
+    if owners is not None and (filtered or by_inode is None):
+        # Holders describes only the processes of listed rows; a filter may have dropped some.
+        wanted = {p.pid for procs in {id(row[13]): row[13] for row in kept}.values() for p in procs}
         processes = {pid: info for pid, info in processes.items() if pid in wanted}
     return Inventory(
         sockets=kept,
@@ -397,40 +400,12 @@ def _post_filters(query: SocketQuery) -> bool:
 def attribute_rows(rows: Sequence[Socket]) -> tuple[list[Socket], OwnerMap, dict[int, ProcessInfo]]:
     """Rows with their processes filled in, from one scan of /proc/*/fd that stops once every
     row's inode is found (processes owned by the rows' uids are read first)."""
-    from portkit.sockets._procs import find_owners
+    from portkit.sockets._procs import Holders, find_owners
 
     wanted = {row[10] for row in rows if row[10]}
     owners = find_owners(wanted, prefer_uids={row[9] for row in rows if row[10]})
-    by_inode, processes = _describe_owners(owners)
-    return _with_owners(list(rows), by_inode), owners, processes
-
-
-def _describe_owners(owners: OwnerMap) -> tuple[dict[int, tuple[ProcessInfo, ...]], dict[int, ProcessInfo]]:
-    """inode -> the processes holding it, and pid -> process, each process read once."""
-    from portkit.sockets._procs import ProcessTable
-
-    table = ProcessTable()
-    processes: dict[int, ProcessInfo] = {}
-    by_inode: dict[int, tuple[ProcessInfo, ...]] = {}
-    interned: dict[tuple[int, ...], tuple[ProcessInfo, ...]] = {}
-    for inode, pids in owners.owners.items():
-        key = tuple(pids)
-        known = interned.get(key)
-        if known is not None:
-            by_inode[inode] = known
-            continue
-        infos = []
-        for pid in pids:
-            info = processes.get(pid)
-            if info is None:
-                info = table.describe(pid)
-                if info is None:
-                    continue
-                processes[pid] = info
-            infos.append(info)
-        # One shared tuple per set of holders: rows of one process point at the same value.
-        by_inode[inode] = interned[key] = tuple(infos)
-    return by_inode, processes
+    holders = Holders(owners)
+    return _with_owners(list(rows), holders), owners, holders.processes
 
 
 def parse_user(text: str) -> int:
