@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +20,10 @@ from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
 if TYPE_CHECKING:
     # Loaded when a query needs them: the plain `ls --all` path stays small.
     from portkit.sockets._bytecode import PortMatch
+    from portkit.sockets._netlink import RawRows
     from portkit.sockets._process import ProcessInfo
     from portkit.sockets._procs import Holders, OwnerMap
+    from portkit.sockets._tcpinfo import TcpInfo
 
 LISTENING = frozenset({TcpState.LISTEN, TcpState.CLOSE})
 BACKENDS = ("auto", "netlink", "proc")
@@ -80,9 +82,14 @@ class SocketQuery:
 
 @dataclass(frozen=True)
 class Inventory:
-    """The sockets found, and how: backend, namespaces visited, and what attribution could see."""
+    """The sockets found, and how: backend, namespaces visited, and what attribution could see.
 
-    sockets: tuple[Socket, ...]
+    `_rows` may hold sockets still in the kernel's bytes (`RawRows`, from `list_sockets` when no
+    filter needs single rows): `sockets` builds them on first use, `json_chunks` formats them
+    directly. Either way the sockets and their JSON are the same.
+    """
+
+    _rows: tuple[Socket | RawRows, ...]
     backend: str
     namespaces: tuple[_netns.Namespace, ...]
     processes_looked_up: bool = False
@@ -93,8 +100,18 @@ class Inventory:
     _processes: dict[int, ProcessInfo] = field(default_factory=dict, compare=False, repr=False)
 
     @property
+    def sockets(self) -> tuple[Socket, ...]:
+        """Every socket found, in ss's order."""
+        built: tuple[Socket, ...] | None = self.__dict__.get("_sockets")
+        if built is None:
+            built = _built(self._rows)
+            object.__setattr__(self, "_sockets", built)  # a cache: the value never changes
+        return built
+
+    @property
     def processes(self) -> dict[int, ProcessInfo]:
         """Every process that holds one of the sockets, by pid."""
+        self.sockets  # noqa: B018 (processes of RawRows are described as they are built)
         return self._processes
 
     def owner_unknown(self, row: Socket) -> bool:
@@ -140,77 +157,77 @@ class Inventory:
         """`to_json()` as JSON text, one socket per line, built without a dict per row.
 
         Equal to `json.dumps(self.to_json())` once parsed (a test holds it to that); this is
-        what lets `portkit ls --all --json` keep up with `ss` on tens of thousands of rows.
+        what lets `portkit ls --all --json` keep up with `ss` on tens of thousands of rows:
+        each row is one f-string (compiled once, unlike a %-template parsed per row), with
+        the few non-scalar values (state label, namespace, processes) looked up ready-made,
+        and rows still in the kernel's bytes are formatted from them without becoming Sockets.
         """
         dumps = json.dumps
         header = dumps(self._header())
         yield header[:-1] + ', "sockets": [\n'
-        netns_text: dict[str | None, str] = {}
-        # Keyed by identity: rows of one process share one tuple, and hashing a tuple of
-        # dataclasses per row would cost more than the rest of the row.
-        procs_text: dict[int, str] = {}
         # Indexed by the state's number: an IntEnum's hash runs Python code, a list index does not.
         state_text = [""] * 256
         for known in TcpState:
             state_text[known] = known.label
-        template = _ROW_JSON
-        lines: list[str] = []
-        append = lines.append
-        for (
-            transport,
-            family,
-            state,
-            la,
-            lp,
-            ra,
-            rp,
-            rq,
-            sq,
-            uid,
-            inode,
-            ifindex,
-            ns,
-            procs,
-            info,
-        ) in self.sockets:
-            ns_json = netns_text.get(ns)
-            if ns_json is None:
-                ns_json = netns_text[ns] = dumps(ns)
-            procs_json = procs_text.get(id(procs)) if procs else "[]"
-            if procs_json is None:
-                procs_json = procs_text[id(procs)] = dumps([{"pid": p.pid, "name": p.name} for p in procs])
-            info_json = "" if info is None else ', "tcp_info": ' + dumps(info.to_json())
-            append(
-                template
-                % (
-                    transport._value_,
-                    family,
-                    state_text[state],
-                    la,
-                    lp,
-                    ra,
-                    rp,
-                    rq,
-                    sq,
-                    uid,
-                    inode,
-                    ifindex or "null",
-                    ns_json,
-                    procs_json,
-                    info_json,
-                )
-            )
-        yield ",\n".join(lines)
+        # Keyed by identity: rows of one process share one tuple, and hashing a tuple of
+        # dataclasses per row would cost more than the rest of the row.
+        procs_text: dict[int, str] = {}
+        parts: list[str] = []
+        built: list[Socket] = []
+        for part in (*self._rows, None):
+            if isinstance(part, Socket):
+                built.append(part)
+                continue
+            if built:
+                parts.append(_socket_lines(built, state_text, procs_text))
+                built = []
+            if part is not None:
+                procs = list(part.processes())
+                _add_procs_text(procs_text, procs)
+                lines = part.json_lines(state_text, dumps(part.netns), procs_text, procs)
+                parts.append(",\n".join(lines))
+        yield ",\n".join(parts)
         processes = {str(pid): p.to_json() for pid, p in sorted(self._processes.items())}
         yield '\n], "processes": ' + dumps(processes) + "}\n"
 
 
-# One socket of Socket.to_json(), as text (addresses and labels never need escaping).
-_ROW_JSON = (
-    '{"protocol": "%s", "family": %d, "state": "%s", "local": {"address": "%s", "port": %d}, '
-    '"remote": {"address": "%s", "port": %d}, "recv_q": %d, "send_q": %d, "uid": %d, "inode": %d, '
-    '"interface": %s, "netns": %s, "processes": %s%s}'
-)
+def _built(rows: Iterable[Socket | RawRows]) -> tuple[Socket, ...]:
+    """The Sockets of rows that may include RawRows, in order."""
+    out: list[Socket] = []
+    for row in rows:
+        if isinstance(row, Socket):
+            out.append(row)
+        else:
+            out.extend(row.build())
+    return tuple(out)
+
+
+def _add_procs_text(procs_text: dict[int, str], procs: Iterable[tuple[ProcessInfo, ...]]) -> None:
+    for key, held in {id(held): held for held in procs}.items():
+        if key not in procs_text:
+            procs_text[key] = json.dumps([{"pid": p.pid, "name": p.name} for p in held])
+
+
+def _socket_lines(sockets: list[Socket], state_text: list[str], procs_text: dict[int, str]) -> str:
+    """Socket.to_json() of built rows as text, one per line (the layout RawRows.json_lines shares)."""
+    netns_text = {ns: json.dumps(ns) for ns in {row[12] for row in sockets}}
+    _add_procs_text(procs_text, (row[13] for row in sockets))
+    # fmt: off
+    return ",\n".join([
+        f'{{"protocol": "{transport._value_}", "family": {family}, "state": "{state_text[state]}", '
+        f'"local": {{"address": "{la}", "port": {lp}}}, "remote": {{"address": "{ra}", "port": {rp}}}, '
+        f'"recv_q": {rq}, "send_q": {sq}, "uid": {uid}, "inode": {inode}, '
+        f'"interface": {ifindex or "null"}, "netns": {netns_text[ns]}, '
+        f'"processes": {procs_text[id(procs)]}'
+        f'{"" if info is None else _tcp_info_json(info)}}}'
+        for (transport, family, state, la, lp, ra, rp, rq, sq, uid, inode, ifindex, ns, procs, info)
+        in sockets
+    ])
+    # fmt: on
+
+
+def _tcp_info_json(info: TcpInfo) -> str:
+    return ', "tcp_info": ' + json.dumps(info.to_json())
 
 
 def _read_namespace(
@@ -218,16 +235,17 @@ def _read_namespace(
     query: SocketQuery,
     backend: str,
     owners: Holders | None = None,
-) -> tuple[list[Socket], str, int]:
+    lazy: bool = False,
+) -> tuple[Sequence[Socket | RawRows], str, int]:
     """The rows of one namespace through netlink when possible, and how many were only counted."""
     tally = [0]
 
     fell_back: list[Transport] = []
 
-    def via_netlink() -> list[Socket]:
+    def via_netlink() -> list[Socket | RawRows]:
         from portkit.sockets._netlink import DumpError, dump_all
 
-        rows: list[Socket] = []
+        rows: list[Socket | RawRows] = []
         for transport in query.transports:
             try:
                 rows.extend(
@@ -241,6 +259,7 @@ def _read_namespace(
                         owners=owners,
                         count_states=query.count_states if transport is Transport.TCP else (),
                         tally=tally,
+                        lazy=lazy,
                     )
                 )
             except DumpError:
@@ -330,7 +349,7 @@ def list_sockets(
     """The sockets matching `query`, in this namespace, a named one (`netns`), or all of them."""
     query = query or SocketQuery()
     namespaces = _namespaces(netns, all_netns, backend)
-    rows: list[Socket] = []
+    rows: list[Socket | RawRows] = []
     used: set[str] = set()
     warnings: list[str] = []
     counted: dict[str | None, int] = {}
@@ -345,9 +364,12 @@ def list_sockets(
         owners = find_owners(None)
         by_inode = Holders(owners)
         processes = by_inode.processes
+    filtered = _post_filters(query)
+    # Rows nobody looks at one by one stay in the kernel's bytes until used (see RawRows).
+    lazy = not filtered and not (query.needs_processes and owners is None)
     for namespace in namespaces:
         try:
-            found, how, tallied = _read_namespace(namespace, query, backend, by_inode)
+            found, how, tallied = _read_namespace(namespace, query, backend, by_inode, lazy)
         except (PortkitError, OSError) as exc:
             if not all_netns:
                 if isinstance(exc, PortkitError):
@@ -360,15 +382,15 @@ def list_sockets(
         if query.count_states:
             counted[namespace.label] = tallied
     if query.needs_processes and owners is None:
-        rows, owners, processes = attribute_rows(rows)
-    filtered = _post_filters(query)
-    kept = tuple(row for row in rows if query.keeps(row)) if filtered else tuple(rows)
+        attributed, owners, processes = attribute_rows(_built(rows))
+        rows = list(attributed)
+    kept = tuple(row for row in _built(rows) if query.keeps(row)) if filtered else tuple(rows)
     if owners is not None and (filtered or by_inode is None):
         # Holders describes only the processes of listed rows; a filter may have dropped some.
-        wanted = {p.pid for procs in {id(row[13]): row[13] for row in kept}.values() for p in procs}
+        wanted = {p.pid for procs in {id(row[13]): row[13] for row in _built(kept)}.values() for p in procs}
         processes = {pid: info for pid, info in processes.items() if pid in wanted}
     return Inventory(
-        sockets=kept,
+        _rows=kept,
         backend="+".join(sorted({part for how in used for part in how.split("+")}, reverse=True))
         or ("proc" if backend == "proc" else "netlink"),
         namespaces=tuple(namespaces),

@@ -17,15 +17,17 @@ from __future__ import annotations
 import _socket as socket
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache as functools_cache
 from functools import partial
 from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from portkit.sockets._model import Socket, TcpState, Transport
 
 if TYPE_CHECKING:
+    from portkit.sockets._process import ProcessInfo
     from portkit.sockets._procs import Holders
     from portkit.sockets._tcpinfo import TcpInfo
 
@@ -143,14 +145,17 @@ def decode(
     owners: Holders | None = None,
     count_mask: int = 0,
     tally: list[int] | None = None,
+    lazy: bool = False,
 ) -> bool:
     """Append the sockets in one recv() buffer to `rows`; True once NLMSG_DONE is seen.
 
     `owners` (inode -> processes), when given, fills each row's processes as it is built.
     Sockets whose state bit is in `count_mask` are only counted, in `tally[0]`.
+    With `lazy`, a run of equal-sized messages is appended as one `RawRows` instead of
+    Sockets (only callers that know how to expand it ask for that).
     """
     if not with_info and not count_mask:
-        done = _decode_columns(buf, transport, rows, netns, owners)
+        done = _decode_columns(buf, transport, rows, netns, owners, lazy)
         if done is not None:
             return done
     return _decode_rows(buf, transport, rows, netns, with_info, owners, count_mask, tally)
@@ -173,19 +178,27 @@ class _AddressText(dict[bytes, str]):
 _ADDRESS_TEXT = {4: _AddressText(4), 6: _AddressText(6)}
 _FAMILY_VERSION = {socket.AF_INET: 4, socket.AF_INET6: 6}
 _new_socket = partial(tuple.__new__, Socket)
+_LAST = itemgetter(-1)
 
 
 @functools_cache
-def _column_structs(size: int) -> tuple[struct.Struct, struct.Struct]:
-    """The whole-message layout for messages of `size` bytes, and its ports in network order."""
+def _column_structs(size: int) -> tuple[struct.Struct, struct.Struct, struct.Struct]:
+    """For messages of `size` bytes: the whole layout, its ports in network order, and the
+    (length, type, family) that say whether a buffer holds only such socket messages."""
     return (
         struct.Struct(f"={_ROW.format[1:]}{size - _ROW_SIZE}x"),
         struct.Struct(f">20xHH{size - 24}x"),
+        struct.Struct(f"=IH10xB{size - 17}x"),
     )
 
 
 def _decode_columns(
-    buf: bytes, transport: Transport, rows: list[Socket], netns: str | None, owners: Holders | None
+    buf: bytes,
+    transport: Transport,
+    rows: list[Socket],
+    netns: str | None,
+    owners: Holders | None,
+    lazy: bool = False,
 ) -> bool | None:
     """Decode a buffer of equal-sized socket messages column by column; None if it is not one.
 
@@ -200,11 +213,8 @@ def _decode_columns(
     count = end // size
     if not count:
         return None
-    body = memoryview(buf)[: count * size]
-    whole, ports = _column_structs(size)
-    (lengths, types, families, states, _sp, _dp, src, dst, ifindex, rqueue, wqueue, uid, inode) = zip(
-        *whole.iter_unpack(body), strict=True
-    )
+    body = buf[: count * size]
+    lengths, types, families = zip(*_column_structs(size)[2].iter_unpack(body), strict=True)
     family = families[0]
     version = _FAMILY_VERSION.get(family)
     if (
@@ -214,37 +224,122 @@ def _decode_columns(
         or families.count(family) != count
     ):
         return None
-    sport, dport = zip(*ports.iter_unpack(body), strict=True)
-    text = _ADDRESS_TEXT[version].__getitem__
-    holders = repeat((), count) if owners is None else owners.lookup(inode)
-    # Socket's fields in order.
-    rows.extend(
-        map(
-            _new_socket,
-            zip(
-                repeat(transport, count),
-                repeat(version, count),
-                map(_STATES.__getitem__, states),
-                map(text, src),
-                sport,
-                map(text, dst),
-                dport,
-                rqueue,
-                wqueue,
-                uid,
-                inode,
-                ifindex,
-                repeat(netns, count),
-                holders,
-                repeat(None, count),
-                strict=True,
-            ),
-        )
-    )
+    batch = RawRows(body, size, count, transport, version, netns, owners)
+    if lazy:
+        rows.append(batch)  # type: ignore[arg-type]
+    else:
+        rows.extend(batch.build())
     rest = buf[count * size :]
     if not rest:
         return False
     return _decode_rows(rest, transport, rows, netns, False, owners, 0, None)
+
+
+def _build_columns(
+    body: bytes | memoryview,
+    size: int,
+    count: int,
+    transport: Transport,
+    version: int,
+    netns: str | None,
+    owners: Holders | None,
+) -> Iterator[Socket]:
+    whole, ports, _check = _column_structs(size)
+    (_len, _type, _family, states, _sp, _dp, src, dst, ifindex, rqueue, wqueue, uid, inode) = zip(
+        *whole.iter_unpack(body), strict=True
+    )
+    sport, dport = zip(*ports.iter_unpack(body), strict=True)
+    text = _ADDRESS_TEXT[version].__getitem__
+    holders = repeat((), count) if owners is None else owners.lookup(inode)
+    # Socket's fields in order.
+    return map(
+        _new_socket,
+        zip(
+            repeat(transport, count),
+            repeat(version, count),
+            map(_STATES.__getitem__, states),
+            map(text, src),
+            sport,
+            map(text, dst),
+            dport,
+            rqueue,
+            wqueue,
+            uid,
+            inode,
+            ifindex,
+            repeat(netns, count),
+            holders,
+            repeat(None, count),
+            strict=True,
+        ),
+    )
+
+
+class RawRows:
+    """Sockets still in the kernel's bytes: equal-sized messages of one recv() buffer.
+
+    `list_sockets` keeps them this way when nothing needs to look at single rows, so that
+    `Inventory.json_chunks()` can write each socket's JSON straight from the message
+    (one f-string per socket) instead of building a Socket and then reading it back;
+    `build()` gives the same rows as the decoder would have appended.
+    """
+
+    __slots__ = ("body", "count", "netns", "owners", "size", "transport", "version")
+
+    def __init__(
+        self,
+        body: bytes,
+        size: int,
+        count: int,
+        transport: Transport,
+        version: int,
+        netns: str | None,
+        owners: Holders | None,
+    ) -> None:
+        self.body = body
+        self.size = size
+        self.count = count
+        self.transport = transport
+        self.version = version
+        self.netns = netns
+        self.owners = owners
+
+    def _inodes(self) -> Iterator[int]:
+        return map(_LAST, _column_structs(self.size)[0].iter_unpack(self.body))
+
+    def build(self) -> list[Socket]:
+        args = (self.body, self.size, self.count, self.transport, self.version, self.netns, self.owners)
+        return list(_build_columns(*args))
+
+    def processes(self) -> Iterator[tuple[ProcessInfo, ...]]:
+        """Each socket's processes, in order (all () when none were looked up)."""
+        if self.owners is None:
+            return repeat((), self.count)
+        return self.owners.lookup(self._inodes())
+
+    def json_lines(
+        self, state_text: Sequence[str], netns_json: str, procs_json: dict[int, str], procs: Iterable[object]
+    ) -> list[str]:
+        """Socket.to_json() of every row as compact-spaced text (the layout json_chunks writes).
+
+        `procs` are the rows' process tuples (from `processes()`), `procs_json` their JSON by id().
+        """
+        whole, ports, _check = _column_structs(self.size)
+        text = _ADDRESS_TEXT[self.version]
+        protocol = self.transport.value
+        family = self.version
+        # fmt: off
+        return [
+            f'{{"protocol": "{protocol}", "family": {family}, "state": "{state_text[state]}", '
+            f'"local": {{"address": "{text[src]}", "port": {sport}}}, '
+            f'"remote": {{"address": "{text[dst]}", "port": {dport}}}, '
+            f'"recv_q": {rq}, "send_q": {wq}, "uid": {uid}, "inode": {inode}, '
+            f'"interface": {ifindex or "null"}, "netns": {netns_json}, '
+            f'"processes": {procs_json[id(held)]}}}'
+            for (_l, _t, _f, state, _s, _d, src, dst, ifindex, rq, wq, uid, inode), (sport, dport), held
+            in zip(whole.iter_unpack(self.body), ports.iter_unpack(self.body), procs, strict=True)
+        ]
+        # fmt: on
 
 
 def _decode_rows(
@@ -397,10 +492,11 @@ class SockDiagClient:
         owners: Holders | None = None,
         count_states: Iterable[TcpState] = (),
         tally: list[int] | None = None,
+        lazy: bool = False,
     ) -> list[Socket]:
         """Every socket of one transport and family in `states` that passes `bytecode`.
 
-        Sockets in `count_states` are not built but counted into `tally[0]`.
+        Sockets in `count_states` are not built but counted into `tally[0]`; `lazy`: see decode.
         """
         self._seq += 1
         count_mask = state_mask(count_states)
@@ -425,6 +521,7 @@ class SockDiagClient:
             owners=owners,
             count_mask=count_mask,
             tally=tally if tally is not None else [0],
+            lazy=lazy,
         ):
             pass
         return out
@@ -441,6 +538,7 @@ def dump_all(
     owners: Holders | None = None,
     count_states: Iterable[TcpState] = (),
     tally: list[int] | None = None,
+    lazy: bool = False,
 ) -> list[Socket]:
     """Every wanted socket of this namespace over one netlink socket, in ss's order (tcp, udp, raw)."""
     wanted = list(states)
@@ -460,6 +558,7 @@ def dump_all(
                     owners=owners,
                     count_states=counted,
                     tally=tally,
+                    lazy=lazy,
                 )
     return rows
 
