@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from portkit.errors import PortkitError, UsageError
@@ -98,6 +98,14 @@ class Inventory:
     warnings: tuple[str, ...] = ()
     counted: dict[str | None, int] = field(default_factory=dict)
     _processes: dict[int, ProcessInfo] = field(default_factory=dict, compare=False, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        # By sockets, not by how they are stored: lazy and built rows of one table are equal.
+        if not isinstance(other, Inventory):
+            return NotImplemented
+        mine = [getattr(self, f.name) for f in fields(self) if f.compare and f.name != "_rows"]
+        theirs = [getattr(other, f.name) for f in fields(other) if f.compare and f.name != "_rows"]
+        return self.sockets == other.sockets and mine == theirs
 
     @property
     def sockets(self) -> tuple[Socket, ...]:
