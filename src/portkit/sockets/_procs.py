@@ -68,27 +68,51 @@ def find_owners(wanted: set[int] | None, *, prefer_uids: Iterable[int] = ()) -> 
             continue
         pid = int(pid_text)
         try:
-            inodes = _socket_inodes(fd_dir)
+            if remaining is None:
+                _add_all(owners, pid, _socket_inodes(fd_dir))
+            else:
+                _add_wanted(owners, pid, fd_dir, remaining)
         finally:
             os.close(fd_dir)
-        if remaining is None:
-            single = (pid,)
-            shared = owners.keys() & inodes
-            # Sockets shared with processes seen before (a pre-forked server's listener) keep
-            # every holder; the rest, nearly all of them, are added in one C-level update.
-            earlier = {inode: owners[inode] for inode in shared}
-            owners.update(zip(inodes, repeat(single)))
-            for inode, holders in earlier.items():
-                owners[inode] = holders if pid in holders else (*holders, pid)
-            continue
-        for inode in remaining.intersection(inodes):
-            owners[inode] = (pid,)
-        remaining.difference_update(inodes)
         # Stopping at the first holder keeps `who` cheap; the price is that a socket shared by
         # several processes (a pre-forked server's listener) names only the first one found.
-        if not remaining:
+        if remaining is not None and not remaining:
             break
     return result
+
+
+def _add_all(owners: dict[int, tuple[int, ...]], pid: int, inodes: list[int]) -> None:
+    single = (pid,)
+    shared = owners.keys() & inodes
+    # Sockets shared with processes seen before (a pre-forked server's listener) keep every
+    # holder; the rest, nearly all of them, are added in one C-level update.
+    earlier = {inode: owners[inode] for inode in shared}
+    owners.update(zip(inodes, repeat(single)))
+    for inode, holders in earlier.items():
+        owners[inode] = holders if pid in holders else (*holders, pid)
+
+
+def _add_wanted(owners: dict[int, tuple[int, ...]], pid: int, fd_dir: int, remaining: set[int]) -> None:
+    """Read fds one by one and stop at the last wanted inode: a server's listener is usually
+    among its first fds, before the thousands of connections it accepted."""
+    readlink = os.readlink
+    prefix = _SOCKET_PREFIX
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return
+    for name in names:
+        try:
+            link = readlink(name, dir_fd=fd_dir)
+        except OSError:
+            continue
+        if link.startswith(prefix):
+            inode = int(link[8:-1])
+            if inode in remaining:
+                owners[inode] = (pid,)
+                remaining.discard(inode)
+                if not remaining:
+                    return
 
 
 def _socket_inodes(fd_dir: int) -> list[int]:
