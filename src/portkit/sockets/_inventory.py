@@ -190,10 +190,7 @@ class Inventory:
                 parts.append(_socket_lines(built, state_text, procs_text))
                 built = []
             if part is not None:
-                procs = list(part.processes())
-                _add_procs_text(procs_text, procs)
-                lines = part.json_lines(state_text, dumps(part.netns), procs_text, procs)
-                parts.append(",\n".join(lines))
+                parts.append(",\n".join(part.json_lines(state_text, dumps(part.netns), procs_text)))
         yield ",\n".join(parts)
         processes = {str(pid): p.to_json() for pid, p in sorted(self._processes.items())}
         yield '\n], "processes": ' + dumps(processes) + "}\n"

@@ -15,6 +15,7 @@ from __future__ import annotations
 # The C module behind `socket`: the same functions, without the 5 ms socket.py spends turning
 # its constants into enums at import, which `portkit ls` would pay on every run.
 import _socket as socket
+import json
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
@@ -317,27 +318,42 @@ class RawRows:
             return repeat((), self.count)
         return self.owners.lookup(self._inodes())
 
-    def json_lines(
-        self, state_text: Sequence[str], netns_json: str, procs_json: dict[int, str], procs: Iterable[object]
-    ) -> list[str]:
-        """Socket.to_json() of every row as compact-spaced text (the layout json_chunks writes).
+    def json_lines(self, state_text: Sequence[str], netns_json: str, procs_json: dict[int, str]) -> list[str]:
+        """Socket.to_json() of every row as text, in the layout `Inventory.json_chunks` writes.
 
-        `procs` are the rows' process tuples (from `processes()`), `procs_json` their JSON by id().
+        `procs_json` maps id() of each process tuple to its JSON; entries are added as needed.
         """
         whole, ports, _check = _column_structs(self.size)
         text = _ADDRESS_TEXT[self.version]
-        protocol = self.transport.value
-        family = self.version
+        # What every row of the batch shares is written once, not substituted per row.
+        head = f'{{"protocol": "{self.transport.value}", "family": {self.version}, "state": "'
+        netns_part = f', "netns": {netns_json}, "processes": '
+        rows = whole.iter_unpack(self.body)
+        both_ports = ports.iter_unpack(self.body)
+        if self.owners is None:
+            tail = netns_part + "[]}"
+            # fmt: off
+            return [
+                f'{head}{state_text[state]}", "local": {{"address": "{text[src]}", "port": {sport}}}, '
+                f'"remote": {{"address": "{text[dst]}", "port": {dport}}}, '
+                f'"recv_q": {rq}, "send_q": {wq}, "uid": {uid}, "inode": {inode}, '
+                f'"interface": {ifindex or "null"}{tail}'
+                for (_l, _t, _f, state, _s, _d, src, dst, ifindex, rq, wq, uid, inode), (sport, dport)
+                in zip(rows, both_ports, strict=True)
+            ]
+            # fmt: on
+        held = list(self.processes())
+        for key, procs in {id(procs): procs for procs in held}.items():
+            if key not in procs_json:
+                procs_json[key] = json.dumps([{"pid": p.pid, "name": p.name} for p in procs])
         # fmt: off
         return [
-            f'{{"protocol": "{protocol}", "family": {family}, "state": "{state_text[state]}", '
-            f'"local": {{"address": "{text[src]}", "port": {sport}}}, '
+            f'{head}{state_text[state]}", "local": {{"address": "{text[src]}", "port": {sport}}}, '
             f'"remote": {{"address": "{text[dst]}", "port": {dport}}}, '
             f'"recv_q": {rq}, "send_q": {wq}, "uid": {uid}, "inode": {inode}, '
-            f'"interface": {ifindex or "null"}, "netns": {netns_json}, '
-            f'"processes": {procs_json[id(held)]}}}'
-            for (_l, _t, _f, state, _s, _d, src, dst, ifindex, rq, wq, uid, inode), (sport, dport), held
-            in zip(whole.iter_unpack(self.body), ports.iter_unpack(self.body), procs, strict=True)
+            f'"interface": {ifindex or "null"}{netns_part}{procs_json[id(procs)]}}}'
+            for (_l, _t, _f, state, _s, _d, src, dst, ifindex, rq, wq, uid, inode), (sport, dport), procs
+            in zip(rows, both_ports, held, strict=True)
         ]
         # fmt: on
 
