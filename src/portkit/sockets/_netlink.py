@@ -179,17 +179,19 @@ class _AddressText(dict[bytes, str]):
 _ADDRESS_TEXT = {4: _AddressText(4), 6: _AddressText(6)}
 _FAMILY_VERSION = {socket.AF_INET: 4, socket.AF_INET6: 6}
 _new_socket = partial(tuple.__new__, Socket)
-_LAST = itemgetter(-1)
+_FIRST = itemgetter(0)
 
 
 @functools_cache
-def _column_structs(size: int) -> tuple[struct.Struct, struct.Struct, struct.Struct]:
-    """For messages of `size` bytes: the whole layout, its ports in network order, and the
-    (length, type, family) that say whether a buffer holds only such socket messages."""
+def _column_structs(size: int) -> tuple[struct.Struct, struct.Struct, struct.Struct, struct.Struct]:
+    """For messages of `size` bytes: the whole layout, its ports in network order, the
+    (length, type, family) that say whether a buffer holds only such socket messages, and
+    the inode alone (the last field of inet_diag_msg)."""
     return (
         struct.Struct(f"={_ROW.format[1:]}{size - _ROW_SIZE}x"),
         struct.Struct(f">20xHH{size - 24}x"),
         struct.Struct(f"=IH10xB{size - 17}x"),
+        struct.Struct(f"={_ROW_SIZE - 4}xI{size - _ROW_SIZE}x"),
     )
 
 
@@ -245,7 +247,7 @@ def _build_columns(
     netns: str | None,
     owners: Holders | None,
 ) -> Iterator[Socket]:
-    whole, ports, _check = _column_structs(size)
+    whole, ports, _check, _inode = _column_structs(size)
     (_len, _type, _family, states, _sp, _dp, src, dst, ifindex, rqueue, wqueue, uid, inode) = zip(
         *whole.iter_unpack(body), strict=True
     )
@@ -306,7 +308,7 @@ class RawRows:
         self.owners = owners
 
     def _inodes(self) -> Iterator[int]:
-        return map(_LAST, _column_structs(self.size)[0].iter_unpack(self.body))
+        return map(_FIRST, _column_structs(self.size)[3].iter_unpack(self.body))
 
     def build(self) -> list[Socket]:
         args = (self.body, self.size, self.count, self.transport, self.version, self.netns, self.owners)
@@ -323,7 +325,7 @@ class RawRows:
 
         `procs_json` maps id() of each process tuple to its JSON; entries are added as needed.
         """
-        whole, ports, _check = _column_structs(self.size)
+        whole, ports, _check, _inode = _column_structs(self.size)
         text = _ADDRESS_TEXT[self.version]
         # What every row of the batch shares is written once, not substituted per row.
         head = f'{{"protocol": "{self.transport.value}", "family": {self.version}, "state": "'
