@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from portkit import Protocol, Registry, Source, UsageError, import_iana
 from portkit.registry._cache import load_cache
 from portkit.registry.builtin import load_builtin
-from portkit.registry.nmap import parse_nmap_services
+from portkit.registry.nmap import find_nmap_services, parse_nmap_services
 from portkit.registry.system import parse_etc_services
 
 
@@ -157,3 +157,13 @@ def test_every_iana_record_is_imported_or_skipped_with_a_reason(name: str, numbe
 @pytest.mark.parametrize(("port", "name"), [(22, "ssh"), (443, "https"), (80, "http"), (5432, "postgresql")])
 def test_name_for_picks_the_most_common_service_on_a_port(port: int, name: str) -> None:
     assert Registry().name_for(port, Protocol.TCP) == name
+
+
+@pytest.mark.skipif(find_nmap_services() is None, reason="nmap is not installed (ranks top:N)")
+@pytest.mark.parametrize("protocol", [Protocol.TCP, Protocol.UDP])
+def test_fast_top_ports_equal_the_fully_parsed_ranking(protocol: Protocol) -> None:
+    fast = Registry().top_ports(1000, protocol)
+    loaded = Registry()
+    loaded.layer(Source.NMAP)  # forces the full parse
+    assert fast == loaded.top_ports(1000, protocol)
+    assert len(set(fast)) == 1000

@@ -6,8 +6,9 @@ lazily (PEP 562), so `import portkit` stays cheap and a command pays only for wh
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from portkit._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -116,14 +117,7 @@ __all__ = [
     "validate_port",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'portkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -21,15 +21,26 @@ PortQuery = Callable[[int, Protocol], list[Service]]
 class _Layer:
     """One source, indexed by (protocol, port) and by name."""
 
-    def __init__(self, source: Source, loader: Loader, query: PortQuery | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        loader: Loader,
+        query: PortQuery | None = None,
+        frequencies: Callable[[Protocol], list[tuple[int, float]]] | None = None,
+    ) -> None:
         self.source = source
         self._loader = loader
         self._query = query
+        self.frequencies = frequencies
         self._loaded = False
         self.services: list[Service] = []
         self._by_port: dict[tuple[Protocol, int], list[Service]] = defaultdict(list)
         self._ranges: list[Service] = []
         self._by_name: dict[str, list[Service]] = defaultdict(list)
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
 
     def load(self) -> _Layer:
         if not self._loaded:
@@ -59,14 +70,14 @@ class _Layer:
 def _default_layers() -> list[_Layer]:
     from portkit.registry._cache import load_cache, query_cache
     from portkit.registry.builtin import load_builtin, query_builtin
-    from portkit.registry.nmap import load_nmap_services, query_nmap_services
+    from portkit.registry.nmap import load_nmap_services, nmap_frequencies, query_nmap_services
     from portkit.registry.system import load_etc_services
 
     return [
         _Layer(Source.BUILTIN, load_builtin, query_builtin),
         _Layer(Source.SYSTEM, load_etc_services),
         _Layer(Source.IANA, load_cache, query_cache),
-        _Layer(Source.NMAP, load_nmap_services, query_nmap_services),
+        _Layer(Source.NMAP, load_nmap_services, query_nmap_services, nmap_frequencies),
     ]
 
 
@@ -161,9 +172,12 @@ class Registry:
         ranked: dict[int, None] = {}
         for layer in self._layers:
             if layer.source is Source.NMAP:
-                entries = [s for s in layer.load().services if s.protocol is protocol and s.frequency > 0]
-                for s in sorted(entries, key=lambda s: (-s.frequency, s.port)):
-                    ranked[s.port] = None
+                if layer.frequencies is not None and not layer.loaded:
+                    pairs = layer.frequencies(protocol)
+                else:
+                    pairs = [(s.port, s.frequency) for s in layer.load().services if s.protocol is protocol]
+                for port, _ in sorted((p for p in pairs if p[1] > 0), key=lambda p: (-p[1], p[0])):
+                    ranked[port] = None
         if not ranked:
             for layer in self._layers:
                 if layer.source is Source.BUILTIN:

@@ -86,3 +86,9 @@ def query_nmap_services(port: int, protocol: Protocol) -> list[Service]:
         if service is not None and service.port == port and service.protocol is protocol:
             found.append(service)
     return found
+
+
+def nmap_frequencies(protocol: Protocol) -> list[tuple[int, float]]:
+    """(port, open frequency) for every `protocol` entry, read without building Services."""
+    pattern = re.compile(rf"^[^#\s]\S*[ \t]+(\d+)/{protocol.value}[ \t]+([0-9.]+)", re.M)
+    return [(int(m.group(1)), float(m.group(2))) for m in pattern.finditer(_nmap_text())]

@@ -1,0 +1,223 @@
+"""`portkit scan`: nmap's port states and reasons, with nmap's flags."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from portkit.errors import UsageError
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?\Z")
+
+
+def parse_duration(text: str, option: str) -> float:
+    """nmap's time values: `500ms`, `30s`, `5m`, `2h`; a bare number is seconds."""
+    match = _DURATION_RE.match(text.strip().lower())
+    if not match:
+        raise UsageError(f"invalid {option} {text!r}: expected a time such as 500ms, 30s, 5m or 2h")
+    value = float(match.group(1))
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+
+
+class _Progress:
+    """A Rich progress bar with ETA on stderr, shown only after a second and only on a terminal."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.task: Any = None
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or time.monotonic() - self.started < 1.0:
+            return
+        if self.bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("scanning"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} ports"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("scan", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _write(path: str, chunks: Iterable[str]) -> None:
+    """Write an output format chunk by chunk to FILE, or to stdout for '-'."""
+    if path == "-":
+        _echo(chunks)
+        return
+    try:
+        with Path(path).open("w") as out:
+            out.writelines(chunks)
+    except OSError as exc:
+        raise UsageError(f"invalid output file {path!r}: {exc.strerror}") from None
+
+
+def _echo(chunks: Iterable[str], sep: str = "") -> None:
+    for chunk in chunks:
+        click.echo(chunk + sep, nl=False)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("targets", nargs=-1)
+@click.option(
+    "-p",
+    "--ports",
+    "ports",
+    default="top:1000",
+    show_default=True,
+    help="Ports: 22,80,1000-2000, ssh, top:N, - (all), T:/U: prefixes.",
+)
+@click.option(
+    "-sT", "--connect", "scan_type", flag_value="connect", help="TCP connect() scan (no privileges)."
+)
+@click.option(
+    "-sS", "--syn", "scan_type", flag_value="syn", help="TCP SYN scan (raw sockets; default as root)."
+)
+@click.option("-sU", "--udp", "scan_type", flag_value="udp", help="UDP scan with protocol payloads (root).")
+@click.option(
+    "-sA", "--ack", "scan_type", flag_value="ack", help="TCP ACK scan: filtered or unfiltered (root)."
+)
+@click.option("-sn", "--ping-only", "ping_only", is_flag=True, help="Only discover which hosts are up.")
+@click.option(
+    "-Pn", "--no-ping", "skip_discovery", is_flag=True, help="Skip host discovery: treat all as up."
+)
+@click.option(
+    "-T",
+    "timing",
+    type=click.IntRange(0, 5),
+    default=3,
+    show_default=True,
+    help="Timing template 0-5, as nmap's (-T4 aggressive).",
+)
+@click.option("--max-retries", type=click.IntRange(0, 15), help="Retransmissions of a silent probe at most.")
+@click.option("--host-timeout", help="Give up on a host after this long (e.g. 30s, 5m).")
+@click.option(
+    "--max-rate", "--rate", "max_rate", type=float, help="Send at most this many probes per second."
+)
+@click.option("--min-rtt-timeout", help="Lower bound of the probe timeout (e.g. 100ms).")
+@click.option("--max-rtt-timeout", help="Upper bound of the probe timeout.")
+@click.option("--initial-rtt-timeout", help="Probe timeout before any RTT is measured.")
+@click.option("--scan-delay", help="Wait this long between probes.")
+@click.option("--seed", type=int, help="Key of the probe order permutation (same seed, same order).")
+@click.option("-iL", "input_file", help="Read targets from FILE ('-' for stdin).")
+@click.option("--exclude", "exclude", multiple=True, help="Targets to skip (comma-separated).")
+@click.option("--exclude-file", help="Read targets to skip from FILE.")
+@click.option("--first-address", is_flag=True, help="Scan only the first address of each hostname.")
+@click.option("--reason", is_flag=True, help="Show why each port has its state.")
+@click.option("--open", "open_only", is_flag=True, help="List only open ports.")
+@click.option("--all-ports", is_flag=True, help="List every port (no 'Not shown' summary).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema: docs/json.md).")
+@click.option("-oJ", "json_file", help="Also write JSON to FILE.")
+@click.option("-oX", "xml_file", help="Also write nmap XML to FILE ('-' for stdout).")
+@click.option("-oG", "grepable_file", help="Also write grepable output to FILE ('-' for stdout).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per port.")
+def scan(
+    targets: tuple[str, ...],
+    ports: str,
+    scan_type: str | None,
+    ping_only: bool,
+    skip_discovery: bool,
+    timing: int,
+    max_retries: int | None,
+    host_timeout: str | None,
+    max_rate: float | None,
+    min_rtt_timeout: str | None,
+    max_rtt_timeout: str | None,
+    initial_rtt_timeout: str | None,
+    scan_delay: str | None,
+    seed: int | None,
+    input_file: str | None,
+    exclude: tuple[str, ...],
+    exclude_file: str | None,
+    first_address: bool,
+    reason: bool,
+    open_only: bool,
+    all_ports: bool,
+    as_json: bool,
+    json_file: str | None,
+    xml_file: str | None,
+    grepable_file: str | None,
+    as_csv: bool,
+) -> None:
+    """Scan TARGETS' ports and report nmap's states: open, closed, filtered, unfiltered, open|filtered.
+
+    TARGETS: addresses, CIDR (192.0.2.0/24), ranges (192.0.2.1-20, 10.0.0-3.*), hostnames.
+    Exit status: 0 done, 2 bad input, 130 interrupted (partial results are printed).
+    """
+    from portkit.scan import ScanOptions, ScanType, run_scan
+    from portkit.scan import output as render
+
+    if max_rate is not None and max_rate <= 0:
+        raise UsageError(f"invalid --max-rate {max_rate}: must be a positive number of packets per second")
+    durations = {
+        name: parse_duration(value, f"--{name.replace('_', '-')}") if value is not None else None
+        for name, value in (
+            ("host_timeout", host_timeout),
+            ("min_rtt_timeout", min_rtt_timeout),
+            ("max_rtt_timeout", max_rtt_timeout),
+            ("initial_rtt_timeout", initial_rtt_timeout),
+            ("scan_delay", scan_delay),
+        )
+    }
+    options = ScanOptions(
+        targets=targets,
+        ports=ports,
+        scan_type=ScanType(scan_type) if scan_type else None,
+        timing=timing,
+        max_retries=max_retries,
+        host_timeout=durations["host_timeout"],
+        max_rate=max_rate,
+        min_rtt=durations["min_rtt_timeout"],
+        max_rtt=durations["max_rtt_timeout"],
+        initial_rtt=durations["initial_rtt_timeout"],
+        scan_delay=durations["scan_delay"],
+        seed=seed,
+        exclude=exclude,
+        exclude_file=exclude_file,
+        input_file=input_file,
+        first_address=first_address,
+        skip_discovery=skip_discovery,
+        ping_only=ping_only,
+        all_ports_listed=all_ports,
+        args={"targets": list(targets), "reason": reason},
+        command=" ".join(["portkit", "scan", *sys.argv[2:]]) if len(sys.argv) > 1 else "portkit scan",
+    )
+    progress = _Progress()
+    try:
+        result = run_scan(options, progress)
+    finally:
+        progress.close()
+    if json_file:
+        _write(json_file, [*render.iter_json(result), "\n"])
+    if xml_file:
+        _write(xml_file, render.iter_xml(result))
+    if grepable_file:
+        _write(grepable_file, [render.render_grepable(result)])
+    to_stdout = "-" in (xml_file, grepable_file)
+    if as_json:
+        _echo([*render.iter_json(result), "\n"])
+    elif as_csv:
+        click.echo(render.render_csv(result), nl=False)
+    elif not to_stdout:
+        _echo(render.iter_text(result, reason=reason, open_only=open_only), "\n")
+    if result.interrupted:
+        click.echo("portkit: interrupted", err=True)
+        sys.exit(130)

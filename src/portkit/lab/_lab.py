@@ -1,0 +1,243 @@
+"""Bringing a `LabSpec` up as namespaces, a bridge, links and processes, and tearing it down.
+
+Topology: a hub namespace holds a bridge; every host (the `client` included) is a namespace
+joined to the bridge by a veth pair, or, when its link has delay or loss, by two TAP devices
+and a relay process (`portkit.lab._relay`). Every name starts with the spec's prefix, and
+everything lives inside the lab's namespaces, so deleting them removes every link, address
+and nftables rule; the processes the lab started are killed by their handles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+from portkit.errors import PermissionNeeded, PortkitError
+from portkit.lab import _netns
+from portkit.lab._spec import Host, LabSpec
+
+READY_TIMEOUT = 10.0
+
+
+def _run(argv: Sequence[str], stdin: str | None = None) -> None:
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise PortkitError(f"lab: {' '.join(argv)} failed: {proc.stderr.strip()}")
+
+
+def _wait_ready(proc: subprocess.Popen[str], what: str) -> None:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
+    line = proc.stdout.readline() if ready else ""
+    if line.strip() != "ready":
+        proc.kill()
+        err = proc.stderr.read() if proc.stderr else ""
+        raise PortkitError(f"lab: {what} did not start: {err.strip()[-400:]}")
+
+
+class Lab:
+    """A running lab. Use as a context manager: `with Lab(spec) as lab: ...`."""
+
+    def __init__(self, spec: LabSpec) -> None:
+        self.spec = spec
+        self._procs: list[subprocess.Popen[Any]] = []
+        self._namespaces: list[str] = []
+
+    # -- addresses and names -------------------------------------------------------------
+
+    def address(self, host: str) -> str:
+        return self.spec.address(host)
+
+    def address6(self, host: str) -> str:
+        return self.spec.address6(host)
+
+    def netns(self, host: str) -> str:
+        return self.spec.netns(host)
+
+    # -- running things in a host --------------------------------------------------------
+
+    def command(self, host: str, argv: Sequence[str]) -> list[str]:
+        """`argv` wrapped to run inside `host`'s namespace."""
+        return ["ip", "netns", "exec", self.netns(host), *argv]
+
+    def run(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+        """Run a command inside `host` and wait for it (kwargs go to subprocess.run)."""
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        return subprocess.run(self.command(host, argv), check=False, **kwargs)
+
+    def popen(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start a long-running process inside `host`; the lab kills it on teardown."""
+        proc: subprocess.Popen[Any] = subprocess.Popen(self.command(host, argv), **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    @contextlib.contextmanager
+    def inside(self, host: str) -> Iterator[None]:
+        """Run the body (this thread only) inside `host`'s namespace."""
+        with _netns.inside(self.netns(host)):
+            yield
+
+    def nft(self, host: str, ruleset: str) -> None:
+        """Load more nftables text into `host` (e.g. `add rule inet lab input tcp dport 1 drop`)."""
+        _run(self.command(host, ["nft", "-f", "-"]), stdin=ruleset)
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        self.up()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.down()
+
+    def up(self) -> None:
+        if os.geteuid() != 0:
+            raise PermissionNeeded("the lab needs root (network namespaces, veth, TAP, nftables)")
+        self._remove_stale()
+        try:
+            self._add_netns(self.spec.hub)
+            _run(["ip", "-n", self.spec.hub, "-batch", "-"], "link add br0 type bridge\nlink set br0 up\n")
+            for index, host in enumerate(self.spec.all_hosts()):
+                self._add_host(index, host)
+            self._wait_arp_free()
+        except BaseException:
+            self.down()
+            raise
+
+    def down(self) -> None:
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 3
+        for proc in self._procs:
+            try:
+                proc.wait(max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs.clear()
+        for name in reversed(self._namespaces):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        self._namespaces.clear()
+
+    # -- building ------------------------------------------------------------------------
+
+    def _all_netns(self) -> list[str]:
+        return [self.spec.hub] + [self.netns(h.name) for h in self.spec.all_hosts()]
+
+    def _remove_stale(self) -> None:
+        """Namespaces left by a lab with the same prefix that was killed before teardown."""
+        for name in self._all_netns():
+            if os.path.exists(os.path.join(_netns.NETNS_DIR, name)):
+                subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+    def _add_netns(self, name: str) -> None:
+        _run(["ip", "netns", "add", name])
+        self._namespaces.append(name)
+        _run(["ip", "-n", name, "link", "set", "lo", "up"])
+
+    def _add_host(self, index: int, host: Host) -> None:
+        ns, hub = self.netns(host.name), self.spec.hub
+        self._add_netns(ns)
+        port = f"p{index}"
+        if host.link.emulated:
+            _run(["ip", "-n", hub, "tuntap", "add", "mode", "tap", "name", port])
+            _run(["ip", "-n", ns, "tuntap", "add", "mode", "tap", "name", "eth0"])
+        else:
+            _run(["ip", "-n", hub, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        _run(["ip", "-n", hub, "link", "set", port, "master", "br0", "up"])
+        _run(
+            ["ip", "-n", ns, "-batch", "-"],
+            f"addr add {self.address(host.name)}/{self.spec.prefixlen} dev eth0\n"
+            f"addr add {self.address6(host.name)}/64 dev eth0 nodad\n"
+            "link set eth0 up\n",
+        )
+        # ICMP rate limits would make closed UDP ports look open|filtered at random;
+        # these sysctls are per namespace, so the host's own settings are untouched.
+        for key in ("net.ipv4.icmp_ratelimit", "net.ipv6.icmp.ratelimit"):
+            subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}=0"], capture_output=True)
+        if host.link.emulated:
+            relay = self.popen(
+                host.name,
+                [
+                    sys.executable,
+                    "-m",
+                    "portkit.lab._relay",
+                    ns,
+                    "eth0",
+                    hub,
+                    port,
+                    str(host.link.rtt_ms),
+                    str(host.link.loss),
+                    str(index),
+                    str(host.link.loss_budget),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            _wait_ready(relay, f"link relay for {host.name}")
+        if host.rules or host.nft:
+            lines = [r.nft() for r in host.rules] + [ln for ln in host.nft.splitlines() if ln.strip()]
+            body = "\n".join(f"    {line}" for line in lines)
+            self.nft(
+                host.name,
+                "table inet lab {\n  chain input {\n"
+                "    type filter hook input priority 0; policy accept;\n"
+                f"{body}\n  }}\n}}\n",
+            )
+        if host.listeners:
+            import json
+
+            spec = [
+                [lst.port, lst.protocol.value, lst.banner.hex(), lst.reply.value] for lst in host.listeners
+            ]
+            agent = self.popen(
+                host.name,
+                [sys.executable, "-m", "portkit.lab._agent", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            _wait_ready(agent, f"listeners on {host.name}")
+
+    def _wait_arp_free(self) -> None:
+        """Resolve every host's MAC from the client first, so no scan's first probe waits on ARP."""
+        import socket
+
+        with self.inside("client"):
+            for family, address in ((socket.AF_INET, self.address), (socket.AF_INET6, self.address6)):
+                with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                    for host in self.spec.hosts:
+                        sock.sendto(b"", (address(host.name), 9))
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["ip", "-n", self.netns("client"), "neigh", "show"], capture_output=True, text=True
+            ).stdout
+            resolved = {ln.split()[0] for ln in out.splitlines() if "lladdr" in ln}
+            wanted = [a(h.name) for h in self.spec.hosts for a in (self.address, self.address6)]
+            if all(address in resolved for address in wanted):
+                return
+            time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def lab(spec: LabSpec) -> Iterator[Lab]:
+    """`with lab(spec) as running:` brings the lab up and always tears it down."""
+    running = Lab(spec)
+    running.up()
+    try:
+        yield running
+    finally:
+        running.down()

@@ -1,0 +1,41 @@
+"""The port scanner: nmap's port states and reasons, from connect, SYN, UDP and ACK probes.
+
+`run_scan(ScanOptions(targets=["127.0.0.1"], ports="1-1024"))` returns a `ScanResult`;
+`portkit.scan.output` renders it as a table, JSON, nmap XML, grepable text or CSV.
+"""
+
+from portkit.scan._engine import ScanOptions, has_raw_sockets, run_scan
+from portkit.scan._results import (
+    ExtraPorts,
+    HostResult,
+    PortResult,
+    ScanResult,
+    ServiceInfo,
+    TlsInfo,
+)
+from portkit.scan._states import STATES, PortState, Reason, Response, ScanType, classify
+from portkit.scan._targets import TargetSet, parse_targets
+from portkit.scan._timing import TEMPLATES, Template, template
+
+__all__ = [
+    "STATES",
+    "TEMPLATES",
+    "ExtraPorts",
+    "HostResult",
+    "PortResult",
+    "PortState",
+    "Reason",
+    "Response",
+    "ScanOptions",
+    "ScanResult",
+    "ScanType",
+    "ServiceInfo",
+    "TargetSet",
+    "Template",
+    "TlsInfo",
+    "classify",
+    "has_raw_sockets",
+    "parse_targets",
+    "run_scan",
+    "template",
+]

@@ -1,0 +1,229 @@
+"""What a scan found: per port, per host and for the whole scan, as typed values with `to_json()`.
+
+Service detection (`portkit.services`) attaches a `ServiceInfo` with method "probed" and a
+`TlsInfo` to open ports with `HostResult.attach`; without it, the scanner fills the service
+name from the registry with method "table", as nmap does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from portkit.model import Protocol
+from portkit.scan._states import PortState, Reason
+
+# nmap collapses a state into "Not shown: N ..." when more than this many ports share it.
+COLLAPSE_OVER = 25
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """What runs on a port: nmap's <service> element."""
+
+    name: str
+    product: str = ""
+    version: str = ""
+    extrainfo: str = ""
+    tunnel: str = ""  # "ssl" when the service speaks through TLS
+    cpe: tuple[str, ...] = ()
+    method: str = "table"  # "probed" (service detection) or "table" (registry by port number)
+    confidence: int = 3  # nmap's conf: 3 for a table guess, up to 10 for a probe match
+
+    def __str__(self) -> str:
+        words = [f"ssl/{self.name}" if self.tunnel == "ssl" else self.name, self.product, self.version]
+        text = " ".join(w for w in words if w)
+        return f"{text} ({self.extrainfo})" if self.extrainfo else text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "product": self.product,
+            "version": self.version,
+            "extrainfo": self.extrainfo,
+            "tunnel": self.tunnel,
+            "cpe": list(self.cpe),
+            "method": self.method,
+            "confidence": self.confidence,
+        }
+
+
+@dataclass(frozen=True)
+class TlsInfo:
+    """What a TLS handshake on the port showed (filled by service detection)."""
+
+    protocol: str = ""  # e.g. "TLSv1.3"
+    cipher: str = ""
+    subject: str = ""
+    issuer: str = ""
+    san: tuple[str, ...] = ()
+    not_before: str = ""
+    not_after: str = ""
+    self_signed: bool | None = None
+    alpn: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["san"] = list(self.san)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PortResult:
+    port: int
+    protocol: Protocol
+    state: PortState
+    reason: Reason
+    ttl: int = 0
+    service: ServiceInfo | None = None
+    tls: TlsInfo | None = None
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.protocol} {self.state} ({self.reason})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "protocol": self.protocol.value,
+            "state": self.state.value,
+            "reason": self.reason.value,
+            "service": self.service.to_json() if self.service else None,
+            "ttl": self.ttl,
+            "tls": self.tls.to_json() if self.tls else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraPorts:
+    """Ports collapsed out of the listing: `count` ports in `state`, by reason."""
+
+    state: PortState
+    count: int
+    reasons: tuple[tuple[Reason, int], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "count": self.count,
+            "reasons": {r.value: n for r, n in self.reasons},
+        }
+
+
+@dataclass(slots=True)
+class HostResult:
+    address: str
+    hostnames: tuple[str, ...] = ()
+    status: str = "up"  # "up", "down" or "timeout"
+    status_reason: str = "user-set"
+    ports: list[PortResult] = field(default_factory=list)
+    extraports: list[ExtraPorts] = field(default_factory=list)
+    rtt: float | None = None  # smoothed RTT in seconds, when measured
+    started: float = 0.0
+    ended: float = 0.0
+
+    @property
+    def all_states(self) -> Counter[PortState]:
+        counts: Counter[PortState] = Counter(p.state for p in self.ports)
+        for extra in self.extraports:
+            counts[extra.state] += extra.count
+        return counts
+
+    def port(self, number: int, protocol: Protocol = Protocol.TCP) -> PortResult | None:
+        return next((p for p in self.ports if p.port == number and p.protocol is protocol), None)
+
+    def attach(
+        self,
+        number: int,
+        protocol: Protocol,
+        *,
+        service: ServiceInfo | None = None,
+        tls: TlsInfo | None = None,
+    ) -> PortResult:
+        """Replace a listed port's service and/or TLS record (service detection calls this)."""
+        for i, found in enumerate(self.ports):
+            if found.port == number and found.protocol is protocol:
+                changes: dict[str, Any] = {}
+                if service is not None:
+                    changes["service"] = service
+                if tls is not None:
+                    changes["tls"] = tls
+                self.ports[i] = dataclasses.replace(found, **changes)
+                return self.ports[i]
+        raise KeyError(f"{number}/{protocol} is not a listed port of {self.address}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "hostnames": list(self.hostnames),
+            "status": self.status,
+            "status_reason": self.status_reason,
+            "ports": [p.to_json() for p in self.ports],
+            "extraports": [e.to_json() for e in self.extraports],
+        }
+
+
+@dataclass
+class ScanResult:
+    scan_type: str  # "connect", "syn", "udp", "ack" or "ping" (-sn)
+    protocol: Protocol
+    ports_spec: str
+    nports: int
+    args: dict[str, Any]
+    command: str
+    start: float
+    elapsed: float = 0.0
+    hosts: list[HostResult] = field(default_factory=list)
+    hosts_total: int = 0
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+    probes_sent: int = 0
+    services: str = ""  # the scanned ports as ranges ("1-1024,8080"), nmap's scaninfo services
+
+    @property
+    def hosts_up(self) -> int:
+        return sum(1 for h in self.hosts if h.status == "up")
+
+    def state_counts(self) -> Counter[PortState]:
+        total: Counter[PortState] = Counter()
+        for host in self.hosts:
+            total.update(host.all_states)
+        return total
+
+    def to_json(self, hosts: bool = True) -> dict[str, Any]:
+        counts = self.state_counts()
+        return {
+            "scan": {
+                **self.args,
+                "type": self.scan_type,
+                "protocol": self.protocol.value,
+                "ports": self.ports_spec,
+                "command": self.command,
+                "start": self.start,
+                "elapsed": round(self.elapsed, 3),
+                "interrupted": self.interrupted,
+                "notes": list(self.notes),
+                "hosts_total": self.hosts_total,
+                "hosts_up": self.hosts_up,
+                "probes_sent": self.probes_sent,
+                "states": {s.value: counts[s] for s in PortState if counts[s]},
+            },
+            "hosts": [h.to_json() for h in self.hosts] if hosts else [],
+        }
+
+
+def collapse(ports: list[PortResult], keep_all: bool = False) -> tuple[list[PortResult], list[ExtraPorts]]:
+    """nmap's listing: states (other than open) with more than 25 ports become "Not shown" counts."""
+    by_state: Counter[PortState] = Counter(p.state for p in ports)
+    hidden = (
+        set()
+        if keep_all
+        else {s for s, n in by_state.items() if n > COLLAPSE_OVER and s is not PortState.OPEN}
+    )
+    shown = sorted((p for p in ports if p.state not in hidden), key=lambda p: p.port)
+    extras = []
+    for state in sorted(hidden, key=lambda s: -by_state[s]):
+        reasons: Counter[Reason] = Counter(p.reason for p in ports if p.state is state)
+        extras.append(ExtraPorts(state, by_state[state], tuple(reasons.most_common())))
+    return shown, extras

@@ -1,0 +1,235 @@
+"""The scan's pure core: which probe goes out when, which are retransmitted, which are settled.
+
+Theory of operation: every probe is one index into the hosts x ports space
+(`host * nports + port_index`), drawn lazily from a keyed permutation. `next_probes(now)`
+hands the driver the probes it may send now (retransmissions first, then fresh ones), within
+the congestion window, the rate cap and the scan delay. The driver reports each answer with
+`answered(key, tryno, now)` and asks `expired(now)` for probes whose last try went unanswered
+past the host's timeout: those are retransmitted while nmap's retry budget allows
+(`allowed_tries`), parked if the budget may still grow, and otherwise settled as silent.
+No clock or socket appears here.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterator
+
+from portkit.scan._timing import (
+    CongestionWindow,
+    RateLimiter,
+    RttEstimator,
+    Template,
+    allowed_tries,
+)
+
+
+class Schedule:
+    def __init__(
+        self,
+        order: Iterator[int],
+        nports: int,
+        tpl: Template,
+        *,
+        max_rate: float | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.tpl = tpl
+        self.nports = nports
+        self._fresh = order
+        self._fresh_done = False
+        self.window = CongestionWindow(tpl)
+        self.rate = RateLimiter(max_rate, now) if max_rate else None
+        self.outstanding: dict[int, tuple[int, float]] = {}  # key -> (tryno, sent at)
+        self._timers: list[tuple[float, int, int]] = []  # (deadline, key, tryno)
+        # Probes handed out but not yet on the timer heap: most loopback answers arrive before
+        # the driver next asks about time, and those never cost a heap push and pop.
+        self._unarmed: list[tuple[int, int]] = []
+        self._retry: deque[tuple[int, int]] = deque()
+        self._bench: list[tuple[int, int]] = []
+        self._rtt: dict[int, RttEstimator] = {}
+        self._sampled: dict[int, float] = {}
+        self._best_try: dict[int, int] = {}
+        self._host_started: dict[int, float] = {}
+        self.timed_out_hosts: set[int] = set()
+        self._last_send = -1e18
+        self.sent = 0
+        self.retransmitted = 0
+        self.drops = 0
+
+    # -- per-host timing -----------------------------------------------------------------
+
+    def rtt(self, host: int) -> RttEstimator:
+        est = self._rtt.get(host)
+        if est is None:
+            est = self._rtt[host] = RttEstimator(self.tpl)
+        return est
+
+    def timeout(self, host: int) -> float:
+        return self.rtt(host).timeout
+
+    # -- sending -------------------------------------------------------------------------
+
+    def next_probes(self, now: float, limit: int = 1 << 30) -> list[tuple[int, int]]:
+        """(key, tryno) pairs to send now; the caller must send them all."""
+        room = min(limit, self.window.room(len(self.outstanding)))
+        if self.tpl.scan_delay > 0:
+            if now - self._last_send < self.tpl.scan_delay:
+                return []
+            room = min(room, 1)
+        if self.rate is not None and room:
+            room = self.rate.allow(now, room)
+        out: list[tuple[int, int]] = []
+        nports, host_timeout = self.nports, self.tpl.host_timeout
+        outstanding, fresh = self.outstanding, self._fresh
+        while len(out) < room:
+            if self._retry:
+                key, tryno = self._retry.popleft()
+                self.retransmitted += 1
+            elif not self._fresh_done:
+                nxt = next(fresh, None)
+                if nxt is None:
+                    self._fresh_done = True
+                    continue
+                key, tryno = nxt, 0
+            else:
+                break
+            if host_timeout:
+                host = key // nports
+                started = self._host_started.setdefault(host, now)
+                if host in self.timed_out_hosts:
+                    continue
+                if now - started > host_timeout:
+                    self.timed_out_hosts.add(host)
+                    continue
+            outstanding[key] = (tryno, now)
+            out.append((key, tryno))
+        if out:
+            self._last_send = now
+            self.sent += len(out)
+            self._unarmed.extend(out)
+        return out
+
+    def _arm(self) -> None:
+        """Put the still-unanswered probes handed out since the last call on the timer heap."""
+        outstanding, timers, nports = self.outstanding, self._timers, self.nports
+        for key, tryno in self._unarmed:
+            pending = outstanding.get(key)
+            if pending is not None and pending[0] == tryno:
+                heapq.heappush(timers, (pending[1] + self.timeout(key // nports), key, tryno))
+        self._unarmed.clear()
+
+    # -- answers and silence -------------------------------------------------------------
+
+    def answered(self, key: int, tryno: int, now: float) -> bool:
+        """Record an answer to try `tryno` of probe `key`; False if the probe is no longer pending."""
+        pending = self.outstanding.pop(key, None)
+        if pending is None:
+            return False
+        last_try, sent_at = pending
+        host = key // self.nports
+        # One RTT sample per host per instant: drivers pass the time of a whole receive batch,
+        # and a thousand samples of the same batch would teach the estimator nothing more.
+        if tryno == last_try and self._sampled.get(host) != now:
+            self._sampled[host] = now
+            est = self._rtt.get(host)
+            if est is None:
+                est = self._rtt[host] = RttEstimator(self.tpl)
+            est.sample(now - sent_at)
+        if tryno > 0:
+            # Something was lost on the way: the first probe or its answer.
+            self.window.on_drop()
+            self.drops += 1
+        else:
+            self.window.on_reply()
+        if tryno > self._best_try.get(host, 0):
+            self._best_try[host] = tryno
+        return True
+
+    def answered_batch(
+        self, answers: list[tuple[int, int, int, int]], now: float
+    ) -> list[tuple[int, int, int]]:
+        """`answered` for many (key, tryno, code, ttl) at once: the (key, code, ttl) still pending."""
+        outstanding, nports, sampled = self.outstanding, self.nports, self._sampled
+        accepted: list[tuple[int, int, int]] = []
+        first_tries = 0
+        for key, tryno, code, ttl in answers:
+            pending = outstanding.pop(key, None)
+            if pending is None:
+                continue
+            accepted.append((key, code, ttl))
+            if tryno == 0 and pending[0] == 0:
+                first_tries += 1
+                host = key // nports
+                if sampled.get(host) != now:
+                    sampled[host] = now
+                    self.rtt(host).sample(now - pending[1])
+                continue
+            # The slow path (retransmissions) keeps answered()'s exact bookkeeping.
+            outstanding[key] = pending
+            accepted.pop()
+            if self.answered(key, tryno, now):
+                accepted.append((key, code, ttl))
+        self.window.on_replies(first_tries)
+        return accepted
+
+    def expired(self, now: float) -> list[int]:
+        """Probes settled as silent now (their last allowed try timed out)."""
+        if self._unarmed:
+            self._arm()
+        silent: list[int] = []
+        timers, nports = self._timers, self.nports
+        while timers and timers[0][0] <= now:
+            _, key, tryno = heapq.heappop(timers)
+            pending = self.outstanding.get(key)
+            if pending is None or pending[0] != tryno:
+                continue
+            del self.outstanding[key]
+            host = key // nports
+            if host in self.timed_out_hosts:
+                continue
+            if tryno < allowed_tries(self._best_try.get(host, 0), self.tpl.max_retries):
+                self._retry.append((key, tryno + 1))
+            elif tryno < self.tpl.max_retries:
+                self._bench.append((key, tryno))
+            else:
+                silent.append(key)
+        if self._bench and self._idle():
+            # The budget can grow no more: retry what it now allows, settle the rest.
+            bench, self._bench = self._bench, []
+            for key, tryno in bench:
+                host = key // nports
+                if tryno < allowed_tries(self._best_try.get(host, 0), self.tpl.max_retries):
+                    self._retry.append((key, tryno + 1))
+                else:
+                    silent.append(key)
+        return silent
+
+    def can_send(self) -> bool:
+        """Whether `next_probes` could hand out a probe right now (ignoring the rate cap)."""
+        has_work = bool(self._retry) or not self._fresh_done
+        if self.rate is not None and self.rate.tokens < 1:
+            return False
+        return has_work and self.window.room(len(self.outstanding)) > 0 and not self.tpl.scan_delay
+
+    def _idle(self) -> bool:
+        return self._fresh_done and not self.outstanding and not self._retry
+
+    @property
+    def done(self) -> bool:
+        return self._idle() and not self._bench
+
+    def next_wakeup(self, now: float) -> float:
+        """Seconds until something may change without an answer arriving."""
+        if self._unarmed:
+            self._arm()
+        waits = [self._timers[0][0] - now] if self._timers else [0.1]
+        if self.rate is not None and (self._retry or not self._fresh_done):
+            waits.append(self.rate.wait())
+        if self.tpl.scan_delay:
+            waits.append(self._last_send + self.tpl.scan_delay - now)
+        return max(0.0, min(waits))
+
+    def timed_out(self, host: int) -> bool:
+        return host in self.timed_out_hosts

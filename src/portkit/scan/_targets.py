@@ -1,0 +1,208 @@
+"""Scan targets in nmap's syntax, kept as compact blocks so a /16 is never a list of addresses.
+
+Accepted: IPv4 and IPv6 addresses, CIDR (`192.0.2.0/24`, `2001:db8::/120`), dash ranges of
+whole addresses (`192.0.2.10-192.0.2.20`), nmap octet ranges (`10.0.0-3.1-254`, `10.0.0.1,3,5`,
+`10.0.0.*`), and hostnames (every A/AAAA record, or only the first with `first_address`).
+`TargetSet` maps a host index to an address in O(log blocks), and skips excluded addresses.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import itertools
+import re
+import socket
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from portkit.errors import UsageError
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str], list[str]]
+
+_HOSTNAME_RE = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?\Z"
+)
+_OCTET_ITEM_RE = re.compile(r"(\d{1,3})?(-)?(\d{1,3})?\Z")
+MAX_CIDR_HOSTS_V6 = 1 << 24
+_ACCEPTED = "expected an address, CIDR (192.0.2.0/24), range (192.0.2.1-20, 10.0.0-3.*) or hostname"
+
+
+@dataclass(frozen=True)
+class Block:
+    """A run of addresses: `count` consecutive ones from `first`, or an octet product."""
+
+    first: int
+    count: int
+    version: int
+    octets: tuple[tuple[int, ...], ...] = ()
+    hostname: str = ""
+
+    def address(self, offset: int) -> str:
+        if self.octets:
+            parts = []
+            for values in reversed(self.octets):
+                offset, digit = divmod(offset, len(values))
+                parts.append(values[digit])
+            return ".".join(str(p) for p in reversed(parts))
+        number = self.first + offset
+        return str(ipaddress.IPv4Address(number) if self.version == 4 else ipaddress.IPv6Address(number))
+
+    def contains(self, addr: Address) -> bool:
+        if addr.version != self.version:
+            return False
+        if self.octets:
+            return all(int(o) in values for o, values in zip(str(addr).split("."), self.octets, strict=True))
+        return self.first <= int(addr) < self.first + self.count
+
+
+@dataclass(frozen=True)
+class Target:
+    address: str
+    hostname: str = ""
+
+
+@dataclass
+class TargetSet:
+    """Hosts to scan, in blocks; `len()` counts before exclusion, iteration skips excluded hosts."""
+
+    blocks: list[Block] = field(default_factory=list)
+    excluded: list[Block] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._starts = list(itertools.accumulate((b.count for b in self.blocks), initial=0))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def get(self, index: int) -> Target | None:
+        """The target at `index`, or None when that address is excluded."""
+        i = bisect.bisect_right(self._starts, index) - 1
+        block = self.blocks[i]
+        address = block.address(index - self._starts[i])
+        if self.excluded:
+            addr = ipaddress.ip_address(address)
+            if any(b.contains(addr) for b in self.excluded):
+                return None
+        return Target(address, block.hostname)
+
+    def __iter__(self) -> Iterator[Target]:
+        for index in range(len(self)):
+            target = self.get(index)
+            if target is not None:
+                yield target
+
+
+def system_resolver(name: str) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise UsageError(f"invalid target {name!r}: cannot resolve it ({exc.strerror})") from None
+    seen: list[str] = []
+    for info in infos:
+        address = str(info[4][0]).partition("%")[0]
+        if address not in seen:
+            seen.append(address)
+    return seen
+
+
+def _octet_values(text: str, part: str) -> tuple[int, ...]:
+    values: list[int] = []
+    for item in part.split(","):
+        if item in ("*", "-"):
+            values.extend(range(256))
+            continue
+        match = _OCTET_ITEM_RE.match(item)
+        if not item or not match:
+            raise UsageError(f"invalid target {text!r}: bad octet {part!r}; {_ACCEPTED}")
+        lo_text, dash, hi_text = match.groups()
+        lo = int(lo_text) if lo_text else 0
+        hi = (int(hi_text) if hi_text else 255) if dash else lo
+        if lo > 255 or hi > 255 or lo > hi:
+            raise UsageError(f"invalid target {text!r}: octet range {item!r} must be within 0-255")
+        values.extend(range(lo, hi + 1))
+    return tuple(sorted(set(values)))
+
+
+def parse_target(text: str, resolver: Resolver | None = None, first_address: bool = False) -> list[Block]:
+    """One target expression -> blocks of addresses (a hostname may give several)."""
+    text = text.strip()
+    if not text:
+        raise UsageError(f"invalid target '': {_ACCEPTED}")
+    try:
+        addr = ipaddress.ip_address(text.partition("%")[0])
+        return [Block(int(addr), 1, addr.version)]
+    except ValueError:
+        pass
+    if "/" in text:
+        host, _, bits = text.partition("/")
+        if not bits.isdigit():
+            raise UsageError(f"invalid target {text!r}: the prefix length after '/' must be a number")
+        try:
+            net = ipaddress.ip_network(f"{host}/{bits}", strict=False)
+        except ValueError:
+            if _HOSTNAME_RE.match(host):
+                addresses = (resolver or system_resolver)(host)
+                net = ipaddress.ip_network(f"{addresses[0]}/{bits}", strict=False)
+            else:
+                raise UsageError(f"invalid target {text!r}: {_ACCEPTED}") from None
+        if net.version == 6 and net.num_addresses > MAX_CIDR_HOSTS_V6:
+            raise UsageError(f"invalid target {text!r}: IPv6 networks larger than /104 are too big to scan")
+        return [Block(int(net.network_address), net.num_addresses, net.version)]
+    if "-" in text and text.count("-") == 1:
+        lo_text, _, hi_text = text.partition("-")
+        try:
+            lo, hi = ipaddress.ip_address(lo_text), ipaddress.ip_address(hi_text)
+        except ValueError:
+            lo = hi = None  # type: ignore[assignment]
+        if lo is not None and hi is not None:
+            if lo.version != hi.version or int(hi) < int(lo):
+                raise UsageError(f"invalid target {text!r}: a range goes from a lower to a higher address")
+            return [Block(int(lo), int(hi) - int(lo) + 1, lo.version)]
+    parts = text.split(".")
+    if len(parts) == 4 and all(re.fullmatch(r"[\d,*-]+", p) for p in parts):
+        octets = tuple(_octet_values(text, p) for p in parts)
+        count = 1
+        for values in octets:
+            count *= len(values)
+        return [Block(0, count, 4, octets=octets)]
+    if _HOSTNAME_RE.match(text) and not text.replace(".", "").isdigit():
+        addresses = (resolver or system_resolver)(text)
+        if first_address:
+            addresses = addresses[:1]
+        blocks = []
+        for address in addresses:
+            a = ipaddress.ip_address(address)
+            blocks.append(Block(int(a), 1, a.version, hostname=text.rstrip(".")))
+        return blocks
+    raise UsageError(f"invalid target {text!r}: {_ACCEPTED}")
+
+
+def read_target_file(path: str) -> list[str]:
+    """Targets from a file (`-iL`, `--exclude-file`): whitespace-separated, `#` starts a comment."""
+    try:
+        lines = (
+            Path(path).read_text().splitlines()
+            if path != "-"
+            else __import__("sys").stdin.read().splitlines()
+        )
+    except OSError as exc:
+        raise UsageError(f"invalid target file {path!r}: {exc.strerror}") from None
+    return [word for line in lines for word in line.partition("#")[0].split()]
+
+
+def parse_targets(
+    targets: Iterable[str],
+    *,
+    exclude: Sequence[str] = (),
+    resolver: Resolver | None = None,
+    first_address: bool = False,
+) -> TargetSet:
+    """Target expressions (and exclusions, comma-separated as nmap accepts them) -> a TargetSet."""
+    blocks = [b for t in targets for b in parse_target(t, resolver, first_address)]
+    excluded = [
+        b for e in exclude for item in e.split(",") if item.strip() for b in parse_target(item, resolver)
+    ]
+    return TargetSet(blocks, excluded)

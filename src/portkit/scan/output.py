@@ -1,0 +1,314 @@
+"""Rendering a `ScanResult`: nmap-like text, nmap XML, grepable (-oG), CSV and JSON.
+
+Every format is made from the same result objects. The XML follows nmap's DTD
+(/usr/share/nmap/nmap.dtd) so nmap's own tools (ndiff, xsltproc with nmap.xsl) read it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Iterator
+
+from portkit.scan._results import HostResult, PortResult, ScanResult
+from portkit.scan._states import PortState
+
+XML_OUTPUT_VERSION = "1.05"
+NMAP_COMPAT_VERSION = "7.93"  # the nmap output version our XML imitates
+
+
+def _service_name(port: PortResult, unknown: str = "") -> str:
+    if port.service is None:
+        return unknown
+    name = port.service.name
+    return f"ssl/{name}" if port.service.tunnel == "ssl" else name
+
+
+def _version_text(port: PortResult) -> str:
+    svc = port.service
+    if svc is None or svc.method != "probed":
+        return ""
+    text = " ".join(w for w in (svc.product, svc.version) if w)
+    return f"{text} ({svc.extrainfo})" if svc.extrainfo else text
+
+
+def _extraports_line(host: HostResult, protocol: str) -> list[str]:
+    lines = []
+    for extra in host.extraports:
+        reasons = ", ".join(f"{n} {r}" if len(extra.reasons) > 1 else str(r) for r, n in extra.reasons)
+        lines.append(f"Not shown: {extra.count} {extra.state} {protocol} ports ({reasons})")
+    return lines
+
+
+def render_text(result: ScanResult, *, reason: bool = False, open_only: bool = False) -> str:
+    """nmap-like text: a report per host, then a summary line."""
+    return "\n".join(iter_text(result, reason=reason, open_only=open_only))
+
+
+def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = False) -> Iterator[str]:
+    """`render_text` line by line, so a scan of a /16 is printed without one huge string."""
+    out = _Lines()
+    kind = "host discovery" if result.scan_type == "ping" else f"{result.scan_type} scan"
+    out.append(
+        f"portkit {kind} of {result.hosts_total} host{'s' if result.hosts_total != 1 else ''}"
+        + (f", {result.nports} {result.protocol} ports" if result.nports else "")
+    )
+    for note in result.notes:
+        out.append(f"Note: {note}")
+    versions = any(_version_text(p) for h in result.hosts for p in h.ports)
+    for host in result.hosts:
+        yield from out.flush()
+        out.append("")
+        name = f"{host.hostnames[0]} ({host.address})" if host.hostnames else host.address
+        out.append(f"Scan report for {name}")
+        latency = f" ({_two_digits(host.rtt)}s latency)" if host.rtt else ""
+        status = "up" if host.status == "up" else "up, but timed out"
+        out.append(f"Host is {status}, received {host.status_reason}{latency}.")
+        if result.scan_type == "ping":
+            continue
+        out.extend(_extraports_line(host, result.protocol.value))
+        ports = [p for p in host.ports if not open_only or p.state is PortState.OPEN]
+        if not ports:
+            if not host.extraports:
+                out.append("No ports answered before the scan ended.")
+            continue
+        header = (
+            ["PORT", "STATE", "SERVICE"] + (["REASON"] if reason else []) + (["VERSION"] if versions else [])
+        )
+        rows = []
+        for p in ports:
+            row = [f"{p.port}/{p.protocol}", str(p.state), _service_name(p, "unknown")]
+            if reason:
+                row.append(f"{p.reason} ttl {p.ttl}" if p.ttl else str(p.reason))
+            if versions:
+                row.append(_version_text(p))
+            rows.append(row)
+        widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+        out.append(" ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+        for row in rows:
+            out.append(" ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    yield from out.flush()
+    out.append("")
+    out.append(summary_line(result))
+    yield from out.flush()
+
+
+class _Lines(list[str]):
+    def flush(self) -> Iterator[str]:
+        yield from self
+        self.clear()
+
+
+def _two_digits(seconds: float) -> str:
+    """Two significant digits, never in exponent form (nmap: 0.000050s, 0.052s)."""
+    places = max(0, 1 - math.floor(math.log10(seconds)))
+    return f"{seconds:.{places}f}"
+
+
+def summary_line(result: ScanResult) -> str:
+    counts = result.state_counts()
+    states = ", ".join(f"{n} {s}" for s, n in counts.most_common())
+    ports = f"; ports: {states}" if states else ""
+    stopped = " (interrupted: partial results)" if result.interrupted else ""
+    return (
+        f"Done: {result.hosts_total} address{'es' if result.hosts_total != 1 else ''} "
+        f"({result.hosts_up} host{'s' if result.hosts_up != 1 else ''} up){ports} "
+        f"in {result.elapsed:.2f} s{stopped}"
+    )
+
+
+def render_json(result: ScanResult) -> str:
+    return "".join(iter_json(result))
+
+
+def iter_json(result: ScanResult) -> Iterator[str]:
+    """`json.dumps(result.to_json(), indent=2)`, host by host (same text, bounded memory)."""
+    header = result.to_json(hosts=False)
+    yield '{\n  "scan": ' + json.dumps(header["scan"], indent=2).replace("\n", "\n  ") + ',\n  "hosts": ['
+    for i, host in enumerate(result.hosts):
+        yield ("," if i else "") + "\n    " + json.dumps(host.to_json(), indent=2).replace("\n", "\n    ")
+    yield "\n  ]\n}" if result.hosts else "]\n}"
+
+
+# -- nmap XML ------------------------------------------------------------------------------
+
+
+def quoteattr(value: str) -> str:
+    """An XML attribute value in double quotes (xml.sax.saxutils would import urllib and email)."""
+    escaped = (
+        value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+        .replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    )  # fmt: skip
+    return f'"{escaped}"'
+
+
+def _attrs(**values: object) -> str:
+    return "".join(f" {k.rstrip('_')}={quoteattr(str(v))}" for k, v in values.items() if v is not None)
+
+
+def _services_attr(result: ScanResult) -> str:
+    return result.services or result.ports_spec
+
+
+def render_xml(result: ScanResult) -> str:
+    return "".join(iter_xml(result))
+
+
+def iter_xml(result: ScanResult) -> Iterator[str]:
+    """nmap XML, a host at a time."""
+    start = int(result.start)
+    end = int(result.start + result.elapsed)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<!DOCTYPE nmaprun>"]
+    lines.append(
+        "<nmaprun"
+        + _attrs(
+            scanner="nmap",
+            args=result.command,
+            start=start,
+            startstr=time.ctime(start),
+            version=NMAP_COMPAT_VERSION,
+            xmloutputversion=XML_OUTPUT_VERSION,
+        )
+        + ">"
+    )
+    lines.append(f"<!-- written by portkit, a {result.scan_type} scan -->")
+    if result.scan_type != "ping":
+        lines.append(
+            "<scaninfo"
+            + _attrs(
+                type=result.scan_type,
+                protocol=result.protocol.value,
+                numservices=result.nports,
+                services=_services_attr(result),
+            )
+            + "/>"
+        )
+    lines.append('<verbose level="0"/>')
+    lines.append('<debugging level="0"/>')
+    for host in result.hosts:
+        lines.append(
+            f'<host starttime="{start}" endtime="{end}"'
+            + (' timedout="true"' if host.status == "timeout" else "")
+            + ">"
+        )
+        lines.append("<status" + _attrs(state="up", reason=host.status_reason, reason_ttl=0) + "/>")
+        lines.append(
+            "<address" + _attrs(addr=host.address, addrtype="ipv6" if ":" in host.address else "ipv4") + "/>"
+        )
+        if host.hostnames:
+            lines.append("<hostnames>")
+            lines.extend("<hostname" + _attrs(name=n, type="user") + "/>" for n in host.hostnames)
+            lines.append("</hostnames>")
+        else:
+            lines.append("<hostnames>\n</hostnames>")
+        if result.scan_type != "ping":
+            lines.append("<ports>")
+            for extra in host.extraports:
+                lines.append("<extraports" + _attrs(state=extra.state, count=extra.count) + ">")
+                lines.extend(
+                    "<extrareasons" + _attrs(reason=r, count=n, proto=result.protocol.value) + "/>"
+                    for r, n in extra.reasons
+                )
+                lines.append("</extraports>")
+            for p in host.ports:
+                lines.append("<port" + _attrs(protocol=p.protocol.value, portid=p.port) + ">")
+                lines.append("<state" + _attrs(state=p.state, reason=p.reason, reason_ttl=p.ttl) + "/>")
+                svc = p.service
+                if svc is not None:
+                    attrs = _attrs(
+                        name=svc.name,
+                        product=svc.product or None,
+                        version=svc.version or None,
+                        extrainfo=svc.extrainfo or None,
+                        tunnel=svc.tunnel or None,
+                        method=svc.method,
+                        conf=svc.confidence,
+                    )
+                    if svc.cpe:
+                        lines.append(f"<service{attrs}>")
+                        lines.extend(f"<cpe>{_text(c)}</cpe>" for c in svc.cpe)
+                        lines.append("</service>")
+                    else:
+                        lines.append(f"<service{attrs}/>")
+                lines.append("</port>")
+            lines.append("</ports>")
+        if host.rtt is not None:
+            srtt = int(host.rtt * 1e6)
+            lines.append("<times" + _attrs(srtt=srtt, rttvar=srtt, to=max(100000, srtt * 4)) + "/>")
+        lines.append("</host>")
+        yield "\n".join(lines) + "\n"
+        lines.clear()
+    summary = (
+        f"portkit done at {time.ctime(end)}; {result.hosts_total} IP address"
+        f"{'es' if result.hosts_total != 1 else ''} ({result.hosts_up} host"
+        f"{'s' if result.hosts_up != 1 else ''} up) scanned in {result.elapsed:.2f} seconds"
+    )
+    lines.append("<runstats>")
+    lines.append(
+        "<finished"
+        + _attrs(
+            time=end,
+            timestr=time.ctime(end),
+            summary=summary,
+            elapsed=f"{result.elapsed:.2f}",
+            exit="error" if result.interrupted else "success",
+            errormsg="interrupted" if result.interrupted else None,
+        )
+        + "/>"
+    )
+    down = max(0, result.hosts_total - result.hosts_up)
+    lines.append("<hosts" + _attrs(up=result.hosts_up, down=down, total=result.hosts_total) + "/>")
+    lines.append("</runstats>")
+    lines.append("</nmaprun>")
+    yield "\n".join(lines) + "\n"
+
+
+def _text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# -- grepable and CSV ----------------------------------------------------------------------
+
+
+def render_grepable(result: ScanResult) -> str:
+    lines = [f"# portkit scan initiated {time.ctime(result.start)} as: {result.command}"]
+    for host in result.hosts:
+        name = host.hostnames[0] if host.hostnames else ""
+        lines.append(f"Host: {host.address} ({name})\tStatus: Up")
+        if result.scan_type == "ping":
+            continue
+        ports = ", ".join(
+            f"{p.port}/{p.state}/{p.protocol}//{_service_name(p)}//{_version_text(p)}/" for p in host.ports
+        )
+        extra = ""
+        if host.extraports:
+            extra = "\tIgnored State: " + ", ".join(f"{e.state} ({e.count})" for e in host.extraports)
+        lines.append(f"Host: {host.address} ({name})\tPorts: {ports}{extra}")
+    lines.append(
+        f"# portkit done at {time.ctime(result.start + result.elapsed)} -- {result.hosts_total} IP address"
+        f"{'es' if result.hosts_total != 1 else ''} ({result.hosts_up} host"
+        f"{'s' if result.hosts_up != 1 else ''} up) scanned in {result.elapsed:.2f} seconds"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(result: ScanResult) -> str:
+    """One row per listed port (collapsed ports are summarised per host as port "*")."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["host", "hostname", "port", "protocol", "state", "reason", "ttl", "service", "count"])
+    for host in result.hosts:
+        name = host.hostnames[0] if host.hostnames else ""
+        for p in host.ports:
+            writer.writerow(
+                [host.address, name, p.port, p.protocol, p.state, p.reason, p.ttl, _service_name(p), 1]
+            )
+        for extra in host.extraports:
+            for reason, count in extra.reasons:
+                writer.writerow(
+                    [host.address, name, "*", result.protocol, extra.state, reason, "", "", count]
+                )
+    return buffer.getvalue()

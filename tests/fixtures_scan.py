@@ -1,0 +1,65 @@
+"""Shared fixtures for the scanner's tests, and the lab fixture other capabilities reuse.
+
+    from fixtures_scan import lab_factory, needs_root  # noqa: F401  (pytest finds the fixture)
+
+    @needs_root
+    def test_x(lab_factory):
+        lab = lab_factory(LabSpec(prefix="pk5", hosts=(Host.tcp("web", 80),)))
+
+Every lab the factory makes is torn down when the test ends, pass or fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from portkit.lab import Lab, LabSpec
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root (network namespaces, raw sockets, nftables)"
+)
+needs_nmap = pytest.mark.skipif(
+    shutil.which("nmap") is None, reason="needs nmap (apt install nmap) as the oracle"
+)
+
+LabFactory = Callable[[LabSpec], Lab]
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[LabFactory]:
+    """Bring up labs for one test; all are torn down afterwards, even on failure."""
+    labs: list[Lab] = []
+
+    def make(spec: LabSpec) -> Lab:
+        lab = Lab(spec)
+        labs.append(lab)
+        lab.up()
+        return lab
+
+    try:
+        yield make
+    finally:
+        for lab in reversed(labs):
+            lab.down()
+
+
+@pytest.fixture(scope="module")
+def module_lab_factory() -> Iterator[LabFactory]:
+    """Like `lab_factory`, for a lab shared by every test of a module."""
+    labs: list[Lab] = []
+
+    def make(spec: LabSpec) -> Lab:
+        lab = Lab(spec)
+        labs.append(lab)
+        lab.up()
+        return lab
+
+    try:
+        yield make
+    finally:
+        for lab in reversed(labs):
+            lab.down()

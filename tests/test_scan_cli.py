@@ -1,0 +1,141 @@
+"""`portkit scan` as a user runs it: loopback scans checked against real sockets, bad input, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fixtures_scan import needs_root
+
+ROOT_CWD = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound, never listened, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_connect_scan_of_loopback_finds_the_listener(cli, listener: int) -> None:  # type: ignore[no-untyped-def]
+    closed = closed_port()
+    result = cli("scan", "127.0.0.1", "-sT", "-p", f"{listener},{closed}", "--reason", "--json")
+    assert result.status == 0, result.stderr
+    doc = result.json()
+    assert doc["scan"]["type"] == "connect"
+    (host,) = doc["hosts"]
+    assert host["address"] == "127.0.0.1" and host["status"] == "up"
+    states = {p["port"]: (p["state"], p["reason"]) for p in host["ports"]}
+    assert states == {listener: ("open", "syn-ack"), closed: ("closed", "conn-refused")}
+    port = next(p for p in host["ports"] if p["port"] == listener)
+    assert set(port) >= {"port", "protocol", "state", "reason", "service", "ttl"}
+
+
+def test_text_output_reads_like_nmap(cli, listener: int) -> None:  # type: ignore[no-untyped-def]
+    result = cli("scan", "127.0.0.1", "-sT", "-p", f"1-200,{listener}", "--reason")
+    assert result.status == 0, result.stderr
+    out = result.stdout
+    assert "Scan report for 127.0.0.1" in out
+    assert f"{listener}/tcp open" in out and "syn-ack" in out
+    assert "Not shown: 200 closed tcp ports (conn-refused)" in out
+    assert out.rstrip().splitlines()[-1].startswith("Done: 1 address (1 host up); ports: 200 closed, 1 open")
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop root")
+@needs_root
+def test_without_raw_sockets_the_default_is_a_connect_scan_with_a_note(listener: int) -> None:
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT_CWD, "src")}
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+         sys.executable, "-m", "portkit", "scan", "127.0.0.1", "-p", str(listener), "--json"],
+        capture_output=True, text=True, timeout=60, env=env, cwd="/",
+    )  # fmt: skip
+    if proc.returncode != 0 and "Permission denied" in proc.stderr:
+        pytest.skip("the worktree is not readable by an unprivileged user")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["scan"]["type"] == "connect"
+    assert any("connect scan instead of SYN" in n for n in doc["scan"]["notes"])
+    assert doc["hosts"][0]["ports"][0]["state"] == "open"
+
+
+@needs_root
+def test_syn_scan_as_root_is_the_default(cli, listener: int) -> None:  # type: ignore[no-untyped-def]
+    result = cli("scan", "127.0.0.1", "-p", f"{listener},{closed_port()}", "--json")
+    assert result.status == 0, result.stderr
+    doc = result.json()
+    assert doc["scan"]["type"] == "syn"
+    states = sorted((p["state"], p["reason"], p["ttl"]) for p in doc["hosts"][0]["ports"])
+    assert states == [("closed", "reset", 64), ("open", "syn-ack", 64)]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["300.1.2.3"], "invalid target '300.1.2.3'"),
+        (["127.0.0.1", "-p", "70000"], "port 70000 is out of range"),
+        (["127.0.0.1", "-p", "80-20"], "reversed range"),
+        (["127.0.0.1", "--host-timeout", "soon"], "invalid --host-timeout 'soon'"),
+        (["127.0.0.1", "--max-rate", "0"], "invalid --max-rate"),
+        (["-iL", "/nonexistent/targets"], "invalid target file"),
+        ([], "no targets"),
+        (["127.0.0.1", "-T", "9"], "-T"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(cli, args: list[str], fragment: str) -> None:  # type: ignore[no-untyped-def]
+    result = cli("scan", *args)
+    assert result.status == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_prints_partial_results_and_exits_130(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A slow scan (rate-capped) of every loopback port, interrupted after a second.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "portkit", "scan", "127.0.0.1", "-sT", "-p-", "--max-rate", "2000", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    doc = json.loads(out)
+    assert doc["scan"]["interrupted"] is True
+    counted = sum(doc["scan"]["states"].values())
+    assert 0 < counted < 65535
+    assert "interrupted" in err
+
+
+def test_target_file_and_exclusions(cli, tmp_path, listener: int) -> None:  # type: ignore[no-untyped-def]
+    targets = tmp_path / "targets"
+    targets.write_text("127.0.0.1\n127.0.0.2 # excluded below\n127.0.0.3\n")
+    excluded = tmp_path / "exclude"
+    excluded.write_text("127.0.0.3\n")
+    result = cli(
+        "scan", "-iL", str(targets), "--exclude", "127.0.0.2", "--exclude-file", str(excluded),
+        "-sT", "-Pn", "-p", str(listener), "--json",
+    )  # fmt: skip
+    assert result.status == 0, result.stderr
+    assert [h["address"] for h in result.json()["hosts"]] == ["127.0.0.1"]

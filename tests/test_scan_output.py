@@ -1,0 +1,178 @@
+"""Output formats: nmap XML (valid per nmap's DTD, readable by ndiff), grepable, CSV, JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import socket
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from portkit.model import Protocol
+from portkit.scan import (
+    HostResult,
+    PortResult,
+    PortState,
+    Reason,
+    ScanResult,
+    ServiceInfo,
+    TlsInfo,
+)
+from portkit.scan._results import ExtraPorts
+from portkit.scan.output import render_csv, render_grepable, render_json, render_text, render_xml
+
+DTD = Path("/usr/share/nmap/nmap.dtd")
+needs_xmllint = pytest.mark.skipif(
+    shutil.which("xmllint") is None or not DTD.exists(), reason="needs xmllint and nmap's DTD"
+)
+needs_ndiff = pytest.mark.skipif(shutil.which("ndiff") is None, reason="needs nmap's ndiff")
+
+
+def sample() -> ScanResult:
+    https = PortResult(
+        443, Protocol.TCP, PortState.OPEN, Reason.SYN_ACK, 64,
+        ServiceInfo(
+            "http", "nginx", "1.22.1", "Debian", "ssl", ("cpe:/a:igor_sysoev:nginx:1.22.1",), "probed", 10
+        ),
+        TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", "CN=lab", "CN=lab", ("lab",), self_signed=True),
+    )  # fmt: skip
+    host = HostResult(
+        "192.0.2.10",
+        ("web.example",),
+        ports=[
+            PortResult(22, Protocol.TCP, PortState.OPEN, Reason.SYN_ACK, 64, ServiceInfo("ssh")),
+            PortResult(81, Protocol.TCP, PortState.FILTERED, Reason.NO_RESPONSE, 0, ServiceInfo("hosts2-ns")),
+            https,
+        ],
+        extraports=[ExtraPorts(PortState.CLOSED, 997, ((Reason.RESET, 997),))],
+        rtt=0.0012,
+    )
+    return ScanResult(
+        "syn", Protocol.TCP, "top:1000", 1000, {}, "portkit scan 192.0.2.10 -sS", 1_700_000_000.0, 1.5,
+        [host], 1, services="1-1000",
+    )  # fmt: skip
+
+
+def xmllint_ok(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "scan.xml"
+    path.write_text(text)
+    proc = subprocess.run(
+        ["xmllint", "--noout", "--dtdvalid", str(DTD), str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@needs_xmllint
+def test_xml_is_valid_against_nmaps_dtd(tmp_path: Path) -> None:
+    text = render_xml(sample())
+    xmllint_ok(text, tmp_path)
+    root = ET.fromstring(text)
+    assert root.get("scanner") == "nmap"
+    service = root.find(".//port[@portid='443']/service")
+    assert service is not None
+    assert service.attrib == {
+        "name": "http", "product": "nginx", "version": "1.22.1", "extrainfo": "Debian",
+        "tunnel": "ssl", "method": "probed", "conf": "10",
+    }  # fmt: skip
+    assert [c.text for c in service.findall("cpe")] == ["cpe:/a:igor_sysoev:nginx:1.22.1"]
+    table = root.find(".//port[@portid='22']/service")
+    assert table is not None and table.get("method") == "table" and table.get("conf") == "3"
+    extra = root.find(".//extraports")
+    assert extra is not None and extra.get("count") == "997" and extra.get("state") == "closed"
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+@needs_xmllint
+@needs_ndiff
+def test_ndiff_reads_and_diffs_a_real_scan(cli, tmp_path: Path, listener: int) -> None:  # type: ignore[no-untyped-def]
+    ours = tmp_path / "portkit.xml"
+    result = cli("scan", "127.0.0.1", "-sT", "-p", f"1-50,{listener}", "-oX", str(ours))
+    assert result.status == 0, result.stderr
+    xmllint_ok(ours.read_text(), tmp_path)
+    theirs = tmp_path / "nmap.xml"
+    proc = subprocess.run(
+        ["nmap", "-n", "-sT", "-p", f"1-50,{listener}", "-oX", str(theirs), "127.0.0.1"], capture_output=True
+    )
+    assert proc.returncode == 0
+    same = subprocess.run(["ndiff", str(ours), str(ours)], capture_output=True, text=True)
+    assert same.returncode == 0, same.stderr  # no differences
+    diff = subprocess.run(["ndiff", "--xml", str(theirs), str(ours)], capture_output=True, text=True)
+    assert diff.returncode in (0, 1), diff.stderr
+    assert "Traceback" not in diff.stderr
+    # ndiff saw the same host and the same port states (only the service column may differ).
+    root = ET.fromstring(diff.stdout)
+    changed_states = []
+    for entry in root.iter("portdiff"):
+        before, after = entry.find("a/port/state"), entry.find("b/port/state")
+        if before is not None and after is not None and before.get("state") != after.get("state"):
+            changed_states.append(entry)
+    assert changed_states == []
+
+
+def test_grepable_lines() -> None:
+    text = render_grepable(sample())
+    lines = text.splitlines()
+    assert lines[0].startswith("# portkit scan initiated")
+    assert "Host: 192.0.2.10 (web.example)\tStatus: Up" in lines
+    ports_line = next(line for line in lines if "\tPorts: " in line)
+    assert "22/open/tcp//ssh///" in ports_line
+    assert "443/open/tcp//ssl/http//nginx 1.22.1 (Debian)/" in ports_line
+    assert ports_line.endswith("Ignored State: closed (997)")
+
+
+def test_csv_rows() -> None:
+    rows = list(csv.DictReader(io.StringIO(render_csv(sample()))))
+    assert rows[0] == {
+        "host": "192.0.2.10", "hostname": "web.example", "port": "22", "protocol": "tcp", "state": "open",
+        "reason": "syn-ack", "ttl": "64", "service": "ssh", "count": "1",
+    }  # fmt: skip
+    assert rows[-1]["port"] == "*" and rows[-1]["count"] == "997" and rows[-1]["state"] == "closed"
+
+
+def test_json_schema() -> None:
+    doc = json.loads(render_json(sample()))
+    assert set(doc) == {"scan", "hosts"}
+    assert {"type", "protocol", "ports", "start", "elapsed", "states", "interrupted"} <= set(doc["scan"])
+    host = doc["hosts"][0]
+    assert {"address", "hostnames", "status", "ports", "extraports"} <= set(host)
+    port = host["ports"][2]
+    assert port["service"]["method"] == "probed" and port["service"]["cpe"] == [
+        "cpe:/a:igor_sysoev:nginx:1.22.1"
+    ]
+    assert port["tls"]["protocol"] == "TLSv1.3"
+    assert host["ports"][0]["ttl"] == 64
+
+
+def test_text_shows_versions_when_detected_and_reasons_on_request() -> None:
+    text = render_text(sample(), reason=True)
+    assert "Scan report for web.example (192.0.2.10)" in text
+    assert "Not shown: 997 closed tcp ports (reset)" in text
+    assert "443/tcp open     ssl/http  syn-ack ttl 64 nginx 1.22.1 (Debian)" in text
+    assert "PORT    STATE    SERVICE   REASON         VERSION" in text
+    assert "81/tcp  filtered hosts2-ns no-response\n" in text
+
+
+def test_attach_replaces_a_ports_service_and_tls() -> None:
+    result = sample()
+    host = result.hosts[0]
+    updated = host.attach(22, Protocol.TCP, service=ServiceInfo("ssh", "OpenSSH", "9.2p1", method="probed"))
+    assert updated.service is not None and updated.service.product == "OpenSSH"
+    assert host.port(22) == updated
+    with pytest.raises(KeyError):
+        host.attach(23, Protocol.TCP, tls=TlsInfo())
