@@ -12,13 +12,18 @@ from typing import Any
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
-    """The `__getattr__` for `package` that imports each exported name on first use."""
+    """The `__getattr__` for `package` that imports each exported name on first use.
+
+    `exports` maps a public name to its module, or to `module:attribute` when the public
+    name differs from the one it is defined under.
+    """
 
     def __getattr__(name: str) -> Any:
-        module = exports.get(name)
-        if module is None:
+        target = exports.get(name)
+        if target is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
+        module, _, attribute = target.partition(":")
+        value = getattr(importlib.import_module(module), attribute or name)
         setattr(importlib.import_module(package), name, value)
         return value
 
