@@ -141,13 +141,21 @@ _PROBER = textwrap.dedent("""
         r, w, _ = select.select(rd, tcp_w, [], max(0.0, min(0.05, v6_end - time.monotonic())))
         for s in set(r) | set(w):
             i, kind = socks[s]
-            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            # SO_ERROR also returns *soft* errors (an ICMP error for the handshake's ACK on
+            # an established connection), so ask the socket whether it is connected first.
             if kind == socket.SOCK_STREAM:
-                if err in (0, errno.ECONNRESET, errno.EPIPE):
+                try:
+                    s.getpeername()
+                    connected = True
+                except OSError:
+                    connected = False
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if connected or err in (errno.ECONNRESET, errno.EPIPE):
                     out[i] = "connected"
                 else:
                     out[i] = errno.errorcode.get(err, str(err))
             else:
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
                     out[i] = errno.errorcode.get(err, str(err))
                 else:

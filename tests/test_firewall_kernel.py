@@ -45,7 +45,7 @@ def _check(lab: lab_mod.Lab, generated: Ruleset, probes: list[lab_mod.Probe]) ->
                             f"{render_nft(model)[0]}")
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=int(os.environ.get("PORTKIT_FW_EXAMPLES", "25")), deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(data=st.data())
 def test_generated_rulesets_agree_with_the_kernel(lab: lab_mod.Lab, data: st.DataObject) -> None:
     generated = data.draw(lab_mod.rulesets(lab.server_if), label="ruleset")

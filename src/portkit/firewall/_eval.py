@@ -204,7 +204,7 @@ def match_holds(m: Match, p: Packet) -> bool:
     elif f is Field.OIF:
         hit = _iface_hit(m.names, p.oif)
     elif f is Field.CT_STATE:
-        hit = p.state.value in m.names
+        hit = p.state.value in m.names and not (m.exact and len(m.names) > 1)
     elif f is Field.ICMP_TYPE:
         if not p.is_icmp or p.icmp_type is None:
             return False

@@ -158,6 +158,9 @@ class Match:
     protos: tuple[int, ...] = ()
     set_name: str = ""
     text: str = ""
+    # `ct state != new | established` compares the whole state word with two bits set, so it
+    # always holds (and `==` never does); nft writes that for a comma list after `!=`.
+    exact: bool = False
 
     def __str__(self) -> str:
         return self.text or render_match(self)
@@ -176,8 +179,8 @@ class Match:
                  *(render_interval(self.field, self.family, r) for r in self.ranges)]
         if len(items) == 1:
             return items[0]
-        if self.field is Field.CT_STATE:
-            return ",".join(items)
+        if self.field is Field.CT_STATE and self.exact:
+            return " | ".join(items)
         return "{ " + ", ".join(items) + " }"
 
 
@@ -528,6 +531,8 @@ def canonical(ruleset: Ruleset) -> Ruleset:
                             tuple(v for lo, hi in m.ranges for v in range(lo, hi + 1)) in implied)
                     and not (m.field is Field.NFPROTO and not m.negate and len(m.ranges) == 1
                              and m.ranges[0][0] == m.ranges[0][1] and m.ranges[0][0] in versions))
+                # Order inside a rule does not matter (nft reorders adjacent payload matches).
+                kept = tuple(sorted(kept, key=lambda m: (m.field.value, str(m))))
                 rules.append(replace(r, matches=kept, handle=None, line=None))
             chains.append(replace(c, rules=tuple(rules), handle=None))
         tables.append(replace(t, chains=tuple(chains)))

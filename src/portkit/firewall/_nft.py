@@ -124,14 +124,22 @@ def _scalar_intervals(fld: Field, value: Any, family: int) -> tuple[list[Interva
 
 def _values(fld: Field, right: Any, family: int, sets: dict[str, NamedSet]
             ) -> tuple[tuple[Interval, ...], tuple[str, ...], str, int]:
+    ranges, names, set_name, fam, _ = _values_exact(fld, right, family, sets)
+    return ranges, names, set_name, fam
+
+
+def _values_exact(fld: Field, right: Any, family: int, sets: dict[str, NamedSet]
+                  ) -> tuple[tuple[Interval, ...], tuple[str, ...], str, int, bool]:
+    exact = False
     if isinstance(right, str) and right.startswith("@"):
         named = sets.get(right[1:])
         if named is None:
             raise _Opaque(f"unknown set {right}")
         fam = 6 if "ipv6" in named.type else (4 if "ipv4" in named.type else family)
-        return named.ranges, named.names, named.name, fam
+        return named.ranges, named.names, named.name, fam, False
     if isinstance(right, dict) and "|" in right:  # a bitmask of flags, e.g. ct state != a,b
         right = list(right["|"])
+        exact = True
     items = right["set"] if isinstance(right, dict) and "set" in right else (
         right if isinstance(right, list) else [right])
     ranges: list[Interval] = []
@@ -141,7 +149,7 @@ def _values(fld: Field, right: Any, family: int, sets: dict[str, NamedSet]
         r, n, fam = _scalar_intervals(fld, item, fam)
         ranges.extend(r)
         names.extend(n)
-    return normalize(ranges), tuple(names), "", fam
+    return normalize(ranges), tuple(names), "", fam, exact
 
 
 def _left_field(left: Any, table_family: Family) -> tuple[Field, int, tuple[int, ...]]:
@@ -184,11 +192,12 @@ def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]
         return Match(fld, ((lo, hi),), family=fam, protos=protos)
     if op not in ("==", "!=", "in"):
         raise _Opaque(f"operator {op}")
-    ranges, names, set_name, vfam = _values(fld, right, fam or (4 if table_family is Family.IP else 6
-                                                               if table_family is Family.IP6 else 0), sets)
+    ranges, names, set_name, vfam, exact = _values_exact(
+        fld, right, fam or (4 if table_family is Family.IP else 6 if table_family is Family.IP6 else 0), sets)
     if fld in (Field.SADDR, Field.DADDR):
         fam = vfam
-    return Match(fld, ranges, names, negate=op == "!=", family=fam, protos=protos, set_name=set_name)
+    return Match(fld, ranges, names, negate=op == "!=", family=fam, protos=protos, set_name=set_name,
+                 exact=exact and op != "in" and len(names) > 1)
 
 
 def _reject(value: Any, family: Family) -> Reject:
