@@ -6,6 +6,7 @@ for millions of flows); lint; export to nft, iptables, ufw or firewalld; apply w
 automatic roll-back.
 """
 
+from portkit.firewall._apply import ApplyResult, apply_ruleset, confirm_apply, rollback_apply
 from portkit.firewall._eval import (
     Decision,
     Direction,
@@ -15,7 +16,10 @@ from portkit.firewall._eval import (
     evaluate,
     scanner_view,
 )
+from portkit.firewall._export import export_ruleset, render_firewalld
+from portkit.firewall._fast import FastEvaluator
 from portkit.firewall._iptables import import_iptables_save, render_iptables
+from portkit.firewall._lint import Finding, Severity, lint_ruleset
 from portkit.firewall._live import detect_format, load_file, local_addresses, parse_nft_script, read_live
 from portkit.firewall._model import (
     Action,
@@ -42,13 +46,16 @@ from portkit.firewall._ufw import import_ufw, render_ufw
 
 __all__ = [
     "Action",
+    "ApplyResult",
     "Chain",
     "ChainType",
     "CtState",
     "Decision",
     "Direction",
     "Family",
+    "FastEvaluator",
     "Field",
+    "Finding",
     "Hook",
     "Match",
     "NamedSet",
@@ -59,23 +66,30 @@ __all__ = [
     "Rule",
     "Ruleset",
     "ScannerView",
+    "Severity",
     "Table",
     "TraceStep",
     "Verdict",
+    "apply_ruleset",
     "canonical",
+    "confirm_apply",
     "detect_format",
     "evaluate",
+    "export_ruleset",
     "import_iptables_save",
     "import_nft_json",
     "import_ufw",
+    "lint_ruleset",
     "load_file",
     "local_addresses",
     "parse_nft_script",
     "parse_policy",
     "parse_rule_line",
     "read_live",
+    "render_firewalld",
     "render_iptables",
     "render_nft",
     "render_ufw",
+    "rollback_apply",
     "scanner_view",
 ]
