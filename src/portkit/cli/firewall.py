@@ -131,17 +131,20 @@ def check(flow: str | None, rules: str | None, netns: str | None, fmt: str | Non
     (with --flows: 1 if any is).
     """
     from portkit.firewall import Direction, evaluate, local_addresses
+    from portkit.firewall._live import route_lookup
 
     ruleset = _load(netns, rules, fmt)
     local = None
+    route = None
     if not rules:
         import ipaddress
 
         local = frozenset(ipaddress.ip_address(a) for a in local_addresses(netns)) or None
+        route = route_lookup(netns)
     forced = Direction(direction) if direction else None
     if flows_file:
         packets = _read_flows(flows_file)
-        decisions = [evaluate(ruleset, p, direction=forced, local_addresses=local) for p in packets]
+        decisions = [evaluate(ruleset, p, direction=forced, local_addresses=local, route=route) for p in packets]
         if as_json:
             emit_json({"source": ruleset.source, "count": len(decisions),
                        "accepted": sum(d.verdict.value == "accept" for d in decisions),
@@ -153,7 +156,7 @@ def check(flow: str | None, rules: str | None, netns: str | None, fmt: str | Non
             _notes(ruleset)
         sys.exit(0 if all(d.verdict.value == "accept" for d in decisions) else 1)
     packet = _flow_from_flags(flow, proto, src, sport, dst, dport, iif, oif, state, icmp_type)
-    decision = evaluate(ruleset, packet, direction=forced, local_addresses=local)
+    decision = evaluate(ruleset, packet, direction=forced, local_addresses=local, route=route)
     if as_json:
         doc = decision.to_json()
         doc["source"] = ruleset.source

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -367,14 +367,16 @@ def _is_local(address: IPAddress, local: Collection[IPAddress] | None, default: 
 
 def evaluate(ruleset: Ruleset, packet: Packet, *, direction: Direction | None = None,
              local_addresses: Collection[IPAddress] | None = None,
-             listening: bool | None = None) -> Decision:
+             listening: bool | None = None,
+             route: Callable[[IPAddress], str] | None = None) -> Decision:
     """The verdict netfilter gives `packet`, with the trace that explains it.
 
     `direction` fixes the path; without it the path follows the packet: with both an
     input and an output interface it is forwarded, with only an output interface it is
     locally generated, otherwise it is for this host unless prerouting DNAT sends it to
     an address that is not local (`local_addresses`; when unknown, only a DNAT to a
-    different non-loopback address counts as forwarding).
+    different non-loopback address counts as forwarding). `route` names the output
+    interface for a destination (the routing table), used when the packet has none.
     """
     trace: list[TraceStep] = []
     uncertain: list[str] = []
@@ -386,6 +388,8 @@ def evaluate(ruleset: Ruleset, packet: Packet, *, direction: Direction | None = 
         else:
             direction = None if _is_local(packet.dst, local_addresses, True) else Direction.FORWARD
     original = packet
+    if direction in (Direction.FORWARD, Direction.OUTPUT) and not packet.oif and route is not None:
+        packet = replace(packet, oif=route(packet.dst))
     hooks = PATHS[direction] if direction else (Hook.PREROUTING,)
     nat_done = False
     pending_route = direction is None
@@ -424,6 +428,8 @@ def evaluate(ruleset: Ruleset, packet: Packet, *, direction: Direction | None = 
             direction = Direction.INPUT if local else Direction.FORWARD
             hooks = PATHS[direction]
             hook_index = 1
+            if direction is Direction.FORWARD and not packet.oif and route is not None:
+                packet = replace(packet, oif=route(packet.dst))
     steps = [s for s in trace if s.matched and (s.position == 0 or "accept" in s.effect)]
     return Decision(original, Verdict.ACCEPT, direction or Direction.INPUT, tuple(trace), None, packet,
                     steps[-1] if steps else None, scanner_view(packet, Verdict.ACCEPT, None, listening),

@@ -11,10 +11,12 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from portkit.errors import PermissionNeeded, PortkitError, UsageError
 from portkit.firewall._model import Field, Ruleset, Table
+from portkit.model.endpoints import IPAddress
 
 _NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -160,3 +162,22 @@ def local_addresses(netns: str | None = None) -> frozenset[str]:
     except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired):
         return frozenset()
     return frozenset(a["local"] for link in data for a in link.get("addr_info", []) if "local" in a)
+
+
+def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str]:
+    """The output interface the routing table picks for an address (`ip route get`)."""
+    cache: dict[str, str] = {}
+
+    def lookup(address: IPAddress) -> str:
+        key = str(address)
+        if key not in cache:
+            try:
+                proc = subprocess.run([*_prefix(netns), "ip", "-j", "route", "get", key], capture_output=True,
+                                      text=True, timeout=10, check=False)
+                data = json.loads(proc.stdout or "[]")
+                cache[key] = data[0].get("dev", "") if data else ""
+            except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired, IndexError):
+                cache[key] = ""
+        return cache[key]
+
+    return lookup

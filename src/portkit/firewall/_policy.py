@@ -84,7 +84,7 @@ def _ports(text: str, where: str) -> tuple[Interval, ...]:
         spec = parse_port_spec(text)
     except UsageError as exc:
         raise UsageError(f"invalid policy rule at {where}: {exc}") from None
-    return normalize([(r.first, r.last) for r in spec.ranges])
+    return normalize([(r.first, r.last) for r in (*spec.any, *spec.tcp, *spec.udp, *spec.sctp)])
 
 
 def _addresses(text: str, fld: Field, where: str) -> Match | None:
