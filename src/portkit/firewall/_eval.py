@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from portkit.errors import UsageError
 from portkit.firewall._model import (
     Action,
     Chain,
@@ -342,7 +343,8 @@ def _run_base_chain(table: Table, base: Chain, hook: Hook, p: Packet, trace: lis
                 continue
             if act is Action.JUMP:
                 if len(stack) >= MAX_JUMP_DEPTH:
-                    raise RuntimeError(f"jumps nest deeper than {MAX_JUMP_DEPTH} in {table}")
+                    raise UsageError(f"invalid rules: jumps nest deeper than {MAX_JUMP_DEPTH} in {table} "
+                                     f"(at {chain.name} -> {rule.target}); the kernel refuses to load a loop")
                 stack.append((chain, i))
             chain, i = target, 0
             continue

@@ -379,13 +379,32 @@ def lint_ruleset(ruleset: Ruleset, *, ssh_connection: str | None = None, ssh_ifa
         parts = ssh_connection.split()
         if len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit():
             ssh = (parts[0], int(parts[1]), parts[2], int(parts[3]))
-    if behaviour:
+    # A looping rule set cannot be evaluated (nor loaded): behaviour is moot until it is fixed.
+    if behaviour and not any(f.check == "jump-loop" for f in findings):
         _behavioural(ruleset, findings, ssh, ssh_iface)
     for note in ruleset.notes:
         if "not modelled" in note or "cannot model" in note or "opaque" in note:
             findings.append(Finding(Severity.INFO, "not-modelled", note.split(":", 1)[0],
                                     note.split(":", 1)[-1].strip()))
+    findings = _merge_versions(findings)
     findings.sort(key=lambda f: -f.severity.rank)
     return findings
+
+
+def _merge_versions(findings: list[Finding]) -> list[Finding]:
+    """One finding for IPv4 and IPv6 when an inet rule causes both."""
+    out: list[Finding] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for f in findings:
+        if f.where.endswith(" (IPv4)") or f.where.endswith(" (IPv6)"):
+            key = (f.check, f.where[:-7], f.message)
+            if key in seen:
+                prev = out[seen[key]]
+                out[seen[key]] = Finding(prev.severity, prev.check, f"{key[1]} (IPv4, IPv6)", prev.message,
+                                         prev.related)
+                continue
+            seen[key] = len(out)
+        out.append(f)
+    return out
 
 
