@@ -191,8 +191,11 @@ class Probe:
 class Lab:
     """pk6-c (client) <-> pk6-s (server) over a veth pair; rules go into the server."""
 
+    _count = 0
+
     def __init__(self) -> None:
-        tag = f"{os.getpid() % 1000000}"
+        Lab._count += 1
+        tag = f"{os.getpid() % 1000000}{Lab._count % 10}"
         self.client = f"pk6-c{tag}"
         self.server = f"pk6-s{tag}"
         self.client_if = f"pk6a{tag}"

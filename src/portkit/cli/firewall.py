@@ -191,7 +191,7 @@ def _print_decision(d: Any, source: str) -> None:
     verdict = d.verdict.value.upper() + (f" with {d.reject_with}" if d.reject_with else "")
     click.echo(f"flow:      {d.packet}")
     click.echo(f"rules:     {source}")
-    if d.final_packet is not None and d.final_packet != d.packet:
+    if d.final_packet is not None and (d.final_packet.dst, d.final_packet.dport) != (d.packet.dst, d.packet.dport):
         click.echo(f"nat:       destination rewritten -> {d.final_packet.dst}"
                    + (f":{d.final_packet.dport}" if d.final_packet.dport is not None else ""))
     click.echo(f"path:      {d.direction} ({' -> '.join(h.value for h in _hooks(d))})")
@@ -202,7 +202,7 @@ def _print_decision(d: Any, source: str) -> None:
         click.echo(f"scanner:   {d.scanner.scan}")
     for u in d.uncertain:
         click.echo(f"uncertain: {u}")
-    click.echo("trace:")
+    click.echo("trace:" if d.trace else "trace:     (no base chain on this path)")
     for step in d.trace:
         click.echo(f"  {step}")
 

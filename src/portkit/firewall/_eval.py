@@ -156,7 +156,10 @@ class Decision:
             "reject_with": self.reject_with,
             "direction": self.direction.value,
             "reason": self.reason,
-            "nat": str(self.final_packet) if self.final_packet and self.final_packet != self.packet else None,
+            "nat": (f"{self.final_packet.dst}" + (f":{self.final_packet.dport}" if self.final_packet.dport is not None
+                                                  else "")
+                    if self.final_packet and (self.final_packet.dst, self.final_packet.dport)
+                    != (self.packet.dst, self.packet.dport) else None),
             "scanner": self.scanner.to_json() if self.scanner else None,
             "uncertain": list(self.uncertain),
             "trace": [s.to_json() for s in self.trace],
@@ -388,7 +391,9 @@ def evaluate(ruleset: Ruleset, packet: Packet, *, direction: Direction | None = 
         elif packet.oif:
             direction = Direction.OUTPUT
         else:
-            direction = None if _is_local(packet.dst, local_addresses, True) else Direction.FORWARD
+            # Addressed to this host (its public address may sit behind NAT, off its interfaces)
+            # unless prerouting DNAT sends it elsewhere: decided after prerouting.
+            direction = None
     original = packet
     if direction in (Direction.FORWARD, Direction.OUTPUT) and not packet.oif and route is not None:
         packet = replace(packet, oif=route(packet.dst))
@@ -426,7 +431,7 @@ def evaluate(ruleset: Ruleset, packet: Packet, *, direction: Direction | None = 
             # The routing decision, made after prerouting NAT.
             pending_route = False
             changed = packet.dst != original.dst
-            local = _is_local(packet.dst, local_addresses, not changed)
+            local = not changed or _is_local(packet.dst, local_addresses, False)
             direction = Direction.INPUT if local else Direction.FORWARD
             hooks = PATHS[direction]
             hook_index = 1

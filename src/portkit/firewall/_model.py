@@ -514,7 +514,8 @@ def canonical(ruleset: Ruleset) -> Ruleset:
         for c in t.chains:
             rules = []
             for r in c.rules:
-                implied = {m.protos for m in r.matches if m.protos and m.field in (Field.SPORT, Field.DPORT)}
+                implied = {m.protos for m in r.matches
+                           if m.protos and m.field in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE)}
                 if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.TCP_RESET:
                     implied.add((6,))
                 versions = {m.family for m in r.matches if m.family and m.field is not Field.L4PROTO}
