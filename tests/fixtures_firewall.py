@@ -184,8 +184,15 @@ class Probe:
     dport: int
 
     def packet(self, base: int, iface: str, state: CtState = CtState.NEW) -> Packet:
-        return Packet(6 if self.proto == "tcp" else 17, ipaddress.ip_address(self.src),
-                      ipaddress.ip_address(self.dst), base + self.sport, self.dport, iif=iface, state=state)
+        return Packet(
+            6 if self.proto == "tcp" else 17,
+            ipaddress.ip_address(self.src),
+            ipaddress.ip_address(self.dst),
+            base + self.sport,
+            self.dport,
+            iif=iface,
+            state=state,
+        )
 
 
 class Lab:
@@ -218,9 +225,25 @@ class Lab:
         c, s = self.client, self.server
         _run("ip", "netns", "add", c)
         _run("ip", "netns", "add", s)
-        _run("ip", "link", "add", self.client_if, "netns", c, "type", "veth", "peer", "name", self.server_if,
-             "netns", s)
-        for ns, ifname, v4, v6 in ((c, self.client_if, CLIENT4, CLIENT6), (s, self.server_if, SERVER4, SERVER6)):
+        _run(
+            "ip",
+            "link",
+            "add",
+            self.client_if,
+            "netns",
+            c,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            self.server_if,
+            "netns",
+            s,
+        )
+        for ns, ifname, v4, v6 in (
+            (c, self.client_if, CLIENT4, CLIENT6),
+            (s, self.server_if, SERVER4, SERVER6),
+        ):
             _run("ip", "-n", ns, "link", "set", "lo", "up")
             for a in v4:
                 _run("ip", "-n", ns, "addr", "add", f"{a}/24", "dev", ifname)
@@ -232,23 +255,56 @@ class Lab:
         for ns, ifname in ((c, self.client_if), (s, self.server_if)):
             info = json.loads(_run("ip", "-n", ns, "-j", "link", "show", ifname).stdout)
             macs[ns] = info[0]["address"]
-        for ns, ifname, peers, peer_ns in ((c, self.client_if, (*SERVER4, *SERVER6), s),
-                                           (s, self.server_if, (*CLIENT4, *CLIENT6), c)):
+        for ns, ifname, peers, peer_ns in (
+            (c, self.client_if, (*SERVER4, *SERVER6), s),
+            (s, self.server_if, (*CLIENT4, *CLIENT6), c),
+        ):
             for a in peers:
-                _run("ip", "-n", ns, "neigh", "replace", a, "lladdr", macs[peer_ns], "dev", ifname,
-                     "nud", "permanent")
+                _run(
+                    "ip",
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    a,
+                    "lladdr",
+                    macs[peer_ns],
+                    "dev",
+                    ifname,
+                    "nud",
+                    "permanent",
+                )
         # ICMP errors are rate limited per peer; a reject must answer every probe.
-        for key, value in (("net.ipv4.icmp_ratelimit", "0"), ("net.ipv6.icmp.ratelimit", "0"),
-                           ("net.ipv4.icmp_msgs_per_sec", "100000"), ("net.ipv4.icmp_msgs_burst", "100000")):
+        for key, value in (
+            ("net.ipv4.icmp_ratelimit", "0"),
+            ("net.ipv6.icmp.ratelimit", "0"),
+            ("net.ipv4.icmp_msgs_per_sec", "100000"),
+            ("net.ipv4.icmp_msgs_burst", "100000"),
+        ):
             _run("ip", "netns", "exec", s, "sysctl", "-qw", f"{key}={value}", check=False)
         self.log.touch()
         self.listener = subprocess.Popen(
-            ["ip", "netns", "exec", s, sys.executable, "-c", _LISTENER, str(self.log),
-             ",".join(map(str, PORTS))], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                s,
+                sys.executable,
+                "-c",
+                _LISTENER,
+                str(self.log),
+                ",".join(map(str, PORTS)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert self.listener.stdout is not None
         line = self.listener.stdout.readline()
         if line.strip() != "ready":
-            raise RuntimeError(f"listener failed: {self.listener.stderr.read() if self.listener.stderr else ''}")
+            raise RuntimeError(
+                f"listener failed: {self.listener.stderr.read() if self.listener.stderr else ''}"
+            )
 
     def close(self) -> None:
         if self.listener is not None:
@@ -291,14 +347,26 @@ class Lab:
             raise RuntimeError("source port blocks exhausted: open a new Lab")
         return base
 
-    def run(self, probes: list[Probe], base: int, deadline: float = 0.3, v6_tcp_deadline: float = 1.4
-            ) -> list[str]:
+    def run(
+        self, probes: list[Probe], base: int, deadline: float = 0.3, v6_tcp_deadline: float = 1.4
+    ) -> list[str]:
         """Fire all probes at once; return what each one observed."""
-        doc = [{"proto": p.proto, "src": p.src, "sport": base + p.sport, "dst": p.dst, "dport": p.dport}
-               for p in probes]
-        proc = _run("ip", "netns", "exec", self.client, sys.executable, "-c", _PROBER, str(deadline),
-                    str(v6_tcp_deadline),
-                    stdin=json.dumps(doc))
+        doc = [
+            {"proto": p.proto, "src": p.src, "sport": base + p.sport, "dst": p.dst, "dport": p.dport}
+            for p in probes
+        ]
+        proc = _run(
+            "ip",
+            "netns",
+            "exec",
+            self.client,
+            sys.executable,
+            "-c",
+            _PROBER,
+            str(deadline),
+            str(v6_tcp_deadline),
+            stdin=json.dumps(doc),
+        )
         seen = json.loads(proc.stdout)
         time.sleep(0.05)  # let the listener log the last accepts
         delivered = set()
@@ -336,30 +404,69 @@ def predict(ruleset: Ruleset, probe: Probe, base: int, iface: str) -> str:
 
 def shift_sports(ruleset: Ruleset, base: int) -> Ruleset:
     """Move logical source-port matches (0..63) to the block `base`."""
+
     def fix(m: Match) -> Match:
         if m.field is Field.SPORT:
             return replace(m, ranges=tuple((lo + base, hi + base) for lo, hi in m.ranges))
         return m
 
-    tables = tuple(replace(t, chains=tuple(replace(c, rules=tuple(replace(r, matches=tuple(fix(m) for m in r.matches))
-                                                                  for r in c.rules)) for c in t.chains))
-                   for t in ruleset.tables)
+    tables = tuple(
+        replace(
+            t,
+            chains=tuple(
+                replace(c, rules=tuple(replace(r, matches=tuple(fix(m) for m in r.matches)) for r in c.rules))
+                for c in t.chains
+            ),
+        )
+        for t in ruleset.tables
+    )
     return replace(ruleset, tables=tables)
 
 
 # --- strategies -------------------------------------------------------------------------------
 
-_V4_VALUES = ["10.66.0.1", "10.66.0.2", "10.66.0.3", "10.66.0.4", "10.66.0.0/30", "10.66.0.2/31",
-              "10.66.0.0/29", "10.66.0.1-10.66.0.3", "10.66.0.3-10.66.0.4", "10.0.0.0/8"]
-_V6_VALUES = ["fd66::1", "fd66::2", "fd66::3", "fd66::4", "fd66::/126", "fd66::2/127", "fd66::/64",
-              "fd66::1-fd66::3"]
-_REJECTS_ANY = [Reject(RejectType.ICMPX, c) for c in ("port-unreachable", "admin-prohibited",
-                                                      "host-unreachable", "no-route")]
-_REJECTS_V4 = [Reject(RejectType.ICMP, c) for c in ("port-unreachable", "host-unreachable", "net-unreachable",
-                                                    "admin-prohibited", "host-prohibited", "net-prohibited",
-                                                    "prot-unreachable")]
-_REJECTS_V6 = [Reject(RejectType.ICMPV6, c) for c in ("port-unreachable", "admin-prohibited", "no-route",
-                                                      "addr-unreachable")]
+_V4_VALUES = [
+    "10.66.0.1",
+    "10.66.0.2",
+    "10.66.0.3",
+    "10.66.0.4",
+    "10.66.0.0/30",
+    "10.66.0.2/31",
+    "10.66.0.0/29",
+    "10.66.0.1-10.66.0.3",
+    "10.66.0.3-10.66.0.4",
+    "10.0.0.0/8",
+]
+_V6_VALUES = [
+    "fd66::1",
+    "fd66::2",
+    "fd66::3",
+    "fd66::4",
+    "fd66::/126",
+    "fd66::2/127",
+    "fd66::/64",
+    "fd66::1-fd66::3",
+]
+_REJECTS_ANY = [
+    Reject(RejectType.ICMPX, c)
+    for c in ("port-unreachable", "admin-prohibited", "host-unreachable", "no-route")
+]
+_REJECTS_V4 = [
+    Reject(RejectType.ICMP, c)
+    for c in (
+        "port-unreachable",
+        "host-unreachable",
+        "net-unreachable",
+        "admin-prohibited",
+        "host-prohibited",
+        "net-prohibited",
+        "prot-unreachable",
+    )
+]
+_REJECTS_V6 = [
+    Reject(RejectType.ICMPV6, c)
+    for c in ("port-unreachable", "admin-prohibited", "no-route", "addr-unreachable")
+]
 
 
 def _interval(text: str) -> tuple[int, tuple[int, int]]:
@@ -395,8 +502,14 @@ def _ports(draw: Any, low: int, high: int) -> tuple[tuple[int, int], ...]:
 
 
 @st.composite
-def _rule(draw: Any, table_family: Family, iface: str, targets: list[str], sets: dict[str, NamedSet],
-          in_regular: bool) -> Rule:
+def _rule(
+    draw: Any,
+    table_family: Family,
+    iface: str,
+    targets: list[str],
+    sets: dict[str, NamedSet],
+    in_regular: bool,
+) -> Rule:
     matches: list[Match] = []
     proto = draw(st.sampled_from([0, 6, 17]))
     if proto:
@@ -405,14 +518,25 @@ def _rule(draw: Any, table_family: Family, iface: str, targets: list[str], sets:
         if draw(st.booleans()):
             if "ports" in sets and draw(st.integers(0, 3)) == 0:
                 named = sets["ports"]
-                matches.append(Match(Field.DPORT, named.ranges, negate=draw(st.booleans()), protos=(proto,),
-                                     set_name="ports"))
+                matches.append(
+                    Match(
+                        Field.DPORT,
+                        named.ranges,
+                        negate=draw(st.booleans()),
+                        protos=(proto,),
+                        set_name="ports",
+                    )
+                )
             else:
-                matches.append(Match(Field.DPORT, draw(_ports(1995, 2015)), negate=draw(st.booleans()),
-                                     protos=(proto,)))
+                matches.append(
+                    Match(Field.DPORT, draw(_ports(1995, 2015)), negate=draw(st.booleans()), protos=(proto,))
+                )
         if draw(st.integers(0, 3)) == 0:
-            matches.append(Match(Field.SPORT, draw(_ports(0, SPORT_SPAN - 1)), negate=draw(st.booleans()),
-                                 protos=(proto,)))
+            matches.append(
+                Match(
+                    Field.SPORT, draw(_ports(0, SPORT_SPAN - 1)), negate=draw(st.booleans()), protos=(proto,)
+                )
+            )
     # One IP family per rule: nft refuses `ip saddr ... ip6 daddr ...` (conflicting protocols).
     if table_family is Family.IP:
         fam = 4
@@ -425,11 +549,19 @@ def _rule(draw: Any, table_family: Family, iface: str, targets: list[str], sets:
             if draw(st.integers(0, 2)) == 0:
                 matches.append(draw(_address_match(fld, sets, fam)))
     if draw(st.integers(0, 4)) == 0:
-        names = draw(st.lists(st.sampled_from([iface, "lo", "pk6*", "eth0"]), min_size=1, max_size=2, unique=True))
+        names = draw(
+            st.lists(st.sampled_from([iface, "lo", "pk6*", "eth0"]), min_size=1, max_size=2, unique=True)
+        )
         matches.append(Match(Field.IIF, names=tuple(names), negate=draw(st.booleans())))
     if draw(st.integers(0, 2)) == 0:
-        states = draw(st.lists(st.sampled_from(["new", "established", "related", "invalid"]), min_size=1,
-                               max_size=2, unique=True))
+        states = draw(
+            st.lists(
+                st.sampled_from(["new", "established", "related", "invalid"]),
+                min_size=1,
+                max_size=2,
+                unique=True,
+            )
+        )
         matches.append(Match(Field.CT_STATE, names=tuple(states), negate=draw(st.booleans())))
     if fam == 0 and table_family is Family.INET and draw(st.integers(0, 5)) == 0:
         v = draw(st.sampled_from([4, 6]))
@@ -466,13 +598,14 @@ def _table(draw: Any, family: Family, name: str, iface: str, hooks: list[tuple[H
         sets["ports"] = NamedSet("ports", "inet_service", draw(_ports(1995, 2015)), flags=("interval",))
     if family in (Family.INET, Family.IP) and draw(st.booleans()):
         vals = draw(st.lists(st.sampled_from(_V4_VALUES), min_size=1, max_size=3, unique=True))
-        sets["saddrs4"] = NamedSet("saddrs4", "ipv4_addr", normalize([_interval(v)[1] for v in vals]),
-                                   flags=("interval",))
+        sets["saddrs4"] = NamedSet(
+            "saddrs4", "ipv4_addr", normalize([_interval(v)[1] for v in vals]), flags=("interval",)
+        )
     n_regular = draw(st.integers(0, 3))
     regular_names = [f"r{i}" for i in range(n_regular)]
     chains: list[Chain] = []
     for i, rname in enumerate(regular_names):
-        later = regular_names[i + 1:]
+        later = regular_names[i + 1 :]
         rules = draw(st.lists(_rule(family, iface, later, sets, True), min_size=1, max_size=4))
         chains.append(Chain(rname, tuple(rules)))
     base: list[Chain] = []

@@ -36,16 +36,27 @@ def _check(lab: lab_mod.Lab, generated: Ruleset, probes: list[lab_mod.Probe]) ->
     model = lab_mod.shift_sports(generated, base)
     kernel = lab.load(model)
     assert canonical(kernel) == canonical(model), (
-        f"export -> nft -> import changed the model:\n{render_nft(model)[0]}\nkernel:\n{render_nft(kernel)[0]}")
+        f"export -> nft -> import changed the model:\n{render_nft(model)[0]}\n"
+        f"kernel:\n{render_nft(kernel)[0]}"
+    )
     observed = lab.run(probes, base)
     predicted = [lab_mod.predict(model, p, base, lab.server_if) for p in probes]
-    mismatches = [(str(p.packet(base, lab.server_if)), want, got)
-                  for p, want, got in zip(probes, predicted, observed, strict=True) if want != got]
-    assert not mismatches, (f"portkit != kernel for {len(mismatches)} probes: {mismatches[:5]}\n"
-                            f"{render_nft(model)[0]}")
+    mismatches = [
+        (str(p.packet(base, lab.server_if)), want, got)
+        for p, want, got in zip(probes, predicted, observed, strict=True)
+        if want != got
+    ]
+    assert not mismatches, (
+        f"portkit != kernel for {len(mismatches)} probes: {mismatches[:5]}\n{render_nft(model)[0]}"
+    )
 
 
-@settings(max_examples=int(os.environ.get("PORTKIT_FW_EXAMPLES", "25")), deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(
+    max_examples=int(os.environ.get("PORTKIT_FW_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
 @given(data=st.data())
 def test_generated_rulesets_agree_with_the_kernel(lab: lab_mod.Lab, data: st.DataObject) -> None:
     generated = data.draw(lab_mod.rulesets(lab.server_if), label="ruleset")

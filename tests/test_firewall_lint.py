@@ -52,7 +52,8 @@ def test_dead_rules_loops_and_missing_chains() -> None:
         "*filter\n:INPUT DROP [0:0]\n:a - [0:0]\n:b - [0:0]\n:orphan - [0:0]\n"
         "-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT\n"
         "-A INPUT -p tcp --dport 22 -p udp -j ACCEPT\n"
-        "-A INPUT -j a\n-A a -j b\n-A b -j a\n-A a -j nowhere\n-A orphan -j DROP\nCOMMIT\n")
+        "-A INPUT -j a\n-A a -j b\n-A b -j a\n-A a -j nowhere\n-A orphan -j DROP\nCOMMIT\n"
+    )
     findings = lint_ruleset(rs)
     checks = {f.check for f in findings}
     assert {"never-matches", "jump-loop", "missing-chain", "unused-chain"} <= checks
@@ -74,8 +75,10 @@ def test_ssh_session_cut() -> None:
     cut = lint_ruleset(rs, ssh_connection="203.0.113.50 50000 192.0.2.10 22")
     ssh = _by_check(cut, "ssh-lockout")
     assert [f.severity for f in ssh] == [Severity.CRITICAL, Severity.HIGH]
-    fine = lint_ruleset(parse_policy("default incoming deny\nallow established\nallow tcp 22\n"),
-                        ssh_connection="203.0.113.50 50000 192.0.2.10 22")
+    fine = lint_ruleset(
+        parse_policy("default incoming deny\nallow established\nallow tcp 22\n"),
+        ssh_connection="203.0.113.50 50000 192.0.2.10 22",
+    )
     assert not _by_check(fine, "ssh-lockout")
 
 
@@ -89,5 +92,7 @@ def test_fail_on_sets_the_exit_status(cli, tmp_path: Path) -> None:  # type: ign
     doc = never.json()
     assert doc["failed"] is False and {f["check"] for f in doc["findings"]} >= {"shadowed", "risky-exposure"}
     clean = tmp_path / "clean.policy"
-    clean.write_text("default incoming deny\nallow established\nallow in on lo\nallow tcp 22 from 10.0.0.0/8\n")
+    clean.write_text(
+        "default incoming deny\nallow established\nallow in on lo\nallow tcp 22 from 10.0.0.0/8\n"
+    )
     assert cli("fw", "lint", str(clean), "--no-ssh", "--fail-on", "low").status == 0

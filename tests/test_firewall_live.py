@@ -38,14 +38,19 @@ def _probe(lab: lab_mod.Lab, proto: str, dport: int, src: str = "10.66.0.1", dst
 
 
 def test_fw_check_netns_gives_the_kernels_answer(lab: lab_mod.Lab, cli: Any) -> None:
-    _nft(lab, "flush ruleset\ntable inet web {\n chain input {\n  type filter hook input priority 0; policy drop;\n"
-              "  ct state established,related accept\n  tcp dport 2000 accept\n"
-              "  tcp dport 2001 reject with tcp reset\n  udp dport 2002 reject with icmpx type admin-prohibited\n"
-              " }\n}\n")
-    expectations = {("tcp", 2000): ("accept", None, "connected+accepted"),
-                    ("tcp", 2001): ("reject", "tcp-reset", "ECONNREFUSED"),
-                    ("udp", 2002): ("reject", "icmp-admin-prohibited", "EHOSTUNREACH"),
-                    ("tcp", 2003): ("drop", None, "timeout")}
+    _nft(
+        lab,
+        "flush ruleset\ntable inet web {\n chain input {\n  type filter hook input priority 0; policy drop;\n"
+        "  ct state established,related accept\n  tcp dport 2000 accept\n"
+        "  tcp dport 2001 reject with tcp reset\n  udp dport 2002 reject with icmpx type admin-prohibited\n"
+        " }\n}\n",
+    )
+    expectations = {
+        ("tcp", 2000): ("accept", None, "connected+accepted"),
+        ("tcp", 2001): ("reject", "tcp-reset", "ECONNREFUSED"),
+        ("udp", 2002): ("reject", "icmp-admin-prohibited", "EHOSTUNREACH"),
+        ("tcp", 2003): ("drop", None, "timeout"),
+    }
     for (proto, port), (verdict, answer, seen) in expectations.items():
         observed, base = _probe(lab, proto, port)
         flow = f"{proto} 10.66.0.1:{base} -> 10.66.0.2:{port} in {lab.server_if}"
@@ -54,17 +59,36 @@ def test_fw_check_netns_gives_the_kernels_answer(lab: lab_mod.Lab, cli: Any) -> 
         assert (doc["verdict"], doc["reject_with"]) == (verdict, answer), flow
         assert doc["trace"] and res.status == (0 if verdict == "accept" else 1)
         assert observed == seen, flow
-    text = cli("fw", "check", "--netns", lab.server, "--proto", "tcp", "--src", "10.66.0.1", "--dst", "10.66.0.2",
-               "--dport", "2001", "--in", lab.server_if)
+    text = cli(
+        "fw",
+        "check",
+        "--netns",
+        lab.server,
+        "--proto",
+        "tcp",
+        "--src",
+        "10.66.0.1",
+        "--dst",
+        "10.66.0.2",
+        "--dport",
+        "2001",
+        "--in",
+        lab.server_if,
+    )
     assert "REJECT with tcp-reset" in text.stdout and "handle" in text.stdout
 
 
 def test_iptables_nft_tables_are_read_through_iptables_save(lab: lab_mod.Lab) -> None:
     lab.flush()
-    rules = ("*filter\n:INPUT ACCEPT [0:0]\n"
-             "-A INPUT -p tcp -m tcp --dport 2004 -m comment --comment \"no app\" -j REJECT --reject-with tcp-reset\n"
-             "-A INPUT -p udp -m multiport --dports 2005,2006 -j DROP\nCOMMIT\n")
-    subprocess.run(["ip", "netns", "exec", lab.server, "iptables-nft-restore"], input=rules, text=True, check=True)
+    rules = (
+        "*filter\n:INPUT ACCEPT [0:0]\n"
+        '-A INPUT -p tcp -m tcp --dport 2004 -m comment --comment "no app" '
+        "-j REJECT --reject-with tcp-reset\n"
+        "-A INPUT -p udp -m multiport --dports 2005,2006 -j DROP\nCOMMIT\n"
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", lab.server, "iptables-nft-restore"], input=rules, text=True, check=True
+    )
     try:
         rs = read_live(lab.server)
         assert any("iptables-save" in n for n in rs.notes)
@@ -79,13 +103,17 @@ def test_iptables_nft_tables_are_read_through_iptables_save(lab: lab_mod.Lab) ->
 
 def test_round_trip_of_iptables_and_policy_rulesets(lab: lab_mod.Lab) -> None:
     ipt = import_iptables_save(
-        "*filter\n:INPUT DROP [0:0]\n:svc - [0:0]\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+        "*filter\n:INPUT DROP [0:0]\n:svc - [0:0]\n"
+        "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
         "-A INPUT -s 10.0.0.0/8 -p tcp -m multiport --dports 22,80:90 -j svc\n"
         "-A INPUT -p udp ! --dport 53 -j REJECT --reject-with icmp-host-prohibited\n"
         "-A INPUT -i eth+ -p icmp -m icmp --icmp-type 8 -j ACCEPT\n-A svc -p tcp --sport 1:1023 -j RETURN\n"
-        "-A svc -j ACCEPT\nCOMMIT\n")
-    pol = parse_policy("default incoming deny\nallow established\nallow tcp 22,443 from 10.0.0.0/8\n"
-                       "reject udp 5000-5100 with admin-prohibited\nallow icmpv6\n")
+        "-A svc -j ACCEPT\nCOMMIT\n"
+    )
+    pol = parse_policy(
+        "default incoming deny\nallow established\nallow tcp 22,443 from 10.0.0.0/8\n"
+        "reject udp 5000-5100 with admin-prohibited\nallow icmpv6\n"
+    )
     for rs in (ipt, pol):
         assert canonical(lab.load(rs)) == canonical(rs)
     lab.flush()
@@ -93,8 +121,11 @@ def test_round_trip_of_iptables_and_policy_rulesets(lab: lab_mod.Lab) -> None:
 
 def test_apply_rolls_back_unless_confirmed(lab: lab_mod.Lab, cli: Any, tmp_path: Path) -> None:
     env = {"PORTKIT_FW_STATE": str(tmp_path / "state")}
-    _nft(lab, "flush ruleset\ntable inet old {\n chain input {\n  type filter hook input priority 0;\n"
-              "  tcp dport 2007 drop\n }\n}\n")
+    _nft(
+        lab,
+        "flush ruleset\ntable inet old {\n chain input {\n  type filter hook input priority 0;\n"
+        "  tcp dport 2007 drop\n }\n}\n",
+    )
     new = tmp_path / "new.policy"
     new.write_text("default incoming deny\nallow tcp 2000\n")
     res = cli("fw", "apply", str(new), "--netns", lab.server, "--confirm-within", "2s", "--json", env=env)
@@ -117,7 +148,9 @@ def test_apply_rolls_back_unless_confirmed(lab: lab_mod.Lab, cli: Any, tmp_path:
     assert {t.name for t in lab.kernel_ruleset().tables} == {"portkit"}  # kept
 
     bad = tmp_path / "bad.nft"
-    bad.write_text("table inet x { chain c { type filter hook input priority 0; tcp dport 70000 accept; } }\n")
+    bad.write_text(
+        "table inet x { chain c { type filter hook input priority 0; tcp dport 70000 accept; } }\n"
+    )
     res = cli("fw", "apply", str(bad), "--netns", lab.server, env=env)
     assert res.status == 2 and "invalid" in res.stderr
     assert {t.name for t in lab.kernel_ruleset().tables} == {"portkit"}  # untouched

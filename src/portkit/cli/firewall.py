@@ -59,7 +59,9 @@ def show(rules: str | None, netns: str | None, fmt: str | None, as_json: bool) -
         click.echo(f"table {t}")
         for s in t.sets:
             elems = s.to_json()["elements"]
-            click.echo(f"  set {s.name} ({s.type}): {', '.join(elems[:12])}{' ...' if len(elems) > 12 else ''}")
+            click.echo(
+                f"  set {s.name} ({s.type}): {', '.join(elems[:12])}{' ...' if len(elems) > 12 else ''}"
+            )
         for c in t.chains:
             click.echo(f"  {c}")
             for i, r in enumerate(c.rules, start=1):
@@ -68,9 +70,18 @@ def show(rules: str | None, netns: str | None, fmt: str | None, as_json: bool) -
     _notes(ruleset)
 
 
-def _flow_from_flags(flow: str | None, proto: str | None, src: str | None, sport: int | None,
-                     dst: str | None, dport: int | None, iif: str | None, oif: str | None,
-                     state: str | None, icmp_type: str | None) -> Any:
+def _flow_from_flags(
+    flow: str | None,
+    proto: str | None,
+    src: str | None,
+    sport: int | None,
+    dst: str | None,
+    dport: int | None,
+    iif: str | None,
+    oif: str | None,
+    state: str | None,
+    icmp_type: str | None,
+) -> Any:
     from portkit.firewall import Packet
     from portkit.firewall._packet import parse_icmp_type, parse_l4proto, parse_state
     from portkit.model import parse_address
@@ -92,8 +103,16 @@ def _flow_from_flags(flow: str | None, proto: str | None, src: str | None, sport
     d = parse_address(dst)
     s = parse_address(src) if src else parse_address("192.0.2.1" if d.version == 4 else "2001:db8::1")
     l4 = parse_l4proto(proto or "tcp")
-    packet = Packet(l4, s, d, sport if sport is not None else 50000, dport, iif=iif or "", oif=oif or "",
-                    state=parse_state(state or "new"))
+    packet = Packet(
+        l4,
+        s,
+        d,
+        sport if sport is not None else 50000,
+        dport,
+        iif=iif or "",
+        oif=oif or "",
+        state=parse_state(state or "new"),
+    )
     if icmp_type and packet.is_icmp:
         from dataclasses import replace
 
@@ -115,15 +134,37 @@ def _flow_from_flags(flow: str | None, proto: str | None, src: str | None, sport
 @click.option("--out", "oif", metavar="IFACE", help="Output interface (forwarded or outgoing traffic).")
 @click.option("--state", help="Conntrack state: new (default), established, related, invalid.")
 @click.option("--icmp-type", help="ICMP type for --proto icmp/icmpv6 (default echo-request).")
-@click.option("--direction", type=click.Choice(["input", "forward", "output"]),
-              help="Force the packet's path (default: from interfaces and NAT).")
-@click.option("--flows", "flows_file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Check every flow in FILE (one per line, same syntax as FLOW; - for stdin).")
+@click.option(
+    "--direction",
+    type=click.Choice(["input", "forward", "output"]),
+    help="Force the packet's path (default: from interfaces and NAT).",
+)
+@click.option(
+    "--flows",
+    "flows_file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Check every flow in FILE (one per line, same syntax as FLOW; - for stdin).",
+)
 @json_option
-def check(flow: str | None, rules: str | None, netns: str | None, fmt: str | None, proto: str | None,
-          src: str | None, sport: int | None, dst: str | None, dport: int | None, iif: str | None,
-          oif: str | None, state: str | None, icmp_type: str | None, direction: str | None,
-          flows_file: str | None, as_json: bool) -> None:
+def check(
+    flow: str | None,
+    rules: str | None,
+    netns: str | None,
+    fmt: str | None,
+    proto: str | None,
+    src: str | None,
+    sport: int | None,
+    dst: str | None,
+    dport: int | None,
+    iif: str | None,
+    oif: str | None,
+    state: str | None,
+    icmp_type: str | None,
+    direction: str | None,
+    flows_file: str | None,
+    as_json: bool,
+) -> None:
     """Say what the rules do to a flow: verdict, the trace that explains it, what a scanner sees.
 
     FLOW is one string like 'tcp 203.0.113.5:51000 -> 10.0.0.2:443 in eth0 state new', or
@@ -144,15 +185,27 @@ def check(flow: str | None, rules: str | None, netns: str | None, fmt: str | Non
     forced = Direction(direction) if direction else None
     if flows_file:
         packets = _read_flows(flows_file)
-        decisions = [evaluate(ruleset, p, direction=forced, local_addresses=local, route=route) for p in packets]
+        decisions = [
+            evaluate(ruleset, p, direction=forced, local_addresses=local, route=route) for p in packets
+        ]
         if as_json:
-            emit_json({"source": ruleset.source, "count": len(decisions),
-                       "accepted": sum(d.verdict.value == "accept" for d in decisions),
-                       "results": [d.to_json() for d in decisions]})
+            emit_json(
+                {
+                    "source": ruleset.source,
+                    "count": len(decisions),
+                    "accepted": sum(d.verdict.value == "accept" for d in decisions),
+                    "results": [d.to_json() for d in decisions],
+                }
+            )
         else:
-            emit_table(["flow", "verdict", "direction", "scanner", "decided by"],
-                       [[str(d.packet), d.outcome, d.direction, d.scanner.state if d.scanner else "",
-                         d.reason] for d in decisions], title=f"# {ruleset.source}")
+            emit_table(
+                ["flow", "verdict", "direction", "scanner", "decided by"],
+                [
+                    [str(d.packet), d.outcome, d.direction, d.scanner.state if d.scanner else "", d.reason]
+                    for d in decisions
+                ],
+                title=f"# {ruleset.source}",
+            )
             _notes(ruleset)
         sys.exit(0 if all(d.verdict.value == "accept" for d in decisions) else 1)
     packet = _flow_from_flags(flow, proto, src, sport, dst, dport, iif, oif, state, icmp_type)
@@ -191,9 +244,14 @@ def _print_decision(d: Any, source: str) -> None:
     verdict = d.verdict.value.upper() + (f" with {d.reject_with}" if d.reject_with else "")
     click.echo(f"flow:      {d.packet}")
     click.echo(f"rules:     {source}")
-    if d.final_packet is not None and (d.final_packet.dst, d.final_packet.dport) != (d.packet.dst, d.packet.dport):
-        click.echo(f"nat:       destination rewritten -> {d.final_packet.dst}"
-                   + (f":{d.final_packet.dport}" if d.final_packet.dport is not None else ""))
+    if d.final_packet is not None and (d.final_packet.dst, d.final_packet.dport) != (
+        d.packet.dst,
+        d.packet.dport,
+    ):
+        click.echo(
+            f"nat:       destination rewritten -> {d.final_packet.dst}"
+            + (f":{d.final_packet.dport}" if d.final_packet.dport is not None else "")
+        )
     click.echo(f"path:      {d.direction} ({' -> '.join(h.value for h in _hooks(d))})")
     click.echo(f"verdict:   {verdict}")
     click.echo(f"why:       {d.reason}")
@@ -217,12 +275,20 @@ def _hooks(d: Any) -> list[Any]:
 @click.argument("rules", required=False, metavar="[FILE]")
 @click.option("--netns", help="Lint the live rules of this network namespace.")
 @click.option("--format", "fmt", type=_FORMATS, help="Format of FILE (detected by default).")
-@click.option("--fail-on", type=click.Choice(["info", "low", "medium", "high", "critical", "never"]),
-              default="high", show_default=True, help="Exit 1 when a finding is at least this severe.")
-@click.option("--ssh/--no-ssh", default=True, help="Check that the rules keep this SSH session "
-              "(from $SSH_CONNECTION).")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["info", "low", "medium", "high", "critical", "never"]),
+    default="high",
+    show_default=True,
+    help="Exit 1 when a finding is at least this severe.",
+)
+@click.option(
+    "--ssh/--no-ssh", default=True, help="Check that the rules keep this SSH session (from $SSH_CONNECTION)."
+)
 @json_option
-def lint(rules: str | None, netns: str | None, fmt: str | None, fail_on: str, ssh: bool, as_json: bool) -> None:
+def lint(
+    rules: str | None, netns: str | None, fmt: str | None, fail_on: str, ssh: bool, as_json: bool
+) -> None:
     """Find shadowed, redundant and dead rules, loops, risky exposures and lock-outs."""
     import os
 
@@ -233,29 +299,42 @@ def lint(rules: str | None, netns: str | None, fmt: str | None, fail_on: str, ss
     threshold = None if fail_on == "never" else Severity(fail_on)
     failing = threshold is not None and any(f.severity >= threshold for f in findings)
     if as_json:
-        emit_json({"source": ruleset.source, "rules": ruleset.rule_count,
-                   "fail_on": fail_on, "failed": failing,
-                   "findings": [f.to_json() for f in findings]})
+        emit_json(
+            {
+                "source": ruleset.source,
+                "rules": ruleset.rule_count,
+                "fail_on": fail_on,
+                "failed": failing,
+                "findings": [f.to_json() for f in findings],
+            }
+        )
     else:
-        emit_table(["severity", "check", "where", "finding"],
-                   [[f.severity, f.check, f.where, f.message] for f in findings],
-                   title=f"# {ruleset.source}: {ruleset.rule_count} rules, {len(findings)} findings",
-                   empty="no findings")
+        emit_table(
+            ["severity", "check", "where", "finding"],
+            [[f.severity, f.check, f.where, f.message] for f in findings],
+            title=f"# {ruleset.source}: {ruleset.rule_count} rules, {len(findings)} findings",
+            empty="no findings",
+        )
         _notes(ruleset)
     sys.exit(1 if failing else 0)
 
 
 @fw.command()
 @click.argument("rules", required=False, metavar="[FILE]")
-@click.option("--to", "target", required=True,
-              type=click.Choice(["nft", "iptables", "ip6tables", "ufw", "firewalld"]),
-              help="Output dialect.")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Choice(["nft", "iptables", "ip6tables", "ufw", "firewalld"]),
+    help="Output dialect.",
+)
 @click.option("--netns", help="Export the live rules of this network namespace.")
 @click.option("--format", "fmt", type=_FORMATS, help="Format of FILE (detected by default).")
 @click.option("--strict", is_flag=True, help="Exit 1 if anything could not be rendered faithfully.")
 @json_option
-def export(rules: str | None, target: str, netns: str | None, fmt: str | None, strict: bool,
-           as_json: bool) -> None:
+def export(
+    rules: str | None, target: str, netns: str | None, fmt: str | None, strict: bool, as_json: bool
+) -> None:
     """Write the rules for another tool; what cannot be rendered faithfully is listed on stderr."""
     from portkit.firewall import export_ruleset
 
@@ -292,13 +371,22 @@ def _duration(text: str) -> float:
 @click.argument("rules", metavar="FILE")
 @click.option("--netns", help="Apply inside this network namespace instead of this host.")
 @click.option("--format", "fmt", type=_FORMATS, help="Format of FILE (detected by default).")
-@click.option("--confirm-within", "confirm_within", default="30s", show_default=True,
-              help="Roll back unless `portkit fw confirm` runs within this time.")
-@click.option("--wait", is_flag=True, help="Ask for confirmation on this terminal instead of "
-              "returning (like iptables-apply).")
+@click.option(
+    "--confirm-within",
+    "confirm_within",
+    default="30s",
+    show_default=True,
+    help="Roll back unless `portkit fw confirm` runs within this time.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Ask for confirmation on this terminal instead of returning (like iptables-apply).",
+)
 @json_option
-def apply(rules: str, netns: str | None, fmt: str | None, confirm_within: str, wait: bool,
-          as_json: bool) -> None:
+def apply(
+    rules: str, netns: str | None, fmt: str | None, confirm_within: str, wait: bool, as_json: bool
+) -> None:
     """Validate (nft -c), apply atomically, and roll back unless confirmed in time.
 
     Without --wait the command returns at once and a background guard restores the

@@ -12,6 +12,7 @@ State lives in /run/portkit/fw/<netns|host>/: previous.nft, new.nft, state.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -43,8 +44,14 @@ class ApplyResult:
         return f"{self.status}: {self.message}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "status": self.status, "target": self.target, "message": self.message,
-                "deadline": self.deadline, "guard_pid": self.guard_pid}
+        return {
+            "ok": self.ok,
+            "status": self.status,
+            "target": self.target,
+            "message": self.message,
+            "deadline": self.deadline,
+            "guard_pid": self.guard_pid,
+        }
 
 
 def _state_dir(netns: str | None) -> Path:
@@ -62,21 +69,26 @@ def _restore(netns: str | None, saved: str) -> None:
         raise PortkitError(f"roll-back failed on {_target(netns)}: {proc.stderr.strip()}")
 
 
-def apply_ruleset(ruleset: Ruleset, *, netns: str | None = None, confirm_within: float = 30.0,
-                  interactive: bool = False) -> ApplyResult:
+def apply_ruleset(
+    ruleset: Ruleset, *, netns: str | None = None, confirm_within: float = 30.0, interactive: bool = False
+) -> ApplyResult:
     from portkit.firewall._nft import render_nft
 
     if os.geteuid() != 0:
         raise PermissionNeeded("applying firewall rules needs root (CAP_NET_ADMIN): run with sudo")
     script, problems = render_nft(ruleset)
     if problems:
-        raise UsageError("refusing to apply rules portkit cannot render faithfully: " + "; ".join(problems[:3]))
+        raise UsageError(
+            "refusing to apply rules portkit cannot render faithfully: " + "; ".join(problems[:3])
+        )
     state = _state_dir(netns)
     if (state / "state.json").exists():
         old = json.loads((state / "state.json").read_text())
         if old.get("status") == "pending" and _alive(old.get("guard_pid")):
-            raise UsageError(f"an apply is already pending on {_target(netns)}: run 'portkit fw confirm' "
-                             "or 'portkit fw rollback' first")
+            raise UsageError(
+                f"an apply is already pending on {_target(netns)}: run 'portkit fw confirm' "
+                "or 'portkit fw rollback' first"
+            )
     state.mkdir(parents=True, exist_ok=True)
     new_file = state / "new.nft"
     new_file.write_text(script)
@@ -90,19 +102,31 @@ def apply_ruleset(ruleset: Ruleset, *, netns: str | None = None, confirm_within:
     (state / "previous.nft").write_text(saved.stdout)
     loaded = run_tool(["nft", "-f", str(new_file)], netns=netns)
     if loaded.returncode != 0:
-        return ApplyResult(False, "invalid", _target(netns), f"nft refused the rules: {loaded.stderr.strip()}")
+        return ApplyResult(
+            False, "invalid", _target(netns), f"nft refused the rules: {loaded.stderr.strip()}"
+        )
     deadline = time.time() + confirm_within
     if interactive:
         return _ask(netns, saved.stdout, confirm_within, deadline)
     guard = subprocess.Popen(
         [sys.executable, "-m", "portkit.firewall._apply", "guard", str(state), str(confirm_within)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     _write_state(state, {"status": "pending", "netns": netns, "deadline": deadline, "guard_pid": guard.pid})
-    return ApplyResult(True, "pending", _target(netns),
-                       f"new rules applied on {_target(netns)}; run 'portkit fw confirm"
-                       f"{' --netns ' + netns if netns else ''}' within {confirm_within:g}s or they are "
-                       "rolled back", deadline, guard.pid)
+    return ApplyResult(
+        True,
+        "pending",
+        _target(netns),
+        f"new rules applied on {_target(netns)}; run 'portkit fw confirm"
+        f"{' --netns ' + netns if netns else ''}' within {confirm_within:g}s or they are "
+        "rolled back",
+        deadline,
+        guard.pid,
+    )
 
 
 def _ask(netns: str | None, saved: str, seconds: float, deadline: float) -> ApplyResult:
@@ -153,7 +177,9 @@ def confirm_apply(*, netns: str | None = None) -> ApplyResult:
         return ApplyResult(False, "nothing-pending", _target(netns), "no apply is waiting for confirmation")
     state, doc = found
     if time.time() > float(doc.get("deadline", 0)) or not _alive(doc.get("guard_pid")):
-        return ApplyResult(False, "rolled-back", _target(netns), "too late: the rules were already rolled back")
+        return ApplyResult(
+            False, "rolled-back", _target(netns), "too late: the rules were already rolled back"
+        )
     _write_state(state, {**doc, "status": "confirmed"})
     _stop(doc.get("guard_pid"))
     return ApplyResult(True, "confirmed", _target(netns), "new rules confirmed and kept")
@@ -173,10 +199,8 @@ def rollback_apply(*, netns: str | None = None) -> ApplyResult:
 
 def _stop(pid: Any) -> None:
     if _alive(pid):
-        try:
+        with contextlib.suppress(OSError):
             os.kill(int(pid), signal.SIGTERM)
-        except OSError:
-            pass
 
 
 def _guard(state: Path, seconds: float) -> int:

@@ -97,9 +97,16 @@ class TraceStep:
         return f"[{self.hook}] {loc} #{self.position}{where}: {self.rule}  [{mark}]{tail}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"hook": self.hook.value, "table": self.table, "chain": self.chain,
-                "position": self.position, "where": self.where, "rule": self.rule,
-                "matched": self.matched, "effect": self.effect}
+        return {
+            "hook": self.hook.value,
+            "table": self.table,
+            "chain": self.chain,
+            "position": self.position,
+            "where": self.where,
+            "rule": self.rule,
+            "matched": self.matched,
+            "effect": self.effect,
+        }
 
 
 @dataclass(frozen=True)
@@ -113,8 +120,13 @@ class ScannerView:
     reason: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"state": self.state, "connect": self.connect, "scan": self.scan,
-                "errno": self.errno or None, "reason": self.reason}
+        return {
+            "state": self.state,
+            "connect": self.connect,
+            "scan": self.scan,
+            "errno": self.errno or None,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -136,7 +148,7 @@ class Decision:
         """`accept`, `drop`, or `reject:<answer>`: the verdict as one comparable string."""
         if self.verdict is Verdict.REJECT:
             return f"reject:{self.reject_with}"
-        return self.verdict.value
+        return str(self.verdict.value)
 
     @property
     def reason(self) -> str:
@@ -156,10 +168,13 @@ class Decision:
             "reject_with": self.reject_with,
             "direction": self.direction.value,
             "reason": self.reason,
-            "nat": (f"{self.final_packet.dst}" + (f":{self.final_packet.dport}" if self.final_packet.dport is not None
-                                                  else "")
-                    if self.final_packet and (self.final_packet.dst, self.final_packet.dport)
-                    != (self.packet.dst, self.packet.dport) else None),
+            "nat": (
+                f"{self.final_packet.dst}"
+                + (f":{self.final_packet.dport}" if self.final_packet.dport is not None else "")
+                if self.final_packet
+                and (self.final_packet.dst, self.final_packet.dport) != (self.packet.dst, self.packet.dport)
+                else None
+            ),
             "scanner": self.scanner.to_json() if self.scanner else None,
             "uncertain": list(self.uncertain),
             "trace": [s.to_json() for s in self.trace],
@@ -247,45 +262,83 @@ ANSWER_ERRNO: dict[str, str] = {
     "icmpv6-policy-fail": "EACCES",
     "icmpv6-reject-route": "EACCES",
 }
-_ERRNO_TEXT = {"ECONNREFUSED": "refused (Connection refused)", "EHOSTUNREACH": "fails: No route to host",
-               "ENETUNREACH": "fails: Network is unreachable", "EACCES": "fails: Permission denied",
-               "ENOPROTOOPT": "fails: Protocol not available"}
+_ERRNO_TEXT = {
+    "ECONNREFUSED": "refused (Connection refused)",
+    "EHOSTUNREACH": "fails: No route to host",
+    "ENETUNREACH": "fails: Network is unreachable",
+    "EACCES": "fails: Permission denied",
+    "ENOPROTOOPT": "fails: Protocol not available",
+}
 
 
-def scanner_view(p: Packet, verdict: Verdict, answer: str | None, listening: bool | None = None) -> ScannerView:
+def scanner_view(
+    p: Packet, verdict: Verdict, answer: str | None, listening: bool | None = None
+) -> ScannerView:
     port = f"port {p.dport}" if p.dport is not None else "the host"
     if verdict is Verdict.ACCEPT:
         if p.l4proto == 17:
             state = {True: "open", False: "closed"}.get(listening, "unfiltered")  # type: ignore[arg-type]
-            return ScannerView(state, "delivered; if nothing listens the kernel answers ICMP port-unreachable",
-                               "open if a service answers, closed if ICMP port-unreachable comes back",
-                               "ECONNREFUSED" if listening is False else "",
-                               f"accepted: the datagram reaches {port}")
+            return ScannerView(
+                state,
+                "delivered; if nothing listens the kernel answers ICMP port-unreachable",
+                "open if a service answers, closed if ICMP port-unreachable comes back",
+                "ECONNREFUSED" if listening is False else "",
+                f"accepted: the datagram reaches {port}",
+            )
         state = {True: "open", False: "closed"}.get(listening, "unfiltered")  # type: ignore[arg-type]
-        return ScannerView(state, f"connects if a service listens on {port}, else refused (RST)",
-                           "open (SYN-ACK) if a service listens, closed (RST) if none does",
-                           "ECONNREFUSED" if listening is False else "",
-                           f"accepted: the packet reaches {port}")
+        return ScannerView(
+            state,
+            f"connects if a service listens on {port}, else refused (RST)",
+            "open (SYN-ACK) if a service listens, closed (RST) if none does",
+            "ECONNREFUSED" if listening is False else "",
+            f"accepted: the packet reaches {port}",
+        )
     if verdict is Verdict.DROP:
         if p.l4proto == 17:
-            return ScannerView("open|filtered", "no answer: recv() waits until it times out",
-                               "open|filtered (no response)", "", "dropped silently")
-        return ScannerView("filtered", "times out (no answer at all)", "filtered (no response)", "",
-                           "dropped silently")
+            return ScannerView(
+                "open|filtered",
+                "no answer: recv() waits until it times out",
+                "open|filtered (no response)",
+                "",
+                "dropped silently",
+            )
+        return ScannerView(
+            "filtered", "times out (no answer at all)", "filtered (no response)", "", "dropped silently"
+        )
     answer = answer or "icmp-port-unreachable"
     errno = ANSWER_ERRNO.get(answer, "EHOSTUNREACH")
     said = _ERRNO_TEXT.get(errno, errno)
     if answer == "tcp-reset":
-        return ScannerView("closed", f"{said}", "closed (RST)", errno,
-                           "rejected with a TCP reset: indistinguishable from a closed port")
+        return ScannerView(
+            "closed",
+            f"{said}",
+            "closed (RST)",
+            errno,
+            "rejected with a TCP reset: indistinguishable from a closed port",
+        )
     if answer.endswith("port-unreachable"):
         if p.l4proto == 17:
-            return ScannerView("closed", f"{said}", "closed (ICMP port-unreachable)", errno,
-                               "rejected with ICMP port-unreachable: looks like a closed UDP port")
-        return ScannerView("filtered", f"{said}", "filtered (ICMP port-unreachable)", errno,
-                           f"rejected with {answer}: connect() sees refused, a SYN scan sees filtered")
-    return ScannerView("filtered", said, f"filtered ({answer})", errno,
-                       f"rejected with {answer}: connect() {said}, a SYN scan sees filtered")
+            return ScannerView(
+                "closed",
+                f"{said}",
+                "closed (ICMP port-unreachable)",
+                errno,
+                "rejected with ICMP port-unreachable: looks like a closed UDP port",
+            )
+        return ScannerView(
+            "filtered",
+            f"{said}",
+            "filtered (ICMP port-unreachable)",
+            errno,
+            f"rejected with {answer}: connect() sees refused, a SYN scan sees filtered",
+        )
+    return ScannerView(
+        "filtered",
+        said,
+        f"filtered ({answer})",
+        errno,
+        f"rejected with {answer}: connect() {said}, a SYN scan sees filtered",
+    )
 
 
 # --- chains -------------------------------------------------------------------------------
@@ -298,8 +351,9 @@ class _ChainResult:
     step: TraceStep
 
 
-def _run_base_chain(table: Table, base: Chain, hook: Hook, p: Packet, trace: list[TraceStep],
-                    uncertain: list[str]) -> _ChainResult:
+def _run_base_chain(
+    table: Table, base: Chain, hook: Hook, p: Packet, trace: list[TraceStep], uncertain: list[str]
+) -> _ChainResult:
     stack: list[tuple[Chain, int]] = []
     chain, i = base, 0
     steps = 0
@@ -311,8 +365,16 @@ def _run_base_chain(table: Table, base: Chain, hook: Hook, p: Packet, trace: lis
             if stack:
                 chain, i = stack.pop()
                 continue
-            step = TraceStep(hook, str(table), base.name, 0, f"policy {base.policy}", "", True,
-                             f"{base.policy} (end of base chain)")
+            step = TraceStep(
+                hook,
+                str(table),
+                base.name,
+                0,
+                f"policy {base.policy}",
+                "",
+                True,
+                f"{base.policy} (end of base chain)",
+            )
             trace.append(step)
             return _ChainResult(base.policy, None, step)
         rule = chain.rules[i]
@@ -346,8 +408,10 @@ def _run_base_chain(table: Table, base: Chain, hook: Hook, p: Packet, trace: lis
                 continue
             if act is Action.JUMP:
                 if len(stack) >= MAX_JUMP_DEPTH:
-                    raise UsageError(f"invalid rules: jumps nest deeper than {MAX_JUMP_DEPTH} in {table} "
-                                     f"(at {chain.name} -> {rule.target}); the kernel refuses to load a loop")
+                    raise UsageError(
+                        f"invalid rules: jumps nest deeper than {MAX_JUMP_DEPTH} in {table} "
+                        f"(at {chain.name} -> {rule.target}); the kernel refuses to load a loop"
+                    )
                 stack.append((chain, i))
             chain, i = target, 0
             continue
@@ -355,8 +419,16 @@ def _run_base_chain(table: Table, base: Chain, hook: Hook, p: Packet, trace: lis
             if stack:
                 chain, i = stack.pop()
                 continue
-            pol = TraceStep(hook, str(table), base.name, 0, f"policy {base.policy}", "", True,
-                            f"{base.policy} (return from base chain)")
+            pol = TraceStep(
+                hook,
+                str(table),
+                base.name,
+                0,
+                f"policy {base.policy}",
+                "",
+                True,
+                f"{base.policy} (return from base chain)",
+            )
             trace.append(pol)
             return _ChainResult(base.policy, None, pol)
         return _ChainResult(act, rule, step)
@@ -370,10 +442,15 @@ def _is_local(address: IPAddress, local: Collection[IPAddress] | None, default: 
     return address in local
 
 
-def evaluate(ruleset: Ruleset, packet: Packet, *, direction: Direction | None = None,
-             local_addresses: Collection[IPAddress] | None = None,
-             listening: bool | None = None,
-             route: Callable[[IPAddress], str] | None = None) -> Decision:
+def evaluate(
+    ruleset: Ruleset,
+    packet: Packet,
+    *,
+    direction: Direction | None = None,
+    local_addresses: Collection[IPAddress] | None = None,
+    listening: bool | None = None,
+    route: Callable[[IPAddress], str] | None = None,
+) -> Decision:
     """The verdict netfilter gives `packet`, with the trace that explains it.
 
     `direction` fixes the path; without it the path follows the packet: with both an
@@ -419,9 +496,17 @@ def evaluate(ruleset: Ruleset, packet: Packet, *, direction: Direction | None = 
                 answer = None
                 if act is Action.REJECT and result.rule is not None:
                     answer = (result.rule.reject or Reject()).answer(packet.family)
-                return Decision(original, verdict, direction or Direction.INPUT, tuple(trace), answer,
-                                packet, result.step, scanner_view(original, verdict, answer, listening),
-                                tuple(uncertain))
+                return Decision(
+                    original,
+                    verdict,
+                    direction or Direction.INPUT,
+                    tuple(trace),
+                    answer,
+                    packet,
+                    result.step,
+                    scanner_view(original, verdict, answer, listening),
+                    tuple(uncertain),
+                )
             if act in (Action.DNAT, Action.REDIRECT) and result.rule is not None and not nat_done:
                 nat_done = True
                 packet = _apply_dnat(packet, result.rule, act)
@@ -438,9 +523,17 @@ def evaluate(ruleset: Ruleset, packet: Packet, *, direction: Direction | None = 
             if direction is Direction.FORWARD and not packet.oif and route is not None:
                 packet = replace(packet, oif=route(packet.dst))
     steps = [s for s in trace if s.matched and (s.position == 0 or "accept" in s.effect)]
-    return Decision(original, Verdict.ACCEPT, direction or Direction.INPUT, tuple(trace), None, packet,
-                    steps[-1] if steps else None, scanner_view(packet, Verdict.ACCEPT, None, listening),
-                    tuple(uncertain))
+    return Decision(
+        original,
+        Verdict.ACCEPT,
+        direction or Direction.INPUT,
+        tuple(trace),
+        None,
+        packet,
+        steps[-1] if steps else None,
+        scanner_view(packet, Verdict.ACCEPT, None, listening),
+        tuple(uncertain),
+    )
 
 
 def _apply_dnat(p: Packet, rule: Rule, act: Action) -> Packet:
@@ -448,8 +541,10 @@ def _apply_dnat(p: Packet, rule: Rule, act: Action) -> Packet:
     if nat is None:
         return p
     if act is Action.REDIRECT:
-        return p.with_destination(ipaddress.ip_address("127.0.0.1" if p.family == 4 else "::1")
-                                  if p.dst.is_loopback else p.dst, nat.port)
+        return p.with_destination(
+            ipaddress.ip_address("127.0.0.1" if p.family == 4 else "::1") if p.dst.is_loopback else p.dst,
+            nat.port,
+        )
     address = None
     if nat.address:
         try:

@@ -18,31 +18,46 @@ from portkit.firewall._model import (
     render_address_interval,
 )
 
-_FIREWALLD_REJECT = {"port-unreachable": "port-unreachable", "admin-prohibited": "admin-prohibited",
-                     "host-unreachable": "host-unreachable", "net-unreachable": "net-unreachable",
-                     "host-prohibited": "host-prohibited", "net-prohibited": "net-prohibited",
-                     "prot-unreachable": "prot-unreachable", "no-route": "no-route",
-                     "addr-unreachable": "addr-unreachable"}
+_FIREWALLD_REJECT = {
+    "port-unreachable": "port-unreachable",
+    "admin-prohibited": "admin-prohibited",
+    "host-unreachable": "host-unreachable",
+    "net-unreachable": "net-unreachable",
+    "host-prohibited": "host-prohibited",
+    "net-prohibited": "net-prohibited",
+    "prot-unreachable": "prot-unreachable",
+    "no-route": "no-route",
+    "addr-unreachable": "addr-unreachable",
+}
 
 
 def render_firewalld(ruleset: Ruleset, *, zone: str = "public") -> tuple[str, list[str]]:
     """`firewall-cmd` commands: the zone's target from the input policy, one rich rule per rule."""
     problems: list[str] = []
-    out = [f"firewall-cmd --permanent --zone={zone} --set-target="
-           + ("DROP" if any(c.hook is Hook.INPUT and c.policy is Action.DROP
-                            for t in ruleset.tables for c in t.chains) else "ACCEPT")]
+    out = [
+        f"firewall-cmd --permanent --zone={zone} --set-target="
+        + (
+            "DROP"
+            if any(c.hook is Hook.INPUT and c.policy is Action.DROP for t in ruleset.tables for c in t.chains)
+            else "ACCEPT"
+        )
+    ]
     priority = -32000
     for t in ruleset.tables:
         for c in t.chains:
             if c.hook is not Hook.INPUT:
                 if c.rules:
-                    problems.append(f"{t} {c.name}: firewalld zones filter incoming traffic only; "
-                                    f"{len(c.rules)} {c.hook or 'regular chain'} rules not rendered")
+                    problems.append(
+                        f"{t} {c.name}: firewalld zones filter incoming traffic only; "
+                        f"{len(c.rules)} {c.hook or 'regular chain'} rules not rendered"
+                    )
                 continue
             for i, r in enumerate(c.rules):
                 where = f"{t} {c.name} #{i + 1} ({r})"
                 if r.action not in (Action.ACCEPT, Action.DROP, Action.REJECT):
-                    problems.append(f"{where}: firewalld rich rules cannot '{r.verdict_text() or 'continue'}'")
+                    problems.append(
+                        f"{where}: firewalld rich rules cannot '{r.verdict_text() or 'continue'}'"
+                    )
                     continue
                 parts: list[str] = []
                 family = ""
@@ -52,8 +67,9 @@ def render_firewalld(ruleset: Ruleset, *, zone: str = "public") -> tuple[str, li
                 for m in r.matches:
                     if m.field is Field.CT_STATE:
                         if r.action is Action.ACCEPT and "established" in m.names and not m.negate:
-                            problems.append(f"{where}: firewalld accepts established/related traffic "
-                                            "itself; not rendered")
+                            problems.append(
+                                f"{where}: firewalld accepts established/related traffic itself; not rendered"
+                            )
                         else:
                             problems.append(f"{where}: firewalld cannot match conntrack state")
                         ok = False
@@ -67,15 +83,21 @@ def render_firewalld(ruleset: Ruleset, *, zone: str = "public") -> tuple[str, li
                             break
                         kind = "source" if m.field is Field.SADDR else "destination"
                         parts.append(f'{kind} {"NOT " if m.negate else ""}address="{text}"')
-                    elif m.field is Field.L4PROTO and not m.negate and len(m.ranges) == 1 \
-                            and m.ranges[0][0] == m.ranges[0][1]:
+                    elif (
+                        m.field is Field.L4PROTO
+                        and not m.negate
+                        and len(m.ranges) == 1
+                        and m.ranges[0][0] == m.ranges[0][1]
+                    ):
                         proto = IPPROTO_NAMES.get(m.ranges[0][0], str(m.ranges[0][0]))
                     elif m.field is Field.DPORT and not m.negate:
                         proto = IPPROTO_NAMES.get(m.protos[0], "") if len(m.protos) == 1 else proto
                         ports = [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in m.ranges]
                     elif m.field is Field.IIF:
-                        problems.append(f"{where}: firewalld binds interfaces to zones, not rules "
-                                        f"(use --zone=... --add-interface={m.names[0]})")
+                        problems.append(
+                            f"{where}: firewalld binds interfaces to zones, not rules "
+                            f"(use --zone=... --add-interface={m.names[0]})"
+                        )
                         ok = False
                         break
                     else:
@@ -98,12 +120,17 @@ def render_firewalld(ruleset: Ruleset, *, zone: str = "public") -> tuple[str, li
                         if not family:
                             verdict = "reject"
                             if rej.code != "port-unreachable":
-                                problems.append(f"{where}: reject type {rej.code} needs an address family; "
-                                                "plain reject used")
+                                problems.append(
+                                    f"{where}: reject type {rej.code} needs an address family; "
+                                    "plain reject used"
+                                )
                         else:
                             verdict = f'reject type="{name}"'
-                bodies = [[*parts, f'port port="{p}" protocol="{proto}"'] for p in ports] if ports else \
-                    [[*parts, f'protocol value="{proto}"'] if proto else parts]
+                bodies = (
+                    [[*parts, f'port port="{p}" protocol="{proto}"'] for p in ports]
+                    if ports
+                    else [[*parts, f'protocol value="{proto}"'] if proto else parts]
+                )
                 for body in bodies:
                     fam = f' family="{family}"' if family else ""
                     rule = f'rule priority="{priority}"{fam} {" ".join(body)} {verdict}'.replace("  ", " ")

@@ -27,14 +27,24 @@ from portkit.firewall._model import (
     Chain,
     ChainType,
     CtState,
-    Hook,
     Reject,
     Rule,
     Ruleset,
     Table,
 )
 from portkit.firewall._packet import Packet
-from portkit.firewall._space import DIMS, ICODE, IIF, ITYPE, OIF, SADDR, DADDR, Space, interface_names, rule_box
+from portkit.firewall._space import (
+    DADDR,
+    DIMS,
+    ICODE,
+    IIF,
+    ITYPE,
+    OIF,
+    SADDR,
+    Space,
+    interface_names,
+    rule_box,
+)
 
 _STATES = [s.value for s in CtState]
 VERDICTS = ("accept", "drop", "reject")
@@ -75,16 +85,27 @@ class FlowArrays:
         return cls(
             np.array([p.family for p in packets], dtype=np.int8),
             np.array([p.l4proto for p in packets], dtype=np.int16),
-            np.array([s[0] for s in src], dtype=np.uint64), np.array([s[1] for s in src], dtype=np.uint64),
-            np.array([d[0] for d in dst], dtype=np.uint64), np.array([d[1] for d in dst], dtype=np.uint64),
-            np.array([p.sport if p.has_ports and p.sport is not None else -1 for p in packets], dtype=np.int32),
-            np.array([p.dport if p.has_ports and p.dport is not None else -1 for p in packets], dtype=np.int32),
-            np.array([p.iif for p in packets], dtype=object), np.array([p.oif for p in packets], dtype=object),
+            np.array([s[0] for s in src], dtype=np.uint64),
+            np.array([s[1] for s in src], dtype=np.uint64),
+            np.array([d[0] for d in dst], dtype=np.uint64),
+            np.array([d[1] for d in dst], dtype=np.uint64),
+            np.array(
+                [p.sport if p.has_ports and p.sport is not None else -1 for p in packets], dtype=np.int32
+            ),
+            np.array(
+                [p.dport if p.has_ports and p.dport is not None else -1 for p in packets], dtype=np.int32
+            ),
+            np.array([p.iif for p in packets], dtype=object),
+            np.array([p.oif for p in packets], dtype=object),
             np.array([_STATES.index(p.state.value) for p in packets], dtype=np.int8),
-            np.array([p.icmp_type if p.is_icmp and p.icmp_type is not None else -1 for p in packets],
-                     dtype=np.int16),
-            np.array([p.icmp_code if p.is_icmp and p.icmp_code is not None else -1 for p in packets],
-                     dtype=np.int16),
+            np.array(
+                [p.icmp_type if p.is_icmp and p.icmp_type is not None else -1 for p in packets],
+                dtype=np.int16,
+            ),
+            np.array(
+                [p.icmp_code if p.is_icmp and p.icmp_code is not None else -1 for p in packets],
+                dtype=np.int16,
+            ),
         )
 
     def take(self, idx: Any) -> FlowArrays:
@@ -108,8 +129,13 @@ class FastResult:
 class _Compiled:
     """Bitset tables for one IP version."""
 
-    def __init__(self, ruleset: Ruleset, version: int, rules: list[tuple[Table, Chain, int, Rule]],
-                 ifnames: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        ruleset: Ruleset,
+        version: int,
+        rules: list[tuple[Table, Chain, int, Rule]],
+        ifnames: tuple[str, ...],
+    ) -> None:
         import numpy as np
 
         self.version = version
@@ -142,7 +168,7 @@ class _Compiled:
                 for lo, hi in b[d]:
                     ka = bisect.bisect_right(starts, lo) - 1
                     kb = bisect.bisect_right(starts, hi) - 1
-                    table[ka:kb + 1, w] |= np.uint64(1 << bit)
+                    table[ka : kb + 1, w] |= np.uint64(1 << bit)
             big = d in (SADDR, DADDR) and version == 6
             self.dims.append((d, starts if big else np.array(starts, dtype=np.int64), table, big))
         alive = np.zeros(self.words, dtype=np.uint64)
@@ -156,8 +182,10 @@ class _Compiled:
 
         lookup: dict[str, int] = {}
         concrete = {n: i for i, n in enumerate(self.ifnames) if "\x00" not in n}
-        wild = sorted(((n.split("\x00")[0], i) for i, n in enumerate(self.ifnames) if n.endswith("\x00wild")),
-                      key=lambda x: -len(x[0]))
+        wild = sorted(
+            ((n.split("\x00")[0], i) for i, n in enumerate(self.ifnames) if n.endswith("\x00wild")),
+            key=lambda x: -len(x[0]),
+        )
         other = len(self.ifnames) - 1
         uniq, inv = np.unique(names.astype(str), return_inverse=True)
         for name in uniq.tolist():
@@ -222,11 +250,13 @@ def _first_set(bits: Any, lo: Any, hi: Any) -> Any:
     lw = (lo // 64)[:, None]
     hw = (hi // 64)[:, None]
     ones = np.uint64(0xFFFFFFFFFFFFFFFF)
-    low_mask = np.where(words < lw, np.uint64(0),
-                        np.where(words == lw, ones << (lo % 64).astype(np.uint64)[:, None], ones))
+    low_mask = np.where(
+        words < lw, np.uint64(0), np.where(words == lw, ones << (lo % 64).astype(np.uint64)[:, None], ones)
+    )
     hb = (hi % 64).astype(np.uint64)[:, None]
-    high_mask = np.where(words < hw, ones,
-                         np.where(words == hw, (np.uint64(1) << hb) - np.uint64(1), np.uint64(0)))
+    high_mask = np.where(
+        words < hw, ones, np.where(words == hw, (np.uint64(1) << hb) - np.uint64(1), np.uint64(0))
+    )
     m = bits & low_mask & high_mask
     nz = m != 0
     has = nz.any(axis=1)
@@ -260,8 +290,10 @@ class FastEvaluator:
             self.c_start[cid], self.c_end[cid] = self.chain_range[key]
         table_index = {id(t): ti for ti, t in enumerate(ruleset.tables)}
         self.r_act = np.array([_ACT[r.action] for _t, _c, _i, r in self.rules] or [0], dtype=np.int64)
-        self.r_target = np.array([self.chain_ids.get((table_index[id(t)], r.target), -1)
-                                  for t, _c, _i, r in self.rules] or [0], dtype=np.int64)
+        self.r_target = np.array(
+            [self.chain_ids.get((table_index[id(t)], r.target), -1) for t, _c, _i, r in self.rules] or [0],
+            dtype=np.int64,
+        )
         ifnames = interface_names([r for *_, r in self.rules])
         self._compiled = {v: _Compiled(ruleset, v, self.rules, ifnames) for v in (4, 6)}
         self._table_index = table_index
@@ -354,8 +386,12 @@ class FastEvaluator:
         stack_c = np.zeros((n, MAX_JUMP_DEPTH + 1), dtype=np.int64)
         stack_p = np.zeros((n, MAX_JUMP_DEPTH + 1), dtype=np.int64)
         sp = np.zeros(n, dtype=np.int64)
-        jump, goto, ret, cont = (_ACT[Action.JUMP], _ACT[Action.GOTO], _ACT[Action.RETURN],
-                                 _ACT[Action.CONTINUE])
+        jump, goto, ret, cont = (
+            _ACT[Action.JUMP],
+            _ACT[Action.GOTO],
+            _ACT[Action.RETURN],
+            _ACT[Action.CONTINUE],
+        )
         done = np.zeros(n, dtype=bool)
         steps = 0
         while len(rows):
@@ -396,8 +432,18 @@ class FastEvaluator:
         return out_act, out_rule
 
     @staticmethod
-    def _pop_or_finish(rows: Any, sp: Any, cur: Any, pos: Any, stack_c: Any, stack_p: Any, out_act: Any,
-                       out_rule: Any, done: Any, policy: Action) -> None:
+    def _pop_or_finish(
+        rows: Any,
+        sp: Any,
+        cur: Any,
+        pos: Any,
+        stack_c: Any,
+        stack_p: Any,
+        out_act: Any,
+        out_rule: Any,
+        done: Any,
+        policy: Action,
+    ) -> None:
         can_pop = sp[rows] > 0
         pr = rows[can_pop]
         sp[pr] -= 1

@@ -40,11 +40,19 @@ from portkit.firewall._model import (
 
 _BUILTIN: dict[str, dict[str, tuple[Hook, int]]] = {
     "filter": {"INPUT": (Hook.INPUT, 0), "FORWARD": (Hook.FORWARD, 0), "OUTPUT": (Hook.OUTPUT, 0)},
-    "nat": {"PREROUTING": (Hook.PREROUTING, -100), "INPUT": (Hook.INPUT, 100),
-            "OUTPUT": (Hook.OUTPUT, -100), "POSTROUTING": (Hook.POSTROUTING, 100)},
-    "mangle": {"PREROUTING": (Hook.PREROUTING, -150), "INPUT": (Hook.INPUT, -150),
-               "FORWARD": (Hook.FORWARD, -150), "OUTPUT": (Hook.OUTPUT, -150),
-               "POSTROUTING": (Hook.POSTROUTING, -150)},
+    "nat": {
+        "PREROUTING": (Hook.PREROUTING, -100),
+        "INPUT": (Hook.INPUT, 100),
+        "OUTPUT": (Hook.OUTPUT, -100),
+        "POSTROUTING": (Hook.POSTROUTING, 100),
+    },
+    "mangle": {
+        "PREROUTING": (Hook.PREROUTING, -150),
+        "INPUT": (Hook.INPUT, -150),
+        "FORWARD": (Hook.FORWARD, -150),
+        "OUTPUT": (Hook.OUTPUT, -150),
+        "POSTROUTING": (Hook.POSTROUTING, -150),
+    },
     "raw": {"PREROUTING": (Hook.PREROUTING, -300), "OUTPUT": (Hook.OUTPUT, -300)},
     "security": {"INPUT": (Hook.INPUT, 50), "FORWARD": (Hook.FORWARD, 50), "OUTPUT": (Hook.OUTPUT, 50)},
 }
@@ -66,8 +74,13 @@ _REJECT_IN: dict[str, tuple[RejectType, str]] = {
     "icmp6-port-unreachable": (RejectType.ICMPV6, "port-unreachable"),
     "port-unreach": (RejectType.ICMPV6, "port-unreachable"),
 }
-_STATES = {"NEW": "new", "ESTABLISHED": "established", "RELATED": "related", "INVALID": "invalid",
-           "UNTRACKED": "untracked"}
+_STATES = {
+    "NEW": "new",
+    "ESTABLISHED": "established",
+    "RELATED": "related",
+    "INVALID": "invalid",
+    "UNTRACKED": "untracked",
+}
 
 
 def _ports(text: str) -> tuple[Interval, ...]:
@@ -93,8 +106,7 @@ def _addresses(text: str, version: int) -> tuple[Interval, ...]:
 class _RuleParser:
     """Parse the arguments of one `-A CHAIN ...` line."""
 
-    def __init__(self, args: list[str], version: int, where: str, notes: list[str],
-                 chains: set[str]) -> None:
+    def __init__(self, args: list[str], version: int, where: str, notes: list[str], chains: set[str]) -> None:
         self.args = args
         self.chains = chains
         self.i = 0
@@ -133,7 +145,7 @@ class _RuleParser:
             self.notes.append(f"{self.where}: match '{text}' is not modelled; assumed to match")
             self.opaque_module = []
 
-    def option(self, a: str, negate: bool) -> None:  # noqa: C901 - one branch per iptables option
+    def option(self, a: str, negate: bool) -> None:
         v6 = self.version == 6
         if a in ("-p", "--protocol"):
             name = self.take().lower()
@@ -146,29 +158,50 @@ class _RuleParser:
             self.matches.append(Match(Field.L4PROTO, ((num, num),), negate=negate))
         elif a in ("-s", "--source", "-d", "--destination"):
             fld = Field.SADDR if a in ("-s", "--source") else Field.DADDR
-            self.matches.append(Match(fld, _addresses(self.take(), self.version), negate=negate,
-                                      family=self.version))
+            self.matches.append(
+                Match(fld, _addresses(self.take(), self.version), negate=negate, family=self.version)
+            )
         elif a in ("-i", "--in-interface", "-o", "--out-interface"):
             fld = Field.IIF if a in ("-i", "--in-interface") else Field.OIF
             name = self.take()
-            self.matches.append(Match(fld, names=(name[:-1] + "*" if name.endswith("+") else name,),
-                                      negate=negate))
+            self.matches.append(
+                Match(fld, names=(name[:-1] + "*" if name.endswith("+") else name,), negate=negate)
+            )
         elif a == "-m" or a == "--match":
             self.flush_opaque()
             self.module = self.take()
-            if self.module not in ("tcp", "udp", "sctp", "multiport", "conntrack", "state", "comment",
-                                   "icmp", "icmp6", "iprange"):
+            if self.module not in (
+                "tcp",
+                "udp",
+                "sctp",
+                "multiport",
+                "conntrack",
+                "state",
+                "comment",
+                "icmp",
+                "icmp6",
+                "iprange",
+            ):
                 self.opaque_module = ["-m", self.module]
         elif a in ("-j", "--jump", "-g", "--goto"):
             self.flush_opaque()
             self.target(self.take(), goto=a in ("-g", "--goto"))
         elif self.opaque_module and a.startswith("--"):
             self.opaque_module.append(("! " if negate else "") + a)
-            while self.i < len(self.args) and not self.args[self.i].startswith("-") \
-                    and self.args[self.i] != "!":
+            while (
+                self.i < len(self.args) and not self.args[self.i].startswith("-") and self.args[self.i] != "!"
+            ):
                 self.opaque_module.append(self.take())
-        elif a in ("--dport", "--destination-port", "--sport", "--source-port", "--dports", "--sports",
-                   "--destination-ports", "--source-ports"):
+        elif a in (
+            "--dport",
+            "--destination-port",
+            "--sport",
+            "--source-port",
+            "--dports",
+            "--sports",
+            "--destination-ports",
+            "--source-ports",
+        ):
             fld = Field.SPORT if "sport" in a or "source" in a else Field.DPORT
             self.matches.append(Match(fld, _ports(self.take()), negate=negate, protos=self.proto))
         elif a in ("--ctstate", "--state"):
@@ -178,11 +211,15 @@ class _RuleParser:
             raw = self.take()
             typ, _, code = raw.partition("/")
             table = ICMPV6_TYPES if v6 else ICMP_TYPES
-            alias = {"echo-request": "echo-request", "ping": "echo-request", "pong": "echo-reply",
-                     "neighbour-solicitation": "nd-neighbor-solicit",
-                     "neighbour-advertisement": "nd-neighbor-advert",
-                     "router-solicitation": "nd-router-solicit" if v6 else "router-solicitation",
-                     "router-advertisement": "nd-router-advert" if v6 else "router-advertisement"}
+            alias = {
+                "echo-request": "echo-request",
+                "ping": "echo-request",
+                "pong": "echo-reply",
+                "neighbour-solicitation": "nd-neighbor-solicit",
+                "neighbour-advertisement": "nd-neighbor-advert",
+                "router-solicitation": "nd-router-solicit" if v6 else "router-solicitation",
+                "router-advertisement": "nd-router-advert" if v6 else "router-advertisement",
+            }
             typ = alias.get(typ, typ)
             if typ == "any":
                 return
@@ -193,15 +230,19 @@ class _RuleParser:
                 self.matches.append(Match(Field.OPAQUE, text=f"--icmp-type {raw}"))
                 self.notes.append(f"{self.where}: ICMP type {raw!r} is not modelled; assumed to match")
                 return
-            self.matches.append(Match(Field.ICMP_TYPE, ((num, num),), negate=negate, family=fam,
-                                      protos=proto))
+            self.matches.append(
+                Match(Field.ICMP_TYPE, ((num, num),), negate=negate, family=fam, protos=proto)
+            )
             if code:
                 c = int(code)
-                self.matches.append(Match(Field.ICMP_CODE, ((c, c),), negate=negate, family=fam, protos=proto))
+                self.matches.append(
+                    Match(Field.ICMP_CODE, ((c, c),), negate=negate, family=fam, protos=proto)
+                )
         elif a in ("--src-range", "--dst-range"):
             fld = Field.SADDR if a == "--src-range" else Field.DADDR
-            self.matches.append(Match(fld, _addresses(self.take(), self.version), negate=negate,
-                                      family=self.version))
+            self.matches.append(
+                Match(fld, _addresses(self.take(), self.version), negate=negate, family=self.version)
+            )
         elif a == "--comment":
             self.fields["comment"] = self.take()
         elif a == "--reject-with":
@@ -212,8 +253,16 @@ class _RuleParser:
             self.fields["nat"] = _nat_target(self.take(), a == "--to-ports")
         elif a == "--log-prefix":
             self.fields["log"] = self.take().strip()
-        elif a in ("--log-level", "--log-tcp-options", "--log-ip-options", "--log-uid", "--random",
-                   "--persistent", "--fully-random", "--log-tcp-sequence"):
+        elif a in (
+            "--log-level",
+            "--log-tcp-options",
+            "--log-ip-options",
+            "--log-uid",
+            "--random",
+            "--persistent",
+            "--fully-random",
+            "--log-tcp-sequence",
+        ):
             if self.i < len(self.args) and not self.args[self.i].startswith("-"):
                 self.take()
         elif a in ("-c", "--set-counters"):
@@ -225,15 +274,25 @@ class _RuleParser:
             self.fields["opaque"] = (*self.fields.get("opaque", ()), f"{a} {value}".strip())
 
     def target(self, name: str, *, goto: bool) -> None:
-        simple = {"ACCEPT": Action.ACCEPT, "DROP": Action.DROP, "RETURN": Action.RETURN,
-                  "REJECT": Action.REJECT, "DNAT": Action.DNAT, "SNAT": Action.SNAT,
-                  "MASQUERADE": Action.MASQUERADE, "REDIRECT": Action.REDIRECT, "QUEUE": Action.QUEUE,
-                  "NFQUEUE": Action.QUEUE}
+        simple = {
+            "ACCEPT": Action.ACCEPT,
+            "DROP": Action.DROP,
+            "RETURN": Action.RETURN,
+            "REJECT": Action.REJECT,
+            "DNAT": Action.DNAT,
+            "SNAT": Action.SNAT,
+            "MASQUERADE": Action.MASQUERADE,
+            "REDIRECT": Action.REDIRECT,
+            "QUEUE": Action.QUEUE,
+            "NFQUEUE": Action.QUEUE,
+        }
         if name in simple:
             self.fields["action"] = simple[name]
             if name == "REJECT":
-                self.fields.setdefault("reject", Reject(RejectType.ICMPV6 if self.version == 6
-                                                        else RejectType.ICMP, "port-unreachable"))
+                self.fields.setdefault(
+                    "reject",
+                    Reject(RejectType.ICMPV6 if self.version == 6 else RejectType.ICMP, "port-unreachable"),
+                )
         elif name == "LOG":
             self.fields["log"] = self.fields.get("log", "")
         elif name.isupper() and name not in self.chains:
@@ -306,8 +365,13 @@ def import_iptables_save(text: str, *, version: int = 4, source: str = "iptables
                 raise UsageError(f"invalid iptables rule at {where}: {exc}") from None
             chain = args[1]
             if chain not in chains:
-                chains[chain] = {"rules": [], "hook": None, "type": ChainType.FILTER, "prio": 0,
-                                 "policy": Action.ACCEPT}
+                chains[chain] = {
+                    "rules": [],
+                    "hook": None,
+                    "type": ChainType.FILTER,
+                    "prio": 0,
+                    "policy": Action.ACCEPT,
+                }
                 order.append(chain)
             try:
                 rule = _RuleParser(args[2:], version, where, notes, user_chains).parse()
@@ -317,8 +381,10 @@ def import_iptables_save(text: str, *, version: int = 4, source: str = "iptables
                 raise UsageError(f"invalid iptables rule at {where}: {exc}") from None
             chains[chain]["rules"].append(replace(rule, line=lineno))
         else:
-            raise UsageError(f"invalid iptables-save text at {where}: {line[:60]!r} "
-                             "(expected *table, :CHAIN POLICY, -A CHAIN ... or COMMIT)")
+            raise UsageError(
+                f"invalid iptables-save text at {where}: {line[:60]!r} "
+                "(expected *table, :CHAIN POLICY, -A CHAIN ... or COMMIT)"
+            )
     finish()
     return Ruleset(tuple(tables), source, tuple(notes))
 
@@ -326,8 +392,13 @@ def import_iptables_save(text: str, *, version: int = 4, source: str = "iptables
 # --- export -----------------------------------------------------------------------------------
 
 _REJECT_OUT = {v: k for k, v in reversed(list(_REJECT_IN.items()))}
-_HOOK_CHAIN = {Hook.PREROUTING: "PREROUTING", Hook.INPUT: "INPUT", Hook.FORWARD: "FORWARD",
-               Hook.OUTPUT: "OUTPUT", Hook.POSTROUTING: "POSTROUTING"}
+_HOOK_CHAIN = {
+    Hook.PREROUTING: "PREROUTING",
+    Hook.INPUT: "INPUT",
+    Hook.FORWARD: "FORWARD",
+    Hook.OUTPUT: "OUTPUT",
+    Hook.POSTROUTING: "POSTROUTING",
+}
 
 
 def _iface(name: str) -> str:
@@ -354,7 +425,9 @@ def _rule_variants(rule: Rule, version: int, where: str, problems: list[str]) ->
                 proto_num = m.ranges[0][0]
                 opts = [[*neg, "-p", IPPROTO_NAMES.get(proto_num, str(proto_num))]]
             elif not m.negate:
-                opts = [["-p", IPPROTO_NAMES.get(p, str(p))] for lo, hi in m.ranges for p in range(lo, hi + 1)]
+                opts = [
+                    ["-p", IPPROTO_NAMES.get(p, str(p))] for lo, hi in m.ranges for p in range(lo, hi + 1)
+                ]
             else:
                 problems.append(f"{where}: negated protocol set cannot be written for iptables")
                 return []
@@ -375,8 +448,9 @@ def _rule_variants(rule: Rule, version: int, where: str, problems: list[str]) ->
                 proto_num = m.protos[0]
                 variants = [[*v, "-p", IPPROTO_NAMES[proto_num]] for v in variants]
             if not proto_num:
-                problems.append(f"{where}: port match without a single protocol ({m}) cannot be "
-                                "written for iptables")
+                problems.append(
+                    f"{where}: port match without a single protocol ({m}) cannot be written for iptables"
+                )
                 return []
             texts = [str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in m.ranges]
             side = "--sport" if m.field is Field.SPORT else "--dport"
@@ -406,8 +480,11 @@ def _rule_variants(rule: Rule, version: int, where: str, problems: list[str]) ->
             if m.negate and len(m.ranges) > 1:
                 problems.append(f"{where}: negated ICMP type set cannot be written for iptables")
                 return []
-            opts = [[*prefix, "-m", "icmp" if version == 4 else "icmp6", *neg, flag, str(t)]
-                    for lo, hi in m.ranges for t in range(lo, hi + 1)]
+            opts = [
+                [*prefix, "-m", "icmp" if version == 4 else "icmp6", *neg, flag, str(t)]
+                for lo, hi in m.ranges
+                for t in range(lo, hi + 1)
+            ]
         elif m.field is Field.ICMP_CODE:
             problems.append(f"{where}: ICMP code match is merged into the type match only in nft; dropped")
             continue
@@ -480,12 +557,16 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> tuple[str, list[st
                     builtin = _BUILTIN["mangle"]
                 expected = builtin.get(name, (c.hook, 0))[1]
                 if c.priority != expected:
-                    problems.append(f"{t} {c.name}: priority {c.priority} becomes iptables {ipt_table} "
-                                    f"{name} (priority {expected})")
+                    problems.append(
+                        f"{t} {c.name}: priority {c.priority} becomes iptables {ipt_table} "
+                        f"{name} (priority {expected})"
+                    )
                 key = (ipt_table, c.hook)
                 if key in seen_hooks:
-                    problems.append(f"{t} {c.name}: a second base chain on {c.hook} is appended to "
-                                    f"{ipt_table} {name}; an accept in {seen_hooks[key]} now ends both")
+                    problems.append(
+                        f"{t} {c.name}: a second base chain on {c.hook} is appended to "
+                        f"{ipt_table} {name}; an accept in {seen_hooks[key]} now ends both"
+                    )
                 seen_hooks[key] = f"{t} {c.name}"
                 chain_decl.setdefault(ipt_table, {})[name] = c.policy.value.upper()
             else:

@@ -69,8 +69,13 @@ class Finding:
         return f"{self.severity.value.upper():8} {self.check:20} {self.where}: {self.message}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"severity": self.severity.value, "check": self.check, "where": self.where,
-                "message": self.message, "related": list(self.related)}
+        return {
+            "severity": self.severity.value,
+            "check": self.check,
+            "where": self.where,
+            "message": self.message,
+            "related": list(self.related),
+        }
 
 
 # Ports that must not face the internet; used when the registry has no risk note.
@@ -110,14 +115,23 @@ def _where(t: Table, c: Chain, i: int, r: Rule) -> str:
     return f"{t} {c.name} #{i + 1}{extra}"
 
 
-_DECIDING = {Action.ACCEPT, Action.DROP, Action.REJECT, Action.RETURN, Action.DNAT, Action.REDIRECT,
-             Action.SNAT, Action.MASQUERADE, Action.QUEUE}
+_DECIDING = {
+    Action.ACCEPT,
+    Action.DROP,
+    Action.REJECT,
+    Action.RETURN,
+    Action.DNAT,
+    Action.REDIRECT,
+    Action.SNAT,
+    Action.MASQUERADE,
+    Action.QUEUE,
+}
 
 
 def _verdict_class(r: Rule) -> str:
     if r.action is Action.REJECT:
         return "drop"  # for the user both refuse the packet; the answer differs, the intent not
-    return r.action.value
+    return str(r.action.value)
 
 
 def _hulls(boxes: list[Box | None]) -> Any:
@@ -156,8 +170,14 @@ def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
             continue
         boxes_j = {v: per_version[v][j] for v in versions}
         if all(b is None for b in boxes_j.values()):
-            findings.append(Finding(Severity.MEDIUM, "never-matches", _where(t, c, j, r),
-                                    f"'{r}' can never match (contradictory matches or wrong address family)"))
+            findings.append(
+                Finding(
+                    Severity.MEDIUM,
+                    "never-matches",
+                    _where(t, c, j, r),
+                    f"'{r}' can never match (contradictory matches or wrong address family)",
+                )
+            )
             continue
         if j == 0:
             continue
@@ -183,24 +203,48 @@ def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
         if covered and shadowers:
             names_ = [_where(t, c, i, rules[i]) for i in sorted(shadowers)]
             same = all(_verdict_class(rules[i]) == _verdict_class(r) for i in shadowers)
-            who = names_[0] if len(names_) == 1 else ", ".join(names_[:6]) + (" ..." if len(names_) > 6 else "")
+            who = (
+                names_[0] if len(names_) == 1 else ", ".join(names_[:6]) + (" ..." if len(names_) > 6 else "")
+            )
             if same and r.action in _DECIDING:
-                findings.append(Finding(Severity.LOW, "redundant", _where(t, c, j, r),
-                                        f"'{r}' is redundant: every packet it matches is already "
-                                        f"{_verdict_class(r)}ed by {who}", tuple(names_)))
+                findings.append(
+                    Finding(
+                        Severity.LOW,
+                        "redundant",
+                        _where(t, c, j, r),
+                        f"'{r}' is redundant: every packet it matches is already "
+                        f"{_verdict_class(r)}ed by {who}",
+                        tuple(names_),
+                    )
+                )
             else:
-                findings.append(Finding(Severity.MEDIUM, "shadowed", _where(t, c, j, r),
-                                        f"'{r}' is fully shadowed by {who}: it never takes effect",
-                                        tuple(names_)))
+                findings.append(
+                    Finding(
+                        Severity.MEDIUM,
+                        "shadowed",
+                        _where(t, c, j, r),
+                        f"'{r}' is fully shadowed by {who}: it never takes effect",
+                        tuple(names_),
+                    )
+                )
         elif shadowers and r.action in _DECIDING:
-            conflicting = sorted(i for i in shadowers if _verdict_class(rules[i]) != _verdict_class(r)
-                                 and rules[i].action is not Action.RETURN)
+            conflicting = sorted(
+                i
+                for i in shadowers
+                if _verdict_class(rules[i]) != _verdict_class(r) and rules[i].action is not Action.RETURN
+            )
             if conflicting:
                 names_ = [_where(t, c, i, rules[i]) for i in conflicting]
-                findings.append(Finding(Severity.INFO, "overlap", _where(t, c, j, r),
-                                        f"'{r}' is partially shadowed: part of its traffic is "
-                                        f"{_verdict_class(rules[conflicting[0]])}ed earlier by "
-                                        + ", ".join(names_[:4]), tuple(names_)))
+                findings.append(
+                    Finding(
+                        Severity.INFO,
+                        "overlap",
+                        _where(t, c, j, r),
+                        f"'{r}' is partially shadowed: part of its traffic is "
+                        f"{_verdict_class(rules[conflicting[0]])}ed earlier by " + ", ".join(names_[:4]),
+                        tuple(names_),
+                    )
+                )
 
 
 def _graph(t: Table, findings: list[Finding]) -> None:
@@ -209,8 +253,14 @@ def _graph(t: Table, findings: list[Finding]) -> None:
         for i, r in enumerate(c.rules):
             if r.action in (Action.JUMP, Action.GOTO):
                 if t.chain(r.target) is None:
-                    findings.append(Finding(Severity.HIGH, "missing-chain", _where(t, c, i, r),
-                                            f"'{r}' targets chain {r.target!r}, which does not exist"))
+                    findings.append(
+                        Finding(
+                            Severity.HIGH,
+                            "missing-chain",
+                            _where(t, c, i, r),
+                            f"'{r}' targets chain {r.target!r}, which does not exist",
+                        )
+                    )
                 targets.setdefault(c.name, []).append((i, r))
     # Loops: a depth-first search with colours.
     state: dict[str, int] = {}
@@ -223,12 +273,18 @@ def _graph(t: Table, findings: list[Finding]) -> None:
             if t.chain(nxt) is None:
                 continue
             if state.get(nxt) == 1:
-                cycle = [*path[path.index(nxt):], nxt] if nxt in path else [name, nxt]
+                cycle = [*path[path.index(nxt) :], nxt] if nxt in path else [name, nxt]
                 key = " -> ".join(cycle)
                 if key not in reported:
                     reported.add(key)
-                    findings.append(Finding(Severity.HIGH, "jump-loop", f"{t} {name}",
-                                            f"jumps loop: {key} (the kernel refuses to load this)"))
+                    findings.append(
+                        Finding(
+                            Severity.HIGH,
+                            "jump-loop",
+                            f"{t} {name}",
+                            f"jumps loop: {key} (the kernel refuses to load this)",
+                        )
+                    )
             elif state.get(nxt) is None:
                 visit(nxt, [*path, nxt])
         state[name] = 2
@@ -239,9 +295,14 @@ def _graph(t: Table, findings: list[Finding]) -> None:
     used = {r.target for c in t.chains for r in c.rules if r.action in (Action.JUMP, Action.GOTO)}
     for c in t.chains:
         if c.hook is None and c.name not in used and c.rules:
-            findings.append(Finding(Severity.INFO, "unused-chain", f"{t} {c.name}",
-                                    f"regular chain {c.name} is never jumped to: its {len(c.rules)} "
-                                    "rules never run"))
+            findings.append(
+                Finding(
+                    Severity.INFO,
+                    "unused-chain",
+                    f"{t} {c.name}",
+                    f"regular chain {c.name} is never jumped to: its {len(c.rules)} rules never run",
+                )
+            )
 
 
 def _candidate_ifaces(ruleset: Ruleset) -> list[str]:
@@ -269,17 +330,24 @@ def _risky() -> list[tuple[int, str, str, Severity]]:
                 text = f"{service.name}: {service.risk}"
             out.append((port, proto, text, sev))
         return out
-    except Exception:  # noqa: BLE001 - the registry is optional here; the built-in list stands
+    except Exception:
         return list(RISKY_PORTS)
 
 
-def _behavioural(ruleset: Ruleset, findings: list[Finding], ssh: tuple[str, int, str, int] | None,
-                 ssh_iface: str | None) -> None:
+def _behavioural(
+    ruleset: Ruleset, findings: list[Finding], ssh: tuple[str, int, str, int] | None, ssh_iface: str | None
+) -> None:
     has4 = any(t.family.covers(4) and c.hook is Hook.INPUT for t in ruleset.tables for c in t.chains)
     has6 = any(t.family.covers(6) and c.hook is Hook.INPUT for t in ruleset.tables for c in t.chains)
     if not (has4 or has6):
-        findings.append(Finding(Severity.MEDIUM, "no-input-filter", "ruleset",
-                                "no chain filters incoming traffic: every port that listens is open"))
+        findings.append(
+            Finding(
+                Severity.MEDIUM,
+                "no-input-filter",
+                "ruleset",
+                "no chain filters incoming traffic: every port that listens is open",
+            )
+        )
         return
     ifaces = _candidate_ifaces(ruleset)
     ip = ipaddress.ip_address
@@ -290,16 +358,28 @@ def _behavioural(ruleset: Ruleset, findings: list[Finding], ssh: tuple[str, int,
         reply = Packet(6, ip(outsiders[0]), ip(host), 443, 41000, iif=ifaces[0], state=CtState.ESTABLISHED)
         d = evaluate(ruleset, reply, direction=Direction.INPUT)
         if d.verdict is not Verdict.ACCEPT:
-            findings.append(Finding(Severity.HIGH, "no-established", f"input (IPv{version})",
-                                    f"replies to this host's own connections are {d.verdict.value}ped "
-                                    f"({d.reason}): add 'ct state established,related accept' early"))
+            findings.append(
+                Finding(
+                    Severity.HIGH,
+                    "no-established",
+                    f"input (IPv{version})",
+                    f"replies to this host's own connections are {d.verdict.value}ped "
+                    f"({d.reason}): add 'ct state established,related accept' early",
+                )
+            )
         # Default accept.
         probe = Packet(6, ip(outsiders[0]), ip(host), 51515, 47823, iif=ifaces[0])
         d = evaluate(ruleset, probe, direction=Direction.INPUT)
         if d.verdict is Verdict.ACCEPT and (d.decided_by is None or d.decided_by.position == 0):
-            findings.append(Finding(Severity.MEDIUM, "accept-by-default", f"input (IPv{version})",
-                                    "new connections to ports no rule mentions are accepted by "
-                                    f"{d.reason}: every listening service is exposed"))
+            findings.append(
+                Finding(
+                    Severity.MEDIUM,
+                    "accept-by-default",
+                    f"input (IPv{version})",
+                    "new connections to ports no rule mentions are accepted by "
+                    f"{d.reason}: every listening service is exposed",
+                )
+            )
         # Risky exposures.
         for port, proto, text, sev in _risky():
             for iface in ifaces:
@@ -311,9 +391,14 @@ def _behavioural(ruleset: Ruleset, findings: list[Finding], ssh: tuple[str, int,
                         hits.append(dd)
                 if len(hits) == len(outsiders):
                     by = hits[0].reason
-                    findings.append(Finding(sev, "risky-exposure", f"{port}/{proto} (IPv{version})",
-                                            f"{text} is open to the whole internet (0.0.0.0/0) on "
-                                            f"{iface}: accepted by {by}"))
+                    findings.append(
+                        Finding(
+                            sev,
+                            "risky-exposure",
+                            f"{port}/{proto} (IPv{version})",
+                            f"{text} is open to the whole internet (0.0.0.0/0) on {iface}: accepted by {by}",
+                        )
+                    )
                     break
     # Overly broad accepts.
     for t in ruleset.tables:
@@ -331,14 +416,25 @@ def _behavioural(ruleset: Ruleset, findings: list[Finding], ssh: tuple[str, int,
                     full = space.full()
                     lo_iface = space.iface_set(("lo",))
                     state_new = 0
-                    if (b[SADDR] == full[SADDR] and b[DADDR] == full[DADDR]
-                            and any(lo <= state_new <= hi for lo, hi in b[STATE])
-                            and len(b[DPORT]) >= 1 and _span(b[DPORT]) > 1024
-                            and b[IIF] != lo_iface and c.hook in (Hook.INPUT, Hook.FORWARD, None)):
-                        findings.append(Finding(Severity.HIGH, "broad-accept", _where(t, c, i, r),
-                                                f"'{r}' accepts new connections from anywhere to "
-                                                f"{'any port' if b[DPORT] == full[DPORT] else 'a wide port range'}"
-                                                " (IPv{})".format(v)))
+                    if (
+                        b[SADDR] == full[SADDR]
+                        and b[DADDR] == full[DADDR]
+                        and any(lo <= state_new <= hi for lo, hi in b[STATE])
+                        and len(b[DPORT]) >= 1
+                        and _span(b[DPORT]) > 1024
+                        and b[IIF] != lo_iface
+                        and c.hook in (Hook.INPUT, Hook.FORWARD, None)
+                    ):
+                        findings.append(
+                            Finding(
+                                Severity.HIGH,
+                                "broad-accept",
+                                _where(t, c, i, r),
+                                f"'{r}' accepts new connections from anywhere to "
+                                f"{'any port' if b[DPORT] == full[DPORT] else 'a wide port range'}"
+                                " (IPv{})".format(v),
+                            )
+                        )
                         break
     if ssh:
         client, cport, server, sport = ssh
@@ -349,22 +445,34 @@ def _behavioural(ruleset: Ruleset, findings: list[Finding], ssh: tuple[str, int,
         if caddr.version != saddr.version:
             return
         iface = ssh_iface or ifaces[0]
-        for state, sev, what in ((CtState.ESTABLISHED, Severity.CRITICAL, "would cut the SSH session you are "
-                                  "running in"), (CtState.NEW, Severity.HIGH, "would refuse your next SSH login")):
+        for state, sev, what in (
+            (CtState.ESTABLISHED, Severity.CRITICAL, "would cut the SSH session you are running in"),
+            (CtState.NEW, Severity.HIGH, "would refuse your next SSH login"),
+        ):
             p = Packet(6, caddr, saddr, cport, sport, iif=iface, state=state)
             d = evaluate(ruleset, p, direction=Direction.INPUT)
             if d.verdict is not Verdict.ACCEPT:
-                findings.append(Finding(sev, "ssh-lockout", f"{client} -> {server}:{sport}",
-                                        f"this rule set {what} ({state} packets are {d.verdict.value}ped "
-                                        f"by {d.reason})"))
+                findings.append(
+                    Finding(
+                        sev,
+                        "ssh-lockout",
+                        f"{client} -> {server}:{sport}",
+                        f"this rule set {what} ({state} packets are {d.verdict.value}ped by {d.reason})",
+                    )
+                )
 
 
 def _span(ivs: tuple[tuple[int, int], ...]) -> int:
     return sum(hi - lo + 1 for lo, hi in ivs if hi >= 0)
 
 
-def lint_ruleset(ruleset: Ruleset, *, ssh_connection: str | None = None, ssh_iface: str | None = None,
-                 behaviour: bool = True) -> list[Finding]:
+def lint_ruleset(
+    ruleset: Ruleset,
+    *,
+    ssh_connection: str | None = None,
+    ssh_iface: str | None = None,
+    behaviour: bool = True,
+) -> list[Finding]:
     """Every finding, most severe first. `ssh_connection` is $SSH_CONNECTION
     ("client_ip client_port server_ip server_port")."""
     findings: list[Finding] = []
@@ -384,8 +492,9 @@ def lint_ruleset(ruleset: Ruleset, *, ssh_connection: str | None = None, ssh_ifa
         _behavioural(ruleset, findings, ssh, ssh_iface)
     for note in ruleset.notes:
         if "not modelled" in note or "cannot model" in note or "opaque" in note:
-            findings.append(Finding(Severity.INFO, "not-modelled", note.split(":", 1)[0],
-                                    note.split(":", 1)[-1].strip()))
+            findings.append(
+                Finding(Severity.INFO, "not-modelled", note.split(":", 1)[0], note.split(":", 1)[-1].strip())
+            )
     findings = _merge_versions(findings)
     findings.sort(key=lambda f: -f.severity.rank)
     return findings
@@ -400,11 +509,10 @@ def _merge_versions(findings: list[Finding]) -> list[Finding]:
             key = (f.check, f.where[:-7], f.message)
             if key in seen:
                 prev = out[seen[key]]
-                out[seen[key]] = Finding(prev.severity, prev.check, f"{key[1]} (IPv4, IPv6)", prev.message,
-                                         prev.related)
+                out[seen[key]] = Finding(
+                    prev.severity, prev.check, f"{key[1]} (IPv4, IPv6)", prev.message, prev.related
+                )
                 continue
             seen[key] = len(out)
         out.append(f)
     return out
-
-

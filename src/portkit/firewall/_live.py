@@ -31,20 +31,25 @@ def _prefix(netns: str | None) -> list[str]:
     return ["ip", "netns", "exec", netns]
 
 
-def run_tool(args: list[str], *, netns: str | None = None, stdin: str | None = None,
-             timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    args: list[str], *, netns: str | None = None, stdin: str | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     tool = args[0]
     if shutil.which(tool) is None:
-        raise PortkitError(f"{tool} is not installed (Debian package: "
-                           f"{'nftables' if tool == 'nft' else 'iptables'})")
-    return subprocess.run([*_prefix(netns), *args], input=stdin, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+        raise PortkitError(
+            f"{tool} is not installed (Debian package: {'nftables' if tool == 'nft' else 'iptables'})"
+        )
+    return subprocess.run(
+        [*_prefix(netns), *args], input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def _need_root(what: str) -> None:
     if os.geteuid() != 0:
-        raise PermissionNeeded(f"{what} needs root (CAP_NET_ADMIN): run with sudo; "
-                               "without it, pass a rules file (portkit fw show FILE)")
+        raise PermissionNeeded(
+            f"{what} needs root (CAP_NET_ADMIN): run with sudo; "
+            "without it, pass a rules file (portkit fw show FILE)"
+        )
 
 
 def nft_json(netns: str | None = None) -> str:
@@ -57,8 +62,9 @@ def nft_json(netns: str | None = None) -> str:
 
 
 def _has_xt(table: Table) -> bool:
-    return any(m.field is Field.OPAQUE and '"xt"' in m.text for c in table.chains for r in c.rules
-               for m in r.matches) or any('"xt"' in s for c in table.chains for r in c.rules for s in r.opaque)
+    return any(
+        m.field is Field.OPAQUE and '"xt"' in m.text for c in table.chains for r in c.rules for m in r.matches
+    ) or any('"xt"' in s for c in table.chains for r in c.rules for s in r.opaque)
 
 
 def read_live(netns: str | None = None) -> Ruleset:
@@ -145,8 +151,12 @@ def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
     if kind == "nft":
         return parse_nft_script(text, source=str(p))
     if kind in ("iptables", "ufw"):
-        version = 6 if re.search(r"(^|/)(ip6tables|user6|before6|after6)|\.v6$|6\.rules$", p.name) or \
-            re.search(r"-A \S+ .*-[sd] [0-9a-fA-F]*:[0-9a-fA-F:]*[/ ]", text) else 4
+        version = (
+            6
+            if re.search(r"(^|/)(ip6tables|user6|before6|after6)|\.v6$|6\.rules$", p.name)
+            or re.search(r"-A \S+ .*-[sd] [0-9a-fA-F]*:[0-9a-fA-F:]*[/ ]", text)
+            else 4
+        )
         return import_iptables_save(text, version=version, source=str(p))
     if kind == "policy":
         return parse_policy(text, source=str(p))
@@ -156,8 +166,9 @@ def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
 def local_addresses(netns: str | None = None) -> frozenset[str]:
     """The addresses assigned to this host's (or the netns's) interfaces."""
     try:
-        proc = subprocess.run([*_prefix(netns), "ip", "-j", "addr"], capture_output=True, text=True,
-                              timeout=10, check=False)
+        proc = subprocess.run(
+            [*_prefix(netns), "ip", "-j", "addr"], capture_output=True, text=True, timeout=10, check=False
+        )
         data = json.loads(proc.stdout or "[]")
     except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired):
         return frozenset()
@@ -172,8 +183,13 @@ def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str]:
         key = str(address)
         if key not in cache:
             try:
-                proc = subprocess.run([*_prefix(netns), "ip", "-j", "route", "get", key], capture_output=True,
-                                      text=True, timeout=10, check=False)
+                proc = subprocess.run(
+                    [*_prefix(netns), "ip", "-j", "route", "get", key],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    check=False,
+                )
                 data = json.loads(proc.stdout or "[]")
                 cache[key] = data[0].get("dev", "") if data else ""
             except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired, IndexError):

@@ -20,24 +20,71 @@ from typing import Any
 
 Interval = tuple[int, int]
 
-IPPROTO = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "dccp": 33, "gre": 47, "esp": 50, "ah": 51,
-           "icmpv6": 58, "ipv6-icmp": 58, "sctp": 132, "udplite": 136}
-IPPROTO_NAMES = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 50: "esp", 51: "ah",
-                 58: "icmpv6", 132: "sctp", 136: "udplite"}
+IPPROTO = {
+    "icmp": 1,
+    "igmp": 2,
+    "tcp": 6,
+    "udp": 17,
+    "dccp": 33,
+    "gre": 47,
+    "esp": 50,
+    "ah": 51,
+    "icmpv6": 58,
+    "ipv6-icmp": 58,
+    "sctp": 132,
+    "udplite": 136,
+}
+IPPROTO_NAMES = {
+    1: "icmp",
+    2: "igmp",
+    6: "tcp",
+    17: "udp",
+    33: "dccp",
+    47: "gre",
+    50: "esp",
+    51: "ah",
+    58: "icmpv6",
+    132: "sctp",
+    136: "udplite",
+}
 # Transport protocols whose header starts with source and destination ports.
 PORT_PROTOS = (6, 17, 33, 132, 136)
 
-ICMP_TYPES = {"echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5,
-              "echo-request": 8, "router-advertisement": 9, "router-solicitation": 10,
-              "time-exceeded": 11, "parameter-problem": 12, "timestamp-request": 13,
-              "timestamp-reply": 14, "info-request": 15, "info-reply": 16,
-              "address-mask-request": 17, "address-mask-reply": 18}
-ICMPV6_TYPES = {"destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3,
-                "parameter-problem": 4, "echo-request": 128, "echo-reply": 129,
-                "mld-listener-query": 130, "mld-listener-report": 131, "mld-listener-done": 132,
-                "nd-router-solicit": 133, "nd-router-advert": 134, "nd-neighbor-solicit": 135,
-                "nd-neighbor-advert": 136, "nd-redirect": 137, "router-renumbering": 138,
-                "mld2-listener-report": 143}
+ICMP_TYPES = {
+    "echo-reply": 0,
+    "destination-unreachable": 3,
+    "source-quench": 4,
+    "redirect": 5,
+    "echo-request": 8,
+    "router-advertisement": 9,
+    "router-solicitation": 10,
+    "time-exceeded": 11,
+    "parameter-problem": 12,
+    "timestamp-request": 13,
+    "timestamp-reply": 14,
+    "info-request": 15,
+    "info-reply": 16,
+    "address-mask-request": 17,
+    "address-mask-reply": 18,
+}
+ICMPV6_TYPES = {
+    "destination-unreachable": 1,
+    "packet-too-big": 2,
+    "time-exceeded": 3,
+    "parameter-problem": 4,
+    "echo-request": 128,
+    "echo-reply": 129,
+    "mld-listener-query": 130,
+    "mld-listener-report": 131,
+    "mld-listener-done": 132,
+    "nd-router-solicit": 133,
+    "nd-router-advert": 134,
+    "nd-neighbor-solicit": 135,
+    "nd-neighbor-advert": 136,
+    "nd-redirect": 137,
+    "router-renumbering": 138,
+    "mld2-listener-report": 143,
+}
 
 
 class Family(enum.Enum):
@@ -106,8 +153,16 @@ class Action(enum.Enum):
         return self in _TERMINAL
 
 
-_TERMINAL = {Action.ACCEPT, Action.DROP, Action.REJECT, Action.DNAT, Action.REDIRECT, Action.SNAT,
-             Action.MASQUERADE, Action.QUEUE}
+_TERMINAL = {
+    Action.ACCEPT,
+    Action.DROP,
+    Action.REJECT,
+    Action.DNAT,
+    Action.REDIRECT,
+    Action.SNAT,
+    Action.MASQUERADE,
+    Action.QUEUE,
+}
 
 
 class CtState(enum.Enum):
@@ -175,8 +230,10 @@ class Match:
         """The matched values as nft writes them (`22`, `{ 80, 443 }`, `10.0.0.0/8`)."""
         if self.set_name:
             return "@" + self.set_name
-        items = [*(f'"{n}"' if self.field in (Field.IIF, Field.OIF) else n for n in self.names),
-                 *(render_interval(self.field, self.family, r) for r in self.ranges)]
+        items = [
+            *(f'"{n}"' if self.field in (Field.IIF, Field.OIF) else n for n in self.names),
+            *(render_interval(self.field, self.family, r) for r in self.ranges),
+        ]
         if len(items) == 1:
             return items[0]
         if self.field is Field.CT_STATE and self.exact:
@@ -188,9 +245,8 @@ def render_interval(fld: Field, family: int, interval: Interval) -> str:
     lo, hi = interval
     if fld in (Field.SADDR, Field.DADDR):
         return render_address_interval(family, interval)
-    if fld is Field.L4PROTO:
-        if lo == hi:
-            return IPPROTO_NAMES.get(lo, str(lo))
+    if fld is Field.L4PROTO and lo == hi:
+        return IPPROTO_NAMES.get(lo, str(lo))
     if fld is Field.NFPROTO and lo == hi:
         return "ipv4" if lo == 4 else "ipv6"
     if fld is Field.ICMP_TYPE and lo == hi:
@@ -247,10 +303,18 @@ class RejectType(enum.Enum):
 
 
 # icmpx codes are family-neutral; the kernel picks the family-specific code per packet.
-_ICMPX_V4 = {"port-unreachable": "port-unreachable", "admin-prohibited": "admin-prohibited",
-             "host-unreachable": "host-unreachable", "no-route": "net-unreachable"}
-_ICMPX_V6 = {"port-unreachable": "port-unreachable", "admin-prohibited": "admin-prohibited",
-             "host-unreachable": "addr-unreachable", "no-route": "no-route"}
+_ICMPX_V4 = {
+    "port-unreachable": "port-unreachable",
+    "admin-prohibited": "admin-prohibited",
+    "host-unreachable": "host-unreachable",
+    "no-route": "net-unreachable",
+}
+_ICMPX_V6 = {
+    "port-unreachable": "port-unreachable",
+    "admin-prohibited": "admin-prohibited",
+    "host-unreachable": "addr-unreachable",
+    "no-route": "no-route",
+}
 
 
 @dataclass(frozen=True)
@@ -337,7 +401,7 @@ class Rule:
             return f"{self.action.value} to {self.nat}" if self.nat else self.action.value
         if self.action is Action.CONTINUE:
             return ""
-        return self.action.value
+        return str(self.action.value)
 
     def __str__(self) -> str:
         parts = [str(m) for m in self.matches]
@@ -353,8 +417,11 @@ class Rule:
         return " ".join(parts) or "(empty rule)"
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"rule": str(self), "action": self.action.value,
-                               "matches": [m.to_json() for m in self.matches]}
+        out: dict[str, Any] = {
+            "rule": str(self),
+            "action": self.action.value,
+            "matches": [m.to_json() for m in self.matches],
+        }
         if self.target:
             out["target"] = self.target
         if self.reject:
@@ -389,13 +456,16 @@ class Chain:
     def __str__(self) -> str:
         if self.hook is None:
             return f"chain {self.name}"
-        return f"chain {self.name} ({self.type} hook {self.hook} priority {self.priority} policy {self.policy})"
+        return (
+            f"chain {self.name} ({self.type} hook {self.hook} priority {self.priority} policy {self.policy})"
+        )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "base": self.is_base}
         if self.hook is not None:
-            out.update(hook=self.hook.value, type=self.type.value, priority=self.priority,
-                       policy=self.policy.value)
+            out.update(
+                hook=self.hook.value, type=self.type.value, priority=self.priority, policy=self.policy.value
+            )
         out["rules"] = [r.to_json() for r in self.rules]
         return out
 
@@ -413,8 +483,11 @@ class NamedSet:
     def to_json(self) -> dict[str, Any]:
         fld = Field.SADDR if "addr" in self.type else Field.DPORT
         fam = 6 if "ipv6" in self.type else 4
-        return {"name": self.name, "type": self.type,
-                "elements": [*self.names, *(render_interval(fld, fam, r) for r in self.ranges)]}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "elements": [*self.names, *(render_interval(fld, fam, r) for r in self.ranges)],
+        }
 
 
 @dataclass(frozen=True)
@@ -434,9 +507,12 @@ class Table:
         return f"{self.family} {self.name}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"family": self.family.value, "name": self.name,
-                "sets": [s.to_json() for s in self.sets],
-                "chains": [c.to_json() for c in self.chains]}
+        return {
+            "family": self.family.value,
+            "name": self.name,
+            "sets": [s.to_json() for s in self.sets],
+            "chains": [c.to_json() for c in self.chains],
+        }
 
 
 @dataclass(frozen=True)
@@ -456,9 +532,12 @@ class Ruleset:
 
     def base_chains(self, hook: Hook, ip_version: int) -> list[tuple[Table, Chain]]:
         """The base chains a packet of this IP version meets on `hook`, in the kernel's order."""
-        found = [(c.priority, ti, ci, t, c) for ti, t in enumerate(self.tables)
-                 for ci, c in enumerate(t.chains)
-                 if c.hook is hook and t.family.covers(ip_version)]
+        found = [
+            (c.priority, ti, ci, t, c)
+            for ti, t in enumerate(self.tables)
+            for ci, c in enumerate(t.chains)
+            if c.hook is hook and t.family.covers(ip_version)
+        ]
         found.sort(key=lambda x: (x[0], x[1], x[2]))
         return [(t, c) for *_, t, c in found]
 
@@ -476,8 +555,11 @@ class Ruleset:
         return replace(self, notes=(*self.notes, *notes))
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "tables": [t.to_json() for t in self.tables],
-                "notes": list(self.notes)}
+        return {
+            "source": self.source,
+            "tables": [t.to_json() for t in self.tables],
+            "notes": list(self.notes),
+        }
 
 
 def address_interval(text: str) -> tuple[int, Interval]:
@@ -514,8 +596,11 @@ def canonical(ruleset: Ruleset) -> Ruleset:
         for c in t.chains:
             rules = []
             for r in c.rules:
-                implied = {m.protos for m in r.matches
-                           if m.protos and m.field in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE)}
+                implied = {
+                    m.protos
+                    for m in r.matches
+                    if m.protos and m.field in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE)
+                }
                 if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.TCP_RESET:
                     implied.add((6,))
                 versions = {m.family for m in r.matches if m.family and m.field is not Field.L4PROTO}
@@ -524,14 +609,27 @@ def canonical(ruleset: Ruleset) -> Ruleset:
                 if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.ICMPV6:
                     versions.add(6)
                 kept = tuple(
-                    replace(m, names=_canonical_names(m.names),
-                            family=0 if m.field is Field.L4PROTO and t.family in (Family.IP, Family.IP6)
-                            else m.family)
+                    replace(
+                        m,
+                        names=_canonical_names(m.names),
+                        family=0
+                        if m.field is Field.L4PROTO and t.family in (Family.IP, Family.IP6)
+                        else m.family,
+                    )
                     for m in r.matches
-                    if not (m.field is Field.L4PROTO and not m.negate and
-                            tuple(v for lo, hi in m.ranges for v in range(lo, hi + 1)) in implied)
-                    and not (m.field is Field.NFPROTO and not m.negate and len(m.ranges) == 1
-                             and m.ranges[0][0] == m.ranges[0][1] and m.ranges[0][0] in versions))
+                    if not (
+                        m.field is Field.L4PROTO
+                        and not m.negate
+                        and tuple(v for lo, hi in m.ranges for v in range(lo, hi + 1)) in implied
+                    )
+                    and not (
+                        m.field is Field.NFPROTO
+                        and not m.negate
+                        and len(m.ranges) == 1
+                        and m.ranges[0][0] == m.ranges[0][1]
+                        and m.ranges[0][0] in versions
+                    )
+                )
                 # Order inside a rule does not matter (nft reorders adjacent payload matches).
                 kept = tuple(sorted(kept, key=lambda m: (m.field.value, str(m))))
                 rules.append(replace(r, matches=kept, handle=None, line=None))

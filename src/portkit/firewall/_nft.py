@@ -39,10 +39,8 @@ from portkit.firewall._model import (
     normalize,
 )
 
-_PORT_PROTO = {"tcp": (6,), "udp": (17,), "sctp": (132,), "dccp": (33,), "udplite": (136,),
-               "th": PORT_PROTOS}
-_PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
-                   "srcnat": 100}
+_PORT_PROTO = {"tcp": (6,), "udp": (17,), "sctp": (132,), "dccp": (33,), "udplite": (136,), "th": PORT_PROTOS}
+_PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
 
 
 class _Opaque(Exception):
@@ -105,10 +103,10 @@ def _scalar_intervals(fld: Field, value: Any, family: int) -> tuple[list[Interva
             raise _Opaque(f"protocol {value!r}")
         return [(num, num)], [], family
     if fld is Field.NFPROTO:
-        ver = {"ipv4": 4, "ipv6": 6, "ip": 4, "ip6": 6}.get(str(value))
-        if ver is None:
+        nf = {"ipv4": 4, "ipv6": 6, "ip": 4, "ip6": 6}.get(str(value))
+        if nf is None:
             raise _Opaque(f"nfproto {value!r}")
-        return [(ver, ver)], [], family
+        return [(nf, nf)], [], family
     if fld is Field.ICMP_TYPE:
         table = ICMP_TYPES if family == 4 else ICMPV6_TYPES
         num = value if isinstance(value, int) else table.get(str(value))
@@ -122,14 +120,16 @@ def _scalar_intervals(fld: Field, value: Any, family: int) -> tuple[list[Interva
     raise _Opaque(f"value {value!r}")
 
 
-def _values(fld: Field, right: Any, family: int, sets: dict[str, NamedSet]
-            ) -> tuple[tuple[Interval, ...], tuple[str, ...], str, int]:
+def _values(
+    fld: Field, right: Any, family: int, sets: dict[str, NamedSet]
+) -> tuple[tuple[Interval, ...], tuple[str, ...], str, int]:
     ranges, names, set_name, fam, _ = _values_exact(fld, right, family, sets)
     return ranges, names, set_name, fam
 
 
-def _values_exact(fld: Field, right: Any, family: int, sets: dict[str, NamedSet]
-                  ) -> tuple[tuple[Interval, ...], tuple[str, ...], str, int, bool]:
+def _values_exact(
+    fld: Field, right: Any, family: int, sets: dict[str, NamedSet]
+) -> tuple[tuple[Interval, ...], tuple[str, ...], str, int, bool]:
     exact = False
     if isinstance(right, str) and right.startswith("@"):
         named = sets.get(right[1:])
@@ -140,8 +140,11 @@ def _values_exact(fld: Field, right: Any, family: int, sets: dict[str, NamedSet]
     if isinstance(right, dict) and "|" in right:  # a bitmask of flags, e.g. ct state != a,b
         right = list(right["|"])
         exact = True
-    items = right["set"] if isinstance(right, dict) and "set" in right else (
-        right if isinstance(right, list) else [right])
+    items = (
+        right["set"]
+        if isinstance(right, dict) and "set" in right
+        else (right if isinstance(right, list) else [right])
+    )
     ranges: list[Interval] = []
     names: list[str] = []
     fam = family
@@ -193,11 +196,20 @@ def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]
     if op not in ("==", "!=", "in"):
         raise _Opaque(f"operator {op}")
     ranges, names, set_name, vfam, exact = _values_exact(
-        fld, right, fam or (4 if table_family is Family.IP else 6 if table_family is Family.IP6 else 0), sets)
+        fld, right, fam or (4 if table_family is Family.IP else 6 if table_family is Family.IP6 else 0), sets
+    )
     if fld in (Field.SADDR, Field.DADDR):
         fam = vfam
-    return Match(fld, ranges, names, negate=op == "!=", family=fam, protos=protos, set_name=set_name,
-                 exact=exact and op != "in" and len(names) > 1)
+    return Match(
+        fld,
+        ranges,
+        names,
+        negate=op == "!=",
+        family=fam,
+        protos=protos,
+        set_name=set_name,
+        exact=exact and op != "in" and len(names) > 1,
+    )
 
 
 def _reject(value: Any, family: Family) -> Reject:
@@ -210,8 +222,13 @@ def _reject(value: Any, family: Family) -> Reject:
     return Reject(kind, str(value.get("expr", "port-unreachable")))
 
 
-_VERDICTS = {"accept": Action.ACCEPT, "drop": Action.DROP, "return": Action.RETURN,
-             "continue": Action.CONTINUE, "queue": Action.QUEUE}
+_VERDICTS = {
+    "accept": Action.ACCEPT,
+    "drop": Action.DROP,
+    "return": Action.RETURN,
+    "continue": Action.CONTINUE,
+    "queue": Action.QUEUE,
+}
 
 
 def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | None:
@@ -232,10 +249,16 @@ def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | No
         port = val.get("port")
         if isinstance(port, dict):
             port = None
-        action = {"dnat": Action.DNAT, "redirect": Action.REDIRECT, "snat": Action.SNAT,
-                  "masquerade": Action.MASQUERADE}[key]
-        return {"action": action, "nat": NatTarget(str(addr) if addr else None,
-                                                    int(port) if port is not None else None)}
+        action = {
+            "dnat": Action.DNAT,
+            "redirect": Action.REDIRECT,
+            "snat": Action.SNAT,
+            "masquerade": Action.MASQUERADE,
+        }[key]
+        return {
+            "action": action,
+            "nat": NatTarget(str(addr) if addr else None, int(port) if port is not None else None),
+        }
     return None
 
 
@@ -268,8 +291,18 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
                     vf = _verdict_fields(verdict, tb.family)
                     if vf is None:
                         raise _Opaque("verdict")
-                    vmap.append((Match(fld, ranges, names, family=vfam if fld in (Field.SADDR, Field.DADDR)
-                                       else fam, protos=protos), vf))
+                    vmap.append(
+                        (
+                            Match(
+                                fld,
+                                ranges,
+                                names,
+                                family=vfam if fld in (Field.SADDR, Field.DADDR) else fam,
+                                protos=protos,
+                            ),
+                            vf,
+                        )
+                    )
             except (_Opaque, ValueError, KeyError, TypeError) as exc:
                 matches.append(Match(Field.OPAQUE, text=_expr_text(stmt)))
                 notes.append(f"{where}: cannot model verdict map ({exc})")
@@ -279,16 +312,23 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
             notes.append(f"{where}: {key} {_expr_text(val)} is not modelled; assumed to match")
         elif key == "xt":
             opaque.append(_expr_text(stmt))
-            notes.append(f"{where}: opaque iptables target {val.get('name')}: read this table "
-                         "from iptables-save to model it")
+            notes.append(
+                f"{where}: opaque iptables target {val.get('name')}: read this table "
+                "from iptables-save to model it"
+            )
         else:
             vf = _verdict_fields(stmt, tb.family)
             if vf is not None:
                 fields.update(vf)
             else:
                 opaque.append(_expr_text(stmt))
-    base = {"counter": counter, "log": log, "comment": obj.get("comment", ""),
-            "handle": obj.get("handle"), "opaque": tuple(opaque)}
+    base = {
+        "counter": counter,
+        "log": log,
+        "comment": obj.get("comment", ""),
+        "handle": obj.get("handle"),
+        "opaque": tuple(opaque),
+    }
     if vmap:
         return [Rule(matches=(*matches, m), **base, **vf) for m, vf in vmap]
     return [Rule(matches=tuple(matches), **base, **fields)]
@@ -297,7 +337,7 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
 def _priority(value: Any) -> int:
     if isinstance(value, int):
         return value
-    if isinstance(value, dict) and "+" in value or isinstance(value, str):
+    if (isinstance(value, dict) and "+" in value) or isinstance(value, str):
         text = value if isinstance(value, str) else ""
         if text in _PRIORITY_NAMES:
             return _PRIORITY_NAMES[text]
@@ -312,8 +352,14 @@ def _set_of(obj: dict[str, Any], notes: list[str]) -> NamedSet | None:
     if not isinstance(stype, str):
         notes.append(f"set {obj.get('name')}: concatenated type {stype} is not modelled")
         return None
-    fld = {"ipv4_addr": Field.SADDR, "ipv6_addr": Field.SADDR, "inet_service": Field.DPORT,
-           "inet_proto": Field.L4PROTO, "ifname": Field.IIF, "ct_state": Field.CT_STATE}.get(stype)
+    fld = {
+        "ipv4_addr": Field.SADDR,
+        "ipv6_addr": Field.SADDR,
+        "inet_service": Field.DPORT,
+        "inet_proto": Field.L4PROTO,
+        "ifname": Field.IIF,
+        "ct_state": Field.CT_STATE,
+    }.get(stype)
     if fld is None:
         notes.append(f"set {obj.get('name')}: type {stype} is not modelled")
         return None
@@ -328,8 +374,13 @@ def _set_of(obj: dict[str, Any], notes: list[str]) -> NamedSet | None:
         ranges.extend(r)
         names.extend(n)
     flags = obj.get("flags", [])
-    return NamedSet(obj["name"], stype, normalize(ranges), tuple(names),
-                    tuple(flags) if isinstance(flags, list) else (str(flags),))
+    return NamedSet(
+        obj["name"],
+        stype,
+        normalize(ranges),
+        tuple(names),
+        tuple(flags) if isinstance(flags, list) else (str(flags),),
+    )
 
 
 def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j list ruleset") -> Ruleset:
@@ -378,8 +429,11 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
                 except ValueError:
                     notes.append(f"{tb.family} {tb.name} {obj['name']}: hook {obj['hook']} not modelled")
             tb.chains[obj["name"]] = Chain(
-                obj["name"], (), hook,
-                ChainType(obj.get("type", "filter")) if obj.get("type") in ("filter", "nat", "route")
+                obj["name"],
+                (),
+                hook,
+                ChainType(obj.get("type", "filter"))
+                if obj.get("type") in ("filter", "nat", "route")
                 else ChainType.FILTER,
                 _priority(obj.get("prio", 0)),
                 Action.DROP if obj.get("policy") == "drop" else Action.ACCEPT,
@@ -392,7 +446,8 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
     for tb in tables.values():
         chains = tuple(
             Chain(c.name, tuple(tb.rules.get(c.name, [])), c.hook, c.type, c.priority, c.policy, c.handle)
-            for c in tb.chains.values())
+            for c in tb.chains.values()
+        )
         out.append(Table(tb.family, tb.name, chains, tuple(tb.sets.values())))
     return Ruleset(tuple(out), source, tuple(notes))
 
@@ -403,8 +458,10 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
 def _rule_text(rule: Rule, family: Family, problems: list[str], where: str) -> str:
     parts = [str(m) for m in rule.matches if m.field is not Field.OPAQUE]
     if any(m.field is Field.OPAQUE for m in rule.matches):
-        problems.append(f"{where}: opaque match dropped from the nft rendering: "
-                        + "; ".join(m.text for m in rule.matches if m.field is Field.OPAQUE))
+        problems.append(
+            f"{where}: opaque match dropped from the nft rendering: "
+            + "; ".join(m.text for m in rule.matches if m.field is Field.OPAQUE)
+        )
     if rule.counter:
         parts.append("counter")
     if rule.log is not None:
@@ -415,8 +472,10 @@ def _rule_text(rule: Rule, family: Family, problems: list[str], where: str) -> s
     if act is Action.REJECT:
         rej = rule.reject or Reject()
         if rej.type is RejectType.ICMPX and family in (Family.IP, Family.IP6):
-            rej = Reject(RejectType.ICMP if family is Family.IP else RejectType.ICMPV6,
-                         rej.answer(4 if family is Family.IP else 6).split("-", 1)[1])
+            rej = Reject(
+                RejectType.ICMP if family is Family.IP else RejectType.ICMPV6,
+                rej.answer(4 if family is Family.IP else 6).split("-", 1)[1],
+            )
         parts.append(str(rej))
     elif act in (Action.DNAT, Action.SNAT) and rule.nat is not None:
         fam = ""

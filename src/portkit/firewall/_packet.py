@@ -15,8 +15,10 @@ from portkit.firewall._model import ICMP_TYPES, ICMPV6_TYPES, IPPROTO, IPPROTO_N
 from portkit.model import Endpoint, parse_address
 from portkit.model.endpoints import IPAddress
 
-_FLOW_HELP = ("expected 'PROTO SRC[:PORT] -> DST[:PORT] [in IFACE] [out IFACE] [state STATE]', "
-              "e.g. 'tcp 203.0.113.5:51000 -> 10.0.0.2:443'")
+_FLOW_HELP = (
+    "expected 'PROTO SRC[:PORT] -> DST[:PORT] [in IFACE] [out IFACE] [state STATE]', "
+    "e.g. 'tcp 203.0.113.5:51000 -> 10.0.0.2:443'"
+)
 
 
 def parse_l4proto(text: str) -> int:
@@ -88,8 +90,11 @@ class Packet:
         return IPPROTO_NAMES.get(self.l4proto, str(self.l4proto))
 
     def with_destination(self, address: IPAddress | None, port: int | None) -> Packet:
-        return replace(self, dst=address if address is not None else self.dst,
-                       dport=port if port is not None and self.has_ports else self.dport)
+        return replace(
+            self,
+            dst=address if address is not None else self.dst,
+            dport=port if port is not None and self.has_ports else self.dport,
+        )
 
     def __str__(self) -> str:
         def end(addr: IPAddress, port: int | None) -> str:
@@ -107,10 +112,17 @@ class Packet:
         return text + f" state {self.state}"
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"protocol": self.proto_name, "family": self.family,
-                               "src": str(self.src), "dst": str(self.dst),
-                               "sport": self.sport, "dport": self.dport,
-                               "in": self.iif or None, "out": self.oif or None, "state": self.state.value}
+        out: dict[str, Any] = {
+            "protocol": self.proto_name,
+            "family": self.family,
+            "src": str(self.src),
+            "dst": str(self.dst),
+            "sport": self.sport,
+            "dport": self.dport,
+            "in": self.iif or None,
+            "out": self.oif or None,
+            "state": self.state.value,
+        }
         if self.is_icmp:
             out.update(icmp_type=self.icmp_type, icmp_code=self.icmp_code)
         return out
@@ -133,9 +145,18 @@ class Packet:
                 raise UsageError(f"invalid flow {text!r}: unknown word {key!r}; {_FLOW_HELP}")
             opts[key] = value
         icmp_type = parse_icmp_type(opts["type"], src.version) if "type" in opts else None
-        return cls(proto, src, dst, sport, dport, iif=opts.get("in", ""), oif=opts.get("out", ""),
-                   state=parse_state(opts.get("state", "new")), icmp_type=icmp_type,
-                   icmp_code=int(opts["code"]) if "code" in opts else (0 if icmp_type is not None else None))
+        return cls(
+            proto,
+            src,
+            dst,
+            sport,
+            dport,
+            iif=opts.get("in", ""),
+            oif=opts.get("out", ""),
+            state=parse_state(opts.get("state", "new")),
+            icmp_type=icmp_type,
+            icmp_code=int(opts["code"]) if "code" in opts else (0 if icmp_type is not None else None),
+        )
 
 
 def _end(token: str, text: str) -> tuple[IPAddress, int | None]:

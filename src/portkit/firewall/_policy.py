@@ -45,21 +45,37 @@ from portkit.firewall._model import (
 )
 from portkit.model import parse_port_spec
 
-_ACTIONS = {"allow": Action.ACCEPT, "accept": Action.ACCEPT, "deny": Action.DROP, "drop": Action.DROP,
-            "reject": Action.REJECT}
-_DIRECTIONS = {"in": Hook.INPUT, "incoming": Hook.INPUT, "input": Hook.INPUT, "out": Hook.OUTPUT,
-               "outgoing": Hook.OUTPUT, "output": Hook.OUTPUT, "forward": Hook.FORWARD,
-               "routed": Hook.FORWARD}
-_REJECTS = {"tcp-reset": Reject(RejectType.TCP_RESET, ""),
-            "icmp-port-unreachable": Reject(RejectType.ICMPX, "port-unreachable"),
-            "port-unreachable": Reject(RejectType.ICMPX, "port-unreachable"),
-            "icmp-admin-prohibited": Reject(RejectType.ICMPX, "admin-prohibited"),
-            "admin-prohibited": Reject(RejectType.ICMPX, "admin-prohibited"),
-            "icmp-host-unreachable": Reject(RejectType.ICMPX, "host-unreachable"),
-            "host-unreachable": Reject(RejectType.ICMPX, "host-unreachable"),
-            "no-route": Reject(RejectType.ICMPX, "no-route")}
-_HELP = ("expected 'ACTION [in|out|forward] [on IFACE] [PROTO [PORTS]] [from ADDRS [port PORTS]] "
-         "[to ADDRS [port PORTS]] [state STATES] [with REJECT]', e.g. 'allow tcp 22 from 10.0.0.0/8'")
+_ACTIONS = {
+    "allow": Action.ACCEPT,
+    "accept": Action.ACCEPT,
+    "deny": Action.DROP,
+    "drop": Action.DROP,
+    "reject": Action.REJECT,
+}
+_DIRECTIONS = {
+    "in": Hook.INPUT,
+    "incoming": Hook.INPUT,
+    "input": Hook.INPUT,
+    "out": Hook.OUTPUT,
+    "outgoing": Hook.OUTPUT,
+    "output": Hook.OUTPUT,
+    "forward": Hook.FORWARD,
+    "routed": Hook.FORWARD,
+}
+_REJECTS = {
+    "tcp-reset": Reject(RejectType.TCP_RESET, ""),
+    "icmp-port-unreachable": Reject(RejectType.ICMPX, "port-unreachable"),
+    "port-unreachable": Reject(RejectType.ICMPX, "port-unreachable"),
+    "icmp-admin-prohibited": Reject(RejectType.ICMPX, "admin-prohibited"),
+    "admin-prohibited": Reject(RejectType.ICMPX, "admin-prohibited"),
+    "icmp-host-unreachable": Reject(RejectType.ICMPX, "host-unreachable"),
+    "host-unreachable": Reject(RejectType.ICMPX, "host-unreachable"),
+    "no-route": Reject(RejectType.ICMPX, "no-route"),
+}
+_HELP = (
+    "expected 'ACTION [in|out|forward] [on IFACE] [PROTO [PORTS]] [from ADDRS [port PORTS]] "
+    "[to ADDRS [port PORTS]] [state STATES] [with REJECT]', e.g. 'allow tcp 22 from 10.0.0.0/8'"
+)
 
 
 @dataclass
@@ -97,12 +113,14 @@ def _addresses(text: str, fld: Field, where: str) -> Match | None:
         try:
             version, iv = address_interval(part)
         except ValueError:
-            raise UsageError(f"invalid address {part!r} at {where}: expected an address, "
-                             "prefix (10.0.0.0/8) or range (10.0.0.1-10.0.0.9)") from None
+            raise UsageError(
+                f"invalid address {part!r} at {where}: expected an address, "
+                "prefix (10.0.0.0/8) or range (10.0.0.1-10.0.0.9)"
+            ) from None
         ranges.setdefault(version, []).append(iv)
     if len(ranges) != 1:
         raise UsageError(f"invalid address list {text!r} at {where}: mix of IPv4 and IPv6")
-    (version, ivs), = ranges.items()
+    ((version, ivs),) = ranges.items()
     return Match(fld, normalize(ivs), negate=negate, family=version)
 
 
@@ -157,8 +175,10 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, Rule]:
             states = tuple(s.strip().lower() for s in ln.take("states").split(","))
             bad = [s for s in states if s not in ("new", "established", "related", "invalid", "untracked")]
             if bad:
-                raise UsageError(f"invalid state {bad[0]!r} at {where}: expected new, established, "
-                                 "related, invalid or untracked")
+                raise UsageError(
+                    f"invalid state {bad[0]!r} at {where}: expected new, established, "
+                    "related, invalid or untracked"
+                )
             ln.matches.append(Match(Field.CT_STATE, names=states))
         elif tok == "type":
             if proto not in (1, 58):
@@ -168,13 +188,15 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, Rule]:
             num = int(name) if name.isdigit() else table.get(name)
             if num is None:
                 raise UsageError(f"invalid ICMP type {name!r} at {where}: expected e.g. echo-request")
-            ln.matches.append(Match(Field.ICMP_TYPE, ((num, num),), family=4 if proto == 1 else 6,
-                                    protos=(proto,)))
+            ln.matches.append(
+                Match(Field.ICMP_TYPE, ((num, num),), family=4 if proto == 1 else 6, protos=(proto,))
+            )
         elif tok == "with":
             name = ln.take("a reject kind").lower()
             if name not in _REJECTS:
-                raise UsageError(f"invalid reject kind {name!r} at {where}: expected one of "
-                                 + ", ".join(_REJECTS))
+                raise UsageError(
+                    f"invalid reject kind {name!r} at {where}: expected one of " + ", ".join(_REJECTS)
+                )
             reject = _REJECTS[name]
         elif tok == "log":
             log = ""
@@ -199,12 +221,16 @@ def parse_policy(text: str, *, source: str = "policy") -> Ruleset:
         words = line.split()
         if words[0].lower() == "default":
             if len(words) != 3 or words[1].lower() not in _DIRECTIONS or words[2].lower() not in _ACTIONS:
-                raise UsageError(f"invalid default at {where}: expected 'default incoming|outgoing|routed "
-                                 "allow|deny', e.g. 'default incoming deny'")
+                raise UsageError(
+                    f"invalid default at {where}: expected 'default incoming|outgoing|routed "
+                    "allow|deny', e.g. 'default incoming deny'"
+                )
             act = _ACTIONS[words[2].lower()]
             if act is Action.REJECT:
-                raise UsageError(f"invalid default at {where}: a chain policy is accept or drop, "
-                                 "not reject (add a final 'reject' rule instead)")
+                raise UsageError(
+                    f"invalid default at {where}: a chain policy is accept or drop, "
+                    "not reject (add a final 'reject' rule instead)"
+                )
             policies[_DIRECTIONS[words[1].lower()]] = act
             continue
         hook, rule = parse_rule_line(line, where)

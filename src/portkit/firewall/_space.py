@@ -70,10 +70,16 @@ class Space:
     def domain(self, dim: int) -> IntervalSet:
         bits = 32 if self.version == 4 else 128
         return {
-            L4: ((0, 255),), SADDR: ((0, 2 ** bits - 1),), DADDR: ((0, 2 ** bits - 1),),
-            SPORT: ((-1, 65535),), DPORT: ((-1, 65535),),
-            IIF: ((0, len(self.ifnames) - 1),), OIF: ((0, len(self.ifnames) - 1),),
-            STATE: ((0, len(_STATES) - 1),), ITYPE: ((-1, 255),), ICODE: ((-1, 255),),
+            L4: ((0, 255),),
+            SADDR: ((0, 2**bits - 1),),
+            DADDR: ((0, 2**bits - 1),),
+            SPORT: ((-1, 65535),),
+            DPORT: ((-1, 65535),),
+            IIF: ((0, len(self.ifnames) - 1),),
+            OIF: ((0, len(self.ifnames) - 1),),
+            STATE: ((0, len(_STATES) - 1),),
+            ITYPE: ((-1, 255),),
+            ICODE: ((-1, 255),),
         }[dim]
 
     def full(self) -> list[IntervalSet]:
@@ -159,9 +165,18 @@ def _narrow_match(m: Match, space: Space, box: list[IntervalSet], narrow: object
     if f is Field.NFPROTO:
         hit = any(lo <= v <= hi for lo, hi in m.ranges)
         return hit != m.negate
-    dim = {Field.L4PROTO: L4, Field.SADDR: SADDR, Field.DADDR: DADDR, Field.SPORT: SPORT,
-           Field.DPORT: DPORT, Field.IIF: IIF, Field.OIF: OIF, Field.CT_STATE: STATE,
-           Field.ICMP_TYPE: ITYPE, Field.ICMP_CODE: ICODE}.get(f)
+    dim = {
+        Field.L4PROTO: L4,
+        Field.SADDR: SADDR,
+        Field.DADDR: DADDR,
+        Field.SPORT: SPORT,
+        Field.DPORT: DPORT,
+        Field.IIF: IIF,
+        Field.OIF: OIF,
+        Field.CT_STATE: STATE,
+        Field.ICMP_TYPE: ITYPE,
+        Field.ICMP_CODE: ICODE,
+    }.get(f)
     if dim is None:  # opaque
         return True
     if f in (Field.IIF, Field.OIF):

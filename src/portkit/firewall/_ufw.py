@@ -56,8 +56,9 @@ def _defaults(path: Path) -> dict[str, str]:
     return values
 
 
-def import_ufw(directory: str | Path = "/etc/ufw", *, version: int = 4,
-               defaults_file: str | Path = "/etc/default/ufw") -> Ruleset:
+def import_ufw(
+    directory: str | Path = "/etc/ufw", *, version: int = 4, defaults_file: str | Path = "/etc/default/ufw"
+) -> Ruleset:
     """The filter table ufw would load from `directory` (before/user/after rules)."""
     d = Path(directory)
     six = "6" if version == 6 else ""
@@ -72,8 +73,17 @@ def import_ufw(directory: str | Path = "/etc/ufw", *, version: int = 4,
         builtin = key.upper()
         lines.append(f":{builtin} {'ACCEPT' if pol[key] == 'ACCEPT' else 'DROP'} [0:0]")
     for key in _DIRS:
-        for part in ("before-logging", "before", "after", "after-logging", "reject", "track",
-                     "skip-to-policy", "user", "user-logging"):
+        for part in (
+            "before-logging",
+            "before",
+            "after",
+            "after-logging",
+            "reject",
+            "track",
+            "skip-to-policy",
+            "user",
+            "user-logging",
+        ):
             lines.append(f":{p}-{part}-{key} - [0:0]")
     for extra in ("logging-deny", "logging-allow", "not-local", "user-limit", "user-limit-accept"):
         lines.append(f":{p}-{extra} - [0:0]")
@@ -160,8 +170,10 @@ def render_ufw(ruleset: Ruleset) -> tuple[str, list[str]]:
         for c in t.chains:
             if c.hook not in hooks:
                 if c.rules:
-                    problems.append(f"{t} {c.name}: ufw has no place for {'regular' if c.hook is None else str(c.hook)}"
-                                    f" chain rules ({len(c.rules)} rules not rendered)")
+                    problems.append(
+                        f"{t} {c.name}: ufw has no place for {'regular' if c.hook is None else str(c.hook)}"
+                        f" chain rules ({len(c.rules)} rules not rendered)"
+                    )
                 continue
             out.append(f"ufw default {'allow' if c.policy is Action.ACCEPT else 'deny'} {hooks[c.hook]}")
             for i, r in enumerate(c.rules):
@@ -169,18 +181,26 @@ def render_ufw(ruleset: Ruleset) -> tuple[str, list[str]]:
                 states = [m for m in r.matches if m.field is Field.CT_STATE]
                 if states:
                     if r.action is Action.ACCEPT and set(states[0].names) >= {"established"}:
-                        problems.append(f"{where}: ufw accepts established/related traffic itself "
-                                        "(before.rules); not rendered")
+                        problems.append(
+                            f"{where}: ufw accepts established/related traffic itself "
+                            "(before.rules); not rendered"
+                        )
                     else:
                         problems.append(f"{where}: ufw cannot express conntrack state matches")
                     continue
                 if r.action not in verbs:
                     problems.append(f"{where}: ufw cannot express '{r.verdict_text() or 'no verdict'}'")
                     continue
-                if r.action is Action.REJECT and r.reject and r.reject.type is not RejectType.TCP_RESET \
-                        and r.reject.code != "port-unreachable":
-                    problems.append(f"{where}: ufw rejects with port-unreachable/tcp-reset only; "
-                                    f"{r.reject.code} becomes the ufw default")
+                if (
+                    r.action is Action.REJECT
+                    and r.reject
+                    and r.reject.type is not RejectType.TCP_RESET
+                    and r.reject.code != "port-unreachable"
+                ):
+                    problems.append(
+                        f"{where}: ufw rejects with port-unreachable/tcp-reset only; "
+                        f"{r.reject.code} becomes the ufw default"
+                    )
                 cmd = _ufw_rule(r, verbs[r.action], where, problems)
                 if cmd is None:
                     continue
