@@ -82,7 +82,7 @@ class TraceStep:
     table: str
     chain: str
     position: int  # 1-based rule position in the chain; 0 for the chain policy
-    rule: str
+    rule: object  # the Rule (rendered only when shown: most steps of a long trace never are) or text
     where: str  # "handle 7" / "line 12" / ""
     matched: bool
     effect: str = ""
@@ -103,7 +103,7 @@ class TraceStep:
             "chain": self.chain,
             "position": self.position,
             "where": self.where,
-            "rule": self.rule,
+            "rule": str(self.rule),
             "matched": self.matched,
             "effect": self.effect,
         }
@@ -352,9 +352,16 @@ class _ChainResult:
 
 
 def _run_base_chain(
-    table: Table, base: Chain, hook: Hook, p: Packet, trace: list[TraceStep], uncertain: list[str]
+    table: Table,
+    base: Chain,
+    hook: Hook,
+    p: Packet,
+    trace: list[TraceStep],
+    uncertain: list[str],
+    misses: bool = True,
 ) -> _ChainResult:
     stack: list[tuple[Chain, int]] = []
+    table_name = str(table)
     chain, i = base, 0
     steps = 0
     while True:
@@ -379,6 +386,11 @@ def _run_base_chain(
             return _ChainResult(base.policy, None, step)
         rule = chain.rules[i]
         hit = rule_matches(rule, p)
+        if not hit:
+            if misses:
+                trace.append(TraceStep(hook, table_name, chain.name, i + 1, rule, rule.where, False))
+            i += 1
+            continue
         act = rule.action
         effect = ""
         if hit:
@@ -396,10 +408,10 @@ def _run_base_chain(
                 effect = f"{rule.verdict_text()} ({(rule.reject or Reject()).answer(p.family)})"
             else:
                 effect = rule.verdict_text()
-        step = TraceStep(hook, str(table), chain.name, i + 1, str(rule), rule.where, hit, effect)
+        step = TraceStep(hook, table_name, chain.name, i + 1, rule, rule.where, hit, effect)
         trace.append(step)
         i += 1
-        if not hit or act is Action.CONTINUE:
+        if act is Action.CONTINUE:
             continue
         if act is Action.JUMP or act is Action.GOTO:
             target = table.chain(rule.target)
@@ -450,6 +462,7 @@ def evaluate(
     local_addresses: Collection[IPAddress] | None = None,
     listening: bool | None = None,
     route: Callable[[IPAddress], str] | None = None,
+    trace_misses: bool = True,
 ) -> Decision:
     """The verdict netfilter gives `packet`, with the trace that explains it.
 
@@ -459,6 +472,7 @@ def evaluate(
     an address that is not local (`local_addresses`; when unknown, only a DNAT to a
     different non-loopback address counts as forwarding). `route` names the output
     interface for a destination (the routing table), used when the packet has none.
+    `trace_misses=False` leaves rules that did not match out of the trace (faster).
     """
     trace: list[TraceStep] = []
     uncertain: list[str] = []
@@ -487,9 +501,9 @@ def evaluate(
                     continue
                 # NAT rules see the connection's first packet; later ones reuse its binding.
                 probe = replace(packet, state=CtState.NEW) if packet.state is not CtState.NEW else packet
-                result = _run_base_chain(table, chain, hook, probe, trace, uncertain)
+                result = _run_base_chain(table, chain, hook, probe, trace, uncertain, trace_misses)
             else:
-                result = _run_base_chain(table, chain, hook, packet, trace, uncertain)
+                result = _run_base_chain(table, chain, hook, packet, trace, uncertain, trace_misses)
             act = result.action
             if act in (Action.DROP, Action.REJECT, Action.QUEUE):
                 verdict = Verdict.REJECT if act is Action.REJECT else Verdict.DROP

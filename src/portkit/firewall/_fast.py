@@ -177,23 +177,24 @@ class _Compiled:
                 alive[ri // 64] |= np.uint64(1 << (ri % 64))
         self.alive = alive
 
-    def iface_index(self, names: Any) -> Any:
-        import numpy as np
-
-        lookup: dict[str, int] = {}
-        concrete = {n: i for i, n in enumerate(self.ifnames) if "\x00" not in n}
+    def _iface_id(self, name: str) -> int:
+        """The index of an interface name: itself, the longest wildcard it matches, or 'other'."""
+        for i, n in enumerate(self.ifnames):
+            if "\x00" not in n and n == name:
+                return i
         wild = sorted(
             ((n.split("\x00")[0], i) for i, n in enumerate(self.ifnames) if n.endswith("\x00wild")),
             key=lambda x: -len(x[0]),
         )
-        other = len(self.ifnames) - 1
+        return next((i for prefix, i in wild if name.startswith(prefix)), len(self.ifnames) - 1)
+
+    def iface_index(self, names: Any) -> Any:
+        import numpy as np
+
+        if len(names) and (names == names[0]).all():  # the common case: one interface
+            return np.full(len(names), self._iface_id(str(names[0])), dtype=np.int64)
         uniq, inv = np.unique(names.astype(str), return_inverse=True)
-        for name in uniq.tolist():
-            if name in concrete:
-                lookup[name] = concrete[name]
-            else:
-                lookup[name] = next((i for prefix, i in wild if name.startswith(prefix)), other)
-        return np.array([lookup[n] for n in uniq.tolist()], dtype=np.int64)[inv]
+        return np.array([self._iface_id(n) for n in uniq.tolist()], dtype=np.int64)[inv.reshape(-1)]
 
     def match_bits(self, f: FlowArrays) -> Any:
         """(n, words) bitsets of the rules each flow satisfies."""
@@ -270,6 +271,8 @@ def _first_set(bits: Any, lo: Any, hi: Any) -> Any:
 class FastEvaluator:
     """Compile once, evaluate many flows: `FastEvaluator(ruleset).run(FlowArrays)`."""
 
+    CHUNK = 65536
+
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
         self.rules: list[tuple[Table, Chain, int, Rule]] = []
@@ -303,6 +306,13 @@ class FastEvaluator:
         import numpy as np
 
         n = len(flows)
+        if n > self.CHUNK:
+            # Chunks keep the (flows x rule-words) bitsets in cache-sized pieces.
+            parts = [self.run(flows.take(np.arange(a, min(n, a + self.CHUNK))), direction=direction)
+                     for a in range(0, n, self.CHUNK)]
+            return FastResult(np.concatenate([p.verdict for p in parts]),
+                              np.concatenate([p.rule for p in parts]),
+                              [x for p in parts for x in p.reject_with], self.rules)
         verdict = np.zeros(n, dtype=np.int8)
         rule = np.full(n, -1, dtype=np.int64)
         decided = np.zeros(n, dtype=bool)

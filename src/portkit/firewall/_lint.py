@@ -150,6 +150,28 @@ def _hulls(boxes: list[Box | None]) -> Any:
     return lo, hi
 
 
+def _overlap_candidates(lo: Any, hi: Any, deciding: Any) -> list[Any]:
+    """For each rule, the earlier deciding rules whose hulls overlap its hull (a conservative
+    filter before the exact box test), computed in blocks with numpy broadcasting."""
+    import numpy as np
+
+    n = lo.shape[0]
+    # Dimensions where every rule spans the same hull never separate two rules.
+    dims = [
+        d for d in range(lo.shape[1]) if not (np.all(lo[:, d] == lo[0, d]) and np.all(hi[:, d] == hi[0, d]))
+    ]
+    lo, hi = lo[:, dims], hi[:, dims]
+    out: list[Any] = []
+    block = 256
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        ok = np.all((lo[None, :b, :] <= hi[a:b, None, :]) & (lo[a:b, None, :] <= hi[None, :b, :]), axis=2)
+        ok &= deciding[None, :b]
+        for j in range(a, b):
+            out.append(np.nonzero(ok[j - a, :j])[0])
+    return out
+
+
 def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
     import numpy as np
 
@@ -165,6 +187,7 @@ def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
     opaque = [r.uncertain for r in rules]
     deciding = np.array([r.action in _DECIDING and not r.uncertain for r in rules])
     hulls = {v: _hulls(per_version[v]) for v in versions}
+    cands = {v: _overlap_candidates(*hulls[v], deciding) for v in versions}
     for j, r in enumerate(rules):
         if opaque[j]:
             continue
@@ -186,8 +209,7 @@ def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
         for v, bj in boxes_j.items():
             if bj is None:
                 continue
-            lo, hi = hulls[v]
-            cand = np.nonzero(deciding[:j] & np.all((lo[:j] <= hi[j]) & (lo[j] <= hi[:j]), axis=1))[0]
+            cand = cands[v][j]
             inter: list[int] = []
             for i in cand.tolist():
                 bi = per_version[v][i]
@@ -356,7 +378,7 @@ def _behavioural(
             continue
         # Replies to the host's own connections.
         reply = Packet(6, ip(outsiders[0]), ip(host), 443, 41000, iif=ifaces[0], state=CtState.ESTABLISHED)
-        d = evaluate(ruleset, reply, direction=Direction.INPUT)
+        d = evaluate(ruleset, reply, direction=Direction.INPUT, trace_misses=False)
         if d.verdict is not Verdict.ACCEPT:
             findings.append(
                 Finding(
@@ -369,7 +391,7 @@ def _behavioural(
             )
         # Default accept.
         probe = Packet(6, ip(outsiders[0]), ip(host), 51515, 47823, iif=ifaces[0])
-        d = evaluate(ruleset, probe, direction=Direction.INPUT)
+        d = evaluate(ruleset, probe, direction=Direction.INPUT, trace_misses=False)
         if d.verdict is Verdict.ACCEPT and (d.decided_by is None or d.decided_by.position == 0):
             findings.append(
                 Finding(
@@ -386,9 +408,10 @@ def _behavioural(
                 hits = []
                 for src in outsiders:
                     p = Packet(6 if proto == "tcp" else 17, ip(src), ip(host), 40000, port, iif=iface)
-                    dd = evaluate(ruleset, p, direction=Direction.INPUT)
-                    if dd.verdict is Verdict.ACCEPT:
-                        hits.append(dd)
+                    dd = evaluate(ruleset, p, direction=Direction.INPUT, trace_misses=False)
+                    if dd.verdict is not Verdict.ACCEPT:
+                        break  # not open to *everyone*: no need to ask for the other outsiders
+                    hits.append(dd)
                 if len(hits) == len(outsiders):
                     by = hits[0].reason
                     findings.append(
@@ -403,13 +426,11 @@ def _behavioural(
     # Overly broad accepts.
     for t in ruleset.tables:
         for c in t.chains:
+            spaces = {v: Space(v, interface_names(list(c.rules))) for v in (4, 6) if t.family.covers(v)}
             for i, r in enumerate(c.rules):
                 if r.action is not Action.ACCEPT or r.uncertain:
                     continue
-                for v in (4, 6):
-                    if not t.family.covers(v):
-                        continue
-                    space = Space(v, interface_names(list(c.rules)))
+                for v, space in spaces.items():
                     b = rule_box(r, space)
                     if b is None:
                         continue
@@ -450,7 +471,7 @@ def _behavioural(
             (CtState.NEW, Severity.HIGH, "would refuse your next SSH login"),
         ):
             p = Packet(6, caddr, saddr, cport, sport, iif=iface, state=state)
-            d = evaluate(ruleset, p, direction=Direction.INPUT)
+            d = evaluate(ruleset, p, direction=Direction.INPUT, trace_misses=False)
             if d.verdict is not Verdict.ACCEPT:
                 findings.append(
                     Finding(

@@ -10,6 +10,7 @@ Box subtraction then answers "is this rule covered by those?" exactly.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,13 @@ _PORT_SET: IntervalSet = tuple((p, p) for p in PORT_PROTOS)
 
 
 def _iv_intersect(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    if a is b:
+        return a
+    if len(a) == 1 and len(b) == 1:  # the common case, kept cheap: the linter calls this a lot
+        (alo, ahi), (blo, bhi) = a[0], b[0]
+        lo = alo if alo > blo else blo
+        hi = ahi if ahi < bhi else bhi
+        return ((lo, hi),) if lo <= hi else ()
     out = []
     i = j = 0
     while i < len(a) and j < len(b):
@@ -68,22 +76,10 @@ class Space:
     ifnames: tuple[str, ...]  # index i -> name; the last one stands for every other name
 
     def domain(self, dim: int) -> IntervalSet:
-        bits = 32 if self.version == 4 else 128
-        return {
-            L4: ((0, 255),),
-            SADDR: ((0, 2**bits - 1),),
-            DADDR: ((0, 2**bits - 1),),
-            SPORT: ((-1, 65535),),
-            DPORT: ((-1, 65535),),
-            IIF: ((0, len(self.ifnames) - 1),),
-            OIF: ((0, len(self.ifnames) - 1),),
-            STATE: ((0, len(_STATES) - 1),),
-            ITYPE: ((-1, 255),),
-            ICODE: ((-1, 255),),
-        }[dim]
+        return _domains(self.version, len(self.ifnames))[dim]
 
     def full(self) -> list[IntervalSet]:
-        return [self.domain(d) for d in range(len(DIMS))]
+        return list(_domains(self.version, len(self.ifnames)))
 
     def iface_set(self, names: tuple[str, ...]) -> IntervalSet:
         hits = []
@@ -95,6 +91,24 @@ class Space:
                 elif pattern == name:
                     hits.append((i, i))
         return tuple(sorted(set(hits)))
+
+
+@functools.lru_cache(maxsize=64)
+def _domains(version: int, n_ifnames: int) -> tuple[IntervalSet, ...]:
+    top = 2 ** (32 if version == 4 else 128) - 1
+    ifaces = ((0, n_ifnames - 1),)
+    return (
+        ((0, 255),),
+        ((0, top),),
+        ((0, top),),
+        ((-1, 65535),),
+        ((-1, 65535),),
+        ifaces,
+        ifaces,
+        ((0, len(_STATES) - 1),),
+        ((-1, 255),),
+        ((-1, 255),),
+    )
 
 
 def interface_names(rules: Sequence[Rule]) -> tuple[str, ...]:
