@@ -171,6 +171,14 @@ class _Compiled:
                     table[ka : kb + 1, w] |= np.uint64(1 << bit)
             big = d in (SADDR, DADDR) and version == 6
             self.dims.append((d, starts if big else np.array(starts, dtype=np.int64), table, big))
+        self._luts: dict[int, Any] = {}
+        self._lut_base: dict[int, int] = {}
+        for d, starts, _table, big in self.dims:
+            lo_dom, hi_dom = full[d][0]
+            if not big and hi_dom - lo_dom <= 70000:
+                values = np.arange(lo_dom, hi_dom + 1, dtype=np.int64)
+                self._luts[d] = np.searchsorted(starts, values, side="right") - 1
+                self._lut_base[d] = lo_dom
         alive = np.zeros(self.words, dtype=np.uint64)
         for ri, b in enumerate(boxes):
             if b is not None:
@@ -201,11 +209,10 @@ class _Compiled:
         import numpy as np
 
         n = len(f)
-        out = np.broadcast_to(self.alive, (n, self.words)).copy()
+        out = None
         for d, starts, table, big in self.dims:
             if d in (IIF, OIF):
-                values = self.iface_index(f.iif if d == IIF else f.oif)
-                k = np.searchsorted(starts, values, side="right") - 1
+                k = self._luts[d][self.iface_index(f.iif if d == IIF else f.oif)]
             elif big:
                 hi = f.src_hi if d == SADDR else f.dst_hi
                 lo = f.src_lo if d == SADDR else f.dst_lo
@@ -213,10 +220,17 @@ class _Compiled:
                 uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
                 ks = [bisect.bisect_right(starts, (int(a) << 64) | int(b)) - 1 for a, b in uniq.tolist()]
                 k = np.array(ks, dtype=np.int64)[inv.reshape(-1)]
+            elif d in self._luts:
+                # Small domains (protocol, ports, state, ICMP): a lookup table beats a search.
+                k = self._luts[d][_column(f, d) - self._lut_base[d]]
             else:
-                values = _column(f, d)
-                k = np.searchsorted(starts, values, side="right") - 1
-            out &= table[k]
+                k = np.searchsorted(starts, _column(f, d), side="right") - 1
+            if out is None:
+                out = table[k] & self.alive
+            else:
+                out &= table[k]
+        if out is None:
+            out = np.broadcast_to(self.alive, (n, self.words)).copy()
         return out
 
 
@@ -242,27 +256,27 @@ def _column(f: FlowArrays, d: int) -> Any:
     raise AssertionError(d)
 
 
-def _first_set(bits: Any, lo: Any, hi: Any) -> Any:
+def _bound_masks(n_rules: int, words: int) -> tuple[Any, Any]:
+    """GE[p]: the bits of rules >= p; LT[p]: the bits of rules < p (p = 0..n_rules)."""
+    import numpy as np
+
+    positions = np.arange(n_rules + 1, dtype=np.int64)[:, None]
+    bit_index = np.arange(words, dtype=np.int64)[None, :] * 64
+    ones = np.uint64(0xFFFFFFFFFFFFFFFF)
+    below = np.clip(positions - bit_index, 0, 64)  # how many low bits of each word lie below p
+    lt = np.where(below >= 64, ones, (np.uint64(1) << below.astype(np.uint64)) - np.uint64(1))
+    return ~lt, lt
+
+
+def _first_set(bits: Any, lo: Any, hi: Any, ge_mask: Any, lt_mask: Any) -> Any:
     """Per row, the index of the first set bit in [lo, hi), or -1."""
     import numpy as np
 
-    n, w = bits.shape
-    words = np.arange(w, dtype=np.int64)[None, :]
-    lw = (lo // 64)[:, None]
-    hw = (hi // 64)[:, None]
-    ones = np.uint64(0xFFFFFFFFFFFFFFFF)
-    low_mask = np.where(
-        words < lw, np.uint64(0), np.where(words == lw, ones << (lo % 64).astype(np.uint64)[:, None], ones)
-    )
-    hb = (hi % 64).astype(np.uint64)[:, None]
-    high_mask = np.where(
-        words < hw, ones, np.where(words == hw, (np.uint64(1) << hb) - np.uint64(1), np.uint64(0))
-    )
-    m = bits & low_mask & high_mask
+    m = bits & ge_mask[lo] & lt_mask[hi]
     nz = m != 0
     has = nz.any(axis=1)
     fw = nz.argmax(axis=1)
-    val = m[np.arange(n), fw]
+    val = m[np.arange(len(m)), fw]
     lsb = val & (~val + np.uint64(1))
     _, exp = np.frexp(lsb.astype(np.float64))
     return np.where(has, fw * 64 + exp.astype(np.int64) - 1, -1)
@@ -271,7 +285,7 @@ def _first_set(bits: Any, lo: Any, hi: Any) -> Any:
 class FastEvaluator:
     """Compile once, evaluate many flows: `FastEvaluator(ruleset).run(FlowArrays)`."""
 
-    CHUNK = 65536
+    CHUNK = 16384  # flows per pass: keeps the (flows x rule words) bitsets in cache
 
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
@@ -299,6 +313,7 @@ class FastEvaluator:
         )
         ifnames = interface_names([r for *_, r in self.rules])
         self._compiled = {v: _Compiled(ruleset, v, self.rules, ifnames) for v in (4, 6)}
+        self._ge, self._lt = _bound_masks(len(self.rules), self._compiled[4].words)
         self._table_index = table_index
 
     def run(self, flows: FlowArrays, *, direction: Direction = Direction.INPUT) -> FastResult:
@@ -308,7 +323,7 @@ class FastEvaluator:
         n = len(flows)
         if n > self.CHUNK:
             # Chunks keep the (flows x rule-words) bitsets in cache-sized pieces.
-            parts = [self.run(flows.take(np.arange(a, min(n, a + self.CHUNK))), direction=direction)
+            parts = [self.run(flows.take(slice(a, min(n, a + self.CHUNK))), direction=direction)
                      for a in range(0, n, self.CHUNK)]
             return FastResult(np.concatenate([p.verdict for p in parts]),
                               np.concatenate([p.rule for p in parts]),
@@ -317,16 +332,24 @@ class FastEvaluator:
         rule = np.full(n, -1, dtype=np.int64)
         decided = np.zeros(n, dtype=bool)
         for v in (4, 6):
-            idx = np.nonzero(flows.version == v)[0]
-            if len(idx) == 0:
+            same = flows.version == v
+            if not same.any():
                 continue
-            sub = flows.take(idx)
+            if same.all():  # one address family: work on views of the columns
+                idx = np.arange(n)
+                sub = flows.take(slice(0, n))
+            else:
+                idx = np.nonzero(same)[0]
+                sub = flows.take(idx)
             comp = self._compiled[v]
             sub_decided = np.zeros(len(idx), dtype=bool)
             nat_done = np.zeros(len(idx), dtype=bool)
             for hook in PATHS[direction]:
+                chains = self.ruleset.base_chains(hook, v)
+                if not chains:
+                    continue
                 bits = comp.match_bits(sub)
-                for t, c in self.ruleset.base_chains(hook, v):
+                for t, c in chains:
                     cid = self.chain_ids[(self._table_index[id(t)], c.name)]
                     if c.type is ChainType.NAT:
                         eligible = ~sub_decided & ~nat_done & (sub.state <= 2)
@@ -367,6 +390,8 @@ class FastEvaluator:
     def _dnat(self, sub: FlowArrays, rows: Any, rules: Any) -> None:
         import numpy as np
 
+        # The columns may be views of the caller's arrays: rewrite copies, never the input.
+        sub.dst_hi, sub.dst_lo, sub.dport = sub.dst_hi.copy(), sub.dst_lo.copy(), sub.dport.copy()
         for row, ri in zip(rows.tolist(), rules.tolist(), strict=True):
             r = self.rules[ri][3]
             nat = r.nat
@@ -408,7 +433,7 @@ class FastEvaluator:
             steps += 1
             if steps > 100_000:
                 raise RuntimeError("compiled evaluation did not terminate")
-            hit = _first_set(bits[rows], pos[rows], self.c_end[cur[rows]])
+            hit = _first_set(bits[rows], pos[rows], self.c_end[cur[rows]], self._ge, self._lt)
             ended = hit < 0
             # End of a chain: back to the caller, or the base chain's policy.
             er = rows[ended]
