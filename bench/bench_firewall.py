@@ -133,7 +133,7 @@ def bench_eval(n_flows: int, n_rules: int, runs: int) -> None:
     flows = make_flows(n_flows, rs)
     t_compile, fe = _median(lambda: FastEvaluator(rs), runs)
     t_run, res = _median(lambda: fe.run(flows, direction=Direction.INPUT), runs)
-    sample = np.random.default_rng(3).choice(n_flows, 2000, replace=False)
+    sample = np.random.default_rng(3).choice(n_flows, min(n_flows, 2000), replace=False)
     packets = [_packet(flows, int(i)) for i in sample]
     t_ref, ref = _median(lambda: [evaluate(rs, p, direction=Direction.INPUT).outcome for p in packets], 1)
     agree = sum(ref[k] == res.outcome(int(i)) for k, i in enumerate(sample))

@@ -188,6 +188,17 @@ def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
     deciding = np.array([r.action in _DECIDING and not r.uncertain for r in rules])
     hulls = {v: _hulls(per_version[v]) for v in versions}
     cands = {v: _overlap_candidates(*hulls[v], deciding) for v in versions}
+    # Rules for replies (ct state established/related) or loopback overlap everything by
+    # design; an overlap with them is no conflict worth reporting.
+    lo_ifaces = {v: Space(v, names).iface_set(("lo",)) for v in versions}
+    situational = [
+        all(
+            b is None or not any(lo <= 0 <= hi for lo, hi in b[STATE]) or b[IIF] == lo_ifaces[v]
+            for v in versions
+            for b in (per_version[v][k],)
+        )
+        for k in range(len(rules))
+    ]
     for j, r in enumerate(rules):
         if opaque[j]:
             continue
@@ -253,7 +264,9 @@ def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
             conflicting = sorted(
                 i
                 for i in shadowers
-                if _verdict_class(rules[i]) != _verdict_class(r) and rules[i].action is not Action.RETURN
+                if _verdict_class(rules[i]) != _verdict_class(r)
+                and rules[i].action is not Action.RETURN
+                and not situational[i]
             )
             if conflicting:
                 names_ = [_where(t, c, i, rules[i]) for i in conflicting]
