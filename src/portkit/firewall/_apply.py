@@ -174,6 +174,17 @@ def confirm_apply(*, netns: str | None = None) -> ApplyResult:
     """Keep the pending rules: mark them confirmed and stop the guard."""
     found = _pending(netns)
     if found is None:
+        try:
+            last = json.loads((_state_dir(netns) / "state.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            last = {}
+        if last.get("status") == "rolled-back":
+            return ApplyResult(
+                False,
+                "rolled-back",
+                _target(netns),
+                "too late: the rules were not confirmed in time and have been rolled back",
+            )
         return ApplyResult(False, "nothing-pending", _target(netns), "no apply is waiting for confirmation")
     state, doc = found
     if time.time() > float(doc.get("deadline", 0)) or not _alive(doc.get("guard_pid")):

@@ -235,10 +235,18 @@ def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
             shadowers.update(inter)
         if covered and shadowers:
             names_ = [_where(t, c, i, rules[i]) for i in sorted(shadowers)]
-            same = all(_verdict_class(rules[i]) == _verdict_class(r) for i in shadowers)
-            who = (
-                names_[0] if len(names_) == 1 else ", ".join(names_[:6]) + (" ..." if len(names_) > 6 else "")
-            )
+            main = [_where(t, c, i, rules[i]) for i in sorted(shadowers) if not situational[i]]
+            extra = [
+                _where(t, c, i, rules[i]).split(" (")[0].split()[-1]
+                for i in sorted(shadowers)
+                if situational[i]
+            ]
+            main_ids = [i for i in sorted(shadowers) if not situational[i]]
+            same = all(_verdict_class(rules[i]) == _verdict_class(r) for i in (main_ids or shadowers))
+            listed = main or names_
+            who = ", ".join(listed[:6]) + (" ..." if len(listed) > 6 else "")
+            if main and extra:
+                who += f" (with {', '.join(extra)} for reply/loopback traffic)"
             if same and r.action in _DECIDING:
                 findings.append(
                     Finding(
