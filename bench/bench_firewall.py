@@ -24,14 +24,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from portkit.firewall import (  # noqa: E402
+from portkit.firewall import (
     Action,
     Chain,
     Direction,
-    FastEvaluator,
     Family,
+    FastEvaluator,
     Field,
     Hook,
     Match,
@@ -45,7 +45,7 @@ from portkit.firewall import (  # noqa: E402
     lint_ruleset,
     render_nft,
 )
-from portkit.firewall._fast import FlowArrays  # noqa: E402
+from portkit.firewall._fast import FlowArrays
 
 
 def _median(fn: Any, runs: int) -> tuple[float, Any]:
@@ -62,8 +62,10 @@ def make_ruleset(n_rules: int, seed: int = 7) -> Ruleset:
     """A realistic large rule set: per-service accepts from prefixes, drops, rejects, two
     regular chains reached by jumps, established first, policy drop."""
     rng = np.random.default_rng(seed)
-    rules: list[Rule] = [Rule((Match(Field.CT_STATE, names=("established", "related")),), Action.ACCEPT),
-                         Rule((Match(Field.IIF, names=("lo",)),), Action.ACCEPT)]
+    rules: list[Rule] = [
+        Rule((Match(Field.CT_STATE, names=("established", "related")),), Action.ACCEPT),
+        Rule((Match(Field.IIF, names=("lo",)),), Action.ACCEPT),
+    ]
     sub_a: list[Rule] = []
     sub_b: list[Rule] = []
     for i in range(n_rules - 2):
@@ -75,16 +77,27 @@ def make_ruleset(n_rules: int, seed: int = 7) -> Ruleset:
         if rng.random() < 0.6:
             plen = int(rng.integers(8, 33))
             base = int(rng.integers(0, 2**32)) & ~((1 << (32 - plen)) - 1) & 0xFFFFFFFF
-            matches.append(Match(Field.SADDR, ((base, base + (1 << (32 - plen)) - 1),), family=4,
-                                 negate=bool(rng.random() < 0.1)))
+            matches.append(
+                Match(
+                    Field.SADDR,
+                    ((base, base + (1 << (32 - plen)) - 1),),
+                    family=4,
+                    negate=bool(rng.random() < 0.1),
+                )
+            )
         kind = rng.random()
         if kind < 0.55:
             rule = Rule(tuple(matches), Action.ACCEPT, counter=True)
         elif kind < 0.75:
             rule = Rule(tuple(matches), Action.DROP)
         elif kind < 0.85:
-            rule = Rule(tuple(matches), Action.REJECT, reject=Reject(RejectType.TCP_RESET, "")
-                        if proto == 6 else Reject(RejectType.ICMPX, "admin-prohibited"))
+            rule = Rule(
+                tuple(matches),
+                Action.REJECT,
+                reject=Reject(RejectType.TCP_RESET, "")
+                if proto == 6
+                else Reject(RejectType.ICMPX, "admin-prohibited"),
+            )
         elif kind < 0.92:
             rule = Rule(tuple(matches), Action.JUMP, target="svc_a")
         else:
@@ -95,11 +108,15 @@ def make_ruleset(n_rules: int, seed: int = 7) -> Ruleset:
             sub_b.append(Rule(tuple(matches[:2]), Action.DROP))
         else:
             rules.append(rule)
-    table = Table(Family.INET, "bench", (
-        Chain("input", tuple(rules), Hook.INPUT, policy=Action.DROP),
-        Chain("svc_a", tuple(sub_a)),
-        Chain("svc_b", tuple(sub_b)),
-    ))
+    table = Table(
+        Family.INET,
+        "bench",
+        (
+            Chain("input", tuple(rules), Hook.INPUT, policy=Action.DROP),
+            Chain("svc_a", tuple(sub_a)),
+            Chain("svc_b", tuple(sub_b)),
+        ),
+    )
     return Ruleset((table,), "bench")
 
 
@@ -107,16 +124,26 @@ def make_flows(n: int, ruleset: Ruleset, seed: int = 11) -> FlowArrays:
     rng = np.random.default_rng(seed)
     # Half the flows aim at ports the rules mention, so every part of the rule set is exercised.
     ports = [m.ranges[0][0] for _t, _c, _i, r in ruleset.rules() for m in r.matches if m.field is Field.DPORT]
-    dport = np.where(rng.random(n) < 0.5, rng.choice(np.array(ports, dtype=np.int32), n),
-                     rng.integers(0, 65536, n)).astype(np.int32)
+    dport = np.where(
+        rng.random(n) < 0.5, rng.choice(np.array(ports, dtype=np.int32), n), rng.integers(0, 65536, n)
+    ).astype(np.int32)
     zeros = np.zeros(n, dtype=np.uint64)
     states = rng.choice(np.array([0, 0, 0, 0, 1, 2, 3], dtype=np.int8), n)
     return FlowArrays(
-        version=np.full(n, 4, dtype=np.int8), l4=rng.choice(np.array([6, 17], dtype=np.int16), n),
-        src_hi=zeros, src_lo=rng.integers(0, 2**32, n, dtype=np.uint64), dst_hi=zeros.copy(),
-        dst_lo=np.full(n, 0xC000020A, dtype=np.uint64), sport=rng.integers(1024, 65536, n).astype(np.int32),
-        dport=dport, iif=np.full(n, "eth0", dtype=object), oif=np.full(n, "", dtype=object), state=states,
-        itype=np.full(n, -1, dtype=np.int16), icode=np.full(n, -1, dtype=np.int16))
+        version=np.full(n, 4, dtype=np.int8),
+        l4=rng.choice(np.array([6, 17], dtype=np.int16), n),
+        src_hi=zeros,
+        src_lo=rng.integers(0, 2**32, n, dtype=np.uint64),
+        dst_hi=zeros.copy(),
+        dst_lo=np.full(n, 0xC000020A, dtype=np.uint64),
+        sport=rng.integers(1024, 65536, n).astype(np.int32),
+        dport=dport,
+        iif=np.full(n, "eth0", dtype=object),
+        oif=np.full(n, "", dtype=object),
+        state=states,
+        itype=np.full(n, -1, dtype=np.int16),
+        icode=np.full(n, -1, dtype=np.int16),
+    )
 
 
 def _packet(f: FlowArrays, i: int) -> Packet:
@@ -124,8 +151,15 @@ def _packet(f: FlowArrays, i: int) -> Packet:
 
     from portkit.firewall import CtState
 
-    return Packet(int(f.l4[i]), ipaddress.IPv4Address(int(f.src_lo[i])), ipaddress.IPv4Address(int(f.dst_lo[i])),
-                  int(f.sport[i]), int(f.dport[i]), iif=str(f.iif[i]), state=list(CtState)[int(f.state[i])])
+    return Packet(
+        int(f.l4[i]),
+        ipaddress.IPv4Address(int(f.src_lo[i])),
+        ipaddress.IPv4Address(int(f.dst_lo[i])),
+        int(f.sport[i]),
+        int(f.dport[i]),
+        iif=str(f.iif[i]),
+        state=list(CtState)[int(f.state[i])],
+    )
 
 
 def bench_eval(n_flows: int, n_rules: int, runs: int) -> None:
@@ -140,12 +174,16 @@ def bench_eval(n_flows: int, n_rules: int, runs: int) -> None:
     ref_full = t_ref / len(sample) * n_flows
     total = t_compile + t_run
     counts = np.bincount(res.verdict, minlength=3)
-    print(f"[eval] {n_flows:,} flows x {rs.rule_count:,} rules: compiled {total:.2f} s "
-          f"(compile {t_compile:.2f} s + run {t_run:.2f} s; {n_flows / t_run / 1e6:.2f} M flows/s); "
-          f"goal <= 2 s -> ratio {total / 2:.2f}")
-    print(f"[eval] anchor: reference evaluator {t_ref / len(sample) * 1e6:.0f} us/flow -> {ref_full:.0f} s for "
-          f"{n_flows:,} flows; compiled is {ref_full / t_run:.0f}x faster; agreement on {len(sample)} sampled "
-          f"flows: {agree}/{len(sample)}; verdicts accept/drop/reject = {counts.tolist()}")
+    print(
+        f"[eval] {n_flows:,} flows x {rs.rule_count:,} rules: compiled {total:.2f} s "
+        f"(compile {t_compile:.2f} s + run {t_run:.2f} s; {n_flows / t_run / 1e6:.2f} M flows/s); "
+        f"goal <= 2 s -> ratio {total / 2:.2f}"
+    )
+    print(
+        f"[eval] anchor: reference evaluator {t_ref / len(sample) * 1e6:.0f} us/flow -> {ref_full:.0f} s for "
+        f"{n_flows:,} flows; compiled is {ref_full / t_run:.0f}x faster; agreement on {len(sample)} sampled "
+        f"flows: {agree}/{len(sample)}; verdicts accept/drop/reject = {counts.tolist()}"
+    )
 
 
 def bench_lint(n_rules: int, runs: int) -> None:
@@ -157,17 +195,26 @@ def bench_lint(n_rules: int, runs: int) -> None:
         name = f"pk6-bench{os.getpid()}"
         subprocess.run(["ip", "netns", "add", name], check=True)
         try:
-            t_nft, _ = _median(lambda: subprocess.run(["ip", "netns", "exec", name, "nft", "-c", "-f", "-"],
-                                                      input=script, text=True, capture_output=True, check=True),
-                               runs)
+            t_nft, _ = _median(
+                lambda: subprocess.run(
+                    ["ip", "netns", "exec", name, "nft", "-c", "-f", "-"],
+                    input=script,
+                    text=True,
+                    capture_output=True,
+                    check=True,
+                ),
+                runs,
+            )
         finally:
             subprocess.run(["ip", "netns", "delete", name], check=False)
     kinds: dict[str, int] = {}
     for f in findings:
         kinds[f.check] = kinds.get(f.check, 0) + 1
     anchor = f"; anchor nft -c on the same rules: {t_nft:.2f} s" if t_nft is not None else ""
-    print(f"[lint] {rs.rule_count:,} rules: {t_lint:.2f} s, {len(findings)} findings {kinds}; "
-          f"goal <= 5 s -> ratio {t_lint / 5:.2f}{anchor}")
+    print(
+        f"[lint] {rs.rule_count:,} rules: {t_lint:.2f} s, {len(findings)} findings {kinds}; "
+        f"goal <= 5 s -> ratio {t_lint / 5:.2f}{anchor}"
+    )
 
 
 def bench_differential(examples: int) -> None:
@@ -185,7 +232,10 @@ def bench_differential(examples: int) -> None:
     labs = [lab_mod.Lab().open()]
     t0 = time.perf_counter()
     try:
-        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+
+        @settings(
+            max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         @given(data=st.data())
         def run(data: st.DataObject) -> None:
             lab = labs[-1]
@@ -211,16 +261,18 @@ def bench_differential(examples: int) -> None:
 
         try:
             run()
-        except Exception as exc:  # noqa: BLE001 - report and keep the figures
+        except Exception as exc:
             mismatches.append(f"{type(exc).__name__}: {str(exc)[:300]}")
     finally:
         labs[-1].close()
     dt = time.perf_counter() - t0
     pct = 100.0 * stats["agree"] / max(1, stats["probes"])
-    print(f"[diff] {stats['examples']} generated rule sets, {stats['probes']} real probes: "
-          f"agreement {stats['agree']}/{stats['probes']} = {pct:.2f} % (goal 100 %); "
-          f"round trip identical {stats['roundtrip']}/{stats['examples']}; {dt:.0f} s "
-          f"({dt / max(1, stats['examples']):.2f} s per rule set)")
+    print(
+        f"[diff] {stats['examples']} generated rule sets, {stats['probes']} real probes: "
+        f"agreement {stats['agree']}/{stats['probes']} = {pct:.2f} % (goal 100 %); "
+        f"round trip identical {stats['roundtrip']}/{stats['examples']}; {dt:.0f} s "
+        f"({dt / max(1, stats['examples']):.2f} s per rule set)"
+    )
     for m in mismatches:
         print(f"[diff] mismatch: {m}")
 

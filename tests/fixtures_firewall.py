@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -77,20 +76,37 @@ _LISTENER = textwrap.dedent("""
                 s.listen(512)
             s.setblocking(False)
             sel.register(s, selectors.EVENT_READ, (kind, port))
-    print("ready", flush=True)
-    while True:
-        for key, _ in sel.select(timeout=1):
-            kind, port = key.data
+    sel.register(sys.stdin, selectors.EVENT_READ, None)
+
+    def drain(sock, kind, port):
+        # Everything the kernel has queued: handshakes completed, datagrams delivered.
+        while True:
             try:
                 if kind == socket.SOCK_STREAM:
-                    c, peer = key.fileobj.accept()
+                    c, peer = sock.accept()
                     log.write(f"tcp {peer[0]} {peer[1]} {port}\\n")
                     c.close()
                 else:
-                    data, peer = key.fileobj.recvfrom(2048)
+                    data, peer = sock.recvfrom(2048)
                     log.write(f"udp {peer[0]} {peer[1]} {port}\\n")
+            except BlockingIOError:
+                return
             except OSError:
-                pass
+                return
+
+    print("ready", flush=True)
+    while True:
+        for key, _ in sel.select(timeout=1):
+            if key.data is None:
+                if not sys.stdin.readline():
+                    sys.exit(0)
+                for k in list(sel.get_map().values()):
+                    if k.data is not None:
+                        drain(k.fileobj, *k.data)
+                log.flush()
+                print("synced", flush=True)
+            else:
+                drain(key.fileobj, *key.data)
 """)
 
 _PROBER = textwrap.dedent("""
@@ -295,6 +311,7 @@ class Lab:
                 str(self.log),
                 ",".join(map(str, PORTS)),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -305,6 +322,14 @@ class Lab:
             raise RuntimeError(
                 f"listener failed: {self.listener.stderr.read() if self.listener.stderr else ''}"
             )
+
+    def _sync(self) -> None:
+        assert self.listener is not None and self.listener.stdin and self.listener.stdout
+        self.listener.stdin.write("sync\n")
+        self.listener.stdin.flush()
+        line = self.listener.stdout.readline()
+        if line.strip() != "synced":
+            raise RuntimeError(f"listener did not sync: {line!r}")
 
     def close(self) -> None:
         if self.listener is not None:
@@ -368,7 +393,7 @@ class Lab:
             stdin=json.dumps(doc),
         )
         seen = json.loads(proc.stdout)
-        time.sleep(0.05)  # let the listener log the last accepts
+        self._sync()  # the listener has logged every connection the kernel completed
         delivered = set()
         with self.log.open() as f:
             f.seek(self._log_offset)

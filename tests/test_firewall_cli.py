@@ -33,8 +33,27 @@ def test_check_one_string(cli: Any, web: Path) -> None:
 
 
 def test_check_flags_and_json_schema(cli: Any, web: Path) -> None:
-    res = cli("fw", "check", "--rules", str(web), "--proto", "tcp", "--src", "203.0.113.5", "--sport", "51000",
-              "--dst", "10.0.0.2", "--dport", "8080", "--in", "eth0", "--state", "new", "--json")
+    res = cli(
+        "fw",
+        "check",
+        "--rules",
+        str(web),
+        "--proto",
+        "tcp",
+        "--src",
+        "203.0.113.5",
+        "--sport",
+        "51000",
+        "--dst",
+        "10.0.0.2",
+        "--dport",
+        "8080",
+        "--in",
+        "eth0",
+        "--state",
+        "new",
+        "--json",
+    )
     assert res.status == 1
     doc = res.json()
     assert doc["verdict"] == "reject" and doc["reject_with"] == "tcp-reset"
@@ -49,8 +68,10 @@ def test_check_flags_and_json_schema(cli: Any, web: Path) -> None:
 
 def test_check_flows_file(cli: Any, web: Path, tmp_path: Path) -> None:
     flows = tmp_path / "flows.txt"
-    flows.write_text("# probes\ntcp 10.1.1.1:40000 -> 10.0.0.2:22\ntcp 198.51.100.1:40000 -> 10.0.0.2:22\n"
-                     "tcp 198.51.100.1:40000 -> 10.0.0.2:9999 state established\n")
+    flows.write_text(
+        "# probes\ntcp 10.1.1.1:40000 -> 10.0.0.2:22\ntcp 198.51.100.1:40000 -> 10.0.0.2:22\n"
+        "tcp 198.51.100.1:40000 -> 10.0.0.2:9999 state established\n"
+    )
     res = cli("fw", "check", "--rules", str(web), "--flows", str(flows), "--json")
     assert res.status == 1
     doc = res.json()
@@ -73,14 +94,17 @@ def test_show_and_export(cli: Any, web: Path) -> None:
     assert strict.status == 1 and "not rendered faithfully" in strict.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 => 5.6.7.8:2"),
-    ("fw", "check", "--rules", "RULES", "--dst", "10.0.0.1", "--state", "sleepy"),
-    ("fw", "check", "--rules", "/nonexistent/rules", "tcp 1.2.3.4:1 -> 5.6.7.8:2"),
-    ("fw", "check", "--rules", "RULES"),
-    ("fw", "apply", "RULES", "--confirm-within", "soon"),
-    ("fw", "export", "RULES", "--to", "pf"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 => 5.6.7.8:2"),
+        ("fw", "check", "--rules", "RULES", "--dst", "10.0.0.1", "--state", "sleepy"),
+        ("fw", "check", "--rules", "/nonexistent/rules", "tcp 1.2.3.4:1 -> 5.6.7.8:2"),
+        ("fw", "check", "--rules", "RULES"),
+        ("fw", "apply", "RULES", "--confirm-within", "soon"),
+        ("fw", "export", "RULES", "--to", "pf"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(cli: Any, web: Path, args: tuple[str, ...]) -> None:
     res = cli(*(str(web) if a == "RULES" else a for a in args))
     assert res.status == 2, res.stderr
