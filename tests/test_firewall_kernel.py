@@ -52,7 +52,7 @@ def _check(lab: lab_mod.Lab, generated: Ruleset, probes: list[lab_mod.Probe]) ->
 
 
 @settings(
-    max_examples=int(os.environ.get("PORTKIT_FW_EXAMPLES", "25")),
+    max_examples=int(os.environ.get("PORTKIT_FW_EXAMPLES", "20")),
     deadline=None,
     suppress_health_check=list(HealthCheck),
     database=None,

@@ -187,7 +187,7 @@ def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
     opaque = [r.uncertain for r in rules]
     deciding = np.array([r.action in _DECIDING and not r.uncertain for r in rules])
     hulls = {v: _hulls(per_version[v]) for v in versions}
-    cands = {v: _overlap_candidates(*hulls[v], deciding) for v in versions}
+    cands = {v: _overlap_candidates(hulls[v][0], hulls[v][1], deciding) for v in versions}
     # Rules for replies (ct state established/related) or loopback overlap everything by
     # design; an overlap with them is no conflict worth reporting.
     lo_ifaces = {v: Space(v, names).iface_set(("lo",)) for v in versions}

@@ -140,7 +140,12 @@ def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
 
     p = Path(path)
     if p.is_dir():
-        return import_ufw(p)
+        # A ufw directory: the IPv4 tables, and the IPv6 ones when ufw keeps them.
+        v4 = import_ufw(p)
+        if not all((p / f"{n}6.rules").is_file() for n in ("before", "user", "after")):
+            return v4
+        v6 = import_ufw(p, version=6)
+        return Ruleset((*v4.tables, *v6.tables), f"ufw rules in {p}", (*v4.notes, *v6.notes))
     try:
         text = p.read_text()
     except OSError as exc:
