@@ -232,8 +232,8 @@ def match_holds(m: Match, p: Packet) -> bool:
         if not p.is_icmp or p.icmp_code is None:
             return False
         hit = _in(m.ranges, p.icmp_code)
-    else:  # OPAQUE: assumed to hold; the decision is flagged uncertain
-        return True
+    else:  # OPAQUE: assumed to hold unless marked otherwise; the decision is flagged uncertain
+        return not m.negate
     return hit != m.negate
 
 
@@ -387,6 +387,10 @@ def _run_base_chain(
         rule = chain.rules[i]
         hit = rule_matches(rule, p)
         if not hit:
+            if rule.uncertain and all(match_holds(m, p) for m in rule.matches if m.field is not Field.OPAQUE):
+                uncertain.append(
+                    f"{table} {chain.name} #{i + 1}: {rule} (unmodelled matches assumed not to hold)"
+                )
             if misses:
                 trace.append(TraceStep(hook, table_name, chain.name, i + 1, rule, rule.where, False))
             i += 1
@@ -395,7 +399,9 @@ def _run_base_chain(
         effect = ""
         if hit:
             if rule.uncertain:
-                uncertain.append(f"{table} {chain.name} #{i + 1}: {rule} (assumed to match)")
+                uncertain.append(
+                    f"{table} {chain.name} #{i + 1}: {rule} (unmodelled matches assumed to hold)"
+                )
             if act is Action.JUMP or act is Action.GOTO:
                 effect = f"{act.value} {rule.target}"
             elif act is Action.RETURN:

@@ -323,11 +323,16 @@ class FastEvaluator:
         n = len(flows)
         if n > self.CHUNK:
             # Chunks keep the (flows x rule-words) bitsets in cache-sized pieces.
-            parts = [self.run(flows.take(slice(a, min(n, a + self.CHUNK))), direction=direction)
-                     for a in range(0, n, self.CHUNK)]
-            return FastResult(np.concatenate([p.verdict for p in parts]),
-                              np.concatenate([p.rule for p in parts]),
-                              [x for p in parts for x in p.reject_with], self.rules)
+            parts = [
+                self.run(flows.take(slice(a, min(n, a + self.CHUNK))), direction=direction)
+                for a in range(0, n, self.CHUNK)
+            ]
+            return FastResult(
+                np.concatenate([p.verdict for p in parts]),
+                np.concatenate([p.rule for p in parts]),
+                [x for p in parts for x in p.reject_with],
+                self.rules,
+            )
         verdict = np.zeros(n, dtype=np.int8)
         rule = np.full(n, -1, dtype=np.int64)
         decided = np.zeros(n, dtype=bool)

@@ -141,8 +141,13 @@ class _RuleParser:
     def flush_opaque(self) -> None:
         if self.opaque_module:
             text = " ".join(self.opaque_module)
-            self.matches.append(Match(Field.OPAQUE, text=text))
-            self.notes.append(f"{self.where}: match '{text}' is not modelled; assumed to match")
+            holds, why = assume_opaque(text)
+            # negate=True on an opaque match means "assumed not to match".
+            self.matches.append(Match(Field.OPAQUE, text=text, negate=not holds))
+            self.notes.append(
+                f"{self.where}: match '{text}' is not modelled; assumed to "
+                f"{'match' if holds else 'not match'} ({why})"
+            )
             self.opaque_module = []
 
     def option(self, a: str, negate: bool) -> None:
@@ -216,6 +221,8 @@ class _RuleParser:
                 "ping": "echo-request",
                 "pong": "echo-reply",
                 "neighbour-solicitation": "nd-neighbor-solicit",
+                "neighbor-solicitation": "nd-neighbor-solicit",
+                "neighbor-advertisement": "nd-neighbor-advert",
                 "neighbour-advertisement": "nd-neighbor-advert",
                 "router-solicitation": "nd-router-solicit" if v6 else "router-solicitation",
                 "router-advertisement": "nd-router-advert" if v6 else "router-advertisement",
@@ -301,6 +308,32 @@ class _RuleParser:
         else:
             self.fields["action"] = Action.GOTO if goto else Action.JUMP
             self.fields["target"] = name
+
+
+# What an ordinary packet does with a match portkit cannot evaluate: (matches?, why).
+_ASSUMPTIONS: tuple[tuple[str, bool, str], ...] = (
+    ("-m addrtype --dst-type LOCAL", True, "traffic for this host is addressed to a local address"),
+    ("-m addrtype ! --dst-type LOCAL", False, "traffic for this host is addressed to a local address"),
+    ("-m addrtype", False, "an ordinary unicast packet is not broadcast, multicast or otherwise special"),
+    ("-m limit", True, "below the rate limit"),
+    ("-m hashlimit", True, "below the rate limit"),
+    ("-m rt", False, "ordinary packets carry no routing header"),
+    ("-m hl", False, "ordinary packets do not have that hop limit"),
+    ("-m ttl", False, "ordinary packets do not have that TTL"),
+    ("-m recent --set", True, "--set only records the source"),
+    ("-m recent", False, "the source is not in the recent list"),
+    ("-m mark", False, "packets are not marked"),
+    ("-m connmark", False, "connections are not marked"),
+    ("-m set", False, "the address is not in the ipset"),
+)
+
+
+def assume_opaque(text: str) -> tuple[bool, str]:
+    """Whether an ordinary packet would satisfy a match portkit cannot evaluate, and why."""
+    for prefix, holds, why in _ASSUMPTIONS:
+        if text.startswith(prefix):
+            return holds, why
+    return True, "unknown match; the verdict may differ"
 
 
 def _nat_target(text: str, ports_only: bool) -> NatTarget:

@@ -406,9 +406,18 @@ class Rule:
     def __str__(self) -> str:
         # `meta l4proto tcp tcp dport 22` reads as `tcp dport 22`, as nft itself lists it.
         implied = {m.protos for m in self.matches if len(m.protos) == 1}
-        parts = [str(m) for m in self.matches
-                 if not (m.field is Field.L4PROTO and not m.negate and not m.family and len(m.ranges) == 1
-                         and m.ranges[0][0] == m.ranges[0][1] and (m.ranges[0][0],) in implied)]
+        parts = [
+            str(m)
+            for m in self.matches
+            if not (
+                m.field is Field.L4PROTO
+                and not m.negate
+                and not m.family
+                and len(m.ranges) == 1
+                and m.ranges[0][0] == m.ranges[0][1]
+                and (m.ranges[0][0],) in implied
+            )
+        ]
         if self.counter:
             parts.append("counter")
         if self.log is not None:

@@ -191,8 +191,8 @@ def _narrow_match(m: Match, space: Space, box: list[IntervalSet], narrow: object
         Field.ICMP_TYPE: ITYPE,
         Field.ICMP_CODE: ICODE,
     }.get(f)
-    if dim is None:  # opaque
-        return True
+    if dim is None:  # opaque: the importer's assumption (negate: assumed not to match)
+        return not m.negate
     if f in (Field.IIF, Field.OIF):
         values = space.iface_set(m.names)
     elif f is Field.CT_STATE:
