@@ -262,6 +262,8 @@ ANSWER_ERRNO: dict[str, str] = {
     "icmpv6-policy-fail": "EACCES",
     "icmpv6-reject-route": "EACCES",
 }
+# ICMP errors Linux treats as transient (icmp_err_convert ... fatal = 0).
+_SOFT = {"icmp-net-unreachable", "icmp-host-unreachable", "icmpv6-no-route", "icmpv6-addr-unreachable"}
 _ERRNO_TEXT = {
     "ECONNREFUSED": "refused (Connection refused)",
     "EHOSTUNREACH": "fails: No route to host",
@@ -332,6 +334,9 @@ def scanner_view(
             errno,
             f"rejected with {answer}: connect() sees refused, a SYN scan sees filtered",
         )
+    if p.l4proto == 17 and answer in _SOFT:
+        # Linux reports these to a UDP socket only when it asked for them (IP_RECVERR).
+        said = f"nothing by default (a soft error: sockets with IP_RECVERR see {errno})"
     return ScannerView(
         "filtered",
         said,
