@@ -8,7 +8,6 @@ iptables-nft gives them, so iptables rules and native nft tables order correctly
 
 from __future__ import annotations
 
-import ipaddress
 import shlex
 from dataclasses import replace
 from typing import Any
@@ -628,11 +627,3 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> tuple[str, list[st
                 out.append(" ".join(["-A", name, *(a if a == "!" else shlex.quote(a) for a in args)]))
         out.append("COMMIT")
     return "\n".join(out) + "\n", problems
-
-
-def is_ipv6_text(text: str) -> bool:
-    try:
-        ipaddress.IPv6Network(text, strict=False)
-        return True
-    except ValueError:
-        return False

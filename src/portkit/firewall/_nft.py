@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,12 +334,16 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
 
 
 def _priority(value: Any) -> int:
+    """A chain priority: a number, a standard name (`filter`, `dstnat`...), or an offset."""
     if isinstance(value, int):
         return value
-    if (isinstance(value, dict) and "+" in value) or isinstance(value, str):
-        text = value if isinstance(value, str) else ""
-        if text in _PRIORITY_NAMES:
-            return _PRIORITY_NAMES[text]
+    if isinstance(value, str) and value in _PRIORITY_NAMES:
+        return _PRIORITY_NAMES[value]
+    if isinstance(value, dict):  # {"+": ["filter", 10]} or {"-": [...]}
+        for op, sign in (("+", 1), ("-", -1)):
+            if op in value and isinstance(value[op], list) and len(value[op]) == 2:
+                base, offset = value[op]
+                return _priority(base) + sign * _priority(offset)
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -519,7 +522,3 @@ def render_nft(ruleset: Ruleset, *, flush: bool = True) -> tuple[str, list[str]]
             lines.append("\t}")
         lines.append("}")
     return "\n".join(lines) + "\n", problems
-
-
-def sets_used(rules: Iterable[Rule]) -> set[str]:
-    return {m.set_name for r in rules for m in r.matches if m.set_name}
