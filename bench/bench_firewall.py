@@ -249,7 +249,12 @@ def bench_differential(examples: int) -> None:
             model = lab_mod.shift_sports(generated, base)
             kernel = lab.load(model)
             stats["examples"] += 1
-            stats["roundtrip"] += canonical(kernel) == canonical(model)
+            same = canonical(kernel) == canonical(model)
+            stats["roundtrip"] += same
+            if not same and len(mismatches) < 5:
+                mismatches.append(
+                    f"round trip differs:\n{render_nft(model)[0]}--- kernel:\n{render_nft(kernel)[0]}"
+                )
             observed = lab.run(probes, base)
             for p, seen in zip(probes, observed, strict=True):
                 want = lab_mod.predict(model, p, base, lab.server_if)
