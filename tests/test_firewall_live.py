@@ -155,3 +155,31 @@ def test_apply_rolls_back_unless_confirmed(lab: lab_mod.Lab, cli: Any, tmp_path:
     assert res.status == 2 and "invalid" in res.stderr
     assert {t.name for t in lab.kernel_ruleset().tables} == {"portkit"}  # untouched
     lab.flush()
+
+
+def test_prerouting_nat_rewrites_before_the_filter(lab: lab_mod.Lab) -> None:
+    """A redirect on prerouting changes the port the input chain sees, as portkit predicts."""
+    cases = {
+        # input accepts the rewritten port: the probe to 2100 gets through
+        "tcp dport 2000 accept": "accept",
+        # input accepts only the original port: the rewritten packet is dropped
+        "tcp dport 2100 accept": "drop",
+    }
+    for rule, verdict in cases.items():
+        script = (
+            "flush ruleset\ntable ip nat {\n chain pre {\n  type nat hook prerouting priority -100;\n"
+            "  tcp dport 2100 redirect to :2000\n }\n}\n"
+            "table inet f {\n chain input {\n  type filter hook input priority 0; policy drop;\n"
+            f"  ct state established accept\n  {rule}\n }}\n}}\n"
+        )
+        _nft(lab, script)
+        rs = lab.kernel_ruleset()
+        observed, base = _probe(lab, "tcp", 2100)
+        packet = lab_mod.Probe("tcp", "10.66.0.1", 0, "10.66.0.2", 2100).packet(base, lab.server_if)
+        from portkit.firewall import evaluate
+
+        d = evaluate(rs, packet)
+        assert d.verdict.value == verdict, rule
+        assert d.final_packet is not None and d.final_packet.dport == 2000
+        assert observed.startswith("connected") == (verdict == "accept"), (rule, observed)
+    lab.flush()
