@@ -99,7 +99,20 @@ def apply_ruleset(
     saved = run_tool(["nft", "list", "ruleset"], netns=netns)
     if saved.returncode != 0:
         raise PortkitError(f"cannot save the running ruleset: {saved.stderr.strip()}")
-    (state / "previous.nft").write_text(saved.stdout)
+    previous = state / "previous.nft"
+    previous.write_text("flush ruleset\n" + saved.stdout)
+    # A roll-back is only a promise if the saved rules load again (tables iptables-nft wrote
+    # with xt expressions, for one, do not): check before touching anything.
+    restorable = run_tool(["nft", "-c", "-f", str(previous)], netns=netns)
+    if restorable.returncode != 0:
+        first = (restorable.stderr.strip().splitlines() or ["nft -c failed"])[0]
+        return ApplyResult(
+            False,
+            "invalid",
+            _target(netns),
+            f"refusing to apply: the running rules could not be restored on roll-back ({first}); "
+            "save them with iptables-save and apply with iptables-apply instead",
+        )
     loaded = run_tool(["nft", "-f", str(new_file)], netns=netns)
     if loaded.returncode != 0:
         return ApplyResult(
