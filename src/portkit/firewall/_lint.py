@@ -78,7 +78,7 @@ class Finding:
         }
 
 
-# Ports that must not face the internet; used when the registry has no risk note.
+# Ports that must not face the internet, with lint's severity; the registry words the risk.
 RISKY_PORTS: tuple[tuple[int, str, str, Severity], ...] = (
     (23, "tcp", "telnet: cleartext logins", Severity.HIGH),
     (21, "tcp", "ftp: cleartext logins", Severity.MEDIUM),
@@ -360,21 +360,16 @@ def _candidate_ifaces(ruleset: Ruleset) -> list[str]:
 
 
 def _risky() -> list[tuple[int, str, str, Severity]]:
-    """The risky-port list, with the registry's risk notes where it has them."""
-    out = []
-    try:
-        from portkit.model import Protocol
-        from portkit.registry import default_registry
+    """The risky-port list (severity is lint's call), worded with the registry's risk notes."""
+    from portkit.model import Protocol
+    from portkit.registry import default_registry
 
-        reg = default_registry()
-        for port, proto, text, sev in RISKY_PORTS:
-            service = reg.risk_for(port, Protocol(proto))
-            if service is not None and service.risk:
-                text = f"{service.name}: {service.risk}"
-            out.append((port, proto, text, sev))
-        return out
-    except Exception:
-        return list(RISKY_PORTS)
+    reg = default_registry()
+    out = []
+    for port, proto, text, sev in RISKY_PORTS:
+        service = reg.risk_for(port, Protocol(proto))
+        out.append((port, proto, f"{service.name}: {service.risk}" if service else text, sev))
+    return out
 
 
 def _behavioural(
