@@ -155,7 +155,7 @@ def test_json_schema() -> None:
     assert port["service"]["method"] == "probed" and port["service"]["cpe"] == [
         "cpe:/a:igor_sysoev:nginx:1.22.1"
     ]
-    assert port["tls"]["protocol"] == "TLSv1.3"
+    assert port["tls"]["version"] == "TLSv1.3"  # issue 5's tls schema (docs/json.md, json:services)
     assert host["ports"][0]["ttl"] == 64
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import struct
 import sys
@@ -11,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portkit.sockets import TcpState, Transport
-from portkit.sockets._netlink import NLMSG_DONE, SOCK_DIAG_BY_FAMILY, decode
+from portkit.sockets._inventory import Inventory
+from portkit.sockets._netlink import NLMSG_DONE, SOCK_DIAG_BY_FAMILY, RawRows, _decode_rows, decode
 from portkit.sockets._procnet import parse_table
 
 ports = st.integers(min_value=0, max_value=65535)
@@ -85,3 +87,30 @@ def test_proc_table_reads_back_every_field(socks: list) -> None:  # type: ignore
         assert ipaddress.ip_address(row.local_address) == src and row.local_port == sport
         assert ipaddress.ip_address(row.remote_address) == dst and row.remote_port == dport
         assert (row.state, row.recv_q, row.send_q, row.uid, row.inode) == (state, rq, wq, uid, inode)
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.lists(raw_sockets, min_size=1, max_size=20), st.sampled_from([4, 6]), st.booleans())
+def test_lazy_rows_build_and_print_like_eager_rows(socks: list, family: int, shorter_tail: bool) -> None:  # type: ignore[type-arg]
+    # One family per buffer, as the kernel dumps them: such buffers take the column decoder;
+    # a last message without the attribute (a TIME-WAIT socket's shape) must still be read.
+    same = [s for s in socks if s[0][0] == family] or [socks[0]]
+    attr = struct.pack("=HHB3x", 5, 8, 0)
+    messages = [_message(s, attr) for s in same]
+    if shorter_tail:
+        messages[-1] = _message(same[-1], b"")
+    buf = b"".join(messages) + struct.pack("=IHHIIi", 20, NLMSG_DONE, 2, 1, 0, 0)
+    eager: list = []  # type: ignore[type-arg]
+    row_at_a_time: list = []  # type: ignore[type-arg]
+    lazy: list = []  # type: ignore[type-arg]
+    assert decode(buf, Transport.TCP, eager, netns="pk3-x") is True
+    assert _decode_rows(buf, Transport.TCP, row_at_a_time, "pk3-x", False, None, 0, None) is True
+    assert decode(buf, Transport.TCP, lazy, netns="pk3-x", lazy=True) is True
+    assert eager == row_at_a_time
+    if not shorter_tail:
+        assert isinstance(lazy[0], RawRows)  # the column path ran
+    inventory = Inventory(_rows=tuple(lazy), backend="netlink", namespaces=())
+    assert inventory.sockets == tuple(eager)
+    fresh = Inventory(_rows=tuple(lazy), backend="netlink", namespaces=())
+    text = "".join(fresh.json_chunks())
+    assert json.loads(text)["sockets"] == [s.to_json() for s in eager]

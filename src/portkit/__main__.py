@@ -1,3 +1,3 @@
-from portkit.cli.main import main
+from portkit.cli.entry import main
 
 main()

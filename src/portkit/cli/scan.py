@@ -129,6 +129,24 @@ def _echo(chunks: Iterable[str], sep: str = "") -> None:
 @click.option("-oX", "xml_file", help="Also write nmap XML to FILE ('-' for stdout).")
 @click.option("-oG", "grepable_file", help="Also write grepable output to FILE ('-' for stdout).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per port.")
+@click.option(
+    "-sV", "--sv", "service_detection", is_flag=True, help="Detect what really answers on open ports."
+)
+@click.option(
+    "--sv-intensity",
+    "--version-intensity",
+    "sv_intensity",
+    default="7",
+    show_default=True,
+    help="Service probes to try: 0-9, light (2) or all (9), as nmap's --version-intensity.",
+)
+@click.option(
+    "--probes",
+    "probe_db",
+    default="builtin",
+    show_default=True,
+    help="Service probe database: builtin, nmap (the installed nmap-service-probes) or a file.",
+)
 def scan(
     targets: tuple[str, ...],
     ports: str,
@@ -156,6 +174,9 @@ def scan(
     xml_file: str | None,
     grepable_file: str | None,
     as_csv: bool,
+    service_detection: bool,
+    sv_intensity: str,
+    probe_db: str,
 ) -> None:
     """Scan TARGETS' ports and report nmap's states: open, closed, filtered, unfiltered, open|filtered.
 
@@ -177,6 +198,13 @@ def scan(
             ("scan_delay", scan_delay),
         )
     }
+    intensity = 7
+    if service_detection:
+        from portkit.services import load_database, parse_intensity
+
+        # Bad --probes or --sv-intensity are usage errors before the scan, not after it.
+        intensity = parse_intensity(sv_intensity)
+        load_database(probe_db)
     options = ScanOptions(
         targets=targets,
         ports=ports,
@@ -197,7 +225,8 @@ def scan(
         skip_discovery=skip_discovery,
         ping_only=ping_only,
         all_ports_listed=all_ports,
-        args={"targets": list(targets), "reason": reason},
+        args={"targets": list(targets), "reason": reason}
+        | ({"sv": True, "sv_intensity": intensity, "probes": probe_db} if service_detection else {}),
         command=" ".join(["portkit", "scan", *sys.argv[2:]]) if len(sys.argv) > 1 else "portkit scan",
     )
     progress = _Progress()
@@ -205,6 +234,13 @@ def scan(
         result = run_scan(options, progress)
     finally:
         progress.close()
+    if service_detection and not result.interrupted:
+        from portkit.services import detect_for_scan
+
+        try:
+            detect_for_scan(result, intensity=intensity, probes=probe_db, timing=timing, max_rate=max_rate)
+        except KeyboardInterrupt:
+            result.interrupted = True
     if json_file:
         _write(json_file, [*render.iter_json(result), "\n"])
     if xml_file:

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from portkit.cli._lsquery import emit_inventory_json, ls_query
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import PortkitError, UsageError
-from portkit.sockets._inventory import BACKENDS, Inventory, SocketQuery, list_sockets, parse_user
+from portkit.sockets._inventory import BACKENDS, Inventory, SocketQuery, list_sockets
 from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
 
 if TYPE_CHECKING:
-    from portkit.sockets._bytecode import PortMatch
     from portkit.sockets._overview import Listener
 
 _NO_OWNER = "? (root would show)"
@@ -44,28 +44,6 @@ def _process_text(inventory: Inventory, row: Socket) -> str:
     if inventory.owner_unknown(row):
         return _NO_OWNER
     return "-"
-
-
-def _port_matches(text: str | None, side: str) -> tuple[PortMatch, ...]:
-    if not text:
-        return ()
-    if not text.isascii():  # parse_port_spec's isdigit() would let '²' through to int()
-        raise UsageError(
-            f"invalid port spec {text!r}: expected ports such as 22, 1-1024, 80,443 or T:80,U:53"
-        )
-    from portkit.model import parse_port_spec
-    from portkit.sockets._bytecode import matches_from_spec
-
-    return matches_from_spec(parse_port_spec(text), side)
-
-
-def _transports(values: Sequence[str]) -> tuple[Transport, ...]:
-    found: dict[Transport, None] = {}
-    for value in values:
-        for part in value.split(","):
-            if part.strip():
-                found[Transport.parse(part)] = None
-    return tuple(found) or (Transport.TCP, Transport.UDP)
 
 
 def _warn(inventory: Inventory) -> None:
@@ -108,13 +86,6 @@ def _ls_columns(show_netns: bool, show_procs: bool, info: bool) -> list[str]:
     if info:
         columns.append("TCP INFO")
     return columns
-
-
-def _emit_inventory_json(inventory: Inventory) -> None:
-    out = sys.stdout
-    for chunk in inventory.json_chunks():
-        out.write(chunk)
-    out.flush()
 
 
 @click.command()
@@ -198,33 +169,26 @@ def ls(
     as_json: bool,
 ) -> None:
     """Sockets on this host: listeners by default (like ss -tulnp), every socket with --all."""
-    if only4 and only6:
-        raise UsageError("-4 and -6 exclude each other: give at most one")
     if watch is not None and watch <= 0:
         raise UsageError(f"invalid --watch interval '{watch:g}': expected a number of seconds above 0")
     if count is not None and watch is None:
         raise UsageError("--count needs --watch: it bounds the number of refreshes")
-    wanted_states = ALL_STATES
-    if states:
-        chosen: set[TcpState] = set()
-        for text in states:
-            for part in text.split(","):
-                chosen |= TcpState.parse_filter(part)
-        wanted_states = frozenset(chosen)
-    listening = not show_all and not states
-    with_processes = processes if processes is not None else listening
-    query = SocketQuery(
-        transports=_transports(protos),
-        families=(4,) if only4 else (6,) if only6 else (4, 6),
-        states=wanted_states,
-        listening=listening,
-        ports=_port_matches(port, "any") + _port_matches(sport, "src") + _port_matches(dport, "dst"),
-        pids=frozenset(pids),
-        uids=frozenset(parse_user(u) for u in users),
-        process_names=tuple(n.lower() for n in names),
-        with_processes=with_processes,
-        tcp_info=info,
+    query = ls_query(
+        show_all=show_all,
+        protos=protos,
+        only4=only4,
+        only6=only6,
+        port=port,
+        sport=sport,
+        dport=dport,
+        states=states,
+        pids=pids,
+        users=users,
+        names=names,
+        processes=processes,
+        info=info,
     )
+    listening = query.listening
     show_netns = all_netns
 
     def read() -> Inventory:
@@ -232,10 +196,10 @@ def ls(
 
     if watch is None:
         inventory = read()
-        _warn(inventory)
         if as_json:
-            _emit_inventory_json(inventory)
+            emit_inventory_json(inventory)
             return
+        _warn(inventory)
         title = "" if not listening else "Listening sockets"
         emit_table(
             _ls_columns(show_netns, query.needs_processes, info),

@@ -7,8 +7,9 @@ Names load lazily (PEP 562): a command pays only for the value types it uses.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from portkit._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "Endpoint": "portkit.model.endpoints",
@@ -56,11 +57,4 @@ __all__ = [
     "validate_port",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'portkit.model' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

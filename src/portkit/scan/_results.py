@@ -31,6 +31,8 @@ class ServiceInfo:
     cpe: tuple[str, ...] = ()
     method: str = "table"  # "probed" (service detection) or "table" (registry by port number)
     confidence: int = 3  # nmap's conf: 3 for a table guess, up to 10 for a probe match
+    # What an HTTP service answered to GET / (status, server, title, location); service detection.
+    http: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __str__(self) -> str:
         words = [f"ssl/{self.name}" if self.tunnel == "ssl" else self.name, self.product, self.version]
@@ -47,7 +49,7 @@ class ServiceInfo:
             "cpe": list(self.cpe),
             "method": self.method,
             "confidence": self.confidence,
-        }
+        } | ({"http": self.http} if self.http is not None else {})
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,18 @@ class TlsInfo:
     alpn: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["san"] = list(self.san)
-        return out
+        # The schema of issue 5 (docs/json.md, json:services): same keys as portkit.services.
+        return {
+            "version": self.protocol or None,
+            "cipher": self.cipher or None,
+            "alpn": self.alpn or None,
+            "subject": self.subject or None,
+            "sans": list(self.san),
+            "issuer": self.issuer or None,
+            "not_after": self.not_after or None,
+            "not_before": self.not_before or None,
+            "self_signed": self.self_signed,
+        }
 
 
 @dataclass(frozen=True, slots=True)

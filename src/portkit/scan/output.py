@@ -29,8 +29,10 @@ def _service_name(port: PortResult, unknown: str = "") -> str:
 
 def _version_text(port: PortResult) -> str:
     svc = port.service
-    if svc is None or svc.method != "probed":
+    if svc is None or (svc.method != "probed" and not svc.extrainfo):
         return ""
+    if svc.method != "probed":
+        return f"({svc.extrainfo})"  # service detection's word on a port nothing matched: "(silent)"
     text = " ".join(w for w in (svc.product, svc.version) if w)
     return f"{text} ({svc.extrainfo})" if svc.extrainfo else text
 
@@ -88,8 +90,9 @@ def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = Fal
             rows.append(row)
         widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
         out.append(" ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-        for row in rows:
+        for p, row in zip(ports, rows, strict=True):
             out.append(" ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+            out.extend(_detail_lines(p))
     yield from out.flush()
     out.append("")
     out.append(summary_line(result))
@@ -100,6 +103,29 @@ class _Lines(list[str]):
     def flush(self) -> Iterator[str]:
         yield from self
         self.clear()
+
+
+def _detail_lines(port: PortResult) -> list[str]:
+    """nmap-style lines under a port for what service detection saw of its HTTP and TLS faces."""
+    lines = []
+    http = port.service.http if port.service is not None else None
+    if http:
+        text = f"http: {http.get('status')}"
+        if http.get("title"):
+            text += f' "{http["title"]}"'
+        if http.get("location"):
+            text += f" -> {http['location']}"
+        lines.append(text)
+    tls = port.tls
+    if tls is not None and tls.protocol:
+        text = f"tls: {tls.protocol} {tls.cipher}" + (f" alpn {tls.alpn}" if tls.alpn else "")
+        if tls.subject:
+            text += f"; subject {tls.subject}"
+            text += "; self-signed" if tls.self_signed else f"; issuer {tls.issuer}"
+        if tls.not_after:
+            text += f"; expires {tls.not_after[:10]}"
+        lines.append(text)
+    return [("|_ " if i == len(lines) - 1 else "|  ") + line for i, line in enumerate(lines)]
 
 
 def _two_digits(seconds: float) -> str:

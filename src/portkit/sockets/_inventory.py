@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from portkit.errors import PortkitError, UsageError
@@ -20,8 +20,10 @@ from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
 if TYPE_CHECKING:
     # Loaded when a query needs them: the plain `ls --all` path stays small.
     from portkit.sockets._bytecode import PortMatch
+    from portkit.sockets._netlink import RawRows
     from portkit.sockets._process import ProcessInfo
-    from portkit.sockets._procs import OwnerMap
+    from portkit.sockets._procs import Holders, OwnerMap
+    from portkit.sockets._tcpinfo import TcpInfo
 
 LISTENING = frozenset({TcpState.LISTEN, TcpState.CLOSE})
 BACKENDS = ("auto", "netlink", "proc")
@@ -80,9 +82,14 @@ class SocketQuery:
 
 @dataclass(frozen=True)
 class Inventory:
-    """The sockets found, and how: backend, namespaces visited, and what attribution could see."""
+    """The sockets found, and how: backend, namespaces visited, and what attribution could see.
 
-    sockets: tuple[Socket, ...]
+    `_rows` may hold sockets still in the kernel's bytes (`RawRows`, from `list_sockets` when no
+    filter needs single rows): `sockets` builds them on first use, `json_chunks` formats them
+    directly. Either way the sockets and their JSON are the same.
+    """
+
+    _rows: tuple[Socket | RawRows, ...]
     backend: str
     namespaces: tuple[_netns.Namespace, ...]
     processes_looked_up: bool = False
@@ -92,9 +99,27 @@ class Inventory:
     counted: dict[str | None, int] = field(default_factory=dict)
     _processes: dict[int, ProcessInfo] = field(default_factory=dict, compare=False, repr=False)
 
+    def __eq__(self, other: object) -> bool:
+        # By sockets, not by how they are stored: lazy and built rows of one table are equal.
+        if not isinstance(other, Inventory):
+            return NotImplemented
+        mine = [getattr(self, f.name) for f in fields(self) if f.compare and f.name != "_rows"]
+        theirs = [getattr(other, f.name) for f in fields(other) if f.compare and f.name != "_rows"]
+        return self.sockets == other.sockets and mine == theirs
+
+    @property
+    def sockets(self) -> tuple[Socket, ...]:
+        """Every socket found, in ss's order."""
+        built: tuple[Socket, ...] | None = self.__dict__.get("_sockets")
+        if built is None:
+            built = _built(self._rows)
+            object.__setattr__(self, "_sockets", built)  # a cache: the value never changes
+        return built
+
     @property
     def processes(self) -> dict[int, ProcessInfo]:
         """Every process that holds one of the sockets, by pid."""
+        self.sockets  # noqa: B018 (processes of RawRows are described as they are built)
         return self._processes
 
     def owner_unknown(self, row: Socket) -> bool:
@@ -140,94 +165,92 @@ class Inventory:
         """`to_json()` as JSON text, one socket per line, built without a dict per row.
 
         Equal to `json.dumps(self.to_json())` once parsed (a test holds it to that); this is
-        what lets `portkit ls --all --json` keep up with `ss` on tens of thousands of rows.
+        what lets `portkit ls --all --json` keep up with `ss` on tens of thousands of rows:
+        each row is one f-string (compiled once, unlike a %-template parsed per row), with
+        the few non-scalar values (state label, namespace, processes) looked up ready-made,
+        and rows still in the kernel's bytes are formatted from them without becoming Sockets.
         """
         dumps = json.dumps
         header = dumps(self._header())
         yield header[:-1] + ', "sockets": [\n'
-        netns_text: dict[str | None, str] = {}
-        # Keyed by identity: rows of one process share one tuple, and hashing a tuple of
-        # dataclasses per row would cost more than the rest of the row.
-        procs_text: dict[int, str] = {}
         # Indexed by the state's number: an IntEnum's hash runs Python code, a list index does not.
         state_text = [""] * 256
         for known in TcpState:
             state_text[known] = known.label
-        template = _ROW_JSON
-        lines: list[str] = []
-        append = lines.append
-        for (
-            transport,
-            family,
-            state,
-            la,
-            lp,
-            ra,
-            rp,
-            rq,
-            sq,
-            uid,
-            inode,
-            ifindex,
-            ns,
-            procs,
-            info,
-        ) in self.sockets:
-            ns_json = netns_text.get(ns)
-            if ns_json is None:
-                ns_json = netns_text[ns] = dumps(ns)
-            procs_json = procs_text.get(id(procs)) if procs else "[]"
-            if procs_json is None:
-                procs_json = procs_text[id(procs)] = dumps([{"pid": p.pid, "name": p.name} for p in procs])
-            info_json = "" if info is None else ', "tcp_info": ' + dumps(info.to_json())
-            append(
-                template
-                % (
-                    transport._value_,
-                    family,
-                    state_text[state],
-                    la,
-                    lp,
-                    ra,
-                    rp,
-                    rq,
-                    sq,
-                    uid,
-                    inode,
-                    ifindex or "null",
-                    ns_json,
-                    procs_json,
-                    info_json,
-                )
-            )
-        yield ",\n".join(lines)
+        # Keyed by identity: rows of one process share one tuple, and hashing a tuple of
+        # dataclasses per row would cost more than the rest of the row.
+        procs_text: dict[int, str] = {}
+        parts: list[str] = []
+        built: list[Socket] = []
+        for part in (*self._rows, None):
+            if isinstance(part, Socket):
+                built.append(part)
+                continue
+            if built:
+                parts.append(_socket_lines(built, state_text, procs_text))
+                built = []
+            if part is not None:
+                parts.append(",\n".join(part.json_lines(state_text, dumps(part.netns), procs_text)))
+        yield ",\n".join(parts)
         processes = {str(pid): p.to_json() for pid, p in sorted(self._processes.items())}
         yield '\n], "processes": ' + dumps(processes) + "}\n"
 
 
-# One socket of Socket.to_json(), as text (addresses and labels never need escaping).
-_ROW_JSON = (
-    '{"protocol": "%s", "family": %d, "state": "%s", "local": {"address": "%s", "port": %d}, '
-    '"remote": {"address": "%s", "port": %d}, "recv_q": %d, "send_q": %d, "uid": %d, "inode": %d, '
-    '"interface": %s, "netns": %s, "processes": %s%s}'
-)
+def _built(rows: Iterable[Socket | RawRows]) -> tuple[Socket, ...]:
+    """The Sockets of rows that may include RawRows, in order."""
+    out: list[Socket] = []
+    for row in rows:
+        if isinstance(row, Socket):
+            out.append(row)
+        else:
+            out.extend(row.build())
+    return tuple(out)
+
+
+def _add_procs_text(procs_text: dict[int, str], procs: Iterable[tuple[ProcessInfo, ...]]) -> None:
+    for key, held in {id(held): held for held in procs}.items():
+        if key not in procs_text:
+            procs_text[key] = json.dumps([{"pid": p.pid, "name": p.name} for p in held])
+
+
+def _socket_lines(sockets: list[Socket], state_text: list[str], procs_text: dict[int, str]) -> str:
+    """Socket.to_json() of built rows as text, one per line (the layout RawRows.json_lines shares)."""
+    netns_text = {ns: json.dumps(ns) for ns in {row[12] for row in sockets}}
+    _add_procs_text(procs_text, (row[13] for row in sockets))
+    # fmt: off
+    return ",\n".join([
+        f'{{"protocol": "{transport._value_}", "family": {family}, "state": "{state_text[state]}", '
+        f'"local": {{"address": "{la}", "port": {lp}}}, "remote": {{"address": "{ra}", "port": {rp}}}, '
+        f'"recv_q": {rq}, "send_q": {sq}, "uid": {uid}, "inode": {inode}, '
+        f'"interface": {ifindex or "null"}, "netns": {netns_text[ns]}, '
+        f'"processes": {procs_text[id(procs)]}'
+        f'{"" if info is None else _tcp_info_json(info)}}}'
+        for (transport, family, state, la, lp, ra, rp, rq, sq, uid, inode, ifindex, ns, procs, info)
+        in sockets
+    ])
+    # fmt: on
+
+
+def _tcp_info_json(info: TcpInfo) -> str:
+    return ', "tcp_info": ' + json.dumps(info.to_json())
 
 
 def _read_namespace(
     namespace: _netns.Namespace,
     query: SocketQuery,
     backend: str,
-    owners: dict[int, tuple[ProcessInfo, ...]] | None = None,
-) -> tuple[list[Socket], str, int]:
+    owners: Holders | None = None,
+    lazy: bool = False,
+) -> tuple[Sequence[Socket | RawRows], str, int]:
     """The rows of one namespace through netlink when possible, and how many were only counted."""
     tally = [0]
 
     fell_back: list[Transport] = []
 
-    def via_netlink() -> list[Socket]:
+    def via_netlink() -> list[Socket | RawRows]:
         from portkit.sockets._netlink import DumpError, dump_all
 
-        rows: list[Socket] = []
+        rows: list[Socket | RawRows] = []
         for transport in query.transports:
             try:
                 rows.extend(
@@ -241,6 +264,7 @@ def _read_namespace(
                         owners=owners,
                         count_states=query.count_states if transport is Transport.TCP else (),
                         tally=tally,
+                        lazy=lazy,
                     )
                 )
             except DumpError:
@@ -309,13 +333,13 @@ def _read_namespace(
         return _netns.run_in(namespace, via_proc_owned), "proc", tally[0]
 
 
-def _with_owners(rows: list[Socket], owners: dict[int, tuple[ProcessInfo, ...]] | None) -> list[Socket]:
-    if not owners:
+def _with_owners(rows: list[Socket], owners: Holders | None) -> list[Socket]:
+    if owners is None:
         return rows
     new = tuple.__new__
     # Concatenation is the fastest way to swap one field of a tuple.
     return [
-        row if row[10] not in owners else new(Socket, row[:13] + (owners[row[10]], row[14]))  # noqa: RUF005
+        row if row[10] not in owners else new(Socket, row[:13] + (owners.get(row[10]), row[14]))  # noqa: RUF005
         for row in rows
     ]
 
@@ -330,23 +354,27 @@ def list_sockets(
     """The sockets matching `query`, in this namespace, a named one (`netns`), or all of them."""
     query = query or SocketQuery()
     namespaces = _namespaces(netns, all_netns, backend)
-    rows: list[Socket] = []
+    rows: list[Socket | RawRows] = []
     used: set[str] = set()
     warnings: list[str] = []
     counted: dict[str | None, int] = {}
     owners: OwnerMap | None = None
     processes: dict[int, ProcessInfo] = {}
-    by_inode: dict[int, tuple[ProcessInfo, ...]] | None = None
+    by_inode: Holders | None = None
     if query.needs_processes and not query.listening and not query.ports:
         # The whole table is wanted, so no early stop could pay off: scan /proc first and let
         # the decoder attach processes as it builds each row, instead of rebuilding every row.
-        from portkit.sockets._procs import find_owners
+        from portkit.sockets._procs import Holders, find_owners
 
         owners = find_owners(None)
-        by_inode, processes = _describe_owners(owners)
+        by_inode = Holders(owners)
+        processes = by_inode.processes
+    filtered = _post_filters(query)
+    # Rows nobody looks at one by one stay in the kernel's bytes until used (see RawRows).
+    lazy = not filtered and not (query.needs_processes and owners is None)
     for namespace in namespaces:
         try:
-            found, how, tallied = _read_namespace(namespace, query, backend, by_inode)
+            found, how, tallied = _read_namespace(namespace, query, backend, by_inode, lazy)
         except (PortkitError, OSError) as exc:
             if not all_netns:
                 if isinstance(exc, PortkitError):
@@ -359,13 +387,15 @@ def list_sockets(
         if query.count_states:
             counted[namespace.label] = tallied
     if query.needs_processes and owners is None:
-        rows, owners, processes = attribute_rows(rows)
-    kept = tuple(row for row in rows if query.keeps(row)) if _post_filters(query) else tuple(rows)
-    if owners is not None:
-        wanted = {p.pid for row in kept for p in row.processes}
+        attributed, owners, processes = attribute_rows(_built(rows))
+        rows = list(attributed)
+    kept = tuple(row for row in _built(rows) if query.keeps(row)) if filtered else tuple(rows)
+    if owners is not None and (filtered or by_inode is None):
+        # Holders describes only the processes of listed rows; a filter may have dropped some.
+        wanted = {p.pid for procs in {id(row[13]): row[13] for row in _built(kept)}.values() for p in procs}
         processes = {pid: info for pid, info in processes.items() if pid in wanted}
     return Inventory(
-        sockets=kept,
+        _rows=kept,
         backend="+".join(sorted({part for how in used for part in how.split("+")}, reverse=True))
         or ("proc" if backend == "proc" else "netlink"),
         namespaces=tuple(namespaces),
@@ -397,40 +427,12 @@ def _post_filters(query: SocketQuery) -> bool:
 def attribute_rows(rows: Sequence[Socket]) -> tuple[list[Socket], OwnerMap, dict[int, ProcessInfo]]:
     """Rows with their processes filled in, from one scan of /proc/*/fd that stops once every
     row's inode is found (processes owned by the rows' uids are read first)."""
-    from portkit.sockets._procs import find_owners
+    from portkit.sockets._procs import Holders, find_owners
 
     wanted = {row[10] for row in rows if row[10]}
     owners = find_owners(wanted, prefer_uids={row[9] for row in rows if row[10]})
-    by_inode, processes = _describe_owners(owners)
-    return _with_owners(list(rows), by_inode), owners, processes
-
-
-def _describe_owners(owners: OwnerMap) -> tuple[dict[int, tuple[ProcessInfo, ...]], dict[int, ProcessInfo]]:
-    """inode -> the processes holding it, and pid -> process, each process read once."""
-    from portkit.sockets._procs import ProcessTable
-
-    table = ProcessTable()
-    processes: dict[int, ProcessInfo] = {}
-    by_inode: dict[int, tuple[ProcessInfo, ...]] = {}
-    interned: dict[tuple[int, ...], tuple[ProcessInfo, ...]] = {}
-    for inode, pids in owners.owners.items():
-        key = tuple(pids)
-        known = interned.get(key)
-        if known is not None:
-            by_inode[inode] = known
-            continue
-        infos = []
-        for pid in pids:
-            info = processes.get(pid)
-            if info is None:
-                info = table.describe(pid)
-                if info is None:
-                    continue
-                processes[pid] = info
-            infos.append(info)
-        # One shared tuple per set of holders: rows of one process point at the same value.
-        by_inode[inode] = interned[key] = tuple(infos)
-    return by_inode, processes
+    holders = Holders(owners)
+    return _with_owners(list(rows), holders), owners, holders.processes
 
 
 def parse_user(text: str) -> int:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from portkit.sockets._process import ProcessInfo
 
@@ -34,9 +35,13 @@ def user_name(uid: int) -> str:
 
 @dataclass
 class OwnerMap:
-    """inode -> pids holding it, and whether every process's fd table could be read."""
+    """inode -> pids holding it, and whether every process's fd table could be read.
 
-    owners: dict[int, list[int]] = field(default_factory=dict)
+    The pid tuples are shared: every socket held by one process alone maps to the same
+    `(pid,)`, which keeps the map cheap to build and to look processes up from.
+    """
+
+    owners: dict[int, tuple[int, ...]] = field(default_factory=dict)
     complete: bool = True
     hidden_pids: int = 0
 
@@ -52,8 +57,6 @@ def find_owners(wanted: set[int] | None, *, prefer_uids: Iterable[int] = ()) -> 
     preferred = set(prefer_uids)
     if preferred and remaining is not None:
         pids.sort(key=lambda pid: _uid_of(pid) not in preferred)
-    readlink = os.readlink
-    prefix = _SOCKET_PREFIX
     for pid_text in pids:
         try:
             fd_dir = os.open(f"/proc/{pid_text}/fd", os.O_RDONLY | os.O_DIRECTORY)
@@ -65,26 +68,10 @@ def find_owners(wanted: set[int] | None, *, prefer_uids: Iterable[int] = ()) -> 
             continue
         pid = int(pid_text)
         try:
-            for name in os.listdir(fd_dir):
-                try:
-                    link = readlink(name, dir_fd=fd_dir)
-                except OSError:
-                    continue
-                if link.startswith(prefix):
-                    inode = int(link[8:-1])
-                    if remaining is None:
-                        pids_of = owners.get(inode)
-                        if pids_of is None:
-                            owners[inode] = [pid]
-                        elif pids_of[-1] != pid:
-                            pids_of.append(pid)
-                    elif inode in remaining:
-                        owners[inode] = [pid]
-                        remaining.discard(inode)
-                        if not remaining:
-                            break
-        except OSError:
-            pass
+            if remaining is None:
+                _add_all(owners, pid, _socket_inodes(fd_dir))
+            else:
+                _add_wanted(owners, pid, fd_dir, remaining)
         finally:
             os.close(fd_dir)
         # Stopping at the first holder keeps `who` cheap; the price is that a socket shared by
@@ -92,6 +79,60 @@ def find_owners(wanted: set[int] | None, *, prefer_uids: Iterable[int] = ()) -> 
         if remaining is not None and not remaining:
             break
     return result
+
+
+def _add_all(owners: dict[int, tuple[int, ...]], pid: int, inodes: list[int]) -> None:
+    single = (pid,)
+    shared = owners.keys() & inodes
+    # Sockets shared with processes seen before (a pre-forked server's listener) keep every
+    # holder; the rest, nearly all of them, are added in one C-level update.
+    earlier = {inode: owners[inode] for inode in shared}
+    owners.update(zip(inodes, repeat(single)))
+    for inode, holders in earlier.items():
+        owners[inode] = holders if pid in holders else (*holders, pid)
+
+
+def _add_wanted(owners: dict[int, tuple[int, ...]], pid: int, fd_dir: int, remaining: set[int]) -> None:
+    """Read fds one by one and stop at the last wanted inode: a server's listener is usually
+    among its first fds, before the thousands of connections it accepted."""
+    readlink = os.readlink
+    prefix = _SOCKET_PREFIX
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return
+    for name in names:
+        try:
+            link = readlink(name, dir_fd=fd_dir)
+        except OSError:
+            continue
+        if link.startswith(prefix):
+            inode = int(link[8:-1])
+            if inode in remaining:
+                owners[inode] = (pid,)
+                remaining.discard(inode)
+                if not remaining:
+                    return
+
+
+def _socket_inodes(fd_dir: int) -> list[int]:
+    """The socket inodes among one process's open fds (the fd directory opened as `fd_dir`)."""
+    readlink = os.readlink
+    try:
+        names = os.listdir(fd_dir)
+        try:
+            links = [readlink(name, dir_fd=fd_dir) for name in names]
+        except OSError:  # an fd closed between listdir and readlink: skip just that one
+            links = []
+            for name in names:
+                try:
+                    links.append(readlink(name, dir_fd=fd_dir))
+                except OSError:
+                    continue
+    except OSError:
+        return []
+    # "socket:[12345]"
+    return [int(link[8:-1]) for link in links if link.startswith(_SOCKET_PREFIX)]
 
 
 def _uid_of(pid: str) -> int:
@@ -317,3 +358,51 @@ class ProcessTable:
                 if isinstance(network, dict) and network.get("IPAddress") == proxy.container_ip:
                     return str(entry.get("Id", "")), "docker", _container_name(entry)
         return "", "", ""
+
+
+class _ProcessesByPids(dict[tuple[int, ...], tuple[ProcessInfo, ...]]):
+    """pids -> their ProcessInfo values, each process read from /proc the first time it is asked for."""
+
+    def __init__(self, table: ProcessTable, described: dict[int, ProcessInfo]) -> None:
+        super().__init__({(): ()})
+        self._table = table
+        self._described = described
+
+    def __missing__(self, pids: tuple[int, ...]) -> tuple[ProcessInfo, ...]:
+        infos = []
+        for pid in pids:
+            info = self._described.get(pid)
+            if info is None:
+                info = self._table.describe(pid)
+                if info is None:  # gone, or not readable
+                    continue
+                self._described[pid] = info
+            infos.append(info)
+        # One shared tuple per set of holders: rows of one process point at the same value.
+        found = self[pids] = tuple(infos)
+        return found
+
+
+class Holders:
+    """inode -> the processes holding that socket, read lazily.
+
+    A scan of /proc/*/fd sees every socket of the host (unix sockets, other namespaces); only
+    the processes whose sockets are actually listed are described, each once. `processes`
+    holds those described so far, by pid.
+    """
+
+    def __init__(self, owners: OwnerMap, table: ProcessTable | None = None) -> None:
+        self._pids = owners.owners
+        self.processes: dict[int, ProcessInfo] = {}
+        self._infos = _ProcessesByPids(table or ProcessTable(), self.processes)
+
+    def __contains__(self, inode: object) -> bool:
+        return inode in self._pids
+
+    def get(self, inode: int) -> tuple[ProcessInfo, ...]:
+        """The processes holding `inode`, () when none (or none visible)."""
+        return self._infos[self._pids.get(inode, ())]
+
+    def lookup(self, inodes: Iterable[int]) -> Iterator[tuple[ProcessInfo, ...]]:
+        """`get` for many inodes at once, as a C-level map (the decoder's hot path)."""
+        return map(self._infos.__getitem__, map(self._pids.get, inodes, repeat(())))

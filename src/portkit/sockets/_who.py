@@ -232,7 +232,7 @@ def who_holds(
     final = tuple(by_inode.get(row.inode, row) if row.inode else row for row in rows)
     inventory = dataclasses.replace(
         inventory,
-        sockets=final,
+        _rows=final,
         processes_looked_up=True,
         processes_complete=owners.complete,
         hidden_pids=owners.hidden_pids,

@@ -1,0 +1,79 @@
+"""The `portkit` console script (and `python -m portkit`): a Click-free fast lane for
+`portkit ls [FLAGS] --json`, and the Click command line (portkit.cli.main) for everything else.
+
+Why: on a host with tens of thousands of sockets, `portkit ls --all --json` is measured against
+`ss -tan`, and importing Click costs about as much as reading the whole socket table. The lane
+takes only argument lists made entirely of the value-less flags in LS_JSON_FLAGS; it asks the
+same query builder the Click command uses (portkit.cli._lsquery) and prints the same JSON.
+Anything else (other options, --help, tables, --watch) and any failure goes to Click, which
+stays the reference: tests/test_sockets_entry.py parses every lane flag with both and compares.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# flag -> (parameter of portkit.cli.sockets.ls, value), as that Click command declares them.
+LS_JSON_FLAGS: dict[str, tuple[str, bool]] = {
+    "-a": ("show_all", True),
+    "--all": ("show_all", True),
+    "-4": ("only4", True),
+    "-6": ("only6", True),
+    "-p": ("processes", True),
+    "--processes": ("processes", True),
+    "-P": ("processes", False),
+    "--no-processes": ("processes", False),
+    "-i": ("info", True),
+    "--info": ("info", True),
+    "--all-netns": ("all_netns", True),
+    "--json": ("as_json", True),
+}
+
+
+def ls_json_params(args: list[str]) -> dict[str, bool] | None:
+    """The `ls` parameters of `args` when the fast lane can run them, else None."""
+    if not args or args[0] != "ls":
+        return None
+    params: dict[str, bool] = {}
+    for arg in args[1:]:
+        found = LS_JSON_FLAGS.get(arg)
+        if found is None:
+            return None
+        params[found[0]] = found[1]  # the last of -p/-P wins, as with Click
+    return params if params.get("as_json") else None
+
+
+def _run_ls_json(params: dict[str, bool]) -> bool:
+    """Run `ls --json`; False (nothing printed) when Click should run it and report the error."""
+    from portkit.cli._lsquery import emit_inventory_json, ls_query
+    from portkit.sockets._inventory import list_sockets
+
+    options = dict(params)
+    all_netns = options.pop("all_netns", False)
+    del options["as_json"]
+    try:
+        inventory = list_sockets(ls_query(**options), all_netns=all_netns)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        raise
+    except Exception:  # Click runs the command again and words the error its own way
+        return False
+    emit_inventory_json(inventory)
+    return True
+
+
+def main() -> None:
+    params = ls_json_params(sys.argv[1:])
+    if params is not None:
+        try:
+            done = _run_ls_json(params)
+        except KeyboardInterrupt:
+            sys.stderr.write("portkit: interrupted\n")
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.stderr.close()
+            sys.exit(0)
+        if done:
+            sys.exit(0)
+    from portkit.cli.main import main as click_main
+
+    click_main()

@@ -1,0 +1,434 @@
+"""`portkit fw`: show, check, lint, export and apply firewall rules (a thin client of portkit.firewall)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from portkit.cli.output import emit_json, emit_table, json_option
+from portkit.errors import UsageError
+
+_SOURCE_HELP = "Rules file (nft script or JSON, iptables-save, ufw dir/user.rules, portkit policy)."
+
+
+def _load(netns: str | None, rules: str | None, fmt: str | None = None) -> Any:
+    from portkit.firewall import load_file, read_live
+
+    if netns and rules:
+        raise UsageError("give either --netns NAME or a rules FILE, not both")
+    if rules:
+        return load_file(rules, fmt=fmt)
+    return read_live(netns)
+
+
+def _notes(ruleset: Any) -> None:
+    for note in ruleset.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+_FORMATS = click.Choice(["nft-json", "nft", "iptables", "ufw", "policy"])
+
+
+@click.group(name="fw")
+def fw() -> None:
+    """What the firewall does to a packet, and why.
+
+    Rules come from this host (default, needs root), a network namespace (--netns) or a
+    file: nft script or `nft -j` JSON, iptables-save, ufw's rules, or a portkit policy.
+    """
+
+
+@fw.command()
+@click.argument("rules", required=False, metavar="[FILE]")
+@click.option("--netns", help="Read the live rules of this network namespace.")
+@click.option("--format", "fmt", type=_FORMATS, help="Format of FILE (detected by default).")
+@json_option
+def show(rules: str | None, netns: str | None, fmt: str | None, as_json: bool) -> None:
+    """Show tables, chains and rules, in the order the kernel runs them."""
+    ruleset = _load(netns, rules, fmt)
+    if as_json:
+        emit_json(ruleset.to_json())
+        return
+    click.echo(f"# {ruleset.source}: {len(ruleset.tables)} tables, {ruleset.rule_count} rules")
+    if not ruleset.tables:
+        click.echo("(no rules: every packet is accepted)")
+    for t in ruleset.tables:
+        click.echo(f"table {t}")
+        for s in t.sets:
+            elems = s.to_json()["elements"]
+            click.echo(
+                f"  set {s.name} ({s.type}): {', '.join(elems[:12])}{' ...' if len(elems) > 12 else ''}"
+            )
+        for c in t.chains:
+            click.echo(f"  {c}")
+            for i, r in enumerate(c.rules, start=1):
+                where = f" ({r.where})" if r.where else ""
+                click.echo(f"    {i:>3}{where}: {r}")
+    _notes(ruleset)
+
+
+def _flow_from_flags(
+    flow: str | None,
+    proto: str | None,
+    src: str | None,
+    sport: int | None,
+    dst: str | None,
+    dport: int | None,
+    iif: str | None,
+    oif: str | None,
+    state: str | None,
+    icmp_type: str | None,
+) -> Any:
+    from portkit.firewall import Packet
+    from portkit.firewall._packet import parse_icmp_type, parse_l4proto, parse_state
+    from portkit.model import parse_address
+
+    if flow:
+        packet = Packet.parse(flow)
+        from dataclasses import replace
+
+        changes: dict[str, Any] = {}
+        if iif:
+            changes["iif"] = iif
+        if oif:
+            changes["oif"] = oif
+        if state:
+            changes["state"] = parse_state(state)
+        return replace(packet, **changes) if changes else packet
+    if not dst:
+        raise UsageError("no flow given: pass 'tcp SRC:PORT -> DST:PORT' or at least --dst (and --dport)")
+    d = parse_address(dst)
+    s = parse_address(src) if src else parse_address("192.0.2.1" if d.version == 4 else "2001:db8::1")
+    l4 = parse_l4proto(proto or "tcp")
+    packet = Packet(
+        l4,
+        s,
+        d,
+        sport if sport is not None else 50000,
+        dport,
+        iif=iif or "",
+        oif=oif or "",
+        state=parse_state(state or "new"),
+    )
+    if icmp_type and packet.is_icmp:
+        from dataclasses import replace
+
+        packet = replace(packet, icmp_type=parse_icmp_type(icmp_type, d.version), icmp_code=0)
+    return packet
+
+
+@fw.command()
+@click.argument("flow", required=False)
+@click.option("--rules", "rules", metavar="FILE", help=_SOURCE_HELP)
+@click.option("--netns", help="Use the live rules of this network namespace.")
+@click.option("--format", "fmt", type=_FORMATS, help="Format of --rules FILE (detected by default).")
+@click.option("--proto", help="tcp, udp, sctp, icmp, icmpv6 or a number (default tcp).")
+@click.option("--src", help="Source address (default 192.0.2.1 / 2001:db8::1).")
+@click.option("--sport", type=click.IntRange(0, 65535), help="Source port (default 50000).")
+@click.option("--dst", help="Destination address.")
+@click.option("--dport", type=click.IntRange(0, 65535), help="Destination port.")
+@click.option("--in", "iif", metavar="IFACE", help="Input interface (e.g. eth0, lo).")
+@click.option("--out", "oif", metavar="IFACE", help="Output interface (forwarded or outgoing traffic).")
+@click.option("--state", help="Conntrack state: new (default), established, related, invalid.")
+@click.option("--icmp-type", help="ICMP type for --proto icmp/icmpv6 (default echo-request).")
+@click.option(
+    "--direction",
+    type=click.Choice(["input", "forward", "output"]),
+    help="Force the packet's path (default: from interfaces and NAT).",
+)
+@click.option(
+    "--flows",
+    "flows_file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Check every flow in FILE (one per line, same syntax as FLOW; - for stdin).",
+)
+@json_option
+def check(
+    flow: str | None,
+    rules: str | None,
+    netns: str | None,
+    fmt: str | None,
+    proto: str | None,
+    src: str | None,
+    sport: int | None,
+    dst: str | None,
+    dport: int | None,
+    iif: str | None,
+    oif: str | None,
+    state: str | None,
+    icmp_type: str | None,
+    direction: str | None,
+    flows_file: str | None,
+    as_json: bool,
+) -> None:
+    """Say what the rules do to a flow: verdict, the trace that explains it, what a scanner sees.
+
+    FLOW is one string like 'tcp 203.0.113.5:51000 -> 10.0.0.2:443 in eth0 state new', or
+    use the flags. Exit status 0 when the flow is accepted, 1 when dropped or rejected
+    (with --flows: 1 if any is).
+    """
+    from portkit.firewall import Direction, evaluate, local_addresses
+    from portkit.firewall._live import route_lookup
+
+    ruleset = _load(netns, rules, fmt)
+    local = None
+    route = None
+    if not rules:
+        import ipaddress
+
+        local = frozenset(ipaddress.ip_address(a) for a in local_addresses(netns)) or None
+        route = route_lookup(netns)
+    forced = Direction(direction) if direction else None
+    if flows_file:
+        packets = _read_flows(flows_file)
+        decisions = [
+            evaluate(ruleset, p, direction=forced, local_addresses=local, route=route) for p in packets
+        ]
+        if as_json:
+            emit_json(
+                {
+                    "source": ruleset.source,
+                    "count": len(decisions),
+                    "accepted": sum(d.verdict.value == "accept" for d in decisions),
+                    "results": [d.to_json() for d in decisions],
+                }
+            )
+        else:
+            emit_table(
+                ["flow", "verdict", "direction", "scanner", "decided by"],
+                [
+                    [str(d.packet), d.outcome, d.direction, d.scanner.state if d.scanner else "", d.reason]
+                    for d in decisions
+                ],
+                title=f"# {ruleset.source}",
+            )
+            _notes(ruleset)
+        sys.exit(0 if all(d.verdict.value == "accept" for d in decisions) else 1)
+    packet = _flow_from_flags(flow, proto, src, sport, dst, dport, iif, oif, state, icmp_type)
+    decision = evaluate(ruleset, packet, direction=forced, local_addresses=local, route=route)
+    if as_json:
+        doc = decision.to_json()
+        doc["source"] = ruleset.source
+        doc["notes"] = list(ruleset.notes)
+        emit_json(doc)
+    else:
+        _print_decision(decision, ruleset.source)
+        _notes(ruleset)
+    sys.exit(0 if decision.verdict.value == "accept" else 1)
+
+
+def _read_flows(path: str) -> list[Any]:
+    from portkit.firewall import Packet
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read flows file {path!r}: {exc.strerror}") from None
+    out = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            out.append(Packet.parse(line))
+        except UsageError as exc:
+            raise UsageError(f"{path}:{lineno}: {exc}") from None
+    return out
+
+
+def _print_decision(d: Any, source: str) -> None:
+    verdict = d.verdict.value.upper() + (f" with {d.reject_with}" if d.reject_with else "")
+    click.echo(f"flow:      {d.packet}")
+    click.echo(f"rules:     {source}")
+    if d.final_packet is not None and (d.final_packet.dst, d.final_packet.dport) != (
+        d.packet.dst,
+        d.packet.dport,
+    ):
+        click.echo(
+            f"nat:       destination rewritten -> {d.final_packet.dst}"
+            + (f":{d.final_packet.dport}" if d.final_packet.dport is not None else "")
+        )
+    click.echo(f"path:      {d.direction} ({' -> '.join(h.value for h in _hooks(d))})")
+    click.echo(f"verdict:   {verdict}")
+    click.echo(f"why:       {d.reason}")
+    if d.scanner:
+        click.echo(f"connect(): {d.scanner.connect}")
+        click.echo(f"scanner:   {d.scanner.scan}")
+    for u in d.uncertain:
+        click.echo(f"uncertain: {u}")
+    click.echo("trace:" if d.trace else "trace:     (no base chain on this path)")
+    for step in d.trace:
+        click.echo(f"  {step}")
+
+
+def _hooks(d: Any) -> list[Any]:
+    from portkit.firewall._eval import PATHS
+
+    return list(PATHS[d.direction])
+
+
+@fw.command()
+@click.argument("rules", required=False, metavar="[FILE]")
+@click.option("--netns", help="Lint the live rules of this network namespace.")
+@click.option("--format", "fmt", type=_FORMATS, help="Format of FILE (detected by default).")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["info", "low", "medium", "high", "critical", "never"]),
+    default="high",
+    show_default=True,
+    help="Exit 1 when a finding is at least this severe.",
+)
+@click.option(
+    "--ssh/--no-ssh", default=True, help="Check that the rules keep this SSH session (from $SSH_CONNECTION)."
+)
+@json_option
+def lint(
+    rules: str | None, netns: str | None, fmt: str | None, fail_on: str, ssh: bool, as_json: bool
+) -> None:
+    """Find shadowed, redundant and dead rules, loops, risky exposures and lock-outs."""
+    import os
+
+    from portkit.firewall import Severity, lint_ruleset
+
+    ruleset = _load(netns, rules, fmt)
+    findings = lint_ruleset(ruleset, ssh_connection=os.environ.get("SSH_CONNECTION") if ssh else None)
+    threshold = None if fail_on == "never" else Severity(fail_on)
+    failing = threshold is not None and any(f.severity >= threshold for f in findings)
+    if as_json:
+        emit_json(
+            {
+                "source": ruleset.source,
+                "rules": ruleset.rule_count,
+                "fail_on": fail_on,
+                "failed": failing,
+                "findings": [f.to_json() for f in findings],
+            }
+        )
+    else:
+        emit_table(
+            ["severity", "check", "where", "finding"],
+            [[f.severity, f.check, f.where, f.message] for f in findings],
+            title=f"# {ruleset.source}: {ruleset.rule_count} rules, {len(findings)} findings",
+            empty="no findings",
+        )
+        _notes(ruleset)
+    sys.exit(1 if failing else 0)
+
+
+@fw.command()
+@click.argument("rules", required=False, metavar="[FILE]")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Choice(["nft", "iptables", "ip6tables", "ufw", "firewalld"]),
+    help="Output dialect.",
+)
+@click.option("--netns", help="Export the live rules of this network namespace.")
+@click.option("--format", "fmt", type=_FORMATS, help="Format of FILE (detected by default).")
+@click.option("--strict", is_flag=True, help="Exit 1 if anything could not be rendered faithfully.")
+@json_option
+def export(
+    rules: str | None, target: str, netns: str | None, fmt: str | None, strict: bool, as_json: bool
+) -> None:
+    """Write the rules for another tool; what cannot be rendered faithfully is listed on stderr."""
+    from portkit.firewall import export_ruleset
+
+    ruleset = _load(netns, rules, fmt)
+    text, problems = export_ruleset(ruleset, target)
+    if as_json:
+        emit_json({"source": ruleset.source, "to": target, "text": text, "unrendered": problems})
+    else:
+        click.echo(text, nl=False)
+        for p in problems:
+            click.echo(f"not rendered faithfully: {p}", err=True)
+    sys.exit(1 if strict and problems else 0)
+
+
+def _duration(text: str) -> float:
+    t = text.strip().lower()
+    mult = 1.0
+    if t.endswith("ms"):
+        t, mult = t[:-2], 0.001
+    elif t.endswith("s"):
+        t = t[:-1]
+    elif t.endswith("m"):
+        t, mult = t[:-1], 60.0
+    try:
+        value = float(t) * mult
+    except ValueError:
+        raise UsageError(f"invalid duration {text!r}: expected seconds like 30s, 90 or 2m") from None
+    if not 1 <= value <= 3600:
+        raise UsageError(f"invalid duration {text!r}: between 1s and 1h")
+    return value
+
+
+@fw.command()
+@click.argument("rules", metavar="FILE")
+@click.option("--netns", help="Apply inside this network namespace instead of this host.")
+@click.option("--format", "fmt", type=_FORMATS, help="Format of FILE (detected by default).")
+@click.option(
+    "--confirm-within",
+    "confirm_within",
+    default="30s",
+    show_default=True,
+    help="Roll back unless `portkit fw confirm` runs within this time.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Ask for confirmation on this terminal instead of returning (like iptables-apply).",
+)
+@json_option
+def apply(
+    rules: str, netns: str | None, fmt: str | None, confirm_within: str, wait: bool, as_json: bool
+) -> None:
+    """Validate (nft -c), apply atomically, and roll back unless confirmed in time.
+
+    Without --wait the command returns at once and a background guard restores the
+    previous ruleset when the time is up, unless `portkit fw confirm` runs first.
+    """
+    from portkit.firewall import apply_ruleset, load_file
+
+    seconds = _duration(confirm_within)
+    ruleset = load_file(rules, fmt=fmt)
+    result = apply_ruleset(ruleset, netns=netns, confirm_within=seconds, interactive=wait)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        click.echo(str(result))
+    sys.exit(0 if result.ok else 1)
+
+
+@fw.command()
+@click.option("--netns", help="Confirm a pending apply in this network namespace.")
+@json_option
+def confirm(netns: str | None, as_json: bool) -> None:
+    """Keep the rules a pending `portkit fw apply` loaded (stops the roll-back)."""
+    from portkit.firewall import confirm_apply
+
+    result = confirm_apply(netns=netns)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        click.echo(str(result))
+    sys.exit(0 if result.ok else 1)
+
+
+@fw.command()
+@click.option("--netns", help="Roll back a pending apply in this network namespace.")
+@json_option
+def rollback(netns: str | None, as_json: bool) -> None:
+    """Restore the rules saved by a pending `portkit fw apply` now."""
+    from portkit.firewall import rollback_apply
+
+    result = rollback_apply(netns=netns)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        click.echo(str(result))
+    sys.exit(0 if result.ok else 1)

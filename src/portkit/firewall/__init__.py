@@ -1,0 +1,95 @@
+"""The firewall: read the rules, say what they do to a packet and why, lint, write and apply them.
+
+Import from nftables (JSON or script), iptables-save, ufw, the live kernel or portkit's
+policy file; evaluate packets with netfilter's semantics (`evaluate`, or `FastEvaluator`
+for millions of flows); lint; export to nft, iptables, ufw or firewalld; apply with an
+automatic roll-back.
+"""
+
+from portkit.firewall._apply import ApplyResult, apply_ruleset, confirm_apply, rollback_apply
+from portkit.firewall._eval import (
+    Decision,
+    Direction,
+    ScannerView,
+    TraceStep,
+    Verdict,
+    evaluate,
+    scanner_view,
+)
+from portkit.firewall._export import export_ruleset, render_firewalld
+from portkit.firewall._fast import FastEvaluator
+from portkit.firewall._iptables import import_iptables_save, render_iptables
+from portkit.firewall._lint import Finding, Severity, lint_ruleset
+from portkit.firewall._live import detect_format, load_file, local_addresses, parse_nft_script, read_live
+from portkit.firewall._model import (
+    Action,
+    Chain,
+    ChainType,
+    CtState,
+    Family,
+    Field,
+    Hook,
+    Match,
+    NamedSet,
+    NatTarget,
+    Reject,
+    RejectType,
+    Rule,
+    Ruleset,
+    Table,
+    canonical,
+)
+from portkit.firewall._nft import import_nft_json, render_nft
+from portkit.firewall._packet import Packet
+from portkit.firewall._policy import parse_policy, parse_rule_line
+from portkit.firewall._ufw import import_ufw, render_ufw
+
+__all__ = [
+    "Action",
+    "ApplyResult",
+    "Chain",
+    "ChainType",
+    "CtState",
+    "Decision",
+    "Direction",
+    "Family",
+    "FastEvaluator",
+    "Field",
+    "Finding",
+    "Hook",
+    "Match",
+    "NamedSet",
+    "NatTarget",
+    "Packet",
+    "Reject",
+    "RejectType",
+    "Rule",
+    "Ruleset",
+    "ScannerView",
+    "Severity",
+    "Table",
+    "TraceStep",
+    "Verdict",
+    "apply_ruleset",
+    "canonical",
+    "confirm_apply",
+    "detect_format",
+    "evaluate",
+    "export_ruleset",
+    "import_iptables_save",
+    "import_nft_json",
+    "import_ufw",
+    "lint_ruleset",
+    "load_file",
+    "local_addresses",
+    "parse_nft_script",
+    "parse_policy",
+    "parse_rule_line",
+    "read_live",
+    "render_firewalld",
+    "render_iptables",
+    "render_nft",
+    "render_ufw",
+    "rollback_apply",
+    "scanner_view",
+]

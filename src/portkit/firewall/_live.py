@@ -1,0 +1,204 @@
+"""The I/O layer: read the kernel's ruleset (this host or a named netns) and rule files.
+
+Reading never changes anything. Parsing an nft script is done by nft itself, in a
+throwaway network namespace, so portkit reads exactly what the kernel would load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from portkit.errors import PermissionNeeded, PortkitError, UsageError
+from portkit.firewall._model import Field, Ruleset, Table
+from portkit.model.endpoints import IPAddress
+
+_NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _prefix(netns: str | None) -> list[str]:
+    if netns is None:
+        return []
+    if not _NETNS_RE.match(netns):
+        raise UsageError(f"invalid netns name {netns!r}: expected letters, digits, '.', '_' or '-'")
+    if not Path("/run/netns", netns).exists():
+        raise UsageError(f"no network namespace {netns!r}: see 'ip netns list'")
+    return ["ip", "netns", "exec", netns]
+
+
+def run_tool(
+    args: list[str], *, netns: str | None = None, stdin: str | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    tool = args[0]
+    if shutil.which(tool) is None:
+        raise PortkitError(
+            f"{tool} is not installed (Debian package: {'nftables' if tool == 'nft' else 'iptables'})"
+        )
+    return subprocess.run(
+        [*_prefix(netns), *args], input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise PermissionNeeded(
+            f"{what} needs root (CAP_NET_ADMIN): run with sudo; "
+            "without it, pass a rules file (portkit fw show FILE)"
+        )
+
+
+def nft_json(netns: str | None = None) -> str:
+    """`nft -j list ruleset` of this host or of a netns."""
+    _need_root("reading the live nftables ruleset")
+    proc = run_tool(["nft", "-j", "list", "ruleset"], netns=netns)
+    if proc.returncode != 0:
+        raise PortkitError(f"nft -j list ruleset failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _has_xt(table: Table) -> bool:
+    return any(
+        m.field is Field.OPAQUE and '"xt"' in m.text for c in table.chains for r in c.rules for m in r.matches
+    ) or any('"xt"' in s for c in table.chains for r in c.rules for s in r.opaque)
+
+
+def read_live(netns: str | None = None) -> Ruleset:
+    """The live ruleset. Tables iptables-nft wrote with opaque `xt` expressions are re-read
+    from iptables-save, which can decode them."""
+    from portkit.firewall._iptables import import_iptables_save
+    from portkit.firewall._nft import import_nft_json
+
+    where = f"netns {netns}" if netns else "this host"
+    ruleset = import_nft_json(nft_json(netns), source=f"live ruleset of {where}")
+    opaque = [t for t in ruleset.tables if _has_xt(t)]
+    if not opaque:
+        return ruleset
+    replaced: dict[tuple[str, str], Table] = {}
+    for tool, version in (("iptables-save", 4), ("ip6tables-save", 6)):
+        proc = run_tool([tool], netns=netns)
+        if proc.returncode != 0:
+            continue
+        decoded = import_iptables_save(proc.stdout, version=version, source=tool)
+        for t in decoded.tables:
+            replaced[(t.family.value, t.name)] = t
+    tables = []
+    notes = [n for n in ruleset.notes if not any(f"{t.family} {t.name} " in n for t in opaque)]
+    for t in ruleset.tables:
+        if t in opaque and (t.family.value, t.name) in replaced:
+            tables.append(replaced[(t.family.value, t.name)])
+            notes.append(f"{t.family} {t.name}: read from iptables-save (iptables-nft xt expressions)")
+        else:
+            tables.append(t)
+    return Ruleset(tuple(tables), ruleset.source, tuple(notes))
+
+
+def parse_nft_script(text: str, *, source: str = "nft script") -> Ruleset:
+    """Parse an nft script with nft itself, in a private throwaway namespace."""
+    from portkit.firewall._nft import import_nft_json
+
+    _need_root("reading an nft script (nft parses it in a private network namespace)")
+    name = f"portkit-parse-{os.getpid()}"
+    created = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, check=False)
+    if created.returncode != 0:
+        raise PortkitError(f"cannot create a scratch network namespace: {created.stderr.strip()}")
+    try:
+        body = text if re.search(r"^\s*flush\s+ruleset", text, re.M) else "flush ruleset\n" + text
+        loaded = run_tool(["nft", "-f", "-"], netns=name, stdin=body)
+        if loaded.returncode != 0:
+            first = loaded.stderr.strip().splitlines()[0] if loaded.stderr.strip() else "nft failed"
+            raise UsageError(f"invalid nft script {source}: {first}")
+        return import_nft_json(nft_json(name), source=source)
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+
+
+def detect_format(text: str) -> str:
+    """nft-json | nft | iptables | ufw | policy."""
+    stripped = text.lstrip()
+    if stripped.startswith("{") and '"nftables"' in stripped[:2000]:
+        return "nft-json"
+    if "### tuple ###" in text or re.search(r"^:ufw-", text, re.M):
+        return "ufw"
+    if re.search(r"^\*(filter|nat|mangle|raw|security)\s*$", text, re.M):
+        return "iptables"
+    if re.search(r"^\s*(table|flush|define|add|include)\b", text, re.M):
+        return "nft"
+    return "policy"
+
+
+def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
+    """A ruleset from a file in any supported format (detected unless `fmt` is given)."""
+    from portkit.firewall._iptables import import_iptables_save
+    from portkit.firewall._nft import import_nft_json
+    from portkit.firewall._policy import parse_policy
+    from portkit.firewall._ufw import import_ufw
+
+    p = Path(path)
+    if p.is_dir():
+        # A ufw directory: the IPv4 tables, and the IPv6 ones when ufw keeps them.
+        v4 = import_ufw(p)
+        if not all((p / f"{n}6.rules").is_file() for n in ("before", "user", "after")):
+            return v4
+        v6 = import_ufw(p, version=6)
+        return Ruleset((*v4.tables, *v6.tables), f"ufw rules in {p}", (*v4.notes, *v6.notes))
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read rules file {str(path)!r}: {exc.strerror}") from None
+    kind = fmt or detect_format(text)
+    if kind == "nft-json":
+        return import_nft_json(text, source=str(p))
+    if kind == "nft":
+        return parse_nft_script(text, source=str(p))
+    if kind in ("iptables", "ufw"):
+        version = (
+            6
+            if re.search(r"(^|/)(ip6tables|user6|before6|after6)|\.v6$|6\.rules$", p.name)
+            or re.search(r"-A \S+ .*-[sd] [0-9a-fA-F]*:[0-9a-fA-F:]*[/ ]", text)
+            else 4
+        )
+        return import_iptables_save(text, version=version, source=str(p))
+    if kind == "policy":
+        return parse_policy(text, source=str(p))
+    raise UsageError(f"unknown rules format {kind!r}: expected nft-json, nft, iptables, ufw or policy")
+
+
+def local_addresses(netns: str | None = None) -> frozenset[str]:
+    """The addresses assigned to this host's (or the netns's) interfaces."""
+    try:
+        proc = subprocess.run(
+            [*_prefix(netns), "ip", "-j", "addr"], capture_output=True, text=True, timeout=10, check=False
+        )
+        data = json.loads(proc.stdout or "[]")
+    except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired):
+        return frozenset()
+    return frozenset(a["local"] for link in data for a in link.get("addr_info", []) if "local" in a)
+
+
+def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str]:
+    """The output interface the routing table picks for an address (`ip route get`)."""
+    cache: dict[str, str] = {}
+
+    def lookup(address: IPAddress) -> str:
+        key = str(address)
+        if key not in cache:
+            try:
+                proc = subprocess.run(
+                    [*_prefix(netns), "ip", "-j", "route", "get", key],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    check=False,
+                )
+                data = json.loads(proc.stdout or "[]")
+                cache[key] = data[0].get("dev", "") if data else ""
+            except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired, IndexError):
+                cache[key] = ""
+        return cache[key]
+
+    return lookup

@@ -1,0 +1,657 @@
+"""The firewall model: tables, chains, rules, matches and verdicts, as immutable values.
+
+One model serves every dialect (nftables, iptables, ufw, portkit's policy file): importers
+build it, the evaluator and the linter read it, exporters render it. It is deliberately
+close to nftables, because nftables is what the kernel runs (iptables-nft and ufw are
+front ends that end up as nftables rules), so a faithful nft model is a faithful model.
+
+Every numeric match is a union of closed intervals (`ranges`): a port `22`, a port range
+`1000-2000`, an address prefix `10.0.0.0/8` and a named set all become intervals, which
+is what lets the evaluator compare them and the linter compute overlaps exactly.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+Interval = tuple[int, int]
+
+IPPROTO = {
+    "icmp": 1,
+    "igmp": 2,
+    "tcp": 6,
+    "udp": 17,
+    "dccp": 33,
+    "gre": 47,
+    "esp": 50,
+    "ah": 51,
+    "icmpv6": 58,
+    "ipv6-icmp": 58,
+    "sctp": 132,
+    "udplite": 136,
+}
+IPPROTO_NAMES = {
+    1: "icmp",
+    2: "igmp",
+    6: "tcp",
+    17: "udp",
+    33: "dccp",
+    47: "gre",
+    50: "esp",
+    51: "ah",
+    58: "icmpv6",
+    132: "sctp",
+    136: "udplite",
+}
+# Transport protocols whose header starts with source and destination ports.
+PORT_PROTOS = (6, 17, 33, 132, 136)
+
+ICMP_TYPES = {
+    "echo-reply": 0,
+    "destination-unreachable": 3,
+    "source-quench": 4,
+    "redirect": 5,
+    "echo-request": 8,
+    "router-advertisement": 9,
+    "router-solicitation": 10,
+    "time-exceeded": 11,
+    "parameter-problem": 12,
+    "timestamp-request": 13,
+    "timestamp-reply": 14,
+    "info-request": 15,
+    "info-reply": 16,
+    "address-mask-request": 17,
+    "address-mask-reply": 18,
+}
+ICMPV6_TYPES = {
+    "destination-unreachable": 1,
+    "packet-too-big": 2,
+    "time-exceeded": 3,
+    "parameter-problem": 4,
+    "echo-request": 128,
+    "echo-reply": 129,
+    "mld-listener-query": 130,
+    "mld-listener-report": 131,
+    "mld-listener-done": 132,
+    "nd-router-solicit": 133,
+    "nd-router-advert": 134,
+    "nd-neighbor-solicit": 135,
+    "nd-neighbor-advert": 136,
+    "nd-redirect": 137,
+    "router-renumbering": 138,
+    "mld2-listener-report": 143,
+}
+
+
+class Family(enum.Enum):
+    """An nftables table family; `inet` holds both IPv4 and IPv6."""
+
+    IP = "ip"
+    IP6 = "ip6"
+    INET = "inet"
+    ARP = "arp"
+    BRIDGE = "bridge"
+    NETDEV = "netdev"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def covers(self, ip_version: int) -> bool:
+        """Whether packets of this IP version traverse chains of this family."""
+        if self is Family.INET:
+            return True
+        return (self is Family.IP and ip_version == 4) or (self is Family.IP6 and ip_version == 6)
+
+
+class Hook(enum.Enum):
+    PREROUTING = "prerouting"
+    INPUT = "input"
+    FORWARD = "forward"
+    OUTPUT = "output"
+    POSTROUTING = "postrouting"
+    INGRESS = "ingress"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ChainType(enum.Enum):
+    FILTER = "filter"
+    NAT = "nat"
+    ROUTE = "route"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Action(enum.Enum):
+    """What a rule does when all its matches hold. CONTINUE is a rule with no verdict."""
+
+    ACCEPT = "accept"
+    DROP = "drop"
+    REJECT = "reject"
+    JUMP = "jump"
+    GOTO = "goto"
+    RETURN = "return"
+    CONTINUE = "continue"
+    DNAT = "dnat"
+    REDIRECT = "redirect"
+    SNAT = "snat"
+    MASQUERADE = "masquerade"
+    QUEUE = "queue"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def terminal(self) -> bool:
+        """Whether evaluation of the base chain stops at this rule."""
+        return self in _TERMINAL
+
+
+_TERMINAL = {
+    Action.ACCEPT,
+    Action.DROP,
+    Action.REJECT,
+    Action.DNAT,
+    Action.REDIRECT,
+    Action.SNAT,
+    Action.MASQUERADE,
+    Action.QUEUE,
+}
+
+
+class CtState(enum.Enum):
+    NEW = "new"
+    ESTABLISHED = "established"
+    RELATED = "related"
+    INVALID = "invalid"
+    UNTRACKED = "untracked"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Field(enum.Enum):
+    """What a match looks at."""
+
+    NFPROTO = "nfproto"  # ranges over {4, 6}
+    L4PROTO = "l4proto"
+    SADDR = "saddr"
+    DADDR = "daddr"
+    SPORT = "sport"
+    DPORT = "dport"
+    IIF = "iif"  # names; a trailing * is a prefix wildcard, as in nft and iptables
+    OIF = "oif"
+    CT_STATE = "ct state"  # names
+    ICMP_TYPE = "icmp type"  # family 4: icmp, 6: icmpv6
+    ICMP_CODE = "icmp code"
+    OPAQUE = "opaque"  # an expression portkit cannot evaluate; kept as text
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Match:
+    """One condition of a rule.
+
+    `family` (4/6) is the implicit dependency of address and ICMP matches and `protos`
+    that of port matches: `ip saddr != 10.0.0.0/8` never matches an IPv6 packet and
+    `tcp dport != 22` never matches a UDP packet, whatever the negation says.
+    """
+
+    field: Field
+    ranges: tuple[Interval, ...] = ()
+    names: tuple[str, ...] = ()
+    negate: bool = False
+    family: int = 0
+    protos: tuple[int, ...] = ()
+    set_name: str = ""
+    text: str = ""
+    # `ct state != new | established` compares the whole state word with two bits set, so it
+    # always holds (and `==` never does); nft writes that for a comma list after `!=`.
+    exact: bool = False
+
+    def __str__(self) -> str:
+        return self.text or render_match(self)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field.value, "negate": self.negate, "text": str(self)}
+        if self.set_name:
+            out["set"] = self.set_name
+        return out
+
+    def value_text(self) -> str:
+        """The matched values as nft writes them (`22`, `{ 80, 443 }`, `10.0.0.0/8`)."""
+        if self.set_name:
+            return "@" + self.set_name
+        items = [
+            *(f'"{n}"' if self.field in (Field.IIF, Field.OIF) else n for n in self.names),
+            *(render_interval(self.field, self.family, r) for r in self.ranges),
+        ]
+        if len(items) == 1:
+            return items[0]
+        if self.field is Field.CT_STATE and self.exact:
+            return " | ".join(items)
+        return "{ " + ", ".join(items) + " }"
+
+
+def render_interval(fld: Field, family: int, interval: Interval) -> str:
+    lo, hi = interval
+    if fld in (Field.SADDR, Field.DADDR):
+        return render_address_interval(family, interval)
+    if fld is Field.L4PROTO and lo == hi:
+        return IPPROTO_NAMES.get(lo, str(lo))
+    if fld is Field.NFPROTO and lo == hi:
+        return "ipv4" if lo == 4 else "ipv6"
+    if fld is Field.ICMP_TYPE and lo == hi:
+        table = ICMP_TYPES if family == 4 else ICMPV6_TYPES
+        for name, number in table.items():
+            if number == lo:
+                return name
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def render_address_interval(family: int, interval: Interval) -> str:
+    lo, hi = interval
+    bits = 32 if family == 4 else 128
+    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    if lo == hi:
+        return str(make(lo))
+    size = hi - lo + 1
+    if size & (size - 1) == 0 and lo % size == 0:
+        return f"{make(lo)}/{bits - size.bit_length() + 1}"
+    return f"{make(lo)}-{make(hi)}"
+
+
+def render_match(m: Match) -> str:
+    """A match in nft syntax."""
+    op = "!= " if m.negate else ""
+    value = m.value_text()
+    if m.field in (Field.SADDR, Field.DADDR):
+        return f"{'ip' if m.family == 4 else 'ip6'} {m.field.value} {op}{value}"
+    if m.field in (Field.SPORT, Field.DPORT):
+        if len(m.protos) == 1:
+            return f"{IPPROTO_NAMES.get(m.protos[0], 'th')} {m.field.value} {op}{value}"
+        return f"th {m.field.value} {op}{value}"
+    if m.field is Field.L4PROTO:
+        if m.family:
+            return f"{'ip protocol' if m.family == 4 else 'ip6 nexthdr'} {op}{value}"
+        return f"meta l4proto {op}{value}"
+    if m.field is Field.NFPROTO:
+        return f"meta nfproto {op}{value}"
+    if m.field in (Field.IIF, Field.OIF):
+        return f"{m.field.value}name {op}{value}"
+    if m.field is Field.CT_STATE:
+        return f"ct state {op}{value}"
+    if m.field in (Field.ICMP_TYPE, Field.ICMP_CODE):
+        proto = "icmp" if m.family == 4 else "icmpv6"
+        return f"{proto} {m.field.value.split()[1]} {op}{value}"
+    return m.text or "<opaque>"
+
+
+class RejectType(enum.Enum):
+    TCP_RESET = "tcp reset"
+    ICMP = "icmp"
+    ICMPV6 = "icmpv6"
+    ICMPX = "icmpx"
+
+
+# icmpx codes are family-neutral; the kernel picks the family-specific code per packet.
+_ICMPX_V4 = {
+    "port-unreachable": "port-unreachable",
+    "admin-prohibited": "admin-prohibited",
+    "host-unreachable": "host-unreachable",
+    "no-route": "net-unreachable",
+}
+_ICMPX_V6 = {
+    "port-unreachable": "port-unreachable",
+    "admin-prohibited": "admin-prohibited",
+    "host-unreachable": "addr-unreachable",
+    "no-route": "no-route",
+}
+
+
+@dataclass(frozen=True)
+class Reject:
+    """How a reject answers: a TCP reset or an ICMP/ICMPv6/ICMPx error with a code."""
+
+    type: RejectType = RejectType.ICMPX
+    code: str = "port-unreachable"
+
+    def __str__(self) -> str:
+        if self.type is RejectType.TCP_RESET:
+            return "reject with tcp reset"
+        return f"reject with {self.type.value} type {self.code}"
+
+    def applies_to(self, ip_version: int, l4proto: int) -> bool:
+        """The implicit dependency nft adds: `reject with tcp reset` only hits TCP, etc."""
+        if self.type is RejectType.TCP_RESET:
+            return l4proto == 6
+        if self.type is RejectType.ICMP:
+            return ip_version == 4
+        if self.type is RejectType.ICMPV6:
+            return ip_version == 6
+        return True
+
+    def answer(self, ip_version: int) -> str:
+        """What goes back on the wire: `tcp-reset`, `icmp-port-unreachable`, `icmpv6-no-route` ..."""
+        if self.type is RejectType.TCP_RESET:
+            return "tcp-reset"
+        code = self.code
+        if self.type is RejectType.ICMPX:
+            code = (_ICMPX_V4 if ip_version == 4 else _ICMPX_V6).get(code, code)
+        return f"{'icmp' if ip_version == 4 else 'icmpv6'}-{code}"
+
+
+@dataclass(frozen=True)
+class NatTarget:
+    """Where DNAT/REDIRECT sends a packet: an address (None keeps it) and a port (None keeps it)."""
+
+    address: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        if self.address and self.port is not None:
+            return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+        if self.address:
+            return self.address
+        return f":{self.port}" if self.port is not None else ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An ordered rule: all matches must hold, then the action applies."""
+
+    matches: tuple[Match, ...] = ()
+    action: Action = Action.CONTINUE
+    target: str = ""  # chain of jump/goto
+    reject: Reject | None = None
+    nat: NatTarget | None = None
+    counter: bool = False
+    log: str | None = None  # log prefix ("" for a log without prefix)
+    comment: str = ""
+    handle: int | None = None
+    line: int | None = None
+    opaque: tuple[str, ...] = ()  # statements kept as text that do not change the verdict
+
+    @property
+    def where(self) -> str:
+        if self.handle is not None:
+            return f"handle {self.handle}"
+        if self.line is not None:
+            return f"line {self.line}"
+        return ""
+
+    @property
+    def uncertain(self) -> bool:
+        return any(m.field is Field.OPAQUE for m in self.matches)
+
+    def verdict_text(self) -> str:
+        if self.action in (Action.JUMP, Action.GOTO):
+            return f"{self.action.value} {self.target}"
+        if self.action is Action.REJECT:
+            return str(self.reject or Reject())
+        if self.action in (Action.DNAT, Action.REDIRECT, Action.SNAT):
+            return f"{self.action.value} to {self.nat}" if self.nat else self.action.value
+        if self.action is Action.CONTINUE:
+            return ""
+        return str(self.action.value)
+
+    def __str__(self) -> str:
+        # `meta l4proto tcp tcp dport 22` reads as `tcp dport 22`, as nft itself lists it.
+        implied = {m.protos for m in self.matches if len(m.protos) == 1}
+        parts = [
+            str(m)
+            for m in self.matches
+            if not (
+                m.field is Field.L4PROTO
+                and not m.negate
+                and not m.family
+                and len(m.ranges) == 1
+                and m.ranges[0][0] == m.ranges[0][1]
+                and (m.ranges[0][0],) in implied
+            )
+        ]
+        if self.counter:
+            parts.append("counter")
+        if self.log is not None:
+            parts.append(f'log prefix "{self.log}"' if self.log else "log")
+        parts.extend(self.opaque)
+        if self.action is not Action.CONTINUE:
+            parts.append(self.verdict_text())
+        if self.comment:
+            parts.append(f'comment "{self.comment}"')
+        return " ".join(parts) or "(empty rule)"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rule": str(self),
+            "action": self.action.value,
+            "matches": [m.to_json() for m in self.matches],
+        }
+        if self.target:
+            out["target"] = self.target
+        if self.reject:
+            out["reject"] = {"type": self.reject.type.value, "code": self.reject.code}
+        if self.nat:
+            out["nat_to"] = str(self.nat)
+        if self.handle is not None:
+            out["handle"] = self.handle
+        if self.line is not None:
+            out["line"] = self.line
+        if self.comment:
+            out["comment"] = self.comment
+        return out
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A chain; a base chain has a hook, a type, a priority and a policy."""
+
+    name: str
+    rules: tuple[Rule, ...] = ()
+    hook: Hook | None = None
+    type: ChainType = ChainType.FILTER
+    priority: int = 0
+    policy: Action = Action.ACCEPT
+    handle: int | None = None
+
+    @property
+    def is_base(self) -> bool:
+        return self.hook is not None
+
+    def __str__(self) -> str:
+        if self.hook is None:
+            return f"chain {self.name}"
+        return (
+            f"chain {self.name} ({self.type} hook {self.hook} priority {self.priority} policy {self.policy})"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "base": self.is_base}
+        if self.hook is not None:
+            out.update(
+                hook=self.hook.value, type=self.type.value, priority=self.priority, policy=self.policy.value
+            )
+        out["rules"] = [r.to_json() for r in self.rules]
+        return out
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    """A named set (`set allowed { type ipv4_addr; ... }`), resolved to intervals or names."""
+
+    name: str
+    type: str
+    ranges: tuple[Interval, ...] = ()
+    names: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        fld = Field.SADDR if "addr" in self.type else Field.DPORT
+        fam = 6 if "ipv6" in self.type else 4
+        return {
+            "name": self.name,
+            "type": self.type,
+            "elements": [*self.names, *(render_interval(fld, fam, r) for r in self.ranges)],
+        }
+
+
+@dataclass(frozen=True)
+class Table:
+    family: Family
+    name: str
+    chains: tuple[Chain, ...] = ()
+    sets: tuple[NamedSet, ...] = ()
+
+    def chain(self, name: str) -> Chain | None:
+        for c in self.chains:
+            if c.name == name:
+                return c
+        return None
+
+    def __str__(self) -> str:
+        return f"{self.family} {self.name}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "family": self.family.value,
+            "name": self.name,
+            "sets": [s.to_json() for s in self.sets],
+            "chains": [c.to_json() for c in self.chains],
+        }
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """Everything the kernel (or a file) holds, plus notes on what an importer could not model."""
+
+    tables: tuple[Table, ...] = ()
+    source: str = ""
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def table(self, family: Family | str, name: str) -> Table | None:
+        fam = Family(family) if isinstance(family, str) else family
+        for t in self.tables:
+            if t.family is fam and t.name == name:
+                return t
+        return None
+
+    def base_chains(self, hook: Hook, ip_version: int) -> list[tuple[Table, Chain]]:
+        """The base chains a packet of this IP version meets on `hook`, in the kernel's order."""
+        found = [
+            (c.priority, ti, ci, t, c)
+            for ti, t in enumerate(self.tables)
+            for ci, c in enumerate(t.chains)
+            if c.hook is hook and t.family.covers(ip_version)
+        ]
+        found.sort(key=lambda x: (x[0], x[1], x[2]))
+        return [(t, c) for *_, t, c in found]
+
+    def rules(self) -> Iterator[tuple[Table, Chain, int, Rule]]:
+        for t in self.tables:
+            for c in t.chains:
+                for i, r in enumerate(c.rules):
+                    yield t, c, i, r
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(c.rules) for t in self.tables for c in t.chains)
+
+    def with_notes(self, *notes: str) -> Ruleset:
+        return replace(self, notes=(*self.notes, *notes))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "tables": [t.to_json() for t in self.tables],
+            "notes": list(self.notes),
+        }
+
+
+def address_interval(text: str) -> tuple[int, Interval]:
+    """`10.0.0.0/8`, `10.0.0.1`, `10.0.0.1-10.0.0.9`, `fd00::/8` -> (IP version, interval)."""
+    text = text.strip()
+    if "-" in text and "/" not in text:
+        a, b = (ipaddress.ip_address(x.strip()) for x in text.split("-", 1))
+        if a.version != b.version:
+            raise ValueError(f"mixed address families in range {text!r}")
+        return a.version, (int(a), int(b))
+    net = ipaddress.ip_network(text, strict=False)
+    return net.version, (int(net.network_address), int(net.broadcast_address))
+
+
+def normalize(ranges: list[Interval] | tuple[Interval, ...]) -> tuple[Interval, ...]:
+    """Sorted, merged intervals."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return tuple((a, b) for a, b in out)
+
+
+def canonical(ruleset: Ruleset) -> Ruleset:
+    """The ruleset without what does not change behaviour: handles, line numbers, counters'
+    values, chain handles, and protocol matches implied by a port match (nft lists
+    `meta l4proto tcp tcp dport 22` as `tcp dport 22`). Two imports of the same rules compare
+    equal after this."""
+    tables = []
+    for t in ruleset.tables:
+        chains = []
+        for c in t.chains:
+            rules = []
+            for r in c.rules:
+                implied = {
+                    m.protos
+                    for m in r.matches
+                    if m.protos and m.field in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE)
+                }
+                if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.TCP_RESET:
+                    implied.add((6,))
+                versions = {m.family for m in r.matches if m.family and m.field is not Field.L4PROTO}
+                if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.ICMP:
+                    versions.add(4)
+                if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.ICMPV6:
+                    versions.add(6)
+                kept = tuple(
+                    replace(
+                        m,
+                        names=_canonical_names(m.names),
+                        family=0
+                        if m.field is Field.L4PROTO and t.family in (Family.IP, Family.IP6)
+                        else m.family,
+                    )
+                    for m in r.matches
+                    if not (
+                        m.field is Field.L4PROTO
+                        and not m.negate
+                        and tuple(v for lo, hi in m.ranges for v in range(lo, hi + 1)) in implied
+                    )
+                    and not (
+                        m.field is Field.NFPROTO
+                        and not m.negate
+                        and len(m.ranges) == 1
+                        and m.ranges[0][0] == m.ranges[0][1]
+                        and m.ranges[0][0] in versions
+                    )
+                )
+                # Order inside a rule does not matter (nft reorders adjacent payload matches).
+                kept = tuple(sorted(kept, key=lambda m: (m.field.value, str(m))))
+                rules.append(replace(r, matches=kept, handle=None, line=None))
+            chains.append(replace(c, rules=tuple(rules), handle=None))
+        tables.append(replace(t, chains=tuple(chains)))
+    return Ruleset(tuple(tables), "")
+
+
+def _canonical_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Sorted, without names a wildcard in the same set already covers (nft merges them)."""
+    wild = [n[:-1] for n in names if n.endswith("*")]
+    return tuple(sorted({n for n in names if n.endswith("*") or not any(n.startswith(w) for w in wild)}))

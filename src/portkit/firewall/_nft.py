@@ -1,0 +1,524 @@
+"""nftables in and out: `nft -j list ruleset` JSON -> model, and model -> an `nft -f` script.
+
+The JSON is what the kernel holds, already parsed by nft itself, so it is the importer of
+record; nft scripts are read by loading them into a throwaway network namespace and
+listing them back as JSON (see `_live.py`). Verdict maps are expanded into one rule per
+key, which is faithful because map keys never overlap.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from portkit.errors import UsageError
+from portkit.firewall._model import (
+    ICMP_TYPES,
+    ICMPV6_TYPES,
+    IPPROTO,
+    PORT_PROTOS,
+    Action,
+    Chain,
+    ChainType,
+    Family,
+    Field,
+    Hook,
+    Interval,
+    Match,
+    NamedSet,
+    NatTarget,
+    Reject,
+    RejectType,
+    Rule,
+    Ruleset,
+    Table,
+    address_interval,
+    normalize,
+)
+
+_PORT_PROTO = {"tcp": (6,), "udp": (17,), "sctp": (132,), "dccp": (33,), "udplite": (136,), "th": PORT_PROTOS}
+_PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
+
+
+class _Opaque(Exception):
+    """An expression portkit does not model; the caller keeps it as text."""
+
+
+@dataclass
+class _TableBuilder:
+    family: Family
+    name: str
+    sets: dict[str, NamedSet] = field(default_factory=dict)
+    chains: dict[str, Chain] = field(default_factory=dict)
+    rules: dict[str, list[Rule]] = field(default_factory=dict)
+
+
+def _expr_text(expr: Any) -> str:
+    import json
+
+    return json.dumps(expr, separators=(",", ":"), sort_keys=True)
+
+
+def _port_value(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    if text.isdigit():
+        return int(text)
+    try:
+        return socket.getservbyname(text)
+    except OSError:
+        raise _Opaque(f"unknown service {text!r}") from None
+
+
+def _scalar_intervals(fld: Field, value: Any, family: int) -> tuple[list[Interval], list[str], int]:
+    """Intervals (or names) of one right-hand value; returns the address family found too."""
+    if isinstance(value, dict):
+        if "prefix" in value:
+            pre = value["prefix"]
+            net = ipaddress.ip_network(f"{pre['addr']}/{pre['len']}", strict=False)
+            return [(int(net.network_address), int(net.broadcast_address))], [], net.version
+        if "range" in value:
+            a, b = value["range"]
+            la, _, fa = _scalar_intervals(fld, a, family)
+            lb, _, _ = _scalar_intervals(fld, b, family)
+            return [(la[0][0], lb[0][1])], [], fa
+        if "elem" in value:
+            return _scalar_intervals(fld, value["elem"]["val"], family)
+        raise _Opaque(f"value {_expr_text(value)}")
+    if fld in (Field.SADDR, Field.DADDR):
+        ver, iv = address_interval(str(value))
+        return [iv], [], ver
+    if fld in (Field.IIF, Field.OIF, Field.CT_STATE):
+        return [], [str(value)], family
+    if fld in (Field.SPORT, Field.DPORT):
+        port = _port_value(value)
+        return [(port, port)], [], family
+    if fld is Field.L4PROTO:
+        num = value if isinstance(value, int) else IPPROTO.get(str(value))
+        if num is None:
+            raise _Opaque(f"protocol {value!r}")
+        return [(num, num)], [], family
+    if fld is Field.NFPROTO:
+        nf = {"ipv4": 4, "ipv6": 6, "ip": 4, "ip6": 6}.get(str(value))
+        if nf is None:
+            raise _Opaque(f"nfproto {value!r}")
+        return [(nf, nf)], [], family
+    if fld is Field.ICMP_TYPE:
+        table = ICMP_TYPES if family == 4 else ICMPV6_TYPES
+        num = value if isinstance(value, int) else table.get(str(value))
+        if num is None:
+            raise _Opaque(f"icmp type {value!r}")
+        return [(num, num)], [], family
+    if fld is Field.ICMP_CODE:
+        if isinstance(value, int):
+            return [(value, value)], [], family
+        raise _Opaque(f"icmp code {value!r}")
+    raise _Opaque(f"value {value!r}")
+
+
+def _values(
+    fld: Field, right: Any, family: int, sets: dict[str, NamedSet]
+) -> tuple[tuple[Interval, ...], tuple[str, ...], str, int]:
+    ranges, names, set_name, fam, _ = _values_exact(fld, right, family, sets)
+    return ranges, names, set_name, fam
+
+
+def _values_exact(
+    fld: Field, right: Any, family: int, sets: dict[str, NamedSet]
+) -> tuple[tuple[Interval, ...], tuple[str, ...], str, int, bool]:
+    exact = False
+    if isinstance(right, str) and right.startswith("@"):
+        named = sets.get(right[1:])
+        if named is None:
+            raise _Opaque(f"unknown set {right}")
+        fam = 6 if "ipv6" in named.type else (4 if "ipv4" in named.type else family)
+        return named.ranges, named.names, named.name, fam, False
+    if isinstance(right, dict) and "|" in right:  # a bitmask of flags, e.g. ct state != a,b
+        right = list(right["|"])
+        exact = True
+    items = (
+        right["set"]
+        if isinstance(right, dict) and "set" in right
+        else (right if isinstance(right, list) else [right])
+    )
+    ranges: list[Interval] = []
+    names: list[str] = []
+    fam = family
+    for item in items:
+        r, n, fam = _scalar_intervals(fld, item, fam)
+        ranges.extend(r)
+        names.extend(n)
+    return normalize(ranges), tuple(names), "", fam, exact
+
+
+def _left_field(left: Any, table_family: Family) -> tuple[Field, int, tuple[int, ...]]:
+    """(field, family dependency, protocol dependency) of a match's left-hand side."""
+    fam_default = 4 if table_family is Family.IP else 6 if table_family is Family.IP6 else 0
+    if "payload" in left:
+        pl = left["payload"]
+        proto, fld = pl.get("protocol"), pl.get("field")
+        if proto in ("ip", "ip6") and fld in ("saddr", "daddr"):
+            return (Field.SADDR if fld == "saddr" else Field.DADDR), (4 if proto == "ip" else 6), ()
+        if (proto, fld) in (("ip", "protocol"), ("ip6", "nexthdr")):
+            return Field.L4PROTO, (4 if proto == "ip" else 6), ()
+        if proto in _PORT_PROTO and fld in ("sport", "dport"):
+            return (Field.SPORT if fld == "sport" else Field.DPORT), 0, _PORT_PROTO[proto]
+        if proto in ("icmp", "icmpv6") and fld in ("type", "code"):
+            fam = 4 if proto == "icmp" else 6
+            return (Field.ICMP_TYPE if fld == "type" else Field.ICMP_CODE), fam, (1 if fam == 4 else 58,)
+    if "meta" in left:
+        key = left["meta"].get("key")
+        if key in ("iif", "iifname"):
+            return Field.IIF, 0, ()
+        if key in ("oif", "oifname"):
+            return Field.OIF, 0, ()
+        if key == "l4proto":
+            return Field.L4PROTO, fam_default, ()
+        if key == "nfproto":
+            return Field.NFPROTO, 0, ()
+    if "ct" in left and left["ct"].get("key") == "state" and "dir" not in left["ct"]:
+        return Field.CT_STATE, 0, ()
+    raise _Opaque("left")
+
+
+def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]) -> Match:
+    op = expr.get("op", "==")
+    fld, fam, protos = _left_field(expr["left"], table_family)
+    right = expr["right"]
+    if op in ("<", ">", "<=", ">=") and isinstance(right, int):
+        top = 255 if fld in (Field.L4PROTO, Field.ICMP_TYPE, Field.ICMP_CODE) else 65535
+        lo, hi = {"<": (0, right - 1), "<=": (0, right), ">": (right + 1, top), ">=": (right, top)}[op]
+        return Match(fld, ((lo, hi),), family=fam, protos=protos)
+    if op not in ("==", "!=", "in"):
+        raise _Opaque(f"operator {op}")
+    ranges, names, set_name, vfam, exact = _values_exact(
+        fld, right, fam or (4 if table_family is Family.IP else 6 if table_family is Family.IP6 else 0), sets
+    )
+    if fld in (Field.SADDR, Field.DADDR):
+        fam = vfam
+    return Match(
+        fld,
+        ranges,
+        names,
+        negate=op == "!=",
+        family=fam,
+        protos=protos,
+        set_name=set_name,
+        exact=exact and op != "in" and len(names) > 1,
+    )
+
+
+def _reject(value: Any, family: Family) -> Reject:
+    if not value:
+        kind = {Family.IP: RejectType.ICMP, Family.IP6: RejectType.ICMPV6}.get(family, RejectType.ICMPX)
+        return Reject(kind, "port-unreachable")
+    kind = RejectType(value.get("type", "icmpx"))
+    if kind is RejectType.TCP_RESET:
+        return Reject(kind, "")
+    return Reject(kind, str(value.get("expr", "port-unreachable")))
+
+
+_VERDICTS = {
+    "accept": Action.ACCEPT,
+    "drop": Action.DROP,
+    "return": Action.RETURN,
+    "continue": Action.CONTINUE,
+    "queue": Action.QUEUE,
+}
+
+
+def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | None:
+    """Rule fields for a verdict-like statement, or None if it is not one."""
+    key = next(iter(stmt))
+    val = stmt[key]
+    if key in _VERDICTS:
+        return {"action": _VERDICTS[key]}
+    if key in ("jump", "goto"):
+        return {"action": Action.JUMP if key == "jump" else Action.GOTO, "target": val["target"]}
+    if key == "reject":
+        return {"action": Action.REJECT, "reject": _reject(val, family)}
+    if key in ("dnat", "redirect", "snat", "masquerade"):
+        val = val or {}
+        addr = val.get("addr")
+        if isinstance(addr, dict):
+            addr = None  # a range or map of addresses: keep the verdict, lose the rewrite
+        port = val.get("port")
+        if isinstance(port, dict):
+            port = None
+        action = {
+            "dnat": Action.DNAT,
+            "redirect": Action.REDIRECT,
+            "snat": Action.SNAT,
+            "masquerade": Action.MASQUERADE,
+        }[key]
+        return {
+            "action": action,
+            "nat": NatTarget(str(addr) if addr else None, int(port) if port is not None else None),
+        }
+    return None
+
+
+def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[Rule]:
+    matches: list[Match] = []
+    opaque: list[str] = []
+    counter = False
+    log: str | None = None
+    fields: dict[str, Any] = {}
+    vmap: list[tuple[Match, dict[str, Any]]] = []
+    where = f"{tb.family} {tb.name} {obj.get('chain')} handle {obj.get('handle')}"
+    for stmt in obj.get("expr", []):
+        key = next(iter(stmt))
+        val = stmt[key]
+        if key == "match":
+            try:
+                matches.append(_match(val, tb.family, tb.sets))
+            except (_Opaque, ValueError, KeyError, TypeError) as exc:
+                matches.append(Match(Field.OPAQUE, text=_expr_text(stmt)))
+                notes.append(f"{where}: cannot model match {_expr_text(stmt)} ({exc}); assumed to match")
+        elif key == "counter":
+            counter = True
+        elif key == "log":
+            log = (val or {}).get("prefix", "")
+        elif key == "vmap":
+            try:
+                fld, fam, protos = _left_field(val["key"], tb.family)
+                for k, verdict in val["data"]["set"]:
+                    ranges, names, _, vfam = _values(fld, k, fam, tb.sets)
+                    vf = _verdict_fields(verdict, tb.family)
+                    if vf is None:
+                        raise _Opaque("verdict")
+                    vmap.append(
+                        (
+                            Match(
+                                fld,
+                                ranges,
+                                names,
+                                family=vfam if fld in (Field.SADDR, Field.DADDR) else fam,
+                                protos=protos,
+                            ),
+                            vf,
+                        )
+                    )
+            except (_Opaque, ValueError, KeyError, TypeError) as exc:
+                matches.append(Match(Field.OPAQUE, text=_expr_text(stmt)))
+                notes.append(f"{where}: cannot model verdict map ({exc})")
+        elif key in ("limit", "quota", "xt") and (key != "xt" or val.get("type") == "match"):
+            # Statements that can stop a packet from matching: kept, assumed to match.
+            matches.append(Match(Field.OPAQUE, text=_expr_text(stmt)))
+            notes.append(f"{where}: {key} {_expr_text(val)} is not modelled; assumed to match")
+        elif key == "xt":
+            opaque.append(_expr_text(stmt))
+            notes.append(
+                f"{where}: opaque iptables target {val.get('name')}: read this table "
+                "from iptables-save to model it"
+            )
+        else:
+            vf = _verdict_fields(stmt, tb.family)
+            if vf is not None:
+                fields.update(vf)
+            else:
+                opaque.append(_expr_text(stmt))
+    base = {
+        "counter": counter,
+        "log": log,
+        "comment": obj.get("comment", ""),
+        "handle": obj.get("handle"),
+        "opaque": tuple(opaque),
+    }
+    if vmap:
+        return [Rule(matches=(*matches, m), **base, **vf) for m, vf in vmap]
+    return [Rule(matches=tuple(matches), **base, **fields)]
+
+
+def _priority(value: Any) -> int:
+    """A chain priority: a number, a standard name (`filter`, `dstnat`...), or an offset."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value in _PRIORITY_NAMES:
+        return _PRIORITY_NAMES[value]
+    if isinstance(value, dict):  # {"+": ["filter", 10]} or {"-": [...]}
+        for op, sign in (("+", 1), ("-", -1)):
+            if op in value and isinstance(value[op], list) and len(value[op]) == 2:
+                base, offset = value[op]
+                return _priority(base) + sign * _priority(offset)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _set_of(obj: dict[str, Any], notes: list[str]) -> NamedSet | None:
+    stype = obj.get("type")
+    if not isinstance(stype, str):
+        notes.append(f"set {obj.get('name')}: concatenated type {stype} is not modelled")
+        return None
+    fld = {
+        "ipv4_addr": Field.SADDR,
+        "ipv6_addr": Field.SADDR,
+        "inet_service": Field.DPORT,
+        "inet_proto": Field.L4PROTO,
+        "ifname": Field.IIF,
+        "ct_state": Field.CT_STATE,
+    }.get(stype)
+    if fld is None:
+        notes.append(f"set {obj.get('name')}: type {stype} is not modelled")
+        return None
+    elems = obj.get("elem", [])
+    if not isinstance(elems, list):
+        elems = [elems]
+    ranges: list[Interval] = []
+    names: list[str] = []
+    fam = 6 if stype == "ipv6_addr" else 4
+    for e in elems:
+        r, n, _ = _scalar_intervals(fld, e, fam)
+        ranges.extend(r)
+        names.extend(n)
+    flags = obj.get("flags", [])
+    return NamedSet(
+        obj["name"],
+        stype,
+        normalize(ranges),
+        tuple(names),
+        tuple(flags) if isinstance(flags, list) else (str(flags),),
+    )
+
+
+def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j list ruleset") -> Ruleset:
+    """Build the model from `nft -j list ruleset` output (a dict or its JSON text)."""
+    import json
+
+    if isinstance(document, str):
+        try:
+            document = json.loads(document)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"invalid nft JSON in {source}: {exc.msg} at line {exc.lineno}") from None
+    assert isinstance(document, dict)
+    items = document.get("nftables")
+    if not isinstance(items, list):
+        raise UsageError(f"invalid nft JSON in {source}: expected an object with an 'nftables' list")
+    tables: dict[tuple[str, str], _TableBuilder] = {}
+    notes: list[str] = []
+    for item in items:
+        kind = next(iter(item))
+        obj = item[kind]
+        if kind == "metainfo":
+            continue
+        key = (obj.get("family", ""), obj.get("table", obj.get("name", "")))
+        if kind == "table":
+            try:
+                fam = Family(obj["family"])
+            except ValueError:
+                notes.append(f"table {obj['family']} {obj['name']}: family not modelled")
+                continue
+            tables[(obj["family"], obj["name"])] = _TableBuilder(fam, obj["name"])
+            continue
+        tb = tables.get(key)
+        if tb is None:
+            continue
+        if kind == "set":
+            named = _set_of(obj, notes)
+            if named is not None:
+                tb.sets[named.name] = named
+        elif kind == "map":
+            notes.append(f"{tb.family} {tb.name}: map {obj.get('name')} is not modelled")
+        elif kind == "chain":
+            hook = None
+            if "hook" in obj:
+                try:
+                    hook = Hook(obj["hook"])
+                except ValueError:
+                    notes.append(f"{tb.family} {tb.name} {obj['name']}: hook {obj['hook']} not modelled")
+            tb.chains[obj["name"]] = Chain(
+                obj["name"],
+                (),
+                hook,
+                ChainType(obj.get("type", "filter"))
+                if obj.get("type") in ("filter", "nat", "route")
+                else ChainType.FILTER,
+                _priority(obj.get("prio", 0)),
+                Action.DROP if obj.get("policy") == "drop" else Action.ACCEPT,
+                obj.get("handle"),
+            )
+            tb.rules.setdefault(obj["name"], [])
+        elif kind == "rule":
+            tb.rules.setdefault(obj["chain"], []).extend(_rules_of(obj, tb, notes))
+    out: list[Table] = []
+    for tb in tables.values():
+        chains = tuple(
+            Chain(c.name, tuple(tb.rules.get(c.name, [])), c.hook, c.type, c.priority, c.policy, c.handle)
+            for c in tb.chains.values()
+        )
+        out.append(Table(tb.family, tb.name, chains, tuple(tb.sets.values())))
+    return Ruleset(tuple(out), source, tuple(notes))
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def _rule_text(rule: Rule, family: Family, problems: list[str], where: str) -> str:
+    parts = [str(m) for m in rule.matches if m.field is not Field.OPAQUE]
+    if any(m.field is Field.OPAQUE for m in rule.matches):
+        problems.append(
+            f"{where}: opaque match dropped from the nft rendering: "
+            + "; ".join(m.text for m in rule.matches if m.field is Field.OPAQUE)
+        )
+    if rule.counter:
+        parts.append("counter")
+    if rule.log is not None:
+        parts.append(f'log prefix "{rule.log}"' if rule.log else "log")
+    if rule.opaque:
+        problems.append(f"{where}: statements not rendered: {'; '.join(rule.opaque)}")
+    act = rule.action
+    if act is Action.REJECT:
+        rej = rule.reject or Reject()
+        if rej.type is RejectType.ICMPX and family in (Family.IP, Family.IP6):
+            rej = Reject(
+                RejectType.ICMP if family is Family.IP else RejectType.ICMPV6,
+                rej.answer(4 if family is Family.IP else 6).split("-", 1)[1],
+            )
+        parts.append(str(rej))
+    elif act in (Action.DNAT, Action.SNAT) and rule.nat is not None:
+        fam = ""
+        if family is Family.INET and rule.nat.address:
+            fam = "ip6 " if ":" in rule.nat.address else "ip "
+        parts.append(f"{act.value} {fam}to {rule.nat}")
+    elif act is Action.REDIRECT:
+        parts.append(f"redirect to :{rule.nat.port}" if rule.nat and rule.nat.port else "redirect")
+    elif act is not Action.CONTINUE:
+        parts.append(rule.verdict_text())
+    if rule.comment:
+        parts.append(f'comment "{rule.comment}"')
+    return " ".join(parts)
+
+
+def render_nft(ruleset: Ruleset, *, flush: bool = True) -> tuple[str, list[str]]:
+    """An `nft -f` script for the model, and what it could not render faithfully."""
+    problems: list[str] = []
+    lines: list[str] = []
+    if flush:
+        lines.append("flush ruleset")
+    for t in ruleset.tables:
+        lines.append(f"table {t.family} {t.name} {{")
+        for s in t.sets:
+            lines.append(f"\tset {s.name} {{")
+            lines.append(f"\t\ttype {s.type}")
+            if s.flags:
+                lines.append(f"\t\tflags {', '.join(s.flags)}")
+            elems = s.to_json()["elements"]
+            if s.type == "ifname":
+                elems = [f'"{e}"' for e in elems]
+            if elems:
+                lines.append(f"\t\telements = {{ {', '.join(elems)} }}")
+            lines.append("\t}")
+        for c in t.chains:
+            lines.append(f"\tchain {c.name} {{")
+            if c.hook is not None:
+                lines.append(f"\t\ttype {c.type} hook {c.hook} priority {c.priority}; policy {c.policy};")
+            for i, r in enumerate(c.rules):
+                lines.append("\t\t" + _rule_text(r, t.family, problems, f"{t} {c.name} #{i + 1}"))
+            lines.append("\t}")
+        lines.append("}")
+    return "\n".join(lines) + "\n", problems

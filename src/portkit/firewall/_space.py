@@ -1,0 +1,261 @@
+"""The packet space a rule matches, as boxes of interval sets: what the linter reasons with.
+
+A rule's matches become one box per IP version: for each dimension (protocol, addresses,
+ports, interfaces, conntrack state, ICMP type and code) a union of closed intervals.
+Negations become complements, implicit dependencies (`tcp dport` needs TCP, `ip saddr`
+needs IPv4, `reject with tcp reset` needs TCP) become constraints, and interface names
+become indices into the finite set of names the ruleset mentions (plus "any other").
+Box subtraction then answers "is this rule covered by those?" exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from portkit.firewall._model import PORT_PROTOS, Action, CtState, Field, Match, Reject, RejectType, Rule
+
+IntervalSet = tuple[tuple[int, int], ...]
+Box = tuple[IntervalSet, ...]
+
+DIMS = ("l4proto", "saddr", "daddr", "sport", "dport", "iif", "oif", "ct state", "icmp type", "icmp code")
+L4, SADDR, DADDR, SPORT, DPORT, IIF, OIF, STATE, ITYPE, ICODE = range(len(DIMS))
+_STATES = [s.value for s in CtState]
+_PORT_SET: IntervalSet = tuple((p, p) for p in PORT_PROTOS)
+
+
+def _iv_intersect(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    if a is b:
+        return a
+    if len(a) == 1 and len(b) == 1:  # the common case, kept cheap: the linter calls this a lot
+        (alo, ahi), (blo, bhi) = a[0], b[0]
+        lo = alo if alo > blo else blo
+        hi = ahi if ahi < bhi else bhi
+        return ((lo, hi),) if lo <= hi else ()
+    out = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo = max(a[i][0], b[j][0])
+        hi = min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
+
+
+def _iv_subtract(a: IntervalSet, b: IntervalSet) -> IntervalSet:
+    out = []
+    for lo, hi in a:
+        cur = lo
+        for blo, bhi in b:
+            if bhi < cur or blo > hi:
+                continue
+            if blo > cur:
+                out.append((cur, blo - 1))
+            cur = max(cur, bhi + 1)
+            if cur > hi:
+                break
+        if cur <= hi:
+            out.append((cur, hi))
+    return tuple(out)
+
+
+def _iv_contains(a: IntervalSet, b: IntervalSet) -> bool:
+    return not _iv_subtract(b, a)
+
+
+@dataclass(frozen=True)
+class Space:
+    """The dimensions' domains for one IP version and one ruleset's interface names."""
+
+    version: int
+    ifnames: tuple[str, ...]  # index i -> name; the last one stands for every other name
+
+    def domain(self, dim: int) -> IntervalSet:
+        return _domains(self.version, len(self.ifnames))[dim]
+
+    def full(self) -> list[IntervalSet]:
+        return list(_domains(self.version, len(self.ifnames)))
+
+    def iface_set(self, names: tuple[str, ...]) -> IntervalSet:
+        hits = []
+        for i, name in enumerate(self.ifnames):
+            for pattern in names:
+                if pattern.endswith("*") or pattern.endswith("+"):
+                    if name.startswith(pattern[:-1]):
+                        hits.append((i, i))
+                elif pattern == name:
+                    hits.append((i, i))
+        return tuple(sorted(set(hits)))
+
+
+@functools.lru_cache(maxsize=64)
+def _domains(version: int, n_ifnames: int) -> tuple[IntervalSet, ...]:
+    top = 2 ** (32 if version == 4 else 128) - 1
+    ifaces = ((0, n_ifnames - 1),)
+    return (
+        ((0, 255),),
+        ((0, top),),
+        ((0, top),),
+        ((-1, 65535),),
+        ((-1, 65535),),
+        ifaces,
+        ifaces,
+        ((0, len(_STATES) - 1),),
+        ((-1, 255),),
+        ((-1, 255),),
+    )
+
+
+def interface_names(rules: Sequence[Rule]) -> tuple[str, ...]:
+    """Every concrete interface name, one stand-in per wildcard, and one for 'other'."""
+    names: set[str] = set()
+    for r in rules:
+        for m in r.matches:
+            if m.field in (Field.IIF, Field.OIF):
+                for n in m.names:
+                    names.add(n[:-1] + "\x00wild" if n.endswith(("*", "+")) else n)
+    return (*sorted(names), "\x00other")
+
+
+def rule_box(rule: Rule, space: Space) -> Box | None:
+    """The box of packets of this IP version the rule matches; None if it matches none
+    (or if it has a match portkit cannot model, when `None` would be a guess: see `opaque`)."""
+    box = space.full()
+    v = space.version
+
+    def narrow(dim: int, values: IntervalSet) -> None:
+        box[dim] = _iv_intersect(box[dim], values)
+
+    if rule.action is Action.REJECT:
+        rej = rule.reject or Reject()
+        if rej.type is RejectType.TCP_RESET:
+            narrow(L4, ((6, 6),))
+        elif (rej.type is RejectType.ICMP and v != 4) or (rej.type is RejectType.ICMPV6 and v != 6):
+            return None
+    for m in rule.matches:
+        if not _narrow_match(m, space, box, narrow):
+            return None
+    # Ports exist only for port protocols, ICMP type/code only for ICMP: keep the box free
+    # of combinations no packet has, so coverage is not blocked by phantoms.
+    icmp = ((1, 1),) if v == 4 else ((58, 58),)
+    if not _iv_intersect(box[SPORT], ((-1, -1),)) or not _iv_intersect(box[DPORT], ((-1, -1),)):
+        box[L4] = _iv_intersect(box[L4], _PORT_SET)
+    if not _iv_intersect(box[SPORT], ((0, 65535),)) or not _iv_intersect(box[DPORT], ((0, 65535),)):
+        box[L4] = _iv_subtract(box[L4], _PORT_SET)
+    if not _iv_intersect(box[ITYPE], ((-1, -1),)) or not _iv_intersect(box[ICODE], ((-1, -1),)):
+        box[L4] = _iv_intersect(box[L4], icmp)
+    if not _iv_intersect(box[ITYPE], ((0, 255),)) or not _iv_intersect(box[ICODE], ((0, 255),)):
+        box[L4] = _iv_subtract(box[L4], icmp)
+    if not _iv_intersect(box[L4], _PORT_SET):
+        box[SPORT] = _iv_intersect(box[SPORT], ((-1, -1),))
+        box[DPORT] = _iv_intersect(box[DPORT], ((-1, -1),))
+    elif not _iv_subtract(box[L4], _PORT_SET):
+        box[SPORT] = _iv_intersect(box[SPORT], ((0, 65535),))
+        box[DPORT] = _iv_intersect(box[DPORT], ((0, 65535),))
+    if not _iv_intersect(box[L4], icmp):
+        box[ITYPE] = _iv_intersect(box[ITYPE], ((-1, -1),))
+        box[ICODE] = _iv_intersect(box[ICODE], ((-1, -1),))
+    elif not _iv_subtract(box[L4], icmp):
+        box[ITYPE] = _iv_intersect(box[ITYPE], ((0, 255),))
+        box[ICODE] = _iv_intersect(box[ICODE], ((0, 255),))
+    if any(not d for d in box):
+        return None
+    return tuple(box)
+
+
+def _narrow_match(m: Match, space: Space, box: list[IntervalSet], narrow: object) -> bool:
+    v = space.version
+    assert callable(narrow)
+    if m.family and m.family != v:
+        return False
+    if m.protos:
+        narrow(L4, tuple((p, p) for p in sorted(m.protos)))
+    f = m.field
+    if f is Field.NFPROTO:
+        hit = any(lo <= v <= hi for lo, hi in m.ranges)
+        return hit != m.negate
+    dim = {
+        Field.L4PROTO: L4,
+        Field.SADDR: SADDR,
+        Field.DADDR: DADDR,
+        Field.SPORT: SPORT,
+        Field.DPORT: DPORT,
+        Field.IIF: IIF,
+        Field.OIF: OIF,
+        Field.CT_STATE: STATE,
+        Field.ICMP_TYPE: ITYPE,
+        Field.ICMP_CODE: ICODE,
+    }.get(f)
+    if dim is None:  # opaque: the importer's assumption (negate: assumed not to match)
+        return not m.negate
+    if f in (Field.IIF, Field.OIF):
+        values = space.iface_set(m.names)
+    elif f is Field.CT_STATE:
+        if m.exact and len(m.names) > 1:
+            values = ()
+        else:
+            values = tuple(sorted({(_STATES.index(n), _STATES.index(n)) for n in m.names if n in _STATES}))
+    else:
+        values = m.ranges
+    if f in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE):
+        present = ((0, 65535),) if f in (Field.SPORT, Field.DPORT) else ((0, 255),)
+        narrow(dim, present)
+        if f in (Field.ICMP_TYPE, Field.ICMP_CODE):
+            narrow(L4, ((1, 1),) if v == 4 else ((58, 58),))
+        if m.negate:
+            values = _iv_subtract(present, values)
+    elif m.negate:
+        values = _iv_subtract(space.domain(dim), values)
+    narrow(dim, values)
+    return all(box)
+
+
+def box_intersect(a: Box, b: Box) -> Box | None:
+    out = []
+    for x, y in zip(a, b, strict=True):
+        z = _iv_intersect(x, y)
+        if not z:
+            return None
+        out.append(z)
+    return tuple(out)
+
+
+def box_subtract(a: Box, b: Box) -> list[Box]:
+    """a minus b, as at most len(DIMS) disjoint boxes."""
+    if box_intersect(a, b) is None:
+        return [a]
+    out: list[Box] = []
+    prefix = list(a)
+    for d in range(len(a)):
+        rest = _iv_subtract(a[d], b[d])
+        if rest:
+            piece = list(prefix)
+            piece[d] = rest
+            out.append(tuple(piece))
+        prefix[d] = _iv_intersect(a[d], b[d])
+    return out
+
+
+def box_covers(a: Box, b: Box) -> bool:
+    """Whether box a contains box b."""
+    return all(_iv_contains(x, y) for x, y in zip(a, b, strict=True))
+
+
+def covered_by(target: Box, others: Sequence[Box], *, budget: int = 4000) -> bool | None:
+    """Whether the union of `others` contains `target`; None when it gets too costly to tell."""
+    remaining = [target]
+    for o in others:
+        nxt: list[Box] = []
+        for r in remaining:
+            nxt.extend(box_subtract(r, o))
+            if len(nxt) > budget:
+                return None
+        remaining = nxt
+        if not remaining:
+            return True
+    return not remaining

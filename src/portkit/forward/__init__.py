@@ -1,0 +1,61 @@
+"""Port forwarding (`portkit forward`): TCP and UDP, correct half-close and resets, and fast.
+
+    from portkit.forward import make_rule, serve
+    serve([make_rule("8080", "10.0.0.5:80")])          # until SIGTERM
+
+TCP runs on the splice engine (zero-copy splice(2) on an epoll loop) where the platform
+has it and on asyncio Protocols otherwise; UDP keeps one upstream socket per client. The
+connection lifecycle is the pure state machine in `_state`; limits, allow-lists and the
+PROXY protocol come with each `Rule`.
+"""
+
+from portkit.forward._control import query_stats, runtime_dir
+from portkit.forward._forwarder import ENGINES, Forwarder, Listening, choose_engine, serve
+from portkit.forward._log import EventLog
+from portkit.forward._proxyproto import parse_proxy_header, proxy_header
+from portkit.forward._rules import (
+    Limits,
+    Overflow,
+    ProxyProtocol,
+    Rule,
+    load_config,
+    make_limits,
+    make_rule,
+    parse_config,
+    parse_listen,
+    parse_target,
+)
+from portkit.forward._state import TRANSITIONS, Action, ConnectionState, Event, State
+from portkit.forward._stats import ForwarderStats, RuleStats
+from portkit.forward._udptable import ClientTable
+
+__all__ = [
+    "ENGINES",
+    "TRANSITIONS",
+    "Action",
+    "ClientTable",
+    "ConnectionState",
+    "Event",
+    "EventLog",
+    "Forwarder",
+    "ForwarderStats",
+    "Limits",
+    "Listening",
+    "Overflow",
+    "ProxyProtocol",
+    "Rule",
+    "RuleStats",
+    "State",
+    "choose_engine",
+    "load_config",
+    "make_limits",
+    "make_rule",
+    "parse_config",
+    "parse_listen",
+    "parse_proxy_header",
+    "parse_target",
+    "proxy_header",
+    "query_stats",
+    "runtime_dir",
+    "serve",
+]

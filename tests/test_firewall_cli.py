@@ -1,0 +1,111 @@
+"""`portkit fw` as a user runs it: check (string, flags, --flows, --json), show, export, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+WEB = """\
+default incoming deny
+allow established
+allow in on lo
+allow tcp 22 from 10.0.0.0/8
+allow tcp 80,443
+reject tcp 8080 with tcp-reset
+reject udp 53
+"""
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Path:
+    path = tmp_path / "web.policy"
+    path.write_text(WEB)
+    return path
+
+
+def test_check_one_string(cli: Any, web: Path) -> None:
+    res = cli("fw", "check", "--rules", str(web), "tcp 203.0.113.5:51000 -> 10.0.0.2:443")
+    assert res.status == 0
+    assert "verdict:   ACCEPT" in res.stdout and "line 5" in res.stdout
+    assert "inet portkit input #4 (line 5)" in res.stdout  # the trace names chain, position and line
+
+
+def test_check_flags_and_json_schema(cli: Any, web: Path) -> None:
+    res = cli(
+        "fw",
+        "check",
+        "--rules",
+        str(web),
+        "--proto",
+        "tcp",
+        "--src",
+        "203.0.113.5",
+        "--sport",
+        "51000",
+        "--dst",
+        "10.0.0.2",
+        "--dport",
+        "8080",
+        "--in",
+        "eth0",
+        "--state",
+        "new",
+        "--json",
+    )
+    assert res.status == 1
+    doc = res.json()
+    assert doc["verdict"] == "reject" and doc["reject_with"] == "tcp-reset"
+    assert doc["scanner"]["state"] == "closed" and doc["scanner"]["errno"] == "ECONNREFUSED"
+    assert doc["packet"]["in"] == "eth0" and doc["direction"] == "input"
+    step = doc["trace"][-1]
+    assert set(step) >= {"hook", "table", "chain", "position", "where", "rule", "matched", "effect"}
+    assert step["where"] == "line 6" and step["matched"] is True
+    udp = cli("fw", "check", "--rules", str(web), "udp 203.0.113.5:5353 -> 10.0.0.2:53", "--json").json()
+    assert udp["reject_with"] == "icmp-port-unreachable"
+
+
+def test_check_flows_file(cli: Any, web: Path, tmp_path: Path) -> None:
+    flows = tmp_path / "flows.txt"
+    flows.write_text(
+        "# probes\ntcp 10.1.1.1:40000 -> 10.0.0.2:22\ntcp 198.51.100.1:40000 -> 10.0.0.2:22\n"
+        "tcp 198.51.100.1:40000 -> 10.0.0.2:9999 state established\n"
+    )
+    res = cli("fw", "check", "--rules", str(web), "--flows", str(flows), "--json")
+    assert res.status == 1
+    doc = res.json()
+    assert [r["verdict"] for r in doc["results"]] == ["accept", "drop", "accept"] and doc["accepted"] == 2
+    plain = cli("fw", "check", "--rules", str(web), "--flows", str(flows))
+    assert "drop" in plain.stdout and plain.stdout.count("\n") >= 4
+
+
+def test_show_and_export(cli: Any, web: Path) -> None:
+    shown = cli("fw", "show", str(web))
+    assert shown.status == 0 and "chain input (filter hook input priority 0 policy drop)" in shown.stdout
+    assert cli("fw", "show", str(web), "--json").json()["tables"][0]["name"] == "portkit"
+    nft = cli("fw", "export", str(web), "--to", "nft")
+    assert "table inet portkit {" in nft.stdout and "reject with tcp reset" in nft.stdout
+    ipt = cli("fw", "export", str(web), "--to", "iptables")
+    assert "-A INPUT -p tcp -m tcp --dport 8080 -j REJECT --reject-with tcp-reset" in ipt.stdout
+    ufw = cli("fw", "export", str(web), "--to", "ufw", "--json").json()
+    assert "ufw default deny incoming" in ufw["text"] and ufw["unrendered"]
+    strict = cli("fw", "export", str(web), "--to", "firewalld", "--strict")
+    assert strict.status == 1 and "not rendered faithfully" in strict.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 => 5.6.7.8:2"),
+        ("fw", "check", "--rules", "RULES", "--dst", "10.0.0.1", "--state", "sleepy"),
+        ("fw", "check", "--rules", "/nonexistent/rules", "tcp 1.2.3.4:1 -> 5.6.7.8:2"),
+        ("fw", "check", "--rules", "RULES"),
+        ("fw", "apply", "RULES", "--confirm-within", "soon"),
+        ("fw", "export", "RULES", "--to", "pf"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(cli: Any, web: Path, args: tuple[str, ...]) -> None:
+    res = cli(*(str(web) if a == "RULES" else a for a in args))
+    assert res.status == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr

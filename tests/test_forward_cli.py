@@ -1,0 +1,69 @@
+"""`portkit forward` as a command line: clear one-line errors with exit 2, --check, bind failures."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["8080"], "missing arguments"),
+        ([":8080", "127.0.0.1:80"], "write the address out"),
+        (["8080", "127.0.0.1"], "invalid target"),
+        (["8080", "127.0.0.1:70000"], "invalid port"),
+        (["banana", "127.0.0.1:80"], "invalid endpoint"),
+        (["8080", "127.0.0.1:80", "--allow", "10.0.0.0/99"], "invalid allow-list"),
+        (["8080", "127.0.0.1:80", "--udp", "--proxy-protocol", "v2"], "TCP only"),
+        (["8080", "127.0.0.1:80", "--idle-timeout", "-3"], "idle_timeout"),
+        (["8080", "127.0.0.1:80", "--config", "x.toml"], "not both"),
+        (["--config", "/nonexistent/forward.toml"], "cannot read"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(cli: Any, args: list[str], message: str) -> None:
+    result = cli("forward", *args, timeout=20)
+    assert result.status == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_config_options_belong_in_the_file(cli: Any, tmp_path: Path) -> None:
+    config = tmp_path / "f.toml"
+    config.write_text("[[rule]]\nlisten = 8080\ntarget = '127.0.0.1:80'\n")
+    result = cli("forward", "--config", str(config), "--max-connections", "5")
+    assert result.status == 2 and "--max-connections with --config" in result.stderr
+
+
+def test_check_prints_rules_as_json(cli: Any, tmp_path: Path) -> None:
+    config = tmp_path / "f.toml"
+    config.write_text(
+        "[[rule]]\nname = 'db'\nlisten = 15432\ntarget = '127.0.0.1:5432'\nallow = ['10.0.0.0/8']\n"
+        "[[rule]]\nlisten = '[::1]:5353'\ntarget = '[::1]:53'\nprotocol = 'udp'\n"
+    )
+    result = cli("forward", "--config", str(config), "--check", "--json")
+    assert result.status == 0, result.stderr
+    doc = result.json()
+    assert doc["engine"] == "splice"
+    db, dns = doc["rules"]
+    assert db["listen"] == {"address": "127.0.0.1", "port": 15432} and db["allow"] == ["10.0.0.0/8"]
+    assert dns["protocol"] == "udp" and dns["listen"]["address"] == "::1"
+    human = cli("forward", "--config", str(config), "--check")
+    assert "db: tcp 127.0.0.1:15432 -> 127.0.0.1:5432 (allow 10.0.0.0/8)" in human.stdout
+    assert "2 rule(s) ok" in human.stdout
+
+
+def test_port_in_use_is_a_runtime_error(cli: Any) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = cli("forward", f"127.0.0.1:{port}", "127.0.0.1:9", "--json", timeout=20)
+    assert result.status == 1
+    assert f"cannot listen on tcp/127.0.0.1:{port}" in result.stderr and "in use" in result.stderr
+    assert not [line for line in result.stdout.splitlines() if json.loads(line).get("event") == "ready"]
