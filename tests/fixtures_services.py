@@ -319,6 +319,19 @@ def _mosquitto(lab: ServiceLab) -> None:
     )
 
 
+def _memcached(lab: ServiceLab) -> None:
+    if not shutil.which("memcached"):
+        return  # installed by scripts/install.sh --test; its own test skips without it
+    port = lab.free_port()
+    version = tool_version(["memcached", "-V"], r"memcached ([\d.]+)")
+    _spawn(
+        lab,
+        Server("memcached", port, "memcached", "Memcached", version),
+        # -U 0: TCP only, as a cache should be run; -u root: memcached refuses root without it.
+        ["memcached", "-p", str(port), "-l", LOOPBACK, "-U", "0", "-u", "root", "-m", "16", "-c", "128"],
+    )
+
+
 def _python_http(lab: ServiceLab) -> None:
     d = lab.root / "www"
     d.mkdir()
@@ -378,6 +391,7 @@ STARTERS: dict[str, Callable[[ServiceLab], None]] = {
     "vsftpd": _vsftpd,
     "dnsmasq": _dnsmasq,
     "mosquitto": _mosquitto,
+    "memcached": _memcached,
     "pyhttp": _python_http,
     "listeners": _listeners,
 }
@@ -448,7 +462,9 @@ def private_netns(prefix: str = "pk5f") -> Iterator[str]:
     name = f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=10)
     try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, capture_output=True, timeout=10)
+        subprocess.run(
+            ["ip", "-n", name, "link", "set", "lo", "up"], check=True, capture_output=True, timeout=10
+        )
         yield name
     finally:
         # Whatever a failed test left running in there goes too, or the namespace would live on.
