@@ -1,8 +1,8 @@
 """portkit's service detection vs `nmap -sV`, on the same real servers, in the same run.
 
 Starts the test lab (tests/fixtures_services.py: nginx plain and TLS, OpenSSH, Redis,
-PostgreSQL, vsftpd, dnsmasq over TCP and UDP, Mosquitto, Python's http.server, a silent
-listener, an accept-then-close listener) on unusual loopback ports, then runs, several times:
+PostgreSQL, vsftpd, dnsmasq over TCP and UDP, Mosquitto, Memcached, Python's http.server,
+a silent listener, an accept-then-close listener) on unusual loopback ports, then runs, several times:
 
     portkit scan 127.0.0.1 -p PORTS --sv --json          nmap -sV -Pn -n -p PORTS 127.0.0.1 -oX -
     portkit scan 127.0.0.1 -sU -p DNS --sv --json        nmap -sU -sV -Pn -n -p DNS 127.0.0.1 -oX -

@@ -22,7 +22,7 @@ packages=(python3 python3-venv python3-pip iproute2 nftables iptables nmap ndiff
 if [ "$with_test_servers" = 1 ]; then
     # anchors for benchmarks and real servers for service-detection tests
     packages+=(haproxy ufw libxml2-utils openssl nginx-light openssh-server redis-server postgresql
-               vsftpd dnsmasq mosquitto)
+               vsftpd dnsmasq mosquitto memcached)
 fi
 
 missing=()

@@ -4,12 +4,19 @@
 on a port the kernel just gave out, so the port number cannot give the answer), waits until
 each accepts connections, yields a `ServiceLab`, and always stops them all afterwards.
 Also used by bench/bench_services.py.
+
+`service_lab(netns=NAME)` starts the same set inside a network namespace (see `private_netns()`):
+each server runs under `ip netns exec`, and the lab's own sockets (readiness checks, the silent
+and accept-then-close listeners) are made by a thread that has joined that namespace. Its
+loopback then holds nothing but the lab, so a scan of all 65,535 ports sees only the lab.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -18,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,15 +33,19 @@ LOOPBACK = "127.0.0.1"
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), Path("/nonexistent"))
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
+SocketFactory = Callable[[int, int], socket.socket]
+CLONE_NEWNET = 0x40000000
+
+
+def free_port(kind: int = socket.SOCK_STREAM, make: SocketFactory = socket.socket) -> int:
     """A port free for both TCP and UDP right now (the kernel's choice, from the ephemeral range)."""
     for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as s:
+        with make(socket.AF_INET, kind) as s:
             s.bind((LOOPBACK, 0))
             port = int(s.getsockname()[1])
         other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
         try:
-            with socket.socket(socket.AF_INET, other) as s:
+            with make(socket.AF_INET, other) as s:
                 s.bind((LOOPBACK, port))
         except OSError:
             continue
@@ -65,11 +77,25 @@ class Server:
     log: Path | None = None
 
 
+def _join_netns(netns: str) -> None:
+    """Move the calling thread (only it: setns is per thread) into the named network namespace."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class ServiceLab:
     root: Path
+    netns: str = ""
     servers: dict[str, Server] = field(default_factory=dict)
     _stops: list[Callable[[], None]] = field(default_factory=list)
+    _maker: ThreadPoolExecutor | None = None
 
     def __getitem__(self, key: str) -> Server:
         return self.servers[key]
@@ -77,10 +103,29 @@ class ServiceLab:
     def targets(self) -> list[tuple[str, int, str]]:
         return [(LOOPBACK, s.port, s.protocol) for s in self.servers.values()]
 
+    def new_socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
+        """A socket in the lab's namespace (a socket keeps the namespace it was made in)."""
+        if not self.netns:
+            return socket.socket(family, kind)
+        if self._maker is None:
+            maker = ThreadPoolExecutor(1, initializer=_join_netns, initargs=(self.netns,))
+            self._maker = maker
+            self._stops.append(maker.shutdown)
+        return self._maker.submit(socket.socket, family, kind).result(timeout=10)
 
-def _wait_tcp(port: int, deadline: float) -> bool:
+    def free_port(self, kind: int = socket.SOCK_STREAM) -> int:
+        return free_port(kind, self.new_socket)
+
+    def command(self, argv: list[str]) -> list[str]:
+        """argv as run in the lab's namespace; `ip netns exec` execs it, so the pid stays the server's."""
+        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
+
+
+def _wait_tcp(lab: ServiceLab, port: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=0.5):
+        with contextlib.suppress(OSError), lab.new_socket() as s:
+            s.settimeout(0.5)
+            s.connect((LOOPBACK, port))
             return True
         time.sleep(0.05)
     return False
@@ -91,7 +136,7 @@ def _spawn(lab: ServiceLab, server: Server, argv: list[str], **kw: object) -> No
     server.log = log
     with open(log, "wb") as out:
         server.process = subprocess.Popen(
-            argv,
+            lab.command(argv),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -118,7 +163,7 @@ def _nginx(lab: ServiceLab) -> None:
     d = lab.root / "nginx"
     d.mkdir()
     key, cert = _make_cert(d)
-    plain, tls = free_port(), free_port()
+    plain, tls = lab.free_port(), lab.free_port()
     (d / "index.html").write_text("<html><head><title>portkit lab page</title></head><body>hi</body></html>")
     (d / "nginx.conf").write_text(
         f"""
@@ -165,7 +210,7 @@ def _sshd(lab: ServiceLab) -> None:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True, timeout=30
     )
-    port = free_port()
+    port = lab.free_port()
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress {LOOPBACK}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
         "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
@@ -185,7 +230,7 @@ def _ssh_over_tls(lab: ServiceLab) -> None:
     d = lab.root / "sshtls"
     d.mkdir()
     key, cert = _make_cert(d)
-    port = free_port()
+    port = lab.free_port()
     sshd = lab["sshd"]
     _spawn(
         lab, Server("ssh-tls", port, "ssh", "OpenSSH", sshd.expect_version, tunnel="ssl"),
@@ -197,7 +242,7 @@ def _ssh_over_tls(lab: ServiceLab) -> None:
 def _redis(lab: ServiceLab) -> None:
     d = lab.root / "redis"
     d.mkdir()
-    port = free_port()
+    port = lab.free_port()
     version = tool_version(["redis-server", "--version"], r"v=([\d.]+)")
     _spawn(
         lab, Server("redis", port, "redis", "Redis", version),
@@ -216,7 +261,7 @@ def _postgres(lab: ServiceLab) -> None:
          "--no-sync", "-U", "postgres", "--no-instructions"],
         check=True, capture_output=True, timeout=120, cwd=d,
     )  # fmt: skip
-    port = free_port()
+    port = lab.free_port()
     _spawn(
         lab, Server("postgres", port, "postgresql", "PostgreSQL"),
         ["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
@@ -229,7 +274,7 @@ def _vsftpd(lab: ServiceLab) -> None:
     d = lab.root / "vsftpd"
     d.mkdir()
     (d / "ftp").mkdir()
-    port = free_port()
+    port = lab.free_port()
     (d / "vsftpd.conf").write_text(
         f"listen=YES\nlisten_ipv6=NO\nlisten_address={LOOPBACK}\nlisten_port={port}\nbackground=NO\n"
         f"anonymous_enable=YES\nanon_root={d}/ftp\nlocal_enable=NO\nseccomp_sandbox=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\n"
@@ -247,7 +292,7 @@ def _vsftpd(lab: ServiceLab) -> None:
 def _dnsmasq(lab: ServiceLab) -> None:
     d = lab.root / "dnsmasq"
     d.mkdir()
-    port = free_port()
+    port = lab.free_port()
     version = tool_version(["dnsmasq", "--version"], r"version ([\d.]+)")
     argv = [
         "dnsmasq", "-k", "--conf-file=/dev/null", f"--port={port}", f"--listen-address={LOOPBACK}",
@@ -261,7 +306,7 @@ def _dnsmasq(lab: ServiceLab) -> None:
 def _mosquitto(lab: ServiceLab) -> None:
     d = lab.root / "mosquitto"
     d.mkdir()
-    port = free_port()
+    port = lab.free_port()
     (d / "mosquitto.conf").write_text(
         f"listener {port} {LOOPBACK}\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
         f"pid_file {d}/mosquitto.pid\nuser root\n"
@@ -274,11 +319,24 @@ def _mosquitto(lab: ServiceLab) -> None:
     )
 
 
+def _memcached(lab: ServiceLab) -> None:
+    if not shutil.which("memcached"):
+        return  # installed by scripts/install.sh --test; its own test skips without it
+    port = lab.free_port()
+    version = tool_version(["memcached", "-V"], r"memcached ([\d.]+)")
+    _spawn(
+        lab,
+        Server("memcached", port, "memcached", "Memcached", version),
+        # -U 0: TCP only, as a cache should be run; -u root: memcached refuses root without it.
+        ["memcached", "-p", str(port), "-l", LOOPBACK, "-U", "0", "-u", "root", "-m", "16", "-c", "128"],
+    )
+
+
 def _python_http(lab: ServiceLab) -> None:
     d = lab.root / "www"
     d.mkdir()
     (d / "index.html").write_text("<html><title>python lab</title></html>")
-    port = free_port()
+    port = lab.free_port()
     version = ".".join(str(x) for x in sys.version_info[:3])
     _spawn(
         lab, Server("pyhttp", port, "http", "Python http.server", version),
@@ -288,10 +346,10 @@ def _python_http(lab: ServiceLab) -> None:
 
 def _listeners(lab: ServiceLab) -> None:
     """A silent listener (accepts, never speaks) and an accept-then-close listener."""
-    silent = socket.socket()
+    silent = lab.new_socket()
     silent.bind((LOOPBACK, 0))
     silent.listen(64)
-    closer = socket.socket()
+    closer = lab.new_socket()
     closer.bind((LOOPBACK, 0))
     closer.listen(64)
     closer.settimeout(0.2)
@@ -333,15 +391,16 @@ STARTERS: dict[str, Callable[[ServiceLab], None]] = {
     "vsftpd": _vsftpd,
     "dnsmasq": _dnsmasq,
     "mosquitto": _mosquitto,
+    "memcached": _memcached,
     "pyhttp": _python_http,
     "listeners": _listeners,
 }
 
 
-def _udp_ready(port: int, deadline: float) -> bool:
+def _udp_ready(lab: ServiceLab, port: int, deadline: float) -> bool:
     query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07portkit\x04test\x00\x00\x01\x00\x01"
     while time.monotonic() < deadline:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with lab.new_socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(0.2)
             with contextlib.suppress(OSError):
                 s.sendto(query, (LOOPBACK, port))
@@ -352,11 +411,16 @@ def _udp_ready(port: int, deadline: float) -> bool:
 
 
 @contextlib.contextmanager
-def service_lab(only: tuple[str, ...] = (), startup_timeout: float = 60) -> Iterator[ServiceLab]:
-    """Start the servers (all, or `only` those keys), wait until they answer, stop them after."""
+def service_lab(
+    only: tuple[str, ...] = (), startup_timeout: float = 60, netns: str = ""
+) -> Iterator[ServiceLab]:
+    """Start the servers (all, or `only` those keys), wait until they answer, stop them after.
+
+    With `netns`, everything runs inside that (existing) network namespace.
+    """
     root = Path(tempfile.mkdtemp(prefix="pk5-services-"))
     os.chmod(root, 0o755)
-    lab = ServiceLab(root)
+    lab = ServiceLab(root, netns)
     try:
         for key, start in STARTERS.items():
             if not only or key in only:
@@ -367,9 +431,9 @@ def service_lab(only: tuple[str, ...] = (), startup_timeout: float = 60) -> Iter
                 log = server.log.read_text(errors="replace") if server.log else ""
                 raise RuntimeError(f"{server.key} exited at start: {log[-2000:]}")
             ready = (
-                _udp_ready(server.port, deadline)
+                _udp_ready(lab, server.port, deadline)
                 if server.protocol == "udp"
-                else _wait_tcp(server.port, deadline)
+                else _wait_tcp(lab, server.port, deadline)
             )
             if not ready:
                 raise RuntimeError(f"{server.key} is not answering on port {server.port}")
@@ -390,3 +454,28 @@ def service_lab(only: tuple[str, ...] = (), startup_timeout: float = 60) -> Iter
         for stop in lab._stops:
             stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_netns(prefix: str = "pk5f") -> Iterator[str]:
+    """A fresh network namespace with only its loopback up; deleted after, with anything left in it."""
+    name = f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=10)
+    try:
+        subprocess.run(
+            ["ip", "-n", name, "link", "set", "lo", "up"], check=True, capture_output=True, timeout=10
+        )
+        yield name
+    finally:
+        # Whatever a failed test left running in there goes too, or the namespace would live on.
+        for _ in range(20):
+            pids = subprocess.run(
+                ["ip", "netns", "pids", name], capture_output=True, text=True, timeout=10
+            ).stdout.split()
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), 9)
+            time.sleep(0.1)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)

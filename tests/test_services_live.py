@@ -1,7 +1,7 @@
 """Service detection against real servers from Debian packages, on unusual loopback ports.
 
 One lab for the module: nginx (plain and TLS), OpenSSH, Redis, PostgreSQL, vsftpd, dnsmasq
-(DNS over UDP and TCP), Mosquitto, Python's http.server, a silent listener and an
+(DNS over UDP and TCP), Mosquitto, Memcached, Python's http.server, a silent listener and an
 accept-then-close listener. Versions are checked against what each binary says about itself.
 """
 
@@ -80,6 +80,18 @@ def test_each_server_is_named_with_product_and_version(detected, lab, key) -> No
         # OpenSSH says 9.2p1 where `sshd -V` says 9.2: the server's own word is the longer one.
         assert found.version.startswith(server.expect_version), str(found)
     assert found.tunnel == server.tunnel
+
+
+def test_memcached_is_named_with_its_version(detected, lab) -> None:  # type: ignore[no-untyped-def]
+    if "memcached" not in lab.servers:
+        pytest.skip("memcached is not installed (scripts/install.sh --test installs it)")
+    server = lab["memcached"]
+    assert server.port != 11211 and server.expect_version  # `memcached -V`, the oracle
+    found = _match(detected, lab, "memcached")
+    # Silent until spoken to: only the `version` command's reply can name it, never the port.
+    assert (found.name, found.product, found.version) == ("memcached", "Memcached", server.expect_version)
+    assert (found.method, found.confidence, found.probe) == (Method.PROBED, 10, "memcached-version")
+    assert found.cpe == (f"cpe:/a:memcached:memcached:{server.expect_version}",)
 
 
 def test_tls_port_reports_the_certificate_as_openssl_reads_it(detected, lab) -> None:  # type: ignore[no-untyped-def]

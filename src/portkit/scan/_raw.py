@@ -471,6 +471,18 @@ class RawScanner:
             taken += self._drain6(now)
         return taken
 
+    def _own_probe(self, dst: int, sport: int, dport: int) -> bool:
+        """Whether a UDP datagram is one of the probes this scan sent, not a reply to one.
+
+        A raw socket on loopback reads the probes we send to a local address as they arrive:
+        a probe's source port is its destination port's cookie, so it would pass for a reply
+        from that source port (a false "open"). A real reply matches by chance one time in
+        UDP_PORT_SPAN / (TRY_MASK + 1), and then its retransmission, on another port, settles it.
+        """
+        if dst not in self.by_number or dport not in self.port_index:
+            return False
+        return (sport - self.cookie.udp_sport(dst, dport, 0)) % UDP_PORT_SPAN <= TRY_MASK
+
     def _drain_udp(self, sock: socket.socket, now: float) -> int:
         taken = 0
         while True:
@@ -478,7 +490,10 @@ class RawScanner:
                 packet = sock.recv(65535)
             except BlockingIOError:
                 return taken
-            taken += self._take(parse_ipv4_udp(packet), now)
+            reply = parse_ipv4_udp(packet)
+            if reply is not None and self._own_probe(int.from_bytes(packet[16:20], "big"), *reply[1:3]):
+                continue
+            taken += self._take(reply, now)
 
     def _number6(self, address: str) -> int:
         number = self._numbers6.get(address)
@@ -502,7 +517,12 @@ class RawScanner:
                     if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_HOPLIMIT and len(value) >= 4:
                         hops = int.from_bytes(value[:4], sys.byteorder)
                 if sock is replies:
-                    taken += self._take(parse(data, self._number6(source[0]), hops), now)
+                    reply = parse(data, self._number6(source[0]), hops)
+                    # The destination is not at hand here; a probe to a local address comes
+                    # from that same address (::1 to ::1), so the source stands in for it.
+                    if self.udp and reply is not None and self._own_probe(reply[0], reply[1], reply[2]):
+                        continue
+                    taken += self._take(reply, now)
                 else:
                     quoted = parse_icmp6(data, hops)
                     if quoted is not None and quoted[0] == self.proto:
