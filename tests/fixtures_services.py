@@ -353,27 +353,32 @@ def _listeners(lab: ServiceLab) -> None:
     closer.bind((LOOPBACK, 0))
     closer.listen(64)
     closer.settimeout(0.2)
+    silent.settimeout(0.2)
     stop = threading.Event()
     held: list[socket.socket] = []
 
-    def serve() -> None:
+    # One thread each, blocking in accept(): on a loaded machine a shared loop answered the
+    # accept-then-close port late enough for a probe's wait to end first (then it looks silent).
+    def serve_silent() -> None:
         while not stop.is_set():
-            # The silent one: take connections off the queue so it never fills, keep them open.
-            silent.setblocking(False)
             with contextlib.suppress(OSError):
-                while True:
-                    conn, _ = silent.accept()
-                    held.append(conn)
+                conn, _ = silent.accept()  # keep it open, never speak
+                held.append(conn)
+
+    def serve_closer() -> None:
+        while not stop.is_set():
             with contextlib.suppress(OSError):
                 conn, _ = closer.accept()
                 conn.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=fn, daemon=True) for fn in (serve_silent, serve_closer)]
+    for thread in threads:
+        thread.start()
 
     def close() -> None:
         stop.set()
-        thread.join(2)
+        for thread in threads:
+            thread.join(2)
         for s in (silent, closer, *held):
             s.close()
 
