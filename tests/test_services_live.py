@@ -136,7 +136,9 @@ def test_silent_listener_says_so_without_stalling(detected, lab) -> None:  # typ
     assert found.notes and found.notes[0].startswith("silent")
     _, elapsed = detected
     # nmap spends minutes on a silent port; every server here, silent one included, in seconds.
-    assert elapsed < 8, elapsed
+    # (The bound leaves room for SYN retransmits, 1 s and 3 s, when a small server such as
+    # http.server, backlog 5, overflows its listen queue on a loaded machine.)
+    assert elapsed < 20, elapsed
 
 
 def test_accept_then_close_is_tcpwrapped(detected, lab) -> None:  # type: ignore[no-untyped-def]

@@ -202,12 +202,16 @@ async def _run_tls(conn: _Connector, probe: Probe) -> _Reply:
 
 
 def _build(ident: Identification, reply: bytes, *, tunnel: str, tls_info: TlsInfo | None) -> ServiceMatch:
-    http = parse_http_response(reply) if ident.service in ("http", "https") else None
+    name = ident.service
+    if name.startswith("ssl/"):
+        # nmap's rules name a TLS service's plain-text face `ssl/NAME`: that is NAME in a TLS tunnel
+        name, tunnel = name[4:], "ssl"
+    http = parse_http_response(reply) if name in ("http", "https") else None
     product = ident.product
     if http is not None and not product and http.server:
         product = http.server
     return ServiceMatch(
-        name=ident.service,
+        name=name,
         product=product,
         version=ident.version,
         extrainfo=ident.extrainfo,
@@ -331,8 +335,9 @@ class _PortDetection:
                         return found  # a banner: the server spoke first, so it is no TLS server
                     held = _richer(held, found)
                     # nginx, Apache... answer plain HTTP on a TLS port with an error page; only
-                    # such a reply can be the plain face of a TLS service.
-                    if found.http is not None and found.http.status >= 400:
+                    # such a reply (or a rule that says so, nmap's `ssl/...` names) can be the
+                    # plain face of a TLS service.
+                    if (found.http is not None and found.http.status >= 400) or found.tunnel == "ssl":
                         held_for_tls = True
                 elif ident is not None and soft is None:
                     soft = (ident, reply.data)
