@@ -29,9 +29,8 @@ needs_nmap = pytest.mark.skipif(
 LabFactory = Callable[[LabSpec], Lab]
 
 
-@pytest.fixture
-def lab_factory() -> Iterator[LabFactory]:
-    """Bring up labs for one test; all are torn down afterwards, even on failure."""
+def _labs() -> Iterator[LabFactory]:
+    """A factory of labs, all torn down (newest first) when the generator closes, even on failure."""
     labs: list[Lab] = []
 
     def make(spec: LabSpec) -> Lab:
@@ -45,21 +44,15 @@ def lab_factory() -> Iterator[LabFactory]:
     finally:
         for lab in reversed(labs):
             lab.down()
+
+
+@pytest.fixture
+def lab_factory() -> Iterator[LabFactory]:
+    """Bring up labs for one test; all are torn down afterwards, even on failure."""
+    yield from _labs()
 
 
 @pytest.fixture(scope="module")
 def module_lab_factory() -> Iterator[LabFactory]:
     """Like `lab_factory`, for a lab shared by every test of a module."""
-    labs: list[Lab] = []
-
-    def make(spec: LabSpec) -> Lab:
-        lab = Lab(spec)
-        labs.append(lab)
-        lab.up()
-        return lab
-
-    try:
-        yield make
-    finally:
-        for lab in reversed(labs):
-            lab.down()
+    yield from _labs()

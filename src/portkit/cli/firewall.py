@@ -367,6 +367,15 @@ def _duration(text: str) -> float:
     return value
 
 
+def _emit_outcome(result: Any, as_json: bool) -> None:
+    """An apply/confirm/rollback outcome as JSON or its one-line summary; exit 1 unless ok."""
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        click.echo(str(result))
+    sys.exit(0 if result.ok else 1)
+
+
 @fw.command()
 @click.argument("rules", metavar="FILE")
 @click.option("--netns", help="Apply inside this network namespace instead of this host.")
@@ -397,11 +406,7 @@ def apply(
     seconds = _duration(confirm_within)
     ruleset = load_file(rules, fmt=fmt)
     result = apply_ruleset(ruleset, netns=netns, confirm_within=seconds, interactive=wait)
-    if as_json:
-        emit_json(result.to_json())
-    else:
-        click.echo(str(result))
-    sys.exit(0 if result.ok else 1)
+    _emit_outcome(result, as_json)
 
 
 @fw.command()
@@ -412,11 +417,7 @@ def confirm(netns: str | None, as_json: bool) -> None:
     from portkit.firewall import confirm_apply
 
     result = confirm_apply(netns=netns)
-    if as_json:
-        emit_json(result.to_json())
-    else:
-        click.echo(str(result))
-    sys.exit(0 if result.ok else 1)
+    _emit_outcome(result, as_json)
 
 
 @fw.command()
@@ -427,8 +428,4 @@ def rollback(netns: str | None, as_json: bool) -> None:
     from portkit.firewall import rollback_apply
 
     result = rollback_apply(netns=netns)
-    if as_json:
-        emit_json(result.to_json())
-    else:
-        click.echo(str(result))
-    sys.exit(0 if result.ok else 1)
+    _emit_outcome(result, as_json)
