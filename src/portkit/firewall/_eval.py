@@ -367,6 +367,15 @@ def _run_base_chain(
 ) -> _ChainResult:
     stack: list[tuple[Chain, int]] = []
     table_name = str(table)
+
+    def policy(why: str) -> _ChainResult:
+        """The base chain's policy decides: traced like a rule, at position 0."""
+        step = TraceStep(
+            hook, str(table), base.name, 0, f"policy {base.policy}", "", True, f"{base.policy} ({why})"
+        )
+        trace.append(step)
+        return _ChainResult(base.policy, None, step)
+
     chain, i = base, 0
     steps = 0
     while True:
@@ -377,18 +386,7 @@ def _run_base_chain(
             if stack:
                 chain, i = stack.pop()
                 continue
-            step = TraceStep(
-                hook,
-                str(table),
-                base.name,
-                0,
-                f"policy {base.policy}",
-                "",
-                True,
-                f"{base.policy} (end of base chain)",
-            )
-            trace.append(step)
-            return _ChainResult(base.policy, None, step)
+            return policy("end of base chain")
         rule = chain.rules[i]
         hit = rule_matches(rule, p)
         if not hit:
@@ -442,18 +440,7 @@ def _run_base_chain(
             if stack:
                 chain, i = stack.pop()
                 continue
-            pol = TraceStep(
-                hook,
-                str(table),
-                base.name,
-                0,
-                f"policy {base.policy}",
-                "",
-                True,
-                f"{base.policy} (return from base chain)",
-            )
-            trace.append(pol)
-            return _ChainResult(base.policy, None, pol)
+            return policy("return from base chain")
         return _ChainResult(act, rule, step)
 
 
