@@ -18,7 +18,7 @@ for arg in "$@"; do
 done
 
 # Tools portkit drives or compares itself with.
-packages=(python3 python3-venv python3-pip iproute2 nftables iptables nmap ndiff socat iperf3 lsof procps)
+packages=(python3 python3-venv python3-pip python3-dev gcc libc6-dev iproute2 nftables iptables nmap ndiff socat iperf3 lsof procps)
 if [ "$with_test_servers" = 1 ]; then
     # anchors for benchmarks and real servers for service-detection tests
     packages+=(haproxy ufw libxml2-utils openssl nginx-light openssh-server redis-server postgresql

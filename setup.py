@@ -1,0 +1,14 @@
+"""Build hook for portkit's optional C accelerators; everything else is in pyproject.toml.
+
+Each extension speeds up one hot loop of a capability that also has a pure-Python path, so
+`optional=True`: without a compiler the install still succeeds and portkit runs in pure Python.
+The capability that owns an extension says which path ran (see its module docstring).
+"""
+
+from setuptools import Extension, setup
+
+EXTENSIONS: list[Extension] = [
+    # Extension("portkit.<capability>._<name>", ["src/portkit/<capability>/_<name>.c"], optional=True),
+]
+
+setup(ext_modules=EXTENSIONS)
