@@ -6,9 +6,11 @@ lazily (PEP 562), so `import portkit` stays cheap and a command pays only for wh
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from portkit._lazy import lazy_exports
+
+# typing.TYPE_CHECKING without importing typing, which would cost every command (and
+# `portkit ls --json`, measured against `ss`) several milliseconds; mypy honours the name.
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 

@@ -6,9 +6,19 @@ time someone asks for it, so `import portkit` and each command stay cheap.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from typing import Any
+import sys
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see portkit/__init__.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+
+def import_module(name: str) -> Any:
+    """The module `name` (absolute), imported if need be: importlib.import_module without
+    importing importlib (and `warnings` with it) on every start."""
+    __import__(name)
+    return sys.modules[name]
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
@@ -23,8 +33,8 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
         if target is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         module, _, attribute = target.partition(":")
-        value = getattr(importlib.import_module(module), attribute or name)
-        setattr(importlib.import_module(package), name, value)
+        value = getattr(import_module(module), attribute or name)
+        setattr(sys.modules[package], name, value)
         return value
 
     return __getattr__

@@ -8,14 +8,16 @@ and importing Click costs more than reading ten thousand sockets.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
 
 from portkit.errors import UsageError
 from portkit.sockets._inventory import Inventory, SocketQuery, parse_user
 from portkit.sockets._model import ALL_STATES, TcpState, Transport
 
+TYPE_CHECKING = False  # no typing at run time: see portkit.sockets._model
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import TextIO
+
     from portkit.sockets._bytecode import PortMatch
 
 

@@ -7,17 +7,20 @@ processes only when the query needs them, and applies the filters the kernel can
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
 
 from portkit.errors import PortkitError, UsageError
 from portkit.sockets import _netns
 from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
+from portkit.sockets._value import FrozenValue
 
+# `portkit ls --json` imports this module (portkit.cli.entry): no typing, dataclasses or json
+# at run time (see portkit.sockets._value); json is imported where a value needs it.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+    from typing import Any
+
     # Loaded when a query needs them: the plain `ls --all` path stays small.
     from portkit.sockets._bytecode import PortMatch
     from portkit.sockets._netlink import RawRows
@@ -29,23 +32,66 @@ LISTENING = frozenset({TcpState.LISTEN, TcpState.CLOSE})
 BACKENDS = ("auto", "netlink", "proc")
 
 
-@dataclass(frozen=True)
-class SocketQuery:
-    """Which sockets to list. Port and state filters run in the kernel; the rest here."""
+class SocketQuery(FrozenValue):
+    """Which sockets to list. Port and state filters run in the kernel; the rest here.
 
-    transports: tuple[Transport, ...] = (Transport.TCP, Transport.UDP)
-    families: tuple[int, ...] = (4, 6)
-    states: frozenset[TcpState] = ALL_STATES
-    listening: bool = False
-    ports: tuple[PortMatch, ...] = ()
-    pids: frozenset[int] = frozenset()
-    uids: frozenset[int] = frozenset()
-    process_names: tuple[str, ...] = ()
-    with_processes: bool = False
-    tcp_info: bool = False
+    An immutable value, compared by its fields like a frozen dataclass (see portkit.sockets._value).
+    """
+
+    _fields = (
+        "transports",
+        "families",
+        "states",
+        "listening",
+        "ports",
+        "pids",
+        "uids",
+        "process_names",
+        "with_processes",
+        "tcp_info",
+        "count_states",
+    )
+    __slots__ = _fields
+    transports: tuple[Transport, ...]
+    families: tuple[int, ...]
+    states: frozenset[TcpState]
+    listening: bool
+    ports: tuple[PortMatch, ...]
+    pids: frozenset[int]
+    uids: frozenset[int]
+    process_names: tuple[str, ...]
+    with_processes: bool
+    tcp_info: bool
     # TCP sockets in these states are counted per namespace (Inventory.counted), not listed:
     # "how many connections does :443 serve" stays cheap when the answer is 50,000.
-    count_states: frozenset[TcpState] = frozenset()
+    count_states: frozenset[TcpState]
+
+    def __init__(
+        self,
+        transports: tuple[Transport, ...] = (Transport.TCP, Transport.UDP),
+        families: tuple[int, ...] = (4, 6),
+        states: frozenset[TcpState] = ALL_STATES,
+        listening: bool = False,
+        ports: tuple[PortMatch, ...] = (),
+        pids: frozenset[int] = frozenset(),
+        uids: frozenset[int] = frozenset(),
+        process_names: tuple[str, ...] = (),
+        with_processes: bool = False,
+        tcp_info: bool = False,
+        count_states: frozenset[TcpState] = frozenset(),
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "transports", transports)
+        setter(self, "families", families)
+        setter(self, "states", states)
+        setter(self, "listening", listening)
+        setter(self, "ports", ports)
+        setter(self, "pids", pids)
+        setter(self, "uids", uids)
+        setter(self, "process_names", process_names)
+        setter(self, "with_processes", with_processes)
+        setter(self, "tcp_info", tcp_info)
+        setter(self, "count_states", count_states)
 
     @property
     def needs_processes(self) -> bool:
@@ -80,37 +126,75 @@ class SocketQuery:
         return True
 
 
-@dataclass(frozen=True)
-class Inventory:
+class Inventory(FrozenValue):
     """The sockets found, and how: backend, namespaces visited, and what attribution could see.
 
     `_rows` may hold sockets still in the kernel's bytes (`RawRows`, from `list_sockets` when no
     filter needs single rows): `sockets` builds them on first use, `json_chunks` formats them
-    directly. Either way the sockets and their JSON are the same.
+    directly. Either way the sockets and their JSON are the same. An immutable value like a
+    frozen dataclass (see portkit.sockets._value); `_processes` takes no part in equality.
     """
 
+    _fields = (
+        "_rows",
+        "backend",
+        "namespaces",
+        "processes_looked_up",
+        "processes_complete",
+        "hidden_pids",
+        "warnings",
+        "counted",
+        "_processes",
+    )
+    _uncompared = frozenset({"_processes"})
+    __slots__ = (*_fields, "_sockets")
     _rows: tuple[Socket | RawRows, ...]
     backend: str
     namespaces: tuple[_netns.Namespace, ...]
-    processes_looked_up: bool = False
-    processes_complete: bool = True
-    hidden_pids: int = 0
-    warnings: tuple[str, ...] = ()
-    counted: dict[str | None, int] = field(default_factory=dict)
-    _processes: dict[int, ProcessInfo] = field(default_factory=dict, compare=False, repr=False)
+    processes_looked_up: bool
+    processes_complete: bool
+    hidden_pids: int
+    warnings: tuple[str, ...]
+    counted: dict[str | None, int]
+    _processes: dict[int, ProcessInfo]
+    _sockets: tuple[Socket, ...] | None  # `sockets`, once built
+
+    def __init__(
+        self,
+        _rows: tuple[Socket | RawRows, ...],
+        backend: str,
+        namespaces: tuple[_netns.Namespace, ...],
+        processes_looked_up: bool = False,
+        processes_complete: bool = True,
+        hidden_pids: int = 0,
+        warnings: tuple[str, ...] = (),
+        counted: dict[str | None, int] | None = None,
+        _processes: dict[int, ProcessInfo] | None = None,
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "_rows", _rows)
+        setter(self, "backend", backend)
+        setter(self, "namespaces", namespaces)
+        setter(self, "processes_looked_up", processes_looked_up)
+        setter(self, "processes_complete", processes_complete)
+        setter(self, "hidden_pids", hidden_pids)
+        setter(self, "warnings", warnings)
+        setter(self, "counted", {} if counted is None else counted)
+        setter(self, "_processes", {} if _processes is None else _processes)
+        setter(self, "_sockets", None)
 
     def __eq__(self, other: object) -> bool:
         # By sockets, not by how they are stored: lazy and built rows of one table are equal.
         if not isinstance(other, Inventory):
             return NotImplemented
-        mine = [getattr(self, f.name) for f in fields(self) if f.compare and f.name != "_rows"]
-        theirs = [getattr(other, f.name) for f in fields(other) if f.compare and f.name != "_rows"]
-        return self.sockets == other.sockets and mine == theirs
+        return self.sockets == other.sockets and self._compared()[1:] == other._compared()[1:]
+
+    __hash__ = FrozenValue.__hash__  # defining __eq__ alone would make the class unhashable
 
     @property
     def sockets(self) -> tuple[Socket, ...]:
         """Every socket found, in ss's order."""
-        built: tuple[Socket, ...] | None = self.__dict__.get("_sockets")
+        built = self._sockets
         if built is None:
             built = _built(self._rows)
             object.__setattr__(self, "_sockets", built)  # a cache: the value never changes
@@ -170,7 +254,8 @@ class Inventory:
         the few non-scalar values (state label, namespace, processes) looked up ready-made,
         and rows still in the kernel's bytes are formatted from them without becoming Sockets.
         """
-        dumps = json.dumps
+        from json import dumps
+
         header = dumps(self._header())
         yield header[:-1] + ', "sockets": [\n'
         # Indexed by the state's number: an IntEnum's hash runs Python code, a list index does not.
@@ -208,6 +293,8 @@ def _built(rows: Iterable[Socket | RawRows]) -> tuple[Socket, ...]:
 
 
 def _add_procs_text(procs_text: dict[int, str], procs: Iterable[tuple[ProcessInfo, ...]]) -> None:
+    import json
+
     for key, held in {id(held): held for held in procs}.items():
         if key not in procs_text:
             procs_text[key] = json.dumps([{"pid": p.pid, "name": p.name} for p in held])
@@ -215,6 +302,8 @@ def _add_procs_text(procs_text: dict[int, str], procs: Iterable[tuple[ProcessInf
 
 def _socket_lines(sockets: list[Socket], state_text: list[str], procs_text: dict[int, str]) -> str:
     """Socket.to_json() of built rows as text, one per line (the layout RawRows.json_lines shares)."""
+    import json
+
     netns_text = {ns: json.dumps(ns) for ns in {row[12] for row in sockets}}
     _add_procs_text(procs_text, (row[13] for row in sockets))
     # fmt: off
@@ -232,6 +321,8 @@ def _socket_lines(sockets: list[Socket], state_text: list[str], procs_text: dict
 
 
 def _tcp_info_json(info: TcpInfo) -> str:
+    import json
+
     return ', "tcp_info": ' + json.dumps(info.to_json())
 
 

@@ -15,19 +15,19 @@ from __future__ import annotations
 # The C module behind `socket`: the same functions, without the 5 ms socket.py spends turning
 # its constants into enums at import, which `portkit ls` would pay on every run.
 import _socket as socket
-import json
 import os
 import struct
-from collections.abc import Iterable, Iterator, Sequence
 from functools import cache as functools_cache
 from functools import partial
 from itertools import repeat
 from operator import itemgetter
-from typing import TYPE_CHECKING
 
 from portkit.sockets._model import Socket, TcpState, Transport
 
+TYPE_CHECKING = False  # no typing (nor json) at run time: see portkit.sockets._model
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
     from portkit.sockets._process import ProcessInfo
     from portkit.sockets._procs import Holders
     from portkit.sockets._tcpinfo import TcpInfo
@@ -344,6 +344,8 @@ class RawRows:
                 in zip(rows, both_ports, strict=True)
             ]
             # fmt: on
+        import json
+
         held = list(self.processes())
         for key, procs in {id(procs): procs for procs in held}.items():
             if key not in procs_json:

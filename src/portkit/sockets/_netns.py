@@ -10,26 +10,40 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from portkit.errors import PermissionNeeded, UsageError
+from portkit.sockets._value import FrozenValue
+
+TYPE_CHECKING = False  # see portkit.sockets._model: `portkit ls --json` imports this module
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
-T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Namespace:
-    """A network namespace: a label for rows, and a path that opens it (None = this process's own)."""
+class Namespace(FrozenValue):
+    """A network namespace: a label for rows, and a path that opens it (None = this process's own).
 
+    Immutable and compared by value like a frozen dataclass (see portkit.sockets._value).
+    """
+
+    __slots__ = ("inode", "label", "path", "pid")
+    _fields = ("label", "inode", "path", "pid")
     label: str | None
     inode: int
     path: str | None
-    pid: int = 0
+    pid: int
+
+    def __init__(self, label: str | None, inode: int, path: str | None, pid: int = 0) -> None:
+        setter = object.__setattr__
+        setter(self, "label", label)
+        setter(self, "inode", inode)
+        setter(self, "path", path)
+        setter(self, "pid", pid)
 
     def __str__(self) -> str:
         return self.label or "(this namespace)"
@@ -113,6 +127,8 @@ def run_in(namespace: Namespace, work: Callable[[], T]) -> T:
     """`work()` run inside `namespace` by a helper thread; the calling thread stays where it is."""
     if namespace.path is None:
         return work()
+    import threading
+
     outcome: list[T] = []
     failure: list[BaseException] = []
 

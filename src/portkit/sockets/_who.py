@@ -7,7 +7,6 @@ sockets), connections they serve, TIME-WAIT leftovers and client ends, and deriv
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 from collections.abc import Sequence
@@ -230,8 +229,7 @@ def who_holds(
     attributed, owners, processes = attribute_rows([*sorted_out.holders, *sorted_out.clients])
     by_inode = {row.inode: row for row in attributed if row.inode}
     final = tuple(by_inode.get(row.inode, row) if row.inode else row for row in rows)
-    inventory = dataclasses.replace(
-        inventory,
+    inventory = inventory.replace(
         _rows=final,
         processes_looked_up=True,
         processes_complete=owners.complete,
