@@ -9,6 +9,8 @@ from setuptools import Extension, setup
 
 EXTENSIONS: list[Extension] = [
     # Extension("portkit.<capability>._<name>", ["src/portkit/<capability>/_<name>.c"], optional=True),
+    # `portkit ls --all --json`: netlink messages to JSON lines (portkit.sockets._netlink, RawRows).
+    Extension("portkit.sockets._diagrows", ["src/portkit/sockets/_diagrows.c"], optional=True),
 ]
 
 setup(ext_modules=EXTENSIONS)

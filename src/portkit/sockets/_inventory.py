@@ -265,18 +265,21 @@ class Inventory(FrozenValue):
         # Keyed by identity: rows of one process share one tuple, and hashing a tuple of
         # dataclasses per row would cost more than the rest of the row.
         procs_text: dict[int, str] = {}
-        parts: list[str] = []
+        # Rows go out a batch at a time: joining 5 MB of them first would copy them once more.
+        separator = ""
         built: list[Socket] = []
         for part in (*self._rows, None):
             if isinstance(part, Socket):
                 built.append(part)
                 continue
             if built:
-                parts.append(_socket_lines(built, state_text, procs_text))
+                yield separator + _socket_lines(built, state_text, procs_text)
+                separator = ",\n"
                 built = []
             if part is not None:
-                parts.append(",\n".join(part.json_lines(state_text, dumps(part.netns), procs_text)))
-        yield ",\n".join(parts)
+                yield separator
+                yield part.json_text(state_text, dumps(part.netns), procs_text)
+                separator = ",\n"
         processes = {str(pid): p.to_json() for pid, p in sorted(self._processes.items())}
         yield '\n], "processes": ' + dumps(processes) + "}\n"
 

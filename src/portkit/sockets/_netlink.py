@@ -8,6 +8,11 @@ decoded as columns: `struct.iter_unpack` splits it, and `zip`/`map` over C calla
 of address texts, a table of states, `tuple.__new__`) build the rows without running Python
 bytecode per socket. Buffers that mix sizes (TIME-WAIT sockets carry fewer attributes) take
 the row-at-a-time path, which decodes exactly the same values.
+
+Two loops of the column path have a C twin in portkit.sockets._diagrows (built when a compiler
+is present; `ACCELERATED` says whether it was): checking that a buffer holds only equal-sized
+socket messages, and writing their JSON lines (`RawRows.json_text`). The Python code below is
+the reference and the fallback; tests run both and require the same results.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ from itertools import repeat
 from operator import itemgetter
 
 from portkit.sockets._model import Socket, TcpState, Transport
+
+try:
+    from portkit.sockets import _diagrows
+except ImportError:  # installed without a C compiler: the Python path does the same work
+    _diagrows = None  # type: ignore[assignment]
+
+ACCELERATED = _diagrows is not None
 
 TYPE_CHECKING = False  # no typing (nor json) at run time: see portkit.sockets._model
 if TYPE_CHECKING:
@@ -217,15 +229,8 @@ def _decode_columns(
     if not count:
         return None
     body = buf[: count * size]
-    lengths, types, families = zip(*_column_structs(size)[2].iter_unpack(body), strict=True)
-    family = families[0]
-    version = _FAMILY_VERSION.get(family)
-    if (
-        version is None
-        or lengths.count(size) != count
-        or types.count(SOCK_DIAG_BY_FAMILY) != count
-        or families.count(family) != count
-    ):
+    version = _FAMILY_VERSION.get(_uniform_family(body, size, count))
+    if version is None:
         return None
     batch = RawRows(body, size, count, transport, version, netns, owners)
     if lazy:
@@ -236,6 +241,21 @@ def _decode_columns(
     if not rest:
         return False
     return _decode_rows(rest, transport, rows, netns, False, owners, 0, None)
+
+
+def _uniform_family(body: bytes, size: int, count: int) -> int:
+    """The address family of `body`'s `count` messages of `size` bytes when every one is a socket
+    message of that size and of one family, else -1."""
+    if _diagrows is not None:
+        return _diagrows.uniform_family(body, size)
+    lengths, types, families = zip(*_column_structs(size)[2].iter_unpack(body), strict=True)
+    family: int = families[0]
+    uniform = (
+        lengths.count(size) == count
+        and types.count(SOCK_DIAG_BY_FAMILY) == count
+        and families.count(family) == count
+    )
+    return family if uniform else -1
 
 
 def _build_columns(
@@ -320,6 +340,31 @@ class RawRows:
             return repeat((), self.count)
         return self.owners.lookup(self._inodes())
 
+    def json_text(self, state_text: list[str], netns_json: str, procs_json: dict[int, str]) -> str:
+        """`json_lines` joined by ",\n": in C when portkit.sockets._diagrows is built."""
+        if _diagrows is None:
+            return ",\n".join(self.json_lines(state_text, netns_json, procs_json))
+        head = f'{{"protocol": "{self.transport.value}", "family": {self.version}, "state": "'
+        netns_part = f', "netns": {netns_json}, "processes": '
+        tail: str | list[str]
+        if self.owners is None:
+            tail = netns_part + "[]}"
+        else:
+            held = list(self.processes())
+            texts = self._procs_json(procs_json, held)
+            tail = [f"{netns_part}{texts[id(procs)]}}}" for procs in held]
+        return _diagrows.json_text(self.body, self.size, self.count, self.version, head, state_text, tail)
+
+    @staticmethod
+    def _procs_json(procs_json: dict[int, str], held: list[tuple[ProcessInfo, ...]]) -> dict[int, str]:
+        """`procs_json` with the JSON of every process tuple in `held` added (keyed by id())."""
+        import json
+
+        for key, procs in {id(procs): procs for procs in held}.items():
+            if key not in procs_json:
+                procs_json[key] = json.dumps([{"pid": p.pid, "name": p.name} for p in procs])
+        return procs_json
+
     def json_lines(self, state_text: Sequence[str], netns_json: str, procs_json: dict[int, str]) -> list[str]:
         """Socket.to_json() of every row as text, in the layout `Inventory.json_chunks` writes.
 
@@ -344,12 +389,8 @@ class RawRows:
                 in zip(rows, both_ports, strict=True)
             ]
             # fmt: on
-        import json
-
         held = list(self.processes())
-        for key, procs in {id(procs): procs for procs in held}.items():
-            if key not in procs_json:
-                procs_json[key] = json.dumps([{"pid": p.pid, "name": p.name} for p in procs])
+        self._procs_json(procs_json, held)
         # fmt: off
         return [
             f'{head}{state_text[state]}", "local": {{"address": "{text[src]}", "port": {sport}}}, '

@@ -1,0 +1,12 @@
+# The C module portkit.sockets._diagrows (see _diagrows.c); optional, so imported in a try.
+def uniform_family(buf: bytes, size: int, /) -> int: ...
+def json_text(
+    body: bytes,
+    size: int,
+    count: int,
+    version: int,
+    head: str,
+    state_text: list[str],
+    tail: str | list[str],
+    /,
+) -> str: ...
