@@ -45,18 +45,18 @@ def _message(sock: tuple, extra: bytes = b"", mtype: int = SOCK_DIAG_BY_FAMILY) 
     body = struct.pack("=BBBB", af, state, 0, 0) + struct.pack("!HH", sport, dport)
     body += src.packed.ljust(16, b"\0") + dst.packed.ljust(16, b"\0")
     body += struct.pack("=I8sIIIII", ifindex, b"\xff" * 8, 0, rq, wq, uid, inode) + extra
-    return struct.pack("=IHHII", 16 + len(body), mtype, 2, 1, 0) + body
+    return struct.pack("=IHHII", 16 + len(body), mtype, 2, 1, 0) + bytes(body)
 
 
 def _both(work: Callable[[], object]) -> tuple[object, object]:
     """`work()` with the C module, then with the Python path (as an install without a compiler has)."""
     with_c = work()
-    saved = _netlink._diagrows
-    _netlink._diagrows = None  # type: ignore[assignment]
+    saved = getattr(_netlink, "_diagrows")  # noqa: B009 (a private name mypy would refuse)
+    setattr(_netlink, "_diagrows", None)  # noqa: B010
     try:
         return with_c, work()
     finally:
-        _netlink._diagrows = saved
+        setattr(_netlink, "_diagrows", saved)  # noqa: B010
 
 
 @settings(deadline=None, max_examples=80)

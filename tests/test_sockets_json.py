@@ -6,8 +6,12 @@ import json
 import socket
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import fixtures_sockets as fx
-from portkit.sockets import SocketQuery, list_sockets
+from portkit.sockets import SocketQuery, TcpState, list_sockets
+from portkit.sockets._inventory import json_text
 
 SOCKET_KEYS = {
     "protocol",
@@ -118,3 +122,19 @@ def test_overview_json_shape(cli: Any) -> None:
         assert mine["processes"][0]["pid"] == proc.pid
         assert mine["established"] == 1
         assert doc["established_total"] >= 2
+
+
+# Values shaped like an inventory's header and processes, with every kind of string and number.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.sampled_from(list(TcpState)),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(json_values)
+def test_json_text_writes_what_json_dumps_writes(value: Any) -> None:
+    assert json_text(value) == json.dumps(value)

@@ -254,8 +254,7 @@ class Inventory(FrozenValue):
         the few non-scalar values (state label, namespace, processes) looked up ready-made,
         and rows still in the kernel's bytes are formatted from them without becoming Sockets.
         """
-        from json import dumps
-
+        dumps = json_text
         header = dumps(self._header())
         yield header[:-1] + ', "sockets": [\n'
         # Indexed by the state's number: an IntEnum's hash runs Python code, a list index does not.
@@ -282,6 +281,36 @@ class Inventory(FrozenValue):
                 separator = ",\n"
         processes = {str(pid): p.to_json() for pid, p in sorted(self._processes.items())}
         yield '\n], "processes": ' + dumps(processes) + "}\n"
+
+
+def json_text(value: object) -> str:
+    """`json.dumps(value)`, without importing json for the plain values of a header.
+
+    None, booleans, ints, lists, dicts with str keys and strings that need no escape are
+    written here exactly as json.dumps writes them (its default separators); anything else
+    (floats, tuples, enums, a string with a quote or a control character) goes to json.dumps,
+    whose output for a part is the same text it writes inside a whole.
+    """
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    # Exact types only (isinstance alone would let subclasses such as IntEnum through).
+    kind = type(value)
+    if kind is int and isinstance(value, int):
+        return int.__repr__(value)
+    if kind is str and isinstance(value, str):
+        if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+            return f'"{value}"'
+    elif kind is list and isinstance(value, list):
+        return "[" + ", ".join([json_text(item) for item in value]) + "]"
+    elif kind is dict and isinstance(value, dict) and all(type(key) is str for key in value):
+        return "{" + ", ".join([f"{json_text(key)}: {json_text(item)}" for key, item in value.items()]) + "}"
+    import json
+
+    return json.dumps(value)
 
 
 def _built(rows: Iterable[Socket | RawRows]) -> tuple[Socket, ...]:
