@@ -170,10 +170,13 @@ def main() -> int:
                 print("bench_sockets: the holders could not open their connections", file=sys.stderr)
                 return 1
         rows = subprocess.run(["ss", "-Htan"], capture_output=True, text=True, check=True).stdout.count("\n")
+        from portkit.sockets._netlink import ACCELERATED
+
+        accelerator = "built" if ACCELERATED else "NOT built: pure-Python path"
         print(
             f"{rows} TCP sockets in netns {netns} ({args.connections} established connections, "
             f"listener :{port}); "
-            f"medians of {args.runs} runs"
+            f"medians of {args.runs} runs; C accelerator portkit.sockets._diagrows {accelerator}"
         )
         _compare(
             "ls --all --json  vs ss -tan", [PORTKIT, "ls", "--all", "--json"], ["ss", "-tan"], 1.2, args.runs
