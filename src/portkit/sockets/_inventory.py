@@ -250,9 +250,10 @@ class Inventory(FrozenValue):
 
         Equal to `json.dumps(self.to_json())` once parsed (a test holds it to that); this is
         what lets `portkit ls --all --json` keep up with `ss` on tens of thousands of rows:
-        each row is one f-string (compiled once, unlike a %-template parsed per row), with
-        the few non-scalar values (state label, namespace, processes) looked up ready-made,
-        and rows still in the kernel's bytes are formatted from them without becoming Sockets.
+        rows still in the kernel's bytes (RawRows) are formatted from them without becoming
+        Sockets (in C when portkit.sockets._diagrows is built), other rows by one f-string
+        each, with the few non-scalar values (state label, namespace, processes) looked up
+        ready-made. Rows come a recv() buffer at a time, not as one joined string.
         """
         dumps = json_text
         header = dumps(self._header())
