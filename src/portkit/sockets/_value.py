@@ -4,7 +4,7 @@ Why: the Click-free lane (portkit.cli.entry) is measured against `ss -tan`, and 
 `dataclasses` (which imports `inspect`, `ast`, `dis` and `tokenize`) costs about 17 ms, a
 quarter of what `ss` takes for 20,000 sockets. The few values on that path (SocketQuery,
 Inventory, Namespace) subclass `FrozenValue` instead: a keyword-or-positional `__init__`
-of their own, and from here equality, hashing, repr and immutability by field, as
+of their own, and from here equality, hashing, repr, immutability and pickling by field, as
 `@dataclass(frozen=True)` would generate them, plus `replace(**changes)`.
 """
 
@@ -20,7 +20,8 @@ class FrozenValue:
 
     `_fields` are the `__init__` parameters in order; those in `_uncompared` take no part
     in equality, hashing or repr (a dataclass's `field(compare=False, repr=False)`).
-    `__init__` sets fields with `object.__setattr__`, as a frozen dataclass does.
+    `__init__` sets fields with `object.__setattr__`, as a frozen dataclass does, and takes
+them positionally in `_fields` order too (pickle and copy rebuild values that way).
     """
 
     __slots__ = ()
@@ -50,6 +51,10 @@ class FrozenValue:
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"cannot delete field {name!r}: {self.__class__.__name__} is immutable")
+
+    def __reduce__(self) -> tuple[type[Self], tuple[object, ...]]:
+        # pickle and copy: rebuilt through __init__ (the default would set slots with setattr).
+        return (self.__class__, tuple(getattr(self, name) for name in self._fields))
 
     def replace(self, **changes: object) -> Self:
         """A copy with `changes` applied (what `dataclasses.replace` does for a dataclass)."""
