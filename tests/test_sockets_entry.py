@@ -119,3 +119,21 @@ def test_lane_reports_errors_the_click_way(cli) -> None:  # type: ignore[no-unty
     assert result.status == 2
     assert result.stderr.strip() == "portkit: error: -4 and -6 exclude each other: give at most one"
     assert result.stdout == ""
+
+
+def test_lane_reports_a_failed_write_the_click_way() -> None:
+    # /dev/full refuses every write with ENOSPC: one line on stderr and status 1, as Click's path.
+    outcomes = []
+    for code in ("from portkit.cli.entry import main; main()", "from portkit.cli.main import main; main()"):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [sys.executable, "-c", code, "ls", "--json"],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+            )
+        outcomes.append((done.returncode, done.stderr))
+    lane, via_click = outcomes
+    assert lane == via_click
+    assert lane[0] == 1 and lane[1].count("\n") == 1 and "No space left on device" in lane[1]

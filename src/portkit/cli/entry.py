@@ -73,6 +73,15 @@ def main() -> None:
         except BrokenPipeError:
             sys.stderr.close()
             sys.exit(0)
+        except OSError as exc:  # the output could not be written (a full disk): said as Click says it
+            if os.environ.get("PORTKIT_DEBUG"):
+                raise
+            sys.stderr.write(
+                f"portkit: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+                "(run again with PORTKIT_DEBUG=1 for the traceback, and please report it)\n"
+            )
+            sys.stderr.flush()
+            os._exit(1)  # not sys.exit: flushing the rest of stdout at exit would fail again
         if done:
             # Everything is written and flushed (emit_inventory_json): skip the interpreter's
             # teardown, which frees every module and object one by one and costs about 5 ms
