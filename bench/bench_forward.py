@@ -8,6 +8,13 @@ connections through portkit (and HAProxy for comparison), all of which must be s
 
 Goals (issue 7): portkit >= 1.2x HAProxy and >= 0.75x direct at -P 8; the burst all served.
 Every process started here is stopped at the end, also on failure or Ctrl-C.
+
+CPU lines: for each case, the CPU time the iperf3 client and server used (together) and the
+CPU time of the forwarder process, each per GB received, summed over the runs. Unlike
+Gbit/s these barely move when other jobs share the machine, and they show where a
+forwarded byte costs more than a direct one. (HAProxy's and socat's figures include their
+worker threads and the forked children socat has reaped; the kernel work a forwarder causes
+in other processes' softirq context is counted where it runs.)
 """
 
 from __future__ import annotations
@@ -56,7 +63,9 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+        proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs
+        )
         self.procs.append(proc)
         return proc
 
@@ -81,18 +90,22 @@ def processes() -> Iterator[Processes]:
         procs.stop_all()
 
 
-def start_forwarders(procs: Processes, target: int, workdir: Path) -> dict[str, int]:
-    """Every forwarder under test, listening on its own port, all forwarding to `target`."""
+def start_forwarders(
+    procs: Processes, target: int, workdir: Path, pids: dict[str, int] | None = None
+) -> dict[str, int]:
+    """Every forwarder under test, listening on its own port, all forwarding to `target`
+    (and the process id of each in `pids`, when given)."""
     ports: dict[str, int] = {"direct": target}
+    pids = {} if pids is None else pids
     if shutil.which("socat"):
         ports["socat"] = free_port()
-        procs.start(
+        pids["socat"] = procs.start(
             [
                 "socat",
                 f"TCP-LISTEN:{ports['socat']},bind={HOST},reuseaddr,fork,backlog=4096",
                 f"TCP:{HOST}:{target}",
             ]
-        )
+        ).pid
     if shutil.which("haproxy"):
         ports["haproxy"] = free_port()
         config = workdir / "haproxy.cfg"
@@ -102,12 +115,12 @@ def start_forwarders(procs: Processes, target: int, workdir: Path) -> dict[str, 
             f"frontend bench\n  bind {HOST}:{ports['haproxy']}\n  default_backend target\n"
             f"backend target\n  server s1 {HOST}:{target}\n"
         )
-        procs.start(["haproxy", "-f", str(config), "-db"])
+        pids["haproxy"] = procs.start(["haproxy", "-f", str(config), "-db"]).pid
     env = {**os.environ, "PORTKIT_RUNTIME_DIR": str(workdir / "run")}
     for engine in ("splice", "asyncio"):
         name = f"portkit-{engine}"
         ports[name] = free_port()
-        procs.start(
+        pids[name] = procs.start(
             [
                 sys.executable,
                 "-m",
@@ -120,7 +133,7 @@ def start_forwarders(procs: Processes, target: int, workdir: Path) -> dict[str, 
                 "-q",
             ],
             env=env,
-        )
+        ).pid
     for name, port in ports.items():
         try:
             wait_listening(port)
@@ -129,8 +142,20 @@ def start_forwarders(procs: Processes, target: int, workdir: Path) -> dict[str, 
     return ports
 
 
-def iperf(name: str, port: int, streams: int, seconds: float) -> float:
-    """Gbit/s received by the iperf3 server through `port` (omitting the first second)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, its exited threads and its reaped children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def iperf(name: str, port: int, streams: int, seconds: float) -> tuple[float, int]:
+    """Gbit/s received by the iperf3 server through `port` (omitting the first second), and the
+    bytes of the whole run."""
     failures = 0
     for _ in range(20):
         out = subprocess.run(
@@ -150,16 +175,44 @@ def iperf(name: str, port: int, streams: int, seconds: float) -> float:
                 raise RuntimeError(f"iperf3 through {name} (port {port}): {doc['error']}")
             time.sleep(1)
             continue
-        return float(doc["end"]["sum_received"]["bits_per_second"]) / 1e9
+        received = doc["end"]["sum_received"]
+        # The CPU is measured over the whole run, so count the omitted first second's bytes too.
+        omitted = sum(i["sum"]["bytes"] for i in doc.get("intervals", []) if i["sum"].get("omitted"))
+        return float(received["bits_per_second"]) / 1e9, int(received["bytes"]) + int(omitted)
     raise RuntimeError(f"iperf3 through port {port}: the server stayed busy")
 
 
-def throughput(ports: dict[str, int], streams: int, seconds: float, runs: int) -> dict[str, float]:
+class CpuCost:
+    """CPU seconds and bytes of one case, summed over its runs."""
+
+    def __init__(self) -> None:
+        self.iperf = 0.0  # the iperf3 client and server
+        self.forwarder = 0.0
+        self.bytes = 0
+
+    def __str__(self) -> str:
+        gigabytes = self.bytes / 1e9 or 1
+        return f"{self.iperf * 1000 / gigabytes:4.0f}+{self.forwarder * 1000 / gigabytes:4.0f}"
+
+
+def throughput(
+    ports: dict[str, int], pids: dict[str, int], streams: int, seconds: float, runs: int
+) -> tuple[dict[str, float], dict[str, CpuCost]]:
+    """Median Gbit/s of each case, and its CPU cost (the iperf3 server is `pids["iperf3"]`)."""
     samples: dict[str, list[float]] = {name: [] for name in ports}
+    costs = {name: CpuCost() for name in ports}
     for _ in range(runs):
         for name, port in ports.items():  # interleaved, so drift hits every case alike
-            samples[name].append(iperf(name, port, streams, seconds))
-    return {name: statistics.median(values) for name, values in samples.items()}
+            watched = [pids["iperf3"]] + ([pids[name]] if name in pids else [])
+            before = [cpu_seconds(pid) for pid in watched] + [children_cpu()]
+            gbps, received = iperf(name, port, streams, seconds)
+            after = [cpu_seconds(pid) for pid in watched] + [children_cpu()]
+            spent = [b - a for a, b in zip(before, after, strict=True)]
+            samples[name].append(gbps)
+            costs[name].bytes += received
+            costs[name].iperf += spent[0] + spent[-1]  # the server, and the client (a reaped child)
+            costs[name].forwarder += sum(spent[1:-1])
+    return {name: statistics.median(values) for name, values in samples.items()}, costs
 
 
 # --- the burst --------------------------------------------------------------------------------
@@ -245,15 +298,20 @@ def main() -> int:
             return 2
     _raise_nofile()
     results: dict[int, dict[str, float]] = {}
+    costs: dict[int, dict[str, CpuCost]] = {}
     with processes() as procs, tempfile.TemporaryDirectory(prefix="pk7-bench-") as tmp:
         iperf_port = free_port()
-        procs.start(["iperf3", "-s", "-B", HOST, "-p", str(iperf_port)])
+        pids = {"iperf3": procs.start(["iperf3", "-s", "-B", HOST, "-p", str(iperf_port)]).pid}
         wait_listening(iperf_port)
-        ports = start_forwarders(procs, iperf_port, Path(tmp))
+        ports = start_forwarders(procs, iperf_port, Path(tmp), pids)
         print(f"iperf3 -t {args.time:g}, {args.runs} interleaved runs per case, median Gbit/s")
         for streams in (1, 8):
-            results[streams] = throughput(ports, streams, args.time, args.runs)
+            results[streams], costs[streams] = throughput(ports, pids, streams, args.time, args.runs)
             row = "  ".join(f"{name} {value:6.2f}" for name, value in results[streams].items())
+            print(f"-P {streams}: {row}")
+        print("CPU ms per GB received, iperf3 client+server + forwarder:")
+        for streams in (1, 8):
+            row = "  ".join(f"{name} {cost}" for name, cost in costs[streams].items())
             print(f"-P {streams}: {row}")
     p8 = results[8]
     print()
