@@ -9,6 +9,7 @@ from setuptools import Extension, setup
 
 EXTENSIONS: list[Extension] = [
     # Extension("portkit.<capability>._<name>", ["src/portkit/<capability>/_<name>.c"], optional=True),
+    Extension("portkit.scan._rawio", ["src/portkit/scan/_rawio.c"], optional=True),
 ]
 
 setup(ext_modules=EXTENSIONS)

@@ -103,6 +103,8 @@ class _Collector:
 
     def __init__(self, scan_type: ScanType, nports: int) -> None:
         self.table = outcome_codes(scan_type)
+        # The same table for bytes.translate: response code byte -> outcome code byte.
+        self.translation = bytes(self.table) + bytes(256 - len(self.table))
         self.nports = nports
         self.codes: dict[int, bytearray] = {}
         self.ttls: dict[int, bytearray] = {}
@@ -127,6 +129,30 @@ class _Collector:
                 self.settled += 1
             codes[index] = outcome
             ttls[index] = ttl if ttl < 256 else 255
+
+    def record_columns(self, keys: list[int], rcodes: bytes, ttls: bytes) -> None:
+        """`record_batch` for columns (a C driver's output); one host's answers in one tight loop."""
+        if not keys:
+            return
+        nports = self.nports
+        host = keys[0] // nports
+        base = host * nports
+        if not (min(keys) >= base and max(keys) < base + nports):
+            self.record_batch(list(zip(keys, rcodes, ttls, strict=True)))
+            return
+        if host not in self.codes:
+            self.codes[host] = bytearray(nports)
+            self.ttls[host] = bytearray(nports)
+        codes, ttls_of = self.codes[host], self.ttls[host]
+        settled = 0
+        for key, outcome, ttl in zip(keys, rcodes.translate(self.translation), ttls, strict=True):
+            if outcome:
+                index = key - base
+                if not codes[index]:
+                    settled += 1
+                codes[index] = outcome
+                ttls_of[index] = ttl
+        self.settled += settled
 
     def record(self, key: int, rcode: int, ttl: int) -> None:
         outcome = self.table[rcode]
@@ -310,6 +336,7 @@ class _Share:
     drops: int = 0
     cwnd: float = 0.0
     interrupted: bool = False
+    io: str = "python"  # which code moved the packets: "c" (portkit.scan._rawio) or "python"
 
 
 # Below this many probes a second process costs more than it saves.
@@ -373,6 +400,7 @@ def _run_share(
     schedule = Schedule(order(), nports, tpl, max_rate=max_rate, now=time.monotonic())
     tick = (lambda: progress(collector.settled)) if progress else None
     interrupted = False
+    io_path = "python"
     try:
         if scan_type is ScanType.CONNECT:
             from portkit.scan._connect import run_connect
@@ -389,7 +417,9 @@ def _run_share(
                 collector.record,
                 our_port=_our_port(share),
                 record_batch=collector.record_batch,
+                record_columns=collector.record_columns,
             )
+            io_path = scanner.io_path
             try:
                 scanner.run(tick)
             finally:
@@ -407,6 +437,7 @@ def _run_share(
         schedule.drops,
         schedule.window.cwnd,
         interrupted,
+        io_path,
     )
 
 
@@ -508,7 +539,8 @@ def _scan_ports(
     timed_out: set[int] = set()
     rtts: dict[int, float] = {}
     debug = [
-        f"workers={shares} sent={p.sent} retrans={p.retransmitted} drops={p.drops} cwnd={p.cwnd:.0f}"
+        f"workers={shares} io={p.io} sent={p.sent} retrans={p.retransmitted} drops={p.drops} "
+        f"cwnd={p.cwnd:.0f}"
         for p in parts
     ]
     while parts:
