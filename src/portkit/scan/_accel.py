@@ -19,6 +19,7 @@ import os
 import socket
 import struct
 from array import array
+from collections import deque
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -83,8 +84,7 @@ class OneHostIO:
         self.lane = hash(cookie.host_key(host.number))
         self.ports = array("H", ports).tobytes()
         index_of = array("i", [-1]) * 65536
-        for index, port in enumerate(ports):
-            index_of[port] = index
+        deque(map(index_of.__setitem__, ports, range(len(ports))), maxlen=0)  # in C, not port by port
         self.index_of = index_of.tobytes()
         self.our_port, self.flags, self.with_ack = our_port, flags, with_ack
         self.checksum_base = checksum_base  # -1: the kernel computes it (IPv6, IPV6_CHECKSUM)

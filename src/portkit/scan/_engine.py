@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -144,15 +144,15 @@ class _Collector:
             self.codes[host] = bytearray(nports)
             self.ttls[host] = bytearray(nports)
         codes, ttls_of = self.codes[host], self.ttls[host]
-        settled = 0
-        for key, outcome, ttl in zip(keys, rcodes.translate(self.translation), ttls, strict=True):
-            if outcome:
-                index = key - base
-                if not codes[index]:
-                    settled += 1
-                codes[index] = outcome
-                ttls_of[index] = ttl
-        self.settled += settled
+        outcomes = rcodes.translate(self.translation)
+        if outcomes.count(0):  # some answer settles nothing: the general loop skips it
+            self.record_batch(list(zip(keys, rcodes, ttls, strict=True)))
+            return
+        # Scatter into the host's byte arrays in C (map over bound methods), not key by key.
+        indexes = keys if not base else list(map(base.__rsub__, keys))
+        self.settled += bytes(map(codes.__getitem__, indexes)).count(0)
+        deque(map(codes.__setitem__, indexes, outcomes), maxlen=0)
+        deque(map(ttls_of.__setitem__, indexes, ttls), maxlen=0)
 
     def record(self, key: int, rcode: int, ttl: int) -> None:
         outcome = self.table[rcode]

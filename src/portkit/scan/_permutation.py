@@ -9,8 +9,12 @@ element. The same key gives the same order (`--seed`).
 
 from __future__ import annotations
 
-import hashlib
 import random
+
+try:  # hashlib would load OpenSSL's _hashlib too (~5 ms of a scan's start-up) for this one digest
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover (CPython always builds _blake2)
+    from hashlib import blake2b
 from collections.abc import Iterator
 
 SMALL = 1 << 18
@@ -27,7 +31,7 @@ class Permutation:
         bits += bits & 1
         self.half = bits // 2
         self.mask = (1 << self.half) - 1
-        digest = hashlib.blake2b(key.to_bytes(16, "little", signed=False), digest_size=8 * _ROUNDS).digest()
+        digest = blake2b(key.to_bytes(16, "little", signed=False), digest_size=8 * _ROUNDS).digest()
         self.keys = [int.from_bytes(digest[8 * i : 8 * i + 8], "little") for i in range(_ROUNDS)]
         self._small: list[int] | None = None
         if n <= SMALL:

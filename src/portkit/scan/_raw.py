@@ -10,7 +10,6 @@ which try it answers, so nothing per probe is looked up but the schedule's pendi
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import ipaddress
 import select
@@ -18,6 +17,7 @@ import socket
 import struct
 import sys
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -80,10 +80,13 @@ def _record_columns(record_batch: RecordBatch, keys: list[int], codes: bytes, tt
     record_batch(list(zip(keys, codes, ttls, strict=True)))
 
 
-def _bpf(instructions: list[tuple[int, int, int, int]]) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
-    code = b"".join(struct.pack("HBBI", *ins) for ins in instructions)
-    buffer = ctypes.create_string_buffer(code)
-    return struct.pack("HL", len(instructions), ctypes.addressof(buffer)), buffer
+def _bpf(instructions: list[tuple[int, int, int, int]]) -> tuple[bytes, array[int]]:
+    """struct sock_fprog for `instructions`, and the buffer it points into (keep it until attached).
+
+    An array's buffer_info() gives its address, so no ctypes import is needed (~5 ms of start-up).
+    """
+    buffer = array("B", b"".join(struct.pack("HBBI", *ins) for ins in instructions))
+    return struct.pack("HL", len(instructions), buffer.buffer_info()[0]), buffer
 
 
 def _attach(sock: socket.socket, instructions: list[tuple[int, int, int, int]]) -> None:
