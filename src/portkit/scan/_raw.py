@@ -6,6 +6,10 @@ sockets, with a BPF filter so the kernel drops what cannot be ours (on loopback,
 probes) before Python sees it. Replies are matched statelessly:
 `Cookie` tells whether the echoed sequence number or source port belongs to this scan and
 which try it answers, so nothing per probe is looked up but the schedule's pending entry.
+
+A TCP scan of one host hands its first tries and all its replies to the optional C module
+(`_accel.OneHostIO`, built from `_rawio.c`); the loops below are the pure-Python path, used
+without it, with `PORTKIT_SCAN_PURE=1`, for UDP and for several hosts. `io_path` says which ran.
 """
 
 from __future__ import annotations
