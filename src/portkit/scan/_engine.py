@@ -218,13 +218,16 @@ def _listing(
             shown_codes.add(code)
     names = _service_names()
     shown = []
-    for i, code in enumerate(codes):
-        if code in shown_codes:
-            listed = OUTCOMES[code]
-            assert listed is not None
+    for code in shown_codes:
+        listed = OUTCOMES[code]
+        assert listed is not None
+        # The ports with this code, found by bytearray.find in C: a 65,535-port scan lists a few.
+        i = codes.find(code)
+        while i >= 0:
             name = names(ports[i], protocol)
             service = ServiceInfo(name) if name else None  # like nmap: no <service> without a name
             shown.append(PortResult(ports[i], protocol, listed[0], listed[1], ttls[i], service))
+            i = codes.find(code, i + 1)
     shown.sort(key=lambda p: p.port)
     return shown, extras
 
