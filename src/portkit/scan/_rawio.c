@@ -461,16 +461,18 @@ py_drain(PyObject *self, PyObject *args)
     }
     struct match m = {address.buf, index_of.buf, offset, (uint64_t)lane, base, rst, syn_ack, icmp.buf};
     slots = PyMem_Malloc(BATCH * SLOT);
-    control = PyMem_Calloc(BATCH, control_len);
-    iovs = PyMem_Calloc(BATCH, sizeof(*iovs));
-    msgs = PyMem_Calloc(BATCH, sizeof(*msgs));
-    names = PyMem_Calloc(BATCH, sizeof(*names));
+    iovs = PyMem_Malloc(BATCH * sizeof(*iovs));
+    msgs = PyMem_Malloc(BATCH * sizeof(*msgs)); /* every field is set below before each read */
+    if (six) { /* only IPv6 needs the source address and the hop limit beside the data */
+        control = PyMem_Malloc(BATCH * control_len);
+        names = PyMem_Malloc(BATCH * sizeof(*names));
+    }
     cols.keys = PyList_New(0);
     cols.trynos = PyMem_Malloc(cols.cap);
     cols.codes = PyMem_Malloc(cols.cap);
     cols.ttls = PyMem_Malloc(cols.cap);
-    if (!slots || !control || !iovs || !msgs || !names || !cols.keys || !cols.trynos || !cols.codes ||
-        !cols.ttls) {
+    if (!slots || (six && (!control || !names)) || !iovs || !msgs || !cols.keys || !cols.trynos ||
+        !cols.codes || !cols.ttls) {
         PyErr_NoMemory();
         goto done;
     }
@@ -488,6 +490,7 @@ py_drain(PyObject *self, PyObject *args)
             msgs[i].msg_hdr.msg_control = six ? control + i * control_len : NULL;
             msgs[i].msg_hdr.msg_controllen = six ? control_len : 0;
             msgs[i].msg_hdr.msg_flags = 0;
+            msgs[i].msg_len = 0;
         }
         int got;
         Py_BEGIN_ALLOW_THREADS
