@@ -186,7 +186,6 @@ class RawScanner:
         self.scan_type = scan_type
         self.hosts = hosts
         self.ports = list(ports)
-        self.port_index = dict(zip(self.ports, range(len(self.ports)), strict=True))
         self.schedule = schedule
         self.record = record
         self.record_batch = record_batch or functools.partial(_record_each, record)
@@ -291,6 +290,11 @@ class RawScanner:
     def io_path(self) -> str:
         """Which code reads and writes the packets: "c" (portkit.scan._rawio) or "python"."""
         return "c" if self._io is not None else "python"
+
+    @functools.cached_property
+    def port_index(self) -> dict[int, int]:
+        """Port -> its index in `ports`, for the Python path's matching (the C path has its own)."""
+        return dict(zip(self.ports, range(len(self.ports)), strict=True))
 
     def _keep(self, sock: socket.socket) -> socket.socket:
         self._sockets.append(sock)
