@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portkit.errors import UsageError
+from portkit.scan import _permutation
 from portkit.scan._permutation import Permutation
 from portkit.scan._targets import parse_target, parse_targets, read_target_file
 
@@ -105,6 +106,23 @@ def test_permutation_is_keyed_and_deterministic() -> None:
     assert list(Permutation(1000, 7)) != list(range(1000))
     perm = Permutation(1000, 7)
     assert [perm[i] for i in range(1000)] == list(perm)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 1000])
+@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("feistel", [False, True])
+def test_worker_shares_split_the_permutation(
+    n: int, count: int, feistel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if feistel:  # the large-permutation path, on a size a test can afford
+        monkeypatch.setattr(_permutation, "SMALL", 5)
+    perm = Permutation(n, 11)
+    assert perm._is_small is (n <= 5 or not feistel)
+    shares = [list(perm.share(i, count)) for i in range(count)]
+    assert sorted(x for share in shares for x in share) == list(range(n))
+    assert shares == [list(Permutation(n, 11).share(i, count)) for i in range(count)]  # keyed, deterministic
+    if n == 1000 and count == 2:
+        assert shares[0] != sorted(shares[0])
 
 
 def test_a_slash16_by_100_ports_is_streamed_not_materialised() -> None:

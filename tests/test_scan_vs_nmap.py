@@ -8,7 +8,9 @@ type against `portkit scan -Pn --all-ports --json`; agreement must be 100%.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
+import os
 import socket
 import sys
 import xml.etree.ElementTree as ET
@@ -61,7 +63,26 @@ def lab(module_lab_factory) -> Lab:  # noqa: F811
     return module_lab_factory(LabSpec(prefix="pk4n", hosts=(FIREWALLED, LOSSY)))
 
 
+# Raw TCP scans of one host move their packets in C (portkit.scan._rawio) when it is built;
+# PORTKIT_SCAN_PURE=1 keeps them in Python. Both must give nmap's answers.
+IO_PATHS = ["c", "python"] if importlib.util.find_spec("portkit.scan._rawio") else ["python"]
+NMAP_SEEN: dict[tuple[str, ...], dict[int, tuple[str, str]]] = {}
+
+
+@pytest.fixture(params=IO_PATHS)
+def io_path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 def nmap_ports(lab: Lab, flag: str, ports: str, address: str, *more: str) -> dict[int, tuple[str, str]]:
+    """nmap's answers; asked once per scan (both of portkit's I/O paths are compared with them)."""
+    key = (flag, ports, address, *more)
+    if key not in NMAP_SEEN:
+        NMAP_SEEN[key] = _nmap_ports(lab, flag, ports, address, *more)
+    return NMAP_SEEN[key]
+
+
+def _nmap_ports(lab: Lab, flag: str, ports: str, address: str, *more: str) -> dict[int, tuple[str, str]]:
     six = ["-6"] if ":" in address else []
     proc = lab.run(
         "client", ["nmap", *six, "-n", "-Pn", "--reason", flag, *more, "-p", ports, "-oX", "-", address]
@@ -81,7 +102,9 @@ def nmap_ports(lab: Lab, flag: str, ports: str, address: str, *more: str) -> dic
 SENT: dict[str, int] = {}
 
 
-def portkit_ports(lab: Lab, flag: str, ports: str, address: str, *more: str) -> dict[int, tuple[str, str]]:
+def portkit_ports(
+    lab: Lab, flag: str, ports: str, address: str, *more: str, io: str = ""
+) -> dict[int, tuple[str, str]]:
     argv = [
         sys.executable,
         "-m",
@@ -96,8 +119,11 @@ def portkit_ports(lab: Lab, flag: str, ports: str, address: str, *more: str) -> 
         "--json",
         address,
     ]
-    proc = lab.run("client", argv, timeout=60)
+    env = {**os.environ, "PORTKIT_SCAN_DEBUG": "1", "PORTKIT_SCAN_PURE": "1" if io == "python" else "0"}
+    proc = lab.run("client", argv, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
+    if io:
+        assert f"io={io} " in proc.stderr, proc.stderr  # the path asked for is the one that ran
     doc = json.loads(proc.stdout)
     (host,) = doc["hosts"]
     SENT[address] = doc["scan"]["probes_sent"]
@@ -106,10 +132,10 @@ def portkit_ports(lab: Lab, flag: str, ports: str, address: str, *more: str) -> 
 
 
 def agree(
-    lab: Lab, flag: str, ports: str, host: str, *more: str, v6: bool = False
+    lab: Lab, flag: str, ports: str, host: str, *more: str, v6: bool = False, io: str = ""
 ) -> dict[int, tuple[str, str]]:
     address = lab.address6(host) if v6 else lab.address(host)
-    ours = portkit_ports(lab, flag, ports, address, *more)
+    ours = portkit_ports(lab, flag, ports, address, *more, io=io)
     theirs = nmap_ports(lab, flag, ports, address, *more)
     differences = {
         p: (ours.get(p), theirs.get(p)) for p in set(ours) | set(theirs) if ours.get(p) != theirs.get(p)
@@ -118,8 +144,8 @@ def agree(
     return ours
 
 
-def test_syn_scan_agrees_with_nmap(lab: Lab) -> None:
-    ports = agree(lab, "-sS", TCP_PORTS, "fw")
+def test_syn_scan_agrees_with_nmap(lab: Lab, io_path: str) -> None:
+    ports = agree(lab, "-sS", TCP_PORTS, "fw", io=io_path)
     assert ports[22] == ("open", "syn-ack")
     assert ports[443] == ("filtered", "no-response")
     assert ports[82] == ("closed", "reset")
@@ -134,8 +160,8 @@ def test_connect_scan_agrees_with_nmap(lab: Lab) -> None:
     assert ports[84] == ("filtered", "host-unreach")
 
 
-def test_ack_scan_agrees_with_nmap(lab: Lab) -> None:
-    ports = agree(lab, "-sA", TCP_PORTS, "fw")
+def test_ack_scan_agrees_with_nmap(lab: Lab, io_path: str) -> None:
+    ports = agree(lab, "-sA", TCP_PORTS, "fw", io=io_path)
     assert ports[22] == ("unfiltered", "reset")
     assert ports[81] == ("filtered", "no-response")
 
@@ -148,8 +174,8 @@ def test_udp_scan_agrees_with_nmap(lab: Lab) -> None:
     assert ports[5003] == ("filtered", "admin-prohibited")
 
 
-def test_syn_scan_agrees_through_a_lossy_link(lab: Lab) -> None:
-    ports = agree(lab, "-sS", TCP_PORTS, "lossy")
+def test_syn_scan_agrees_through_a_lossy_link(lab: Lab, io_path: str) -> None:
+    ports = agree(lab, "-sS", TCP_PORTS, "lossy", io=io_path)
     assert ports[3306] == ("open", "syn-ack")
     assert ports[81] == ("filtered", "no-response")
     # The link did lose probes or replies: portkit had to retransmit for more than the dropped port.
@@ -160,9 +186,11 @@ def test_connect_scan_agrees_through_a_lossy_link(lab: Lab) -> None:
     agree(lab, "-sT", TCP_PORTS, "lossy")
 
 
-@pytest.mark.parametrize("flag", ["-sS", "-sA", "-sU"])
-def test_ipv6_raw_scans_agree_with_nmap(lab: Lab, flag: str) -> None:
-    ports = agree(lab, flag, UDP_PORTS if flag == "-sU" else TCP_PORTS, "fw", v6=True)
+@pytest.mark.parametrize(
+    ("flag", "io"), [*((f, io) for f in ("-sS", "-sA") for io in IO_PATHS), ("-sU", "")]
+)  # UDP scans have one path (Python)
+def test_ipv6_raw_scans_agree_with_nmap(lab: Lab, flag: str, io: str) -> None:
+    ports = agree(lab, flag, UDP_PORTS if flag == "-sU" else TCP_PORTS, "fw", v6=True, io=io)
     if flag == "-sS":
         assert ports[83] == ("filtered", "port-unreach")
         assert ports[84] == ("filtered", "admin-prohibited")

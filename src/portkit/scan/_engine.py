@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -103,6 +103,8 @@ class _Collector:
 
     def __init__(self, scan_type: ScanType, nports: int) -> None:
         self.table = outcome_codes(scan_type)
+        # The same table for bytes.translate: response code byte -> outcome code byte.
+        self.translation = bytes(self.table) + bytes(256 - len(self.table))
         self.nports = nports
         self.codes: dict[int, bytearray] = {}
         self.ttls: dict[int, bytearray] = {}
@@ -127,6 +129,30 @@ class _Collector:
                 self.settled += 1
             codes[index] = outcome
             ttls[index] = ttl if ttl < 256 else 255
+
+    def record_columns(self, keys: list[int], rcodes: bytes, ttls: bytes) -> None:
+        """`record_batch` for columns (a C driver's output); one host's answers in one tight loop."""
+        if not keys:
+            return
+        nports = self.nports
+        host = keys[0] // nports
+        base = host * nports
+        if not (min(keys) >= base and max(keys) < base + nports):
+            self.record_batch(list(zip(keys, rcodes, ttls, strict=True)))
+            return
+        if host not in self.codes:
+            self.codes[host] = bytearray(nports)
+            self.ttls[host] = bytearray(nports)
+        codes, ttls_of = self.codes[host], self.ttls[host]
+        outcomes = rcodes.translate(self.translation)
+        if outcomes.count(0):  # some answer settles nothing: the general loop skips it
+            self.record_batch(list(zip(keys, rcodes, ttls, strict=True)))
+            return
+        # Scatter into the host's byte arrays in C (map over bound methods), not key by key.
+        indexes = keys if not base else list(map(base.__rsub__, keys))
+        self.settled += bytes(map(codes.__getitem__, indexes)).count(0)
+        deque(map(codes.__setitem__, indexes, outcomes), maxlen=0)
+        deque(map(ttls_of.__setitem__, indexes, ttls), maxlen=0)
 
     def record(self, key: int, rcode: int, ttl: int) -> None:
         outcome = self.table[rcode]
@@ -192,13 +218,16 @@ def _listing(
             shown_codes.add(code)
     names = _service_names()
     shown = []
-    for i, code in enumerate(codes):
-        if code in shown_codes:
-            listed = OUTCOMES[code]
-            assert listed is not None
+    for code in shown_codes:
+        listed = OUTCOMES[code]
+        assert listed is not None
+        # The ports with this code, found by bytearray.find in C: a 65,535-port scan lists a few.
+        i = codes.find(code)
+        while i >= 0:
             name = names(ports[i], protocol)
             service = ServiceInfo(name) if name else None  # like nmap: no <service> without a name
             shown.append(PortResult(ports[i], protocol, listed[0], listed[1], ttls[i], service))
+            i = codes.find(code, i + 1)
     shown.sort(key=lambda p: p.port)
     return shown, extras
 
@@ -310,6 +339,7 @@ class _Share:
     drops: int = 0
     cwnd: float = 0.0
     interrupted: bool = False
+    io: str = "python"  # which code moved the packets: "c" (portkit.scan._rawio) or "python"
 
 
 # Below this many probes a second process costs more than it saves.
@@ -373,6 +403,7 @@ def _run_share(
     schedule = Schedule(order(), nports, tpl, max_rate=max_rate, now=time.monotonic())
     tick = (lambda: progress(collector.settled)) if progress else None
     interrupted = False
+    io_path = "python"
     try:
         if scan_type is ScanType.CONNECT:
             from portkit.scan._connect import run_connect
@@ -389,7 +420,9 @@ def _run_share(
                 collector.record,
                 our_port=_our_port(share),
                 record_batch=collector.record_batch,
+                record_columns=collector.record_columns,
             )
+            io_path = scanner.io_path
             try:
                 scanner.run(tick)
             finally:
@@ -407,6 +440,7 @@ def _run_share(
         schedule.drops,
         schedule.window.cwnd,
         interrupted,
+        io_path,
     )
 
 
@@ -508,7 +542,8 @@ def _scan_ports(
     timed_out: set[int] = set()
     rtts: dict[int, float] = {}
     debug = [
-        f"workers={shares} sent={p.sent} retrans={p.retransmitted} drops={p.drops} cwnd={p.cwnd:.0f}"
+        f"workers={shares} io={p.io} sent={p.sent} retrans={p.retransmitted} drops={p.drops} "
+        f"cwnd={p.cwnd:.0f}"
         for p in parts
     ]
     while parts:

@@ -9,8 +9,12 @@ element. The same key gives the same order (`--seed`).
 
 from __future__ import annotations
 
-import hashlib
 import random
+
+try:  # hashlib would load OpenSSL's _hashlib too (~5 ms of a scan's start-up) for this one digest
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover (CPython always builds _blake2)
+    from hashlib import blake2b
 from collections.abc import Iterator
 
 SMALL = 1 << 18
@@ -27,12 +31,17 @@ class Permutation:
         bits += bits & 1
         self.half = bits // 2
         self.mask = (1 << self.half) - 1
-        digest = hashlib.blake2b(key.to_bytes(16, "little", signed=False), digest_size=8 * _ROUNDS).digest()
+        digest = blake2b(key.to_bytes(16, "little", signed=False), digest_size=8 * _ROUNDS).digest()
         self.keys = [int.from_bytes(digest[8 * i : 8 * i + 8], "little") for i in range(_ROUNDS)]
-        self._small: list[int] | None = None
-        if n <= SMALL:
-            self._small = list(range(n))
-            random.Random(int.from_bytes(digest, "little")).shuffle(self._small)
+        self._seed = int.from_bytes(digest, "little")
+        self._is_small = n <= SMALL
+        self._small: list[int] | None = None  # the shuffled order, made on first use
+
+    def _order(self) -> list[int]:
+        if self._small is None:
+            self._small = list(range(self.n))
+            random.Random(self._seed).shuffle(self._small)
+        return self._small
 
     def _feistel(self, x: int) -> int:
         half, mask = self.half, self.mask
@@ -46,16 +55,16 @@ class Permutation:
     def __getitem__(self, index: int) -> int:
         if not 0 <= index < self.n:
             raise IndexError(index)
-        if self._small is not None:
-            return self._small[index]
+        if self._is_small:
+            return self._order()[index]
         x = self._feistel(index)
         while x >= self.n:
             x = self._feistel(x)
         return x
 
     def __iter__(self) -> Iterator[int]:
-        if self._small is not None:
-            yield from self._small
+        if self._is_small:
+            yield from self._order()
             return
         n, feistel = self.n, self._feistel
         for index in range(n):
@@ -65,9 +74,19 @@ class Permutation:
             yield x
 
     def share(self, index: int, count: int) -> Iterator[int]:
-        """Every `count`-th element from position `index`: one worker's part of the order."""
-        if self._small is not None:
-            return iter(self._small[index::count])
+        """One worker's part of the order; the `count` parts are disjoint and cover 0..n-1.
+
+        Large permutations give every `count`-th element from position `index`. Small ones
+        give the elements congruent to `index` mod `count` in a keyed order of their own, so
+        forked workers each shuffle n/count elements, at the same time, instead of the parent
+        shuffling all n before the fork.
+        """
+        if self._is_small:
+            if count == 1:
+                return iter(self._order())
+            mine = list(range(index, self.n, count))
+            random.Random(self._seed << 16 | index << 8 | count).shuffle(mine)
+            return iter(mine)
         return self._share(index, count)
 
     def _share(self, index: int, count: int) -> Iterator[int]:

@@ -6,11 +6,14 @@ sockets, with a BPF filter so the kernel drops what cannot be ours (on loopback,
 probes) before Python sees it. Replies are matched statelessly:
 `Cookie` tells whether the echoed sequence number or source port belongs to this scan and
 which try it answers, so nothing per probe is looked up but the schedule's pending entry.
+
+A TCP scan of one host hands its first tries and all its replies to the optional C module
+(`_accel.OneHostIO`, built from `_rawio.c`); the loops below are the pure-Python path, used
+without it, with `PORTKIT_SCAN_PURE=1`, for UDP and for several hosts. `io_path` says which ran.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import ipaddress
 import select
@@ -18,7 +21,10 @@ import socket
 import struct
 import sys
 import time
+from array import array
 from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from portkit.errors import PermissionNeeded
 from portkit.scan._hosts import HostTable, ScanHost
@@ -45,8 +51,12 @@ from portkit.scan._payloads import payload_for
 from portkit.scan._schedule import Schedule
 from portkit.scan._states import NO_RESPONSE, RESPONSE_CODE, Response, ScanType, outcome_codes
 
+if TYPE_CHECKING:
+    from portkit.scan._accel import OneHostIO
+
 Record = Callable[[int, int, int], None]
 RecordBatch = Callable[[list[tuple[int, int, int]]], None]
+RecordColumns = Callable[[list[int], bytes, bytes], None]
 SendTo = Callable[[bytes, tuple[str, int]], int]
 Progress = Callable[[], None]
 
@@ -70,10 +80,17 @@ def _record_each(record: Record, answers: list[tuple[int, int, int]]) -> None:
         record(key, rcode, ttl)
 
 
-def _bpf(instructions: list[tuple[int, int, int, int]]) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
-    code = b"".join(struct.pack("HBBI", *ins) for ins in instructions)
-    buffer = ctypes.create_string_buffer(code)
-    return struct.pack("HL", len(instructions), ctypes.addressof(buffer)), buffer
+def _record_columns(record_batch: RecordBatch, keys: list[int], codes: bytes, ttls: bytes) -> None:
+    record_batch(list(zip(keys, codes, ttls, strict=True)))
+
+
+def _bpf(instructions: list[tuple[int, int, int, int]]) -> tuple[bytes, array[int]]:
+    """struct sock_fprog for `instructions`, and the buffer it points into (keep it until attached).
+
+    An array's buffer_info() gives its address, so no ctypes import is needed (~5 ms of start-up).
+    """
+    buffer = array("B", b"".join(struct.pack("HBBI", *ins) for ins in instructions))
+    return struct.pack("HL", len(instructions), buffer.buffer_info()[0]), buffer
 
 
 def _attach(sock: socket.socket, instructions: list[tuple[int, int, int, int]]) -> None:
@@ -164,14 +181,15 @@ class RawScanner:
         cookie: Cookie | None = None,
         our_port: int | None = None,
         record_batch: RecordBatch | None = None,
+        record_columns: RecordColumns | None = None,
     ) -> None:
         self.scan_type = scan_type
         self.hosts = hosts
         self.ports = list(ports)
-        self.port_index = dict(zip(self.ports, range(len(self.ports)), strict=True))
         self.schedule = schedule
         self.record = record
         self.record_batch = record_batch or functools.partial(_record_each, record)
+        self.record_columns = record_columns or functools.partial(_record_columns, self.record_batch)
         self.cookie = cookie or Cookie()
         self.our_port = our_port or 40000 + self.cookie(0, 0) % 20000 & ~TRY_MASK
         self.udp = scan_type is ScanType.UDP
@@ -183,6 +201,13 @@ class RawScanner:
         self._v6: tuple[socket.socket, socket.socket, socket.socket] | None = None
         self._slots = None
         self._batch_sender = None
+        # One host, TCP: the C path (portkit.scan._accel) sends first tries and reads replies.
+        only = hosts.get(0) if len(hosts) == 1 and not self.udp else None
+        module = None
+        if only is not None:
+            from portkit.scan._accel import rawio
+
+            module = rawio()
         if 4 in versions:
             # A raw socket receives a copy of every packet of its protocol, our probes included:
             # the receiving socket also sends, so no second socket makes the kernel copy each
@@ -191,7 +216,7 @@ class RawScanner:
             _attach(replies, udp_reply_filter() if self.udp else tcp_reply_filter(self.our_port))
             sender = replies
             self._v4 = (sender, replies, self._keep(_raw_socket(socket.IPPROTO_ICMP)))
-            if not self.udp:
+            if not self.udp and module is None:
                 from portkit.scan import _mmsg
 
                 if _mmsg.available():
@@ -227,6 +252,49 @@ class RawScanner:
         self.final = outcome_codes(scan_type)
         self.final[NO_RESPONSE] = 0
         self.nports = len(self.ports)
+        self._io: OneHostIO | None = None
+        if module is not None and only is not None:
+            self._io = self._one_host_io(module, only)
+
+    def _one_host_io(self, module: ModuleType, host: ScanHost) -> OneHostIO | None:
+        """The C path's setup for `host`, or None if its cookie would not match ours."""
+        from portkit.scan._accel import V4_ICMP, V4_TCP, V6_ICMP, V6_TCP, OneHostIO
+
+        if host.family == socket.AF_INET6:
+            assert self._v6 is not None
+            sender, replies, icmp = self._v6
+            kinds, checksum_base = (V6_TCP, V6_ICMP), -1
+        else:
+            assert self._v4 is not None
+            sender, replies, icmp = self._v4
+            kinds = (V4_TCP, V4_ICMP)
+            builder = TcpProbeBuilder(source_address(host), host.number, self._flags)
+            checksum_base = builder.base + self.our_port
+        io = OneHostIO(
+            module,
+            host,
+            host.index,
+            self.ports,
+            self.cookie,
+            self.our_port,
+            self._flags,
+            self.scan_type is ScanType.ACK,
+            checksum_base,
+            self.final,
+            sender.fileno(),
+            ((replies.fileno(), kinds[0]), (icmp.fileno(), kinds[1])),
+        )
+        return io if io.agrees else None
+
+    @property
+    def io_path(self) -> str:
+        """Which code reads and writes the packets: "c" (portkit.scan._rawio) or "python"."""
+        return "c" if self._io is not None else "python"
+
+    @functools.cached_property
+    def port_index(self) -> dict[int, int]:
+        """Port -> its index in `ports`, for the Python path's matching (the C path has its own)."""
+        return dict(zip(self.ports, range(len(self.ports)), strict=True))
 
     def _keep(self, sock: socket.socket) -> socket.socket:
         self._sockets.append(sock)
@@ -276,6 +344,9 @@ class RawScanner:
         nports, ports, fast_dests = self.nports, self.ports, self._fast
         sport, flags, pack = self.our_port, self._flags, TCP_HEADER.pack
         with_ack = self.scan_type is ScanType.ACK
+        if self._io is not None:
+            self._io.send(keys)
+            return
         if self._batch_sender is not None:
             self._send_fresh_batched(keys, with_ack)
             return
@@ -453,6 +524,12 @@ class RawScanner:
         """Read every reply queued on the receive sockets; return how many were ours."""
         taken = 0
         now = time.monotonic()
+        if self._io is not None:
+            schedule, collector = self.schedule, self.record_columns
+            for keys, trynos, codes, ttls in self._io.drain():
+                taken += len(keys)
+                collector(*schedule.answered_columns(keys, trynos, codes, ttls, now))
+            return taken
         if self._v4 is not None:
             if self.udp:
                 taken += self._drain_udp(self._v4[1], now)

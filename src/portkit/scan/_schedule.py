@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Iterator
-from itertools import islice, repeat
+from itertools import compress, islice, repeat
 
 from portkit.scan._timing import (
     CongestionWindow,
@@ -219,6 +219,42 @@ class Schedule:
                 accepted.append((key, code, ttl))
         self.window.on_replies(first_tries)
         return accepted
+
+    def answered_columns(
+        self, keys: list[int], trynos: bytes, codes: bytes, ttls: bytes, now: float
+    ) -> tuple[list[int], bytes, bytes]:
+        """`answered_batch` for answers as columns (a C driver's output): the columns still pending.
+
+        First tries (all a loopback scan sees) are settled with C-speed builtins: one dict pop
+        per answer, one RTT sample per host, the window grown once; answers to retransmissions
+        go through `answered_batch`'s exact bookkeeping.
+        """
+        if trynos.count(0) != len(trynos):
+            accepted = self.answered_batch(list(zip(keys, trynos, codes, ttls, strict=True)), now)
+            return [a[0] for a in accepted], bytes(a[1] for a in accepted), bytes(a[2] for a in accepted)
+        pending = list(map(self.outstanding.pop, keys, repeat(None)))
+        nports, sampled = self.nports, self._sampled
+        first_host = keys[0] // nports if keys else 0
+        if keys and min(keys) // nports == max(keys) // nports == first_host:
+            if sampled.get(first_host) != now:
+                # The first answer whose probe's last try was the first one (answered()'s rule).
+                for p in pending:
+                    if p is not None and p[0] == 0:
+                        sampled[first_host] = now
+                        self.rtt(first_host).sample(now - p[1])
+                        break
+        else:
+            for key, p in zip(keys, pending, strict=True):
+                if p is not None and p[0] == 0:
+                    host = key // nports
+                    if sampled.get(host) != now:
+                        sampled[host] = now
+                        self.rtt(host).sample(now - p[1])
+        missing = pending.count(None)
+        self.window.on_replies(len(keys) - missing)
+        if not missing:
+            return keys, codes, ttls
+        return list(compress(keys, pending)), bytes(compress(codes, pending)), bytes(compress(ttls, pending))
 
     def expired(self, now: float) -> list[int]:
         """Probes settled as silent now (their last allowed try timed out)."""
