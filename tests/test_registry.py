@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,32 @@ def test_fast_top_ports_equal_the_fully_parsed_ranking(protocol: Protocol) -> No
     loaded.layer(Source.NMAP)  # forces the full parse
     assert fast == loaded.top_ports(1000, protocol)
     assert len(set(fast)) == 1000
+
+
+def test_per_port_queries_answer_as_the_loaded_layers_do() -> None:
+    """The first questions read one port's lines, later ones the parsed index: same answers."""
+    from portkit.registry._registry import QUERIES_BEFORE_LOAD
+
+    def answers(registry: Registry, port: int) -> tuple[object, ...]:
+        found = tuple(sorted((s.source.value, s.name, s.port, s.last_port, s.protocol.value)
+                             for s in registry.for_port(port, Protocol.TCP)))
+        return found, registry.name_for(port, Protocol.TCP)
+
+    sample = [1, 7, 21, 22, 23, 25, 53, 80, 110, 443, 445, 3306, 5432, 6379, 8080, 27017, 50000, 65535]
+    querying = Registry()
+    loaded = Registry()
+    for layer in loaded._layers:
+        layer.load()
+    for port in sample:
+        assert answers(querying, port) == answers(loaded, port), port
+    # by now the querying registry has switched to its loaded index, and still agrees
+    assert len(sample) * 2 > QUERIES_BEFORE_LOAD
+    assert all(layer.loaded for layer in querying._layers)
+
+
+def test_naming_every_port_is_fast() -> None:
+    registry = Registry()
+    started = time.perf_counter()
+    names = [registry.name_for(port, Protocol.TCP) for port in range(1, 65536)]
+    assert names[21] == "ssh"
+    assert time.perf_counter() - started < 10  # was ~3 ms a port (over 3 minutes) before

@@ -17,6 +17,11 @@ from portkit.registry._service import Service, Source
 Loader = Callable[[], list[Service]]
 PortQuery = Callable[[int, Protocol], list[Service]]
 
+# A layer answers its first questions by reading only the asked port's lines of its source (a few
+# ms each: what one-port commands like `explain 22` want); past this many it parses the source
+# once and answers from the index (a scan naming 65,535 ports took minutes the other way).
+QUERIES_BEFORE_LOAD = 16
+
 
 class _Layer:
     """One source, indexed by (protocol, port) and by name."""
@@ -33,6 +38,7 @@ class _Layer:
         self._query = query
         self.frequencies = frequencies
         self._loaded = False
+        self._queries = 0
         self.services: list[Service] = []
         self._by_port: dict[tuple[Protocol, int], list[Service]] = defaultdict(list)
         self._ranges: list[Service] = []
@@ -56,7 +62,8 @@ class _Layer:
         return self
 
     def for_port(self, port: int, protocol: Protocol) -> list[Service]:
-        if not self._loaded and self._query is not None:
+        if not self._loaded and self._query is not None and self._queries < QUERIES_BEFORE_LOAD:
+            self._queries += 1
             return self._query(port, protocol)
         self.load()
         found = list(self._by_port.get((protocol, port), ()))
