@@ -62,6 +62,21 @@ def _run_ls_json(params: dict[str, bool]) -> bool:
     return True
 
 
+# errno values that mean "the output could not be written", not a bug in portkit
+WRITE_ERRNOS = frozenset({5, 27, 28, 122})  # EIO, EFBIG, ENOSPC, EDQUOT
+
+
+def failure_line(exc: Exception) -> str:
+    """The one line portkit prints for an unexpected exception (Click's path and the lane's)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return f"portkit: error: cannot write the output: {exc.strerror or text}"
+    return (
+        f"portkit: internal error: {type(exc).__name__}: {text} "
+        "(run again with PORTKIT_DEBUG=1 for the traceback, and please report it)"
+    )
+
+
 def main() -> None:
     params = ls_json_params(sys.argv[1:])
     if params is not None:
@@ -76,10 +91,7 @@ def main() -> None:
         except OSError as exc:  # the output could not be written (a full disk): said as Click says it
             if os.environ.get("PORTKIT_DEBUG"):
                 raise
-            sys.stderr.write(
-                f"portkit: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
-                "(run again with PORTKIT_DEBUG=1 for the traceback, and please report it)\n"
-            )
+            sys.stderr.write(failure_line(exc) + "\n")
             sys.stderr.flush()
             os._exit(1)  # not sys.exit: flushing the rest of stdout at exit would fail again
         if done:

@@ -108,10 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: say so in one line; PORTKIT_DEBUG=1 shows the traceback
         if os.environ.get("PORTKIT_DEBUG"):
             raise
-        click.echo(
-            f"portkit: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
-            "(run again with PORTKIT_DEBUG=1 for the traceback, and please report it)",
-            err=True,
-        )
+        from portkit.cli.entry import failure_line
+
+        click.echo(failure_line(exc), err=True)
         status = 1
     sys.exit(status if isinstance(status, int) else 0)
