@@ -317,6 +317,13 @@ def test_slow_reader_bounds_memory_and_loses_nothing(engine: str, tmp_path: Path
             threads = int(next(line for line in status if line.startswith("Threads:")).split()[1])
             if engine == "splice-threads":
                 assert threads >= 4  # main, the loop, and a relay thread per direction
+                # Relay threads are scheduled as bulk work (SCHED_BATCH, policy 3 in
+                # /proc/PID/task/TID/stat field 41); main and the loop keep the default (0).
+                policies = sorted(
+                    int((task / "stat").read_text().rsplit(")", 1)[1].split()[38])
+                    for task in Path(f"/proc/{fwd.pid}/task").iterdir()
+                )
+                assert policies.count(os.SCHED_BATCH) == 2 and policies.count(os.SCHED_OTHER) >= 2
             elif engine == "splice-loop":
                 assert threads == 2  # main and the loop
             gate.set()
