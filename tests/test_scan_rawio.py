@@ -296,3 +296,33 @@ def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         assert scanner.io_path == "python"
     finally:
         scanner.close()
+
+
+# -- adversarial calls: the C must refuse, never read out of bounds ---------------------------
+
+
+class _ShrinkingKey:
+    """A key whose __index__ (run by the C's int conversion) empties the list being read."""
+
+    def __init__(self, keys: list[Any], keep: int) -> None:
+        self.keys, self.keep = keys, keep
+
+    def __index__(self) -> int:
+        del self.keys[self.keep :]
+        return 0
+
+
+@pytest.mark.parametrize("keep", [0, 1])
+def test_a_list_of_keys_that_shrinks_is_refused(keep: int) -> None:
+    # keep=0 also frees the key itself while its __index__ result is still being used.
+    keys: list[Any] = []
+    keys += [_ShrinkingKey(keys, keep)] + [0] * 5000
+    ports = struct.pack("=2H", 80, 443)
+    with pytest.raises(RuntimeError, match="changed size"):
+        rawio.build_tcp(keys, ports, 0, 1, 0, 40000, SYN, False)
+    keys = []
+    keys += [_ShrinkingKey(keys, keep)] + [0] * 5000
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with reader, writer, pytest.raises(RuntimeError, match="changed size"):
+        rawio.send_tcp(writer.fileno(), b"", keys, ports, 0, 1, 0, 40000, SYN, False)
+

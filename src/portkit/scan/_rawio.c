@@ -144,7 +144,16 @@ build_all(const struct probe_spec *s, PyObject *keys, Py_ssize_t start, Py_ssize
           unsigned char *buffer)
 {
     for (Py_ssize_t i = 0; i < count; i++) {
-        long long key = PyLong_AsLongLong(PyList_GET_ITEM(keys, start + i));
+        /* The list can shrink under us: a key's __index__ runs Python code, and send_tcp lets
+         * other threads run during sendmmsg. Re-check the length before every read. */
+        if (start + i >= PyList_GET_SIZE(keys)) {
+            PyErr_SetString(PyExc_RuntimeError, "keys changed size during the call");
+            return -1;
+        }
+        PyObject *item = PyList_GET_ITEM(keys, start + i);
+        Py_INCREF(item); /* borrowed from a list that __index__ may clear */
+        long long key = PyLong_AsLongLong(item);
+        Py_DECREF(item);
         if (key == -1 && PyErr_Occurred()) {
             return -1;
         }
