@@ -326,3 +326,21 @@ def test_a_list_of_keys_that_shrinks_is_refused(keep: int) -> None:
     with reader, writer, pytest.raises(RuntimeError, match="changed size"):
         rawio.send_tcp(writer.fileno(), b"", keys, ports, 0, 1, 0, 40000, SYN, False)
 
+
+def test_tables_need_no_alignment() -> None:
+    # Any buffer will do (a memoryview at an odd offset included): the C copies values out.
+    ports = struct.pack(f"={len(PORTS)}H", *PORTS)
+    keys = list(range(len(PORTS)))
+    aligned = rawio.build_tcp(keys, ports, 0, 5, 1000, 40000, SYN, False)
+    assert rawio.build_tcp(keys, memoryview(b"\0" + ports)[1:], 0, 5, 1000, 40000, SYN, False) == aligned
+    index_of = struct.pack("=65536i", *([-1] * 65536))
+    index_of = index_of[: 4 * 80] + struct.pack("=i", 2) + index_of[4 * 81 :]
+    segment = struct.pack("!HHIIBBHHH", 80, 40000, 0, rawio.cookie(5, 80) + 1, 0x50, SYN | ACK, 0, 0, 0)
+    packet = ipv4(6, LOOPBACK, LOOPBACK, segment, 64)
+    icmp = bytes([0xFF]) * 256
+    for table in (index_of, memoryview(b"\0" + index_of)[1:]):
+        reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with reader, writer:
+            writer.send(packet)
+            got = rawio.drain(reader.fileno(), V4_TCP, LOOPBACK, table, 10, 5, 40000, 1, 2, icmp)
+        assert got == ([12], b"\0", b"\2", b"\x40")
