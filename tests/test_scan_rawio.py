@@ -344,3 +344,26 @@ def test_tables_need_no_alignment() -> None:
             writer.send(packet)
             got = rawio.drain(reader.fileno(), V4_TCP, LOOPBACK, table, 10, 5, 40000, 1, 2, icmp)
         assert got == ([12], b"\0", b"\2", b"\x40")
+
+
+@needs_root
+@pytest.mark.parametrize(("vihl", "our_port", "port"), [(0x44, 0x7F00, 1), (0xA0, 0xA000, 80)])
+def test_a_quoted_header_shorter_than_20_bytes_is_refused_alike(vihl: int, our_port: int, port: int) -> None:
+    # An ICMP error's quoted IPv4 header claims IHL 4 (or 0, version 10): read as it says, its
+    # "ports" would be its own destination address (or its first bytes). Both paths drop it.
+    hosts = HostTable(parse_targets(["127.0.0.1"]))
+    schedule = Schedule(iter(()), len(PORTS), template(4))
+    scanner = RawScanner(ScanType.SYN, hosts, PORTS, schedule, lambda key, code, ttl: None, our_port=our_port)
+    try:
+        number = scanner.hosts.get(0).number  # type: ignore[union-attr]
+        seq = scanner.cookie(number, port)
+        if vihl == 0x44:  # "ports" = the destination 127.0.0.1 (32512, 1), "seq" = the 4 bytes after
+            inner = ipv4(6, LOOPBACK, LOOPBACK, struct.pack("!I4x", seq), 64)
+            inner = bytes([vihl]) + inner[1:]
+        else:  # "ports" = version/IHL and TOS (0xA000), total length; "seq" = ID and fragment field
+            inner = struct.pack("!BBHI", vihl, 0, port, seq) + bytes([64, 6, 0, 0]) + LOOPBACK * 2 + bytes(8)
+        error = ipv4(1, ELSEWHERE, LOOPBACK, struct.pack("!BBHI", 3, 3, 0, 0) + inner, 60)
+        assert c_verdicts(scanner, V4_ICMP, [error]) == []
+        assert python_verdicts(scanner, V4_ICMP, [error]) == []
+    finally:
+        scanner.close()
