@@ -9,9 +9,11 @@ The lab tests (test_scan_vs_nmap.py) run real scans both ways against nmap.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -367,3 +369,49 @@ def test_a_quoted_header_shorter_than_20_bytes_is_refused_alike(vihl: int, our_p
         assert python_verdicts(scanner, V4_ICMP, [error]) == []
     finally:
         scanner.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(0, 3),
+    st.lists(st.binary(max_size=260), max_size=8),
+    st.sampled_from([0x45, 0x4F, 0x41, 0x60]),
+)
+def test_any_bytes_are_read_safely(kind: int, packets: list[bytes], head: int) -> None:
+    # Short, truncated, oversized (past the 192-byte slot) and malformed datagrams of every
+    # kind: nothing is read outside them, and noise is never taken for a reply.
+    address = LOOPBACK if kind < 2 else socket.inet_pton(socket.AF_INET6, "::1")
+    index_of = struct.pack("=65536i", *range(65536))
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with reader, writer:
+        for packet in packets:
+            if len(packet) >= 20:  # mostly an IPv4 header of TCP or ICMP from the host
+                packet = bytes([head]) + packet[1:9] + bytes([6 if kind == V4_TCP else 1]) + packet[10:]
+            writer.send(packet)
+        keys, *_ = rawio.drain(reader.fileno(), kind, address, index_of, 0, 7, 40000, 1, 2, bytes(256))
+    assert keys == []
+
+
+def test_every_path_releases_its_buffers() -> None:
+    # A bytearray cannot be resized while a buffer of it is held (see test_sockets_accel).
+    held = bytearray(200)
+    table = bytearray(4 * 65536)
+    calls: list[Callable[[], object]] = [
+        lambda: rawio.build_tcp([0], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.build_tcp([99], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.build_tcp(["x"], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.build_tcp([0], held, 0, 1, 0, 70000, SYN, False),
+        lambda: rawio.send_tcp(-1, held, [0], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.send_tcp(-1, bytearray(300), [0], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.send_tcp(-1, b"", ["x"], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.send_tcp(-1, b"", [0], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.drain(-1, 9, held, table, 0, 0, 0, 1, 2, held),
+        lambda: rawio.drain(-1, V4_TCP, LOOPBACK, table, 0, 0, 0, 1, 2, held),
+        lambda: rawio.drain(-1, V4_TCP, LOOPBACK, table, 0, 0, 0, 1, 300, held),
+    ]
+    for call in calls:
+        with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):
+            call()
+        for buffer in (held, table):
+            buffer.append(0)
+            buffer.pop()
