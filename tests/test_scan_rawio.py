@@ -9,9 +9,11 @@ The lab tests (test_scan_vs_nmap.py) run real scans both ways against nmap.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -296,3 +298,120 @@ def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         assert scanner.io_path == "python"
     finally:
         scanner.close()
+
+
+# -- adversarial calls: the C must refuse, never read out of bounds ---------------------------
+
+
+class _ShrinkingKey:
+    """A key whose __index__ (run by the C's int conversion) empties the list being read."""
+
+    def __init__(self, keys: list[Any], keep: int) -> None:
+        self.keys, self.keep = keys, keep
+
+    def __index__(self) -> int:
+        del self.keys[self.keep :]
+        return 0
+
+
+@pytest.mark.parametrize("keep", [0, 1])
+def test_a_list_of_keys_that_shrinks_is_refused(keep: int) -> None:
+    # keep=0 also frees the key itself while its __index__ result is still being used.
+    keys: list[Any] = []
+    keys += [_ShrinkingKey(keys, keep)] + [0] * 5000
+    ports = struct.pack("=2H", 80, 443)
+    with pytest.raises(RuntimeError, match="changed size"):
+        rawio.build_tcp(keys, ports, 0, 1, 0, 40000, SYN, False)
+    keys = []
+    keys += [_ShrinkingKey(keys, keep)] + [0] * 5000
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with reader, writer, pytest.raises(RuntimeError, match="changed size"):
+        rawio.send_tcp(writer.fileno(), b"", keys, ports, 0, 1, 0, 40000, SYN, False)
+
+
+def test_tables_need_no_alignment() -> None:
+    # Any buffer will do (a memoryview at an odd offset included): the C copies values out.
+    ports = struct.pack(f"={len(PORTS)}H", *PORTS)
+    keys = list(range(len(PORTS)))
+    aligned = rawio.build_tcp(keys, ports, 0, 5, 1000, 40000, SYN, False)
+    assert rawio.build_tcp(keys, memoryview(b"\0" + ports)[1:], 0, 5, 1000, 40000, SYN, False) == aligned
+    index_of = struct.pack("=65536i", *([-1] * 65536))
+    index_of = index_of[: 4 * 80] + struct.pack("=i", 2) + index_of[4 * 81 :]
+    segment = struct.pack("!HHIIBBHHH", 80, 40000, 0, rawio.cookie(5, 80) + 1, 0x50, SYN | ACK, 0, 0, 0)
+    packet = ipv4(6, LOOPBACK, LOOPBACK, segment, 64)
+    icmp = bytes([0xFF]) * 256
+    for table in (index_of, memoryview(b"\0" + index_of)[1:]):
+        reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with reader, writer:
+            writer.send(packet)
+            got = rawio.drain(reader.fileno(), V4_TCP, LOOPBACK, table, 10, 5, 40000, 1, 2, icmp)
+        assert got == ([12], b"\0", b"\2", b"\x40")
+
+
+@needs_root
+@pytest.mark.parametrize(("vihl", "our_port", "port"), [(0x44, 0x7F00, 1), (0xA0, 0xA000, 80)])
+def test_a_quoted_header_shorter_than_20_bytes_is_refused_alike(vihl: int, our_port: int, port: int) -> None:
+    # An ICMP error's quoted IPv4 header claims IHL 4 (or 0, version 10): read as it says, its
+    # "ports" would be its own destination address (or its first bytes). Both paths drop it.
+    hosts = HostTable(parse_targets(["127.0.0.1"]))
+    schedule = Schedule(iter(()), len(PORTS), template(4))
+    scanner = RawScanner(ScanType.SYN, hosts, PORTS, schedule, lambda key, code, ttl: None, our_port=our_port)
+    try:
+        number = scanner.hosts.get(0).number  # type: ignore[union-attr]
+        seq = scanner.cookie(number, port)
+        if vihl == 0x44:  # "ports" = the destination 127.0.0.1 (32512, 1), "seq" = the 4 bytes after
+            inner = ipv4(6, LOOPBACK, LOOPBACK, struct.pack("!I4x", seq), 64)
+            inner = bytes([vihl]) + inner[1:]
+        else:  # "ports" = version/IHL and TOS (0xA000), total length; "seq" = ID and fragment field
+            inner = struct.pack("!BBHI", vihl, 0, port, seq) + bytes([64, 6, 0, 0]) + LOOPBACK * 2 + bytes(8)
+        error = ipv4(1, ELSEWHERE, LOOPBACK, struct.pack("!BBHI", 3, 3, 0, 0) + inner, 60)
+        assert c_verdicts(scanner, V4_ICMP, [error]) == []
+        assert python_verdicts(scanner, V4_ICMP, [error]) == []
+    finally:
+        scanner.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(0, 3),
+    st.lists(st.binary(max_size=260), max_size=8),
+    st.sampled_from([0x45, 0x4F, 0x41, 0x60]),
+)
+def test_any_bytes_are_read_safely(kind: int, packets: list[bytes], head: int) -> None:
+    # Short, truncated, oversized (past the 192-byte slot) and malformed datagrams of every
+    # kind: nothing is read outside them, and noise is never taken for a reply.
+    address = LOOPBACK if kind < 2 else socket.inet_pton(socket.AF_INET6, "::1")
+    index_of = struct.pack("=65536i", *range(65536))
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with reader, writer:
+        for packet in packets:
+            if len(packet) >= 20:  # mostly an IPv4 header of TCP or ICMP from the host
+                packet = bytes([head]) + packet[1:9] + bytes([6 if kind == V4_TCP else 1]) + packet[10:]
+            writer.send(packet)
+        keys, *_ = rawio.drain(reader.fileno(), kind, address, index_of, 0, 7, 40000, 1, 2, bytes(256))
+    assert keys == []
+
+
+def test_every_path_releases_its_buffers() -> None:
+    # A bytearray cannot be resized while a buffer of it is held (see test_sockets_accel).
+    held = bytearray(200)
+    table = bytearray(4 * 65536)
+    calls: list[Callable[[], object]] = [
+        lambda: rawio.build_tcp([0], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.build_tcp([99], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.build_tcp(["x"], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.build_tcp([0], held, 0, 1, 0, 70000, SYN, False),
+        lambda: rawio.send_tcp(-1, held, [0], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.send_tcp(-1, bytearray(300), [0], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.send_tcp(-1, b"", ["x"], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.send_tcp(-1, b"", [0], held, 0, 1, 0, 40000, SYN, False),
+        lambda: rawio.drain(-1, 9, held, table, 0, 0, 0, 1, 2, held),
+        lambda: rawio.drain(-1, V4_TCP, LOOPBACK, table, 0, 0, 0, 1, 2, held),
+        lambda: rawio.drain(-1, V4_TCP, LOOPBACK, table, 0, 0, 0, 1, 300, held),
+    ]
+    for call in calls:
+        with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):
+            call()
+        for buffer in (held, table):
+            buffer.append(0)
+            buffer.pop()

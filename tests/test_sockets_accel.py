@@ -7,6 +7,7 @@ real socket table of this host, with and without processes.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -151,3 +152,57 @@ def test_a_namespaces_table_prints_the_same_in_c_and_python() -> None:
         finally:
             holder.kill()
             holder.wait(timeout=10)
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    st.integers(min_value=88, max_value=140),
+    st.integers(min_value=1, max_value=4),
+    st.sampled_from([4, 6]),
+    st.binary(min_size=0, max_size=600),
+    st.booleans(),
+)
+def test_any_bytes_read_alike_in_c_and_python(
+    size: int, count: int, version: int, noise: bytes, lie: bool
+) -> None:
+    # Arbitrary bytes where messages belong (lengths, types and families that lie included):
+    # the C reads only inside count * size and writes what the Python path writes.
+    body = (noise * (size * count // max(len(noise), 1) + 1) or bytes(1))[: size * count].ljust(
+        size * count, b"\0"
+    )
+    if not lie:  # headers that tell the truth, so the uniform check can also say yes
+        fixed = bytearray(body)
+        for i in range(count):
+            struct.pack_into("=IH", fixed, i * size, size, SOCK_DIAG_BY_FAMILY)
+            fixed[i * size + 16] = socket.AF_INET if version == 4 else socket.AF_INET6
+        body = bytes(fixed)
+    with_c, in_python = _both(lambda: _netlink._uniform_family(body, size, count))
+    assert with_c == in_python
+    states = [""] * 256
+    states[1] = "established"
+    rows = RawRows(body, size, count, Transport.TCP, version, None, None)
+    with_c, in_python = _both(lambda: rows.json_text(states, "null", {}))
+    assert with_c == in_python
+
+
+def test_every_path_releases_its_buffer() -> None:
+    # A bytearray cannot be resized while a buffer of it is held: one left unreleased by any
+    # return path (error or not) would make the append below raise BufferError.
+    held = bytearray(200)
+    states = [""] * 256
+    calls: list[Callable[[], object]] = [
+        lambda: diagrows.uniform_family(held, 88),
+        lambda: diagrows.uniform_family(held, 0),
+        lambda: diagrows.json_text(held, 88, 2, 4, "", states, ""),
+        lambda: diagrows.json_text(held, 88, 3, 4, "", states, ""),
+        lambda: diagrows.json_text(held, 88, 1, 5, "", states, ""),
+        lambda: diagrows.json_text(held, 88, 1, 4, "", states[:3], ""),
+        lambda: diagrows.json_text(held, 88, 1, 4, "é", states, ""),
+        lambda: diagrows.json_text(held, 88, 1, 4, "", states, [1]),
+        lambda: diagrows.json_text(held, 88, 1, 4, "", states, 5),
+    ]
+    for call in calls:
+        with contextlib.suppress(TypeError, ValueError):
+            call()
+        held.append(0)
+        held.pop()

@@ -145,7 +145,8 @@ def parse_ipv4_icmp(packet: bytes) -> tuple[int, Reply] | None:
     proto = packet[inner + 9]
     dst = int.from_bytes(packet[inner + 16 : inner + 20], "big")
     ports = inner + inner_ihl
-    if len(packet) < ports + 8:
+    # An IHL under 5 is malformed: its "ports" would be bytes of the quoted header itself.
+    if inner_ihl < 20 or len(packet) < ports + 8:
         return None
     sport, dport, seq = struct.unpack_from("!HHI", packet, ports)
     return proto, (dst, dport, sport, seq, response, packet[8])

@@ -81,7 +81,7 @@ put32(unsigned char *p, uint32_t v)
 
 /* What a probe batch needs to know, parsed once per call. */
 struct probe_spec {
-    const uint16_t *ports; /* port index -> port (native byte order, array('H')) */
+    const unsigned char *ports; /* port index -> port (native byte order, array('H')) */
     Py_ssize_t nports;
     long long offset;      /* key - offset = port index: the host's first key */
     uint64_t lane;         /* hash(host key) */
@@ -98,7 +98,9 @@ build_probe(const struct probe_spec *s, long long key, unsigned char *out)
     if (index < 0 || index >= s->nports) {
         return -1;
     }
-    uint32_t port = s->ports[index];
+    uint16_t port16;
+    memcpy(&port16, s->ports + 2 * index, sizeof port16); /* any buffer: no alignment assumed */
+    uint32_t port = port16;
     uint32_t seq = cookie_of(s->lane, port);
     uint32_t ack = s->with_ack ? seq : 0;
     uint32_t csum = 0;
@@ -127,7 +129,7 @@ parse_spec(struct probe_spec *s, Py_buffer *ports, long long offset, long long l
         PyErr_SetString(PyExc_ValueError, "ports must be an array('H'); sport and flags in range");
         return -1;
     }
-    s->ports = (const uint16_t *)ports->buf;
+    s->ports = ports->buf;
     s->nports = ports->len / 2;
     s->offset = offset;
     s->lane = (uint64_t)lane;
@@ -144,7 +146,16 @@ build_all(const struct probe_spec *s, PyObject *keys, Py_ssize_t start, Py_ssize
           unsigned char *buffer)
 {
     for (Py_ssize_t i = 0; i < count; i++) {
-        long long key = PyLong_AsLongLong(PyList_GET_ITEM(keys, start + i));
+        /* The list can shrink under us: a key's __index__ runs Python code, and send_tcp lets
+         * other threads run during sendmmsg. Re-check the length before every read. */
+        if (start + i >= PyList_GET_SIZE(keys)) {
+            PyErr_SetString(PyExc_RuntimeError, "keys changed size during the call");
+            return -1;
+        }
+        PyObject *item = PyList_GET_ITEM(keys, start + i);
+        Py_INCREF(item); /* borrowed from a list that __index__ may clear */
+        long long key = PyLong_AsLongLong(item);
+        Py_DECREF(item);
         if (key == -1 && PyErr_Occurred()) {
             return -1;
         }
@@ -277,7 +288,7 @@ done:
 /* What a reply must show to be ours, and how to report it. */
 struct match {
     const unsigned char *address; /* the host's address, 4 or 16 bytes */
-    const int32_t *index_of;      /* port -> port index or -1 (65536 entries) */
+    const unsigned char *index_of; /* port -> port index or -1 (65536 native int32) */
     long long offset;
     uint64_t lane;
     unsigned base;                /* our source port for try 0 */
@@ -299,7 +310,8 @@ accept_reply(struct columns *c, const struct match *m, uint32_t port, uint32_t o
     if (code == IGNORE || port > 0xFFFF) {
         return 0;
     }
-    int32_t index = m->index_of[port];
+    int32_t index;
+    memcpy(&index, m->index_of + 4 * port, sizeof index); /* any buffer: no alignment assumed */
     uint32_t tryno = our_port - m->base; /* wraps for ports below base: rejected below */
     if (index < 0 || tryno > TRY_MASK || seq != cookie_of(m->lane, port)) {
         return 0;
