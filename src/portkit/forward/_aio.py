@@ -135,14 +135,7 @@ class _Pair:
     def fail(self, exc: BaseException) -> None:
         self.stats.connect_errors += 1
         self.ending = "connect-failed"
-        self.engine.log(
-            "error",
-            stage="connect",
-            rule=self.rule.label,
-            client=peer(self.client_address),
-            target=str(self.rule.target),
-            error=error_name(exc),
-        )
+        self.engine.log.connect_failed(self.rule, self.client_address, exc)
         self.apply(Event.CONNECT_FAILED)
 
     def reset(self, event: Event) -> None:

@@ -10,7 +10,12 @@ import json
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+from portkit.forward._sockets import error_name, peer
+
+if TYPE_CHECKING:
+    from portkit.forward._rules import Rule
 
 # Per-connection events; `quiet` drops these but keeps refusals, errors and lifecycle events.
 CONNECTION_EVENTS = frozenset({"connect", "close", "udp-map", "udp-expire"})
@@ -39,6 +44,17 @@ class EventLog:
                 self.stream.flush()
             except (OSError, ValueError):
                 pass  # a closed stderr must not take the forwarder down
+
+    def connect_failed(self, rule: Rule, client_address: Any, exc: BaseException) -> None:
+        """A target that could not be reached for a client: one wording for every engine."""
+        self(
+            "error",
+            stage="connect",
+            rule=rule.label,
+            client=peer(client_address),
+            target=str(rule.target),
+            error=error_name(exc),
+        )
 
 
 def _text(value: Any) -> str:

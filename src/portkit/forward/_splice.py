@@ -320,14 +320,7 @@ class _Connection:
         with _STATS_LOCK:
             self.stats.connect_errors += 1
         self.ending = "connect-failed"
-        self.engine.log(
-            "error",
-            stage="connect",
-            rule=self.rule.label,
-            client=peer(self.client_address),
-            target=str(self.rule.target),
-            error=error_name(exc),
-        )
+        self.engine.log.connect_failed(self.rule, self.client_address, exc)
         self.apply(Event.CONNECT_FAILED)
 
     def reset(self, event: Event) -> None:

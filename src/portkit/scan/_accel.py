@@ -43,7 +43,7 @@ def rawio() -> ModuleType | None:
 
 
 def sockaddr(host: ScanHost) -> bytes:
-    """The host's struct sockaddr_in / sockaddr_in6, as sendmmsg's msg_name wants it."""
+    """The host's struct sockaddr_in / sockaddr_in6, as sendmmsg's msg_name wants it (both paths)."""
     address, _, scope = host.address.partition("%")
     if host.family == socket.AF_INET6:
         scope_id = (int(scope) if scope.isdigit() else socket.if_nametoindex(scope)) if scope else 0

@@ -133,9 +133,3 @@ class SlotSender:
             done += sent if sent > 0 else 1
         return n
 
-
-def sockaddr_in(address: str, port: int = 0) -> bytes:
-    """A struct sockaddr_in, as sendmmsg's msg_name wants it."""
-    import struct
-
-    return struct.pack("=H", socket.AF_INET) + struct.pack("!H4s8x", port, socket.inet_aton(address))

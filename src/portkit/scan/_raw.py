@@ -222,7 +222,9 @@ class RawScanner:
                 if _mmsg.available():
                     self._slots = _mmsg.SlotReceiver(replies, _SLOT, 1024)
                     if len(hosts) == 1 and (only := hosts.get(0)) is not None:
-                        address = _mmsg.sockaddr_in(only.address)
+                        from portkit.scan._accel import sockaddr
+
+                        address = sockaddr(only)
                         self._batch_sender = _mmsg.SlotSender(replies, address, 20, _BATCH)
         if 6 in versions:
             v6 = socket.AF_INET6
