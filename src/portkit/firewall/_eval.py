@@ -20,7 +20,6 @@ The decision also says what a client or a scanner would observe (`ScannerView`).
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
@@ -39,6 +38,7 @@ from portkit.firewall._model import (
     Rule,
     Ruleset,
     Table,
+    Word,
 )
 from portkit.firewall._packet import Packet
 from portkit.model.endpoints import IPAddress
@@ -47,15 +47,12 @@ from portkit.model.endpoints import IPAddress
 MAX_JUMP_DEPTH = 16
 
 
-class Direction(enum.Enum):
+class Direction(Word):
     """Where a packet goes relative to the host whose rules are evaluated."""
 
     INPUT = "input"
     FORWARD = "forward"
     OUTPUT = "output"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 PATHS: dict[Direction, tuple[Hook, ...]] = {
@@ -65,13 +62,10 @@ PATHS: dict[Direction, tuple[Hook, ...]] = {
 }
 
 
-class Verdict(enum.Enum):
+class Verdict(Word):
     ACCEPT = "accept"
     DROP = "drop"
     REJECT = "reject"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

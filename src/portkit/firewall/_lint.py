@@ -8,13 +8,12 @@ so they see exactly what the kernel would do, jumps and NAT included.
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
 from portkit.firewall._eval import Direction, Verdict, evaluate
-from portkit.firewall._model import Action, Chain, CtState, Family, Field, Hook, Rule, Ruleset, Table
+from portkit.firewall._model import Action, Chain, CtState, Family, Field, Hook, Rule, Ruleset, Table, Word
 from portkit.firewall._packet import Packet
 from portkit.firewall._space import (
     DADDR,
@@ -32,15 +31,12 @@ from portkit.firewall._space import (
 )
 
 
-class Severity(enum.Enum):
+class Severity(Word):
     INFO = "info"
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
     CRITICAL = "critical"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def rank(self) -> int:

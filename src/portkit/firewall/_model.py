@@ -87,7 +87,14 @@ ICMPV6_TYPES = {
 }
 
 
-class Family(enum.Enum):
+class Word(enum.Enum):
+    """An enum whose members print as their word (`str(Hook.INPUT)` is `input`), as nft writes them."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Family(Word):
     """An nftables table family; `inet` holds both IPv4 and IPv6."""
 
     IP = "ip"
@@ -97,9 +104,6 @@ class Family(enum.Enum):
     BRIDGE = "bridge"
     NETDEV = "netdev"
 
-    def __str__(self) -> str:
-        return self.value
-
     def covers(self, ip_version: int) -> bool:
         """Whether packets of this IP version traverse chains of this family."""
         if self is Family.INET:
@@ -107,7 +111,7 @@ class Family(enum.Enum):
         return (self is Family.IP and ip_version == 4) or (self is Family.IP6 and ip_version == 6)
 
 
-class Hook(enum.Enum):
+class Hook(Word):
     PREROUTING = "prerouting"
     INPUT = "input"
     FORWARD = "forward"
@@ -115,20 +119,14 @@ class Hook(enum.Enum):
     POSTROUTING = "postrouting"
     INGRESS = "ingress"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class ChainType(enum.Enum):
+class ChainType(Word):
     FILTER = "filter"
     NAT = "nat"
     ROUTE = "route"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Action(enum.Enum):
+class Action(Word):
     """What a rule does when all its matches hold. CONTINUE is a rule with no verdict."""
 
     ACCEPT = "accept"
@@ -143,9 +141,6 @@ class Action(enum.Enum):
     SNAT = "snat"
     MASQUERADE = "masquerade"
     QUEUE = "queue"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def terminal(self) -> bool:
@@ -165,18 +160,15 @@ _TERMINAL = {
 }
 
 
-class CtState(enum.Enum):
+class CtState(Word):
     NEW = "new"
     ESTABLISHED = "established"
     RELATED = "related"
     INVALID = "invalid"
     UNTRACKED = "untracked"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Field(enum.Enum):
+class Field(Word):
     """What a match looks at."""
 
     NFPROTO = "nfproto"  # ranges over {4, 6}
@@ -191,9 +183,6 @@ class Field(enum.Enum):
     ICMP_TYPE = "icmp type"  # family 4: icmp, 6: icmpv6
     ICMP_CODE = "icmp code"
     OPAQUE = "opaque"  # an expression portkit cannot evaluate; kept as text
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
