@@ -10,7 +10,7 @@ import time
 import pytest
 
 from fixtures_scan import lab_factory, needs_root  # noqa: F401
-from portkit.errors import UsageError
+from portkit.errors import PortkitError, UsageError
 from portkit.lab import Action, Host, Lab, LabSpec, Link, Listener, Reply, Rule
 from portkit.model import Protocol
 
@@ -146,13 +146,22 @@ def test_loss_budget_caps_losses_per_flow(lab_factory) -> None:  # noqa: F811
     lab = lab_factory(spec)
     with lab.inside("client"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.settimeout(0.3)
-        lost_once = 0
-        for _ in range(20):
-            udp.sendto(b"x", (lab.address("lossy"), 7))
-            try:
-                udp.recv(10)
-            except TimeoutError:
-                lost_once += 1
+
+        def losses() -> int:
+            lost_once = 0
+            for _ in range(20):
                 udp.sendto(b"x", (lab.address("lossy"), 7))
-                assert udp.recv(10) == b"x"  # the flow's budget is spent: nothing more is lost
-        assert lost_once == 1  # one flow (this socket's port 7 exchange): one loss, ever
+                try:
+                    udp.recv(10)
+                except TimeoutError:
+                    lost_once += 1
+                    udp.sendto(b"x", (lab.address("lossy"), 7))
+                    assert udp.recv(10) == b"x"  # the flow's budget is spent: nothing more is lost
+            return lost_once
+
+        assert losses() == 1  # one flow (this socket's port 7 exchange): one loss, ever
+        assert losses() == 0
+        lab.reset_loss("lossy")  # the whole budget again, for the next tool to meet
+        assert losses() == 1
+    with pytest.raises(PortkitError, match="no emulated link"):
+        lab.reset_loss("client")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -34,13 +35,18 @@ def _run(argv: Sequence[str], stdin: str | None = None) -> str:
 
 
 def _wait_ready(proc: subprocess.Popen[str], what: str) -> None:
+    _wait_line(proc, "ready", f"{what} did not start")
+
+
+def _wait_line(proc: subprocess.Popen[str], expected: str, failure: str) -> None:
+    """Wait for `proc` to print the line `expected`; kill it and raise if it does not."""
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
     line = proc.stdout.readline() if ready else ""
-    if line.strip() != "ready":
+    if line.strip() != expected:
         proc.kill()
         err = proc.stderr.read() if proc.stderr else ""
-        raise PortkitError(f"lab: {what} did not start: {err.strip()[-400:]}")
+        raise PortkitError(f"lab: {failure}: {err.strip()[-400:]}")
 
 
 class Lab:
@@ -50,6 +56,7 @@ class Lab:
         self.spec = spec
         self._procs: list[subprocess.Popen[Any]] = []
         self._namespaces: list[str] = []
+        self._relays: dict[str, subprocess.Popen[str]] = {}
 
     # -- addresses and names -------------------------------------------------------------
 
@@ -79,6 +86,14 @@ class Lab:
         proc: subprocess.Popen[Any] = subprocess.Popen(self.command(host, argv), **kwargs)
         self._procs.append(proc)
         return proc
+
+    def reset_loss(self, host: str) -> None:
+        """Give every flow on `host`'s emulated link its whole loss budget again."""
+        relay = self._relays.get(host)
+        if relay is None:
+            raise PortkitError(f"lab: host {host!r} has no emulated link")
+        relay.send_signal(signal.SIGUSR1)
+        _wait_line(relay, "reset", f"loss reset on {host}'s link")
 
     @contextlib.contextmanager
     def inside(self, host: str) -> Iterator[None]:
@@ -127,6 +142,7 @@ class Lab:
                 proc.kill()
                 proc.wait()
         self._procs.clear()
+        self._relays.clear()
         for name in reversed(self._namespaces):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
         self._namespaces.clear()
@@ -188,6 +204,7 @@ class Lab:
                 text=True,
             )
             _wait_ready(relay, f"link relay for {host.name}")
+            self._relays[host.name] = relay
         if host.rules or host.nft:
             lines = [r.nft() for r in host.rules] + [ln for ln in host.nft.splitlines() if ln.strip()]
             body = "\n".join(f"    {line}" for line in lines)

@@ -8,7 +8,9 @@ other side. Run as `python -m portkit.lab._relay NS_A DEV_A NS_B DEV_B RTT_MS LO
 With a BUDGET, each flow loses at most that many frames in all: a flow is the lab host's
 port (TCP or UDP, either direction, or quoted in an ICMP error), and frames that belong to
 no flow (ARP) are never lost. Loss is then real but recoverable by any tool that
-retransmits at least BUDGET times, so two scanners must reach the same answers.
+retransmits at least BUDGET times, so two scanners must reach the same answers. SIGUSR1
+gives every flow its whole budget again and restarts the random draws (the relay prints
+`reset` once it has), so each of several scans on one lab meets the same lossy link.
 """
 
 from __future__ import annotations
@@ -64,6 +66,13 @@ def relay(fd_a: int, fd_b: int, one_way_s: float, loss: float, seed: int, budget
     """Relay frames between two TAPs; fd_a is the lab host's side."""
     rng = random.Random(seed)
     lost: dict[int, int] = {}
+
+    def reset(*_: object) -> None:
+        lost.clear()
+        rng.seed(seed)
+        print("reset", flush=True)
+
+    signal.signal(signal.SIGUSR1, reset)
     # A constant delay keeps each direction FIFO, so a deque per direction is enough.
     queues: dict[int, collections.deque[tuple[float, bytes]]] = {
         fd_a: collections.deque(),
