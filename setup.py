@@ -13,8 +13,6 @@ EXTENSIONS: list[Extension] = [
     Extension("portkit.sockets._diagrows", ["src/portkit/sockets/_diagrows.c"], optional=True),
     # SYN/ACK scans of one host: probes out per sendmmsg, replies parsed and cookie-checked per recvmmsg.
     Extension("portkit.scan._rawio", ["src/portkit/scan/_rawio.c"], optional=True),
-    # `portkit forward`, splice engine: a relay thread's blocking splice loop without the GIL.
-    Extension("portkit.forward._relayloop", ["src/portkit/forward/_relayloop.c"], optional=True),
 ]
 
 setup(ext_modules=EXTENSIONS)

@@ -23,16 +23,10 @@ from pathlib import Path
 from typing import Any
 
 # The splice engine relays on its epoll loop and hands bulk connections to relay threads;
-# the variants pin each path down (PORTKIT_SPLICE_THREAD_AFTER: 0 = threads from the first
-# byte, -1 = never). Relay threads run their loop in C (`_relayloop`) where it was built;
-# "splice-threads-pure" runs the same tests through the Python loop (PORTKIT_FORWARD_PURE=1).
-ENGINES = ("splice", "splice-threads", "splice-threads-pure", "splice-loop", "asyncio")
-THREADED = ("splice-threads", "splice-threads-pure")
-_VARIANTS = {
-    "splice-threads": ("splice", {"PORTKIT_SPLICE_THREAD_AFTER": "0"}),
-    "splice-threads-pure": ("splice", {"PORTKIT_SPLICE_THREAD_AFTER": "0", "PORTKIT_FORWARD_PURE": "1"}),
-    "splice-loop": ("splice", {"PORTKIT_SPLICE_THREAD_AFTER": "-1"}),
-}
+# the two variants pin each path down (PORTKIT_SPLICE_THREAD_AFTER: 0 = threads from the
+# first byte, -1 = never).
+ENGINES = ("splice", "splice-threads", "splice-loop", "asyncio")
+_VARIANTS = {"splice-threads": ("splice", "0"), "splice-loop": ("splice", "-1")}
 
 
 def raise_fd_limit() -> None:
@@ -101,11 +95,9 @@ def forwarder(
 ) -> Iterator[Forwarder]:
     """Run `portkit forward ARGS --engine ENGINE --json --log-json`; always killed afterwards."""
     log_path = tmp_path / f"forward-{time.monotonic_ns()}.log"
-    inherited = {k: v for k, v in os.environ.items() if k != "PORTKIT_FORWARD_PURE"}  # the variant decides
-    env = {**inherited, "PORTKIT_RUNTIME_DIR": str(tmp_path / "run"), **(env or {})}
+    env = {**os.environ, "PORTKIT_RUNTIME_DIR": str(tmp_path / "run"), **(env or {})}
     if engine in _VARIANTS:
-        engine, variant = _VARIANTS[engine]
-        env.update(variant)
+        engine, env["PORTKIT_SPLICE_THREAD_AFTER"] = _VARIANTS[engine]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "portkit", "forward", *args, "--engine", engine, "--json", "--log-json"],

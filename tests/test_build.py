@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ACCELERATORS = ["portkit.sockets._diagrows", "portkit.scan._rawio", "portkit.forward._relayloop"]
+ACCELERATORS = ["portkit.sockets._diagrows", "portkit.scan._rawio"]
 
 can_build = shutil.which("gcc") is not None and (Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
 

@@ -128,12 +128,10 @@ class Forwarder:
         control = ControlServer(self.snapshot)
         self.control_socket = await control.start()
         listening = list(self.running.values())
-        relay = {"relay": engine.relay} if isinstance(engine, _splice.SpliceEngine) else {}
         self.log(
             "start",
             pid=os.getpid(),
             engine=self.engine_name,
-            **relay,
             rules=len(listening),
             backlog=listen_backlog(),
             fd_limit=fd_limit,

@@ -33,13 +33,6 @@ batch scheduling stops our wake-ups from taking the CPU from it, and the smaller
 makes each byte it reads cheaper (the data is still in cache). Together they turned the
 machine's idle ~0.15 core into throughput (+15-20 %); either alone did not (BENCHMARKS.md).
 
-A relay thread's loop runs in C where the optional `_relayloop` module was built: one call
-splices until RELAY_BUDGET bytes or RELAY_SECONDS have passed (or EOF, a reset, an idle
-source, a slow reader) without taking the GIL between splices, and this module then does
-what the Python loop does at the same points (counters, idle clock, closing, state
-machine, pipe pool). `PORTKIT_FORWARD_PURE=1` keeps the Python loop (`_relay_python`, the
-reference); the `start` log event says which one runs (`relay`: `c` or `python`).
-
 Relay threads are woken for closing by shutdown(SHUT_RD) (readers; it sends nothing on the
 wire) and by a send timeout (a writer blocked on a reader that does not read).
 
@@ -60,7 +53,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 from portkit.forward._log import EventLog
@@ -77,8 +69,6 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 MAX_ROUNDS = 32  # splices per connection per loop turn before yielding to others
 THREAD_AFTER = int(os.environ.get("PORTKIT_SPLICE_THREAD_AFTER", 512 << 10))
 MAX_THREADED = 64  # connections with relay threads at once (two threads each)
-RELAY_BUDGET = 8 << 20  # bytes a C relay call moves before the counters see them
-RELAY_SECONDS = 0.1  # ... or seconds it runs (live stats, the idle clock, closing)
 PIPE_IDLE = 0.05  # seconds without data before a relay thread gives its pipe back
 WRITER_WAKE = 0.25  # a relay thread blocked on a slow reader looks up this often (closing?)
 RELAY_STACK = 256 << 10  # relay threads need little stack
@@ -99,17 +89,6 @@ _STATS_LOCK = threading.Lock()  # relay threads and the loop add to the same Rul
 def available() -> bool:
     """Whether this platform has splice(2) (Linux, Python 3.10+)."""
     return hasattr(os, "splice") and hasattr(select, "epoll")
-
-
-def relay_loop() -> ModuleType | None:
-    """The C relay loop, or None when it was not built or `PORTKIT_FORWARD_PURE` asks for Python."""
-    if os.environ.get("PORTKIT_FORWARD_PURE", "") not in ("", "0"):
-        return None
-    try:
-        from portkit.forward import _relayloop
-    except ImportError:
-        return None
-    return _relayloop
 
 
 def _timeval(seconds: float) -> bytes:
@@ -478,100 +457,49 @@ class _Connection:
 
     def _relay(self, d: _Direction) -> None:
         """One direction until EOF, reset or close: blocking splices src -> pipe -> dst."""
+        pool = self.engine.pipes
+        splice = os.splice
+        src_reset = Event.CLIENT_RESET if d.upward else Event.TARGET_RESET
         waiter = select.poll()
         waiter.register(d.src, _POLL_READ)
         _batch_scheduling()
         try:
-            if self.engine.relayloop is not None:
-                self._relay_c(d, self.engine.relayloop, waiter)
-            else:
-                self._relay_python(d, waiter)
+            while not self.closing:
+                if d.pending:
+                    if not self._flush(d):
+                        break
+                    continue
+                if d.eof:
+                    if not d.done:
+                        d.done = True
+                        self.apply(Event.CLIENT_EOF if d.upward else Event.TARGET_EOF)
+                    break
+                if d.pipe is None:
+                    waiter.poll()  # quiet: wait without holding a pipe
+                    if self.closing:
+                        break
+                    d.pipe = pool.get()
+                try:
+                    n = splice(d.src, d.pipe[1], PIPE_SIZE, flags=SPLICE_MOVE)
+                except BlockingIOError:  # SO_RCVTIMEO: quiet for PIPE_IDLE, give the pipe back
+                    pool.put(d.pipe)
+                    d.pipe = None
+                    continue
+                except OSError:
+                    self.reset(src_reset)
+                    break
+                if n == 0:
+                    pool.put(d.pipe)
+                    d.pipe = None
+                    d.eof = True
+                    continue
+                d.pending = n
+                self.last = time.monotonic()
         finally:
             with self.lock:
                 self.running -= 1
                 if self.running == 0 and (self.closing or self.state.finished):
                     self._release()
-
-    def _relay_python(self, d: _Direction, waiter: select.poll) -> None:
-        """The relay loop in Python: one splice per call (the reference for `_relay_c`)."""
-        pool = self.engine.pipes
-        splice = os.splice
-        src_reset = Event.CLIENT_RESET if d.upward else Event.TARGET_RESET
-        while not self.closing:
-            if d.pending:
-                if not self._flush(d):
-                    break
-                continue
-            if d.eof:
-                self._pass_eof(d)
-                break
-            if d.pipe is None:
-                waiter.poll()  # quiet: wait without holding a pipe
-                if self.closing:
-                    break
-                d.pipe = pool.get()
-            try:
-                n = splice(d.src, d.pipe[1], PIPE_SIZE, flags=SPLICE_MOVE)
-            except BlockingIOError:  # SO_RCVTIMEO: quiet for PIPE_IDLE, give the pipe back
-                pool.put(d.pipe)
-                d.pipe = None
-                continue
-            except OSError:
-                self.reset(src_reset)
-                break
-            if n == 0:
-                pool.put(d.pipe)
-                d.pipe = None
-                d.eof = True
-                continue
-            d.pending = n
-            self.last = time.monotonic()
-
-    def _relay_c(self, d: _Direction, loop: ModuleType, waiter: select.poll) -> None:
-        """The same loop with the splices in C: each call moves up to RELAY_BUDGET bytes
-        (or runs RELAY_SECONDS) without the GIL, then the counters, the idle clock and the
-        closing flag are looked at here exactly where the Python loop looks at them."""
-        pool = self.engine.pipes
-        relay = loop.relay
-        idle = self.rule.limits.idle_timeout
-        # A long call must not look idle to the sweep: return well within the idle timeout.
-        seconds = min(RELAY_SECONDS, idle / 4) if idle > 0 else RELAY_SECONDS
-        while not self.closing:
-            if d.eof:
-                self._pass_eof(d)
-                break
-            if d.pipe is None:
-                waiter.poll()  # quiet: wait without holding a pipe
-                if self.closing:
-                    break
-                d.pipe = pool.get()
-            status, got, sent, _ = relay(
-                d.src, d.dst, d.pipe[0], d.pipe[1], d.pending, PIPE_SIZE, RELAY_BUDGET, seconds
-            )
-            d.pending += got - sent
-            if sent:
-                self._count(d, sent)
-            if got:
-                self.last = time.monotonic()
-            if status == loop.IDLE:  # SO_RCVTIMEO: quiet for PIPE_IDLE, give the pipe back
-                pool.put(d.pipe)
-                d.pipe = None
-            elif status == loop.EOF:
-                pool.put(d.pipe)
-                d.pipe = None
-                d.eof = True
-            elif status == loop.SRC_ERROR:
-                self.reset(Event.CLIENT_RESET if d.upward else Event.TARGET_RESET)
-                break
-            elif status == loop.DST_ERROR:
-                self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
-                break
-            # BUDGET, or BLOCKED (SO_SNDTIMEO: the far reader is slow): look at closing, go on.
-
-    def _pass_eof(self, d: _Direction) -> None:
-        if not d.done:
-            d.done = True
-            self.apply(Event.CLIENT_EOF if d.upward else Event.TARGET_EOF)
 
     def _flush(self, d: _Direction) -> bool:
         """Write the pipe out to dst (blocking); False when the connection ends meanwhile."""
@@ -681,8 +609,6 @@ class SpliceEngine:
         self.log = log
         self.epoll = select.epoll()
         self.pipes = _PipePool()
-        self.relayloop = relay_loop()
-        self.relay = "python" if self.relayloop is None else "c"  # which loop relay threads run
         self.fds: dict[int, Any] = {}
         self.listeners: dict[tuple[Any, ...], _Listener] = {}
         self.connections: set[_Connection] = set()
