@@ -73,6 +73,8 @@ def relay(fd_a: int, fd_b: int, one_way_s: float, loss: float, seed: int, budget
         print("reset", flush=True)
 
     signal.signal(signal.SIGUSR1, reset)
+    # Only now: SIGUSR1's default action would end the relay, so the lab may not send it before.
+    print("ready", flush=True)
     # A constant delay keeps each direction FIFO, so a deque per direction is enough.
     queues: dict[int, collections.deque[tuple[float, bytes]]] = {
         fd_a: collections.deque(),
@@ -114,7 +116,6 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     fd_a = open_tap(ns_a, dev_a)
     fd_b = open_tap(ns_b, dev_b)
-    print("ready", flush=True)
     relay(fd_a, fd_b, float(rtt_ms) / 2000, float(loss), int(seed), int(rest[0]) if rest else 0)
 
 
