@@ -82,8 +82,15 @@ def nmap_ports(lab: Lab, flag: str, ports: str, address: str, *more: str) -> dic
     return NMAP_SEEN[key]
 
 
+def fresh_link(lab: Lab, address: str) -> None:
+    """Before a scan of the lossy host: its whole loss budget, and the same losses, for each scanner."""
+    if address in (lab.address(LOSSY.name), lab.address6(LOSSY.name)):
+        lab.reset_loss(LOSSY.name)
+
+
 def _nmap_ports(lab: Lab, flag: str, ports: str, address: str, *more: str) -> dict[int, tuple[str, str]]:
     six = ["-6"] if ":" in address else []
+    fresh_link(lab, address)
     proc = lab.run(
         "client", ["nmap", *six, "-n", "-Pn", "--reason", flag, *more, "-p", ports, "-oX", "-", address]
     )
@@ -120,6 +127,7 @@ def portkit_ports(
         address,
     ]
     env = {**os.environ, "PORTKIT_SCAN_DEBUG": "1", "PORTKIT_SCAN_PURE": "1" if io == "python" else "0"}
+    fresh_link(lab, address)
     proc = lab.run("client", argv, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     if io:
@@ -135,12 +143,7 @@ def agree(
     lab: Lab, flag: str, ports: str, host: str, *more: str, v6: bool = False, io: str = ""
 ) -> dict[int, tuple[str, str]]:
     address = lab.address6(host) if v6 else lab.address(host)
-    lossy = host == LOSSY.name
-    if lossy:  # each scanner meets the link with its whole loss budget, and the same losses
-        lab.reset_loss(host)
     ours = portkit_ports(lab, flag, ports, address, *more, io=io)
-    if lossy:
-        lab.reset_loss(host)
     theirs = nmap_ports(lab, flag, ports, address, *more)
     differences = {
         p: (ours.get(p), theirs.get(p)) for p in set(ours) | set(theirs) if ours.get(p) != theirs.get(p)
