@@ -89,6 +89,12 @@ def _show_stats(pid: int | None, as_json: bool) -> None:
 @click.option("--udp-max-clients", type=int, help="UDP client mappings at most [4096].")
 @click.option("--udp-idle-timeout", type=float, help="Forget a silent UDP client after this long [60].")
 @click.option("--proxy-protocol", type=click.Choice(["v1", "v2"]), help="Send a PROXY header to the target.")
+@click.option(
+    "--congestion",
+    metavar="ALGO",
+    help="TCP congestion control of the forwarder's legs: auto (reno on legs within this host), "
+    "system, or an algorithm such as cubic [auto].",
+)
 @click.option("--drain-timeout", type=float, default=10.0, show_default=True, help="SIGTERM waits this long.")
 @click.option("--log-json", is_flag=True, help="Log events as JSON lines on stderr.")
 @click.option("-q", "--quiet", is_flag=True, help="Log no per-connection events (only refusals and errors).")
@@ -128,6 +134,7 @@ def forward(
         _show_stats(pid, as_json)
         return
     proxy_protocol = limit_options.pop("proxy_protocol")
+    congestion = limit_options.pop("congestion")
     given = {k: v for k, v in limit_options.items() if v is not None}
     if config_path:
         if listen or target:
@@ -135,6 +142,7 @@ def forward(
         extra = [f"--{k.replace('_', '-')}" for k in given] + (["--allow"] if allow else [])
         extra += ["--udp"] if udp else []
         extra += ["--proxy-protocol"] if proxy_protocol else []
+        extra += ["--congestion"] if congestion else []
         if extra:
             raise UsageError(f"invalid option {extra[0]} with --config: set it in the config file's [[rule]]")
         rules = load_config(config_path)
@@ -151,6 +159,7 @@ def forward(
                 allow=allow,
                 proxy_protocol=proxy_protocol or "none",
                 limits=make_limits(given),
+                congestion=congestion or "auto",
             ),
         )
     engine_name = choose_engine(engine)
@@ -161,6 +170,7 @@ def forward(
             for rule in rules:
                 extras = [f"allow {', '.join(map(str, rule.allow))}"] if rule.allow else []
                 extras += [f"proxy {rule.proxy_protocol}"] if rule.proxy_protocol.value != "none" else []
+                extras += [f"congestion {rule.congestion}"] if rule.congestion != "auto" else []
                 click.echo(f"{rule.label}: {rule}" + (f" ({'; '.join(extras)})" if extras else ""))
             click.echo(f"{len(rules)} rule(s) ok; TCP engine {engine_name}")
         return

@@ -21,7 +21,7 @@ from typing import Any
 from portkit.forward._log import EventLog
 from portkit.forward._proxyproto import proxy_header
 from portkit.forward._rules import Overflow, ProxyProtocol, Rule
-from portkit.forward._sockets import arm_reset, error_name, peer
+from portkit.forward._sockets import arm_reset, error_name, peer, set_congestion
 from portkit.forward._state import Action, ConnectionState, Event, State
 from portkit.forward._stats import RuleStats
 
@@ -167,8 +167,10 @@ class _Pair:
         client, target = self.client.transport, self.target.transport
         assert client is not None and target is not None
         for transport in (client, target):
+            sock = transport.get_extra_info("socket")
             with contextlib.suppress(OSError):
-                transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_congestion(sock, self.rule.congestion)
         self.last = time.monotonic()
         if self.rule.proxy_protocol is not ProxyProtocol.NONE:
             target.write(

@@ -28,7 +28,13 @@ from portkit.forward._aio import AsyncioEngine
 from portkit.forward._control import ControlServer, sd_notify
 from portkit.forward._log import EventLog
 from portkit.forward._rules import Rule, load_config
-from portkit.forward._sockets import bound_endpoint, listen_backlog, open_listener, raise_fd_limit
+from portkit.forward._sockets import (
+    bound_endpoint,
+    check_congestion,
+    listen_backlog,
+    open_listener,
+    raise_fd_limit,
+)
 from portkit.forward._stats import ForwarderStats, RuleStats
 from portkit.forward._udp import UdpRelay
 from portkit.model import Endpoint, Protocol
@@ -156,6 +162,8 @@ class Forwarder:
                 loop.remove_signal_handler(signum)
 
     def _open(self, rule: Rule) -> None:
+        if rule.protocol is Protocol.TCP:
+            check_congestion(rule.congestion)
         sock = open_listener(rule.listen, rule.protocol)
         bound = bound_endpoint(sock)
         engine = self.engine_name if rule.protocol is Protocol.TCP else "udp"
@@ -211,9 +219,16 @@ class Forwarder:
             added = [new[k] for k in new if k not in old]
             for rule in removed:
                 self._retire(rule)
-            for rule in changed:
-                self._update(rule)
             failed = 0
+            for rule in changed:
+                try:
+                    if rule.protocol is Protocol.TCP:
+                        check_congestion(rule.congestion)
+                except PortkitError as exc:
+                    failed += 1
+                    self.log("error", stage="reload", rule=rule.label, error=str(exc), result="kept the rule")
+                    continue
+                self._update(rule)
             for rule in added:
                 try:
                     self._open(rule)

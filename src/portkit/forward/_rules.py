@@ -20,6 +20,8 @@ from portkit.errors import UsageError
 from portkit.model import Endpoint, Protocol, parse_address
 
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1"
+CONGESTION_CHOICES = ("auto", "system")  # besides the name of a kernel algorithm
+_AVAILABLE_CONGESTION = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -77,6 +79,7 @@ class Rule:
     limits: Limits = field(default_factory=Limits)
     proxy_protocol: ProxyProtocol = ProxyProtocol.NONE
     name: str = ""
+    congestion: str = "auto"  # TCP congestion control of our legs: auto, system, or an algorithm
 
     @property
     def key(self) -> tuple[Protocol, Endpoint]:
@@ -107,6 +110,7 @@ class Rule:
             "target": self.target.to_json(),
             "allow": [str(n) for n in self.allow],
             "proxy_protocol": self.proxy_protocol.value,
+            "congestion": self.congestion,
             "limits": self.limits.to_json(),
         }
 
@@ -158,6 +162,26 @@ def parse_cidr(text: str) -> Network:
         ) from None
 
 
+def available_congestion() -> tuple[str, ...] | None:
+    """The kernel's loaded TCP congestion-control algorithms; None where it does not say."""
+    try:
+        return tuple(_AVAILABLE_CONGESTION.read_text().split())
+    except OSError:
+        return None
+
+
+def parse_congestion(value: Any) -> str:
+    """`auto`, `system`, or the name of a congestion-control algorithm this kernel has loaded."""
+    text = str(value).strip().lower()
+    if text in CONGESTION_CHOICES:
+        return text
+    known = available_congestion()
+    if not text or not text.replace("_", "").isalnum() or not text.isascii() or (known and text not in known):
+        names = ", ".join(known) if known else "an algorithm name such as reno or cubic"
+        raise UsageError(f"invalid congestion {value!r}: expected auto, system or one of {names}")
+    return text
+
+
 def _number(key: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
     if (
         isinstance(value, bool)
@@ -205,6 +229,7 @@ def make_rule(
     proxy_protocol: str | ProxyProtocol = ProxyProtocol.NONE,
     limits: Limits | None = None,
     name: str = "",
+    congestion: str = "auto",
 ) -> Rule:
     """A validated rule from user input (command line or one TOML table)."""
     proto = protocol if isinstance(protocol, Protocol) else Protocol.parse(str(protocol))
@@ -219,10 +244,11 @@ def make_rule(
         raise UsageError(f"invalid proxy_protocol {pp.value!r} for udp: the PROXY header is sent on TCP only")
     lep, tep = parse_listen(listen), parse_target(target)
     networks = tuple(parse_cidr(c) for c in allow)
-    return Rule(lep, tep, proto, networks, limits or Limits(), pp, name)
+    return Rule(lep, tep, proto, networks, limits or Limits(), pp, name, parse_congestion(congestion))
 
 
-_RULE_KEYS = {"name", "listen", "target", "protocol", "allow", "proxy_protocol", *Limits().to_json().keys()}
+_RULE_KEYS = {"name", "listen", "target", "protocol", "allow", "proxy_protocol", "congestion"}
+_RULE_KEYS |= set(Limits().to_json())
 _TOP_KEYS = {"rule", "defaults"}
 
 
@@ -269,6 +295,7 @@ def parse_config(text: str, *, source: str = "config") -> tuple[Rule, ...]:
                 proxy_protocol=table.get("proxy_protocol", "none"),
                 limits=make_limits(table, base),
                 name=str(table.get("name", "")),
+                congestion=table.get("congestion", "auto"),
             )
         except UsageError as exc:
             raise UsageError(f"{where}: {exc}") from None

@@ -58,7 +58,7 @@ from typing import Any
 from portkit.forward._log import EventLog
 from portkit.forward._proxyproto import proxy_header
 from portkit.forward._rules import Overflow, Rule
-from portkit.forward._sockets import arm_reset, error_name, peer, target_family
+from portkit.forward._sockets import arm_reset, error_name, peer, set_congestion, target_family
 from portkit.forward._state import Action, ConnectionState, Event, State
 from portkit.forward._stats import RuleStats
 
@@ -356,6 +356,7 @@ class _Connection:
         self.last = self.engine.now
         for s in (self.client, self.target):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_congestion(s, rule.congestion)
         if rule.proxy_protocol.value != "none":
             header = proxy_header(rule.proxy_protocol, self.client_address, self.client.getsockname())
             try:
