@@ -37,6 +37,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 HOST = "127.0.0.1"
+# Reference cases besides the anchors: `direct-reno` is a direct connection whose client runs
+# reno (what portkit's default gives its own legs within this host); `portkit-sysCC` is the
+# splice engine with `--congestion system`, i.e. every leg on the kernel's default algorithm.
+CLIENT_ARGS = {"direct-reno": ["-C", "reno"]}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -96,6 +100,8 @@ def start_forwarders(
     """Every forwarder under test, listening on its own port, all forwarding to `target`
     (and the process id of each in `pids`, when given)."""
     ports: dict[str, int] = {"direct": target}
+    if congestion_settable("reno"):
+        ports["direct-reno"] = target  # the same, with the client on reno (CLIENT_ARGS)
     pids = {} if pids is None else pids
     if shutil.which("socat"):
         ports["socat"] = free_port()
@@ -117,8 +123,11 @@ def start_forwarders(
         )
         pids["haproxy"] = procs.start(["haproxy", "-f", str(config), "-db"]).pid
     env = {**os.environ, "PORTKIT_RUNTIME_DIR": str(workdir / "run")}
-    for engine in ("splice", "asyncio"):
-        name = f"portkit-{engine}"
+    for engine, name, extra in (
+        ("splice", "portkit-splice", []),
+        ("asyncio", "portkit-asyncio", []),
+        ("splice", "portkit-sysCC", ["--congestion", "system"]),
+    ):
         ports[name] = free_port()
         pids[name] = procs.start(
             [
@@ -131,6 +140,7 @@ def start_forwarders(
                 "--engine",
                 engine,
                 "-q",
+                *extra,
             ],
             env=env,
         ).pid
@@ -140,6 +150,15 @@ def start_forwarders(
         except RuntimeError as exc:
             raise RuntimeError(f"{name}: {exc}") from None
     return ports
+
+
+def congestion_settable(name: str) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode())
+        except OSError:
+            return False
+    return True
 
 
 def cpu_seconds(pid: int) -> float:
@@ -159,7 +178,21 @@ def iperf(name: str, port: int, streams: int, seconds: float) -> tuple[float, in
     failures = 0
     for _ in range(20):
         out = subprocess.run(
-            ["iperf3", "-c", HOST, "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J", "-O", "1"],
+            [
+                "iperf3",
+                "-c",
+                HOST,
+                "-p",
+                str(port),
+                "-t",
+                str(seconds),
+                "-P",
+                str(streams),
+                "-J",
+                "-O",
+                "1",
+                *CLIENT_ARGS.get(name, []),
+            ],
             capture_output=True,
             text=True,
             timeout=seconds + 30,
@@ -197,8 +230,8 @@ class CpuCost:
 
 def throughput(
     ports: dict[str, int], pids: dict[str, int], streams: int, seconds: float, runs: int
-) -> tuple[dict[str, float], dict[str, CpuCost]]:
-    """Median Gbit/s of each case, and its CPU cost (the iperf3 server is `pids["iperf3"]`)."""
+) -> tuple[dict[str, list[float]], dict[str, CpuCost]]:
+    """Gbit/s of each case, run by run, and its CPU cost (the iperf3 server is `pids["iperf3"]`)."""
     samples: dict[str, list[float]] = {name: [] for name in ports}
     costs = {name: CpuCost() for name in ports}
     for _ in range(runs):
@@ -212,7 +245,7 @@ def throughput(
             costs[name].bytes += received
             costs[name].iperf += spent[0] + spent[-1]  # the server, and the client (a reaped child)
             costs[name].forwarder += sum(spent[1:-1])
-    return {name: statistics.median(values) for name, values in samples.items()}, costs
+    return samples, costs
 
 
 # --- the burst --------------------------------------------------------------------------------
@@ -298,6 +331,7 @@ def main() -> int:
             return 2
     _raise_nofile()
     results: dict[int, dict[str, float]] = {}
+    rounds: dict[int, dict[str, list[float]]] = {}
     costs: dict[int, dict[str, CpuCost]] = {}
     with processes() as procs, tempfile.TemporaryDirectory(prefix="pk7-bench-") as tmp:
         iperf_port = free_port()
@@ -306,7 +340,8 @@ def main() -> int:
         ports = start_forwarders(procs, iperf_port, Path(tmp), pids)
         print(f"iperf3 -t {args.time:g}, {args.runs} interleaved runs per case, median Gbit/s")
         for streams in (1, 8):
-            results[streams], costs[streams] = throughput(ports, pids, streams, args.time, args.runs)
+            rounds[streams], costs[streams] = throughput(ports, pids, streams, args.time, args.runs)
+            results[streams] = {name: statistics.median(values) for name, values in rounds[streams].items()}
             row = "  ".join(f"{name} {value:6.2f}" for name, value in results[streams].items())
             print(f"-P {streams}: {row}")
         print("CPU ms per GB received, iperf3 client+server + forwarder:")
@@ -316,17 +351,23 @@ def main() -> int:
     p8 = results[8]
     print()
     verdicts = []
-    for engine in ("splice", "asyncio"):
-        name = f"portkit-{engine}"
+    for name in ("portkit-splice", "portkit-asyncio", "portkit-sysCC"):
         for streams in (1, 8):
             r = results[streams]
             line = f"{name} -P {streams}: {r[name] / r['direct']:.2f}x direct"
+            if "direct-reno" in r:
+                line += f", {r[name] / r['direct-reno']:.2f}x direct-reno"
             if "haproxy" in r:
                 line += f", {r[name] / r['haproxy']:.2f}x haproxy"
             if "socat" in r:
                 line += f", {r[name] / r['socat']:.2f}x socat"
             print(line)
     best = "portkit-splice"
+    paired = [a / b for a, b in zip(rounds[8][best], rounds[8]["direct"], strict=True)]
+    print(
+        f"{best} -P 8 / direct, round by round: {' '.join(f'{x:.3f}' for x in paired)} "
+        f"(median {statistics.median(paired):.3f}x)"
+    )
     ratio = p8[best] / p8["direct"]
     verdicts.append(f"goal -P 8 >= 0.75x direct: {ratio:.3f}x {'MET' if ratio >= 0.75 else 'NOT MET'}")
     if "haproxy" in p8:
