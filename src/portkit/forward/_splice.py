@@ -33,6 +33,10 @@ batch scheduling stops our wake-ups from taking the CPU from it, and the smaller
 makes each byte it reads cheaper (the data is still in cache). Together they turned the
 machine's idle ~0.15 core into throughput (+15-20 %); either alone did not (BENCHMARKS.md).
 
+Each connected leg also gets its rule's congestion control (`_sockets.set_congestion`): by
+default reno on legs within this host, where a pacing default such as BBR only costs timers
+(the forwarder's CPU per GB fell by a third with it; BENCHMARKS.md, session 4).
+
 Relay threads are woken for closing by shutdown(SHUT_RD) (readers; it sends nothing on the
 wire) and by a send timeout (a writer blocked on a reader that does not read).
 
