@@ -23,6 +23,7 @@ import pytest
         (["8080", "127.0.0.1:80", "--idle-timeout", "-3"], "idle_timeout"),
         (["8080", "127.0.0.1:80", "--config", "x.toml"], "not both"),
         (["8080", "127.0.0.1:80", "--congestion", "warp"], "invalid congestion 'warp'"),
+        (["8080", "127.0.0.1:80", "--udp", "--congestion", "reno"], "a TCP setting"),
         (["--config", "x.toml", "--congestion", "reno"], "--congestion with --config"),
         (["--config", "/nonexistent/forward.toml"], "cannot read"),
     ],

@@ -242,9 +242,12 @@ def make_rule(
     )
     if pp is not ProxyProtocol.NONE and proto is Protocol.UDP:
         raise UsageError(f"invalid proxy_protocol {pp.value!r} for udp: the PROXY header is sent on TCP only")
+    choice = parse_congestion(congestion)
+    if choice != "auto" and proto is Protocol.UDP:
+        raise UsageError(f"invalid congestion {choice!r} for udp: congestion control is a TCP setting")
     lep, tep = parse_listen(listen), parse_target(target)
     networks = tuple(parse_cidr(c) for c in allow)
-    return Rule(lep, tep, proto, networks, limits or Limits(), pp, name, parse_congestion(congestion))
+    return Rule(lep, tep, proto, networks, limits or Limits(), pp, name, choice)
 
 
 _RULE_KEYS = {"name", "listen", "target", "protocol", "allow", "proxy_protocol", "congestion"}
