@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,7 @@ import pytest
 
 from fixtures_forward import ENGINES, TcpServer, echo_until_eof, forwarder
 from portkit.errors import UsageError
-from portkit.forward import make_rule, parse_config
-from portkit.forward._sockets import same_host, set_congestion
+from portkit.forward import _congestion, check_congestion, make_rule, parse_config
 
 PROC = Path("/proc/sys/net/ipv4")
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
@@ -49,8 +49,10 @@ def test_rule_congestion_defaults_to_auto_and_is_validated() -> None:
     assert make_rule("8080", "127.0.0.1:80", congestion="System").congestion == "system"
     assert make_rule("8080", "127.0.0.1:80", congestion="RENO").congestion == "reno"
     assert make_rule("8080", "127.0.0.1:80", congestion="reno").to_json()["congestion"] == "reno"
-    for bad in ("no-such-algo", "", "re no", "bbr;rm"):
-        with pytest.raises(UsageError, match=r"invalid congestion .*expected auto, system or one of reno"):
+    # Any well-formed name parses (root may load a tcp_NAME module); the forwarder checks at start.
+    assert make_rule("8080", "127.0.0.1:80", congestion="dctcp").congestion == "dctcp"
+    for bad in ("no-such-algo", "", "re no", "bbr;rm", "x" * 16, "ünï"):
+        with pytest.raises(UsageError, match=r"invalid congestion .*expected auto, system or an algorithm"):
             make_rule("8080", "127.0.0.1:80", congestion=bad)
 
 
@@ -60,8 +62,16 @@ def test_config_takes_congestion_per_rule() -> None:
         "[[rule]]\nlisten = 3\ntarget = '127.0.0.1:4'\n"
     )
     assert [r.congestion for r in rules] == ["system", "auto"]
-    with pytest.raises(UsageError, match="rule 1: invalid congestion 'warp'"):
-        parse_config("[[rule]]\nlisten = 1\ntarget = '127.0.0.1:2'\ncongestion = 'warp'\n")
+    with pytest.raises(UsageError, match="rule 1: invalid congestion 'war p'"):
+        parse_config("[[rule]]\nlisten = 1\ntarget = '127.0.0.1:2'\ncongestion = 'war p'\n")
+
+
+def test_check_names_what_is_wrong() -> None:
+    check_congestion("auto")
+    check_congestion("system")
+    check_congestion("reno")
+    with pytest.raises(UsageError, match=r"invalid congestion 'warp': no such algorithm .*loaded: .*reno"):
+        check_congestion("warp")
 
 
 @pytest.mark.parametrize(
@@ -80,18 +90,25 @@ def test_config_takes_congestion_per_rule() -> None:
     ],
 )
 def test_same_host(local: str, remote: str, expected: bool) -> None:
-    assert same_host(local, remote) is expected
+    assert _congestion.same_host(local, remote) is expected
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        client = socket.create_connection(listener.getsockname())
-        accepted, _ = listener.accept()
-    with client, accepted:
-        yield client, accepted
+@pytest.mark.parametrize(
+    ("choice", "address", "planned", "settled"),
+    [
+        ("auto", "127.0.0.1", "reno", True),
+        ("auto", "::1", "reno", True),
+        ("auto", "0.0.0.0", None, False),  # a wildcard listener: local and remote clients alike
+        ("auto", "192.0.2.7", None, False),  # maybe this host's own address: known once connected
+        ("system", "127.0.0.1", None, True),
+        ("cubic", "192.0.2.7", "cubic", True),
+    ],
+)
+def test_what_is_known_before_connecting(
+    choice: str, address: str, planned: str | None, settled: bool
+) -> None:
+    assert _congestion.planned(choice, address) == planned
+    assert _congestion.settled(choice, address) is settled
 
 
 def _algorithm(sock: socket.socket) -> str:
@@ -99,14 +116,62 @@ def _algorithm(sock: socket.socket) -> str:
     return raw.split(b"\0", 1)[0].decode()
 
 
-def test_set_congestion_on_a_loopback_leg(pair: tuple[socket.socket, socket.socket]) -> None:
-    client, accepted = pair
-    before = _algorithm(client)
-    assert set_congestion(client, "system") is None and _algorithm(client) == before
-    assert set_congestion(client, "auto") == "reno" and _algorithm(client) == "reno"
-    other = _other_than("reno")
-    assert set_congestion(accepted, other) == other and _algorithm(accepted) == other
-    assert set_congestion(accepted, "no-such-algo") is None and _algorithm(accepted) == other
+def test_preset_before_the_handshake_and_inherited_from_the_listener() -> None:
+    default = _system_default()
+    with socket.socket() as listener, socket.socket() as client:
+        assert _congestion.preset(listener, "auto", "127.0.0.1") == "reno"
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert _congestion.preset(client, "system", "127.0.0.1") is None
+        client.connect(listener.getsockname())
+        accepted, _ = listener.accept()
+        with accepted:
+            assert (_algorithm(client), _algorithm(accepted)) == (default, "reno")
+        # A reload to `system`: the listener goes back to the kernel's default for new clients.
+        assert _congestion.preset(listener, "system", "127.0.0.1", reset=True) == default
+        with socket.create_connection(listener.getsockname()) as second:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert (_algorithm(second), _algorithm(accepted)) == (default, default)
+
+
+def test_adjust_switches_only_auto_legs_within_this_host() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+    with client, accepted:
+        before = _algorithm(client)
+        other = _other_than("reno")
+        for choice in ("system", other):  # those were settled before connecting; adjust leaves them
+            assert _congestion.adjust(client, choice) is None and _algorithm(client) == before
+        assert _congestion.adjust(client, "auto") == "reno" and _algorithm(client) == "reno"
+    assert _congestion.adjust(accepted, "auto") is None  # closed: nothing to ask, nothing raised
+
+
+class _FakeLeg:
+    """A connected socket as far as `adjust` looks: its addresses, and what was set on it."""
+
+    def __init__(self, local: str, remote: str) -> None:
+        self.local, self.remote = local, remote
+        self.set: list[bytes] = []
+
+    def getsockname(self) -> tuple[str, int]:
+        return (self.local, 40000)
+
+    def getpeername(self) -> tuple[str, int]:
+        return (self.remote, 80)
+
+    def setsockopt(self, level: int, option: int, value: bytes) -> None:
+        self.set.append(value)
+
+
+def test_adjust_leaves_a_leg_to_another_host_alone() -> None:
+    remote = _FakeLeg("192.0.2.7", "198.51.100.1")
+    assert _congestion.adjust(remote, "auto") is None and remote.set == []
+    itself = _FakeLeg("192.0.2.7", "192.0.2.7")
+    assert _congestion.adjust(itself, "auto") == "reno" and itself.set == [b"reno"]
 
 
 def _ss_algorithms(expression: str) -> list[str]:
@@ -119,20 +184,28 @@ def _ss_algorithms(expression: str) -> list[str]:
 
 
 def _open_and_inspect(fwd: Any, server: TcpServer) -> dict[str, list[str]]:
+    """Open one connection through `fwd` and read each of its three sockets' algorithm off ss;
+    returns once its legs are gone (so the next call sees only its own target leg)."""
     with socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as client:
         client.sendall(b"ping")
         assert client.recv(4) == b"ping"  # relaying: the forwarder has set up both legs
         client_port = client.getsockname()[1]
-        return {
+        seen = {
             "client": _ss_algorithms(f"( sport = :{client_port} )"),
             "accepted leg": _ss_algorithms(f"( sport = :{fwd.port} and dport = :{client_port} )"),
             "target leg": _ss_algorithms(f"( dport = :{server.port} )"),
         }
+    deadline = time.monotonic() + 5
+    while _ss_algorithms(f"( dport = :{server.port} )") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return seen
 
 
 @needs_ss
 @pytest.mark.parametrize("engine", ENGINES)
 def test_auto_gives_loopback_legs_reno_and_leaves_the_client_alone(engine: str, tmp_path: Path) -> None:
+    if _system_default() == "reno":
+        pytest.skip("the kernel's default is reno already: auto and system cannot be told apart")
     server = TcpServer(echo_until_eof)
     try:
         with forwarder("0", server.address, tmp_path=tmp_path, engine=engine) as fwd:
@@ -178,3 +251,41 @@ def test_unprivileged_named_choice_outside_the_allowed_list_is_a_clear_error(tmp
     assert (
         f"cannot use congestion {name!r}" in line and "only these are allowed: " + " ".join(allowed) in line
     )
+
+
+@needs_ss
+@pytest.mark.parametrize("engine", ["splice", "asyncio"])
+def test_reload_changes_the_choice_for_new_connections(engine: str, tmp_path: Path) -> None:
+    default = _system_default()
+    named = _other_than("reno", default)
+    server = TcpServer(echo_until_eof)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "forward.toml"
+
+    def write(choice: str) -> None:
+        config.write_text(
+            f"[[rule]]\nlisten = '127.0.0.1:{port}'\ntarget = '{server.address}'\ncongestion = '{choice}'\n"
+        )
+
+    write(named)
+    try:
+        with forwarder("--config", str(config), tmp_path=tmp_path, engine=engine) as fwd:
+            seen = _open_and_inspect(fwd, server)
+            assert seen["accepted leg"] == [named] and seen["target leg"] == [named]
+            write("system")  # the listener must not hand its old choice on to new connections
+            fwd.send(signal.SIGHUP)
+            reload = fwd.wait_event("reload")
+            assert (reload["added"], reload["changed"], reload["failed"]) == (0, 1, 0)
+            seen = _open_and_inspect(fwd, server)
+            assert seen["accepted leg"] == [default] and seen["target leg"] == [default]
+            write("warp")  # well-formed, but no such algorithm: the rule stays as it was
+            fwd.send(signal.SIGHUP)
+            error = fwd.wait_event("error", lambda e: e.get("stage") == "reload")
+            assert "no such algorithm" in error["error"] and error["result"] == "kept the rule"
+            reload = fwd.wait_event("reload", lambda e: e["failed"] == 1)
+            assert (reload["added"], reload["changed"]) == (0, 0)
+            assert _open_and_inspect(fwd, server)["accepted leg"] == [default]
+    finally:
+        server.close()

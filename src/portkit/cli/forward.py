@@ -127,7 +127,15 @@ def forward(
       portkit forward --stats
     SIGHUP reloads --config, SIGUSR1 logs statistics, SIGTERM drains.
     """
-    from portkit.forward import Forwarder, Listening, choose_engine, load_config, make_limits, make_rule
+    from portkit.forward import (
+        Forwarder,
+        Listening,
+        check_congestion,
+        choose_engine,
+        load_config,
+        make_limits,
+        make_rule,
+    )
     from portkit.forward._log import EventLog
 
     if show_stats:
@@ -164,6 +172,9 @@ def forward(
         )
     engine_name = choose_engine(engine)
     if check:
+        for rule in rules:
+            if rule.protocol.value == "tcp":
+                check_congestion(rule.congestion)  # can this process set it (the forwarder would stop)
         if as_json:
             emit_json({"engine": engine_name, "rules": [r.to_json() for r in rules]})
         else:

@@ -9,6 +9,7 @@ connection lifecycle is the pure state machine in `_state`; limits, allow-lists 
 PROXY protocol come with each `Rule`.
 """
 
+from portkit.forward._congestion import check as check_congestion
 from portkit.forward._control import query_stats, runtime_dir
 from portkit.forward._forwarder import ENGINES, Forwarder, Listening, choose_engine, serve
 from portkit.forward._log import EventLog
@@ -46,6 +47,7 @@ __all__ = [
     "Rule",
     "RuleStats",
     "State",
+    "check_congestion",
     "choose_engine",
     "load_config",
     "make_limits",

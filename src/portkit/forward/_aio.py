@@ -18,10 +18,11 @@ import socket
 import time
 from typing import Any
 
+from portkit.forward import _congestion
 from portkit.forward._log import EventLog
 from portkit.forward._proxyproto import proxy_header
 from portkit.forward._rules import Overflow, ProxyProtocol, Rule
-from portkit.forward._sockets import arm_reset, error_name, peer, set_congestion
+from portkit.forward._sockets import arm_reset, error_name, peer, target_family
 from portkit.forward._state import Action, ConnectionState, Event, State
 from portkit.forward._stats import RuleStats
 
@@ -92,15 +93,26 @@ class _Pair:
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         target = self.rule.target
+        sock: socket.socket | None = None
+
+        async def connect() -> None:
+            nonlocal sock
+            sock = socket.socket(target_family(target), socket.SOCK_STREAM)
+            sock.setblocking(False)
+            _congestion.preset(sock, self.rule.congestion, str(target.address))  # before the handshake
+            await loop.sock_connect(sock, (str(target.address), target.port))
+            await loop.create_connection(lambda: self.target, sock=sock)
+
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: self.target, str(target.address), target.port),
-                self.rule.limits.connect_timeout,
-            )
+            await asyncio.wait_for(connect(), self.rule.limits.connect_timeout)
         except (OSError, TimeoutError) as exc:
+            if sock is not None:
+                sock.close()  # a no-op once a transport has it (and has closed it)
             self.fail(exc)
             return
         except asyncio.CancelledError:
+            if sock is not None:
+                sock.close()
             self.apply(Event.CLOSE)
             raise
         self.apply(Event.CONNECTED)
@@ -166,11 +178,13 @@ class _Pair:
     def _start(self) -> None:
         client, target = self.client.transport, self.target.transport
         assert client is not None and target is not None
-        for transport in (client, target):
+        rule = self.rule
+        for transport, address in ((client, rule.listen.address), (target, rule.target.address)):
             sock = transport.get_extra_info("socket")
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            set_congestion(sock, self.rule.congestion)
+            if not _congestion.settled(rule.congestion, str(address)):
+                _congestion.adjust(sock, rule.congestion)
         self.last = time.monotonic()
         if self.rule.proxy_protocol is not ProxyProtocol.NONE:
             target.write(

@@ -17,20 +17,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from portkit.errors import PortkitError, UsageError
-from portkit.forward import _splice
+from portkit.forward import _congestion, _splice
 from portkit.forward._aio import AsyncioEngine
 from portkit.forward._control import ControlServer, sd_notify
 from portkit.forward._log import EventLog
 from portkit.forward._rules import Rule, load_config
 from portkit.forward._sockets import (
     bound_endpoint,
-    check_congestion,
     listen_backlog,
     open_listener,
     raise_fd_limit,
@@ -90,6 +90,7 @@ class Forwarder:
         self.stats = ForwarderStats(pid=os.getpid())
         self.running: dict[tuple[Protocol, Endpoint], Listening] = {}
         self.udp: dict[tuple[Protocol, Endpoint], UdpRelay] = {}
+        self._tcp_listeners: dict[tuple[Protocol, Endpoint], socket.socket] = {}  # the engine owns them
         self.stop_signal: int | None = None
         self.control_socket: Path | None = None
         self._engine: _splice.SpliceEngine | AsyncioEngine | None = None
@@ -163,8 +164,11 @@ class Forwarder:
 
     def _open(self, rule: Rule) -> None:
         if rule.protocol is Protocol.TCP:
-            check_congestion(rule.congestion)
+            _congestion.check(rule.congestion)
         sock = open_listener(rule.listen, rule.protocol)
+        if rule.protocol is Protocol.TCP:  # accepted sockets inherit the listener's algorithm
+            _congestion.preset(sock, rule.congestion, str(rule.listen.address))
+            self._tcp_listeners[rule.key] = sock
         bound = bound_endpoint(sock)
         engine = self.engine_name if rule.protocol is Protocol.TCP else "udp"
         stats = self.stats.rules.get(_key_text(rule))
@@ -186,12 +190,16 @@ class Forwarder:
         self.stats.rules[_key_text(rule)].target = str(rule.target)
         if rule.protocol is Protocol.TCP:
             assert self._engine is not None
+            if rule.congestion != old.rule.congestion:
+                listener = self._tcp_listeners[rule.key]
+                _congestion.preset(listener, rule.congestion, str(rule.listen.address), reset=True)
             self._engine.update_rule(rule)
         else:
             self.udp[rule.key].update(rule)
 
     def _retire(self, rule: Rule) -> None:
         self.running.pop(rule.key)
+        self._tcp_listeners.pop(rule.key, None)
         self.stats.rules[_key_text(rule)].retired = True
         if rule.protocol is Protocol.TCP:
             assert self._engine is not None
@@ -219,13 +227,13 @@ class Forwarder:
             added = [new[k] for k in new if k not in old]
             for rule in removed:
                 self._retire(rule)
-            failed = 0
+            failed_changes = failed_additions = 0
             for rule in changed:
                 try:
                     if rule.protocol is Protocol.TCP:
-                        check_congestion(rule.congestion)
+                        _congestion.check(rule.congestion)
                 except PortkitError as exc:
-                    failed += 1
+                    failed_changes += 1
                     self.log("error", stage="reload", rule=rule.label, error=str(exc), result="kept the rule")
                     continue
                 self._update(rule)
@@ -233,11 +241,15 @@ class Forwarder:
                 try:
                     self._open(rule)
                 except PortkitError as exc:
-                    failed += 1
+                    failed_additions += 1
                     self.log("error", stage="reload", rule=rule.label, error=str(exc))
             self.stats.reloads += 1
             self.log(
-                "reload", added=len(added) - failed, removed=len(removed), changed=len(changed), failed=failed
+                "reload",
+                added=len(added) - failed_additions,
+                removed=len(removed),
+                changed=len(changed) - failed_changes,
+                failed=failed_changes + failed_additions,
             )
         finally:
             sd_notify("READY=1")

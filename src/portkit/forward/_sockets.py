@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import os
 import resource
 import socket
@@ -16,13 +15,6 @@ from portkit.errors import PortkitError
 from portkit.model import Endpoint, Protocol, parse_address
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
-TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
-# What `congestion = "auto"` gives a leg whose two ends are on this host: reno, the kernel's
-# built-in algorithm, which any user may set and which never paces. Such a leg has no link
-# to share, so an algorithm's model has nothing to measure; and a pacing one (BBR, without
-# the fq qdisc that loopback does not have) arms a timer per burst: measured on the iperf3
-# bench, a forwarded byte's path went from 31 Gbit/s (bbr) to 34 (cubic) and 37 (reno).
-SAME_HOST_CONGESTION = "reno"
 
 
 def somaxconn() -> int:
@@ -107,62 +99,6 @@ def raise_fd_limit() -> int:
         except (OSError, ValueError):
             continue
     return soft
-
-
-def same_host(local: str, remote: str) -> bool:
-    """Whether a TCP leg between these two addresses never leaves this host."""
-    host = remote.partition("%")[0]
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback or host == local.partition("%")[0]
-
-
-def set_congestion(sock: Any, choice: str) -> str | None:
-    """Give one connected TCP leg the rule's congestion control; the algorithm set, or None.
-
-    `system` leaves the kernel's default; `auto` sets SAME_HOST_CONGESTION on a leg to this
-    very host (loopback, or a local address talking to itself) and leaves others alone; any
-    other choice is an algorithm name, set on every leg. Failing (not loaded, or not in
-    net.ipv4.tcp_allowed_congestion_control for an unprivileged process) keeps the default.
-    """
-    if choice == "system":
-        return None
-    name = choice
-    if choice == "auto":
-        try:
-            remote = sock.getpeername()[0]
-            if not same_host("", remote) and not same_host(sock.getsockname()[0], remote):
-                return None
-        except OSError:
-            return None
-        name = SAME_HOST_CONGESTION
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, name.encode())
-    except OSError:
-        return None
-    return name
-
-
-def check_congestion(choice: str) -> None:
-    """Fail (PortkitError) if an explicitly chosen algorithm cannot be set by this process."""
-    if choice in ("auto", "system"):
-        return
-    with socket.socket() as probe:
-        try:
-            probe.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, choice.encode())
-        except OSError as exc:
-            hint = ""
-            if exc.errno == errno.EPERM:
-                try:
-                    allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
-                except OSError:
-                    allowed = []
-                hint = f"; without CAP_NET_ADMIN only these are allowed: {' '.join(allowed) or 'reno'}"
-            raise PortkitError(f"cannot use congestion {choice!r}: {exc.strerror}{hint}") from None
 
 
 def peer(address: Any) -> str:

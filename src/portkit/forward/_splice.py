@@ -33,9 +33,9 @@ batch scheduling stops our wake-ups from taking the CPU from it, and the smaller
 makes each byte it reads cheaper (the data is still in cache). Together they turned the
 machine's idle ~0.15 core into throughput (+15-20 %); either alone did not (BENCHMARKS.md).
 
-Each connected leg also gets its rule's congestion control (`_sockets.set_congestion`): by
-default reno on legs within this host, where a pacing default such as BBR only costs timers
-(the forwarder's CPU per GB fell by a third with it; BENCHMARKS.md, session 4).
+Each leg gets its rule's congestion control (`_congestion`): by default reno on legs within
+this host, where a pacing default such as BBR only costs timers (the forwarder's CPU per GB
+fell by a third with it; BENCHMARKS.md, session 4).
 
 Relay threads are woken for closing by shutdown(SHUT_RD) (readers; it sends nothing on the
 wire) and by a send timeout (a writer blocked on a reader that does not read).
@@ -59,10 +59,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from portkit.forward import _congestion
 from portkit.forward._log import EventLog
 from portkit.forward._proxyproto import proxy_header
 from portkit.forward._rules import Overflow, Rule
-from portkit.forward._sockets import arm_reset, error_name, peer, set_congestion, target_family
+from portkit.forward._sockets import arm_reset, error_name, peer, target_family
 from portkit.forward._state import Action, ConnectionState, Event, State
 from portkit.forward._stats import RuleStats
 
@@ -181,6 +182,7 @@ class _Connection:
         self.client = client
         self.client_address = address
         self.target = socket.socket(target_family(self.rule.target), socket.SOCK_STREAM)
+        _congestion.preset(self.target, self.rule.congestion, str(self.rule.target.address))
         self.cfd = client.fileno()
         self.tfd = self.target.fileno()
         self.state = ConnectionState()
@@ -358,9 +360,10 @@ class _Connection:
         """Connected: send the PROXY header if asked, then relay on the loop (runs in the loop)."""
         rule = self.rule
         self.last = self.engine.now
-        for s in (self.client, self.target):
+        for s, address in ((self.client, rule.listen.address), (self.target, rule.target.address)):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            set_congestion(s, rule.congestion)
+            if not _congestion.settled(rule.congestion, str(address)):
+                _congestion.adjust(s, rule.congestion)
         if rule.proxy_protocol.value != "none":
             header = proxy_header(rule.proxy_protocol, self.client_address, self.client.getsockname())
             try:
