@@ -175,8 +175,12 @@ def test_per_port_queries_answer_as_the_loaded_layers_do() -> None:
     from portkit.registry._registry import QUERIES_BEFORE_LOAD
 
     def answers(registry: Registry, port: int) -> tuple[object, ...]:
-        found = tuple(sorted((s.source.value, s.name, s.port, s.last_port, s.protocol.value)
-                             for s in registry.for_port(port, Protocol.TCP)))
+        found = tuple(
+            sorted(
+                (s.source.value, s.name, s.port, s.last_port, s.protocol.value)
+                for s in registry.for_port(port, Protocol.TCP)
+            )
+        )
         return found, registry.name_for(port, Protocol.TCP)
 
     sample = [1, 7, 21, 22, 23, 25, 53, 80, 110, 443, 445, 3306, 5432, 6379, 8080, 27017, 50000, 65535]

@@ -132,4 +132,3 @@ class SlotSender:
             sent = self._call(self.fd, self._msgs_ptr + done * self._size, n - done, 0)
             done += sent if sent > 0 else 1
         return n
-
