@@ -183,8 +183,7 @@ class _Pair:
             sock = transport.get_extra_info("socket")
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if not _congestion.settled(rule.congestion, str(address)):
-                _congestion.adjust(sock, rule.congestion)
+            _congestion.settle(sock, rule.congestion, str(address))
         self.last = time.monotonic()
         if self.rule.proxy_protocol is not ProxyProtocol.NONE:
             target.write(

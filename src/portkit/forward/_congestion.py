@@ -102,6 +102,11 @@ def adjust(sock: Any, choice: str) -> str | None:
     return SAME_HOST if same_host(local, remote) and _set(sock, SAME_HOST) else None
 
 
+def settle(sock: Any, choice: str, address: str) -> str | None:
+    """Once connected: `adjust` the leg to or from `address`, unless `preset` already settled it."""
+    return None if settled(choice, address) else adjust(sock, choice)
+
+
 def check(choice: str) -> None:
     """Fail, with one line, if this process cannot set a named algorithm (auto, system: fine)."""
     if choice in ("auto", "system"):

@@ -185,6 +185,8 @@ class Forwarder:
         self.running[rule.key] = Listening(rule, bound, engine)
 
     def _update(self, rule: Rule) -> None:
+        if rule.protocol is Protocol.TCP:
+            _congestion.check(rule.congestion)  # before anything changes: a failing rule stays as it was
         old = self.running[rule.key]
         self.running[rule.key] = Listening(rule, old.bound, old.engine)
         self.stats.rules[_key_text(rule)].target = str(rule.target)
@@ -230,13 +232,10 @@ class Forwarder:
             failed_changes = failed_additions = 0
             for rule in changed:
                 try:
-                    if rule.protocol is Protocol.TCP:
-                        _congestion.check(rule.congestion)
+                    self._update(rule)
                 except PortkitError as exc:
                     failed_changes += 1
                     self.log("error", stage="reload", rule=rule.label, error=str(exc), result="kept the rule")
-                    continue
-                self._update(rule)
             for rule in added:
                 try:
                     self._open(rule)

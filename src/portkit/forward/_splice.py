@@ -379,8 +379,7 @@ class _Connection:
         self.last = self.engine.now
         for s, address in ((self.client, rule.listen.address), (self.target, rule.target.address)):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if not _congestion.settled(rule.congestion, str(address)):
-                _congestion.adjust(s, rule.congestion)
+            _congestion.settle(s, rule.congestion, str(address))
         if rule.proxy_protocol.value != "none":
             header = proxy_header(rule.proxy_protocol, self.client_address, self.client.getsockname())
             try:

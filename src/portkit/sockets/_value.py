@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 class FrozenValue:
     """Base of a slotted, immutable value; subclasses name their fields in `_fields`.
 
-        `_fields` are the `__init__` parameters in order; those in `_uncompared` take no part
-        in equality, hashing or repr (a dataclass's `field(compare=False, repr=False)`).
-        `__init__` sets fields with `object.__setattr__`, as a frozen dataclass does, and takes
+    `_fields` are the `__init__` parameters in order; those in `_uncompared` take no part
+    in equality, hashing or repr (a dataclass's `field(compare=False, repr=False)`).
+    `__init__` sets fields with `object.__setattr__`, as a frozen dataclass does, and takes
     them positionally in `_fields` order too (pickle and copy rebuild values that way).
     """
 
