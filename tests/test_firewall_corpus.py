@@ -22,19 +22,29 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 import fixtures_corpus as corpus
 from portkit.errors import PortkitError
-from portkit.firewall import Ruleset
+from portkit.firewall import Decision, Direction, Packet, Ruleset, Verdict, import_iptables_save
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables, raw sockets)"),
-    pytest.mark.skipif(shutil.which("nmap") is None, reason="needs nmap (the SYN scan is the oracle)"),
-]
+
+def needs_lab(test: Any) -> Any:
+    """Tests that load rule sets into namespaces and scan them."""
+    for mark in (
+        pytest.mark.root,
+        pytest.mark.slow,
+        pytest.mark.skipif(
+            os.geteuid() != 0, reason="needs root (network namespaces, nftables, raw sockets)"
+        ),
+        pytest.mark.skipif(shutil.which("nmap") is None, reason="needs nmap (the SYN scan is the oracle)"),
+    ):
+        test = mark(test)
+    return test
+
 
 SPECS = corpus.load_specs()
 READERS = ("live", "file")
@@ -206,6 +216,7 @@ def test_the_corpus_is_large_enough() -> None:
         assert spec.path.exists(), f"{spec.name} is in specs.toml but not in {corpus.CORPUS}"
 
 
+@needs_lab
 @pytest.mark.parametrize("name", [s.name for s in SPECS])
 def test_never_confidently_wrong(results: dict[str, RulesetResult], name: str) -> None:
     res = results[name]
@@ -218,6 +229,7 @@ def test_never_confidently_wrong(results: dict[str, RulesetResult], name: str) -
     )
 
 
+@needs_lab
 @pytest.mark.parametrize("name", [s.name for s in SPECS])
 def test_exports_load_and_never_widen(results: dict[str, RulesetResult], name: str) -> None:
     res = results[name]
@@ -226,6 +238,7 @@ def test_exports_load_and_never_widen(results: dict[str, RulesetResult], name: s
     assert not bad, f"{name}: " + "; ".join(f"{e.target} export {e.status}: {e.detail}" for e in bad)
 
 
+@needs_lab
 @pytest.mark.parametrize("reader", READERS)
 def test_agreement_at_least_95_percent(results: dict[str, RulesetResult], reader: str) -> None:
     ports = [p for r in results.values() for p in r.of(reader)]
@@ -235,3 +248,51 @@ def test_agreement_at_least_95_percent(results: dict[str, RulesetResult], reader
         f"{reader}: portkit right on {right}/{len(ports)} probed ports ({100.0 * right / len(ports):.1f} %), "
         "issue 12 requires at least 95 %"
     )
+
+
+# --- the harness's own verdicts (no root needed) -----------------------------------------------
+
+
+def test_uncertainty_is_read_from_every_form_portkit_gives_it() -> None:
+    import ipaddress
+
+    packet = Packet(6, ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("10.0.0.2"), 1000, 22)
+    sure = Decision(packet, Verdict.ACCEPT, Direction.INPUT, ())
+    assert not corpus.is_uncertain(sure)
+    assert corpus.is_uncertain(
+        Decision(packet, Verdict.ACCEPT, Direction.INPUT, (), uncertain=("ct status",))
+    )
+    assert corpus.is_uncertain(SimpleNamespace(certain=False, uncertain=()))  # type: ignore[arg-type]
+    assert corpus.is_uncertain(SimpleNamespace(outcomes=("accept", "drop")))  # type: ignore[arg-type]
+    assert not corpus.is_uncertain(SimpleNamespace(certain=True, outcomes=("accept",)))  # type: ignore[arg-type]
+
+
+def test_a_sure_wrong_answer_counts_as_confidently_wrong() -> None:
+    def port(state: str | None, reason: str | None, uncertain: bool) -> PortResult:
+        return PortResult("live", 22, "filtered", "no-response", state, reason, uncertain, "")
+
+    assert port("filtered", "no-response", False).right
+    assert port("filtered", None, False).right  # no nmap reason name for that answer: state only
+    assert port("open", "syn-ack", False).confidently_wrong
+    assert port("filtered", "port-unreach", False).confidently_wrong  # drop is not a reject
+    wrong_but_unsure = port("open", "syn-ack", True)
+    assert not wrong_but_unsure.right and not wrong_but_unsure.confidently_wrong
+    unread = port(None, None, False)
+    assert not unread.right and not unread.confidently_wrong
+
+
+def test_predictions_follow_the_rules() -> None:
+    rules = import_iptables_save(
+        "*filter\n:INPUT DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        "-A INPUT -p tcp --dport 22 -j ACCEPT\n"
+        "-A INPUT -p tcp --dport 23 -j REJECT --reject-with tcp-reset\n"
+        "-A INPUT -p tcp --dport 24 -j REJECT --reject-with icmp-admin-prohibited\n"
+        "COMMIT\n"
+    )
+    spec = corpus.Spec("inline", "iptables", 4, "eth0", "10.0.0.2", "10.0.0.1", (22, 23, 24, 80), 40123)
+    got = {p: corpus.predict_port(rules, spec, p) for p in spec.tcp}
+    assert (got[22].state, got[22].reason) == ("open", "syn-ack")
+    assert (got[23].state, got[23].reason) == ("closed", "reset")
+    assert (got[24].state, got[24].reason) == ("filtered", "admin-prohibited")
+    assert (got[80].state, got[80].reason) == ("filtered", "no-response")
+    assert not any(p.uncertain for p in got.values())
