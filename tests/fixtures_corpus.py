@@ -402,9 +402,10 @@ class CorpusLab:
             "-g", str(spec.sport),
             "-e", self.client_if,
             "--send-ip",  # the kernel resolves the neighbour (a static entry), not nmap
+            "-r",  # ports in order: rate-limit rules (ufw limit, -m recent) then hit the same ports each run
             "--max-retries", "1",
             "--initial-rtt-timeout", "100ms",
-            "--max-rtt-timeout", "400ms",
+            "--max-rtt-timeout", "1000ms",
             "--host-timeout", "60s",
         ]  # fmt: skip
         if spec.family == 6:
