@@ -373,7 +373,8 @@ class CorpusLab:
         return root
 
     def file_ruleset(self) -> Ruleset:
-        """The rules as `fw check --rules FILE` reads them."""
+        """The rules as `fw check --rules FILE` reads them (a ufw directory with the test's own
+        defaults file: `load_file` would read the host's /etc/default/ufw)."""
         spec = self.spec
         if spec.format == "ufw":
             datadir = self.ufw_datadir()
