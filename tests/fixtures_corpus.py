@@ -343,6 +343,8 @@ class CorpusLab:
         spec = self.spec
         if spec.format == "nft":
             _run(self.ns(self.server, "nft", "-f", str(spec.path)))
+        elif spec.format == "nft-json":
+            _run(self.ns(self.server, "nft", "-j", "-f", str(spec.path)))
         elif spec.format in ("iptables", "ip6tables"):
             _run(self.ns(self.server, f"{spec.format}-restore"), stdin=spec.path.read_text())
         elif spec.format == "ufw":
