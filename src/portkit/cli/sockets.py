@@ -55,7 +55,7 @@ def _warn(inventory: Inventory) -> None:
 
 
 def _ls_rows(
-    inventory: Inventory, rows: Sequence[Socket], show_netns: bool, show_procs: bool
+    inventory: Inventory, rows: Sequence[Socket], show_netns: bool, show_procs: bool, info: bool
 ) -> list[list[str]]:
     table = []
     for row in rows:
@@ -71,8 +71,9 @@ def _ls_rows(
             cells.append(row.netns or "-")
         if show_procs:
             cells.append(_process_text(inventory, row))
-        if row.tcp_info is not None:
-            cells.append(str(row.tcp_info))
+        if info:
+            # UDP, raw and TIME-WAIT rows have no tcp_info: an empty cell keeps the columns aligned.
+            cells.append("" if row.tcp_info is None else str(row.tcp_info))
         table.append(cells)
     return table
 
@@ -203,7 +204,7 @@ def ls(
         title = "" if not listening else "Listening sockets"
         emit_table(
             _ls_columns(show_netns, query.needs_processes, info),
-            _ls_rows(inventory, inventory.sockets, show_netns, query.needs_processes),
+            _ls_rows(inventory, inventory.sockets, show_netns, query.needs_processes, info),
             title=title,
             empty="no sockets match",
         )
@@ -248,7 +249,7 @@ def _watch(
                 [mark, *cells]
                 for (mark, _), cells in zip(
                     change.rows,
-                    _ls_rows(inventory, [r for _, r in change.rows], show_netns, procs),
+                    _ls_rows(inventory, [r for _, r in change.rows], show_netns, procs, info),
                     strict=True,
                 )
             ]
