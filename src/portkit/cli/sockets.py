@@ -23,7 +23,8 @@ from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
 if TYPE_CHECKING:
     from portkit.sockets._overview import Listener
 
-_NO_OWNER = "? (root would show)"
+# Other users' processes: their /proc/PID/fd is unreadable without root (or CAP_SYS_PTRACE).
+_NO_OWNER = "(root needed)"
 
 
 def _netns_options(fn: Any) -> Any:
@@ -412,10 +413,10 @@ def _print_who(use: Any, inventory: Inventory, label: str) -> None:
         for row in use.holders:
             netns = [row.netns or "-"] if inventory.namespaces and len(inventory.namespaces) > 1 else []
             if not row.processes:
-                owner = _NO_OWNER if inventory.owner_unknown(row) else "-"
-                rows.append(
-                    [*netns, row.transport.value, row.local_text, owner, "", user_name(row.uid), "", ""]
-                )
+                unknown = inventory.owner_unknown(row)
+                pid, owner = ("?", _NO_OWNER) if unknown else ("-", "-")
+                user = user_name(row.uid)
+                rows.append([*netns, row.transport.value, row.local_text, pid, owner, user, "", ""])
             for p in row.processes:
                 place = p.container_name or p.container[:12] or p.unit or "-"
                 rows.append(
