@@ -293,9 +293,14 @@ def lint(
     import os
 
     from portkit.firewall import Severity, lint_ruleset
+    from portkit.firewall._lint import default_route_interfaces
 
     ruleset = _load(netns, rules, fmt)
-    findings = lint_ruleset(ruleset, ssh_connection=os.environ.get("SSH_CONNECTION") if ssh else None)
+    # The live rules of this namespace: its default route's interface faces the internet.
+    wan = default_route_interfaces() if rules is None and netns is None else frozenset()
+    findings = lint_ruleset(
+        ruleset, ssh_connection=os.environ.get("SSH_CONNECTION") if ssh else None, wan_interfaces=wan
+    )
     threshold = None if fail_on == "never" else Severity(fail_on)
     failing = threshold is not None and any(f.severity >= threshold for f in findings)
     if as_json:
