@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,35 @@ def test_default_route_interfaces_from_proc_net(tmp_path: Path) -> None:
     )
     assert default_route_interfaces(str(tmp_path)) == {"eth1", "wan6"}
     assert default_route_interfaces(str(tmp_path / "missing")) == frozenset()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("nft") is None, reason="needs root and nft (a network namespace)"
+)
+def test_live_lint_in_a_namespace_knows_the_default_route_interface(cli) -> None:  # type: ignore[no-untyped-def]
+    ns = f"pk-lint-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for command in (
+            "link add up0 type veth peer name in0",
+            "link set up0 up",
+            "link set in0 up",
+            "addr add 192.0.2.2/24 dev up0",
+            "route add default via 192.0.2.1 dev up0",
+        ):
+            subprocess.run(["ip", "-n", ns, *command.split()], check=True)
+        rules = (
+            "table inet f { chain input { type filter hook input priority 0; policy drop;\n"
+            'iifname "up0" tcp dport 6379 accept\niifname "in0" tcp dport 5432 accept\n}\n}\n'
+        )
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True, check=True)
+        assert default_route_interfaces(netns=ns) == {"up0"}
+        doc = cli("fw", "lint", "--netns", ns, "--no-ssh", "--fail-on", "never", "--json").json()
+        exposed = {f["where"]: f for f in doc["findings"] if f["check"] == "risky-exposure"}
+        redis = exposed["6379/tcp (IPv4, IPv6)"]
+        assert redis["severity"] == "critical" and "on up0 (a WAN interface)" in redis["message"]
+        postgres = exposed["5432/tcp (IPv4, IPv6)"]  # in0: a name that says nothing about its role
+        assert postgres["severity"] == "medium" and "internet" not in postgres["message"].split("(")[0]
+        assert "on in0 (lint cannot tell" in postgres["message"]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

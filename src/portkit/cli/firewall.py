@@ -296,8 +296,8 @@ def lint(
     from portkit.firewall._lint import default_route_interfaces
 
     ruleset = _load(netns, rules, fmt)
-    # The live rules of this namespace: its default route's interface faces the internet.
-    wan = default_route_interfaces() if rules is None and netns is None else frozenset()
+    # Live rules (here or in --netns): the default route's interface faces the internet.
+    wan = default_route_interfaces(netns=netns) if rules is None else frozenset()
     findings = lint_ruleset(
         ruleset, ssh_connection=os.environ.get("SSH_CONNECTION") if ssh else None, wan_interfaces=wan
     )

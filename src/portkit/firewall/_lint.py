@@ -375,8 +375,11 @@ def interface_role(name: str, wan_interfaces: frozenset[str] = frozenset()) -> I
     return InterfaceRole.UNKNOWN
 
 
-def default_route_interfaces(proc_net: str = "/proc/net") -> frozenset[str]:
-    """The interfaces this network namespace's default routes (IPv4 and IPv6) leave by."""
+def default_route_interfaces(proc_net: str = "/proc/net", *, netns: str | None = None) -> frozenset[str]:
+    """The interfaces the default routes (IPv4 and IPv6) leave by: of this network namespace
+    (its /proc/net), or of the named one (`ip -n NETNS route`)."""
+    if netns is not None:
+        return _netns_default_routes(netns)
     names: set[str] = set()
     try:
         with open(f"{proc_net}/route", encoding="ascii", errors="replace") as table:
@@ -394,6 +397,26 @@ def default_route_interfaces(proc_net: str = "/proc/net") -> frozenset[str]:
                     names.add(fields[9])
     except OSError:
         pass
+    return frozenset(names)
+
+
+def _netns_default_routes(netns: str) -> frozenset[str]:
+    import json
+    import subprocess
+
+    names: set[str] = set()
+    for version in ("-4", "-6"):
+        try:
+            out = subprocess.run(
+                ["ip", "-n", netns, version, "-j", "route", "show", "default"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout
+            routes = json.loads(out or "[]")
+        except (OSError, ValueError, subprocess.SubprocessError):
+            continue
+        names.update(r["dev"] for r in routes if isinstance(r, dict) and isinstance(r.get("dev"), str))
     return frozenset(names)
 
 
