@@ -113,3 +113,17 @@ def test_the_cli_exits_2_with_one_line(cli, tmp_path) -> None:  # type: ignore[n
     [line] = result.stderr.strip().splitlines()
     assert "invalid policy 'FROB' for chain 'INPUT'" in line and "rules.v4:2" in line
     assert "expected ACCEPT or DROP" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (":INPUT ACCEPT [0:0]\n*filter\nCOMMIT\n", "a chain outside a *table section"),
+        ("*filter\n:\nCOMMIT\n", "':' without a chain name"),
+    ],
+)
+def test_chain_lines_iptables_restore_refuses_are_refused(text: str, says: str) -> None:
+    kernel_ok, _saved = _kernel_load(text)
+    assert not kernel_ok
+    with pytest.raises(UsageError, match=says):
+        import_iptables_save(text)
