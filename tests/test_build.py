@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -134,3 +135,15 @@ def test_install_rebuilds_a_venv_made_from_another_python(tmp_path: Path) -> Non
         cwd=clone,
     )
     assert again.returncode == 0 and "rebuilding" not in again.stdout
+    # Debian's python moving to a new minor version leaves the same `home`: the version tells.
+    cfg = clone / ".venv" / "pyvenv.cfg"
+    cfg.write_text(re.sub(r"(?m)^version *= *.*$", "version = 3.9.2", cfg.read_text()))
+    moved = subprocess.run(
+        ["bash", str(clone / "scripts" / "install.sh"), "--no-run"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=clone,
+    )
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    assert "rebuilding .venv" in moved.stdout and "(it was made from /usr/bin 3.9)" in moved.stdout
