@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from portkit.firewall._nftexpr import render_json_text, render_statement
+from portkit.firewall._nftexpr import render_embedded_json, render_json_text, render_statement
 
 needs_nft = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("nft") is None, reason="needs root and nft (a network namespace)"
@@ -226,6 +226,30 @@ def test_what_the_renderer_does_not_know_stays_json_never_invented_syntax() -> N
     assert render_json_text("-m foo --bar") == "-m foo --bar"  # iptables text is left alone
 
 
+@pytest.mark.parametrize(
+    ("note", "text"),
+    [
+        (
+            'inet f input handle 3: cannot model match {"match":{"left":{"ct":{"key":"status"}},"op":"in",'
+            '"right":"dnat"}} (left); assumed to match',
+            "inet f input handle 3: cannot model match ct status dnat (left); assumed to match",
+        ),
+        (
+            'inet f input handle 7: limit {"burst":5,"per":"minute","rate":3} is not modelled',
+            "inet f input handle 7: limit rate 3/minute burst 5 packets is not modelled",
+        ),
+        (
+            'value {"set": [1, 2]} or {"prefix": {"addr": "10.0.0.0", "len": 8}}',
+            "value { 1, 2 } or 10.0.0.0/8",
+        ),
+        ("no { json } here", "no { json } here"),
+        ('unknown {"x": 1}', 'unknown {"x":1}'),
+    ],
+)
+def test_notes_name_statements_in_nft_syntax(note: str, text: str) -> None:
+    assert render_embedded_json(note) == text
+
+
 UNMODELLED = """\
 table inet filter {
   set flood { type ipv4_addr; flags dynamic; }
@@ -257,5 +281,8 @@ def test_show_and_check_print_unmodelled_rules_in_nft_syntax(cli: Any, nft: _Nft
     script = declared + "".join(f"add rule inet filter input {p}\n" for p in printed)
     checked = nft.run("-c", "-f", "-", script=script)
     assert checked.returncode == 0, (script, checked.stderr)
+    notes = [line for line in shown.stderr.splitlines() if line.startswith("note: ")]
+    assert any("cannot model match ct status dnat" in n for n in notes), shown.stderr
+    assert not any('{"' in n for n in notes), shown.stderr
     traced = cli("fw", "check", "--rules", str(rules), "tcp 203.0.113.5:40000 -> 192.0.2.1:22")
     assert "ct status dnat accept" in traced.stdout and '{"' not in traced.stdout

@@ -25,8 +25,11 @@ def _load(netns: str | None, rules: str | None, fmt: str | None = None) -> Any:
 
 
 def _notes(ruleset: Any) -> None:
+    from portkit.firewall._nftexpr import render_embedded_json
+
     for note in ruleset.notes:
-        click.echo(f"note: {note}", err=True)
+        # nft's JSON for an unmodelled statement, written as nft syntax for the reader.
+        click.echo(f"note: {render_embedded_json(note)}", err=True)
 
 
 _FORMATS = click.Choice(["nft-json", "nft", "iptables", "ufw", "policy"])

@@ -685,11 +685,12 @@ def lint_ruleset(
     # A looping rule set cannot be evaluated (nor loaded): behaviour is moot until it is fixed.
     if behaviour and not any(f.check == "jump-loop" for f in findings):
         _behavioural(ruleset, findings, ssh, ssh_iface, wan_interfaces)
+    from portkit.firewall._nftexpr import render_embedded_json
+
     for note in ruleset.notes:
         if "not modelled" in note or "cannot model" in note or "opaque" in note:
-            findings.append(
-                Finding(Severity.INFO, "not-modelled", note.split(":", 1)[0], note.split(":", 1)[-1].strip())
-            )
+            where, _, what = note.partition(": ")
+            findings.append(Finding(Severity.INFO, "not-modelled", where, render_embedded_json(what.strip())))
     findings = _merge_versions(findings)
     findings.sort(key=lambda f: -f.severity.rank)
     return findings

@@ -40,6 +40,36 @@ def render_json_text(text: str) -> str:
     return render_statement(node)
 
 
+def render_embedded_json(text: str) -> str:
+    """`text` (a note, a message) with each nft JSON statement in it written in nft syntax."""
+    decoder = json.JSONDecoder()
+    out: list[str] = []
+    at = 0
+    while (start := text.find("{", at)) >= 0:
+        try:
+            node, end = decoder.raw_decode(text, start)
+        except ValueError:
+            out.append(text[at : start + 1])
+            at = start + 1
+            continue
+        before = text[at:start]
+        keyword = before.rstrip().rpartition(" ")[2]
+        if isinstance(node, dict) and len(node) == 1 and next(iter(node)) in _STATEMENTS:
+            rendered = render_statement(node)
+            if rendered == _raw(node):  # not a statement after all: `{"set": [...]}` is a value too
+                rendered = render_expr(node)
+        elif keyword in _STATEMENTS and before.endswith(" "):
+            # "limit {...}": a statement's arguments after its name
+            before = before[: len(before) - len(keyword) - 1]
+            rendered = render_statement({keyword: node})
+        else:
+            rendered = render_expr(node)
+        out.append(before + rendered)
+        at = end
+    out.append(text[at:])
+    return "".join(out)
+
+
 def render_statement(stmt: Any) -> str:
     """One statement of a rule's `expr` list in nft syntax."""
     if isinstance(stmt, str):
