@@ -88,9 +88,10 @@ def test_another_user_can_run_the_installed_portkit() -> None:
 
 def _other_python() -> Path | None:
     """An interpreter that is not Debian's (pyenv, /usr/local), to make an "old" venv from."""
-    for candidate in (shutil.which("python3.11", path="/usr/local/bin"), *Path("/root/.pyenv/versions").glob(
-        "3.1[1-9]*/bin/python3"
-    )):
+    for candidate in (
+        shutil.which("python3.11", path="/usr/local/bin"),
+        *Path("/root/.pyenv/versions").glob("3.1[1-9]*/bin/python3"),
+    ):
         if candidate and Path(candidate).resolve().parent != Path("/usr/bin"):
             return Path(candidate)
     return None

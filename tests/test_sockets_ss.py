@@ -125,7 +125,7 @@ def test_piped_info_table_keeps_a_cell_for_rows_without_tcp_info(cli: Any, scene
     for line in lines:
         proto, state = line.split()[:2]
         has_info = proto == "tcp" and state != "TIME-WAIT"
-        assert (line[info_at:].startswith("rtt ") if has_info else len(line) <= info_at), line
+        assert line[info_at:].startswith("rtt ") if has_info else len(line) <= info_at, line
     watched = cli("ls", "--all", "--info", "--port", spec, "--watch", "0.1", "--count", "1")
     assert watched.status == 0 and "internal error" not in watched.stderr, watched.stderr
     assert "TCP INFO" in watched.stdout and "UNCONN" in watched.stdout

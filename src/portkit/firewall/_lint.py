@@ -426,9 +426,7 @@ def _unnamed_iface(ruleset: Ruleset) -> str:
     patterns = [n for _t, _c, _i, r in rules for m in r.matches if m.field is Field.IIF for n in m.names]
     for suffix in range(100):
         name = f"?other{suffix}"
-        if not any(
-            name.startswith(n[:-1]) if n.endswith(("*", "+")) else n == name for n in patterns
-        ):
+        if not any(name.startswith(n[:-1]) if n.endswith(("*", "+")) else n == name for n in patterns):
             return name
     return ""
 
@@ -641,9 +639,7 @@ def _broad_source(
     """Where a broad accept takes connections from, as far as its iif restriction tells."""
     if iifs == every:
         return Severity.HIGH, "from anywhere"
-    names = [
-        space.ifnames[k].replace("\x00wild", "*") for lo, hi in iifs for k in range(lo, hi + 1)
-    ]
+    names = [space.ifnames[k].replace("\x00wild", "*") for lo, hi in iifs for k in range(lo, hi + 1)]
     if any(name.startswith("\x00") for name in names):  # "every other interface" is among them
         return Severity.HIGH, "from anywhere"
     roles = {interface_role(name, wan) for name in names}

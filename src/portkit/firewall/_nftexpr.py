@@ -345,8 +345,10 @@ def _log(val: Any) -> str:
 def _limit(val: dict[str, Any]) -> str:
     over = "over " if val.get("inv") else ""
     unit = val.get("rate_unit", "packets")
-    rate = f"{val['rate']}/{val.get('per', 'second')}" if unit == "packets" else (
-        f"{val['rate']} {unit}/{val.get('per', 'second')}"
+    rate = (
+        f"{val['rate']}/{val.get('per', 'second')}"
+        if unit == "packets"
+        else (f"{val['rate']} {unit}/{val.get('per', 'second')}")
     )
     words = [f"limit rate {over}{rate}"]
     if val.get("burst"):
