@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -239,3 +240,23 @@ def test_live_lint_in_a_namespace_knows_the_default_route_interface(cli) -> None
         assert "on in0 (lint cannot tell" in postgres["message"]
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_an_exposure_that_rests_on_an_unmodelled_match_says_it_is_uncertain() -> None:
+    from portkit.firewall import import_nft_json
+
+    status_dnat = {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}
+    dport = {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 6379}}
+    doc = {
+        "nftables": [
+            {"table": {"family": "inet", "name": "f"}},
+            {"chain": {"family": "inet", "table": "f", "name": "input", "type": "filter", "hook": "input",
+                       "prio": 0, "policy": "drop"}},
+            {"rule": {"family": "inet", "table": "f", "chain": "input", "handle": 3,
+                      "expr": [status_dnat, dport, {"accept": None}]}},
+        ]
+    }  # fmt: skip
+    findings = lint_ruleset(import_nft_json(json.dumps(doc)))
+    [exposed] = _by_check(findings, "risky-exposure")
+    assert "ct status dnat tcp dport 6379 accept" in exposed.message
+    assert exposed.message.endswith("(uncertain: the accept depends on a match portkit cannot model)")

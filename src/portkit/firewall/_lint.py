@@ -450,12 +450,16 @@ def _open_to_all(
 ) -> str | None:
     """What accepts a new connection to `port` from every outsider arriving on `iface`, or None."""
     reason = None
+    uncertain = False
     for src in outsiders:
         p = Packet(6 if proto == "tcp" else 17, src, host, 40000, port, iif=iface)
         decision = evaluate(ruleset, p, direction=Direction.INPUT, trace_misses=False)
         if decision.verdict is not Verdict.ACCEPT:
             return None  # not open to *everyone*: no need to ask for the other outsiders
         reason = reason or decision.reason
+        uncertain = uncertain or bool(decision.uncertain)
+    if reason and uncertain:
+        return f"{reason} (uncertain: the accept depends on a match portkit cannot model)"
     return reason
 
 
