@@ -25,8 +25,11 @@ def _load(netns: str | None, rules: str | None, fmt: str | None = None) -> Any:
 
 
 def _notes(ruleset: Any) -> None:
+    from portkit.firewall._nftexpr import render_embedded_json
+
     for note in ruleset.notes:
-        click.echo(f"note: {note}", err=True)
+        # nft's JSON for an unmodelled statement, written as nft syntax for the reader.
+        click.echo(f"note: {render_embedded_json(note)}", err=True)
 
 
 _FORMATS = click.Choice(["nft-json", "nft", "iptables", "ufw", "policy"])
@@ -293,9 +296,14 @@ def lint(
     import os
 
     from portkit.firewall import Severity, lint_ruleset
+    from portkit.firewall._lint import default_route_interfaces
 
     ruleset = _load(netns, rules, fmt)
-    findings = lint_ruleset(ruleset, ssh_connection=os.environ.get("SSH_CONNECTION") if ssh else None)
+    # Live rules (here or in --netns): the default route's interface faces the internet.
+    wan = default_route_interfaces(netns=netns) if rules is None else frozenset()
+    findings = lint_ruleset(
+        ruleset, ssh_connection=os.environ.get("SSH_CONNECTION") if ssh else None, wan_interfaces=wan
+    )
     threshold = None if fail_on == "never" else Severity(fail_on)
     failing = threshold is not None and any(f.severity >= threshold for f in findings)
     if as_json:

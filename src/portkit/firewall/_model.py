@@ -207,6 +207,10 @@ class Match:
     exact: bool = False
 
     def __str__(self) -> str:
+        if self.field is Field.OPAQUE and self.text:
+            from portkit.firewall._nftexpr import render_json_text
+
+            return render_json_text(self.text)  # nft's JSON for the match, written in nft syntax
         return self.text or render_match(self)
 
     def to_json(self) -> dict[str, Any]:
@@ -411,7 +415,10 @@ class Rule:
             parts.append("counter")
         if self.log is not None:
             parts.append(f'log prefix "{self.log}"' if self.log else "log")
-        parts.extend(self.opaque)
+        if self.opaque:
+            from portkit.firewall._nftexpr import render_json_text
+
+            parts.extend(map(render_json_text, self.opaque))
         if self.action is not Action.CONTINUE:
             parts.append(self.verdict_text())
         if self.comment:

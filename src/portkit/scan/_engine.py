@@ -65,6 +65,23 @@ class ScanOptions:
     command: str = ""
 
 
+# What an unprivileged scan does instead, and what root would add (see _discovery for -sn).
+_UNPRIVILEGED_NOTE = {
+    "ports": "no CAP_NET_RAW: connect scan instead of SYN (run as root for -sS, -sU, -sA)",
+    "ping": "no CAP_NET_RAW: hosts found by TCP connect() to ports 80 and 443 only "
+    "(root adds ICMP echo, SYN to 443 and ACK to 80)",
+}
+_NEEDS_RAW = {
+    ScanType.SYN: "-sS needs raw sockets (root or CAP_NET_RAW): run as root, "
+    "or use --connect (-sT) for a TCP connect() scan without privileges",
+    ScanType.UDP: "-sU needs raw sockets (root or CAP_NET_RAW): portkit's UDP scan sends its payloads "
+    "and reads the ICMP replies raw, and there is no unprivileged UDP scan (--connect covers TCP only); "
+    "run as root",
+    ScanType.ACK: "-sA needs raw sockets (root or CAP_NET_RAW) to send bare ACKs: run as root "
+    "(--connect tells open from closed, not filtered from unfiltered)",
+}
+
+
 def has_raw_sockets() -> bool:
     """Whether this process may open raw sockets (root or CAP_NET_RAW)."""
     try:
@@ -269,11 +286,11 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
     if scan_type is None:
         scan_type = ScanType.SYN if raw_ok else ScanType.CONNECT
         if not raw_ok:
-            notes.append("no CAP_NET_RAW: connect scan instead of SYN (run as root for -sS, -sU, -sA)")
+            notes.append(_UNPRIVILEGED_NOTE["ping" if options.ping_only else "ports"])
     elif scan_type.raw and not raw_ok:
         from portkit.errors import PermissionNeeded
 
-        raise PermissionNeeded(f"{scan_type.flag} needs raw sockets: run as root (or use --connect)")
+        raise PermissionNeeded(_NEEDS_RAW.get(scan_type, f"{scan_type.flag} needs raw sockets: run as root"))
     protocol = Protocol.UDP if scan_type is ScanType.UDP else Protocol.TCP
     target_texts = list(options.targets)
     if options.input_file:
