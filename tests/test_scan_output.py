@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -128,12 +129,75 @@ def test_ndiff_reads_and_diffs_a_real_scan(cli, tmp_path: Path, listener: int) -
 def test_grepable_lines() -> None:
     text = render_grepable(sample())
     lines = text.splitlines()
-    assert lines[0].startswith("# portkit scan initiated")
+    # nmap's header and footer words, so scripts that look for them find them.
+    assert re.fullmatch(
+        r"# Nmap 7\.93 scan initiated \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} "
+        r"as: portkit scan 192\.0\.2\.10 -sS",
+        lines[0],
+    ), lines[0]
+    assert re.fullmatch(
+        r"# Nmap done at .+ -- 1 IP address \(1 host up\) scanned in 1\.50 seconds", lines[-1]
+    ), lines[-1]
     assert "Host: 192.0.2.10 (web.example)\tStatus: Up" in lines
     ports_line = next(line for line in lines if "\tPorts: " in line)
     assert "22/open/tcp//ssh///" in ports_line
-    assert "443/open/tcp//ssl/http//nginx 1.22.1 (Debian)/" in ports_line
-    assert ports_line.endswith("Ignored State: closed (997)")
+    # A '/' inside a field is written '|', as nmap does: the line still splits into 7 fields per port.
+    assert "443/open/tcp//ssl|http//nginx 1.22.1 (Debian)/" in ports_line
+    assert ports_line.endswith("\tIgnored State: closed (997)")
+    entries = ports_line.split("\tPorts: ")[1].split("\t")[0].split(", ")
+    assert all(len(e.split("/")) == 8 for e in entries), entries
+
+
+def test_grepable_writes_ignored_state_only_for_one_collapsed_state() -> None:
+    """nmap's grepable format has room for one ignored state: with two it writes none."""
+    result = sample()
+    host = result.hosts[0]
+    host.extraports.append(ExtraPorts(PortState.FILTERED, 40, ((Reason.NO_RESPONSE, 40),)))
+    ports_line = next(line for line in render_grepable(result).splitlines() if "\tPorts: " in line)
+    assert "Ignored State" not in ports_line
+    assert ports_line.endswith("(Debian)/")
+    text = render_text(result)
+    assert "Not shown: 997 closed tcp ports (reset), 40 filtered tcp ports (no-response)\n" in text
+
+
+def test_grepable_all_ports_collapsed_and_timed_out_hosts() -> None:
+    result = sample()
+    host = result.hosts[0]
+    host.ports.clear()
+    timed_out = HostResult("192.0.2.11", status="timeout")
+    result.hosts.append(timed_out)
+    result.hosts_total = 2
+    lines = render_grepable(result).splitlines()
+    assert "Host: 192.0.2.10 (web.example)\tPorts: \tIgnored State: closed (997)" in lines
+    assert "Host: 192.0.2.11 ()\tStatus: Timeout" in lines
+    assert not any(line.startswith("Host: 192.0.2.11 ()\tPorts") for line in lines)
+
+
+def test_service_names_get_nmaps_question_mark_only_when_guessed_after_detection() -> None:
+    """nmap -sV: an open port named by the port table alone is `name?`; not without -sV,
+    not for other states, never for "unknown"."""
+    guessed = PortResult(2222, Protocol.TCP, PortState.OPEN, Reason.SYN_ACK, 64,
+                         ServiceInfo("EtherNetIP-1", extrainfo="silent"))  # fmt: skip
+    filtered = PortResult(
+        81, Protocol.TCP, PortState.FILTERED, Reason.NO_RESPONSE, 0, ServiceInfo("hosts2-ns")
+    )
+    nothing = PortResult(38953, Protocol.TCP, PortState.OPEN, Reason.SYN_ACK, 64,
+                         ServiceInfo("unknown", confidence=0, extrainfo="silent"))  # fmt: skip
+    host = HostResult("192.0.2.10", ports=[filtered, guessed, nothing])
+    result = ScanResult("syn", Protocol.TCP, "-", 3, {}, "portkit scan", 1_700_000_000.0, 1.0, [host], 1)
+    assert re.search(r"^2222/tcp  open     EtherNetIP-1 ", render_text(result), re.M)
+    grep = render_grepable(result)
+    assert "2222/open/tcp//EtherNetIP-1///" in grep and "38953/open/tcp/////" in grep
+    result.service_scan = True
+    text = render_text(result)
+    assert "2222/tcp  open     EtherNetIP-1? (silent)" in text
+    assert "81/tcp    filtered hosts2-ns\n" in text
+    assert "38953/tcp open     unknown       (silent)" in text
+    grep = render_grepable(result)
+    # nmap's formats carry no word of portkit's own about a silent port.
+    assert "2222/open/tcp//EtherNetIP-1?///" in grep
+    assert "38953/open/tcp/////" in grep
+    assert "81/filtered/tcp//hosts2-ns///" in grep
 
 
 def test_csv_rows() -> None:
@@ -162,7 +226,7 @@ def test_json_schema() -> None:
 def test_text_shows_versions_when_detected_and_reasons_on_request() -> None:
     text = render_text(sample(), reason=True)
     assert "Scan report for web.example (192.0.2.10)" in text
-    assert "Not shown: 997 closed tcp ports (reset)" in text
+    assert "Not shown: 997 closed tcp ports (reset)\n" in text
     assert "443/tcp open     ssl/http  syn-ack ttl 64 nginx 1.22.1 (Debian)" in text
     assert "PORT    STATE    SERVICE   REASON         VERSION" in text
     assert "81/tcp  filtered hosts2-ns no-response\n" in text

@@ -191,6 +191,7 @@ class ScanResult:
     notes: list[str] = field(default_factory=list)
     probes_sent: int = 0
     services: str = ""  # the scanned ports as ranges ("1-1024,8080"), nmap's scaninfo services
+    service_scan: bool = False  # service detection ran on the open ports (nmap's -sV)
 
     @property
     def hosts_up(self) -> int:

@@ -20,29 +20,50 @@ XML_OUTPUT_VERSION = "1.05"
 NMAP_COMPAT_VERSION = "7.93"  # the nmap output version our XML imitates
 
 
-def _service_name(port: PortResult, unknown: str = "") -> str:
-    if port.service is None:
-        return unknown
-    name = port.service.name
-    return f"ssl/{name}" if port.service.tunnel == "ssl" else name
+def _has_name(port: PortResult) -> bool:
+    """Whether nmap would hold a name for the port (its serviceDeductions name, or a tunnel)."""
+    svc = port.service
+    return svc is not None and ((bool(svc.name) and svc.confidence > 0) or bool(svc.tunnel))
 
 
-def _version_text(port: PortResult) -> str:
+def service_column(port: PortResult, service_scan: bool = False) -> str:
+    """The SERVICE column as nmap prints it: `ssl/http`, `ssh`, `unknown`, `domain?`.
+
+    After service detection (`service_scan`), an open port named only by the port table
+    (confidence 5 or less) gets nmap's question mark; "unknown" never does.
+    """
+    svc = port.service
+    tunnel = "ssl/" if svc is not None and svc.tunnel == "ssl" else ""
+    if svc is None or not _has_name(port) or not svc.name or svc.name == "unknown":
+        return f"{tunnel}unknown"
+    guessed = service_scan and port.state is PortState.OPEN and svc.confidence <= 5
+    return f"{tunnel}{svc.name}{'?' if guessed else ''}"
+
+
+def _version_text(port: PortResult, *, notes: bool = True) -> str:
+    """The VERSION column: `product version (extrainfo)` as the service stated it.
+
+    A table guess carries service detection's word on why nothing matched ("silent"); the
+    text table shows it (`notes`), nmap's formats (XML, grepable) do not.
+    """
     svc = port.service
     if svc is None or (svc.method != "probed" and not svc.extrainfo):
         return ""
     if svc.method != "probed":
-        return f"({svc.extrainfo})"  # service detection's word on a port nothing matched: "(silent)"
+        return f"({svc.extrainfo})" if notes else ""
     text = " ".join(w for w in (svc.product, svc.version) if w)
-    return f"{text} ({svc.extrainfo})" if svc.extrainfo else text
+    if svc.extrainfo:
+        text = f"{text} ({svc.extrainfo})" if text else f"({svc.extrainfo})"
+    return text
 
 
-def _extraports_line(host: HostResult, protocol: str) -> list[str]:
-    lines = []
+def _not_shown_line(host: HostResult, protocol: str) -> list[str]:
+    """nmap's one line for the collapsed states: `Not shown: 98 closed tcp ports (reset), 41 ...`."""
+    parts: list[str] = []
     for extra in host.extraports:
-        reasons = ", ".join(f"{n} {r}" if len(extra.reasons) > 1 else str(r) for r, n in extra.reasons)
-        lines.append(f"Not shown: {extra.count} {extra.state} {protocol} ports ({reasons})")
-    return lines
+        plural = "" if extra.count == 1 else "s"
+        parts.extend(f"{n} {extra.state} {protocol} port{plural} ({r})" for r, n in extra.reasons)
+    return [f"Not shown: {', '.join(parts)}"] if parts else []
 
 
 def render_text(result: ScanResult, *, reason: bool = False, open_only: bool = False) -> str:
@@ -60,7 +81,7 @@ def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = Fal
     )
     for note in result.notes:
         out.append(f"Note: {note}")
-    versions = any(_version_text(p) for h in result.hosts for p in h.ports)
+    versions = result.service_scan or any(_version_text(p) for h in result.hosts for p in h.ports)
     for host in result.hosts:
         yield from out.flush()
         out.append("")
@@ -71,7 +92,7 @@ def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = Fal
         out.append(f"Host is {status}, received {host.status_reason}{latency}.")
         if result.scan_type == "ping":
             continue
-        out.extend(_extraports_line(host, result.protocol.value))
+        out.extend(_not_shown_line(host, result.protocol.value))
         ports = [p for p in host.ports if not open_only or p.state is PortState.OPEN]
         if not ports:
             if not host.extraports:
@@ -82,7 +103,7 @@ def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = Fal
         )
         rows = []
         for p in ports:
-            row = [f"{p.port}/{p.protocol}", str(p.state), _service_name(p, "unknown")]
+            row = [f"{p.port}/{p.protocol}", str(p.state), service_column(p, result.service_scan)]
             if reason:
                 row.append(f"{p.reason} ttl {p.ttl}" if p.ttl else str(p.reason))
             if versions:
@@ -299,26 +320,53 @@ def _text(value: str) -> str:
 # -- grepable and CSV ----------------------------------------------------------------------
 
 
+def _grepable_field(text: str) -> str:
+    """nmap's grepable escape: a '/' inside a field becomes '|' (`ssl|http`), so fields split on '/'."""
+    return text.replace("/", "|")
+
+
 def render_grepable(result: ScanResult) -> str:
-    lines = [f"# portkit scan initiated {time.ctime(result.start)} as: {result.command}"]
+    """nmap's -oG, line for line, so scripts written for `nmap -oG` read it unchanged.
+
+    The header and footer keep nmap's wording ("# Nmap 7.93 scan initiated ..." and
+    "# Nmap done at ...", the marks such scripts look for); the command after "as:" says that
+    portkit wrote it. Like nmap, "Ignored State" is written only when exactly one state was
+    collapsed: the format has room for one.
+    """
+    lines = [
+        f"# Nmap {NMAP_COMPAT_VERSION} scan initiated {time.ctime(result.start)} as: {result.command}"
+    ]
     for host in result.hosts:
         name = host.hostnames[0] if host.hostnames else ""
-        lines.append(f"Host: {host.address} ({name})\tStatus: Up")
-        if result.scan_type == "ping":
+        if host.status == "timeout":
+            lines.append(f"Host: {host.address} ({name})\tStatus: Timeout")
             continue
-        ports = ", ".join(
-            f"{p.port}/{p.state}/{p.protocol}//{_service_name(p)}//{_version_text(p)}/" for p in host.ports
-        )
-        extra = ""
-        if host.extraports:
-            extra = "\tIgnored State: " + ", ".join(f"{e.state} ({e.count})" for e in host.extraports)
-        lines.append(f"Host: {host.address} ({name})\tPorts: {ports}{extra}")
+        lines.append(f"Host: {host.address} ({name})\tStatus: Up")
+        if result.scan_type == "ping" or (not host.ports and not host.extraports):
+            continue
+        entries = []
+        for p in host.ports:
+            service = _grepable_field(service_column(p, result.service_scan)) if _has_name(p) else ""
+            version = _grepable_field(_version_text(p, notes=False))
+            entries.append(f"{p.port}/{p.state}/{p.protocol}//{service}//{version}/")
+        line = f"Host: {host.address} ({name})\tPorts: {', '.join(entries)}"
+        if len(host.extraports) == 1:
+            extra = host.extraports[0]
+            line += f"\tIgnored State: {extra.state} ({extra.count})"
+        lines.append(line)
+    end = time.ctime(result.start + result.elapsed)
     lines.append(
-        f"# portkit done at {time.ctime(result.start + result.elapsed)} -- {result.hosts_total} IP address"
+        f"# Nmap done at {end} -- {result.hosts_total} IP address"
         f"{'es' if result.hosts_total != 1 else ''} ({result.hosts_up} host"
         f"{'s' if result.hosts_up != 1 else ''} up) scanned in {result.elapsed:.2f} seconds"
     )
     return "\n".join(lines) + "\n"
+
+
+def _csv_service(port: PortResult) -> str:
+    if port.service is None:
+        return ""
+    return f"ssl/{port.service.name}" if port.service.tunnel == "ssl" else port.service.name
 
 
 def render_csv(result: ScanResult) -> str:
@@ -330,7 +378,7 @@ def render_csv(result: ScanResult) -> str:
         name = host.hostnames[0] if host.hostnames else ""
         for p in host.ports:
             writer.writerow(
-                [host.address, name, p.port, p.protocol, p.state, p.reason, p.ttl, _service_name(p), 1]
+                [host.address, name, p.port, p.protocol, p.state, p.reason, p.ttl, _csv_service(p), 1]
             )
         for extra in host.extraports:
             for reason, count in extra.reasons:
