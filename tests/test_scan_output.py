@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import portkit
 from portkit.model import Protocol
 from portkit.scan import (
     HostResult,
@@ -29,6 +30,7 @@ from portkit.scan._results import ExtraPorts
 from portkit.scan.output import render_csv, render_grepable, render_json, render_text, render_xml
 
 DTD = Path("/usr/share/nmap/nmap.dtd")
+NMAP_XSL = Path("/usr/share/nmap/nmap.xsl")
 needs_xmllint = pytest.mark.skipif(
     shutil.which("xmllint") is None or not DTD.exists(), reason="needs xmllint and nmap's DTD"
 )
@@ -51,8 +53,10 @@ def sample() -> ScanResult:
             PortResult(81, Protocol.TCP, PortState.FILTERED, Reason.NO_RESPONSE, 0, ServiceInfo("hosts2-ns")),
             https,
         ],
-        extraports=[ExtraPorts(PortState.CLOSED, 997, ((Reason.RESET, 997),))],
+        extraports=[ExtraPorts(PortState.CLOSED, 997, ((Reason.RESET, 997),), ("1-21,23-442,444-1000",))],
         rtt=0.0012,
+        rttvar=0.0003,
+        timeout=0.0024,
     )
     return ScanResult(
         "syn", Protocol.TCP, "top:1000", 1000, {}, "portkit scan 192.0.2.10 -sS", 1_700_000_000.0, 1.5,
@@ -61,12 +65,26 @@ def sample() -> ScanResult:
 
 
 def xmllint_ok(text: str, tmp_path: Path) -> None:
+    """Valid against nmap's DTD, but for the scanner's name: the DTD allows only scanner="nmap".
+
+    The check runs against a copy of nmap.dtd whose one change lets the scanner be portkit;
+    against the original, that attribute must be the only complaint.
+    """
     path = tmp_path / "scan.xml"
     path.write_text(text)
+    dtd = DTD.read_text()
+    assert dtd.count("scanner\t\t(nmap)\t\t#REQUIRED") == 1
+    ours = tmp_path / "nmap-or-portkit.dtd"
+    ours.write_text(dtd.replace("scanner\t\t(nmap)\t\t#REQUIRED", "scanner\t\t(nmap|portkit)\t\t#REQUIRED"))
     proc = subprocess.run(
-        ["xmllint", "--noout", "--dtdvalid", str(DTD), str(path)], capture_output=True, text=True
+        ["xmllint", "--noout", "--dtdvalid", str(ours), str(path)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+    strict = subprocess.run(
+        ["xmllint", "--noout", "--dtdvalid", str(DTD), str(path)], capture_output=True, text=True
+    )
+    complaints = [line for line in strict.stderr.splitlines() if "validity error" in line]
+    assert all('Value "portkit" for attribute scanner' in line for line in complaints), strict.stderr
 
 
 @needs_xmllint
@@ -74,7 +92,19 @@ def test_xml_is_valid_against_nmaps_dtd(tmp_path: Path) -> None:
     text = render_xml(sample())
     xmllint_ok(text, tmp_path)
     root = ET.fromstring(text)
-    assert root.get("scanner") == "nmap"
+    # What wrote it, and the same three lines nmap's XML opens with.
+    assert (root.get("scanner"), root.get("version")) == ("portkit", portkit.__version__)
+    lines = text.splitlines()
+    href = NMAP_XSL.as_uri() if NMAP_XSL.exists() else "nmap.xsl"
+    assert lines[2] == f'<?xml-stylesheet href="{href}" type="text/xsl"?>'
+    version = re.escape(portkit.__version__)
+    assert re.fullmatch(
+        rf"<!-- portkit {version} scan initiated .+ as: portkit scan 192\.0\.2\.10 -sS -->", lines[3]
+    ), lines[3]
+    reasons = root.find(".//extraports/extrareasons")
+    assert reasons is not None and reasons.get("ports") == "1-21,23-442,444-1000"
+    times = root.find(".//times")
+    assert times is not None and times.attrib == {"srtt": "1200", "rttvar": "300", "to": "100000"}
     service = root.find(".//port[@portid='443']/service")
     assert service is not None
     assert service.attrib == {

@@ -33,6 +33,10 @@ class ServiceInfo:
     confidence: int = 3  # nmap's conf: 3 for a table guess, up to 10 for a probe match
     # What an HTTP service answered to GET / (status, server, title, location); service detection.
     http: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # What the matching rule says of the host behind the service (nmap's h/, o/, d/ fields).
+    hostname: str = ""
+    ostype: str = ""
+    devicetype: str = ""
 
     def __str__(self) -> str:
         words = [f"ssl/{self.name}" if self.tunnel == "ssl" else self.name, self.product, self.version]
@@ -49,7 +53,13 @@ class ServiceInfo:
             "cpe": list(self.cpe),
             "method": self.method,
             "confidence": self.confidence,
-        } | ({"http": self.http} if self.http is not None else {})
+        } | ({"http": self.http} if self.http is not None else {}) | {
+            key: value
+            for key, value in (
+                ("hostname", self.hostname), ("ostype", self.ostype), ("devicetype", self.devicetype)
+            )
+            if value
+        }
 
 
 @dataclass(frozen=True)
@@ -113,13 +123,17 @@ class ExtraPorts:
     state: PortState
     count: int
     reasons: tuple[tuple[Reason, int], ...]
+    ports: tuple[str, ...] = ()  # per reason, the ports as ranges ("1-21,23-99"); nmap's extrareasons
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "state": self.state.value,
             "count": self.count,
             "reasons": {r.value: n for r, n in self.reasons},
         }
+        if self.ports:
+            doc["ports"] = {r.value: ranges for (r, _), ranges in zip(self.reasons, self.ports, strict=True)}
+        return doc
 
 
 @dataclass(slots=True)
@@ -131,6 +145,10 @@ class HostResult:
     ports: list[PortResult] = field(default_factory=list)
     extraports: list[ExtraPorts] = field(default_factory=list)
     rtt: float | None = None  # smoothed RTT in seconds, when measured
+    rttvar: float | None = None  # its measured variation (seconds), nmap's rttvar
+    timeout: float | None = None  # the probe timeout the scan ended with (seconds), nmap's "to"
+    mac: str = ""  # link-layer address, for hosts on a directly attached network ("A2:1B:...")
+    mac_vendor: str = ""  # the MAC prefix's owner (nmap-mac-prefixes), when known
     started: float = 0.0
     ended: float = 0.0
 

@@ -12,6 +12,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from portkit.scan._results import HostResult, PortResult, ScanResult
 from portkit.scan._states import PortState
@@ -114,10 +115,40 @@ def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = Fal
         for p, row in zip(ports, rows, strict=True):
             out.append(" ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
             out.extend(_detail_lines(p))
+        if host.mac:
+            out.append(f"MAC Address: {host.mac} ({host.mac_vendor or 'Unknown'})")
+        out.extend(service_info_line(host))
     yield from out.flush()
     out.append("")
     out.append(summary_line(result))
     yield from out.flush()
+
+
+def service_info_line(host: HostResult) -> list[str]:
+    """nmap's `Service Info: Host: ...; OS: Linux; Device: ...; CPE: cpe:/o:...` line for a host.
+
+    Gathered over its open ports, first seen first, without repeats; application CPEs
+    (cpe:/a:...) belong to their port, so only hardware and OS ones are listed.
+    """
+    fields: dict[str, list[str]] = {"Host": [], "OS": [], "Device": [], "CPE": []}
+    for port in host.ports:
+        svc = port.service
+        if svc is None or port.state is not PortState.OPEN:
+            continue
+        seen = {
+            "Host": [svc.hostname] if svc.hostname and svc.hostname not in host.hostnames else [],
+            "OS": [svc.ostype] if svc.ostype else [],
+            "Device": [svc.devicetype] if svc.devicetype else [],
+            "CPE": [c for c in svc.cpe if not c.startswith("cpe:/a")],
+        }
+        for key, values in seen.items():
+            fields[key].extend(v for v in values if v not in fields[key])
+    parts = []
+    for key, values in fields.items():
+        if values:
+            label = key if key == "CPE" or len(values) == 1 else f"{key}s"
+            parts.append(f"{label}: {', '.join(values)}")
+    return [f"Service Info: {'; '.join(parts)}"] if parts else []
 
 
 class _Lines(list[str]):
@@ -209,19 +240,20 @@ def iter_xml(result: ScanResult) -> Iterator[str]:
     start = int(result.start)
     end = int(result.start + result.elapsed)
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<!DOCTYPE nmaprun>"]
+    lines.append(f'<?xml-stylesheet href={quoteattr(stylesheet_href())} type="text/xsl"?>')
+    lines.append(f"<!-- {_comment_text(_initiated(result))} -->")
     lines.append(
         "<nmaprun"
         + _attrs(
-            scanner="nmap",
+            scanner="portkit",
             args=result.command,
             start=start,
             startstr=time.ctime(start),
-            version=NMAP_COMPAT_VERSION,
+            version=portkit_version(),
             xmloutputversion=XML_OUTPUT_VERSION,
         )
         + ">"
     )
-    lines.append(f"<!-- written by portkit, a {result.scan_type} scan -->")
     if result.scan_type != "ping":
         lines.append(
             "<scaninfo"
@@ -235,41 +267,46 @@ def iter_xml(result: ScanResult) -> Iterator[str]:
         )
     lines.append('<verbose level="0"/>')
     lines.append('<debugging level="0"/>')
+    if result.scan_type != "ping":
+        # nmap writes a hint for each host its discovery found on the link, before the reports.
+        for host in result.hosts:
+            if host.mac:
+                lines.append("<hosthint>")
+                lines.extend(_host_identity(host))
+                lines.append("</hosthint>")
     for host in result.hosts:
         lines.append(
             f'<host starttime="{start}" endtime="{end}"'
             + (' timedout="true"' if host.status == "timeout" else "")
             + ">"
         )
-        lines.append("<status" + _attrs(state="up", reason=host.status_reason, reason_ttl=0) + "/>")
-        lines.append(
-            "<address" + _attrs(addr=host.address, addrtype="ipv6" if ":" in host.address else "ipv4") + "/>"
-        )
-        if host.hostnames:
-            lines.append("<hostnames>")
-            lines.extend("<hostname" + _attrs(name=n, type="user") + "/>" for n in host.hostnames)
-            lines.append("</hostnames>")
-        else:
-            lines.append("<hostnames>\n</hostnames>")
+        lines.extend(_host_identity(host))
         if result.scan_type != "ping":
             lines.append("<ports>")
             for extra in host.extraports:
                 lines.append("<extraports" + _attrs(state=extra.state, count=extra.count) + ">")
+                ranges = extra.ports or ("",) * len(extra.reasons)
                 lines.extend(
-                    "<extrareasons" + _attrs(reason=r, count=n, proto=result.protocol.value) + "/>"
-                    for r, n in extra.reasons
+                    "<extrareasons"
+                    + _attrs(reason=r, count=n, proto=result.protocol.value, ports=where or None)
+                    + "/>"
+                    for (r, n), where in zip(extra.reasons, ranges, strict=True)
                 )
                 lines.append("</extraports>")
             for p in host.ports:
                 lines.append("<port" + _attrs(protocol=p.protocol.value, portid=p.port) + ">")
                 lines.append("<state" + _attrs(state=p.state, reason=p.reason, reason_ttl=p.ttl) + "/>")
                 svc = p.service
-                if svc is not None:
+                if svc is not None and _has_name(p):
                     attrs = _attrs(
-                        name=svc.name,
+                        name=svc.name or "unknown",
                         product=svc.product or None,
                         version=svc.version or None,
-                        extrainfo=svc.extrainfo or None,
+                        # a table guess's extrainfo is portkit's note ("silent"), not the service's
+                        extrainfo=(svc.extrainfo if svc.method == "probed" else "") or None,
+                        hostname=svc.hostname or None,
+                        ostype=svc.ostype or None,
+                        devicetype=svc.devicetype or None,
                         tunnel=svc.tunnel or None,
                         method=svc.method,
                         conf=svc.confidence,
@@ -283,13 +320,16 @@ def iter_xml(result: ScanResult) -> Iterator[str]:
                 lines.append("</port>")
             lines.append("</ports>")
         if host.rtt is not None:
+            # nmap's units: microseconds; rttvar and the timeout as the scan's estimator left them.
             srtt = int(host.rtt * 1e6)
-            lines.append("<times" + _attrs(srtt=srtt, rttvar=srtt, to=max(100000, srtt * 4)) + "/>")
+            rttvar = int(host.rttvar * 1e6) if host.rttvar is not None else srtt
+            timeout = int(host.timeout * 1e6) if host.timeout is not None else srtt + 4 * rttvar
+            lines.append("<times" + _attrs(srtt=srtt, rttvar=rttvar, to=max(100000, timeout)) + "/>")
         lines.append("</host>")
         yield "\n".join(lines) + "\n"
         lines.clear()
     summary = (
-        f"portkit done at {time.ctime(end)}; {result.hosts_total} IP address"
+        f"Nmap done at {time.ctime(end)}; {result.hosts_total} IP address"
         f"{'es' if result.hosts_total != 1 else ''} ({result.hosts_up} host"
         f"{'s' if result.hosts_up != 1 else ''} up) scanned in {result.elapsed:.2f} seconds"
     )
@@ -311,6 +351,47 @@ def iter_xml(result: ScanResult) -> Iterator[str]:
     lines.append("</runstats>")
     lines.append("</nmaprun>")
     yield "\n".join(lines) + "\n"
+
+
+def _host_identity(host: HostResult) -> list[str]:
+    """nmap's status, addresses and hostnames of a host (in <host> and in <hosthint>)."""
+    family = "ipv6" if ":" in host.address else "ipv4"
+    lines = ["<status" + _attrs(state="up", reason=host.status_reason, reason_ttl=0) + "/>"]
+    lines.append("<address" + _attrs(addr=host.address, addrtype=family) + "/>")
+    if host.mac:
+        vendor = host.mac_vendor or None
+        lines.append("<address" + _attrs(addr=host.mac, addrtype="mac", vendor=vendor) + "/>")
+    if host.hostnames:
+        lines.append("<hostnames>")
+        lines.extend("<hostname" + _attrs(name=n, type="user") + "/>" for n in host.hostnames)
+        lines.append("</hostnames>")
+    else:
+        lines.append("<hostnames>\n</hostnames>")
+    return lines
+
+
+NMAP_XSL_PATHS = (Path("/usr/share/nmap/nmap.xsl"), Path("/usr/local/share/nmap/nmap.xsl"))
+
+
+def stylesheet_href() -> str:
+    """nmap's <?xml-stylesheet?> target: the installed nmap.xsl as a file URL, else "nmap.xsl"."""
+    found = next((p for p in NMAP_XSL_PATHS if p.is_file()), None)
+    return found.as_uri() if found else "nmap.xsl"
+
+
+def portkit_version() -> str:
+    from portkit import __version__
+
+    return __version__
+
+
+def _initiated(result: ScanResult) -> str:
+    return f"portkit {portkit_version()} scan initiated {time.ctime(result.start)} as: {result.command}"
+
+
+def _comment_text(text: str) -> str:
+    """Text safe inside an XML comment: escaped as nmap escapes it ("--" may not appear there)."""
+    return _text(text).replace("--", "-&#45;").replace("--", "-&#45;")
 
 
 def _text(value: str) -> str:

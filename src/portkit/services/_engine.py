@@ -404,11 +404,11 @@ def _richer(held: ServiceMatch | None, found: ServiceMatch) -> ServiceMatch:
 
 
 def _table_guess(hints: list[str], note: str, *, silent: bool) -> ServiceMatch:
-    name = hints[0] if hints else "unknown"
+    name = hints[0] if hints and hints[0] else "unknown"
     return ServiceMatch(
         name=name,
         method=Method.TABLE,
-        confidence=CONFIDENCE_TABLE if hints else 0,
+        confidence=CONFIDENCE_TABLE if hints and hints[0] else 0,
         extrainfo="silent" if silent else "unrecognised reply",
         notes=(note,),
     )
@@ -501,14 +501,17 @@ def _files_we_may_open() -> int:
 
 
 def _hints_for(targets: list[ServiceTarget]) -> dict[tuple[int, Protocol], list[str]]:
+    """Per port: the port table's name as a scan gives it (first, "" when none; a table guess
+    names the port with it), then the registry's best name, which also orders the probes."""
     from portkit.registry import default_registry
+    from portkit.registry.nmap import table_namer
 
-    registry = default_registry()
+    registry, table_name = default_registry(), table_namer()
     hints: dict[tuple[int, Protocol], list[str]] = {}
     for _, port, protocol in targets:
         if (port, protocol) not in hints:
-            name = registry.name_for(port, protocol)
-            hints[(port, protocol)] = [name] if name else []
+            names = [table_name(port, protocol), registry.name_for(port, protocol)]
+            hints[(port, protocol)] = [names[0], *(n for n in names[1:] if n and n != names[0])]
     return hints
 
 

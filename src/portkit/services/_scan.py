@@ -40,6 +40,9 @@ def service_info(match: ServiceMatch) -> ServiceInfo:
         method=match.method.value,
         confidence=match.confidence,
         http=match.http.to_json() if match.http else None,
+        hostname=match.hostname,
+        ostype=match.ostype,
+        devicetype=match.devicetype,
     )
 
 
