@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import portkit
+from fixtures_nmapxml import assert_valid_nmap_xml, needs_xmllint
 from portkit.model import Protocol
 from portkit.scan import (
     HostResult,
@@ -29,11 +30,7 @@ from portkit.scan import (
 from portkit.scan._results import ExtraPorts
 from portkit.scan.output import render_csv, render_grepable, render_json, render_text, render_xml
 
-DTD = Path("/usr/share/nmap/nmap.dtd")
 NMAP_XSL = Path("/usr/share/nmap/nmap.xsl")
-needs_xmllint = pytest.mark.skipif(
-    shutil.which("xmllint") is None or not DTD.exists(), reason="needs xmllint and nmap's DTD"
-)
 needs_ndiff = pytest.mark.skipif(shutil.which("ndiff") is None, reason="needs nmap's ndiff")
 
 
@@ -65,26 +62,9 @@ def sample() -> ScanResult:
 
 
 def xmllint_ok(text: str, tmp_path: Path) -> None:
-    """Valid against nmap's DTD, but for the scanner's name: the DTD allows only scanner="nmap".
-
-    The check runs against a copy of nmap.dtd whose one change lets the scanner be portkit;
-    against the original, that attribute must be the only complaint.
-    """
     path = tmp_path / "scan.xml"
     path.write_text(text)
-    dtd = DTD.read_text()
-    assert dtd.count("scanner\t\t(nmap)\t\t#REQUIRED") == 1
-    ours = tmp_path / "nmap-or-portkit.dtd"
-    ours.write_text(dtd.replace("scanner\t\t(nmap)\t\t#REQUIRED", "scanner\t\t(nmap|portkit)\t\t#REQUIRED"))
-    proc = subprocess.run(
-        ["xmllint", "--noout", "--dtdvalid", str(ours), str(path)], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
-    strict = subprocess.run(
-        ["xmllint", "--noout", "--dtdvalid", str(DTD), str(path)], capture_output=True, text=True
-    )
-    complaints = [line for line in strict.stderr.splitlines() if "validity error" in line]
-    assert all('Value "portkit" for attribute scanner' in line for line in complaints), strict.stderr
+    assert_valid_nmap_xml(path, tmp_path)
 
 
 @needs_xmllint

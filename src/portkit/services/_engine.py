@@ -36,6 +36,7 @@ from portkit.services._model import (
     CONFIDENCE_SOFT,
     CONFIDENCE_TABLE,
     CONFIDENCE_WRAPPED,
+    HttpInfo,
     Method,
     ServiceMatch,
     TlsInfo,
@@ -44,6 +45,10 @@ from portkit.services._probes import NULL_PROBE, TLS_PROBE, Probe, ProbeDatabase
 from portkit.services._tls import ALPN_OFFER, client_context, describe_session
 
 ServiceTarget = tuple[str, int, Protocol]
+
+HTTP_NAMES = ("http", "https", "http-proxy", "http-alt")
+# The request whose answer gives an HTTP service's facts (status, Server, title, redirect).
+_ROOT_PAGE = Probe("get-root", Protocol.TCP, b"GET / HTTP/1.0\r\n\r\n")
 
 _READ_SIZE = 16384
 _MAX_REPLY = 65536
@@ -244,6 +249,7 @@ class _PortDetection:
         self.tls, self.tls_info = tls, tls_info
         self.tunnel = "ssl" if tls else ""
         self.sent: list[str] = []
+        self.root_page: HttpInfo | None = None  # what a `GET /` probe, if one ran, was answered
         self.any_data = False
         self.all_closed = True  # every connection closed on us without a byte
 
@@ -267,7 +273,20 @@ class _PortDetection:
             # unauthenticated connections (sshd's MaxStartups drops some beyond 10).
             inner = _PortDetection(self.conn, self.db, self.opts, self.hints, client_context(), verdict)
             return await inner.run(None)
+        if verdict.name in HTTP_NAMES and verdict.method is Method.PROBED:
+            return await self._with_root_page(verdict)
         return verdict
+
+    async def _with_root_page(self, found: ServiceMatch) -> ServiceMatch:
+        """An HTTP service's facts are what it answers to `GET /` (docs/json.md), whichever
+        probe's reply named it: nmap's probes name HTTP from error pages (OPTIONS, a bare line)."""
+        page = self.root_page
+        if page is None:
+            reply = await _run_probe(self.conn, _ROOT_PAGE, self.db, self.tls)
+            page = parse_http_response(reply.data)
+        if page is None:
+            return dataclasses.replace(found, http=None)
+        return dataclasses.replace(found, http=page, product=found.product or page.server)
 
     async def _listen(
         self, null: Probe, first: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
@@ -322,6 +341,8 @@ class _PortDetection:
                 reply = task.result()
                 if reply.data:
                     self.any_data = True
+                    if reply.probe.payload.startswith(_ROOT_PAGE.payload[:6]) and self.root_page is None:
+                        self.root_page = parse_http_response(reply.data)
                 if not (reply.closed and not reply.data) and not reply.failed:
                     self.all_closed = False
                 if reply.tls is not None:
