@@ -90,6 +90,10 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scans]:
                 "udp": ["-p", UDP_PORTS, "-sU"],
             }
             nmap, portkit = {}, {}
+            builtin = [*options["sv"], "--sv-intensity", "light"]
+            portkit["sv-builtin"] = _run(
+                netns, out / "portkit-sv-builtin", [sys.executable, "-m", "portkit", "scan", "-Pn", *builtin]
+            )
             for key, argv in options.items():
                 nmap[key] = _run(
                     netns, out / f"nmap-{key}",
@@ -218,3 +222,54 @@ def test_nmap_xsl_renders_portkit_xml(scans: Scans, key: str, tmp_path: Path) ->
     assert "blackice-icecap" in page
     if key == "sv":
         assert "OpenSSH" in page and "nginx" in page and "vsftpd" in page
+
+
+def _services(path: Path) -> dict[int, tuple[dict[str, str], list[str]]]:
+    """Per port: the <service> attributes (but nmap's fingerprint of unknown replies) and CPEs."""
+    found = {}
+    for port in ET.parse(path).getroot().iter("port"):
+        svc = port.find("service")
+        if svc is not None:
+            attrs = {k: v for k, v in svc.attrib.items() if k != "servicefp"}
+            found[int(port.get("portid", "0"))] = (attrs, [c.text or "" for c in svc.findall("cpe")])
+    return found
+
+
+def test_service_fields_are_nmaps_with_nmaps_probes(scans: Scans) -> None:
+    """With nmap's own probe file, every <service> says what nmap's does: name, product, version,
+    extrainfo, ostype, tunnel, method, confidence and CPEs."""
+    ours, theirs = _services(scans.portkit["sv"].xml), _services(scans.nmap["sv"].xml)
+    assert ours == theirs
+
+
+def test_builtin_probes_split_fields_as_nmap_does(scans: Scans) -> None:
+    """portkit's own rules name these servers as nmap does (OpenSSH: version `9.2p1 Debian ...`,
+    extrainfo `protocol 2.0`, ostype Linux); only the CPE vendor names may differ."""
+    ours, theirs = _services(scans.portkit["sv-builtin"].xml), _services(scans.nmap["sv"].xml)
+    sshd = [port for port, (attrs, _) in theirs.items() if attrs.get("product") == "OpenSSH"]
+    assert len(sshd) == 2  # plain and behind TLS
+    for port, (attrs, cpes) in theirs.items():
+        if attrs.get("product") in ("OpenSSH", "vsftpd", "nginx"):
+            assert ours[port][0] == attrs, port
+        if attrs.get("product") == "OpenSSH":
+            assert ours[port][1] == cpes
+            assert re.fullmatch(r"[\w.]+ Debian \S+", attrs["version"])
+            assert attrs["extrainfo"] == "protocol 2.0"
+
+
+@pytest.mark.parametrize("key", ["sv", "sv-builtin"])
+def test_service_info_line_is_nmaps(scans: Scans, key: str) -> None:
+    def line(text: str) -> str:
+        return next((x for x in text.splitlines() if x.startswith("Service Info:")), "")
+
+    theirs = line(scans.nmap["sv"].text)
+    assert theirs == "Service Info: OSs: Linux, Unix; CPE: cpe:/o:linux:linux_kernel"
+    assert line(scans.portkit[key].text) == theirs
+
+
+def test_http_facts_come_from_the_get_root_answer_with_nmaps_probes(scans: Scans) -> None:
+    """nmap's probes name nginx from an OPTIONS or bare-line error page; the facts portkit shows
+    are still what GET / answered (docs/json.md)."""
+    lines = scans.portkit["sv"].text.splitlines()
+    facts = [x for x in lines if x.startswith(("|_ http:", "|  http:"))]
+    assert facts and all('200 "portkit lab page"' in x or '200 "python lab"' in x for x in facts), facts
