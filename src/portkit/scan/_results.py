@@ -190,6 +190,8 @@ class HostResult:
             "status_reason": self.status_reason,
             "ports": [p.to_json() for p in self.ports],
             "extraports": [e.to_json() for e in self.extraports],
+            "mac": self.mac or None,
+            "mac_vendor": self.mac_vendor or None,
         }
 
 
