@@ -250,3 +250,78 @@ def test_attach_replaces_a_ports_service_and_tls() -> None:
     assert host.port(22) == updated
     with pytest.raises(KeyError):
         host.attach(23, Protocol.TCP, tls=TlsInfo())
+
+
+NMAP_SERVICES = Path("/usr/share/nmap/nmap-services")
+
+
+@pytest.mark.skipif(not NMAP_SERVICES.exists(), reason="needs nmap's nmap-services")
+def test_ports_are_named_from_nmap_services_per_protocol() -> None:
+    """The oracle is the installed file itself: its first entry per port and protocol."""
+    from portkit.registry.nmap import port_names, table_namer
+
+    expected: dict[tuple[int, str], str] = {}
+    for line in NMAP_SERVICES.read_text(errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not line.startswith("#") and "/" in fields[1]:
+            number, _, proto = fields[1].partition("/")
+            expected.setdefault((int(number), proto), fields[0])
+    tcp, udp = port_names(Protocol.TCP), port_names(Protocol.UDP)
+    assert tcp == {p: n for (p, proto), n in expected.items() if proto == "tcp"}
+    assert udp == {p: n for (p, proto), n in expected.items() if proto == "udp"}
+    assert (tcp[8081], udp[8081], tcp[22], udp[53]) == ("blackice-icecap", "sunproxyadmin", "ssh", "domain")
+    name = table_namer()
+    assert name(8080, Protocol.TCP) == "http-proxy" and name(38953, Protocol.TCP) == ""
+
+
+def test_without_nmap_services_ports_are_named_from_etc_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    from portkit.registry import nmap
+
+    monkeypatch.setenv("PORTKIT_NMAP_SERVICES", "")  # as if nmap were not installed
+    nmap._nmap_text.cache_clear()
+    nmap.port_names.cache_clear()
+    try:
+        names = nmap.port_names(Protocol.TCP)
+        if Path("/etc/services").exists():
+            assert names[8081] == "tproxy" and names[22] == "ssh"  # what nmap falls back to
+    finally:
+        monkeypatch.delenv("PORTKIT_NMAP_SERVICES")
+        nmap._nmap_text.cache_clear()
+        nmap.port_names.cache_clear()
+
+
+def test_the_scan_initiated_comment_stays_a_comment() -> None:
+    """"--" may not appear inside an XML comment: written "-&#45;" as nmap writes it."""
+    result = sample()
+    result.command = "portkit scan 192.0.2.10 --sv --all-ports -oX -"
+    text = render_xml(result)
+    comment = text.splitlines()[3]
+    assert "-&#45;sv -&#45;all-ports" in comment and "--" not in comment[4:-3]
+    ET.fromstring(text)  # well-formed
+
+
+def test_neighbour_dump_is_read_like_ip_neigh() -> None:
+    import struct
+
+    from portkit.scan._neighbours import mac_vendor, parse_neighbours
+
+    def neigh(family: int, dst: bytes, lladdr: bytes, state: int) -> bytes:
+        attrs = b""
+        for kind, value in ((1, dst), (2, lladdr)):
+            attr = struct.pack("=HH", 4 + len(value), kind) + value
+            attrs += attr + b"\0" * (-len(attr) % 4)
+        body = struct.pack("=BBHiHBB", family, 0, 0, 2, state, 0, 1) + attrs
+        return struct.pack("=IHHII", 16 + len(body), 28, 2, 1, 0) + body
+
+    vmware = bytes.fromhex("005056000001")
+    data = (
+        neigh(socket.AF_INET, bytes([198, 51, 100, 10]), bytes.fromhex("ae74c64eb5be"), 0x02)
+        + neigh(socket.AF_INET, bytes([198, 51, 100, 11]), b"", 0x01)  # incomplete: no answer
+        + neigh(socket.AF_INET6, bytes.fromhex("20010db8" + "00" * 11 + "0a"), vmware, 0x80)
+    )
+    found, done = parse_neighbours(data + struct.pack("=IHHII", 20, 3, 2, 1, 0) + b"\0" * 4)
+    assert done
+    assert found == {"198.51.100.10": "AE:74:C6:4E:B5:BE", "2001:db8::a": "00:50:56:00:00:01"}
+    if Path("/usr/share/nmap/nmap-mac-prefixes").exists():
+        assert mac_vendor("00:50:56:00:00:01") == "VMware"
+        assert mac_vendor("AE:74:C6:4E:B5:BE") == ""  # locally administered: nobody's prefix
