@@ -325,3 +325,17 @@ def test_neighbour_dump_is_read_like_ip_neigh() -> None:
     if Path("/usr/share/nmap/nmap-mac-prefixes").exists():
         assert mac_vendor("00:50:56:00:00:01") == "VMware"
         assert mac_vendor("AE:74:C6:4E:B5:BE") == ""  # locally administered: nobody's prefix
+
+
+def test_mac_address_line_also_for_hosts_without_listed_ports_and_ping_scans() -> None:
+    """nmap prints `MAC Address:` for every on-link host it reports, ports listed or not."""
+    result = sample()
+    host = result.hosts[0]
+    host.ports.clear()
+    host.mac, host.mac_vendor = "00:50:56:00:00:01", "VMware"
+    text = render_text(result)
+    assert "Not shown: 997 closed tcp ports (reset)\nMAC Address: 00:50:56:00:00:01 (VMware)\n" in text
+    result.scan_type = "ping"
+    assert "MAC Address: 00:50:56:00:00:01 (VMware)" in render_text(result)
+    host.mac_vendor = ""
+    assert "MAC Address: 00:50:56:00:00:01 (Unknown)" in render_text(result)

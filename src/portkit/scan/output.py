@@ -91,30 +91,8 @@ def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = Fal
         latency = f" ({_two_digits(host.rtt)}s latency)" if host.rtt else ""
         status = "up" if host.status == "up" else "up, but timed out"
         out.append(f"Host is {status}, received {host.status_reason}{latency}.")
-        if result.scan_type == "ping":
-            continue
-        out.extend(_not_shown_line(host, result.protocol.value))
-        ports = [p for p in host.ports if not open_only or p.state is PortState.OPEN]
-        if not ports:
-            if not host.extraports:
-                out.append("No ports answered before the scan ended.")
-            continue
-        header = (
-            ["PORT", "STATE", "SERVICE"] + (["REASON"] if reason else []) + (["VERSION"] if versions else [])
-        )
-        rows = []
-        for p in ports:
-            row = [f"{p.port}/{p.protocol}", str(p.state), service_column(p, result.service_scan)]
-            if reason:
-                row.append(f"{p.reason} ttl {p.ttl}" if p.ttl else str(p.reason))
-            if versions:
-                row.append(_version_text(p))
-            rows.append(row)
-        widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-        out.append(" ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-        for p, row in zip(ports, rows, strict=True):
-            out.append(" ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-            out.extend(_detail_lines(p))
+        if result.scan_type != "ping":
+            out.extend(_port_table(result, host, reason=reason, open_only=open_only, versions=versions))
         if host.mac:
             out.append(f"MAC Address: {host.mac} ({host.mac_vendor or 'Unknown'})")
         out.extend(service_info_line(host))
@@ -122,6 +100,33 @@ def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = Fal
     out.append("")
     out.append(summary_line(result))
     yield from out.flush()
+
+
+def _port_table(
+    result: ScanResult, host: HostResult, *, reason: bool, open_only: bool, versions: bool
+) -> list[str]:
+    """A host's "Not shown" line and its table of ports (with the detail lines under them)."""
+    out = _not_shown_line(host, result.protocol.value)
+    ports = [p for p in host.ports if not open_only or p.state is PortState.OPEN]
+    if not ports:
+        if not host.extraports:
+            out.append("No ports answered before the scan ended.")
+        return out
+    header = ["PORT", "STATE", "SERVICE"] + (["REASON"] if reason else []) + (["VERSION"] if versions else [])
+    rows = []
+    for p in ports:
+        row = [f"{p.port}/{p.protocol}", str(p.state), service_column(p, result.service_scan)]
+        if reason:
+            row.append(f"{p.reason} ttl {p.ttl}" if p.ttl else str(p.reason))
+        if versions:
+            row.append(_version_text(p))
+        rows.append(row)
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    out.append(" ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    for p, row in zip(ports, rows, strict=True):
+        out.append(" ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        out.extend(_detail_lines(p))
+    return out
 
 
 def service_info_line(host: HostResult) -> list[str]:
