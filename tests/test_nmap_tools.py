@@ -2,7 +2,8 @@
 
 One lab for the module, in a private network namespace: real servers (nginx plain and TLS,
 sshd plain and behind TLS, vsftpd, Python's http.server, an accept-then-close port), a silent
-listener on 8081 (tcp and udp: a port nmap-services names differently per protocol), and a
+listener on 8081 (tcp and udp: a port nmap-services names differently per protocol), TLS in
+front of it on 8443 (a TLS tunnel with nothing known inside), and a
 firewall that drops 100-140 (so two states are collapsed). nmap and portkit scan it with the same
 options; then
 
@@ -24,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,13 +34,14 @@ from pathlib import Path
 import pytest
 
 from fixtures_scan import needs_nmap, needs_root
-from fixtures_services import LOOPBACK, private_netns, service_lab
+from fixtures_services import LOOPBACK, _make_cert, private_netns, service_lab
 
 pytestmark = [needs_root, needs_nmap, pytest.mark.slow]
 
 NMAP_XSL = Path("/usr/share/nmap/nmap.xsl")
 SERVERS = ("nginx", "sshd", "ssh-tls", "vsftpd", "pyhttp", "listeners")
 NAMED_SILENT = 8081  # nmap-services: blackice-icecap/tcp, sunproxyadmin/udp
+TLS_SILENT = 8443  # TLS in front of the silent port; nmap-services: https-alt/tcp
 DROPPED = "100-140"
 UDP_PORTS = f"1-30,{NAMED_SILENT}"
 
@@ -63,7 +66,7 @@ def _silent_sockets(lab) -> list[socket.socket]:  # type: ignore[no-untyped-def]
     tcp = lab.new_socket()
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     tcp.bind((LOOPBACK, NAMED_SILENT))
-    tcp.listen(16)
+    tcp.listen(4096)  # never accepted: every probe connection waits in the queue
     udp = lab.new_socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind((LOOPBACK, NAMED_SILENT))
     return [tcp, udp]
@@ -74,7 +77,15 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scans]:
     out = tmp_path_factory.mktemp("nmaptools")
     with private_netns("pknt") as netns, service_lab(only=SERVERS, netns=netns) as lab:
         held = _silent_sockets(lab)
+        key, cert = _make_cert(lab.root)
+        wrapper = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "socat",
+             f"OPENSSL-LISTEN:{TLS_SILENT},bind={LOOPBACK},reuseaddr,fork,cert={cert},key={key},verify=0",
+             f"TCP:{LOOPBACK}:{NAMED_SILENT}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         try:
+            _wait_for(lab, TLS_SILENT)
             subprocess.run(
                 ["ip", "netns", "exec", netns, "nft", "-f", "-"],
                 input="table inet portkit_test {\n  chain input {\n"
@@ -83,7 +94,7 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scans]:
                 text=True, check=True, capture_output=True, timeout=30,
             )  # fmt: skip
             listed = [s.port for s in lab.servers.values() if s.protocol == "tcp" and s.key != "silent"]
-            tcp_ports = ",".join(map(str, [*listed, NAMED_SILENT])) + ",1-140"
+            tcp_ports = ",".join(map(str, [*listed, NAMED_SILENT, TLS_SILENT])) + ",1-140"
             options = {
                 "plain": ["-p", tcp_ports],
                 "sv": ["-p", tcp_ports, "-sV"],
@@ -104,8 +115,20 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scans]:
                 portkit[key] = _run(netns, out / f"portkit-{key}", ours)
             yield Scans(nmap, portkit, tcp_ports)
         finally:
+            wrapper.terminate()
+            wrapper.wait(10)
             for sock in held:
                 sock.close()
+
+
+def _wait_for(lab, port: int) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(200):
+        with contextlib.suppress(OSError), lab.new_socket() as sock:
+            sock.settimeout(1)
+            sock.connect((LOOPBACK, port))
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} in the lab")
 
 
 def _run(netns: str, stem: Path, argv: list[str]) -> Run:
@@ -156,6 +179,9 @@ def test_port_names_follow_nmap_services_with_and_without_sv(scans: Scans) -> No
     assert f"{NAMED_SILENT}/open/tcp//blackice-icecap?///" in sv
     assert f"{NAMED_SILENT}/open|filtered/udp//sunproxyadmin///" in udp
     assert re.search(rf"^{NAMED_SILENT}/tcp +open +blackice-icecap\? ", scans.portkit["sv"].text, re.M)
+    # TLS, and nothing known inside: the table's name in a TLS tunnel, still a guess.
+    assert f"{TLS_SILENT}/open/tcp//ssl|https-alt?///" in sv
+    assert f"{TLS_SILENT}/open/tcp//https-alt///" in plain
 
 
 needs_ndiff = pytest.mark.skipif(shutil.which("ndiff") is None, reason="needs nmap's ndiff")

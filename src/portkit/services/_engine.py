@@ -401,12 +401,12 @@ class _PortDetection:
             )  # fmt: skip
         what = "replied to no probe" if self.any_data else "silent"
         note = f"{what}: {len(self.sent) + 1} probes"
+        guess = _table_guess(self.hints, note, silent=not self.any_data)
         if self.tls is not None:
-            return ServiceMatch(
-                name="unknown", tunnel="ssl", method=Method.PROBED, confidence=CONFIDENCE_SOFT,
-                tls=self.tls_info, probe=TLS_PROBE, notes=(note,),
-            )  # fmt: skip
-        return _table_guess(self.hints, note, silent=not self.any_data)
+            # TLS, and nothing known inside: the table's name for the port in a TLS tunnel, as
+            # nmap reports it (`ssl/https-alt?`).
+            return dataclasses.replace(guess, tunnel="ssl", tls=self.tls_info, probe=TLS_PROBE)
+        return guess
 
 
 def _richer(held: ServiceMatch | None, found: ServiceMatch) -> ServiceMatch:
