@@ -270,12 +270,13 @@ def test_service_fields_are_nmaps_with_nmaps_probes(scans: Scans) -> None:
 
 def test_builtin_probes_split_fields_as_nmap_does(scans: Scans) -> None:
     """portkit's own rules name these servers as nmap does (OpenSSH: version `9.2p1 Debian ...`,
-    extrainfo `protocol 2.0`, ostype Linux); only the CPE vendor names may differ."""
+    extrainfo `protocol 2.0`, ostype Linux; Python's `SimpleHTTPServer 0.6 (Python 3.11.7)`);
+    only the CPEs may differ (portkit names vsftpd's and Python's as NVD does)."""
     ours, theirs = _services(scans.portkit["sv-builtin"].xml), _services(scans.nmap["sv"].xml)
     sshd = [port for port, (attrs, _) in theirs.items() if attrs.get("product") == "OpenSSH"]
     assert len(sshd) == 2  # plain and behind TLS
     for port, (attrs, cpes) in theirs.items():
-        if attrs.get("product") in ("OpenSSH", "vsftpd", "nginx"):
+        if attrs.get("product") in ("OpenSSH", "vsftpd", "nginx", "SimpleHTTPServer"):
             assert ours[port][0] == attrs, port
         if attrs.get("product") == "OpenSSH":
             assert ours[port][1] == cpes

@@ -339,3 +339,16 @@ def test_mac_address_line_also_for_hosts_without_listed_ports_and_ping_scans() -
     assert "MAC Address: 00:50:56:00:00:01 (VMware)" in render_text(result)
     host.mac_vendor = ""
     assert "MAC Address: 00:50:56:00:00:01 (Unknown)" in render_text(result)
+
+
+def test_xml_rates_a_soft_match_as_nmap_does() -> None:
+    """JSON keeps portkit's 7 for a name from a soft match; nmap's XML says 10 for any probed
+    name (8 for tcpwrapped, 3 for the table)."""
+    result = sample()
+    host = result.hosts[0]
+    soft = ServiceInfo("postgresql", "PostgreSQL DB", "9.6.0 or later", method="probed", confidence=7)
+    host.attach(22, Protocol.TCP, service=soft)
+    root = ET.fromstring(render_xml(result))
+    service = root.find(".//port[@portid='22']/service")
+    assert service is not None and service.get("conf") == "10"
+    assert json.loads(render_json(result))["hosts"][0]["ports"][0]["service"]["confidence"] == 7

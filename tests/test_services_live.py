@@ -378,11 +378,11 @@ def test_ipv6_loopback(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
                 break
             time.sleep(0.05)
         found = detect_services([("::1", port, "tcp")])[("::1", port, Protocol.TCP)]
-        assert (found.name, found.product) == ("http", "Python http.server")
+        assert (found.name, found.product) == ("http", "SimpleHTTPServer")
         assert found.http is not None and found.http.title == "six"
         result = cli("scan", "::1", "-p", str(port), "--sv", "--json")
         assert result.status == 0, result.stderr
-        assert result.json()["hosts"][0]["ports"][0]["service"]["product"] == "Python http.server"
+        assert result.json()["hosts"][0]["ports"][0]["service"]["product"] == "SimpleHTTPServer"
     finally:
         server.terminate()
         server.wait(10)

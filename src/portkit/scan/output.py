@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from portkit.scan._results import HostResult, PortResult, ScanResult
+from portkit.scan._results import HostResult, PortResult, ScanResult, ServiceInfo
 from portkit.scan._states import PortState
 
 XML_OUTPUT_VERSION = "1.05"
@@ -314,7 +314,7 @@ def iter_xml(result: ScanResult) -> Iterator[str]:
                         devicetype=svc.devicetype or None,
                         tunnel=svc.tunnel or None,
                         method=svc.method,
-                        conf=svc.confidence,
+                        conf=_nmap_confidence(svc),
                     )
                     if svc.cpe:
                         lines.append(f"<service{attrs}>")
@@ -356,6 +356,17 @@ def iter_xml(result: ScanResult) -> Iterator[str]:
     lines.append("</runstats>")
     lines.append("</nmaprun>")
     yield "\n".join(lines) + "\n"
+
+
+# portkit rates a service named by a soft match alone (the protocol, not the product) 7;
+# nmap's XML rates every probed name 10 but tcpwrapped's 8.
+_SOFT_MATCH_CONFIDENCE = 7
+
+
+def _nmap_confidence(svc: ServiceInfo) -> int:
+    if svc.method == "probed" and svc.confidence == _SOFT_MATCH_CONFIDENCE:
+        return 10
+    return svc.confidence
 
 
 def _host_identity(host: HostResult) -> list[str]:
