@@ -39,7 +39,7 @@ from fixtures_services import LOOPBACK, _make_cert, private_netns, service_lab
 pytestmark = [needs_root, needs_nmap, pytest.mark.slow]
 
 NMAP_XSL = Path("/usr/share/nmap/nmap.xsl")
-SERVERS = ("nginx", "sshd", "ssh-tls", "vsftpd", "pyhttp", "listeners")
+SERVERS = ("nginx", "sshd", "ssh-tls", "vsftpd", "pyhttp", "dnsmasq", "listeners")
 NAMED_SILENT = 8081  # nmap-services: blackice-icecap/tcp, sunproxyadmin/udp
 TLS_SILENT = 8443  # TLS in front of the silent port; nmap-services: https-alt/tcp
 DROPPED = "100-140"
@@ -99,6 +99,7 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scans]:
                 "plain": ["-p", tcp_ports],
                 "sv": ["-p", tcp_ports, "-sV"],
                 "udp": ["-p", UDP_PORTS, "-sU"],
+                "udp-sv": ["-p", f"{lab['dnsmasq-udp'].port},{NAMED_SILENT}", "-sU", "-sV"],
             }
             nmap, portkit = {}, {}
             builtin = [*options["sv"], "--sv-intensity", "light"]
@@ -108,9 +109,9 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scans]:
             for key, argv in options.items():
                 nmap[key] = _run(
                     netns, out / f"nmap-{key}",
-                    ["nmap", "-n", "-Pn", *argv, *(["--version-light"] if key == "sv" else [])],
+                    ["nmap", "-n", "-Pn", *argv, *(["--version-light"] if "sv" in key else [])],
                 )  # fmt: skip
-                extra = ["--sv-intensity", "light", "--probes", "nmap"] if key == "sv" else []
+                extra = ["--sv-intensity", "light", "--probes", "nmap"] if "sv" in key else []
                 ours = [sys.executable, "-m", "portkit", "scan", "-Pn", *argv, *extra]
                 portkit[key] = _run(netns, out / f"portkit-{key}", ours)
             yield Scans(nmap, portkit, tcp_ports)
@@ -145,7 +146,7 @@ def _host_lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if not line.startswith("#")]
 
 
-@pytest.mark.parametrize("key", ["plain", "sv", "udp"])
+@pytest.mark.parametrize("key", ["plain", "sv", "udp", "udp-sv"])
 def test_grepable_output_is_nmaps_line_for_line(scans: Scans, key: str) -> None:
     ours, theirs = scans.portkit[key].grepable.read_text(), scans.nmap[key].grepable.read_text()
     assert _host_lines(scans.portkit[key].grepable) == _host_lines(scans.nmap[key].grepable)
@@ -188,7 +189,7 @@ needs_ndiff = pytest.mark.skipif(shutil.which("ndiff") is None, reason="needs nm
 
 
 @needs_ndiff
-@pytest.mark.parametrize("key", ["plain", "sv", "udp"])
+@pytest.mark.parametrize("key", ["plain", "sv", "udp", "udp-sv"])
 def test_ndiff_sees_no_difference_but_the_scanner_line(scans: Scans, key: str) -> None:
     proc = subprocess.run(
         ["ndiff", str(scans.nmap[key].xml), str(scans.portkit[key].xml)], capture_output=True, text=True
@@ -217,7 +218,7 @@ def test_python_libnmap_reads_the_same_ports_services_and_versions(scans: Scans)
             (s.port, s.protocol): (s.state, s.service, s.banner, s.tunnel) for s in host.services
         }
 
-    for key in ("plain", "sv", "udp"):
+    for key in ("plain", "sv", "udp", "udp-sv"):
         ours, theirs = ports(scans.portkit[key].xml), ports(scans.nmap[key].xml)
         assert ours == theirs, key
     sv = ports(scans.portkit["sv"].xml)
