@@ -100,6 +100,8 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scans]:
                 "sv": ["-p", tcp_ports, "-sV"],
                 "udp": ["-p", UDP_PORTS, "-sU"],
                 "udp-sv": ["-p", f"{lab['dnsmasq-udp'].port},{NAMED_SILENT}", "-sU", "-sV"],
+                # --open: closed ports go to "Not shown" however few (nmap does so in every format).
+                "open": ["-p", f"1-3,{NAMED_SILENT},{DROPPED}", "--open"],
             }
             nmap, portkit = {}, {}
             builtin = [*options["sv"], "--sv-intensity", "light"]
@@ -146,7 +148,7 @@ def _host_lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if not line.startswith("#")]
 
 
-@pytest.mark.parametrize("key", ["plain", "sv", "udp", "udp-sv"])
+@pytest.mark.parametrize("key", ["plain", "sv", "udp", "udp-sv", "open"])
 def test_grepable_output_is_nmaps_line_for_line(scans: Scans, key: str) -> None:
     ours, theirs = scans.portkit[key].grepable.read_text(), scans.nmap[key].grepable.read_text()
     assert _host_lines(scans.portkit[key].grepable) == _host_lines(scans.nmap[key].grepable)
@@ -169,6 +171,8 @@ def test_grepable_regressions_seen_in_the_field(scans: Scans) -> None:
     assert "Ignored State" not in sv
     udp = scans.portkit["udp"].grepable.read_text()
     assert "\tIgnored State: closed (30)" in udp
+    opened = scans.portkit["open"].grepable.read_text()
+    assert f"Ports: {NAMED_SILENT}/open/tcp//blackice-icecap///\n" in opened  # two states collapsed
 
 
 def test_port_names_follow_nmap_services_with_and_without_sv(scans: Scans) -> None:
@@ -189,7 +193,7 @@ needs_ndiff = pytest.mark.skipif(shutil.which("ndiff") is None, reason="needs nm
 
 
 @needs_ndiff
-@pytest.mark.parametrize("key", ["plain", "sv", "udp", "udp-sv"])
+@pytest.mark.parametrize("key", ["plain", "sv", "udp", "udp-sv", "open"])
 def test_ndiff_sees_no_difference_but_the_scanner_line(scans: Scans, key: str) -> None:
     proc = subprocess.run(
         ["ndiff", str(scans.nmap[key].xml), str(scans.portkit[key].xml)], capture_output=True, text=True
@@ -218,7 +222,7 @@ def test_python_libnmap_reads_the_same_ports_services_and_versions(scans: Scans)
             (s.port, s.protocol): (s.state, s.service, s.banner, s.tunnel) for s in host.services
         }
 
-    for key in ("plain", "sv", "udp", "udp-sv"):
+    for key in ("plain", "sv", "udp", "udp-sv", "open"):
         ours, theirs = ports(scans.portkit[key].xml), ports(scans.nmap[key].xml)
         assert ours == theirs, key
     sv = ports(scans.portkit["sv"].xml)

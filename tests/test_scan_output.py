@@ -352,3 +352,28 @@ def test_xml_rates_a_soft_match_as_nmap_does() -> None:
     service = root.find(".//port[@portid='22']/service")
     assert service is not None and service.get("conf") == "10"
     assert json.loads(render_json(result))["hosts"][0]["ports"][0]["service"]["confidence"] == 7
+
+
+def test_open_view_collapses_what_cannot_be_open_and_drops_hosts_without_it() -> None:
+    """nmap's --open: closed and filtered ports are "Not shown" however few, hosts with no port
+    that may be open are not reported, and the counts still include them."""
+    from portkit.scan._results import open_view
+
+    result = sample()
+    closed = HostResult(
+        "192.0.2.11", ports=[PortResult(22, Protocol.TCP, PortState.CLOSED, Reason.RESET, 64)]
+    )
+    result.hosts.append(closed)
+    result.hosts_total = 2
+    view = open_view(result)
+    assert [h.address for h in view.hosts] == ["192.0.2.10"] and view.hosts_up == 2
+    host = view.hosts[0]
+    assert [p.port for p in host.ports] == [22, 443]
+    assert [(e.state, e.count, e.ports) for e in host.extraports] == [
+        (PortState.CLOSED, 997, ("1-21,23-442,444-1000",)),
+        (PortState.FILTERED, 1, ("81",)),
+    ]
+    assert view.state_counts() == result.state_counts()
+    grep = render_grepable(view)
+    assert "192.0.2.11" not in grep and "(2 hosts up)" in grep
+    assert "Not shown: 997 closed tcp ports (reset), 1 filtered tcp port (no-response)" in render_text(view)

@@ -212,14 +212,15 @@ class ScanResult:
     probes_sent: int = 0
     services: str = ""  # the scanned ports as ranges ("1-1024,8080"), nmap's scaninfo services
     service_scan: bool = False  # service detection ran on the open ports (nmap's -sV)
+    unlisted: list[HostResult] = field(default_factory=list)  # scanned, but not shown (--open)
 
     @property
     def hosts_up(self) -> int:
-        return sum(1 for h in self.hosts if h.status == "up")
+        return sum(1 for h in (*self.hosts, *self.unlisted) if h.status == "up")
 
     def state_counts(self) -> Counter[PortState]:
         total: Counter[PortState] = Counter()
-        for host in self.hosts:
+        for host in (*self.hosts, *self.unlisted):
             total.update(host.all_states)
         return total
 
@@ -259,3 +260,34 @@ def collapse(ports: list[PortResult], keep_all: bool = False) -> tuple[list[Port
         reasons: Counter[Reason] = Counter(p.reason for p in ports if p.state is state)
         extras.append(ExtraPorts(state, by_state[state], tuple(reasons.most_common())))
     return shown, extras
+
+
+# States nmap's --open still lists: open, and those where open is a possibility.
+_POSSIBLY_OPEN = (PortState.OPEN, PortState.OPEN_FILTERED, PortState.UNFILTERED)
+
+
+def open_view(result: ScanResult) -> ScanResult:
+    """The result as nmap's `--open` shows it, in every format.
+
+    Closed and filtered ports are collapsed into "Not shown" counts whatever their number
+    (other states keep the usual rule), and hosts with no port that may be open are left out.
+    """
+    from portkit.scan._engine import port_ranges
+
+    hosts, unlisted = [], list(result.unlisted)
+    for host in result.hosts:
+        if not any(h in _POSSIBLY_OPEN for h in host.all_states):
+            unlisted.append(host)
+            continue
+        hidden = [p for p in host.ports if p.state not in _POSSIBLY_OPEN]
+        extras = list(host.extraports)
+        for state in {p.state for p in hidden}:
+            ports = [p for p in hidden if p.state is state]
+            reasons: Counter[Reason] = Counter(p.reason for p in ports)
+            common = reasons.most_common()
+            ranges = tuple(port_ranges([p.port for p in ports if p.reason is r]) for r, _ in common)
+            extras.append(ExtraPorts(state, len(ports), tuple(common), ranges))
+        extras.sort(key=lambda e: -e.count)
+        shown = [p for p in host.ports if p.state in _POSSIBLY_OPEN]
+        hosts.append(dataclasses.replace(host, ports=shown, extraports=extras))
+    return dataclasses.replace(result, hosts=hosts, unlisted=unlisted)
