@@ -113,3 +113,27 @@ def test_ndiff_sees_only_the_scanner_line(outputs: dict[str, tuple[Path, str]]) 
     assert proc.returncode in (0, 1), proc.stderr
     changed = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(changed) == 2 and changed[1].startswith("+portkit "), proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("ndiff") is None, reason="needs nmap's ndiff")
+def test_host_discovery_xml_and_grepable_are_nmaps(lab: Lab, tmp_path: Path) -> None:
+    """-sn: the same hosts, each with its MAC address; ndiff sees only the scanner line, and the
+    grepable host lines are nmap's."""
+    network = f"{lab.address('client').rsplit('.', 1)[0]}.8/29"  # the web host, not the client
+    files = {}
+    for who, argv in (("nmap", ["nmap", "-n"]), ("portkit", [sys.executable, "-m", "portkit", "scan"])):
+        xml, grepable = tmp_path / f"{who}.xml", tmp_path / f"{who}.gnmap"
+        proc = lab.run("client", [*argv, "-sn", "-oX", str(xml), "-oG", str(grepable), network], timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        files[who] = (xml, grepable)
+    ndiff = ["ndiff", str(files["nmap"][0]), str(files["portkit"][0])]
+    proc = subprocess.run(ndiff, capture_output=True, text=True)
+    changed = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(changed) == 2 and changed[1].startswith("+portkit "), proc.stdout
+    hosts = [
+        [line for line in path.read_text().splitlines() if line.startswith("Host:")]
+        for path in (files["nmap"][1], files["portkit"][1])
+    ]
+    assert hosts[0] == hosts[1] == [f"Host: {lab.address('web')} ()\tStatus: Up"]
+    root = ET.parse(files["portkit"][0]).getroot()
+    assert [a.get("addr") for a in root.findall("host/address")] == [lab.address("web"), _mac_of(lab)]
