@@ -180,11 +180,12 @@ def local_addresses(netns: str | None = None) -> frozenset[str]:
     return frozenset(a["local"] for link in data for a in link.get("addr_info", []) if "local" in a)
 
 
-def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str]:
-    """The output interface the routing table picks for an address (`ip route get`)."""
-    cache: dict[str, str] = {}
+def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str | None]:
+    """The output interface the routing table picks for an address (`ip route get`): "" when
+    it cannot be asked, None when the kernel has no route (unreachable, prohibited)."""
+    cache: dict[str, str | None] = {}
 
-    def lookup(address: IPAddress) -> str:
+    def lookup(address: IPAddress) -> str | None:
         key = str(address)
         if key not in cache:
             try:
@@ -195,10 +196,46 @@ def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str]:
                     timeout=10,
                     check=False,
                 )
-                data = json.loads(proc.stdout or "[]")
-                cache[key] = data[0].get("dev", "") if data else ""
+                if proc.returncode != 0 and _NO_ROUTE.search(proc.stderr):
+                    cache[key] = None
+                else:
+                    data = json.loads(proc.stdout or "[]")
+                    cache[key] = str(data[0].get("dev", "")) if data else ""
             except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired, IndexError):
                 cache[key] = ""
         return cache[key]
 
     return lookup
+
+
+# What `ip route get` says when the kernel has no usable route.
+_NO_ROUTE = re.compile(r"unreachable|No route to host|Permission denied|prohibit", re.I)
+
+
+def forwarding_state(netns: str | None = None) -> dict[int, bool]:
+    """Whether this host (or the netns) forwards IPv4 and IPv6 packets: the sysctls
+    net.ipv4.ip_forward and net.ipv6.conf.all.forwarding. A version whose setting cannot
+    be read is left out (unknown)."""
+    keys = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
+    out: dict[int, bool] = {}
+    if netns is None:
+        for version, key in keys.items():
+            try:
+                out[version] = Path("/proc/sys", *key.split(".")).read_text().strip() != "0"
+            except OSError:
+                continue
+        return out
+    try:
+        proc = subprocess.run(
+            [*_prefix(netns), "cat", *(str(Path("/proc/sys", *k.split("."))) for k in keys.values())],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return out
+    values = proc.stdout.split()
+    if proc.returncode == 0 and len(values) == len(keys):
+        out = {version: value != "0" for version, value in zip(keys, values, strict=True)}
+    return out

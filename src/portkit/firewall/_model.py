@@ -182,7 +182,14 @@ class Field(Word):
     CT_STATE = "ct state"  # names
     ICMP_TYPE = "icmp type"  # family 4: icmp, 6: icmpv6
     ICMP_CODE = "icmp code"
+    CT_STATUS = "ct status"  # names (dnat, snat, ...): known for a connection's first packet only
+    CONCAT = "concat"  # `ip saddr . tcp dport { 10.0.0.1 . 22 }`: `parts` and `elements`
     OPAQUE = "opaque"  # an expression portkit cannot evaluate; kept as text
+
+
+# Fields whose matches are not a box of intervals (the linter's and the compiled evaluator's
+# space): only the reference evaluator decides them.
+NON_BOX_FIELDS = frozenset({Field.CT_STATUS, Field.CONCAT, Field.OPAQUE})
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,11 @@ class Match:
     # `ct state != new | established` compares the whole state word with two bits set, so it
     # always holds (and `==` never does); nft writes that for a comma list after `!=`.
     exact: bool = False
+    # CONCAT: the components (value-less matches: field, family, protos) and the elements,
+    # one value per component: an interval, or a name for interfaces. A packet matches when
+    # its tuple falls in one element, as the kernel's concatenated set lookup does.
+    parts: tuple[Match, ...] = ()
+    elements: tuple[tuple[Interval | str, ...], ...] = ()
 
     def __str__(self) -> str:
         return self.text or render_match(self)
@@ -219,6 +231,17 @@ class Match:
         """The matched values as nft writes them (`22`, `{ 80, 443 }`, `10.0.0.0/8`)."""
         if self.set_name:
             return "@" + self.set_name
+        if self.field is Field.CONCAT:
+            elems = [
+                " . ".join(
+                    (f'"{v}"' if p.field in (Field.IIF, Field.OIF) else v)
+                    if isinstance(v, str)
+                    else render_interval(p.field, p.family, v)
+                    for p, v in zip(self.parts, e, strict=True)
+                )
+                for e in self.elements
+            ]
+            return "{ " + ", ".join(elems) + " }"
         items = [
             *(f'"{n}"' if self.field in (Field.IIF, Field.OIF) else n for n in self.names),
             *(render_interval(self.field, self.family, r) for r in self.ranges),
@@ -260,27 +283,35 @@ def render_address_interval(family: int, interval: Interval) -> str:
 
 def render_match(m: Match) -> str:
     """A match in nft syntax."""
+    if m.field is Field.OPAQUE:
+        return m.text or "<opaque>"
     op = "!= " if m.negate else ""
-    value = m.value_text()
+    return f"{match_key(m)} {op}{m.value_text()}"
+
+
+def match_key(m: Match) -> str:
+    """What a match looks at, in nft syntax (`ip saddr`, `tcp dport`, `ip saddr . tcp dport`)."""
     if m.field in (Field.SADDR, Field.DADDR):
-        return f"{'ip' if m.family == 4 else 'ip6'} {m.field.value} {op}{value}"
+        return f"{'ip' if m.family == 4 else 'ip6'} {m.field.value}"
     if m.field in (Field.SPORT, Field.DPORT):
         if len(m.protos) == 1:
-            return f"{IPPROTO_NAMES.get(m.protos[0], 'th')} {m.field.value} {op}{value}"
-        return f"th {m.field.value} {op}{value}"
+            return f"{IPPROTO_NAMES.get(m.protos[0], 'th')} {m.field.value}"
+        return f"th {m.field.value}"
     if m.field is Field.L4PROTO:
         if m.family:
-            return f"{'ip protocol' if m.family == 4 else 'ip6 nexthdr'} {op}{value}"
-        return f"meta l4proto {op}{value}"
+            return "ip protocol" if m.family == 4 else "ip6 nexthdr"
+        return "meta l4proto"
     if m.field is Field.NFPROTO:
-        return f"meta nfproto {op}{value}"
+        return "meta nfproto"
     if m.field in (Field.IIF, Field.OIF):
-        return f"{m.field.value}name {op}{value}"
-    if m.field is Field.CT_STATE:
-        return f"ct state {op}{value}"
+        return f"{m.field.value}name"
+    if m.field in (Field.CT_STATE, Field.CT_STATUS):
+        return str(m.field)
+    if m.field is Field.CONCAT:
+        return " . ".join(match_key(p) for p in m.parts)
     if m.field in (Field.ICMP_TYPE, Field.ICMP_CODE):
         proto = "icmp" if m.family == 4 else "icmpv6"
-        return f"{proto} {m.field.value.split()[1]} {op}{value}"
+        return f"{proto} {m.field.value.split()[1]}"
     return m.text or "<opaque>"
 
 
@@ -379,7 +410,9 @@ class Rule:
 
     @property
     def uncertain(self) -> bool:
-        return any(m.field is Field.OPAQUE for m in self.matches)
+        """Whether a match is beyond the box model (unmodelled, a concatenation, ct status):
+        the linter does not reason about such a rule; the evaluator decides it, or forks."""
+        return any(m.field in NON_BOX_FIELDS for m in self.matches)
 
     def verdict_text(self) -> str:
         if self.action in (Action.JUMP, Action.GOTO):

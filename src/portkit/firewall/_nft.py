@@ -18,7 +18,6 @@ from portkit.firewall._model import (
     ICMP_TYPES,
     ICMPV6_TYPES,
     IPPROTO,
-    PORT_PROTOS,
     Action,
     Chain,
     ChainType,
@@ -38,12 +37,117 @@ from portkit.firewall._model import (
     normalize,
 )
 
-_PORT_PROTO = {"tcp": (6,), "udp": (17,), "sctp": (132,), "dccp": (33,), "udplite": (136,), "th": PORT_PROTOS}
+# `th` has no protocol dependency: it reads any transport header (see `match_value`).
+_PORT_PROTO: dict[str, tuple[int, ...]] = {
+    "tcp": (6,),
+    "udp": (17,),
+    "sctp": (132,),
+    "dccp": (33,),
+    "udplite": (136,),
+    "th": (),
+}
 _PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
+
+
+# Payload protocols whose header a match reads, and the dependency nft adds for it
+# (IP version, transport protocols): such a match never holds on another packet.
+_PAYLOAD_DEPS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "ip": (4, ()),
+    "ip6": (6, ()),
+    "icmp": (4, (1,)),
+    "icmpv6": (6, (58,)),
+    "tcp": (0, (6,)),
+    "udp": (0, (17,)),
+    "udplite": (0, (136,)),
+    "sctp": (0, (132,)),
+    "dccp": (0, (33,)),
+    "ah": (0, (51,)),
+    "esp": (0, (50,)),
+    "comp": (0, (108,)),
+    "igmp": (4, (2,)),
+}
+_EXPR_DEPS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "tcp option": (0, (6,)),
+    "sctp chunk": (0, (132,)),
+    "ip option": (4, ()),
+    "exthdr": (6, ()),
+}
+ICMP_CODES = {
+    "net-unreachable": 0,
+    "host-unreachable": 1,
+    "prot-unreachable": 2,
+    "port-unreachable": 3,
+    "frag-needed": 4,
+    "net-prohibited": 9,
+    "host-prohibited": 10,
+    "admin-prohibited": 13,
+}
+ICMPV6_CODES = {
+    "no-route": 0,
+    "admin-prohibited": 1,
+    "addr-unreachable": 3,
+    "port-unreachable": 4,
+    "policy-fail": 5,
+    "reject-route": 6,
+}
 
 
 class _Opaque(Exception):
     """An expression portkit does not model; the caller keeps it as text."""
+
+
+def _dependencies(expr: Any) -> tuple[int, tuple[int, ...]]:
+    """The IP version (0: any) and transport protocols (empty: any) an expression's headers
+    need, from every payload it reads: an unmodelled `icmpv6 type . icmpv6 code {...}`
+    still never matches a TCP packet."""
+    family = 0
+    protos: set[int] | None = None
+    todo = [expr]
+    seen = 0
+    while todo and seen < 10_000:
+        seen += 1
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, val in node.items():
+            dep = None
+            if key == "payload" and isinstance(val, dict):
+                dep = _PAYLOAD_DEPS.get(str(val.get("protocol")))
+            elif key in _EXPR_DEPS:
+                dep = _EXPR_DEPS[key]
+            if dep is not None:
+                family = family or dep[0]
+                if dep[1]:
+                    protos = set(dep[1]) if protos is None else protos & set(dep[1])
+            todo.append(val)
+    return family, tuple(sorted(protos)) if protos is not None else ()
+
+
+def _holds_when_unknown(stmt: Any) -> tuple[bool, str]:
+    """The first branch's assumption for an unmodelled statement that can stop a rule:
+    a rate limit or quota is not exceeded, a connection count not over its limit."""
+    if isinstance(stmt, dict):
+        for key, val in stmt.items():
+            if key in ("limit", "quota", "ct count") and isinstance(val, dict):
+                over = bool(val.get("inv"))
+                what = "the limit is not exceeded"
+                return (not over), f"assumed {'not ' if over else ''}to match: {what}"
+            if key in ("set", "map", "meter") and isinstance(val, dict) and val.get("stmt"):
+                return _holds_when_unknown(val["stmt"])
+    if isinstance(stmt, list) and stmt:
+        holds = [_holds_when_unknown(s) for s in stmt]
+        return all(h for h, _ in holds), holds[0][1]
+    return True, "assumed to match"
+
+
+def _opaque(stmt: Any, text: str | None = None) -> Match:
+    """An unmodelled expression: unknown to the evaluator, false where its headers cannot apply."""
+    family, protos = _dependencies(stmt)
+    holds, _ = _holds_when_unknown(stmt)
+    return Match(Field.OPAQUE, text=text or _expr_text(stmt), negate=not holds, family=family, protos=protos)
 
 
 @dataclass
@@ -91,7 +195,7 @@ def _scalar_intervals(fld: Field, value: Any, family: int) -> tuple[list[Interva
     if fld in (Field.SADDR, Field.DADDR):
         ver, iv = address_interval(str(value))
         return [iv], [], ver
-    if fld in (Field.IIF, Field.OIF, Field.CT_STATE):
+    if fld in (Field.IIF, Field.OIF, Field.CT_STATE, Field.CT_STATUS):
         return [], [str(value)], family
     if fld in (Field.SPORT, Field.DPORT):
         port = _port_value(value)
@@ -113,9 +217,11 @@ def _scalar_intervals(fld: Field, value: Any, family: int) -> tuple[list[Interva
             raise _Opaque(f"icmp type {value!r}")
         return [(num, num)], [], family
     if fld is Field.ICMP_CODE:
-        if isinstance(value, int):
-            return [(value, value)], [], family
-        raise _Opaque(f"icmp code {value!r}")
+        codes = ICMP_CODES if family == 4 else ICMPV6_CODES
+        num = value if isinstance(value, int) else codes.get(str(value))
+        if num is None:
+            raise _Opaque(f"icmp code {value!r}")
+        return [(num, num)], [], family
     raise _Opaque(f"value {value!r}")
 
 
@@ -181,6 +287,8 @@ def _left_field(left: Any, table_family: Family) -> tuple[Field, int, tuple[int,
             return Field.NFPROTO, 0, ()
     if "ct" in left and left["ct"].get("key") == "state" and "dir" not in left["ct"]:
         return Field.CT_STATE, 0, ()
+    if "ct" in left and left["ct"].get("key") == "status" and "dir" not in left["ct"]:
+        return Field.CT_STATUS, 0, ()
     raise _Opaque("left")
 
 
@@ -276,8 +384,11 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
             try:
                 matches.append(_match(val, tb.family, tb.sets))
             except (_Opaque, ValueError, KeyError, TypeError) as exc:
-                matches.append(Match(Field.OPAQUE, text=_expr_text(stmt)))
-                notes.append(f"{where}: cannot model match {_expr_text(stmt)} ({exc}); assumed to match")
+                matches.append(_opaque(stmt))
+                notes.append(
+                    f"{where}: cannot model match {_expr_text(stmt)} ({exc}); assumed to match "
+                    "in the first branch, undecided: both outcomes are followed"
+                )
         elif key == "counter":
             counter = True
         elif key == "log":
@@ -303,12 +414,16 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
                         )
                     )
             except (_Opaque, ValueError, KeyError, TypeError) as exc:
-                matches.append(Match(Field.OPAQUE, text=_expr_text(stmt)))
-                notes.append(f"{where}: cannot model verdict map ({exc})")
-        elif key in ("limit", "quota", "xt") and (key != "xt" or val.get("type") == "match"):
-            # Statements that can stop a packet from matching: kept, assumed to match.
-            matches.append(Match(Field.OPAQUE, text=_expr_text(stmt)))
-            notes.append(f"{where}: {key} {_expr_text(val)} is not modelled; assumed to match")
+                matches.append(_opaque(stmt))
+                notes.append(f"{where}: cannot model verdict map ({exc}); undecided")
+        elif (key in ("limit", "quota", "xt") and (key != "xt" or val.get("type") == "match")) or (
+            key in ("set", "map", "meter") and isinstance(val, dict) and val.get("stmt")
+        ):
+            # Statements that can stop a packet from matching (a limit, a quota, a set update
+            # with a limit in it): undecided, the first branch takes the limit as not reached.
+            matches.append(_opaque(stmt))
+            _, why = _holds_when_unknown(stmt)
+            notes.append(f"{where}: {key} {_expr_text(val)} is not modelled; undecided ({why})")
         elif key == "xt":
             opaque.append(_expr_text(stmt))
             notes.append(

@@ -1,0 +1,309 @@
+"""Fail closed: matches the model cannot decide make a verdict uncertain (both branches are
+followed and reported), matches whose protocol cannot apply are false, and the compiled
+evaluator never disagrees with the reference one. No root needed; the kernel checks of the
+same cases are in test_firewall_truth_kernel.py."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from portkit.firewall import (
+    Action,
+    Chain,
+    ChainType,
+    CtState,
+    Direction,
+    Family,
+    FastEvaluator,
+    Field,
+    Hook,
+    Match,
+    Packet,
+    Rule,
+    Ruleset,
+    Table,
+    Verdict,
+    evaluate,
+    import_nft_json,
+)
+from portkit.firewall._eval import MAX_BRANCHES
+from portkit.firewall._fast import FlowArrays
+
+
+def _doc(
+    *rules: list[dict[str, Any]], policy: str = "drop", extra: list[dict[str, Any]] | None = None
+) -> Any:
+    items: list[dict[str, Any]] = [
+        {"table": {"family": "inet", "name": "t"}},
+        *(extra or []),
+        {
+            "chain": {
+                "family": "inet",
+                "table": "t",
+                "name": "input",
+                "type": "filter",
+                "hook": "input",
+                "prio": 0,
+                "policy": policy,
+            }
+        },
+    ]
+    for n, expr in enumerate(rules, start=1):
+        items.append({"rule": {"family": "inet", "table": "t", "chain": "input", "handle": n, "expr": expr}})
+    return {"nftables": items}
+
+
+ICMPV6_CONCAT = [
+    {
+        "match": {
+            "op": "==",
+            "left": {
+                "concat": [
+                    {"payload": {"protocol": "icmpv6", "field": "type"}},
+                    {"payload": {"protocol": "icmpv6", "field": "code"}},
+                ]
+            },
+            "right": {"set": [{"concat": ["destination-unreachable", "no-route"]}]},
+        }
+    },
+    {"accept": None},
+]
+CT_STATUS_DNAT = [
+    {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}},
+    {"accept": None},
+]
+LIMIT_OVER_SET = [
+    {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}},
+    {
+        "set": {
+            "op": "add",
+            "elem": {"payload": {"protocol": "ip", "field": "saddr"}},
+            "set": "@flood",
+            "stmt": [{"limit": {"rate": 10, "burst": 5, "per": "minute", "inv": True}}],
+        }
+    },
+    {"drop": None},
+]
+TCP_FLAGS = [
+    {
+        "match": {
+            "op": "==",
+            "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "ack"]]},
+            "right": "syn",
+        }
+    },
+    {"accept": None},
+]
+TH_DPORT = [
+    {"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": 22}},
+    {"accept": None},
+]
+
+
+def test_a_match_whose_protocol_cannot_apply_is_false_not_assumed() -> None:
+    rs = import_nft_json(_doc(ICMPV6_CONCAT))
+    for flow in ("tcp 192.0.2.1:4000 -> 192.0.2.2:22", "tcp [2001:db8::1]:4000 -> [2001:db8::2]:22"):
+        d = evaluate(rs, Packet.parse(flow))
+        assert (d.outcome, d.certain) == ("drop", True), flow
+    assert evaluate(import_nft_json(_doc(TCP_FLAGS)), Packet.parse("udp 192.0.2.1:1 -> 192.0.2.2:53")).certain
+
+
+def test_ct_status_dnat_is_known_for_a_first_packet_and_uncertain_after() -> None:
+    rs = import_nft_json(_doc(CT_STATUS_DNAT))
+    new = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+    assert (new.outcome, new.certain) == ("drop", True)  # nothing DNATed this connection
+    est = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22 state established"))
+    assert not est.certain and est.possible == {"accept", "drop"}
+
+
+def test_ct_status_dnat_holds_after_a_prerouting_dnat() -> None:
+    doc = _doc(CT_STATUS_DNAT)
+    doc["nftables"][1:1] = [
+        {
+            "chain": {
+                "family": "inet",
+                "table": "t",
+                "name": "pre",
+                "type": "nat",
+                "hook": "prerouting",
+                "prio": -100,
+                "policy": "accept",
+            }
+        },
+        {
+            "rule": {
+                "family": "inet",
+                "table": "t",
+                "chain": "pre",
+                "handle": 90,
+                "expr": [
+                    {
+                        "match": {
+                            "op": "==",
+                            "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                            "right": 80,
+                        }
+                    },
+                    {"redirect": {"port": 8080}},
+                ],
+            }
+        },
+    ]
+    rs = import_nft_json(doc)
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:80"))
+    assert (d.outcome, d.certain) == ("accept", True)
+
+
+def test_a_rate_limited_set_update_is_uncertain_and_noted() -> None:
+    set_decl = {
+        "set": {"family": "inet", "table": "t", "name": "flood", "type": "ipv4_addr", "flags": ["dynamic"]}
+    }
+    rs = import_nft_json(_doc(LIMIT_OVER_SET, policy="accept", extra=[set_decl]))
+    assert any("limit" in n and "undecided" in n for n in rs.notes)
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+    assert not d.certain and d.possible == {"accept", "drop"}
+    assert d.outcome == "accept"  # first branch: the limit is not exceeded
+    drop = next(o for o in d.outcomes if o.verdict is Verdict.DROP)
+    assert drop.assumed and drop.assumed[0][1] is True and "limit" in drop.assumed[0][0]
+    assert any(s.unknown and s.matched for s in drop.trace)
+    # Established traffic never reaches the set update (ct state new is false): certain.
+    assert evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22 state established")).certain
+    # IPv6 packets never meet `ip saddr`'s dependency: certain too.
+    assert evaluate(rs, Packet.parse("tcp [2001:db8::1]:4000 -> [2001:db8::2]:22")).certain
+
+
+def test_th_dport_reads_other_headers_on_icmp_so_it_is_unknown_there() -> None:
+    rs = import_nft_json(_doc(TH_DPORT))
+    assert evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22")).outcome == "accept"
+    assert evaluate(rs, Packet.parse("udp 192.0.2.1:4000 -> 192.0.2.2:23")).certain
+    icmp = evaluate(rs, Packet.parse("icmp 192.0.2.1 -> 192.0.2.2"))
+    assert not icmp.certain and icmp.possible == {"accept", "drop"}
+
+
+def test_branches_that_agree_give_a_certain_decision() -> None:
+    set_decl = {
+        "set": {"family": "inet", "table": "t", "name": "flood", "type": "ipv4_addr", "flags": ["dynamic"]}
+    }
+    rs = import_nft_json(_doc(LIMIT_OVER_SET, policy="drop", extra=[set_decl]))
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+    assert d.certain and d.outcome == "drop" and len(d.outcomes) == 1
+    assert d.uncertain  # the undecided rule is still named
+
+
+def test_branching_is_bounded() -> None:
+    rules = tuple(
+        Rule((Match(Field.OPAQUE, text=f"meta mark {k}"),), Action.JUMP, target="c") for k in range(20)
+    )
+    sub = Chain("c", (Rule((Match(Field.OPAQUE, text="meta mark 99"),), Action.RETURN),))
+    base = Chain("input", rules, Hook.INPUT, ChainType.FILTER, 0, Action.DROP)
+    rs = Ruleset((Table(Family.INET, "t", (base, sub)),))
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+    assert d.truncated and not d.certain and 1 <= len(d.outcomes) <= MAX_BRANCHES
+
+
+def test_json_keeps_old_fields_and_adds_outcomes() -> None:
+    rs = import_nft_json(_doc(CT_STATUS_DNAT))
+    doc = json.loads(
+        json.dumps(evaluate(rs, Packet.parse("tcp 192.0.2.1:4 -> 192.0.2.2:22 state established")).to_json())
+    )
+    for key in (
+        "flow",
+        "packet",
+        "verdict",
+        "reject_with",
+        "direction",
+        "reason",
+        "nat",
+        "scanner",
+        "uncertain",
+        "trace",
+    ):
+        assert key in doc
+    assert doc["certain"] is False and doc["truncated"] is False
+    assert {o["verdict"] for o in doc["outcomes"]} == {"accept", "drop"}
+    assert all({"assumed", "trace", "reason", "scanner"} <= set(o) for o in doc["outcomes"])
+
+
+def test_cli_says_uncertain_and_exits_3(tmp_path: Any, cli: Any) -> None:
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(_doc(CT_STATUS_DNAT)))
+    flow = "tcp 192.0.2.1:4000 -> 192.0.2.2:22 state established"
+    res = cli("fw", "check", "--rules", str(path), flow)
+    assert res.status == 3
+    assert "UNCERTAIN" in res.stdout and "outcome 1: DROP" in res.stdout and "outcome 2: ACCEPT" in res.stdout
+    doc = cli("fw", "check", "--rules", str(path), flow, "--json").json()
+    assert doc["certain"] is False
+    sure = cli("fw", "check", "--rules", str(path), "tcp 192.0.2.1:4000 -> 192.0.2.2:22")
+    assert sure.status == 1 and "UNCERTAIN" not in sure.stdout
+    flows = tmp_path / "flows"
+    flows.write_text(f"{flow}\ntcp 192.0.2.1:4000 -> 192.0.2.2:22\n")
+    assert cli("fw", "check", "--rules", str(path), "--flows", str(flows)).status == 1
+    flows.write_text(f"{flow}\n")
+    assert cli("fw", "check", "--rules", str(path), "--flows", str(flows)).status == 3
+
+
+# --- the compiled evaluator agrees, or hands the flow to the reference one ----------------
+
+_OPAQUE_STMTS = [ICMPV6_CONCAT[0], CT_STATUS_DNAT[0], TCP_FLAGS[0], TH_DPORT[0], LIMIT_OVER_SET[1]]
+
+
+@st.composite
+def _opaque_rulesets(draw: Any) -> Any:
+    rules = []
+    for _ in range(draw(st.integers(1, 6))):
+        expr: list[dict[str, Any]] = []
+        if draw(st.booleans()):
+            proto = draw(st.sampled_from(["tcp", "udp"]))
+            port = draw(st.integers(20, 25))
+            expr.append(
+                {
+                    "match": {
+                        "op": "==",
+                        "left": {"payload": {"protocol": proto, "field": "dport"}},
+                        "right": port,
+                    }
+                }
+            )
+        if draw(st.booleans()):
+            expr.append(draw(st.sampled_from(_OPAQUE_STMTS)))
+        expr.append({draw(st.sampled_from(["accept", "drop"])): None})
+        rules.append(expr)
+    set_decl = {
+        "set": {"family": "inet", "table": "t", "name": "flood", "type": "ipv4_addr", "flags": ["dynamic"]}
+    }
+    return import_nft_json(_doc(*rules, policy=draw(st.sampled_from(["accept", "drop"])), extra=[set_decl]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(rs=_opaque_rulesets(), data=st.data())
+def test_fast_evaluator_is_never_confidently_different(rs: Ruleset, data: st.DataObject) -> None:
+    packets = []
+    for _ in range(12):
+        proto = data.draw(st.sampled_from([6, 17, 1, 58]))
+        v6 = proto == 58 or (data.draw(st.booleans()) and proto != 1)
+        src, dst = ("2001:db8::1", "2001:db8::2") if v6 else ("192.0.2.1", "192.0.2.2")
+        ports = proto in (6, 17)
+        packets.append(
+            Packet(
+                proto,
+                ipaddress.ip_address(src),
+                ipaddress.ip_address(dst),
+                4000 if ports else None,
+                data.draw(st.integers(20, 25)) if ports else None,
+                state=data.draw(st.sampled_from([CtState.NEW, CtState.ESTABLISHED])),
+            )
+        )
+    res = FastEvaluator(rs).run(FlowArrays.from_packets(packets), direction=Direction.INPUT)
+    for i, p in enumerate(packets):
+        d = evaluate(rs, p, direction=Direction.INPUT)
+        assert bool(res.certain[i]) == d.certain, str(p)
+        assert res.outcome(i) == d.outcome, str(p)
+        # Every rule with an undecidable match on this packet's path shows up as uncertainty
+        # unless the branches agree: a confident answer is one every branch gives.
+        if d.certain:
+            assert len(d.possible) == 1
