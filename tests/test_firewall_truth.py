@@ -307,3 +307,96 @@ def test_fast_evaluator_is_never_confidently_different(rs: Ruleset, data: st.Dat
         # unless the branches agree: a confident answer is one every branch gives.
         if d.certain:
             assert len(d.possible) == 1
+
+
+# --- concatenations: sets, maps and verdict maps on tuples --------------------------------
+
+CONCAT_SET = {
+    "set": {
+        "family": "inet",
+        "table": "t",
+        "name": "pairs",
+        "type": ["ipv4_addr", "inet_service"],
+        "flags": ["interval"],
+        "elem": [
+            {"concat": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, {"range": [20, 30]}]},
+            {"concat": ["192.0.2.7", 22]},
+        ],
+    }
+}
+CONCAT_MAP = {
+    "map": {
+        "family": "inet",
+        "table": "t",
+        "name": "svc",
+        "type": ["inet_proto", "inet_service"],
+        "map": "verdict",
+        "elem": [[{"concat": ["udp", 53]}, {"accept": None}], [{"concat": ["tcp", 23]}, {"drop": None}]],
+    }
+}
+_KEY = {
+    "concat": [
+        {"payload": {"protocol": "ip", "field": "protocol"}},
+        {"payload": {"protocol": "th", "field": "dport"}},
+    ]
+}
+_SADDR_DPORT = {
+    "concat": [
+        {"payload": {"protocol": "ip", "field": "saddr"}},
+        {"payload": {"protocol": "tcp", "field": "dport"}},
+    ]
+}
+CONCAT_RULES = [
+    [{"vmap": {"key": _KEY, "data": {"set": [[{"concat": ["tcp", 2000]}, {"accept": None}]]}}}],
+    [
+        {"match": {"op": "==", "left": _SADDR_DPORT, "right": {"set": [{"concat": ["192.0.2.9", 2001]}]}}},
+        {"accept": None},
+    ],
+    [{"match": {"op": "==", "left": _SADDR_DPORT, "right": "@pairs"}}, {"accept": None}],
+    [
+        {
+            "vmap": {
+                "key": {
+                    "concat": [
+                        {"meta": {"key": "l4proto"}},
+                        {"payload": {"protocol": "th", "field": "dport"}},
+                    ]
+                },
+                "data": "@svc",
+            }
+        }
+    ],
+]
+
+
+def test_concatenated_sets_and_verdict_maps_match_tuples() -> None:
+    rs = import_nft_json(_doc(*CONCAT_RULES, extra=[CONCAT_SET, CONCAT_MAP]))
+    assert not rs.notes
+    cases = {
+        "tcp 192.0.2.1:4000 -> 192.0.2.2:2000": "accept",  # vmap tcp . 2000
+        "udp 192.0.2.1:4000 -> 192.0.2.2:2000": "drop",  # udp . 2000 is no key
+        "tcp 192.0.2.9:4000 -> 192.0.2.2:2001": "accept",  # anonymous concat set
+        "tcp 192.0.2.8:4000 -> 192.0.2.2:2001": "drop",  # right port, wrong address
+        "tcp 10.9.9.9:4000 -> 192.0.2.2:25": "accept",  # 10.0.0.0/8 . 20-30 (interval)
+        "tcp 10.9.9.9:4000 -> 192.0.2.2:31": "drop",
+        "tcp 192.0.2.7:4000 -> 192.0.2.2:22": "accept",
+        "tcp 192.0.2.7:4000 -> 192.0.2.2:23": "drop",  # named vmap: tcp . 23 drop
+        "udp 192.0.2.7:4000 -> 192.0.2.2:53": "accept",  # named vmap: udp . 53 accept
+    }
+    for flow, want in cases.items():
+        d = evaluate(rs, Packet.parse(flow))
+        assert (d.outcome, d.certain) == (want, True), flow
+    # An ICMP packet never matches `ip protocol tcp . th dport ...`: its protocol differs.
+    icmp = evaluate(rs, Packet.parse("icmp 192.0.2.1 -> 192.0.2.2"))
+    assert (icmp.outcome, icmp.certain) == ("drop", True)
+    res = FastEvaluator(rs).run(FlowArrays.from_packets([Packet.parse(f) for f in cases]))
+    assert [res.outcome(i) for i in range(len(cases))] == list(cases.values())
+
+
+def test_an_unmodelled_verdict_map_forks_on_each_verdict() -> None:
+    key = {"concat": [{"meta": {"key": "mark"}}, {"payload": {"protocol": "tcp", "field": "dport"}}]}
+    vmap = [{"vmap": {"key": key, "data": {"set": [[{"concat": [1, 22]}, {"accept": None}]]}}}]
+    rs = import_nft_json(_doc(vmap))
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+    assert not d.certain and d.possible == {"accept", "drop"}
+    assert evaluate(rs, Packet.parse("udp 192.0.2.1:4000 -> 192.0.2.2:22")).certain  # tcp dependency

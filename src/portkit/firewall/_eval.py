@@ -300,6 +300,8 @@ def _component(m: Match, p: Packet) -> int | str | None:
         return p.iif
     if f is Field.OIF:
         return p.oif
+    if f is Field.CT_STATE:
+        return p.state.value
     if f in (Field.ICMP_TYPE, Field.ICMP_CODE):
         if not p.is_icmp:
             return None
@@ -308,24 +310,27 @@ def _component(m: Match, p: Packet) -> int | str | None:
 
 
 def _concat_value(m: Match, p: Packet) -> bool | None:
-    key = []
+    key: list[int | str | None] = []
     for part in m.parts:
         if (part.family and part.family != p.family) or (part.protos and p.l4proto not in part.protos):
             return False  # nft's dependency for that component fails: no lookup at all
-        v = _component(part, p)
-        if v is None:
-            return None
-        key.append(v)
+        key.append(_component(part, p))
+    maybe = False
     for element in m.elements:
+        unknown = False
         for v, want in zip(key, element, strict=True):
-            if isinstance(want, str):
+            if v is None:
+                unknown = True
+            elif isinstance(want, str):
                 if not isinstance(v, str) or not _iface_hit((want,), v):
                     break
             elif isinstance(v, str) or not want[0] <= v <= want[1]:
                 break
         else:
-            return not m.negate
-    return m.negate
+            if not unknown:
+                return not m.negate
+            maybe = True
+    return None if maybe else m.negate
 
 
 def match_value(m: Match, p: Packet) -> bool | None:

@@ -505,17 +505,53 @@ class Chain:
         return out
 
 
+# nft set key types portkit models: the field a value of that type is read as, and its family.
+SET_TYPE_FIELDS: dict[str, tuple[Field, int]] = {
+    "ipv4_addr": (Field.SADDR, 4),
+    "ipv6_addr": (Field.SADDR, 6),
+    "inet_service": (Field.DPORT, 0),
+    "inet_proto": (Field.L4PROTO, 0),
+    "ifname": (Field.IIF, 0),
+    "ct_state": (Field.CT_STATE, 0),
+    "icmp_type": (Field.ICMP_TYPE, 4),
+    "icmpv6_type": (Field.ICMP_TYPE, 6),
+    "nf_proto": (Field.NFPROTO, 0),
+}
+
+
 @dataclass(frozen=True)
 class NamedSet:
-    """A named set (`set allowed { type ipv4_addr; ... }`), resolved to intervals or names."""
+    """A named set (`set allowed { type ipv4_addr; ... }`), resolved to intervals or names.
+    A set of a concatenated type (`type ipv4_addr . inet_service`) holds `elements` instead:
+    one value per component, as `Match.elements`."""
 
     name: str
     type: str
     ranges: tuple[Interval, ...] = ()
     names: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
+    elements: tuple[tuple[Interval | str, ...], ...] = ()
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.type.split("."))
 
     def to_json(self) -> dict[str, Any]:
+        if len(self.types) > 1:
+            parts = [SET_TYPE_FIELDS.get(t, (Field.DPORT, 0)) for t in self.types]
+            return {
+                "name": self.name,
+                "type": self.type,
+                "elements": [
+                    " . ".join(
+                        (f'"{v}"' if fld is Field.IIF else v)
+                        if isinstance(v, str)
+                        else render_interval(fld, fam, v)
+                        for (fld, fam), v in zip(parts, e, strict=True)
+                    )
+                    for e in self.elements
+                ],
+            }
         fld = Field.SADDR if "addr" in self.type else Field.DPORT
         fam = 6 if "ipv6" in self.type else 4
         return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from portkit.errors import UsageError
@@ -18,6 +18,7 @@ from portkit.firewall._model import (
     ICMP_TYPES,
     ICMPV6_TYPES,
     IPPROTO,
+    SET_TYPE_FIELDS,
     Action,
     Chain,
     ChainType,
@@ -155,6 +156,7 @@ class _TableBuilder:
     family: Family
     name: str
     sets: dict[str, NamedSet] = field(default_factory=dict)
+    maps: dict[str, Any] = field(default_factory=dict)  # verdict maps: name -> [[key, verdict], ...]
     chains: dict[str, Chain] = field(default_factory=dict)
     rules: dict[str, list[Rule]] = field(default_factory=dict)
 
@@ -292,8 +294,61 @@ def _left_field(left: Any, table_family: Family) -> tuple[Field, int, tuple[int,
     raise _Opaque("left")
 
 
+def _concat_parts(left: Any, table_family: Family) -> tuple[Match, ...]:
+    """The components of a concatenated key (`ip saddr . tcp dport`), as value-less matches."""
+    parts = []
+    for item in left["concat"]:
+        fld, fam, protos = _left_field(item, table_family)
+        if fld in (Field.CT_STATUS, Field.CONCAT):
+            raise _Opaque(f"{fld} in a concatenation")
+        parts.append(Match(fld, family=fam, protos=protos))
+    return tuple(parts)
+
+
+def _concat_value(part: Match, value: Any) -> Interval | str:
+    """One component of one element: an interval (a value, a prefix, a range) or a name."""
+    ranges, names, _ = _scalar_intervals(part.field, value, part.family)
+    if names and not ranges and len(names) == 1:
+        return names[0]
+    if len(ranges) == 1 and not names:
+        return ranges[0]
+    raise _Opaque(f"concatenation value {value!r}")
+
+
+def _concat_element(parts: tuple[Match, ...], item: Any) -> tuple[Interval | str, ...]:
+    if isinstance(item, dict) and "elem" in item:
+        item = item["elem"]["val"]
+    if not (isinstance(item, dict) and isinstance(item.get("concat"), list)):
+        raise _Opaque(f"concatenation element {_expr_text(item)}")
+    values = item["concat"]
+    if len(values) != len(parts):
+        raise _Opaque(f"concatenation element {_expr_text(item)} has {len(values)} components")
+    return tuple(_concat_value(p, v) for p, v in zip(parts, values, strict=True))
+
+
+def _concat_match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]) -> Match:
+    op = expr.get("op", "==")
+    if op not in ("==", "!=", "in"):
+        raise _Opaque(f"operator {op} on a concatenation")
+    parts = _concat_parts(expr["left"], table_family)
+    right = expr["right"]
+    set_name = ""
+    if isinstance(right, str) and right.startswith("@"):
+        named = sets.get(right[1:])
+        if named is None or len(named.types) != len(parts):
+            raise _Opaque(f"unknown or unmodelled set {right}")
+        elements = named.elements
+        set_name = named.name
+    else:
+        items = right["set"] if isinstance(right, dict) and "set" in right else [right]
+        elements = tuple(_concat_element(parts, item) for item in items)
+    return Match(Field.CONCAT, negate=op == "!=", parts=parts, elements=elements, set_name=set_name)
+
+
 def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]) -> Match:
     op = expr.get("op", "==")
+    if isinstance(expr.get("left"), dict) and "concat" in expr["left"]:
+        return _concat_match(expr, table_family, sets)
     fld, fam, protos = _left_field(expr["left"], table_family)
     right = expr["right"]
     if op in ("<", ">", "<=", ">=") and isinstance(right, int):
@@ -369,13 +424,72 @@ def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | No
     return None
 
 
+def _map_data(val: dict[str, Any], tb: _TableBuilder) -> list[Any]:
+    """A verdict map's [key, verdict] pairs: anonymous, or a named map of the table."""
+    data = val["data"]
+    if isinstance(data, str) and data.startswith("@"):
+        if data[1:] not in tb.maps:
+            raise _Opaque(f"unknown map {data}")
+        return list(tb.maps[data[1:]])
+    return list(data["set"])
+
+
+def _map_verdicts(val: Any, tb: _TableBuilder) -> list[Any]:
+    try:
+        return [pair[1] for pair in _map_data(val, tb) if isinstance(pair, list) and len(pair) == 2]
+    except (_Opaque, KeyError, TypeError, AttributeError):
+        return []
+
+
+def _vmap_entries(
+    val: dict[str, Any], tb: _TableBuilder
+) -> list[tuple[Match | tuple[Match, ...], dict[str, Any]]]:
+    """One (matches, verdict) per key. The keys of a map never overlap, so one rule per key,
+    in any order, is what the kernel's lookup does. A concatenated key becomes one match per
+    component (`ip protocol . th dport` -> `ip protocol tcp` and `th dport 22`)."""
+    out: list[tuple[Match | tuple[Match, ...], dict[str, Any]]] = []
+    pairs = _map_data(val, tb)
+    if isinstance(val["key"], dict) and "concat" in val["key"]:
+        parts = _concat_parts(val["key"], tb.family)
+        for k, verdict in pairs:
+            vf = _verdict_fields(verdict, tb.family)
+            if vf is None:
+                raise _Opaque("verdict")
+            element = _concat_element(parts, k)
+            comps = tuple(
+                replace(p, names=(v,)) if isinstance(v, str) else replace(p, ranges=(v,))
+                for p, v in zip(parts, element, strict=True)
+            )
+            out.append((comps, vf))
+        return out
+    fld, fam, protos = _left_field(val["key"], tb.family)
+    for k, verdict in pairs:
+        ranges, names, _, vfam = _values(fld, k, fam, tb.sets)
+        vf = _verdict_fields(verdict, tb.family)
+        if vf is None:
+            raise _Opaque("verdict")
+        out.append(
+            (
+                Match(
+                    fld,
+                    ranges,
+                    names,
+                    family=vfam if fld in (Field.SADDR, Field.DADDR) else fam,
+                    protos=protos,
+                ),
+                vf,
+            )
+        )
+    return out
+
+
 def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[Rule]:
     matches: list[Match] = []
     opaque: list[str] = []
     counter = False
     log: str | None = None
     fields: dict[str, Any] = {}
-    vmap: list[tuple[Match, dict[str, Any]]] = []
+    vmap: list[tuple[Match | tuple[Match, ...], dict[str, Any]]] = []
     where = f"{tb.family} {tb.name} {obj.get('chain')} handle {obj.get('handle')}"
     for stmt in obj.get("expr", []):
         key = next(iter(stmt))
@@ -395,27 +509,18 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
             log = (val or {}).get("prefix", "")
         elif key == "vmap":
             try:
-                fld, fam, protos = _left_field(val["key"], tb.family)
-                for k, verdict in val["data"]["set"]:
-                    ranges, names, _, vfam = _values(fld, k, fam, tb.sets)
+                vmap.extend(_vmap_entries(val, tb))
+            except (_Opaque, ValueError, KeyError, TypeError, AttributeError) as exc:
+                # Still a verdict map: one rule per verdict it can give, each undecided.
+                unknown = _opaque(stmt)
+                vmap = []
+                for verdict in _map_verdicts(val, tb):
                     vf = _verdict_fields(verdict, tb.family)
-                    if vf is None:
-                        raise _Opaque("verdict")
-                    vmap.append(
-                        (
-                            Match(
-                                fld,
-                                ranges,
-                                names,
-                                family=vfam if fld in (Field.SADDR, Field.DADDR) else fam,
-                                protos=protos,
-                            ),
-                            vf,
-                        )
-                    )
-            except (_Opaque, ValueError, KeyError, TypeError) as exc:
-                matches.append(_opaque(stmt))
-                notes.append(f"{where}: cannot model verdict map ({exc}); undecided")
+                    if vf is not None and (unknown, vf) not in vmap:
+                        vmap.append((unknown, vf))
+                if not vmap:
+                    matches.append(unknown)
+                notes.append(f"{where}: cannot model verdict map ({exc}); each of its verdicts is undecided")
         elif (key in ("limit", "quota", "xt") and (key != "xt" or val.get("type") == "match")) or (
             key in ("set", "map", "meter") and isinstance(val, dict) and val.get("stmt")
         ):
@@ -444,7 +549,9 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
         "opaque": tuple(opaque),
     }
     if vmap:
-        return [Rule(matches=(*matches, m), **base, **vf) for m, vf in vmap]
+        return [
+            Rule(matches=(*matches, *(m if isinstance(m, tuple) else (m,))), **base, **vf) for m, vf in vmap
+        ]
     return [Rule(matches=tuple(matches), **base, **fields)]
 
 
@@ -465,10 +572,37 @@ def _priority(value: Any) -> int:
         return 0
 
 
+def _concat_set_of(obj: dict[str, Any], types: list[Any], notes: list[str]) -> NamedSet | None:
+    parts = []
+    for t in types:
+        if not isinstance(t, str) or t not in SET_TYPE_FIELDS:
+            notes.append(f"set {obj.get('name')}: type {t} in a concatenation is not modelled")
+            return None
+        fld, fam = SET_TYPE_FIELDS[t]
+        parts.append(Match(fld, family=fam))
+    elems = obj.get("elem", [])
+    if not isinstance(elems, list):
+        elems = [elems]
+    try:
+        elements = tuple(_concat_element(tuple(parts), e) for e in elems)
+    except (_Opaque, ValueError, KeyError, TypeError) as exc:
+        notes.append(f"set {obj.get('name')}: an element is not modelled ({exc})")
+        return None
+    flags = obj.get("flags", [])
+    return NamedSet(
+        obj["name"],
+        " . ".join(types),
+        flags=tuple(flags) if isinstance(flags, list) else (str(flags),),
+        elements=elements,
+    )
+
+
 def _set_of(obj: dict[str, Any], notes: list[str]) -> NamedSet | None:
     stype = obj.get("type")
+    if isinstance(stype, list):
+        return _concat_set_of(obj, stype, notes)
     if not isinstance(stype, str):
-        notes.append(f"set {obj.get('name')}: concatenated type {stype} is not modelled")
+        notes.append(f"set {obj.get('name')}: type {stype} is not modelled")
         return None
     fld = {
         "ipv4_addr": Field.SADDR,
@@ -538,7 +672,11 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
             if named is not None:
                 tb.sets[named.name] = named
         elif kind == "map":
-            notes.append(f"{tb.family} {tb.name}: map {obj.get('name')} is not modelled")
+            if obj.get("map") == "verdict":
+                elems = obj.get("elem", [])
+                tb.maps[obj["name"]] = elems if isinstance(elems, list) else [elems]
+            else:
+                notes.append(f"{tb.family} {tb.name}: map {obj.get('name')} is not modelled")
         elif kind == "chain":
             hook = None
             if "hook" in obj:
