@@ -295,3 +295,14 @@ def test_never_confidently_different_from_the_kernel(
 ) -> None:
     rs = _load(lab, script)
     _agree(lab, rs, probes, lab.sport_block())
+
+
+def test_forwarding_can_be_stated_for_a_rules_file(tmp_path: Any, cli: Any) -> None:
+    path = tmp_path / "dnat.nft"
+    path.write_text(DNAT_AWAY)
+    flow = "tcp 198.51.100.1:4000 -> 10.66.0.2:2007"
+    on = cli("fw", "check", "--rules", str(path), flow, "--forwarding", "on", "--json")
+    off = cli("fw", "check", "--rules", str(path), flow, "--forwarding", "off", "--json")
+    assert (on.status, on.json()["verdict"], on.json()["certain"]) == (0, "accept", True)
+    assert (off.status, off.json()["verdict"], off.json()["certain"]) == (1, "drop", True)
+    assert "ip_forward = 0" in off.json()["reason"]

@@ -140,6 +140,13 @@ def _flow_from_flags(
     help="Force the packet's path (default: from interfaces and NAT).",
 )
 @click.option(
+    "--forwarding",
+    "forwarding_flag",
+    type=click.Choice(["on", "off"]),
+    help="Whether the host forwards packets (ip_forward); read from the kernel for live rules, "
+    "else unknown: a DNAT to another host is then uncertain.",
+)
+@click.option(
     "--flows",
     "flows_file",
     type=click.Path(dir_okay=False),
@@ -162,6 +169,7 @@ def check(
     state: str | None,
     icmp_type: str | None,
     direction: str | None,
+    forwarding_flag: str | None,
     flows_file: str | None,
     as_json: bool,
 ) -> None:
@@ -186,6 +194,8 @@ def check(
         local = frozenset(ipaddress.ip_address(a) for a in local_addresses(netns)) or None
         route = route_lookup(netns)
         forwarding = forwarding_state(netns)
+    if forwarding_flag:
+        forwarding = {4: forwarding_flag == "on", 6: forwarding_flag == "on"}
     forced = Direction(direction) if direction else None
     if flows_file:
         packets = _read_flows(flows_file)

@@ -841,6 +841,11 @@ def _route_forward(
         # A file says nothing about the host's sysctls: a forward path that only a DNAT
         # opened holds only if the host forwards. Both cases are followed.
         on = branch.choose(f"{sysctl} = 1 (not known from a rules file)", True)
+        branch.notes.append(
+            f"a DNAT sends this packet to {packet.dst}, which is not a local address: the forward "
+            f"path needs {sysctl} = 1 and a route, which a rules file does not say "
+            f"({'assumed' if on else 'assumed not'}; --forwarding on|off states it)"
+        )
     if on is False:
         return _routing_step(
             f"{sysctl} = 0", f"drop (this host does not forward; {packet.dst} is not a local address)"
