@@ -400,3 +400,30 @@ def test_an_unmodelled_verdict_map_forks_on_each_verdict() -> None:
     d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
     assert not d.certain and d.possible == {"accept", "drop"}
     assert evaluate(rs, Packet.parse("udp 192.0.2.1:4000 -> 192.0.2.2:22")).certain  # tcp dependency
+
+
+def test_tcp_flags_are_known_for_a_first_packet_only() -> None:
+    not_syn = [
+        {
+            "match": {
+                "op": "!=",
+                "left": {
+                    "&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["fin", "syn", "rst", "ack"]]
+                },
+                "right": "syn",
+            }
+        },
+        {"drop": None},
+    ]
+    syn = [
+        {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}},
+        {"accept": None},
+    ]
+    rs = import_nft_json(_doc(not_syn, syn))
+    assert not rs.notes
+    assert str(rs.tables[0].chains[0].rules[0]) == "tcp flags & (fin | syn | rst | ack) != syn drop"
+    new = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+    assert (new.outcome, new.certain) == ("accept", True)  # a SYN: not dropped, then accepted
+    later = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22 state established"))
+    assert not later.certain and later.possible == {"accept", "drop"}
+    assert evaluate(rs, Packet.parse("udp 192.0.2.1:4000 -> 192.0.2.2:22")).certain

@@ -277,6 +277,7 @@ def _in(ranges: tuple[tuple[int, int], ...], value: int) -> bool:
     return any(lo <= value <= hi for lo, hi in ranges)
 
 
+_SYN = 0x02
 # conntrack status bits a connection's first packet is known to have or lack, beyond DNAT.
 _NEW_STATUS_FALSE = frozenset({"snat", "seen-reply", "assured", "confirmed", "dying", "expected"})
 
@@ -374,6 +375,12 @@ def match_value(m: Match, p: Packet) -> bool | None:
         hit = _in(m.ranges, p.icmp_code)
     elif f is Field.CONCAT:
         return _concat_value(m, p)
+    elif f is Field.TCP_FLAGS:
+        # A connection's first packet is a SYN; later ones carry flags the model does not know.
+        if p.state is not CtState.NEW:
+            return None
+        mask, value = m.ranges[0]
+        hit = (_SYN & mask) == value if m.exact else (_SYN & mask) != 0
     elif f is Field.CT_STATUS:
         # Known for a connection's first packet only: DNAT iff a NAT rule rewrote it here.
         if p.state is not CtState.NEW:

@@ -183,13 +183,33 @@ class Field(Word):
     ICMP_TYPE = "icmp type"  # family 4: icmp, 6: icmpv6
     ICMP_CODE = "icmp code"
     CT_STATUS = "ct status"  # names (dnat, snat, ...): known for a connection's first packet only
+    # ranges = ((mask, value),): `exact` holds when flags & mask == value, otherwise when
+    # flags & mask != 0 (`tcp flags syn`). Known for a connection's first packet (a SYN) only.
+    TCP_FLAGS = "tcp flags"
     CONCAT = "concat"  # `ip saddr . tcp dport { 10.0.0.1 . 22 }`: `parts` and `elements`
     OPAQUE = "opaque"  # an expression portkit cannot evaluate; kept as text
 
 
 # Fields whose matches are not a box of intervals (the linter's and the compiled evaluator's
 # space): only the reference evaluator decides them.
-NON_BOX_FIELDS = frozenset({Field.CT_STATUS, Field.CONCAT, Field.OPAQUE})
+NON_BOX_FIELDS = frozenset({Field.CT_STATUS, Field.TCP_FLAGS, Field.CONCAT, Field.OPAQUE})
+
+TCP_FLAG_BITS = {
+    "fin": 0x01,
+    "syn": 0x02,
+    "rst": 0x04,
+    "psh": 0x08,
+    "ack": 0x10,
+    "urg": 0x20,
+    "ecn": 0x40,
+    "cwr": 0x80,
+}
+
+
+def tcp_flags_text(bits: int) -> str:
+    """`syn | ack`, as nft writes a flag combination."""
+    names = [n for n, b in TCP_FLAG_BITS.items() if bits & b]
+    return " | ".join(names) if names else "0x0"
 
 
 @dataclass(frozen=True)
@@ -285,6 +305,12 @@ def render_match(m: Match) -> str:
     """A match in nft syntax."""
     if m.field is Field.OPAQUE:
         return m.text or "<opaque>"
+    if m.field is Field.TCP_FLAGS:
+        mask, value = m.ranges[0]
+        if m.exact:
+            lhs = "tcp flags" if mask == 0xFF else f"tcp flags & ({tcp_flags_text(mask)})"
+            return f"{lhs} {'!=' if m.negate else '=='} {tcp_flags_text(value)}"
+        return f"tcp flags & ({tcp_flags_text(mask)}) {'==' if m.negate else '!='} 0"
     op = "!= " if m.negate else ""
     return f"{match_key(m)} {op}{m.value_text()}"
 

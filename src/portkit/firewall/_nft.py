@@ -19,6 +19,7 @@ from portkit.firewall._model import (
     ICMPV6_TYPES,
     IPPROTO,
     SET_TYPE_FIELDS,
+    TCP_FLAG_BITS,
     Action,
     Chain,
     ChainType,
@@ -345,10 +346,53 @@ def _concat_match(expr: dict[str, Any], table_family: Family, sets: dict[str, Na
     return Match(Field.CONCAT, negate=op == "!=", parts=parts, elements=elements, set_name=set_name)
 
 
+def _flag_bits(value: Any) -> int:
+    if isinstance(value, bool):
+        raise _Opaque(f"tcp flags {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value in TCP_FLAG_BITS:
+        return TCP_FLAG_BITS[value]
+    if isinstance(value, list):
+        bits = 0
+        for v in value:
+            bits |= _flag_bits(v)
+        return bits
+    if isinstance(value, dict) and isinstance(value.get("|"), list):
+        return _flag_bits(value["|"])
+    raise _Opaque(f"tcp flags {_expr_text(value)}")
+
+
+_TCP_FLAGS_LEFT = {"payload": {"protocol": "tcp", "field": "flags"}}
+
+
+def _tcp_flags_match(expr: dict[str, Any]) -> Match | None:
+    """`tcp flags syn`, `tcp flags == syn`, `tcp flags & (fin | syn | rst | ack) == syn`."""
+    left, op, right = expr["left"], expr.get("op", "=="), expr["right"]
+    mask = 0xFF
+    if isinstance(left, dict) and isinstance(left.get("&"), list) and len(left["&"]) == 2:
+        if left["&"][0] != _TCP_FLAGS_LEFT:
+            return None
+        mask = _flag_bits(left["&"][1])
+    elif left != _TCP_FLAGS_LEFT:
+        return None
+    if isinstance(right, dict) and "set" in right:
+        raise _Opaque("a set of tcp flag combinations")
+    value = _flag_bits(right)
+    if op == "in":
+        return Match(Field.TCP_FLAGS, ((mask & value, 0),), protos=(6,))
+    if op in ("==", "!="):
+        return Match(Field.TCP_FLAGS, ((mask, value),), negate=op == "!=", protos=(6,), exact=True)
+    raise _Opaque(f"operator {op} on tcp flags")
+
+
 def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]) -> Match:
     op = expr.get("op", "==")
     if isinstance(expr.get("left"), dict) and "concat" in expr["left"]:
         return _concat_match(expr, table_family, sets)
+    flags = _tcp_flags_match(expr)
+    if flags is not None:
+        return flags
     fld, fam, protos = _left_field(expr["left"], table_family)
     right = expr["right"]
     if op in ("<", ">", "<=", ">=") and isinstance(right, int):
