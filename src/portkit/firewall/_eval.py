@@ -800,6 +800,11 @@ def _evaluate_branch(
             if direction is None:
                 changed = packet.dst != original.dst
                 local = not changed or _is_local(packet.dst, local_addresses, False)
+                if changed and not local and local_addresses is None:
+                    # A rules file does not say which addresses are the host's own.
+                    what = f"{packet.dst} (a DNAT target) is not an address of this host"
+                    local = not branch.choose(f"{what} (not known from a rules file)", True)
+                    branch.notes.append(f"{what}: {'assumed not' if local else 'assumed'}")
                 direction = Direction.INPUT if local else Direction.FORWARD
                 hooks = PATHS[direction]
                 hook_index = 1
