@@ -187,9 +187,10 @@ class Outcome:
     def reason(self) -> str:
         return _reason(self.decided_by)
 
-    def key(self, packet: Packet) -> tuple[str, str, str | None]:
-        """What tells two outcomes apart: the verdict, the path, where NAT sent the packet."""
-        return self.outcome, self.direction.value, _nat_text(packet, self.final_packet)
+    def key(self, packet: Packet) -> tuple[str, str | None]:
+        """What tells two outcomes apart: the verdict (with its answer) and where NAT sent the
+        packet. The path alone does not: accepted through input or forward is accepted."""
+        return self.outcome, _nat_text(packet, self.final_packet)
 
     def to_json(self, packet: Packet) -> dict[str, Any]:
         return {
@@ -707,7 +708,7 @@ def evaluate(
         for k in range(len(prefix), len(branch.taken)):
             pending.append((*branch.taken[:k], not branch.taken[k]))
     first, first_branch = runs[0]
-    outcomes: dict[tuple[str, str, str | None], Outcome] = {}
+    outcomes: dict[tuple[str, str | None], Outcome] = {}
     for out, branch in runs:
         outcomes.setdefault(out.key(packet), replace(out, assumed=tuple(branch.assumed)))
     notes = list(first_branch.notes)
