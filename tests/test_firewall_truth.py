@@ -427,3 +427,33 @@ def test_tcp_flags_are_known_for_a_first_packet_only() -> None:
     later = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22 state established"))
     assert not later.certain and later.possible == {"accept", "drop"}
     assert evaluate(rs, Packet.parse("udp 192.0.2.1:4000 -> 192.0.2.2:22")).certain
+
+
+def test_fib_daddr_type_local_is_known_when_the_hosts_addresses_are() -> None:
+    local = [
+        {"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}},
+        {"accept": None},
+    ]
+    rpf = [
+        {
+            "match": {
+                "op": "==",
+                "left": {"fib": {"result": "oif", "flags": ["saddr", "iif"]}},
+                "right": False,
+            }
+        },
+        {"drop": None},
+    ]
+    rs = import_nft_json(_doc(rpf, local))
+    flow = Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22")
+    mine = [ipaddress.ip_address("192.0.2.2")]
+    d = evaluate(rs, flow, local_addresses=mine)
+    assert not d.certain  # the reverse-path lookup stays undecided...
+    assert d.outcome == "accept"  # ...and the first branch takes the route as found
+    assert d.possible == {"accept", "drop"}
+    only_local = import_nft_json(_doc(local))
+    assert evaluate(only_local, flow, local_addresses=mine).certain
+    assert evaluate(only_local, flow, local_addresses=mine).outcome == "accept"
+    other = evaluate(only_local, flow, local_addresses=[ipaddress.ip_address("192.0.2.3")])
+    assert (other.outcome, other.certain) == ("drop", True)
+    assert not evaluate(only_local, flow).certain  # a rules file: the host's addresses are unknown

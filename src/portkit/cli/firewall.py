@@ -293,13 +293,14 @@ def _print_decision(d: Any, source: str) -> None:
     if not d.certain:
         click.echo(
             f"verdict:   UNCERTAIN: {' or '.join(sorted(d.possible))} "
-            f"(portkit cannot decide some matches{'; not every branch was followed' if d.truncated else ''})"
+            f"(some conditions on the way cannot be decided; every outcome follows"
+            f"{', but not every branch was followed' if d.truncated else ''})"
         )
         for n, o in enumerate(d.outcomes, start=1):
             said = o.verdict.value.upper() + (f" with {o.reject_with}" if o.reject_with else "")
             click.echo(f"outcome {n}: {said} (path {o.direction})")
             for rule, held in o.assumed:
-                click.echo(f"  when {'this matches' if held else 'this does not match'}: {rule}")
+                click.echo(f"  given:   {rule}  [{'holds' if held else 'does not hold'}]")
             click.echo(f"  why:     {o.reason}")
             if o.scanner:
                 click.echo(f"  scanner: {o.scanner.scan}")

@@ -376,6 +376,11 @@ def match_value(m: Match, p: Packet) -> bool | None:
         hit = _in(m.ranges, p.icmp_code)
     elif f is Field.CONCAT:
         return _concat_value(m, p)
+    elif f is Field.FIB_DADDR_TYPE:
+        kind = _address_type(p)
+        if kind is None:
+            return None
+        hit = kind in m.names
     elif f is Field.TCP_FLAGS:
         # A connection's first packet is a SYN; later ones carry flags the model does not know.
         if p.state is not CtState.NEW:
@@ -395,6 +400,19 @@ def match_value(m: Match, p: Packet) -> bool | None:
     else:  # OPAQUE
         return None
     return hit != m.negate
+
+
+def _address_type(p: Packet) -> str | None:
+    """The routing table's type for the destination, as `fib daddr type` reads it."""
+    if p.dst.is_multicast:
+        return "multicast"
+    if p.dst.is_loopback or p.dst_local:
+        return "local"
+    if p.dst_local is None:
+        return None
+    if p.family == 4 and int(p.dst) == 0xFFFFFFFF:
+        return "broadcast"
+    return "unicast"
 
 
 def assumption(m: Match) -> bool:
@@ -756,6 +774,8 @@ def _evaluate_branch(
             # Addressed to this host (its public address may sit behind NAT, off its interfaces)
             # unless prerouting DNAT sends it elsewhere: decided after prerouting.
             direction = None
+    if local_addresses is not None:
+        packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
     original = packet
     if direction is Direction.OUTPUT and not packet.oif and route is not None:
         packet = replace(packet, oif=route(packet.dst) or "")  # routed before the output hook
@@ -793,6 +813,10 @@ def _evaluate_branch(
             if act in (Action.DNAT, Action.REDIRECT) and result.rule is not None and not nat_done:
                 nat_done = True
                 packet = replace(_apply_dnat(packet, result.rule, act), dnat=True)
+                if local_addresses is not None or packet.dst.is_loopback:
+                    packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
+                else:
+                    packet = replace(packet, dst_local=None)
             elif act in (Action.SNAT, Action.MASQUERADE):
                 nat_done = True
         if pending_route and hook is Hook.PREROUTING:

@@ -186,13 +186,16 @@ class Field(Word):
     # ranges = ((mask, value),): `exact` holds when flags & mask == value, otherwise when
     # flags & mask != 0 (`tcp flags syn`). Known for a connection's first packet (a SYN) only.
     TCP_FLAGS = "tcp flags"
+    FIB_DADDR_TYPE = "fib daddr type"  # names: local, unicast, multicast...; needs the host's addresses
     CONCAT = "concat"  # `ip saddr . tcp dport { 10.0.0.1 . 22 }`: `parts` and `elements`
     OPAQUE = "opaque"  # an expression portkit cannot evaluate; kept as text
 
 
 # Fields whose matches are not a box of intervals (the linter's and the compiled evaluator's
 # space): only the reference evaluator decides them.
-NON_BOX_FIELDS = frozenset({Field.CT_STATUS, Field.TCP_FLAGS, Field.CONCAT, Field.OPAQUE})
+NON_BOX_FIELDS = frozenset(
+    {Field.CT_STATUS, Field.TCP_FLAGS, Field.FIB_DADDR_TYPE, Field.CONCAT, Field.OPAQUE}
+)
 
 TCP_FLAG_BITS = {
     "fin": 0x01,
@@ -331,7 +334,7 @@ def match_key(m: Match) -> str:
         return "meta nfproto"
     if m.field in (Field.IIF, Field.OIF):
         return f"{m.field.value}name"
-    if m.field in (Field.CT_STATE, Field.CT_STATUS):
+    if m.field in (Field.CT_STATE, Field.CT_STATUS, Field.FIB_DADDR_TYPE):
         return str(m.field)
     if m.field is Field.CONCAT:
         return " . ".join(match_key(p) for p in m.parts)

@@ -130,8 +130,15 @@ def _dependencies(expr: Any) -> tuple[int, tuple[int, ...]]:
 
 def _holds_when_unknown(stmt: Any) -> tuple[bool, str]:
     """The first branch's assumption for an unmodelled statement that can stop a rule:
-    a rate limit or quota is not exceeded, a connection count not over its limit."""
+    a rate limit or quota is not exceeded, a connection count not over its limit, a
+    reverse-path lookup (`fib saddr . iif oif missing`) finds its route."""
     if isinstance(stmt, dict):
+        match = stmt.get("match")
+        if isinstance(match, dict) and isinstance(match.get("left"), dict) and "fib" in match["left"]:
+            fib = match["left"]["fib"]
+            if isinstance(fib, dict) and fib.get("result") == "oif" and match.get("right") is False:
+                holds = match.get("op", "==") == "!="
+                return holds, f"assumed {'' if holds else 'not '}to match: the reverse path has a route"
         for key, val in stmt.items():
             if key in ("limit", "quota", "ct count") and isinstance(val, dict):
                 over = bool(val.get("inv"))
@@ -198,7 +205,7 @@ def _scalar_intervals(fld: Field, value: Any, family: int) -> tuple[list[Interva
     if fld in (Field.SADDR, Field.DADDR):
         ver, iv = address_interval(str(value))
         return [iv], [], ver
-    if fld in (Field.IIF, Field.OIF, Field.CT_STATE, Field.CT_STATUS):
+    if fld in (Field.IIF, Field.OIF, Field.CT_STATE, Field.CT_STATUS, Field.FIB_DADDR_TYPE):
         return [], [str(value)], family
     if fld in (Field.SPORT, Field.DPORT):
         port = _port_value(value)
@@ -292,6 +299,12 @@ def _left_field(left: Any, table_family: Family) -> tuple[Field, int, tuple[int,
         return Field.CT_STATE, 0, ()
     if "ct" in left and left["ct"].get("key") == "status" and "dir" not in left["ct"]:
         return Field.CT_STATUS, 0, ()
+    if (
+        "fib" in left
+        and left["fib"].get("result") == "type"
+        and left["fib"].get("flags") in (["daddr"], "daddr")
+    ):
+        return Field.FIB_DADDR_TYPE, 0, ()
     raise _Opaque("left")
 
 
