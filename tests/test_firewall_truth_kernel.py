@@ -266,9 +266,9 @@ _UNDECIDABLE = [
 
 
 @st.composite
-def _undecidable_script(draw: Any) -> str:
-    lines = ["ct state established,related accept"] if draw(st.booleans()) else []
-    for _ in range(draw(st.integers(1, 6))):
+def _undecidable_rules(draw: Any, n_min: int, n_max: int) -> list[str]:
+    lines = []
+    for _ in range(draw(st.integers(n_min, n_max))):
         parts = []
         proto = draw(st.sampled_from(["", "tcp", "udp"]))
         if proto:
@@ -282,10 +282,34 @@ def _undecidable_script(draw: Any) -> str:
             verdicts.append("reject with tcp reset")
         parts.append(draw(st.sampled_from(verdicts)))
         lines.append(" ".join(parts))
+    return lines
+
+
+@st.composite
+def _undecidable_script(draw: Any) -> str:
+    """An input chain of rules with undecidable matches; sometimes a prerouting filter chain
+    of such rules before it, and a prerouting NAT chain that redirects a port (to itself:
+    the listener logs the port it was reached on), which sets ct status dnat."""
+    lines = ["ct state established,related accept"] if draw(st.booleans()) else []
+    lines += draw(_undecidable_rules(1, 6))
     policy = draw(st.sampled_from(["accept", "drop"]))
-    body = "\n  ".join(lines)
-    head = f"table inet t {{ chain input {{ type filter hook input priority 0; policy {policy};"
-    return f"{head}\n  {body}\n}}\n}}\n"
+    chains = [
+        f"chain input {{ type filter hook input priority 0; policy {policy};\n  " + "\n  ".join(lines) + "\n}"
+    ]
+    if draw(st.booleans()):
+        proto = draw(st.sampled_from(["tcp", "udp"]))
+        port = draw(st.integers(2000, 2005))
+        chains.append(
+            f"chain nat {{ type nat hook prerouting priority dstnat;\n  {proto} dport {port} redirect\n}}"
+        )
+    if draw(st.integers(0, 2)) == 0:
+        early = draw(_undecidable_rules(1, 2))
+        chains.append(
+            "chain early { type filter hook prerouting priority -150; policy accept;\n  "
+            + "\n  ".join(line for line in early if "reject" not in line)
+            + "\n}"
+        )
+    return "table inet t {\n" + "\n".join(chains) + "\n}\n"
 
 
 @settings(
