@@ -19,11 +19,14 @@ Theory of operation (everything that decides a verdict lives in this file):
    is forwarded only when forwarding is on (`net.ipv4.ip_forward`,
    `net.ipv6.conf.all.forwarding`) and a route exists: otherwise the kernel drops it
    silently (forwarding off) or answers ICMP network-unreachable (no route), and no
-   forward chain ever sees it.
+   forward chain ever sees it. Live rules come with the sysctls, the routes and the host's
+   addresses; a rules file has none of them, so there a DNAT to another address forks
+   (the target is the host's own or not; the host forwards or not).
 6. Matches are three-valued. A match whose protocol cannot apply to the packet (`icmpv6
    type` on TCP, `tcp flags` on UDP) is false, as the dependency nft adds makes it. A
-   match the model cannot decide (`limit`, `meter`, `ct status` after the first packet,
-   `th dport` on a protocol without ports, anything unmodelled) is *unknown*: evaluation
+   match the model cannot decide (`limit`, `meter`, `ct status` or `tcp flags` after a
+   connection's first packet, `fib daddr type` without the host's addresses, `th dport`
+   on a protocol without ports, anything unmodelled) is *unknown*: evaluation
    then follows both branches, the rule matching and not, and the decision lists every
    distinct outcome. The first branch follows the importer's assumption (an unmodelled
    rate limit is below its rate, ...); the decision is certain only when every branch
