@@ -29,6 +29,7 @@ from portkit.firewall import (
     Table,
     Verdict,
     evaluate,
+    import_iptables_save,
     import_nft_json,
 )
 from portkit.firewall._eval import MAX_BRANCHES
@@ -457,3 +458,45 @@ def test_fib_daddr_type_local_is_known_when_the_hosts_addresses_are() -> None:
     other = evaluate(only_local, flow, local_addresses=[ipaddress.ip_address("192.0.2.3")])
     assert (other.outcome, other.certain) == ("drop", True)
     assert not evaluate(only_local, flow).certain  # a rules file: the host's addresses are unknown
+
+
+IPT_TRUTH = """\
+*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP
+-A INPUT -m conntrack --ctstate DNAT -j ACCEPT
+-A INPUT -m conntrack --ctstatus SEEN_REPLY -j ACCEPT
+-A INPUT -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 2000 -j ACCEPT
+-A INPUT -p tcp -m conntrack --ctstate NEW --ctorigdstport 2001 -j ACCEPT
+-A INPUT -p tcp -m tcp --syn --dport 2002 -j ACCEPT
+COMMIT
+"""
+
+
+def test_iptables_match_options_are_modelled_or_undecided_never_ignored() -> None:
+    rs = import_iptables_save(IPT_TRUTH)
+    rules = rs.tables[0].chains[0].rules
+    assert [m.field for m in rules[1].matches if m.field is Field.TCP_FLAGS]
+    assert [m.field for m in rules[2].matches] == [Field.CT_STATUS]
+    assert [m.field for m in rules[3].matches] == [Field.CT_STATUS]
+    assert Field.FIB_DADDR_TYPE in [m.field for m in rules[4].matches]
+    assert Field.OPAQUE in [m.field for m in rules[5].matches]  # --ctorigdstport: not modelled
+    mine = [ipaddress.ip_address("192.0.2.2")]
+
+    def check(flow: str, **kw: Any) -> Any:
+        return evaluate(rs, Packet.parse(flow), local_addresses=mine, **kw)
+
+    # A SYN is not "new but not SYN": not dropped by rule 2; no DNAT; port 2000 to a local address.
+    first = check("tcp 192.0.2.1:4000 -> 192.0.2.2:2000")
+    assert (first.outcome, first.certain) == ("accept", True)
+    # Past rule 4 the unmodelled --ctorigdstport decides: every such flow is uncertain.
+    for port in (2001, 2003):
+        undecided = check(f"tcp 192.0.2.1:4000 -> 192.0.2.2:{port}")
+        assert not undecided.certain and undecided.possible == {"accept", "drop"}
+    later = check("tcp 192.0.2.1:4000 -> 192.0.2.2:2000 state established")
+    assert (later.outcome, later.certain) == ("accept", True)
+    # Without the host's addresses the addrtype match is undecided.
+    assert not evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:2000")).certain

@@ -340,3 +340,50 @@ def test_forwarding_can_be_stated_for_a_rules_file(tmp_path: Any, cli: Any) -> N
     by_verdict = {o["verdict"]: o for o in doc["outcomes"]}
     assert set(by_verdict) == {"accept", "drop"} and by_verdict["accept"]["direction"] == "input"
     assert "ip_forward = 0" in by_verdict["drop"]["reason"]
+
+
+IPT_LIVE = """\
+*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP
+-A INPUT -m conntrack --ctstate DNAT -j ACCEPT
+-A INPUT -m conntrack --ctstatus SEEN_REPLY -j ACCEPT
+-A INPUT -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 2000 -j ACCEPT
+-A INPUT -p tcp -m tcp --syn --dport 2001 -j ACCEPT
+-A INPUT -p udp -m conntrack --ctstate NEW --ctorigdstport 2002 -j ACCEPT
+COMMIT
+"""
+
+
+def test_iptables_rules_read_live_agree_with_the_kernel(lab: lab_mod.Lab, cli: Any) -> None:
+    subprocess.run(["ip", "netns", "exec", lab.server, "nft", "flush", "ruleset"], check=True)
+    subprocess.run(
+        ["ip", "netns", "exec", lab.server, "iptables-restore"], input=IPT_LIVE, text=True, check=True
+    )
+    base = lab.sport_block()
+    probes = [
+        lab_mod.Probe("tcp", "10.66.0.1", 0, "10.66.0.2", 2000),
+        lab_mod.Probe("tcp", "10.66.0.1", 1, "10.66.0.2", 2001),
+        lab_mod.Probe("tcp", "10.66.0.1", 2, "10.66.0.2", 2003),
+        lab_mod.Probe("udp", "10.66.0.1", 3, "10.66.0.2", 2002),
+    ]
+    observed = lab.run(probes, base)
+    docs = []
+    for p, got in zip(probes, observed, strict=True):
+        flow = f"{p.proto} {p.src}:{base + p.sport} -> {p.dst}:{p.dport} in {lab.server_if}"
+        doc = cli("fw", "check", "--netns", lab.server, flow, "--json").json()
+        want = {"accept": "connected+accepted" if p.proto == "tcp" else "delivered", "drop": "timeout"}
+        seen = {
+            want[o["verdict"]] if p.proto == "tcp" or o["verdict"] == "accept" else "silence"
+            for o in doc["outcomes"]
+        }
+        assert got in seen, (flow, got, doc["outcomes"])
+        if doc["certain"]:
+            assert seen == {got}, flow
+        docs.append(doc)
+    # The addrtype, --syn and --tcp-flags matches are decided (live: the host's addresses are known).
+    assert [d["certain"] for d in docs[:3]] == [True, True, True]
+    assert docs[3]["certain"] is False  # --ctorigdstport is not modelled: undecided, never ignored

@@ -282,6 +282,7 @@ def _in(ranges: tuple[tuple[int, int], ...], value: int) -> bool:
 
 
 _SYN = 0x02
+_ACK = 0x10
 # conntrack status bits a connection's first packet is known to have or lack, beyond DNAT.
 _NEW_STATUS_FALSE = frozenset({"snat", "seen-reply", "assured", "confirmed", "dying", "expected"})
 
@@ -420,9 +421,18 @@ def _address_type(p: Packet) -> str | None:
 
 def assumption(m: Match) -> bool:
     """What the first branch takes an unknown match to be: the importer's assumption for an
-    unmodelled expression (`negate` on an opaque match means "assumed not to hold"), and
-    otherwise that the value looked at is absent."""
-    return not m.negate if m.field is Field.OPAQUE else m.negate
+    unmodelled expression (`negate` on an opaque match means "assumed not to hold"), an
+    ordinary packet for the rest: addressed to this host (`fib daddr type local`), a plain
+    ACK after the handshake (`tcp flags`), and otherwise the value looked at absent."""
+    if m.field is Field.OPAQUE:
+        return not m.negate
+    if m.field is Field.FIB_DADDR_TYPE:
+        return ("local" in m.names) != m.negate
+    if m.field is Field.TCP_FLAGS and m.ranges:
+        mask, value = m.ranges[0]
+        hit = (_ACK & mask) == value if m.exact else (_ACK & mask) != 0
+        return hit != m.negate
+    return m.negate
 
 
 def match_holds(m: Match, p: Packet) -> bool:
