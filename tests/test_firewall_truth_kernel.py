@@ -387,3 +387,55 @@ def test_iptables_rules_read_live_agree_with_the_kernel(lab: lab_mod.Lab, cli: A
     # The addrtype, --syn and --tcp-flags matches are decided (live: the host's addresses are known).
     assert [d["certain"] for d in docs[:3]] == [True, True, True]
     assert docs[3]["certain"] is False  # --ctorigdstport is not modelled: undecided, never ignored
+
+
+ROUND_TRIP = """\
+table inet t {
+  set p { type ipv4_addr . inet_service; flags interval; elements = { 10.66.0.0/30 . 2000-2002 } }
+  chain c {
+    type filter hook input priority 0; policy accept;
+    ct status & (dnat | snat) == 0 tcp dport 2003 drop
+    ct status dnat,snat accept
+    tcp flags & (syn | ack) == 0 drop
+    tcp flags syn,ack tcp dport 2004 reject with tcp reset
+    tcp flags & (fin | syn | rst | ack) != syn ct state new drop
+    fib daddr type { local, multicast } tcp dport 2005 drop
+    ip saddr . tcp dport @p accept
+    ip saddr . tcp dport != { 10.66.0.1 . 2006 } tcp dport 2006 drop
+    iifname . ip saddr { "pk6*" . 10.66.0.0/24 } udp dport 2007 drop
+  }
+}
+"""
+
+
+def test_new_matches_round_trip_through_the_kernel_and_agree_with_it(lab: lab_mod.Lab) -> None:
+    from portkit.firewall import canonical, render_nft
+
+    rs = _load(lab, ROUND_TRIP)
+    assert not rs.notes, rs.notes
+    script, problems = render_nft(rs)
+    assert not problems, problems
+    again = _load(lab, script.replace("flush ruleset\n", ""))
+    assert canonical(again) == canonical(rs), script
+    base = lab.sport_block()
+    probes = [
+        lab_mod.Probe(proto, "10.66.0.1", k, "10.66.0.2", port)
+        for k, (proto, port) in enumerate(
+            [
+                ("tcp", 2001),
+                ("tcp", 2003),
+                ("tcp", 2004),
+                ("tcp", 2005),
+                ("tcp", 2006),
+                ("udp", 2007),
+                ("udp", 2006),
+            ]
+        )
+    ]
+    _agree(lab, rs, probes, base)
+    # The first packets are decided (their flags and NAT status are known, and so are the
+    # host's addresses); the handshake's ACK may not be (its flags and status are not).
+    server = [ipaddress.ip_address(a) for a in (*lab_mod.SERVER4, *lab_mod.SERVER6)]
+    for p in probes:
+        d = evaluate(rs, p.packet(base, lab.server_if), direction=Direction.INPUT, local_addresses=server)
+        assert d.certain, str(p)

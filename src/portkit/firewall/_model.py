@@ -308,6 +308,11 @@ def render_match(m: Match) -> str:
     """A match in nft syntax."""
     if m.field is Field.OPAQUE:
         return m.text or "<opaque>"
+    if m.field is Field.CT_STATUS:
+        # A bit test, as `ct status dnat` is: `== dnat` or a `{ }` set would compare the
+        # whole status word.
+        bits = ",".join(m.names)
+        return f"ct status & ({bits.replace(',', ' | ')}) == 0" if m.negate else f"ct status {bits}"
     if m.field is Field.TCP_FLAGS:
         mask, value = m.ranges[0]
         if m.exact:

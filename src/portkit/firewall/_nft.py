@@ -392,8 +392,8 @@ def _tcp_flags_match(expr: dict[str, Any]) -> Match | None:
     if isinstance(right, dict) and "set" in right:
         raise _Opaque("a set of tcp flag combinations")
     value = _flag_bits(right)
-    if op == "in":
-        return Match(Field.TCP_FLAGS, ((mask & value, 0),), protos=(6,))
+    if op in ("in", "!"):  # any of the bits set; `!`: none of them
+        return Match(Field.TCP_FLAGS, ((mask & value, 0),), negate=op == "!", protos=(6,))
     if op in ("==", "!="):
         return Match(Field.TCP_FLAGS, ((mask, value),), negate=op == "!=", protos=(6,), exact=True)
     raise _Opaque(f"operator {op} on tcp flags")
@@ -412,8 +412,16 @@ def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]
         top = 255 if fld in (Field.L4PROTO, Field.ICMP_TYPE, Field.ICMP_CODE) else 65535
         lo, hi = {"<": (0, right - 1), "<=": (0, right), ">": (right + 1, top), ">=": (right, top)}[op]
         return Match(fld, ((lo, hi),), family=fam, protos=protos)
+    if fld is Field.CT_STATUS and op in ("in", "!") and not isinstance(right, dict):
+        # A bit test: `ct status dnat` (any of the bits set), `!` none of them set.
+        _, names, _, _, _ = _values_exact(fld, right, 0, sets)
+        return Match(fld, names=names, negate=op == "!")
     if op not in ("==", "!=", "in"):
         raise _Opaque(f"operator {op}")
+    if fld is Field.CT_STATUS:
+        # `==`, `!=` and `{ }` sets compare the whole status word, whose other bits
+        # (confirmed, seen-reply, the NAT done bits...) the model does not know.
+        raise _Opaque("ct status compared as a whole word")
     ranges, names, set_name, vfam, exact = _values_exact(
         fld, right, fam or (4 if table_family is Family.IP else 6 if table_family is Family.IP6 else 0), sets
     )
