@@ -223,8 +223,8 @@ def check(
                         str(d.packet),
                         d.outcome if d.certain else "uncertain: " + " or ".join(sorted(d.possible)),
                         d.direction,
-                        d.scanner.state if d.scanner else "",
-                        d.reason,
+                        "?" if not d.certain else d.scanner.state if d.scanner else "",
+                        d.reason if d.certain else f"first branch: {d.reason}",
                     ]
                     for d in decisions
                 ],
