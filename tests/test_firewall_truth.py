@@ -500,3 +500,19 @@ def test_iptables_match_options_are_modelled_or_undecided_never_ignored() -> Non
     assert (later.outcome, later.certain) == ("accept", True)
     # Without the host's addresses the addrtype match is undecided.
     assert not evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:2000")).certain
+
+
+def test_first_branch_takes_an_ordinary_packet_for_untracked_keys() -> None:
+    def rule(left: Any, op: str, right: Any) -> list[dict[str, Any]]:
+        return [{"match": {"op": op, "left": left, "right": right}}, {"accept": None}]
+
+    cases = [
+        (rule({"meta": {"key": "mark"}}, "==", 7), "drop"),  # not marked
+        (rule({"&": [{"ct": {"key": "mark"}}, 255]}, "==", 0), "accept"),  # connection not marked
+        (rule({"meta": {"key": "pkttype"}}, "==", {"set": ["broadcast", "multicast"]}), "drop"),
+        (rule({"&": [{"payload": {"protocol": "ip", "field": "frag-off"}}, 8191]}, "!=", 0), "drop"),
+    ]
+    for expr, first in cases:
+        rs = import_nft_json(_doc(expr))
+        d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+        assert (d.outcome, d.certain) == (first, False), expr

@@ -139,6 +139,10 @@ def _holds_when_unknown(stmt: Any) -> tuple[bool, str]:
             if isinstance(fib, dict) and fib.get("result") == "oif" and match.get("right") is False:
                 holds = match.get("op", "==") == "!="
                 return holds, f"assumed {'' if holds else 'not '}to match: the reverse path has a route"
+        if isinstance(match, dict):
+            ordinary = _ordinary_value(match)
+            if ordinary is not None:
+                return ordinary
         for key, val in stmt.items():
             if key in ("limit", "quota", "ct count") and isinstance(val, dict):
                 over = bool(val.get("inv"))
@@ -150,6 +154,52 @@ def _holds_when_unknown(stmt: Any) -> tuple[bool, str]:
         holds = [_holds_when_unknown(s) for s in stmt]
         return all(h for h, _ in holds), holds[0][1]
     return True, "assumed to match"
+
+
+# Values an ordinary packet has for keys the model does not track: no mark on the packet or
+# its connection, not a fragment, addressed to this host alone, no conntrack helper.
+_ORDINARY: dict[str, tuple[object, str]] = {
+    "meta mark": (0, "the packet is not marked"),
+    "ct mark": (0, "the connection is not marked"),
+    "ip frag-off": (0, "the packet is not a fragment"),
+    "meta pkttype": ("host", "the packet is unicast to this host"),
+    "ct helper": ("", "the connection has no helper"),
+}
+
+
+def _ordinary_value(match: dict[str, Any]) -> tuple[bool, str] | None:
+    """The first branch's value of a match on a key an ordinary packet has a known value
+    for (`meta mark 0x1`: not marked, so false)."""
+    left, op, right = match.get("left"), match.get("op", "=="), match.get("right")
+    mask = None
+    if isinstance(left, dict) and isinstance(left.get("&"), list) and len(left["&"]) == 2:
+        left, mask = left["&"]
+        if not isinstance(mask, int):
+            return None
+    if not isinstance(left, dict) or len(left) != 1:
+        return None
+    kind, body = next(iter(left.items()))
+    if not isinstance(body, dict):
+        return None
+    name = (
+        f"{kind} {body.get('key', '')}"
+        if kind in ("meta", "ct")
+        else f"{body.get('protocol')} {body.get('field')}"
+    )
+    if name not in _ORDINARY:
+        return None
+    value, why = _ORDINARY[name]
+    if isinstance(value, int) and mask is not None:
+        value &= mask
+    items = right["set"] if isinstance(right, dict) and "set" in right else [right]
+    hit = value in items
+    if op in ("==", "in"):
+        holds = hit
+    elif op == "!=":
+        holds = not hit
+    else:
+        return None
+    return holds, f"assumed {'' if holds else 'not '}to match: {why}"
 
 
 def _opaque(stmt: Any, text: str | None = None) -> Match:
@@ -564,9 +614,10 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
                 matches.append(_match(val, tb.family, tb.sets))
             except (_Opaque, ValueError, KeyError, TypeError) as exc:
                 matches.append(_opaque(stmt))
+                first = _holds_when_unknown(stmt)[1]
                 notes.append(
-                    f"{where}: cannot model match {_expr_text(stmt)} ({exc}); assumed to match "
-                    "in the first branch, undecided: both outcomes are followed"
+                    f"{where}: cannot model match {_expr_text(stmt)} ({exc}); "
+                    f"{first} in the first branch, undecided: both outcomes are followed"
                 )
         elif key == "counter":
             counter = True
