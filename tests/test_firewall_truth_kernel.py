@@ -232,7 +232,7 @@ def test_dnat_needs_forwarding_and_a_route(lab: lab_mod.Lab, cli: Any) -> None:
     text = cli(
         "fw", "check", "--netns", lab.server, f"tcp 10.66.0.1:40000 -> 10.66.0.2:2007 in {lab.server_if}"
     )
-    assert "net.ipv4.ip_forward = 0" in text.stdout and text.status == 1
+    assert f"net.ipv4.conf.{lab.server_if}.forwarding = 0" in text.stdout and text.status == 1
 
 
 def test_a_rules_file_cannot_know_forwarding_so_a_dnat_away_is_uncertain(tmp_path: Any, cli: Any) -> None:
@@ -339,7 +339,7 @@ def test_forwarding_can_be_stated_for_a_rules_file(tmp_path: Any, cli: Any) -> N
     assert (off.status, doc["certain"]) == (3, False)
     by_verdict = {o["verdict"]: o for o in doc["outcomes"]}
     assert set(by_verdict) == {"accept", "drop"} and by_verdict["accept"]["direction"] == "input"
-    assert "ip_forward = 0" in by_verdict["drop"]["reason"]
+    assert "ip_forward = 0" in by_verdict["drop"]["reason"]  # no input interface given
 
 
 IPT_LIVE = """\
@@ -439,3 +439,19 @@ def test_new_matches_round_trip_through_the_kernel_and_agree_with_it(lab: lab_mo
     for p in probes:
         d = evaluate(rs, p.packet(base, lab.server_if), direction=Direction.INPUT, local_addresses=server)
         assert d.certain, str(p)
+
+
+def test_ipv4_forwarding_is_the_input_interfaces_setting(lab: lab_mod.Lab, cli: Any) -> None:
+    _load(lab, DNAT_AWAY)
+    try:
+        _sysctl(lab, "net.ipv4.ip_forward", "1")
+        _sysctl(lab, f"net.ipv4.conf.{lab.server_if}.forwarding", "0")
+        base = lab.sport_block()
+        probe = lab_mod.Probe("tcp", "10.66.0.1", 0, "10.66.0.2", 2007)
+        observed = lab.run([probe], base)[0]
+        flow = f"tcp 10.66.0.1:{base} -> 10.66.0.2:2007 in {lab.server_if}"
+        doc = cli("fw", "check", "--netns", lab.server, flow, "--json").json()
+        assert (observed, doc["verdict"], doc["certain"]) == ("timeout", "drop", True)
+        assert f"net.ipv4.conf.{lab.server_if}.forwarding = 0" in doc["reason"]
+    finally:
+        _sysctl(lab, "net.ipv4.ip_forward", "0")

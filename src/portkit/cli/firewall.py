@@ -196,12 +196,22 @@ def check(
         forwarding = forwarding_state(netns)
     if forwarding_flag:
         forwarding = {4: forwarding_flag == "on", 6: forwarding_flag == "on"}
+    per_iif: dict[str, Any] = {}
+
+    def forwarding_for(p: Any) -> Any:
+        """IPv4 forwarding is the input interface's setting (live rules)."""
+        if forwarding_flag or rules or not p.iif:
+            return forwarding
+        if p.iif not in per_iif:
+            per_iif[p.iif] = forwarding_state(netns, p.iif) or forwarding
+        return per_iif[p.iif]
+
     forced = Direction(direction) if direction else None
     if flows_file:
         packets = _read_flows(flows_file)
         decisions = [
             evaluate(
-                ruleset, p, direction=forced, local_addresses=local, route=route, forwarding=forwarding
+                ruleset, p, direction=forced, local_addresses=local, route=route, forwarding=forwarding_for(p)
             )
             for p in packets
         ]
@@ -234,7 +244,12 @@ def check(
         sys.exit(max((_status(d) for d in decisions), key=_STATUS_RANK.index, default=0))
     packet = _flow_from_flags(flow, proto, src, sport, dst, dport, iif, oif, state, icmp_type)
     decision = evaluate(
-        ruleset, packet, direction=forced, local_addresses=local, route=route, forwarding=forwarding
+        ruleset,
+        packet,
+        direction=forced,
+        local_addresses=local,
+        route=route,
+        forwarding=forwarding_for(packet),
     )
     if as_json:
         doc = decision.to_json()

@@ -897,6 +897,9 @@ def _route_forward(
             f"({'assumed' if on else 'assumed not'}; --forwarding on|off states it)"
         )
     if on is False:
+        if packet.family == 4 and packet.iif:
+            # The kernel asks the input interface; net.ipv4.ip_forward sets it for all of them.
+            sysctl = f"net.ipv4.conf.{packet.iif}.forwarding"
         return _routing_step(
             f"{sysctl} = 0", f"drop (this host does not forward; {packet.dst} is not a local address)"
         )

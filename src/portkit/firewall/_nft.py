@@ -118,6 +118,8 @@ def _dependencies(expr: Any) -> tuple[int, tuple[int, ...]]:
             dep = None
             if key == "payload" and isinstance(val, dict):
                 dep = _PAYLOAD_DEPS.get(str(val.get("protocol")))
+            elif key == "ct" and isinstance(val, dict) and val.get("family") in ("ip", "ip6"):
+                dep = (4 if val["family"] == "ip" else 6, ())  # `ct original ip saddr`
             elif key in _EXPR_DEPS:
                 dep = _EXPR_DEPS[key]
             if dep is not None:
