@@ -516,3 +516,26 @@ def test_first_branch_takes_an_ordinary_packet_for_untracked_keys() -> None:
         rs = import_nft_json(_doc(expr))
         d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
         assert (d.outcome, d.certain) == (first, False), expr
+
+
+def test_exact_rule_sets_compile_without_a_fallback() -> None:
+    """Rule sets the box model holds exactly (the common case, and the benchmark's) build
+    no hull tables: the compiled path is unchanged for them."""
+    rs = import_nft_json(
+        _doc(
+            [
+                {
+                    "match": {
+                        "op": "==",
+                        "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                        "right": 22,
+                    }
+                },
+                {"accept": None},
+            ]
+        )
+    )
+    fe = FastEvaluator(rs)
+    assert fe._hulls == {}
+    res = fe.run(FlowArrays.from_packets([Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22")]))
+    assert res.outcome(0) == "accept" and bool(res.certain[0]) and not res.decisions
