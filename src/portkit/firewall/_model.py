@@ -704,7 +704,9 @@ def canonical(ruleset: Ruleset) -> Ruleset:
                 implied = {
                     m.protos
                     for m in r.matches
-                    if m.protos and m.field in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE)
+                    if m.protos
+                    and m.field
+                    in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE, Field.TCP_FLAGS)
                 }
                 if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.TCP_RESET:
                     implied.add((6,))
