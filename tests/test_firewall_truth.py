@@ -539,3 +539,30 @@ def test_exact_rule_sets_compile_without_a_fallback() -> None:
     assert fe._hulls == {}
     res = fe.run(FlowArrays.from_packets([Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22")]))
     assert res.outcome(0) == "accept" and bool(res.certain[0]) and not res.decisions
+
+
+def test_sets_that_change_at_run_time_are_undecided() -> None:
+    match = [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@seen"}},
+        {"drop": None},
+    ]
+    for decl in (
+        {"set": {"family": "inet", "table": "t", "name": "seen", "type": "ipv4_addr", "flags": ["timeout"]}},
+        {"set": {"family": "inet", "table": "t", "name": "seen", "type": "ipv4_addr", "elem": ["192.0.2.9"]}},
+    ):
+        adder = [
+            {"set": {"op": "add", "elem": {"payload": {"protocol": "ip", "field": "saddr"}}, "set": "@seen"}},
+        ]
+        rules = [match] if "flags" in decl["set"] else [adder, match]
+        rs = import_nft_json(_doc(*rules, policy="accept", extra=[decl]))
+        d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+        assert (d.outcome, d.certain) == ("accept", False), decl  # first branch: the snapshot
+        assert d.possible == {"accept", "drop"}
+    static = {
+        "set": {"family": "inet", "table": "t", "name": "seen", "type": "ipv4_addr", "elem": ["192.0.2.1"]}
+    }
+    d = evaluate(
+        import_nft_json(_doc(match, policy="accept", extra=[static])),
+        Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"),
+    )
+    assert (d.outcome, d.certain) == ("drop", True)

@@ -455,3 +455,33 @@ def test_ipv4_forwarding_is_the_input_interfaces_setting(lab: lab_mod.Lab, cli: 
         assert f"net.ipv4.conf.{lab.server_if}.forwarding = 0" in doc["reason"]
     finally:
         _sysctl(lab, "net.ipv4.ip_forward", "0")
+
+
+KNOCK = """\
+table inet t {
+  set knocked { type ipv4_addr; flags dynamic, timeout; timeout 1m; }
+  chain input {
+    type filter hook input priority 0; policy drop;
+    ct state established,related accept
+    tcp dport 2000 add @knocked { ip saddr } drop
+    ip saddr @knocked tcp dport 2001 accept
+  }
+}
+"""
+
+
+def test_a_set_the_rules_fill_is_undecided_not_empty(lab: lab_mod.Lab) -> None:
+    rs = _load(lab, KNOCK)
+    door = lab_mod.Probe("tcp", "10.66.0.1", 0, "10.66.0.2", 2001)
+    knock = lab_mod.Probe("tcp", "10.66.0.1", 1, "10.66.0.2", 2000)
+    base = lab.sport_block()
+    before = lab.run([door], base)[0]
+    lab.run([knock], base)
+    after = lab.run([lab_mod.Probe("tcp", "10.66.0.1", 2, "10.66.0.2", 2001)], base)[0]
+    assert (before, after) == ("timeout", "connected+accepted")  # the kernel's set changed
+    allowed, sure = possible_observations(rs, door, base, lab.server_if)
+    assert not sure and {before, after} <= allowed
+    # Read again, the set holds the knocker: the first branch now says accepted, still uncertain.
+    now = lab.kernel_ruleset()
+    d = evaluate(now, door.packet(base, lab.server_if), direction=Direction.INPUT)
+    assert (d.outcome, d.certain) == ("accept", False)

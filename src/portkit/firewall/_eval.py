@@ -346,6 +346,8 @@ def match_value(m: Match, p: Packet) -> bool | None:
         return False
     if m.protos and p.l4proto not in m.protos:
         return False
+    if m.dynamic:
+        return None
     f = m.field
     if f is Field.NFPROTO:
         hit = _in(m.ranges, p.family)
@@ -419,11 +421,14 @@ def _address_type(p: Packet) -> str | None:
     return "unicast"
 
 
-def assumption(m: Match) -> bool:
+def assumption(m: Match, p: Packet) -> bool:
     """What the first branch takes an unknown match to be: the importer's assumption for an
-    unmodelled expression (`negate` on an opaque match means "assumed not to hold"), an
-    ordinary packet for the rest: addressed to this host (`fib daddr type local`), a plain
-    ACK after the handshake (`tcp flags`), and otherwise the value looked at absent."""
+    unmodelled expression (`negate` on an opaque match means "assumed not to hold"), the
+    snapshot of a dynamic set, an ordinary packet for the rest: addressed to this host
+    (`fib daddr type local`), a plain ACK after the handshake (`tcp flags`), and otherwise
+    the value looked at absent."""
+    if m.dynamic:
+        return match_holds(replace(m, dynamic=False), p)
     if m.field is Field.OPAQUE:
         return not m.negate
     if m.field is Field.FIB_DADDR_TYPE:
@@ -438,7 +443,7 @@ def assumption(m: Match) -> bool:
 def match_holds(m: Match, p: Packet) -> bool:
     """`match_value`, with an unknown answer replaced by the assumption."""
     v = match_value(m, p)
-    return assumption(m) if v is None else v
+    return assumption(m, p) if v is None else v
 
 
 def rule_value(rule: Rule, p: Packet) -> bool | None:
@@ -632,7 +637,7 @@ def _run_base_chain(
         unknown = value is None
         if value is None:
             what = f"{table} {chain.name} #{i + 1}: {rule}"
-            assumed = all(assumption(m) for m in rule.matches if match_value(m, p) is None)
+            assumed = all(assumption(m, p) for m in rule.matches if match_value(m, p) is None)
             # A rule without a verdict changes nothing either way: nothing to fork.
             hit = assumed if rule.action is Action.CONTINUE else branch.choose(what, assumed)
             branch.notes.append(

@@ -240,6 +240,10 @@ class Match:
     # its tuple falls in one element, as the kernel's concatenated set lookup does.
     parts: tuple[Match, ...] = ()
     elements: tuple[tuple[Interval | str, ...], ...] = ()
+    # The named set's elements change at run time (flags dynamic or timeout, or a rule adds
+    # to it): its elements are a snapshot, so the match is undecided (the first branch takes
+    # the snapshot).
+    dynamic: bool = False
 
     def __str__(self) -> str:
         return self.text or render_match(self)
@@ -446,7 +450,7 @@ class Rule:
     def uncertain(self) -> bool:
         """Whether a match is beyond the box model (unmodelled, a concatenation, ct status):
         the linter does not reason about such a rule; the evaluator decides it, or forks."""
-        return any(m.field in NON_BOX_FIELDS for m in self.matches)
+        return any(m.field in NON_BOX_FIELDS or m.dynamic for m in self.matches)
 
     def verdict_text(self) -> str:
         if self.action in (Action.JUMP, Action.GOTO):
@@ -565,6 +569,7 @@ class NamedSet:
     names: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     elements: tuple[tuple[Interval | str, ...], ...] = ()
+    dynamic: bool = False  # see Match.dynamic
 
     @property
     def types(self) -> tuple[str, ...]:

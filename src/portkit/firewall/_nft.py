@@ -408,7 +408,14 @@ def _concat_match(expr: dict[str, Any], table_family: Family, sets: dict[str, Na
     else:
         items = right["set"] if isinstance(right, dict) and "set" in right else [right]
         elements = tuple(_concat_element(parts, item) for item in items)
-    return Match(Field.CONCAT, negate=op == "!=", parts=parts, elements=elements, set_name=set_name)
+    return Match(
+        Field.CONCAT,
+        negate=op == "!=",
+        parts=parts,
+        elements=elements,
+        set_name=set_name,
+        dynamic=bool(set_name) and sets[set_name].dynamic,
+    )
 
 
 def _flag_bits(value: Any) -> int:
@@ -488,6 +495,7 @@ def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]
         protos=protos,
         set_name=set_name,
         exact=exact and op != "in" and len(names) > 1,
+        dynamic=bool(set_name) and set_name in sets and sets[set_name].dynamic,
     )
 
 
@@ -753,6 +761,33 @@ def _set_of(obj: dict[str, Any], notes: list[str]) -> NamedSet | None:
     )
 
 
+def _updated_sets(items: list[Any]) -> set[tuple[str, str, str]]:
+    """(family, table, set) of every set a rule adds to, updates or deletes from."""
+    out: set[tuple[str, str, str]] = set()
+    for item in items:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not isinstance(rule, dict):
+            continue
+        todo = list(rule.get("expr", []) or [])
+        seen = 0
+        while todo and seen < 10_000:
+            seen += 1
+            node = todo.pop()
+            if isinstance(node, list):
+                todo.extend(node)
+            elif isinstance(node, dict):
+                for key, val in node.items():
+                    if (
+                        key in ("set", "map")
+                        and isinstance(val, dict)
+                        and isinstance(val.get("set"), str)
+                        and val.get("op") in ("add", "update", "delete")
+                    ):
+                        out.add((str(rule.get("family")), str(rule.get("table")), val["set"].lstrip("@")))
+                    todo.append(val)
+    return out
+
+
 def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j list ruleset") -> Ruleset:
     """Build the model from `nft -j list ruleset` output (a dict or its JSON text)."""
     import json
@@ -768,6 +803,7 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
         raise UsageError(f"invalid nft JSON in {source}: expected an object with an 'nftables' list")
     tables: dict[tuple[str, str], _TableBuilder] = {}
     notes: list[str] = []
+    updated = _updated_sets(items)
     for item in items:
         kind = next(iter(item))
         obj = item[kind]
@@ -788,6 +824,12 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
         if kind == "set":
             named = _set_of(obj, notes)
             if named is not None:
+                if (
+                    (*key, named.name) in updated
+                    or "timeout" in obj
+                    or {"dynamic", "timeout"} & set(named.flags)
+                ):
+                    named = replace(named, dynamic=True)
                 tb.sets[named.name] = named
         elif kind == "map":
             if obj.get("map") == "verdict":
