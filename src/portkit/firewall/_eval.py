@@ -347,6 +347,10 @@ def match_value(m: Match, p: Packet) -> bool | None:
     if m.protos and p.l4proto not in m.protos:
         return False
     if m.dynamic:
+        # Undecided membership, but the dependencies of a concatenation's parts still hold or not.
+        for part in m.parts:
+            if (part.family and part.family != p.family) or (part.protos and p.l4proto not in part.protos):
+                return False
         return None
     f = m.field
     if f is Field.NFPROTO:
