@@ -566,3 +566,19 @@ def test_sets_that_change_at_run_time_are_undecided() -> None:
         Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"),
     )
     assert (d.outcome, d.certain) == ("drop", True)
+
+
+def test_statements_that_read_a_header_carry_its_dependency() -> None:
+    decl = {
+        "set": {"family": "inet", "table": "t", "name": "seen", "type": "ipv4_addr", "flags": ["dynamic"]}
+    }
+    adder = [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 2000}},
+        {"set": {"op": "add", "elem": {"payload": {"protocol": "ip", "field": "saddr"}}, "set": "@seen"}},
+        {"drop": None},
+    ]
+    rs = import_nft_json(_doc(adder, policy="accept", extra=[decl]))
+    v4 = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:2000"))
+    v6 = evaluate(rs, Packet.parse("tcp [2001:db8::1]:4000 -> [2001:db8::2]:2000"))
+    assert (v4.outcome, v4.certain) == ("drop", True)
+    assert (v6.outcome, v6.certain) == ("accept", True)  # `ip saddr` stops the rule for IPv6

@@ -262,6 +262,8 @@ _UNDECIDABLE = [
     "fib daddr type local",
     "fib daddr type != local",
     "fib saddr . iif oif missing",
+    "add @seen { ip saddr }",
+    "ip saddr @seen",
 ]
 
 
@@ -309,7 +311,8 @@ def _undecidable_script(draw: Any) -> str:
             + "\n  ".join(line for line in early if "reject" not in line)
             + "\n}"
         )
-    return "table inet t {\n" + "\n".join(chains) + "\n}\n"
+    sets = "set seen { type ipv4_addr; flags dynamic; }"
+    return "table inet t {\n" + sets + "\n" + "\n".join(chains) + "\n}\n"
 
 
 @settings(

@@ -549,6 +549,16 @@ def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | No
     return None
 
 
+def _dependency_matches(stmt: Any, table_family: Family) -> list[Match]:
+    family, protos = _dependencies(stmt)
+    out = []
+    if family and table_family not in (Family.IP, Family.IP6):
+        out.append(Match(Field.NFPROTO, ((family, family),)))
+    if protos:
+        out.append(Match(Field.L4PROTO, normalize([(p, p) for p in protos])))
+    return out
+
+
 def _map_data(val: dict[str, Any], tb: _TableBuilder) -> list[Any]:
     """A verdict map's [key, verdict] pairs: anonymous, or a named map of the table."""
     data = val["data"]
@@ -665,8 +675,15 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
             vf = _verdict_fields(stmt, tb.family)
             if vf is not None:
                 fields.update(vf)
+                nat_family = val.get("family") if isinstance(val, dict) else None
+                if nat_family in ("ip", "ip6") and tb.family not in (Family.IP, Family.IP6):
+                    v = 4 if nat_family == "ip" else 6  # `dnat ip to ...`: IPv4 packets only
+                    matches.append(Match(Field.NFPROTO, ((v, v),)))
             else:
                 opaque.append(_expr_text(stmt))
+            # A statement that reads a header (`add @seen { ip saddr }`, `dnat to ip daddr map
+            # ...`) carries nft's dependency for it: the rule stops on other packets.
+            matches.extend(_dependency_matches(stmt, tb.family))
     base = {
         "counter": counter,
         "log": log,
