@@ -582,3 +582,49 @@ def test_statements_that_read_a_header_carry_its_dependency() -> None:
     v6 = evaluate(rs, Packet.parse("tcp [2001:db8::1]:4000 -> [2001:db8::2]:2000"))
     assert (v4.outcome, v4.certain) == ("drop", True)
     assert (v6.outcome, v6.certain) == ("accept", True)  # `ip saddr` stops the rule for IPv6
+
+
+def test_a_nat_target_from_a_map_makes_the_decision_uncertain() -> None:
+    nat_chain = {
+        "chain": {
+            "family": "inet",
+            "table": "t",
+            "name": "pre",
+            "type": "nat",
+            "hook": "prerouting",
+            "prio": -100,
+            "policy": "accept",
+        }
+    }
+    dnat_map = {
+        "rule": {
+            "family": "inet",
+            "table": "t",
+            "chain": "pre",
+            "handle": 90,
+            "expr": [
+                {
+                    "dnat": {
+                        "family": "ip",
+                        "addr": {
+                            "map": {
+                                "key": {"payload": {"protocol": "tcp", "field": "dport"}},
+                                "data": {"set": [[2009, "10.0.0.9"]]},
+                            }
+                        },
+                    }
+                }
+            ],
+        }
+    }
+    rs = import_nft_json(_doc(policy="accept", extra=[nat_chain, dnat_map]))
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:2009"))
+    assert not d.certain and any("cannot compute" in n for n in d.uncertain)
+    # IPv6 packets never meet `dnat ip`: certain.
+    assert evaluate(rs, Packet.parse("tcp [2001:db8::1]:4000 -> [2001:db8::2]:2009")).certain
+    res = FastEvaluator(rs).run(
+        FlowArrays.from_packets([Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:2009")])
+    )
+    assert not bool(res.certain[0])
+    # The map's key reads the TCP header: a UDP packet never meets the rule.
+    assert evaluate(rs, Packet.parse("udp 192.0.2.1:4000 -> 192.0.2.2:2009")).certain

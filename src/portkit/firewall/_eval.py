@@ -179,6 +179,8 @@ class Outcome:
     decided_by: TraceStep | None = None
     scanner: ScannerView | None = None
     assumed: tuple[tuple[str, bool], ...] = ()
+    # A NAT rule whose target is unknown (a map, a range) rewrote the packet on the way.
+    blind: bool = False
 
     @property
     def outcome(self) -> str:
@@ -765,7 +767,7 @@ def evaluate(
         first.scanner,
         tuple(notes),
         tuple(outcomes.values()),
-        len(outcomes) == 1 and not truncated,
+        len(outcomes) == 1 and not truncated and not any(out.blind for out, _ in runs),
         truncated,
     )
 
@@ -786,6 +788,7 @@ def _evaluate_branch(
     branch: _Branch,
 ) -> Outcome:
     trace: list[TraceStep] = []
+    blind = False
     stated = direction is not None or bool(packet.iif and packet.oif)
     if direction is None:
         if packet.iif and packet.oif:
@@ -831,9 +834,16 @@ def _evaluate_branch(
                     packet,
                     result.step,
                     scanner_view(original, verdict, answer, listening),
+                    blind=blind,
                 )
             if act in (Action.DNAT, Action.REDIRECT) and result.rule is not None and not nat_done:
                 nat_done = True
+                if result.rule.nat is not None and result.rule.nat.unknown:
+                    blind = True
+                    branch.notes.append(
+                        f"{table} {chain.name}: {result.rule} rewrites the destination to a value "
+                        "portkit cannot compute (a map or a range): the path after it is a guess"
+                    )
                 packet = replace(_apply_dnat(packet, result.rule, act), dnat=True)
                 if local_addresses is not None or packet.dst.is_loopback:
                     packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
@@ -871,6 +881,7 @@ def _evaluate_branch(
                         packet,
                         stop,
                         scanner_view(original, verdict, answer, listening),
+                        blind=blind,
                     )
                 packet = stop
     steps = [s for s in trace if s.matched and (s.position == 0 or "accept" in s.effect)]
@@ -882,6 +893,7 @@ def _evaluate_branch(
         packet,
         steps[-1] if steps else None,
         scanner_view(packet, Verdict.ACCEPT, None, listening),
+        blind=blind,
     )
 
 

@@ -277,8 +277,9 @@ class _Compiled:
 
 
 def inexact(rule: Rule) -> bool:
-    """Whether the box model cannot hold the rule's matches exactly."""
-    return any(_inexact_match(m) for m in rule.matches)
+    """Whether the box model cannot hold the rule's matches exactly, or its NAT target is
+    unknown (a map, a range)."""
+    return any(_inexact_match(m) for m in rule.matches) or bool(rule.nat and rule.nat.unknown)
 
 
 def _inexact_match(m: Match) -> bool:

@@ -413,6 +413,9 @@ class NatTarget:
 
     address: str | None = None
     port: int | None = None
+    # The target is a map lookup or a range (`dnat to ip daddr map { ... }`): where the packet
+    # goes is not known, so a decision through this rule is uncertain.
+    unknown: bool = False
 
     def __str__(self) -> str:
         if self.address and self.port is not None:

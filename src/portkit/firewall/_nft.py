@@ -531,10 +531,12 @@ def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | No
     if key in ("dnat", "redirect", "snat", "masquerade"):
         val = val or {}
         addr = val.get("addr")
-        if isinstance(addr, dict):
-            addr = None  # a range or map of addresses: keep the verdict, lose the rewrite
         port = val.get("port")
-        if isinstance(port, dict):
+        # A range or a map of addresses or ports: the verdict is kept, the rewrite unknown.
+        unknown = isinstance(addr, (dict, list)) or isinstance(port, (dict, list))
+        if isinstance(addr, (dict, list)):
+            addr = None
+        if isinstance(port, (dict, list)):
             port = None
         action = {
             "dnat": Action.DNAT,
@@ -544,7 +546,9 @@ def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | No
         }[key]
         return {
             "action": action,
-            "nat": NatTarget(str(addr) if addr else None, int(port) if port is not None else None),
+            "nat": NatTarget(
+                str(addr) if addr else None, int(port) if port is not None else None, unknown=unknown
+            ),
         }
     return None
 
@@ -679,6 +683,7 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
                 if nat_family in ("ip", "ip6") and tb.family not in (Family.IP, Family.IP6):
                     v = 4 if nat_family == "ip" else 6  # `dnat ip to ...`: IPv4 packets only
                     matches.append(Match(Field.NFPROTO, ((v, v),)))
+                matches.extend(_dependency_matches(stmt, tb.family))  # `... to tcp dport map {...}`
             else:
                 opaque.append(_expr_text(stmt))
             # A statement that reads a header (`add @seen { ip saddr }`, `dnat to ip daddr map
