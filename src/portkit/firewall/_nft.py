@@ -130,7 +130,7 @@ def _dependencies(expr: Any) -> tuple[int, tuple[int, ...]]:
     return family, tuple(sorted(protos)) if protos is not None else ()
 
 
-def _holds_when_unknown(stmt: Any) -> tuple[bool, str]:
+def _holds_when_unknown(stmt: Any, depth: int = 0) -> tuple[bool, str]:
     """The first branch's assumption for an unmodelled statement that can stop a rule:
     a rate limit or quota is not exceeded, a connection count not over its limit, a
     reverse-path lookup (`fib saddr . iif oif missing`) finds its route."""
@@ -150,10 +150,10 @@ def _holds_when_unknown(stmt: Any) -> tuple[bool, str]:
                 over = bool(val.get("inv"))
                 what = "the limit is not exceeded"
                 return (not over), f"assumed {'not ' if over else ''}to match: {what}"
-            if key in ("set", "map", "meter") and isinstance(val, dict) and val.get("stmt"):
-                return _holds_when_unknown(val["stmt"])
-    if isinstance(stmt, list) and stmt:
-        holds = [_holds_when_unknown(s) for s in stmt]
+            if key in ("set", "map", "meter") and isinstance(val, dict) and val.get("stmt") and depth < 8:
+                return _holds_when_unknown(val["stmt"], depth + 1)
+    if isinstance(stmt, list) and stmt and depth < 8:
+        holds = [_holds_when_unknown(s, depth + 1) for s in stmt[:64]]
         return all(h for h, _ in holds), holds[0][1]
     return True, "assumed to match"
 
