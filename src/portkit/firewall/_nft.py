@@ -418,9 +418,9 @@ def _concat_match(expr: dict[str, Any], table_family: Family, sets: dict[str, Na
     )
 
 
-def _flag_bits(value: Any) -> int:
-    if isinstance(value, bool):
-        raise _Opaque(f"tcp flags {value!r}")
+def _flag_bits(value: Any, depth: int = 0) -> int:
+    if isinstance(value, bool) or depth > 4:
+        raise _Opaque(f"tcp flags {_expr_text(value)[:60]}")
     if isinstance(value, int):
         return value
     if isinstance(value, str) and value in TCP_FLAG_BITS:
@@ -428,10 +428,10 @@ def _flag_bits(value: Any) -> int:
     if isinstance(value, list):
         bits = 0
         for v in value:
-            bits |= _flag_bits(v)
+            bits |= _flag_bits(v, depth + 1)
         return bits
     if isinstance(value, dict) and isinstance(value.get("|"), list):
-        return _flag_bits(value["|"])
+        return _flag_bits(value["|"], depth + 1)
     raise _Opaque(f"tcp flags {_expr_text(value)}")
 
 
