@@ -628,3 +628,11 @@ def test_a_nat_target_from_a_map_makes_the_decision_uncertain() -> None:
     assert not bool(res.certain[0])
     # The map's key reads the TCP header: a UDP packet never meets the rule.
     assert evaluate(rs, Packet.parse("udp 192.0.2.1:4000 -> 192.0.2.2:2009")).certain
+
+
+def test_a_queued_packet_is_decided_by_userspace_so_uncertain() -> None:
+    rs = import_nft_json(_doc([{"queue": {"num": 0}}], policy="accept"))
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+    assert (d.outcome, d.certain, d.possible) == ("drop", False, {"accept", "drop"})
+    res = FastEvaluator(rs).run(FlowArrays.from_packets([Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22")]))
+    assert (res.outcome(0), bool(res.certain[0])) == ("drop", False)

@@ -821,6 +821,12 @@ def _evaluate_branch(
             else:
                 result = _run_base_chain(table, chain, hook, packet, trace, branch, trace_misses)
             act = result.action
+            if act is Action.QUEUE and branch.choose(
+                f"{table} {chain.name}: {result.rule}: a userspace program reads the queue "
+                "and accepts the packet (with none, the kernel drops it)",
+                False,
+            ):
+                continue  # accepted by the queue's reader: like accept, this base chain ends
             if act in (Action.DROP, Action.REJECT, Action.QUEUE):
                 verdict = Verdict.REJECT if act is Action.REJECT else Verdict.DROP
                 answer = None

@@ -277,9 +277,13 @@ class _Compiled:
 
 
 def inexact(rule: Rule) -> bool:
-    """Whether the box model cannot hold the rule's matches exactly, or its NAT target is
-    unknown (a map, a range)."""
-    return any(_inexact_match(m) for m in rule.matches) or bool(rule.nat and rule.nat.unknown)
+    """Whether the box model cannot hold the rule's matches exactly, its NAT target is
+    unknown (a map, a range), or its verdict is not the kernel's (queue)."""
+    return (
+        any(_inexact_match(m) for m in rule.matches)
+        or bool(rule.nat and rule.nat.unknown)
+        or rule.action is Action.QUEUE  # the verdict is a userspace program's
+    )
 
 
 def _inexact_match(m: Match) -> bool:
