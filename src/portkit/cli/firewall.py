@@ -143,6 +143,13 @@ def _flow_from_flags(
     help="Force the packet's path (default: from interfaces and NAT).",
 )
 @click.option(
+    "--forwarding",
+    "forwarding_flag",
+    type=click.Choice(["on", "off"]),
+    help="Whether the host forwards packets (ip_forward); read from the kernel for live rules, "
+    "else unknown: a DNAT to another host is then uncertain.",
+)
+@click.option(
     "--flows",
     "flows_file",
     type=click.Path(dir_okay=False),
@@ -165,38 +172,59 @@ def check(
     state: str | None,
     icmp_type: str | None,
     direction: str | None,
+    forwarding_flag: str | None,
     flows_file: str | None,
     as_json: bool,
 ) -> None:
     """Say what the rules do to a flow: verdict, the trace that explains it, what a scanner sees.
 
     FLOW is one string like 'tcp 203.0.113.5:51000 -> 10.0.0.2:443 in eth0 state new', or
-    use the flags. Exit status 0 when the flow is accepted, 1 when dropped or rejected
-    (with --flows: 1 if any is).
+    use the flags. Exit status 0 when the flow is certainly accepted, 1 when it is certainly
+    dropped or rejected, 3 when the answer is uncertain (a match portkit cannot decide
+    leads to different outcomes; all are shown). With --flows: 1 if any flow is certainly
+    not accepted, else 3 if any is uncertain, else 0.
     """
     from portkit.firewall import Direction, evaluate, local_addresses
-    from portkit.firewall._live import route_lookup
+    from portkit.firewall._live import forwarding_state, route_lookup
 
     ruleset = _load(netns, rules, fmt)
     local = None
     route = None
+    forwarding = None
     if not rules:
         import ipaddress
 
         local = frozenset(ipaddress.ip_address(a) for a in local_addresses(netns)) or None
         route = route_lookup(netns)
+        forwarding = forwarding_state(netns)
+    if forwarding_flag:
+        forwarding = {4: forwarding_flag == "on", 6: forwarding_flag == "on"}
+    per_iif: dict[str, Any] = {}
+
+    def forwarding_for(p: Any) -> Any:
+        """IPv4 forwarding is the input interface's setting (live rules)."""
+        if forwarding_flag or rules or not p.iif:
+            return forwarding
+        if p.iif not in per_iif:
+            per_iif[p.iif] = forwarding_state(netns, p.iif) or forwarding
+        return per_iif[p.iif]
+
     forced = Direction(direction) if direction else None
     if flows_file:
         packets = _read_flows(flows_file)
         decisions = [
-            evaluate(ruleset, p, direction=forced, local_addresses=local, route=route) for p in packets
+            evaluate(
+                ruleset, p, direction=forced, local_addresses=local, route=route, forwarding=forwarding_for(p)
+            )
+            for p in packets
         ]
         if as_json:
             emit_json(
                 {
                     "source": ruleset.source,
                     "count": len(decisions),
-                    "accepted": sum(d.verdict.value == "accept" for d in decisions),
+                    "accepted": sum(d.verdict.value == "accept" and d.certain for d in decisions),
+                    "uncertain": sum(not d.certain for d in decisions),
                     "results": [d.to_json() for d in decisions],
                 }
             )
@@ -204,15 +232,28 @@ def check(
             emit_table(
                 ["flow", "verdict", "direction", "scanner", "decided by"],
                 [
-                    [str(d.packet), d.outcome, d.direction, d.scanner.state if d.scanner else "", d.reason]
+                    [
+                        str(d.packet),
+                        d.outcome if d.certain else "uncertain: " + " or ".join(sorted(d.possible)),
+                        d.direction,
+                        "?" if not d.certain else d.scanner.state if d.scanner else "",
+                        d.reason if d.certain else f"first branch: {d.reason}",
+                    ]
                     for d in decisions
                 ],
                 title=f"# {ruleset.source}",
             )
             _notes(ruleset)
-        sys.exit(0 if all(d.verdict.value == "accept" for d in decisions) else 1)
+        sys.exit(max((_status(d) for d in decisions), key=_STATUS_RANK.index, default=0))
     packet = _flow_from_flags(flow, proto, src, sport, dst, dport, iif, oif, state, icmp_type)
-    decision = evaluate(ruleset, packet, direction=forced, local_addresses=local, route=route)
+    decision = evaluate(
+        ruleset,
+        packet,
+        direction=forced,
+        local_addresses=local,
+        route=route,
+        forwarding=forwarding_for(packet),
+    )
     if as_json:
         doc = decision.to_json()
         doc["source"] = ruleset.source
@@ -221,7 +262,18 @@ def check(
     else:
         _print_decision(decision, ruleset.source)
         _notes(ruleset)
-    sys.exit(0 if decision.verdict.value == "accept" else 1)
+    sys.exit(_status(decision))
+
+
+# Exit statuses of `fw check`, from least to most telling for a set of flows.
+EXIT_ACCEPTED, EXIT_NOT_ACCEPTED, EXIT_UNCERTAIN = 0, 1, 3
+_STATUS_RANK = [EXIT_ACCEPTED, EXIT_UNCERTAIN, EXIT_NOT_ACCEPTED]
+
+
+def _status(d: Any) -> int:
+    if not d.certain:
+        return EXIT_UNCERTAIN
+    return EXIT_ACCEPTED if d.verdict.value == "accept" else EXIT_NOT_ACCEPTED
 
 
 def _read_flows(path: str) -> list[Any]:
@@ -256,13 +308,31 @@ def _print_decision(d: Any, source: str) -> None:
             + (f":{d.final_packet.dport}" if d.final_packet.dport is not None else "")
         )
     click.echo(f"path:      {d.direction} ({' -> '.join(h.value for h in _hooks(d))})")
+    if not d.certain:
+        click.echo(
+            f"verdict:   UNCERTAIN: {' or '.join(sorted(d.possible))} "
+            f"(some conditions on the way cannot be decided; every outcome follows"
+            f"{', but not every branch was followed' if d.truncated else ''})"
+        )
+        for n, o in enumerate(d.outcomes, start=1):
+            said = o.verdict.value.upper() + (f" with {o.reject_with}" if o.reject_with else "")
+            click.echo(f"outcome {n}: {said} (path {o.direction})")
+            for rule, held in o.assumed:
+                click.echo(f"  given:   {rule}  [{'holds' if held else 'does not hold'}]")
+            click.echo(f"  why:     {o.reason}")
+            if o.scanner:
+                click.echo(f"  scanner: {o.scanner.scan}")
+            click.echo("  trace:")
+            for step in o.trace:
+                click.echo(f"    {step}")
+        return
     click.echo(f"verdict:   {verdict}")
     click.echo(f"why:       {d.reason}")
     if d.scanner:
         click.echo(f"connect(): {d.scanner.connect}")
         click.echo(f"scanner:   {d.scanner.scan}")
     for u in d.uncertain:
-        click.echo(f"uncertain: {u}")
+        click.echo(f"undecided: {u}; the verdict is the same either way")
     click.echo("trace:" if d.trace else "trace:     (no base chain on this path)")
     for step in d.trace:
         click.echo(f"  {step}")

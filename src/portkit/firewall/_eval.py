@@ -15,13 +15,31 @@ Theory of operation (everything that decides a verdict lives in this file):
    meets the forward chains, never input. That is why `ufw deny 8080` (an input rule)
    does not stop a port Docker publishes (a prerouting DNAT plus a forward accept).
 
+5. Routing sits between prerouting and the next hook. A packet that is not for this host
+   is forwarded only when forwarding is on (`net.ipv4.ip_forward`,
+   `net.ipv6.conf.all.forwarding`) and a route exists: otherwise the kernel drops it
+   silently (forwarding off) or answers ICMP network-unreachable (no route), and no
+   forward chain ever sees it. Live rules come with the sysctls, the routes and the host's
+   addresses; a rules file has none of them, so there a DNAT to another address forks
+   (the target is the host's own or not; the host forwards or not).
+6. Matches are three-valued. A match whose protocol cannot apply to the packet (`icmpv6
+   type` on TCP, `tcp flags` on UDP) is false, as the dependency nft adds makes it. A
+   match the model cannot decide (`limit`, `meter`, `ct status` or `tcp flags` after a
+   connection's first packet, `fib daddr type` without the host's addresses, `th dport`
+   on a protocol without ports, anything unmodelled) is *unknown*: evaluation
+   then follows both branches, the rule matching and not, and the decision lists every
+   distinct outcome. The first branch follows the importer's assumption (an unmodelled
+   rate limit is below its rate, ...); the decision is certain only when every branch
+   ends in the same outcome. Branching stops after MAX_BRANCHES runs (then uncertain).
+   A rule whose matches are all known never forks, so the common path costs nothing.
+
 The decision also says what a client or a scanner would observe (`ScannerView`).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +63,10 @@ from portkit.model.endpoints import IPAddress
 
 # The kernel refuses rule sets that nest jumps deeper than this.
 MAX_JUMP_DEPTH = 16
+# Evaluation runs at most this many branches of unknown matches before giving up (uncertain).
+MAX_BRANCHES = 64
+# The table name of trace steps that are routing decisions, not rules.
+ROUTING = "(routing)"
 
 
 class Direction(Word):
@@ -80,12 +102,15 @@ class TraceStep:
     where: str  # "handle 7" / "line 12" / ""
     matched: bool
     effect: str = ""
+    unknown: bool = False  # the rule's matches could not be decided; `matched` is this branch's choice
 
     def __str__(self) -> str:
         loc = f"{self.table} {self.chain}"
         if self.position == 0:
             return f"[{self.hook}] {loc}: {self.rule} -> {self.effect}"
         mark = "match" if self.matched else "no match"
+        if self.unknown:
+            mark += ", unknown"
         where = f" ({self.where})" if self.where else ""
         tail = f" -> {self.effect}" if self.effect else ""
         return f"[{self.hook}] {loc} #{self.position}{where}: {self.rule}  [{mark}]{tail}"
@@ -100,6 +125,7 @@ class TraceStep:
             "rule": str(self.rule),
             "matched": self.matched,
             "effect": self.effect,
+            "unknown": self.unknown,
         }
 
 
@@ -123,9 +149,74 @@ class ScannerView:
         }
 
 
+def _nat_text(packet: Packet, final: Packet | None) -> str | None:
+    if final is None or (final.dst, final.dport) == (packet.dst, packet.dport):
+        return None
+    return f"{final.dst}" + (f":{final.dport}" if final.dport is not None else "")
+
+
+def _reason(step: TraceStep | None) -> str:
+    if step is None:
+        return "no base chain on the path: nothing filters this packet"
+    if step.table == ROUTING:
+        return f"routing: {step.rule}: {step.effect}"
+    if step.position == 0:
+        return f"policy {step.effect.split()[0]} of {step.table} {step.chain} ({step.hook})"
+    where = f", {step.where}" if step.where else ""
+    return f"rule #{step.position} of {step.table} {step.chain}{where}: {step.rule}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One way the packet can end when some matches are unknown: the verdict of one branch,
+    with the choices (`assumed`: rule, held?) that lead to it and its trace."""
+
+    verdict: Verdict
+    direction: Direction
+    trace: tuple[TraceStep, ...]
+    reject_with: str | None = None
+    final_packet: Packet | None = None
+    decided_by: TraceStep | None = None
+    scanner: ScannerView | None = None
+    assumed: tuple[tuple[str, bool], ...] = ()
+    # A NAT rule whose target is unknown (a map, a range) rewrote the packet on the way.
+    blind: bool = False
+
+    @property
+    def outcome(self) -> str:
+        if self.verdict is Verdict.REJECT:
+            return f"reject:{self.reject_with}"
+        return str(self.verdict.value)
+
+    @property
+    def reason(self) -> str:
+        return _reason(self.decided_by)
+
+    def key(self, packet: Packet) -> tuple[str, str | None]:
+        """What tells two outcomes apart: the verdict (with its answer) and where NAT sent the
+        packet. The path alone does not: accepted through input or forward is accepted."""
+        return self.outcome, _nat_text(packet, self.final_packet)
+
+    def to_json(self, packet: Packet) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict.value,
+            "reject_with": self.reject_with,
+            "direction": self.direction.value,
+            "nat": _nat_text(packet, self.final_packet),
+            "reason": self.reason,
+            "scanner": self.scanner.to_json() if self.scanner else None,
+            "assumed": [{"rule": r, "holds": h} for r, h in self.assumed],
+            "trace": [s.to_json() for s in self.trace],
+        }
+
+
 @dataclass(frozen=True)
 class Decision:
-    """The verdict on one packet, the trace that explains it, and what a scanner sees."""
+    """The verdict on one packet, the trace that explains it, and what a scanner sees.
+
+    When a match could not be decided, the fields describe the first branch (the one that
+    follows the importer's assumptions), `outcomes` lists every distinct way the packet can
+    end, and `certain` says whether they all agree."""
 
     packet: Packet
     verdict: Verdict
@@ -136,6 +227,10 @@ class Decision:
     decided_by: TraceStep | None = None
     scanner: ScannerView | None = None
     uncertain: tuple[str, ...] = field(default=())
+    outcomes: tuple[Outcome, ...] = ()
+    certain: bool = True
+    # More than MAX_BRANCHES branches: `outcomes` is what was seen before evaluation stopped.
+    truncated: bool = False
 
     @property
     def outcome(self) -> str:
@@ -145,14 +240,13 @@ class Decision:
         return str(self.verdict.value)
 
     @property
+    def possible(self) -> frozenset[str]:
+        """Every outcome string (`accept`, `drop`, `reject:...`) some branch ends in."""
+        return frozenset(o.outcome for o in self.outcomes) | {self.outcome}
+
+    @property
     def reason(self) -> str:
-        step = self.decided_by
-        if step is None:
-            return "no base chain on the path: nothing filters this packet"
-        if step.position == 0:
-            return f"policy {step.effect.split()[0]} of {step.table} {step.chain} ({step.hook})"
-        where = f", {step.where}" if step.where else ""
-        return f"rule #{step.position} of {step.table} {step.chain}{where}: {step.rule}"
+        return _reason(self.decided_by)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -162,15 +256,12 @@ class Decision:
             "reject_with": self.reject_with,
             "direction": self.direction.value,
             "reason": self.reason,
-            "nat": (
-                f"{self.final_packet.dst}"
-                + (f":{self.final_packet.dport}" if self.final_packet.dport is not None else "")
-                if self.final_packet
-                and (self.final_packet.dst, self.final_packet.dport) != (self.packet.dst, self.packet.dport)
-                else None
-            ),
+            "nat": _nat_text(self.packet, self.final_packet),
             "scanner": self.scanner.to_json() if self.scanner else None,
+            "certain": self.certain,
             "uncertain": list(self.uncertain),
+            "outcomes": [o.to_json(self.packet) for o in self.outcomes],
+            "truncated": self.truncated,
             "trace": [s.to_json() for s in self.trace],
         }
 
@@ -192,12 +283,77 @@ def _in(ranges: tuple[tuple[int, int], ...], value: int) -> bool:
     return any(lo <= value <= hi for lo, hi in ranges)
 
 
-def match_holds(m: Match, p: Packet) -> bool:
-    """Whether one match holds for a packet, implicit dependencies included."""
+_SYN = 0x02
+_ACK = 0x10
+# conntrack status bits a connection's first packet is known to have or lack, beyond DNAT.
+_NEW_STATUS_FALSE = frozenset({"snat", "seen-reply", "assured", "confirmed", "dying", "expected"})
+
+
+def _component(m: Match, p: Packet) -> int | str | None:
+    """The packet's value for one component of a concatenation (None: not decidable)."""
+    f = m.field
+    if f is Field.SADDR:
+        return int(p.src)
+    if f is Field.DADDR:
+        return int(p.dst)
+    if f in (Field.SPORT, Field.DPORT):
+        if not p.has_ports:
+            return None
+        return p.sport if f is Field.SPORT else p.dport
+    if f is Field.L4PROTO:
+        return p.l4proto
+    if f is Field.NFPROTO:
+        return p.family
+    if f is Field.IIF:
+        return p.iif
+    if f is Field.OIF:
+        return p.oif
+    if f is Field.CT_STATE:
+        return p.state.value
+    if f in (Field.ICMP_TYPE, Field.ICMP_CODE):
+        if not p.is_icmp:
+            return None
+        return p.icmp_type if f is Field.ICMP_TYPE else p.icmp_code
+    return None
+
+
+def _concat_value(m: Match, p: Packet) -> bool | None:
+    key: list[int | str | None] = []
+    for part in m.parts:
+        if (part.family and part.family != p.family) or (part.protos and p.l4proto not in part.protos):
+            return False  # nft's dependency for that component fails: no lookup at all
+        key.append(_component(part, p))
+    maybe = False
+    for element in m.elements:
+        unknown = False
+        for v, want in zip(key, element, strict=True):
+            if v is None:
+                unknown = True
+            elif isinstance(want, str):
+                if not isinstance(v, str) or not _iface_hit((want,), v):
+                    break
+            elif isinstance(v, str) or not want[0] <= v <= want[1]:
+                break
+        else:
+            if not unknown:
+                return not m.negate
+            maybe = True
+    return None if maybe else m.negate
+
+
+def match_value(m: Match, p: Packet) -> bool | None:
+    """Whether one match holds for a packet, implicit dependencies included; None when the
+    model cannot tell (an unmodelled expression, or one that reads what it does not know)."""
     if m.family and m.family != p.family:
         return False
     if m.protos and p.l4proto not in m.protos:
         return False
+    if m.dynamic:
+        # Undecided membership, but the dependencies of a concatenation's parts still hold or not.
+        for part in m.parts:
+            if (part.family and part.family != p.family) or (part.protos and p.l4proto not in part.protos):
+                return False
+        return None
     f = m.field
     if f is Field.NFPROTO:
         hit = _in(m.ranges, p.family)
@@ -208,8 +364,12 @@ def match_holds(m: Match, p: Packet) -> bool:
     elif f is Field.DADDR:
         hit = _in(m.ranges, int(p.dst))
     elif f in (Field.SPORT, Field.DPORT):
+        if not p.has_ports:
+            # `th dport` (no protocol dependency) reads bytes 2-3 of any transport header:
+            # on ICMP that is the checksum, which the model does not know.
+            return None if not m.protos else False
         port = p.sport if f is Field.SPORT else p.dport
-        if port is None or not p.has_ports:
+        if port is None:
             return False
         hit = _in(m.ranges, port)
     elif f is Field.IIF:
@@ -226,15 +386,92 @@ def match_holds(m: Match, p: Packet) -> bool:
         if not p.is_icmp or p.icmp_code is None:
             return False
         hit = _in(m.ranges, p.icmp_code)
-    else:  # OPAQUE: assumed to hold unless marked otherwise; the decision is flagged uncertain
-        return not m.negate
+    elif f is Field.CONCAT:
+        return _concat_value(m, p)
+    elif f is Field.FIB_DADDR_TYPE:
+        kind = _address_type(p)
+        if kind is None:
+            return None
+        hit = kind in m.names
+    elif f is Field.TCP_FLAGS:
+        # A connection's first packet is a SYN; later ones carry flags the model does not know.
+        if p.state is not CtState.NEW:
+            return None
+        mask, value = m.ranges[0]
+        hit = (_SYN & mask) == value if m.exact else (_SYN & mask) != 0
+    elif f is Field.CT_STATUS:
+        # Known for a connection's first packet only: DNAT iff a NAT rule rewrote it here.
+        if p.state is not CtState.NEW:
+            return None
+        bits = {n for n in m.names if n == "dnat" or n in _NEW_STATUS_FALSE}
+        if len(bits) != len(m.names):
+            return None
+        hit = "dnat" in bits and p.dnat
+        if m.exact and len(m.names) > 1:
+            hit = False
+    else:  # OPAQUE
+        return None
     return hit != m.negate
 
 
-def rule_matches(rule: Rule, p: Packet) -> bool:
+def _address_type(p: Packet) -> str | None:
+    """The routing table's type for the destination, as `fib daddr type` reads it."""
+    if p.dst.is_multicast:
+        return "multicast"
+    if p.dst.is_loopback or p.dst_local:
+        return "local"
+    if p.dst_local is None:
+        return None
+    if p.family == 4 and int(p.dst) == 0xFFFFFFFF:
+        return "broadcast"
+    return "unicast"
+
+
+def assumption(m: Match, p: Packet) -> bool:
+    """What the first branch takes an unknown match to be: the importer's assumption for an
+    unmodelled expression (`negate` on an opaque match means "assumed not to hold"), the
+    snapshot of a dynamic set, an ordinary packet for the rest: addressed to this host
+    (`fib daddr type local`), a plain ACK after the handshake (`tcp flags`), and otherwise
+    the value looked at absent."""
+    if m.dynamic:
+        return match_holds(replace(m, dynamic=False), p)
+    if m.field is Field.OPAQUE:
+        return not m.negate
+    if m.field is Field.FIB_DADDR_TYPE:
+        return ("local" in m.names) != m.negate
+    if m.field is Field.TCP_FLAGS and m.ranges:
+        mask, value = m.ranges[0]
+        hit = (_ACK & mask) == value if m.exact else (_ACK & mask) != 0
+        return hit != m.negate
+    return m.negate
+
+
+def match_holds(m: Match, p: Packet) -> bool:
+    """`match_value`, with an unknown answer replaced by the assumption."""
+    v = match_value(m, p)
+    return assumption(m, p) if v is None else v
+
+
+def rule_value(rule: Rule, p: Packet) -> bool | None:
+    """Three-valued: False as soon as one match fails, None if some cannot be decided."""
     if rule.action is Action.REJECT and not (rule.reject or Reject()).applies_to(p.family, p.l4proto):
         return False
-    return all(match_holds(m, p) for m in rule.matches)
+    unknown = False
+    for m in rule.matches:
+        v = match_value(m, p)
+        if v is None:
+            unknown = True
+        elif not v:
+            return False
+    return None if unknown else True
+
+
+def rule_matches(rule: Rule, p: Packet) -> bool:
+    """`rule_value` with unknown matches at their assumptions."""
+    v = rule_value(rule, p)
+    if v is None:
+        return all(match_holds(m, p) for m in rule.matches)
+    return v
 
 
 # --- scanner view -------------------------------------------------------------------------
@@ -350,13 +587,33 @@ class _ChainResult:
     step: TraceStep
 
 
+class _Branch:
+    """The choices of one branch: unknown rule k takes `prefix[k]`, or its assumption once
+    the prefix is used up. `taken` records every choice made, in order."""
+
+    __slots__ = ("assumed", "notes", "prefix", "taken")
+
+    def __init__(self, prefix: tuple[bool, ...]) -> None:
+        self.prefix = prefix
+        self.taken: list[bool] = []
+        self.assumed: list[tuple[str, bool]] = []
+        self.notes: list[str] = []
+
+    def choose(self, what: str, assumed: bool) -> bool:
+        k = len(self.taken)
+        value = self.prefix[k] if k < len(self.prefix) else assumed
+        self.taken.append(value)
+        self.assumed.append((what, value))
+        return value
+
+
 def _run_base_chain(
     table: Table,
     base: Chain,
     hook: Hook,
     p: Packet,
     trace: list[TraceStep],
-    uncertain: list[str],
+    branch: _Branch,
     misses: bool = True,
 ) -> _ChainResult:
     stack: list[tuple[Chain, int]] = []
@@ -382,36 +639,40 @@ def _run_base_chain(
                 continue
             return policy("end of base chain")
         rule = chain.rules[i]
-        hit = rule_matches(rule, p)
+        value = rule_value(rule, p)
+        unknown = value is None
+        if value is None:
+            what = f"{table} {chain.name} #{i + 1}: {rule}"
+            assumed = all(assumption(m, p) for m in rule.matches if match_value(m, p) is None)
+            # A rule without a verdict changes nothing either way: nothing to fork.
+            hit = assumed if rule.action is Action.CONTINUE else branch.choose(what, assumed)
+            branch.notes.append(
+                f"{what} (undecidable matches {'held' if hit else 'did not hold'}"
+                f"{'' if hit == assumed else ', against the assumption'})"
+            )
+        else:
+            hit = value
         if not hit:
-            if rule.uncertain and all(match_holds(m, p) for m in rule.matches if m.field is not Field.OPAQUE):
-                uncertain.append(
-                    f"{table} {chain.name} #{i + 1}: {rule} (unmodelled matches assumed not to hold)"
+            if misses or unknown:
+                trace.append(
+                    TraceStep(hook, table_name, chain.name, i + 1, rule, rule.where, False, "", unknown)
                 )
-            if misses:
-                trace.append(TraceStep(hook, table_name, chain.name, i + 1, rule, rule.where, False))
             i += 1
             continue
         act = rule.action
-        effect = ""
-        if hit:
-            if rule.uncertain:
-                uncertain.append(
-                    f"{table} {chain.name} #{i + 1}: {rule} (unmodelled matches assumed to hold)"
-                )
-            if act is Action.JUMP or act is Action.GOTO:
-                effect = f"{act.value} {rule.target}"
-            elif act is Action.RETURN:
-                effect = "return" if stack else f"return from base chain: policy {base.policy}"
-            elif act is Action.CONTINUE:
-                effect = "continue"
-            elif act is Action.ACCEPT:
-                effect = f"accept (ends base chain {base.name})"
-            elif act is Action.REJECT:
-                effect = f"{rule.verdict_text()} ({(rule.reject or Reject()).answer(p.family)})"
-            else:
-                effect = rule.verdict_text()
-        step = TraceStep(hook, table_name, chain.name, i + 1, rule, rule.where, hit, effect)
+        if act is Action.JUMP or act is Action.GOTO:
+            effect = f"{act.value} {rule.target}"
+        elif act is Action.RETURN:
+            effect = "return" if stack else f"return from base chain: policy {base.policy}"
+        elif act is Action.CONTINUE:
+            effect = "continue"
+        elif act is Action.ACCEPT:
+            effect = f"accept (ends base chain {base.name})"
+        elif act is Action.REJECT:
+            effect = f"{rule.verdict_text()} ({(rule.reject or Reject()).answer(p.family)})"
+        else:
+            effect = rule.verdict_text()
+        step = TraceStep(hook, table_name, chain.name, i + 1, rule, rule.where, True, effect, unknown)
         trace.append(step)
         i += 1
         if act is Action.CONTINUE:
@@ -419,7 +680,7 @@ def _run_base_chain(
         if act is Action.JUMP or act is Action.GOTO:
             target = table.chain(rule.target)
             if target is None:
-                uncertain.append(f"{table} {chain.name}: {act.value} to missing chain {rule.target!r}")
+                branch.notes.append(f"{table} {chain.name}: {act.value} to missing chain {rule.target!r}")
                 continue
             if act is Action.JUMP:
                 if len(stack) >= MAX_JUMP_DEPTH:
@@ -453,7 +714,8 @@ def evaluate(
     direction: Direction | None = None,
     local_addresses: Collection[IPAddress] | None = None,
     listening: bool | None = None,
-    route: Callable[[IPAddress], str] | None = None,
+    route: Callable[[IPAddress], str | None] | None = None,
+    forwarding: Mapping[int, bool] | None = None,
     trace_misses: bool = True,
 ) -> Decision:
     """The verdict netfilter gives `packet`, with the trace that explains it.
@@ -463,11 +725,71 @@ def evaluate(
     locally generated, otherwise it is for this host unless prerouting DNAT sends it to
     an address that is not local (`local_addresses`; when unknown, only a DNAT to a
     different non-loopback address counts as forwarding). `route` names the output
-    interface for a destination (the routing table), used when the packet has none.
+    interface for a destination (the routing table; "" when unknown, None when there is
+    no route), used when the packet has none. `forwarding` says per IP version (4, 6)
+    whether this host forwards; when it is not given and only a DNAT makes the packet
+    forwarded, both cases are followed (the decision is then uncertain).
     `trace_misses=False` leaves rules that did not match out of the trace (faster).
+
+    Unknown matches fork the evaluation (see the module docstring): the fields describe
+    the first branch, `outcomes` every distinct one, `certain` whether they agree.
     """
+    runs: list[tuple[Outcome, _Branch]] = []
+    pending: list[tuple[bool, ...]] = [()]
+    truncated = False
+    while pending:
+        if len(runs) >= MAX_BRANCHES:
+            truncated = True
+            break
+        prefix = pending.pop()
+        branch = _Branch(prefix)
+        out = _evaluate_branch(
+            ruleset, packet, direction, local_addresses, listening, route, forwarding, trace_misses, branch
+        )
+        runs.append((out, branch))
+        for k in range(len(prefix), len(branch.taken)):
+            pending.append((*branch.taken[:k], not branch.taken[k]))
+    first, first_branch = runs[0]
+    outcomes: dict[tuple[str, str | None], Outcome] = {}
+    for out, branch in runs:
+        outcomes.setdefault(out.key(packet), replace(out, assumed=tuple(branch.assumed)))
+    notes = list(first_branch.notes)
+    if truncated:
+        notes.append(f"more than {MAX_BRANCHES} branches of undecidable matches: not all were followed")
+    return Decision(
+        packet,
+        first.verdict,
+        first.direction,
+        first.trace,
+        first.reject_with,
+        first.final_packet,
+        first.decided_by,
+        first.scanner,
+        tuple(notes),
+        tuple(outcomes.values()),
+        len(outcomes) == 1 and not truncated and not any(out.blind for out, _ in runs),
+        truncated,
+    )
+
+
+def _routing_step(rule: str, effect: str) -> TraceStep:
+    return TraceStep(Hook.PREROUTING, ROUTING, "decision", 0, rule, "", True, effect)
+
+
+def _evaluate_branch(
+    ruleset: Ruleset,
+    packet: Packet,
+    direction: Direction | None,
+    local_addresses: Collection[IPAddress] | None,
+    listening: bool | None,
+    route: Callable[[IPAddress], str | None] | None,
+    forwarding: Mapping[int, bool] | None,
+    trace_misses: bool,
+    branch: _Branch,
+) -> Outcome:
     trace: list[TraceStep] = []
-    uncertain: list[str] = []
+    blind = False
+    stated = direction is not None or bool(packet.iif and packet.oif)
     if direction is None:
         if packet.iif and packet.oif:
             direction = Direction.FORWARD
@@ -477,12 +799,14 @@ def evaluate(
             # Addressed to this host (its public address may sit behind NAT, off its interfaces)
             # unless prerouting DNAT sends it elsewhere: decided after prerouting.
             direction = None
+    if local_addresses is not None:
+        packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
     original = packet
-    if direction in (Direction.FORWARD, Direction.OUTPUT) and not packet.oif and route is not None:
-        packet = replace(packet, oif=route(packet.dst))
+    if direction is Direction.OUTPUT and not packet.oif and route is not None:
+        packet = replace(packet, oif=route(packet.dst) or "")  # routed before the output hook
     hooks = PATHS[direction] if direction else (Hook.PREROUTING,)
     nat_done = False
-    pending_route = direction is None
+    pending_route = direction is None or direction is Direction.FORWARD
     hook_index = 0
     while hook_index < len(hooks):
         hook = hooks[hook_index]
@@ -493,17 +817,22 @@ def evaluate(
                     continue
                 # NAT rules see the connection's first packet; later ones reuse its binding.
                 probe = replace(packet, state=CtState.NEW) if packet.state is not CtState.NEW else packet
-                result = _run_base_chain(table, chain, hook, probe, trace, uncertain, trace_misses)
+                result = _run_base_chain(table, chain, hook, probe, trace, branch, trace_misses)
             else:
-                result = _run_base_chain(table, chain, hook, packet, trace, uncertain, trace_misses)
+                result = _run_base_chain(table, chain, hook, packet, trace, branch, trace_misses)
             act = result.action
+            if act is Action.QUEUE and branch.choose(
+                f"{table} {chain.name}: {result.rule}: a userspace program reads the queue "
+                "and accepts the packet (with none, the kernel drops it)",
+                False,
+            ):
+                continue  # accepted by the queue's reader: like accept, this base chain ends
             if act in (Action.DROP, Action.REJECT, Action.QUEUE):
                 verdict = Verdict.REJECT if act is Action.REJECT else Verdict.DROP
                 answer = None
                 if act is Action.REJECT and result.rule is not None:
                     answer = (result.rule.reject or Reject()).answer(packet.family)
-                return Decision(
-                    original,
+                return Outcome(
                     verdict,
                     direction or Direction.INPUT,
                     tuple(trace),
@@ -511,26 +840,58 @@ def evaluate(
                     packet,
                     result.step,
                     scanner_view(original, verdict, answer, listening),
-                    tuple(uncertain),
+                    blind=blind,
                 )
             if act in (Action.DNAT, Action.REDIRECT) and result.rule is not None and not nat_done:
                 nat_done = True
-                packet = _apply_dnat(packet, result.rule, act)
+                if result.rule.nat is not None and result.rule.nat.unknown:
+                    blind = True
+                    branch.notes.append(
+                        f"{table} {chain.name}: {result.rule} rewrites the destination to a value "
+                        "portkit cannot compute (a map or a range): the path after it is a guess"
+                    )
+                packet = replace(_apply_dnat(packet, result.rule, act), dnat=True)
+                if local_addresses is not None or packet.dst.is_loopback:
+                    packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
+                else:
+                    packet = replace(packet, dst_local=None)
             elif act in (Action.SNAT, Action.MASQUERADE):
                 nat_done = True
         if pending_route and hook is Hook.PREROUTING:
             # The routing decision, made after prerouting NAT.
             pending_route = False
-            changed = packet.dst != original.dst
-            local = not changed or _is_local(packet.dst, local_addresses, False)
-            direction = Direction.INPUT if local else Direction.FORWARD
-            hooks = PATHS[direction]
-            hook_index = 1
-            if direction is Direction.FORWARD and not packet.oif and route is not None:
-                packet = replace(packet, oif=route(packet.dst))
+            if direction is None:
+                changed = packet.dst != original.dst
+                local = not changed or _is_local(packet.dst, local_addresses, False)
+                if changed and not local and local_addresses is None:
+                    # A rules file does not say which addresses are the host's own.
+                    what = f"{packet.dst} (a DNAT target) is not an address of this host"
+                    local = not branch.choose(f"{what} (not known from a rules file)", True)
+                    branch.notes.append(f"{what}: {'assumed not' if local else 'assumed'}")
+                direction = Direction.INPUT if local else Direction.FORWARD
+                hooks = PATHS[direction]
+                hook_index = 1
+            if direction is Direction.FORWARD:
+                stop = _route_forward(packet, route, forwarding, stated, branch)
+                if isinstance(stop, TraceStep):
+                    trace.append(stop)
+                    verdict = Verdict.REJECT if "unreachable" in stop.effect else Verdict.DROP
+                    answer = None
+                    if verdict is Verdict.REJECT:
+                        answer = "icmp-net-unreachable" if packet.family == 4 else "icmpv6-no-route"
+                    return Outcome(
+                        verdict,
+                        direction,
+                        tuple(trace),
+                        answer,
+                        packet,
+                        stop,
+                        scanner_view(original, verdict, answer, listening),
+                        blind=blind,
+                    )
+                packet = stop
     steps = [s for s in trace if s.matched and (s.position == 0 or "accept" in s.effect)]
-    return Decision(
-        original,
+    return Outcome(
         Verdict.ACCEPT,
         direction or Direction.INPUT,
         tuple(trace),
@@ -538,8 +899,43 @@ def evaluate(
         packet,
         steps[-1] if steps else None,
         scanner_view(packet, Verdict.ACCEPT, None, listening),
-        tuple(uncertain),
+        blind=blind,
     )
+
+
+def _route_forward(
+    packet: Packet,
+    route: Callable[[IPAddress], str | None] | None,
+    forwarding: Mapping[int, bool] | None,
+    stated: bool,
+    branch: _Branch,
+) -> Packet | TraceStep:
+    """The forward path's routing: the packet with its output interface, or the step that
+    ends it (forwarding off, no route)."""
+    sysctl = "net.ipv4.ip_forward" if packet.family == 4 else "net.ipv6.conf.all.forwarding"
+    on = forwarding.get(packet.family) if forwarding is not None else None
+    if on is None and not stated:
+        # A file says nothing about the host's sysctls: a forward path that only a DNAT
+        # opened holds only if the host forwards. Both cases are followed.
+        on = branch.choose(f"{sysctl} = 1 (not known from a rules file)", True)
+        branch.notes.append(
+            f"a DNAT sends this packet to {packet.dst}, which is not a local address: the forward "
+            f"path needs {sysctl} = 1 and a route, which a rules file does not say "
+            f"({'assumed' if on else 'assumed not'}; --forwarding on|off states it)"
+        )
+    if on is False:
+        if packet.family == 4 and packet.iif:
+            # The kernel asks the input interface; net.ipv4.ip_forward sets it for all of them.
+            sysctl = f"net.ipv4.conf.{packet.iif}.forwarding"
+        return _routing_step(
+            f"{sysctl} = 0", f"drop (this host does not forward; {packet.dst} is not a local address)"
+        )
+    if not packet.oif and route is not None:
+        dev = route(packet.dst)
+        if dev is None:
+            return _routing_step(f"no route to {packet.dst}", "reject (network unreachable, ICMP error)")
+        return replace(packet, oif=dev)
+    return packet
 
 
 def _apply_dnat(p: Packet, rule: Rule, act: Action) -> Packet:

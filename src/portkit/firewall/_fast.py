@@ -11,6 +11,13 @@ routing) is interpreted over whole arrays of flows: each step finds, for every u
 flow, the first matching rule at or after its position in its current chain (a masked
 first-set-bit), then applies that rule's action to all flows that stopped there.
 numpy is imported lazily; only this module needs it.
+
+Rules the box model cannot hold exactly (unmodelled matches, concatenations, `ct status`,
+`th` ports: see `_model.NON_BOX_FIELDS`) never match here. Instead each gets a *hull*:
+the box of its modelled matches and dependencies, a superset of what it can match. A flow
+that falls in any hull is handed to the reference evaluator (`evaluate`), which decides
+it exactly or says it is uncertain; every other flow cannot meet such a rule, so the
+compiled answer is exact. Rule sets without such rules pay nothing for this.
 """
 
 from __future__ import annotations
@@ -18,15 +25,18 @@ from __future__ import annotations
 import bisect
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from portkit.firewall._eval import MAX_JUMP_DEPTH, PATHS, Direction
+from portkit.firewall._eval import MAX_JUMP_DEPTH, PATHS, Decision, Direction, evaluate
 from portkit.firewall._model import (
+    NON_BOX_FIELDS,
     Action,
     Chain,
     ChainType,
     CtState,
+    Field,
+    Match,
     Reject,
     Rule,
     Ruleset,
@@ -111,15 +121,42 @@ class FlowArrays:
     def take(self, idx: Any) -> FlowArrays:
         return FlowArrays(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
+    def packet(self, i: int) -> Packet:
+        """Row i as a Packet (for the reference evaluator)."""
+        make = ipaddress.IPv4Address if int(self.version[i]) == 4 else ipaddress.IPv6Address
+        sport, dport, itype, icode = (
+            int(self.sport[i]),
+            int(self.dport[i]),
+            int(self.itype[i]),
+            int(self.icode[i]),
+        )
+        return Packet(
+            int(self.l4[i]),
+            make((int(self.src_hi[i]) << 64) | int(self.src_lo[i])),
+            make((int(self.dst_hi[i]) << 64) | int(self.dst_lo[i])),
+            sport if sport >= 0 else None,
+            dport if dport >= 0 else None,
+            iif=str(self.iif[i]),
+            oif=str(self.oif[i]),
+            state=CtState(_STATES[int(self.state[i])]),
+            icmp_type=itype if itype >= 0 else None,
+            icmp_code=icode if icode >= 0 else None,
+        )
+
 
 @dataclass
 class FastResult:
-    """Per flow: verdict index into VERDICTS, the deciding rule (-1: a policy), the answer."""
+    """Per flow: verdict index into VERDICTS, the deciding rule (-1: a policy, or routing),
+    the answer, and whether the verdict is certain. Flows the reference evaluator decided
+    (see the module docstring) have their Decision in `decisions`, by row; for an
+    uncertain one the verdict is its first branch's."""
 
     verdict: Any
     rule: Any
     reject_with: list[str | None]
     rules: list[tuple[Table, Chain, int, Rule]]
+    certain: Any = None  # bool per flow
+    decisions: dict[int, Decision] = field(default_factory=dict)
 
     def outcome(self, i: int) -> str:
         v = VERDICTS[int(self.verdict[i])]
@@ -135,6 +172,7 @@ class _Compiled:
         version: int,
         rules: list[tuple[Table, Chain, int, Rule]],
         ifnames: tuple[str, ...],
+        hull: bool = False,
     ) -> None:
         import numpy as np
 
@@ -143,9 +181,13 @@ class _Compiled:
         self.ifnames = ifnames
         n = len(rules)
         self.words = max(1, (n + 63) // 64)
-        boxes = []
+        boxes: list[tuple[tuple[tuple[int, int], ...], ...] | None] = []
         for t, _c, _i, r in rules:
-            boxes.append(rule_box(r, self.space) if t.family.covers(version) else None)
+            exact = not inexact(r)
+            if not t.family.covers(version) or exact is hull:
+                boxes.append(None)  # exact rules in the hull tables, inexact ones in the main
+            else:
+                boxes.append(rule_box(hull_rule(r) if hull else r, self.space))
         self.dims: list[tuple[int, Any, Any, bool]] = []  # (dim, starts, table, bigint)
         full = self.space.full()
         for d in range(len(DIMS)):
@@ -234,6 +276,36 @@ class _Compiled:
         return out
 
 
+def inexact(rule: Rule) -> bool:
+    """Whether the box model cannot hold the rule's matches exactly, its NAT target is
+    unknown (a map, a range), or its verdict is not the kernel's (queue)."""
+    return (
+        any(_inexact_match(m) for m in rule.matches)
+        or bool(rule.nat and rule.nat.unknown)
+        or rule.action is Action.QUEUE  # the verdict is a userspace program's
+    )
+
+
+def _inexact_match(m: Match) -> bool:
+    return m.field in NON_BOX_FIELDS or m.dynamic or (m.field in (Field.SPORT, Field.DPORT) and not m.protos)
+
+
+def hull_rule(rule: Rule) -> Rule:
+    """The rule with its inexact matches replaced by their dependencies: it matches at least
+    every packet the rule can match."""
+    kept: list[Match] = []
+    for m in rule.matches:
+        if not _inexact_match(m):
+            kept.append(m)
+            continue
+        for dep in (m, *m.parts):
+            if dep.protos:
+                kept.append(Match(Field.L4PROTO, tuple((p, p) for p in sorted(set(dep.protos)))))
+            if dep.family:
+                kept.append(Match(Field.NFPROTO, ((dep.family, dep.family),)))
+    return replace(rule, matches=tuple(kept))
+
+
 def _column(f: FlowArrays, d: int) -> Any:
     import numpy as np
 
@@ -313,6 +385,10 @@ class FastEvaluator:
         )
         ifnames = interface_names([r for *_, r in self.rules])
         self._compiled = {v: _Compiled(ruleset, v, self.rules, ifnames) for v in (4, 6)}
+        self._hulls: dict[int, _Compiled] = {}
+        if any(inexact(r) for *_, r in self.rules):
+            self._hulls = {v: _Compiled(ruleset, v, self.rules, ifnames, hull=True) for v in (4, 6)}
+        self._rule_at = {(str(t), c.name, i + 1): k for k, (t, c, i, _r) in enumerate(self.rules)}
         self._ge, self._lt = _bound_masks(len(self.rules), self._compiled[4].words)
         self._table_index = table_index
 
@@ -332,10 +408,13 @@ class FastEvaluator:
                 np.concatenate([p.rule for p in parts]),
                 [x for p in parts for x in p.reject_with],
                 self.rules,
+                np.concatenate([p.certain for p in parts]),
+                {k * self.CHUNK + i: d for k, p in enumerate(parts) for i, d in p.decisions.items()},
             )
         verdict = np.zeros(n, dtype=np.int8)
         rule = np.full(n, -1, dtype=np.int64)
         decided = np.zeros(n, dtype=bool)
+        suspect = np.zeros(n, dtype=bool)
         for v in (4, 6):
             same = flows.version == v
             if not same.any():
@@ -347,6 +426,14 @@ class FastEvaluator:
                 idx = np.nonzero(same)[0]
                 sub = flows.take(idx)
             comp = self._compiled[v]
+            hull = self._hulls.get(v)
+
+            def watch(rows: Any, now: FlowArrays, hull: _Compiled | None = hull, idx: Any = idx) -> None:
+                """Flag flows that may meet an inexact rule: the reference evaluator decides those."""
+                if hull is not None and len(rows):
+                    suspect[idx[rows]] |= (hull.match_bits(now) != 0).any(axis=1)
+
+            watch(np.arange(len(idx)), sub)
             sub_decided = np.zeros(len(idx), dtype=bool)
             nat_done = np.zeros(len(idx), dtype=bool)
             for hook in PATHS[direction]:
@@ -363,6 +450,7 @@ class FastEvaluator:
                         probe = sub.take(np.nonzero(eligible)[0])
                         probe.state = np.zeros(len(probe), dtype=np.int8)
                         sel = np.nonzero(eligible)[0]
+                        watch(sel, probe)
                         r_act, r_rule = self._walk(comp.match_bits(probe), cid, c.policy)
                     else:
                         sel = np.nonzero(~sub_decided)[0]
@@ -381,6 +469,7 @@ class FastEvaluator:
                         self._dnat(sub, sel[natted], r_rule[natted])
                         nat_done[sel[natted]] = True
                         bits = comp.match_bits(sub)
+                        watch(sel[natted], sub.take(sel[natted]))
                     snat = (r_act == _ACT[Action.SNAT]) | (r_act == _ACT[Action.MASQUERADE])
                     nat_done[sel[snat]] = True
                     acc = r_act == _ACT[Action.ACCEPT]
@@ -390,7 +479,21 @@ class FastEvaluator:
         for i in np.nonzero(verdict == 2)[0].tolist():
             r = self.rules[int(rule[i])][3]
             answers[i] = (r.reject or Reject()).answer(int(flows.version[i]))
-        return FastResult(verdict, rule, answers, self.rules)
+        certain = np.ones(n, dtype=bool)
+        decisions: dict[int, Decision] = {}
+        for i in np.nonzero(suspect)[0].tolist():
+            d = evaluate(self.ruleset, flows.packet(i), direction=direction, trace_misses=False)
+            decisions[i] = d
+            verdict[i] = VERDICTS.index(d.verdict.value)
+            step = d.decided_by
+            rule[i] = (
+                self._rule_at.get((step.table, step.chain, step.position), -1)
+                if step is not None and step.position
+                else -1
+            )
+            answers[i] = d.reject_with
+            certain[i] = d.certain
+        return FastResult(verdict, rule, answers, self.rules, certain, decisions)
 
     def _dnat(self, sub: FlowArrays, rows: Any, rules: Any) -> None:
         import numpy as np

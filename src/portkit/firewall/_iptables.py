@@ -8,6 +8,7 @@ iptables-nft gives them, so iptables rules and native nft tables order correctly
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import replace
 from typing import Any
@@ -117,6 +118,7 @@ class _RuleParser:
         self.fields: dict[str, Any] = {"action": Action.CONTINUE}
         self.module = ""
         self.opaque_module: list[str] = []
+        self.targeted = False  # after -j/-g: options belong to the target
 
     def take(self) -> str:
         if self.i >= len(self.args):
@@ -140,6 +142,15 @@ class _RuleParser:
     def flush_opaque(self) -> None:
         if self.opaque_module:
             text = " ".join(self.opaque_module)
+            addrtype = _ADDRTYPE_DST.match(text)
+            if addrtype:
+                # The routing table's type of the destination: `fib daddr type` in nft.
+                kind = addrtype.group(2).lower()
+                self.matches.append(
+                    Match(Field.FIB_DADDR_TYPE, names=(kind,), negate=bool(addrtype.group(1)))
+                )
+                self.opaque_module = []
+                return
             holds, why = assume_opaque(text)
             # negate=True on an opaque match means "assumed not to match".
             self.matches.append(Match(Field.OPAQUE, text=text, negate=not holds))
@@ -189,7 +200,21 @@ class _RuleParser:
                 self.opaque_module = ["-m", self.module]
         elif a in ("-j", "--jump", "-g", "--goto"):
             self.flush_opaque()
+            self.targeted = True
             self.target(self.take(), goto=a in ("-g", "--goto"))
+        elif a == "--syn" and not self.targeted:
+            # SYN set, ACK, RST and FIN clear: tcp flags & (fin | syn | rst | ack) == syn.
+            self.matches.append(
+                Match(Field.TCP_FLAGS, ((0x17, 0x02),), negate=negate, protos=(6,), exact=True)
+            )
+        elif a == "--tcp-flags" and not self.targeted:
+            mask, comp = _tcp_flags(self.take()), _tcp_flags(self.take())
+            self.matches.append(
+                Match(Field.TCP_FLAGS, ((mask, comp),), negate=negate, protos=(6,), exact=True)
+            )
+        elif a == "--ctstatus" and not self.targeted:
+            names = tuple(n.strip().lower().replace("_", "-") for n in self.take().split(","))
+            self.matches.append(Match(Field.CT_STATUS, names=names, negate=negate))
         elif self.opaque_module and a.startswith("--"):
             self.opaque_module.append(("! " if negate else "") + a)
             while (
@@ -209,8 +234,19 @@ class _RuleParser:
             fld = Field.SPORT if "sport" in a or "source" in a else Field.DPORT
             self.matches.append(Match(fld, _ports(self.take()), negate=negate, protos=self.proto))
         elif a in ("--ctstate", "--state"):
-            states = tuple(_STATES[s] for s in self.take().split(",") if s in _STATES)
-            self.matches.append(Match(Field.CT_STATE, names=states, negate=negate))
+            raw = self.take()
+            words = raw.split(",")
+            states = tuple(_STATES[s] for s in words if s in _STATES)
+            virtual = tuple(s.lower() for s in words if s in ("DNAT", "SNAT"))
+            if virtual and not states:
+                # conntrack's virtual states: the connection's NAT status bits.
+                self.matches.append(Match(Field.CT_STATUS, names=virtual, negate=negate))
+            elif len(states) + len(virtual) != len(words) or virtual:
+                # A state portkit does not know, or states and NAT bits in one list (either holds).
+                self.matches.append(Match(Field.OPAQUE, text=f"{'! ' if negate else ''}{a} {raw}"))
+                self.notes.append(f"{self.where}: {a} {raw} is not modelled; undecided")
+            else:
+                self.matches.append(Match(Field.CT_STATE, names=states, negate=negate))
         elif a in ("--icmp-type", "--icmpv6-type"):
             raw = self.take()
             typ, _, code = raw.partition("/")
@@ -277,7 +313,15 @@ class _RuleParser:
         else:
             # An option of a target or match portkit does not model (e.g. --set-mark): keep it.
             value = self.take() if self.i < len(self.args) and not self.args[self.i].startswith("-") else ""
-            self.fields["opaque"] = (*self.fields.get("opaque", ()), f"{a} {value}".strip())
+            text = f"{'! ' if negate else ''}{a} {value}".strip()
+            if not self.targeted:
+                # A match option (iptables-save writes matches before the target) of a module
+                # portkit reads only in part (e.g. conntrack's --ctorigdst): it can stop the
+                # rule, so it is an undecided match, never ignored.
+                self.matches.append(Match(Field.OPAQUE, text=f"-m {self.module} {text}".replace("-m  ", "")))
+                self.notes.append(f"{self.where}: match option '{text}' is not modelled; undecided")
+                return
+            self.fields["opaque"] = (*self.fields.get("opaque", ()), text)
 
     def target(self, name: str, *, goto: bool) -> None:
         simple = {
@@ -325,6 +369,27 @@ _ASSUMPTIONS: tuple[tuple[str, bool, str], ...] = (
     ("-m connmark", False, "connections are not marked"),
     ("-m set", False, "the address is not in the ipset"),
 )
+
+
+_ADDRTYPE_DST = re.compile(r"^-m addrtype (! )?--dst-type ([A-Z]+)$")
+_TCP_FLAG_NAMES = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20}
+
+
+def _tcp_flags(text: str) -> int:
+    """`SYN,ACK`, `ALL`, `NONE` -> the flag bits."""
+    bits = 0
+    for name in text.upper().split(","):
+        if name == "ALL":
+            bits |= 0x3F
+        elif name == "NONE":
+            continue
+        elif name in _TCP_FLAG_NAMES:
+            bits |= _TCP_FLAG_NAMES[name]
+        else:
+            raise UsageError(
+                f"invalid TCP flag {name[:20]!r}: expected SYN, ACK, FIN, RST, PSH, URG, ALL or NONE"
+            )
+    return bits
 
 
 def assume_opaque(text: str) -> tuple[bool, str]:

@@ -454,10 +454,16 @@ def _open_to_all(
     for src in outsiders:
         p = Packet(6 if proto == "tcp" else 17, src, host, 40000, port, iif=iface)
         decision = evaluate(ruleset, p, direction=Direction.INPUT, trace_misses=False)
-        if decision.verdict is not Verdict.ACCEPT:
+        # An accept on any branch of an undecided evaluation is a possible exposure: reported,
+        # marked uncertain, never dropped silently (fail closed).
+        accepting = [o for o in decision.outcomes if o.verdict is Verdict.ACCEPT]
+        if decision.verdict is Verdict.ACCEPT:
+            reason = reason or decision.reason
+        elif accepting and not decision.certain:
+            reason = reason or accepting[0].reason
+        else:
             return None  # not open to *everyone*: no need to ask for the other outsiders
-        reason = reason or decision.reason
-        uncertain = uncertain or bool(decision.uncertain)
+        uncertain = uncertain or not decision.certain or bool(decision.uncertain)
     if reason and uncertain:
         return f"{reason} (uncertain: the accept depends on a match portkit cannot model)"
     return reason

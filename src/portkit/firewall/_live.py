@@ -180,11 +180,12 @@ def local_addresses(netns: str | None = None) -> frozenset[str]:
     return frozenset(a["local"] for link in data for a in link.get("addr_info", []) if "local" in a)
 
 
-def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str]:
-    """The output interface the routing table picks for an address (`ip route get`)."""
-    cache: dict[str, str] = {}
+def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str | None]:
+    """The output interface the routing table picks for an address (`ip route get`): "" when
+    it cannot be asked, None when the kernel has no route (unreachable, prohibited)."""
+    cache: dict[str, str | None] = {}
 
-    def lookup(address: IPAddress) -> str:
+    def lookup(address: IPAddress) -> str | None:
         key = str(address)
         if key not in cache:
             try:
@@ -195,10 +196,50 @@ def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str]:
                     timeout=10,
                     check=False,
                 )
-                data = json.loads(proc.stdout or "[]")
-                cache[key] = data[0].get("dev", "") if data else ""
+                if proc.returncode != 0 and _NO_ROUTE.search(proc.stderr):
+                    cache[key] = None
+                else:
+                    data = json.loads(proc.stdout or "[]")
+                    cache[key] = str(data[0].get("dev", "")) if data else ""
             except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired, IndexError):
                 cache[key] = ""
         return cache[key]
 
     return lookup
+
+
+# What `ip route get` says when the kernel has no usable route.
+_NO_ROUTE = re.compile(r"unreachable|No route to host|Permission denied|prohibit", re.I)
+
+
+def forwarding_state(netns: str | None = None, iif: str = "") -> dict[int, bool]:
+    """Whether this host (or the netns) forwards IPv4 and IPv6 packets: the sysctls
+    net.ipv4.ip_forward and net.ipv6.conf.all.forwarding. IPv4 asks the input interface
+    (net.ipv4.conf.IIF.forwarding, which ip_forward sets for all) when it is named and
+    exists. A version whose setting cannot be read is left out (unknown)."""
+    paths = {4: "/proc/sys/net/ipv4/ip_forward", 6: "/proc/sys/net/ipv6/conf/all/forwarding"}
+    if iif and re.fullmatch(r"[A-Za-z0-9_.@:-]{1,15}", iif) and iif not in (".", ".."):
+        found = _read_proc([f"/proc/sys/net/ipv4/conf/{iif}/forwarding"], netns)
+        if found:
+            return {4: found[0] != "0", **{k: v for k, v in forwarding_state(netns).items() if k == 6}}
+    values = _read_proc(list(paths.values()), netns)
+    if len(values) != len(paths):
+        return {}
+    return {version: value != "0" for version, value in zip(paths, values, strict=True)}
+
+
+def _read_proc(paths: list[str], netns: str | None) -> list[str]:
+    """The contents of /proc/sys files as seen from the netns; [] if one cannot be read."""
+    if netns is None:
+        try:
+            return [Path(p).read_text().strip() for p in paths]
+        except OSError:
+            return []
+    try:
+        proc = subprocess.run(
+            [*_prefix(netns), "cat", *paths], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    values = proc.stdout.split()
+    return values if proc.returncode == 0 and len(values) == len(paths) else []

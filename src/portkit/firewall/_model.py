@@ -182,7 +182,37 @@ class Field(Word):
     CT_STATE = "ct state"  # names
     ICMP_TYPE = "icmp type"  # family 4: icmp, 6: icmpv6
     ICMP_CODE = "icmp code"
+    CT_STATUS = "ct status"  # names (dnat, snat, ...): known for a connection's first packet only
+    # ranges = ((mask, value),): `exact` holds when flags & mask == value, otherwise when
+    # flags & mask != 0 (`tcp flags syn`). Known for a connection's first packet (a SYN) only.
+    TCP_FLAGS = "tcp flags"
+    FIB_DADDR_TYPE = "fib daddr type"  # names: local, unicast, multicast...; needs the host's addresses
+    CONCAT = "concat"  # `ip saddr . tcp dport { 10.0.0.1 . 22 }`: `parts` and `elements`
     OPAQUE = "opaque"  # an expression portkit cannot evaluate; kept as text
+
+
+# Fields whose matches are not a box of intervals (the linter's and the compiled evaluator's
+# space): only the reference evaluator decides them.
+NON_BOX_FIELDS = frozenset(
+    {Field.CT_STATUS, Field.TCP_FLAGS, Field.FIB_DADDR_TYPE, Field.CONCAT, Field.OPAQUE}
+)
+
+TCP_FLAG_BITS = {
+    "fin": 0x01,
+    "syn": 0x02,
+    "rst": 0x04,
+    "psh": 0x08,
+    "ack": 0x10,
+    "urg": 0x20,
+    "ecn": 0x40,
+    "cwr": 0x80,
+}
+
+
+def tcp_flags_text(bits: int) -> str:
+    """`syn | ack`, as nft writes a flag combination."""
+    names = [n for n, b in TCP_FLAG_BITS.items() if bits & b]
+    return " | ".join(names) if names else "0x0"
 
 
 @dataclass(frozen=True)
@@ -205,6 +235,15 @@ class Match:
     # `ct state != new | established` compares the whole state word with two bits set, so it
     # always holds (and `==` never does); nft writes that for a comma list after `!=`.
     exact: bool = False
+    # CONCAT: the components (value-less matches: field, family, protos) and the elements,
+    # one value per component: an interval, or a name for interfaces. A packet matches when
+    # its tuple falls in one element, as the kernel's concatenated set lookup does.
+    parts: tuple[Match, ...] = ()
+    elements: tuple[tuple[Interval | str, ...], ...] = ()
+    # The named set's elements change at run time (flags dynamic or timeout, or a rule adds
+    # to it): its elements are a snapshot, so the match is undecided (the first branch takes
+    # the snapshot).
+    dynamic: bool = False
 
     def __str__(self) -> str:
         if self.field is Field.OPAQUE and self.text:
@@ -223,6 +262,17 @@ class Match:
         """The matched values as nft writes them (`22`, `{ 80, 443 }`, `10.0.0.0/8`)."""
         if self.set_name:
             return "@" + self.set_name
+        if self.field is Field.CONCAT:
+            elems = [
+                " . ".join(
+                    (f'"{v}"' if p.field in (Field.IIF, Field.OIF) else v)
+                    if isinstance(v, str)
+                    else render_interval(p.field, p.family, v)
+                    for p, v in zip(self.parts, e, strict=True)
+                )
+                for e in self.elements
+            ]
+            return "{ " + ", ".join(elems) + " }"
         items = [
             *(f'"{n}"' if self.field in (Field.IIF, Field.OIF) else n for n in self.names),
             *(render_interval(self.field, self.family, r) for r in self.ranges),
@@ -264,27 +314,46 @@ def render_address_interval(family: int, interval: Interval) -> str:
 
 def render_match(m: Match) -> str:
     """A match in nft syntax."""
+    if m.field is Field.OPAQUE:
+        return m.text or "<opaque>"
+    if m.field is Field.CT_STATUS:
+        # A bit test, as `ct status dnat` is: `== dnat` or a `{ }` set would compare the
+        # whole status word.
+        bits = ",".join(m.names)
+        return f"ct status & ({bits.replace(',', ' | ')}) == 0" if m.negate else f"ct status {bits}"
+    if m.field is Field.TCP_FLAGS:
+        mask, value = m.ranges[0]
+        if m.exact:
+            lhs = "tcp flags" if mask == 0xFF else f"tcp flags & ({tcp_flags_text(mask)})"
+            return f"{lhs} {'!=' if m.negate else '=='} {tcp_flags_text(value)}"
+        return f"tcp flags & ({tcp_flags_text(mask)}) {'==' if m.negate else '!='} 0"
     op = "!= " if m.negate else ""
-    value = m.value_text()
+    return f"{match_key(m)} {op}{m.value_text()}"
+
+
+def match_key(m: Match) -> str:
+    """What a match looks at, in nft syntax (`ip saddr`, `tcp dport`, `ip saddr . tcp dport`)."""
     if m.field in (Field.SADDR, Field.DADDR):
-        return f"{'ip' if m.family == 4 else 'ip6'} {m.field.value} {op}{value}"
+        return f"{'ip' if m.family == 4 else 'ip6'} {m.field.value}"
     if m.field in (Field.SPORT, Field.DPORT):
         if len(m.protos) == 1:
-            return f"{IPPROTO_NAMES.get(m.protos[0], 'th')} {m.field.value} {op}{value}"
-        return f"th {m.field.value} {op}{value}"
+            return f"{IPPROTO_NAMES.get(m.protos[0], 'th')} {m.field.value}"
+        return f"th {m.field.value}"
     if m.field is Field.L4PROTO:
         if m.family:
-            return f"{'ip protocol' if m.family == 4 else 'ip6 nexthdr'} {op}{value}"
-        return f"meta l4proto {op}{value}"
+            return "ip protocol" if m.family == 4 else "ip6 nexthdr"
+        return "meta l4proto"
     if m.field is Field.NFPROTO:
-        return f"meta nfproto {op}{value}"
+        return "meta nfproto"
     if m.field in (Field.IIF, Field.OIF):
-        return f"{m.field.value}name {op}{value}"
-    if m.field is Field.CT_STATE:
-        return f"ct state {op}{value}"
+        return f"{m.field.value}name"
+    if m.field in (Field.CT_STATE, Field.CT_STATUS, Field.FIB_DADDR_TYPE):
+        return str(m.field)
+    if m.field is Field.CONCAT:
+        return " . ".join(match_key(p) for p in m.parts)
     if m.field in (Field.ICMP_TYPE, Field.ICMP_CODE):
         proto = "icmp" if m.family == 4 else "icmpv6"
-        return f"{proto} {m.field.value.split()[1]} {op}{value}"
+        return f"{proto} {m.field.value.split()[1]}"
     return m.text or "<opaque>"
 
 
@@ -348,6 +417,9 @@ class NatTarget:
 
     address: str | None = None
     port: int | None = None
+    # The target is a map lookup or a range (`dnat to ip daddr map { ... }`): where the packet
+    # goes is not known, so a decision through this rule is uncertain.
+    unknown: bool = False
 
     def __str__(self) -> str:
         if self.address and self.port is not None:
@@ -383,7 +455,9 @@ class Rule:
 
     @property
     def uncertain(self) -> bool:
-        return any(m.field is Field.OPAQUE for m in self.matches)
+        """Whether a match is beyond the box model (unmodelled, a concatenation, ct status):
+        the linter does not reason about such a rule; the evaluator decides it, or forks."""
+        return any(m.field in NON_BOX_FIELDS or m.dynamic for m in self.matches)
 
     def verdict_text(self) -> str:
         if self.action in (Action.JUMP, Action.GOTO):
@@ -479,17 +553,54 @@ class Chain:
         return out
 
 
+# nft set key types portkit models: the field a value of that type is read as, and its family.
+SET_TYPE_FIELDS: dict[str, tuple[Field, int]] = {
+    "ipv4_addr": (Field.SADDR, 4),
+    "ipv6_addr": (Field.SADDR, 6),
+    "inet_service": (Field.DPORT, 0),
+    "inet_proto": (Field.L4PROTO, 0),
+    "ifname": (Field.IIF, 0),
+    "ct_state": (Field.CT_STATE, 0),
+    "icmp_type": (Field.ICMP_TYPE, 4),
+    "icmpv6_type": (Field.ICMP_TYPE, 6),
+    "nf_proto": (Field.NFPROTO, 0),
+}
+
+
 @dataclass(frozen=True)
 class NamedSet:
-    """A named set (`set allowed { type ipv4_addr; ... }`), resolved to intervals or names."""
+    """A named set (`set allowed { type ipv4_addr; ... }`), resolved to intervals or names.
+    A set of a concatenated type (`type ipv4_addr . inet_service`) holds `elements` instead:
+    one value per component, as `Match.elements`."""
 
     name: str
     type: str
     ranges: tuple[Interval, ...] = ()
     names: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
+    elements: tuple[tuple[Interval | str, ...], ...] = ()
+    dynamic: bool = False  # see Match.dynamic
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.type.split("."))
 
     def to_json(self) -> dict[str, Any]:
+        if len(self.types) > 1:
+            parts = [SET_TYPE_FIELDS.get(t, (Field.DPORT, 0)) for t in self.types]
+            return {
+                "name": self.name,
+                "type": self.type,
+                "elements": [
+                    " . ".join(
+                        (f'"{v}"' if fld is Field.IIF else v)
+                        if isinstance(v, str)
+                        else render_interval(fld, fam, v)
+                        for (fld, fam), v in zip(parts, e, strict=True)
+                    )
+                    for e in self.elements
+                ],
+            }
         fld = Field.SADDR if "addr" in self.type else Field.DPORT
         fam = 6 if "ipv6" in self.type else 4
         return {
@@ -608,7 +719,9 @@ def canonical(ruleset: Ruleset) -> Ruleset:
                 implied = {
                     m.protos
                     for m in r.matches
-                    if m.protos and m.field in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE)
+                    if m.protos
+                    and m.field
+                    in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE, Field.TCP_FLAGS)
                 }
                 if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.TCP_RESET:
                     implied.add((6,))

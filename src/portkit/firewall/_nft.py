@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from portkit.errors import UsageError
@@ -18,7 +18,8 @@ from portkit.firewall._model import (
     ICMP_TYPES,
     ICMPV6_TYPES,
     IPPROTO,
-    PORT_PROTOS,
+    SET_TYPE_FIELDS,
+    TCP_FLAG_BITS,
     Action,
     Chain,
     ChainType,
@@ -38,12 +39,176 @@ from portkit.firewall._model import (
     normalize,
 )
 
-_PORT_PROTO = {"tcp": (6,), "udp": (17,), "sctp": (132,), "dccp": (33,), "udplite": (136,), "th": PORT_PROTOS}
+# `th` has no protocol dependency: it reads any transport header (see `match_value`).
+_PORT_PROTO: dict[str, tuple[int, ...]] = {
+    "tcp": (6,),
+    "udp": (17,),
+    "sctp": (132,),
+    "dccp": (33,),
+    "udplite": (136,),
+    "th": (),
+}
 _PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
+
+
+# Payload protocols whose header a match reads, and the dependency nft adds for it
+# (IP version, transport protocols): such a match never holds on another packet.
+_PAYLOAD_DEPS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "ip": (4, ()),
+    "ip6": (6, ()),
+    "icmp": (4, (1,)),
+    "icmpv6": (6, (58,)),
+    "tcp": (0, (6,)),
+    "udp": (0, (17,)),
+    "udplite": (0, (136,)),
+    "sctp": (0, (132,)),
+    "dccp": (0, (33,)),
+    "ah": (0, (51,)),
+    "esp": (0, (50,)),
+    "comp": (0, (108,)),
+    "igmp": (4, (2,)),
+}
+_EXPR_DEPS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "tcp option": (0, (6,)),
+    "sctp chunk": (0, (132,)),
+    "ip option": (4, ()),
+    "exthdr": (6, ()),
+}
+ICMP_CODES = {
+    "net-unreachable": 0,
+    "host-unreachable": 1,
+    "prot-unreachable": 2,
+    "port-unreachable": 3,
+    "frag-needed": 4,
+    "net-prohibited": 9,
+    "host-prohibited": 10,
+    "admin-prohibited": 13,
+}
+ICMPV6_CODES = {
+    "no-route": 0,
+    "admin-prohibited": 1,
+    "addr-unreachable": 3,
+    "port-unreachable": 4,
+    "policy-fail": 5,
+    "reject-route": 6,
+}
 
 
 class _Opaque(Exception):
     """An expression portkit does not model; the caller keeps it as text."""
+
+
+def _dependencies(expr: Any) -> tuple[int, tuple[int, ...]]:
+    """The IP version (0: any) and transport protocols (empty: any) an expression's headers
+    need, from every payload it reads: an unmodelled `icmpv6 type . icmpv6 code {...}`
+    still never matches a TCP packet."""
+    family = 0
+    protos: set[int] | None = None
+    todo = [expr]
+    seen = 0
+    while todo and seen < 10_000:
+        seen += 1
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, val in node.items():
+            dep = None
+            if key == "payload" and isinstance(val, dict):
+                dep = _PAYLOAD_DEPS.get(str(val.get("protocol")))
+            elif key == "ct" and isinstance(val, dict) and val.get("family") in ("ip", "ip6"):
+                dep = (4 if val["family"] == "ip" else 6, ())  # `ct original ip saddr`
+            elif key in _EXPR_DEPS:
+                dep = _EXPR_DEPS[key]
+            if dep is not None:
+                family = family or dep[0]
+                if dep[1]:
+                    protos = set(dep[1]) if protos is None else protos & set(dep[1])
+            todo.append(val)
+    return family, tuple(sorted(protos)) if protos is not None else ()
+
+
+def _holds_when_unknown(stmt: Any, depth: int = 0) -> tuple[bool, str]:
+    """The first branch's assumption for an unmodelled statement that can stop a rule:
+    a rate limit or quota is not exceeded, a connection count not over its limit, a
+    reverse-path lookup (`fib saddr . iif oif missing`) finds its route."""
+    if isinstance(stmt, dict):
+        match = stmt.get("match")
+        if isinstance(match, dict) and isinstance(match.get("left"), dict) and "fib" in match["left"]:
+            fib = match["left"]["fib"]
+            if isinstance(fib, dict) and fib.get("result") == "oif" and match.get("right") is False:
+                holds = match.get("op", "==") == "!="
+                return holds, f"assumed {'' if holds else 'not '}to match: the reverse path has a route"
+        if isinstance(match, dict):
+            ordinary = _ordinary_value(match)
+            if ordinary is not None:
+                return ordinary
+        for key, val in stmt.items():
+            if key in ("limit", "quota", "ct count") and isinstance(val, dict):
+                over = bool(val.get("inv"))
+                what = "the limit is not exceeded"
+                return (not over), f"assumed {'not ' if over else ''}to match: {what}"
+            if key in ("set", "map", "meter") and isinstance(val, dict) and val.get("stmt") and depth < 8:
+                return _holds_when_unknown(val["stmt"], depth + 1)
+    if isinstance(stmt, list) and stmt and depth < 8:
+        holds = [_holds_when_unknown(s, depth + 1) for s in stmt[:64]]
+        return all(h for h, _ in holds), holds[0][1]
+    return True, "assumed to match"
+
+
+# Values an ordinary packet has for keys the model does not track: no mark on the packet or
+# its connection, not a fragment, addressed to this host alone, no conntrack helper.
+_ORDINARY: dict[str, tuple[object, str]] = {
+    "meta mark": (0, "the packet is not marked"),
+    "ct mark": (0, "the connection is not marked"),
+    "ip frag-off": (0, "the packet is not a fragment"),
+    "meta pkttype": ("host", "the packet is unicast to this host"),
+    "ct helper": ("", "the connection has no helper"),
+}
+
+
+def _ordinary_value(match: dict[str, Any]) -> tuple[bool, str] | None:
+    """The first branch's value of a match on a key an ordinary packet has a known value
+    for (`meta mark 0x1`: not marked, so false)."""
+    left, op, right = match.get("left"), match.get("op", "=="), match.get("right")
+    mask = None
+    if isinstance(left, dict) and isinstance(left.get("&"), list) and len(left["&"]) == 2:
+        left, mask = left["&"]
+        if not isinstance(mask, int):
+            return None
+    if not isinstance(left, dict) or len(left) != 1:
+        return None
+    kind, body = next(iter(left.items()))
+    if not isinstance(body, dict):
+        return None
+    name = (
+        f"{kind} {body.get('key', '')}"
+        if kind in ("meta", "ct")
+        else f"{body.get('protocol')} {body.get('field')}"
+    )
+    if name not in _ORDINARY:
+        return None
+    value, why = _ORDINARY[name]
+    if isinstance(value, int) and mask is not None:
+        value &= mask
+    items = right["set"] if isinstance(right, dict) and "set" in right else [right]
+    hit = value in items
+    if op in ("==", "in"):
+        holds = hit
+    elif op == "!=":
+        holds = not hit
+    else:
+        return None
+    return holds, f"assumed {'' if holds else 'not '}to match: {why}"
+
+
+def _opaque(stmt: Any, text: str | None = None) -> Match:
+    """An unmodelled expression: unknown to the evaluator, false where its headers cannot apply."""
+    family, protos = _dependencies(stmt)
+    holds, _ = _holds_when_unknown(stmt)
+    return Match(Field.OPAQUE, text=text or _expr_text(stmt), negate=not holds, family=family, protos=protos)
 
 
 @dataclass
@@ -51,6 +216,7 @@ class _TableBuilder:
     family: Family
     name: str
     sets: dict[str, NamedSet] = field(default_factory=dict)
+    maps: dict[str, Any] = field(default_factory=dict)  # verdict maps: name -> [[key, verdict], ...]
     chains: dict[str, Chain] = field(default_factory=dict)
     rules: dict[str, list[Rule]] = field(default_factory=dict)
 
@@ -91,7 +257,7 @@ def _scalar_intervals(fld: Field, value: Any, family: int) -> tuple[list[Interva
     if fld in (Field.SADDR, Field.DADDR):
         ver, iv = address_interval(str(value))
         return [iv], [], ver
-    if fld in (Field.IIF, Field.OIF, Field.CT_STATE):
+    if fld in (Field.IIF, Field.OIF, Field.CT_STATE, Field.CT_STATUS, Field.FIB_DADDR_TYPE):
         return [], [str(value)], family
     if fld in (Field.SPORT, Field.DPORT):
         port = _port_value(value)
@@ -113,9 +279,11 @@ def _scalar_intervals(fld: Field, value: Any, family: int) -> tuple[list[Interva
             raise _Opaque(f"icmp type {value!r}")
         return [(num, num)], [], family
     if fld is Field.ICMP_CODE:
-        if isinstance(value, int):
-            return [(value, value)], [], family
-        raise _Opaque(f"icmp code {value!r}")
+        codes = ICMP_CODES if family == 4 else ICMPV6_CODES
+        num = value if isinstance(value, int) else codes.get(str(value))
+        if num is None:
+            raise _Opaque(f"icmp code {value!r}")
+        return [(num, num)], [], family
     raise _Opaque(f"value {value!r}")
 
 
@@ -181,19 +349,138 @@ def _left_field(left: Any, table_family: Family) -> tuple[Field, int, tuple[int,
             return Field.NFPROTO, 0, ()
     if "ct" in left and left["ct"].get("key") == "state" and "dir" not in left["ct"]:
         return Field.CT_STATE, 0, ()
+    if "ct" in left and left["ct"].get("key") == "status" and "dir" not in left["ct"]:
+        return Field.CT_STATUS, 0, ()
+    if (
+        "fib" in left
+        and left["fib"].get("result") == "type"
+        and left["fib"].get("flags") in (["daddr"], "daddr")
+    ):
+        return Field.FIB_DADDR_TYPE, 0, ()
     raise _Opaque("left")
+
+
+def _concat_parts(left: Any, table_family: Family) -> tuple[Match, ...]:
+    """The components of a concatenated key (`ip saddr . tcp dport`), as value-less matches."""
+    parts = []
+    for item in left["concat"]:
+        fld, fam, protos = _left_field(item, table_family)
+        if fld in (Field.CT_STATUS, Field.CONCAT):
+            raise _Opaque(f"{fld} in a concatenation")
+        parts.append(Match(fld, family=fam, protos=protos))
+    return tuple(parts)
+
+
+def _concat_value(part: Match, value: Any) -> Interval | str:
+    """One component of one element: an interval (a value, a prefix, a range) or a name."""
+    ranges, names, _ = _scalar_intervals(part.field, value, part.family)
+    if names and not ranges and len(names) == 1:
+        return names[0]
+    if len(ranges) == 1 and not names:
+        return ranges[0]
+    raise _Opaque(f"concatenation value {value!r}")
+
+
+def _concat_element(parts: tuple[Match, ...], item: Any) -> tuple[Interval | str, ...]:
+    if isinstance(item, dict) and "elem" in item:
+        item = item["elem"]["val"]
+    if not (isinstance(item, dict) and isinstance(item.get("concat"), list)):
+        raise _Opaque(f"concatenation element {_expr_text(item)}")
+    values = item["concat"]
+    if len(values) != len(parts):
+        raise _Opaque(f"concatenation element {_expr_text(item)} has {len(values)} components")
+    return tuple(_concat_value(p, v) for p, v in zip(parts, values, strict=True))
+
+
+def _concat_match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]) -> Match:
+    op = expr.get("op", "==")
+    if op not in ("==", "!=", "in"):
+        raise _Opaque(f"operator {op} on a concatenation")
+    parts = _concat_parts(expr["left"], table_family)
+    right = expr["right"]
+    set_name = ""
+    if isinstance(right, str) and right.startswith("@"):
+        named = sets.get(right[1:])
+        if named is None or len(named.types) != len(parts):
+            raise _Opaque(f"unknown or unmodelled set {right}")
+        elements = named.elements
+        set_name = named.name
+    else:
+        items = right["set"] if isinstance(right, dict) and "set" in right else [right]
+        elements = tuple(_concat_element(parts, item) for item in items)
+    return Match(
+        Field.CONCAT,
+        negate=op == "!=",
+        parts=parts,
+        elements=elements,
+        set_name=set_name,
+        dynamic=bool(set_name) and sets[set_name].dynamic,
+    )
+
+
+def _flag_bits(value: Any, depth: int = 0) -> int:
+    if isinstance(value, bool) or depth > 4:
+        raise _Opaque(f"tcp flags {_expr_text(value)[:60]}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value in TCP_FLAG_BITS:
+        return TCP_FLAG_BITS[value]
+    if isinstance(value, list):
+        bits = 0
+        for v in value:
+            bits |= _flag_bits(v, depth + 1)
+        return bits
+    if isinstance(value, dict) and isinstance(value.get("|"), list):
+        return _flag_bits(value["|"], depth + 1)
+    raise _Opaque(f"tcp flags {_expr_text(value)}")
+
+
+_TCP_FLAGS_LEFT = {"payload": {"protocol": "tcp", "field": "flags"}}
+
+
+def _tcp_flags_match(expr: dict[str, Any]) -> Match | None:
+    """`tcp flags syn`, `tcp flags == syn`, `tcp flags & (fin | syn | rst | ack) == syn`."""
+    left, op, right = expr["left"], expr.get("op", "=="), expr["right"]
+    mask = 0xFF
+    if isinstance(left, dict) and isinstance(left.get("&"), list) and len(left["&"]) == 2:
+        if left["&"][0] != _TCP_FLAGS_LEFT:
+            return None
+        mask = _flag_bits(left["&"][1])
+    elif left != _TCP_FLAGS_LEFT:
+        return None
+    if isinstance(right, dict) and "set" in right:
+        raise _Opaque("a set of tcp flag combinations")
+    value = _flag_bits(right)
+    if op in ("in", "!"):  # any of the bits set; `!`: none of them
+        return Match(Field.TCP_FLAGS, ((mask & value, 0),), negate=op == "!", protos=(6,))
+    if op in ("==", "!="):
+        return Match(Field.TCP_FLAGS, ((mask, value),), negate=op == "!=", protos=(6,), exact=True)
+    raise _Opaque(f"operator {op} on tcp flags")
 
 
 def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]) -> Match:
     op = expr.get("op", "==")
+    if isinstance(expr.get("left"), dict) and "concat" in expr["left"]:
+        return _concat_match(expr, table_family, sets)
+    flags = _tcp_flags_match(expr)
+    if flags is not None:
+        return flags
     fld, fam, protos = _left_field(expr["left"], table_family)
     right = expr["right"]
     if op in ("<", ">", "<=", ">=") and isinstance(right, int):
         top = 255 if fld in (Field.L4PROTO, Field.ICMP_TYPE, Field.ICMP_CODE) else 65535
         lo, hi = {"<": (0, right - 1), "<=": (0, right), ">": (right + 1, top), ">=": (right, top)}[op]
         return Match(fld, ((lo, hi),), family=fam, protos=protos)
+    if fld is Field.CT_STATUS and op in ("in", "!") and not isinstance(right, dict):
+        # A bit test: `ct status dnat` (any of the bits set), `!` none of them set.
+        _, names, _, _, _ = _values_exact(fld, right, 0, sets)
+        return Match(fld, names=names, negate=op == "!")
     if op not in ("==", "!=", "in"):
         raise _Opaque(f"operator {op}")
+    if fld is Field.CT_STATUS:
+        # `==`, `!=` and `{ }` sets compare the whole status word, whose other bits
+        # (confirmed, seen-reply, the NAT done bits...) the model does not know.
+        raise _Opaque("ct status compared as a whole word")
     ranges, names, set_name, vfam, exact = _values_exact(
         fld, right, fam or (4 if table_family is Family.IP else 6 if table_family is Family.IP6 else 0), sets
     )
@@ -208,6 +495,7 @@ def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]
         protos=protos,
         set_name=set_name,
         exact=exact and op != "in" and len(names) > 1,
+        dynamic=bool(set_name) and set_name in sets and sets[set_name].dynamic,
     )
 
 
@@ -243,10 +531,12 @@ def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | No
     if key in ("dnat", "redirect", "snat", "masquerade"):
         val = val or {}
         addr = val.get("addr")
-        if isinstance(addr, dict):
-            addr = None  # a range or map of addresses: keep the verdict, lose the rewrite
         port = val.get("port")
-        if isinstance(port, dict):
+        # A range or a map of addresses or ports: the verdict is kept, the rewrite unknown.
+        unknown = isinstance(addr, (dict, list)) or isinstance(port, (dict, list))
+        if isinstance(addr, (dict, list)):
+            addr = None
+        if isinstance(port, (dict, list)):
             port = None
         action = {
             "dnat": Action.DNAT,
@@ -256,9 +546,80 @@ def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | No
         }[key]
         return {
             "action": action,
-            "nat": NatTarget(str(addr) if addr else None, int(port) if port is not None else None),
+            "nat": NatTarget(
+                str(addr) if addr else None, int(port) if port is not None else None, unknown=unknown
+            ),
         }
     return None
+
+
+def _dependency_matches(stmt: Any, table_family: Family) -> list[Match]:
+    family, protos = _dependencies(stmt)
+    out = []
+    if family and table_family not in (Family.IP, Family.IP6):
+        out.append(Match(Field.NFPROTO, ((family, family),)))
+    if protos:
+        out.append(Match(Field.L4PROTO, normalize([(p, p) for p in protos])))
+    return out
+
+
+def _map_data(val: dict[str, Any], tb: _TableBuilder) -> list[Any]:
+    """A verdict map's [key, verdict] pairs: anonymous, or a named map of the table."""
+    data = val["data"]
+    if isinstance(data, str) and data.startswith("@"):
+        if data[1:] not in tb.maps:
+            raise _Opaque(f"unknown map {data}")
+        return list(tb.maps[data[1:]])
+    return list(data["set"])
+
+
+def _map_verdicts(val: Any, tb: _TableBuilder) -> list[Any]:
+    try:
+        return [pair[1] for pair in _map_data(val, tb) if isinstance(pair, list) and len(pair) == 2]
+    except (_Opaque, KeyError, TypeError, AttributeError):
+        return []
+
+
+def _vmap_entries(
+    val: dict[str, Any], tb: _TableBuilder
+) -> list[tuple[Match | tuple[Match, ...], dict[str, Any]]]:
+    """One (matches, verdict) per key. The keys of a map never overlap, so one rule per key,
+    in any order, is what the kernel's lookup does. A concatenated key becomes one match per
+    component (`ip protocol . th dport` -> `ip protocol tcp` and `th dport 22`)."""
+    out: list[tuple[Match | tuple[Match, ...], dict[str, Any]]] = []
+    pairs = _map_data(val, tb)
+    if isinstance(val["key"], dict) and "concat" in val["key"]:
+        parts = _concat_parts(val["key"], tb.family)
+        for k, verdict in pairs:
+            vf = _verdict_fields(verdict, tb.family)
+            if vf is None:
+                raise _Opaque("verdict")
+            element = _concat_element(parts, k)
+            comps = tuple(
+                replace(p, names=(v,)) if isinstance(v, str) else replace(p, ranges=(v,))
+                for p, v in zip(parts, element, strict=True)
+            )
+            out.append((comps, vf))
+        return out
+    fld, fam, protos = _left_field(val["key"], tb.family)
+    for k, verdict in pairs:
+        ranges, names, _, vfam = _values(fld, k, fam, tb.sets)
+        vf = _verdict_fields(verdict, tb.family)
+        if vf is None:
+            raise _Opaque("verdict")
+        out.append(
+            (
+                Match(
+                    fld,
+                    ranges,
+                    names,
+                    family=vfam if fld in (Field.SADDR, Field.DADDR) else fam,
+                    protos=protos,
+                ),
+                vf,
+            )
+        )
+    return out
 
 
 def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[Rule]:
@@ -267,7 +628,7 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
     counter = False
     log: str | None = None
     fields: dict[str, Any] = {}
-    vmap: list[tuple[Match, dict[str, Any]]] = []
+    vmap: list[tuple[Match | tuple[Match, ...], dict[str, Any]]] = []
     where = f"{tb.family} {tb.name} {obj.get('chain')} handle {obj.get('handle')}"
     for stmt in obj.get("expr", []):
         key = next(iter(stmt))
@@ -276,39 +637,38 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
             try:
                 matches.append(_match(val, tb.family, tb.sets))
             except (_Opaque, ValueError, KeyError, TypeError) as exc:
-                matches.append(Match(Field.OPAQUE, text=_expr_text(stmt)))
-                notes.append(f"{where}: cannot model match {_expr_text(stmt)} ({exc}); assumed to match")
+                matches.append(_opaque(stmt))
+                first = _holds_when_unknown(stmt)[1]
+                notes.append(
+                    f"{where}: cannot model match {_expr_text(stmt)} ({exc}); "
+                    f"{first} in the first branch, undecided: both outcomes are followed"
+                )
         elif key == "counter":
             counter = True
         elif key == "log":
             log = (val or {}).get("prefix", "")
         elif key == "vmap":
             try:
-                fld, fam, protos = _left_field(val["key"], tb.family)
-                for k, verdict in val["data"]["set"]:
-                    ranges, names, _, vfam = _values(fld, k, fam, tb.sets)
+                vmap.extend(_vmap_entries(val, tb))
+            except (_Opaque, ValueError, KeyError, TypeError, AttributeError) as exc:
+                # Still a verdict map: one rule per verdict it can give, each undecided.
+                unknown = _opaque(stmt)
+                vmap = []
+                for verdict in _map_verdicts(val, tb):
                     vf = _verdict_fields(verdict, tb.family)
-                    if vf is None:
-                        raise _Opaque("verdict")
-                    vmap.append(
-                        (
-                            Match(
-                                fld,
-                                ranges,
-                                names,
-                                family=vfam if fld in (Field.SADDR, Field.DADDR) else fam,
-                                protos=protos,
-                            ),
-                            vf,
-                        )
-                    )
-            except (_Opaque, ValueError, KeyError, TypeError) as exc:
-                matches.append(Match(Field.OPAQUE, text=_expr_text(stmt)))
-                notes.append(f"{where}: cannot model verdict map ({exc})")
-        elif key in ("limit", "quota", "xt") and (key != "xt" or val.get("type") == "match"):
-            # Statements that can stop a packet from matching: kept, assumed to match.
-            matches.append(Match(Field.OPAQUE, text=_expr_text(stmt)))
-            notes.append(f"{where}: {key} {_expr_text(val)} is not modelled; assumed to match")
+                    if vf is not None and (unknown, vf) not in vmap:
+                        vmap.append((unknown, vf))
+                if not vmap:
+                    matches.append(unknown)
+                notes.append(f"{where}: cannot model verdict map ({exc}); each of its verdicts is undecided")
+        elif (key in ("limit", "quota", "xt") and (key != "xt" or val.get("type") == "match")) or (
+            key in ("set", "map", "meter") and isinstance(val, dict) and val.get("stmt")
+        ):
+            # Statements that can stop a packet from matching (a limit, a quota, a set update
+            # with a limit in it): undecided, the first branch takes the limit as not reached.
+            matches.append(_opaque(stmt))
+            _, why = _holds_when_unknown(stmt)
+            notes.append(f"{where}: {key} {_expr_text(val)} is not modelled; undecided ({why})")
         elif key == "xt":
             opaque.append(_expr_text(stmt))
             notes.append(
@@ -319,8 +679,16 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
             vf = _verdict_fields(stmt, tb.family)
             if vf is not None:
                 fields.update(vf)
+                nat_family = val.get("family") if isinstance(val, dict) else None
+                if nat_family in ("ip", "ip6") and tb.family not in (Family.IP, Family.IP6):
+                    v = 4 if nat_family == "ip" else 6  # `dnat ip to ...`: IPv4 packets only
+                    matches.append(Match(Field.NFPROTO, ((v, v),)))
+                matches.extend(_dependency_matches(stmt, tb.family))  # `... to tcp dport map {...}`
             else:
                 opaque.append(_expr_text(stmt))
+            # A statement that reads a header (`add @seen { ip saddr }`, `dnat to ip daddr map
+            # ...`) carries nft's dependency for it: the rule stops on other packets.
+            matches.extend(_dependency_matches(stmt, tb.family))
     base = {
         "counter": counter,
         "log": log,
@@ -329,7 +697,9 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
         "opaque": tuple(opaque),
     }
     if vmap:
-        return [Rule(matches=(*matches, m), **base, **vf) for m, vf in vmap]
+        return [
+            Rule(matches=(*matches, *(m if isinstance(m, tuple) else (m,))), **base, **vf) for m, vf in vmap
+        ]
     return [Rule(matches=tuple(matches), **base, **fields)]
 
 
@@ -350,10 +720,37 @@ def _priority(value: Any) -> int:
         return 0
 
 
+def _concat_set_of(obj: dict[str, Any], types: list[Any], notes: list[str]) -> NamedSet | None:
+    parts = []
+    for t in types:
+        if not isinstance(t, str) or t not in SET_TYPE_FIELDS:
+            notes.append(f"set {obj.get('name')}: type {t} in a concatenation is not modelled")
+            return None
+        fld, fam = SET_TYPE_FIELDS[t]
+        parts.append(Match(fld, family=fam))
+    elems = obj.get("elem", [])
+    if not isinstance(elems, list):
+        elems = [elems]
+    try:
+        elements = tuple(_concat_element(tuple(parts), e) for e in elems)
+    except (_Opaque, ValueError, KeyError, TypeError) as exc:
+        notes.append(f"set {obj.get('name')}: an element is not modelled ({exc})")
+        return None
+    flags = obj.get("flags", [])
+    return NamedSet(
+        obj["name"],
+        " . ".join(types),
+        flags=tuple(flags) if isinstance(flags, list) else (str(flags),),
+        elements=elements,
+    )
+
+
 def _set_of(obj: dict[str, Any], notes: list[str]) -> NamedSet | None:
     stype = obj.get("type")
+    if isinstance(stype, list):
+        return _concat_set_of(obj, stype, notes)
     if not isinstance(stype, str):
-        notes.append(f"set {obj.get('name')}: concatenated type {stype} is not modelled")
+        notes.append(f"set {obj.get('name')}: type {stype} is not modelled")
         return None
     fld = {
         "ipv4_addr": Field.SADDR,
@@ -386,6 +783,33 @@ def _set_of(obj: dict[str, Any], notes: list[str]) -> NamedSet | None:
     )
 
 
+def _updated_sets(items: list[Any]) -> set[tuple[str, str, str]]:
+    """(family, table, set) of every set a rule adds to, updates or deletes from."""
+    out: set[tuple[str, str, str]] = set()
+    for item in items:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not isinstance(rule, dict):
+            continue
+        todo = list(rule.get("expr", []) or [])
+        seen = 0
+        while todo and seen < 10_000:
+            seen += 1
+            node = todo.pop()
+            if isinstance(node, list):
+                todo.extend(node)
+            elif isinstance(node, dict):
+                for key, val in node.items():
+                    if (
+                        key in ("set", "map")
+                        and isinstance(val, dict)
+                        and isinstance(val.get("set"), str)
+                        and val.get("op") in ("add", "update", "delete")
+                    ):
+                        out.add((str(rule.get("family")), str(rule.get("table")), val["set"].lstrip("@")))
+                    todo.append(val)
+    return out
+
+
 def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j list ruleset") -> Ruleset:
     """Build the model from `nft -j list ruleset` output (a dict or its JSON text)."""
     import json
@@ -401,6 +825,7 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
         raise UsageError(f"invalid nft JSON in {source}: expected an object with an 'nftables' list")
     tables: dict[tuple[str, str], _TableBuilder] = {}
     notes: list[str] = []
+    updated = _updated_sets(items)
     for item in items:
         kind = next(iter(item))
         obj = item[kind]
@@ -421,9 +846,19 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
         if kind == "set":
             named = _set_of(obj, notes)
             if named is not None:
+                if (
+                    (*key, named.name) in updated
+                    or "timeout" in obj
+                    or {"dynamic", "timeout"} & set(named.flags)
+                ):
+                    named = replace(named, dynamic=True)
                 tb.sets[named.name] = named
         elif kind == "map":
-            notes.append(f"{tb.family} {tb.name}: map {obj.get('name')} is not modelled")
+            if obj.get("map") == "verdict":
+                elems = obj.get("elem", [])
+                tb.maps[obj["name"]] = elems if isinstance(elems, list) else [elems]
+            else:
+                notes.append(f"{tb.family} {tb.name}: map {obj.get('name')} is not modelled")
         elif kind == "chain":
             hook = None
             if "hook" in obj:

@@ -7,7 +7,7 @@ ports, interfaces, and the conntrack state the kernel would attach (`new` by def
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from portkit.errors import UsageError
@@ -62,6 +62,12 @@ class Packet:
     state: CtState = CtState.NEW
     icmp_type: int | None = None
     icmp_code: int | None = None
+    # Set by the evaluator once prerouting/output NAT rewrote the destination: the
+    # connection then carries conntrack's DNAT status bit (`ct status dnat`).
+    dnat: bool = field(default=False, compare=False)
+    # Whether the destination is one of the host's addresses (`fib daddr type local`); set by
+    # the evaluator when it knows the host's addresses, None when nobody knows.
+    dst_local: bool | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.src.version != self.dst.version:
