@@ -44,7 +44,7 @@ from portkit.firewall import (
     local_addresses,
     read_live,
 )
-from portkit.firewall._live import route_lookup
+from portkit.firewall._live import forwarding_state, route_lookup
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "firewall"
 
@@ -165,12 +165,13 @@ def predict_port(
     *,
     local: frozenset[Any] | None = None,
     route: Any = None,
+    forwarding: dict[int, bool] | None = None,
 ) -> Predicted:
     """What a SYN scan of `port` should see: the SYN's fate, then the SYN-ACK's on the way out."""
     client = ipaddress.ip_address(spec.client)
     server = ipaddress.ip_address(spec.server)
     syn = Packet(6, client, server, spec.sport, port, iif=spec.server_if, state=CtState.NEW)
-    d = evaluate(ruleset, syn, local_addresses=local, route=route, listening=True)
+    d = evaluate(ruleset, syn, local_addresses=local, route=route, forwarding=forwarding, listening=True)
     unsure = is_uncertain(d)
     why = d.reason
     if d.verdict is Verdict.DROP:
@@ -391,9 +392,12 @@ class CorpusLab:
     def live_ruleset(self) -> Ruleset:
         return read_live(self.server)
 
-    def live_context(self) -> tuple[frozenset[Any], Any]:
+    def live_context(self) -> tuple[frozenset[Any], Any, dict[int, bool]]:
+        """What `fw check --netns` reads besides the rules: addresses, routes and forwarding
+        (IPv4's is the input interface's own setting)."""
         local = frozenset(ipaddress.ip_address(a) for a in local_addresses(self.server))
-        return local, route_lookup(self.server)
+        forwarding = forwarding_state(self.server, self.spec.server_if)
+        return local, route_lookup(self.server), forwarding
 
     # --- probes ---
 

@@ -99,12 +99,15 @@ def _run_one(spec: corpus.Spec) -> RulesetResult:
                 try:
                     if reader == "live":
                         model = lab.live_ruleset()
-                        local, route = lab.live_context()
+                        local, route, forwarding = lab.live_context()
                     else:
                         model = lab.file_ruleset()
-                        local, route = None, None
+                        local, route, forwarding = None, None, None
                     preds = {
-                        p: corpus.predict_port(model, spec, p, local=local, route=route) for p in spec.tcp
+                        p: corpus.predict_port(
+                            model, spec, p, local=local, route=route, forwarding=forwarding
+                        )
+                        for p in spec.tcp
                     }
                 except PortkitError as exc:
                     result.unread[reader] = str(exc)

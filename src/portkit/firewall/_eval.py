@@ -850,7 +850,21 @@ def _evaluate_branch(
                         f"{table} {chain.name}: {result.rule} rewrites the destination to a value "
                         "portkit cannot compute (a map or a range): the path after it is a guess"
                     )
-                packet = replace(_apply_dnat(packet, result.rule, act), dnat=True)
+                rewritten = _apply_dnat(packet, result.rule, act)
+                # conntrack sets the DNAT status bit only when the binding changes the tuple
+                # (nf_nat_setup_info): a redirect or dnat to where the packet already goes
+                # leaves `ct status dnat` false.
+                changed = (rewritten.dst, rewritten.dport) != (packet.dst, packet.dport)
+                if act is Action.REDIRECT and not changed and not packet.dst.is_loopback:
+                    # A redirect goes to the input interface's first address, which the model
+                    # does not know: the same address (nothing changes) or another one.
+                    changed = not branch.choose(
+                        f"{table} {chain.name}: {result.rule}: {packet.dst} is the first address of "
+                        f"{packet.iif or 'the input interface'}, so the redirect changes nothing "
+                        "(no DNAT status)",
+                        True,
+                    )
+                packet = replace(rewritten, dnat=changed)
                 if local_addresses is not None or packet.dst.is_loopback:
                     packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
                 else:
