@@ -8,15 +8,14 @@ iptables-nft gives them, so iptables rules and native nft tables order correctly
 
 from __future__ import annotations
 
+import re
 import shlex
-from dataclasses import replace
+import socket
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from portkit.errors import UsageError
 from portkit.firewall._model import (
-    ICMP_TYPES,
-    ICMPV6_TYPES,
-    IPPROTO,
     IPPROTO_NAMES,
     Action,
     Chain,
@@ -73,22 +72,330 @@ _REJECT_IN: dict[str, tuple[RejectType, str]] = {
     "icmp6-port-unreachable": (RejectType.ICMPV6, "port-unreachable"),
     "port-unreach": (RejectType.ICMPV6, "port-unreachable"),
 }
-_STATES = {
-    "NEW": "new",
-    "ESTABLISHED": "established",
-    "RELATED": "related",
-    "INVALID": "invalid",
-    "UNTRACKED": "untracked",
+_STATES = ("INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED")
+# conntrack's virtual states: the connection's NAT status bits (`ct status snat/dnat`).
+_NAT_STATES = {"SNAT": "snat", "DNAT": "dnat"}
+_CT_STATUS = {"NONE": "", "EXPECTED": "expected", "SEEN_REPLY": "seen-reply", "ASSURED": "assured"}
+_CT_STATUS["CONFIRMED"] = "confirmed"
+
+# iptables' own protocol names, tried after the system's protocol database
+# (libxtables' xtables_chain_protos; newer releases added the last three).
+_XT_PROTOS = {
+    "tcp": 6,
+    "sctp": 132,
+    "udp": 17,
+    "udplite": 136,
+    "icmp": 1,
+    "icmpv6": 58,
+    "ipv6-icmp": 58,
+    "esp": 50,
+    "ah": 51,
+    "ipv6-mh": 135,
+    "mh": 135,
+    "mobility-header": 135,
+    "dccp": 33,
+    "ipcomp": 108,
+    "all": 0,
+}
+# A number as libxtables' xtables_strtoui reads it (strtoumax, base 0): decimal, 0x hex, 0 octal.
+_C_NUMBER = re.compile(r"[ \t\n\v\f\r]*\+?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", re.ASCII)
+
+
+def _c_uint(text: str, limit: int) -> int | None:
+    m = _C_NUMBER.fullmatch(text)
+    if m is None:
+        return None
+    value = int(m.group(1), 0) if not re.fullmatch(r"0[0-7]+", m.group(1)) else int(m.group(1), 8)
+    return value if value <= limit else None
+
+
+def parse_ip_protocol(text: str, where: str) -> int:
+    """`-p` as iptables reads it: lower-cased, then a number 0-255, `all`, a name from the
+    system's protocol database (getprotobyname, /etc/protocols) or one of iptables' own."""
+    name = text.lower()
+    num = _c_uint(name, 255)
+    if num is not None:
+        return num
+    if name == "all":
+        return 0
+    try:
+        return socket.getprotobyname(name)
+    except (OSError, ValueError):
+        pass
+    if name in _XT_PROTOS:
+        return _XT_PROTOS[name]
+    raise UsageError(
+        f"invalid protocol {text[:60]!r} at {where}: iptables accepts a number 0-255, 'all' "
+        "or a protocol name from /etc/protocols"
+    )
+
+
+# libxtables' ICMP names (xtables' libxt_icmp.h): name, type, lowest and highest code.
+# A name may be abbreviated to any unambiguous prefix, case-insensitively.
+_ICMP_NAMES: tuple[tuple[str, int, int, int], ...] = (
+    ("any", 0xFF, 0, 0xFF),
+    ("echo-reply", 0, 0, 0xFF),
+    ("pong", 0, 0, 0xFF),
+    ("destination-unreachable", 3, 0, 0xFF),
+    ("network-unreachable", 3, 0, 0),
+    ("host-unreachable", 3, 1, 1),
+    ("protocol-unreachable", 3, 2, 2),
+    ("port-unreachable", 3, 3, 3),
+    ("fragmentation-needed", 3, 4, 4),
+    ("source-route-failed", 3, 5, 5),
+    ("network-unknown", 3, 6, 6),
+    ("host-unknown", 3, 7, 7),
+    ("network-prohibited", 3, 9, 9),
+    ("host-prohibited", 3, 10, 10),
+    ("tos-network-unreachable", 3, 11, 11),
+    ("tos-host-unreachable", 3, 12, 12),
+    ("communication-prohibited", 3, 13, 13),
+    ("host-precedence-violation", 3, 14, 14),
+    ("precedence-cutoff", 3, 15, 15),
+    ("source-quench", 4, 0, 0xFF),
+    ("redirect", 5, 0, 0xFF),
+    ("network-redirect", 5, 0, 0),
+    ("host-redirect", 5, 1, 1),
+    ("tos-network-redirect", 5, 2, 2),
+    ("tos-host-redirect", 5, 3, 3),
+    ("echo-request", 8, 0, 0xFF),
+    ("ping", 8, 0, 0xFF),
+    ("router-advertisement", 9, 0, 0xFF),
+    ("router-solicitation", 10, 0, 0xFF),
+    ("time-exceeded", 11, 0, 0xFF),
+    ("ttl-exceeded", 11, 0, 0xFF),
+    ("ttl-zero-during-transit", 11, 0, 0),
+    ("ttl-zero-during-reassembly", 11, 1, 1),
+    ("parameter-problem", 12, 0, 0xFF),
+    ("ip-header-bad", 12, 0, 0),
+    ("required-option-missing", 12, 1, 1),
+    ("timestamp-request", 13, 0, 0xFF),
+    ("timestamp-reply", 14, 0, 0xFF),
+    ("address-mask-request", 17, 0, 0xFF),
+    ("address-mask-reply", 18, 0, 0xFF),
+)
+_ICMPV6_NAMES: tuple[tuple[str, int, int, int], ...] = (
+    ("destination-unreachable", 1, 0, 0xFF),
+    ("no-route", 1, 0, 0),
+    ("communication-prohibited", 1, 1, 1),
+    ("beyond-scope", 1, 2, 2),
+    ("address-unreachable", 1, 3, 3),
+    ("port-unreachable", 1, 4, 4),
+    ("failed-policy", 1, 5, 5),
+    ("reject-route", 1, 6, 6),
+    ("packet-too-big", 2, 0, 0xFF),
+    ("time-exceeded", 3, 0, 0xFF),
+    ("ttl-exceeded", 3, 0, 0xFF),
+    ("ttl-zero-during-transit", 3, 0, 0),
+    ("ttl-zero-during-reassembly", 3, 1, 1),
+    ("parameter-problem", 4, 0, 0xFF),
+    ("bad-header", 4, 0, 0),
+    ("unknown-header-type", 4, 1, 1),
+    ("unknown-option", 4, 2, 2),
+    ("echo-request", 128, 0, 0xFF),
+    ("ping", 128, 0, 0xFF),
+    ("echo-reply", 129, 0, 0xFF),
+    ("pong", 129, 0, 0xFF),
+    ("mld-listener-query", 130, 0, 0xFF),
+    ("mld-listener-report", 131, 0, 0xFF),
+    ("mld-listener-done", 132, 0, 0xFF),
+    ("mld-listener-reduction", 132, 0, 0xFF),
+    ("router-solicitation", 133, 0, 0xFF),
+    ("router-advertisement", 134, 0, 0xFF),
+    ("neighbour-solicitation", 135, 0, 0xFF),
+    ("neighbor-solicitation", 135, 0, 0xFF),
+    ("neighbour-advertisement", 136, 0, 0xFF),
+    ("neighbor-advertisement", 136, 0, 0xFF),
+    ("redirect", 137, 0, 0xFF),
+)
+
+
+def parse_icmp_type(text: str, version: int, where: str) -> tuple[int, int, int]:
+    """`--icmp-type` / `--icmpv6-type` as iptables reads it: (type, lowest code, highest
+    code); type 0xFF in IPv4 is `any`."""
+    table = _ICMP_NAMES if version == 4 else _ICMPV6_NAMES
+    what = "ICMP" if version == 4 else "ICMPv6"
+    low = text.lower()
+    hits = [e for e in table if e[0].startswith(low)]
+    if len({e[0] for e in hits}) > 1 and not any(e[0] == low for e in hits):
+        raise UsageError(f"invalid {what} type {text[:60]!r} at {where}: ambiguous abbreviation")
+    if hits:
+        exact = [e for e in hits if e[0] == low] or hits
+        return exact[0][1], exact[0][2], exact[0][3]
+    typ, slash, code = text.partition("/")
+    t = _c_uint(typ, 255)
+    lo_code, _, hi_code = code.partition(":")
+    lo = _c_uint(lo_code, 255) if slash else 0
+    hi = (_c_uint(hi_code, 255) if hi_code else lo) if slash else 255
+    if t is None or lo is None or hi is None:
+        raise UsageError(
+            f"invalid {what} type {text[:60]!r} at {where}: expected a name like echo-request, "
+            "a number 0-255 or TYPE/CODE"
+        )
+    return t, lo, hi
+
+
+@dataclass(frozen=True)
+class AddressTypes:
+    """The routes of the host's `local` routing table, which the kernel's `addrtype` match
+    reads (`ip route show table local`): per IP version, (prefix interval, route type) pairs
+    such as (127.0.0.0/8, "local") and (192.0.2.255/32, "broadcast")."""
+
+    routes: tuple[tuple[int, Interval, str], ...]
+
+    def addresses(self, version: int, wanted: frozenset[str]) -> tuple[Interval, ...]:
+        """The addresses whose type (longest-prefix match in the local table; an IPv4
+        address not in it is `unicast`) is one of `wanted`."""
+        size = 32 if version == 4 else 128
+        top = (1 << size) - 1
+        # Paint shorter prefixes first, so longer ones (more specific) win.
+        painted: list[tuple[int, int, str]] = []
+        if version == 4:
+            painted = [(0, top, "unicast")]
+        routes = sorted(
+            (r for r in self.routes if r[0] == version), key=lambda r: r[1][1] - r[1][0], reverse=True
+        )
+        fixed = []
+        if version == 4:
+            fixed = [
+                ((0, 0x00FFFFFF), "broadcast"),
+                ((0xE0000000, 0xEFFFFFFF), "multicast"),
+                ((top, top), "broadcast"),
+            ]
+        for (lo, hi), kind in [*((iv, kind) for _, iv, kind in routes), *fixed]:
+            out: list[tuple[int, int, str]] = []
+            for a, b, k in painted:
+                if b < lo or a > hi:
+                    out.append((a, b, k))
+                    continue
+                if a < lo:
+                    out.append((a, lo - 1, k))
+                if b > hi:
+                    out.append((hi + 1, b, k))
+            out.append((lo, hi, kind))
+            painted = sorted(out)
+        return normalize([(a, b) for a, b, k in painted if k in wanted])
+
+
+# addrtype's type names (iptables spells them in capitals).
+_ADDRTYPES = (
+    "UNSPEC",
+    "UNICAST",
+    "LOCAL",
+    "BROADCAST",
+    "ANYCAST",
+    "MULTICAST",
+    "BLACKHOLE",
+    "UNREACHABLE",
+    "PROHIBIT",
+    "THROW",
+    "NAT",
+    "XRESOLVE",
+)
+# ip6t_ipv6header's header names and bits (a plain packet's headers are just `proto`).
+_V6HEADERS = {
+    "hop": 1,
+    "hop-by-hop": 1,
+    "0": 1,
+    "dst": 2,
+    "ipv6-opts": 2,
+    "60": 2,
+    "route": 4,
+    "ipv6-route": 4,
+    "43": 4,
+    "frag": 8,
+    "ipv6-frag": 8,
+    "44": 8,
+    "auth": 16,
+    "ah": 16,
+    "51": 16,
+    "esp": 32,
+    "50": 32,
+    "none": 64,
+    "ipv6-nonxt": 64,
+    "59": 64,
+    "prot": 128,
+    "proto": 128,
+    "protocol": 128,
+    "255": 128,
+}
+# Options of the transport matches iptables loads implicitly with `-p`: they may follow
+# any other module's options in a rule.
+_PROTO_OPTIONS = frozenset(
+    {
+        "--sport",
+        "--source-port",
+        "--dport",
+        "--destination-port",
+        "--tcp-flags",
+        "--syn",
+        "--tcp-option",
+        "--icmp-type",
+        "--icmpv6-type",
+    }
+)
+# Matches modelled option by option; any other module is read whole and classified.
+_MODELLED = frozenset(
+    {
+        "tcp",
+        "udp",
+        "udplite",
+        "sctp",
+        "dccp",
+        "multiport",
+        "conntrack",
+        "state",
+        "comment",
+        "icmp",
+        "icmp6",
+        "iprange",
+    }
+)
+_PORT_OPTIONS = {
+    "--sport": Field.SPORT,
+    "--source-port": Field.SPORT,
+    "--dport": Field.DPORT,
+    "--destination-port": Field.DPORT,
+    "--sports": Field.SPORT,
+    "--source-ports": Field.SPORT,
+    "--dports": Field.DPORT,
+    "--destination-ports": Field.DPORT,
+}
+_TCP_FLAG_NAMES = {
+    "FIN": 0x01,
+    "SYN": 0x02,
+    "RST": 0x04,
+    "PSH": 0x08,
+    "ACK": 0x10,
+    "URG": 0x20,
+    "ALL": 0x3F,
+    "NONE": 0,
 }
 
 
-def _ports(text: str) -> tuple[Interval, ...]:
+def _port(text: str, proto: tuple[int, ...], where: str) -> int:
+    if text.isascii() and text.isdigit():
+        value = int(text)
+    else:
+        name = IPPROTO_NAMES.get(proto[0], "tcp") if proto else "tcp"
+        try:
+            value = socket.getservbyname(text, name)
+        except (OSError, ValueError):
+            raise UsageError(
+                f"invalid port {text[:60]!r} at {where}: expected a number 0-65535 or a service name"
+            ) from None
+    if value > 65535:
+        raise UsageError(f"invalid port {text[:60]!r} at {where}: ports are 0-65535")
+    return value
+
+
+def _ports(text: str, proto: tuple[int, ...] = (), where: str = "") -> tuple[Interval, ...]:
     out: list[Interval] = []
     for part in text.split(","):
         lo, sep, hi = part.partition(":")
-        a = int(lo) if lo else 0
-        b = (int(hi) if hi else 65535) if sep else a
-        out.append((a, b))
+        a = _port(lo, proto, where) if lo else 0
+        b = (_port(hi, proto, where) if hi else 65535) if sep else a
+        out.append((min(a, b), max(a, b)))
     return normalize(out)
 
 
@@ -102,21 +409,62 @@ def _addresses(text: str, version: int) -> tuple[Interval, ...]:
     return normalize(out)
 
 
+def _range(text: str, version: int) -> tuple[Interval, ...]:
+    """`--src-range 10.0.0.1-10.0.0.9` (one address is a range of one)."""
+    lo, _, hi = text.partition("-")
+    v1, a = address_interval(lo)
+    v2, b = address_interval(hi or lo)
+    if v1 != version or v2 != version:
+        raise UsageError(f"invalid address range {text[:60]!r} in an IPv{version} ruleset")
+    return normalize([(a[0], b[1])])
+
+
+@dataclass
+class _Module:
+    """A match module read whole: its name and options as (negated, option, values)."""
+
+    name: str
+    options: list[tuple[bool, str, list[str]]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        out = ["-m", self.name]
+        for neg, opt, values in self.options:
+            out += [*(["!"] if neg else []), opt, *values]
+        return " ".join(shlex.quote(x) if x != "!" else x for x in out)
+
+    def get(self, option: str) -> tuple[bool, list[str]] | None:
+        for neg, opt, values in self.options:
+            if opt == option:
+                return neg, values
+        return None
+
+
 class _RuleParser:
     """Parse the arguments of one `-A CHAIN ...` line."""
 
-    def __init__(self, args: list[str], version: int, where: str, notes: list[str], chains: set[str]) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        version: int,
+        where: str,
+        notes: list[str],
+        chains: set[str],
+        addrtypes: AddressTypes | None = None,
+    ) -> None:
         self.args = args
         self.chains = chains
         self.i = 0
         self.version = version
         self.where = where
         self.notes = notes
+        self.addrtypes = addrtypes
         self.matches: list[Match] = []
         self.proto: tuple[int, ...] = ()
         self.fields: dict[str, Any] = {"action": Action.CONTINUE}
         self.module = ""
-        self.opaque_module: list[str] = []
+        self.whole: _Module | None = None
+        self.target_seen = False
 
     def take(self) -> str:
         if self.i >= len(self.args):
@@ -124,6 +472,13 @@ class _RuleParser:
         v = self.args[self.i]
         self.i += 1
         return v
+
+    def values(self) -> list[str]:
+        """The values of an option read greedily: every argument up to the next option."""
+        out = []
+        while self.i < len(self.args) and not self.args[self.i].startswith("-") and self.args[self.i] != "!":
+            out.append(self.take())
+        return out
 
     def parse(self) -> Rule:
         negate = False
@@ -134,30 +489,48 @@ class _RuleParser:
                 continue
             self.option(a, negate)
             negate = False
-        self.flush_opaque()
+        self.flush_module()
         return Rule(matches=tuple(self.matches), **self.fields)
 
-    def flush_opaque(self) -> None:
-        if self.opaque_module:
-            text = " ".join(self.opaque_module)
-            holds, why = assume_opaque(text)
-            # negate=True on an opaque match means "assumed not to match".
-            self.matches.append(Match(Field.OPAQUE, text=text, negate=not holds))
-            self.notes.append(
-                f"{self.where}: match '{text}' is not modelled; assumed to "
-                f"{'match' if holds else 'not match'} ({why})"
-            )
-            self.opaque_module = []
+    # --- matches read whole ---
+
+    def flush_module(self) -> None:
+        mod, self.whole = self.whole, None
+        if mod is None:
+            return
+        for m in _classify(mod, self.version, self.proto, self.addrtypes, self.where):
+            self.matches.append(m)
+            if m.field is Field.OPAQUE:
+                if m.plain is not None:
+                    self.notes.append(
+                        f"{self.where}: match '{m.text}' is {'true' if m.plain else 'false'} for every "
+                        "packet portkit models (no IP extension headers, no IPsec)"
+                    )
+                else:
+                    holds, why = assume_opaque(mod, self.version)
+                    self.notes.append(
+                        f"{self.where}: match '{m.text}' is not modelled: undecided (both outcomes are "
+                        f"followed; the first branch assumes it {'holds' if holds else 'does not'}: {why})"
+                    )
+
+    def unknown(self, text: str, *, protos: tuple[int, ...] = ()) -> None:
+        """An option portkit does not model: undecided, never dropped."""
+        holds, why = assume_opaque(_Module(text.split()[1] if text.startswith("-m ") else ""), self.version)
+        self.matches.append(Match(Field.OPAQUE, text=text, negate=not holds, protos=protos))
+        self.notes.append(f"{self.where}: match '{text}' is not modelled: undecided ({why})")
+
+    # --- options ---
 
     def option(self, a: str, negate: bool) -> None:
-        v6 = self.version == 6
         if a in ("-p", "--protocol"):
-            name = self.take().lower()
-            num = int(name) if name.isdigit() else IPPROTO.get(name)
-            if name == "all":
+            raw = self.take()
+            num = parse_ip_protocol(raw, self.where)
+            if num == 0:
+                if negate:
+                    raise UsageError(
+                        f"invalid iptables rule at {self.where}: '! -p {raw[:20]}' would never match"
+                    )
                 return
-            if num is None:
-                raise UsageError(f"invalid protocol {name!r} at {self.where}")
             self.proto = (num,)
             self.matches.append(Match(Field.L4PROTO, ((num, num),), negate=negate))
         elif a in ("-s", "--source", "-d", "--destination"):
@@ -171,87 +544,163 @@ class _RuleParser:
             self.matches.append(
                 Match(fld, names=(name[:-1] + "*" if name.endswith("+") else name,), negate=negate)
             )
-        elif a == "-m" or a == "--match":
-            self.flush_opaque()
+        elif a in ("-f", "--fragment"):
+            # Later fragments of a datagram; a modelled packet is a whole one.
+            text = f"{'! ' if negate else ''}-f"
+            self.matches.append(Match(Field.OPAQUE, text=text, negate=not negate, family=4, plain=negate))
+        elif a in ("-m", "--match"):
+            self.flush_module()
             self.module = self.take()
-            if self.module not in (
-                "tcp",
-                "udp",
-                "sctp",
-                "multiport",
-                "conntrack",
-                "state",
-                "comment",
-                "icmp",
-                "icmp6",
-                "iprange",
-            ):
-                self.opaque_module = ["-m", self.module]
+            if self.module not in _MODELLED:
+                self.whole = _Module(self.module)
         elif a in ("-j", "--jump", "-g", "--goto"):
-            self.flush_opaque()
+            self.flush_module()
+            self.target_seen = True
             self.target(self.take(), goto=a in ("-g", "--goto"))
-        elif self.opaque_module and a.startswith("--"):
-            self.opaque_module.append(("! " if negate else "") + a)
-            while (
-                self.i < len(self.args) and not self.args[self.i].startswith("-") and self.args[self.i] != "!"
-            ):
-                self.opaque_module.append(self.take())
-        elif a in (
-            "--dport",
-            "--destination-port",
-            "--sport",
-            "--source-port",
-            "--dports",
-            "--sports",
-            "--destination-ports",
-            "--source-ports",
-        ):
-            fld = Field.SPORT if "sport" in a or "source" in a else Field.DPORT
-            self.matches.append(Match(fld, _ports(self.take()), negate=negate, protos=self.proto))
-        elif a in ("--ctstate", "--state"):
-            states = tuple(_STATES[s] for s in self.take().split(",") if s in _STATES)
-            self.matches.append(Match(Field.CT_STATE, names=states, negate=negate))
-        elif a in ("--icmp-type", "--icmpv6-type"):
-            raw = self.take()
-            typ, _, code = raw.partition("/")
-            table = ICMPV6_TYPES if v6 else ICMP_TYPES
-            alias = {
-                "echo-request": "echo-request",
-                "ping": "echo-request",
-                "pong": "echo-reply",
-                "neighbour-solicitation": "nd-neighbor-solicit",
-                "neighbor-solicitation": "nd-neighbor-solicit",
-                "neighbor-advertisement": "nd-neighbor-advert",
-                "neighbour-advertisement": "nd-neighbor-advert",
-                "router-solicitation": "nd-router-solicit" if v6 else "router-solicitation",
-                "router-advertisement": "nd-router-advert" if v6 else "router-advertisement",
-            }
-            typ = alias.get(typ, typ)
-            if typ == "any":
-                return
-            num = int(typ) if typ.isdigit() else table.get(typ)
-            fam = 6 if v6 else 4
-            proto = (58,) if v6 else (1,)
-            if num is None:
-                self.matches.append(Match(Field.OPAQUE, text=f"--icmp-type {raw}"))
-                self.notes.append(f"{self.where}: ICMP type {raw!r} is not modelled; assumed to match")
-                return
+        elif a in ("-c", "--set-counters"):
+            self.take()
+            self.take()
+        elif self.target_seen:
+            self.target_option(a)
+        elif a in _PROTO_OPTIONS or (self.whole is None and self.module in _MODELLED):
+            self.modelled_option(a, negate)
+        elif self.whole is not None:
+            self.whole.options.append((negate, a, self.values()))
+        else:
+            self.unknown(" ".join([*(["!"] if negate else []), a, *self.values()]))
+
+    def modelled_option(self, a: str, negate: bool) -> None:
+        if a in _PORT_OPTIONS:
             self.matches.append(
-                Match(Field.ICMP_TYPE, ((num, num),), negate=negate, family=fam, protos=proto)
-            )
-            if code:
-                c = int(code)
-                self.matches.append(
-                    Match(Field.ICMP_CODE, ((c, c),), negate=negate, family=fam, protos=proto)
+                Match(
+                    _PORT_OPTIONS[a],
+                    _ports(self.take(), self.proto, self.where),
+                    negate=negate,
+                    protos=self.proto,
                 )
+            )
+        elif a == "--ports":
+            # multiport: the source or the destination port is one of them.
+            ports = _ports(self.take(), self.proto, self.where)
+            anyport: Interval = (0, 65535)
+            parts = (Match(Field.SPORT, protos=self.proto), Match(Field.DPORT, protos=self.proto))
+            elements = tuple((r, anyport) for r in ports) + tuple((anyport, r) for r in ports)
+            self.matches.append(
+                Match(Field.CONCAT, negate=negate, parts=parts, elements=elements, protos=self.proto)
+            )
+        elif a in ("--tcp-flags", "--syn"):
+            if a == "--syn":
+                mask, comp = 0x17, 0x02
+            else:
+                mask, comp = self.flags(self.take()), self.flags(self.take())
+            self.matches.append(
+                Match(Field.TCP_FLAGS, ((mask, comp),), negate=negate, protos=(6,), exact=True)
+            )
+        elif a in ("--icmp-type", "--icmpv6-type"):
+            self.icmp(self.take(), negate)
+        elif a in ("--ctstate", "--state"):
+            self.states(a, self.take(), negate)
+        elif a == "--ctstatus":
+            self.ctstatus(self.take(), negate)
         elif a in ("--src-range", "--dst-range"):
             fld = Field.SADDR if a == "--src-range" else Field.DADDR
             self.matches.append(
-                Match(fld, _addresses(self.take(), self.version), negate=negate, family=self.version)
+                Match(fld, _range(self.take(), self.version), negate=negate, family=self.version)
             )
         elif a == "--comment":
             self.fields["comment"] = self.take()
-        elif a == "--reject-with":
+        else:
+            # Another option of a modelled module (`--tcp-option`, `--chunk-types`,
+            # `--ctorigdst`...): undecided, with the module's protocol dependency.
+            module = self.module or "tcp"
+            text = " ".join(
+                ["-m", module, *(["!"] if negate else []), a, *(shlex.quote(v) for v in self.values())]
+            )
+            protos = self.proto if module in ("tcp", "udp", "udplite", "sctp", "dccp", "multiport") else ()
+            if a == "--tcp-option":
+                protos = (6,)
+            self.unknown(text, protos=protos)
+
+    def flags(self, text: str) -> int:
+        bits = 0
+        for name in text.upper().split(","):
+            if name not in _TCP_FLAG_NAMES:
+                raise UsageError(
+                    f"invalid TCP flag {name[:20]!r} at {self.where}: "
+                    "expected FIN, SYN, RST, PSH, ACK, URG, ALL or NONE"
+                )
+            bits |= _TCP_FLAG_NAMES[name]
+        return bits
+
+    def icmp(self, raw: str, negate: bool) -> None:
+        typ, lo, hi = parse_icmp_type(raw, self.version, self.where)
+        fam = self.version
+        proto = (58,) if fam == 6 else (1,)
+        if fam == 4 and typ == 0xFF:  # any
+            self.matches.append(Match(Field.ICMP_TYPE, ((0, 255),), negate=negate, family=fam, protos=proto))
+            return
+        if (lo, hi) == (0, 255):
+            self.matches.append(
+                Match(Field.ICMP_TYPE, ((typ, typ),), negate=negate, family=fam, protos=proto)
+            )
+            return
+        if not negate:
+            self.matches.append(Match(Field.ICMP_TYPE, ((typ, typ),), family=fam, protos=proto))
+            self.matches.append(Match(Field.ICMP_CODE, ((lo, hi),), family=fam, protos=proto))
+            return
+        # `! --icmp-type 3/1` negates the pair: any other type, or type 3 with another code.
+        parts = (
+            Match(Field.ICMP_TYPE, family=fam, protos=proto),
+            Match(Field.ICMP_CODE, family=fam, protos=proto),
+        )
+        self.matches.append(
+            Match(
+                Field.CONCAT,
+                negate=True,
+                parts=parts,
+                elements=(((typ, typ), (lo, hi)),),
+                family=fam,
+                protos=proto,
+            )
+        )
+
+    def states(self, option: str, raw: str, negate: bool) -> None:
+        names = [s.upper() for s in raw.split(",")]
+        allowed = _STATES + (tuple(_NAT_STATES) if option == "--ctstate" else ())
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            raise UsageError(
+                f"invalid conntrack state {bad[0][:30]!r} at {self.where}: expected {', '.join(allowed)}"
+            )
+        plain = [n.lower() for n in names if n in _STATES]
+        nat = [_NAT_STATES[n] for n in names if n in _NAT_STATES]
+        if plain and nat:
+            # Either a state or a NAT bit: one match cannot say that; undecided.
+            self.unknown(f"-m conntrack {'! ' if negate else ''}--ctstate {raw}")
+        elif nat:
+            self.matches.append(Match(Field.CT_STATUS, names=tuple(nat), negate=negate))
+        else:
+            self.matches.append(Match(Field.CT_STATE, names=tuple(plain), negate=negate))
+
+    def ctstatus(self, raw: str, negate: bool) -> None:
+        names = [s.upper() for s in raw.split(",")]
+        bad = [n for n in names if n not in _CT_STATUS]
+        if bad:
+            raise UsageError(
+                f"invalid conntrack status {bad[0][:30]!r} at {self.where}: expected {', '.join(_CT_STATUS)}"
+            )
+        bits = tuple(_CT_STATUS[n] for n in names if _CT_STATUS[n])
+        if not bits:  # NONE alone: an empty mask, which no connection has any bit of
+            text = f"-m conntrack {'! ' if negate else ''}--ctstatus {raw}"
+            self.matches.append(Match(Field.OPAQUE, text=text, negate=not negate, plain=negate))
+            return
+        self.matches.append(Match(Field.CT_STATUS, names=bits, negate=negate))
+
+    # --- target ---
+
+    def target_option(self, a: str) -> None:
+        v6 = self.version == 6
+        if a == "--reject-with":
             kind = self.take()
             rt, code = _REJECT_IN.get(kind, (RejectType.ICMPV6 if v6 else RejectType.ICMP, kind))
             self.fields["reject"] = Reject(rt, code)
@@ -259,24 +708,9 @@ class _RuleParser:
             self.fields["nat"] = _nat_target(self.take(), a == "--to-ports")
         elif a == "--log-prefix":
             self.fields["log"] = self.take().strip()
-        elif a in (
-            "--log-level",
-            "--log-tcp-options",
-            "--log-ip-options",
-            "--log-uid",
-            "--random",
-            "--persistent",
-            "--fully-random",
-            "--log-tcp-sequence",
-        ):
-            if self.i < len(self.args) and not self.args[self.i].startswith("-"):
-                self.take()
-        elif a in ("-c", "--set-counters"):
-            self.take()
-            self.take()
         else:
-            # An option of a target or match portkit does not model (e.g. --set-mark): keep it.
-            value = self.take() if self.i < len(self.args) and not self.args[self.i].startswith("-") else ""
+            # An option of a target portkit does not model (`--set-mark`): kept as text.
+            value = " ".join(self.values())
             self.fields["opaque"] = (*self.fields.get("opaque", ()), f"{a} {value}".strip())
 
     def target(self, name: str, *, goto: bool) -> None:
@@ -309,29 +743,127 @@ class _RuleParser:
             self.fields["target"] = name
 
 
-# What an ordinary packet does with a match portkit cannot evaluate: (matches?, why).
-_ASSUMPTIONS: tuple[tuple[str, bool, str], ...] = (
-    ("-m addrtype --dst-type LOCAL", True, "traffic for this host is addressed to a local address"),
-    ("-m addrtype ! --dst-type LOCAL", False, "traffic for this host is addressed to a local address"),
-    ("-m addrtype", False, "an ordinary unicast packet is not broadcast, multicast or otherwise special"),
-    ("-m limit", True, "below the rate limit"),
-    ("-m hashlimit", True, "below the rate limit"),
-    ("-m rt", False, "ordinary packets carry no routing header"),
-    ("-m hl", False, "ordinary packets do not have that hop limit"),
-    ("-m ttl", False, "ordinary packets do not have that TTL"),
-    ("-m recent --set", True, "--set only records the source"),
-    ("-m recent", False, "the source is not in the recent list"),
-    ("-m mark", False, "packets are not marked"),
-    ("-m connmark", False, "connections are not marked"),
-    ("-m set", False, "the address is not in the ipset"),
+def _opaque(mod: _Module, version: int, **kw: Any) -> Match:
+    holds, _ = assume_opaque(mod, version)
+    return Match(Field.OPAQUE, text=mod.text, negate=not holds, **kw)
+
+
+def _classify(
+    mod: _Module, version: int, proto: tuple[int, ...], addrtypes: AddressTypes | None, where: str
+) -> list[Match]:
+    """The matches a module read whole stands for: exact where the kernel's answer for a
+    modelled packet is known, otherwise one undecided opaque match."""
+    name = mod.name
+    if name in ("frag", "hbh", "dst", "rt") or (name == "ah" and version == 6):
+        # IPv6 extension headers: a modelled packet has none; the kernel's match needs one.
+        return [_opaque(mod, version, family=6 if version == 6 else 0, plain=False)]
+    if name in ("ah", "esp", "mh"):
+        # The header of protocol AH/ESP/MH itself (iptables requires `-p` to say so).
+        num = {"ah": 51, "esp": 50, "mh": 135}[name]
+        return [_opaque(mod, version, protos=(num,))]
+    if name == "policy":
+        direction = mod.get("--dir")
+        pol = mod.get("--pol")
+        if direction and direction[1][:1] == ["in"] and pol and pol[1][:1] in (["none"], ["ipsec"]):
+            # Inbound: a modelled packet was not decapsulated from IPsec (no secpath).
+            none = pol[1][0] == "none"
+            return [_opaque(mod, version, plain=none)]
+        return [_opaque(mod, version)]
+    if name == "ipv6header":
+        header = mod.get("--header")
+        if header is None:
+            return [_opaque(mod, version)]
+        bits = 0
+        for h in header[1][0].split(",") if header[1] else []:
+            if h.lower() not in _V6HEADERS:
+                raise UsageError(f"invalid IPv6 header name {h[:30]!r} at {where}")
+            bits |= _V6HEADERS[h.lower()]
+        seen = 128  # a modelled packet: the transport header right after the IPv6 header
+        inverted = header[0]
+        if mod.get("--soft") is not None:
+            value = (seen & bits) == 0 if inverted else (seen & bits) == bits
+        else:
+            value = (seen != bits) if inverted else (seen == bits)
+        return [_opaque(mod, version, family=6, plain=value)]
+    if name == "addrtype":
+        return _addrtype(mod, version, addrtypes, where)
+    if name == "recent":
+        got = mod.get("--set")
+        if got is not None and not any(o in ("--rcheck", "--update", "--remove") for _, o, _v in mod.options):
+            # --set records the source and always matches (`! --set` never does).
+            return [_opaque(mod, version, plain=not got[0])]
+    if name == "tcpmss":
+        return [_opaque(mod, version, protos=(6,))]
+    return [_opaque(mod, version)]
+
+
+def _addrtype(mod: _Module, version: int, addrtypes: AddressTypes | None, where: str) -> list[Match]:
+    if any(o.startswith("--limit-iface") for _, o, _v in mod.options):
+        return [_opaque(mod, version)]
+    out: list[Match] = []
+    for neg, opt, values in mod.options:
+        if opt not in ("--src-type", "--dst-type") or len(values) != 1:
+            return [_opaque(mod, version)]
+        types = frozenset(t.upper() for t in values[0].split(","))
+        bad = sorted(types - set(_ADDRTYPES))
+        if bad:
+            raise UsageError(
+                f"invalid address type {bad[0][:30]!r} at {where}: expected one of {', '.join(_ADDRTYPES)}"
+            )
+        fld = Field.SADDR if opt == "--src-type" else Field.DADDR
+        if types == {"MULTICAST"}:
+            net = "224.0.0.0/4" if version == 4 else "ff00::/8"
+            out.append(Match(fld, (address_interval(net)[1],), negate=neg, family=version))
+        elif addrtypes is not None and (version == 4 or types == {"LOCAL"}):
+            # IPv4: the type of the address's longest match in the local table; IPv6
+            # (LOCAL only): a local or anycast route.
+            kinds = frozenset(t.lower() for t in types)
+            if version == 6:
+                kinds = frozenset({"local", "anycast"})
+            out.append(Match(fld, addrtypes.addresses(version, kinds), negate=neg, family=version))
+        else:
+            return [_opaque(mod, version)]
+    return out
+
+
+# The first branch's assumption for a match that stays undecided: (module, option, holds?, why),
+# an empty option matching any; `holds` flips when the option is negated.
+_ASSUMPTIONS: tuple[tuple[str, str, bool, str], ...] = (
+    ("addrtype", "--dst-type LOCAL", True, "traffic for this host is addressed to a local address"),
+    ("addrtype", "", False, "an ordinary unicast packet is not broadcast, multicast or otherwise special"),
+    ("limit", "", True, "below the rate limit"),
+    ("hashlimit", "--hashlimit-above", False, "below the rate limit"),
+    ("hashlimit", "", True, "below the rate limit"),
+    ("connlimit", "--connlimit-above", False, "below the connection limit"),
+    ("connlimit", "", True, "below the connection limit"),
+    ("hl", "", False, "ordinary packets do not have that hop limit"),
+    ("ttl", "", False, "ordinary packets do not have that TTL"),
+    ("recent", "--set", True, "--set only records the source"),
+    ("recent", "", False, "the source is not in the recent list"),
+    ("mark", "", False, "packets are not marked"),
+    ("connmark", "", False, "connections are not marked"),
+    ("set", "", False, "the address is not in the ipset"),
+    ("owner", "", False, "the socket is not that owner's"),
+    ("physdev", "", False, "the packet was not bridged"),
+    ("policy", "--pol none", True, "no IPsec policy applies"),
+    ("policy", "", False, "no IPsec policy applies"),
+    ("pkttype", "--pkt-type unicast", True, "an ordinary packet is unicast"),
+    ("pkttype", "", False, "an ordinary packet is unicast"),
 )
 
 
-def assume_opaque(text: str) -> tuple[bool, str]:
-    """Whether an ordinary packet would satisfy a match portkit cannot evaluate, and why."""
-    for prefix, holds, why in _ASSUMPTIONS:
-        if text.startswith(prefix):
+def assume_opaque(mod: _Module, version: int) -> tuple[bool, str]:
+    """What the first branch takes an undecided match to be, and why."""
+    del version
+    for module, option, holds, why in _ASSUMPTIONS:
+        if module != mod.name:
+            continue
+        if not option:
             return holds, why
+        opt, _, value = option.partition(" ")
+        got = mod.get(opt)
+        if got is not None and (not value or (got[1] and got[1][0].upper() == value.upper())):
+            return holds != got[0], why
     return True, "unknown match; the verdict may differ"
 
 
@@ -347,8 +879,13 @@ def _nat_target(text: str, ports_only: bool) -> NatTarget:
     return NatTarget(text.split("-")[0], None)
 
 
-def import_iptables_save(text: str, *, version: int = 4, source: str = "iptables-save") -> Ruleset:
-    """Build the model from `iptables-save` (version=4) or `ip6tables-save` (version=6) text."""
+def import_iptables_save(
+    text: str, *, version: int = 4, source: str = "iptables-save", addrtypes: AddressTypes | None = None
+) -> Ruleset:
+    """Build the model from `iptables-save` (version=4) or `ip6tables-save` (version=6) text.
+
+    `addrtypes` (the host's local routing table) lets `-m addrtype` be decided as the kernel
+    decides it; without it, types other than MULTICAST are undecided."""
     family = Family.IP if version == 4 else Family.IP6
     tables: list[Table] = []
     notes: list[str] = []
@@ -406,7 +943,7 @@ def import_iptables_save(text: str, *, version: int = 4, source: str = "iptables
                 }
                 order.append(chain)
             try:
-                rule = _RuleParser(args[2:], version, where, notes, user_chains).parse()
+                rule = _RuleParser(args[2:], version, where, notes, user_chains, addrtypes).parse()
             except (ValueError, KeyError) as exc:
                 if isinstance(exc, UsageError):
                     raise

@@ -6,6 +6,7 @@ throwaway network namespace, so portkit reads exactly what the kernel would load
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -13,10 +14,14 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portkit.errors import PermissionNeeded, PortkitError, UsageError
 from portkit.firewall._model import Field, Ruleset, Table
 from portkit.model.endpoints import IPAddress
+
+if TYPE_CHECKING:
+    from portkit.firewall._iptables import AddressTypes
 
 _NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -79,11 +84,12 @@ def read_live(netns: str | None = None) -> Ruleset:
     if not opaque:
         return ruleset
     replaced: dict[tuple[str, str], Table] = {}
+    addrtypes = address_types(netns)
     for tool, version in (("iptables-save", 4), ("ip6tables-save", 6)):
         proc = run_tool([tool], netns=netns)
         if proc.returncode != 0:
             continue
-        decoded = import_iptables_save(proc.stdout, version=version, source=tool)
+        decoded = import_iptables_save(proc.stdout, version=version, source=tool, addrtypes=addrtypes)
         for t in decoded.tables:
             replaced[(t.family.value, t.name)] = t
     tables = []
@@ -178,6 +184,39 @@ def local_addresses(netns: str | None = None) -> frozenset[str]:
     except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired):
         return frozenset()
     return frozenset(a["local"] for link in data for a in link.get("addr_info", []) if "local" in a)
+
+
+def address_types(netns: str | None = None) -> AddressTypes | None:
+    """The host's (or the netns's) local routing table, which `-m addrtype` reads; None when
+    it cannot be read."""
+    from portkit.firewall._iptables import AddressTypes
+
+    routes: list[tuple[int, tuple[int, int], str]] = []
+    for flag, version in (("-4", 4), ("-6", 6)):
+        try:
+            proc = subprocess.run(
+                [*_prefix(netns), "ip", flag, "-j", "route", "show", "table", "local"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+            data = json.loads(proc.stdout or "[]") if proc.returncode == 0 else None
+        except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired):
+            data = None
+        if not isinstance(data, list):
+            return None
+        for route in data:
+            dst = str(route.get("dst", ""))
+            if dst == "default":
+                dst = "0.0.0.0/0" if version == 4 else "::/0"
+            try:
+                net = ipaddress.ip_network(dst, strict=False)
+            except ValueError:
+                continue
+            kind = str(route.get("type", "unicast"))
+            routes.append((version, (int(net.network_address), int(net.broadcast_address)), kind))
+    return AddressTypes(tuple(routes))
 
 
 def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str | None]:
