@@ -239,3 +239,230 @@ def test_extension_header_and_ipsec_matches_v6(lab: lab_mod.Lab) -> None:
         "connected+accepted", "connected+accepted", "connected+accepted",
         "ECONNREFUSED", "ECONNREFUSED", "silence",
     ]  # fmt: skip
+
+
+# --- 3. other matches ------------------------------------------------------------------------
+
+MATCHES_V4 = """\
+*nat
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -d 10.66.0.4 -p tcp --dport 2010 -j DNAT --to-destination 10.66.0.2
+COMMIT
+*filter
+:INPUT DROP [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -m conntrack --ctstate DNAT -j ACCEPT
+-A INPUT -m conntrack --ctstatus ASSURED,SEEN_REPLY -j ACCEPT
+-A INPUT -m state --state INVALID -j DROP
+-A INPUT -p tcp -m multiport --ports 2000,2001:2002 -j ACCEPT
+-A INPUT -p tcp ! --syn --dport 2003 -j ACCEPT
+-A INPUT -p tcp --tcp-flags ALL NONE -j ACCEPT
+-A INPUT -p tcp --tcp-flags SYN,ACK,FIN,RST SYN --dport 2004 -j ACCEPT
+-A INPUT -p udp -m addrtype --dst-type MULTICAST -j ACCEPT
+-A INPUT -p tcp --dport 2005 -m addrtype --dst-type LOCAL -j ACCEPT
+-A INPUT -p tcp --dport 2006 -m addrtype --src-type LOCAL -j ACCEPT
+-A INPUT -p tcp --dport 2006 -m addrtype --dst-type UNICAST,BROADCAST -j ACCEPT
+-A INPUT -p tcp -m iprange --src-range 10.66.0.3-10.66.0.3 --dport 2007 -j ACCEPT
+-A INPUT -p tcp -m comment --comment "a comment" --dport 2008 -j ACCEPT
+-A INPUT -p icmp ! --icmp-type 3/1 -j ACCEPT
+-A INPUT -p tcp --dport 2009 -m mark --mark 0x0/0xff -j ACCEPT
+-A INPUT -p tcp --dport 2011 -m recent --set --name pkt-iptimport -j ACCEPT
+-A INPUT -p tcp -j REJECT --reject-with tcp-reset
+COMMIT
+"""
+
+
+def test_modelled_matches_against_the_kernel(lab: lab_mod.Lab) -> None:
+    src, src3, dst, dst4 = "10.66.0.1", "10.66.0.3", "10.66.0.2", "10.66.0.4"
+    ports = (2000, 2001, 2002, 2003, 2004, 2005, 2006, 2007, 2008, 2009, 2011)
+    probes = [_tcp(src, k, dst, p) for k, p in enumerate(ports)]
+    probes += [_tcp(src3, 20, dst, 2007), _tcp(src, 21, dst4, 2010), _tcp(src, 22, dst, 2010)]
+    got = _check(lab, MATCHES_V4, 4, probes)
+    ok, refused = "connected+accepted", "ECONNREFUSED"
+    assert [o for o, _ in got["live"]] == [
+        ok, ok, ok, refused, ok, ok, refused, refused, ok, ok, ok, ok, ok, refused,
+    ]  # fmt: skip
+    undecided = {"live": {9}, "file": {5, 6, 9}}  # mark; addrtype from a file
+    for reader, results in got.items():
+        unsure = {i for i, (_, sure) in enumerate(results) if not sure}
+        assert unsure == undecided[reader], (reader, results)
+
+
+# Matches portkit does not model: whatever the kernel does must be one of portkit's outcomes
+# (never assumed to hold), or portkit must be right and certain (a value known for every
+# modelled packet, or false by protocol).
+UNMODELLED_V4 = [
+    "-m limit --limit 1/sec",
+    "-m hashlimit --hashlimit-above 1/sec --hashlimit-name pkia",
+    "-m hashlimit --hashlimit-upto 100/sec --hashlimit-name pkiu",
+    "-m recent --rcheck --name pkir --seconds 60",
+    "-m recent ! --rcheck --name pkir2 --seconds 60",
+    "-m mark --mark 0x1",
+    "-m mark ! --mark 0x1",
+    "-m connmark --mark 0x0",
+    "-m pkttype --pkt-type unicast",
+    "-m pkttype --pkt-type broadcast",
+    "-m pkttype ! --pkt-type multicast",
+    "-m physdev --physdev-is-bridged",
+    "-m length --length 0:100",
+    "-m ttl --ttl-gt 10",
+    "-m string --string xyzzy --algo bm",
+    "-m tos --tos 0x10",
+    "-m dscp --dscp 0",
+    "-m ecn --ecn-tcp-cwr",
+    "-m connlimit --connlimit-above 100",
+    "-m tcpmss --mss 1000:1500",
+    "-m conntrack --ctproto tcp",
+    "-m conntrack --ctorigdst 10.66.0.2",
+    "-m conntrack --ctdir ORIGINAL",
+    "-m conntrack --ctstate NEW,DNAT",
+    "-m addrtype --dst-type LOCAL --limit-iface-in",
+    "-m helper --helper ftp",
+    "-m time --timestart 00:00 --timestop 23:59",
+    "-m u32 --u32 0>>22&0x3C@0>>16=2000",
+    "--tcp-option 2",
+    "-m policy --dir in --pol ipsec --strict --proto esp",
+]
+
+
+@pytest.mark.parametrize("match", UNMODELLED_V4)
+def test_unmodelled_matches_are_never_assumed_to_hold(lab: lab_mod.Lab, match: str) -> None:
+    text = (
+        "*filter\n:INPUT DROP [0:0]\n"
+        "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+        f"-A INPUT -p tcp --dport 2000 {match} -j ACCEPT\n"
+        "-A INPUT -p tcp -j REJECT --reject-with tcp-reset\nCOMMIT\n"
+    )
+    lab.flush()
+    if _restore(lab, text, 4).returncode != 0:
+        pytest.skip(f"this kernel or iptables cannot load {match!r}")
+    _check(lab, text, 4, [_tcp("10.66.0.1", 0, "10.66.0.2", 2000)])
+
+
+# --- spellings: accepted and refused as iptables-restore does, meaning what it saves -------
+
+ICMP_SPELLINGS = [
+    "echo-request", "ECHO-REQUEST", "echo-req", "ping", "pong", "any", "8", "0x8", "3/1", "3/0x1",
+    "destination-unreachable", "port-unreachable", "tos-host-unreachable", "time-exceeded",
+    "ttl-zero-during-reassembly", "network-redirect", "redirect", "router-advertisement",
+    "echo", "destination", "3:4", "256", "3/256", "nosuch", "", "8x",
+]  # fmt: skip
+ICMPV6_SPELLINGS = [
+    "echo-request", "ping", "neighbour-solicitation", "neighbor-solicitation", "neighbor-adv",
+    "mld-listener-query", "mld-listener-done", "mld-listener-reduction", "packet-too-big",
+    "no-route", "failed-policy", "bad-header", "1/3", "128", "135", "any", "echo", "nd", "300",
+]  # fmt: skip
+
+
+# Names newer iptables releases know and 1.8.9 refuses: portkit accepts them (their meaning
+# is the same in every release that has them).
+NEWER_ICMPV6_NAMES = {
+    "mld-listener-query",
+    "mld-listener-report",
+    "mld-listener-done",
+    "mld-listener-reduction",
+}
+
+
+def _icmp_values(rs: Ruleset, version: int) -> list[bool | None]:
+    from portkit.firewall import Packet
+    from portkit.firewall._eval import match_value
+
+    rule = next(r for t in rs.tables for c in t.chains for r in c.rules)
+    src = ipaddress.ip_address("10.66.0.1" if version == 4 else "fd66::1")
+    dst = ipaddress.ip_address("10.66.0.2" if version == 4 else "fd66::2")
+    proto = 1 if version == 4 else 58
+    out: list[bool | None] = []
+    for typ in (*range(0, 20), 128, 129, 130, 132, 133, 135, 136, 137, 255):
+        for code in range(0, 8):
+            p = Packet(proto, src, dst, icmp_type=typ, icmp_code=code)
+            values = [match_value(m, p) for m in rule.matches]
+            out.append(None if None in values else all(values))
+    return out
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_icmp_type_spellings_as_iptables_restore_reads_them(lab: lab_mod.Lab, version: int) -> None:
+    spellings = ICMP_SPELLINGS if version == 4 else ICMPV6_SPELLINGS
+    proto, option = ("icmp", "--icmp-type") if version == 4 else ("ipv6-icmp", "--icmpv6-type")
+    for spelling in spellings:
+        for neg in ("", "! "):
+            rule = f'-A INPUT -p {proto} {neg}{option} "{spelling}" -j ACCEPT'
+            text = f"*filter\n:INPUT ACCEPT [0:0]\n{rule}\nCOMMIT\n"
+            lab.flush()
+            kernel = _restore(lab, text, version)
+            try:
+                mine = import_iptables_save(text, version=version)
+            except UsageError as exc:
+                assert kernel.returncode != 0, f"{spelling!r}: iptables accepts it; portkit: {exc}"
+                continue
+            if kernel.returncode != 0 and version == 6 and spelling in NEWER_ICMPV6_NAMES:
+                continue
+            assert kernel.returncode == 0, f"{neg}{spelling!r}: iptables refuses it, portkit accepts it"
+            saved = import_iptables_save(_save(lab, version), version=version)
+            assert _icmp_values(mine, version) == _icmp_values(saved, version), f"{neg}{spelling!r}"
+
+
+REFUSALS = [
+    "-m conntrack --ctstate FOO",
+    "-m conntrack --ctstatus DNAT",
+    "-m state --state DNAT",
+    "-p tcp --tcp-flags SYN,FOO SYN",
+    "-m addrtype --dst-type NOSUCH",
+    "-p tcp --dport nosuchservice",
+    "-p tcp --dport 70000",
+]
+ACCEPTED = [
+    "-m conntrack --ctstate new,established",
+    "-m conntrack --ctstatus SEEN_REPLY,NONE",
+    "-m conntrack --ctstatus NONE",
+    "-p tcp --tcp-flags ALL NONE",
+    "-p tcp --dport ssh",
+    "-p tcp --dport 2000:",
+    "-m addrtype --dst-type local",
+]
+
+
+@pytest.mark.parametrize("match", REFUSALS + ACCEPTED)
+def test_match_spellings_refused_and_accepted_as_iptables_restore_does(lab: lab_mod.Lab, match: str) -> None:
+    text = f"*filter\n:INPUT ACCEPT [0:0]\n-A INPUT {match} -j ACCEPT\nCOMMIT\n"
+    lab.flush()
+    kernel = _restore(lab, text, 4)
+    try:
+        import_iptables_save(text, version=4)
+    except UsageError as exc:
+        assert kernel.returncode != 0, f"{match!r}: iptables accepts it; portkit: {exc}"
+        assert "\n" not in str(exc)
+        return
+    assert kernel.returncode == 0, (
+        f"{match!r}: iptables refuses it ({kernel.stderr.strip()}), portkit accepts it"
+    )
+
+
+ANY_ORDER_V4 = """\
+*filter
+:INPUT DROP [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -j LOG --log-prefix "pk " -m limit --limit 3/min --limit-burst 10
+-A INPUT -j REJECT --reject-with tcp-reset -p tcp --dport 2001 -m conntrack --ctstate NEW
+-A INPUT -j ACCEPT -p tcp -m multiport --dports 2000,2002 -m comment --comment "after the target"
+-A INPUT -p tcp -j REJECT --reject-with icmp-admin-prohibited
+COMMIT
+"""
+
+
+def test_options_after_the_target_as_iptables_reads_them(lab: lab_mod.Lab) -> None:
+    """iptables takes a rule's options in any order (ufw's rules put `-m limit` after `-j LOG`)."""
+    rs = import_iptables_save(ANY_ORDER_V4)
+    log_rule = rs.tables[0].chains[0].rules[1]
+    assert [m.text for m in log_rule.matches] == ["-m limit --limit 3/min --limit-burst 10"]
+    assert log_rule.log == "pk"
+    probes = [_tcp("10.66.0.1", k, "10.66.0.2", p) for k, p in enumerate((2000, 2001, 2002, 2003))]
+    got = _check(lab, ANY_ORDER_V4, 4, probes)
+    assert [o for o, sure in got["file"]] == [
+        "connected+accepted",
+        "ECONNREFUSED",
+        "connected+accepted",
+        "EHOSTUNREACH",
+    ]
+    assert all(sure for _, sure in got["file"])

@@ -334,6 +334,26 @@ _PROTO_OPTIONS = frozenset(
         "--icmpv6-type",
     }
 )
+# Options of the targets portkit reads (REJECT, NAT, LOG).
+_TARGET_OPTIONS = frozenset(
+    {
+        "--reject-with",
+        "--to-destination",
+        "--to-source",
+        "--to-ports",
+        "--to",
+        "--log-prefix",
+        "--log-level",
+        "--log-tcp-sequence",
+        "--log-tcp-options",
+        "--log-ip-options",
+        "--log-uid",
+        "--log-macdecode",
+        "--random",
+        "--random-fully",
+        "--persistent",
+    }
+)
 # Matches modelled option by option; any other module is read whole and classified.
 _MODELLED = frozenset(
     {
@@ -465,6 +485,7 @@ class _RuleParser:
         self.module = ""
         self.whole: _Module | None = None
         self.target_seen = False
+        self.in_target = False
 
     def take(self) -> str:
         if self.i >= len(self.args):
@@ -550,20 +571,26 @@ class _RuleParser:
             self.matches.append(Match(Field.OPAQUE, text=text, negate=not negate, family=4, plain=negate))
         elif a in ("-m", "--match"):
             self.flush_module()
+            self.in_target = False
             self.module = self.take()
             if self.module not in _MODELLED:
                 self.whole = _Module(self.module)
         elif a in ("-j", "--jump", "-g", "--goto"):
             self.flush_module()
-            self.target_seen = True
+            self.target_seen = self.in_target = True
             self.target(self.take(), goto=a in ("-g", "--goto"))
         elif a in ("-c", "--set-counters"):
             self.take()
             self.take()
-        elif self.target_seen:
+        elif self.target_seen and a in _TARGET_OPTIONS:
+            self.flush_module()
             self.target_option(a)
-        elif a in _PROTO_OPTIONS or (self.whole is None and self.module in _MODELLED):
+        elif a in _PROTO_OPTIONS or (self.whole is None and self.module in _MODELLED and not self.in_target):
             self.modelled_option(a, negate)
+        elif self.in_target:
+            # iptables takes options in any order (ufw writes `-j LOG --log-prefix P -m limit
+            # ...`): the others after -j are the target's until the next -m.
+            self.target_option(a)
         elif self.whole is not None:
             self.whole.options.append((negate, a, self.values()))
         else:
@@ -855,11 +882,16 @@ _ASSUMPTIONS: tuple[tuple[str, str, bool, str], ...] = (
 def assume_opaque(mod: _Module, version: int) -> tuple[bool, str]:
     """What the first branch takes an undecided match to be, and why."""
     del version
+    if mod.name in ("mark", "connmark") and mod.options and mod.options[0][2]:
+        # An unmarked packet (mark 0) matches `--mark VALUE/MASK` when VALUE is 0.
+        neg, _opt, values = mod.options[0]
+        mark = _c_uint(values[0].partition("/")[0], 0xFFFFFFFF)
+        return (mark == 0) != neg, "packets and connections are not marked"
     for module, option, holds, why in _ASSUMPTIONS:
         if module != mod.name:
             continue
         if not option:
-            return holds, why
+            return holds != (bool(mod.options) and mod.options[0][0]), why
         opt, _, value = option.partition(" ")
         got = mod.get(opt)
         if got is not None and (not value or (got[1] and got[1][0].upper() == value.upper())):
