@@ -23,7 +23,17 @@ import pytest
 
 import fixtures_firewall as lab_mod
 from portkit.errors import UsageError
-from portkit.firewall import CtState, Decision, Direction, Field, Ruleset, evaluate, import_iptables_save
+from portkit.firewall import (
+    CtState,
+    Decision,
+    Direction,
+    Field,
+    Packet,
+    Ruleset,
+    evaluate,
+    import_iptables_save,
+    load_file,
+)
 from portkit.firewall._eval import ANSWER_ERRNO, Outcome
 from portkit.firewall._live import local_addresses, read_live
 
@@ -466,3 +476,74 @@ def test_options_after_the_target_as_iptables_reads_them(lab: lab_mod.Lab) -> No
         "EHOSTUNREACH",
     ]
     assert all(sure for _, sure in got["file"])
+
+
+# --- 4. ufw: the default policies of the directory read, never the host's ---------------------
+
+UFW_CORPUS = Path(__file__).resolve().parent / "corpus" / "firewall" / "ufw-default"
+
+
+def _ufw_tree(root: Path, input_policy: str | None) -> Path:
+    """root/etc/ufw (the corpus rules) and, unless None, root/etc/default/ufw."""
+    etc = root / "etc"
+    (etc / "ufw").mkdir(parents=True)
+    for f in UFW_CORPUS.iterdir():
+        (etc / "ufw" / f.name).write_text(f.read_text())
+    (etc / "ufw" / "sysctl.conf").write_text("")
+    (etc / "ufw" / "ufw.conf").write_text("ENABLED=yes\nLOGLEVEL=low\n")
+    if input_policy is not None:
+        (etc / "default").mkdir()
+        (etc / "default" / "ufw").write_text(
+            f'IPV6=yes\nDEFAULT_INPUT_POLICY="{input_policy}"\nDEFAULT_OUTPUT_POLICY="ACCEPT"\n'
+            f'DEFAULT_FORWARD_POLICY="DROP"\nMANAGE_BUILTINS=no\nIPT_SYSCTL={etc / "ufw" / "sysctl.conf"}\n'
+            'IPT_MODULES=""\n'
+        )
+    return etc / "ufw"
+
+
+@pytest.mark.skipif(
+    not Path("/usr/lib/ufw/ufw-init").exists(), reason="needs ufw (its ufw-init loads the rules)"
+)
+@pytest.mark.parametrize("policy", ["REJECT", "ACCEPT", "DROP"])
+def test_ufw_defaults_come_from_the_directory_read(lab: lab_mod.Lab, tmp_path: Path, policy: str) -> None:
+    ufw_dir = _ufw_tree(tmp_path, policy)
+    lab.flush()
+    subprocess.run(
+        ["ip", "netns", "exec", lab.server, "/usr/lib/ufw/ufw-init", "--datadir", str(tmp_path), "start"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    probes = [
+        _tcp("10.66.0.1", 0, "10.66.0.2", 2000),
+        lab_mod.Probe("udp", "10.66.0.1", 1, "10.66.0.2", 2001),
+    ]
+    base = lab.sport_block()
+    observed = lab.run(probes, base)
+    rs = load_file(ufw_dir)  # finds ../default/ufw, as /etc/ufw has /etc/default/ufw
+    assert any("ufw default policies from" in n for n in rs.notes)
+    for p, got in zip(probes, observed, strict=True):
+        allowed, _sure = _allowed(rs, p, base, lab.server_if)
+        assert got in allowed, (p, got, allowed)
+        first = evaluate(rs, p.packet(base, lab.server_if), direction=Direction.INPUT)
+        assert _seen(first.outcomes[0], p.proto) == got.replace("connected+accepted", "connected"), (p, got)
+    lab.flush()
+
+
+def test_ufw_without_defaults_says_so_and_follows_every_policy(tmp_path: Path) -> None:
+    ufw_dir = _ufw_tree(tmp_path, None)
+    rs = load_file(ufw_dir)
+    assert any("ufw default policies unknown" in n for n in rs.notes)
+    d = evaluate(rs, Packet.parse("tcp 10.66.0.1:40000 -> 10.66.0.2:2000 in eth0"), direction=Direction.INPUT)
+    assert not d.certain
+    assert {"accept", "drop", "reject:icmp-port-unreachable"} <= d.possible
+    explicit = tmp_path / "mine"
+    explicit.write_text('DEFAULT_INPUT_POLICY="REJECT"\n')
+    rs = load_file(ufw_dir, ufw_defaults=explicit)
+    assert any(f"from {explicit}" in n for n in rs.notes)
+
+
+def test_ufw_bad_defaults_file_is_exit_2_one_line(tmp_path: Path, cli: Any) -> None:
+    ufw_dir = _ufw_tree(tmp_path, "FROB")
+    res = cli("fw", "show", str(ufw_dir))
+    assert res.status == 2 and res.stderr.count("\n") == 1 and "FROB" in res.stderr

@@ -137,8 +137,12 @@ def detect_format(text: str) -> str:
     return "policy"
 
 
-def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
-    """A ruleset from a file in any supported format (detected unless `fmt` is given)."""
+def load_file(path: str | Path, *, fmt: str | None = None, ufw_defaults: str | Path | None = None) -> Ruleset:
+    """A ruleset from a file in any supported format (detected unless `fmt` is given).
+
+    A ufw rules directory takes its default policies from `ufw_defaults`, else from the
+    `default/ufw` that goes with it (never from this host's unless that is the directory
+    read); when there is none they are unknown and every policy is followed."""
     from portkit.firewall._iptables import import_iptables_save
     from portkit.firewall._nft import import_nft_json
     from portkit.firewall._policy import parse_policy
@@ -147,11 +151,12 @@ def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
     p = Path(path)
     if p.is_dir():
         # A ufw directory: the IPv4 tables, and the IPv6 ones when ufw keeps them.
-        v4 = import_ufw(p)
+        v4 = import_ufw(p, defaults_file=ufw_defaults)
         if not all((p / f"{n}6.rules").is_file() for n in ("before", "user", "after")):
             return v4
-        v6 = import_ufw(p, version=6)
-        return Ruleset((*v4.tables, *v6.tables), f"ufw rules in {p}", (*v4.notes, *v6.notes))
+        v6 = import_ufw(p, version=6, defaults_file=ufw_defaults)
+        notes = (*v4.notes, *(n for n in v6.notes if n not in v4.notes))
+        return Ruleset((*v4.tables, *v6.tables), f"ufw rules in {p}", notes)
     try:
         text = p.read_text()
     except OSError as exc:
