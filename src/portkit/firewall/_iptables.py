@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,6 +36,7 @@ from portkit.firewall._model import (
     normalize,
     render_address_interval,
 )
+from portkit.model.endpoints import IPAddress
 
 _BUILTIN: dict[str, dict[str, tuple[Hook, int]]] = {
     "filter": {"INPUT": (Hook.INPUT, 0), "FORWARD": (Hook.FORWARD, 0), "OUTPUT": (Hook.OUTPUT, 0)},
@@ -239,9 +241,24 @@ def parse_icmp_type(text: str, version: int, where: str) -> tuple[int, int, int]
 class AddressTypes:
     """The routes of the host's `local` routing table, which the kernel's `addrtype` match
     reads (`ip route show table local`): per IP version, (prefix interval, route type) pairs
-    such as (127.0.0.0/8, "local") and (192.0.2.255/32, "broadcast")."""
+    such as (127.0.0.0/8, "local") and (192.0.2.255/32, "broadcast"). `whole` is False when
+    only the local addresses are known (`from_addresses`): then only LOCAL is decided."""
 
     routes: tuple[tuple[int, Interval, str], ...]
+    whole: bool = True
+
+    @classmethod
+    def from_addresses(cls, addresses: Collection[IPAddress]) -> AddressTypes:
+        """The local routes a host with these addresses (and loopback up) has."""
+        routes = [(4, address_interval("127.0.0.0/8")[1], "local"), (6, address_interval("::1")[1], "local")]
+        routes += [(a.version, (int(a), int(a)), "local") for a in addresses]
+        return cls(tuple(routes), whole=False)
+
+    def decides(self, version: int, types: frozenset[str]) -> bool:
+        """Whether an addrtype match on `types` (upper case) can be decided from these routes."""
+        if types == {"LOCAL"}:
+            return True
+        return version == 4 and self.whole
 
     def addresses(self, version: int, wanted: frozenset[str]) -> tuple[Interval, ...]:
         """The addresses whose type (longest-prefix match in the local table; an IPv4
@@ -841,7 +858,7 @@ def _addrtype(mod: _Module, version: int, addrtypes: AddressTypes | None, where:
         if types == {"MULTICAST"}:
             net = "224.0.0.0/4" if version == 4 else "ff00::/8"
             out.append(Match(fld, (address_interval(net)[1],), negate=neg, family=version))
-        elif addrtypes is not None and (version == 4 or types == {"LOCAL"}):
+        elif addrtypes is not None and addrtypes.decides(version, types):
             # IPv4: the type of the address's longest match in the local table; IPv6
             # (LOCAL only): a local or anycast route.
             kinds = frozenset(t.lower() for t in types)

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,24 +137,34 @@ def detect_format(text: str) -> str:
     return "policy"
 
 
-def load_file(path: str | Path, *, fmt: str | None = None, ufw_defaults: str | Path | None = None) -> Ruleset:
+def load_file(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    ufw_defaults: str | Path | None = None,
+    local_addresses: Collection[IPAddress] | None = None,
+) -> Ruleset:
     """A ruleset from a file in any supported format (detected unless `fmt` is given).
+
+    `local_addresses`, the host's own addresses, decide iptables' `-m addrtype --dst-type
+    LOCAL` (undecided without them).
 
     A ufw rules directory takes its default policies from `ufw_defaults`, else from the
     `default/ufw` that goes with it (never from this host's unless that is the directory
     read); when there is none they are unknown and every policy is followed."""
-    from portkit.firewall._iptables import import_iptables_save
+    from portkit.firewall._iptables import AddressTypes, import_iptables_save
     from portkit.firewall._nft import import_nft_json
     from portkit.firewall._policy import parse_policy
     from portkit.firewall._ufw import import_ufw
 
+    addrtypes = AddressTypes.from_addresses(local_addresses) if local_addresses is not None else None
     p = Path(path)
     if p.is_dir():
         # A ufw directory: the IPv4 tables, and the IPv6 ones when ufw keeps them.
-        v4 = import_ufw(p, defaults_file=ufw_defaults)
+        v4 = import_ufw(p, defaults_file=ufw_defaults, addrtypes=addrtypes)
         if not all((p / f"{n}6.rules").is_file() for n in ("before", "user", "after")):
             return v4
-        v6 = import_ufw(p, version=6, defaults_file=ufw_defaults)
+        v6 = import_ufw(p, version=6, defaults_file=ufw_defaults, addrtypes=addrtypes)
         notes = (*v4.notes, *(n for n in v6.notes if n not in v4.notes))
         return Ruleset((*v4.tables, *v6.tables), f"ufw rules in {p}", notes)
     try:
@@ -173,7 +183,7 @@ def load_file(path: str | Path, *, fmt: str | None = None, ufw_defaults: str | P
             or re.search(r"-A \S+ .*-[sd] [0-9a-fA-F]*:[0-9a-fA-F:]*[/ ]", text)
             else 4
         )
-        return import_iptables_save(text, version=version, source=str(p))
+        return import_iptables_save(text, version=version, source=str(p), addrtypes=addrtypes)
     if kind == "policy":
         return parse_policy(text, source=str(p))
     raise UsageError(f"unknown rules format {kind!r}: expected nft-json, nft, iptables, ufw or policy")

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from portkit.errors import UsageError
-from portkit.firewall._iptables import import_iptables_save
+from portkit.firewall._iptables import AddressTypes, import_iptables_save
 from portkit.firewall._model import (
     IPPROTO_NAMES,
     Action,
@@ -83,7 +83,11 @@ def find_defaults(directory: Path) -> Path | None:
 
 
 def import_ufw(
-    directory: str | Path = "/etc/ufw", *, version: int = 4, defaults_file: str | Path | None = None
+    directory: str | Path = "/etc/ufw",
+    *,
+    version: int = 4,
+    defaults_file: str | Path | None = None,
+    addrtypes: AddressTypes | None = None,
 ) -> Ruleset:
     """The filter table ufw would load from `directory` (before/user/after rules).
 
@@ -159,7 +163,9 @@ def import_ufw(
     decls = [ln for ln in lines if ln.startswith(":")]
     rules = [ln for ln in lines if ln.startswith("-A")]
     text = "\n".join(["*filter", *decls, *rules, "COMMIT"]) + "\n"
-    ruleset = import_iptables_save(text, version=version, source=f"ufw rules in {d} (IPv{version})")
+    ruleset = import_iptables_save(
+        text, version=version, source=f"ufw rules in {d} (IPv{version})", addrtypes=addrtypes
+    )
     if known is not None:
         note = f"ufw default policies from {found}: " + ", ".join(f"{k} {known[k].lower()}" for k in _DIRS)
         return replace(ruleset, notes=(*ruleset.notes, note))
