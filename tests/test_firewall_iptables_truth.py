@@ -551,3 +551,27 @@ def test_ufw_bad_defaults_file_is_exit_2_one_line(tmp_path: Path, cli: Any) -> N
     ufw_dir = _ufw_tree(tmp_path, "FROB")
     res = cli("fw", "show", str(ufw_dir))
     assert res.status == 2 and res.stderr.count("\n") == 1 and "FROB" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "chain",
+    ["INPUT FROB", "INPUT accept", "INPUT REJECT", "INPUT", "INPUT DROP", "INPUT -", "FOO", "FOO DROP"],
+)
+def test_chain_policies_refused_and_accepted_as_iptables_restore_does(lab: lab_mod.Lab, chain: str) -> None:
+    text = f"*filter\n:{chain} [0:0]\n-A INPUT -p tcp --dport 2000 -j ACCEPT\nCOMMIT\n"
+    if chain.startswith("FOO"):
+        text = text.replace("-A INPUT", "-A FOO")
+    lab.flush()
+    kernel = _restore(lab, text, 4)
+    try:
+        rs = import_iptables_save(text, version=4)
+    except UsageError as exc:
+        assert kernel.returncode != 0, f"{chain!r}: iptables accepts it; portkit: {exc}"
+        assert "\n" not in str(exc)
+        return
+    assert kernel.returncode == 0, (
+        f"{chain!r}: iptables refuses it ({kernel.stderr.strip()}), portkit accepts it"
+    )
+    saved = import_iptables_save(_save(lab, 4), version=4)
+    policies = {c.name: c.policy for t in rs.tables for c in t.chains if c.hook is not None}
+    assert policies.items() <= {c.name: c.policy for t in saved.tables for c in t.chains}.items()

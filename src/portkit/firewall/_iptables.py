@@ -971,7 +971,15 @@ def import_iptables_save(
             builtin = _BUILTIN.get(table_name, {}).get(name)
             hook, prio = builtin if builtin else (None, 0)
             ctype = ChainType.NAT if table_name == "nat" else ChainType.FILTER
-            policy = Action.DROP if len(parts) > 1 and parts[1] == "DROP" else Action.ACCEPT
+            if len(parts) < 2:
+                raise UsageError(f"invalid iptables-save text at {where}: chain {name[:40]!r} has no policy")
+            if builtin and parts[1] not in ("ACCEPT", "DROP", "-"):
+                # As iptables-restore: a built-in chain's policy is ACCEPT or DROP ("-": unchanged).
+                raise UsageError(
+                    f"invalid policy {parts[1][:30]!r} for built-in chain {name} at {where}: "
+                    "expected ACCEPT, DROP or -"
+                )
+            policy = Action.DROP if builtin and parts[1] == "DROP" else Action.ACCEPT
             chains[name] = {"rules": [], "hook": hook, "type": ctype, "prio": prio, "policy": policy}
             order.append(name)
         elif line.startswith("-A ") or line.startswith("-I "):
