@@ -575,3 +575,25 @@ def test_chain_policies_refused_and_accepted_as_iptables_restore_does(lab: lab_m
     saved = import_iptables_save(_save(lab, 4), version=4)
     policies = {c.name: c.policy for t in rs.tables for c in t.chains if c.hook is not None}
     assert policies.items() <= {c.name: c.policy for t in saved.tables for c in t.chains}.items()
+
+
+UNKNOWN_VERDICT_TARGETS_V4 = """\
+*mangle
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p tcp --dport 2002 -j TPROXY --on-port 2003 --tproxy-mark 0x1/0x1
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -p tcp --dport 2001 -j SYNPROXY --mss 1460
+COMMIT
+"""
+
+
+def test_targets_with_a_verdict_portkit_cannot_know_are_undecided(lab: lab_mod.Lab) -> None:
+    """TPROXY drops a packet no transparent socket takes (the listener here is not one);
+    SYNPROXY answers the SYN itself. Neither may be read as a rule that lets the packet on."""
+    probes = [_tcp("10.66.0.1", k, "10.66.0.2", p) for k, p in enumerate((2000, 2001, 2002))]
+    got = _check(lab, UNKNOWN_VERDICT_TARGETS_V4, 4, probes)
+    for reader, results in got.items():
+        assert [sure for _, sure in results] == [True, False, False], (reader, results)
+    assert got["live"][2][0] == "timeout"

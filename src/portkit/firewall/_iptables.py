@@ -351,6 +351,9 @@ _PROTO_OPTIONS = frozenset(
         "--icmpv6-type",
     }
 )
+# Targets that end the chain with a verdict that depends on what the model does not know
+# (TPROXY: accept if a socket takes the packet, else drop; SYNPROXY: answers or drops).
+_UNKNOWN_VERDICT_TARGETS = frozenset({"TPROXY", "SYNPROXY"})
 # Options of the targets portkit reads (REJECT, NAT, LOG).
 _TARGET_OPTIONS = frozenset(
     {
@@ -518,7 +521,9 @@ class _RuleParser:
             out.append(self.take())
         return out
 
-    def parse(self) -> Rule:
+    def parse(self) -> list[Rule]:
+        """The rule, or two for a target that ends the chain with a verdict portkit cannot
+        know (TPROXY, SYNPROXY): an undecided accept, then a drop."""
         negate = False
         while self.i < len(self.args):
             a = self.take()
@@ -528,7 +533,16 @@ class _RuleParser:
             self.option(a, negate)
             negate = False
         self.flush_module()
-        return Rule(matches=tuple(self.matches), **self.fields)
+        unknown = self.fields.pop("unknown_verdict", "")
+        if not unknown:
+            return [Rule(matches=tuple(self.matches), **self.fields)]
+        text = f"-j {unknown} accepts the packet (its verdict depends on sockets and state)"
+        self.notes.append(f"{self.where}: target {unknown} ends the chain: undecided between accept and drop")
+        verdict = Match(Field.OPAQUE, text=text)
+        return [
+            Rule(matches=(*self.matches, verdict), **{**self.fields, "action": Action.ACCEPT}),
+            Rule(matches=tuple(self.matches), **{**self.fields, "action": Action.DROP}),
+        ]
 
     # --- matches read whole ---
 
@@ -779,6 +793,9 @@ class _RuleParser:
                 )
         elif name == "LOG":
             self.fields["log"] = self.fields.get("log", "")
+        elif name in _UNKNOWN_VERDICT_TARGETS and name not in self.chains:
+            self.fields["unknown_verdict"] = name
+            self.fields["opaque"] = (*self.fields.get("opaque", ()), f"-j {name}")
         elif name.isupper() and name not in self.chains:
             # Targets like MARK, CT, TCPMSS, NOTRACK change the packet, not the verdict.
             self.fields["opaque"] = (*self.fields.get("opaque", ()), f"-j {name}")
@@ -1000,12 +1017,12 @@ def import_iptables_save(
                 }
                 order.append(chain)
             try:
-                rule = _RuleParser(args[2:], version, where, notes, user_chains, addrtypes).parse()
+                parsed = _RuleParser(args[2:], version, where, notes, user_chains, addrtypes).parse()
             except (ValueError, KeyError) as exc:
                 if isinstance(exc, UsageError):
                     raise
                 raise UsageError(f"invalid iptables rule at {where}: {exc}") from None
-            chains[chain]["rules"].append(replace(rule, line=lineno))
+            chains[chain]["rules"].extend(replace(rule, line=lineno) for rule in parsed)
         else:
             raise UsageError(
                 f"invalid iptables-save text at {where}: {line[:60]!r} "
