@@ -425,6 +425,10 @@ REFUSALS = [
     "-m addrtype --dst-type NOSUCH",
     "-p tcp --dport nosuchservice",
     "-p tcp --dport 70000",
+    "! ! -p tcp",
+    "-p tcp !",
+    "-m",
+    "-s example.invalid",
 ]
 ACCEPTED = [
     "-m conntrack --ctstate new,established",

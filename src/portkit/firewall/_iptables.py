@@ -507,6 +507,13 @@ class _RuleParser:
         self.target_seen = False
         self.in_target = False
 
+    def take_name(self, option: str) -> str:
+        """The module or target name after -m, -j or -g."""
+        name = self.take() if self.i < len(self.args) else ""
+        if not name or name.startswith("-") or name == "!":
+            raise UsageError(f"invalid iptables rule at {self.where}: {option} lacks its name")
+        return name
+
     def take(self) -> str:
         if self.i >= len(self.args):
             raise UsageError(f"invalid iptables rule at {self.where}: an option lacks its value")
@@ -528,8 +535,14 @@ class _RuleParser:
         while self.i < len(self.args):
             a = self.take()
             if a == "!":
+                if negate or self.i >= len(self.args):
+                    raise UsageError(
+                        f"invalid iptables rule at {self.where}: a '!' without one option after it"
+                    )
                 negate = True
                 continue
+            if negate and a in ("-m", "--match", "-j", "--jump", "-g", "--goto"):
+                raise UsageError(f"invalid iptables rule at {self.where}: '!' cannot negate {a}")
             self.option(a, negate)
             negate = False
         self.flush_module()
@@ -603,13 +616,13 @@ class _RuleParser:
         elif a in ("-m", "--match"):
             self.flush_module()
             self.in_target = False
-            self.module = self.take()
+            self.module = self.take_name(a)
             if self.module not in _MODELLED:
                 self.whole = _Module(self.module)
         elif a in ("-j", "--jump", "-g", "--goto"):
             self.flush_module()
             self.target_seen = self.in_target = True
-            self.target(self.take(), goto=a in ("-g", "--goto"))
+            self.target(self.take_name(a), goto=a in ("-g", "--goto"))
         elif a in ("-c", "--set-counters"):
             self.take()
             self.take()
