@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fixtures_firewall as lab_mod
 from portkit.errors import UsageError
@@ -37,11 +39,11 @@ from portkit.firewall import (
 from portkit.firewall._eval import ANSWER_ERRNO, Outcome
 from portkit.firewall._live import local_addresses, read_live
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, iptables)")
-
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[lab_mod.Lab]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, iptables-restore)")
     lab = lab_mod.Lab().open()
     try:
         yield lab
@@ -601,3 +603,33 @@ def test_targets_with_a_verdict_portkit_cannot_know_are_undecided(lab: lab_mod.L
     for reader, results in got.items():
         assert [sure for _, sure in results] == [True, False, False], (reader, results)
     assert got["live"][2][0] == "timeout"
+
+
+# --- bad input: never a crash ----------------------------------------------------------------
+
+_TOKENS = [
+    "-p", "-s", "-d", "-i", "-o", "-f", "-m", "-j", "-g", "!", "-c", "tcp", "udp", "icmp", "all", "0",
+    "--dport", "--sport", "--dports", "--ports", "--tcp-flags", "--syn", "--icmp-type", "--icmpv6-type",
+    "--ctstate", "--ctstatus", "--state", "--src-range", "--dst-range", "--comment", "--dst-type",
+    "--header", "--soft", "--dir", "--pol", "--set", "--mark", "--reject-with", "--to-destination",
+    "--to-ports", "--log-prefix", "conntrack", "multiport", "addrtype", "ipv6header", "policy", "recent",
+    "mark", "icmp6", "iprange", "comment", "ACCEPT", "DROP", "REJECT", "DNAT", "LOG", "TPROXY", "NEW",
+    "DNAT,NEW", "LOCAL", "in", "none", "ipsec", "SYN,ACK", "SYN", "3/1", "echo-request", "10.0.0.1",
+    "10.0.0.1-10.0.0.9", "::1", "1:2", "22,80", "0x10/0xff", "prot,frag", "²", "", "-", "--",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(st.sampled_from(_TOKENS), st.text(max_size=8)), max_size=10),
+    st.sampled_from([4, 6]),
+)
+def test_any_rule_line_is_read_or_refused_in_one_line(tokens: list[str], version: int) -> None:
+    import shlex
+
+    line = "-A INPUT " + " ".join(shlex.quote(t) for t in tokens)
+    text = f"*filter\n:INPUT ACCEPT [0:0]\n{line}\nCOMMIT\n"
+    try:
+        import_iptables_save(text, version=version)
+    except UsageError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 400, str(exc)
