@@ -391,6 +391,13 @@ _MODELLED = frozenset(
         "iprange",
     }
 )
+_MODULE_PROTO: dict[str, tuple[int, ...]] = {
+    "tcp": (6,),
+    "udp": (17,),
+    "udplite": (136,),
+    "sctp": (132,),
+    "dccp": (33,),
+}
 _PORT_OPTIONS = {
     "--sport": Field.SPORT,
     "--source-port": Field.SPORT,
@@ -641,23 +648,20 @@ class _RuleParser:
             self.unknown(" ".join([*(["!"] if negate else []), a, *self.values()]))
 
     def modelled_option(self, a: str, negate: bool) -> None:
+        # A port match reads its protocol's header: `-m tcp` is valid for protocol 6 only.
+        protos = self.proto or _MODULE_PROTO.get(self.module, ())
         if a in _PORT_OPTIONS:
             self.matches.append(
-                Match(
-                    _PORT_OPTIONS[a],
-                    _ports(self.take(), self.proto, self.where),
-                    negate=negate,
-                    protos=self.proto,
-                )
+                Match(_PORT_OPTIONS[a], _ports(self.take(), protos, self.where), negate=negate, protos=protos)
             )
         elif a == "--ports":
             # multiport: the source or the destination port is one of them.
-            ports = _ports(self.take(), self.proto, self.where)
+            ports = _ports(self.take(), protos, self.where)
             anyport: Interval = (0, 65535)
-            parts = (Match(Field.SPORT, protos=self.proto), Match(Field.DPORT, protos=self.proto))
+            parts = (Match(Field.SPORT, protos=protos), Match(Field.DPORT, protos=protos))
             elements = tuple((r, anyport) for r in ports) + tuple((anyport, r) for r in ports)
             self.matches.append(
-                Match(Field.CONCAT, negate=negate, parts=parts, elements=elements, protos=self.proto)
+                Match(Field.CONCAT, negate=negate, parts=parts, elements=elements, protos=protos)
             )
         elif a in ("--tcp-flags", "--syn"):
             if a == "--syn":
