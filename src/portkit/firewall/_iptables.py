@@ -576,7 +576,7 @@ class _RuleParser:
                 if m.plain is not None:
                     self.notes.append(
                         f"{self.where}: match '{m.text}' is {'true' if m.plain else 'false'} for every "
-                        "packet portkit models (no IP extension headers, no IPsec)"
+                        f"packet portkit models ({_PLAIN_WHY.get(mod.name, 'see the match')})"
                     )
                 else:
                     holds, why = assume_opaque(mod, self.version)
@@ -819,6 +819,19 @@ class _RuleParser:
         else:
             self.fields["action"] = Action.GOTO if goto else Action.JUMP
             self.fields["target"] = name
+
+
+# Why a module's value is known for every modelled packet.
+_PLAIN_WHY = {
+    "frag": "it is not a fragment: no fragment header",
+    "hbh": "no hop-by-hop options header",
+    "dst": "no destination options header",
+    "rt": "no routing header",
+    "ah": "no authentication header",
+    "ipv6header": "its only header after IPv6 is the transport header",
+    "policy": "it did not arrive through IPsec",
+    "recent": "--set records the source and always matches",
+}
 
 
 def _opaque(mod: _Module, version: int, **kw: Any) -> Match:
