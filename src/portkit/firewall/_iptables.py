@@ -579,7 +579,7 @@ class _RuleParser:
                         f"packet portkit models ({_PLAIN_WHY.get(mod.name, 'see the match')})"
                     )
                 else:
-                    holds, why = assume_opaque(mod, self.version)
+                    holds, why = assume_opaque(mod)
                     self.notes.append(
                         f"{self.where}: match '{m.text}' is not modelled: undecided (both outcomes are "
                         f"followed; the first branch assumes it {'holds' if holds else 'does not'}: {why})"
@@ -587,7 +587,7 @@ class _RuleParser:
 
     def unknown(self, text: str, *, protos: tuple[int, ...] = ()) -> None:
         """An option portkit does not model: undecided, never dropped."""
-        holds, why = assume_opaque(_Module(text.split()[1] if text.startswith("-m ") else ""), self.version)
+        holds, why = assume_opaque(_Module(text.split()[1] if text.startswith("-m ") else ""))
         self.matches.append(Match(Field.OPAQUE, text=text, negate=not holds, protos=protos))
         self.notes.append(f"{self.where}: match '{text}' is not modelled: undecided ({why})")
 
@@ -835,7 +835,7 @@ _PLAIN_WHY = {
 
 
 def _opaque(mod: _Module, version: int, **kw: Any) -> Match:
-    holds, _ = assume_opaque(mod, version)
+    holds, _ = assume_opaque(mod)
     return Match(Field.OPAQUE, text=mod.text, negate=not holds, **kw)
 
 
@@ -889,7 +889,7 @@ def _classify(
 
 
 def _addrtype(mod: _Module, version: int, addrtypes: AddressTypes | None, where: str) -> list[Match]:
-    if any(o.startswith("--limit-iface") for _, o, _v in mod.options):
+    if not mod.options or any(o.startswith("--limit-iface") for _, o, _v in mod.options):
         return [_opaque(mod, version)]
     out: list[Match] = []
     for neg, opt, values in mod.options:
@@ -943,9 +943,8 @@ _ASSUMPTIONS: tuple[tuple[str, str, bool, str], ...] = (
 )
 
 
-def assume_opaque(mod: _Module, version: int) -> tuple[bool, str]:
+def assume_opaque(mod: _Module) -> tuple[bool, str]:
     """What the first branch takes an undecided match to be, and why."""
-    del version
     if mod.name in ("mark", "connmark") and mod.options and mod.options[0][2]:
         # An unmarked packet (mark 0) matches `--mark VALUE/MASK` when VALUE is 0.
         neg, _opt, values = mod.options[0]
