@@ -22,7 +22,7 @@ packages=(python3 python3-venv python3-pip python3-dev gcc libc6-dev iproute2 nf
 if [ "$with_test_servers" = 1 ]; then
     # anchors for benchmarks and real servers for service-detection tests
     packages+=(haproxy ufw libxml2-utils openssl nginx-light openssh-server redis-server postgresql
-               vsftpd dnsmasq mosquitto memcached)
+               vsftpd dnsmasq mosquitto memcached xsltproc)
 fi
 
 missing=()
@@ -43,7 +43,31 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python=python3
+# The venv is built from Debian's own python (the python3-venv installed above), not the first
+# python3 on PATH: a pyenv or conda interpreter under a private home directory cannot be run by
+# other users, and the venv's python is only a symlink to the interpreter it was made from.
+python=/usr/bin/python3
+if [ ! -x "$python" ]; then
+    echo "install.sh: $python is missing: install the Debian package python3 (and python3-venv)" >&2
+    exit 1
+fi
+# pyvenv.cfg's `home` names the directory of the interpreter the venv was made from, `version`
+# (`version_info` in newer pythons) its version. A venv made from another python (an older
+# clone's), or from Debian's python before a new minor version replaced it, is rebuilt, as is
+# one whose python no longer starts.
+venv_home=""
+venv_version=""
+if [ -f .venv/pyvenv.cfg ]; then
+    venv_home=$(sed -n 's/^home *= *//p' .venv/pyvenv.cfg | head -n 1)
+    venv_version=$(sed -n 's/^version\(_info\)\{0,1\} *= *\([0-9]*\.[0-9]*\).*/\2/p' .venv/pyvenv.cfg | head -n 1)
+fi
+system_version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [ -e .venv ] && { [ "$venv_home" != "$(dirname "$python")" ] || [ "$venv_version" != "$system_version" ] \
+        || ! .venv/bin/python -c '' 2>/dev/null; }; then
+    echo "rebuilding .venv from $python $system_version" \
+        "(it was made from ${venv_home:-an unknown python}${venv_version:+ $venv_version})"
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi

@@ -337,9 +337,12 @@ def _python_http(lab: ServiceLab) -> None:
     d.mkdir()
     (d / "index.html").write_text("<html><title>python lab</title></html>")
     port = lab.free_port()
-    version = ".".join(str(x) for x in sys.version_info[:3])
+    # The server module's own version: what it puts in its Server header (SimpleHTTP/0.6).
+    import http.server
+
+    version = http.server.__version__
     _spawn(
-        lab, Server("pyhttp", port, "http", "Python http.server", version),
+        lab, Server("pyhttp", port, "http", "SimpleHTTPServer", version),
         [sys.executable, "-m", "http.server", str(port), "--bind", LOOPBACK, "--directory", str(d)],
     )  # fmt: skip
 

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
+import pytest
+
 from portkit.firewall import Severity, import_iptables_save, lint_ruleset, parse_policy
+from portkit.firewall._lint import default_route_interfaces
 
 PLANTED = """\
 default incoming deny
@@ -96,3 +107,158 @@ def test_fail_on_sets_the_exit_status(cli, tmp_path: Path) -> None:  # type: ign
         "default incoming deny\nallow established\nallow in on lo\nallow tcp 22 from 10.0.0.0/8\n"
     )
     assert cli("fw", "lint", str(clean), "--no-ssh", "--fail-on", "low").status == 0
+
+
+# --- rule text with braces and brackets; interfaces and the internet -----------------------
+
+BRACES_NFT = """\
+table inet filter {
+  chain input {
+    type filter hook input priority 0; policy drop;
+    ct state established,related accept
+    iifname { "br-lan", "lan" } tcp dport 1-65535 accept comment "lan {all} [/b] [red]"
+    tcp dport 22 accept comment "{0} {}"
+  }
+}
+"""
+
+
+def _iptables(*rules: str) -> object:
+    lines = ["*filter", ":INPUT DROP [0:0]", "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+    return import_iptables_save("\n".join([*lines, *rules, "COMMIT", ""]))
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("nft") is None, reason="parsing nft scripts needs root and nft"
+)
+def test_rule_text_with_braces_and_brackets_is_printed_not_interpreted(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rules = tmp_path / "braces.nft"
+    rules.write_text(BRACES_NFT)
+    piped = cli("fw", "lint", str(rules), "--no-ssh", "--fail-on", "never")
+    assert piped.status == 0, piped.stderr
+    assert "internal error" not in piped.stderr
+    assert 'comment "lan {all} [/b] [red]"' in piped.stdout
+    doc = cli("fw", "lint", str(rules), "--no-ssh", "--fail-on", "never", "--json").json()
+    # nft orders the set's elements its own way.
+    assert any(re.search(r'iifname \{ "(br-)?lan", "(br-)?lan" \}', f["message"]) for f in doc["findings"])
+    if shutil.which("script") is None:
+        return
+    # On a terminal the table is Rich's: cell text must not be read as Rich markup.
+    tty = subprocess.run(
+        ["script", "-qec", shlex.join([sys.executable, "-m", "portkit", "fw", "lint", str(rules),
+                                      "--no-ssh", "--fail-on", "never"]), "/dev/null"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "400"},
+    )  # fmt: skip
+    assert tty.returncode == 0, tty.stdout + tty.stderr
+    assert "internal error" not in tty.stdout and "[/b] [red]" in tty.stdout
+
+
+def test_an_accept_on_a_lan_bridge_is_not_called_internet_exposure() -> None:
+    for iface in ("br-lan", "br0", "lan", "docker0", "virbr0"):
+        findings = lint_ruleset(_iptables(f"-A INPUT -i {iface} -p tcp --dport 6379 -j ACCEPT"))
+        [exposed] = _by_check(findings, "risky-exposure")
+        assert "internet" not in exposed.message.replace("internal network", ""), exposed.message
+        assert f"on {iface} (by its name an internal network)" in exposed.message
+        assert exposed.severity is Severity.INFO
+        broad = lint_ruleset(_iptables(f"-A INPUT -i {iface} -p tcp -j ACCEPT"))
+        [wide] = _by_check(broad, "broad-accept")
+        assert "anywhere" not in wide.message and iface in wide.message
+        assert wide.severity is Severity.LOW
+
+
+def test_an_accept_without_an_interface_or_on_a_wan_is_internet_exposure() -> None:
+    everyone = lint_ruleset(_iptables("-A INPUT -p tcp --dport 6379 -j ACCEPT"))
+    [anywhere] = _by_check(everyone, "risky-exposure")
+    assert anywhere.severity is Severity.CRITICAL
+    assert "whole internet (0.0.0.0/0) on any interface" in anywhere.message
+    for iface in ("wan", "pppoe-wan", "ppp0"):
+        on_wan = lint_ruleset(_iptables(f"-A INPUT -i {iface} -p tcp --dport 6379 -j ACCEPT"))
+        [wan] = _by_check(on_wan, "risky-exposure")
+        assert wan.severity is Severity.CRITICAL
+        assert f"whole internet (0.0.0.0/0) on {iface} (a WAN interface)" in wan.message
+    # An interface of unknown role is named, not called the internet, unless known to be the WAN.
+    unknown = lint_ruleset(_iptables("-A INPUT -i ens3 -p tcp --dport 6379 -j ACCEPT"))
+    [maybe] = _by_check(unknown, "risky-exposure")
+    assert maybe.severity is Severity.MEDIUM and "on ens3 (lint cannot tell" in maybe.message
+    known = lint_ruleset(
+        _iptables("-A INPUT -i ens3 -p tcp --dport 6379 -j ACCEPT"), wan_interfaces=frozenset({"ens3"})
+    )
+    [wan] = _by_check(known, "risky-exposure")
+    assert wan.severity is Severity.CRITICAL and "on ens3 (a WAN interface)" in wan.message
+
+
+def test_a_wan_that_refuses_the_port_leaves_only_the_unnamed_interfaces() -> None:
+    rs = _iptables("-A INPUT -i wan -j DROP", "-A INPUT -p tcp --dport 6379 -j ACCEPT")
+    [exposed] = _by_check(lint_ruleset(rs), "risky-exposure")
+    assert "internet" not in exposed.message.replace("faces the internet", "")
+    assert "interfaces no rule names" in exposed.message and exposed.severity is Severity.MEDIUM
+
+
+def test_default_route_interfaces_from_proc_net(tmp_path: Path) -> None:
+    (tmp_path / "route").write_text(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "eth1\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+        "br-lan\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+    )
+    (tmp_path / "ipv6_route").write_text(
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+        "fd000000000000000000000000000001 00000400 00000002 00000000 00000003     wan6\n"
+        "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000100 00000001 00000000 00000001   br-lan\n"
+    )
+    assert default_route_interfaces(str(tmp_path)) == {"eth1", "wan6"}
+    assert default_route_interfaces(str(tmp_path / "missing")) == frozenset()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("nft") is None, reason="needs root and nft (a network namespace)"
+)
+def test_live_lint_in_a_namespace_knows_the_default_route_interface(cli) -> None:  # type: ignore[no-untyped-def]
+    ns = f"pk-lint-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for command in (
+            "link add up0 type veth peer name in0",
+            "link set up0 up",
+            "link set in0 up",
+            "addr add 192.0.2.2/24 dev up0",
+            "route add default via 192.0.2.1 dev up0",
+        ):
+            subprocess.run(["ip", "-n", ns, *command.split()], check=True)
+        rules = (
+            "table inet f { chain input { type filter hook input priority 0; policy drop;\n"
+            'iifname "up0" tcp dport 6379 accept\niifname "in0" tcp dport 5432 accept\n}\n}\n'
+        )
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True, check=True)
+        assert default_route_interfaces(netns=ns) == {"up0"}
+        doc = cli("fw", "lint", "--netns", ns, "--no-ssh", "--fail-on", "never", "--json").json()
+        exposed = {f["where"]: f for f in doc["findings"] if f["check"] == "risky-exposure"}
+        redis = exposed["6379/tcp (IPv4, IPv6)"]
+        assert redis["severity"] == "critical" and "on up0 (a WAN interface)" in redis["message"]
+        postgres = exposed["5432/tcp (IPv4, IPv6)"]  # in0: a name that says nothing about its role
+        assert postgres["severity"] == "medium" and "internet" not in postgres["message"].split("(")[0]
+        assert "on in0 (lint cannot tell" in postgres["message"]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_an_exposure_that_rests_on_an_unmodelled_match_says_it_is_uncertain() -> None:
+    from portkit.firewall import import_nft_json
+
+    # A connection's first packet is never DNATed when no nat rule does it, so `ct status dnat`
+    # is decided; a rate limit is not: the exposure holds only while the limit is not exceeded.
+    status_dnat = {"limit": {"rate": 3, "per": "minute", "burst": 5}}
+    dport = {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 6379}}
+    doc = {
+        "nftables": [
+            {"table": {"family": "inet", "name": "f"}},
+            {"chain": {"family": "inet", "table": "f", "name": "input", "type": "filter", "hook": "input",
+                       "prio": 0, "policy": "drop"}},
+            {"rule": {"family": "inet", "table": "f", "chain": "input", "handle": 3,
+                      "expr": [status_dnat, dport, {"accept": None}]}},
+        ]
+    }  # fmt: skip
+    findings = lint_ruleset(import_nft_json(json.dumps(doc)))
+    [exposed] = _by_check(findings, "risky-exposure")
+    assert "limit rate 3/minute burst 5 packets tcp dport 6379 accept" in exposed.message
+    assert exposed.message.endswith("(uncertain: the accept depends on a match portkit cannot model)")

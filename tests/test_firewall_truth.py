@@ -29,6 +29,7 @@ from portkit.firewall import (
     Table,
     Verdict,
     evaluate,
+    import_iptables_save,
     import_nft_json,
 )
 from portkit.firewall._eval import MAX_BRANCHES
@@ -427,3 +428,211 @@ def test_tcp_flags_are_known_for_a_first_packet_only() -> None:
     later = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22 state established"))
     assert not later.certain and later.possible == {"accept", "drop"}
     assert evaluate(rs, Packet.parse("udp 192.0.2.1:4000 -> 192.0.2.2:22")).certain
+
+
+def test_fib_daddr_type_local_is_known_when_the_hosts_addresses_are() -> None:
+    local = [
+        {"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}},
+        {"accept": None},
+    ]
+    rpf = [
+        {
+            "match": {
+                "op": "==",
+                "left": {"fib": {"result": "oif", "flags": ["saddr", "iif"]}},
+                "right": False,
+            }
+        },
+        {"drop": None},
+    ]
+    rs = import_nft_json(_doc(rpf, local))
+    flow = Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22")
+    mine = [ipaddress.ip_address("192.0.2.2")]
+    d = evaluate(rs, flow, local_addresses=mine)
+    assert not d.certain  # the reverse-path lookup stays undecided...
+    assert d.outcome == "accept"  # ...and the first branch takes the route as found
+    assert d.possible == {"accept", "drop"}
+    only_local = import_nft_json(_doc(local))
+    assert evaluate(only_local, flow, local_addresses=mine).certain
+    assert evaluate(only_local, flow, local_addresses=mine).outcome == "accept"
+    other = evaluate(only_local, flow, local_addresses=[ipaddress.ip_address("192.0.2.3")])
+    assert (other.outcome, other.certain) == ("drop", True)
+    assert not evaluate(only_local, flow).certain  # a rules file: the host's addresses are unknown
+
+
+IPT_TRUTH = """\
+*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP
+-A INPUT -m conntrack --ctstate DNAT -j ACCEPT
+-A INPUT -m conntrack --ctstatus SEEN_REPLY -j ACCEPT
+-A INPUT -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 2000 -j ACCEPT
+-A INPUT -p tcp -m conntrack --ctstate NEW --ctorigdstport 2001 -j ACCEPT
+-A INPUT -p tcp -m tcp --syn --dport 2002 -j ACCEPT
+COMMIT
+"""
+
+
+def test_iptables_match_options_are_modelled_or_undecided_never_ignored() -> None:
+    rs = import_iptables_save(IPT_TRUTH)
+    rules = rs.tables[0].chains[0].rules
+    assert [m.field for m in rules[1].matches if m.field is Field.TCP_FLAGS]
+    assert [m.field for m in rules[2].matches] == [Field.CT_STATUS]
+    assert [m.field for m in rules[3].matches] == [Field.CT_STATUS]
+    assert Field.FIB_DADDR_TYPE in [m.field for m in rules[4].matches]
+    assert Field.OPAQUE in [m.field for m in rules[5].matches]  # --ctorigdstport: not modelled
+    mine = [ipaddress.ip_address("192.0.2.2")]
+
+    def check(flow: str, **kw: Any) -> Any:
+        return evaluate(rs, Packet.parse(flow), local_addresses=mine, **kw)
+
+    # A SYN is not "new but not SYN": not dropped by rule 2; no DNAT; port 2000 to a local address.
+    first = check("tcp 192.0.2.1:4000 -> 192.0.2.2:2000")
+    assert (first.outcome, first.certain) == ("accept", True)
+    # Past rule 4 the unmodelled --ctorigdstport decides: every such flow is uncertain.
+    for port in (2001, 2003):
+        undecided = check(f"tcp 192.0.2.1:4000 -> 192.0.2.2:{port}")
+        assert not undecided.certain and undecided.possible == {"accept", "drop"}
+    later = check("tcp 192.0.2.1:4000 -> 192.0.2.2:2000 state established")
+    assert (later.outcome, later.certain) == ("accept", True)
+    # Without the host's addresses the addrtype match is undecided.
+    assert not evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:2000")).certain
+
+
+def test_first_branch_takes_an_ordinary_packet_for_untracked_keys() -> None:
+    def rule(left: Any, op: str, right: Any) -> list[dict[str, Any]]:
+        return [{"match": {"op": op, "left": left, "right": right}}, {"accept": None}]
+
+    cases = [
+        (rule({"meta": {"key": "mark"}}, "==", 7), "drop"),  # not marked
+        (rule({"&": [{"ct": {"key": "mark"}}, 255]}, "==", 0), "accept"),  # connection not marked
+        (rule({"meta": {"key": "pkttype"}}, "==", {"set": ["broadcast", "multicast"]}), "drop"),
+        (rule({"&": [{"payload": {"protocol": "ip", "field": "frag-off"}}, 8191]}, "!=", 0), "drop"),
+    ]
+    for expr, first in cases:
+        rs = import_nft_json(_doc(expr))
+        d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+        assert (d.outcome, d.certain) == (first, False), expr
+
+
+def test_exact_rule_sets_compile_without_a_fallback() -> None:
+    """Rule sets the box model holds exactly (the common case, and the benchmark's) build
+    no hull tables: the compiled path is unchanged for them."""
+    rs = import_nft_json(
+        _doc(
+            [
+                {
+                    "match": {
+                        "op": "==",
+                        "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                        "right": 22,
+                    }
+                },
+                {"accept": None},
+            ]
+        )
+    )
+    fe = FastEvaluator(rs)
+    assert fe._hulls == {}
+    res = fe.run(FlowArrays.from_packets([Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22")]))
+    assert res.outcome(0) == "accept" and bool(res.certain[0]) and not res.decisions
+
+
+def test_sets_that_change_at_run_time_are_undecided() -> None:
+    match = [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@seen"}},
+        {"drop": None},
+    ]
+    for decl in (
+        {"set": {"family": "inet", "table": "t", "name": "seen", "type": "ipv4_addr", "flags": ["timeout"]}},
+        {"set": {"family": "inet", "table": "t", "name": "seen", "type": "ipv4_addr", "elem": ["192.0.2.9"]}},
+    ):
+        adder = [
+            {"set": {"op": "add", "elem": {"payload": {"protocol": "ip", "field": "saddr"}}, "set": "@seen"}},
+        ]
+        rules = [match] if "flags" in decl["set"] else [adder, match]
+        rs = import_nft_json(_doc(*rules, policy="accept", extra=[decl]))
+        d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+        assert (d.outcome, d.certain) == ("accept", False), decl  # first branch: the snapshot
+        assert d.possible == {"accept", "drop"}
+    static = {
+        "set": {"family": "inet", "table": "t", "name": "seen", "type": "ipv4_addr", "elem": ["192.0.2.1"]}
+    }
+    d = evaluate(
+        import_nft_json(_doc(match, policy="accept", extra=[static])),
+        Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"),
+    )
+    assert (d.outcome, d.certain) == ("drop", True)
+
+
+def test_statements_that_read_a_header_carry_its_dependency() -> None:
+    decl = {
+        "set": {"family": "inet", "table": "t", "name": "seen", "type": "ipv4_addr", "flags": ["dynamic"]}
+    }
+    adder = [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 2000}},
+        {"set": {"op": "add", "elem": {"payload": {"protocol": "ip", "field": "saddr"}}, "set": "@seen"}},
+        {"drop": None},
+    ]
+    rs = import_nft_json(_doc(adder, policy="accept", extra=[decl]))
+    v4 = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:2000"))
+    v6 = evaluate(rs, Packet.parse("tcp [2001:db8::1]:4000 -> [2001:db8::2]:2000"))
+    assert (v4.outcome, v4.certain) == ("drop", True)
+    assert (v6.outcome, v6.certain) == ("accept", True)  # `ip saddr` stops the rule for IPv6
+
+
+def test_a_nat_target_from_a_map_makes_the_decision_uncertain() -> None:
+    nat_chain = {
+        "chain": {
+            "family": "inet",
+            "table": "t",
+            "name": "pre",
+            "type": "nat",
+            "hook": "prerouting",
+            "prio": -100,
+            "policy": "accept",
+        }
+    }
+    dnat_map = {
+        "rule": {
+            "family": "inet",
+            "table": "t",
+            "chain": "pre",
+            "handle": 90,
+            "expr": [
+                {
+                    "dnat": {
+                        "family": "ip",
+                        "addr": {
+                            "map": {
+                                "key": {"payload": {"protocol": "tcp", "field": "dport"}},
+                                "data": {"set": [[2009, "10.0.0.9"]]},
+                            }
+                        },
+                    }
+                }
+            ],
+        }
+    }
+    rs = import_nft_json(_doc(policy="accept", extra=[nat_chain, dnat_map]))
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:2009"))
+    assert not d.certain and any("cannot compute" in n for n in d.uncertain)
+    # IPv6 packets never meet `dnat ip`: certain.
+    assert evaluate(rs, Packet.parse("tcp [2001:db8::1]:4000 -> [2001:db8::2]:2009")).certain
+    res = FastEvaluator(rs).run(
+        FlowArrays.from_packets([Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:2009")])
+    )
+    assert not bool(res.certain[0])
+    # The map's key reads the TCP header: a UDP packet never meets the rule.
+    assert evaluate(rs, Packet.parse("udp 192.0.2.1:4000 -> 192.0.2.2:2009")).certain
+
+
+def test_a_queued_packet_is_decided_by_userspace_so_uncertain() -> None:
+    rs = import_nft_json(_doc([{"queue": {"num": 0}}], policy="accept"))
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
+    assert (d.outcome, d.certain, d.possible) == ("drop", False, {"accept", "drop"})
+    res = FastEvaluator(rs).run(FlowArrays.from_packets([Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22")]))
+    assert (res.outcome(0), bool(res.certain[0])) == ("drop", False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import portkit
+from fixtures_nmapxml import assert_valid_nmap_xml, needs_xmllint
 from portkit.model import Protocol
 from portkit.scan import (
     HostResult,
@@ -27,10 +30,7 @@ from portkit.scan import (
 from portkit.scan._results import ExtraPorts
 from portkit.scan.output import render_csv, render_grepable, render_json, render_text, render_xml
 
-DTD = Path("/usr/share/nmap/nmap.dtd")
-needs_xmllint = pytest.mark.skipif(
-    shutil.which("xmllint") is None or not DTD.exists(), reason="needs xmllint and nmap's DTD"
-)
+NMAP_XSL = Path("/usr/share/nmap/nmap.xsl")
 needs_ndiff = pytest.mark.skipif(shutil.which("ndiff") is None, reason="needs nmap's ndiff")
 
 
@@ -50,8 +50,10 @@ def sample() -> ScanResult:
             PortResult(81, Protocol.TCP, PortState.FILTERED, Reason.NO_RESPONSE, 0, ServiceInfo("hosts2-ns")),
             https,
         ],
-        extraports=[ExtraPorts(PortState.CLOSED, 997, ((Reason.RESET, 997),))],
+        extraports=[ExtraPorts(PortState.CLOSED, 997, ((Reason.RESET, 997),), ("1-21,23-442,444-1000",))],
         rtt=0.0012,
+        rttvar=0.0003,
+        timeout=0.0024,
     )
     return ScanResult(
         "syn", Protocol.TCP, "top:1000", 1000, {}, "portkit scan 192.0.2.10 -sS", 1_700_000_000.0, 1.5,
@@ -62,10 +64,7 @@ def sample() -> ScanResult:
 def xmllint_ok(text: str, tmp_path: Path) -> None:
     path = tmp_path / "scan.xml"
     path.write_text(text)
-    proc = subprocess.run(
-        ["xmllint", "--noout", "--dtdvalid", str(DTD), str(path)], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
+    assert_valid_nmap_xml(path, tmp_path)
 
 
 @needs_xmllint
@@ -73,7 +72,19 @@ def test_xml_is_valid_against_nmaps_dtd(tmp_path: Path) -> None:
     text = render_xml(sample())
     xmllint_ok(text, tmp_path)
     root = ET.fromstring(text)
-    assert root.get("scanner") == "nmap"
+    # What wrote it, and the same three lines nmap's XML opens with.
+    assert (root.get("scanner"), root.get("version")) == ("portkit", portkit.__version__)
+    lines = text.splitlines()
+    href = NMAP_XSL.as_uri() if NMAP_XSL.exists() else "nmap.xsl"
+    assert lines[2] == f'<?xml-stylesheet href="{href}" type="text/xsl"?>'
+    version = re.escape(portkit.__version__)
+    assert re.fullmatch(
+        rf"<!-- portkit {version} scan initiated .+ as: portkit scan 192\.0\.2\.10 -sS -->", lines[3]
+    ), lines[3]
+    reasons = root.find(".//extraports/extrareasons")
+    assert reasons is not None and reasons.get("ports") == "1-21,23-442,444-1000"
+    times = root.find(".//times")
+    assert times is not None and times.attrib == {"srtt": "1200", "rttvar": "300", "to": "100000"}
     service = root.find(".//port[@portid='443']/service")
     assert service is not None
     assert service.attrib == {
@@ -128,12 +139,75 @@ def test_ndiff_reads_and_diffs_a_real_scan(cli, tmp_path: Path, listener: int) -
 def test_grepable_lines() -> None:
     text = render_grepable(sample())
     lines = text.splitlines()
-    assert lines[0].startswith("# portkit scan initiated")
+    # nmap's header and footer words, so scripts that look for them find them.
+    assert re.fullmatch(
+        r"# Nmap 7\.93 scan initiated \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} "
+        r"as: portkit scan 192\.0\.2\.10 -sS",
+        lines[0],
+    ), lines[0]
+    assert re.fullmatch(
+        r"# Nmap done at .+ -- 1 IP address \(1 host up\) scanned in 1\.50 seconds", lines[-1]
+    ), lines[-1]
     assert "Host: 192.0.2.10 (web.example)\tStatus: Up" in lines
     ports_line = next(line for line in lines if "\tPorts: " in line)
     assert "22/open/tcp//ssh///" in ports_line
-    assert "443/open/tcp//ssl/http//nginx 1.22.1 (Debian)/" in ports_line
-    assert ports_line.endswith("Ignored State: closed (997)")
+    # A '/' inside a field is written '|', as nmap does: the line still splits into 7 fields per port.
+    assert "443/open/tcp//ssl|http//nginx 1.22.1 (Debian)/" in ports_line
+    assert ports_line.endswith("\tIgnored State: closed (997)")
+    entries = ports_line.split("\tPorts: ")[1].split("\t")[0].split(", ")
+    assert all(len(e.split("/")) == 8 for e in entries), entries
+
+
+def test_grepable_writes_ignored_state_only_for_one_collapsed_state() -> None:
+    """nmap's grepable format has room for one ignored state: with two it writes none."""
+    result = sample()
+    host = result.hosts[0]
+    host.extraports.append(ExtraPorts(PortState.FILTERED, 40, ((Reason.NO_RESPONSE, 40),)))
+    ports_line = next(line for line in render_grepable(result).splitlines() if "\tPorts: " in line)
+    assert "Ignored State" not in ports_line
+    assert ports_line.endswith("(Debian)/")
+    text = render_text(result)
+    assert "Not shown: 997 closed tcp ports (reset), 40 filtered tcp ports (no-response)\n" in text
+
+
+def test_grepable_all_ports_collapsed_and_timed_out_hosts() -> None:
+    result = sample()
+    host = result.hosts[0]
+    host.ports.clear()
+    timed_out = HostResult("192.0.2.11", status="timeout")
+    result.hosts.append(timed_out)
+    result.hosts_total = 2
+    lines = render_grepable(result).splitlines()
+    assert "Host: 192.0.2.10 (web.example)\tPorts: \tIgnored State: closed (997)" in lines
+    assert "Host: 192.0.2.11 ()\tStatus: Timeout" in lines
+    assert not any(line.startswith("Host: 192.0.2.11 ()\tPorts") for line in lines)
+
+
+def test_service_names_get_nmaps_question_mark_only_when_guessed_after_detection() -> None:
+    """nmap -sV: an open port named by the port table alone is `name?`; not without -sV,
+    not for other states, never for "unknown"."""
+    guessed = PortResult(2222, Protocol.TCP, PortState.OPEN, Reason.SYN_ACK, 64,
+                         ServiceInfo("EtherNetIP-1", extrainfo="silent"))  # fmt: skip
+    filtered = PortResult(
+        81, Protocol.TCP, PortState.FILTERED, Reason.NO_RESPONSE, 0, ServiceInfo("hosts2-ns")
+    )
+    nothing = PortResult(38953, Protocol.TCP, PortState.OPEN, Reason.SYN_ACK, 64,
+                         ServiceInfo("unknown", confidence=0, extrainfo="silent"))  # fmt: skip
+    host = HostResult("192.0.2.10", ports=[filtered, guessed, nothing])
+    result = ScanResult("syn", Protocol.TCP, "-", 3, {}, "portkit scan", 1_700_000_000.0, 1.0, [host], 1)
+    assert re.search(r"^2222/tcp  open     EtherNetIP-1 ", render_text(result), re.M)
+    grep = render_grepable(result)
+    assert "2222/open/tcp//EtherNetIP-1///" in grep and "38953/open/tcp/////" in grep
+    result.service_scan = True
+    text = render_text(result)
+    assert "2222/tcp  open     EtherNetIP-1? (silent)" in text
+    assert "81/tcp    filtered hosts2-ns\n" in text
+    assert "38953/tcp open     unknown       (silent)" in text
+    grep = render_grepable(result)
+    # nmap's formats carry no word of portkit's own about a silent port.
+    assert "2222/open/tcp//EtherNetIP-1?///" in grep
+    assert "38953/open/tcp/////" in grep
+    assert "81/filtered/tcp//hosts2-ns///" in grep
 
 
 def test_csv_rows() -> None:
@@ -162,7 +236,7 @@ def test_json_schema() -> None:
 def test_text_shows_versions_when_detected_and_reasons_on_request() -> None:
     text = render_text(sample(), reason=True)
     assert "Scan report for web.example (192.0.2.10)" in text
-    assert "Not shown: 997 closed tcp ports (reset)" in text
+    assert "Not shown: 997 closed tcp ports (reset)\n" in text
     assert "443/tcp open     ssl/http  syn-ack ttl 64 nginx 1.22.1 (Debian)" in text
     assert "PORT    STATE    SERVICE   REASON         VERSION" in text
     assert "81/tcp  filtered hosts2-ns no-response\n" in text
@@ -176,3 +250,130 @@ def test_attach_replaces_a_ports_service_and_tls() -> None:
     assert host.port(22) == updated
     with pytest.raises(KeyError):
         host.attach(23, Protocol.TCP, tls=TlsInfo())
+
+
+NMAP_SERVICES = Path("/usr/share/nmap/nmap-services")
+
+
+@pytest.mark.skipif(not NMAP_SERVICES.exists(), reason="needs nmap's nmap-services")
+def test_ports_are_named_from_nmap_services_per_protocol() -> None:
+    """The oracle is the installed file itself: its first entry per port and protocol."""
+    from portkit.registry.nmap import port_names, table_namer
+
+    expected: dict[tuple[int, str], str] = {}
+    for line in NMAP_SERVICES.read_text(errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not line.startswith("#") and "/" in fields[1]:
+            number, _, proto = fields[1].partition("/")
+            expected.setdefault((int(number), proto), fields[0])
+    tcp, udp = port_names(Protocol.TCP), port_names(Protocol.UDP)
+    assert tcp == {p: n for (p, proto), n in expected.items() if proto == "tcp"}
+    assert udp == {p: n for (p, proto), n in expected.items() if proto == "udp"}
+    assert (tcp[8081], udp[8081], tcp[22], udp[53]) == ("blackice-icecap", "sunproxyadmin", "ssh", "domain")
+    name = table_namer()
+    assert name(8080, Protocol.TCP) == "http-proxy" and name(38953, Protocol.TCP) == ""
+
+
+def test_without_nmap_services_ports_are_named_from_etc_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    from portkit.registry import nmap
+
+    monkeypatch.setenv("PORTKIT_NMAP_SERVICES", "")  # as if nmap were not installed
+    nmap._nmap_text.cache_clear()
+    nmap.port_names.cache_clear()
+    try:
+        names = nmap.port_names(Protocol.TCP)
+        if Path("/etc/services").exists():
+            assert names[8081] == "tproxy" and names[22] == "ssh"  # what nmap falls back to
+    finally:
+        monkeypatch.delenv("PORTKIT_NMAP_SERVICES")
+        nmap._nmap_text.cache_clear()
+        nmap.port_names.cache_clear()
+
+
+def test_the_scan_initiated_comment_stays_a_comment() -> None:
+    """"--" may not appear inside an XML comment: written "-&#45;" as nmap writes it."""
+    result = sample()
+    result.command = "portkit scan 192.0.2.10 --sv --all-ports -oX -"
+    text = render_xml(result)
+    comment = text.splitlines()[3]
+    assert "-&#45;sv -&#45;all-ports" in comment and "--" not in comment[4:-3]
+    ET.fromstring(text)  # well-formed
+
+
+def test_neighbour_dump_is_read_like_ip_neigh() -> None:
+    import struct
+
+    from portkit.scan._neighbours import mac_vendor, parse_neighbours
+
+    def neigh(family: int, dst: bytes, lladdr: bytes, state: int) -> bytes:
+        attrs = b""
+        for kind, value in ((1, dst), (2, lladdr)):
+            attr = struct.pack("=HH", 4 + len(value), kind) + value
+            attrs += attr + b"\0" * (-len(attr) % 4)
+        body = struct.pack("=BBHiHBB", family, 0, 0, 2, state, 0, 1) + attrs
+        return struct.pack("=IHHII", 16 + len(body), 28, 2, 1, 0) + body
+
+    vmware = bytes.fromhex("005056000001")
+    data = (
+        neigh(socket.AF_INET, bytes([198, 51, 100, 10]), bytes.fromhex("ae74c64eb5be"), 0x02)
+        + neigh(socket.AF_INET, bytes([198, 51, 100, 11]), b"", 0x01)  # incomplete: no answer
+        + neigh(socket.AF_INET6, bytes.fromhex("20010db8" + "00" * 11 + "0a"), vmware, 0x80)
+    )
+    found, done = parse_neighbours(data + struct.pack("=IHHII", 20, 3, 2, 1, 0) + b"\0" * 4)
+    assert done
+    assert found == {"198.51.100.10": "AE:74:C6:4E:B5:BE", "2001:db8::a": "00:50:56:00:00:01"}
+    if Path("/usr/share/nmap/nmap-mac-prefixes").exists():
+        assert mac_vendor("00:50:56:00:00:01") == "VMware"
+        assert mac_vendor("AE:74:C6:4E:B5:BE") == ""  # locally administered: nobody's prefix
+
+
+def test_mac_address_line_also_for_hosts_without_listed_ports_and_ping_scans() -> None:
+    """nmap prints `MAC Address:` for every on-link host it reports, ports listed or not."""
+    result = sample()
+    host = result.hosts[0]
+    host.ports.clear()
+    host.mac, host.mac_vendor = "00:50:56:00:00:01", "VMware"
+    text = render_text(result)
+    assert "Not shown: 997 closed tcp ports (reset)\nMAC Address: 00:50:56:00:00:01 (VMware)\n" in text
+    result.scan_type = "ping"
+    assert "MAC Address: 00:50:56:00:00:01 (VMware)" in render_text(result)
+    host.mac_vendor = ""
+    assert "MAC Address: 00:50:56:00:00:01 (Unknown)" in render_text(result)
+
+
+def test_xml_rates_a_soft_match_as_nmap_does() -> None:
+    """JSON keeps portkit's 7 for a name from a soft match; nmap's XML says 10 for any probed
+    name (8 for tcpwrapped, 3 for the table)."""
+    result = sample()
+    host = result.hosts[0]
+    soft = ServiceInfo("postgresql", "PostgreSQL DB", "9.6.0 or later", method="probed", confidence=7)
+    host.attach(22, Protocol.TCP, service=soft)
+    root = ET.fromstring(render_xml(result))
+    service = root.find(".//port[@portid='22']/service")
+    assert service is not None and service.get("conf") == "10"
+    assert json.loads(render_json(result))["hosts"][0]["ports"][0]["service"]["confidence"] == 7
+
+
+def test_open_view_collapses_what_cannot_be_open_and_drops_hosts_without_it() -> None:
+    """nmap's --open: closed and filtered ports are "Not shown" however few, hosts with no port
+    that may be open are not reported, and the counts still include them."""
+    from portkit.scan._results import open_view
+
+    result = sample()
+    closed = HostResult(
+        "192.0.2.11", ports=[PortResult(22, Protocol.TCP, PortState.CLOSED, Reason.RESET, 64)]
+    )
+    result.hosts.append(closed)
+    result.hosts_total = 2
+    view = open_view(result)
+    assert [h.address for h in view.hosts] == ["192.0.2.10"] and view.hosts_up == 2
+    host = view.hosts[0]
+    assert [p.port for p in host.ports] == [22, 443]
+    assert [(e.state, e.count, e.ports) for e in host.extraports] == [
+        (PortState.CLOSED, 997, ("1-21,23-442,444-1000",)),
+        (PortState.FILTERED, 1, ("81",)),
+    ]
+    assert view.state_counts() == result.state_counts()
+    grep = render_grepable(view)
+    assert "192.0.2.11" not in grep and "(2 hosts up)" in grep
+    assert "Not shown: 997 closed tcp ports (reset), 1 filtered tcp port (no-response)" in render_text(view)

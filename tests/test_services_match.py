@@ -130,10 +130,21 @@ def test_render_keeps_only_printable_text() -> None:
 
 
 def test_ssh_banners() -> None:
+    # Split as nmap splits it (nmap -sV against Debian 12's sshd says the same, see
+    # tests/test_nmap_tools.py): the package release is part of the version.
     found = ident(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10\r\n")
-    assert (found.service, found.product, found.version) == ("ssh", "OpenSSH", "9.2p1")
-    assert found.extrainfo == "Debian-2+deb12u10; protocol 2.0"
+    assert (found.service, found.product, found.version) == ("ssh", "OpenSSH", "9.2p1 Debian 2+deb12u10")
+    assert (found.extrainfo, found.ostype) == ("protocol 2.0", "Linux")
+    assert found.cpe == ("cpe:/a:openbsd:openssh:9.2p1", "cpe:/o:linux:linux_kernel")
     assert not found.soft
+    ubuntu = ident(b"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.10\r\n")
+    assert (ubuntu.version, ubuntu.extrainfo) == ("8.9p1 Ubuntu 3ubuntu0.10", "Ubuntu Linux; protocol 2.0")
+    freebsd = ident(b"SSH-2.0-OpenSSH_9.6 FreeBSD-20240104\r\n")
+    assert (freebsd.version, freebsd.extrainfo, freebsd.ostype) == (
+        "9.6", "FreeBSD 20240104; protocol 2.0", "FreeBSD"
+    )
+    plain = ident(b"SSH-2.0-OpenSSH_9.7\r\n")
+    assert (plain.version, plain.extrainfo, plain.ostype) == ("9.7", "protocol 2.0", "")
     assert ident(b"SSH-2.0-dropbear_2022.83\r\n").product == "Dropbear sshd"
     other = ident(b"SSH-2.0-Go\r\n")
     assert (other.service, other.product) == ("ssh", "Go")
@@ -430,3 +441,21 @@ def test_amqp_connection_start() -> None:
     frame = b"\x01\x00\x00" + struct.pack(">I", len(payload)) + payload + b"\xce"
     found = ident(frame, "amqp-header")
     assert (found.service, found.product, found.version) == ("amqp", "RabbitMQ", "3.12.1")
+
+
+def test_cpes_are_kept_one_per_part_and_escaped_as_nmap_does() -> None:
+    """nmap keeps the last CPE of each part (a, h, o) a rule gives, in that order, and makes
+    matched text safe inside the URI (reserved characters %-escaped, blanks '_', lower case)."""
+    from portkit.services._match import _apply
+
+    rule = parse_match_line(
+        "match ssh m|^SSH-([\\d.]+)-OpenSSH_([\\w.]+) (\\S+ \\S+)\\r\\n| p/OpenSSH/ v/$2/ "
+        "cpe:/o:debian:debian_linux/ cpe:/a:openbsd:openssh:$2/ cpe:/o:linux:linux_kernel/a "
+        "cpe:/h:acme:$3/"
+    )
+    assert rule is not None
+    found = _apply(rule, "NULL", b"SSH-2.0-OpenSSH_9.2p1 Box (R)1\r\n")
+    assert found is not None
+    assert found.cpe == (
+        "cpe:/a:openbsd:openssh:9.2p1", "cpe:/h:acme:box_%28r%291", "cpe:/o:linux:linux_kernel"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -58,13 +59,31 @@ def test_other_users_sockets_are_listed_without_their_process(nobody_env: dict[s
         assert row["inode"] == os.fstat(root_listener.fileno()).st_ino
         assert doc["processes_complete"] is False
         table = as_nobody(nobody_env, "ls", "--port", str(port))
-        assert "? (root would show)" in table.stdout
+        [line] = [line for line in table.stdout.splitlines() if f":{port} " in line]
+        assert line.split()[-2:] == ["(root", "needed)"]  # the PROCESS column
         assert "root would name them" in table.stderr
         who = as_nobody(nobody_env, "who", str(port))
         assert who.returncode == 0
-        assert "? (root would show)" in who.stdout and "root would name them" in who.stdout
+        assert "root would name them" in who.stdout
+        row = _who_table(who.stdout)
+        assert row["PID"] == "?" and row["PROCESS"] == "(root needed)", who.stdout
+        assert row["USER"] == "root"
     finally:
         root_listener.close()
+
+
+def _who_table(text: str) -> dict[str, str]:
+    """The one holder row of `portkit who`'s plain table, cut at the header's columns."""
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("PROTO "))
+    header, row = lines[at], lines[at + 1]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    cells = {
+        name: row[start : (starts[i + 1] if i + 1 < len(starts) else None)].strip()
+        for i, (name, start) in enumerate(zip(names, starts, strict=True))
+    }
+    return cells
 
 
 def test_own_sockets_keep_their_process(nobody_env: dict[str, str]) -> None:

@@ -111,6 +111,26 @@ def test_tcp_info_agrees_with_ss_i(cli: Any, scene: fx.Scene) -> None:
     json.dumps(info)
 
 
+def test_piped_info_table_keeps_a_cell_for_rows_without_tcp_info(cli: Any, scene: fx.Scene) -> None:
+    """`ls -i` piped (plain columns): UDP and TIME-WAIT rows have no tcp_info but still a cell."""
+    spec = ",".join(map(str, scene.ports))
+    result = cli("ls", "--all", "--info", "--port", spec)
+    assert result.status == 0, result.stderr
+    assert "internal error" not in result.stderr
+    header, *lines = result.stdout.splitlines()
+    assert header.split()[-2:] == ["TCP", "INFO"]
+    states = {line.split()[1] for line in lines}
+    assert {"UNCONN", "TIME-WAIT", "ESTAB"} <= states
+    info_at = header.index("TCP INFO")
+    for line in lines:
+        proto, state = line.split()[:2]
+        has_info = proto == "tcp" and state != "TIME-WAIT"
+        assert line[info_at:].startswith("rtt ") if has_info else len(line) <= info_at, line
+    watched = cli("ls", "--all", "--info", "--port", spec, "--watch", "0.1", "--count", "1")
+    assert watched.status == 0 and "internal error" not in watched.stderr, watched.stderr
+    assert "TCP INFO" in watched.stdout and "UNCONN" in watched.stdout
+
+
 @fx.needs_root
 def test_named_netns_rows_match_ss_inside_it(cli: Any) -> None:
     with fx.named_netns() as ns, fx.listener_process("6", "tcp", netns=ns) as (proc, port):

@@ -25,8 +25,11 @@ def _load(netns: str | None, rules: str | None, fmt: str | None = None) -> Any:
 
 
 def _notes(ruleset: Any) -> None:
+    from portkit.firewall._nftexpr import render_embedded_json
+
     for note in ruleset.notes:
-        click.echo(f"note: {note}", err=True)
+        # nft's JSON for an unmodelled statement, written as nft syntax for the reader.
+        click.echo(f"note: {render_embedded_json(note)}", err=True)
 
 
 _FORMATS = click.Choice(["nft-json", "nft", "iptables", "ufw", "policy"])
@@ -196,12 +199,22 @@ def check(
         forwarding = forwarding_state(netns)
     if forwarding_flag:
         forwarding = {4: forwarding_flag == "on", 6: forwarding_flag == "on"}
+    per_iif: dict[str, Any] = {}
+
+    def forwarding_for(p: Any) -> Any:
+        """IPv4 forwarding is the input interface's setting (live rules)."""
+        if forwarding_flag or rules or not p.iif:
+            return forwarding
+        if p.iif not in per_iif:
+            per_iif[p.iif] = forwarding_state(netns, p.iif) or forwarding
+        return per_iif[p.iif]
+
     forced = Direction(direction) if direction else None
     if flows_file:
         packets = _read_flows(flows_file)
         decisions = [
             evaluate(
-                ruleset, p, direction=forced, local_addresses=local, route=route, forwarding=forwarding
+                ruleset, p, direction=forced, local_addresses=local, route=route, forwarding=forwarding_for(p)
             )
             for p in packets
         ]
@@ -223,8 +236,8 @@ def check(
                         str(d.packet),
                         d.outcome if d.certain else "uncertain: " + " or ".join(sorted(d.possible)),
                         d.direction,
-                        d.scanner.state if d.scanner else "",
-                        d.reason,
+                        "?" if not d.certain else d.scanner.state if d.scanner else "",
+                        d.reason if d.certain else f"first branch: {d.reason}",
                     ]
                     for d in decisions
                 ],
@@ -234,7 +247,12 @@ def check(
         sys.exit(max((_status(d) for d in decisions), key=_STATUS_RANK.index, default=0))
     packet = _flow_from_flags(flow, proto, src, sport, dst, dport, iif, oif, state, icmp_type)
     decision = evaluate(
-        ruleset, packet, direction=forced, local_addresses=local, route=route, forwarding=forwarding
+        ruleset,
+        packet,
+        direction=forced,
+        local_addresses=local,
+        route=route,
+        forwarding=forwarding_for(packet),
     )
     if as_json:
         doc = decision.to_json()
@@ -293,13 +311,14 @@ def _print_decision(d: Any, source: str) -> None:
     if not d.certain:
         click.echo(
             f"verdict:   UNCERTAIN: {' or '.join(sorted(d.possible))} "
-            f"(portkit cannot decide some matches{'; not every branch was followed' if d.truncated else ''})"
+            f"(some conditions on the way cannot be decided; every outcome follows"
+            f"{', but not every branch was followed' if d.truncated else ''})"
         )
         for n, o in enumerate(d.outcomes, start=1):
             said = o.verdict.value.upper() + (f" with {o.reject_with}" if o.reject_with else "")
             click.echo(f"outcome {n}: {said} (path {o.direction})")
             for rule, held in o.assumed:
-                click.echo(f"  when {'this matches' if held else 'this does not match'}: {rule}")
+                click.echo(f"  given:   {rule}  [{'holds' if held else 'does not hold'}]")
             click.echo(f"  why:     {o.reason}")
             if o.scanner:
                 click.echo(f"  scanner: {o.scanner.scan}")
@@ -347,9 +366,14 @@ def lint(
     import os
 
     from portkit.firewall import Severity, lint_ruleset
+    from portkit.firewall._lint import default_route_interfaces
 
     ruleset = _load(netns, rules, fmt)
-    findings = lint_ruleset(ruleset, ssh_connection=os.environ.get("SSH_CONNECTION") if ssh else None)
+    # Live rules (here or in --netns): the default route's interface faces the internet.
+    wan = default_route_interfaces(netns=netns) if rules is None else frozenset()
+    findings = lint_ruleset(
+        ruleset, ssh_connection=os.environ.get("SSH_CONNECTION") if ssh else None, wan_interfaces=wan
+    )
     threshold = None if fail_on == "never" else Severity(fail_on)
     failing = threshold is not None and any(f.severity >= threshold for f in findings)
     if as_json:

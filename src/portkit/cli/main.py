@@ -1,6 +1,7 @@
 """The `portkit` command: a lazy group, so each command imports only what it uses.
 
 Exit status: 0 ok, 1 the check found something (or a runtime failure), 2 usage error,
+3 the answer is uncertain (`fw check`: a match portkit cannot decide splits the outcome),
 130 interrupted. Errors are one line on stderr, never a traceback.
 """
 

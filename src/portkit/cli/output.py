@@ -33,13 +33,16 @@ def emit_table(
     if is_tty():
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title or None, title_justify="left", header_style="bold")
+        # Cells are data (rule text, comments, command lines), never Rich markup: `[/x]` or
+        # `[red]` in a firewall comment must print as it is, not be parsed.
+        table = Table(title=Text(title) if title else None, title_justify="left", header_style="bold")
         for column in columns:
-            table.add_column(column)
+            table.add_column(Text(str(column)))
         for row in cells:
-            table.add_row(*row)
-        Console().print(table if cells else f"{title}\n{empty}" if title else empty)
+            table.add_row(*map(Text, row))
+        Console().print(table if cells else Text(f"{title}\n{empty}" if title else empty))
         return
     if title:
         click.echo(title)

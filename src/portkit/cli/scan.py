@@ -241,6 +241,10 @@ def scan(
             detect_for_scan(result, intensity=intensity, probes=probe_db, timing=timing, max_rate=max_rate)
         except KeyboardInterrupt:
             result.interrupted = True
+    if open_only:
+        from portkit.scan._results import open_view
+
+        result = open_view(result)  # nmap's --open applies to every format
     if json_file:
         _write(json_file, [*render.iter_json(result), "\n"])
     if xml_file:

@@ -23,7 +23,8 @@ from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
 if TYPE_CHECKING:
     from portkit.sockets._overview import Listener
 
-_NO_OWNER = "? (root would show)"
+# Other users' processes: their /proc/PID/fd is unreadable without root (or CAP_SYS_PTRACE).
+_NO_OWNER = "(root needed)"
 
 
 def _netns_options(fn: Any) -> Any:
@@ -55,7 +56,7 @@ def _warn(inventory: Inventory) -> None:
 
 
 def _ls_rows(
-    inventory: Inventory, rows: Sequence[Socket], show_netns: bool, show_procs: bool
+    inventory: Inventory, rows: Sequence[Socket], show_netns: bool, show_procs: bool, info: bool
 ) -> list[list[str]]:
     table = []
     for row in rows:
@@ -71,8 +72,9 @@ def _ls_rows(
             cells.append(row.netns or "-")
         if show_procs:
             cells.append(_process_text(inventory, row))
-        if row.tcp_info is not None:
-            cells.append(str(row.tcp_info))
+        if info:
+            # UDP, raw and TIME-WAIT rows have no tcp_info: an empty cell keeps the columns aligned.
+            cells.append("" if row.tcp_info is None else str(row.tcp_info))
         table.append(cells)
     return table
 
@@ -203,7 +205,7 @@ def ls(
         title = "" if not listening else "Listening sockets"
         emit_table(
             _ls_columns(show_netns, query.needs_processes, info),
-            _ls_rows(inventory, inventory.sockets, show_netns, query.needs_processes),
+            _ls_rows(inventory, inventory.sockets, show_netns, query.needs_processes, info),
             title=title,
             empty="no sockets match",
         )
@@ -248,7 +250,7 @@ def _watch(
                 [mark, *cells]
                 for (mark, _), cells in zip(
                     change.rows,
-                    _ls_rows(inventory, [r for _, r in change.rows], show_netns, procs),
+                    _ls_rows(inventory, [r for _, r in change.rows], show_netns, procs, info),
                     strict=True,
                 )
             ]
@@ -411,10 +413,10 @@ def _print_who(use: Any, inventory: Inventory, label: str) -> None:
         for row in use.holders:
             netns = [row.netns or "-"] if inventory.namespaces and len(inventory.namespaces) > 1 else []
             if not row.processes:
-                owner = _NO_OWNER if inventory.owner_unknown(row) else "-"
-                rows.append(
-                    [*netns, row.transport.value, row.local_text, owner, "", user_name(row.uid), "", ""]
-                )
+                unknown = inventory.owner_unknown(row)
+                pid, owner = ("?", _NO_OWNER) if unknown else ("-", "-")
+                user = user_name(row.uid)
+                rows.append([*netns, row.transport.value, row.local_text, pid, owner, user, "", ""])
             for p in row.processes:
                 place = p.container_name or p.container[:12] or p.unit or "-"
                 rows.append(

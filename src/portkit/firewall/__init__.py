@@ -10,6 +10,7 @@ from portkit.firewall._apply import ApplyResult, apply_ruleset, confirm_apply, r
 from portkit.firewall._eval import (
     Decision,
     Direction,
+    Outcome,
     ScannerView,
     TraceStep,
     Verdict,
@@ -60,6 +61,7 @@ __all__ = [
     "Match",
     "NamedSet",
     "NatTarget",
+    "Outcome",
     "Packet",
     "Reject",
     "RejectType",

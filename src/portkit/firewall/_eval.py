@@ -19,11 +19,14 @@ Theory of operation (everything that decides a verdict lives in this file):
    is forwarded only when forwarding is on (`net.ipv4.ip_forward`,
    `net.ipv6.conf.all.forwarding`) and a route exists: otherwise the kernel drops it
    silently (forwarding off) or answers ICMP network-unreachable (no route), and no
-   forward chain ever sees it.
+   forward chain ever sees it. Live rules come with the sysctls, the routes and the host's
+   addresses; a rules file has none of them, so there a DNAT to another address forks
+   (the target is the host's own or not; the host forwards or not).
 6. Matches are three-valued. A match whose protocol cannot apply to the packet (`icmpv6
    type` on TCP, `tcp flags` on UDP) is false, as the dependency nft adds makes it. A
-   match the model cannot decide (`limit`, `meter`, `ct status` after the first packet,
-   `th dport` on a protocol without ports, anything unmodelled) is *unknown*: evaluation
+   match the model cannot decide (`limit`, `meter`, `ct status` or `tcp flags` after a
+   connection's first packet, `fib daddr type` without the host's addresses, `th dport`
+   on a protocol without ports, anything unmodelled) is *unknown*: evaluation
    then follows both branches, the rule matching and not, and the decision lists every
    distinct outcome. The first branch follows the importer's assumption (an unmodelled
    rate limit is below its rate, ...); the decision is certain only when every branch
@@ -177,6 +180,8 @@ class Outcome:
     decided_by: TraceStep | None = None
     scanner: ScannerView | None = None
     assumed: tuple[tuple[str, bool], ...] = ()
+    # A NAT rule whose target is unknown (a map, a range) rewrote the packet on the way.
+    blind: bool = False
 
     @property
     def outcome(self) -> str:
@@ -280,6 +285,7 @@ def _in(ranges: tuple[tuple[int, int], ...], value: int) -> bool:
 
 
 _SYN = 0x02
+_ACK = 0x10
 # conntrack status bits a connection's first packet is known to have or lack, beyond DNAT.
 _NEW_STATUS_FALSE = frozenset({"snat", "seen-reply", "assured", "confirmed", "dying", "expected"})
 
@@ -343,6 +349,12 @@ def match_value(m: Match, p: Packet) -> bool | None:
         return False
     if m.protos and p.l4proto not in m.protos:
         return False
+    if m.dynamic:
+        # Undecided membership, but the dependencies of a concatenation's parts still hold or not.
+        for part in m.parts:
+            if (part.family and part.family != p.family) or (part.protos and p.l4proto not in part.protos):
+                return False
+        return None
     f = m.field
     if f is Field.NFPROTO:
         hit = _in(m.ranges, p.family)
@@ -377,6 +389,11 @@ def match_value(m: Match, p: Packet) -> bool | None:
         hit = _in(m.ranges, p.icmp_code)
     elif f is Field.CONCAT:
         return _concat_value(m, p)
+    elif f is Field.FIB_DADDR_TYPE:
+        kind = _address_type(p)
+        if kind is None:
+            return None
+        hit = kind in m.names
     elif f is Field.TCP_FLAGS:
         # A connection's first packet is a SYN; later ones carry flags the model does not know.
         if p.state is not CtState.NEW:
@@ -400,17 +417,42 @@ def match_value(m: Match, p: Packet) -> bool | None:
     return hit != m.negate
 
 
-def assumption(m: Match) -> bool:
+def _address_type(p: Packet) -> str | None:
+    """The routing table's type for the destination, as `fib daddr type` reads it."""
+    if p.dst.is_multicast:
+        return "multicast"
+    if p.dst.is_loopback or p.dst_local:
+        return "local"
+    if p.dst_local is None:
+        return None
+    if p.family == 4 and int(p.dst) == 0xFFFFFFFF:
+        return "broadcast"
+    return "unicast"
+
+
+def assumption(m: Match, p: Packet) -> bool:
     """What the first branch takes an unknown match to be: the importer's assumption for an
-    unmodelled expression (`negate` on an opaque match means "assumed not to hold"), and
-    otherwise that the value looked at is absent."""
-    return not m.negate if m.field is Field.OPAQUE else m.negate
+    unmodelled expression (`negate` on an opaque match means "assumed not to hold"), the
+    snapshot of a dynamic set, an ordinary packet for the rest: addressed to this host
+    (`fib daddr type local`), a plain ACK after the handshake (`tcp flags`), and otherwise
+    the value looked at absent."""
+    if m.dynamic:
+        return match_holds(replace(m, dynamic=False), p)
+    if m.field is Field.OPAQUE:
+        return not m.negate
+    if m.field is Field.FIB_DADDR_TYPE:
+        return ("local" in m.names) != m.negate
+    if m.field is Field.TCP_FLAGS and m.ranges:
+        mask, value = m.ranges[0]
+        hit = (_ACK & mask) == value if m.exact else (_ACK & mask) != 0
+        return hit != m.negate
+    return m.negate
 
 
 def match_holds(m: Match, p: Packet) -> bool:
     """`match_value`, with an unknown answer replaced by the assumption."""
     v = match_value(m, p)
-    return assumption(m) if v is None else v
+    return assumption(m, p) if v is None else v
 
 
 def rule_value(rule: Rule, p: Packet) -> bool | None:
@@ -604,7 +646,7 @@ def _run_base_chain(
         unknown = value is None
         if value is None:
             what = f"{table} {chain.name} #{i + 1}: {rule}"
-            assumed = all(assumption(m) for m in rule.matches if match_value(m, p) is None)
+            assumed = all(assumption(m, p) for m in rule.matches if match_value(m, p) is None)
             # A rule without a verdict changes nothing either way: nothing to fork.
             hit = assumed if rule.action is Action.CONTINUE else branch.choose(what, assumed)
             branch.notes.append(
@@ -728,7 +770,7 @@ def evaluate(
         first.scanner,
         tuple(notes),
         tuple(outcomes.values()),
-        len(outcomes) == 1 and not truncated,
+        len(outcomes) == 1 and not truncated and not any(out.blind for out, _ in runs),
         truncated,
     )
 
@@ -749,6 +791,7 @@ def _evaluate_branch(
     branch: _Branch,
 ) -> Outcome:
     trace: list[TraceStep] = []
+    blind = False
     stated = direction is not None or bool(packet.iif and packet.oif)
     if direction is None:
         if packet.iif and packet.oif:
@@ -759,6 +802,8 @@ def _evaluate_branch(
             # Addressed to this host (its public address may sit behind NAT, off its interfaces)
             # unless prerouting DNAT sends it elsewhere: decided after prerouting.
             direction = None
+    if local_addresses is not None:
+        packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
     original = packet
     if direction is Direction.OUTPUT and not packet.oif and route is not None:
         packet = replace(packet, oif=route(packet.dst) or "")  # routed before the output hook
@@ -779,6 +824,12 @@ def _evaluate_branch(
             else:
                 result = _run_base_chain(table, chain, hook, packet, trace, branch, trace_misses)
             act = result.action
+            if act is Action.QUEUE and branch.choose(
+                f"{table} {chain.name}: {result.rule}: a userspace program reads the queue "
+                "and accepts the packet (with none, the kernel drops it)",
+                False,
+            ):
+                continue  # accepted by the queue's reader: like accept, this base chain ends
             if act in (Action.DROP, Action.REJECT, Action.QUEUE):
                 verdict = Verdict.REJECT if act is Action.REJECT else Verdict.DROP
                 answer = None
@@ -792,10 +843,21 @@ def _evaluate_branch(
                     packet,
                     result.step,
                     scanner_view(original, verdict, answer, listening),
+                    blind=blind,
                 )
             if act in (Action.DNAT, Action.REDIRECT) and result.rule is not None and not nat_done:
                 nat_done = True
+                if result.rule.nat is not None and result.rule.nat.unknown:
+                    blind = True
+                    branch.notes.append(
+                        f"{table} {chain.name}: {result.rule} rewrites the destination to a value "
+                        "portkit cannot compute (a map or a range): the path after it is a guess"
+                    )
                 packet = replace(_apply_dnat(packet, result.rule, act), dnat=True)
+                if local_addresses is not None or packet.dst.is_loopback:
+                    packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
+                else:
+                    packet = replace(packet, dst_local=None)
             elif act in (Action.SNAT, Action.MASQUERADE):
                 nat_done = True
         if pending_route and hook is Hook.PREROUTING:
@@ -828,6 +890,7 @@ def _evaluate_branch(
                         packet,
                         stop,
                         scanner_view(original, verdict, answer, listening),
+                        blind=blind,
                     )
                 packet = stop
     steps = [s for s in trace if s.matched and (s.position == 0 or "accept" in s.effect)]
@@ -839,6 +902,7 @@ def _evaluate_branch(
         packet,
         steps[-1] if steps else None,
         scanner_view(packet, Verdict.ACCEPT, None, listening),
+        blind=blind,
     )
 
 
@@ -863,6 +927,9 @@ def _route_forward(
             f"({'assumed' if on else 'assumed not'}; --forwarding on|off states it)"
         )
     if on is False:
+        if packet.family == 4 and packet.iif:
+            # The kernel asks the input interface; net.ipv4.ip_forward sets it for all of them.
+            sysctl = f"net.ipv4.conf.{packet.iif}.forwarding"
         return _routing_step(
             f"{sysctl} = 0", f"drop (this host does not forward; {packet.dst} is not a local address)"
         )

@@ -277,11 +277,17 @@ class _Compiled:
 
 
 def inexact(rule: Rule) -> bool:
-    """Whether the box model cannot hold the rule's matches exactly."""
-    return any(
-        m.field in NON_BOX_FIELDS or (m.field in (Field.SPORT, Field.DPORT) and not m.protos)
-        for m in rule.matches
+    """Whether the box model cannot hold the rule's matches exactly, its NAT target is
+    unknown (a map, a range), or its verdict is not the kernel's (queue)."""
+    return (
+        any(_inexact_match(m) for m in rule.matches)
+        or bool(rule.nat and rule.nat.unknown)
+        or rule.action is Action.QUEUE  # the verdict is a userspace program's
     )
+
+
+def _inexact_match(m: Match) -> bool:
+    return m.field in NON_BOX_FIELDS or m.dynamic or (m.field in (Field.SPORT, Field.DPORT) and not m.protos)
 
 
 def hull_rule(rule: Rule) -> Rule:
@@ -289,8 +295,7 @@ def hull_rule(rule: Rule) -> Rule:
     every packet the rule can match."""
     kept: list[Match] = []
     for m in rule.matches:
-        exact = m.field not in NON_BOX_FIELDS and not (m.field in (Field.SPORT, Field.DPORT) and not m.protos)
-        if exact:
+        if not _inexact_match(m):
             kept.append(m)
             continue
         for dep in (m, *m.parts):

@@ -912,6 +912,10 @@ def _addrtype(mod: _Module, version: int, addrtypes: AddressTypes | None, where:
             if version == 6:
                 kinds = frozenset({"local", "anycast"})
             out.append(Match(fld, addrtypes.addresses(version, kinds), negate=neg, family=version))
+        elif types == {"LOCAL"} and opt == "--dst-type":
+            # Decided when the packet is evaluated, from the host's addresses if known
+            # (`fib daddr type local`, as nft writes it).
+            out.append(Match(Field.FIB_DADDR_TYPE, names=("local",), negate=neg))
         else:
             return [_opaque(mod, version)]
     return out
@@ -974,6 +978,35 @@ def _nat_target(text: str, ports_only: bool) -> NatTarget:
     return NatTarget(text.split("-")[0], None)
 
 
+# `:CHAIN POLICY [packets:bytes]`: what iptables-restore takes as POLICY (iptables 1.8.9, both
+# backends loading for real). A built-in chain takes ACCEPT or DROP, case-sensitive, or `-` to
+# keep the policy it has (ACCEPT in a fresh table); anything else is refused ("Bad policy name").
+# A user chain has no policy and iptables-save writes `-`; the nf_tables backend loads any word
+# there and ignores it, the legacy backend refuses all but `-`. No word at all, both refuse.
+# `--test` of the nf_tables backend does not check policies: only a real load refuses `:INPUT FROB`.
+_POLICY_WORDS = {"ACCEPT": Action.ACCEPT, "DROP": Action.DROP, "-": Action.ACCEPT}
+
+
+def _chain_policy(chain: str, word: str, builtin: bool, where: str, notes: list[str]) -> Action:
+    if not word:
+        expected = "ACCEPT or DROP (or - to keep the current one)" if builtin else "- (user chains have none)"
+        raise UsageError(f"invalid chain {chain[:40]!r} at {where}: no policy, expected {expected}")
+    if not builtin:
+        if word != "-":
+            notes.append(
+                f"{where}: policy {word[:40]!r} on user chain {chain[:40]!r} ignored, as iptables-restore "
+                "(nf_tables) does; iptables-legacy-restore refuses it (expected -)"
+            )
+        return Action.ACCEPT  # never used: a user chain's end returns to the caller
+    policy = _POLICY_WORDS.get(word)
+    if policy is None:
+        raise UsageError(
+            f"invalid policy {word[:40]!r} for chain {chain[:40]!r} at {where}: "
+            "expected ACCEPT or DROP (or - to keep the current one)"
+        )
+    return policy
+
+
 def import_iptables_save(
     text: str, *, version: int = 4, source: str = "iptables-save", addrtypes: AddressTypes | None = None
 ) -> Ruleset:
@@ -1013,19 +1046,16 @@ def import_iptables_save(
             table_name = ""
         elif line.startswith(":"):
             parts = line[1:].split()
+            if not table_name:
+                raise UsageError(f"invalid iptables-save text at {where}: a chain outside a *table section")
+            if not parts:
+                raise UsageError(f"invalid iptables-save text at {where}: ':' without a chain name")
             name = parts[0]
             builtin = _BUILTIN.get(table_name, {}).get(name)
             hook, prio = builtin if builtin else (None, 0)
             ctype = ChainType.NAT if table_name == "nat" else ChainType.FILTER
-            if len(parts) < 2:
-                raise UsageError(f"invalid iptables-save text at {where}: chain {name[:40]!r} has no policy")
-            if builtin and parts[1] not in ("ACCEPT", "DROP", "-"):
-                # As iptables-restore: a built-in chain's policy is ACCEPT or DROP ("-": unchanged).
-                raise UsageError(
-                    f"invalid policy {parts[1][:30]!r} for built-in chain {name} at {where}: "
-                    "expected ACCEPT, DROP or -"
-                )
-            policy = Action.DROP if builtin and parts[1] == "DROP" else Action.ACCEPT
+            word = parts[1] if len(parts) > 1 else ""
+            policy = _chain_policy(name, word, builtin is not None, where, notes)
             chains[name] = {"rules": [], "hook": hook, "type": ctype, "prio": prio, "policy": policy}
             order.append(name)
         elif line.startswith("-A ") or line.startswith("-I "):

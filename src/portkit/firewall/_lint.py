@@ -8,7 +8,10 @@ so they see exactly what the kernel would do, jumps and NAT included.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,6 +347,149 @@ def _graph(t: Table, findings: list[Finding]) -> None:
             )
 
 
+# What lint can know about an interface from its name alone. Only a WAN name (or the host's
+# default-route interface, when the live rules are linted) lets it say "the internet"; a name
+# conventionally given to a LAN or container bridge says "internal", and any other name leaves
+# the interface's role unknown: lint then says where the traffic is accepted from, nothing more.
+_WAN_NAME = re.compile(r"(wan\d*|wan6|pppoe-.+|ppp\d+|wwan\d+|.+-wan\d*)")
+_INTERNAL_NAME = re.compile(
+    r"(lo|lan\d*|.+-lan\d*|br-.+|br\d+|virbr\d+|docker\d+|podman\d+|cni\d+|cni-.+|lxcbr\d+|lxdbr\d+"
+    r"|kube-bridge|cbr\d+|guest\d*)"
+)
+
+
+class InterfaceRole(Word):
+    ANY = "any"  # accepted on an interface no rule names: the rule does not depend on the interface
+    WAN = "wan"
+    INTERNAL = "internal"
+    UNKNOWN = "unknown"
+
+
+def interface_role(name: str, wan_interfaces: frozenset[str] = frozenset()) -> InterfaceRole:
+    """The role lint assumes for an interface (see _WAN_NAME); wildcards (`eth*`) by their prefix."""
+    bare = name.rstrip("*+")
+    if name in wan_interfaces or bare in wan_interfaces or _WAN_NAME.fullmatch(bare):
+        return InterfaceRole.WAN
+    if _INTERNAL_NAME.fullmatch(bare):
+        return InterfaceRole.INTERNAL
+    return InterfaceRole.UNKNOWN
+
+
+def default_route_interfaces(proc_net: str = "/proc/net", *, netns: str | None = None) -> frozenset[str]:
+    """The interfaces the default routes (IPv4 and IPv6) leave by: of this network namespace
+    (its /proc/net), or of the named one (`ip -n NETNS route`)."""
+    if netns is not None:
+        return _netns_default_routes(netns)
+    names: set[str] = set()
+    try:
+        with open(f"{proc_net}/route", encoding="ascii", errors="replace") as table:
+            for line in table.read().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) >= 8 and fields[1] == "00000000" and fields[7] == "00000000":
+                    names.add(fields[0])
+    except OSError:
+        pass
+    try:
+        with open(f"{proc_net}/ipv6_route", encoding="ascii", errors="replace") as table:
+            for line in table.read().splitlines():
+                fields = line.split()
+                if len(fields) == 10 and fields[0] == "0" * 32 and fields[1] == "00" and fields[9] != "lo":
+                    names.add(fields[9])
+    except OSError:
+        pass
+    return frozenset(names)
+
+
+def _netns_default_routes(netns: str) -> frozenset[str]:
+    import json
+    import subprocess
+
+    names: set[str] = set()
+    for version in ("-4", "-6"):
+        try:
+            out = subprocess.run(
+                ["ip", "-n", netns, version, "-j", "route", "show", "default"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout
+            routes = json.loads(out or "[]")
+        except (OSError, ValueError, subprocess.SubprocessError):
+            continue
+        names.update(r["dev"] for r in routes if isinstance(r, dict) and isinstance(r.get("dev"), str))
+    return frozenset(names)
+
+
+def _unnamed_iface(ruleset: Ruleset) -> str:
+    """An interface name no rule's iif pattern matches: a packet from "anywhere else"."""
+    rules = ruleset.rules()
+    patterns = [n for _t, _c, _i, r in rules for m in r.matches if m.field is Field.IIF for n in m.names]
+    for suffix in range(100):
+        name = f"?other{suffix}"
+        if not any(name.startswith(n[:-1]) if n.endswith(("*", "+")) else n == name for n in patterns):
+            return name
+    return ""
+
+
+def _exposure(role: InterfaceRole, iface: str, severity: Severity) -> tuple[Severity, str]:
+    """How a risky port accepted from every address on `iface` is reported: (severity, wording)."""
+    if role is InterfaceRole.ANY:
+        return severity, "is open to the whole internet (0.0.0.0/0) on any interface"
+    if role is InterfaceRole.WAN:
+        return severity, f"is open to the whole internet (0.0.0.0/0) on {iface} (a WAN interface)"
+    if role is InterfaceRole.INTERNAL:
+        return Severity.INFO, f"is open to every address on {iface} (by its name an internal network)"
+    where = "interfaces no rule names" if iface.startswith("?other") else iface
+    return min(severity, Severity.MEDIUM, key=lambda s: s.rank), (
+        f"is open to every address on {where} (lint cannot tell whether it faces the internet)"
+    )
+
+
+def _open_to_all(
+    ruleset: Ruleset, outsiders: list[Any], host: Any, port: int, proto: str, iface: str
+) -> str | None:
+    """What accepts a new connection to `port` from every outsider arriving on `iface`, or None."""
+    reason = None
+    uncertain = False
+    for src in outsiders:
+        p = Packet(6 if proto == "tcp" else 17, src, host, 40000, port, iif=iface)
+        decision = evaluate(ruleset, p, direction=Direction.INPUT, trace_misses=False)
+        # An accept on any branch of an undecided evaluation is a possible exposure: reported,
+        # marked uncertain, never dropped silently (fail closed).
+        accepting = [o for o in decision.outcomes if o.verdict is Verdict.ACCEPT]
+        if decision.verdict is Verdict.ACCEPT:
+            reason = reason or decision.reason
+        elif accepting and not decision.certain:
+            reason = reason or accepting[0].reason
+        else:
+            return None  # not open to *everyone*: no need to ask for the other outsiders
+        uncertain = uncertain or not decision.certain or bool(decision.uncertain)
+    if reason and uncertain:
+        return f"{reason} (uncertain: the accept depends on a match portkit cannot model)"
+    return reason
+
+
+def _exposed_on(
+    reason_on: Callable[[str], str | None], probes: list[tuple[str, InterfaceRole]], unnamed: str
+) -> tuple[str, InterfaceRole, str] | None:
+    """The interface to report a risky port on, its role and what accepts it there, from
+    `reason_on(iface)`. "Any interface" only when no WAN-named interface refuses it."""
+    wans = [iface for iface, role in probes if role is InterfaceRole.WAN]
+    for iface in wans:
+        reason = reason_on(iface)
+        if reason is not None:
+            return iface, InterfaceRole.WAN, reason
+    reason = reason_on(unnamed) if unnamed else None
+    if reason is not None:
+        return unnamed, InterfaceRole.UNKNOWN if wans else InterfaceRole.ANY, reason
+    for role in (InterfaceRole.UNKNOWN, InterfaceRole.INTERNAL):
+        for iface, probe_role in probes:
+            reason = reason_on(iface) if probe_role is role else None
+            if reason is not None:
+                return iface, role, reason
+    return None
+
+
 def _candidate_ifaces(ruleset: Ruleset) -> list[str]:
     names: dict[str, int] = {}
     for _t, _c, _i, r in ruleset.rules():
@@ -369,7 +515,11 @@ def _risky() -> list[tuple[int, str, str, Severity]]:
 
 
 def _behavioural(
-    ruleset: Ruleset, findings: list[Finding], ssh: tuple[str, int, str, int] | None, ssh_iface: str | None
+    ruleset: Ruleset,
+    findings: list[Finding],
+    ssh: tuple[str, int, str, int] | None,
+    ssh_iface: str | None,
+    wan_interfaces: frozenset[str] = frozenset(),
 ) -> None:
     has4 = any(t.family.covers(4) and c.hook is Hook.INPUT for t in ruleset.tables for c in t.chains)
     has6 = any(t.family.covers(6) and c.hook is Hook.INPUT for t in ruleset.tables for c in t.chains)
@@ -384,6 +534,7 @@ def _behavioural(
         )
         return
     ifaces = _candidate_ifaces(ruleset)
+    unnamed = _unnamed_iface(ruleset)
     ip = ipaddress.ip_address
     for version, host, outsiders in ((4, _HOST4, _OUTSIDERS4), (6, _HOST6, _OUTSIDERS6)):
         if not (has4 if version == 4 else has6):
@@ -414,27 +565,24 @@ def _behavioural(
                     f"{d.reason}: every listening service is exposed",
                 )
             )
-        # Risky exposures.
+        # Risky exposures, reported on the most exposed interface that lets every outsider in.
+        probes = [(iface, interface_role(iface, wan_interfaces)) for iface in ifaces if iface != unnamed]
         for port, proto, text, sev in _risky():
-            for iface in ifaces:
-                hits = []
-                for src in outsiders:
-                    p = Packet(6 if proto == "tcp" else 17, ip(src), ip(host), 40000, port, iif=iface)
-                    dd = evaluate(ruleset, p, direction=Direction.INPUT, trace_misses=False)
-                    if dd.verdict is not Verdict.ACCEPT:
-                        break  # not open to *everyone*: no need to ask for the other outsiders
-                    hits.append(dd)
-                if len(hits) == len(outsiders):
-                    by = hits[0].reason
-                    findings.append(
-                        Finding(
-                            sev,
-                            "risky-exposure",
-                            f"{port}/{proto} (IPv{version})",
-                            f"{text} is open to the whole internet (0.0.0.0/0) on {iface}: accepted by {by}",
-                        )
+            reason_on = functools.partial(
+                _open_to_all, ruleset, [ip(src) for src in outsiders], ip(host), port, proto
+            )
+            found = _exposed_on(functools.cache(reason_on), probes, unnamed)
+            if found is not None:
+                iface, role, reason = found
+                severity, wording = _exposure(role, iface, sev)
+                findings.append(
+                    Finding(
+                        severity,
+                        "risky-exposure",
+                        f"{port}/{proto} (IPv{version})",
+                        f"{text} {wording}: accepted by {reason}",
                     )
-                    break
+                )
     # Overly broad accepts.
     for t in ruleset.tables:
         for c in t.chains:
@@ -458,14 +606,14 @@ def _behavioural(
                         and b[IIF] != lo_iface
                         and c.hook in (Hook.INPUT, Hook.FORWARD, None)
                     ):
+                        ports = "any port" if b[DPORT] == full[DPORT] else "a wide port range"
+                        severity, source = _broad_source(space, b[IIF], full[IIF], wan_interfaces)
                         findings.append(
                             Finding(
-                                Severity.HIGH,
+                                severity,
                                 "broad-accept",
                                 _where(t, c, i, r),
-                                f"'{r}' accepts new connections from anywhere to "
-                                f"{'any port' if b[DPORT] == full[DPORT] else 'a wide port range'}"
-                                " (IPv{})".format(v),
+                                f"'{r}' accepts new connections {source} to {ports} (IPv{v})",
                             )
                         )
                         break
@@ -495,6 +643,24 @@ def _behavioural(
                 )
 
 
+def _broad_source(
+    space: Space, iifs: tuple[tuple[int, int], ...], every: tuple[tuple[int, int], ...], wan: frozenset[str]
+) -> tuple[Severity, str]:
+    """Where a broad accept takes connections from, as far as its iif restriction tells."""
+    if iifs == every:
+        return Severity.HIGH, "from anywhere"
+    names = [space.ifnames[k].replace("\x00wild", "*") for lo, hi in iifs for k in range(lo, hi + 1)]
+    if any(name.startswith("\x00") for name in names):  # "every other interface" is among them
+        return Severity.HIGH, "from anywhere"
+    roles = {interface_role(name, wan) for name in names}
+    shown = ", ".join(names)
+    if roles == {InterfaceRole.WAN} or InterfaceRole.WAN in roles:
+        return Severity.HIGH, f"from anywhere on {shown} (WAN)"
+    if roles == {InterfaceRole.INTERNAL}:
+        return Severity.LOW, f"from every address on {shown} (named like an internal network)"
+    return Severity.MEDIUM, f"from every address on {shown} (lint cannot tell whether it faces the internet)"
+
+
 def _span(ivs: tuple[tuple[int, int], ...]) -> int:
     return sum(hi - lo + 1 for lo, hi in ivs if hi >= 0)
 
@@ -505,9 +671,11 @@ def lint_ruleset(
     ssh_connection: str | None = None,
     ssh_iface: str | None = None,
     behaviour: bool = True,
+    wan_interfaces: frozenset[str] = frozenset(),
 ) -> list[Finding]:
     """Every finding, most severe first. `ssh_connection` is $SSH_CONNECTION
-    ("client_ip client_port server_ip server_port")."""
+    ("client_ip client_port server_ip server_port"). `wan_interfaces` names interfaces known to
+    face the internet (the default route's, for the live rules) besides WAN-named ones."""
     findings: list[Finding] = []
     for t in ruleset.tables:
         if t.family not in (Family.IP, Family.IP6, Family.INET):
@@ -522,12 +690,13 @@ def lint_ruleset(
             ssh = (parts[0], int(parts[1]), parts[2], int(parts[3]))
     # A looping rule set cannot be evaluated (nor loaded): behaviour is moot until it is fixed.
     if behaviour and not any(f.check == "jump-loop" for f in findings):
-        _behavioural(ruleset, findings, ssh, ssh_iface)
+        _behavioural(ruleset, findings, ssh, ssh_iface, wan_interfaces)
+    from portkit.firewall._nftexpr import render_embedded_json
+
     for note in ruleset.notes:
         if "not modelled" in note or "cannot model" in note or "opaque" in note:
-            findings.append(
-                Finding(Severity.INFO, "not-modelled", note.split(":", 1)[0], note.split(":", 1)[-1].strip())
-            )
+            where, _, what = note.partition(": ")
+            findings.append(Finding(Severity.INFO, "not-modelled", where, render_embedded_json(what.strip())))
     findings = _merge_versions(findings)
     findings.sort(key=lambda f: -f.severity.rank)
     return findings

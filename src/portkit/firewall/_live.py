@@ -266,30 +266,34 @@ def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str | None]:
 _NO_ROUTE = re.compile(r"unreachable|No route to host|Permission denied|prohibit", re.I)
 
 
-def forwarding_state(netns: str | None = None) -> dict[int, bool]:
+def forwarding_state(netns: str | None = None, iif: str = "") -> dict[int, bool]:
     """Whether this host (or the netns) forwards IPv4 and IPv6 packets: the sysctls
-    net.ipv4.ip_forward and net.ipv6.conf.all.forwarding. A version whose setting cannot
-    be read is left out (unknown)."""
-    keys = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
-    out: dict[int, bool] = {}
+    net.ipv4.ip_forward and net.ipv6.conf.all.forwarding. IPv4 asks the input interface
+    (net.ipv4.conf.IIF.forwarding, which ip_forward sets for all) when it is named and
+    exists. A version whose setting cannot be read is left out (unknown)."""
+    paths = {4: "/proc/sys/net/ipv4/ip_forward", 6: "/proc/sys/net/ipv6/conf/all/forwarding"}
+    if iif and re.fullmatch(r"[A-Za-z0-9_.@:-]{1,15}", iif) and iif not in (".", ".."):
+        found = _read_proc([f"/proc/sys/net/ipv4/conf/{iif}/forwarding"], netns)
+        if found:
+            return {4: found[0] != "0", **{k: v for k, v in forwarding_state(netns).items() if k == 6}}
+    values = _read_proc(list(paths.values()), netns)
+    if len(values) != len(paths):
+        return {}
+    return {version: value != "0" for version, value in zip(paths, values, strict=True)}
+
+
+def _read_proc(paths: list[str], netns: str | None) -> list[str]:
+    """The contents of /proc/sys files as seen from the netns; [] if one cannot be read."""
     if netns is None:
-        for version, key in keys.items():
-            try:
-                out[version] = Path("/proc/sys", *key.split(".")).read_text().strip() != "0"
-            except OSError:
-                continue
-        return out
+        try:
+            return [Path(p).read_text().strip() for p in paths]
+        except OSError:
+            return []
     try:
         proc = subprocess.run(
-            [*_prefix(netns), "cat", *(str(Path("/proc/sys", *k.split("."))) for k in keys.values())],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
+            [*_prefix(netns), "cat", *paths], capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
-        return out
+        return []
     values = proc.stdout.split()
-    if proc.returncode == 0 and len(values) == len(keys):
-        out = {version: value != "0" for version, value in zip(keys, values, strict=True)}
-    return out
+    return values if proc.returncode == 0 and len(values) == len(paths) else []

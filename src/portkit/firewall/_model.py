@@ -186,6 +186,7 @@ class Field(Word):
     # ranges = ((mask, value),): `exact` holds when flags & mask == value, otherwise when
     # flags & mask != 0 (`tcp flags syn`). Known for a connection's first packet (a SYN) only.
     TCP_FLAGS = "tcp flags"
+    FIB_DADDR_TYPE = "fib daddr type"  # names: local, unicast, multicast...; needs the host's addresses
     CONCAT = "concat"  # `ip saddr . tcp dport { 10.0.0.1 . 22 }`: `parts` and `elements`
     OPAQUE = "opaque"  # an expression portkit cannot evaluate; kept as text
 
@@ -196,7 +197,9 @@ EXTRA_HEADER_PROTOS = frozenset({0, 43, 44, 50, 51, 59, 60, 135, 139, 140, 253, 
 
 # Fields whose matches are not a box of intervals (the linter's and the compiled evaluator's
 # space): only the reference evaluator decides them.
-NON_BOX_FIELDS = frozenset({Field.CT_STATUS, Field.TCP_FLAGS, Field.CONCAT, Field.OPAQUE})
+NON_BOX_FIELDS = frozenset(
+    {Field.CT_STATUS, Field.TCP_FLAGS, Field.FIB_DADDR_TYPE, Field.CONCAT, Field.OPAQUE}
+)
 
 TCP_FLAG_BITS = {
     "fin": 0x01,
@@ -246,8 +249,16 @@ class Match:
     # --pol none` true: a modelled packet has no extension headers and no IPsec). Packets
     # whose protocol is itself such a header (`EXTRA_HEADER_PROTOS`) stay undecided.
     plain: bool | None = None
+    # The named set's elements change at run time (flags dynamic or timeout, or a rule adds
+    # to it): its elements are a snapshot, so the match is undecided (the first branch takes
+    # the snapshot).
+    dynamic: bool = False
 
     def __str__(self) -> str:
+        if self.field is Field.OPAQUE and self.text:
+            from portkit.firewall._nftexpr import render_json_text
+
+            return render_json_text(self.text)  # nft's JSON for the match, written in nft syntax
         return self.text or render_match(self)
 
     def to_json(self) -> dict[str, Any]:
@@ -314,6 +325,11 @@ def render_match(m: Match) -> str:
     """A match in nft syntax."""
     if m.field is Field.OPAQUE:
         return m.text or "<opaque>"
+    if m.field is Field.CT_STATUS:
+        # A bit test, as `ct status dnat` is: `== dnat` or a `{ }` set would compare the
+        # whole status word.
+        bits = ",".join(m.names)
+        return f"ct status & ({bits.replace(',', ' | ')}) == 0" if m.negate else f"ct status {bits}"
     if m.field is Field.TCP_FLAGS:
         mask, value = m.ranges[0]
         if m.exact:
@@ -340,7 +356,7 @@ def match_key(m: Match) -> str:
         return "meta nfproto"
     if m.field in (Field.IIF, Field.OIF):
         return f"{m.field.value}name"
-    if m.field in (Field.CT_STATE, Field.CT_STATUS):
+    if m.field in (Field.CT_STATE, Field.CT_STATUS, Field.FIB_DADDR_TYPE):
         return str(m.field)
     if m.field is Field.CONCAT:
         return " . ".join(match_key(p) for p in m.parts)
@@ -410,6 +426,9 @@ class NatTarget:
 
     address: str | None = None
     port: int | None = None
+    # The target is a map lookup or a range (`dnat to ip daddr map { ... }`): where the packet
+    # goes is not known, so a decision through this rule is uncertain.
+    unknown: bool = False
 
     def __str__(self) -> str:
         if self.address and self.port is not None:
@@ -447,7 +466,7 @@ class Rule:
     def uncertain(self) -> bool:
         """Whether a match is beyond the box model (unmodelled, a concatenation, ct status):
         the linter does not reason about such a rule; the evaluator decides it, or forks."""
-        return any(m.field in NON_BOX_FIELDS for m in self.matches)
+        return any(m.field in NON_BOX_FIELDS or m.dynamic for m in self.matches)
 
     def verdict_text(self) -> str:
         if self.action in (Action.JUMP, Action.GOTO):
@@ -479,7 +498,10 @@ class Rule:
             parts.append("counter")
         if self.log is not None:
             parts.append(f'log prefix "{self.log}"' if self.log else "log")
-        parts.extend(self.opaque)
+        if self.opaque:
+            from portkit.firewall._nftexpr import render_json_text
+
+            parts.extend(map(render_json_text, self.opaque))
         if self.action is not Action.CONTINUE:
             parts.append(self.verdict_text())
         if self.comment:
@@ -566,6 +588,7 @@ class NamedSet:
     names: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     elements: tuple[tuple[Interval | str, ...], ...] = ()
+    dynamic: bool = False  # see Match.dynamic
 
     @property
     def types(self) -> tuple[str, ...]:
@@ -705,7 +728,9 @@ def canonical(ruleset: Ruleset) -> Ruleset:
                 implied = {
                     m.protos
                     for m in r.matches
-                    if m.protos and m.field in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE)
+                    if m.protos
+                    and m.field
+                    in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE, Field.TCP_FLAGS)
                 }
                 if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.TCP_RESET:
                     implied.add((6,))

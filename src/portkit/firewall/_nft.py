@@ -118,6 +118,8 @@ def _dependencies(expr: Any) -> tuple[int, tuple[int, ...]]:
             dep = None
             if key == "payload" and isinstance(val, dict):
                 dep = _PAYLOAD_DEPS.get(str(val.get("protocol")))
+            elif key == "ct" and isinstance(val, dict) and val.get("family") in ("ip", "ip6"):
+                dep = (4 if val["family"] == "ip" else 6, ())  # `ct original ip saddr`
             elif key in _EXPR_DEPS:
                 dep = _EXPR_DEPS[key]
             if dep is not None:
@@ -128,21 +130,78 @@ def _dependencies(expr: Any) -> tuple[int, tuple[int, ...]]:
     return family, tuple(sorted(protos)) if protos is not None else ()
 
 
-def _holds_when_unknown(stmt: Any) -> tuple[bool, str]:
+def _holds_when_unknown(stmt: Any, depth: int = 0) -> tuple[bool, str]:
     """The first branch's assumption for an unmodelled statement that can stop a rule:
-    a rate limit or quota is not exceeded, a connection count not over its limit."""
+    a rate limit or quota is not exceeded, a connection count not over its limit, a
+    reverse-path lookup (`fib saddr . iif oif missing`) finds its route."""
     if isinstance(stmt, dict):
+        match = stmt.get("match")
+        if isinstance(match, dict) and isinstance(match.get("left"), dict) and "fib" in match["left"]:
+            fib = match["left"]["fib"]
+            if isinstance(fib, dict) and fib.get("result") == "oif" and match.get("right") is False:
+                holds = match.get("op", "==") == "!="
+                return holds, f"assumed {'' if holds else 'not '}to match: the reverse path has a route"
+        if isinstance(match, dict):
+            ordinary = _ordinary_value(match)
+            if ordinary is not None:
+                return ordinary
         for key, val in stmt.items():
             if key in ("limit", "quota", "ct count") and isinstance(val, dict):
                 over = bool(val.get("inv"))
                 what = "the limit is not exceeded"
                 return (not over), f"assumed {'not ' if over else ''}to match: {what}"
-            if key in ("set", "map", "meter") and isinstance(val, dict) and val.get("stmt"):
-                return _holds_when_unknown(val["stmt"])
-    if isinstance(stmt, list) and stmt:
-        holds = [_holds_when_unknown(s) for s in stmt]
+            if key in ("set", "map", "meter") and isinstance(val, dict) and val.get("stmt") and depth < 8:
+                return _holds_when_unknown(val["stmt"], depth + 1)
+    if isinstance(stmt, list) and stmt and depth < 8:
+        holds = [_holds_when_unknown(s, depth + 1) for s in stmt[:64]]
         return all(h for h, _ in holds), holds[0][1]
     return True, "assumed to match"
+
+
+# Values an ordinary packet has for keys the model does not track: no mark on the packet or
+# its connection, not a fragment, addressed to this host alone, no conntrack helper.
+_ORDINARY: dict[str, tuple[object, str]] = {
+    "meta mark": (0, "the packet is not marked"),
+    "ct mark": (0, "the connection is not marked"),
+    "ip frag-off": (0, "the packet is not a fragment"),
+    "meta pkttype": ("host", "the packet is unicast to this host"),
+    "ct helper": ("", "the connection has no helper"),
+}
+
+
+def _ordinary_value(match: dict[str, Any]) -> tuple[bool, str] | None:
+    """The first branch's value of a match on a key an ordinary packet has a known value
+    for (`meta mark 0x1`: not marked, so false)."""
+    left, op, right = match.get("left"), match.get("op", "=="), match.get("right")
+    mask = None
+    if isinstance(left, dict) and isinstance(left.get("&"), list) and len(left["&"]) == 2:
+        left, mask = left["&"]
+        if not isinstance(mask, int):
+            return None
+    if not isinstance(left, dict) or len(left) != 1:
+        return None
+    kind, body = next(iter(left.items()))
+    if not isinstance(body, dict):
+        return None
+    name = (
+        f"{kind} {body.get('key', '')}"
+        if kind in ("meta", "ct")
+        else f"{body.get('protocol')} {body.get('field')}"
+    )
+    if name not in _ORDINARY:
+        return None
+    value, why = _ORDINARY[name]
+    if isinstance(value, int) and mask is not None:
+        value &= mask
+    items = right["set"] if isinstance(right, dict) and "set" in right else [right]
+    hit = value in items
+    if op in ("==", "in"):
+        holds = hit
+    elif op == "!=":
+        holds = not hit
+    else:
+        return None
+    return holds, f"assumed {'' if holds else 'not '}to match: {why}"
 
 
 def _opaque(stmt: Any, text: str | None = None) -> Match:
@@ -198,7 +257,7 @@ def _scalar_intervals(fld: Field, value: Any, family: int) -> tuple[list[Interva
     if fld in (Field.SADDR, Field.DADDR):
         ver, iv = address_interval(str(value))
         return [iv], [], ver
-    if fld in (Field.IIF, Field.OIF, Field.CT_STATE, Field.CT_STATUS):
+    if fld in (Field.IIF, Field.OIF, Field.CT_STATE, Field.CT_STATUS, Field.FIB_DADDR_TYPE):
         return [], [str(value)], family
     if fld in (Field.SPORT, Field.DPORT):
         port = _port_value(value)
@@ -292,6 +351,12 @@ def _left_field(left: Any, table_family: Family) -> tuple[Field, int, tuple[int,
         return Field.CT_STATE, 0, ()
     if "ct" in left and left["ct"].get("key") == "status" and "dir" not in left["ct"]:
         return Field.CT_STATUS, 0, ()
+    if (
+        "fib" in left
+        and left["fib"].get("result") == "type"
+        and left["fib"].get("flags") in (["daddr"], "daddr")
+    ):
+        return Field.FIB_DADDR_TYPE, 0, ()
     raise _Opaque("left")
 
 
@@ -343,12 +408,19 @@ def _concat_match(expr: dict[str, Any], table_family: Family, sets: dict[str, Na
     else:
         items = right["set"] if isinstance(right, dict) and "set" in right else [right]
         elements = tuple(_concat_element(parts, item) for item in items)
-    return Match(Field.CONCAT, negate=op == "!=", parts=parts, elements=elements, set_name=set_name)
+    return Match(
+        Field.CONCAT,
+        negate=op == "!=",
+        parts=parts,
+        elements=elements,
+        set_name=set_name,
+        dynamic=bool(set_name) and sets[set_name].dynamic,
+    )
 
 
-def _flag_bits(value: Any) -> int:
-    if isinstance(value, bool):
-        raise _Opaque(f"tcp flags {value!r}")
+def _flag_bits(value: Any, depth: int = 0) -> int:
+    if isinstance(value, bool) or depth > 4:
+        raise _Opaque(f"tcp flags {_expr_text(value)[:60]}")
     if isinstance(value, int):
         return value
     if isinstance(value, str) and value in TCP_FLAG_BITS:
@@ -356,10 +428,10 @@ def _flag_bits(value: Any) -> int:
     if isinstance(value, list):
         bits = 0
         for v in value:
-            bits |= _flag_bits(v)
+            bits |= _flag_bits(v, depth + 1)
         return bits
     if isinstance(value, dict) and isinstance(value.get("|"), list):
-        return _flag_bits(value["|"])
+        return _flag_bits(value["|"], depth + 1)
     raise _Opaque(f"tcp flags {_expr_text(value)}")
 
 
@@ -379,8 +451,8 @@ def _tcp_flags_match(expr: dict[str, Any]) -> Match | None:
     if isinstance(right, dict) and "set" in right:
         raise _Opaque("a set of tcp flag combinations")
     value = _flag_bits(right)
-    if op == "in":
-        return Match(Field.TCP_FLAGS, ((mask & value, 0),), protos=(6,))
+    if op in ("in", "!"):  # any of the bits set; `!`: none of them
+        return Match(Field.TCP_FLAGS, ((mask & value, 0),), negate=op == "!", protos=(6,))
     if op in ("==", "!="):
         return Match(Field.TCP_FLAGS, ((mask, value),), negate=op == "!=", protos=(6,), exact=True)
     raise _Opaque(f"operator {op} on tcp flags")
@@ -399,8 +471,16 @@ def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]
         top = 255 if fld in (Field.L4PROTO, Field.ICMP_TYPE, Field.ICMP_CODE) else 65535
         lo, hi = {"<": (0, right - 1), "<=": (0, right), ">": (right + 1, top), ">=": (right, top)}[op]
         return Match(fld, ((lo, hi),), family=fam, protos=protos)
+    if fld is Field.CT_STATUS and op in ("in", "!") and not isinstance(right, dict):
+        # A bit test: `ct status dnat` (any of the bits set), `!` none of them set.
+        _, names, _, _, _ = _values_exact(fld, right, 0, sets)
+        return Match(fld, names=names, negate=op == "!")
     if op not in ("==", "!=", "in"):
         raise _Opaque(f"operator {op}")
+    if fld is Field.CT_STATUS:
+        # `==`, `!=` and `{ }` sets compare the whole status word, whose other bits
+        # (confirmed, seen-reply, the NAT done bits...) the model does not know.
+        raise _Opaque("ct status compared as a whole word")
     ranges, names, set_name, vfam, exact = _values_exact(
         fld, right, fam or (4 if table_family is Family.IP else 6 if table_family is Family.IP6 else 0), sets
     )
@@ -415,6 +495,7 @@ def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]
         protos=protos,
         set_name=set_name,
         exact=exact and op != "in" and len(names) > 1,
+        dynamic=bool(set_name) and set_name in sets and sets[set_name].dynamic,
     )
 
 
@@ -450,10 +531,12 @@ def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | No
     if key in ("dnat", "redirect", "snat", "masquerade"):
         val = val or {}
         addr = val.get("addr")
-        if isinstance(addr, dict):
-            addr = None  # a range or map of addresses: keep the verdict, lose the rewrite
         port = val.get("port")
-        if isinstance(port, dict):
+        # A range or a map of addresses or ports: the verdict is kept, the rewrite unknown.
+        unknown = isinstance(addr, (dict, list)) or isinstance(port, (dict, list))
+        if isinstance(addr, (dict, list)):
+            addr = None
+        if isinstance(port, (dict, list)):
             port = None
         action = {
             "dnat": Action.DNAT,
@@ -463,9 +546,21 @@ def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | No
         }[key]
         return {
             "action": action,
-            "nat": NatTarget(str(addr) if addr else None, int(port) if port is not None else None),
+            "nat": NatTarget(
+                str(addr) if addr else None, int(port) if port is not None else None, unknown=unknown
+            ),
         }
     return None
+
+
+def _dependency_matches(stmt: Any, table_family: Family) -> list[Match]:
+    family, protos = _dependencies(stmt)
+    out = []
+    if family and table_family not in (Family.IP, Family.IP6):
+        out.append(Match(Field.NFPROTO, ((family, family),)))
+    if protos:
+        out.append(Match(Field.L4PROTO, normalize([(p, p) for p in protos])))
+    return out
 
 
 def _map_data(val: dict[str, Any], tb: _TableBuilder) -> list[Any]:
@@ -543,9 +638,10 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
                 matches.append(_match(val, tb.family, tb.sets))
             except (_Opaque, ValueError, KeyError, TypeError) as exc:
                 matches.append(_opaque(stmt))
+                first = _holds_when_unknown(stmt)[1]
                 notes.append(
-                    f"{where}: cannot model match {_expr_text(stmt)} ({exc}); assumed to match "
-                    "in the first branch, undecided: both outcomes are followed"
+                    f"{where}: cannot model match {_expr_text(stmt)} ({exc}); "
+                    f"{first} in the first branch, undecided: both outcomes are followed"
                 )
         elif key == "counter":
             counter = True
@@ -583,8 +679,16 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
             vf = _verdict_fields(stmt, tb.family)
             if vf is not None:
                 fields.update(vf)
+                nat_family = val.get("family") if isinstance(val, dict) else None
+                if nat_family in ("ip", "ip6") and tb.family not in (Family.IP, Family.IP6):
+                    v = 4 if nat_family == "ip" else 6  # `dnat ip to ...`: IPv4 packets only
+                    matches.append(Match(Field.NFPROTO, ((v, v),)))
+                matches.extend(_dependency_matches(stmt, tb.family))  # `... to tcp dport map {...}`
             else:
                 opaque.append(_expr_text(stmt))
+            # A statement that reads a header (`add @seen { ip saddr }`, `dnat to ip daddr map
+            # ...`) carries nft's dependency for it: the rule stops on other packets.
+            matches.extend(_dependency_matches(stmt, tb.family))
     base = {
         "counter": counter,
         "log": log,
@@ -679,6 +783,33 @@ def _set_of(obj: dict[str, Any], notes: list[str]) -> NamedSet | None:
     )
 
 
+def _updated_sets(items: list[Any]) -> set[tuple[str, str, str]]:
+    """(family, table, set) of every set a rule adds to, updates or deletes from."""
+    out: set[tuple[str, str, str]] = set()
+    for item in items:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not isinstance(rule, dict):
+            continue
+        todo = list(rule.get("expr", []) or [])
+        seen = 0
+        while todo and seen < 10_000:
+            seen += 1
+            node = todo.pop()
+            if isinstance(node, list):
+                todo.extend(node)
+            elif isinstance(node, dict):
+                for key, val in node.items():
+                    if (
+                        key in ("set", "map")
+                        and isinstance(val, dict)
+                        and isinstance(val.get("set"), str)
+                        and val.get("op") in ("add", "update", "delete")
+                    ):
+                        out.add((str(rule.get("family")), str(rule.get("table")), val["set"].lstrip("@")))
+                    todo.append(val)
+    return out
+
+
 def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j list ruleset") -> Ruleset:
     """Build the model from `nft -j list ruleset` output (a dict or its JSON text)."""
     import json
@@ -694,6 +825,7 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
         raise UsageError(f"invalid nft JSON in {source}: expected an object with an 'nftables' list")
     tables: dict[tuple[str, str], _TableBuilder] = {}
     notes: list[str] = []
+    updated = _updated_sets(items)
     for item in items:
         kind = next(iter(item))
         obj = item[kind]
@@ -714,6 +846,12 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
         if kind == "set":
             named = _set_of(obj, notes)
             if named is not None:
+                if (
+                    (*key, named.name) in updated
+                    or "timeout" in obj
+                    or {"dynamic", "timeout"} & set(named.flags)
+                ):
+                    named = replace(named, dynamic=True)
                 tb.sets[named.name] = named
         elif kind == "map":
             if obj.get("map") == "verdict":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from portkit.model import Protocol
@@ -92,3 +93,44 @@ def nmap_frequencies(protocol: Protocol) -> list[tuple[int, float]]:
     """(port, open frequency) for every `protocol` entry, read without building Services."""
     pattern = re.compile(rf"^[^#\s]\S*[ \t]+(\d+)/{protocol.value}[ \t]+([0-9.]+)", re.M)
     return [(int(m.group(1)), float(m.group(2))) for m in pattern.finditer(_nmap_text())]
+
+
+@functools.lru_cache(maxsize=4)
+def port_names(protocol: Protocol) -> dict[int, str]:
+    """Port -> the name nmap gives a `protocol` port without -sV (its `method="table"` name).
+
+    nmap reads nmap-services and, where that is missing, /etc/services; the first entry for a
+    port and protocol wins, and TCP and UDP are named separately (8081/tcp is blackice-icecap,
+    8081/udp sunproxyadmin). Its "unknown" entries are names like any other. Ports neither
+    file lists have no name (nmap writes no <service> for them). Empty when neither file exists.
+    """
+    text = _nmap_text()
+    if not text:
+        from portkit.registry.system import ETC_SERVICES
+
+        try:
+            text = ETC_SERVICES.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return {}
+    pattern = re.compile(rf"^([^#\s]\S*)[ \t]+(\d+)/{protocol.value}(?=\s|$)", re.M)
+    names: dict[int, str] = {}
+    for m in pattern.finditer(text):
+        port = int(m.group(2))
+        if port <= 65535:
+            names.setdefault(port, m.group(1))
+    return names
+
+
+@functools.lru_cache(maxsize=1)
+def table_namer() -> Callable[[int, Protocol], str]:
+    """(port, protocol) -> the scan's name for a port: `port_names`, as nmap names it.
+
+    Where neither nmap-services nor /etc/services exists, portkit's own registry names the port.
+    """
+    tables = {protocol: port_names(protocol) for protocol in (Protocol.TCP, Protocol.UDP)}
+    if any(tables.values()):
+        return lambda port, protocol: tables.get(protocol, {}).get(port, "")
+
+    from portkit.registry._registry import default_registry
+
+    return default_registry().name_for

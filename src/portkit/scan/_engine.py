@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
+import itertools
 import os
 import shlex
 import signal
@@ -63,6 +63,23 @@ class ScanOptions:
     all_ports_listed: bool = False
     args: dict[str, object] = field(default_factory=dict)
     command: str = ""
+
+
+# What an unprivileged scan does instead, and what root would add (see _discovery for -sn).
+_UNPRIVILEGED_NOTE = {
+    "ports": "no CAP_NET_RAW: connect scan instead of SYN (run as root for -sS, -sU, -sA)",
+    "ping": "no CAP_NET_RAW: hosts found by TCP connect() to ports 80 and 443 only "
+    "(root adds ICMP echo, SYN to 443 and ACK to 80)",
+}
+_NEEDS_RAW = {
+    ScanType.SYN: "-sS needs raw sockets (root or CAP_NET_RAW): run as root, "
+    "or use --connect (-sT) for a TCP connect() scan without privileges",
+    ScanType.UDP: "-sU needs raw sockets (root or CAP_NET_RAW): portkit's UDP scan sends its payloads "
+    "and reads the ICMP replies raw, and there is no unprivileged UDP scan (--connect covers TCP only); "
+    "run as root",
+    ScanType.ACK: "-sA needs raw sockets (root or CAP_NET_RAW) to send bare ACKs: run as root "
+    "(--connect tells open from closed, not filtered from unfiltered)",
+}
 
 
 def has_raw_sockets() -> bool:
@@ -169,24 +186,6 @@ class _Collector:
         self.ttls[host][index] = min(ttl, 255)
 
 
-@functools.lru_cache(maxsize=1)
-def _service_names() -> Callable[[int, Protocol], str]:
-    """Port -> service name, nmap-style: this system's /etc/services first, then the registry.
-
-    The registry's best name for a port can be a more specific service (sftp on 22); a scan
-    names the port the way nmap and /etc/services do (ssh, domain), when they know it.
-    """
-    from portkit.registry import Source, default_registry
-
-    registry = default_registry()
-    system = {(s.port, s.protocol): s.name for s in reversed(registry.layer(Source.SYSTEM)) if s.name}
-
-    def name(port: int, protocol: Protocol) -> str:
-        return system.get((port, protocol)) or registry.name_for(port, protocol)
-
-    return name
-
-
 def _listing(
     codes: bytearray, ttls: bytearray, ports: Sequence[int], protocol: Protocol, keep_all: bool
 ) -> tuple[list[PortResult], list[ExtraPorts]]:
@@ -206,17 +205,28 @@ def _listing(
     extras = []
     for state in sorted(hidden, key=lambda st: -by_state[st]):
         reasons: Counter[Reason] = Counter()
+        numbers: dict[Reason, list[int]] = {}
         for code, n in by_code.items():
             outcome = OUTCOMES[code]
             if outcome is not None and outcome[0] is state:
                 reasons[outcome[1]] += n
-        extras.append(ExtraPorts(state, by_state[state], tuple(reasons.most_common())))
+                # The ports with this code, picked in C: a mask byte per port, then compress.
+                mask = codes.translate(bytes(int(i == code) for i in range(256)))
+                numbers.setdefault(outcome[1], []).extend(itertools.compress(ports, mask))
+        common = reasons.most_common()
+        extras.append(
+            ExtraPorts(
+                state, by_state[state], tuple(common), tuple(port_ranges(numbers[r]) for r, _ in common)
+            )
+        )
     shown_codes = set()
     for code in by_code:
         outcome = OUTCOMES[code]
         if outcome is not None and outcome[0] not in hidden:
             shown_codes.add(code)
-    names = _service_names()
+    from portkit.registry.nmap import table_namer
+
+    names = table_namer()
     shown = []
     for code in shown_codes:
         listed = OUTCOMES[code]
@@ -240,7 +250,7 @@ def _host_results(
     timed_out: set[int],
     keep_all: bool,
     up_reason: dict[int, str],
-    rtts: dict[int, float],
+    rtts: dict[int, tuple[float, float, float]],
 ) -> list[HostResult]:
     """Per-host results, consuming the collector as it goes (a /16 holds both only briefly)."""
     results = []
@@ -253,7 +263,10 @@ def _host_results(
         status = "timeout" if index in timed_out else "up"
         hostnames = (target.hostname,) if target.hostname else ()
         why = up_reason.get(index, "user-set")
-        results.append(HostResult(target.address, hostnames, status, why, shown, extras, rtts.get(index)))
+        srtt, rttvar, timeout = rtts.get(index, (None, None, None))
+        host = HostResult(target.address, hostnames, status, why, shown, extras, rtt=srtt)
+        host.rttvar, host.timeout = rttvar, timeout
+        results.append(host)
     return results
 
 
@@ -269,11 +282,11 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
     if scan_type is None:
         scan_type = ScanType.SYN if raw_ok else ScanType.CONNECT
         if not raw_ok:
-            notes.append("no CAP_NET_RAW: connect scan instead of SYN (run as root for -sS, -sU, -sA)")
+            notes.append(_UNPRIVILEGED_NOTE["ping" if options.ping_only else "ports"])
     elif scan_type.raw and not raw_ok:
         from portkit.errors import PermissionNeeded
 
-        raise PermissionNeeded(f"{scan_type.flag} needs raw sockets: run as root (or use --connect)")
+        raise PermissionNeeded(_NEEDS_RAW.get(scan_type, f"{scan_type.flag} needs raw sockets: run as root"))
     protocol = Protocol.UDP if scan_type is ScanType.UDP else Protocol.TCP
     target_texts = list(options.targets)
     if options.input_file:
@@ -319,11 +332,26 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
                 result.hosts = [
                     HostResult(h.address, (h.hostname,) if h.hostname else (), "up", why) for h, why in live
                 ]
+                _attach_macs(result.hosts)
                 return result
         _scan_ports(options, scan_type, hosts, ports, protocol, tpl, seed, live, result, progress)
+        _attach_macs(result.hosts)
     finally:
         result.elapsed = time.monotonic() - started
     return result
+
+
+def _attach_macs(hosts: list[HostResult]) -> None:
+    """Each on-link host's MAC address (and its vendor), from the kernel's neighbour table."""
+    if not hosts:
+        return
+    from portkit.scan._neighbours import mac_vendor, neighbour_macs
+
+    macs = neighbour_macs()
+    for host in hosts:
+        mac = macs.get(host.address)
+        if mac:
+            host.mac, host.mac_vendor = mac, mac_vendor(mac)
 
 
 @dataclass
@@ -332,7 +360,7 @@ class _Share:
 
     codes: dict[int, bytearray]
     ttls: dict[int, bytearray]
-    rtts: dict[int, float]
+    rtts: dict[int, tuple[float, float, float]]  # host -> (srtt, rttvar, timeout), seconds
     timed_out: set[int]
     sent: int = 0
     retransmitted: int = 0
@@ -429,7 +457,9 @@ def _run_share(
                 scanner.close()
     except KeyboardInterrupt:
         interrupted = True
-    rtts = {h: est.srtt for h, est in schedule._rtt.items() if est.srtt is not None}
+    rtts = {
+        h: (est.srtt, est.rttvar, est.timeout) for h, est in schedule._rtt.items() if est.srtt is not None
+    }
     return _Share(
         collector.codes,
         collector.ttls,
@@ -540,7 +570,7 @@ def _scan_ports(
     parts = [run(0)] if shares == 1 else _forked_shares(shares, run)
     collector = _Collector(scan_type, nports)
     timed_out: set[int] = set()
-    rtts: dict[int, float] = {}
+    rtts: dict[int, tuple[float, float, float]] = {}
     debug = [
         f"workers={shares} io={p.io} sent={p.sent} retrans={p.retransmitted} drops={p.drops} "
         f"cwnd={p.cwnd:.0f}"

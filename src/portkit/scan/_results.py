@@ -33,6 +33,10 @@ class ServiceInfo:
     confidence: int = 3  # nmap's conf: 3 for a table guess, up to 10 for a probe match
     # What an HTTP service answered to GET / (status, server, title, location); service detection.
     http: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # What the matching rule says of the host behind the service (nmap's h/, o/, d/ fields).
+    hostname: str = ""
+    ostype: str = ""
+    devicetype: str = ""
 
     def __str__(self) -> str:
         words = [f"ssl/{self.name}" if self.tunnel == "ssl" else self.name, self.product, self.version]
@@ -49,7 +53,13 @@ class ServiceInfo:
             "cpe": list(self.cpe),
             "method": self.method,
             "confidence": self.confidence,
-        } | ({"http": self.http} if self.http is not None else {})
+        } | ({"http": self.http} if self.http is not None else {}) | {
+            key: value
+            for key, value in (
+                ("hostname", self.hostname), ("ostype", self.ostype), ("devicetype", self.devicetype)
+            )
+            if value
+        }
 
 
 @dataclass(frozen=True)
@@ -113,13 +123,17 @@ class ExtraPorts:
     state: PortState
     count: int
     reasons: tuple[tuple[Reason, int], ...]
+    ports: tuple[str, ...] = ()  # per reason, the ports as ranges ("1-21,23-99"); nmap's extrareasons
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "state": self.state.value,
             "count": self.count,
             "reasons": {r.value: n for r, n in self.reasons},
         }
+        if self.ports:
+            doc["ports"] = {r.value: ranges for (r, _), ranges in zip(self.reasons, self.ports, strict=True)}
+        return doc
 
 
 @dataclass(slots=True)
@@ -131,6 +145,10 @@ class HostResult:
     ports: list[PortResult] = field(default_factory=list)
     extraports: list[ExtraPorts] = field(default_factory=list)
     rtt: float | None = None  # smoothed RTT in seconds, when measured
+    rttvar: float | None = None  # its measured variation (seconds), nmap's rttvar
+    timeout: float | None = None  # the probe timeout the scan ended with (seconds), nmap's "to"
+    mac: str = ""  # link-layer address, for hosts on a directly attached network ("A2:1B:...")
+    mac_vendor: str = ""  # the MAC prefix's owner (nmap-mac-prefixes), when known
     started: float = 0.0
     ended: float = 0.0
 
@@ -172,6 +190,8 @@ class HostResult:
             "status_reason": self.status_reason,
             "ports": [p.to_json() for p in self.ports],
             "extraports": [e.to_json() for e in self.extraports],
+            "mac": self.mac or None,
+            "mac_vendor": self.mac_vendor or None,
         }
 
 
@@ -191,14 +211,16 @@ class ScanResult:
     notes: list[str] = field(default_factory=list)
     probes_sent: int = 0
     services: str = ""  # the scanned ports as ranges ("1-1024,8080"), nmap's scaninfo services
+    service_scan: bool = False  # service detection ran on the open ports (nmap's -sV)
+    unlisted: list[HostResult] = field(default_factory=list)  # scanned, but not shown (--open)
 
     @property
     def hosts_up(self) -> int:
-        return sum(1 for h in self.hosts if h.status == "up")
+        return sum(1 for h in (*self.hosts, *self.unlisted) if h.status == "up")
 
     def state_counts(self) -> Counter[PortState]:
         total: Counter[PortState] = Counter()
-        for host in self.hosts:
+        for host in (*self.hosts, *self.unlisted):
             total.update(host.all_states)
         return total
 
@@ -238,3 +260,34 @@ def collapse(ports: list[PortResult], keep_all: bool = False) -> tuple[list[Port
         reasons: Counter[Reason] = Counter(p.reason for p in ports if p.state is state)
         extras.append(ExtraPorts(state, by_state[state], tuple(reasons.most_common())))
     return shown, extras
+
+
+# States nmap's --open still lists: open, and those where open is a possibility.
+_POSSIBLY_OPEN = (PortState.OPEN, PortState.OPEN_FILTERED, PortState.UNFILTERED)
+
+
+def open_view(result: ScanResult) -> ScanResult:
+    """The result as nmap's `--open` shows it, in every format.
+
+    Closed and filtered ports are collapsed into "Not shown" counts whatever their number
+    (other states keep the usual rule), and hosts with no port that may be open are left out.
+    """
+    from portkit.scan._engine import port_ranges
+
+    hosts, unlisted = [], list(result.unlisted)
+    for host in result.hosts:
+        if not any(h in _POSSIBLY_OPEN for h in host.all_states):
+            unlisted.append(host)
+            continue
+        hidden = [p for p in host.ports if p.state not in _POSSIBLY_OPEN]
+        extras = list(host.extraports)
+        for state in {p.state for p in hidden}:
+            ports = [p for p in hidden if p.state is state]
+            reasons: Counter[Reason] = Counter(p.reason for p in ports)
+            common = reasons.most_common()
+            ranges = tuple(port_ranges([p.port for p in ports if p.reason is r]) for r, _ in common)
+            extras.append(ExtraPorts(state, len(ports), tuple(common), ranges))
+        extras.sort(key=lambda e: -e.count)
+        shown = [p for p in host.ports if p.state in _POSSIBLY_OPEN]
+        hosts.append(dataclasses.replace(host, ports=shown, extraports=extras))
+    return dataclasses.replace(result, hosts=hosts, unlisted=unlisted)

@@ -12,37 +12,59 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
-from portkit.scan._results import HostResult, PortResult, ScanResult
+from portkit.scan._results import HostResult, PortResult, ScanResult, ServiceInfo
 from portkit.scan._states import PortState
 
 XML_OUTPUT_VERSION = "1.05"
 NMAP_COMPAT_VERSION = "7.93"  # the nmap output version our XML imitates
 
 
-def _service_name(port: PortResult, unknown: str = "") -> str:
-    if port.service is None:
-        return unknown
-    name = port.service.name
-    return f"ssl/{name}" if port.service.tunnel == "ssl" else name
+def _has_name(port: PortResult) -> bool:
+    """Whether nmap would hold a name for the port (its serviceDeductions name, or a tunnel)."""
+    svc = port.service
+    return svc is not None and ((bool(svc.name) and svc.confidence > 0) or bool(svc.tunnel))
 
 
-def _version_text(port: PortResult) -> str:
+def service_column(port: PortResult, service_scan: bool = False) -> str:
+    """The SERVICE column as nmap prints it: `ssl/http`, `ssh`, `unknown`, `domain?`.
+
+    After service detection (`service_scan`), an open port named only by the port table
+    (confidence 5 or less) gets nmap's question mark; "unknown" never does.
+    """
+    svc = port.service
+    tunnel = "ssl/" if svc is not None and svc.tunnel == "ssl" else ""
+    if svc is None or not _has_name(port) or not svc.name or svc.name == "unknown":
+        return f"{tunnel}unknown"
+    guessed = service_scan and port.state is PortState.OPEN and svc.confidence <= 5
+    return f"{tunnel}{svc.name}{'?' if guessed else ''}"
+
+
+def _version_text(port: PortResult, *, notes: bool = True) -> str:
+    """The VERSION column: `product version (extrainfo)` as the service stated it.
+
+    A table guess carries service detection's word on why nothing matched ("silent"); the
+    text table shows it (`notes`), nmap's formats (XML, grepable) do not.
+    """
     svc = port.service
     if svc is None or (svc.method != "probed" and not svc.extrainfo):
         return ""
     if svc.method != "probed":
-        return f"({svc.extrainfo})"  # service detection's word on a port nothing matched: "(silent)"
+        return f"({svc.extrainfo})" if notes else ""
     text = " ".join(w for w in (svc.product, svc.version) if w)
-    return f"{text} ({svc.extrainfo})" if svc.extrainfo else text
+    if svc.extrainfo:
+        text = f"{text} ({svc.extrainfo})" if text else f"({svc.extrainfo})"
+    return text
 
 
-def _extraports_line(host: HostResult, protocol: str) -> list[str]:
-    lines = []
+def _not_shown_line(host: HostResult, protocol: str) -> list[str]:
+    """nmap's one line for the collapsed states: `Not shown: 98 closed tcp ports (reset), 41 ...`."""
+    parts: list[str] = []
     for extra in host.extraports:
-        reasons = ", ".join(f"{n} {r}" if len(extra.reasons) > 1 else str(r) for r, n in extra.reasons)
-        lines.append(f"Not shown: {extra.count} {extra.state} {protocol} ports ({reasons})")
-    return lines
+        plural = "" if extra.count == 1 else "s"
+        parts.extend(f"{n} {extra.state} {protocol} port{plural} ({r})" for r, n in extra.reasons)
+    return [f"Not shown: {', '.join(parts)}"] if parts else []
 
 
 def render_text(result: ScanResult, *, reason: bool = False, open_only: bool = False) -> str:
@@ -60,7 +82,7 @@ def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = Fal
     )
     for note in result.notes:
         out.append(f"Note: {note}")
-    versions = any(_version_text(p) for h in result.hosts for p in h.ports)
+    versions = result.service_scan or any(_version_text(p) for h in result.hosts for p in h.ports)
     for host in result.hosts:
         yield from out.flush()
         out.append("")
@@ -69,34 +91,69 @@ def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = Fal
         latency = f" ({_two_digits(host.rtt)}s latency)" if host.rtt else ""
         status = "up" if host.status == "up" else "up, but timed out"
         out.append(f"Host is {status}, received {host.status_reason}{latency}.")
-        if result.scan_type == "ping":
-            continue
-        out.extend(_extraports_line(host, result.protocol.value))
-        ports = [p for p in host.ports if not open_only or p.state is PortState.OPEN]
-        if not ports:
-            if not host.extraports:
-                out.append("No ports answered before the scan ended.")
-            continue
-        header = (
-            ["PORT", "STATE", "SERVICE"] + (["REASON"] if reason else []) + (["VERSION"] if versions else [])
-        )
-        rows = []
-        for p in ports:
-            row = [f"{p.port}/{p.protocol}", str(p.state), _service_name(p, "unknown")]
-            if reason:
-                row.append(f"{p.reason} ttl {p.ttl}" if p.ttl else str(p.reason))
-            if versions:
-                row.append(_version_text(p))
-            rows.append(row)
-        widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-        out.append(" ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-        for p, row in zip(ports, rows, strict=True):
-            out.append(" ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-            out.extend(_detail_lines(p))
+        if result.scan_type != "ping":
+            out.extend(_port_table(result, host, reason=reason, open_only=open_only, versions=versions))
+        if host.mac:
+            out.append(f"MAC Address: {host.mac} ({host.mac_vendor or 'Unknown'})")
+        out.extend(service_info_line(host))
     yield from out.flush()
     out.append("")
     out.append(summary_line(result))
     yield from out.flush()
+
+
+def _port_table(
+    result: ScanResult, host: HostResult, *, reason: bool, open_only: bool, versions: bool
+) -> list[str]:
+    """A host's "Not shown" line and its table of ports (with the detail lines under them)."""
+    out = _not_shown_line(host, result.protocol.value)
+    ports = [p for p in host.ports if not open_only or p.state is PortState.OPEN]
+    if not ports:
+        if not host.extraports:
+            out.append("No ports answered before the scan ended.")
+        return out
+    header = ["PORT", "STATE", "SERVICE"] + (["REASON"] if reason else []) + (["VERSION"] if versions else [])
+    rows = []
+    for p in ports:
+        row = [f"{p.port}/{p.protocol}", str(p.state), service_column(p, result.service_scan)]
+        if reason:
+            row.append(f"{p.reason} ttl {p.ttl}" if p.ttl else str(p.reason))
+        if versions:
+            row.append(_version_text(p))
+        rows.append(row)
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    out.append(" ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    for p, row in zip(ports, rows, strict=True):
+        out.append(" ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        out.extend(_detail_lines(p))
+    return out
+
+
+def service_info_line(host: HostResult) -> list[str]:
+    """nmap's `Service Info: Host: ...; OS: Linux; Device: ...; CPE: cpe:/o:...` line for a host.
+
+    Gathered over its open ports, first seen first, without repeats; application CPEs
+    (cpe:/a:...) belong to their port, so only hardware and OS ones are listed.
+    """
+    fields: dict[str, list[str]] = {"Host": [], "OS": [], "Device": [], "CPE": []}
+    for port in host.ports:
+        svc = port.service
+        if svc is None or port.state is not PortState.OPEN:
+            continue
+        seen = {
+            "Host": [svc.hostname] if svc.hostname and svc.hostname not in host.hostnames else [],
+            "OS": [svc.ostype] if svc.ostype else [],
+            "Device": [svc.devicetype] if svc.devicetype else [],
+            "CPE": [c for c in svc.cpe if not c.startswith("cpe:/a")],
+        }
+        for key, values in seen.items():
+            fields[key].extend(v for v in values if v not in fields[key])
+    parts = []
+    for key, values in fields.items():
+        if values:
+            label = key if key == "CPE" or len(values) == 1 else f"{key}s"
+            parts.append(f"{label}: {', '.join(values)}")
+    return [f"Service Info: {'; '.join(parts)}"] if parts else []
 
 
 class _Lines(list[str]):
@@ -188,19 +245,20 @@ def iter_xml(result: ScanResult) -> Iterator[str]:
     start = int(result.start)
     end = int(result.start + result.elapsed)
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<!DOCTYPE nmaprun>"]
+    lines.append(f'<?xml-stylesheet href={quoteattr(stylesheet_href())} type="text/xsl"?>')
+    lines.append(f"<!-- {_comment_text(_initiated(result))} -->")
     lines.append(
         "<nmaprun"
         + _attrs(
-            scanner="nmap",
+            scanner="portkit",
             args=result.command,
             start=start,
             startstr=time.ctime(start),
-            version=NMAP_COMPAT_VERSION,
+            version=portkit_version(),
             xmloutputversion=XML_OUTPUT_VERSION,
         )
         + ">"
     )
-    lines.append(f"<!-- written by portkit, a {result.scan_type} scan -->")
     if result.scan_type != "ping":
         lines.append(
             "<scaninfo"
@@ -214,44 +272,49 @@ def iter_xml(result: ScanResult) -> Iterator[str]:
         )
     lines.append('<verbose level="0"/>')
     lines.append('<debugging level="0"/>')
+    if result.scan_type != "ping":
+        # nmap writes a hint for each host its discovery found on the link, before the reports.
+        for host in result.hosts:
+            if host.mac:
+                lines.append("<hosthint>")
+                lines.extend(_host_identity(host))
+                lines.append("</hosthint>")
     for host in result.hosts:
         lines.append(
             f'<host starttime="{start}" endtime="{end}"'
             + (' timedout="true"' if host.status == "timeout" else "")
             + ">"
         )
-        lines.append("<status" + _attrs(state="up", reason=host.status_reason, reason_ttl=0) + "/>")
-        lines.append(
-            "<address" + _attrs(addr=host.address, addrtype="ipv6" if ":" in host.address else "ipv4") + "/>"
-        )
-        if host.hostnames:
-            lines.append("<hostnames>")
-            lines.extend("<hostname" + _attrs(name=n, type="user") + "/>" for n in host.hostnames)
-            lines.append("</hostnames>")
-        else:
-            lines.append("<hostnames>\n</hostnames>")
+        lines.extend(_host_identity(host))
         if result.scan_type != "ping":
             lines.append("<ports>")
             for extra in host.extraports:
                 lines.append("<extraports" + _attrs(state=extra.state, count=extra.count) + ">")
+                ranges = extra.ports or ("",) * len(extra.reasons)
                 lines.extend(
-                    "<extrareasons" + _attrs(reason=r, count=n, proto=result.protocol.value) + "/>"
-                    for r, n in extra.reasons
+                    "<extrareasons"
+                    + _attrs(reason=r, count=n, proto=result.protocol.value, ports=where or None)
+                    + "/>"
+                    for (r, n), where in zip(extra.reasons, ranges, strict=True)
                 )
                 lines.append("</extraports>")
             for p in host.ports:
                 lines.append("<port" + _attrs(protocol=p.protocol.value, portid=p.port) + ">")
                 lines.append("<state" + _attrs(state=p.state, reason=p.reason, reason_ttl=p.ttl) + "/>")
                 svc = p.service
-                if svc is not None:
+                if svc is not None and _has_name(p):
                     attrs = _attrs(
-                        name=svc.name,
+                        name=svc.name or "unknown",
                         product=svc.product or None,
                         version=svc.version or None,
-                        extrainfo=svc.extrainfo or None,
+                        # a table guess's extrainfo is portkit's note ("silent"), not the service's
+                        extrainfo=(svc.extrainfo if svc.method == "probed" else "") or None,
+                        hostname=svc.hostname or None,
+                        ostype=svc.ostype or None,
+                        devicetype=svc.devicetype or None,
                         tunnel=svc.tunnel or None,
                         method=svc.method,
-                        conf=svc.confidence,
+                        conf=_nmap_confidence(svc),
                     )
                     if svc.cpe:
                         lines.append(f"<service{attrs}>")
@@ -262,13 +325,16 @@ def iter_xml(result: ScanResult) -> Iterator[str]:
                 lines.append("</port>")
             lines.append("</ports>")
         if host.rtt is not None:
+            # nmap's units: microseconds; rttvar and the timeout as the scan's estimator left them.
             srtt = int(host.rtt * 1e6)
-            lines.append("<times" + _attrs(srtt=srtt, rttvar=srtt, to=max(100000, srtt * 4)) + "/>")
+            rttvar = int(host.rttvar * 1e6) if host.rttvar is not None else srtt
+            timeout = int(host.timeout * 1e6) if host.timeout is not None else srtt + 4 * rttvar
+            lines.append("<times" + _attrs(srtt=srtt, rttvar=rttvar, to=max(100000, timeout)) + "/>")
         lines.append("</host>")
         yield "\n".join(lines) + "\n"
         lines.clear()
     summary = (
-        f"portkit done at {time.ctime(end)}; {result.hosts_total} IP address"
+        f"Nmap done at {time.ctime(end)}; {result.hosts_total} IP address"
         f"{'es' if result.hosts_total != 1 else ''} ({result.hosts_up} host"
         f"{'s' if result.hosts_up != 1 else ''} up) scanned in {result.elapsed:.2f} seconds"
     )
@@ -292,6 +358,58 @@ def iter_xml(result: ScanResult) -> Iterator[str]:
     yield "\n".join(lines) + "\n"
 
 
+# portkit rates a service named by a soft match alone (the protocol, not the product) 7;
+# nmap's XML rates every probed name 10 but tcpwrapped's 8.
+_SOFT_MATCH_CONFIDENCE = 7
+
+
+def _nmap_confidence(svc: ServiceInfo) -> int:
+    if svc.method == "probed" and svc.confidence == _SOFT_MATCH_CONFIDENCE:
+        return 10
+    return svc.confidence
+
+
+def _host_identity(host: HostResult) -> list[str]:
+    """nmap's status, addresses and hostnames of a host (in <host> and in <hosthint>)."""
+    family = "ipv6" if ":" in host.address else "ipv4"
+    lines = ["<status" + _attrs(state="up", reason=host.status_reason, reason_ttl=0) + "/>"]
+    lines.append("<address" + _attrs(addr=host.address, addrtype=family) + "/>")
+    if host.mac:
+        vendor = host.mac_vendor or None
+        lines.append("<address" + _attrs(addr=host.mac, addrtype="mac", vendor=vendor) + "/>")
+    if host.hostnames:
+        lines.append("<hostnames>")
+        lines.extend("<hostname" + _attrs(name=n, type="user") + "/>" for n in host.hostnames)
+        lines.append("</hostnames>")
+    else:
+        lines.append("<hostnames>\n</hostnames>")
+    return lines
+
+
+NMAP_XSL_PATHS = (Path("/usr/share/nmap/nmap.xsl"), Path("/usr/local/share/nmap/nmap.xsl"))
+
+
+def stylesheet_href() -> str:
+    """nmap's <?xml-stylesheet?> target: the installed nmap.xsl as a file URL, else "nmap.xsl"."""
+    found = next((p for p in NMAP_XSL_PATHS if p.is_file()), None)
+    return found.as_uri() if found else "nmap.xsl"
+
+
+def portkit_version() -> str:
+    from portkit import __version__
+
+    return __version__
+
+
+def _initiated(result: ScanResult) -> str:
+    return f"portkit {portkit_version()} scan initiated {time.ctime(result.start)} as: {result.command}"
+
+
+def _comment_text(text: str) -> str:
+    """Text safe inside an XML comment: escaped as nmap escapes it ("--" may not appear there)."""
+    return _text(text).replace("--", "-&#45;").replace("--", "-&#45;")
+
+
 def _text(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -299,26 +417,53 @@ def _text(value: str) -> str:
 # -- grepable and CSV ----------------------------------------------------------------------
 
 
+def _grepable_field(text: str) -> str:
+    """nmap's grepable escape: a '/' inside a field becomes '|' (`ssl|http`), so fields split on '/'."""
+    return text.replace("/", "|")
+
+
 def render_grepable(result: ScanResult) -> str:
-    lines = [f"# portkit scan initiated {time.ctime(result.start)} as: {result.command}"]
+    """nmap's -oG, line for line, so scripts written for `nmap -oG` read it unchanged.
+
+    The header and footer keep nmap's wording ("# Nmap 7.93 scan initiated ..." and
+    "# Nmap done at ...", the marks such scripts look for); the command after "as:" says that
+    portkit wrote it. Like nmap, "Ignored State" is written only when exactly one state was
+    collapsed: the format has room for one.
+    """
+    lines = [
+        f"# Nmap {NMAP_COMPAT_VERSION} scan initiated {time.ctime(result.start)} as: {result.command}"
+    ]
     for host in result.hosts:
         name = host.hostnames[0] if host.hostnames else ""
-        lines.append(f"Host: {host.address} ({name})\tStatus: Up")
-        if result.scan_type == "ping":
+        if host.status == "timeout":
+            lines.append(f"Host: {host.address} ({name})\tStatus: Timeout")
             continue
-        ports = ", ".join(
-            f"{p.port}/{p.state}/{p.protocol}//{_service_name(p)}//{_version_text(p)}/" for p in host.ports
-        )
-        extra = ""
-        if host.extraports:
-            extra = "\tIgnored State: " + ", ".join(f"{e.state} ({e.count})" for e in host.extraports)
-        lines.append(f"Host: {host.address} ({name})\tPorts: {ports}{extra}")
+        lines.append(f"Host: {host.address} ({name})\tStatus: Up")
+        if result.scan_type == "ping" or (not host.ports and not host.extraports):
+            continue
+        entries = []
+        for p in host.ports:
+            service = _grepable_field(service_column(p, result.service_scan)) if _has_name(p) else ""
+            version = _grepable_field(_version_text(p, notes=False))
+            entries.append(f"{p.port}/{p.state}/{p.protocol}//{service}//{version}/")
+        line = f"Host: {host.address} ({name})\tPorts: {', '.join(entries)}"
+        if len(host.extraports) == 1:
+            extra = host.extraports[0]
+            line += f"\tIgnored State: {extra.state} ({extra.count})"
+        lines.append(line)
+    end = time.ctime(result.start + result.elapsed)
     lines.append(
-        f"# portkit done at {time.ctime(result.start + result.elapsed)} -- {result.hosts_total} IP address"
+        f"# Nmap done at {end} -- {result.hosts_total} IP address"
         f"{'es' if result.hosts_total != 1 else ''} ({result.hosts_up} host"
         f"{'s' if result.hosts_up != 1 else ''} up) scanned in {result.elapsed:.2f} seconds"
     )
     return "\n".join(lines) + "\n"
+
+
+def _csv_service(port: PortResult) -> str:
+    if port.service is None:
+        return ""
+    return f"ssl/{port.service.name}" if port.service.tunnel == "ssl" else port.service.name
 
 
 def render_csv(result: ScanResult) -> str:
@@ -330,7 +475,7 @@ def render_csv(result: ScanResult) -> str:
         name = host.hostnames[0] if host.hostnames else ""
         for p in host.ports:
             writer.writerow(
-                [host.address, name, p.port, p.protocol, p.state, p.reason, p.ttl, _service_name(p), 1]
+                [host.address, name, p.port, p.protocol, p.state, p.reason, p.ttl, _csv_service(p), 1]
             )
         for extra in host.extraports:
             for reason, count in extra.reasons:

@@ -36,6 +36,7 @@ from portkit.services._model import (
     CONFIDENCE_SOFT,
     CONFIDENCE_TABLE,
     CONFIDENCE_WRAPPED,
+    HttpInfo,
     Method,
     ServiceMatch,
     TlsInfo,
@@ -44,6 +45,10 @@ from portkit.services._probes import NULL_PROBE, TLS_PROBE, Probe, ProbeDatabase
 from portkit.services._tls import ALPN_OFFER, client_context, describe_session
 
 ServiceTarget = tuple[str, int, Protocol]
+
+HTTP_NAMES = ("http", "https", "http-proxy", "http-alt")
+# The request whose answer gives an HTTP service's facts (status, Server, title, redirect).
+_ROOT_PAGE = Probe("get-root", Protocol.TCP, b"GET / HTTP/1.0\r\n\r\n")
 
 _READ_SIZE = 16384
 _MAX_REPLY = 65536
@@ -244,6 +249,7 @@ class _PortDetection:
         self.tls, self.tls_info = tls, tls_info
         self.tunnel = "ssl" if tls else ""
         self.sent: list[str] = []
+        self.root_page: HttpInfo | None = None  # what a `GET /` probe, if one ran, was answered
         self.any_data = False
         self.all_closed = True  # every connection closed on us without a byte
 
@@ -267,7 +273,20 @@ class _PortDetection:
             # unauthenticated connections (sshd's MaxStartups drops some beyond 10).
             inner = _PortDetection(self.conn, self.db, self.opts, self.hints, client_context(), verdict)
             return await inner.run(None)
+        if verdict.name in HTTP_NAMES and verdict.method is Method.PROBED:
+            return await self._with_root_page(verdict)
         return verdict
+
+    async def _with_root_page(self, found: ServiceMatch) -> ServiceMatch:
+        """An HTTP service's facts are what it answers to `GET /` (docs/json.md), whichever
+        probe's reply named it: nmap's probes name HTTP from error pages (OPTIONS, a bare line)."""
+        page = self.root_page
+        if page is None:
+            reply = await _run_probe(self.conn, _ROOT_PAGE, self.db, self.tls)
+            page = parse_http_response(reply.data)
+        if page is None:
+            return dataclasses.replace(found, http=None)
+        return dataclasses.replace(found, http=page, product=found.product or page.server)
 
     async def _listen(
         self, null: Probe, first: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
@@ -322,6 +341,8 @@ class _PortDetection:
                 reply = task.result()
                 if reply.data:
                     self.any_data = True
+                    if reply.probe.payload.startswith(_ROOT_PAGE.payload[:6]) and self.root_page is None:
+                        self.root_page = parse_http_response(reply.data)
                 if not (reply.closed and not reply.data) and not reply.failed:
                     self.all_closed = False
                 if reply.tls is not None:
@@ -380,12 +401,12 @@ class _PortDetection:
             )  # fmt: skip
         what = "replied to no probe" if self.any_data else "silent"
         note = f"{what}: {len(self.sent) + 1} probes"
+        guess = _table_guess(self.hints, note, silent=not self.any_data)
         if self.tls is not None:
-            return ServiceMatch(
-                name="unknown", tunnel="ssl", method=Method.PROBED, confidence=CONFIDENCE_SOFT,
-                tls=self.tls_info, probe=TLS_PROBE, notes=(note,),
-            )  # fmt: skip
-        return _table_guess(self.hints, note, silent=not self.any_data)
+            # TLS, and nothing known inside: the table's name for the port in a TLS tunnel, as
+            # nmap reports it (`ssl/https-alt?`).
+            return dataclasses.replace(guess, tunnel="ssl", tls=self.tls_info, probe=TLS_PROBE)
+        return guess
 
 
 def _richer(held: ServiceMatch | None, found: ServiceMatch) -> ServiceMatch:
@@ -404,11 +425,11 @@ def _richer(held: ServiceMatch | None, found: ServiceMatch) -> ServiceMatch:
 
 
 def _table_guess(hints: list[str], note: str, *, silent: bool) -> ServiceMatch:
-    name = hints[0] if hints else "unknown"
+    name = hints[0] if hints and hints[0] else "unknown"
     return ServiceMatch(
         name=name,
         method=Method.TABLE,
-        confidence=CONFIDENCE_TABLE if hints else 0,
+        confidence=CONFIDENCE_TABLE if hints and hints[0] else 0,
         extrainfo="silent" if silent else "unrecognised reply",
         notes=(note,),
     )
@@ -501,14 +522,17 @@ def _files_we_may_open() -> int:
 
 
 def _hints_for(targets: list[ServiceTarget]) -> dict[tuple[int, Protocol], list[str]]:
+    """Per port: the port table's name as a scan gives it (first, "" when none; a table guess
+    names the port with it), then the registry's best name, which also orders the probes."""
     from portkit.registry import default_registry
+    from portkit.registry.nmap import table_namer
 
-    registry = default_registry()
+    registry, table_name = default_registry(), table_namer()
     hints: dict[tuple[int, Protocol], list[str]] = {}
     for _, port, protocol in targets:
         if (port, protocol) not in hints:
-            name = registry.name_for(port, protocol)
-            hints[(port, protocol)] = [name] if name else []
+            names = [table_name(port, protocol), registry.name_for(port, protocol)]
+            hints[(port, protocol)] = [names[0], *(n for n in names[1:] if n and n != names[0])]
     return hints
 
 

@@ -8,7 +8,7 @@ probes). `plan_probes` orders the probes still worth sending to a port, most lik
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from portkit.model import Protocol
@@ -40,6 +40,26 @@ _TEMPLATE = re.compile(r"\{\{|\}\}|\{(\w+)(?:/([^/}]*)/([^/}]*))?\}")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
 
 
+_CPE_RESERVED = re.compile(r"[:/?#\[\]@!$&'()*+,;=%<>\"]")
+
+
+def _cpe_value(text: str) -> str:
+    """A matched value made safe inside a CPE URI (CPE 2.2, 5.4): escaped, '_' for blanks, lower case."""
+    text = _CPE_RESERVED.sub(lambda c: f"%{ord(c.group()):02X}", text)
+    return re.sub(r"\s", "_", text).lower()
+
+
+def _cpes(templates: tuple[str, ...], m: re.Match[bytes]) -> tuple[str, ...]:
+    """A rule's CPEs, as nmap keeps them: one per part (the last a, h and o), in that order."""
+    by_part: dict[str, str] = {}
+    for template in templates:
+        cpe = render(template, m, _cpe_value)
+        part = cpe[5:6] if cpe.startswith("cpe:/") else ""
+        if part in ("a", "h", "o"):
+            by_part[part] = cpe
+    return tuple(by_part[p] for p in "aho" if p in by_part)
+
+
 def _group(m: re.Match[bytes], key: str) -> str:
     try:
         value = m.group(int(key) if key.isdigit() else key)
@@ -51,8 +71,8 @@ def _group(m: re.Match[bytes], key: str) -> str:
     return _UNPRINTABLE.sub("", value.decode("latin-1"))
 
 
-def render(template: str, m: re.Match[bytes]) -> str:
-    """Fill a field template (`OpenSSH {version}`) from a regex match."""
+def render(template: str, m: re.Match[bytes], transform: Callable[[str], str] | None = None) -> str:
+    """Fill a field template (`OpenSSH {version}`) from a regex match (each value `transform`ed)."""
     if "{" not in template:
         return template
 
@@ -62,7 +82,7 @@ def render(template: str, m: re.Match[bytes]) -> str:
         value = _group(m, t.group(1))
         if t.group(2) is not None:
             value = value.replace(t.group(2), t.group(3) or "")
-        return value
+        return transform(value) if transform else value
 
     text = " ".join(_TEMPLATE.sub(one, template).split())
     # A missing optional group leaves separators behind: "(, protocol 2.0)" -> "protocol 2.0".
@@ -88,7 +108,7 @@ def _apply(rule: MatchRule, probe: str, reply: bytes) -> Identification | None:
         hostname=render(rule.hostname, m),
         ostype=render(rule.ostype, m),
         devicetype=render(rule.devicetype, m),
-        cpe=tuple(c for c in (render(c, m) for c in rule.cpe) if c),
+        cpe=_cpes(rule.cpe, m),
     )
 
 

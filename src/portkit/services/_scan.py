@@ -40,6 +40,9 @@ def service_info(match: ServiceMatch) -> ServiceInfo:
         method=match.method.value,
         confidence=match.confidence,
         http=match.http.to_json() if match.http else None,
+        hostname=match.hostname,
+        ostype=match.ostype,
+        devicetype=match.devicetype,
     )
 
 
@@ -73,6 +76,7 @@ def detect_for_scan(
     max_rate: float | None = None,
 ) -> dict[ServiceTarget, ServiceMatch]:
     """Probe every open port of `result` and attach what answers; returns the matches."""
+    result.service_scan = True
     targets: list[ServiceTarget] = [
         (host.address, p.port, p.protocol) for host in result.hosts for p in host.ports if _worth_probing(p)
     ]

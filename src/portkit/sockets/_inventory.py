@@ -549,12 +549,12 @@ def _post_filters(query: SocketQuery) -> bool:
 
 
 def attribute_rows(rows: Sequence[Socket]) -> tuple[list[Socket], OwnerMap, dict[int, ProcessInfo]]:
-    """Rows with their processes filled in, from one scan of /proc/*/fd that stops once every
-    row's inode is found (processes owned by the rows' uids are read first)."""
+    """Rows with their processes filled in, from one scan of /proc/*/fd (every holder of each
+    row's inode: a socket inherited across fork() is held by each process that has it)."""
     from portkit.sockets._procs import Holders, find_owners
 
     wanted = {row[10] for row in rows if row[10]}
-    owners = find_owners(wanted, prefer_uids={row[9] for row in rows if row[10]})
+    owners = find_owners(wanted)
     holders = Holders(owners)
     return _with_owners(list(rows), holders), owners, holders.processes
 

@@ -1,8 +1,8 @@
 """Who holds a socket: the inode -> process map from /proc/*/fd, and what each process is.
 
-The map is built once per command and only when the output needs processes. The scan stops
-as soon as every wanted inode is found, and it looks first at processes owned by the uids
-that own the wanted sockets, so "who holds :8080" usually reads a handful of fd tables.
+The map is built once per command and only when the output needs processes. Every process's
+fd table is read (a shared socket has several holders), but within one process the reading
+stops once it holds every wanted inode.
 
 `parse_cgroup` and `parse_docker_proxy` are pure; the rest reads /proc (and, for container
 names, the docker API socket when it exists).
@@ -46,18 +46,22 @@ class OwnerMap:
     hidden_pids: int = 0
 
 
-def find_owners(wanted: set[int] | None, *, prefer_uids: Iterable[int] = ()) -> OwnerMap:
-    """Map socket inodes to pids by reading every /proc/PID/fd (only the `wanted` ones, if given)."""
+def find_owners(wanted: set[int] | None) -> OwnerMap:
+    """Map socket inodes to pids by reading every /proc/PID/fd (only the `wanted` ones, if given).
+
+    Every process is read even when each wanted inode has been seen: a socket is shared by
+    every process that inherited it across fork() or received it by SCM_RIGHTS (a
+    pre-forked server's master and workers), and, as with `ss -p` and `lsof`, each of them
+    is a holder.
+    """
     result = OwnerMap()
     owners = result.owners
-    remaining = None if wanted is None else set(wanted) - {0}
-    if remaining is not None and not remaining:
+    targets = None if wanted is None else frozenset(wanted) - {0}
+    if targets is not None and not targets:
         return result
-    pids = [name for name in os.listdir("/proc") if name.isdigit()]
-    preferred = set(prefer_uids)
-    if preferred and remaining is not None:
-        pids.sort(key=lambda pid: _uid_of(pid) not in preferred)
-    for pid_text in pids:
+    for pid_text in os.listdir("/proc"):
+        if not pid_text.isdigit():
+            continue
         try:
             fd_dir = os.open(f"/proc/{pid_text}/fd", os.O_RDONLY | os.O_DIRECTORY)
         except PermissionError:
@@ -68,16 +72,12 @@ def find_owners(wanted: set[int] | None, *, prefer_uids: Iterable[int] = ()) -> 
             continue
         pid = int(pid_text)
         try:
-            if remaining is None:
+            if targets is None:
                 _add_all(owners, pid, _socket_inodes(fd_dir))
             else:
-                _add_wanted(owners, pid, fd_dir, remaining)
+                _add_wanted(owners, pid, fd_dir, targets)
         finally:
             os.close(fd_dir)
-        # Stopping at the first holder keeps `who` cheap; the price is that a socket shared by
-        # several processes (a pre-forked server's listener) names only the first one found.
-        if remaining is not None and not remaining:
-            break
     return result
 
 
@@ -92,15 +92,16 @@ def _add_all(owners: dict[int, tuple[int, ...]], pid: int, inodes: list[int]) ->
         owners[inode] = holders if pid in holders else (*holders, pid)
 
 
-def _add_wanted(owners: dict[int, tuple[int, ...]], pid: int, fd_dir: int, remaining: set[int]) -> None:
-    """Read fds one by one and stop at the last wanted inode: a server's listener is usually
-    among its first fds, before the thousands of connections it accepted."""
+def _add_wanted(owners: dict[int, tuple[int, ...]], pid: int, fd_dir: int, targets: frozenset[int]) -> None:
+    """Read fds one by one and stop once this process holds every wanted inode: a server's
+    listener is usually among its first fds, before the thousands of connections it accepted."""
     readlink = os.readlink
     prefix = _SOCKET_PREFIX
     try:
         names = os.listdir(fd_dir)
     except OSError:
         return
+    seen: set[int] = set()
     for name in names:
         try:
             link = readlink(name, dir_fd=fd_dir)
@@ -108,10 +109,11 @@ def _add_wanted(owners: dict[int, tuple[int, ...]], pid: int, fd_dir: int, remai
             continue
         if link.startswith(prefix):
             inode = int(link[8:-1])
-            if inode in remaining:
-                owners[inode] = (pid,)
-                remaining.discard(inode)
-                if not remaining:
+            if inode in targets and inode not in seen:
+                seen.add(inode)
+                holders = owners.get(inode, ())
+                owners[inode] = (*holders, pid)
+                if len(seen) == len(targets):
                     return
 
 
@@ -133,13 +135,6 @@ def _socket_inodes(fd_dir: int) -> list[int]:
         return []
     # "socket:[12345]"
     return [int(link[8:-1]) for link in links if link.startswith(_SOCKET_PREFIX)]
-
-
-def _uid_of(pid: str) -> int:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return -1
 
 
 _CONTAINER_PATTERNS = (

@@ -1,0 +1,130 @@
+"""`:CHAIN POLICY` lines: portkit takes and refuses what iptables-restore does, with the real tool as oracle.
+
+The oracle is a real load into a network namespace made for the test: `iptables-restore --test`
+of the nf_tables backend does not check policies (it passes `:INPUT FROB`), a real load does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from portkit.errors import UsageError
+from portkit.firewall import Action, import_iptables_save
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, iptables-restore)"),
+    pytest.mark.skipif(shutil.which("iptables-restore") is None, reason="needs iptables-restore"),
+]
+
+
+@contextmanager
+def _netns() -> Iterator[str]:
+    name = f"pk-ipt-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _kernel_load(text: str, tool: str = "iptables-restore") -> tuple[bool, str]:
+    """Whether `tool` loads `text` for real in a fresh namespace, and the filter table it then holds."""
+    with _netns() as ns:
+        loaded = subprocess.run(
+            ["ip", "netns", "exec", ns, tool], input=text, capture_output=True, text=True, timeout=30
+        )
+        saved = subprocess.run(
+            ["ip", "netns", "exec", ns, tool.replace("-restore", "-save"), "-t", "filter"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return loaded.returncode == 0, saved.stdout
+
+
+def _portkit(text: str) -> tuple[bool, str]:
+    try:
+        ruleset = import_iptables_save(text, source="rules")
+    except UsageError as exc:
+        return False, str(exc)
+    chains = {c.name: c for t in ruleset.tables for c in t.chains}
+    return True, " ".join(f"{name}={c.policy.value}" for name, c in sorted(chains.items()))
+
+
+def _text(declaration: str) -> str:
+    return f"*filter\n:{declaration}\nCOMMIT\n"
+
+
+BUILTIN = [
+    "INPUT FROB [0:0]", "INPUT accept [0:0]", "INPUT RETURN [0:0]", "INPUT QUEUE [0:0]", "INPUT",
+    "INPUT ACCEPT [0:0]", "INPUT DROP [0:0]", "INPUT DROP", "INPUT - [0:0]", "FORWARD DROP [12:345]",
+]  # fmt: skip
+USER = ["mine - [0:0]", "mine", "mine ACCEPT [0:0]", "mine FROB [0:0]"]
+
+
+@pytest.mark.parametrize("declaration", BUILTIN + USER)
+def test_policy_refused_exactly_when_iptables_restore_refuses_it(declaration: str) -> None:
+    text = _text(declaration)
+    kernel_ok, saved = _kernel_load(text)
+    ours_ok, detail = _portkit(text)
+    assert ours_ok == kernel_ok, (declaration, detail, saved)
+    if not ours_ok:
+        # One line that names the place, the chain and what is accepted.
+        name = declaration.split()[0]
+        assert "\n" not in detail and "rules:2" in detail and repr(name) in detail
+        assert ("ACCEPT or DROP" if name.isupper() else "expected - (user chains have none)") in detail
+        return
+    chain = declaration.split()[0]
+    if chain.isupper():
+        # The policy the kernel then holds is the one portkit models.
+        [line] = [ln for ln in saved.splitlines() if ln.startswith(f":{chain} ")]
+        assert f"{chain}={line.split()[1].lower()}" in detail
+
+
+@pytest.mark.parametrize("declaration", ["mine ACCEPT [0:0]", "mine DROP [0:0]", "mine FROB [0:0]"])
+def test_a_word_on_a_user_chain_is_ignored_as_the_nf_tables_backend_does(declaration: str) -> None:
+    text = _text(declaration)
+    kernel_ok, saved = _kernel_load(text)
+    assert kernel_ok and ":mine - [0:0]" in saved  # loaded, the word dropped
+    if shutil.which("iptables-legacy-restore"):
+        legacy = subprocess.run(
+            ["iptables-legacy-restore", "--test"], input=text, capture_output=True, text=True, timeout=30
+        )
+        assert "Bad built-in chain name" in legacy.stderr  # the legacy backend refuses it
+    ruleset = import_iptables_save(text, source="rules")
+    [chain] = [c for t in ruleset.tables for c in t.chains if c.name == "mine"]
+    assert chain.hook is None and chain.policy is Action.ACCEPT
+    [note] = ruleset.notes
+    assert note.startswith("rules:2: policy") and "ignored" in note and "legacy" in note
+
+
+def test_the_cli_exits_2_with_one_line(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rules = tmp_path / "rules.v4"
+    rules.write_text("*filter\n:INPUT FROB [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n")
+    result = cli("fw", "show", str(rules))
+    assert result.status == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "invalid policy 'FROB' for chain 'INPUT'" in line and "rules.v4:2" in line
+    assert "expected ACCEPT or DROP" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (":INPUT ACCEPT [0:0]\n*filter\nCOMMIT\n", "a chain outside a *table section"),
+        ("*filter\n:\nCOMMIT\n", "':' without a chain name"),
+    ],
+)
+def test_chain_lines_iptables_restore_refuses_are_refused(text: str, says: str) -> None:
+    kernel_ok, _saved = _kernel_load(text)
+    assert not kernel_ok
+    with pytest.raises(UsageError, match=re.escape(says)):
+        import_iptables_save(text)
