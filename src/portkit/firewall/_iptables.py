@@ -77,8 +77,14 @@ _REJECT_IN: dict[str, tuple[RejectType, str]] = {
 _STATES = ("INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED")
 # conntrack's virtual states: the connection's NAT status bits (`ct status snat/dnat`).
 _NAT_STATES = {"SNAT": "snat", "DNAT": "dnat"}
-_CT_STATUS = {"NONE": "", "EXPECTED": "expected", "SEEN_REPLY": "seen-reply", "ASSURED": "assured"}
-_CT_STATUS["CONFIRMED"] = "confirmed"
+# --ctstatus names and the nft status bits they test (NONE tests no bit at all).
+_CT_STATUS = {
+    "NONE": "",
+    "EXPECTED": "expected",
+    "SEEN_REPLY": "seen-reply",
+    "ASSURED": "assured",
+    "CONFIRMED": "confirmed",
+}
 
 # iptables' own protocol names, tried after the system's protocol database
 # (libxtables' xtables_chain_protos; newer releases added the last three).
