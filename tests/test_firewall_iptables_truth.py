@@ -633,3 +633,29 @@ def test_any_rule_line_is_read_or_refused_in_one_line(tokens: list[str], version
         import_iptables_save(text, version=version)
     except UsageError as exc:
         assert "\n" not in str(exc) and len(str(exc)) < 400, str(exc)
+
+
+NOTRACK_V4 = """\
+*raw
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p tcp --dport 2000 -j CT --notrack
+-A PREROUTING -p tcp --dport 2003 -j NOTRACK
+COMMIT
+*filter
+:INPUT DROP [0:0]
+-A INPUT -m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT
+COMMIT
+"""
+
+
+def test_notrack_leaves_conntrack_matches_undecided_on_its_protocols(lab: lab_mod.Lab) -> None:
+    """An untracked packet is neither NEW nor ESTABLISHED: the kernel drops tcp/2000 here.
+    portkit does not follow the state change, so on TCP it must not be sure; UDP stays exact."""
+    probes = [_tcp("10.66.0.1", 0, "10.66.0.2", 2000), _tcp("10.66.0.1", 1, "10.66.0.2", 2001)]
+    probes.append(lab_mod.Probe("udp", "10.66.0.1", 2, "10.66.0.2", 2002))
+    got = _check(lab, NOTRACK_V4, 4, probes)
+    assert [o for o, _ in got["live"]] == ["timeout", "connected+accepted", "delivered"]
+    for reader, results in got.items():
+        assert [sure for _, sure in results] == [False, False, True], (reader, results)
+    first = evaluate(import_iptables_save(NOTRACK_V4), probes[1].packet(0, "eth0"), direction=Direction.INPUT)
+    assert first.outcome == "accept"  # the first branch: a tracked packet's state

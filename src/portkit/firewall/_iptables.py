@@ -1094,7 +1094,53 @@ def import_iptables_save(
                 "(expected *table, :CHAIN POLICY, -A CHAIN ... or COMMIT)"
             )
     finish()
-    return Ruleset(tuple(tables), source, tuple(notes))
+    return Ruleset(_untracked(tuple(tables), notes), source, tuple(notes))
+
+
+def _notrack(rule: Rule) -> bool:
+    return "-j NOTRACK" in rule.opaque or ("-j CT" in rule.opaque and "--notrack" in rule.opaque)
+
+
+def _untracked(tables: tuple[Table, ...], notes: list[str]) -> tuple[Table, ...]:
+    """A packet a raw-table notrack rule selects has conntrack state UNTRACKED, which the
+    evaluator does not model: on the protocols such rules can select, conntrack matches are
+    undecided. Each rule with one is split by protocol (the two halves never overlap, so the
+    chain does what the one rule did): exact off those protocols, undecided on them."""
+    notracks = [r for t in tables for c in t.chains for r in c.rules if _notrack(r)]
+    if not notracks:
+        return tables
+    protos: set[int] | None = set()
+    for r in notracks:
+        named = [m for m in r.matches if m.field is Field.L4PROTO and not m.negate]
+        if not named or protos is None:
+            protos = None
+            continue
+        protos |= {p for lo, hi in named[0].ranges for p in range(lo, hi + 1)}
+    where = [f"line {r.line}" for r in notracks]
+    notes.append(
+        f"notrack rules ({', '.join(where[:5])}) leave the packets they select untracked, which "
+        "portkit does not model: conntrack state and status matches are undecided "
+        + ("for every packet" if protos is None else f"for protocols {', '.join(map(str, sorted(protos)))}")
+    )
+    ct_fields = (Field.CT_STATE, Field.CT_STATUS)
+
+    def split(rule: Rule) -> tuple[Rule, ...]:
+        if not any(m.field in ct_fields for m in rule.matches):
+            return (rule,)
+        # Undecided; the first branch takes the state of a tracked packet.
+        unknown = tuple(replace(m, dynamic=True) if m.field in ct_fields else m for m in rule.matches)
+        if protos is None:
+            return (replace(rule, matches=unknown),)
+        ranges = normalize([(p, p) for p in sorted(protos)])
+        return (
+            replace(rule, matches=(Match(Field.L4PROTO, ranges, negate=True), *rule.matches)),
+            replace(rule, matches=(Match(Field.L4PROTO, ranges), *unknown)),
+        )
+
+    def chain(c: Chain) -> Chain:
+        return replace(c, rules=tuple(x for r in c.rules for x in split(r)))
+
+    return tuple(replace(t, chains=tuple(chain(c) for c in t.chains)) for t in tables)
 
 
 # --- export -----------------------------------------------------------------------------------

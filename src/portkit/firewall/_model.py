@@ -249,9 +249,10 @@ class Match:
     # --pol none` true: a modelled packet has no extension headers and no IPsec). Packets
     # whose protocol is itself such a header (`EXTRA_HEADER_PROTOS`) stay undecided.
     plain: bool | None = None
-    # The named set's elements change at run time (flags dynamic or timeout, or a rule adds
-    # to it): its elements are a snapshot, so the match is undecided (the first branch takes
-    # the snapshot).
+    # What the match reads changes at run time in a way the model does not follow: a named
+    # set's elements (flags dynamic or timeout, or a rule adds to it), the conntrack state of
+    # a packet a notrack rule may select. The match is undecided; the first branch takes the
+    # modelled value (the set's snapshot, a tracked packet's state).
     dynamic: bool = False
 
     def __str__(self) -> str:
