@@ -305,7 +305,11 @@ def test_ufw_layout_with_user_rules(tmp_path: Path) -> None:
         evaluate(rs, Packet.parse("tcp 198.51.100.7:5000 -> 192.0.2.1:9 in eth0 state established")).outcome
         == "accept"
     )
-    assert load_file(tmp_path).rule_count == rs.rule_count
+    assert load_file(tmp_path, ufw_defaults=defaults).rule_count == rs.rule_count
+    # Without a defaults file beside or inside the directory the policies are unknown (never
+    # this host's /etc/default/ufw): every policy is followed.
+    unknown = evaluate(load_file(tmp_path), Packet.parse("tcp 198.51.100.7:5000 -> 192.0.2.1:9 in eth0"))
+    assert not unknown.certain and "accept" in unknown.possible
 
 
 POLICY = """\

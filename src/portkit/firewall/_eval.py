@@ -45,6 +45,7 @@ from typing import Any
 
 from portkit.errors import UsageError
 from portkit.firewall._model import (
+    EXTRA_HEADER_PROTOS,
     Action,
     Chain,
     ChainType,
@@ -409,7 +410,9 @@ def match_value(m: Match, p: Packet) -> bool | None:
         hit = "dnat" in bits and p.dnat
         if m.exact and len(m.names) > 1:
             hit = False
-    else:  # OPAQUE
+    else:  # OPAQUE: unknown, unless the importer knows its value on every modelled packet
+        if m.plain is not None and p.l4proto not in EXTRA_HEADER_PROTOS:
+            return m.plain
         return None
     return hit != m.negate
 

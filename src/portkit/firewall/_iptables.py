@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import replace
+import socket
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from portkit.errors import UsageError
 from portkit.firewall._model import (
-    ICMP_TYPES,
-    ICMPV6_TYPES,
-    IPPROTO,
     IPPROTO_NAMES,
     Action,
     Chain,
@@ -37,6 +36,7 @@ from portkit.firewall._model import (
     normalize,
     render_address_interval,
 )
+from portkit.model.endpoints import IPAddress
 
 _BUILTIN: dict[str, dict[str, tuple[Hook, int]]] = {
     "filter": {"INPUT": (Hook.INPUT, 0), "FORWARD": (Hook.FORWARD, 0), "OUTPUT": (Hook.OUTPUT, 0)},
@@ -74,22 +74,381 @@ _REJECT_IN: dict[str, tuple[RejectType, str]] = {
     "icmp6-port-unreachable": (RejectType.ICMPV6, "port-unreachable"),
     "port-unreach": (RejectType.ICMPV6, "port-unreachable"),
 }
-_STATES = {
-    "NEW": "new",
-    "ESTABLISHED": "established",
-    "RELATED": "related",
-    "INVALID": "invalid",
-    "UNTRACKED": "untracked",
+_STATES = ("INVALID", "NEW", "ESTABLISHED", "RELATED", "UNTRACKED")
+# conntrack's virtual states: the connection's NAT status bits (`ct status snat/dnat`).
+_NAT_STATES = {"SNAT": "snat", "DNAT": "dnat"}
+# --ctstatus names and the nft status bits they test (NONE tests no bit at all).
+_CT_STATUS = {
+    "NONE": "",
+    "EXPECTED": "expected",
+    "SEEN_REPLY": "seen-reply",
+    "ASSURED": "assured",
+    "CONFIRMED": "confirmed",
+}
+
+# iptables' own protocol names, tried after the system's protocol database
+# (libxtables' xtables_chain_protos; newer releases added the last three).
+_XT_PROTOS = {
+    "tcp": 6,
+    "sctp": 132,
+    "udp": 17,
+    "udplite": 136,
+    "icmp": 1,
+    "icmpv6": 58,
+    "ipv6-icmp": 58,
+    "esp": 50,
+    "ah": 51,
+    "ipv6-mh": 135,
+    "mh": 135,
+    "mobility-header": 135,
+    "dccp": 33,
+    "ipcomp": 108,
+    "all": 0,
+}
+# A number as libxtables' xtables_strtoui reads it (strtoumax, base 0): decimal, 0x hex, 0 octal.
+_C_NUMBER = re.compile(r"[ \t\n\v\f\r]*\+?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", re.ASCII)
+
+
+def _c_uint(text: str, limit: int) -> int | None:
+    m = _C_NUMBER.fullmatch(text)
+    if m is None:
+        return None
+    value = int(m.group(1), 0) if not re.fullmatch(r"0[0-7]+", m.group(1)) else int(m.group(1), 8)
+    return value if value <= limit else None
+
+
+def parse_ip_protocol(text: str, where: str) -> int:
+    """`-p` as iptables reads it: lower-cased, then a number 0-255, `all`, a name from the
+    system's protocol database (getprotobyname, /etc/protocols) or one of iptables' own."""
+    name = text.lower()
+    num = _c_uint(name, 255)
+    if num is not None:
+        return num
+    if name == "all":
+        return 0
+    try:
+        return socket.getprotobyname(name)
+    except (OSError, ValueError):
+        pass
+    if name in _XT_PROTOS:
+        return _XT_PROTOS[name]
+    raise UsageError(
+        f"invalid protocol {text[:60]!r} at {where}: iptables accepts a number 0-255, 'all' "
+        "or a protocol name from /etc/protocols"
+    )
+
+
+# libxtables' ICMP names (xtables' libxt_icmp.h): name, type, lowest and highest code.
+# A name may be abbreviated to any unambiguous prefix, case-insensitively.
+_ICMP_NAMES: tuple[tuple[str, int, int, int], ...] = (
+    ("any", 0xFF, 0, 0xFF),
+    ("echo-reply", 0, 0, 0xFF),
+    ("pong", 0, 0, 0xFF),
+    ("destination-unreachable", 3, 0, 0xFF),
+    ("network-unreachable", 3, 0, 0),
+    ("host-unreachable", 3, 1, 1),
+    ("protocol-unreachable", 3, 2, 2),
+    ("port-unreachable", 3, 3, 3),
+    ("fragmentation-needed", 3, 4, 4),
+    ("source-route-failed", 3, 5, 5),
+    ("network-unknown", 3, 6, 6),
+    ("host-unknown", 3, 7, 7),
+    ("network-prohibited", 3, 9, 9),
+    ("host-prohibited", 3, 10, 10),
+    ("tos-network-unreachable", 3, 11, 11),
+    ("tos-host-unreachable", 3, 12, 12),
+    ("communication-prohibited", 3, 13, 13),
+    ("host-precedence-violation", 3, 14, 14),
+    ("precedence-cutoff", 3, 15, 15),
+    ("source-quench", 4, 0, 0xFF),
+    ("redirect", 5, 0, 0xFF),
+    ("network-redirect", 5, 0, 0),
+    ("host-redirect", 5, 1, 1),
+    ("tos-network-redirect", 5, 2, 2),
+    ("tos-host-redirect", 5, 3, 3),
+    ("echo-request", 8, 0, 0xFF),
+    ("ping", 8, 0, 0xFF),
+    ("router-advertisement", 9, 0, 0xFF),
+    ("router-solicitation", 10, 0, 0xFF),
+    ("time-exceeded", 11, 0, 0xFF),
+    ("ttl-exceeded", 11, 0, 0xFF),
+    ("ttl-zero-during-transit", 11, 0, 0),
+    ("ttl-zero-during-reassembly", 11, 1, 1),
+    ("parameter-problem", 12, 0, 0xFF),
+    ("ip-header-bad", 12, 0, 0),
+    ("required-option-missing", 12, 1, 1),
+    ("timestamp-request", 13, 0, 0xFF),
+    ("timestamp-reply", 14, 0, 0xFF),
+    ("address-mask-request", 17, 0, 0xFF),
+    ("address-mask-reply", 18, 0, 0xFF),
+)
+_ICMPV6_NAMES: tuple[tuple[str, int, int, int], ...] = (
+    ("destination-unreachable", 1, 0, 0xFF),
+    ("no-route", 1, 0, 0),
+    ("communication-prohibited", 1, 1, 1),
+    ("beyond-scope", 1, 2, 2),
+    ("address-unreachable", 1, 3, 3),
+    ("port-unreachable", 1, 4, 4),
+    ("failed-policy", 1, 5, 5),
+    ("reject-route", 1, 6, 6),
+    ("packet-too-big", 2, 0, 0xFF),
+    ("time-exceeded", 3, 0, 0xFF),
+    ("ttl-exceeded", 3, 0, 0xFF),
+    ("ttl-zero-during-transit", 3, 0, 0),
+    ("ttl-zero-during-reassembly", 3, 1, 1),
+    ("parameter-problem", 4, 0, 0xFF),
+    ("bad-header", 4, 0, 0),
+    ("unknown-header-type", 4, 1, 1),
+    ("unknown-option", 4, 2, 2),
+    ("echo-request", 128, 0, 0xFF),
+    ("ping", 128, 0, 0xFF),
+    ("echo-reply", 129, 0, 0xFF),
+    ("pong", 129, 0, 0xFF),
+    ("mld-listener-query", 130, 0, 0xFF),
+    ("mld-listener-report", 131, 0, 0xFF),
+    ("mld-listener-done", 132, 0, 0xFF),
+    ("mld-listener-reduction", 132, 0, 0xFF),
+    ("router-solicitation", 133, 0, 0xFF),
+    ("router-advertisement", 134, 0, 0xFF),
+    ("neighbour-solicitation", 135, 0, 0xFF),
+    ("neighbor-solicitation", 135, 0, 0xFF),
+    ("neighbour-advertisement", 136, 0, 0xFF),
+    ("neighbor-advertisement", 136, 0, 0xFF),
+    ("redirect", 137, 0, 0xFF),
+)
+
+
+def parse_icmp_type(text: str, version: int, where: str) -> tuple[int, int, int]:
+    """`--icmp-type` / `--icmpv6-type` as iptables reads it: (type, lowest code, highest
+    code); type 0xFF in IPv4 is `any`."""
+    table = _ICMP_NAMES if version == 4 else _ICMPV6_NAMES
+    what = "ICMP" if version == 4 else "ICMPv6"
+    low = text.lower()
+    hits = [e for e in table if e[0].startswith(low)]
+    if len({e[0] for e in hits}) > 1 and not any(e[0] == low for e in hits):
+        raise UsageError(f"invalid {what} type {text[:60]!r} at {where}: ambiguous abbreviation")
+    if hits:
+        exact = [e for e in hits if e[0] == low] or hits
+        return exact[0][1], exact[0][2], exact[0][3]
+    typ, slash, code = text.partition("/")
+    t = _c_uint(typ, 255)
+    lo_code, _, hi_code = code.partition(":")
+    lo = _c_uint(lo_code, 255) if slash else 0
+    hi = (_c_uint(hi_code, 255) if hi_code else lo) if slash else 255
+    if t is None or lo is None or hi is None:
+        raise UsageError(
+            f"invalid {what} type {text[:60]!r} at {where}: expected a name like echo-request, "
+            "a number 0-255 or TYPE/CODE"
+        )
+    return t, lo, hi
+
+
+@dataclass(frozen=True)
+class AddressTypes:
+    """The routes of the host's `local` routing table, which the kernel's `addrtype` match
+    reads (`ip route show table local`): per IP version, (prefix interval, route type) pairs
+    such as (127.0.0.0/8, "local") and (192.0.2.255/32, "broadcast"). `whole` is False when
+    only the local addresses are known (`from_addresses`): then only LOCAL is decided."""
+
+    routes: tuple[tuple[int, Interval, str], ...]
+    whole: bool = True
+
+    @classmethod
+    def from_addresses(cls, addresses: Collection[IPAddress]) -> AddressTypes:
+        """The local routes a host with these addresses (and loopback up) has."""
+        routes = [(4, address_interval("127.0.0.0/8")[1], "local"), (6, address_interval("::1")[1], "local")]
+        routes += [(a.version, (int(a), int(a)), "local") for a in addresses]
+        return cls(tuple(routes), whole=False)
+
+    def decides(self, version: int, types: frozenset[str]) -> bool:
+        """Whether an addrtype match on `types` (upper case) can be decided from these routes."""
+        if types == {"LOCAL"}:
+            return True
+        return version == 4 and self.whole
+
+    def addresses(self, version: int, wanted: frozenset[str]) -> tuple[Interval, ...]:
+        """The addresses whose type (longest-prefix match in the local table; an IPv4
+        address not in it is `unicast`) is one of `wanted`."""
+        size = 32 if version == 4 else 128
+        top = (1 << size) - 1
+        # Paint shorter prefixes first, so longer ones (more specific) win.
+        painted: list[tuple[int, int, str]] = []
+        if version == 4:
+            painted = [(0, top, "unicast")]
+        routes = sorted(
+            (r for r in self.routes if r[0] == version), key=lambda r: r[1][1] - r[1][0], reverse=True
+        )
+        fixed = []
+        if version == 4:
+            fixed = [
+                ((0, 0x00FFFFFF), "broadcast"),
+                ((0xE0000000, 0xEFFFFFFF), "multicast"),
+                ((top, top), "broadcast"),
+            ]
+        for (lo, hi), kind in [*((iv, kind) for _, iv, kind in routes), *fixed]:
+            out: list[tuple[int, int, str]] = []
+            for a, b, k in painted:
+                if b < lo or a > hi:
+                    out.append((a, b, k))
+                    continue
+                if a < lo:
+                    out.append((a, lo - 1, k))
+                if b > hi:
+                    out.append((hi + 1, b, k))
+            out.append((lo, hi, kind))
+            painted = sorted(out)
+        return normalize([(a, b) for a, b, k in painted if k in wanted])
+
+
+# addrtype's type names (iptables spells them in capitals).
+_ADDRTYPES = (
+    "UNSPEC",
+    "UNICAST",
+    "LOCAL",
+    "BROADCAST",
+    "ANYCAST",
+    "MULTICAST",
+    "BLACKHOLE",
+    "UNREACHABLE",
+    "PROHIBIT",
+    "THROW",
+    "NAT",
+    "XRESOLVE",
+)
+# ip6t_ipv6header's header names and bits (a plain packet's headers are just `proto`).
+_V6HEADERS = {
+    "hop": 1,
+    "hop-by-hop": 1,
+    "0": 1,
+    "dst": 2,
+    "ipv6-opts": 2,
+    "60": 2,
+    "route": 4,
+    "ipv6-route": 4,
+    "43": 4,
+    "frag": 8,
+    "ipv6-frag": 8,
+    "44": 8,
+    "auth": 16,
+    "ah": 16,
+    "51": 16,
+    "esp": 32,
+    "50": 32,
+    "none": 64,
+    "ipv6-nonxt": 64,
+    "59": 64,
+    "prot": 128,
+    "proto": 128,
+    "protocol": 128,
+    "255": 128,
+}
+# Options of the transport matches iptables loads implicitly with `-p`: they may follow
+# any other module's options in a rule.
+_PROTO_OPTIONS = frozenset(
+    {
+        "--sport",
+        "--source-port",
+        "--dport",
+        "--destination-port",
+        "--tcp-flags",
+        "--syn",
+        "--tcp-option",
+        "--icmp-type",
+        "--icmpv6-type",
+    }
+)
+# Targets that end the chain with a verdict that depends on what the model does not know
+# (TPROXY: accept if a socket takes the packet, else drop; SYNPROXY: answers or drops).
+_UNKNOWN_VERDICT_TARGETS = frozenset({"TPROXY", "SYNPROXY"})
+# Options of the targets portkit reads (REJECT, NAT, LOG).
+_TARGET_OPTIONS = frozenset(
+    {
+        "--reject-with",
+        "--to-destination",
+        "--to-source",
+        "--to-ports",
+        "--to",
+        "--log-prefix",
+        "--log-level",
+        "--log-tcp-sequence",
+        "--log-tcp-options",
+        "--log-ip-options",
+        "--log-uid",
+        "--log-macdecode",
+        "--random",
+        "--random-fully",
+        "--persistent",
+    }
+)
+# Matches modelled option by option; any other module is read whole and classified.
+_MODELLED = frozenset(
+    {
+        "tcp",
+        "udp",
+        "udplite",
+        "sctp",
+        "dccp",
+        "multiport",
+        "conntrack",
+        "state",
+        "comment",
+        "icmp",
+        "icmp6",
+        "iprange",
+    }
+)
+_MODULE_PROTO: dict[str, tuple[int, ...]] = {
+    "tcp": (6,),
+    "udp": (17,),
+    "udplite": (136,),
+    "sctp": (132,),
+    "dccp": (33,),
+}
+_PORT_OPTIONS = {
+    "--sport": Field.SPORT,
+    "--source-port": Field.SPORT,
+    "--dport": Field.DPORT,
+    "--destination-port": Field.DPORT,
+    "--sports": Field.SPORT,
+    "--source-ports": Field.SPORT,
+    "--dports": Field.DPORT,
+    "--destination-ports": Field.DPORT,
+}
+_TCP_FLAG_NAMES = {
+    "FIN": 0x01,
+    "SYN": 0x02,
+    "RST": 0x04,
+    "PSH": 0x08,
+    "ACK": 0x10,
+    "URG": 0x20,
+    "ALL": 0x3F,
+    "NONE": 0,
 }
 
 
-def _ports(text: str) -> tuple[Interval, ...]:
+def _port(text: str, proto: tuple[int, ...], where: str) -> int:
+    if text.isascii() and text.isdigit():
+        value = int(text)
+    else:
+        name = IPPROTO_NAMES.get(proto[0], "tcp") if proto else "tcp"
+        try:
+            value = socket.getservbyname(text, name)
+        except (OSError, ValueError):
+            raise UsageError(
+                f"invalid port {text[:60]!r} at {where}: expected a number 0-65535 or a service name"
+            ) from None
+    if value > 65535:
+        raise UsageError(f"invalid port {text[:60]!r} at {where}: ports are 0-65535")
+    return value
+
+
+def _ports(text: str, proto: tuple[int, ...] = (), where: str = "") -> tuple[Interval, ...]:
     out: list[Interval] = []
     for part in text.split(","):
         lo, sep, hi = part.partition(":")
-        a = int(lo) if lo else 0
-        b = (int(hi) if hi else 65535) if sep else a
-        out.append((a, b))
+        a = _port(lo, proto, where) if lo else 0
+        b = (_port(hi, proto, where) if hi else 65535) if sep else a
+        out.append((min(a, b), max(a, b)))
     return normalize(out)
 
 
@@ -103,22 +462,70 @@ def _addresses(text: str, version: int) -> tuple[Interval, ...]:
     return normalize(out)
 
 
+def _range(text: str, version: int) -> tuple[Interval, ...]:
+    """`--src-range 10.0.0.1-10.0.0.9` (one address is a range of one)."""
+    lo, _, hi = text.partition("-")
+    v1, a = address_interval(lo)
+    v2, b = address_interval(hi or lo)
+    if v1 != version or v2 != version:
+        raise UsageError(f"invalid address range {text[:60]!r} in an IPv{version} ruleset")
+    return normalize([(a[0], b[1])])
+
+
+@dataclass
+class _Module:
+    """A match module read whole: its name and options as (negated, option, values)."""
+
+    name: str
+    options: list[tuple[bool, str, list[str]]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        out = ["-m", self.name]
+        for neg, opt, values in self.options:
+            out += [*(["!"] if neg else []), opt, *values]
+        return " ".join(shlex.quote(x) if x != "!" else x for x in out)
+
+    def get(self, option: str) -> tuple[bool, list[str]] | None:
+        for neg, opt, values in self.options:
+            if opt == option:
+                return neg, values
+        return None
+
+
 class _RuleParser:
     """Parse the arguments of one `-A CHAIN ...` line."""
 
-    def __init__(self, args: list[str], version: int, where: str, notes: list[str], chains: set[str]) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        version: int,
+        where: str,
+        notes: list[str],
+        chains: set[str],
+        addrtypes: AddressTypes | None = None,
+    ) -> None:
         self.args = args
         self.chains = chains
         self.i = 0
         self.version = version
         self.where = where
         self.notes = notes
+        self.addrtypes = addrtypes
         self.matches: list[Match] = []
         self.proto: tuple[int, ...] = ()
         self.fields: dict[str, Any] = {"action": Action.CONTINUE}
         self.module = ""
-        self.opaque_module: list[str] = []
-        self.targeted = False  # after -j/-g: options belong to the target
+        self.whole: _Module | None = None
+        self.target_seen = False
+        self.in_target = False
+
+    def take_name(self, option: str) -> str:
+        """The module or target name after -m, -j or -g."""
+        name = self.take() if self.i < len(self.args) else ""
+        if not name or name.startswith("-") or name == "!":
+            raise UsageError(f"invalid iptables rule at {self.where}: {option} lacks its name")
+        return name
 
     def take(self) -> str:
         if self.i >= len(self.args):
@@ -127,48 +534,81 @@ class _RuleParser:
         self.i += 1
         return v
 
-    def parse(self) -> Rule:
+    def values(self) -> list[str]:
+        """The values of an option read greedily: every argument up to the next option."""
+        out = []
+        while self.i < len(self.args) and not self.args[self.i].startswith("-") and self.args[self.i] != "!":
+            out.append(self.take())
+        return out
+
+    def parse(self) -> list[Rule]:
+        """The rule, or two for a target that ends the chain with a verdict portkit cannot
+        know (TPROXY, SYNPROXY): an undecided accept, then a drop."""
         negate = False
         while self.i < len(self.args):
             a = self.take()
             if a == "!":
+                if negate or self.i >= len(self.args):
+                    raise UsageError(
+                        f"invalid iptables rule at {self.where}: a '!' without one option after it"
+                    )
                 negate = True
                 continue
+            if negate and a in ("-m", "--match", "-j", "--jump", "-g", "--goto"):
+                raise UsageError(f"invalid iptables rule at {self.where}: '!' cannot negate {a}")
             self.option(a, negate)
             negate = False
-        self.flush_opaque()
-        return Rule(matches=tuple(self.matches), **self.fields)
+        self.flush_module()
+        unknown = self.fields.pop("unknown_verdict", "")
+        if not unknown:
+            return [Rule(matches=tuple(self.matches), **self.fields)]
+        text = f"-j {unknown} accepts the packet (its verdict depends on sockets and state)"
+        self.notes.append(f"{self.where}: target {unknown} ends the chain: undecided between accept and drop")
+        verdict = Match(Field.OPAQUE, text=text)
+        return [
+            Rule(matches=(*self.matches, verdict), **{**self.fields, "action": Action.ACCEPT}),
+            Rule(matches=tuple(self.matches), **{**self.fields, "action": Action.DROP}),
+        ]
 
-    def flush_opaque(self) -> None:
-        if self.opaque_module:
-            text = " ".join(self.opaque_module)
-            addrtype = _ADDRTYPE_DST.match(text)
-            if addrtype:
-                # The routing table's type of the destination: `fib daddr type` in nft.
-                kind = addrtype.group(2).lower()
-                self.matches.append(
-                    Match(Field.FIB_DADDR_TYPE, names=(kind,), negate=bool(addrtype.group(1)))
-                )
-                self.opaque_module = []
-                return
-            holds, why = assume_opaque(text)
-            # negate=True on an opaque match means "assumed not to match".
-            self.matches.append(Match(Field.OPAQUE, text=text, negate=not holds))
-            self.notes.append(
-                f"{self.where}: match '{text}' is not modelled; assumed to "
-                f"{'match' if holds else 'not match'} ({why})"
-            )
-            self.opaque_module = []
+    # --- matches read whole ---
+
+    def flush_module(self) -> None:
+        mod, self.whole = self.whole, None
+        if mod is None:
+            return
+        for m in _classify(mod, self.version, self.proto, self.addrtypes, self.where):
+            self.matches.append(m)
+            if m.field is Field.OPAQUE:
+                if m.plain is not None:
+                    self.notes.append(
+                        f"{self.where}: match '{m.text}' is {'true' if m.plain else 'false'} for every "
+                        f"packet portkit models ({_PLAIN_WHY.get(mod.name, 'see the match')})"
+                    )
+                else:
+                    holds, why = assume_opaque(mod)
+                    self.notes.append(
+                        f"{self.where}: match '{m.text}' is not modelled: undecided (both outcomes are "
+                        f"followed; the first branch assumes it {'holds' if holds else 'does not'}: {why})"
+                    )
+
+    def unknown(self, text: str, *, protos: tuple[int, ...] = ()) -> None:
+        """An option portkit does not model: undecided, never dropped."""
+        holds, why = assume_opaque(_Module(text.split()[1] if text.startswith("-m ") else ""))
+        self.matches.append(Match(Field.OPAQUE, text=text, negate=not holds, protos=protos))
+        self.notes.append(f"{self.where}: match '{text}' is not modelled: undecided ({why})")
+
+    # --- options ---
 
     def option(self, a: str, negate: bool) -> None:
-        v6 = self.version == 6
         if a in ("-p", "--protocol"):
-            name = self.take().lower()
-            num = int(name) if name.isdigit() else IPPROTO.get(name)
-            if name == "all":
+            raw = self.take()
+            num = parse_ip_protocol(raw, self.where)
+            if num == 0:
+                if negate:
+                    raise UsageError(
+                        f"invalid iptables rule at {self.where}: '! -p {raw[:20]}' would never match"
+                    )
                 return
-            if num is None:
-                raise UsageError(f"invalid protocol {name!r} at {self.where}")
             self.proto = (num,)
             self.matches.append(Match(Field.L4PROTO, ((num, num),), negate=negate))
         elif a in ("-s", "--source", "-d", "--destination"):
@@ -182,112 +622,166 @@ class _RuleParser:
             self.matches.append(
                 Match(fld, names=(name[:-1] + "*" if name.endswith("+") else name,), negate=negate)
             )
-        elif a == "-m" or a == "--match":
-            self.flush_opaque()
-            self.module = self.take()
-            if self.module not in (
-                "tcp",
-                "udp",
-                "sctp",
-                "multiport",
-                "conntrack",
-                "state",
-                "comment",
-                "icmp",
-                "icmp6",
-                "iprange",
-            ):
-                self.opaque_module = ["-m", self.module]
+        elif a in ("-f", "--fragment"):
+            # Later fragments of a datagram; a modelled packet is a whole one.
+            text = f"{'! ' if negate else ''}-f"
+            self.matches.append(Match(Field.OPAQUE, text=text, negate=not negate, family=4, plain=negate))
+        elif a in ("-m", "--match"):
+            self.flush_module()
+            self.in_target = False
+            self.module = self.take_name(a)
+            if self.module not in _MODELLED:
+                self.whole = _Module(self.module)
         elif a in ("-j", "--jump", "-g", "--goto"):
-            self.flush_opaque()
-            self.targeted = True
-            self.target(self.take(), goto=a in ("-g", "--goto"))
-        elif a == "--syn" and not self.targeted:
-            # SYN set, ACK, RST and FIN clear: tcp flags & (fin | syn | rst | ack) == syn.
+            self.flush_module()
+            self.target_seen = self.in_target = True
+            self.target(self.take_name(a), goto=a in ("-g", "--goto"))
+        elif a in ("-c", "--set-counters"):
+            self.take()
+            self.take()
+        elif self.target_seen and a in _TARGET_OPTIONS:
+            self.flush_module()
+            self.target_option(a)
+        elif a in _PROTO_OPTIONS or (self.whole is None and self.module in _MODELLED and not self.in_target):
+            self.modelled_option(a, negate)
+        elif self.in_target:
+            # iptables takes options in any order (ufw writes `-j LOG --log-prefix P -m limit
+            # ...`): the others after -j are the target's until the next -m.
+            self.target_option(a)
+        elif self.whole is not None:
+            self.whole.options.append((negate, a, self.values()))
+        else:
+            self.unknown(" ".join([*(["!"] if negate else []), a, *self.values()]))
+
+    def modelled_option(self, a: str, negate: bool) -> None:
+        # A port match reads its protocol's header: `-m tcp` is valid for protocol 6 only.
+        protos = self.proto or _MODULE_PROTO.get(self.module, ())
+        if a in _PORT_OPTIONS:
             self.matches.append(
-                Match(Field.TCP_FLAGS, ((0x17, 0x02),), negate=negate, protos=(6,), exact=True)
+                Match(_PORT_OPTIONS[a], _ports(self.take(), protos, self.where), negate=negate, protos=protos)
             )
-        elif a == "--tcp-flags" and not self.targeted:
-            mask, comp = _tcp_flags(self.take()), _tcp_flags(self.take())
+        elif a == "--ports":
+            # multiport: the source or the destination port is one of them.
+            ports = _ports(self.take(), protos, self.where)
+            anyport: Interval = (0, 65535)
+            parts = (Match(Field.SPORT, protos=protos), Match(Field.DPORT, protos=protos))
+            elements = tuple((r, anyport) for r in ports) + tuple((anyport, r) for r in ports)
+            self.matches.append(
+                Match(Field.CONCAT, negate=negate, parts=parts, elements=elements, protos=protos)
+            )
+        elif a in ("--tcp-flags", "--syn"):
+            if a == "--syn":
+                mask, comp = 0x17, 0x02
+            else:
+                mask, comp = self.flags(self.take()), self.flags(self.take())
             self.matches.append(
                 Match(Field.TCP_FLAGS, ((mask, comp),), negate=negate, protos=(6,), exact=True)
             )
-        elif a == "--ctstatus" and not self.targeted:
-            names = tuple(n.strip().lower().replace("_", "-") for n in self.take().split(","))
-            self.matches.append(Match(Field.CT_STATUS, names=names, negate=negate))
-        elif self.opaque_module and a.startswith("--"):
-            self.opaque_module.append(("! " if negate else "") + a)
-            while (
-                self.i < len(self.args) and not self.args[self.i].startswith("-") and self.args[self.i] != "!"
-            ):
-                self.opaque_module.append(self.take())
-        elif a in (
-            "--dport",
-            "--destination-port",
-            "--sport",
-            "--source-port",
-            "--dports",
-            "--sports",
-            "--destination-ports",
-            "--source-ports",
-        ):
-            fld = Field.SPORT if "sport" in a or "source" in a else Field.DPORT
-            self.matches.append(Match(fld, _ports(self.take()), negate=negate, protos=self.proto))
-        elif a in ("--ctstate", "--state"):
-            raw = self.take()
-            words = raw.split(",")
-            states = tuple(_STATES[s] for s in words if s in _STATES)
-            virtual = tuple(s.lower() for s in words if s in ("DNAT", "SNAT"))
-            if virtual and not states:
-                # conntrack's virtual states: the connection's NAT status bits.
-                self.matches.append(Match(Field.CT_STATUS, names=virtual, negate=negate))
-            elif len(states) + len(virtual) != len(words) or virtual:
-                # A state portkit does not know, or states and NAT bits in one list (either holds).
-                self.matches.append(Match(Field.OPAQUE, text=f"{'! ' if negate else ''}{a} {raw}"))
-                self.notes.append(f"{self.where}: {a} {raw} is not modelled; undecided")
-            else:
-                self.matches.append(Match(Field.CT_STATE, names=states, negate=negate))
         elif a in ("--icmp-type", "--icmpv6-type"):
-            raw = self.take()
-            typ, _, code = raw.partition("/")
-            table = ICMPV6_TYPES if v6 else ICMP_TYPES
-            alias = {
-                "echo-request": "echo-request",
-                "ping": "echo-request",
-                "pong": "echo-reply",
-                "neighbour-solicitation": "nd-neighbor-solicit",
-                "neighbor-solicitation": "nd-neighbor-solicit",
-                "neighbor-advertisement": "nd-neighbor-advert",
-                "neighbour-advertisement": "nd-neighbor-advert",
-                "router-solicitation": "nd-router-solicit" if v6 else "router-solicitation",
-                "router-advertisement": "nd-router-advert" if v6 else "router-advertisement",
-            }
-            typ = alias.get(typ, typ)
-            if typ == "any":
-                return
-            num = int(typ) if typ.isdigit() else table.get(typ)
-            fam = 6 if v6 else 4
-            proto = (58,) if v6 else (1,)
-            if num is None:
-                self.matches.append(Match(Field.OPAQUE, text=f"--icmp-type {raw}"))
-                self.notes.append(f"{self.where}: ICMP type {raw!r} is not modelled; assumed to match")
-                return
-            self.matches.append(
-                Match(Field.ICMP_TYPE, ((num, num),), negate=negate, family=fam, protos=proto)
-            )
-            if code:
-                c = int(code)
-                self.matches.append(
-                    Match(Field.ICMP_CODE, ((c, c),), negate=negate, family=fam, protos=proto)
-                )
+            self.icmp(self.take(), negate)
+        elif a in ("--ctstate", "--state"):
+            self.states(a, self.take(), negate)
+        elif a == "--ctstatus":
+            self.ctstatus(self.take(), negate)
         elif a in ("--src-range", "--dst-range"):
             fld = Field.SADDR if a == "--src-range" else Field.DADDR
             self.matches.append(
-                Match(fld, _addresses(self.take(), self.version), negate=negate, family=self.version)
+                Match(fld, _range(self.take(), self.version), negate=negate, family=self.version)
             )
         elif a == "--comment":
             self.fields["comment"] = self.take()
-        elif a == "--reject-with":
+        else:
+            # Another option of a modelled module (`--tcp-option`, `--chunk-types`,
+            # `--ctorigdst`...): undecided, with the module's protocol dependency.
+            module = self.module or "tcp"
+            text = " ".join(
+                ["-m", module, *(["!"] if negate else []), a, *(shlex.quote(v) for v in self.values())]
+            )
+            protos = self.proto if module in ("tcp", "udp", "udplite", "sctp", "dccp", "multiport") else ()
+            if a == "--tcp-option":
+                protos = (6,)
+            self.unknown(text, protos=protos)
+
+    def flags(self, text: str) -> int:
+        bits = 0
+        for name in text.upper().split(","):
+            if name not in _TCP_FLAG_NAMES:
+                raise UsageError(
+                    f"invalid TCP flag {name[:20]!r} at {self.where}: "
+                    "expected FIN, SYN, RST, PSH, ACK, URG, ALL or NONE"
+                )
+            bits |= _TCP_FLAG_NAMES[name]
+        return bits
+
+    def icmp(self, raw: str, negate: bool) -> None:
+        typ, lo, hi = parse_icmp_type(raw, self.version, self.where)
+        fam = self.version
+        proto = (58,) if fam == 6 else (1,)
+        if fam == 4 and typ == 0xFF:  # any
+            self.matches.append(Match(Field.ICMP_TYPE, ((0, 255),), negate=negate, family=fam, protos=proto))
+            return
+        if (lo, hi) == (0, 255):
+            self.matches.append(
+                Match(Field.ICMP_TYPE, ((typ, typ),), negate=negate, family=fam, protos=proto)
+            )
+            return
+        if not negate:
+            self.matches.append(Match(Field.ICMP_TYPE, ((typ, typ),), family=fam, protos=proto))
+            self.matches.append(Match(Field.ICMP_CODE, ((lo, hi),), family=fam, protos=proto))
+            return
+        # `! --icmp-type 3/1` negates the pair: any other type, or type 3 with another code.
+        parts = (
+            Match(Field.ICMP_TYPE, family=fam, protos=proto),
+            Match(Field.ICMP_CODE, family=fam, protos=proto),
+        )
+        self.matches.append(
+            Match(
+                Field.CONCAT,
+                negate=True,
+                parts=parts,
+                elements=(((typ, typ), (lo, hi)),),
+                family=fam,
+                protos=proto,
+            )
+        )
+
+    def states(self, option: str, raw: str, negate: bool) -> None:
+        names = [s.upper() for s in raw.split(",")]
+        allowed = _STATES + (tuple(_NAT_STATES) if option == "--ctstate" else ())
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            raise UsageError(
+                f"invalid conntrack state {bad[0][:30]!r} at {self.where}: expected {', '.join(allowed)}"
+            )
+        plain = [n.lower() for n in names if n in _STATES]
+        nat = [_NAT_STATES[n] for n in names if n in _NAT_STATES]
+        if plain and nat:
+            # Either a state or a NAT bit: one match cannot say that; undecided.
+            self.unknown(f"-m conntrack {'! ' if negate else ''}--ctstate {raw}")
+        elif nat:
+            self.matches.append(Match(Field.CT_STATUS, names=tuple(nat), negate=negate))
+        else:
+            self.matches.append(Match(Field.CT_STATE, names=tuple(plain), negate=negate))
+
+    def ctstatus(self, raw: str, negate: bool) -> None:
+        names = [s.upper() for s in raw.split(",")]
+        bad = [n for n in names if n not in _CT_STATUS]
+        if bad:
+            raise UsageError(
+                f"invalid conntrack status {bad[0][:30]!r} at {self.where}: expected {', '.join(_CT_STATUS)}"
+            )
+        bits = tuple(_CT_STATUS[n] for n in names if _CT_STATUS[n])
+        if not bits:  # NONE alone: an empty mask, which no connection has any bit of
+            text = f"-m conntrack {'! ' if negate else ''}--ctstatus {raw}"
+            self.matches.append(Match(Field.OPAQUE, text=text, negate=not negate, plain=negate))
+            return
+        self.matches.append(Match(Field.CT_STATUS, names=bits, negate=negate))
+
+    # --- target ---
+
+    def target_option(self, a: str) -> None:
+        v6 = self.version == 6
+        if a == "--reject-with":
             kind = self.take()
             rt, code = _REJECT_IN.get(kind, (RejectType.ICMPV6 if v6 else RejectType.ICMP, kind))
             self.fields["reject"] = Reject(rt, code)
@@ -295,33 +789,10 @@ class _RuleParser:
             self.fields["nat"] = _nat_target(self.take(), a == "--to-ports")
         elif a == "--log-prefix":
             self.fields["log"] = self.take().strip()
-        elif a in (
-            "--log-level",
-            "--log-tcp-options",
-            "--log-ip-options",
-            "--log-uid",
-            "--random",
-            "--persistent",
-            "--fully-random",
-            "--log-tcp-sequence",
-        ):
-            if self.i < len(self.args) and not self.args[self.i].startswith("-"):
-                self.take()
-        elif a in ("-c", "--set-counters"):
-            self.take()
-            self.take()
         else:
-            # An option of a target or match portkit does not model (e.g. --set-mark): keep it.
-            value = self.take() if self.i < len(self.args) and not self.args[self.i].startswith("-") else ""
-            text = f"{'! ' if negate else ''}{a} {value}".strip()
-            if not self.targeted:
-                # A match option (iptables-save writes matches before the target) of a module
-                # portkit reads only in part (e.g. conntrack's --ctorigdst): it can stop the
-                # rule, so it is an undecided match, never ignored.
-                self.matches.append(Match(Field.OPAQUE, text=f"-m {self.module} {text}".replace("-m  ", "")))
-                self.notes.append(f"{self.where}: match option '{text}' is not modelled; undecided")
-                return
-            self.fields["opaque"] = (*self.fields.get("opaque", ()), text)
+            # An option of a target portkit does not model (`--set-mark`): kept as text.
+            value = " ".join(self.values())
+            self.fields["opaque"] = (*self.fields.get("opaque", ()), f"{a} {value}".strip())
 
     def target(self, name: str, *, goto: bool) -> None:
         simple = {
@@ -345,6 +816,9 @@ class _RuleParser:
                 )
         elif name == "LOG":
             self.fields["log"] = self.fields.get("log", "")
+        elif name in _UNKNOWN_VERDICT_TARGETS and name not in self.chains:
+            self.fields["unknown_verdict"] = name
+            self.fields["opaque"] = (*self.fields.get("opaque", ()), f"-j {name}")
         elif name.isupper() and name not in self.chains:
             # Targets like MARK, CT, TCPMSS, NOTRACK change the packet, not the verdict.
             self.fields["opaque"] = (*self.fields.get("opaque", ()), f"-j {name}")
@@ -353,50 +827,148 @@ class _RuleParser:
             self.fields["target"] = name
 
 
-# What an ordinary packet does with a match portkit cannot evaluate: (matches?, why).
-_ASSUMPTIONS: tuple[tuple[str, bool, str], ...] = (
-    ("-m addrtype --dst-type LOCAL", True, "traffic for this host is addressed to a local address"),
-    ("-m addrtype ! --dst-type LOCAL", False, "traffic for this host is addressed to a local address"),
-    ("-m addrtype", False, "an ordinary unicast packet is not broadcast, multicast or otherwise special"),
-    ("-m limit", True, "below the rate limit"),
-    ("-m hashlimit", True, "below the rate limit"),
-    ("-m rt", False, "ordinary packets carry no routing header"),
-    ("-m hl", False, "ordinary packets do not have that hop limit"),
-    ("-m ttl", False, "ordinary packets do not have that TTL"),
-    ("-m recent --set", True, "--set only records the source"),
-    ("-m recent", False, "the source is not in the recent list"),
-    ("-m mark", False, "packets are not marked"),
-    ("-m connmark", False, "connections are not marked"),
-    ("-m set", False, "the address is not in the ipset"),
+# Why a module's value is known for every modelled packet.
+_PLAIN_WHY = {
+    "frag": "it is not a fragment: no fragment header",
+    "hbh": "no hop-by-hop options header",
+    "dst": "no destination options header",
+    "rt": "no routing header",
+    "ah": "no authentication header",
+    "ipv6header": "its only header after IPv6 is the transport header",
+    "policy": "it did not arrive through IPsec",
+    "recent": "--set records the source and always matches",
+}
+
+
+def _opaque(mod: _Module, version: int, **kw: Any) -> Match:
+    holds, _ = assume_opaque(mod)
+    return Match(Field.OPAQUE, text=mod.text, negate=not holds, **kw)
+
+
+def _classify(
+    mod: _Module, version: int, proto: tuple[int, ...], addrtypes: AddressTypes | None, where: str
+) -> list[Match]:
+    """The matches a module read whole stands for: exact where the kernel's answer for a
+    modelled packet is known, otherwise one undecided opaque match."""
+    name = mod.name
+    if name in ("frag", "hbh", "dst", "rt") or (name == "ah" and version == 6):
+        # IPv6 extension headers: a modelled packet has none; the kernel's match needs one.
+        return [_opaque(mod, version, family=6 if version == 6 else 0, plain=False)]
+    if name in ("ah", "esp", "mh"):
+        # The header of protocol AH/ESP/MH itself (iptables requires `-p` to say so).
+        num = {"ah": 51, "esp": 50, "mh": 135}[name]
+        return [_opaque(mod, version, protos=(num,))]
+    if name == "policy":
+        direction = mod.get("--dir")
+        pol = mod.get("--pol")
+        if direction and direction[1][:1] == ["in"] and pol and pol[1][:1] in (["none"], ["ipsec"]):
+            # Inbound: a modelled packet was not decapsulated from IPsec (no secpath).
+            none = pol[1][0] == "none"
+            return [_opaque(mod, version, plain=none)]
+        return [_opaque(mod, version)]
+    if name == "ipv6header":
+        header = mod.get("--header")
+        if header is None:
+            return [_opaque(mod, version)]
+        bits = 0
+        for h in header[1][0].split(",") if header[1] else []:
+            if h.lower() not in _V6HEADERS:
+                raise UsageError(f"invalid IPv6 header name {h[:30]!r} at {where}")
+            bits |= _V6HEADERS[h.lower()]
+        seen = 128  # a modelled packet: the transport header right after the IPv6 header
+        inverted = header[0]
+        if mod.get("--soft") is not None:
+            value = (seen & bits) == 0 if inverted else (seen & bits) == bits
+        else:
+            value = (seen != bits) if inverted else (seen == bits)
+        return [_opaque(mod, version, family=6, plain=value)]
+    if name == "addrtype":
+        return _addrtype(mod, version, addrtypes, where)
+    if name == "recent":
+        got = mod.get("--set")
+        if got is not None and not any(o in ("--rcheck", "--update", "--remove") for _, o, _v in mod.options):
+            # --set records the source and always matches (`! --set` never does).
+            return [_opaque(mod, version, plain=not got[0])]
+    if name == "tcpmss":
+        return [_opaque(mod, version, protos=(6,))]
+    return [_opaque(mod, version)]
+
+
+def _addrtype(mod: _Module, version: int, addrtypes: AddressTypes | None, where: str) -> list[Match]:
+    if not mod.options or any(o.startswith("--limit-iface") for _, o, _v in mod.options):
+        return [_opaque(mod, version)]
+    out: list[Match] = []
+    for neg, opt, values in mod.options:
+        if opt not in ("--src-type", "--dst-type") or len(values) != 1:
+            return [_opaque(mod, version)]
+        types = frozenset(t.upper() for t in values[0].split(","))
+        bad = sorted(types - set(_ADDRTYPES))
+        if bad:
+            raise UsageError(
+                f"invalid address type {bad[0][:30]!r} at {where}: expected one of {', '.join(_ADDRTYPES)}"
+            )
+        fld = Field.SADDR if opt == "--src-type" else Field.DADDR
+        if types == {"MULTICAST"}:
+            net = "224.0.0.0/4" if version == 4 else "ff00::/8"
+            out.append(Match(fld, (address_interval(net)[1],), negate=neg, family=version))
+        elif addrtypes is not None and addrtypes.decides(version, types):
+            # IPv4: the type of the address's longest match in the local table; IPv6
+            # (LOCAL only): a local or anycast route.
+            kinds = frozenset(t.lower() for t in types)
+            if version == 6:
+                kinds = frozenset({"local", "anycast"})
+            out.append(Match(fld, addrtypes.addresses(version, kinds), negate=neg, family=version))
+        elif types == {"LOCAL"} and opt == "--dst-type":
+            # Decided when the packet is evaluated, from the host's addresses if known
+            # (`fib daddr type local`, as nft writes it).
+            out.append(Match(Field.FIB_DADDR_TYPE, names=("local",), negate=neg))
+        else:
+            return [_opaque(mod, version)]
+    return out
+
+
+# The first branch's assumption for a match that stays undecided: (module, option, holds?, why),
+# an empty option matching any; `holds` flips when the option is negated.
+_ASSUMPTIONS: tuple[tuple[str, str, bool, str], ...] = (
+    ("addrtype", "--dst-type LOCAL", True, "traffic for this host is addressed to a local address"),
+    ("addrtype", "", False, "an ordinary unicast packet is not broadcast, multicast or otherwise special"),
+    ("limit", "", True, "below the rate limit"),
+    ("hashlimit", "--hashlimit-above", False, "below the rate limit"),
+    ("hashlimit", "", True, "below the rate limit"),
+    ("connlimit", "--connlimit-above", False, "below the connection limit"),
+    ("connlimit", "", True, "below the connection limit"),
+    ("hl", "", False, "ordinary packets do not have that hop limit"),
+    ("ttl", "", False, "ordinary packets do not have that TTL"),
+    ("recent", "--set", True, "--set only records the source"),
+    ("recent", "", False, "the source is not in the recent list"),
+    ("mark", "", False, "packets are not marked"),
+    ("connmark", "", False, "connections are not marked"),
+    ("set", "", False, "the address is not in the ipset"),
+    ("owner", "", False, "the socket is not that owner's"),
+    ("physdev", "", False, "the packet was not bridged"),
+    ("policy", "--pol none", True, "no IPsec policy applies"),
+    ("policy", "", False, "no IPsec policy applies"),
+    ("pkttype", "--pkt-type unicast", True, "an ordinary packet is unicast"),
+    ("pkttype", "", False, "an ordinary packet is unicast"),
 )
 
 
-_ADDRTYPE_DST = re.compile(r"^-m addrtype (! )?--dst-type ([A-Z]+)$")
-_TCP_FLAG_NAMES = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20}
-
-
-def _tcp_flags(text: str) -> int:
-    """`SYN,ACK`, `ALL`, `NONE` -> the flag bits."""
-    bits = 0
-    for name in text.upper().split(","):
-        if name == "ALL":
-            bits |= 0x3F
-        elif name == "NONE":
+def assume_opaque(mod: _Module) -> tuple[bool, str]:
+    """What the first branch takes an undecided match to be, and why."""
+    if mod.name in ("mark", "connmark") and mod.options and mod.options[0][2]:
+        # An unmarked packet (mark 0) matches `--mark VALUE/MASK` when VALUE is 0.
+        neg, _opt, values = mod.options[0]
+        mark = _c_uint(values[0].partition("/")[0], 0xFFFFFFFF)
+        return (mark == 0) != neg, "packets and connections are not marked"
+    for module, option, holds, why in _ASSUMPTIONS:
+        if module != mod.name:
             continue
-        elif name in _TCP_FLAG_NAMES:
-            bits |= _TCP_FLAG_NAMES[name]
-        else:
-            raise UsageError(
-                f"invalid TCP flag {name[:20]!r}: expected SYN, ACK, FIN, RST, PSH, URG, ALL or NONE"
-            )
-    return bits
-
-
-def assume_opaque(text: str) -> tuple[bool, str]:
-    """Whether an ordinary packet would satisfy a match portkit cannot evaluate, and why."""
-    for prefix, holds, why in _ASSUMPTIONS:
-        if text.startswith(prefix):
-            return holds, why
+        if not option:
+            return holds != (bool(mod.options) and mod.options[0][0]), why
+        opt, _, value = option.partition(" ")
+        got = mod.get(opt)
+        if got is not None and (not value or (got[1] and got[1][0].upper() == value.upper())):
+            return holds != got[0], why
     return True, "unknown match; the verdict may differ"
 
 
@@ -441,8 +1013,13 @@ def _chain_policy(chain: str, word: str, builtin: bool, where: str, notes: list[
     return policy
 
 
-def import_iptables_save(text: str, *, version: int = 4, source: str = "iptables-save") -> Ruleset:
-    """Build the model from `iptables-save` (version=4) or `ip6tables-save` (version=6) text."""
+def import_iptables_save(
+    text: str, *, version: int = 4, source: str = "iptables-save", addrtypes: AddressTypes | None = None
+) -> Ruleset:
+    """Build the model from `iptables-save` (version=4) or `ip6tables-save` (version=6) text.
+
+    `addrtypes` (the host's local routing table) lets `-m addrtype` be decided as the kernel
+    decides it; without it, types other than MULTICAST are undecided."""
     family = Family.IP if version == 4 else Family.IP6
     tables: list[Table] = []
     notes: list[str] = []
@@ -505,19 +1082,65 @@ def import_iptables_save(text: str, *, version: int = 4, source: str = "iptables
                 }
                 order.append(chain)
             try:
-                rule = _RuleParser(args[2:], version, where, notes, user_chains).parse()
+                parsed = _RuleParser(args[2:], version, where, notes, user_chains, addrtypes).parse()
             except (ValueError, KeyError) as exc:
                 if isinstance(exc, UsageError):
                     raise
                 raise UsageError(f"invalid iptables rule at {where}: {exc}") from None
-            chains[chain]["rules"].append(replace(rule, line=lineno))
+            chains[chain]["rules"].extend(replace(rule, line=lineno) for rule in parsed)
         else:
             raise UsageError(
                 f"invalid iptables-save text at {where}: {line[:60]!r} "
                 "(expected *table, :CHAIN POLICY, -A CHAIN ... or COMMIT)"
             )
     finish()
-    return Ruleset(tuple(tables), source, tuple(notes))
+    return Ruleset(_untracked(tuple(tables), notes), source, tuple(notes))
+
+
+def _notrack(rule: Rule) -> bool:
+    return "-j NOTRACK" in rule.opaque or ("-j CT" in rule.opaque and "--notrack" in rule.opaque)
+
+
+def _untracked(tables: tuple[Table, ...], notes: list[str]) -> tuple[Table, ...]:
+    """A packet a raw-table notrack rule selects has conntrack state UNTRACKED, which the
+    evaluator does not model: on the protocols such rules can select, conntrack matches are
+    undecided. Each rule with one is split by protocol (the two halves never overlap, so the
+    chain does what the one rule did): exact off those protocols, undecided on them."""
+    notracks = [r for t in tables for c in t.chains for r in c.rules if _notrack(r)]
+    if not notracks:
+        return tables
+    protos: set[int] | None = set()
+    for r in notracks:
+        named = [m for m in r.matches if m.field is Field.L4PROTO and not m.negate]
+        if not named or protos is None:
+            protos = None
+            continue
+        protos |= {p for lo, hi in named[0].ranges for p in range(lo, hi + 1)}
+    where = [f"line {r.line}" for r in notracks]
+    notes.append(
+        f"notrack rules ({', '.join(where[:5])}) leave the packets they select untracked, which "
+        "portkit does not model: conntrack state and status matches are undecided "
+        + ("for every packet" if protos is None else f"for protocols {', '.join(map(str, sorted(protos)))}")
+    )
+    ct_fields = (Field.CT_STATE, Field.CT_STATUS)
+
+    def split(rule: Rule) -> tuple[Rule, ...]:
+        if not any(m.field in ct_fields for m in rule.matches):
+            return (rule,)
+        # Undecided; the first branch takes the state of a tracked packet.
+        unknown = tuple(replace(m, dynamic=True) if m.field in ct_fields else m for m in rule.matches)
+        if protos is None:
+            return (replace(rule, matches=unknown),)
+        ranges = normalize([(p, p) for p in sorted(protos)])
+        return (
+            replace(rule, matches=(Match(Field.L4PROTO, ranges, negate=True), *rule.matches)),
+            replace(rule, matches=(Match(Field.L4PROTO, ranges), *unknown)),
+        )
+
+    def chain(c: Chain) -> Chain:
+        return replace(c, rules=tuple(x for r in c.rules for x in split(r)))
+
+    return tuple(replace(t, chains=tuple(chain(c) for c in t.chains)) for t in tables)
 
 
 # --- export -----------------------------------------------------------------------------------

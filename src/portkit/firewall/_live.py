@@ -6,17 +6,22 @@ throwaway network namespace, so portkit reads exactly what the kernel would load
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portkit.errors import PermissionNeeded, PortkitError, UsageError
 from portkit.firewall._model import Field, Ruleset, Table
 from portkit.model.endpoints import IPAddress
+
+if TYPE_CHECKING:
+    from portkit.firewall._iptables import AddressTypes
 
 _NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -79,11 +84,12 @@ def read_live(netns: str | None = None) -> Ruleset:
     if not opaque:
         return ruleset
     replaced: dict[tuple[str, str], Table] = {}
+    addrtypes = address_types(netns)
     for tool, version in (("iptables-save", 4), ("ip6tables-save", 6)):
         proc = run_tool([tool], netns=netns)
         if proc.returncode != 0:
             continue
-        decoded = import_iptables_save(proc.stdout, version=version, source=tool)
+        decoded = import_iptables_save(proc.stdout, version=version, source=tool, addrtypes=addrtypes)
         for t in decoded.tables:
             replaced[(t.family.value, t.name)] = t
     tables = []
@@ -131,21 +137,36 @@ def detect_format(text: str) -> str:
     return "policy"
 
 
-def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
-    """A ruleset from a file in any supported format (detected unless `fmt` is given)."""
-    from portkit.firewall._iptables import import_iptables_save
+def load_file(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    ufw_defaults: str | Path | None = None,
+    local_addresses: Collection[IPAddress] | None = None,
+) -> Ruleset:
+    """A ruleset from a file in any supported format (detected unless `fmt` is given).
+
+    `local_addresses`, the host's own addresses, decide iptables' `-m addrtype --dst-type
+    LOCAL` (undecided without them).
+
+    A ufw rules directory takes its default policies from `ufw_defaults`, else from the
+    `default/ufw` that goes with it (never from this host's unless that is the directory
+    read); when there is none they are unknown and every policy is followed."""
+    from portkit.firewall._iptables import AddressTypes, import_iptables_save
     from portkit.firewall._nft import import_nft_json
     from portkit.firewall._policy import parse_policy
     from portkit.firewall._ufw import import_ufw
 
+    addrtypes = AddressTypes.from_addresses(local_addresses) if local_addresses is not None else None
     p = Path(path)
     if p.is_dir():
         # A ufw directory: the IPv4 tables, and the IPv6 ones when ufw keeps them.
-        v4 = import_ufw(p)
+        v4 = import_ufw(p, defaults_file=ufw_defaults, addrtypes=addrtypes)
         if not all((p / f"{n}6.rules").is_file() for n in ("before", "user", "after")):
             return v4
-        v6 = import_ufw(p, version=6)
-        return Ruleset((*v4.tables, *v6.tables), f"ufw rules in {p}", (*v4.notes, *v6.notes))
+        v6 = import_ufw(p, version=6, defaults_file=ufw_defaults, addrtypes=addrtypes)
+        notes = (*v4.notes, *(n for n in v6.notes if n not in v4.notes))
+        return Ruleset((*v4.tables, *v6.tables), f"ufw rules in {p}", notes)
     try:
         text = p.read_text()
     except OSError as exc:
@@ -162,7 +183,7 @@ def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
             or re.search(r"-A \S+ .*-[sd] [0-9a-fA-F]*:[0-9a-fA-F:]*[/ ]", text)
             else 4
         )
-        return import_iptables_save(text, version=version, source=str(p))
+        return import_iptables_save(text, version=version, source=str(p), addrtypes=addrtypes)
     if kind == "policy":
         return parse_policy(text, source=str(p))
     raise UsageError(f"unknown rules format {kind!r}: expected nft-json, nft, iptables, ufw or policy")
@@ -178,6 +199,39 @@ def local_addresses(netns: str | None = None) -> frozenset[str]:
     except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired):
         return frozenset()
     return frozenset(a["local"] for link in data for a in link.get("addr_info", []) if "local" in a)
+
+
+def address_types(netns: str | None = None) -> AddressTypes | None:
+    """The host's (or the netns's) local routing table, which `-m addrtype` reads; None when
+    it cannot be read."""
+    from portkit.firewall._iptables import AddressTypes
+
+    routes: list[tuple[int, tuple[int, int], str]] = []
+    for flag, version in (("-4", 4), ("-6", 6)):
+        try:
+            proc = subprocess.run(
+                [*_prefix(netns), "ip", flag, "-j", "route", "show", "table", "local"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+            data = json.loads(proc.stdout or "[]") if proc.returncode == 0 else None
+        except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired):
+            data = None
+        if not isinstance(data, list):
+            return None
+        for route in data:
+            dst = str(route.get("dst", ""))
+            if dst == "default":
+                dst = "0.0.0.0/0" if version == 4 else "::/0"
+            try:
+                net = ipaddress.ip_network(dst, strict=False)
+            except ValueError:
+                continue
+            kind = str(route.get("type", "unicast"))
+            routes.append((version, (int(net.network_address), int(net.broadcast_address)), kind))
+    return AddressTypes(tuple(routes))
 
 
 def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str | None]:

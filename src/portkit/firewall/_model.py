@@ -191,6 +191,10 @@ class Field(Word):
     OPAQUE = "opaque"  # an expression portkit cannot evaluate; kept as text
 
 
+# Next-header values after which a packet carries headers the model does not describe (IPv6
+# extension headers, AH, ESP, no next header): an opaque match's `plain` value does not apply.
+EXTRA_HEADER_PROTOS = frozenset({0, 43, 44, 50, 51, 59, 60, 135, 139, 140, 253, 254})
+
 # Fields whose matches are not a box of intervals (the linter's and the compiled evaluator's
 # space): only the reference evaluator decides them.
 NON_BOX_FIELDS = frozenset(
@@ -240,9 +244,15 @@ class Match:
     # its tuple falls in one element, as the kernel's concatenated set lookup does.
     parts: tuple[Match, ...] = ()
     elements: tuple[tuple[Interval | str, ...], ...] = ()
-    # The named set's elements change at run time (flags dynamic or timeout, or a rule adds
-    # to it): its elements are a snapshot, so the match is undecided (the first branch takes
-    # the snapshot).
+    # OPAQUE only: the match's value on every packet the model describes, when that is known
+    # although the match itself is not modelled (`-m frag` is false and `-m policy --dir in
+    # --pol none` true: a modelled packet has no extension headers and no IPsec). Packets
+    # whose protocol is itself such a header (`EXTRA_HEADER_PROTOS`) stay undecided.
+    plain: bool | None = None
+    # What the match reads changes at run time in a way the model does not follow: a named
+    # set's elements (flags dynamic or timeout, or a rule adds to it), the conntrack state of
+    # a packet a notrack rule may select. The match is undecided; the first branch takes the
+    # modelled value (the set's snapshot, a tracked packet's state).
     dynamic: bool = False
 
     def __str__(self) -> str:

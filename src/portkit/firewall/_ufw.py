@@ -10,15 +10,17 @@ so a verdict on a ufw host comes with the same trace the kernel would follow.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from portkit.errors import UsageError
-from portkit.firewall._iptables import import_iptables_save
+from portkit.firewall._iptables import AddressTypes, import_iptables_save
 from portkit.firewall._model import (
     IPPROTO_NAMES,
     Action,
     Field,
     Hook,
+    Match,
     RejectType,
     Rule,
     Ruleset,
@@ -43,23 +45,55 @@ def _filter_body(text: str) -> list[str]:
     return out
 
 
-def _defaults(path: Path) -> dict[str, str]:
-    values = {"input": "DROP", "output": "ACCEPT", "forward": "DROP"}
+# What ufw ships in /etc/default/ufw: the first branch's assumption when the file is unknown.
+_SHIPPED = {"input": "DROP", "output": "ACCEPT", "forward": "DROP"}
+_POLICIES = ("ACCEPT", "DROP", "REJECT")
+# The stand-in match for "this direction's default policy is P", replaced after import.
+_UNKNOWN_DEFAULT = "-m ufw-default-unknown --{key} {policy}"
+
+
+def _read_defaults(path: Path) -> dict[str, str]:
+    """The default policies a /etc/default/ufw file sets (ufw's own default where unset)."""
     try:
-        text = path.read_text()
-    except OSError:
-        return values
+        raw = path.read_bytes()[:1_000_000]
+    except OSError as exc:
+        raise UsageError(f"cannot read ufw defaults file {str(path)[:60]!r}: {exc.strerror}") from None
+    text = raw.decode("utf-8", "replace")
+    values = dict(_SHIPPED)
     for key in _DIRS:
         m = re.search(rf'^DEFAULT_{key.upper()}_POLICY="?(\w+)"?', text, re.M)
         if m:
-            values[key] = m.group(1).upper()
+            value = m.group(1).upper()
+            if value not in _POLICIES:
+                raise UsageError(
+                    f"invalid DEFAULT_{key.upper()}_POLICY {m.group(1)[:20]!r} in {str(path)[:60]}: "
+                    "expected ACCEPT, DROP or REJECT"
+                )
+            values[key] = value
     return values
 
 
+def find_defaults(directory: Path) -> Path | None:
+    """The `default/ufw` file that goes with a ufw rules directory: beside it (/etc/ufw and
+    /etc/default/ufw) or inside it."""
+    for candidate in (directory.parent / "default" / "ufw", directory / "default" / "ufw"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def import_ufw(
-    directory: str | Path = "/etc/ufw", *, version: int = 4, defaults_file: str | Path = "/etc/default/ufw"
+    directory: str | Path = "/etc/ufw",
+    *,
+    version: int = 4,
+    defaults_file: str | Path | None = None,
+    addrtypes: AddressTypes | None = None,
 ) -> Ruleset:
-    """The filter table ufw would load from `directory` (before/user/after rules)."""
+    """The filter table ufw would load from `directory` (before/user/after rules).
+
+    The default policies come from `defaults_file`, else from the `default/ufw` that goes
+    with the directory (`find_defaults`). When there is none they are unknown: every policy
+    (accept, drop, reject) is followed, the first branch assuming what ufw ships."""
     d = Path(directory)
     six = "6" if version == 6 else ""
     p = f"ufw{six}"
@@ -67,11 +101,13 @@ def import_ufw(
     missing = [str(f) for f in files.values() if not f.is_file()]
     if missing:
         raise UsageError(f"not a ufw rules directory {str(d)!r}: missing {', '.join(missing)}")
-    pol = _defaults(Path(defaults_file))
+    found = Path(defaults_file) if defaults_file is not None else find_defaults(d)
+    known: dict[str, str] | None = _read_defaults(found) if found is not None else None
     lines = ["*filter"]
     for key in _DIRS:
         builtin = key.upper()
-        lines.append(f":{builtin} {'ACCEPT' if pol[key] == 'ACCEPT' else 'DROP'} [0:0]")
+        pol = known[key] if known else "DROP"
+        lines.append(f":{builtin} {'ACCEPT' if pol == 'ACCEPT' else 'DROP'} [0:0]")
     for key in _DIRS:
         for part in (
             "before-logging",
@@ -90,12 +126,28 @@ def import_ufw(
     for key in _DIRS:
         for part in ("before-logging", "before", "after", "after-logging", "reject", "track"):
             lines.append(f"-A {key.upper()} -j {p}-{part}-{key}")
-        if pol[key] == "REJECT":
+        if known is None:
+            # As ufw-init builds each policy, with the policy itself undecided.
+            def unknown(policy: str, key: str = key) -> str:
+                return _UNKNOWN_DEFAULT.format(key=key, policy=policy)
+
+            lines.append(f"-A {key.upper()} {unknown('ACCEPT')} -j ACCEPT")
+            lines.append(f"-A {p}-reject-{key} {unknown('REJECT')} -j REJECT")
+            for proto in ("tcp", "udp"):
+                lines.append(
+                    f"-A {p}-track-{key} -p {proto} -m conntrack --ctstate NEW {unknown('ACCEPT')} -j ACCEPT"
+                )
+            for policy in ("ACCEPT", "REJECT"):
+                lines.append(f"-A {p}-skip-to-policy-{key} {unknown(policy)} -j {policy}")
+            lines.append(f"-A {p}-skip-to-policy-{key} -j DROP")
+            continue
+        assert known is not None
+        if known[key] == "REJECT":
             lines.append(f"-A {p}-reject-{key} -j REJECT")
-        if pol[key] == "ACCEPT":
+        if known[key] == "ACCEPT":
             lines.append(f"-A {p}-track-{key} -p tcp -m conntrack --ctstate NEW -j ACCEPT")
             lines.append(f"-A {p}-track-{key} -p udp -m conntrack --ctstate NEW -j ACCEPT")
-        lines.append(f"-A {p}-skip-to-policy-{key} -j {pol[key]}")
+        lines.append(f"-A {p}-skip-to-policy-{key} -j {known[key]}")
     declared = {ln[1:].split()[0] for ln in lines if ln.startswith(":")}
     for name in ("before", "after", "user"):
         for ln in _filter_body(files[name].read_text()):
@@ -111,8 +163,43 @@ def import_ufw(
     decls = [ln for ln in lines if ln.startswith(":")]
     rules = [ln for ln in lines if ln.startswith("-A")]
     text = "\n".join(["*filter", *decls, *rules, "COMMIT"]) + "\n"
-    ruleset = import_iptables_save(text, version=version, source=f"ufw rules in {d} (IPv{version})")
-    return ruleset
+    ruleset = import_iptables_save(
+        text, version=version, source=f"ufw rules in {d} (IPv{version})", addrtypes=addrtypes
+    )
+    if known is not None:
+        note = f"ufw default policies from {found}: " + ", ".join(f"{k} {known[k].lower()}" for k in _DIRS)
+        return replace(ruleset, notes=(*ruleset.notes, note))
+    return _unknown_defaults(ruleset, d)
+
+
+def _unknown_defaults(ruleset: Ruleset, directory: Path) -> Ruleset:
+    """Replace the stand-in matches with undecided ones that say what is unknown."""
+    marker = "-m ufw-default-unknown --"
+
+    def fix(m: Match) -> Match:
+        if m.field is not Field.OPAQUE or not m.text.startswith(marker):
+            return m
+        key, _, policy = m.text[len(marker) :].partition(" ")
+        text = f"ufw default {key} policy is {policy.lower()} (unknown: no default/ufw found)"
+        return Match(Field.OPAQUE, text=text, negate=_SHIPPED[key] != policy)
+
+    tables = tuple(
+        replace(
+            t,
+            chains=tuple(
+                replace(c, rules=tuple(replace(r, matches=tuple(fix(m) for m in r.matches)) for r in c.rules))
+                for c in t.chains
+            ),
+        )
+        for t in ruleset.tables
+    )
+    notes = [n for n in ruleset.notes if "ufw-default-unknown" not in n]
+    notes.append(
+        f"ufw default policies unknown: no default/ufw beside or inside {directory} (pass the file "
+        "explicitly); every policy is followed, the first branch assuming ufw's shipped "
+        "defaults (incoming drop, outgoing accept, routed drop)"
+    )
+    return replace(ruleset, tables=tables, notes=tuple(notes))
 
 
 # --- export -------------------------------------------------------------------------------------
