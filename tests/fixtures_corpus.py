@@ -147,15 +147,10 @@ class Predicted:
 
 
 def is_uncertain(decision: Decision) -> bool:
-    """Whether portkit marked its answer as not certain: the `uncertain` notes of today's
-    Decision, or the `certain`/`outcomes` fields of the fail-closed evaluator."""
-    certain = getattr(decision, "certain", None)
-    if certain is False:
-        return True
-    outcomes = getattr(decision, "outcomes", None)
-    if outcomes is not None and len(outcomes) > 1:
-        return True
-    return bool(getattr(decision, "uncertain", ()))
+    """Whether portkit marked its answer as not certain: its branches (one per way an
+    undecided match can go) end in more than one outcome. Notes about assumptions whose
+    branches all agree do not make an answer uncertain."""
+    return not decision.certain or len({o.outcome for o in decision.outcomes}) > 1
 
 
 def predict_port(
