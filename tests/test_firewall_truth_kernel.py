@@ -488,3 +488,46 @@ def test_a_set_the_rules_fill_is_undecided_not_empty(lab: lab_mod.Lab) -> None:
     now = lab.kernel_ruleset()
     d = evaluate(now, door.packet(base, lab.server_if), direction=Direction.INPUT)
     assert (d.outcome, d.certain) == ("accept", False)
+
+
+def test_a_redirect_that_changes_nothing_sets_no_dnat_status(lab: lab_mod.Lab) -> None:
+    # nf_nat_setup_info sets the DNAT status bit only when the tuple changes: a redirect to
+    # the port the packet already has, on an interface whose first address it already goes
+    # to, leaves `ct status dnat` false (OpenWrt's "Accept port redirections" then misses).
+    rs = _load(
+        lab,
+        "table inet t {\n"
+        " chain pre { type nat hook prerouting priority dstnat; tcp dport 2005 redirect to :2005; }\n"
+        " chain input { type filter hook input priority 0; policy drop;\n"
+        "  ct status dnat accept\n }\n}\n",
+    )
+    base = lab.sport_block()
+    probe = lab_mod.Probe("tcp", "10.66.0.1", 0, "10.66.0.2", 2005)
+    _agree(lab, rs, [probe], base)
+    d = evaluate(rs, probe.packet(base, lab.server_if), direction=Direction.INPUT)
+    # The first branch (the destination is the interface's first address) is the kernel's.
+    assert d.outcome == "drop" and "accept" in {o.outcome for o in d.outcomes}
+
+
+def test_notrack_before_conntrack_leaves_the_packet_untracked(lab: lab_mod.Lab) -> None:
+    rs = _load(
+        lab,
+        "table inet t {\n"
+        " chain raw { type filter hook prerouting priority raw; tcp dport { 2006, 2007 } notrack; }\n"
+        " chain late { type filter hook prerouting priority 0; tcp dport 2008 notrack; }\n"
+        " chain input { type filter hook input priority 0; policy drop;\n"
+        "  ct state new tcp dport { 2006, 2008 } accept\n"
+        "  ct state untracked tcp dport 2007 accept\n }\n}\n",
+    )
+    base = lab.sport_block()
+    probes = [
+        lab_mod.Probe("tcp", "10.66.0.1", 0, "10.66.0.2", 2006),  # untracked: `ct state new` misses
+        lab_mod.Probe("tcp", "10.66.0.1", 1, "10.66.0.2", 2007),  # untracked: accepted
+        lab_mod.Probe("tcp", "10.66.0.1", 2, "10.66.0.2", 2008),  # notrack after conntrack: no effect
+    ]
+    assert all(_agree(lab, rs, probes, base))  # every answer certain, and the kernel's
+    from portkit.firewall import FastEvaluator
+    from portkit.firewall._fast import inexact
+
+    assert any(inexact(r) for t in rs.tables for c in t.chains for r in c.rules)
+    assert FastEvaluator  # the compiled evaluator hands flows that meet a notrack rule to evaluate()

@@ -583,11 +583,18 @@ def scanner_view(
 # --- chains -------------------------------------------------------------------------------
 
 
+# conntrack looks packets up at this priority on prerouting and output
+# (NF_IP_PRI_CONNTRACK): a notrack in a chain before it leaves the packet untracked.
+CONNTRACK_PRIORITY = -200
+
+
 @dataclass
 class _ChainResult:
     action: Action  # ACCEPT, DROP, REJECT, or a NAT action
     rule: Rule | None
     step: TraceStep
+    # A notrack statement ran before conntrack: the packet goes on UNTRACKED.
+    untracked: bool = False
 
 
 class _Branch:
@@ -620,6 +627,7 @@ def _run_base_chain(
     misses: bool = True,
 ) -> _ChainResult:
     stack: list[tuple[Chain, int]] = []
+    untracked = False
     table_name = str(table)
 
     def policy(why: str) -> _ChainResult:
@@ -628,7 +636,7 @@ def _run_base_chain(
             hook, str(table), base.name, 0, f"policy {base.policy}", "", True, f"{base.policy} ({why})"
         )
         trace.append(step)
-        return _ChainResult(base.policy, None, step)
+        return _ChainResult(base.policy, None, step, untracked)
 
     chain, i = base, 0
     steps = 0
@@ -675,6 +683,9 @@ def _run_base_chain(
             effect = f"{rule.verdict_text()} ({(rule.reject or Reject()).answer(p.family)})"
         else:
             effect = rule.verdict_text()
+        if rule.untracks and base.priority < CONNTRACK_PRIORITY and hook in (Hook.PREROUTING, Hook.OUTPUT):
+            untracked = True
+            effect = f"{effect}; notrack: the packet is untracked from here on" if effect else "notrack"
         step = TraceStep(hook, table_name, chain.name, i + 1, rule, rule.where, True, effect, unknown)
         trace.append(step)
         i += 1
@@ -699,7 +710,7 @@ def _run_base_chain(
                 chain, i = stack.pop()
                 continue
             return policy("return from base chain")
-        return _ChainResult(act, rule, step)
+        return _ChainResult(act, rule, step, untracked)
 
 
 def _is_local(address: IPAddress, local: Collection[IPAddress] | None, default: bool) -> bool:
@@ -823,6 +834,8 @@ def _evaluate_branch(
                 result = _run_base_chain(table, chain, hook, probe, trace, branch, trace_misses)
             else:
                 result = _run_base_chain(table, chain, hook, packet, trace, branch, trace_misses)
+            if result.untracked:
+                packet = replace(packet, state=CtState.UNTRACKED)
             act = result.action
             if act is Action.QUEUE and branch.choose(
                 f"{table} {chain.name}: {result.rule}: a userspace program reads the queue "

@@ -278,11 +278,13 @@ class _Compiled:
 
 def inexact(rule: Rule) -> bool:
     """Whether the box model cannot hold the rule's matches exactly, its NAT target is
-    unknown (a map, a range), or its verdict is not the kernel's (queue)."""
+    unknown (a map, a range), its verdict is not the kernel's (queue), or it takes the packet
+    out of conntrack (notrack changes what later `ct state` matches see)."""
     return (
         any(_inexact_match(m) for m in rule.matches)
         or bool(rule.nat and rule.nat.unknown)
         or rule.action is Action.QUEUE  # the verdict is a userspace program's
+        or rule.untracks
     )
 
 

@@ -464,6 +464,18 @@ class Rule:
         return ""
 
     @property
+    def untracks(self) -> bool:
+        """Whether the rule's statements take the packet out of conntrack (nft `notrack`,
+        iptables `-j NOTRACK` / `-j CT --notrack`)."""
+        # nft's statements are kept as their JSON, iptables' as their words.
+        return (
+            '{"notrack":null}' in self.opaque
+            or "notrack" in self.opaque
+            or "-j NOTRACK" in self.opaque
+            or ("-j CT" in self.opaque and "--notrack" in self.opaque)
+        )
+
+    @property
     def uncertain(self) -> bool:
         """Whether a match is beyond the box model (unmodelled, a concatenation, ct status):
         the linter does not reason about such a rule; the evaluator decides it, or forks."""
