@@ -1,4 +1,4 @@
-"""Congestion control of the forwarder's own TCP legs (`Rule.congestion`).
+"""Congestion control of the forwarder's own TCP legs (`ForwardRule.congestion`).
 
 `auto` (the default) gives a leg whose two ends are on this host SAME_HOST, reno: the
 kernel's built-in algorithm, with no pacing of its own. Such a leg crosses no link, so an

@@ -28,7 +28,7 @@ from portkit.forward import _congestion, _splice
 from portkit.forward._aio import AsyncioEngine
 from portkit.forward._control import ControlServer, sd_notify
 from portkit.forward._log import EventLog
-from portkit.forward._rules import Rule, load_config
+from portkit.forward._rules import ForwardRule, load_config
 from portkit.forward._sockets import (
     bound_endpoint,
     listen_backlog,
@@ -57,7 +57,7 @@ def choose_engine(name: str) -> str:
 class Listening:
     """A rule as it runs: the rule and the endpoint actually bound (port 0 becomes a real port)."""
 
-    rule: Rule
+    rule: ForwardRule
     bound: Endpoint
     engine: str
 
@@ -73,7 +73,7 @@ class Forwarder:
 
     def __init__(
         self,
-        rules: Sequence[Rule],
+        rules: Sequence[ForwardRule],
         *,
         engine: str = "auto",
         log: EventLog | None = None,
@@ -162,7 +162,7 @@ class Forwarder:
             for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
 
-    def _open(self, rule: Rule) -> None:
+    def _open(self, rule: ForwardRule) -> None:
         if rule.protocol is Protocol.TCP:
             _congestion.check(rule.congestion)
         sock = open_listener(rule.listen, rule.protocol)
@@ -184,7 +184,7 @@ class Forwarder:
             self.udp[rule.key] = UdpRelay(sock, rule, stats, self.log)
         self.running[rule.key] = Listening(rule, bound, engine)
 
-    def _update(self, rule: Rule) -> None:
+    def _update(self, rule: ForwardRule) -> None:
         if rule.protocol is Protocol.TCP:
             _congestion.check(rule.congestion)  # before anything changes: a failing rule stays as it was
         old = self.running[rule.key]
@@ -199,7 +199,7 @@ class Forwarder:
         else:
             self.udp[rule.key].update(rule)
 
-    def _retire(self, rule: Rule) -> None:
+    def _retire(self, rule: ForwardRule) -> None:
         self.running.pop(rule.key)
         self._tcp_listeners.pop(rule.key, None)
         self.stats.rules[_key_text(rule)].retired = True
@@ -302,10 +302,10 @@ class Forwarder:
             self._engine.stop()
 
 
-def _key_text(rule: Rule) -> str:
+def _key_text(rule: ForwardRule) -> str:
     return f"{rule.protocol}/{rule.listen}"
 
 
-def serve(rules: Sequence[Rule], **options: Any) -> ForwarderStats:
+def serve(rules: Sequence[ForwardRule], **options: Any) -> ForwarderStats:
     """Run a forwarder for `rules` in this thread until SIGTERM/SIGINT (see Forwarder)."""
     return Forwarder(rules, **options).run()

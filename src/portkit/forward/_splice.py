@@ -63,9 +63,9 @@ from typing import Any
 from portkit.forward import _congestion
 from portkit.forward._log import EventLog
 from portkit.forward._proxyproto import proxy_header
-from portkit.forward._rules import Overflow, Rule
+from portkit.forward._rules import ForwardRule, Overflow
 from portkit.forward._sockets import arm_reset, error_name, peer, target_family
-from portkit.forward._state import Action, ConnectionState, Event, State
+from portkit.forward._state import ConnectionState, Event, ForwardAction, State
 from portkit.forward._stats import RuleStats
 
 SPLICE_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
@@ -358,19 +358,19 @@ class _Connection:
     def apply(self, event: Event) -> None:
         with self.lock:
             for action in self.state.handle(event):
-                if action is Action.START_RELAY:
+                if action is ForwardAction.START_RELAY:
                     self._start()
-                elif action is Action.SHUT_TARGET_WR:
+                elif action is ForwardAction.SHUT_TARGET_WR:
                     with contextlib.suppress(OSError):
                         self.target.shutdown(socket.SHUT_WR)
-                elif action is Action.SHUT_CLIENT_WR:
+                elif action is ForwardAction.SHUT_CLIENT_WR:
                     with contextlib.suppress(OSError):
                         self.client.shutdown(socket.SHUT_WR)
-                elif action is Action.RESET_CLIENT:
+                elif action is ForwardAction.RESET_CLIENT:
                     arm_reset(self.client)
-                elif action is Action.RESET_TARGET:
+                elif action is ForwardAction.RESET_TARGET:
                     arm_reset(self.target)
-                elif action is Action.CLOSE_BOTH:
+                elif action is ForwardAction.CLOSE_BOTH:
                     self._close()
 
     def _start(self) -> None:
@@ -546,7 +546,9 @@ class _Connection:
 class _Listener:
     """A listening socket of one rule; accepts, applies the allow-list and the connection limit."""
 
-    def __init__(self, engine: SpliceEngine, sock: socket.socket, rule: Rule, stats: RuleStats) -> None:
+    def __init__(
+        self, engine: SpliceEngine, sock: socket.socket, rule: ForwardRule, stats: RuleStats
+    ) -> None:
         self.engine = engine
         self.sock = sock
         self.fd = sock.fileno()
@@ -662,13 +664,13 @@ class SpliceEngine:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
-    def add_rule(self, sock: socket.socket, rule: Rule, stats: RuleStats) -> None:
+    def add_rule(self, sock: socket.socket, rule: ForwardRule, stats: RuleStats) -> None:
         self.call(self._add, sock, rule, stats)
 
-    def update_rule(self, rule: Rule) -> None:
+    def update_rule(self, rule: ForwardRule) -> None:
         self.call(self._update, rule)
 
-    def remove_rule(self, rule: Rule) -> None:
+    def remove_rule(self, rule: ForwardRule) -> None:
         self.call(self._remove, rule)
 
     def drain(self) -> None:
@@ -685,20 +687,20 @@ class SpliceEngine:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def _add(self, sock: socket.socket, rule: Rule, stats: RuleStats) -> None:
+    def _add(self, sock: socket.socket, rule: ForwardRule, stats: RuleStats) -> None:
         listener = _Listener(self, sock, rule, stats)
         self.listeners[rule.key] = listener
         self.fds[listener.fd] = listener
         self.epoll.register(listener.fd, select.EPOLLIN | select.EPOLLET)
         listener.resume()
 
-    def _update(self, rule: Rule) -> None:
+    def _update(self, rule: ForwardRule) -> None:
         listener = self.listeners.get(rule.key)
         if listener is not None:
             listener.rule = rule  # new connections get the new target and limits
             listener.slot_freed()
 
-    def _remove(self, rule: Rule) -> None:
+    def _remove(self, rule: ForwardRule) -> None:
         listener = self.listeners.pop(rule.key, None)
         if listener is not None:
             listener.close()  # its connections go on until they end
