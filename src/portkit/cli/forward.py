@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -128,6 +130,7 @@ def forward(
     SIGHUP reloads --config, SIGUSR1 logs statistics, SIGTERM drains.
     """
     from portkit.forward import (
+        EventLog,
         Forwarder,
         Listening,
         check_congestion,
@@ -136,7 +139,6 @@ def forward(
         make_limits,
         make_rule,
     )
-    from portkit.forward._log import EventLog
 
     if show_stats:
         _show_stats(pid, as_json)
@@ -171,6 +173,7 @@ def forward(
             ),
         )
     engine_name = choose_engine(engine)
+    tuning = _engine_tuning(os.environ)
     if check:
         for rule in rules:
             if rule.protocol.value == "tcp":
@@ -202,6 +205,7 @@ def forward(
         config_path=config_path,
         drain_timeout=drain_timeout,
         on_ready=ready,
+        **tuning,
     )
     stats = forwarder.run()
     if as_json:
@@ -211,3 +215,20 @@ def forward(
         click.echo(f"stopped: {total} connection(s) served")
     if forwarder.stop_signal == signal.SIGINT:
         raise SystemExit(130)
+
+
+def _engine_tuning(environ: Mapping[str, str]) -> dict[str, int]:
+    """Engine settings taken from the environment: $PORTKIT_SPLICE_THREAD_AFTER (bytes a
+    connection moves before it gets relay threads; 0 = at once, -1 = never)."""
+    raw = environ.get("PORTKIT_SPLICE_THREAD_AFTER", "").strip()
+    if not raw:
+        return {}
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -2
+    if value < -1:
+        raise UsageError(
+            f"invalid PORTKIT_SPLICE_THREAD_AFTER {raw[:60]!r}: expected bytes >= 0 or -1 (never)"
+        )
+    return {"thread_after": value}

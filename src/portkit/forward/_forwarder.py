@@ -69,7 +69,11 @@ class Listening:
 
 
 class Forwarder:
-    """Serve `rules` until told to stop. `run()` blocks and returns the final statistics."""
+    """Serve `rules` until told to stop. `run()` blocks and returns the final statistics.
+
+    `thread_after` is the splice engine's bulk threshold: bytes a connection moves on the
+    epoll loop before it gets relay threads (0 = from the first byte, -1 = never).
+    """
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class Forwarder:
         config_path: str | Path | None = None,
         drain_timeout: float = 10.0,
         on_ready: Callable[[list[Listening]], None] | None = None,
+        thread_after: int = _splice.THREAD_AFTER,
     ) -> None:
         self.initial_rules = tuple(rules)
         self.engine_name = choose_engine(engine)
@@ -87,6 +92,11 @@ class Forwarder:
         self.config_path = Path(config_path) if config_path else None
         self.drain_timeout = drain_timeout
         self.on_ready = on_ready
+        if thread_after < -1:
+            raise UsageError(
+                f"invalid thread_after {thread_after}: expected bytes >= 0, or -1 for no relay threads"
+            )
+        self.thread_after = thread_after
         self.stats = ForwarderStats(pid=os.getpid())
         self.running: dict[tuple[Protocol, Endpoint], Listening] = {}
         self.udp: dict[tuple[Protocol, Endpoint], UdpRelay] = {}
@@ -116,7 +126,10 @@ class Forwarder:
         self._stop, self._force = asyncio.Event(), asyncio.Event()
         fd_limit = raise_fd_limit()
         engine: _splice.SpliceEngine | AsyncioEngine
-        engine = _splice.SpliceEngine(self.log) if self.engine_name == "splice" else AsyncioEngine(self.log)
+        if self.engine_name == "splice":
+            engine = _splice.SpliceEngine(self.log, thread_after=self.thread_after)
+        else:
+            engine = AsyncioEngine(self.log)
         self._engine = engine
         engine.start()
         try:

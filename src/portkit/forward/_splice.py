@@ -16,8 +16,9 @@ splice(2), so bulk directions run in parallel in the kernel and a blocked splice
 by the kernel itself, without epoll or Python in between; with iperf3 -P 8 on loopback this
 moved more than the loop alone in every interleaved run here (by 10-70 %: the machine is
 shared and noisy). At most MAX_THREADED connections are threaded at once, so a burst can
-never turn into thousands of threads. `PORTKIT_SPLICE_THREAD_AFTER` (bytes;
-0 = always, -1 = never) overrides the threshold.
+never turn into thousands of threads. The engine's `thread_after` (bytes; 0 = always,
+-1 = never) overrides the threshold; `portkit forward` sets it from
+$PORTKIT_SPLICE_THREAD_AFTER.
 
 Memory per connection is bounded by the pipe: a direction reads again only once its pipe
 is flushed, so a slow reader stops us reading from the fast writer (backpressure through
@@ -73,7 +74,7 @@ SPLICE_NONBLOCK = SPLICE_MOVE | getattr(os, "SPLICE_F_NONBLOCK", 2)
 PIPE_SIZE = 1 << 20  # 1 MiB in flight per direction at most (the unprivileged pipe-max-size)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 MAX_ROUNDS = 32  # splices per connection per loop turn before yielding to others
-THREAD_AFTER = int(os.environ.get("PORTKIT_SPLICE_THREAD_AFTER", 512 << 10))
+THREAD_AFTER = 512 << 10  # bytes a connection moves on the loop before it gets relay threads
 MAX_THREADED = 64  # connections with relay threads at once (two threads each)
 PIPE_IDLE = 0.05  # seconds without data before a relay thread gives its pipe back
 WRITER_WAKE = 0.25  # a relay thread blocked on a slow reader looks up this often (closing?)
@@ -283,7 +284,7 @@ class _Connection:
                     return  # a short write: dst is full, wait for EPOLLOUT
                 engine.pipes.put(d.pipe)  # type: ignore[arg-type]
                 d.pipe = None
-                if d.moved >= THREAD_AFTER >= 0 and engine.threaded < MAX_THREADED:
+                if d.moved >= engine.thread_after >= 0 and engine.threaded < MAX_THREADED:
                     self._thread()
                     return
                 continue
@@ -632,8 +633,9 @@ class SpliceEngine:
 
     name = "splice"
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, *, thread_after: int = THREAD_AFTER) -> None:
         self.log = log
+        self.thread_after = thread_after  # bytes before relay threads; 0 = at once, -1 = never
         self.epoll = select.epoll()
         self.pipes = _PipePool()
         self.fds: dict[int, Any] = {}
