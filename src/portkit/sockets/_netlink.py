@@ -561,21 +561,3 @@ def dump_all(
                     lazy=lazy,
                 )
     return rows
-
-
-def count_all(
-    transports: Sequence[Transport],
-    families: Sequence[int],
-    states: Iterable[TcpState],
-    *,
-    bytecodes: dict[Transport, bytes] | None = None,
-) -> int:
-    """How many sockets of this namespace match, over one netlink socket."""
-    wanted = list(states)
-    total = 0
-    with SockDiagClient() as client:
-        for transport in transports:
-            for family in families:
-                bytecode = (bytecodes or {}).get(transport, b"")
-                total += client.count(transport, family, wanted, bytecode=bytecode)
-    return total
