@@ -13,11 +13,10 @@ with one thread.
 A connection that has moved THREAD_AFTER bytes is a bulk transfer: it is handed to two
 *relay threads*, one per direction, doing blocking splices. The GIL is released inside
 splice(2), so bulk directions run in parallel in the kernel and a blocked splice is woken
-by the kernel itself, without epoll or Python in between; with iperf3 -P 8 on loopback this
-moved more than the loop alone in every interleaved run here (by 10-70 %: the machine is
-shared and noisy). At most MAX_THREADED connections are threaded at once, so a burst can
-never turn into thousands of threads. The engine's `thread_after` (bytes; 0 = always,
--1 = never) overrides the threshold; `portkit forward` sets it from
+by the kernel itself, without epoll or Python in between, which moves more than the loop
+alone for bulk transfers (BENCHMARKS.md). At most MAX_THREADED connections are threaded at
+once, so a burst can never turn into thousands of threads. The engine's `thread_after`
+(bytes; 0 = always, -1 = never) overrides the threshold; `portkit forward` sets it from
 $PORTKIT_SPLICE_THREAD_AFTER.
 
 Memory per connection is bounded by the pipe: a direction reads again only once its pipe
@@ -31,12 +30,11 @@ Relay threads are throughput work, and are scheduled as such: each runs under SC
 threaded connection get TCP_NOTSENT_LOWAT (a writer sleeps while NOTSENT_LOWAT bytes are
 still unsent). On two cores with iperf3 -P 8 the single-threaded receiver is the bottleneck:
 batch scheduling stops our wake-ups from taking the CPU from it, and the smaller unsent queue
-makes each byte it reads cheaper (the data is still in cache). Together they turned the
-machine's idle ~0.15 core into throughput (+15-20 %); either alone did not (BENCHMARKS.md).
+makes each byte it reads cheaper (the data is still in cache). Together they turn the idle
+time the receiver leaves into throughput; either alone does not (BENCHMARKS.md).
 
 Each leg gets its rule's congestion control (`_congestion`): by default reno on legs within
-this host, where a pacing default such as BBR only costs timers (the forwarder's CPU per GB
-fell by a third with it; BENCHMARKS.md, session 4).
+this host, where a pacing default such as BBR only costs timers (figures in BENCHMARKS.md).
 
 Relay threads are woken for closing by shutdown(SHUT_RD) (readers; it sends nothing on the
 wire) and by a send timeout (a writer blocked on a reader that does not read).

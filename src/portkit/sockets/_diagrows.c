@@ -1,8 +1,9 @@
 /* _diagrows: the per-socket loop of `portkit ls --all --json`, in C.
  *
- * Why: `portkit ls --all --json` is measured against `ss -tan` on 20,000 sockets, and Python
- * spends about 2 us per socket turning a netlink message into its JSON line (one f-string
- * with a dozen substitutions), about half of what `ss` takes for the whole table. This module
+ * Why: `portkit ls --all --json` is measured against `ss -tan` on tens of thousands of
+ * sockets, and turning each netlink message into its JSON line in Python (one f-string with
+ * a dozen substitutions) costs a large share of what `ss` takes for the whole table
+ * (figures in BENCHMARKS.md). This module
  * does exactly what portkit's pure-Python column paths do (the column check in
  * portkit.sockets._netlink, the JSON lines in portkit.sockets._jsonout), for buffers of
  * equal-sized inet_diag messages (RawRows), and nothing else:

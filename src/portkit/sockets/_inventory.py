@@ -14,8 +14,8 @@ from portkit.sockets import _netns
 from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
 from portkit.sockets._value import FrozenValue
 
-# `portkit ls --json` imports this module (portkit.cli.entry): no typing, dataclasses or json
-# at run time (see portkit.sockets._value); json is imported where a value needs it.
+# `portkit ls --json` imports this module: no typing, dataclasses or json at run time
+# (portkit.sockets, "Import cost"); json is imported where a value needs it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence

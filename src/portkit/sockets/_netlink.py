@@ -18,8 +18,8 @@ fallback; tests run both and require the same results.
 
 from __future__ import annotations
 
-# The C module behind `socket`: the same functions, without the 5 ms socket.py spends turning
-# its constants into enums at import, which `portkit ls` would pay on every run.
+# The C module behind `socket`: the same functions, without socket.py's conversion of its
+# constants into enums at import (portkit.sockets, "Import cost").
 import _socket as socket
 import os
 import struct
