@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from pathlib import Path
 
@@ -236,3 +237,16 @@ def test_client_table_evicts_least_recently_used_and_expires_idle() -> None:
     assert [e.client for e in table.expire(now=12.5)] == ["a"]
     assert [e.client for e in table] == ["c"]
     assert table.expire(now=13.5) and len(table) == 0
+
+
+def test_runtime_dir_comes_from_the_environment_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from portkit.forward import runtime_dir
+
+    monkeypatch.setenv("PORTKIT_RUNTIME_DIR", "/nowhere/from-the-process")  # never looked at
+    assert runtime_dir({"PORTKIT_RUNTIME_DIR": "/a", "RUNTIME_DIRECTORY": "/b"}) == Path("/a")
+    assert runtime_dir({"RUNTIME_DIRECTORY": "/b:/c"}) == Path("/b")  # systemd lists several
+    if os.geteuid() == 0:
+        assert runtime_dir({"XDG_RUNTIME_DIR": "/x"}) == Path("/run/portkit")
+    else:
+        assert runtime_dir({"XDG_RUNTIME_DIR": "/x"}) == Path("/x/portkit")
+        assert runtime_dir({}) == Path(f"/tmp/portkit-{os.getuid()}")

@@ -32,11 +32,12 @@ def _line(document: dict[str, Any]) -> None:
 def _show_stats(pid: int | None, as_json: bool) -> None:
     from portkit.forward import query_stats, runtime_dir
 
-    found = query_stats(pid)
+    directory = runtime_dir(os.environ)
+    found = query_stats(directory, pid)
     if as_json:
-        emit_json({"runtime_dir": str(runtime_dir()), "forwarders": found})
+        emit_json({"runtime_dir": str(directory), "forwarders": found})
     elif not found:
-        click.echo(f"no running forwarder has a control socket in {runtime_dir()}")
+        click.echo(f"no running forwarder has a control socket in {directory}")
     for doc in [] if as_json else found:
         state = "draining" if doc["draining"] else "running"
         click.echo(
@@ -138,6 +139,7 @@ def forward(
         load_config,
         make_limits,
         make_rule,
+        runtime_dir,
     )
 
     if show_stats:
@@ -205,6 +207,8 @@ def forward(
         config_path=config_path,
         drain_timeout=drain_timeout,
         on_ready=ready,
+        control_dir=runtime_dir(os.environ),
+        notify_socket=os.environ.get("NOTIFY_SOCKET"),
         **tuning,
     )
     stats = forwarder.run()

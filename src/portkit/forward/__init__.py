@@ -6,7 +6,9 @@
 TCP runs on the splice engine (zero-copy splice(2) on an epoll loop) where the platform
 has it and on asyncio Protocols otherwise; UDP keeps one upstream socket per client. The
 connection lifecycle is the pure state machine in `_state`; limits, allow-lists and the
-PROXY protocol come with each `ForwardRule`.
+PROXY protocol come with each `ForwardRule`. The library reads no environment variable:
+`portkit forward` passes the control directory (`runtime_dir(os.environ)`, where `--stats`
+looks), systemd's $NOTIFY_SOCKET and the splice engine's bulk threshold as options.
 """
 
 from portkit.forward._congestion import check as check_congestion

@@ -73,6 +73,9 @@ class Forwarder:
 
     `thread_after` is the splice engine's bulk threshold: bytes a connection moves on the
     epoll loop before it gets relay threads (0 = from the first byte, -1 = never).
+    `control_dir` is where the control socket goes (`runtime_dir(os.environ)` is where
+    `portkit forward --stats` looks; None: no control socket), and `notify_socket` systemd's
+    $NOTIFY_SOCKET (None: not run as a Type=notify service).
     """
 
     def __init__(
@@ -85,6 +88,8 @@ class Forwarder:
         drain_timeout: float = 10.0,
         on_ready: Callable[[list[Listening]], None] | None = None,
         thread_after: int = _splice.THREAD_AFTER,
+        control_dir: str | Path | None = None,
+        notify_socket: str | None = None,
     ) -> None:
         self.initial_rules = tuple(rules)
         self.engine_name = choose_engine(engine)
@@ -97,6 +102,8 @@ class Forwarder:
                 f"invalid thread_after {thread_after}: expected bytes >= 0, or -1 for no relay threads"
             )
         self.thread_after = thread_after
+        self.control_dir = Path(control_dir) if control_dir else None
+        self.notify_socket = notify_socket
         self.stats = ForwarderStats(pid=os.getpid())
         self.running: dict[tuple[Protocol, Endpoint], Listening] = {}
         self.udp: dict[tuple[Protocol, Endpoint], UdpRelay] = {}
@@ -145,8 +152,8 @@ class Forwarder:
             (signal.SIGINT, lambda: self._request_stop(signal.SIGINT)),
         ):
             loop.add_signal_handler(signum, handler)
-        control = ControlServer(self.snapshot)
-        self.control_socket = await control.start()
+        control = ControlServer(self.snapshot, self.control_dir) if self.control_dir else None
+        self.control_socket = await control.start() if control else None
         listening = list(self.running.values())
         self.log(
             "start",
@@ -166,12 +173,14 @@ class Forwarder:
                 )
         if self.on_ready is not None:
             self.on_ready(listening)
-        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=forwarding {len(listening)} rule(s)")
+        status = f"READY=1\nMAINPID={os.getpid()}\nSTATUS=forwarding {len(listening)} rule(s)"
+        sd_notify(self.notify_socket, status)
         try:
             await self._stop.wait()
             await self._drain()
         finally:
-            control.close()
+            if control is not None:
+                control.close()
             for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
 
@@ -228,7 +237,7 @@ class Forwarder:
         if self.config_path is None:
             self.log("reload", result="skipped", reason="rules came from the command line, not --config")
             return
-        sd_notify("RELOADING=1")
+        sd_notify(self.notify_socket, "RELOADING=1")
         try:
             try:
                 new_rules = load_config(self.config_path)
@@ -264,7 +273,7 @@ class Forwarder:
                 failed=failed_changes + failed_additions,
             )
         finally:
-            sd_notify("READY=1")
+            sd_notify(self.notify_socket, "READY=1")
 
     def _log_stats(self) -> None:
         for rule in self.stats.rules.values():
@@ -287,7 +296,7 @@ class Forwarder:
         assert self._engine is not None and self._force is not None
         engine = self._engine
         self.stats.draining = True
-        sd_notify("STOPPING=1")
+        sd_notify(self.notify_socket, "STOPPING=1")
         self.log("drain", active=engine.active, timeout=self.drain_timeout)
         for relay in self.udp.values():
             relay.close()
