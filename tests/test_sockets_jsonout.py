@@ -143,3 +143,19 @@ def test_socket_fields_are_read_by_name() -> None:
     from portkit.sockets import _inventory
 
     assert Socket._fields[_inventory._PROCESSES] == "processes"
+
+
+def test_built_rows_unpack_into_sockets_fields_by_name() -> None:
+    # socket_lines unpacks each row into variables named as Socket's fields, in their order.
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(_jsonout.socket_lines))
+    [target] = [
+        node.target
+        for node in ast.walk(tree)
+        if isinstance(node, ast.comprehension) and isinstance(node.target, ast.Tuple)
+    ]
+    assert isinstance(target, ast.Tuple)
+    names = tuple(elt.id for elt in target.elts if isinstance(elt, ast.Name))
+    assert names == Socket._fields

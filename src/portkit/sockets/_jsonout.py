@@ -117,16 +117,20 @@ def socket_lines(sockets: list[Socket], state_text: list[str], procs_text: dict[
 
     netns_text = {ns: json.dumps(ns) for ns in {s.netns for s in sockets}}
     add_procs_text(procs_text, (s.processes for s in sockets))
+    # Each row unpacks into its fields by their names, in Socket's order (a test checks the
+    # names against Socket._fields), which costs less per row than reading 15 attributes.
     # fmt: off
     return ",\n".join([
-        f'{{"protocol": "{s.transport._value_}", "family": {s.family}, "state": "{state_text[s.state]}", '
-        f'"local": {{"address": "{s.local_address}", "port": {s.local_port}}}, '
-        f'"remote": {{"address": "{s.remote_address}", "port": {s.remote_port}}}, '
-        f'"recv_q": {s.recv_q}, "send_q": {s.send_q}, "uid": {s.uid}, "inode": {s.inode}, '
-        f'"interface": {s.interface or "null"}, "netns": {netns_text[s.netns]}, '
-        f'"processes": {procs_text[id(s.processes)]}'
-        f'{"" if s.tcp_info is None else _tcp_info_json(s.tcp_info)}}}'
-        for s in sockets
+        f'{{"protocol": "{transport._value_}", "family": {family}, "state": "{state_text[state]}", '
+        f'"local": {{"address": "{local_address}", "port": {local_port}}}, '
+        f'"remote": {{"address": "{remote_address}", "port": {remote_port}}}, '
+        f'"recv_q": {recv_q}, "send_q": {send_q}, "uid": {uid}, "inode": {inode}, '
+        f'"interface": {interface or "null"}, "netns": {netns_text[netns]}, '
+        f'"processes": {procs_text[id(processes)]}'
+        f'{"" if tcp_info is None else _tcp_info_json(tcp_info)}}}'
+        for (transport, family, state, local_address, local_port, remote_address, remote_port,
+             recv_q, send_q, uid, inode, interface, netns, processes, tcp_info)
+        in sockets
     ])
     # fmt: on
 
