@@ -46,8 +46,21 @@ class _Side(asyncio.Protocol):
         # Neither side reads before the state machine says OPEN: an EOF from a target that
         # answers and closes at once must not arrive while the connection is CONNECTING.
         transport.pause_reading()
+        # Python 3.11's selector transport registers its reader after connection_made()
+        # returns, whatever the protocol asked there, so the pause is made again once that has
+        # happened; the loop runs this before any read of the socket.
+        asyncio.get_running_loop().call_soon(self._keep_paused)
         if self.is_client:
             self.pair.client_ready()
+
+    def _keep_paused(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.pair.state.reading_from("client" if self.is_client else "target"):
+            return  # the state machine has started the relay meanwhile
+        transport.resume_reading()  # clears the pause flag so that the next call acts
+        transport.pause_reading()  # and removes the reader, wherever it came from
 
     def data_received(self, data: bytes) -> None:
         self.pair.relay(self.is_client, data)
