@@ -107,7 +107,9 @@ def _compare(name: str, ours: list[str], theirs: list[str], goal: float | None, 
     return ratio
 
 
-LANE_IMPORTS = "import portkit.cli.entry, portkit.cli._lsquery, portkit.sockets._netlink"
+LANE_IMPORTS = (
+    "import portkit.cli.entry, portkit.cli._lsquery, portkit.sockets._netlink, portkit.sockets._jsonout"
+)
 
 LIBRARY = r"""
 import statistics, sys, time

@@ -70,3 +70,35 @@ def test_port_in_use_is_a_runtime_error(cli: Any) -> None:
     assert result.status == 1
     assert f"cannot listen on tcp/127.0.0.1:{port}" in result.stderr and "in use" in result.stderr
     assert not [line for line in result.stdout.splitlines() if json.loads(line).get("event") == "ready"]
+
+
+@pytest.mark.parametrize("value", ["lots", "-2", "1e6"])
+def test_bad_thread_threshold_in_the_environment_is_one_line_and_exit_2(cli: Any, value: str) -> None:
+    result = cli("forward", "8080", "127.0.0.1:80", "--check", env={"PORTKIT_SPLICE_THREAD_AFTER": value})
+    assert result.status == 2, result.stderr
+    assert "invalid PORTKIT_SPLICE_THREAD_AFTER" in result.stderr and repr(value) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_thread_threshold_is_an_option_not_read_at_import() -> None:
+    import subprocess
+    import sys
+
+    from portkit.errors import UsageError
+    from portkit.forward import EventLog, Forwarder, make_rule
+    from portkit.forward._splice import THREAD_AFTER, SpliceEngine
+
+    probe = "from portkit.forward import _splice; print(_splice.THREAD_AFTER)"
+    env = {"PORTKIT_SPLICE_THREAD_AFTER": "7", "PATH": "/usr/bin:/bin"}
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=30)
+    assert shown.stdout.strip() == str(THREAD_AFTER) == str(512 << 10)  # the library ignores the variable
+    rules = [make_rule("0", "127.0.0.1:9")]
+    assert Forwarder(rules, engine="asyncio").thread_after == THREAD_AFTER
+    assert Forwarder(rules, engine="asyncio", thread_after=-1).thread_after == -1
+    with pytest.raises(UsageError, match="invalid thread_after -5"):
+        Forwarder(rules, engine="asyncio", thread_after=-5)
+    engine = SpliceEngine(EventLog(), thread_after=0)
+    try:
+        assert engine.thread_after == 0
+    finally:
+        engine._release()

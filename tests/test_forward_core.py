@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from pathlib import Path
 
@@ -13,10 +14,10 @@ from hypothesis import strategies as st
 from portkit.errors import UsageError
 from portkit.forward import (
     TRANSITIONS,
-    Action,
     ClientTable,
     ConnectionState,
     Event,
+    ForwardAction,
     Overflow,
     ProxyProtocol,
     State,
@@ -30,9 +31,9 @@ from portkit.forward import (
 # --- state machine ----------------------------------------------------------------------------
 
 
-def _run(*events: Event) -> tuple[State, list[Action]]:
+def _run(*events: Event) -> tuple[State, list[ForwardAction]]:
     machine = ConnectionState()
-    actions: list[Action] = []
+    actions: list[ForwardAction] = []
     for event in events:
         actions += machine.handle(event)
     return machine.state, actions
@@ -40,10 +41,10 @@ def _run(*events: Event) -> tuple[State, list[Action]]:
 
 def test_half_close_passes_fin_on_and_keeps_the_other_direction() -> None:
     state, actions = _run(Event.CONNECTED, Event.CLIENT_EOF)
-    assert state is State.CLIENT_DONE and actions == [Action.START_RELAY, Action.SHUT_TARGET_WR]
+    assert state is State.CLIENT_DONE and actions == [ForwardAction.START_RELAY, ForwardAction.SHUT_TARGET_WR]
     machine = ConnectionState(State.CLIENT_DONE)
     assert machine.reading_from("target") and not machine.reading_from("client")
-    assert machine.handle(Event.TARGET_EOF) == (Action.SHUT_CLIENT_WR, Action.CLOSE_BOTH)
+    assert machine.handle(Event.TARGET_EOF) == (ForwardAction.SHUT_CLIENT_WR, ForwardAction.CLOSE_BOTH)
     assert machine.state is State.CLOSED
 
 
@@ -51,16 +52,16 @@ def test_resets_are_passed_on_as_resets() -> None:
     for live in (State.OPEN, State.CLIENT_DONE, State.TARGET_DONE):
         assert TRANSITIONS[(live, Event.TARGET_RESET)] == (
             State.RESET,
-            (Action.RESET_CLIENT, Action.CLOSE_BOTH),
+            (ForwardAction.RESET_CLIENT, ForwardAction.CLOSE_BOTH),
         )
         assert TRANSITIONS[(live, Event.CLIENT_RESET)] == (
             State.RESET,
-            (Action.RESET_TARGET, Action.CLOSE_BOTH),
+            (ForwardAction.RESET_TARGET, ForwardAction.CLOSE_BOTH),
         )
 
 
 def test_unreachable_target_resets_the_client() -> None:
-    assert _run(Event.CONNECT_FAILED) == (State.RESET, [Action.RESET_CLIENT, Action.CLOSE_BOTH])
+    assert _run(Event.CONNECT_FAILED) == (State.RESET, [ForwardAction.RESET_CLIENT, ForwardAction.CLOSE_BOTH])
 
 
 @given(st.lists(st.sampled_from(list(Event)), max_size=12))
@@ -70,11 +71,11 @@ def test_any_event_sequence_closes_at_most_once_and_finished_is_final(events: li
     for event in events:
         was_finished = machine.finished
         actions = machine.handle(event)
-        closes += actions.count(Action.CLOSE_BOTH)
+        closes += actions.count(ForwardAction.CLOSE_BOTH)
         if was_finished:
             assert actions == () and machine.finished
         # A FIN is never sent the same way twice, and never after a reset.
-        assert actions.count(Action.SHUT_TARGET_WR) <= 1
+        assert actions.count(ForwardAction.SHUT_TARGET_WR) <= 1
     assert closes == (1 if machine.finished else 0)
 
 
@@ -236,3 +237,16 @@ def test_client_table_evicts_least_recently_used_and_expires_idle() -> None:
     assert [e.client for e in table.expire(now=12.5)] == ["a"]
     assert [e.client for e in table] == ["c"]
     assert table.expire(now=13.5) and len(table) == 0
+
+
+def test_runtime_dir_comes_from_the_environment_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from portkit.forward import runtime_dir
+
+    monkeypatch.setenv("PORTKIT_RUNTIME_DIR", "/nowhere/from-the-process")  # never looked at
+    assert runtime_dir({"PORTKIT_RUNTIME_DIR": "/a", "RUNTIME_DIRECTORY": "/b"}) == Path("/a")
+    assert runtime_dir({"RUNTIME_DIRECTORY": "/b:/c"}) == Path("/b")  # systemd lists several
+    if os.geteuid() == 0:
+        assert runtime_dir({"XDG_RUNTIME_DIR": "/x"}) == Path("/run/portkit")
+    else:
+        assert runtime_dir({"XDG_RUNTIME_DIR": "/x"}) == Path("/x/portkit")
+        assert runtime_dir({}) == Path(f"/tmp/portkit-{os.getuid()}")

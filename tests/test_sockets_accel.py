@@ -22,7 +22,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import fixtures_sockets as fx
-from portkit.sockets import SocketQuery, _netlink, list_sockets
+from portkit.sockets import SocketQuery, _jsonout, _netlink, list_sockets
 from portkit.sockets._inventory import Inventory
 from portkit.sockets._model import Transport
 from portkit.sockets._netlink import NLMSG_DONE, SOCK_DIAG_BY_FAMILY, RawRows, decode
@@ -52,12 +52,15 @@ def _message(sock: tuple, extra: bytes = b"", mtype: int = SOCK_DIAG_BY_FAMILY) 
 def _both(work: Callable[[], object]) -> tuple[object, object]:
     """`work()` with the C module, then with the Python path (as an install without a compiler has)."""
     with_c = work()
-    saved = getattr(_netlink, "_diagrows")  # noqa: B009 (a private name mypy would refuse)
-    setattr(_netlink, "_diagrows", None)  # noqa: B010
+    users = (_netlink, _jsonout)  # the decoder's column check and the JSON writer
+    saved = [getattr(module, "_diagrows") for module in users]  # noqa: B009 (private: mypy would refuse)
+    for module in users:
+        setattr(module, "_diagrows", None)  # noqa: B010
     try:
         return with_c, work()
     finally:
-        setattr(_netlink, "_diagrows", saved)  # noqa: B010
+        for module, original in zip(users, saved, strict=True):
+            setattr(module, "_diagrows", original)  # noqa: B010
 
 
 @settings(deadline=None, max_examples=80)
@@ -181,7 +184,7 @@ def test_any_bytes_read_alike_in_c_and_python(
     states = [""] * 256
     states[1] = "established"
     rows = RawRows(body, size, count, Transport.TCP, version, None, None)
-    with_c, in_python = _both(lambda: rows.json_text(states, "null", {}))
+    with_c, in_python = _both(lambda: _jsonout.raw_rows_text(rows, states, "null", {}))
     assert with_c == in_python
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import fixtures_sockets as fx
 from portkit.sockets import SocketQuery, TcpState, list_sockets
-from portkit.sockets._inventory import json_text
+from portkit.sockets._jsonout import json_text
 
 SOCKET_KEYS = {
     "protocol",

@@ -84,7 +84,7 @@ _EXPORTS: dict[str, str] = {
     "forward_rule": "portkit.forward:make_rule",
     "load_forward_config": "portkit.forward:load_config",
     "forward_stats": "portkit.forward:query_stats",
-    "ForwardRule": "portkit.forward:Rule",
+    "ForwardRule": "portkit.forward",
     "PermissionNeeded": "portkit.errors",
     "PortkitError": "portkit.errors",
     "UsageError": "portkit.errors",
@@ -166,9 +166,7 @@ if TYPE_CHECKING:
     )
     from portkit.forward import (
         Forwarder,
-    )
-    from portkit.forward import (
-        Rule as ForwardRule,
+        ForwardRule,
     )
     from portkit.forward import (
         load_config as load_forward_config,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -30,11 +32,12 @@ def _line(document: dict[str, Any]) -> None:
 def _show_stats(pid: int | None, as_json: bool) -> None:
     from portkit.forward import query_stats, runtime_dir
 
-    found = query_stats(pid)
+    directory = runtime_dir(os.environ)
+    found = query_stats(directory, pid)
     if as_json:
-        emit_json({"runtime_dir": str(runtime_dir()), "forwarders": found})
+        emit_json({"runtime_dir": str(directory), "forwarders": found})
     elif not found:
-        click.echo(f"no running forwarder has a control socket in {runtime_dir()}")
+        click.echo(f"no running forwarder has a control socket in {directory}")
     for doc in [] if as_json else found:
         state = "draining" if doc["draining"] else "running"
         click.echo(
@@ -128,6 +131,7 @@ def forward(
     SIGHUP reloads --config, SIGUSR1 logs statistics, SIGTERM drains.
     """
     from portkit.forward import (
+        EventLog,
         Forwarder,
         Listening,
         check_congestion,
@@ -135,8 +139,8 @@ def forward(
         load_config,
         make_limits,
         make_rule,
+        runtime_dir,
     )
-    from portkit.forward._log import EventLog
 
     if show_stats:
         _show_stats(pid, as_json)
@@ -171,6 +175,7 @@ def forward(
             ),
         )
     engine_name = choose_engine(engine)
+    tuning = _engine_tuning(os.environ)
     if check:
         for rule in rules:
             if rule.protocol.value == "tcp":
@@ -202,6 +207,9 @@ def forward(
         config_path=config_path,
         drain_timeout=drain_timeout,
         on_ready=ready,
+        control_dir=runtime_dir(os.environ),
+        notify_socket=os.environ.get("NOTIFY_SOCKET"),
+        **tuning,
     )
     stats = forwarder.run()
     if as_json:
@@ -211,3 +219,20 @@ def forward(
         click.echo(f"stopped: {total} connection(s) served")
     if forwarder.stop_signal == signal.SIGINT:
         raise SystemExit(130)
+
+
+def _engine_tuning(environ: Mapping[str, str]) -> dict[str, int]:
+    """Engine settings taken from the environment: $PORTKIT_SPLICE_THREAD_AFTER (bytes a
+    connection moves before it gets relay threads; 0 = at once, -1 = never)."""
+    raw = environ.get("PORTKIT_SPLICE_THREAD_AFTER", "").strip()
+    if not raw:
+        return {}
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -2
+    if value < -1:
+        raise UsageError(
+            f"invalid PORTKIT_SPLICE_THREAD_AFTER {raw[:60]!r}: expected bytes >= 0 or -1 (never)"
+        )
+    return {"thread_after": value}

@@ -6,7 +6,9 @@
 TCP runs on the splice engine (zero-copy splice(2) on an epoll loop) where the platform
 has it and on asyncio Protocols otherwise; UDP keeps one upstream socket per client. The
 connection lifecycle is the pure state machine in `_state`; limits, allow-lists and the
-PROXY protocol come with each `Rule`.
+PROXY protocol come with each `ForwardRule`. The library reads no environment variable:
+`portkit forward` passes the control directory (`runtime_dir(os.environ)`, where `--stats`
+looks), systemd's $NOTIFY_SOCKET and the splice engine's bulk threshold as options.
 """
 
 from portkit.forward._congestion import check as check_congestion
@@ -15,10 +17,10 @@ from portkit.forward._forwarder import ENGINES, Forwarder, Listening, choose_eng
 from portkit.forward._log import EventLog
 from portkit.forward._proxyproto import parse_proxy_header, proxy_header
 from portkit.forward._rules import (
+    ForwardRule,
     Limits,
     Overflow,
     ProxyProtocol,
-    Rule,
     load_config,
     make_limits,
     make_rule,
@@ -26,25 +28,25 @@ from portkit.forward._rules import (
     parse_listen,
     parse_target,
 )
-from portkit.forward._state import TRANSITIONS, Action, ConnectionState, Event, State
+from portkit.forward._state import TRANSITIONS, ConnectionState, Event, ForwardAction, State
 from portkit.forward._stats import ForwarderStats, RuleStats
 from portkit.forward._udptable import ClientTable
 
 __all__ = [
     "ENGINES",
     "TRANSITIONS",
-    "Action",
     "ClientTable",
     "ConnectionState",
     "Event",
     "EventLog",
+    "ForwardAction",
+    "ForwardRule",
     "Forwarder",
     "ForwarderStats",
     "Limits",
     "Listening",
     "Overflow",
     "ProxyProtocol",
-    "Rule",
     "RuleStats",
     "State",
     "check_congestion",

@@ -21,9 +21,9 @@ from typing import Any
 from portkit.forward import _congestion
 from portkit.forward._log import EventLog
 from portkit.forward._proxyproto import proxy_header
-from portkit.forward._rules import Overflow, ProxyProtocol, Rule
+from portkit.forward._rules import ForwardRule, Overflow, ProxyProtocol
 from portkit.forward._sockets import arm_reset, error_name, peer, target_family
-from portkit.forward._state import Action, ConnectionState, Event, State
+from portkit.forward._state import ConnectionState, Event, ForwardAction, State
 from portkit.forward._stats import RuleStats
 
 HIGH_WATER = 1 << 18  # 256 KiB buffered per direction at most (plus one read)
@@ -46,8 +46,21 @@ class _Side(asyncio.Protocol):
         # Neither side reads before the state machine says OPEN: an EOF from a target that
         # answers and closes at once must not arrive while the connection is CONNECTING.
         transport.pause_reading()
+        # Python 3.11's selector transport registers its reader after connection_made()
+        # returns, whatever the protocol asked there, so the pause is made again once that has
+        # happened; the loop runs this before any read of the socket.
+        asyncio.get_running_loop().call_soon(self._keep_paused)
         if self.is_client:
             self.pair.client_ready()
+
+    def _keep_paused(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.pair.state.reading_from("client" if self.is_client else "target"):
+            return  # the state machine has started the relay meanwhile
+        transport.resume_reading()  # clears the pause flag so that the next call acts
+        transport.pause_reading()  # and removes the reader, wherever it came from
 
     def data_received(self, data: bytes) -> None:
         self.pair.relay(self.is_client, data)
@@ -160,19 +173,19 @@ class _Pair:
     def apply(self, event: Event) -> None:
         client, target = self.client.transport, self.target.transport
         for action in self.state.handle(event):
-            if action is Action.START_RELAY:
+            if action is ForwardAction.START_RELAY:
                 self._start()
-            elif action is Action.SHUT_TARGET_WR and target is not None and target.can_write_eof():
+            elif action is ForwardAction.SHUT_TARGET_WR and target is not None and target.can_write_eof():
                 target.write_eof()  # sent once the buffered bytes are out
-            elif action is Action.SHUT_CLIENT_WR and client is not None and client.can_write_eof():
+            elif action is ForwardAction.SHUT_CLIENT_WR and client is not None and client.can_write_eof():
                 client.write_eof()
-            elif action is Action.RESET_CLIENT and client is not None:
+            elif action is ForwardAction.RESET_CLIENT and client is not None:
                 arm_reset(client.get_extra_info("socket"))
                 client.abort()
-            elif action is Action.RESET_TARGET and target is not None:
+            elif action is ForwardAction.RESET_TARGET and target is not None:
                 arm_reset(target.get_extra_info("socket"))
                 target.abort()
-            elif action is Action.CLOSE_BOTH:
+            elif action is ForwardAction.CLOSE_BOTH:
                 self._close()
 
     def _start(self) -> None:
@@ -231,7 +244,9 @@ class _Pair:
 
 
 class _Listener:
-    def __init__(self, engine: AsyncioEngine, sock: socket.socket, rule: Rule, stats: RuleStats) -> None:
+    def __init__(
+        self, engine: AsyncioEngine, sock: socket.socket, rule: ForwardRule, stats: RuleStats
+    ) -> None:
         self.engine = engine
         self.sock = sock
         self.rule = rule
@@ -314,16 +329,16 @@ class AsyncioEngine:
     def start(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
-    def add_rule(self, sock: socket.socket, rule: Rule, stats: RuleStats) -> None:
+    def add_rule(self, sock: socket.socket, rule: ForwardRule, stats: RuleStats) -> None:
         self.listeners[rule.key] = _Listener(self, sock, rule, stats)
 
-    def update_rule(self, rule: Rule) -> None:
+    def update_rule(self, rule: ForwardRule) -> None:
         listener = self.listeners.get(rule.key)
         if listener is not None:
             listener.rule = rule
             listener.slot_freed()
 
-    def remove_rule(self, rule: Rule) -> None:
+    def remove_rule(self, rule: ForwardRule) -> None:
         listener = self.listeners.pop(rule.key, None)
         if listener is not None:
             listener.close()

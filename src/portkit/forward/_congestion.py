@@ -1,13 +1,13 @@
-"""Congestion control of the forwarder's own TCP legs (`Rule.congestion`).
+"""Congestion control of the forwarder's own TCP legs (`ForwardRule.congestion`).
 
 `auto` (the default) gives a leg whose two ends are on this host SAME_HOST, reno: the
 kernel's built-in algorithm, with no pacing of its own. Such a leg crosses no link, so an
 algorithm's model has nothing to measure, while a pacing one (BBR, a common default, paces
 in TCP itself when the device has no `fq` qdisc, and loopback has none) arms a timer as it
-sends: on the iperf3 bench the forwarder's CPU per GB fell by a third with reno, and its
--P 8 throughput rose 10-20 % (BENCHMARKS.md, session 4). Other legs keep the kernel's
-default (`net.ipv4.tcp_congestion_control`). `system` never changes anything; any other
-choice names an algorithm, set on every leg.
+sends, which costs the forwarder CPU and throughput for nothing (the iperf3 figures are in
+BENCHMARKS.md, "the congestion control of the forwarder's own legs"). Other legs keep the
+kernel's default (`net.ipv4.tcp_congestion_control`). `system` never changes anything; any
+other choice names an algorithm, set on every leg.
 
 Where the choice is known before a connection exists (a named algorithm, or a loopback
 address), it is set before: on the target socket before connect(), and on the listening

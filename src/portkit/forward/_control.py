@@ -4,7 +4,9 @@ Each forwarder listens on a Unix socket `forward-<pid>.sock` in the runtime dire
 answers `stats` with a JSON document; `portkit forward --stats` asks every forwarder it
 finds there. The runtime directory is $PORTKIT_RUNTIME_DIR, else systemd's
 $RUNTIME_DIRECTORY, else /run/portkit for root, else $XDG_RUNTIME_DIR/portkit, else
-/tmp/portkit-<uid>.
+/tmp/portkit-<uid>: `runtime_dir` works that out from the environment it is given (the CLI
+gives it its own), and the forwarder is given the directory and systemd's notify address
+as options; nothing here reads the process's environment.
 """
 
 from __future__ import annotations
@@ -14,36 +16,37 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from portkit.errors import PortkitError
 
 
-def runtime_dir() -> Path:
+def runtime_dir(environ: Mapping[str, str]) -> Path:
+    """Where forwarders put their control sockets, for a process with environment `environ`."""
     for variable in ("PORTKIT_RUNTIME_DIR", "RUNTIME_DIRECTORY"):
-        value = os.environ.get(variable, "").split(":")[0]
+        value = environ.get(variable, "").split(":")[0]
         if value:
             return Path(value)
     if os.geteuid() == 0:
         return Path("/run/portkit")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    xdg = environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "portkit"
     return Path(f"/tmp/portkit-{os.getuid()}")
 
 
-def control_path(pid: int | None = None) -> Path:
-    return runtime_dir() / f"forward-{pid or os.getpid()}.sock"
+def control_path(directory: Path, pid: int | None = None) -> Path:
+    return directory / f"forward-{pid or os.getpid()}.sock"
 
 
 class ControlServer:
     """Serves `stats` requests on the control socket; a Protocol, like the data path."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, snapshot: Callable[[], dict[str, Any]], directory: Path) -> None:
         self.snapshot = snapshot
-        self.path = control_path()
+        self.path = control_path(directory)
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> Path | None:
@@ -102,10 +105,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def query_stats(pid: int | None = None, timeout: float = 2.0) -> list[dict[str, Any]]:
-    """Stats of every running forwarder (or of `pid`), asked over their control sockets."""
-    directory = runtime_dir()
-    paths = [control_path(pid)] if pid else sorted(directory.glob("forward-*.sock"))
+def query_stats(directory: Path, pid: int | None = None, timeout: float = 2.0) -> list[dict[str, Any]]:
+    """Stats of every forwarder (or of `pid`) with a control socket in `directory`
+    (`runtime_dir(os.environ)` for the forwarders that `portkit forward` started)."""
+    paths = [control_path(directory, pid)] if pid else sorted(directory.glob("forward-*.sock"))
     found: list[dict[str, Any]] = []
     for path in paths:
         owner = int(path.stem.partition("-")[2] or 0)
@@ -132,9 +135,9 @@ def query_stats(pid: int | None = None, timeout: float = 2.0) -> list[dict[str, 
     return found
 
 
-def sd_notify(state: str) -> bool:
-    """Tell systemd about our state (READY=1, RELOADING=1, STOPPING=1) when run as Type=notify."""
-    address = os.environ.get("NOTIFY_SOCKET")
+def sd_notify(address: str | None, state: str) -> bool:
+    """Tell systemd about our state (READY=1, RELOADING=1, STOPPING=1) when run as Type=notify;
+    `address` is what systemd put in $NOTIFY_SOCKET (None or "" when not run so)."""
     if not address:
         return False
     if address.startswith("@"):

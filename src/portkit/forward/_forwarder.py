@@ -28,7 +28,7 @@ from portkit.forward import _congestion, _splice
 from portkit.forward._aio import AsyncioEngine
 from portkit.forward._control import ControlServer, sd_notify
 from portkit.forward._log import EventLog
-from portkit.forward._rules import Rule, load_config
+from portkit.forward._rules import ForwardRule, load_config
 from portkit.forward._sockets import (
     bound_endpoint,
     listen_backlog,
@@ -57,7 +57,7 @@ def choose_engine(name: str) -> str:
 class Listening:
     """A rule as it runs: the rule and the endpoint actually bound (port 0 becomes a real port)."""
 
-    rule: Rule
+    rule: ForwardRule
     bound: Endpoint
     engine: str
 
@@ -69,17 +69,27 @@ class Listening:
 
 
 class Forwarder:
-    """Serve `rules` until told to stop. `run()` blocks and returns the final statistics."""
+    """Serve `rules` until told to stop. `run()` blocks and returns the final statistics.
+
+    `thread_after` is the splice engine's bulk threshold: bytes a connection moves on the
+    epoll loop before it gets relay threads (0 = from the first byte, -1 = never).
+    `control_dir` is where the control socket goes (`runtime_dir(os.environ)` is where
+    `portkit forward --stats` looks; None: no control socket), and `notify_socket` systemd's
+    $NOTIFY_SOCKET (None: not run as a Type=notify service).
+    """
 
     def __init__(
         self,
-        rules: Sequence[Rule],
+        rules: Sequence[ForwardRule],
         *,
         engine: str = "auto",
         log: EventLog | None = None,
         config_path: str | Path | None = None,
         drain_timeout: float = 10.0,
         on_ready: Callable[[list[Listening]], None] | None = None,
+        thread_after: int = _splice.THREAD_AFTER,
+        control_dir: str | Path | None = None,
+        notify_socket: str | None = None,
     ) -> None:
         self.initial_rules = tuple(rules)
         self.engine_name = choose_engine(engine)
@@ -87,6 +97,13 @@ class Forwarder:
         self.config_path = Path(config_path) if config_path else None
         self.drain_timeout = drain_timeout
         self.on_ready = on_ready
+        if thread_after < -1:
+            raise UsageError(
+                f"invalid thread_after {thread_after}: expected bytes >= 0, or -1 for no relay threads"
+            )
+        self.thread_after = thread_after
+        self.control_dir = Path(control_dir) if control_dir else None
+        self.notify_socket = notify_socket
         self.stats = ForwarderStats(pid=os.getpid())
         self.running: dict[tuple[Protocol, Endpoint], Listening] = {}
         self.udp: dict[tuple[Protocol, Endpoint], UdpRelay] = {}
@@ -116,7 +133,10 @@ class Forwarder:
         self._stop, self._force = asyncio.Event(), asyncio.Event()
         fd_limit = raise_fd_limit()
         engine: _splice.SpliceEngine | AsyncioEngine
-        engine = _splice.SpliceEngine(self.log) if self.engine_name == "splice" else AsyncioEngine(self.log)
+        if self.engine_name == "splice":
+            engine = _splice.SpliceEngine(self.log, thread_after=self.thread_after)
+        else:
+            engine = AsyncioEngine(self.log)
         self._engine = engine
         engine.start()
         try:
@@ -132,8 +152,8 @@ class Forwarder:
             (signal.SIGINT, lambda: self._request_stop(signal.SIGINT)),
         ):
             loop.add_signal_handler(signum, handler)
-        control = ControlServer(self.snapshot)
-        self.control_socket = await control.start()
+        control = ControlServer(self.snapshot, self.control_dir) if self.control_dir else None
+        self.control_socket = await control.start() if control else None
         listening = list(self.running.values())
         self.log(
             "start",
@@ -153,16 +173,18 @@ class Forwarder:
                 )
         if self.on_ready is not None:
             self.on_ready(listening)
-        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=forwarding {len(listening)} rule(s)")
+        status = f"READY=1\nMAINPID={os.getpid()}\nSTATUS=forwarding {len(listening)} rule(s)"
+        sd_notify(self.notify_socket, status)
         try:
             await self._stop.wait()
             await self._drain()
         finally:
-            control.close()
+            if control is not None:
+                control.close()
             for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
 
-    def _open(self, rule: Rule) -> None:
+    def _open(self, rule: ForwardRule) -> None:
         if rule.protocol is Protocol.TCP:
             _congestion.check(rule.congestion)
         sock = open_listener(rule.listen, rule.protocol)
@@ -184,7 +206,7 @@ class Forwarder:
             self.udp[rule.key] = UdpRelay(sock, rule, stats, self.log)
         self.running[rule.key] = Listening(rule, bound, engine)
 
-    def _update(self, rule: Rule) -> None:
+    def _update(self, rule: ForwardRule) -> None:
         if rule.protocol is Protocol.TCP:
             _congestion.check(rule.congestion)  # before anything changes: a failing rule stays as it was
         old = self.running[rule.key]
@@ -199,7 +221,7 @@ class Forwarder:
         else:
             self.udp[rule.key].update(rule)
 
-    def _retire(self, rule: Rule) -> None:
+    def _retire(self, rule: ForwardRule) -> None:
         self.running.pop(rule.key)
         self._tcp_listeners.pop(rule.key, None)
         self.stats.rules[_key_text(rule)].retired = True
@@ -215,7 +237,7 @@ class Forwarder:
         if self.config_path is None:
             self.log("reload", result="skipped", reason="rules came from the command line, not --config")
             return
-        sd_notify("RELOADING=1")
+        sd_notify(self.notify_socket, "RELOADING=1")
         try:
             try:
                 new_rules = load_config(self.config_path)
@@ -251,7 +273,7 @@ class Forwarder:
                 failed=failed_changes + failed_additions,
             )
         finally:
-            sd_notify("READY=1")
+            sd_notify(self.notify_socket, "READY=1")
 
     def _log_stats(self) -> None:
         for rule in self.stats.rules.values():
@@ -274,7 +296,7 @@ class Forwarder:
         assert self._engine is not None and self._force is not None
         engine = self._engine
         self.stats.draining = True
-        sd_notify("STOPPING=1")
+        sd_notify(self.notify_socket, "STOPPING=1")
         self.log("drain", active=engine.active, timeout=self.drain_timeout)
         for relay in self.udp.values():
             relay.close()
@@ -302,10 +324,10 @@ class Forwarder:
             self._engine.stop()
 
 
-def _key_text(rule: Rule) -> str:
+def _key_text(rule: ForwardRule) -> str:
     return f"{rule.protocol}/{rule.listen}"
 
 
-def serve(rules: Sequence[Rule], **options: Any) -> ForwarderStats:
+def serve(rules: Sequence[ForwardRule], **options: Any) -> ForwarderStats:
     """Run a forwarder for `rules` in this thread until SIGTERM/SIGINT (see Forwarder)."""
     return Forwarder(rules, **options).run()

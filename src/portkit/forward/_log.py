@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from portkit.forward._sockets import error_name, peer
 
 if TYPE_CHECKING:
-    from portkit.forward._rules import Rule
+    from portkit.forward._rules import ForwardRule
 
 # Per-connection events; `quiet` drops these but keeps refusals, errors and lifecycle events.
 CONNECTION_EVENTS = frozenset({"connect", "close", "udp-map", "udp-expire"})
@@ -45,7 +45,7 @@ class EventLog:
             except (OSError, ValueError):
                 pass  # a closed stderr must not take the forwarder down
 
-    def connect_failed(self, rule: Rule, client_address: Any, exc: BaseException) -> None:
+    def connect_failed(self, rule: ForwardRule, client_address: Any, exc: BaseException) -> None:
         """A target that could not be reached for a client: one wording for every engine."""
         self(
             "error",

@@ -68,7 +68,7 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Rule:
+class ForwardRule:
     """One forwarding rule: connections (or datagrams) to `listen` go to `target`."""
 
     listen: Endpoint
@@ -221,7 +221,7 @@ def make_rule(
     limits: Limits | None = None,
     name: str = "",
     congestion: str = "auto",
-) -> Rule:
+) -> ForwardRule:
     """A validated rule from user input (command line or one TOML table)."""
     proto = protocol if isinstance(protocol, Protocol) else Protocol.parse(str(protocol))
     if proto not in (Protocol.TCP, Protocol.UDP):
@@ -238,7 +238,7 @@ def make_rule(
         raise UsageError(f"invalid congestion {choice!r} for udp: congestion control is a TCP setting")
     lep, tep = parse_listen(listen), parse_target(target)
     networks = tuple(parse_cidr(c) for c in allow)
-    return Rule(lep, tep, proto, networks, limits or Limits(), pp, name, choice)
+    return ForwardRule(lep, tep, proto, networks, limits or Limits(), pp, name, choice)
 
 
 _RULE_KEYS = {"name", "listen", "target", "protocol", "allow", "proxy_protocol", "congestion"}
@@ -246,7 +246,7 @@ _RULE_KEYS |= set(Limits().to_json())
 _TOP_KEYS = {"rule", "defaults"}
 
 
-def parse_config(text: str, *, source: str = "config") -> tuple[Rule, ...]:
+def parse_config(text: str, *, source: str = "config") -> tuple[ForwardRule, ...]:
     """Rules from TOML text: optional `[defaults]` (limits) and one `[[rule]]` per rule."""
     try:
         doc = tomllib.loads(text)
@@ -267,7 +267,7 @@ def parse_config(text: str, *, source: str = "config") -> tuple[Rule, ...]:
     tables = doc.get("rule", [])
     if not isinstance(tables, list) or not tables:
         raise UsageError(f"invalid config {source}: no rules; add one [[rule]] with listen and target")
-    rules: list[Rule] = []
+    rules: list[ForwardRule] = []
     seen: set[tuple[Protocol, Endpoint]] = set()
     for number, table in enumerate(tables, 1):
         where = f"{source} rule {number}"
@@ -302,7 +302,7 @@ def parse_config(text: str, *, source: str = "config") -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def load_config(path: str | Path) -> tuple[Rule, ...]:
+def load_config(path: str | Path) -> tuple[ForwardRule, ...]:
     p = Path(path)
     try:
         text = p.read_text()

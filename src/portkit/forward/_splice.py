@@ -13,11 +13,11 @@ with one thread.
 A connection that has moved THREAD_AFTER bytes is a bulk transfer: it is handed to two
 *relay threads*, one per direction, doing blocking splices. The GIL is released inside
 splice(2), so bulk directions run in parallel in the kernel and a blocked splice is woken
-by the kernel itself, without epoll or Python in between; with iperf3 -P 8 on loopback this
-moved more than the loop alone in every interleaved run here (by 10-70 %: the machine is
-shared and noisy). At most MAX_THREADED connections are threaded at once, so a burst can
-never turn into thousands of threads. `PORTKIT_SPLICE_THREAD_AFTER` (bytes;
-0 = always, -1 = never) overrides the threshold.
+by the kernel itself, without epoll or Python in between, which moves more than the loop
+alone for bulk transfers (BENCHMARKS.md). At most MAX_THREADED connections are threaded at
+once, so a burst can never turn into thousands of threads. The engine's `thread_after`
+(bytes; 0 = always, -1 = never) overrides the threshold; `portkit forward` sets it from
+$PORTKIT_SPLICE_THREAD_AFTER.
 
 Memory per connection is bounded by the pipe: a direction reads again only once its pipe
 is flushed, so a slow reader stops us reading from the fast writer (backpressure through
@@ -30,12 +30,11 @@ Relay threads are throughput work, and are scheduled as such: each runs under SC
 threaded connection get TCP_NOTSENT_LOWAT (a writer sleeps while NOTSENT_LOWAT bytes are
 still unsent). On two cores with iperf3 -P 8 the single-threaded receiver is the bottleneck:
 batch scheduling stops our wake-ups from taking the CPU from it, and the smaller unsent queue
-makes each byte it reads cheaper (the data is still in cache). Together they turned the
-machine's idle ~0.15 core into throughput (+15-20 %); either alone did not (BENCHMARKS.md).
+makes each byte it reads cheaper (the data is still in cache). Together they turn the idle
+time the receiver leaves into throughput; either alone does not (BENCHMARKS.md).
 
 Each leg gets its rule's congestion control (`_congestion`): by default reno on legs within
-this host, where a pacing default such as BBR only costs timers (the forwarder's CPU per GB
-fell by a third with it; BENCHMARKS.md, session 4).
+this host, where a pacing default such as BBR only costs timers (figures in BENCHMARKS.md).
 
 Relay threads are woken for closing by shutdown(SHUT_RD) (readers; it sends nothing on the
 wire) and by a send timeout (a writer blocked on a reader that does not read).
@@ -63,9 +62,9 @@ from typing import Any
 from portkit.forward import _congestion
 from portkit.forward._log import EventLog
 from portkit.forward._proxyproto import proxy_header
-from portkit.forward._rules import Overflow, Rule
+from portkit.forward._rules import ForwardRule, Overflow
 from portkit.forward._sockets import arm_reset, error_name, peer, target_family
-from portkit.forward._state import Action, ConnectionState, Event, State
+from portkit.forward._state import ConnectionState, Event, ForwardAction, State
 from portkit.forward._stats import RuleStats
 
 SPLICE_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
@@ -73,7 +72,7 @@ SPLICE_NONBLOCK = SPLICE_MOVE | getattr(os, "SPLICE_F_NONBLOCK", 2)
 PIPE_SIZE = 1 << 20  # 1 MiB in flight per direction at most (the unprivileged pipe-max-size)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 MAX_ROUNDS = 32  # splices per connection per loop turn before yielding to others
-THREAD_AFTER = int(os.environ.get("PORTKIT_SPLICE_THREAD_AFTER", 512 << 10))
+THREAD_AFTER = 512 << 10  # bytes a connection moves on the loop before it gets relay threads
 MAX_THREADED = 64  # connections with relay threads at once (two threads each)
 PIPE_IDLE = 0.05  # seconds without data before a relay thread gives its pipe back
 WRITER_WAKE = 0.25  # a relay thread blocked on a slow reader looks up this often (closing?)
@@ -283,7 +282,7 @@ class _Connection:
                     return  # a short write: dst is full, wait for EPOLLOUT
                 engine.pipes.put(d.pipe)  # type: ignore[arg-type]
                 d.pipe = None
-                if d.moved >= THREAD_AFTER >= 0 and engine.threaded < MAX_THREADED:
+                if d.moved >= engine.thread_after >= 0 and engine.threaded < MAX_THREADED:
                     self._thread()
                     return
                 continue
@@ -358,19 +357,19 @@ class _Connection:
     def apply(self, event: Event) -> None:
         with self.lock:
             for action in self.state.handle(event):
-                if action is Action.START_RELAY:
+                if action is ForwardAction.START_RELAY:
                     self._start()
-                elif action is Action.SHUT_TARGET_WR:
+                elif action is ForwardAction.SHUT_TARGET_WR:
                     with contextlib.suppress(OSError):
                         self.target.shutdown(socket.SHUT_WR)
-                elif action is Action.SHUT_CLIENT_WR:
+                elif action is ForwardAction.SHUT_CLIENT_WR:
                     with contextlib.suppress(OSError):
                         self.client.shutdown(socket.SHUT_WR)
-                elif action is Action.RESET_CLIENT:
+                elif action is ForwardAction.RESET_CLIENT:
                     arm_reset(self.client)
-                elif action is Action.RESET_TARGET:
+                elif action is ForwardAction.RESET_TARGET:
                     arm_reset(self.target)
-                elif action is Action.CLOSE_BOTH:
+                elif action is ForwardAction.CLOSE_BOTH:
                     self._close()
 
     def _start(self) -> None:
@@ -546,7 +545,9 @@ class _Connection:
 class _Listener:
     """A listening socket of one rule; accepts, applies the allow-list and the connection limit."""
 
-    def __init__(self, engine: SpliceEngine, sock: socket.socket, rule: Rule, stats: RuleStats) -> None:
+    def __init__(
+        self, engine: SpliceEngine, sock: socket.socket, rule: ForwardRule, stats: RuleStats
+    ) -> None:
         self.engine = engine
         self.sock = sock
         self.fd = sock.fileno()
@@ -630,8 +631,9 @@ class SpliceEngine:
 
     name = "splice"
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, *, thread_after: int = THREAD_AFTER) -> None:
         self.log = log
+        self.thread_after = thread_after  # bytes before relay threads; 0 = at once, -1 = never
         self.epoll = select.epoll()
         self.pipes = _PipePool()
         self.fds: dict[int, Any] = {}
@@ -662,13 +664,13 @@ class SpliceEngine:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
-    def add_rule(self, sock: socket.socket, rule: Rule, stats: RuleStats) -> None:
+    def add_rule(self, sock: socket.socket, rule: ForwardRule, stats: RuleStats) -> None:
         self.call(self._add, sock, rule, stats)
 
-    def update_rule(self, rule: Rule) -> None:
+    def update_rule(self, rule: ForwardRule) -> None:
         self.call(self._update, rule)
 
-    def remove_rule(self, rule: Rule) -> None:
+    def remove_rule(self, rule: ForwardRule) -> None:
         self.call(self._remove, rule)
 
     def drain(self) -> None:
@@ -685,20 +687,20 @@ class SpliceEngine:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def _add(self, sock: socket.socket, rule: Rule, stats: RuleStats) -> None:
+    def _add(self, sock: socket.socket, rule: ForwardRule, stats: RuleStats) -> None:
         listener = _Listener(self, sock, rule, stats)
         self.listeners[rule.key] = listener
         self.fds[listener.fd] = listener
         self.epoll.register(listener.fd, select.EPOLLIN | select.EPOLLET)
         listener.resume()
 
-    def _update(self, rule: Rule) -> None:
+    def _update(self, rule: ForwardRule) -> None:
         listener = self.listeners.get(rule.key)
         if listener is not None:
             listener.rule = rule  # new connections get the new target and limits
             listener.slot_freed()
 
-    def _remove(self, rule: Rule) -> None:
+    def _remove(self, rule: ForwardRule) -> None:
         listener = self.listeners.pop(rule.key, None)
         if listener is not None:
             listener.close()  # its connections go on until they end

@@ -51,7 +51,7 @@ class Event(enum.Enum):
     CLOSE = "close"  # the forwarder is going away (end of a drain)
 
 
-class Action(enum.Enum):
+class ForwardAction(enum.Enum):
     START_RELAY = "start-relay"  # begin moving bytes both ways
     SHUT_TARGET_WR = "shut-target-wr"  # send FIN to the target
     SHUT_CLIENT_WR = "shut-client-wr"  # send FIN to the client
@@ -60,22 +60,23 @@ class Action(enum.Enum):
     CLOSE_BOTH = "close-both"  # release both sockets (FIN where not yet sent)
 
 
+_A = ForwardAction  # one letter keeps each transition of the table on one line
 _LIVE = (State.OPEN, State.CLIENT_DONE, State.TARGET_DONE)
 
-TRANSITIONS: dict[tuple[State, Event], tuple[State, tuple[Action, ...]]] = {
-    (State.CONNECTING, Event.CONNECTED): (State.OPEN, (Action.START_RELAY,)),
-    (State.CONNECTING, Event.CONNECT_FAILED): (State.RESET, (Action.RESET_CLIENT, Action.CLOSE_BOTH)),
-    (State.CONNECTING, Event.CLIENT_RESET): (State.RESET, (Action.RESET_TARGET, Action.CLOSE_BOTH)),
-    (State.CONNECTING, Event.CLOSE): (State.CLOSED, (Action.CLOSE_BOTH,)),
-    (State.CONNECTING, Event.IDLE): (State.RESET, (Action.RESET_CLIENT, Action.CLOSE_BOTH)),
-    (State.OPEN, Event.CLIENT_EOF): (State.CLIENT_DONE, (Action.SHUT_TARGET_WR,)),
-    (State.OPEN, Event.TARGET_EOF): (State.TARGET_DONE, (Action.SHUT_CLIENT_WR,)),
-    (State.CLIENT_DONE, Event.TARGET_EOF): (State.CLOSED, (Action.SHUT_CLIENT_WR, Action.CLOSE_BOTH)),
-    (State.TARGET_DONE, Event.CLIENT_EOF): (State.CLOSED, (Action.SHUT_TARGET_WR, Action.CLOSE_BOTH)),
-    **{(s, Event.CLIENT_RESET): (State.RESET, (Action.RESET_TARGET, Action.CLOSE_BOTH)) for s in _LIVE},
-    **{(s, Event.TARGET_RESET): (State.RESET, (Action.RESET_CLIENT, Action.CLOSE_BOTH)) for s in _LIVE},
-    **{(s, Event.IDLE): (State.CLOSED, (Action.CLOSE_BOTH,)) for s in _LIVE},
-    **{(s, Event.CLOSE): (State.CLOSED, (Action.CLOSE_BOTH,)) for s in _LIVE},
+TRANSITIONS: dict[tuple[State, Event], tuple[State, tuple[ForwardAction, ...]]] = {
+    (State.CONNECTING, Event.CONNECTED): (State.OPEN, (_A.START_RELAY,)),
+    (State.CONNECTING, Event.CONNECT_FAILED): (State.RESET, (_A.RESET_CLIENT, _A.CLOSE_BOTH)),
+    (State.CONNECTING, Event.CLIENT_RESET): (State.RESET, (_A.RESET_TARGET, _A.CLOSE_BOTH)),
+    (State.CONNECTING, Event.CLOSE): (State.CLOSED, (_A.CLOSE_BOTH,)),
+    (State.CONNECTING, Event.IDLE): (State.RESET, (_A.RESET_CLIENT, _A.CLOSE_BOTH)),
+    (State.OPEN, Event.CLIENT_EOF): (State.CLIENT_DONE, (_A.SHUT_TARGET_WR,)),
+    (State.OPEN, Event.TARGET_EOF): (State.TARGET_DONE, (_A.SHUT_CLIENT_WR,)),
+    (State.CLIENT_DONE, Event.TARGET_EOF): (State.CLOSED, (_A.SHUT_CLIENT_WR, _A.CLOSE_BOTH)),
+    (State.TARGET_DONE, Event.CLIENT_EOF): (State.CLOSED, (_A.SHUT_TARGET_WR, _A.CLOSE_BOTH)),
+    **{(s, Event.CLIENT_RESET): (State.RESET, (_A.RESET_TARGET, _A.CLOSE_BOTH)) for s in _LIVE},
+    **{(s, Event.TARGET_RESET): (State.RESET, (_A.RESET_CLIENT, _A.CLOSE_BOTH)) for s in _LIVE},
+    **{(s, Event.IDLE): (State.CLOSED, (_A.CLOSE_BOTH,)) for s in _LIVE},
+    **{(s, Event.CLOSE): (State.CLOSED, (_A.CLOSE_BOTH,)) for s in _LIVE},
 }
 
 
@@ -85,7 +86,7 @@ class ConnectionState:
 
     state: State = State.CONNECTING
 
-    def handle(self, event: Event) -> tuple[Action, ...]:
+    def handle(self, event: Event) -> tuple[ForwardAction, ...]:
         step = TRANSITIONS.get((self.state, event))
         if step is None:
             return ()

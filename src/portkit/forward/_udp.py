@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from portkit.forward._log import EventLog
-from portkit.forward._rules import Rule
+from portkit.forward._rules import ForwardRule
 from portkit.forward._sockets import error_name, peer, target_family
 from portkit.forward._stats import RuleStats
 from portkit.forward._udptable import ClientTable, Mapping
@@ -27,7 +27,7 @@ SWEEP_INTERVAL = 0.25
 class UdpRelay:
     """One UDP rule: the listening socket and its table of client mappings."""
 
-    def __init__(self, sock: socket.socket, rule: Rule, stats: RuleStats, log: EventLog) -> None:
+    def __init__(self, sock: socket.socket, rule: ForwardRule, stats: RuleStats, log: EventLog) -> None:
         self.sock = sock
         self.rule = rule
         self.stats = stats
@@ -40,7 +40,7 @@ class UdpRelay:
         self.loop.add_reader(sock.fileno(), self._from_clients)
         self._sweeper = self.loop.create_task(self._sweep())
 
-    def update(self, rule: Rule) -> None:
+    def update(self, rule: ForwardRule) -> None:
         self.rule = rule
         self.table.max_clients = rule.limits.udp_max_clients
         self.table.idle_timeout = rule.limits.udp_idle_timeout

@@ -1,9 +1,11 @@
 /* _diagrows: the per-socket loop of `portkit ls --all --json`, in C.
  *
- * Why: `portkit ls --all --json` is measured against `ss -tan` on 20,000 sockets, and Python
- * spends about 2 us per socket turning a netlink message into its JSON line (one f-string
- * with a dozen substitutions), about half of what `ss` takes for the whole table. This module
- * does exactly what portkit.sockets._netlink's pure-Python column path does, for buffers of
+ * Why: `portkit ls --all --json` is measured against `ss -tan` on tens of thousands of
+ * sockets, and turning each netlink message into its JSON line in Python (one f-string with
+ * a dozen substitutions) costs a large share of what `ss` takes for the whole table
+ * (figures in BENCHMARKS.md). This module
+ * does exactly what portkit's pure-Python column paths do (the column check in
+ * portkit.sockets._netlink, the JSON lines in portkit.sockets._jsonout), for buffers of
  * equal-sized inet_diag messages (RawRows), and nothing else:
  *
  *   uniform_family(buf, size) -> int
@@ -11,7 +13,8 @@
  *       them is a SOCK_DIAG_BY_FAMILY message of exactly `size` bytes of one family, else -1.
  *   json_text(body, size, count, version, head, state_text, tail) -> str
  *       The JSON lines of the `count` messages of `body`, joined by ",\n", byte for byte what
- *       RawRows.json_lines produces. `tail` is one str for every row, or a list of one per row.
+ *       portkit.sockets._jsonout.raw_rows_lines produces. `tail` is one str for every row,
+ *       or a list of one per row.
  *
  * The pure-Python path stays the reference and the fallback (tests run both and compare).
  * Nothing here blocks, so the GIL is kept. Every read of `body` is bounds-checked against

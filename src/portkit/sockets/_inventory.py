@@ -14,8 +14,8 @@ from portkit.sockets import _netns
 from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
 from portkit.sockets._value import FrozenValue
 
-# `portkit ls --json` imports this module (portkit.cli.entry): no typing, dataclasses or json
-# at run time (see portkit.sockets._value); json is imported where a value needs it.
+# `portkit ls --json` imports this module: no typing, dataclasses or json at run time
+# (portkit.sockets, "Import cost"); json is imported where a value needs it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from portkit.sockets._netlink import RawRows
     from portkit.sockets._process import ProcessInfo
     from portkit.sockets._procs import Holders, OwnerMap
-    from portkit.sockets._tcpinfo import TcpInfo
 
 LISTENING = frozenset({TcpState.LISTEN, TcpState.CLOSE})
+_PROCESSES = Socket._fields.index("processes")  # where `_with_owners` puts a row's processes
 BACKENDS = ("auto", "netlink", "proc")
 
 
@@ -248,70 +248,13 @@ class Inventory(FrozenValue):
     def json_chunks(self) -> Iterator[str]:
         """`to_json()` as JSON text, one socket per line, built without a dict per row.
 
-        Equal to `json.dumps(self.to_json())` once parsed (a test holds it to that); this is
-        what lets `portkit ls --all --json` keep up with `ss` on tens of thousands of rows:
-        rows still in the kernel's bytes (RawRows) are formatted from them without becoming
-        Sockets (in C when portkit.sockets._diagrows is built), other rows by one f-string
-        each, with the few non-scalar values (state label, namespace, processes) looked up
-        ready-made. Rows come a recv() buffer at a time, not as one joined string.
+        Equal to `json.dumps(self.to_json())` once parsed; rows still in the kernel's bytes
+        (RawRows) are written from them without becoming Sockets. The writers, and why they
+        exist, are portkit.sockets._jsonout.
         """
-        dumps = json_text
-        header = dumps(self._header())
-        yield header[:-1] + ', "sockets": [\n'
-        # Indexed by the state's number: an IntEnum's hash runs Python code, a list index does not.
-        state_text = [""] * 256
-        for known in TcpState:
-            state_text[known] = known.label
-        # Keyed by identity: rows of one process share one tuple, and hashing a tuple of
-        # dataclasses per row would cost more than the rest of the row.
-        procs_text: dict[int, str] = {}
-        # Rows go out a batch at a time: joining 5 MB of them first would copy them once more.
-        separator = ""
-        built: list[Socket] = []
-        for part in (*self._rows, None):
-            if isinstance(part, Socket):
-                built.append(part)
-                continue
-            if built:
-                yield separator + _socket_lines(built, state_text, procs_text)
-                separator = ",\n"
-                built = []
-            if part is not None:
-                yield separator
-                yield part.json_text(state_text, dumps(part.netns), procs_text)
-                separator = ",\n"
-        processes = {str(pid): p.to_json() for pid, p in sorted(self._processes.items())}
-        yield '\n], "processes": ' + dumps(processes) + "}\n"
+        from portkit.sockets._jsonout import inventory_chunks
 
-
-def json_text(value: object) -> str:
-    """`json.dumps(value)`, without importing json for the plain values of a header.
-
-    None, booleans, ints, lists, dicts with str keys and strings that need no escape are
-    written here exactly as json.dumps writes them (its default separators); anything else
-    (floats, tuples, enums, a string with a quote or a control character) goes to json.dumps,
-    whose output for a part is the same text it writes inside a whole.
-    """
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    # Exact types only (isinstance alone would let subclasses such as IntEnum through).
-    kind = type(value)
-    if kind is int and isinstance(value, int):
-        return int.__repr__(value)
-    if kind is str and isinstance(value, str):
-        if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
-            return f'"{value}"'
-    elif kind is list and isinstance(value, list):
-        return "[" + ", ".join([json_text(item) for item in value]) + "]"
-    elif kind is dict and isinstance(value, dict) and all(type(key) is str for key in value):
-        return "{" + ", ".join([f"{json_text(key)}: {json_text(item)}" for key, item in value.items()]) + "}"
-    import json
-
-    return json.dumps(value)
+        return inventory_chunks(self, self._header())
 
 
 def _built(rows: Iterable[Socket | RawRows]) -> tuple[Socket, ...]:
@@ -323,40 +266,6 @@ def _built(rows: Iterable[Socket | RawRows]) -> tuple[Socket, ...]:
         else:
             out.extend(row.build())
     return tuple(out)
-
-
-def _add_procs_text(procs_text: dict[int, str], procs: Iterable[tuple[ProcessInfo, ...]]) -> None:
-    import json
-
-    for key, held in {id(held): held for held in procs}.items():
-        if key not in procs_text:
-            procs_text[key] = json.dumps([{"pid": p.pid, "name": p.name} for p in held])
-
-
-def _socket_lines(sockets: list[Socket], state_text: list[str], procs_text: dict[int, str]) -> str:
-    """Socket.to_json() of built rows as text, one per line (the layout RawRows.json_lines shares)."""
-    import json
-
-    netns_text = {ns: json.dumps(ns) for ns in {row[12] for row in sockets}}
-    _add_procs_text(procs_text, (row[13] for row in sockets))
-    # fmt: off
-    return ",\n".join([
-        f'{{"protocol": "{transport._value_}", "family": {family}, "state": "{state_text[state]}", '
-        f'"local": {{"address": "{la}", "port": {lp}}}, "remote": {{"address": "{ra}", "port": {rp}}}, '
-        f'"recv_q": {rq}, "send_q": {sq}, "uid": {uid}, "inode": {inode}, '
-        f'"interface": {ifindex or "null"}, "netns": {netns_text[ns]}, '
-        f'"processes": {procs_text[id(procs)]}'
-        f'{"" if info is None else _tcp_info_json(info)}}}'
-        for (transport, family, state, la, lp, ra, rp, rq, sq, uid, inode, ifindex, ns, procs, info)
-        in sockets
-    ])
-    # fmt: on
-
-
-def _tcp_info_json(info: TcpInfo) -> str:
-    import json
-
-    return ', "tcp_info": ' + json.dumps(info.to_json())
 
 
 def _read_namespace(
@@ -463,7 +372,9 @@ def _with_owners(rows: list[Socket], owners: Holders | None) -> list[Socket]:
     new = tuple.__new__
     # Concatenation is the fastest way to swap one field of a tuple.
     return [
-        row if row[10] not in owners else new(Socket, row[:13] + (owners.get(row[10]), row[14]))  # noqa: RUF005
+        row
+        if row.inode not in owners
+        else new(Socket, row[:_PROCESSES] + (owners.get(row.inode),) + row[_PROCESSES + 1 :])  # noqa: RUF005
         for row in rows
     ]
 
@@ -516,7 +427,8 @@ def list_sockets(
     kept = tuple(row for row in _built(rows) if query.keeps(row)) if filtered else tuple(rows)
     if owners is not None and (filtered or by_inode is None):
         # Holders describes only the processes of listed rows; a filter may have dropped some.
-        wanted = {p.pid for procs in {id(row[13]): row[13] for row in _built(kept)}.values() for p in procs}
+        held = {id(row.processes): row.processes for row in _built(kept)}
+        wanted = {p.pid for procs in held.values() for p in procs}
         processes = {pid: info for pid, info in processes.items() if pid in wanted}
     return Inventory(
         _rows=kept,
@@ -553,7 +465,7 @@ def attribute_rows(rows: Sequence[Socket]) -> tuple[list[Socket], OwnerMap, dict
     row's inode: a socket inherited across fork() is held by each process that has it)."""
     from portkit.sockets._procs import Holders, find_owners
 
-    wanted = {row[10] for row in rows if row[10]}
+    wanted = {row.inode for row in rows if row.inode}
     owners = find_owners(wanted)
     holders = Holders(owners)
     return _with_owners(list(rows), holders), owners, holders.processes

@@ -11,14 +11,15 @@ the row-at-a-time path, which decodes exactly the same values.
 
 Two loops of the column path have a C twin in portkit.sockets._diagrows (built when a compiler
 is present; `ACCELERATED` says whether it was): checking that a buffer holds only equal-sized
-socket messages, and writing their JSON lines (`RawRows.json_text`). The Python code below is
-the reference and the fallback; tests run both and require the same results.
+socket messages (`_uniform_family`, here), and writing their JSON lines (portkit.sockets._jsonout,
+with every other JSON writer of the inventory). The Python code is the reference and the
+fallback; tests run both and require the same results.
 """
 
 from __future__ import annotations
 
-# The C module behind `socket`: the same functions, without the 5 ms socket.py spends turning
-# its constants into enums at import, which `portkit ls` would pay on every run.
+# The C module behind `socket`: the same functions, without socket.py's conversion of its
+# constants into enums at import (portkit.sockets, "Import cost").
 import _socket as socket
 import os
 import struct
@@ -303,7 +304,7 @@ class RawRows:
 
     `list_sockets` keeps them this way when nothing needs to look at single rows, so that
     `Inventory.json_chunks()` can write each socket's JSON straight from the message
-    (one f-string per socket) instead of building a Socket and then reading it back;
+    (portkit.sockets._jsonout) instead of building a Socket and then reading it back;
     `build()` gives the same rows as the decoder would have appended.
     """
 
@@ -339,68 +340,6 @@ class RawRows:
         if self.owners is None:
             return repeat((), self.count)
         return self.owners.lookup(self._inodes())
-
-    def json_text(self, state_text: list[str], netns_json: str, procs_json: dict[int, str]) -> str:
-        """`json_lines` joined by ",\n": in C when portkit.sockets._diagrows is built."""
-        if _diagrows is None:
-            return ",\n".join(self.json_lines(state_text, netns_json, procs_json))
-        head = f'{{"protocol": "{self.transport.value}", "family": {self.version}, "state": "'
-        netns_part = f', "netns": {netns_json}, "processes": '
-        tail: str | list[str]
-        if self.owners is None:
-            tail = netns_part + "[]}"
-        else:
-            held = list(self.processes())
-            texts = self._procs_json(procs_json, held)
-            tail = [f"{netns_part}{texts[id(procs)]}}}" for procs in held]
-        return _diagrows.json_text(self.body, self.size, self.count, self.version, head, state_text, tail)
-
-    @staticmethod
-    def _procs_json(procs_json: dict[int, str], held: list[tuple[ProcessInfo, ...]]) -> dict[int, str]:
-        """`procs_json` with the JSON of every process tuple in `held` added (keyed by id())."""
-        import json
-
-        for key, procs in {id(procs): procs for procs in held}.items():
-            if key not in procs_json:
-                procs_json[key] = json.dumps([{"pid": p.pid, "name": p.name} for p in procs])
-        return procs_json
-
-    def json_lines(self, state_text: Sequence[str], netns_json: str, procs_json: dict[int, str]) -> list[str]:
-        """Socket.to_json() of every row as text, in the layout `Inventory.json_chunks` writes.
-
-        `procs_json` maps id() of each process tuple to its JSON; entries are added as needed.
-        """
-        whole, ports, _check, _inode = _column_structs(self.size)
-        text = _ADDRESS_TEXT[self.version]
-        # What every row of the batch shares is written once, not substituted per row.
-        head = f'{{"protocol": "{self.transport.value}", "family": {self.version}, "state": "'
-        netns_part = f', "netns": {netns_json}, "processes": '
-        rows = whole.iter_unpack(self.body)
-        both_ports = ports.iter_unpack(self.body)
-        if self.owners is None:
-            tail = netns_part + "[]}"
-            # fmt: off
-            return [
-                f'{head}{state_text[state]}", "local": {{"address": "{text[src]}", "port": {sport}}}, '
-                f'"remote": {{"address": "{text[dst]}", "port": {dport}}}, '
-                f'"recv_q": {rq}, "send_q": {wq}, "uid": {uid}, "inode": {inode}, '
-                f'"interface": {ifindex or "null"}{tail}'
-                for (_l, _t, _f, state, _s, _d, src, dst, ifindex, rq, wq, uid, inode), (sport, dport)
-                in zip(rows, both_ports, strict=True)
-            ]
-            # fmt: on
-        held = list(self.processes())
-        self._procs_json(procs_json, held)
-        # fmt: off
-        return [
-            f'{head}{state_text[state]}", "local": {{"address": "{text[src]}", "port": {sport}}}, '
-            f'"remote": {{"address": "{text[dst]}", "port": {dport}}}, '
-            f'"recv_q": {rq}, "send_q": {wq}, "uid": {uid}, "inode": {inode}, '
-            f'"interface": {ifindex or "null"}{netns_part}{procs_json[id(procs)]}}}'
-            for (_l, _t, _f, state, _s, _d, src, dst, ifindex, rq, wq, uid, inode), (sport, dport), procs
-            in zip(rows, both_ports, held, strict=True)
-        ]
-        # fmt: on
 
 
 def _decode_rows(
@@ -622,21 +561,3 @@ def dump_all(
                     lazy=lazy,
                 )
     return rows
-
-
-def count_all(
-    transports: Sequence[Transport],
-    families: Sequence[int],
-    states: Iterable[TcpState],
-    *,
-    bytecodes: dict[Transport, bytes] | None = None,
-) -> int:
-    """How many sockets of this namespace match, over one netlink socket."""
-    wanted = list(states)
-    total = 0
-    with SockDiagClient() as client:
-        for transport in transports:
-            for family in families:
-                bytecode = (bytecodes or {}).get(transport, b"")
-                total += client.count(transport, family, wanted, bytecode=bytecode)
-    return total

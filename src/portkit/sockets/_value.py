@@ -1,8 +1,7 @@
 """Immutable value classes for the modules `portkit ls --json` imports, without `dataclasses`.
 
-Why: the Click-free lane (portkit.cli.entry) is measured against `ss -tan`, and importing
-`dataclasses` (which imports `inspect`, `ast`, `dis` and `tokenize`) costs about 17 ms, a
-quarter of what `ss` takes for 20,000 sockets. The few values on that path (SocketQuery,
+Why: the modules of `portkit ls --json` do not import `dataclasses` (portkit.sockets,
+"Import cost"). The few values on that path (SocketQuery,
 Inventory, Namespace) subclass `FrozenValue` instead: a keyword-or-positional `__init__`
 of their own, and from here equality, hashing, repr, immutability and pickling by field, as
 `@dataclass(frozen=True)` would generate them, plus `replace(**changes)`.
