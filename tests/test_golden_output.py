@@ -15,7 +15,8 @@ Fixed inputs:
   headers on 80, a server that accepts and closes on 7001), nothing on 7002 (closed), and an nft
   rule dropping 7003 (filtered, its listener never sees a SYN). Scanned with -sT, -sS and -sS --sv.
 - ls: another namespace with a listener on 127.0.0.1:7101, an established loopback pair whose both
-  ends have fixed ports (7102 <- 7202), and a UDP socket on 127.0.0.1:7103; `ls` and `ls --all`.
+  ends have fixed ports (7102 <- 7202), a UDP socket on 127.0.0.1:7103 and a listener on [::1]:7104;
+  `ls`, `ls --all` and `ls --all -p`.
 
 What `normalise_*` replaces, and why (nothing else is touched):
 - times: `start`/`elapsed` (JSON), `start`, `startstr`, `starttime`, `endtime`, `time`, `timestr`,
@@ -321,7 +322,10 @@ else:
     accepted, _ = server.accept()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 7103))
-    held += [server, client, accepted, udp]
+    v6 = socket.socket(socket.AF_INET6)
+    v6.bind(("::1", 7104))
+    v6.listen(8)
+    held += [server, client, accepted, udp, v6]
 print("ready", flush=True)
 sys.stdin.read()
 """
