@@ -549,3 +549,40 @@ def test_golden_files_are_all_used() -> None:
             (GOLDEN / stale).unlink()
         return
     assert {p.name for p in GOLDEN.iterdir()} == expected
+
+
+def test_normalisers_replace_only_what_varies(tmp_path: Path) -> None:
+    """A service's version, a state's TTL and the scan's arguments survive; times and rtts do not."""
+    xml = (
+        f'<nmaprun scanner="portkit" args="portkit scan -oX {tmp_path}/a.xml" start="1796626919" '
+        'startstr="Mon Dec  7 07:01:59 2026" version="0.1.0" xmloutputversion="1.05">\n'
+        '<host starttime="1796626919" endtime="1796626920">\n'
+        '<state state="open" reason="syn-ack" reason_ttl="64"/>\n'
+        '<service name="ssh" product="OpenSSH" version="9.2p1" method="probed" conf="10"/>\n'
+        '<times srtt="154" rttvar="5000" to="100000"/>\n'
+        '<finished time="1796626920" timestr="Mon Dec  7 07:02:00 2026" summary="Nmap done at '
+        'Mon Dec  7 07:02:00 2026; 1 IP address (1 host up) scanned in 0.09 seconds" elapsed="0.09"/>\n'
+    )
+    assert normalise_scan_xml(xml, tmp_path) == (
+        '<nmaprun scanner="portkit" args="portkit scan -oX <tmp>/a.xml" start="<start>" '
+        'startstr="<startstr>" version="<version>" xmloutputversion="1.05">\n'
+        '<host starttime="<starttime>" endtime="<endtime>">\n'
+        '<state state="open" reason="syn-ack" reason_ttl="64"/>\n'
+        '<service name="ssh" product="OpenSSH" version="9.2p1" method="probed" conf="10"/>\n'
+        '<times srtt="<srtt>" rttvar="<rttvar>" to="<to>"/>\n'
+        '<finished time="<time>" timestr="<timestr>" summary="Nmap done at <date>; 1 IP address '
+        '(1 host up) scanned in <seconds> seconds" elapsed="<elapsed>"/>\n'
+    )
+    grepable = (
+        "# Nmap 7.93 scan initiated Mon Dec  7 07:01:59 2026 as: portkit scan -p 22\n"
+        "Host: 127.0.0.1 ()\tPorts: 22/open/tcp//ssh//OpenSSH 9.2p1/\n"
+        "# Nmap done at Mon Dec  7 07:01:59 2026 -- 1 IP address (1 host up) scanned in 0.09 seconds\n"
+    )
+    assert normalise_scan_grepable(grepable, tmp_path) == (
+        "# Nmap <version> scan initiated <date> as: portkit scan -p 22\n"
+        "Host: 127.0.0.1 ()\tPorts: 22/open/tcp//ssh//OpenSSH 9.2p1/\n"
+        "# Nmap done at <date> -- 1 IP address (1 host up) scanned in <seconds> seconds\n"
+    )
+    assert _only_added({"a": [{"b": 1}]}, {"a": [{"b": 1, "c": 2}], "d": 3})
+    assert not _only_added({"a": [{"b": 1}]}, {"a": [{"b": 2}]})
+    assert not _only_added({"a": [1, 2]}, {"a": [1]})
