@@ -8,12 +8,14 @@ meant to keep behaviour (a refactor) can show it changed nothing a user or a pro
 Fixed inputs:
 - firewall: two rule sets of tests/corpus/firewall (an iptables-save file, a ufw directory) and
   GOLDEN_NFT below (an nft script with a set, a DNAT, a reject, a reset, a shadowed rule and an
-  undecidable `limit` match), each with a few flows; `fw show` and `fw lint` of GOLDEN_NFT. The
-  firewall commands read files only: their output is compared exactly, no normalisation.
+  undecidable `limit` match), each flow checked alone and all at once (`--flows`); `fw show` and
+  `fw lint` of GOLDEN_NFT. The firewall commands read files only: their output is compared
+  exactly, but for the temporary directory the test writes GOLDEN_NFT to.
 - scan: a network namespace this test creates (name `pkgold<pid>x<random>`, so parallel runs never
   collide), with TCP servers on 127.0.0.1 (a fixed SSH banner on 22, an HTTP server with fixed
   headers on 80, a server that accepts and closes on 7001), nothing on 7002 (closed), and an nft
-  rule dropping 7003 (filtered, its listener never sees a SYN). Scanned with -sT, -sS and -sS --sv.
+  rule dropping 7003 (filtered, its listener never sees a SYN). Scanned with -sT and -sS, and
+  22,80,7002 with -sS --sv, with a fixed --seed.
 - ls: another namespace with a listener on 127.0.0.1:7101, an established loopback pair whose both
   ends have fixed ports (7102 <- 7202), a UDP socket on 127.0.0.1:7103 and a listener on [::1]:7104;
   `ls`, `ls --all` and `ls --all -p`.
@@ -41,7 +43,7 @@ change output (a new field, say), review the diff, then rewrite the files from t
 
 and commit tests/golden/ with the change. The scan and ls cases need root (namespaces, nft, raw
 sockets) and skip without it, as do the GOLDEN_NFT cases (nft parses a script in a private
-namespace); the iptables and ufw cases run anywhere.
+namespace); the iptables and ufw cases run anywhere. Update as root: a skipped case writes nothing.
 """
 
 from __future__ import annotations
