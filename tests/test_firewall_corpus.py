@@ -22,7 +22,6 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -256,18 +255,24 @@ def test_agreement_at_least_95_percent(results: dict[str, RulesetResult], reader
 # --- the harness's own verdicts (no root needed) -----------------------------------------------
 
 
-def test_uncertainty_is_read_from_every_form_portkit_gives_it() -> None:
+def test_uncertainty_is_read_from_the_outcomes_not_from_assumption_notes() -> None:
     import ipaddress
 
+    from portkit.firewall import Outcome
+
     packet = Packet(6, ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("10.0.0.2"), 1000, 22)
-    sure = Decision(packet, Verdict.ACCEPT, Direction.INPUT, ())
+    accept = Outcome(Verdict.ACCEPT, Direction.INPUT, ())
+    drop = Outcome(Verdict.DROP, Direction.INPUT, ())
+    sure = Decision(packet, Verdict.ACCEPT, Direction.INPUT, (), outcomes=(accept,))
     assert not corpus.is_uncertain(sure)
-    assert corpus.is_uncertain(
-        Decision(packet, Verdict.ACCEPT, Direction.INPUT, (), uncertain=("ct status",))
+    # Notes about assumptions whose branches all agree leave the answer certain.
+    noted = Decision(
+        packet, Verdict.ACCEPT, Direction.INPUT, (), uncertain=("limit",), outcomes=(accept, accept)
     )
-    assert corpus.is_uncertain(SimpleNamespace(certain=False, uncertain=()))  # type: ignore[arg-type]
-    assert corpus.is_uncertain(SimpleNamespace(outcomes=("accept", "drop")))  # type: ignore[arg-type]
-    assert not corpus.is_uncertain(SimpleNamespace(certain=True, outcomes=("accept",)))  # type: ignore[arg-type]
+    assert not corpus.is_uncertain(noted)
+    split = Decision(packet, Verdict.ACCEPT, Direction.INPUT, (), outcomes=(accept, drop), certain=False)
+    assert corpus.is_uncertain(split)
+    assert corpus.is_uncertain(Decision(packet, Verdict.ACCEPT, Direction.INPUT, (), certain=False))
 
 
 def test_a_sure_wrong_answer_counts_as_confidently_wrong() -> None:
