@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from portkit.errors import UsageError
 from portkit.firewall import (
     Action,
+    ExportRefused,
     Field,
     Hook,
     Packet,
@@ -233,8 +234,10 @@ def test_unmodelled_expressions_are_kept_and_flagged() -> None:
     assert any("meta" in n and "assumed to match" in n for n in rs.notes)
     d = evaluate(rs, Packet.parse("tcp 10.1.0.1:1 -> 192.0.2.1:9999"))
     assert d.outcome == "accept" and d.uncertain  # the mark match is assumed to hold, and says so
-    _, problems = render_nft(rs)
-    assert any("opaque" in p for p in problems)
+    rendering = render_nft(rs)
+    # The rule is left out whole, never rendered without its mark match.
+    assert [o.where for o in rendering.omitted] == ["inet f input #7"]
+    assert "meta" not in rendering.text
 
 
 def test_iptables_save_v4_and_v6() -> None:
@@ -390,13 +393,15 @@ def test_iptables_export_splits_sets_and_reports_what_it_cannot_write() -> None:
 
 def test_ufw_and_firewalld_exports() -> None:
     rs = parse_policy(POLICY)
-    ufw, ufw_problems = export_ruleset(rs, "ufw")
+    with pytest.raises(ExportRefused, match="ufw accepts icmp"):
+        export_ruleset(rs, "ufw")  # ufw's before.rules accept ICMP this policy drops
+    ufw, ufw_problems = export_ruleset(rs, "ufw", force=True)
     assert "ufw default deny incoming" in ufw
     assert "ufw allow proto tcp from 10.0.0.0/8 to any port 22" in ufw
     assert "ufw deny proto tcp from any to any port 6379" in ufw
     assert any("established" in p for p in ufw_problems)
-    fwd, fwd_problems = export_ruleset(rs, "firewalld")
-    assert "--set-target=DROP" in fwd
+    fwd, fwd_problems = export_ruleset(rs, "firewalld", force=True)
+    assert "--new-zone=portkit" in fwd and "--set-target=DROP" in fwd
     assert 'source address="10.0.0.0/8" port port="22" protocol="tcp" accept' in fwd
     assert 'port port="5000-5100" protocol="udp" reject type="icmp-admin-prohibited"' in fwd
     assert any("interface" in p for p in fwd_problems)  # `allow in on lo`

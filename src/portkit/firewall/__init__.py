@@ -16,7 +16,7 @@ from portkit.firewall._eval import (
     evaluate,
     scanner_view,
 )
-from portkit.firewall._export import export_ruleset, render_firewalld
+from portkit.firewall._export import ExportRefused, Omission, Rendering, export_ruleset, render_firewalld
 from portkit.firewall._fast import FastEvaluator
 from portkit.firewall._iptables import import_iptables_save, render_iptables
 from portkit.firewall._lint import Finding, Severity, lint_ruleset
@@ -52,6 +52,7 @@ __all__ = [
     "CtState",
     "Decision",
     "Direction",
+    "ExportRefused",
     "Family",
     "FastEvaluator",
     "Field",
@@ -60,9 +61,11 @@ __all__ = [
     "Match",
     "NamedSet",
     "NatTarget",
+    "Omission",
     "Packet",
     "Reject",
     "RejectType",
+    "Rendering",
     "Rule",
     "Ruleset",
     "ScannerView",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portkit.errors import UsageError
+from portkit.firewall._export import Omission, OmissionPolicy, Rendering
 from portkit.firewall._model import (
     ICMP_TYPES,
     ICMPV6_TYPES,
@@ -457,20 +458,48 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
 
 # --- export ---------------------------------------------------------------------------------
 
+# Statements nft's JSON holds that change nothing a later rule or the kernel decides on.
+_NFT_STRING_MAX = 127  # NFT_USERDATA_MAXLEN leaves 128 bytes for a comment, with the NUL
 
-def _rule_text(rule: Rule, family: Family, problems: list[str], where: str) -> str:
-    parts = [str(m) for m in rule.matches if m.field is not Field.OPAQUE]
-    if any(m.field is Field.OPAQUE for m in rule.matches):
-        problems.append(
-            f"{where}: opaque match dropped from the nft rendering: "
-            + "; ".join(m.text for m in rule.matches if m.field is Field.OPAQUE)
-        )
+
+class _Unrenderable(Exception):
+    """This rule cannot be written as nft text faithfully; the message says why."""
+
+
+def nft_string(text: str) -> str:
+    """A quoted nft string. nft's scanner has no escape for `"` inside a string, so a
+    string holding one (or a newline) cannot be written."""
+    if '"' in text or "\n" in text or "\\" in text:
+        raise _Unrenderable(f"the string {text[:40]!r} holds a quote, backslash or newline")
+    return f'"{text}"'
+
+
+def nft_name(name: str) -> str:
+    """A table, chain or set name: bare when nft's scanner reads it as one identifier."""
+    import re
+
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_./-]*", name):
+        return name
+    return nft_string(name)
+
+
+def _rule_text(rule: Rule, family: Family) -> str:
+    opaque = [m.text for m in rule.matches if m.field is Field.OPAQUE]
+    if opaque:
+        raise _Unrenderable(f"match {'; '.join(opaque)} is not modelled")
+    if rule.opaque:
+        raise _Unrenderable(f"statements {'; '.join(rule.opaque)} are not modelled")
+    for m in rule.matches:
+        if not m.set_name and not m.names and not m.ranges:
+            raise _Unrenderable(f"an empty set in {m.field}")
+        if m.field in (Field.IIF, Field.OIF):
+            for n in m.names:
+                nft_string(n)
+    parts = [str(m) for m in rule.matches]
     if rule.counter:
         parts.append("counter")
     if rule.log is not None:
-        parts.append(f'log prefix "{rule.log}"' if rule.log else "log")
-    if rule.opaque:
-        problems.append(f"{where}: statements not rendered: {'; '.join(rule.opaque)}")
+        parts.append(f"log prefix {nft_string(rule.log)}" if rule.log else "log")
     act = rule.action
     if act is Action.REJECT:
         rej = rule.reject or Reject()
@@ -480,45 +509,68 @@ def _rule_text(rule: Rule, family: Family, problems: list[str], where: str) -> s
                 rej.answer(4 if family is Family.IP else 6).split("-", 1)[1],
             )
         parts.append(str(rej))
-    elif act in (Action.DNAT, Action.SNAT) and rule.nat is not None:
+    elif act in (Action.DNAT, Action.SNAT):
+        nat = rule.nat or NatTarget()
+        if not nat.address:
+            # The importer keeps the verdict of a NAT to a map or range but not the rewrite.
+            raise _Unrenderable(f"{act.value} without a known target address (a map or range?)")
         fam = ""
-        if family is Family.INET and rule.nat.address:
-            fam = "ip6 " if ":" in rule.nat.address else "ip "
-        parts.append(f"{act.value} {fam}to {rule.nat}")
+        if family is Family.INET:
+            fam = "ip6 " if ":" in nat.address else "ip "
+        parts.append(f"{act.value} {fam}to {nat}")
     elif act is Action.REDIRECT:
+        if rule.nat and rule.nat.address:
+            raise _Unrenderable(f"redirect to {rule.nat} names an address")
         parts.append(f"redirect to :{rule.nat.port}" if rule.nat and rule.nat.port else "redirect")
+    elif act is Action.MASQUERADE:
+        if rule.nat and (rule.nat.address or rule.nat.port is not None):
+            raise _Unrenderable(f"masquerade to {rule.nat} cannot be written")
+        parts.append("masquerade")
+    elif act in (Action.JUMP, Action.GOTO):
+        parts.append(f"{act.value} {nft_name(rule.target)}")
     elif act is not Action.CONTINUE:
         parts.append(rule.verdict_text())
     if rule.comment:
-        parts.append(f'comment "{rule.comment}"')
+        comment = rule.comment
+        if len(comment.encode()) > _NFT_STRING_MAX:
+            raise _Unrenderable(f"comment longer than nft's {_NFT_STRING_MAX} bytes")
+        parts.append(f"comment {nft_string(comment)}")
     return " ".join(parts)
 
 
-def render_nft(ruleset: Ruleset, *, flush: bool = True) -> tuple[str, list[str]]:
-    """An `nft -f` script for the model, and what it could not render faithfully."""
-    problems: list[str] = []
+def render_nft(ruleset: Ruleset, *, flush: bool = True) -> Rendering:
+    """An `nft -f` script for the model.
+
+    A rule that cannot be written faithfully is left out whole, never without one of its
+    matches; the Rendering says whether that only narrows (see `portkit.firewall._export`)."""
+    policy = OmissionPolicy(ruleset)
+    omitted: list[Omission] = []
+    notes: list[str] = []
     lines: list[str] = []
     if flush:
         lines.append("flush ruleset")
     for t in ruleset.tables:
-        lines.append(f"table {t.family} {t.name} {{")
+        lines.append(f"table {t.family} {nft_name(t.name)} {{")
         for s in t.sets:
-            lines.append(f"\tset {s.name} {{")
+            lines.append(f"\tset {nft_name(s.name)} {{")
             lines.append(f"\t\ttype {s.type}")
             if s.flags:
                 lines.append(f"\t\tflags {', '.join(s.flags)}")
             elems = s.to_json()["elements"]
             if s.type == "ifname":
-                elems = [f'"{e}"' for e in elems]
+                elems = [nft_string(e) for e in elems]
             if elems:
                 lines.append(f"\t\telements = {{ {', '.join(elems)} }}")
             lines.append("\t}")
         for c in t.chains:
-            lines.append(f"\tchain {c.name} {{")
+            lines.append(f"\tchain {nft_name(c.name)} {{")
             if c.hook is not None:
                 lines.append(f"\t\ttype {c.type} hook {c.hook} priority {c.priority}; policy {c.policy};")
             for i, r in enumerate(c.rules):
-                lines.append("\t\t" + _rule_text(r, t.family, problems, f"{t} {c.name} #{i + 1}"))
+                try:
+                    lines.append("\t\t" + _rule_text(r, t.family))
+                except _Unrenderable as exc:
+                    omitted.append(policy.omit(t, c, i, r, str(exc)))
             lines.append("\t}")
         lines.append("}")
-    return "\n".join(lines) + "\n", problems
+    return Rendering("\n".join(lines) + "\n", tuple(notes), tuple(omitted))
