@@ -758,11 +758,17 @@ def _drop_instead(args: list[str]) -> list[str]:
 
 
 def _homes(table: Table, base_tables: dict[str, str]) -> dict[str, set[str]]:
-    """Per regular chain, the iptables tables whose base chains reach it."""
+    """Per regular chain, the iptables tables whose base chains reach it; a chain no base chain
+    reaches goes to filter, and so does everything it calls."""
     calls = {c.name: {r.target for r in c.rules if r.target} for c in table.chains}
     out: dict[str, set[str]] = {}
-    for base, ipt_table in base_tables.items():
-        todo = list(calls.get(base, ()))
+    unreached = [c.name for c in table.chains if c.hook is None]
+    roots = [(calls.get(base, set()), ipt_table) for base, ipt_table in base_tables.items()]
+    for targets, ipt_table in [*roots, (set(), "")]:
+        if not ipt_table:
+            # Second pass: what no base chain reaches, with its callees, lives in filter.
+            targets, ipt_table = {n for n in unreached if n not in out}, "filter"
+        todo = list(targets)
         seen: set[str] = set()
         while todo:
             name = todo.pop()
