@@ -578,3 +578,23 @@ def test_a_chain_called_from_two_iptables_tables_is_in_both(netns: Netns) -> Non
         assert sum("-A common -p tcp -m tcp --dport 23 -j DROP" in part for part in sections) == 2
         # `-i` cannot be used on postrouting in iptables: that accept is left out, only narrowing.
         assert [(o.where, o.narrows) for o in rendering.omitted] == [("inet t post #1", True)]
+
+
+@needs_root
+def test_check_loads_the_export_in_a_scratch_namespace(netns: Netns) -> None:
+    from portkit.errors import PortkitError
+    from portkit.firewall import check_export
+
+    check_export(render_nft(_nft(OPENWRT.format(wan="eth0"))).text, "nft")
+    check_export("*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n", "iptables")
+    # iptables-restore --test passes this; only the kernel refuses REJECT outside filter.
+    bad = "*mangle\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp -j REJECT\nCOMMIT\n"
+    assert netns.run("iptables-restore", "--test", stdin=bad).returncode == 0
+    with pytest.raises(PortkitError, match="iptables-restore refuses the export"):
+        check_export(bad, "iptables")
+    before = set(_run("ip", "netns", "list").stdout.split())
+    with pytest.raises(PortkitError, match="nft refuses"):
+        check_export("table ip t { chain c { tcp dport 22 frobnicate; } }", "nft")
+    assert not any(
+        n.startswith("portkit-check-") for n in set(_run("ip", "netns", "list").stdout.split()) - before
+    )

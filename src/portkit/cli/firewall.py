@@ -336,6 +336,11 @@ def lint(
     is_flag=True,
     help="Leave out rules that cannot be rendered even where that could accept more (warned).",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Load the export with nft / iptables-restore in a scratch network namespace first (root).",
+)
 @json_option
 def export(
     rules: str | None,
@@ -344,6 +349,7 @@ def export(
     fmt: str | None,
     strict: bool,
     force: bool,
+    check: bool,
     as_json: bool,
 ) -> None:
     """Write the rules for another tool, never accepting more than they do.
@@ -351,11 +357,13 @@ def export(
     A rule the target cannot express is left out whole when that can only narrow (an accept in
     a filter chain), with a note on stderr; otherwise the export fails (exit 1) naming the rules,
     and --force leaves them out too, with a warning."""
-    from portkit.firewall import ExportRefused, export_ruleset
+    from portkit.firewall import ExportRefused, check_export, export_ruleset
 
     ruleset = _load(netns, rules, fmt)
     try:
         rendering = export_ruleset(ruleset, target, force=force)
+        if check:
+            check_export(rendering.text, target)
     except ExportRefused as exc:
         if not as_json:
             raise

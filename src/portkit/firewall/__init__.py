@@ -16,7 +16,14 @@ from portkit.firewall._eval import (
     evaluate,
     scanner_view,
 )
-from portkit.firewall._export import ExportRefused, Omission, Rendering, export_ruleset, render_firewalld
+from portkit.firewall._export import (
+    ExportRefused,
+    Omission,
+    Rendering,
+    check_export,
+    export_ruleset,
+    render_firewalld,
+)
 from portkit.firewall._fast import FastEvaluator
 from portkit.firewall._iptables import import_iptables_save, render_iptables
 from portkit.firewall._lint import Finding, Severity, lint_ruleset
@@ -75,6 +82,7 @@ __all__ = [
     "Verdict",
     "apply_ruleset",
     "canonical",
+    "check_export",
     "confirm_apply",
     "detect_format",
     "evaluate",

@@ -363,3 +363,39 @@ def export_ruleset(ruleset: Ruleset, target: str, *, force: bool = False) -> Ren
     if rendering.unsafe and not force:
         raise ExportRefused(rendering, target)
     return rendering
+
+
+def check_export(text: str, target: str) -> None:
+    """Load an export with the real tool in a scratch network namespace (needs root).
+
+    nft checks with `nft -c`; iptables-restore's `--test` stops short of the kernel, which
+    alone refuses some rules (REJECT outside filter, for one), so iptables exports are loaded
+    for real into the scratch namespace, which is then deleted. ufw and firewalld have no
+    offline check. Raises PortkitError with the tool's first complaint."""
+    import os
+    import secrets
+    import subprocess
+
+    from portkit.errors import PermissionNeeded
+    from portkit.firewall._live import run_tool
+
+    tools = {
+        "nft": ["nft", "-c", "-f", "-"],
+        "iptables": ["iptables-restore"],
+        "ip6tables": ["ip6tables-restore"],
+    }
+    if target not in tools:
+        raise UsageError(f"--check works for nft, iptables and ip6tables exports, not {target}")
+    if os.geteuid() != 0:
+        raise PermissionNeeded("--check needs root (it loads the export in a scratch network namespace)")
+    name = f"portkit-check-{os.getpid()}-{secrets.token_hex(3)}"
+    created = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, check=False)
+    if created.returncode != 0:
+        raise PortkitError(f"cannot create a scratch network namespace: {created.stderr.strip()}")
+    try:
+        proc = run_tool(tools[target], netns=name, stdin=text)
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("Try `")]
+        raise PortkitError(f"{tools[target][0]} refuses the export: {' '.join(lines[:2])[:200]}")
