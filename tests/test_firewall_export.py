@@ -598,3 +598,29 @@ def test_check_loads_the_export_in_a_scratch_namespace(netns: Netns) -> None:
     assert not any(
         n.startswith("portkit-check-") for n in set(_run("ip", "netns", "list").stdout.split()) - before
     )
+
+
+@needs_root
+def test_other_families_and_nat_per_address_family(netns: Netns) -> None:
+    rs = _nft("""table netdev edge {
+        chain ingress { type filter hook ingress device lo priority 0; policy accept;
+            ip saddr 10.0.0.0/8 drop
+        }
+    }
+    table inet n {
+        chain pre { type nat hook prerouting priority dstnat; policy accept;
+            tcp dport 80 dnat ip to 10.0.0.2:8080
+            tcp dport 80 dnat ip6 to [fd00::2]:8080
+        }
+    }""")
+    for target in ("nft", "iptables", "ip6tables", "ufw", "firewalld"):
+        # The ingress drop chain has no place (nft: its device is not in the model): refused.
+        with pytest.raises(ExportRefused, match="netdev edge ingress"):
+            export_ruleset(rs, target)
+    v4 = export_ruleset(rs, "iptables", force=True).text
+    v6 = export_ruleset(rs, "ip6tables", force=True).text
+    validate(netns, "iptables", v4)
+    validate(netns, "ip6tables", v6)
+    assert "--to-destination 10.0.0.2:8080" in v4 and "fd00" not in v4
+    assert "--to-destination [fd00::2]:8080" in v6 and "10.0.0.2" not in v6
+    validate(netns, "nft", export_ruleset(rs, "nft", force=True).text)

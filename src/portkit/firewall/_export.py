@@ -24,6 +24,7 @@ from portkit.firewall._model import (
     Action,
     Chain,
     ChainType,
+    Family,
     Field,
     Hook,
     Reject,
@@ -208,7 +209,9 @@ def render_firewalld(ruleset: Ruleset, *, zone: str = "portkit") -> Rendering:
         (t, c)
         for t in ruleset.tables
         for c in t.chains
-        if c.hook is Hook.INPUT and c.type is ChainType.FILTER
+        if c.hook is Hook.INPUT
+        and c.type is ChainType.FILTER
+        and t.family in (Family.IP, Family.IP6, Family.INET)
     ]
     main = inputs[0] if inputs else None
     cmd = f"firewall-cmd --permanent --zone={zone}"

@@ -470,7 +470,7 @@ _TARGET_NAMES = {
     "NOTRACK",
     "TCPMSS",
 }
-_SAFE_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+.:/,=@%!")
+_SAFE_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+.:/,=@%![]")
 
 
 class _Unrenderable(Exception):
@@ -506,6 +506,9 @@ def _rule_variants(
     rej = rule.reject if rule.action is Action.REJECT else None
     if rej and rej.type in (RejectType.ICMP, RejectType.ICMPV6) and not rej.applies_to(version, 0):
         return None  # nft's `reject with icmp` only hits IPv4 packets, `icmpv6` only IPv6 ones
+    nat_to = rule.nat.address if rule.nat and rule.action in (Action.DNAT, Action.SNAT) else None
+    if nat_to and (":" in nat_to) != (version == 6):
+        return None  # nft's `dnat ip to ...` only hits IPv4 packets, `dnat ip6 to` only IPv6 ones
     variants: list[list[str]] = [[]]
     proto_num = 0
     proto_set = False
@@ -709,8 +712,6 @@ def _target(rule: Rule, version: int, chain_names: dict[str, str]) -> list[str]:
         if not nat.address:
             # The importer keeps the verdict of a NAT to a map or range but not the rewrite.
             raise _Unrenderable(f"{act.value} without a known target address (a map or range?)")
-        if (":" in nat.address) != (version == 6):
-            raise _Unrenderable(f"{act.value} to {nat} is not an IPv{version} address")
         flag = "--to-destination" if act is Action.DNAT else "--to-source"
         return ["-j", act.value.upper(), flag, str(nat)]
     raise _Unrenderable(f"action {act} has no iptables equivalent")
@@ -815,6 +816,11 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
         for t in ruleset.tables
         if t.family.covers(version) and t.family in (Family.IP, Family.IP6, Family.INET)
     ]
+    for t in ruleset.tables:
+        if t.family in (Family.ARP, Family.BRIDGE, Family.NETDEV):
+            for c in t.chains:
+                if c.hook is not None and (c.rules or c.policy is not Action.ACCEPT):
+                    omitted.append(omission_of_chain(t, c, f"iptables does not filter {t.family} traffic"))
     # Which iptables table each base chain goes to: NAT chains to nat, filter chains to one
     # filtering table each per hook, in priority order.
     slot: dict[tuple[int, str], str] = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portkit.errors import UsageError
-from portkit.firewall._export import Omission, OmissionPolicy, Rendering
+from portkit.firewall._export import Omission, OmissionPolicy, Rendering, omission_of_chain
 from portkit.firewall._model import (
     ICMP_TYPES,
     ICMPV6_TYPES,
@@ -563,6 +563,10 @@ def render_nft(ruleset: Ruleset, *, flush: bool = True) -> Rendering:
                 lines.append(f"\t\telements = {{ {', '.join(elems)} }}")
             lines.append("\t}")
         for c in t.chains:
+            if c.hook is Hook.INGRESS:
+                # The model does not keep an ingress chain's device, without which nft refuses it.
+                omitted.append(omission_of_chain(t, c, "the ingress chain's device is not known"))
+                continue
             lines.append(f"\tchain {nft_name(c.name)} {{")
             if c.hook is not None:
                 lines.append(f"\t\ttype {c.type} hook {c.hook} priority {c.priority}; policy {c.policy};")

@@ -19,6 +19,7 @@ from portkit.firewall._model import (
     IPPROTO_NAMES,
     Action,
     ChainType,
+    Family,
     Field,
     Hook,
     RejectType,
@@ -230,7 +231,12 @@ def render_ufw(ruleset: Ruleset) -> Rendering:
     seen: set[Hook] = set()
     for t in ruleset.tables:
         for c in t.chains:
-            if c.hook not in hooks or c.type is not ChainType.FILTER or c.hook in seen:
+            if (
+                c.hook not in hooks
+                or c.type is not ChainType.FILTER
+                or c.hook in seen
+                or t.family not in (Family.IP, Family.IP6, Family.INET)
+            ):
                 # A regular chain is reached only through a jump, which is itself left out.
                 if c.hook is not None and (c.rules or c.policy is not Action.ACCEPT):
                     omitted.append(
