@@ -70,8 +70,13 @@ table inet fw4 {{
 """
 
 
-def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, input=stdin, timeout=60, check=False)
+def _run(
+    *args: str, stdin: str | None = None, env_path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": env_path} if env_path else None
+    return subprocess.run(
+        list(args), capture_output=True, text=True, input=stdin, timeout=60, check=False, env=env
+    )
 
 
 class Netns:
@@ -107,6 +112,10 @@ def validate(ns: Netns, target: str, text: str) -> None:
     try:
         if target == "nft":
             proc = ns.run("nft", "-c", "-f", f.name)
+        elif target == "firewalld":
+            if not firewalld_parser_available():
+                return  # see test_firewalld_rich_rules_parse, which says why it skips
+            proc = _run("/usr/bin/python3", "-c", _FIREWALLD_CHECK, stdin=text, env_path=FIREWALLD_PY)
         elif target == "ufw":
             # ufw has no check mode: run the commands in the namespace, then clear what they loaded.
             proc = ufw_run(ns.name, text)
@@ -150,6 +159,31 @@ def ufw_run(netns_name: str, text: str) -> subprocess.CompletedProcess[str]:
         return _run("ip", "netns", "exec", netns_name, "unshare", "-m", "sh", "-c", script)
     finally:
         subprocess.run(["rm", "-rf", str(scratch)], check=False)
+
+
+# firewalld's own rich-rule parser (python3-firewall; or the files of its .deb, unpacked
+# with `dpkg-deb -x`, named by PORTKIT_FIREWALLD_PY): it needs neither the daemon nor D-Bus.
+FIREWALLD_PY = os.environ.get("PORTKIT_FIREWALLD_PY", "/usr/lib/python3/dist-packages")
+_FIREWALLD_CHECK = """
+import shlex, sys
+from firewall.core.rich import Rich_Rule
+for line in sys.stdin.read().splitlines():
+    words = shlex.split(line)
+    assert words[0] == "firewall-cmd", line
+    for w in words[1:]:
+        key, _, value = w.partition("=")
+        if key == "--add-rich-rule":
+            Rich_Rule(rule_str=value).check()
+        elif key == "--set-target":
+            assert value in ("ACCEPT", "DROP", "REJECT", "default"), line
+        elif key not in ("--permanent", "--zone", "--new-zone", "--set-default-zone", "--reload"):
+            raise SystemExit(f"unknown option {w!r}")
+"""
+
+
+def firewalld_parser_available() -> bool:
+    probe = _run("/usr/bin/python3", "-c", "import firewall.core.rich", env_path=FIREWALLD_PY)
+    return probe.returncode == 0
 
 
 def _nft(text: str) -> Ruleset:
@@ -201,8 +235,7 @@ def test_leaving_out_anything_but_an_accept_refuses(netns: Netns, rule: str, why
         assert len(str(exc.value)) < 700, why
         forced = export_ruleset(rs, target, force=True)
         assert any(o.where == where and not o.narrows for o in forced.omitted)
-        if target in ("nft", "iptables", "ip6tables", "ufw"):
-            validate(netns, target, forced.text)
+        validate(netns, target, forced.text)
 
 
 @needs_root
@@ -546,8 +579,7 @@ def test_generated_exports_load_and_are_never_more_open(
                 o.rule.endswith(" accept") and o.where.count("#") for o in unsafe if "itself" not in o.where
             )
             rendering = export_ruleset(rs, target, force=True)
-        if target in ("nft", "iptables", "ip6tables", "ufw"):
-            validate(netns, target, rendering.text)
+        validate(netns, target, rendering.text)
         # No rule is ever written without one of its matches.
         assert not any(x in rendering.text for x in ("ct status", "meta mark", "limit rate"))
     assert_never_wider(lab, source, rs, PORT_PROBES)
@@ -624,3 +656,24 @@ def test_other_families_and_nat_per_address_family(netns: Netns) -> None:
     assert "--to-destination 10.0.0.2:8080" in v4 and "fd00" not in v4
     assert "--to-destination [fd00::2]:8080" in v6 and "10.0.0.2" not in v6
     validate(netns, "nft", export_ruleset(rs, "nft", force=True).text)
+
+
+@needs_root
+def test_firewalld_rich_rules_parse(netns: Netns) -> None:
+    if not firewalld_parser_available():
+        pytest.skip(f"firewalld's Python package not found in {FIREWALLD_PY} (python3-firewall)")
+    rs = _nft("""table inet t {
+        chain input { type filter hook input priority 0; policy drop;
+            ip saddr 10.0.0.0/8 tcp dport { 22, 80-90 } accept
+            ip6 saddr fd00::/8 udp dport 53 reject with icmpv6 type admin-prohibited
+            ip saddr 192.0.2.0/24 tcp dport 25 reject with tcp reset
+            meta l4proto udp reject
+            ip daddr != 10.1.0.0/16 drop
+        }
+    }""")
+    rendering = export_ruleset(rs, "firewalld", force=True)
+    validate(netns, "firewalld", rendering.text)
+    assert rendering.text.count("--add-rich-rule") == 6
+    broken = rendering.text.replace('protocol="tcp"', 'protocol="tcp" frob', 1)
+    proc = _run("/usr/bin/python3", "-c", _FIREWALLD_CHECK, stdin=broken, env_path=FIREWALLD_PY)
+    assert proc.returncode != 0 and "frob" in proc.stderr

@@ -327,8 +327,13 @@ def _rich_rule(r: Rule) -> tuple[list[list[str]], str, str]:
                 rej.type is RejectType.ICMPV6 and family == "ipv4"
             ):
                 return [], "", ""
-            code = rej.answer(4 if family == "ipv4" else 6)
-            verdict = f'reject type="{code.replace("icmpv6-", "icmp6-")}"'
+            from portkit.firewall._iptables import reject_name
+
+            # firewalld takes iptables' names for reject types (icmp6-adm-prohibited ...).
+            reject_type = reject_name(rej, 4 if family == "ipv4" else 6)
+            if reject_type is None:
+                raise _NotRich(f"firewalld has no reject type for {rej.answer(4 if family == 'ipv4' else 6)}")
+            verdict = f'reject type="{reject_type}"'
     if ports:
         return [[*parts, f'port port="{p}" protocol="{proto}"'] for p in ports], verdict, family
     return [[*parts, f'protocol value="{proto}"'] if proto else parts], verdict, family

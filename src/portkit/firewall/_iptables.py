@@ -694,14 +694,9 @@ def _target(rule: Rule, version: int, chain_names: dict[str, str]) -> list[str]:
         return ["-j" if act is Action.JUMP else "-g", chain_names.get(rule.target, rule.target)]
     if act is Action.REJECT:
         rej = rule.reject or Reject()
-        answer = rej.answer(version)
-        if rej.type is RejectType.TCP_RESET:
-            return ["-j", "REJECT", "--reject-with", "tcp-reset"]
-        code = answer.split("-", 1)[1]
-        rt = RejectType.ICMP if version == 4 else RejectType.ICMPV6
-        name = _REJECT_OUT.get((rt, code))
+        name = reject_name(rej, version)
         if name is None:
-            raise _Unrenderable(f"reject with {answer} has no iptables equivalent")
+            raise _Unrenderable(f"reject with {rej.answer(version)} has no iptables equivalent")
         return ["-j", "REJECT", "--reject-with", name]
     if act in (Action.DNAT, Action.SNAT, Action.REDIRECT):
         nat = rule.nat or NatTarget()
@@ -747,6 +742,14 @@ def _chain_names(ruleset: Ruleset, notes: list[str]) -> dict[str, str]:
             out[name] = new
             notes.append(f"{t} {name}: renamed {new} (iptables chain names: 1-28 letters, no target names)")
     return out
+
+
+def reject_name(rej: Reject, version: int) -> str | None:
+    """iptables' name for how a reject answers on this IP version (`icmp6-adm-prohibited`)."""
+    if rej.type is RejectType.TCP_RESET:
+        return "tcp-reset"
+    code = rej.answer(version).split("-", 1)[1]
+    return _REJECT_OUT.get((RejectType.ICMP if version == 4 else RejectType.ICMPV6, code))
 
 
 def _rejects(args: list[str]) -> bool:
