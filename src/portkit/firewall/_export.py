@@ -53,7 +53,7 @@ class Omission:
     def __str__(self) -> str:
         head = f"{self.where} {quote_rule(self.rule)}" if self.rule else self.where
         if self.narrows:
-            return f"{head}: left out, {self.reason} (leaving out this accept only narrows)"
+            return f"{head}: left out, {self.reason} (leaving it out only narrows)"
         return f"{head}: {self.reason}"
 
     def to_json(self) -> dict[str, Any]:

@@ -443,7 +443,9 @@ _FILTER_SLOTS = {
     Hook.OUTPUT: ("mangle", "filter", "security"),
     Hook.POSTROUTING: ("mangle",),
 }
-# iptables rejects `-i` where no input interface exists, and `-o` where no output one is known yet.
+# iptables refuses `-i` in built-in chains where no input interface exists, and `-o` where no
+# output one is known yet. It does not look into user chains (where, as in nft, such a match
+# simply never holds), so only rules of base chains are checked.
 _NO_IIF = {Hook.OUTPUT, Hook.POSTROUTING}
 _NO_OIF = {Hook.PREROUTING, Hook.INPUT}
 # XT_EXTENSION_MAXNAMELEN is 29 with the NUL: iptables-restore refuses a 29-character chain name.
@@ -586,9 +588,7 @@ def _rule_variants(
             flag = "-i" if m.field is Field.IIF else "-o"
             bad = hooks & (_NO_IIF if m.field is Field.IIF else _NO_OIF)
             if bad:
-                raise _Unrenderable(
-                    f"iptables cannot use {flag} in a chain reached from {', '.join(sorted(map(str, bad)))}"
-                )
+                raise _Unrenderable(f"iptables cannot use {flag} in {', '.join(sorted(map(str, bad)))}")
             if m.negate and len(m.names) > 1:
                 raise _Unrenderable("a negated interface set cannot be written for iptables")
             if not m.names:
@@ -784,25 +784,6 @@ def _homes(table: Table, base_tables: dict[str, str]) -> dict[str, set[str]]:
     return out
 
 
-def _hooks_reaching(table: Table) -> dict[str, set[Hook]]:
-    """Per chain, the hooks from which a packet can reach it (through jumps and gotos)."""
-    calls = {c.name: {r.target for r in c.rules if r.target} for c in table.chains}
-    out: dict[str, set[Hook]] = {}
-    for c in table.chains:
-        if c.hook is None:
-            continue
-        todo = [c.name]
-        seen: set[str] = set()
-        while todo:
-            name = todo.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            out.setdefault(name, set()).add(c.hook)
-            todo.extend(calls.get(name, ()))
-    return out
-
-
 def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
     """`iptables-restore` (version=4) or `ip6tables-restore` (version=6) input.
 
@@ -853,7 +834,6 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
         for (_, ti, _, _tbl, c), table_name in zip(found, chosen, strict=False):
             slot[(ti, c.name)] = table_name
     for ti, t in enumerate(tables):
-        reaching = _hooks_reaching(t)
         homes = _homes(t, {c.name: slot[(ti, c.name)] for c in t.chains if slot.get((ti, c.name))})
         for c in t.chains:
             if c.hook is not None:
@@ -881,7 +861,7 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
             for i, r in enumerate(c.rules):
                 where = f"{t} {c.name} #{i + 1}"
                 try:
-                    got = _rule_variants(r, version, reaching.get(c.name, set()), chain_names, notes, where)
+                    got = _rule_variants(r, version, {c.hook} if c.hook else set(), chain_names, notes, where)
                 except _Unrenderable as exc:
                     omitted.append(policy.omit(t, c, i, r, str(exc)))
                     continue

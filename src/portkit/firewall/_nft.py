@@ -483,7 +483,18 @@ def nft_name(name: str) -> str:
     return nft_string(name)
 
 
-def _rule_text(rule: Rule, family: Family) -> str:
+def _free_text(text: str, what: str, notes: list[str]) -> str:
+    """A comment or log prefix nft can hold: no double quote, backslash or newline, at most
+    127 bytes. Neither changes a verdict, so editing one keeps the rule faithful."""
+    clean = " ".join(text.replace('"', "'").replace("\\", "/").split())
+    if len(clean.encode()) > _NFT_STRING_MAX:
+        clean = clean.encode()[:_NFT_STRING_MAX].decode(errors="ignore")
+    if clean != text:
+        notes.append(f"{what} {text[:40]!r} written as {clean[:40]!r} (nft strings: no quotes, 127 bytes)")
+    return f'"{clean}"'
+
+
+def _rule_text(rule: Rule, family: Family, notes: list[str]) -> str:
     opaque = [m.text for m in rule.matches if m.field is Field.OPAQUE]
     if opaque:
         raise _Unrenderable(f"match {'; '.join(opaque)} is not modelled")
@@ -496,10 +507,12 @@ def _rule_text(rule: Rule, family: Family) -> str:
             for n in m.names:
                 nft_string(n)
     parts = [str(m) for m in rule.matches]
+    if "<opaque>" in parts:
+        raise _Unrenderable("a match portkit has no nft text for")
     if rule.counter:
         parts.append("counter")
     if rule.log is not None:
-        parts.append(f"log prefix {nft_string(rule.log)}" if rule.log else "log")
+        parts.append(f"log prefix {_free_text(rule.log, 'log prefix', notes)}" if rule.log else "log")
     act = rule.action
     if act is Action.REJECT:
         rej = rule.reject or Reject()
@@ -531,10 +544,7 @@ def _rule_text(rule: Rule, family: Family) -> str:
     elif act is not Action.CONTINUE:
         parts.append(rule.verdict_text())
     if rule.comment:
-        comment = rule.comment
-        if len(comment.encode()) > _NFT_STRING_MAX:
-            raise _Unrenderable(f"comment longer than nft's {_NFT_STRING_MAX} bytes")
-        parts.append(f"comment {nft_string(comment)}")
+        parts.append(f"comment {_free_text(rule.comment, 'comment', notes)}")
     return " ".join(parts)
 
 
@@ -572,7 +582,9 @@ def render_nft(ruleset: Ruleset, *, flush: bool = True) -> Rendering:
                 lines.append(f"\t\ttype {c.type} hook {c.hook} priority {c.priority}; policy {c.policy};")
             for i, r in enumerate(c.rules):
                 try:
-                    lines.append("\t\t" + _rule_text(r, t.family))
+                    said: list[str] = []
+                    lines.append("\t\t" + _rule_text(r, t.family, said))
+                    notes.extend(f"{t} {c.name} #{i + 1}: {n}" for n in said)
                 except _Unrenderable as exc:
                     omitted.append(policy.omit(t, c, i, r, str(exc)))
             lines.append("\t}")
