@@ -744,3 +744,18 @@ def test_docker_rules_export_to_iptables_as_written_and_nft_refuses(lab: lab_mod
         export_ruleset(rs, "nft")
     compared = assert_never_wider(lab, "", rs, PORT_PROBES, original=[("iptables", text)])
     assert compared == 1
+
+
+@needs_root
+def test_iptables_tables_round_trip_to_their_own_tables(netns: Netns) -> None:
+    source = (
+        "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp --dport 53 -j CT --notrack\nCOMMIT\n"
+        "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp --dport 7 -j DROP\nCOMMIT\n"
+        "*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate UNTRACKED -j ACCEPT\n"
+        "-A INPUT -p tcp --dport 9 -j NFQUEUE\nCOMMIT\n"
+    )
+    text = export_ruleset(import_iptables_save(source), "iptables").text
+    validate(netns, "iptables", text)
+    sections = {part.split("\n", 1)[0]: part for part in text.split("*")[1:]}
+    assert "-j CT --notrack" in sections["raw"] and "--dport 7 -j DROP" in sections["mangle"]
+    assert "-j NFQUEUE" in sections["filter"]

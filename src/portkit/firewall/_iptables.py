@@ -690,6 +690,8 @@ def _target(rule: Rule, version: int, chain_names: dict[str, str]) -> list[str]:
         if act is Action.MASQUERADE and rule.nat and (rule.nat.address or rule.nat.port is not None):
             raise _Unrenderable(f"masquerade to {rule.nat} cannot be written for iptables")
         return ["-j", act.value.upper()]
+    if act is Action.QUEUE:
+        return ["-j", "NFQUEUE"]  # queue 0, as nft's bare `queue`
     if act in (Action.JUMP, Action.GOTO):
         return ["-j" if act is Action.JUMP else "-g", chain_names.get(rule.target, rule.target)]
     if act is Action.REJECT:
@@ -820,8 +822,22 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
     for hook, found in per_hook.items():
         found.sort(key=lambda x: x[:3])
         slots = _FILTER_SLOTS[hook]
-        if len(found) == 1:
-            chosen: tuple[str, ...] = ("filter",) if "filter" in slots else slots[:1]
+        # Chains at a priority iptables itself uses (raw -300, mangle -150, ...) go to that table.
+        exact = [
+            next(
+                (
+                    name
+                    for name in ("raw", "mangle", "filter", "security")
+                    if _BUILTIN[name].get(_HOOK_CHAIN[hook], (hook, None))[1] == prio
+                ),
+                "",
+            )
+            for prio, *_ in found
+        ]
+        if all(exact) and len(set(exact)) == len(exact):
+            chosen: tuple[str, ...] = tuple(exact)
+        elif len(found) == 1:
+            chosen = ("filter",) if "filter" in slots else slots[:1]
         elif len(found) == 2 and len(slots) == 3:
             chosen = ("filter", "security")
         else:
