@@ -541,6 +541,25 @@ def _nft_source(rs: Ruleset) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What ufw's before.rules and firewalld accept whatever the rules say; a source that accepts
+# them too can be exported to those front ends without refusal.
+_FRONT_END_ACCEPTS = (
+    'iifname "lo" accept',
+    "ct state established,related accept",
+    "meta l4proto { icmp, ipv6-icmp } accept",
+    "udp dport { 68, 1900, 5353 } accept",
+)
+
+
+def _front_end_friendly(source: str) -> str:
+    """The source with the front ends' own accepts first in its first input chain."""
+    lines = source.splitlines()
+    for i, line in enumerate(lines):
+        if "hook input" in line:
+            return "\n".join([*lines[: i + 1], *_FRONT_END_ACCEPTS, *lines[i + 1 :]]) + "\n"
+    return source
+
+
 @st.composite
 def rulesets_with_unmodelled(draw: st.DrawFn, iface: str) -> Ruleset:
     rs = draw(lab_mod.rulesets(iface))
@@ -572,6 +591,8 @@ def test_generated_exports_load_and_are_never_more_open(
 ) -> None:
     generated = data.draw(rulesets_with_unmodelled(lab.server_if), label="ruleset")
     source = _nft_source(generated)
+    if data.draw(st.booleans(), label="accepts what ufw and firewalld accept anyway"):
+        source = _front_end_friendly(source)
     check = _run("ip", "netns", "exec", netns.name, "nft", "-c", "-f", "-", stdin=source)
     assert check.returncode == 0, f"the test wrote an invalid source: {check.stderr}\n{source}"
     rs = _nft(source)
