@@ -136,8 +136,8 @@ def validate(ns: Netns, target: str, text: str) -> None:
 
 def ufw_run(netns_name: str, text: str) -> subprocess.CompletedProcess[str]:
     """Run an export's `ufw` commands for real inside a network namespace, with /etc/ufw and
-    /etc/default/ufw replaced by scratch copies in a private mount namespace, and ufw's sysctl
-    file by an empty one: nothing outside the namespace changes."""
+    /etc/default/ufw replaced by scratch copies and /run by an empty tmpfs in a private mount
+    namespace, and ufw's sysctl file by an empty one: nothing outside the namespace changes."""
     scratch = Path(tempfile.mkdtemp(prefix="pkx-ufw-"))
     try:
         subprocess.run(["cp", "-a", "/etc/ufw", str(scratch / "etc-ufw")], check=True)
@@ -153,6 +153,7 @@ def ufw_run(netns_name: str, text: str) -> subprocess.CompletedProcess[str]:
                 "mount --make-rprivate /",
                 f"mount --bind {scratch / 'etc-ufw'} /etc/ufw",
                 f"mount --bind {scratch / 'default-ufw'} /etc/default/ufw",
+                "mount -t tmpfs portkit-ufw-run /run",  # ufw's lock file stays in here
                 *commands,
             ]
         )
