@@ -781,3 +781,22 @@ def test_iptables_tables_round_trip_to_their_own_tables(netns: Netns) -> None:
     sections = {part.split("\n", 1)[0]: part for part in text.split("*")[1:]}
     assert "-j CT --notrack" in sections["raw"] and "--dport 7 -j DROP" in sections["mangle"]
     assert "-j NFQUEUE" in sections["filter"]
+
+
+@needs_root
+def test_output_interface_where_iptables_has_none(netns: Netns) -> None:
+    rs = _nft("""table ip t {
+        chain input { type filter hook input priority 0; policy accept;
+            oifname "eth0" tcp dport 22 accept
+            tcp dport 23 drop
+        }
+        chain pre { type filter hook prerouting priority -150; policy accept;
+            oifname "eth0" tcp dport 24 drop
+        }
+    }""")
+    with pytest.raises(ExportRefused, match=r"ip t pre #1 .*cannot use -o in prerouting"):
+        export_ruleset(rs, "iptables")
+    forced = export_ruleset(rs, "iptables", force=True)
+    validate(netns, "iptables", forced.text)
+    assert [(o.where, o.narrows) for o in forced.omitted] == [("ip t input #1", True), ("ip t pre #1", False)]
+    assert "-o" not in forced.text and "--dport 23 -j DROP" in forced.text
