@@ -761,11 +761,54 @@ def test_docker_rules_export_to_iptables_as_written_and_nft_refuses(lab: lab_mod
     assert "-m addrtype --dst-type LOCAL -j DOCKER" in exported.text
     assert "-m recent --name ssh --rcheck --seconds 60 --hitcount 4 -j DROP" in exported.text
     assert not exported.omitted
-    # nft has no text for `-m addrtype`: the jump to DOCKER cannot be left out safely.
-    with pytest.raises(ExportRefused, match="nat PREROUTING #1"):
+    # nft has no `-m recent`: the drop that reads the list cannot be left out safely.
+    with pytest.raises(ExportRefused, match="ip filter INPUT #4"):
         export_ruleset(rs, "nft")
     compared = assert_never_wider(lab, "", rs, PORT_PROBES, original=[("iptables", text)])
     assert compared == 1
+    # Without it, `-m addrtype` becomes `fib daddr type local` and the nft export loads too.
+    text = "\n".join(ln for ln in text.splitlines() if "recent" not in ln) + "\n"
+    rs = import_iptables_save(text)
+    nft = export_ruleset(rs, "nft").text
+    validate(netns, "nft", nft)
+    assert "fib daddr type local jump DOCKER" in nft
+    compared = assert_never_wider(lab, "", rs, PORT_PROBES, original=[("iptables", text)])
+    assert compared == 2
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "match",
+    [
+        "-m addrtype --dst-type LOCAL",
+        "-m addrtype ! --dst-type LOCAL",
+        "-m addrtype --src-type LOCAL,BROADCAST",
+        "-m mark --mark 0x2a",
+        "-m mark ! --mark 0x1/0xff",
+        "-m connmark ! --mark 0x10",
+        "-m limit --limit 5/min --limit-burst 10",
+        "-m limit --limit 10/sec",
+        "-m limit",
+    ],
+)
+def test_iptables_matches_translate_as_iptables_translate_does(netns: Netns, match: str) -> None:
+    from portkit.firewall._nft import iptables_match_as_nft
+
+    mine = iptables_match_as_nft(match)
+    theirs = netns.run("iptables-translate", "-A", "INPUT", *match.split(), "-j", "ACCEPT").stdout
+    body = theirs.strip().removeprefix("nft 'add rule ip filter INPUT ").removesuffix(" counter accept'")
+    # nft lists `meta mark` as `mark` and `&` as `and`: compare what nft reads back.
+    assert mine is not None
+    assert nft_listed(netns, mine) == nft_listed(netns, body)
+
+
+def nft_listed(ns: Netns, expr: str) -> str:
+    script = f"flush ruleset\ntable ip t {{\nchain c {{\n{expr} accept\n}}\n}}\n"
+    loaded = ns.run("nft", "-f", "-", stdin=script)
+    assert loaded.returncode == 0, loaded.stderr
+    listed = ns.run("nft", "list", "chain", "ip", "t", "c").stdout
+    ns.run("nft", "flush", "ruleset")
+    return next(ln.strip() for ln in listed.splitlines() if ln.strip().endswith("accept"))
 
 
 @needs_root

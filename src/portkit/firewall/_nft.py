@@ -494,19 +494,77 @@ def _free_text(text: str, what: str, notes: list[str]) -> str:
     return f'"{clean}"'
 
 
+_LIMIT_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+_ADDRTYPES = {
+    "UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE",
+    "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE",
+}  # fmt: skip
+
+
+def iptables_match_as_nft(text: str) -> str | None:
+    """nft text for an iptables match portkit keeps as written (`-m addrtype --dst-type LOCAL`
+    is `fib daddr type local`), for the few modules with an exact nft equivalent; else None."""
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return None
+    if len(words) < 2 or words[0] != "-m":
+        return None
+    module, args = words[1], words[2:]
+    neg = "!= " if args[:1] == ["!"] else ""
+    if neg:
+        args = args[1:]
+    if module == "addrtype" and len(args) == 2 and args[0] in ("--dst-type", "--src-type"):
+        types = args[1].split(",")
+        if not all(t in _ADDRTYPES for t in types) or (neg and len(types) > 1):
+            return None
+        value = types[0].lower() if len(types) == 1 else "{ " + ", ".join(t.lower() for t in types) + " }"
+        return f"fib {'daddr' if args[0] == '--dst-type' else 'saddr'} type {neg}{value}"
+    if module in ("mark", "connmark") and len(args) == 2 and args[0] == "--mark":
+        key = "meta mark" if module == "mark" else "ct mark"
+        value, _, mask = args[1].partition("/")
+        try:
+            number, bits = int(value, 0), int(mask, 0) if mask else None
+        except ValueError:
+            return None
+        if bits is None or bits == 0xFFFFFFFF:
+            return f"{key} {neg}{number:#x}"
+        return f"{key} & {bits:#x} {'!=' if neg else '=='} {number:#x}"
+    if module == "limit" and not neg:
+        rate, burst = "3/hour", 5  # iptables' defaults
+        while args:
+            if args[0] == "--limit" and len(args) > 1:
+                rate, args = args[1], args[2:]
+            elif args[0] == "--limit-burst" and len(args) > 1 and args[1].isdigit():
+                burst, args = int(args[1]), args[2:]
+            else:
+                return None
+        count, _, unit = rate.partition("/")
+        if not count.isdigit() or not unit or unit[0] not in _LIMIT_UNITS:
+            return None
+        return f"limit rate {count}/{_LIMIT_UNITS[unit[0]]} burst {burst} packets"
+    return None
+
+
 def _rule_text(rule: Rule, family: Family, notes: list[str]) -> str:
-    opaque = [m.text for m in rule.matches if m.field is Field.OPAQUE]
+    opaque = [
+        m.text for m in rule.matches if m.field is Field.OPAQUE and iptables_match_as_nft(m.text) is None
+    ]
     if opaque:
         raise _Unrenderable(f"match {'; '.join(opaque)} is not modelled")
     if rule.opaque:
         raise _Unrenderable(f"statements {'; '.join(rule.opaque)} are not modelled")
     for m in rule.matches:
-        if not m.set_name and not m.names and not m.ranges:
+        if not m.set_name and not m.names and not m.ranges and m.field is not Field.OPAQUE:
             raise _Unrenderable(f"an empty set in {m.field}")
         if m.field in (Field.IIF, Field.OIF):
             for n in m.names:
                 nft_string(n)
-    parts = [str(m) for m in rule.matches]
+    parts = [
+        (iptables_match_as_nft(m.text) or "") if m.field is Field.OPAQUE else str(m) for m in rule.matches
+    ]
     if "<opaque>" in parts:
         raise _Unrenderable("a match portkit has no nft text for")
     if rule.counter:
