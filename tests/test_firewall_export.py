@@ -258,8 +258,8 @@ def test_cli_refuses_names_the_rule_and_force_warns(tmp_path: Path) -> None:
 
     rules = tmp_path / "r.rules"
     rules.write_text(
-        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m mark --mark 0x2a -j DROP\n"
-        "-A INPUT -m connmark --mark 0x1 -j ACCEPT\nCOMMIT\n"
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m recent --name x --rcheck -j DROP\n"
+        "-A INPUT -m set --match-set friends src -j ACCEPT\nCOMMIT\n"
     )
     env = {**os.environ, "PYTHONPATH": ""}
     exe = str(Path(__file__).parent.parent / ".venv" / "bin" / "portkit")
@@ -267,7 +267,7 @@ def test_cli_refuses_names_the_rule_and_force_warns(tmp_path: Path) -> None:
         [exe, "fw", "export", str(rules), "--to", "nft"], capture_output=True, text=True, env=env
     )
     assert refused.returncode == 1 and refused.stdout == ""
-    assert "ip filter INPUT #1 '-m mark --mark 0x2a drop'" in refused.stderr
+    assert "ip filter INPUT #1 '-m recent --name x --rcheck drop'" in refused.stderr
     assert "INPUT #2" not in refused.stderr  # the accept only narrows
     assert len(refused.stderr.strip().splitlines()) == 1
     forced = subprocess.run(
