@@ -475,6 +475,15 @@ KERNEL_CASES = [
             ct state new limit rate 1/second udp dport 2003 accept
         }}
     }}""",
+    # Two tables, each with its own chain `sub`: they must stay two chains in iptables.
+    """table inet a {{
+        chain input {{ type filter hook input priority 0; policy accept; jump sub; }}
+        chain sub {{ tcp dport 2000 drop; udp dport 2001 accept; }}
+    }}
+    table inet b {{
+        chain input {{ type filter hook input priority 10; policy accept; jump sub; }}
+        chain sub {{ udp dport 2001 drop; tcp dport 2002 reject; }}
+    }}""",
     # Regular chains, return, and a drop policy.
     """table ip t {{
         chain input {{ type filter hook input priority 0; policy drop;
@@ -506,6 +515,9 @@ def test_exports_are_never_more_open_in_the_kernel(lab: lab_mod.Lab, case: int) 
     script = KERNEL_CASES[case].format(wan=lab.server_if)
     compared = assert_never_wider(lab, script, _nft(script), PORT_PROBES)
     assert compared >= (3 if case == 0 else 1)
+    if "chain sub" in script:
+        text = export_ruleset(_nft(script), "iptables").text
+        assert len({ln.split()[0] for ln in text.splitlines() if ln.startswith(":sub")}) == 2
 
 
 # --- property: random rule sets with unrenderable matches -----------------------------------------

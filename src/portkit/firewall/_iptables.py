@@ -714,16 +714,19 @@ def _target(rule: Rule, version: int, chain_names: dict[str, str]) -> list[str]:
     raise _Unrenderable(f"action {act} has no iptables equivalent")
 
 
-def _chain_names(ruleset: Ruleset, notes: list[str]) -> dict[str, str]:
-    """Regular chain names iptables can hold: at most 28 characters, never a target's name."""
+def _chain_names(tables: list[Table], notes: list[str]) -> list[dict[str, str]]:
+    """Per table, the iptables name of each regular chain: at most 28 characters, never a
+    target's name, and unique across tables (iptables has one namespace per table, nft one
+    per nft table: two nft tables' `common` chains must not merge into one)."""
     import hashlib
 
-    out: dict[str, str] = {}
-    taken = {c.name for t in ruleset.tables for c in t.chains}
-    for t in ruleset.tables:
+    out: list[dict[str, str]] = []
+    taken: set[str] = set()
+    for t in tables:
+        names: dict[str, str] = {}
         for c in t.chains:
             name = c.name
-            if c.hook is not None or name in out:
+            if c.hook is not None:
                 continue
             ok = (
                 0 < len(name) <= CHAIN_NAME_MAX
@@ -731,18 +734,24 @@ def _chain_names(ruleset: Ruleset, notes: list[str]) -> dict[str, str]:
                 and name not in _HOOK_CHAIN.values()
                 and not name.startswith("-")
                 and all(ch in _SAFE_WORD and ch != "!" for ch in name)
+                and name not in taken
             )
             if ok:
-                out[name] = name
+                names[name] = name
+                taken.add(name)
                 continue
-            digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+            digest = hashlib.sha256(f"{t} {name}".encode()).hexdigest()[:8]
             stem = "".join(ch if ch in _SAFE_WORD and ch != "!" else "_" for ch in name).lstrip("-")
             new = f"{stem[: CHAIN_NAME_MAX - 9]}-{digest}".lstrip("-")
             while new in taken:
                 new = new[:-1] + "x"
             taken.add(new)
-            out[name] = new
-            notes.append(f"{t} {name}: renamed {new} (iptables chain names: 1-28 letters, no target names)")
+            names[name] = new
+            notes.append(
+                f"{t} {name}: renamed {new} (iptables chain names: 1-28 letters, no target names, "
+                "one per name across tables)"
+            )
+        out.append(names)
     return out
 
 
@@ -794,7 +803,6 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
     policy = OmissionPolicy(ruleset)
     notes: list[str] = []
     omitted: list[Omission] = []
-    chain_names = _chain_names(ruleset, notes)
     by_table: dict[str, list[tuple[str, list[list[str]]]]] = {}
     chain_decl: dict[str, dict[str, str]] = {}
     tables = [
@@ -849,7 +857,9 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
             )
         for (_, ti, _, _tbl, c), table_name in zip(found, chosen, strict=False):
             slot[(ti, c.name)] = table_name
+    chain_names_of = _chain_names(tables, notes)
     for ti, t in enumerate(tables):
+        chain_names = chain_names_of[ti]
         homes = _homes(t, {c.name: slot[(ti, c.name)] for c in t.chains if slot.get((ti, c.name))})
         for c in t.chains:
             if c.hook is not None:
