@@ -855,3 +855,24 @@ def test_output_interface_where_iptables_has_none(netns: Netns) -> None:
     validate(netns, "iptables", forced.text)
     assert [(o.where, o.narrows) for o in forced.omitted] == [("ip t input #1", True), ("ip t pre #1", False)]
     assert "-o" not in forced.text and "--dport 23 -j DROP" in forced.text
+
+
+@needs_root
+def test_chain_names_nft_cannot_read_are_renamed(netns: Netns) -> None:
+    source = (
+        "*filter\n:INPUT DROP [0:0]\n:log - [0:0]\n:1st - [0:0]\n:counter - [0:0]\n"
+        "-A INPUT -p tcp --dport 22 -j log\n-A INPUT -j 1st\n-A 1st -j counter\n"
+        "-A log -j ACCEPT\n-A counter -p udp -j ACCEPT\nCOMMIT\n"
+    )
+    rs = import_iptables_save(source)
+    rendering = render_nft(rs)
+    validate(netns, "nft", rendering.text)
+    assert not rendering.omitted and sum("renamed" in n for n in rendering.notes) == 3
+    back = _nft(rendering.text)
+    from portkit.firewall import Packet, evaluate
+
+    for flow in ("tcp 192.0.2.1:1000 -> 192.0.2.2:22", "udp 192.0.2.1:1000 -> 192.0.2.2:53"):
+        assert (
+            evaluate(back, Packet.parse(flow)).outcome == evaluate(rs, Packet.parse(flow)).outcome == "accept"
+        )
+    assert evaluate(back, Packet.parse("tcp 192.0.2.1:1000 -> 192.0.2.2:23")).outcome == "drop"

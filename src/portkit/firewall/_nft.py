@@ -474,13 +474,181 @@ def nft_string(text: str) -> str:
     return f'"{text}"'
 
 
-def nft_name(name: str) -> str:
-    """A table, chain or set name: bare when nft's scanner reads it as one identifier."""
+# Words nft 1.0.6's parser takes as keywords where a chain name is expected (`chain log`,
+# `jump counter` are syntax errors): every word of nft(8) tried with `nft -c` as a chain name.
+# nft scripts cannot quote a chain name either, so such a chain is renamed.
+_NFT_RESERVED = frozenset(
+    [
+        "accept",
+        "add",
+        "ah",
+        "all",
+        "and",
+        "arp",
+        "bridge",
+        "cgroup",
+        "chain",
+        "comment",
+        "comp",
+        "constant",
+        "continue",
+        "counter",
+        "cpu",
+        "create",
+        "ct",
+        "day",
+        "dccp",
+        "define",
+        "delete",
+        "describe",
+        "device",
+        "devices",
+        "dnat",
+        "drop",
+        "dst",
+        "dup",
+        "dynamic",
+        "ecn",
+        "element",
+        "elements",
+        "esp",
+        "ether",
+        "exists",
+        "expires",
+        "exthdr",
+        "fib",
+        "flags",
+        "flow",
+        "flowtable",
+        "flush",
+        "frag",
+        "fwd",
+        "get",
+        "goto",
+        "handle",
+        "hbh",
+        "hook",
+        "hour",
+        "ibrname",
+        "icmp",
+        "icmpv6",
+        "igmp",
+        "iif",
+        "iifgroup",
+        "iifname",
+        "iiftype",
+        "include",
+        "index",
+        "inet",
+        "insert",
+        "interval",
+        "ip",
+        "ip6",
+        "ipsec",
+        "jhash",
+        "jump",
+        "limit",
+        "list",
+        "log",
+        "lt",
+        "map",
+        "mark",
+        "masquerade",
+        "meta",
+        "mh",
+        "missing",
+        "monitor",
+        "ne",
+        "netdev",
+        "nftrace",
+        "not",
+        "notrack",
+        "numgen",
+        "obrname",
+        "offload",
+        "oif",
+        "oifgroup",
+        "oifname",
+        "oiftype",
+        "or",
+        "osf",
+        "pkttype",
+        "policy",
+        "position",
+        "priority",
+        "queue",
+        "quota",
+        "random",
+        "redefine",
+        "redirect",
+        "reject",
+        "rename",
+        "replace",
+        "reset",
+        "return",
+        "rt",
+        "rtclassid",
+        "rule",
+        "ruleset",
+        "sctp",
+        "secmark",
+        "set",
+        "size",
+        "skgid",
+        "skuid",
+        "snat",
+        "socket",
+        "srh",
+        "symhash",
+        "synproxy",
+        "table",
+        "tcp",
+        "th",
+        "time",
+        "timeout",
+        "tproxy",
+        "type",
+        "typeof",
+        "udp",
+        "udplite",
+        "undefine",
+        "update",
+        "vlan",
+        "vmap",
+        "xt",
+    ]
+)
+
+
+def nft_name(name: str) -> str | None:
+    """The name as nft's scanner reads it (one bare identifier), or None when it cannot be one."""
     import re
 
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_./-]*", name):
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_./-]*", name) and name not in _NFT_RESERVED:
         return name
-    return nft_string(name)
+    return None
+
+
+def _chain_names(table: Table, notes: list[str]) -> dict[str, str]:
+    """The nft name of each chain: itself, or a renamed one when nft cannot read it bare."""
+    import hashlib
+    import re
+
+    taken = {c.name for c in table.chains}
+    out: dict[str, str] = {}
+    for c in table.chains:
+        bare = nft_name(c.name)
+        if bare is not None:
+            out[c.name] = bare
+            continue
+        stem = re.sub(r"[^A-Za-z0-9_]", "_", c.name)
+        new = f"c_{stem[:40]}_{hashlib.sha256(c.name.encode()).hexdigest()[:6]}"
+        while new in taken:
+            new += "x"
+        taken.add(new)
+        out[c.name] = new
+        notes.append(f"{table} {c.name!r}: renamed {new} (nft cannot read that chain name)")
+    return out
 
 
 def _free_text(text: str, what: str, notes: list[str]) -> str:
@@ -548,7 +716,7 @@ def iptables_match_as_nft(text: str) -> str | None:
     return None
 
 
-def _rule_text(rule: Rule, family: Family, notes: list[str]) -> str:
+def _rule_text(rule: Rule, family: Family, notes: list[str], chain_names: dict[str, str]) -> str:
     opaque = [
         m.text for m in rule.matches if m.field is Field.OPAQUE and iptables_match_as_nft(m.text) is None
     ]
@@ -598,7 +766,7 @@ def _rule_text(rule: Rule, family: Family, notes: list[str]) -> str:
             raise _Unrenderable(f"masquerade to {rule.nat} cannot be written")
         parts.append("masquerade")
     elif act in (Action.JUMP, Action.GOTO):
-        parts.append(f"{act.value} {nft_name(rule.target)}")
+        parts.append(f"{act.value} {chain_names.get(rule.target, rule.target)}")
     elif act is not Action.CONTINUE:
         parts.append(rule.verdict_text())
     if rule.comment:
@@ -618,9 +786,18 @@ def render_nft(ruleset: Ruleset, *, flush: bool = True) -> Rendering:
     if flush:
         lines.append("flush ruleset")
     for t in ruleset.tables:
-        lines.append(f"table {t.family} {nft_name(t.name)} {{")
+        table_name = nft_name(t.name)
+        if table_name is None:
+            omitted.append(Omission(str(t), "", "nft cannot read that table name", False))
+            continue
+        chain_names = _chain_names(t, notes)
+        lines.append(f"table {t.family} {table_name} {{")
         for s in t.sets:
-            lines.append(f"\tset {nft_name(s.name)} {{")
+            set_name = nft_name(s.name)
+            if set_name is None:
+                omitted.append(Omission(f"{t} set {s.name}", "", "nft cannot read that set name", False))
+                continue
+            lines.append(f"\tset {set_name} {{")
             lines.append(f"\t\ttype {s.type}")
             if s.flags:
                 lines.append(f"\t\tflags {', '.join(s.flags)}")
@@ -635,13 +812,13 @@ def render_nft(ruleset: Ruleset, *, flush: bool = True) -> Rendering:
                 # The model does not keep an ingress chain's device, without which nft refuses it.
                 omitted.append(omission_of_chain(t, c, "the ingress chain's device is not known"))
                 continue
-            lines.append(f"\tchain {nft_name(c.name)} {{")
+            lines.append(f"\tchain {chain_names[c.name]} {{")
             if c.hook is not None:
                 lines.append(f"\t\ttype {c.type} hook {c.hook} priority {c.priority}; policy {c.policy};")
             for i, r in enumerate(c.rules):
                 try:
                     said: list[str] = []
-                    lines.append("\t\t" + _rule_text(r, t.family, said))
+                    lines.append("\t\t" + _rule_text(r, t.family, said, chain_names))
                     notes.extend(f"{t} {c.name} #{i + 1}: {n}" for n in said)
                 except _Unrenderable as exc:
                     omitted.append(policy.omit(t, c, i, r, str(exc)))
