@@ -876,3 +876,20 @@ def test_chain_names_nft_cannot_read_are_renamed(netns: Netns) -> None:
             evaluate(back, Packet.parse(flow)).outcome == evaluate(rs, Packet.parse(flow)).outcome == "accept"
         )
     assert evaluate(back, Packet.parse("tcp 192.0.2.1:1000 -> 192.0.2.2:23")).outcome == "drop"
+
+
+@needs_root
+def test_front_end_rules_keep_the_table_family(netns: Netns) -> None:
+    rs = _nft(f"""table ip t {{
+        chain input {{ type filter hook input priority 0; policy accept;
+            {"; ".join(_FRONT_END_ACCEPTS)}
+            tcp dport 2001 drop
+        }}
+    }}""")
+    ufw = export_ruleset(rs, "ufw").text
+    validate(netns, "ufw", ufw)
+    # An `ip` table never sees IPv6: ufw's rule says 0.0.0.0/0, which ufw writes for IPv4 only.
+    assert "ufw deny proto tcp from 0.0.0.0/0 to any port 2001" in ufw
+    firewalld = export_ruleset(rs, "firewalld").text
+    validate(netns, "firewalld", firewalld)
+    assert 'family="ipv4" port port="2001" protocol="tcp" drop' in firewalld

@@ -231,7 +231,7 @@ def render_firewalld(ruleset: Ruleset, *, zone: str = "portkit") -> Rendering:
                 continue
             for i, r in enumerate(c.rules):
                 try:
-                    bodies, verdict, family = _rich_rule(r)
+                    bodies, verdict, family = _rich_rule(r, t.family)
                 except _NotRich as exc:
                     omitted.append(policy.omit(t, c, i, r, str(exc)))
                     continue
@@ -250,14 +250,15 @@ class _NotRich(Exception):
     """The rule cannot be a firewalld rich rule; the message says why."""
 
 
-def _rich_rule(r: Rule) -> tuple[list[list[str]], str, str]:
-    """(rule bodies, verdict, family) of one rich rule per port."""
+def _rich_rule(r: Rule, table_family: Family) -> tuple[list[list[str]], str, str]:
+    """(rule bodies, verdict, family) of one rich rule per port; a rule of an `ip` or `ip6`
+    table gets that family, since a rich rule without one applies to both."""
     if r.action not in (Action.ACCEPT, Action.DROP, Action.REJECT):
         raise _NotRich(f"firewalld rich rules cannot '{r.verdict_text() or 'continue'}'")
     if r.opaque:
         raise _NotRich(f"firewalld cannot write {'; '.join(r.opaque)}")
     parts: list[str] = []
-    family = ""
+    family = {Family.IP: "ipv4", Family.IP6: "ipv6"}.get(table_family, "")
     ports: list[str] = []
     proto = ""
     for m in r.matches:
@@ -293,7 +294,7 @@ def _rich_rule(r: Rule) -> tuple[list[list[str]], str, str]:
         ):
             fam = "ipv4" if m.ranges[0][0] == 4 else "ipv6"
             if family and family != fam:
-                raise _NotRich(f"two address families ({family}, {fam})")
+                return [], "", ""  # never matches
             family = fam
         elif m.field is Field.DPORT and not m.negate and not m.set_name and m.ranges:
             if len(m.protos) == 1:

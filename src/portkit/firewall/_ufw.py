@@ -140,14 +140,16 @@ class _NotUfw(Exception):
     """The rule cannot be a ufw command; the message says why."""
 
 
-def _ufw_rule(rule: Rule, verb: str, hook: Hook, notes: list[str]) -> list[str] | None:
-    """The words of one ufw command, or None when the rule never matches in ufw's terms."""
+def _ufw_rule(rule: Rule, verb: str, hook: Hook, notes: list[str], family: int = 0) -> list[str] | None:
+    """The words of one ufw command, or None when the rule never matches in ufw's terms.
+
+    `family` is the table's IP version (0 for inet): a rule of an `ip` table never sees IPv6,
+    and a ufw rule without addresses applies to both."""
     proto = ""
     ports: list[str] = []
     src = "any"
     dst = "any"
     iface = ""
-    family = 0
     if rule.opaque:
         raise _NotUfw(f"ufw cannot write {'; '.join(rule.opaque)}")
     for m in rule.matches:
@@ -181,8 +183,6 @@ def _ufw_rule(rule: Rule, verb: str, hook: Hook, notes: list[str]) -> list[str] 
             if family and family != m.ranges[0][0]:
                 return None
             family = m.ranges[0][0]
-            if src == "any" and dst == "any":
-                src = "0.0.0.0/0" if family == 4 else "::/0"
         elif m.field in (Field.IIF, Field.OIF) and len(m.names) == 1:
             wanted = Field.OIF if hook is Hook.OUTPUT else Field.IIF
             if m.field is not wanted or iface or not _UFW_NAME.fullmatch(m.names[0]):
@@ -190,6 +190,8 @@ def _ufw_rule(rule: Rule, verb: str, hook: Hook, notes: list[str]) -> list[str] 
             iface = m.names[0]
         else:
             raise _NotUfw(f"ufw cannot express {m}")
+    if family and src == "any" and dst == "any":
+        src = "0.0.0.0/0" if family == 4 else "::/0"  # ufw's way to say one IP version
     if ports and proto not in ("tcp", "udp"):
         raise _NotUfw("ufw ports need tcp or udp")
     if len(ports) > 15:
@@ -257,7 +259,8 @@ def render_ufw(ruleset: Ruleset) -> Rendering:
                     if r.action not in verbs:
                         raise _NotUfw(f"ufw cannot express '{r.verdict_text() or 'no verdict'}'")
                     said: list[str] = []
-                    cmd = _ufw_rule(r, verbs[r.action], c.hook, said)
+                    version = {Family.IP: 4, Family.IP6: 6}.get(t.family, 0)
+                    cmd = _ufw_rule(r, verbs[r.action], c.hook, said, version)
                     notes.extend(f"{t} {c.name} #{i + 1}: {n}" for n in said)
                 except _NotUfw as exc:
                     omitted.append(policy.omit(t, c, i, r, str(exc)))
