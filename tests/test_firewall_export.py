@@ -893,3 +893,20 @@ def test_front_end_rules_keep_the_table_family(netns: Netns) -> None:
     firewalld = export_ruleset(rs, "firewalld").text
     validate(netns, "firewalld", firewalld)
     assert 'family="ipv4" port port="2001" protocol="tcp" drop' in firewalld
+
+
+@needs_root
+def test_statements_that_decide_nothing_are_safe_to_leave_out(netns: Netns) -> None:
+    source = (
+        "*mangle\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p tcp -j TCPMSS --clamp-mss-to-pmtu\n"
+        "-A FORWARD -p tcp -j MARK --set-mark 1\nCOMMIT\n"
+    )
+    rs = import_iptables_save(source)
+    validate(netns, "iptables", export_ruleset(rs, "iptables").text)  # written as iptables-save had it
+    # nft cannot write either statement: MSS clamping decides nothing, a mark may decide later rules.
+    with pytest.raises(ExportRefused) as exc:
+        export_ruleset(rs, "nft")
+    assert [(o.where, o.narrows) for o in exc.value.rendering.omitted] == [
+        ("ip mangle FORWARD #1", True),
+        ("ip mangle FORWARD #2", False),
+    ]

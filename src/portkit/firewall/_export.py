@@ -98,13 +98,24 @@ class ExportRefused(PortkitError):
         shown = "; ".join(str(o) for o in unsafe[:3])
         more = f" (and {len(unsafe) - 3} more)" if len(unsafe) > 3 else ""
         super().__init__(
-            f"refusing to export to {target}: {len(unsafe)} rule(s) cannot be rendered and leaving "
-            f"them out could accept more than the source: {shown}{more}; --force leaves them out"
+            f"refusing to export to {target}: {len(unsafe)} rule(s) or feature(s) cannot be rendered "
+            f"and leaving them out could accept more than the source: {shown}{more}; "
+            "--force leaves them out"
         )
 
 
-# Statements that change nothing a later rule or the kernel decides on.
-_HARMLESS_STATEMENTS = ('{"counter"', '{"log"')
+# Statements that change nothing a later rule or the kernel decides on: counting, logging,
+# and clamping the TCP MSS option (nft JSON as the importer keeps it, and iptables words).
+_HARMLESS_STATEMENTS = (
+    '{"counter"',
+    '{"log"',
+    '{"mangle":{"key":{"tcp option":{"field":"size","name":"maxseg"}}',
+    "-j NFLOG",
+    "--nflog-",
+    "-j TCPMSS",
+    "--clamp-mss-to-pmtu",
+    "--set-mss",
+)
 
 
 @dataclass
