@@ -910,3 +910,33 @@ def test_statements_that_decide_nothing_are_safe_to_leave_out(netns: Netns) -> N
         ("ip mangle FORWARD #1", True),
         ("ip mangle FORWARD #2", False),
     ]
+
+
+@needs_root
+def test_iptables_nft_ip_and_ip6_tables_fit_one_ufw_and_firewalld_list(
+    lab: lab_mod.Lab, netns: Netns
+) -> None:
+    accepts = "\n".join(_FRONT_END_ACCEPTS).replace("ipv6-icmp", "icmp").replace("{ icmp, icmp }", "icmp")
+    script = f"""table ip filter {{
+        chain INPUT {{ type filter hook input priority 0; policy drop;
+            {accepts}
+            tcp dport 2000 accept
+            udp dport 2001 accept
+        }}
+    }}
+    table ip6 filter {{
+        chain INPUT {{ type filter hook input priority 0; policy drop;
+            {accepts.replace("icmp accept", "icmpv6 accept")}
+            tcp dport 2002 accept
+        }}
+    }}"""
+    rs = _nft(script)
+    ufw = export_ruleset(rs, "ufw")
+    validate(netns, "ufw", ufw.text)
+    assert ufw.text.count("ufw default") == 1 and not ufw.unsafe
+    assert "ufw allow proto tcp from 0.0.0.0/0 to any port 2000" in ufw.text
+    assert "ufw allow proto tcp from ::/0 to any port 2002" in ufw.text
+    firewalld = export_ruleset(rs, "firewalld")
+    validate(netns, "firewalld", firewalld.text)
+    assert 'family="ipv6" port port="2002"' in firewalld.text
+    assert assert_never_wider(lab, script, rs, PORT_PROBES) == 3

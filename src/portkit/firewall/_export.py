@@ -169,6 +169,22 @@ def omission_of_chain(table: Table, chain: Chain, reason: str) -> Omission:
     return Omission(f"{table} {chain.name}", str(chain), f"{reason} ({len(chain.rules)} rules)", harmless)
 
 
+def one_chain_per_version(chains: list[tuple[Table, Chain]]) -> list[tuple[Table, Chain]]:
+    """The base chains (all on one hook) a front end with one rule list can hold: the first,
+    and one more only when it sees the other IP version alone (an `ip` and an `ip6` table, as
+    iptables-nft writes them) with the same policy, since each rule then keeps its version."""
+    if not chains:
+        return []
+    first_c = chains[0][1]
+    out = [chains[0]]
+    for t, c in chains[1:]:
+        versions = {v for v in (4, 6) if t.family.covers(v)}
+        taken = {v for ot, _ in out for v in (4, 6) if ot.family.covers(v)}
+        if not versions & taken and c.policy is first_c.policy and len(out) == 1:
+            out.append((t, c))
+    return out
+
+
 def implied_accepts(ruleset: Ruleset, tool: str, flows: tuple[str, ...]) -> list[Omission]:
     """What a front end accepts before any of its rules run, where the source does not.
 
@@ -224,6 +240,7 @@ def render_firewalld(ruleset: Ruleset, *, zone: str = "portkit") -> Rendering:
         and c.type is ChainType.FILTER
         and t.family in (Family.IP, Family.IP6, Family.INET)
     ]
+    used = one_chain_per_version(inputs)
     main = inputs[0] if inputs else None
     cmd = f"firewall-cmd --permanent --zone={zone}"
     target = "DROP" if main and main[1].policy is Action.DROP else "ACCEPT"
@@ -231,7 +248,7 @@ def render_firewalld(ruleset: Ruleset, *, zone: str = "portkit") -> Rendering:
     priority = -32000
     for t in ruleset.tables:
         for c in t.chains:
-            if main is None or (t, c) != main:
+            if not any(t is ut and c is uc for ut, uc in used):
                 # A regular chain is reached only through a jump, which is itself left out.
                 if c.hook is not None and (c.rules or c.policy is not Action.ACCEPT):
                     omitted.append(
@@ -293,9 +310,14 @@ def _rich_rule(r: Rule, table_family: Family) -> tuple[list[list[str]], str, str
             and len(m.ranges) == 1
             and m.ranges[0][0] == m.ranges[0][1]
         ):
-            name = IPPROTO_NAMES.get(m.ranges[0][0], str(m.ranges[0][0]))
+            # firewalld checks protocols against /etc/protocols, which calls ICMPv6 ipv6-icmp.
+            name = (
+                "ipv6-icmp"
+                if m.ranges[0][0] == 58
+                else IPPROTO_NAMES.get(m.ranges[0][0], str(m.ranges[0][0]))
+            )
             if proto and proto != name:
-                raise _NotRich(f"two protocols ({proto}, {name})")
+                return [], "", ""  # two protocols: never matches
             proto = name
         elif (
             m.field is Field.NFPROTO
@@ -311,7 +333,7 @@ def _rich_rule(r: Rule, table_family: Family) -> tuple[list[list[str]], str, str
             if len(m.protos) == 1:
                 name = IPPROTO_NAMES.get(m.protos[0], "")
                 if proto and proto != name:
-                    raise _NotRich(f"two protocols ({proto}, {name})")
+                    return [], "", ""  # two protocols: never matches
                 proto = name
             ports = [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in m.ranges]
         elif m.field is Field.IIF:

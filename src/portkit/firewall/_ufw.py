@@ -13,7 +13,14 @@ import re
 from pathlib import Path
 
 from portkit.errors import UsageError
-from portkit.firewall._export import Omission, OmissionPolicy, Rendering, implied_accepts, omission_of_chain
+from portkit.firewall._export import (
+    Omission,
+    OmissionPolicy,
+    Rendering,
+    implied_accepts,
+    omission_of_chain,
+    one_chain_per_version,
+)
 from portkit.firewall._iptables import import_iptables_save
 from portkit.firewall._model import (
     IPPROTO_NAMES,
@@ -230,15 +237,19 @@ def render_ufw(ruleset: Ruleset) -> Rendering:
     out = ["ufw --force reset"]
     verbs = {Action.ACCEPT: "allow", Action.DROP: "deny", Action.REJECT: "reject"}
     hooks = {Hook.INPUT: "incoming", Hook.OUTPUT: "outgoing", Hook.FORWARD: "routed"}
+    usable = [
+        (t, c)
+        for t in ruleset.tables
+        for c in t.chains
+        if c.hook in hooks and c.type is ChainType.FILTER and t.family in (Family.IP, Family.IP6, Family.INET)
+    ]
+    used = [
+        pair for hook in hooks for pair in one_chain_per_version([x for x in usable if x[1].hook is hook])
+    ]
     seen: set[Hook] = set()
     for t in ruleset.tables:
         for c in t.chains:
-            if (
-                c.hook not in hooks
-                or c.type is not ChainType.FILTER
-                or c.hook in seen
-                or t.family not in (Family.IP, Family.IP6, Family.INET)
-            ):
+            if not any(t is ut and c is uc for ut, uc in used):
                 # A regular chain is reached only through a jump, which is itself left out.
                 if c.hook is not None and (c.rules or c.policy is not Action.ACCEPT):
                     omitted.append(
@@ -247,8 +258,11 @@ def render_ufw(ruleset: Ruleset) -> Rendering:
                         )
                     )
                 continue
-            seen.add(c.hook)
-            out.append(f"ufw default {'allow' if c.policy is Action.ACCEPT else 'deny'} {hooks[c.hook]}")
+            if c.hook is None:
+                continue
+            if c.hook not in seen:  # else the other IP version's chain, with the same policy
+                seen.add(c.hook)
+                out.append(f"ufw default {'allow' if c.policy is Action.ACCEPT else 'deny'} {hooks[c.hook]}")
             for i, r in enumerate(c.rules):
                 states = [m for m in r.matches if m.field is Field.CT_STATE]
                 try:
