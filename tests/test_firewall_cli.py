@@ -88,10 +88,13 @@ def test_show_and_export(cli: Any, web: Path) -> None:
     assert "table inet portkit {" in nft.stdout and "reject with tcp reset" in nft.stdout
     ipt = cli("fw", "export", str(web), "--to", "iptables")
     assert "-A INPUT -p tcp -m tcp --dport 8080 -j REJECT --reject-with tcp-reset" in ipt.stdout
-    ufw = cli("fw", "export", str(web), "--to", "ufw", "--json").json()
-    assert "ufw default deny incoming" in ufw["text"] and ufw["unrendered"]
-    strict = cli("fw", "export", str(web), "--to", "firewalld", "--strict")
-    assert strict.status == 1 and "not rendered faithfully" in strict.stderr
+    refused = cli("fw", "export", str(web), "--to", "ufw", "--json")
+    assert refused.status == 1 and not refused.json()["ok"] and refused.json()["text"] == ""
+    ufw = cli("fw", "export", str(web), "--to", "ufw", "--json", "--force").json()
+    assert "ufw default deny incoming" in ufw["text"] and ufw["unrendered"] and ufw["ok"]
+    assert any(not o["narrows"] for o in ufw["omitted"])
+    strict = cli("fw", "export", str(web), "--to", "firewalld", "--strict", "--force")
+    assert strict.status == 1 and "warning: --force" in strict.stderr
 
 
 @pytest.mark.parametrize(

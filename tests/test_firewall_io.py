@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from portkit.errors import UsageError
 from portkit.firewall import (
     Action,
+    ExportRefused,
     Field,
     Hook,
     Packet,
@@ -234,8 +235,10 @@ def test_unmodelled_expressions_are_kept_and_flagged() -> None:
     d = evaluate(rs, Packet.parse("tcp 10.1.0.1:1 -> 192.0.2.1:9999"))
     # The mark match is undecided: both outcomes, the first branch taking the packet as unmarked.
     assert d.outcome == "drop" and d.uncertain and not d.certain and d.possible == {"accept", "drop"}
-    _, problems = render_nft(rs)
-    assert any("opaque" in p for p in problems)
+    rendering = render_nft(rs)
+    # nft writes the mark match as nft listed it: the rule goes out whole, never without it.
+    assert not rendering.omitted
+    assert "meta mark 0x00000007" in rendering.text or "meta mark 7" in rendering.text, rendering.text
 
 
 def test_iptables_save_v4_and_v6() -> None:
@@ -395,13 +398,15 @@ def test_iptables_export_splits_sets_and_reports_what_it_cannot_write() -> None:
 
 def test_ufw_and_firewalld_exports() -> None:
     rs = parse_policy(POLICY)
-    ufw, ufw_problems = export_ruleset(rs, "ufw")
+    with pytest.raises(ExportRefused, match="ufw accepts icmp"):
+        export_ruleset(rs, "ufw")  # ufw's before.rules accept ICMP this policy drops
+    ufw, ufw_problems = export_ruleset(rs, "ufw", force=True)
     assert "ufw default deny incoming" in ufw
     assert "ufw allow proto tcp from 10.0.0.0/8 to any port 22" in ufw
     assert "ufw deny proto tcp from any to any port 6379" in ufw
     assert any("established" in p for p in ufw_problems)
-    fwd, fwd_problems = export_ruleset(rs, "firewalld")
-    assert "--set-target=DROP" in fwd
+    fwd, fwd_problems = export_ruleset(rs, "firewalld", force=True)
+    assert "--new-zone=portkit" in fwd and "--set-target=DROP" in fwd
     assert 'source address="10.0.0.0/8" port port="22" protocol="tcp" accept' in fwd
     assert 'port port="5000-5100" protocol="udp" reject type="icmp-admin-prohibited"' in fwd
     assert any("interface" in p for p in fwd_problems)  # `allow in on lo`

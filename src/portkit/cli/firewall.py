@@ -409,22 +409,65 @@ def lint(
 @click.option("--netns", help="Export the live rules of this network namespace.")
 @click.option("--format", "fmt", type=_FORMATS, help="Format of FILE (detected by default).")
 @click.option("--strict", is_flag=True, help="Exit 1 if anything could not be rendered faithfully.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Leave out rules that cannot be rendered even where that could accept more (warned).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Load the export with nft / iptables-restore in a scratch network namespace first (root).",
+)
 @json_option
 def export(
-    rules: str | None, target: str, netns: str | None, fmt: str | None, strict: bool, as_json: bool
+    rules: str | None,
+    target: str,
+    netns: str | None,
+    fmt: str | None,
+    strict: bool,
+    force: bool,
+    check: bool,
+    as_json: bool,
 ) -> None:
-    """Write the rules for another tool; what cannot be rendered faithfully is listed on stderr."""
-    from portkit.firewall import export_ruleset
+    """Write the rules for another tool, never accepting more than they do.
+
+    A rule the target cannot express is left out whole when that can only narrow (an accept in
+    a filter chain), with a note on stderr; otherwise the export fails (exit 1) naming the rules,
+    and --force leaves them out too, with a warning."""
+    from portkit.firewall import ExportRefused, check_export, export_ruleset
 
     ruleset = _load(netns, rules, fmt)
-    text, problems = export_ruleset(ruleset, target)
+    try:
+        rendering = export_ruleset(ruleset, target, force=force)
+        if check:
+            check_export(rendering.text, target)
+    except ExportRefused as exc:
+        if not as_json:
+            raise
+        emit_json(_export_json(ruleset.source, target, exc.rendering, refused=True))
+        sys.exit(exc.exit_status)
     if as_json:
-        emit_json({"source": ruleset.source, "to": target, "text": text, "unrendered": problems})
+        emit_json(_export_json(ruleset.source, target, rendering, refused=False))
     else:
-        click.echo(text, nl=False)
-        for p in problems:
-            click.echo(f"not rendered faithfully: {p}", err=True)
-    sys.exit(1 if strict and problems else 0)
+        click.echo(rendering.text, nl=False)
+        for note in rendering.notes:
+            click.echo(f"not rendered faithfully: {note}", err=True)
+        for o in rendering.omitted:
+            label = "note" if o.narrows else "warning: --force"
+            click.echo(f"{label}: {o}", err=True)
+    sys.exit(1 if strict and rendering.problems else 0)
+
+
+def _export_json(source: str, target: str, rendering: Any, *, refused: bool) -> dict[str, Any]:
+    return {
+        "source": source,
+        "to": target,
+        "ok": not refused,
+        "text": "" if refused else rendering.text,
+        "unrendered": rendering.problems,
+        "omitted": [o.to_json() for o in rendering.omitted],
+    }
 
 
 def _duration(text: str) -> float:

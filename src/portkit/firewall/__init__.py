@@ -17,7 +17,14 @@ from portkit.firewall._eval import (
     evaluate,
     scanner_view,
 )
-from portkit.firewall._export import export_ruleset, render_firewalld
+from portkit.firewall._export import (
+    ExportRefused,
+    Omission,
+    Rendering,
+    check_export,
+    export_ruleset,
+    render_firewalld,
+)
 from portkit.firewall._fast import FastEvaluator
 from portkit.firewall._iptables import import_iptables_save, render_iptables
 from portkit.firewall._lint import Finding, Severity, lint_ruleset
@@ -53,6 +60,7 @@ __all__ = [
     "CtState",
     "Decision",
     "Direction",
+    "ExportRefused",
     "Family",
     "FastEvaluator",
     "Field",
@@ -61,10 +69,12 @@ __all__ = [
     "Match",
     "NamedSet",
     "NatTarget",
+    "Omission",
     "Outcome",
     "Packet",
     "Reject",
     "RejectType",
+    "Rendering",
     "Rule",
     "Ruleset",
     "ScannerView",
@@ -74,6 +84,7 @@ __all__ = [
     "Verdict",
     "apply_ruleset",
     "canonical",
+    "check_export",
     "confirm_apply",
     "detect_format",
     "evaluate",

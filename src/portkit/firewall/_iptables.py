@@ -8,6 +8,7 @@ iptables-nft gives them, so iptables rules and native nft tables order correctly
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 import socket
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from portkit.errors import UsageError
+from portkit.firewall._export import Omission, OmissionPolicy, Rendering, omission_of_chain
 from portkit.firewall._model import (
     IPPROTO_NAMES,
     Action,
@@ -1153,18 +1155,100 @@ _HOOK_CHAIN = {
     Hook.OUTPUT: "OUTPUT",
     Hook.POSTROUTING: "POSTROUTING",
 }
+# Tables that can hold a filtering base chain per hook, in the kernel's order; with several
+# nft base chains on one hook each gets its own table, so an accept in one still lets the
+# next one decide, as in nftables.
+_FILTER_SLOTS = {
+    Hook.PREROUTING: ("mangle",),
+    Hook.INPUT: ("mangle", "filter", "security"),
+    Hook.FORWARD: ("mangle", "filter", "security"),
+    Hook.OUTPUT: ("mangle", "filter", "security"),
+    Hook.POSTROUTING: ("mangle",),
+}
+# iptables refuses `-i` in built-in chains where no input interface exists, and `-o` where no
+# output one is known yet. It does not look into user chains (where, as in nft, such a match
+# simply never holds), so only rules of base chains are checked.
+_NO_IIF = {Hook.OUTPUT, Hook.POSTROUTING}
+_NO_OIF = {Hook.PREROUTING, Hook.INPUT}
+# XT_EXTENSION_MAXNAMELEN is 29 with the NUL: iptables-restore refuses a 29-character chain name.
+CHAIN_NAME_MAX = 28
+IFNAME_MAX = 15  # IFNAMSIZ 16 with the NUL
+COMMENT_MAX = 255  # XT_MAX_COMMENT_LEN 256 with the NUL
+LOG_PREFIX_MAX = 29  # xt_LOG's prefix[30] with the NUL
+_TARGET_NAMES = {
+    "ACCEPT",
+    "DROP",
+    "RETURN",
+    "QUEUE",
+    "NFQUEUE",
+    "REJECT",
+    "LOG",
+    "NFLOG",
+    "DNAT",
+    "SNAT",
+    "MASQUERADE",
+    "REDIRECT",
+    "MARK",
+    "CONNMARK",
+    "CT",
+    "NOTRACK",
+    "TCPMSS",
+}
+_SAFE_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+.:/,=@%![]")
+
+
+# The words iptables' conntrack --ctstatus and addrtype --dst-type take (iptables-extensions(8)).
+_CT_STATUS_WORDS = frozenset({"EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED", "SNAT", "DNAT"})
+_ADDRTYPE_WORDS = frozenset(
+    {"UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST"}
+    | {"BLACKHOLE", "UNREACHABLE", "PROHIBIT"}
+)
+
+
+class _Unrenderable(Exception):
+    """This rule cannot be written for iptables faithfully; the message says why."""
+
+
+def quote_arg(arg: str) -> str:
+    """One argument as iptables-restore tokenises it: double quotes, `\\` escapes `"` and `\\`.
+
+    iptables-restore knows no single quotes: `'a b'` is two words, `'a` and `b'`."""
+    if arg and all(ch in _SAFE_WORD for ch in arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _iface(name: str) -> str:
-    return name[:-1] + "+" if name.endswith("*") else name
+    if name.endswith("*"):
+        name = name[:-1] + "+"
+    if not name or len(name) > IFNAME_MAX or any(ch in name for ch in ' \t\n"\\'):
+        raise _Unrenderable(f"interface name {name!r} cannot be written for iptables")
+    return name
 
 
-def _rule_variants(rule: Rule, version: int, where: str, problems: list[str]) -> list[list[str]] | None:
-    """iptables argument lists for one rule (several when a set must be split), or None
-    when the rule does not apply to this IP version."""
+def _single(ranges: tuple[Interval, ...]) -> int | None:
+    return ranges[0][0] if len(ranges) == 1 and ranges[0][0] == ranges[0][1] else None
+
+
+def _rule_variants(
+    rule: Rule, version: int, hooks: set[Hook], chain_names: dict[str, str], notes: list[str], where: str
+) -> list[list[str]] | None:
+    """iptables argument lists for one rule (several when a set must be split), or None when
+    the rule never applies to this IP version. Raises _Unrenderable rather than drop a match."""
+    rej = rule.reject if rule.action is Action.REJECT else None
+    if rej and rej.type in (RejectType.ICMP, RejectType.ICMPV6) and not rej.applies_to(version, 0):
+        return None  # nft's `reject with icmp` only hits IPv4 packets, `icmpv6` only IPv6 ones
+    nat_to = rule.nat.address if rule.nat and rule.action in (Action.DNAT, Action.SNAT) else None
+    if nat_to and (":" in nat_to) != (version == 6):
+        return None  # nft's `dnat ip to ...` only hits IPv4 packets, `dnat ip6 to` only IPv6 ones
     variants: list[list[str]] = [[]]
     proto_num = 0
-    for m in rule.matches:
+    proto_set = False
+    icmp_codes = [m for m in rule.matches if m.field is Field.ICMP_CODE]
+    # `-p` first: the port and ICMP matches after it need to know the protocol.
+    for m in sorted(rule.matches, key=lambda m: m.field is not Field.L4PROTO):
+        if proto_set and m.field in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE):
+            raise _Unrenderable(f"a protocol set with {m} cannot be written for iptables")
         if m.family and m.family != version:
             return None
         if m.field is Field.NFPROTO:
@@ -1174,178 +1258,415 @@ def _rule_variants(rule: Rule, version: int, where: str, problems: list[str]) ->
             continue
         neg = ["!"] if m.negate else []
         opts: list[list[str]] = []
+        if m.set_name and m.field not in (
+            Field.SADDR,
+            Field.DADDR,
+            Field.SPORT,
+            Field.DPORT,
+            Field.IIF,
+            Field.OIF,
+        ):
+            raise _Unrenderable(f"set @{m.set_name} on {m.field} cannot be written for iptables")
         if m.field is Field.L4PROTO:
-            if len(m.ranges) == 1 and m.ranges[0][0] == m.ranges[0][1]:
+            if _single(m.ranges) is not None:
                 proto_num = m.ranges[0][0]
                 opts = [[*neg, "-p", IPPROTO_NAMES.get(proto_num, str(proto_num))]]
             elif not m.negate:
+                proto_set = True
                 opts = [
                     ["-p", IPPROTO_NAMES.get(p, str(p))] for lo, hi in m.ranges for p in range(lo, hi + 1)
                 ]
             else:
-                problems.append(f"{where}: negated protocol set cannot be written for iptables")
-                return []
+                raise _Unrenderable("a negated protocol set cannot be written for iptables")
         elif m.field in (Field.SADDR, Field.DADDR):
             flag = "-s" if m.field is Field.SADDR else "-d"
             texts = [render_address_interval(version, r) for r in m.ranges]
             if m.negate and len(texts) > 1:
-                problems.append(f"{where}: negated address set {m} cannot be written for iptables")
-                return []
-            opts = []
+                raise _Unrenderable(f"a negated address set ({m}) cannot be written for iptables")
+            if not texts:
+                raise _Unrenderable(f"an empty address set ({m}) cannot be written for iptables")
             for t in texts:
                 if "-" in t:
                     opts.append(["-m", "iprange", *neg, "--src-range" if flag == "-s" else "--dst-range", t])
                 else:
                     opts.append([*neg, flag, t])
         elif m.field in (Field.SPORT, Field.DPORT):
+            if proto_num and m.protos and proto_num not in m.protos:
+                return None  # `tcp dport` never matches a UDP packet
             if not proto_num and len(m.protos) == 1:
                 proto_num = m.protos[0]
                 variants = [[*v, "-p", IPPROTO_NAMES[proto_num]] for v in variants]
-            if not proto_num:
-                problems.append(
-                    f"{where}: port match without a single protocol ({m}) cannot be written for iptables"
-                )
-                return []
+            if not proto_num or proto_num not in (6, 17, 132, 33, 136):
+                raise _Unrenderable(f"a port match without a single port protocol ({m})")
             texts = [str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in m.ranges]
+            if not texts:
+                raise _Unrenderable(f"an empty port set ({m}) cannot be written for iptables")
             side = "--sport" if m.field is Field.SPORT else "--dport"
             name = IPPROTO_NAMES[proto_num]
             if len(texts) == 1:
                 opts = [["-m", name, *neg, side, texts[0]]]
-            elif len(texts) <= 15:
+            elif (
+                proto_num in (6, 17, 132, 33, 136)
+                and sum(1 if "-" not in t and ":" not in t else 2 for t in texts) <= 15
+            ):
                 opts = [["-m", "multiport", *neg, side + "s", ",".join(texts)]]
             elif not m.negate:
                 opts = [["-m", name, side, t] for t in texts]
             else:
-                problems.append(f"{where}: negated port set of {len(texts)} entries exceeds multiport")
-                return []
+                raise _Unrenderable(f"a negated set of {len(texts)} ports exceeds multiport's 15")
         elif m.field in (Field.IIF, Field.OIF):
             flag = "-i" if m.field is Field.IIF else "-o"
+            bad = hooks & (_NO_IIF if m.field is Field.IIF else _NO_OIF)
+            if bad:
+                raise _Unrenderable(f"iptables cannot use {flag} in {', '.join(sorted(map(str, bad)))}")
             if m.negate and len(m.names) > 1:
-                problems.append(f"{where}: negated interface set cannot be written for iptables")
-                return []
+                raise _Unrenderable("a negated interface set cannot be written for iptables")
+            if not m.names:
+                raise _Unrenderable(f"an empty interface set ({m}) cannot be written for iptables")
             opts = [[*neg, flag, _iface(n)] for n in m.names]
         elif m.field is Field.CT_STATE:
+            if m.exact:
+                # `ct state != a | b` always holds and `== a | b` never does (see Match.exact).
+                if m.negate:
+                    continue
+                return None
+            if not m.names:
+                raise _Unrenderable(f"an empty conntrack state set ({m})")
             opts = [["-m", "conntrack", *neg, "--ctstate", ",".join(s.upper() for s in m.names)]]
+        elif m.field is Field.CT_STATUS:
+            # Both test bits: nft `ct status a,b` holds when any is set, as `--ctstatus A,B`
+            # does. iptables names the NAT bits as the virtual states `--ctstate SNAT/DNAT`
+            # (xt_conntrack sets those state bits from IPS_SRC_NAT/IPS_DST_NAT).
+            bits = [n.upper().replace("-", "_") for n in m.names]
+            nat = [b for b in bits if b in ("SNAT", "DNAT")]
+            if (
+                not bits
+                or any(b not in _CT_STATUS_WORDS for b in bits)
+                or (m.exact and len(bits) > 1)
+                or (nat and len(nat) != len(bits))
+            ):
+                raise _Unrenderable(f"match {m} cannot be written for iptables")
+            option = "--ctstate" if nat else "--ctstatus"
+            opts = [["-m", "conntrack", *neg, option, ",".join(bits)]]
+        elif m.field is Field.FIB_DADDR_TYPE:
+            # `fib daddr type T` (no oif/iif flag) is addrtype's --dst-type T without
+            # --limit-iface-in: both ask the routing table for the destination's type.
+            types = [n.upper() for n in m.names]
+            if not types or any(t not in _ADDRTYPE_WORDS for t in types):
+                raise _Unrenderable(f"match {m} cannot be written for iptables")
+            opts = [["-m", "addrtype", *neg, "--dst-type", ",".join(types)]]
         elif m.field is Field.ICMP_TYPE:
             flag = "--icmp-type" if version == 4 else "--icmpv6-type"
             proto = "icmp" if version == 4 else "ipv6-icmp"
+            if proto_num and proto_num not in (1, 58):
+                return None
             prefix = [] if proto_num in (1, 58) else ["-p", proto]
             proto_num = 1 if version == 4 else 58
-            if m.negate and len(m.ranges) > 1:
-                problems.append(f"{where}: negated ICMP type set cannot be written for iptables")
-                return []
+            types = [t for lo, hi in m.ranges for t in range(lo, hi + 1)]
+            if m.negate and len(types) > 1:
+                raise _Unrenderable("a negated ICMP type set cannot be written for iptables")
+            code = ""
+            if icmp_codes:
+                c = icmp_codes[0]
+                if (
+                    len(icmp_codes) > 1
+                    or c.negate != m.negate
+                    or _single(c.ranges) is None
+                    or len(types) != 1
+                ):
+                    raise _Unrenderable(f"iptables writes one ICMP code with one type only ({c})")
+                code = f"/{c.ranges[0][0]}"
             opts = [
-                [*prefix, "-m", "icmp" if version == 4 else "icmp6", *neg, flag, str(t)]
-                for lo, hi in m.ranges
-                for t in range(lo, hi + 1)
+                [*prefix, "-m", "icmp" if version == 4 else "icmp6", *neg, flag, f"{t}{code}"] for t in types
             ]
         elif m.field is Field.ICMP_CODE:
-            problems.append(f"{where}: ICMP code match is merged into the type match only in nft; dropped")
+            if not any(x.field is Field.ICMP_TYPE for x in rule.matches):
+                raise _Unrenderable(f"iptables matches an ICMP code only with its type ({m})")
             continue
+        elif m.field is Field.OPAQUE and m.text.startswith("-m "):
+            # A match iptables-save wrote and portkit does not model goes back as written.
+            try:
+                opts = [shlex.split(m.text)]
+            except ValueError:
+                raise _Unrenderable(f"match {m.text!r} cannot be written for iptables") from None
         else:
-            problems.append(f"{where}: opaque match {m.text} cannot be written for iptables")
-            return []
+            raise _Unrenderable(f"match {m} cannot be written for iptables")
         variants = [[*v, *o] for v in variants for o in opts]
-    target = _target(rule, version, where, problems)
-    if target is None:
-        return []
+    target = _target(rule, version, chain_names)
+    if rule.action is Action.REJECT and rule.reject and rule.reject.type is RejectType.TCP_RESET:
+        if proto_num and proto_num != 6:
+            return None
+        if not proto_num:
+            if proto_set:
+                raise _Unrenderable("a protocol set with a tcp reset cannot be written for iptables")
+            variants = [[*v, "-p", "tcp"] for v in variants]
     if rule.comment:
-        target = ["-m", "comment", "--comment", rule.comment, *target]
+        comment = " ".join(rule.comment.split())
+        if len(comment.encode()) > COMMENT_MAX:
+            comment = comment.encode()[:COMMENT_MAX].decode(errors="ignore")
+            notes.append(f"{where}: comment shortened to iptables' {COMMENT_MAX} bytes")
+        target = ["-m", "comment", "--comment", comment, *target]
     out = [[*v, *target] for v in variants]
     if rule.log is not None and rule.action is not Action.CONTINUE:
-        log = ["-j", "LOG"] + (["--log-prefix", rule.log] if rule.log else [])
+        log = ["-j", "LOG", *_log_prefix(rule.log, where, notes)]
         out = [x for v in variants for x in ([*v, *log], [*v, *target])]
+    elif rule.log is not None:
+        out = [[*v, *target, *_log_prefix(rule.log, where, notes)] for v in variants]
     return out
 
 
-def _target(rule: Rule, version: int, where: str, problems: list[str]) -> list[str] | None:
+def _log_prefix(prefix: str, where: str, notes: list[str]) -> list[str]:
+    if not prefix:
+        return []
+    if len(prefix) > LOG_PREFIX_MAX:
+        notes.append(f"{where}: log prefix shortened to iptables' {LOG_PREFIX_MAX} characters")
+        prefix = prefix[:LOG_PREFIX_MAX]
+    return ["--log-prefix", prefix]
+
+
+def _target(rule: Rule, version: int, chain_names: dict[str, str]) -> list[str]:
     act = rule.action
+    iptables_style = all(s.startswith("-") for s in rule.opaque)
+    if rule.opaque and not (act is Action.CONTINUE and rule.log is None and iptables_style):
+        raise _Unrenderable(f"statements {'; '.join(rule.opaque)} cannot be written for iptables")
     if act is Action.CONTINUE:
+        if rule.opaque:
+            try:
+                return [w for s in rule.opaque for w in shlex.split(s)]
+            except ValueError:
+                raise _Unrenderable(f"statements {'; '.join(rule.opaque)} cannot be written") from None
         if rule.log is not None:
-            return ["-j", "LOG"] + (["--log-prefix", rule.log] if rule.log else [])
+            return ["-j", "LOG"]
         return []
     if act in (Action.ACCEPT, Action.DROP, Action.RETURN, Action.MASQUERADE):
+        if act is Action.MASQUERADE and rule.nat and (rule.nat.address or rule.nat.port is not None):
+            raise _Unrenderable(f"masquerade to {rule.nat} cannot be written for iptables")
         return ["-j", act.value.upper()]
     if act is Action.QUEUE:
-        return ["-j", "NFQUEUE"]
+        return ["-j", "NFQUEUE"]  # queue 0, as nft's bare `queue`
     if act in (Action.JUMP, Action.GOTO):
-        return ["-j" if act is Action.JUMP else "-g", rule.target]
+        return ["-j" if act is Action.JUMP else "-g", chain_names.get(rule.target, rule.target)]
     if act is Action.REJECT:
         rej = rule.reject or Reject()
-        answer = rej.answer(version)
-        if rej.type is RejectType.TCP_RESET:
-            return ["-j", "REJECT", "--reject-with", "tcp-reset"]
-        code = answer.split("-", 1)[1]
-        rt = RejectType.ICMP if version == 4 else RejectType.ICMPV6
-        name = _REJECT_OUT.get((rt, code))
+        name = reject_name(rej, version)
         if name is None:
-            problems.append(f"{where}: reject with {answer} has no iptables equivalent")
-            return None
+            raise _Unrenderable(f"reject with {rej.answer(version)} has no iptables equivalent")
         return ["-j", "REJECT", "--reject-with", name]
     if act in (Action.DNAT, Action.SNAT, Action.REDIRECT):
         nat = rule.nat or NatTarget()
         if act is Action.REDIRECT:
-            return ["-j", "REDIRECT"] + (["--to-ports", str(nat.port)] if nat.port else [])
+            if nat.address:
+                raise _Unrenderable(f"redirect to {nat} cannot be written for iptables")
+            return ["-j", "REDIRECT"] + (["--to-ports", str(nat.port)] if nat.port is not None else [])
+        if not nat.address:
+            # The importer keeps the verdict of a NAT to a map or range but not the rewrite.
+            raise _Unrenderable(f"{act.value} without a known target address (a map or range?)")
         flag = "--to-destination" if act is Action.DNAT else "--to-source"
         return ["-j", act.value.upper(), flag, str(nat)]
-    problems.append(f"{where}: action {act} has no iptables equivalent")
-    return None
+    raise _Unrenderable(f"action {act} has no iptables equivalent")
 
 
-def render_iptables(ruleset: Ruleset, *, version: int = 4) -> tuple[str, list[str]]:
-    """`iptables-restore` (version=4) or `ip6tables-restore` (version=6) input, and problems."""
-    problems: list[str] = []
-    by_table: dict[str, list[tuple[str, str, list[list[str]]]]] = {}
+def _chain_names(tables: list[Table], notes: list[str]) -> list[dict[str, str]]:
+    """Per table, the iptables name of each regular chain: at most 28 characters, never a
+    target's name, and unique across tables (iptables has one namespace per table, nft one
+    per nft table: two nft tables' `common` chains must not merge into one)."""
+    import hashlib
+
+    out: list[dict[str, str]] = []
+    taken: set[str] = set()
+    for t in tables:
+        names: dict[str, str] = {}
+        for c in t.chains:
+            name = c.name
+            if c.hook is not None:
+                continue
+            ok = (
+                0 < len(name) <= CHAIN_NAME_MAX
+                and name not in _TARGET_NAMES
+                and name not in _HOOK_CHAIN.values()
+                and not name.startswith("-")
+                and all(ch in _SAFE_WORD and ch != "!" for ch in name)
+                and name not in taken
+            )
+            if ok:
+                names[name] = name
+                taken.add(name)
+                continue
+            digest = hashlib.sha256(f"{t} {name}".encode()).hexdigest()[:8]
+            stem = "".join(ch if ch in _SAFE_WORD and ch != "!" else "_" for ch in name).lstrip("-")
+            new = f"{stem[: CHAIN_NAME_MAX - 9]}-{digest}".lstrip("-")
+            while new in taken:
+                new = new[:-1] + "x"
+            taken.add(new)
+            names[name] = new
+            notes.append(
+                f"{t} {name}: renamed {new} (iptables chain names: 1-28 letters, no target names, "
+                "one per name across tables)"
+            )
+        out.append(names)
+    return out
+
+
+def reject_name(rej: Reject, version: int) -> str | None:
+    """iptables' name for how a reject answers on this IP version (`icmp6-adm-prohibited`)."""
+    if rej.type is RejectType.TCP_RESET:
+        return "tcp-reset"
+    code = rej.answer(version).split("-", 1)[1]
+    return _REJECT_OUT.get((RejectType.ICMP if version == 4 else RejectType.ICMPV6, code))
+
+
+def _rejects(args: list[str]) -> bool:
+    return any(a == "-j" and b == "REJECT" for a, b in itertools.pairwise(args))
+
+
+def _drop_instead(args: list[str]) -> list[str]:
+    at = next(i for i, (a, b) in enumerate(itertools.pairwise(args)) if a == "-j" and b == "REJECT")
+    return [*args[:at], "-j", "DROP"]
+
+
+def _homes(table: Table, base_tables: dict[str, str]) -> dict[str, set[str]]:
+    """Per regular chain, the iptables tables whose base chains reach it; a chain no base chain
+    reaches goes to filter, and so does everything it calls."""
+    calls = {c.name: {r.target for r in c.rules if r.target} for c in table.chains}
+    out: dict[str, set[str]] = {}
+    unreached = [c.name for c in table.chains if c.hook is None]
+    roots = [(calls.get(base, set()), ipt_table) for base, ipt_table in base_tables.items()]
+    for targets, ipt_table in [*roots, (set(), "")]:
+        if not ipt_table:
+            # Second pass: what no base chain reaches, with its callees, lives in filter.
+            targets, ipt_table = {n for n in unreached if n not in out}, "filter"
+        todo = list(targets)
+        seen: set[str] = set()
+        while todo:
+            name = todo.pop()
+            if name in seen or name in base_tables:
+                continue
+            seen.add(name)
+            out.setdefault(name, set()).add(ipt_table)
+            todo.extend(calls.get(name, ()))
+    return out
+
+
+def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
+    """`iptables-restore` (version=4) or `ip6tables-restore` (version=6) input.
+
+    A rule iptables cannot express is left out whole, never without one of its matches; the
+    Rendering says whether that only narrows (see `portkit.firewall._export`)."""
+    policy = OmissionPolicy(ruleset)
+    notes: list[str] = []
+    omitted: list[Omission] = []
+    by_table: dict[str, list[tuple[str, list[list[str]]]]] = {}
     chain_decl: dict[str, dict[str, str]] = {}
-    seen_hooks: dict[tuple[str, Hook], str] = {}
+    tables = [
+        t
+        for t in ruleset.tables
+        if t.family.covers(version) and t.family in (Family.IP, Family.IP6, Family.INET)
+    ]
     for t in ruleset.tables:
-        if not t.family.covers(version) or t.family not in (Family.IP, Family.IP6, Family.INET):
-            continue
+        if t.family in (Family.ARP, Family.BRIDGE, Family.NETDEV):
+            for c in t.chains:
+                if c.hook is not None and (c.rules or c.policy is not Action.ACCEPT):
+                    omitted.append(omission_of_chain(t, c, f"iptables does not filter {t.family} traffic"))
+    # Which iptables table each base chain goes to: NAT chains to nat, filter chains to one
+    # filtering table each per hook, in priority order.
+    slot: dict[tuple[int, str], str] = {}
+    per_hook: dict[Hook, list[tuple[int, int, int, Table, Chain]]] = {}
+    for ti, t in enumerate(tables):
+        for ci, c in enumerate(t.chains):
+            if c.hook is None:
+                continue
+            if c.type is ChainType.NAT:
+                slot[(ti, c.name)] = "nat"
+            elif c.hook in _FILTER_SLOTS:
+                per_hook.setdefault(c.hook, []).append((c.priority, ti, ci, t, c))
+    for hook, found in per_hook.items():
+        found.sort(key=lambda x: x[:3])
+        slots = _FILTER_SLOTS[hook]
+        # Chains at a priority iptables itself uses (raw -300, mangle -150, ...) go to that table.
+        exact = [
+            next(
+                (
+                    name
+                    for name in ("raw", "mangle", "filter", "security")
+                    if _BUILTIN[name].get(_HOOK_CHAIN[hook], (hook, None))[1] == prio
+                ),
+                "",
+            )
+            for prio, *_ in found
+        ]
+        if all(exact) and len(set(exact)) == len(exact):
+            chosen: tuple[str, ...] = tuple(exact)
+        elif len(found) == 1:
+            chosen = ("filter",) if "filter" in slots else slots[:1]
+        elif len(found) == 2 and len(slots) == 3:
+            chosen = ("filter", "security")
+        else:
+            chosen = slots[: len(found)]
+        for _, ti, _, tbl, c in found[len(chosen) :]:
+            slot[(ti, c.name)] = ""
+            omitted.append(
+                omission_of_chain(tbl, c, f"iptables has no table left for another base chain on {hook}")
+            )
+        for (_, ti, _, _tbl, c), table_name in zip(found, chosen, strict=False):
+            slot[(ti, c.name)] = table_name
+    chain_names_of = _chain_names(tables, notes)
+    for ti, t in enumerate(tables):
+        chain_names = chain_names_of[ti]
+        homes = _homes(t, {c.name: slot[(ti, c.name)] for c in t.chains if slot.get((ti, c.name))})
         for c in t.chains:
             if c.hook is not None:
-                ipt_table = "nat" if c.type is ChainType.NAT else "filter"
-                builtin = _BUILTIN.get(ipt_table, {})
+                ipt_table = slot.get((ti, c.name), "")
                 name = _HOOK_CHAIN.get(c.hook, "")
+                if not ipt_table or not name:
+                    if (ti, c.name) not in slot and (c.rules or c.policy is not Action.ACCEPT):
+                        omitted.append(omission_of_chain(t, c, f"iptables has no {c.type} chain on {c.hook}"))
+                    continue
+                builtin = _BUILTIN.get(ipt_table, {})
                 if name not in builtin:
-                    ipt_table, name = "mangle", _HOOK_CHAIN.get(c.hook, "")
-                    builtin = _BUILTIN["mangle"]
-                expected = builtin.get(name, (c.hook, 0))[1]
+                    omitted.append(omission_of_chain(t, c, f"iptables {ipt_table} has no {name} chain"))
+                    continue
+                expected = builtin[name][1]
                 if c.priority != expected:
-                    problems.append(
-                        f"{t} {c.name}: priority {c.priority} becomes iptables {ipt_table} "
-                        f"{name} (priority {expected})"
+                    notes.append(
+                        f"{t} {c.name}: priority {c.priority} becomes iptables {ipt_table} {name} "
+                        f"(priority {expected})"
                     )
-                key = (ipt_table, c.hook)
-                if key in seen_hooks:
-                    problems.append(
-                        f"{t} {c.name}: a second base chain on {c.hook} is appended to "
-                        f"{ipt_table} {name}; an accept in {seen_hooks[key]} now ends both"
-                    )
-                seen_hooks[key] = f"{t} {c.name}"
+                if c.type is ChainType.NAT and c.policy is not Action.ACCEPT:
+                    omitted.append(omission_of_chain(t, c, "a NAT chain's policy must be accept in iptables"))
+                    continue
                 chain_decl.setdefault(ipt_table, {})[name] = c.policy.value.upper()
-            else:
-                ipt_table = "filter"
-                # A regular chain lives in whichever table its callers are in; filter by default.
-                for c2 in t.chains:
-                    if c2.type is ChainType.NAT and any(r.target == c.name for r in c2.rules):
-                        ipt_table = "nat"
-                name = c.name
-                chain_decl.setdefault(ipt_table, {}).setdefault(name, "-")
             rules: list[list[str]] = []
             for i, r in enumerate(c.rules):
-                got = _rule_variants(r, version, f"{t} {c.name} #{i + 1}", problems)
+                where = f"{t} {c.name} #{i + 1}"
+                try:
+                    got = _rule_variants(r, version, {c.hook} if c.hook else set(), chain_names, notes, where)
+                except _Unrenderable as exc:
+                    omitted.append(policy.omit(t, c, i, r, str(exc)))
+                    continue
                 if got:
                     rules.extend(got)
-            by_table.setdefault(ipt_table, []).append((name, c.name, rules))
+            if c.hook is not None:
+                by_table.setdefault(ipt_table, []).append((name, rules))
+                continue
+            # A regular chain lives in the table of each base chain that reaches it (a copy in
+            # each when there are several); one nothing reaches goes to filter.
+            name = chain_names.get(c.name, c.name)
+            for home in sorted(homes.get(c.name, {"filter"})):
+                chain_decl.setdefault(home, {}).setdefault(name, "-")
+                by_table.setdefault(home, []).append((name, rules))
     out: list[str] = [f"# generated by portkit for ip{'6' if version == 6 else ''}tables-restore"]
-    for table in ("raw", "mangle", "nat", "filter"):
+    for table in ("raw", "mangle", "nat", "filter", "security"):
         if table not in chain_decl:
             continue
         out.append(f"*{table}")
-        for name, policy in chain_decl[table].items():
-            out.append(f":{name} {policy} [0:0]")
-        for name, _orig, rules in by_table.get(table, []):
+        for name, chain_policy in chain_decl[table].items():
+            out.append(f":{name} {chain_policy} [0:0]")
+        for name, rules in by_table.get(table, []):
+            if table != "filter" and any(_rejects(args) for args in rules):
+                # The kernel takes REJECT in the filter table only; a drop is never wider.
+                rules = [_drop_instead(args) if _rejects(args) else args for args in rules]
+                notes.append(f"iptables {table} {name}: REJECT is only allowed in filter; dropped instead")
             for args in rules:
-                out.append(" ".join(["-A", name, *(a if a == "!" else shlex.quote(a) for a in args)]))
+                out.append(" ".join(["-A", name, *(a if a == "!" else quote_arg(a) for a in args)]))
         out.append("COMMIT")
-    return "\n".join(out) + "\n", problems
+    return Rendering("\n".join(out) + "\n", tuple(dict.fromkeys(notes)), tuple(omitted))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from portkit.errors import UsageError
+from portkit.firewall._export import Omission, OmissionPolicy, Rendering, omission_of_chain
 from portkit.firewall._model import (
     ICMP_TYPES,
     ICMPV6_TYPES,
@@ -892,20 +893,304 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
 
 # --- export ---------------------------------------------------------------------------------
 
+# Statements nft's JSON holds that change nothing a later rule or the kernel decides on.
+_NFT_STRING_MAX = 127  # NFT_USERDATA_MAXLEN leaves 128 bytes for a comment, with the NUL
 
-def _rule_text(rule: Rule, family: Family, problems: list[str], where: str) -> str:
-    parts = [str(m) for m in rule.matches if m.field is not Field.OPAQUE]
-    if any(m.field is Field.OPAQUE for m in rule.matches):
-        problems.append(
-            f"{where}: opaque match dropped from the nft rendering: "
-            + "; ".join(m.text for m in rule.matches if m.field is Field.OPAQUE)
-        )
+
+class _Unrenderable(Exception):
+    """This rule cannot be written as nft text faithfully; the message says why."""
+
+
+def nft_string(text: str) -> str:
+    """A quoted nft string. nft's scanner has no escape for `"` inside a string, so a
+    string holding one (or a newline) cannot be written."""
+    if '"' in text or "\n" in text or "\\" in text:
+        raise _Unrenderable(f"the string {text[:40]!r} holds a quote, backslash or newline")
+    return f'"{text}"'
+
+
+# Words nft 1.0.6's parser takes as keywords where a chain name is expected (`chain log`,
+# `jump counter` are syntax errors): every word of nft(8) tried with `nft -c` as a chain name.
+# nft scripts cannot quote a chain name either, so such a chain is renamed.
+_NFT_RESERVED = frozenset(
+    [
+        "accept",
+        "add",
+        "ah",
+        "all",
+        "and",
+        "arp",
+        "bridge",
+        "cgroup",
+        "chain",
+        "comment",
+        "comp",
+        "constant",
+        "continue",
+        "counter",
+        "cpu",
+        "create",
+        "ct",
+        "day",
+        "dccp",
+        "define",
+        "delete",
+        "describe",
+        "device",
+        "devices",
+        "dnat",
+        "drop",
+        "dst",
+        "dup",
+        "dynamic",
+        "ecn",
+        "element",
+        "elements",
+        "esp",
+        "ether",
+        "exists",
+        "expires",
+        "exthdr",
+        "fib",
+        "flags",
+        "flow",
+        "flowtable",
+        "flush",
+        "frag",
+        "fwd",
+        "get",
+        "goto",
+        "handle",
+        "hbh",
+        "hook",
+        "hour",
+        "ibrname",
+        "icmp",
+        "icmpv6",
+        "igmp",
+        "iif",
+        "iifgroup",
+        "iifname",
+        "iiftype",
+        "include",
+        "index",
+        "inet",
+        "insert",
+        "interval",
+        "ip",
+        "ip6",
+        "ipsec",
+        "jhash",
+        "jump",
+        "limit",
+        "list",
+        "log",
+        "lt",
+        "map",
+        "mark",
+        "masquerade",
+        "meta",
+        "mh",
+        "missing",
+        "monitor",
+        "ne",
+        "netdev",
+        "nftrace",
+        "not",
+        "notrack",
+        "numgen",
+        "obrname",
+        "offload",
+        "oif",
+        "oifgroup",
+        "oifname",
+        "oiftype",
+        "or",
+        "osf",
+        "pkttype",
+        "policy",
+        "position",
+        "priority",
+        "queue",
+        "quota",
+        "random",
+        "redefine",
+        "redirect",
+        "reject",
+        "rename",
+        "replace",
+        "reset",
+        "return",
+        "rt",
+        "rtclassid",
+        "rule",
+        "ruleset",
+        "sctp",
+        "secmark",
+        "set",
+        "size",
+        "skgid",
+        "skuid",
+        "snat",
+        "socket",
+        "srh",
+        "symhash",
+        "synproxy",
+        "table",
+        "tcp",
+        "th",
+        "time",
+        "timeout",
+        "tproxy",
+        "type",
+        "typeof",
+        "udp",
+        "udplite",
+        "undefine",
+        "update",
+        "vlan",
+        "vmap",
+        "xt",
+    ]
+)
+
+
+def nft_name(name: str) -> str | None:
+    """The name as nft's scanner reads it (one bare identifier), or None when it cannot be one."""
+    import re
+
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_./-]*", name) and name not in _NFT_RESERVED:
+        return name
+    return None
+
+
+def _chain_names(table: Table, notes: list[str]) -> dict[str, str]:
+    """The nft name of each chain: itself, or a renamed one when nft cannot read it bare."""
+    import hashlib
+    import re
+
+    taken = {c.name for c in table.chains}
+    out: dict[str, str] = {}
+    for c in table.chains:
+        bare = nft_name(c.name)
+        if bare is not None:
+            out[c.name] = bare
+            continue
+        stem = re.sub(r"[^A-Za-z0-9_]", "_", c.name)
+        new = f"c_{stem[:40]}_{hashlib.sha256(c.name.encode()).hexdigest()[:6]}"
+        while new in taken:
+            new += "x"
+        taken.add(new)
+        out[c.name] = new
+        notes.append(f"{table} {c.name!r}: renamed {new} (nft cannot read that chain name)")
+    return out
+
+
+def _free_text(text: str, what: str, notes: list[str]) -> str:
+    """A comment or log prefix nft can hold: no double quote, backslash or newline, at most
+    127 bytes. Neither changes a verdict, so editing one keeps the rule faithful."""
+    clean = " ".join(text.replace('"', "'").replace("\\", "/").split())
+    if len(clean.encode()) > _NFT_STRING_MAX:
+        clean = clean.encode()[:_NFT_STRING_MAX].decode(errors="ignore")
+    if clean != text:
+        notes.append(f"{what} {text[:40]!r} written as {clean[:40]!r} (nft strings: no quotes, 127 bytes)")
+    return f'"{clean}"'
+
+
+_LIMIT_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+_ADDRTYPES = {
+    "UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE",
+    "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE",
+}  # fmt: skip
+
+
+def iptables_match_as_nft(text: str) -> str | None:
+    """nft text for an iptables match portkit keeps as written (`-m addrtype --dst-type LOCAL`
+    is `fib daddr type local`), for the few modules with an exact nft equivalent; else None."""
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return None
+    if len(words) < 2 or words[0] != "-m":
+        return None
+    module, args = words[1], words[2:]
+    neg = "!= " if args[:1] == ["!"] else ""
+    if neg:
+        args = args[1:]
+    if module == "addrtype" and len(args) == 2 and args[0] in ("--dst-type", "--src-type"):
+        types = args[1].split(",")
+        if not all(t in _ADDRTYPES for t in types) or (neg and len(types) > 1):
+            return None
+        value = types[0].lower() if len(types) == 1 else "{ " + ", ".join(t.lower() for t in types) + " }"
+        return f"fib {'daddr' if args[0] == '--dst-type' else 'saddr'} type {neg}{value}"
+    if module in ("mark", "connmark") and len(args) == 2 and args[0] == "--mark":
+        key = "meta mark" if module == "mark" else "ct mark"
+        value, _, mask = args[1].partition("/")
+        try:
+            number, bits = int(value, 0), int(mask, 0) if mask else None
+        except ValueError:
+            return None
+        if bits is None or bits == 0xFFFFFFFF:
+            return f"{key} {neg}{number:#x}"
+        return f"{key} & {bits:#x} {'!=' if neg else '=='} {number:#x}"
+    if module == "limit" and not neg:
+        rate, burst = "3/hour", 5  # iptables' defaults
+        while args:
+            if args[0] == "--limit" and len(args) > 1:
+                rate, args = args[1], args[2:]
+            elif args[0] == "--limit-burst" and len(args) > 1 and args[1].isdigit():
+                burst, args = int(args[1]), args[2:]
+            else:
+                return None
+        count, _, unit = rate.partition("/")
+        if not count.isdigit() or not unit or unit[0] not in _LIMIT_UNITS:
+            return None
+        return f"limit rate {count}/{_LIMIT_UNITS[unit[0]]} burst {burst} packets"
+    return None
+
+
+def opaque_match_as_nft(text: str) -> str | None:
+    """nft text for a match portkit does not model: nft's own JSON written back in nft syntax
+    (which `nft -c` loads as the same JSON, see _nftexpr), or an iptables match with an exact
+    nft equivalent; None when there is no faithful text."""
+    if text.lstrip().startswith("{"):
+        from portkit.firewall._nftexpr import render_json_text
+
+        if '"xt"' in text:
+            return None  # iptables-nft's compatibility matches have no nft syntax
+
+        rendered = render_json_text(text)
+        return None if not rendered or '{"' in rendered or rendered == text else rendered
+    return iptables_match_as_nft(text)
+
+
+def _rule_text(rule: Rule, family: Family, notes: list[str], chain_names: dict[str, str]) -> str:
+    # Opaque matches keep their place among the matches; statements with side effects
+    # (rule.opaque) lose their place relative to the matches in the model, so they are refused.
+    opaque = [
+        m.text for m in rule.matches if m.field is Field.OPAQUE and opaque_match_as_nft(m.text) is None
+    ]
+    if opaque:
+        raise _Unrenderable(f"match {'; '.join(opaque)} is not modelled")
+    if rule.opaque:
+        raise _Unrenderable(f"statements {'; '.join(rule.opaque)} are not modelled")
+    for m in rule.matches:
+        if not m.set_name and not m.names and not m.ranges and m.field is not Field.OPAQUE:
+            raise _Unrenderable(f"an empty set in {m.field}")
+        if m.field in (Field.IIF, Field.OIF):
+            for n in m.names:
+                nft_string(n)
+    parts = [
+        (opaque_match_as_nft(m.text) or "") if m.field is Field.OPAQUE else str(m) for m in rule.matches
+    ]
+    if "<opaque>" in parts:
+        raise _Unrenderable("a match portkit has no nft text for")
     if rule.counter:
         parts.append("counter")
     if rule.log is not None:
-        parts.append(f'log prefix "{rule.log}"' if rule.log else "log")
-    if rule.opaque:
-        problems.append(f"{where}: statements not rendered: {'; '.join(rule.opaque)}")
+        parts.append(f"log prefix {_free_text(rule.log, 'log prefix', notes)}" if rule.log else "log")
     act = rule.action
     if act is Action.REJECT:
         rej = rule.reject or Reject()
@@ -915,45 +1200,80 @@ def _rule_text(rule: Rule, family: Family, problems: list[str], where: str) -> s
                 rej.answer(4 if family is Family.IP else 6).split("-", 1)[1],
             )
         parts.append(str(rej))
-    elif act in (Action.DNAT, Action.SNAT) and rule.nat is not None:
+    elif act in (Action.DNAT, Action.SNAT):
+        nat = rule.nat or NatTarget()
+        if not nat.address:
+            # The importer keeps the verdict of a NAT to a map or range but not the rewrite.
+            raise _Unrenderable(f"{act.value} without a known target address (a map or range?)")
         fam = ""
-        if family is Family.INET and rule.nat.address:
-            fam = "ip6 " if ":" in rule.nat.address else "ip "
-        parts.append(f"{act.value} {fam}to {rule.nat}")
+        if family is Family.INET:
+            fam = "ip6 " if ":" in nat.address else "ip "
+        parts.append(f"{act.value} {fam}to {nat}")
     elif act is Action.REDIRECT:
+        if rule.nat and rule.nat.address:
+            raise _Unrenderable(f"redirect to {rule.nat} names an address")
         parts.append(f"redirect to :{rule.nat.port}" if rule.nat and rule.nat.port else "redirect")
+    elif act is Action.MASQUERADE:
+        if rule.nat and (rule.nat.address or rule.nat.port is not None):
+            raise _Unrenderable(f"masquerade to {rule.nat} cannot be written")
+        parts.append("masquerade")
+    elif act in (Action.JUMP, Action.GOTO):
+        parts.append(f"{act.value} {chain_names.get(rule.target, rule.target)}")
     elif act is not Action.CONTINUE:
         parts.append(rule.verdict_text())
     if rule.comment:
-        parts.append(f'comment "{rule.comment}"')
+        parts.append(f"comment {_free_text(rule.comment, 'comment', notes)}")
     return " ".join(parts)
 
 
-def render_nft(ruleset: Ruleset, *, flush: bool = True) -> tuple[str, list[str]]:
-    """An `nft -f` script for the model, and what it could not render faithfully."""
-    problems: list[str] = []
+def render_nft(ruleset: Ruleset, *, flush: bool = True) -> Rendering:
+    """An `nft -f` script for the model.
+
+    A rule that cannot be written faithfully is left out whole, never without one of its
+    matches; the Rendering says whether that only narrows (see `portkit.firewall._export`)."""
+    policy = OmissionPolicy(ruleset)
+    omitted: list[Omission] = []
+    notes: list[str] = []
     lines: list[str] = []
     if flush:
         lines.append("flush ruleset")
     for t in ruleset.tables:
-        lines.append(f"table {t.family} {t.name} {{")
+        table_name = nft_name(t.name)
+        if table_name is None:
+            omitted.append(Omission(str(t), "", "nft cannot read that table name", False))
+            continue
+        chain_names = _chain_names(t, notes)
+        lines.append(f"table {t.family} {table_name} {{")
         for s in t.sets:
-            lines.append(f"\tset {s.name} {{")
+            set_name = nft_name(s.name)
+            if set_name is None:
+                omitted.append(Omission(f"{t} set {s.name}", "", "nft cannot read that set name", False))
+                continue
+            lines.append(f"\tset {set_name} {{")
             lines.append(f"\t\ttype {s.type}")
             if s.flags:
                 lines.append(f"\t\tflags {', '.join(s.flags)}")
             elems = s.to_json()["elements"]
             if s.type == "ifname":
-                elems = [f'"{e}"' for e in elems]
+                elems = [nft_string(e) for e in elems]
             if elems:
                 lines.append(f"\t\telements = {{ {', '.join(elems)} }}")
             lines.append("\t}")
         for c in t.chains:
-            lines.append(f"\tchain {c.name} {{")
+            if c.hook is Hook.INGRESS:
+                # The model does not keep an ingress chain's device, without which nft refuses it.
+                omitted.append(omission_of_chain(t, c, "the ingress chain's device is not known"))
+                continue
+            lines.append(f"\tchain {chain_names[c.name]} {{")
             if c.hook is not None:
                 lines.append(f"\t\ttype {c.type} hook {c.hook} priority {c.priority}; policy {c.policy};")
             for i, r in enumerate(c.rules):
-                lines.append("\t\t" + _rule_text(r, t.family, problems, f"{t} {c.name} #{i + 1}"))
+                try:
+                    said: list[str] = []
+                    lines.append("\t\t" + _rule_text(r, t.family, said, chain_names))
+                    notes.extend(f"{t} {c.name} #{i + 1}: {n}" for n in said)
+                except _Unrenderable as exc:
+                    omitted.append(policy.omit(t, c, i, r, str(exc)))
             lines.append("\t}")
         lines.append("}")
-    return "\n".join(lines) + "\n", problems
+    return Rendering("\n".join(lines) + "\n", tuple(notes), tuple(omitted))

@@ -14,10 +14,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from portkit.errors import UsageError
+from portkit.firewall._export import (
+    Omission,
+    OmissionPolicy,
+    Rendering,
+    implied_accepts,
+    omission_of_chain,
+    one_chain_per_version,
+)
 from portkit.firewall._iptables import AddressTypes, import_iptables_save
 from portkit.firewall._model import (
     IPPROTO_NAMES,
     Action,
+    ChainType,
+    Family,
     Field,
     Hook,
     Match,
@@ -204,41 +214,97 @@ def _unknown_defaults(ruleset: Ruleset, directory: Path) -> Ruleset:
 
 # --- export -------------------------------------------------------------------------------------
 
+# What ufw's stock before.rules (and before6.rules) accept on input before any user rule.
+_UFW_IMPLIED = (
+    "tcp 127.0.0.1:40000 -> 127.0.0.1:5000 in lo",
+    "tcp 192.0.2.7:5000 -> 198.51.100.1:40000 state established",
+    "tcp [2001:db8::7]:5000 -> [2001:db8::1]:40000 state established",
+    "icmp 192.0.2.7 -> 198.51.100.1 type echo-request",
+    "icmp 192.0.2.7 -> 198.51.100.1 type destination-unreachable",
+    "icmpv6 2001:db8::7 -> 2001:db8::1 type echo-request",
+    "icmpv6 fe80::7 -> fe80::1 type nd-neighbor-solicit",
+    "udp 192.0.2.7:67 -> 198.51.100.1:68",
+    "udp 192.0.2.7:5353 -> 224.0.0.251:5353",
+    "udp 192.0.2.7:40000 -> 239.255.255.250:1900",
+)
+_UFW_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 
-def _ufw_rule(rule: Rule, verb: str, where: str, problems: list[str]) -> list[str] | None:
+
+class _NotUfw(Exception):
+    """The rule cannot be a ufw command; the message says why."""
+
+
+def _ufw_rule(rule: Rule, verb: str, hook: Hook, notes: list[str], family: int = 0) -> list[str] | None:
+    """The words of one ufw command, or None when the rule never matches in ufw's terms.
+
+    `family` is the table's IP version (0 for inet): a rule of an `ip` table never sees IPv6,
+    and a ufw rule without addresses applies to both."""
     proto = ""
     ports: list[str] = []
     src = "any"
     dst = "any"
     iface = ""
+    if rule.opaque:
+        raise _NotUfw(f"ufw cannot write {'; '.join(rule.opaque)}")
     for m in rule.matches:
         if m.negate:
-            problems.append(f"{where}: ufw cannot express a negated match ({m})")
-            return None
+            raise _NotUfw(f"ufw cannot express a negated match ({m})")
+        if m.set_name:
+            raise _NotUfw(f"ufw cannot express a named set ({m})")
         if m.field is Field.L4PROTO and len(m.ranges) == 1 and m.ranges[0][0] == m.ranges[0][1]:
-            proto = IPPROTO_NAMES.get(m.ranges[0][0], str(m.ranges[0][0]))
-        elif m.field is Field.DPORT:
-            if len(m.protos) == 1:
-                proto = IPPROTO_NAMES[m.protos[0]]
+            name = IPPROTO_NAMES.get(m.ranges[0][0], str(m.ranges[0][0]))
+            if proto and proto != name:
+                return None
+            proto = name
+        elif m.field is Field.DPORT and len(m.protos) == 1 and m.ranges:
+            name = IPPROTO_NAMES.get(m.protos[0], "")
+            if proto and proto != name:
+                return None
+            proto = name
             ports = [str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in m.ranges]
         elif m.field in (Field.SADDR, Field.DADDR) and len(m.ranges) == 1:
+            if family and family != m.family:
+                return None
+            family = m.family
             text = render_address_interval(m.family, m.ranges[0])
             if "-" in text:
-                problems.append(f"{where}: ufw cannot express the address range {text}")
-                return None
+                raise _NotUfw(f"ufw cannot express the address range {text}")
             if m.field is Field.SADDR:
                 src = text
             else:
                 dst = text
-        elif m.field is Field.IIF and len(m.names) == 1:
+        elif m.field is Field.NFPROTO and len(m.ranges) == 1 and m.ranges[0][0] == m.ranges[0][1]:
+            if family and family != m.ranges[0][0]:
+                return None
+            family = m.ranges[0][0]
+        elif m.field in (Field.IIF, Field.OIF) and len(m.names) == 1:
+            wanted = Field.OIF if hook is Hook.OUTPUT else Field.IIF
+            if m.field is not wanted or iface or not _UFW_NAME.fullmatch(m.names[0]):
+                raise _NotUfw(f"ufw cannot express {m} here")
             iface = m.names[0]
         else:
-            problems.append(f"{where}: ufw cannot express {m}")
-            return None
+            raise _NotUfw(f"ufw cannot express {m}")
+    if family and src == "any" and dst == "any":
+        src = "0.0.0.0/0" if family == 4 else "::/0"  # ufw's way to say one IP version
     if ports and proto not in ("tcp", "udp"):
-        problems.append(f"{where}: ufw ports need tcp or udp")
-        return None
-    out = ["ufw", verb, *(["in", "on", iface] if iface else [])]
+        raise _NotUfw("ufw ports need tcp or udp")
+    if len(ports) > 15:
+        raise _NotUfw("ufw takes at most 15 ports in one rule")
+    if proto and proto not in ("tcp", "udp", "ah", "esp", "gre", "ipv6", "igmp"):
+        raise _NotUfw(f"ufw cannot match protocol {proto}")
+    if rule.action is Action.REJECT and rule.reject:
+        rej = rule.reject
+        answer = "tcp-reset" if proto == "tcp" else "icmp port-unreachable"
+        got = "tcp-reset" if rej.type is RejectType.TCP_RESET else f"{rej.type.value} {rej.code}"
+        if got != answer:
+            # A different answer, never a wider verdict: ufw's reject still refuses.
+            notes.append(f"ufw answers with {answer}, the source with {got}")
+    direction = {Hook.INPUT: "in", Hook.OUTPUT: "out", Hook.FORWARD: "in"}[hook]
+    out = ["ufw", *(["route"] if hook is Hook.FORWARD else []), verb]
+    if iface:
+        out += [direction, "on", iface]
+    elif hook is Hook.OUTPUT:
+        out += ["out"]
     if proto:
         out += ["proto", proto]
     out += ["from", src, "to", dst]
@@ -247,54 +313,61 @@ def _ufw_rule(rule: Rule, verb: str, where: str, problems: list[str]) -> list[st
     return out
 
 
-def render_ufw(ruleset: Ruleset) -> tuple[str, list[str]]:
-    """`ufw` commands for the input rules of a simple rule set, and what does not fit ufw."""
-    problems: list[str] = []
+def render_ufw(ruleset: Ruleset) -> Rendering:
+    """`ufw` commands for the input, output and forward rules of a simple rule set.
+
+    A rule ufw cannot express is left out whole; ufw's own accepts (before.rules) that the
+    source does not make count as unsafe, since they would widen it."""
+    policy = OmissionPolicy(ruleset)
+    omitted: list[Omission] = []
+    notes: list[str] = []
     out = ["ufw --force reset"]
     verbs = {Action.ACCEPT: "allow", Action.DROP: "deny", Action.REJECT: "reject"}
     hooks = {Hook.INPUT: "incoming", Hook.OUTPUT: "outgoing", Hook.FORWARD: "routed"}
+    usable = [
+        (t, c)
+        for t in ruleset.tables
+        for c in t.chains
+        if c.hook in hooks and c.type is ChainType.FILTER and t.family in (Family.IP, Family.IP6, Family.INET)
+    ]
+    used = [
+        pair for hook in hooks for pair in one_chain_per_version([x for x in usable if x[1].hook is hook])
+    ]
+    seen: set[Hook] = set()
     for t in ruleset.tables:
         for c in t.chains:
-            if c.hook not in hooks:
-                if c.rules:
-                    problems.append(
-                        f"{t} {c.name}: ufw has no place for {'regular' if c.hook is None else str(c.hook)}"
-                        f" chain rules ({len(c.rules)} rules not rendered)"
+            if not any(t is ut and c is uc for ut, uc in used):
+                # A regular chain is reached only through a jump, which is itself left out.
+                if c.hook is not None and (c.rules or c.policy is not Action.ACCEPT):
+                    omitted.append(
+                        omission_of_chain(
+                            t, c, "ufw has one chain per direction and no regular chains; not rendered"
+                        )
                     )
                 continue
-            out.append(f"ufw default {'allow' if c.policy is Action.ACCEPT else 'deny'} {hooks[c.hook]}")
+            if c.hook is None:
+                continue
+            if c.hook not in seen:  # else the other IP version's chain, with the same policy
+                seen.add(c.hook)
+                out.append(f"ufw default {'allow' if c.policy is Action.ACCEPT else 'deny'} {hooks[c.hook]}")
             for i, r in enumerate(c.rules):
-                where = f"{t} {c.name} #{i + 1} ({r})"
                 states = [m for m in r.matches if m.field is Field.CT_STATE]
-                if states:
-                    if r.action is Action.ACCEPT and set(states[0].names) >= {"established"}:
-                        problems.append(
-                            f"{where}: ufw accepts established/related traffic itself "
-                            "(before.rules); not rendered"
+                try:
+                    if states:
+                        raise _NotUfw(
+                            "ufw accepts established/related traffic itself and matches no other state"
                         )
-                    else:
-                        problems.append(f"{where}: ufw cannot express conntrack state matches")
+                    if r.action not in verbs:
+                        raise _NotUfw(f"ufw cannot express '{r.verdict_text() or 'no verdict'}'")
+                    said: list[str] = []
+                    version = {Family.IP: 4, Family.IP6: 6}.get(t.family, 0)
+                    cmd = _ufw_rule(r, verbs[r.action], c.hook, said, version)
+                    notes.extend(f"{t} {c.name} #{i + 1}: {n}" for n in said)
+                except _NotUfw as exc:
+                    omitted.append(policy.omit(t, c, i, r, str(exc)))
                     continue
-                if r.action not in verbs:
-                    problems.append(f"{where}: ufw cannot express '{r.verdict_text() or 'no verdict'}'")
-                    continue
-                if (
-                    r.action is Action.REJECT
-                    and r.reject
-                    and r.reject.type is not RejectType.TCP_RESET
-                    and r.reject.code != "port-unreachable"
-                ):
-                    problems.append(
-                        f"{where}: ufw rejects with port-unreachable/tcp-reset only; "
-                        f"{r.reject.code} becomes the ufw default"
-                    )
-                cmd = _ufw_rule(r, verbs[r.action], where, problems)
-                if cmd is None:
-                    continue
-                if c.hook is Hook.OUTPUT:
-                    cmd.insert(2, "out")
-                elif c.hook is Hook.FORWARD:
-                    cmd[1:2] = ["route", cmd[1]]
-                out.append(" ".join(cmd))
+                if cmd is not None:
+                    out.append(" ".join(cmd))
     out.append("ufw --force enable")
-    return "\n".join(out) + "\n", problems
+    omitted.extend(implied_accepts(ruleset, "ufw", _UFW_IMPLIED))
+    return Rendering("\n".join(out) + "\n", tuple(notes), tuple(omitted))
