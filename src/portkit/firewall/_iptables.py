@@ -1230,6 +1230,37 @@ def _single(ranges: tuple[Interval, ...]) -> int | None:
     return ranges[0][0] if len(ranges) == 1 and ranges[0][0] == ranges[0][1] else None
 
 
+def _one_match_per_address(rule: Rule, version: int) -> Rule | None:
+    """The rule with its matches on one address field (several: `! -d 127.0.0.0/8` beside
+    the host's addresses, nft's `ip daddr != a ip daddr b`) folded into one: iptables takes
+    one `-s` and one `-d` per rule. None when they leave no address at all."""
+    top = (1 << (32 if version == 4 else 128)) - 1
+    for fld in (Field.SADDR, Field.DADDR):
+        same = [m for m in rule.matches if m.field is fld and not m.set_name and m.family in (0, version)]
+        if len(same) < 2:
+            continue
+        allowed: list[Interval] = [(0, top)]
+        for m in same:
+            ranges = sorted(m.ranges)
+            if m.negate:
+                gaps, start = [], 0
+                for lo, hi in ranges:
+                    if lo > start:
+                        gaps.append((start, lo - 1))
+                    start = max(start, hi + 1)
+                if start <= top:
+                    gaps.append((start, top))
+                ranges = gaps
+            allowed = [
+                (max(a, c), min(b, d)) for a, b in allowed for c, d in ranges if max(a, c) <= min(b, d)
+            ]
+        if not allowed:
+            return None
+        one = Match(fld, ranges=tuple(allowed), family=version)
+        rule = replace(rule, matches=(*(m for m in rule.matches if m not in same), one))
+    return rule
+
+
 def _rule_variants(
     rule: Rule, version: int, hooks: set[Hook], chain_names: dict[str, str], notes: list[str], where: str
 ) -> list[list[str]] | None:
@@ -1241,6 +1272,10 @@ def _rule_variants(
     nat_to = rule.nat.address if rule.nat and rule.action in (Action.DNAT, Action.SNAT) else None
     if nat_to and (":" in nat_to) != (version == 6):
         return None  # nft's `dnat ip to ...` only hits IPv4 packets, `dnat ip6 to` only IPv6 ones
+    merged = _one_match_per_address(rule, version)
+    if merged is None:
+        return None  # the address matches exclude each other: the rule never applies
+    rule = merged
     variants: list[list[str]] = [[]]
     proto_num = 0
     proto_set = False
@@ -1351,10 +1386,10 @@ def _rule_variants(
         elif m.field is Field.FIB_DADDR_TYPE:
             # `fib daddr type T` (no oif/iif flag) is addrtype's --dst-type T without
             # --limit-iface-in: both ask the routing table for the destination's type.
-            types = [n.upper() for n in m.names]
-            if not types or any(t not in _ADDRTYPE_WORDS for t in types):
+            addr_types = [n.upper() for n in m.names]
+            if not addr_types or any(t not in _ADDRTYPE_WORDS for t in addr_types):
                 raise _Unrenderable(f"match {m} cannot be written for iptables")
-            opts = [["-m", "addrtype", *neg, "--dst-type", ",".join(types)]]
+            opts = [["-m", "addrtype", *neg, "--dst-type", ",".join(addr_types)]]
         elif m.field is Field.ICMP_TYPE:
             flag = "--icmp-type" if version == 4 else "--icmpv6-type"
             proto = "icmp" if version == 4 else "ipv6-icmp"

@@ -1251,8 +1251,14 @@ def render_nft(ruleset: Ruleset, *, flush: bool = True) -> Rendering:
                 continue
             lines.append(f"\tset {set_name} {{")
             lines.append(f"\t\ttype {s.type}")
-            if s.flags:
-                lines.append(f"\t\tflags {', '.join(s.flags)}")
+            flags = list(s.flags)
+            spans = any(lo != hi for lo, hi in s.ranges) or any(
+                isinstance(part, tuple) and part[0] != part[1] for e in s.elements for part in e
+            )
+            if spans and "interval" not in flags:
+                flags.append("interval")  # nft refuses range elements in a set without it
+            if flags:
+                lines.append(f"\t\tflags {', '.join(flags)}")
             elems = s.to_json()["elements"]
             if s.type == "ifname":
                 elems = [nft_string(e) for e in elems]
