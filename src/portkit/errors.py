@@ -23,3 +23,20 @@ class PermissionNeeded(PortkitError):
     """The operation needs privileges this process does not hold."""
 
     exit_status = 1
+
+
+QUOTE_LIMIT = 60
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """`value` as an error message quotes it: repr-style, and at most about `limit` characters.
+
+    Bad input can be any length (a 400-character port list, a whole file pasted as an argument);
+    a long one is shown by its start and its end (where a path's file name is) with its length,
+    so the line stays readable.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    tail = limit // 3
+    return f"{text[: limit - tail - 3]!r}...{text[-tail:]!r} ({len(text)} characters)"

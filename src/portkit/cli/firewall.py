@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -222,12 +221,10 @@ def check(
 
 
 def _read_flows(path: str) -> list[Any]:
+    from portkit._textfile import read_text_file
     from portkit.firewall import Packet
 
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read flows file {path!r}: {exc.strerror}") from None
+    text = read_text_file(path, what="flows file")
     out = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()

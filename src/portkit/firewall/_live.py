@@ -13,8 +13,10 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from portkit.errors import PermissionNeeded, PortkitError, UsageError
+from portkit._textfile import read_text_file
+from portkit.errors import PermissionNeeded, PortkitError, UsageError, quote
 from portkit.firewall._model import Field, Ruleset, Table
 from portkit.model.endpoints import IPAddress
 
@@ -117,6 +119,38 @@ def parse_nft_script(text: str, *, source: str = "nft script") -> Ruleset:
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
 
 
+MAX_JSON_DEPTH = 64  # `nft -j` output nests about 12 deep; 64 leaves room for any real ruleset
+
+
+def load_json(text: str, *, source: str) -> dict[str, Any]:
+    """An nft JSON document from a user's file: a JSON object nested at most MAX_JSON_DEPTH deep."""
+    too_deep = False
+    document: Any = None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"invalid nft JSON in {quote(source)}: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:  # nested deeper than Python's recursion limit
+        too_deep = True
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack and not too_deep:
+        node, depth = stack.pop()
+        too_deep = depth > MAX_JSON_DEPTH
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    if too_deep:
+        raise UsageError(
+            f"invalid nft JSON in {quote(source)}: nested more than {MAX_JSON_DEPTH} levels deep"
+        )
+    if not isinstance(document, dict):
+        raise UsageError(
+            f"invalid nft JSON in {quote(source)}: expected an object with an \"nftables\" list"
+        )
+    return document
+
+
 def detect_format(text: str) -> str:
     """nft-json | nft | iptables | ufw | policy."""
     stripped = text.lstrip()
@@ -146,13 +180,10 @@ def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
             return v4
         v6 = import_ufw(p, version=6)
         return Ruleset((*v4.tables, *v6.tables), f"ufw rules in {p}", (*v4.notes, *v6.notes))
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read rules file {str(path)!r}: {exc.strerror}") from None
+    text = read_text_file(p, what="rules file")
     kind = fmt or detect_format(text)
     if kind == "nft-json":
-        return import_nft_json(text, source=str(p))
+        return import_nft_json(load_json(text, source=str(p)), source=str(p))
     if kind == "nft":
         return parse_nft_script(text, source=str(p))
     if kind in ("iptables", "ufw"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from portkit._textfile import read_text_file
 from portkit.errors import UsageError
 from portkit.firewall._iptables import import_iptables_save
 from portkit.firewall._model import (
@@ -45,10 +46,9 @@ def _filter_body(text: str) -> list[str]:
 
 def _defaults(path: Path) -> dict[str, str]:
     values = {"input": "DROP", "output": "ACCEPT", "forward": "DROP"}
-    try:
-        text = path.read_text()
-    except OSError:
+    if not path.is_file():
         return values
+    text = read_text_file(path, what="ufw defaults file")
     for key in _DIRS:
         m = re.search(rf'^DEFAULT_{key.upper()}_POLICY="?(\w+)"?', text, re.M)
         if m:
@@ -98,7 +98,7 @@ def import_ufw(
         lines.append(f"-A {p}-skip-to-policy-{key} -j {pol[key]}")
     declared = {ln[1:].split()[0] for ln in lines if ln.startswith(":")}
     for name in ("before", "after", "user"):
-        for ln in _filter_body(files[name].read_text()):
+        for ln in _filter_body(read_text_file(files[name], what="ufw rules file")):
             if ln.startswith(":"):
                 if ln[1:].split()[0] in declared:
                     continue

