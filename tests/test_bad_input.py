@@ -128,3 +128,114 @@ def test_iana_csv_unicode_digits_are_skipped_as_malformed(tmp_path: Path) -> Non
     result = run_main("registry", "import", "--json", str(path))
     assert result.status == 0, result.stderr
     assert '"malformed port number": 3' in result.stdout
+
+
+# --- numbers: ASCII digits only, within int()'s limits, finite, in range ------------------------
+
+# superscript two, Arabic-Indic three, Bengali three, fullwidth three: all pass str.isdigit()
+UNICODE_DIGITS = ["\u00b2", "\u0663", "\u09e9", "\uff13", "1\u00b2", "\u0663\u0663"]
+HUGE = "9" * 5000  # int() refuses more than 4,300 digits with a ValueError
+
+
+def _number_surfaces(value: str, policy: Path) -> list[tuple[str, ...]]:
+    rules = ("--rules", str(policy))
+    return [
+        ("scan", f"127.0.0.1/{value}"),
+        ("scan", f"127.0.0.{value}"),
+        ("scan", "-p", value, "127.0.0.1"),
+        ("scan", "-p", f"1-{value}", "127.0.0.1"),
+        ("scan", "-p", f"top:{value}", "127.0.0.1"),
+        ("scan", "-T", value, "127.0.0.1"),
+        ("scan", "--max-retries", value, "127.0.0.1"),
+        ("scan", "--max-rate", value, "127.0.0.1"),
+        ("scan", "--seed", value, "127.0.0.1"),
+        ("scan", "--host-timeout", f"{value}s", "127.0.0.1"),
+        ("scan", "--sv", "--sv-intensity", value, "127.0.0.1"),
+        ("explain", value),
+        ("explain", f"22/{value}"),
+        ("who", value),
+        ("who", f"{value}/tcp"),
+        ("lookup", "--limit", value, "ssh"),
+        ("ls", "--pid", value),
+        ("ls", "--port", value),
+        ("ls", "--sport", f"T:{value}"),
+        ("ls", "--watch", value, "--count", "1"),
+        ("free-port", "--count", value),
+        ("free-port", "--range", f"1-{value}"),
+        ("fw", "check", *rules, f"tcp 192.0.2.1:{value} -> 192.0.2.2:22"),
+        ("fw", "check", *rules, f"{value} 192.0.2.1 -> 192.0.2.2"),
+        ("fw", "check", *rules, f"icmp 192.0.2.1 -> 192.0.2.2 type {value}"),
+        ("fw", "check", *rules, f"icmp 192.0.2.1 -> 192.0.2.2 type 8 code {value}"),
+        ("fw", "check", *rules, "--dst", "192.0.2.2", "--dport", value),
+        ("fw", "check", *rules, "--dst", "192.0.2.2", "--sport", value),
+        ("fw", "check", *rules, "--dst", "192.0.2.2", "--proto", value),
+        ("fw", "check", *rules, "--dst", "192.0.2.2", "--proto", "icmp", "--icmp-type", value),
+        ("forward", value, "127.0.0.1:80", "--check"),
+        ("forward", "8080", f"127.0.0.1:{value}", "--check"),
+        ("forward", "8080", f"localhost:{value}", "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--max-connections", value, "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--idle-timeout", value, "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--drain-timeout", value, "--check"),
+        ("forward", "--stats", "--pid", value),
+    ]
+
+
+@pytest.mark.parametrize("value", [*UNICODE_DIGITS, HUGE])
+def test_numbers_accept_only_ascii_digits_and_sane_sizes(value: str, policy: Path) -> None:
+    for args in _number_surfaces(value, policy):
+        assert_usage_error(run_main(*args))
+
+
+def test_forward_check_with_an_out_of_range_port_on_a_hostname() -> None:
+    """getaddrinfo() raises OverflowError for a port over 65535."""
+    assert_usage_error(run_main("forward", "8080", "localhost:99999999", "--check"), "'99999999'")
+    assert_usage_error(run_main("forward", "8080", "localhost:70000", "--check"), "ports are 0-65535")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("lookup", "--limit", "-3", "ssh"),
+        ("ls", "--pid", "-5"),
+        ("ls", "--pid", "0"),
+        ("ls", "--proto", ""),
+        ("ls", "--proto", "tcp,,udp"),
+        ("ls", "--user", "no\0body"),
+        ("ls", "--watch", "nan", "--count", "1"),
+        ("ls", "--watch", "inf", "--count", "1"),
+        ("ls", "--watch", "-1", "--count", "1"),
+        ("scan", "--max-rate", "nan", "127.0.0.1"),
+        ("scan", "--max-rate", "inf", "127.0.0.1"),
+        ("scan", "--max-rate", "-1", "127.0.0.1"),
+        ("scan", "--max-rate", "1e400", "127.0.0.1"),
+        ("scan", "--host-timeout", "99999999999s", "127.0.0.1"),
+        ("forward", "8080", "127.0.0.1:80", "--idle-timeout", "nan", "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--idle-timeout", "inf", "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--connect-timeout", "inf", "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--connect-timeout", "-0.5", "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--udp-idle-timeout", "-inf", "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--drain-timeout", "nan", "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--drain-timeout", "-1", "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--max-connections", "-1", "--check"),
+        ("forward", "--stats", "--pid", "-4"),
+        ("fw", "apply", "--confirm-within", "nan", "/nonexistent"),
+        ("fw", "apply", "--confirm-within", "\u0661\u0660s", "/nonexistent"),
+    ],
+)
+def test_options_that_were_accepted_silently(args: tuple[str, ...]) -> None:
+    assert_usage_error(run_main(*args))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400", "-1"])
+def test_forward_config_numbers_are_finite(value: str, tmp_path: Path) -> None:
+    path = tmp_path / "forward.toml"
+    for key in ("idle_timeout", "connect_timeout", "udp_idle_timeout"):
+        path.write_text(f'[[rule]]\nlisten = 8080\ntarget = "127.0.0.1:80"\n{key} = {value}\n')
+        assert_usage_error(run_main("forward", "--config", str(path), "--check"), key)
+
+
+def test_forward_config_shapes_toml_allows(tmp_path: Path) -> None:
+    path = tmp_path / "forward.toml"
+    for text in ("rule = [1, 2]\n", "x = " + "[" * 2000 + "]" * 2000 + "\n", "rule = [[]]\n"):
+        path.write_text(text)
+        assert_usage_error(run_main("forward", "--config", str(path), "--check"), "invalid config")

@@ -28,15 +28,26 @@ class PermissionNeeded(PortkitError):
 QUOTE_LIMIT = 60
 
 
+def _fit(text: str, budget: int, *, from_end: bool = False) -> str:
+    """repr() of the longest start (or end) of `text` whose repr is at most `budget` characters."""
+    n = min(len(text), budget)
+    while n > 0 and len(repr(text[-n:] if from_end else text[:n])) > budget:
+        n -= 1
+    return repr(text[-n:] if from_end else text[:n])
+
+
 def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
-    """`value` as an error message quotes it: repr-style, and at most about `limit` characters.
+    """`value` as an error message quotes it: repr-style, at most about `limit` characters in all.
 
     Bad input can be any length (a 400-character port list, a whole file pasted as an argument);
-    a long one is shown by its start and its end (where a path's file name is) with its length,
+    a long one is shown by its start and its end (where a path's file name is) and its length,
     so the line stays readable.
     """
     text = value if isinstance(value, str) else str(value)
-    if len(text) <= limit:
-        return repr(text)
-    tail = limit // 3
-    return f"{text[: limit - tail - 3]!r}...{text[-tail:]!r} ({len(text)} characters)"
+    whole = repr(text)
+    if len(whole) <= limit:
+        return whole
+    size = f" ({len(text)} chars)"
+    room = max(limit - len(size) - 3, 12)
+    tail = room // 3
+    return f"{_fit(text, room - tail)}...{_fit(text, tail, from_end=True)}{size}"

@@ -56,7 +56,7 @@ DYNAMIC = PortClass("dynamic", 49152, 65535, "Dynamic/private ports, never assig
 PORT_CLASSES = (WELL_KNOWN, REGISTERED, DYNAMIC)
 
 
-DECIMAL_CAP = 10**18
+DECIMAL_CAP = 10**30
 
 
 def parse_decimal(text: str) -> int | None:
@@ -70,7 +70,7 @@ def parse_decimal(text: str) -> int | None:
     if not text or not (text.isascii() and text.isdigit()):
         return None
     digits = text.lstrip("0") or "0"
-    return DECIMAL_CAP if len(digits) > 18 else int(digits)
+    return DECIMAL_CAP if len(digits) > 30 else int(digits)
 
 
 def validate_port(value: int | str, *, what: str = "port") -> int:

@@ -87,7 +87,9 @@ class PortSpec:
 
 
 def _spec_error(text: str, token: str, position: int, why: str) -> UsageError:
-    return UsageError(f"invalid port spec {quote(text)}: {quote(token)} at position {position}: {why}")
+    shown = "" if token == text and len(text) > 30 else f"{quote(token, 30)} "  # not twice when long
+    where = f"{shown}at position {position}"
+    return UsageError(f"invalid port spec {quote(text)}: {where}: {why}")
 
 
 def _parse_number(text: str, token: str, position: int, digits: str) -> int:
@@ -95,8 +97,8 @@ def _parse_number(text: str, token: str, position: int, digits: str) -> int:
     if number is None:
         raise _spec_error(text, token, position, "expected a port number of ASCII digits 0-9")
     if number > MAX_PORT:
-        shown = number if number < DECIMAL_CAP else quote(digits)
-        raise _spec_error(text, token, position, f"port {shown} is out of range: ports are 0-65535")
+        shown = f"port {number}" if number < DECIMAL_CAP else f"a {len(digits)}-digit port"
+        raise _spec_error(text, token, position, f"{shown} is out of range: ports are 0-65535")
     return number
 
 
@@ -174,5 +176,5 @@ def _parse_item(
             raise _spec_error(text, token, position, "unknown service name (try 'portkit lookup NAME')")
         return found
     raise _spec_error(
-        text, token, position, "expected a port (0-65535), a range (A-B), a service name or top:N"
+        text, token, position, "expected a port 0-65535, a range A-B, a service name or top:N"
     )

@@ -118,12 +118,16 @@ def _octet_values(text: str, part: str) -> tuple[int, ...]:
             continue
         match = _OCTET_ITEM_RE.match(item)
         if not item or not match:
-            raise UsageError(f"invalid target {quote(text)}: bad octet {quote(part)}; {_ACCEPTED}")
+            raise UsageError(
+                f"invalid target {quote(text)}: bad octet {quote(part, 30)}: expected 0-255, A-B, * or a list"
+            )
         lo_text, dash, hi_text = match.groups()
         lo = int(lo_text) if lo_text else 0
         hi = (int(hi_text) if hi_text else 255) if dash else lo
         if lo > 255 or hi > 255 or lo > hi:
-            raise UsageError(f"invalid target {quote(text)}: octet range {quote(item)} must be within 0-255")
+            raise UsageError(
+                f"invalid target {quote(text)}: octet range {quote(item, 30)} must be within 0-255"
+            )
         values.extend(range(lo, hi + 1))
     return tuple(sorted(set(values)))
 
