@@ -19,6 +19,14 @@ class UsageError(PortkitError, ValueError):
     exit_status = 2
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived while portkit held something to clean up (see firewall._live).
+
+    A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it on the way out;
+    the CLI reports it as "terminated" with exit status 143 (128 + SIGTERM).
+    """
+
+
 class PermissionNeeded(PortkitError):
     """The operation needs privileges this process does not hold."""
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from portkit import __version__
-from portkit.errors import PortkitError
+from portkit.errors import PortkitError, Terminated
 
 # name -> "module:attribute"; a command's module is imported only when it runs.
 COMMANDS: dict[str, str] = {
@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("portkit: interrupted", err=True)
         status = 130
+    except Terminated:
+        click.echo("portkit: terminated", err=True)
+        status = 143
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "portkit"
         click.echo(f"{where}: error: {_one_line(exc.format_message())} (see '{where} --help')", err=True)

@@ -6,20 +6,26 @@ throwaway network namespace, so portkit reads exactly what the kernel would load
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
+import signal
 import subprocess
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from portkit._textfile import read_text_file
-from portkit.errors import PermissionNeeded, PortkitError, UsageError, quote
+from portkit.errors import PermissionNeeded, PortkitError, Terminated, UsageError, quote
 from portkit.firewall._model import Field, Ruleset, Table
 from portkit.model.endpoints import IPAddress
 
+SCRATCH_NETNS_PREFIX = "portkit-parse-"  # + pid + random: parallel parses never collide
 _NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -99,24 +105,60 @@ def read_live(netns: str | None = None) -> Ruleset:
     return Ruleset(tuple(tables), ruleset.source, tuple(notes))
 
 
+@contextlib.contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """Inside this block SIGTERM raises Terminated, so `finally` clauses run and clean up.
+
+    SIGTERM's default action ends the process at once, leaving behind whatever it had made
+    outside itself (a scratch network namespace). Only the main thread can set a handler, and a
+    handler someone else installed is left alone. A second SIGTERM while the first unwinds is
+    ignored, so the cleanup it triggered is not itself cut short.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+    raised = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def parse_nft_script(text: str, *, source: str = "nft script") -> Ruleset:
     """Parse an nft script with nft itself, in a private throwaway namespace."""
+    _need_root("reading an nft script (nft parses it in a private network namespace)")
+    name = f"{SCRATCH_NETNS_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+    with _terminate_raises():  # SIGTERM mid-parse still deletes the namespace
+        try:
+            return _parse_in(name, text, source)
+        finally:
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+
+
+def _parse_in(name: str, text: str, source: str) -> Ruleset:
     from portkit.firewall._nft import import_nft_json
 
-    _need_root("reading an nft script (nft parses it in a private network namespace)")
-    name = f"portkit-parse-{os.getpid()}"
     created = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, check=False)
     if created.returncode != 0:
         raise PortkitError(f"cannot create a scratch network namespace: {created.stderr.strip()}")
-    try:
-        body = text if re.search(r"^\s*flush\s+ruleset", text, re.M) else "flush ruleset\n" + text
-        loaded = run_tool(["nft", "-f", "-"], netns=name, stdin=body)
-        if loaded.returncode != 0:
-            first = loaded.stderr.strip().splitlines()[0] if loaded.stderr.strip() else "nft failed"
-            raise UsageError(f"invalid nft script {source}: {first}")
-        return import_nft_json(nft_json(name), source=source)
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+    body = text if re.search(r"^\s*flush\s+ruleset", text, re.M) else "flush ruleset\n" + text
+    loaded = run_tool(["nft", "-f", "-"], netns=name, stdin=body)
+    if loaded.returncode != 0:
+        first = loaded.stderr.strip().splitlines()[0] if loaded.stderr.strip() else "nft failed"
+        raise UsageError(f"invalid nft script {source}: {first}")
+    return import_nft_json(nft_json(name), source=source)
 
 
 MAX_JSON_DEPTH = 64  # `nft -j` output nests about 12 deep; 64 leaves room for any real ruleset
