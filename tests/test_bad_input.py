@@ -239,3 +239,54 @@ def test_forward_config_shapes_toml_allows(tmp_path: Path) -> None:
     for text in ("rule = [1, 2]\n", "x = " + "[" * 2000 + "]" * 2000 + "\n", "rule = [[]]\n"):
         path.write_text(text)
         assert_usage_error(run_main("forward", "--config", str(path), "--check"), "invalid config")
+
+
+# --- quoting: at most ~60 characters of the bad input -------------------------------------------
+
+LONG = "x" * 200 + "END"
+
+
+def test_quote_keeps_start_end_and_length() -> None:
+    from portkit.errors import quote
+
+    assert quote("22") == "'22'"
+    shown = quote(LONG)
+    assert len(shown) <= 60 and shown.startswith("'xxx") and "END'" in shown and "203 chars" in shown
+    assert len(quote("\0" * 500)) <= 60  # repr expands control bytes; the limit is on what is shown
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("scan", "-p", LONG, "127.0.0.1"),
+        ("scan", "-p", "22," + LONG, "127.0.0.1"),
+        ("scan", LONG),
+        ("scan", "127.0.0.1/" + LONG),
+        ("explain", LONG),
+        ("who", "22/" + LONG),
+        ("ls", "--port", LONG),
+        ("ls", "--state", LONG),
+        ("ls", "--proto", LONG),
+        ("ls", "--user", LONG),
+        ("ls", "--backend", LONG),
+        ("ls", "--" + LONG),
+        (LONG,),
+        ("lookup", "--limit", LONG, "ssh"),
+        ("fw", "check", "--rules", "/nonexistent/" + LONG, "tcp 192.0.2.1 -> 192.0.2.2:22"),
+        ("fw", "show", "--format", LONG, "/dev/null"),
+        ("forward", LONG, "127.0.0.1:80", "--check"),
+        ("forward", "8080", LONG, "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--allow", LONG, "--check"),
+        ("forward", "8080", "127.0.0.1:80", "--congestion", LONG, "--check"),
+        ("registry", "import", "/nonexistent/" + LONG),
+    ],
+)
+def test_errors_quote_at_most_about_60_characters(args: tuple[str, ...], policy: Path) -> None:
+    line = assert_usage_error(run_main(*args))
+    assert "x" * 61 not in line, line
+
+
+def test_flow_errors_quote_at_most_about_60_characters(policy: Path) -> None:
+    for flow in (LONG, f"tcp {LONG} -> 192.0.2.2:22", f"tcp 192.0.2.1 -> 192.0.2.2:22 state {LONG}"):
+        line = assert_usage_error(run_main("fw", "check", "--rules", str(policy), flow))
+        assert "x" * 61 not in line, line

@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import sys
 from typing import Any
 
 import click
 
 from portkit import __version__
-from portkit.errors import PortkitError, Terminated
+from portkit.errors import QUOTE_LIMIT, PortkitError, Terminated, quote
 
 # name -> "module:attribute"; a command's module is imported only when it runs.
 COMMANDS: dict[str, str] = {
@@ -76,8 +77,20 @@ def cli(ctx: click.Context) -> Any:
     return None
 
 
+# A quoted run of input longer than quote() would show, as click words its messages
+# ("Invalid value for '--backend': 'xxxx...'") and any message that did not use quote().
+_LONG_QUOTED = re.compile(rf"'([^'\n]{{{QUOTE_LIMIT - 1},}})'")
+MAX_ERROR_LINE = 200
+
+
 def _one_line(message: str) -> str:
-    return " ".join(message.split())
+    """An error message as one line: whitespace collapsed, long quoted input shortened by quote(),
+    and the middle cut out of anything still longer than MAX_ERROR_LINE (its end says what is
+    accepted, so the end stays)."""
+    text = _LONG_QUOTED.sub(lambda m: quote(m.group(1)), " ".join(message.split()))
+    if len(text) > MAX_ERROR_LINE:
+        text = f"{text[: MAX_ERROR_LINE - 90]} ... {text[-85:]}"
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,13 +110,13 @@ def main(argv: list[str] | None = None) -> None:
         status = 143
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "portkit"
-        click.echo(f"{where}: error: {_one_line(exc.format_message())} (see '{where} --help')", err=True)
+        click.echo(_one_line(f"{where}: error: {exc.format_message()} (see '{where} --help')"), err=True)
         status = 2
     except click.ClickException as exc:
-        click.echo(f"portkit: error: {_one_line(exc.format_message())}", err=True)
+        click.echo(_one_line(f"portkit: error: {exc.format_message()}"), err=True)
         status = exc.exit_code
     except PortkitError as exc:
-        click.echo(f"portkit: error: {_one_line(str(exc))}", err=True)
+        click.echo(_one_line(f"portkit: error: {exc}"), err=True)
         status = exc.exit_status
     except BrokenPipeError:
         sys.stderr.close()
