@@ -174,6 +174,8 @@ def load_json(text: str, *, source: str) -> dict[str, Any]:
         raise UsageError(f"invalid nft JSON in {quote(source)}: {exc.msg} at line {exc.lineno}") from None
     except RecursionError:  # nested deeper than Python's recursion limit
         too_deep = True
+    except ValueError as exc:  # a number over int()'s 4,300 digits
+        raise UsageError(f"invalid nft JSON in {quote(source)}: {quote(str(exc), 50)}") from None
     stack: list[tuple[Any, int]] = [(document, 1)]
     while stack and not too_deep:
         node, depth = stack.pop()
@@ -225,7 +227,19 @@ def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
     text = read_text_file(p, what="rules file")
     kind = fmt or detect_format(text)
     if kind == "nft-json":
-        return import_nft_json(load_json(text, source=str(p)), source=str(p))
+        document = load_json(text, source=str(p))
+        try:
+            return import_nft_json(document, source=str(p))
+        except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:
+            if isinstance(exc, UsageError):
+                raise
+            # The importer reads nft's own output, whose shapes nft guarantees; a file can put
+            # any JSON value anywhere (`"port": []`, a string for a list). Its shape, not portkit,
+            # is what is wrong; nft's own output (read_live) still fails loudly.
+            raise UsageError(
+                f"invalid nft JSON in {quote(str(p))}: a value of an unexpected type or shape "
+                f"({type(exc).__name__}: {quote(str(exc), 50)}); expected `nft -j list ruleset` output"
+            ) from None
     if kind == "nft":
         return parse_nft_script(text, source=str(p))
     if kind in ("iptables", "ufw"):

@@ -265,6 +265,8 @@ def parse_config(text: str, *, source: str = "config") -> tuple[Rule, ...]:
         raise UsageError(f"invalid config {source}: {exc}") from None
     except RecursionError:  # arrays or inline tables nested beyond Python's recursion limit
         raise UsageError(f"invalid config {source}: nested too deeply") from None
+    except ValueError:  # an integer over int()'s 4,300 digits (tomllib lets it through to int())
+        raise UsageError(f"invalid config {source}: a number with too many digits") from None
     unknown = set(doc) - _TOP_KEYS
     if unknown:
         raise UsageError(
