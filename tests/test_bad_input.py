@@ -290,3 +290,35 @@ def test_flow_errors_quote_at_most_about_60_characters(policy: Path) -> None:
     for flow in (LONG, f"tcp {LONG} -> 192.0.2.2:22", f"tcp 192.0.2.1 -> 192.0.2.2:22 state {LONG}"):
         line = assert_usage_error(run_main("fw", "check", "--rules", str(policy), flow))
         assert "x" * 61 not in line, line
+
+
+# --- shapes: structures nested or typed unlike the real thing ------------------------------------
+
+
+def test_iana_xml_nested_deep_takes_linear_time(tmp_path: Path) -> None:
+    """Every <record> inside every other used to be read whole: 100,000 deep took minutes."""
+    import time
+
+    path = tmp_path / "deep.xml"
+    path.write_text("<registry>" + "<record>" * 100_000 + "</record>" * 100_000 + "</registry>")
+    started = time.monotonic()
+    assert_usage_error(run_main("registry", "import", str(path)), "no usable IANA records")
+    assert time.monotonic() - started < 10
+    path.write_text(
+        '<registry xmlns="http://www.iana.org/assignments"><record><name>ssh</name>'
+        "<protocol>tcp</protocol><number>22</number><description>The Secure Shell "
+        '<xref type="rfc" data="rfc4251"/> Protocol</description></record></registry>'
+    )
+    result = run_main("registry", "import", "--json", str(path))
+    assert result.status == 0 and '"imported": 1' in result.stdout
+
+
+@pytest.mark.parametrize("value", ["[]", "{}", '"x"', "null", "9" * 5000])
+def test_nft_json_values_of_the_wrong_shape(value: str, tmp_path: Path) -> None:
+    path = tmp_path / "rules.json"
+    valid = (Path(__file__).parent / "data" / "bad_input" / "rules.json").read_text()
+    assert '"port": 80' in valid
+    path.write_text(valid.replace('"port": 80', f'"port": {value}'))
+    result = run_main("fw", "show", str(path))
+    if result.status != 0:  # some shapes are read as "no port"; none may crash
+        assert_usage_error(result, "invalid nft JSON")

@@ -12,12 +12,14 @@ stderr; never "internal error", never a traceback. Where a mutation is invalid f
 Nothing here sends a packet: scans stop after their input is parsed (HostTable is where the
 scan would start), name resolution is answered locally for "localhost" only, and `forward`
 always runs with --check. Each test is bounded by max_examples; the file runs in about a
-minute. The number of inputs tried per surface is printed at the end of the run.
+minute (PORTKIT_FUZZ_SCALE=N for N times more). The number of inputs tried per surface is
+printed at the end of the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 from collections import Counter
@@ -36,9 +38,11 @@ from fixtures_bad_input import MAX_LINE, MainResult, run_main
 DATA = Path(__file__).parent / "data" / "bad_input"
 TRIED: Counter[str] = Counter()
 
+# PORTKIT_FUZZ_SCALE=N runs N times as many inputs, drawn at random instead of the fixed set.
+SCALE = int(os.environ.get("PORTKIT_FUZZ_SCALE", "1"))
 FUZZ = settings(
     deadline=None,
-    derandomize=True,  # the same inputs on every CI run; failures reproduce
+    derandomize=SCALE == 1,  # CI: the same inputs on every run, so a failure reproduces
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     database=None,
 )
@@ -184,7 +188,7 @@ PORT_SPECS = ["22", "1-1024", "80,443", "T:80,U:53", "-", "-1024", "60000-", "ss
 PORT_PROTOS = ["22", "53/udp", "443/tcp", "65535", "0/tcp"]
 
 
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=600 * SCALE)
 @given(spec=_arg(PORT_SPECS), option=st.sampled_from(["-p", "--port", "--sport", "--dport"]))
 def test_port_specs(spec: str, option: str, offline: None) -> None:
     if option == "-p":
@@ -193,7 +197,7 @@ def test_port_specs(spec: str, option: str, offline: None) -> None:
         check(f"ls {option}", run_main("ls", option, spec, "--json"))
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=400 * SCALE)
 @given(text=_arg(PORT_PROTOS), command=st.sampled_from(["explain", "who"]))
 def test_port_and_protocol_arguments(text: str, command: str) -> None:
     check(command, run_main(command, text, "--json"), ok=(0, 1))  # who: 1 = nothing uses it
@@ -214,7 +218,7 @@ TARGETS = [
 ]
 
 
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=600 * SCALE)
 @given(target=_arg(TARGETS), exclude=st.booleans())
 def test_scan_targets(target: str, exclude: bool, offline: None) -> None:
     args = ("127.0.0.1", "--exclude", target) if exclude else (target,)
@@ -249,7 +253,7 @@ NUMBER_OPTIONS: list[tuple[tuple[str, ...], tuple[str, ...], list[str]]] = [
 ]
 
 
-@settings(FUZZ, max_examples=1500)
+@settings(FUZZ, max_examples=1500 * SCALE)
 @given(data=st.data())
 def test_number_and_choice_options(data: st.DataObject, offline: None) -> None:
     head, tail, valid = data.draw(st.sampled_from(NUMBER_OPTIONS))
@@ -270,7 +274,7 @@ FORWARD_ARGS = {
 }
 
 
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=600 * SCALE)
 @given(data=st.data())
 def test_forward_arguments(data: st.DataObject, offline: None) -> None:
     which = data.draw(st.sampled_from(sorted(FORWARD_ARGS)))
@@ -302,7 +306,7 @@ FLOW_OPTIONS = {
 }
 
 
-@settings(FUZZ, max_examples=800)
+@settings(FUZZ, max_examples=800 * SCALE)
 @given(data=st.data())
 def test_fw_check_flows_and_options(data: st.DataObject) -> None:
     rules = ("--rules", str(DATA / "policy.rules"))
@@ -349,14 +353,14 @@ RULE_COMMANDS: list[tuple[str, ...]] = [
 ]
 
 
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=500 * SCALE)
 @given(content=mutated_bytes(_texts("iptables.rules")), command=_rules("iptables"))
 def test_iptables_save_files(content: tuple[bytes, bool], command: tuple[str, ...], tmp_path: Path) -> None:
     result, not_utf8 = _file_surface(tmp_path, "rules.v4", content, lambda p: (*command, p))
     check("file: iptables-save", result, ok=(0, 1), invalid=not_utf8)
 
 
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=500 * SCALE)
 @given(content=mutated_bytes(_texts("policy.rules")), command=_rules("policy"))
 def test_policy_files(content: tuple[bytes, bool], command: tuple[str, ...], tmp_path: Path) -> None:
     result, not_utf8 = _file_surface(tmp_path, "policy", content, lambda p: (*command, p))
@@ -387,7 +391,7 @@ def mutated_json(draw: st.DrawFn) -> tuple[bytes, bool]:
     return draw(mutated_bytes([valid]))
 
 
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=600 * SCALE)
 @given(content=mutated_json(), command=_rules("nft-json"))
 def test_nft_json_files(content: tuple[bytes, bool], command: tuple[str, ...], tmp_path: Path) -> None:
     result, not_utf8 = _file_surface(tmp_path, "rules.json", content, lambda p: (*command, p))
@@ -395,7 +399,7 @@ def test_nft_json_files(content: tuple[bytes, bool], command: tuple[str, ...], t
 
 
 @needs_root
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=60 * SCALE)
 @given(content=mutated_bytes(_texts("rules.nft")))
 def test_nft_scripts(content: tuple[bytes, bool], tmp_path: Path) -> None:
     """nft itself parses these, in a scratch namespace (about 50 ms each)."""
@@ -408,7 +412,7 @@ def test_nft_scripts(content: tuple[bytes, bool], tmp_path: Path) -> None:
 UFW_FILES = ("before.rules", "user.rules", "after.rules")
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=300 * SCALE)
 @given(which=st.sampled_from(UFW_FILES), data=st.data())
 def test_ufw_directories(which: str, data: st.DataObject, tmp_path: Path) -> None:
     ufw = tmp_path / "ufw"
@@ -421,7 +425,7 @@ def test_ufw_directories(which: str, data: st.DataObject, tmp_path: Path) -> Non
     check("file: ufw directory", run_main("fw", "show", str(ufw)), invalid=not_utf8)
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=400 * SCALE)
 @given(content=mutated_bytes(_texts("flows.txt")), stdin=st.booleans())
 def test_flows_files(content: tuple[bytes, bool], stdin: bool, tmp_path: Path) -> None:
     rules = ("fw", "check", "--rules", str(DATA / "policy.rules"), "--flows")
@@ -432,7 +436,7 @@ def test_flows_files(content: tuple[bytes, bool], stdin: bool, tmp_path: Path) -
     check("file: --flows", result, ok=(0, 1), invalid=not_utf8)
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=400 * SCALE)
 @given(content=mutated_bytes(_texts("targets.txt")), option=st.sampled_from(["-iL", "--exclude-file"]))
 def test_target_files(content: tuple[bytes, bool], option: str, tmp_path: Path, offline: None) -> None:
     target = () if option == "-iL" else ("127.0.0.1",)
@@ -442,7 +446,7 @@ def test_target_files(content: tuple[bytes, bool], option: str, tmp_path: Path, 
     check(f"file: scan {option}", result, invalid=not_utf8)
 
 
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=500 * SCALE)
 @given(content=mutated_bytes(_texts("forward.toml")))
 def test_forward_configs(content: tuple[bytes, bool], tmp_path: Path, offline: None) -> None:
     result, not_utf8 = _file_surface(
@@ -451,7 +455,7 @@ def test_forward_configs(content: tuple[bytes, bool], tmp_path: Path, offline: N
     check("file: forward --config", result, ok=(0, 1), invalid=not_utf8)
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=400 * SCALE)
 @given(content=mutated_bytes(_texts("iana.csv")), big=st.booleans())
 def test_registry_csv(content: tuple[bytes, bool], big: bool, tmp_path: Path) -> None:
     data, not_utf8 = content

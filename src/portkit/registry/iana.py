@@ -95,19 +95,28 @@ def _read_xml(text: str) -> Iterator[IanaRecord]:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
         raise UsageError(f"not a readable IANA registry XML file: {exc}") from None
-    for elem in root.iter():
-        if not elem.tag.endswith("record"):
+    # Records are the children of a <registry>, their fields the records' children: reading
+    # exactly that much keeps the work linear however deeply a malformed file nests elements.
+    for registry in root.iter():
+        if not isinstance(registry.tag, str) or registry.tag.rsplit("}", 1)[-1] != "registry":
             continue
-        values: dict[str, str] = {}
-        for child in elem:
-            tag = child.tag.rsplit("}", 1)[-1]
-            values[tag] = "".join(child.itertext()).strip()
-        yield IanaRecord(
-            values.get("name", ""),
-            values.get("number", ""),
-            values.get("protocol", "").lower(),
-            values.get("description", ""),
-        )
+        for elem in registry:
+            if isinstance(elem.tag, str) and elem.tag.rsplit("}", 1)[-1] == "record":
+                yield _xml_record(elem)
+
+
+def _xml_record(elem: Any) -> IanaRecord:
+    values: dict[str, str] = {}
+    for child in elem:
+        if isinstance(child.tag, str):  # (comments and processing instructions are not fields)
+            inline = "".join((g.text or "") + (g.tail or "") for g in child)  # <xref/> in a description
+            values[child.tag.rsplit("}", 1)[-1]] = ((child.text or "") + inline).strip()
+    return IanaRecord(
+        values.get("name", ""),
+        values.get("number", ""),
+        values.get("protocol", "").lower(),
+        values.get("description", ""),
+    )
 
 
 def read_records(text: str, source: str = "CSV") -> Iterator[IanaRecord]:
