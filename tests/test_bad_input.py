@@ -322,3 +322,17 @@ def test_nft_json_values_of_the_wrong_shape(value: str, tmp_path: Path) -> None:
     result = run_main("fw", "show", str(path))
     if result.status != 0:  # some shapes are read as "no port"; none may crash
         assert_usage_error(result, "invalid nft JSON")
+
+
+@pytest.mark.parametrize("value", ["1e400", "-1e400", "NaN", "Infinity", "-Infinity"])
+def test_nft_json_numbers_that_are_not_finite(value: str, tmp_path: Path) -> None:
+    path = tmp_path / "rules.json"
+    valid = (Path(__file__).parent / "data" / "bad_input" / "rules.json").read_text()
+    path.write_text(valid.replace('"prio": 0', f'"prio": {value}'))
+    assert_usage_error(run_main("fw", "show", str(path)), "invalid nft JSON")
+
+
+def test_iptables_chain_declaration_without_a_name(tmp_path: Path) -> None:
+    path = tmp_path / "rules.v4"
+    path.write_text("*filter\n:\nCOMMIT\n")
+    assert_usage_error(run_main("fw", "show", "--format", "iptables", str(path)), ":2:", "chain name")

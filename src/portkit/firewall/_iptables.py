@@ -381,6 +381,8 @@ def import_iptables_save(text: str, *, version: int = 4, source: str = "iptables
             table_name = ""
         elif line.startswith(":"):
             parts = line[1:].split()
+            if not parts:
+                raise UsageError(f"invalid iptables-save text at {where}: ':' needs a chain name")
             name = parts[0]
             builtin = _BUILTIN.get(table_name, {}).get(name)
             hook, prio = builtin if builtin else (None, 0)

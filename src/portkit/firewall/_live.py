@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -164,18 +165,29 @@ def _parse_in(name: str, text: str, source: str) -> Ruleset:
 MAX_JSON_DEPTH = 64  # `nft -j` output nests about 12 deep; 64 leaves room for any real ruleset
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not JSON (nft never writes it)")
+
+
 def load_json(text: str, *, source: str) -> dict[str, Any]:
     """An nft JSON document from a user's file: a JSON object nested at most MAX_JSON_DEPTH deep."""
     too_deep = False
     document: Any = None
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise UsageError(f"invalid nft JSON in {quote(source)}: {exc.msg} at line {exc.lineno}") from None
     except RecursionError:  # nested deeper than Python's recursion limit
         too_deep = True
-    except ValueError as exc:  # a number over int()'s 4,300 digits
-        raise UsageError(f"invalid nft JSON in {quote(source)}: {quote(str(exc), 50)}") from None
+    except ValueError as exc:  # a number over int()'s 4,300 digits, 1e400, NaN, Infinity
+        raise UsageError(f"invalid nft JSON in {quote(source)}: {str(exc)[:80]}") from None
     stack: list[tuple[Any, int]] = [(document, 1)]
     while stack and not too_deep:
         node, depth = stack.pop()
@@ -230,7 +242,7 @@ def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
         document = load_json(text, source=str(p))
         try:
             return import_nft_json(document, source=str(p))
-        except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:
+        except (TypeError, KeyError, AttributeError, IndexError, ValueError, OverflowError) as exc:
             if isinstance(exc, UsageError):
                 raise
             # The importer reads nft's own output, whose shapes nft guarantees; a file can put
