@@ -336,3 +336,8 @@ def test_iptables_chain_declaration_without_a_name(tmp_path: Path) -> None:
     path = tmp_path / "rules.v4"
     path.write_text("*filter\n:\nCOMMIT\n")
     assert_usage_error(run_main("fw", "show", "--format", "iptables", str(path)), ":2:", "chain name")
+
+
+def test_ufw_chain_declaration_without_a_name(tmp_path: Path) -> None:
+    d = _ufw_dir(tmp_path, UFW_USER.replace(":ufw-user-input - [0:0]", ":\n:ufw-user-input - [0:0]").encode())
+    assert_usage_error(run_main("fw", "show", str(d)), "user.rules", "chain name")

@@ -84,7 +84,9 @@ def mutated_text(draw: st.DrawFn, valid: list[str], *, max_steps: int = 3, nul: 
     text = draw(st.sampled_from(valid))
     for _ in range(draw(st.integers(1, max_steps))):
         kind = draw(
-            st.sampled_from(["number", "unicode-digit", "truncate", "insert", "delete", "duplicate", "junk"])
+            st.sampled_from(
+                ["number", "unicode-digit", "truncate", "cut-line", "insert", "delete", "duplicate", "junk"]
+            )
         )
         pos = draw(st.integers(0, len(text)))
         runs = _digit_runs(text)
@@ -94,6 +96,9 @@ def mutated_text(draw: st.DrawFn, valid: list[str], *, max_steps: int = 3, nul: 
             text = text[:a] + (new if kind == "number" else text[a:b].replace(text[a], new, 1)) + text[b:]
         elif kind == "truncate":
             text = text[:pos]
+        elif kind == "cut-line":  # the rest of one line goes: `:INPUT DROP` -> `:`
+            end = text.find("\n", pos)
+            text = text[:pos] + (text[end:] if end >= 0 else "")
         elif kind == "insert":
             text = text[:pos] + draw(st.sampled_from(SEPARATORS + UNICODE_DIGITS)) + text[pos:]
         elif kind == "delete" and text:

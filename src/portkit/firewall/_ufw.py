@@ -9,11 +9,12 @@ so a verdict on a ufw host comes with the same trace the kernel would follow.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from portkit._textfile import read_text_file
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 from portkit.firewall._iptables import import_iptables_save
 from portkit.firewall._model import (
     IPPROTO_NAMES,
@@ -46,7 +47,7 @@ def _filter_body(text: str) -> list[str]:
 
 def _defaults(path: Path) -> dict[str, str]:
     values = {"input": "DROP", "output": "ACCEPT", "forward": "DROP"}
-    if not path.is_file():
+    if not path.is_file() or not os.access(path, os.R_OK):
         return values
     text = read_text_file(path, what="ufw defaults file")
     for key in _DIRS:
@@ -100,9 +101,13 @@ def import_ufw(
     for name in ("before", "after", "user"):
         for ln in _filter_body(read_text_file(files[name], what="ufw rules file")):
             if ln.startswith(":"):
-                if ln[1:].split()[0] in declared:
+                chain = ln[1:].split()
+                if not chain:
+                    where = quote(str(files[name]))
+                    raise UsageError(f"invalid ufw rules file {where}: ':' needs a chain name")
+                if chain[0] in declared:
                     continue
-                declared.add(ln[1:].split()[0])
+                declared.add(chain[0])
             lines.append(ln)
         if name == "user":
             for key in _DIRS:
