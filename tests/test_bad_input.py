@@ -341,3 +341,12 @@ def test_iptables_chain_declaration_without_a_name(tmp_path: Path) -> None:
 def test_ufw_chain_declaration_without_a_name(tmp_path: Path) -> None:
     d = _ufw_dir(tmp_path, UFW_USER.replace(":ufw-user-input - [0:0]", ":\n:ufw-user-input - [0:0]").encode())
     assert_usage_error(run_main("fw", "show", str(d)), "user.rules", "chain name")
+
+
+@pytest.mark.parametrize("value", [*UNICODE_DIGITS, HUGE, "256"])
+def test_policy_icmp_types_are_ascii_numbers_0_255(value: str, tmp_path: Path) -> None:
+    path = tmp_path / "policy"
+    path.write_text(f"allow icmp type {value}\n")
+    assert_usage_error(run_main("fw", "show", "--format", "policy", str(path)), "invalid ICMP type")
+    path.write_text("allow icmp type 8\n")
+    assert run_main("fw", "show", "--format", "policy", str(path)).status == 0
