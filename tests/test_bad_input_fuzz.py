@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 from collections import Counter
@@ -78,6 +79,10 @@ def _digit_runs(text: str) -> list[tuple[int, int]]:
     return runs
 
 
+def _words(text: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in re.finditer(r"[^\s,:;=/\[\]{}()\"']+", text)]
+
+
 @st.composite
 def mutated_text(draw: st.DrawFn, valid: list[str], *, max_steps: int = 3, nul: bool = True) -> str:
     """A valid text with 1-`max_steps` textual mutations applied."""
@@ -85,7 +90,17 @@ def mutated_text(draw: st.DrawFn, valid: list[str], *, max_steps: int = 3, nul: 
     for _ in range(draw(st.integers(1, max_steps))):
         kind = draw(
             st.sampled_from(
-                ["number", "unicode-digit", "truncate", "cut-line", "insert", "delete", "duplicate", "junk"]
+                [
+                    "number",
+                    "unicode-digit",
+                    "word",
+                    "truncate",
+                    "cut-line",
+                    "insert",
+                    "delete",
+                    "duplicate",
+                    "junk",
+                ]
             )
         )
         pos = draw(st.integers(0, len(text)))
@@ -94,6 +109,9 @@ def mutated_text(draw: st.DrawFn, valid: list[str], *, max_steps: int = 3, nul: 
             a, b = draw(st.sampled_from(runs))
             new = draw(st.sampled_from(NUMBERS if kind == "number" else UNICODE_DIGITS))
             text = text[:a] + (new if kind == "number" else text[a:b].replace(text[a], new, 1)) + text[b:]
+        elif kind == "word" and _words(text):  # a whole word becomes a number: `type ²`, `-p 9999...`
+            a, b = draw(st.sampled_from(_words(text)))
+            text = text[:a] + draw(st.sampled_from(NUMBERS + UNICODE_DIGITS)) + text[b:]
         elif kind == "truncate":
             text = text[:pos]
         elif kind == "cut-line":  # the rest of one line goes: `:INPUT DROP` -> `:`
