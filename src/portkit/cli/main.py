@@ -1,7 +1,8 @@
 """The `portkit` command: a lazy group, so each command imports only what it uses.
 
 Exit status: 0 ok, 1 the check found something (or a runtime failure), 2 usage error,
-130 interrupted. Errors are one line on stderr, never a traceback.
+130 interrupted, 143 terminated while cleaning up. Errors are one line on stderr of at most
+MAX_ERROR_LINE characters, never a traceback.
 """
 
 from __future__ import annotations
