@@ -350,3 +350,9 @@ def test_policy_icmp_types_are_ascii_numbers_0_255(value: str, tmp_path: Path) -
     assert_usage_error(run_main("fw", "show", "--format", "policy", str(path)), "invalid ICMP type")
     path.write_text("allow icmp type 8\n")
     assert run_main("fw", "show", "--format", "policy", str(path)).status == 0
+
+
+def test_click_messages_quote_at_most_about_60_characters_even_when_short() -> None:
+    value = "b" * 100  # the line stays under 200 characters, the quote must still be short
+    line = assert_usage_error(run_main("ls", "--backend", value))
+    assert "b" * 61 not in line and "100 chars" in line

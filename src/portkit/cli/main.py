@@ -84,11 +84,14 @@ _LONG_QUOTED = re.compile(rf"'([^'\n]{{{QUOTE_LIMIT - 1},}})'")
 MAX_ERROR_LINE = 200
 
 
-def _one_line(message: str) -> str:
-    """An error message as one line: whitespace collapsed, long quoted input shortened by quote(),
-    and the middle cut out of anything still longer than MAX_ERROR_LINE (its end says what is
+def _one_line(message: str, *, from_click: bool = False) -> str:
+    """An error message as one line: whitespace collapsed; long quoted runs shortened by quote()
+    in click's messages (portkit's own already quote with it) or when the line is longer than
+    MAX_ERROR_LINE; then the middle cut out of what is still too long (its end says what is
     accepted, so the end stays)."""
-    text = _LONG_QUOTED.sub(lambda m: quote(m.group(1)), " ".join(message.split()))
+    text = " ".join(message.split())
+    if from_click or len(text) > MAX_ERROR_LINE:  # click quotes the user's values in full
+        text = _LONG_QUOTED.sub(lambda m: quote(m.group(1)), text)
     if len(text) > MAX_ERROR_LINE:
         text = f"{text[: MAX_ERROR_LINE - 90]} ... {text[-85:]}"
     return text
@@ -111,10 +114,11 @@ def main(argv: list[str] | None = None) -> None:
         status = 143
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "portkit"
-        click.echo(_one_line(f"{where}: error: {exc.format_message()} (see '{where} --help')"), err=True)
+        line = f"{where}: error: {exc.format_message()} (see '{where} --help')"
+        click.echo(_one_line(line, from_click=True), err=True)
         status = 2
     except click.ClickException as exc:
-        click.echo(_one_line(f"portkit: error: {exc.format_message()}"), err=True)
+        click.echo(_one_line(f"portkit: error: {exc.format_message()}", from_click=True), err=True)
         status = exc.exit_code
     except PortkitError as exc:
         click.echo(_one_line(f"portkit: error: {exc}"), err=True)
