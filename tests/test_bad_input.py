@@ -356,3 +356,10 @@ def test_click_messages_quote_at_most_about_60_characters_even_when_short() -> N
     value = "b" * 100  # the line stays under 200 characters, the quote must still be short
     line = assert_usage_error(run_main("ls", "--backend", value))
     assert "b" * 61 not in line and "100 chars" in line
+
+
+def test_nft_json_statement_that_is_an_empty_object(tmp_path: Path) -> None:
+    path = tmp_path / "rules.json"
+    valid = (Path(__file__).parent / "data" / "bad_input" / "rules.json").read_text()
+    path.write_text(valid.replace('"accept": null', "", 1))
+    assert_usage_error(run_main("fw", "show", str(path)), "invalid nft JSON")

@@ -201,9 +201,7 @@ def load_json(text: str, *, source: str) -> dict[str, Any]:
             f"invalid nft JSON in {quote(source)}: nested more than {MAX_JSON_DEPTH} levels deep"
         )
     if not isinstance(document, dict):
-        raise UsageError(
-            f"invalid nft JSON in {quote(source)}: expected an object with an \"nftables\" list"
-        )
+        raise UsageError(f'invalid nft JSON in {quote(source)}: expected an object with an "nftables" list')
     return document
 
 
@@ -242,7 +240,15 @@ def load_file(path: str | Path, *, fmt: str | None = None) -> Ruleset:
         document = load_json(text, source=str(p))
         try:
             return import_nft_json(document, source=str(p))
-        except (TypeError, KeyError, AttributeError, IndexError, ValueError, OverflowError) as exc:
+        except (
+            TypeError,
+            KeyError,
+            AttributeError,
+            IndexError,
+            ValueError,
+            OverflowError,
+            StopIteration,
+        ) as exc:
             if isinstance(exc, UsageError):
                 raise
             # The importer reads nft's own output, whose shapes nft guarantees; a file can put
