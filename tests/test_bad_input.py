@@ -363,3 +363,15 @@ def test_nft_json_statement_that_is_an_empty_object(tmp_path: Path) -> None:
     valid = (Path(__file__).parent / "data" / "bad_input" / "rules.json").read_text()
     path.write_text(valid.replace('"accept": null', "", 1))
     assert_usage_error(run_main("fw", "show", str(path)), "invalid nft JSON")
+
+
+def test_internal_error_line_stays_short_when_the_exception_carries_input() -> None:
+    from portkit.cli.entry import failure_line
+
+    line = failure_line(KeyError("9" * 5000))
+    assert line.startswith("portkit: internal error: KeyError: '999") and "(5002 chars)" in line
+    assert len(line) < 240 and "PORTKIT_DEBUG=1" in line
+    assert failure_line(ValueError("short")) == (
+        "portkit: internal error: ValueError: short "
+        "(run again with PORTKIT_DEBUG=1 for the traceback, and please report it)"
+    )
