@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 from portkit.sockets._inventory import Inventory, SocketQuery, parse_user
 from portkit.sockets._model import ALL_STATES, TcpState, Transport
 
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 def port_matches(text: str | None, side: str) -> tuple[PortMatch, ...]:
     if not text:
         return ()
-    if not text.isascii():  # parse_port_spec's isdigit() would let '²' through to int()
-        raise UsageError(
-            f"invalid port spec {text!r}: expected ports such as 22, 1-1024, 80,443 or T:80,U:53"
-        )
     from portkit.model import parse_port_spec
     from portkit.sockets._bytecode import matches_from_spec
 
@@ -38,8 +34,11 @@ def transports(values: Sequence[str]) -> tuple[Transport, ...]:
     found: dict[Transport, None] = {}
     for value in values:
         for part in value.split(","):
-            if part.strip():
-                found[Transport.parse(part)] = None
+            if not part.strip():
+                raise UsageError(
+                    f"invalid --proto {quote(value)}: expected tcp, udp or raw (comma-separated)"
+                )
+            found[Transport.parse(part)] = None
     return tuple(found) or (Transport.TCP, Transport.UDP)
 
 

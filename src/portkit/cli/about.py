@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from portkit.cli._params import WholeNumber
 from portkit.cli.output import emit_json, emit_pairs, emit_table, json_option
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 from portkit.explain import explain_port, parse_port_proto
 from portkit.kernel import read_port_settings
-from portkit.model import DYNAMIC, REGISTERED, WELL_KNOWN, PortRange, Protocol
+from portkit.model import DYNAMIC, REGISTERED, WELL_KNOWN, PortRange, Protocol, parse_decimal
 from portkit.registry import Service, default_registry
 
 
@@ -73,7 +74,9 @@ def explain(port: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("text", nargs=-1, required=True)
-@click.option("--limit", default=40, show_default=True, help="At most this many rows (0 = all).")
+@click.option(
+    "--limit", default=40, show_default=True, type=WholeNumber(0), help="At most this many rows (0 = all)."
+)
 @json_option
 def lookup(text: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Ports of a service, by name or keyword ('ssh', 'remote desktop', 'postgres')."""
@@ -148,18 +151,19 @@ def ranges(as_json: bool) -> None:
 def _parse_range(_ctx: click.Context, _param: click.Parameter, value: str | None) -> PortRange | None:
     if value is None:
         return None
-    first, sep, last = value.partition("-")
-    if not sep or not (value.isascii() and first.isdigit() and last.isdigit()):
-        raise UsageError(f"invalid range {value!r}: expected A-B, e.g. 20000-30000")
-    if int(last) > 65535 or int(first) > int(last):
-        raise UsageError(f"invalid range {value!r}: expected A-B with 0 <= A <= B <= 65535")
-    return PortRange(int(first), int(last))
+    first_text, sep, last_text = value.partition("-")
+    first, last = parse_decimal(first_text), parse_decimal(last_text)
+    if not sep or first is None or last is None:
+        raise UsageError(f"invalid range {quote(value)}: expected A-B, e.g. 20000-30000")
+    if last > 65535 or first > last:
+        raise UsageError(f"invalid range {quote(value)}: expected A-B with 0 <= A <= B <= 65535")
+    return PortRange(first, last)
 
 
 @click.command("free-port")
 @click.option("--proto", "proto", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
 @click.option("--range", "search", callback=_parse_range, help="Search only A-B (default 1024-49151).")
-@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--count", default=1, show_default=True, type=WholeNumber(1, 1000))
 @json_option
 def free_port(proto: str, search: PortRange | None, count: int, as_json: bool) -> int:
     """Ports free to bind now, outside the ephemeral range, avoiding known services."""

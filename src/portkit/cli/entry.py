@@ -69,6 +69,8 @@ WRITE_ERRNOS = frozenset({5, 27, 28, 122})  # EIO, EFBIG, ENOSPC, EDQUOT
 def failure_line(exc: Exception) -> str:
     """The one line portkit prints for an unexpected exception (Click's path and the lane's)."""
     text = " ".join(str(exc).split())
+    if len(text) > 100:  # an exception's text can carry a whole input value
+        text = f"{text[:60]} ... {text[-35:]} ({len(text)} chars)"
     if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
         return f"portkit: error: cannot write the output: {exc.strerror or text}"
     return (

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
+from portkit.cli._params import WholeNumber
 from portkit.cli.output import emit_json, emit_table, json_option
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 
 _SOURCE_HELP = "Rules file (nft script or JSON, iptables-save, ufw dir/user.rules, portkit policy)."
 
@@ -130,9 +131,9 @@ def _flow_from_flags(
 @click.option("--format", "fmt", type=_FORMATS, help="Format of --rules FILE (detected by default).")
 @click.option("--proto", help="tcp, udp, sctp, icmp, icmpv6 or a number (default tcp).")
 @click.option("--src", help="Source address (default 192.0.2.1 / 2001:db8::1).")
-@click.option("--sport", type=click.IntRange(0, 65535), help="Source port (default 50000).")
+@click.option("--sport", type=WholeNumber(0, 65535), help="Source port (default 50000).")
 @click.option("--dst", help="Destination address.")
-@click.option("--dport", type=click.IntRange(0, 65535), help="Destination port.")
+@click.option("--dport", type=WholeNumber(0, 65535), help="Destination port.")
 @click.option("--in", "iif", metavar="IFACE", help="Input interface (e.g. eth0, lo).")
 @click.option("--out", "oif", metavar="IFACE", help="Output interface (forwarded or outgoing traffic).")
 @click.option("--state", help="Conntrack state: new (default), established, related, invalid.")
@@ -277,12 +278,10 @@ def _status(d: Any) -> int:
 
 
 def _read_flows(path: str) -> list[Any]:
+    from portkit._textfile import read_text_file
     from portkit.firewall import Packet
 
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read flows file {path!r}: {exc.strerror}") from None
+    text = read_text_file(path, what="flows file")
     out = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -479,12 +478,11 @@ def _duration(text: str) -> float:
         t = t[:-1]
     elif t.endswith("m"):
         t, mult = t[:-1], 60.0
-    try:
-        value = float(t) * mult
-    except ValueError:
-        raise UsageError(f"invalid duration {text!r}: expected seconds like 30s, 90 or 2m") from None
+    if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,9})?", t):  # float() also takes 'nan', '1e9', '٣'
+        raise UsageError(f"invalid duration {quote(text)}: expected seconds like 30s, 90 or 2m")
+    value = float(t) * mult
     if not 1 <= value <= 3600:
-        raise UsageError(f"invalid duration {text!r}: between 1s and 1h")
+        raise UsageError(f"invalid duration {quote(text)}: between 1s and 1h")
     return value
 
 

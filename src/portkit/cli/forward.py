@@ -11,8 +11,10 @@ from typing import Any
 
 import click
 
+from portkit.cli._params import FiniteNumber, WholeNumber
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import UsageError
+from portkit.forward._rules import MAX_TIMEOUT
 
 
 def _size(n: int) -> str:
@@ -72,7 +74,7 @@ def _show_stats(pid: int | None, as_json: bool) -> None:
 )
 @click.option("--check", is_flag=True, help="Validate the rules, print them and exit.")
 @click.option("--stats", "show_stats", is_flag=True, help="Show the statistics of running forwarders.")
-@click.option("--pid", type=int, help="With --stats: only the forwarder with this pid.")
+@click.option("--pid", type=WholeNumber(1), help="With --stats: only the forwarder with this pid.")
 @click.option(
     "--engine",
     type=click.Choice(["auto", "splice", "asyncio"]),
@@ -81,16 +83,26 @@ def _show_stats(pid: int | None, as_json: bool) -> None:
     help="TCP engine: splice (zero-copy, Linux) or asyncio.",
 )
 @click.option("--allow", multiple=True, metavar="CIDR", help="Only clients in this network (repeatable).")
-@click.option("--max-connections", type=int, help="Concurrent connections at most [10000].")
+@click.option("--max-connections", type=WholeNumber(), help="Concurrent connections at most [10000].")
 @click.option(
     "--overflow", type=click.Choice(["refuse", "queue"]), help="Over the limit: reset or wait [refuse]."
 )
 @click.option(
-    "--idle-timeout", type=float, help="Close a connection silent this long, seconds; 0 = never [300]."
+    "--idle-timeout",
+    type=FiniteNumber(None),
+    help="Close a connection silent this long, seconds; 0 = never [300].",
 )
-@click.option("--connect-timeout", type=float, help="Give up reaching the target after this long [5].")
-@click.option("--udp-max-clients", type=int, help="UDP client mappings at most [4096].")
-@click.option("--udp-idle-timeout", type=float, help="Forget a silent UDP client after this long [60].")
+@click.option(
+    "--connect-timeout",
+    type=FiniteNumber(None),
+    help="Give up reaching the target after this long [5].",
+)
+@click.option("--udp-max-clients", type=WholeNumber(), help="UDP client mappings at most [4096].")
+@click.option(
+    "--udp-idle-timeout",
+    type=FiniteNumber(None),
+    help="Forget a silent UDP client after this long [60].",
+)
 @click.option("--proxy-protocol", type=click.Choice(["v1", "v2"]), help="Send a PROXY header to the target.")
 @click.option(
     "--congestion",
@@ -98,7 +110,13 @@ def _show_stats(pid: int | None, as_json: bool) -> None:
     help="TCP congestion control of the forwarder's legs: auto (reno on legs within this host), "
     "system, or an algorithm such as cubic [auto].",
 )
-@click.option("--drain-timeout", type=float, default=10.0, show_default=True, help="SIGTERM waits this long.")
+@click.option(
+    "--drain-timeout",
+    type=FiniteNumber(0, MAX_TIMEOUT),
+    default=10.0,
+    show_default=True,
+    help="SIGTERM waits this long.",
+)
 @click.option("--log-json", is_flag=True, help="Log events as JSON lines on stderr.")
 @click.option("-q", "--quiet", is_flag=True, help="Log no per-connection events (only refusals and errors).")
 @json_option

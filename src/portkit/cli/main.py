@@ -2,7 +2,8 @@
 
 Exit status: 0 ok, 1 the check found something (or a runtime failure), 2 usage error,
 3 the answer is uncertain (`fw check`: a match portkit cannot decide splits the outcome),
-130 interrupted. Errors are one line on stderr, never a traceback.
+130 interrupted, 143 terminated while cleaning up. Errors are one line on stderr of at most
+MAX_ERROR_LINE characters, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import sys
 from typing import Any
 
 import click
 
 from portkit import __version__
-from portkit.errors import PortkitError
+from portkit.errors import QUOTE_LIMIT, PortkitError, Terminated, quote
 
 # name -> "module:attribute"; a command's module is imported only when it runs.
 COMMANDS: dict[str, str] = {
@@ -77,8 +79,23 @@ def cli(ctx: click.Context) -> Any:
     return None
 
 
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
+# A quoted run of input longer than quote() would show, as click words its messages
+# ("Invalid value for '--backend': 'xxxx...'") and any message that did not use quote().
+_LONG_QUOTED = re.compile(rf"'([^'\n]{{{QUOTE_LIMIT - 1},}})'")
+MAX_ERROR_LINE = 200
+
+
+def _one_line(message: str, *, from_click: bool = False) -> str:
+    """An error message as one line: whitespace collapsed; long quoted runs shortened by quote()
+    in click's messages (portkit's own already quote with it) or when the line is longer than
+    MAX_ERROR_LINE; then the middle cut out of what is still too long (its end says what is
+    accepted, so the end stays)."""
+    text = " ".join(message.split())
+    if from_click or len(text) > MAX_ERROR_LINE:  # click quotes the user's values in full
+        text = _LONG_QUOTED.sub(lambda m: quote(m.group(1)), text)
+    if len(text) > MAX_ERROR_LINE:
+        text = f"{text[: MAX_ERROR_LINE - 90]} ... {text[-85:]}"
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,15 +110,19 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("portkit: interrupted", err=True)
         status = 130
+    except Terminated:
+        click.echo("portkit: terminated", err=True)
+        status = 143
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "portkit"
-        click.echo(f"{where}: error: {_one_line(exc.format_message())} (see '{where} --help')", err=True)
+        line = f"{where}: error: {exc.format_message()} (see '{where} --help')"
+        click.echo(_one_line(line, from_click=True), err=True)
         status = 2
     except click.ClickException as exc:
-        click.echo(f"portkit: error: {_one_line(exc.format_message())}", err=True)
+        click.echo(_one_line(f"portkit: error: {exc.format_message()}", from_click=True), err=True)
         status = exc.exit_code
     except PortkitError as exc:
-        click.echo(f"portkit: error: {_one_line(str(exc))}", err=True)
+        click.echo(_one_line(f"portkit: error: {exc}"), err=True)
         status = exc.exit_status
     except BrokenPipeError:
         sys.stderr.close()

@@ -11,18 +11,24 @@ from typing import Any
 
 import click
 
-from portkit.errors import UsageError
+from portkit.cli._params import FiniteNumber, WholeNumber
+from portkit.errors import UsageError, quote
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?\Z")
+MAX_RATE = 10**9  # probes per second; far above what any NIC sends
+
+_DURATION_RE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?)(ms|s|m|h)?\Z")
+MAX_DURATION = 30 * 86400  # seconds
 
 
 def parse_duration(text: str, option: str) -> float:
     """nmap's time values: `500ms`, `30s`, `5m`, `2h`; a bare number is seconds."""
     match = _DURATION_RE.match(text.strip().lower())
     if not match:
-        raise UsageError(f"invalid {option} {text!r}: expected a time such as 500ms, 30s, 5m or 2h")
-    value = float(match.group(1))
-    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+        raise UsageError(f"invalid {option} {quote(text)}: expected a time such as 500ms, 30s, 5m or 2h")
+    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    if value > MAX_DURATION:
+        raise UsageError(f"invalid {option} {quote(text)}: expected at most 30 days (720h)")
+    return value
 
 
 class _Progress:
@@ -102,21 +108,29 @@ def _echo(chunks: Iterable[str], sep: str = "") -> None:
 @click.option(
     "-T",
     "timing",
-    type=click.IntRange(0, 5),
+    type=WholeNumber(0, 5),
     default=3,
     show_default=True,
     help="Timing template 0-5, as nmap's (-T4 aggressive).",
 )
-@click.option("--max-retries", type=click.IntRange(0, 15), help="Retransmissions of a silent probe at most.")
+@click.option("--max-retries", type=WholeNumber(0, 15), help="Retransmissions of a silent probe at most.")
 @click.option("--host-timeout", help="Give up on a host after this long (e.g. 30s, 5m).")
 @click.option(
-    "--max-rate", "--rate", "max_rate", type=float, help="Send at most this many probes per second."
+    "--max-rate",
+    "--rate",
+    "max_rate",
+    type=FiniteNumber(0, MAX_RATE, above=True),
+    help="Send at most this many probes per second.",
 )
 @click.option("--min-rtt-timeout", help="Lower bound of the probe timeout (e.g. 100ms).")
 @click.option("--max-rtt-timeout", help="Upper bound of the probe timeout.")
 @click.option("--initial-rtt-timeout", help="Probe timeout before any RTT is measured.")
 @click.option("--scan-delay", help="Wait this long between probes.")
-@click.option("--seed", type=int, help="Key of the probe order permutation (same seed, same order).")
+@click.option(
+    "--seed",
+    type=WholeNumber(-(2**63), 2**64 - 1),
+    help="Key of the probe order permutation (same seed, same order).",
+)
 @click.option("-iL", "input_file", help="Read targets from FILE ('-' for stdin).")
 @click.option("--exclude", "exclude", multiple=True, help="Targets to skip (comma-separated).")
 @click.option("--exclude-file", help="Read targets to skip from FILE.")
@@ -186,8 +200,6 @@ def scan(
     from portkit.scan import ScanOptions, ScanType, run_scan
     from portkit.scan import output as render
 
-    if max_rate is not None and max_rate <= 0:
-        raise UsageError(f"invalid --max-rate {max_rate}: must be a positive number of packets per second")
     durations = {
         name: parse_duration(value, f"--{name.replace('_', '-')}") if value is not None else None
         for name, value in (

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from portkit.cli._lsquery import emit_inventory_json, ls_query
+from portkit.cli._params import FiniteNumber, WholeNumber
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import PortkitError, UsageError
 from portkit.sockets._inventory import BACKENDS, Inventory, SocketQuery, list_sockets
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 # Other users' processes: their /proc/PID/fd is unreadable without root (or CAP_SYS_PTRACE).
 _NO_OWNER = "(root needed)"
+PID_MAX = 1 << 22  # the kernel's limit for /proc/sys/kernel/pid_max
 
 
 def _netns_options(fn: Any) -> Any:
@@ -112,7 +114,12 @@ def _ls_columns(show_netns: bool, show_procs: bool, info: bool) -> list[str]:
     help="ss state names or groups: established, listen, time-wait, connected, ... (repeatable).",
 )
 @click.option(
-    "--pid", "pids", multiple=True, type=int, metavar="PID", help="Sockets held by this pid (repeatable)."
+    "--pid",
+    "pids",
+    multiple=True,
+    type=WholeNumber(1, PID_MAX),
+    metavar="PID",
+    help="Sockets held by this pid (repeatable).",
 )
 @click.option(
     "--user",
@@ -133,7 +140,7 @@ def _ls_columns(show_netns: bool, show_procs: bool, info: bool) -> list[str]:
 @click.option("-i", "--info", is_flag=True, help="TCP internals: rtt, cwnd, mss, bytes (ss -i).")
 @click.option(
     "--watch",
-    type=float,
+    type=FiniteNumber(0, 86400, above=True),
     is_flag=False,
     flag_value=2.0,
     default=None,
@@ -142,7 +149,7 @@ def _ls_columns(show_netns: bool, show_procs: bool, info: bool) -> list[str]:
 )
 @click.option(
     "--count",
-    type=click.IntRange(min=1),
+    type=WholeNumber(1),
     default=None,
     metavar="N",
     help="With --watch: stop after this many refreshes.",
@@ -171,8 +178,6 @@ def ls(
     as_json: bool,
 ) -> None:
     """Sockets on this host: listeners by default (like ss -tulnp), every socket with --all."""
-    if watch is not None and watch <= 0:
-        raise UsageError(f"invalid --watch interval '{watch:g}': expected a number of seconds above 0")
     if count is not None and watch is None:
         raise UsageError("--count needs --watch: it bounds the number of refreshes")
     query = ls_query(

@@ -6,23 +6,31 @@ throwaway network namespace, so portkit reads exactly what the kernel would load
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import math
 import os
 import re
+import secrets
 import shutil
+import signal
 import subprocess
-from collections.abc import Callable, Collection
+import threading
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
-from portkit.errors import PermissionNeeded, PortkitError, UsageError
+from portkit._textfile import read_text_file
+from portkit.errors import PermissionNeeded, PortkitError, Terminated, UsageError, quote
 from portkit.firewall._model import Field, Ruleset, Table
 from portkit.model.endpoints import IPAddress
 
 if TYPE_CHECKING:
     from portkit.firewall._iptables import AddressTypes
 
+SCRATCH_NETNS_PREFIX = "portkit-parse-"  # + pid + random: parallel parses never collide
 _NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -103,24 +111,103 @@ def read_live(netns: str | None = None) -> Ruleset:
     return Ruleset(tuple(tables), ruleset.source, tuple(notes))
 
 
+@contextlib.contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """Inside this block SIGTERM raises Terminated, so `finally` clauses run and clean up.
+
+    SIGTERM's default action ends the process at once, leaving behind whatever it had made
+    outside itself (a scratch network namespace). Only the main thread can set a handler, and a
+    handler someone else installed is left alone. A second SIGTERM while the first unwinds is
+    ignored, so the cleanup it triggered is not itself cut short.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+    raised = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def parse_nft_script(text: str, *, source: str = "nft script") -> Ruleset:
     """Parse an nft script with nft itself, in a private throwaway namespace."""
+    _need_root("reading an nft script (nft parses it in a private network namespace)")
+    name = f"{SCRATCH_NETNS_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+    with _terminate_raises():  # SIGTERM mid-parse still deletes the namespace
+        try:
+            return _parse_in(name, text, source)
+        finally:
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+
+
+def _parse_in(name: str, text: str, source: str) -> Ruleset:
     from portkit.firewall._nft import import_nft_json
 
-    _need_root("reading an nft script (nft parses it in a private network namespace)")
-    name = f"portkit-parse-{os.getpid()}"
     created = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, check=False)
     if created.returncode != 0:
         raise PortkitError(f"cannot create a scratch network namespace: {created.stderr.strip()}")
+    body = text if re.search(r"^\s*flush\s+ruleset", text, re.M) else "flush ruleset\n" + text
+    loaded = run_tool(["nft", "-f", "-"], netns=name, stdin=body)
+    if loaded.returncode != 0:
+        first = loaded.stderr.strip().splitlines()[0] if loaded.stderr.strip() else "nft failed"
+        raise UsageError(f"invalid nft script {source}: {first}")
+    return import_nft_json(nft_json(name), source=source)
+
+
+MAX_JSON_DEPTH = 64  # `nft -j` output nests about 12 deep; 64 leaves room for any real ruleset
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not JSON (nft never writes it)")
+
+
+def load_json(text: str, *, source: str) -> dict[str, Any]:
+    """An nft JSON document from a user's file: a JSON object nested at most MAX_JSON_DEPTH deep."""
+    too_deep = False
+    document: Any = None
     try:
-        body = text if re.search(r"^\s*flush\s+ruleset", text, re.M) else "flush ruleset\n" + text
-        loaded = run_tool(["nft", "-f", "-"], netns=name, stdin=body)
-        if loaded.returncode != 0:
-            first = loaded.stderr.strip().splitlines()[0] if loaded.stderr.strip() else "nft failed"
-            raise UsageError(f"invalid nft script {source}: {first}")
-        return import_nft_json(nft_json(name), source=source)
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+        document = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"invalid nft JSON in {quote(source)}: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:  # nested deeper than Python's recursion limit
+        too_deep = True
+    except ValueError as exc:  # a number over int()'s 4,300 digits, 1e400, NaN, Infinity
+        raise UsageError(f"invalid nft JSON in {quote(source)}: {str(exc)[:80]}") from None
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack and not too_deep:
+        node, depth = stack.pop()
+        too_deep = depth > MAX_JSON_DEPTH
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    if too_deep:
+        raise UsageError(
+            f"invalid nft JSON in {quote(source)}: nested more than {MAX_JSON_DEPTH} levels deep"
+        )
+    if not isinstance(document, dict):
+        raise UsageError(f'invalid nft JSON in {quote(source)}: expected an object with an "nftables" list')
+    return document
 
 
 def detect_format(text: str) -> str:
@@ -167,13 +254,30 @@ def load_file(
         v6 = import_ufw(p, version=6, defaults_file=ufw_defaults, addrtypes=addrtypes)
         notes = (*v4.notes, *(n for n in v6.notes if n not in v4.notes))
         return Ruleset((*v4.tables, *v6.tables), f"ufw rules in {p}", notes)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read rules file {str(path)!r}: {exc.strerror}") from None
+    text = read_text_file(p, what="rules file")
     kind = fmt or detect_format(text)
     if kind == "nft-json":
-        return import_nft_json(text, source=str(p))
+        document = load_json(text, source=str(p))
+        try:
+            return import_nft_json(document, source=str(p))
+        except (
+            TypeError,
+            KeyError,
+            AttributeError,
+            IndexError,
+            ValueError,
+            OverflowError,
+            StopIteration,
+        ) as exc:
+            if isinstance(exc, UsageError):
+                raise
+            # The importer reads nft's own output, whose shapes nft guarantees; a file can put
+            # any JSON value anywhere (`"port": []`, a string for a list). Its shape, not portkit,
+            # is what is wrong; nft's own output (read_live) still fails loudly.
+            raise UsageError(
+                f"invalid nft JSON in {quote(str(p))}: a value of an unexpected type or shape "
+                f"({type(exc).__name__}: {quote(str(exc), 50)}); expected `nft -j list ruleset` output"
+            ) from None
     if kind == "nft":
         return parse_nft_script(text, source=str(p))
     if kind in ("iptables", "ufw"):

@@ -10,24 +10,33 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 from portkit.firewall._model import ICMP_TYPES, ICMPV6_TYPES, IPPROTO, IPPROTO_NAMES, PORT_PROTOS, CtState
-from portkit.model import Endpoint, parse_address
+from portkit.model import Endpoint, parse_address, parse_decimal
 from portkit.model.endpoints import IPAddress
 
 _FLOW_HELP = (
-    "expected 'PROTO SRC[:PORT] -> DST[:PORT] [in IFACE] [out IFACE] [state STATE]', "
-    "e.g. 'tcp 203.0.113.5:51000 -> 10.0.0.2:443'"
+    "expected 'PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [state S]', "
+    "e.g. 'tcp 192.0.2.5 -> 10.0.0.2:443'"
 )
+
+
+def _byte(text: str) -> int | None:
+    """A number 0-255 in ASCII digits (int() would also take '²'), else None."""
+    number = parse_decimal(text)
+    return number if number is not None and number < 256 else None
 
 
 def parse_l4proto(text: str) -> int:
     t = text.strip().lower()
-    if t.isdigit() and int(t) < 256:
-        return int(t)
+    number = _byte(t)
+    if number is not None:
+        return number
     if t in IPPROTO:
         return IPPROTO[t]
-    raise UsageError(f"invalid protocol {text!r}: expected tcp, udp, sctp, icmp, icmpv6 or a number 0-255")
+    raise UsageError(
+        f"invalid protocol {quote(text)}: expected tcp, udp, sctp, icmp, icmpv6 or a number 0-255"
+    )
 
 
 def parse_state(text: str) -> CtState:
@@ -35,17 +44,18 @@ def parse_state(text: str) -> CtState:
         return CtState(text.strip().lower())
     except ValueError:
         accepted = ", ".join(s.value for s in CtState)
-        raise UsageError(f"invalid conntrack state {text!r}: expected one of {accepted}") from None
+        raise UsageError(f"invalid conntrack state {quote(text)}: expected one of {accepted}") from None
 
 
 def parse_icmp_type(text: str, ip_version: int) -> int:
     table = ICMP_TYPES if ip_version == 4 else ICMPV6_TYPES
     t = text.strip().lower()
-    if t.isdigit() and int(t) < 256:
-        return int(t)
+    number = _byte(t)
+    if number is not None:
+        return number
     if t in table:
         return table[t]
-    raise UsageError(f"invalid ICMP type {text!r}: expected a number 0-255 or a name like echo-request")
+    raise UsageError(f"invalid ICMP type {quote(text)}: expected a number 0-255 or a name like echo-request")
 
 
 @dataclass(frozen=True)
@@ -138,19 +148,22 @@ class Packet:
         """`tcp 203.0.113.5:51000 -> 10.0.0.2:443 in eth0 state new`, `icmp 192.0.2.1 -> 192.0.2.2`."""
         tokens = text.replace("->", " -> ").split()
         if len(tokens) < 4 or tokens[2] != "->":
-            raise UsageError(f"invalid flow {text!r}: {_FLOW_HELP}")
+            raise UsageError(f"invalid flow {quote(text)}: {_FLOW_HELP}")
         proto = parse_l4proto(tokens[0])
         src, sport = _end(tokens[1], text)
         dst, dport = _end(tokens[3], text)
         opts: dict[str, str] = {}
         rest = tokens[4:]
         if len(rest) % 2:
-            raise UsageError(f"invalid flow {text!r}: {_FLOW_HELP}")
+            raise UsageError(f"invalid flow {quote(text)}: {_FLOW_HELP}")
         for key, value in zip(rest[::2], rest[1::2], strict=True):
             if key not in ("in", "out", "state", "type", "code"):
-                raise UsageError(f"invalid flow {text!r}: unknown word {key!r}; {_FLOW_HELP}")
+                raise UsageError(f"invalid flow {quote(text)}: unknown word {quote(key)}; {_FLOW_HELP}")
             opts[key] = value
         icmp_type = parse_icmp_type(opts["type"], src.version) if "type" in opts else None
+        icmp_code = _byte(opts["code"]) if "code" in opts else (0 if icmp_type is not None else None)
+        if "code" in opts and icmp_code is None:
+            raise UsageError(f"invalid ICMP code {quote(opts['code'])}: expected a number 0-255")
         return cls(
             proto,
             src,
@@ -161,7 +174,7 @@ class Packet:
             oif=opts.get("out", ""),
             state=parse_state(opts.get("state", "new")),
             icmp_type=icmp_type,
-            icmp_code=int(opts["code"]) if "code" in opts else (0 if icmp_type is not None else None),
+            icmp_code=icmp_code,
         )
 
 

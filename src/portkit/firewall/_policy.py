@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 from portkit.firewall._model import (
     ICMP_TYPES,
     ICMPV6_TYPES,
@@ -43,7 +43,7 @@ from portkit.firewall._model import (
     address_interval,
     normalize,
 )
-from portkit.model import parse_port_spec
+from portkit.model import parse_decimal, parse_port_spec
 
 _ACTIONS = {
     "allow": Action.ACCEPT,
@@ -185,9 +185,12 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, Rule]:
                 raise UsageError(f"invalid policy rule at {where}: 'type' needs icmp or icmpv6")
             table = ICMP_TYPES if proto == 1 else ICMPV6_TYPES
             name = ln.take("an ICMP type")
-            num = int(name) if name.isdigit() else table.get(name)
-            if num is None:
-                raise UsageError(f"invalid ICMP type {name!r} at {where}: expected e.g. echo-request")
+            number = parse_decimal(name)  # ASCII digits: int() would also take '²'
+            num = number if number is not None else table.get(name)
+            if num is None or num > 255:
+                raise UsageError(
+                    f"invalid ICMP type {quote(name)} at {where}: expected 0-255 or e.g. echo-request"
+                )
             ln.matches.append(
                 Match(Field.ICMP_TYPE, ((num, num),), family=4 if proto == 1 else 6, protos=(proto,))
             )

@@ -13,7 +13,8 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from portkit.errors import UsageError
+from portkit._textfile import read_text_file
+from portkit.errors import UsageError, quote
 from portkit.firewall._export import (
     Omission,
     OmissionPolicy,
@@ -64,11 +65,7 @@ _UNKNOWN_DEFAULT = "-m ufw-default-unknown --{key} {policy}"
 
 def _read_defaults(path: Path) -> dict[str, str]:
     """The default policies a /etc/default/ufw file sets (ufw's own default where unset)."""
-    try:
-        raw = path.read_bytes()[:1_000_000]
-    except OSError as exc:
-        raise UsageError(f"cannot read ufw defaults file {str(path)[:60]!r}: {exc.strerror}") from None
-    text = raw.decode("utf-8", "replace")
+    text = read_text_file(path, what="ufw defaults file")
     values = dict(_SHIPPED)
     for key in _DIRS:
         m = re.search(rf'^DEFAULT_{key.upper()}_POLICY="?(\w+)"?', text, re.M)
@@ -160,11 +157,15 @@ def import_ufw(
         lines.append(f"-A {p}-skip-to-policy-{key} -j {known[key]}")
     declared = {ln[1:].split()[0] for ln in lines if ln.startswith(":")}
     for name in ("before", "after", "user"):
-        for ln in _filter_body(files[name].read_text()):
+        for ln in _filter_body(read_text_file(files[name], what="ufw rules file")):
             if ln.startswith(":"):
-                if ln[1:].split()[0] in declared:
+                chain = ln[1:].split()
+                if not chain:
+                    where = quote(str(files[name]))
+                    raise UsageError(f"invalid ufw rules file {where}: ':' needs a chain name")
+                if chain[0] in declared:
                     continue
-                declared.add(ln[1:].split()[0])
+                declared.add(chain[0])
             lines.append(ln)
         if name == "user":
             for key in _DIRS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 import socket
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -16,11 +17,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from portkit.errors import UsageError
-from portkit.model import Endpoint, Protocol, parse_address
+from portkit._textfile import read_text_file
+from portkit.errors import UsageError, quote
+from portkit.model import Endpoint, Protocol, parse_address, validate_port
 
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1"
 CONGESTION_CHOICES = ("auto", "system")  # besides the name of a kernel algorithm
+MAX_COUNT = 10**9  # connections or UDP clients at most (file descriptors run out far sooner)
+MAX_TIMEOUT = 30 * 86400  # seconds; a timeout beyond a month is a typo, and huge ones overflow timers
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -119,12 +123,13 @@ def parse_listen(text: str | int) -> Endpoint:
     raw = str(text).strip()
     if not raw.isascii():  # '²'.isdigit() is True, yet no port (validate_port would crash on it)
         raise UsageError(
-            f"invalid listen address {raw!r}: expected PORT or ADDRESS:PORT, e.g. 8080 or 0.0.0.0:8080"
+            f"invalid listen address {quote(raw)}: expected PORT or ADDRESS:PORT, e.g. 8080 or 0.0.0.0:8080"
         )
     if raw.startswith(("*:", ":")):
+        port = raw.rpartition(":")[2][:5]
         raise UsageError(
-            f"invalid listen address {raw!r}: write the address out, e.g. 0.0.0.0:{raw.rpartition(':')[2]} "
-            f"for every interface or 127.0.0.1:{raw.rpartition(':')[2]} for this host only"
+            f"invalid listen address {quote(raw)}: write the address out, e.g. 0.0.0.0:{port} "
+            f"for every interface or 127.0.0.1:{port} for this host only"
         )
     return Endpoint.parse(raw, default_address=DEFAULT_LISTEN_ADDRESS)
 
@@ -135,7 +140,7 @@ def parse_target(text: str) -> Endpoint:
     host, _, port = raw.rpartition(":")
     if not port.isascii():
         raise UsageError(
-            f"invalid target {raw!r}: expected ADDRESS:PORT or HOST:PORT, e.g. 10.0.0.5:80 or db:5432"
+            f"invalid target {quote(raw)}: expected ADDRESS:PORT or HOST:PORT, e.g. 10.0.0.5:80 or db:5432"
         )
     try:
         return Endpoint.parse(raw)
@@ -143,13 +148,15 @@ def parse_target(text: str) -> Endpoint:
         host, sep, port = raw.rpartition(":")
         if not sep or not host or not port.isdigit() or ":" in host:
             raise UsageError(
-                f"invalid target {raw!r}: expected ADDRESS:PORT or HOST:PORT, e.g. 10.0.0.5:80 or db:5432"
+                f"invalid target {quote(raw)}: expected ADDRESS:PORT or HOST:PORT, "
+                "e.g. 10.0.0.5:80 or db:5432"
             ) from None
+    number = validate_port(port)
     try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise UsageError(f"invalid target {raw!r}: cannot resolve {host!r} ({exc})") from None
-    return Endpoint(parse_address(str(infos[0][4][0])), int(port))
+        raise UsageError(f"invalid target {quote(raw)}: cannot resolve {quote(host)} ({exc})") from None
+    return Endpoint(parse_address(str(infos[0][4][0])), number)
 
 
 def parse_cidr(text: str) -> Network:
@@ -157,7 +164,7 @@ def parse_cidr(text: str) -> Network:
         return ipaddress.ip_network(str(text).strip(), strict=False)
     except ValueError:
         raise UsageError(
-            f"invalid allow-list entry {text!r}: expected an address or CIDR, e.g. 192.0.2.0/24 or ::1"
+            f"invalid allow-list entry {quote(text)}: expected an address or CIDR, e.g. 192.0.2.0/24 or ::1"
         ) from None
 
 
@@ -168,21 +175,25 @@ def parse_congestion(value: Any) -> str:
         return text
     if not text or not text.isascii() or not text.replace("_", "").isalnum() or len(text) > 15:
         raise UsageError(
-            f"invalid congestion {value!r}: expected auto, system or an algorithm's name, e.g. reno or cubic"
+            f"invalid congestion {quote(value)}: expected auto, system or an algorithm's name, "
+            "e.g. reno or cubic"
         )
     return text
 
 
-def _number(key: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
+def _number(key: str, value: Any, *, minimum: float, maximum: float, integer: bool = False) -> Any:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or (integer and not isinstance(value, int))
+        or not math.isfinite(value)
     ):
         kind = "an integer" if integer else "a number"
-        raise UsageError(f"invalid {key} {value!r}: expected {kind} >= {minimum}")
+        raise UsageError(f"invalid {key} {quote(repr(value))}: expected {kind} >= {minimum}")
     if value < minimum:
-        raise UsageError(f"invalid {key} {value!r}: must be >= {minimum}")
+        raise UsageError(f"invalid {key} {quote(repr(value))}: must be >= {minimum}")
+    if value > maximum:
+        raise UsageError(f"invalid {key} {quote(repr(value))}: must be <= {maximum}")
     return value
 
 
@@ -191,7 +202,7 @@ def _enum(enum_cls: type[enum.Enum], key: str, value: Any) -> Any:
         return enum_cls(str(value).lower())
     except ValueError:
         choices = ", ".join(str(m.value) for m in enum_cls)
-        raise UsageError(f"invalid {key} {value!r}: expected one of {choices}") from None
+        raise UsageError(f"invalid {key} {quote(value)}: expected one of {choices}") from None
 
 
 def make_limits(options: Mapping[str, Any], base: Limits | None = None) -> Limits:
@@ -200,10 +211,10 @@ def make_limits(options: Mapping[str, Any], base: Limits | None = None) -> Limit
     changes: dict[str, Any] = {}
     for key in ("max_connections", "udp_max_clients"):
         if options.get(key) is not None:
-            changes[key] = _number(key, options[key], minimum=1, integer=True)
+            changes[key] = _number(key, options[key], minimum=1, maximum=MAX_COUNT, integer=True)
     for key in ("idle_timeout", "connect_timeout", "udp_idle_timeout"):
         if options.get(key) is not None:
-            changes[key] = float(_number(key, options[key], minimum=0))
+            changes[key] = float(_number(key, options[key], minimum=0, maximum=MAX_TIMEOUT))
     if changes.get("connect_timeout") == 0:
         raise UsageError("invalid connect_timeout 0: must be > 0 seconds")
     if options.get("overflow") is not None:
@@ -225,7 +236,7 @@ def make_rule(
     """A validated rule from user input (command line or one TOML table)."""
     proto = protocol if isinstance(protocol, Protocol) else Protocol.parse(str(protocol))
     if proto not in (Protocol.TCP, Protocol.UDP):
-        raise UsageError(f"invalid protocol {protocol!r}: expected tcp or udp")
+        raise UsageError(f"invalid protocol {quote(protocol)}: expected tcp or udp")
     pp = (
         proxy_protocol
         if isinstance(proxy_protocol, ProxyProtocol)
@@ -252,17 +263,21 @@ def parse_config(text: str, *, source: str = "config") -> tuple[ForwardRule, ...
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"invalid config {source}: {exc}") from None
+    except RecursionError:  # arrays or inline tables nested beyond Python's recursion limit
+        raise UsageError(f"invalid config {source}: nested too deeply") from None
+    except ValueError:  # an integer over int()'s 4,300 digits (tomllib lets it through to int())
+        raise UsageError(f"invalid config {source}: a number with too many digits") from None
     unknown = set(doc) - _TOP_KEYS
     if unknown:
         raise UsageError(
-            f"invalid config {source}: unknown key {sorted(unknown)[0]!r}; expected [defaults], [[rule]]"
+            f"invalid config {source}: unknown key {quote(sorted(unknown)[0])}; expected [defaults], [[rule]]"
         )
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
         raise UsageError(f"invalid config {source}: [defaults] must be a table")
     bad = set(defaults) - set(Limits().to_json())
     if bad:
-        raise UsageError(f"invalid config {source}: unknown key {sorted(bad)[0]!r} in [defaults]")
+        raise UsageError(f"invalid config {source}: unknown key {quote(sorted(bad)[0])} in [defaults]")
     base = make_limits(defaults)
     tables = doc.get("rule", [])
     if not isinstance(tables, list) or not tables:
@@ -271,12 +286,14 @@ def parse_config(text: str, *, source: str = "config") -> tuple[ForwardRule, ...
     seen: set[tuple[Protocol, Endpoint]] = set()
     for number, table in enumerate(tables, 1):
         where = f"{source} rule {number}"
+        if not isinstance(table, dict):
+            raise UsageError(f"invalid config {where}: [[rule]] must be a table with listen and target")
         bad = set(table) - _RULE_KEYS
         if bad:
-            raise UsageError(f"invalid config {where}: unknown key {sorted(bad)[0]!r}")
+            raise UsageError(f"invalid config {where}: unknown key {quote(sorted(bad)[0])}")
         for key in ("listen", "target"):
             if key not in table:
-                raise UsageError(f"invalid config {where}: missing {key!r}")
+                raise UsageError(f"invalid config {where}: missing {quote(key)}")
         allow = table.get("allow", [])
         if isinstance(allow, str):
             allow = [allow]
@@ -303,9 +320,4 @@ def parse_config(text: str, *, source: str = "config") -> tuple[ForwardRule, ...
 
 
 def load_config(path: str | Path) -> tuple[ForwardRule, ...]:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise UsageError(f"invalid config {str(p)!r}: cannot read it ({exc.strerror})") from None
-    return parse_config(text, source=str(p))
+    return parse_config(read_text_file(path, what="config"), source=str(path))

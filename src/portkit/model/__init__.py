@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "Protocol": "portkit.model.ports",
     "classify_port": "portkit.model.ports",
     "validate_port": "portkit.model.ports",
+    "parse_decimal": "portkit.model.ports",
     "PortRange": "portkit.model.ports",
     "PortSpec": "portkit.model.portspec",
     "parse_port_spec": "portkit.model.portspec",
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         PortRange,
         Protocol,
         classify_port,
+        parse_decimal,
         validate_port,
     )
     from portkit.model.portspec import PortSpec, parse_port_spec
@@ -53,6 +55,7 @@ __all__ = [
     "Protocol",
     "classify_port",
     "parse_address",
+    "parse_decimal",
     "parse_port_spec",
     "validate_port",
 ]

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 from portkit.model.ports import Protocol, validate_port
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -21,7 +21,7 @@ def parse_address(text: str) -> IPAddress:
         return ipaddress.ip_address(raw)
     except ValueError:
         raise UsageError(
-            f"invalid address {text!r}: expected an IPv4 (192.0.2.1) or IPv6 (2001:db8::1) address"
+            f"invalid address {quote(text)}: expected an IPv4 (192.0.2.1) or IPv6 (2001:db8::1) address"
         ) from None
 
 
@@ -51,14 +51,14 @@ class Endpoint:
         if raw.startswith("["):
             host, sep, port = raw[1:].partition("]:")
             if not sep:
-                raise UsageError(f"invalid endpoint {text!r}: expected [IPv6]:PORT, e.g. [::1]:443")
+                raise UsageError(f"invalid endpoint {quote(text)}: expected [IPv6]:PORT, e.g. [::1]:443")
         elif raw.count(":") == 1:
             host, _, port = raw.partition(":")
         elif raw.isascii() and raw.isdigit() and default_address is not None:
             host, port = default_address, raw
         else:
             raise UsageError(
-                f"invalid endpoint {text!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:80 or [::1]:443"
+                f"invalid endpoint {quote(text)}: expected ADDRESS:PORT, e.g. 127.0.0.1:80 or [::1]:443"
             )
         return cls(parse_address(host), validate_port(port))
 
@@ -87,7 +87,7 @@ class Flow:
         parts = text.replace("->", " -> ").split()
         if len(parts) != 4 or parts[2] != "->":
             raise UsageError(
-                f"invalid flow {text!r}: expected 'PROTO SRC:PORT -> DST:PORT', "
+                f"invalid flow {quote(text)}: expected 'PROTO SRC:PORT -> DST:PORT', "
                 "e.g. 'tcp 203.0.113.5:51000 -> 10.0.0.2:443'"
             )
         return cls(Protocol.parse(parts[0]), Endpoint.parse(parts[1]), Endpoint.parse(parts[3]))

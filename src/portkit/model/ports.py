@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 
 MIN_PORT = 0
 MAX_PORT = 65535
@@ -29,7 +29,7 @@ class Protocol(enum.Enum):
             return cls(text.strip().lower())
         except ValueError:
             accepted = ", ".join(p.value for p in cls)
-            raise UsageError(f"invalid protocol {text!r}: expected one of {accepted}") from None
+            raise UsageError(f"invalid protocol {quote(text)}: expected one of {accepted}") from None
 
 
 @dataclass(frozen=True)
@@ -56,19 +56,37 @@ DYNAMIC = PortClass("dynamic", 49152, 65535, "Dynamic/private ports, never assig
 PORT_CLASSES = (WELL_KNOWN, REGISTERED, DYNAMIC)
 
 
+DECIMAL_CAP = 10**30
+
+
+def parse_decimal(text: str) -> int | None:
+    """`text` as a non-negative whole number when it is ASCII digits 0-9 only, else None.
+
+    Python's int() and str.isdigit() also take '²', Arabic-Indic and other Unicode digits, and
+    int() fails on numbers over 4,300 digits; user input goes through here instead. A number
+    above DECIMAL_CAP comes back as DECIMAL_CAP: every bound portkit checks is far lower, so an
+    over-long number fails its range check like any other too-large one.
+    """
+    if not text or not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    return DECIMAL_CAP if len(digits) > 30 else int(digits)
+
+
 def validate_port(value: int | str, *, what: str = "port") -> int:
     """Return `value` as a port number 0-65535, or raise a UsageError naming it."""
     if isinstance(value, str):
-        text = value.strip()
-        if not (text.isascii() and text.isdigit()):
-            raise UsageError(f"invalid {what} {value!r}: ports are whole numbers 0-65535")
-        number = int(text)
+        found = parse_decimal(value.strip())
+        if found is None:
+            raise UsageError(f"invalid {what} {quote(value)}: ports are whole numbers 0-65535")
+        number = found
     elif isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"invalid {what} {value!r}: ports are whole numbers 0-65535")
+        raise UsageError(f"invalid {what} {quote(repr(value))}: ports are whole numbers 0-65535")
     else:
         number = value
     if not MIN_PORT <= number <= MAX_PORT:
-        raise UsageError(f"invalid {what} '{number}': ports are 0-65535")
+        shown = value.strip() if isinstance(value, str) else str(number)
+        raise UsageError(f"invalid {what} {quote(shown)}: ports are 0-65535")
     return number
 
 

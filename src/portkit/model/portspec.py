@@ -15,13 +15,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol as TypingProtocol
 
-from portkit.errors import UsageError
-from portkit.model.ports import MAX_PORT, PortRange, Protocol, normalise_ranges
+from portkit.errors import UsageError, quote
+from portkit.model.ports import DECIMAL_CAP, MAX_PORT, PortRange, Protocol, normalise_ranges, parse_decimal
 
 _PREFIXES = {"T": Protocol.TCP, "U": Protocol.UDP, "S": Protocol.SCTP}
 _PREFIX_OF = {proto: letter for letter, proto in _PREFIXES.items()}
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._+/-]*\Z")
-_RANGE_RE = re.compile(r"([0-9]*)-([0-9]*)\Z")
+_RANGE_RE = re.compile(r"([0-9]*)-([0-9]*)\Z", re.ASCII)
 MAX_TOP = 65536
 
 
@@ -87,13 +87,18 @@ class PortSpec:
 
 
 def _spec_error(text: str, token: str, position: int, why: str) -> UsageError:
-    return UsageError(f"invalid port spec {text!r}: {token!r} at position {position}: {why}")
+    shown = "" if token == text and len(text) > 30 else f"{quote(token, 30)} "  # not twice when long
+    where = f"{shown}at position {position}"
+    return UsageError(f"invalid port spec {quote(text)}: {where}: {why}")
 
 
 def _parse_number(text: str, token: str, position: int, digits: str) -> int:
-    number = int(digits)
+    number = parse_decimal(digits)
+    if number is None:
+        raise _spec_error(text, token, position, "expected a port number of ASCII digits 0-9")
     if number > MAX_PORT:
-        raise _spec_error(text, token, position, f"port {number} is out of range: ports are 0-65535")
+        shown = f"port {number}" if number < DECIMAL_CAP else f"a {len(digits)}-digit port"
+        raise _spec_error(text, token, position, f"{shown} is out of range: ports are 0-65535")
     return number
 
 
@@ -152,13 +157,13 @@ def _parse_item(
             raise _spec_error(text, token, position, f"reversed range: write {last}-{first}")
         return [(current, PortRange(first, last))]
     if token.lower().startswith("top:"):
-        count_text = token[4:]
-        if not (count_text.isascii() and count_text.isdigit()) or not 1 <= int(count_text) <= MAX_TOP:
+        count = parse_decimal(token[4:])
+        if count is None or not 1 <= count <= MAX_TOP:
             raise _spec_error(text, token, position, "top:N needs a count N from 1 to 65536")
         resolver = names or _default_names()
         protos = [current] if current is not None else [Protocol.TCP, Protocol.UDP]
         return [
-            (proto, PortRange(p, p)) for proto in protos for p in resolver.top_ports(int(count_text), proto)
+            (proto, PortRange(p, p)) for proto in protos for p in resolver.top_ports(count, proto)
         ]
     if _NAME_RE.match(token):
         resolver = names or _default_names()
@@ -171,5 +176,5 @@ def _parse_item(
             raise _spec_error(text, token, position, "unknown service name (try 'portkit lookup NAME')")
         return found
     raise _spec_error(
-        text, token, position, "expected a port (0-65535), a range (A-B), a service name or top:N"
+        text, token, position, "expected a port 0-65535, a range A-B, a service name or top:N"
     )

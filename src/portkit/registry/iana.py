@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from portkit.errors import PortkitError, UsageError
-from portkit.model import Protocol
+from portkit._textfile import read_text_file
+from portkit.errors import PortkitError, UsageError, quote
+from portkit.model import Protocol, parse_decimal
 from portkit.registry._cache import write_cache
 from portkit.registry._service import Service, Source
 
@@ -56,11 +57,19 @@ class IanaRecord:
     description: str
 
 
-def _read_csv(text: str) -> Iterator[IanaRecord]:
+def _read_csv(text: str, source: str = "CSV") -> Iterator[IanaRecord]:
     import csv
     import io
 
     reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        yield from _csv_records(reader)
+    except csv.Error as exc:  # a field over csv's 128 KiB limit, a NUL byte, ...
+        where = f"{quote(source)}: line {reader.line_num}"
+        raise UsageError(f"invalid IANA registry file {where}: {exc}") from None
+
+
+def _csv_records(reader: Iterator[list[str]]) -> Iterator[IanaRecord]:
     header = next(reader, None)
     if not header or [h.strip().lower() for h in header[:4]] != [
         "service name",
@@ -86,26 +95,35 @@ def _read_xml(text: str) -> Iterator[IanaRecord]:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
         raise UsageError(f"not a readable IANA registry XML file: {exc}") from None
-    for elem in root.iter():
-        if not elem.tag.endswith("record"):
+    # Records are the children of a <registry>, their fields the records' children: reading
+    # exactly that much keeps the work linear however deeply a malformed file nests elements.
+    for registry in root.iter():
+        if not isinstance(registry.tag, str) or registry.tag.rsplit("}", 1)[-1] != "registry":
             continue
-        values: dict[str, str] = {}
-        for child in elem:
-            tag = child.tag.rsplit("}", 1)[-1]
-            values[tag] = "".join(child.itertext()).strip()
-        yield IanaRecord(
-            values.get("name", ""),
-            values.get("number", ""),
-            values.get("protocol", "").lower(),
-            values.get("description", ""),
-        )
+        for elem in registry:
+            if isinstance(elem.tag, str) and elem.tag.rsplit("}", 1)[-1] == "record":
+                yield _xml_record(elem)
 
 
-def read_records(text: str) -> Iterator[IanaRecord]:
+def _xml_record(elem: Any) -> IanaRecord:
+    values: dict[str, str] = {}
+    for child in elem:
+        if isinstance(child.tag, str):  # (comments and processing instructions are not fields)
+            inline = "".join((g.text or "") + (g.tail or "") for g in child)  # <xref/> in a description
+            values[child.tag.rsplit("}", 1)[-1]] = ((child.text or "") + inline).strip()
+    return IanaRecord(
+        values.get("name", ""),
+        values.get("number", ""),
+        values.get("protocol", "").lower(),
+        values.get("description", ""),
+    )
+
+
+def read_records(text: str, source: str = "CSV") -> Iterator[IanaRecord]:
     """IANA records from CSV or XML text (the format is recognised from the content)."""
     if text.lstrip().startswith("<"):
         return _read_xml(text)
-    return _read_csv(text)
+    return _read_csv(text, source)
 
 
 def judge_record(record: IanaRecord) -> tuple[list[Service], str]:
@@ -121,10 +139,8 @@ def judge_record(record: IanaRecord) -> tuple[list[Service], str]:
     if record.protocol not in ("tcp", "udp", "sctp"):
         return [], f"unsupported protocol {record.protocol}"
     first_text, _, last_text = record.number.partition("-")
-    if not first_text.isdigit() or (last_text and not last_text.isdigit()):
-        return [], "malformed port number"
-    first, last = int(first_text), int(last_text or first_text)
-    if not 0 <= first <= last <= 65535:
+    first, last = parse_decimal(first_text), parse_decimal(last_text or first_text)
+    if first is None or last is None or not 0 <= first <= last <= 65535:
         return [], "malformed port number"
     service = Service(
         name=record.name,
@@ -154,13 +170,8 @@ def import_records(records: Iterable[IanaRecord], source: str) -> tuple[list[Ser
 def import_iana(path: str | Path, *, cache: Path | None = None) -> ImportReport:
     """Import IANA's CSV or XML registry from a file into the per-user cache."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"cannot import {str(path)!r}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot import {str(path)!r}: {exc}") from None
-    services, report = import_records(read_records(text), source=str(file))
+    text = read_text_file(file, what="IANA registry file")
+    services, report = import_records(read_records(text, str(file)), source=str(file))
     if report.imported == 0:
         raise UsageError(f"cannot import {str(path)!r}: no usable IANA records in it")
     report.cache = str(write_cache(services, report, cache))

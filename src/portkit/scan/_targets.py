@@ -15,9 +15,9 @@ import re
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from portkit.errors import UsageError
+from portkit._textfile import read_text_file
+from portkit.errors import UsageError, quote
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], list[str]]
@@ -25,7 +25,7 @@ Resolver = Callable[[str], list[str]]
 _HOSTNAME_RE = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?\Z"
 )
-_OCTET_ITEM_RE = re.compile(r"(\d{1,3})?(-)?(\d{1,3})?\Z")
+_OCTET_ITEM_RE = re.compile(r"(\d{1,3})?(-)?(\d{1,3})?\Z", re.ASCII)
 MAX_CIDR_HOSTS_V6 = 1 << 24
 _ACCEPTED = "expected an address, CIDR (192.0.2.0/24), range (192.0.2.1-20, 10.0.0-3.*) or hostname"
 
@@ -99,7 +99,9 @@ def system_resolver(name: str) -> list[str]:
     try:
         infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
-        raise UsageError(f"invalid target {name!r}: cannot resolve it ({exc.strerror})") from None
+        raise UsageError(f"invalid target {quote(name)}: cannot resolve it ({exc.strerror})") from None
+    except UnicodeError:  # a label the IDNA codec refuses (too long, bad punycode)
+        raise UsageError(f"invalid target {quote(name)}: not a valid hostname") from None
     seen: list[str] = []
     for info in infos:
         address = str(info[4][0]).partition("%")[0]
@@ -116,12 +118,16 @@ def _octet_values(text: str, part: str) -> tuple[int, ...]:
             continue
         match = _OCTET_ITEM_RE.match(item)
         if not item or not match:
-            raise UsageError(f"invalid target {text!r}: bad octet {part!r}; {_ACCEPTED}")
+            raise UsageError(
+                f"invalid target {quote(text)}: bad octet {quote(part, 30)}: expected 0-255, A-B, * or a list"
+            )
         lo_text, dash, hi_text = match.groups()
         lo = int(lo_text) if lo_text else 0
         hi = (int(hi_text) if hi_text else 255) if dash else lo
         if lo > 255 or hi > 255 or lo > hi:
-            raise UsageError(f"invalid target {text!r}: octet range {item!r} must be within 0-255")
+            raise UsageError(
+                f"invalid target {quote(text)}: octet range {quote(item, 30)} must be within 0-255"
+            )
         values.extend(range(lo, hi + 1))
     return tuple(sorted(set(values)))
 
@@ -138,18 +144,27 @@ def parse_target(text: str, resolver: Resolver | None = None, first_address: boo
         pass
     if "/" in text:
         host, _, bits = text.partition("/")
-        if not bits.isdigit():
-            raise UsageError(f"invalid target {text!r}: the prefix length after '/' must be a number")
+        if not (bits.isascii() and bits.isdigit()) or len(bits) > 3:
+            raise UsageError(
+                f"invalid target {quote(text)}: the prefix length after '/' must be a number "
+                "(0-32 for IPv4, 0-128 for IPv6)"
+            )
         try:
             net = ipaddress.ip_network(f"{host}/{bits}", strict=False)
         except ValueError:
-            if _HOSTNAME_RE.match(host):
-                addresses = (resolver or system_resolver)(host)
+            if not _HOSTNAME_RE.match(host):
+                raise UsageError(f"invalid target {quote(text)}: {_ACCEPTED}") from None
+            addresses = (resolver or system_resolver)(host)
+            try:
                 net = ipaddress.ip_network(f"{addresses[0]}/{bits}", strict=False)
-            else:
-                raise UsageError(f"invalid target {text!r}: {_ACCEPTED}") from None
+            except (ValueError, IndexError):
+                raise UsageError(
+                    f"invalid target {quote(text)}: the prefix length must be 0-32 for IPv4, 0-128 for IPv6"
+                ) from None
         if net.version == 6 and net.num_addresses > MAX_CIDR_HOSTS_V6:
-            raise UsageError(f"invalid target {text!r}: IPv6 networks larger than /104 are too big to scan")
+            raise UsageError(
+                f"invalid target {quote(text)}: IPv6 networks larger than /104 are too big to scan"
+            )
         return [Block(int(net.network_address), net.num_addresses, net.version)]
     if "-" in text and text.count("-") == 1:
         lo_text, _, hi_text = text.partition("-")
@@ -159,10 +174,12 @@ def parse_target(text: str, resolver: Resolver | None = None, first_address: boo
             lo = hi = None  # type: ignore[assignment]
         if lo is not None and hi is not None:
             if lo.version != hi.version or int(hi) < int(lo):
-                raise UsageError(f"invalid target {text!r}: a range goes from a lower to a higher address")
+                raise UsageError(
+                    f"invalid target {quote(text)}: a range goes from a lower to a higher address"
+                )
             return [Block(int(lo), int(hi) - int(lo) + 1, lo.version)]
     parts = text.split(".")
-    if len(parts) == 4 and all(re.fullmatch(r"[\d,*-]+", p) for p in parts):
+    if len(parts) == 4 and all(re.fullmatch(r"[0-9,*-]+", p) for p in parts):
         octets = tuple(_octet_values(text, p) for p in parts)
         count = 1
         for values in octets:
@@ -177,19 +194,12 @@ def parse_target(text: str, resolver: Resolver | None = None, first_address: boo
             a = ipaddress.ip_address(address)
             blocks.append(Block(int(a), 1, a.version, hostname=text.rstrip(".")))
         return blocks
-    raise UsageError(f"invalid target {text!r}: {_ACCEPTED}")
+    raise UsageError(f"invalid target {quote(text)}: {_ACCEPTED}")
 
 
 def read_target_file(path: str) -> list[str]:
     """Targets from a file (`-iL`, `--exclude-file`): whitespace-separated, `#` starts a comment."""
-    try:
-        lines = (
-            Path(path).read_text().splitlines()
-            if path != "-"
-            else __import__("sys").stdin.read().splitlines()
-        )
-    except OSError as exc:
-        raise UsageError(f"invalid target file {path!r}: {exc.strerror}") from None
+    lines = read_text_file(path, what="target file").splitlines()
     return [word for line in lines for word in line.partition("#")[0].split()]
 
 

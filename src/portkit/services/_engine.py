@@ -576,16 +576,14 @@ INTENSITY_NAMES = {"light": 2, "default": 7, "all": 9}  # nmap's --version-light
 
 def parse_intensity(text: str | int) -> int:
     """`0`..`9`, `light` (2), `default` (7) or `all` (9) -> the intensity; else a UsageError."""
-    from portkit.errors import UsageError
+    from portkit.errors import UsageError, quote
+    from portkit.model import parse_decimal
 
     value = INTENSITY_NAMES.get(str(text).strip().lower())
     if value is None:
-        try:
-            value = int(str(text).strip())
-        except ValueError:
-            value = -1
-    if not 0 <= value <= 9:
-        raise UsageError(f"invalid intensity {text!r}: expected 0 (light) to 9 (all), light or all")
+        value = parse_decimal(str(text).strip())  # ASCII digits only: int() also takes '٣'
+    if value is None or not 0 <= value <= 9:
+        raise UsageError(f"invalid intensity {quote(str(text))}: expected 0 (light) to 9 (all), light or all")
     return value
 
 

@@ -473,14 +473,18 @@ def attribute_rows(rows: Sequence[Socket]) -> tuple[list[Socket], OwnerMap, dict
 
 def parse_user(text: str) -> int:
     """A user name or numeric uid, as `--user` takes it."""
+    from portkit.errors import quote
+    from portkit.model.ports import parse_decimal
+
     raw = text.strip()
-    if raw.isascii() and raw.isdigit():  # str.isdigit alone accepts '²', which int() refuses
-        return int(raw)
+    uid = parse_decimal(raw)  # ASCII digits only: str.isdigit() and int() also take '²'
+    if uid is not None and uid < 1 << 32:
+        return uid
     import pwd
 
     try:
         return pwd.getpwnam(raw).pw_uid
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a NUL byte in the name
         raise UsageError(
-            f"invalid user {text!r}: expected a user name from /etc/passwd or a numeric uid"
+            f"invalid user {quote(text)}: expected a user name from /etc/passwd or a numeric uid"
         ) from None
