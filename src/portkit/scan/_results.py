@@ -272,7 +272,7 @@ def open_view(result: ScanResult) -> ScanResult:
     Closed and filtered ports are collapsed into "Not shown" counts whatever their number
     (other states keep the usual rule), and hosts with no port that may be open are left out.
     """
-    from portkit.scan._engine import port_ranges
+    from portkit.scan._assemble import port_ranges
 
     hosts, unlisted = [], list(result.unlisted)
     for host in result.hosts:
