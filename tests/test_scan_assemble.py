@@ -154,7 +154,7 @@ def test_shares_merge_into_one_listing() -> None:
 
 def test_the_header_says_what_was_planned() -> None:
     plan = plan_scan(ScanOptions(targets=["192.0.2.0/31"], ports="80,22,1-3"), raw_ok=False, random_seed=99)
-    result = new_result(plan, 1_700_000_000.0, "portkit scan x")
+    result = new_result(plan, 1_700_000_000.0)
     assert (result.scan_type, result.protocol, result.nports, result.hosts_total) == (
         "connect",
         Protocol.TCP,
@@ -162,6 +162,6 @@ def test_the_header_says_what_was_planned() -> None:
         2,
     )
     assert (result.ports_spec, result.services, result.start) == ("80,22,1-3", "1-3,22,80", 1_700_000_000.0)
-    assert result.args == {"seed": 99, "timing": 3}
+    assert (result.args, result.command) == ({"seed": 99, "timing": 3}, "")
     assert result.notes == list(plan.notes) and result.notes
     assert result.hosts == [] and result.probes_sent == 0

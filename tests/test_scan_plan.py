@@ -132,6 +132,6 @@ def test_worker_count() -> None:
     assert worker_count(big, plan(scan_type=ScanType.UDP), cpus=8) == 1
     assert worker_count(big, plan(timing=2), cpus=8) == 1
     assert worker_count(big, plan(scan_delay=0.1), cpus=8) == 1
-    assert worker_count(10, plan(), cpus=1, asked=3) == 3
-    assert worker_count(10, plan(), cpus=1, asked=99) == 16
-    assert worker_count(big, plan(), cpus=8, asked=0) == 2
+    assert worker_count(10, plan(workers=3), cpus=1) == 3
+    assert worker_count(10, plan(workers=99), cpus=1) == 16
+    assert worker_count(big, plan(workers=0), cpus=8) == 2

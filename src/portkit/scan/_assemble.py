@@ -222,16 +222,20 @@ def host_results(
     return results
 
 
-def new_result(plan: ScanPlan, start: float, command: str) -> ScanResult:
-    """The scan's header, before any host is known; `start` is the wall-clock start (Unix time)."""
+def new_result(plan: ScanPlan, start: float) -> ScanResult:
+    """The scan's header, before any host is known; `start` is the wall-clock start (Unix time).
+
+    `args` records what the scan itself decided (the probe-order key, the -T level); the command
+    line and the arguments a user gave belong to the caller (the CLI adds them).
+    """
     options = plan.options
     return ScanResult(
         scan_type="ping" if options.ping_only else plan.scan_type.value,
         protocol=plan.protocol,
         ports_spec=options.ports,
         nports=len(plan.ports),
-        args={**options.args, "seed": plan.seed, "timing": options.timing},
-        command=command,
+        args={"seed": plan.seed, "timing": options.timing},
+        command="",
         start=start,
         hosts_total=len(plan.targets),
         notes=list(plan.notes),

@@ -9,9 +9,7 @@ calls.
 from __future__ import annotations
 
 import os
-import shlex
 import socket
-import sys
 import time
 from collections.abc import Callable
 
@@ -56,8 +54,7 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
         target_texts=read_target_file(options.input_file) if options.input_file else (),
         exclude_texts=read_target_file(options.exclude_file) if options.exclude_file else (),
     )
-    command = options.command or shlex.join(["portkit", "scan", *sys.argv[2:]])
-    result = new_result(plan, started_wall, command)
+    result = new_result(plan, started_wall)
     hosts = HostTable(plan.targets)
     try:
         live_hosts: list[int] | None = None
@@ -105,9 +102,7 @@ def _scan_ports(
     nhosts = len(live_hosts) if live_hosts is not None else len(hosts)
     total = nhosts * nports
     perm = Permutation(total, plan.seed)
-    override = os.environ.get("PORTKIT_SCAN_WORKERS", "")
-    asked = int(override) if override.isdigit() else None
-    shares = worker_count(total, plan, os.cpu_count() or 1, asked)
+    shares = worker_count(total, plan, os.cpu_count() or 1)
 
     def run(share: int) -> Share:
         # Worker 0 drives the progress bar, extrapolating from its own share.
@@ -132,8 +127,9 @@ def _scan_ports(
         up_reason=up_reason,
         rtts=merged.rtts,
     )
-    if os.environ.get("PORTKIT_SCAN_DEBUG"):
-        print("\n".join(debug), file=sys.stderr)
+    if plan.options.debug is not None:
+        for line in debug:
+            plan.options.debug(line)
 
 
 def _run_share(
@@ -171,6 +167,7 @@ def _run_share(
                 our_port=our_port(share),
                 record_batch=collector.record_batch,
                 record_columns=collector.record_columns,
+                pure_python=plan.options.pure_python,
             )
             io_path = scanner.io_path
             try:

@@ -11,8 +11,8 @@ with plain values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portkit.errors import PermissionNeeded, UsageError
@@ -35,6 +35,8 @@ MAX_WORKERS_ASKED = 16  # the most an explicit worker count may ask for
 
 @dataclass
 class ScanOptions:
+    """What to scan and how: nmap's options as typed fields (the CLI maps its flags onto them)."""
+
     targets: Sequence[str] = ()
     ports: str = DEFAULT_PORTS
     scan_type: ScanType | None = None  # None: SYN with CAP_NET_RAW, else connect
@@ -54,8 +56,9 @@ class ScanOptions:
     skip_discovery: bool = False  # -Pn
     ping_only: bool = False  # -sn
     all_ports_listed: bool = False
-    args: dict[str, object] = field(default_factory=dict)
-    command: str = ""
+    workers: int | None = None  # worker processes (at most 16); None: chosen by `worker_count`
+    pure_python: bool = False  # move packets in Python even where the C path (_rawio) could
+    debug: Callable[[str], None] | None = None  # gets a line per worker on how it ran
 
 
 # What an unprivileged scan does instead, and what root would add (see _discovery for -sn).
@@ -154,17 +157,17 @@ def plan_scan(
     return ScanPlan(options, scan_type, protocol, targets, ports, tpl, seed, notes)
 
 
-def worker_count(probes: int, plan: ScanPlan, cpus: int, asked: int | None = None) -> int:
+def worker_count(probes: int, plan: ScanPlan, cpus: int) -> int:
     """Processes for a scan of `probes` probes: big connect, SYN and ACK scans use two cores.
 
-    `asked` (a positive count, at most 16 honoured) overrides the choice. Measured on loopback
+    `ScanOptions.workers` (a positive count, at most 16 honoured) overrides the choice. Measured on loopback
     (65,535 ports, 2 cores): two workers beat one for connect() scans, and for SYN scans too
     once each raw worker reads replies in batches and keeps no second socket; UDP scans, paced
     by ICMP rate limits, stay in one process.
     """
-    if asked is not None and asked > 0:
-        return min(asked, MAX_WORKERS_ASKED)
     options = plan.options
+    if options.workers is not None and options.workers > 0:
+        return min(options.workers, MAX_WORKERS_ASKED)
     if (
         plan.scan_type is ScanType.UDP
         or probes < PARALLEL_MIN_PROBES
