@@ -29,6 +29,16 @@ def expand(ranges: str) -> list[int]:
     return ports
 
 
+class NoNames:
+    """A registry that knows no service (numeric port specs need none)."""
+
+    def ports_for_name(self, name: str) -> list[tuple[int, Protocol]]:
+        return []
+
+    def top_ports(self, count: int, protocol: Protocol) -> list[int]:
+        return []
+
+
 def test_port_ranges_as_nmap_writes_them() -> None:
     assert port_ranges([]) == ""
     assert port_ranges([80]) == "80"
@@ -153,7 +163,12 @@ def test_shares_merge_into_one_listing() -> None:
 
 
 def test_the_header_says_what_was_planned() -> None:
-    plan = plan_scan(ScanOptions(targets=["192.0.2.0/31"], ports="80,22,1-3"), raw_ok=False, random_seed=99)
+    plan = plan_scan(
+        ScanOptions(targets=["192.0.2.0/31"], ports="80,22,1-3"),
+        raw_ok=False,
+        random_seed=99,
+        names=NoNames(),
+    )
     result = new_result(plan, 1_700_000_000.0)
     assert (result.scan_type, result.protocol, result.nports, result.hosts_total) == (
         "connect",

@@ -84,6 +84,36 @@ def test_settings_come_from_the_options(
     assert [line.split()[0] for line in lines] == ["workers=2", "workers=2"]
 
 
+class OneService:
+    """A registry whose only service, "mine", is on `port`."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def ports_for_name(self, name: str) -> list[tuple[int, Protocol]]:
+        return [(self.port, Protocol.TCP)] if name == "mine" else []
+
+    def top_ports(self, count: int, protocol: Protocol) -> list[int]:
+        return [self.port][:count]
+
+
+def test_the_caller_gives_the_registry_and_the_port_names(listener: int) -> None:
+    options = ScanOptions(
+        targets=["127.0.0.1"], ports="mine", scan_type=ScanType.CONNECT, skip_discovery=True
+    )
+    result = run_scan(options, registry=OneService(listener), port_names=lambda port, protocol: f"p{port}")
+    assert (result.nports, result.services) == (1, str(listener))
+    port = result.hosts[0].port(listener)
+    assert port is not None and port.service is not None and port.service.name == f"p{listener}"
+    top = run_scan(
+        ScanOptions(targets=["127.0.0.1"], ports="top:1", scan_type=ScanType.CONNECT, skip_discovery=True),
+        registry=OneService(listener),
+        port_names=lambda port, protocol: "",
+    )
+    listed = top.hosts[0].port(listener)
+    assert listed is not None and listed.service is None  # no name, no <service>, as nmap
+
+
 def test_the_cli_maps_the_environment_onto_options() -> None:
     assert _environment_options({}) == {"workers": None, "pure_python": False, "debug": None}
     assert _environment_options(

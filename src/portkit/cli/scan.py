@@ -204,6 +204,8 @@ def scan(
     TARGETS: addresses, CIDR (192.0.2.0/24), ranges (192.0.2.1-20, 10.0.0-3.*), hostnames.
     Exit status: 0 done, 2 bad input, 130 interrupted (partial results are printed).
     """
+    from portkit.registry import default_registry
+    from portkit.registry.nmap import table_namer
     from portkit.scan import ScanOptions, ScanType, run_scan
     from portkit.scan import output as render
 
@@ -255,7 +257,12 @@ def scan(
         given |= {"sv": True, "sv_intensity": intensity, "probes": probe_db}
     progress = _Progress()
     try:
-        result = run_scan(options, progress)
+        result = run_scan(
+            options,
+            progress,
+            registry=default_registry(),
+            port_names=None if ping_only else table_namer(),  # -sn lists no ports: no table
+        )
     finally:
         progress.close()
     result.args = given | result.args

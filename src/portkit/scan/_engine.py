@@ -12,8 +12,9 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from portkit.scan._assemble import Collector, host_results, new_result, ping_hosts
+from portkit.scan._assemble import Collector, PortNamer, host_results, new_result, ping_hosts
 from portkit.scan._hosts import HostTable
 from portkit.scan._permutation import Permutation
 from portkit.scan._plan import ScanOptions, ScanPlan, plan_scan, worker_count
@@ -31,6 +32,9 @@ from portkit.scan._workers import (
     share_pacing,
 )
 
+if TYPE_CHECKING:
+    from portkit.model.portspec import PortNames
+
 ProgressHook = Callable[[int, int], None]
 
 
@@ -43,17 +47,36 @@ def has_raw_sockets() -> bool:
         return False
 
 
-def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> ScanResult:
-    """Run a scan; Ctrl-C stops it and returns what is known, with `interrupted` set."""
+def run_scan(
+    options: ScanOptions,
+    progress: ProgressHook | None = None,
+    *,
+    registry: PortNames | None = None,
+    port_names: PortNamer | None = None,
+) -> ScanResult:
+    """Run a scan; Ctrl-C stops it and returns what is known, with `interrupted` set.
+
+    `progress(done, total)` is called as probes settle. `registry` resolves service names and
+    top:N in `options.ports`; `port_names(port, protocol)` names the listed ports. Without them
+    this entry point takes portkit's default registry and nmap's port table
+    (`portkit.registry.nmap.table_namer()`); nothing below it chooses a registry.
+    """
     started_wall, started = time.time(), time.monotonic()
+    if registry is None:
+        from portkit.registry import default_registry
+
+        registry = default_registry()
     raw_ok = has_raw_sockets()
     plan = plan_scan(
         options,
         raw_ok=raw_ok,
         random_seed=int.from_bytes(os.urandom(8), "big"),
+        names=registry,
         target_texts=read_target_file(options.input_file) if options.input_file else (),
         exclude_texts=read_target_file(options.exclude_file) if options.exclude_file else (),
     )
+    if port_names is None:
+        port_names = _nmap_port_names(plan)
     result = new_result(plan, started_wall)
     hosts = HostTable(plan.targets)
     try:
@@ -69,11 +92,20 @@ def run_scan(options: ScanOptions, progress: ProgressHook | None = None) -> Scan
                 return result
             live_hosts = [h.index for h, _ in live]
             up_reason = {h.index: why for h, why in live}
-        _scan_ports(plan, hosts, live_hosts, up_reason, result, progress)
+        _scan_ports(plan, hosts, live_hosts, up_reason, port_names, result, progress)
         _attach_macs(result.hosts)
     finally:
         result.elapsed = time.monotonic() - started
     return result
+
+
+def _nmap_port_names(plan: ScanPlan) -> PortNamer:
+    """nmap's port table for the listing; a scan without ports (-sn) lists none and loads nothing."""
+    if not plan.ports:
+        return lambda port, protocol: ""
+    from portkit.registry.nmap import table_namer
+
+    return table_namer()
 
 
 def _attach_macs(hosts: list[HostResult]) -> None:
@@ -94,6 +126,7 @@ def _scan_ports(
     hosts: HostTable,
     live_hosts: list[int] | None,
     up_reason: dict[int, str],
+    port_names: PortNamer,
     result: ScanResult,
     progress: ProgressHook | None,
 ) -> None:
@@ -114,14 +147,12 @@ def _scan_ports(
     merged = merge_shares(parts, Collector(plan.scan_type, nports))
     result.probes_sent += merged.sent
     result.interrupted |= merged.interrupted
-    from portkit.registry.nmap import table_namer
-
     result.hosts = host_results(
         merged.collector,
         plan.targets,
         plan.ports,
         plan.protocol,
-        names=table_namer(),
+        names=port_names,
         keep_all=plan.options.all_ports_listed,
         timed_out=merged.timed_out,
         up_reason=up_reason,

@@ -104,7 +104,7 @@ def choose_scan_type(options: ScanOptions, raw_ok: bool) -> tuple[ScanType, tupl
     return scan_type, ()
 
 
-def resolve_ports(text: str, protocol: Protocol, names: PortNames | None = None) -> list[int]:
+def resolve_ports(text: str, protocol: Protocol, names: PortNames) -> list[int]:
     """A port spec's ports for `protocol`, ascending; `names` resolves service names and top:N."""
     spec = parse_port_spec(text, names)
     ports = list(spec.ports(protocol))
@@ -118,7 +118,7 @@ def plan_scan(
     *,
     raw_ok: bool,
     random_seed: int,
-    names: PortNames | None = None,
+    names: PortNames,
     target_texts: Sequence[str] = (),
     exclude_texts: Sequence[str] = (),
     resolver: Resolver | None = None,
@@ -126,7 +126,8 @@ def plan_scan(
     """Check the options and decide the scan.
 
     `raw_ok`: whether raw sockets may be opened. `random_seed`: the probe-order key when the
-    options name none. `target_texts`/`exclude_texts`: targets read from -iL/--exclude-file,
+    options name none. `names`: the registry that resolves service names and top:N in the port
+    spec. `target_texts`/`exclude_texts`: targets read from -iL/--exclude-file,
     added to the options' own. `resolver` turns hostnames into addresses (the system's by
     default). Bad options raise `UsageError`; a raw scan type without raw sockets raises
     `PermissionNeeded`.
