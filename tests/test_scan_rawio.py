@@ -290,14 +290,15 @@ def test_icmp6_errors_are_judged_alike() -> None:
 
 
 @needs_root
-def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PORTKIT_SCAN_PURE", "1")
+def test_pure_python_switch() -> None:
     hosts = HostTable(parse_targets(["127.0.0.1"]))
-    scanner = RawScanner(ScanType.SYN, hosts, PORTS, Schedule(iter(()), len(PORTS), template(4)), print)
-    try:
-        assert scanner.io_path == "python"
-    finally:
-        scanner.close()
+    for pure, path in ((True, "python"), (False, "c")):
+        schedule = Schedule(iter(()), len(PORTS), template(4))
+        scanner = RawScanner(ScanType.SYN, hosts, PORTS, schedule, print, pure_python=pure)
+        try:
+            assert scanner.io_path == path
+        finally:
+            scanner.close()
 
 
 # -- adversarial calls: the C must refuse, never read out of bounds ---------------------------

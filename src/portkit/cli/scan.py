@@ -1,11 +1,18 @@
-"""`portkit scan`: nmap's port states and reasons, with nmap's flags."""
+"""`portkit scan`: nmap's port states and reasons, with nmap's flags.
+
+The scanner itself reads no environment; this command honours three variables, for tests and
+benchmarks: `PORTKIT_SCAN_WORKERS=N` (worker processes), `PORTKIT_SCAN_PURE=1` (the Python
+packet path even where the C one could run) and `PORTKIT_SCAN_DEBUG=1` (a line per worker on
+stderr: which path moved the packets, probes sent, retransmissions).
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +81,20 @@ def _write(path: str, chunks: Iterable[str]) -> None:
             out.writelines(chunks)
     except OSError as exc:
         raise UsageError(f"invalid output file {path!r}: {exc.strerror}") from None
+
+
+def _environment_options(environ: Mapping[str, str]) -> dict[str, Any]:
+    """ScanOptions fields from PORTKIT_SCAN_WORKERS, PORTKIT_SCAN_PURE and PORTKIT_SCAN_DEBUG."""
+    workers = environ.get("PORTKIT_SCAN_WORKERS", "")
+    return {
+        "workers": int(workers) if workers.isdigit() and int(workers) > 0 else None,
+        "pure_python": environ.get("PORTKIT_SCAN_PURE", "") not in ("", "0"),
+        "debug": _to_stderr if environ.get("PORTKIT_SCAN_DEBUG") else None,
+    }
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _echo(chunks: Iterable[str], sep: str = "") -> None:
@@ -197,6 +218,8 @@ def scan(
     TARGETS: addresses, CIDR (192.0.2.0/24), ranges (192.0.2.1-20, 10.0.0-3.*), hostnames.
     Exit status: 0 done, 2 bad input, 130 interrupted (partial results are printed).
     """
+    from portkit.registry import default_registry
+    from portkit.registry.nmap import table_namer
     from portkit.scan import ScanOptions, ScanType, run_scan
     from portkit.scan import output as render
 
@@ -237,15 +260,24 @@ def scan(
         skip_discovery=skip_discovery,
         ping_only=ping_only,
         all_ports_listed=all_ports,
-        args={"targets": list(targets), "reason": reason}
-        | ({"sv": True, "sv_intensity": intensity, "probes": probe_db} if service_detection else {}),
-        command=" ".join(["portkit", "scan", *sys.argv[2:]]) if len(sys.argv) > 1 else "portkit scan",
+        **_environment_options(os.environ),
     )
+    # What the output records of the invocation: the command line and the arguments as given.
+    command = " ".join(["portkit", "scan", *sys.argv[2:]]) if len(sys.argv) > 1 else "portkit scan"
+    given: dict[str, Any] = {"targets": list(targets), "reason": reason}
+    if service_detection:
+        given |= {"sv": True, "sv_intensity": intensity, "probes": probe_db}
     progress = _Progress()
     try:
-        result = run_scan(options, progress)
+        result = run_scan(
+            options,
+            progress,
+            registry=default_registry(),
+            port_names=None if ping_only else table_namer(),  # -sn lists no ports: no table
+        )
     finally:
         progress.close()
+    result.args = given | result.args
     if service_detection and not result.interrupted:
         from portkit.services import detect_for_scan
 
@@ -258,14 +290,14 @@ def scan(
 
         result = open_view(result)  # nmap's --open applies to every format
     if json_file:
-        _write(json_file, [*render.iter_json(result), "\n"])
+        _write(json_file, [*render.iter_json(result, command), "\n"])
     if xml_file:
-        _write(xml_file, render.iter_xml(result))
+        _write(xml_file, render.iter_xml(result, command))
     if grepable_file:
-        _write(grepable_file, [render.render_grepable(result)])
+        _write(grepable_file, [render.render_grepable(result, command)])
     to_stdout = "-" in (xml_file, grepable_file)
     if as_json:
-        _echo([*render.iter_json(result), "\n"])
+        _echo([*render.iter_json(result, command), "\n"])
     elif as_csv:
         click.echo(render.render_csv(result), nl=False)
     elif not to_stdout:

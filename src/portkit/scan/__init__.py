@@ -4,7 +4,8 @@
 `portkit.scan.output` renders it as a table, JSON, nmap XML, grepable text or CSV.
 """
 
-from portkit.scan._engine import ScanOptions, has_raw_sockets, run_scan
+from portkit.scan._engine import has_raw_sockets, run_scan
+from portkit.scan._plan import ScanOptions
 from portkit.scan._results import (
     ExtraPorts,
     HostResult,

@@ -8,14 +8,13 @@ C does not decide comes from here, i.e. from the Python cores: the response code
 state table (`_states`), the keyed cookie's per-host lane (`Cookie`), the port order. The
 Schedule and the collector stay in Python and take the columns as they are.
 
-The pure-Python path in `_raw` remains: without a compiler (no `_rawio`), with
-`PORTKIT_SCAN_PURE=1` in the environment (tests run both paths and compare), for UDP scans
-and for scans of several hosts. `PORTKIT_SCAN_DEBUG=1` prints which path ran (`io=c|python`).
+The pure-Python path in `_raw` remains: without a compiler (no `_rawio`), when
+`ScanOptions.pure_python` asks for it (tests run both paths and compare), for UDP scans and
+for scans of several hosts. `ScanOptions.debug` is told which path ran (`io=c|python`).
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from array import array
@@ -32,9 +31,7 @@ V4_TCP, V4_ICMP, V6_TCP, V6_ICMP = range(4)
 
 
 def rawio() -> ModuleType | None:
-    """The C module, or None when it was not built or `PORTKIT_SCAN_PURE` asks for pure Python."""
-    if os.environ.get("PORTKIT_SCAN_PURE", "") not in ("", "0"):
-        return None
+    """The C module, or None when it was not built."""
     try:
         from portkit.scan import _rawio
     except ImportError:

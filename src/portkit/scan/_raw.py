@@ -9,7 +9,8 @@ which try it answers, so nothing per probe is looked up but the schedule's pendi
 
 A TCP scan of one host hands its first tries and all its replies to the optional C module
 (`_accel.OneHostIO`, built from `_rawio.c`); the loops below are the pure-Python path, used
-without it, with `PORTKIT_SCAN_PURE=1`, for UDP and for several hosts. `io_path` says which ran.
+without it, with `pure_python` (`ScanOptions.pure_python`), for UDP and for several hosts.
+`io_path` says which ran.
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ class RawScanner:
         our_port: int | None = None,
         record_batch: RecordBatch | None = None,
         record_columns: RecordColumns | None = None,
+        pure_python: bool = False,
     ) -> None:
         self.scan_type = scan_type
         self.hosts = hosts
@@ -204,7 +206,7 @@ class RawScanner:
         # One host, TCP: the C path (portkit.scan._accel) sends first tries and reads replies.
         only = hosts.get(0) if len(hosts) == 1 and not self.udp else None
         module = None
-        if only is not None:
+        if only is not None and not pure_python:
             from portkit.scan._accel import rawio
 
             module = rawio()

@@ -246,22 +246,6 @@ class ScanResult:
         }
 
 
-def collapse(ports: list[PortResult], keep_all: bool = False) -> tuple[list[PortResult], list[ExtraPorts]]:
-    """nmap's listing: states (other than open) with more than 25 ports become "Not shown" counts."""
-    by_state: Counter[PortState] = Counter(p.state for p in ports)
-    hidden = (
-        set()
-        if keep_all
-        else {s for s, n in by_state.items() if n > COLLAPSE_OVER and s is not PortState.OPEN}
-    )
-    shown = sorted((p for p in ports if p.state not in hidden), key=lambda p: p.port)
-    extras = []
-    for state in sorted(hidden, key=lambda s: -by_state[s]):
-        reasons: Counter[Reason] = Counter(p.reason for p in ports if p.state is state)
-        extras.append(ExtraPorts(state, by_state[state], tuple(reasons.most_common())))
-    return shown, extras
-
-
 # States nmap's --open still lists: open, and those where open is a possibility.
 _POSSIBLY_OPEN = (PortState.OPEN, PortState.OPEN_FILTERED, PortState.UNFILTERED)
 
@@ -272,7 +256,7 @@ def open_view(result: ScanResult) -> ScanResult:
     Closed and filtered ports are collapsed into "Not shown" counts whatever their number
     (other states keep the usual rule), and hosts with no port that may be open are left out.
     """
-    from portkit.scan._engine import port_ranges
+    from portkit.scan._assemble import port_ranges
 
     hosts, unlisted = [], list(result.unlisted)
     for host in result.hosts:

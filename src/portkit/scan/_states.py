@@ -25,11 +25,6 @@ class ScanType(enum.Enum):
         return {"connect": "-sT", "syn": "-sS", "udp": "-sU", "ack": "-sA"}[self.value]
 
     @property
-    def nmap_type(self) -> str:
-        """The `type` attribute of nmap XML's <scaninfo>."""
-        return {"connect": "connect", "syn": "syn", "udp": "udp", "ack": "ack"}[self.value]
-
-    @property
     def protocol(self) -> str:
         return "udp" if self is ScanType.UDP else "tcp"
 

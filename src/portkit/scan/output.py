@@ -2,6 +2,8 @@
 
 Every format is made from the same result objects. The XML follows nmap's DTD
 (/usr/share/nmap/nmap.dtd) so nmap's own tools (ndiff, xsltproc with nmap.xsl) read it.
+The command line written into the JSON, XML and grepable headers is the caller's to give
+(`command`, as the CLI does); without one, the result's own `command`, else "portkit scan".
 """
 
 from __future__ import annotations
@@ -203,13 +205,19 @@ def summary_line(result: ScanResult) -> str:
     )
 
 
-def render_json(result: ScanResult) -> str:
-    return "".join(iter_json(result))
+def command_line(result: ScanResult, command: str | None = None) -> str:
+    """The command line a header names: `command` if given, else the result's, else "portkit scan"."""
+    return command if command is not None else (result.command or "portkit scan")
 
 
-def iter_json(result: ScanResult) -> Iterator[str]:
+def render_json(result: ScanResult, command: str | None = None) -> str:
+    return "".join(iter_json(result, command))
+
+
+def iter_json(result: ScanResult, command: str | None = None) -> Iterator[str]:
     """`json.dumps(result.to_json(), indent=2)`, host by host (same text, bounded memory)."""
     header = result.to_json(hosts=False)
+    header["scan"]["command"] = command_line(result, command)
     yield '{\n  "scan": ' + json.dumps(header["scan"], indent=2).replace("\n", "\n  ") + ',\n  "hosts": ['
     for i, host in enumerate(result.hosts):
         yield ("," if i else "") + "\n    " + json.dumps(host.to_json(), indent=2).replace("\n", "\n    ")
@@ -236,22 +244,23 @@ def _services_attr(result: ScanResult) -> str:
     return result.services or result.ports_spec
 
 
-def render_xml(result: ScanResult) -> str:
-    return "".join(iter_xml(result))
+def render_xml(result: ScanResult, command: str | None = None) -> str:
+    return "".join(iter_xml(result, command))
 
 
-def iter_xml(result: ScanResult) -> Iterator[str]:
-    """nmap XML, a host at a time."""
+def iter_xml(result: ScanResult, command: str | None = None) -> Iterator[str]:
+    """nmap XML, a host at a time; `command` is the command line for `<nmaprun args>`."""
+    command = command_line(result, command)
     start = int(result.start)
     end = int(result.start + result.elapsed)
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<!DOCTYPE nmaprun>"]
     lines.append(f'<?xml-stylesheet href={quoteattr(stylesheet_href())} type="text/xsl"?>')
-    lines.append(f"<!-- {_comment_text(_initiated(result))} -->")
+    lines.append(f"<!-- {_comment_text(_initiated(result, command))} -->")
     lines.append(
         "<nmaprun"
         + _attrs(
             scanner="portkit",
-            args=result.command,
+            args=command,
             start=start,
             startstr=time.ctime(start),
             version=portkit_version(),
@@ -401,8 +410,8 @@ def portkit_version() -> str:
     return __version__
 
 
-def _initiated(result: ScanResult) -> str:
-    return f"portkit {portkit_version()} scan initiated {time.ctime(result.start)} as: {result.command}"
+def _initiated(result: ScanResult, command: str) -> str:
+    return f"portkit {portkit_version()} scan initiated {time.ctime(result.start)} as: {command}"
 
 
 def _comment_text(text: str) -> str:
@@ -422,7 +431,7 @@ def _grepable_field(text: str) -> str:
     return text.replace("/", "|")
 
 
-def render_grepable(result: ScanResult) -> str:
+def render_grepable(result: ScanResult, command: str | None = None) -> str:
     """nmap's -oG, line for line, so scripts written for `nmap -oG` read it unchanged.
 
     The header and footer keep nmap's wording ("# Nmap 7.93 scan initiated ..." and
@@ -431,7 +440,8 @@ def render_grepable(result: ScanResult) -> str:
     collapsed: the format has room for one.
     """
     lines = [
-        f"# Nmap {NMAP_COMPAT_VERSION} scan initiated {time.ctime(result.start)} as: {result.command}"
+        f"# Nmap {NMAP_COMPAT_VERSION} scan initiated {time.ctime(result.start)} as: "
+        + command_line(result, command)
     ]
     for host in result.hosts:
         name = host.hostnames[0] if host.hostnames else ""
