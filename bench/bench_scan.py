@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from portkit.lab import Action, Host, Lab, LabSpec, Link, Listener, Rule
-from portkit.model import Protocol, parse_port_spec
+from portkit.model import Transport, parse_port_spec
 
 PREFIX = os.environ.get("PORTKIT_BENCH_PREFIX", "pk4b")  # namespace/link name prefix
 LOOPBACK_LISTENERS = (22, 80, 443, 5432, 8080, 31337, 60000)
@@ -132,7 +132,7 @@ def bench_loopback(runs: int) -> None:
 
 
 def bench_lab(runs: int) -> None:
-    top = list(parse_port_spec("top:1000").ports(Protocol.TCP))
+    top = list(parse_port_spec("top:1000").ports(Transport.TCP))
     candidates = [p for p in top if p not in LAB_LISTENERS]
     dropped = candidates[::9][:100]
     assert len(dropped) == 100

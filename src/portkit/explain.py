@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from portkit.kernel import CAP_NET_BIND_SERVICE, PortSettings, has_capability, read_port_settings
-from portkit.model import PortClass, Protocol, classify_port, validate_port
+from portkit.model import PortClass, Transport, classify_port, validate_port
 from portkit.registry import Registry, Service, default_registry
 
 
 @dataclass(frozen=True)
 class PortExplanation:
     port: int
-    protocols: tuple[Protocol, ...]
+    protocols: tuple[Transport, ...]
     port_class: PortClass
     services: tuple[Service, ...]
     settings: PortSettings
@@ -60,7 +60,7 @@ class PortExplanation:
 
 def explain_port(
     port: int | str,
-    protocol: Protocol | None = None,
+    protocol: Transport | None = None,
     *,
     registry: Registry | None = None,
     settings: PortSettings | None = None,
@@ -68,13 +68,13 @@ def explain_port(
     number = validate_port(port)
     registry = registry or default_registry()
     settings = settings or read_port_settings()
-    protocols = (protocol,) if protocol else (Protocol.TCP, Protocol.UDP)
+    protocols = (protocol,) if protocol else (Transport.TCP, Transport.UDP)
     services = tuple(s for proto in protocols for s in registry.for_port(number, proto))
     can_bind = not settings.bind_needs_privilege(number) or has_capability(CAP_NET_BIND_SERVICE)
     return PortExplanation(number, protocols, classify_port(number), services, settings, can_bind)
 
 
-def parse_port_proto(text: str) -> tuple[int, Protocol | None]:
+def parse_port_proto(text: str) -> tuple[int, Transport | None]:
     """`443`, `443/tcp`, `53/udp` -> (port, protocol or None)."""
     port_text, sep, proto_text = text.strip().partition("/")
-    return validate_port(port_text), (Protocol.parse(proto_text) if sep else None)
+    return validate_port(port_text), (Transport.parse(proto_text) if sep else None)

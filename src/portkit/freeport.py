@@ -8,14 +8,14 @@ from collections.abc import Iterator
 
 from portkit.errors import UsageError
 from portkit.kernel import PortSettings, read_port_settings
-from portkit.model import PortRange, Protocol
+from portkit.model import PortRange, Transport
 from portkit.registry import Registry, Source, default_registry
 
 DEFAULT_RANGE = PortRange(1024, 49151)
 
 
-def _bindable(port: int, protocol: Protocol) -> bool:
-    kind = socket.SOCK_STREAM if protocol is Protocol.TCP else socket.SOCK_DGRAM
+def _bindable(port: int, protocol: Transport) -> bool:
+    kind = socket.SOCK_STREAM if protocol is Transport.TCP else socket.SOCK_DGRAM
     for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
         try:
             with socket.socket(family, kind) as sock:
@@ -38,7 +38,7 @@ def _candidates(search: PortRange, seed: int | None) -> Iterator[int]:
 
 def find_free_ports(
     count: int = 1,
-    protocol: Protocol = Protocol.TCP,
+    protocol: Transport = Transport.TCP,
     search: PortRange | None = None,
     *,
     registry: Registry | None = None,
@@ -52,7 +52,7 @@ def find_free_ports(
     """
     if count < 1:
         raise UsageError(f"invalid count {count}: expected 1 or more")
-    if protocol is Protocol.SCTP:
+    if protocol is Transport.SCTP:
         raise UsageError("invalid protocol 'sctp' for free-port: expected tcp or udp")
     search = search or DEFAULT_RANGE
     registry = registry or default_registry()

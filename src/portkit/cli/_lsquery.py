@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 
 from portkit.errors import UsageError, quote
+from portkit.model.protocols import SOCKET_TRANSPORTS, Transport
 from portkit.sockets._inventory import Inventory, SocketQuery, parse_user
-from portkit.sockets._model import ALL_STATES, TcpState, Transport
+from portkit.sockets._model import ALL_STATES, TcpState
 
 TYPE_CHECKING = False  # no typing at run time: see portkit.sockets._model
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def transports(values: Sequence[str]) -> tuple[Transport, ...]:
                 raise UsageError(
                     f"invalid --proto {quote(value)}: expected tcp, udp or raw (comma-separated)"
                 )
-            found[Transport.parse(part)] = None
+            found[Transport.parse(part, SOCKET_TRANSPORTS)] = None
     return tuple(found) or (Transport.TCP, Transport.UDP)
 
 

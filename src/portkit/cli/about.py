@@ -9,13 +9,13 @@ from portkit.cli.output import emit_json, emit_pairs, emit_table, json_option
 from portkit.errors import UsageError, quote
 from portkit.explain import explain_port, parse_port_proto
 from portkit.kernel import read_port_settings
-from portkit.model import DYNAMIC, REGISTERED, WELL_KNOWN, PortRange, Protocol, parse_decimal
+from portkit.model import DYNAMIC, REGISTERED, WELL_KNOWN, PortRange, Transport, parse_decimal
 from portkit.registry import Service, default_registry
 
 
 def _service_rows(services: list[Service] | tuple[Service, ...]) -> list[tuple[str, str, str, str]]:
     """One row per (ports, protocol, name), naming every source that knows it."""
-    rows: dict[tuple[str, Protocol, str], tuple[list[str], str]] = {}
+    rows: dict[tuple[str, Transport, str], tuple[list[str], str]] = {}
     for s in services:
         sources, description = rows.setdefault((s.ports, s.protocol, s.name), ([], s.description))
         if s.source.value not in sources:
@@ -169,7 +169,7 @@ def free_port(proto: str, search: PortRange | None, count: int, as_json: bool) -
     """Ports free to bind now, outside the ephemeral range, avoiding known services."""
     from portkit.freeport import find_free_ports
 
-    protocol = Protocol.parse(proto)
+    protocol = Transport.parse(proto)
     ports = find_free_ports(count, protocol, search)
     if as_json:
         emit_json({"protocol": protocol.value, "ports": ports, "requested": count})

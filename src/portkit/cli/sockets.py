@@ -18,8 +18,9 @@ from portkit.cli._lsquery import emit_inventory_json, ls_query
 from portkit.cli._params import FiniteNumber, WholeNumber
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import PortkitError, UsageError
+from portkit.model.protocols import Transport
 from portkit.sockets._inventory import BACKENDS, Inventory, SocketQuery, list_sockets
-from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
+from portkit.sockets._model import ALL_STATES, Socket, TcpState
 
 if TYPE_CHECKING:
     from portkit.sockets._overview import Listener

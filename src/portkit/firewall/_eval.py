@@ -61,6 +61,7 @@ from portkit.firewall._model import (
 )
 from portkit.firewall._packet import Packet
 from portkit.model.endpoints import IPAddress
+from portkit.model.protocols import IPPROTO_UDP, IPV4
 
 # The kernel refuses rule sets that nest jumps deeper than this.
 MAX_JUMP_DEPTH = 16
@@ -425,7 +426,7 @@ def _address_type(p: Packet) -> str | None:
         return "local"
     if p.dst_local is None:
         return None
-    if p.family == 4 and int(p.dst) == 0xFFFFFFFF:
+    if p.family == IPV4 and int(p.dst) == 0xFFFFFFFF:
         return "broadcast"
     return "unicast"
 
@@ -512,7 +513,7 @@ def scanner_view(
 ) -> ScannerView:
     port = f"port {p.dport}" if p.dport is not None else "the host"
     if verdict is Verdict.ACCEPT:
-        if p.l4proto == 17:
+        if p.l4proto == IPPROTO_UDP:
             state = {True: "open", False: "closed"}.get(listening, "unfiltered")  # type: ignore[arg-type]
             return ScannerView(
                 state,
@@ -530,7 +531,7 @@ def scanner_view(
             f"accepted: the packet reaches {port}",
         )
     if verdict is Verdict.DROP:
-        if p.l4proto == 17:
+        if p.l4proto == IPPROTO_UDP:
             return ScannerView(
                 "open|filtered",
                 "no answer: recv() waits until it times out",
@@ -553,7 +554,7 @@ def scanner_view(
             "rejected with a TCP reset: indistinguishable from a closed port",
         )
     if answer.endswith("port-unreachable"):
-        if p.l4proto == 17:
+        if p.l4proto == IPPROTO_UDP:
             return ScannerView(
                 "closed",
                 f"{said}",
@@ -568,7 +569,7 @@ def scanner_view(
             errno,
             f"rejected with {answer}: connect() sees refused, a SYN scan sees filtered",
         )
-    if p.l4proto == 17 and answer in _SOFT:
+    if p.l4proto == IPPROTO_UDP and answer in _SOFT:
         # Linux reports these to a UDP socket only when it asked for them (IP_RECVERR).
         said = f"nothing by default (a soft error: sockets with IP_RECVERR see {errno})"
     return ScannerView(
@@ -908,7 +909,7 @@ def _evaluate_branch(
                     verdict = Verdict.REJECT if "unreachable" in stop.effect else Verdict.DROP
                     answer = None
                     if verdict is Verdict.REJECT:
-                        answer = "icmp-net-unreachable" if packet.family == 4 else "icmpv6-no-route"
+                        answer = "icmp-net-unreachable" if packet.family == IPV4 else "icmpv6-no-route"
                     return Outcome(
                         verdict,
                         direction,
@@ -942,7 +943,7 @@ def _route_forward(
 ) -> Packet | TraceStep:
     """The forward path's routing: the packet with its output interface, or the step that
     ends it (forwarding off, no route)."""
-    sysctl = "net.ipv4.ip_forward" if packet.family == 4 else "net.ipv6.conf.all.forwarding"
+    sysctl = "net.ipv4.ip_forward" if packet.family == IPV4 else "net.ipv6.conf.all.forwarding"
     on = forwarding.get(packet.family) if forwarding is not None else None
     if on is None and not stated:
         # A file says nothing about the host's sysctls: a forward path that only a DNAT
@@ -954,7 +955,7 @@ def _route_forward(
             f"({'assumed' if on else 'assumed not'}; --forwarding on|off states it)"
         )
     if on is False:
-        if packet.family == 4 and packet.iif:
+        if packet.family == IPV4 and packet.iif:
             # The kernel asks the input interface; net.ipv4.ip_forward sets it for all of them.
             sysctl = f"net.ipv4.conf.{packet.iif}.forwarding"
         return _routing_step(
@@ -974,7 +975,7 @@ def _apply_dnat(p: Packet, rule: Rule, act: Action) -> Packet:
         return p
     if act is Action.REDIRECT:
         return p.with_destination(
-            ipaddress.ip_address("127.0.0.1" if p.family == 4 else "::1") if p.dst.is_loopback else p.dst,
+            ipaddress.ip_address("127.0.0.1" if p.family == IPV4 else "::1") if p.dst.is_loopback else p.dst,
             nat.port,
         )
     address = None

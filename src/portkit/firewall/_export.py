@@ -34,6 +34,7 @@ from portkit.firewall._model import (
     Table,
     render_address_interval,
 )
+from portkit.model.protocols import IPV4
 
 
 def quote_rule(text: str, limit: int = 60) -> str:
@@ -295,7 +296,7 @@ def _rich_rule(r: Rule, table_family: Family) -> tuple[list[list[str]], str, str
                 "firewalld accepts established/related traffic itself and cannot match conntrack state"
             )
         if m.field in (Field.SADDR, Field.DADDR) and len(m.ranges) == 1 and not m.set_name:
-            fam = "ipv4" if m.family == 4 else "ipv6"
+            fam = "ipv4" if m.family == IPV4 else "ipv6"
             if family and family != fam:
                 return [], "", ""
             family = fam

@@ -55,6 +55,7 @@ from portkit.firewall._space import (
     interface_names,
     rule_box,
 )
+from portkit.model.protocols import IPV6
 
 _STATES = [s.value for s in CtState]
 VERDICTS = ("accept", "drop", "reject")
@@ -211,7 +212,7 @@ class _Compiled:
                     ka = bisect.bisect_right(starts, lo) - 1
                     kb = bisect.bisect_right(starts, hi) - 1
                     table[ka : kb + 1, w] |= np.uint64(1 << bit)
-            big = d in (SADDR, DADDR) and version == 6
+            big = d in (SADDR, DADDR) and version == IPV6
             self.dims.append((d, starts if big else np.array(starts, dtype=np.int64), table, big))
         self._luts: dict[int, Any] = {}
         self._lut_base: dict[int, int] = {}

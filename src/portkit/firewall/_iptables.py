@@ -20,6 +20,7 @@ from portkit.errors import UsageError
 from portkit.firewall._export import Omission, OmissionPolicy, Rendering, omission_of_chain
 from portkit.firewall._model import (
     IPPROTO_NAMES,
+    PORT_PROTOS,
     Action,
     Chain,
     ChainType,
@@ -39,6 +40,7 @@ from portkit.firewall._model import (
     render_address_interval,
 )
 from portkit.model.endpoints import IPAddress
+from portkit.model.protocols import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4, IPV6
 
 _BUILTIN: dict[str, dict[str, tuple[Hook, int]]] = {
     "filter": {"INPUT": (Hook.INPUT, 0), "FORWARD": (Hook.FORWARD, 0), "OUTPUT": (Hook.OUTPUT, 0)},
@@ -223,8 +225,8 @@ _ICMPV6_NAMES: tuple[tuple[str, int, int, int], ...] = (
 def parse_icmp_type(text: str, version: int, where: str) -> tuple[int, int, int]:
     """`--icmp-type` / `--icmpv6-type` as iptables reads it: (type, lowest code, highest
     code); type 0xFF in IPv4 is `any`."""
-    table = _ICMP_NAMES if version == 4 else _ICMPV6_NAMES
-    what = "ICMP" if version == 4 else "ICMPv6"
+    table = _ICMP_NAMES if version == IPV4 else _ICMPV6_NAMES
+    what = "ICMP" if version == IPV4 else "ICMPv6"
     low = text.lower()
     hits = [e for e in table if e[0].startswith(low)]
     if len({e[0] for e in hits}) > 1 and not any(e[0] == low for e in hits):
@@ -266,22 +268,22 @@ class AddressTypes:
         """Whether an addrtype match on `types` (upper case) can be decided from these routes."""
         if types == {"LOCAL"}:
             return True
-        return version == 4 and self.whole
+        return version == IPV4 and self.whole
 
     def addresses(self, version: int, wanted: frozenset[str]) -> tuple[Interval, ...]:
         """The addresses whose type (longest-prefix match in the local table; an IPv4
         address not in it is `unicast`) is one of `wanted`."""
-        size = 32 if version == 4 else 128
+        size = 32 if version == IPV4 else 128
         top = (1 << size) - 1
         # Paint shorter prefixes first, so longer ones (more specific) win.
         painted: list[tuple[int, int, str]] = []
-        if version == 4:
+        if version == IPV4:
             painted = [(0, top, "unicast")]
         routes = sorted(
             (r for r in self.routes if r[0] == version), key=lambda r: r[1][1] - r[1][0], reverse=True
         )
         fixed = []
-        if version == 4:
+        if version == IPV4:
             fixed = [
                 ((0, 0x00FFFFFF), "broadcast"),
                 ((0xE0000000, 0xEFFFFFFF), "multicast"),
@@ -718,8 +720,8 @@ class _RuleParser:
     def icmp(self, raw: str, negate: bool) -> None:
         typ, lo, hi = parse_icmp_type(raw, self.version, self.where)
         fam = self.version
-        proto = (58,) if fam == 6 else (1,)
-        if fam == 4 and typ == 0xFF:  # any
+        proto = (IPPROTO_ICMPV6,) if fam == IPV6 else (IPPROTO_ICMP,)
+        if fam == IPV4 and typ == 0xFF:  # any
             self.matches.append(Match(Field.ICMP_TYPE, ((0, 255),), negate=negate, family=fam, protos=proto))
             return
         if (lo, hi) == (0, 255):
@@ -782,7 +784,7 @@ class _RuleParser:
     # --- target ---
 
     def target_option(self, a: str) -> None:
-        v6 = self.version == 6
+        v6 = self.version == IPV6
         if a == "--reject-with":
             kind = self.take()
             rt, code = _REJECT_IN.get(kind, (RejectType.ICMPV6 if v6 else RejectType.ICMP, kind))
@@ -814,7 +816,9 @@ class _RuleParser:
             if name == "REJECT":
                 self.fields.setdefault(
                     "reject",
-                    Reject(RejectType.ICMPV6 if self.version == 6 else RejectType.ICMP, "port-unreachable"),
+                    Reject(
+                        RejectType.ICMPV6 if self.version == IPV6 else RejectType.ICMP, "port-unreachable"
+                    ),
                 )
         elif name == "LOG":
             self.fields["log"] = self.fields.get("log", "")
@@ -853,9 +857,9 @@ def _classify(
     """The matches a module read whole stands for: exact where the kernel's answer for a
     modelled packet is known, otherwise one undecided opaque match."""
     name = mod.name
-    if name in ("frag", "hbh", "dst", "rt") or (name == "ah" and version == 6):
+    if name in ("frag", "hbh", "dst", "rt") or (name == "ah" and version == IPV6):
         # IPv6 extension headers: a modelled packet has none; the kernel's match needs one.
-        return [_opaque(mod, version, family=6 if version == 6 else 0, plain=False)]
+        return [_opaque(mod, version, family=IPV6 if version == IPV6 else 0, plain=False)]
     if name in ("ah", "esp", "mh"):
         # The header of protocol AH/ESP/MH itself (iptables requires `-p` to say so).
         num = {"ah": 51, "esp": 50, "mh": 135}[name]
@@ -911,13 +915,13 @@ def _addrtype(mod: _Module, version: int, addrtypes: AddressTypes | None, where:
             )
         fld = Field.SADDR if opt == "--src-type" else Field.DADDR
         if types == {"MULTICAST"}:
-            net = "224.0.0.0/4" if version == 4 else "ff00::/8"
+            net = "224.0.0.0/4" if version == IPV4 else "ff00::/8"
             out.append(Match(fld, (address_interval(net)[1],), negate=neg, family=version))
         elif addrtypes is not None and addrtypes.decides(version, types):
             # IPv4: the type of the address's longest match in the local table; IPv6
             # (LOCAL only): a local or anycast route.
             kinds = frozenset(t.lower() for t in types)
-            if version == 6:
+            if version == IPV6:
                 kinds = frozenset({"local", "anycast"})
             out.append(Match(fld, addrtypes.addresses(version, kinds), negate=neg, family=version))
         elif types == {"LOCAL"} and opt == "--dst-type":
@@ -1022,7 +1026,7 @@ def import_iptables_save(
 
     `addrtypes` (the host's local routing table) lets `-m addrtype` be decided as the kernel
     decides it; without it, types other than MULTICAST are undecided."""
-    family = Family.IP if version == 4 else Family.IP6
+    family = Family.IP if version == IPV4 else Family.IP6
     tables: list[Table] = []
     notes: list[str] = []
     table_name = ""
@@ -1234,7 +1238,7 @@ def _one_match_per_address(rule: Rule, version: int) -> Rule | None:
     """The rule with its matches on one address field (several: `! -d 127.0.0.0/8` beside
     the host's addresses, nft's `ip daddr != a ip daddr b`) folded into one: iptables takes
     one `-s` and one `-d` per rule. None when they leave no address at all."""
-    top = (1 << (32 if version == 4 else 128)) - 1
+    top = (1 << (32 if version == IPV4 else 128)) - 1
     for fld in (Field.SADDR, Field.DADDR):
         same = [m for m in rule.matches if m.field is fld and not m.set_name and m.family in (0, version)]
         if len(same) < 2:
@@ -1270,7 +1274,7 @@ def _rule_variants(
     if rej and rej.type in (RejectType.ICMP, RejectType.ICMPV6) and not rej.applies_to(version, 0):
         return None  # nft's `reject with icmp` only hits IPv4 packets, `icmpv6` only IPv6 ones
     nat_to = rule.nat.address if rule.nat and rule.action in (Action.DNAT, Action.SNAT) else None
-    if nat_to and (":" in nat_to) != (version == 6):
+    if nat_to and (":" in nat_to) != (version == IPV6):
         return None  # nft's `dnat ip to ...` only hits IPv4 packets, `dnat ip6 to` only IPv6 ones
     merged = _one_match_per_address(rule, version)
     if merged is None:
@@ -1331,7 +1335,7 @@ def _rule_variants(
             if not proto_num and len(m.protos) == 1:
                 proto_num = m.protos[0]
                 variants = [[*v, "-p", IPPROTO_NAMES[proto_num]] for v in variants]
-            if not proto_num or proto_num not in (6, 17, 132, 33, 136):
+            if not proto_num or proto_num not in PORT_PROTOS:
                 raise _Unrenderable(f"a port match without a single port protocol ({m})")
             texts = [str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in m.ranges]
             if not texts:
@@ -1341,7 +1345,7 @@ def _rule_variants(
             if len(texts) == 1:
                 opts = [["-m", name, *neg, side, texts[0]]]
             elif (
-                proto_num in (6, 17, 132, 33, 136)
+                proto_num in PORT_PROTOS
                 and sum(1 if "-" not in t and ":" not in t else 2 for t in texts) <= 15
             ):
                 opts = [["-m", "multiport", *neg, side + "s", ",".join(texts)]]
@@ -1391,12 +1395,12 @@ def _rule_variants(
                 raise _Unrenderable(f"match {m} cannot be written for iptables")
             opts = [["-m", "addrtype", *neg, "--dst-type", ",".join(addr_types)]]
         elif m.field is Field.ICMP_TYPE:
-            flag = "--icmp-type" if version == 4 else "--icmpv6-type"
-            proto = "icmp" if version == 4 else "ipv6-icmp"
-            if proto_num and proto_num not in (1, 58):
+            flag = "--icmp-type" if version == IPV4 else "--icmpv6-type"
+            proto = "icmp" if version == IPV4 else "ipv6-icmp"
+            if proto_num and proto_num not in (IPPROTO_ICMP, IPPROTO_ICMPV6):
                 return None
-            prefix = [] if proto_num in (1, 58) else ["-p", proto]
-            proto_num = 1 if version == 4 else 58
+            prefix = [] if proto_num in (IPPROTO_ICMP, IPPROTO_ICMPV6) else ["-p", proto]
+            proto_num = IPPROTO_ICMP if version == IPV4 else IPPROTO_ICMPV6
             types = [t for lo, hi in m.ranges for t in range(lo, hi + 1)]
             if m.negate and len(types) > 1:
                 raise _Unrenderable("a negated ICMP type set cannot be written for iptables")
@@ -1411,9 +1415,8 @@ def _rule_variants(
                 ):
                     raise _Unrenderable(f"iptables writes one ICMP code with one type only ({c})")
                 code = f"/{c.ranges[0][0]}"
-            opts = [
-                [*prefix, "-m", "icmp" if version == 4 else "icmp6", *neg, flag, f"{t}{code}"] for t in types
-            ]
+            module = "icmp" if version == IPV4 else "icmp6"
+            opts = [[*prefix, "-m", module, *neg, flag, f"{t}{code}"] for t in types]
         elif m.field is Field.ICMP_CODE:
             if not any(x.field is Field.ICMP_TYPE for x in rule.matches):
                 raise _Unrenderable(f"iptables matches an ICMP code only with its type ({m})")
@@ -1429,7 +1432,7 @@ def _rule_variants(
         variants = [[*v, *o] for v in variants for o in opts]
     target = _target(rule, version, chain_names)
     if rule.action is Action.REJECT and rule.reject and rule.reject.type is RejectType.TCP_RESET:
-        if proto_num and proto_num != 6:
+        if proto_num and proto_num != IPPROTO_TCP:
             return None
         if not proto_num:
             if proto_set:
@@ -1547,7 +1550,7 @@ def reject_name(rej: Reject, version: int) -> str | None:
     if rej.type is RejectType.TCP_RESET:
         return "tcp-reset"
     code = rej.answer(version).split("-", 1)[1]
-    return _REJECT_OUT.get((RejectType.ICMP if version == 4 else RejectType.ICMPV6, code))
+    return _REJECT_OUT.get((RejectType.ICMP if version == IPV4 else RejectType.ICMPV6, code))
 
 
 def _rejects(args: list[str]) -> bool:
@@ -1689,7 +1692,7 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
             for home in sorted(homes.get(c.name, {"filter"})):
                 chain_decl.setdefault(home, {}).setdefault(name, "-")
                 by_table.setdefault(home, []).append((name, rules))
-    out: list[str] = [f"# generated by portkit for ip{'6' if version == 6 else ''}tables-restore"]
+    out: list[str] = [f"# generated by portkit for ip{'6' if version == IPV6 else ''}tables-restore"]
     for table in ("raw", "mangle", "nat", "filter", "security"):
         if table not in chain_decl:
             continue

@@ -32,6 +32,7 @@ from portkit.firewall._space import (
     interface_names,
     rule_box,
 )
+from portkit.model.protocols import IPV4
 
 
 class Severity(Word):
@@ -503,13 +504,13 @@ def _candidate_ifaces(ruleset: Ruleset) -> list[str]:
 
 def _risky() -> list[tuple[int, str, str, Severity]]:
     """The risky-port list (severity is lint's call), worded with the registry's risk notes."""
-    from portkit.model import Protocol
+    from portkit.model import Transport
     from portkit.registry import default_registry
 
     reg = default_registry()
     out = []
     for port, proto, text, sev in RISKY_PORTS:
-        service = reg.risk_for(port, Protocol(proto))
+        service = reg.risk_for(port, Transport(proto))
         out.append((port, proto, f"{service.name}: {service.risk}" if service else text, sev))
     return out
 
@@ -537,7 +538,7 @@ def _behavioural(
     unnamed = _unnamed_iface(ruleset)
     ip = ipaddress.ip_address
     for version, host, outsiders in ((4, _HOST4, _OUTSIDERS4), (6, _HOST6, _OUTSIDERS6)):
-        if not (has4 if version == 4 else has6):
+        if not (has4 if version == IPV4 else has6):
             continue
         # Replies to the host's own connections.
         reply = Packet(6, ip(outsiders[0]), ip(host), 443, 41000, iif=ifaces[0], state=CtState.ESTABLISHED)

@@ -26,6 +26,7 @@ from portkit._textfile import read_text_file
 from portkit.errors import PermissionNeeded, PortkitError, Terminated, UsageError, quote
 from portkit.firewall._model import Field, Ruleset, Table
 from portkit.model.endpoints import IPAddress
+from portkit.model.protocols import IPV4, IPV6
 
 if TYPE_CHECKING:
     from portkit.firewall._iptables import AddressTypes
@@ -328,7 +329,7 @@ def address_types(netns: str | None = None) -> AddressTypes | None:
         for route in data:
             dst = str(route.get("dst", ""))
             if dst == "default":
-                dst = "0.0.0.0/0" if version == 4 else "::/0"
+                dst = "0.0.0.0/0" if version == IPV4 else "::/0"
             try:
                 net = ipaddress.ip_network(dst, strict=False)
             except ValueError:
@@ -379,7 +380,7 @@ def forwarding_state(netns: str | None = None, iif: str = "") -> dict[int, bool]
     if iif and re.fullmatch(r"[A-Za-z0-9_.@:-]{1,15}", iif) and iif not in (".", ".."):
         found = _read_proc([f"/proc/sys/net/ipv4/conf/{iif}/forwarding"], netns)
         if found:
-            return {4: found[0] != "0", **{k: v for k, v in forwarding_state(netns).items() if k == 6}}
+            return {IPV4: found[0] != "0", **{k: v for k, v in forwarding_state(netns).items() if k == IPV6}}
     values = _read_proc(list(paths.values()), netns)
     if len(values) != len(paths):
         return {}

@@ -18,37 +18,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from portkit.model.protocols import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    IPV4,
+    IPV6,
+)
+
 Interval = tuple[int, int]
 
 IPPROTO = {
-    "icmp": 1,
+    "icmp": IPPROTO_ICMP,
     "igmp": 2,
-    "tcp": 6,
-    "udp": 17,
+    "tcp": IPPROTO_TCP,
+    "udp": IPPROTO_UDP,
     "dccp": 33,
     "gre": 47,
     "esp": 50,
     "ah": 51,
-    "icmpv6": 58,
-    "ipv6-icmp": 58,
-    "sctp": 132,
+    "icmpv6": IPPROTO_ICMPV6,
+    "ipv6-icmp": IPPROTO_ICMPV6,
+    "sctp": IPPROTO_SCTP,
     "udplite": 136,
 }
-IPPROTO_NAMES = {
-    1: "icmp",
-    2: "igmp",
-    6: "tcp",
-    17: "udp",
-    33: "dccp",
-    47: "gre",
-    50: "esp",
-    51: "ah",
-    58: "icmpv6",
-    132: "sctp",
-    136: "udplite",
-}
+IPPROTO_NAMES = {number: name for name, number in IPPROTO.items() if name != "ipv6-icmp"}
 # Transport protocols whose header starts with source and destination ports.
-PORT_PROTOS = (6, 17, 33, 132, 136)
+PORT_PROTOS = (IPPROTO_TCP, IPPROTO_UDP, IPPROTO["dccp"], IPPROTO_SCTP, IPPROTO["udplite"])
 
 ICMP_TYPES = {
     "echo-reply": 0,
@@ -108,7 +106,7 @@ class Family(Word):
         """Whether packets of this IP version traverse chains of this family."""
         if self is Family.INET:
             return True
-        return (self is Family.IP and ip_version == 4) or (self is Family.IP6 and ip_version == 6)
+        return (self is Family.IP and ip_version == IPV4) or (self is Family.IP6 and ip_version == IPV6)
 
 
 class Hook(Word):
@@ -303,7 +301,7 @@ def render_interval(fld: Field, family: int, interval: Interval) -> str:
     if fld is Field.NFPROTO and lo == hi:
         return "ipv4" if lo == 4 else "ipv6"
     if fld is Field.ICMP_TYPE and lo == hi:
-        table = ICMP_TYPES if family == 4 else ICMPV6_TYPES
+        table = ICMP_TYPES if family == IPV4 else ICMPV6_TYPES
         for name, number in table.items():
             if number == lo:
                 return name
@@ -312,8 +310,8 @@ def render_interval(fld: Field, family: int, interval: Interval) -> str:
 
 def render_address_interval(family: int, interval: Interval) -> str:
     lo, hi = interval
-    bits = 32 if family == 4 else 128
-    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    bits = 32 if family == IPV4 else 128
+    make = ipaddress.IPv4Address if family == IPV4 else ipaddress.IPv6Address
     if lo == hi:
         return str(make(lo))
     size = hi - lo + 1
@@ -344,14 +342,14 @@ def render_match(m: Match) -> str:
 def match_key(m: Match) -> str:
     """What a match looks at, in nft syntax (`ip saddr`, `tcp dport`, `ip saddr . tcp dport`)."""
     if m.field in (Field.SADDR, Field.DADDR):
-        return f"{'ip' if m.family == 4 else 'ip6'} {m.field.value}"
+        return f"{'ip' if m.family == IPV4 else 'ip6'} {m.field.value}"
     if m.field in (Field.SPORT, Field.DPORT):
         if len(m.protos) == 1:
             return f"{IPPROTO_NAMES.get(m.protos[0], 'th')} {m.field.value}"
         return f"th {m.field.value}"
     if m.field is Field.L4PROTO:
         if m.family:
-            return "ip protocol" if m.family == 4 else "ip6 nexthdr"
+            return "ip protocol" if m.family == IPV4 else "ip6 nexthdr"
         return "meta l4proto"
     if m.field is Field.NFPROTO:
         return "meta nfproto"
@@ -362,7 +360,7 @@ def match_key(m: Match) -> str:
     if m.field is Field.CONCAT:
         return " . ".join(match_key(p) for p in m.parts)
     if m.field in (Field.ICMP_TYPE, Field.ICMP_CODE):
-        proto = "icmp" if m.family == 4 else "icmpv6"
+        proto = "icmp" if m.family == IPV4 else "icmpv6"
         return f"{proto} {m.field.value.split()[1]}"
     return m.text or "<opaque>"
 
@@ -404,11 +402,11 @@ class Reject:
     def applies_to(self, ip_version: int, l4proto: int) -> bool:
         """The implicit dependency nft adds: `reject with tcp reset` only hits TCP, etc."""
         if self.type is RejectType.TCP_RESET:
-            return l4proto == 6
+            return l4proto == IPPROTO_TCP
         if self.type is RejectType.ICMP:
-            return ip_version == 4
+            return ip_version == IPV4
         if self.type is RejectType.ICMPV6:
-            return ip_version == 6
+            return ip_version == IPV6
         return True
 
     def answer(self, ip_version: int) -> str:
@@ -417,8 +415,8 @@ class Reject:
             return "tcp-reset"
         code = self.code
         if self.type is RejectType.ICMPX:
-            code = (_ICMPX_V4 if ip_version == 4 else _ICMPX_V6).get(code, code)
-        return f"{'icmp' if ip_version == 4 else 'icmpv6'}-{code}"
+            code = (_ICMPX_V4 if ip_version == IPV4 else _ICMPX_V6).get(code, code)
+        return f"{'icmp' if ip_version == IPV4 else 'icmpv6'}-{code}"
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from portkit.firewall._model import (
     address_interval,
     normalize,
 )
+from portkit.model.protocols import IPV4
 
 # `th` has no protocol dependency: it reads any transport header (see `match_value`).
 _PORT_PROTO: dict[str, tuple[int, ...]] = {
@@ -274,13 +275,13 @@ def _scalar_intervals(fld: Field, value: Any, family: int) -> tuple[list[Interva
             raise _Opaque(f"nfproto {value!r}")
         return [(nf, nf)], [], family
     if fld is Field.ICMP_TYPE:
-        table = ICMP_TYPES if family == 4 else ICMPV6_TYPES
+        table = ICMP_TYPES if family == IPV4 else ICMPV6_TYPES
         num = value if isinstance(value, int) else table.get(str(value))
         if num is None:
             raise _Opaque(f"icmp type {value!r}")
         return [(num, num)], [], family
     if fld is Field.ICMP_CODE:
-        codes = ICMP_CODES if family == 4 else ICMPV6_CODES
+        codes = ICMP_CODES if family == IPV4 else ICMPV6_CODES
         num = value if isinstance(value, int) else codes.get(str(value))
         if num is None:
             raise _Opaque(f"icmp code {value!r}")
@@ -337,7 +338,7 @@ def _left_field(left: Any, table_family: Family) -> tuple[Field, int, tuple[int,
             return (Field.SPORT if fld == "sport" else Field.DPORT), 0, _PORT_PROTO[proto]
         if proto in ("icmp", "icmpv6") and fld in ("type", "code"):
             fam = 4 if proto == "icmp" else 6
-            return (Field.ICMP_TYPE if fld == "type" else Field.ICMP_CODE), fam, (1 if fam == 4 else 58,)
+            return (Field.ICMP_TYPE if fld == "type" else Field.ICMP_CODE), fam, (1 if fam == IPV4 else 58,)
     if "meta" in left:
         key = left["meta"].get("key")
         if key in ("iif", "iifname"):

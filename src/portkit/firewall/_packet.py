@@ -14,6 +14,7 @@ from portkit.errors import UsageError, quote
 from portkit.firewall._model import ICMP_TYPES, ICMPV6_TYPES, IPPROTO, IPPROTO_NAMES, PORT_PROTOS, CtState
 from portkit.model import Endpoint, parse_address, parse_decimal
 from portkit.model.endpoints import IPAddress
+from portkit.model.protocols import IPPROTO_ICMP, IPPROTO_ICMPV6, IPV4, IPV6
 
 _FLOW_HELP = (
     "expected 'PROTO SRC[:PORT] -> DST[:PORT] [in IF] [out IF] [state S]', "
@@ -48,7 +49,7 @@ def parse_state(text: str) -> CtState:
 
 
 def parse_icmp_type(text: str, ip_version: int) -> int:
-    table = ICMP_TYPES if ip_version == 4 else ICMPV6_TYPES
+    table = ICMP_TYPES if ip_version == IPV4 else ICMPV6_TYPES
     t = text.strip().lower()
     number = _byte(t)
     if number is not None:
@@ -86,7 +87,7 @@ class Packet:
             object.__setattr__(self, "sport", self.sport if self.sport is not None else 0)
             object.__setattr__(self, "dport", self.dport if self.dport is not None else 0)
         if self.is_icmp and self.icmp_type is None:
-            object.__setattr__(self, "icmp_type", 8 if self.family == 4 else 128)
+            object.__setattr__(self, "icmp_type", 8 if self.family == IPV4 else 128)
             object.__setattr__(self, "icmp_code", 0)
 
     @property
@@ -99,7 +100,9 @@ class Packet:
 
     @property
     def is_icmp(self) -> bool:
-        return (self.l4proto == 1 and self.family == 4) or (self.l4proto == 58 and self.family == 6)
+        return (self.l4proto == IPPROTO_ICMP and self.family == IPV4) or (
+            self.l4proto == IPPROTO_ICMPV6 and self.family == IPV6
+        )
 
     @property
     def proto_name(self) -> str:

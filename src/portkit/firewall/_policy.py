@@ -44,6 +44,7 @@ from portkit.firewall._model import (
     normalize,
 )
 from portkit.model import parse_decimal, parse_port_spec
+from portkit.model.protocols import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4, IPV6
 
 _ACTIONS = {
     "allow": Action.ACCEPT,
@@ -151,9 +152,9 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, Rule]:
             if tok == "any":
                 continue
             proto = IPPROTO[tok]
-            if proto == 1:
+            if proto == IPPROTO_ICMP:
                 family = 4
-            elif proto == 58:
+            elif proto == IPPROTO_ICMPV6:
                 family = 6
             ln.matches.append(Match(Field.L4PROTO, ((proto, proto),), family=family))
             if ln.peek()[:1].isdigit():
@@ -181,9 +182,9 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, Rule]:
                 )
             ln.matches.append(Match(Field.CT_STATE, names=states))
         elif tok == "type":
-            if proto not in (1, 58):
+            if proto not in (IPPROTO_ICMP, IPPROTO_ICMPV6):
                 raise UsageError(f"invalid policy rule at {where}: 'type' needs icmp or icmpv6")
-            table = ICMP_TYPES if proto == 1 else ICMPV6_TYPES
+            table = ICMP_TYPES if proto == IPPROTO_ICMP else ICMPV6_TYPES
             name = ln.take("an ICMP type")
             number = parse_decimal(name)  # ASCII digits: int() would also take '²'
             num = number if number is not None else table.get(name)
@@ -192,7 +193,12 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, Rule]:
                     f"invalid ICMP type {quote(name)} at {where}: expected 0-255 or e.g. echo-request"
                 )
             ln.matches.append(
-                Match(Field.ICMP_TYPE, ((num, num),), family=4 if proto == 1 else 6, protos=(proto,))
+                Match(
+                    Field.ICMP_TYPE,
+                    ((num, num),),
+                    family=IPV4 if proto == IPPROTO_ICMP else IPV6,
+                    protos=(proto,),
+                )
             )
         elif tok == "with":
             name = ln.take("a reject kind").lower()
@@ -206,8 +212,8 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, Rule]:
         else:
             raise UsageError(f"invalid policy rule at {where}: unexpected {tok!r}; {_HELP}")
     if action is Action.REJECT and reject is None:
-        reject = Reject(RejectType.TCP_RESET, "") if proto == 6 else Reject()
-    if reject is not None and reject.type is RejectType.TCP_RESET and proto != 6:
+        reject = Reject(RejectType.TCP_RESET, "") if proto == IPPROTO_TCP else Reject()
+    if reject is not None and reject.type is RejectType.TCP_RESET and proto != IPPROTO_TCP:
         raise UsageError(f"invalid policy rule at {where}: 'with tcp-reset' needs protocol tcp")
     return hook, Rule(tuple(ln.matches), action, reject=reject, log=log)
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from portkit.firewall._model import PORT_PROTOS, Action, CtState, Field, Match, Reject, RejectType, Rule
+from portkit.model.protocols import IPV4
 
 IntervalSet = tuple[tuple[int, int], ...]
 Box = tuple[IntervalSet, ...]
@@ -95,7 +96,7 @@ class Space:
 
 @functools.lru_cache(maxsize=64)
 def _domains(version: int, n_ifnames: int) -> tuple[IntervalSet, ...]:
-    top = 2 ** (32 if version == 4 else 128) - 1
+    top = 2 ** (32 if version == IPV4 else 128) - 1
     ifaces = ((0, n_ifnames - 1),)
     return (
         ((0, 255),),

@@ -37,6 +37,7 @@ from portkit.firewall._model import (
     Ruleset,
     render_address_interval,
 )
+from portkit.model.protocols import IPV4, IPV6
 
 _DIRS = ("input", "output", "forward")
 
@@ -102,7 +103,7 @@ def import_ufw(
     with the directory (`find_defaults`). When there is none they are unknown: every policy
     (accept, drop, reject) is followed, the first branch assuming what ufw ships."""
     d = Path(directory)
-    six = "6" if version == 6 else ""
+    six = "6" if version == IPV6 else ""
     p = f"ufw{six}"
     files = {name: d / f"{name}{six}.rules" for name in ("before", "user", "after")}
     missing = [str(f) for f in files.values() if not f.is_file()]
@@ -286,7 +287,7 @@ def _ufw_rule(rule: Rule, verb: str, hook: Hook, notes: list[str], family: int =
         else:
             raise _NotUfw(f"ufw cannot express {m}")
     if family and src == "any" and dst == "any":
-        src = "0.0.0.0/0" if family == 4 else "::/0"  # ufw's way to say one IP version
+        src = "0.0.0.0/0" if family == IPV4 else "::/0"  # ufw's way to say one IP version
     if ports and proto not in ("tcp", "udp"):
         raise _NotUfw("ufw ports need tcp or udp")
     if len(ports) > 15:

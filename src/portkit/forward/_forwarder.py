@@ -37,7 +37,7 @@ from portkit.forward._sockets import (
 )
 from portkit.forward._stats import ForwarderStats, RuleStats
 from portkit.forward._udp import UdpRelay
-from portkit.model import Endpoint, Protocol
+from portkit.model import Endpoint, Transport
 
 ENGINES = ("auto", "splice", "asyncio")
 
@@ -105,9 +105,9 @@ class Forwarder:
         self.control_dir = Path(control_dir) if control_dir else None
         self.notify_socket = notify_socket
         self.stats = ForwarderStats(pid=os.getpid())
-        self.running: dict[tuple[Protocol, Endpoint], Listening] = {}
-        self.udp: dict[tuple[Protocol, Endpoint], UdpRelay] = {}
-        self._tcp_listeners: dict[tuple[Protocol, Endpoint], socket.socket] = {}  # the engine owns them
+        self.running: dict[tuple[Transport, Endpoint], Listening] = {}
+        self.udp: dict[tuple[Transport, Endpoint], UdpRelay] = {}
+        self._tcp_listeners: dict[tuple[Transport, Endpoint], socket.socket] = {}  # the engine owns them
         self.stop_signal: int | None = None
         self.control_socket: Path | None = None
         self._engine: _splice.SpliceEngine | AsyncioEngine | None = None
@@ -185,21 +185,21 @@ class Forwarder:
                 loop.remove_signal_handler(signum)
 
     def _open(self, rule: ForwardRule) -> None:
-        if rule.protocol is Protocol.TCP:
+        if rule.protocol is Transport.TCP:
             _congestion.check(rule.congestion)
         sock = open_listener(rule.listen, rule.protocol)
-        if rule.protocol is Protocol.TCP:  # accepted sockets inherit the listener's algorithm
+        if rule.protocol is Transport.TCP:  # accepted sockets inherit the listener's algorithm
             _congestion.preset(sock, rule.congestion, str(rule.listen.address))
             self._tcp_listeners[rule.key] = sock
         bound = bound_endpoint(sock)
-        engine = self.engine_name if rule.protocol is Protocol.TCP else "udp"
+        engine = self.engine_name if rule.protocol is Transport.TCP else "udp"
         stats = self.stats.rules.get(_key_text(rule))
         if stats is None:
             stats = RuleStats(rule.label, rule.protocol.value, str(bound), str(rule.target), engine)
             self.stats.rules[_key_text(rule)] = stats
         stats.retired = False
         stats.target = str(rule.target)
-        if rule.protocol is Protocol.TCP:
+        if rule.protocol is Transport.TCP:
             assert self._engine is not None
             self._engine.add_rule(sock, rule, stats)
         else:
@@ -207,12 +207,12 @@ class Forwarder:
         self.running[rule.key] = Listening(rule, bound, engine)
 
     def _update(self, rule: ForwardRule) -> None:
-        if rule.protocol is Protocol.TCP:
+        if rule.protocol is Transport.TCP:
             _congestion.check(rule.congestion)  # before anything changes: a failing rule stays as it was
         old = self.running[rule.key]
         self.running[rule.key] = Listening(rule, old.bound, old.engine)
         self.stats.rules[_key_text(rule)].target = str(rule.target)
-        if rule.protocol is Protocol.TCP:
+        if rule.protocol is Transport.TCP:
             assert self._engine is not None
             if rule.congestion != old.rule.congestion:
                 listener = self._tcp_listeners[rule.key]
@@ -225,7 +225,7 @@ class Forwarder:
         self.running.pop(rule.key)
         self._tcp_listeners.pop(rule.key, None)
         self.stats.rules[_key_text(rule)].retired = True
-        if rule.protocol is Protocol.TCP:
+        if rule.protocol is Transport.TCP:
             assert self._engine is not None
             self._engine.remove_rule(rule)  # open connections go on
         else:

@@ -19,7 +19,7 @@ from typing import Any
 
 from portkit._textfile import read_text_file
 from portkit.errors import UsageError, quote
-from portkit.model import Endpoint, Protocol, parse_address, validate_port
+from portkit.model import Endpoint, Transport, parse_address, validate_port
 
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1"
 CONGESTION_CHOICES = ("auto", "system")  # besides the name of a kernel algorithm
@@ -77,7 +77,7 @@ class ForwardRule:
 
     listen: Endpoint
     target: Endpoint
-    protocol: Protocol = Protocol.TCP
+    protocol: Transport = Transport.TCP
     allow: tuple[Network, ...] = ()
     limits: Limits = field(default_factory=Limits)
     proxy_protocol: ProxyProtocol = ProxyProtocol.NONE
@@ -85,7 +85,7 @@ class ForwardRule:
     congestion: str = "auto"  # TCP congestion control of our legs: auto, system, or an algorithm
 
     @property
-    def key(self) -> tuple[Protocol, Endpoint]:
+    def key(self) -> tuple[Transport, Endpoint]:
         """What identifies a rule across reloads: its protocol and listen endpoint."""
         return (self.protocol, self.listen)
 
@@ -226,7 +226,7 @@ def make_rule(
     listen: str | int,
     target: str,
     *,
-    protocol: str | Protocol = Protocol.TCP,
+    protocol: str | Transport = Transport.TCP,
     allow: Sequence[str] = (),
     proxy_protocol: str | ProxyProtocol = ProxyProtocol.NONE,
     limits: Limits | None = None,
@@ -234,18 +234,18 @@ def make_rule(
     congestion: str = "auto",
 ) -> ForwardRule:
     """A validated rule from user input (command line or one TOML table)."""
-    proto = protocol if isinstance(protocol, Protocol) else Protocol.parse(str(protocol))
-    if proto not in (Protocol.TCP, Protocol.UDP):
+    proto = protocol if isinstance(protocol, Transport) else Transport.parse(str(protocol))
+    if proto not in (Transport.TCP, Transport.UDP):
         raise UsageError(f"invalid protocol {quote(protocol)}: expected tcp or udp")
     pp = (
         proxy_protocol
         if isinstance(proxy_protocol, ProxyProtocol)
         else _enum(ProxyProtocol, "proxy_protocol", proxy_protocol)
     )
-    if pp is not ProxyProtocol.NONE and proto is Protocol.UDP:
+    if pp is not ProxyProtocol.NONE and proto is Transport.UDP:
         raise UsageError(f"invalid proxy_protocol {pp.value!r} for udp: the PROXY header is sent on TCP only")
     choice = parse_congestion(congestion)
-    if choice != "auto" and proto is Protocol.UDP:
+    if choice != "auto" and proto is Transport.UDP:
         raise UsageError(f"invalid congestion {choice!r} for udp: congestion control is a TCP setting")
     lep, tep = parse_listen(listen), parse_target(target)
     networks = tuple(parse_cidr(c) for c in allow)
@@ -283,7 +283,7 @@ def parse_config(text: str, *, source: str = "config") -> tuple[ForwardRule, ...
     if not isinstance(tables, list) or not tables:
         raise UsageError(f"invalid config {source}: no rules; add one [[rule]] with listen and target")
     rules: list[ForwardRule] = []
-    seen: set[tuple[Protocol, Endpoint]] = set()
+    seen: set[tuple[Transport, Endpoint]] = set()
     for number, table in enumerate(tables, 1):
         where = f"{source} rule {number}"
         if not isinstance(table, dict):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from portkit.errors import PortkitError
-from portkit.model import Endpoint, Protocol, parse_address
+from portkit.model import Endpoint, Transport, parse_address
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -30,10 +30,10 @@ def listen_backlog() -> int:
     return somaxconn()
 
 
-def open_listener(listen: Endpoint, protocol: Protocol) -> socket.socket:
+def open_listener(listen: Endpoint, protocol: Transport) -> socket.socket:
     """A bound, non-blocking socket for `listen`; a TCP one is already listening."""
     family = socket.AF_INET6 if listen.family == 6 else socket.AF_INET
-    kind = socket.SOCK_STREAM if protocol is Protocol.TCP else socket.SOCK_DGRAM
+    kind = socket.SOCK_STREAM if protocol is Transport.TCP else socket.SOCK_DGRAM
     sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from portkit.errors import UsageError, quote
-from portkit.model.ports import Protocol, validate_port
+from portkit.model.ports import validate_port
+from portkit.model.protocols import Transport
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -70,7 +71,7 @@ class Endpoint:
 class Flow:
     """The 5-tuple: protocol, source endpoint, destination endpoint."""
 
-    protocol: Protocol
+    protocol: Transport
     src: Endpoint
     dst: Endpoint
 
@@ -90,7 +91,7 @@ class Flow:
                 f"invalid flow {quote(text)}: expected 'PROTO SRC:PORT -> DST:PORT', "
                 "e.g. 'tcp 203.0.113.5:51000 -> 10.0.0.2:443'"
             )
-        return cls(Protocol.parse(parts[0]), Endpoint.parse(parts[1]), Endpoint.parse(parts[3]))
+        return cls(Transport.parse(parts[0]), Endpoint.parse(parts[1]), Endpoint.parse(parts[3]))
 
     def to_json(self) -> dict[str, Any]:
         return {"protocol": self.protocol.value, "src": self.src.to_json(), "dst": self.dst.to_json()}

@@ -1,8 +1,7 @@
-"""Protocols, port numbers and IANA's three port ranges."""
+"""Port numbers, port ranges and IANA's three port classes."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -10,26 +9,6 @@ from portkit.errors import UsageError, quote
 
 MIN_PORT = 0
 MAX_PORT = 65535
-
-
-class Protocol(enum.Enum):
-    """A transport protocol that has ports."""
-
-    TCP = "tcp"
-    UDP = "udp"
-    SCTP = "sctp"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def parse(cls, text: str) -> Protocol:
-        """`tcp`, `UDP`, `sctp` -> Protocol; anything else is a UsageError."""
-        try:
-            return cls(text.strip().lower())
-        except ValueError:
-            accepted = ", ".join(p.value for p in cls)
-            raise UsageError(f"invalid protocol {quote(text)}: expected one of {accepted}") from None
 
 
 @dataclass(frozen=True)

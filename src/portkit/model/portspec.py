@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Protocol as TypingProtocol
 
 from portkit.errors import UsageError, quote
-from portkit.model.ports import DECIMAL_CAP, MAX_PORT, PortRange, Protocol, normalise_ranges, parse_decimal
+from portkit.model.ports import DECIMAL_CAP, MAX_PORT, PortRange, normalise_ranges, parse_decimal
+from portkit.model.protocols import PORT_TRANSPORTS, Transport
 
-_PREFIXES = {"T": Protocol.TCP, "U": Protocol.UDP, "S": Protocol.SCTP}
+_PREFIXES = {"T": Transport.TCP, "U": Transport.UDP, "S": Transport.SCTP}
 _PREFIX_OF = {proto: letter for letter, proto in _PREFIXES.items()}
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._+/-]*\Z")
 _RANGE_RE = re.compile(r"([0-9]*)-([0-9]*)\Z", re.ASCII)
@@ -28,9 +29,9 @@ MAX_TOP = 65536
 class PortNames(TypingProtocol):
     """What the parser needs from a service registry to resolve names and `top:N`."""
 
-    def ports_for_name(self, name: str) -> list[tuple[int, Protocol]]: ...
+    def ports_for_name(self, name: str) -> list[tuple[int, Transport]]: ...
 
-    def top_ports(self, count: int, protocol: Protocol) -> list[int]: ...
+    def top_ports(self, count: int, protocol: Transport) -> list[int]: ...
 
 
 def ranges_from_ports(ports: Iterable[int]) -> tuple[PortRange, ...]:
@@ -48,30 +49,30 @@ class PortSpec:
     source: str = field(default="", compare=False)
 
     @classmethod
-    def of(cls, ports: Iterable[int], protocol: Protocol | None = None) -> PortSpec:
+    def of(cls, ports: Iterable[int], protocol: Transport | None = None) -> PortSpec:
         ranges = ranges_from_ports(ports)
         if protocol is None:
             return cls(any=ranges)
-        if protocol is Protocol.TCP:
+        if protocol is Transport.TCP:
             return cls(tcp=ranges)
-        if protocol is Protocol.UDP:
+        if protocol is Transport.UDP:
             return cls(udp=ranges)
         return cls(sctp=ranges)
 
-    def ranges(self, protocol: Protocol) -> tuple[PortRange, ...]:
+    def ranges(self, protocol: Transport) -> tuple[PortRange, ...]:
         """The ranges that apply to `protocol`: the unprefixed ones and its own."""
         own: tuple[PortRange, ...] = getattr(self, protocol.value)
         return normalise_ranges(self.any + own)
 
-    def ports(self, protocol: Protocol) -> Iterator[int]:
+    def ports(self, protocol: Transport) -> Iterator[int]:
         """Every port for `protocol`, ascending, without building a list."""
         for rng in self.ranges(protocol):
             yield from rng
 
-    def count(self, protocol: Protocol) -> int:
+    def count(self, protocol: Transport) -> int:
         return sum(len(r) for r in self.ranges(protocol))
 
-    def contains(self, port: int, protocol: Protocol) -> bool:
+    def contains(self, port: int, protocol: Transport) -> bool:
         return any(port in r for r in self.ranges(protocol))
 
     def is_empty(self) -> bool:
@@ -79,7 +80,7 @@ class PortSpec:
 
     def __str__(self) -> str:
         parts = [",".join(str(r) for r in self.any)] if self.any else []
-        for proto in Protocol:
+        for proto in PORT_TRANSPORTS:
             own: tuple[PortRange, ...] = getattr(self, proto.value)
             if own:
                 parts.append(f"{_PREFIX_OF[proto]}:" + ",".join(str(r) for r in own))
@@ -109,8 +110,8 @@ def parse_port_spec(text: str, names: PortNames | None = None) -> PortSpec:
     """
     if not text or not text.strip():
         raise UsageError("invalid port spec '': expected ports such as 22, 1-1024, 80,443 or T:80,U:53")
-    buckets: dict[Protocol | None, list[PortRange]] = {None: [], **{p: [] for p in Protocol}}
-    current: Protocol | None = None
+    buckets: dict[Transport | None, list[PortRange]] = {None: [], **{p: [] for p in PORT_TRANSPORTS}}
+    current: Transport | None = None
     position = 1
     for raw in text.split(","):
         token = raw.strip()
@@ -129,9 +130,9 @@ def parse_port_spec(text: str, names: PortNames | None = None) -> PortSpec:
             buckets[proto].append(rng)
     return PortSpec(
         any=normalise_ranges(buckets[None]),
-        tcp=normalise_ranges(buckets[Protocol.TCP]),
-        udp=normalise_ranges(buckets[Protocol.UDP]),
-        sctp=normalise_ranges(buckets[Protocol.SCTP]),
+        tcp=normalise_ranges(buckets[Transport.TCP]),
+        udp=normalise_ranges(buckets[Transport.UDP]),
+        sctp=normalise_ranges(buckets[Transport.SCTP]),
         source=text,
     )
 
@@ -143,8 +144,8 @@ def _default_names() -> PortNames:
 
 
 def _parse_item(
-    text: str, token: str, position: int, current: Protocol | None, names: PortNames | None
-) -> list[tuple[Protocol | None, PortRange]]:
+    text: str, token: str, position: int, current: Transport | None, names: PortNames | None
+) -> list[tuple[Transport | None, PortRange]]:
     if token.isascii() and token.isdigit():
         port = _parse_number(text, token, position, token)
         return [(current, PortRange(port, port))]
@@ -161,13 +162,13 @@ def _parse_item(
         if count is None or not 1 <= count <= MAX_TOP:
             raise _spec_error(text, token, position, "top:N needs a count N from 1 to 65536")
         resolver = names or _default_names()
-        protos = [current] if current is not None else [Protocol.TCP, Protocol.UDP]
+        protos = [current] if current is not None else [Transport.TCP, Transport.UDP]
         return [
             (proto, PortRange(p, p)) for proto in protos for p in resolver.top_ports(count, proto)
         ]
     if _NAME_RE.match(token):
         resolver = names or _default_names()
-        found: list[tuple[Protocol | None, PortRange]] = [
+        found: list[tuple[Transport | None, PortRange]] = [
             (proto if current is None else current, PortRange(port, port))
             for port, proto in resolver.ports_for_name(token)
             if current is None or proto is current

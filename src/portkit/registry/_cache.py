@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from portkit.model import Protocol
+from portkit.model import Transport
 from portkit.registry._service import Service, Source
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def _cache_text(path: Path | None = None) -> str:
 
 def _cache_service(line: str) -> Service:
     name, port, last, proto, desc = line.split("\t", 4)
-    return Service(name, int(port), Protocol(proto), Source.IANA, desc, last_port=int(last))
+    return Service(name, int(port), Transport(proto), Source.IANA, desc, last_port=int(last))
 
 
 def load_cache(path: Path | None = None) -> list[Service]:
@@ -72,7 +72,7 @@ def load_cache(path: Path | None = None) -> list[Service]:
 _CACHE_RANGE_RE = re.compile(r"^[^\t\n]*\t(\d+)\t(\d+)\t[^\n]*$", re.M)
 
 
-def query_cache(port: int, protocol: Protocol) -> list[Service]:
+def query_cache(port: int, protocol: Transport) -> list[Service]:
     """The cached entries covering one port, found without parsing the whole cache."""
     text = _cache_text()
     if not text:

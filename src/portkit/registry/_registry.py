@@ -11,11 +11,11 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from portkit.model import Protocol
+from portkit.model import PORT_TRANSPORTS, Transport
 from portkit.registry._service import Service, Source
 
 Loader = Callable[[], list[Service]]
-PortQuery = Callable[[int, Protocol], list[Service]]
+PortQuery = Callable[[int, Transport], list[Service]]
 
 # A layer answers its first questions by reading only the asked port's lines of its source (a few
 # ms each: what one-port commands like `explain 22` want); past this many it parses the source
@@ -31,7 +31,7 @@ class _Layer:
         source: Source,
         loader: Loader,
         query: PortQuery | None = None,
-        frequencies: Callable[[Protocol], list[tuple[int, float]]] | None = None,
+        frequencies: Callable[[Transport], list[tuple[int, float]]] | None = None,
     ) -> None:
         self.source = source
         self._loader = loader
@@ -40,7 +40,7 @@ class _Layer:
         self._loaded = False
         self._queries = 0
         self.services: list[Service] = []
-        self._by_port: dict[tuple[Protocol, int], list[Service]] = defaultdict(list)
+        self._by_port: dict[tuple[Transport, int], list[Service]] = defaultdict(list)
         self._ranges: list[Service] = []
         self._by_name: dict[str, list[Service]] = defaultdict(list)
 
@@ -61,7 +61,7 @@ class _Layer:
                     self._by_name[name.lower()].append(s)
         return self
 
-    def for_port(self, port: int, protocol: Protocol) -> list[Service]:
+    def for_port(self, port: int, protocol: Transport) -> list[Service]:
         if not self._loaded and self._query is not None and self._queries < QUERIES_BEFORE_LOAD:
             self._queries += 1
             return self._query(port, protocol)
@@ -104,12 +104,12 @@ class Registry:
         """How many entries each layer holds (0 for a layer with nothing installed)."""
         return {layer.source.value: len(layer.load().services) for layer in self._layers}
 
-    def for_port(self, port: int, protocol: Protocol | None = None) -> list[Service]:
+    def for_port(self, port: int, protocol: Transport | None = None) -> list[Service]:
         """Every layer's services on `port`, most trusted layer first."""
-        protocols = [protocol] if protocol else list(Protocol)
+        protocols = [protocol] if protocol else list(PORT_TRANSPORTS)
         return [s for layer in self._layers for proto in protocols for s in layer.for_port(port, proto)]
 
-    def name_for(self, port: int, protocol: Protocol) -> str:
+    def name_for(self, port: int, protocol: Transport) -> str:
         """The best single name for a port ('' when no layer knows it)."""
         for index, layer in enumerate(self._layers):
             named = [s for s in layer.for_port(port, protocol) if s.name]
@@ -130,7 +130,7 @@ class Registry:
             return ties[0].name
         return ""
 
-    def risk_for(self, port: int, protocol: Protocol) -> Service | None:
+    def risk_for(self, port: int, protocol: Transport) -> Service | None:
         """The built-in entry with a risk note for this port, if any."""
         for layer in self._layers:
             if layer.source is Source.BUILTIN:
@@ -142,9 +142,9 @@ class Registry:
     def by_name(self, name: str) -> list[Service]:
         return [s for layer in self._layers for s in layer.by_name(name)]
 
-    def ports_for_name(self, name: str) -> list[tuple[int, Protocol]]:
+    def ports_for_name(self, name: str) -> list[tuple[int, Transport]]:
         """Ports of the services called `name` (or with that alias), in any layer."""
-        seen: dict[tuple[int, Protocol], None] = {}
+        seen: dict[tuple[int, Transport], None] = {}
         for s in self.by_name(name):
             if s.last_port - s.port > 1024:
                 continue
@@ -173,7 +173,7 @@ class Registry:
         results = [t[3] for t in scored]
         return results[:limit] if limit else results
 
-    def top_ports(self, count: int, protocol: Protocol) -> list[int]:
+    def top_ports(self, count: int, protocol: Transport) -> list[int]:
         """The `count` ports most often found open: nmap's frequencies when installed,
         otherwise the built-in table's commonness ranking, then the rest in port order."""
         ranked: dict[int, None] = {}

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from portkit.model import Protocol
+from portkit.model import Transport
 
 
 class Source(enum.Enum):
@@ -27,7 +27,7 @@ class Service:
 
     name: str
     port: int
-    protocol: Protocol
+    protocol: Transport
     source: Source
     description: str = ""
     last_port: int = -1

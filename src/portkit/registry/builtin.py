@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from portkit.model import Protocol
+from portkit.model import Transport
 from portkit.registry._service import Service, Source
 
 
@@ -37,7 +37,7 @@ def parse_builtin_line(line: str, lineno: int = 0) -> list[Service]:
                 name=name,
                 port=first,
                 last_port=last,
-                protocol=Protocol(proto.strip()),
+                protocol=Transport(proto.strip()),
                 source=Source.BUILTIN,
                 description=description,
                 aliases=tuple(aliases),
@@ -53,7 +53,7 @@ def parse_builtin_line(line: str, lineno: int = 0) -> list[Service]:
 _RANGE_LINE_RE = re.compile(r"^[^|\n]*\|\s*(\d+)-(\d+)\s*\|[^\n]*$", re.M)
 
 
-def query_builtin(port: int, protocol: Protocol) -> list[Service]:
+def query_builtin(port: int, protocol: Transport) -> list[Service]:
     """The entries covering one port, found without parsing the whole table (for fast start-up)."""
     from portkit.registry._builtin_table import TABLE
 

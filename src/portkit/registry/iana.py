@@ -1,4 +1,4 @@
-"""Layer 3: IANA's Service Name and Transport Protocol Port Number Registry.
+"""Layer 3: IANA's Service Name and Transport Transport Port Number Registry.
 
 `import_iana(path)` reads IANA's CSV or XML format, accounts for every record (imported,
 or skipped with a reason), and stores the usable rows in a per-user cache that later
@@ -15,7 +15,7 @@ from typing import Any
 
 from portkit._textfile import read_text_file
 from portkit.errors import PortkitError, UsageError, quote
-from portkit.model import Protocol, parse_decimal
+from portkit.model import Transport, parse_decimal
 from portkit.registry._cache import write_cache
 from portkit.registry._service import Service, Source
 
@@ -79,7 +79,7 @@ def _csv_records(reader: Iterator[list[str]]) -> Iterator[IanaRecord]:
     ]:
         raise UsageError(
             "not an IANA port registry CSV: the first row must start "
-            "'Service Name,Port Number,Transport Protocol,Description'"
+            "'Service Name,Port Number,Transport Transport,Description'"
         )
     for row in reader:
         if not any(cell.strip() for cell in row):
@@ -146,7 +146,7 @@ def judge_record(record: IanaRecord) -> tuple[list[Service], str]:
         name=record.name,
         port=first,
         last_port=last,
-        protocol=Protocol(record.protocol),
+        protocol=Transport(record.protocol),
         source=Source.IANA,
         description=description,
     )

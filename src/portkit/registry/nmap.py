@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from portkit.model import Protocol
+from portkit.model import Transport
 from portkit.registry._service import Service, Source
 
 NMAP_SERVICES_PATHS = (
@@ -46,7 +46,7 @@ def parse_nmap_line(line: str) -> Service | None:
     return Service(
         name=fields[0],
         port=int(port_text),
-        protocol=Protocol(proto_text),
+        protocol=Transport(proto_text),
         source=Source.NMAP,
         description=comment.strip(),
         frequency=frequency,
@@ -72,7 +72,7 @@ def load_nmap_services() -> list[Service]:
     return parse_nmap_services(_nmap_text())
 
 
-def query_nmap_services(port: int, protocol: Protocol) -> list[Service]:
+def query_nmap_services(port: int, protocol: Transport) -> list[Service]:
     """The entries for one port, found without parsing the whole file (for fast start-up)."""
     text = _nmap_text()
     needle = f"{port}/{protocol.value}"
@@ -89,14 +89,14 @@ def query_nmap_services(port: int, protocol: Protocol) -> list[Service]:
     return found
 
 
-def nmap_frequencies(protocol: Protocol) -> list[tuple[int, float]]:
+def nmap_frequencies(protocol: Transport) -> list[tuple[int, float]]:
     """(port, open frequency) for every `protocol` entry, read without building Services."""
     pattern = re.compile(rf"^[^#\s]\S*[ \t]+(\d+)/{protocol.value}[ \t]+([0-9.]+)", re.M)
     return [(int(m.group(1)), float(m.group(2))) for m in pattern.finditer(_nmap_text())]
 
 
 @functools.lru_cache(maxsize=4)
-def port_names(protocol: Protocol) -> dict[int, str]:
+def port_names(protocol: Transport) -> dict[int, str]:
     """Port -> the name nmap gives a `protocol` port without -sV (its `method="table"` name).
 
     nmap reads nmap-services and, where that is missing, /etc/services; the first entry for a
@@ -122,12 +122,12 @@ def port_names(protocol: Protocol) -> dict[int, str]:
 
 
 @functools.lru_cache(maxsize=1)
-def table_namer() -> Callable[[int, Protocol], str]:
+def table_namer() -> Callable[[int, Transport], str]:
     """(port, protocol) -> the scan's name for a port: `port_names`, as nmap names it.
 
     Where neither nmap-services nor /etc/services exists, portkit's own registry names the port.
     """
-    tables = {protocol: port_names(protocol) for protocol in (Protocol.TCP, Protocol.UDP)}
+    tables = {protocol: port_names(protocol) for protocol in (Transport.TCP, Transport.UDP)}
     if any(tables.values()):
         return lambda port, protocol: tables.get(protocol, {}).get(port, "")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from portkit.model import Protocol
+from portkit.model import Transport
 from portkit.registry._service import Service, Source
 
 ETC_SERVICES = Path("/etc/services")
@@ -22,7 +22,7 @@ def parse_etc_services_line(line: str) -> Service | None:
     return Service(
         name=fields[0],
         port=int(port_text),
-        protocol=Protocol(proto_text),
+        protocol=Transport(proto_text),
         source=Source.SYSTEM,
         description=comment.strip(),
         aliases=tuple(fields[2:]),

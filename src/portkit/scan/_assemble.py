@@ -15,7 +15,7 @@ import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 
-from portkit.model import Protocol
+from portkit.model import Transport
 from portkit.scan._hosts import ScanHost
 from portkit.scan._plan import ScanPlan
 from portkit.scan._results import (
@@ -30,7 +30,7 @@ from portkit.scan._states import OUTCOMES, PortState, Reason, ScanType, outcome_
 from portkit.scan._targets import TargetSet
 
 # (port, protocol) -> the name nmap's port table gives it, "" for none.
-PortNamer = Callable[[int, Protocol], str]
+PortNamer = Callable[[int, Transport], str]
 # host index -> (srtt, rttvar, timeout), seconds
 Rtts = dict[int, tuple[float, float, float]]
 
@@ -132,7 +132,7 @@ def listing(
     codes: bytearray,
     ttls: bytearray,
     ports: Sequence[int],
-    protocol: Protocol,
+    protocol: Transport,
     keep_all: bool,
     names: PortNamer,
 ) -> tuple[list[PortResult], list[ExtraPorts]]:
@@ -190,7 +190,7 @@ def host_results(
     collector: Collector,
     targets: TargetSet,
     ports: Sequence[int],
-    protocol: Protocol,
+    protocol: Transport,
     *,
     names: PortNamer,
     keep_all: bool = False,

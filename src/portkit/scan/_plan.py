@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portkit.errors import PermissionNeeded, UsageError
-from portkit.model import Protocol, parse_port_spec
+from portkit.model import Transport, parse_port_spec
 from portkit.scan._states import ScanType
 from portkit.scan._targets import Resolver, TargetSet, parse_targets
 from portkit.scan._timing import Template, template
@@ -84,7 +84,7 @@ class ScanPlan:
 
     options: ScanOptions
     scan_type: ScanType
-    protocol: Protocol
+    protocol: Transport
     targets: TargetSet
     ports: list[int]  # in the order of their indexes (probe key = host * len(ports) + port index)
     template: Template
@@ -104,7 +104,7 @@ def choose_scan_type(options: ScanOptions, raw_ok: bool) -> tuple[ScanType, tupl
     return scan_type, ()
 
 
-def resolve_ports(text: str, protocol: Protocol, names: PortNames) -> list[int]:
+def resolve_ports(text: str, protocol: Transport, names: PortNames) -> list[int]:
     """A port spec's ports for `protocol`, ascending; `names` resolves service names and top:N."""
     spec = parse_port_spec(text, names)
     ports = list(spec.ports(protocol))
@@ -133,7 +133,7 @@ def plan_scan(
     `PermissionNeeded`.
     """
     scan_type, notes = choose_scan_type(options, raw_ok)
-    protocol = Protocol.UDP if scan_type is ScanType.UDP else Protocol.TCP
+    protocol = scan_type.protocol
     texts = [*options.targets, *target_texts]
     if not texts:
         raise UsageError("no targets: give addresses, networks or hostnames (or -iL FILE)")

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from portkit.model import Protocol
+from portkit.model import Transport
 from portkit.scan._states import PortState, Reason
 
 # nmap collapses a state into "Not shown: N ..." when more than this many ports share it.
@@ -94,7 +94,7 @@ class TlsInfo:
 @dataclass(frozen=True, slots=True)
 class PortResult:
     port: int
-    protocol: Protocol
+    protocol: Transport
     state: PortState
     reason: Reason
     ttl: int = 0
@@ -159,13 +159,13 @@ class HostResult:
             counts[extra.state] += extra.count
         return counts
 
-    def port(self, number: int, protocol: Protocol = Protocol.TCP) -> PortResult | None:
+    def port(self, number: int, protocol: Transport = Transport.TCP) -> PortResult | None:
         return next((p for p in self.ports if p.port == number and p.protocol is protocol), None)
 
     def attach(
         self,
         number: int,
-        protocol: Protocol,
+        protocol: Transport,
         *,
         service: ServiceInfo | None = None,
         tls: TlsInfo | None = None,
@@ -198,7 +198,7 @@ class HostResult:
 @dataclass
 class ScanResult:
     scan_type: str  # "connect", "syn", "udp", "ack" or "ping" (-sn)
-    protocol: Protocol
+    protocol: Transport
     ports_spec: str
     nports: int
     args: dict[str, Any]

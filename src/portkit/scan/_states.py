@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import enum
 
+from portkit.model.protocols import Transport
+
 
 class ScanType(enum.Enum):
     CONNECT = "connect"
@@ -25,8 +27,8 @@ class ScanType(enum.Enum):
         return {"connect": "-sT", "syn": "-sS", "udp": "-sU", "ack": "-sA"}[self.value]
 
     @property
-    def protocol(self) -> str:
-        return "udp" if self is ScanType.UDP else "tcp"
+    def protocol(self) -> Transport:
+        return Transport.UDP if self is ScanType.UDP else Transport.TCP
 
     @property
     def raw(self) -> bool:

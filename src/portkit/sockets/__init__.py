@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "SocketQuery": "portkit.sockets._inventory",
     "TcpInfo": "portkit.sockets._tcpinfo",
     "TcpState": "portkit.sockets._model",
-    "Transport": "portkit.sockets._model",
+    "Transport": "portkit.model.protocols",
     "build_overview": "portkit.sockets._overview",
     "compile_filter": "portkit.sockets._bytecode",
     "diff": "portkit.sockets._watch",
@@ -57,6 +57,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from portkit.model.protocols import Transport
     from portkit.sockets._bytecode import PortMatch, compile_filter, matches_from_spec
     from portkit.sockets._inventory import (
         BACKENDS,
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
         list_sockets,
         parse_user,
     )
-    from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
+    from portkit.sockets._model import ALL_STATES, Socket, TcpState
     from portkit.sockets._netlink import SockDiagClient
     from portkit.sockets._netns import Namespace
     from portkit.sockets._overview import Exposure, Listener, Overview, build_overview, exposure_of

@@ -159,12 +159,12 @@ def run_filter(bytecode: bytes, sport: int, dport: int) -> bool:
 
 def matches_from_spec(spec: PortSpec, side: str) -> tuple[PortMatch, ...]:
     """PortMatches for a parsed port spec (`22,80`, `1-1024`, `T:80,U:53`) on one side of a socket."""
-    from portkit.model import Protocol
+    from portkit.model import Transport
 
     if not (spec.tcp or spec.udp or spec.sctp):
         return (PortMatch(side, tuple((r.first, r.last) for r in spec.any)),)
     return (
-        PortMatch(side, tuple((r.first, r.last) for r in spec.ranges(Protocol.TCP)), "tcp"),
-        PortMatch(side, tuple((r.first, r.last) for r in spec.ranges(Protocol.UDP)), "udp"),
+        PortMatch(side, tuple((r.first, r.last) for r in spec.ranges(Transport.TCP)), "tcp"),
+        PortMatch(side, tuple((r.first, r.last) for r in spec.ranges(Transport.UDP)), "udp"),
         PortMatch(side, tuple((r.first, r.last) for r in spec.any), "raw"),
     )

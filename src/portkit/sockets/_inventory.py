@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 
 from portkit.errors import PortkitError, UsageError
+from portkit.model.protocols import Transport
 from portkit.sockets import _netns
-from portkit.sockets._model import ALL_STATES, Socket, TcpState, Transport
+from portkit.sockets._model import ALL_STATES, Socket, TcpState
 from portkit.sockets._value import FrozenValue
 
 # `portkit ls --json` imports this module: no typing, dataclasses or json at run time

@@ -16,40 +16,16 @@ import enum
 from collections import namedtuple
 
 from portkit.errors import UsageError
+from portkit.model.protocols import Transport
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
 if TYPE_CHECKING:
     # Imported lazily at run time: `portkit ls` should not pay for the model's dataclasses.
     from typing import Any, NamedTuple
 
-    from portkit.model import Endpoint, Protocol
+    from portkit.model import Endpoint
     from portkit.sockets._process import ProcessInfo
     from portkit.sockets._tcpinfo import TcpInfo
-
-
-class Transport(enum.Enum):
-    """The socket kinds portkit lists (NETLINK_SOCK_DIAG's inet handlers)."""
-
-    TCP = "tcp"
-    UDP = "udp"
-    RAW = "raw"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def protocol(self) -> Protocol | None:
-        """The port-bearing protocol, or None for raw IP sockets (whose "port" is the IP protocol)."""
-        from portkit.model import Protocol
-
-        return {"tcp": Protocol.TCP, "udp": Protocol.UDP}.get(self.value)
-
-    @classmethod
-    def parse(cls, text: str) -> Transport:
-        try:
-            return cls(text.strip().lower())
-        except ValueError:
-            raise UsageError(f"invalid protocol {text!r}: expected tcp, udp or raw") from None
 
 
 class TcpState(enum.IntEnum):
@@ -183,8 +159,9 @@ class Socket(_SocketFields):
         return Endpoint(parse_address(self.remote_address), self.remote_port)
 
     @property
-    def protocol(self) -> Protocol | None:
-        return self.transport.protocol
+    def protocol(self) -> Transport | None:
+        """The port-bearing transport, or None for raw IP sockets (whose "port" is the IP protocol)."""
+        return self.transport if self.transport.has_ports else None
 
     @property
     def is_listener(self) -> bool:

@@ -28,7 +28,8 @@ from functools import partial
 from itertools import repeat
 from operator import itemgetter
 
-from portkit.sockets._model import Socket, TcpState, Transport
+from portkit.model.protocols import Transport
+from portkit.sockets._model import Socket, TcpState
 
 try:
     from portkit.sockets import _diagrows

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from portkit.sockets._model import Socket, TcpState, Transport
+from portkit.model.protocols import Transport
+from portkit.sockets._model import Socket, TcpState
 from portkit.sockets._process import ProcessInfo
 
 
@@ -253,7 +254,7 @@ def registry_facts() -> Callable[[int, Transport], ServiceFacts]:
         key = (port, transport)
         found = cache.get(key)
         if found is None:
-            protocol = transport.protocol
+            protocol = transport if transport.has_ports else None
             entry = builtin.get((protocol, port)) if protocol is not None else None
             if protocol is None:
                 found = ServiceFacts()

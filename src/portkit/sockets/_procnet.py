@@ -11,7 +11,8 @@ import socket
 import sys
 from collections.abc import Callable, Iterable
 
-from portkit.sockets._model import Socket, TcpState, Transport
+from portkit.model.protocols import Transport
+from portkit.sockets._model import Socket, TcpState
 
 _FILES = {
     (Transport.TCP, 4): "tcp",

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from portkit.errors import UsageError
-from portkit.model import Protocol, validate_port
+from portkit.model import Transport, validate_port
 from portkit.sockets._bytecode import PortMatch
 from portkit.sockets._inventory import Inventory, SocketQuery, attribute_rows, list_sockets
-from portkit.sockets._model import Socket, TcpState, Transport
+from portkit.sockets._model import Socket, TcpState
 from portkit.sockets._process import ProcessInfo
 
 
@@ -67,7 +67,7 @@ class PortUse:
     """Everything on one port: who holds it, who is connected, and what that means."""
 
     port: int
-    protocol: Protocol | None
+    protocol: Transport | None
     holders: tuple[Socket, ...]
     connections: int
     time_wait: tuple[Socket, ...]
@@ -130,7 +130,7 @@ class PortUse:
 
 def explain_port_use(
     port: int,
-    protocol: Protocol | None,
+    protocol: Transport | None,
     rows: Sequence[Socket],
     *,
     served: int = 0,
@@ -175,7 +175,7 @@ def explain_port_use(
     )
 
 
-def parse_port_proto(text: str) -> tuple[int, Protocol | None]:
+def parse_port_proto(text: str) -> tuple[int, Transport | None]:
     """`8080`, `53/udp`, `443/tcp` -> (port, protocol or None for both)."""
     number, sep, proto = text.strip().partition("/")
     if not number.isascii():  # validate_port's isdigit() lets '²' through to int()
@@ -183,8 +183,8 @@ def parse_port_proto(text: str) -> tuple[int, Protocol | None]:
     port = validate_port(number)
     if not sep:
         return port, None
-    protocol = Protocol.parse(proto)
-    if protocol is Protocol.SCTP:
+    protocol = Transport.parse(proto)
+    if protocol is Transport.SCTP:
         raise UsageError(
             f"invalid protocol in {text!r}: expected tcp or udp (portkit lists tcp and udp sockets)"
         )
@@ -193,7 +193,7 @@ def parse_port_proto(text: str) -> tuple[int, Protocol | None]:
 
 def who_holds(
     port: int,
-    protocol: Protocol | None = None,
+    protocol: Transport | None = None,
     *,
     netns: str | None = None,
     all_netns: bool = False,
@@ -205,7 +205,7 @@ def who_holds(
         (Transport.TCP, Transport.UDP)
         if protocol is None
         else (Transport.TCP,)
-        if protocol is Protocol.TCP
+        if protocol is Transport.TCP
         else (Transport.UDP,)
     )
     on_port = (PortMatch("src", ((port, port),)),)
