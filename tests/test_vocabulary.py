@@ -89,3 +89,22 @@ def test_firewall_compares_protocols_and_versions_by_name() -> None:
             if named and (numbers or literal_sets):
                 found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
     assert found == []
+
+
+def test_port_state_and_reason_are_the_models_and_read_as_nmaps_words() -> None:
+    import json
+
+    from portkit import scan
+    from portkit.firewall import Packet, Verdict
+    from portkit.firewall._eval import scanner_view
+    from portkit.model import PortState, Reason
+
+    assert scan.PortState is PortState and scan.Reason is Reason
+    assert portkit.PortState is PortState and portkit.Reason is Reason
+    udp = Packet.parse("udp 192.0.2.1:5000 -> 192.0.2.2:53")
+    view = scanner_view(udp, Verdict.DROP, None)
+    assert view.state is PortState.OPEN_FILTERED
+    assert json.loads(json.dumps(view.to_json()))["state"] == "open|filtered"
+    assert scanner_view(udp, Verdict.ACCEPT, None, listening=True).state is PortState.OPEN
+    assert scanner_view(udp, Verdict.ACCEPT, None).state is PortState.UNFILTERED
+    assert (str(PortState.CLOSED_FILTERED), f"{Reason.NO_RESPONSE}") == ("closed|filtered", "no-response")

@@ -237,7 +237,7 @@ def check(
                         str(d.packet),
                         d.outcome if d.certain else "uncertain: " + " or ".join(sorted(d.possible)),
                         d.direction,
-                        "?" if not d.certain else d.scanner.state if d.scanner else "",
+                        "?" if not d.certain else str(d.scanner.state) if d.scanner else "",
                         d.reason if d.certain else f"first branch: {d.reason}",
                     ]
                     for d in decisions

@@ -61,6 +61,7 @@ from portkit.firewall._model import (
 )
 from portkit.firewall._packet import Packet
 from portkit.model.endpoints import IPAddress
+from portkit.model.portstate import PortState
 from portkit.model.protocols import IPPROTO_UDP, IPV4
 
 # The kernel refuses rule sets that nest jumps deeper than this.
@@ -135,7 +136,7 @@ class TraceStep:
 class ScannerView:
     """What the other side observes: connect(), a SYN scan, or a UDP probe."""
 
-    state: str  # open | closed | filtered | unfiltered | open|filtered
+    state: PortState  # open, closed, filtered, unfiltered or open|filtered
     connect: str
     scan: str
     errno: str  # the errno connect()/recv() reports, "" for success or silence
@@ -143,7 +144,7 @@ class ScannerView:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "state": self.state,
+            "state": self.state.value,
             "connect": self.connect,
             "scan": self.scan,
             "errno": self.errno or None,
@@ -508,13 +509,17 @@ _ERRNO_TEXT = {
 }
 
 
+# An accepted packet: open or closed when the caller knows whether something listens, else unfiltered.
+_LISTENING_STATE = {True: PortState.OPEN, False: PortState.CLOSED, None: PortState.UNFILTERED}
+
+
 def scanner_view(
     p: Packet, verdict: Verdict, answer: str | None, listening: bool | None = None
 ) -> ScannerView:
     port = f"port {p.dport}" if p.dport is not None else "the host"
     if verdict is Verdict.ACCEPT:
         if p.l4proto == IPPROTO_UDP:
-            state = {True: "open", False: "closed"}.get(listening, "unfiltered")  # type: ignore[arg-type]
+            state = _LISTENING_STATE[listening]
             return ScannerView(
                 state,
                 "delivered; if nothing listens the kernel answers ICMP port-unreachable",
@@ -522,7 +527,7 @@ def scanner_view(
                 "ECONNREFUSED" if listening is False else "",
                 f"accepted: the datagram reaches {port}",
             )
-        state = {True: "open", False: "closed"}.get(listening, "unfiltered")  # type: ignore[arg-type]
+        state = _LISTENING_STATE[listening]
         return ScannerView(
             state,
             f"connects if a service listens on {port}, else refused (RST)",
@@ -533,21 +538,25 @@ def scanner_view(
     if verdict is Verdict.DROP:
         if p.l4proto == IPPROTO_UDP:
             return ScannerView(
-                "open|filtered",
+                PortState.OPEN_FILTERED,
                 "no answer: recv() waits until it times out",
                 "open|filtered (no response)",
                 "",
                 "dropped silently",
             )
         return ScannerView(
-            "filtered", "times out (no answer at all)", "filtered (no response)", "", "dropped silently"
+            PortState.FILTERED,
+            "times out (no answer at all)",
+            "filtered (no response)",
+            "",
+            "dropped silently",
         )
     answer = answer or "icmp-port-unreachable"
     errno = ANSWER_ERRNO.get(answer, "EHOSTUNREACH")
     said = _ERRNO_TEXT.get(errno, errno)
     if answer == "tcp-reset":
         return ScannerView(
-            "closed",
+            PortState.CLOSED,
             f"{said}",
             "closed (RST)",
             errno,
@@ -556,14 +565,14 @@ def scanner_view(
     if answer.endswith("port-unreachable"):
         if p.l4proto == IPPROTO_UDP:
             return ScannerView(
-                "closed",
+                PortState.CLOSED,
                 f"{said}",
                 "closed (ICMP port-unreachable)",
                 errno,
                 "rejected with ICMP port-unreachable: looks like a closed UDP port",
             )
         return ScannerView(
-            "filtered",
+            PortState.FILTERED,
             f"{said}",
             "filtered (ICMP port-unreachable)",
             errno,
@@ -573,7 +582,7 @@ def scanner_view(
         # Linux reports these to a UDP socket only when it asked for them (IP_RECVERR).
         said = f"nothing by default (a soft error: sockets with IP_RECVERR see {errno})"
     return ScannerView(
-        "filtered",
+        PortState.FILTERED,
         said,
         f"filtered ({answer})",
         errno,

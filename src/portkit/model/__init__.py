@@ -36,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "parse_decimal": "portkit.model.ports",
     "PortRange": "portkit.model.ports",
     "PortSpec": "portkit.model.portspec",
+    "PortState": "portkit.model.portstate",
+    "Reason": "portkit.model.portstate",
     "parse_port_spec": "portkit.model.portspec",
 }
 
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
         validate_port,
     )
     from portkit.model.portspec import PortSpec, parse_port_spec
+    from portkit.model.portstate import PortState, Reason
     from portkit.model.protocols import (
         IPPROTO_ICMP,
         IPPROTO_ICMPV6,
@@ -86,7 +89,9 @@ __all__ = [
     "PortClass",
     "PortRange",
     "PortSpec",
+    "PortState",
     "Protocol",
+    "Reason",
     "Transport",
     "classify_port",
     "parse_address",

@@ -4,6 +4,7 @@
 `portkit.scan.output` renders it as a table, JSON, nmap XML, grepable text or CSV.
 """
 
+from portkit.model.portstate import PortState, Reason
 from portkit.scan._engine import has_raw_sockets, run_scan
 from portkit.scan._plan import ScanOptions
 from portkit.scan._results import (
@@ -14,7 +15,7 @@ from portkit.scan._results import (
     ServiceInfo,
     TlsInfo,
 )
-from portkit.scan._states import STATES, PortState, Reason, Response, ScanType, classify
+from portkit.scan._states import STATES, Response, ScanType, classify
 from portkit.scan._targets import TargetSet, parse_targets
 from portkit.scan._timing import TEMPLATES, Template, template
 

@@ -16,6 +16,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 
 from portkit.model import Transport
+from portkit.model.portstate import PortState, Reason
 from portkit.scan._hosts import ScanHost
 from portkit.scan._plan import ScanPlan
 from portkit.scan._results import (
@@ -26,7 +27,7 @@ from portkit.scan._results import (
     ScanResult,
     ServiceInfo,
 )
-from portkit.scan._states import OUTCOMES, PortState, Reason, ScanType, outcome_codes
+from portkit.scan._states import OUTCOMES, ScanType, outcome_codes
 from portkit.scan._targets import TargetSet
 
 # (port, protocol) -> the name nmap's port table gives it, "" for none.

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portkit.model import Transport
-from portkit.scan._states import PortState, Reason
+from portkit.model.portstate import PortState, Reason
 
 # nmap collapses a state into "Not shown: N ..." when more than this many ports share it.
 COLLAPSE_OVER = 25

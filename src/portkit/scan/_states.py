@@ -6,13 +6,15 @@ all after the last retry). `classify(scan_type, response)` looks the pair up in 
 returns the port's `PortState` and the `Reason` nmap would print. Pairs that are not in the
 table are responses that say nothing about the port (e.g. a SYN-ACK to an ACK probe); drivers
 ignore them and keep waiting, as nmap does. The names and meanings are nmap's
-(nmap's `scan_engine_raw.cc`, `scan_engine_connect.cc` and `reason.cc`).
+(nmap's `scan_engine_raw.cc`, `scan_engine_connect.cc` and `reason.cc`); `PortState` and
+`Reason` are the shared model's (portkit.model).
 """
 
 from __future__ import annotations
 
 import enum
 
+from portkit.model.portstate import PortState, Reason
 from portkit.model.protocols import Transport
 
 
@@ -33,39 +35,6 @@ class ScanType(enum.Enum):
     @property
     def raw(self) -> bool:
         return self is not ScanType.CONNECT
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class PortState(enum.Enum):
-    OPEN = "open"
-    CLOSED = "closed"
-    FILTERED = "filtered"
-    UNFILTERED = "unfiltered"
-    OPEN_FILTERED = "open|filtered"
-    CLOSED_FILTERED = "closed|filtered"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class Reason(enum.Enum):
-    """nmap's reason strings (reason.cc)."""
-
-    SYN_ACK = "syn-ack"
-    RESET = "reset"
-    CONN_REFUSED = "conn-refused"
-    UDP_RESPONSE = "udp-response"
-    NET_UNREACH = "net-unreach"
-    HOST_UNREACH = "host-unreach"
-    PROTO_UNREACH = "proto-unreach"
-    PORT_UNREACH = "port-unreach"
-    NET_PROHIBITED = "net-prohibited"
-    HOST_PROHIBITED = "host-prohibited"
-    ADMIN_PROHIBITED = "admin-prohibited"
-    NO_RESPONSE = "no-response"
-    TIME_EXCEEDED = "time-exceeded"
 
     def __str__(self) -> str:
         return self.value

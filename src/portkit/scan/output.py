@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from portkit.model.portstate import PortState
 from portkit.scan._results import HostResult, PortResult, ScanResult, ServiceInfo
-from portkit.scan._states import PortState
 
 XML_OUTPUT_VERSION = "1.05"
 NMAP_COMPAT_VERSION = "7.93"  # the nmap output version our XML imitates
