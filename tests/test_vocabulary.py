@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import portkit
 from portkit.errors import UsageError
@@ -19,6 +22,7 @@ from portkit.model import (
     Protocol,
     Transport,
 )
+from portkit.model.intervals import Interval, format_intervals, merge_intervals, runs
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "portkit"
 
@@ -108,3 +112,55 @@ def test_port_state_and_reason_are_the_models_and_read_as_nmaps_words() -> None:
     assert scanner_view(udp, Verdict.ACCEPT, None, listening=True).state is PortState.OPEN
     assert scanner_view(udp, Verdict.ACCEPT, None).state is PortState.UNFILTERED
     assert (str(PortState.CLOSED_FILTERED), f"{Reason.NO_RESPONSE}") == ("closed|filtered", "no-response")
+
+
+_interval = st.tuples(st.integers(0, 300), st.integers(0, 40)).map(lambda t: (t[0], t[0] + t[1]))
+
+
+@given(st.lists(_interval, max_size=12))
+def test_merge_intervals_keeps_the_set_and_leaves_no_overlap_or_touch(intervals: list[Interval]) -> None:
+    merged = merge_intervals(intervals)
+    covered = {n for lo, hi in intervals for n in range(lo, hi + 1)}
+    assert {n for lo, hi in merged for n in range(lo, hi + 1)} == covered
+    assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(merged))
+    assert runs(covered) == merged
+
+
+def test_one_merge_serves_ports_firewall_and_scanner() -> None:
+    from portkit.model.ports import PortRange, normalise_ranges
+    from portkit.scan._assemble import port_ranges
+
+    assert normalise_ranges([PortRange(5, 9), PortRange(1, 4), PortRange(20, 20)]) == (
+        PortRange(1, 9),
+        PortRange(20, 20),
+    )
+    assert port_ranges([8080, *range(1, 1025), 3]) == "1-1024,8080"
+    assert format_intervals(runs([])) == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("30s", 30), ("2m", 120), ("1.5m", 90), ("500ms", 0.5), ("2h", 7200), (" 5M ", 300)],
+)
+def test_one_duration_grammar(text: str, seconds: float) -> None:
+    from portkit.cli._params import parse_duration
+
+    assert parse_duration(text, "--t") == seconds
+
+
+@pytest.mark.parametrize("text", ["nan", "1e9", "\u0661\u0660s", "-1s", "5 m", "1d", "", ".5s"])
+def test_duration_refuses_what_neither_grammar_took(text: str) -> None:
+    from portkit.cli._params import parse_duration
+
+    with pytest.raises(UsageError, match="expected a time such as 500ms, 30s, 5m or 2h"):
+        parse_duration(text, "--t")
+
+
+def test_duration_bounds_are_named() -> None:
+    from portkit.cli._params import parse_duration
+
+    assert parse_duration("1h", "--confirm-within", minimum=1, maximum=3600) == 3600
+    with pytest.raises(UsageError, match="invalid --confirm-within '61m': expected from 1s to 1h"):
+        parse_duration("61m", "--confirm-within", minimum=1, maximum=3600)
+    with pytest.raises(UsageError, match="expected at most 720h"):
+        parse_duration("721h", "--host-timeout")

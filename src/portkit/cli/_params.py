@@ -97,3 +97,30 @@ class FiniteNumber(click.ParamType):  # type: ignore[type-arg]
         ):
             raise _refuse(value, param, expected)
         return number
+
+
+_DURATION_RE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?)(ms|s|m|h)?\Z")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_DURATION = 30 * 86400  # seconds
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{_num(seconds / size)}{unit}"
+    return f"{_num(seconds * 1000)}ms"
+
+
+def parse_duration(text: str, option: str, minimum: float = 0.0, maximum: float = MAX_DURATION) -> float:
+    """nmap's time values, in seconds: `500ms`, `30s`, `5m`, `2h`; a bare number is seconds.
+
+    ASCII digits with an optional fraction only: float() would also take 'nan', '1e9' and '٣'.
+    """
+    match = _DURATION_RE.match(text.strip().lower())
+    if not match:
+        raise UsageError(f"invalid {option} {quote(text)}: expected a time such as 500ms, 30s, 5m or 2h")
+    value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not minimum <= value <= maximum:
+        low = f"from {_span(minimum)} to " if minimum else "at most "
+        raise UsageError(f"invalid {option} {quote(text)}: expected {low}{_span(maximum)}")
+    return value

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Any
 
 import click
 
-from portkit.cli._params import WholeNumber
+from portkit.cli._params import WholeNumber, parse_duration
 from portkit.cli.output import emit_json, emit_table, json_option
-from portkit.errors import UsageError, quote
+from portkit.errors import UsageError
 
 _SOURCE_HELP = "Rules file (nft script or JSON, iptables-save, ufw dir/user.rules, portkit policy)."
 
@@ -469,23 +468,6 @@ def _export_json(source: str, target: str, rendering: Any, *, refused: bool) -> 
     }
 
 
-def _duration(text: str) -> float:
-    t = text.strip().lower()
-    mult = 1.0
-    if t.endswith("ms"):
-        t, mult = t[:-2], 0.001
-    elif t.endswith("s"):
-        t = t[:-1]
-    elif t.endswith("m"):
-        t, mult = t[:-1], 60.0
-    if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,9})?", t):  # float() also takes 'nan', '1e9', '٣'
-        raise UsageError(f"invalid duration {quote(text)}: expected seconds like 30s, 90 or 2m")
-    value = float(t) * mult
-    if not 1 <= value <= 3600:
-        raise UsageError(f"invalid duration {quote(text)}: between 1s and 1h")
-    return value
-
-
 def _emit_outcome(result: Any, as_json: bool) -> None:
     """An apply/confirm/rollback outcome as JSON or its one-line summary; exit 1 unless ok."""
     if as_json:
@@ -522,7 +504,7 @@ def apply(
     """
     from portkit.firewall import apply_ruleset, load_file
 
-    seconds = _duration(confirm_within)
+    seconds = parse_duration(confirm_within, "--confirm-within", minimum=1, maximum=3600)
     ruleset = load_file(rules, fmt=fmt)
     result = apply_ruleset(ruleset, netns=netns, confirm_within=seconds, interactive=wait)
     _emit_outcome(result, as_json)

@@ -9,7 +9,6 @@ stderr: which path moved the packets, probes sent, retransmissions).
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -18,25 +17,10 @@ from typing import Any
 
 import click
 
-from portkit.cli._params import FiniteNumber, WholeNumber
-from portkit.errors import UsageError, quote
+from portkit.cli._params import FiniteNumber, WholeNumber, parse_duration
+from portkit.errors import UsageError
 
 MAX_RATE = 10**9  # probes per second; far above what any NIC sends
-
-_DURATION_RE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?)(ms|s|m|h)?\Z")
-MAX_DURATION = 30 * 86400  # seconds
-
-
-def parse_duration(text: str, option: str) -> float:
-    """nmap's time values: `500ms`, `30s`, `5m`, `2h`; a bare number is seconds."""
-    match = _DURATION_RE.match(text.strip().lower())
-    if not match:
-        raise UsageError(f"invalid {option} {quote(text)}: expected a time such as 500ms, 30s, 5m or 2h")
-    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
-    if value > MAX_DURATION:
-        raise UsageError(f"invalid {option} {quote(text)}: expected at most 30 days (720h)")
-    return value
-
 
 class _Progress:
     """A Rich progress bar with ETA on stderr, shown only after a second and only on a terminal."""

@@ -27,7 +27,6 @@ from portkit.firewall._model import (
     Family,
     Field,
     Hook,
-    Interval,
     Match,
     NatTarget,
     Reject,
@@ -36,10 +35,10 @@ from portkit.firewall._model import (
     Ruleset,
     Table,
     address_interval,
-    normalize,
     render_address_interval,
 )
 from portkit.model.endpoints import IPAddress
+from portkit.model.intervals import Interval, merge_intervals
 from portkit.model.protocols import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4, IPV6
 
 _BUILTIN: dict[str, dict[str, tuple[Hook, int]]] = {
@@ -301,7 +300,7 @@ class AddressTypes:
                     out.append((hi + 1, b, k))
             out.append((lo, hi, kind))
             painted = sorted(out)
-        return normalize([(a, b) for a, b, k in painted if k in wanted])
+        return merge_intervals([(a, b) for a, b, k in painted if k in wanted])
 
 
 # addrtype's type names (iptables spells them in capitals).
@@ -453,7 +452,7 @@ def _ports(text: str, proto: tuple[int, ...] = (), where: str = "") -> tuple[Int
         a = _port(lo, proto, where) if lo else 0
         b = (_port(hi, proto, where) if hi else 65535) if sep else a
         out.append((min(a, b), max(a, b)))
-    return normalize(out)
+    return merge_intervals(out)
 
 
 def _addresses(text: str, version: int) -> tuple[Interval, ...]:
@@ -463,7 +462,7 @@ def _addresses(text: str, version: int) -> tuple[Interval, ...]:
         if ver != version:
             raise UsageError(f"invalid address {part!r} in an IPv{version} ruleset")
         out.append(iv)
-    return normalize(out)
+    return merge_intervals(out)
 
 
 def _range(text: str, version: int) -> tuple[Interval, ...]:
@@ -473,7 +472,7 @@ def _range(text: str, version: int) -> tuple[Interval, ...]:
     v2, b = address_interval(hi or lo)
     if v1 != version or v2 != version:
         raise UsageError(f"invalid address range {text[:60]!r} in an IPv{version} ruleset")
-    return normalize([(a[0], b[1])])
+    return merge_intervals([(a[0], b[1])])
 
 
 @dataclass
@@ -1137,7 +1136,7 @@ def _untracked(tables: tuple[Table, ...], notes: list[str]) -> tuple[Table, ...]
         unknown = tuple(replace(m, dynamic=True) if m.field in ct_fields else m for m in rule.matches)
         if protos is None:
             return (replace(rule, matches=unknown),)
-        ranges = normalize([(p, p) for p in sorted(protos)])
+        ranges = merge_intervals([(p, p) for p in sorted(protos)])
         return (
             replace(rule, matches=(Match(Field.L4PROTO, ranges, negate=True), *rule.matches)),
             replace(rule, matches=(Match(Field.L4PROTO, ranges), *unknown)),

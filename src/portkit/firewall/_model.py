@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from portkit.model.intervals import Interval, merge_intervals
 from portkit.model.protocols import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -28,7 +29,8 @@ from portkit.model.protocols import (
     IPV6,
 )
 
-Interval = tuple[int, int]
+# The merge is the model's; tests/fixtures_firewall.py imports it under this name.
+normalize = merge_intervals
 
 IPPROTO = {
     "icmp": IPPROTO_ICMP,
@@ -712,17 +714,6 @@ def address_interval(text: str) -> tuple[int, Interval]:
         return a.version, (int(a), int(b))
     net = ipaddress.ip_network(text, strict=False)
     return net.version, (int(net.network_address), int(net.broadcast_address))
-
-
-def normalize(ranges: list[Interval] | tuple[Interval, ...]) -> tuple[Interval, ...]:
-    """Sorted, merged intervals."""
-    out: list[list[int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return tuple((a, b) for a, b in out)
 
 
 def canonical(ruleset: Ruleset) -> Ruleset:

@@ -27,7 +27,6 @@ from portkit.firewall._model import (
     Family,
     Field,
     Hook,
-    Interval,
     Match,
     NamedSet,
     NatTarget,
@@ -37,8 +36,8 @@ from portkit.firewall._model import (
     Ruleset,
     Table,
     address_interval,
-    normalize,
 )
+from portkit.model.intervals import Interval, merge_intervals
 from portkit.model.protocols import IPV4
 
 # `th` has no protocol dependency: it reads any transport header (see `match_value`).
@@ -321,7 +320,7 @@ def _values_exact(
         r, n, fam = _scalar_intervals(fld, item, fam)
         ranges.extend(r)
         names.extend(n)
-    return normalize(ranges), tuple(names), "", fam, exact
+    return merge_intervals(ranges), tuple(names), "", fam, exact
 
 
 def _left_field(left: Any, table_family: Family) -> tuple[Field, int, tuple[int, ...]]:
@@ -561,7 +560,7 @@ def _dependency_matches(stmt: Any, table_family: Family) -> list[Match]:
     if family and table_family not in (Family.IP, Family.IP6):
         out.append(Match(Field.NFPROTO, ((family, family),)))
     if protos:
-        out.append(Match(Field.L4PROTO, normalize([(p, p) for p in protos])))
+        out.append(Match(Field.L4PROTO, merge_intervals([(p, p) for p in protos])))
     return out
 
 
@@ -779,7 +778,7 @@ def _set_of(obj: dict[str, Any], notes: list[str]) -> NamedSet | None:
     return NamedSet(
         obj["name"],
         stype,
-        normalize(ranges),
+        merge_intervals(ranges),
         tuple(names),
         tuple(flags) if isinstance(flags, list) else (str(flags),),
     )

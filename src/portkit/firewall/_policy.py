@@ -33,7 +33,6 @@ from portkit.firewall._model import (
     Family,
     Field,
     Hook,
-    Interval,
     Match,
     Reject,
     RejectType,
@@ -41,9 +40,9 @@ from portkit.firewall._model import (
     Ruleset,
     Table,
     address_interval,
-    normalize,
 )
 from portkit.model import parse_decimal, parse_port_spec
+from portkit.model.intervals import Interval, merge_intervals
 from portkit.model.protocols import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4, IPV6
 
 _ACTIONS = {
@@ -101,7 +100,7 @@ def _ports(text: str, where: str) -> tuple[Interval, ...]:
         spec = parse_port_spec(text)
     except UsageError as exc:
         raise UsageError(f"invalid policy rule at {where}: {exc}") from None
-    return normalize([(r.first, r.last) for r in (*spec.any, *spec.tcp, *spec.udp, *spec.sctp)])
+    return merge_intervals([(r.first, r.last) for r in (*spec.any, *spec.tcp, *spec.udp, *spec.sctp)])
 
 
 def _addresses(text: str, fld: Field, where: str) -> Match | None:
@@ -122,7 +121,7 @@ def _addresses(text: str, fld: Field, where: str) -> Match | None:
     if len(ranges) != 1:
         raise UsageError(f"invalid address list {text!r} at {where}: mix of IPv4 and IPv6")
     ((version, ivs),) = ranges.items()
-    return Match(fld, normalize(ivs), negate=negate, family=version)
+    return Match(fld, merge_intervals(ivs), negate=negate, family=version)
 
 
 def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, Rule]:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from portkit.errors import UsageError, quote
+from portkit.model.intervals import merge_intervals, runs
 
 MIN_PORT = 0
 MAX_PORT = 65535
@@ -106,11 +107,9 @@ class PortRange:
 
 def normalise_ranges(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
     """Sort ranges and merge those that overlap or touch."""
-    merged: list[PortRange] = []
-    for rng in sorted(ranges):
-        if merged and rng.first <= merged[-1].last + 1:
-            if rng.last > merged[-1].last:
-                merged[-1] = PortRange(merged[-1].first, rng.last)
-        else:
-            merged.append(rng)
-    return tuple(merged)
+    return tuple(PortRange(lo, hi) for lo, hi in merge_intervals((r.first, r.last) for r in ranges))
+
+
+def ranges_from_ports(ports: Iterable[int]) -> tuple[PortRange, ...]:
+    """Ports (any order, repeats allowed) as the fewest ranges."""
+    return tuple(PortRange(lo, hi) for lo, hi in runs(ports))

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Protocol as TypingProtocol
 
 from portkit.errors import UsageError, quote
-from portkit.model.ports import DECIMAL_CAP, MAX_PORT, PortRange, normalise_ranges, parse_decimal
+from portkit.model.ports import (
+    DECIMAL_CAP,
+    MAX_PORT,
+    PortRange,
+    normalise_ranges,
+    parse_decimal,
+    ranges_from_ports,
+)
 from portkit.model.protocols import PORT_TRANSPORTS, Transport
 
 _PREFIXES = {"T": Transport.TCP, "U": Transport.UDP, "S": Transport.SCTP}
@@ -32,10 +39,6 @@ class PortNames(TypingProtocol):
     def ports_for_name(self, name: str) -> list[tuple[int, Transport]]: ...
 
     def top_ports(self, count: int, protocol: Transport) -> list[int]: ...
-
-
-def ranges_from_ports(ports: Iterable[int]) -> tuple[PortRange, ...]:
-    return normalise_ranges(PortRange(p, p) for p in ports)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 
 from portkit.model import Transport
+from portkit.model.intervals import format_intervals, runs
 from portkit.model.portstate import PortState, Reason
 from portkit.scan._hosts import ScanHost
 from portkit.scan._plan import ScanPlan
@@ -38,18 +39,7 @@ Rtts = dict[int, tuple[float, float, float]]
 
 def port_ranges(ports: Sequence[int]) -> str:
     """Sorted ports as nmap writes them: `1-1024,8080`."""
-    ordered = sorted(set(ports))
-    if not ordered:
-        return ""
-    if ordered[-1] - ordered[0] == len(ordered) - 1:
-        return str(ordered[0]) if len(ordered) == 1 else f"{ordered[0]}-{ordered[-1]}"
-    # Where a run of consecutive ports ends: found in C (zip, map), not port by port.
-    ends = [i for i, step in enumerate(map(int.__sub__, ordered[1:], ordered), 1) if step != 1]
-    parts = []
-    for start, stop in zip([0, *ends], [*ends, len(ordered)], strict=True):
-        first, last = ordered[start], ordered[stop - 1]
-        parts.append(str(first) if first == last else f"{first}-{last}")
-    return ",".join(parts)
+    return format_intervals(runs(ports))
 
 
 class Collector:
