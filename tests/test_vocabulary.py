@@ -164,3 +164,125 @@ def test_duration_bounds_are_named() -> None:
         parse_duration("61m", "--confirm-within", minimum=1, maximum=3600)
     with pytest.raises(UsageError, match="expected at most 720h"):
         parse_duration("721h", "--host-timeout")
+
+
+PUBLIC_NAMES = [
+    "Advice",
+    "Chain",
+    "DYNAMIC",
+    "Decision",
+    "Direction",
+    "Endpoint",
+    "Exposure",
+    "FastEvaluator",
+    "Field",
+    "FilterAction",
+    "FilterRule",
+    "Finding",
+    "Flow",
+    "ForwardRule",
+    "Forwarder",
+    "HostResult",
+    "ImportReport",
+    "Inventory",
+    "Listener",
+    "Match",
+    "Namespace",
+    "Overview",
+    "Packet",
+    "PermissionNeeded",
+    "PortClass",
+    "PortExplanation",
+    "PortMatch",
+    "PortRange",
+    "PortResult",
+    "PortSettings",
+    "PortSpec",
+    "PortState",
+    "PortUse",
+    "PortkitError",
+    "ProcessInfo",
+    "Protocol",
+    "REGISTERED",
+    "Reason",
+    "Registry",
+    "Reject",
+    "RejectType",
+    "Ruleset",
+    "ScanOptions",
+    "ScanResult",
+    "ScanType",
+    "ScannerView",
+    "Service",
+    "ServiceInfo",
+    "ServiceMatch",
+    "Severity",
+    "SockDiagClient",
+    "Socket",
+    "SocketQuery",
+    "Source",
+    "Table",
+    "TcpInfo",
+    "TcpState",
+    "TlsInfo",
+    "Transport",
+    "UsageError",
+    "Verdict",
+    "WELL_KNOWN",
+    "apply_ruleset",
+    "build_overview",
+    "classify_port",
+    "confirm_apply",
+    "default_registry",
+    "detect_services",
+    "download_iana",
+    "evaluate",
+    "explain_port",
+    "export_ruleset",
+    "find_free_ports",
+    "forward_rule",
+    "forward_stats",
+    "import_iana",
+    "import_iptables_save",
+    "import_nft_json",
+    "import_ufw",
+    "lint_ruleset",
+    "list_sockets",
+    "load_file",
+    "load_forward_config",
+    "matches_from_spec",
+    "parse_address",
+    "parse_policy",
+    "parse_port_spec",
+    "read_live",
+    "read_port_settings",
+    "render_firewalld",
+    "render_iptables",
+    "render_nft",
+    "render_ufw",
+    "rollback_apply",
+    "run_scan",
+    "serve_forward",
+    "validate_port",
+    "who_holds",
+]
+
+
+def test_the_public_api_is_pinned_and_each_name_is_unique() -> None:
+    """A public name added, removed or renamed is a decision: this list changes with it."""
+    assert portkit.__all__ == PUBLIC_NAMES
+    assert sorted(dir(portkit)) == PUBLIC_NAMES
+    for name in PUBLIC_NAMES:
+        assert getattr(portkit, name) is not None, name
+    # One name per thing, except `Protocol`: the same enum as `Transport`, kept for callers.
+    objects = {id(getattr(portkit, name)): name for name in PUBLIC_NAMES if name != "Protocol"}
+    assert len(objects) == len(PUBLIC_NAMES) - 1
+    assert portkit.Protocol is portkit.Transport
+
+
+def test_the_export_list_is_written_once() -> None:
+    text = (SRC / "__init__.py").read_text()
+    assert "__all__" not in text and "_EXPORTS" not in text
+    from portkit._lazy import exports_in_source
+
+    assert sorted(exports_in_source(text)) == PUBLIC_NAMES

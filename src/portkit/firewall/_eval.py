@@ -46,15 +46,15 @@ from typing import Any
 from portkit.errors import UsageError
 from portkit.firewall._model import (
     EXTRA_HEADER_PROTOS,
-    Action,
     Chain,
     ChainType,
     CtState,
     Field,
+    FilterAction,
+    FilterRule,
     Hook,
     Match,
     Reject,
-    Rule,
     Ruleset,
     Table,
     Word,
@@ -457,9 +457,9 @@ def match_holds(m: Match, p: Packet) -> bool:
     return assumption(m, p) if v is None else v
 
 
-def rule_value(rule: Rule, p: Packet) -> bool | None:
+def rule_value(rule: FilterRule, p: Packet) -> bool | None:
     """Three-valued: False as soon as one match fails, None if some cannot be decided."""
-    if rule.action is Action.REJECT and not (rule.reject or Reject()).applies_to(p.family, p.l4proto):
+    if rule.action is FilterAction.REJECT and not (rule.reject or Reject()).applies_to(p.family, p.l4proto):
         return False
     unknown = False
     for m in rule.matches:
@@ -471,7 +471,7 @@ def rule_value(rule: Rule, p: Packet) -> bool | None:
     return None if unknown else True
 
 
-def rule_matches(rule: Rule, p: Packet) -> bool:
+def rule_matches(rule: FilterRule, p: Packet) -> bool:
     """`rule_value` with unknown matches at their assumptions."""
     v = rule_value(rule, p)
     if v is None:
@@ -600,8 +600,8 @@ CONNTRACK_PRIORITY = -200
 
 @dataclass
 class _ChainResult:
-    action: Action  # ACCEPT, DROP, REJECT, or a NAT action
-    rule: Rule | None
+    action: FilterAction  # ACCEPT, DROP, REJECT, or a NAT action
+    rule: FilterRule | None
     step: TraceStep
     # A notrack statement ran before conntrack: the packet goes on UNTRACKED.
     untracked: bool = False
@@ -666,7 +666,7 @@ def _run_base_chain(
             what = f"{table} {chain.name} #{i + 1}: {rule}"
             assumed = all(assumption(m, p) for m in rule.matches if match_value(m, p) is None)
             # A rule without a verdict changes nothing either way: nothing to fork.
-            hit = assumed if rule.action is Action.CONTINUE else branch.choose(what, assumed)
+            hit = assumed if rule.action is FilterAction.CONTINUE else branch.choose(what, assumed)
             branch.notes.append(
                 f"{what} (undecidable matches {'held' if hit else 'did not hold'}"
                 f"{'' if hit == assumed else ', against the assumption'})"
@@ -681,15 +681,15 @@ def _run_base_chain(
             i += 1
             continue
         act = rule.action
-        if act is Action.JUMP or act is Action.GOTO:
+        if act is FilterAction.JUMP or act is FilterAction.GOTO:
             effect = f"{act.value} {rule.target}"
-        elif act is Action.RETURN:
+        elif act is FilterAction.RETURN:
             effect = "return" if stack else f"return from base chain: policy {base.policy}"
-        elif act is Action.CONTINUE:
+        elif act is FilterAction.CONTINUE:
             effect = "continue"
-        elif act is Action.ACCEPT:
+        elif act is FilterAction.ACCEPT:
             effect = f"accept (ends base chain {base.name})"
-        elif act is Action.REJECT:
+        elif act is FilterAction.REJECT:
             effect = f"{rule.verdict_text()} ({(rule.reject or Reject()).answer(p.family)})"
         else:
             effect = rule.verdict_text()
@@ -699,14 +699,14 @@ def _run_base_chain(
         step = TraceStep(hook, table_name, chain.name, i + 1, rule, rule.where, True, effect, unknown)
         trace.append(step)
         i += 1
-        if act is Action.CONTINUE:
+        if act is FilterAction.CONTINUE:
             continue
-        if act is Action.JUMP or act is Action.GOTO:
+        if act is FilterAction.JUMP or act is FilterAction.GOTO:
             target = table.chain(rule.target)
             if target is None:
                 branch.notes.append(f"{table} {chain.name}: {act.value} to missing chain {rule.target!r}")
                 continue
-            if act is Action.JUMP:
+            if act is FilterAction.JUMP:
                 if len(stack) >= MAX_JUMP_DEPTH:
                     raise UsageError(
                         f"invalid rules: jumps nest deeper than {MAX_JUMP_DEPTH} in {table} "
@@ -715,7 +715,7 @@ def _run_base_chain(
                 stack.append((chain, i))
             chain, i = target, 0
             continue
-        if act is Action.RETURN:
+        if act is FilterAction.RETURN:
             if stack:
                 chain, i = stack.pop()
                 continue
@@ -847,16 +847,16 @@ def _evaluate_branch(
             if result.untracked:
                 packet = replace(packet, state=CtState.UNTRACKED)
             act = result.action
-            if act is Action.QUEUE and branch.choose(
+            if act is FilterAction.QUEUE and branch.choose(
                 f"{table} {chain.name}: {result.rule}: a userspace program reads the queue "
                 "and accepts the packet (with none, the kernel drops it)",
                 False,
             ):
                 continue  # accepted by the queue's reader: like accept, this base chain ends
-            if act in (Action.DROP, Action.REJECT, Action.QUEUE):
-                verdict = Verdict.REJECT if act is Action.REJECT else Verdict.DROP
+            if act in (FilterAction.DROP, FilterAction.REJECT, FilterAction.QUEUE):
+                verdict = Verdict.REJECT if act is FilterAction.REJECT else Verdict.DROP
                 answer = None
-                if act is Action.REJECT and result.rule is not None:
+                if act is FilterAction.REJECT and result.rule is not None:
                     answer = (result.rule.reject or Reject()).answer(packet.family)
                 return Outcome(
                     verdict,
@@ -868,7 +868,7 @@ def _evaluate_branch(
                     scanner_view(original, verdict, answer, listening),
                     blind=blind,
                 )
-            if act in (Action.DNAT, Action.REDIRECT) and result.rule is not None and not nat_done:
+            if act in (FilterAction.DNAT, FilterAction.REDIRECT) and result.rule is not None and not nat_done:
                 nat_done = True
                 if result.rule.nat is not None and result.rule.nat.unknown:
                     blind = True
@@ -881,7 +881,7 @@ def _evaluate_branch(
                 # (nf_nat_setup_info): a redirect or dnat to where the packet already goes
                 # leaves `ct status dnat` false.
                 changed = (rewritten.dst, rewritten.dport) != (packet.dst, packet.dport)
-                if act is Action.REDIRECT and not changed and not packet.dst.is_loopback:
+                if act is FilterAction.REDIRECT and not changed and not packet.dst.is_loopback:
                     # A redirect goes to the input interface's first address, which the model
                     # does not know: the same address (nothing changes) or another one.
                     changed = not branch.choose(
@@ -895,7 +895,7 @@ def _evaluate_branch(
                     packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
                 else:
                     packet = replace(packet, dst_local=None)
-            elif act in (Action.SNAT, Action.MASQUERADE):
+            elif act in (FilterAction.SNAT, FilterAction.MASQUERADE):
                 nat_done = True
         if pending_route and hook is Hook.PREROUTING:
             # The routing decision, made after prerouting NAT.
@@ -978,11 +978,11 @@ def _route_forward(
     return packet
 
 
-def _apply_dnat(p: Packet, rule: Rule, act: Action) -> Packet:
+def _apply_dnat(p: Packet, rule: FilterRule, act: FilterAction) -> Packet:
     nat = rule.nat
     if nat is None:
         return p
-    if act is Action.REDIRECT:
+    if act is FilterAction.REDIRECT:
         return p.with_destination(
             ipaddress.ip_address("127.0.0.1" if p.family == IPV4 else "::1") if p.dst.is_loopback else p.dst,
             nat.port,

@@ -21,15 +21,15 @@ from typing import Any
 from portkit.errors import PortkitError, UsageError
 from portkit.firewall._model import (
     IPPROTO_NAMES,
-    Action,
     Chain,
     ChainType,
     Family,
     Field,
+    FilterAction,
+    FilterRule,
     Hook,
     Reject,
     RejectType,
-    Rule,
     Ruleset,
     Table,
     render_address_interval,
@@ -147,14 +147,14 @@ class OmissionPolicy:
         ti = next((i for i, t in enumerate(self.ruleset.tables) if t is table), -1)
         return not self._nat_reached.get((ti, chain.name), False)
 
-    def narrows(self, table: Table, chain: Chain, rule: Rule) -> bool:
+    def narrows(self, table: Table, chain: Chain, rule: FilterRule) -> bool:
         if any(not s.startswith(_HARMLESS_STATEMENTS) for s in rule.opaque):
             return False
-        if rule.action is Action.ACCEPT:
+        if rule.action is FilterAction.ACCEPT:
             return self.filter_only(table, chain)
-        return rule.action is Action.CONTINUE
+        return rule.action is FilterAction.CONTINUE
 
-    def omit(self, table: Table, chain: Chain, index: int, rule: Rule, reason: str) -> Omission:
+    def omit(self, table: Table, chain: Chain, index: int, rule: FilterRule, reason: str) -> Omission:
         return Omission(
             f"{table} {chain.name} #{index + 1}", str(rule), reason, self.narrows(table, chain, rule)
         )
@@ -164,8 +164,10 @@ def omission_of_chain(table: Table, chain: Chain, reason: str) -> Omission:
     """A whole base chain the target has no place for: only an accept-only filter chain is safe to lose."""
     harmless = (
         chain.type is ChainType.FILTER
-        and chain.policy is Action.ACCEPT
-        and all(r.action in (Action.ACCEPT, Action.CONTINUE) and not r.opaque for r in chain.rules)
+        and chain.policy is FilterAction.ACCEPT
+        and all(
+            r.action in (FilterAction.ACCEPT, FilterAction.CONTINUE) and not r.opaque for r in chain.rules
+        )
     )
     return Omission(f"{table} {chain.name}", str(chain), f"{reason} ({len(chain.rules)} rules)", harmless)
 
@@ -244,14 +246,14 @@ def render_firewalld(ruleset: Ruleset, *, zone: str = "portkit") -> Rendering:
     used = one_chain_per_version(inputs)
     main = inputs[0] if inputs else None
     cmd = f"firewall-cmd --permanent --zone={zone}"
-    target = "DROP" if main and main[1].policy is Action.DROP else "ACCEPT"
+    target = "DROP" if main and main[1].policy is FilterAction.DROP else "ACCEPT"
     out = [f"firewall-cmd --permanent --new-zone={zone}", f"{cmd} --set-target={target}"]
     priority = -32000
     for t in ruleset.tables:
         for c in t.chains:
             if not any(t is ut and c is uc for ut, uc in used):
                 # A regular chain is reached only through a jump, which is itself left out.
-                if c.hook is not None and (c.rules or c.policy is not Action.ACCEPT):
+                if c.hook is not None and (c.rules or c.policy is not FilterAction.ACCEPT):
                     omitted.append(
                         omission_of_chain(
                             t, c, "a firewalld zone filters incoming traffic in one chain only; not rendered"
@@ -279,10 +281,10 @@ class _NotRich(Exception):
     """The rule cannot be a firewalld rich rule; the message says why."""
 
 
-def _rich_rule(r: Rule, table_family: Family) -> tuple[list[list[str]], str, str]:
+def _rich_rule(r: FilterRule, table_family: Family) -> tuple[list[list[str]], str, str]:
     """(rule bodies, verdict, family) of one rich rule per port; a rule of an `ip` or `ip6`
     table gets that family, since a rich rule without one applies to both."""
-    if r.action not in (Action.ACCEPT, Action.DROP, Action.REJECT):
+    if r.action not in (FilterAction.ACCEPT, FilterAction.DROP, FilterAction.REJECT):
         raise _NotRich(f"firewalld rich rules cannot '{r.verdict_text() or 'continue'}'")
     if r.opaque:
         raise _NotRich(f"firewalld cannot write {'; '.join(r.opaque)}")
@@ -343,8 +345,8 @@ def _rich_rule(r: Rule, table_family: Family) -> tuple[list[list[str]], str, str
             raise _NotRich(f"firewalld rich rules cannot express {m}")
     if ports and proto not in ("tcp", "udp", "sctp", "dccp"):
         raise _NotRich("ports without a single tcp, udp, sctp or dccp protocol")
-    verdict = {Action.ACCEPT: "accept", Action.DROP: "drop"}.get(r.action, "")
-    if r.action is Action.REJECT:
+    verdict = {FilterAction.ACCEPT: "accept", FilterAction.DROP: "drop"}.get(r.action, "")
+    if r.action is FilterAction.REJECT:
         rej = r.reject or Reject()
         if rej.type is RejectType.TCP_RESET:
             if proto and proto != "tcp":

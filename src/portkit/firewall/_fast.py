@@ -31,14 +31,14 @@ from typing import Any
 from portkit.firewall._eval import MAX_JUMP_DEPTH, PATHS, Decision, Direction, evaluate
 from portkit.firewall._model import (
     NON_BOX_FIELDS,
-    Action,
     Chain,
     ChainType,
     CtState,
     Field,
+    FilterAction,
+    FilterRule,
     Match,
     Reject,
-    Rule,
     Ruleset,
     Table,
 )
@@ -59,7 +59,7 @@ from portkit.model.protocols import IPV6
 
 _STATES = [s.value for s in CtState]
 VERDICTS = ("accept", "drop", "reject")
-_ACT = {a: i for i, a in enumerate(Action)}
+_ACT = {a: i for i, a in enumerate(FilterAction)}
 
 
 @dataclass
@@ -155,7 +155,7 @@ class FastResult:
     verdict: Any
     rule: Any
     reject_with: list[str | None]
-    rules: list[tuple[Table, Chain, int, Rule]]
+    rules: list[tuple[Table, Chain, int, FilterRule]]
     certain: Any = None  # bool per flow
     decisions: dict[int, Decision] = field(default_factory=dict)
 
@@ -171,7 +171,7 @@ class _Compiled:
         self,
         ruleset: Ruleset,
         version: int,
-        rules: list[tuple[Table, Chain, int, Rule]],
+        rules: list[tuple[Table, Chain, int, FilterRule]],
         ifnames: tuple[str, ...],
         hull: bool = False,
     ) -> None:
@@ -277,14 +277,14 @@ class _Compiled:
         return out
 
 
-def inexact(rule: Rule) -> bool:
+def inexact(rule: FilterRule) -> bool:
     """Whether the box model cannot hold the rule's matches exactly, its NAT target is
     unknown (a map, a range), its verdict is not the kernel's (queue), or it takes the packet
     out of conntrack (notrack changes what later `ct state` matches see)."""
     return (
         any(_inexact_match(m) for m in rule.matches)
         or bool(rule.nat and rule.nat.unknown)
-        or rule.action is Action.QUEUE  # the verdict is a userspace program's
+        or rule.action is FilterAction.QUEUE  # the verdict is a userspace program's
         or rule.untracks
     )
 
@@ -293,7 +293,7 @@ def _inexact_match(m: Match) -> bool:
     return m.field in NON_BOX_FIELDS or m.dynamic or (m.field in (Field.SPORT, Field.DPORT) and not m.protos)
 
 
-def hull_rule(rule: Rule) -> Rule:
+def hull_rule(rule: FilterRule) -> FilterRule:
     """The rule with its inexact matches replaced by their dependencies: it matches at least
     every packet the rule can match."""
     kept: list[Match] = []
@@ -364,7 +364,7 @@ class FastEvaluator:
 
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
-        self.rules: list[tuple[Table, Chain, int, Rule]] = []
+        self.rules: list[tuple[Table, Chain, int, FilterRule]] = []
         self.chain_range: dict[tuple[int, str], tuple[int, int]] = {}
         self.chain_ids: dict[tuple[int, str], int] = {}
         for ti, t in enumerate(ruleset.tables):
@@ -460,22 +460,22 @@ class FastEvaluator:
                         if len(sel) == 0:
                             break
                         r_act, r_rule = self._walk(bits[sel], cid, c.policy)
-                    drop = (r_act == _ACT[Action.DROP]) | (r_act == _ACT[Action.QUEUE])
-                    rej = r_act == _ACT[Action.REJECT]
+                    drop = (r_act == _ACT[FilterAction.DROP]) | (r_act == _ACT[FilterAction.QUEUE])
+                    rej = r_act == _ACT[FilterAction.REJECT]
                     for mask, code in ((drop, 1), (rej, 2)):
                         hit = sel[mask]
                         sub_decided[hit] = True
                         verdict[idx[hit]] = code
                         rule[idx[hit]] = r_rule[mask]
-                    natted = (r_act == _ACT[Action.DNAT]) | (r_act == _ACT[Action.REDIRECT])
+                    natted = (r_act == _ACT[FilterAction.DNAT]) | (r_act == _ACT[FilterAction.REDIRECT])
                     if natted.any():
                         self._dnat(sub, sel[natted], r_rule[natted])
                         nat_done[sel[natted]] = True
                         bits = comp.match_bits(sub)
                         watch(sel[natted], sub.take(sel[natted]))
-                    snat = (r_act == _ACT[Action.SNAT]) | (r_act == _ACT[Action.MASQUERADE])
+                    snat = (r_act == _ACT[FilterAction.SNAT]) | (r_act == _ACT[FilterAction.MASQUERADE])
                     nat_done[sel[snat]] = True
-                    acc = r_act == _ACT[Action.ACCEPT]
+                    acc = r_act == _ACT[FilterAction.ACCEPT]
                     rule[idx[sel[acc]]] = r_rule[acc]
             decided[idx] = sub_decided
         answers: list[str | None] = [None] * n
@@ -508,7 +508,7 @@ class FastEvaluator:
             nat = r.nat
             if nat is None:
                 continue
-            if nat.address and r.action is Action.DNAT:
+            if nat.address and r.action is FilterAction.DNAT:
                 try:
                     a = ipaddress.ip_address(nat.address)
                 except ValueError:
@@ -519,7 +519,7 @@ class FastEvaluator:
             if nat.port is not None and sub.dport[row] >= 0:
                 sub.dport[row] = nat.port
 
-    def _walk(self, bits: Any, base: int, policy: Action) -> tuple[Any, Any]:
+    def _walk(self, bits: Any, base: int, policy: FilterAction) -> tuple[Any, Any]:
         """Run one base chain for every row: (action code, deciding rule or -1)."""
         import numpy as np
 
@@ -533,10 +533,10 @@ class FastEvaluator:
         stack_p = np.zeros((n, MAX_JUMP_DEPTH + 1), dtype=np.int64)
         sp = np.zeros(n, dtype=np.int64)
         jump, goto, ret, cont = (
-            _ACT[Action.JUMP],
-            _ACT[Action.GOTO],
-            _ACT[Action.RETURN],
-            _ACT[Action.CONTINUE],
+            _ACT[FilterAction.JUMP],
+            _ACT[FilterAction.GOTO],
+            _ACT[FilterAction.RETURN],
+            _ACT[FilterAction.CONTINUE],
         )
         done = np.zeros(n, dtype=bool)
         steps = 0
@@ -588,7 +588,7 @@ class FastEvaluator:
         out_act: Any,
         out_rule: Any,
         done: Any,
-        policy: Action,
+        policy: FilterAction,
     ) -> None:
         can_pop = sp[rows] > 0
         pr = rows[can_pop]

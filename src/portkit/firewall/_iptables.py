@@ -21,17 +21,17 @@ from portkit.firewall._export import Omission, OmissionPolicy, Rendering, omissi
 from portkit.firewall._model import (
     IPPROTO_NAMES,
     PORT_PROTOS,
-    Action,
     Chain,
     ChainType,
     Family,
     Field,
+    FilterAction,
+    FilterRule,
     Hook,
     Match,
     NatTarget,
     Reject,
     RejectType,
-    Rule,
     Ruleset,
     Table,
     address_interval,
@@ -517,7 +517,7 @@ class _RuleParser:
         self.addrtypes = addrtypes
         self.matches: list[Match] = []
         self.proto: tuple[int, ...] = ()
-        self.fields: dict[str, Any] = {"action": Action.CONTINUE}
+        self.fields: dict[str, Any] = {"action": FilterAction.CONTINUE}
         self.module = ""
         self.whole: _Module | None = None
         self.target_seen = False
@@ -544,7 +544,7 @@ class _RuleParser:
             out.append(self.take())
         return out
 
-    def parse(self) -> list[Rule]:
+    def parse(self) -> list[FilterRule]:
         """The rule, or two for a target that ends the chain with a verdict portkit cannot
         know (TPROXY, SYNPROXY): an undecided accept, then a drop."""
         negate = False
@@ -564,13 +564,13 @@ class _RuleParser:
         self.flush_module()
         unknown = self.fields.pop("unknown_verdict", "")
         if not unknown:
-            return [Rule(matches=tuple(self.matches), **self.fields)]
+            return [FilterRule(matches=tuple(self.matches), **self.fields)]
         text = f"-j {unknown} accepts the packet (its verdict depends on sockets and state)"
         self.notes.append(f"{self.where}: target {unknown} ends the chain: undecided between accept and drop")
         verdict = Match(Field.OPAQUE, text=text)
         return [
-            Rule(matches=(*self.matches, verdict), **{**self.fields, "action": Action.ACCEPT}),
-            Rule(matches=tuple(self.matches), **{**self.fields, "action": Action.DROP}),
+            FilterRule(matches=(*self.matches, verdict), **{**self.fields, "action": FilterAction.ACCEPT}),
+            FilterRule(matches=tuple(self.matches), **{**self.fields, "action": FilterAction.DROP}),
         ]
 
     # --- matches read whole ---
@@ -799,16 +799,16 @@ class _RuleParser:
 
     def target(self, name: str, *, goto: bool) -> None:
         simple = {
-            "ACCEPT": Action.ACCEPT,
-            "DROP": Action.DROP,
-            "RETURN": Action.RETURN,
-            "REJECT": Action.REJECT,
-            "DNAT": Action.DNAT,
-            "SNAT": Action.SNAT,
-            "MASQUERADE": Action.MASQUERADE,
-            "REDIRECT": Action.REDIRECT,
-            "QUEUE": Action.QUEUE,
-            "NFQUEUE": Action.QUEUE,
+            "ACCEPT": FilterAction.ACCEPT,
+            "DROP": FilterAction.DROP,
+            "RETURN": FilterAction.RETURN,
+            "REJECT": FilterAction.REJECT,
+            "DNAT": FilterAction.DNAT,
+            "SNAT": FilterAction.SNAT,
+            "MASQUERADE": FilterAction.MASQUERADE,
+            "REDIRECT": FilterAction.REDIRECT,
+            "QUEUE": FilterAction.QUEUE,
+            "NFQUEUE": FilterAction.QUEUE,
         }
         if name in simple:
             self.fields["action"] = simple[name]
@@ -828,7 +828,7 @@ class _RuleParser:
             # Targets like MARK, CT, TCPMSS, NOTRACK change the packet, not the verdict.
             self.fields["opaque"] = (*self.fields.get("opaque", ()), f"-j {name}")
         else:
-            self.fields["action"] = Action.GOTO if goto else Action.JUMP
+            self.fields["action"] = FilterAction.GOTO if goto else FilterAction.JUMP
             self.fields["target"] = name
 
 
@@ -995,10 +995,10 @@ def _nat_target(text: str, ports_only: bool) -> NatTarget:
 # A user chain has no policy and iptables-save writes `-`; the nf_tables backend loads any word
 # there and ignores it, the legacy backend refuses all but `-`. No word at all, both refuse.
 # `--test` of the nf_tables backend does not check policies: only a real load refuses `:INPUT FROB`.
-_POLICY_WORDS = {"ACCEPT": Action.ACCEPT, "DROP": Action.DROP, "-": Action.ACCEPT}
+_POLICY_WORDS = {"ACCEPT": FilterAction.ACCEPT, "DROP": FilterAction.DROP, "-": FilterAction.ACCEPT}
 
 
-def _chain_policy(chain: str, word: str, builtin: bool, where: str, notes: list[str]) -> Action:
+def _chain_policy(chain: str, word: str, builtin: bool, where: str, notes: list[str]) -> FilterAction:
     if not word:
         expected = "ACCEPT or DROP (or - to keep the current one)" if builtin else "- (user chains have none)"
         raise UsageError(f"invalid chain {chain[:40]!r} at {where}: no policy, expected {expected}")
@@ -1008,7 +1008,7 @@ def _chain_policy(chain: str, word: str, builtin: bool, where: str, notes: list[
                 f"{where}: policy {word[:40]!r} on user chain {chain[:40]!r} ignored, as iptables-restore "
                 "(nf_tables) does; iptables-legacy-restore refuses it (expected -)"
             )
-        return Action.ACCEPT  # never used: a user chain's end returns to the caller
+        return FilterAction.ACCEPT  # never used: a user chain's end returns to the caller
     policy = _POLICY_WORDS.get(word)
     if policy is None:
         raise UsageError(
@@ -1083,7 +1083,7 @@ def import_iptables_save(
                     "hook": None,
                     "type": ChainType.FILTER,
                     "prio": 0,
-                    "policy": Action.ACCEPT,
+                    "policy": FilterAction.ACCEPT,
                 }
                 order.append(chain)
             try:
@@ -1102,7 +1102,7 @@ def import_iptables_save(
     return Ruleset(_untracked(tuple(tables), notes), source, tuple(notes))
 
 
-def _notrack(rule: Rule) -> bool:
+def _notrack(rule: FilterRule) -> bool:
     return "-j NOTRACK" in rule.opaque or ("-j CT" in rule.opaque and "--notrack" in rule.opaque)
 
 
@@ -1129,7 +1129,7 @@ def _untracked(tables: tuple[Table, ...], notes: list[str]) -> tuple[Table, ...]
     )
     ct_fields = (Field.CT_STATE, Field.CT_STATUS)
 
-    def split(rule: Rule) -> tuple[Rule, ...]:
+    def split(rule: FilterRule) -> tuple[FilterRule, ...]:
         if not any(m.field in ct_fields for m in rule.matches):
             return (rule,)
         # Undecided; the first branch takes the state of a tracked packet.
@@ -1233,7 +1233,7 @@ def _single(ranges: tuple[Interval, ...]) -> int | None:
     return ranges[0][0] if len(ranges) == 1 and ranges[0][0] == ranges[0][1] else None
 
 
-def _one_match_per_address(rule: Rule, version: int) -> Rule | None:
+def _one_match_per_address(rule: FilterRule, version: int) -> FilterRule | None:
     """The rule with its matches on one address field (several: `! -d 127.0.0.0/8` beside
     the host's addresses, nft's `ip daddr != a ip daddr b`) folded into one: iptables takes
     one `-s` and one `-d` per rule. None when they leave no address at all."""
@@ -1265,14 +1265,19 @@ def _one_match_per_address(rule: Rule, version: int) -> Rule | None:
 
 
 def _rule_variants(
-    rule: Rule, version: int, hooks: set[Hook], chain_names: dict[str, str], notes: list[str], where: str
+    rule: FilterRule,
+    version: int,
+    hooks: set[Hook],
+    chain_names: dict[str, str],
+    notes: list[str],
+    where: str,
 ) -> list[list[str]] | None:
     """iptables argument lists for one rule (several when a set must be split), or None when
     the rule never applies to this IP version. Raises _Unrenderable rather than drop a match."""
-    rej = rule.reject if rule.action is Action.REJECT else None
+    rej = rule.reject if rule.action is FilterAction.REJECT else None
     if rej and rej.type in (RejectType.ICMP, RejectType.ICMPV6) and not rej.applies_to(version, 0):
         return None  # nft's `reject with icmp` only hits IPv4 packets, `icmpv6` only IPv6 ones
-    nat_to = rule.nat.address if rule.nat and rule.action in (Action.DNAT, Action.SNAT) else None
+    nat_to = rule.nat.address if rule.nat and rule.action in (FilterAction.DNAT, FilterAction.SNAT) else None
     if nat_to and (":" in nat_to) != (version == IPV6):
         return None  # nft's `dnat ip to ...` only hits IPv4 packets, `dnat ip6 to` only IPv6 ones
     merged = _one_match_per_address(rule, version)
@@ -1430,7 +1435,7 @@ def _rule_variants(
             raise _Unrenderable(f"match {m} cannot be written for iptables")
         variants = [[*v, *o] for v in variants for o in opts]
     target = _target(rule, version, chain_names)
-    if rule.action is Action.REJECT and rule.reject and rule.reject.type is RejectType.TCP_RESET:
+    if rule.action is FilterAction.REJECT and rule.reject and rule.reject.type is RejectType.TCP_RESET:
         if proto_num and proto_num != IPPROTO_TCP:
             return None
         if not proto_num:
@@ -1444,7 +1449,7 @@ def _rule_variants(
             notes.append(f"{where}: comment shortened to iptables' {COMMENT_MAX} bytes")
         target = ["-m", "comment", "--comment", comment, *target]
     out = [[*v, *target] for v in variants]
-    if rule.log is not None and rule.action is not Action.CONTINUE:
+    if rule.log is not None and rule.action is not FilterAction.CONTINUE:
         log = ["-j", "LOG", *_log_prefix(rule.log, where, notes)]
         out = [x for v in variants for x in ([*v, *log], [*v, *target])]
     elif rule.log is not None:
@@ -1461,12 +1466,12 @@ def _log_prefix(prefix: str, where: str, notes: list[str]) -> list[str]:
     return ["--log-prefix", prefix]
 
 
-def _target(rule: Rule, version: int, chain_names: dict[str, str]) -> list[str]:
+def _target(rule: FilterRule, version: int, chain_names: dict[str, str]) -> list[str]:
     act = rule.action
     iptables_style = all(s.startswith("-") for s in rule.opaque)
-    if rule.opaque and not (act is Action.CONTINUE and rule.log is None and iptables_style):
+    if rule.opaque and not (act is FilterAction.CONTINUE and rule.log is None and iptables_style):
         raise _Unrenderable(f"statements {'; '.join(rule.opaque)} cannot be written for iptables")
-    if act is Action.CONTINUE:
+    if act is FilterAction.CONTINUE:
         if rule.opaque:
             try:
                 return [w for s in rule.opaque for w in shlex.split(s)]
@@ -1475,30 +1480,30 @@ def _target(rule: Rule, version: int, chain_names: dict[str, str]) -> list[str]:
         if rule.log is not None:
             return ["-j", "LOG"]
         return []
-    if act in (Action.ACCEPT, Action.DROP, Action.RETURN, Action.MASQUERADE):
-        if act is Action.MASQUERADE and rule.nat and (rule.nat.address or rule.nat.port is not None):
+    if act in (FilterAction.ACCEPT, FilterAction.DROP, FilterAction.RETURN, FilterAction.MASQUERADE):
+        if act is FilterAction.MASQUERADE and rule.nat and (rule.nat.address or rule.nat.port is not None):
             raise _Unrenderable(f"masquerade to {rule.nat} cannot be written for iptables")
         return ["-j", act.value.upper()]
-    if act is Action.QUEUE:
+    if act is FilterAction.QUEUE:
         return ["-j", "NFQUEUE"]  # queue 0, as nft's bare `queue`
-    if act in (Action.JUMP, Action.GOTO):
-        return ["-j" if act is Action.JUMP else "-g", chain_names.get(rule.target, rule.target)]
-    if act is Action.REJECT:
+    if act in (FilterAction.JUMP, FilterAction.GOTO):
+        return ["-j" if act is FilterAction.JUMP else "-g", chain_names.get(rule.target, rule.target)]
+    if act is FilterAction.REJECT:
         rej = rule.reject or Reject()
         name = reject_name(rej, version)
         if name is None:
             raise _Unrenderable(f"reject with {rej.answer(version)} has no iptables equivalent")
         return ["-j", "REJECT", "--reject-with", name]
-    if act in (Action.DNAT, Action.SNAT, Action.REDIRECT):
+    if act in (FilterAction.DNAT, FilterAction.SNAT, FilterAction.REDIRECT):
         nat = rule.nat or NatTarget()
-        if act is Action.REDIRECT:
+        if act is FilterAction.REDIRECT:
             if nat.address:
                 raise _Unrenderable(f"redirect to {nat} cannot be written for iptables")
             return ["-j", "REDIRECT"] + (["--to-ports", str(nat.port)] if nat.port is not None else [])
         if not nat.address:
             # The importer keeps the verdict of a NAT to a map or range but not the rewrite.
             raise _Unrenderable(f"{act.value} without a known target address (a map or range?)")
-        flag = "--to-destination" if act is Action.DNAT else "--to-source"
+        flag = "--to-destination" if act is FilterAction.DNAT else "--to-source"
         return ["-j", act.value.upper(), flag, str(nat)]
     raise _Unrenderable(f"action {act} has no iptables equivalent")
 
@@ -1602,7 +1607,7 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
     for t in ruleset.tables:
         if t.family in (Family.ARP, Family.BRIDGE, Family.NETDEV):
             for c in t.chains:
-                if c.hook is not None and (c.rules or c.policy is not Action.ACCEPT):
+                if c.hook is not None and (c.rules or c.policy is not FilterAction.ACCEPT):
                     omitted.append(omission_of_chain(t, c, f"iptables does not filter {t.family} traffic"))
     # Which iptables table each base chain goes to: NAT chains to nat, filter chains to one
     # filtering table each per hook, in priority order.
@@ -1655,7 +1660,7 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
                 ipt_table = slot.get((ti, c.name), "")
                 name = _HOOK_CHAIN.get(c.hook, "")
                 if not ipt_table or not name:
-                    if (ti, c.name) not in slot and (c.rules or c.policy is not Action.ACCEPT):
+                    if (ti, c.name) not in slot and (c.rules or c.policy is not FilterAction.ACCEPT):
                         omitted.append(omission_of_chain(t, c, f"iptables has no {c.type} chain on {c.hook}"))
                     continue
                 builtin = _BUILTIN.get(ipt_table, {})
@@ -1668,7 +1673,7 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
                         f"{t} {c.name}: priority {c.priority} becomes iptables {ipt_table} {name} "
                         f"(priority {expected})"
                     )
-                if c.type is ChainType.NAT and c.policy is not Action.ACCEPT:
+                if c.type is ChainType.NAT and c.policy is not FilterAction.ACCEPT:
                     omitted.append(omission_of_chain(t, c, "a NAT chain's policy must be accept in iptables"))
                     continue
                 chain_decl.setdefault(ipt_table, {})[name] = c.policy.value.upper()

@@ -16,7 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portkit.firewall._eval import Direction, Verdict, evaluate
-from portkit.firewall._model import Action, Chain, CtState, Family, Field, Hook, Rule, Ruleset, Table, Word
+from portkit.firewall._model import (
+    Chain,
+    CtState,
+    Family,
+    Field,
+    FilterAction,
+    FilterRule,
+    Hook,
+    Ruleset,
+    Table,
+    Word,
+)
 from portkit.firewall._packet import Packet
 from portkit.firewall._space import (
     DADDR,
@@ -110,26 +121,26 @@ _HOST4 = "192.0.2.10"
 _HOST6 = "2001:db8:1::10"
 
 
-def _where(t: Table, c: Chain, i: int, r: Rule) -> str:
+def _where(t: Table, c: Chain, i: int, r: FilterRule) -> str:
     extra = f" ({r.where})" if r.where else ""
     return f"{t} {c.name} #{i + 1}{extra}"
 
 
 _DECIDING = {
-    Action.ACCEPT,
-    Action.DROP,
-    Action.REJECT,
-    Action.RETURN,
-    Action.DNAT,
-    Action.REDIRECT,
-    Action.SNAT,
-    Action.MASQUERADE,
-    Action.QUEUE,
+    FilterAction.ACCEPT,
+    FilterAction.DROP,
+    FilterAction.REJECT,
+    FilterAction.RETURN,
+    FilterAction.DNAT,
+    FilterAction.REDIRECT,
+    FilterAction.SNAT,
+    FilterAction.MASQUERADE,
+    FilterAction.QUEUE,
 }
 
 
-def _verdict_class(r: Rule) -> str:
-    if r.action is Action.REJECT:
+def _verdict_class(r: FilterRule) -> str:
+    if r.action is FilterAction.REJECT:
         return "drop"  # for the user both refuse the packet; the answer differs, the intent not
     return str(r.action.value)
 
@@ -273,7 +284,7 @@ def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
                 i
                 for i in shadowers
                 if _verdict_class(rules[i]) != _verdict_class(r)
-                and rules[i].action is not Action.RETURN
+                and rules[i].action is not FilterAction.RETURN
                 and not situational[i]
             )
             if conflicting:
@@ -291,10 +302,10 @@ def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
 
 
 def _graph(t: Table, findings: list[Finding]) -> None:
-    targets: dict[str, list[tuple[int, Rule]]] = {}
+    targets: dict[str, list[tuple[int, FilterRule]]] = {}
     for c in t.chains:
         for i, r in enumerate(c.rules):
-            if r.action in (Action.JUMP, Action.GOTO):
+            if r.action in (FilterAction.JUMP, FilterAction.GOTO):
                 if t.chain(r.target) is None:
                     findings.append(
                         Finding(
@@ -335,7 +346,7 @@ def _graph(t: Table, findings: list[Finding]) -> None:
     for c in t.chains:
         if c.name not in state:
             visit(c.name, [c.name])
-    used = {r.target for c in t.chains for r in c.rules if r.action in (Action.JUMP, Action.GOTO)}
+    used = {r.target for c in t.chains for r in c.rules if r.action in (FilterAction.JUMP, FilterAction.GOTO)}
     for c in t.chains:
         if c.hook is None and c.name not in used and c.rules:
             findings.append(
@@ -589,7 +600,7 @@ def _behavioural(
         for c in t.chains:
             spaces = {v: Space(v, interface_names(list(c.rules))) for v in (4, 6) if t.family.covers(v)}
             for i, r in enumerate(c.rules):
-                if r.action is not Action.ACCEPT or r.uncertain:
+                if r.action is not FilterAction.ACCEPT or r.uncertain:
                     continue
                 for v, space in spaces.items():
                     b = rule_box(r, space)

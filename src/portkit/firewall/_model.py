@@ -126,7 +126,7 @@ class ChainType(Word):
     ROUTE = "route"
 
 
-class Action(Word):
+class FilterAction(Word):
     """What a rule does when all its matches hold. CONTINUE is a rule with no verdict."""
 
     ACCEPT = "accept"
@@ -149,14 +149,14 @@ class Action(Word):
 
 
 _TERMINAL = {
-    Action.ACCEPT,
-    Action.DROP,
-    Action.REJECT,
-    Action.DNAT,
-    Action.REDIRECT,
-    Action.SNAT,
-    Action.MASQUERADE,
-    Action.QUEUE,
+    FilterAction.ACCEPT,
+    FilterAction.DROP,
+    FilterAction.REJECT,
+    FilterAction.DNAT,
+    FilterAction.REDIRECT,
+    FilterAction.SNAT,
+    FilterAction.MASQUERADE,
+    FilterAction.QUEUE,
 }
 
 
@@ -440,11 +440,11 @@ class NatTarget:
 
 
 @dataclass(frozen=True)
-class Rule:
+class FilterRule:
     """An ordered rule: all matches must hold, then the action applies."""
 
     matches: tuple[Match, ...] = ()
-    action: Action = Action.CONTINUE
+    action: FilterAction = FilterAction.CONTINUE
     target: str = ""  # chain of jump/goto
     reject: Reject | None = None
     nat: NatTarget | None = None
@@ -482,13 +482,13 @@ class Rule:
         return any(m.field in NON_BOX_FIELDS or m.dynamic for m in self.matches)
 
     def verdict_text(self) -> str:
-        if self.action in (Action.JUMP, Action.GOTO):
+        if self.action in (FilterAction.JUMP, FilterAction.GOTO):
             return f"{self.action.value} {self.target}"
-        if self.action is Action.REJECT:
+        if self.action is FilterAction.REJECT:
             return str(self.reject or Reject())
-        if self.action in (Action.DNAT, Action.REDIRECT, Action.SNAT):
+        if self.action in (FilterAction.DNAT, FilterAction.REDIRECT, FilterAction.SNAT):
             return f"{self.action.value} to {self.nat}" if self.nat else self.action.value
-        if self.action is Action.CONTINUE:
+        if self.action is FilterAction.CONTINUE:
             return ""
         return str(self.action.value)
 
@@ -515,7 +515,7 @@ class Rule:
             from portkit.firewall._nftexpr import render_json_text
 
             parts.extend(map(render_json_text, self.opaque))
-        if self.action is not Action.CONTINUE:
+        if self.action is not FilterAction.CONTINUE:
             parts.append(self.verdict_text())
         if self.comment:
             parts.append(f'comment "{self.comment}"')
@@ -547,11 +547,11 @@ class Chain:
     """A chain; a base chain has a hook, a type, a priority and a policy."""
 
     name: str
-    rules: tuple[Rule, ...] = ()
+    rules: tuple[FilterRule, ...] = ()
     hook: Hook | None = None
     type: ChainType = ChainType.FILTER
     priority: int = 0
-    policy: Action = Action.ACCEPT
+    policy: FilterAction = FilterAction.ACCEPT
     handle: int | None = None
 
     @property
@@ -657,6 +657,11 @@ class Table:
         }
 
 
+# portkit.firewall's earlier names for the two, kept for code (and test fixtures) that import them.
+Rule = FilterRule
+Action = FilterAction
+
+
 @dataclass(frozen=True)
 class Ruleset:
     """Everything the kernel (or a file) holds, plus notes on what an importer could not model."""
@@ -683,7 +688,7 @@ class Ruleset:
         found.sort(key=lambda x: (x[0], x[1], x[2]))
         return [(t, c) for *_, t, c in found]
 
-    def rules(self) -> Iterator[tuple[Table, Chain, int, Rule]]:
+    def rules(self) -> Iterator[tuple[Table, Chain, int, FilterRule]]:
         for t in self.tables:
             for c in t.chains:
                 for i, r in enumerate(c.rules):
@@ -734,12 +739,12 @@ def canonical(ruleset: Ruleset) -> Ruleset:
                     and m.field
                     in (Field.SPORT, Field.DPORT, Field.ICMP_TYPE, Field.ICMP_CODE, Field.TCP_FLAGS)
                 }
-                if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.TCP_RESET:
+                if r.action is FilterAction.REJECT and r.reject and r.reject.type is RejectType.TCP_RESET:
                     implied.add((6,))
                 versions = {m.family for m in r.matches if m.family and m.field is not Field.L4PROTO}
-                if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.ICMP:
+                if r.action is FilterAction.REJECT and r.reject and r.reject.type is RejectType.ICMP:
                     versions.add(4)
-                if r.action is Action.REJECT and r.reject and r.reject.type is RejectType.ICMPV6:
+                if r.action is FilterAction.REJECT and r.reject and r.reject.type is RejectType.ICMPV6:
                     versions.add(6)
                 kept = tuple(
                     replace(

@@ -21,18 +21,18 @@ from portkit.firewall._model import (
     IPPROTO,
     SET_TYPE_FIELDS,
     TCP_FLAG_BITS,
-    Action,
     Chain,
     ChainType,
     Family,
     Field,
+    FilterAction,
+    FilterRule,
     Hook,
     Match,
     NamedSet,
     NatTarget,
     Reject,
     RejectType,
-    Rule,
     Ruleset,
     Table,
     address_interval,
@@ -219,7 +219,7 @@ class _TableBuilder:
     sets: dict[str, NamedSet] = field(default_factory=dict)
     maps: dict[str, Any] = field(default_factory=dict)  # verdict maps: name -> [[key, verdict], ...]
     chains: dict[str, Chain] = field(default_factory=dict)
-    rules: dict[str, list[Rule]] = field(default_factory=dict)
+    rules: dict[str, list[FilterRule]] = field(default_factory=dict)
 
 
 def _expr_text(expr: Any) -> str:
@@ -511,11 +511,11 @@ def _reject(value: Any, family: Family) -> Reject:
 
 
 _VERDICTS = {
-    "accept": Action.ACCEPT,
-    "drop": Action.DROP,
-    "return": Action.RETURN,
-    "continue": Action.CONTINUE,
-    "queue": Action.QUEUE,
+    "accept": FilterAction.ACCEPT,
+    "drop": FilterAction.DROP,
+    "return": FilterAction.RETURN,
+    "continue": FilterAction.CONTINUE,
+    "queue": FilterAction.QUEUE,
 }
 
 
@@ -526,9 +526,9 @@ def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | No
     if key in _VERDICTS:
         return {"action": _VERDICTS[key]}
     if key in ("jump", "goto"):
-        return {"action": Action.JUMP if key == "jump" else Action.GOTO, "target": val["target"]}
+        return {"action": FilterAction.JUMP if key == "jump" else FilterAction.GOTO, "target": val["target"]}
     if key == "reject":
-        return {"action": Action.REJECT, "reject": _reject(val, family)}
+        return {"action": FilterAction.REJECT, "reject": _reject(val, family)}
     if key in ("dnat", "redirect", "snat", "masquerade"):
         val = val or {}
         addr = val.get("addr")
@@ -540,10 +540,10 @@ def _verdict_fields(stmt: dict[str, Any], family: Family) -> dict[str, Any] | No
         if isinstance(port, (dict, list)):
             port = None
         action = {
-            "dnat": Action.DNAT,
-            "redirect": Action.REDIRECT,
-            "snat": Action.SNAT,
-            "masquerade": Action.MASQUERADE,
+            "dnat": FilterAction.DNAT,
+            "redirect": FilterAction.REDIRECT,
+            "snat": FilterAction.SNAT,
+            "masquerade": FilterAction.MASQUERADE,
         }[key]
         return {
             "action": action,
@@ -623,7 +623,7 @@ def _vmap_entries(
     return out
 
 
-def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[Rule]:
+def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[FilterRule]:
     matches: list[Match] = []
     opaque: list[str] = []
     counter = False
@@ -699,9 +699,10 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
     }
     if vmap:
         return [
-            Rule(matches=(*matches, *(m if isinstance(m, tuple) else (m,))), **base, **vf) for m, vf in vmap
+            FilterRule(matches=(*matches, *(m if isinstance(m, tuple) else (m,))), **base, **vf)
+            for m, vf in vmap
         ]
-    return [Rule(matches=tuple(matches), **base, **fields)]
+    return [FilterRule(matches=tuple(matches), **base, **fields)]
 
 
 def _priority(value: Any) -> int:
@@ -875,7 +876,7 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
                 if obj.get("type") in ("filter", "nat", "route")
                 else ChainType.FILTER,
                 _priority(obj.get("prio", 0)),
-                Action.DROP if obj.get("policy") == "drop" else Action.ACCEPT,
+                FilterAction.DROP if obj.get("policy") == "drop" else FilterAction.ACCEPT,
                 obj.get("handle"),
             )
             tb.rules.setdefault(obj["name"], [])
@@ -1166,7 +1167,7 @@ def opaque_match_as_nft(text: str) -> str | None:
     return iptables_match_as_nft(text)
 
 
-def _rule_text(rule: Rule, family: Family, notes: list[str], chain_names: dict[str, str]) -> str:
+def _rule_text(rule: FilterRule, family: Family, notes: list[str], chain_names: dict[str, str]) -> str:
     # Opaque matches keep their place among the matches; statements with side effects
     # (rule.opaque) lose their place relative to the matches in the model, so they are refused.
     opaque = [
@@ -1192,7 +1193,7 @@ def _rule_text(rule: Rule, family: Family, notes: list[str], chain_names: dict[s
     if rule.log is not None:
         parts.append(f"log prefix {_free_text(rule.log, 'log prefix', notes)}" if rule.log else "log")
     act = rule.action
-    if act is Action.REJECT:
+    if act is FilterAction.REJECT:
         rej = rule.reject or Reject()
         if rej.type is RejectType.ICMPX and family in (Family.IP, Family.IP6):
             rej = Reject(
@@ -1200,7 +1201,7 @@ def _rule_text(rule: Rule, family: Family, notes: list[str], chain_names: dict[s
                 rej.answer(4 if family is Family.IP else 6).split("-", 1)[1],
             )
         parts.append(str(rej))
-    elif act in (Action.DNAT, Action.SNAT):
+    elif act in (FilterAction.DNAT, FilterAction.SNAT):
         nat = rule.nat or NatTarget()
         if not nat.address:
             # The importer keeps the verdict of a NAT to a map or range but not the rewrite.
@@ -1209,17 +1210,17 @@ def _rule_text(rule: Rule, family: Family, notes: list[str], chain_names: dict[s
         if family is Family.INET:
             fam = "ip6 " if ":" in nat.address else "ip "
         parts.append(f"{act.value} {fam}to {nat}")
-    elif act is Action.REDIRECT:
+    elif act is FilterAction.REDIRECT:
         if rule.nat and rule.nat.address:
             raise _Unrenderable(f"redirect to {rule.nat} names an address")
         parts.append(f"redirect to :{rule.nat.port}" if rule.nat and rule.nat.port else "redirect")
-    elif act is Action.MASQUERADE:
+    elif act is FilterAction.MASQUERADE:
         if rule.nat and (rule.nat.address or rule.nat.port is not None):
             raise _Unrenderable(f"masquerade to {rule.nat} cannot be written")
         parts.append("masquerade")
-    elif act in (Action.JUMP, Action.GOTO):
+    elif act in (FilterAction.JUMP, FilterAction.GOTO):
         parts.append(f"{act.value} {chain_names.get(rule.target, rule.target)}")
-    elif act is not Action.CONTINUE:
+    elif act is not FilterAction.CONTINUE:
         parts.append(rule.verdict_text())
     if rule.comment:
         parts.append(f"comment {_free_text(rule.comment, 'comment', notes)}")

@@ -28,15 +28,15 @@ from portkit.firewall._model import (
     ICMP_TYPES,
     ICMPV6_TYPES,
     IPPROTO,
-    Action,
     Chain,
     Family,
     Field,
+    FilterAction,
+    FilterRule,
     Hook,
     Match,
     Reject,
     RejectType,
-    Rule,
     Ruleset,
     Table,
     address_interval,
@@ -46,11 +46,11 @@ from portkit.model.intervals import Interval, merge_intervals
 from portkit.model.protocols import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4, IPV6
 
 _ACTIONS = {
-    "allow": Action.ACCEPT,
-    "accept": Action.ACCEPT,
-    "deny": Action.DROP,
-    "drop": Action.DROP,
-    "reject": Action.REJECT,
+    "allow": FilterAction.ACCEPT,
+    "accept": FilterAction.ACCEPT,
+    "deny": FilterAction.DROP,
+    "drop": FilterAction.DROP,
+    "reject": FilterAction.REJECT,
 }
 _DIRECTIONS = {
     "in": Hook.INPUT,
@@ -124,7 +124,7 @@ def _addresses(text: str, fld: Field, where: str) -> Match | None:
     return Match(fld, merge_intervals(ivs), negate=negate, family=version)
 
 
-def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, Rule]:
+def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, FilterRule]:
     """One policy line -> (hook of its chain, rule)."""
     ln = _Line(text.split(), where)
     word = ln.take("an action").lower()
@@ -136,7 +136,7 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, Rule]:
         hook = _DIRECTIONS[ln.take("").lower()]
     if ln.peek() == "established":
         ln.take("")
-        return hook, Rule((Match(Field.CT_STATE, names=("established", "related")),), action)
+        return hook, FilterRule((Match(Field.CT_STATE, names=("established", "related")),), action)
     proto = 0
     family = 0
     reject: Reject | None = None
@@ -210,17 +210,17 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, Rule]:
             log = ""
         else:
             raise UsageError(f"invalid policy rule at {where}: unexpected {tok!r}; {_HELP}")
-    if action is Action.REJECT and reject is None:
+    if action is FilterAction.REJECT and reject is None:
         reject = Reject(RejectType.TCP_RESET, "") if proto == IPPROTO_TCP else Reject()
     if reject is not None and reject.type is RejectType.TCP_RESET and proto != IPPROTO_TCP:
         raise UsageError(f"invalid policy rule at {where}: 'with tcp-reset' needs protocol tcp")
-    return hook, Rule(tuple(ln.matches), action, reject=reject, log=log)
+    return hook, FilterRule(tuple(ln.matches), action, reject=reject, log=log)
 
 
 def parse_policy(text: str, *, source: str = "policy") -> Ruleset:
     """A portkit policy file -> a ruleset with one `inet portkit` table."""
-    policies = {Hook.INPUT: Action.ACCEPT, Hook.FORWARD: Action.ACCEPT, Hook.OUTPUT: Action.ACCEPT}
-    rules: dict[Hook, list[Rule]] = {h: [] for h in policies}
+    policies = {hook: FilterAction.ACCEPT for hook in (Hook.INPUT, Hook.FORWARD, Hook.OUTPUT)}
+    rules: dict[Hook, list[FilterRule]] = {h: [] for h in policies}
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -234,7 +234,7 @@ def parse_policy(text: str, *, source: str = "policy") -> Ruleset:
                     "allow|deny', e.g. 'default incoming deny'"
                 )
             act = _ACTIONS[words[2].lower()]
-            if act is Action.REJECT:
+            if act is FilterAction.REJECT:
                 raise UsageError(
                     f"invalid default at {where}: a chain policy is accept or drop, "
                     "not reject (add a final 'reject' rule instead)"

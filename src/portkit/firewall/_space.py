@@ -14,7 +14,16 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from portkit.firewall._model import PORT_PROTOS, Action, CtState, Field, Match, Reject, RejectType, Rule
+from portkit.firewall._model import (
+    PORT_PROTOS,
+    CtState,
+    Field,
+    FilterAction,
+    FilterRule,
+    Match,
+    Reject,
+    RejectType,
+)
 from portkit.model.protocols import IPV4
 
 IntervalSet = tuple[tuple[int, int], ...]
@@ -112,7 +121,7 @@ def _domains(version: int, n_ifnames: int) -> tuple[IntervalSet, ...]:
     )
 
 
-def interface_names(rules: Sequence[Rule]) -> tuple[str, ...]:
+def interface_names(rules: Sequence[FilterRule]) -> tuple[str, ...]:
     """Every concrete interface name, one stand-in per wildcard, and one for 'other'."""
     names: set[str] = set()
     for r in rules:
@@ -123,7 +132,7 @@ def interface_names(rules: Sequence[Rule]) -> tuple[str, ...]:
     return (*sorted(names), "\x00other")
 
 
-def rule_box(rule: Rule, space: Space) -> Box | None:
+def rule_box(rule: FilterRule, space: Space) -> Box | None:
     """The box of packets of this IP version the rule matches; None if it matches none
     (or if it has a match portkit cannot model, when `None` would be a guess: see `opaque`)."""
     box = space.full()
@@ -132,7 +141,7 @@ def rule_box(rule: Rule, space: Space) -> Box | None:
     def narrow(dim: int, values: IntervalSet) -> None:
         box[dim] = _iv_intersect(box[dim], values)
 
-    if rule.action is Action.REJECT:
+    if rule.action is FilterAction.REJECT:
         rej = rule.reject or Reject()
         if rej.type is RejectType.TCP_RESET:
             narrow(L4, ((6, 6),))

@@ -26,14 +26,14 @@ from portkit.firewall._export import (
 from portkit.firewall._iptables import AddressTypes, import_iptables_save
 from portkit.firewall._model import (
     IPPROTO_NAMES,
-    Action,
     ChainType,
     Family,
     Field,
+    FilterAction,
+    FilterRule,
     Hook,
     Match,
     RejectType,
-    Rule,
     Ruleset,
     render_address_interval,
 )
@@ -236,7 +236,7 @@ class _NotUfw(Exception):
     """The rule cannot be a ufw command; the message says why."""
 
 
-def _ufw_rule(rule: Rule, verb: str, hook: Hook, notes: list[str], family: int = 0) -> list[str] | None:
+def _ufw_rule(rule: FilterRule, verb: str, hook: Hook, notes: list[str], family: int = 0) -> list[str] | None:
     """The words of one ufw command, or None when the rule never matches in ufw's terms.
 
     `family` is the table's IP version (0 for inet): a rule of an `ip` table never sees IPv6,
@@ -294,7 +294,7 @@ def _ufw_rule(rule: Rule, verb: str, hook: Hook, notes: list[str], family: int =
         raise _NotUfw("ufw takes at most 15 ports in one rule")
     if proto and proto not in ("tcp", "udp", "ah", "esp", "gre", "ipv6", "igmp"):
         raise _NotUfw(f"ufw cannot match protocol {proto}")
-    if rule.action is Action.REJECT and rule.reject:
+    if rule.action is FilterAction.REJECT and rule.reject:
         rej = rule.reject
         answer = "tcp-reset" if proto == "tcp" else "icmp port-unreachable"
         got = "tcp-reset" if rej.type is RejectType.TCP_RESET else f"{rej.type.value} {rej.code}"
@@ -324,7 +324,7 @@ def render_ufw(ruleset: Ruleset) -> Rendering:
     omitted: list[Omission] = []
     notes: list[str] = []
     out = ["ufw --force reset"]
-    verbs = {Action.ACCEPT: "allow", Action.DROP: "deny", Action.REJECT: "reject"}
+    verbs = {FilterAction.ACCEPT: "allow", FilterAction.DROP: "deny", FilterAction.REJECT: "reject"}
     hooks = {Hook.INPUT: "incoming", Hook.OUTPUT: "outgoing", Hook.FORWARD: "routed"}
     usable = [
         (t, c)
@@ -340,7 +340,7 @@ def render_ufw(ruleset: Ruleset) -> Rendering:
         for c in t.chains:
             if not any(t is ut and c is uc for ut, uc in used):
                 # A regular chain is reached only through a jump, which is itself left out.
-                if c.hook is not None and (c.rules or c.policy is not Action.ACCEPT):
+                if c.hook is not None and (c.rules or c.policy is not FilterAction.ACCEPT):
                     omitted.append(
                         omission_of_chain(
                             t, c, "ufw has one chain per direction and no regular chains; not rendered"
@@ -351,7 +351,8 @@ def render_ufw(ruleset: Ruleset) -> Rendering:
                 continue
             if c.hook not in seen:  # else the other IP version's chain, with the same policy
                 seen.add(c.hook)
-                out.append(f"ufw default {'allow' if c.policy is Action.ACCEPT else 'deny'} {hooks[c.hook]}")
+                word = "allow" if c.policy is FilterAction.ACCEPT else "deny"
+                out.append(f"ufw default {word} {hooks[c.hook]}")
             for i, r in enumerate(c.rules):
                 states = [m for m in r.matches if m.field is Field.CT_STATE]
                 try:

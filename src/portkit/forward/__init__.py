@@ -32,6 +32,12 @@ from portkit.forward._state import TRANSITIONS, ConnectionState, Event, ForwardA
 from portkit.forward._stats import ForwarderStats, RuleStats
 from portkit.forward._udptable import ClientTable
 
+# The names `portkit` exports these under, where a bare `serve` or `make_rule` would not say what.
+serve_forward = serve
+forward_rule = make_rule
+load_forward_config = load_config
+forward_stats = query_stats
+
 __all__ = [
     "ENGINES",
     "TRANSITIONS",
@@ -51,7 +57,10 @@ __all__ = [
     "State",
     "check_congestion",
     "choose_engine",
+    "forward_rule",
+    "forward_stats",
     "load_config",
+    "load_forward_config",
     "make_limits",
     "make_rule",
     "parse_config",
@@ -62,4 +71,5 @@ __all__ = [
     "query_stats",
     "runtime_dir",
     "serve",
+    "serve_forward",
 ]
