@@ -28,7 +28,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from portkit.lab import Action, Host, Lab, LabSpec, Link, Listener, Rule
-from portkit.model import Transport, parse_port_spec
+from portkit.model import Transport
+from portkit.registry import parse_port_spec
 
 PREFIX = os.environ.get("PORTKIT_BENCH_PREFIX", "pk4b")  # namespace/link name prefix
 LOOPBACK_LISTENERS = (22, 80, 443, 5432, 8080, 31337, 60000)

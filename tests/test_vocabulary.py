@@ -286,3 +286,71 @@ def test_the_export_list_is_written_once() -> None:
     from portkit._lazy import exports_in_source
 
     assert sorted(exports_in_source(text)) == PUBLIC_NAMES
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Every absolute `portkit...` module `path` imports (at any depth), with its line."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, node.lineno))
+        elif isinstance(node, ast.Import):
+            found.extend((alias.name, node.lineno) for alias in node.names)
+    return [(m, n) for m, n in found if m == "portkit" or m.startswith("portkit.")]
+
+
+# Root modules every package may use: they import nothing else of portkit (checked below).
+_LEAVES = {"portkit.errors", "portkit._lazy"}
+
+
+def test_model_is_a_leaf() -> None:
+    """portkit.model imports nothing of portkit but itself and the leaf error/lazy modules."""
+    outside = [
+        f"{path.name}:{line}: {module}"
+        for path in sorted((SRC / "model").glob("*.py"))
+        for module, line in _imports(path)
+        if not module.startswith("portkit.model") and module not in _LEAVES
+    ]
+    assert outside == []
+    for leaf in _LEAVES:
+        assert _imports(SRC / (leaf.split(".")[1] + ".py")) == [], leaf
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "portkit"
+
+
+def test_no_import_cycle_between_packages() -> None:
+    """Dependencies point one way. The root `portkit/__init__.py` is left out: it is the facade
+    that names every package's API (and holds `__version__`), loaded before any of them."""
+    edges: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        module = ".".join(path.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__")
+        for target, _ in _imports(path):
+            a, b = _unit(module), _unit(target)
+            if a != b and "portkit" not in (a, b):
+                edges.setdefault(a, set()).add(b)
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in edges.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    cycles = sorted(a for a in edges if reaches(a, a, {a}))
+    assert cycles == []
+
+
+def test_cli_uses_only_the_public_api_of_each_package() -> None:
+    """`portkit.cli` is a client of the library: it imports `portkit.<package>` (its __init__),
+    never `portkit.<package>._private`. Its own `portkit.cli._*` modules and the root leaf
+    modules (`portkit._textfile`, `portkit._lazy`) are not another package's internals."""
+    private = [
+        f"{path.name}:{line}: {module}"
+        for path in sorted((SRC / "cli").glob("*.py"))
+        for module, line in _imports(path)
+        if _unit(module) not in ("cli", "portkit")
+        and any(part.startswith("_") for part in module.split(".")[2:])
+    ]
+    assert private == []

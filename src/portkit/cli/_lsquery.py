@@ -11,22 +11,21 @@ import sys
 
 from portkit.errors import UsageError, quote
 from portkit.model.protocols import SOCKET_TRANSPORTS, Transport
-from portkit.sockets._inventory import Inventory, SocketQuery, parse_user
-from portkit.sockets._model import ALL_STATES, TcpState
+from portkit.sockets import ALL_STATES, Inventory, SocketQuery, TcpState, parse_user
 
 TYPE_CHECKING = False  # no typing at run time: see portkit.sockets._model
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import TextIO
 
-    from portkit.sockets._bytecode import PortMatch
+    from portkit.sockets import PortMatch
 
 
 def port_matches(text: str | None, side: str) -> tuple[PortMatch, ...]:
     if not text:
         return ()
-    from portkit.model import parse_port_spec
-    from portkit.sockets._bytecode import matches_from_spec
+    from portkit.registry import parse_port_spec
+    from portkit.sockets import matches_from_spec
 
     return matches_from_spec(parse_port_spec(text), side)
 

@@ -47,7 +47,7 @@ def ls_json_params(args: list[str]) -> dict[str, bool] | None:
 def _run_ls_json(params: dict[str, bool]) -> bool:
     """Run `ls --json`; False (nothing printed) when Click should run it and report the error."""
     from portkit.cli._lsquery import emit_inventory_json, ls_query
-    from portkit.sockets._inventory import list_sockets
+    from portkit.sockets import list_sockets
 
     options = dict(params)
     all_netns = options.pop("all_netns", False)

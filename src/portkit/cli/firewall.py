@@ -25,7 +25,7 @@ def _load(netns: str | None, rules: str | None, fmt: str | None = None) -> Any:
 
 
 def _notes(ruleset: Any) -> None:
-    from portkit.firewall._nftexpr import render_embedded_json
+    from portkit.firewall import render_embedded_json
 
     for note in ruleset.notes:
         # nft's JSON for an unmodelled statement, written as nft syntax for the reader.
@@ -85,8 +85,7 @@ def _flow_from_flags(
     state: str | None,
     icmp_type: str | None,
 ) -> Any:
-    from portkit.firewall import Packet
-    from portkit.firewall._packet import parse_icmp_type, parse_l4proto, parse_state
+    from portkit.firewall import Packet, parse_icmp_type, parse_l4proto, parse_state
     from portkit.model import parse_address
 
     if flow:
@@ -184,8 +183,7 @@ def check(
     leads to different outcomes; all are shown). With --flows: 1 if any flow is certainly
     not accepted, else 3 if any is uncertain, else 0.
     """
-    from portkit.firewall import Direction, evaluate, local_addresses
-    from portkit.firewall._live import forwarding_state, route_lookup
+    from portkit.firewall import Direction, evaluate, forwarding_state, local_addresses, route_lookup
 
     ruleset = _load(netns, rules, fmt)
     local = None
@@ -337,7 +335,7 @@ def _print_decision(d: Any, source: str) -> None:
 
 
 def _hooks(d: Any) -> list[Any]:
-    from portkit.firewall._eval import PATHS
+    from portkit.firewall import PATHS
 
     return list(PATHS[d.direction])
 
@@ -363,8 +361,7 @@ def lint(
     """Find shadowed, redundant and dead rules, loops, risky exposures and lock-outs."""
     import os
 
-    from portkit.firewall import Severity, lint_ruleset
-    from portkit.firewall._lint import default_route_interfaces
+    from portkit.firewall import Severity, default_route_interfaces, lint_ruleset
 
     ruleset = _load(netns, rules, fmt)
     # Live rules (here or in --netns): the default route's interface faces the internet.

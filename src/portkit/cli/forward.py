@@ -14,7 +14,7 @@ import click
 from portkit.cli._params import FiniteNumber, WholeNumber
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import UsageError
-from portkit.forward._rules import MAX_TIMEOUT
+from portkit.forward import MAX_TIMEOUT
 
 
 def _size(n: int) -> str:

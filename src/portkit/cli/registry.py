@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from portkit.cli.output import emit_json, emit_pairs, emit_table, json_option
-from portkit.registry import ImportReport, Registry, download_iana, import_iana
-from portkit.registry._cache import cache_path
+from portkit.registry import ImportReport, Registry, cache_path, download_iana, import_iana
 from portkit.registry.nmap import find_nmap_services
 
 

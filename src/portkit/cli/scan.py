@@ -270,7 +270,7 @@ def scan(
         except KeyboardInterrupt:
             result.interrupted = True
     if open_only:
-        from portkit.scan._results import open_view
+        from portkit.scan import open_view
 
         result = open_view(result)  # nmap's --open applies to every format
     if json_file:

@@ -19,11 +19,10 @@ from portkit.cli._params import FiniteNumber, WholeNumber
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import PortkitError, UsageError
 from portkit.model.protocols import Transport
-from portkit.sockets._inventory import BACKENDS, Inventory, SocketQuery, list_sockets
-from portkit.sockets._model import ALL_STATES, Socket, TcpState
+from portkit.sockets import ALL_STATES, BACKENDS, Inventory, Socket, SocketQuery, TcpState, list_sockets
 
 if TYPE_CHECKING:
-    from portkit.sockets._overview import Listener
+    from portkit.sockets import Listener
 
 # Other users' processes: their /proc/PID/fd is unreadable without root (or CAP_SYS_PTRACE).
 _NO_OWNER = "(root needed)"
@@ -227,7 +226,7 @@ def _watch(
 ) -> None:
     import json
 
-    from portkit.sockets._watch import diff
+    from portkit.sockets import diff
 
     previous: tuple[Socket, ...] | None = None
     refresh = 0
@@ -286,8 +285,7 @@ def _listener_process(listener: Listener) -> str:
 @json_option
 def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) -> None:
     """This host at a glance: listeners by exposure, their connections, and what is worth a look."""
-    from portkit.sockets._overview import Exposure, build_overview, registry_facts
-    from portkit.sockets._procs import user_name
+    from portkit.sockets import Exposure, build_overview, registry_facts, user_name
 
     listeners = list_sockets(
         SocketQuery(listening=True, states=ALL_STATES, with_processes=True),
@@ -375,7 +373,7 @@ def who(
 
     Exit status 0 when something uses the port, 1 when nothing does.
     """
-    from portkit.sockets._who import kill_holders, parse_port_proto, who_holds
+    from portkit.sockets import kill_holders, parse_port_proto, who_holds
 
     port, protocol = parse_port_proto(port_proto)
     use, inventory = who_holds(port, protocol, netns=netns, all_netns=all_netns, backend=backend)
@@ -410,7 +408,7 @@ def who(
 
 
 def _print_who(use: Any, inventory: Inventory, label: str) -> None:
-    from portkit.sockets._procs import user_name
+    from portkit.sockets import user_name
 
     service = f" ({use.service})" if use.service else ""
     if use.holders:

@@ -8,6 +8,7 @@ automatic roll-back.
 
 from portkit.firewall._apply import ApplyResult, apply_ruleset, confirm_apply, rollback_apply
 from portkit.firewall._eval import (
+    PATHS,
     Decision,
     Direction,
     Outcome,
@@ -27,8 +28,16 @@ from portkit.firewall._export import (
 )
 from portkit.firewall._fast import FastEvaluator
 from portkit.firewall._iptables import import_iptables_save, render_iptables
-from portkit.firewall._lint import Finding, Severity, lint_ruleset
-from portkit.firewall._live import detect_format, load_file, local_addresses, parse_nft_script, read_live
+from portkit.firewall._lint import Finding, Severity, default_route_interfaces, lint_ruleset
+from portkit.firewall._live import (
+    detect_format,
+    forwarding_state,
+    load_file,
+    local_addresses,
+    parse_nft_script,
+    read_live,
+    route_lookup,
+)
 from portkit.firewall._model import (
     Action,
     Chain,
@@ -50,11 +59,13 @@ from portkit.firewall._model import (
     canonical,
 )
 from portkit.firewall._nft import import_nft_json, render_nft
-from portkit.firewall._packet import Packet
+from portkit.firewall._nftexpr import render_embedded_json
+from portkit.firewall._packet import Packet, parse_icmp_type, parse_l4proto, parse_state
 from portkit.firewall._policy import parse_policy, parse_rule_line
 from portkit.firewall._ufw import import_ufw, render_ufw
 
 __all__ = [
+    "PATHS",
     "Action",
     "ApplyResult",
     "Chain",
@@ -90,23 +101,30 @@ __all__ = [
     "canonical",
     "check_export",
     "confirm_apply",
+    "default_route_interfaces",
     "detect_format",
     "evaluate",
     "export_ruleset",
+    "forwarding_state",
     "import_iptables_save",
     "import_nft_json",
     "import_ufw",
     "lint_ruleset",
     "load_file",
     "local_addresses",
+    "parse_icmp_type",
+    "parse_l4proto",
     "parse_nft_script",
     "parse_policy",
     "parse_rule_line",
+    "parse_state",
     "read_live",
+    "render_embedded_json",
     "render_firewalld",
     "render_iptables",
     "render_nft",
     "render_ufw",
     "rollback_apply",
+    "route_lookup",
     "scanner_view",
 ]

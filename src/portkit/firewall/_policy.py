@@ -41,9 +41,10 @@ from portkit.firewall._model import (
     Table,
     address_interval,
 )
-from portkit.model import parse_decimal, parse_port_spec
+from portkit.model import parse_decimal
 from portkit.model.intervals import Interval, merge_intervals
 from portkit.model.protocols import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4, IPV6
+from portkit.registry import parse_port_spec
 
 _ACTIONS = {
     "allow": FilterAction.ACCEPT,

@@ -17,6 +17,7 @@ from portkit.forward._forwarder import ENGINES, Forwarder, Listening, choose_eng
 from portkit.forward._log import EventLog
 from portkit.forward._proxyproto import parse_proxy_header, proxy_header
 from portkit.forward._rules import (
+    MAX_TIMEOUT,
     ForwardRule,
     Limits,
     Overflow,
@@ -40,6 +41,7 @@ forward_stats = query_stats
 
 __all__ = [
     "ENGINES",
+    "MAX_TIMEOUT",
     "TRANSITIONS",
     "ClientTable",
     "ConnectionState",

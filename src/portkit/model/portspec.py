@@ -31,6 +31,7 @@ _PREFIX_OF = {proto: letter for letter, proto in _PREFIXES.items()}
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._+/-]*\Z")
 _RANGE_RE = re.compile(r"([0-9]*)-([0-9]*)\Z", re.ASCII)
 MAX_TOP = 65536
+_NO_NAMES = "service names and top:N need a service registry here; use port numbers"
 
 
 class PortNames(TypingProtocol):
@@ -109,7 +110,8 @@ def _parse_number(text: str, token: str, position: int, digits: str) -> int:
 def parse_port_spec(text: str, names: PortNames | None = None) -> PortSpec:
     """Parse an nmap-style port list; see the module docstring for the syntax.
 
-    `names` resolves service names and `top:N`; by default portkit's registry does.
+    `names` resolves service names and `top:N` (portkit.registry.DEFAULT_NAMES is portkit's
+    registry); without it only numbers and ranges are accepted.
     """
     if not text or not text.strip():
         raise UsageError("invalid port spec '': expected ports such as 22, 1-1024, 80,443 or T:80,U:53")
@@ -140,12 +142,6 @@ def parse_port_spec(text: str, names: PortNames | None = None) -> PortSpec:
     )
 
 
-def _default_names() -> PortNames:
-    from portkit.registry import default_registry
-
-    return default_registry()
-
-
 def _parse_item(
     text: str, token: str, position: int, current: Transport | None, names: PortNames | None
 ) -> list[tuple[Transport | None, PortRange]]:
@@ -164,16 +160,18 @@ def _parse_item(
         count = parse_decimal(token[4:])
         if count is None or not 1 <= count <= MAX_TOP:
             raise _spec_error(text, token, position, "top:N needs a count N from 1 to 65536")
-        resolver = names or _default_names()
+        if names is None:
+            raise _spec_error(text, token, position, _NO_NAMES)
         protos = [current] if current is not None else [Transport.TCP, Transport.UDP]
         return [
-            (proto, PortRange(p, p)) for proto in protos for p in resolver.top_ports(count, proto)
+            (proto, PortRange(p, p)) for proto in protos for p in names.top_ports(count, proto)
         ]
     if _NAME_RE.match(token):
-        resolver = names or _default_names()
+        if names is None:
+            raise _spec_error(text, token, position, _NO_NAMES)
         found: list[tuple[Transport | None, PortRange]] = [
             (proto if current is None else current, PortRange(port, port))
-            for port, proto in resolver.ports_for_name(token)
+            for port, proto in names.ports_for_name(token)
             if current is None or proto is current
         ]
         if not found:

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 from portkit._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "cache_path": "portkit.registry._cache",
+    "DEFAULT_NAMES": "portkit.registry._names",
+    "parse_port_spec": "portkit.registry._names",
     "Registry": "portkit.registry._registry",
     "default_registry": "portkit.registry._registry",
     "Service": "portkit.registry._service",
@@ -17,18 +20,23 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from portkit.registry._cache import cache_path
+    from portkit.registry._names import DEFAULT_NAMES, parse_port_spec
     from portkit.registry._registry import Registry, default_registry
     from portkit.registry._service import Service, Source
     from portkit.registry.iana import ImportReport, download_iana, import_iana
 
 __all__ = [
+    "DEFAULT_NAMES",
     "ImportReport",
     "Registry",
     "Service",
     "Source",
+    "cache_path",
     "default_registry",
     "download_iana",
     "import_iana",
+    "parse_port_spec",
 ]
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -14,6 +14,7 @@ from portkit.scan._results import (
     ScanResult,
     ServiceInfo,
     TlsInfo,
+    open_view,
 )
 from portkit.scan._states import STATES, Response, ScanType, classify
 from portkit.scan._targets import TargetSet, parse_targets
@@ -37,6 +38,7 @@ __all__ = [
     "TlsInfo",
     "classify",
     "has_raw_sockets",
+    "open_view",
     "parse_targets",
     "run_scan",
     "template",

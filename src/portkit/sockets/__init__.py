@@ -53,6 +53,8 @@ _EXPORTS: dict[str, str] = {
     "parse_docker_proxy": "portkit.sockets._procs",
     "parse_port_proto": "portkit.sockets._who",
     "parse_user": "portkit.sockets._inventory",
+    "registry_facts": "portkit.sockets._overview",
+    "user_name": "portkit.sockets._procs",
     "who_holds": "portkit.sockets._who",
 }
 
@@ -70,9 +72,16 @@ if TYPE_CHECKING:
     from portkit.sockets._model import ALL_STATES, Socket, TcpState
     from portkit.sockets._netlink import SockDiagClient
     from portkit.sockets._netns import Namespace
-    from portkit.sockets._overview import Exposure, Listener, Overview, build_overview, exposure_of
+    from portkit.sockets._overview import (
+        Exposure,
+        Listener,
+        Overview,
+        build_overview,
+        exposure_of,
+        registry_facts,
+    )
     from portkit.sockets._process import ProcessInfo
-    from portkit.sockets._procs import parse_cgroup, parse_docker_proxy
+    from portkit.sockets._procs import parse_cgroup, parse_docker_proxy, user_name
     from portkit.sockets._tcpinfo import TcpInfo
     from portkit.sockets._watch import diff
     from portkit.sockets._who import (
@@ -115,6 +124,8 @@ __all__ = [
     "parse_docker_proxy",
     "parse_port_proto",
     "parse_user",
+    "registry_facts",
+    "user_name",
     "who_holds",
 ]
 
