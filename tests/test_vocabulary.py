@@ -354,3 +354,27 @@ def test_cli_uses_only_the_public_api_of_each_package() -> None:
         and any(part.startswith("_") for part in module.split(".")[2:])
     ]
     assert private == []
+
+
+class _OneRisk:
+    """A registry that knows one risk: what the edge would pass instead of portkit's default."""
+
+    def risk_for(self, port: int, protocol: Transport) -> object | None:
+        from portkit.registry import Service, Source
+
+        if port != 6379:
+            return None
+        return Service("redis-planted", 6379, protocol, Source.BUILTIN, risk="planted risk note")
+
+
+def test_lint_words_risks_with_the_registry_it_is_given() -> None:
+    from typing import Any
+
+    from portkit.firewall import lint_ruleset, parse_policy
+
+    rules = parse_policy("default incoming deny\nallow established\nallow tcp 6379\n")
+    given_registry: Any = _OneRisk()
+    risky = [f.message for f in lint_ruleset(rules, registry=given_registry) if f.check == "risky-exposure"]
+    assert risky and all("redis-planted: planted risk note" in m for m in risky)
+    default = [f.message for f in lint_ruleset(rules) if f.check == "risky-exposure"]
+    assert default and not any("planted" in m for m in default)

@@ -362,12 +362,16 @@ def lint(
     import os
 
     from portkit.firewall import Severity, default_route_interfaces, lint_ruleset
+    from portkit.registry import default_registry
 
     ruleset = _load(netns, rules, fmt)
     # Live rules (here or in --netns): the default route's interface faces the internet.
     wan = default_route_interfaces(netns=netns) if rules is None else frozenset()
     findings = lint_ruleset(
-        ruleset, ssh_connection=os.environ.get("SSH_CONNECTION") if ssh else None, wan_interfaces=wan
+        ruleset,
+        ssh_connection=os.environ.get("SSH_CONNECTION") if ssh else None,
+        wan_interfaces=wan,
+        registry=default_registry(),
     )
     threshold = None if fail_on == "never" else Severity(fail_on)
     failing = threshold is not None and any(f.severity >= threshold for f in findings)

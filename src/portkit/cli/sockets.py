@@ -285,6 +285,7 @@ def _listener_process(listener: Listener) -> str:
 @json_option
 def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) -> None:
     """This host at a glance: listeners by exposure, their connections, and what is worth a look."""
+    from portkit.registry import default_registry
     from portkit.sockets import Exposure, build_overview, registry_facts, user_name
 
     listeners = list_sockets(
@@ -303,7 +304,7 @@ def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) ->
     result = build_overview(
         listeners.sockets,
         connections.sockets,
-        registry_facts(),
+        registry_facts(default_registry()),
         owner_unknown=listeners.owner_unknown,
         root_note=listeners.root_note(),
     )
@@ -376,7 +377,11 @@ def who(
     from portkit.sockets import kill_holders, parse_port_proto, who_holds
 
     port, protocol = parse_port_proto(port_proto)
-    use, inventory = who_holds(port, protocol, netns=netns, all_netns=all_netns, backend=backend)
+    from portkit.registry import default_registry
+
+    use, inventory = who_holds(
+        port, protocol, netns=netns, all_netns=all_netns, backend=backend, registry=default_registry()
+    )
     _warn(inventory)
     label = f"{port}/{protocol}" if protocol else str(port)
     if as_json and not do_kill:

@@ -13,7 +13,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portkit.firewall._eval import Direction, Verdict, evaluate
 from portkit.firewall._model import (
@@ -44,6 +44,9 @@ from portkit.firewall._space import (
     rule_box,
 )
 from portkit.model.protocols import IPV4
+
+if TYPE_CHECKING:
+    from portkit.registry import Registry
 
 
 class Severity(Word):
@@ -513,12 +516,10 @@ def _candidate_ifaces(ruleset: Ruleset) -> list[str]:
     return list(names) or ["eth0"]
 
 
-def _risky() -> list[tuple[int, str, str, Severity]]:
+def _risky(reg: Registry) -> list[tuple[int, str, str, Severity]]:
     """The risky-port list (severity is lint's call), worded with the registry's risk notes."""
     from portkit.model import Transport
-    from portkit.registry import default_registry
 
-    reg = default_registry()
     out = []
     for port, proto, text, sev in RISKY_PORTS:
         service = reg.risk_for(port, Transport(proto))
@@ -532,6 +533,7 @@ def _behavioural(
     ssh: tuple[str, int, str, int] | None,
     ssh_iface: str | None,
     wan_interfaces: frozenset[str] = frozenset(),
+    risky: list[tuple[int, str, str, Severity]] | None = None,
 ) -> None:
     has4 = any(t.family.covers(4) and c.hook is Hook.INPUT for t in ruleset.tables for c in t.chains)
     has6 = any(t.family.covers(6) and c.hook is Hook.INPUT for t in ruleset.tables for c in t.chains)
@@ -579,7 +581,7 @@ def _behavioural(
             )
         # Risky exposures, reported on the most exposed interface that lets every outsider in.
         probes = [(iface, interface_role(iface, wan_interfaces)) for iface in ifaces if iface != unnamed]
-        for port, proto, text, sev in _risky():
+        for port, proto, text, sev in risky or ():
             reason_on = functools.partial(
                 _open_to_all, ruleset, [ip(src) for src in outsiders], ip(host), port, proto
             )
@@ -684,10 +686,13 @@ def lint_ruleset(
     ssh_iface: str | None = None,
     behaviour: bool = True,
     wan_interfaces: frozenset[str] = frozenset(),
+    registry: Registry | None = None,
 ) -> list[Finding]:
     """Every finding, most severe first. `ssh_connection` is $SSH_CONNECTION
     ("client_ip client_port server_ip server_port"). `wan_interfaces` names interfaces known to
-    face the internet (the default route's, for the live rules) besides WAN-named ones."""
+    face the internet (the default route's, for the live rules) besides WAN-named ones.
+    `registry` words the risky-port findings; without it this entry point takes portkit's
+    default registry (nothing below it chooses one)."""
     findings: list[Finding] = []
     for t in ruleset.tables:
         if t.family not in (Family.IP, Family.IP6, Family.INET):
@@ -702,7 +707,11 @@ def lint_ruleset(
             ssh = (parts[0], int(parts[1]), parts[2], int(parts[3]))
     # A looping rule set cannot be evaluated (nor loaded): behaviour is moot until it is fixed.
     if behaviour and not any(f.check == "jump-loop" for f in findings):
-        _behavioural(ruleset, findings, ssh, ssh_iface, wan_interfaces)
+        if registry is None:
+            from portkit.registry import default_registry
+
+            registry = default_registry()
+        _behavioural(ruleset, findings, ssh, ssh_iface, wan_interfaces, _risky(registry))
     from portkit.firewall._nftexpr import render_embedded_json
 
     for note in ruleset.notes:

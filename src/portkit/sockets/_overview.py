@@ -10,11 +10,14 @@ import enum
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portkit.model.protocols import Transport
 from portkit.sockets._model import Socket, TcpState
 from portkit.sockets._process import ProcessInfo
+
+if TYPE_CHECKING:
+    from portkit.registry import Registry
 
 
 class Exposure(enum.Enum):
@@ -230,17 +233,16 @@ def build_overview(
     )
 
 
-def registry_facts() -> Callable[[int, Transport], ServiceFacts]:
-    """Service facts from `portkit.registry.default_registry()`, cached per port.
+def registry_facts(registry: Registry) -> Callable[[int, Transport], ServiceFacts]:
+    """Service facts from `registry` (the command line gives portkit's default), cached per port.
 
     The built-in table speaks first (loaded once: an overview asks about many ports): when
     several of its entries share a port (ssh, sftp and scp on 22), the one with a risk note is
     the service itself, then the most common one. For ports it does not know, the name is
     `Registry.name_for` (/etc/services, IANA, nmap-services, each asked about that one port).
     """
-    from portkit.registry import Source, default_registry
+    from portkit.registry import Source
 
-    registry = default_registry()
     builtin: dict[tuple[Any, int], Any] = {}
     for service in registry.layer(Source.BUILTIN):
         if service.port == service.last_port:

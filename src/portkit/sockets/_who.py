@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portkit.errors import UsageError
 from portkit.model import Transport, validate_port
@@ -19,6 +19,9 @@ from portkit.sockets._bytecode import PortMatch
 from portkit.sockets._inventory import Inventory, SocketQuery, attribute_rows, list_sockets
 from portkit.sockets._model import Socket, TcpState
 from portkit.sockets._process import ProcessInfo
+
+if TYPE_CHECKING:
+    from portkit.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -199,8 +202,13 @@ def who_holds(
     all_netns: bool = False,
     backend: str = "auto",
     service_name: bool = True,
+    registry: Registry | None = None,
 ) -> tuple[PortUse, Inventory]:
-    """Who holds `port` (TCP and UDP unless `protocol` says), read with a kernel-side port filter."""
+    """Who holds `port` (TCP and UDP unless `protocol` says), read with a kernel-side port filter.
+
+    With `service_name`, `registry` names the port's service; without it this entry point
+    takes portkit's default registry.
+    """
     transports = (
         (Transport.TCP, Transport.UDP)
         if protocol is None
@@ -240,7 +248,11 @@ def who_holds(
     if service_name:
         from portkit.sockets._overview import registry_facts
 
-        facts = registry_facts()
+        if registry is None:
+            from portkit.registry import default_registry
+
+            registry = default_registry()
+        facts = registry_facts(registry)
         for transport in transports:
             found = facts(port, transport)
             if found.name:
