@@ -286,6 +286,13 @@ def test_the_export_list_is_written_once() -> None:
     from portkit._lazy import exports_in_source
 
     assert sorted(exports_in_source(text)) == PUBLIC_NAMES
+    model_text = (SRC / "model" / "__init__.py").read_text()
+    assert "__all__" not in model_text and "_EXPORTS" not in model_text
+    import portkit.model
+
+    assert portkit.model.__all__ == sorted(exports_in_source(model_text))
+    for name in portkit.model.__all__:
+        assert getattr(portkit.model, name) is not None, name
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:

@@ -43,7 +43,7 @@ from portkit.firewall._space import (
     interface_names,
     rule_box,
 )
-from portkit.model.protocols import IPV4
+from portkit.model.protocols import IPPROTO_TCP, IPPROTO_UDP, IPV4
 
 if TYPE_CHECKING:
     from portkit.registry import Registry
@@ -467,7 +467,7 @@ def _open_to_all(
     reason = None
     uncertain = False
     for src in outsiders:
-        p = Packet(6 if proto == "tcp" else 17, src, host, 40000, port, iif=iface)
+        p = Packet(IPPROTO_TCP if proto == "tcp" else IPPROTO_UDP, src, host, 40000, port, iif=iface)
         decision = evaluate(ruleset, p, direction=Direction.INPUT, trace_misses=False)
         # An accept on any branch of an undecided evaluation is a possible exposure: reported,
         # marked uncertain, never dropped silently (fail closed).
@@ -554,7 +554,9 @@ def _behavioural(
         if not (has4 if version == IPV4 else has6):
             continue
         # Replies to the host's own connections.
-        reply = Packet(6, ip(outsiders[0]), ip(host), 443, 41000, iif=ifaces[0], state=CtState.ESTABLISHED)
+        reply = Packet(
+            IPPROTO_TCP, ip(outsiders[0]), ip(host), 443, 41000, iif=ifaces[0], state=CtState.ESTABLISHED
+        )
         d = evaluate(ruleset, reply, direction=Direction.INPUT, trace_misses=False)
         if d.verdict is not Verdict.ACCEPT:
             findings.append(
@@ -567,7 +569,7 @@ def _behavioural(
                 )
             )
         # Default accept.
-        probe = Packet(6, ip(outsiders[0]), ip(host), 51515, 47823, iif=ifaces[0])
+        probe = Packet(IPPROTO_TCP, ip(outsiders[0]), ip(host), 51515, 47823, iif=ifaces[0])
         d = evaluate(ruleset, probe, direction=Direction.INPUT, trace_misses=False)
         if d.verdict is Verdict.ACCEPT and (d.decided_by is None or d.decided_by.position == 0):
             findings.append(
@@ -644,7 +646,7 @@ def _behavioural(
             (CtState.ESTABLISHED, Severity.CRITICAL, "would cut the SSH session you are running in"),
             (CtState.NEW, Severity.HIGH, "would refuse your next SSH login"),
         ):
-            p = Packet(6, caddr, saddr, cport, sport, iif=iface, state=state)
+            p = Packet(IPPROTO_TCP, caddr, saddr, cport, sport, iif=iface, state=state)
             d = evaluate(ruleset, p, direction=Direction.INPUT, trace_misses=False)
             if d.verdict is not Verdict.ACCEPT:
                 findings.append(

@@ -1,103 +1,56 @@
-"""The shared vocabulary of portkit: protocols, ports, endpoints, flows and port specs.
+"""The shared vocabulary of portkit: transports, ports, port sets, endpoints, flows, port specs
+and nmap's port states.
 
 Pure, typed, immutable values. Every capability (registry, sockets, scan, firewall,
-forward) speaks in these terms, so data can flow from one to the next unchanged.
+forward) speaks in these terms, so data can flow from one to the next unchanged. It is a
+leaf: it imports nothing else of portkit but `portkit.errors` (tests/test_vocabulary.py).
 Names load lazily (PEP 562): a command pays only for the value types it uses.
 """
 
 from __future__ import annotations
 
-from portkit._lazy import lazy_exports
+from portkit._lazy import lazy_exports_from_source
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see portkit/__init__.py)
 
-_EXPORTS: dict[str, str] = {
-    "Endpoint": "portkit.model.endpoints",
-    "Flow": "portkit.model.endpoints",
-    "parse_address": "portkit.model.endpoints",
-    "DYNAMIC": "portkit.model.ports",
-    "REGISTERED": "portkit.model.ports",
-    "WELL_KNOWN": "portkit.model.ports",
-    "PortClass": "portkit.model.ports",
-    "Protocol": "portkit.model.protocols:Transport",
-    "Transport": "portkit.model.protocols",
-    "PORT_TRANSPORTS": "portkit.model.protocols",
-    "SOCKET_TRANSPORTS": "portkit.model.protocols",
-    "IPV4": "portkit.model.protocols",
-    "IPV6": "portkit.model.protocols",
-    "IPPROTO_ICMP": "portkit.model.protocols",
-    "IPPROTO_ICMPV6": "portkit.model.protocols",
-    "IPPROTO_RAW": "portkit.model.protocols",
-    "IPPROTO_SCTP": "portkit.model.protocols",
-    "IPPROTO_TCP": "portkit.model.protocols",
-    "IPPROTO_UDP": "portkit.model.protocols",
-    "classify_port": "portkit.model.ports",
-    "validate_port": "portkit.model.ports",
-    "parse_decimal": "portkit.model.ports",
-    "PortRange": "portkit.model.ports",
-    "PortSpec": "portkit.model.portspec",
-    "PortState": "portkit.model.portstate",
-    "Reason": "portkit.model.portstate",
-    "parse_port_spec": "portkit.model.portspec",
-}
-
+# The exports, declared once: mypy reads this block and the lazy loader reads it at run time.
 if TYPE_CHECKING:
-    from portkit.model.endpoints import Endpoint, Flow, parse_address
+    from portkit.model.endpoints import (
+        Endpoint as Endpoint,
+        Flow as Flow,
+        parse_address as parse_address,
+    )
     from portkit.model.ports import (
-        DYNAMIC,
-        REGISTERED,
-        WELL_KNOWN,
-        PortClass,
-        PortRange,
-        classify_port,
-        parse_decimal,
-        validate_port,
+        classify_port as classify_port,
+        DYNAMIC as DYNAMIC,
+        parse_decimal as parse_decimal,
+        PortClass as PortClass,
+        PortRange as PortRange,
+        REGISTERED as REGISTERED,
+        validate_port as validate_port,
+        WELL_KNOWN as WELL_KNOWN,
     )
-    from portkit.model.portspec import PortSpec, parse_port_spec
-    from portkit.model.portstate import PortState, Reason
+    from portkit.model.portspec import (
+        parse_port_spec as parse_port_spec,
+        PortSpec as PortSpec,
+    )
+    from portkit.model.portstate import (
+        PortState as PortState,
+        Reason as Reason,
+    )
     from portkit.model.protocols import (
-        IPPROTO_ICMP,
-        IPPROTO_ICMPV6,
-        IPPROTO_RAW,
-        IPPROTO_SCTP,
-        IPPROTO_TCP,
-        IPPROTO_UDP,
-        IPV4,
-        IPV6,
-        PORT_TRANSPORTS,
-        SOCKET_TRANSPORTS,
-        Transport,
+        IPPROTO_ICMP as IPPROTO_ICMP,
+        IPPROTO_ICMPV6 as IPPROTO_ICMPV6,
+        IPPROTO_RAW as IPPROTO_RAW,
+        IPPROTO_SCTP as IPPROTO_SCTP,
+        IPPROTO_TCP as IPPROTO_TCP,
+        IPPROTO_UDP as IPPROTO_UDP,
+        IPV4 as IPV4,
+        IPV6 as IPV6,
+        PORT_TRANSPORTS as PORT_TRANSPORTS,
+        Protocol as Protocol,
+        SOCKET_TRANSPORTS as SOCKET_TRANSPORTS,
+        Transport as Transport,
     )
-    from portkit.model.protocols import Transport as Protocol
 
-__all__ = [
-    "DYNAMIC",
-    "IPPROTO_ICMP",
-    "IPPROTO_ICMPV6",
-    "IPPROTO_RAW",
-    "IPPROTO_SCTP",
-    "IPPROTO_TCP",
-    "IPPROTO_UDP",
-    "IPV4",
-    "IPV6",
-    "PORT_TRANSPORTS",
-    "REGISTERED",
-    "SOCKET_TRANSPORTS",
-    "WELL_KNOWN",
-    "Endpoint",
-    "Flow",
-    "PortClass",
-    "PortRange",
-    "PortSpec",
-    "PortState",
-    "Protocol",
-    "Reason",
-    "Transport",
-    "classify_port",
-    "parse_address",
-    "parse_decimal",
-    "parse_port_spec",
-    "validate_port",
-]
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports_from_source(__name__, __file__)

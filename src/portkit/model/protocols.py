@@ -72,6 +72,9 @@ class Transport(enum.Enum):
         return found
 
 
+# Another name for Transport, kept for callers of the public API that use it.
+Protocol = Transport
+
 _NUMBERS = {
     Transport.TCP: IPPROTO_TCP,
     Transport.UDP: IPPROTO_UDP,
