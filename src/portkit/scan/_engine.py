@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from portkit.errors import UsageError
 from portkit.model import Protocol, parse_port_spec
+from portkit.model.services import ServiceRecord
 from portkit.scan._hosts import HostTable
 from portkit.scan._permutation import Permutation
 from portkit.scan._results import (
@@ -26,7 +27,6 @@ from portkit.scan._results import (
     HostResult,
     PortResult,
     ScanResult,
-    ServiceInfo,
 )
 from portkit.scan._schedule import Schedule
 from portkit.scan._states import OUTCOMES, PortState, Reason, ScanType, outcome_codes
@@ -235,7 +235,7 @@ def _listing(
         i = codes.find(code)
         while i >= 0:
             name = names(ports[i], protocol)
-            service = ServiceInfo(name) if name else None  # like nmap: no <service> without a name
+            service = ServiceRecord(name) if name else None  # like nmap: no <service> without a name
             shown.append(PortResult(ports[i], protocol, listed[0], listed[1], ttls[i], service))
             i = codes.find(code, i + 1)
     shown.sort(key=lambda p: p.port)

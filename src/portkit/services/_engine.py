@@ -29,18 +29,18 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from portkit.model import Protocol
-from portkit.services._http import parse_http_response
-from portkit.services._match import Identification, match_reply, plan_probes
-from portkit.services._model import (
+from portkit.model.services import (
     CONFIDENCE_HARD,
     CONFIDENCE_SOFT,
     CONFIDENCE_TABLE,
     CONFIDENCE_WRAPPED,
     HttpInfo,
     Method,
-    ServiceMatch,
+    ServiceRecord,
     TlsInfo,
 )
+from portkit.services._http import parse_http_response
+from portkit.services._match import Identification, match_reply, plan_probes
 from portkit.services._probes import NULL_PROBE, TLS_PROBE, Probe, ProbeDatabase
 from portkit.services._tls import ALPN_OFFER, client_context, describe_session
 
@@ -206,7 +206,7 @@ async def _run_tls(conn: _Connector, probe: Probe) -> _Reply:
         return _Reply(probe, closed=True)
 
 
-def _build(ident: Identification, reply: bytes, *, tunnel: str, tls_info: TlsInfo | None) -> ServiceMatch:
+def _build(ident: Identification, reply: bytes, *, tunnel: str, tls_info: TlsInfo | None) -> ServiceRecord:
     name = ident.service
     if name.startswith("ssl/"):
         # nmap's rules name a TLS service's plain-text face `ssl/NAME`: that is NAME in a TLS tunnel
@@ -215,7 +215,7 @@ def _build(ident: Identification, reply: bytes, *, tunnel: str, tls_info: TlsInf
     product = ident.product
     if http is not None and not product and http.server:
         product = http.server
-    return ServiceMatch(
+    return ServiceRecord(
         name=name,
         product=product,
         version=ident.version,
@@ -253,10 +253,10 @@ class _PortDetection:
         self.any_data = False
         self.all_closed = True  # every connection closed on us without a byte
 
-    def _finish(self, ident: Identification, reply: bytes) -> ServiceMatch:
+    def _finish(self, ident: Identification, reply: bytes) -> ServiceRecord:
         return _build(ident, reply, tunnel=self.tunnel, tls_info=self.tls_info)
 
-    async def run(self, first: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> ServiceMatch:
+    async def run(self, first: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> ServiceRecord:
         timing = self.conn.timing
         null = self.db.get(Protocol.TCP, NULL_PROBE) or Probe(NULL_PROBE, Protocol.TCP, b"")
         tasks: dict[asyncio.Task[_Reply], Probe] = {}
@@ -277,7 +277,7 @@ class _PortDetection:
             return await self._with_root_page(verdict)
         return verdict
 
-    async def _with_root_page(self, found: ServiceMatch) -> ServiceMatch:
+    async def _with_root_page(self, found: ServiceRecord) -> ServiceRecord:
         """An HTTP service's facts are what it answers to `GET /` (docs/json.md), whichever
         probe's reply named it: nmap's probes name HTTP from error pages (OPTIONS, a bare line)."""
         page = self.root_page
@@ -319,10 +319,10 @@ class _PortDetection:
         null_task: asyncio.Task[_Reply],
         tasks: dict[asyncio.Task[_Reply], Probe],
         timing: Timing,
-    ) -> ServiceMatch | TlsInfo:
+    ) -> ServiceRecord | TlsInfo:
         """The port's verdict, or the TLS session to look inside of."""
         soft: tuple[Identification, bytes] | None = None
-        held: ServiceMatch | None = None  # a hard match waiting for the TLS verdict or a version
+        held: ServiceRecord | None = None  # a hard match waiting for the TLS verdict or a version
         held_for_tls = False
         tls_task: asyncio.Task[_Reply] | None = None
         banner = False
@@ -395,7 +395,7 @@ class _PortDetection:
         if soft is not None:
             return self._finish(*soft)
         if self.all_closed and not self.any_data:
-            return ServiceMatch(
+            return ServiceRecord(
                 name="tcpwrapped", method=Method.PROBED, confidence=CONFIDENCE_WRAPPED,
                 tunnel=self.tunnel, tls=self.tls_info, probe=NULL_PROBE,
             )  # fmt: skip
@@ -409,7 +409,7 @@ class _PortDetection:
         return guess
 
 
-def _richer(held: ServiceMatch | None, found: ServiceMatch) -> ServiceMatch:
+def _richer(held: ServiceRecord | None, found: ServiceRecord) -> ServiceRecord:
     """Of two hard matches, the first, unless the second adds a version to the same service."""
     if held is None:
         return found
@@ -424,9 +424,9 @@ def _richer(held: ServiceMatch | None, found: ServiceMatch) -> ServiceMatch:
     return held
 
 
-def _table_guess(hints: list[str], note: str, *, silent: bool) -> ServiceMatch:
+def _table_guess(hints: list[str], note: str, *, silent: bool) -> ServiceRecord:
     name = hints[0] if hints and hints[0] else "unknown"
-    return ServiceMatch(
+    return ServiceRecord(
         name=name,
         method=Method.TABLE,
         confidence=CONFIDENCE_TABLE if hints and hints[0] else 0,
@@ -437,7 +437,7 @@ def _table_guess(hints: list[str], note: str, *, silent: bool) -> ServiceMatch:
 
 async def _detect_tcp(
     host: str, port: int, db: ProbeDatabase, opts: DetectOptions, limit: asyncio.Semaphore, hints: list[str]
-) -> ServiceMatch | None:
+) -> ServiceRecord | None:
     rtt_hint = opts.rtt.get(host)
     loop = asyncio.get_running_loop()
     conn = _Connector(host, port, limit, Timing(rtt_hint or 0.0, opts.timeout_scale))
@@ -482,7 +482,7 @@ async def _udp_probe(host: str, port: int, probe: Probe, db: ProbeDatabase, wait
 
 async def _detect_udp(
     host: str, port: int, db: ProbeDatabase, opts: DetectOptions, limit: asyncio.Semaphore, hints: list[str]
-) -> ServiceMatch | None:
+) -> ServiceRecord | None:
     timing = Timing(opts.rtt.get(host, 0.0), opts.timeout_scale)
     probes = plan_probes(db, Protocol.UDP, port, intensity=opts.intensity, hints=hints)
     soft: Identification | None = None
@@ -540,7 +540,7 @@ async def detect_services_async(
     targets: Iterable[tuple[str, int, Protocol | str]],
     db: ProbeDatabase,
     opts: DetectOptions | None = None,
-) -> dict[ServiceTarget, ServiceMatch]:
+) -> dict[ServiceTarget, ServiceRecord]:
     """Detect the service on every (address, port, protocol), all ports in parallel.
 
     Ports that turn out closed (or vanished since the port scan) are left out of the result.
@@ -558,7 +558,7 @@ async def detect_services_async(
     # that one port's probes never wait for another port's slots.
     ports_at_once = asyncio.Semaphore(max(1, concurrency // (opts.per_port + 2)))
 
-    async def one(target: ServiceTarget) -> tuple[ServiceTarget, ServiceMatch | None]:
+    async def one(target: ServiceTarget) -> tuple[ServiceTarget, ServiceRecord | None]:
         host, port, protocol = target
         async with ports_at_once:
             if protocol is Protocol.UDP:
@@ -598,8 +598,8 @@ def detect_services(
     per_port: int = 8,
     rtt: dict[str, float] | None = None,
     timeout_scale: float = 1.0,
-) -> dict[ServiceTarget, ServiceMatch]:
-    """What really answers on each (address, port, protocol): a `ServiceMatch` per live port.
+) -> dict[ServiceTarget, ServiceRecord]:
+    """What really answers on each (address, port, protocol): a `ServiceRecord` per live port.
 
     `intensity` 0-9 as nmap's (7 default, 2 light, 9 all); `probes` "builtin", "nmap" (the
     installed nmap-service-probes) or a database; `rtt` the round-trip times the port scan
