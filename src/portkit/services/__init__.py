@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from portkit._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
-    "DetectOptions": "portkit.services._engine",
+    "DetectOptions": "portkit.services._plan",
     "ServiceTarget": "portkit.services._engine",
     "detect_services": "portkit.services._engine",
     "detect_services_async": "portkit.services._engine",
@@ -40,7 +40,6 @@ _EXPORTS: dict[str, str] = {
 if TYPE_CHECKING:
     from portkit.model.services import HttpInfo, Method, ServiceRecord, TlsInfo
     from portkit.services._engine import (
-        DetectOptions,
         ServiceTarget,
         detect_services,
         detect_services_async,
@@ -48,6 +47,7 @@ if TYPE_CHECKING:
     )
     from portkit.services._http import parse_http_response
     from portkit.services._match import Identification, match_reply, plan_probes
+    from portkit.services._plan import DetectOptions
     from portkit.services._probes import (
         MatchRule,
         Probe,
