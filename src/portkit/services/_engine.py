@@ -61,13 +61,20 @@ class _PortDriver:
             # Connection 1, open already, is the plan's NULL connection.
             self.writers[1] = first[1]
             self.tasks[1] = asyncio.ensure_future(self._read(1, *first))
-            actions = self.plan.start(self.loop.time())
+            pending = [self.plan.start(self.loop.time())]
             while True:
-                for action in actions:
-                    if isinstance(action, Verdict):
-                        return action.record
-                    self._do(action)
-                actions = self._dispatch(*await self.events.get())
+                for actions in pending:
+                    for action in actions:
+                        if isinstance(action, Verdict):
+                            return action.record
+                        self._do(action)
+                # What happened at once is told TLS verdicts first: a handshake decides whether
+                # a plain-text match that came with it is the TLS service's plain face.
+                batch = [await self.events.get()]
+                while not self.events.empty():
+                    batch.append(self.events.get_nowait())
+                batch.sort(key=lambda event: event[0] != "handshake")
+                pending = [self._dispatch(*event) for event in batch]
         finally:
             for handle in self.timers.values():
                 handle.cancel()
