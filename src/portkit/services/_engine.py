@@ -10,6 +10,7 @@ probes in batches, the first hard match ending the port.
 from __future__ import annotations
 
 import asyncio
+import enum
 import socket
 import ssl
 from collections.abc import Iterable
@@ -40,8 +41,20 @@ ServiceTarget = tuple[str, int, Protocol]
 
 _READ_SIZE = 16384
 
-# What a connection reports to its port's driver: (kind, connection, payload).
-_Event = tuple[str, "int | None", object]
+
+
+class _Happened(enum.Enum):
+    """What a connection task (or a timer) reports to its port's driver."""
+
+    CONNECTED = "connected"
+    HANDSHAKE = "handshake"  # with the TLS probe's session (or None)
+    DATA = "data"  # with the bytes
+    CLOSED = "closed"  # EOF, reset, or any error once connected
+    FAILED = "failed"  # refused, or no connection within the timeout
+    TIMEOUT = "timeout"  # a Wait expired
+
+
+_Event = tuple[_Happened, "int | None", object]  # (what, connection, value)
 
 
 class _PortDriver:
@@ -73,7 +86,7 @@ class _PortDriver:
                 batch = [await self.events.get()]
                 while not self.events.empty():
                     batch.append(self.events.get_nowait())
-                batch.sort(key=lambda event: event[0] != "handshake")
+                batch.sort(key=lambda event: event[0] is not _Happened.HANDSHAKE)
                 pending = [self._dispatch(*event) for event in batch]
         finally:
             for handle in self.timers.values():
@@ -84,21 +97,21 @@ class _PortDriver:
                 task.cancel()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
-    def _dispatch(self, kind: str, conn: int | None, value: object) -> list[Action]:
+    def _dispatch(self, what: _Happened, conn: int | None, value: object) -> list[Action]:
         plan, now = self.plan, self.loop.time()
-        if kind == "timeout":
+        if what is _Happened.TIMEOUT:
             self.timers.pop(conn, None)
             return plan.timeout(conn, now)
         assert conn is not None
-        if kind == "data":
+        if what is _Happened.DATA:
             assert isinstance(value, bytes)
             return plan.received(conn, value, now)
-        if kind == "connected":
-            return plan.connected(conn, now)
-        if kind == "handshake":
+        if what is _Happened.HANDSHAKE:
             assert value is None or isinstance(value, TlsInfo)
             return plan.handshake(conn, value, now)
-        if kind == "closed":
+        if what is _Happened.CONNECTED:
+            return plan.connected(conn, now)
+        if what is _Happened.CLOSED:
             return plan.closed(conn, now)
         return plan.failed(conn, now)
 
@@ -114,7 +127,7 @@ class _PortDriver:
             if old is not None:
                 old.cancel()
             self.timers[action.conn] = self.loop.call_at(
-                action.until, self.events.put_nowait, ("timeout", action.conn, None)
+                action.until, self.events.put_nowait, (_Happened.TIMEOUT, action.conn, None)
             )
         elif isinstance(action, Close):
             handle = self.timers.pop(action.conn, None)
@@ -149,14 +162,14 @@ class _PortDriver:
                 self.writers[conn] = writer
                 if action.tls is TlsMode.HANDSHAKE:
                     session = writer.get_extra_info("ssl_object")
-                    post(("handshake", conn, describe_session(session) if session else None))
+                    post((_Happened.HANDSHAKE, conn, describe_session(session) if session else None))
                 else:
-                    post(("connected", conn, None))
+                    post((_Happened.CONNECTED, conn, None))
                 await self._read(conn, reader, writer)
         except (ConnectionRefusedError, TimeoutError):
-            post(("failed", conn, None))
+            post((_Happened.FAILED, conn, None))
         except (ConnectionError, ssl.SSLError, OSError):
-            post(("closed", conn, None))
+            post((_Happened.CLOSED, conn, None))
 
     async def _read(self, conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Report every chunk, then the end; runs until the plan closes the connection."""
@@ -166,12 +179,12 @@ class _PortDriver:
                 chunk = await reader.read(_READ_SIZE)
                 if not chunk:
                     break
-                post(("data", conn, chunk))
+                post((_Happened.DATA, conn, chunk))
         except (ConnectionError, OSError, ssl.SSLError):
             pass
         finally:
             writer.transport.abort()
-        post(("closed", conn, None))
+        post((_Happened.CLOSED, conn, None))
 
 
 async def _detect_tcp(
