@@ -72,13 +72,10 @@ _EXPORTS: dict[str, str] = {
     "ScanResult": "portkit.scan",
     "HostResult": "portkit.scan",
     "PortResult": "portkit.scan",
-    "ServiceInfo": "portkit.scan",
-    "TlsInfo": "portkit.scan",
     "PortState": "portkit.scan",
     "Reason": "portkit.scan",
     "ScanType": "portkit.scan",
     "detect_services": "portkit.services",
-    "ServiceMatch": "portkit.services",
     "Forwarder": "portkit.forward",
     "serve_forward": "portkit.forward:serve",
     "forward_rule": "portkit.forward:make_rule",
@@ -106,6 +103,9 @@ _EXPORTS: dict[str, str] = {
     "parse_address": "portkit.model",
     "parse_port_spec": "portkit.model",
     "validate_port": "portkit.model",
+    "ServiceRecord": "portkit.model",
+    "TlsInfo": "portkit.model",
+    "HttpInfo": "portkit.model",
     "ImportReport": "portkit.registry",
     "Registry": "portkit.registry",
     "Service": "portkit.registry",
@@ -202,6 +202,7 @@ if TYPE_CHECKING:
         parse_port_spec,
         validate_port,
     )
+    from portkit.model.services import HttpInfo, ServiceRecord, TlsInfo
     from portkit.registry import (
         ImportReport,
         Registry,
@@ -219,14 +220,9 @@ if TYPE_CHECKING:
         ScanOptions,
         ScanResult,
         ScanType,
-        ServiceInfo,
-        TlsInfo,
         run_scan,
     )
-    from portkit.services import (
-        ServiceMatch,
-        detect_services,
-    )
+    from portkit.services import detect_services
     from portkit.sockets import (
         Advice,
         Exposure,
@@ -268,6 +264,7 @@ __all__ = [
     "ForwardRule",
     "Forwarder",
     "HostResult",
+    "HttpInfo",
     "ImportReport",
     "Inventory",
     "Listener",
@@ -298,8 +295,7 @@ __all__ = [
     "ScanType",
     "ScannerView",
     "Service",
-    "ServiceInfo",
-    "ServiceMatch",
+    "ServiceRecord",
     "Severity",
     "SockDiagClient",
     "Socket",

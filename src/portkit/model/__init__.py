@@ -1,4 +1,4 @@
-"""The shared vocabulary of portkit: protocols, ports, endpoints, flows and port specs.
+"""The shared vocabulary of portkit: protocols, ports, endpoints, flows, port specs, services.
 
 Pure, typed, immutable values. Every capability (registry, sockets, scan, firewall,
 forward) speaks in these terms, so data can flow from one to the next unchanged.
@@ -26,6 +26,10 @@ _EXPORTS: dict[str, str] = {
     "PortRange": "portkit.model.ports",
     "PortSpec": "portkit.model.portspec",
     "parse_port_spec": "portkit.model.portspec",
+    "HttpInfo": "portkit.model.services",
+    "Method": "portkit.model.services",
+    "ServiceRecord": "portkit.model.services",
+    "TlsInfo": "portkit.model.services",
 }
 
 if TYPE_CHECKING:
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
         validate_port,
     )
     from portkit.model.portspec import PortSpec, parse_port_spec
+    from portkit.model.services import HttpInfo, Method, ServiceRecord, TlsInfo
 
 __all__ = [
     "DYNAMIC",
@@ -49,10 +54,14 @@ __all__ = [
     "WELL_KNOWN",
     "Endpoint",
     "Flow",
+    "HttpInfo",
+    "Method",
     "PortClass",
     "PortRange",
     "PortSpec",
     "Protocol",
+    "ServiceRecord",
+    "TlsInfo",
     "classify_port",
     "parse_address",
     "parse_decimal",
