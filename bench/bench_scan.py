@@ -27,8 +27,8 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
 
-from portkit.lab import Action, Host, Lab, LabSpec, Link, Listener, Rule
 from portkit.model import Protocol, parse_port_spec
+from portkit.testing import Lab, LabAction, LabHost, LabLink, LabListener, LabRule, LabSpec
 
 PREFIX = os.environ.get("PORTKIT_BENCH_PREFIX", "pk4b")  # namespace/link name prefix
 LOOPBACK_LISTENERS = (22, 80, 443, 5432, 8080, 31337, 60000)
@@ -108,7 +108,7 @@ def bench_loopback(runs: int) -> None:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         spec = json.dumps([[p, "tcp", "", "echo"] for p in LOOPBACK_LISTENERS])
         agent = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "portkit.lab._agent", spec],
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "portkit.testing._agent", spec],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -136,11 +136,11 @@ def bench_lab(runs: int) -> None:
     candidates = [p for p in top if p not in LAB_LISTENERS]
     dropped = candidates[::9][:100]
     assert len(dropped) == 100
-    host = Host(
+    host = LabHost(
         "far",
-        listeners=tuple(Listener(p) for p in LAB_LISTENERS),
-        rules=tuple(Rule(p, Action.DROP) for p in dropped),
-        link=Link(rtt_ms=50),
+        listeners=tuple(LabListener(p) for p in LAB_LISTENERS),
+        rules=tuple(LabRule(p, LabAction.DROP) for p in dropped),
+        link=LabLink(rtt_ms=50),
     )
     ports = ",".join(map(str, top))
     with Lab(LabSpec(prefix=PREFIX, hosts=(host,))) as lab:

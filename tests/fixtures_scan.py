@@ -4,7 +4,7 @@
 
     @needs_root
     def test_x(lab_factory):
-        lab = lab_factory(LabSpec(prefix="pk5", hosts=(Host.tcp("web", 80),)))
+        lab = lab_factory(LabSpec(prefix="pk5", hosts=(LabHost.tcp("web", 80),)))
 
 Every lab the factory makes is torn down when the test ends, pass or fail.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from portkit.lab import Lab, LabSpec
+from portkit.testing import Lab, LabSpec
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root (network namespaces, raw sockets, nftables)"
