@@ -1,6 +1,7 @@
 """Shared fixtures for the scanner's tests, and the lab fixture other capabilities reuse.
 
-    from fixtures_scan import lab_factory, needs_root  # noqa: F401  (pytest finds the fixture)
+    from conftest import needs_root
+    from fixtures_scan import lab_factory  # noqa: F401  (pytest finds the fixture)
 
     @needs_root
     def test_x(lab_factory):
@@ -11,7 +12,6 @@ Every lab the factory makes is torn down when the test ends, pass or fail.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 
@@ -19,9 +19,6 @@ import pytest
 
 from portkit.testing import Lab, LabSpec
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root (network namespaces, raw sockets, nftables)"
-)
 needs_nmap = pytest.mark.skipif(
     shutil.which("nmap") is None, reason="needs nmap (apt install nmap) as the oracle"
 )

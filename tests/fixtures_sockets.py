@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -12,10 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-
-import pytest
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, other users' processes)")
 
 # One row as both tools show it: the fields the test compares.
 Row = tuple[str, str, str, int, str, int, int, int, int, int]

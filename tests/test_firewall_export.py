@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fixtures_firewall as lab_mod
+from conftest import needs_root
 from portkit.firewall import (
     Action,
     ExportRefused,
@@ -39,7 +40,6 @@ from portkit.firewall import (
 )
 
 ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root (network namespaces, nft, iptables-restore)")
 
 # The default WAN input chain of OpenWrt's fw4, as `nft list ruleset` shows it on a router
 # (openwrt/firewall4, root/usr/share/firewall4/templates/ruleset.uc), with the lab's interface.

@@ -62,19 +62,13 @@ from typing import Any
 
 import pytest
 
+from conftest import needs_root
+
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
 CORPUS = "tests/corpus/firewall"
 UPDATE = os.environ.get("PORTKIT_GOLDEN_UPDATE") == "1"
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root (network namespaces, nftables, raw sockets)"
-)
-
-# portkit has nft parse a script inside a private network namespace: CAP_NET_ADMIN.
-needs_root_for_nft = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root (nft parses the script in a private network namespace)"
-)
 
 # --- running the CLI and comparing -------------------------------------------------------------
 
@@ -233,7 +227,8 @@ def test_fw_check_corpus(name: str, rules: str, flows: list[str], tmp_path: Path
     check_golden(f"fw-check-{name}-flows.json", json_golden(batch, doc))
 
 
-@needs_root_for_nft
+# portkit has nft parse a script inside a private network namespace: CAP_NET_ADMIN.
+@needs_root
 def test_fw_check_nft(nft_rules: Path, tmp_path: Path) -> None:
     tmp = nft_rules.parent
     for index, flow in enumerate(NFT_FLOWS):
@@ -248,7 +243,8 @@ def test_fw_check_nft(nft_rules: Path, tmp_path: Path) -> None:
     check_golden("fw-check-nft-flows.json", json_golden(batch, doc))
 
 
-@needs_root_for_nft
+# portkit has nft parse a script inside a private network namespace: CAP_NET_ADMIN.
+@needs_root
 def test_fw_show_and_lint_nft(nft_rules: Path) -> None:
     tmp = nft_rules.parent
     show = portkit("fw", "show", str(nft_rules), "--json")

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_scan import needs_nmap, needs_root
+from conftest import needs_root
+from fixtures_scan import needs_nmap
 from fixtures_services import LOOPBACK, _make_cert, private_netns, service_lab
 
 pytestmark = [needs_root, needs_nmap, pytest.mark.slow]

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_root
 from fixtures_nmapxml import assert_valid_nmap_xml, needs_xmllint
-from fixtures_scan import module_lab_factory, needs_nmap, needs_root  # noqa: F401
+from fixtures_scan import module_lab_factory, needs_nmap  # noqa: F401
 from portkit.testing import Lab, LabHost, LabListener, LabSpec
 
 pytestmark = [needs_root, needs_nmap]

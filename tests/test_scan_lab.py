@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from fixtures_scan import lab_factory, needs_root  # noqa: F401
+from conftest import needs_root
+from fixtures_scan import lab_factory  # noqa: F401
 from portkit.errors import PortkitError, UsageError
 from portkit.model import Protocol
 from portkit.testing import (

@@ -17,7 +17,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from fixtures_scan import module_lab_factory, needs_nmap, needs_root  # noqa: F401
+from conftest import needs_root
+from fixtures_scan import module_lab_factory, needs_nmap  # noqa: F401
 from portkit.model import Protocol
 from portkit.testing import Lab, LabAction, LabHost, LabLink, LabListener, LabReply, LabRule, LabSpec
 

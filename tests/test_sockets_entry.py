@@ -10,13 +10,13 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
-import os
 import subprocess
 import sys
 import uuid
 
 import pytest
 
+from conftest import needs_root
 from portkit.cli._lsquery import ls_query
 from portkit.cli.entry import LS_JSON_FLAGS, ls_json_params
 from portkit.cli.sockets import ls
@@ -63,7 +63,6 @@ def test_everything_else_goes_to_click(argv: list[str]) -> None:
     assert ls_json_params(argv) is None
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creates a network namespace (root)")
 
 HOLDER = r"""
 import socket, sys

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import fixtures_sockets as fx
+from conftest import needs_root
 from portkit.model import parse_port_spec
 from portkit.sockets import SocketQuery, list_sockets, matches_from_spec
 
@@ -131,7 +132,7 @@ def test_piped_info_table_keeps_a_cell_for_rows_without_tcp_info(cli: Any, scene
     assert "TCP INFO" in watched.stdout and "UNCONN" in watched.stdout
 
 
-@fx.needs_root
+@needs_root
 def test_named_netns_rows_match_ss_inside_it(cli: Any) -> None:
     with fx.named_netns() as ns, fx.listener_process("6", "tcp", netns=ns) as (proc, port):
         ours_doc = _ls(cli, "--all", "--netns", ns, "--processes")
