@@ -237,7 +237,7 @@ def bench_differential(examples: int) -> None:
 
     stats = {"examples": 0, "probes": 0, "agree": 0, "roundtrip": 0}
     mismatches: list[str] = []
-    labs = [lab_mod.Lab().open()]
+    labs = [lab_mod.FirewallLab().open()]
     t0 = time.perf_counter()
     try:
 
@@ -249,7 +249,7 @@ def bench_differential(examples: int) -> None:
             lab = labs[-1]
             if lab.next_sport > 59000:
                 lab.close()
-                labs.append(lab_mod.Lab().open())
+                labs.append(lab_mod.FirewallLab().open())
                 lab = labs[-1]
             generated = data.draw(lab_mod.rulesets(lab.server_if))
             probes = data.draw(lab_mod.probe_lists())

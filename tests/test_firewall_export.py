@@ -373,17 +373,19 @@ PORT_PROBES = [
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[lab_mod.Lab]:
+def lab() -> Iterator[lab_mod.FirewallLab]:
     if not ROOT:
         pytest.skip("needs root (network namespaces)")
-    lab = lab_mod.Lab().open()
+    lab = lab_mod.FirewallLab().open()
     try:
         yield lab
     finally:
         lab.close()
 
 
-def _load_and_probe(lab: lab_mod.Lab, loads: list[tuple[str, str]], probes: list[lab_mod.Probe]) -> list[str]:
+def _load_and_probe(
+    lab: lab_mod.FirewallLab, loads: list[tuple[str, str]], probes: list[lab_mod.Probe]
+) -> list[str]:
     lab.flush()
     for tool, text in loads:
         if tool == "ufw":
@@ -412,7 +414,7 @@ def _wider(probes: list[lab_mod.Probe], before: list[str], after: list[str]) -> 
 
 
 def assert_never_wider(
-    lab: lab_mod.Lab,
+    lab: lab_mod.FirewallLab,
     original_nft: str,
     ruleset: Ruleset,
     probes: list[lab_mod.Probe],
@@ -447,7 +449,7 @@ def assert_never_wider(
 
 
 @needs_root
-def test_openwrt_exports_are_never_more_open_in_the_kernel(lab: lab_mod.Lab) -> None:
+def test_openwrt_exports_are_never_more_open_in_the_kernel(lab: lab_mod.FirewallLab) -> None:
     script = OPENWRT.format(wan=lab.server_if)
     rs = _nft(script)
     assert assert_never_wider(lab, script, rs, PORT_PROBES) == 2
@@ -523,7 +525,7 @@ KERNEL_CASES = [
 
 @needs_root
 @pytest.mark.parametrize("case", range(len(KERNEL_CASES)))
-def test_exports_are_never_more_open_in_the_kernel(lab: lab_mod.Lab, case: int) -> None:
+def test_exports_are_never_more_open_in_the_kernel(lab: lab_mod.FirewallLab, case: int) -> None:
     script = KERNEL_CASES[case].format(wan=lab.server_if)
     compared = assert_never_wider(lab, script, _nft(script), PORT_PROBES)
     assert compared >= (3 if case == 0 else 1)
@@ -612,7 +614,7 @@ def rulesets_with_unmodelled(draw: st.DrawFn, iface: str) -> Ruleset:
 )
 @given(data=st.data())
 def test_generated_exports_load_and_are_never_more_open(
-    lab: lab_mod.Lab, netns: Netns, data: st.DataObject
+    lab: lab_mod.FirewallLab, netns: Netns, data: st.DataObject
 ) -> None:
     generated = data.draw(rulesets_with_unmodelled(lab.server_if), label="ruleset")
     source = _nft_source(generated)
@@ -780,7 +782,9 @@ COMMIT
 
 
 @needs_root
-def test_docker_rules_export_to_iptables_as_written_and_nft_refuses(lab: lab_mod.Lab, netns: Netns) -> None:
+def test_docker_rules_export_to_iptables_as_written_and_nft_refuses(
+    lab: lab_mod.FirewallLab, netns: Netns
+) -> None:
     text = DOCKER.format(wan=lab.server_if)
     rs = import_iptables_save(text)
     exported = export_ruleset(rs, "iptables")
@@ -930,7 +934,7 @@ def test_statements_that_decide_nothing_are_safe_to_leave_out(netns: Netns) -> N
 
 @needs_root
 def test_iptables_nft_ip_and_ip6_tables_fit_one_ufw_and_firewalld_list(
-    lab: lab_mod.Lab, netns: Netns
+    lab: lab_mod.FirewallLab, netns: Netns
 ) -> None:
     accepts = "\n".join(_FRONT_END_ACCEPTS).replace("ipv6-icmp", "icmp").replace("{ icmp, icmp }", "icmp")
     script = f"""table ip filter {{
