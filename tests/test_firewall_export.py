@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from portkit.firewall import (
     render_iptables,
     render_nft,
 )
+from portkit.testing import Namespace
 
 ROOT = os.geteuid() == 0
 
@@ -80,18 +80,18 @@ def _run(
 
 
 class Netns:
-    """A throwaway network namespace for validation; per-run name, always deleted."""
+    """A throwaway network namespace (portkit.testing) for validation, always deleted."""
 
     def __init__(self) -> None:
-        self.name = f"pkx-v{os.getpid()}-{random.randrange(1 << 30):x}"
+        self.namespace = Namespace("pkxv")
+        self.name = self.namespace.name
 
     def __enter__(self) -> Netns:
-        proc = _run("ip", "netns", "add", self.name)
-        assert proc.returncode == 0, proc.stderr
+        self.namespace.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _run("ip", "netns", "delete", self.name)
+        self.namespace.close()
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return _run("ip", "netns", "exec", self.name, *args, stdin=stdin)

@@ -52,7 +52,6 @@ import difflib
 import json
 import os
 import re
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -63,6 +62,7 @@ from typing import Any
 import pytest
 
 from conftest import needs_root
+from portkit.testing import Namespace
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
@@ -351,22 +351,22 @@ def _sh(*argv: str, stdin: str | None = None) -> None:
 def netns_factory() -> Iterator[Any]:
     """Make namespaces (loopback up, optional nft rules, a server process); all are removed, and
     their servers stopped, when the module ends, pass or fail."""
-    made: list[tuple[str, subprocess.Popen[str] | None]] = []
+    made: list[tuple[Namespace, subprocess.Popen[str] | None]] = []
 
     def make(mode: str, nft: str | None = None) -> Netns:
-        name = f"pkgold{os.getpid()}x{secrets.token_hex(3)}"
-        _sh("ip", "netns", "add", name)
-        made.append((name, None))
-        _sh("ip", "-n", name, "link", "set", "lo", "up")
+        ns = Namespace("pkgold")
+        name = ns.name
+        made.append((ns, None))
+        ns.open()
         if nft is not None:
-            _sh("ip", "netns", "exec", name, "nft", "-f", "-", stdin=nft)
+            ns.nft(nft)
         server = subprocess.Popen(
             ["ip", "netns", "exec", name, sys.executable, "-c", SERVERS, mode],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        made[-1] = (name, server)
+        made[-1] = (ns, server)
         assert server.stdout is not None
         line = server.stdout.readline()
         assert line == "ready\n", f"the {mode} servers did not start (said {line!r})"
@@ -375,7 +375,7 @@ def netns_factory() -> Iterator[Any]:
     try:
         yield make
     finally:
-        for name, server in reversed(made):
+        for ns, server in reversed(made):
             if server is not None:
                 assert server.stdin is not None
                 server.stdin.close()
@@ -384,7 +384,7 @@ def netns_factory() -> Iterator[Any]:
                 except subprocess.TimeoutExpired:
                     server.kill()
                     server.wait(timeout=5)
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+            ns.close()
 
 
 # --- scan ----------------------------------------------------------------------------------------

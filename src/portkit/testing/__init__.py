@@ -21,7 +21,7 @@ process id and random digits), so two test runs on one machine never collide.
 """
 
 from portkit.testing._lab import Lab, lab
-from portkit.testing._netns import Namespace, connect, inside, unique_name
+from portkit.testing._netns import Namespace, connect, enter_namespace, inside, unique_name
 from portkit.testing._spec import (
     CLIENT,
     DEFAULT_SUBNET,
@@ -49,6 +49,7 @@ __all__ = [
     "LabSpec",
     "Namespace",
     "connect",
+    "enter_namespace",
     "inside",
     "lab",
     "unique_name",

@@ -48,7 +48,7 @@ def _setns(fd: int) -> None:
         raise PortkitError(f"setns failed: {os.strerror(err)}")
 
 
-def enter(name: str) -> None:
+def enter_namespace(name: str) -> None:
     """Move the calling thread into the named namespace for good."""
     fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -65,7 +65,7 @@ def inside(name: str) -> Iterator[None]:
     """
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        enter(name)
+        enter_namespace(name)
         try:
             yield
         finally:

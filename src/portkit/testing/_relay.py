@@ -36,7 +36,7 @@ MAX_FRAME = 65536
 
 def open_tap(netns: str, device: str) -> int:
     """Attach to an existing TAP device (made with `ip tuntap add`) inside `netns`."""
-    _netns.enter(netns)
+    _netns.enter_namespace(netns)
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", device.encode(), IFF_TAP | IFF_NO_PI))
     return fd
