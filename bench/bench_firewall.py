@@ -200,8 +200,10 @@ def bench_lint(n_rules: int, runs: int) -> None:
     script, _ = render_nft(rs)
     t_nft = None
     if os.geteuid() == 0:
-        name = f"pk6-bench{os.getpid()}"
-        subprocess.run(["ip", "netns", "add", name], check=True)
+        from portkit.testing import Namespace
+
+        namespace = Namespace("pk6bench").open()
+        name = namespace.name
         try:
             t_nft, _ = _median(
                 lambda: subprocess.run(
@@ -214,7 +216,7 @@ def bench_lint(n_rules: int, runs: int) -> None:
                 runs,
             )
         finally:
-            subprocess.run(["ip", "netns", "delete", name], check=False)
+            namespace.close()
     kinds: dict[str, int] = {}
     for f in findings:
         kinds[f.check] = kinds.get(f.check, 0) + 1

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from portkit.model import Protocol, parse_port_spec
-from portkit.testing import Lab, LabAction, LabHost, LabLink, LabListener, LabRule, LabSpec
+from portkit.testing import Lab, LabAction, LabHost, LabLink, LabListener, LabRule, LabSpec, Namespace
 
 PREFIX = os.environ.get("PORTKIT_BENCH_PREFIX", "pk4b")  # namespace/link name prefix
 LOOPBACK_LISTENERS = (22, 80, 443, 5432, 8080, 31337, 60000)
@@ -100,12 +100,10 @@ def portkit(*args: str) -> list[str]:
 
 
 def bench_loopback(runs: int) -> None:
-    ns = f"{PREFIX}-lo"
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-    subprocess.run(["ip", "netns", "add", ns], check=True)
+    namespace = Namespace(f"{PREFIX}lo").open()
+    ns = namespace.name
     agent = None
     try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         spec = json.dumps([[p, "tcp", "", "echo"] for p in LOOPBACK_LISTENERS])
         agent = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, "-m", "portkit.testing._agent", spec],
@@ -128,7 +126,7 @@ def bench_loopback(runs: int) -> None:
         if agent is not None:
             agent.terminate()
             agent.wait()
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        namespace.close()
 
 
 def bench_lab(runs: int) -> None:
@@ -161,11 +159,9 @@ def bench_lab(runs: int) -> None:
 def bench_memory() -> None:
     import resource
 
-    ns = f"{PREFIX}-mem"
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-    subprocess.run(["ip", "netns", "add", ns], check=True)
+    namespace = Namespace(f"{PREFIX}mem").open()
+    ns = namespace.name
     try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         subprocess.run(["ip", "-n", ns, "route", "add", "unreachable", "10.99.0.0/16"], check=True)
         argv = [
             "ip",
@@ -187,7 +183,7 @@ def bench_memory() -> None:
         verdict = "meets" if peak_mb < 200 else "MISSES"
         print(f"  peak RSS {peak_mb:.0f} MB (goal < 200 MB: {verdict}), {elapsed:.1f} s")
     finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        namespace.close()
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -217,3 +218,15 @@ def test_loss_budget_caps_losses_per_flow(lab_factory) -> None:  # noqa: F811
         assert losses() == 1
     with pytest.raises(PortkitError, match="no emulated link"):
         lab.reset_loss("client")
+
+
+@needs_root
+def test_a_process_inside_its_own_namespace_survives_closing_it() -> None:
+    """A benchmark that entered its namespace for good may still delete it, and live on."""
+    code = (
+        "import os\nfrom portkit.testing import Namespace, enter_namespace\n"
+        "ns = Namespace('pk4self').open()\nenter_namespace(ns.name)\nns.close()\n"
+        "print('alive', os.path.exists('/run/netns/' + ns.name))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, "alive False\n"), proc.stderr

@@ -75,11 +75,16 @@ def inside(name: str) -> Iterator[None]:
 
 
 def delete(name: str) -> None:
-    """Kill every process still in namespace `name`, then delete it (no error if it is gone)."""
+    """Kill every process still in namespace `name`, then delete it (no error if it is gone).
+
+    This process is spared when it has entered the namespace itself (a benchmark may).
+    """
+    me = str(os.getpid())
     for _ in range(20):
-        pids = subprocess.run(
+        listed = subprocess.run(
             ["ip", "netns", "pids", name], capture_output=True, text=True, check=False, timeout=10
         ).stdout.split()
+        pids = [pid for pid in listed if pid != me]
         if not pids:
             break
         for pid in pids:
