@@ -4,7 +4,6 @@ rolling back unless confirmed."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,9 +13,10 @@ from typing import Any
 import pytest
 
 import fixtures_firewall as lab_mod
+from conftest import needs_root
 from portkit.firewall import canonical, import_iptables_save, parse_policy, read_live
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)")
+pytestmark = needs_root
 
 
 @pytest.fixture(scope="module")

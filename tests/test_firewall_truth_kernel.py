@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fixtures_firewall as lab_mod
+from conftest import needs_root
 from portkit.firewall import CtState, Decision, Direction, Ruleset, evaluate
 from portkit.firewall._eval import ANSWER_ERRNO, Outcome
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)")
+pytestmark = needs_root
 
 
 @pytest.fixture(scope="module")
