@@ -200,9 +200,9 @@ def bench_lint(n_rules: int, runs: int) -> None:
     script, _ = render_nft(rs)
     t_nft = None
     if os.geteuid() == 0:
-        from portkit.testing import Namespace
+        from portkit.testing import LabNamespace
 
-        namespace = Namespace("pk6bench").open()
+        namespace = LabNamespace("pk6bench").open()
         name = namespace.name
         try:
             t_nft, _ = _median(

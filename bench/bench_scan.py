@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from portkit.model import Protocol, parse_port_spec
-from portkit.testing import Lab, LabAction, LabHost, LabLink, LabListener, LabRule, LabSpec, Namespace
+from portkit.testing import Lab, LabAction, LabHost, LabLink, LabListener, LabNamespace, LabRule, LabSpec
 
 PREFIX = os.environ.get("PORTKIT_BENCH_PREFIX", "pk4b")  # namespace/link name prefix
 LOOPBACK_LISTENERS = (22, 80, 443, 5432, 8080, 31337, 60000)
@@ -100,7 +100,7 @@ def portkit(*args: str) -> list[str]:
 
 
 def bench_loopback(runs: int) -> None:
-    namespace = Namespace(f"{PREFIX}lo").open()
+    namespace = LabNamespace(f"{PREFIX}lo").open()
     ns = namespace.name
     agent = None
     try:
@@ -159,7 +159,7 @@ def bench_lab(runs: int) -> None:
 def bench_memory() -> None:
     import resource
 
-    namespace = Namespace(f"{PREFIX}mem").open()
+    namespace = LabNamespace(f"{PREFIX}mem").open()
     ns = namespace.name
     try:
         subprocess.run(["ip", "-n", ns, "route", "add", "unreachable", "10.99.0.0/16"], check=True)

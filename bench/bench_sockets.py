@@ -145,9 +145,9 @@ def main() -> int:
             return 2
     # Measure portkit as installed: byte-compiled (pip does this; PYTHONDONTWRITEBYTECODE may not).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "portkit")], check=False)
-    from portkit.testing import Namespace, enter_namespace
+    from portkit.testing import LabNamespace, enter_namespace
 
-    namespace = Namespace(args.netns).open()
+    namespace = LabNamespace(args.netns).open()
     netns = namespace.name
     holders: list[subprocess.Popen[str]] = []
     try:

@@ -43,7 +43,7 @@ from portkit.firewall import (
     read_live,
 )
 from portkit.firewall._live import forwarding_state, route_lookup
-from portkit.testing import Namespace, connect
+from portkit.testing import LabNamespace, connect
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "firewall"
 
@@ -229,8 +229,8 @@ class CorpusLab:
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
-        self.client_ns = Namespace("pkcc")
-        self.server_ns = Namespace("pkcs")
+        self.client_ns = LabNamespace("pkcc")
+        self.server_ns = LabNamespace("pkcs")
         self.client = self.client_ns.name
         self.server = self.server_ns.name
         self.client_if = "scan0"

@@ -44,7 +44,7 @@ from portkit.firewall import (
     render_nft,
 )
 from portkit.firewall._eval import ANSWER_ERRNO
-from portkit.testing import Namespace, connect
+from portkit.testing import LabNamespace, connect
 
 CLIENT4 = ("10.66.0.1", "10.66.0.3")
 SERVER4 = ("10.66.0.2", "10.66.0.4")
@@ -215,8 +215,8 @@ class FirewallLab:
     """A client and a server namespace (portkit.testing) over a veth pair; rules go into the server."""
 
     def __init__(self) -> None:
-        self.client_ns = Namespace("pk6c")
-        self.server_ns = Namespace("pk6s")
+        self.client_ns = LabNamespace("pk6c")
+        self.server_ns = LabNamespace("pk6s")
         self.client = self.client_ns.name
         self.server = self.server_ns.name
         self.client_if = "pk6a"

@@ -5,7 +5,7 @@ on a port the kernel just gave out, so the port number cannot give the answer), 
 each accepts connections, yields a `ServiceLab`, and always stops them all afterwards.
 Also used by bench/bench_services.py.
 
-`service_lab(netns=NAME)` starts the same set inside a network namespace (a `portkit.testing.Namespace`):
+`service_lab(netns=NAME)` starts the same set inside a network namespace (a `portkit.testing.LabNamespace`):
 each server runs under `ip netns exec`, and the lab's own sockets (readiness checks, the silent
 and accept-then-close listeners) are made by a thread that has joined that namespace. Its
 loopback then holds nothing but the lab, so a scan of all 65,535 ports sees only the lab.

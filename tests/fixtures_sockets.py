@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from portkit.testing import Namespace
+from portkit.testing import LabNamespace
 
 # One row as both tools show it: the fields the test compares.
 Row = tuple[str, str, str, int, str, int, int, int, int, int]
@@ -182,7 +182,7 @@ def socket_scene() -> Iterator[Scene]:
 @contextmanager
 def named_netns() -> Iterator[str]:
     """A fresh portkit.testing namespace (loopback up); yields its name, deleted afterwards."""
-    with Namespace("pk3") as ns:
+    with LabNamespace("pk3") as ns:
         yield ns.name
 
 

@@ -37,7 +37,7 @@ from portkit.firewall import (
     render_iptables,
     render_nft,
 )
-from portkit.testing import Namespace
+from portkit.testing import LabNamespace
 
 ROOT = os.geteuid() == 0
 
@@ -83,7 +83,7 @@ class Netns:
     """A throwaway network namespace (portkit.testing) for validation, always deleted."""
 
     def __init__(self) -> None:
-        self.namespace = Namespace("pkxv")
+        self.namespace = LabNamespace("pkxv")
         self.name = self.namespace.name
 
     def __enter__(self) -> Netns:

@@ -17,7 +17,7 @@ import pytest
 from conftest import needs_root
 from portkit.errors import UsageError
 from portkit.firewall import Action, import_iptables_save
-from portkit.testing import Namespace
+from portkit.testing import LabNamespace
 
 pytestmark = [
     needs_root,
@@ -27,7 +27,7 @@ pytestmark = [
 
 @contextmanager
 def _netns() -> Iterator[str]:
-    with Namespace("pkipt") as ns:
+    with LabNamespace("pkipt") as ns:
         yield ns.name
 
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import needs_root
 from portkit.firewall import Severity, import_iptables_save, lint_ruleset, parse_policy
 from portkit.firewall._lint import default_route_interfaces
-from portkit.testing import Namespace
+from portkit.testing import LabNamespace
 
 PLANTED = """\
 default incoming deny
@@ -214,7 +214,7 @@ def test_default_route_interfaces_from_proc_net(tmp_path: Path) -> None:
 @needs_root
 @pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft")
 def test_live_lint_in_a_namespace_knows_the_default_route_interface(cli) -> None:  # type: ignore[no-untyped-def]
-    with Namespace("pklint") as namespace:
+    with LabNamespace("pklint") as namespace:
         ns = namespace.name
         for command in (
             "link add up0 type veth peer name in0",

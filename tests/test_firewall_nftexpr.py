@@ -17,7 +17,7 @@ import pytest
 
 from conftest import needs_root
 from portkit.firewall._nftexpr import render_embedded_json, render_json_text, render_statement
-from portkit.testing import Namespace
+from portkit.testing import LabNamespace
 
 needs_nft = pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft")
 
@@ -150,7 +150,7 @@ class _Nft:
 
 @pytest.fixture(scope="module")
 def nft() -> Iterator[_Nft]:
-    with Namespace("pknftx") as ns:
+    with LabNamespace("pknftx") as ns:
         tool = _Nft(ns.name)
         for table in ("orig", "again"):
             made = tool.run("-f", "-", script=TABLE.format(name=table))
@@ -319,7 +319,7 @@ def _plain(node: Any) -> Any:
 def test_every_rule_of_the_real_rule_sets_renders_to_the_same_rule(path: Path) -> None:
     """Each corpus rule set is loaded twice; the twin's chains are emptied and refilled with
     portkit's rendering of every rule, which must list as the same JSON, chain by chain."""
-    with Namespace("pknftx") as one, Namespace("pknftx") as two:
+    with LabNamespace("pknftx") as one, LabNamespace("pknftx") as two:
         original, twin = _Nft(one.name), _Nft(two.name)
         flags = ["-j"] if path.suffix == ".json" else []
         for tool in (original, twin):

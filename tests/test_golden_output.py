@@ -62,7 +62,7 @@ from typing import Any
 import pytest
 
 from conftest import needs_root
-from portkit.testing import Namespace
+from portkit.testing import LabNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
@@ -351,10 +351,10 @@ def _sh(*argv: str, stdin: str | None = None) -> None:
 def netns_factory() -> Iterator[Any]:
     """Make namespaces (loopback up, optional nft rules, a server process); all are removed, and
     their servers stopped, when the module ends, pass or fail."""
-    made: list[tuple[Namespace, subprocess.Popen[str] | None]] = []
+    made: list[tuple[LabNamespace, subprocess.Popen[str] | None]] = []
 
     def make(mode: str, nft: str | None = None) -> Netns:
-        ns = Namespace("pkgold")
+        ns = LabNamespace("pkgold")
         name = ns.name
         made.append((ns, None))
         ns.open()

@@ -20,10 +20,10 @@ from portkit.testing import (
     LabHost,
     LabLink,
     LabListener,
+    LabNamespace,
     LabReply,
     LabRule,
     LabSpec,
-    Namespace,
     connect,
     unique_name,
 )
@@ -167,7 +167,7 @@ def test_namespace_names_are_unique_per_run_and_lab() -> None:
 @needs_root
 def test_namespace_removes_what_is_left_inside() -> None:
     """A process still running in a namespace is killed and the namespace deleted on close."""
-    with Namespace("pk4n") as ns:
+    with LabNamespace("pk4n") as ns:
         sleeper = subprocess.Popen(ns.command(["sleep", "60"]))
         assert ns.run(["ip", "-j", "addr", "show", "lo"]).stdout.count("127.0.0.1") == 1
     assert sleeper.wait(10) != 0
@@ -176,7 +176,7 @@ def test_namespace_removes_what_is_left_inside() -> None:
 
 @needs_root
 def test_connect_pins_neighbours_and_routes_host_addresses() -> None:
-    with Namespace("pk4a") as a, Namespace("pk4b") as b:
+    with LabNamespace("pk4a") as a, LabNamespace("pk4b") as b:
         connect(a, "va", ["10.77.0.1/24", "10.78.0.1/32"], b, "vb", ["10.77.0.2/24", "10.79.0.2/32"])
         neigh = a.ip("neigh", "show", "dev", "va")
         assert "10.77.0.2" in neigh and "10.79.0.2" in neigh and "PERMANENT" in neigh
@@ -224,9 +224,17 @@ def test_loss_budget_caps_losses_per_flow(lab_factory) -> None:  # noqa: F811
 def test_a_process_inside_its_own_namespace_survives_closing_it() -> None:
     """A benchmark that entered its namespace for good may still delete it, and live on."""
     code = (
-        "import os\nfrom portkit.testing import Namespace, enter_namespace\n"
-        "ns = Namespace('pk4self').open()\nenter_namespace(ns.name)\nns.close()\n"
+        "import os\nfrom portkit.testing import LabNamespace, enter_namespace\n"
+        "ns = LabNamespace('pk4self').open()\nenter_namespace(ns.name)\nns.close()\n"
         "print('alive', os.path.exists('/run/netns/' + ns.name))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stdout) == (0, "alive False\n"), proc.stderr
+
+
+def test_lab_names_do_not_collide_with_portkits_public_names() -> None:
+    import portkit
+    import portkit.testing
+
+    assert not set(portkit.testing.__all__) & set(portkit.__all__)
+    assert all(hasattr(portkit.testing, name) for name in portkit.testing.__all__)

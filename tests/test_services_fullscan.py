@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from fixtures_services import LOOPBACK, ServiceLab, service_lab
-from portkit.testing import Namespace
+from portkit.testing import LabNamespace
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("nginx") or not shutil.which("ip"),
@@ -68,7 +68,7 @@ def _scan_in(
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[ServiceLab]:
-    with Namespace("pk5f") as netns, service_lab(netns=netns.name) as running:
+    with LabNamespace("pk5f") as netns, service_lab(netns=netns.name) as running:
         yield running
 
 

@@ -19,7 +19,7 @@ from conftest import needs_root
 from portkit.cli._lsquery import ls_query
 from portkit.cli.entry import LS_JSON_FLAGS, ls_json_params
 from portkit.cli.sockets import ls
-from portkit.testing import Namespace
+from portkit.testing import LabNamespace
 
 QUERY_PARAMS = set(inspect.signature(ls_query).parameters)
 
@@ -80,7 +80,7 @@ sys.stdin.read()
 @needs_root
 @pytest.mark.parametrize("flags", [["--all"], ["--all", "-p"], [], ["-4", "--no-processes"]])
 def test_lane_prints_what_click_prints(flags: list[str]) -> None:
-    namespace = Namespace("pk3pe").open()
+    namespace = LabNamespace("pk3pe").open()
     netns = namespace.name
     holder = None
     try:

@@ -13,7 +13,7 @@ Two levels:
   builds them behind one bridge, a `client` host included. `lab.run("client", [...])` runs a
   tool in a host, `with lab.inside("web"):` moves this thread in, `lab.address("web")` is a
   host's address (from TEST-NET-2, routed nowhere outside the lab).
-- `Namespace` and `connect`: one namespace (loopback up, ICMP rate limits off), and a veth pair
+- `LabNamespace` and `connect`: one namespace (loopback up, ICMP rate limits off), and a veth pair
   with addresses and pinned neighbours between two, for topologies a spec does not describe.
 
 Every namespace name ends in a suffix unique to the process and the lab (`unique_name`: the
@@ -21,7 +21,7 @@ process id and random digits), so two test runs on one machine never collide.
 """
 
 from portkit.testing._lab import Lab, lab
-from portkit.testing._netns import Namespace, connect, enter_namespace, inside, unique_name
+from portkit.testing._netns import LabNamespace, connect, enter_namespace, inside, unique_name
 from portkit.testing._spec import (
     CLIENT,
     DEFAULT_SUBNET,
@@ -44,10 +44,10 @@ __all__ = [
     "LabHost",
     "LabLink",
     "LabListener",
+    "LabNamespace",
     "LabReply",
     "LabRule",
     "LabSpec",
-    "Namespace",
     "connect",
     "enter_namespace",
     "inside",

@@ -23,7 +23,7 @@ from typing import Any
 
 from portkit.errors import PermissionNeeded, PortkitError
 from portkit.testing import _netns
-from portkit.testing._netns import Namespace
+from portkit.testing._netns import LabNamespace
 from portkit.testing._spec import LabHost, LabSpec
 
 READY_TIMEOUT = 10.0
@@ -54,7 +54,7 @@ class Lab:
         self.spec = spec
         self.tag = _netns.unique_name(spec.prefix)
         self._procs: list[subprocess.Popen[Any]] = []
-        self._namespaces: list[Namespace] = []
+        self._namespaces: list[LabNamespace] = []
         self._relays: dict[str, subprocess.Popen[str]] = {}
 
     # -- addresses and names -------------------------------------------------------------
@@ -154,7 +154,7 @@ class Lab:
     # -- building ------------------------------------------------------------------------
 
     def _add_netns(self, name: str) -> None:
-        ns = Namespace.named(name)
+        ns = LabNamespace.named(name)
         self._namespaces.append(ns)
         ns.open()
 

@@ -2,7 +2,7 @@
 
 Every name `unique_name` gives carries the process id and random digits, so two test runs on
 one machine (or two labs in one run) never pick the same namespace. Deleting a namespace
-removes every link, address, route and nftables rule inside it; a `Namespace` also kills the
+removes every link, address, route and nftables rule inside it; a `LabNamespace` also kills the
 processes still in it first, or they would keep it alive. Entering one uses setns(2) through
 ctypes (`os.setns` arrived only in Python 3.12); setns moves the calling thread only.
 """
@@ -94,10 +94,10 @@ def delete(name: str) -> None:
     subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False, timeout=10)
 
 
-class Namespace:
+class LabNamespace:
     """A named network namespace with loopback up, deleted on close with everything in it.
 
-    `with Namespace("pkfw") as ns:` creates `pkfw-PID-RANDOM`; `ns.run([...])` runs a
+    `with LabNamespace("pkfw") as ns:` creates `pkfw-PID-RANDOM`; `ns.run([...])` runs a
     command inside it, `with ns.inside():` moves this thread in. ICMP rate limits are off in
     it (they are per namespace), so every probe of a closed port gets its error back.
     """
@@ -107,7 +107,7 @@ class Namespace:
         self._open = False
 
     @classmethod
-    def named(cls, name: str) -> Namespace:
+    def named(cls, name: str) -> LabNamespace:
         """A namespace with exactly this name (already unique: say, a `Lab`'s tag and a host)."""
         ns = cls()
         ns.name = name
@@ -116,7 +116,7 @@ class Namespace:
     def __str__(self) -> str:
         return self.name
 
-    def open(self) -> Namespace:
+    def open(self) -> LabNamespace:
         if os.geteuid() != 0:
             raise PermissionNeeded("a network namespace needs root")
         _run(["ip", "netns", "add", self.name])
@@ -142,7 +142,7 @@ class Namespace:
             delete(self.name)
             self._open = False
 
-    def __enter__(self) -> Namespace:
+    def __enter__(self) -> LabNamespace:
         return self.open()
 
     def __exit__(
@@ -183,10 +183,10 @@ def _host_route(mine: ipaddress.IPv4Interface | ipaddress.IPv6Interface, peer: s
 
 
 def connect(
-    a: Namespace,
+    a: LabNamespace,
     a_device: str,
     a_addresses: Iterable[str],
-    b: Namespace,
+    b: LabNamespace,
     b_device: str,
     b_addresses: Iterable[str],
 ) -> None:
