@@ -200,8 +200,10 @@ def bench_lint(n_rules: int, runs: int) -> None:
     script, _ = render_nft(rs)
     t_nft = None
     if os.geteuid() == 0:
-        name = f"pk6-bench{os.getpid()}"
-        subprocess.run(["ip", "netns", "add", name], check=True)
+        from portkit.testing import LabNamespace
+
+        namespace = LabNamespace("pk6bench").open()
+        name = namespace.name
         try:
             t_nft, _ = _median(
                 lambda: subprocess.run(
@@ -214,7 +216,7 @@ def bench_lint(n_rules: int, runs: int) -> None:
                 runs,
             )
         finally:
-            subprocess.run(["ip", "netns", "delete", name], check=False)
+            namespace.close()
     kinds: dict[str, int] = {}
     for f in findings:
         kinds[f.check] = kinds.get(f.check, 0) + 1
@@ -237,7 +239,7 @@ def bench_differential(examples: int) -> None:
 
     stats = {"examples": 0, "probes": 0, "agree": 0, "roundtrip": 0}
     mismatches: list[str] = []
-    labs = [lab_mod.Lab().open()]
+    labs = [lab_mod.FirewallLab().open()]
     t0 = time.perf_counter()
     try:
 
@@ -249,7 +251,7 @@ def bench_differential(examples: int) -> None:
             lab = labs[-1]
             if lab.next_sport > 59000:
                 lab.close()
-                labs.append(lab_mod.Lab().open())
+                labs.append(lab_mod.FirewallLab().open())
                 lab = labs[-1]
             generated = data.draw(lab_mod.rulesets(lab.server_if))
             probes = data.draw(lab_mod.probe_lists())

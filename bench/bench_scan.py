@@ -27,9 +27,9 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
 
-from portkit.lab import Action, Host, Lab, LabSpec, Link, Listener, Rule
 from portkit.model import Transport
 from portkit.registry import parse_port_spec
+from portkit.testing import Lab, LabAction, LabHost, LabLink, LabListener, LabNamespace, LabRule, LabSpec
 
 PREFIX = os.environ.get("PORTKIT_BENCH_PREFIX", "pk4b")  # namespace/link name prefix
 LOOPBACK_LISTENERS = (22, 80, 443, 5432, 8080, 31337, 60000)
@@ -101,15 +101,13 @@ def portkit(*args: str) -> list[str]:
 
 
 def bench_loopback(runs: int) -> None:
-    ns = f"{PREFIX}-lo"
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-    subprocess.run(["ip", "netns", "add", ns], check=True)
+    namespace = LabNamespace(f"{PREFIX}lo").open()
+    ns = namespace.name
     agent = None
     try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         spec = json.dumps([[p, "tcp", "", "echo"] for p in LOOPBACK_LISTENERS])
         agent = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "portkit.lab._agent", spec],
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "portkit.testing._agent", spec],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -129,7 +127,7 @@ def bench_loopback(runs: int) -> None:
         if agent is not None:
             agent.terminate()
             agent.wait()
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        namespace.close()
 
 
 def bench_lab(runs: int) -> None:
@@ -137,11 +135,11 @@ def bench_lab(runs: int) -> None:
     candidates = [p for p in top if p not in LAB_LISTENERS]
     dropped = candidates[::9][:100]
     assert len(dropped) == 100
-    host = Host(
+    host = LabHost(
         "far",
-        listeners=tuple(Listener(p) for p in LAB_LISTENERS),
-        rules=tuple(Rule(p, Action.DROP) for p in dropped),
-        link=Link(rtt_ms=50),
+        listeners=tuple(LabListener(p) for p in LAB_LISTENERS),
+        rules=tuple(LabRule(p, LabAction.DROP) for p in dropped),
+        link=LabLink(rtt_ms=50),
     )
     ports = ",".join(map(str, top))
     with Lab(LabSpec(prefix=PREFIX, hosts=(host,))) as lab:
@@ -162,11 +160,9 @@ def bench_lab(runs: int) -> None:
 def bench_memory() -> None:
     import resource
 
-    ns = f"{PREFIX}-mem"
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-    subprocess.run(["ip", "netns", "add", ns], check=True)
+    namespace = LabNamespace(f"{PREFIX}mem").open()
+    ns = namespace.name
     try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         subprocess.run(["ip", "-n", ns, "route", "add", "unreachable", "10.99.0.0/16"], check=True)
         argv = [
             "ip",
@@ -188,7 +184,7 @@ def bench_memory() -> None:
         verdict = "meets" if peak_mb < 200 else "MISSES"
         print(f"  peak RSS {peak_mb:.0f} MB (goal < 200 MB: {verdict}), {elapsed:.1f} s")
     finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        namespace.close()
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ and their ratio against the goal from issue 3.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import resource
 import shutil
@@ -23,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-NETNS = "pk3-bench"
+NETNS = "pk3bench"
 ROOT = Path(__file__).resolve().parents[1]
 PORTKIT = str(Path(sys.executable).with_name("portkit"))
 
@@ -47,16 +46,6 @@ else:
 print("ready", flush=True)
 sys.stdin.read()  # hold everything until the benchmark closes our stdin
 """
-
-
-def _enter_netns(name: str) -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-    finally:
-        os.close(fd)
 
 
 def _holder(role: str, count: int, *extra: str) -> subprocess.Popen[str]:
@@ -141,10 +130,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=9)
-    parser.add_argument("--netns", default=NETNS, help=f"namespace name to create (default {NETNS})")
+    parser.add_argument(
+        "--netns",
+        default=NETNS,
+        help=f"prefix of the namespace to create (default {NETNS}; made unique per run)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
-        print("bench_sockets: needs root (it creates the network namespace pk3-bench)", file=sys.stderr)
+        print("bench_sockets: needs root (it creates a network namespace)", file=sys.stderr)
         return 2
     for tool in ("ss", "lsof", "ip"):
         if shutil.which(tool) is None:
@@ -152,13 +145,13 @@ def main() -> int:
             return 2
     # Measure portkit as installed: byte-compiled (pip does this; PYTHONDONTWRITEBYTECODE may not).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "portkit")], check=False)
-    netns = args.netns
-    subprocess.run(["ip", "netns", "del", netns], stderr=subprocess.DEVNULL, check=False)
-    subprocess.run(["ip", "netns", "add", netns], check=True)
+    from portkit.testing import LabNamespace, enter_namespace
+
+    namespace = LabNamespace(args.netns).open()
+    netns = namespace.name
     holders: list[subprocess.Popen[str]] = []
     try:
-        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
-        _enter_netns(netns)
+        enter_namespace(netns)
         # One process per side: 10,000 sockets each stay under the usual 20,000 fd hard limit.
         server = _holder("server", args.connections)
         holders.append(server)
@@ -228,7 +221,7 @@ def main() -> int:
         for process in holders:
             process.kill()
             process.wait()
-        subprocess.run(["ip", "netns", "del", netns], check=False)
+        namespace.close()
     return 0
 
 

@@ -16,7 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 IANA_CSV = ROOT.parent / "shared" / "data" / "iana" / "service-names-port-numbers.csv"
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, raw sockets, nftables)")
+# The one root marker: `from conftest import needs_root`.
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root (network namespaces, raw sockets, nftables, other users' processes)"
+)
 
 
 @pytest.fixture(autouse=True)

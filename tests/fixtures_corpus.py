@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -45,6 +43,7 @@ from portkit.firewall import (
     read_live,
 )
 from portkit.firewall._live import forwarding_state, route_lookup
+from portkit.testing import LabNamespace, connect
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "firewall"
 
@@ -226,13 +225,14 @@ _UFW_PARSE = textwrap.dedent("""
 
 
 class CorpusLab:
-    """A client and a server namespace joined by a veth pair, for one rule set."""
+    """A client and a server namespace (portkit.testing) joined by a veth pair, for one rule set."""
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
-        tag = f"{os.getpid() % 100000}{secrets.token_hex(3)}"
-        self.client = f"pkc-c{tag}"
-        self.server = f"pkc-s{tag}"
+        self.client_ns = LabNamespace("pkcc")
+        self.server_ns = LabNamespace("pkcs")
+        self.client = self.client_ns.name
+        self.server = self.server_ns.name
         self.client_if = "scan0"
         self.dir = Path(tempfile.mkdtemp(prefix="pkc-corpus-"))
         self.listener: subprocess.Popen[str] | None = None
@@ -252,64 +252,18 @@ class CorpusLab:
         return ["ip", "netns", "exec", which, *args]
 
     def _setup(self) -> None:
-        s, c, spec = self.server, self.client, self.spec
-        _run(["ip", "netns", "add", c])
-        _run(["ip", "netns", "add", s])
-        _run(
-            [
-                "ip",
-                "link",
-                "add",
-                self.client_if,
-                "netns",
-                c,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                spec.server_if,
-                "netns",
-                s,
-            ]
-        )
-        for i, name in enumerate(spec.extra_links):
-            _run(["ip", "-n", s, "link", "add", name, "type", "veth", "peer", "name", f"xpeer{i}"])
-            _run(["ip", "-n", s, "link", "set", name, "up"])
-            _run(["ip", "-n", s, "link", "set", f"xpeer{i}", "up"])
+        s, spec = self.server, self.spec
+        self.client_ns.open()
+        self.server_ns.open()
         bits = 32 if spec.family == 4 else 128
-        macs = {}
-        for ns, ifname, mine, peer in (
-            (c, self.client_if, spec.client, spec.server),
-            (s, spec.server_if, spec.server, spec.client),
-        ):
-            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            extra = ["nodad"] if spec.family == 6 else []
-            _run(["ip", "-n", ns, "addr", "add", f"{mine}/{bits}", "dev", ifname, *extra])
-            _run(["ip", "-n", ns, "link", "set", ifname, "up"])
-            _run(["ip", "-n", ns, "route", "add", f"{peer}/{bits}", "dev", ifname])
-            macs[ns] = json.loads(_run(["ip", "-n", ns, "-j", "link", "show", ifname]).stdout)[0]["address"]
-        for ns, ifname, peer, peer_ns in (
-            (c, self.client_if, spec.server, s),
-            (s, spec.server_if, spec.client, c),
-        ):
-            _run(
-                [
-                    "ip",
-                    "-n",
-                    ns,
-                    "neigh",
-                    "replace",
-                    peer,
-                    "lladdr",
-                    macs[peer_ns],
-                    "dev",
-                    ifname,
-                    "nud",
-                    "permanent",
-                ]
-            )
-        for key in ("net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0"):
-            _run(self.ns(s, "sysctl", "-qw", key), check=False)
+        connect(
+            self.client_ns, self.client_if, [f"{spec.client}/{bits}"],
+            self.server_ns, spec.server_if, [f"{spec.server}/{bits}"],
+        )  # fmt: skip
+        for i, name in enumerate(spec.extra_links):
+            self.server_ns.ip("link", "add", name, "type", "veth", "peer", "name", f"xpeer{i}")
+            self.server_ns.ip("link", "set", name, "up")
+            self.server_ns.ip("link", "set", f"xpeer{i}", "up")
         self.listener = subprocess.Popen(
             self.ns(s, sys.executable, "-c", _LISTENER, ",".join(map(str, spec.tcp))),
             stdout=subprocess.PIPE,
@@ -325,8 +279,8 @@ class CorpusLab:
             self.listener.kill()
             self.listener.wait(timeout=10)
             self.listener = None
-        for ns in (self.client, self.server):
-            _run(["ip", "netns", "delete", ns], check=False)
+        self.client_ns.close()
+        self.server_ns.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- rules ---

@@ -1,5 +1,5 @@
-"""The firewall lab: two network namespaces joined by a veth pair, a listener on the server
-side, a prober on the client side, and hypothesis strategies for rule sets and probes.
+"""The firewall lab: two portkit.testing namespaces joined by a veth pair, a listener on the
+server side, a prober on the client side, and hypothesis strategies for rule sets and probes.
 
 The kernel is the oracle: a generated rule set is loaded into the server namespace, every
 probe is a real TCP connect or UDP datagram from the client namespace, and what happened
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from portkit.firewall import (
     render_nft,
 )
 from portkit.firewall._eval import ANSWER_ERRNO
+from portkit.testing import LabNamespace, connect
 
 CLIENT4 = ("10.66.0.1", "10.66.0.3")
 SERVER4 = ("10.66.0.2", "10.66.0.4")
@@ -211,25 +211,23 @@ class Probe:
         )
 
 
-class Lab:
-    """pk6-c (client) <-> pk6-s (server) over a veth pair; rules go into the server."""
-
-    _count = 0
+class FirewallLab:
+    """A client and a server namespace (portkit.testing) over a veth pair; rules go into the server."""
 
     def __init__(self) -> None:
-        Lab._count += 1
-        tag = f"{os.getpid() % 1000000}{Lab._count % 10}"
-        self.client = f"pk6-c{tag}"
-        self.server = f"pk6-s{tag}"
-        self.client_if = f"pk6a{tag}"
-        self.server_if = f"pk6b{tag}"
+        self.client_ns = LabNamespace("pk6c")
+        self.server_ns = LabNamespace("pk6s")
+        self.client = self.client_ns.name
+        self.server = self.server_ns.name
+        self.client_if = "pk6a"
+        self.server_if = "pk6b"
         self.dir = Path(tempfile.mkdtemp(prefix="pk6-lab-"))
         self.log = self.dir / "listener.log"
         self.listener: subprocess.Popen[str] | None = None
         self.next_sport = 10000
         self._log_offset = 0
 
-    def open(self) -> Lab:
+    def open(self) -> FirewallLab:
         try:
             self._setup()
         except BaseException:
@@ -238,79 +236,21 @@ class Lab:
         return self
 
     def _setup(self) -> None:
-        c, s = self.client, self.server
-        _run("ip", "netns", "add", c)
-        _run("ip", "netns", "add", s)
-        _run(
-            "ip",
-            "link",
-            "add",
+        self.client_ns.open()
+        self.server_ns.open()
+        connect(
+            self.client_ns,
             self.client_if,
-            "netns",
-            c,
-            "type",
-            "veth",
-            "peer",
-            "name",
+            [*(f"{a}/24" for a in CLIENT4), *(f"{a}/64" for a in CLIENT6)],
+            self.server_ns,
             self.server_if,
-            "netns",
-            s,
+            [*(f"{a}/24" for a in SERVER4), *(f"{a}/64" for a in SERVER6)],
         )
-        for ns, ifname, v4, v6 in (
-            (c, self.client_if, CLIENT4, CLIENT6),
-            (s, self.server_if, SERVER4, SERVER6),
-        ):
-            _run("ip", "-n", ns, "link", "set", "lo", "up")
-            for a in v4:
-                _run("ip", "-n", ns, "addr", "add", f"{a}/24", "dev", ifname)
-            for a in v6:
-                _run("ip", "-n", ns, "addr", "add", f"{a}/64", "dev", ifname, "nodad")
-            _run("ip", "-n", ns, "link", "set", ifname, "up")
-        # Static neighbours: a rule set that drops ICMPv6 must not break neighbour discovery.
-        macs = {}
-        for ns, ifname in ((c, self.client_if), (s, self.server_if)):
-            info = json.loads(_run("ip", "-n", ns, "-j", "link", "show", ifname).stdout)
-            macs[ns] = info[0]["address"]
-        for ns, ifname, peers, peer_ns in (
-            (c, self.client_if, (*SERVER4, *SERVER6), s),
-            (s, self.server_if, (*CLIENT4, *CLIENT6), c),
-        ):
-            for a in peers:
-                _run(
-                    "ip",
-                    "-n",
-                    ns,
-                    "neigh",
-                    "replace",
-                    a,
-                    "lladdr",
-                    macs[peer_ns],
-                    "dev",
-                    ifname,
-                    "nud",
-                    "permanent",
-                )
-        # ICMP errors are rate limited per peer; a reject must answer every probe.
-        for key, value in (
-            ("net.ipv4.icmp_ratelimit", "0"),
-            ("net.ipv6.icmp.ratelimit", "0"),
-            ("net.ipv4.icmp_msgs_per_sec", "100000"),
-            ("net.ipv4.icmp_msgs_burst", "100000"),
-        ):
-            _run("ip", "netns", "exec", s, "sysctl", "-qw", f"{key}={value}", check=False)
         self.log.touch()
         self.listener = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                s,
-                sys.executable,
-                "-c",
-                _LISTENER,
-                str(self.log),
-                ",".join(map(str, PORTS)),
-            ],
+            self.server_ns.command(
+                [sys.executable, "-c", _LISTENER, str(self.log), ",".join(map(str, PORTS))]
+            ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -340,8 +280,8 @@ class Lab:
                 self.listener.kill()
                 self.listener.wait(timeout=5)
             self.listener = None
-        for ns in (self.client, self.server):
-            _run("ip", "netns", "delete", ns, check=False)
+        self.client_ns.close()
+        self.server_ns.close()
         for f in self.dir.glob("*"):
             f.unlink()
         self.dir.rmdir()

@@ -1,27 +1,24 @@
 """Shared fixtures for the scanner's tests, and the lab fixture other capabilities reuse.
 
-    from fixtures_scan import lab_factory, needs_root  # noqa: F401  (pytest finds the fixture)
+    from conftest import needs_root
+    from fixtures_scan import lab_factory  # noqa: F401  (pytest finds the fixture)
 
     @needs_root
     def test_x(lab_factory):
-        lab = lab_factory(LabSpec(prefix="pk5", hosts=(Host.tcp("web", 80),)))
+        lab = lab_factory(LabSpec(prefix="pk5", hosts=(LabHost.tcp("web", 80),)))
 
 Every lab the factory makes is torn down when the test ends, pass or fail.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from portkit.lab import Lab, LabSpec
+from portkit.testing import Lab, LabSpec
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root (network namespaces, raw sockets, nftables)"
-)
 needs_nmap = pytest.mark.skipif(
     shutil.which("nmap") is None, reason="needs nmap (apt install nmap) as the oracle"
 )

@@ -5,7 +5,7 @@ on a port the kernel just gave out, so the port number cannot give the answer), 
 each accepts connections, yields a `ServiceLab`, and always stops them all afterwards.
 Also used by bench/bench_services.py.
 
-`service_lab(netns=NAME)` starts the same set inside a network namespace (see `private_netns()`):
+`service_lab(netns=NAME)` starts the same set inside a network namespace (a `portkit.testing.LabNamespace`):
 each server runs under `ip netns exec`, and the lab's own sockets (readiness checks, the silent
 and accept-then-close listeners) are made by a thread that has joined that namespace. Its
 loopback then holds nothing but the lab, so a scan of all 65,535 ports sees only the lab.
@@ -14,9 +14,7 @@ loopback then holds nothing but the lab, so a scan of all 65,535 ports sees only
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -29,12 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from portkit.testing import enter_namespace
+
 LOOPBACK = "127.0.0.1"
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), Path("/nonexistent"))
 
 
 SocketFactory = Callable[[int, int], socket.socket]
-CLONE_NEWNET = 0x40000000
 
 
 def free_port(kind: int = socket.SOCK_STREAM, make: SocketFactory = socket.socket) -> int:
@@ -77,18 +76,6 @@ class Server:
     log: Path | None = None
 
 
-def _join_netns(netns: str) -> None:
-    """Move the calling thread (only it: setns is per thread) into the named network namespace."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class ServiceLab:
     root: Path
@@ -108,7 +95,7 @@ class ServiceLab:
         if not self.netns:
             return socket.socket(family, kind)
         if self._maker is None:
-            maker = ThreadPoolExecutor(1, initializer=_join_netns, initargs=(self.netns,))
+            maker = ThreadPoolExecutor(1, initializer=enter_namespace, initargs=(self.netns,))
             self._maker = maker
             self._stops.append(maker.shutdown)
         return self._maker.submit(socket.socket, family, kind).result(timeout=10)
@@ -462,28 +449,3 @@ def service_lab(
         for stop in lab._stops:
             stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def private_netns(prefix: str = "pk5f") -> Iterator[str]:
-    """A fresh network namespace with only its loopback up; deleted after, with anything left in it."""
-    name = f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=10)
-    try:
-        subprocess.run(
-            ["ip", "-n", name, "link", "set", "lo", "up"], check=True, capture_output=True, timeout=10
-        )
-        yield name
-    finally:
-        # Whatever a failed test left running in there goes too, or the namespace would live on.
-        for _ in range(20):
-            pids = subprocess.run(
-                ["ip", "netns", "pids", name], capture_output=True, text=True, timeout=10
-            ).stdout.split()
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), 9)
-            time.sleep(0.1)
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)

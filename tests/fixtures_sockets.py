@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, other users' processes)")
+from portkit.testing import LabNamespace
 
 # One row as both tools show it: the fields the test compares.
 Row = tuple[str, str, str, int, str, int, int, int, int, int]
@@ -183,20 +179,11 @@ def socket_scene() -> Iterator[Scene]:
         scene.close()
 
 
-def netns_name() -> str:
-    return f"pk3-{uuid.uuid4().hex[:8]}"
-
-
 @contextmanager
 def named_netns() -> Iterator[str]:
-    """A fresh named network namespace with loopback up, deleted afterwards."""
-    name = netns_name()
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    """A fresh portkit.testing namespace (loopback up); yields its name, deleted afterwards."""
+    with LabNamespace("pk3") as ns:
+        yield ns.name
 
 
 LISTENER_CODE = r"""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fixtures_firewall as lab_mod
+from conftest import needs_root
 from portkit.firewall import (
     Action,
     ExportRefused,
@@ -37,9 +37,9 @@ from portkit.firewall import (
     render_iptables,
     render_nft,
 )
+from portkit.testing import LabNamespace
 
 ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root (network namespaces, nft, iptables-restore)")
 
 # The default WAN input chain of OpenWrt's fw4, as `nft list ruleset` shows it on a router
 # (openwrt/firewall4, root/usr/share/firewall4/templates/ruleset.uc), with the lab's interface.
@@ -80,18 +80,18 @@ def _run(
 
 
 class Netns:
-    """A throwaway network namespace for validation; per-run name, always deleted."""
+    """A throwaway network namespace (portkit.testing) for validation, always deleted."""
 
     def __init__(self) -> None:
-        self.name = f"pkx-v{os.getpid()}-{random.randrange(1 << 30):x}"
+        self.namespace = LabNamespace("pkxv")
+        self.name = self.namespace.name
 
     def __enter__(self) -> Netns:
-        proc = _run("ip", "netns", "add", self.name)
-        assert proc.returncode == 0, proc.stderr
+        self.namespace.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _run("ip", "netns", "delete", self.name)
+        self.namespace.close()
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return _run("ip", "netns", "exec", self.name, *args, stdin=stdin)
@@ -373,17 +373,19 @@ PORT_PROBES = [
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[lab_mod.Lab]:
+def lab() -> Iterator[lab_mod.FirewallLab]:
     if not ROOT:
         pytest.skip("needs root (network namespaces)")
-    lab = lab_mod.Lab().open()
+    lab = lab_mod.FirewallLab().open()
     try:
         yield lab
     finally:
         lab.close()
 
 
-def _load_and_probe(lab: lab_mod.Lab, loads: list[tuple[str, str]], probes: list[lab_mod.Probe]) -> list[str]:
+def _load_and_probe(
+    lab: lab_mod.FirewallLab, loads: list[tuple[str, str]], probes: list[lab_mod.Probe]
+) -> list[str]:
     lab.flush()
     for tool, text in loads:
         if tool == "ufw":
@@ -412,7 +414,7 @@ def _wider(probes: list[lab_mod.Probe], before: list[str], after: list[str]) -> 
 
 
 def assert_never_wider(
-    lab: lab_mod.Lab,
+    lab: lab_mod.FirewallLab,
     original_nft: str,
     ruleset: Ruleset,
     probes: list[lab_mod.Probe],
@@ -447,7 +449,7 @@ def assert_never_wider(
 
 
 @needs_root
-def test_openwrt_exports_are_never_more_open_in_the_kernel(lab: lab_mod.Lab) -> None:
+def test_openwrt_exports_are_never_more_open_in_the_kernel(lab: lab_mod.FirewallLab) -> None:
     script = OPENWRT.format(wan=lab.server_if)
     rs = _nft(script)
     assert assert_never_wider(lab, script, rs, PORT_PROBES) == 2
@@ -523,7 +525,7 @@ KERNEL_CASES = [
 
 @needs_root
 @pytest.mark.parametrize("case", range(len(KERNEL_CASES)))
-def test_exports_are_never_more_open_in_the_kernel(lab: lab_mod.Lab, case: int) -> None:
+def test_exports_are_never_more_open_in_the_kernel(lab: lab_mod.FirewallLab, case: int) -> None:
     script = KERNEL_CASES[case].format(wan=lab.server_if)
     compared = assert_never_wider(lab, script, _nft(script), PORT_PROBES)
     assert compared >= (3 if case == 0 else 1)
@@ -612,7 +614,7 @@ def rulesets_with_unmodelled(draw: st.DrawFn, iface: str) -> Ruleset:
 )
 @given(data=st.data())
 def test_generated_exports_load_and_are_never_more_open(
-    lab: lab_mod.Lab, netns: Netns, data: st.DataObject
+    lab: lab_mod.FirewallLab, netns: Netns, data: st.DataObject
 ) -> None:
     generated = data.draw(rulesets_with_unmodelled(lab.server_if), label="ruleset")
     source = _nft_source(generated)
@@ -780,7 +782,9 @@ COMMIT
 
 
 @needs_root
-def test_docker_rules_export_to_iptables_as_written_and_nft_refuses(lab: lab_mod.Lab, netns: Netns) -> None:
+def test_docker_rules_export_to_iptables_as_written_and_nft_refuses(
+    lab: lab_mod.FirewallLab, netns: Netns
+) -> None:
     text = DOCKER.format(wan=lab.server_if)
     rs = import_iptables_save(text)
     exported = export_ruleset(rs, "iptables")
@@ -930,7 +934,7 @@ def test_statements_that_decide_nothing_are_safe_to_leave_out(netns: Netns) -> N
 
 @needs_root
 def test_iptables_nft_ip_and_ip6_tables_fit_one_ufw_and_firewalld_list(
-    lab: lab_mod.Lab, netns: Netns
+    lab: lab_mod.FirewallLab, netns: Netns
 ) -> None:
     accepts = "\n".join(_FRONT_END_ACCEPTS).replace("ipv6-icmp", "icmp").replace("{ icmp, icmp }", "icmp")
     script = f"""table ip filter {{

@@ -6,33 +6,29 @@ of the nf_tables backend does not check policies (it passes `:INPUT FROB`), a re
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
+from conftest import needs_root
 from portkit.errors import UsageError
 from portkit.firewall import Action, import_iptables_save
+from portkit.testing import LabNamespace
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, iptables-restore)"),
+    needs_root,
     pytest.mark.skipif(shutil.which("iptables-restore") is None, reason="needs iptables-restore"),
 ]
 
 
 @contextmanager
 def _netns() -> Iterator[str]:
-    name = f"pk-ipt-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with LabNamespace("pkipt") as ns:
+        yield ns.name
 
 
 def _kernel_load(text: str, tool: str = "iptables-restore") -> tuple[bool, str]:

@@ -41,17 +41,17 @@ from portkit.firewall._live import local_addresses, read_live
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[lab_mod.Lab]:
+def lab() -> Iterator[lab_mod.FirewallLab]:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, iptables-restore)")
-    lab = lab_mod.Lab().open()
+    lab = lab_mod.FirewallLab().open()
     try:
         yield lab
     finally:
         lab.close()
 
 
-def _restore(lab: lab_mod.Lab, text: str, version: int) -> subprocess.CompletedProcess[str]:
+def _restore(lab: lab_mod.FirewallLab, text: str, version: int) -> subprocess.CompletedProcess[str]:
     tool = "iptables-restore" if version == 4 else "ip6tables-restore"
     return subprocess.run(
         ["ip", "netns", "exec", lab.server, tool],
@@ -63,13 +63,13 @@ def _restore(lab: lab_mod.Lab, text: str, version: int) -> subprocess.CompletedP
     )
 
 
-def _load(lab: lab_mod.Lab, text: str, version: int) -> None:
+def _load(lab: lab_mod.FirewallLab, text: str, version: int) -> None:
     lab.flush()
     proc = _restore(lab, text, version)
     assert proc.returncode == 0, proc.stderr
 
 
-def _save(lab: lab_mod.Lab, version: int) -> str:
+def _save(lab: lab_mod.FirewallLab, version: int) -> str:
     tool = "iptables-save" if version == 4 else "ip6tables-save"
     return subprocess.run(
         ["ip", "netns", "exec", lab.server, tool], text=True, capture_output=True, check=True, timeout=30
@@ -97,7 +97,7 @@ def _allowed(rs: Ruleset, probe: lab_mod.Probe, base: int, iface: str, **kw: Any
 
 
 def _check(
-    lab: lab_mod.Lab, text: str, version: int, probes: list[lab_mod.Probe]
+    lab: lab_mod.FirewallLab, text: str, version: int, probes: list[lab_mod.Probe]
 ) -> dict[str, list[tuple[str, bool]]]:
     """Load `text`, fire `probes`; for each reader, (observed, certain) per probe. Fails when
     the kernel did something portkit did not allow, or portkit was certain of another thing."""
@@ -151,7 +151,7 @@ def _proto_of(rs: Ruleset) -> set[int]:
 
 
 @pytest.mark.parametrize("version", [4, 6])
-def test_protocol_spellings_as_iptables_restore_reads_them(lab: lab_mod.Lab, version: int) -> None:
+def test_protocol_spellings_as_iptables_restore_reads_them(lab: lab_mod.FirewallLab, version: int) -> None:
     for spelling in PROTOCOL_SPELLINGS:
         for neg in ("", "! "):
             text = f'*filter\n:INPUT ACCEPT [0:0]\n-A INPUT {neg}-p "{spelling}" -j ACCEPT\nCOMMIT\n'
@@ -197,7 +197,7 @@ COMMIT
 """
 
 
-def test_ipsec_and_fragment_matches_v4(lab: lab_mod.Lab) -> None:
+def test_ipsec_and_fragment_matches_v4(lab: lab_mod.FirewallLab) -> None:
     src, src3, dst = "10.66.0.1", "10.66.0.3", "10.66.0.2"
     probes = [
         _tcp(src, 0, dst, 2000),
@@ -243,7 +243,7 @@ COMMIT
 """
 
 
-def test_extension_header_and_ipsec_matches_v6(lab: lab_mod.Lab) -> None:
+def test_extension_header_and_ipsec_matches_v6(lab: lab_mod.FirewallLab) -> None:
     src, dst = "fd66::1", "fd66::2"
     probes = [_tcp(src, k, dst, port) for k, port in enumerate((2000, 2001, 2002, 2003, 2004))]
     probes.append(lab_mod.Probe("udp", src, 5, dst, 2005))
@@ -287,7 +287,7 @@ COMMIT
 """
 
 
-def test_modelled_matches_against_the_kernel(lab: lab_mod.Lab) -> None:
+def test_modelled_matches_against_the_kernel(lab: lab_mod.FirewallLab) -> None:
     src, src3, dst, dst4 = "10.66.0.1", "10.66.0.3", "10.66.0.2", "10.66.0.4"
     ports = (2000, 2001, 2002, 2003, 2004, 2005, 2006, 2007, 2008, 2009, 2011)
     probes = [_tcp(src, k, dst, p) for k, p in enumerate(ports)]
@@ -342,7 +342,7 @@ UNMODELLED_V4 = [
 
 
 @pytest.mark.parametrize("match", UNMODELLED_V4)
-def test_unmodelled_matches_are_never_assumed_to_hold(lab: lab_mod.Lab, match: str) -> None:
+def test_unmodelled_matches_are_never_assumed_to_hold(lab: lab_mod.FirewallLab, match: str) -> None:
     text = (
         "*filter\n:INPUT DROP [0:0]\n"
         "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
@@ -398,7 +398,7 @@ def _icmp_values(rs: Ruleset, version: int) -> list[bool | None]:
 
 
 @pytest.mark.parametrize("version", [4, 6])
-def test_icmp_type_spellings_as_iptables_restore_reads_them(lab: lab_mod.Lab, version: int) -> None:
+def test_icmp_type_spellings_as_iptables_restore_reads_them(lab: lab_mod.FirewallLab, version: int) -> None:
     spellings = ICMP_SPELLINGS if version == 4 else ICMPV6_SPELLINGS
     proto, option = ("icmp", "--icmp-type") if version == 4 else ("ipv6-icmp", "--icmpv6-type")
     for spelling in spellings:
@@ -444,7 +444,9 @@ ACCEPTED = [
 
 
 @pytest.mark.parametrize("match", REFUSALS + ACCEPTED)
-def test_match_spellings_refused_and_accepted_as_iptables_restore_does(lab: lab_mod.Lab, match: str) -> None:
+def test_match_spellings_refused_and_accepted_as_iptables_restore_does(
+    lab: lab_mod.FirewallLab, match: str
+) -> None:
     text = f"*filter\n:INPUT ACCEPT [0:0]\n-A INPUT {match} -j ACCEPT\nCOMMIT\n"
     lab.flush()
     kernel = _restore(lab, text, 4)
@@ -471,7 +473,7 @@ COMMIT
 """
 
 
-def test_options_after_the_target_as_iptables_reads_them(lab: lab_mod.Lab) -> None:
+def test_options_after_the_target_as_iptables_reads_them(lab: lab_mod.FirewallLab) -> None:
     """iptables takes a rule's options in any order (ufw's rules put `-m limit` after `-j LOG`)."""
     rs = import_iptables_save(ANY_ORDER_V4)
     log_rule = rs.tables[0].chains[0].rules[1]
@@ -515,7 +517,9 @@ def _ufw_tree(root: Path, input_policy: str | None) -> Path:
     not Path("/usr/lib/ufw/ufw-init").exists(), reason="needs ufw (its ufw-init loads the rules)"
 )
 @pytest.mark.parametrize("policy", ["REJECT", "ACCEPT", "DROP"])
-def test_ufw_defaults_come_from_the_directory_read(lab: lab_mod.Lab, tmp_path: Path, policy: str) -> None:
+def test_ufw_defaults_come_from_the_directory_read(
+    lab: lab_mod.FirewallLab, tmp_path: Path, policy: str
+) -> None:
     ufw_dir = _ufw_tree(tmp_path, policy)
     lab.flush()
     subprocess.run(
@@ -563,7 +567,9 @@ def test_ufw_bad_defaults_file_is_exit_2_one_line(tmp_path: Path, cli: Any) -> N
     "chain",
     ["INPUT FROB", "INPUT accept", "INPUT REJECT", "INPUT", "INPUT DROP", "INPUT -", "FOO", "FOO DROP"],
 )
-def test_chain_policies_refused_and_accepted_as_iptables_restore_does(lab: lab_mod.Lab, chain: str) -> None:
+def test_chain_policies_refused_and_accepted_as_iptables_restore_does(
+    lab: lab_mod.FirewallLab, chain: str
+) -> None:
     text = f"*filter\n:{chain} [0:0]\n-A INPUT -p tcp --dport 2000 -j ACCEPT\nCOMMIT\n"
     if chain.startswith("FOO"):
         text = text.replace("-A INPUT", "-A FOO")
@@ -595,7 +601,7 @@ COMMIT
 """
 
 
-def test_targets_with_a_verdict_portkit_cannot_know_are_undecided(lab: lab_mod.Lab) -> None:
+def test_targets_with_a_verdict_portkit_cannot_know_are_undecided(lab: lab_mod.FirewallLab) -> None:
     """TPROXY drops a packet no transparent socket takes (the listener here is not one);
     SYNPROXY answers the SYN itself. Neither may be read as a rule that lets the packet on."""
     probes = [_tcp("10.66.0.1", k, "10.66.0.2", p) for k, p in enumerate((2000, 2001, 2002))]
@@ -648,7 +654,7 @@ COMMIT
 """
 
 
-def test_notrack_leaves_conntrack_matches_undecided_on_its_protocols(lab: lab_mod.Lab) -> None:
+def test_notrack_leaves_conntrack_matches_undecided_on_its_protocols(lab: lab_mod.FirewallLab) -> None:
     """An untracked packet is neither NEW nor ESTABLISHED: the kernel drops tcp/2000 here.
     portkit does not follow the state change, so on TCP it must not be sure; UDP stays exact."""
     probes = [_tcp("10.66.0.1", 0, "10.66.0.2", 2000), _tcp("10.66.0.1", 1, "10.66.0.2", 2001)]

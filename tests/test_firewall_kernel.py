@@ -17,21 +17,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fixtures_firewall as lab_mod
+from conftest import needs_root
 from portkit.firewall import Ruleset, canonical, render_nft
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)")
+pytestmark = needs_root
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[lab_mod.Lab]:
-    lab = lab_mod.Lab().open()
+def lab() -> Iterator[lab_mod.FirewallLab]:
+    lab = lab_mod.FirewallLab().open()
     try:
         yield lab
     finally:
         lab.close()
 
 
-def _check(lab: lab_mod.Lab, generated: Ruleset, probes: list[lab_mod.Probe]) -> None:
+def _check(lab: lab_mod.FirewallLab, generated: Ruleset, probes: list[lab_mod.Probe]) -> None:
     base = lab.sport_block()
     model = lab_mod.shift_sports(generated, base)
     kernel = lab.load(model)
@@ -58,7 +59,7 @@ def _check(lab: lab_mod.Lab, generated: Ruleset, probes: list[lab_mod.Probe]) ->
     database=None,
 )
 @given(data=st.data())
-def test_generated_rulesets_agree_with_the_kernel(lab: lab_mod.Lab, data: st.DataObject) -> None:
+def test_generated_rulesets_agree_with_the_kernel(lab: lab_mod.FirewallLab, data: st.DataObject) -> None:
     generated = data.draw(lab_mod.rulesets(lab.server_if), label="ruleset")
     probes = data.draw(lab_mod.probe_lists(), label="probes")
     _check(lab, generated, probes)

@@ -9,13 +9,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
+from conftest import needs_root
 from portkit.firewall import Severity, import_iptables_save, lint_ruleset, parse_policy
 from portkit.firewall._lint import default_route_interfaces
+from portkit.testing import LabNamespace
 
 PLANTED = """\
 default incoming deny
@@ -210,13 +211,11 @@ def test_default_route_interfaces_from_proc_net(tmp_path: Path) -> None:
     assert default_route_interfaces(str(tmp_path / "missing")) == frozenset()
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("nft") is None, reason="needs root and nft (a network namespace)"
-)
+@needs_root
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft")
 def test_live_lint_in_a_namespace_knows_the_default_route_interface(cli) -> None:  # type: ignore[no-untyped-def]
-    ns = f"pk-lint-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
+    with LabNamespace("pklint") as namespace:
+        ns = namespace.name
         for command in (
             "link add up0 type veth peer name in0",
             "link set up0 up",
@@ -238,8 +237,6 @@ def test_live_lint_in_a_namespace_knows_the_default_route_interface(cli) -> None
         postgres = exposed["5432/tcp (IPv4, IPv6)"]  # in0: a name that says nothing about its role
         assert postgres["severity"] == "medium" and "internet" not in postgres["message"].split("(")[0]
         assert "on in0 (lint cannot tell" in postgres["message"]
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 def test_an_exposure_that_rests_on_an_unmodelled_match_says_it_is_uncertain() -> None:

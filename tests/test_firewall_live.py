@@ -4,7 +4,6 @@ rolling back unless confirmed."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,30 +13,33 @@ from typing import Any
 import pytest
 
 import fixtures_firewall as lab_mod
+from conftest import needs_root
 from portkit.firewall import canonical, import_iptables_save, parse_policy, read_live
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)")
+pytestmark = needs_root
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[lab_mod.Lab]:
-    lab = lab_mod.Lab().open()
+def lab() -> Iterator[lab_mod.FirewallLab]:
+    lab = lab_mod.FirewallLab().open()
     try:
         yield lab
     finally:
         lab.close()
 
 
-def _nft(lab: lab_mod.Lab, script: str) -> None:
+def _nft(lab: lab_mod.FirewallLab, script: str) -> None:
     subprocess.run(["ip", "netns", "exec", lab.server, "nft", "-f", "-"], input=script, text=True, check=True)
 
 
-def _probe(lab: lab_mod.Lab, proto: str, dport: int, src: str = "10.66.0.1", dst: str = "10.66.0.2") -> str:
+def _probe(
+    lab: lab_mod.FirewallLab, proto: str, dport: int, src: str = "10.66.0.1", dst: str = "10.66.0.2"
+) -> str:
     base = lab.sport_block()
     return lab.run([lab_mod.Probe(proto, src, 0, dst, dport)], base)[0], base  # type: ignore[return-value]
 
 
-def test_fw_check_netns_gives_the_kernels_answer(lab: lab_mod.Lab, cli: Any) -> None:
+def test_fw_check_netns_gives_the_kernels_answer(lab: lab_mod.FirewallLab, cli: Any) -> None:
     _nft(
         lab,
         "flush ruleset\ntable inet web {\n chain input {\n  type filter hook input priority 0; policy drop;\n"
@@ -78,7 +80,7 @@ def test_fw_check_netns_gives_the_kernels_answer(lab: lab_mod.Lab, cli: Any) -> 
     assert "REJECT with tcp-reset" in text.stdout and "handle" in text.stdout
 
 
-def test_iptables_nft_tables_are_read_through_iptables_save(lab: lab_mod.Lab) -> None:
+def test_iptables_nft_tables_are_read_through_iptables_save(lab: lab_mod.FirewallLab) -> None:
     lab.flush()
     rules = (
         "*filter\n:INPUT ACCEPT [0:0]\n"
@@ -101,7 +103,7 @@ def test_iptables_nft_tables_are_read_through_iptables_save(lab: lab_mod.Lab) ->
         lab.flush()
 
 
-def test_round_trip_of_iptables_and_policy_rulesets(lab: lab_mod.Lab) -> None:
+def test_round_trip_of_iptables_and_policy_rulesets(lab: lab_mod.FirewallLab) -> None:
     ipt = import_iptables_save(
         "*filter\n:INPUT DROP [0:0]\n:svc - [0:0]\n"
         "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
@@ -119,7 +121,7 @@ def test_round_trip_of_iptables_and_policy_rulesets(lab: lab_mod.Lab) -> None:
     lab.flush()
 
 
-def test_apply_rolls_back_unless_confirmed(lab: lab_mod.Lab, cli: Any, tmp_path: Path) -> None:
+def test_apply_rolls_back_unless_confirmed(lab: lab_mod.FirewallLab, cli: Any, tmp_path: Path) -> None:
     env = {"PORTKIT_FW_STATE": str(tmp_path / "state")}
     _nft(
         lab,
@@ -157,7 +159,7 @@ def test_apply_rolls_back_unless_confirmed(lab: lab_mod.Lab, cli: Any, tmp_path:
     lab.flush()
 
 
-def test_prerouting_nat_rewrites_before_the_filter(lab: lab_mod.Lab) -> None:
+def test_prerouting_nat_rewrites_before_the_filter(lab: lab_mod.FirewallLab) -> None:
     """A redirect on prerouting changes the port the input chain sees, as portkit predicts."""
     cases = {
         # input accepts the rewritten port: the probe to 2100 gets through

@@ -7,21 +7,19 @@ listed as JSON, rendered by portkit, loaded again into a twin table, and listed 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import needs_root
 from portkit.firewall._nftexpr import render_embedded_json, render_json_text, render_statement
+from portkit.testing import LabNamespace
 
-needs_nft = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("nft") is None, reason="needs root and nft (a network namespace)"
-)
+needs_nft = pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft")
 
 # Each needs the declarations of TABLE; each statement kind nft -j writes appears at least once.
 ROUND_TRIP = [
@@ -152,18 +150,15 @@ class _Nft:
 
 @pytest.fixture(scope="module")
 def nft() -> Iterator[_Nft]:
-    name = f"pk-nftexpr-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        tool = _Nft(name)
+    with LabNamespace("pknftx") as ns:
+        tool = _Nft(ns.name)
         for table in ("orig", "again"):
             made = tool.run("-f", "-", script=TABLE.format(name=table))
             assert made.returncode == 0, made.stderr
         yield tool
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
+@needs_root
 @needs_nft
 @pytest.mark.parametrize("rule", ROUND_TRIP)
 def test_rendered_rule_loads_as_the_same_json(nft: _Nft, rule: str) -> None:
@@ -265,6 +260,7 @@ table inet filter {
 """
 
 
+@needs_root
 @needs_nft
 def test_show_and_check_print_unmodelled_rules_in_nft_syntax(cli: Any, nft: _Nft, tmp_path: Path) -> None:
     rules = tmp_path / "unmodelled.nft"
@@ -312,6 +308,7 @@ def _plain(node: Any) -> Any:
     return node
 
 
+@needs_root
 @needs_nft
 @pytest.mark.parametrize(
     "path",
@@ -322,11 +319,8 @@ def _plain(node: Any) -> Any:
 def test_every_rule_of_the_real_rule_sets_renders_to_the_same_rule(path: Path) -> None:
     """Each corpus rule set is loaded twice; the twin's chains are emptied and refilled with
     portkit's rendering of every rule, which must list as the same JSON, chain by chain."""
-    names = [f"pk-nftexpr-{os.getpid()}-{uuid.uuid4().hex[:6]}" for _ in range(2)]
-    for name in names:
-        subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        original, twin = (_Nft(name) for name in names)
+    with LabNamespace("pknftx") as one, LabNamespace("pknftx") as two:
+        original, twin = _Nft(one.name), _Nft(two.name)
         flags = ["-j"] if path.suffix == ".json" else []
         for tool in (original, twin):
             loaded = tool.run(*flags, "-f", str(path))
@@ -346,6 +340,3 @@ def test_every_rule_of_the_real_rule_sets_renders_to_the_same_rule(path: Path) -
         assert refilled.returncode == 0, refilled.stderr[:2000]
         assert _by_chain(twin.run("-j", "list", "ruleset").stdout) == expected
         assert sum(map(len, expected.values())) == len(script) > 0
-    finally:
-        for name in names:
-            subprocess.run(["ip", "netns", "del", name], check=False)

@@ -18,22 +18,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fixtures_firewall as lab_mod
+from conftest import needs_root
 from portkit.firewall import CtState, Decision, Direction, Ruleset, evaluate
 from portkit.firewall._eval import ANSWER_ERRNO, Outcome
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)")
+pytestmark = needs_root
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[lab_mod.Lab]:
-    lab = lab_mod.Lab().open()
+def lab() -> Iterator[lab_mod.FirewallLab]:
+    lab = lab_mod.FirewallLab().open()
     try:
         yield lab
     finally:
         lab.close()
 
 
-def _load(lab: lab_mod.Lab, script: str) -> Ruleset:
+def _load(lab: lab_mod.FirewallLab, script: str) -> Ruleset:
     subprocess.run(
         ["ip", "netns", "exec", lab.server, "nft", "-f", "-"],
         input="flush ruleset\n" + script,
@@ -44,7 +45,7 @@ def _load(lab: lab_mod.Lab, script: str) -> Ruleset:
     return lab.kernel_ruleset()
 
 
-def _sysctl(lab: lab_mod.Lab, key: str, value: str) -> None:
+def _sysctl(lab: lab_mod.FirewallLab, key: str, value: str) -> None:
     subprocess.run(
         ["ip", "netns", "exec", lab.server, "sysctl", "-qw", f"{key}={value}"],
         check=True,
@@ -77,7 +78,7 @@ def possible_observations(
     return seen, certain
 
 
-def _agree(lab: lab_mod.Lab, rs: Ruleset, probes: list[lab_mod.Probe], base: int) -> list[bool]:
+def _agree(lab: lab_mod.FirewallLab, rs: Ruleset, probes: list[lab_mod.Probe], base: int) -> list[bool]:
     observed = lab.run(probes, base)
     certain = []
     server = [ipaddress.ip_address(a) for a in (*lab_mod.SERVER4, *lab_mod.SERVER6)]
@@ -91,7 +92,7 @@ def _agree(lab: lab_mod.Lab, rs: Ruleset, probes: list[lab_mod.Probe], base: int
     return certain
 
 
-def test_icmpv6_concat_never_matches_tcp(lab: lab_mod.Lab) -> None:
+def test_icmpv6_concat_never_matches_tcp(lab: lab_mod.FirewallLab) -> None:
     rs = _load(
         lab,
         "table inet t { chain input { type filter hook input priority 0; policy drop;\n"
@@ -108,7 +109,9 @@ def test_icmpv6_concat_never_matches_tcp(lab: lab_mod.Lab) -> None:
     assert all(_agree(lab, rs, probes, base))  # every answer certain, and right
 
 
-def test_ct_status_dnat_is_false_for_a_new_connection_and_true_after_redirect(lab: lab_mod.Lab) -> None:
+def test_ct_status_dnat_is_false_for_a_new_connection_and_true_after_redirect(
+    lab: lab_mod.FirewallLab,
+) -> None:
     rs = _load(
         lab,
         "table inet t {\n"
@@ -127,7 +130,9 @@ def test_ct_status_dnat_is_false_for_a_new_connection_and_true_after_redirect(la
     assert (d.outcome, d.certain) == ("accept", True)
 
 
-def test_rate_limited_set_update_is_uncertain_and_the_kernel_is_one_of_its_outcomes(lab: lab_mod.Lab) -> None:
+def test_rate_limited_set_update_is_uncertain_and_the_kernel_is_one_of_its_outcomes(
+    lab: lab_mod.FirewallLab,
+) -> None:
     rs = _load(
         lab,
         "table inet t {\n set flood { type ipv4_addr; flags dynamic; size 64; }\n"
@@ -144,7 +149,7 @@ def test_rate_limited_set_update_is_uncertain_and_the_kernel_is_one_of_its_outco
         assert not sure and got in allowed
 
 
-def test_concatenated_verdict_map_and_sets(lab: lab_mod.Lab) -> None:
+def test_concatenated_verdict_map_and_sets(lab: lab_mod.FirewallLab) -> None:
     rs = _load(
         lab,
         "table inet t {\n"
@@ -199,7 +204,7 @@ table inet f {
 """
 
 
-def test_dnat_needs_forwarding_and_a_route(lab: lab_mod.Lab, cli: Any) -> None:
+def test_dnat_needs_forwarding_and_a_route(lab: lab_mod.FirewallLab, cli: Any) -> None:
     _load(lab, DNAT_AWAY)
     results = {}
     try:
@@ -323,7 +328,7 @@ def _undecidable_script(draw: Any) -> str:
 )
 @given(script=_undecidable_script(), probes=lab_mod.probe_lists(size=12))
 def test_never_confidently_different_from_the_kernel(
-    lab: lab_mod.Lab, script: str, probes: list[Any]
+    lab: lab_mod.FirewallLab, script: str, probes: list[Any]
 ) -> None:
     rs = _load(lab, script)
     _agree(lab, rs, probes, lab.sport_block())
@@ -361,7 +366,7 @@ COMMIT
 """
 
 
-def test_iptables_rules_read_live_agree_with_the_kernel(lab: lab_mod.Lab, cli: Any) -> None:
+def test_iptables_rules_read_live_agree_with_the_kernel(lab: lab_mod.FirewallLab, cli: Any) -> None:
     subprocess.run(["ip", "netns", "exec", lab.server, "nft", "flush", "ruleset"], check=True)
     subprocess.run(
         ["ip", "netns", "exec", lab.server, "iptables-restore"], input=IPT_LIVE, text=True, check=True
@@ -411,7 +416,7 @@ table inet t {
 """
 
 
-def test_new_matches_round_trip_through_the_kernel_and_agree_with_it(lab: lab_mod.Lab) -> None:
+def test_new_matches_round_trip_through_the_kernel_and_agree_with_it(lab: lab_mod.FirewallLab) -> None:
     from portkit.firewall import canonical, render_nft
 
     rs = _load(lab, ROUND_TRIP)
@@ -444,7 +449,7 @@ def test_new_matches_round_trip_through_the_kernel_and_agree_with_it(lab: lab_mo
         assert d.certain, str(p)
 
 
-def test_ipv4_forwarding_is_the_input_interfaces_setting(lab: lab_mod.Lab, cli: Any) -> None:
+def test_ipv4_forwarding_is_the_input_interfaces_setting(lab: lab_mod.FirewallLab, cli: Any) -> None:
     _load(lab, DNAT_AWAY)
     try:
         _sysctl(lab, "net.ipv4.ip_forward", "1")
@@ -473,7 +478,7 @@ table inet t {
 """
 
 
-def test_a_set_the_rules_fill_is_undecided_not_empty(lab: lab_mod.Lab) -> None:
+def test_a_set_the_rules_fill_is_undecided_not_empty(lab: lab_mod.FirewallLab) -> None:
     rs = _load(lab, KNOCK)
     door = lab_mod.Probe("tcp", "10.66.0.1", 0, "10.66.0.2", 2001)
     knock = lab_mod.Probe("tcp", "10.66.0.1", 1, "10.66.0.2", 2000)
@@ -490,7 +495,7 @@ def test_a_set_the_rules_fill_is_undecided_not_empty(lab: lab_mod.Lab) -> None:
     assert (d.outcome, d.certain) == ("accept", False)
 
 
-def test_a_redirect_that_changes_nothing_sets_no_dnat_status(lab: lab_mod.Lab) -> None:
+def test_a_redirect_that_changes_nothing_sets_no_dnat_status(lab: lab_mod.FirewallLab) -> None:
     # nf_nat_setup_info sets the DNAT status bit only when the tuple changes: a redirect to
     # the port the packet already has, on an interface whose first address it already goes
     # to, leaves `ct status dnat` false (OpenWrt's "Accept port redirections" then misses).
@@ -509,7 +514,7 @@ def test_a_redirect_that_changes_nothing_sets_no_dnat_status(lab: lab_mod.Lab) -
     assert d.outcome == "drop" and "accept" in {o.outcome for o in d.outcomes}
 
 
-def test_notrack_before_conntrack_leaves_the_packet_untracked(lab: lab_mod.Lab) -> None:
+def test_notrack_before_conntrack_leaves_the_packet_untracked(lab: lab_mod.FirewallLab) -> None:
     rs = _load(
         lab,
         "table inet t {\n"

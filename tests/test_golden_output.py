@@ -52,7 +52,6 @@ import difflib
 import json
 import os
 import re
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -62,19 +61,14 @@ from typing import Any
 
 import pytest
 
+from conftest import needs_root
+from portkit.testing import LabNamespace
+
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
 CORPUS = "tests/corpus/firewall"
 UPDATE = os.environ.get("PORTKIT_GOLDEN_UPDATE") == "1"
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root (network namespaces, nftables, raw sockets)"
-)
-
-# portkit has nft parse a script inside a private network namespace: CAP_NET_ADMIN.
-needs_root_for_nft = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root (nft parses the script in a private network namespace)"
-)
 
 # --- running the CLI and comparing -------------------------------------------------------------
 
@@ -233,7 +227,8 @@ def test_fw_check_corpus(name: str, rules: str, flows: list[str], tmp_path: Path
     check_golden(f"fw-check-{name}-flows.json", json_golden(batch, doc))
 
 
-@needs_root_for_nft
+# portkit has nft parse a script inside a private network namespace: CAP_NET_ADMIN.
+@needs_root
 def test_fw_check_nft(nft_rules: Path, tmp_path: Path) -> None:
     tmp = nft_rules.parent
     for index, flow in enumerate(NFT_FLOWS):
@@ -248,7 +243,8 @@ def test_fw_check_nft(nft_rules: Path, tmp_path: Path) -> None:
     check_golden("fw-check-nft-flows.json", json_golden(batch, doc))
 
 
-@needs_root_for_nft
+# portkit has nft parse a script inside a private network namespace: CAP_NET_ADMIN.
+@needs_root
 def test_fw_show_and_lint_nft(nft_rules: Path) -> None:
     tmp = nft_rules.parent
     show = portkit("fw", "show", str(nft_rules), "--json")
@@ -355,22 +351,22 @@ def _sh(*argv: str, stdin: str | None = None) -> None:
 def netns_factory() -> Iterator[Any]:
     """Make namespaces (loopback up, optional nft rules, a server process); all are removed, and
     their servers stopped, when the module ends, pass or fail."""
-    made: list[tuple[str, subprocess.Popen[str] | None]] = []
+    made: list[tuple[LabNamespace, subprocess.Popen[str] | None]] = []
 
     def make(mode: str, nft: str | None = None) -> Netns:
-        name = f"pkgold{os.getpid()}x{secrets.token_hex(3)}"
-        _sh("ip", "netns", "add", name)
-        made.append((name, None))
-        _sh("ip", "-n", name, "link", "set", "lo", "up")
+        ns = LabNamespace("pkgold")
+        name = ns.name
+        made.append((ns, None))
+        ns.open()
         if nft is not None:
-            _sh("ip", "netns", "exec", name, "nft", "-f", "-", stdin=nft)
+            ns.nft(nft)
         server = subprocess.Popen(
             ["ip", "netns", "exec", name, sys.executable, "-c", SERVERS, mode],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        made[-1] = (name, server)
+        made[-1] = (ns, server)
         assert server.stdout is not None
         line = server.stdout.readline()
         assert line == "ready\n", f"the {mode} servers did not start (said {line!r})"
@@ -379,7 +375,7 @@ def netns_factory() -> Iterator[Any]:
     try:
         yield make
     finally:
-        for name, server in reversed(made):
+        for ns, server in reversed(made):
             if server is not None:
                 assert server.stdin is not None
                 server.stdin.close()
@@ -388,7 +384,7 @@ def netns_factory() -> Iterator[Any]:
                 except subprocess.TimeoutExpired:
                     server.kill()
                     server.wait(timeout=5)
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+            ns.close()
 
 
 # --- scan ----------------------------------------------------------------------------------------

@@ -33,8 +33,10 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_scan import needs_nmap, needs_root
-from fixtures_services import LOOPBACK, _make_cert, private_netns, service_lab
+from conftest import needs_root
+from fixtures_scan import needs_nmap
+from fixtures_services import LOOPBACK, _make_cert, service_lab
+from portkit.testing import LabNamespace
 
 pytestmark = [needs_root, needs_nmap, pytest.mark.slow]
 
@@ -75,7 +77,8 @@ def _silent_sockets(lab) -> list[socket.socket]:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scans]:
     out = tmp_path_factory.mktemp("nmaptools")
-    with private_netns("pknt") as netns, service_lab(only=SERVERS, netns=netns) as lab:
+    with LabNamespace("pknt") as ns, service_lab(only=SERVERS, netns=ns.name) as lab:
+        netns = ns.name
         held = _silent_sockets(lab)
         key, cert = _make_cert(lab.root)
         wrapper = subprocess.Popen(

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_root
 from fixtures_nmapxml import assert_valid_nmap_xml, needs_xmllint
-from fixtures_scan import module_lab_factory, needs_nmap, needs_root  # noqa: F401
-from portkit.lab import Host, Lab, LabSpec, Listener
+from fixtures_scan import module_lab_factory, needs_nmap  # noqa: F401
+from portkit.testing import Lab, LabHost, LabListener, LabSpec
 
 pytestmark = [needs_root, needs_nmap]
 
 PORTS = "1-140,8081"
-WEB = Host("web", listeners=(Listener(22), Listener(8081)), nft="tcp dport 100-140 drop")
+WEB = LabHost("web", listeners=(LabListener(22), LabListener(8081)), nft="tcp dport 100-140 drop")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portkit.model import Protocol
-from portkit.scan import PortState, Reason, ScanOptions, ScanType, ServiceInfo, parse_targets
+from portkit.model.services import ServiceRecord
+from portkit.scan import PortState, Reason, ScanOptions, ScanType, parse_targets
 from portkit.scan._assemble import Collector, host_results, listing, new_result, port_ranges
 from portkit.scan._plan import plan_scan
 from portkit.scan._states import OUTCOME_CODE, RESPONSE_CODE, Response
@@ -90,7 +91,7 @@ def test_more_than_25_ports_of_a_state_are_not_shown() -> None:
     assert [(p.port, p.state, p.reason, p.ttl) for p in shown] == [
         (port, PortState.OPEN, Reason.SYN_ACK, 64) for port in (22, 80, 99)
     ]
-    assert [p.service for p in shown] == [ServiceInfo("ssh"), ServiceInfo("http"), None]
+    assert [p.service for p in shown] == [ServiceRecord("ssh"), ServiceRecord("http"), None]
     assert len(extras) == 1
     assert (extras[0].state, extras[0].count, extras[0].reasons) == (
         PortState.CLOSED,

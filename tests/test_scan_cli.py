@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fixtures_scan import needs_root
+from conftest import needs_root
 
 ROOT_CWD = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,37 +5,50 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
-from fixtures_scan import lab_factory, needs_root  # noqa: F401
+from conftest import needs_root
+from fixtures_scan import lab_factory  # noqa: F401
 from portkit.errors import PortkitError, UsageError
-from portkit.lab import Action, Host, Lab, LabSpec, Link, Listener, Reply, Rule
 from portkit.model import Protocol
+from portkit.testing import (
+    Lab,
+    LabAction,
+    LabHost,
+    LabLink,
+    LabListener,
+    LabNamespace,
+    LabReply,
+    LabRule,
+    LabSpec,
+    connect,
+    unique_name,
+)
 
 PREFIX = "pk4l"
 
 
 def test_spec_addresses_and_names() -> None:
-    spec = LabSpec(prefix="pk4", hosts=(Host("a"), Host("b")))
+    spec = LabSpec(prefix="pk4", hosts=(LabHost("a"), LabHost("b")))
     assert spec.address("client") == "198.51.100.1"
     assert spec.address("a") == "198.51.100.10"
     assert spec.address("b") == "198.51.100.11"
     assert spec.address6("a") == "2001:db8:4b1::a"
-    assert spec.netns("b") == "pk4-b"
     with pytest.raises(UsageError):
         spec.address("nope")
     with pytest.raises(UsageError):
-        LabSpec(hosts=(Host("a"), Host("a")))
+        LabSpec(hosts=(LabHost("a"), LabHost("a")))
     with pytest.raises(UsageError):
         LabSpec(prefix="bad-prefix!", hosts=())
 
 
 def test_rule_renders_nft() -> None:
-    assert Rule(81, Action.DROP).nft() == "tcp dport 81 drop"
-    assert Rule(53, Action.PORT_UNREACHABLE, Protocol.UDP).nft() == "udp dport 53 reject"
-    assert Rule(84, Action.ADMIN_PROHIBITED).nft() == "tcp dport 84 reject with icmpx admin-prohibited"
+    assert LabRule(81, LabAction.DROP).nft() == "tcp dport 81 drop"
+    assert LabRule(53, LabAction.PORT_UNREACHABLE, Protocol.UDP).nft() == "udp dport 53 reject"
+    assert LabRule(84, LabAction.ADMIN_PROHIBITED).nft() == "tcp dport 84 reject with icmpx admin-prohibited"
 
 
 def _connect(address: str, port: int, timeout: float = 1.0) -> str:
@@ -57,14 +70,18 @@ def test_lab_hosts_listeners_and_rules(lab_factory) -> None:  # noqa: F811
     spec = LabSpec(
         prefix=PREFIX,
         hosts=(
-            Host(
+            LabHost(
                 "web",
                 listeners=(
-                    Listener(80, banner=b"hello"),
-                    Listener(53, Protocol.UDP),
-                    Listener(54, Protocol.UDP, reply=Reply.SILENT),
+                    LabListener(80, banner=b"hello"),
+                    LabListener(53, Protocol.UDP),
+                    LabListener(54, Protocol.UDP, reply=LabReply.SILENT),
                 ),
-                rules=(Rule(81, Action.DROP), Rule(82, Action.RESET), Rule(84, Action.ADMIN_PROHIBITED)),
+                rules=(
+                    LabRule(81, LabAction.DROP),
+                    LabRule(82, LabAction.RESET),
+                    LabRule(84, LabAction.ADMIN_PROHIBITED),
+                ),
             ),
         ),
     )
@@ -86,10 +103,10 @@ def test_lab_hosts_listeners_and_rules(lab_factory) -> None:  # noqa: F811
             udp.sendto(b"ping", (web, 54))
             with pytest.raises(TimeoutError):
                 udp.recvfrom(100)
-    assert os.path.exists(f"/run/netns/{PREFIX}-web")
+    names = [lab.netns("web"), lab.netns("client"), lab.hub]
+    assert all(os.path.exists(f"/run/netns/{n}") for n in names)
     lab.down()
-    assert not os.path.exists(f"/run/netns/{PREFIX}-web")
-    assert not os.path.exists(f"/run/netns/{PREFIX}-hub")
+    assert not any(os.path.exists(f"/run/netns/{n}") for n in names)
 
 
 @needs_root
@@ -97,8 +114,8 @@ def test_emulated_link_adds_delay_and_loss(lab_factory) -> None:  # noqa: F811
     spec = LabSpec(
         prefix=PREFIX,
         hosts=(
-            Host.tcp("far", 22, link=Link(rtt_ms=40)),
-            Host("lossy", (Listener(7, Protocol.UDP),), link=Link(loss=0.5)),
+            LabHost.tcp("far", 22, link=LabLink(rtt_ms=40)),
+            LabHost("lossy", (LabListener(7, Protocol.UDP),), link=LabLink(loss=0.5)),
         ),
     )
     lab = lab_factory(spec)
@@ -128,12 +145,48 @@ def test_emulated_link_adds_delay_and_loss(lab_factory) -> None:  # noqa: F811
 
 @needs_root
 def test_lab_cleans_up_after_failure() -> None:
-    spec = LabSpec(prefix=PREFIX, hosts=(Host.tcp("web", 80),))
+    spec = LabSpec(prefix=PREFIX, hosts=(LabHost.tcp("web", 80),))
     with pytest.raises(RuntimeError), Lab(spec) as lab:
-        assert os.path.exists(f"/run/netns/{lab.netns('web')}")
+        names = [lab.netns("web"), lab.netns("client"), lab.hub]
+        assert all(os.path.exists(f"/run/netns/{n}") for n in names)
         raise RuntimeError("boom")
-    assert not os.path.exists(f"/run/netns/{PREFIX}-web")
-    assert not os.path.exists(f"/run/netns/{PREFIX}-client")
+    assert not any(os.path.exists(f"/run/netns/{n}") for n in names)
+
+
+def test_namespace_names_are_unique_per_run_and_lab() -> None:
+    """Two labs of one spec (in this run or another) never share a namespace name."""
+    spec = LabSpec(prefix=PREFIX, hosts=(LabHost("web"),))
+    one, two = Lab(spec), Lab(spec)
+    assert one.netns("web") != two.netns("web") and one.hub != two.hub
+    assert one.netns("web").startswith(f"{PREFIX}-{os.getpid()}-") and one.netns("web").endswith("-web")
+    assert len({unique_name("pk") for _ in range(100)}) == 100
+    with pytest.raises(UsageError):
+        one.netns("nope")
+
+
+@needs_root
+def test_namespace_removes_what_is_left_inside() -> None:
+    """A process still running in a namespace is killed and the namespace deleted on close."""
+    with LabNamespace("pk4n") as ns:
+        sleeper = subprocess.Popen(ns.command(["sleep", "60"]))
+        assert ns.run(["ip", "-j", "addr", "show", "lo"]).stdout.count("127.0.0.1") == 1
+    assert sleeper.wait(10) != 0
+    assert not os.path.exists(f"/run/netns/{ns.name}")
+
+
+@needs_root
+def test_connect_pins_neighbours_and_routes_host_addresses() -> None:
+    with LabNamespace("pk4a") as a, LabNamespace("pk4b") as b:
+        connect(a, "va", ["10.77.0.1/24", "10.78.0.1/32"], b, "vb", ["10.77.0.2/24", "10.79.0.2/32"])
+        neigh = a.ip("neigh", "show", "dev", "va")
+        assert "10.77.0.2" in neigh and "10.79.0.2" in neigh and "PERMANENT" in neigh
+        assert "10.79.0.2 dev va" in a.ip("route")
+        # A RST back from a closed port: the route and the neighbour work both ways.
+        with b.inside(), socket.socket() as tcp:
+            tcp.settimeout(2)
+            tcp.bind(("10.79.0.2", 0))
+            with pytest.raises(ConnectionRefusedError):
+                tcp.connect(("10.78.0.1", 9))
 
 
 @needs_root
@@ -141,7 +194,7 @@ def test_loss_budget_caps_losses_per_flow(lab_factory) -> None:  # noqa: F811
     """With a budget of one, every flow loses at most one frame: the second try always gets through."""
     spec = LabSpec(
         prefix=PREFIX,
-        hosts=(Host("lossy", (Listener(7, Protocol.UDP),), link=Link(loss=0.6, loss_budget=1)),),
+        hosts=(LabHost("lossy", (LabListener(7, Protocol.UDP),), link=LabLink(loss=0.6, loss_budget=1)),),
     )
     lab = lab_factory(spec)
     with lab.inside("client"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
@@ -165,3 +218,23 @@ def test_loss_budget_caps_losses_per_flow(lab_factory) -> None:  # noqa: F811
         assert losses() == 1
     with pytest.raises(PortkitError, match="no emulated link"):
         lab.reset_loss("client")
+
+
+@needs_root
+def test_a_process_inside_its_own_namespace_survives_closing_it() -> None:
+    """A benchmark that entered its namespace for good may still delete it, and live on."""
+    code = (
+        "import os\nfrom portkit.testing import LabNamespace, enter_namespace\n"
+        "ns = LabNamespace('pk4self').open()\nenter_namespace(ns.name)\nns.close()\n"
+        "print('alive', os.path.exists('/run/netns/' + ns.name))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, "alive False\n"), proc.stderr
+
+
+def test_lab_names_do_not_collide_with_portkits_public_names() -> None:
+    import portkit
+    import portkit.testing
+
+    assert not set(portkit.testing.__all__) & set(portkit.__all__)
+    assert all(hasattr(portkit.testing, name) for name in portkit.testing.__all__)

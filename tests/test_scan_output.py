@@ -17,16 +17,8 @@ import pytest
 
 import portkit
 from fixtures_nmapxml import assert_valid_nmap_xml, needs_xmllint
-from portkit.model import Protocol
-from portkit.scan import (
-    HostResult,
-    PortResult,
-    PortState,
-    Reason,
-    ScanResult,
-    ServiceInfo,
-    TlsInfo,
-)
+from portkit.model import Method, Protocol, ServiceRecord, TlsInfo
+from portkit.scan import HostResult, PortResult, PortState, Reason, ScanResult
 from portkit.scan._results import ExtraPorts
 from portkit.scan.output import render_csv, render_grepable, render_json, render_text, render_xml
 
@@ -37,17 +29,22 @@ needs_ndiff = pytest.mark.skipif(shutil.which("ndiff") is None, reason="needs nm
 def sample() -> ScanResult:
     https = PortResult(
         443, Protocol.TCP, PortState.OPEN, Reason.SYN_ACK, 64,
-        ServiceInfo(
-            "http", "nginx", "1.22.1", "Debian", "ssl", ("cpe:/a:igor_sysoev:nginx:1.22.1",), "probed", 10
+        ServiceRecord(
+            "http", "nginx", "1.22.1", "Debian", "ssl", ("cpe:/a:igor_sysoev:nginx:1.22.1",),
+            Method.PROBED, 10,
+            tls=TlsInfo(
+                "TLSv1.3", "TLS_AES_256_GCM_SHA384", subject="CN=lab", issuer="CN=lab", sans=("lab",)
+            ),
         ),
-        TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", "CN=lab", "CN=lab", ("lab",), self_signed=True),
     )  # fmt: skip
     host = HostResult(
         "192.0.2.10",
         ("web.example",),
         ports=[
-            PortResult(22, Protocol.TCP, PortState.OPEN, Reason.SYN_ACK, 64, ServiceInfo("ssh")),
-            PortResult(81, Protocol.TCP, PortState.FILTERED, Reason.NO_RESPONSE, 0, ServiceInfo("hosts2-ns")),
+            PortResult(22, Protocol.TCP, PortState.OPEN, Reason.SYN_ACK, 64, ServiceRecord("ssh")),
+            PortResult(
+                81, Protocol.TCP, PortState.FILTERED, Reason.NO_RESPONSE, 0, ServiceRecord("hosts2-ns")
+            ),
             https,
         ],
         extraports=[ExtraPorts(PortState.CLOSED, 997, ((Reason.RESET, 997),), ("1-21,23-442,444-1000",))],
@@ -187,12 +184,12 @@ def test_service_names_get_nmaps_question_mark_only_when_guessed_after_detection
     """nmap -sV: an open port named by the port table alone is `name?`; not without -sV,
     not for other states, never for "unknown"."""
     guessed = PortResult(2222, Protocol.TCP, PortState.OPEN, Reason.SYN_ACK, 64,
-                         ServiceInfo("EtherNetIP-1", extrainfo="silent"))  # fmt: skip
+                         ServiceRecord("EtherNetIP-1", extrainfo="silent"))  # fmt: skip
     filtered = PortResult(
-        81, Protocol.TCP, PortState.FILTERED, Reason.NO_RESPONSE, 0, ServiceInfo("hosts2-ns")
+        81, Protocol.TCP, PortState.FILTERED, Reason.NO_RESPONSE, 0, ServiceRecord("hosts2-ns")
     )
     nothing = PortResult(38953, Protocol.TCP, PortState.OPEN, Reason.SYN_ACK, 64,
-                         ServiceInfo("unknown", confidence=0, extrainfo="silent"))  # fmt: skip
+                         ServiceRecord("unknown", confidence=0, extrainfo="silent"))  # fmt: skip
     host = HostResult("192.0.2.10", ports=[filtered, guessed, nothing])
     result = ScanResult("syn", Protocol.TCP, "-", 3, {}, "portkit scan", 1_700_000_000.0, 1.0, [host], 1)
     assert re.search(r"^2222/tcp  open     EtherNetIP-1 ", render_text(result), re.M)
@@ -245,11 +242,11 @@ def test_text_shows_versions_when_detected_and_reasons_on_request() -> None:
 def test_attach_replaces_a_ports_service_and_tls() -> None:
     result = sample()
     host = result.hosts[0]
-    updated = host.attach(22, Protocol.TCP, service=ServiceInfo("ssh", "OpenSSH", "9.2p1", method="probed"))
+    updated = host.attach(22, Protocol.TCP, ServiceRecord("ssh", "OpenSSH", "9.2p1", method=Method.PROBED))
     assert updated.service is not None and updated.service.product == "OpenSSH"
     assert host.port(22) == updated
     with pytest.raises(KeyError):
-        host.attach(23, Protocol.TCP, tls=TlsInfo())
+        host.attach(23, Protocol.TCP, ServiceRecord("telnet"))
 
 
 NMAP_SERVICES = Path("/usr/share/nmap/nmap-services")
@@ -346,8 +343,8 @@ def test_xml_rates_a_soft_match_as_nmap_does() -> None:
     name (8 for tcpwrapped, 3 for the table)."""
     result = sample()
     host = result.hosts[0]
-    soft = ServiceInfo("postgresql", "PostgreSQL DB", "9.6.0 or later", method="probed", confidence=7)
-    host.attach(22, Protocol.TCP, service=soft)
+    soft = ServiceRecord("postgresql", "PostgreSQL DB", "9.6.0 or later", method=Method.PROBED, confidence=7)
+    host.attach(22, Protocol.TCP, soft)
     root = ET.fromstring(render_xml(result))
     service = root.find(".//port[@portid='22']/service")
     assert service is not None and service.get("conf") == "10"

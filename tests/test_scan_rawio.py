@@ -10,7 +10,6 @@ The lab tests (test_scan_vs_nmap.py) run real scans both ways against nmap.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import struct
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import needs_root
 from portkit.scan._accel import V4_ICMP, V4_TCP, V6_ICMP
 from portkit.scan._hosts import HostTable
 from portkit.scan._packets import (
@@ -39,7 +39,6 @@ from portkit.scan._targets import parse_targets
 from portkit.scan._timing import template
 
 rawio = pytest.importorskip("portkit.scan._rawio", reason="the C module was not built (no compiler?)")
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (raw sockets)")
 
 PORTS = [1, 22, 80, 443, 8080, 31337, 65535]
 FIN, PSH = 0x01, 0x08

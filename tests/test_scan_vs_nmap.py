@@ -17,43 +17,48 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from fixtures_scan import module_lab_factory, needs_nmap, needs_root  # noqa: F401
-from portkit.lab import Action, Host, Lab, LabSpec, Link, Listener, Reply, Rule
+from conftest import needs_root
+from fixtures_scan import module_lab_factory, needs_nmap  # noqa: F401
 from portkit.model import Protocol
+from portkit.testing import Lab, LabAction, LabHost, LabLink, LabListener, LabReply, LabRule, LabSpec
 
 pytestmark = [needs_root, needs_nmap]
 
 TCP = Protocol.TCP
 UDP = Protocol.UDP
-FIREWALLED = Host(
+FIREWALLED = LabHost(
     "fw",
     listeners=(
-        Listener(22),
-        Listener(80),
-        Listener(443),
-        Listener(8080),
-        Listener(53, UDP),
-        Listener(123, UDP),
-        Listener(161, UDP),
-        Listener(5000, UDP, reply=Reply.SILENT),
-        Listener(5001, UDP),
+        LabListener(22),
+        LabListener(80),
+        LabListener(443),
+        LabListener(8080),
+        LabListener(53, UDP),
+        LabListener(123, UDP),
+        LabListener(161, UDP),
+        LabListener(5000, UDP, reply=LabReply.SILENT),
+        LabListener(5001, UDP),
     ),
     rules=(
-        Rule(443, Action.DROP),  # open behind drop
-        Rule(81, Action.DROP),
-        Rule(82, Action.RESET),
-        Rule(8080, Action.RESET),  # open behind tcp reset
-        Rule(83, Action.PORT_UNREACHABLE),
-        Rule(84, Action.ADMIN_PROHIBITED),
-        Rule(85, Action.ACCEPT),
-        Rule(5001, Action.DROP, UDP),
-        Rule(5002, Action.PORT_UNREACHABLE, UDP),
-        Rule(5003, Action.ADMIN_PROHIBITED, UDP),
-        Rule(161, Action.ADMIN_PROHIBITED, UDP),  # open behind admin-prohibited
+        LabRule(443, LabAction.DROP),  # open behind drop
+        LabRule(81, LabAction.DROP),
+        LabRule(82, LabAction.RESET),
+        LabRule(8080, LabAction.RESET),  # open behind tcp reset
+        LabRule(83, LabAction.PORT_UNREACHABLE),
+        LabRule(84, LabAction.ADMIN_PROHIBITED),
+        LabRule(85, LabAction.ACCEPT),
+        LabRule(5001, LabAction.DROP, UDP),
+        LabRule(5002, LabAction.PORT_UNREACHABLE, UDP),
+        LabRule(5003, LabAction.ADMIN_PROHIBITED, UDP),
+        LabRule(161, LabAction.ADMIN_PROHIBITED, UDP),  # open behind admin-prohibited
     ),
 )
-LOSSY = Host("lossy", listeners=(Listener(22), Listener(80), Listener(3306)), rules=(Rule(81, Action.DROP),),
-             link=Link(rtt_ms=4, loss=0.25, loss_budget=1))  # fmt: skip
+LOSSY = LabHost(
+    "lossy",
+    listeners=(LabListener(22), LabListener(80), LabListener(3306)),
+    rules=(LabRule(81, LabAction.DROP),),
+    link=LabLink(rtt_ms=4, loss=0.25, loss_budget=1),
+)
 TCP_PORTS = "21-23,53,79-86,110,443,3306,8080"
 UDP_PORTS = "53,67,68,123,161,5000-5003"
 

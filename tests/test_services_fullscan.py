@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from fixtures_services import LOOPBACK, ServiceLab, private_netns, service_lab
+from fixtures_services import LOOPBACK, ServiceLab, service_lab
+from portkit.testing import LabNamespace
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("nginx") or not shutil.which("ip"),
@@ -67,7 +68,7 @@ def _scan_in(
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[ServiceLab]:
-    with private_netns("pk5f") as netns, service_lab(netns=netns) as running:
+    with LabNamespace("pk5f") as netns, service_lab(netns=netns.name) as running:
         yield running
 
 

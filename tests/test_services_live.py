@@ -23,7 +23,7 @@ import pytest
 from fixtures_nmapxml import assert_valid_nmap_xml
 from fixtures_services import LOOPBACK, ServiceLab, service_lab
 from portkit.model import Protocol
-from portkit.services import Method, ServiceMatch, detect_services
+from portkit.services import Method, ServiceRecord, detect_services
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("nginx"),
@@ -38,15 +38,15 @@ def lab() -> Iterator[ServiceLab]:
 
 
 @pytest.fixture(scope="module")
-def detected(lab: ServiceLab) -> tuple[dict[tuple[str, int, Protocol], ServiceMatch], float]:
+def detected(lab: ServiceLab) -> tuple[dict[tuple[str, int, Protocol], ServiceRecord], float]:
     start = time.monotonic()
     results = detect_services(lab.targets())
     return results, time.monotonic() - start
 
 
 def _match(
-    detected: tuple[dict[tuple[str, int, Protocol], ServiceMatch], float], lab: ServiceLab, key: str
-) -> ServiceMatch:
+    detected: tuple[dict[tuple[str, int, Protocol], ServiceRecord], float], lab: ServiceLab, key: str
+) -> ServiceRecord:
     server = lab[key]
     results, _ = detected
     found = results.get((LOOPBACK, server.port, Protocol(server.protocol)))

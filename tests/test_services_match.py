@@ -397,7 +397,7 @@ def test_parse_intensity() -> None:
 
 
 def test_waits_follow_the_round_trip_time() -> None:
-    from portkit.services._engine import Timing
+    from portkit.services._plan import Timing
 
     null = probe("null")
     lan, far = Timing(0.0005), Timing(0.2)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import os
 import socket
 import struct
 import subprocess
@@ -22,6 +21,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import fixtures_sockets as fx
+from conftest import needs_root
 from portkit.sockets import SocketQuery, _jsonout, _netlink, list_sockets
 from portkit.sockets._inventory import Inventory
 from portkit.sockets._model import Transport
@@ -129,7 +129,7 @@ sys.stdin.read()
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="creating a network namespace needs root")
+@needs_root
 def test_a_namespaces_table_prints_the_same_in_c_and_python() -> None:
     # A private namespace holds only our connections, so its dump is made of equal-sized
     # messages (the root namespace's TIME-WAIT sockets would send buffers to the row path).

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fixtures_sockets as fx
+from conftest import needs_root
 from portkit.sockets import ALL_STATES, SocketQuery, Transport, list_sockets
 from portkit.sockets._bytecode import PortMatch, compile_filter, run_filter
 from portkit.sockets._procnet import parse_table
@@ -84,7 +85,7 @@ def test_listening_queries_agree_across_backends(scene: fx.Scene) -> None:
     assert netlink == proc and len(netlink) == 3  # tcp4, tcp6 listeners and the unconnected udp4
 
 
-@fx.needs_root
+@needs_root
 def test_proc_fallback_in_a_named_netns(cli: Any) -> None:
     with fx.named_netns() as ns, fx.listener_process("4", "tcp", netns=ns) as (_proc, _port):
         a = cli("ls", "--all", "--json", "--netns", ns, "--backend", "proc").json()

@@ -10,16 +10,16 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
-import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 
+from conftest import needs_root
 from portkit.cli._lsquery import ls_query
 from portkit.cli.entry import LS_JSON_FLAGS, ls_json_params
 from portkit.cli.sockets import ls
+from portkit.testing import LabNamespace
 
 QUERY_PARAMS = set(inspect.signature(ls_query).parameters)
 
@@ -63,8 +63,6 @@ def test_everything_else_goes_to_click(argv: list[str]) -> None:
     assert ls_json_params(argv) is None
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creates a network namespace (root)")
-
 HOLDER = r"""
 import socket, sys
 server = socket.socket()
@@ -82,11 +80,10 @@ sys.stdin.read()
 @needs_root
 @pytest.mark.parametrize("flags", [["--all"], ["--all", "-p"], [], ["-4", "--no-processes"]])
 def test_lane_prints_what_click_prints(flags: list[str]) -> None:
-    netns = f"pk3p-e{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
+    namespace = LabNamespace("pk3pe").open()
+    netns = namespace.name
     holder = None
     try:
-        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
         holder = subprocess.Popen(
             ["ip", "netns", "exec", netns, sys.executable, "-c", HOLDER],
             stdin=subprocess.PIPE,
@@ -111,7 +108,7 @@ def test_lane_prints_what_click_prints(flags: list[str]) -> None:
         if holder is not None:
             holder.kill()
             holder.wait()
-        subprocess.run(["ip", "netns", "del", netns], check=False)
+        namespace.close()
 
 
 def test_lane_reports_errors_the_click_way(cli) -> None:  # type: ignore[no-untyped-def]

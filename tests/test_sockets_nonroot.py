@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 import fixtures_sockets as fx
+from conftest import needs_root
 
 pytestmark = [
-    fx.needs_root,
+    needs_root,
     pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)"),
 ]
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]

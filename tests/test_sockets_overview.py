@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def test_default_command_is_the_overview(cli: Any) -> None:
         assert result.status == 0, result.stderr
         assert "Listening on loopback only" in result.stdout
         line = next(line for line in result.stdout.splitlines() if line.startswith(f"{port}/tcp"))
-        assert "127.0.0.1" in line and f"/{fx.os.getpid()}" in line
+        assert "127.0.0.1" in line and f"/{os.getpid()}" in line
         assert "established TCP sockets" in result.stdout
     finally:
         server.close()
@@ -79,7 +80,7 @@ def test_default_command_is_the_overview(cli: Any) -> None:
 
 def test_overview_flags_a_database_port_on_all_interfaces(cli: Any) -> None:
     # A redis-like listener on every interface, but inside our own namespace, so nothing is exposed.
-    if fx.os.geteuid() != 0:
+    if os.geteuid() != 0:
         import pytest
 
         pytest.skip("needs root for a private network namespace")

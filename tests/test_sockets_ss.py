@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
 
 import fixtures_sockets as fx
+from conftest import needs_root
 from portkit.model import parse_port_spec
 from portkit.sockets import SocketQuery, list_sockets, matches_from_spec
 
@@ -131,7 +133,7 @@ def test_piped_info_table_keeps_a_cell_for_rows_without_tcp_info(cli: Any, scene
     assert "TCP INFO" in watched.stdout and "UNCONN" in watched.stdout
 
 
-@fx.needs_root
+@needs_root
 def test_named_netns_rows_match_ss_inside_it(cli: Any) -> None:
     with fx.named_netns() as ns, fx.listener_process("6", "tcp", netns=ns) as (proc, port):
         ours_doc = _ls(cli, "--all", "--netns", ns, "--processes")
@@ -150,12 +152,12 @@ def test_named_netns_rows_match_ss_inside_it(cli: Any) -> None:
 
 
 def test_raw_sockets_match_ss_w(cli: Any) -> None:
-    if fx.os.geteuid() != 0:
+    if os.geteuid() != 0:
         pytest.skip("raw sockets need root (CAP_NET_RAW)")
     raw4 = fx.socket.socket(fx.socket.AF_INET, fx.socket.SOCK_RAW, fx.socket.IPPROTO_ICMP)
     raw6 = fx.socket.socket(fx.socket.AF_INET6, fx.socket.SOCK_RAW, fx.socket.IPPROTO_ICMPV6)
     try:
-        inodes = {fx.os.fstat(s.fileno()).st_ino for s in (raw4, raw6)}
+        inodes = {os.fstat(s.fileno()).st_ino for s in (raw4, raw6)}
         doc = _ls(cli, "--all", "--proto", "raw")
         mine = {(r["family"], r["local"]["port"], r["state"]) for r in doc["sockets"] if r["inode"] in inodes}
         assert mine == {(4, 1, "UNCONN"), (6, 58, "UNCONN")}
@@ -188,7 +190,7 @@ def test_pid_user_and_process_filters_match_ss_p(cli: Any) -> None:
         assert ours == theirs and len(ours) == 3  # the listener and both ends of its connection
         by_name = _ls(cli, "--all", "--process", "python", "--port", str(port))
         assert {r["inode"] for r in by_name["sockets"]} >= {row[2] for row in ours}
-        me = fx.os.geteuid()
+        me = os.geteuid()
         by_user = _ls(cli, "--all", "--user", str(me), "--port", str(port))
         assert {r["uid"] for r in by_user["sockets"]} == {me} and len(by_user["sockets"]) == 3
         assert _ls(cli, "--all", "--user", "nobody", "--port", str(port))["sockets"] == []

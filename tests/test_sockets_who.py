@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import fixtures_sockets as fx
+from conftest import needs_root
 
 
 @pytest.mark.parametrize(("family", "proto"), [("4", "tcp"), ("6", "tcp"), ("4", "udp"), ("6", "udp")])
@@ -63,7 +64,7 @@ sys.stdin.read()
 """
 
 
-@fx.needs_root
+@needs_root
 @pytest.mark.parametrize("scene", ["time-wait", "client"])
 def test_ports_without_a_holder_are_explained(cli: Any, scene: str) -> None:
     with fx.named_netns() as ns:
@@ -127,7 +128,7 @@ def test_kill_asks_first_and_yes_kills() -> None:
         assert proc.wait(timeout=10) != 0
 
 
-@fx.needs_root
+@needs_root
 def test_who_inside_a_named_netns(cli: Any) -> None:
     with fx.named_netns() as ns, fx.listener_process("4", "tcp", netns=ns) as (proc, port):
         doc = cli("who", str(port), "--netns", ns, "--json").json()

@@ -94,6 +94,11 @@ if TYPE_CHECKING:
         validate_port as validate_port,
         WELL_KNOWN as WELL_KNOWN,
     )
+    from portkit.model.services import (
+        HttpInfo as HttpInfo,
+        ServiceRecord as ServiceRecord,
+        TlsInfo as TlsInfo,
+    )
     from portkit.registry import (
         default_registry as default_registry,
         download_iana as download_iana,
@@ -111,12 +116,9 @@ if TYPE_CHECKING:
         ScanOptions as ScanOptions,
         ScanResult as ScanResult,
         ScanType as ScanType,
-        ServiceInfo as ServiceInfo,
-        TlsInfo as TlsInfo,
     )
     from portkit.services import (
         detect_services as detect_services,
-        ServiceMatch as ServiceMatch,
     )
     from portkit.sockets import (
         Advice as Advice,

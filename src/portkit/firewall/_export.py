@@ -98,10 +98,10 @@ class ExportRefused(PortkitError):
         unsafe = rendering.unsafe
         shown = "; ".join(str(o) for o in unsafe[:3])
         more = f" (and {len(unsafe) - 3} more)" if len(unsafe) > 3 else ""
+        # The rules first: an error line is kept to 200 characters by cutting its middle.
         super().__init__(
-            f"refusing to export to {target}: {len(unsafe)} rule(s) or feature(s) cannot be rendered "
-            f"and leaving them out could accept more than the source: {shown}{more}; "
-            "--force leaves them out"
+            f"refusing to export to {target}: {shown}{more}; leaving out what {target} cannot write "
+            "could accept more than the source (--force leaves it out)"
         )
 
 

@@ -1178,7 +1178,7 @@ def _rule_text(rule: FilterRule, family: Family, notes: list[str], chain_names: 
     if rule.opaque:
         raise _Unrenderable(f"statements {'; '.join(rule.opaque)} are not modelled")
     for m in rule.matches:
-        if not m.set_name and not m.names and not m.ranges and m.field is not Field.OPAQUE:
+        if not m.set_name and not m.names and not m.ranges and not m.elements and m.field is not Field.OPAQUE:
             raise _Unrenderable(f"an empty set in {m.field}")
         if m.field in (Field.IIF, Field.OIF):
             for n in m.names:

@@ -1,5 +1,5 @@
-"""The shared vocabulary of portkit: transports, ports, port sets, endpoints, flows, port specs
-and nmap's port states.
+"""The shared vocabulary of portkit: transports, ports, port sets, endpoints, flows, port specs,
+nmap's port states and service records.
 
 Pure, typed, immutable values. Every capability (registry, sockets, scan, firewall,
 forward) speaks in these terms, so data can flow from one to the next unchanged. It is a
@@ -37,6 +37,12 @@ if TYPE_CHECKING:
     from portkit.model.portstate import (
         PortState as PortState,
         Reason as Reason,
+    )
+    from portkit.model.services import (
+        HttpInfo as HttpInfo,
+        Method as Method,
+        ServiceRecord as ServiceRecord,
+        TlsInfo as TlsInfo,
     )
     from portkit.model.protocols import (
         IPPROTO_ICMP as IPPROTO_ICMP,

@@ -23,7 +23,13 @@ class Source(enum.Enum):
 
 @dataclass(frozen=True)
 class Service:
-    """A named service on `port`..`last_port` over one transport protocol."""
+    """A named service on `port`..`last_port` over one transport protocol.
+
+    This is a registration (what a port number is assigned to, from IANA, /etc/services or
+    nmap-services), true whether or not anything listens. What actually answers on a port is
+    a `portkit.model.ServiceRecord`, which names its source (`Method.TABLE` when the name came
+    from here) and carries what the service itself said.
+    """
 
     name: str
     port: int

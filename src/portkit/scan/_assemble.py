@@ -4,7 +4,7 @@ Drivers record each reply as an outcome code (`OUTCOMES`, from the one state tab
 `_states`) in a `Collector`: a byte per port per host, so a /16 of 100 ports costs 6.5 MB
 rather than millions of objects. This module turns those bytes into nmap's listing: ports in
 states other than open that more than 25 ports share become "Not shown" counts, the others
-are listed with the name the port table gives them (a `ServiceInfo` with method "table").
+are listed with the name the port table gives them (a `ServiceRecord` with method "table").
 The port numbers of a collapsed state are picked in C (bytes.translate, itertools.compress),
 not port by port: a 65,535-port scan lists a handful.
 """
@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from portkit.model import Transport
 from portkit.model.intervals import format_intervals, runs
 from portkit.model.portstate import PortState, Reason
+from portkit.model.services import ServiceRecord
 from portkit.scan._hosts import ScanHost
 from portkit.scan._plan import ScanPlan
 from portkit.scan._results import (
@@ -26,7 +27,6 @@ from portkit.scan._results import (
     HostResult,
     PortResult,
     ScanResult,
-    ServiceInfo,
 )
 from portkit.scan._states import OUTCOMES, ScanType, outcome_codes
 from portkit.scan._targets import TargetSet
@@ -170,7 +170,7 @@ def listing(
         i = codes.find(code)
         while i >= 0:
             name = names(ports[i], protocol)
-            service = ServiceInfo(name) if name else None  # like nmap: no <service> without a name
+            service = ServiceRecord(name) if name else None  # like nmap: no <service> without a name
             shown.append(PortResult(ports[i], protocol, listed[0], listed[1], ttls[i], service))
             i = codes.find(code, i + 1)
     shown.sort(key=lambda p: p.port)

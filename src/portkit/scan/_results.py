@@ -1,8 +1,9 @@
 """What a scan found: per port, per host and for the whole scan, as typed values with `to_json()`.
 
-Service detection (`portkit.services`) attaches a `ServiceInfo` with method "probed" and a
-`TlsInfo` to open ports with `HostResult.attach`; without it, the scanner fills the service
-name from the registry with method "table", as nmap does.
+A port's service is the shared `portkit.model.ServiceRecord`: the scanner fills its name from
+the registry with method "table", as nmap does; service detection (`portkit.services`) replaces
+it with what the service said (method "probed", with its TLS layer and HTTP face) through
+`HostResult.attach`.
 """
 
 from __future__ import annotations
@@ -14,81 +15,10 @@ from typing import Any
 
 from portkit.model import Transport
 from portkit.model.portstate import PortState, Reason
+from portkit.model.services import ServiceRecord, TlsInfo
 
 # nmap collapses a state into "Not shown: N ..." when more than this many ports share it.
 COLLAPSE_OVER = 25
-
-
-@dataclass(frozen=True)
-class ServiceInfo:
-    """What runs on a port: nmap's <service> element."""
-
-    name: str
-    product: str = ""
-    version: str = ""
-    extrainfo: str = ""
-    tunnel: str = ""  # "ssl" when the service speaks through TLS
-    cpe: tuple[str, ...] = ()
-    method: str = "table"  # "probed" (service detection) or "table" (registry by port number)
-    confidence: int = 3  # nmap's conf: 3 for a table guess, up to 10 for a probe match
-    # What an HTTP service answered to GET / (status, server, title, location); service detection.
-    http: dict[str, Any] | None = field(default=None, compare=False, hash=False)
-    # What the matching rule says of the host behind the service (nmap's h/, o/, d/ fields).
-    hostname: str = ""
-    ostype: str = ""
-    devicetype: str = ""
-
-    def __str__(self) -> str:
-        words = [f"ssl/{self.name}" if self.tunnel == "ssl" else self.name, self.product, self.version]
-        text = " ".join(w for w in words if w)
-        return f"{text} ({self.extrainfo})" if self.extrainfo else text
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "product": self.product,
-            "version": self.version,
-            "extrainfo": self.extrainfo,
-            "tunnel": self.tunnel,
-            "cpe": list(self.cpe),
-            "method": self.method,
-            "confidence": self.confidence,
-        } | ({"http": self.http} if self.http is not None else {}) | {
-            key: value
-            for key, value in (
-                ("hostname", self.hostname), ("ostype", self.ostype), ("devicetype", self.devicetype)
-            )
-            if value
-        }
-
-
-@dataclass(frozen=True)
-class TlsInfo:
-    """What a TLS handshake on the port showed (filled by service detection)."""
-
-    protocol: str = ""  # e.g. "TLSv1.3"
-    cipher: str = ""
-    subject: str = ""
-    issuer: str = ""
-    san: tuple[str, ...] = ()
-    not_before: str = ""
-    not_after: str = ""
-    self_signed: bool | None = None
-    alpn: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        # The schema of issue 5 (docs/json.md, json:services): same keys as portkit.services.
-        return {
-            "version": self.protocol or None,
-            "cipher": self.cipher or None,
-            "alpn": self.alpn or None,
-            "subject": self.subject or None,
-            "sans": list(self.san),
-            "issuer": self.issuer or None,
-            "not_after": self.not_after or None,
-            "not_before": self.not_before or None,
-            "self_signed": self.self_signed,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +28,12 @@ class PortResult:
     state: PortState
     reason: Reason
     ttl: int = 0
-    service: ServiceInfo | None = None
-    tls: TlsInfo | None = None
+    service: ServiceRecord | None = None
+
+    @property
+    def tls(self) -> TlsInfo | None:
+        """The TLS layer service detection found on the port (part of its service record)."""
+        return self.service.tls if self.service is not None else None
 
     def __str__(self) -> str:
         return f"{self.port}/{self.protocol} {self.state} ({self.reason})"
@@ -110,7 +44,8 @@ class PortResult:
             "protocol": self.protocol.value,
             "state": self.state.value,
             "reason": self.reason.value,
-            "service": self.service.to_json() if self.service else None,
+            # portkit's notes on a detection stay out of the scan's port (nmap has no such field)
+            "service": self.service.to_json(notes=False) if self.service else None,
             "ttl": self.ttl,
             "tls": self.tls.to_json() if self.tls else None,
         }
@@ -162,23 +97,11 @@ class HostResult:
     def port(self, number: int, protocol: Transport = Transport.TCP) -> PortResult | None:
         return next((p for p in self.ports if p.port == number and p.protocol is protocol), None)
 
-    def attach(
-        self,
-        number: int,
-        protocol: Transport,
-        *,
-        service: ServiceInfo | None = None,
-        tls: TlsInfo | None = None,
-    ) -> PortResult:
-        """Replace a listed port's service and/or TLS record (service detection calls this)."""
+    def attach(self, number: int, protocol: Transport, service: ServiceRecord) -> PortResult:
+        """Replace a listed port's service record (service detection calls this)."""
         for i, found in enumerate(self.ports):
             if found.port == number and found.protocol is protocol:
-                changes: dict[str, Any] = {}
-                if service is not None:
-                    changes["service"] = service
-                if tls is not None:
-                    changes["tls"] = tls
-                self.ports[i] = dataclasses.replace(found, **changes)
+                self.ports[i] = dataclasses.replace(found, service=service)
                 return self.ports[i]
         raise KeyError(f"{number}/{protocol} is not a listed port of {self.address}")
 

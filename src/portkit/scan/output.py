@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from portkit.model.portstate import PortState
-from portkit.scan._results import HostResult, PortResult, ScanResult, ServiceInfo
+from portkit.model.services import CONFIDENCE_HARD, CONFIDENCE_SOFT, Method, ServiceRecord
+from portkit.scan._results import HostResult, PortResult, ScanResult
 
 XML_OUTPUT_VERSION = "1.05"
 NMAP_COMPAT_VERSION = "7.93"  # the nmap output version our XML imitates
@@ -50,9 +51,9 @@ def _version_text(port: PortResult, *, notes: bool = True) -> str:
     text table shows it (`notes`), nmap's formats (XML, grepable) do not.
     """
     svc = port.service
-    if svc is None or (svc.method != "probed" and not svc.extrainfo):
+    if svc is None or (svc.method is not Method.PROBED and not svc.extrainfo):
         return ""
-    if svc.method != "probed":
+    if svc.method is not Method.PROBED:
         return f"({svc.extrainfo})" if notes else ""
     text = " ".join(w for w in (svc.product, svc.version) if w)
     if svc.extrainfo:
@@ -168,16 +169,16 @@ def _detail_lines(port: PortResult) -> list[str]:
     """nmap-style lines under a port for what service detection saw of its HTTP and TLS faces."""
     lines = []
     http = port.service.http if port.service is not None else None
-    if http:
-        text = f"http: {http.get('status')}"
-        if http.get("title"):
-            text += f' "{http["title"]}"'
-        if http.get("location"):
-            text += f" -> {http['location']}"
+    if http is not None:
+        text = f"http: {http.status}"
+        if http.title:
+            text += f' "{http.title}"'
+        if http.location:
+            text += f" -> {http.location}"
         lines.append(text)
     tls = port.tls
-    if tls is not None and tls.protocol:
-        text = f"tls: {tls.protocol} {tls.cipher}" + (f" alpn {tls.alpn}" if tls.alpn else "")
+    if tls is not None and tls.version:
+        text = f"tls: {tls.version} {tls.cipher}" + (f" alpn {tls.alpn}" if tls.alpn else "")
         if tls.subject:
             text += f"; subject {tls.subject}"
             text += "; self-signed" if tls.self_signed else f"; issuer {tls.issuer}"
@@ -317,7 +318,7 @@ def iter_xml(result: ScanResult, command: str | None = None) -> Iterator[str]:
                         product=svc.product or None,
                         version=svc.version or None,
                         # a table guess's extrainfo is portkit's note ("silent"), not the service's
-                        extrainfo=(svc.extrainfo if svc.method == "probed" else "") or None,
+                        extrainfo=(svc.extrainfo if svc.method is Method.PROBED else "") or None,
                         hostname=svc.hostname or None,
                         ostype=svc.ostype or None,
                         devicetype=svc.devicetype or None,
@@ -367,14 +368,11 @@ def iter_xml(result: ScanResult, command: str | None = None) -> Iterator[str]:
     yield "\n".join(lines) + "\n"
 
 
-# portkit rates a service named by a soft match alone (the protocol, not the product) 7;
-# nmap's XML rates every probed name 10 but tcpwrapped's 8.
-_SOFT_MATCH_CONFIDENCE = 7
-
-
-def _nmap_confidence(svc: ServiceInfo) -> int:
-    if svc.method == "probed" and svc.confidence == _SOFT_MATCH_CONFIDENCE:
-        return 10
+def _nmap_confidence(svc: ServiceRecord) -> int:
+    """nmap's XML rates every probed name 10 but tcpwrapped's 8; portkit rates a name from a
+    soft match alone (the protocol, not the product) lower."""
+    if svc.method is Method.PROBED and svc.confidence == CONFIDENCE_SOFT:
+        return CONFIDENCE_HARD
     return svc.confidence
 
 

@@ -2,7 +2,7 @@
 
     >>> from portkit.services import detect_services
     >>> detect_services([("127.0.0.1", 2222, "tcp")])
-    {('127.0.0.1', 2222, <Protocol.TCP: 'tcp'>): ServiceMatch(name='ssh', product='OpenSSH', ...)}
+    {('127.0.0.1', 2222, <Protocol.TCP: 'tcp'>): ServiceRecord(name='ssh', product='OpenSSH', ...)}
 
 Names load lazily (PEP 562): `import portkit.services` costs nothing until one is used.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from portkit._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
-    "DetectOptions": "portkit.services._engine",
+    "DetectOptions": "portkit.services._plan",
     "ServiceTarget": "portkit.services._engine",
     "detect_services": "portkit.services._engine",
     "detect_services_async": "portkit.services._engine",
@@ -23,10 +23,10 @@ _EXPORTS: dict[str, str] = {
     "Identification": "portkit.services._match",
     "match_reply": "portkit.services._match",
     "plan_probes": "portkit.services._match",
-    "HttpInfo": "portkit.services._model",
-    "Method": "portkit.services._model",
-    "ServiceMatch": "portkit.services._model",
-    "TlsInfo": "portkit.services._model",
+    "HttpInfo": "portkit.model.services",
+    "Method": "portkit.model.services",
+    "ServiceRecord": "portkit.model.services",
+    "TlsInfo": "portkit.model.services",
     "MatchRule": "portkit.services._probes",
     "Probe": "portkit.services._probes",
     "ProbeDatabase": "portkit.services._probes",
@@ -38,8 +38,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from portkit.model.services import HttpInfo, Method, ServiceRecord, TlsInfo
     from portkit.services._engine import (
-        DetectOptions,
         ServiceTarget,
         detect_services,
         detect_services_async,
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     )
     from portkit.services._http import parse_http_response
     from portkit.services._match import Identification, match_reply, plan_probes
-    from portkit.services._model import HttpInfo, Method, ServiceMatch, TlsInfo
+    from portkit.services._plan import DetectOptions
     from portkit.services._probes import (
         MatchRule,
         Probe,
@@ -67,7 +67,7 @@ __all__ = [
     "Method",
     "Probe",
     "ProbeDatabase",
-    "ServiceMatch",
+    "ServiceRecord",
     "ServiceTarget",
     "TlsInfo",
     "builtin_database",

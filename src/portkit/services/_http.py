@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 
-from portkit.services._model import HttpInfo
+from portkit.model.services import HttpInfo
 
 _STATUS = re.compile(rb"^HTTP/\d(?:\.\d)? (\d{3})")
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)

@@ -1,8 +1,8 @@
 """Service detection after a port scan (`portkit scan --sv`): probe the open ports, attach records.
 
-The scanner's results carry a `ServiceInfo` (nmap's <service>) and a `TlsInfo` per port; this
-module fills them from what the services said, and turns UDP `open|filtered` ports that
-answered a probe into `open` (udp-response), as nmap -sV does.
+A scanned port's service is the same `ServiceRecord` detection returns (the port table's guess
+until then); this module attaches what the services said, and turns UDP `open|filtered` ports
+that answered a probe into `open` (udp-response), as nmap -sV does.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 from portkit.model import Protocol
-from portkit.scan import PortResult, PortState, Reason, ScanResult, ServiceInfo
-from portkit.scan import TlsInfo as ScanTlsInfo
+from portkit.model.services import Method, ServiceRecord
+from portkit.scan import PortResult, PortState, Reason, ScanResult
 from portkit.services._engine import ServiceTarget, detect_services
-from portkit.services._model import Method, ServiceMatch, TlsInfo
 
 # Timing templates -> (probe connections per port, connections overall, wait multiplier).
 _BY_TEMPLATE = {
@@ -26,38 +25,6 @@ _BY_TEMPLATE = {
     4: (8, 320, 1.0),
     5: (8, 480, 0.8),
 }
-
-
-def service_info(match: ServiceMatch) -> ServiceInfo:
-    """A detection result as the scanner's <service> record."""
-    return ServiceInfo(
-        name=match.name,
-        product=match.product,
-        version=match.version,
-        extrainfo=match.extrainfo,
-        tunnel=match.tunnel,
-        cpe=match.cpe,
-        method=match.method.value,
-        confidence=match.confidence,
-        http=match.http.to_json() if match.http else None,
-        hostname=match.hostname,
-        ostype=match.ostype,
-        devicetype=match.devicetype,
-    )
-
-
-def tls_info(tls: TlsInfo) -> ScanTlsInfo:
-    return ScanTlsInfo(
-        protocol=tls.version,
-        cipher=tls.cipher,
-        subject=tls.subject,
-        issuer=tls.issuer,
-        san=tls.sans,
-        not_before=tls.not_before,
-        not_after=tls.not_after,
-        self_signed=tls.self_signed,
-        alpn=tls.alpn,
-    )
 
 
 def _worth_probing(port: PortResult) -> bool:
@@ -74,7 +41,7 @@ def detect_for_scan(
     probes: str | Path = "builtin",
     timing: int = 3,
     max_rate: float | None = None,
-) -> dict[ServiceTarget, ServiceMatch]:
+) -> dict[ServiceTarget, ServiceRecord]:
     """Probe every open port of `result` and attach what answers; returns the matches."""
     result.service_scan = True
     targets: list[ServiceTarget] = [
@@ -103,12 +70,7 @@ def detect_for_scan(
     hosts = {h.address: h for h in result.hosts}
     for (address, number, protocol), match in matches.items():
         host = hosts[address]
-        port = host.attach(
-            number,
-            protocol,
-            service=service_info(match),
-            tls=tls_info(match.tls) if match.tls else None,
-        )
+        port = host.attach(number, protocol, match)
         if port.state is PortState.OPEN_FILTERED and match.method is Method.PROBED:
             index = host.ports.index(port)
             host.ports[index] = dataclasses.replace(port, state=PortState.OPEN, reason=Reason.UDP_RESPONSE)

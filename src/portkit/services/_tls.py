@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 import warnings
 
-from portkit.services._model import TlsInfo
+from portkit.model.services import TlsInfo
 
 ALPN_OFFER = ["h2", "http/1.1"]
 

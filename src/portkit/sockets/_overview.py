@@ -42,7 +42,12 @@ def exposure_of(address: str) -> Exposure:
 
 @dataclass(frozen=True)
 class ServiceFacts:
-    """What the registry says about a port: a name, a category and a risk note (each may be empty)."""
+    """What the registry says about a port: a name, a category and a risk note (each may be empty).
+
+    The overview contacts no service, so this is not a `portkit.model.ServiceRecord` (what a
+    service said when probed): it is the registry's view of the port number, plus the
+    category and risk notes that only the registry keeps.
+    """
 
     name: str = ""
     category: str = ""

@@ -3,7 +3,7 @@
 This kernel has no netem, so a lab link that needs delay or loss is two TAP devices, one in
 each namespace, joined by this process: it reads a frame from one side, drops it with the
 link's loss probability, otherwise holds it for half the round-trip time and writes it to the
-other side. Run as `python -m portkit.lab._relay NS_A DEV_A NS_B DEV_B RTT_MS LOSS SEED [BUDGET]`.
+other side. Run as `python -m portkit.testing._relay NS_A DEV_A NS_B DEV_B RTT_MS LOSS SEED [BUDGET]`.
 
 With a BUDGET, each flow loses at most that many frames in all: a flow is the lab host's
 port (TCP or UDP, either direction, or quoted in an ICMP error), and frames that belong to
@@ -26,7 +26,7 @@ import struct
 import sys
 import time
 
-from portkit.lab import _netns
+from portkit.testing import _netns
 
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
@@ -36,7 +36,7 @@ MAX_FRAME = 65536
 
 def open_tap(netns: str, device: str) -> int:
     """Attach to an existing TAP device (made with `ip tuntap add`) inside `netns`."""
-    _netns.enter(netns)
+    _netns.enter_namespace(netns)
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", device.encode(), IFF_TAP | IFF_NO_PI))
     return fd

@@ -1,4 +1,14 @@
-"""What service detection reports about one port: the service, its TLS layer, its HTTP face."""
+"""What runs on a port: one service record, with its TLS layer and its HTTP face.
+
+`ServiceRecord` is nmap's <service> element and everything service detection learns besides:
+the port scanner fills it from the port table alone (method `table`), service detection from
+what the service said (method `probed`), and both write it out with the same `to_json()`.
+
+Two other types name services and are not this record: the registry's `Service` is a port
+range's registered name (a fact about the port-number table, true of no running server), and
+the socket overview's `ServiceFacts` is what that registry says of a listening port (name,
+category, risk), attached without contacting the service.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +27,8 @@ class Method(enum.Enum):
         return self.value
 
 
-# nmap's confidence scale: 10 a hard match, 8 tcpwrapped, 3 a guess from the port table.
+# nmap's confidence scale: 10 a hard match, 8 tcpwrapped, 3 a guess from the port table;
+# portkit rates a name from a soft match alone (the protocol, not the product) 7.
 CONFIDENCE_HARD = 10
 CONFIDENCE_WRAPPED = 8
 CONFIDENCE_SOFT = 7
@@ -28,17 +39,18 @@ CONFIDENCE_TABLE = 3
 class TlsInfo:
     """The TLS layer of a port: what was negotiated and the server's certificate."""
 
-    version: str
-    cipher: str
+    version: str = ""  # the negotiated protocol, e.g. "TLSv1.3"
+    cipher: str = ""
     alpn: str = ""
-    subject: str = ""
-    sans: tuple[str, ...] = ()
+    subject: str = ""  # RFC 4514
+    sans: tuple[str, ...] = ()  # "DNS:name", "IP:address", "email:...", "URI:..."
     issuer: str = ""
     not_after: str = ""  # ISO 8601, UTC
     not_before: str = ""
 
     @property
     def self_signed(self) -> bool | None:
+        """Whether the certificate names itself as its issuer (None: no certificate seen)."""
         return self.subject == self.issuer if self.subject else None
 
     def __str__(self) -> str:
@@ -53,8 +65,8 @@ class TlsInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "version": self.version,
-            "cipher": self.cipher,
+            "version": self.version or None,
+            "cipher": self.cipher or None,
             "alpn": self.alpn or None,
             "subject": self.subject or None,
             "sans": list(self.sans),
@@ -94,24 +106,28 @@ class HttpInfo:
 
 
 @dataclass(frozen=True)
-class ServiceMatch:
-    """The service found on one port (or the port table's guess when nothing answered)."""
+class ServiceRecord:
+    """The service on one port: named by what it said (`probed`) or by the port table (`table`).
+
+    A record claims only what it states: without a method it is the port table's guess.
+    """
 
     name: str
     product: str = ""
     version: str = ""
-    extrainfo: str = ""
+    extrainfo: str = ""  # the service's words; for a table guess, why nothing matched ("silent")
     tunnel: str = ""  # "ssl" when the service speaks inside TLS
-    cpe: tuple[str, ...] = ()
-    method: Method = Method.PROBED
-    confidence: int = CONFIDENCE_HARD
+    cpe: tuple[str, ...] = ()  # one per part (a, h, o), as nmap keeps them
+    method: Method = Method.TABLE
+    confidence: int = CONFIDENCE_TABLE  # nmap's conf: 0 nothing known .. 10 a hard match
     tls: TlsInfo | None = None
     http: HttpInfo | None = None
     probe: str = ""  # the probe whose reply matched ("" for table guesses)
+    # What the matching rule says of the host behind the service (nmap's h/, o/, d/ fields).
     hostname: str = ""
     ostype: str = ""
     devicetype: str = ""
-    notes: tuple[str, ...] = field(default=(), compare=False)
+    notes: tuple[str, ...] = field(default=(), compare=False)  # portkit's, e.g. "silent: 14 probes"
 
     @property
     def display_name(self) -> str:
@@ -137,8 +153,11 @@ class ServiceMatch:
             text += f" {self.version_text}"
         return text
 
-    def to_json(self) -> dict[str, Any]:
-        """The `service` object of a port (the TLS layer is separate: `tls.to_json()`)."""
+    def to_json(self, *, notes: bool = True) -> dict[str, Any]:
+        """The `service` object of a port (docs/json.md); the TLS layer is `tls.to_json()`.
+
+        `notes=False` leaves out portkit's notes, as the scan's per-port JSON does.
+        """
         doc: dict[str, Any] = {
             "name": self.name,
             "product": self.product,
@@ -157,10 +176,10 @@ class ServiceMatch:
             doc["ostype"] = self.ostype
         if self.devicetype:
             doc["devicetype"] = self.devicetype
-        if self.notes:
+        if notes and self.notes:
             doc["notes"] = list(self.notes)
         return doc
 
     def port_fields(self) -> dict[str, Any]:
-        """`{"service": ..., "tls": ...}`, ready to merge into a scan's per-port JSON."""
+        """`{"service": ..., "tls": ...}`, ready to merge into a port's JSON."""
         return {"service": self.to_json(), "tls": self.tls.to_json() if self.tls else None}

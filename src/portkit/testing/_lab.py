@@ -2,9 +2,10 @@
 
 Topology: a hub namespace holds a bridge; every host (the `client` included) is a namespace
 joined to the bridge by a veth pair, or, when its link has delay or loss, by two TAP devices
-and a relay process (`portkit.lab._relay`). Every name starts with the spec's prefix, and
-everything lives inside the lab's namespaces, so deleting them removes every link, address
-and nftables rule; the processes the lab started are killed by their handles.
+and a relay process (`portkit.testing._relay`). Every namespace name is the spec's prefix, a
+suffix unique to this lab (process id and random digits) and the host's name; everything lives
+inside the lab's namespaces, so deleting them removes every link, address and nftables rule.
+The processes the lab started are stopped by their handles, any left inside are killed.
 """
 
 from __future__ import annotations
@@ -21,17 +22,14 @@ from types import TracebackType
 from typing import Any
 
 from portkit.errors import PermissionNeeded, PortkitError
-from portkit.lab import _netns
-from portkit.lab._spec import Host, LabSpec
+from portkit.testing import _netns
+from portkit.testing._netns import LabNamespace
+from portkit.testing._spec import LabHost, LabSpec
 
 READY_TIMEOUT = 10.0
 
 
-def _run(argv: Sequence[str], stdin: str | None = None) -> str:
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise PortkitError(f"lab: {' '.join(argv)} failed: {proc.stderr.strip()}")
-    return proc.stdout
+_run = _netns._run
 
 
 def _wait_ready(proc: subprocess.Popen[str], what: str) -> None:
@@ -54,8 +52,9 @@ class Lab:
 
     def __init__(self, spec: LabSpec) -> None:
         self.spec = spec
+        self.tag = _netns.unique_name(spec.prefix)
         self._procs: list[subprocess.Popen[Any]] = []
-        self._namespaces: list[str] = []
+        self._namespaces: list[LabNamespace] = []
         self._relays: dict[str, subprocess.Popen[str]] = {}
 
     # -- addresses and names -------------------------------------------------------------
@@ -67,7 +66,13 @@ class Lab:
         return self.spec.address6(host)
 
     def netns(self, host: str) -> str:
-        return self.spec.netns(host)
+        """The name of `host`'s namespace (`ip netns exec NAME ...`)."""
+        return f"{self.tag}-{self.spec.check_host(host)}"
+
+    @property
+    def hub(self) -> str:
+        """The namespace holding the bridge every host is linked to."""
+        return f"{self.tag}-hub"
 
     # -- running things in a host --------------------------------------------------------
 
@@ -119,10 +124,9 @@ class Lab:
     def up(self) -> None:
         if os.geteuid() != 0:
             raise PermissionNeeded("the lab needs root (network namespaces, veth, TAP, nftables)")
-        self._remove_stale()
         try:
-            self._add_netns(self.spec.hub)
-            _run(["ip", "-n", self.spec.hub, "-batch", "-"], "link add br0 type bridge\nlink set br0 up\n")
+            self._add_netns(self.hub)
+            _run(["ip", "-n", self.hub, "-batch", "-"], "link add br0 type bridge\nlink set br0 up\n")
             for index, host in enumerate(self.spec.all_hosts()):
                 self._add_host(index, host)
             self._wait_arp_free()
@@ -143,28 +147,19 @@ class Lab:
                 proc.wait()
         self._procs.clear()
         self._relays.clear()
-        for name in reversed(self._namespaces):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        for ns in reversed(self._namespaces):
+            ns.close()
         self._namespaces.clear()
 
     # -- building ------------------------------------------------------------------------
 
-    def _all_netns(self) -> list[str]:
-        return [self.spec.hub] + [self.netns(h.name) for h in self.spec.all_hosts()]
-
-    def _remove_stale(self) -> None:
-        """Namespaces left by a lab with the same prefix that was killed before teardown."""
-        for name in self._all_netns():
-            if os.path.exists(os.path.join(_netns.NETNS_DIR, name)):
-                subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-
     def _add_netns(self, name: str) -> None:
-        _run(["ip", "netns", "add", name])
-        self._namespaces.append(name)
-        _run(["ip", "-n", name, "link", "set", "lo", "up"])
+        ns = LabNamespace.named(name)
+        self._namespaces.append(ns)
+        ns.open()
 
-    def _add_host(self, index: int, host: Host) -> None:
-        ns, hub = self.netns(host.name), self.spec.hub
+    def _add_host(self, index: int, host: LabHost) -> None:
+        ns, hub = self.netns(host.name), self.hub
         self._add_netns(ns)
         port = f"p{index}"
         if host.link.emulated:
@@ -179,17 +174,13 @@ class Lab:
             f"addr add {self.address6(host.name)}/64 dev eth0 nodad\n"
             "link set eth0 up\n",
         )
-        # ICMP rate limits would make closed UDP ports look open|filtered at random;
-        # these sysctls are per namespace, so the host's own settings are untouched.
-        for key in ("net.ipv4.icmp_ratelimit", "net.ipv6.icmp.ratelimit"):
-            subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}=0"], capture_output=True)
         if host.link.emulated:
             relay = self.popen(
                 host.name,
                 [
                     sys.executable,
                     "-m",
-                    "portkit.lab._relay",
+                    "portkit.testing._relay",
                     ns,
                     "eth0",
                     hub,
@@ -222,7 +213,7 @@ class Lab:
             ]
             agent = self.popen(
                 host.name,
-                [sys.executable, "-m", "portkit.lab._agent", json.dumps(spec)],
+                [sys.executable, "-m", "portkit.testing._agent", json.dumps(spec)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,

@@ -1,6 +1,6 @@
 """The process that plays a lab host's services: TCP listeners and UDP responders.
 
-Runs inside the host's namespace as `python -m portkit.lab._agent JSON`, where JSON lists
+Runs inside the host's namespace as `python -m portkit.testing._agent JSON`, where JSON lists
 `[port, protocol, banner_hex, reply]`. TCP: accept, send the banner, close. UDP: echo each
 datagram back, or stay silent. Prints `ready` once every socket is bound.
 """

@@ -1,6 +1,6 @@
 """The lab's declarative spec: hosts, their listeners and firewall rules, and their links.
 
-A spec is plain frozen data; `portkit.lab.Lab` turns it into namespaces, links and processes.
+A spec is plain frozen data; `portkit.testing.Lab` turns it into namespaces, links and processes.
 Addresses come from a documentation subnet (TEST-NET-2 by default) that exists only inside
 the lab's namespaces: nothing on the host routes to it.
 """
@@ -19,7 +19,7 @@ DEFAULT_SUBNET6 = "2001:db8:4b1::/64"
 CLIENT = "client"
 
 
-class Action(enum.Enum):
+class LabAction(enum.Enum):
     """What a host's firewall does with packets to a port (nftables statements)."""
 
     ACCEPT = "accept"
@@ -32,7 +32,7 @@ class Action(enum.Enum):
         return self.name.lower().replace("_", "-")
 
 
-class Reply(enum.Enum):
+class LabReply(enum.Enum):
     """How a lab UDP responder answers a datagram."""
 
     ECHO = "echo"  # send the datagram back (an empty one too)
@@ -40,21 +40,21 @@ class Reply(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Listener:
+class LabListener:
     """A TCP listener (accepts, sends `banner`, closes) or a UDP responder on one port."""
 
     port: int
     protocol: Protocol = Protocol.TCP
     banner: bytes = b""
-    reply: Reply = Reply.ECHO
+    reply: LabReply = LabReply.ECHO
 
 
 @dataclass(frozen=True)
-class Rule:
+class LabRule:
     """An nftables rule on a host's input: `action` for `protocol` packets to `port`."""
 
     port: int
-    action: Action
+    action: LabAction
     protocol: Protocol = Protocol.TCP
 
     def nft(self) -> str:
@@ -62,7 +62,7 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class Link:
+class LabLink:
     """The host's link to the lab bridge: a veth, or a userspace relay with delay and loss.
 
     `rtt_ms` is the round-trip time added (half on each way); `loss` is the probability that
@@ -85,26 +85,30 @@ class Link:
 
 
 @dataclass(frozen=True)
-class Host:
+class LabHost:
     """One lab host: a network namespace with an address, listeners and a firewall."""
 
     name: str
-    listeners: tuple[Listener, ...] = ()
-    rules: tuple[Rule, ...] = ()
-    link: Link = field(default_factory=Link)
+    listeners: tuple[LabListener, ...] = ()
+    rules: tuple[LabRule, ...] = ()
+    link: LabLink = field(default_factory=LabLink)
     nft: str = ""  # extra nftables statements for the input chain, one per line
 
     @staticmethod
-    def tcp(name: str, *ports: int, rules: tuple[Rule, ...] = (), link: Link | None = None) -> Host:
+    def tcp(name: str, *ports: int, rules: tuple[LabRule, ...] = (), link: LabLink | None = None) -> LabHost:
         """A host with TCP listeners on `ports`."""
-        return Host(name, tuple(Listener(p) for p in ports), rules, link or Link())
+        return LabHost(name, tuple(LabListener(p) for p in ports), rules, link or LabLink())
 
 
 @dataclass(frozen=True)
 class LabSpec:
-    """A whole lab. A `client` host (the scanner's seat) is always added first."""
+    """A whole lab. A `client` host (the scanner's seat) is always added first.
 
-    hosts: tuple[Host, ...]
+    `prefix` starts every namespace name; a running `Lab` adds a suffix unique to it (the
+    process id and random digits), so labs of one spec in two runs never share a namespace.
+    """
+
+    hosts: tuple[LabHost, ...]
     prefix: str = "pklab"
     subnet: str = DEFAULT_SUBNET
     subnet6: str = DEFAULT_SUBNET6
@@ -118,8 +122,8 @@ class LabSpec:
         if len(self.hosts) + 2 > ipaddress.ip_network(self.subnet).num_addresses - 2:
             raise UsageError(f"lab subnet {self.subnet} is too small for {len(self.hosts)} hosts")
 
-    def all_hosts(self) -> tuple[Host, ...]:
-        return (Host(CLIENT), *self.hosts)
+    def all_hosts(self) -> tuple[LabHost, ...]:
+        return (LabHost(CLIENT), *self.hosts)
 
     def address(self, name: str) -> str:
         """IPv4 address of a host: the client is .1, the others .10, .11, ... in spec order."""
@@ -135,13 +139,10 @@ class LabSpec:
         i = names.index(name)
         return 1 if i == 0 else 9 + i
 
-    def netns(self, name: str) -> str:
+    def check_host(self, name: str) -> str:
+        """`name` when the spec has such a host, else a UsageError listing the hosts."""
         self._index(name)
-        return f"{self.prefix}-{name}"
-
-    @property
-    def hub(self) -> str:
-        return f"{self.prefix}-hub"
+        return name
 
     @property
     def prefixlen(self) -> int:
