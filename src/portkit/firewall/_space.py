@@ -74,10 +74,6 @@ def _iv_subtract(a: IntervalSet, b: IntervalSet) -> IntervalSet:
     return tuple(out)
 
 
-def _iv_contains(a: IntervalSet, b: IntervalSet) -> bool:
-    return not _iv_subtract(b, a)
-
-
 @dataclass(frozen=True)
 class Space:
     """The dimensions' domains for one IP version and one ruleset's interface names."""
@@ -249,11 +245,6 @@ def box_subtract(a: Box, b: Box) -> list[Box]:
             out.append(tuple(piece))
         prefix[d] = _iv_intersect(a[d], b[d])
     return out
-
-
-def box_covers(a: Box, b: Box) -> bool:
-    """Whether box a contains box b."""
-    return all(_iv_contains(x, y) for x, y in zip(a, b, strict=True))
 
 
 def covered_by(target: Box, others: Sequence[Box], *, budget: int = 4000) -> bool | None:

@@ -3,13 +3,13 @@ nmap's port states and service records.
 
 Pure, typed, immutable values. Every capability (registry, sockets, scan, firewall,
 forward) speaks in these terms, so data can flow from one to the next unchanged. It is a
-leaf: it imports nothing else of portkit but `portkit.errors` (tests/test_vocabulary.py).
+leaf: it imports nothing else of portkit (tests/test_vocabulary.py); portkit.errors re-exports its errors.
 Names load lazily (PEP 562): a command pays only for the value types it uses.
 """
 
 from __future__ import annotations
 
-from portkit._lazy import lazy_exports_from_source
+from portkit.model._lazy import lazy_exports_from_source
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see portkit/__init__.py)
 

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from portkit.errors import UsageError, quote
+from portkit.model.errors import UsageError, quote
 from portkit.model.ports import validate_port
 from portkit.model.protocols import Transport
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from portkit.errors import UsageError, quote
+from portkit.model.errors import UsageError, quote
 from portkit.model.intervals import merge_intervals, runs
 
 MIN_PORT = 0

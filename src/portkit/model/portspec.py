@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol as TypingProtocol
 
-from portkit.errors import UsageError, quote
+from portkit.model.errors import UsageError, quote
 from portkit.model.ports import (
     DECIMAL_CAP,
     MAX_PORT,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 
-from portkit.errors import UsageError, quote
+from portkit.model.errors import UsageError, quote
 
 IPV4 = 4
 IPV6 = 6
