@@ -254,3 +254,22 @@ def test_compiled_evaluator_handles_dnat_and_icmp() -> None:
         == [evaluate(rs, p, direction=Direction.FORWARD).outcome for p in fwd]
         == ["accept", "drop"]
     )
+
+
+@pytest.mark.parametrize("direction", list(Direction))
+def test_the_walk_visits_the_hooks_of_its_path_in_order(direction: Direction) -> None:
+    """A base chain on every hook, each only a policy accept: the trace names the hooks the
+    walk passed, which must be PATHS (the table the CLI and the fast evaluator read)."""
+    from portkit.firewall import PATHS, Chain, Family, FilterAction, Hook, Ruleset, Table
+
+    chains = tuple(Chain(h.value, (), h, priority=0, policy=FilterAction.ACCEPT) for h in Hook)
+    rs = Ruleset((Table(Family.INET, "every_hook", chains),), "every hook")
+    flow = {
+        Direction.INPUT: "tcp 198.51.100.7:40000 -> 192.0.2.1:22 in eth0",
+        Direction.FORWARD: "tcp 198.51.100.7:40000 -> 10.0.0.5:22 in eth0 out eth1",
+        Direction.OUTPUT: "tcp 192.0.2.1:40000 -> 198.51.100.7:22 out eth0",
+    }[direction]
+    for stated in (direction, None):  # the path stated, or read from the packet's interfaces
+        d = evaluate(rs, Packet.parse(flow), direction=stated)
+        assert d.verdict is Verdict.ACCEPT and d.certain and d.direction is direction
+        assert tuple(s.hook for s in d.trace) == PATHS[direction]

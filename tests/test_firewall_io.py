@@ -28,6 +28,7 @@ from portkit.firewall import (
     render_iptables,
     render_nft,
 )
+from portkit.model.protocols import Transport
 
 NFT_JSON = {
     "nftables": [
@@ -377,6 +378,33 @@ def test_policy_parser_accepts_every_well_formed_line(lines: list[tuple[str, str
     text = "\n".join(f"{a} {p} {port} from {src}" for a, p, port, src in lines)
     rs = parse_policy(text)
     assert len(rs.tables[0].chains[0].rules) == len(lines)
+
+
+class _OneService:
+    """A name resolver that knows one service, so a test sees which resolver a policy used."""
+
+    def ports_for_name(self, name: str) -> list[tuple[int, Transport]]:
+        return [(8443, Transport.TCP)] if name == "pk-admin" else []
+
+    def top_ports(self, count: int, protocol: Transport) -> list[int]:
+        return []
+
+
+def test_policy_service_names_resolve_through_the_resolver_given(tmp_path: Path) -> None:
+    text = "default incoming deny\nallow tcp to any port pk-admin\n"
+    path = tmp_path / "admin.policy"
+    path.write_text(text)
+    flow = Packet.parse("tcp 10.0.0.1:40000 -> 192.0.2.1:8443")
+    for rs in (parse_policy(text, names=_OneService()), load_file(path, names=_OneService())):
+        assert evaluate(rs, flow).outcome == "accept"
+        assert evaluate(rs, Packet.parse("tcp 10.0.0.1:40000 -> 192.0.2.1:22")).outcome == "drop"
+    # Without a resolver the entry point takes portkit's registry, which knows ssh, not pk-admin.
+    with pytest.raises(UsageError, match=r"pk-admin.*unknown service name"):
+        parse_policy(text)
+    rs = parse_policy("default incoming deny\nallow tcp to any port ssh\n")
+    assert evaluate(rs, Packet.parse("tcp 10.0.0.1:40000 -> 192.0.2.1:22")).outcome == "accept"
+    with pytest.raises(UsageError, match=r"ssh.*unknown service name"):
+        parse_policy("allow tcp to any port ssh\n", names=_OneService())
 
 
 def test_iptables_export_splits_sets_and_reports_what_it_cannot_write() -> None:

@@ -16,11 +16,12 @@ _SOURCE_HELP = "Rules file (nft script or JSON, iptables-save, ufw dir/user.rule
 
 def _load(netns: str | None, rules: str | None, fmt: str | None = None) -> Any:
     from portkit.firewall import load_file, read_live
+    from portkit.registry import DEFAULT_NAMES
 
     if netns and rules:
         raise UsageError("give either --netns NAME or a rules FILE, not both")
     if rules:
-        return load_file(rules, fmt=fmt)
+        return load_file(rules, fmt=fmt, names=DEFAULT_NAMES)
     return read_live(netns)
 
 
@@ -504,9 +505,10 @@ def apply(
     previous ruleset when the time is up, unless `portkit fw confirm` runs first.
     """
     from portkit.firewall import apply_ruleset, load_file
+    from portkit.registry import DEFAULT_NAMES
 
     seconds = parse_duration(confirm_within, "--confirm-within", minimum=1, maximum=3600)
-    ruleset = load_file(rules, fmt=fmt)
+    ruleset = load_file(rules, fmt=fmt, names=DEFAULT_NAMES)
     result = apply_ruleset(ruleset, netns=netns, confirm_within=seconds, interactive=wait)
     _emit_outcome(result, as_json)
 

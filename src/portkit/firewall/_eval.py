@@ -627,15 +627,10 @@ class _Branch:
         return value
 
 
-def _run_base_chain(
-    table: Table,
-    base: Chain,
-    hook: Hook,
-    p: Packet,
-    trace: list[TraceStep],
-    branch: _Branch,
-    misses: bool = True,
-) -> _ChainResult:
+def _run_base_chain(walk: _Walk, table: Table, base: Chain, hook: Hook, p: Packet) -> _ChainResult:
+    """One base chain from its first rule to the verdict that ends it (or its policy),
+    following jumps and gotos; every rule tested goes on the walk's trace."""
+    trace, branch, misses = walk.trace, walk.branch, walk.misses
     stack: list[tuple[Chain, int]] = []
     untracked = False
     table_name = str(table)
@@ -800,6 +795,76 @@ def _routing_step(rule: str, effect: str) -> TraceStep:
     return TraceStep(Hook.PREROUTING, ROUTING, "decision", 0, rule, "", True, effect)
 
 
+class _Walk:
+    """One branch's walk of a packet along its path: the rule set, the inputs that stay fixed,
+    and what accumulates on the way (the trace, whether NAT already bound, whether a NAT
+    target was unknown). Each stage of the path is a function that takes the packet and
+    returns the packet to continue with, or the Outcome that ends the walk."""
+
+    __slots__ = (
+        "blind",
+        "branch",
+        "listening",
+        "local_addresses",
+        "misses",
+        "nat_done",
+        "original",
+        "route",
+        "ruleset",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        ruleset: Ruleset,
+        original: Packet,
+        local_addresses: Collection[IPAddress] | None,
+        listening: bool | None,
+        route: Callable[[IPAddress], str | None] | None,
+        misses: bool,
+        branch: _Branch,
+    ) -> None:
+        self.ruleset = ruleset
+        self.original = original  # as it arrived, for what the sender observes of a drop
+        self.local_addresses = local_addresses
+        self.listening = listening
+        self.route = route
+        self.misses = misses
+        self.branch = branch
+        self.trace: list[TraceStep] = []
+        self.nat_done = False
+        self.blind = False
+
+    def stop(
+        self, verdict: Verdict, answer: str | None, packet: Packet, step: TraceStep, direction: Direction
+    ) -> Outcome:
+        """The walk ends with a drop or reject: the sender sees it for the packet it sent."""
+        return Outcome(
+            verdict,
+            direction,
+            tuple(self.trace),
+            answer,
+            packet,
+            step,
+            scanner_view(self.original, verdict, answer, self.listening),
+            blind=self.blind,
+        )
+
+    def delivered(self, packet: Packet, direction: Direction) -> Outcome:
+        """The walk reached the end of its path: accepted, decided by the last accept seen."""
+        steps = [s for s in self.trace if s.matched and (s.position == 0 or "accept" in s.effect)]
+        return Outcome(
+            Verdict.ACCEPT,
+            direction,
+            tuple(self.trace),
+            None,
+            packet,
+            steps[-1] if steps else None,
+            scanner_view(packet, Verdict.ACCEPT, None, self.listening),
+            blind=self.blind,
+        )
+
+
 def _evaluate_branch(
     ruleset: Ruleset,
     packet: Packet,
@@ -811,136 +876,148 @@ def _evaluate_branch(
     trace_misses: bool,
     branch: _Branch,
 ) -> Outcome:
-    trace: list[TraceStep] = []
-    blind = False
+    """The kernel's walk: output -> postrouting for a packet this host sends; prerouting ->
+    routing decision -> input, or forward -> postrouting, for one it receives."""
     stated = direction is not None or bool(packet.iif and packet.oif)
     if direction is None:
         if packet.iif and packet.oif:
             direction = Direction.FORWARD
         elif packet.oif:
             direction = Direction.OUTPUT
-        else:
-            # Addressed to this host (its public address may sit behind NAT, off its interfaces)
-            # unless prerouting DNAT sends it elsewhere: decided after prerouting.
-            direction = None
     if local_addresses is not None:
         packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
-    original = packet
-    if direction is Direction.OUTPUT and not packet.oif and route is not None:
-        packet = replace(packet, oif=route(packet.dst) or "")  # routed before the output hook
-    hooks = PATHS[direction] if direction else (Hook.PREROUTING,)
-    nat_done = False
-    pending_route = direction is None or direction is Direction.FORWARD
-    hook_index = 0
-    while hook_index < len(hooks):
-        hook = hooks[hook_index]
-        hook_index += 1
-        for table, chain in ruleset.base_chains(hook, packet.family):
-            if chain.type is ChainType.NAT:
-                if nat_done or packet.state in (CtState.INVALID, CtState.UNTRACKED):
-                    continue
-                # NAT rules see the connection's first packet; later ones reuse its binding.
-                probe = replace(packet, state=CtState.NEW) if packet.state is not CtState.NEW else packet
-                result = _run_base_chain(table, chain, hook, probe, trace, branch, trace_misses)
-            else:
-                result = _run_base_chain(table, chain, hook, packet, trace, branch, trace_misses)
-            if result.untracked:
-                packet = replace(packet, state=CtState.UNTRACKED)
-            act = result.action
-            if act is FilterAction.QUEUE and branch.choose(
-                f"{table} {chain.name}: {result.rule}: a userspace program reads the queue "
-                "and accepts the packet (with none, the kernel drops it)",
-                False,
-            ):
-                continue  # accepted by the queue's reader: like accept, this base chain ends
-            if act in (FilterAction.DROP, FilterAction.REJECT, FilterAction.QUEUE):
-                verdict = Verdict.REJECT if act is FilterAction.REJECT else Verdict.DROP
-                answer = None
-                if act is FilterAction.REJECT and result.rule is not None:
-                    answer = (result.rule.reject or Reject()).answer(packet.family)
-                return Outcome(
-                    verdict,
-                    direction or Direction.INPUT,
-                    tuple(trace),
-                    answer,
-                    packet,
-                    result.step,
-                    scanner_view(original, verdict, answer, listening),
-                    blind=blind,
-                )
-            if act in (FilterAction.DNAT, FilterAction.REDIRECT) and result.rule is not None and not nat_done:
-                nat_done = True
-                if result.rule.nat is not None and result.rule.nat.unknown:
-                    blind = True
-                    branch.notes.append(
-                        f"{table} {chain.name}: {result.rule} rewrites the destination to a value "
-                        "portkit cannot compute (a map or a range): the path after it is a guess"
-                    )
-                rewritten = _apply_dnat(packet, result.rule, act)
-                # conntrack sets the DNAT status bit only when the binding changes the tuple
-                # (nf_nat_setup_info): a redirect or dnat to where the packet already goes
-                # leaves `ct status dnat` false.
-                changed = (rewritten.dst, rewritten.dport) != (packet.dst, packet.dport)
-                if act is FilterAction.REDIRECT and not changed and not packet.dst.is_loopback:
-                    # A redirect goes to the input interface's first address, which the model
-                    # does not know: the same address (nothing changes) or another one.
-                    changed = not branch.choose(
-                        f"{table} {chain.name}: {result.rule}: {packet.dst} is the first address of "
-                        f"{packet.iif or 'the input interface'}, so the redirect changes nothing "
-                        "(no DNAT status)",
-                        True,
-                    )
-                packet = replace(rewritten, dnat=changed)
-                if local_addresses is not None or packet.dst.is_loopback:
-                    packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
-                else:
-                    packet = replace(packet, dst_local=None)
-            elif act in (FilterAction.SNAT, FilterAction.MASQUERADE):
-                nat_done = True
-        if pending_route and hook is Hook.PREROUTING:
-            # The routing decision, made after prerouting NAT.
-            pending_route = False
-            if direction is None:
-                changed = packet.dst != original.dst
-                local = not changed or _is_local(packet.dst, local_addresses, False)
-                if changed and not local and local_addresses is None:
-                    # A rules file does not say which addresses are the host's own.
-                    what = f"{packet.dst} (a DNAT target) is not an address of this host"
-                    local = not branch.choose(f"{what} (not known from a rules file)", True)
-                    branch.notes.append(f"{what}: {'assumed not' if local else 'assumed'}")
-                direction = Direction.INPUT if local else Direction.FORWARD
-                hooks = PATHS[direction]
-                hook_index = 1
-            if direction is Direction.FORWARD:
-                stop = _route_forward(packet, route, forwarding, stated, branch)
-                if isinstance(stop, TraceStep):
-                    trace.append(stop)
-                    verdict = Verdict.REJECT if "unreachable" in stop.effect else Verdict.DROP
-                    answer = None
-                    if verdict is Verdict.REJECT:
-                        answer = "icmp-net-unreachable" if packet.family == IPV4 else "icmpv6-no-route"
-                    return Outcome(
-                        verdict,
-                        direction,
-                        tuple(trace),
-                        answer,
-                        packet,
-                        stop,
-                        scanner_view(original, verdict, answer, listening),
-                        blind=blind,
-                    )
-                packet = stop
-    steps = [s for s in trace if s.matched and (s.position == 0 or "accept" in s.effect)]
-    return Outcome(
-        Verdict.ACCEPT,
-        direction or Direction.INPUT,
-        tuple(trace),
-        None,
-        packet,
-        steps[-1] if steps else None,
-        scanner_view(packet, Verdict.ACCEPT, None, listening),
-        blind=blind,
-    )
+    walk = _Walk(ruleset, packet, local_addresses, listening, route, trace_misses, branch)
+    if direction is Direction.OUTPUT:
+        return _local_out(walk, packet)
+    # Addressed to this host (its public address may sit behind NAT, off its interfaces)
+    # unless prerouting DNAT sends it elsewhere: decided by routing, after prerouting.
+    arrived = _hook(walk, Hook.PREROUTING, packet, direction or Direction.INPUT)
+    if isinstance(arrived, Outcome):
+        return arrived
+    if direction is None:
+        direction = _routing_decision(walk, arrived)
+    if direction is Direction.INPUT:
+        return _local_in(walk, arrived)
+    return _forward(walk, arrived, forwarding, stated)
+
+
+def _routing_decision(walk: _Walk, packet: Packet) -> Direction:
+    """Input or forward, for a packet whose path its interfaces did not fix: it stays on this
+    host unless prerouting DNAT sent it to an address that is not the host's own."""
+    changed = packet.dst != walk.original.dst
+    local = not changed or _is_local(packet.dst, walk.local_addresses, False)
+    if changed and not local and walk.local_addresses is None:
+        # A rules file does not say which addresses are the host's own.
+        what = f"{packet.dst} (a DNAT target) is not an address of this host"
+        local = not walk.branch.choose(f"{what} (not known from a rules file)", True)
+        walk.branch.notes.append(f"{what}: {'assumed not' if local else 'assumed'}")
+    return Direction.INPUT if local else Direction.FORWARD
+
+
+def _local_in(walk: _Walk, packet: Packet) -> Outcome:
+    """Input: the last hook of a packet delivered to this host."""
+    delivered = _hook(walk, Hook.INPUT, packet, Direction.INPUT)
+    if isinstance(delivered, Outcome):
+        return delivered
+    return walk.delivered(delivered, Direction.INPUT)
+
+
+def _forward(walk: _Walk, packet: Packet, forwarding: Mapping[int, bool] | None, stated: bool) -> Outcome:
+    """Routing for the forward path (forwarding on, a route), then forward -> postrouting."""
+    routed = _route_forward(packet, walk.route, forwarding, stated, walk.branch)
+    if isinstance(routed, TraceStep):
+        walk.trace.append(routed)
+        verdict = Verdict.REJECT if "unreachable" in routed.effect else Verdict.DROP
+        answer = None
+        if verdict is Verdict.REJECT:
+            answer = "icmp-net-unreachable" if packet.family == IPV4 else "icmpv6-no-route"
+        return walk.stop(verdict, answer, packet, routed, Direction.FORWARD)
+    forwarded = _hook(walk, Hook.FORWARD, routed, Direction.FORWARD)
+    if isinstance(forwarded, Outcome):
+        return forwarded
+    sent = _hook(walk, Hook.POSTROUTING, forwarded, Direction.FORWARD)
+    if isinstance(sent, Outcome):
+        return sent
+    return walk.delivered(sent, Direction.FORWARD)
+
+
+def _local_out(walk: _Walk, packet: Packet) -> Outcome:
+    """A packet this host sends: routed first (its output interface), then output -> postrouting."""
+    if not packet.oif and walk.route is not None:
+        packet = replace(packet, oif=walk.route(packet.dst) or "")
+    out = _hook(walk, Hook.OUTPUT, packet, Direction.OUTPUT)
+    if isinstance(out, Outcome):
+        return out
+    sent = _hook(walk, Hook.POSTROUTING, out, Direction.OUTPUT)
+    if isinstance(sent, Outcome):
+        return sent
+    return walk.delivered(sent, Direction.OUTPUT)
+
+
+def _hook(walk: _Walk, hook: Hook, packet: Packet, direction: Direction) -> Packet | Outcome:
+    """One hook: the base chains of every table on it, lowest priority first. Returns the
+    packet to continue with (NAT and notrack may have changed it), or the Outcome of a drop,
+    reject or an unread queue."""
+    branch = walk.branch
+    for table, chain in walk.ruleset.base_chains(hook, packet.family):
+        if chain.type is ChainType.NAT:
+            if walk.nat_done or packet.state in (CtState.INVALID, CtState.UNTRACKED):
+                continue
+            # NAT rules see the connection's first packet; later ones reuse its binding.
+            probe = replace(packet, state=CtState.NEW) if packet.state is not CtState.NEW else packet
+            result = _run_base_chain(walk, table, chain, hook, probe)
+        else:
+            result = _run_base_chain(walk, table, chain, hook, packet)
+        if result.untracked:
+            packet = replace(packet, state=CtState.UNTRACKED)
+        act = result.action
+        if act is FilterAction.QUEUE and branch.choose(
+            f"{table} {chain.name}: {result.rule}: a userspace program reads the queue "
+            "and accepts the packet (with none, the kernel drops it)",
+            False,
+        ):
+            continue  # accepted by the queue's reader: like accept, this base chain ends
+        if act in (FilterAction.DROP, FilterAction.REJECT, FilterAction.QUEUE):
+            verdict = Verdict.REJECT if act is FilterAction.REJECT else Verdict.DROP
+            answer = None
+            if act is FilterAction.REJECT and result.rule is not None:
+                answer = (result.rule.reject or Reject()).answer(packet.family)
+            return walk.stop(verdict, answer, packet, result.step, direction)
+        rule = result.rule
+        if act in (FilterAction.DNAT, FilterAction.REDIRECT) and rule is not None and not walk.nat_done:
+            walk.nat_done = True
+            packet = _destination_nat(walk, f"{table} {chain.name}", rule, act, packet)
+        elif act in (FilterAction.SNAT, FilterAction.MASQUERADE):
+            walk.nat_done = True
+    return packet
+
+
+def _destination_nat(walk: _Walk, where: str, rule: FilterRule, act: FilterAction, packet: Packet) -> Packet:
+    """The packet after a `dnat` or `redirect` bound the connection's destination."""
+    if rule.nat is not None and rule.nat.unknown:
+        walk.blind = True
+        walk.branch.notes.append(
+            f"{where}: {rule} rewrites the destination to a value "
+            "portkit cannot compute (a map or a range): the path after it is a guess"
+        )
+    rewritten = _apply_dnat(packet, rule, act)
+    # conntrack sets the DNAT status bit only when the binding changes the tuple
+    # (nf_nat_setup_info): a redirect or dnat to where the packet already goes
+    # leaves `ct status dnat` false.
+    changed = (rewritten.dst, rewritten.dport) != (packet.dst, packet.dport)
+    if act is FilterAction.REDIRECT and not changed and not packet.dst.is_loopback:
+        # A redirect goes to the input interface's first address, which the model
+        # does not know: the same address (nothing changes) or another one.
+        changed = not walk.branch.choose(
+            f"{where}: {rule}: {packet.dst} is the first address of "
+            f"{packet.iif or 'the input interface'}, so the redirect changes nothing "
+            "(no DNAT status)",
+            True,
+        )
+    packet = replace(rewritten, dnat=changed)
+    if walk.local_addresses is not None or packet.dst.is_loopback:
+        return replace(packet, dst_local=_is_local(packet.dst, walk.local_addresses, False))
+    return replace(packet, dst_local=None)
 
 
 def _route_forward(

@@ -30,6 +30,7 @@ from portkit.model.protocols import IPV4, IPV6
 
 if TYPE_CHECKING:
     from portkit.firewall._iptables import AddressTypes
+    from portkit.model.portspec import PortNames
 
 SCRATCH_NETNS_PREFIX = "portkit-parse-"  # + pid + random: parallel parses never collide
 _NETNS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -231,8 +232,12 @@ def load_file(
     fmt: str | None = None,
     ufw_defaults: str | Path | None = None,
     local_addresses: Collection[IPAddress] | None = None,
+    names: PortNames | None = None,
 ) -> Ruleset:
     """A ruleset from a file in any supported format (detected unless `fmt` is given).
+
+    `names` resolves service names in a portkit policy file's port lists; without it,
+    portkit's registry.
 
     `local_addresses`, the host's own addresses, decide iptables' `-m addrtype --dst-type
     LOCAL` (undecided without them).
@@ -290,7 +295,7 @@ def load_file(
         )
         return import_iptables_save(text, version=version, source=str(p), addrtypes=addrtypes)
     if kind == "policy":
-        return parse_policy(text, source=str(p))
+        return parse_policy(text, source=str(p), names=names)
     raise UsageError(f"unknown rules format {kind!r}: expected nft-json, nft, iptables, ufw or policy")
 
 

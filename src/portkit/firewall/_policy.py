@@ -43,8 +43,8 @@ from portkit.firewall._model import (
 )
 from portkit.model import parse_decimal
 from portkit.model.intervals import Interval, merge_intervals
+from portkit.model.portspec import PortNames, parse_port_spec
 from portkit.model.protocols import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4, IPV6
-from portkit.registry import parse_port_spec
 
 _ACTIONS = {
     "allow": FilterAction.ACCEPT,
@@ -83,6 +83,7 @@ _HELP = (
 class _Line:
     tokens: list[str]
     where: str
+    names: PortNames
     i: int = 0
     matches: list[Match] = field(default_factory=list)
 
@@ -96,9 +97,9 @@ class _Line:
         return self.tokens[self.i - 1]
 
 
-def _ports(text: str, where: str) -> tuple[Interval, ...]:
+def _ports(text: str, where: str, names: PortNames) -> tuple[Interval, ...]:
     try:
-        spec = parse_port_spec(text)
+        spec = parse_port_spec(text, names)
     except UsageError as exc:
         raise UsageError(f"invalid policy rule at {where}: {exc}") from None
     return merge_intervals([(r.first, r.last) for r in (*spec.any, *spec.tcp, *spec.udp, *spec.sctp)])
@@ -125,9 +126,22 @@ def _addresses(text: str, fld: Field, where: str) -> Match | None:
     return Match(fld, merge_intervals(ivs), negate=negate, family=version)
 
 
-def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, FilterRule]:
-    """One policy line -> (hook of its chain, rule)."""
-    ln = _Line(text.split(), where)
+def _default_names() -> PortNames:
+    from portkit.registry import DEFAULT_NAMES
+
+    return DEFAULT_NAMES
+
+
+def parse_rule_line(
+    text: str, where: str = "policy", names: PortNames | None = None
+) -> tuple[Hook, FilterRule]:
+    """One policy line -> (hook of its chain, rule). `names` resolves service names in port
+    lists (`to any port ssh`); without it this entry point takes portkit's registry."""
+    return _rule_line(text, where, names or _default_names())
+
+
+def _rule_line(text: str, where: str, names: PortNames) -> tuple[Hook, FilterRule]:
+    ln = _Line(text.split(), where, names)
     word = ln.take("an action").lower()
     if word not in _ACTIONS:
         raise UsageError(f"invalid policy rule at {where}: unknown action {word!r}; {_HELP}")
@@ -158,9 +172,9 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, FilterRule]
                 family = 6
             ln.matches.append(Match(Field.L4PROTO, ((proto, proto),), family=family))
             if ln.peek()[:1].isdigit():
-                ln.matches.append(Match(Field.DPORT, _ports(ln.take(""), where), protos=(proto,)))
+                ln.matches.append(Match(Field.DPORT, _ports(ln.take(""), where, ln.names), protos=(proto,)))
         elif tok[:1].isdigit() and proto:
-            ln.matches.append(Match(Field.DPORT, _ports(tok, where), protos=(proto,)))
+            ln.matches.append(Match(Field.DPORT, _ports(tok, where, ln.names), protos=(proto,)))
         elif tok in ("from", "to"):
             fld = Field.SADDR if tok == "from" else Field.DADDR
             m = _addresses(ln.take("an address"), fld, where)
@@ -171,7 +185,7 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, FilterRule]
                 if not proto:
                     raise UsageError(f"invalid policy rule at {where}: 'port' needs a protocol (tcp/udp)")
                 pf = Field.SPORT if tok == "from" else Field.DPORT
-                ln.matches.append(Match(pf, _ports(ln.take("a port"), where), protos=(proto,)))
+                ln.matches.append(Match(pf, _ports(ln.take("a port"), where, ln.names), protos=(proto,)))
         elif tok == "state":
             states = tuple(s.strip().lower() for s in ln.take("states").split(","))
             bad = [s for s in states if s not in ("new", "established", "related", "invalid", "untracked")]
@@ -218,8 +232,14 @@ def parse_rule_line(text: str, where: str = "policy") -> tuple[Hook, FilterRule]
     return hook, FilterRule(tuple(ln.matches), action, reject=reject, log=log)
 
 
-def parse_policy(text: str, *, source: str = "policy") -> Ruleset:
-    """A portkit policy file -> a ruleset with one `inet portkit` table."""
+def parse_policy(text: str, *, source: str = "policy", names: PortNames | None = None) -> Ruleset:
+    """A portkit policy file -> a ruleset with one `inet portkit` table.
+
+    `names` resolves service names in port lists (`to any port ssh`); without it this entry
+    point takes portkit's registry (`portkit.registry.DEFAULT_NAMES`), and nothing below it
+    chooses one."""
+    if names is None:
+        names = _default_names()
     policies = {hook: FilterAction.ACCEPT for hook in (Hook.INPUT, Hook.FORWARD, Hook.OUTPUT)}
     rules: dict[Hook, list[FilterRule]] = {h: [] for h in policies}
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -242,7 +262,7 @@ def parse_policy(text: str, *, source: str = "policy") -> Ruleset:
                 )
             policies[_DIRECTIONS[words[1].lower()]] = act
             continue
-        hook, rule = parse_rule_line(line, where)
+        hook, rule = _rule_line(line, where, names)
         from dataclasses import replace
 
         rules[hook].append(replace(rule, line=lineno))
