@@ -27,18 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import numpy as np
 
 from portkit.firewall import (
-    Action,
     Chain,
     Direction,
     Family,
     FastEvaluator,
     Field,
+    FilterAction,
+    FilterRule,
     Hook,
     Match,
     Packet,
     Reject,
     RejectType,
-    Rule,
     Ruleset,
     Table,
     evaluate,
@@ -70,12 +70,12 @@ def make_ruleset(n_rules: int, seed: int = 7) -> Ruleset:
     """A realistic large rule set: per-service accepts from prefixes, drops, rejects, two
     regular chains reached by jumps, established first, policy drop."""
     rng = np.random.default_rng(seed)
-    rules: list[Rule] = [
-        Rule((Match(Field.CT_STATE, names=("established", "related")),), Action.ACCEPT),
-        Rule((Match(Field.IIF, names=("lo",)),), Action.ACCEPT),
+    rules: list[FilterRule] = [
+        FilterRule((Match(Field.CT_STATE, names=("established", "related")),), FilterAction.ACCEPT),
+        FilterRule((Match(Field.IIF, names=("lo",)),), FilterAction.ACCEPT),
     ]
-    sub_a: list[Rule] = []
-    sub_b: list[Rule] = []
+    sub_a: list[FilterRule] = []
+    sub_b: list[FilterRule] = []
     for i in range(n_rules - 2):
         proto = int(rng.choice([6, 17]))
         matches = [Match(Field.L4PROTO, ((proto, proto),))]
@@ -95,32 +95,33 @@ def make_ruleset(n_rules: int, seed: int = 7) -> Ruleset:
             )
         kind = rng.random()
         if kind < 0.55:
-            rule = Rule(tuple(matches), Action.ACCEPT, counter=True)
+            rule = FilterRule(tuple(matches), FilterAction.ACCEPT, counter=True)
         elif kind < 0.75:
-            rule = Rule(tuple(matches), Action.DROP)
+            rule = FilterRule(tuple(matches), FilterAction.DROP)
         elif kind < 0.85:
-            rule = Rule(
+            rule = FilterRule(
                 tuple(matches),
-                Action.REJECT,
+                FilterAction.REJECT,
                 reject=Reject(RejectType.TCP_RESET, "")
                 if proto == 6
                 else Reject(RejectType.ICMPX, "admin-prohibited"),
             )
         elif kind < 0.92:
-            rule = Rule(tuple(matches), Action.JUMP, target="svc_a")
+            rule = FilterRule(tuple(matches), FilterAction.JUMP, target="svc_a")
         else:
-            rule = Rule(tuple(matches), Action.GOTO, target="svc_b")
+            rule = FilterRule(tuple(matches), FilterAction.GOTO, target="svc_b")
         if i % 10 == 3:
-            sub_a.append(Rule(tuple(matches[:2]), Action.RETURN if i % 20 == 3 else Action.ACCEPT))
+            verdict = FilterAction.RETURN if i % 20 == 3 else FilterAction.ACCEPT
+            sub_a.append(FilterRule(tuple(matches[:2]), verdict))
         elif i % 10 == 7:
-            sub_b.append(Rule(tuple(matches[:2]), Action.DROP))
+            sub_b.append(FilterRule(tuple(matches[:2]), FilterAction.DROP))
         else:
             rules.append(rule)
     table = Table(
         Family.INET,
         "bench",
         (
-            Chain("input", tuple(rules), Hook.INPUT, policy=Action.DROP),
+            Chain("input", tuple(rules), Hook.INPUT, policy=FilterAction.DROP),
             Chain("svc_a", tuple(sub_a)),
             Chain("svc_b", tuple(sub_b)),
         ),

@@ -22,20 +22,20 @@ from typing import Any
 from hypothesis import strategies as st
 
 from portkit.firewall import (
-    Action,
     Chain,
     ChainType,
     CtState,
     Direction,
     Family,
     Field,
+    FilterAction,
+    FilterRule,
     Hook,
     Match,
     NamedSet,
     Packet,
     Reject,
     RejectType,
-    Rule,
     Ruleset,
     Table,
     Verdict,
@@ -448,22 +448,22 @@ def _address_match(draw: Any, fld: Field, sets: dict[str, NamedSet], fam: int) -
         return Match(fld, named.ranges, negate=draw(st.booleans()), family=4, set_name=named.name)
     pool = _V4_VALUES if fam == 4 else _V6_VALUES
     values = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True))
-    from portkit.firewall._model import normalize
+    from portkit.model.intervals import merge_intervals
 
-    ranges = normalize([_interval(v)[1] for v in values])
+    ranges = merge_intervals([_interval(v)[1] for v in values])
     return Match(fld, ranges, negate=draw(st.booleans()), family=fam)
 
 
 @st.composite
 def _ports(draw: Any, low: int, high: int) -> tuple[tuple[int, int], ...]:
-    from portkit.firewall._model import normalize
+    from portkit.model.intervals import merge_intervals
 
     items = []
     for _ in range(draw(st.integers(1, 3))):
         a = draw(st.integers(low, high))
         b = draw(st.integers(a, min(high, a + draw(st.sampled_from([0, 0, 1, 3, 8])))))
         items.append((a, b))
-    return normalize(items)
+    return merge_intervals(items)
 
 
 @st.composite
@@ -474,7 +474,7 @@ def _rule(
     targets: list[str],
     sets: dict[str, NamedSet],
     in_regular: bool,
-) -> Rule:
+) -> FilterRule:
     matches: list[Match] = []
     proto = draw(st.sampled_from([0, 6, 17]))
     if proto:
@@ -548,23 +548,25 @@ def _rule(
             pool += _REJECTS_V6
         if proto == 6:
             pool.append(Reject(RejectType.TCP_RESET, ""))
-        return Rule(tuple(matches), Action.REJECT, reject=draw(st.sampled_from(pool)), counter=counter)
+        reject = draw(st.sampled_from(pool))
+        return FilterRule(tuple(matches), FilterAction.REJECT, reject=reject, counter=counter)
     if kind in ("jump", "goto"):
-        return Rule(tuple(matches), Action(kind), target=draw(st.sampled_from(targets)), counter=counter)
-    return Rule(tuple(matches), Action(kind), counter=counter or kind == "continue")
+        target = draw(st.sampled_from(targets))
+        return FilterRule(tuple(matches), FilterAction(kind), target=target, counter=counter)
+    return FilterRule(tuple(matches), FilterAction(kind), counter=counter or kind == "continue")
 
 
 @st.composite
 def _table(draw: Any, family: Family, name: str, iface: str, hooks: list[tuple[Hook, int]]) -> Table:
     sets: dict[str, NamedSet] = {}
-    from portkit.firewall._model import normalize
+    from portkit.model.intervals import merge_intervals
 
     if draw(st.booleans()):
         sets["ports"] = NamedSet("ports", "inet_service", draw(_ports(1995, 2015)), flags=("interval",))
     if family in (Family.INET, Family.IP) and draw(st.booleans()):
         vals = draw(st.lists(st.sampled_from(_V4_VALUES), min_size=1, max_size=3, unique=True))
         sets["saddrs4"] = NamedSet(
-            "saddrs4", "ipv4_addr", normalize([_interval(v)[1] for v in vals]), flags=("interval",)
+            "saddrs4", "ipv4_addr", merge_intervals([_interval(v)[1] for v in vals]), flags=("interval",)
         )
     n_regular = draw(st.integers(0, 3))
     regular_names = [f"r{i}" for i in range(n_regular)]
@@ -576,7 +578,9 @@ def _table(draw: Any, family: Family, name: str, iface: str, hooks: list[tuple[H
     base: list[Chain] = []
     for j, (hook, prio) in enumerate(hooks):
         rules = draw(st.lists(_rule(family, iface, regular_names, sets, False), min_size=0, max_size=6))
-        policy = draw(st.sampled_from([Action.ACCEPT, Action.DROP])) if hook is Hook.INPUT else Action.ACCEPT
+        policy = FilterAction.ACCEPT
+        if hook is Hook.INPUT:
+            policy = draw(st.sampled_from([FilterAction.ACCEPT, FilterAction.DROP]))
         base.append(Chain(f"{hook.value}{j}", tuple(rules), hook, ChainType.FILTER, prio, policy))
     return Table(family, name, (*base, *chains), tuple(sets.values()))
 

@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 import fixtures_firewall as lab_mod
 from conftest import needs_root
 from portkit.firewall import (
-    Action,
     ExportRefused,
     Field,
+    FilterAction,
+    FilterRule,
     Match,
     Rendering,
-    Rule,
     Ruleset,
     export_ruleset,
     import_iptables_save,
@@ -648,7 +648,7 @@ def test_rendering_unpacks_as_text_and_problems() -> None:
     rs = Ruleset()
     text, problems = render_nft(rs)
     assert text == "flush ruleset\n" and problems == []
-    r = Rule(matches=(Match(Field.OPAQUE, text="meta mark 1"),), action=Action.DROP)
+    r = FilterRule(matches=(Match(Field.OPAQUE, text="meta mark 1"),), action=FilterAction.DROP)
     assert r.uncertain
 
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from portkit.errors import UsageError
 from portkit.firewall import (
-    Action,
     ExportRefused,
     Field,
+    FilterAction,
     Hook,
     Packet,
     RejectType,
@@ -204,10 +204,10 @@ def test_nft_json_sets_intervals_and_verdict_maps() -> None:
     t = rs.tables[0]
     assert {s.name for s in t.sets} == {"allowed", "ports"}
     chain = t.chain("input")
-    assert chain is not None and chain.policy is Action.DROP and chain.hook is Hook.INPUT
+    assert chain is not None and chain.policy is FilterAction.DROP and chain.hook is Hook.INPUT
     # The vmap became one rule per key, both keeping handle 20.
     vm = [r for r in chain.rules if r.handle == 20]
-    assert [r.action for r in vm] == [Action.JUMP, Action.DROP]
+    assert [r.action for r in vm] == [FilterAction.JUMP, FilterAction.DROP]
     assert evaluate(rs, Packet.parse("tcp 10.2.2.2:1 -> 192.0.2.1:8080 in eth1")).outcome == "accept"
     assert evaluate(rs, Packet.parse("tcp 192.168.1.10:1 -> 192.0.2.1:22 in eth1")).outcome == "drop"
     assert evaluate(rs, Packet.parse("tcp 10.1.0.1:1 -> 192.0.2.1:443")).outcome == "drop"
@@ -335,7 +335,7 @@ def test_policy_file() -> None:
     rs = parse_policy(POLICY, source="web.policy")
     assert detect_format(POLICY) == "policy"
     chains = {c.name: c for c in rs.tables[0].chains}
-    assert chains["input"].policy is Action.DROP and chains["output"].policy is Action.ACCEPT
+    assert chains["input"].policy is FilterAction.DROP and chains["output"].policy is FilterAction.ACCEPT
     assert [r.line for r in chains["input"].rules][:3] == [4, 5, 6]
     assert evaluate(rs, Packet.parse("tcp 10.9.9.9:1 -> 192.0.2.1:22")).outcome == "accept"
     assert evaluate(rs, Packet.parse("tcp 198.51.100.1:1 -> 192.0.2.1:22")).outcome == "drop"

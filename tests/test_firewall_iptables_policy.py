@@ -16,7 +16,7 @@ import pytest
 
 from conftest import needs_root
 from portkit.errors import UsageError
-from portkit.firewall import Action, import_iptables_save
+from portkit.firewall import FilterAction, import_iptables_save
 from portkit.testing import LabNamespace
 
 pytestmark = [
@@ -97,7 +97,7 @@ def test_a_word_on_a_user_chain_is_ignored_as_the_nf_tables_backend_does(declara
         assert "Bad built-in chain name" in legacy.stderr  # the legacy backend refuses it
     ruleset = import_iptables_save(text, source="rules")
     [chain] = [c for t in ruleset.tables for c in t.chains if c.name == "mine"]
-    assert chain.hook is None and chain.policy is Action.ACCEPT
+    assert chain.hook is None and chain.policy is FilterAction.ACCEPT
     [note] = ruleset.notes
     assert note.startswith("rules:2: policy") and "ignored" in note and "legacy" in note
 

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from portkit.firewall import (
-    Action,
     Chain,
     ChainType,
     CtState,
@@ -21,10 +20,11 @@ from portkit.firewall import (
     Family,
     FastEvaluator,
     Field,
+    FilterAction,
+    FilterRule,
     Hook,
     Match,
     Packet,
-    Rule,
     Ruleset,
     Table,
     Verdict,
@@ -198,10 +198,11 @@ def test_branches_that_agree_give_a_certain_decision() -> None:
 
 def test_branching_is_bounded() -> None:
     rules = tuple(
-        Rule((Match(Field.OPAQUE, text=f"meta mark {k}"),), Action.JUMP, target="c") for k in range(20)
+        FilterRule((Match(Field.OPAQUE, text=f"meta mark {k}"),), FilterAction.JUMP, target="c")
+        for k in range(20)
     )
-    sub = Chain("c", (Rule((Match(Field.OPAQUE, text="meta mark 99"),), Action.RETURN),))
-    base = Chain("input", rules, Hook.INPUT, ChainType.FILTER, 0, Action.DROP)
+    sub = Chain("c", (FilterRule((Match(Field.OPAQUE, text="meta mark 99"),), FilterAction.RETURN),))
+    base = Chain("input", rules, Hook.INPUT, ChainType.FILTER, 0, FilterAction.DROP)
     rs = Ruleset((Table(Family.INET, "t", (base, sub)),))
     d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22"))
     assert d.truncated and not d.certain and 1 <= len(d.outcomes) <= MAX_BRANCHES

@@ -39,7 +39,6 @@ from portkit.firewall._live import (
     route_lookup,
 )
 from portkit.firewall._model import (
-    Action,
     Chain,
     ChainType,
     CtState,
@@ -53,7 +52,6 @@ from portkit.firewall._model import (
     NatTarget,
     Reject,
     RejectType,
-    Rule,
     Ruleset,
     Table,
     canonical,
@@ -66,7 +64,6 @@ from portkit.firewall._ufw import import_ufw, render_ufw
 
 __all__ = [
     "PATHS",
-    "Action",
     "ApplyResult",
     "Chain",
     "ChainType",
@@ -90,7 +87,6 @@ __all__ = [
     "Reject",
     "RejectType",
     "Rendering",
-    "Rule",
     "Ruleset",
     "ScannerView",
     "Severity",

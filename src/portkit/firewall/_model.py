@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from portkit.model.intervals import Interval, merge_intervals
+from portkit.model.intervals import Interval
 from portkit.model.protocols import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -28,9 +28,6 @@ from portkit.model.protocols import (
     IPV4,
     IPV6,
 )
-
-# The merge is the model's; tests/fixtures_firewall.py imports it under this name.
-normalize = merge_intervals
 
 IPPROTO = {
     "icmp": IPPROTO_ICMP,
@@ -655,11 +652,6 @@ class Table:
             "sets": [s.to_json() for s in self.sets],
             "chains": [c.to_json() for c in self.chains],
         }
-
-
-# portkit.firewall's earlier names for the two, kept for code (and test fixtures) that import them.
-Rule = FilterRule
-Action = FilterAction
 
 
 @dataclass(frozen=True)
