@@ -23,14 +23,19 @@ needs_root = pytest.mark.skipif(
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own registry cache, so no test sees another's IANA import."""
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Every test gets its own registry cache, so no test sees another's IANA import: in this
+    process (the library's paths) and in the portkit commands it runs (the environment)."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("PORTKIT_CACHE_DIR", str(cache))
-    from portkit.registry import default_registry
+    from portkit.registry import RegistryPaths, registry_paths, use_registry_paths
 
-    default_registry.cache_clear()
-    return cache
+    before = registry_paths()
+    use_registry_paths(RegistryPaths(cache_dir=cache, nmap_services=before.nmap_services))
+    yield cache
+    use_registry_paths(before)
 
 
 @pytest.fixture

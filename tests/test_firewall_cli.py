@@ -112,3 +112,21 @@ def test_bad_input_is_one_line_and_exit_2(cli: Any, web: Path, args: tuple[str, 
     res = cli(*(str(web) if a == "RULES" else a for a in args))
     assert res.status == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_apply_state_lives_where_the_caller_says(tmp_path: Path) -> None:
+    """The library takes the state directory as an argument; the CLI takes it from
+    $PORTKIT_FW_STATE, else the library's default."""
+    import json
+
+    from portkit.cli.firewall import _state_root
+    from portkit.firewall import confirm_apply, rollback_apply
+
+    assert _state_root({}) is None and _state_root({"PORTKIT_FW_STATE": ""}) is None
+    assert _state_root({"PORTKIT_FW_STATE": str(tmp_path)}) == tmp_path
+    state = tmp_path / "netns-x"
+    state.mkdir()
+    (state / "state.json").write_text(json.dumps({"status": "rolled-back", "netns": "x"}))
+    assert confirm_apply(netns="x", state_root=tmp_path).status == "rolled-back"
+    assert confirm_apply(netns="y", state_root=tmp_path).status == "nothing-pending"
+    assert rollback_apply(netns="x", state_root=tmp_path).status == "nothing-pending"

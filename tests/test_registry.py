@@ -201,3 +201,38 @@ def test_naming_every_port_is_fast() -> None:
     names = [registry.name_for(port, Protocol.TCP) for port in range(1, 65536)]
     assert names[21] == "ssh"
     assert time.perf_counter() - started < 10  # was ~3 ms a port (over 3 minutes) before
+
+
+def test_a_registry_reads_the_files_its_paths_name(tmp_path: Path) -> None:
+    from portkit.registry import RegistryPaths
+    from portkit.registry._cache import write_cache
+    from portkit.registry.iana import ImportReport
+
+    services = tmp_path / "nmap-services"
+    services.write_text("made-up\t40001/tcp\t0.5\t# a test entry\n")
+    cache_dir = tmp_path / "cache"
+    paths = RegistryPaths(cache_dir=cache_dir, nmap_services=(tmp_path / "absent", services))
+    write_cache(parse_nmap_services("iana-only 40002/tcp 0\n"), ImportReport(source="test"), paths.cache_file)
+    registry = Registry(paths=paths)
+    assert registry.name_for(40001, Protocol.TCP) == "made-up"
+    iana = [s.name for s in registry.for_port(40002, Protocol.TCP) if s.source is Source.IANA]
+    assert iana == ["iana-only"]
+    assert registry.top_ports(1, Protocol.TCP) == [40001]
+    bare = Registry(paths=RegistryPaths(cache_dir=tmp_path / "empty", nmap_services=()))
+    assert bare.sources()["nmap-services"] == 0 and bare.sources()["iana"] == 0
+    assert find_nmap_services(()) is None and find_nmap_services([services]) == services
+
+
+def test_the_cli_maps_the_environment_onto_registry_paths(tmp_path: Path) -> None:
+    from portkit.cli.main import registry_paths_from
+    from portkit.registry import RegistryPaths
+
+    default = RegistryPaths()
+    home = default.cache_dir
+    assert registry_paths_from({}) is None
+    both = {"PORTKIT_CACHE_DIR": "/c", "XDG_CACHE_HOME": "/x"}
+    assert registry_paths_from(both) == RegistryPaths(Path("/c"))
+    assert registry_paths_from({"XDG_CACHE_HOME": "/x"}) == RegistryPaths(Path("/x/portkit"))
+    assert registry_paths_from({"PORTKIT_NMAP_SERVICES": ""}) == RegistryPaths(home, ())
+    assert registry_paths_from({"PORTKIT_NMAP_SERVICES": "/n"}) == RegistryPaths(home, (Path("/n"),))
+    assert default.cache_file == Path.home() / ".cache" / "portkit" / "iana-services.tsv"

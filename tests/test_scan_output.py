@@ -271,20 +271,12 @@ def test_ports_are_named_from_nmap_services_per_protocol() -> None:
     assert name(8080, Protocol.TCP) == "http-proxy" and name(38953, Protocol.TCP) == ""
 
 
-def test_without_nmap_services_ports_are_named_from_etc_services(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_nmap_services_ports_are_named_from_etc_services() -> None:
     from portkit.registry import nmap
 
-    monkeypatch.setenv("PORTKIT_NMAP_SERVICES", "")  # as if nmap were not installed
-    nmap._nmap_text.cache_clear()
-    nmap.port_names.cache_clear()
-    try:
-        names = nmap.port_names(Protocol.TCP)
-        if Path("/etc/services").exists():
-            assert names[8081] == "tproxy" and names[22] == "ssh"  # what nmap falls back to
-    finally:
-        monkeypatch.delenv("PORTKIT_NMAP_SERVICES")
-        nmap._nmap_text.cache_clear()
-        nmap.port_names.cache_clear()
+    names = nmap.port_names(Protocol.TCP, ())  # no nmap-services: as if nmap were not installed
+    if Path("/etc/services").exists():
+        assert names[8081] == "tproxy" and names[22] == "ssh"  # what nmap falls back to
 
 
 def test_the_scan_initiated_comment_stays_a_comment() -> None:

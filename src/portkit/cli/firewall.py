@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import click
@@ -360,8 +363,6 @@ def lint(
     rules: str | None, netns: str | None, fmt: str | None, fail_on: str, ssh: bool, as_json: bool
 ) -> None:
     """Find shadowed, redundant and dead rules, loops, risky exposures and lock-outs."""
-    import os
-
     from portkit.firewall import Severity, default_route_interfaces, lint_ruleset
     from portkit.registry import default_registry
 
@@ -509,7 +510,9 @@ def apply(
 
     seconds = parse_duration(confirm_within, "--confirm-within", minimum=1, maximum=3600)
     ruleset = load_file(rules, fmt=fmt, names=DEFAULT_NAMES)
-    result = apply_ruleset(ruleset, netns=netns, confirm_within=seconds, interactive=wait)
+    result = apply_ruleset(
+        ruleset, netns=netns, confirm_within=seconds, interactive=wait, state_root=_state_root(os.environ)
+    )
     _emit_outcome(result, as_json)
 
 
@@ -520,7 +523,7 @@ def confirm(netns: str | None, as_json: bool) -> None:
     """Keep the rules a pending `portkit fw apply` loaded (stops the roll-back)."""
     from portkit.firewall import confirm_apply
 
-    result = confirm_apply(netns=netns)
+    result = confirm_apply(netns=netns, state_root=_state_root(os.environ))
     _emit_outcome(result, as_json)
 
 
@@ -531,5 +534,12 @@ def rollback(netns: str | None, as_json: bool) -> None:
     """Restore the rules saved by a pending `portkit fw apply` now."""
     from portkit.firewall import rollback_apply
 
-    result = rollback_apply(netns=netns)
+    result = rollback_apply(netns=netns, state_root=_state_root(os.environ))
     _emit_outcome(result, as_json)
+
+
+def _state_root(environ: Mapping[str, str]) -> Path | None:
+    """Where `fw apply`/`confirm`/`rollback` keep their state: $PORTKIT_FW_STATE when set,
+    else the library's default (portkit.firewall's STATE_ROOT, /run/portkit/fw)."""
+    value = environ.get("PORTKIT_FW_STATE", "")
+    return Path(value) if value else None

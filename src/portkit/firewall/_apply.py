@@ -7,7 +7,8 @@ atomic), then either asks on the terminal (`interactive=True`) or leaves a detac
 process that restores the saved rules at the deadline unless `confirm_apply` runs first.
 A rule set that cuts the user's own SSH session therefore undoes itself.
 
-State lives in /run/portkit/fw/<netns|host>/: previous.nft, new.nft, state.json.
+State lives in <state_root>/<netns|host>/: previous.nft, new.nft, state.json, where
+`state_root` is the caller's (`portkit fw` honours $PORTKIT_FW_STATE), STATE_ROOT by default.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ from portkit.errors import PermissionNeeded, PortkitError, UsageError
 from portkit.firewall._live import run_tool
 from portkit.firewall._model import Ruleset
 
-STATE_ROOT = Path(os.environ.get("PORTKIT_FW_STATE", "/run/portkit/fw"))
+STATE_ROOT = Path("/run/portkit/fw")
+"""Where apply keeps its state when the caller names no `state_root`."""
+
+# The guard runs with this process's import path, given on its command line: portkit need
+# not be installed where the interpreter would find it on its own.
+_GUARD_BOOT = (
+    "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+    "from portkit.firewall._apply import main; sys.exit(main(sys.argv[2:]))"
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +63,8 @@ class ApplyResult:
         }
 
 
-def _state_dir(netns: str | None) -> Path:
-    return STATE_ROOT / (f"netns-{netns}" if netns else "host")
+def _state_dir(netns: str | None, state_root: Path | None) -> Path:
+    return (state_root or STATE_ROOT) / (f"netns-{netns}" if netns else "host")
 
 
 def _target(netns: str | None) -> str:
@@ -70,7 +79,12 @@ def _restore(netns: str | None, saved: str) -> None:
 
 
 def apply_ruleset(
-    ruleset: Ruleset, *, netns: str | None = None, confirm_within: float = 30.0, interactive: bool = False
+    ruleset: Ruleset,
+    *,
+    netns: str | None = None,
+    confirm_within: float = 30.0,
+    interactive: bool = False,
+    state_root: Path | None = None,
 ) -> ApplyResult:
     from portkit.firewall._nft import render_nft
 
@@ -81,7 +95,7 @@ def apply_ruleset(
         raise UsageError(
             "refusing to apply rules portkit cannot render faithfully: " + "; ".join(problems[:3])
         )
-    state = _state_dir(netns)
+    state = _state_dir(netns, state_root)
     if (state / "state.json").exists():
         old = json.loads((state / "state.json").read_text())
         if old.get("status") == "pending" and _alive(old.get("guard_pid")):
@@ -122,12 +136,11 @@ def apply_ruleset(
     if interactive:
         return _ask(netns, saved.stdout, confirm_within, deadline)
     guard = subprocess.Popen(
-        [sys.executable, "-m", "portkit.firewall._apply", "guard", str(state), str(confirm_within)],
+        [sys.executable, "-c", _GUARD_BOOT, json.dumps(sys.path), "guard", str(state), str(confirm_within)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     _write_state(state, {"status": "pending", "netns": netns, "deadline": deadline, "guard_pid": guard.pid})
     return ApplyResult(
@@ -172,8 +185,8 @@ def _alive(pid: Any) -> bool:
     return True
 
 
-def _pending(netns: str | None) -> tuple[Path, dict[str, Any]] | None:
-    state = _state_dir(netns)
+def _pending(netns: str | None, state_root: Path | None) -> tuple[Path, dict[str, Any]] | None:
+    state = _state_dir(netns, state_root)
     try:
         doc = json.loads((state / "state.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -183,12 +196,12 @@ def _pending(netns: str | None) -> tuple[Path, dict[str, Any]] | None:
     return state, doc
 
 
-def confirm_apply(*, netns: str | None = None) -> ApplyResult:
+def confirm_apply(*, netns: str | None = None, state_root: Path | None = None) -> ApplyResult:
     """Keep the pending rules: mark them confirmed and stop the guard."""
-    found = _pending(netns)
+    found = _pending(netns, state_root)
     if found is None:
         try:
-            last = json.loads((_state_dir(netns) / "state.json").read_text())
+            last = json.loads((_state_dir(netns, state_root) / "state.json").read_text())
         except (OSError, json.JSONDecodeError):
             last = {}
         if last.get("status") == "rolled-back":
@@ -209,9 +222,9 @@ def confirm_apply(*, netns: str | None = None) -> ApplyResult:
     return ApplyResult(True, "confirmed", _target(netns), "new rules confirmed and kept")
 
 
-def rollback_apply(*, netns: str | None = None) -> ApplyResult:
+def rollback_apply(*, netns: str | None = None, state_root: Path | None = None) -> ApplyResult:
     """Restore the saved rules now."""
-    found = _pending(netns)
+    found = _pending(netns, state_root)
     if found is None:
         return ApplyResult(False, "nothing-pending", _target(netns), "no apply is waiting for confirmation")
     state, doc = found
@@ -250,7 +263,12 @@ def _guard(state: Path, seconds: float) -> int:
     return 0
 
 
+def main(argv: list[str]) -> int:
+    """The guard process's entry point: `guard STATE_DIR SECONDS`."""
+    if len(argv) == 3 and argv[0] == "guard":
+        return _guard(Path(argv[1]), float(argv[2]))
+    return 2
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "guard":
-        sys.exit(_guard(Path(sys.argv[2]), float(sys.argv[3])))
-    sys.exit(2)
+    sys.exit(main(sys.argv[1:]))

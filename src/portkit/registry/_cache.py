@@ -1,40 +1,32 @@
 """The per-user cache of the IANA layer: written by the importer, read by look-ups.
 
 A tab-separated file, one service a line, so that a look-up of one port can find its
-lines without parsing the rest.
+lines without parsing the rest. Every function takes the file's path; without one, the
+process-wide choice (`registry_paths().cache_file`, ~/.cache/portkit/ unless the caller
+chose otherwise).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from portkit.model import Transport
+from portkit.registry._paths import registry_paths
 from portkit.registry._service import Service, Source
 
 if TYPE_CHECKING:
     from portkit.registry.iana import ImportReport
 
-CACHE_NAME = "iana-services.tsv"
 _CACHE_MAGIC = "# portkit iana cache v1 "
 
 
-def cache_dir() -> Path:
-    """Per-user cache: $PORTKIT_CACHE_DIR, else $XDG_CACHE_HOME/portkit, else ~/.cache/portkit."""
-    override = os.environ.get("PORTKIT_CACHE_DIR")
-    if override:
-        return Path(override)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "portkit"
-
-
 def cache_path() -> Path:
-    return cache_dir() / CACHE_NAME
+    """The IANA cache file of the process-wide `registry_paths()`."""
+    return registry_paths().cache_file
 
 
 def write_cache(services: list[Service], report: ImportReport, path: Path | None = None) -> Path:
@@ -72,9 +64,9 @@ def load_cache(path: Path | None = None) -> list[Service]:
 _CACHE_RANGE_RE = re.compile(r"^[^\t\n]*\t(\d+)\t(\d+)\t[^\n]*$", re.M)
 
 
-def query_cache(port: int, protocol: Transport) -> list[Service]:
+def query_cache(port: int, protocol: Transport, path: Path | None = None) -> list[Service]:
     """The cached entries covering one port, found without parsing the whole cache."""
-    text = _cache_text()
+    text = _cache_text(path)
     if not text:
         return []
     exact = re.compile(rf"^[^\t\n]*\t{port}\t{port}\t{protocol.value}\t[^\n]*$", re.M)

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 from portkit.model import PORT_TRANSPORTS, Transport
+from portkit.registry._paths import RegistryPaths, registry_paths
 from portkit.registry._service import Service, Source
 
 Loader = Callable[[], list[Service]]
@@ -74,26 +75,38 @@ class _Layer:
         return list(self.load()._by_name.get(name.lower(), ()))
 
 
-def _default_layers() -> list[_Layer]:
+def _default_layers(paths: RegistryPaths) -> list[_Layer]:
     from portkit.registry._cache import load_cache, query_cache
     from portkit.registry.builtin import load_builtin, query_builtin
     from portkit.registry.nmap import load_nmap_services, nmap_frequencies, query_nmap_services
     from portkit.registry.system import load_etc_services
 
+    cache, nmap = paths.cache_file, paths.nmap_services
     return [
         _Layer(Source.BUILTIN, load_builtin, query_builtin),
         _Layer(Source.SYSTEM, load_etc_services),
-        _Layer(Source.IANA, load_cache, query_cache),
-        _Layer(Source.NMAP, load_nmap_services, query_nmap_services, nmap_frequencies),
+        _Layer(Source.IANA, lambda: load_cache(cache), lambda port, proto: query_cache(port, proto, cache)),
+        _Layer(
+            Source.NMAP,
+            lambda: load_nmap_services(nmap),
+            lambda port, proto: query_nmap_services(port, proto, nmap),
+            lambda proto: nmap_frequencies(proto, nmap),
+        ),
     ]
 
 
 class Registry:
-    """Answers "what is port N" and "which port is service X" from layered sources."""
+    """Answers "what is port N" and "which port is service X" from layered sources.
 
-    def __init__(self, loaders: Iterable[tuple[Source, Loader]] | None = None) -> None:
+    Without `loaders`, the four standard layers, reading the files `paths` names (the
+    process-wide `registry_paths()` when None).
+    """
+
+    def __init__(
+        self, loaders: Iterable[tuple[Source, Loader]] | None = None, *, paths: RegistryPaths | None = None
+    ) -> None:
         if loaders is None:
-            self._layers = _default_layers()
+            self._layers = _default_layers(paths or registry_paths())
         else:
             self._layers = [_Layer(src, fn) for src, fn in loaders]
 
@@ -201,5 +214,5 @@ class Registry:
 
 @functools.lru_cache(maxsize=1)
 def default_registry() -> Registry:
-    """The process-wide registry over this machine's sources."""
+    """The process-wide registry over this machine's sources, at `registry_paths()`."""
     return Registry()

@@ -7,25 +7,27 @@ ranks `top:N`. The file is nmap's, so portkit only ever reads the installed copy
 from __future__ import annotations
 
 import functools
-import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from portkit.model import Transport
+from portkit.registry._paths import NMAP_SERVICES_PATHS as NMAP_SERVICES_PATHS
+from portkit.registry._paths import registry_paths
 from portkit.registry._service import Service, Source
 
-NMAP_SERVICES_PATHS = (
-    Path("/usr/share/nmap/nmap-services"),
-    Path("/usr/local/share/nmap/nmap-services"),
-)
+# Candidates: where to look for nmap-services, first existing file wins; None is the
+# process-wide `registry_paths().nmap_services` (NMAP_SERVICES_PATHS unless the caller chose).
+Candidates = Sequence[Path] | None
 
 
-def find_nmap_services() -> Path | None:
-    override = os.environ.get("PORTKIT_NMAP_SERVICES")
-    if override is not None:
-        return Path(override) if override and Path(override).is_file() else None
-    return next((p for p in NMAP_SERVICES_PATHS if p.is_file()), None)
+def _candidates(candidates: Candidates) -> tuple[Path, ...]:
+    return registry_paths().nmap_services if candidates is None else tuple(candidates)
+
+
+def find_nmap_services(candidates: Candidates = None) -> Path | None:
+    """The nmap-services file in use: the first of `candidates` that is a file."""
+    return next((p for p in _candidates(candidates) if p.is_file()), None)
 
 
 def parse_nmap_line(line: str) -> Service | None:
@@ -57,9 +59,13 @@ def parse_nmap_services(text: str) -> list[Service]:
     return [s for s in map(parse_nmap_line, text.splitlines()) if s is not None]
 
 
-@functools.lru_cache(maxsize=1)
-def _nmap_text() -> str:
-    path = find_nmap_services()
+def _nmap_text(candidates: Candidates = None) -> str:
+    return _read_nmap_services(_candidates(candidates))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_nmap_services(candidates: tuple[Path, ...]) -> str:
+    path = find_nmap_services(candidates)
     if path is None:
         return ""
     try:
@@ -68,13 +74,13 @@ def _nmap_text() -> str:
         return ""
 
 
-def load_nmap_services() -> list[Service]:
-    return parse_nmap_services(_nmap_text())
+def load_nmap_services(candidates: Candidates = None) -> list[Service]:
+    return parse_nmap_services(_nmap_text(candidates))
 
 
-def query_nmap_services(port: int, protocol: Transport) -> list[Service]:
+def query_nmap_services(port: int, protocol: Transport, candidates: Candidates = None) -> list[Service]:
     """The entries for one port, found without parsing the whole file (for fast start-up)."""
-    text = _nmap_text()
+    text = _nmap_text(candidates)
     needle = f"{port}/{protocol.value}"
     found: list[Service] = []
     for match in re.finditer(re.escape(needle), text):
@@ -89,14 +95,13 @@ def query_nmap_services(port: int, protocol: Transport) -> list[Service]:
     return found
 
 
-def nmap_frequencies(protocol: Transport) -> list[tuple[int, float]]:
+def nmap_frequencies(protocol: Transport, candidates: Candidates = None) -> list[tuple[int, float]]:
     """(port, open frequency) for every `protocol` entry, read without building Services."""
     pattern = re.compile(rf"^[^#\s]\S*[ \t]+(\d+)/{protocol.value}[ \t]+([0-9.]+)", re.M)
-    return [(int(m.group(1)), float(m.group(2))) for m in pattern.finditer(_nmap_text())]
+    return [(int(m.group(1)), float(m.group(2))) for m in pattern.finditer(_nmap_text(candidates))]
 
 
-@functools.lru_cache(maxsize=4)
-def port_names(protocol: Transport) -> dict[int, str]:
+def port_names(protocol: Transport, candidates: Candidates = None) -> dict[int, str]:
     """Port -> the name nmap gives a `protocol` port without -sV (its `method="table"` name).
 
     nmap reads nmap-services and, where that is missing, /etc/services; the first entry for a
@@ -104,7 +109,12 @@ def port_names(protocol: Transport) -> dict[int, str]:
     8081/udp sunproxyadmin). Its "unknown" entries are names like any other. Ports neither
     file lists have no name (nmap writes no <service> for them). Empty when neither file exists.
     """
-    text = _nmap_text()
+    return _port_names(protocol, _candidates(candidates))
+
+
+@functools.lru_cache(maxsize=8)
+def _port_names(protocol: Transport, candidates: tuple[Path, ...]) -> dict[int, str]:
+    text = _read_nmap_services(candidates)
     if not text:
         from portkit.registry.system import ETC_SERVICES
 
