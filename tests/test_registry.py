@@ -236,3 +236,20 @@ def test_the_cli_maps_the_environment_onto_registry_paths(tmp_path: Path) -> Non
     assert registry_paths_from({"PORTKIT_NMAP_SERVICES": ""}) == RegistryPaths(home, ())
     assert registry_paths_from({"PORTKIT_NMAP_SERVICES": "/n"}) == RegistryPaths(home, (Path("/n"),))
     assert default.cache_file == Path.home() / ".cache" / "portkit" / "iana-services.tsv"
+
+
+def test_the_process_wide_paths_choose_the_default_registry(tmp_path: Path) -> None:
+    from portkit.registry import RegistryPaths, default_registry, registry_paths, use_registry_paths
+    from portkit.registry.nmap import table_namer
+
+    services = tmp_path / "nmap-services"
+    services.write_text("made-up\t40001/tcp\t0.5\n")
+    before, registry, namer = registry_paths(), default_registry(), table_namer()
+    use_registry_paths(RegistryPaths(cache_dir=tmp_path, nmap_services=(services,)))
+    try:
+        assert default_registry() is not registry and table_namer() is not namer
+        assert default_registry().name_for(40001, Protocol.TCP) == "made-up"
+        assert table_namer()(40001, Protocol.TCP) == "made-up"
+    finally:
+        use_registry_paths(before)
+    assert default_registry().name_for(40001, Protocol.TCP) != "made-up"

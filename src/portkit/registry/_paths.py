@@ -7,6 +7,7 @@ to a `Registry` or, for the process-wide `default_registry()`, to `use_registry_
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,11 @@ def use_registry_paths(paths: RegistryPaths) -> None:
     """Make `paths` the process-wide choice; the look-ups cached for the previous one are dropped."""
     global _current
     _current = paths
-    from portkit.registry import nmap
-    from portkit.registry._registry import default_registry
-
-    default_registry.cache_clear()
-    nmap.table_namer.cache_clear()
+    # Only modules already imported hold cached look-ups (and importing them here would cost
+    # every command their import time).
+    registry_module = sys.modules.get("portkit.registry._registry")
+    if registry_module is not None:
+        registry_module.default_registry.cache_clear()
+    nmap_module = sys.modules.get("portkit.registry.nmap")
+    if nmap_module is not None:
+        nmap_module.table_namer.cache_clear()
