@@ -146,10 +146,10 @@ class Predicted:
 
 
 def is_uncertain(decision: Decision) -> bool:
-    """Whether portkit marked its answer as not certain: its branches (one per way an
-    undecided match can go) end in more than one outcome. Notes about assumptions whose
-    branches all agree do not make an answer uncertain."""
-    return not decision.certain or len({o.outcome for o in decision.outcomes}) > 1
+    """Whether portkit marked its answer as not certain (`Decision.certain`: its branches, one
+    per way an undecided match can go, end in more than one outcome). Notes about assumptions
+    whose branches all agree do not make an answer uncertain."""
+    return not decision.certain
 
 
 def predict_port(

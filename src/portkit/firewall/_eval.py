@@ -169,6 +169,10 @@ def _reason(step: TraceStep | None) -> str:
     return f"rule #{step.position} of {step.table} {step.chain}{where}: {step.rule}"
 
 
+def _outcome_text(verdict: Verdict, reject_with: str | None) -> str:
+    return f"reject:{reject_with}" if verdict is Verdict.REJECT else str(verdict.value)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """One way the packet can end when some matches are unknown: the verdict of one branch,
@@ -187,9 +191,7 @@ class Outcome:
 
     @property
     def outcome(self) -> str:
-        if self.verdict is Verdict.REJECT:
-            return f"reject:{self.reject_with}"
-        return str(self.verdict.value)
+        return _outcome_text(self.verdict, self.reject_with)
 
     @property
     def reason(self) -> str:
@@ -238,9 +240,7 @@ class Decision:
     @property
     def outcome(self) -> str:
         """`accept`, `drop`, or `reject:<answer>`: the verdict as one comparable string."""
-        if self.verdict is Verdict.REJECT:
-            return f"reject:{self.reject_with}"
-        return str(self.verdict.value)
+        return _outcome_text(self.verdict, self.reject_with)
 
     @property
     def possible(self) -> frozenset[str]:

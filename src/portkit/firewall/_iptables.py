@@ -38,7 +38,7 @@ from portkit.firewall._model import (
     render_address_interval,
 )
 from portkit.model.endpoints import IPAddress
-from portkit.model.intervals import Interval, merge_intervals
+from portkit.model.intervals import Interval, intersect_intervals, merge_intervals, subtract_intervals
 from portkit.model.protocols import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4, IPV6
 
 _BUILTIN: dict[str, dict[str, tuple[Hook, int]]] = {
@@ -1102,16 +1102,12 @@ def import_iptables_save(
     return Ruleset(_untracked(tuple(tables), notes), source, tuple(notes))
 
 
-def _notrack(rule: FilterRule) -> bool:
-    return "-j NOTRACK" in rule.opaque or ("-j CT" in rule.opaque and "--notrack" in rule.opaque)
-
-
 def _untracked(tables: tuple[Table, ...], notes: list[str]) -> tuple[Table, ...]:
     """A packet a raw-table notrack rule selects has conntrack state UNTRACKED, which the
     evaluator does not model: on the protocols such rules can select, conntrack matches are
     undecided. Each rule with one is split by protocol (the two halves never overlap, so the
     chain does what the one rule did): exact off those protocols, undecided on them."""
-    notracks = [r for t in tables for c in t.chains for r in c.rules if _notrack(r)]
+    notracks = [r for t in tables for c in t.chains for r in c.rules if r.untracks]
     if not notracks:
         return tables
     protos: set[int] | None = set()
@@ -1237,29 +1233,19 @@ def _one_match_per_address(rule: FilterRule, version: int) -> FilterRule | None:
     """The rule with its matches on one address field (several: `! -d 127.0.0.0/8` beside
     the host's addresses, nft's `ip daddr != a ip daddr b`) folded into one: iptables takes
     one `-s` and one `-d` per rule. None when they leave no address at all."""
-    top = (1 << (32 if version == IPV4 else 128)) - 1
+    everything: tuple[Interval, ...] = ((0, (1 << (32 if version == IPV4 else 128)) - 1),)
     for fld in (Field.SADDR, Field.DADDR):
         same = [m for m in rule.matches if m.field is fld and not m.set_name and m.family in (0, version)]
         if len(same) < 2:
             continue
-        allowed: list[Interval] = [(0, top)]
+        allowed = everything
         for m in same:
-            ranges = sorted(m.ranges)
-            if m.negate:
-                gaps, start = [], 0
-                for lo, hi in ranges:
-                    if lo > start:
-                        gaps.append((start, lo - 1))
-                    start = max(start, hi + 1)
-                if start <= top:
-                    gaps.append((start, top))
-                ranges = gaps
-            allowed = [
-                (max(a, c), min(b, d)) for a, b in allowed for c, d in ranges if max(a, c) <= min(b, d)
-            ]
+            ranges = merge_intervals(m.ranges)
+            fold = subtract_intervals if m.negate else intersect_intervals
+            allowed = fold(allowed, ranges)
         if not allowed:
             return None
-        one = Match(fld, ranges=tuple(allowed), family=version)
+        one = Match(fld, ranges=allowed, family=version)
         rule = replace(rule, matches=(*(m for m in rule.matches if m not in same), one))
     return rule
 

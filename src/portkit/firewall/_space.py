@@ -24,6 +24,7 @@ from portkit.firewall._model import (
     Reject,
     RejectType,
 )
+from portkit.model.intervals import intersect_intervals, subtract_intervals
 from portkit.model.protocols import IPV4
 
 IntervalSet = tuple[tuple[int, int], ...]
@@ -33,45 +34,6 @@ DIMS = ("l4proto", "saddr", "daddr", "sport", "dport", "iif", "oif", "ct state",
 L4, SADDR, DADDR, SPORT, DPORT, IIF, OIF, STATE, ITYPE, ICODE = range(len(DIMS))
 _STATES = [s.value for s in CtState]
 _PORT_SET: IntervalSet = tuple((p, p) for p in PORT_PROTOS)
-
-
-def _iv_intersect(a: IntervalSet, b: IntervalSet) -> IntervalSet:
-    if a is b:
-        return a
-    if len(a) == 1 and len(b) == 1:  # the common case, kept cheap: the linter calls this a lot
-        (alo, ahi), (blo, bhi) = a[0], b[0]
-        lo = alo if alo > blo else blo
-        hi = ahi if ahi < bhi else bhi
-        return ((lo, hi),) if lo <= hi else ()
-    out = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        lo = max(a[i][0], b[j][0])
-        hi = min(a[i][1], b[j][1])
-        if lo <= hi:
-            out.append((lo, hi))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return tuple(out)
-
-
-def _iv_subtract(a: IntervalSet, b: IntervalSet) -> IntervalSet:
-    out = []
-    for lo, hi in a:
-        cur = lo
-        for blo, bhi in b:
-            if bhi < cur or blo > hi:
-                continue
-            if blo > cur:
-                out.append((cur, blo - 1))
-            cur = max(cur, bhi + 1)
-            if cur > hi:
-                break
-        if cur <= hi:
-            out.append((cur, hi))
-    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -135,7 +97,7 @@ def rule_box(rule: FilterRule, space: Space) -> Box | None:
     v = space.version
 
     def narrow(dim: int, values: IntervalSet) -> None:
-        box[dim] = _iv_intersect(box[dim], values)
+        box[dim] = intersect_intervals(box[dim], values)
 
     if rule.action is FilterAction.REJECT:
         rej = rule.reject or Reject()
@@ -149,26 +111,27 @@ def rule_box(rule: FilterRule, space: Space) -> Box | None:
     # Ports exist only for port protocols, ICMP type/code only for ICMP: keep the box free
     # of combinations no packet has, so coverage is not blocked by phantoms.
     icmp = ((1, 1),) if v == 4 else ((58, 58),)
-    if not _iv_intersect(box[SPORT], ((-1, -1),)) or not _iv_intersect(box[DPORT], ((-1, -1),)):
-        box[L4] = _iv_intersect(box[L4], _PORT_SET)
-    if not _iv_intersect(box[SPORT], ((0, 65535),)) or not _iv_intersect(box[DPORT], ((0, 65535),)):
-        box[L4] = _iv_subtract(box[L4], _PORT_SET)
-    if not _iv_intersect(box[ITYPE], ((-1, -1),)) or not _iv_intersect(box[ICODE], ((-1, -1),)):
-        box[L4] = _iv_intersect(box[L4], icmp)
-    if not _iv_intersect(box[ITYPE], ((0, 255),)) or not _iv_intersect(box[ICODE], ((0, 255),)):
-        box[L4] = _iv_subtract(box[L4], icmp)
-    if not _iv_intersect(box[L4], _PORT_SET):
-        box[SPORT] = _iv_intersect(box[SPORT], ((-1, -1),))
-        box[DPORT] = _iv_intersect(box[DPORT], ((-1, -1),))
-    elif not _iv_subtract(box[L4], _PORT_SET):
-        box[SPORT] = _iv_intersect(box[SPORT], ((0, 65535),))
-        box[DPORT] = _iv_intersect(box[DPORT], ((0, 65535),))
-    if not _iv_intersect(box[L4], icmp):
-        box[ITYPE] = _iv_intersect(box[ITYPE], ((-1, -1),))
-        box[ICODE] = _iv_intersect(box[ICODE], ((-1, -1),))
-    elif not _iv_subtract(box[L4], icmp):
-        box[ITYPE] = _iv_intersect(box[ITYPE], ((0, 255),))
-        box[ICODE] = _iv_intersect(box[ICODE], ((0, 255),))
+    if not intersect_intervals(box[SPORT], ((-1, -1),)) or not intersect_intervals(box[DPORT], ((-1, -1),)):
+        box[L4] = intersect_intervals(box[L4], _PORT_SET)
+    any_port = ((0, 65535),)
+    if not intersect_intervals(box[SPORT], any_port) or not intersect_intervals(box[DPORT], any_port):
+        box[L4] = subtract_intervals(box[L4], _PORT_SET)
+    if not intersect_intervals(box[ITYPE], ((-1, -1),)) or not intersect_intervals(box[ICODE], ((-1, -1),)):
+        box[L4] = intersect_intervals(box[L4], icmp)
+    if not intersect_intervals(box[ITYPE], ((0, 255),)) or not intersect_intervals(box[ICODE], ((0, 255),)):
+        box[L4] = subtract_intervals(box[L4], icmp)
+    if not intersect_intervals(box[L4], _PORT_SET):
+        box[SPORT] = intersect_intervals(box[SPORT], ((-1, -1),))
+        box[DPORT] = intersect_intervals(box[DPORT], ((-1, -1),))
+    elif not subtract_intervals(box[L4], _PORT_SET):
+        box[SPORT] = intersect_intervals(box[SPORT], ((0, 65535),))
+        box[DPORT] = intersect_intervals(box[DPORT], ((0, 65535),))
+    if not intersect_intervals(box[L4], icmp):
+        box[ITYPE] = intersect_intervals(box[ITYPE], ((-1, -1),))
+        box[ICODE] = intersect_intervals(box[ICODE], ((-1, -1),))
+    elif not subtract_intervals(box[L4], icmp):
+        box[ITYPE] = intersect_intervals(box[ITYPE], ((0, 255),))
+        box[ICODE] = intersect_intervals(box[ICODE], ((0, 255),))
     if any(not d for d in box):
         return None
     return tuple(box)
@@ -214,9 +177,9 @@ def _narrow_match(m: Match, space: Space, box: list[IntervalSet], narrow: object
         if f in (Field.ICMP_TYPE, Field.ICMP_CODE):
             narrow(L4, ((1, 1),) if v == 4 else ((58, 58),))
         if m.negate:
-            values = _iv_subtract(present, values)
+            values = subtract_intervals(present, values)
     elif m.negate:
-        values = _iv_subtract(space.domain(dim), values)
+        values = subtract_intervals(space.domain(dim), values)
     narrow(dim, values)
     return all(box)
 
@@ -224,7 +187,7 @@ def _narrow_match(m: Match, space: Space, box: list[IntervalSet], narrow: object
 def box_intersect(a: Box, b: Box) -> Box | None:
     out = []
     for x, y in zip(a, b, strict=True):
-        z = _iv_intersect(x, y)
+        z = intersect_intervals(x, y)
         if not z:
             return None
         out.append(z)
@@ -238,12 +201,12 @@ def box_subtract(a: Box, b: Box) -> list[Box]:
     out: list[Box] = []
     prefix = list(a)
     for d in range(len(a)):
-        rest = _iv_subtract(a[d], b[d])
+        rest = subtract_intervals(a[d], b[d])
         if rest:
             piece = list(prefix)
             piece[d] = rest
             out.append(tuple(piece))
-        prefix[d] = _iv_intersect(a[d], b[d])
+        prefix[d] = intersect_intervals(a[d], b[d])
     return out
 
 

@@ -24,6 +24,47 @@ def merge_intervals(intervals: Iterable[Interval]) -> tuple[Interval, ...]:
     return tuple((lo, hi) for lo, hi in out)
 
 
+def intersect_intervals(a: tuple[Interval, ...], b: tuple[Interval, ...]) -> tuple[Interval, ...]:
+    """Where two sets of sorted, disjoint intervals overlap."""
+    if a is b:
+        return a
+    if len(a) == 1 and len(b) == 1:  # the common case, kept cheap: the firewall's linter calls this a lot
+        (alo, ahi), (blo, bhi) = a[0], b[0]
+        lo = alo if alo > blo else blo
+        hi = ahi if ahi < bhi else bhi
+        return ((lo, hi),) if lo <= hi else ()
+    out = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo = max(a[i][0], b[j][0])
+        hi = min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
+
+
+def subtract_intervals(a: tuple[Interval, ...], b: tuple[Interval, ...]) -> tuple[Interval, ...]:
+    """What of `a` is not in `b` (both sorted, disjoint intervals)."""
+    out = []
+    for lo, hi in a:
+        cur = lo
+        for blo, bhi in b:
+            if bhi < cur or blo > hi:
+                continue
+            if blo > cur:
+                out.append((cur, blo - 1))
+            cur = max(cur, bhi + 1)
+            if cur > hi:
+                break
+        if cur <= hi:
+            out.append((cur, hi))
+    return tuple(out)
+
+
 def runs(values: Iterable[int]) -> tuple[Interval, ...]:
     """The runs of consecutive integers in `values` (any order, repeats allowed), as intervals."""
     ordered: Sequence[int] = sorted(set(values))
