@@ -71,3 +71,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) 
 @pytest.fixture
 def cli() -> Iterator[Any]:
     yield run_cli
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Any]:
+    """The firewall tests' client/server namespace pair (fixtures_firewall.FirewallLab), one per
+    test module; modules with a lab of another kind define their own `lab`."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    import fixtures_firewall
+
+    lab = fixtures_firewall.FirewallLab().open()
+    try:
+        yield lab
+    finally:
+        lab.close()

@@ -372,17 +372,6 @@ PORT_PROBES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[lab_mod.FirewallLab]:
-    if not ROOT:
-        pytest.skip("needs root (network namespaces)")
-    lab = lab_mod.FirewallLab().open()
-    try:
-        yield lab
-    finally:
-        lab.close()
-
-
 def _load_and_probe(
     lab: lab_mod.FirewallLab, loads: list[tuple[str, str]], probes: list[lab_mod.Probe]
 ) -> list[str]:

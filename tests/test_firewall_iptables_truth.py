@@ -13,9 +13,7 @@ one line, exit 2), and an accepted spelling means what iptables-save prints back
 from __future__ import annotations
 
 import ipaddress
-import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +36,6 @@ from portkit.firewall import (
 )
 from portkit.firewall._eval import ANSWER_ERRNO, Outcome
 from portkit.firewall._live import local_addresses, read_live
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[lab_mod.FirewallLab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, iptables-restore)")
-    lab = lab_mod.FirewallLab().open()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def _restore(lab: lab_mod.FirewallLab, text: str, version: int) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,7 @@ must import as the same model.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,15 +19,6 @@ from conftest import needs_root
 from portkit.firewall import Ruleset, canonical, render_nft
 
 pytestmark = needs_root
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[lab_mod.FirewallLab]:
-    lab = lab_mod.FirewallLab().open()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def _check(lab: lab_mod.FirewallLab, generated: Ruleset, probes: list[lab_mod.Probe]) -> None:

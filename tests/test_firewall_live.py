@@ -6,26 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 import fixtures_firewall as lab_mod
 from conftest import needs_root
 from portkit.firewall import canonical, import_iptables_save, parse_policy, read_live
 
 pytestmark = needs_root
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[lab_mod.FirewallLab]:
-    lab = lab_mod.FirewallLab().open()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def _nft(lab: lab_mod.FirewallLab, script: str) -> None:

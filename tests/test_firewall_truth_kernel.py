@@ -10,10 +10,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,15 +21,6 @@ from portkit.firewall import CtState, Decision, Direction, Ruleset, evaluate
 from portkit.firewall._eval import ANSWER_ERRNO, Outcome
 
 pytestmark = needs_root
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[lab_mod.FirewallLab]:
-    lab = lab_mod.FirewallLab().open()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def _load(lab: lab_mod.FirewallLab, script: str) -> Ruleset:
