@@ -42,6 +42,8 @@ COMMANDS: dict[str, str] = {
     "fw": "portkit.cli.firewall:fw",
     # port forwarder (portkit.forward)
     "forward": "portkit.cli.forward:forward",
+    # why a port cannot be reached or bound (portkit.diagnose)
+    "diagnose": "portkit.cli.diagnose:diagnose",
 }
 DEFAULT_COMMAND = "overview"
 
