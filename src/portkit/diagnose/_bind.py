@@ -606,8 +606,8 @@ def _cap_from_status(pid: int) -> tuple[bool | None, str]:
     return None, f"no CapEff in /proc/{pid}/status"
 
 
-def read_binder(pid: int | None, user: str | None) -> Binder:
-    """The process or user that will bind (this process when neither is given)."""
+def read_binder(pid: int | None, user: str | int | None) -> Binder:
+    """The process or user (a name or uid) that will bind (this process when neither is given)."""
     if pid is not None:
         from portkit.sockets._procs import ProcessTable
 
@@ -626,8 +626,18 @@ def read_binder(pid: int | None, user: str | None) -> Binder:
         import pwd
 
         try:
-            entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
-        except (KeyError, OverflowError):
+            if isinstance(user, int):
+                entry = pwd.getpwuid(user)
+            else:
+                entry = pwd.getpwuid(int(user)) if user.isascii() and user.isdigit() else pwd.getpwnam(user)
+        except (KeyError, OverflowError, ValueError):
+            if isinstance(user, int):
+                # A uid without a passwd entry is still a user, and still unprivileged.
+                if user == 0:
+                    return Binder("uid 0", True, user="0", basis="uid 0")
+                return Binder(
+                    f"uid {user}", False, user=str(user), basis=f"uid {user}: no capabilities unless granted"
+                )
             shown = user if len(user) <= 60 else user[:57] + "..."
             raise UsageError(
                 f"unknown user {shown!r}: expected a login name or uid from /etc/passwd"
@@ -662,6 +672,7 @@ def read_bind_facts(
     pid: int | None = None,
     user: str | None = None,
     netns: str | None = None,
+    uid: int | None = None,
     trial: bool = True,
 ) -> BindFacts:
     """Gather what `decide_bind` needs; every read happens inside `netns` when given."""
@@ -669,10 +680,12 @@ def read_bind_facts(
         raise UsageError(f"invalid protocol {protocol.value!r} for --bind: expected tcp or udp")
     if not 0 <= port <= 65535:
         raise UsageError(f"invalid port {port}: ports are 0-65535")
-    if pid is not None and user is not None:
+    if user is not None and uid is not None:
+        raise UsageError("give the binder as a user name or as a uid, not both")
+    if pid is not None and (user is not None or uid is not None):
         raise UsageError("give either a pid or a user for the binder, not both")
     wanted = validate_bind_address(address)
-    binder = read_binder(pid, user)
+    binder = read_binder(pid, user if uid is None else uid)
     inside = _run_in(netns, lambda: _namespace_facts(wanted, port, protocol, trial))
     from portkit.sockets._who import who_holds
 
@@ -707,11 +720,12 @@ def diagnose_bind(
     pid: int | None = None,
     user: str | None = None,
     netns: str | None = None,
+    uid: int | None = None,
 ) -> Diagnosis:
     """Why a bind of `address`:`port` would fail, or that it would not (`Code.OK`).
 
-    `address` None means every address. `pid` or `user` names who will bind (for the
-    privilege check); by default, this process. `netns` is an `ip netns` name: the sysctls,
-    sockets and the trial bind are those of that namespace.
+    `address` None means every address. `pid`, or `user` (a login name) or `uid`, names who
+    will bind (for the privilege check); by default, this process. `netns` is an `ip netns`
+    name: the sysctls, sockets and the trial bind are those of that namespace.
     """
-    return decide_bind(read_bind_facts(address, port, protocol, pid=pid, user=user, netns=netns))
+    return decide_bind(read_bind_facts(address, port, protocol, pid=pid, user=user, netns=netns, uid=uid))
