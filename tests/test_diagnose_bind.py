@@ -9,6 +9,7 @@ about) must succeed. The healthy controls must get no finding at all.
 from __future__ import annotations
 
 import errno
+import json
 import subprocess
 import sys
 import time
@@ -514,3 +515,68 @@ class TestFaults:
         diagnosis = diagnose_bind(None, 80, user="nobody", netns=ns.name)
         apply_fix(diagnosis)
         assert host_setting.read_text() == before
+
+
+# --- the command line: `portkit diagnose --bind` ----------------------------------------------
+
+
+def cli(ns: LabNamespace, *args: str) -> subprocess.CompletedProcess[str]:
+    """`portkit diagnose ARGS` run inside the namespace, as a user would."""
+    return ns.run([sys.executable, "-m", "portkit", "diagnose", *args], timeout=60)
+
+
+@needs_root
+class TestCommandLine:
+    def test_bindable_exits_0(self, ns: LabNamespace) -> None:
+        done = cli(ns, "--bind", f"{LAB4}:8080/udp", "--json")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["kind"] == "bind" and report["code"] == "OK" and report["ok"] is True
+        assert report["target"] == f"{LAB4}:8080/udp"
+        assert report["findings"] == []
+        assert {c["name"] for c in report["checks"]} >= {"address is local", "port free", "trial bind"}
+
+    def test_in_use_exits_1_with_the_holder_and_its_fix(
+        self, ns: LabNamespace, holders: list[Holder]
+    ) -> None:
+        holders.append(Holder(ns, "0.0.0.0", 8080))
+        done = cli(ns, "--bind", "8080", "--json")
+        assert done.returncode == 1, done.stderr
+        report = json.loads(done.stdout)
+        assert report["code"] == "PORT_IN_USE"
+        finding = report["findings"][0]
+        assert finding["fix"]["command"] == f"kill {holders[0].pid}"
+        assert "bind" in {e["source"] for e in finding["evidence"]}
+
+    def test_user_and_pid_choose_the_binder(self, ns: LabNamespace) -> None:
+        done = cli(ns, "--bind", "80", "--user", "nobody")
+        assert done.returncode == 1
+        first = done.stdout.splitlines()[0]
+        assert first.startswith("PRIVILEGED_PORT  *:80/tcp:") and "user nobody" in first
+        assert "$ sysctl -w net.ipv4.ip_unprivileged_port_start=80" in done.stdout
+        assert cli(ns, "--bind", "80", "--pid", "1").returncode == 0  # init may bind it
+        assert cli(ns, "--bind", "80").returncode == 0  # so may root, running portkit
+
+    def test_explain_lists_every_check(self, ns: LabNamespace) -> None:
+        done = cli(ns, "--bind", "198.51.100.9:8080", "--explain")
+        assert done.returncode == 1
+        assert done.stdout.startswith("ADDRESS_NOT_LOCAL  198.51.100.9:8080/tcp:")
+        assert "[!!] trial bind: bind(198.51.100.9:8080): EADDRNOTAVAIL" in done.stdout
+        assert "[ok] privileged port:" in done.stdout
+
+    @pytest.mark.parametrize(
+        ("args", "says"),
+        [
+            (("--bind", "80", "--pid", "4000000"), "no process with pid 4000000"),
+            (("--bind", "80", "--user", "nosuchuser"), "invalid user 'nosuchuser'"),
+            (("--bind", "70000"), "70000"),
+            (("--bind", "nohost:80"), "nohost"),
+        ],
+    )
+    def test_bad_input_exits_2_with_one_line(
+        self, ns: LabNamespace, args: tuple[str, ...], says: str
+    ) -> None:
+        done = cli(ns, *args)
+        assert done.returncode == 2
+        assert done.stdout == ""
+        assert len(done.stderr.strip().splitlines()) == 1 and says in done.stderr

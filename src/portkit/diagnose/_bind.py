@@ -237,7 +237,11 @@ def decide_bind(facts: BindFacts) -> Diagnosis:
     else:
         sysctl = f"net.{family}.ip_nonlocal_bind"
         evidence = [
-            Evidence("local routing table", Source.NETLINK, f"{wanted} is on no interface"),
+            Evidence(
+                f"the addresses of this {'namespace' if facts.netns else 'host'}",
+                Source.BIND,
+                f"a bind of {wanted} port 0 fails with EADDRNOTAVAIL: it is on no interface",
+            ),
             Evidence(
                 sysctl, Source.SYSCTL, "0: a bind to an address not on an interface fails (EADDRNOTAVAIL)"
             ),
