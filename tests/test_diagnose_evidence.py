@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,3 +291,37 @@ def test_the_host_gets_no_table(ns: LabNamespace) -> None:
     with trace_flow("127.0.0.1", 8096, netns=ns.name) as trace:
         assert trace.table in tables(ns)
         assert trace.table not in host_tables()
+
+
+_HOLD_OPEN = """
+import sys, time
+from portkit.diagnose._dropwatch import watch_drops
+from portkit.diagnose._nfttrace import trace_flow
+with watch_drops() as drops, trace_flow("127.0.0.1", 8097, netns=sys.argv[1]) as trace:
+    print(drops.available, trace.available, trace.table, flush=True)
+    time.sleep(60)
+"""
+
+
+@needs_root
+@needs_tracefs
+def test_sigterm_still_removes_everything(ns: LabNamespace) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_OPEN, ns.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        available, traced, table = child.stdout.readline().split()
+        assert available == traced == "True"
+        assert table in tables(ns)
+        root = dropwatch.find_tracefs()
+        assert root is not None
+        assert [p for p in (root / "instances").iterdir() if p.name.startswith(f"portkit-drops-{child.pid}-")]
+        child.terminate()
+        child.wait(timeout=15)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+    assert table not in tables(ns)
+    assert not [p for p in (root / "instances").iterdir() if p.name.startswith(f"portkit-drops-{child.pid}-")]
