@@ -488,6 +488,29 @@ class TestFaults:
             sleeper.kill()
             sleeper.wait(timeout=10)
 
+    def test_a_pid_in_another_namespace_brings_its_namespace(
+        self, ns: LabNamespace, holders: list[Holder]
+    ) -> None:
+        # As for a container's process: no netns given, the pid's own namespace is inspected.
+        holders.append(Holder(ns, "0.0.0.0", 8080))
+        pid = holders[0].pid
+        diagnosis = diagnose_bind(None, 8080, pid=pid)
+        assert diagnosis.code is Code.PORT_IN_USE
+        assert f"pid {pid}" in diagnosis.findings[0].summary
+        by_path = diagnose_bind(LAB4, 8080, netns=f"/proc/{pid}/ns/net")
+        assert by_path.code is Code.ADDRESS_CONFLICT
+        ephemeral = diagnose_bind(None, 40000, pid=pid)
+        fix = ephemeral.findings[0].fix
+        assert fix is not None and fix.command is not None
+        assert fix.command.startswith(f"nsenter --net=/proc/{pid}/ns/net sysctl -w ")
+        apply_fix(ephemeral)
+        assert diagnose_bind(None, 40000, pid=pid).ok
+        assert real_bind(ns, "::", 40000) == 0
+
+    def test_a_missing_namespace_path_is_bad_input(self) -> None:
+        with pytest.raises(UsageError, match="no such file"):
+            diagnose_bind(None, 8080, netns="/proc/999999999/ns/net")
+
     def test_ephemeral_range(self, ns: LabNamespace) -> None:
         assert ns.run(["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=40100-40110"]).returncode == 0
         diagnosis = diagnose_bind(None, 40000, netns=ns.name)

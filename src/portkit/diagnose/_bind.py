@@ -34,9 +34,8 @@ import errno
 import ipaddress
 import os
 import socket
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 from portkit.diagnose._model import (
     BIND_ORDER,
@@ -57,7 +56,11 @@ from portkit.model.protocols import Transport
 from portkit.sockets._model import Socket, TcpState
 from portkit.sockets._process import ProcessInfo
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from portkit.sockets._inventory import Inventory
+    from portkit.sockets._netns import Namespace
+    from portkit.sockets._who import PortUse
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # States in which a TCP socket is on its way out: the application has closed it, and the
@@ -210,7 +213,12 @@ def _stop_fix(rows: list[Socket], what: str) -> Fix:
 
 
 def _in_netns(command: str, netns: str | None) -> str:
-    return f"ip netns exec {netns} {command}" if netns else command
+    """`command` as run in the namespace: `ip netns exec NAME`, or nsenter for a /proc path."""
+    if not netns:
+        return command
+    if netns.startswith("/"):
+        return f"nsenter --net={netns} {command}"
+    return f"ip netns exec {netns} {command}"
 
 
 def decide_bind(facts: BindFacts) -> Diagnosis:
@@ -660,12 +668,37 @@ def read_binder(pid: int | None, user: str | int | None) -> Binder:
     return Binder(f"this process (pid {os.getpid()})", has, pid=os.getpid(), basis=basis)
 
 
-def _run_in(netns: str | None, work: Callable[[], T]) -> T:
-    if netns is None:
-        return work()
-    from portkit.sockets._netns import named_namespace, run_in
+def _target_namespace(netns: str | None, pid: int | None) -> tuple[Namespace | None, str | None]:
+    """The namespace the bind happens in, and how commands name it (None: this process's own).
 
-    return run_in(named_namespace(netns), work)
+    `netns` is an `ip netns` name or a /proc/PID/ns/net path. Without it, a binder given by
+    pid binds in its own namespace (a container's, say), which is then the one inspected.
+    """
+    from portkit.sockets._netns import Namespace, current_inode, named_namespace
+
+    if netns is None and pid is not None:
+        netns = f"/proc/{pid}/ns/net"
+        try:
+            if os.stat(netns).st_ino == current_inode():
+                return None, None
+        except OSError:
+            return None, None  # its namespace cannot be opened: judged from here (a limit)
+    if netns is None:
+        return None, None
+    if netns.startswith("/"):
+        try:
+            inode = os.stat(netns).st_ino
+        except OSError:
+            shown = netns if len(netns) <= 60 else netns[:57] + "..."
+            raise UsageError(
+                f"invalid network namespace {shown!r}: no such file "
+                "(expected /proc/PID/ns/net or an ip netns name)"
+            ) from None
+        if inode == current_inode():
+            return None, None
+        return Namespace(netns, inode, netns), netns
+    found = named_namespace(netns)
+    return (found, netns) if found.path is not None else (None, None)
 
 
 def read_bind_facts(
@@ -690,11 +723,26 @@ def read_bind_facts(
         raise UsageError("give either a pid or a user for the binder, not both")
     wanted = validate_bind_address(address)
     binder = read_binder(pid, user if uid is None else uid)
-    inside = _run_in(netns, lambda: _namespace_facts(wanted, port, protocol, trial))
+    namespace, netns = _target_namespace(netns, pid)
+    from portkit.sockets._netns import run_in
     from portkit.sockets._who import who_holds
 
+    def facts() -> _NamespaceFacts:
+        return _namespace_facts(wanted, port, protocol, trial)
+
+    def both() -> tuple[_NamespaceFacts, tuple[PortUse, Inventory]]:
+        return facts(), who_holds(port, protocol, service_name=False)
+
+    # run_in works in a helper thread that entered the namespace: netlink sockets opened there,
+    # /proc/sys read there and the trial socket all belong to it.
+    if namespace is None or netns is None:
+        inside, (use, inventory) = both()
+    elif netns.startswith("/"):
+        inside, (use, inventory) = run_in(namespace, both)
+    else:  # an `ip netns` name: who_holds labels its rows with it
+        inside = run_in(namespace, facts)
+        use, inventory = who_holds(port, protocol, netns=netns, service_name=False)
     limits: list[str] = []
-    use, inventory = who_holds(port, protocol, netns=netns, service_name=False)
     rows = (*use.holders, *use.clients, *use.time_wait)
     complete = not inventory.root_note()
     if not complete:
@@ -730,6 +778,7 @@ def diagnose_bind(
 
     `address` None means every address. `pid`, or `user` (a login name) or `uid`, names who
     will bind (for the privilege check); by default, this process. `netns` is an `ip netns`
-    name: the sysctls, sockets and the trial bind are those of that namespace.
+    name or a /proc/PID/ns/net path: the sysctls, sockets and the trial bind are those of that
+    namespace; without it, a `pid` living in another namespace (a container) brings its own.
     """
     return decide_bind(read_bind_facts(address, port, protocol, pid=pid, user=user, netns=netns, uid=uid))
