@@ -213,6 +213,7 @@ def test_no_listener_is_no_socket(ns: LabNamespace) -> None:
     refused = [e for e in drops.matching(port=8090) if e.ports is not None and e.ports[1] == 8090]
     assert refused and refused[0].reason == "NO_SOCKET"
     assert refused[0].location.startswith("tcp_v4_rcv")
+    assert "NO_SOCKET" in drops.reasons()  # the watch's port is the default
     assert instances_of_this_process() == []
 
 

@@ -3,13 +3,15 @@
 API (what the reach diagnosis calls):
 
     with watch_drops(Transport.TCP, port=8080) as drops:
-        ...                      # probe
+        ...                      # probe; note the probing thread's id (threading.get_native_id())
     drops.check                  # Check("kernel drop reasons", passed=None|True, detail)
-    drops.events()               # every DropEvent seen, in time order
-    drops.matching(port=8080, pids={probe_pid})   # those that can be tied to the flow
-    drops.reasons(port=8080)     # their distinct reason names: ("NO_SOCKET",), ...
+    drops.events()               # every DropEvent seen (all namespaces), in time order
+    drops.matching(pids={tid})   # those that can be tied to the flow (port: the watch's)
+    drops.reasons(pids={tid})    # their distinct reason names: ("NO_SOCKET",), ...
+    drops.evidence(pids={tid})   # the same as Evidence(source=Source.DROP_REASON)
     softirq_pids()               # ksoftirqd threads: add them to `pids` to keep deferred drops
-    drops.evidence(port=8080)    # the same as Evidence(source=Source.DROP_REASON)
+
+`matching`, `reasons` and `evidence` take `port` (default: the watch's) and `pids`.
 
 When the tracepoint cannot be used (tracefs not mounted, not root, a kernel without drop
 reasons) `watch_drops` still yields a watch: `drops.available` is False, `events()` is empty
@@ -188,9 +190,10 @@ def find_tracefs() -> Path | None:
 class DropWatch:
     """The drops recorded while a `watch_drops` block ran (see the module docstring)."""
 
-    def __init__(self, check: Check, available: bool) -> None:
+    def __init__(self, check: Check, available: bool, port: int | None = None) -> None:
         self.check = check
         self.available = available
+        self.port = port  # the flow's port, `matching()`'s default
         self._events: list[DropEvent] = []
 
     def _finish(self, events: list[DropEvent]) -> None:
@@ -211,7 +214,8 @@ class DropWatch:
     def matching(self, port: int | None = None, pids: Iterable[int] = ()) -> tuple[DropEvent, ...]:
         """The drops that can belong to the flow. A drop whose flow is known belongs when `port`
         is at either end of it; any other drop when it ran in one of `pids` (when given).
-        With neither filter, all of them."""
+        `port` defaults to the watch's; with neither filter, all of them."""
+        port = self.port if port is None else port
         wanted_pids = set(pids)
         kept = []
         for event in self._events:
@@ -234,8 +238,8 @@ class DropWatch:
         ]
 
 
-def _unavailable(detail: str) -> DropWatch:
-    return DropWatch(Check(CHECK_NAME, None, detail), available=False)
+def _unavailable(detail: str, port: int | None = None) -> DropWatch:
+    return DropWatch(Check(CHECK_NAME, None, detail), available=False, port=port)
 
 
 def _write(path: Path, text: str) -> None:
@@ -250,39 +254,41 @@ def watch_drops(
     """Record the kernel's packet drops (with their reasons) while the block runs.
 
     `families` narrows the ethertype in the kernel. `protocol` and `port` cannot be filtered
-    there (the tracepoint has neither); they are kept on the watch for `matching()`'s defaults
-    and the check's text.
+    there (the tracepoint has neither): `protocol` decides whether TCP resets are watched to
+    name flows (TCP or None), and `port` is `matching()`'s default.
     """
     root = find_tracefs()
     if root is None:
-        yield _unavailable("tracefs is not mounted (as root: mount -t tracefs nodev /sys/kernel/tracing)")
+        yield _unavailable(
+            "tracefs is not mounted (as root: mount -t tracefs nodev /sys/kernel/tracing)", port
+        )
         return
     event_dir = root / "events" / "skb" / "kfree_skb"
     try:
         format_text = (event_dir / "format").read_text()
     except OSError as exc:
         detail = "needs root" if isinstance(exc, PermissionError) else "this kernel has no skb:kfree_skb"
-        yield _unavailable(f"cannot read the kfree_skb tracepoint: {detail}")
+        yield _unavailable(f"cannot read the kfree_skb tracepoint: {detail}", port)
         return
     names = reason_names(format_text)
     if not names:
-        yield _unavailable("this kernel's kfree_skb carries no drop reason (Linux 5.17 added them)")
+        yield _unavailable("this kernel's kfree_skb carries no drop reason (Linux 5.17 added them)", port)
         return
     instance = root / "instances" / f"portkit-drops-{os.getpid()}-{secrets.token_hex(3)}"
     try:
         instance.mkdir()
     except OSError as exc:
         why = "needs root" if isinstance(exc, PermissionError) else exc.strerror
-        yield _unavailable(f"cannot create a trace instance under {root}/instances: {why}")
+        yield _unavailable(f"cannot create a trace instance under {root}/instances: {why}", port)
         return
     from portkit.firewall._live import _terminate_raises
 
-    watch = DropWatch(Check(CHECK_NAME, None, "the watch did not finish"), available=True)
+    watch = DropWatch(Check(CHECK_NAME, None, "the watch did not finish"), available=True, port=port)
     with _terminate_raises():
         try:
             failed = _start(instance, names, families, protocol)
             if failed:
-                watch = _unavailable(f"the trace instance could not be set up: {failed}")
+                watch = _unavailable(f"the trace instance could not be set up: {failed}", port)
             # The caller's own errors pass through untouched; only the trace's are caught.
             yield watch
             if not failed:
