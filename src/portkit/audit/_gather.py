@@ -218,11 +218,11 @@ def _rule_ports(rule: object) -> list[tuple[int, Transport]]:
     for match in getattr(rule, "matches", ()):
         if match.field is not Field.DPORT or match.negate:
             continue
-        count = sum(r.hi - r.lo + 1 for r in match.ranges)
+        count = sum(hi - lo + 1 for lo, hi in match.ranges)
         if count > _MAX_RULE_PORTS:
             return []
         protos = [t for t, n in _L4.items() if not match.protos or n in match.protos]
-        found += [(port, t) for r in match.ranges for port in range(r.lo, r.hi + 1) for t in protos]
+        found += [(port, t) for lo, hi in match.ranges for port in range(lo, hi + 1) for t in protos]
     return found
 
 
@@ -308,12 +308,15 @@ def _scan_from(
     lan: Sequence[Network],
 ) -> tuple[dict[tuple[str | None, int, Transport], list[Observation]], list[str]]:
     """Scan, from inside `vantage`, every listening TCP port of every namespace at its addresses."""
+    from portkit.firewall import route_lookup
     from portkit.scan import ScanOptions, run_scan
     from portkit.sockets import named_namespace, run_in
 
     namespace = named_namespace(vantage)
+    route = route_lookup(vantage)
     own = _view(vantage, f"/run/netns/{vantage}")
-    zone = Zone.LAN if any(_in_lan(a, lan) for a in own.local if not a.is_loopback) else Zone.ANY
+    routable = [a for a in own.local if not (a.is_loopback or a.is_link_local)]
+    zone = Zone.LAN if any(_in_lan(a, lan) for a in routable) else Zone.ANY
     seen: dict[tuple[str | None, int, Transport], list[Observation]] = {}
     notes: list[str] = []
     for label, view in views.items():
@@ -323,6 +326,13 @@ def _scan_from(
             {item.port for item in listeners if item.netns == label and item.transport is Transport.TCP}
         )
         targets = sorted({str(a) for a in view.local if not a.is_loopback and not a.is_link_local})
+        if not ports:
+            continue
+        routed = [t for t in targets if route(ipaddress.ip_address(t))]
+        if len(routed) < len(targets):
+            unrouted = ", ".join(t for t in targets if t not in routed)
+            notes.append(f"scan from {vantage}: no route to {unrouted} of {label or 'this namespace'}")
+        targets = routed
         if not ports or not targets:
             continue
         options = ScanOptions(
@@ -334,7 +344,11 @@ def _scan_from(
             workers=1,
             max_retries=1,
         )
-        result = run_in(namespace, lambda options=options: run_scan(options))  # type: ignore[misc]
+        try:
+            result = run_in(namespace, lambda options=options: run_scan(options))  # type: ignore[misc]
+        except OSError as exc:
+            notes.append(f"scan from {vantage} of {', '.join(targets)} failed: {exc.strerror or exc}")
+            continue
         for host in result.hosts:
             for port in host.ports:
                 seen.setdefault((label, port.port, port.protocol), []).append(
