@@ -65,7 +65,7 @@ class DeclaredService:
         return self.netns == ANY_NETNS or self.netns == (netns or "")
 
     def __str__(self) -> str:
-        where = f" in netns {self.netns}" if self.netns else ""
+        where = {"": "", ANY_NETNS: " in any netns"}.get(self.netns, f" in netns {self.netns}")
         return f"{self.port}/{self.protocol}{where}"
 
 
