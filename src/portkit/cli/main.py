@@ -40,6 +40,8 @@ COMMANDS: dict[str, str] = {
     "scan": "portkit.cli.scan:scan",
     # firewall (portkit.firewall)
     "fw": "portkit.cli.firewall:fw",
+    # exposure audit against a policy (portkit.audit)
+    "audit": "portkit.cli.audit:audit",
     # port forwarder (portkit.forward)
     "forward": "portkit.cli.forward:forward",
     # why a port cannot be reached or bound (portkit.diagnose)

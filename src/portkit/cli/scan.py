@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,41 +17,13 @@ from typing import Any
 import click
 
 from portkit.cli._params import FiniteNumber, WholeNumber, parse_duration
+from portkit.cli.output import ProgressBar
 from portkit.errors import UsageError
 
 MAX_RATE = 10**9  # probes per second; far above what any NIC sends
 
-class _Progress:
-    """A Rich progress bar with ETA on stderr, shown only after a second and only on a terminal."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.bar: Any = None
-        self.task: Any = None
-        self.enabled = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or time.monotonic() - self.started < 1.0:
-            return
-        if self.bar is None:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("scanning"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} ports"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("scan", total=total)
-        self.bar.update(self.task, completed=done, total=total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+def _Progress() -> ProgressBar:
+    return ProgressBar("scanning", "ports")
 
 
 def _write(path: str, chunks: Iterable[str]) -> None:
