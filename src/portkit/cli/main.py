@@ -42,6 +42,10 @@ COMMANDS: dict[str, str] = {
     "fw": "portkit.cli.firewall:fw",
     # port forwarder (portkit.forward)
     "forward": "portkit.cli.forward:forward",
+    # the exposure ledger and comparisons (portkit.ledger, portkit.diff)
+    "history": "portkit.cli.ledger:history",
+    "ledger": "portkit.cli.ledger:ledger",
+    "diff": "portkit.cli.ledger:diff",
 }
 DEFAULT_COMMAND = "overview"
 
