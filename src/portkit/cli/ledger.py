@@ -21,7 +21,7 @@ from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import PortkitError, UsageError, quote
 
 if TYPE_CHECKING:
-    from portkit.diff import Side
+    from portkit.diff import Ref, Side
     from portkit.ledger import Ledger, PortHistory
 
 
@@ -316,10 +316,11 @@ def diff(a: str, b: str, all_netns: bool, db: str | None, as_json: bool) -> None
     now), @yesterday, @-2h, @-7d, @2026-12-01T10:00 (the newest complete record at that time).
     Exit status 0 when nothing changed, 1 when something did.
     """
-    from portkit.diff import compare, read_side, render_text
+    from portkit.diff import compare, parse_ref, read_side, render_text
 
     now = time.time()
-    files = {text: read_side(text) for text in (a, b) if not text.startswith("@")}
+    refs = {text: parse_ref(text, now) for text in (a, b) if text.startswith("@")}  # bad input first
+    files = {text: read_side(text) for text in (a, b) if text not in refs}
     kinds = {side.kind for side in files.values()}
     kind = kinds.pop() if len(kinds) == 1 else "inventory"
     store: Ledger | None = None
@@ -329,9 +330,9 @@ def diff(a: str, b: str, all_netns: bool, db: str | None, as_json: bool) -> None
             if text in files:
                 sides.append(files[text])
                 continue
-            if store is None and text.strip().lower() != "@now":
+            if store is None and not refs[text].live:
                 store = open_ledger(db, create=False)
-            sides.append(_ledger_side(text, kind, now, store, all_netns))
+            sides.append(_ledger_side(refs[text], kind, now, store, all_netns))
     finally:
         if store is not None:
             store.close()
@@ -343,10 +344,10 @@ def diff(a: str, b: str, all_netns: bool, db: str | None, as_json: bool) -> None
     raise click.exceptions.Exit(1 if difference.changed else 0)
 
 
-def _ledger_side(text: str, kind: str, now: float, store: Ledger | None, all_netns: bool) -> Side:
-    from portkit.diff import inventory_side, parse_ref, side_from_observation
+def _ledger_side(ref: Ref, kind: str, now: float, store: Ledger | None, all_netns: bool) -> Side:
+    from portkit.diff import inventory_side, side_from_observation
 
-    ref = parse_ref(text, now)
+    text = ref.text
     if ref.live:
         if kind != "inventory":
             raise UsageError(f"{text} is this host's sockets now: compare it with an inventory, not a scan")

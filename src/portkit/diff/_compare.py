@@ -169,7 +169,10 @@ def _sort_key(host: str) -> tuple[int, Any]:
 def compare(a: Side, b: Side) -> Difference:
     """What changed from `a` (before) to `b` (after)."""
     if a.kind != b.kind:
-        raise UsageError(f"cannot compare a {a.kind} with a {b.kind}: give two scans or two inventories")
+        article = {SCAN: "a scan", INVENTORY: "an inventory"}
+        raise UsageError(
+            f"cannot compare {article[a.kind]} with {article[b.kind]}: give two scans or two inventories"
+        )
     fields = a.owner_fields & b.owner_fields
     ports: list[PortChange] = []
     hosts: list[HostChange] = []
