@@ -88,10 +88,9 @@ class LedgerMissing(PortkitError):
 
 
 def damaged(path: Path, exc: BaseException | str) -> LedgerDamaged:
-    why = " ".join(str(exc).split())[:80]
+    why = " ".join(str(exc).split())[:40]
     return LedgerDamaged(
-        f"invalid ledger {quote(str(path))}: not a portkit ledger or damaged ({why}); "
-        "it is left as it is: give another --db PATH"
+        f"invalid ledger {quote(str(path))}: not a portkit ledger, or damaged ({why}); it is left as it is"
     )
 
 
@@ -145,7 +144,7 @@ def _check(db: sqlite3.Connection, path: Path) -> None:
         raise damaged(path, exc) from None
     if app_id != APPLICATION_ID and (app_id != 0 or tables):
         db.close()
-        raise damaged(path, f"application_id {app_id:#x}, expected {APPLICATION_ID:#x}")
+        raise damaged(path, f"application_id {app_id:#x}")
     if version > SCHEMA_VERSION:
         db.close()
         raise LedgerTooNew(
