@@ -136,6 +136,26 @@ def test_a_truncated_ledger_is_refused_and_left_as_it_was(tmp_path: Path) -> Non
     assert digest(path) == before or result.status == 2
 
 
+def test_a_ledger_out_of_wal_mode_is_checked_before_it_is_switched(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with Ledger.open(path) as ledger:
+        for i in range(300):
+            ledger.record(INVENTORY, [fact(22 + i % 50)], host="h", time=float(i))
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode = DELETE")  # as a copy made with sqlite3's .backup is
+    db.close()
+    healthy = path.read_bytes()
+    raw = bytearray(healthy)
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = b"\xa5" * 64  # a page in the middle
+    path.write_bytes(bytes(raw))
+    assert_usage_error(run_main("history", "22", "--db", str(path)), "damaged")
+    assert path.read_bytes() == bytes(raw)
+    path.write_bytes(healthy)
+    with Ledger.open(path) as ledger:
+        assert ledger.counts()["observations"] == 300
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_another_programs_database_is_not_a_ledger(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     db = sqlite3.connect(path)

@@ -101,22 +101,30 @@ def connect(
 
     `upto` stops the migrations at that version (tests build old files with it).
     """
-    if path.is_dir():
-        raise UsageError(f"invalid ledger {quote(str(path))}: it is a directory; expected a file path")
-    if not path.exists():
-        if not create:
-            raise LedgerMissing(
-                f"no ledger at {quote(str(path))}: nothing was recorded yet (record with --record)"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        if path.is_dir():
+            raise UsageError(f"invalid ledger {quote(str(path))}: it is a directory; expected a file path")
+        if not path.exists():
+            if not create:
+                raise LedgerMissing(
+                    f"no ledger at {quote(str(path))}: nothing was recorded yet (record with --record)"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:  # a name too long, a file where a directory should be, no permission
+        raise UsageError(f"invalid ledger path {quote(str(path))}: {exc.strerror or exc}") from None
     try:
         db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise PortkitError(f"cannot open the ledger {quote(str(path))}: {exc}") from None
     try:
-        _check(db, path)
+        tables = _check(db, path)
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        db.execute("PRAGMA journal_mode = WAL")
+        if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            # Switching to WAL rewrites the header: a file that has tables is checked first, so
+            # a damaged one is refused before anything is written to it.
+            if tables and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
         _migrate(db, path, upto)
@@ -133,8 +141,8 @@ def connect(
     return db
 
 
-def _check(db: sqlite3.Connection, path: Path) -> None:
-    """Refuse, without writing, what this portkit must not open."""
+def _check(db: sqlite3.Connection, path: Path) -> int:
+    """Refuse, without writing, what this portkit must not open; returns how many tables it has."""
     try:
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -151,6 +159,7 @@ def _check(db: sqlite3.Connection, path: Path) -> None:
             f"the ledger {quote(str(path))} has schema version {version}; this portkit reads up to "
             f"{SCHEMA_VERSION}: use a newer portkit (the file is left as it is)"
         )
+    return int(tables)
 
 
 def _migrate(db: sqlite3.Connection, path: Path, upto: int) -> None:
