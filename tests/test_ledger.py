@@ -335,7 +335,10 @@ def test_history_of_a_real_listener_from_recorded_runs(tmp_path: Path) -> None:
     port = listener.getsockname()[1]
     try:
         assert run_main("ls", "--record", "--db", db, "--json").status == 0
-        scan = run_main("scan", "-sT", "-Pn", "-p", str(port), "127.0.0.1", "--record", "--db", db)
+        # 31 ports: the closed ones are collapsed into "Not shown", and still part of history
+        scan = run_main(
+            "scan", "-sT", "-Pn", "-p", f"{port}-{port + 30}", "127.0.0.1", "--record", "--db", db
+        )
         assert scan.status == 0, scan.stderr
         rules = REPO / "tests" / "data" / "bad_input" / "policy.rules"
         check = run_main(
@@ -375,6 +378,9 @@ def test_history_of_a_real_listener_from_recorded_runs(tmp_path: Path) -> None:
         ]
         == []
     )
+    closed = json.loads(run_main("history", f"{port + 7}/tcp", "--db", db, "--json").stdout)
+    assert [(s["host"], s["state"]) for s in closed["scans"]] == [("127.0.0.1", "closed")]
+    assert closed["first_seen"] is None and closed["bindings"] == []
     nothing = run_main("history", "1/udp", "--db", db)
     assert nothing.status == 1 and "Nothing recorded about port 1/udp" in nothing.stdout
 

@@ -362,6 +362,12 @@ def _ledger_side(ref: Ref, kind: str, now: float, store: Ledger | None, all_netn
     assert store is not None
     if ref.id is not None:
         observation = store.observation(ref.id)
+        if observation is not None and not observation.complete:
+            click.echo(
+                f"note: ledger #{ref.id} saw only part of its {observation.kind} (a filtered ls, who PORT, "
+                "an interrupted scan): what it did not look at shows as opened or closed",
+                err=True,
+            )
         if observation is None:
             raise UsageError(
                 f"invalid ledger reference {quote(text)}: no observation #{ref.id} in {store.path}"

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from portkit.ledger._facts import Owner
-from portkit.ledger._store import DIAGNOSIS, INVENTORY, RULESET, SCAN, Event, Sighting
+from portkit.ledger._facts import Owner, PortFact
+from portkit.ledger._store import DIAGNOSIS, INVENTORY, RULESET, SCAN, Event, Observation, Sighting
 
 if TYPE_CHECKING:
     from portkit.ledger._store import Ledger
@@ -88,7 +88,12 @@ class PortHistory:
             "gone_since": self.gone_since,
             "bindings": [b.to_json() for b in self.bindings],
             "scans": [
-                {**sighting(s, "reason", "scan"), "service": s.fact.service or None, "source": s.source}
+                {
+                    **sighting(s, "reason", "scan"),
+                    "service": s.fact.service or None,
+                    "listed": s.fact.detail.get("listed", True),
+                    "source": s.source,
+                }
                 for s in self.scans
             ],
             "rules": [{**sighting(s, "flow", "rule", "fingerprint"), "source": s.source} for s in self.rules],
@@ -152,11 +157,69 @@ def build_history(
     )
 
 
+def _in_ranges(port: int, ranges: object) -> bool:
+    """Whether `port` is in nmap-style ranges text ("1-21,23,80-90")."""
+    if not isinstance(ranges, str):
+        return False
+    for part in ranges.split(","):
+        low, _, high = part.strip().partition("-")
+        try:
+            if int(low) <= port <= int(high or low):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def collapsed_sightings(
+    scans: Sequence[Observation],
+    port: int,
+    protocol: str | None,
+    host: str | None,
+    listed: set[tuple[int, str]],
+) -> list[Sighting]:
+    """What scans saw of `port` when they scanned it but did not list it ("Not shown: 998 closed").
+
+    `listed` holds (observation, host) pairs that list the port already. The state is the
+    collapsed group whose port ranges hold the port, else the only group there is, else
+    "not listed".
+    """
+    found = []
+    for scan in scans:
+        info = scan.data.get("scan")
+        scan_protocol = info.get("protocol") if isinstance(info, dict) else None
+        if not isinstance(scan_protocol, str) or (protocol and scan_protocol != protocol):
+            continue
+        if not _in_ranges(port, scan.data.get("scanned")):
+            continue
+        extra = scan.data.get("extraports")
+        extra = extra if isinstance(extra, dict) else {}
+        hosts = scan.data.get("hosts")
+        for address in hosts if isinstance(hosts, list) else []:
+            if not isinstance(address, str) or (host and address != host) or (scan.id, address) in listed:
+                continue
+            groups = [g for g in extra.get(address, []) if isinstance(g, dict)]
+            state = "not listed"
+            for group in groups:
+                ports = group.get("ports")
+                if isinstance(ports, dict) and any(_in_ranges(port, r) for r in ports.values()):
+                    state = str(group.get("state"))
+            if state == "not listed" and len(groups) == 1:
+                state = str(groups[0].get("state"))
+            fact = PortFact(port, scan_protocol, address, state, detail={"listed": False})
+            found.append(Sighting(scan.id, SCAN, scan.time, scan.source, fact))
+    return found
+
+
 def port_history(
     ledger: Ledger, port: int, protocol: str | None = None, host: str | None = None
 ) -> PortHistory:
     """The history of `port` (one protocol, or every one when None), optionally on one host."""
     sightings = ledger.sightings(port, protocol, host)
+    listed = {(s.observation, s.fact.host) for s in sightings if s.kind == SCAN}
+    collapsed = collapsed_sightings(ledger.summaries(SCAN), port, protocol, host, listed)
+    if collapsed:
+        sightings = sorted([*sightings, *collapsed], key=lambda s: (s.time, s.observation))
     events = ledger.events(port, protocol, host)
     inventory = [s.time for s in sightings if s.kind == INVENTORY]
     times: list[float] = []

@@ -260,7 +260,12 @@ class Ledger:
             host=host,
             source=source or result.command,
             complete=not result.interrupted,
-            data={"scan": summary, "extraports": extra, "hosts": [h.address for h in result.hosts]},
+            data={
+                "scan": summary,
+                "scanned": result.services,  # the scanned ports as ranges ("1-1024,8080")
+                "extraports": extra,
+                "hosts": [h.address for h in result.hosts],
+            },
             time=time if time is not None else (result.start or None),
         )
 
@@ -414,6 +419,30 @@ class Ledger:
         with self._guard() as db:
             row = db.execute(query + " ORDER BY time DESC, id DESC LIMIT 1", args).fetchone()
         return None if row is None else self.observation(row[0])
+
+    def summaries(self, kind: str) -> list[Observation]:
+        """Every observation of `kind`, oldest first, without its facts (cheap: no join)."""
+        with self._guard() as db:
+            rows = db.execute(
+                "SELECT id, kind, time, host, source, complete, data FROM observations WHERE kind = ? "
+                "ORDER BY time, id",
+                (kind,),
+            ).fetchall()
+        out = []
+        for row in rows:
+            data = _loads(row[6])
+            out.append(
+                Observation(
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    bool(row[5]),
+                    data if isinstance(data, dict) else {},
+                )
+            )
+        return out
 
     def complete_times(self, kind: str, *, after: float, host: str | None = None) -> list[float]:
         """The times of complete observations of `kind` at or after `after`, oldest first."""
