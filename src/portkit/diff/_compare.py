@@ -146,7 +146,9 @@ def _port_changes(before: PortSide | None, after: PortSide | None, fields: froze
             changes.append("closed")
         else:
             changes.append("state")
-    if (before.service if before else "") != (after.service if after else ""):
+    service_was, service_now = (before.service if before else ""), (after.service if after else "")
+    # A port that appears in a listing brings its name along: that is no news beside "opened".
+    if service_was != service_now and (was == now or (service_was and service_now)):
         changes.append("service")
     if before is not None and after is not None:
         if owner_identities(before.owners, fields) != owner_identities(after.owners, fields):
