@@ -46,6 +46,10 @@ COMMANDS: dict[str, str] = {
     "forward": "portkit.cli.forward:forward",
     # why a port cannot be reached or bound (portkit.diagnose)
     "diagnose": "portkit.cli.diagnose:diagnose",
+    # the exposure ledger and comparisons (portkit.ledger, portkit.diff)
+    "history": "portkit.cli.ledger:history",
+    "ledger": "portkit.cli.ledger:ledger",
+    "diff": "portkit.cli.ledger:diff",
 }
 DEFAULT_COMMAND = "overview"
 

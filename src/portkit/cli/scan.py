@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from portkit.cli._params import FiniteNumber, WholeNumber, parse_duration
+from portkit.cli._record import record_options, recording_ledger, this_host
 from portkit.cli.output import ProgressBar
 from portkit.errors import UsageError
 
@@ -137,6 +138,7 @@ def _echo(chunks: Iterable[str], sep: str = "") -> None:
     show_default=True,
     help="Service probe database: builtin, nmap (the installed nmap-service-probes) or a file.",
 )
+@record_options
 def scan(
     targets: tuple[str, ...],
     ports: str,
@@ -167,6 +169,8 @@ def scan(
     service_detection: bool,
     sv_intensity: str,
     probe_db: str,
+    record: bool | None,
+    db: str | None,
 ) -> None:
     """Scan TARGETS' ports and report nmap's states: open, closed, filtered, unfiltered, open|filtered.
 
@@ -178,6 +182,7 @@ def scan(
     from portkit.scan import ScanOptions, ScanType, run_scan
     from portkit.scan import output as render
 
+    ledger = recording_ledger(record, db)
     durations = {
         name: parse_duration(value, f"--{name.replace('_', '-')}") if value is not None else None
         for name, value in (
@@ -240,6 +245,9 @@ def scan(
             detect_for_scan(result, intensity=intensity, probes=probe_db, timing=timing, max_rate=max_rate)
         except KeyboardInterrupt:
             result.interrupted = True
+    if ledger is not None:
+        with ledger:  # every port listed, as scanned (before --open hides some)
+            ledger.record_scan(result, host=this_host(), source=command)
     if open_only:
         from portkit.scan import open_view
 
