@@ -17,10 +17,12 @@ if TYPE_CHECKING:
         AuditedListener as AuditedListener,
         AuditFinding as AuditFinding,
         AuditReport as AuditReport,
+        declared_for_init as declared_for_init,
         ExposureClass as ExposureClass,
         Observation as Observation,
         OpenRule as OpenRule,
         Reach as Reach,
+        suggested_policy_reach as suggested_policy_reach,
         ZoneReach as ZoneReach,
     )
     from portkit.audit._gather import (

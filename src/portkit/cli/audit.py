@@ -105,7 +105,7 @@ def audit(
     finally:
         bar.close()
     if init:
-        from portkit.audit._core import declared_for_init, suggested_policy_reach
+        from portkit.audit import declared_for_init, suggested_policy_reach
 
         entries = []
         for item in report.listeners:

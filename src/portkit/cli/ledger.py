@@ -351,7 +351,7 @@ def _ledger_side(ref: Ref, kind: str, now: float, store: Ledger | None, all_netn
     if ref.live:
         if kind != "inventory":
             raise UsageError(f"{text} is this host's sockets now: compare it with an inventory, not a scan")
-        from portkit.ledger._facts import inventory_facts
+        from portkit.ledger import inventory_facts
         from portkit.sockets import ALL_STATES, SocketQuery, list_sockets
 
         inventory = list_sockets(

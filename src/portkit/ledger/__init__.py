@@ -18,6 +18,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from portkit.ledger._facts import (
+        inventory_facts as inventory_facts,
         Owner as Owner,
         PortFact as PortFact,
         ruleset_fingerprint as ruleset_fingerprint,
