@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import needs_root
 from portkit.diagnose import Code, Diagnosis, Source
@@ -54,6 +56,9 @@ ip = validate_bind_address
         ("0.0.0.0", False, "::", True, False),
         ("::", False, "10.0.0.1", False, True),
         ("::", True, "10.0.0.1", False, False),
+        ("::", False, "0.0.0.0", False, True),  # both wildcards: the dual-stack one needs both
+        ("::", True, "0.0.0.0", False, False),
+        ("::1", False, "0.0.0.0", False, False),
         ("::", False, "2001:db8::1", False, True),
         ("2001:db8::1", False, "0.0.0.0", False, False),
         ("2001:db8::1", False, "2001:db8::2", False, False),
@@ -66,6 +71,19 @@ def test_overlap_follows_the_kernel(
     held_address = ip(held)
     assert held_address is not None
     assert overlaps(ip(wanted), wanted_v6only, held_address, held_v6only) is clash
+
+
+_ADDRESSES = st.sampled_from(
+    ["0.0.0.0", "::", "10.0.0.1", "10.0.0.2", "127.0.0.1", "2001:db8::1", "2001:db8::2", "::1"]
+)
+
+
+@given(_ADDRESSES, st.booleans(), _ADDRESSES, st.booleans())
+def test_overlap_is_symmetric(a: str, a_v6only: bool, b: str, b_v6only: bool) -> None:
+    # The kernel refuses the second bind whichever of the two came first.
+    first, second = ip(a), ip(b)
+    assert first is not None and second is not None
+    assert overlaps(first, a_v6only, second, b_v6only) == overlaps(second, b_v6only, first, a_v6only)
 
 
 def test_no_address_clashes_with_everything() -> None:
@@ -429,6 +447,7 @@ class TestFaults:
             (LAB4, "0.0.0.0", False),  # a specific holder, a wildcard bind
             ("::", LAB4, False),  # a dual-stack IPv6 wildcard holds the IPv4 address too
             ("::", LAB6, True),  # the IPv6 wildcard, even IPV6_V6ONLY, holds IPv6 addresses
+            ("0.0.0.0", "::", False),  # a dual-stack bind of :: needs 0.0.0.0 too
         ],
     )
     def test_address_conflict(

@@ -155,20 +155,20 @@ def overlaps(wanted: IPAddress | None, wanted_v6only: bool, held: IPAddress, hel
     """Whether a bind of `wanted` and a socket bound to `held` clash on one port (same protocol).
 
     `wanted` None is every address (the dual-stack wildcard): it clashes with everything.
+    The rule is symmetric: whichever of the two binds second is refused.
     """
-    if wanted is None:
+    if wanted is None or wanted == held:
         return True
-    if wanted == held:
+    return _covers(held, held_v6only, wanted) or _covers(wanted, wanted_v6only, held)
+
+
+def _covers(wildcard: IPAddress, v6only: bool, other: IPAddress) -> bool:
+    """Whether `wildcard` is a wildcard whose bind takes `other`'s address too."""
+    if not wildcard.is_unspecified:
+        return False
+    if wildcard.version == other.version:
         return True
-    if held.is_unspecified:
-        if held.version == wanted.version:
-            return True
-        return held.version == 6 and not held_v6only  # a dual-stack :: holds IPv4 too
-    if wanted.is_unspecified:
-        if held.version == wanted.version:
-            return True
-        return wanted.version == 6 and not wanted_v6only
-    return False
+    return wildcard.version == 6 and not v6only  # a dual-stack :: takes IPv4 too
 
 
 def _process_text(process: ProcessInfo) -> str:
@@ -421,12 +421,21 @@ def _port_table(
         row = wider_or_narrower[0]
         held = _parse_address(row.local_address)
         assert wanted is not None
-        if held.is_unspecified:
-            how = f"{row.local_text} is a wildcard that covers {wanted}"
+        what = "make both bind specific addresses (or the holder bind only its own), or free the port"
+        if held.version != wanted.version:
+            what += "; or set IPV6_V6ONLY on the IPv6 socket (nginx: `listen [::]:PORT ipv6only=on`)"
+        mine = target_text(str(wanted), facts.port, facts.protocol).rpartition("/")[0]
+        if held.is_unspecified and wanted.is_unspecified:
+            how = (
+                f"{mine} and {row.local_text} are the wildcards of the two families, and the IPv6 "
+                "one is dual-stack (IPV6_V6ONLY off): it takes the IPv4 addresses too"
+            )
+        elif _covers(held, facts.bindv6only, wanted):
+            how = f"{row.local_text} is a wildcard that covers {mine}"
             if held.version != wanted.version:
                 how += " (a dual-stack IPv6 socket, IPV6_V6ONLY off)"
         else:
-            how = f"{wanted} is a wildcard that covers {row.local_text}"
+            how = f"{mine} is a wildcard that covers {row.local_text}"
             if wanted.version != held.version:
                 how += " (a dual-stack IPv6 bind, IPV6_V6ONLY off)"
         found.append(
@@ -434,10 +443,7 @@ def _port_table(
                 Code.ADDRESS_CONFLICT,
                 f"{how}, held by {_holder_text(row)}",
                 (inventory, *(trial_evidence if trial_in_use else [])),
-                _stop_fix(
-                    wider_or_narrower,
-                    "make both bind specific addresses (or the holder bind only its own), or free the port",
-                ),
+                _stop_fix(wider_or_narrower, what.replace("PORT", str(facts.port))),
             )
         )
     if not found and closing and (trial is None or trial_in_use):
