@@ -622,3 +622,34 @@ class TestCommandLine:
         assert done.returncode == 2
         assert done.stdout == ""
         assert len(done.stderr.strip().splitlines()) == 1 and says in done.stderr
+
+
+@needs_root
+class TestWithoutRoot:
+    """portkit run by an ordinary user: what can be read is read, and the answer says what root adds."""
+
+    def as_nobody(self, ns: LabNamespace, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        return ns.run(
+            [*argv, sys.executable, "-m", "portkit", "diagnose", *args, "--json"], timeout=60, cwd="/"
+        )
+
+    def test_a_privileged_port_for_the_user_running_portkit(self, ns: LabNamespace) -> None:
+        done = self.as_nobody(ns, "--bind", "80")
+        assert done.returncode == 1, done.stderr
+        report = json.loads(done.stdout)
+        assert report["code"] == "PRIVILEGED_PORT"
+        trial = next(c for c in report["checks"] if c["name"] == "trial bind")
+        assert "EACCES" in trial["detail"]  # the kernel agrees
+
+    def test_a_holder_of_another_user_is_found_but_not_named(
+        self, ns: LabNamespace, holders: list[Holder]
+    ) -> None:
+        holders.append(Holder(ns, "0.0.0.0", 8080))
+        done = self.as_nobody(ns, "--bind", "8080")
+        assert done.returncode == 1, done.stderr
+        report = json.loads(done.stdout)
+        assert report["code"] == "PORT_IN_USE"
+        assert "cannot see" in report["findings"][0]["summary"]
+        assert report["certainty"] == "partial"
+        assert any("root would name them" in limit for limit in report["limits"])
