@@ -326,3 +326,23 @@ def test_sigterm_still_removes_everything(ns: LabNamespace) -> None:
             child.wait(timeout=10)
     assert table not in tables(ns)
     assert not [p for p in (root / "instances").iterdir() if p.name.startswith(f"portkit-drops-{child.pid}-")]
+
+
+_AS_USER = """
+from portkit.diagnose._dropwatch import watch_drops
+from portkit.diagnose._nfttrace import trace_flow
+with watch_drops() as drops, trace_flow("127.0.0.1", 8098) as trace:
+    pass
+print(drops.available, drops.check.passed, drops.check.detail)
+print(trace.available, trace.check.passed, trace.check.detail)
+"""
+
+
+@needs_root
+def test_without_root_both_say_so() -> None:
+    argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", _AS_USER]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60, cwd="/")
+    assert done.returncode == 0, done.stderr
+    drops, trace = done.stdout.splitlines()
+    assert drops.startswith("False None needs root")
+    assert trace.startswith("False None needs root")

@@ -182,8 +182,9 @@ def softirq_pids() -> frozenset[int]:
 
 def find_tracefs() -> Path | None:
     for root in TRACEFS_MOUNTS:
-        if (root / "instances").is_dir():
-            return root
+        with contextlib.suppress(OSError):  # PermissionError: tracefs is root's only
+            if (root / "instances").is_dir():
+                return root
     return None
 
 
@@ -259,9 +260,10 @@ def watch_drops(
     """
     root = find_tracefs()
     if root is None:
-        yield _unavailable(
-            "tracefs is not mounted (as root: mount -t tracefs nodev /sys/kernel/tracing)", port
-        )
+        if os.geteuid() != 0:  # tracefs is root's alone: an ordinary user cannot even look
+            yield _unavailable("needs root (the kernel's tracing is root's only)", port)
+        else:
+            yield _unavailable("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)", port)
         return
     event_dir = root / "events" / "skb" / "kfree_skb"
     try:
