@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -346,3 +347,43 @@ def test_without_root_both_say_so() -> None:
     drops, trace = done.stdout.splitlines()
     assert drops.startswith("False None needs root")
     assert trace.startswith("False None needs root")
+
+
+@needs_root
+def test_ipv6_through_a_proc_namespace_path(ns: LabNamespace) -> None:
+    ns.nft(LAB_TABLE.format(rule="ip6 daddr ::1 tcp dport 8099 counter drop;"))
+    handle = rule_handle(ns, "lab", "input")
+    member = subprocess.Popen(ns.command(["sleep", "60"]))
+    try:
+        # Only once `ip netns exec` has entered the namespace does the path name it (before,
+        # it would name this one, whose firewall the test must not touch).
+        wanted = os.stat(f"/run/netns/{ns.name}").st_ino
+        deadline = time.monotonic() + 5
+        while os.stat(f"/proc/{member.pid}/ns/net").st_ino != wanted:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with trace_flow("::1", 8099, netns=f"/proc/{member.pid}/ns/net") as trace:
+            outcome: list[str] = []
+
+            def run() -> None:
+                with ns.inside():
+                    sock = socket.socket(socket.AF_INET6)
+                    sock.settimeout(0.3)
+                    try:
+                        sock.connect(("::1", 8099))
+                    except TimeoutError:
+                        outcome.append("timeout")
+                    finally:
+                        sock.close()
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join()
+        assert outcome == ["timeout"]
+        dropped = trace.dropped_by()
+        assert dropped is not None and dropped.handle == handle and dropped.table == "lab"
+        assert "ip6 daddr ::1" in dropped.rule
+        assert trace.table not in tables(ns)
+    finally:
+        member.kill()
+        member.wait(timeout=10)
