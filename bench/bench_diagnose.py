@@ -2,19 +2,21 @@
 
     flock /tmp/portkit-bench.lock .venv/bin/python bench/bench_diagnose.py [--runs 5] [--only bind|reach]
 
-Needs root: everything happens in one lab namespace (loopback, with 192.0.2.1/24 added), with
-each fault made there. For every case the wall time of a fresh `portkit diagnose ... --json`
-process (as a user runs it, entered with `ip netns exec`) is timed next to the checklist a
-person would walk instead, run in the same namespace in one shell:
+Needs root. For every case the wall time of a fresh `portkit diagnose ... --json` process (as
+a user runs it) is timed next to the checklist a person would walk instead, interleaved:
 
-- reach (`diagnose HOST:PORT`): `ss -tlnp; nft list ruleset; nc -zv -w 2 HOST PORT; ip route get HOST`
-- bind (`diagnose --bind`): `ss -tanp 'sport = :PORT'; sysctl` of the four port sysctls; `ip -br addr`
+- bind (`diagnose --bind`): one lab namespace (loopback, with 192.0.2.1/24 added), each bind
+  fault made in it; portkit runs inside it (`ip netns exec`), and so does the checklist, in
+  one shell: `ss -tanp 'sport = :PORT'; sysctl` of the four port sysctls; `ip -br addr`.
+- reach (`diagnose HOST:PORT --from CLIENT`): every case of the reach fault matrix
+  (`portkit.testing.FAULT_CASES` in its client / router / server lab), injected, timed and
+  taken out again; the checklist is `ss -tlnp; nft list ruleset` on the server and
+  `nc -zv -w 2 HOST PORT; ip route get HOST` on the client, in sequence.
 
 Medians of `--runs` runs each, their ratio, and the issue's targets: a healthy target answers
-in <= 0.3 s, a fault in <= 1.5 s. The checklist only gathers; reading its output is the
-person's work and is not counted, so the ratio flatters the checklist. Each case also checks
-that the code portkit gives is the expected one. The reach cases run when the reach
-diagnosis (`portkit.diagnose.diagnose_reach`) is present.
+in <= 0.3 s, a fault in <= 1.5 s (FILTERED_UPSTREAM: plus the probe timeout, which the user
+sets). The checklist only gathers; reading its output is the person's work and is not counted,
+so the ratio flatters the checklist. Each case also checks that portkit gives the expected code.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from portkit.testing import LabNamespace
 
@@ -63,17 +66,32 @@ listener.close()
 class Case:
     kind: str  # "bind" or "reach"
     name: str
-    args: list[str]  # after `portkit diagnose`
+    portkit: list[str]  # the whole command line, `--json` included
     expect: str
-    checklist: str  # the shell line of the manual checklist
+    checklist: list[str]  # the manual checklist's command line
+    target: float  # seconds: HEALTHY_TARGET, FAULT_TARGET, or a probe timeout on top
     before: Callable[[], None] | None = None  # run before each timing (a TIME-WAIT expires)
     portkit_times: list[float] = field(default_factory=list)
     checklist_times: list[float] = field(default_factory=list)
     codes: list[str] = field(default_factory=list)
 
-    @property
-    def healthy(self) -> bool:
-        return self.expect == "OK"
+
+def in_namespace(ns: LabNamespace, args: list[str]) -> list[str]:
+    """`portkit diagnose ARGS --json` run inside the namespace (`ip netns exec`)."""
+    return ns.command([sys.executable, "-m", "portkit", "diagnose", *args, "--json"])
+
+
+def bind_case(
+    ns: LabNamespace,
+    name: str,
+    args: list[str],
+    expect: str,
+    port: int,
+    before: Callable[[], None] | None = None,
+) -> Case:
+    target = HEALTHY_TARGET if expect == "OK" else FAULT_TARGET
+    checklist = ns.command(["sh", "-c", bind_checklist(port)])
+    return Case("bind", name, in_namespace(ns, args), expect, checklist, target, before)
 
 
 def bind_checklist(port: int) -> str:
@@ -120,83 +138,91 @@ class Lab:
 def has_reach() -> bool:
     import portkit.diagnose
 
-    try:
-        portkit.diagnose.diagnose_reach  # noqa: B018
-    except AttributeError:
-        return False
-    return True
+    return hasattr(portkit.diagnose, "diagnose_reach")
 
 
-def make_cases(lab: Lab, only: str | None) -> list[Case]:
+def bind_cases(lab: Lab) -> list[Case]:
+    ns = lab.ns
+    lab.hold("0.0.0.0", 8081)
+    lab.hold("0.0.0.0", 8082)
+    return [
+        bind_case(ns, "healthy", ["--bind", f"{LAB4}:8080"], "OK", 8080),
+        bind_case(ns, "PORT_IN_USE", ["--bind", "8081"], "PORT_IN_USE", 8081),
+        bind_case(ns, "ADDRESS_CONFLICT", ["--bind", f"{LAB4}:8082"], "ADDRESS_CONFLICT", 8082),
+        bind_case(
+            ns,
+            "TIME_WAIT_ONLY",
+            ["--bind", f"{LAB4}:8083"],
+            "TIME_WAIT_ONLY",
+            8083,
+            lambda: lab.time_wait(LAB4, 8083),
+        ),
+        bind_case(ns, "PRIVILEGED_PORT", ["--bind", "80", "--user", "nobody"], "PRIVILEGED_PORT", 80),
+        bind_case(ns, "EPHEMERAL_RANGE", ["--bind", "40000"], "EPHEMERAL_RANGE", 40000),
+        bind_case(ns, "ADDRESS_NOT_LOCAL", ["--bind", "198.51.100.7:8084"], "ADDRESS_NOT_LOCAL", 8084),
+    ]
+
+
+def run_bind(runs: int) -> list[Case]:
+    with LabNamespace("pkbd") as ns:
+        ns.ip("addr", "add", f"{LAB4}/24", "dev", "lo")
+        lab = Lab(ns)
+        try:
+            cases = bind_cases(lab)
+            for case in cases:
+                run_case(case, runs)
+        finally:
+            lab.close()
+    return cases
+
+
+def run_reach(runs: int) -> list[Case]:
+    """Each case of the reach fault matrix (portkit.testing), injected, timed, taken out again."""
+    import portkit.testing
+
+    # Looked up by name: the reach fault matrix arrives in portkit.testing with the reach diagnosis.
+    fault_cases: Any = getattr(portkit.testing, "FAULT_CASES", None)
+    reach_lab: Any = getattr(portkit.testing, "reach_lab", None)
+    if fault_cases is None or reach_lab is None:
+        print("reach: the reach fault matrix (portkit.testing.FAULT_CASES) is not on this branch; skipped")
+        return []
+    if not has_reach():
+        print("reach: portkit.diagnose.diagnose_reach is not on this branch; skipped")
+        return []
+    import shutil
+
     cases: list[Case] = []
-    if only in (None, "bind"):
-        lab.hold("0.0.0.0", 8081)
-        lab.hold("0.0.0.0", 8082)
-        cases += [
-            Case("bind", "healthy", ["--bind", f"{LAB4}:8080"], "OK", bind_checklist(8080)),
-            Case("bind", "PORT_IN_USE", ["--bind", "8081"], "PORT_IN_USE", bind_checklist(8081)),
-            Case(
-                "bind",
-                "ADDRESS_CONFLICT",
-                ["--bind", f"{LAB4}:8082"],
-                "ADDRESS_CONFLICT",
-                bind_checklist(8082),
-            ),
-            Case(
-                "bind",
-                "TIME_WAIT_ONLY",
-                ["--bind", f"{LAB4}:8083"],
-                "TIME_WAIT_ONLY",
-                bind_checklist(8083),
-                before=lambda: lab.time_wait(LAB4, 8083),
-            ),
-            Case(
-                "bind",
-                "PRIVILEGED_PORT",
-                ["--bind", "80", "--user", "nobody"],
-                "PRIVILEGED_PORT",
-                bind_checklist(80),
-            ),
-            Case("bind", "EPHEMERAL_RANGE", ["--bind", "40000"], "EPHEMERAL_RANGE", bind_checklist(40000)),
-            Case(
-                "bind",
-                "ADDRESS_NOT_LOCAL",
-                ["--bind", "198.51.100.7:8084"],
-                "ADDRESS_NOT_LOCAL",
-                bind_checklist(8084),
-            ),
-        ]
-    if only in (None, "reach"):
-        if not has_reach():
-            print("reach: portkit.diagnose.diagnose_reach is not on this branch; reach cases skipped")
-        else:
-            lab.hold("127.0.0.1", 9000)
-            lab.hold(LAB4, 9002)
-            lab.hold(LAB4, 9003)
-            lab.ns.nft(
-                "table inet benchfw {\n  chain input { type filter hook input priority 0;\n"
-                "    tcp dport 9002 drop\n    tcp dport 9003 reject with tcp reset\n  }\n}\n"
-            )
-            cases += [
-                Case("reach", "healthy", ["127.0.0.1:9000"], "OK", reach_checklist("127.0.0.1", 9000)),
-                Case(
-                    "reach",
-                    "NO_LISTENER",
-                    ["127.0.0.1:9001"],
-                    "NO_LISTENER",
-                    reach_checklist("127.0.0.1", 9001),
-                ),
-                Case(
-                    "reach", "FW_INPUT_DROP", [f"{LAB4}:9002"], "FW_INPUT_DROP", reach_checklist(LAB4, 9002)
-                ),
-                Case(
-                    "reach",
-                    "FW_INPUT_REJECT",
-                    [f"{LAB4}:9003"],
-                    "FW_INPUT_REJECT",
-                    reach_checklist(LAB4, 9003),
-                ),
-            ]
+    with reach_lab() as lab:
+        for index, fault in enumerate(fault_cases):
+            missing = [tool for tool in getattr(fault, "needs", ()) if shutil.which(tool) is None]
+            if missing:
+                print(f"reach {fault.name}: skipped, {', '.join(missing)} not installed")
+                continue
+            port = 23000 + 10 * index
+            target = fault.inject(lab, port)
+            try:
+                origin: LabNamespace = getattr(lab, target.origin)
+                host = f"[{target.host}]" if ":" in target.host else target.host
+                args = [f"{host}:{target.port}" + ("/udp" if target.udp else ""), "--from", origin.name]
+                args += ["--timeout", str(fault.timeout)]
+                if target.expect:
+                    args += ["--expect", target.expect]
+                portkit = [sys.executable, "-m", "portkit", "diagnose", *args, "--json"]
+                nc = f"nc -zv{'u' if target.udp else ''} -w 2 {target.host} {target.port}"
+                checklist = [
+                    "sh",
+                    "-c",
+                    f"ip netns exec {lab.server.name} sh -c 'ss -tlnp; nft list ruleset'; "
+                    f"ip netns exec {origin.name} sh -c '{nc}; ip route get {target.host}'",
+                ]
+                limit = HEALTHY_TARGET if fault.code == "OK" else FAULT_TARGET
+                if fault.code == "FILTERED_UPSTREAM":
+                    limit += fault.timeout  # bounded by the probe timeout the user sets
+                case = Case("reach", fault.name, portkit, fault.code, checklist, limit)
+                run_case(case, runs)
+                cases.append(case)
+            finally:
+                fault.undo(lab, port)
     return cases
 
 
@@ -206,14 +232,12 @@ def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     return time.perf_counter() - started, done
 
 
-def run_case(lab: Lab, case: Case, runs: int) -> None:
-    portkit = lab.ns.command([sys.executable, "-m", "portkit", "diagnose", *case.args, "--json"])
-    checklist = lab.ns.command(["sh", "-c", case.checklist])
+def run_case(case: Case, runs: int) -> None:
     for _ in range(runs):
         # Interleaved, so both see the same machine load.
         if case.before is not None:
             case.before()
-        seconds, done = timed(portkit)
+        seconds, done = timed(case.portkit)
         case.portkit_times.append(seconds)
         try:
             case.codes.append(json.loads(done.stdout)["code"])
@@ -221,7 +245,7 @@ def run_case(lab: Lab, case: Case, runs: int) -> None:
             case.codes.append(f"error: {done.stderr.strip()[:80]}")
         if case.before is not None:
             case.before()
-        seconds, _ = timed(checklist)
+        seconds, _ = timed(case.checklist)
         case.checklist_times.append(seconds)
 
 
@@ -231,7 +255,7 @@ def report(cases: list[Case]) -> bool:
     for case in cases:
         ours = statistics.median(case.portkit_times)
         theirs = statistics.median(case.checklist_times)
-        target = HEALTHY_TARGET if case.healthy else FAULT_TARGET
+        target = case.target
         right = all(code == case.expect for code in case.codes)
         fast = ours <= target
         good = good and right and fast
@@ -239,7 +263,7 @@ def report(cases: list[Case]) -> bool:
         label = f"{case.kind} {case.name}"
         print(
             f"{label:<24} {code:<18} {ours:>8.3f}s {theirs:>9.3f}s {ours / theirs:>6.2f}  "
-            f"<= {target} s {'ok' if fast else 'MISSED'}"
+            f"<= {target:g} s {'ok' if fast else 'MISSED'}"
         )
     return good
 
@@ -249,16 +273,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", choices=("bind", "reach"))
     options = parser.parse_args()
-    with LabNamespace("pkbd") as ns:
-        ns.ip("addr", "add", f"{LAB4}/24", "dev", "lo")
-        lab = Lab(ns)
-        try:
-            cases = make_cases(lab, options.only)
-            for case in cases:
-                run_case(lab, case, options.runs)
-            good = report(cases)
-        finally:
-            lab.close()
+    cases: list[Case] = []
+    if options.only in (None, "bind"):
+        cases += run_bind(options.runs)
+    if options.only in (None, "reach"):
+        cases += run_reach(options.runs)
+    good = report(cases)
     print(f"runs per case: {options.runs} (medians); all codes right and within target: {good}")
     sys.exit(0 if good else 1)
 
