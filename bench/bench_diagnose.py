@@ -250,7 +250,7 @@ def run_case(case: Case, runs: int) -> None:
 
 
 def report(cases: list[Case]) -> bool:
-    print(f"{'case':<24} {'code':<18} {'portkit':>9} {'checklist':>10} {'ratio':>6}  target")
+    print(f"{'case':<34} {'code':<18} {'portkit':>9} {'checklist':>10} {'ratio':>6}  target")
     good = True
     for case in cases:
         ours = statistics.median(case.portkit_times)
@@ -262,7 +262,7 @@ def report(cases: list[Case]) -> bool:
         code = case.codes[0] if right else f"WRONG {sorted(set(case.codes))}"
         label = f"{case.kind} {case.name}"
         print(
-            f"{label:<24} {code:<18} {ours:>8.3f}s {theirs:>9.3f}s {ours / theirs:>6.2f}  "
+            f"{label:<34} {code:<18} {ours:>8.3f}s {theirs:>9.3f}s {ours / theirs:>6.2f}  "
             f"<= {target:g} s {'ok' if fast else 'MISSED'}"
         )
     return good
