@@ -168,6 +168,29 @@ def test_a_plain_process_is_named_and_killed_by_pid() -> None:
     assert "devserver --port 80" in fix.text
 
 
+def test_a_container_is_stopped_as_a_container() -> None:
+    proxy = ProcessInfo(
+        pid=90,
+        name="docker-proxy",
+        uid=0,
+        user="root",
+        container="c0ffee" * 8,
+        container_runtime="docker",
+        container_name="web",
+    )
+    diagnosis = decide_bind(_facts(None, 8080, sockets=(_row("0.0.0.0", 8080, processes=(proxy,)),)))
+    finding = diagnosis.findings[0]
+    assert "docker web" in finding.summary
+    assert finding.fix is not None and finding.fix.command == "docker stop web"
+
+
+def test_a_holder_nobody_can_name_gets_no_command() -> None:
+    diagnosis = decide_bind(_facts(None, 8080, sockets=(_row("0.0.0.0", 8080),)))
+    fix = diagnosis.findings[0].fix
+    assert fix is not None and fix.command is None
+    assert "run as root to name it" in fix.text
+
+
 @pytest.mark.parametrize(
     ("wanted", "held"),
     [("10.0.0.1", "0.0.0.0"), ("0.0.0.0", "10.0.0.1"), ("10.0.0.1", "::"), ("::", "10.0.0.1")],
