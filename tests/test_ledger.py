@@ -388,8 +388,13 @@ def test_history_of_a_real_listener_from_recorded_runs(tmp_path: Path) -> None:
 def test_the_same_rules_read_twice_have_one_fingerprint(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
     rules = REPO / "tests" / "data" / "bad_input"
-    for name in ("policy.rules", "policy.rules", "iptables.rules"):
-        assert run_main("fw", "show", str(rules / name), "--record", "--db", str(db)).status == 0
+    for command, name in (
+        (("fw", "show"), "policy.rules"),
+        (("fw", "lint", "--fail-on", "never"), "policy.rules"),
+        (("fw", "export", "--to", "nft"), "iptables.rules"),
+    ):
+        result = run_main(*command, str(rules / name), "--record", "--db", str(db))
+        assert result.status == 0, result.stderr
     with Ledger.open(db) as ledger:
         prints = [o.data["fingerprint"] for o in ledger.observations()]
     assert prints[0] == prints[1] != prints[2]
