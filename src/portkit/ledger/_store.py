@@ -342,19 +342,27 @@ class Ledger:
         "f.port, f.protocol, f.host, f.state, f.address, f.netns, f.exposure, f.owners, f.service, f.detail"
     )
 
-    def sightings(self, port: int, protocol: str | None = None, host: str | None = None) -> list[Sighting]:
-        """Every fact about `port` (one protocol or all), oldest first; an indexed query."""
-        where, args = ["f.port = ?"], [port]
+    def sightings_query(
+        self, port: int, protocol: str | None = None, host: str | None = None
+    ) -> tuple[str, list[Any]]:
+        """The SQL `sightings` runs, and its arguments (tests check its plan uses the index)."""
+        where: list[str] = ["f.port = ?"]
+        args: list[Any] = [port]
         if protocol:
             where.append("f.protocol = ?")
-            args.append(protocol)  # type: ignore[arg-type]
+            args.append(protocol)
         if host:
             where.append("(f.host = ? OR f.address = ?)")
-            args += [host, host]  # type: ignore[list-item]
+            args += [host, host]
         query = (
             f"SELECT o.id, o.kind, o.time, o.source, {self._FACT_COLUMNS} FROM port_facts f "
             f"JOIN observations o ON o.id = f.observation WHERE {' AND '.join(where)} ORDER BY o.time, o.id"
         )
+        return query, args
+
+    def sightings(self, port: int, protocol: str | None = None, host: str | None = None) -> list[Sighting]:
+        """Every fact about `port` (one protocol or all), oldest first; an indexed query."""
+        query, args = self.sightings_query(port, protocol, host)
         with self._guard() as db:
             rows = db.execute(query, args).fetchall()
         return [Sighting(r[0], r[1], r[2], r[3], self._fact(r[4:])) for r in rows]
