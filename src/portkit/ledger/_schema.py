@@ -23,6 +23,7 @@ from pathlib import Path
 from portkit.errors import PortkitError, UsageError, quote
 
 APPLICATION_ID = 0x706B6C67  # "pklg"
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # Step N (index N-1) turns a version N-1 ledger into version N.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -106,12 +107,19 @@ def connect(
     try:
         if path.is_dir():
             raise UsageError(f"invalid ledger {quote(str(path))}: it is a directory; expected a file path")
-        if not path.exists():
-            if not create:
+        if not path.exists() or (not create and path.stat().st_size == 0):
+            if not create:  # a reader creates nothing, not even in an empty file
                 raise LedgerMissing(
                     f"no ledger at {quote(str(path))}: nothing was recorded yet (record with --record)"
                 )
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        else:
+            with path.open("rb") as existing:
+                head = existing.read(100)
+            # SQLite takes a file shorter than its header for an empty database and would write
+            # one over it: only an empty file, or an SQLite file, is opened.
+            if head and (len(head) < 100 or not head.startswith(SQLITE_MAGIC)):
+                raise damaged(path, "not an SQLite file")
     except OSError as exc:  # a name too long, a file where a directory should be, no permission
         raise UsageError(f"invalid ledger path {quote(str(path))}: {exc.strerror or exc}") from None
     try:
@@ -122,13 +130,13 @@ def connect(
     try:
         while True:
             try:
-                _prepare(db, path, upto)
+                _prepare(db, path, upto, create)
                 return db
             except sqlite3.OperationalError as exc:
                 # SQLite answers BUSY at once, without waiting, where waiting could deadlock
                 # (a reader upgrading to writer, the switch to WAL): step back and try again.
-                if not _busy(exc):
-                    raise
+                if not _busy(exc):  # I/O, a full disk, no permission: not the file's fault
+                    raise PortkitError(f"cannot use the ledger {quote(str(path))}: {exc}") from None
                 if time.monotonic() > deadline:
                     raise PortkitError(
                         f"the ledger {quote(str(path))} stayed locked by another writer: {exc}"
@@ -147,8 +155,12 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _prepare(db: sqlite3.Connection, path: Path, upto: int) -> None:
+def _prepare(db: sqlite3.Connection, path: Path, upto: int, create: bool) -> None:
     tables = _check(db, path)
+    if not tables and not create:  # an SQLite file with nothing in it: a reader leaves it so
+        raise LedgerMissing(
+            f"no ledger in {quote(str(path))}: nothing was recorded yet (record with --record)"
+        )
     if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
         # Switching to WAL rewrites the header: a file that has tables is checked first, so
         # a damaged one is refused before anything is written to it.

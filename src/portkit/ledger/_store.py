@@ -167,12 +167,14 @@ class Ledger:
         """sqlite3's errors on a file damaged after it opened, as one line (LedgerDamaged)."""
         try:
             yield self._db
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                from portkit.errors import PortkitError
+        except sqlite3.OperationalError as exc:  # locked too long, I/O, a full disk: exit 1
+            from portkit.errors import PortkitError, quote
 
-                raise PortkitError(f"the ledger {self.path} stayed locked by another writer: {exc}") from None
-            raise damaged(self.path, exc) from None
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise PortkitError(
+                    f"the ledger {quote(str(self.path))} stayed locked by another writer"
+                ) from None
+            raise PortkitError(f"cannot use the ledger {quote(str(self.path))}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise damaged(self.path, exc) from None
 
