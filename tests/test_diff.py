@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -508,3 +509,44 @@ def test_a_recorded_scan_compares_with_a_scan_file(tmp_path: Path) -> None:
     (change,) = json.loads(result.stdout)["ports"]
     assert (change["port"], change["changes"]) == (port, ["closed"])
     assert_usage_error(run_main("diff", str(out), "@now", "--db", db), "compare it with an inventory")
+
+
+PORT_LINE = re.compile(r"[-+][0-9]+/(tcp|udp) ")
+
+
+def port_lines(text: str) -> list[str]:
+    """The `-`/`+` port lines of an ndiff-style text, whitespace collapsed, in order."""
+    return [" ".join(line.split()) for line in text.splitlines() if PORT_LINE.match(line)]
+
+
+@needs_nmap
+@pytest.mark.parametrize("seed", range(12))
+def test_random_changes_agree_with_ndiff_verdicts_and_text(
+    seed: int, listeners: Listeners, tmp_path: Path
+) -> None:
+    """Random listeners on two addresses, random ones closed and opened between the scans."""
+    import random
+
+    rng = random.Random(seed)
+    width = 40
+    base = free_base(width)
+    ports = f"{base}-{base + width - 1}"
+    addresses = ("127.0.0.1", "127.0.0.2")
+    opened = {(a, base + rng.randrange(width)) for a in addresses for _ in range(rng.randrange(0, 8))}
+    for address, port in opened:
+        listeners.open(address, port)
+    a = nmap(tmp_path / "a.xml", ports, " ".join(addresses), "-sT")
+    for address, port in sorted(opened):
+        if rng.random() < 0.4:
+            listeners.close(address, port)
+    for address in addresses:
+        for _ in range(rng.randrange(0, 6)):
+            port = base + rng.randrange(width)
+            if (address, port, "tcp") not in listeners.sockets:
+                listeners.open(address, port)
+    targets = " ".join(addresses if rng.random() < 0.7 else addresses[:1])
+    b = nmap(tmp_path / "b.xml", ports, targets, "-sT")
+    agree(a, b)
+    ours = run_main("diff", str(a), str(b)).stdout
+    theirs = subprocess.run(["ndiff", str(a), str(b)], capture_output=True, text=True, timeout=60).stdout
+    assert port_lines(ours) == port_lines(theirs)
