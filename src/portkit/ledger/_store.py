@@ -126,7 +126,11 @@ def _loads(text: str) -> Any:
 
 
 class Ledger:
-    """An open ledger file. Use as a context manager, or call `close()`."""
+    """An open ledger file. Use as a context manager, or call `close()`.
+
+    One Ledger per thread (it holds one SQLite connection); processes and threads that each
+    open their own may write at once.
+    """
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
