@@ -77,6 +77,11 @@ if TYPE_CHECKING:
         PortSettings as PortSettings,
         read_port_settings as read_port_settings,
     )
+    from portkit.ledger import (
+        Ledger as Ledger,
+        port_history as port_history,
+        PortHistory as PortHistory,
+    )
     from portkit.model import (
         classify_port as classify_port,
         DYNAMIC as DYNAMIC,
