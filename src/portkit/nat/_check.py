@@ -57,7 +57,8 @@ class RuleHit:
     chain: str
     handle: int
     packets: int  # counted during the probe
-    rule: str
+    rule: str  # the rule's comment (portkit-nat:ID for `nat add`'s)
+    target: str = ""  # where its dnat sends packets ("" unknown: a map, or iptables' xt DNAT)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +67,7 @@ class RuleHit:
             "handle": self.handle,
             "packets": self.packets,
             "rule": self.rule,
+            "target": self.target or None,
         }
 
 
@@ -140,7 +142,7 @@ def _probe(address: IPAddress, port: int, protocol: Transport, timeout: float) -
         return Probe(outcome, client, len(PROBE), received, time.monotonic() - start)
 
 
-def _nat_counters(netns: str | None) -> dict[tuple[str, str, int], tuple[int, str]]:
+def _nat_counters(netns: str | None) -> dict[tuple[str, str, int], tuple[int, str, str]]:
     """(table, chain, handle) -> (packets, rule summary) of every rule with a counter and a
     dnat/redirect statement (iptables-nft rules included: nft lists their counters)."""
     from portkit.firewall._live import nft_json
@@ -153,6 +155,7 @@ def _nat_counters(netns: str | None) -> dict[tuple[str, str, int], tuple[int, st
         exprs = rule.get("expr") or []
         packets = None
         nat = False
+        target = ""
         for e in exprs:
             if not isinstance(e, dict):
                 continue
@@ -160,6 +163,7 @@ def _nat_counters(netns: str | None) -> dict[tuple[str, str, int], tuple[int, st
                 packets = int(e["counter"].get("packets", 0))
             if "dnat" in e or "redirect" in e:
                 nat = True
+                target = _nat_target(e)
             if isinstance(e.get("xt"), dict) and e["xt"].get("name") in ("DNAT", "REDIRECT"):
                 nat = True
         if nat and packets is not None:
@@ -168,8 +172,22 @@ def _nat_counters(netns: str | None) -> dict[tuple[str, str, int], tuple[int, st
                 str(rule.get("chain")),
                 int(rule.get("handle", 0)),
             )
-            found[key] = (packets, str(rule.get("comment") or ""))
+            found[key] = (packets, str(rule.get("comment") or ""), target)
     return found
+
+
+def _nat_target(expr: dict[str, Any]) -> str:
+    """`192.168.1.5:443` from nft's JSON for a dnat/redirect statement ("" when not a plain value)."""
+    body = expr.get("dnat") or expr.get("redirect") or {}
+    if not isinstance(body, dict):
+        return ""
+    addr, port = body.get("addr"), body.get("port")
+    if "redirect" in expr:
+        return f"(this host):{port}" if isinstance(port, int) else "(this host)"
+    if not isinstance(addr, str):
+        return ""
+    host = f"[{addr}]" if ":" in addr else addr
+    return f"{host}:{port}" if isinstance(port, int) else host
 
 
 def _in_netns(netns: str | None, work: Any) -> Any:
@@ -195,7 +213,7 @@ def check_forward(
     named_namespace(from_netns)  # a UsageError naming the namespaces when it does not exist
     router = owner_of(public, None)
     notes: list[str] = []
-    before: dict[tuple[str, str, int], tuple[int, str]] = {}
+    before: dict[tuple[str, str, int], tuple[int, str, str]] = {}
     seen: set[Connection] = set()
     if router is not None:
         try:
@@ -209,10 +227,10 @@ def check_forward(
     entries: list[Connection] = []
     if router is not None:
         after = _nat_counters(router or None)
-        for key, (packets, comment) in after.items():
-            grew = packets - before.get(key, (0, ""))[0]
+        for key, (packets, comment, target) in after.items():
+            grew = packets - before.get(key, (0, "", ""))[0]
             if grew > 0:
-                hits.append(RuleHit(key[0], key[1], key[2], grew, comment))
+                hits.append(RuleHit(key[0], key[1], key[2], grew, comment, target))
         proto_number = 6 if protocol is Transport.TCP else 17
         client_port = int(probe.client.rsplit(":", 1)[1]) if probe.client else None
         for conn in _in_netns(router, read_conntrack):
@@ -267,10 +285,14 @@ def _cause(
             "and conntrack holds no DNATed entry for it"
         )
     dnat = [c for c in entries if c.dnat]
-    if not dnat:
+    if dnat:
+        where = f"{dnat[0].reply.src}:{dnat[0].reply.sport}"
+    elif hits:
+        # A refused connection leaves no conntrack entry behind (the RST ends it): the rule
+        # that counted the probe says where it went.
+        where = hits[0].target or f"the target of {hits[0].table} {hits[0].chain} handle {hits[0].handle}"
+    else:
         return f"{seen}; the router ({label}) tracked the connection but did not DNAT it"
-    target = dnat[0].reply
-    where = f"{target.src}:{target.sport}"
     if probe.outcome == "refused":
         return (
             f"{seen}; the router DNATed it to {where}, which refused it: nothing listens there (or a reject)"

@@ -269,7 +269,8 @@ def iptables_rules(fwd: PortForward) -> dict[str, list[list[str]]]:
 
 
 def _words(args: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in args)
+    """iptables-restore's words: it splits on blanks and honours double quotes, never shell quoting."""
+    return " ".join(f'"{a}"' if not a or any(c in a for c in " \t\"'") else a for a in args)
 
 
 def render_iptables(fwd: PortForward, *, forward_chain: str = "FORWARD") -> str:
