@@ -147,7 +147,7 @@ def _nat_counters(netns: str | None) -> dict[tuple[str, str, int], tuple[int, st
     dnat/redirect statement (iptables-nft rules included: nft lists their counters)."""
     from portkit.firewall._live import nft_json
 
-    found: dict[tuple[str, str, int], tuple[int, str]] = {}
+    found: dict[tuple[str, str, int], tuple[int, str, str]] = {}
     for item in json.loads(nft_json(netns)).get("nftables", []):
         rule = item.get("rule") if isinstance(item, dict) else None
         if not isinstance(rule, dict):
