@@ -190,6 +190,30 @@ def _nat_target(expr: dict[str, Any]) -> str:
     return f"{host}:{port}" if isinstance(port, int) else host
 
 
+def _with_targets(hits: list[RuleHit], netns: str | None, port: int, protocol: Transport) -> list[RuleHit]:
+    """Hits on iptables-nft rules (whose xt DNAT nft cannot show) get their target from the
+    rules iptables-save decodes: the one DNAT of that chain for this port and protocol."""
+    from dataclasses import replace
+
+    from portkit.firewall import read_live
+    from portkit.nat._forwards import find_forwards
+
+    try:
+        forwards = find_forwards(read_live(netns))
+    except PortkitError:
+        return hits
+    out = []
+    for hit in hits:
+        found = {
+            f.target
+            for f in forwards
+            if f.table == hit.table and f.chain == hit.chain and f.public_port == str(port)
+            and f.protocol in (protocol.value, "any")
+        }  # fmt: skip
+        out.append(replace(hit, target=found.pop()) if not hit.target and len(found) == 1 else hit)
+    return out
+
+
 def _in_netns(netns: str | None, work: Any) -> Any:
     from portkit.sockets._netns import named_namespace, run_in
 
@@ -231,6 +255,8 @@ def check_forward(
             grew = packets - before.get(key, (0, "", ""))[0]
             if grew > 0:
                 hits.append(RuleHit(key[0], key[1], key[2], grew, comment, target))
+        if any(not h.target for h in hits):
+            hits = _with_targets(hits, router or None, port, protocol)
         proto_number = 6 if protocol is Transport.TCP else 17
         client_port = int(probe.client.rsplit(":", 1)[1]) if probe.client else None
         for conn in _in_netns(router, read_conntrack):

@@ -125,7 +125,23 @@ def _is_nat_context(table: Table, chain_name: str) -> bool:
     return any(c.type is ChainType.NAT for c in table.chains if c.is_base) or table.name == "nat"
 
 
-def _describe(table: Table, chain: str, rule: FilterRule, jumps: list[FilterRule]) -> Forward:
+def _only_local(ranges: tuple[tuple[int, int], ...], family: int, local: frozenset[IPAddress]) -> bool:
+    """Whether an address match covers this host's own addresses only: what iptables'
+    `-m addrtype --dst-type LOCAL` becomes once the local routing table decides it."""
+    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    loopback = ipaddress.ip_network("127.0.0.0/8" if family == 4 else "::1/128")
+    for lo, hi in ranges:
+        first, last = make(lo), make(hi)
+        if first in loopback and last in loopback:
+            continue
+        if lo != hi or first not in local:
+            return False
+    return bool(ranges)
+
+
+def _describe(
+    table: Table, chain: str, rule: FilterRule, jumps: list[FilterRule], local: frozenset[IPAddress] | None
+) -> Forward:
     matches = [*rule.matches, *(m for j in jumps[:1] for m in j.matches)]
     protos: set[int] = set()
     port = "*"
@@ -138,7 +154,8 @@ def _describe(table: Table, chain: str, rule: FilterRule, jumps: list[FilterRule
             protos |= set(m.protos)
             port = m.value_text()
         elif m.field is Field.DADDR and not m.negate and address == "*":
-            address = m.value_text()
+            only_local = local is not None and _only_local(m.ranges, m.family, local)
+            address = "local" if only_local and not m.set_name else m.value_text()
         elif m.field is Field.FIB_DADDR_TYPE and not m.negate and "local" in m.names and address == "*":
             address = "local"
         elif m.field is Field.IIF and not iif:
@@ -174,8 +191,9 @@ def _describe(table: Table, chain: str, rule: FilterRule, jumps: list[FilterRule
     )
 
 
-def find_forwards(ruleset: Ruleset) -> list[Forward]:
-    """Every DNAT/REDIRECT rule, described (no live facts yet)."""
+def find_forwards(ruleset: Ruleset, local: frozenset[IPAddress] | None = None) -> list[Forward]:
+    """Every DNAT/REDIRECT rule, described (no live facts yet). With the host's `local`
+    addresses, a destination match on exactly those reads as `local`."""
     jumps = _jump_contexts(ruleset)
     found = []
     for table, chain, _i, rule in ruleset.rules():
@@ -183,7 +201,7 @@ def find_forwards(ruleset: Ruleset) -> list[Forward]:
             continue
         if not _is_nat_context(table, chain.name):
             continue
-        found.append(_describe(table, chain.name, rule, jumps.get((str(table), chain.name), [])))
+        found.append(_describe(table, chain.name, rule, jumps.get((str(table), chain.name), []), local))
     return found
 
 
@@ -348,6 +366,7 @@ def list_forwards(
     ruleset = read_live(netns)
     facts = HostFacts.read(netns)
     forwards = [
-        assess(f, ruleset, facts, inspect_listeners=inspect_listeners) for f in find_forwards(ruleset)
+        assess(f, ruleset, facts, inspect_listeners=inspect_listeners)
+        for f in find_forwards(ruleset, facts.local)
     ]
     return forwards, ruleset.notes
