@@ -217,8 +217,8 @@ _NFT_CHAIN_HEAD = {
 
 
 def render_nft(fwd: PortForward, blocking: tuple[ForwardChain, ...] = ()) -> str:
-    """An `nft -f -` script: the forward's rules in table `inet`-less `ip|ip6 portkit_nat`
-    (declaring a table or chain that exists adds to it), plus its accept inserted at the top
+    """An `nft -f -` script: the forward's rules in table `ip portkit_nat` (`ip6` for IPv6;
+    declaring a table or chain that exists adds to it), plus its accept inserted at the top
     of each live forward chain in `blocking`."""
     family = _nft_ip(fwd)
     lines = [f"# {fwd.tag}: {fwd}", f"table {family} {NFT_TABLE} {{"]
