@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import needs_root, run_cli
 from portkit.testing import HomeLab, HomeSpec, LabHost
@@ -357,7 +359,6 @@ def test_generated_nft_and_iptables_read_back_to_the_same_forward() -> None:
         (("add", "0", "192.168.1.5:443"), "invalid public port '0'"),
         (("add", "70000", "192.168.1.5:443"), "invalid public port '70000'"),
         (("add", "8443", "192.168.1.5:70000"), "invalid target port '70000'"),
-        (("add", "8443", "no-such-host.invalid:443"), "unknown target host"),
         (("add", "8443", "192.168.1.5"), "invalid target"),
         (("add", "8443", "192.168.1.5:443", "--in", "bad name!"), "invalid interface"),
         (("add", "8443", "192.168.1.5:443", "--public-addr", "2001:db8::1"), "invalid --public-addr"),
@@ -375,6 +376,82 @@ def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], words: str) -> 
     assert result.status == 2, (result.stdout, result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1
     assert words in result.stderr
+
+
+@needs_root
+def test_an_unknown_target_name_is_one_line_and_exit_2() -> None:
+    # Resolved inside an empty namespace: the DNS query has nowhere to go, so nothing leaves.
+    import subprocess
+    import sys
+
+    from portkit.testing import LabNamespace
+
+    with LabNamespace("pknat") as ns:
+        proc = ns.run(
+            [sys.executable, "-m", "portkit", "nat", "add", "8443", "no-such-host.invalid:443"],
+            timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "unknown target host 'no-such-host.invalid'" in proc.stderr
+
+
+@given(st.text(max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_target_and_id_parsers_take_any_text(text: str) -> None:
+    from portkit.errors import UsageError
+    from portkit.nat._generate import parse_forward_id
+    from portkit.nat._rules import parse_target
+
+    try:
+        address, port = parse_target(text)  # no name lookups: see _no_lookups
+        assert 1 <= port <= 65535 and str(address)
+    except UsageError:
+        pass
+    try:
+        ident = parse_forward_id(text)
+        assert text.strip().endswith(ident)
+    except UsageError:
+        pass
+
+
+@given(
+    st.integers(1, 65535), st.integers(1, 65535), st.sampled_from(["tcp", "udp"]),
+    st.one_of(st.none(), st.ip_addresses(v=4)),
+)  # fmt: skip
+def test_a_forward_id_reads_back(public: int, target: int, proto: str, address: object) -> None:
+    import ipaddress
+
+    from portkit.model import Transport
+    from portkit.nat import PortForward
+    from portkit.nat._generate import parse_forward_id
+
+    fwd = PortForward(public, ipaddress.ip_address("192.168.1.5"), target, Transport(proto),
+                      public_address=address)  # type: ignore[arg-type]  # fmt: skip
+    assert parse_forward_id(fwd.id) == fwd.id == parse_forward_id(fwd.tag)
+
+
+@pytest.fixture(autouse=True)
+def _no_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names never reach a resolver from this process (CLI runs are separate processes)."""
+    import socket
+
+    def refuse(*_: object, **__: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def test_conntrack_readers_take_any_input() -> None:
+    from portkit.nat._conntrack import decode_dump, parse_proc
+
+    line = (
+        "ipv4     2 tcp      6 117 TIME_WAIT src=203.0.113.2 dst=203.0.113.1 sport=40000 dport=8443 "
+        "src=192.168.77.10 dst=203.0.113.2 sport=443 dport=40000 [ASSURED] mark=0 zone=0 use=2"
+    )
+    [entry] = parse_proc(line + "\nnot a line\n")
+    assert entry.dnat and str(entry.reply) == "192.168.77.10:443 -> 203.0.113.2:40000"
+    assert decode_dump(b"") == ([], False)
+    assert decode_dump(b"\x10\x00\x00\x00\x03\x00" + bytes(10)) == ([], True)  # NLMSG_DONE
 
 
 def test_add_without_root_facts_still_writes_rules_for_every_format() -> None:

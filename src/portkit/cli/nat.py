@@ -238,8 +238,11 @@ def rm_cmd(forward_id: str, netns: str | None, do_apply: bool, as_json: bool) ->
 @click.option("--from", "vantage", required=True, help="The network namespace to probe from (the outside).")
 @click.option("--proto", "protocol", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
 @click.option("--timeout", default="3s", show_default=True, help="How long the probe waits.")
+@click.option("--router", "router", default=None, help="The router's network namespace (default: found).")
 @json_option
-def check_cmd(public: str, vantage: str, protocol: str, timeout: str, as_json: bool) -> None:
+def check_cmd(
+    public: str, vantage: str, protocol: str, timeout: str, router: str | None, as_json: bool
+) -> None:
     """Is PUBLIC_ADDR:PORT reachable from outside? Probe it from the namespace --from.
 
     When the public address is this host's or a local namespace's (the router is local), the
@@ -255,7 +258,10 @@ def check_cmd(public: str, vantage: str, protocol: str, timeout: str, as_json: b
         raise UsageError(f"invalid address {quote(public)}")
     seconds = parse_duration(timeout, "--timeout", minimum=0.05, maximum=60)
     _check_netns(vantage)
-    result = check_forward(address, port, from_netns=vantage, protocol=Transport(protocol), timeout=seconds)
+    _check_netns(router)
+    result = check_forward(
+        address, port, from_netns=vantage, protocol=Transport(protocol), timeout=seconds, router_netns=router
+    )
     if as_json:
         emit_json(result.to_json())
     else:

@@ -22,7 +22,7 @@ from typing import Any
 from portkit.errors import PortkitError
 from portkit.model import Transport
 from portkit.nat._conntrack import Connection, read_conntrack
-from portkit.nat._hosts import owner_of
+from portkit.nat._hosts import has_address, owner_of
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 PROBE = b"portkit nat check\n"
@@ -230,12 +230,23 @@ def check_forward(
     protocol: Transport = Transport.TCP,
     timeout: float = 3.0,
     diagnose: bool = True,
+    router_netns: str | None = None,
 ) -> CheckResult:
-    """Probe public:port from inside `from_netns`, with the router's evidence when it is local."""
+    """Probe public:port from inside `from_netns`, with the router's evidence when it is local
+    (`router_netns`, else the namespace that has the public address, seen from `from_netns`)."""
     from portkit.sockets._netns import named_namespace
 
     named_namespace(from_netns)  # a UsageError naming the namespaces when it does not exist
-    router = owner_of(public, None)
+    if router_netns is not None:
+        named_namespace(router_netns)
+        router: str | None = router_netns
+    else:
+        # The namespace that has the public address, seen from the vantage: the far end of
+        # the link the vantage routes it by (several labs may use the same addresses).
+        found = owner_of(public, from_netns)
+        router = from_netns if found == "" else found
+        if router is None and has_address(None, public):
+            router = ""  # this process's own namespace routes for the vantage
     notes: list[str] = []
     before: dict[tuple[str, str, int], tuple[int, str, str]] = {}
     seen: set[Connection] = set()

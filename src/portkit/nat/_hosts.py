@@ -53,15 +53,50 @@ def named_netns() -> list[str]:
     return list(named_namespaces())
 
 
+def _ip_json(netns: str | None, *args: str) -> list[dict[str, Any]]:
+    argv = ["ip", "-j", *args] if netns is None else ["ip", "-n", netns, "-j", *args]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        data = json.loads(proc.stdout or "[]") if proc.returncode == 0 else []
+    except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired):
+        return []
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+
+def peer_namespaces(address: IPAddress, netns: str | None) -> list[str]:
+    """The named namespaces at the other end of the link `netns` reaches `address` by: the
+    veth peer of the route's device, or of every port of it when it is a bridge."""
+    route = _ip_json(netns, "route", "get", str(address))
+    dev = str(route[0].get("dev", "")) if route else ""
+    if not dev:
+        return []
+    links = _ip_json(netns, "link", "show")
+    ids = {int(d["nsid"]): str(d.get("name", "")) for d in _ip_json(netns, "netns", "list-id") if "nsid" in d}
+    ends = [
+        link
+        for link in links
+        if link.get("ifname") == dev or link.get("master") == dev
+    ]  # fmt: skip
+    names = [ids.get(int(link["link_netnsid"]), "") for link in ends if "link_netnsid" in link]
+    return [n for n in names if n]
+
+
+def has_address(name: str | None, address: IPAddress) -> bool:
+    return any(i.ip == address for _, i in interface_addresses(name))
+
+
 def owner_of(address: IPAddress, netns: str | None) -> str | None:
-    """The namespace that has `address`: `netns` itself (HERE) first, then any named one; None
-    when no namespace on this machine has it (a LAN host elsewhere)."""
-    if address.is_loopback or any(i.ip == address for _, i in interface_addresses(netns)):
+    """The namespace that has `address`, as seen from `netns`: `netns` itself (HERE), else the
+    namespace at the other end of the link `netns` routes it by; else the one named namespace
+    that has it. None when no namespace has it, or several do and no link tells which (labs
+    of parallel runs reuse the documentation subnets)."""
+    if address.is_loopback or has_address(netns, address):
         return HERE
-    for name in named_netns():
-        if name != netns and any(i.ip == address for _, i in interface_addresses(name)):
+    for name in peer_namespaces(address, netns):
+        if has_address(name, address):
             return name
-    return None
+    owners = [name for name in named_netns() if name != netns and has_address(name, address)]
+    return owners[0] if len(owners) == 1 else None
 
 
 def connected_subnet(
