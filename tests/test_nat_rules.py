@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -460,3 +461,108 @@ def test_add_without_root_facts_still_writes_rules_for_every_format() -> None:
         assert result.status == 0, result.stderr
         doc = json.loads(result.stdout)
         assert doc["forward"]["id"] == "tcp-8443" and "portkit-nat:tcp-8443" in doc["rules"]
+
+
+# -- what miniupnpd makes ----------------------------------------------------------------------
+
+MINIUPNPD = "/usr/sbin/miniupnpd"
+# miniupnpd adds rules to chains that must exist; the router drops forwarded traffic except
+# replies, LAN to WAN, and what miniupnpd's chain accepts.
+MINIUPNPD_TABLES = """
+table inet upnp {
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept
+        iifname "br-lan" oifname "wan0" accept
+        jump miniupnpd
+    }
+    chain miniupnpd {
+    }
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        jump prerouting_miniupnpd
+    }
+    chain prerouting_miniupnpd {
+    }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        jump postrouting_miniupnpd
+    }
+    chain postrouting_miniupnpd {
+    }
+}
+"""
+
+
+@needs_root
+def test_nat_ls_lists_what_miniupnpd_made_beside_nat_add(tmp_path: Path) -> None:
+    import time
+
+    if not os.access(MINIUPNPD, os.X_OK) or shutil.which("upnpc") is None:
+        pytest.skip("needs miniupnpd (miniupnpd-nftables) and upnpc (miniupnpc): scripts/install.sh --test")
+    # miniupnpd maps nothing while its external address is private or reserved: a WAN subnet
+    # outside those, which exists only inside the lab.
+    with HomeLab(HomeSpec((LabHost("server"), LabHost("pc")), wan_subnet="11.250.43.0/24")) as home:
+        home.echo_server("server", 5000)
+        home.echo_server("pc", 443)
+        home.nft("router", MINIUPNPD_TABLES)
+        config = tmp_path / "miniupnpd.conf"
+        config.write_text(
+            "ext_ifname=wan0\nlistening_ip=br-lan\nhttp_port=0\nenable_upnp=yes\nenable_natpmp=yes\n"
+            "secure_mode=yes\nsystem_uptime=no\nuuid=6b1e4f0c-8d2a-4c55-9a37-000000000016\n"
+            "upnp_table_name=upnp\nupnp_nat_table_name=upnp\nupnp_forward_chain=miniupnpd\n"
+            "upnp_nat_chain=prerouting_miniupnpd\nupnp_nat_postrouting_chain=postrouting_miniupnpd\n"
+            "allow 1024-65535 192.168.77.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"
+        )
+        home.popen(
+            "router", [MINIUPNPD, "-d", "-f", str(config), "-P", str(tmp_path / "pid")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not home.run("router", ["ss", "-Hlun", "sport = :5351"]).stdout.strip():
+            assert time.monotonic() < deadline, "miniupnpd did not start"
+            time.sleep(0.05)
+        mapped = home.run(
+            "server", ["upnpc", "-e", "portkit test", "-a", home.address("server"), "5000", "5000", "TCP"]
+        )
+        assert "is redirected to internal" in mapped.stdout, mapped.stdout[-400:]
+        home.nft(
+            "router",
+            run_cli(
+                "nat", "add", "8443", f"{home.address('pc')}:443", "--netns", home.netns("router")
+            ).stdout,
+        )
+        assert home.exchange("outside", home.wan_address, 5000, PAYLOAD) == PAYLOAD
+        assert _reaches(home, "outside")
+        forwards = {f["chain"]: f for f in _ls(home)}
+        upnp = forwards["prerouting_miniupnpd"]
+        assert upnp["table"] == "inet upnp" and upnp["target"] == f"{home.address('server')}:5000"
+        assert upnp["protocol"] == "tcp" and upnp["public_port"] == "5000"
+        # miniupnpd's forward accept reads raw header bytes (`@nh,128,32 0xc0a84d0a @nh,72,8 0x6`)
+        # in an inet table, where they are an IPv4 address and protocol only for IPv4 packets:
+        # the model leaves it undecided, so the verdict is uncertain, not a guess.
+        assert upnp["filter"] == "uncertain", _nft_ruleset(home)
+        assert upnp["listening"]["state"] == "listening"  # type: ignore[index]
+        ours = forwards["prerouting"]
+        assert ours["tag"] == "portkit-nat:tcp-8443" and ours["filter"] == "accept"
+        # nat add put its accept at the top of miniupnpd's dropping forward chain as well.
+        assert (
+            'accept comment "portkit-nat:tcp-8443"'
+            in home.run("router", ["nft", "list", "chain", "inet", "upnp", "forward"]).stdout
+        )
+
+
+@needs_root
+def test_a_raw_ipv4_protocol_read_is_the_ip_protocol_where_the_rule_sees_ipv4_only() -> None:
+    from portkit.firewall import Field, parse_nft_script
+
+    ruleset = parse_nft_script(
+        "table inet t {\n chain pre {\n  type nat hook prerouting priority dstnat;\n"
+        '  iif "lo" @nh,72,8 6 th dport 5000 dnat ip to 10.0.0.1\n }\n'
+        " chain through {\n  type filter hook forward priority filter;\n"
+        "  @nh,72,8 6 th dport 5000 accept\n }\n}\n"
+    )
+    rules = {c.name: r for _t, c, _i, r in ruleset.rules()}
+    protocol = [m for m in rules["pre"].matches if m.field is Field.L4PROTO]
+    assert [(m.ranges, m.family) for m in protocol] == [(((6, 6),), 4)]  # `dnat ip to`: IPv4 only
+    assert any(m.field is Field.OPAQUE for m in rules["through"].matches)  # IPv6 packets too: undecided
