@@ -31,13 +31,13 @@ def nat() -> None:
 
 def _check_netns(netns: str | None) -> None:
     if netns is not None:
-        from portkit.sockets._netns import named_namespace
+        from portkit.nat import check_namespace
 
-        named_namespace(netns)
+        check_namespace(netns)
 
 
 def _port(text: str, what: str) -> int:
-    from portkit.nat._rules import parse_port
+    from portkit.nat import parse_port
 
     return parse_port(text, what)
 
@@ -156,8 +156,7 @@ def add_cmd(
     deletes them. --apply loads nft rules with validation and automatic roll-back.
     """
     from portkit.model import Transport
-    from portkit.nat._generate import PortForward
-    from portkit.nat._rules import apply_forward, parse_address_or_name, parse_target, plan_forward
+    from portkit.nat import PortForward, apply_forward, parse_address_or_name, parse_target, plan_forward
 
     port = _port(public_port, "public port")
     address, target_port = parse_target(target)
@@ -209,8 +208,7 @@ def rm_cmd(forward_id: str, netns: str | None, do_apply: bool, as_json: bool) ->
     Finds the nft and iptables rules tagged portkit-nat:FORWARD_ID in the live ruleset and
     prints the commands that delete them; --apply runs them. Exit 1 when none is found.
     """
-    from portkit.nat._generate import parse_forward_id
-    from portkit.nat._rules import find_removal, remove_forward
+    from portkit.nat import find_removal, parse_forward_id, remove_forward
 
     ident = parse_forward_id(forward_id)
     _check_netns(netns)
@@ -250,8 +248,7 @@ def check_cmd(
     names the cause. Exit 0 reachable, 1 not.
     """
     from portkit.model import Transport
-    from portkit.nat import check_forward
-    from portkit.nat._rules import parse_target
+    from portkit.nat import check_forward, parse_target
 
     address, port = parse_target(public)
     if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):  # pragma: no cover

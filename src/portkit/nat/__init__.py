@@ -30,14 +30,22 @@ if TYPE_CHECKING:
     from portkit.nat._generate import (
         FORMATS as FORMATS,
         Generated as Generated,
-        PortForward as PortForward,
         parse_firewalld as parse_firewalld,
+        parse_forward_id as parse_forward_id,
+        PortForward as PortForward,
         render as render,
+    )
+    from portkit.nat._hosts import (
+        check_namespace as check_namespace,
     )
     from portkit.nat._rules import (
         apply_forward as apply_forward,
+        find_removal as find_removal,
+        parse_address_or_name as parse_address_or_name,
+        parse_port as parse_port,
         parse_target as parse_target,
         plan_forward as plan_forward,
+        Removal as Removal,
         remove_forward as remove_forward,
     )
 

@@ -47,6 +47,13 @@ def interface_addresses(
     return tuple(found)
 
 
+def check_namespace(name: str) -> None:
+    """A UsageError naming the namespaces that exist when `name` is not one of them."""
+    from portkit.sockets._netns import named_namespace
+
+    named_namespace(name)
+
+
 def named_netns() -> list[str]:
     from portkit.sockets._netns import named_namespaces
 
