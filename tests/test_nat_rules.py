@@ -566,3 +566,43 @@ def test_a_raw_ipv4_protocol_read_is_the_ip_protocol_where_the_rule_sees_ipv4_on
     protocol = [m for m in rules["pre"].matches if m.field is Field.L4PROTO]
     assert [(m.ranges, m.family) for m in protocol] == [(((6, 6),), 4)]  # `dnat ip to`: IPv4 only
     assert any(m.field is Field.OPAQUE for m in rules["through"].matches)  # IPv6 packets too: undecided
+
+
+@needs_root
+def test_nat_ls_lists_a_redirect_to_this_host(home: HomeLab) -> None:
+    home.echo_server("router", 8080)
+    home.nft(
+        "router",
+        "table ip redir {\n chain pre {\n  type nat hook prerouting priority dstnat;\n"
+        '  iifname "wan0" tcp dport 80 redirect to :8080\n }\n}\n',
+    )
+    assert home.exchange("outside", home.wan_address, 80, b"redirected") == b"redirected"
+    [forward] = _ls(home)
+    assert forward["kind"] == "redirect" and forward["target"] == "(this host):8080"
+    assert forward["forwarding"] is None and forward["hairpin"] == "not-applicable"
+    assert forward["filter"] == "accept"
+    assert forward["listening"]["state"] == "listening"  # type: ignore[index]
+
+
+@needs_root
+def test_ipv6_forwards_load_and_read_back() -> None:
+    import ipaddress
+
+    from portkit.firewall import import_iptables_save, parse_nft_script
+    from portkit.model import Transport
+    from portkit.nat import PortForward, find_forwards, render
+
+    fwd = PortForward(
+        8443, ipaddress.ip_address("fd00:77::10"), 443, Transport.TCP, "wan0",
+        ipaddress.ip_address("2001:db8::1"), True,
+    )  # fmt: skip
+    assert fwd.id == "tcp-2001:db8::1-8443"
+    forwards = find_forwards(parse_nft_script(render(fwd, "nft")))
+    assert {(f.table, f.chain) for f in forwards} == {
+        ("ip6 portkit_nat", "prerouting"),
+        ("ip6 portkit_nat", "output"),
+    }
+    assert {f.target for f in forwards} == {"[fd00:77::10]:443"}
+    assert {f.public_address for f in forwards} == {"2001:db8::1"}
+    iptables = import_iptables_save(render(fwd, "iptables"), version=6)
+    assert {f.target for f in find_forwards(iptables)} == {"[fd00:77::10]:443"}
