@@ -300,6 +300,7 @@ def render_ufw(fwd: PortForward) -> str:
     lines = [
         f"# {fwd.tag}: {fwd}",
         f"# Add to /etc/ufw/before{six}.rules above its *filter section, then: ufw reload",
+        "# (not `ufw route allow`: that would also pass forwarded traffic no DNAT rewrote)",
         "*nat",
         *(f":{c} ACCEPT [0:0]" for c in chains),
         *(f"-A {_words(r)}" for r in rules["nat"]),

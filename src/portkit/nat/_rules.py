@@ -163,7 +163,10 @@ def plan_forward(
             names = ", ".join(f"{w.family} {w.table} {w.chain}" for w in facts.blocking)
             notes.append(f"nft chain(s) {names} drop forwarded traffic: these {fmt} rules do not open them")
         if facts.iptables_blocking and fmt == "nft":
-            notes.append("iptables' FORWARD chain drops forwarded traffic: these nft rules do not open it")
+            notes.append(
+                "iptables' FORWARD chain drops forwarded traffic and these nft rules do not open it: "
+                "load the --to iptables output's *filter accept as well"
+            )
         blocking = facts.blocking
     else:
         notes.append("not root: the live rules, ip_forward and routes were not checked")
