@@ -67,6 +67,7 @@ class Forward:
     target_address: str | None
     target_port: int | None
     tag: str = ""  # portkit-nat:ID when `nat add` made it
+    hook: str = "prerouting"  # prerouting (arriving traffic) | output (this host's own traffic)
     forwarding: bool | None = None
     filter: str = "uncertain"  # accept | drop | reject | uncertain | not-needed
     filter_reason: str = ""
@@ -95,6 +96,7 @@ class Forward:
             "target_address": self.target_address,
             "target_port": self.target_port,
             "tag": self.tag or None,
+            "hook": self.hook,
             "forwarding": self.forwarding,
             "filter": self.filter,
             "filter_reason": self.filter_reason,
@@ -201,8 +203,28 @@ def find_forwards(ruleset: Ruleset, local: frozenset[IPAddress] | None = None) -
             continue
         if not _is_nat_context(table, chain.name):
             continue
-        found.append(_describe(table, chain.name, rule, jumps.get((str(table), chain.name), []), local))
+        jumpers = jumps.get((str(table), chain.name), [])
+        described = _describe(table, chain.name, rule, jumpers, local)
+        found.append(replace(described, hook=_hook_of(ruleset, table, chain.name)))
     return found
+
+
+def _hook_of(ruleset: Ruleset, table: Table, name: str, depth: int = 0) -> str:
+    """`output` for a chain only this host's own traffic reaches (the output hook, directly or
+    through jumps), else `prerouting`."""
+    chain = table.chain(name)
+    if chain is not None and chain.is_base:
+        return "output" if chain.hook is Hook.OUTPUT else "prerouting"
+    callers = {
+        c.name
+        for c in table.chains
+        for r in c.rules
+        if r.action in (FilterAction.JUMP, FilterAction.GOTO) and r.target == name and c.name != name
+    }
+    if not callers or depth > 8:
+        return "prerouting"
+    hooks = {_hook_of(ruleset, table, c, depth + 1) for c in callers}
+    return "output" if hooks == {"output"} else "prerouting"
 
 
 @dataclass(frozen=True)
@@ -276,25 +298,32 @@ def assess(fwd: Forward, ruleset: Ruleset, facts: HostFacts, *, inspect_listener
     iif = iif or next(iter(sorted(facts.wan)), "")
     public = _public_for(fwd, facts, iif, family)
     port = _first_port(fwd.public_port)
-    result = replace(fwd, forwarding=None if local_target else forwarding)
+    own = fwd.hook == "output"  # this host's own connections: never forwarded
+    result = replace(fwd, forwarding=None if local_target or own else forwarding)
     if public is None or port is None:
         result = replace(result, filter="uncertain", filter_reason="no public address or port to test")
     else:
-        packet = Packet(proto, OUTSIDE_CLIENT[family], public, 40000, port, iif=iif)
+        if own:
+            packet = Packet(proto, public, public, 40000, port)
+        else:
+            packet = Packet(proto, OUTSIDE_CLIENT[family], public, 40000, port, iif=iif)
         decision = evaluate(
-            ruleset, packet, local_addresses=facts.local, route=facts.route, forwarding=facts.forwarding
-        )
+            ruleset, packet, direction=Direction.OUTPUT if own else None, local_addresses=facts.local,
+            route=facts.route, forwarding=facts.forwarding,
+        )  # fmt: skip
         final = decision.final_packet
         verdict = _verdict(decision)
         reason = decision.reason
         if verdict != "uncertain" and (final is None or (target is not None and final.dst != target)):
             verdict, reason = "uncertain", f"another rule decides {packet}: {decision.reason}"
         result = replace(result, filter=verdict, filter_reason=f"{packet}: {reason}")
-        if not local_target and forwarding is False:
+        if not local_target and not own and forwarding is False:
             problems.append(f"forwarding is off ({SYSCTL[family]} = 0)")
         if verdict in ("drop", "reject"):
             problems.append(f"the firewall {verdict}s it: {reason}")
-        if target is not None and not local_target:
+        if own:
+            result = replace(result, hairpin="not-applicable", hairpin_reason="this host's own traffic")
+        elif target is not None and not local_target:
             state, why = _hairpin(ruleset, facts, target, public, port, proto)
             result = replace(result, hairpin=state, hairpin_reason=why)
         else:
