@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from portkit.errors import PortkitError
+from portkit.errors import PermissionNeeded, PortkitError
 from portkit.model import Transport
 from portkit.nat._conntrack import Connection, read_conntrack
 from portkit.nat._hosts import has_address, owner_of
@@ -237,6 +238,8 @@ def check_forward(
     from portkit.sockets._netns import named_namespace
 
     named_namespace(from_netns)  # a UsageError naming the namespaces when it does not exist
+    if os.geteuid() != 0:
+        raise PermissionNeeded("probing from a network namespace needs root (setns, CAP_SYS_ADMIN)")
     if router_netns is not None:
         named_namespace(router_netns)
         router: str | None = router_netns
