@@ -281,6 +281,11 @@ def check_cmd(
                 click.echo(f"  conntrack: {conn}" + (" [dnat]" if conn.dnat else ""))
         if result.cause:
             click.echo(f"  cause: {result.cause}")
+        diagnosis = result.diagnosis or {}
+        for finding in diagnosis.get("findings", [])[:1]:
+            click.echo(f"  diagnose: {finding.get('code')}: {finding.get('summary')}")
+        if "error" in diagnosis:
+            click.echo(f"  diagnose: {diagnosis['error']}")
         for note in result.notes:
             click.echo(f"  note: {note}")
     if not result.reachable:

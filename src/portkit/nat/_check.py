@@ -288,7 +288,7 @@ def check_forward(
     if not reachable:
         cause = _cause(probe, router, hits, entries, protocol)
         if diagnose:
-            diagnosis = _diagnose(public, port, protocol, from_netns)
+            diagnosis = _diagnose(public, port, protocol, from_netns, timeout)
     where = f"{public}:{port}" if public.version == 4 else f"[{public}]:{port}"
     return CheckResult(
         where,
@@ -343,20 +343,24 @@ def _cause(
     )
 
 
-def _diagnose(public: IPAddress, port: int, protocol: Transport, from_netns: str) -> dict[str, Any] | None:
-    """portkit.diagnose's account of the failure, when that capability is installed."""
+def _diagnose(
+    public: IPAddress, port: int, protocol: Transport, from_netns: str, timeout: float
+) -> dict[str, Any] | None:
+    """portkit.diagnose's account of the failure (`diagnose_reach` from the same vantage, as
+    `diagnosis_json` writes it), when that capability is installed; None when it is not."""
+    import importlib
     import importlib.util
 
     if importlib.util.find_spec("portkit.diagnose._reach") is None:
         return None
+    diagnose = importlib.import_module("portkit.diagnose")
+    reach = getattr(diagnose, "diagnose_reach", None)
+    render = getattr(diagnose, "diagnosis_json", None)
+    if reach is None or render is None:
+        return None
     try:
-        from portkit import diagnose
-
-        reach = getattr(diagnose, "diagnose_reach", None)
-        if reach is None:
-            return None
-        result = reach(str(public), port, protocol=protocol, netns=from_netns)
-        to_json = getattr(result, "to_json", None)
-        return to_json() if callable(to_json) else None
-    except (PortkitError, TypeError, OSError) as exc:
+        result = reach(str(public), port, protocol, from_netns=from_netns, timeout=timeout)
+    except (PortkitError, OSError) as exc:
         return {"error": f"diagnose failed: {exc}"}
+    document = render(result)
+    return document if isinstance(document, dict) else None
