@@ -172,10 +172,25 @@ def test_nat_ls_lists_a_docker_publish_and_flags_a_target_where_nothing_listens(
         "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT "
         f"--to-destination {home.address('pc')}:80\n"
         "COMMIT\n"
+        # Docker sets iptables' FORWARD policy to DROP and accepts its containers' traffic itself.
+        "*filter\n:FORWARD DROP [0:0]\n"
+        f"-A FORWARD -d {home.address('pc')}/32 -p tcp -m tcp --dport 80 -j ACCEPT\n"
+        "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+        "-A FORWARD -o wan0 -j ACCEPT\nCOMMIT\n"
     )
     loaded = home.run("router", ["iptables-restore", "-n"], input=docker)
     assert loaded.returncode == 0, loaded.stderr
-    home.nft("router", _add(home))
+    # nft rules cannot open iptables' FORWARD: nat add says so, and its iptables output does it.
+    planned = run_cli(
+        "nat", "add", "8443", f"{home.address('server')}:443", "--netns", home.netns("router"), "--json"
+    )
+    assert any("iptables' FORWARD chain drops" in n for n in planned.json()["notes"])
+    home.nft("router", planned.json()["rules"])
+    assert not _reaches(home, "outside")
+    iptables = _add(home, "--to", "iptables")
+    accept = "*filter\n" + iptables.split("*filter\n", 1)[1]
+    assert home.run("router", ["iptables-restore", "-n"], input=accept).returncode == 0
+    assert _reaches(home, "outside")
     listed = run_cli("nat", "ls", "--netns", home.netns("router"), "--json")
     assert listed.status == 1  # a problem was found
     forwards = listed.json()["forwards"]
