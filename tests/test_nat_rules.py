@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,14 @@ def test_nft_forward_end_to_end_with_hairpin_then_rm(home: HomeLab) -> None:
     assert _reaches(home, "outside")
     assert _reaches(home, "pc")  # hairpin: a LAN client through the public address
     assert _reaches(home, "router")  # the router itself (output DNAT)
+    # ... but not its connections to its own loopback, which stay with its own service.
+    home.popen("router", ["socat", "TCP-LISTEN:8443,bind=127.0.0.1,reuseaddr,fork", "SYSTEM:echo local"])
+    for _ in range(100):
+        answer = home.exchange("router", "127.0.0.1", 8443, b"")
+        if answer:
+            break
+        time.sleep(0.05)
+    assert answer == b"local\n"
     forwards = [f for f in _ls(home) if f["tag"] == "portkit-nat:tcp-8443"]
     assert len(forwards) == 3  # prerouting from wan0, prerouting from elsewhere, output
     for f in forwards:

@@ -171,6 +171,10 @@ class Generated:
 # -- nftables ---------------------------------------------------------------------------------
 
 
+def _loopback(fwd: PortForward) -> str:
+    return "127.0.0.0/8" if fwd.family == 4 else "::1"
+
+
 def _nft_ip(fwd: PortForward) -> str:
     return "ip" if fwd.family == 4 else "ip6"
 
@@ -191,7 +195,9 @@ def nft_rules(fwd: PortForward) -> dict[str, list[str]]:
     if fwd.hairpin:
         if fwd.iif:
             pre.append(f'iifname != "{fwd.iif}" {match} {dnat}')
-        chains["output"] = [f"{match} {dnat}"]
+        # This host's connections to its loopback stay its own (as Docker's `! -d 127.0.0.0/8`).
+        loopback = "" if fwd.public_address is not None else f"{ip} daddr != {_loopback(fwd)} "
+        chains["output"] = [f"{loopback}{match} {dnat}"]
         chains["postrouting"] = [
             f"{ip} saddr {fwd.hairpin_lan} {ip} daddr {fwd.target} {proto} dport {fwd.target_port} "
             f"ct status dnat counter masquerade {tag}"
@@ -255,7 +261,8 @@ def iptables_rules(fwd: PortForward) -> dict[str, list[list[str]]]:
     if fwd.hairpin:
         if fwd.iif:
             nat.append(["PREROUTING", "!", "-i", fwd.iif, *public, *port, *dnat])
-        nat.append(["OUTPUT", *public, *port, *dnat])
+        loopback = [] if fwd.public_address is not None else ["!", "-d", _loopback(fwd)]
+        nat.append(["OUTPUT", *loopback, *public, *port, *dnat])
         nat.append(
             ["POSTROUTING", "-s", str(fwd.hairpin_lan), "-d", str(fwd.target), "-p", proto, "-m", proto,
              "--dport", str(fwd.target_port), "-m", "conntrack", "--ctstate", "DNAT", *_ipt_comment(fwd),
