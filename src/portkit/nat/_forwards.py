@@ -128,17 +128,23 @@ def _is_nat_context(table: Table, chain_name: str) -> bool:
 
 
 def _only_local(ranges: tuple[tuple[int, int], ...], family: int, local: frozenset[IPAddress]) -> bool:
-    """Whether an address match covers this host's own addresses only: what iptables'
-    `-m addrtype --dst-type LOCAL` becomes once the local routing table decides it."""
+    """Whether an address match is exactly this host's own addresses and its loopback: what
+    iptables' `-m addrtype --dst-type LOCAL` becomes once the local routing table decides it
+    (an explicit `-d` of one of them is not)."""
     make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
     loopback = ipaddress.ip_network("127.0.0.0/8" if family == 4 else "::1/128")
+    singles: set[IPAddress] = set()
+    looped = False
     for lo, hi in ranges:
         first, last = make(lo), make(hi)
         if first in loopback and last in loopback:
-            continue
-        if lo != hi or first not in local:
+            looped = True
+        elif lo == hi:
+            singles.add(first)
+        else:
             return False
-    return bool(ranges)
+    own = {a for a in local if a.version == family and not a.is_loopback}
+    return looped and bool(singles) and singles == own
 
 
 def _describe(
