@@ -634,3 +634,17 @@ def test_ipv6_forwards_load_and_read_back() -> None:
     assert {f.public_address for f in forwards} == {"2001:db8::1"}
     iptables = import_iptables_save(render(fwd, "iptables"), version=6)
     assert {f.target for f in find_forwards(iptables)} == {"[fd00:77::10]:443"}
+
+
+@needs_root
+def test_nat_add_notes_what_is_not_a_rule(home: HomeLab) -> None:
+    router = home.netns("router")
+    home.run("router", ["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+    result = run_cli("nat", "add", "8443", "10.9.9.9:443", "--in", "wan9", "--netns", router)
+    assert result.status == 0
+    notes = [ln for ln in result.stderr.splitlines() if ln.startswith("note: ")]
+    assert any("there is no interface wan9 here" in n for n in notes)
+    assert any("forwarding is off: run `sysctl -w net.ipv4.ip_forward=1`" in n for n in notes)
+    assert not any(ln.startswith("note") for ln in result.stdout.splitlines())  # stdout: rules only
+    loaded = home.run("router", ["nft", "-c", "-f", "-"], input=result.stdout)
+    assert loaded.returncode == 0, loaded.stderr

@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import socket
+import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,10 @@ class LiveFacts:
     target_local: bool
     blocking: tuple[ForwardChain, ...]
     iptables_blocking: bool  # iptables' FORWARD (or another iptables-nft chain) drops by policy/rule
+    interfaces: frozenset[str] = frozenset()  # every interface name; empty when unknown
 
     @classmethod
-    def read(cls, fwd: PortForward, netns: str | None) -> LiveFacts:
+    def read(cls, fwd: PortForward, netns: str | None, fmt: str = "nft") -> LiveFacts:
         from portkit.firewall import ChainType, FilterAction, Hook, forwarding_state, read_live, route_lookup
         from portkit.nat._hosts import connected_subnet, interface_addresses
 
@@ -103,6 +105,8 @@ class LiveFacts:
         for table in ruleset.tables:
             if table.name == NFT_TABLE or not table.family.covers(fwd.family):
                 continue
+            if fmt == "firewalld" and table.name == "firewalld":
+                continue  # firewalld accepts the flows its forward ports DNAT itself
             for chain in table.chains:
                 if chain.hook is not Hook.FORWARD or chain.type is not ChainType.FILTER:
                     continue
@@ -115,6 +119,7 @@ class LiveFacts:
                     ipt = True
                 else:
                     blocking.append(ForwardChain(table.family.value, table.name, chain.name))
+        links = _links(netns)
         subnet = connected_subnet(fwd.target, netns)
         local = any(i.ip == fwd.target for _, i in interface_addresses(netns)) or fwd.target.is_loopback
         return cls(
@@ -124,7 +129,22 @@ class LiveFacts:
             local,
             tuple(blocking),
             ipt,
+            links,
         )
+
+
+def _links(netns: str | None) -> frozenset[str]:
+    argv = ["ip", "-j", "link", "show"] if netns is None else ["ip", "-n", netns, "-j", "link", "show"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        data = json.loads(proc.stdout or "[]")
+    except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired):
+        return frozenset()
+    return (
+        frozenset(str(d.get("ifname", "")) for d in data if isinstance(d, dict))
+        if isinstance(data, list)
+        else frozenset()
+    )
 
 
 def plan_forward(
@@ -138,7 +158,7 @@ def plan_forward(
     if live is None:
         live = os.geteuid() == 0
     if live:
-        facts = LiveFacts.read(fwd, netns)
+        facts = LiveFacts.read(fwd, netns, fmt)
         if fwd.lan is None and facts.lan is not None:
             fwd = replace(fwd, lan=facts.lan)
         sysctl = "net.ipv4.ip_forward" if fwd.family == 4 else "net.ipv6.conf.all.forwarding"
@@ -150,6 +170,11 @@ def plan_forward(
             notes.append(
                 f"forwarding is off: run `sysctl -w {sysctl}=1` (and set it in /etc/sysctl.d/), "
                 "or nothing is forwarded"
+            )
+        if fwd.iif and facts.interfaces and fwd.iif not in facts.interfaces:
+            notes.append(
+                f"there is no interface {fwd.iif} here ({', '.join(sorted(facts.interfaces))}): "
+                "the rules match nothing until it exists"
             )
         if facts.route is None:
             notes.append(f"no route to {fwd.target}: add one, or the forwarded packets are dropped")
