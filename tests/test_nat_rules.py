@@ -141,13 +141,18 @@ def test_forward_through_a_dropping_filter_accepts_only_the_forward(home: HomeLa
     assert direct == b""  # not DNATed: the accept is only for DNATed connections
     other = run_cli("nat", "add", "2222", f"{home.address('server')}:22", "--netns", home.netns("router"))
     assert other.status == 0
-    assert home.exchange("outside", home.address("server"), 22, b"x") == b""
+    assert home.exchange("outside", home.address("server"), 22, b"x") == b""  # not loaded yet
+    home.nft("router", other.stdout)
+    assert home.exchange("outside", home.wan_address, 2222, b"ssh?") == b"ssh?"
+    assert home.exchange("outside", home.address("server"), 22, b"x") == b""  # still not directly
     [forward] = [f for f in _ls(home) if f["tag"] == "portkit-nat:tcp-8443"]
     assert forward["filter"] == "accept"
     assert forward["hairpin"] == "no"  # no --hairpin: LAN clients are DNATed but not masqueraded
     removed = run_cli("nat", "rm", "tcp-8443", "--netns", home.netns("router"), "--apply")
     assert removed.status == 0
-    assert "portkit-nat" not in _nft_ruleset(home)
+    after = _nft_ruleset(home)
+    assert "portkit-nat:tcp-8443" not in after and "portkit-nat:tcp-2222" in after  # only that forward
+    assert home.exchange("outside", home.wan_address, 2222, b"ssh?") == b"ssh?"
     assert "policy drop" in _nft_ruleset(home)  # the user's own chain stays
 
 
