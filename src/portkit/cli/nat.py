@@ -25,7 +25,8 @@ def nat() -> None:
 
     `nat add` writes the complete rules for a forward (DNAT, the forward-path accept, hairpin
     masquerade) for nft, iptables, firewalld or ufw; `nat ls` lists every forward in force with
-    whether it works; `nat check` probes one from a network namespace.
+    whether it works; `nat check` probes one from a network namespace. `nat map`, `unmap` and
+    `router` ask a home router for a mapping (UPnP-IGD, NAT-PMP, PCP).
     """
 
 
