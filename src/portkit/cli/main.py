@@ -50,6 +50,8 @@ COMMANDS: dict[str, str] = {
     "history": "portkit.cli.ledger:history",
     "ledger": "portkit.cli.ledger:ledger",
     "diff": "portkit.cli.ledger:diff",
+    # port forwarding behind NAT (portkit.nat)
+    "nat": "portkit.cli.nat:nat",
 }
 DEFAULT_COMMAND = "overview"
 
