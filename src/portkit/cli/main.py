@@ -42,6 +42,8 @@ COMMANDS: dict[str, str] = {
     "fw": "portkit.cli.firewall:fw",
     # port forwarder (portkit.forward)
     "forward": "portkit.cli.forward:forward",
+    # port forwarding behind NAT (portkit.nat)
+    "nat": "portkit.cli.nat:nat",
 }
 DEFAULT_COMMAND = "overview"
 
