@@ -30,7 +30,7 @@ PORT = 5351
 VERSION = 0
 RESPONSE_BIT = 0x80
 INITIAL_WAIT = 0.25  # seconds before the first retransmission (section 3.1)
-MAX_SENDS = 9  # 0.25 s doubling nine times: 63.75 s in all
+MAX_SENDS = 9  # the ninth goes out 63.75 s after the first; the client gives up 64 s later
 
 
 class MalformedPacket(ValueError):
