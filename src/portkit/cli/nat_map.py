@@ -127,8 +127,13 @@ def _show(event: str, gateway: Gateway, mapping: Mapping, attempts: list[Attempt
         else:
             emit_json(_document(event, gateway, mapping, attempts))
         return
+    moved = (
+        f"; the gateway chose port {mapping.external_port}, not {mapping.requested_port}"
+        if mapping.moved
+        else ""
+    )
     emit_table(MAPPING_COLUMNS, _mapping_rows([mapping]), title=f"{event} (gateway {gateway.address}, "
-               f"{gateway.source}; tried: {'; '.join(str(a) for a in attempts)})")  # fmt: skip
+               f"{gateway.source}; tried: {'; '.join(str(a) for a in attempts)}{moved})")  # fmt: skip
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -12,6 +12,7 @@ to the external one, as `map` does).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -140,7 +141,7 @@ def map_port(gateway: Gateway, req: MapRequest, order: Sequence[Via]) -> tuple[M
             ) from None
         if isinstance(outcome, Mapping):
             attempts.append(Attempt(via, gateway.address, "ok"))
-            return outcome, attempts
+            return dataclasses.replace(outcome, requested_port=req.external_port), attempts
         attempts.append(Attempt(via, gateway.address, outcome))
     raise NoGatewayAnswer(f"no gateway answered: tried {tried(attempts)}")
 

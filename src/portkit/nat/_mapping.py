@@ -95,6 +95,12 @@ class Mapping:
     external_address: str | None = None
     description: str = ""
     granted_at: float = field(default_factory=time.time)
+    requested_port: int | None = None  # the external port asked for, when the gateway gave another
+
+    @property
+    def moved(self) -> bool:
+        """The gateway mapped another external port than the one asked for (NAT-PMP and PCP may)."""
+        return self.requested_port is not None and self.requested_port != self.external_port
 
     @property
     def expires_at(self) -> float | None:
@@ -120,6 +126,7 @@ class Mapping:
             "lifetime": self.lifetime,
             "expires_at": self.expires_at,
             "description": self.description,
+            "requested_port": self.requested_port,
         }
 
 

@@ -14,8 +14,12 @@ does that only for `nat map`, `nat unmap` and `nat router`.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
 import socket
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,6 +117,24 @@ def _binding() -> Any:
     return miniupnpc
 
 
+@contextlib.contextmanager
+def _c_stderr_captured() -> Iterator[list[str]]:
+    """Collect what the C library writes to file descriptor 2 (miniupnpc reports socket errors
+    with perror), so it becomes part of portkit's one-line answer instead of stray lines."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(line.strip() for line in sink.read().decode(errors="replace").splitlines())
+
+
 def _fault(exc: Exception) -> UpnpFault:
     return UpnpFault(str(exc) or type(exc).__name__)
 
@@ -130,8 +152,11 @@ class IgdClient:
                 upnp.selectigd(self.location)
                 self.found_by = "unicast SSDP search"
             elif multicast:
-                if upnp.discover() == 0:
-                    raise UpnpUnavailable(f"no answer to an SSDP search in {timeout:g}s")
+                with _c_stderr_captured() as said:
+                    count = upnp.discover()
+                if count == 0:
+                    why = f" ({said[-1]})" if said else ""
+                    raise UpnpUnavailable(f"no answer to an SSDP search in {timeout:g}s{why}")
                 upnp.selectigd()
                 self.found_by = "multicast SSDP search"
             else:
