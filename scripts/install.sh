@@ -22,7 +22,8 @@ packages=(python3 python3-venv python3-pip python3-dev gcc libc6-dev iproute2 nf
 if [ "$with_test_servers" = 1 ]; then
     # anchors for benchmarks and real servers for service-detection tests
     packages+=(haproxy ufw libxml2-utils openssl nginx-light openssh-server redis-server postgresql
-               vsftpd dnsmasq mosquitto memcached xsltproc)
+               vsftpd dnsmasq mosquitto memcached xsltproc
+               miniupnpd-nftables)  # the router daemon of the `nat map` tests (UPnP-IGD, NAT-PMP, PCP)
 fi
 
 missing=()

@@ -288,8 +288,7 @@ def router_cmd(via: str, gateway: str | None, timeout: float, as_json: bool) -> 
 
     Only UPnP-IGD can list a gateway's mappings. Exit status 1 when no protocol answers.
     """
-    from portkit.nat import Attempt, NoGatewayAnswer, survey
-    from portkit.nat._mapping import tried
+    from portkit.nat import Attempt, NoGatewayAnswer, survey, tried
 
     where = _find_gateway(gateway)
     found = survey(where, _order(via), timeout)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         NoGatewayAnswer as NoGatewayAnswer,
         Via as Via,
         default_gateway as default_gateway,
+        tried as tried,
     )
 
 __getattr__, __dir__ = lazy_exports_from_source(__name__, __file__)
