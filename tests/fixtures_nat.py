@@ -90,7 +90,7 @@ upnp_forward_chain=miniupnpd
 upnp_nat_chain=prerouting_miniupnpd
 upnp_nat_postrouting_chain=postrouting_miniupnpd
 lease_file={lease_file}
-allow 1024-65535 192.168.77.0/24 1024-65535
+allow 1024-65535 192.168.77.0/24 1-65535
 deny 0-65535 0.0.0.0/0 0-65535
 """
 

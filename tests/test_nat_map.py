@@ -93,20 +93,28 @@ def test_map_reaches_the_lan_service_from_outside_then_unmap_cuts_it(
         "nat", "unmap", str(public), str(SERVICE_PORT), "--via", via, "--proto", proto, "--json"
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["removed_via"] == [via]
+    assert json.loads(proc.stdout)["removed_via"] == via
     assert f"dport {public} " not in lab.ruleset()
     assert _unreachable(lab, public, udp)
 
 
-def test_auto_picks_pcp_first_and_unmap_auto_removes_it(lab: HomeLab) -> None:
+def test_auto_maps_with_pcp_first_and_unmap_auto_removes_exactly_that_port(lab: HomeLab) -> None:
     document = _map(lab, "20100", str(SERVICE_PORT))
-    attempts = document["attempts"]
-    assert attempts == [{"via": "pcp", "gateway": LAN_ROUTER, "outcome": "ok"}]
+    assert document["attempts"] == [{"via": "pcp", "gateway": LAN_ROUTER, "outcome": "ok"}]
+    # A second mapping to the same internal port, by another protocol.
+    other = _map(lab, "20101", str(SERVICE_PORT), "--via", "upnp")["mapping"]
+    assert isinstance(other, dict) and other["external_port"] == 20101
     assert exchange_from_outside(lab, 20100, b"auto") == b"auto"
     proc = lab.portkit("nat", "unmap", "20100", str(SERVICE_PORT), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert "pcp" in json.loads(proc.stdout)["removed_via"]
+    result = json.loads(proc.stdout)
+    assert result["removed_via"] == "upnp"  # looked up by its public port, then removed
     assert _unreachable(lab, 20100, False)
+    assert exchange_from_outside(lab, 20101, b"still here") == b"still here"
+    again = lab.portkit("nat", "unmap", "20100", str(SERVICE_PORT), "--via", "upnp")
+    assert again.returncode == 1 and "no such mapping" in again.stderr
+    assert lab.portkit("nat", "unmap", "20101", str(SERVICE_PORT)).returncode == 0
+    assert _unreachable(lab, 20101, False)
 
 
 @pytest.mark.parametrize("via", VIAS)
@@ -239,16 +247,17 @@ def test_a_refusal_is_exit_1_naming_the_result(lab: HomeLab) -> None:
 
 @pytest.mark.parametrize("via", ["natpmp", "pcp"])
 def test_a_port_the_gateway_will_not_give_is_moved_and_said_so(lab: HomeLab, via: str) -> None:
-    # NAT-PMP and PCP let the gateway map another external port than the one suggested.
-    proc = lab.portkit("nat", "map", "80", str(SERVICE_PORT), "--via", via, "--json")
+    # NAT-PMP and PCP let the gateway map another external port than the one suggested; this
+    # miniupnpd allows 1024 and up, and walks up from the port asked for to the first it allows.
+    proc = lab.portkit("nat", "map", "1000", str(SERVICE_PORT), "--via", via, "--json")
     assert proc.returncode == 0, proc.stderr
     mapping = json.loads(proc.stdout)["mapping"]
-    assert mapping["requested_port"] == 80 and mapping["external_port"] >= 1024
+    assert mapping["requested_port"] == 1000 and mapping["external_port"] >= 1024
     moved = mapping["external_port"]
     try:
         assert exchange_from_outside(lab, moved, b"moved") == b"moved"
-        table = lab.portkit("nat", "map", "80", str(SERVICE_PORT), "--via", via)
-        assert f"the gateway chose port {moved}, not 80" in table.stdout.splitlines()[0]
+        table = lab.portkit("nat", "map", "1000", str(SERVICE_PORT), "--via", via)
+        assert f"the gateway chose port {moved}, not 1000" in table.stdout.splitlines()[0]
     finally:
         lab.portkit("nat", "unmap", str(moved), str(SERVICE_PORT), "--via", via)
     assert _unreachable(lab, moved, False)

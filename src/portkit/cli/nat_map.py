@@ -70,10 +70,12 @@ def _find_gateway(given: str | None) -> Gateway:
     return found
 
 
-def _order(via: str) -> tuple[Via, ...]:
-    from portkit.nat import AUTO_ORDER, Via
+def _order(via: str, *, removing: bool = False) -> tuple[Via, ...]:
+    from portkit.nat import AUTO_ORDER, UNMAP_AUTO_ORDER, Via
 
-    return AUTO_ORDER if via == "auto" else (Via(via),)
+    if via != "auto":
+        return (Via(via),)
+    return UNMAP_AUTO_ORDER if removing else AUTO_ORDER
 
 
 def _secret() -> bytes:
@@ -250,14 +252,14 @@ def unmap_cmd(
 ) -> None:
     """Remove the mapping of PUBLIC_PORT (to INTERNAL_PORT, default the same) from the gateway.
 
-    NAT-PMP and PCP find a mapping by its internal port, UPnP by its public one. With --via auto
-    every protocol that answers is asked, since a mapping made by one may be invisible to another.
+    UPnP finds a mapping by its public port, NAT-PMP and PCP by its internal port. --via auto asks
+    UPnP first (it can check that the public port maps to this host), then PCP, then NAT-PMP.
     """
     from portkit.nat import unmap_port
 
     where = _find_gateway(gateway)
     request = _request(public_port, internal_port, proto, timeout)
-    removed, attempts = unmap_port(where, request, _order(via))
+    removed, attempts = unmap_port(where, request, _order(via, removing=True))
     if as_json:
         emit_json(
             {
@@ -265,7 +267,7 @@ def unmap_cmd(
                 "protocol": request.protocol.value,
                 "external_port": request.external_port,
                 "internal_port": request.internal_port,
-                "removed_via": [v.value for v in removed],
+                "removed_via": removed.value,
                 "attempts": [a.to_json() for a in attempts],
             }
         )
@@ -274,7 +276,7 @@ def unmap_cmd(
         ["VIA", "GATEWAY", "OUTCOME"],
         [(a.via.title, a.gateway, a.outcome) for a in attempts],
         title=f"unmapped {request.external_port}/{request.protocol} (internal port {request.internal_port}) "
-        f"via {', '.join(v.title for v in removed)}",
+        f"via {removed.title}",
     )
 
 

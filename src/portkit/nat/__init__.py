@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     )
     from portkit.nat._mapping import (
         AUTO_ORDER as AUTO_ORDER,
+        UNMAP_AUTO_ORDER as UNMAP_AUTO_ORDER,
         Attempt as Attempt,
         Gateway as Gateway,
         GatewayRefused as GatewayRefused,

@@ -106,10 +106,6 @@ def _map_upnp(gateway: str, req: MapRequest, lifetime: int) -> Mapping | str:
     except UpnpUnavailable as exc:
         return str(exc)
     try:
-        if lifetime == 0:
-            igd.delete(req.protocol, req.external_port)
-            return Mapping(Via.UPNP, req.protocol, req.external_port, igd.lan_address, req.internal_port, 0,
-                           igd.control_host)  # fmt: skip
         igd.add(
             req.protocol, req.external_port, igd.lan_address, req.internal_port, lifetime, req.description
         )
@@ -146,31 +142,60 @@ def map_port(gateway: Gateway, req: MapRequest, order: Sequence[Via]) -> tuple[M
     raise NoGatewayAnswer(f"no gateway answered: tried {tried(attempts)}")
 
 
-def unmap_port(gateway: Gateway, req: MapRequest, order: Sequence[Via]) -> tuple[list[Via], list[Attempt]]:
-    """Remove the mapping with every protocol in `order` that answers (a mapping made by one
-    protocol is not always visible to another), returning those that removed it.
+class _NotThere(Exception):
+    pass
 
-    NoGatewayAnswer when none answers; GatewayRefused when none removed it and one refused.
+
+def _unmap_upnp(gateway: str, req: MapRequest, lifetime: int) -> Mapping | str:
+    """DeletePortMapping of the external port, once GetSpecificPortMappingEntry shows that it
+    maps to this host (UPnP names a mapping by its external port alone)."""
+    try:
+        igd = IgdClient(gateway, req.timeout)
+    except UpnpUnavailable as exc:
+        return str(exc)
+    entry = igd.lookup(req.protocol, req.external_port)
+    if entry is None:
+        raise _NotThere(f"no mapping of {req.external_port}/{req.protocol}")
+    if entry.internal_address != igd.lan_address:
+        raise _Refused(f"refused: {req.external_port}/{req.protocol} maps to {entry.internal_address}, "
+                       f"not this host ({igd.lan_address})")  # fmt: skip
+    try:
+        igd.delete(req.protocol, req.external_port)
+    except UpnpFault as exc:
+        raise _Refused(f"refused: {exc}") from None
+    return Mapping(Via.UPNP, req.protocol, req.external_port, entry.internal_address, entry.internal_port, 0,
+                   igd.control_host)  # fmt: skip
+
+
+_REMOVERS = {Via.PCP: _map_pcp, Via.NATPMP: _map_pmp, Via.UPNP: _unmap_upnp}
+
+
+def unmap_port(gateway: Gateway, req: MapRequest, order: Sequence[Via]) -> tuple[Via, list[Attempt]]:
+    """Remove the mapping with the first protocol in `order` that removes it.
+
+    UPnP names a mapping by its external port and can show it first, so it goes first in
+    `UNMAP_AUTO_ORDER`; PCP and NAT-PMP remove the mapping of the internal port (each holds one
+    per internal port and transport) and answer success whether or not one existed.
+    NoGatewayAnswer when none answers; GatewayRefused when one refused or none had it.
     """
     attempts: list[Attempt] = []
-    removed: list[Via] = []
-    refusals: list[str] = []
     for via in order:
         try:
-            outcome = _MAPPERS[via](gateway.address, req, 0)
+            outcome = _REMOVERS[via](gateway.address, req, 0)
+        except _NotThere as exc:
+            attempts.append(Attempt(via, gateway.address, str(exc)))
+            continue
         except _Refused as exc:
             attempts.append(Attempt(via, gateway.address, str(exc)))
-            refusals.append(str(exc))
-            continue
+            raise GatewayRefused(
+                f"{via.title} at {gateway.address} {exc} (tried {tried(attempts)})"
+            ) from None
         if isinstance(outcome, Mapping):
             attempts.append(Attempt(via, gateway.address, "ok"))
-            removed.append(via)
-        else:
-            attempts.append(Attempt(via, gateway.address, outcome))
-    if removed:
-        return removed, attempts
-    if refusals:
-        raise GatewayRefused(f"the mapping was not removed: tried {tried(attempts)}")
+            return via, attempts
+        attempts.append(Attempt(via, gateway.address, outcome))
+    if any(a.outcome.startswith("no mapping of ") for a in attempts):
+        raise GatewayRefused(f"the gateway has no such mapping: tried {tried(attempts)}")
     raise NoGatewayAnswer(f"no gateway answered: tried {tried(attempts)}")
 
 

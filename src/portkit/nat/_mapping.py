@@ -45,6 +45,8 @@ class Via(enum.Enum):
 
 _TITLES = {Via.PCP: "PCP", Via.NATPMP: "NAT-PMP", Via.UPNP: "UPnP-IGD"}
 AUTO_ORDER: tuple[Via, ...] = (Via.PCP, Via.NATPMP, Via.UPNP)
+# Removing: UPnP first, since it can look the external port up and remove exactly that mapping.
+UNMAP_AUTO_ORDER: tuple[Via, ...] = (Via.UPNP, Via.PCP, Via.NATPMP)
 
 
 class NoGatewayAnswer(PortkitError):

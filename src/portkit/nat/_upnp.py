@@ -164,7 +164,9 @@ class IgdClient:
         except UpnpUnavailable:
             raise
         except Exception as exc:  # the binding raises plain Exception("No UPnP device discovered")
-            raise UpnpUnavailable(str(exc) or "no IGD found") from None
+            # A failed discovery with errno 0 comes out as strerror(0), "Success".
+            message = str(exc) if str(exc) not in ("", "Success") else "no IGD answered"
+            raise UpnpUnavailable(f"{message} (SSDP search, {timeout:g}s)") from None
         self._upnp = upnp
         self.control_host = urlsplit(self.location or "").hostname or gateway or ""
 
