@@ -296,7 +296,7 @@ def router_cmd(via: str, gateway: str | None, timeout: float, as_json: bool) -> 
     found = survey(where, _order(via), timeout)
     if not found.answering:
         attempts = [Attempt(p.via, where.address, p.detail) for p in found.protocols]
-        raise NoGatewayAnswer(f"no gateway answered: tried {tried(attempts)}")
+        raise NoGatewayAnswer(f"no gateway answered {tried(attempts)}")
     if as_json:
         emit_json(found.to_json())
         return

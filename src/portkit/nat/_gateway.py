@@ -132,14 +132,12 @@ def map_port(gateway: Gateway, req: MapRequest, order: Sequence[Via]) -> tuple[M
             outcome = _MAPPERS[via](gateway.address, req, req.lifetime)
         except _Refused as exc:
             attempts.append(Attempt(via, gateway.address, str(exc)))
-            raise GatewayRefused(
-                f"{via.title} at {gateway.address} {exc} (tried {tried(attempts)})"
-            ) from None
+            raise GatewayRefused(f"{via.title} at {gateway.address} {exc} ({tried(attempts)})") from None
         if isinstance(outcome, Mapping):
             attempts.append(Attempt(via, gateway.address, "ok"))
             return dataclasses.replace(outcome, requested_port=req.external_port), attempts
         attempts.append(Attempt(via, gateway.address, outcome))
-    raise NoGatewayAnswer(f"no gateway answered: tried {tried(attempts)}")
+    raise NoGatewayAnswer(f"no gateway answered {tried(attempts)}")
 
 
 class _NotThere(Exception):
@@ -187,16 +185,14 @@ def unmap_port(gateway: Gateway, req: MapRequest, order: Sequence[Via]) -> tuple
             continue
         except _Refused as exc:
             attempts.append(Attempt(via, gateway.address, str(exc)))
-            raise GatewayRefused(
-                f"{via.title} at {gateway.address} {exc} (tried {tried(attempts)})"
-            ) from None
+            raise GatewayRefused(f"{via.title} at {gateway.address} {exc} ({tried(attempts)})") from None
         if isinstance(outcome, Mapping):
             attempts.append(Attempt(via, gateway.address, "ok"))
             return via, attempts
         attempts.append(Attempt(via, gateway.address, outcome))
     if any(a.outcome.startswith("no mapping of ") for a in attempts):
-        raise GatewayRefused(f"the gateway has no such mapping: tried {tried(attempts)}")
-    raise NoGatewayAnswer(f"no gateway answered: tried {tried(attempts)}")
+        raise GatewayRefused(f"the gateway has no such mapping ({tried(attempts)})")
+    raise NoGatewayAnswer(f"no gateway answered {tried(attempts)}")
 
 
 @dataclass

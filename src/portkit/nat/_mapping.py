@@ -77,8 +77,15 @@ class Attempt:
 
 
 def tried(attempts: Iterable[Attempt]) -> str:
-    """The attempts as one clause for an error line."""
-    return "; ".join(str(a) for a in attempts) or "nothing"
+    """The attempts as one clause for an error line: `at GATEWAY: PCP: why; NAT-PMP: why` when
+    they share a gateway (they always do in one command), else each with its own."""
+    made = list(attempts)
+    if not made:
+        return "nothing tried"
+    gateways = {a.gateway for a in made}
+    if len(gateways) == 1:
+        return f"at {made[0].gateway}: " + "; ".join(f"{a.via.title}: {a.outcome}" for a in made)
+    return "; ".join(str(a) for a in made)
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def exchange(
                     continue
                 if answer is not None:
                     return answer
-        return NoAnswer(f"no answer in {timeout:g}s ({sends} sends){malformed}")
+        return NoAnswer(f"no answer in {timeout:g}s ({sends} send{'s' if sends != 1 else ''}){malformed}")
 
 
 def pmp_ask(gateway: str, request: _pmp.Request, timeout: float) -> _pmp.Response | NoAnswer:

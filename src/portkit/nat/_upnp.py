@@ -152,11 +152,16 @@ class IgdClient:
                 upnp.selectigd(self.location)
                 self.found_by = "unicast SSDP search"
             elif multicast:
+                error = ""
                 with _c_stderr_captured() as said:
-                    count = upnp.discover()
+                    try:
+                        count = upnp.discover()
+                    except Exception as exc:  # "Miniupnpc Socket error"; perror said why on fd 2
+                        count, error = 0, str(exc)
                 if count == 0:
-                    why = f" ({said[-1]})" if said else ""
-                    raise UpnpUnavailable(f"no answer to an SSDP search in {timeout:g}s{why}")
+                    why = said[-1] if said else error
+                    head = "SSDP search failed" if error else f"no answer to an SSDP search in {timeout:g}s"
+                    raise UpnpUnavailable(head + (f" ({why})" if why else ""))
                 upnp.selectigd()
                 self.found_by = "multicast SSDP search"
             else:
