@@ -1,5 +1,6 @@
 """NAT-PMP and PCP as pure code: byte layouts from the RFCs, round trips, malformed packets, the
-retransmission schedules; the UDP driver against a loopback responder; the default route."""
+retransmission schedules; the UDP driver against a loopback responder; the default route; the
+commands' bad input (refused before anything is sent, so no root and no lab)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import run_cli
 from portkit.model import Transport
 from portkit.nat import _pcp, _pmp, _upnp
 from portkit.nat._mapping import parse_route_table
@@ -363,3 +365,25 @@ def test_driver_reports_a_closed_port_at_once() -> None:
     answer = exchange("127.0.0.1", port, b"\0\0", _accept_pmp_external, _pmp.retransmit_delays(), 5)
     assert isinstance(answer, NoAnswer) and answer.reason == f"port {port} unreachable"
     assert time.monotonic() - start < 1
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "quoted"),
+    [
+        (["nat", "map", "0"], "'0'"),
+        (["nat", "map", "70000"], "'70000'"),
+        (["nat", "map", "8443", "0"], "'0'"),
+        (["nat", "map", "http"], "'http'"),
+        (["nat", "map", "8443", "--lease", "0"], "'0'"),
+        (["nat", "map", "8443", "--gateway", "router.lan"], "'router.lan'"),
+        (["nat", "unmap", "65536"], "'65536'"),
+        (["nat", "map", "8443", "--via", "smoke"], "'smoke'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], quoted: str) -> None:
+    result = run_cli(*args)
+    assert result.status == 2, result
+    assert result.stdout == "" and result.stderr.count("\n") == 1 and quoted in result.stderr

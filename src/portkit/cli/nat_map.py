@@ -19,7 +19,7 @@ import click
 from portkit.cli._params import FiniteNumber, WholeNumber
 from portkit.cli.output import emit_json, emit_pairs, emit_table, json_option
 from portkit.errors import Terminated, UsageError, quote
-from portkit.model import Transport, validate_port
+from portkit.model import Transport, parse_decimal
 
 if TYPE_CHECKING:
     from portkit.nat import Attempt, Gateway, Mapping, MapRequest, Via
@@ -37,9 +37,9 @@ class MappedPort(click.ParamType):  # type: ignore[type-arg]
         self.what = what
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        port = validate_port(value if isinstance(value, int) else str(value), what=self.what)
-        if port == 0:
-            raise UsageError(f"invalid {self.what} {quote(str(value))}: a mapping needs a port 1-65535")
+        port = value if isinstance(value, int) else parse_decimal(str(value).strip())
+        if port is None or not 1 <= port <= 65535:
+            raise UsageError(f"invalid {self.what} {quote(str(value))}: expected a port 1-65535")
         return port
 
 
