@@ -38,6 +38,17 @@ def isolated_cache(
     use_registry_paths(before)
 
 
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own $XDG_STATE_HOME (the ledger) and $XDG_CONFIG_HOME (config.toml),
+    so no test records into the user's ledger or reads their config."""
+    state = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(state / "config"))
+    monkeypatch.delenv("PORTKIT_CONFIG", raising=False)
+    return state
+
+
 @pytest.fixture
 def iana_csv() -> Path:
     if not IANA_CSV.is_file():

@@ -221,9 +221,10 @@ def test_port_specs(spec: str, option: str, offline: None) -> None:
 
 
 @settings(FUZZ, max_examples=400 * SCALE)
-@given(text=_arg(PORT_PROTOS), command=st.sampled_from(["explain", "who"]))
+@given(text=_arg(PORT_PROTOS), command=st.sampled_from(["explain", "who", "history"]))
 def test_port_and_protocol_arguments(text: str, command: str) -> None:
-    check(command, run_main(command, text, "--json"), ok=(0, 1))  # who: 1 = nothing uses it
+    # who: 1 = nothing uses it; history: 1 = no ledger, or nothing recorded about the port
+    check(command, run_main(command, text, "--json"), ok=(0, 1))
 
 
 TARGETS = [
@@ -273,6 +274,8 @@ NUMBER_OPTIONS: list[tuple[tuple[str, ...], tuple[str, ...], list[str]]] = [
     (("forward", "8080", "127.0.0.1:80", "--check", "--drain-timeout"), (), ["10", "0"]),
     (("forward", "--stats", "--pid"), ("--json",), ["1", "999999"]),
     (("fw", "apply", "--confirm-within"), ("/nonexistent/rules",), ["30s", "90", "2m"]),
+    (("ledger", "prune", "--older-than"), (), ["90d", "12h", "2w", "30m"]),  # 1: no ledger
+    (("history", "22", "--host"), (), ["127.0.0.1", "::1", "myhost"]),
 ]
 
 
@@ -487,3 +490,84 @@ def test_registry_csv(content: tuple[bytes, bool], big: bool, tmp_path: Path) ->
         data = data[:pos] + b'big,9,tcp,"' + b"x" * 140_000 + b'"\n' + data[pos:]
     result, _ = _file_surface(tmp_path, "iana.csv", (data, not_utf8), lambda p: ("registry", "import", p))
     check("file: registry CSV", result, invalid=not_utf8 or big)
+
+
+DIFF_FILES = ("diff-scan.xml", "diff-scan.json", "diff-ls.json")
+DIFF_PARTNER = {
+    "diff-scan.xml": "diff-scan.json",
+    "diff-scan.json": "diff-scan.xml",
+    "diff-ls.json": "diff-ls.json",
+}
+
+
+@settings(FUZZ, max_examples=600 * SCALE)
+@given(which=st.sampled_from(DIFF_FILES), data=st.data(), first=st.booleans())
+def test_diff_files(which: str, data: st.DataObject, first: bool, tmp_path: Path) -> None:
+    content = data.draw(mutated_bytes(_texts(which)))
+    partner = str(DATA / DIFF_PARTNER[which])
+    args = (lambda p: ("diff", p, partner)) if first else (lambda p: ("diff", partner, p, "--json"))
+    result, not_utf8 = _file_surface(tmp_path, "side", content, args)
+    check("file: diff A B", result, ok=(0, 1), invalid=not_utf8)  # 1: something changed
+
+
+LEDGER_REFS = ["@now", "@yesterday", "@12", "@-2h", "@-7d", "@2026-12-01T10:00", "@2026-12-01T10:00:00+01:00"]
+
+
+@settings(FUZZ, max_examples=300 * SCALE)
+@given(ref=_arg(LEDGER_REFS))
+def test_diff_ledger_references(ref: str, tmp_path: Path) -> None:
+    # 1: no ledger at the default path, or a change between the sides
+    check(
+        "diff @REF",
+        run_main("diff", ref, str(DATA / "diff-ls.json"), "--db", str(tmp_path / "l.db")),
+        ok=(0, 1),
+    )
+
+
+@settings(FUZZ, max_examples=300 * SCALE)
+@given(content=mutated_bytes(['record = false\ndb = "/nonexistent/portkit/ledger.db"\n']))
+def test_config_files(content: tuple[bytes, bool], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`history` reads the config for the ledger's path and never creates a ledger."""
+    data, not_utf8 = content
+    config = tmp_path / "config.toml"
+    config.write_bytes(data)
+    monkeypatch.setenv("PORTKIT_CONFIG", str(config))
+    check("file: config.toml", run_main("history", "22"), ok=(0, 1), invalid=not_utf8)
+
+
+@pytest.fixture(scope="module")
+def ledger_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    from portkit.ledger import INVENTORY, Ledger, Owner, PortFact
+
+    path = tmp_path_factory.mktemp("ledger") / "ledger.db"
+    with Ledger.open(path) as ledger:
+        for i in range(40):
+            fact = PortFact(
+                22 + i % 3, "tcp", "h", "listening", "0.0.0.0", owners=(Owner("sshd", pid=i + 1),)
+            )
+            ledger.record(INVENTORY, [fact], host="h", time=float(i))
+            ledger.record_event("listener-opened", {"i": i}, port=22, protocol="tcp", time=float(i))
+    return path.read_bytes()
+
+
+@settings(FUZZ, max_examples=200 * SCALE)
+@given(
+    data=st.data(),
+    command=st.sampled_from([("history", "22"), ("ledger", "export", "--csv"), ("diff", "@1", "@2")]),
+)
+def test_damaged_ledger_files(
+    ledger_bytes: bytes, data: st.DataObject, command: tuple[str, ...], tmp_path: Path
+) -> None:
+    """A ledger with bytes overwritten or cut: a clean answer or one line, and the file untouched."""
+    raw = bytearray(ledger_bytes)
+    for _ in range(data.draw(st.integers(1, 8))):
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        raw[pos : pos + 4] = data.draw(st.binary(min_size=4, max_size=4))
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    path = tmp_path / "ledger.db"
+    path.write_bytes(bytes(raw))
+    result = run_main(*command, "--db", str(path))
+    check("file: ledger", result, ok=(0, 1))
+    if result.status == 2:
+        assert path.read_bytes() == bytes(raw), "a refused ledger was modified"

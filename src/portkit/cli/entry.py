@@ -79,8 +79,21 @@ def failure_line(exc: Exception) -> str:
     )
 
 
+def _config_may_record() -> bool:
+    """Whether a config file exists (it may say `record = true`, which the lane does not do).
+
+    One stat, where the Click path would parse the TOML (portkit.cli._record.config_path).
+    """
+    env = os.environ
+    explicit = env.get("PORTKIT_CONFIG")
+    if explicit:
+        return True
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
+    return os.path.exists(os.path.join(base, "portkit", "config.toml"))
+
+
 def main() -> None:
-    params = ls_json_params(sys.argv[1:])
+    params = None if _config_may_record() else ls_json_params(sys.argv[1:])
     if params is not None:
         try:
             done = _run_ls_json(params)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from portkit.cli._params import WholeNumber, parse_duration
+from portkit.cli._record import record_options, recording_ledger, this_host
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import UsageError
 
@@ -26,6 +27,13 @@ def _load(netns: str | None, rules: str | None, fmt: str | None = None) -> Any:
     if rules:
         return load_file(rules, fmt=fmt, names=DEFAULT_NAMES)
     return read_live(netns)
+
+
+def _record(ledger: Any, ruleset: Any, decisions: Any = ()) -> None:
+    """The ruleset's fingerprint (and `fw check`'s decisions) into the ledger, when recording."""
+    if ledger is not None:
+        with ledger:
+            ledger.record_ruleset(ruleset, decisions, host=this_host())
 
 
 def _notes(ruleset: Any) -> None:
@@ -52,10 +60,20 @@ def fw() -> None:
 @click.argument("rules", required=False, metavar="[FILE]")
 @click.option("--netns", help="Read the live rules of this network namespace.")
 @click.option("--format", "fmt", type=_FORMATS, help="Format of FILE (detected by default).")
+@record_options
 @json_option
-def show(rules: str | None, netns: str | None, fmt: str | None, as_json: bool) -> None:
+def show(
+    rules: str | None,
+    netns: str | None,
+    fmt: str | None,
+    as_json: bool,
+    record: bool | None,
+    db: str | None,
+) -> None:
     """Show tables, chains and rules, in the order the kernel runs them."""
+    ledger = recording_ledger(record, db)
     ruleset = _load(netns, rules, fmt)
+    _record(ledger, ruleset)
     if as_json:
         emit_json(ruleset.to_json())
         return
@@ -159,6 +177,7 @@ def _flow_from_flags(
     metavar="FILE",
     help="Check every flow in FILE (one per line, same syntax as FLOW; - for stdin).",
 )
+@record_options
 @json_option
 def check(
     flow: str | None,
@@ -178,6 +197,8 @@ def check(
     forwarding_flag: str | None,
     flows_file: str | None,
     as_json: bool,
+    record: bool | None,
+    db: str | None,
 ) -> None:
     """Say what the rules do to a flow: verdict, the trace that explains it, what a scanner sees.
 
@@ -189,6 +210,7 @@ def check(
     """
     from portkit.firewall import Direction, evaluate, forwarding_state, local_addresses, route_lookup
 
+    ledger = recording_ledger(record, db)
     ruleset = _load(netns, rules, fmt)
     local = None
     route = None
@@ -220,6 +242,7 @@ def check(
             )
             for p in packets
         ]
+        _record(ledger, ruleset, decisions)
         if as_json:
             emit_json(
                 {
@@ -256,6 +279,7 @@ def check(
         route=route,
         forwarding=forwarding_for(packet),
     )
+    _record(ledger, ruleset, [decision])
     if as_json:
         doc = decision.to_json()
         doc["source"] = ruleset.source

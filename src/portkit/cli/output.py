@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,3 +64,41 @@ def emit_pairs(pairs: Sequence[tuple[str, Any]]) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (schema: docs/json.md).")
+
+
+class ProgressBar:
+    """A Rich progress bar with ETA on stderr, shown only after a second and only on a terminal.
+
+    Called as `bar(done, total)` (the library's progress hooks have that shape); `close()` when done.
+    """
+
+    def __init__(self, verb: str, unit: str) -> None:
+        self.verb = verb
+        self.unit = unit
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.task: Any = None
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or time.monotonic() - self.started < 1.0:
+            return
+        if self.bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn(self.verb),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} " + self.unit),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(self.verb, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,41 +17,14 @@ from typing import Any
 import click
 
 from portkit.cli._params import FiniteNumber, WholeNumber, parse_duration
+from portkit.cli._record import record_options, recording_ledger, this_host
+from portkit.cli.output import ProgressBar
 from portkit.errors import UsageError
 
 MAX_RATE = 10**9  # probes per second; far above what any NIC sends
 
-class _Progress:
-    """A Rich progress bar with ETA on stderr, shown only after a second and only on a terminal."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.bar: Any = None
-        self.task: Any = None
-        self.enabled = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or time.monotonic() - self.started < 1.0:
-            return
-        if self.bar is None:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("scanning"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} ports"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("scan", total=total)
-        self.bar.update(self.task, completed=done, total=total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+def _Progress() -> ProgressBar:
+    return ProgressBar("scanning", "ports")
 
 
 def _write(path: str, chunks: Iterable[str]) -> None:
@@ -166,6 +138,7 @@ def _echo(chunks: Iterable[str], sep: str = "") -> None:
     show_default=True,
     help="Service probe database: builtin, nmap (the installed nmap-service-probes) or a file.",
 )
+@record_options
 def scan(
     targets: tuple[str, ...],
     ports: str,
@@ -196,6 +169,8 @@ def scan(
     service_detection: bool,
     sv_intensity: str,
     probe_db: str,
+    record: bool | None,
+    db: str | None,
 ) -> None:
     """Scan TARGETS' ports and report nmap's states: open, closed, filtered, unfiltered, open|filtered.
 
@@ -207,6 +182,7 @@ def scan(
     from portkit.scan import ScanOptions, ScanType, run_scan
     from portkit.scan import output as render
 
+    ledger = recording_ledger(record, db)
     durations = {
         name: parse_duration(value, f"--{name.replace('_', '-')}") if value is not None else None
         for name, value in (
@@ -269,6 +245,9 @@ def scan(
             detect_for_scan(result, intensity=intensity, probes=probe_db, timing=timing, max_rate=max_rate)
         except KeyboardInterrupt:
             result.interrupted = True
+    if ledger is not None:
+        with ledger:  # every port listed, as scanned (before --open hides some)
+            ledger.record_scan(result, host=this_host(), source=command)
     if open_only:
         from portkit.scan import open_view
 

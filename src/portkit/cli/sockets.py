@@ -16,6 +16,7 @@ import click
 
 from portkit.cli._lsquery import emit_inventory_json, ls_query
 from portkit.cli._params import FiniteNumber, WholeNumber
+from portkit.cli._record import record_options, recording_ledger, this_host
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import PortkitError, UsageError
 from portkit.model.protocols import Transport
@@ -155,6 +156,7 @@ def _ls_columns(show_netns: bool, show_procs: bool, info: bool) -> list[str]:
     help="With --watch: stop after this many refreshes.",
 )
 @_netns_options
+@record_options
 @json_option
 def ls(
     show_all: bool,
@@ -175,9 +177,14 @@ def ls(
     netns: str | None,
     all_netns: bool,
     backend: str,
+    record: bool | None,
+    db: str | None,
     as_json: bool,
 ) -> None:
-    """Sockets on this host: listeners by default (like ss -tulnp), every socket with --all."""
+    """Sockets on this host: listeners by default (like ss -tulnp), every socket with --all.
+
+    With --record, the listeners seen are recorded in the ledger (each refresh with --watch).
+    """
     if count is not None and watch is None:
         raise UsageError("--count needs --watch: it bounds the number of refreshes")
     query = ls_query(
@@ -197,9 +204,20 @@ def ls(
     )
     listening = query.listening
     show_netns = all_netns
+    ledger = recording_ledger(record, db)
+    # A snapshot `diff @TIME` may compare: every listener, with its owners.
+    complete = (
+        not (protos or only4 or only6 or port or sport or dport or pids or users or names)
+        and (listening or show_all)
+        and query.with_processes
+    )
 
     def read() -> Inventory:
-        return list_sockets(query, netns=netns, all_netns=all_netns, backend=backend)
+        inventory = list_sockets(query, netns=netns, all_netns=all_netns, backend=backend)
+        if ledger is not None:
+            host = this_host()
+            ledger.record_inventory(inventory.sockets, host=host, complete=complete, source="portkit ls")
+        return inventory
 
     if watch is None:
         inventory = read()
@@ -282,11 +300,21 @@ def _listener_process(listener: Listener) -> str:
 
 @click.command()
 @_netns_options
+@record_options
 @json_option
-def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) -> None:
+def overview(
+    netns: str | None,
+    all_netns: bool,
+    backend: str,
+    as_json: bool,
+    record: bool | None = None,
+    db: str | None = None,
+) -> None:
     """This host at a glance: listeners by exposure, their connections, and what is worth a look."""
     from portkit.registry import default_registry
     from portkit.sockets import Exposure, build_overview, registry_facts, user_name
+
+    ledger = recording_ledger(record, db)
 
     listeners = list_sockets(
         SocketQuery(listening=True, states=ALL_STATES, with_processes=True),
@@ -301,6 +329,9 @@ def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) ->
         backend=backend,
     )
     _warn(listeners)
+    if ledger is not None:
+        with ledger:
+            ledger.record_inventory(listeners.sockets, host=this_host(), source="portkit overview")
     result = build_overview(
         listeners.sockets,
         connections.sockets,
@@ -366,9 +397,18 @@ def overview(netns: str | None, all_netns: bool, backend: str, as_json: bool) ->
 @click.option("--kill", "do_kill", is_flag=True, help="Send SIGTERM to the processes holding the port.")
 @click.option("-y", "--yes", is_flag=True, help="With --kill: do not ask for confirmation.")
 @_netns_options
+@record_options
 @json_option
 def who(
-    port_proto: str, do_kill: bool, yes: bool, netns: str | None, all_netns: bool, backend: str, as_json: bool
+    port_proto: str,
+    do_kill: bool,
+    yes: bool,
+    netns: str | None,
+    all_netns: bool,
+    backend: str,
+    record: bool | None,
+    db: str | None,
+    as_json: bool,
 ) -> None:
     """Which process holds PORT (tcp and udp, or PORT/tcp, PORT/udp), and how to free it.
 
@@ -379,9 +419,13 @@ def who(
     port, protocol = parse_port_proto(port_proto)
     from portkit.registry import default_registry
 
+    ledger = recording_ledger(record, db)
     use, inventory = who_holds(
         port, protocol, netns=netns, all_netns=all_netns, backend=backend, registry=default_registry()
     )
+    if ledger is not None:
+        with ledger:  # one port only: history, not a snapshot diff compares
+            ledger.record_inventory(use.holders, host=this_host(), complete=False, source="portkit who")
     _warn(inventory)
     label = f"{port}/{protocol}" if protocol else str(port)
     if as_json and not do_kill:

@@ -28,7 +28,7 @@ from portkit.firewall._export import (
 )
 from portkit.firewall._fast import FastEvaluator
 from portkit.firewall._iptables import import_iptables_save, render_iptables
-from portkit.firewall._lint import Finding, Severity, default_route_interfaces, lint_ruleset
+from portkit.firewall._lint import Finding, Severity, default_route_interfaces, lint_ruleset, risky_ports
 from portkit.firewall._live import (
     detect_format,
     forwarding_state,
@@ -120,6 +120,7 @@ __all__ = [
     "render_iptables",
     "render_nft",
     "render_ufw",
+    "risky_ports",
     "rollback_apply",
     "route_lookup",
     "scanner_view",

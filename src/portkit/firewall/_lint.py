@@ -516,7 +516,7 @@ def _candidate_ifaces(ruleset: Ruleset) -> list[str]:
     return list(names) or ["eth0"]
 
 
-def _risky(reg: Registry) -> list[tuple[int, str, str, Severity]]:
+def risky_ports(reg: Registry) -> list[tuple[int, str, str, Severity]]:
     """The risky-port list (severity is lint's call), worded with the registry's risk notes."""
     from portkit.model import Transport
 
@@ -713,7 +713,7 @@ def lint_ruleset(
             from portkit.registry import default_registry
 
             registry = default_registry()
-        _behavioural(ruleset, findings, ssh, ssh_iface, wan_interfaces, _risky(registry))
+        _behavioural(ruleset, findings, ssh, ssh_iface, wan_interfaces, risky_ports(registry))
     from portkit.firewall._nftexpr import render_embedded_json
 
     for note in ruleset.notes:

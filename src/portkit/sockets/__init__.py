@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "Listener": "portkit.sockets._overview",
     "Namespace": "portkit.sockets._netns",
     "Overview": "portkit.sockets._overview",
+    "ServiceFacts": "portkit.sockets._overview",
     "PortMatch": "portkit.sockets._bytecode",
     "matches_from_spec": "portkit.sockets._bytecode",
     "PortUse": "portkit.sockets._who",
@@ -49,11 +50,13 @@ _EXPORTS: dict[str, str] = {
     "exposure_of": "portkit.sockets._overview",
     "kill_holders": "portkit.sockets._who",
     "list_sockets": "portkit.sockets._inventory",
+    "named_namespace": "portkit.sockets._netns",
     "parse_cgroup": "portkit.sockets._procs",
     "parse_docker_proxy": "portkit.sockets._procs",
     "parse_port_proto": "portkit.sockets._who",
     "parse_user": "portkit.sockets._inventory",
     "registry_facts": "portkit.sockets._overview",
+    "run_in": "portkit.sockets._netns",
     "user_name": "portkit.sockets._procs",
     "who_holds": "portkit.sockets._who",
 }
@@ -71,11 +74,12 @@ if TYPE_CHECKING:
     )
     from portkit.sockets._model import ALL_STATES, Socket, TcpState
     from portkit.sockets._netlink import SockDiagClient
-    from portkit.sockets._netns import Namespace
+    from portkit.sockets._netns import Namespace, named_namespace, run_in
     from portkit.sockets._overview import (
         Exposure,
         Listener,
         Overview,
+        ServiceFacts,
         build_overview,
         exposure_of,
         registry_facts,
@@ -106,6 +110,7 @@ __all__ = [
     "PortMatch",
     "PortUse",
     "ProcessInfo",
+    "ServiceFacts",
     "SockDiagClient",
     "Socket",
     "SocketQuery",
@@ -120,11 +125,13 @@ __all__ = [
     "kill_holders",
     "list_sockets",
     "matches_from_spec",
+    "named_namespace",
     "parse_cgroup",
     "parse_docker_proxy",
     "parse_port_proto",
     "parse_user",
     "registry_facts",
+    "run_in",
     "user_name",
     "who_holds",
 ]

@@ -13,6 +13,9 @@ Two levels:
   builds them behind one bridge, a `client` host included. `lab.run("client", [...])` runs a
   tool in a host, `with lab.inside("web"):` moves this thread in, `lab.address("web")` is a
   host's address (from TEST-NET-2, routed nowhere outside the lab).
+- `HomeSpec` + `HomeLab` (`home_lab`): a home network, an `outside` host, a NAT `router`
+  (WAN `wan0`, LAN bridge `br-lan`, masquerade) and LAN hosts behind it, for port forwards,
+  UPnP/NAT-PMP/PCP daemons and hairpin; `echo_server` and `exchange` move real data through it.
 - `LabNamespace` and `connect`: one namespace (loopback up, ICMP rate limits off), and a veth pair
   with addresses and pinned neighbours between two, for topologies a spec does not describe.
 
@@ -20,6 +23,7 @@ Every namespace name ends in a suffix unique to the process and the lab (`unique
 process id and random digits), so two test runs on one machine never collide.
 """
 
+from portkit.testing._home import HomeLab, HomeSpec, home_lab
 from portkit.testing._lab import Lab, lab
 from portkit.testing._netns import LabNamespace, connect, enter_namespace, inside, unique_name
 from portkit.testing._spec import (
@@ -39,6 +43,8 @@ __all__ = [
     "CLIENT",
     "DEFAULT_SUBNET",
     "DEFAULT_SUBNET6",
+    "HomeLab",
+    "HomeSpec",
     "Lab",
     "LabAction",
     "LabHost",
@@ -50,6 +56,7 @@ __all__ = [
     "LabSpec",
     "connect",
     "enter_namespace",
+    "home_lab",
     "inside",
     "lab",
     "unique_name",

@@ -1,0 +1,455 @@
+"""What the audit reads: listeners in every namespace, each namespace's firewall, addresses and
+routes, DNAT publishes, and scans from the vantages the user names.
+
+The zones are judged by the firewall model, as `fw check` judges one flow: a packet from a
+representative source of each zone (127.0.0.1 on lo; an address of the policy's LAN networks on
+an interface that does not carry the default route; a documentation address, 198.51.100.7 or
+2001:db8::7, on the interface that does) to the listener's address and port. Nothing is sent
+for that: traffic leaves only for `--from` scans, and only to this host's own addresses from a
+namespace on this host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from portkit.audit._core import (
+    AuditedListener,
+    AuditReport,
+    Observation,
+    OpenRule,
+    Reach,
+    ZoneReach,
+    audit,
+    exposure_class,
+)
+from portkit.audit._policy import ExposurePolicy, Zone
+from portkit.errors import PermissionNeeded, PortkitError
+from portkit.firewall import Direction, FilterAction, Packet, Ruleset, Severity, Verdict, evaluate
+from portkit.model.protocols import IPPROTO_TCP, IPPROTO_UDP, Transport
+from portkit.sockets import Exposure, Listener, ServiceFacts
+
+ANY_SOURCE = {4: ipaddress.ip_address("198.51.100.7"), 6: ipaddress.ip_address("2001:db8::7")}
+LOOPBACK = {4: ipaddress.ip_address("127.0.0.1"), 6: ipaddress.ip_address("::1")}
+_L4 = {Transport.TCP: IPPROTO_TCP, Transport.UDP: IPPROTO_UDP}
+# A rule accepting more ports than this is not read port by port for STALE_RULE.
+_MAX_RULE_PORTS = 256
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class NamespaceView:
+    """One namespace as the audit sees it."""
+
+    label: str | None  # None: the namespace portkit runs in
+    prefix: list[str]  # how to run a command inside it
+    ruleset: Ruleset | None = None
+    ruleset_problem: str = ""
+    addresses: dict[str, list[Address]] = field(default_factory=dict)  # interface -> addresses
+    default_ifaces: frozenset[str] = frozenset()
+
+    @property
+    def local(self) -> frozenset[Address]:
+        return frozenset(a for addrs in self.addresses.values() for a in addrs)
+
+    @property
+    def network_ifaces(self) -> list[str]:
+        return [name for name in self.addresses if name != "lo"]
+
+
+def _run_json(argv: list[str]) -> object:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        return json.loads(proc.stdout or "[]")
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+
+
+def _view(label: str | None, path: str | None) -> NamespaceView:
+    if label is None or path is None:
+        prefix: list[str] = []
+    elif path.startswith("/run/netns/"):
+        prefix = ["ip", "netns", "exec", label]
+    else:
+        prefix = ["nsenter", f"--net={path}"]
+    view = NamespaceView(label, prefix)
+    links = _run_json([*prefix, "ip", "-j", "addr"])
+    if isinstance(links, list):
+        for link in links:
+            if not isinstance(link, dict) or "ifname" not in link:
+                continue
+            addrs = []
+            for info in link.get("addr_info", []):
+                try:
+                    addrs.append(ipaddress.ip_address(str(info.get("local", ""))))
+                except ValueError:
+                    continue
+            if link.get("operstate") == "DOWN" and link["ifname"] != "lo":
+                continue
+            view.addresses[str(link["ifname"])] = addrs
+    names: set[str] = set()
+    for version in ("-4", "-6"):
+        routes = _run_json([*prefix, "ip", version, "-j", "route", "show", "default"])
+        if isinstance(routes, list):
+            names.update(str(r["dev"]) for r in routes if isinstance(r, dict) and "dev" in r)
+    view.default_ifaces = frozenset(names)
+    view.ruleset, view.ruleset_problem = _ruleset(label, path)
+    return view
+
+
+def _ruleset(label: str | None, path: str | None) -> tuple[Ruleset | None, str]:
+    from portkit.firewall import read_live
+
+    if label is not None and (path is None or not path.startswith("/run/netns/")):
+        return (
+            None,
+            f"the firewall of {label} was not read (not a named namespace: `ip netns attach` names it)",
+        )
+    try:
+        return read_live(label), ""
+    except PermissionNeeded:
+        return None, "the firewall was not read: reading nftables/iptables needs root"
+    except PortkitError as exc:
+        return None, f"the firewall of {label or 'this namespace'} was not read: {exc}"
+
+
+def _zone_packets(
+    listener: Listener, view: NamespaceView, zone: Zone, lan: Sequence[Network]
+) -> tuple[list[Packet], str]:
+    """The packets standing for `zone` reaching `listener`, or none and why none can."""
+    bound = [ipaddress.ip_address(a.split("%")[0]) for a in listener.addresses]
+    wildcard = listener.exposure is Exposure.ALL
+    families = {a.version for a in bound}
+    if wildcard and 6 in families:
+        families.add(4)  # a wildcard IPv6 socket takes IPv4 too unless IPV6_V6ONLY (fail closed: assume it)
+    proto = _L4.get(listener.transport)
+    if proto is None:
+        return [], f"{listener.transport} is not judged by the model"
+    packets: list[Packet] = []
+    if zone is Zone.LOOPBACK:
+        for family in sorted(families):
+            dsts = (
+                [LOOPBACK[family]]
+                if wildcard or listener.exposure is Exposure.LOOPBACK
+                else [a for a in bound if a.version == family]
+            )
+            packets += [Packet(proto, LOOPBACK[family], d, 40000, listener.port, iif="lo") for d in dsts]
+        return packets, ""
+    if listener.exposure is Exposure.LOOPBACK:
+        return [], "bound to loopback only"
+    ifaces = view.network_ifaces
+    if not ifaces:
+        return [], "the namespace has no interface but loopback"
+    if zone is Zone.ANY:
+        chosen = [i for i in ifaces if i in view.default_ifaces] or ifaces
+    else:
+        chosen = [i for i in ifaces if i not in view.default_ifaces] or ifaces
+    for family in sorted(families):
+        if zone is Zone.ANY:
+            source: Address = ANY_SOURCE[family]
+        else:
+            nets = [n for n in lan if n.version == family and n.num_addresses > 2]
+            if not nets:
+                continue
+            source = nets[0].network_address + min(77, nets[0].num_addresses - 2)
+        for iface in chosen:
+            if wildcard:
+                dsts = [a for a in view.addresses.get(iface, []) if a.version == family and not a.is_loopback]
+                dsts = dsts[:1] or [a for a in view.local if a.version == family and not a.is_loopback][:1]
+            else:
+                dsts = [a for a in bound if a.version == family]
+            packets += [Packet(proto, source, d, 40000, listener.port, iif=iface) for d in dsts]
+    if not packets:
+        return [], "no address of the namespace carries it"
+    return packets, ""
+
+
+def _judge(view: NamespaceView, packets: list[Packet]) -> tuple[Reach, str]:
+    """The widest reach any of `packets` gets, and what decided it."""
+    if view.ruleset is None:
+        return Reach.UNCERTAIN, view.ruleset_problem
+    best: tuple[Reach, str] | None = None
+    rank = {Reach.OPEN: 2, Reach.UNCERTAIN: 1, Reach.BLOCKED: 0}
+    for packet in packets:
+        decision = evaluate(
+            view.ruleset, packet, direction=Direction.INPUT, local_addresses=view.local, trace_misses=False
+        )
+        if decision.verdict is Verdict.ACCEPT and decision.certain:
+            found = (Reach.OPEN, f"{decision.reason} on {packet.iif}")
+        elif "accept" in decision.possible:
+            found = (Reach.UNCERTAIN, f"{decision.reason} on {packet.iif}, or not: the model forked")
+        else:
+            found = (Reach.BLOCKED, f"{decision.outcome} by {decision.reason} on {packet.iif}")
+        if best is None or rank[found[0]] > rank[best[0]]:
+            best = found
+        if best[0] is Reach.OPEN:
+            break
+    assert best is not None
+    return best
+
+
+def judge_listener(
+    listener: Listener,
+    view: NamespaceView,
+    lan: Sequence[Network],
+) -> tuple[ZoneReach, ...]:
+    zones = []
+    for zone in (Zone.LOOPBACK, Zone.LAN, Zone.ANY):
+        packets, why_none = _zone_packets(listener, view, zone, lan)
+        if not packets:
+            zones.append(ZoneReach(zone, Reach.BLOCKED, why_none))
+            continue
+        reach, how = _judge(view, packets)
+        zones.append(ZoneReach(zone, reach, how, reach is Reach.BLOCKED))
+    return tuple(zones)
+
+
+def _rule_ports(rule: object) -> list[tuple[int, Transport]]:
+    from portkit.firewall import Field
+
+    found: list[tuple[int, Transport]] = []
+    for match in getattr(rule, "matches", ()):
+        if match.field is not Field.DPORT or match.negate:
+            continue
+        count = sum(hi - lo + 1 for lo, hi in match.ranges)
+        if count > _MAX_RULE_PORTS:
+            return []
+        protos = [t for t, n in _L4.items() if not match.protos or n in match.protos]
+        found += [(port, t) for lo, hi in match.ranges for port in range(lo, hi + 1) for t in protos]
+    return found
+
+
+def open_rules(view: NamespaceView, lan: Sequence[Network]) -> list[OpenRule]:
+    """Ports an accept rule opens to the LAN or to anyone (confirmed by evaluating a packet)."""
+    if view.ruleset is None:
+        return []
+    candidates: dict[tuple[int, Transport], None] = {}
+    for _table, _chain, _index, rule in view.ruleset.rules():
+        if rule.action is FilterAction.ACCEPT:
+            for key in _rule_ports(rule):
+                candidates.setdefault(key)
+    ifaces = view.network_ifaces
+    found: list[OpenRule] = []
+    for (port, transport), _ in candidates.items():
+        for zone in (Zone.ANY, Zone.LAN):
+            probe = Listener(transport, port, Exposure.ALL, ("::",), (), 0, view.label, ServiceFacts())
+            packets, _why = _zone_packets(probe, view, zone, lan) if ifaces else ([], "")
+            hit = None
+            for packet in packets:
+                decision = evaluate(
+                    view.ruleset,
+                    packet,
+                    direction=Direction.INPUT,
+                    local_addresses=view.local,
+                    trace_misses=False,
+                )
+                step = decision.decided_by
+                if (
+                    decision.verdict is Verdict.ACCEPT
+                    and decision.certain
+                    and step is not None
+                    and step.position
+                ):
+                    hit = f"{step.table} {step.chain} {step.where or '#' + str(step.position)}: {step.rule}"
+                    break
+            if hit is not None:
+                found.append(OpenRule(view.label, port, transport, hit, zone))
+                break
+    return found
+
+
+def _published(views: dict[str | None, NamespaceView]) -> dict[tuple[str, int, Transport], list[str]]:
+    """(target address, port, transport) -> host address:port that a DNAT in this namespace sends there."""
+    host = views.get(None)
+    result: dict[tuple[str, int, Transport], list[str]] = {}
+    if host is None or host.ruleset is None:
+        return result
+    candidates: dict[tuple[int, Transport], None] = {}
+    for _table, _chain, _index, rule in host.ruleset.rules():
+        if rule.action is FilterAction.DNAT:
+            for key in _rule_ports(rule):
+                candidates.setdefault(key)
+    for port, transport in candidates:
+        for iface, addrs in host.addresses.items():
+            if iface == "lo":
+                continue
+            for address in addrs[:1]:
+                source = ANY_SOURCE[address.version]
+                packet = Packet(_L4[transport], source, address, 40000, port, iif=iface)
+                decision = evaluate(host.ruleset, packet, local_addresses=host.local, trace_misses=False)
+                final = decision.final_packet
+                if (
+                    final is not None
+                    and (final.dst, final.dport) != (address, port)
+                    and final.dport is not None
+                ):
+                    target = (str(final.dst), final.dport, transport)
+                    text = f"{address}:{port}" if address.version == 4 else f"[{address}]:{port}"
+                    if text not in result.setdefault(target, []):
+                        result[target].append(text)
+    return result
+
+
+def _in_lan(address: Address, lan: Sequence[Network]) -> bool:
+    return any(address.version == net.version and address in net for net in lan)
+
+
+def _scan_from(
+    vantage: str,
+    views: dict[str | None, NamespaceView],
+    listeners: Sequence[Listener],
+    lan: Sequence[Network],
+) -> tuple[dict[tuple[str | None, int, Transport], list[Observation]], list[str]]:
+    """Scan, from inside `vantage`, every listening TCP port of every namespace at its addresses."""
+    from portkit.firewall import route_lookup
+    from portkit.scan import ScanOptions, run_scan
+    from portkit.sockets import named_namespace, run_in
+
+    namespace = named_namespace(vantage)
+    route = route_lookup(vantage)
+    own = _view(vantage, f"/run/netns/{vantage}")
+    routable = [a for a in own.local if not (a.is_loopback or a.is_link_local)]
+    zone = Zone.LAN if any(_in_lan(a, lan) for a in routable) else Zone.ANY
+    seen: dict[tuple[str | None, int, Transport], list[Observation]] = {}
+    notes: list[str] = []
+    for label, view in views.items():
+        if label == vantage:
+            continue
+        ports = sorted(
+            {item.port for item in listeners if item.netns == label and item.transport is Transport.TCP}
+        )
+        targets = sorted({str(a) for a in view.local if not a.is_loopback and not a.is_link_local})
+        if not ports:
+            continue
+        routed = [t for t in targets if route(ipaddress.ip_address(t))]
+        if len(routed) < len(targets):
+            unrouted = ", ".join(t for t in targets if t not in routed)
+            notes.append(f"scan from {vantage}: no route to {unrouted} of {label or 'this namespace'}")
+        targets = routed
+        if not ports or not targets:
+            continue
+        options = ScanOptions(
+            targets=targets,
+            ports=",".join(map(str, ports)),
+            skip_discovery=True,
+            all_ports_listed=True,
+            timing=4,
+            workers=1,
+            max_retries=1,
+        )
+        try:
+            result = run_in(namespace, lambda options=options: run_scan(options))  # type: ignore[misc]
+        except OSError as exc:
+            notes.append(f"scan from {vantage} of {', '.join(targets)} failed: {exc.strerror or exc}")
+            continue
+        for host in result.hosts:
+            for port in host.ports:
+                seen.setdefault((label, port.port, port.protocol), []).append(
+                    Observation(vantage, zone, host.address, str(port.state))
+                )
+        if any(item.transport is not Transport.TCP for item in listeners if item.netns == label):
+            notes.append(
+                f"scan from {vantage}: UDP listeners of {label or 'this namespace'} were not scanned"
+            )
+    return seen, notes
+
+
+def run_audit(
+    policy: ExposurePolicy | None,
+    *,
+    vantages: Sequence[str] = (),
+    namespaces: Sequence[str] = (),
+    risk: Callable[[int, Transport], tuple[Severity, str] | None] | None = None,
+    progress: Progress | None = None,
+) -> AuditReport:
+    """Audit every listener of this host and its namespaces against `policy` (None: no policy).
+
+    `namespaces` (names from `ip netns list`) restricts the audit to the listeners of those
+    namespaces; `vantages` are namespaces to scan every audited listener from.
+    """
+    from portkit.audit._policy import DEFAULT_LAN
+    from portkit.registry import default_registry
+    from portkit.sockets import ALL_STATES, SocketQuery, build_overview, list_sockets, registry_facts
+
+    lan = policy.lan if policy is not None else tuple(ipaddress.ip_network(n) for n in DEFAULT_LAN)
+    from portkit.sockets import named_namespace
+
+    for name in (*vantages, *namespaces):
+        named_namespace(name)  # a UsageError for a namespace that does not exist
+    inventory = list_sockets(
+        SocketQuery(listening=True, states=ALL_STATES, with_processes=True), all_netns=True
+    )
+    overview = build_overview(
+        inventory.sockets, [], registry_facts(default_registry()), owner_unknown=inventory.owner_unknown
+    )
+    limits = list(inventory.warnings)
+    if inventory.root_note():
+        limits.append(inventory.root_note())
+    listeners = [
+        item
+        for item in overview.listeners
+        if item.netns not in vantages and (not namespaces or item.netns in namespaces)
+    ]
+    wanted = [
+        n
+        for n in inventory.namespaces
+        if n.label not in vantages and (not namespaces or n.label in namespaces or n.label is None)
+    ]
+    # Each view is a few `ip` and `nft` runs: waiting on them side by side.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        built = list(pool.map(lambda n: _view(n.label, n.path), wanted))
+    views: dict[str | None, NamespaceView] = {view.label: view for view in built}
+    for view in views.values():
+        if view.ruleset_problem and view.ruleset_problem not in limits:
+            limits.append(view.ruleset_problem)
+    published = _published(views)
+    audited: list[AuditedListener] = []
+    total = len(listeners)
+    for number, listener in enumerate(listeners, 1):
+        view = views.get(listener.netns) or _view(listener.netns, None)
+        zones = judge_listener(listener, view, lan)
+        on_host: list[str] = []
+        if listener.netns is not None:
+            addrs = (
+                [str(a) for a in view.local]
+                if listener.exposure is Exposure.ALL
+                else list(listener.addresses)
+            )
+            for address in addrs:
+                on_host += published.get((address, listener.port, listener.transport), [])
+        audited.append(
+            AuditedListener(listener, exposure_class(listener, on_host), zones, (), tuple(on_host))
+        )
+        if progress is not None:
+            progress(number, total)
+    if vantages:
+        merged: dict[tuple[str | None, int, Transport], list[Observation]] = {}
+        for vantage in vantages:
+            seen, notes = _scan_from(vantage, views, listeners, lan)
+            limits += notes
+            for key, items in seen.items():
+                merged.setdefault(key, []).extend(items)
+        audited = [
+            AuditedListener(
+                a.listener,
+                a.exposure,
+                a.zones,
+                tuple(merged.get((a.netns, a.listener.port, a.listener.transport), ())),
+                a.published,
+            )
+            for a in audited
+        ]
+    stale: list[OpenRule] = []
+    for view in views.values():
+        if not namespaces or view.label in namespaces:
+            stale += open_rules(view, lan)
+    return audit(audited, policy, stale, risk, vantages=vantages, limits=limits)

@@ -1,0 +1,181 @@
+"""The ledger's SQLite schema: its versions, the migration steps between them, and opening a file.
+
+Theory of operation. The schema version is SQLite's `user_version`; `application_id` marks the
+file as a portkit ledger. MIGRATIONS is an ordered list: step N turns a version N-1 file into
+version N, and a new file runs every step from 1. Opening a file:
+
+1. reads `application_id` and `user_version` without writing anything, so a damaged file, another
+   program's database or a file written by a newer portkit is refused with one line and left
+   exactly as it was (LedgerDamaged, exit 2; LedgerTooNew, exit 1);
+2. switches to WAL (readers never wait for the writer, and a crash mid-write loses at most the
+   transaction in flight) with a busy timeout, so a `watch` daemon and CLI runs share the file;
+3. runs the missing steps inside one `BEGIN IMMEDIATE` transaction, reading the version again
+   once it holds the write lock: two processes opening a new file at once migrate it once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from portkit.errors import PortkitError, UsageError, quote
+
+APPLICATION_ID = 0x706B6C67  # "pklg"
+
+# Step N (index N-1) turns a version N-1 ledger into version N.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: observations (one per recorded command run) and the port facts each one saw.
+    (
+        """CREATE TABLE observations (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            time REAL NOT NULL,
+            host TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            complete INTEGER NOT NULL DEFAULT 1,
+            data TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX observations_kind_time ON observations (kind, time)",
+        "CREATE INDEX observations_time ON observations (time)",
+        """CREATE TABLE port_facts (
+            observation INTEGER NOT NULL REFERENCES observations (id) ON DELETE CASCADE,
+            port INTEGER NOT NULL,
+            protocol TEXT NOT NULL,
+            host TEXT NOT NULL,
+            state TEXT NOT NULL,
+            address TEXT NOT NULL DEFAULT '',
+            netns TEXT NOT NULL DEFAULT '',
+            exposure TEXT NOT NULL DEFAULT '',
+            owners TEXT NOT NULL DEFAULT '[]',
+            service TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX port_facts_port ON port_facts (port, protocol, observation)",
+        "CREATE INDEX port_facts_observation ON port_facts (observation)",
+    ),
+    # 2: events (watch's listener opened/closed, owner changed, scan detected, ...).
+    (
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            kind TEXT NOT NULL,
+            host TEXT NOT NULL DEFAULT '',
+            port INTEGER,
+            protocol TEXT,
+            fields TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX events_port ON events (port, protocol, time)",
+        "CREATE INDEX events_time ON events (time)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class LedgerDamaged(UsageError):
+    """The file is not a portkit ledger (damaged, not SQLite, or another program's database)."""
+
+
+class LedgerTooNew(PortkitError):
+    """The ledger was written by a newer portkit whose schema this one does not know."""
+
+    exit_status = 1
+
+
+class LedgerMissing(PortkitError):
+    """Nothing has been recorded at this path yet."""
+
+    exit_status = 1
+
+
+def damaged(path: Path, exc: BaseException | str) -> LedgerDamaged:
+    why = " ".join(str(exc).split())[:40]
+    return LedgerDamaged(
+        f"invalid ledger {quote(str(path))}: not a portkit ledger, or damaged ({why}); it is left as it is"
+    )
+
+
+def connect(
+    path: Path, *, busy_timeout: float, create: bool, upto: int = SCHEMA_VERSION
+) -> sqlite3.Connection:
+    """An open, migrated connection to the ledger at `path` (created when `create`).
+
+    `upto` stops the migrations at that version (tests build old files with it).
+    """
+    try:
+        if path.is_dir():
+            raise UsageError(f"invalid ledger {quote(str(path))}: it is a directory; expected a file path")
+        if not path.exists():
+            if not create:
+                raise LedgerMissing(
+                    f"no ledger at {quote(str(path))}: nothing was recorded yet (record with --record)"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:  # a name too long, a file where a directory should be, no permission
+        raise UsageError(f"invalid ledger path {quote(str(path))}: {exc.strerror or exc}") from None
+    try:
+        db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise PortkitError(f"cannot open the ledger {quote(str(path))}: {exc}") from None
+    try:
+        tables = _check(db, path)
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            # Switching to WAL rewrites the header: a file that has tables is checked first, so
+            # a damaged one is refused before anything is written to it.
+            if tables and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        _migrate(db, path, upto)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise PortkitError(
+                f"the ledger {quote(str(path))} stayed locked by another writer: {exc}"
+            ) from None
+        raise damaged(path, exc) from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _check(db: sqlite3.Connection, path: Path) -> int:
+    """Refuse, without writing, what this portkit must not open; returns how many tables it has."""
+    try:
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise damaged(path, exc) from None
+    if app_id != APPLICATION_ID and (app_id != 0 or tables):
+        db.close()
+        raise damaged(path, f"application_id {app_id:#x}")
+    if version > SCHEMA_VERSION:
+        db.close()
+        raise LedgerTooNew(
+            f"the ledger {quote(str(path))} has schema version {version}; this portkit reads up to "
+            f"{SCHEMA_VERSION}: use a newer portkit (the file is left as it is)"
+        )
+    return int(tables)
+
+
+def _migrate(db: sqlite3.Connection, path: Path, upto: int) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version >= upto:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+        for step in range(version, upto):
+            for statement in MIGRATIONS[step]:
+                db.execute(statement)
+        if version < upto:
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {upto}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

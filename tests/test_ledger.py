@@ -1,0 +1,456 @@
+"""The ledger: schema migrations, refusing damaged and newer files without touching them,
+several processes writing at once, retention, export, and a port's history from real runs
+(`ls --record` around a listener this test opens, a real scan of it, `fw check --record`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures_bad_input import assert_usage_error, run_main
+from portkit.ledger import (
+    INVENTORY,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Ledger,
+    LedgerDamaged,
+    LedgerTooNew,
+    Owner,
+    PortFact,
+    Sighting,
+    build_history,
+    port_history,
+)
+from portkit.ledger._schema import connect
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fact(port: int, owner: str = "sshd", pid: int = 1, address: str = "0.0.0.0", unit: str = "") -> PortFact:
+    return PortFact(
+        port=port,
+        protocol="tcp",
+        host="h",
+        state="listening",
+        address=address,
+        exposure="all",
+        owners=(Owner(owner, exe=f"/usr/sbin/{owner}", user="root", unit=unit, pid=pid),),
+    )
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+
+def test_a_new_ledger_has_the_current_schema_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "ledger.db"
+    with Ledger.open(path) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA application_id").fetchone()[0] == 0x706B6C67
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_version_1_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    old = connect(path, busy_timeout=5, create=True, upto=1)
+    assert old.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert not old.execute("SELECT name FROM sqlite_master WHERE name = 'events'").fetchall()
+    Ledger(old, path).record(INVENTORY, [fact(22), fact(80)], host="h", time=1000.0)
+    old.close()
+    with Ledger.open(path) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+        assert ledger.counts() == {"observations": 1, "facts": 2, "events": 0}
+        ledger.record_event("listener-opened", {"pid": 5}, port=22, protocol="tcp", time=1001.0)
+        story = port_history(ledger, 22, "tcp")
+    assert story.first_seen == 1000.0 and [e.kind for e in story.events] == ["listener-opened"]
+    # the migrated file has the schema a new one has
+    fresh = tmp_path / "new.db"
+    Ledger.open(fresh).close()
+
+    def schema(p: Path) -> list[tuple[str, str]]:
+        rows = sqlite3.connect(p).execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+        return [(str(n), " ".join(str(s).split())) for n, s in rows]
+
+    assert schema(path) == schema(fresh)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"this is not a database at all\n" * 100,
+        b"SQLite format 3\x00" + b"\xff" * 4000,
+        b"\x00" * 8192,
+    ],
+    ids=["text", "bad-header", "zeros"],
+)
+def test_a_damaged_file_is_refused_in_one_line_and_left_as_it_was(content: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    path.write_bytes(content)
+    before = digest(path)
+    with pytest.raises(LedgerDamaged):
+        Ledger.open(path)
+    for args in (
+        ("history", "22", "--db", str(path)),
+        ("ledger", "export", "--db", str(path)),
+        ("ledger", "prune", "--older-than", "1d", "--db", str(path)),
+        ("ls", "--record", "--db", str(path), "--json"),
+        ("diff", "@1", "@2", "--db", str(path)),
+    ):
+        line = assert_usage_error(run_main(*args), "invalid ledger", "left as it is")
+        assert "Traceback" not in line
+    assert digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.db"]  # no -wal, no -journal
+
+
+def test_a_truncated_ledger_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with Ledger.open(path) as ledger:
+        for i in range(200):
+            ledger.record(INVENTORY, [fact(22 + i % 50)], host="h", time=float(i))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    before = digest(path)
+    result = run_main("history", "22", "--db", str(path))
+    assert (
+        result.status in (1, 2) and "Traceback" not in result.stderr and "internal error" not in result.stderr
+    )
+    assert len(result.stderr.splitlines()) <= 1
+    assert digest(path) == before or result.status == 2
+
+
+def test_a_ledger_out_of_wal_mode_is_checked_before_it_is_switched(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with Ledger.open(path) as ledger:
+        for i in range(300):
+            ledger.record(INVENTORY, [fact(22 + i % 50)], host="h", time=float(i))
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode = DELETE")  # as a copy made with sqlite3's .backup is
+    db.close()
+    healthy = path.read_bytes()
+    raw = bytearray(healthy)
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = b"\xa5" * 64  # a page in the middle
+    path.write_bytes(bytes(raw))
+    assert_usage_error(run_main("history", "22", "--db", str(path)), "damaged")
+    assert path.read_bytes() == bytes(raw)
+    path.write_bytes(healthy)
+    with Ledger.open(path) as ledger:
+        assert ledger.counts()["observations"] == 300
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_another_programs_database_is_not_a_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE songs (title TEXT)")
+    db.commit()
+    db.close()
+    before = digest(path)
+    assert_usage_error(run_main("ledger", "info", "--db", str(path)), "not a portkit ledger")
+    assert digest(path) == before
+
+
+def test_a_newer_schema_is_refused_with_exit_1_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with Ledger.open(path) as ledger:
+        ledger.record(INVENTORY, [fact(22)], host="h")
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 7}")
+    db.commit()
+    db.close()
+    before = digest(path)
+    with pytest.raises(LedgerTooNew):
+        Ledger.open(path)
+    result = run_main("history", "22", "--db", str(path))
+    assert result.status == 1
+    (line,) = result.stderr.splitlines()
+    assert f"schema version {SCHEMA_VERSION + 7}" in line and "newer portkit" in line
+    assert digest(path) == before
+
+
+def test_a_missing_ledger_is_said_in_one_line(tmp_path: Path) -> None:
+    result = run_main("history", "22", "--db", str(tmp_path / "none.db"))
+    assert result.status == 1 and "nothing was recorded yet" in result.stderr
+    assert not (tmp_path / "none.db").exists()
+    assert_usage_error(run_main("history", "22", "--db", str(tmp_path)), "is a directory")
+
+
+# --- several writers at once -------------------------------------------------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from portkit.ledger import INVENTORY, Ledger, Owner, PortFact
+    path, ident, count, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    while time.time() < start:
+        time.sleep(0.001)
+    with Ledger.open(path, busy_timeout=60) as ledger:
+        for i in range(count):
+            if ident % 2:
+                ledger.record_event("listener-opened", {"writer": ident, "i": i}, port=1000 + ident)
+            else:
+                facts = [PortFact(1000 + ident, "tcp", "h", "listening", owners=(Owner("w", pid=ident),))] * 3
+                ledger.record(INVENTORY, facts, host="h", data={"writer": ident, "i": i})
+    """
+)
+
+
+def test_several_processes_writing_at_once_lose_no_row(tmp_path: Path) -> None:
+    """Eight processes (observations and events) open a new file at the same instant and write."""
+    path = tmp_path / "shared.db"
+    writers, count = 8, 60
+    start = time.time() + 1.5
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(i), str(count), str(start)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(writers)
+    ]
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=180)
+            assert proc.returncode == 0, err
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    with Ledger.open(path) as ledger:
+        counts = ledger.counts()
+        assert counts == {
+            "observations": writers // 2 * count,
+            "facts": writers // 2 * count * 3,
+            "events": writers // 2 * count,
+        }
+        for ident in range(writers):
+            if ident % 2:
+                assert len(ledger.events(1000 + ident)) == count
+            else:
+                assert len(ledger.sightings(1000 + ident)) == count * 3
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# --- retention and export ------------------------------------------------------------------------
+
+
+def test_prune_removes_what_is_older_with_its_facts(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    now = time.time()
+    with Ledger.open(path) as ledger:
+        ledger.record(INVENTORY, [fact(22), fact(80)], host="h", time=now - 100 * 86400)
+        ledger.record(INVENTORY, [fact(22)], host="h", time=now - 10 * 86400)
+        ledger.record_event("scan", {"source": "192.0.2.9"}, time=now - 95 * 86400)
+        ledger.record_event("scan", {"source": "192.0.2.9"}, time=now - 1)
+    result = run_main("ledger", "prune", "--older-than", "90d", "--db", str(path), "--json")
+    assert result.status == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["observations"], doc["facts"], doc["events"]) == (1, 2, 1)
+    with Ledger.open(path) as ledger:
+        assert ledger.counts() == {"observations": 1, "facts": 1, "events": 1}
+        assert [s.time for s in ledger.sightings(80)] == []
+    text = run_main("ledger", "prune", "--older-than", "2w", "--db", str(path)).stdout
+    assert text.startswith("Pruned 0 observations")
+    for bad in ("90", "90y", "-1d", "d", "9" * 50 + "d", "²d"):
+        assert_usage_error(
+            run_main("ledger", "prune", "--older-than", bad, "--db", str(path)), "invalid --older-than"
+        )
+
+
+def test_export_json_and_csv_hold_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with Ledger.open(path) as ledger:
+        ledger.record(
+            INVENTORY, [fact(22), fact(443, owner="nginx", unit="nginx.service")], host="h", time=1.0
+        )
+        ledger.record_diagnosis(
+            {"kind": "reach", "target": "192.0.2.1:443/tcp", "code": "FILTERED"}, time=2.0
+        )
+        ledger.record_event("owner-changed", {"from": "a", "to": "b"}, port=443, protocol="tcp", time=3.0)
+    out = run_main("ledger", "export", "--json", "--db", str(path))
+    assert out.status == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["schema_version"] == SCHEMA_VERSION
+    assert [o["kind"] for o in doc["observations"]] == ["inventory", "diagnosis"]
+    assert doc["observations"][1]["facts"][0]["state"] == "FILTERED"
+    assert doc["observations"][0]["facts"][1]["owners"][0]["unit"] == "nginx.service"
+    assert doc["events"][0]["fields"] == {"from": "a", "to": "b"}
+    rows = list(csv.DictReader(io.StringIO(run_main("ledger", "export", "--csv", "--db", str(path)).stdout)))
+    assert [(r["record"], r["port"], r["state"]) for r in rows] == [
+        ("fact", "22", "listening"),
+        ("fact", "443", "listening"),
+        ("fact", "443", "FILTERED"),
+        ("event", "443", ""),
+    ]
+    assert rows[1]["owners"] == "nginx/1 (nginx.service)"
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+def sighting(t: float, f: PortFact) -> Sighting:
+    return Sighting(int(t), INVENTORY, t, "portkit ls", f)
+
+
+def test_a_restart_with_a_new_pid_keeps_one_binding_and_a_gap_starts_another() -> None:
+    rows = [
+        sighting(10, fact(22, pid=100, unit="ssh.service")),
+        sighting(20, fact(22, pid=200, unit="ssh.service")),  # restarted: same owner
+        sighting(40, fact(22, pid=300, unit="ssh.service")),  # after a snapshot without it (30)
+        sighting(50, fact(22, owner="dropbear", pid=301)),  # another program
+    ]
+    story = build_history(22, "tcp", None, rows, snapshot_times=[10, 20, 30, 40, 50, 60])
+    spans = [(b.first, b.last, b.snapshots, b.owners[0].name) for b in story.bindings]
+    assert spans == [(10, 20, 2, "sshd"), (40, 40, 1, "sshd"), (50, 50, 1, "dropbear")]
+    assert story.bindings[0].owners[0].pid == 200  # the newest pid
+    assert (story.first_seen, story.last_seen, story.gone_since) == (10, 50, 60)
+
+
+def test_history_of_a_real_listener_from_recorded_runs(tmp_path: Path) -> None:
+    db = str(tmp_path / "ledger.db")
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        assert run_main("ls", "--record", "--db", db, "--json").status == 0
+        # 31 ports: the closed ones are collapsed into "Not shown", and still part of history
+        scan = run_main(
+            "scan", "-sT", "-Pn", "-p", f"{port}-{port + 30}", "127.0.0.1", "--record", "--db", db
+        )
+        assert scan.status == 0, scan.stderr
+        rules = REPO / "tests" / "data" / "bad_input" / "policy.rules"
+        check = run_main(
+            "fw",
+            "check",
+            "--rules",
+            str(rules),
+            "--dst",
+            "127.0.0.1",
+            "--dport",
+            str(port),
+            "--record",
+            "--db",
+            db,
+        )
+        assert check.status in (0, 1, 3), check.stderr
+    finally:
+        listener.close()
+    time.sleep(0.01)
+    assert run_main("ls", "--record", "--db", db).status == 0
+    result = run_main("history", f"{port}/tcp", "--db", db, "--json")
+    assert result.status == 0, result.stderr
+    story = json.loads(result.stdout)
+    (binding,) = story["bindings"]
+    assert binding["address"] == "127.0.0.1" and binding["exposure"] == "loopback"
+    assert binding["owners"][0]["pid"] == os.getpid()
+    assert story["gone_since"] is not None and story["gone_since"] > story["last_seen"]
+    assert [(s["host"], s["state"]) for s in story["scans"]] == [("127.0.0.1", "open")]
+    (rule,) = story["rules"]
+    assert len(rule["fingerprint"]) == 64 and rule["state"] in ("accept", "drop", "reject", "uncertain")
+    text = run_main("history", str(port), "--db", db).stdout
+    assert "Owners and bind addresses" in text and "What scans saw" in text and "not listening since" in text
+    # who --record is history but not a snapshot; --host filters by scanned address
+    assert (
+        json.loads(run_main("history", str(port), "--host", "192.0.2.1", "--db", db, "--json").stdout)[
+            "scans"
+        ]
+        == []
+    )
+    closed = json.loads(run_main("history", f"{port + 7}/tcp", "--db", db, "--json").stdout)
+    assert [(s["host"], s["state"]) for s in closed["scans"]] == [("127.0.0.1", "closed")]
+    assert closed["first_seen"] is None and closed["bindings"] == []
+    nothing = run_main("history", "1/udp", "--db", db)
+    assert nothing.status == 1 and "Nothing recorded about port 1/udp" in nothing.stdout
+
+
+def test_the_same_rules_read_twice_have_one_fingerprint(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    rules = REPO / "tests" / "data" / "bad_input"
+    for name in ("policy.rules", "policy.rules", "iptables.rules"):
+        assert run_main("fw", "show", str(rules / name), "--record", "--db", str(db)).status == 0
+    with Ledger.open(db) as ledger:
+        prints = [o.data["fingerprint"] for o in ledger.observations()]
+    assert prints[0] == prints[1] != prints[2]
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "22/icmp", "²", "", "9" * 5000])
+def test_bad_history_ports_are_one_line(port: str, tmp_path: Path) -> None:
+    assert_usage_error(run_main("history", port, "--db", str(tmp_path / "x.db")))
+
+
+# --- the config file -------------------------------------------------------------------------
+
+
+def test_record_true_in_the_config_records_every_observing_command(tmp_path: Path) -> None:
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "portkit" / "config.toml"
+    config.parent.mkdir(parents=True)
+    db = tmp_path / "from-config.db"
+    config.write_text(f'record = true\ndb = "{db}"\n')
+    assert run_main("ls", "--json").status == 0
+    assert run_main("ls", "--no-record").status == 0
+    # the console script too: its Click-free lane for `ls --json` must not skip recording
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from portkit.cli.entry import main; main()", "ls", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with Ledger.open(db) as ledger:
+        assert ledger.counts()["observations"] == 2
+    for bad, fragment in (
+        ("record = 1\n", "record must be true or false"),
+        ("recrod = true\n", "unknown key 'recrod'"),
+        ("record = [\n", "invalid config file"),
+        ('db = ""\n', "db must be a file path"),
+    ):
+        config.write_text(bad)
+        assert_usage_error(run_main("ls", "--json"), fragment)
+    config.write_bytes(b"record = true\xff\n")
+    assert_usage_error(run_main("scan", "-p", "1", "127.0.0.1"), "not UTF-8")
+
+
+def test_the_fast_lane_and_the_cli_agree_on_where_the_config_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portkit.cli._record import config_path
+    from portkit.cli.entry import _config_may_record
+
+    for env in (
+        {"XDG_CONFIG_HOME": str(tmp_path / "x")},
+        {"XDG_CONFIG_HOME": "", "HOME": str(tmp_path / "h")},
+    ):
+        for key in ("XDG_CONFIG_HOME", "HOME", "PORTKIT_CONFIG"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        path = config_path(os.environ)
+        assert tmp_path in path.parents
+        assert not _config_may_record()
+        path.parent.mkdir(parents=True)
+        path.write_text("record = false\n")
+        assert _config_may_record()
