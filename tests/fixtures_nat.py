@@ -1,15 +1,17 @@
-"""A home network with a real miniupnpd on its router, for `portkit nat map/unmap/router` tests.
+"""The home network of `portkit.testing` with a real miniupnpd on its router, for the
+`portkit nat map/unmap/router` tests.
 
-Three namespaces: `outside` (a host on the internet side), `router` (WAN and LAN veths,
-masquerading LAN traffic out of the WAN, a forward policy of drop except replies, LAN-to-WAN
-traffic and what miniupnpd's chain accepts) and `lan` (a host behind it whose default route is
-the router). miniupnpd (Debian's miniupnpd-nftables) runs inside the router with a config this
-fixture writes, serving UPnP-IGD, NAT-PMP and PCP on the LAN side only.
+`portkit.testing.HomeLab` gives the `outside` host, the masquerading `router` (WAN `wan0`, LAN
+bridge `br-lan`) and a LAN host `desk`. Here the router also gets a forward policy of drop
+except replies, LAN-to-WAN traffic and what miniupnpd's chain accepts, and miniupnpd itself
+(Debian's miniupnpd-nftables) with a config this fixture writes, serving UPnP-IGD, NAT-PMP and
+PCP on the LAN bridge only; it is stopped by its pid and its nftables table deleted.
 
-The WAN subnet is 11.250.42.0/24: miniupnpd refuses to forward when its external address is
-private or reserved (it checks RFC 1918, RFC 5737 TEST-NETs, CGNAT and more), so the WAN needs
-an address outside all of those. Nothing routes it out of the lab: the namespaces are joined only
-to each other, and none has a link to the host's namespace.
+The WAN is 11.250.42.0/24 instead of the lab's TEST-NET-3: miniupnpd refuses to forward when
+its external address is private or reserved ("Reserved / private IP address ... Port forwarding
+is impossible"; it checks RFC 1918, the RFC 5737 TEST-NETs, CGNAT space and more), so the WAN
+needs an address outside all of those. Nothing routes it out of the lab: the namespaces are
+joined only to each other, and none has a link to the host's namespace.
 """
 
 from __future__ import annotations
@@ -18,38 +20,69 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from portkit.testing import LabNamespace, connect
+from portkit.model import Protocol
+from portkit.testing import HomeLab, HomeSpec, LabHost
 
 MINIUPNPD = "/usr/sbin/miniupnpd"
-WAN_OUTSIDE = "11.250.42.1"
-WAN_ROUTER = "11.250.42.2"
+WAN_OUTSIDE = "11.250.42.2"
+WAN_ROUTER = "11.250.42.1"
 LAN_ROUTER = "192.168.77.1"
 LAN_HOST = "192.168.77.10"
+DESK = "desk"
 # Short enough for a lease-expiry test; miniupnpd applies these to PCP and NAT-PMP lifetimes.
 MIN_LIFETIME = 2
 MAX_LIFETIME = 86400
 
 
+class PublicWanHome(HomeLab):
+    """The home lab with a WAN address miniupnpd accepts as public (see the module docstring)."""
+
+    @property
+    def wan_address(self) -> str:
+        return WAN_ROUTER
+
+    @property
+    def outside_address(self) -> str:
+        return WAN_OUTSIDE
+
+
+@dataclass
+class Host:
+    """One host of the home lab, as the tests drive it."""
+
+    home: HomeLab
+    name: str
+
+    def run(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+        return self.home.run(self.name, argv, **kwargs)
+
+    def command(self, argv: list[str]) -> list[str]:
+        return self.home.command(self.name, argv)
+
+    def inside(self) -> contextlib.AbstractContextManager[None]:
+        return self.home.inside(self.name)
+
+
 def _router_ruleset(table: str) -> str:
-    """The router's firewall: masquerade out of the WAN; forward only replies, LAN to WAN and what
-    miniupnpd's own chain accepts; the chains miniupnpd fills (it adds rules, never chains)."""
+    """The router's forward policy (the lab's own `ip home` table masquerades): only replies, LAN
+    to WAN and what miniupnpd's chain accepts; and the chains miniupnpd fills (it adds rules, not
+    chains)."""
     return f"""
 table inet {table} {{
     chain forward {{
         type filter hook forward priority filter; policy drop;
         ct state established,related accept
-        iifname "lan0" oifname "wan0" accept
+        iifname "br-lan" oifname "wan0" accept
         jump miniupnpd
     }}
     chain miniupnpd {{
@@ -61,7 +94,6 @@ table inet {table} {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         jump postrouting_miniupnpd
-        oifname "wan0" masquerade
     }}
     chain prerouting_miniupnpd {{
     }}
@@ -73,7 +105,7 @@ table inet {table} {{
 
 def _miniupnpd_config(table: str, lease_file: Path) -> str:
     return f"""ext_ifname=wan0
-listening_ip=lan0
+listening_ip=br-lan
 http_port=0
 enable_upnp=yes
 enable_natpmp=yes
@@ -96,17 +128,29 @@ deny 0-65535 0.0.0.0/0 0-65535
 
 
 @dataclass
-class HomeLab:
-    outside: LabNamespace
-    router: LabNamespace
-    lan: LabNamespace
+class UpnpHome:
+    """The running lab: its hosts, the miniupnpd table's name, the daemon and its files."""
+
+    home: HomeLab
     table: str
     workdir: Path
     daemon: subprocess.Popen[bytes]
 
+    @property
+    def outside(self) -> Host:
+        return Host(self.home, "outside")
+
+    @property
+    def router(self) -> Host:
+        return Host(self.home, "router")
+
+    @property
+    def lan(self) -> Host:
+        return Host(self.home, DESK)
+
     def portkit(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run `portkit ARGS` inside the LAN host, as a user behind the router would."""
-        return self.lan.run([*_portkit(), *args], timeout=timeout)
+        """Run `portkit ARGS` on the LAN host, as a user behind the router would."""
+        return self.lan.run([*portkit_argv(), *args], timeout=timeout)
 
     def ruleset(self) -> str:
         return str(self.router.run(["nft", "list", "table", "inet", self.table]).stdout)
@@ -114,56 +158,61 @@ class HomeLab:
     def log(self) -> str:
         return (self.workdir / "miniupnpd.log").read_text(errors="replace")
 
+    def exchange(self, port: int, payload: bytes, udp: bool = False) -> bytes:
+        """Send `payload` from the outside host to the router's WAN address:port; what came back
+        (b"" when nothing did)."""
+        protocol = Protocol.UDP if udp else Protocol.TCP
+        return self.home.exchange("outside", WAN_ROUTER, port, payload, protocol)
 
-def _portkit() -> list[str]:
+
+def portkit_argv() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "portkit"]
 
 
-def _wait_for_port(ns: LabNamespace, port: int, kind: str, deadline: float) -> None:
+def _wait_for_port(host: Host, port: int, kind: str, deadline: float) -> None:
     while time.monotonic() < deadline:
-        listing = ns.run(["ss", "-H", f"-ln{kind}", f"sport = :{port}"]).stdout
+        listing = host.run(["ss", "-H", f"-ln{kind}", f"sport = :{port}"]).stdout
         if listing.strip():
             return
         time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {kind} port {port} in {ns}")
+    raise RuntimeError(f"nothing listens on {kind} port {port} in {host.name}")
 
 
 @contextlib.contextmanager
-def home_lab() -> Iterator[HomeLab]:
+def upnp_home(echo_port: int) -> Iterator[UpnpHome]:
+    """The home lab with miniupnpd on the router and TCP and UDP echo services on `echo_port` of
+    the LAN host."""
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, nftables, miniupnpd)")
     if not os.access(MINIUPNPD, os.X_OK):
-        pytest.skip(
-            f"{MINIUPNPD} is not installed (Debian package miniupnpd-nftables; scripts/install.sh --test)"
-        )
-    workdir = Path(tempfile.mkdtemp(prefix="pk-homelab-"))
-    with LabNamespace("pkout") as outside, LabNamespace("pkrtr") as router, LabNamespace("pklan") as lan:
-        connect(outside, "wan0", [f"{WAN_OUTSIDE}/24"], router, "wan0", [f"{WAN_ROUTER}/24"])
-        connect(router, "lan0", [f"{LAN_ROUTER}/24"], lan, "eth0", [f"{LAN_HOST}/24"])
-        lan.ip("route", "add", "default", "via", LAN_ROUTER)
-        router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        # The outside host sends replies back to the WAN address it was reached at; it has no
-        # route to the LAN (a mapping, not routing, must carry the traffic in).
-        table = f"pkupnp{os.getpid()}{os.urandom(2).hex()}"
-        router.nft(_router_ruleset(table))
+        pytest.skip(f"{MINIUPNPD} is missing (Debian package miniupnpd-nftables; scripts/install.sh --test)")
+    workdir = Path(tempfile.mkdtemp(prefix="pk-upnphome-"))
+    home = PublicWanHome(HomeSpec(lan=(LabHost(DESK),), prefix="pkupnp"))
+    home.up()
+    daemon: subprocess.Popen[bytes] | None = None
+    table = f"pkupnp{os.getpid()}{os.urandom(2).hex()}"
+    try:
+        home.nft("router", _router_ruleset(table))
         config = workdir / "miniupnpd.conf"
         config.write_text(_miniupnpd_config(table, workdir / "leases"))
-        log = (workdir / "miniupnpd.log").open("wb")
-        daemon = subprocess.Popen(
-            router.command([MINIUPNPD, "-f", str(config), "-d", "-P", str(workdir / "miniupnpd.pid")]),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        lab = HomeLab(outside, router, lan, table, workdir, daemon)
-        try:
-            deadline = time.monotonic() + 10
-            _wait_for_port(router, 5351, "u", deadline)
-            _wait_for_port(router, 1900, "u", deadline)
-            yield lab
-        finally:
+        with (workdir / "miniupnpd.log").open("wb") as log:
             # `ip netns exec` execs miniupnpd, so this pid is the daemon's own.
+            daemon = subprocess.Popen(
+                home.command("router", [MINIUPNPD, "-f", str(config), "-d", "-P", str(workdir / "pid")]),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        lab = UpnpHome(home, table, workdir, daemon)
+        deadline = time.monotonic() + 10
+        _wait_for_port(lab.router, 5351, "u", deadline)
+        _wait_for_port(lab.router, 1900, "u", deadline)
+        home.echo_server(DESK, echo_port)
+        home.echo_server(DESK, echo_port, Protocol.UDP)
+        yield lab
+    finally:
+        if daemon is not None:
             with contextlib.suppress(ProcessLookupError):
                 daemon.send_signal(signal.SIGTERM)
             try:
@@ -171,69 +220,6 @@ def home_lab() -> Iterator[HomeLab]:
             except subprocess.TimeoutExpired:
                 daemon.kill()
                 daemon.wait()
-            log.close()
-            router.run(["nft", "delete", "table", "inet", table])
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-class EchoService:
-    """A TCP or UDP echo server on the LAN host (run in a thread inside its namespace)."""
-
-    def __init__(self, lan: LabNamespace, port: int, udp: bool = False) -> None:
-        self.port = port
-        self.udp = udp
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(lan,), daemon=True)
-        self._thread.start()
-        if not self._ready.wait(5):
-            raise RuntimeError("echo service did not start")
-
-    def _serve(self, lan: LabNamespace) -> None:
-        with lan.inside():
-            kind = socket.SOCK_DGRAM if self.udp else socket.SOCK_STREAM
-            server = socket.socket(socket.AF_INET, kind)
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("0.0.0.0", self.port))
-        server.settimeout(0.2)
-        if not self.udp:
-            server.listen(8)
-        self._ready.set()
-        with server:
-            while not self._stop.is_set():
-                try:
-                    if self.udp:
-                        data, peer = server.recvfrom(65535)
-                        server.sendto(data, peer)
-                        continue
-                    conn, _ = server.accept()
-                except (TimeoutError, OSError):
-                    continue
-                with conn:
-                    conn.settimeout(5)
-                    with contextlib.suppress(OSError):
-                        while chunk := conn.recv(65536):
-                            conn.sendall(chunk)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-def exchange_from_outside(lab: HomeLab, port: int, payload: bytes, udp: bool = False) -> bytes:
-    """Send `payload` from the outside host to the router's WAN address:port; what comes back."""
-    with lab.outside.inside():
-        kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
-        sock = socket.socket(socket.AF_INET, kind)
-    with sock:
-        sock.settimeout(3)
-        sock.connect((WAN_ROUTER, port))
-        if udp:
-            sock.send(payload)
-            return sock.recv(65535)
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        received = bytearray()
-        while chunk := sock.recv(65536):
-            received += chunk
-        return bytes(received)
+        home.run("router", ["nft", "delete", "table", "inet", table])
+        home.down()
+        shutil.rmtree(workdir, ignore_errors=True)

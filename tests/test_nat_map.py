@@ -18,10 +18,9 @@ from fixtures_nat import (
     LAN_ROUTER,
     WAN_OUTSIDE,
     WAN_ROUTER,
-    EchoService,
-    HomeLab,
-    exchange_from_outside,
-    home_lab,
+    UpnpHome,
+    portkit_argv,
+    upnp_home,
 )
 
 pytestmark = [needs_root, pytest.mark.root]
@@ -31,18 +30,12 @@ SERVICE_PORT = 8080
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[HomeLab]:
-    with home_lab() as made:
-        tcp = EchoService(made.lan, SERVICE_PORT)
-        udp = EchoService(made.lan, SERVICE_PORT, udp=True)
-        try:
-            yield made
-        finally:
-            tcp.close()
-            udp.close()
+def lab() -> Iterator[UpnpHome]:
+    with upnp_home(SERVICE_PORT) as made:
+        yield made
 
 
-def _map(lab: HomeLab, *args: str) -> dict[str, object]:
+def _map(lab: UpnpHome, *args: str) -> dict[str, object]:
     proc = lab.portkit("nat", "map", *args, "--json")
     assert proc.returncode == 0, (proc.stderr, lab.log()[-2000:])
     document = json.loads(proc.stdout)
@@ -50,15 +43,11 @@ def _map(lab: HomeLab, *args: str) -> dict[str, object]:
     return document
 
 
-def _unreachable(lab: HomeLab, port: int, udp: bool) -> bool:
-    try:
-        exchange_from_outside(lab, port, b"after unmap", udp=udp)
-    except OSError:
-        return True
-    return False
+def _unreachable(lab: UpnpHome, port: int, udp: bool) -> bool:
+    return lab.exchange(port, b"anyone there?", udp=udp) == b""
 
 
-def _upnp_listing(lab: HomeLab) -> list[dict[str, object]]:
+def _upnp_listing(lab: UpnpHome) -> list[dict[str, object]]:
     proc = lab.portkit("nat", "router", "--via", "upnp", "--json")
     assert proc.returncode == 0, proc.stderr
     mappings = json.loads(proc.stdout)["mappings"]
@@ -69,7 +58,7 @@ def _upnp_listing(lab: HomeLab) -> list[dict[str, object]]:
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
 @pytest.mark.parametrize("via", VIAS)
 def test_map_reaches_the_lan_service_from_outside_then_unmap_cuts_it(
-    lab: HomeLab, via: str, proto: str
+    lab: UpnpHome, via: str, proto: str
 ) -> None:
     public = 20000 + VIAS.index(via) * 10 + (proto == "udp")
     udp = proto == "udp"
@@ -83,7 +72,7 @@ def test_map_reaches_the_lan_service_from_outside_then_unmap_cuts_it(
     assert isinstance(mapping["lifetime"], int) and 0 < mapping["lifetime"] <= 120
     assert document["gateway"] == {"address": LAN_ROUTER, "source": "default route via eth0"}
     payload = f"{via} {proto} end to end".encode() * (1 if udp else 5000)
-    assert exchange_from_outside(lab, public, payload, udp=udp) == payload
+    assert lab.exchange(public, payload, udp=udp) == payload
     # The router lists it (miniupnpd shows every protocol's mappings over UPnP) ...
     listed = [(m["external_port"], m["protocol"], m["internal_address"]) for m in _upnp_listing(lab)]
     assert (public, proto, LAN_HOST) in listed
@@ -98,19 +87,19 @@ def test_map_reaches_the_lan_service_from_outside_then_unmap_cuts_it(
     assert _unreachable(lab, public, udp)
 
 
-def test_auto_maps_with_pcp_first_and_unmap_auto_removes_exactly_that_port(lab: HomeLab) -> None:
+def test_auto_maps_with_pcp_first_and_unmap_auto_removes_exactly_that_port(lab: UpnpHome) -> None:
     document = _map(lab, "20100", str(SERVICE_PORT))
     assert document["attempts"] == [{"via": "pcp", "gateway": LAN_ROUTER, "outcome": "ok"}]
     # A second mapping to the same internal port, by another protocol.
     other = _map(lab, "20101", str(SERVICE_PORT), "--via", "upnp")["mapping"]
     assert isinstance(other, dict) and other["external_port"] == 20101
-    assert exchange_from_outside(lab, 20100, b"auto") == b"auto"
+    assert lab.exchange(20100, b"auto") == b"auto"
     proc = lab.portkit("nat", "unmap", "20100", str(SERVICE_PORT), "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["removed_via"] == "upnp"  # looked up by its public port, then removed
     assert _unreachable(lab, 20100, False)
-    assert exchange_from_outside(lab, 20101, b"still here") == b"still here"
+    assert lab.exchange(20101, b"still here") == b"still here"
     again = lab.portkit("nat", "unmap", "20100", str(SERVICE_PORT), "--via", "upnp")
     assert again.returncode == 1 and "no such mapping" in again.stderr
     assert lab.portkit("nat", "unmap", "20101", str(SERVICE_PORT)).returncode == 0
@@ -118,7 +107,7 @@ def test_auto_maps_with_pcp_first_and_unmap_auto_removes_exactly_that_port(lab: 
 
 
 @pytest.mark.parametrize("via", VIAS)
-def test_mapping_again_renews_the_lease(lab: HomeLab, via: str) -> None:
+def test_mapping_again_renews_the_lease(lab: UpnpHome, via: str) -> None:
     public = 20200 + VIAS.index(via)
     first = _map(lab, str(public), str(SERVICE_PORT), "--via", via, "--lease", "60")["mapping"]
     time.sleep(2.2)
@@ -130,16 +119,16 @@ def test_mapping_again_renews_the_lease(lab: HomeLab, via: str) -> None:
     # The gateway's own count agrees: its remaining lease is back near 60 s.
     entry = next(m for m in _upnp_listing(lab) if m["external_port"] == public)
     assert isinstance(entry["lifetime"], int) and entry["lifetime"] >= 57
-    assert exchange_from_outside(lab, public, b"renewed") == b"renewed"
+    assert lab.exchange(public, b"renewed") == b"renewed"
     assert lab.portkit("nat", "unmap", str(public), str(SERVICE_PORT), "--via", via).returncode == 0
 
 
 @pytest.mark.parametrize("via", VIAS)
-def test_a_short_lease_expires(lab: HomeLab, via: str) -> None:
+def test_a_short_lease_expires(lab: UpnpHome, via: str) -> None:
     public = 20300 + VIAS.index(via)
     mapping = _map(lab, str(public), str(SERVICE_PORT), "--via", via, "--lease", "3")["mapping"]
     assert isinstance(mapping, dict) and mapping["lifetime"] == 3
-    assert exchange_from_outside(lab, public, b"before expiry") == b"before expiry"
+    assert lab.exchange(public, b"before expiry") == b"before expiry"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not _unreachable(lab, public, False):
         time.sleep(0.5)
@@ -147,11 +136,11 @@ def test_a_short_lease_expires(lab: HomeLab, via: str) -> None:
     assert f"dport {public} " not in lab.ruleset()
 
 
-def test_renew_keeps_the_mapping_past_its_lease_and_removes_it_on_sigterm(lab: HomeLab) -> None:
+def test_renew_keeps_the_mapping_past_its_lease_and_removes_it_on_sigterm(lab: UpnpHome) -> None:
     public = 20400
     argv = lab.lan.command(
         [
-            *_portkit_argv(),
+            *portkit_argv(),
             "nat",
             "map",
             str(public),
@@ -171,7 +160,7 @@ def test_renew_keeps_the_mapping_past_its_lease_and_removes_it_on_sigterm(lab: H
         first = json.loads(proc.stdout.readline())
         assert first["event"] == "mapped" and first["mapping"]["lifetime"] == 3
         time.sleep(5)  # past the first lease: only renewals keep it
-        assert exchange_from_outside(lab, public, b"kept alive") == b"kept alive"
+        assert lab.exchange(public, b"kept alive") == b"kept alive"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
     finally:
@@ -184,13 +173,7 @@ def test_renew_keeps_the_mapping_past_its_lease_and_removes_it_on_sigterm(lab: H
     assert _unreachable(lab, public, False)
 
 
-def _portkit_argv() -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "portkit"]
-
-
-def test_router_shows_the_gateway_its_protocols_and_mappings(lab: HomeLab) -> None:
+def test_router_shows_the_gateway_its_protocols_and_mappings(lab: UpnpHome) -> None:
     _map(lab, "20500", str(SERVICE_PORT), "--via", "upnp", "--description", "router test")
     try:
         proc = lab.portkit("nat", "router", "--json")
@@ -214,16 +197,16 @@ def test_router_shows_the_gateway_its_protocols_and_mappings(lab: HomeLab) -> No
         lab.portkit("nat", "unmap", "20500", "--via", "upnp")
 
 
-def test_no_gateway_is_exit_1_naming_what_was_tried(lab: HomeLab) -> None:
+def test_no_gateway_is_exit_1_naming_what_was_tried(lab: UpnpHome) -> None:
     # The outside host has no default route.
-    proc = lab.outside.run([*_portkit_argv(), "nat", "map", "8443"], timeout=30)
+    proc = lab.outside.run([*portkit_argv(), "nat", "map", "8443"], timeout=30)
     assert proc.returncode == 1 and proc.stdout == ""
     assert (
         proc.stderr.count("\n") == 1 and "no IPv4 default route" in proc.stderr and "--gateway" in proc.stderr
     )
     # A gateway where nothing answers (miniupnpd listens on the LAN side only).
     start = time.monotonic()
-    argv = [*_portkit_argv(), "nat", "map", "8443", "--gateway", WAN_ROUTER, "--timeout", "1"]
+    argv = [*portkit_argv(), "nat", "map", "8443", "--gateway", WAN_ROUTER, "--timeout", "1"]
     proc = lab.outside.run(argv, timeout=60)
     assert proc.returncode == 1 and proc.stdout == ""
     line = proc.stderr.strip()
@@ -235,12 +218,12 @@ def test_no_gateway_is_exit_1_naming_what_was_tried(lab: HomeLab) -> None:
     assert " ... " not in line  # short enough to be shown whole
     assert time.monotonic() - start < 15
     proc = lab.outside.run(
-        [*_portkit_argv(), "nat", "router", "--gateway", WAN_OUTSIDE, "--timeout", "1"], timeout=60
+        [*portkit_argv(), "nat", "router", "--gateway", WAN_OUTSIDE, "--timeout", "1"], timeout=60
     )
     assert proc.returncode == 1 and "no gateway answered" in proc.stderr
 
 
-def test_a_refusal_is_exit_1_naming_the_result(lab: HomeLab) -> None:
+def test_a_refusal_is_exit_1_naming_the_result(lab: UpnpHome) -> None:
     # miniupnpd's permission rules allow external ports 1024-65535 only; UPnP cannot move a port.
     proc = lab.portkit("nat", "map", "80", str(SERVICE_PORT), "--via", "upnp")
     assert proc.returncode == 1 and proc.stdout == ""
@@ -249,7 +232,7 @@ def test_a_refusal_is_exit_1_naming_the_result(lab: HomeLab) -> None:
 
 
 @pytest.mark.parametrize("via", ["natpmp", "pcp"])
-def test_a_port_the_gateway_will_not_give_is_moved_and_said_so(lab: HomeLab, via: str) -> None:
+def test_a_port_the_gateway_will_not_give_is_moved_and_said_so(lab: UpnpHome, via: str) -> None:
     # NAT-PMP and PCP let the gateway map another external port than the one suggested; this
     # miniupnpd allows 1024 and up, and walks up from the port asked for to the first it allows.
     proc = lab.portkit("nat", "map", "1000", str(SERVICE_PORT), "--via", via, "--json")
@@ -258,7 +241,7 @@ def test_a_port_the_gateway_will_not_give_is_moved_and_said_so(lab: HomeLab, via
     assert mapping["requested_port"] == 1000 and mapping["external_port"] >= 1024
     moved = mapping["external_port"]
     try:
-        assert exchange_from_outside(lab, moved, b"moved") == b"moved"
+        assert lab.exchange(moved, b"moved") == b"moved"
         table = lab.portkit("nat", "map", "1000", str(SERVICE_PORT), "--via", via)
         assert f"the gateway chose port {moved}, not 1000" in table.stdout.splitlines()[0]
     finally:
