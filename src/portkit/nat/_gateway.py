@@ -118,6 +118,12 @@ def _map_upnp(gateway: str, req: MapRequest, lifetime: int) -> Mapping | str:
                    igd.control_host, external, req.description)  # fmt: skip
 
 
+def _refusal(via: Via, gateway: str, why: str, attempts: list[Attempt]) -> GatewayRefused:
+    """The refusal, and what was tried before it when something was."""
+    before = f" (before: {tried(attempts[:-1])})" if len(attempts) > 1 else ""
+    return GatewayRefused(f"{via.title} at {gateway} {why}{before}")
+
+
 _MAPPERS = {Via.PCP: _map_pcp, Via.NATPMP: _map_pmp, Via.UPNP: _map_upnp}
 
 
@@ -132,7 +138,7 @@ def map_port(gateway: Gateway, req: MapRequest, order: Sequence[Via]) -> tuple[M
             outcome = _MAPPERS[via](gateway.address, req, req.lifetime)
         except _Refused as exc:
             attempts.append(Attempt(via, gateway.address, str(exc)))
-            raise GatewayRefused(f"{via.title} at {gateway.address} {exc} ({tried(attempts)})") from None
+            raise _refusal(via, gateway.address, str(exc), attempts) from None
         if isinstance(outcome, Mapping):
             attempts.append(Attempt(via, gateway.address, "ok"))
             return dataclasses.replace(outcome, requested_port=req.external_port), attempts
@@ -185,7 +191,7 @@ def unmap_port(gateway: Gateway, req: MapRequest, order: Sequence[Via]) -> tuple
             continue
         except _Refused as exc:
             attempts.append(Attempt(via, gateway.address, str(exc)))
-            raise GatewayRefused(f"{via.title} at {gateway.address} {exc} ({tried(attempts)})") from None
+            raise _refusal(via, gateway.address, str(exc), attempts) from None
         if isinstance(outcome, Mapping):
             attempts.append(Attempt(via, gateway.address, "ok"))
             return via, attempts
