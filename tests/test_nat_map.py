@@ -182,6 +182,11 @@ def test_router_shows_the_gateway_its_protocols_and_mappings(lab: UpnpHome) -> N
         assert found["gateway"] == {"address": LAN_ROUTER, "source": "default route via eth0"}
         assert found["client_address"] == LAN_HOST and found["external_address"] == WAN_ROUTER
         assert [(p["via"], p["answers"]) for p in found["protocols"]] == [(v, True) for v in VIAS]
+        # The IGD was found by asking the gateway itself: no multicast was needed.
+        upnp = found["protocols"][2]["detail"]
+        assert upnp.startswith(f"http://{LAN_ROUTER}:") and upnp.endswith(
+            "/rootDesc.xml (unicast SSDP search)"
+        )
         assert found["mappings_listed"] is True
         assert any(
             m["external_port"] == 20500 and m["description"] == "router test" for m in found["mappings"]
@@ -247,3 +252,15 @@ def test_a_port_the_gateway_will_not_give_is_moved_and_said_so(lab: UpnpHome, vi
     finally:
         lab.portkit("nat", "unmap", str(moved), str(SERVICE_PORT), "--via", via)
     assert _unreachable(lab, moved, False)
+
+
+def test_multicast_discovery_finds_the_igd_when_no_gateway_is_named(lab: UpnpHome) -> None:
+    # The fallback for gateways that ignore a unicast search; here inside the lab's LAN only.
+    script = (
+        "from portkit.nat._upnp import IgdClient\n"
+        "igd = IgdClient(None, 2.0)\n"
+        "print(igd.found_by, igd.location, igd.lan_address, igd.external_address())\n"
+    )
+    proc = lab.lan.run([portkit_argv()[0], "-c", script], timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["multicast", "SSDP", "search", "None", LAN_HOST, WAN_ROUTER]

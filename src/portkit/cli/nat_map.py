@@ -314,4 +314,4 @@ def router_cmd(via: str, gateway: str | None, timeout: float, as_json: bool) -> 
     )
     if found.mappings_listed:
         click.echo()
-        emit_table(MAPPING_COLUMNS, _mapping_rows(found.mappings), title="mappings (UPnP-IGD)")
+        emit_table(MAPPING_COLUMNS, _mapping_rows(found.mappings), title="mappings (listed over UPnP-IGD)")

@@ -281,13 +281,14 @@ def _survey_upnp(result: RouterSurvey, address: str, timeout: float) -> None:
     except UpnpUnavailable as exc:
         result.protocols.append(ProtocolSurvey(Via.UPNP, False, str(exc)))
         return
+    found = f"{igd.location} ({igd.found_by})" if igd.location else igd.found_by
     try:
         external: str | None = igd.external_address()
     except UpnpFault as exc:
         external = None
-        detail = f"{igd.location or igd.found_by}; GetExternalIPAddress: {exc}"
+        detail = f"{found}; GetExternalIPAddress: {exc}"
     else:
-        detail = igd.location or igd.found_by
+        detail = found
     result.protocols.append(ProtocolSurvey(Via.UPNP, True, detail, external or None))
     now = time.time()
     result.mappings = [
