@@ -387,3 +387,13 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], quoted: str) -> None:
     result = run_cli(*args)
     assert result.status == 2, result
     assert result.stdout == "" and result.stderr.count("\n") == 1 and quoted in result.stderr
+
+
+def test_a_pcp_only_server_reply_to_natpmp_reads_as_unsupported_version() -> None:
+    # RFC 6887 section 9: a PCP server answers a version-0 request with a version-2 header,
+    # result UNSUPP_VERSION; read as NAT-PMP that is the same result code, and the client moves on.
+    pcp_reply = _pcp.PcpResponse(_pcp.Opcode.ANNOUNCE, _pcp.ResultCode.UNSUPP_VERSION, 0, 77).encode()
+    decoded = _pmp.decode_response(pcp_reply)
+    assert isinstance(decoded, _pmp.ErrorResponse)
+    assert decoded.result == _pmp.ResultCode.UNSUPPORTED_VERSION
+    assert _pmp.answers(_pmp.ExternalAddressRequest(), decoded)

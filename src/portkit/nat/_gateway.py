@@ -66,6 +66,8 @@ def _map_pcp(gateway: str, req: MapRequest, lifetime: int) -> Mapping | str:
         return answer.reason
     if isinstance(answer, _pcp.VersionReply):
         return f"speaks version {answer.version}, not PCP" + (" (NAT-PMP)" if answer.version == 0 else "")
+    if answer.result == _pcp.ResultCode.UNSUPP_VERSION:
+        return "does not speak PCP version 2 (UNSUPP_VERSION)"
     if answer.result != _pcp.ResultCode.SUCCESS or answer.body is None:
         raise _Refused(f"refused: {_pcp.result_name(answer.result)}")
     body = answer.body
@@ -91,6 +93,8 @@ def _map_pmp(gateway: str, req: MapRequest, lifetime: int) -> Mapping | str:
     if isinstance(answer, NoAnswer):
         return answer.reason
     if not isinstance(answer, _pmp.MapResponse):
+        if answer.result == _pmp.ResultCode.UNSUPPORTED_VERSION:  # a PCP-only server answers so
+            return "does not speak NAT-PMP (UNSUPPORTED_VERSION)"
         raise _Refused(f"refused: {_pmp.result_name(answer.result)}")
     external: str | None = None
     if lifetime:
