@@ -138,6 +138,15 @@ def _show(event: str, gateway: Gateway, mapping: Mapping, attempts: list[Attempt
                f"{gateway.source}; tried: {'; '.join(str(a) for a in attempts)}{moved})")  # fmt: skip
 
 
+def _renewal_wait(mapping: Mapping) -> float:
+    """Seconds until the next renewal: half of what is left of the lease (RFC 6886 section 3.3,
+    RFC 6887 section 11.2.1), at least one second; an hour for a lease without end."""
+    expires = mapping.expires_at
+    if expires is None:
+        return 3600.0
+    return max(1.0, (expires - time.time()) / 2)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
@@ -201,7 +210,7 @@ def map_cmd(
 
     Exit status 1 when no gateway answers (the error names what was tried) or it refuses.
     """
-    from portkit.nat import MapRequest, map_port, unmap_port
+    from portkit.nat import MapRequest, NoGatewayAnswer, map_port, unmap_port
 
     where = _find_gateway(gateway)
     request = MapRequest(Transport.parse(proto), public_port, internal_port or public_port, lease,
@@ -213,9 +222,14 @@ def map_cmd(
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         while True:
-            # RFC 6886 section 3.3 and RFC 6887 section 11.2.1: renew at half the lifetime.
-            time.sleep(max(1.0, mapping.lifetime / 2) if mapping.lifetime else 3600.0)
-            mapping, attempts = map_port(where, request, (mapping.via,))
+            time.sleep(_renewal_wait(mapping))
+            try:
+                mapping, attempts = map_port(where, request, (mapping.via,))
+            except NoGatewayAnswer:
+                # A lost renewal is retried while the lease lasts (RFC 6887 section 11.2.1).
+                if time.time() >= (mapping.expires_at or 0.0):
+                    raise
+                continue
             _show("renewed", where, mapping, attempts, as_json, stream=True)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
