@@ -23,7 +23,8 @@ if [ "$with_test_servers" = 1 ]; then
     # anchors for benchmarks and real servers for service-detection tests
     packages+=(haproxy ufw libxml2-utils openssl nginx-light openssh-server redis-server postgresql
                vsftpd dnsmasq mosquitto memcached xsltproc)
-    packages+=(miniupnpd-nftables miniupnpc)  # nat ls test: a real miniupnpd, and upnpc to ask it
+    # the router daemon of the `nat` tests (UPnP-IGD, NAT-PMP, PCP), and upnpc to ask it
+    packages+=(miniupnpd-nftables miniupnpc)
 fi
 
 missing=()

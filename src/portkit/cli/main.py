@@ -44,14 +44,14 @@ COMMANDS: dict[str, str] = {
     "audit": "portkit.cli.audit:audit",
     # port forwarder (portkit.forward)
     "forward": "portkit.cli.forward:forward",
+    # port forwarding behind NAT (portkit.nat)
+    "nat": "portkit.cli.nat:nat",
     # why a port cannot be reached or bound (portkit.diagnose)
     "diagnose": "portkit.cli.diagnose:diagnose",
     # the exposure ledger and comparisons (portkit.ledger, portkit.diff)
     "history": "portkit.cli.ledger:history",
     "ledger": "portkit.cli.ledger:ledger",
     "diff": "portkit.cli.ledger:diff",
-    # port forwarding behind NAT (portkit.nat)
-    "nat": "portkit.cli.nat:nat",
 }
 DEFAULT_COMMAND = "overview"
 

@@ -5,6 +5,11 @@ ufw), `plan_forward` adds what this host's live state says (forward chains that 
 it, ip_forward, routes), `apply_forward` and `remove_forward` load and delete them by their
 `portkit-nat:ID` tag; `list_forwards` lists every DNAT/REDIRECT in force with whether it
 works; `check_forward` probes one from a network namespace with the router's own evidence.
+
+Asking a home router instead: `map_port` asks the gateway (by default the default route's
+next hop, `default_gateway`) for a `Mapping` with the first protocol of `AUTO_ORDER` that
+answers; `unmap_port` removes one; `survey` tells which protocols the gateway answers, its
+external address and the mappings it lists. The protocols themselves are pure code in `portkit.nat._pmp` and `portkit.nat._pcp`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,26 @@ if TYPE_CHECKING:
         plan_forward as plan_forward,
         Removal as Removal,
         remove_forward as remove_forward,
+    )
+    from portkit.nat._gateway import (
+        MapRequest as MapRequest,
+        ProtocolSurvey as ProtocolSurvey,
+        RouterSurvey as RouterSurvey,
+        map_port as map_port,
+        survey as survey,
+        unmap_port as unmap_port,
+    )
+    from portkit.nat._mapping import (
+        AUTO_ORDER as AUTO_ORDER,
+        UNMAP_AUTO_ORDER as UNMAP_AUTO_ORDER,
+        Attempt as Attempt,
+        Gateway as Gateway,
+        GatewayRefused as GatewayRefused,
+        Mapping as Mapping,
+        NoGatewayAnswer as NoGatewayAnswer,
+        Via as Via,
+        default_gateway as default_gateway,
+        tried as tried,
     )
 
 __getattr__, __dir__ = lazy_exports_from_source(__name__, __file__)
