@@ -9,7 +9,8 @@ works; `check_forward` probes one from a network namespace with the router's own
 Asking a home router instead: `map_port` asks the gateway (by default the default route's
 next hop, `default_gateway`) for a `Mapping` with the first protocol of `AUTO_ORDER` that
 answers; `unmap_port` removes one; `survey` tells which protocols the gateway answers, its
-external address and the mappings it lists. The protocols themselves are pure code in `portkit.nat._pmp` and `portkit.nat._pcp`.
+external address and the mappings it lists. The protocols themselves are pure code in
+`portkit.nat._pmp` and `portkit.nat._pcp`.
 """
 
 from __future__ import annotations
