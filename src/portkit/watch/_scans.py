@@ -178,8 +178,8 @@ class Detector:
 
     def packet(self, seen: Seen) -> list[ScanEvent]:
         if seen.outgoing:
-            self._answer(seen)
-            return []
+            answered = self._answer(seen)
+            return self._judge(answered, seen.time) if answered is not None else []
         kind = classify_probe(seen)
         if kind is None or seen.src in self.ignore:
             return []
@@ -194,8 +194,8 @@ class Detector:
             source.attempts[attempt_key] = _Attempt(kind, seen.time)
         return self._judge(source, seen.time)
 
-    def _answer(self, seen: Seen) -> None:
-        """This host's answer to an attempt: settles its outcome."""
+    def _answer(self, seen: Seen) -> _Source | None:
+        """This host's answer to an attempt: settles its outcome; returns the source it settled."""
         if seen.proto == TCP:
             key = (seen.netns, seen.dst)
             attempt_key = (seen.src, seen.sport, TCP)
@@ -204,7 +204,7 @@ class Detector:
             elif seen.flags & RST:
                 outcome = Outcome.CLOSED
             else:
-                return
+                return None
         elif seen.proto in (ICMP, ICMPV6) and seen.quoted is not None:
             q_src, q_dst, q_proto, _q_sport, q_dport = seen.quoted
             # The quoted packet is the attempt as it arrived: from the source to this host.
@@ -212,13 +212,15 @@ class Detector:
             attempt_key = (q_dst, q_dport, q_proto)
             outcome = Outcome.CLOSED
         else:
-            return
+            return None
         source = self.sources.get(key)
         if source is None:
-            return
+            return None
         attempt = source.attempts.get(attempt_key)
-        if attempt is not None and attempt.outcome is Outcome.PENDING:
-            attempt.outcome = outcome
+        if attempt is None or attempt.outcome is not Outcome.PENDING:
+            return None
+        attempt.outcome = outcome
+        return source
 
     # --- time -------------------------------------------------------------------------------
 
