@@ -51,6 +51,9 @@ def describe(document: dict[str, Any]) -> str:
         if document.get("blocked"):
             text += f"; blocked in {document['blocked']}"
         return f"{_when(document['time'])} {kind:16}{_where(document)} {text}"
+    if kind == "watch-started":
+        packets = "listeners and packets" if document["packets"] else "listeners only"
+        return f"{_when(document['time'])} {kind:16} {len(document['namespaces'])} namespaces, {packets}"
     return f"{_when(document.get('time', time.time()))} {kind}"
 
 

@@ -177,6 +177,7 @@ def watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None] = l
     want_packets = options.scans or options.accepts
     packets_ok = want_packets
     emitted = 0
+    started = False
     start = time.monotonic()
     next_poll = start
     next_accepts = start + options.accept_interval
@@ -236,6 +237,16 @@ def watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None] = l
                         space, sock = captures.pop(inode)
                         by_fd.pop(sock.fileno(), None)
                         sock.close()
+                if not started:
+                    started = True
+                    emit(  # not counted by max_events: it says the watch is live, not what happened
+                        {
+                            "event": "watch-started",
+                            "time": time.time(),
+                            "namespaces": [str(space) for space in spaces],
+                            "packets": bool(by_fd),
+                        }
+                    )
                 if options.scans:
                     on_scan(detector.tick(time.time()))
             if options.accepts and now >= next_accepts:
