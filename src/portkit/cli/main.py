@@ -40,6 +40,8 @@ COMMANDS: dict[str, str] = {
     "scan": "portkit.cli.scan:scan",
     # firewall (portkit.firewall)
     "fw": "portkit.cli.firewall:fw",
+    # live events and scan detection (portkit.watch)
+    "watch": "portkit.cli.watch:watch",
     # exposure audit against a policy (portkit.audit)
     "audit": "portkit.cli.audit:audit",
     # port forwarder (portkit.forward)
