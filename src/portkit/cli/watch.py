@@ -135,8 +135,7 @@ def watch(
     import ipaddress
 
     from portkit.sockets import named_namespace
-    from portkit.watch import Thresholds, WatchOptions
-    from portkit.watch import watch as run_watch
+    from portkit.watch import Thresholds, WatchOptions, run_watch
 
     if block is not None and not scans:
         raise UsageError("--block needs --scans: it drops the scanners --scans detects")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
         parse_packet as parse_packet,
     )
     from portkit.watch._run import (
-        watch as watch,
+        run_watch as run_watch,
         WatchOptions as WatchOptions,
     )
     from portkit.watch._scans import (

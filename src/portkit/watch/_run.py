@@ -230,7 +230,7 @@ class Blocker:
         self.made.clear()
 
 
-def watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None] = lambda text: None) -> int:
+def run_watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None] = lambda text: None) -> int:
     """Watch until `options.duration` or `max_events` (or KeyboardInterrupt); returns the events emitted."""
     detector = Detector(options.thresholds, options.ignore)
     reader = ListenerReader(options.namespaces, notes)
