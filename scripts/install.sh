@@ -23,6 +23,8 @@ if [ "$with_test_servers" = 1 ]; then
     # anchors for benchmarks and real servers for service-detection tests
     packages+=(haproxy ufw libxml2-utils openssl nginx-light openssh-server redis-server postgresql
                vsftpd dnsmasq mosquitto memcached xsltproc)
+    # the router daemon of the `nat` tests (UPnP-IGD, NAT-PMP, PCP), and upnpc to ask it
+    packages+=(miniupnpd-nftables miniupnpc)
     packages+=(netcat-openbsd)  # `nc -zv`: the manual checklist bench_diagnose.py times portkit against
 fi
 

@@ -347,3 +347,52 @@ def test_bad_cli_input_is_one_line() -> None:
         )
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+DOCKER_NAT = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s 172.31.0.0/16 ! -o dock0 -j MASQUERADE
+-A DOCKER -i dock0 -j RETURN
+-A DOCKER ! -i dock0 -p tcp -m tcp --dport 8443 -j DNAT --to-destination 172.31.0.2:443
+COMMIT
+"""
+
+
+@needs_root
+def test_a_docker_style_publish_is_its_own_exposure_class(tmp_path: Path) -> None:
+    """A listener in a 'container' namespace, brought to the host's address by docker's DNAT."""
+    with LabNamespace("pkah") as host, LabNamespace("pkac") as container, LabNamespace("pkaw") as wan:
+        connect(host, "dock0", ["172.31.0.1/16"], container, "eth0", ["172.31.0.2/16"])
+        connect(host, "wan0", ["198.18.5.1/24"], wan, "eth0", ["198.18.5.2/24"])
+        container.ip("route", "add", "default", "via", "172.31.0.1")
+        host.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        loaded = host.run(["iptables-restore", "-n"], input=DOCKER_NAT)
+        assert loaded.returncode == 0, loaded.stderr
+        holder = subprocess.Popen(
+            container.command([sys.executable, "-c", HOLDER, "0.0.0.0:443", "0.0.0.0:5000"]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+            argv = [*PORTKIT, "audit", "--json", "--netns", host.name, "--netns", container.name]
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+            assert proc.returncode == 0, proc.stderr
+            listeners = {item["port"]: item for item in json.loads(proc.stdout)["listeners"]}
+            assert listeners[443]["exposure_class"] == "container-published"
+            assert listeners[443]["published"] == [f"198.18.5.1:8443 (netns {host.name})"]
+            assert listeners[5000]["exposure_class"] == "all-interfaces"  # nothing publishes it
+            # The real thing: the WAN side reaches the container through the publish.
+            reach = wan.run(
+                [sys.executable, "-c", "import socket; socket.create_connection(('198.18.5.1', 8443), 3)"]
+            )
+            assert reach.returncode == 0, reach.stderr
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -449,3 +450,103 @@ def test_ledger_references() -> None:
     assert parse_ref("@2026-12-01T10:00+00:00", now).time == 1_796_119_200.0
     for bad in ("@", "@tomorrow", "@-5y", "@2026-13-01", "@²"):
         assert_usage_error(run_main("diff", bad, "@now"), "invalid ledger reference")
+
+
+def test_ledger_snapshots_against_the_live_host(tmp_path: Path) -> None:
+    """@yesterday finds the newest complete inventory before it; @now is this host now."""
+    import time
+
+    from portkit.ledger import INVENTORY, Ledger, Owner, PortFact
+
+    db = str(tmp_path / "ledger.db")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        now = time.time()
+        with Ledger.open(db) as ledger:
+            gone = PortFact(
+                1, "tcp", "h", "listening", "127.0.0.9", exposure="loopback", owners=(Owner("old"),)
+            )
+            ledger.record(INVENTORY, [gone], host="h", time=now - 3 * 86400)
+            partial = PortFact(2, "tcp", "h", "listening", "127.0.0.9")
+            ledger.record(INVENTORY, [partial], host="h", complete=False, time=now - 2 * 86400)
+        result = run_main("diff", "@yesterday", "@now", "--db", db, "--json")
+        assert result.status == 1, result.stderr
+        doc = json.loads(result.stdout)
+        changes = {(p["port"], tuple(p["changes"])) for p in doc["ports"] if p["netns"] is None}
+        assert (1, ("closed",)) in changes and (port, ("opened",)) in changes
+        assert (2, ("closed",)) not in changes  # the partial record is history, not a snapshot
+        assert doc["a"].startswith("ledger #1: inventory of h")
+        # @ID of a partial inventory is allowed, with a note on stderr
+        note = run_main("diff", "@2", "@now", "--db", db)
+        assert note.status == 1 and note.stderr.startswith("note: ledger #2 saw only part")
+        missing = run_main("diff", "@-5d", "@now", "--db", db)
+        assert missing.status == 1 and "no complete inventory recorded at or before" in missing.stderr
+        assert_usage_error(run_main("diff", "@99", "@now", "--db", db), "no observation #99")
+    finally:
+        listener.close()
+
+
+def test_a_recorded_scan_compares_with_a_scan_file(tmp_path: Path) -> None:
+    db = str(tmp_path / "ledger.db")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        out = tmp_path / "now.json"
+        ports = f"{port}-{port + 29}"
+        first = run_main("scan", "-sT", "-Pn", "-p", ports, "127.0.0.1", "--record", "--db", db)
+        assert first.status == 0, first.stderr
+    finally:
+        listener.close()
+    second = run_main("scan", "-sT", "-Pn", "-p", ports, "127.0.0.1", "-oJ", str(out))
+    assert second.status == 0, second.stderr
+    result = run_main("diff", "@1", str(out), "--db", db, "--json")
+    assert result.status == 1, result.stderr
+    (change,) = json.loads(result.stdout)["ports"]
+    assert (change["port"], change["changes"]) == (port, ["closed"])
+    assert_usage_error(run_main("diff", str(out), "@now", "--db", db), "compare it with an inventory")
+
+
+PORT_LINE = re.compile(r"[-+][0-9]+/(tcp|udp) ")
+
+
+def port_lines(text: str) -> list[str]:
+    """The `-`/`+` port lines of an ndiff-style text, whitespace collapsed, in order."""
+    return [" ".join(line.split()) for line in text.splitlines() if PORT_LINE.match(line)]
+
+
+@needs_nmap
+@pytest.mark.parametrize("seed", range(12))
+def test_random_changes_agree_with_ndiff_verdicts_and_text(
+    seed: int, listeners: Listeners, tmp_path: Path
+) -> None:
+    """Random listeners on two addresses, random ones closed and opened between the scans."""
+    import random
+
+    rng = random.Random(seed)
+    width = 40
+    base = free_base(width)
+    ports = f"{base}-{base + width - 1}"
+    addresses = ("127.0.0.1", "127.0.0.2")
+    opened = {(a, base + rng.randrange(width)) for a in addresses for _ in range(rng.randrange(0, 8))}
+    for address, port in opened:
+        listeners.open(address, port)
+    a = nmap(tmp_path / "a.xml", ports, " ".join(addresses), "-sT")
+    for address, port in sorted(opened):
+        if rng.random() < 0.4:
+            listeners.close(address, port)
+    for address in addresses:
+        for _ in range(rng.randrange(0, 6)):
+            port = base + rng.randrange(width)
+            if (address, port, "tcp") not in listeners.sockets:
+                listeners.open(address, port)
+    targets = " ".join(addresses if rng.random() < 0.7 else addresses[:1])
+    b = nmap(tmp_path / "b.xml", ports, targets, "-sT")
+    agree(a, b)
+    ours = run_main("diff", str(a), str(b)).stdout
+    theirs = subprocess.run(["ndiff", str(a), str(b)], capture_output=True, text=True, timeout=60).stdout
+    assert port_lines(ours) == port_lines(theirs)

@@ -98,8 +98,10 @@ def test_a_version_1_ledger_is_migrated_and_keeps_its_rows(tmp_path: Path) -> No
         b"this is not a database at all\n" * 100,
         b"SQLite format 3\x00" + b"\xff" * 4000,
         b"\x00" * 8192,
+        b"\x00",  # SQLite alone would take a file shorter than its header for an empty database
+        b"SQLite format 3",
     ],
-    ids=["text", "bad-header", "zeros"],
+    ids=["text", "bad-header", "zeros", "one-byte", "header-cut"],
 )
 def test_a_damaged_file_is_refused_in_one_line_and_left_as_it_was(content: bytes, tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
@@ -213,7 +215,8 @@ WRITER = textwrap.dedent(
 
 
 def test_several_processes_writing_at_once_lose_no_row(tmp_path: Path) -> None:
-    """Eight processes (observations and events) open a new file at the same instant and write."""
+    """Eight processes (observations and events) open a new file at the same instant and write,
+    while three `portkit ls --record` runs record into it."""
     path = tmp_path / "shared.db"
     writers, count = 8, 60
     start = time.time() + 1.5
@@ -227,6 +230,20 @@ def test_several_processes_writing_at_once_lose_no_row(tmp_path: Path) -> None:
         )
         for i in range(writers)
     ]
+    # and CLI runs recording at the same time (the console script, as a user runs it)
+    clis = 3
+    while time.time() < start:
+        time.sleep(0.001)
+    procs += [
+        subprocess.Popen(
+            [sys.executable, "-m", "portkit", "ls", "--record", "--db", str(path)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(clis)
+    ]
     try:
         for proc in procs:
             _, err = proc.communicate(timeout=180)
@@ -237,6 +254,10 @@ def test_several_processes_writing_at_once_lose_no_row(tmp_path: Path) -> None:
                 proc.kill()
     with Ledger.open(path) as ledger:
         counts = ledger.counts()
+        cli_runs = [o for o in ledger.summaries(INVENTORY) if o.source == "portkit ls"]
+        assert len(cli_runs) == clis
+        counts["observations"] -= clis
+        counts["facts"] -= sum(len(ledger.observation(o.id).facts) for o in cli_runs)  # type: ignore[union-attr]
         assert counts == {
             "observations": writers // 2 * count,
             "facts": writers // 2 * count * 3,
@@ -252,6 +273,16 @@ def test_several_processes_writing_at_once_lose_no_row(tmp_path: Path) -> None:
 
 
 # --- retention and export ------------------------------------------------------------------------
+
+
+def test_history_reads_through_the_port_index(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "ledger.db") as ledger:
+        for protocol, host in ((None, None), ("tcp", None), ("udp", "192.0.2.1")):
+            query, args = ledger.sightings_query(22, protocol, host)
+            plan = str(ledger._db.execute(f"EXPLAIN QUERY PLAN {query}", args).fetchall())
+            assert "USING INDEX port_facts_port" in plan, plan
+        plan = str(ledger._db.execute("EXPLAIN QUERY PLAN SELECT id FROM events WHERE port = 22").fetchall())
+        assert "events_port" in plan, plan
 
 
 def test_prune_removes_what_is_older_with_its_facts(tmp_path: Path) -> None:
@@ -388,8 +419,13 @@ def test_history_of_a_real_listener_from_recorded_runs(tmp_path: Path) -> None:
 def test_the_same_rules_read_twice_have_one_fingerprint(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
     rules = REPO / "tests" / "data" / "bad_input"
-    for name in ("policy.rules", "policy.rules", "iptables.rules"):
-        assert run_main("fw", "show", str(rules / name), "--record", "--db", str(db)).status == 0
+    for command, name in (
+        (("fw", "show"), "policy.rules"),
+        (("fw", "lint", "--fail-on", "never"), "policy.rules"),
+        (("fw", "export", "--to", "nft"), "iptables.rules"),
+    ):
+        result = run_main(*command, str(rules / name), "--record", "--db", str(db))
+        assert result.status == 0, result.stderr
     with Ledger.open(db) as ledger:
         prints = [o.data["fingerprint"] for o in ledger.observations()]
     assert prints[0] == prints[1] != prints[2]

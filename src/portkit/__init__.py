@@ -18,6 +18,12 @@ __version__ = "0.1.0"
 # at run time (on the first attribute asked for) to know which module defines each name. Each
 # name is written `x as x`, which is how a package re-exports a name under mypy --strict.
 if TYPE_CHECKING:
+    from portkit.audit import (
+        AuditReport as AuditReport,
+        parse_exposure_policy as parse_exposure_policy,
+        render_sarif as render_sarif,
+        run_audit as run_audit,
+    )
     from portkit.diagnose import (
         diagnose_bind as diagnose_bind,
     )
@@ -80,6 +86,11 @@ if TYPE_CHECKING:
         PortSettings as PortSettings,
         read_port_settings as read_port_settings,
     )
+    from portkit.ledger import (
+        Ledger as Ledger,
+        port_history as port_history,
+        PortHistory as PortHistory,
+    )
     from portkit.model import (
         classify_port as classify_port,
         DYNAMIC as DYNAMIC,
@@ -101,6 +112,14 @@ if TYPE_CHECKING:
         HttpInfo as HttpInfo,
         ServiceRecord as ServiceRecord,
         TlsInfo as TlsInfo,
+    )
+    from portkit.nat import (
+        check_forward as check_forward,
+        list_forwards as list_forwards,
+        map_port as map_port,
+        Mapping as Mapping,
+        PortForward as PortForward,
+        unmap_port as unmap_port,
     )
     from portkit.registry import (
         default_registry as default_registry,
@@ -142,6 +161,10 @@ if TYPE_CHECKING:
         TcpInfo as TcpInfo,
         TcpState as TcpState,
         who_holds as who_holds,
+    )
+    from portkit.watch import (
+        run_watch as run_watch,
+        WatchOptions as WatchOptions,
     )
 
 __getattr__, __dir__ = lazy_exports_from_source(__name__, __file__)

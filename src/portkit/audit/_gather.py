@@ -265,35 +265,53 @@ def open_rules(view: NamespaceView, lan: Sequence[Network]) -> list[OpenRule]:
     return found
 
 
-def _published(views: dict[str | None, NamespaceView]) -> dict[tuple[str, int, Transport], list[str]]:
-    """(target address, port, transport) -> host address:port that a DNAT in this namespace sends there."""
-    host = views.get(None)
-    result: dict[tuple[str, int, Transport], list[str]] = {}
-    if host is None or host.ruleset is None:
-        return result
-    candidates: dict[tuple[int, Transport], None] = {}
-    for _table, _chain, _index, rule in host.ruleset.rules():
-        if rule.action is FilterAction.DNAT:
-            for key in _rule_ports(rule):
-                candidates.setdefault(key)
-    for port, transport in candidates:
-        for iface, addrs in host.addresses.items():
-            if iface == "lo":
-                continue
-            for address in addrs[:1]:
-                source = ANY_SOURCE[address.version]
-                packet = Packet(_L4[transport], source, address, 40000, port, iif=iface)
-                decision = evaluate(host.ruleset, packet, local_addresses=host.local, trace_misses=False)
-                final = decision.final_packet
-                if (
-                    final is not None
-                    and (final.dst, final.dport) != (address, port)
-                    and final.dport is not None
-                ):
-                    target = (str(final.dst), final.dport, transport)
+def _published(
+    views: dict[str | None, NamespaceView],
+) -> dict[tuple[str | None, str, int, Transport], list[str]]:
+    """(namespace, address, port, transport) of a listener -> the address:port (and namespace)
+    whose DNAT sends new connections there: docker's publish, a router's port forward.
+
+    The DNAT's target address is matched to the one namespace that holds it; an address held by
+    several (parallel labs reuse subnets) is not guessed at.
+    """
+    holders: dict[str, set[str | None]] = {}
+    for label, view in views.items():
+        for address in view.local:
+            if not address.is_loopback:
+                holders.setdefault(str(address), set()).add(label)
+    result: dict[tuple[str | None, str, int, Transport], list[str]] = {}
+    for label, view in views.items():
+        if view.ruleset is None:
+            continue
+        candidates: dict[tuple[int, Transport], None] = {}
+        for _table, _chain, _index, rule in view.ruleset.rules():
+            if rule.action is FilterAction.DNAT:
+                for key in _rule_ports(rule):
+                    candidates.setdefault(key)
+        for port, transport in candidates:
+            for iface, addrs in view.addresses.items():
+                if iface == "lo":
+                    continue
+                for address in addrs[:1]:
+                    packet = Packet(
+                        _L4[transport], ANY_SOURCE[address.version], address, 40000, port, iif=iface
+                    )
+                    decision = evaluate(view.ruleset, packet, local_addresses=view.local, trace_misses=False)
+                    final = decision.final_packet
+                    if final is None or final.dport is None or (final.dst, final.dport) == (address, port):
+                        continue
+                    owners = holders.get(str(final.dst), set())
+                    if len(owners) != 1:
+                        continue
+                    (owner,) = owners
+                    if owner == label:
+                        continue  # a redirect inside one namespace publishes nothing
                     text = f"{address}:{port}" if address.version == 4 else f"[{address}]:{port}"
-                    if text not in result.setdefault(target, []):
-                        result[target].append(text)
+                    if label is not None:
+                        text += f" (netns {label})"
+                    found = result.setdefault((owner, str(final.dst), final.dport, transport), [])
+                    if text not in found:
+                        found.append(text)
     return result
 
 
@@ -418,14 +436,14 @@ def run_audit(
         view = views.get(listener.netns) or _view(listener.netns, None)
         zones = judge_listener(listener, view, lan)
         on_host: list[str] = []
-        if listener.netns is not None:
+        if listener.exposure is not Exposure.LOOPBACK:
             addrs = (
                 [str(a) for a in view.local]
                 if listener.exposure is Exposure.ALL
                 else list(listener.addresses)
             )
             for address in addrs:
-                on_host += published.get((address, listener.port, listener.transport), [])
+                on_host += published.get((listener.netns, address, listener.port, listener.transport), [])
         audited.append(
             AuditedListener(listener, exposure_class(listener, on_host), zones, (), tuple(on_host))
         )

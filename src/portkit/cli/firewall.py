@@ -382,15 +382,25 @@ def _hooks(d: Any) -> list[Any]:
 @click.option(
     "--ssh/--no-ssh", default=True, help="Check that the rules keep this SSH session (from $SSH_CONNECTION)."
 )
+@record_options
 @json_option
 def lint(
-    rules: str | None, netns: str | None, fmt: str | None, fail_on: str, ssh: bool, as_json: bool
+    rules: str | None,
+    netns: str | None,
+    fmt: str | None,
+    fail_on: str,
+    ssh: bool,
+    as_json: bool,
+    record: bool | None,
+    db: str | None,
 ) -> None:
     """Find shadowed, redundant and dead rules, loops, risky exposures and lock-outs."""
     from portkit.firewall import Severity, default_route_interfaces, lint_ruleset
     from portkit.registry import default_registry
 
+    ledger = recording_ledger(record, db)
     ruleset = _load(netns, rules, fmt)
+    _record(ledger, ruleset)
     # Live rules (here or in --netns): the default route's interface faces the internet.
     wan = default_route_interfaces(netns=netns) if rules is None else frozenset()
     findings = lint_ruleset(
@@ -444,6 +454,7 @@ def lint(
     is_flag=True,
     help="Load the export with nft / iptables-restore in a scratch network namespace first (root).",
 )
+@record_options
 @json_option
 def export(
     rules: str | None,
@@ -454,6 +465,8 @@ def export(
     force: bool,
     check: bool,
     as_json: bool,
+    record: bool | None,
+    db: str | None,
 ) -> None:
     """Write the rules for another tool, never accepting more than they do.
 
@@ -462,7 +475,9 @@ def export(
     and --force leaves them out too, with a warning."""
     from portkit.firewall import ExportRefused, check_export, export_ruleset
 
+    ledger = recording_ledger(record, db)
     ruleset = _load(netns, rules, fmt)
+    _record(ledger, ruleset)
     try:
         rendering = export_ruleset(ruleset, target, force=force)
         if check:

@@ -40,10 +40,14 @@ COMMANDS: dict[str, str] = {
     "scan": "portkit.cli.scan:scan",
     # firewall (portkit.firewall)
     "fw": "portkit.cli.firewall:fw",
+    # live events and scan detection (portkit.watch)
+    "watch": "portkit.cli.watch:watch",
     # exposure audit against a policy (portkit.audit)
     "audit": "portkit.cli.audit:audit",
     # port forwarder (portkit.forward)
     "forward": "portkit.cli.forward:forward",
+    # port forwarding behind NAT (portkit.nat)
+    "nat": "portkit.cli.nat:nat",
     # why a port cannot be reached or bound (portkit.diagnose)
     "diagnose": "portkit.cli.diagnose:diagnose",
     # the exposure ledger and comparisons (portkit.ledger, portkit.diff)

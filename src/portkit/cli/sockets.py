@@ -207,7 +207,7 @@ def ls(
     ledger = recording_ledger(record, db)
     # A snapshot `diff @TIME` may compare: every listener, with its owners.
     complete = (
-        not (protos or only4 or only6 or port or sport or dport or pids or users or names)
+        not (protos or only4 or only6 or port or sport or dport or pids or users or names or netns)
         and (listening or show_all)
         and query.with_processes
     )
@@ -331,7 +331,9 @@ def overview(
     _warn(listeners)
     if ledger is not None:
         with ledger:
-            ledger.record_inventory(listeners.sockets, host=this_host(), source="portkit overview")
+            ledger.record_inventory(
+                listeners.sockets, host=this_host(), complete=netns is None, source="portkit overview"
+            )
     result = build_overview(
         listeners.sockets,
         connections.sockets,

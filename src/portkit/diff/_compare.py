@@ -207,7 +207,7 @@ def render_text(diff: Difference) -> str:
     for change in diff.ports:
         by_host.setdefault(change.netns or "" if kind == INVENTORY else change.host, []).append(change)
     status = {h.host: h for h in diff.hosts}
-    for key in dict.fromkeys([*(h.host for h in diff.hosts), *by_host]):
+    for key in sorted({*(h.host for h in diff.hosts), *by_host}, key=_sort_key):  # as ndiff orders hosts
         changes = by_host.get(key, [])
         host_change = status.get(key)
         lines.append("")

@@ -205,6 +205,21 @@ def _ordinary_value(match: dict[str, Any]) -> tuple[bool, str] | None:
     return holds, f"assumed {'' if holds else 'not '}to match: {why}"
 
 
+def _raw_ipv4_protocol(expr: Any) -> Match | None:
+    """`@nh,72,8 N` (byte 9 of the network header: the protocol of an IPv4 header) as `ip
+    protocol N`, or None. In an inet table the same bytes of an IPv6 header are part of its
+    source address, so the caller uses this only for a rule that also requires IPv4."""
+    left, right, op = expr.get("left"), expr.get("right"), expr.get("op", "==")
+    payload = left.get("payload") if isinstance(left, dict) else None
+    if not isinstance(payload, dict) or op not in ("==", "!="):
+        return None
+    if (payload.get("base"), payload.get("offset"), payload.get("len")) != ("nh", 72, 8):
+        return None
+    if not isinstance(right, int) or isinstance(right, bool) or not 0 <= right <= 255:
+        return None
+    return Match(Field.L4PROTO, ((right, right),), negate=op == "!=", family=IPV4)
+
+
 def _opaque(stmt: Any, text: str | None = None) -> Match:
     """An unmodelled expression: unknown to the evaluator, false where its headers cannot apply."""
     family, protos = _dependencies(stmt)
@@ -631,6 +646,9 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
     fields: dict[str, Any] = {}
     vmap: list[tuple[Match | tuple[Match, ...], dict[str, Any]]] = []
     where = f"{tb.family} {tb.name} {obj.get('chain')} handle {obj.get('handle')}"
+    # Raw reads of the IPv4 protocol byte (`@nh,72,8 6`, as miniupnpd writes its rules), by
+    # position in `matches`: the IPv4 protocol once the rule is known to see IPv4 only.
+    raw_protocol: dict[int, tuple[Match, str]] = {}
     for stmt in obj.get("expr", []):
         key = next(iter(stmt))
         val = stmt[key]
@@ -640,10 +658,14 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
             except (_Opaque, ValueError, KeyError, TypeError) as exc:
                 matches.append(_opaque(stmt))
                 first = _holds_when_unknown(stmt)[1]
-                notes.append(
+                note = (
                     f"{where}: cannot model match {_expr_text(stmt)} ({exc}); "
                     f"{first} in the first branch, undecided: both outcomes are followed"
                 )
+                notes.append(note)
+                protocol = _raw_ipv4_protocol(val)
+                if protocol is not None:
+                    raw_protocol[len(matches) - 1] = (protocol, note)
         elif key == "counter":
             counter = True
         elif key == "log":
@@ -690,6 +712,13 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
             # A statement that reads a header (`add @seen { ip saddr }`, `dnat to ip daddr map
             # ...`) carries nft's dependency for it: the rule stops on other packets.
             matches.extend(_dependency_matches(stmt, tb.family))
+    if raw_protocol and (
+        tb.family is Family.IP
+        or any(m.field is Field.NFPROTO and not m.negate and m.ranges == ((4, 4),) for m in matches)
+    ):
+        for index, (protocol, note) in raw_protocol.items():
+            matches[index] = protocol
+            notes.remove(note)
     base = {
         "counter": counter,
         "log": log,

@@ -15,12 +15,15 @@ version N, and a new file runs every step from 1. Opening a file:
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 from pathlib import Path
 
 from portkit.errors import PortkitError, UsageError, quote
 
 APPLICATION_ID = 0x706B6C67  # "pklg"
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # Step N (index N-1) turns a version N-1 ledger into version N.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -104,57 +107,87 @@ def connect(
     try:
         if path.is_dir():
             raise UsageError(f"invalid ledger {quote(str(path))}: it is a directory; expected a file path")
-        if not path.exists():
-            if not create:
+        if not path.exists() or (not create and path.stat().st_size == 0):
+            if not create:  # a reader creates nothing, not even in an empty file
                 raise LedgerMissing(
                     f"no ledger at {quote(str(path))}: nothing was recorded yet (record with --record)"
                 )
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        else:
+            with path.open("rb") as existing:
+                head = existing.read(100)
+            # SQLite takes a file shorter than its header for an empty database and would write
+            # one over it: only an empty file, or an SQLite file, is opened.
+            if head and (len(head) < 100 or not head.startswith(SQLITE_MAGIC)):
+                raise damaged(path, "not an SQLite file")
     except OSError as exc:  # a name too long, a file where a directory should be, no permission
         raise UsageError(f"invalid ledger path {quote(str(path))}: {exc.strerror or exc}") from None
     try:
         db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise PortkitError(f"cannot open the ledger {quote(str(path))}: {exc}") from None
+    deadline = time.monotonic() + busy_timeout
     try:
-        tables = _check(db, path)
-        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-            # Switching to WAL rewrites the header: a file that has tables is checked first, so
-            # a damaged one is refused before anything is written to it.
-            if tables and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("quick_check failed")
-            db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA foreign_keys = ON")
-        _migrate(db, path, upto)
+        while True:
+            try:
+                _prepare(db, path, upto, create)
+                return db
+            except sqlite3.OperationalError as exc:
+                # SQLite answers BUSY at once, without waiting, where waiting could deadlock
+                # (a reader upgrading to writer, the switch to WAL): step back and try again.
+                if not _busy(exc):  # I/O, a full disk, no permission: not the file's fault
+                    raise PortkitError(f"cannot use the ledger {quote(str(path))}: {exc}") from None
+                if time.monotonic() > deadline:
+                    raise PortkitError(
+                        f"the ledger {quote(str(path))} stayed locked by another writer: {exc}"
+                    ) from None
+                time.sleep(random.uniform(0.002, 0.03))
     except sqlite3.DatabaseError as exc:
         db.close()
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            raise PortkitError(
-                f"the ledger {quote(str(path))} stayed locked by another writer: {exc}"
-            ) from None
         raise damaged(path, exc) from None
     except BaseException:
         db.close()
         raise
-    return db
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _prepare(db: sqlite3.Connection, path: Path, upto: int, create: bool) -> None:
+    tables = _check(db, path)
+    if not tables and not create:  # an SQLite file with nothing in it: a reader leaves it so
+        raise LedgerMissing(
+            f"no ledger in {quote(str(path))}: nothing was recorded yet (record with --record)"
+        )
+    if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        # Switching to WAL rewrites the header: a file that has tables is checked first, so
+        # a damaged one is refused before anything is written to it.
+        if tables and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("quick_check failed")
+        db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA foreign_keys = ON")
+    _migrate(db, path, upto)
 
 
 def _check(db: sqlite3.Connection, path: Path) -> int:
-    """Refuse, without writing, what this portkit must not open; returns how many tables it has."""
+    """Refuse, without writing, what this portkit must not open; returns how many tables it has.
+
+    The three reads share one read transaction: another process creating the ledger commits
+    its tables and its application_id together, and this must see both or neither.
+    """
+    db.execute("BEGIN")
     try:
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        db.close()
-        raise damaged(path, exc) from None
+    finally:
+        db.execute("ROLLBACK")
     if app_id != APPLICATION_ID and (app_id != 0 or tables):
-        db.close()
         raise damaged(path, f"application_id {app_id:#x}")
     if version > SCHEMA_VERSION:
-        db.close()
         raise LedgerTooNew(
             f"the ledger {quote(str(path))} has schema version {version}; this portkit reads up to "
             f"{SCHEMA_VERSION}: use a newer portkit (the file is left as it is)"

@@ -126,7 +126,11 @@ def _loads(text: str) -> Any:
 
 
 class Ledger:
-    """An open ledger file. Use as a context manager, or call `close()`."""
+    """An open ledger file. Use as a context manager, or call `close()`.
+
+    One Ledger per thread (it holds one SQLite connection); processes and threads that each
+    open their own may write at once.
+    """
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
@@ -167,12 +171,14 @@ class Ledger:
         """sqlite3's errors on a file damaged after it opened, as one line (LedgerDamaged)."""
         try:
             yield self._db
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                from portkit.errors import PortkitError
+        except sqlite3.OperationalError as exc:  # locked too long, I/O, a full disk: exit 1
+            from portkit.errors import PortkitError, quote
 
-                raise PortkitError(f"the ledger {self.path} stayed locked by another writer: {exc}") from None
-            raise damaged(self.path, exc) from None
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise PortkitError(
+                    f"the ledger {quote(str(self.path))} stayed locked by another writer"
+                ) from None
+            raise PortkitError(f"cannot use the ledger {quote(str(self.path))}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise damaged(self.path, exc) from None
 
@@ -342,19 +348,27 @@ class Ledger:
         "f.port, f.protocol, f.host, f.state, f.address, f.netns, f.exposure, f.owners, f.service, f.detail"
     )
 
-    def sightings(self, port: int, protocol: str | None = None, host: str | None = None) -> list[Sighting]:
-        """Every fact about `port` (one protocol or all), oldest first; an indexed query."""
-        where, args = ["f.port = ?"], [port]
+    def sightings_query(
+        self, port: int, protocol: str | None = None, host: str | None = None
+    ) -> tuple[str, list[Any]]:
+        """The SQL `sightings` runs, and its arguments (tests check its plan uses the index)."""
+        where: list[str] = ["f.port = ?"]
+        args: list[Any] = [port]
         if protocol:
             where.append("f.protocol = ?")
-            args.append(protocol)  # type: ignore[arg-type]
+            args.append(protocol)
         if host:
             where.append("(f.host = ? OR f.address = ?)")
-            args += [host, host]  # type: ignore[list-item]
+            args += [host, host]
         query = (
             f"SELECT o.id, o.kind, o.time, o.source, {self._FACT_COLUMNS} FROM port_facts f "
             f"JOIN observations o ON o.id = f.observation WHERE {' AND '.join(where)} ORDER BY o.time, o.id"
         )
+        return query, args
+
+    def sightings(self, port: int, protocol: str | None = None, host: str | None = None) -> list[Sighting]:
+        """Every fact about `port` (one protocol or all), oldest first; an indexed query."""
+        query, args = self.sightings_query(port, protocol, host)
         with self._guard() as db:
             rows = db.execute(query, args).fetchall()
         return [Sighting(r[0], r[1], r[2], r[3], self._fact(r[4:])) for r in rows]

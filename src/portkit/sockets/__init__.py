@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "LISTENING": "portkit.sockets._inventory",
     "Listener": "portkit.sockets._overview",
     "Namespace": "portkit.sockets._netns",
+    "all_namespaces": "portkit.sockets._netns",
     "Overview": "portkit.sockets._overview",
     "ServiceFacts": "portkit.sockets._overview",
     "PortMatch": "portkit.sockets._bytecode",
@@ -74,7 +75,7 @@ if TYPE_CHECKING:
     )
     from portkit.sockets._model import ALL_STATES, Socket, TcpState
     from portkit.sockets._netlink import SockDiagClient
-    from portkit.sockets._netns import Namespace, named_namespace, run_in
+    from portkit.sockets._netns import Namespace, all_namespaces, named_namespace, run_in
     from portkit.sockets._overview import (
         Exposure,
         Listener,
@@ -117,6 +118,7 @@ __all__ = [
     "TcpInfo",
     "TcpState",
     "Transport",
+    "all_namespaces",
     "build_overview",
     "compile_filter",
     "diff",

@@ -48,6 +48,15 @@ class Namespace(FrozenValue):
     def __str__(self) -> str:
         return self.label or "(this namespace)"
 
+    def command(self, argv: list[str]) -> list[str]:
+        """`argv` run inside this namespace: as it is here, by `ip netns exec` for a named one,
+        by `nsenter --net=` for a process's."""
+        if self.path is None:
+            return list(argv)
+        if self.label is not None and self.path == f"{NETNS_RUN_DIR}/{self.label}":
+            return ["ip", "netns", "exec", self.label, *argv]
+        return ["nsenter", f"--net={self.path}", *argv]
+
 
 def current_inode() -> int:
     return os.stat("/proc/self/ns/net").st_ino

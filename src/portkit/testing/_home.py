@@ -11,8 +11,11 @@ outside host knows only its WAN subnet: it reaches the LAN only through a forwar
 route by the router, and their LAN is one bridge (`br-lan`) in the router's namespace, so a
 daemon on the router listens on one interface and multicast (SSDP) reaches every LAN host.
 
-The WAN side is TEST-NET-3 (203.0.113.0/24), the LAN an RFC 1918 subnet; both exist only
-inside the lab's namespaces. Every namespace name carries a suffix unique to this lab (process
+The WAN side is TEST-NET-3 (203.0.113.0/24) unless the spec names another subnet, the LAN an
+RFC 1918 subnet; both exist only inside the lab's namespaces. miniupnpd refuses to map ports
+while its external address is private or reserved (RFC 1918, the TEST-NETs, CGNAT...): a lab
+for it takes a `wan_subnet` outside those, which is safe because the lab's namespaces have no
+route out of them. Every namespace name carries a suffix unique to this lab (process
 id and random digits); `down()` kills what the lab started and deletes every namespace, which
 removes every link, address and nftables/iptables rule inside it.
 """
@@ -50,12 +53,14 @@ class HomeSpec:
     """A home network: `lan` hosts (with their listeners) behind one NAT router.
 
     LAN hosts get .10, .11, ... of `LAN_SUBNET` in order; `masquerade=False` leaves the router
-    without its source NAT (a router that only routes).
+    without its source NAT (a router that only routes). The router's WAN address is .1 of
+    `wan_subnet`, the outside host's .2.
     """
 
     lan: tuple[LabHost, ...] = (LabHost.tcp("server", 8080),)
     prefix: str = "pkhome"
     masquerade: bool = True
+    wan_subnet: str = WAN_SUBNET
 
     def __post_init__(self) -> None:
         names = [h.name for h in self.lan]
@@ -65,6 +70,19 @@ class HomeSpec:
             raise UsageError(f"invalid lab prefix {self.prefix!r}: 1-6 letters or digits")
         if len(self.lan) > 200:
             raise UsageError(f"home lab has {len(self.lan)} LAN hosts: at most 200")
+        try:
+            wan = ipaddress.ip_network(self.wan_subnet)
+        except ValueError:
+            wan = None
+        if (
+            wan is None
+            or wan.version != 4
+            or wan.num_addresses < 4
+            or wan.overlaps(ipaddress.ip_network(LAN_SUBNET))
+        ):
+            raise UsageError(
+                f"invalid wan_subnet {self.wan_subnet!r}: an IPv4 subnet of 4+ addresses, not the LAN's"
+            )
 
 
 class HomeLab:
@@ -98,11 +116,11 @@ class HomeLab:
     @property
     def wan_address(self) -> str:
         """The router's public (WAN) address: what the outside host connects to."""
-        return str(ipaddress.ip_network(WAN_SUBNET)[1])
+        return str(ipaddress.ip_network(self.spec.wan_subnet)[1])
 
     @property
     def outside_address(self) -> str:
-        return str(ipaddress.ip_network(WAN_SUBNET)[2])
+        return str(ipaddress.ip_network(self.spec.wan_subnet)[2])
 
     @property
     def lan_gateway(self) -> str:
@@ -225,7 +243,7 @@ class HomeLab:
         return ns.open()
 
     def _build(self) -> None:
-        wan_bits = ipaddress.ip_network(WAN_SUBNET).prefixlen
+        wan_bits = ipaddress.ip_network(self.spec.wan_subnet).prefixlen
         lan_bits = ipaddress.ip_network(LAN_SUBNET).prefixlen
         router = self._namespace(ROUTER)
         outside = self._namespace(OUTSIDE)

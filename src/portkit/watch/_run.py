@@ -1,0 +1,364 @@
+"""The watcher's I/O: read listeners now and then, read packets as they come, hand both to the
+pure cores (`_listeners`, `_scans`), and pass their events on.
+
+Costs, by design: listeners are read with a kernel-side filter (a TCP LISTEN dump walks only the
+listening hash, not the 20,000 established sockets beside it), and owners (a walk of /proc) only
+when the listeners changed. Packets reach Python only when the BPF program in `_packets` passes
+them: connection attempts, their answers and unreachable errors, never a connection's data.
+Without root there are no packet sockets: listener events still work, from the namespaces this
+user may read; scans and accept counts need CAP_NET_RAW.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from portkit.errors import PermissionNeeded
+from portkit.watch._listeners import AcceptEvent, ListenerRow, ListenerTracker, Owner
+from portkit.watch._packets import (
+    ETH_P_ALL,
+    FILTER,
+    FILTER_LENGTH,
+    PACKET_OUTGOING,
+    SO_ATTACH_FILTER,
+    parse_packet,
+)
+from portkit.watch._scans import ACK, SYN, TCP, Detector, ScanEvent, Thresholds
+
+Emit = Callable[[dict[str, Any]], None]
+_BURST = 2000  # packets read from one socket before looking at the others and the clock
+_RCVBUF = 4 << 20
+
+
+@dataclass
+class WatchOptions:
+    interval: float = 0.5  # seconds between readings of the listeners (an event is this late at most)
+    scans: bool = False
+    accepts: bool = True  # count connections accepted per listener (needs packet sockets)
+    accept_interval: float = 10.0
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    namespaces: Sequence[str] = ()  # only these (names); () every namespace
+    block: float | None = None  # seconds to drop a detected scanner for (a portkit-owned nft table)
+    duration: float | None = None  # stop after this long
+    max_events: int | None = None  # stop after this many events
+    ignore: Sequence[str] = ()  # sources never judged as scanners
+
+
+def _owner(process: Any) -> Owner:
+    exe = process.cmdline[0] if process.cmdline else process.name
+    return Owner(
+        process.pid,
+        process.name,
+        os.path.basename(exe),
+        process.user,
+        process.unit,
+        process.container_name or process.container[:12],
+    )
+
+
+def read_listeners(namespaces: Sequence[str], with_owners: bool) -> tuple[list[ListenerRow], list[Any]]:
+    """The listening sockets of every namespace (or of `namespaces`), owners included, and the
+    namespaces read: the full reading, made when the quick one (`ListenerReader`) saw a change."""
+    from portkit.sockets import ALL_STATES, SocketQuery, list_sockets
+
+    inventory = list_sockets(
+        SocketQuery(listening=True, states=ALL_STATES, with_processes=with_owners), all_netns=True
+    )
+    rows = [
+        ListenerRow(
+            row.netns,
+            row.transport.value,
+            row.local_address,
+            row.local_port,
+            row.inode,
+            tuple(_owner(p) for p in row.processes) if with_owners else (),
+        )
+        for row in inventory.sockets
+        if row.is_listener and (not namespaces or row.netns in namespaces)
+    ]
+    spaces = [n for n in inventory.namespaces if not namespaces or n.label in namespaces]
+    return rows, spaces
+
+
+class ListenerReader:
+    """The quick reading, once a second: listeners only, over one netlink socket per namespace.
+
+    A netlink socket belongs to the namespace it was made in, so each is made once (entering the
+    namespace, which costs a thread and a setns) and then asked from this thread: a reading of
+    fifteen namespaces is then a few dumps of their listening tables, not fifteen setns.
+    """
+
+    def __init__(self, namespaces: Sequence[str], notes: Callable[[str], None]) -> None:
+        self.namespaces = namespaces
+        self.notes = notes
+        self.clients: dict[int, tuple[Any, Any]] = {}
+        self.unreadable: set[int] = set()
+
+    def read(self) -> tuple[list[ListenerRow], list[Any]]:
+        from portkit.sockets import LISTENING, SockDiagClient, TcpState, Transport, all_namespaces, run_in
+
+        # LISTEN alone: with any other TCP state asked for, the kernel walks the whole established
+        # hash table (every namespace's connections share it), about 1.6 ms a dump on this machine
+        # even for a namespace with no socket; the listening table alone is a few microseconds.
+        tcp_listen = frozenset({TcpState.LISTEN})
+
+        spaces = [n for n in all_namespaces() if not self.namespaces or n.label in self.namespaces]
+        rows: list[ListenerRow] = []
+        alive = set()
+        for space in spaces:
+            alive.add(space.inode)
+            entry = self.clients.get(space.inode)
+            if entry is None:
+                if space.inode in self.unreadable:
+                    continue
+                try:
+                    entry = self.clients[space.inode] = (space, run_in(space, SockDiagClient))
+                except (OSError, PermissionNeeded) as exc:
+                    self.unreadable.add(space.inode)
+                    self.notes(f"cannot read the sockets of {space}: {exc}")
+                    continue
+            client = entry[1]
+            try:
+                for transport, states in ((Transport.TCP, tcp_listen), (Transport.UDP, LISTENING)):
+                    for family in (4, 6):
+                        for row in client.dump(transport, family, states, netns=space.label):
+                            if row.is_listener:
+                                rows.append(
+                                    ListenerRow(
+                                        row.netns,
+                                        transport.value,
+                                        row.local_address,
+                                        row.local_port,
+                                        row.inode,
+                                    )
+                                )
+            except OSError:
+                client.close()
+                del self.clients[space.inode]
+        for inode in [i for i in self.clients if i not in alive]:
+            self.clients.pop(inode)[1].close()
+        return rows, spaces
+
+    def close(self) -> None:
+        for _space, client in self.clients.values():
+            client.close()
+        self.clients.clear()
+
+
+def open_capture(namespace: Any) -> socket.socket:
+    """A packet socket inside `namespace` with the watcher's BPF program attached."""
+    from portkit.sockets import run_in
+
+    def make() -> socket.socket:
+        return socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+
+    try:
+        sock = run_in(namespace, make)
+    except PermissionError:
+        raise PermissionNeeded("watching packets needs root (CAP_NET_RAW)") from None
+    program = ctypes.create_string_buffer(FILTER, len(FILTER))
+    fprog = struct.pack("HL", FILTER_LENGTH, ctypes.addressof(program))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+    sock.setblocking(False)
+    # Packets queued before the filter was attached are not filtered: let them go.
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(100000):
+            sock.recv(1)
+    return sock
+
+
+class Blocker:
+    """Timed drops of scanners in a portkit-owned nft table per namespace, removed at close."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = max(1, int(seconds))
+        self.table = f"portkit_watch_{os.getpid()}"
+        self.made: dict[str | None, Any] = {}
+
+    def _nft(self, namespace: Any, script: str) -> None:
+        subprocess.run(
+            namespace.command(["nft", "-f", "-"]),
+            input=script,
+            text=True,
+            capture_output=True,
+            timeout=10,
+            check=True,
+        )
+
+    def block(self, namespace: Any, source: str) -> str:
+        if namespace.label not in self.made:
+            self._nft(
+                namespace,
+                f"""table inet {self.table} {{
+    set blocked4 {{ type ipv4_addr; flags timeout; }}
+    set blocked6 {{ type ipv6_addr; flags timeout; }}
+    chain prerouting {{
+        type filter hook prerouting priority -300; policy accept;
+        ip saddr @blocked4 drop
+        ip6 saddr @blocked6 drop
+    }}
+}}
+""",
+            )
+            self.made[namespace.label] = namespace
+        family = "blocked6" if ":" in source else "blocked4"
+        self._nft(
+            namespace, f"add element inet {self.table} {family} {{ {source} timeout {self.seconds}s }}\n"
+        )
+        return f"inet {self.table} {family}: {source} for {self.seconds} s"
+
+    def close(self) -> None:
+        for namespace in self.made.values():
+            subprocess.run(
+                namespace.command(["nft", "delete", "table", "inet", self.table]),
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+        self.made.clear()
+
+
+def run_watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None] = lambda text: None) -> int:
+    """Watch until `options.duration` or `max_events` (or KeyboardInterrupt); returns the events emitted."""
+    detector = Detector(options.thresholds, options.ignore)
+    reader = ListenerReader(options.namespaces, notes)
+    tracker = ListenerTracker()
+    captures: dict[int, tuple[Any, socket.socket]] = {}  # namespace inode -> (namespace, socket)
+    by_fd: dict[int, tuple[Any, socket.socket]] = {}
+    unwatchable: set[int] = set()  # namespaces a packet socket could not be opened in (said once)
+    blocker = Blocker(options.block) if options.block else None
+    accepted: dict[tuple[str | None, int], int] = {}
+    listening_ports: set[tuple[str | None, int]] = set()
+    want_packets = options.scans or options.accepts
+    packets_ok = want_packets
+    emitted = 0
+    started = False
+    start = time.monotonic()
+    next_poll = start
+    next_accepts = start + options.accept_interval
+
+    def send(document: dict[str, Any]) -> None:
+        nonlocal emitted
+        emit(document)
+        emitted += 1
+
+    def on_scan(events: list[ScanEvent]) -> None:
+        for event in events:
+            document = event.to_json()
+            if blocker is not None and event.kind == "scan":
+                space = next((ns for ns, _s in captures.values() if ns.label == event.netns), None)
+                if space is not None:
+                    try:
+                        document["blocked"] = blocker.block(space, event.source)
+                    except (OSError, subprocess.SubprocessError) as exc:
+                        document["blocked"] = None
+                        notes(f"could not block {event.source}: {exc}")
+            send(document)
+
+    try:
+        while True:
+            now = time.monotonic()
+            if options.duration is not None and now - start >= options.duration:
+                break
+            if options.max_events is not None and emitted >= options.max_events:
+                break
+            if now >= next_poll:
+                next_poll = now + options.interval
+                rows, spaces = reader.read()
+                if tracker.changed(rows):
+                    rows, spaces = read_listeners(options.namespaces, with_owners=True)
+                    for event in tracker.update(rows, time.time()):
+                        send(event.to_json())
+                listening_ports = {(r.netns, r.port) for r in rows if r.protocol == "tcp"}
+                if packets_ok:
+                    seen_inodes = set()
+                    for space in spaces:
+                        seen_inodes.add(space.inode)
+                        if space.inode in captures or space.inode in unwatchable:
+                            continue
+                        try:
+                            sock = open_capture(space)
+                        except PermissionNeeded as exc:
+                            packets_ok = False
+                            notes(f"{exc}: scans and accept counts are off")
+                            break
+                        except OSError as exc:
+                            unwatchable.add(space.inode)
+                            notes(f"cannot watch packets of {space}: {exc.strerror or exc}")
+                            continue
+                        captures[space.inode] = (space, sock)
+                        by_fd[sock.fileno()] = (space, sock)
+                    for inode in [i for i in captures if i not in seen_inodes]:
+                        space, sock = captures.pop(inode)
+                        by_fd.pop(sock.fileno(), None)
+                        sock.close()
+                if not started:
+                    started = True
+                    emit(  # not counted by max_events: it says the watch is live, not what happened
+                        {
+                            "event": "watch-started",
+                            "time": time.time(),
+                            "namespaces": [str(space) for space in spaces],
+                            "packets": bool(by_fd),
+                        }
+                    )
+                if options.scans:
+                    on_scan(detector.tick(time.time()))
+            if options.accepts and now >= next_accepts:
+                seconds = options.accept_interval + (now - next_accepts)
+                next_accepts = now + options.accept_interval
+                for (netns, port), count in sorted(
+                    accepted.items(), key=lambda item: (item[0][0] or "", item[0][1])
+                ):
+                    send(AcceptEvent(time.time(), netns, port, count, seconds).to_json())
+                accepted.clear()
+            wait = max(0.0, min(next_poll, next_accepts if options.accepts else next_poll) - time.monotonic())
+            if options.duration is not None:
+                wait = min(wait, max(0.0, start + options.duration - time.monotonic()))
+            if not by_fd:
+                time.sleep(wait)
+                continue
+            ready, _, _ = select.select(list(by_fd), [], [], wait)
+            for fd in ready:
+                space, sock = by_fd[fd]
+                for _ in range(_BURST):
+                    try:
+                        data, address = sock.recvfrom(256)
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        break
+                    seen = parse_packet(data, address[2] == PACKET_OUTGOING, space.label, time.time())
+                    if seen is None:
+                        continue
+                    if (
+                        seen.outgoing
+                        and seen.proto == TCP
+                        and seen.flags & (SYN | ACK) == SYN | ACK
+                        and (space.label, seen.sport) in listening_ports
+                    ):
+                        key = (space.label, seen.sport)
+                        accepted[key] = accepted.get(key, 0) + 1
+                    if options.scans:
+                        on_scan(detector.packet(seen))
+    finally:
+        reader.close()
+        if options.scans:
+            on_scan(detector.finish())
+        for _space, sock in captures.values():
+            sock.close()
+        if blocker is not None:
+            blocker.close()
+    return emitted

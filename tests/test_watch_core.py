@@ -1,0 +1,188 @@
+"""The watcher's pure cores: scan detection, packet parsing and listener events, fed by hand."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from portkit.watch import (
+    Detector,
+    ListenerRow,
+    ListenerTracker,
+    Owner,
+    ProbeKind,
+    Seen,
+    Thresholds,
+    classify_probe,
+    parse_packet,
+)
+
+ACK, SYN, RST, FIN, PSH, URG = 0x10, 0x02, 0x04, 0x01, 0x08, 0x20
+US, THEM = "10.0.0.1", "10.0.0.66"
+
+
+def attempt(t: float, port: int, flags: int = SYN, options: int = 4, src: str = THEM) -> Seen:
+    return Seen(t, "lab", False, src, US, 6, 40000, port, flags, options)
+
+
+def answer(t: float, port: int, flags: int, dst: str = THEM) -> Seen:
+    return Seen(t, "lab", True, US, dst, 6, port, 40000, flags)
+
+
+def feed(detector: Detector, packets: list[Seen]) -> list[dict[str, object]]:
+    events = []
+    for seen in packets:
+        events += [e.to_json() for e in detector.packet(seen)]
+    return events
+
+
+def test_syn_scan_of_closed_ports_is_detected_at_the_threshold() -> None:
+    detector = Detector(Thresholds(ports=15))
+    packets = []
+    for n in range(20):
+        packets += [attempt(n * 0.01, 1000 + n), answer(n * 0.01 + 0.001, 1000 + n, RST | ACK)]
+    events = feed(detector, packets)
+    [event] = events
+    assert event["event"] == "scan" and event["scan_type"] == "SYN" and event["source"] == THEM
+    assert len(event["ports"]) == 15  # detected on the 15th failed port, not later
+    assert event["addresses"] == [US] and event["closed"] == 15
+    ended = [e.to_json() for e in detector.tick(100.0)]
+    assert [e["event"] for e in ended] == ["scan-ended"] and len(ended[0]["ports"]) == 20
+
+
+def test_connect_scan_is_told_by_its_options() -> None:
+    detector = Detector(Thresholds(ports=5))
+    packets = [
+        p for n in range(5) for p in (attempt(n, 2000 + n, options=20), answer(n + 0.1, 2000 + n, RST | ACK))
+    ]
+    [event] = feed(detector, packets)
+    assert event["scan_type"] == "connect"
+
+
+def test_unanswered_attempts_fail_after_the_answer_timeout() -> None:
+    detector = Detector(Thresholds(ports=5, answer_timeout=2.0))
+    assert feed(detector, [attempt(0.1 * n, 3000 + n) for n in range(10)]) == []
+    assert detector.tick(1.5) == []
+    [event] = detector.tick(2.5)
+    assert event.kind == "scan" and event.filtered == 6  # those sent by 0.5 s
+
+
+def test_busy_clients_and_restarts_raise_nothing() -> None:
+    detector = Detector()
+    packets = []
+    for n in range(5000):  # a burst of connections to one open port, from a few sources
+        src = f"10.0.1.{n % 50}"
+        packets += [attempt(n * 0.001, 443, options=20, src=src), answer(n * 0.001, 443, SYN | ACK, dst=src)]
+    for n in range(30):  # a restarting service refuses for a moment
+        packets += [attempt(10 + n * 0.1, 8080, options=20), answer(10 + n * 0.1, 8080, RST | ACK)]
+    assert feed(detector, packets) == []
+    assert detector.tick(20.0) == []
+
+
+def test_horizontal_scan_of_one_port() -> None:
+    detector = Detector(Thresholds(hosts=25))
+    packets = [Seen(n, "lab", False, THEM, f"10.0.2.{n}", 6, 40000, 22, SYN, 4) for n in range(25)]
+    [event] = feed(detector, packets)
+    assert "25 hosts" in str(event["reason"]) and event["ports"] == [22]
+
+
+def test_stealth_probes_count_whatever_the_answer() -> None:
+    assert classify_probe(attempt(0, 1, FIN)) is ProbeKind.FIN
+    assert classify_probe(attempt(0, 1, 0)) is ProbeKind.NULL
+    assert classify_probe(attempt(0, 1, FIN | PSH | URG)) is ProbeKind.XMAS
+    assert classify_probe(attempt(0, 1, ACK)) is None  # an ACK is a connection's, or an ACK scan's
+    assert classify_probe(attempt(0, 1, FIN | ACK)) is None  # a connection's close
+    detector = Detector(Thresholds(ports=6))
+    [event] = feed(detector, [attempt(n, 100 + n, FIN | PSH | URG) for n in range(6)])
+    assert event["scan_type"] == "Xmas"
+
+
+def test_udp_scan_closed_by_icmp() -> None:
+    detector = Detector(Thresholds(ports=4))
+    packets = []
+    for n in range(4):
+        packets.append(Seen(n, None, False, THEM, US, 17, 5353, 600 + n))
+        quoted = (THEM, US, 17, 5353, 600 + n)
+        packets.append(Seen(n + 0.01, None, True, US, THEM, 1, icmp_type=3, quoted=quoted))
+    [event] = feed(detector, packets)
+    assert event["scan_type"] == "UDP" and event["closed"] == 4
+
+
+def test_ignored_sources_are_never_judged() -> None:
+    detector = Detector(Thresholds(ports=2), ignore=[THEM])
+    assert feed(detector, [attempt(n, n + 1) for n in range(10)]) == []
+
+
+def _ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(payload),
+        1,
+        0,
+        64,
+        proto,
+        0,
+        ipaddress.IPv4Address(src).packed,
+        ipaddress.IPv4Address(dst).packed,
+    )
+    return header + payload
+
+
+def _tcp(sport: int, dport: int, flags: int, options: bytes = b"") -> bytes:
+    offset = (20 + len(options)) // 4
+    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, offset << 4, flags, 1024, 0, 0) + options
+
+
+@given(st.integers(1, 65535), st.integers(1, 65535), st.integers(0, 255))
+def test_parse_tcp_ipv4(sport: int, dport: int, flags: int) -> None:
+    seen = parse_packet(
+        _ipv4("192.0.2.1", "192.0.2.2", 6, _tcp(sport, dport, flags, b"\x02\x04\x05\xb4")), False, "x", 1.0
+    )
+    assert seen is not None
+    assert (seen.src, seen.dst, seen.sport, seen.dport, seen.flags, seen.options) == (
+        "192.0.2.1",
+        "192.0.2.2",
+        sport,
+        dport,
+        flags,
+        4,
+    )
+
+
+def test_parse_ipv6_and_icmp_quote() -> None:
+    v6 = struct.pack("!IHBB16s16s", 0x60000000, 20, 6, 64, ipaddress.IPv6Address("2001:db8::1").packed,
+                     ipaddress.IPv6Address("2001:db8::2").packed) + _tcp(5, 80, SYN)  # fmt: skip
+    seen = parse_packet(v6, False, None, 0.0)
+    assert seen is not None and (seen.src, seen.dport, seen.flags) == ("2001:db8::1", 80, SYN)
+    udp = _ipv4("198.51.100.9", "192.0.2.2", 17, struct.pack("!HHHH", 5353, 161, 8, 0))
+    icmp = _ipv4("192.0.2.2", "198.51.100.9", 1, bytes([3, 3, 0, 0, 0, 0, 0, 0]) + udp)
+    seen = parse_packet(icmp, True, None, 0.0)
+    assert seen is not None and seen.quoted == ("198.51.100.9", "192.0.2.2", 17, 5353, 161)
+
+
+@given(st.binary(max_size=120))
+def test_parse_never_raises(data: bytes) -> None:
+    parse_packet(data, False, None, 0.0)
+
+
+def _row(port: int, inode: int, name: str, pid: int, exe: str = "", unit: str = "") -> ListenerRow:
+    return ListenerRow(
+        None, "tcp", "0.0.0.0", port, inode, (Owner(pid, name, exe or name, "root", unit, ""),)
+    )
+
+
+def test_listener_events_and_pid_noise() -> None:
+    tracker = ListenerTracker()
+    assert tracker.update([_row(80, 1, "nginx", 10)], 0.0) == []  # the baseline
+    events = tracker.update([_row(80, 2, "nginx", 11), _row(22, 3, "sshd", 12)], 1.0)
+    assert [(e.kind, e.row.port) for e in events] == [("listener-opened", 22)]  # a new nginx PID is no change
+    events = tracker.update([_row(80, 4, "apache2", 13), _row(22, 3, "sshd", 12)], 2.0)
+    assert [(e.kind, e.row.port, e.before[0].name) for e in events] == [("owner-changed", 80, "nginx")]
+    events = tracker.update([_row(22, 3, "sshd", 12)], 3.0)
+    assert [(e.kind, e.row.port) for e in events] == [("listener-closed", 80)]
+    assert not tracker.changed([_row(22, 3, "sshd", 12)]) and tracker.changed([_row(22, 5, "sshd", 12)])

@@ -1,0 +1,376 @@
+"""`portkit watch` in a lab: real scanners are detected, ordinary traffic raises nothing.
+
+A target namespace with real services and a scanner namespace joined by a veth pair. Each case
+starts `portkit watch --scans --json --netns TARGET` (it says `watch-started` once its packet
+sockets are open), runs one real tool from the scanner, and reads the events.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import needs_root
+from portkit.testing import LabNamespace, connect
+
+PORTKIT = [sys.executable, "-m", "portkit"]
+TARGET, SCANNER = "10.79.0.1", "10.79.0.2"
+
+SERVICES = r"""
+import socket, sys, threading
+def serve(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(1024)
+    while True:
+        c, _ = s.accept(); c.close()
+for port in (80, 443, 9000):
+    threading.Thread(target=serve, args=(port,), daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+class Watcher:
+    def __init__(self, lab: WatchLab, *args: str) -> None:
+        argv = [*PORTKIT, "watch", "--json", "--netns", lab.target.name, *args]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        started = self.wait_for(lambda e: e["event"] == "watch-started", 30)
+        assert started is not None and started["packets"], "the watch did not start with packet sockets"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+
+    def wait_for(self, wanted: Any, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            if wanted(event):
+                event["received"] = time.monotonic()
+                return event
+        return None
+
+    def drain(self) -> list[dict[str, Any]]:
+        found = []
+        while True:
+            try:
+                found.append(self.events.get_nowait())
+            except queue.Empty:
+                return found
+
+    def stop(self) -> str:
+        self.proc.send_signal(2)
+        try:
+            _out, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _out, err = self.proc.communicate()
+        self.thread.join(timeout=5)
+        return err
+
+
+class WatchLab:
+    def __init__(self, target: LabNamespace, scanner: LabNamespace) -> None:
+        self.target, self.scanner = target, scanner
+
+    def watch(self, *args: str) -> Watcher:
+        return Watcher(self, *args)
+
+
+@pytest.fixture(scope="module")
+def watch_lab() -> Iterator[WatchLab]:
+    with LabNamespace("pkwt") as target, LabNamespace("pkws") as scanner:
+        connect(target, "eth0", [f"{TARGET}/24"], scanner, "eth0", [f"{SCANNER}/24"])
+        services = subprocess.Popen(
+            target.command([sys.executable, "-c", SERVICES]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert services.stdout is not None and services.stdout.readline().strip() == "ready"
+            yield WatchLab(target, scanner)
+        finally:
+            services.kill()
+            services.wait(timeout=10)
+
+
+def _scan_event(event: dict[str, Any]) -> bool:
+    return event["event"] == "scan" and event["source"] == SCANNER
+
+
+NMAP_CASES = {
+    "syn": (["-sS", "-p", "1-200", "-T4"], "SYN"),
+    "connect": (["-sT", "-p", "1-200", "-T4"], "connect"),
+    "fin": (["-sF", "-p", "1-200", "-T4"], "FIN"),
+    "xmas": (["-sX", "-p", "1-200", "-T4"], "Xmas"),
+    "null": (["-sN", "-p", "1-200", "-T4"], "NULL"),
+    "udp": (["-sU", "-p", "1-60", "-T4"], "UDP"),
+    "fast": (["-sS", "-p", "1-1000", "-T5"], "SYN"),
+}
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed")
+@pytest.mark.parametrize("case", list(NMAP_CASES))
+def test_nmap_scans_are_detected(watch_lab: WatchLab, case: str) -> None:
+    args, scan_type = NMAP_CASES[case]
+    watcher = watch_lab.watch("--scans")
+    try:
+        started = time.time()
+        nmap = watch_lab.scanner.run(["nmap", "-n", "-Pn", "--max-retries", "1", *args, TARGET], timeout=120)
+        assert nmap.returncode == 0, nmap.stderr
+        event = watcher.wait_for(_scan_event, 15)
+        assert event is not None, f"nmap {' '.join(args)} was not detected"
+        assert event["scan_type"] == scan_type
+        assert event["addresses"] == [TARGET] and len(event["ports"]) >= 15
+        detected_after = event["time"] - started  # the attempt that tipped it, by the kernel's clock
+        print(f"nmap {' '.join(args)}: detected after {detected_after:.2f} s ({event['reason']})")
+    finally:
+        watcher.stop()
+
+
+@needs_root
+def test_portkit_scan_is_detected(watch_lab: WatchLab) -> None:
+    watcher = watch_lab.watch("--scans")
+    try:
+        proc = watch_lab.scanner.run([*PORTKIT, "scan", "-sS", "-Pn", "-p", "1-300", TARGET], timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        event = watcher.wait_for(_scan_event, 15)
+        assert event is not None and event["scan_type"] == "SYN"
+    finally:
+        watcher.stop()
+
+
+@needs_root
+@pytest.mark.slow
+def test_slow_scan_is_detected_with_lower_thresholds(watch_lab: WatchLab) -> None:
+    """nmap -T1 waits 15 s between probes: four ports take about a minute."""
+    watcher = watch_lab.watch("--scans", "--scan-ports", "3")
+    try:
+        nmap = watch_lab.scanner.run(["nmap", "-n", "-Pn", "-sS", "-T1", "-p", "1-4", TARGET], timeout=150)
+        assert nmap.returncode == 0
+        assert watcher.wait_for(_scan_event, 20) is not None
+    finally:
+        watcher.stop()
+
+
+BURST = r"""
+import socket, sys
+for _ in range(int(sys.argv[2])):
+    s = socket.create_connection((sys.argv[1], 9000), timeout=5)
+    s.close()
+"""
+
+
+@needs_root
+def test_ordinary_traffic_raises_nothing(watch_lab: WatchLab, tmp_path: Path) -> None:
+    watcher = watch_lab.watch("--scans", "--accept-interval", "1s")
+    http = subprocess.Popen(
+        watch_lab.target.command([sys.executable, "-m", "http.server", "-b", TARGET, "8080"]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(watch_lab, 8080)
+        if shutil.which("ab"):  # 1,000 HTTP requests from 50 clients
+            ab = watch_lab.scanner.run(
+                ["ab", "-q", "-n", "1000", "-c", "50", f"http://{TARGET}:8080/"], timeout=120
+            )
+            assert ab.returncode == 0, ab.stderr
+        # a service restart: refused for a moment, then back
+        http.kill()
+        http.wait(timeout=10)
+        for _ in range(5):
+            refused = watch_lab.scanner.run(
+                [sys.executable, "-c", f"import socket; socket.create_connection(('{TARGET}', 8080), 2)"]
+            )
+            assert refused.returncode != 0
+        http = subprocess.Popen(
+            watch_lab.target.command([sys.executable, "-m", "http.server", "-b", TARGET, "8080"]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port(watch_lab, 8080)
+        _ssh_login(watch_lab, tmp_path)
+        burst = watch_lab.scanner.run([sys.executable, "-c", BURST, TARGET, "5000"], timeout=120)
+        assert burst.returncode == 0, burst.stderr
+        time.sleep(3)  # past the answer timeout and one accept interval
+        events = watcher.drain()
+        assert not [e for e in events if e["event"] == "scan"], events
+        accepts = sum(e["count"] for e in events if e["event"] == "accepts" and e["port"] == 9000)
+        assert 4900 <= accepts <= 5000, accepts
+    finally:
+        http.kill()
+        http.wait(timeout=10)
+        watcher.stop()
+
+
+def _wait_port(lab: WatchLab, port: int) -> None:
+    for _ in range(100):
+        probe = lab.scanner.run(
+            [sys.executable, "-c", f"import socket; socket.create_connection(('{TARGET}', {port}), 1)"]
+        )
+        if probe.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"port {port} did not open")
+
+
+def _ssh_login(lab: WatchLab, tmp_path: Path) -> None:
+    """A real sshd in the target and a key login from the scanner (skipped where sshd is missing)."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists() or shutil.which("ssh") is None:
+        return
+    host_key, user_key = tmp_path / "host", tmp_path / "user"
+    for key in (host_key, user_key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    authorized = tmp_path / "authorized_keys"
+    authorized.write_text((tmp_path / "user.pub").read_text())
+    Path("/run/sshd").mkdir(exist_ok=True)
+    server = subprocess.Popen(
+        lab.target.command(
+            [
+                sshd,
+                "-D",
+                "-e",
+                "-f",
+                "/dev/null",
+                "-h",
+                str(host_key),
+                "-o",
+                f"ListenAddress={TARGET}",
+                "-o",
+                "Port=2222",
+                "-o",
+                f"AuthorizedKeysFile={authorized}",
+                "-o",
+                "UsePAM=no",
+                "-o",
+                "PidFile=none",
+                "-o",
+                "StrictModes=no",
+            ]
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(lab, 2222)
+        login = lab.scanner.run(
+            [
+                "ssh",
+                "-p",
+                "2222",
+                "-i",
+                str(user_key),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                f"root@{TARGET}",
+                "true",
+            ],
+            timeout=30,
+        )
+        assert login.returncode == 0, login.stderr
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
+LISTEN = r"""
+import socket, sys
+s = socket.socket(); s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1)
+print("ready", flush=True); sys.stdin.read()
+"""
+
+
+@needs_root
+def test_listener_opened_and_closed_within_a_second(watch_lab: WatchLab) -> None:
+    watcher = watch_lab.watch()
+    try:
+        holder = subprocess.Popen(
+            watch_lab.target.command([sys.executable, "-c", LISTEN, "7777"]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        opened_at = time.monotonic()
+        event = watcher.wait_for(lambda e: e["event"] == "listener-opened" and e["port"] == 7777, 5)
+        assert event is not None and event["received"] - opened_at < 1.5
+        assert event["owners"][0]["pid"] == holder.pid or event["owners"][0]["name"].startswith("python")
+        holder.kill()
+        holder.wait(timeout=10)
+        closed_at = time.monotonic()
+        event = watcher.wait_for(lambda e: e["event"] == "listener-closed" and e["port"] == 7777, 5)
+        assert event is not None and event["received"] - closed_at < 1.5
+    finally:
+        watcher.stop()
+
+
+@needs_root
+def test_block_exec_and_record(watch_lab: WatchLab, tmp_path: Path) -> None:
+    hook_out = tmp_path / "hook.jsonl"
+    db = tmp_path / "ledger.db"
+    watcher = watch_lab.watch(
+        "--scans", "--block", "1m", "--exec", f"cat >> {hook_out}", "--record", "--db", str(db)
+    )
+    try:
+        watch_lab.scanner.run(["nmap", "-n", "-Pn", "-sS", "-p", "1-100", "-T4", TARGET], timeout=120)
+        event = watcher.wait_for(_scan_event, 15)
+        assert event is not None and event["blocked"], event
+        # The scanner's packets are now dropped: even the open port does not answer.
+        probe = watch_lab.scanner.run(
+            [sys.executable, "-c", f"import socket; socket.create_connection(('{TARGET}', 80), 1)"]
+        )
+        assert probe.returncode != 0
+        tables = watch_lab.target.run(["nft", "list", "tables"]).stdout
+        assert "portkit_watch_" in tables
+    finally:
+        watcher.stop()
+    assert "portkit_watch_" not in watch_lab.target.run(["nft", "list", "tables"]).stdout
+    assert (
+        watch_lab.scanner.run(
+            [sys.executable, "-c", f"import socket; socket.create_connection(('{TARGET}', 80), 2)"]
+        ).returncode
+        == 0
+    )
+    hooked = [json.loads(line) for line in hook_out.read_text().splitlines()]
+    assert any(h["event"] == "scan" and h["source"] == SCANNER for h in hooked)
+    from portkit.ledger import Ledger
+
+    with Ledger.open(db, create=False) as ledger:
+        kinds = {e.kind for e in ledger.events()}
+    assert "scan" in kinds
+
+
+def test_bad_input_is_one_line() -> None:
+    cases = [["--block", "1m"], ["--interval", "0"], ["--ignore", "not-an-ip"], ["--netns", "no-such-ns-w"]]
+    cases += [["--scan-ports", "0"], ["--duration", "forever"]]
+    for args in cases:
+        proc = subprocess.run(
+            [*PORTKIT, "watch", *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
