@@ -51,7 +51,13 @@ def load_config(environ: Mapping[str, str]) -> Config:
     from portkit._textfile import read_text_file
 
     path = config_path(environ)
-    if not path.exists() and not environ.get("PORTKIT_CONFIG"):
+    try:
+        present = path.exists()
+    except PermissionError:
+        # A directory on the way this user may not search (root's, under sudo -u): no config
+        # can be read there, and the default place is not an error to have.
+        present = False
+    if not present and not environ.get("PORTKIT_CONFIG"):
         return Config()
     text = read_text_file(path, what="config file", limit=1024 * 1024)
     try:
