@@ -38,6 +38,7 @@ from portkit.firewall import (
     Ruleset,
     Table,
     evaluate,
+    masquerade_lookup,
 )
 from portkit.model import Transport
 from portkit.model.protocols import IPPROTO_TCP, IPPROTO_UDP
@@ -364,8 +365,9 @@ def _hairpin(
         return "uncertain", f"no client address in {subnet}"
     packet = Packet(proto, client, public, 40000, port, iif=ifname, state=CtState.NEW)
     decision = evaluate(
-        ruleset, packet, local_addresses=facts.local, route=facts.route, forwarding=facts.forwarding
-    )
+        ruleset, packet, local_addresses=facts.local, route=facts.route, forwarding=facts.forwarding,
+        masquerade_source=masquerade_lookup(facts.netns),
+    )  # fmt: skip
     final = decision.final_packet
     if not decision.certain:
         return "uncertain", f"{packet}: {decision.reason}"
