@@ -6,7 +6,8 @@ TCP connections then go through it:
 - hairpin: `pc` connects to the router's public address, DNATed to `server` and masqueraded
   to the router's LAN address, so the server answers the router;
 - a plain forward: `outside` connects to the public address, DNATed only;
-- the router's own connection: DNATed on output and SNATed (address and port) on postrouting.
+- the router's own connection: DNATed on output and SNATed (address and port) on postrouting;
+- a connection to the router itself, SNATed on input (the router's own server sees the new source).
 
 What the kernel did is read twice: the server reports the peer and local address of the
 connection it accepted (socat's SOCAT_PEERADDR/PORT, SOCAT_SOCKADDR/PORT), and the router's
@@ -47,6 +48,7 @@ pytestmark = needs_root
 SERVER_PORT = 9000
 PUBLIC_PORT = 8443
 OUTSIDE_PORT = 9100
+ROUTER_PORT = 9200
 # A public address the router's own connections are DNATed away from (only routed, never used).
 DECOY = "198.51.100.9"
 # A second address of the router's WAN side: the source its own connections are SNATed to.
@@ -68,6 +70,10 @@ table ip natlab {{
     type nat hook output priority -100; policy accept;
     ip daddr {DECOY} tcp dport {OUTSIDE_PORT} dnat to {home.outside_address}
   }}
+  chain input {{
+    type nat hook input priority 100; policy accept;
+    ip saddr {home.outside_address} tcp dport {ROUTER_PORT} snat to {ROUTER_ALIAS}
+  }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
     ip saddr 192.168.77.0/24 ip daddr {server} tcp dport {SERVER_PORT} ct status dnat masquerade
@@ -86,6 +92,7 @@ def iptables_rules(home: HomeLab) -> str:
 :OUTPUT ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
 -A PREROUTING -d {home.wan_address}/32 -p tcp -m tcp --dport {PUBLIC_PORT} -j DNAT --to-destination {server}:{SERVER_PORT}
+-A INPUT -s {home.outside_address}/32 -p tcp -m tcp --dport {ROUTER_PORT} -j SNAT --to-source {ROUTER_ALIAS}
 -A OUTPUT -d {DECOY}/32 -p tcp -m tcp --dport {OUTSIDE_PORT} -j DNAT --to-destination {home.outside_address}
 -A POSTROUTING -s 192.168.77.0/24 -d {server}/32 -p tcp -m conntrack --ctstate DNAT -j MASQUERADE
 -A POSTROUTING -d {home.outside_address}/32 -p tcp -m tcp --dport {OUTSIDE_PORT} -j SNAT --to-source {ROUTER_ALIAS}:{SNAT_PORT["iptables"]}
@@ -123,7 +130,7 @@ def home() -> Iterator[HomeLab]:
     lab = HomeLab(HomeSpec(lan=(LabHost("server"), LabHost("pc")), prefix="pknatt", masquerade=False))
     with lab:
         lab.run("router", ["ip", "addr", "add", f"{ROUTER_ALIAS}/24", "dev", "wan0"])
-        for host, port in (("server", SERVER_PORT), ("outside", OUTSIDE_PORT)):
+        for host, port in (("server", SERVER_PORT), ("outside", OUTSIDE_PORT), ("router", ROUTER_PORT)):
             proc = lab.popen(
                 host, [sys.executable, "-c", REPORTER, str(port)], stdout=subprocess.PIPE, text=True
             )
@@ -239,3 +246,17 @@ def test_output_dnat_and_snat_as_the_kernel_does(home: HomeLab, kind: str) -> No
     assert seen == kernel
     _same(doc, kernel)
     assert doc["snat"] == f"{ROUTER_ALIAS}:{SNAT_PORT[kind]}"
+
+
+@pytest.mark.parametrize("kind", ["nft", "iptables"])
+def test_input_snat_as_the_kernel_does(home: HomeLab, kind: str) -> None:
+    _load(home, kind)
+    sport = 41004 if kind == "nft" else 42004
+    outside = home.outside_address
+    kernel = _connect(home, "outside", home.wan_address, ROUTER_PORT, sport)
+    assert kernel == Seen(ROUTER_ALIAS, sport, home.wan_address, ROUTER_PORT)
+    assert _conntrack(home, outside, sport) == kernel
+    seen, doc = _portkit(home, f"tcp {outside}:{sport} -> {home.wan_address}:{ROUTER_PORT} in wan0")
+    assert seen == kernel
+    _same(doc, kernel)
+    assert doc["direction"] == "input" and doc["nat"] is None and doc["snat"] == ROUTER_ALIAS
