@@ -164,3 +164,13 @@ def test_chains_after_the_source_nat_see_the_new_source() -> None:
     tables = tuple(replace(t, chains=(chain,)) if t is mangle else t for t in only_status.tables)
     d = evaluate(replace(only_status, tables=tables), flow)
     assert d.outcome == "drop" and "ct status snat" in str(d.decided_by)
+
+
+def test_a_masquerade_that_keeps_the_source_is_no_source_nat() -> None:
+    """This host's own connection leaves by wan0 from wan0's address: the binding changes
+    nothing (no SNAT status, as nf_nat_setup_info decides), so `snat` stays null."""
+    rs = import_iptables_save(HAIRPIN)
+    flow = Packet.parse("tcp 203.0.113.1:41000 -> 198.51.100.20:443 out wan0")
+    d = evaluate(rs, flow, masquerade_source=masquerade)
+    assert d.snat is None and d.final_packet is not None and str(d.final_packet.src) == "203.0.113.1"
+    assert any(s.effect == "masquerade: source stays 203.0.113.1" for s in d.trace)

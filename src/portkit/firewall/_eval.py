@@ -1121,9 +1121,11 @@ def _source_nat(
         text = _endpoint_text(rewritten.src, port)
         # As for DNAT: the SNAT status bit only when the binding changes the tuple.
         changed = (rewritten.src, rewritten.sport) != (packet.src, packet.sport)
-    walk.snat = text
+    # A binding that keeps the tuple (a masquerade of this host's own address) rewrites nothing.
+    walk.snat = text if changed else None
     if walk.trace and walk.trace[-1] is step:
-        walk.trace[-1] = replace(step, effect=f"{step.effect}: source -> {text}")
+        said = f"source -> {text}" if changed else f"source stays {text}"
+        walk.trace[-1] = replace(step, effect=f"{step.effect}: {said}")
     return replace(rewritten, snat=changed)
 
 
