@@ -81,6 +81,8 @@ MAX_BRANCHES = 64
 ROUTING = "(routing)"
 # How `snat` begins when a masquerade took an address portkit does not know.
 MASQUERADE_UNKNOWN = "the address of "
+# How `snat` begins when a snat rule's address is not known (a map, a range, unparsable).
+SNAT_UNKNOWN = "unknown"
 
 
 class Direction(Word):
@@ -170,12 +172,12 @@ def _nat_text(packet: Packet, final: Packet | None) -> str | None:
 
 
 def _final_json(final: Packet | None, snat: str | None) -> dict[str, Any] | None:
-    """The packet as it leaves the last hook; `src` is null where a masquerade rewrote it to
-    an address portkit does not know (`snat` then names the interface)."""
+    """The packet as it leaves the last hook; `src` is null where source NAT rewrote it to
+    an address portkit does not know (`snat` then says why: a masquerade's interface, a map)."""
     if final is None:
         return None
     out = final.to_json()
-    if snat is not None and snat.startswith(MASQUERADE_UNKNOWN):
+    if snat is not None and snat.startswith((MASQUERADE_UNKNOWN, SNAT_UNKNOWN)):
         out["src"] = None
     return out
 
@@ -1115,7 +1117,7 @@ def _source_nat(
             text += f", port {port}"
         changed = True
     elif address is None and (nat is None or nat.unknown or nat.address):
-        text = "unknown (a map or a range)" if nat is not None and nat.unknown else "unknown"
+        text = SNAT_UNKNOWN + (" (a map or a range)" if nat is not None and nat.unknown else "")
         changed = True
     else:
         text = _endpoint_text(rewritten.src, port)
