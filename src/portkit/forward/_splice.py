@@ -10,7 +10,24 @@ non-blocking splices until the kernel says EAGAIN (bounded per turn, so one busy
 connection cannot starve the rest). That serves thousands of short or quiet connections
 with one thread.
 
-A connection that has moved THREAD_AFTER bytes is a bulk transfer: it is handed to two
+On the loop, each direction starts by *copying*: recv_into() a preallocated buffer, send()
+to the other side. For small messages (requests and replies of databases, caches, RPC, ssh)
+that is two system calls a message, where splicing through a pipe costs three, plus a pipe
+taken from the pool and given back. A read that fills the whole buffer (COPY_BUFFER) means
+the sender has more queued than a message: the direction moves to splice from its next read,
+and goes back to copying when a splice brings in less than a buffer. Copied bytes that the
+other side cannot take at once are held (at most one buffer per direction) and nothing more
+is read from that direction until they are out, so the backpressure is the pipe's. The
+engine's `copy` ("auto"; "never": splice every byte, "always": copy every byte, no relay
+threads) pins one path down; `portkit forward` sets it from $PORTKIT_SPLICE_COPY.
+
+The loop registers both sockets edge-triggered for reading and writing. A direction reads
+until the kernel says EAGAIN, except that a copy read shorter than the buffer is taken as the
+end of what is queued: any byte that arrives later raises a new edge, and a FIN that came
+with the bytes shows as EPOLLRDHUP in the same event, which makes the read go on to EOF. A
+writable edge only matters to a direction that holds bytes for that socket.
+
+A connection whose spliced bytes reach THREAD_AFTER is a bulk transfer: it is handed to two
 *relay threads*, one per direction, doing blocking splices. The GIL is released inside
 splice(2), so bulk directions run in parallel in the kernel and a blocked splice is woken
 by the kernel itself, without epoll or Python in between, which moves more than the loop
@@ -72,7 +89,9 @@ SPLICE_NONBLOCK = SPLICE_MOVE | getattr(os, "SPLICE_F_NONBLOCK", 2)
 PIPE_SIZE = 1 << 20  # 1 MiB in flight per direction at most (the unprivileged pipe-max-size)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 MAX_ROUNDS = 32  # splices per connection per loop turn before yielding to others
-THREAD_AFTER = 512 << 10  # bytes a connection moves on the loop before it gets relay threads
+THREAD_AFTER = 512 << 10  # bytes a direction splices on the loop before the connection gets relay threads
+COPY_BUFFER = 64 << 10  # the loop's copy buffer; a read that fills it moves a direction to splice
+COPY_MODES = ("auto", "never", "always")
 MAX_THREADED = 64  # connections with relay threads at once (two threads each)
 PIPE_IDLE = 0.05  # seconds without data before a relay thread gives its pipe back
 WRITER_WAKE = 0.25  # a relay thread blocked on a slow reader looks up this often (closing?)
@@ -85,6 +104,7 @@ SWEEP_INTERVAL = 0.25  # seconds between idle / connect-timeout checks
 _IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _OUT = select.EPOLLOUT
 _ERR = select.EPOLLERR
+_HANGUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR  # a read must go on to EOF / the error
 _ET_ALL = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 _POLL_READ = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0x2000)
 _SOFT_FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -170,19 +190,27 @@ class _PipePool:
 
 
 class _Direction:
-    """One way of flow: src socket -> pipe -> dst socket."""
+    """One way of flow: src socket -> (copy buffer or pipe) -> dst socket."""
 
-    __slots__ = ("done", "dst", "eof", "moved", "pending", "pipe", "src", "upward")
+    __slots__ = (
+        "copying", "done", "dst", "dst_sock", "eof", "held", "moved", "pending", "pipe",
+        "spliced", "src", "src_sock", "upward",
+    )  # fmt: skip
 
-    def __init__(self, src: int, dst: int, upward: bool) -> None:
-        self.src = src
-        self.dst = dst
+    def __init__(self, src: socket.socket, dst: socket.socket, upward: bool, copying: bool) -> None:
+        self.src_sock = src
+        self.dst_sock = dst
+        self.src = src.fileno()
+        self.dst = dst.fileno()
         self.upward = upward  # client -> target
+        self.copying = copying  # reads go through the copy buffer (else through a pipe)
         self.pipe: tuple[int, int] | None = None
         self.pending = 0  # bytes in the pipe, not yet written to dst
+        self.held = b""  # copied bytes dst did not take yet
         self.eof = False  # src said EOF
         self.done = False  # EOF passed to the state machine
         self.moved = 0
+        self.spliced = 0  # of which through a pipe
 
 
 class _Connection:
@@ -202,8 +230,9 @@ class _Connection:
         self.cfd = client.fileno()
         self.tfd = self.target.fileno()
         self.state = ConnectionState()
-        self.up = _Direction(self.cfd, self.tfd, True)
-        self.down = _Direction(self.tfd, self.cfd, False)
+        copying = engine.copy == "always" or (engine.copy == "auto" and engine.thread_after != 0)
+        self.up = _Direction(client, self.target, True, copying)
+        self.down = _Direction(self.target, client, False, copying)
         self.lock = threading.RLock()  # once threaded, the state machine has three drivers
         self.threaded = False
         self.closing = False
@@ -253,18 +282,25 @@ class _Connection:
                 return
         first, second = (self.up, self.down) if fd == self.cfd else (self.down, self.up)
         if mask & _IN:
-            self.pump(first)
-        if mask & _OUT and not self.state.finished and not self.threaded:
-            self.pump(second)
+            self.pump(first, bool(mask & _HANGUP))
+        # A writable edge comes with every event (both are registered); it matters only to a
+        # direction that holds bytes for this socket.
+        if (second.pending or second.held) and mask & _OUT and not self.state.finished and not self.threaded:
+            self.pump(second, True)
 
     def resume(self) -> None:
         for d in (self.up, self.down):
             if self.state.finished or self.threaded:
                 return
-            self.pump(d)
+            self.pump(d, True)
 
-    def pump(self, d: _Direction) -> None:
-        """Move bytes src -> pipe -> dst until the kernel says EAGAIN, or the turn ends."""
+    def pump(self, d: _Direction, eager: bool) -> None:
+        """Move bytes src -> dst until the kernel says EAGAIN, or the turn ends.
+
+        Without `eager` a short copy read ends the turn (what is queued has been read; see the
+        module docstring); with it, reading goes on until EAGAIN or EOF, as it must where
+        edges may have gone by unread (a resumed turn, bytes held back until now).
+        """
         engine = self.engine
         splice = os.splice
         for _ in range(MAX_ROUNDS):
@@ -277,20 +313,65 @@ class _Connection:
                     self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
                     return
                 d.pending -= n
+                d.spliced += n
                 self._count(d, n)
                 if d.pending:
                     return  # a short write: dst is full, wait for EPOLLOUT
                 engine.pipes.put(d.pipe)  # type: ignore[arg-type]
                 d.pipe = None
-                if d.moved >= engine.thread_after >= 0 and engine.threaded < MAX_THREADED:
+                if d.spliced >= engine.thread_after >= 0 and engine.threaded < MAX_THREADED:
                     self._thread()
                     return
+                eager = True
+                continue
+            if d.held:
+                try:
+                    n = d.dst_sock.send(d.held)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
+                    return
+                self._count(d, n)
+                d.held = d.held[n:]
+                if d.held:
+                    return  # still full: wait for EPOLLOUT
+                eager = True  # edges of src went by while we did not read
                 continue
             if d.eof:
                 if not d.done:
                     d.done = True
                     self.apply(Event.CLIENT_EOF if d.upward else Event.TARGET_EOF)
                 return
+            if d.copying:
+                buffer = engine.buffer
+                try:
+                    n = d.src_sock.recv_into(buffer)
+                except BlockingIOError:
+                    return  # src is empty: its EPOLLIN edge will bring us back
+                except OSError:
+                    self.reset(Event.CLIENT_RESET if d.upward else Event.TARGET_RESET)
+                    return
+                if n == 0:
+                    d.eof = True
+                    continue
+                self.last = engine.now
+                try:
+                    sent = d.dst_sock.send(engine.view[:n])
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
+                    return
+                self._count(d, sent)
+                if sent < n:
+                    d.held = bytes(engine.view[sent:n])
+                    return  # dst is full: its EPOLLOUT edge will bring us back
+                if n == COPY_BUFFER:
+                    d.copying = engine.copy == "always"  # more was queued than a message: bulk
+                elif not eager:
+                    return
+                continue
             if d.pipe is None:
                 d.pipe = engine.pipes.get()
             try:
@@ -310,6 +391,8 @@ class _Connection:
                 d.eof = True
                 continue
             d.pending = n
+            if n < COPY_BUFFER and engine.copy == "auto":
+                d.copying = True  # less than a buffer was queued: back to copying after this
             self.last = engine.now
         engine.ready.append(self)
 
@@ -489,6 +572,10 @@ class _Connection:
         _batch_scheduling()
         try:
             while not self.closing:
+                if d.held:  # copied on the loop before the hand-over, not yet taken by dst
+                    if not self._flush_held(d):
+                        break
+                    continue
                 if d.pending:
                     if not self._flush(d):
                         break
@@ -538,6 +625,23 @@ class _Connection:
                 self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
                 return False
             d.pending -= sent
+            self._count(d, sent)
+        return True
+
+
+    def _flush_held(self, d: _Direction) -> bool:
+        """Write the held bytes out to dst (blocking); False when the connection ends meanwhile."""
+        while d.held:
+            try:
+                sent = d.dst_sock.send(d.held)
+            except BlockingIOError:  # SO_SNDTIMEO: the far reader is slow
+                if self.closing:
+                    return False
+                continue
+            except OSError:
+                self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
+                return False
+            d.held = d.held[sent:]
             self._count(d, sent)
         return True
 
@@ -631,9 +735,14 @@ class SpliceEngine:
 
     name = "splice"
 
-    def __init__(self, log: EventLog, *, thread_after: int = THREAD_AFTER) -> None:
+    def __init__(self, log: EventLog, *, thread_after: int = THREAD_AFTER, copy: str = "auto") -> None:
+        if copy not in COPY_MODES:
+            raise ValueError(f"invalid copy mode {copy!r}: expected one of {', '.join(COPY_MODES)}")
         self.log = log
-        self.thread_after = thread_after  # bytes before relay threads; 0 = at once, -1 = never
+        self.thread_after = thread_after  # spliced bytes before relay threads; 0 = at once, -1 = never
+        self.copy = copy  # auto: copy small reads, splice bulk; never / always: one path only
+        self.buffer = bytearray(COPY_BUFFER)  # the loop's, shared by every copying direction
+        self.view = memoryview(self.buffer)
         self.epoll = select.epoll()
         self.pipes = _PipePool()
         self.fds: dict[int, Any] = {}
