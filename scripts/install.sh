@@ -23,6 +23,7 @@ if [ "$with_test_servers" = 1 ]; then
     # anchors for benchmarks and real servers for service-detection tests
     packages+=(haproxy ufw libxml2-utils openssl nginx-light openssh-server redis-server postgresql
                vsftpd dnsmasq mosquitto memcached xsltproc)
+    packages+=(redis-tools wrk)  # the clients of bench_forward.py's request/response cases
 fi
 
 missing=()
