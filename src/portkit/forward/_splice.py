@@ -193,13 +193,19 @@ class _Direction:
     """One way of flow: src socket -> (copy buffer or pipe) -> dst socket."""
 
     __slots__ = (
-        "copying", "done", "dst", "dst_sock", "eof", "held", "moved", "pending", "pipe",
-        "spliced", "src", "src_sock", "upward",
+        "connection", "copying", "done", "dst", "dst_sock", "eof", "held", "moved", "other",
+        "pending", "pipe", "recv_into", "send", "spliced", "src", "src_sock", "upward",
     )  # fmt: skip
 
-    def __init__(self, src: socket.socket, dst: socket.socket, upward: bool, copying: bool) -> None:
+    def __init__(
+        self, connection: _Connection, src: socket.socket, dst: socket.socket, upward: bool, copying: bool
+    ) -> None:
+        self.connection = connection
+        self.other: _Direction = self  # the opposite direction, set once both exist
         self.src_sock = src
         self.dst_sock = dst
+        self.recv_into = src.recv_into
+        self.send = dst.send
         self.src = src.fileno()
         self.dst = dst.fileno()
         self.upward = upward  # client -> target
@@ -231,8 +237,9 @@ class _Connection:
         self.tfd = self.target.fileno()
         self.state = ConnectionState()
         copying = engine.copy == "always" or (engine.copy == "auto" and engine.thread_after != 0)
-        self.up = _Direction(client, self.target, True, copying)
-        self.down = _Direction(self.target, client, False, copying)
+        self.up = _Direction(self, client, self.target, True, copying)
+        self.down = _Direction(self, self.target, client, False, copying)
+        self.up.other, self.down.other = self.down, self.up
         self.lock = threading.RLock()  # once threaded, the state machine has three drivers
         self.threaded = False
         self.closing = False
@@ -479,6 +486,8 @@ class _Connection:
             target=str(rule.target),
             engine="splice",
         )
+        engine = self.engine
+        engine.readers[self.cfd], engine.readers[self.tfd] = self.up, self.down
         self.resume()
 
     def _close(self) -> None:
@@ -498,8 +507,9 @@ class _Connection:
         self.released = True
         engine = self.engine
         if not self.threaded:
-            engine.fds.pop(self.cfd, None)
-            engine.fds.pop(self.tfd, None)
+            for fd in (self.cfd, self.tfd):
+                engine.fds.pop(fd, None)
+                engine.readers.pop(fd, None)
         self.client.close()  # SO_LINGER 0 was armed where the state machine said RESET
         self.target.close()  # closing also takes the descriptors out of the epoll set
         for d in (self.up, self.down):
@@ -536,6 +546,7 @@ class _Connection:
             engine.threaded += 1
             for fd in (self.cfd, self.tfd):
                 engine.fds.pop(fd, None)
+                engine.readers.pop(fd, None)
                 engine.epoll.unregister(fd)
             for s in (self.client, self.target):
                 s.setblocking(True)
@@ -746,6 +757,8 @@ class SpliceEngine:
         self.epoll = select.epoll()
         self.pipes = _PipePool()
         self.fds: dict[int, Any] = {}
+        self.readers: dict[int, _Direction] = {}  # fd -> the direction reading it, once relaying
+        self.quick = True  # run the copy fast path in `_run` (False: every event through `pump`)
         self.listeners: dict[tuple[Any, ...], _Listener] = {}
         self.connections: set[_Connection] = set()
         self.threaded = 0  # connections handed to relay threads
@@ -844,12 +857,18 @@ class SpliceEngine:
         _name_os_thread("portkit-splice")
         epoll = self.epoll
         fds = self.fds
+        readers = self.readers
+        quick = self.quick
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while not self._stopped:
                 events = epoll.poll(0 if self.ready else SWEEP_INTERVAL, 1024)
                 self.now = time.monotonic()
                 for fd, mask in events:
+                    if quick:
+                        d = readers.get(fd)
+                        if d is not None and self._copy_quick(d, mask):
+                            continue
                     handler = fds.get(fd)
                     if handler is not None:
                         handler.on_event(fd, mask)
@@ -865,6 +884,56 @@ class SpliceEngine:
             raise
         finally:
             self._release()
+
+    def _copy_quick(self, d: _Direction, mask: int) -> bool:
+        """The common event of a copying connection, handled here rather than in `pump`.
+
+        Taken when `d` reads the event's socket, copies, holds nothing, has not seen EOF, the
+        opposite direction holds nothing for this socket, and the event is a plain readable
+        and/or writable edge; the connection is relaying (`readers` holds only such). It does
+        what `pump(d, eager=False)` does on that path: one read, one write, hold what the
+        write leaves. False (nothing done) where any of that is not so: `on_event` decides.
+        """
+        if mask & _HANGUP or not d.copying or d.held or d.pending or d.eof:
+            return False
+        other = d.other
+        if other.held or other.pending:
+            return False
+        if not mask & _IN:
+            return True  # a writable edge and nothing to write
+        connection = d.connection
+        try:
+            n = d.recv_into(self.buffer)
+        except BlockingIOError:
+            return True
+        except OSError:
+            connection.reset(Event.CLIENT_RESET if d.upward else Event.TARGET_RESET)
+            return True
+        if n == 0 or n == COPY_BUFFER:
+            # EOF, or a full buffer (bulk): `pump` passes it on and decides what follows.
+            self._pass_on(d, n)
+            return True
+        connection.last = self.now
+        try:
+            sent = d.send(self.view[:n])
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            connection.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
+            return True
+        connection._count(d, sent)
+        if sent < n:
+            d.held = bytes(self.view[sent:n])  # EPOLLOUT of dst brings `on_event` back
+        return True
+
+    def _pass_on(self, d: _Direction, n: int) -> None:
+        """Hand what `_copy_quick` read (n bytes in the buffer; 0: EOF) to `pump`."""
+        if n == 0:
+            d.eof = True
+        else:
+            d.held = bytes(self.view[:n])  # sent first by pump, in order
+            d.copying = self.copy == "always"
+        d.connection.pump(d, True)
 
     def _run_calls(self) -> None:
         with contextlib.suppress(BlockingIOError):
