@@ -1,14 +1,14 @@
-"""The splice engine: TCP forwarding with zero-copy os.splice() through pipes.
+"""The splice engine: TCP forwarding with zero-copy os.splice() through pipes for bulk, and
+small messages copied on one epoll loop.
 
-Bytes never enter Python: each direction moves socket -> pipe -> socket with splice(2), so
-the kernel hands pages along instead of copying them through user space.
+Bulk bytes never enter Python: such a direction moves socket -> pipe -> socket with
+splice(2), so the kernel hands pages along instead of copying them through user space.
 
 One *loop* thread runs an edge-triggered epoll loop: it accepts, applies the allow-list and
 the connection limit, connects to the target without blocking, enforces the connect and
-idle timeouts, runs the supervisor's requests, and relays every connection with
-non-blocking splices until the kernel says EAGAIN (bounded per turn, so one busy
-connection cannot starve the rest). That serves thousands of short or quiet connections
-with one thread.
+idle timeouts, runs the supervisor's requests, and relays every connection without
+blocking until the kernel says EAGAIN (bounded per turn, so one busy connection cannot
+starve the rest). That serves thousands of short or quiet connections with one thread.
 
 On the loop, each direction starts by *copying*: recv_into() a preallocated buffer, send()
 to the other side. For small messages (requests and replies of databases, caches, RPC, ssh)
@@ -25,7 +25,12 @@ The loop registers both sockets edge-triggered for reading and writing. A direct
 until the kernel says EAGAIN, except that a copy read shorter than the buffer is taken as the
 end of what is queued: any byte that arrives later raises a new edge, and a FIN that came
 with the bytes shows as EPOLLRDHUP in the same event, which makes the read go on to EOF. A
-writable edge only matters to a direction that holds bytes for that socket.
+writable edge only matters to a direction that holds bytes for that socket. The commonest
+event of all, a readable edge of a copying connection with nothing held either way, is
+handled in the loop itself (`SpliceEngine._copy_quick`); `_Connection.pump` is the
+reference for every case and `tests/test_forward_copy.py` checks that they agree. Per
+request and reply that leaves four system calls (recv and send on each leg) and the loop's
+share of one epoll_wait: the floor for a forwarder that passes bytes through user space.
 
 A connection whose spliced bytes reach THREAD_AFTER is a bulk transfer: it is handed to two
 *relay threads*, one per direction, doing blocking splices. The GIL is released inside
