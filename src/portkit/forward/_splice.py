@@ -644,7 +644,6 @@ class _Connection:
             self._count(d, sent)
         return True
 
-
     def _flush_held(self, d: _Direction) -> bool:
         """Write the held bytes out to dst (blocking); False when the connection ends meanwhile."""
         while d.held:
