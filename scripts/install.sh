@@ -25,6 +25,7 @@ if [ "$with_test_servers" = 1 ]; then
                vsftpd dnsmasq mosquitto memcached xsltproc)
     # the router daemon of the `nat` tests (UPnP-IGD, NAT-PMP, PCP), and upnpc to ask it
     packages+=(miniupnpd-nftables miniupnpc)
+    packages+=(redis-tools wrk)  # the clients of bench_forward.py's request/response cases
 fi
 
 missing=()

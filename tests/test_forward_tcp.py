@@ -16,6 +16,7 @@ import pytest
 
 from fixtures_forward import (
     ENGINES,
+    LOOP_ONLY,
     TcpServer,
     assert_reset,
     closed_port,
@@ -324,13 +325,13 @@ def test_slow_reader_bounds_memory_and_loses_nothing(engine: str, tmp_path: Path
                     for task in Path(f"/proc/{fwd.pid}/task").iterdir()
                 )
                 assert policies.count(os.SCHED_BATCH) == 2 and policies.count(os.SCHED_OTHER) >= 2
-            elif engine == "splice-loop":
+            elif engine in LOOP_ONLY:
                 assert threads == 2  # main and the loop
             if engine.startswith("splice"):  # OS thread names, as top -H, ps -L and perf show them
                 names = sorted(
                     (task / "comm").read_text().strip() for task in Path(f"/proc/{fwd.pid}/task").iterdir()
                 )
-                relays = {"splice-threads": {2}, "splice-loop": {0}}.get(engine, {0, 2})
+                relays = {"splice-threads": {2}, **{v: {0} for v in LOOP_ONLY}}.get(engine, {0, 2})
                 assert names.count("portkit-relay") in relays and names.count("portkit-splice") == 1, names
             gate.set()
             client.setblocking(True)

@@ -71,8 +71,10 @@ class Listening:
 class Forwarder:
     """Serve `rules` until told to stop. `run()` blocks and returns the final statistics.
 
-    `thread_after` is the splice engine's bulk threshold: bytes a connection moves on the
-    epoll loop before it gets relay threads (0 = from the first byte, -1 = never).
+    `thread_after` is the splice engine's bulk threshold: bytes a connection splices on the
+    epoll loop before it gets relay threads (0 = from the first byte, -1 = never). `copy` is
+    how its loop moves bytes: "auto" copies small reads and splices bulk, "never" splices
+    every byte, "always" copies every byte (and so never gets relay threads).
     `control_dir` is where the control socket goes (`runtime_dir(os.environ)` is where
     `portkit forward --stats` looks; None: no control socket), and `notify_socket` systemd's
     $NOTIFY_SOCKET (None: not run as a Type=notify service).
@@ -88,6 +90,7 @@ class Forwarder:
         drain_timeout: float = 10.0,
         on_ready: Callable[[list[Listening]], None] | None = None,
         thread_after: int = _splice.THREAD_AFTER,
+        copy: str = "auto",
         control_dir: str | Path | None = None,
         notify_socket: str | None = None,
     ) -> None:
@@ -102,6 +105,9 @@ class Forwarder:
                 f"invalid thread_after {thread_after}: expected bytes >= 0, or -1 for no relay threads"
             )
         self.thread_after = thread_after
+        if copy not in _splice.COPY_MODES:
+            raise UsageError(f"invalid copy {copy!r}: expected one of {', '.join(_splice.COPY_MODES)}")
+        self.copy = copy
         self.control_dir = Path(control_dir) if control_dir else None
         self.notify_socket = notify_socket
         self.stats = ForwarderStats(pid=os.getpid())
@@ -134,7 +140,7 @@ class Forwarder:
         fd_limit = raise_fd_limit()
         engine: _splice.SpliceEngine | AsyncioEngine
         if self.engine_name == "splice":
-            engine = _splice.SpliceEngine(self.log, thread_after=self.thread_after)
+            engine = _splice.SpliceEngine(self.log, thread_after=self.thread_after, copy=self.copy)
         else:
             engine = AsyncioEngine(self.log)
         self._engine = engine
