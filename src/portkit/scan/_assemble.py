@@ -49,7 +49,7 @@ def _consecutive(ports: Sequence[int]) -> bool:
     return bool(ports) and list(ports) == list(range(ports[0], ports[0] + len(ports)))
 
 
-def masked_port_ranges(mask: bytes, ports: Sequence[int]) -> str:
+def masked_port_ranges(mask: bytes | bytearray, ports: Sequence[int]) -> str:
     """`port_ranges` of the ports whose mask byte is 1 (a byte per port, 0 or 1).
 
     Where the ports are consecutive, a run of ports is a run of 1 bytes, found by bytes.find in
