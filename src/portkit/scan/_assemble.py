@@ -125,10 +125,13 @@ class Collector:
         # Scatter into the host's byte arrays in C (map over bound methods), not key by key.
         indexes = keys if not base else list(map(base.__rsub__, keys))
         # Settled: the ports that had no outcome before (a batch may answer one port twice).
-        unknown = codes.count(0)
+        # Looked up for this batch's ports only: counting a 65,535-byte table twice per batch
+        # cost more than the scatter itself.
+        unknown = bytes(map(codes.__getitem__, indexes))
+        if unknown.count(0):
+            self.settled += len(set(itertools.compress(indexes, map((0).__eq__, unknown))))
         deque(map(codes.__setitem__, indexes, outcomes), maxlen=0)
         deque(map(ttls_of.__setitem__, indexes, ttls), maxlen=0)
-        self.settled += unknown - codes.count(0)
 
     def record(self, key: int, rcode: int, ttl: int) -> None:
         outcome = self.table[rcode]
