@@ -147,7 +147,9 @@ py_connect_batch(PyObject *self, PyObject *args)
         }
     }
     result = Py_BuildValue("(OOi)", refused, others, spare);
-    spare = -1;
+    if (result != NULL) {
+        spare = -1; /* the caller's now */
+    }
 done:
     if (result == NULL) {
         /* On an exception the sockets handed out so far are closed: nobody else holds them. */
