@@ -14,12 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from conftest import needs_root
 from portkit.model import Protocol
 from portkit.registry import parse_port_spec
 from portkit.scan import PortState, ScanOptions, ScanType, run_scan
 from portkit.scan._accel import sockaddr
 from portkit.scan._hosts import HostTable
 from portkit.scan._targets import parse_targets
+from portkit.testing import LabNamespace
 
 connectio = pytest.importorskip("portkit.scan._connectio", reason="the C module was not built (no compiler?)")
 
@@ -123,3 +125,39 @@ def test_both_paths_of_a_connect_scan_agree_port_by_port(listeners: list[int]) -
     assert len(found[False]) == len(set(parse_port_spec(spec).ports(Protocol.TCP)))
     assert all(found[False][port][0] is PortState.OPEN for port in listeners)
     assert sum(state is PortState.CLOSED for state, _ in found[False].values()) >= 500
+
+
+@needs_root
+@pytest.mark.parametrize("scan_type", [ScanType.CONNECT, ScanType.SYN])
+def test_two_workers_find_what_one_worker_finds(scan_type: ScanType) -> None:
+    """Two forked workers, each with its half of the probes (the C paths on): one worker's listing."""
+    with LabNamespace("pkcw") as ns, ns.inside():
+        socks = []
+        try:
+            for port in (22, 4242, 9999, 11999):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", port))
+                sock.listen(8)
+                socks.append(sock)
+            listings = []
+            for workers in (1, 2):
+                lines: list[str] = []
+                options = ScanOptions(
+                    targets=("127.0.0.1",),
+                    ports="1-12000",
+                    scan_type=scan_type,
+                    skip_discovery=True,
+                    timing=4,
+                    workers=workers,
+                    debug=lines.append,
+                )
+                (host,) = run_scan(options).hosts
+                assert len(lines) == workers
+                sent = [int(line.split(" sent=")[1].split()[0]) for line in lines]
+                assert sum(sent) == 12000 and all(sent)
+                listings.append(([(p.port, p.state, p.reason) for p in host.ports], host.extraports))
+        finally:
+            for sock in socks:
+                sock.close()
+    assert listings[0] == listings[1]
+    assert [port for port, *_ in listings[0][0]] == [22, 4242, 9999, 11999]
