@@ -13,6 +13,8 @@ EXTENSIONS: list[Extension] = [
     Extension("portkit.sockets._diagrows", ["src/portkit/sockets/_diagrows.c"], optional=True),
     # SYN/ACK scans of one host: probes out per sendmmsg, replies parsed and cookie-checked per recvmmsg.
     Extension("portkit.scan._rawio", ["src/portkit/scan/_rawio.c"], optional=True),
+    # connect() scans of one host: a batch of first tries' connect() calls per call.
+    Extension("portkit.scan._connectio", ["src/portkit/scan/_connectio.c"], optional=True),
 ]
 
 setup(ext_modules=EXTENSIONS)
