@@ -26,6 +26,7 @@ if [ "$with_test_servers" = 1 ]; then
     # the router daemon of the `nat` tests (UPnP-IGD, NAT-PMP, PCP), and upnpc to ask it
     packages+=(miniupnpd-nftables miniupnpc)
     packages+=(redis-tools wrk)  # the clients of bench_forward.py's request/response cases
+    packages+=(netcat-openbsd)  # `nc -zv`: the manual checklist bench_diagnose.py times portkit against
 fi
 
 missing=()

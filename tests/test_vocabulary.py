@@ -242,6 +242,7 @@ PUBLIC_NAMES = [
     "confirm_apply",
     "default_registry",
     "detect_services",
+    "diagnose_bind",
     "download_iana",
     "evaluate",
     "explain_port",

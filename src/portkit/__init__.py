@@ -24,6 +24,9 @@ if TYPE_CHECKING:
         render_sarif as render_sarif,
         run_audit as run_audit,
     )
+    from portkit.diagnose import (
+        diagnose_bind as diagnose_bind,
+    )
     from portkit.errors import (
         PermissionNeeded as PermissionNeeded,
         PortkitError as PortkitError,

@@ -13,6 +13,9 @@ from portkit._lazy import lazy_exports_from_source
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from portkit.diagnose._bind import (
+        diagnose_bind as diagnose_bind,
+    )
     from portkit.diagnose._model import (
         Certainty as Certainty,
         Check as Check,
