@@ -23,5 +23,9 @@ if TYPE_CHECKING:
         Fix as Fix,
         Source as Source,
     )
+    from portkit.diagnose._reach import (
+        decide as decide,
+        diagnose_reach as diagnose_reach,
+    )
 
 __getattr__, __dir__ = lazy_exports_from_source(__name__, __file__)

@@ -20,6 +20,8 @@ Every namespace name ends in a suffix unique to the process and the lab (`unique
 process id and random digits), so two test runs on one machine never collide.
 """
 
+from portkit.testing._faults import CASES as FAULT_CASES
+from portkit.testing._faults import FaultCase, ReachLab, reach_lab
 from portkit.testing._lab import Lab, lab
 from portkit.testing._netns import LabNamespace, connect, enter_namespace, inside, unique_name
 from portkit.testing._spec import (
@@ -39,6 +41,8 @@ __all__ = [
     "CLIENT",
     "DEFAULT_SUBNET",
     "DEFAULT_SUBNET6",
+    "FAULT_CASES",
+    "FaultCase",
     "Lab",
     "LabAction",
     "LabHost",
@@ -48,9 +52,11 @@ __all__ = [
     "LabReply",
     "LabRule",
     "LabSpec",
+    "ReachLab",
     "connect",
     "enter_namespace",
     "inside",
     "lab",
+    "reach_lab",
     "unique_name",
 ]

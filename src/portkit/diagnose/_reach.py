@@ -1,0 +1,741 @@
+"""Why HOST:PORT cannot be reached: `diagnose_reach`, and `decide`, its pure core.
+
+`decide` reads a `ReachFacts` (portkit.diagnose._facts) and walks the causes in the order a
+connection attempt meets them (`REACH_ORDER`): each rule of `RULES` looks at one layer and
+returns its findings; every rule also leaves a `Check`, passed or not. The probe has the last
+word, both ways: a connection that succeeds is OK whatever the model says (the model may be
+uncertain), and a probe that fails when no rule found a cause is never called OK: the probe's
+own answer (silence, a refusal) then names the code, and the certainty says the model did not
+explain it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from portkit.diagnose._facts import FirewallView, HopFacts, ListenerFacts, ReachFacts
+from portkit.diagnose._model import (
+    REACH_ORDER,
+    Certainty,
+    Check,
+    Code,
+    Diagnosis,
+    Evidence,
+    Finding,
+    Fix,
+    Source,
+    primary_first,
+)
+from portkit.model.protocols import Transport
+
+DEFAULT_TIMEOUT = 2.0
+
+
+def _in(prefix: str, commands: list[str]) -> str:
+    """A shell line that runs `commands` (in order, stopping at a failure) in a namespace."""
+    joined = " && ".join(commands)
+    if not prefix:
+        return joined
+    return prefix + (commands[0] if len(commands) == 1 else f"sh -c {shlex.quote(joined)}")
+
+
+def _where(hop: HopFacts) -> str:
+    return "this namespace" if hop.where == "this namespace" else f"netns {hop.where}"
+
+
+def _target(facts: ReachFacts) -> str:
+    host = f"[{facts.host}]" if ":" in facts.host else facts.host
+    return f"{host}:{facts.port}/{facts.transport.value}"
+
+
+# --- the rules: one layer each, in path order ------------------------------------------------
+
+Rule = Callable[[ReachFacts], tuple[list[Finding], Check]]
+
+
+def _resolution(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    r = facts.resolution
+    ev = Evidence(
+        f"resolving {r.name}", Source.RESOLVER, r.error or ", ".join(r.addresses) + f" (from {r.source})"
+    )
+    if r.addresses:
+        return [], Check("name resolves", True, ev.showed)
+    fix = Fix(f"check the name, or add it to {r.source.split()[0]} / the DNS zone")
+    summary = f"{r.name} does not resolve: {r.error} (asked {r.source})"
+    return [Finding(Code.NAME_NOT_RESOLVED, summary, (ev,), fix)], Check("name resolves", False, r.error)
+
+
+def _server_listeners(facts: ReachFacts, port: int) -> list[ListenerFacts]:
+    return [lst for lst in facts.listeners if lst.where == facts.server and lst.port == port]
+
+
+def _final(facts: ReachFacts) -> tuple[str, int]:
+    return facts.dnat if facts.dnat else (facts.address or "", facts.port)
+
+
+def _family(address: str) -> int:
+    return ipaddress.ip_address(address).version
+
+
+def _is_wildcard(address: str) -> bool:
+    return address in ("0.0.0.0", "::", "*")
+
+
+def _accepts(lst: ListenerFacts, address: str) -> bool:
+    """Whether a listener's bound address takes connections to `address` (same family)."""
+    return lst.family == _family(address) and (_is_wildcard(lst.address) or lst.address == address)
+
+
+def _family_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    if facts.server is None or facts.address is None:
+        return [], Check("address family", None, "the server side is not on this host")
+    address, port = _final(facts)
+    here = _server_listeners(facts, port)
+    family = _family(address)
+    same = [lst for lst in here if lst.family == family]
+    other = [lst for lst in here if lst.family != family]
+    probe = facts.probe
+    v6only = (
+        family == 4
+        and not same
+        and any(lst.address == "::" for lst in other)
+        and probe is not None
+        and probe.outcome == "refused"
+    )
+    if same or not other:
+        return [], Check(
+            "address family", True, f"a listener of IPv{family} exists" if same else "no listener"
+        )
+    bound = ", ".join(f"{lst.address}:{lst.port} ({lst.process})" for lst in other)
+    ev = [Evidence(f"listeners on port {port} in {facts.server}", Source.NETLINK, bound)]
+    if len(facts.resolution.addresses) > 1:
+        ev.insert(0, Evidence("resolver order", Source.RESOLVER, " then ".join(facts.resolution.addresses)))
+    if v6only:
+        summary = f"the only listener is [::]:{port} with IPV6_V6ONLY, and {address} is IPv4"
+        fix = Fix("turn IPV6_V6ONLY off for the service's socket, or make it listen on 0.0.0.0 as well")
+    else:
+        other_family = 6 if family == 4 else 4
+        summary = f"{address} is IPv{family}, but the service listens on IPv{other_family} only ({bound})"
+        fix = Fix(f"connect to an IPv{other_family} address, or make the service listen on both families")
+    return [Finding(Code.FAMILY_MISMATCH, summary, tuple(ev), fix)], Check("address family", False, summary)
+
+
+_BLACKHOLES = ("blackhole", "unreachable", "prohibit")
+
+
+def _route_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    findings = []
+    for hop in facts.path:
+        route = hop.route
+        if hop.forwarding is False and hop.role == "router":
+            continue  # a namespace that does not forward refuses every route (see the forward rule)
+        ev = Evidence(f"route to {hop.destination} in {_where(hop)}", Source.NETLINK, str(route))
+        if route.kind in _BLACKHOLES and hop.role == "client":
+            fix = Fix(
+                f"remove the {route.kind} route",
+                _in(hop.prefix, [f"ip route del {route.kind} {hop.destination}"]),
+            )
+            summary = f"a {route.kind} route for {hop.destination} in {_where(hop)} throws the packet away"
+            findings.append(Finding(Code.ROUTE_BLACKHOLE, summary, (ev,), fix))
+        elif route.kind in _BLACKHOLES:
+            summary = f"{_where(hop)} has a {route.kind} route for {hop.destination}"
+            findings.append(
+                Finding(Code.ROUTE_BLACKHOLE, summary, (ev,), Fix(f"remove the {route.kind} route there"))
+            )
+        elif route.kind == "none":
+            summary = f"{_where(hop)} has no route to {hop.destination}"
+            fix = Fix(
+                f"add a route to {hop.destination} in {_where(hop)} "
+                f"(ip route add {hop.destination} via GATEWAY)"
+            )
+            findings.append(Finding(Code.NO_ROUTE, summary, (ev,), fix))
+    probe = facts.probe
+    if (
+        not findings
+        and probe is not None
+        and probe.answer is not None
+        and "net-unreachable" in probe.answer.kind
+    ):
+        ev = Evidence("the probe's answer", Source.PROBE, str(probe.answer))
+        summary = f"{probe.answer.sender} answered that it has no route to {facts.address}"
+        findings.append(
+            Finding(Code.NO_ROUTE, summary, (ev,), Fix(f"add the missing route on {probe.answer.sender}"))
+        )
+    if not findings and probe is not None and probe.errno_name == "ENETUNREACH":
+        ev = Evidence("connect()", Source.PROBE, str(probe))
+        findings.append(Finding(Code.NO_ROUTE, f"no route to {facts.address}", (ev,), None))
+    detail = "; ".join(f"{_where(h)}: {h.route}" for h in facts.path) or "no route looked up"
+    return findings, Check("routes", not findings, detail)
+
+
+def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> Fix | None:
+    decision = fw.decision
+    step = decision.decided_by if decision is not None else None
+    if step is None:
+        return None
+    proto = facts.transport.value
+    if "ufw" in fw.managers and step.chain.startswith("ufw") and hop.role == "server":
+        return Fix(
+            f"allow it in ufw (the manager of {_where(hop)}'s rules)",
+            _in(hop.prefix, [f"ufw allow {port}/{proto}"]),
+        )
+    family, _, table = step.table.partition(" ")
+    iptables = "ip6tables" if family == "ip6" else "iptables"
+    if step.position == 0:
+        hook = step.hook.value
+        if step.where.startswith("line") or (family in ("ip", "ip6") and not step.where):
+            command = f"{iptables} -t {table} -I {step.chain} -p {proto} --dport {port} -j ACCEPT"
+        else:
+            command = f"nft insert rule {step.table} {step.chain} {proto} dport {port} accept"
+        return Fix(
+            f"the {hook} policy of {step.table} {step.chain} decides: accept the port first",
+            _in(hop.prefix, [command]),
+        )
+    if step.where.startswith("handle"):
+        command = f"nft delete rule {step.table} {step.chain} {step.where}"
+        return Fix(f"delete the rule ({step.rule})", _in(hop.prefix, [command]))
+    if step.where.startswith("line") or family in ("ip", "ip6"):
+        command = f"{iptables} -t {table} -D {step.chain} {step.position}"
+        return Fix(
+            f"delete rule {step.position} of {table} {step.chain} ({step.rule})", _in(hop.prefix, [command])
+        )
+    return Fix(f"remove or change the rule {step.rule} in {step.table} {step.chain}")
+
+
+def _verdict_finding(
+    hop: HopFacts, facts: ReachFacts, code_drop: Code, code_reject: Code | None
+) -> Finding | None:
+    fw = hop.firewall
+    if fw is None or fw.decision is None:
+        return None
+    decision = fw.decision
+    verdict = decision.verdict.value
+    if verdict == "accept":
+        return None
+    code = code_reject if verdict == "reject" and code_reject is not None else code_drop
+    step = decision.decided_by
+    rule = f"{decision.reason}"
+    ev = [
+        Evidence(
+            f"firewall of {_where(hop)} ({step.hook if step else 'no hook'})", Source.FIREWALL_MODEL, rule
+        )
+    ]
+    if not decision.certain:
+        ev.append(
+            Evidence("other possible outcomes", Source.FIREWALL_MODEL, ", ".join(sorted(decision.possible)))
+        )
+    port = (
+        facts.dnat[1]
+        if facts.dnat and hop.role != "client" and decision.direction.value == "forward"
+        else facts.port
+    )
+    what = {"drop": "drops", "reject": f"rejects ({decision.reject_with or 'reject'})"}[verdict]
+    summary = f"the firewall of {_where(hop)} {what} it: {rule}"
+    if not decision.certain:
+        summary += " (uncertain: the model cannot decide every match)"
+    return Finding(
+        code, summary, tuple(ev), _rule_fix(hop, fw, facts, facts.port if hop.role == "client" else port)
+    )
+
+
+def _firewall_checks(facts: ReachFacts, roles: tuple[str, ...], name: str) -> list[Check]:
+    checks = []
+    for hop in facts.path:
+        if hop.role not in roles or hop.firewall is None:
+            continue
+        fw = hop.firewall
+        if fw.decision is None:
+            checks.append(Check(f"{name} ({_where(hop)})", None, fw.unreadable))
+        else:
+            d = fw.decision
+            passed = d.verdict.value == "accept" and d.certain
+            detail = d.reason + ("" if d.certain else f" (uncertain: {', '.join(sorted(d.possible))})")
+            checks.append(
+                Check(f"{name} ({_where(hop)})", passed if d.certain or not passed else None, detail)
+            )
+    return checks
+
+
+def _one(checks: list[Check], name: str) -> Check:
+    if not checks:
+        return Check(name, True, "no namespace of that kind on the path")
+    passed = None if any(c.passed is None for c in checks) else all(c.passed for c in checks)
+    return Check(name, passed, "; ".join(f"{c.name}: {c.detail}" for c in checks))
+
+
+def _output_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    found = [
+        f
+        for hop in facts.path
+        if hop.role == "client"
+        for f in [_verdict_finding(hop, facts, Code.FW_OUTPUT_DROP, Code.FW_OUTPUT_REJECT)]
+        if f
+    ]
+    return found, _one(_firewall_checks(facts, ("client",), "output firewall"), "client's output firewall")
+
+
+def _forward_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    found = []
+    for hop in facts.path:
+        if hop.role == "router" and hop.forwarding is False and ":" not in hop.destination:
+            ev = Evidence(
+                f"net.ipv4.ip_forward in {_where(hop)}", Source.SYSCTL, "0: this namespace routes nothing"
+            )
+            fix = Fix(
+                f"turn forwarding on in {_where(hop)}", _in(hop.prefix, ["sysctl -w net.ipv4.ip_forward=1"])
+            )
+            summary = f"{_where(hop)} is on the path but does not forward packets (ip_forward=0)"
+            found.append(Finding(Code.FW_FORWARD_DROP, summary, (ev,), fix))
+            continue
+        forwarded = hop.role == "router" or (
+            hop.role == "server" and hop.firewall is not None and hop.firewall.decision is not None
+            and hop.firewall.decision.direction.value == "forward"
+        )  # fmt: skip
+        if forwarded:
+            finding = _verdict_finding(hop, facts, Code.FW_FORWARD_DROP, None)
+            if finding:
+                found.append(finding)
+    return found, _one(
+        _firewall_checks(facts, ("router",), "forward firewall"), "forward firewalls on the path"
+    )
+
+
+def _rp_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    found = []
+    for hop in facts.path:
+        if hop.route.kind != "martian" or not any(v in (1, 2) for v in hop.rp_filter.values()):
+            continue
+        strict = [k for k, v in hop.rp_filter.items() if v == 1]
+        ev = (
+            Evidence(
+                f"route back to {facts.source} as a packet on {hop.iif}", Source.NETLINK, hop.route.said
+            ),
+            Evidence(
+                f"rp_filter in {_where(hop)}",
+                Source.SYSCTL,
+                ", ".join(f"{k}={v}" for k, v in hop.rp_filter.items()),
+            ),
+        )
+        command = _in(hop.prefix, [f"sysctl -w {' '.join(f'{k}=2' for k in strict)}"]) if strict else None
+        fix = Fix(
+            "use loose reverse-path filtering (2), or route the replies back through the interface "
+            "the requests arrive on",
+            command,
+        )
+        summary = (
+            f"reverse-path filtering in {_where(hop)} drops packets from {facts.source} arriving on "
+            f"{hop.iif}: the route back leaves by another interface"
+        )
+        found.append(Finding(Code.RP_FILTER, summary, ev, fix))
+    return found, Check(
+        "reverse-path filter", not found, "; ".join(f.summary for f in found) or "no hop refuses the source"
+    )
+
+
+def _input_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    found = []
+    for hop in facts.path:
+        fw = hop.firewall
+        if (
+            hop.role != "server"
+            or fw is None
+            or fw.decision is None
+            or fw.decision.direction.value != "input"
+        ):
+            continue
+        finding = _verdict_finding(hop, facts, Code.FW_INPUT_DROP, Code.FW_INPUT_REJECT)
+        if finding:
+            found.append(finding)
+    return found, _one(_firewall_checks(facts, ("server",), "input firewall"), "server's input firewall")
+
+
+def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    """The socket layer: NAT to nothing, a service in another namespace, a listener bound elsewhere, none."""
+    if facts.server is None or facts.address is None:
+        if facts.dnat is not None and facts.inspectable:
+            addr, port = facts.dnat
+            ev = Evidence(
+                "NAT on the path",
+                Source.FIREWALL_MODEL,
+                f"sends it to {addr}:{port}, an address no namespace here holds",
+            )
+            return [
+                Finding(
+                    Code.DNAT_TO_NOTHING,
+                    f"NAT sends the port to {addr}:{port}, which nothing here holds",
+                    (ev,),
+                    Fix(f"start the service at {addr}:{port}, or point the rule where the service is"),
+                )
+            ], Check("listener", False, ev.showed)
+        return [], Check("listener", None, "the server side is not on this host: only the probe tells")
+    address, port = _final(facts)
+    here = _server_listeners(facts, port)
+    family = _family(address)
+    same = [lst for lst in here if lst.family == family]
+    if here and not same:
+        return [], Check("listener", None, "only listeners of the other family (see address family)")
+    ev_l = Evidence(
+        f"{facts.transport.value} listeners on port {port} in {facts.server}",
+        Source.NETLINK,
+        ", ".join(f"{lst.address}:{lst.port} ({lst.process})" for lst in here) or "none",
+    )
+    if any(_accepts(lst, address) for lst in same):
+        return [], Check("listener", True, ev_l.showed)
+    if same:
+        loop = all(ipaddress.ip_address(lst.address).is_loopback for lst in same)
+        bound = same[0].address
+        wildcard = "0.0.0.0" if family == 4 else "::"
+        if loop and not ipaddress.ip_address(address).is_loopback:
+            summary = f"the service listens on {bound} only: {address} is not loopback"
+            fix = Fix(
+                f"bind to {wildcard} (or {address}) instead of {bound} "
+                f"({same[0].process}: its listen address)"
+            )
+            return [Finding(Code.BOUND_LOOPBACK_ONLY, summary, (ev_l,), fix)], Check(
+                "listener", False, summary
+            )
+        summary = f"the service listens on {bound}, not on {address}"
+        fix = Fix(f"bind to {wildcard} (or {address}) instead of {bound}, or connect to {bound}")
+        return [Finding(Code.BOUND_OTHER_ADDRESS, summary, (ev_l,), fix)], Check("listener", False, summary)
+    if facts.dnat is not None:
+        summary = f"NAT sends the port to {address}:{port}, where nothing listens"
+        ev = Evidence(
+            "NAT on the path", Source.FIREWALL_MODEL, f"{facts.address}:{facts.port} -> {address}:{port}"
+        )
+        fix = Fix(f"start the service at {address}:{port}, or point the rule where the service listens")
+        return [Finding(Code.DNAT_TO_NOTHING, summary, (ev, ev_l), fix)], Check("listener", False, summary)
+    elsewhere = [
+        lst
+        for lst in facts.listeners
+        if lst.port == port and lst.where in facts.neighbours and lst.family == family
+    ]
+    if elsewhere:
+        inner = elsewhere[0]
+        ev = Evidence(
+            f"listeners on port {port} in other namespaces",
+            Source.NETLINK,
+            ", ".join(f"{lst.where}: {lst.address}:{lst.port} ({lst.process})" for lst in elsewhere),
+        )
+        summary = f"the service listens in {inner.where}, and nothing brings port {port} of {address} to it"
+        server_hop = next((h for h in facts.path if h.role == "server"), None)
+        fix = Fix(f"publish it (docker run -p {port}:{port}, or a DNAT rule to the container)")
+        container = _container_address(facts, inner)
+        if server_hop is not None and server_hop.firewall is not None and container:
+            chains = server_hop.firewall.iptables_chains
+            proto = facts.transport.value
+            nat_chain = "DOCKER" if "nat DOCKER" in chains else "PREROUTING"
+            commands = [
+                f"iptables -t nat -A {nat_chain} -p {proto} --dport {port} "
+                f"-j DNAT --to-destination {container}:{port}"
+            ]
+            if "filter DOCKER" in chains:
+                commands.append(
+                    f"iptables -t filter -A DOCKER -d {container}/32 -p {proto} --dport {port} -j ACCEPT"
+                )
+            fix = Fix(fix.text, _in(server_hop.prefix, commands))
+        return [Finding(Code.NOT_PUBLISHED, summary, (ev_l, ev), fix)], Check("listener", False, summary)
+    summary = f"nothing listens on {facts.transport.value} port {port} in {facts.server}"
+    probe = facts.probe
+    chain = [ev_l]
+    if probe is not None:
+        chain.append(Evidence("the probe", Source.PROBE, str(probe)))
+    fix = Fix(f"start the service that should listen on port {port}, or connect to the port it uses")
+    return [Finding(Code.NO_LISTENER, summary, tuple(chain), fix)], Check("listener", False, summary)
+
+
+def _container_address(facts: ReachFacts, inner: ListenerFacts) -> str | None:
+    if not _is_wildcard(inner.address):
+        return inner.address
+    return facts.neighbours.get(inner.where)
+
+
+def _backlog_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    if facts.server is None or facts.transport is not Transport.TCP or facts.address is None:
+        return [], Check("accept queue", None, "no TCP listener on this host to look at")
+    address, port = _final(facts)
+    full = [
+        lst for lst in _server_listeners(facts, port) if _accepts(lst, address) and lst.recv_q > lst.backlog
+    ]
+    if not full:
+        return [], Check("accept queue", True, "the listener's accept queue has room")
+    lst = full[0]
+    ev = [
+        Evidence(
+            f"listener {lst.address}:{lst.port} in {lst.where}",
+            Source.NETLINK,
+            f"Recv-Q {lst.recv_q} > backlog {lst.backlog}",
+        )
+    ]
+    if facts.overflows:
+        ev.append(
+            Evidence(
+                f"TcpExtListenOverflows in {lst.where}",
+                Source.COUNTER,
+                f"+{facts.overflows} during the probe",
+            )
+        )
+    summary = (
+        f"the accept queue of {lst.process} is full ({lst.recv_q} waiting, backlog {lst.backlog}): "
+        "new connections are dropped"
+    )
+    fix = Fix(
+        "the service does not accept() fast enough: make it accept, or raise its listen() backlog "
+        "(and net.core.somaxconn)"
+    )
+    return [Finding(Code.BACKLOG_FULL, summary, tuple(ev), fix)], Check("accept queue", False, summary)
+
+
+def _service_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    if not facts.expect:
+        return [], Check("service", True, "no --expect given")
+    if facts.probe is None or facts.probe.outcome != "open":
+        return [], Check("service", None, "the port did not answer, so its service was not identified")
+    if facts.service is None:
+        return [], Check("service", None, f"the service could not be identified (expected {facts.expect})")
+    if _same_service(facts.service, facts.expect):
+        return [], Check("service", True, f"{facts.service}, as expected")
+    ev = Evidence("service detection", Source.PROBE, f"it speaks {facts.service}")
+    summary = f"the port answers, but speaks {facts.service}, not {facts.expect}"
+    return [
+        Finding(
+            Code.WRONG_SERVICE,
+            summary,
+            (ev,),
+            Fix(f"connect to the port {facts.expect} really uses, or start {facts.expect} here"),
+        )
+    ], Check("service", False, summary)
+
+
+def _same_service(found: str, expected: str) -> bool:
+    found, expected = found.lower(), expected.lower()
+    return found == expected or found.endswith("/" + expected) or found.split("-")[0] == expected
+
+
+RULES: tuple[Rule, ...] = (
+    _family_rule,
+    _route_rule,
+    _output_rule,
+    _forward_rule,
+    _rp_rule,
+    _input_rule,
+    _socket_rule,
+    _backlog_rule,
+    _service_rule,
+)
+
+
+def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]:
+    """What the probe says when the rules found nothing, or when it contradicts them."""
+    probe = facts.probe
+    if probe is None:
+        return findings
+    if probe.outcome == "open":
+        return [f for f in findings if f.code is Code.WRONG_SERVICE]
+    if findings:
+        return findings
+    if facts.transport is Transport.UDP and probe.outcome == "silent" and facts.server is not None:
+        return findings  # a quiet UDP service: the socket exists and nothing drops
+    ev = [Evidence("the probe", Source.PROBE, str(probe))]
+    if facts.trace:
+        answered = [h for h in facts.trace if h.answer is not None]
+        upto = answered[-1].ttl + 1 if answered else 1
+        shown = ", ".join(f"{h.ttl}: {h.answer or '*'}" for h in facts.trace if h.ttl <= upto)
+        if len(facts.trace) > upto:
+            shown += f" (silent up to TTL {len(facts.trace)})"
+        ev.append(Evidence(f"TCP traceroute to port {facts.port}", Source.PROBE, shown))
+        last = (
+            f"hop {answered[-1].ttl} ({answered[-1].answer.sender})"
+            if answered and answered[-1].answer
+            else "the first hop"
+        )
+    else:
+        last = "the last hop this host can see"
+    if probe.outcome in ("timeout", "silent") or (
+        probe.answer is not None and "prohibited" in probe.answer.kind
+    ):
+        where = (
+            "beyond this host's namespaces"
+            if not facts.inspectable
+            else "somewhere this diagnosis could not see"
+        )
+        summary = f"no answer: the packets are filtered {where} (silence after {last})"
+        return [
+            Finding(
+                Code.FILTERED_UPSTREAM,
+                summary,
+                tuple(ev),
+                Fix("ask whoever runs the network or the host past that hop to open the port"),
+            )
+        ]
+    if probe.outcome == "refused":
+        return [
+            Finding(
+                Code.NO_LISTENER,
+                f"refused: {probe}",
+                tuple(ev),
+                Fix(f"start the service on port {facts.port}"),
+            )
+        ]
+    if probe.outcome == "unreachable":
+        return [Finding(Code.NO_ROUTE, f"unreachable: {probe}", tuple(ev), None)]
+    return findings
+
+
+def decide(facts: ReachFacts, *, explain: bool = True) -> Diagnosis:
+    """The diagnosis these facts support. Pure: no I/O, no clock."""
+    findings, checks = _resolution(facts)
+    checks_out = [checks]
+    if not facts.resolution.addresses:
+        return Diagnosis(
+            "reach", _target(facts), tuple(findings), tuple(checks_out), Certainty.CLIENT_SIDE, facts.limits
+        )
+    found: list[Finding] = []
+    for rule in RULES:
+        more, check = rule(facts)
+        found.extend(more)
+        checks_out.append(check)
+    probe = facts.probe
+    if probe is not None:
+        checks_out.append(
+            Check(
+                "probe",
+                probe.outcome == "open" or (probe.outcome == "silent" and facts.transport is Transport.UDP),
+                str(probe),
+            )
+        )
+    unexplained = not found and probe is not None and probe.outcome not in ("open", "silent")
+    found = _probe_fallback(facts, found)
+    if not explain:
+        checks_out = [c for c in checks_out if c.passed is not True]
+    if facts.server is None:
+        certainty = Certainty.CLIENT_SIDE
+    elif unexplained or not facts.root or any(c.passed is None and "firewall" in c.name for c in checks_out):
+        certainty = Certainty.PARTIAL
+    else:
+        certainty = Certainty.FULL
+    return Diagnosis(
+        "reach", _target(facts), primary_first(found, REACH_ORDER), tuple(checks_out), certainty, facts.limits
+    )
+
+
+# --- the I/O: gather the facts, then decide -------------------------------------------------------
+
+
+def diagnose_reach(
+    host: str,
+    port: int,
+    protocol: Transport = Transport.TCP,
+    *,
+    from_netns: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    expect: str | None = None,
+    explain: bool = False,
+) -> Diagnosis:
+    """Why `host:port` cannot be reached from here (or from `from_netns`: an `ip netns` name or
+    a /proc/PID/ns/net path), with the evidence and the fix; `expect` names the service that
+    should answer (service detection then checks it). `explain` keeps every check made."""
+    from portkit.diagnose import _facts as facts_io
+    from portkit.diagnose._netview import all_views, namespace_at, view_of
+    from portkit.diagnose._probe import probe_tcp, probe_udp, traceroute_tcp
+    from portkit.diagnose._target import valid_host
+    from portkit.errors import UsageError, quote
+
+    if protocol not in (Transport.TCP, Transport.UDP):
+        raise UsageError(f"invalid protocol {quote(str(protocol))}: expected tcp or udp")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise UsageError(f"invalid port {quote(str(port))}: ports are 1-65535")
+    if not valid_host(host):
+        raise UsageError(f"invalid host {quote(host)}: expected a host name or an IP address")
+    if not timeout > 0:
+        raise UsageError(f"invalid timeout {quote(str(timeout))}: expected a number of seconds above 0")
+    try:
+        client_ns = namespace_at(from_netns)
+    except OSError:
+        raise UsageError(
+            f"unknown network namespace {quote(from_netns)}: expected an `ip netns` name or /proc/PID/ns/net"
+        ) from None
+    root = os.geteuid() == 0
+    limits: list[str] = []
+    client = view_of(client_ns)
+    resolution = facts_io.resolve(client, host, protocol, timeout)
+    base = ReachFacts(host, port, protocol, resolution, expect=expect, root=root)
+    if not resolution.addresses:
+        return decide(base, explain=explain)
+    address = resolution.addresses[0]
+    if root:
+        views, skipped = all_views()
+        limits.extend(f"could not look into {s}" for s in skipped)
+    else:
+        views = [client]
+        limits.append(
+            "without root: other network namespaces, their sockets and every firewall are not read, "
+            "and the probe cannot see who answered (RST/ICMP sender); run as root for all of it"
+        )
+    facts_io._RULESETS.clear()
+    hops, source, server, dnat, inspectable = facts_io.walk(views, client, address, port, protocol)
+    ports = {port} | ({dnat[1]} if dnat else set())
+    try:
+        listeners, warnings = facts_io.listeners_on(ports, protocol) if root else ([], [])
+    except Exception as exc:  # a socket table that cannot be read is a limit, not a crash
+        listeners, warnings = [], [f"the socket tables could not be read: {exc}"]
+    limits.extend(warnings)
+    neighbours = facts_io.neighbours_of(views, server) if server is not None else {}
+    before = facts_io.overflow_counter(server) if server is not None and root else None
+    if protocol is Transport.TCP:
+        probe = probe_tcp(client_ns, address, port, timeout)
+    else:
+        probe = probe_udp(client_ns, address, port, timeout)
+    after = facts_io.overflow_counter(server) if server is not None and root else None
+    trace = None
+    stuck = probe.outcome in ("timeout", "silent") or (
+        probe.answer is not None and "prohibited" in probe.answer.kind
+    )
+    if stuck and protocol is Transport.TCP and (server is None or not inspectable):
+        if root:
+            trace = tuple(traceroute_tcp(client_ns, address, port, min(timeout, 1.0)))
+        else:
+            limits.append("a TCP traceroute to the port needs root (raw sockets)")
+    service = None
+    if expect and probe.outcome == "open":
+        service = _detect(client_ns, address, port, protocol, timeout)
+    facts = replace(
+        base,
+        address=address,
+        source=source,
+        path=tuple(hops),
+        server=server.label if server is not None else None,
+        inspectable=inspectable and server is not None,
+        dnat=dnat,
+        listeners=tuple(listeners),
+        neighbours=neighbours,
+        overflows=(after - before) if before is not None and after is not None else None,
+        probe=probe,
+        trace=trace,
+        service=service,
+        limits=tuple(limits),
+    )
+    return decide(facts, explain=explain)
+
+
+def _detect(namespace: object, address: str, port: int, protocol: Transport, timeout: float) -> str | None:
+    """The service name detection gives the port (light intensity, within the probe timeout)."""
+    from portkit.services import detect_services
+    from portkit.sockets._netns import Namespace, run_in
+
+    assert isinstance(namespace, Namespace)
+    started = time.monotonic()
+    found = run_in(
+        namespace,
+        lambda: detect_services(
+            [(address, port, protocol.value)], intensity=2, timeout_scale=min(1.0, timeout / 5)
+        ),
+    )
+    del started
+    record = next(iter(found.values()), None)
+    name = getattr(record, "name", None) if record is not None else None
+    return str(name) if name and name != "unknown" else None
