@@ -49,8 +49,9 @@ def test_every_fault_gives_its_code_and_every_fix_fixes(lab, case) -> None:  # t
     try:
         target = case.inject(lab, port)
         transport = Transport.UDP if target.udp else Transport.TCP
+        origin = getattr(lab, target.origin).name
         diagnosis = diagnose_reach(
-            target.host, target.port, transport, from_netns=lab.client.name, timeout=case.timeout,
+            target.host, target.port, transport, from_netns=origin, timeout=case.timeout,
             expect=target.expect, explain=True,
         )  # fmt: skip
         assert diagnosis.code == case.code, diagnosis
@@ -62,11 +63,15 @@ def test_every_fault_gives_its_code_and_every_fix_fixes(lab, case) -> None:  # t
             assert done.returncode == 0, (command, done.stderr)
         if fixes:
             again = diagnose_reach(
-                target.host, target.port, transport, from_netns=lab.client.name, timeout=case.timeout
+                target.host,
+                target.port,
+                transport,
+                from_netns=origin,
+                timeout=case.timeout,
             )
             assert again.ok, (fixes, again)
             if not target.udp:
-                assert lab.reachable(target.host, target.port), fixes
+                assert lab.reachable(target.host, target.port, origin=target.origin), fixes
     finally:
         lab.stop_services()
         case.undo(lab, port)

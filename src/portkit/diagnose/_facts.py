@@ -160,6 +160,12 @@ def resolve(view: NsView, host: str, transport: Transport, timeout: float) -> Re
     servers = _nameservers(_etc(view.netns_name, "resolv.conf"))
     dns = f"DNS (nameserver {', '.join(servers) or 'none configured'})"
     source = hosts if in_hosts else dns
+    if in_hosts and hosts != "/etc/hosts":
+        # `ip netns exec` shows a program this namespace's own hosts file; this process sees
+        # /etc/hosts, so the private file is read here, ordered as getaddrinfo orders loopback
+        # and global answers (RFC 6724: IPv6 before IPv4-mapped).
+        ordered = sorted(dict.fromkeys(in_hosts), key=lambda a: 0 if ":" in a else 1)
+        return Resolution(host, tuple(ordered), hosts)
     kind = socket.SOCK_STREAM if transport is Transport.TCP else socket.SOCK_DGRAM
     result: list[list[str]] = []
     failure: list[str] = []
@@ -401,7 +407,10 @@ def walk(
 # --- listeners, counters -------------------------------------------------------------------------
 
 
-def listeners_on(ports: set[int], transport: Transport) -> tuple[list[ListenerFacts], list[str]]:
+def listeners_on(
+    ports: set[int], transport: Transport, *, every_namespace: bool = True
+) -> tuple[list[ListenerFacts], list[str]]:
+    """Listeners on `ports` in every namespace (or, without root, in this process's own)."""
     from portkit.sockets import SocketQuery, list_sockets
     from portkit.sockets._bytecode import PortMatch
 
@@ -411,7 +420,7 @@ def listeners_on(ports: set[int], transport: Transport) -> tuple[list[ListenerFa
         ports=(PortMatch("src", tuple((p, p) for p in sorted(ports))),),
         with_processes=True,
     )
-    inventory = list_sockets(query, all_netns=True)
+    inventory = list_sockets(query, all_netns=every_namespace)
     found = []
     for row in inventory.sockets:
         if not row.is_listener or row.local_port not in ports:

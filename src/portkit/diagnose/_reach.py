@@ -680,7 +680,7 @@ def diagnose_reach(
     hops, source, server, dnat, inspectable = facts_io.walk(views, client, address, port, protocol)
     ports = {port} | ({dnat[1]} if dnat else set())
     try:
-        listeners, warnings = facts_io.listeners_on(ports, protocol) if root else ([], [])
+        listeners, warnings = facts_io.listeners_on(ports, protocol, every_namespace=root)
     except Exception as exc:  # a socket table that cannot be read is a limit, not a crash
         listeners, warnings = [], [f"the socket tables could not be read: {exc}"]
     limits.extend(warnings)

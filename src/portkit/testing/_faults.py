@@ -24,6 +24,7 @@ import contextlib
 import os
 import random
 import selectors
+import shutil
 import socket
 import subprocess
 import threading
@@ -179,6 +180,7 @@ class ReachLab:
             self._remote_fd = -1
         for ns in (self.container, self.server, self.router, self.client):
             ns.close()
+            shutil.rmtree(f"/etc/netns/{ns.name}", ignore_errors=True)
 
     # -- tools ---------------------------------------------------------------------------------
 
@@ -222,18 +224,28 @@ class ReachLab:
         self._listeners.append(listener)
         return listener
 
-    def connect_from_client(self, address: str, port: int, timeout: float = 2.0) -> socket.socket:
-        """A real connection from the client namespace (kept open until stop_services())."""
-        with self.client.inside():
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    def connect_from_client(
+        self, address: str, port: int, timeout: float = 2.0, origin: str = "client"
+    ) -> socket.socket:
+        """A real connection from the client (or `origin`) namespace, open until stop_services()."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        ns: LabNamespace = getattr(self, origin)
+        with ns.inside():
+            sock = socket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         self._clients.append(sock)
         sock.connect((address, port))
         return sock
 
-    def reachable(self, address: str, port: int, timeout: float = 2.0) -> bool:
+    def hosts_file(self, ns: LabNamespace, text: str) -> None:
+        """/etc/netns/NAME/hosts: what `ip netns exec` shows programs in `ns` as /etc/hosts."""
+        os.makedirs(f"/etc/netns/{ns.name}", exist_ok=True)
+        with open(f"/etc/netns/{ns.name}/hosts", "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+    def reachable(self, address: str, port: int, timeout: float = 2.0, origin: str = "client") -> bool:
         try:
-            self.connect_from_client(address, port, timeout).close()
+            self.connect_from_client(address, port, timeout, origin).close()
             return True
         except OSError:
             return False
@@ -253,6 +265,7 @@ class Target:
     port: int
     udp: bool = False
     expect: str | None = None
+    origin: str = "client"  # the lab namespace the diagnosis (and the real connection) runs from
 
 
 @dataclass(frozen=True)
@@ -331,6 +344,27 @@ def _rp_undo(lab: ReachLab, port: int) -> None:
     lab.sysctl(lab.server, "net.ipv4.conf.eth0.rp_filter=0")
 
 
+def _localhost(lab: ReachLab, port: int) -> Target:
+    lab.hosts_file(lab.server, "127.0.0.1 localhost\n::1 localhost\n")
+    lab.serve(lab.server, "127.0.0.1", port)
+    return Target("localhost", port, origin="server")
+
+
+def _localhost_undo(lab: ReachLab, port: int) -> None:
+    shutil.rmtree(f"/etc/netns/{lab.server.name}", ignore_errors=True)
+
+
+def _policy_drop(lab: ReachLab, port: int) -> Target:
+    lab.sh(lab.server, "nft 'add table inet pkfault; add chain inet pkfault input "
+           "{ type filter hook input priority 0; policy drop; }'")  # fmt: skip
+    return _serving(lab, port)
+
+
+def _local(lab: ReachLab, port: int) -> Target:
+    lab.serve(lab.server, "0.0.0.0", port)
+    return Target(lab.server_address, port, origin="server")
+
+
 def _publish_undo(lab: ReachLab, port: int) -> None:
     lab.sh(
         lab.server,
@@ -339,6 +373,12 @@ def _publish_undo(lab: ReachLab, port: int) -> None:
 
 
 CASES: tuple[FaultCase, ...] = (
+    FaultCase("healthy-local", "OK", _local),
+    FaultCase("family-localhost", "FAMILY_MISMATCH", _localhost, _localhost_undo),
+    FaultCase(
+        "fw-input-policy-drop", "FW_INPUT_DROP", _policy_drop, lambda lab, p: _drop_table(lab, lab.server)
+    ),
+    FaultCase("no-listener-udp", "NO_LISTENER", lambda lab, p: Target(lab.server_address, p, udp=True)),
     FaultCase("healthy", "OK", lambda lab, p: _serving(lab, p)),
     FaultCase("healthy-busy", "OK", _busy),
     FaultCase(
