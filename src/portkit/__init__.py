@@ -18,6 +18,10 @@ __version__ = "0.1.0"
 # at run time (on the first attribute asked for) to know which module defines each name. Each
 # name is written `x as x`, which is how a package re-exports a name under mypy --strict.
 if TYPE_CHECKING:
+    from portkit.diagnose import (
+        Diagnosis as Diagnosis,
+        diagnose_reach as diagnose_reach,
+    )
     from portkit.errors import (
         PermissionNeeded as PermissionNeeded,
         PortkitError as PortkitError,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -28,6 +29,9 @@ _RTM_NEWLINK, _RTM_GETLINK = 16, 18
 _RTM_NEWADDR, _RTM_GETADDR = 20, 22
 _IFLA_ADDRESS, _IFLA_IFNAME = 1, 3
 _IFA_ADDRESS, _IFA_LOCAL = 1, 2
+# What names a namespace: an `ip netns` name, its /run/netns path, or a process's ns/net file.
+_NETNS_PATH = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}|/run/netns/[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
+                         r"|/proc/(?:[0-9]{1,10}|self|thread-self)/ns/net)$")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,8 @@ def namespace_at(path: str | None) -> Namespace:
     """A Namespace for this process's own (None), an `ip netns` name, or a /proc/PID/ns/net path."""
     if path is None:
         return Namespace(None, current_inode(), None, os.getpid())
+    if not _NETNS_PATH.match(path):
+        raise FileNotFoundError(path)
     full = path if path.startswith("/") else f"/run/netns/{path}"
     inode = os.stat(full).st_ino
     if inode == current_inode():

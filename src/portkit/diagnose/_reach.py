@@ -643,7 +643,7 @@ def diagnose_reach(
     from portkit.diagnose._netview import all_views, namespace_at, view_of
     from portkit.diagnose._probe import probe_tcp, probe_udp, traceroute_tcp
     from portkit.diagnose._target import valid_host
-    from portkit.errors import UsageError, quote
+    from portkit.errors import PermissionNeeded, UsageError, quote
 
     if protocol not in (Transport.TCP, Transport.UDP):
         raise UsageError(f"invalid protocol {quote(str(protocol))}: expected tcp or udp")
@@ -655,6 +655,8 @@ def diagnose_reach(
         raise UsageError(f"invalid timeout {quote(str(timeout))}: expected a number of seconds above 0")
     try:
         client_ns = namespace_at(from_netns)
+    except PermissionError:
+        raise PermissionNeeded(f"opening network namespace {quote(from_netns)} needs root") from None
     except OSError:
         raise UsageError(
             f"unknown network namespace {quote(from_netns)}: expected an `ip netns` name or /proc/PID/ns/net"
@@ -669,7 +671,9 @@ def diagnose_reach(
     address = resolution.addresses[0]
     if root:
         views, skipped = all_views()
-        limits.extend(f"could not look into {s}" for s in skipped)
+        if skipped:
+            # Namespaces come and go (a container stopping): name them, they may not matter.
+            limits.append(f"could not look into {len(skipped)} namespace(s): {'; '.join(skipped)[:300]}")
     else:
         views = [client]
         limits.append(
@@ -683,7 +687,7 @@ def diagnose_reach(
         listeners, warnings = facts_io.listeners_on(ports, protocol, every_namespace=root)
     except Exception as exc:  # a socket table that cannot be read is a limit, not a crash
         listeners, warnings = [], [f"the socket tables could not be read: {exc}"]
-    limits.extend(warnings)
+    limits.extend(w for w in warnings if not any(s.partition(":")[0] in w for s in limits))
     neighbours = facts_io.neighbours_of(views, server) if server is not None else {}
     before = facts_io.overflow_counter(server) if server is not None and root else None
     if protocol is Transport.TCP:
