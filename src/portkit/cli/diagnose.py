@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from portkit.diagnose import Diagnosis
 
 PID_MAX = 1 << 22
-DEFAULT_TIMEOUT = 2.0
+DEFAULT_TIMEOUT = 1.0
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import ipaddress
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from portkit.diagnose._netview import (
     NsView,
@@ -408,21 +408,35 @@ def walk(
 
 
 def listeners_on(
-    ports: set[int], transport: Transport, *, every_namespace: bool = True
+    views: list[NsView], ports: set[int], transport: Transport
 ) -> tuple[list[ListenerFacts], list[str]]:
-    """Listeners on `ports` in every namespace (or, without root, in this process's own)."""
-    from portkit.sockets import SocketQuery, list_sockets
+    """Listeners on `ports` in the namespaces of `views` (sock_diag, filtered in the kernel),
+    with the processes that hold them."""
+    from portkit.sockets import SockDiagClient, TcpState, compile_filter
     from portkit.sockets._bytecode import PortMatch
+    from portkit.sockets._inventory import attribute_rows
+    from portkit.sockets._netns import run_in
 
-    query = SocketQuery(
-        transports=(transport,),
-        listening=True,
-        ports=(PortMatch("src", tuple((p, p) for p in sorted(ports))),),
-        with_processes=True,
-    )
-    inventory = list_sockets(query, all_netns=every_namespace)
+    bytecode = compile_filter([PortMatch("src", tuple((p, p) for p in sorted(ports)))])
+    states = [TcpState.LISTEN] if transport is Transport.TCP else [TcpState.CLOSE]
+    rows = []
+    warnings = []
+    for view in views:
+
+        def dump(label: str | None = view.namespace.label) -> list[Any]:
+            with SockDiagClient() as client:
+                found = []
+                for family in (4, 6):
+                    found.extend(client.dump(transport, family, states, bytecode=bytecode, netns=label))
+                return found
+
+        try:
+            rows.extend(run_in(view.namespace, dump))
+        except Exception as exc:
+            warnings.append(f"sockets of {view.label} could not be read: {exc}")
+    attributed, _, _ = attribute_rows(rows)
     found = []
-    for row in inventory.sockets:
+    for row in attributed:
         if not row.is_listener or row.local_port not in ports:
             continue
         process = ",".join(f"{p.name}/{p.pid}" for p in row.processes) or "?"
@@ -432,7 +446,7 @@ def listeners_on(
                 where, row.local_address, row.local_port, row.family, row.recv_q, row.send_q, process
             )
         )
-    return found, list(inventory.warnings)
+    return found, warnings
 
 
 def neighbours_of(views: list[NsView], server: NsView) -> dict[str, str]:

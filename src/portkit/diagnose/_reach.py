@@ -33,7 +33,7 @@ from portkit.diagnose._model import (
 )
 from portkit.model.protocols import Transport
 
-DEFAULT_TIMEOUT = 2.0
+DEFAULT_TIMEOUT = 1.0
 
 
 def _in(prefix: str, commands: list[str]) -> str:
@@ -229,6 +229,8 @@ def _verdict_finding(
         ev.append(
             Evidence("other possible outcomes", Source.FIREWALL_MODEL, ", ".join(sorted(decision.possible)))
         )
+    if facts.probe is not None:
+        ev.append(Evidence("the probe", Source.PROBE, str(facts.probe)))
     port = (
         facts.dnat[1]
         if facts.dnat and hop.role != "client" and decision.direction.value == "forward"
@@ -674,8 +676,10 @@ def diagnose_reach(
         if skipped:
             # Namespaces come and go (a container stopping): name them, they may not matter.
             limits.append(f"could not look into {len(skipped)} namespace(s): {'; '.join(skipped)[:300]}")
+        unseen = [entry.partition(":")[0] for entry in skipped]
     else:
         views = [client]
+        unseen = []
         limits.append(
             "without root: other network namespaces, their sockets and every firewall are not read, "
             "and the probe cannot see who answered (RST/ICMP sender); run as root for all of it"
@@ -683,12 +687,13 @@ def diagnose_reach(
     facts_io._RULESETS.clear()
     hops, source, server, dnat, inspectable = facts_io.walk(views, client, address, port, protocol)
     ports = {port} | ({dnat[1]} if dnat else set())
+    near = facts_io.neighbours_of(views, server) if server is not None else {}
+    inspected = [server, *(v for v in views if v.label in near)] if server is not None else []
     try:
-        listeners, warnings = facts_io.listeners_on(ports, protocol, every_namespace=root)
+        listeners, warnings = facts_io.listeners_on(inspected, ports, protocol)
     except Exception as exc:  # a socket table that cannot be read is a limit, not a crash
         listeners, warnings = [], [f"the socket tables could not be read: {exc}"]
-    limits.extend(w for w in warnings if not any(s.partition(":")[0] in w for s in limits))
-    neighbours = facts_io.neighbours_of(views, server) if server is not None else {}
+    limits.extend(w for w in warnings if not any(label in w for label in unseen))
     before = facts_io.overflow_counter(server) if server is not None and root else None
     if protocol is Transport.TCP:
         probe = probe_tcp(client_ns, address, port, timeout)
@@ -716,7 +721,7 @@ def diagnose_reach(
         inspectable=inspectable and server is not None,
         dnat=dnat,
         listeners=tuple(listeners),
-        neighbours=neighbours,
+        neighbours=near,
         overflows=(after - before) if before is not None and after is not None else None,
         probe=probe,
         trace=trace,
