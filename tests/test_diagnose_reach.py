@@ -183,6 +183,29 @@ def test_name_not_resolved_names_the_source() -> None:
     assert diagnosis.code is Code.NAME_NOT_RESOLVED and "DNS" in diagnosis.findings[0].summary
 
 
+def test_ufw_managed_input_is_fixed_through_ufw() -> None:
+    from pathlib import Path
+
+    from portkit.firewall import Packet, evaluate, import_ufw
+    from portkit.model import parse_address
+
+    corpus = Path(__file__).parent / "corpus" / "firewall" / "ufw-default"
+    ruleset = import_ufw(corpus)
+    packet = Packet(6, parse_address("10.0.0.2"), parse_address("10.0.1.2"), 50000, 8080, iif="eth0")
+    decision = evaluate(ruleset, packet, local_addresses=[parse_address("10.0.1.2")])
+    assert decision.verdict.value in ("drop", "reject")  # ufw's default: incoming denied
+    server = HopFacts(
+        "s", "", "server", "eth0", Route("local", "lo"), "10.0.1.2", FirewallView(decision, "", ("ufw",))
+    )
+    timeout = ProbeResult("timeout", "ETIMEDOUT", 1.0, None)
+    facts = _facts(port=8080, path=(_facts().path[0], server), probe=timeout,
+                   listeners=(ListenerFacts("s", "0.0.0.0", 8080, 4, 0, 128, "app/1"),))  # fmt: skip
+    diagnosis = decide(facts)
+    assert diagnosis.code in (Code.FW_INPUT_DROP, Code.FW_INPUT_REJECT)
+    fix = diagnosis.findings[0].fix
+    assert fix is not None and fix.command == "ufw allow 8080/tcp"
+
+
 # --- the command line ------------------------------------------------------------------------------
 
 
@@ -224,3 +247,34 @@ def test_json_form_of_a_refused_local_port() -> None:
     assert document["code"] == "NO_LISTENER" and document["ok"] is False
     assert document["target"] == f"127.0.0.1:{port}/tcp"
     assert {"code", "summary", "evidence", "fix"} <= set(document["findings"][0])
+
+
+@root_only
+def test_without_root_it_reads_what_it_can_and_says_what_root_would_add() -> None:
+    import json
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        argv = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "portkit",
+        ]
+        proc = subprocess.run(
+            [*argv, "diagnose", f"127.0.0.1:{port}", "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    assert proc.returncode == 1, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["code"] == "NO_LISTENER" and document["certainty"] == "partial"
+    assert any("without root" in limit for limit in document["limits"])
+    assert any(c["passed"] is None and "root" in c["detail"] for c in document["checks"])

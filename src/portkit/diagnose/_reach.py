@@ -179,7 +179,14 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
     if step is None:
         return None
     proto = facts.transport.value
-    if "ufw" in fw.managers and step.chain.startswith("ufw") and hop.role == "server":
+    if (
+        "ufw" in fw.managers
+        and hop.role == "server"
+        and decision is not None
+        and decision.direction.value == "input"
+    ):
+        # ufw owns the input rules (its chains, its default policy): a change made behind its
+        # back is undone by the next `ufw reload`, so the fix goes through ufw.
         return Fix(
             f"allow it in ufw (the manager of {_where(hop)}'s rules)",
             _in(hop.prefix, [f"ufw allow {port}/{proto}"]),
