@@ -650,7 +650,7 @@ def diagnose_reach(
     should answer (service detection then checks it). `explain` keeps every check made."""
     from portkit.diagnose import _facts as facts_io
     from portkit.diagnose._netview import all_views, namespace_at, view_of
-    from portkit.diagnose._probe import probe_tcp, probe_udp, traceroute_tcp
+    from portkit.diagnose._probe import Hop, probe_tcp, probe_udp, traceroute_tcp
     from portkit.diagnose._target import valid_host
     from portkit.errors import PermissionNeeded, UsageError, quote
 
@@ -702,20 +702,32 @@ def diagnose_reach(
         listeners, warnings = [], [f"the socket tables could not be read: {exc}"]
     limits.extend(w for w in warnings if not any(label in w for label in unseen))
     before = facts_io.overflow_counter(server) if server is not None and root else None
+    # Past this host's namespaces only the probe can tell, and silence is then the likely
+    # answer: the TCP traceroute runs beside the probe (as root), so it costs no extra wait.
+    uninspectable = server is None or not inspectable
+    tracing: list[list[Hop]] = []
+    tracer = None
+    if uninspectable and protocol is Transport.TCP and root:
+        import threading
+
+        def run_trace() -> None:
+            tracing.append(traceroute_tcp(client_ns, address, port, timeout))
+
+        tracer = threading.Thread(target=run_trace, daemon=True, name="diagnose traceroute")
+        tracer.start()
     if protocol is Transport.TCP:
         probe = probe_tcp(client_ns, address, port, timeout)
     else:
         probe = probe_udp(client_ns, address, port, timeout)
     after = facts_io.overflow_counter(server) if server is not None and root else None
-    trace = None
+    if tracer is not None:
+        tracer.join(timeout + 1.0)
     stuck = probe.outcome in ("timeout", "silent") or (
         probe.answer is not None and "prohibited" in probe.answer.kind
     )
-    if stuck and protocol is Transport.TCP and (server is None or not inspectable):
-        if root:
-            trace = tuple(traceroute_tcp(client_ns, address, port, min(timeout, 1.0)))
-        else:
-            limits.append("a TCP traceroute to the port needs root (raw sockets)")
+    trace = tuple(tracing[0]) if stuck and tracing else None
+    if stuck and uninspectable and protocol is Transport.TCP and not root:
+        limits.append("a TCP traceroute to the port needs root (raw sockets)")
     service = None
     if expect and probe.outcome == "open":
         service = _detect(client_ns, address, port, protocol, timeout)

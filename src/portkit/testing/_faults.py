@@ -378,6 +378,7 @@ CASES: tuple[FaultCase, ...] = (
     FaultCase(
         "fw-input-policy-drop", "FW_INPUT_DROP", _policy_drop, lambda lab, p: _drop_table(lab, lab.server)
     ),
+    FaultCase("router-no-route", "NO_ROUTE", lambda lab, p: Target(lab.net(7, 7), p)),
     FaultCase("no-listener-udp", "NO_LISTENER", lambda lab, p: Target(lab.server_address, p, udp=True)),
     FaultCase("healthy", "OK", lambda lab, p: _serving(lab, p)),
     FaultCase("healthy-busy", "OK", _busy),
