@@ -85,7 +85,12 @@ class ListenerFacts:
     family: int
     recv_q: int
     backlog: int
-    process: str
+    process: str = ""  # "name/pid,..." once looked up (`with_processes`)
+    inode: int = 0
+
+    def __str__(self) -> str:
+        where = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{where}:{self.port}" + (f" ({self.process})" if self.process else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,7 @@ class ReachFacts:
     # Namespaces with an address in a subnet of the server's (its containers): label -> that address.
     neighbours: dict[str, str] = field(default_factory=dict)
     overflows: int | None = None  # the server's ListenOverflows growth during the probe
+    overflow_total: int | None = None  # its ListenOverflows counter (since the namespace began)
     probe: ProbeResult | None = None
     trace: tuple[Hop, ...] | None = None
     service: str | None = None  # what service detection named (with --expect)
@@ -414,7 +420,6 @@ def listeners_on(
     with the processes that hold them."""
     from portkit.sockets import SockDiagClient, TcpState, compile_filter
     from portkit.sockets._bytecode import PortMatch
-    from portkit.sockets._inventory import attribute_rows
     from portkit.sockets._netns import run_in
 
     bytecode = compile_filter([PortMatch("src", tuple((p, p) for p in sorted(ports)))])
@@ -434,19 +439,34 @@ def listeners_on(
             rows.extend(run_in(view.namespace, dump))
         except Exception as exc:
             warnings.append(f"sockets of {view.label} could not be read: {exc}")
-    attributed, _, _ = attribute_rows(rows)
     found = []
-    for row in attributed:
+    for row in rows:
         if not row.is_listener or row.local_port not in ports:
             continue
-        process = ",".join(f"{p.name}/{p.pid}" for p in row.processes) or "?"
         where = row.netns or "this namespace"
         found.append(
             ListenerFacts(
-                where, row.local_address, row.local_port, row.family, row.recv_q, row.send_q, process
+                where, row.local_address, row.local_port, row.family, row.recv_q, row.send_q, "", row.inode
             )
         )
     return found, warnings
+
+
+def with_processes(listeners: list[ListenerFacts]) -> list[ListenerFacts]:
+    """The listeners with the processes that hold them (a scan of /proc/*/fd)."""
+    from dataclasses import replace
+
+    from portkit.sockets._procs import Holders, find_owners
+
+    wanted = {lst.inode for lst in listeners if lst.inode}
+    if not wanted:
+        return listeners
+    holders = Holders(find_owners(wanted))
+    named = []
+    for lst in listeners:
+        procs = holders.get(lst.inode) if lst.inode else ()
+        named.append(replace(lst, process=",".join(f"{p.name}/{p.pid}" for p in procs or ())))
+    return named
 
 
 def neighbours_of(views: list[NsView], server: NsView) -> dict[str, str]:

@@ -14,6 +14,7 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass
 
@@ -214,7 +215,13 @@ class Hop:
 
 
 def traceroute_tcp(
-    namespace: Namespace, address: str, port: int, wait: float, max_hops: int = 12
+    namespace: Namespace,
+    address: str,
+    port: int,
+    wait: float,
+    max_hops: int = 12,
+    *,
+    stop: threading.Event | None = None,
 ) -> list[Hop]:
     """SYNs to address:port with TTL 1..max_hops, all at once, and who answered each (root, IPv4).
 
@@ -235,14 +242,17 @@ def traceroute_tcp(
                 opened.append(sock)
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-                sock.connect_ex((address, port))
+                if sock.connect_ex((address, port)) not in (0, errno.EINPROGRESS):
+                    continue  # not sent (no route, a local drop): nothing will answer it
                 try:
                     sockets[int(sock.getsockname()[1])] = ttl
                 except OSError:
                     continue
             answers: dict[int, Answer] = {}
+            if not sockets:
+                return []
             deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
                 poller = select.poll()
                 poller.register(icmp, select.POLLIN)
                 poller.register(tcp, select.POLLIN)

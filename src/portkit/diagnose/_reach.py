@@ -31,6 +31,7 @@ from portkit.diagnose._model import (
     Source,
     primary_first,
 )
+from portkit.diagnose._probe import ProbeResult
 from portkit.model.protocols import Transport
 
 DEFAULT_TIMEOUT = 1.0
@@ -111,7 +112,7 @@ def _family_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
         return [], Check(
             "address family", True, f"a listener of IPv{family} exists" if same else "no listener"
         )
-    bound = ", ".join(f"{lst.address}:{lst.port} ({lst.process})" for lst in other)
+    bound = ", ".join(str(lst) for lst in other)
     ev = [Evidence(f"listeners on port {port} in {facts.server}", Source.NETLINK, bound)]
     if len(facts.resolution.addresses) > 1:
         ev.insert(0, Evidence("resolver order", Source.RESOLVER, " then ".join(facts.resolution.addresses)))
@@ -391,7 +392,7 @@ def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
     ev_l = Evidence(
         f"{facts.transport.value} listeners on port {port} in {facts.server}",
         Source.NETLINK,
-        ", ".join(f"{lst.address}:{lst.port} ({lst.process})" for lst in here) or "none",
+        ", ".join(str(lst) for lst in here) or "none",
     )
     if any(_accepts(lst, address) for lst in same):
         return [], Check("listener", True, ev_l.showed)
@@ -403,7 +404,7 @@ def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
             summary = f"the service listens on {bound} only: {address} is not loopback"
             fix = Fix(
                 f"bind to {wildcard} (or {address}) instead of {bound} "
-                f"({same[0].process}: its listen address)"
+                f"({same[0].process or 'the service'}: its listen address)"
             )
             return [Finding(Code.BOUND_LOOPBACK_ONLY, summary, (ev_l,), fix)], Check(
                 "listener", False, summary
@@ -428,7 +429,7 @@ def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
         ev = Evidence(
             f"listeners on port {port} in other namespaces",
             Source.NETLINK,
-            ", ".join(f"{lst.where}: {lst.address}:{lst.port} ({lst.process})" for lst in elsewhere),
+            ", ".join(f"{lst.where}: {lst}" for lst in elsewhere),
         )
         summary = f"the service listens in {inner.where}, and nothing brings port {port} of {address} to it"
         server_hop = next((h for h in facts.path if h.role == "server"), None)
@@ -480,17 +481,14 @@ def _backlog_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
             f"Recv-Q {lst.recv_q} > backlog {lst.backlog}",
         )
     ]
-    if facts.overflows:
+    if facts.overflow_total:
+        grew = f" (+{facts.overflows} while diagnosing)" if facts.overflows else ""
         ev.append(
-            Evidence(
-                f"TcpExtListenOverflows in {lst.where}",
-                Source.COUNTER,
-                f"+{facts.overflows} during the probe",
-            )
+            Evidence(f"TcpExtListenOverflows in {lst.where}", Source.COUNTER, f"{facts.overflow_total}{grew}")
         )
     summary = (
-        f"the accept queue of {lst.process} is full ({lst.recv_q} waiting, backlog {lst.backlog}): "
-        "new connections are dropped"
+        f"the accept queue of {lst.process or 'the listener'} is full "
+        f"({lst.recv_q} waiting, backlog {lst.backlog}): new connections are dropped"
     )
     fix = Fix(
         "the service does not accept() fast enough: make it accept, or raise its listen() backlog "
@@ -691,8 +689,27 @@ def diagnose_reach(
             "without root: other network namespaces, their sockets and every firewall are not read, "
             "and the probe cannot see who answered (RST/ICMP sender); run as root for all of it"
         )
+    import threading
+
+    # The probe runs while the path is inspected: the firewall readers wait on nft and
+    # iptables-save, the probe on the network, and neither needs the other.
+    probed: list[ProbeResult] = []
+    probe_done = threading.Event()
+
+    def run_probe() -> None:
+        try:
+            if protocol is Transport.TCP:
+                probed.append(probe_tcp(client_ns, address, port, timeout))
+            else:
+                probed.append(probe_udp(client_ns, address, port, timeout))
+        finally:
+            probe_done.set()
+
+    prober = threading.Thread(target=run_probe, daemon=True, name="diagnose probe")
+    prober.start()
     facts_io._RULESETS.clear()
     hops, source, server, dnat, inspectable = facts_io.walk(views, client, address, port, protocol)
+    before = facts_io.overflow_counter(server) if server is not None and root else None
     ports = {port} | ({dnat[1]} if dnat else set())
     near = facts_io.neighbours_of(views, server) if server is not None else {}
     inspected = [server, *(v for v in views if v.label in near)] if server is not None else []
@@ -701,30 +718,30 @@ def diagnose_reach(
     except Exception as exc:  # a socket table that cannot be read is a limit, not a crash
         listeners, warnings = [], [f"the socket tables could not be read: {exc}"]
     limits.extend(w for w in warnings if not any(label in w for label in unseen))
-    before = facts_io.overflow_counter(server) if server is not None and root else None
     # Past this host's namespaces only the probe can tell, and silence is then the likely
-    # answer: the TCP traceroute runs beside the probe (as root), so it costs no extra wait.
+    # answer: a TCP traceroute to the port (root) runs beside what is left of the probe's wait,
+    # and stops as soon as the probe is answered.
     uninspectable = server is None or not inspectable
     tracing: list[list[Hop]] = []
     tracer = None
-    if uninspectable and protocol is Transport.TCP and root:
-        import threading
+    answered = threading.Event()
+    if uninspectable and protocol is Transport.TCP and root and not (probe_done.is_set() and probed):
 
         def run_trace() -> None:
-            tracing.append(traceroute_tcp(client_ns, address, port, timeout))
+            tracing.append(traceroute_tcp(client_ns, address, port, timeout, stop=answered))
 
         tracer = threading.Thread(target=run_trace, daemon=True, name="diagnose traceroute")
         tracer.start()
-    if protocol is Transport.TCP:
-        probe = probe_tcp(client_ns, address, port, timeout)
-    else:
-        probe = probe_udp(client_ns, address, port, timeout)
+    prober.join()
+    probe = probed[0] if probed else ProbeResult("error", "", 0.0, None)
     after = facts_io.overflow_counter(server) if server is not None and root else None
-    if tracer is not None:
-        tracer.join(timeout + 1.0)
     stuck = probe.outcome in ("timeout", "silent") or (
         probe.answer is not None and "prohibited" in probe.answer.kind
     )
+    if not stuck:
+        answered.set()
+    if tracer is not None:
+        tracer.join(timeout + 1.0)
     trace = tuple(tracing[0]) if stuck and tracing else None
     if stuck and uninspectable and protocol is Transport.TCP and not root:
         limits.append("a TCP traceroute to the port needs root (raw sockets)")
@@ -742,12 +759,30 @@ def diagnose_reach(
         listeners=tuple(listeners),
         neighbours=near,
         overflows=(after - before) if before is not None and after is not None else None,
+        overflow_total=after,
         probe=probe,
         trace=trace,
         service=service,
         limits=tuple(limits),
     )
-    return decide(facts, explain=explain)
+    diagnosis = decide(facts, explain=explain)
+    if root and any(f.code in _ABOUT_LISTENERS for f in diagnosis.findings):
+        # Which process holds a listener costs a scan of every process's descriptors: it is
+        # looked up only when a finding names the listener.
+        facts = replace(facts, listeners=tuple(facts_io.with_processes(listeners)))
+        diagnosis = decide(facts, explain=explain)
+    return diagnosis
+
+
+_ABOUT_LISTENERS = frozenset(
+    {
+        Code.FAMILY_MISMATCH,
+        Code.BOUND_LOOPBACK_ONLY,
+        Code.BOUND_OTHER_ADDRESS,
+        Code.NOT_PUBLISHED,
+        Code.BACKLOG_FULL,
+    }
+)
 
 
 def _detect(namespace: object, address: str, port: int, protocol: Transport, timeout: float) -> str | None:
