@@ -141,7 +141,10 @@ def test_other_family_listener_is_family_mismatch_not_other_address() -> None:
 def test_full_accept_queue() -> None:
     silent = ProbeResult("timeout", "ETIMEDOUT", 1.0, None)
     facts = _facts(
-        listeners=(ListenerFacts("s", "0.0.0.0", 80, 4, 2, 1, "app/1"),), probe=silent, overflows=3
+        listeners=(ListenerFacts("s", "0.0.0.0", 80, 4, 2, 1, "app/1"),),
+        probe=silent,
+        overflows=3,
+        overflow_total=7,
     )
     diagnosis = decide(facts)
     assert diagnosis.code is Code.BACKLOG_FULL and len(diagnosis.findings[0].evidence) == 2
