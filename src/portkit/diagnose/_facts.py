@@ -357,6 +357,15 @@ def walk(
             local,
         )
         hops.append(hop)
+        final = fw.decision.final_packet if first and fw is not None and fw.decision is not None else None
+        if final is not None and (str(final.dst), final.dport) != (destination, port):
+            # The client's own output NAT (Docker's OUTPUT jump to DOCKER publishes a port to
+            # the host itself this way): the packet leaves for the new destination.
+            dnat = (str(final.dst), int(final.dport or port))
+            destination, port = dnat
+            route = route_get(view, destination)
+            local = route.kind == "local"
+            hops.append(HopFacts(view.label, view.command_prefix(), "client", None, route, destination))
         if first and local:
             # The client is the server too: its input side is the next hop, arriving on lo.
             fw_in = firewall_verdict(

@@ -41,6 +41,7 @@ _DOCKER_RULES = """*nat
 :POSTROUTING ACCEPT [0:0]
 :DOCKER - [0:0]
 -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s {net} ! -o docker0 -j MASQUERADE
 -A DOCKER -i docker0 -j RETURN
 COMMIT
@@ -365,6 +366,14 @@ def _local(lab: ReachLab, port: int) -> Target:
     return Target(lab.server_address, port, origin="server")
 
 
+def _published(lab: ReachLab, port: int, origin: str) -> Target:
+    lab.serve(lab.container, "0.0.0.0", port)
+    lab.sh(lab.server, f"iptables -t nat -A DOCKER ! -i docker0 -p tcp --dport {port} "
+           f"-j DNAT --to-destination {lab.net(4, 2)}:{port} && iptables -A DOCKER -d {lab.net(4, 2)}/32 "
+           f"! -i docker0 -o docker0 -p tcp --dport {port} -j ACCEPT")  # fmt: skip
+    return Target(lab.server_address, port, origin=origin)
+
+
 def _publish_undo(lab: ReachLab, port: int) -> None:
     lab.sh(
         lab.server,
@@ -377,6 +386,27 @@ CASES: tuple[FaultCase, ...] = (
     FaultCase("family-localhost", "FAMILY_MISMATCH", _localhost, _localhost_undo),
     FaultCase(
         "fw-input-policy-drop", "FW_INPUT_DROP", _policy_drop, lambda lab, p: _drop_table(lab, lab.server)
+    ),
+    FaultCase(
+        "healthy-published",
+        "OK",
+        lambda lab, p: _published(lab, p, "client"),
+        lambda lab, p: _publish_undo(lab, p),
+    ),
+    FaultCase(
+        "healthy-published-from-host",
+        "OK",
+        lambda lab, p: _published(lab, p, "server"),
+        lambda lab, p: _publish_undo(lab, p),
+    ),
+    FaultCase(
+        "not-published-from-host",
+        "NOT_PUBLISHED",
+        lambda lab, p: (
+            lab.serve(lab.container, "0.0.0.0", p),
+            Target(lab.server_address, p, origin="server"),
+        )[1],
+        lambda lab, p: _publish_undo(lab, p),
     ),
     FaultCase("router-no-route", "NO_ROUTE", lambda lab, p: Target(lab.net(7, 7), p)),
     FaultCase("no-listener-udp", "NO_LISTENER", lambda lab, p: Target(lab.server_address, p, udp=True)),
