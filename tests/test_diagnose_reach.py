@@ -9,12 +9,15 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from portkit.diagnose import Code, diagnose_reach
+from portkit.diagnose import Code, diagnose_reach, parse_bind_target, parse_reach_target
 from portkit.diagnose._facts import FirewallView, HopFacts, ListenerFacts, ReachFacts, Resolution
 from portkit.diagnose._netview import Route
 from portkit.diagnose._probe import ProbeResult
 from portkit.diagnose._reach import decide
+from portkit.errors import UsageError
 from portkit.model import Transport
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the fault lab needs root (namespaces, nftables)")
@@ -281,3 +284,54 @@ def test_without_root_it_reads_what_it_can_and_says_what_root_would_add() -> Non
     assert document["code"] == "NO_LISTENER" and document["certainty"] == "partial"
     assert any("without root" in limit for limit in document["limits"])
     assert any(c["passed"] is None and "root" in c["detail"] for c in document["checks"])
+
+
+# --- the target parsers ------------------------------------------------------------------------
+
+
+@given(st.text(max_size=80))
+def test_reach_targets_parse_or_are_refused_by_name(text: str) -> None:
+    try:
+        target = parse_reach_target(text)
+    except UsageError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 240
+        return
+    assert parse_reach_target(str(target)) == target
+    assert 1 <= target.port <= 65535
+
+
+@given(st.text(max_size=80))
+def test_bind_targets_parse_or_are_refused_by_name(text: str) -> None:
+    try:
+        target = parse_bind_target(text)
+    except UsageError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 240
+        return
+    assert parse_bind_target(str(target)) == target
+
+
+@given(
+    st.one_of(
+        st.ip_addresses().map(str), st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z]{2,6}){0,2}", fullmatch=True)
+    ),
+    st.integers(1, 65535),
+    st.sampled_from(["", "/tcp", "/udp", "/UDP"]),
+)
+def test_reach_target_round_trip(host: str, port: int, proto: str) -> None:
+    shown = f"[{host}]" if ":" in host else host
+    target = parse_reach_target(f"{shown}:{port}{proto}")
+    assert (target.host, target.port, target.transport.value) == (host, port, proto[1:].lower() or "tcp")
+
+
+def test_text_rendering_names_the_code_the_evidence_and_the_fix() -> None:
+    from portkit.diagnose import diagnosis_lines
+
+    refused = ProbeResult("refused", "ECONNREFUSED", 0.001, None)
+    facts = _facts(listeners=(ListenerFacts("s", "127.0.0.1", 80, 4, 0, 128, "nginx/1"),), probe=refused)
+    lines = diagnosis_lines(decide(facts))
+    assert lines[0].startswith("BOUND_LOOPBACK_ONLY  10.0.1.2:80/tcp: ")
+    assert any(
+        line.strip().startswith("1. tcp listeners on port 80 in s (netlink): 127.0.0.1:80 (nginx/1)")
+        for line in lines
+    )
+    assert any(line.strip().startswith("fix: bind to 0.0.0.0") for line in lines)
