@@ -374,6 +374,17 @@ def _published(lab: ReachLab, port: int, origin: str) -> Target:
     return Target(lab.server_address, port, origin=origin)
 
 
+def _docker_user_drop(lab: ReachLab, port: int) -> Target:
+    target = _published(lab, port, "client")
+    lab.sh(lab.server, f"iptables -I DOCKER-USER -p tcp --dport {port} -j DROP")
+    return target
+
+
+def _docker_user_undo(lab: ReachLab, port: int) -> None:
+    lab.server.run(["iptables", "-D", "DOCKER-USER", "-p", "tcp", "--dport", str(port), "-j", "DROP"])
+    _publish_undo(lab, port)
+
+
 def _publish_undo(lab: ReachLab, port: int) -> None:
     lab.sh(
         lab.server,
@@ -408,6 +419,7 @@ CASES: tuple[FaultCase, ...] = (
         )[1],
         lambda lab, p: _publish_undo(lab, p),
     ),
+    FaultCase("docker-user-drop", "FW_FORWARD_DROP", _docker_user_drop, _docker_user_undo),
     FaultCase("router-no-route", "NO_ROUTE", lambda lab, p: Target(lab.net(7, 7), p)),
     FaultCase("no-listener-udp", "NO_LISTENER", lambda lab, p: Target(lab.server_address, p, udp=True)),
     FaultCase("healthy", "OK", lambda lab, p: _serving(lab, p)),
