@@ -121,6 +121,13 @@ class ReachLab:
     def net(self, subnet: int, host: int) -> str:
         return f"10.{self.block}.{subnet}.{host}"
 
+    def net6(self, subnet: int, host: int) -> str:
+        return f"fd00:{self.block:x}:{subnet}::{host:x}"
+
+    @property
+    def server_address6(self) -> str:
+        return self.net6(2, 2)
+
     @property
     def server_address(self) -> str:
         return self.net(2, 2)
@@ -148,15 +155,21 @@ class ReachLab:
         for ns in (self.client, self.router, self.server, self.container):
             ns.open()
         n = self.net
-        connect(self.client, "eth0", [f"{n(1, 2)}/24"], self.router, "eth0", [f"{n(1, 1)}/24"])
-        connect(self.router, "eth1", [f"{n(2, 1)}/24"], self.server, "eth0", [f"{n(2, 2)}/24"])
+        v6 = self.net6
+        connect(self.client, "eth0", [f"{n(1, 2)}/24", f"{v6(1, 2)}/64"], self.router, "eth0",
+                [f"{n(1, 1)}/24", f"{v6(1, 1)}/64"])  # fmt: skip
+        connect(self.router, "eth1", [f"{n(2, 1)}/24", f"{v6(2, 1)}/64"], self.server, "eth0",
+                [f"{n(2, 2)}/24", f"{v6(2, 2)}/64"])  # fmt: skip
         connect(self.router, "eth2", [f"{n(3, 1)}/24"], self.server, "eth1", [f"{n(3, 2)}/24"])
         connect(self.server, "docker0", [f"{n(4, 1)}/24"], self.container, "eth0", [f"{n(4, 2)}/24"])
         self.client.ip("route", "add", "default", "via", n(1, 1))
         self.server.ip("route", "add", "default", "via", n(2, 1))
+        self.client.ip("-6", "route", "add", "default", "via", v6(1, 1))
+        self.server.ip("-6", "route", "add", "default", "via", v6(2, 1))
         self.container.ip("route", "add", "default", "via", n(4, 1))
         for ns in (self.router, self.server):
             self.sysctl(ns, "net.ipv4.ip_forward=1")
+        self.sysctl(self.router, "net.ipv6.conf.all.forwarding=1")
         self.restore(self.server, _DOCKER_RULES.format(net=f"{n(4, 0)}/24"))
         # The remote network: a namespace only this process's descriptor keeps alive.
         remote = LabNamespace("pkdx")
@@ -420,6 +433,24 @@ CASES: tuple[FaultCase, ...] = (
         lambda lab, p: _publish_undo(lab, p),
     ),
     FaultCase("docker-user-drop", "FW_FORWARD_DROP", _docker_user_drop, _docker_user_undo),
+    FaultCase(
+        "healthy-v6", "OK", lambda lab, p: (lab.serve(lab.server, "::", p), Target(lab.server_address6, p))[1]
+    ),
+    FaultCase(
+        "family-v4-only",
+        "FAMILY_MISMATCH",
+        lambda lab, p: (lab.serve(lab.server, "0.0.0.0", p), Target(lab.server_address6, p))[1],
+    ),
+    FaultCase(
+        "fw-input-drop-v6",
+        "FW_INPUT_DROP",
+        lambda lab, p: (
+            _nft_table(lab, lab.server, "input", f"ip6 daddr {lab.server_address6} tcp dport {p} drop"),
+            lab.serve(lab.server, "::", p),
+            Target(lab.server_address6, p),
+        )[2],
+        lambda lab, p: _drop_table(lab, lab.server),
+    ),
     FaultCase("router-no-route", "NO_ROUTE", lambda lab, p: Target(lab.net(7, 7), p)),
     FaultCase("no-listener-udp", "NO_LISTENER", lambda lab, p: Target(lab.server_address, p, udp=True)),
     FaultCase("healthy", "OK", lambda lab, p: _serving(lab, p)),
