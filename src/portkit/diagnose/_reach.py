@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shlex
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -33,6 +32,7 @@ from portkit.diagnose._model import (
 )
 from portkit.diagnose._probe import ProbeResult
 from portkit.model.protocols import Transport
+from portkit.sockets._netns import Namespace
 
 DEFAULT_TIMEOUT = 1.0
 
@@ -785,20 +785,17 @@ _ABOUT_LISTENERS = frozenset(
 )
 
 
-def _detect(namespace: object, address: str, port: int, protocol: Transport, timeout: float) -> str | None:
-    """The service name detection gives the port (light intensity, within the probe timeout)."""
+def _detect(namespace: Namespace, address: str, port: int, protocol: Transport, timeout: float) -> str | None:
+    """The service name detection gives the port (light intensity, scaled to the probe timeout)."""
     from portkit.services import detect_services
-    from portkit.sockets._netns import Namespace, run_in
+    from portkit.sockets._netns import run_in
 
-    assert isinstance(namespace, Namespace)
-    started = time.monotonic()
     found = run_in(
         namespace,
         lambda: detect_services(
             [(address, port, protocol.value)], intensity=2, timeout_scale=min(1.0, timeout / 5)
         ),
     )
-    del started
     record = next(iter(found.values()), None)
-    name = getattr(record, "name", None) if record is not None else None
+    name = record.name if record is not None else None
     return str(name) if name and name != "unknown" else None
