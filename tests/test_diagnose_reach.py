@@ -130,7 +130,7 @@ def test_loopback_listener() -> None:
     facts = _facts(listeners=(ListenerFacts("s", "127.0.0.1", 80, 4, 0, 128, "nginx/1"),), probe=refused)
     diagnosis = decide(facts)
     assert diagnosis.code is Code.BOUND_LOOPBACK_ONLY
-    assert "0.0.0.0 (or 10.0.1.2) instead of 127.0.0.1" in (
+    assert "0.0.0.0 (or 10.0.1.2) instead of 127.0.0.1 (nginx: listen 80;)" in (
         diagnosis.findings[0].fix.text if diagnosis.findings[0].fix else ""
     )
 

@@ -402,15 +402,15 @@ def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
         wildcard = "0.0.0.0" if family == 4 else "::"
         if loop and not ipaddress.ip_address(address).is_loopback:
             summary = f"the service listens on {bound} only: {address} is not loopback"
-            fix = Fix(
-                f"bind to {wildcard} (or {address}) instead of {bound} "
-                f"({same[0].process or 'the service'}: its listen address)"
-            )
+            fix = Fix(f"bind to {wildcard} (or {address}) instead of {bound}{_bind_hint(same[0], wildcard)}")
             return [Finding(Code.BOUND_LOOPBACK_ONLY, summary, (ev_l,), fix)], Check(
                 "listener", False, summary
             )
         summary = f"the service listens on {bound}, not on {address}"
-        fix = Fix(f"bind to {wildcard} (or {address}) instead of {bound}, or connect to {bound}")
+        fix = Fix(
+            f"bind to {wildcard} (or {address}) instead of {bound}{_bind_hint(same[0], wildcard)}, "
+            f"or connect to {bound}"
+        )
         return [Finding(Code.BOUND_OTHER_ADDRESS, summary, (ev_l,), fix)], Check("listener", False, summary)
     if facts.dnat is not None:
         summary = f"NAT sends the port to {address}:{port}, where nothing listens"
@@ -456,6 +456,33 @@ def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
         chain.append(Evidence("the probe", Source.PROBE, str(probe)))
     fix = Fix(f"start the service that should listen on port {port}, or connect to the port it uses")
     return [Finding(Code.NO_LISTENER, summary, tuple(chain), fix)], Check("listener", False, summary)
+
+
+# Where common services set their listen address: process name -> the setting.
+_BIND_SETTINGS: dict[str, str] = {
+    "nginx": "nginx: listen {port};",
+    "redis-server": "redis.conf: bind {wildcard}",
+    "postgres": "postgresql.conf: listen_addresses = '*'",
+    "mysqld": "my.cnf: bind-address = {wildcard}",
+    "mariadbd": "my.cnf: bind-address = {wildcard}",
+    "sshd": "sshd_config: ListenAddress {wildcard}",
+    "haproxy": "haproxy.cfg: bind {wildcard}:{port}",
+    "apache2": "ports.conf: Listen {port}",
+    "httpd": "httpd.conf: Listen {port}",
+    "memcached": "memcached.conf: -l {wildcard}",
+    "mongod": "mongod.conf: net.bindIp: {wildcard}",
+    "node": "server.listen({port}, '{wildcard}')",
+}
+
+
+def _bind_hint(listener: ListenerFacts, wildcard: str) -> str:
+    """` (nginx: listen 8080;)`: where the owning process's listen address is set, if known."""
+    names = [p.partition("/")[0] for p in listener.process.split(",") if p]
+    for name in names:
+        setting = _BIND_SETTINGS.get(name)
+        if setting:
+            return " (" + setting.format(port=listener.port, wildcard=wildcard) + ")"
+    return f" ({names[0]}: its listen address)" if names else ""
 
 
 def _container_address(facts: ReachFacts, inner: ListenerFacts) -> str | None:

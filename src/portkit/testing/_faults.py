@@ -28,6 +28,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -117,6 +118,7 @@ class ReachLab:
     _remote_fd: int = -1
     _listeners: list[_Listener] = field(default_factory=list)
     _clients: list[socket.socket] = field(default_factory=list)
+    _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def net(self, subnet: int, host: int) -> str:
         return f"10.{self.block}.{subnet}.{host}"
@@ -264,7 +266,32 @@ class ReachLab:
         except OSError:
             return False
 
+    def spawn(self, ns: LabNamespace, argv: list[str], address: str, port: int) -> subprocess.Popen[bytes]:
+        """A real daemon inside `ns`, ready once `address:port` accepts (stopped by stop_services())."""
+        proc = subprocess.Popen(ns.command(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._processes.append(proc)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        for _ in range(100):
+            with ns.inside():
+                probe = socket.socket(family, socket.SOCK_STREAM)
+            with probe:
+                probe.settimeout(0.2)
+                if probe.connect_ex((address, port)) == 0:
+                    return proc
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"{ns}: {argv[0]} did not listen on {address}:{port}")
+
     def stop_services(self) -> None:
+        for proc in self._processes:
+            proc.terminate()
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._processes.clear()
         for sock in self._clients:
             sock.close()
         self._clients.clear()
@@ -398,6 +425,13 @@ def _docker_user_undo(lab: ReachLab, port: int) -> None:
     _publish_undo(lab, port)
 
 
+def _redis_loopback(lab: ReachLab, port: int) -> Target:
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--dir", "/tmp"]  # fmt: skip
+    lab.spawn(lab.server, argv, "127.0.0.1", port)
+    return Target(lab.server_address, port)
+
+
 def _publish_undo(lab: ReachLab, port: int) -> None:
     lab.sh(
         lab.server,
@@ -451,6 +485,7 @@ CASES: tuple[FaultCase, ...] = (
         )[2],
         lambda lab, p: _drop_table(lab, lab.server),
     ),
+    FaultCase("redis-loopback-only", "BOUND_LOOPBACK_ONLY", _redis_loopback),
     FaultCase("router-no-route", "NO_ROUTE", lambda lab, p: Target(lab.net(7, 7), p)),
     FaultCase("no-listener-udp", "NO_LISTENER", lambda lab, p: Target(lab.server_address, p, udp=True)),
     FaultCase("healthy", "OK", lambda lab, p: _serving(lab, p)),
