@@ -47,6 +47,11 @@ def _cases() -> list[object]:
 def test_every_fault_gives_its_code_and_every_fix_fixes(lab, case) -> None:  # type: ignore[no-untyped-def]
     from portkit.testing import FAULT_CASES
 
+    import shutil
+
+    missing = [tool for tool in case.needs if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (scripts/install.sh --test)")
     port = 21000 + 10 * [c.name for c in FAULT_CASES].index(case.name)
     target = None
     try:

@@ -322,6 +322,7 @@ class FaultCase:
     inject: Callable[[ReachLab, int], Target]
     undo: Callable[[ReachLab, int], object] = lambda lab, port: None
     timeout: float = 1.0
+    needs: tuple[str, ...] = ()  # programs the case runs (the test skips it when one is missing)
 
 
 def _nft_table(lab: ReachLab, ns: LabNamespace, hook: str, statement: str) -> str:
@@ -485,7 +486,7 @@ CASES: tuple[FaultCase, ...] = (
         )[2],
         lambda lab, p: _drop_table(lab, lab.server),
     ),
-    FaultCase("redis-loopback-only", "BOUND_LOOPBACK_ONLY", _redis_loopback),
+    FaultCase("redis-loopback-only", "BOUND_LOOPBACK_ONLY", _redis_loopback, needs=("redis-server",)),
     FaultCase("router-no-route", "NO_ROUTE", lambda lab, p: Target(lab.net(7, 7), p)),
     FaultCase("no-listener-udp", "NO_LISTENER", lambda lab, p: Target(lab.server_address, p, udp=True)),
     FaultCase("healthy", "OK", lambda lab, p: _serving(lab, p)),
