@@ -45,9 +45,9 @@ def _cases() -> list[object]:
 @root_only
 @pytest.mark.parametrize("case", _cases())
 def test_every_fault_gives_its_code_and_every_fix_fixes(lab, case) -> None:  # type: ignore[no-untyped-def]
-    from portkit.testing import FAULT_CASES
-
     import shutil
+
+    from portkit.testing import FAULT_CASES
 
     missing = [tool for tool in case.needs if shutil.which(tool) is None]
     if missing:
