@@ -181,6 +181,60 @@ def test_unreadable_firewall_is_said_not_assumed() -> None:
     assert any(c.passed is None and "needs root" in c.detail for c in diagnosis.checks)
 
 
+def test_several_causes_are_all_listed_the_first_met_first() -> None:
+    from portkit.firewall import Packet, evaluate, parse_nft_script
+    from portkit.model import parse_address
+
+    ruleset = parse_nft_script(
+        "table inet filter { chain input { type filter hook input priority 0; tcp dport 80 drop\n}\n}\n"
+    )
+    packet = Packet(6, parse_address("10.0.0.2"), parse_address("10.0.1.2"), 50000, 80, iif="eth0")
+    decision = evaluate(ruleset, packet, local_addresses=[parse_address("10.0.1.2")])
+    server = HopFacts("s", "", "server", "eth0", Route("local", "lo"), "10.0.1.2", FirewallView(decision))
+    facts = _facts(
+        path=(_facts().path[0], server),
+        listeners=(ListenerFacts("s", "127.0.0.1", 80, 4, 0, 128, "nginx/1"),),
+        probe=ProbeResult("timeout", "ETIMEDOUT", 1.0, None),
+    )
+    diagnosis = decide(facts)
+    assert [f.code for f in diagnosis.findings] == [Code.FW_INPUT_DROP, Code.BOUND_LOOPBACK_ONLY]
+    fix = diagnosis.findings[0].fix
+    assert (
+        fix is not None
+        and fix.command is not None
+        and fix.command.startswith("nft delete rule inet filter input handle")
+    )
+
+
+def test_a_namespace_that_does_not_forward() -> None:
+    refused = Route("unreachable", said="No route to host")
+    router = HopFacts("r", "ip netns exec r ", "router", "eth0", refused, "10.0.1.2", None, {}, False)
+    facts = _facts(path=(_facts().path[0], router), server=None, listeners=(),
+                   probe=ProbeResult("timeout", "ETIMEDOUT", 1.0, None))  # fmt: skip
+    diagnosis = decide(facts)
+    assert diagnosis.code is Code.FW_FORWARD_DROP
+    fix = diagnosis.findings[0].fix
+    assert fix is not None and fix.command == "ip netns exec r sysctl -w net.ipv4.ip_forward=1"
+
+
+def test_reverse_path_filter() -> None:
+    rp = {"net.ipv4.conf.all.rp_filter": 1, "net.ipv4.conf.eth0.rp_filter": 0}
+    martian = Route("martian", said="Invalid argument")
+    server = HopFacts("s", "ip netns exec s ", "server", "eth0", martian, "10.0.1.2", None, rp, True, True)
+    facts = _facts(path=(_facts().path[0], server), probe=ProbeResult("timeout", "ETIMEDOUT", 1.0, None))
+    diagnosis = decide(facts)
+    assert diagnosis.code is Code.RP_FILTER
+    fix = diagnosis.findings[0].fix
+    assert fix is not None and fix.command == "ip netns exec s sysctl -w net.ipv4.conf.all.rp_filter=2"
+
+
+def test_wrong_service_only_with_an_identified_answer() -> None:
+    assert decide(_facts(expect="http", service="ssh")).code is Code.WRONG_SERVICE
+    assert decide(_facts(expect="ssh", service="ssh")).ok
+    unknown = decide(_facts(expect="http", service=None), explain=True)
+    assert unknown.ok and any(c.name == "service" and c.passed is None for c in unknown.checks)
+
+
 def test_name_not_resolved_names_the_source() -> None:
     facts = _facts(
         resolution=Resolution(
