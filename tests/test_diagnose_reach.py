@@ -371,7 +371,8 @@ def test_bind_targets_parse_or_are_refused_by_name(text: str) -> None:
 
 @given(
     st.one_of(
-        st.ip_addresses().map(str), st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z]{2,6}){0,2}", fullmatch=True)
+        st.ip_addresses().map(str),
+        st.from_regex(r"[a-z]([a-z0-9-]{0,18}[a-z0-9])?(\.[a-z]{2,6}){0,2}", fullmatch=True),
     ),
     st.integers(1, 65535),
     st.sampled_from(["", "/tcp", "/udp", "/UDP"]),
