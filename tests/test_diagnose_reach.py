@@ -63,6 +63,8 @@ def test_every_fault_gives_its_code_and_every_fix_fixes(lab, case) -> None:  # t
             expect=target.expect, explain=True,
         )  # fmt: skip
         assert diagnosis.code == case.code, diagnosis
+        # One fault, one finding: no false alarm rides along with the right one.
+        assert {f.code for f in diagnosis.findings} <= {case.code}, diagnosis
         if case.code == "OK":
             assert diagnosis.ok and diagnosis.certainty == "full", diagnosis
         fixes = [f.fix.command for f in diagnosis.findings if f.fix is not None and f.fix.command]

@@ -110,6 +110,8 @@ class ReachFacts:
     neighbours: dict[str, str] = field(default_factory=dict)
     overflows: int | None = None  # the server's ListenOverflows growth during the probe
     overflow_total: int | None = None  # its ListenOverflows counter (since the namespace began)
+    # Whether the server's [::] listener takes IPv4 too (IPV6_V6ONLY off); None: not asked.
+    dual_stack: bool | None = None
     probe: ProbeResult | None = None
     trace: tuple[Hop, ...] | None = None
     service: str | None = None  # what service detection named (with --expect)
@@ -495,6 +497,16 @@ def neighbours_of(views: list[NsView], server: NsView) -> dict[str, str]:
             if any(ip.version == n.version and ip in n for n in nets):
                 found.setdefault(view.label, address)
     return found
+
+
+def takes_ipv4(view: NsView, port: int) -> bool | None:
+    """Whether the [::]:port TCP listener in `view` takes IPv4 too (IPV6_V6ONLY off), as the
+    kernel reports it (sock_diag's INET_DIAG_SKV6ONLY); None when there is no such listener."""
+    from portkit.diagnose._netview import v6only_listeners
+    from portkit.sockets._netns import run_in
+
+    found = run_in(view.namespace, v6only_listeners)
+    return None if port not in found else not found[port]
 
 
 def overflow_counter(view: NsView) -> int | None:

@@ -278,3 +278,41 @@ def read_counters(view: NsView) -> dict[str, int]:
         return found
 
     return run_in(view.namespace, read)
+
+
+_SOCK_DIAG_BY_FAMILY = 20
+_INET_DIAG_SKV6ONLY = 11
+_TCP_LISTEN = 10
+
+
+def v6only_listeners() -> dict[int, bool]:
+    """port -> IPV6_V6ONLY of each TCP listener bound to [::] in the calling thread's namespace.
+
+    portkit's socket decoder does not keep the INET_DIAG_SKV6ONLY attribute the kernel sends
+    with every AF_INET6 socket, so this asks sock_diag directly, for IPv6 listeners only.
+    """
+    request = struct.pack("=BBBBI", socket.AF_INET6, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
+    request += bytes(48)  # inet_diag_sockid: no ports, addresses, interface or cookie to match
+    found: dict[int, bool] = {}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4) as sock:  # NETLINK_SOCK_DIAG
+        sock.settimeout(2.0)
+        header = struct.pack(
+            "=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0
+        )
+        sock.send(header + request)
+        while True:
+            data = sock.recv(1 << 16)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, mtype = struct.unpack_from("=IH", data, offset)
+                if length < 16 or mtype in (_NLMSG_DONE, _NLMSG_ERROR):
+                    return found
+                body = offset + 16
+                if length >= 16 + 72:
+                    (sport,) = struct.unpack_from("!H", data, body + 4)
+                    source = data[body + 8 : body + 24]
+                    attrs = _attributes(data, body + 72, offset + length)
+                    flag = attrs.get(_INET_DIAG_SKV6ONLY)
+                    if not any(source) and flag:
+                        found[sport] = bool(flag[0])
+                offset += (length + 3) & ~3

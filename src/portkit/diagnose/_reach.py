@@ -87,9 +87,15 @@ def _is_wildcard(address: str) -> bool:
     return address in ("0.0.0.0", "::", "*")
 
 
-def _accepts(lst: ListenerFacts, address: str) -> bool:
-    """Whether a listener's bound address takes connections to `address` (same family)."""
-    return lst.family == _family(address) and (_is_wildcard(lst.address) or lst.address == address)
+def _serves(facts: ReachFacts, lst: ListenerFacts, family: int) -> bool:
+    """Whether a listener takes connections of IP `family`: its own, or IPv4 too for a [::]
+    socket without IPV6_V6ONLY (IPv4-mapped addresses)."""
+    return lst.family == family or (family == 4 and lst.address == "::" and facts.dual_stack is True)
+
+
+def _accepts(facts: ReachFacts, lst: ListenerFacts, address: str) -> bool:
+    """Whether a listener's bound address takes connections to `address`."""
+    return _serves(facts, lst, _family(address)) and (_is_wildcard(lst.address) or lst.address == address)
 
 
 def _family_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
@@ -98,15 +104,15 @@ def _family_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
     address, port = _final(facts)
     here = _server_listeners(facts, port)
     family = _family(address)
-    same = [lst for lst in here if lst.family == family]
-    other = [lst for lst in here if lst.family != family]
+    same = [lst for lst in here if _serves(facts, lst, family)]
+    other = [lst for lst in here if not _serves(facts, lst, family)]
     probe = facts.probe
+    refused = probe is not None and probe.outcome == "refused"
     v6only = (
         family == 4
         and not same
         and any(lst.address == "::" for lst in other)
-        and probe is not None
-        and probe.outcome == "refused"
+        and (facts.dual_stack is False or (facts.dual_stack is None and refused))
     )
     if same or not other:
         return [], Check(
@@ -386,7 +392,7 @@ def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
     address, port = _final(facts)
     here = _server_listeners(facts, port)
     family = _family(address)
-    same = [lst for lst in here if lst.family == family]
+    same = [lst for lst in here if _serves(facts, lst, family)]
     if here and not same:
         return [], Check("listener", None, "only listeners of the other family (see address family)")
     ev_l = Evidence(
@@ -394,7 +400,7 @@ def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
         Source.NETLINK,
         ", ".join(str(lst) for lst in here) or "none",
     )
-    if any(_accepts(lst, address) for lst in same):
+    if any(_accepts(facts, lst, address) for lst in same):
         return [], Check("listener", True, ev_l.showed)
     if same:
         loop = all(ipaddress.ip_address(lst.address).is_loopback for lst in same)
@@ -496,7 +502,9 @@ def _backlog_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
         return [], Check("accept queue", None, "no TCP listener on this host to look at")
     address, port = _final(facts)
     full = [
-        lst for lst in _server_listeners(facts, port) if _accepts(lst, address) and lst.recv_q > lst.backlog
+        lst
+        for lst in _server_listeners(facts, port)
+        if _accepts(facts, lst, address) and lst.recv_q > lst.backlog
     ]
     if not full:
         return [], Check("accept queue", True, "the listener's accept queue has room")
@@ -745,6 +753,12 @@ def diagnose_reach(
     except Exception as exc:  # a socket table that cannot be read is a limit, not a crash
         listeners, warnings = [], [f"the socket tables could not be read: {exc}"]
     limits.extend(w for w in warnings if not any(label in w for label in unseen))
+    dual_stack = None
+    final_address, final_port = dnat or (address, port)
+    if server is not None and protocol is Transport.TCP and ":" not in final_address:
+        here = [lst for lst in listeners if lst.where == server.label and lst.port == final_port]
+        if any(lst.address == "::" for lst in here) and not any(lst.family == 4 for lst in here):
+            dual_stack = facts_io.takes_ipv4(server, final_port)
     # Past this host's namespaces only the probe can tell, and silence is then the likely
     # answer: a TCP traceroute to the port (root) runs beside what is left of the probe's wait,
     # and stops as soon as the probe is answered.
@@ -785,6 +799,7 @@ def diagnose_reach(
         dnat=dnat,
         listeners=tuple(listeners),
         neighbours=near,
+        dual_stack=dual_stack,
         overflows=(after - before) if before is not None and after is not None else None,
         overflow_total=after,
         probe=probe,

@@ -487,6 +487,21 @@ CASES: tuple[FaultCase, ...] = (
         lambda lab, p: _drop_table(lab, lab.server),
     ),
     FaultCase("redis-loopback-only", "BOUND_LOOPBACK_ONLY", _redis_loopback, needs=("redis-server",)),
+    FaultCase(
+        "healthy-dual-stack",
+        "OK",
+        lambda lab, p: (lab.serve(lab.server, "::", p, v6only=False), Target(lab.server_address, p))[1],
+    ),
+    FaultCase(
+        "fw-input-drop-dual-stack",
+        "FW_INPUT_DROP",
+        lambda lab, p: (
+            _nft_table(lab, lab.server, "input", f"tcp dport {p} drop"),
+            lab.serve(lab.server, "::", p, v6only=False),
+            Target(lab.server_address, p),
+        )[2],
+        lambda lab, p: _drop_table(lab, lab.server),
+    ),
     FaultCase("router-no-route", "NO_ROUTE", lambda lab, p: Target(lab.net(7, 7), p)),
     FaultCase("no-listener-udp", "NO_LISTENER", lambda lab, p: Target(lab.server_address, p, udp=True)),
     FaultCase("healthy", "OK", lambda lab, p: _serving(lab, p)),
