@@ -237,6 +237,14 @@ def test_wrong_service_only_with_an_identified_answer() -> None:
     assert unknown.ok and any(c.name == "service" and c.passed is None for c in unknown.checks)
 
 
+def test_unread_sockets_are_not_taken_for_no_listener() -> None:
+    silent = ProbeResult("timeout", "ETIMEDOUT", 1.0, None)
+    diagnosis = decide(_facts(listeners=(), sockets_read=False, probe=silent), explain=True)
+    assert Code.NO_LISTENER not in {f.code for f in diagnosis.findings}
+    assert diagnosis.certainty == "partial"
+    assert any(c.name == "listener" and c.passed is None for c in diagnosis.checks)
+
+
 def test_name_not_resolved_names_the_source() -> None:
     facts = _facts(
         resolution=Resolution(

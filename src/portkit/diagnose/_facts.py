@@ -106,6 +106,7 @@ class ReachFacts:
     inspectable: bool = False  # the whole path is namespaces of this host
     dnat: tuple[str, int] | None = None  # where NAT on the path sends the packet
     listeners: tuple[ListenerFacts, ...] = ()  # on the port (and the NAT port), every namespace
+    sockets_read: bool = True  # the server's socket table was read (else nothing is said of it)
     # Namespaces with an address in a subnet of the server's (its containers): label -> that address.
     neighbours: dict[str, str] = field(default_factory=dict)
     overflows: int | None = None  # the server's ListenOverflows growth during the probe

@@ -101,6 +101,8 @@ def _accepts(facts: ReachFacts, lst: ListenerFacts, address: str) -> bool:
 def _family_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
     if facts.server is None or facts.address is None:
         return [], Check("address family", None, "the server side is not on this host")
+    if not facts.sockets_read:
+        return [], Check("address family", None, f"the sockets of {facts.server} could not be read")
     address, port = _final(facts)
     here = _server_listeners(facts, port)
     family = _family(address)
@@ -389,6 +391,8 @@ def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
                 )
             ], Check("listener", False, ev.showed)
         return [], Check("listener", None, "the server side is not on this host: only the probe tells")
+    if not facts.sockets_read:
+        return [], Check("listener", None, f"the sockets of {facts.server} could not be read")
     address, port = _final(facts)
     here = _server_listeners(facts, port)
     family = _family(address)
@@ -752,6 +756,9 @@ def diagnose_reach(
         listeners, warnings = facts_io.listeners_on(inspected, ports, protocol)
     except Exception as exc:  # a socket table that cannot be read is a limit, not a crash
         listeners, warnings = [], [f"the socket tables could not be read: {exc}"]
+    sockets_read = server is not None and not any(
+        w.startswith(f"sockets of {server.label} ") or w.startswith("the socket tables") for w in warnings
+    )
     limits.extend(w for w in warnings if not any(label in w for label in unseen))
     dual_stack = None
     final_address, final_port = dnat or (address, port)
@@ -799,6 +806,7 @@ def diagnose_reach(
         dnat=dnat,
         listeners=tuple(listeners),
         neighbours=near,
+        sockets_read=sockets_read,
         dual_stack=dual_stack,
         overflows=(after - before) if before is not None and after is not None else None,
         overflow_total=after,
