@@ -8,6 +8,7 @@ recv() is seen, which is still the kernel's verdict on the packet's fate.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -58,6 +59,7 @@ class ProbeResult:
     source: str | None  # our address and port, as bound
     answer: Answer | None = None
     reply: bytes = b""  # what a UDP service sent back
+    thread: int = 0  # the native id of the thread that probed (the kernel's drop reasons name it)
 
     def __str__(self) -> str:
         text = self.outcome + (f" ({self.errno_name})" if self.errno_name else "")
@@ -133,6 +135,48 @@ def _answers(
     return found
 
 
+# An ICMP error about a connecting socket's SYN -> the errno connect() would report. The kernel
+# may not report it at all: an error that arrives while connect() still holds the socket (a
+# veth delivers the answer inside the sender's own transmit) is only a "soft" error, and the
+# connection keeps retrying. The raw socket saw it, so the probe ends there.
+_ICMP_ERRNO = {
+    "icmp net-unreachable": errno.ENETUNREACH,
+    "icmp host-unreachable": errno.EHOSTUNREACH,
+    "icmp port-unreachable": errno.ECONNREFUSED,
+    "icmp net-prohibited": errno.EHOSTUNREACH,
+    "icmp host-prohibited": errno.EHOSTUNREACH,
+    "icmp admin-prohibited": errno.EHOSTUNREACH,
+}
+
+
+def _connect_outcome(
+    sock: socket.socket,
+    icmp: socket.socket | None,
+    tcp: socket.socket | None,
+    address: str,
+    port: int,
+    sport: int,
+    timeout: float,
+) -> tuple[int, Answer | None]:
+    """Wait for a non-blocking connect: its errno, and the ICMP error that ended it (if one did)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    if icmp is not None:
+        poller.register(icmp, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return errno.ETIMEDOUT, None
+        ready = dict(poller.poll(left * 1000))
+        if sock.fileno() in ready:
+            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), None
+        if icmp is not None and icmp.fileno() in ready:
+            for answer_port, answer in _answers(icmp, None, address, port):
+                if answer_port == sport and answer.kind in _ICMP_ERRNO:
+                    return _ICMP_ERRNO[answer.kind], answer
+
+
 def probe_tcp(namespace: Namespace, address: str, port: int, timeout: float) -> ProbeResult:
     """connect() to address:port from `namespace`, watching for the answer when root."""
 
@@ -146,20 +190,16 @@ def probe_tcp(namespace: Namespace, address: str, port: int, timeout: float) -> 
         try:
             sock.setblocking(False)
             code = sock.connect_ex((address, port))
-            if code == errno.EINPROGRESS:
-                code = (
-                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if _wait(sock, select.POLLOUT, timeout)
-                    else errno.ETIMEDOUT
-                )
-            elapsed = time.monotonic() - started
             try:
                 here = sock.getsockname()
                 source, sport = f"{here[0]}:{here[1]}", int(here[1])
             except OSError:
                 source, sport = None, -1
             answer = None
-            if watch and code != 0:
+            if code == errno.EINPROGRESS:
+                code, answer = _connect_outcome(sock, icmp, tcp, address, port, sport, timeout)
+            elapsed = time.monotonic() - started
+            if watch and code != 0 and answer is None:
                 time.sleep(0.01)  # the raw copy of the answer is queued with the socket's
                 answer = next((a for p, a in _answers(icmp, tcp, address, port) if p == sport), None)
             outcome = _OUTCOMES.get(code, "error")
@@ -172,7 +212,7 @@ def probe_tcp(namespace: Namespace, address: str, port: int, timeout: float) -> 
                 if raw is not None:
                     raw.close()
 
-    return run_in(namespace, work)
+    return run_in(namespace, lambda: dataclasses.replace(work(), thread=threading.get_native_id()))
 
 
 def probe_udp(
@@ -205,7 +245,7 @@ def probe_udp(
         finally:
             sock.close()
 
-    return run_in(namespace, work)
+    return run_in(namespace, lambda: dataclasses.replace(work(), thread=threading.get_native_id()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +296,7 @@ def traceroute_tcp(
                 poller = select.poll()
                 poller.register(icmp, select.POLLIN)
                 poller.register(tcp, select.POLLIN)
-                poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
+                poller.poll(min(0.05, max(0.0, deadline - time.monotonic())) * 1000)  # stop is looked at
                 for sport, answer in _answers(icmp, tcp, address, port):
                     if sport in sockets:
                         answers.setdefault(sockets[sport], answer)

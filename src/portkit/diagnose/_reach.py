@@ -769,7 +769,7 @@ def diagnose_reach(
     # Past this host's namespaces only the probe can tell, and silence is then the likely
     # answer: a TCP traceroute to the port (root) runs beside what is left of the probe's wait,
     # and stops as soon as the probe is answered.
-    uninspectable = server is None or not inspectable
+    uninspectable = not inspectable  # the walk left this host (a route that fails here needs no trace)
     tracing: list[list[Hop]] = []
     tracer = None
     answered = threading.Event()
