@@ -168,7 +168,7 @@ def _route_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
         not findings
         and probe is not None
         and probe.answer is not None
-        and "net-unreachable" in probe.answer.kind
+        and probe.answer.kind in ("icmp net-unreachable", "icmp host-unreachable")
     ):
         ev = Evidence("the probe's answer", Source.PROBE, str(probe.answer))
         summary = f"{probe.answer.sender} answered that it has no route to {facts.address}"
@@ -609,7 +609,14 @@ def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]
             if not facts.inspectable
             else "somewhere this diagnosis could not see"
         )
-        summary = f"no answer: the packets are filtered {where} (silence after {last})"
+        answer = probe.answer
+        if answer is not None and "prohibited" in answer.kind:
+            summary = (
+                f"refused by a filter {where}: {answer.kind} from {answer.sender} "
+                f"(TTL {answer.ttl} on arrival)"
+            )
+        else:
+            summary = f"no answer: the packets are filtered {where} (silence after {last})"
         return [
             Finding(
                 Code.FILTERED_UPSTREAM,

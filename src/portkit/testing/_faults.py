@@ -64,6 +64,11 @@ COMMIT
 """
 
 
+# The remote network answers this port with ICMP admin-prohibited (a filtering router's
+# answer), every other TCP port with silence.
+PROHIBITED_PORT = 40443
+
+
 class _Listener:
     """A socket bound inside a namespace by this process; a thread accepts (or not)."""
 
@@ -182,7 +187,9 @@ class ReachLab:
             remote.ip("route", "add", "default", "via", n(5, 1))
             remote.nft(
                 "table inet remote { chain input {\n"
-                "  type filter hook input priority 0; tcp dport 1-65535 drop\n}\n}\n"
+                "  type filter hook input priority 0;\n"
+                f"  tcp dport {PROHIBITED_PORT} reject with icmpx admin-prohibited\n"
+                "  tcp dport 1-65535 drop\n}\n}\n"
             )
             self.router.ip("route", "add", f"{n(9, 0)}/24", "via", n(5, 2))
             self._remote_fd = os.open(f"/run/netns/{remote.name}", os.O_RDONLY | os.O_CLOEXEC)
@@ -501,6 +508,9 @@ CASES: tuple[FaultCase, ...] = (
             Target(lab.server_address, p),
         )[2],
         lambda lab, p: _drop_table(lab, lab.server),
+    ),
+    FaultCase(
+        "upstream-prohibited", "FILTERED_UPSTREAM", lambda lab, p: Target(lab.remote_address, PROHIBITED_PORT)
     ),
     FaultCase("router-no-route", "NO_ROUTE", lambda lab, p: Target(lab.net(7, 7), p)),
     FaultCase("no-listener-udp", "NO_LISTENER", lambda lab, p: Target(lab.server_address, p, udp=True)),
