@@ -206,14 +206,29 @@ def resolve(view: NsView, host: str, transport: Transport, timeout: float) -> Re
 # --- the firewall of one namespace -------------------------------------------------------------
 
 
-_RULESETS: dict[str, tuple[Ruleset | None, str]] = {}
+# Rulesets read during one diagnosis (a namespace met twice on the path is read once); per
+# thread, so diagnoses running in two threads never share one.
+_CACHE = threading.local()
+
+
+def _rulesets() -> dict[str, tuple[Ruleset | None, str]]:
+    found: dict[str, tuple[Ruleset | None, str]] | None = getattr(_CACHE, "rulesets", None)
+    if found is None:
+        found = _CACHE.rulesets = {}
+    return found
+
+
+def forget_rulesets() -> None:
+    """Start a diagnosis afresh: firewalls are read again."""
+    _rulesets().clear()
 
 
 def _ruleset(view: NsView) -> tuple[Ruleset | None, str]:
     """The live ruleset of `view` (cached for one diagnosis), or why it could not be read."""
     key = view.label
-    if key in _RULESETS:
-        return _RULESETS[key]
+    cache = _rulesets()
+    if key in cache:
+        return cache[key]
     from portkit.errors import PortkitError
     from portkit.firewall import read_live
 
@@ -226,7 +241,7 @@ def _ruleset(view: NsView) -> tuple[Ruleset | None, str]:
             found = (read_live(view.netns_name), "")
         except (PortkitError, OSError) as exc:
             found = (None, str(exc))
-    _RULESETS[key] = found
+    cache[key] = found
     return found
 
 

@@ -753,7 +753,7 @@ def diagnose_reach(
 
     prober = threading.Thread(target=run_probe, daemon=True, name="diagnose probe")
     prober.start()
-    facts_io._RULESETS.clear()
+    facts_io.forget_rulesets()
     hops, source, server, dnat, inspectable = facts_io.walk(views, client, address, port, protocol)
     before = facts_io.overflow_counter(server) if server is not None and root else None
     ports = {port} | ({dnat[1]} if dnat else set())
