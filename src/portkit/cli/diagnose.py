@@ -21,10 +21,10 @@ from portkit.cli.output import emit_json, json_option
 from portkit.errors import UsageError, quote
 
 if TYPE_CHECKING:
-    from portkit.diagnose._model import Diagnosis
+    from portkit.diagnose import Diagnosis
 
 PID_MAX = 1 << 22
-DEFAULT_TIMEOUT = 2.0
+DEFAULT_TIMEOUT = 1.0
 
 
 @contextmanager
@@ -59,7 +59,7 @@ def _progress(what: str) -> Iterator[None]:
 
 
 def _render(diagnosis: Diagnosis, as_json: bool, explain: bool) -> None:
-    from portkit.diagnose._render import diagnosis_json, diagnosis_lines
+    from portkit.diagnose import diagnosis_json, diagnosis_lines
 
     if as_json:
         emit_json(diagnosis_json(diagnosis))
@@ -67,22 +67,6 @@ def _render(diagnosis: Diagnosis, as_json: bool, explain: bool) -> None:
         for line in diagnosis_lines(diagnosis, explain=explain):
             click.echo(line)
     sys.exit(0 if diagnosis.ok else 1)
-
-
-def _from_netns(text: str | None) -> str | None:
-    """`--from`: an `ip netns` name or a /proc/PID/ns/net path, checked before any work."""
-    if text is None:
-        return None
-    from pathlib import Path
-
-    if text.startswith("/"):
-        if not Path(text).exists():
-            raise UsageError(f"invalid --from {quote(text)}: no such file (expected /proc/PID/ns/net)")
-        return text
-    from portkit.sockets._netns import named_namespace
-
-    named_namespace(text)  # a UsageError naming the bad input when there is no such namespace
-    return text
 
 
 @click.command()
@@ -130,20 +114,18 @@ def diagnose(
         raise UsageError("missing target: expected HOST:PORT[/tcp|/udp] or --bind [ADDR:]PORT[/PROTO]")
     if pid is not None or user is not None:
         raise UsageError("invalid options: --pid and --user apply to --bind")
-    from portkit.diagnose._target import parse_reach_target
+    from portkit.diagnose import parse_reach_target
 
     parsed = parse_reach_target(target)
-    netns = _from_netns(from_netns)
     if expect is not None and not expect.strip():
         raise UsageError("invalid --expect '': expected a service name such as http or ssh")
-    import portkit.diagnose
+    from portkit.diagnose import diagnose_reach
 
-    diagnose_reach = portkit.diagnose.diagnose_reach
     run: Callable[[], Diagnosis] = lambda: diagnose_reach(  # noqa: E731
         parsed.host,
         parsed.port,
         parsed.transport,
-        from_netns=netns,
+        from_netns=from_netns,
         timeout=timeout,
         expect=expect.strip().lower() if expect else None,
         explain=explain,
@@ -154,7 +136,7 @@ def diagnose(
 
 
 def _bind(text: str, pid: int | None, user: str | None, as_json: bool, explain: bool) -> None:
-    from portkit.diagnose._target import parse_bind_target
+    from portkit.diagnose import parse_bind_target
 
     parsed = parse_bind_target(text)
     uid: int | None = None
