@@ -257,7 +257,7 @@ def _engine_tuning(environ: Mapping[str, str]) -> dict[str, Any]:
         tuning["thread_after"] = value
     copy = environ.get("PORTKIT_SPLICE_COPY", "").strip()
     if copy:
-        from portkit.forward._splice import COPY_MODES
+        from portkit.forward import COPY_MODES
 
         if copy not in COPY_MODES:
             raise UsageError(

@@ -29,6 +29,7 @@ from portkit.forward._rules import (
     parse_listen,
     parse_target,
 )
+from portkit.forward._splice import COPY_MODES
 from portkit.forward._state import TRANSITIONS, ConnectionState, Event, ForwardAction, State
 from portkit.forward._stats import ForwarderStats, RuleStats
 from portkit.forward._udptable import ClientTable
@@ -40,6 +41,7 @@ load_forward_config = load_config
 forward_stats = query_stats
 
 __all__ = [
+    "COPY_MODES",
     "ENGINES",
     "MAX_TIMEOUT",
     "TRANSITIONS",
