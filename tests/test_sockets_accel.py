@@ -3,7 +3,8 @@
 Both must give the same results, byte for byte: random buffers of socket messages (both
 families, every field's range, mixed sizes, types and families for the column check and for
 cutting mixed buffers to equal rows), and the real socket table of this host, with and without
-processes. The one-walk TCP dump (TCPDIAG_GETSOCK) is held to the per-family dumps on a
+processes. The fd-link reader (portkit.sockets._fdlinks) is held to its Python reference on
+processes holding known sockets. The one-walk TCP dump (TCPDIAG_GETSOCK) is held to the per-family dumps on a
 namespace holding both families, TIME-WAIT and listening sockets.
 """
 
@@ -350,3 +351,62 @@ def test_every_path_releases_its_buffer() -> None:
             call()
         held.append(0)
         held.pop()
+
+
+FD_HOLDER = r"""
+import socket, sys
+held = [socket.socket() for _ in range(50)]
+held += [socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) for _ in range(20)]
+held += list(socket.socketpair())
+files = [open("/dev/null") for _ in range(10)]
+print(" ".join(str(s.fileno()) for s in held), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_fd_links_read_alike_in_c_and_python() -> None:
+    import os
+
+    from portkit.sockets import _fdlinks, _procs
+
+    command = [sys.executable, "-c", FD_HOLDER]
+    holder = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        fds = holder.stdout.readline().split()
+        expected = {os.stat(f"/proc/{holder.pid}/fd/{fd}").st_ino for fd in fds}
+        for pid in (holder.pid, os.getpid()):
+            directory = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                in_c = _fdlinks.socket_inodes(directory)
+                in_python = _procs._socket_inodes_py(directory)
+                assert in_c == in_python
+                assert _fdlinks.socket_inodes(directory) == in_c  # the descriptor is left as it was
+            finally:
+                os.close(directory)
+            if pid == holder.pid:
+                assert set(in_c) == expected and len(in_c) == len(fds)
+        # The holders map: every holder socket maps to the holder, with and without C.
+        wanted = set(expected)
+        with_c, in_python = _both_procs(lambda: _procs.find_owners(wanted).owners)
+        assert with_c == in_python
+        assert all(holder.pid in with_c[inode] for inode in expected)  # type: ignore[index]
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    with pytest.raises(OSError):
+        _fdlinks.socket_inodes(-1)
+    assert _procs._socket_inodes(-1) == []
+
+
+def _both_procs(work: Callable[[], object]) -> tuple[object, object]:
+    """`work()` with portkit.sockets._fdlinks, then with the Python path."""
+    from portkit.sockets import _procs
+
+    with_c = work()
+    saved = getattr(_procs, "_fdlinks")  # noqa: B009 (private: mypy would refuse)
+    setattr(_procs, "_fdlinks", None)  # noqa: B010
+    try:
+        return with_c, work()
+    finally:
+        setattr(_procs, "_fdlinks", saved)  # noqa: B010

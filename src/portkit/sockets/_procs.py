@@ -1,8 +1,10 @@
 """Who holds a socket: the inode -> process map from /proc/*/fd, and what each process is.
 
 The map is built once per command and only when the output needs processes. Every process's
-fd table is read (a shared socket has several holders), but within one process the reading
-stops once it holds every wanted inode.
+fd table is read (a shared socket has several holders). Reading the links of a process's fds
+is the hot loop on a busy host (one readlinkat per fd, as with `ss -p` and lsof): it has a C
+twin, portkit.sockets._fdlinks, used when built; the Python path (the reference) stops
+reading a process's fds once it holds every wanted inode, the C one reads them all in less.
 
 `parse_cgroup` and `parse_docker_proxy` are pure; the rest reads /proc (and, for container
 names, the docker API socket when it exists).
@@ -18,6 +20,11 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from portkit.sockets._process import ProcessInfo
+
+try:
+    from portkit.sockets import _fdlinks
+except ImportError:  # installed without a C compiler: _socket_inodes_py does the same work
+    _fdlinks = None  # type: ignore[assignment]
 
 _SOCKET_PREFIX = "socket:["
 
@@ -93,6 +100,20 @@ def _add_all(owners: dict[int, tuple[int, ...]], pid: int, inodes: list[int]) ->
 
 
 def _add_wanted(owners: dict[int, tuple[int, ...]], pid: int, fd_dir: int, targets: frozenset[int]) -> None:
+    """Add this process as a holder of each wanted inode it holds (once, however many fds)."""
+    if _fdlinks is not None:
+        seen: set[int] = set()
+        for inode in _socket_inodes(fd_dir):
+            if inode in targets and inode not in seen:
+                seen.add(inode)
+                owners[inode] = (*owners.get(inode, ()), pid)
+        return
+    _add_wanted_py(owners, pid, fd_dir, targets)
+
+
+def _add_wanted_py(
+    owners: dict[int, tuple[int, ...]], pid: int, fd_dir: int, targets: frozenset[int]
+) -> None:
     """Read fds one by one and stop once this process holds every wanted inode: a server's
     listener is usually among its first fds, before the thousands of connections it accepted."""
     readlink = os.readlink
@@ -118,7 +139,19 @@ def _add_wanted(owners: dict[int, tuple[int, ...]], pid: int, fd_dir: int, targe
 
 
 def _socket_inodes(fd_dir: int) -> list[int]:
-    """The socket inodes among one process's open fds (the fd directory opened as `fd_dir`)."""
+    """The socket inodes among one process's open fds (the fd directory opened as `fd_dir`), in
+    directory order: in C by portkit.sockets._fdlinks when it is built, else `_socket_inodes_py`
+    (tests run both and require the same list)."""
+    if _fdlinks is not None:
+        try:
+            return _fdlinks.socket_inodes(fd_dir)
+        except OSError:
+            return []
+    return _socket_inodes_py(fd_dir)
+
+
+def _socket_inodes_py(fd_dir: int) -> list[int]:
+    """`_socket_inodes` in Python: the reference, and the path without a C compiler."""
     readlink = os.readlink
     try:
         names = os.listdir(fd_dir)
