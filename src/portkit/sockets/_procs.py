@@ -170,17 +170,28 @@ def _socket_inodes_py(fd_dir: int) -> list[int]:
     return [int(link[8:-1]) for link in links if link.startswith(_SOCKET_PREFIX)]
 
 
-_CONTAINER_PATTERNS = (
-    (re.compile(r"docker-([0-9a-f]{64})\.scope"), "docker"),
-    (re.compile(r"/docker/([0-9a-f]{64})"), "docker"),
-    (re.compile(r"libpod-(?:conmon-)?([0-9a-f]{64})\.scope"), "podman"),
-    (re.compile(r"/libpod_parent/libpod-([0-9a-f]{64})"), "podman"),
-    (re.compile(r"cri-containerd-([0-9a-f]{64})\.scope"), "containerd"),
-    (re.compile(r"crio-(?:conmon-)?([0-9a-f]{64})\.scope"), "cri-o"),
-    (re.compile(r"/kubepods[^ ]*/([0-9a-f]{64})"), "containerd"),
-    (re.compile(r"/containerd/[^/]+/([0-9a-f]{64})"), "containerd"),
+# Compiled on first use (parse_cgroup), not at import: `portkit who` and `ls -p` import this
+# module on every run, and most runs describe no process whose cgroup needs them.
+_CONTAINER_PATTERN_TEXT = (
+    (r"docker-([0-9a-f]{64})\.scope", "docker"),
+    (r"/docker/([0-9a-f]{64})", "docker"),
+    (r"libpod-(?:conmon-)?([0-9a-f]{64})\.scope", "podman"),
+    (r"/libpod_parent/libpod-([0-9a-f]{64})", "podman"),
+    (r"cri-containerd-([0-9a-f]{64})\.scope", "containerd"),
+    (r"crio-(?:conmon-)?([0-9a-f]{64})\.scope", "cri-o"),
+    (r"/kubepods[^ ]*/([0-9a-f]{64})", "containerd"),
+    (r"/containerd/[^/]+/([0-9a-f]{64})", "containerd"),
 )
-_UNIT = re.compile(r"[^/]+\.(?:service|scope)$")
+
+
+@functools.cache
+def _container_patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+    return tuple((re.compile(text), runtime) for text, runtime in _CONTAINER_PATTERN_TEXT)
+
+
+@functools.cache
+def _unit_pattern() -> re.Pattern[str]:
+    return re.compile(r"[^/]+\.(?:service|scope)$")
 
 
 @dataclass(frozen=True)
@@ -195,7 +206,7 @@ class CgroupPlace:
 def parse_cgroup(text: str) -> CgroupPlace:
     """The systemd unit (`ssh.service`) and container id from a /proc/PID/cgroup file (v1 or v2)."""
     for line in text.splitlines():
-        for pattern, runtime in _CONTAINER_PATTERNS:
+        for pattern, runtime in _container_patterns():
             found = pattern.search(line)
             if found:
                 return CgroupPlace(unit="", container=found.group(1), runtime=runtime)
@@ -206,7 +217,7 @@ def parse_cgroup(text: str) -> CgroupPlace:
         if len(parts) != 3 or parts[1] not in ("", "name=systemd"):
             continue
         for part in reversed(parts[2].split("/")):
-            if _UNIT.match(part):
+            if _unit_pattern().match(part):
                 unit = part
                 break
         if unit:
