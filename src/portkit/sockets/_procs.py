@@ -16,10 +16,10 @@ import functools
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from itertools import repeat
 
 from portkit.sockets._process import ProcessInfo
+from portkit.sockets._value import FrozenValue
 
 try:
     from portkit.sockets import _fdlinks
@@ -40,17 +40,37 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
-@dataclass
 class OwnerMap:
     """inode -> pids holding it, and whether every process's fd table could be read.
 
     The pid tuples are shared: every socket held by one process alone maps to the same
-    `(pid,)`, which keeps the map cheap to build and to look processes up from.
+    `(pid,)`, which keeps the map cheap to build and to look processes up from. A plain
+    mutable record (find_owners fills it in), without dataclasses (portkit.sockets, "Import cost").
     """
 
-    owners: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    complete: bool = True
-    hidden_pids: int = 0
+    __slots__ = ("complete", "hidden_pids", "owners")
+
+    def __init__(
+        self, owners: dict[int, tuple[int, ...]] | None = None, complete: bool = True, hidden_pids: int = 0
+    ) -> None:
+        self.owners: dict[int, tuple[int, ...]] = {} if owners is None else owners
+        self.complete = complete
+        self.hidden_pids = hidden_pids
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, OwnerMap)
+        return self._values() == other._values()
+
+    def _values(self) -> tuple[dict[int, tuple[int, ...]], bool, int]:
+        return self.owners, self.complete, self.hidden_pids
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a non-frozen dataclass
+
+    def __repr__(self) -> str:
+        owners, complete, hidden = self._values()
+        return f"OwnerMap(owners={owners!r}, complete={complete!r}, hidden_pids={hidden!r})"
 
 
 def find_owners(wanted: set[int] | None) -> OwnerMap:
@@ -194,13 +214,19 @@ def _unit_pattern() -> re.Pattern[str]:
     return re.compile(r"[^/]+\.(?:service|scope)$")
 
 
-@dataclass(frozen=True)
-class CgroupPlace:
+class CgroupPlace(FrozenValue):
     """Where /proc/PID/cgroup puts a process: its systemd unit and container, if any."""
 
-    unit: str = ""
-    container: str = ""
-    runtime: str = ""
+    _fields = ("unit", "container", "runtime")
+    __slots__ = _fields
+    unit: str
+    container: str
+    runtime: str
+
+    def __init__(self, unit: str = "", container: str = "", runtime: str = "") -> None:
+        object.__setattr__(self, "unit", unit)
+        object.__setattr__(self, "container", container)
+        object.__setattr__(self, "runtime", runtime)
 
 
 def parse_cgroup(text: str) -> CgroupPlace:
@@ -225,15 +251,26 @@ def parse_cgroup(text: str) -> CgroupPlace:
     return CgroupPlace(unit=unit)
 
 
-@dataclass(frozen=True)
-class DockerProxy:
+class DockerProxy(FrozenValue):
     """What a `docker-proxy` process forwards: host ip:port -> container ip:port."""
 
+    _fields = ("protocol", "host_ip", "host_port", "container_ip", "container_port")
+    __slots__ = _fields
     protocol: str
     host_ip: str
     host_port: int
     container_ip: str
     container_port: int
+
+    def __init__(
+        self, protocol: str, host_ip: str, host_port: int, container_ip: str, container_port: int
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "protocol", protocol)
+        setter(self, "host_ip", host_ip)
+        setter(self, "host_port", host_port)
+        setter(self, "container_ip", container_ip)
+        setter(self, "container_port", container_port)
 
 
 def parse_docker_proxy(cmdline: Iterable[str]) -> DockerProxy | None:
