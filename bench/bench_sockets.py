@@ -9,7 +9,7 @@ both measured alternately in the same run, and their ratio against the goal from
 - `timewait`: N/2 established connections plus N connections opened and closed by the client
   first, so that half the table is TIME-WAIT (the kernel interleaves those shorter records with
   the full sockets' ones in its dump).
-- `60k`: 30,000 established connections (60,001 sockets).
+- `60k`: 30,000 established connections (60,000 sockets, and a listener per holder pair).
 - `udp`: N established connections plus N/2 UDP sockets (half of them connected); portkit lists
   TCP and UDP, so it is compared with `ss -tuan` as well as `ss -tan`.
 - `host`: the host's own namespace (what other programs hold there included), plus
