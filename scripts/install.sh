@@ -76,7 +76,9 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 if ! .venv/bin/python -c 'import portkit, click, rich, pytest, hypothesis' 2>/dev/null \
-    || [ pyproject.toml -nt .venv/.portkit-installed ]; then
+    || [ pyproject.toml -nt .venv/.portkit-installed ] || [ setup.py -nt .venv/.portkit-installed ] \
+    || [ -n "$(find src -name '*.c' -newer .venv/.portkit-installed 2>/dev/null | head -n 1)" ]; then
+    # (a changed setup.py or C source means an extension to build)
     .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
     touch .venv/.portkit-installed
 fi
