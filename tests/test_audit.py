@@ -220,8 +220,11 @@ def test_fail_on_and_sarif(audit_lab: AuditLab, tmp_path: Path) -> None:
     results = sarif["runs"][0]["results"]
     assert {r["ruleId"] for r in results} >= {"WRONG_OWNER", "RISKY_SERVICE", "STALE_RULE"}
     assert all(
-        r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == str(policy) for r in results
+        r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == policy.as_uri() for r in results
     )
+    from test_audit_sarif import validate_sarif
+
+    validate_sarif(sarif)
 
 
 def _check_sarif(sarif: dict[str, Any]) -> None:
@@ -307,6 +310,12 @@ def test_stale_rule_only_where_nothing_listens() -> None:
         "[zones]\nlan = ['10.0.0.0/33']",
         "not toml at all [",
         "[[service]]\nport = true\nreach = 'any'",
+        "version = 1.0",  # 1.0 == 1 in Python; the policy format's version is a whole number
+        "version = true",
+        "[[service]]\nport = 22\nreach = 'any'\nowner = '" + "x" * 300 + "'",
+        "[[service]]\nport = 22.0\nreach = 'any'",
+        "service = [1, 2]",
+        "[zones]\nlan = [1]",
     ],
 )
 def test_bad_policy_is_one_line(text: str) -> None:

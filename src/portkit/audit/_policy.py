@@ -102,7 +102,7 @@ def parse_exposure_policy(text: str, *, source: str = "policy") -> ExposurePolic
     if unknown:
         raise _bad(source, "key", unknown[0], f"expected one of {', '.join(sorted(_TOP_KEYS))}")
     version = data.get("version", POLICY_VERSION)
-    if version != POLICY_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != POLICY_VERSION:  # 1.0 == 1 and True == 1 in Python
         raise _bad(source, "version", version, f"this portkit reads policy version {POLICY_VERSION}")
     lan = DEFAULT_LAN
     zones = data.get("zones", {})
@@ -153,7 +153,7 @@ def _service(entry: object, where: str) -> DeclaredService:
     for key in ("owner", "netns", "note"):
         value = entry.get(key, "")
         if not isinstance(value, str) or len(value) > 256 or "\n" in value:
-            raise _bad(where, key, value, "expected a one-line string")
+            raise _bad(where, key, value, "expected a one-line string of at most 256 characters")
         strings[key] = value
     return DeclaredService(
         port,
