@@ -1,0 +1,180 @@
+"""`portkit audit`'s reach per zone against real connections from a namespace in that zone.
+
+A server namespace with a LAN side (lan0, 10.78.0.1/24) and a WAN side carrying the default route
+(wan0, 203.0.113.1/24), an nftables input chain that admits ports by interface, by source, by
+destination address, by rejecting or dropping; listeners on every interface, on one address, on
+loopback and dual-stack. A LAN client (10.78.0.2) and a WAN client (203.0.113.2) each route
+everything through the server, as a neighbour on that segment can. For every listener and zone
+the audit calls open or blocked, a TCP connect from that zone to every address of the server the
+listener answers on must agree: open when some connect succeeds, blocked when none does. The
+audit is told nothing about the clients: it reads the server's rules and addresses only.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import needs_root
+from portkit.testing import LabNamespace, connect
+
+PORTKIT = [sys.executable, "-m", "portkit"]
+LAN_ADDR, WAN_ADDR = "10.78.0.1", "203.0.113.1"
+
+RULES = f"""
+table inet filter {{
+    chain input {{
+        type filter hook input priority 0; policy drop;
+        iif "lo" accept
+        ct state established,related accept
+        tcp dport 3001 accept
+        iifname "lan0" tcp dport 3002 accept
+        ip saddr 10.78.0.0/24 tcp dport 3003 accept
+        ip daddr {LAN_ADDR} tcp dport 3004 accept
+        tcp dport 3005 reject with tcp reset
+        iifname "wan0" tcp dport 3006 drop
+        tcp dport 3006 accept
+        tcp dport 3007 accept
+        ip daddr {WAN_ADDR} tcp dport 3008 accept
+        tcp dport 3010 accept
+        tcp dport 3011 accept
+        ip saddr != 10.78.0.0/24 tcp dport 3012 accept
+    }}
+}}
+"""
+
+HOLDER = r"""
+import socket, sys
+held = []
+for spec in sys.argv[1:]:
+    address, port = spec.rsplit(":", 1)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind((address, int(port)))
+    s.listen(64)
+    held.append(s)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+LISTENING = [
+    "0.0.0.0:3001",
+    "0.0.0.0:3002",
+    "0.0.0.0:3003",
+    "0.0.0.0:3004",
+    "0.0.0.0:3005",
+    "0.0.0.0:3006",
+    f"{LAN_ADDR}:3007",  # one address; Linux answers it on any interface (weak host model)
+    "0.0.0.0:3008",
+    "0.0.0.0:3009",  # no rule admits it
+    ":::3010",  # dual-stack: IPv4 clients reach it too
+    "127.0.0.1:3011",  # the firewall admits it, the bind address does not
+    "0.0.0.0:3012",
+]
+
+PROBE = r"""
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+def probe(target):
+    address, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((address, int(port)), timeout=1.5).close()
+        return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "timeout"
+targets = sys.argv[1:]
+with ThreadPoolExecutor(len(targets)) as pool:
+    print(json.dumps(dict(zip(targets, pool.map(probe, targets)))))
+"""
+
+
+class TruthLab:
+    def __init__(self, server: LabNamespace, lan: LabNamespace, wan: LabNamespace) -> None:
+        self.server, self.lan, self.wan = server, lan, wan
+
+    def probe(self, ns: LabNamespace, targets: list[str]) -> dict[str, str]:
+        proc = subprocess.run(
+            ns.command([sys.executable, "-c", PROBE, *targets]),
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        result: dict[str, str] = json.loads(proc.stdout)
+        return result
+
+
+@pytest.fixture(scope="module")
+def truth_lab() -> Iterator[TruthLab]:
+    with LabNamespace("pkat") as server, LabNamespace("pkatl") as lan, LabNamespace("pkatw") as wan:
+        connect(server, "lan0", [f"{LAN_ADDR}/24"], lan, "eth0", ["10.78.0.2/24"])
+        connect(server, "wan0", [f"{WAN_ADDR}/24"], wan, "eth0", ["203.0.113.2/24"])
+        server.ip("route", "add", "default", "via", "203.0.113.2", "dev", "wan0")
+        lan.ip("route", "add", "default", "via", LAN_ADDR, "dev", "eth0")
+        wan.ip("route", "add", "default", "via", WAN_ADDR, "dev", "eth0")
+        server.nft(RULES)
+        holder = subprocess.Popen(
+            server.command([sys.executable, "-c", HOLDER, *LISTENING]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+            yield TruthLab(server, lan, wan)
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
+
+
+def _destinations(item: dict[str, Any], zone: str) -> list[str]:
+    """Every address of the server a client in `zone` can send to for this listener."""
+    port = item["port"]
+    bound = [a for a in item["addresses"] if ":" not in a or a == "::"]
+    if zone == "loopback":
+        hosts = ["127.0.0.1"] if bound[0] in ("0.0.0.0", "::", "127.0.0.1") else bound
+    elif bound[0] in ("0.0.0.0", "::"):
+        hosts = [LAN_ADDR, WAN_ADDR]
+    else:
+        hosts = bound  # 127.0.0.1 from another host is its own loopback: not this listener
+    return [f"{h}:{port}" for h in hosts]
+
+
+@needs_root
+def test_audit_reach_per_zone_agrees_with_real_connects(truth_lab: TruthLab) -> None:
+    proc = subprocess.run(
+        [*PORTKIT, "audit", "--json", "--netns", truth_lab.server.name],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    listeners = {item["port"]: item for item in json.loads(proc.stdout)["listeners"]}
+    assert set(listeners) >= {int(spec.rsplit(":", 1)[1]) for spec in LISTENING}
+    vantage = {"loopback": truth_lab.server, "lan": truth_lab.lan, "any": truth_lab.wan}
+    plan = {
+        (port, zone["zone"]): _destinations(item, zone["zone"])
+        for port, item in listeners.items()
+        for zone in item["zones"]
+    }
+    seen: dict[str, dict[str, str]] = {}
+    for name, ns in vantage.items():
+        targets = sorted({t for (_, zone), ts in plan.items() if zone == name for t in ts})
+        seen[name] = truth_lab.probe(ns, targets)
+    disagreements = []
+    for port, item in sorted(listeners.items()):
+        for zone in item["zones"]:
+            if zone["reach"] == "uncertain":
+                continue
+            results = [seen[zone["zone"]][t] for t in plan[(port, zone["zone"])] if t in seen[zone["zone"]]]
+            real = "open" if "open" in results else "blocked"
+            if real != zone["reach"]:
+                disagreements.append(
+                    f"{port}/{zone['zone']}: audit {zone['reach']} ({zone['how']}), connects {results}"
+                )
+    assert not disagreements, "\n".join(disagreements)
