@@ -368,6 +368,7 @@ def test_block_exec_and_record(watch_lab: WatchLab, tmp_path: Path) -> None:
 def test_bad_input_is_one_line() -> None:
     cases = [["--block", "1m"], ["--interval", "0"], ["--ignore", "not-an-ip"], ["--netns", "no-such-ns-w"]]
     cases += [["--scan-ports", "0"], ["--duration", "forever"]]
+    cases += [["--exec", ""], ["--exec", "  "], ["--ignore", "9" * 300]]  # no hook that runs nothing
     for args in cases:
         proc = subprocess.run(
             [*PORTKIT, "watch", *args], capture_output=True, text=True, timeout=60, check=False

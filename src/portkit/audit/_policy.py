@@ -97,7 +97,11 @@ def parse_exposure_policy(text: str, *, source: str = "policy") -> ExposurePolic
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{source}: not a TOML exposure policy: {exc}") from None
+        raise UsageError(f"{source}: not a TOML exposure policy: {str(exc)[:100]}") from None
+    except (ValueError, RecursionError):  # an integer of over 4,300 digits; arrays nested too deep
+        raise UsageError(
+            f"{source}: not a TOML exposure policy: a number too long or nesting too deep"
+        ) from None
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise _bad(source, "key", unknown[0], f"expected one of {', '.join(sorted(_TOP_KEYS))}")

@@ -12,7 +12,7 @@ import click
 
 from portkit.cli._params import WholeNumber, parse_duration
 from portkit.cli._record import record_options, recording_ledger, this_host
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 
 MAX_HOOKS = 8  # --exec commands running at once; events beyond wait for one to end
 
@@ -145,7 +145,9 @@ def watch(
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            raise UsageError(f"invalid --ignore {address!r}: expected an IPv4 or IPv6 address") from None
+            raise UsageError(f"invalid --ignore {quote(address)}: expected an IPv4 or IPv6 address") from None
+    if hook is not None and not hook.strip():
+        raise UsageError("invalid --exec '': expected a command for sh -c, e.g. 'logger -t portkit'")
     options = WatchOptions(
         interval=parse_duration(interval, "--interval", minimum=0.05),
         scans=scans,
