@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -375,3 +376,111 @@ def test_bad_input_is_one_line() -> None:
         )
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+HOLD_MANY = r"""
+import socket, sys
+held = {}
+for spec in sys.argv[1:]:
+    proto, address, port = spec.split(",")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((address, int(port)))
+    if proto == "tcp":
+        s.listen(8)
+    held[spec] = s
+print("ready", flush=True)
+for line in sys.stdin:  # a spec per line: close that socket
+    held.pop(line.strip()).close()
+    print("closed", flush=True)
+"""
+
+
+def _ss_listeners(ns: LabNamespace) -> set[tuple[str, str, int]]:
+    """(protocol, address, port) of every TCP listener and bound UDP socket, as ss sees them."""
+    out = subprocess.run(
+        ns.command(["ss", "-H", "-l", "-n", "-t", "-u"]),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    found = set()
+    for line in out.splitlines():
+        fields = line.split()
+        address, _, port = fields[4].rpartition(":")
+        address = address.strip("[]").split("%")[0]
+        found.add(({"tcp": "tcp", "udp": "udp"}[fields[0]], "::" if address == "*" else address, int(port)))
+    return found
+
+
+def _documented_keys(heading: str, first: str) -> set[str]:
+    """The keys docs/json.md shows for one event kind: its example line and continuation lines."""
+    text = (Path(__file__).parent.parent / "docs" / "json.md").read_text()
+    section = text[text.index(heading) :]
+    block = section[section.index("```json") + 7 : section.index("```", section.index("```json") + 7)]
+    lines = block.splitlines()
+    start = next(i for i, line in enumerate(lines) if f'"event": "{first}"' in line)
+    chunk = [lines[start]]
+    for line in lines[start + 1 :]:
+        if line.startswith("{"):
+            break
+        chunk.append(line)
+    return set(re.findall(r'"([a-z_]+)":', "\n".join(chunk)))
+
+
+@needs_root
+def test_listener_events_agree_with_ss_and_carry_the_documented_keys(watch_lab: WatchLab) -> None:
+    """ss in the namespace is the oracle: every listener it sees appear (TCP and UDP, IPv4 and
+    IPv6, wildcard and one address) is one listener-opened event, every one it sees go is one
+    listener-closed event, and nothing else is reported."""
+    specs = [
+        "tcp,0.0.0.0,7101",
+        "tcp,::,7102",
+        f"tcp,{TARGET},7103",
+        "tcp,127.0.0.1,7104",
+        "udp,0.0.0.0,7105",
+        "udp,::1,7106",
+        "tcp,::1,7107",
+    ]
+    watcher = watch_lab.watch()
+    holder = None
+    try:
+        before = _ss_listeners(watch_lab.target)
+        watcher.drain()
+        holder = subprocess.Popen(
+            watch_lab.target.command([sys.executable, "-c", HOLD_MANY, *specs]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        time.sleep(2.5)
+        during = _ss_listeners(watch_lab.target)
+        assert holder.stdin is not None
+        for spec in specs[::2]:
+            holder.stdin.write(spec + "\n")
+            holder.stdin.flush()
+            assert holder.stdout.readline().strip() == "closed"
+        time.sleep(2.5)
+        after = _ss_listeners(watch_lab.target)
+        events = watcher.drain()
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait(timeout=10)
+        watcher.stop()
+
+    def seen(kind: str) -> set[tuple[str, str, int]]:
+        return {(e["protocol"], e["address"], e["port"]) for e in events if e["event"] == kind}
+
+    assert len(during - before) == len(specs), (before, during)  # the oracle saw every one
+    assert seen("listener-opened") == during - before, events
+    assert seen("listener-closed") == during - after, events
+    opened = next(e for e in events if e["event"] == "listener-opened")
+    documented = _documented_keys("## `portkit watch --json`", "listener-opened")
+    owner_keys = {"pid", "name", "exe", "user", "unit", "container"}
+    assert documented - owner_keys <= set(opened), (documented, opened)
+    assert owner_keys <= set(opened["owners"][0]), opened
