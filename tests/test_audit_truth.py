@@ -13,9 +13,11 @@ audit is told nothing about the clients: it reads the server's rules and address
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,3 +180,37 @@ def test_audit_reach_per_zone_agrees_with_real_connects(truth_lab: TruthLab) -> 
                     f"{port}/{zone['zone']}: audit {zone['reach']} ({zone['how']}), connects {results}"
                 )
     assert not disagreements, "\n".join(disagreements)
+
+
+def _all_keys(value: object) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _all_keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _all_keys(v)}
+    return set()
+
+
+@needs_root
+def test_audit_json_has_every_documented_key(truth_lab: TruthLab, tmp_path: Path) -> None:
+    """docs/json.md's audit schema against a real run with a policy and a --from scan."""
+    text = (Path(__file__).parent.parent / "docs" / "json.md").read_text()
+    section = text[text.index("## `portkit audit --json`") :]
+    block = section[section.index("```json") + 7 : section.index("```", section.index("```json") + 7)]
+    documented = set(re.findall(r'"([a-z_]+)":', block))
+    joined = block.replace("\n      //", "")
+    inherited = re.search(r"every field of an `overview` listener \(([^)]*)\)", joined)
+    assert inherited is not None, "the audit schema no longer names the overview fields it inherits"
+    documented |= {word.strip() for word in inherited.group(1).split(",")}
+    policy = tmp_path / "exposure.toml"
+    policy.write_text('version = 1\n[[service]]\nport = 3001\nreach = "lan"\nnetns = "*"\n')
+    proc = subprocess.run(
+        [*PORTKIT, "audit", "--json", "--netns", truth_lab.server.name, "--from", truth_lab.lan.name,
+         "--policy", str(policy)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["findings"] and any(item["observations"] for item in document["listeners"])
+    assert len(documented) > 30, documented  # the block was found and read
+    missing = documented - _all_keys(document)
+    assert not missing, f"documented in docs/json.md, absent from `portkit audit --json`: {sorted(missing)}"
