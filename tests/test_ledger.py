@@ -194,6 +194,15 @@ def test_a_missing_ledger_is_said_in_one_line(tmp_path: Path) -> None:
     assert_usage_error(run_main("history", "22", "--db", str(tmp_path)), "is a directory")
 
 
+@pytest.mark.parametrize("command", [("history", "22"), ("ledger", "info"), ("ls", "--record", "--json")])
+def test_a_device_or_fifo_is_no_ledger(command: tuple[str, ...], tmp_path: Path) -> None:
+    """/dev/null made sqlite3 fail mid-transaction (exit 1, its message); a FIFO hung the read."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/null", str(fifo)):
+        assert_usage_error(run_main(*command, "--db", path), "not a regular file")
+
+
 # --- several writers at once -------------------------------------------------------------------
 
 WRITER = textwrap.dedent(
