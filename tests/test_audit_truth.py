@@ -27,6 +27,7 @@ from portkit.testing import LabNamespace, connect
 
 PORTKIT = [sys.executable, "-m", "portkit"]
 LAN_ADDR, WAN_ADDR = "10.78.0.1", "203.0.113.1"
+LAN6, WAN6 = "fd78::1", "2001:db8:78::1"
 
 RULES = f"""
 table inet filter {{
@@ -46,6 +47,9 @@ table inet filter {{
         tcp dport 3010 accept
         tcp dport 3011 accept
         ip saddr != 10.78.0.0/24 tcp dport 3012 accept
+        ip6 daddr {LAN6} tcp dport 3013 accept
+        ip6 saddr fd78::/64 tcp dport 3014 accept
+        meta nfproto ipv6 tcp dport 3015 accept
     }}
 }}
 """
@@ -80,6 +84,9 @@ LISTENING = [
     ":::3010",  # dual-stack: IPv4 clients reach it too
     "127.0.0.1:3011",  # the firewall admits it, the bind address does not
     "0.0.0.0:3012",
+    ":::3013",
+    ":::3014",
+    ":::3015",  # open to IPv6 only: IPv4 clients of the dual-stack socket are dropped
 ]
 
 PROBE = r"""
@@ -87,6 +94,7 @@ import json, socket, sys
 from concurrent.futures import ThreadPoolExecutor
 def probe(target):
     address, port = target.rsplit(":", 1)
+    address = address.strip("[]")
     try:
         socket.create_connection((address, int(port)), timeout=1.5).close()
         return "open"
@@ -116,11 +124,20 @@ class TruthLab:
 @pytest.fixture(scope="module")
 def truth_lab() -> Iterator[TruthLab]:
     with LabNamespace("pkat") as server, LabNamespace("pkatl") as lan, LabNamespace("pkatw") as wan:
-        connect(server, "lan0", [f"{LAN_ADDR}/24"], lan, "eth0", ["10.78.0.2/24"])
-        connect(server, "wan0", [f"{WAN_ADDR}/24"], wan, "eth0", ["203.0.113.2/24"])
+        connect(server, "lan0", [f"{LAN_ADDR}/24", f"{LAN6}/64"], lan, "eth0", ["10.78.0.2/24", "fd78::2/64"])
+        connect(
+            server,
+            "wan0",
+            [f"{WAN_ADDR}/24", f"{WAN6}/64"],
+            wan,
+            "eth0",
+            ["203.0.113.2/24", "2001:db8:78::2/64"],
+        )
         server.ip("route", "add", "default", "via", "203.0.113.2", "dev", "wan0")
-        lan.ip("route", "add", "default", "via", LAN_ADDR, "dev", "eth0")
-        wan.ip("route", "add", "default", "via", WAN_ADDR, "dev", "eth0")
+        server.ip("-6", "route", "add", "default", "via", "2001:db8:78::2", "dev", "wan0")
+        for client, gateway, gateway6 in ((lan, LAN_ADDR, LAN6), (wan, WAN_ADDR, WAN6)):
+            client.ip("route", "add", "default", "via", gateway, "dev", "eth0")
+            client.ip("-6", "route", "add", "default", "via", gateway6, "dev", "eth0")
         server.nft(RULES)
         holder = subprocess.Popen(
             server.command([sys.executable, "-c", HOLDER, *LISTENING]),
@@ -139,14 +156,16 @@ def truth_lab() -> Iterator[TruthLab]:
 def _destinations(item: dict[str, Any], zone: str) -> list[str]:
     """Every address of the server a client in `zone` can send to for this listener."""
     port = item["port"]
-    bound = [a for a in item["addresses"] if ":" not in a or a == "::"]
+    bound = item["addresses"][0]
     if zone == "loopback":
-        hosts = ["127.0.0.1"] if bound[0] in ("0.0.0.0", "::", "127.0.0.1") else bound
-    elif bound[0] in ("0.0.0.0", "::"):
+        hosts = {"0.0.0.0": ["127.0.0.1"], "::": ["127.0.0.1", "::1"]}.get(bound, [bound])
+    elif bound == "0.0.0.0":
         hosts = [LAN_ADDR, WAN_ADDR]
+    elif bound == "::":
+        hosts = [LAN_ADDR, WAN_ADDR, LAN6, WAN6]
     else:
-        hosts = bound  # 127.0.0.1 from another host is its own loopback: not this listener
-    return [f"{h}:{port}" for h in hosts]
+        hosts = [bound]  # 127.0.0.1 from another host is its own loopback: not this listener
+    return [f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts]
 
 
 @needs_root
@@ -168,6 +187,10 @@ def test_audit_reach_per_zone_agrees_with_real_connects(truth_lab: TruthLab) -> 
     for name, ns in vantage.items():
         targets = sorted({t for (_, zone), ts in plan.items() if zone == name for t in ts})
         seen[name] = truth_lab.probe(ns, targets)
+    # The lab is what it should be: weak-host and IPv6-only openings are real.
+    assert seen["any"][f"{LAN_ADDR}:3004"] == "open" and seen["any"][f"[{LAN6}]:3013"] == "open"
+    assert seen["lan"][f"[{LAN6}]:3015"] == "open" and seen["lan"][f"{LAN_ADDR}:3015"] == "timeout"
+    assert seen["any"][f"{WAN_ADDR}:3005"] == "refused"
     disagreements = []
     for port, item in sorted(listeners.items()):
         for zone in item["zones"]:
