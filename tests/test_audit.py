@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import needs_root
 from portkit.audit import (
@@ -23,6 +25,7 @@ from portkit.audit import (
     AuditedListener,
     ExposureClass,
     OpenRule,
+    PolicyEntry,
     Reach,
     Zone,
     ZoneReach,
@@ -356,3 +359,18 @@ def test_bad_cli_input_is_one_line() -> None:
         )
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@given(
+    owner=st.text(max_size=40).filter(lambda s: len(s) <= 256),
+    netns=st.text(st.characters(exclude_characters="\n\r"), max_size=20),
+)
+@settings(max_examples=300, deadline=None)
+def test_init_policy_reads_back_whatever_the_names(owner: str, netns: str) -> None:
+    """A process may be named anything but NUL (prctl PR_SET_NAME): --init escapes it, and a
+    name with a line break, which the policy cannot hold, is left undeclared."""
+    entry = PolicyEntry(22, Transport.TCP, Zone.ANY, owner, netns, "note\tx")
+    policy = parse_exposure_policy(render_policy([entry]), source="init")
+    (service,) = policy.services
+    assert service.netns == netns and service.note == "note\tx"
+    assert service.owner == ("" if "\n" in owner or "\r" in owner else owner)
