@@ -484,3 +484,49 @@ def test_listener_events_agree_with_ss_and_carry_the_documented_keys(watch_lab: 
     owner_keys = {"pid", "name", "exe", "user", "unit", "container"}
     assert documented - owner_keys <= set(opened), (documented, opened)
     assert owner_keys <= set(opened["owners"][0]), opened
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+def test_without_root_what_was_asked_outright_is_refused(watch_lab: WatchLab) -> None:
+    """--scans and --netns NAME cannot be honoured without root: exit 1 with the reason, never a
+    watch that silently reports nothing of what was asked (listener events of this namespace
+    stay available without either)."""
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "HOME=/tmp"]
+    nobody += ["XDG_CONFIG_HOME=/nonexistent-portkit-config"]
+    cases = {
+        ("--scans",): "--scans",
+        ("--netns", watch_lab.target.name): "needs root",
+    }
+    for args, words in cases.items():
+        proc = subprocess.run(
+            [*nobody, *PORTKIT, "watch", "--duration", "1", *args],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 1 and last.startswith("portkit: error:") and words in last, proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [*nobody, *PORTKIT, "watch", "--duration", "1", "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[0])["packets"] is False
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+def test_a_config_this_user_cannot_reach_is_one_line(tmp_path: Path) -> None:
+    """A config under a directory the user may not search (root's, under sudo -u) made
+    Path.exists() raise: an internal error. Now: one line naming it, exit 2."""
+    config = tmp_path / "private" / "portkit" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("record = false\n")
+    (tmp_path / "private").chmod(0o700)
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "HOME=/tmp",
+         f"XDG_CONFIG_HOME={tmp_path / 'private'}", *PORTKIT, "watch", "--duration", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "permission denied" in proc.stderr and "internal error" not in proc.stderr

@@ -51,7 +51,11 @@ def load_config(environ: Mapping[str, str]) -> Config:
     from portkit._textfile import read_text_file
 
     path = config_path(environ)
-    if not path.exists() and not environ.get("PORTKIT_CONFIG"):
+    try:
+        exists = path.exists()
+    except OSError:  # a directory on the way this user may not search: read_text_file says so
+        exists = True
+    if not exists and not environ.get("PORTKIT_CONFIG"):
         return Config()
     text = read_text_file(path, what="config file", limit=1024 * 1024)
     try:

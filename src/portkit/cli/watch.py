@@ -201,8 +201,6 @@ def watch(
     def note(text: str) -> None:
         click.echo(f"note: {text}", err=True)
 
-    if os.geteuid() != 0 and (scans or options.accepts):
-        note("not root: listener events only; root adds packet sockets (scans, accepts per listener)")
     try:
         run_watch(options, emit, notes=note)
     finally:

@@ -115,6 +115,7 @@ class ListenerReader:
         spaces = [n for n in all_namespaces() if not self.namespaces or n.label in self.namespaces]
         rows: list[ListenerRow] = []
         alive = set()
+        denied: list[str] = []
         for space in spaces:
             alive.add(space.inode)
             entry = self.clients.get(space.inode)
@@ -123,7 +124,13 @@ class ListenerReader:
                     continue
                 try:
                     entry = self.clients[space.inode] = (space, run_in(space, SockDiagClient))
-                except (OSError, PermissionNeeded) as exc:
+                except PermissionNeeded:
+                    if self.namespaces:  # named with --netns: watching nothing there would be silent
+                        raise
+                    self.unreadable.add(space.inode)
+                    denied.append(str(space))
+                    continue
+                except OSError as exc:
                     self.unreadable.add(space.inode)
                     self.notes(f"cannot read the sockets of {space}: {exc}")
                     continue
@@ -147,7 +154,10 @@ class ListenerReader:
                 del self.clients[space.inode]
         for inode in [i for i in self.clients if i not in alive]:
             self.clients.pop(inode)[1].close()
-        return rows, spaces
+        if denied:
+            shown = ", ".join(denied[:3]) + (f" and {len(denied) - 3} more" if len(denied) > 3 else "")
+            self.notes(f"cannot read the sockets of {shown}: entering a namespace needs root")
+        return rows, [s for s in spaces if s.inode not in self.unreadable]
 
     def close(self) -> None:
         for _space, client in self.clients.values():
@@ -291,8 +301,12 @@ def run_watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None]
                         try:
                             sock = open_capture(space)
                         except PermissionNeeded as exc:
+                            if options.scans:  # asked for outright: doing less would be silent
+                                raise PermissionNeeded(
+                                    f"--scans: {exc}; without it, drop --scans (listener events only)"
+                                ) from None
                             packets_ok = False
-                            notes(f"{exc}: scans and accept counts are off")
+                            notes(f"{exc}: accept counts are off")
                             break
                         except OSError as exc:
                             unwatchable.add(space.inode)
