@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -237,3 +238,30 @@ def test_audit_json_has_every_documented_key(truth_lab: TruthLab, tmp_path: Path
     assert len(documented) > 30, documented  # the block was found and read
     missing = documented - _all_keys(document)
     assert not missing, f"documented in docs/json.md, absent from `portkit audit --json`: {sorted(missing)}"
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+def test_without_root_a_namespace_it_cannot_read_is_never_reported_empty(truth_lab: TruthLab) -> None:
+    """Without root the sockets of other namespaces cannot be read. --netns / --from naming one
+    is refused (exit 1); without them, a service declared there is DECLARED_DOWN only as uncertain."""
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "HOME=/tmp"]
+    nobody += ["XDG_CONFIG_HOME=/nonexistent-portkit-config", *PORTKIT, "audit"]
+    for option, name in (("--netns", truth_lab.server.name), ("--from", truth_lab.lan.name)):
+        proc = subprocess.run(
+            [*nobody, option, name], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "needs root" in proc.stderr, proc.stderr
+    policy = f'version = 1\n[[service]]\nport = 3001\nreach = "any"\nnetns = "{truth_lab.server.name}"\n'
+    proc = subprocess.run(
+        [*nobody, "--policy", "-", "--json"],
+        input=policy,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (down,) = [f for f in json.loads(proc.stdout)["findings"] if f["code"] == "DECLARED_DOWN"]
+    assert "uncertain" in down["message"] and truth_lab.server.name in down["message"], down

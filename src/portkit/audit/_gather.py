@@ -417,10 +417,12 @@ def run_audit(
     from portkit.sockets import ALL_STATES, SocketQuery, build_overview, list_sockets, registry_facts
 
     lan = policy.lan if policy is not None else tuple(ipaddress.ip_network(n) for n in DEFAULT_LAN)
-    from portkit.sockets import named_namespace
+    from portkit.sockets import named_namespace, run_in
 
     for name in (*vantages, *namespaces):
-        named_namespace(name)  # a UsageError for a namespace that does not exist
+        # A UsageError for a namespace that does not exist; PermissionNeeded (exit 1) for one
+        # this process may not enter: auditing it would report nothing listening there.
+        run_in(named_namespace(name), lambda: None)
     inventory = list_sockets(
         SocketQuery(listening=True, states=ALL_STATES, with_processes=True), all_netns=True
     )
@@ -428,6 +430,11 @@ def run_audit(
         inventory.sockets, [], registry_facts(default_registry()), owner_unknown=inventory.owner_unknown
     )
     limits = list(inventory.warnings)
+    unread = [
+        n.label
+        for n in inventory.namespaces
+        if any(w.startswith(f"skipped network namespace {n}:") for w in limits)
+    ]
     if inventory.root_note():
         limits.append(inventory.root_note())
     listeners = [
@@ -490,4 +497,4 @@ def run_audit(
     for view in views.values():
         if not namespaces or view.label in namespaces:
             stale += open_rules(view, lan)
-    return audit(audited, policy, stale, risk, vantages=vantages, limits=limits)
+    return audit(audited, policy, stale, risk, vantages=vantages, limits=limits, unread=unread)
