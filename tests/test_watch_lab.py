@@ -156,6 +156,8 @@ def test_portkit_scan_is_detected(watch_lab: WatchLab) -> None:
         assert proc.returncode == 0, proc.stderr
         event = watcher.wait_for(_scan_event, 15)
         assert event is not None and event["scan_type"] == "SYN"
+        documented = _documented_keys("## `portkit watch --json`", "scan") - {"blocked"}  # --block only
+        assert documented <= set(event), sorted(documented - set(event))
     finally:
         watcher.stop()
 
