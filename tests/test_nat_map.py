@@ -203,7 +203,7 @@ def test_router_shows_the_gateway_its_protocols_and_mappings(lab: UpnpHome) -> N
 
 
 def test_the_longest_description_accepted_is_listed_as_given(lab: UpnpHome) -> None:
-    description = "Tom's \"game\" \u00e9t\u00e9 server " * 2 + "x" * 11
+    description = 'Tom\'s "game" \u00e9t\u00e9 server ' * 2 + "x" * 11
     assert len(description.encode()) == 63  # the limit is in bytes: each \u00e9 is two
     _map(lab, "20600", str(SERVICE_PORT), "--via", "upnp", "--description", description)
     try:
