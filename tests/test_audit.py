@@ -353,6 +353,8 @@ def test_bad_cli_input_is_one_line() -> None:
         ["--fail-on", "severe"],
         ["--json", "--sarif"],
         ["--policy", "/nonexistent/p.toml"],
+        ["--init", "--json"],  # --init writes a policy: a report option would be ignored
+        ["--init", "--fail-on", "high"],
     ):
         proc = subprocess.run(
             [*PORTKIT, "audit", *args], capture_output=True, text=True, timeout=60, check=False

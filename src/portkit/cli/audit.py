@@ -91,6 +91,9 @@ def audit(
         raise UsageError("--json and --sarif exclude each other: give one of them")
     if init and vantages:
         raise UsageError("--init writes a policy from the firewall model: give --from without --init")
+    if init and (as_json or as_sarif or fail_on):
+        given = "--json" if as_json else "--sarif" if as_sarif else "--fail-on"
+        raise UsageError(f"--init writes a policy, not a report: give {given} without --init")
     policy = None
     if policy_path is not None and not init:
         policy = parse_exposure_policy(read_text_file(policy_path, what="policy file"), source=policy_path)
