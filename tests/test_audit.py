@@ -355,6 +355,7 @@ def test_bad_cli_input_is_one_line() -> None:
         ["--policy", "/nonexistent/p.toml"],
         ["--init", "--json"],  # --init writes a policy: a report option would be ignored
         ["--init", "--fail-on", "high"],
+        ["--netns", "x", "--from", "x"],  # the vantage's listeners are left out: nothing audited
     ):
         proc = subprocess.run(
             [*PORTKIT, "audit", *args], capture_output=True, text=True, timeout=60, check=False

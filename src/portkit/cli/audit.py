@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from portkit.cli.output import ProgressBar, emit_json, emit_table
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 DEFAULT_POLICY = "exposure.toml"
@@ -91,6 +91,12 @@ def audit(
         raise UsageError("--json and --sarif exclude each other: give one of them")
     if init and vantages:
         raise UsageError("--init writes a policy from the firewall model: give --from without --init")
+    both = sorted(set(vantages) & set(namespaces))
+    if both:
+        raise UsageError(
+            f"--from {quote(both[0])} is also given to --netns: the vantage's own listeners are not audited;"
+            " scan from another namespace"
+        )
     if init and (as_json or as_sarif or fail_on):
         given = "--json" if as_json else "--sarif" if as_sarif else "--fail-on"
         raise UsageError(f"--init writes a policy, not a report: give {given} without --init")
