@@ -532,3 +532,49 @@ def test_a_config_this_user_cannot_reach_is_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "permission denied" in proc.stderr and "internal error" not in proc.stderr
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
+def test_a_restart_is_no_change_and_another_program_is_owner_changed(watch_lab: WatchLab) -> None:
+    """The same program back on the port with a new pid is silent; socat taking it over from
+    python is `owner-changed` (or, when a reading fell between the two, closed then opened)."""
+    watcher = watch_lab.watch("--interval", "5s")
+
+    def python_listener() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            watch_lab.target.command([sys.executable, "-c", LISTEN, "7200"]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return proc
+
+    try:
+        first = python_listener()
+        assert watcher.wait_for(lambda e: e["event"] == "listener-opened" and e["port"] == 7200, 8)
+        first.kill()
+        first.wait(timeout=10)
+        second = python_listener()
+        time.sleep(6)
+        restart = [e for e in watcher.drain() if e.get("port") == 7200]
+        second.kill()
+        second.wait(timeout=10)
+        socat = subprocess.Popen(
+            watch_lab.target.command(["socat", "TCP-LISTEN:7200,reuseaddr", "-"]),
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            time.sleep(6)
+            takeover = [e for e in watcher.drain() if e.get("port") == 7200]
+        finally:
+            socat.kill()
+            socat.wait(timeout=10)
+    finally:
+        watcher.stop()
+    assert all(e["event"] in ("listener-closed", "listener-opened") for e in restart), restart
+    kinds = [e["event"] for e in takeover]
+    if kinds == ["owner-changed"]:
+        (changed,) = takeover
+        assert changed["owners"][0]["name"] == "socat" and changed["before"][0]["name"].startswith("python")
+    else:
+        assert kinds == ["listener-closed", "listener-opened"], takeover
