@@ -513,7 +513,9 @@ def test_without_root_what_was_asked_outright_is_refused(watch_lab: WatchLab) ->
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.splitlines()[0])["packets"] is False
+    started = json.loads(proc.stdout.splitlines()[0])
+    # Only what it watches: the namespaces it could not enter are not listed as watched.
+    assert started["packets"] is False and started["namespaces"] == ["(this namespace)"], started
 
 
 @needs_root

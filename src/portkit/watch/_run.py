@@ -324,7 +324,7 @@ def run_watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None]
                         {
                             "event": "watch-started",
                             "time": time.time(),
-                            "namespaces": [str(space) for space in spaces],
+                            "namespaces": [str(s) for s in spaces if s.inode not in reader.unreadable],
                             "packets": bool(by_fd),
                         }
                     )
