@@ -265,3 +265,20 @@ def test_without_root_a_namespace_it_cannot_read_is_never_reported_empty(truth_l
     assert proc.returncode == 0, proc.stderr
     (down,) = [f for f in json.loads(proc.stdout)["findings"] if f["code"] == "DECLARED_DOWN"]
     assert "uncertain" in down["message"] and truth_lab.server.name in down["message"], down
+
+
+@needs_root
+def test_sarif_names_the_command_that_ran_even_in_process(
+    truth_lab: TruthLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """invocations[0].commandLine comes from the parsed options: main(argv) called by another
+    program (here with pytest's own sys.argv) still names the audit, quoted for a shell."""
+    from fixtures_bad_input import run_main
+
+    monkeypatch.setattr(sys, "argv", ["pytest", "-q", "unrelated words"])
+    result = run_main(
+        "audit", "--sarif", "--netns", truth_lab.server.name, "--policy", "-", stdin=b"version = 1\n"
+    )
+    assert result.status == 0, result.stderr
+    (invocation,) = json.loads(result.stdout)["runs"][0]["invocations"]
+    assert invocation["commandLine"] == f"portkit audit --sarif --netns {truth_lab.server.name} --policy -"

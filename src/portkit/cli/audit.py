@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,13 @@ def audit(
             )
         return
     if as_sarif:
-        command = " ".join(["portkit", "audit", *sys.argv[2:]])
+        # Rebuilt from the parsed options, not sys.argv: main(argv) may run in another program.
+        words = ["portkit", "audit", "--sarif"]
+        words += [w for v in vantages for w in ("--from", v)]
+        words += [w for n in namespaces for w in ("--netns", n)]
+        words += ["--policy", policy_path] if policy_path is not None else []
+        words += ["--fail-on", fail_on] if fail_on is not None else []
+        command = shlex.join(words)
         emit_json(render_sarif(report, version=__version__, command=command))
     elif as_json:
         emit_json(report.to_json())
