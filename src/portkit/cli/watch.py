@@ -159,7 +159,8 @@ def watch(
         block=parse_duration(block, "--block", minimum=1) if block is not None else None,
         duration=parse_duration(duration, "--duration", minimum=0) if duration is not None else None,
         max_events=count,
-        ignore=ignore,
+        # As the packet reader writes addresses (inet_ntop): 2001:DB8:0::1 must match 2001:db8::1.
+        ignore=tuple(str(ipaddress.ip_address(address)) for address in ignore),
     )
     ledger = recording_ledger(record, db)
     host = this_host()
