@@ -580,3 +580,24 @@ def test_a_restart_is_no_change_and_another_program_is_owner_changed(watch_lab: 
         assert changed["owners"][0]["name"] == "socat" and changed["before"][0]["name"].startswith("python")
     else:
         assert kinds == ["listener-closed", "listener-opened"], takeover
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed")
+def test_block_never_drops_the_gateway(watch_lab: WatchLab) -> None:
+    """A scan's source address can be forged: --block leaves the namespace's gateway (and its
+    own addresses) alone, says so, and the scan is still reported."""
+    watch_lab.target.ip("route", "add", "default", "via", SCANNER, "dev", "eth0")
+    watcher = watch_lab.watch("--scans", "--block", "1m")
+    try:
+        watch_lab.scanner.run(["nmap", "-n", "-Pn", "-sS", "-p", "1-100", "-T4", TARGET], timeout=120)
+        event = watcher.wait_for(_scan_event, 15)
+        assert event is not None and event["blocked"] is None, event
+        probe = watch_lab.scanner.run(
+            [sys.executable, "-c", f"import socket; socket.create_connection(('{TARGET}', 80), 2)"]
+        )
+        assert probe.returncode == 0, "the gateway was dropped"
+    finally:
+        err = watcher.stop()
+        watch_lab.target.ip("route", "del", "default")
+    assert f"could not block {SCANNER}: it is" in err and "gateway" in err, err

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
+import json
 import os
 import select
 import socket
@@ -196,6 +198,7 @@ class Blocker:
         self.seconds = max(1, int(seconds))
         self.table = f"portkit_watch_{os.getpid()}"
         self.made: dict[str | None, Any] = {}
+        self._protected: dict[str | None, frozenset[str]] = {}
 
     def _nft(self, namespace: Any, script: str) -> None:
         subprocess.run(
@@ -207,7 +210,39 @@ class Blocker:
             check=True,
         )
 
+    def protected(self, namespace: Any) -> frozenset[str]:
+        """The namespace's own addresses and its default gateways: never dropped, since a scan's
+        source address can be forged (a spoofed scan from the gateway would cut the host off)."""
+        if namespace.label in self._protected:
+            return self._protected[namespace.label]
+        found: set[str] = set()
+        for argv in (["ip", "-j", "addr"], ["ip", "-j", "-4", "route"], ["ip", "-j", "-6", "route"]):
+            try:
+                proc = subprocess.run(
+                    namespace.command(argv), capture_output=True, text=True, timeout=10, check=False
+                )
+                rows = json.loads(proc.stdout or "[]")
+            except (OSError, ValueError, subprocess.SubprocessError):
+                continue
+            for row in rows if isinstance(rows, list) else []:
+                if not isinstance(row, dict):
+                    continue
+                for info in row.get("addr_info", []):
+                    found.add(str(info.get("local", "")))
+                if row.get("gateway"):
+                    found.add(str(row["gateway"]))
+        normal = set()
+        for text in found:
+            try:
+                normal.add(str(ipaddress.ip_address(text.split("%")[0])))
+            except ValueError:
+                continue
+        self._protected[namespace.label] = frozenset(normal)
+        return self._protected[namespace.label]
+
     def block(self, namespace: Any, source: str) -> str:
+        if source in self.protected(namespace):
+            raise OSError(f"it is {namespace}'s own address or gateway, and a scan's source can be forged")
         if namespace.label not in self.made:
             self._nft(
                 namespace,
