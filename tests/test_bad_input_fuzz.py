@@ -697,3 +697,27 @@ def test_nat_map_arguments(data: st.DataObject, command: str, stop_before_io: No
     options = [] if which in ("public", "internal") else [which, value]
     gateway = [] if which == "--gateway" else ["--gateway", "192.0.2.1"]
     check(f"nat {command} {which}", run_main("nat", command, *positional, *gateway, *options, "--json"))
+
+
+NAT_CHECK_ARGS = {
+    "public": ["203.0.113.1:8443", "[2001:db8::1]:443", "198.51.100.7:80"],
+    "--timeout": ["3s", "500ms", "1m"],
+    "--router": ["pk-no-such-router"],
+}
+
+
+@settings(FUZZ, max_examples=300 * SCALE)
+@given(data=st.data())
+def test_nat_check_and_rm_arguments(data: st.DataObject, offline: None) -> None:
+    """Stops at the unknown --from namespace at the latest: nothing is probed."""
+    if data.draw(st.booleans()):
+        ident = data.draw(_arg(["tcp-8443", "udp-53", "tcp-203.0.113.1-8443", "tcp-2001:db8::1-443"]))
+        # 1: no rule carries the tag (read from the live ruleset, nothing changed without --apply)
+        check("nat rm ID", run_main("nat", "rm", ident, "--netns", "pk-no-such-netns"), ok=(0, 1))
+        return
+    which = data.draw(st.sampled_from(sorted(NAT_CHECK_ARGS)))
+    value = data.draw(_arg(NAT_CHECK_ARGS[which]))
+    public = value if which == "public" else "203.0.113.1:8443"
+    options = [] if which == "public" else [which, value]
+    result = run_main("nat", "check", public, "--from", "pk-no-such-netns", *options)
+    check(f"nat check {which}", result, invalid=True)  # the namespace does not exist
