@@ -435,6 +435,12 @@ def run_audit(
         for n in inventory.namespaces
         if any(w.startswith(f"skipped network namespace {n}:") for w in limits)
     ]
+    if namespaces:  # what could not be read of namespaces the user did not ask about is no limit
+        others = [
+            f"skipped network namespace {n}:" for n in inventory.namespaces if n.label not in namespaces
+        ]
+        limits = [w for w in limits if not any(w.startswith(prefix) for prefix in others)]
+        unread = [n for n in unread if n in namespaces]
     if inventory.root_note():
         limits.append(inventory.root_note())
     listeners = [
