@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import needs_root
 from portkit.audit import (
@@ -23,6 +25,7 @@ from portkit.audit import (
     AuditedListener,
     ExposureClass,
     OpenRule,
+    PolicyEntry,
     Reach,
     Zone,
     ZoneReach,
@@ -220,8 +223,11 @@ def test_fail_on_and_sarif(audit_lab: AuditLab, tmp_path: Path) -> None:
     results = sarif["runs"][0]["results"]
     assert {r["ruleId"] for r in results} >= {"WRONG_OWNER", "RISKY_SERVICE", "STALE_RULE"}
     assert all(
-        r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == str(policy) for r in results
+        r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == policy.as_uri() for r in results
     )
+    from test_audit_sarif import validate_sarif
+
+    validate_sarif(sarif)
 
 
 def _check_sarif(sarif: dict[str, Any]) -> None:
@@ -307,6 +313,12 @@ def test_stale_rule_only_where_nothing_listens() -> None:
         "[zones]\nlan = ['10.0.0.0/33']",
         "not toml at all [",
         "[[service]]\nport = true\nreach = 'any'",
+        "version = 1.0",  # 1.0 == 1 in Python; the policy format's version is a whole number
+        "version = true",
+        "[[service]]\nport = 22\nreach = 'any'\nowner = '" + "x" * 300 + "'",
+        "[[service]]\nport = 22.0\nreach = 'any'",
+        "service = [1, 2]",
+        "[zones]\nlan = [1]",
     ],
 )
 def test_bad_policy_is_one_line(text: str) -> None:
@@ -341,6 +353,9 @@ def test_bad_cli_input_is_one_line() -> None:
         ["--fail-on", "severe"],
         ["--json", "--sarif"],
         ["--policy", "/nonexistent/p.toml"],
+        ["--init", "--json"],  # --init writes a policy: a report option would be ignored
+        ["--init", "--fail-on", "high"],
+        ["--netns", "x", "--from", "x"],  # the vantage's listeners are left out: nothing audited
     ):
         proc = subprocess.run(
             [*PORTKIT, "audit", *args], capture_output=True, text=True, timeout=60, check=False
@@ -396,3 +411,16 @@ def test_a_docker_style_publish_is_its_own_exposure_class(tmp_path: Path) -> Non
         finally:
             holder.kill()
             holder.wait(timeout=10)
+@given(
+    owner=st.text(max_size=40).filter(lambda s: len(s) <= 256),
+    netns=st.text(st.characters(exclude_characters="\n\r"), max_size=20),
+)
+@settings(max_examples=300, deadline=None)
+def test_init_policy_reads_back_whatever_the_names(owner: str, netns: str) -> None:
+    """A process may be named anything but NUL (prctl PR_SET_NAME): --init escapes it, and a
+    name with a line break, which the policy cannot hold, is left undeclared."""
+    entry = PolicyEntry(22, Transport.TCP, Zone.ANY, owner, netns, "note\tx")
+    policy = parse_exposure_policy(render_policy([entry]), source="init")
+    (service,) = policy.services
+    assert service.netns == netns and service.note == "note\tx"
+    assert service.owner == ("" if "\n" in owner or "\r" in owner else owner)
