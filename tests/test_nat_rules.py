@@ -245,6 +245,8 @@ def test_nat_check_passes_and_fails_with_the_router_evidence(home: HomeLab) -> N
     doc = failed.json()
     assert doc["reachable"] is False and doc["router"] == home.netns("router")
     assert "no DNAT rule" in doc["cause"]
+    # portkit diagnose from the same vantage names the cause by its code.
+    assert doc["diagnosis"] is not None and doc["diagnosis"]["code"] == "NO_LISTENER", doc["diagnosis"]
     home.nft("router", _add(home, "--in", "wan0"))
     passed = run_cli("nat", "check", public, "--from", outside, "--json")
     assert passed.status == 0, passed.stdout
@@ -262,6 +264,7 @@ def test_nat_check_passes_and_fails_with_the_router_evidence(home: HomeLab) -> N
     refused = run_cli("nat", "check", f"{home.wan_address}:9000", "--from", outside)
     assert refused.status == 1
     assert f"DNATed it to {home.address('pc')}:9, which refused it" in refused.stdout
+    assert "diagnose: DNAT_TO_NOTHING" in refused.stdout, refused.stdout
 
 
 @needs_root
