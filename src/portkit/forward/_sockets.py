@@ -30,13 +30,20 @@ def listen_backlog() -> int:
     return somaxconn()
 
 
-def open_listener(listen: Endpoint, protocol: Transport) -> socket.socket:
-    """A bound, non-blocking socket for `listen`; a TCP one is already listening."""
+def open_listener(listen: Endpoint, protocol: Transport, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking socket for `listen`; a TCP one is already listening.
+
+    `reuse_port` sets SO_REUSEPORT: several such sockets of this user on one address form a
+    group, and the kernel spreads new connections over them by a hash of the peer's address
+    (one per event loop). A socket without it holding the address still makes this fail.
+    """
     family = socket.AF_INET6 if listen.family == 6 else socket.AF_INET
     kind = socket.SOCK_STREAM if protocol is Transport.TCP else socket.SOCK_DGRAM
     sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # `[::]:80` means IPv6 and IPv4 alike, as people expect from other servers.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
