@@ -184,3 +184,26 @@ def test_bad_loop_count_in_the_environment_is_one_line_and_exit_2(cli: Any, valu
     assert result.status == 2, result.stderr
     assert "invalid PORTKIT_FORWARD_LOOPS" in result.stderr and repr(value) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("first_loops", [1, 2])
+def test_a_second_forwarder_never_joins_the_first_ones_listeners(first_loops: int, tmp_path: Path) -> None:
+    """SO_REUSEPORT lets any socket of the same user that sets it share the port: a second
+    forwarder must still find the port in use rather than take half of the connections."""
+    server = TcpServer(echo_until_eof)
+    try:
+        env = {"PORTKIT_FORWARD_LOOPS": str(first_loops)}
+        with forwarder("127.0.0.1:0", server.address, tmp_path=tmp_path, env=env) as fwd:
+            argv = [sys.executable, "-m", "portkit", "forward", f"127.0.0.1:{fwd.port}", server.address]
+            second = subprocess.run(
+                [*argv, "--json"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, **env, "PORTKIT_FORWARD_LOOPS": "2", "PORTKIT_RUNTIME_DIR": str(tmp_path)},
+                timeout=20,
+            )
+            assert second.returncode == 1, second.stdout
+            assert f"cannot listen on tcp/127.0.0.1:{fwd.port}" in second.stderr and "in use" in second.stderr
+            assert _listeners(fwd.port) == first_loops
+    finally:
+        server.close()

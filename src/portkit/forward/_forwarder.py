@@ -32,6 +32,7 @@ from portkit.forward._log import EventLog
 from portkit.forward._rules import ForwardRule, load_config
 from portkit.forward._sockets import (
     bound_endpoint,
+    claim_port,
     listen_backlog,
     open_listener,
     raise_fd_limit,
@@ -226,7 +227,10 @@ class Forwarder:
             _congestion.check(rule.congestion)
         tcp = rule.protocol is Transport.TCP
         group = tcp and self.loops > 1
-        sock = open_listener(rule.listen, rule.protocol, reuse_port=group)
+        # A group of SO_REUSEPORT listeners binds a port first seen free, so that it never
+        # joins another forwarder's group.
+        listen = claim_port(rule.listen, rule.protocol) if group else rule.listen
+        sock = open_listener(listen, rule.protocol, reuse_port=group)
         bound = bound_endpoint(sock)
         if tcp:
             sockets = [sock]
