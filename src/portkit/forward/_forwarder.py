@@ -166,7 +166,12 @@ class Forwarder:
         fd_limit = raise_fd_limit()
         if self.engine_name == "splice":
             engines = [
-                _splice.SpliceEngine(self.log, thread_after=self.thread_after, copy=self.copy)
+                _splice.SpliceEngine(
+                    self.log,
+                    thread_after=self.thread_after,
+                    copy=self.copy,
+                    max_threaded=max(1, _splice.MAX_THREADED // self.loops),
+                )
                 for _ in range(self.loops)
             ]
             for engine in engines:

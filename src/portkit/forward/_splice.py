@@ -45,10 +45,10 @@ A connection whose spliced bytes reach THREAD_AFTER is a bulk transfer: it is ha
 *relay threads*, one per direction, doing blocking splices. The GIL is released inside
 splice(2), so bulk directions run in parallel in the kernel and a blocked splice is woken
 by the kernel itself, without epoll or Python in between, which moves more than the loop
-alone for bulk transfers (BENCHMARKS.md). At most MAX_THREADED connections are threaded at
-once, so a burst can never turn into thousands of threads. The engine's `thread_after`
-(bytes; 0 = always, -1 = never) overrides the threshold; `portkit forward` sets it from
-$PORTKIT_SPLICE_THREAD_AFTER.
+alone for bulk transfers (BENCHMARKS.md). At most MAX_THREADED connections (over all loops:
+each gets its share) are threaded at once, so a burst can never turn into thousands of
+threads. The engine's `thread_after` (bytes; 0 = always, -1 = never) overrides the
+threshold; `portkit forward` sets it from $PORTKIT_SPLICE_THREAD_AFTER.
 
 Memory per connection is bounded by the pipe: a direction reads again only once its pipe
 is flushed, so a slow reader stops us reading from the fast writer (backpressure through
@@ -340,7 +340,7 @@ class _Connection:
                     return  # a short write: dst is full, wait for EPOLLOUT
                 engine.pipes.put(d.pipe)  # type: ignore[arg-type]
                 d.pipe = None
-                if d.spliced >= engine.thread_after >= 0 and engine.threaded < MAX_THREADED:
+                if d.spliced >= engine.thread_after >= 0 and engine.threaded < engine.max_threaded:
                     self._thread()
                     return
                 eager = True
@@ -781,12 +781,20 @@ class SpliceEngine:
 
     name = "splice"
 
-    def __init__(self, log: EventLog, *, thread_after: int = THREAD_AFTER, copy: str = "auto") -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        thread_after: int = THREAD_AFTER,
+        copy: str = "auto",
+        max_threaded: int = MAX_THREADED,
+    ) -> None:
         if copy not in COPY_MODES:
             raise ValueError(f"invalid copy mode {copy!r}: expected one of {', '.join(COPY_MODES)}")
         self.log = log
         self.thread_after = thread_after  # spliced bytes before relay threads; 0 = at once, -1 = never
         self.copy = copy  # auto: copy small reads, splice bulk; never / always: one path only
+        self.max_threaded = max_threaded  # this loop's share of MAX_THREADED
         self.buffer = bytearray(COPY_BUFFER)  # the loop's, shared by every copying direction
         self.view = memoryview(self.buffer)
         self.epoll = select.epoll()
