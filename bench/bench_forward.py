@@ -8,8 +8,9 @@ Request/response: redis-benchmark (SET and GET, 1 and 50 clients) against a redi
 and wrk (2 threads, 50 keep-alive connections) against an nginx, both started here on
 loopback with their own port and directory; requests/s, p50 and p99 latency, and the
 forwarder's CPU per request, medians of interleaved runs. portkit runs as `portkit-auto`
-(the default engine), `portkit-splice` (the splice engine with PORTKIT_SPLICE_COPY=never:
-every byte through a pipe) and `portkit-asyncio`.
+(the default engine), `portkit-1loop` (the same with PORTKIT_FORWARD_LOOPS=1: one splice
+loop), `portkit-splice` (the splice engine with PORTKIT_SPLICE_COPY=never: every byte
+through a pipe) and `portkit-asyncio`.
 
     .venv/bin/python bench/bench_forward.py [--time 5] [--runs 3] [--burst 5000]
         [--only bulk|rr] [--rr-runs 3] [--rr-requests 20000] [--wrk-time 3]
@@ -113,11 +114,13 @@ BULK_CASES: tuple[PortkitCase, ...] = (
     ("portkit-asyncio", "asyncio", [], {}),
     ("portkit-sysCC", "splice", ["--congestion", "system"], {}),
 )
-# Request/response: the default engine (auto), the splice engine with every byte through a
-# pipe (PORTKIT_SPLICE_COPY=never, how its loop moved small messages before it copied them),
-# and the asyncio engine.
+# Request/response: the default engine (auto, one splice loop per CPU up to two), the same
+# with one loop (PORTKIT_FORWARD_LOOPS=1), the splice engine with every byte through a pipe
+# (PORTKIT_SPLICE_COPY=never, how its loop moved small messages before it copied them), and
+# the asyncio engine.
 RR_CASES: tuple[PortkitCase, ...] = (
     ("portkit-auto", "auto", [], {}),
+    ("portkit-1loop", "auto", [], {"PORTKIT_FORWARD_LOOPS": "1"}),
     ("portkit-splice", "splice", [], {"PORTKIT_SPLICE_COPY": "never"}),
     ("portkit-asyncio", "asyncio", [], {}),
 )

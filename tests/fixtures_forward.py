@@ -26,15 +26,25 @@ from typing import Any
 # hands bulk connections to relay threads; the variants pin each path down
 # (PORTKIT_SPLICE_THREAD_AFTER: 0 = threads from the first byte, -1 = never;
 # PORTKIT_SPLICE_COPY: never = every byte through a pipe, always = every byte copied), so the
-# whole suite checks that the copy path and the splice path behave alike.
-ENGINES = ("splice", "splice-threads", "splice-loop", "splice-pipe", "splice-copy", "asyncio")
+# whole suite checks that the copy path and the splice path behave alike. The engine runs
+# one epoll loop per CPU up to two (PORTKIT_FORWARD_LOOPS); splice-1loop pins one.
+ENGINES = ("splice", "splice-threads", "splice-loop", "splice-pipe", "splice-copy", "splice-1loop", "asyncio")
 LOOP_ONLY = ("splice-loop", "splice-pipe", "splice-copy")  # no relay threads
 _VARIANTS = {
+    "splice-1loop": {"PORTKIT_FORWARD_LOOPS": "1"},
     "splice-threads": {"PORTKIT_SPLICE_THREAD_AFTER": "0"},
     "splice-loop": {"PORTKIT_SPLICE_THREAD_AFTER": "-1"},
     "splice-pipe": {"PORTKIT_SPLICE_THREAD_AFTER": "-1", "PORTKIT_SPLICE_COPY": "never"},
     "splice-copy": {"PORTKIT_SPLICE_THREAD_AFTER": "-1", "PORTKIT_SPLICE_COPY": "always"},
 }
+
+
+def splice_loops(engine: str) -> int:
+    """How many epoll loops the forwarder of `engine` (a variant name) runs."""
+    if engine == "asyncio":
+        return 1
+    pinned = _VARIANTS.get(engine, {}).get("PORTKIT_FORWARD_LOOPS")
+    return int(pinned) if pinned else min(len(os.sched_getaffinity(0)), 2)
 
 
 def raise_fd_limit() -> None:

@@ -8,7 +8,8 @@ has it and on asyncio Protocols otherwise; UDP keeps one upstream socket per cli
 connection lifecycle is the pure state machine in `_state`; limits, allow-lists and the
 PROXY protocol come with each `ForwardRule`. The library reads no environment variable:
 `portkit forward` passes the control directory (`runtime_dir(os.environ)`, where `--stats`
-looks), systemd's $NOTIFY_SOCKET and the splice engine's bulk threshold as options.
+looks), systemd's $NOTIFY_SOCKET, the splice engine's bulk threshold, copy mode and number
+of loops (`loops`: epoll loop threads, each with its own SO_REUSEPORT listener) as options.
 """
 
 from portkit.forward._congestion import check as check_congestion

@@ -32,14 +32,23 @@ reference for every case and `tests/test_forward_copy.py` checks that they agree
 request and reply that leaves four system calls (recv and send on each leg) and the loop's
 share of one epoll_wait: the floor for a forwarder that passes bytes through user space.
 
+A forwarder may run several engines, one loop each (`Forwarder(loops=)`; by default one per
+CPU up to two). Each has its own listening socket per rule, bound with SO_REUSEPORT, and the
+kernel hashes each new connection to one of them; a connection lives on the loop that
+accepted it. The engines share each rule's RuleStats, so its counters and its connection
+limit are over all loops: taking a slot is one step under a lock, and a slot freed on one
+loop wakes the rule's listeners paused on the others (`siblings`). Per request the loop
+spends most of its time in recv and send, where the GIL is released, so two loops on two
+CPUs carry more than one (figures in BENCHMARKS.md).
+
 A connection whose spliced bytes reach THREAD_AFTER is a bulk transfer: it is handed to two
 *relay threads*, one per direction, doing blocking splices. The GIL is released inside
 splice(2), so bulk directions run in parallel in the kernel and a blocked splice is woken
 by the kernel itself, without epoll or Python in between, which moves more than the loop
-alone for bulk transfers (BENCHMARKS.md). At most MAX_THREADED connections are threaded at
-once, so a burst can never turn into thousands of threads. The engine's `thread_after`
-(bytes; 0 = always, -1 = never) overrides the threshold; `portkit forward` sets it from
-$PORTKIT_SPLICE_THREAD_AFTER.
+alone for bulk transfers (BENCHMARKS.md). At most MAX_THREADED connections (over all loops:
+each gets its share) are threaded at once, so a burst can never turn into thousands of
+threads. The engine's `thread_after` (bytes; 0 = always, -1 = never) overrides the
+threshold; `portkit forward` sets it from $PORTKIT_SPLICE_THREAD_AFTER.
 
 Memory per connection is bounded by the pipe: a direction reads again only once its pipe
 is flushed, so a slow reader stops us reading from the fast writer (backpressure through
@@ -331,7 +340,7 @@ class _Connection:
                     return  # a short write: dst is full, wait for EPOLLOUT
                 engine.pipes.put(d.pipe)  # type: ignore[arg-type]
                 d.pipe = None
-                if d.spliced >= engine.thread_after >= 0 and engine.threaded < MAX_THREADED:
+                if d.spliced >= engine.thread_after >= 0 and engine.threaded < engine.max_threaded:
                     self._thread()
                     return
                 eager = True
@@ -674,6 +683,9 @@ class _Listener:
         self.stats = stats
         self.paused = False
         self.closed = False
+        # Accepted while the rule was below its limit (overflow = queue) but another loop took
+        # the last slot before this one could: it waits here for a slot, first in line.
+        self.waiting: tuple[socket.socket, Any] | None = None
 
     def on_event(self, fd: int, mask: int) -> None:
         self.resume()
@@ -683,6 +695,12 @@ class _Listener:
             return
         engine = self.engine
         limits = self.rule.limits
+        if self.waiting is not None:
+            client, address = self.waiting
+            self.waiting = None
+            self.admit(client, address)
+            if self.waiting is not None:
+                return
         for _ in range(ACCEPT_BATCH):
             if self.stats.active >= limits.max_connections and limits.overflow is Overflow.QUEUE:
                 self.paused = True  # the kernel's backlog holds the rest until a slot frees
@@ -701,17 +719,25 @@ class _Listener:
 
     def admit(self, client: socket.socket, address: Any) -> None:
         rule = self.rule
+        stats = self.stats
         reason = ""
-        if not rule.allows(address[0]):
-            reason = "allow-list"
-        elif self.stats.active >= rule.limits.max_connections:
-            reason = "max-connections"
+        # The count is shared with the rule's listeners on other loops: the check and the
+        # taking of a slot are one step.
+        with _STATS_LOCK:
+            if not rule.allows(address[0]):
+                reason = "allow-list"
+                stats.refused_allow += 1
+            elif stats.active >= rule.limits.max_connections:
+                if rule.limits.overflow is Overflow.QUEUE:
+                    self.waiting = (client, address)
+                    self.paused = True
+                    return
+                reason = "max-connections"
+                stats.refused_limit += 1
+            else:
+                stats.active += 1
+                stats.total += 1
         if reason:
-            with _STATS_LOCK:
-                if reason == "allow-list":
-                    self.stats.refused_allow += 1
-                else:
-                    self.stats.refused_limit += 1
             self.engine.log("refuse", rule=rule.label, client=peer(address), reason=reason)
             arm_reset(client)
             client.close()
@@ -719,13 +745,14 @@ class _Listener:
         try:
             connection = _Connection(self.engine, self, client, address)
         except OSError as exc:
+            with _STATS_LOCK:
+                stats.active -= 1
+                stats.total -= 1
             self.engine.log("error", stage="socket", rule=rule.label, error=error_name(exc))
             arm_reset(client)
             client.close()
+            self.engine.slot_freed(rule.key)
             return
-        with _STATS_LOCK:
-            self.stats.active += 1
-            self.stats.total += 1
         self.engine.connections.add(connection)
         connection.connect()
 
@@ -738,7 +765,11 @@ class _Listener:
         if not self.closed:
             self.closed = True
             self.engine.fds.pop(self.fd, None)
-            self.sock.close()
+            self.sock.close()  # what the kernel still queued for it is reset
+            if self.waiting is not None:
+                arm_reset(self.waiting[0])
+                self.waiting[0].close()
+                self.waiting = None
 
 
 class SpliceEngine:
@@ -750,12 +781,20 @@ class SpliceEngine:
 
     name = "splice"
 
-    def __init__(self, log: EventLog, *, thread_after: int = THREAD_AFTER, copy: str = "auto") -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        thread_after: int = THREAD_AFTER,
+        copy: str = "auto",
+        max_threaded: int = MAX_THREADED,
+    ) -> None:
         if copy not in COPY_MODES:
             raise ValueError(f"invalid copy mode {copy!r}: expected one of {', '.join(COPY_MODES)}")
         self.log = log
         self.thread_after = thread_after  # spliced bytes before relay threads; 0 = at once, -1 = never
         self.copy = copy  # auto: copy small reads, splice bulk; never / always: one path only
+        self.max_threaded = max_threaded  # this loop's share of MAX_THREADED
         self.buffer = bytearray(COPY_BUFFER)  # the loop's, shared by every copying direction
         self.view = memoryview(self.buffer)
         self.epoll = select.epoll()
@@ -776,6 +815,9 @@ class SpliceEngine:
         self.epoll.register(self._wake_r, select.EPOLLIN)
         self._stopped = False
         self._released = False
+        # The other loops of the same forwarder: they share each rule's RuleStats (so its
+        # connection limit) and each has its own listening socket per rule (SO_REUSEPORT).
+        self.siblings: list[SpliceEngine] = []
         self._thread = threading.Thread(target=self._run, name="portkit-splice", daemon=True)
 
     # --- called from other threads ------------------------------------------------------------
@@ -844,7 +886,21 @@ class SpliceEngine:
         if connection.threaded:
             self.threaded -= 1
         connection.listener.slot_freed()
+        self.slot_freed(connection.rule.key)
         self.maybe_drained()
+
+    def slot_freed(self, key: tuple[Any, ...]) -> None:
+        """A connection of rule `key` ended here: the rule's listeners on the other loops,
+        paused at the shared connection limit, may accept again (each in its own loop)."""
+        for sibling in self.siblings:
+            listener = sibling.listeners.get(key)
+            if listener is not None and listener.paused:
+                sibling.call(sibling._slot_freed, key)
+
+    def _slot_freed(self, key: tuple[Any, ...]) -> None:
+        listener = self.listeners.get(key)
+        if listener is not None:
+            listener.slot_freed()
 
     def maybe_drained(self) -> None:
         if self.draining and not self.connections:
@@ -954,6 +1010,9 @@ class SpliceEngine:
         starved, self.starved = self.starved, set()
         for listener in starved:
             listener.resume()
+        for listener in list(self.listeners.values()):
+            # A slot another loop freed while this listener was about to pause is found here.
+            listener.slot_freed()
 
     def _release(self) -> None:
         self._released = True
