@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import needs_root
+from fixtures_audit import holding_listeners
 from portkit.audit import (
     AuditCode,
     AuditedListener,
@@ -55,20 +56,6 @@ table inet filter {
         iifname "lan0" tcp dport 5432 accept
     }
 }
-"""
-
-HOLDER = r"""
-import socket, sys
-held = []
-for spec in sys.argv[1:]:
-    address, port = spec.rsplit(":", 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((address, int(port)))
-    s.listen(16)
-    held.append(s)
-print("ready", flush=True)
-sys.stdin.read()
 """
 
 LISTENING = ["0.0.0.0:2222", "0.0.0.0:8080", "0.0.0.0:6379", "0.0.0.0:5432", "0.0.0.0:7000", "127.0.0.1:7001"]
@@ -121,18 +108,8 @@ def audit_lab() -> Iterator[AuditLab]:
         connect(server, "wan0", ["203.0.113.1/24"], wan, "eth0", ["203.0.113.2/24"])
         server.ip("route", "add", "default", "via", "203.0.113.2", "dev", "wan0")
         server.nft(RULES)
-        holder = subprocess.Popen(
-            server.command([sys.executable, "-c", HOLDER, *LISTENING]),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with holding_listeners(server, LISTENING):
             yield AuditLab(server, lan, wan)
-        finally:
-            holder.kill()
-            holder.wait(timeout=10)
 
 
 def _codes(document: dict[str, Any]) -> set[tuple[str, int]]:
@@ -388,14 +365,7 @@ def test_a_docker_style_publish_is_its_own_exposure_class(tmp_path: Path) -> Non
         host.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         loaded = host.run(["iptables-restore", "-n"], input=DOCKER_NAT)
         assert loaded.returncode == 0, loaded.stderr
-        holder = subprocess.Popen(
-            container.command([sys.executable, "-c", HOLDER, "0.0.0.0:443", "0.0.0.0:5000"]),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with holding_listeners(container, ["0.0.0.0:443", "0.0.0.0:5000"]):
             argv = [*PORTKIT, "audit", "--json", "--netns", host.name, "--netns", container.name]
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
             assert proc.returncode == 0, proc.stderr
@@ -408,9 +378,6 @@ def test_a_docker_style_publish_is_its_own_exposure_class(tmp_path: Path) -> Non
                 [sys.executable, "-c", "import socket; socket.create_connection(('198.18.5.1', 8443), 3)"]
             )
             assert reach.returncode == 0, reach.stderr
-        finally:
-            holder.kill()
-            holder.wait(timeout=10)
 @given(
     owner=st.text(max_size=40).filter(lambda s: len(s) <= 256),
     netns=st.text(st.characters(exclude_characters="\n\r"), max_size=20),

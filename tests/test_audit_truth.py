@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from conftest import needs_root
+from fixtures_audit import holding_listeners
 from portkit.testing import LabNamespace, connect
 
 PORTKIT = [sys.executable, "-m", "portkit"]
@@ -53,23 +54,6 @@ table inet filter {{
         meta nfproto ipv6 tcp dport 3015 accept
     }}
 }}
-"""
-
-HOLDER = r"""
-import socket, sys
-held = []
-for spec in sys.argv[1:]:
-    address, port = spec.rsplit(":", 1)
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    s.bind((address, int(port)))
-    s.listen(64)
-    held.append(s)
-print("ready", flush=True)
-sys.stdin.read()
 """
 
 LISTENING = [
@@ -140,18 +124,8 @@ def truth_lab() -> Iterator[TruthLab]:
             client.ip("route", "add", "default", "via", gateway, "dev", "eth0")
             client.ip("-6", "route", "add", "default", "via", gateway6, "dev", "eth0")
         server.nft(RULES)
-        holder = subprocess.Popen(
-            server.command([sys.executable, "-c", HOLDER, *LISTENING]),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with holding_listeners(server, LISTENING):
             yield TruthLab(server, lan, wan)
-        finally:
-            holder.kill()
-            holder.wait(timeout=10)
 
 
 def _destinations(item: dict[str, Any], zone: str) -> list[str]:
