@@ -65,6 +65,15 @@ def test_every_fault_gives_its_code_and_every_fix_fixes(lab, case) -> None:  # t
         assert diagnosis.code == case.code, diagnosis
         # One fault, one finding: no false alarm rides along with the right one.
         assert {f.code for f in diagnosis.findings} <= {case.code}, diagnosis
+        # The kernel confirms what the model says: its drop reason, and (--explain) nft's trace.
+        evidence = diagnosis.findings[0].evidence if diagnosis.findings else ()
+        if case.code in KERNEL_REASONS and not target.udp:
+            reason = "IP_INADDRERRORS" if case.name == "forwarding-off" else KERNEL_REASONS[case.code]
+            assert any(e.source == "drop-reason" and e.showed.startswith(reason) for e in evidence), diagnosis
+        if case.code.startswith("FW_") and not case.name.startswith("forwarding"):
+            assert any(e.source == "nft-trace" and "agrees with the model" in e.showed for e in evidence), (
+                diagnosis
+            )
         if case.code == "OK":
             assert diagnosis.ok and diagnosis.certainty == "full", diagnosis
         fixes = [f.fix.command for f in diagnosis.findings if f.fix is not None and f.fix.command]
@@ -85,6 +94,16 @@ def test_every_fault_gives_its_code_and_every_fix_fixes(lab, case) -> None:  # t
     finally:
         lab.stop_services()
         case.undo(lab, port)
+
+
+# The drop reason the kernel gives the probe's packet for a code (skb:kfree_skb).
+KERNEL_REASONS = {
+    "FW_INPUT_DROP": "NETFILTER_DROP",
+    "FW_FORWARD_DROP": "NETFILTER_DROP",
+    "FW_OUTPUT_DROP": "NETFILTER_DROP",
+    "RP_FILTER": "IP_RPFILTER",
+    "NO_LISTENER": "NO_SOCKET",
+}
 
 
 @root_only

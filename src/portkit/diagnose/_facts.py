@@ -37,6 +37,7 @@ from portkit.diagnose._probe import Hop, ProbeResult
 from portkit.model.protocols import Transport
 
 if TYPE_CHECKING:
+    from portkit.diagnose._model import Check, Evidence
     from portkit.firewall import Decision, Ruleset
 
 MAX_HOPS = 8
@@ -107,6 +108,10 @@ class ReachFacts:
     dnat: tuple[str, int] | None = None  # where NAT on the path sends the packet
     listeners: tuple[ListenerFacts, ...] = ()  # on the port (and the NAT port), every namespace
     sockets_read: bool = True  # the server's socket table was read (else nothing is said of it)
+    # The kernel's drops of the probe's packets (skb:kfree_skb): (reason, its evidence).
+    kernel_drops: tuple[tuple[str, Evidence], ...] = ()
+    kernel_checks: tuple[Check, ...] = ()  # whether the kernel could be asked, and what it said
+    traced: tuple[Evidence, ...] = ()  # nft's own trace of the flow where the model saw it dropped
     # Namespaces with an address in a subnet of the server's (its containers): label -> that address.
     neighbours: dict[str, str] = field(default_factory=dict)
     overflows: int | None = None  # the server's ListenOverflows growth during the probe

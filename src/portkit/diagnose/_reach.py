@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -562,6 +563,64 @@ def _same_service(found: str, expected: str) -> bool:
     return found == expected or found.endswith("/" + expected) or found.split("-")[0] == expected
 
 
+# The kernel's drop reasons (skb:kfree_skb) and the causes each one confirms.
+_DROP_REASON_CODES: dict[str, frozenset[Code]] = {
+    "NETFILTER_DROP": frozenset(
+        {
+            Code.FW_OUTPUT_DROP,
+            Code.FW_OUTPUT_REJECT,
+            Code.FW_INPUT_DROP,
+            Code.FW_INPUT_REJECT,
+            Code.FW_FORWARD_DROP,
+        }
+    ),
+    "NO_SOCKET": frozenset(
+        {
+            Code.NO_LISTENER,
+            Code.BOUND_LOOPBACK_ONLY,
+            Code.BOUND_OTHER_ADDRESS,
+            Code.NOT_PUBLISHED,
+            Code.DNAT_TO_NOTHING,
+            Code.FAMILY_MISMATCH,
+        }
+    ),
+    "TCP_LISTEN_OVERFLOW": frozenset({Code.BACKLOG_FULL}),
+    "IP_RPFILTER": frozenset({Code.RP_FILTER}),
+    "IP_INNOROUTES": frozenset({Code.NO_ROUTE}),
+    "IP_OUTNOROUTES": frozenset({Code.NO_ROUTE}),
+    "IP_INADDRERRORS": frozenset({Code.NO_ROUTE, Code.ROUTE_BLACKHOLE, Code.FW_FORWARD_DROP}),
+}
+
+
+_FIREWALL_CODES = frozenset(
+    {
+        Code.FW_OUTPUT_DROP,
+        Code.FW_OUTPUT_REJECT,
+        Code.FW_INPUT_DROP,
+        Code.FW_INPUT_REJECT,
+        Code.FW_FORWARD_DROP,
+    }
+)
+
+
+def _with_kernel_evidence(findings: list[Finding], facts: ReachFacts) -> list[Finding]:
+    """Each finding with the kernel's drop reasons that confirm it added to its evidence, and
+    the first firewall finding with the nft trace of the flow (when one was taken)."""
+    if not facts.kernel_drops and not facts.traced:
+        return findings
+    out = []
+    traced = False
+    for finding in findings:
+        if facts.traced and not traced and finding.code in _FIREWALL_CODES:
+            finding = replace(finding, evidence=finding.evidence + facts.traced)
+            traced = True
+        confirming = tuple(
+            ev for reason, ev in facts.kernel_drops if finding.code in _DROP_REASON_CODES.get(reason, ())
+        )
+        out.append(replace(finding, evidence=finding.evidence + confirming) if confirming else finding)
+    return out
+
+
 RULES: tuple[Rule, ...] = (
     _family_rule,
     _route_rule,
@@ -662,7 +721,8 @@ def decide(facts: ReachFacts, *, explain: bool = True) -> Diagnosis:
             )
         )
     unexplained = not found and probe is not None and probe.outcome not in ("open", "silent")
-    found = _probe_fallback(facts, found)
+    found = _with_kernel_evidence(_probe_fallback(facts, found), facts)
+    checks_out.extend(facts.kernel_checks)
     if not explain:
         checks_out = [c for c in checks_out if c.passed is not True]
     if facts.server is None:
@@ -693,6 +753,7 @@ def diagnose_reach(
     a /proc/PID/ns/net path), with the evidence and the fix; `expect` names the service that
     should answer (service detection then checks it). `explain` keeps every check made."""
     from portkit.diagnose import _facts as facts_io
+    from portkit.diagnose._dropwatch import DropWatch, softirq_pids, watch_drops
     from portkit.diagnose._netview import all_views, namespace_at, view_of
     from portkit.diagnose._probe import Hop, probe_tcp, probe_udp, traceroute_tcp
     from portkit.diagnose._target import valid_host
@@ -742,14 +803,24 @@ def diagnose_reach(
     probed: list[ProbeResult] = []
     probe_done = threading.Event()
 
+    watches: list[DropWatch] = []
+    watch_done = threading.Event()
+
     def run_probe() -> None:
+        # The kernel's own drop reasons are recorded while the probe's packets travel.
         try:
-            if protocol is Transport.TCP:
-                probed.append(probe_tcp(client_ns, address, port, timeout))
-            else:
-                probed.append(probe_udp(client_ns, address, port, timeout))
+            with watch_drops(protocol, port=port, families=(_family(address),)) as drops:
+                watches.append(drops)
+                try:
+                    if protocol is Transport.TCP:
+                        probed.append(probe_tcp(client_ns, address, port, timeout))
+                    else:
+                        probed.append(probe_udp(client_ns, address, port, timeout))
+                finally:
+                    probe_done.set()
         finally:
             probe_done.set()
+            watch_done.set()
 
     prober = threading.Thread(target=run_probe, daemon=True, name="diagnose probe")
     prober.start()
@@ -787,7 +858,7 @@ def diagnose_reach(
 
         tracer = threading.Thread(target=run_trace, daemon=True, name="diagnose traceroute")
         tracer.start()
-    prober.join()
+    probe_done.wait()
     probe = probed[0] if probed else ProbeResult("error", "", 0.0, None)
     after = facts_io.overflow_counter(server) if server is not None and root else None
     stuck = probe.outcome in ("timeout", "silent") or (
@@ -798,6 +869,30 @@ def diagnose_reach(
     if tracer is not None:
         tracer.join(timeout + 1.0)
     trace = tuple(tracing[0]) if stuck and tracing else None
+    kernel_drops: tuple[tuple[str, Evidence], ...] = ()
+    kernel_checks: tuple[Check, ...] = ()
+    # The watch has its events once it has read them (its check passes); removing its trace
+    # instance afterwards can take the kernel a while, and nothing here waits for that.
+    deadline = time.monotonic() + 0.5
+    while watches and not watch_done.is_set() and watches[0].check.passed is not True:
+        if time.monotonic() > deadline:
+            break
+        watch_done.wait(0.01)
+    if watches and (watch_done.is_set() or watches[0].check.passed is True):
+        drops = watches[0]
+        final_port = (dnat or (address, port))[1]
+        # Drops that ran in the probe's own thread are its packets' (loopback and veth deliver in
+        # the sender's softirq); ksoftirqd's are anyone's, so they count only when none ran there.
+        events = drops.matching(final_port, pids={probe.thread}) if probe.thread else ()
+        if not events and probe.thread:
+            events = drops.matching(final_port, pids=softirq_pids())
+        kernel_drops = tuple(
+            (event.reason, Evidence("skb:kfree_skb tracepoint", Source.DROP_REASON, str(event)))
+            for event in events[:8]
+        )
+        kernel_checks = (drops.check,)
+    elif watches:
+        kernel_checks = (Check("kernel drop reasons", None, "the kernel's drop trace was not read in time"),)
     if stuck and uninspectable and protocol is Transport.TCP and not root:
         limits.append("a TCP traceroute to the port needs root (raw sockets)")
     service = None
@@ -814,6 +909,8 @@ def diagnose_reach(
         listeners=tuple(listeners),
         neighbours=near,
         sockets_read=sockets_read,
+        kernel_drops=kernel_drops,
+        kernel_checks=kernel_checks,
         dual_stack=dual_stack,
         overflows=(after - before) if before is not None and after is not None else None,
         overflow_total=after,
@@ -828,7 +925,71 @@ def diagnose_reach(
         # looked up only when a finding names the listener.
         facts = replace(facts, listeners=tuple(facts_io.with_processes(listeners)))
         diagnosis = decide(facts, explain=explain)
+    firewall = next((f for f in diagnosis.findings if f.code in _FIREWALL_CODES), None)
+    if explain and root and firewall is not None:
+        # --explain asks the kernel to confirm the model: a second probe, traced by nft in the
+        # namespace whose rules the model says decide.
+        facts = _traced(facts, firewall.code, client_ns, timeout)
+        diagnosis = decide(facts, explain=explain)
     return diagnosis
+
+
+# Which hop's firewall a firewall code is about.
+_FIREWALL_ROLES = {
+    Code.FW_OUTPUT_DROP: ("client",),
+    Code.FW_OUTPUT_REJECT: ("client",),
+    Code.FW_INPUT_DROP: ("server",),
+    Code.FW_INPUT_REJECT: ("server",),
+    Code.FW_FORWARD_DROP: ("router", "server"),
+}
+
+
+def _hop_netns(hop: HopFacts) -> str | None:
+    """The namespace of a hop as trace_flow takes it: an `ip netns` name, a path, or None."""
+    words = hop.prefix.split()
+    if words[:3] == ["ip", "netns", "exec"] and len(words) > 3:
+        return words[3]
+    if words and words[0] == "nsenter" and len(words) > 1:
+        return words[1].removeprefix("--net=")
+    return None
+
+
+def _traced(facts: ReachFacts, code: Code, client_ns: Namespace, timeout: float) -> ReachFacts:
+    from portkit.diagnose._nfttrace import trace_flow
+    from portkit.diagnose._probe import probe_tcp, probe_udp
+
+    roles = _FIREWALL_ROLES[code]
+    refusing = [
+        h
+        for h in facts.path
+        if h.role in roles and h.firewall is not None and h.firewall.decision is not None
+        and h.firewall.decision.verdict.value != "accept"
+    ]  # fmt: skip
+    hop = refusing[0] if refusing else None
+    if hop is None or facts.address is None:
+        return facts
+    port = facts.dnat[1] if facts.dnat and hop.destination == facts.dnat[0] else facts.port
+    with trace_flow(hop.destination, port, facts.transport, netns=_hop_netns(hop)) as trace:
+        if facts.transport is Transport.TCP:
+            probe_tcp(client_ns, facts.address, facts.port, timeout)
+        else:
+            probe_udp(client_ns, facts.address, facts.port, timeout)
+    # A retransmitted SYN is traced again: each step once.
+    evidence = tuple({e.showed: e for e in trace.evidence()}.values())
+    decision = hop.firewall.decision if hop.firewall is not None else None
+    model = decision.decided_by if decision is not None else None
+    dropped = trace.dropped_by()
+    if dropped is not None and model is not None:
+        same_chain = dropped.where == f"{model.table} {model.chain}"
+        if dropped.kind == "policy":
+            agrees = same_chain and model.position == 0
+        elif model.where.startswith("line"):  # read from iptables-save: the kernel's handles differ
+            agrees = same_chain and model.position > 0
+        else:
+            agrees = dropped.handle is not None and model.where == f"handle {dropped.handle}"
+        verdict = "agrees with the model" if agrees else f"the model named {model.where or 'the policy'}"
+        evidence += (Evidence("nft monitor trace", Source.NFT_TRACE, f"dropped by {dropped}: {verdict}"),)
+    return replace(facts, traced=evidence, kernel_checks=(*facts.kernel_checks, trace.check))
 
 
 _ABOUT_LISTENERS = frozenset(
