@@ -520,3 +520,21 @@ def test_the_fast_lane_and_the_cli_agree_on_where_the_config_is(
         path.parent.mkdir(parents=True)
         path.write_text("record = false\n")
         assert _config_may_record()
+
+
+def test_diagnoses_are_recorded_and_show_in_history(tmp_path: Path) -> None:
+    """`diagnose --record` (both forms) keeps the diagnosis; `history` lists its code."""
+    db = str(tmp_path / "ledger.db")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    reach = run_main("diagnose", f"127.0.0.1:{port}", "--record", "--db", db, "--json")
+    assert reach.status == 1, reach.stderr
+    # The kernel chose that port from the ephemeral range: a bind there is EPHEMERAL_RANGE.
+    bind = run_main("diagnose", "--bind", f"127.0.0.1:{port}", "--record", "--db", db, "--json")
+    assert bind.status == 1, bind.stderr
+    history = run_main("history", str(port), "--db", db, "--json")
+    assert history.status == 0, history.stderr
+    text = history.stdout
+    assert "NO_LISTENER" in text and "EPHEMERAL_RANGE" in text, text

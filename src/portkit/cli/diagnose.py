@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 import click
 
 from portkit.cli._params import FiniteNumber, WholeNumber
+from portkit.cli._record import record_options, recording_ledger, this_host
 from portkit.cli.output import emit_json, json_option
 from portkit.errors import UsageError, quote
 
 if TYPE_CHECKING:
     from portkit.diagnose import Diagnosis
+    from portkit.ledger import Ledger
 
 PID_MAX = 1 << 22
 DEFAULT_TIMEOUT = 1.0
@@ -58,9 +60,12 @@ def _progress(what: str) -> Iterator[None]:
         thread.join()
 
 
-def _render(diagnosis: Diagnosis, as_json: bool, explain: bool) -> None:
+def _render(diagnosis: Diagnosis, as_json: bool, explain: bool, ledger: Ledger | None = None) -> None:
     from portkit.diagnose import diagnosis_json, diagnosis_lines
 
+    if ledger is not None:
+        with ledger:
+            ledger.record_diagnosis(diagnosis_json(diagnosis), host=this_host())
     if as_json:
         emit_json(diagnosis_json(diagnosis))
     else:
@@ -86,6 +91,7 @@ def _render(diagnosis: Diagnosis, as_json: bool, explain: bool) -> None:
 @click.option("--pid", type=WholeNumber(1, PID_MAX), help="With --bind: the process that will bind.")
 @click.option("--user", metavar="USER", help="With --bind: the user that will bind.")
 @click.option("--explain", is_flag=True, help="List every check made, passed or not.")
+@record_options
 @json_option
 def diagnose(
     target: str | None,
@@ -96,6 +102,8 @@ def diagnose(
     pid: int | None,
     user: str | None,
     explain: bool,
+    record: bool | None,
+    db: str | None,
     as_json: bool,
 ) -> None:
     """Why HOST:PORT cannot be reached, or (--bind) why a port cannot be bound.
@@ -108,7 +116,7 @@ def diagnose(
             raise UsageError(f"invalid arguments: give HOST:PORT or --bind, not both ({quote(target)})")
         if from_netns or expect:
             raise UsageError("invalid options: --from and --expect apply to HOST:PORT, not to --bind")
-        _bind(bind_target, pid, user, as_json, explain)
+        _bind(bind_target, pid, user, as_json, explain, recording_ledger(record, db))
         return
     if target is None:
         raise UsageError("missing target: expected HOST:PORT[/tcp|/udp] or --bind [ADDR:]PORT[/PROTO]")
@@ -130,12 +138,15 @@ def diagnose(
         expect=expect.strip().lower() if expect else None,
         explain=explain,
     )
+    ledger = recording_ledger(record, db)
     with _progress(f"diagnosing {parsed}"):
         diagnosis = run()
-    _render(diagnosis, as_json, explain)
+    _render(diagnosis, as_json, explain, ledger)
 
 
-def _bind(text: str, pid: int | None, user: str | None, as_json: bool, explain: bool) -> None:
+def _bind(
+    text: str, pid: int | None, user: str | None, as_json: bool, explain: bool, ledger: Ledger | None
+) -> None:
     from portkit.diagnose import parse_bind_target
 
     parsed = parse_bind_target(text)
@@ -149,4 +160,4 @@ def _bind(text: str, pid: int | None, user: str | None, as_json: bool, explain: 
     diagnose_bind = portkit.diagnose.diagnose_bind
     with _progress(f"diagnosing bind {parsed}"):
         diagnosis = diagnose_bind(parsed.address, parsed.port, parsed.transport, pid=pid, uid=uid)
-    _render(diagnosis, as_json, explain)
+    _render(diagnosis, as_json, explain, ledger)
