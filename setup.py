@@ -11,8 +11,12 @@ EXTENSIONS: list[Extension] = [
     # Extension("portkit.<capability>._<name>", ["src/portkit/<capability>/_<name>.c"], optional=True),
     # `portkit ls --all --json`: netlink messages to JSON lines (portkit.sockets._netlink, RawRows).
     Extension("portkit.sockets._diagrows", ["src/portkit/sockets/_diagrows.c"], optional=True),
+    # `portkit ls -p`, `portkit who`: the socket inodes among a process's fd links (portkit.sockets._procs).
+    Extension("portkit.sockets._fdlinks", ["src/portkit/sockets/_fdlinks.c"], optional=True),
     # SYN/ACK scans of one host: probes out per sendmmsg, replies parsed and cookie-checked per recvmmsg.
     Extension("portkit.scan._rawio", ["src/portkit/scan/_rawio.c"], optional=True),
+    # connect() scans of one host: a batch of first tries' connect() calls per call.
+    Extension("portkit.scan._connectio", ["src/portkit/scan/_connectio.c"], optional=True),
 ]
 
 setup(ext_modules=EXTENSIONS)

@@ -4,10 +4,21 @@ Throughput: iperf3 on loopback through each forwarder, -P 1 and -P 8, every case
 in the same run and interleaved (round-robin), median of the runs. Burst: 5,000 concurrent
 connections through portkit (and HAProxy for comparison), all of which must be served.
 
+Request/response: redis-benchmark (SET and GET, 1 and 50 clients) against a redis-server
+and wrk (2 threads, 50 keep-alive connections) against an nginx, both started here on
+loopback with their own port and directory; requests/s, p50 and p99 latency, and the
+forwarder's CPU per request, medians of interleaved runs. portkit runs as `portkit-auto`
+(the default engine), `portkit-1loop` (the same with PORTKIT_FORWARD_LOOPS=1: one splice
+loop), `portkit-splice` (the splice engine with PORTKIT_SPLICE_COPY=never: every byte
+through a pipe) and `portkit-asyncio`.
+
     .venv/bin/python bench/bench_forward.py [--time 5] [--runs 3] [--burst 5000]
+        [--only bulk|rr] [--rr-runs 3] [--rr-requests 20000] [--wrk-time 3]
 
 Goals (issue 7): portkit >= 1.2x HAProxy and >= 0.75x direct at -P 8; the burst all served.
-Every process started here is stopped at the end, also on failure or Ctrl-C.
+Issue 15: with the default engine >= 1.2x HAProxy's requests/s at 50 clients, and p50 no
+worse than HAProxy's at 1 and 50 clients. Every process started here is stopped at the end
+(by pid), also on failure or Ctrl-C.
 
 CPU lines: for each case, the CPU time the iperf3 client and server used (together) and the
 CPU time of the forwarder process, each per GB received, summed over the runs. Unlike
@@ -22,8 +33,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -94,13 +107,37 @@ def processes() -> Iterator[Processes]:
         procs.stop_all()
 
 
+# portkit's cases: name, --engine, extra arguments, extra environment.
+PortkitCase = tuple[str, str, list[str], dict[str, str]]
+BULK_CASES: tuple[PortkitCase, ...] = (
+    ("portkit-splice", "splice", [], {}),
+    ("portkit-asyncio", "asyncio", [], {}),
+    ("portkit-sysCC", "splice", ["--congestion", "system"], {}),
+)
+# Request/response: the default engine (auto, one splice loop per CPU up to two), the same
+# with one loop (PORTKIT_FORWARD_LOOPS=1), the splice engine with every byte through a pipe
+# (PORTKIT_SPLICE_COPY=never, how its loop moved small messages before it copied them), and
+# the asyncio engine.
+RR_CASES: tuple[PortkitCase, ...] = (
+    ("portkit-auto", "auto", [], {}),
+    ("portkit-1loop", "auto", [], {"PORTKIT_FORWARD_LOOPS": "1"}),
+    ("portkit-splice", "splice", [], {"PORTKIT_SPLICE_COPY": "never"}),
+    ("portkit-asyncio", "asyncio", [], {}),
+)
+
+
 def start_forwarders(
-    procs: Processes, target: int, workdir: Path, pids: dict[str, int] | None = None
+    procs: Processes,
+    target: int,
+    workdir: Path,
+    pids: dict[str, int] | None = None,
+    cases: tuple[PortkitCase, ...] = BULK_CASES,
+    reno: bool = True,
 ) -> dict[str, int]:
     """Every forwarder under test, listening on its own port, all forwarding to `target`
-    (and the process id of each in `pids`, when given)."""
+    (and the process id of each in `pids`, when given); `reno`: the direct-reno case too."""
     ports: dict[str, int] = {"direct": target}
-    if congestion_settable("reno"):
+    if reno and congestion_settable("reno"):
         ports["direct-reno"] = target  # the same, with the client on reno (CLIENT_ARGS)
     pids = {} if pids is None else pids
     if shutil.which("socat"):
@@ -114,7 +151,7 @@ def start_forwarders(
         ).pid
     if shutil.which("haproxy"):
         ports["haproxy"] = free_port()
-        config = workdir / "haproxy.cfg"
+        config = workdir / f"haproxy-{target}.cfg"
         config.write_text(
             "global\n  maxconn 9000\n"
             "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
@@ -123,11 +160,7 @@ def start_forwarders(
         )
         pids["haproxy"] = procs.start(["haproxy", "-f", str(config), "-db"]).pid
     env = {**os.environ, "PORTKIT_RUNTIME_DIR": str(workdir / "run")}
-    for engine, name, extra in (
-        ("splice", "portkit-splice", []),
-        ("asyncio", "portkit-asyncio", []),
-        ("splice", "portkit-sysCC", ["--congestion", "system"]),
-    ):
+    for name, engine, extra, extra_env in cases:
         ports[name] = free_port()
         pids[name] = procs.start(
             [
@@ -142,7 +175,7 @@ def start_forwarders(
                 "-q",
                 *extra,
             ],
-            env=env,
+            env={**env, **extra_env},
         ).pid
     for name, port in ports.items():
         try:
@@ -316,6 +349,194 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+# --- request/response ---------------------------------------------------------------------------
+
+
+def start_redis(procs: Processes, workdir: Path) -> tuple[int, int]:
+    """A redis-server on loopback, on its own port and in its own directory; (port, pid)."""
+    port = free_port()
+    home = workdir / "redis"
+    home.mkdir()
+    pid = procs.start(
+        ["redis-server", *f"--port {port} --bind {HOST} --dir {home} --appendonly no".split(), "--save", ""]
+    ).pid
+    wait_listening(port)
+    return port, pid
+
+
+def start_nginx(procs: Processes, workdir: Path) -> tuple[int, int]:
+    """An nginx on loopback answering every request with a 14-byte body, keep-alive; (port, pid)."""
+    port = free_port()
+    home = workdir / "nginx"
+    home.mkdir()
+    temp = "".join(
+        f"  {kind}_temp_path {home / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (home / "nginx.conf").write_text(
+        f"daemon off;\nmaster_process off;\nworker_processes 1;\npid {home / 'nginx.pid'};\n"
+        f"error_log {home / 'error.log'};\nevents {{ worker_connections 1024; }}\n"
+        f"http {{\n  access_log off;\n  keepalive_requests 1000000;\n{temp}"
+        f"  server {{ listen {HOST}:{port}; location / {{ return 200 'portkit bench\\n'; }} }}\n}}\n"
+    )
+    pid = procs.start(
+        ["nginx", "-p", str(home), "-c", str(home / "nginx.conf"), "-e", str(home / "error.log")]
+    ).pid
+    wait_listening(port)
+    return port, pid
+
+
+# One sample of one case: requests/s, p50 and p99 latency in ms.
+Sample = tuple[float, float, float]
+
+
+def redis_bench(port: int, clients: int, requests: int) -> dict[str, Sample]:
+    """redis-benchmark GET and SET through `port`: {"GET": sample, "SET": sample}."""
+    out = subprocess.run(
+        ["redis-benchmark", *f"-h {HOST} -p {port} -t set,get -n {requests} -c {clients} --csv".split()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    rows = list(csv.reader(out.splitlines()))
+    header = rows[0]
+    rps, p50, p99 = (header.index(k) for k in ("rps", "p50_latency_ms", "p99_latency_ms"))
+    return {row[0]: (float(row[rps]), float(row[p50]), float(row[p99])) for row in rows[1:]}
+
+
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk_bench(port: int, clients: int, seconds: float) -> Sample:
+    """wrk (2 threads, keep-alive) against nginx through `port`."""
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{clients}", f"-d{seconds:g}s", "--latency", f"http://{HOST}:{port}/"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if errors:
+        raise RuntimeError(f"wrk through port {port}: {errors.group(0)}")
+
+    def percentile(p: int) -> float:
+        value, unit = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+        return float(value) * _WRK_UNITS[unit]
+
+    return rps, percentile(50), percentile(99)
+
+
+def request_response(
+    ports: dict[str, int], pids: dict[str, int], runs: int, requests: int, seconds: float
+) -> tuple[dict[str, dict[str, list[Sample]]], dict[str, dict[str, float]]]:
+    """Every workload through every case, interleaved round by round: samples[workload][case],
+    and the forwarder's CPU microseconds per request, cpu[workload][case] (summed over runs)."""
+    redis_port, nginx_port = ports["redis"], ports["nginx"]
+    cases = [name for name in ports if name not in ("redis", "nginx") and "@" not in name]
+    samples: dict[str, dict[str, list[Sample]]] = {}
+    cpu: dict[str, dict[str, float]] = {}
+    counted: dict[str, dict[str, int]] = {}
+
+    def add(workload: str, name: str, sample: Sample, spent: float, count: int) -> None:
+        samples.setdefault(workload, {}).setdefault(name, []).append(sample)
+        cpu.setdefault(workload, {}).setdefault(name, 0.0)
+        counted.setdefault(workload, {}).setdefault(name, 0)
+        cpu[workload][name] += spent
+        counted[workload][name] += count
+
+    for _ in range(runs):
+        for name in cases:
+            pid = pids.get(name)
+            for clients, n in ((1, max(1000, requests // 4)), (50, requests)):
+                port = redis_port if name == "direct" else ports[name]
+                before = cpu_seconds(pid) if pid else 0.0
+                result = redis_bench(port, clients, n)
+                spent = (cpu_seconds(pid) - before) / 2 if pid else 0.0  # GET and SET alike
+                for test, sample in sorted(result.items()):
+                    add(f"redis {test} -c {clients}", name, sample, spent, n)
+            port = nginx_port if name == "direct" else ports[f"{name}@http"]
+            http_pid = pids.get(f"{name}@http")
+            before = cpu_seconds(http_pid) if http_pid else 0.0
+            sample = wrk_bench(port, 50, seconds)
+            spent = cpu_seconds(http_pid) - before if http_pid else 0.0
+            add("http wrk -c 50", name, sample, spent, int(sample[0] * seconds))
+    per_request = {
+        w: {n: cpu[w][n] * 1e6 / counted[w][n] if counted[w][n] else 0.0 for n in cpu[w]} for w in cpu
+    }
+    return samples, per_request
+
+
+def report_request_response(
+    samples: dict[str, dict[str, list[Sample]]], cpu: dict[str, dict[str, float]], runs: int
+) -> list[str]:
+    """Print the medians, the ratios to HAProxy and direct; the goal verdicts."""
+    print(
+        f"request/response: {runs} interleaved runs per case, medians; requests/s, p50 / p99 ms, "
+        "forwarder CPU us per request"
+    )
+    medians: dict[str, dict[str, Sample]] = {}
+    for workload, by_case in samples.items():
+        medians[workload] = {
+            name: (
+                statistics.median(s[0] for s in values),
+                statistics.median(s[1] for s in values),
+                statistics.median(s[2] for s in values),
+            )
+            for name, values in by_case.items()
+        }
+        print(f"{workload}:")
+        for name, (rps, p50, p99) in medians[workload].items():
+            cost = f"  cpu {cpu[workload][name]:5.1f} us" if cpu[workload].get(name) else ""
+            print(f"  {name:16} {rps:9.0f}/s  p50 {p50:6.3f}  p99 {p99:6.3f}{cost}")
+    print()
+    verdicts = []
+    best = "portkit-auto"
+    for workload, m in medians.items():
+        if best not in m:
+            continue
+        line = f"{best} {workload}:"
+        for anchor in ("haproxy", "direct", "socat"):
+            if anchor in m:
+                line += f" {m[best][0] / m[anchor][0]:.2f}x {anchor}"
+        if "haproxy" in m:
+            line += f"; p50 {m[best][1]:.3f} vs haproxy {m['haproxy'][1]:.3f} ms"
+        print(line)
+        if "haproxy" not in m or not workload.startswith("redis"):
+            continue
+        if workload.endswith("-c 50"):
+            ratio = m[best][0] / m["haproxy"][0]
+            met = "MET" if ratio >= 1.2 else "NOT MET"
+            verdicts.append(f"goal {workload} >= 1.2x haproxy requests/s: {ratio:.2f}x {met}")
+        p50, p50_haproxy = m[best][1], m["haproxy"][1]
+        met = "MET" if p50 <= p50_haproxy else "NOT MET"
+        verdicts.append(f"goal {workload} p50 <= haproxy: {p50:.3f} vs {p50_haproxy:.3f} ms {met}")
+    return verdicts
+
+
+def run_request_response(args: argparse.Namespace) -> list[str]:
+    """The request/response cases, with their own redis-server, nginx and forwarders."""
+    missing = [tool for tool in ("redis-server", "redis-benchmark", "nginx", "wrk") if not shutil.which(tool)]
+    if missing:
+        print(f"request/response cases skipped: {', '.join(missing)} not installed", file=sys.stderr)
+        return []
+    with processes() as procs, tempfile.TemporaryDirectory(prefix="pk7-bench-") as tmp:
+        workdir = Path(tmp)
+        redis_port, _ = start_redis(procs, workdir)
+        nginx_port, _ = start_nginx(procs, workdir)
+        pids: dict[str, int] = {}
+        ports = start_forwarders(procs, redis_port, workdir, pids, RR_CASES, reno=False)
+        http_pids: dict[str, int] = {}
+        http_ports = start_forwarders(procs, nginx_port, workdir, http_pids, RR_CASES, reno=False)
+        for name in http_pids:  # the same cases again, forwarding to nginx: "NAME@http"
+            ports[f"{name}@http"], pids[f"{name}@http"] = http_ports[name], http_pids[name]
+        ports["redis"], ports["nginx"] = redis_port, nginx_port
+        samples, cpu = request_response(ports, pids, args.rr_runs, args.rr_requests, args.wrk_time)
+    return report_request_response(samples, cpu, args.rr_runs)
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -324,11 +545,33 @@ def main() -> int:
     parser.add_argument("--time", type=float, default=5, help="seconds per iperf3 run")
     parser.add_argument("--runs", type=int, default=3, help="runs per case (median)")
     parser.add_argument("--burst", type=int, default=5000, help="concurrent connections in the burst")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("bulk", "rr"),
+        help="run only these parts (repeatable): bulk = iperf3 and the burst, rr = request/response",
+    )
+    parser.add_argument("--rr-runs", type=int, default=3, help="request/response runs per case (median)")
+    parser.add_argument(
+        "--rr-requests", type=int, default=20000, help="redis-benchmark requests at -c 50 (a quarter at -c 1)"
+    )
+    parser.add_argument("--wrk-time", type=float, default=3, help="seconds per wrk run")
     args = parser.parse_args()
-    for tool in ("iperf3",):
-        if not shutil.which(tool):
-            print(f"bench_forward: {tool} is not installed", file=sys.stderr)
-            return 2
+    parts = set(args.only or ("bulk", "rr"))
+    verdicts = run_request_response(args) if "rr" in parts else []
+    if "bulk" in parts:
+        verdicts += run_bulk(args)
+    print()
+    for verdict in verdicts:
+        print(verdict)
+    return 0
+
+
+def run_bulk(args: argparse.Namespace) -> list[str]:
+    """iperf3 -P 1 and -P 8 through every forwarder, then the burst; the goal verdicts."""
+    if not shutil.which("iperf3"):
+        print("bulk cases skipped: iperf3 is not installed", file=sys.stderr)
+        return []
     _raise_nofile()
     results: dict[int, dict[str, float]] = {}
     rounds: dict[int, dict[str, list[float]]] = {}
@@ -392,10 +635,7 @@ def main() -> int:
                     f"{'MET' if served == args.burst else 'NOT MET'}"
                 )
             time.sleep(1)  # let the previous burst's sockets close
-    print()
-    for verdict in verdicts:
-        print(verdict)
-    return 0
+    return verdicts
 
 
 if __name__ == "__main__":

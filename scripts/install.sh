@@ -25,6 +25,7 @@ if [ "$with_test_servers" = 1 ]; then
                vsftpd dnsmasq mosquitto memcached xsltproc)
     # the router daemon of the `nat` tests (UPnP-IGD, NAT-PMP, PCP), and upnpc to ask it
     packages+=(miniupnpd-nftables miniupnpc)
+    packages+=(redis-tools wrk)  # the clients of bench_forward.py's request/response cases
     packages+=(netcat-openbsd)  # `nc -zv`: the manual checklist bench_diagnose.py times portkit against
 fi
 
@@ -75,7 +76,9 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 if ! .venv/bin/python -c 'import portkit, click, rich, pytest, hypothesis' 2>/dev/null \
-    || [ pyproject.toml -nt .venv/.portkit-installed ]; then
+    || [ pyproject.toml -nt .venv/.portkit-installed ] || [ setup.py -nt .venv/.portkit-installed ] \
+    || [ -n "$(find src -name '*.c' -newer .venv/.portkit-installed 2>/dev/null | head -n 1)" ]; then
+    # (a changed setup.py or C source means an extension to build)
     .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
     touch .venv/.portkit-installed
 fi

@@ -22,11 +22,29 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-# The splice engine relays on its epoll loop and hands bulk connections to relay threads;
-# the two variants pin each path down (PORTKIT_SPLICE_THREAD_AFTER: 0 = threads from the
-# first byte, -1 = never).
-ENGINES = ("splice", "splice-threads", "splice-loop", "asyncio")
-_VARIANTS = {"splice-threads": ("splice", "0"), "splice-loop": ("splice", "-1")}
+# The splice engine relays on its epoll loop, copying small reads and splicing bulk ones, and
+# hands bulk connections to relay threads; the variants pin each path down
+# (PORTKIT_SPLICE_THREAD_AFTER: 0 = threads from the first byte, -1 = never;
+# PORTKIT_SPLICE_COPY: never = every byte through a pipe, always = every byte copied), so the
+# whole suite checks that the copy path and the splice path behave alike. The engine runs
+# one epoll loop per CPU up to two (PORTKIT_FORWARD_LOOPS); splice-1loop pins one.
+ENGINES = ("splice", "splice-threads", "splice-loop", "splice-pipe", "splice-copy", "splice-1loop", "asyncio")
+LOOP_ONLY = ("splice-loop", "splice-pipe", "splice-copy")  # no relay threads
+_VARIANTS = {
+    "splice-1loop": {"PORTKIT_FORWARD_LOOPS": "1"},
+    "splice-threads": {"PORTKIT_SPLICE_THREAD_AFTER": "0"},
+    "splice-loop": {"PORTKIT_SPLICE_THREAD_AFTER": "-1"},
+    "splice-pipe": {"PORTKIT_SPLICE_THREAD_AFTER": "-1", "PORTKIT_SPLICE_COPY": "never"},
+    "splice-copy": {"PORTKIT_SPLICE_THREAD_AFTER": "-1", "PORTKIT_SPLICE_COPY": "always"},
+}
+
+
+def splice_loops(engine: str) -> int:
+    """How many epoll loops the forwarder of `engine` (a variant name) runs."""
+    if engine == "asyncio":
+        return 1
+    pinned = _VARIANTS.get(engine, {}).get("PORTKIT_FORWARD_LOOPS")
+    return int(pinned) if pinned else min(len(os.sched_getaffinity(0)), 2)
 
 
 def raise_fd_limit() -> None:
@@ -97,7 +115,8 @@ def forwarder(
     log_path = tmp_path / f"forward-{time.monotonic_ns()}.log"
     env = {**os.environ, "PORTKIT_RUNTIME_DIR": str(tmp_path / "run"), **(env or {})}
     if engine in _VARIANTS:
-        engine, env["PORTKIT_SPLICE_THREAD_AFTER"] = _VARIANTS[engine]
+        env.update(_VARIANTS[engine])
+        engine = "splice"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "portkit", "forward", *args, "--engine", engine, "--json", "--log-json"],

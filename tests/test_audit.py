@@ -16,13 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import needs_root
+from fixtures_audit import holding_listeners
 from portkit.audit import (
     AuditCode,
     AuditedListener,
     ExposureClass,
     OpenRule,
+    PolicyEntry,
     Reach,
     Zone,
     ZoneReach,
@@ -52,20 +56,6 @@ table inet filter {
         iifname "lan0" tcp dport 5432 accept
     }
 }
-"""
-
-HOLDER = r"""
-import socket, sys
-held = []
-for spec in sys.argv[1:]:
-    address, port = spec.rsplit(":", 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((address, int(port)))
-    s.listen(16)
-    held.append(s)
-print("ready", flush=True)
-sys.stdin.read()
 """
 
 LISTENING = ["0.0.0.0:2222", "0.0.0.0:8080", "0.0.0.0:6379", "0.0.0.0:5432", "0.0.0.0:7000", "127.0.0.1:7001"]
@@ -118,18 +108,8 @@ def audit_lab() -> Iterator[AuditLab]:
         connect(server, "wan0", ["203.0.113.1/24"], wan, "eth0", ["203.0.113.2/24"])
         server.ip("route", "add", "default", "via", "203.0.113.2", "dev", "wan0")
         server.nft(RULES)
-        holder = subprocess.Popen(
-            server.command([sys.executable, "-c", HOLDER, *LISTENING]),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with holding_listeners(server, LISTENING):
             yield AuditLab(server, lan, wan)
-        finally:
-            holder.kill()
-            holder.wait(timeout=10)
 
 
 def _codes(document: dict[str, Any]) -> set[tuple[str, int]]:
@@ -220,8 +200,11 @@ def test_fail_on_and_sarif(audit_lab: AuditLab, tmp_path: Path) -> None:
     results = sarif["runs"][0]["results"]
     assert {r["ruleId"] for r in results} >= {"WRONG_OWNER", "RISKY_SERVICE", "STALE_RULE"}
     assert all(
-        r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == str(policy) for r in results
+        r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == policy.as_uri() for r in results
     )
+    from test_audit_sarif import validate_sarif
+
+    validate_sarif(sarif)
 
 
 def _check_sarif(sarif: dict[str, Any]) -> None:
@@ -307,6 +290,12 @@ def test_stale_rule_only_where_nothing_listens() -> None:
         "[zones]\nlan = ['10.0.0.0/33']",
         "not toml at all [",
         "[[service]]\nport = true\nreach = 'any'",
+        "version = 1.0",  # 1.0 == 1 in Python; the policy format's version is a whole number
+        "version = true",
+        "[[service]]\nport = 22\nreach = 'any'\nowner = '" + "x" * 300 + "'",
+        "[[service]]\nport = 22.0\nreach = 'any'",
+        "service = [1, 2]",
+        "[zones]\nlan = [1]",
     ],
 )
 def test_bad_policy_is_one_line(text: str) -> None:
@@ -341,6 +330,9 @@ def test_bad_cli_input_is_one_line() -> None:
         ["--fail-on", "severe"],
         ["--json", "--sarif"],
         ["--policy", "/nonexistent/p.toml"],
+        ["--init", "--json"],  # --init writes a policy: a report option would be ignored
+        ["--init", "--fail-on", "high"],
+        ["--netns", "x", "--from", "x"],  # the vantage's listeners are left out: nothing audited
     ):
         proc = subprocess.run(
             [*PORTKIT, "audit", *args], capture_output=True, text=True, timeout=60, check=False
@@ -373,14 +365,7 @@ def test_a_docker_style_publish_is_its_own_exposure_class(tmp_path: Path) -> Non
         host.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         loaded = host.run(["iptables-restore", "-n"], input=DOCKER_NAT)
         assert loaded.returncode == 0, loaded.stderr
-        holder = subprocess.Popen(
-            container.command([sys.executable, "-c", HOLDER, "0.0.0.0:443", "0.0.0.0:5000"]),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with holding_listeners(container, ["0.0.0.0:443", "0.0.0.0:5000"]):
             argv = [*PORTKIT, "audit", "--json", "--netns", host.name, "--netns", container.name]
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
             assert proc.returncode == 0, proc.stderr
@@ -393,6 +378,16 @@ def test_a_docker_style_publish_is_its_own_exposure_class(tmp_path: Path) -> Non
                 [sys.executable, "-c", "import socket; socket.create_connection(('198.18.5.1', 8443), 3)"]
             )
             assert reach.returncode == 0, reach.stderr
-        finally:
-            holder.kill()
-            holder.wait(timeout=10)
+@given(
+    owner=st.text(max_size=40).filter(lambda s: len(s) <= 256),
+    netns=st.text(st.characters(exclude_characters="\n\r"), max_size=20),
+)
+@settings(max_examples=300, deadline=None)
+def test_init_policy_reads_back_whatever_the_names(owner: str, netns: str) -> None:
+    """A process may be named anything but NUL (prctl PR_SET_NAME): --init escapes it, and a
+    name with a line break, which the policy cannot hold, is left undeclared."""
+    entry = PolicyEntry(22, Transport.TCP, Zone.ANY, owner, netns, "note\tx")
+    policy = parse_exposure_policy(render_policy([entry]), source="init")
+    (service,) = policy.services
+    assert service.netns == netns and service.note == "note\tx"
+    assert service.owner == ("" if "\n" in owner or "\r" in owner else owner)

@@ -571,3 +571,153 @@ def test_damaged_ledger_files(
     check("file: ledger", result, ok=(0, 1))
     if result.status == 2:
         assert path.read_bytes() == bytes(raw), "a refused ledger was modified"
+
+
+# --- audit, watch, nat -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stop_before_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """audit, watch and nat map stop once their input is parsed and accepted (nothing is read
+    from the host, no packet leaves); nat add plans without reading the host's state."""
+    import functools
+
+    import portkit.audit
+    import portkit.nat
+    import portkit.watch
+
+    def stop(*_: Any, **__: Any) -> None:
+        raise click.exceptions.Exit(0)
+
+    monkeypatch.setattr(portkit.audit, "run_audit", stop)
+    monkeypatch.setattr(portkit.watch, "run_watch", stop)
+    monkeypatch.setattr(portkit.nat, "map_port", stop)
+    monkeypatch.setattr(portkit.nat, "unmap_port", stop)
+    monkeypatch.setattr(portkit.nat, "plan_forward", functools.partial(portkit.nat.plan_forward, live=False))
+
+
+@settings(FUZZ, max_examples=500 * SCALE)
+@given(
+    content=mutated_bytes(_texts("exposure.toml")), output=st.sampled_from([(), ("--json",), ("--sarif",)])
+)
+def test_audit_policy_files(
+    content: tuple[bytes, bool], output: tuple[str, ...], tmp_path: Path, stop_before_io: None
+) -> None:
+    result, not_utf8 = _file_surface(
+        tmp_path, "exposure.toml", content, lambda p: ("audit", "--policy", p, *output)
+    )
+    check("file: audit --policy", result, invalid=not_utf8)
+
+
+AUDIT_OPTIONS = {
+    "--fail-on": ["info", "low", "medium", "high", "critical"],
+    "--netns": ["pk-no-such-netns", "a"],
+    "--from": ["pk-no-such-netns", "b"],
+    "--policy": [str(DATA / "exposure.toml"), "/nonexistent/exposure.toml", "-"],
+}
+
+
+@settings(FUZZ, max_examples=400 * SCALE)
+@given(data=st.data())
+def test_audit_options(data: st.DataObject, stop_before_io: None) -> None:
+    option = data.draw(st.sampled_from(sorted(AUDIT_OPTIONS)))
+    value = data.draw(_arg(AUDIT_OPTIONS[option]))
+    check(f"audit {option}", run_main("audit", option, value, "--json"))
+
+
+WATCH_OPTIONS = {
+    "--interval": ["1s", "500ms", "2"],
+    "--accept-interval": ["10s", "1m"],
+    "--scan-ports": ["15", "1", "65535"],
+    "--scan-hosts": ["25", "1"],
+    "--scan-window": ["5m", "30s"],
+    "--ignore": ["192.0.2.1", "2001:db8::1"],
+    "--duration": ["10s", "1h"],
+    "--count": ["1", "100"],
+    "--netns": ["pk-no-such-netns"],
+    "--block": ["10m", "1h"],
+    "--exec": ["cat >/dev/null", "logger -t portkit"],
+}
+
+
+@settings(FUZZ, max_examples=800 * SCALE)
+@given(data=st.data())
+def test_watch_options(data: st.DataObject, stop_before_io: None) -> None:
+    option = data.draw(st.sampled_from(sorted(WATCH_OPTIONS)))
+    value = data.draw(_arg(WATCH_OPTIONS[option]))
+    extra = ("--scans",) if option == "--block" else ()
+    check(f"watch {option}", run_main("watch", option, value, *extra, "--json"))
+
+
+NAT_ADD_ARGS = {
+    "public": ["8443", "80", "65535"],
+    "target": ["192.168.1.100:443", "[fd00::5]:443", "10.0.0.2:80"],
+    "--in": ["eth0", "wan0"],
+    "--public-addr": ["203.0.113.1", "2001:db8::1"],
+    "--lan": ["192.168.1.0/24", "10.0.0.0/8"],
+    "--zone": ["public", "dmz"],
+}
+
+
+@settings(FUZZ, max_examples=600 * SCALE)
+@given(data=st.data(), fmt=st.sampled_from(["nft", "iptables", "firewalld", "ufw"]))
+def test_nat_add_arguments(data: st.DataObject, fmt: str, stop_before_io: None, offline: None) -> None:
+    which = data.draw(st.sampled_from(sorted(NAT_ADD_ARGS)))
+    value = data.draw(_arg(NAT_ADD_ARGS[which]))
+    args = {"public": "8443", "target": "192.168.1.100:443"}
+    options: list[str] = ["--hairpin"] if which == "--lan" else []
+    if which in args:
+        args[which] = value
+    else:
+        options += [which, value]
+        fmt = "firewalld" if which == "--zone" else fmt
+    check(f"nat add {which}", run_main("nat", "add", args["public"], args["target"], "--to", fmt, *options))
+
+
+NAT_MAP_ARGS = {
+    "public": ["8443", "1", "65535"],
+    "internal": ["443", "22"],
+    "--lease": ["3600", "1", "86400"],
+    "--gateway": ["192.168.1.1", "10.0.0.1"],
+    "--timeout": ["3", "0.5", "120"],
+    "--description": ["portkit", "web server"],
+    "--via": ["auto", "pcp", "natpmp", "upnp"],
+}
+
+
+@settings(FUZZ, max_examples=600 * SCALE)
+@given(data=st.data(), command=st.sampled_from(["map", "unmap"]))
+def test_nat_map_arguments(data: st.DataObject, command: str, stop_before_io: None) -> None:
+    which = data.draw(st.sampled_from(sorted(NAT_MAP_ARGS)))
+    if command == "unmap" and which in ("internal", "--lease", "--description"):
+        which = "public"
+    value = data.draw(_arg(NAT_MAP_ARGS[which]))
+    public = value if which == "public" else "8443"
+    positional = [public, value] if which == "internal" else [public]
+    options = [] if which in ("public", "internal") else [which, value]
+    gateway = [] if which == "--gateway" else ["--gateway", "192.0.2.1"]
+    check(f"nat {command} {which}", run_main("nat", command, *positional, *gateway, *options, "--json"))
+
+
+NAT_CHECK_ARGS = {
+    "public": ["203.0.113.1:8443", "[2001:db8::1]:443", "198.51.100.7:80"],
+    "--timeout": ["3s", "500ms", "1m"],
+    "--router": ["pk-no-such-router"],
+}
+
+
+@settings(FUZZ, max_examples=300 * SCALE)
+@given(data=st.data())
+def test_nat_check_and_rm_arguments(data: st.DataObject, offline: None) -> None:
+    """Stops at the unknown --from namespace at the latest: nothing is probed."""
+    if data.draw(st.booleans()):
+        ident = data.draw(_arg(["tcp-8443", "udp-53", "tcp-203.0.113.1-8443", "tcp-2001:db8::1-443"]))
+        # 1: no rule carries the tag (read from the live ruleset, nothing changed without --apply)
+        check("nat rm ID", run_main("nat", "rm", ident, "--netns", "pk-no-such-netns"), ok=(0, 1))
+        return
+    which = data.draw(st.sampled_from(sorted(NAT_CHECK_ARGS)))
+    value = data.draw(_arg(NAT_CHECK_ARGS[which]))
+    public = value if which == "public" else "203.0.113.1:8443"
+    options = [] if which == "public" else [which, value]
+    result = run_main("nat", "check", public, "--from", "pk-no-such-netns", *options)
+    check(f"nat check {which}", result, invalid=True)  # the namespace does not exist

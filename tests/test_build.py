@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ACCELERATORS = ["portkit.sockets._diagrows", "portkit.scan._rawio"]
+ACCELERATORS = ["portkit.sockets._diagrows", "portkit.scan._rawio", "portkit.scan._connectio"]
 
 can_build = shutil.which("gcc") is not None and (Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
 

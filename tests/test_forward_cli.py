@@ -80,6 +80,26 @@ def test_bad_thread_threshold_in_the_environment_is_one_line_and_exit_2(cli: Any
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("value", ["sometimes", "NEVER", "0"])
+def test_bad_copy_mode_in_the_environment_is_one_line_and_exit_2(cli: Any, value: str) -> None:
+    result = cli("forward", "8080", "127.0.0.1:80", "--check", env={"PORTKIT_SPLICE_COPY": value})
+    assert result.status == 2, result.stderr
+    assert "invalid PORTKIT_SPLICE_COPY" in result.stderr and repr(value) in result.stderr
+    assert "auto, never, always" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_copy_mode_is_an_option_of_the_forwarder() -> None:
+    from portkit.errors import UsageError
+    from portkit.forward import Forwarder, make_rule
+
+    rules = [make_rule("0", "127.0.0.1:9")]
+    assert Forwarder(rules, engine="asyncio").copy == "auto"
+    assert Forwarder(rules, engine="asyncio", copy="never").copy == "never"
+    with pytest.raises(UsageError, match="invalid copy 'some'"):
+        Forwarder(rules, engine="asyncio", copy="some")
+
+
 def test_thread_threshold_is_an_option_not_read_at_import() -> None:
     import subprocess
     import sys

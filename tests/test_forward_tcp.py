@@ -16,6 +16,7 @@ import pytest
 
 from fixtures_forward import (
     ENGINES,
+    LOOP_ONLY,
     TcpServer,
     assert_reset,
     closed_port,
@@ -24,6 +25,7 @@ from fixtures_forward import (
     raise_fd_limit,
     recv_all,
     reset,
+    splice_loops,
 )
 
 pytestmark = pytest.mark.parametrize("engine", ENGINES)
@@ -324,14 +326,15 @@ def test_slow_reader_bounds_memory_and_loses_nothing(engine: str, tmp_path: Path
                     for task in Path(f"/proc/{fwd.pid}/task").iterdir()
                 )
                 assert policies.count(os.SCHED_BATCH) == 2 and policies.count(os.SCHED_OTHER) >= 2
-            elif engine == "splice-loop":
-                assert threads == 2  # main and the loop
+            elif engine in LOOP_ONLY:
+                assert threads == 1 + splice_loops(engine)  # main and the loops
             if engine.startswith("splice"):  # OS thread names, as top -H, ps -L and perf show them
                 names = sorted(
                     (task / "comm").read_text().strip() for task in Path(f"/proc/{fwd.pid}/task").iterdir()
                 )
-                relays = {"splice-threads": {2}, "splice-loop": {0}}.get(engine, {0, 2})
-                assert names.count("portkit-relay") in relays and names.count("portkit-splice") == 1, names
+                relays = {"splice-threads": {2}, **{v: {0} for v in LOOP_ONLY}}.get(engine, {0, 2})
+                loops = names.count("portkit-splice")
+                assert names.count("portkit-relay") in relays and loops == splice_loops(engine), names
             gate.set()
             client.setblocking(True)
             client.shutdown(socket.SHUT_WR)

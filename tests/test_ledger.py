@@ -194,6 +194,15 @@ def test_a_missing_ledger_is_said_in_one_line(tmp_path: Path) -> None:
     assert_usage_error(run_main("history", "22", "--db", str(tmp_path)), "is a directory")
 
 
+@pytest.mark.parametrize("command", [("history", "22"), ("ledger", "info"), ("ls", "--record", "--json")])
+def test_a_device_or_fifo_is_no_ledger(command: tuple[str, ...], tmp_path: Path) -> None:
+    """/dev/null made sqlite3 fail mid-transaction (exit 1, its message); a FIFO hung the read."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/null", str(fifo)):
+        assert_usage_error(run_main(*command, "--db", path), "not a regular file")
+
+
 # --- several writers at once -------------------------------------------------------------------
 
 WRITER = textwrap.dedent(
@@ -357,6 +366,26 @@ def test_a_restart_with_a_new_pid_keeps_one_binding_and_a_gap_starts_another() -
     assert (story.first_seen, story.last_seen, story.gone_since) == (10, 50, 60)
 
 
+def _keys(value: object) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+def _history_doc_keys() -> set[str]:
+    """The keys docs/json.md shows for `history --json` (`kind`: diagnoses only)."""
+    import re
+
+    text = (REPO / "docs" / "json.md").read_text()
+    section = text[text.index("### `portkit history PORT") :]
+    block = section[section.index("```json") + 7 : section.index("```", section.index("```json") + 7)]
+    found = set(re.findall(r'"([a-z_]+)":', block))
+    assert len(found) > 20, found
+    return found
+
+
 def test_history_of_a_real_listener_from_recorded_runs(tmp_path: Path) -> None:
     db = str(tmp_path / "ledger.db")
     listener = socket.socket()
@@ -400,6 +429,7 @@ def test_history_of_a_real_listener_from_recorded_runs(tmp_path: Path) -> None:
     assert [(s["host"], s["state"]) for s in story["scans"]] == [("127.0.0.1", "open")]
     (rule,) = story["rules"]
     assert len(rule["fingerprint"]) == 64 and rule["state"] in ("accept", "drop", "reject", "uncertain")
+    assert _history_doc_keys() - {"kind"} <= _keys(story), "a key docs/json.md shows is missing"
     text = run_main("history", str(port), "--db", db).stdout
     assert "Owners and bind addresses" in text and "What scans saw" in text and "not listening since" in text
     # who --record is history but not a snapshot; --host filters by scanned address
@@ -490,3 +520,21 @@ def test_the_fast_lane_and_the_cli_agree_on_where_the_config_is(
         path.parent.mkdir(parents=True)
         path.write_text("record = false\n")
         assert _config_may_record()
+
+
+def test_diagnoses_are_recorded_and_show_in_history(tmp_path: Path) -> None:
+    """`diagnose --record` (both forms) keeps the diagnosis; `history` lists its code."""
+    db = str(tmp_path / "ledger.db")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    reach = run_main("diagnose", f"127.0.0.1:{port}", "--record", "--db", db, "--json")
+    assert reach.status == 1, reach.stderr
+    # The kernel chose that port from the ephemeral range: a bind there is EPHEMERAL_RANGE.
+    bind = run_main("diagnose", "--bind", f"127.0.0.1:{port}", "--record", "--db", db, "--json")
+    assert bind.status == 1, bind.stderr
+    history = run_main("history", str(port), "--db", db, "--json")
+    assert history.status == 0, history.stderr
+    text = history.stdout
+    assert "NO_LISTENER" in text and "EPHEMERAL_RANGE" in text, text

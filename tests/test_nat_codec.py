@@ -381,6 +381,11 @@ def test_driver_reports_a_closed_port_at_once() -> None:
         (["nat", "map", "8443", "--gateway", "router.lan"], "'router.lan'"),
         (["nat", "unmap", "65536"], "'65536'"),
         (["nat", "map", "8443", "--via", "smoke"], "'smoke'"),
+        # miniupnpc sends it unescaped, and a mapping with over 63 characters is not listed
+        (["nat", "map", "8443", "--description", "a<b"], "'a<b'"),
+        (["nat", "map", "8443", "--description", "x" * 64], "(64 chars)"),
+        (["nat", "map", "8443", "--description", "tab\there"], "'tab\\there'"),
+        (["nat", "map", "8443", "--description", "\u00e9" * 32], "bytes (UTF-8)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], quoted: str) -> None:

@@ -202,6 +202,17 @@ def test_router_shows_the_gateway_its_protocols_and_mappings(lab: UpnpHome) -> N
         lab.portkit("nat", "unmap", "20500", "--via", "upnp")
 
 
+def test_the_longest_description_accepted_is_listed_as_given(lab: UpnpHome) -> None:
+    description = 'Tom\'s "game" \u00e9t\u00e9 server ' * 2 + "x" * 11
+    assert len(description.encode()) == 63  # the limit is in bytes: each \u00e9 is two
+    _map(lab, "20600", str(SERVICE_PORT), "--via", "upnp", "--description", description)
+    try:
+        listed = [m for m in _upnp_listing(lab) if m["external_port"] == 20600]
+        assert [m["description"] for m in listed] == [description]
+    finally:
+        lab.portkit("nat", "unmap", "20600", "--via", "upnp")
+
+
 def test_no_gateway_is_exit_1_naming_what_was_tried(lab: UpnpHome) -> None:
     # The outside host has no default route.
     proc = lab.outside.run([*portkit_argv(), "nat", "map", "8443"], timeout=30)

@@ -245,6 +245,8 @@ def test_nat_check_passes_and_fails_with_the_router_evidence(home: HomeLab) -> N
     doc = failed.json()
     assert doc["reachable"] is False and doc["router"] == home.netns("router")
     assert "no DNAT rule" in doc["cause"]
+    # portkit diagnose from the same vantage names the cause by its code.
+    assert doc["diagnosis"] is not None and doc["diagnosis"]["code"] == "NO_LISTENER", doc["diagnosis"]
     home.nft("router", _add(home, "--in", "wan0"))
     passed = run_cli("nat", "check", public, "--from", outside, "--json")
     assert passed.status == 0, passed.stdout
@@ -262,6 +264,7 @@ def test_nat_check_passes_and_fails_with_the_router_evidence(home: HomeLab) -> N
     refused = run_cli("nat", "check", f"{home.wan_address}:9000", "--from", outside)
     assert refused.status == 1
     assert f"DNATed it to {home.address('pc')}:9, which refused it" in refused.stdout
+    assert "diagnose: DNAT_TO_NOTHING" in refused.stdout, refused.stdout
 
 
 @needs_root
@@ -403,6 +406,14 @@ def test_generated_nft_and_iptables_read_back_to_the_same_forward() -> None:
         (("ls", "--netns", "pk-no-such-netns"), "unknown network namespace"),
         (("check", "203.0.113.1:0", "--from", "x"), "invalid target port '0'"),
         (("check", "203.0.113.1:8443", "--from", "pk-no-such-netns"), "unknown network namespace"),
+        # getaddrinfo reads these as inet_aton does (1.2.0.3, octal 8.0.0.5): refused, not resolved
+        (("add", "8443", "1.2.3:443"), "invalid target host '1.2.3'"),
+        (("add", "8443", "010.0.0.5:443"), "invalid target host '010.0.0.5'"),
+        (("add", "8443", "0x0a000005:443"), "invalid target host '0x0a000005'"),
+        (("add", "8443", "192.168.1.5:443", "--public-addr", "203.0.113"), "invalid --public-addr"),
+        (("check", "203.0.113:8443", "--from", "x"), "invalid target host '203.0.113'"),
+        (("add", "8443", "192.168.1.5:443", "--zone", "dmz"), "give it with --to firewalld"),
+        (("add", "8443", "192.168.1.5:443", "--to", "firewalld", "--zone", "a b;x"), "invalid --zone"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], words: str) -> None:
@@ -410,6 +421,13 @@ def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], words: str) -> 
     assert result.status == 2, (result.stdout, result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1
     assert words in result.stderr
+
+
+def test_firewalld_zone_is_written_into_every_line() -> None:
+    result = run_cli("nat", "add", "8443", "192.168.1.5:443", "--to", "firewalld", "--zone", "dmz")
+    assert result.status == 0, result.stderr
+    adds = [line for line in result.stdout.splitlines() if line.startswith("firewall-cmd --permanent")]
+    assert adds and all("--zone=dmz " in line for line in adds), result.stdout
 
 
 @needs_root

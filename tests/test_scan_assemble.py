@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from portkit.model import Protocol
 from portkit.model.services import ServiceRecord
 from portkit.scan import PortState, Reason, ScanOptions, ScanType, parse_targets
-from portkit.scan._assemble import Collector, host_results, listing, new_result, port_ranges
+from portkit.scan._assemble import (
+    Collector,
+    host_results,
+    listing,
+    masked_port_ranges,
+    new_result,
+    port_ranges,
+)
 from portkit.scan._plan import plan_scan
 from portkit.scan._states import OUTCOME_CODE, RESPONSE_CODE, Response
 from portkit.scan._workers import Share, merge_shares
@@ -50,6 +59,16 @@ def test_port_ranges_as_nmap_writes_them() -> None:
 @given(st.lists(st.integers(1, 300)))
 def test_port_ranges_cover_exactly_the_ports(ports: list[int]) -> None:
     assert expand(port_ranges(ports)) == sorted(set(ports))
+
+
+@given(st.integers(0, 70000), st.lists(st.booleans(), max_size=300), st.booleans())
+def test_masked_port_ranges_equal_the_plain_listing(first: int, bits: list[bool], gap: bool) -> None:
+    """The bytes.find walk over consecutive ports agrees with compress-then-runs (its reference)."""
+    ports = list(range(first, first + len(bits)))
+    if gap and len(ports) > 2:
+        ports[-1] += 5  # not consecutive: the plain path
+    mask = bytes(map(int, bits))
+    assert masked_port_ranges(mask, ports) == port_ranges(list(itertools.compress(ports, mask)))
 
 
 answers = st.lists(

@@ -271,6 +271,32 @@ def test_ports_are_named_from_nmap_services_per_protocol() -> None:
     assert name(8080, Protocol.TCP) == "http-proxy" and name(38953, Protocol.TCP) == ""
 
 
+@pytest.mark.skipif(not NMAP_SERVICES.exists(), reason="needs nmap's nmap-services")
+def test_one_port_lookups_agree_with_the_whole_table() -> None:
+    """The scan's listing names its ports one by one (`first_port_name`): same as the parsed table."""
+    import random
+
+    from portkit.registry.nmap import _PortTableNamer, first_port_name, port_names
+
+    text = NMAP_SERVICES.read_text(errors="replace")
+    rng = random.Random(15)
+    for protocol in (Protocol.TCP, Protocol.UDP):
+        table = port_names(protocol, (NMAP_SERVICES,))
+        ports = {0, 1, 7, 22, 53, 80, 8081, 65535, 70000, *rng.sample(range(65536), 1500)}
+        ports |= set(rng.sample(sorted(table), 500))
+        for port in sorted(ports):
+            assert first_port_name(text, port, protocol) == table.get(port, ""), (port, protocol)
+    # Lines that only mention a port (a comment, another entry's third field) do not name it.
+    tricky = "# 22/tcp is ssh\nfoo\t122/tcp\t0.1\t# 22/tcp\nbar\t0022/tcp\t0.1\nssh\t22/tcp\t0.5\n"
+    assert first_port_name(tricky, 22, Protocol.TCP) == "bar"  # int("0022"): the table's rule too
+    assert first_port_name(tricky, 122, Protocol.TCP) == "foo"
+    assert first_port_name(tricky, 22, Protocol.UDP) == ""
+    namer = _PortTableNamer(text, (NMAP_SERVICES,))
+    many = rng.sample(range(1, 65536), 3 * _PortTableNamer.LOOKUPS_BEFORE_TABLE)
+    tcp = port_names(Protocol.TCP, (NMAP_SERVICES,))
+    assert [namer(p, Protocol.TCP) for p in many] == [tcp.get(p, "") for p in many]
+
+
 def test_without_nmap_services_ports_are_named_from_etc_services() -> None:
     from portkit.registry import nmap
 

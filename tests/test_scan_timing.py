@@ -141,6 +141,33 @@ def test_schedule_retransmits_silent_probes_and_settles_them() -> None:
     assert sched.retransmitted >= 2
 
 
+def test_probes_time_out_by_their_hosts_timeout_now_not_when_they_left() -> None:
+    """nmap's rule: the first probes leave under the initial timeout (0.5 s at -T4); once an RTT
+    sample has brought the host's timeout down, they are retransmitted by the shorter one."""
+    sched = Schedule(iter(range(3)), nports=3, tpl=template(4))
+    assert sched.next_probes(0.0, limit=2) == [(0, 0), (1, 0)]
+    assert sched.expired(0.0) == []  # armed while the timeout is still the initial 0.5 s
+    assert sched.next_probes(0.01, limit=1) == [(2, 0)]
+    assert sched.answered(2, 0, 0.06)  # RTT 50 ms: timeout 0.05 + 4 * 0.05 = 0.25 s
+    assert sched.timeout(0) == pytest.approx(0.25)
+    assert sched.expired(0.2) == [] and sched.next_probes(0.2) == []
+    assert sched.expired(0.26) == []
+    assert sorted(sched.next_probes(0.26)) == [(0, 1), (1, 1)]  # not at 0.5 s
+    assert sched.next_wakeup(0.26) == pytest.approx(0.25)
+
+
+def test_a_timeout_that_grew_after_a_probe_left_is_waited_for() -> None:
+    sched = Schedule(iter(range(3)), nports=3, tpl=template(4))
+    assert sched.next_probes(0.0, limit=1) == [(0, 0)]
+    assert sched.answered(0, 0, 0.05)  # timeout 0.25 s
+    assert sched.next_probes(0.1, limit=2) == [(1, 0), (2, 0)]
+    assert sched.expired(0.1) == []  # probe 1 armed: due at 0.35 s by the timeout of the moment
+    assert sched.answered(2, 0, 0.34)  # a slower answer: the timeout grows to about 0.41 s
+    assert sched.timeout(0) > 0.4
+    assert sched.expired(0.4) == [] and sched.next_probes(0.4) == []  # 0.3 s after it left: waits
+    assert sched.expired(0.52) == [] and sched.next_probes(0.52) == [(1, 1)]
+
+
 def test_schedule_respects_scan_delay_and_rate() -> None:
     tpl = template(2)  # scan delay 0.4 s, one probe at a time
     sched = Schedule(iter(range(5)), nports=5, tpl=tpl)

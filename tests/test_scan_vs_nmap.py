@@ -71,11 +71,18 @@ def lab(module_lab_factory) -> Lab:  # noqa: F811
 # Raw TCP scans of one host move their packets in C (portkit.scan._rawio) when it is built;
 # PORTKIT_SCAN_PURE=1 keeps them in Python. Both must give nmap's answers.
 IO_PATHS = ["c", "python"] if importlib.util.find_spec("portkit.scan._rawio") else ["python"]
+# Connect scans of one host make their first tries' connect() calls in C (_connectio) likewise.
+CONNECT_IO_PATHS = ["c", "python"] if importlib.util.find_spec("portkit.scan._connectio") else ["python"]
 NMAP_SEEN: dict[tuple[str, ...], dict[int, tuple[str, str]]] = {}
 
 
 @pytest.fixture(params=IO_PATHS)
 def io_path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=CONNECT_IO_PATHS)
+def connect_io(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
@@ -166,8 +173,8 @@ def test_syn_scan_agrees_with_nmap(lab: Lab, io_path: str) -> None:
     assert ports[84] == ("filtered", "admin-prohibited")
 
 
-def test_connect_scan_agrees_with_nmap(lab: Lab) -> None:
-    ports = agree(lab, "-sT", TCP_PORTS, "fw")
+def test_connect_scan_agrees_with_nmap(lab: Lab, connect_io: str) -> None:
+    ports = agree(lab, "-sT", TCP_PORTS, "fw", io=connect_io)
     assert ports[80] == ("open", "syn-ack")
     assert ports[83] == ("closed", "conn-refused")  # the kernel reports ICMP port-unreachable as ECONNREFUSED
     assert ports[84] == ("filtered", "host-unreach")
@@ -196,8 +203,8 @@ def test_syn_scan_agrees_through_a_lossy_link(lab: Lab, io_path: str) -> None:
     assert SENT[lab.address("lossy")] > len(ports) + 2
 
 
-def test_connect_scan_agrees_through_a_lossy_link(lab: Lab) -> None:
-    agree(lab, "-sT", TCP_PORTS, "lossy")
+def test_connect_scan_agrees_through_a_lossy_link(lab: Lab, connect_io: str) -> None:
+    agree(lab, "-sT", TCP_PORTS, "lossy", io=connect_io)
 
 
 @pytest.mark.parametrize(
@@ -210,12 +217,12 @@ def test_ipv6_raw_scans_agree_with_nmap(lab: Lab, flag: str, io: str) -> None:
         assert ports[84] == ("filtered", "admin-prohibited")
 
 
-def test_ipv6_connect_scan_agrees_with_nmap_and_the_kernel(lab: Lab) -> None:
+def test_ipv6_connect_scan_agrees_with_nmap_and_the_kernel(lab: Lab, connect_io: str) -> None:
     """nmap 7.93's `-6 -sT` misses the ICMPv6 errors nftables' rejects send in this lab (it reports
     no-response, though connect() itself fails at once), so the rejected ports are checked against
     the kernel's own connect() result instead, and every other port against nmap."""
     address = lab.address6("fw")
-    ours = portkit_ports(lab, "-sT", TCP_PORTS, address)
+    ours = portkit_ports(lab, "-sT", TCP_PORTS, address, io=connect_io)
     theirs = nmap_ports(lab, "-sT", TCP_PORTS, address)
     rejected = {83, 84}
     assert {p: s for p, s in ours.items() if p not in rejected} == {

@@ -1,8 +1,11 @@
 """The C twin of the netlink column path (portkit.sockets._diagrows) against the Python path.
 
 Both must give the same results, byte for byte: random buffers of socket messages (both
-families, every field's range, mixed sizes, types and families for the column check), and the
-real socket table of this host, with and without processes.
+families, every field's range, mixed sizes, types and families for the column check and for
+cutting mixed buffers to equal rows), and the real socket table of this host, with and without
+processes. The fd-link reader (portkit.sockets._fdlinks) is held to its Python reference on
+processes holding known sockets. The one-walk TCP dump (TCPDIAG_GETSOCK) is held to the per-family dumps on a
+namespace holding both families, TIME-WAIT and listening sockets.
 """
 
 from __future__ import annotations
@@ -24,8 +27,18 @@ import fixtures_sockets as fx
 from conftest import needs_root
 from portkit.sockets import SocketQuery, _jsonout, _netlink, list_sockets
 from portkit.sockets._inventory import Inventory
-from portkit.sockets._model import Transport
-from portkit.sockets._netlink import NLMSG_DONE, SOCK_DIAG_BY_FAMILY, RawRows, decode
+from portkit.sockets._model import ALL_STATES, TcpState, Transport
+from portkit.sockets._netlink import (
+    NLMSG_DONE,
+    SOCK_DIAG_BY_FAMILY,
+    TCPDIAG_GETSOCK,
+    RawRows,
+    SockDiagClient,
+    _decode_rows,
+    by_family,
+    decode,
+    dump_all,
+)
 
 diagrows = pytest.importorskip("portkit.sockets._diagrows", reason="C accelerator not built")
 
@@ -46,7 +59,9 @@ def _message(sock: tuple, extra: bytes = b"", mtype: int = SOCK_DIAG_BY_FAMILY) 
     body = struct.pack("=BBBB", af, state, 0, 0) + struct.pack("!HH", sport, dport)
     body += src.packed.ljust(16, b"\0") + dst.packed.ljust(16, b"\0")
     body += struct.pack("=I8sIIIII", ifindex, b"\xff" * 8, 0, rq, wq, uid, inode) + extra
-    return struct.pack("=IHHII", 16 + len(body), mtype, 2, 1, 0) + bytes(body)
+    # Netlink pads each message to 4 bytes; the length field leaves the padding out.
+    padding = b"\0" * (-len(body) % 4)
+    return struct.pack("=IHHII", 16 + len(body), mtype, 2, 1, 0) + bytes(body) + padding
 
 
 def _both(work: Callable[[], object]) -> tuple[object, object]:
@@ -115,6 +130,133 @@ def test_c_refuses_what_it_cannot_read() -> None:
     with pytest.raises(TypeError):
         diagrows.json_text(message, len(message), 1, 4, "", states[:10], "")
     assert diagrows.uniform_family(message[:40], 88) == -1
+
+
+# Attributes after struct inet_diag_msg, as full sockets carry them and TIME-WAIT ones do not
+# (INET_DIAG_SHUTDOWN padded to 8 bytes; a 12-byte one; one whose length needs padding).
+attributes = st.sampled_from([b"", b"\x05\x00\x08\x00\x00\x00\x00\x00", b"\0" * 12, b"\x05\x00\x05\x00\x01"])
+DONE = struct.pack("=IHHIIi", 20, NLMSG_DONE, 2, 1, 0, 0)
+message_types = st.sampled_from([SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK, NLMSG_DONE])
+# Sockets in states the kernel reports (Socket.to_json needs a known state).
+known_states = st.sampled_from(list(TcpState))
+known_sockets = st.tuples(address_pairs, ports, ports, known_states, u32, u32, u32, u32, u32)
+
+
+@settings(deadline=None, max_examples=120)
+@given(
+    st.lists(
+        st.tuples(raw_sockets, attributes, message_types),
+        min_size=1,
+        max_size=16,
+    ),
+    st.sampled_from([SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK]),
+    st.integers(min_value=0, max_value=7),
+)
+def test_cutting_mixed_buffers_is_the_same_in_c_and_python(messages: list, mtype: int, cut: int) -> None:  # type: ignore[type-arg]
+    buf = b"".join(_message(s, extra, kind) for s, extra, kind in messages)
+    buf = buf[: len(buf) - cut]
+    with_c, in_python = _both(lambda: _netlink._socket_heads(buf, mtype))
+    assert with_c == in_python
+    heads, family, used = in_python  # type: ignore[misc]
+    # The run: leading whole messages of type mtype and of the first one's family.
+    expected, offset, families = [], 0, set()
+    for sock, extra, kind in messages:
+        whole = _message(sock, extra, kind)
+        af = socket.AF_INET if sock[0][0] == 4 else socket.AF_INET6
+        whole_length = struct.unpack_from("=I", whole)[0]
+        if kind != mtype or offset + whole_length > len(buf) or (families and af not in families):
+            break
+        families.add(af)
+        expected.append(struct.pack("=I", 88) + whole[4:88])
+        offset += len(whole)
+    assert heads == b"".join(expected)
+    assert used == min(offset, len(buf))
+    assert family == (families.pop() if families else -1)
+
+
+@settings(deadline=None, max_examples=80)
+@given(
+    st.lists(st.tuples(known_sockets, attributes), min_size=1, max_size=24),
+    st.sampled_from([4, 6]),
+    st.sampled_from([SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK]),
+)
+def test_mixed_sizes_decode_and_print_like_the_row_path(messages: list, family: int, mtype: int) -> None:  # type: ignore[type-arg]
+    # One family, sizes mixed as full and TIME-WAIT sockets interleave in a real dump: the
+    # buffer is cut to equal rows (RawRows); its sockets and JSON are the row-at-a-time path's.
+    same = [(s, e) for s, e in messages if s[0][0] == family] or [messages[0]]
+    buf = b"".join(_message(s, extra, mtype) for s, extra in same) + DONE
+    row_at_a_time: list = []  # type: ignore[type-arg]
+    assert _decode_rows(buf, Transport.TCP, row_at_a_time, "pk3-x", False, None, 0, None, mtype) is True
+    for eager_or_lazy in (False, True):
+        rows: list = []  # type: ignore[type-arg]
+        assert decode(buf, Transport.TCP, rows, netns="pk3-x", lazy=eager_or_lazy, mtype=mtype) is True
+        if eager_or_lazy:
+            assert all(isinstance(row, RawRows) for row in rows)  # the column path ran on all of it
+        inventory = Inventory(_rows=tuple(rows), backend="netlink", namespaces=())
+        assert inventory.sockets == tuple(row_at_a_time)
+        with_c, in_python = _both(lambda: "".join(inventory.json_chunks()))  # noqa: B023
+        assert with_c == in_python
+        assert json.loads(str(with_c))["sockets"] == [s.to_json() for s in row_at_a_time]
+
+
+MIXED_HOLDER = r"""
+import socket, sys
+count = int(sys.argv[1])
+held = []
+for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    server = socket.socket(family)
+    server.bind((host, 0))
+    server.listen(64)
+    address = server.getsockname()[:2]
+    for n in range(count):
+        client = socket.create_connection(address, timeout=5)
+        accepted = server.accept()[0]
+        if n % 2:  # the client closes first: its side stays in TIME-WAIT
+            client.close()
+            accepted.close()
+        else:
+            held += [client, accepted]
+    held.append(server)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 0))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_root
+def test_one_walk_of_tcp_gives_the_per_family_dumps_rows_in_their_order() -> None:
+    with fx.named_netns() as ns:
+        cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", MIXED_HOLDER, "200"]
+        holder = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "ready"
+            from portkit.testing import inside
+
+            with inside(ns):
+                per_family: list = []  # type: ignore[type-arg]
+                with SockDiagClient() as client:
+                    for family in (4, 6):
+                        client.dump(Transport.TCP, family, ALL_STATES, rows=per_family, netns=ns)
+                    one_walk = client.dump(Transport.TCP, 0, ALL_STATES, netns=ns)  # no fallback here
+                assert by_family(one_walk) == per_family
+                for lazy in (False, True):
+                    walked = dump_all([Transport.TCP], [4, 6], ALL_STATES, netns=ns, lazy=lazy)
+                    assert Inventory(_rows=tuple(walked), backend="netlink", namespaces=()).sockets == tuple(
+                        per_family
+                    )
+                inventory = list_sockets(SocketQuery())
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
+    states = [s.state for s in per_family]
+    assert states.count(TcpState.TIME_WAIT) == 200 and states.count(TcpState.ESTABLISHED) == 400
+    assert [s.family for s in per_family] == sorted(s.family for s in per_family)  # IPv4 first
+    assert any(isinstance(row, RawRows) for row in inventory._rows)
+    with_c, in_python = _both(lambda: "".join(inventory.json_chunks()))
+    assert with_c == in_python
+    assert json.loads(str(with_c)) == json.loads(json.dumps(inventory.to_json()))
 
 
 HOLDER = r"""
@@ -209,3 +351,62 @@ def test_every_path_releases_its_buffer() -> None:
             call()
         held.append(0)
         held.pop()
+
+
+FD_HOLDER = r"""
+import socket, sys
+held = [socket.socket() for _ in range(50)]
+held += [socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) for _ in range(20)]
+held += list(socket.socketpair())
+files = [open("/dev/null") for _ in range(10)]
+print(" ".join(str(s.fileno()) for s in held), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_fd_links_read_alike_in_c_and_python() -> None:
+    import os
+
+    from portkit.sockets import _fdlinks, _procs
+
+    command = [sys.executable, "-c", FD_HOLDER]
+    holder = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        fds = holder.stdout.readline().split()
+        expected = {os.stat(f"/proc/{holder.pid}/fd/{fd}").st_ino for fd in fds}
+        for pid in (holder.pid, os.getpid()):
+            directory = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                in_c = _fdlinks.socket_inodes(directory)
+                in_python = _procs._socket_inodes_py(directory)
+                assert in_c == in_python
+                assert _fdlinks.socket_inodes(directory) == in_c  # the descriptor is left as it was
+            finally:
+                os.close(directory)
+            if pid == holder.pid:
+                assert set(in_c) == expected and len(in_c) == len(fds)
+        # The holders map: every holder socket maps to the holder, with and without C.
+        wanted = set(expected)
+        with_c, in_python = _both_procs(lambda: _procs.find_owners(wanted).owners)
+        assert with_c == in_python
+        assert all(holder.pid in with_c[inode] for inode in expected)  # type: ignore[index]
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    with pytest.raises(OSError):
+        _fdlinks.socket_inodes(-1)
+    assert _procs._socket_inodes(-1) == []
+
+
+def _both_procs(work: Callable[[], object]) -> tuple[object, object]:
+    """`work()` with portkit.sockets._fdlinks, then with the Python path."""
+    from portkit.sockets import _procs
+
+    with_c = work()
+    saved = getattr(_procs, "_fdlinks")  # noqa: B009 (private: mypy would refuse)
+    setattr(_procs, "_fdlinks", None)  # noqa: B010
+    try:
+        return with_c, work()
+    finally:
+        setattr(_procs, "_fdlinks", saved)  # noqa: B010

@@ -105,3 +105,18 @@ def test_overview_flags_a_database_port_on_all_interfaces(cli: Any) -> None:
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_one_ports_facts_are_what_the_overview_finds() -> None:
+    # `who` asks about one port (port_facts reads only that port's lines of the built-in
+    # table); the overview loads the table once (registry_facts). Same answers, every port the
+    # table names and some it does not, both transports, and a transport without ports.
+    from portkit.registry import Registry, Source
+    from portkit.sockets._overview import port_facts, registry_facts
+
+    whole = registry_facts(Registry())
+    ports = sorted({s.port for s in Registry().layer(Source.BUILTIN)} | {0, 1, 9999, 65535})
+    assert len(ports) > 50
+    for port in ports:
+        for transport in (Transport.TCP, Transport.UDP, Transport.RAW):
+            assert port_facts(Registry(), port, transport) == whole(port, transport), (port, transport)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -186,3 +187,22 @@ def test_listener_events_and_pid_noise() -> None:
     events = tracker.update([_row(22, 3, "sshd", 12)], 3.0)
     assert [(e.kind, e.row.port) for e in events] == [("listener-closed", 80)]
     assert not tracker.changed([_row(22, 3, "sshd", 12)]) and tracker.changed([_row(22, 5, "sshd", 12)])
+
+
+def test_ignored_sources_are_written_as_the_packet_reader_writes_them(monkeypatch: Any) -> None:
+    """--ignore 2001:DB8:0::1 must spare the source the reader reports as 2001:db8::1."""
+    import click
+
+    import portkit.watch
+    from fixtures_bad_input import run_main
+
+    seen: list[Any] = []
+
+    def capture(options: Any, *_: Any, **__: Any) -> None:
+        seen.append(options)
+        raise click.exceptions.Exit(0)
+
+    monkeypatch.setattr(portkit.watch, "run_watch", capture)
+    result = run_main("watch", "--ignore", "2001:DB8:0::1", "--ignore", "192.0.2.1", "--json")
+    assert result.status == 0, result.stderr
+    assert seen[0].ignore == ("2001:db8::1", "192.0.2.1")

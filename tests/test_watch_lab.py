@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -155,6 +156,8 @@ def test_portkit_scan_is_detected(watch_lab: WatchLab) -> None:
         assert proc.returncode == 0, proc.stderr
         event = watcher.wait_for(_scan_event, 15)
         assert event is not None and event["scan_type"] == "SYN"
+        documented = _documented_keys("## `portkit watch --json`", "scan") - {"blocked"}  # --block only
+        assert documented <= set(event), sorted(documented - set(event))
     finally:
         watcher.stop()
 
@@ -368,9 +371,241 @@ def test_block_exec_and_record(watch_lab: WatchLab, tmp_path: Path) -> None:
 def test_bad_input_is_one_line() -> None:
     cases = [["--block", "1m"], ["--interval", "0"], ["--ignore", "not-an-ip"], ["--netns", "no-such-ns-w"]]
     cases += [["--scan-ports", "0"], ["--duration", "forever"]]
+    cases += [["--exec", ""], ["--exec", "  "], ["--ignore", "9" * 300]]  # no hook that runs nothing
     for args in cases:
         proc = subprocess.run(
             [*PORTKIT, "watch", *args], capture_output=True, text=True, timeout=60, check=False
         )
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+HOLD_MANY = r"""
+import socket, sys
+held = {}
+for spec in sys.argv[1:]:
+    proto, address, port = spec.split(",")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((address, int(port)))
+    if proto == "tcp":
+        s.listen(8)
+    held[spec] = s
+print("ready", flush=True)
+for line in sys.stdin:  # a spec per line: close that socket
+    held.pop(line.strip()).close()
+    print("closed", flush=True)
+"""
+
+
+def _ss_listeners(ns: LabNamespace) -> set[tuple[str, str, int]]:
+    """(protocol, address, port) of every TCP listener and bound UDP socket, as ss sees them."""
+    out = subprocess.run(
+        ns.command(["ss", "-H", "-l", "-n", "-t", "-u"]),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    found = set()
+    for line in out.splitlines():
+        fields = line.split()
+        address, _, port = fields[4].rpartition(":")
+        address = address.strip("[]").split("%")[0]
+        found.add(({"tcp": "tcp", "udp": "udp"}[fields[0]], "::" if address == "*" else address, int(port)))
+    return found
+
+
+def _documented_keys(heading: str, first: str) -> set[str]:
+    """The keys docs/json.md shows for one event kind: its example line and continuation lines."""
+    text = (Path(__file__).parent.parent / "docs" / "json.md").read_text()
+    section = text[text.index(heading) :]
+    block = section[section.index("```json") + 7 : section.index("```", section.index("```json") + 7)]
+    lines = block.splitlines()
+    start = next(i for i, line in enumerate(lines) if f'"event": "{first}"' in line)
+    chunk = [lines[start]]
+    for line in lines[start + 1 :]:
+        if line.startswith("{"):
+            break
+        chunk.append(line)
+    return set(re.findall(r'"([a-z_]+)":', "\n".join(chunk)))
+
+
+@needs_root
+def test_listener_events_agree_with_ss_and_carry_the_documented_keys(watch_lab: WatchLab) -> None:
+    """ss in the namespace is the oracle: every listener it sees appear (TCP and UDP, IPv4 and
+    IPv6, wildcard and one address) is one listener-opened event, every one it sees go is one
+    listener-closed event, and nothing else is reported."""
+    specs = [
+        "tcp,0.0.0.0,7101",
+        "tcp,::,7102",
+        f"tcp,{TARGET},7103",
+        "tcp,127.0.0.1,7104",
+        "udp,0.0.0.0,7105",
+        "udp,::1,7106",
+        "tcp,::1,7107",
+    ]
+    watcher = watch_lab.watch()
+    holder = None
+    try:
+        before = _ss_listeners(watch_lab.target)
+        watcher.drain()
+        holder = subprocess.Popen(
+            watch_lab.target.command([sys.executable, "-c", HOLD_MANY, *specs]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        time.sleep(2.5)
+        during = _ss_listeners(watch_lab.target)
+        assert holder.stdin is not None
+        for spec in specs[::2]:
+            holder.stdin.write(spec + "\n")
+            holder.stdin.flush()
+            assert holder.stdout.readline().strip() == "closed"
+        time.sleep(2.5)
+        after = _ss_listeners(watch_lab.target)
+        events = watcher.drain()
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait(timeout=10)
+        watcher.stop()
+
+    def seen(kind: str) -> set[tuple[str, str, int]]:
+        return {(e["protocol"], e["address"], e["port"]) for e in events if e["event"] == kind}
+
+    assert len(during - before) == len(specs), (before, during)  # the oracle saw every one
+    assert seen("listener-opened") == during - before, events
+    assert seen("listener-closed") == during - after, events
+    opened = next(e for e in events if e["event"] == "listener-opened")
+    documented = _documented_keys("## `portkit watch --json`", "listener-opened")
+    owner_keys = {"pid", "name", "exe", "user", "unit", "container"}
+    assert documented - owner_keys <= set(opened), (documented, opened)
+    assert owner_keys <= set(opened["owners"][0]), opened
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+def test_without_root_what_was_asked_outright_is_refused(watch_lab: WatchLab) -> None:
+    """--scans and --netns NAME cannot be honoured without root: exit 1 with the reason, never a
+    watch that silently reports nothing of what was asked (listener events of this namespace
+    stay available without either)."""
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "HOME=/tmp"]
+    nobody += ["XDG_CONFIG_HOME=/nonexistent-portkit-config"]
+    cases = {
+        ("--scans",): "--scans",
+        ("--netns", watch_lab.target.name): "needs root",
+    }
+    for args, words in cases.items():
+        proc = subprocess.run(
+            [*nobody, *PORTKIT, "watch", "--duration", "1", *args],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 1 and last.startswith("portkit: error:") and words in last, proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [*nobody, *PORTKIT, "watch", "--duration", "1", "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    started = json.loads(proc.stdout.splitlines()[0])
+    # Only what it watches: the namespaces it could not enter are not listed as watched.
+    assert started["packets"] is False and started["namespaces"] == ["(this namespace)"], started
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+def test_a_config_this_user_cannot_reach_is_no_config(tmp_path: Path) -> None:
+    """A config under a directory the user may not search (root's XDG_CONFIG_HOME kept under
+    sudo -u) made Path.exists() raise: an internal error. No config of this user's can be
+    there: the command runs without one. A config the user names (PORTKIT_CONFIG) that cannot
+    be read is one line, exit 2."""
+    config = tmp_path / "private" / "portkit" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("record = false\n")
+    (tmp_path / "private").chmod(0o700)
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "HOME=/tmp",
+         f"XDG_CONFIG_HOME={tmp_path / 'private'}", *PORTKIT, "watch", "--duration", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "internal error" not in proc.stderr, proc.stderr
+    named = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "HOME=/tmp",
+         f"PORTKIT_CONFIG={config}", *PORTKIT, "watch", "--duration", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert named.returncode == 2 and named.stderr.count("\n") == 1, named.stderr
+    assert "permission denied" in named.stderr.lower() and "internal error" not in named.stderr
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
+def test_a_restart_is_no_change_and_another_program_is_owner_changed(watch_lab: WatchLab) -> None:
+    """The same program back on the port with a new pid is silent; socat taking it over from
+    python is `owner-changed` (or, when a reading fell between the two, closed then opened)."""
+    watcher = watch_lab.watch("--interval", "5s")
+
+    def python_listener() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            watch_lab.target.command([sys.executable, "-c", LISTEN, "7200"]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return proc
+
+    try:
+        first = python_listener()
+        assert watcher.wait_for(lambda e: e["event"] == "listener-opened" and e["port"] == 7200, 8)
+        first.kill()
+        first.wait(timeout=10)
+        second = python_listener()
+        time.sleep(6)
+        restart = [e for e in watcher.drain() if e.get("port") == 7200]
+        second.kill()
+        second.wait(timeout=10)
+        socat = subprocess.Popen(
+            watch_lab.target.command(["socat", "TCP-LISTEN:7200,reuseaddr", "-"]),
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            time.sleep(6)
+            takeover = [e for e in watcher.drain() if e.get("port") == 7200]
+        finally:
+            socat.kill()
+            socat.wait(timeout=10)
+    finally:
+        watcher.stop()
+    assert all(e["event"] in ("listener-closed", "listener-opened") for e in restart), restart
+    kinds = [e["event"] for e in takeover]
+    if kinds == ["owner-changed"]:
+        (changed,) = takeover
+        assert changed["owners"][0]["name"] == "socat" and changed["before"][0]["name"].startswith("python")
+    else:
+        assert kinds == ["listener-closed", "listener-opened"], takeover
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed")
+def test_block_never_drops_the_gateway(watch_lab: WatchLab) -> None:
+    """A scan's source address can be forged: --block leaves the namespace's gateway (and its
+    own addresses) alone, says so, and the scan is still reported."""
+    watch_lab.target.ip("route", "add", "default", "via", SCANNER, "dev", "eth0")
+    watcher = watch_lab.watch("--scans", "--block", "1m")
+    try:
+        watch_lab.scanner.run(["nmap", "-n", "-Pn", "-sS", "-p", "1-100", "-T4", TARGET], timeout=120)
+        event = watcher.wait_for(_scan_event, 15)
+        assert event is not None and event["blocked"] is None, event
+        probe = watch_lab.scanner.run(
+            [sys.executable, "-c", f"import socket; socket.create_connection(('{TARGET}', 80), 2)"]
+        )
+        assert probe.returncode == 0, "the gateway was dropped"
+    finally:
+        err = watcher.stop()
+        watch_lab.target.ip("route", "del", "default")
+    assert f"could not block {SCANNER}: it is" in err and "gateway" in err, err

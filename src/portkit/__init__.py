@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     )
     from portkit.diagnose import (
         diagnose_bind as diagnose_bind,
+        Diagnosis as Diagnosis,
+        diagnose_reach as diagnose_reach,
     )
     from portkit.errors import (
         PermissionNeeded as PermissionNeeded,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from portkit.audit._policy import ExposurePolicy, Zone
+from portkit.audit._policy import ANY_NETNS, ExposurePolicy, Zone
 from portkit.firewall import Severity
 from portkit.model.protocols import Transport
 from portkit.sockets import Exposure, Listener
@@ -253,7 +253,11 @@ def audit(
     *,
     vantages: Sequence[str] = (),
     limits: Sequence[str] = (),
+    unread: Sequence[str | None] = (),
 ) -> AuditReport:
+    """Findings for `listeners` against `policy`. `unread` names the namespaces whose sockets
+    could not be read: nothing seen listening there proves nothing, so a service declared there
+    is DECLARED_DOWN only with that said (uncertain)."""
     findings: list[AuditFinding] = []
 
     def add(
@@ -346,13 +350,21 @@ def audit(
     if policy is not None:
         for service in policy.services:
             if not any(service.matches(i.listener.port, i.listener.transport, i.netns) for i in listeners):
+                blind = [n for n in unread if service.netns == ANY_NETNS or (n or "") == service.netns]
+                unsure = (
+                    f" (uncertain: the sockets of netns {', '.join(str(n) for n in blind[:3])}"
+                    + (f" and {len(blind) - 3} more" if len(blind) > 3 else "")
+                    + " could not be read)"
+                    if blind
+                    else ""
+                )
                 add(
                     AuditCode.DECLARED_DOWN,
                     service.port,
                     service.protocol,
                     None if service.netns in ("", "*") else service.netns,
                     f"{service} is declared ({service.owner or 'any owner'}, {service.reach})"
-                    " but nothing listens",
+                    " but nothing listens" + unsure,
                     fix=f"start {service.owner}"
                     if service.owner
                     else "start the service, or remove it from the policy",

@@ -2,11 +2,13 @@
 routes, DNAT publishes, and scans from the vantages the user names.
 
 The zones are judged by the firewall model, as `fw check` judges one flow: a packet from a
-representative source of each zone (127.0.0.1 on lo; an address of the policy's LAN networks on
-an interface that does not carry the default route; a documentation address, 198.51.100.7 or
-2001:db8::7, on the interface that does) to the listener's address and port. Nothing is sent
-for that: traffic leaves only for `--from` scans, and only to this host's own addresses from a
-namespace on this host.
+representative source of each zone (127.0.0.1 on lo; on an interface that does not carry the
+default route, a host of its connected subnet when that lies in the policy's LAN networks, else of
+the first LAN network; a documentation address, 198.51.100.7 or 2001:db8::7, on the interface that
+does) to the listener's address and port: for a wildcard listener, to every address of the
+namespace, since Linux delivers a packet for any local address whatever interface it came in on.
+Nothing is sent for that: traffic leaves only for `--from` scans, and only to this host's own
+addresses from a namespace on this host.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class NamespaceView:
     ruleset: Ruleset | None = None
     ruleset_problem: str = ""
     addresses: dict[str, list[Address]] = field(default_factory=dict)  # interface -> addresses
+    subnets: dict[str, list[Network]] = field(default_factory=dict)  # interface -> connected subnets
     default_ifaces: frozenset[str] = frozenset()
 
     @property
@@ -86,14 +89,18 @@ def _view(label: str | None, path: str | None) -> NamespaceView:
             if not isinstance(link, dict) or "ifname" not in link:
                 continue
             addrs = []
+            subnets = []
             for info in link.get("addr_info", []):
                 try:
                     addrs.append(ipaddress.ip_address(str(info.get("local", ""))))
+                    cidr = f"{info.get('local')}/{info.get('prefixlen')}"
+                    subnets.append(ipaddress.ip_network(cidr, strict=False))
                 except ValueError:
                     continue
             if link.get("operstate") == "DOWN" and link["ifname"] != "lo":
                 continue
             view.addresses[str(link["ifname"])] = addrs
+            view.subnets[str(link["ifname"])] = subnets
     names: set[str] = set()
     for version in ("-4", "-6"):
         routes = _run_json([*prefix, "ip", version, "-j", "route", "show", "default"])
@@ -152,23 +159,54 @@ def _zone_packets(
     else:
         chosen = [i for i in ifaces if i not in view.default_ifaces] or ifaces
     for family in sorted(families):
-        if zone is Zone.ANY:
-            source: Address = ANY_SOURCE[family]
-        else:
-            nets = [n for n in lan if n.version == family and n.num_addresses > 2]
-            if not nets:
-                continue
-            source = nets[0].network_address + min(77, nets[0].num_addresses - 2)
         for iface in chosen:
+            source = _zone_source(view, iface, zone, family, lan)
+            if source is None:
+                continue
             if wildcard:
-                dsts = [a for a in view.addresses.get(iface, []) if a.version == family and not a.is_loopback]
-                dsts = dsts[:1] or [a for a in view.local if a.version == family and not a.is_loopback][:1]
+                # Linux is a weak host: a packet arriving on any interface is delivered to any of
+                # the host's addresses, so a neighbour on this side may aim at every one of them
+                # (the interface's own first). Link-local addresses answer on their own link only.
+                own = [a for a in view.addresses.get(iface, []) if a.version == family and not a.is_loopback]
+                others = [
+                    a
+                    for name, addrs in view.addresses.items()
+                    if name != iface
+                    for a in addrs
+                    if a.version == family and not a.is_loopback and not a.is_link_local and a not in own
+                ]
+                dsts = own + sorted(set(others), key=str)
             else:
                 dsts = [a for a in bound if a.version == family]
             packets += [Packet(proto, source, d, 40000, listener.port, iif=iface) for d in dsts]
     if not packets:
         return [], "no address of the namespace carries it"
     return packets, ""
+
+
+def _zone_source(
+    view: NamespaceView, iface: str, zone: Zone, family: int, lan: Sequence[Network]
+) -> Address | None:
+    """A source address standing for `zone` on `iface`: a documentation address for anyone; for
+    the LAN, a host of the interface's connected subnet when that lies in the policy's LAN
+    networks (a rule matching the LAN by source names that subnet), else of the first LAN network."""
+    if zone is Zone.ANY:
+        return ANY_SOURCE[family]
+    own = set(view.addresses.get(iface, []))
+    for subnet in view.subnets.get(iface, []):
+        if subnet.version != family or subnet.num_addresses < 4:
+            continue
+        if not any(subnet.subnet_of(net) for net in lan if net.version == family):  # type: ignore[arg-type]
+            continue
+        for offset in (77, 2, 3):
+            if offset < subnet.num_addresses - 1:
+                candidate = subnet.network_address + offset
+                if candidate not in own:
+                    return candidate
+    nets = [n for n in lan if n.version == family and n.num_addresses > 2]
+    if not nets:
+        return None
+    return nets[0].network_address + min(77, nets[0].num_addresses - 2)
 
 
 def _judge(view: NamespaceView, packets: list[Packet]) -> tuple[Reach, str]:
@@ -397,10 +435,12 @@ def run_audit(
     from portkit.sockets import ALL_STATES, SocketQuery, build_overview, list_sockets, registry_facts
 
     lan = policy.lan if policy is not None else tuple(ipaddress.ip_network(n) for n in DEFAULT_LAN)
-    from portkit.sockets import named_namespace
+    from portkit.sockets import named_namespace, run_in
 
     for name in (*vantages, *namespaces):
-        named_namespace(name)  # a UsageError for a namespace that does not exist
+        # A UsageError for a namespace that does not exist; PermissionNeeded (exit 1) for one
+        # this process may not enter: auditing it would report nothing listening there.
+        run_in(named_namespace(name), lambda: None)
     inventory = list_sockets(
         SocketQuery(listening=True, states=ALL_STATES, with_processes=True), all_netns=True
     )
@@ -408,6 +448,17 @@ def run_audit(
         inventory.sockets, [], registry_facts(default_registry()), owner_unknown=inventory.owner_unknown
     )
     limits = list(inventory.warnings)
+    unread = [
+        n.label
+        for n in inventory.namespaces
+        if any(w.startswith(f"skipped network namespace {n}:") for w in limits)
+    ]
+    if namespaces:  # what could not be read of namespaces the user did not ask about is no limit
+        others = [
+            f"skipped network namespace {n}:" for n in inventory.namespaces if n.label not in namespaces
+        ]
+        limits = [w for w in limits if not any(w.startswith(prefix) for prefix in others)]
+        unread = [n for n in unread if n in namespaces]
     if inventory.root_note():
         limits.append(inventory.root_note())
     listeners = [
@@ -470,4 +521,4 @@ def run_audit(
     for view in views.values():
         if not namespaces or view.label in namespaces:
             stale += open_rules(view, lan)
-    return audit(audited, policy, stale, risk, vantages=vantages, limits=limits)
+    return audit(audited, policy, stale, risk, vantages=vantages, limits=limits, unread=unread)

@@ -97,12 +97,16 @@ def parse_exposure_policy(text: str, *, source: str = "policy") -> ExposurePolic
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{source}: not a TOML exposure policy: {exc}") from None
+        raise UsageError(f"{source}: not a TOML exposure policy: {str(exc)[:100]}") from None
+    except (ValueError, RecursionError):  # an integer of over 4,300 digits; arrays nested too deep
+        raise UsageError(
+            f"{source}: not a TOML exposure policy: a number too long or nesting too deep"
+        ) from None
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise _bad(source, "key", unknown[0], f"expected one of {', '.join(sorted(_TOP_KEYS))}")
     version = data.get("version", POLICY_VERSION)
-    if version != POLICY_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != POLICY_VERSION:  # 1.0 == 1 and True == 1 in Python
         raise _bad(source, "version", version, f"this portkit reads policy version {POLICY_VERSION}")
     lan = DEFAULT_LAN
     zones = data.get("zones", {})
@@ -152,8 +156,8 @@ def _service(entry: object, where: str) -> DeclaredService:
     strings = {}
     for key in ("owner", "netns", "note"):
         value = entry.get(key, "")
-        if not isinstance(value, str) or len(value) > 256 or "\n" in value:
-            raise _bad(where, key, value, "expected a one-line string")
+        if not isinstance(value, str) or len(value) > 256 or _breaks_line(value):
+            raise _bad(where, key, value, "expected a one-line string of at most 256 characters")
         strings[key] = value
     return DeclaredService(
         port,
@@ -165,9 +169,24 @@ def _service(entry: object, where: str) -> DeclaredService:
     )
 
 
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
 def _toml_string(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    """A TOML basic string: control characters escaped (a process name may hold any of them)."""
+    out = []
+    for ch in value:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _breaks_line(value: str) -> bool:
+    return "\n" in value or "\r" in value
 
 
 @dataclass(frozen=True)
@@ -201,10 +220,10 @@ def render_policy(entries: Iterable[PolicyEntry], lan: Sequence[str] = DEFAULT_L
         seen.add(key)
         lines += ["", "[[service]]", f"port = {entry.port}", f'protocol = "{entry.protocol.value}"']
         lines.append(f'reach = "{entry.reach}"')
-        if entry.owner:
+        if entry.owner and not _breaks_line(entry.owner):  # the parser takes one-line strings only
             lines.append(f"owner = {_toml_string(entry.owner)}")
         if entry.netns:
             lines.append(f"netns = {_toml_string(entry.netns)}")
-        if entry.note:
+        if entry.note and not _breaks_line(entry.note):
             lines.append(f"note = {_toml_string(entry.note)}")
     return "\n".join(lines) + "\n"

@@ -11,7 +11,9 @@ severity also goes into `properties.security-severity` (a number as text, GitHub
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from portkit.audit._core import CODE_TABLE, AuditCode, AuditFinding, AuditReport
 from portkit.firewall import Severity
@@ -46,12 +48,21 @@ def _rule(code: AuditCode) -> dict[str, Any]:
     }
 
 
+def policy_uri(policy: str) -> str:
+    """The policy path as SARIF's `artifactLocation.uri` wants it: a URI reference (RFC 3986),
+    `file://` for an absolute path, percent-encoded (a space, `#` or `%` in a name is not a URI)."""
+    path = PurePosixPath(policy)
+    if path.is_absolute():
+        return path.as_uri()
+    return quote(policy, safe="/")
+
+
 def _result(finding: AuditFinding, index: dict[AuditCode, int], policy: str | None) -> dict[str, Any]:
     location: dict[str, Any] = {
         "logicalLocations": [{"name": finding.where, "kind": "module"}],
     }
-    if policy:
-        location["physicalLocation"] = {"artifactLocation": {"uri": policy}}
+    if policy and policy != "-":  # "-": read from stdin, no file to point at
+        location["physicalLocation"] = {"artifactLocation": {"uri": policy_uri(policy)}}
     text = finding.message + (f" Fix: {finding.fix}." if finding.fix else "")
     return {
         "ruleId": finding.code.value,

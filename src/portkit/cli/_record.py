@@ -52,12 +52,13 @@ def load_config(environ: Mapping[str, str]) -> Config:
 
     path = config_path(environ)
     try:
-        present = path.exists()
-    except PermissionError:
-        # A directory on the way this user may not search (root's, under sudo -u): no config
-        # can be read there, and the default place is not an error to have.
-        present = False
-    if not present and not environ.get("PORTKIT_CONFIG"):
+        exists = path.exists()
+    except OSError:
+        # A directory on the way this user may not search (root's XDG_CONFIG_HOME kept under
+        # `sudo -u`): no config of this user's can be there. A path the user named
+        # (PORTKIT_CONFIG) is read anyway, and read_text_file says what is wrong with it.
+        exists = False
+    if not exists and not environ.get("PORTKIT_CONFIG"):
         return Config()
     text = read_text_file(path, what="config file", limit=1024 * 1024)
     try:

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import click
 
+from portkit.cli._about_text import print_explanation, service_rows
 from portkit.cli._params import WholeNumber
-from portkit.cli.output import emit_json, emit_pairs, emit_table, json_option
+from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import UsageError, quote
 from portkit.explain import explain_port, parse_port_proto
 from portkit.kernel import read_port_settings
 from portkit.model import DYNAMIC, REGISTERED, WELL_KNOWN, PortRange, Transport, parse_decimal
-from portkit.registry import Service, default_registry
-
-
-def _service_rows(services: list[Service] | tuple[Service, ...]) -> list[tuple[str, str, str, str]]:
-    """One row per (ports, protocol, name), naming every source that knows it."""
-    rows: dict[tuple[str, Transport, str], tuple[list[str], str]] = {}
-    for s in services:
-        sources, description = rows.setdefault((s.ports, s.protocol, s.name), ([], s.description))
-        if s.source.value not in sources:
-            sources.append(s.source.value)
-        if not description and s.description:
-            rows[(s.ports, s.protocol, s.name)] = (sources, s.description)
-    return [
-        (f"{ports}/{proto}", name or "-", ",".join(sources), description)
-        for (ports, proto, name), (sources, description) in rows.items()
-    ]
+from portkit.registry import default_registry
 
 
 @click.command()
@@ -34,42 +20,7 @@ def _service_rows(services: list[Service] | tuple[Service, ...]) -> list[tuple[s
 def explain(port: str, as_json: bool) -> None:
     """What PORT[/PROTO] is: range class, services, binding, ephemeral range, risks."""
     number, protocol = parse_port_proto(port)
-    result = explain_port(number, protocol)
-    if as_json:
-        emit_json(result.to_json())
-        return
-    s = result.settings
-    bind = (
-        f"needs root or CAP_NET_BIND_SERVICE (ports below {s.unprivileged_start})"
-        if result.needs_privilege
-        else f"any user (ports from {s.unprivileged_start} up)"
-    )
-    if result.needs_privilege:
-        bind += "; this process may bind it" if result.can_bind_now else "; this process may not bind it"
-    emit_pairs(
-        [
-            ("port", f"{result.port} ({'/'.join(p.value for p in result.protocols)})"),
-            (
-                "class",
-                f"{result.port_class.name} ({result.port_class.first}-{result.port_class.last}): "
-                f"{result.port_class.description}",
-            ),
-            ("binding", bind),
-            (
-                "ephemeral",
-                ("yes" if result.ephemeral else "no")
-                + f" (this machine hands out {s.ephemeral} to outgoing connections)",
-            ),
-            ("reserved", "yes (ip_local_reserved_ports)" if result.reserved else "no"),
-        ]
-    )
-    click.echo()
-    rows = _service_rows(result.services)
-    emit_table(["PORT", "SERVICE", "SOURCES", "DESCRIPTION"], rows, empty="no service is known on this port")
-    for risk in result.risks:
-        click.echo()
-        line = f"risk ({risk.name}): {risk.risk}"
-        click.echo(line + (f"; safer: {risk.alternative}" if risk.alternative else ""))
+    print_explanation(explain_port(number, protocol), as_json)
 
 
 @click.command()
@@ -85,7 +36,7 @@ def lookup(text: tuple[str, ...], limit: int, as_json: bool) -> None:
     if as_json:
         emit_json({"query": query, "services": [s.to_json() for s in (found[:limit] if limit else found)]})
         return
-    rows = _service_rows(found)
+    rows = service_rows(found)
     emit_table(
         ["PORT", "SERVICE", "SOURCES", "DESCRIPTION"],
         rows[:limit] if limit else rows,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import click
 
 from portkit.cli.output import ProgressBar, emit_json, emit_table
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 DEFAULT_POLICY = "exposure.toml"
@@ -91,6 +92,15 @@ def audit(
         raise UsageError("--json and --sarif exclude each other: give one of them")
     if init and vantages:
         raise UsageError("--init writes a policy from the firewall model: give --from without --init")
+    both = sorted(set(vantages) & set(namespaces))
+    if both:
+        raise UsageError(
+            f"--from {quote(both[0])} is also given to --netns: the vantage's own listeners are not audited;"
+            " scan from another namespace"
+        )
+    if init and (as_json or as_sarif or fail_on):
+        given = "--json" if as_json else "--sarif" if as_sarif else "--fail-on"
+        raise UsageError(f"--init writes a policy, not a report: give {given} without --init")
     policy = None
     if policy_path is not None and not init:
         policy = parse_exposure_policy(read_text_file(policy_path, what="policy file"), source=policy_path)
@@ -136,7 +146,13 @@ def audit(
             )
         return
     if as_sarif:
-        command = " ".join(["portkit", "audit", *sys.argv[2:]])
+        # Rebuilt from the parsed options, not sys.argv: main(argv) may run in another program.
+        words = ["portkit", "audit", "--sarif"]
+        words += [w for v in vantages for w in ("--from", v)]
+        words += [w for n in namespaces for w in ("--netns", n)]
+        words += ["--policy", policy_path] if policy_path is not None else []
+        words += ["--fail-on", fail_on] if fail_on is not None else []
+        command = shlex.join(words)
         emit_json(render_sarif(report, version=__version__, command=command))
     elif as_json:
         emit_json(report.to_json())

@@ -17,14 +17,16 @@ from typing import TYPE_CHECKING
 import click
 
 from portkit.cli._params import FiniteNumber, WholeNumber
+from portkit.cli._record import record_options, recording_ledger, this_host
 from portkit.cli.output import emit_json, json_option
 from portkit.errors import UsageError, quote
 
 if TYPE_CHECKING:
-    from portkit.diagnose._model import Diagnosis
+    from portkit.diagnose import Diagnosis
+    from portkit.ledger import Ledger
 
 PID_MAX = 1 << 22
-DEFAULT_TIMEOUT = 2.0
+DEFAULT_TIMEOUT = 1.0
 
 
 @contextmanager
@@ -58,31 +60,18 @@ def _progress(what: str) -> Iterator[None]:
         thread.join()
 
 
-def _render(diagnosis: Diagnosis, as_json: bool, explain: bool) -> None:
-    from portkit.diagnose._render import diagnosis_json, diagnosis_lines
+def _render(diagnosis: Diagnosis, as_json: bool, explain: bool, ledger: Ledger | None = None) -> None:
+    from portkit.diagnose import diagnosis_json, diagnosis_lines
 
+    if ledger is not None:
+        with ledger:
+            ledger.record_diagnosis(diagnosis_json(diagnosis), host=this_host())
     if as_json:
         emit_json(diagnosis_json(diagnosis))
     else:
         for line in diagnosis_lines(diagnosis, explain=explain):
             click.echo(line)
     sys.exit(0 if diagnosis.ok else 1)
-
-
-def _from_netns(text: str | None) -> str | None:
-    """`--from`: an `ip netns` name or a /proc/PID/ns/net path, checked before any work."""
-    if text is None:
-        return None
-    from pathlib import Path
-
-    if text.startswith("/"):
-        if not Path(text).exists():
-            raise UsageError(f"invalid --from {quote(text)}: no such file (expected /proc/PID/ns/net)")
-        return text
-    from portkit.sockets._netns import named_namespace
-
-    named_namespace(text)  # a UsageError naming the bad input when there is no such namespace
-    return text
 
 
 @click.command()
@@ -102,6 +91,7 @@ def _from_netns(text: str | None) -> str | None:
 @click.option("--pid", type=WholeNumber(1, PID_MAX), help="With --bind: the process that will bind.")
 @click.option("--user", metavar="USER", help="With --bind: the user that will bind.")
 @click.option("--explain", is_flag=True, help="List every check made, passed or not.")
+@record_options
 @json_option
 def diagnose(
     target: str | None,
@@ -112,6 +102,8 @@ def diagnose(
     pid: int | None,
     user: str | None,
     explain: bool,
+    record: bool | None,
+    db: str | None,
     as_json: bool,
 ) -> None:
     """Why HOST:PORT cannot be reached, or (--bind) why a port cannot be bound.
@@ -124,37 +116,38 @@ def diagnose(
             raise UsageError(f"invalid arguments: give HOST:PORT or --bind, not both ({quote(target)})")
         if from_netns or expect:
             raise UsageError("invalid options: --from and --expect apply to HOST:PORT, not to --bind")
-        _bind(bind_target, pid, user, as_json, explain)
+        _bind(bind_target, pid, user, as_json, explain, recording_ledger(record, db))
         return
     if target is None:
         raise UsageError("missing target: expected HOST:PORT[/tcp|/udp] or --bind [ADDR:]PORT[/PROTO]")
     if pid is not None or user is not None:
         raise UsageError("invalid options: --pid and --user apply to --bind")
-    from portkit.diagnose._target import parse_reach_target
+    from portkit.diagnose import parse_reach_target
 
     parsed = parse_reach_target(target)
-    netns = _from_netns(from_netns)
     if expect is not None and not expect.strip():
         raise UsageError("invalid --expect '': expected a service name such as http or ssh")
-    import portkit.diagnose
+    from portkit.diagnose import diagnose_reach
 
-    diagnose_reach = portkit.diagnose.diagnose_reach
     run: Callable[[], Diagnosis] = lambda: diagnose_reach(  # noqa: E731
         parsed.host,
         parsed.port,
         parsed.transport,
-        from_netns=netns,
+        from_netns=from_netns,
         timeout=timeout,
         expect=expect.strip().lower() if expect else None,
         explain=explain,
     )
+    ledger = recording_ledger(record, db)
     with _progress(f"diagnosing {parsed}"):
         diagnosis = run()
-    _render(diagnosis, as_json, explain)
+    _render(diagnosis, as_json, explain, ledger)
 
 
-def _bind(text: str, pid: int | None, user: str | None, as_json: bool, explain: bool) -> None:
-    from portkit.diagnose._target import parse_bind_target
+def _bind(
+    text: str, pid: int | None, user: str | None, as_json: bool, explain: bool, ledger: Ledger | None
+) -> None:
+    from portkit.diagnose import parse_bind_target
 
     parsed = parse_bind_target(text)
     uid: int | None = None
@@ -167,4 +160,4 @@ def _bind(text: str, pid: int | None, user: str | None, as_json: bool, explain: 
     diagnose_bind = portkit.diagnose.diagnose_bind
     with _progress(f"diagnosing bind {parsed}"):
         diagnosis = diagnose_bind(parsed.address, parsed.port, parsed.transport, pid=pid, uid=uid)
-    _render(diagnosis, as_json, explain)
+    _render(diagnosis, as_json, explain, ledger)

@@ -208,16 +208,25 @@ def check(
     leads to different outcomes; all are shown). With --flows: 1 if any flow is certainly
     not accepted, else 3 if any is uncertain, else 0.
     """
-    from portkit.firewall import Direction, evaluate, forwarding_state, local_addresses, route_lookup
+    from portkit.firewall import (
+        Direction,
+        evaluate,
+        forwarding_state,
+        local_addresses,
+        masquerade_lookup,
+        route_lookup,
+    )
 
     ledger = recording_ledger(record, db)
     ruleset = _load(netns, rules, fmt)
     local = None
     route = None
     forwarding = None
+    masquerade = None
     if not rules:
         import ipaddress
 
+        masquerade = masquerade_lookup(netns)
         local = frozenset(ipaddress.ip_address(a) for a in local_addresses(netns)) or None
         route = route_lookup(netns)
         forwarding = forwarding_state(netns)
@@ -238,7 +247,13 @@ def check(
         packets = _read_flows(flows_file)
         decisions = [
             evaluate(
-                ruleset, p, direction=forced, local_addresses=local, route=route, forwarding=forwarding_for(p)
+                ruleset,
+                p,
+                direction=forced,
+                local_addresses=local,
+                route=route,
+                forwarding=forwarding_for(p),
+                masquerade_source=masquerade,
             )
             for p in packets
         ]
@@ -278,6 +293,7 @@ def check(
         local_addresses=local,
         route=route,
         forwarding=forwarding_for(packet),
+        masquerade_source=masquerade,
     )
     _record(ledger, ruleset, [decision])
     if as_json:
@@ -331,6 +347,8 @@ def _print_decision(d: Any, source: str) -> None:
             f"nat:       destination rewritten -> {d.final_packet.dst}"
             + (f":{d.final_packet.dport}" if d.final_packet.dport is not None else "")
         )
+    if d.snat is not None:
+        click.echo(f"nat:       source rewritten -> {d.snat}")
     click.echo(f"path:      {d.direction} ({' -> '.join(h.value for h in _hooks(d))})")
     if not d.certain:
         click.echo(

@@ -239,18 +239,38 @@ def forward(
         raise SystemExit(130)
 
 
-def _engine_tuning(environ: Mapping[str, str]) -> dict[str, int]:
+def _engine_tuning(environ: Mapping[str, str]) -> dict[str, Any]:
     """Engine settings taken from the environment: $PORTKIT_SPLICE_THREAD_AFTER (bytes a
-    connection moves before it gets relay threads; 0 = at once, -1 = never)."""
+    connection splices before it gets relay threads; 0 = at once, -1 = never) and
+    $PORTKIT_SPLICE_COPY (auto, never or always: how the splice engine's loop moves bytes) and
+    $PORTKIT_FORWARD_LOOPS (how many epoll loops the splice engine runs; default: the CPU
+    count up to 2)."""
+    tuning: dict[str, Any] = {}
     raw = environ.get("PORTKIT_SPLICE_THREAD_AFTER", "").strip()
-    if not raw:
-        return {}
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -2
-    if value < -1:
-        raise UsageError(
-            f"invalid PORTKIT_SPLICE_THREAD_AFTER {raw[:60]!r}: expected bytes >= 0 or -1 (never)"
-        )
-    return {"thread_after": value}
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -2
+        if value < -1:
+            raise UsageError(
+                f"invalid PORTKIT_SPLICE_THREAD_AFTER {raw[:60]!r}: expected bytes >= 0 or -1 (never)"
+            )
+        tuning["thread_after"] = value
+    copy = environ.get("PORTKIT_SPLICE_COPY", "").strip()
+    if copy:
+        from portkit.forward import COPY_MODES
+
+        if copy not in COPY_MODES:
+            raise UsageError(
+                f"invalid PORTKIT_SPLICE_COPY {copy[:60]!r}: expected one of {', '.join(COPY_MODES)}"
+            )
+        tuning["copy"] = copy
+    loops = environ.get("PORTKIT_FORWARD_LOOPS", "").strip()
+    if loops:
+        if not (loops.isdecimal() and 1 <= int(loops) <= 1024):
+            raise UsageError(
+                f"invalid PORTKIT_FORWARD_LOOPS {loops[:60]!r}: expected a number of loops, 1-1024"
+            )
+        tuning["loops"] = int(loops)
+    return tuning

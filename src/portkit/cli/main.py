@@ -13,17 +13,13 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from portkit import __version__
+from portkit.cli._environ import registry_paths_from
 from portkit.errors import QUOTE_LIMIT, PortkitError, Terminated, quote
-
-if TYPE_CHECKING:
-    from portkit.registry import RegistryPaths
 
 # name -> "module:attribute"; a command's module is imported only when it runs.
 COMMANDS: dict[str, str] = {
@@ -99,27 +95,6 @@ def cli(ctx: click.Context) -> Any:
         assert command is not None
         return ctx.invoke(command)
     return None
-
-
-def registry_paths_from(environ: Mapping[str, str]) -> RegistryPaths | None:
-    """The registry's files as the environment names them, or None when it names none.
-
-    $PORTKIT_CACHE_DIR is the IANA cache directory, else $XDG_CACHE_HOME/portkit;
-    $PORTKIT_NMAP_SERVICES is the nmap-services file to read (empty: read none, as if
-    nmap were not installed).
-    """
-    cache = environ.get("PORTKIT_CACHE_DIR") or ""
-    xdg = environ.get("XDG_CACHE_HOME") or ""
-    nmap = environ.get("PORTKIT_NMAP_SERVICES")
-    if not cache and not xdg and nmap is None:
-        return None
-    from portkit.registry import RegistryPaths
-
-    defaults = RegistryPaths()
-    return RegistryPaths(
-        cache_dir=Path(cache) if cache else Path(xdg) / "portkit" if xdg else defaults.cache_dir,
-        nmap_services=defaults.nmap_services if nmap is None else (Path(nmap),) if nmap else (),
-    )
 
 
 # A quoted run of input longer than quote() would show, as click words its messages

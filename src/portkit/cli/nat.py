@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import ipaddress
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -175,7 +176,11 @@ def add_cmd(
     seconds = parse_duration(confirm_within, "--confirm-within", minimum=1, maximum=3600)
     if do_apply and fmt != "nft":
         raise UsageError(f"--apply loads nft rules only: with --to {fmt}, load the printed rules yourself")
-    generated = plan_forward(fwd, fmt, netns=netns)
+    if zone and fmt != "firewalld":
+        raise UsageError(f"--zone {quote(zone)} is a firewalld zone: give it with --to firewalld")
+    if zone and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", zone):
+        raise UsageError(f"invalid --zone {quote(zone)}: expected a firewalld zone name, e.g. public, dmz")
+    generated = plan_forward(fwd, fmt, netns=netns, zone=zone)
     result = None
     if do_apply:
         result = apply_forward(

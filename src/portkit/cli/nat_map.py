@@ -57,6 +57,20 @@ def _gateway_address(value: str | None) -> str | None:
     return str(address)
 
 
+# miniupnpc sends the description into the SOAP body unescaped ('<' made miniupnpd store an
+# empty one) and lists at most 63 bytes of it in UTF-8 (a mapping with a longer one was made but
+# missing from `nat router`): both measured against miniupnpd in tests/test_nat_map.py.
+MAX_DESCRIPTION = 63
+
+
+def _check_description(text: str) -> None:
+    if len(text.encode()) > MAX_DESCRIPTION or any(ch in "<>&" or not ch.isprintable() for ch in text):
+        raise UsageError(
+            f"invalid --description {quote(text)}: expected at most {MAX_DESCRIPTION} bytes (UTF-8) of "
+            "printable characters, none of < > &"
+        )
+
+
 def _find_gateway(given: str | None) -> Gateway:
     from portkit.nat import Gateway, NoGatewayAnswer, default_gateway
 
@@ -212,6 +226,7 @@ def map_cmd(
     """
     from portkit.nat import MapRequest, NoGatewayAnswer, map_port, unmap_port
 
+    _check_description(description)
     where = _find_gateway(gateway)
     request = MapRequest(Transport.parse(proto), public_port, internal_port or public_port, lease,
                          _secret(), description, timeout)  # fmt: skip

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -17,6 +16,7 @@ import click
 from portkit.cli._lsquery import emit_inventory_json, ls_query
 from portkit.cli._params import FiniteNumber, WholeNumber
 from portkit.cli._record import record_options, recording_ledger, this_host
+from portkit.cli._sockets_text import NO_OWNER, ls_columns, ls_rows, print_ls_table, print_port_use, warn
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import PortkitError, UsageError
 from portkit.model.protocols import Transport
@@ -25,8 +25,6 @@ from portkit.sockets import ALL_STATES, BACKENDS, Inventory, Socket, SocketQuery
 if TYPE_CHECKING:
     from portkit.sockets import Listener
 
-# Other users' processes: their /proc/PID/fd is unreadable without root (or CAP_SYS_PTRACE).
-_NO_OWNER = "(root needed)"
 PID_MAX = 1 << 22  # the kernel's limit for /proc/sys/kernel/pid_max
 
 
@@ -40,57 +38,6 @@ def _netns_options(fn: Any) -> Any:
         show_default=True,
         help="auto: netlink sock_diag, falling back to /proc/net; netlink or proc: only that one.",
     )(fn)
-
-
-def _process_text(inventory: Inventory, row: Socket) -> str:
-    if row.processes:
-        return ",".join(f"{p.name}/{p.pid}" for p in row.processes)
-    if inventory.owner_unknown(row):
-        return _NO_OWNER
-    return "-"
-
-
-def _warn(inventory: Inventory) -> None:
-    for warning in inventory.warnings:
-        click.echo(f"portkit: warning: {warning}", err=True)
-
-
-# --- ls ---------------------------------------------------------------------------------------
-
-
-def _ls_rows(
-    inventory: Inventory, rows: Sequence[Socket], show_netns: bool, show_procs: bool, info: bool
-) -> list[list[str]]:
-    table = []
-    for row in rows:
-        cells = [
-            row.transport.value,
-            row.state.label,
-            str(row.recv_q),
-            str(row.send_q),
-            row.local_text,
-            row.remote_text,
-        ]
-        if show_netns:
-            cells.append(row.netns or "-")
-        if show_procs:
-            cells.append(_process_text(inventory, row))
-        if info:
-            # UDP, raw and TIME-WAIT rows have no tcp_info: an empty cell keeps the columns aligned.
-            cells.append("" if row.tcp_info is None else str(row.tcp_info))
-        table.append(cells)
-    return table
-
-
-def _ls_columns(show_netns: bool, show_procs: bool, info: bool) -> list[str]:
-    columns = ["PROTO", "STATE", "RECV-Q", "SEND-Q", "LOCAL", "PEER"]
-    if show_netns:
-        columns.append("NETNS")
-    if show_procs:
-        columns.append("PROCESS")
-    if info:
-        columns.append("TCP INFO")
-    return columns
 
 
 @click.command()
@@ -202,13 +149,12 @@ def ls(
         processes=processes,
         info=info,
     )
-    listening = query.listening
     show_netns = all_netns
     ledger = recording_ledger(record, db)
     # A snapshot `diff @TIME` may compare: every listener, with its owners.
     complete = (
         not (protos or only4 or only6 or port or sport or dport or pids or users or names or netns)
-        and (listening or show_all)
+        and (query.listening or show_all)
         and query.with_processes
     )
 
@@ -223,18 +169,8 @@ def ls(
         inventory = read()
         if as_json:
             emit_inventory_json(inventory)
-            return
-        _warn(inventory)
-        title = "" if not listening else "Listening sockets"
-        emit_table(
-            _ls_columns(show_netns, query.needs_processes, info),
-            _ls_rows(inventory, inventory.sockets, show_netns, query.needs_processes, info),
-            title=title,
-            empty="no sockets match",
-        )
-        note = inventory.root_note()
-        if note and any(inventory.owner_unknown(r) for r in inventory.sockets):
-            click.echo(f"\nnote: {note}", err=True)
+        else:
+            print_ls_table(inventory, query, show_netns, info)
         return
     _watch(read, watch, count, as_json, show_netns, query.needs_processes, info)
 
@@ -273,12 +209,12 @@ def _watch(
                 [mark, *cells]
                 for (mark, _), cells in zip(
                     change.rows,
-                    _ls_rows(inventory, [r for _, r in change.rows], show_netns, procs, info),
+                    ls_rows(inventory, [r for _, r in change.rows], show_netns, procs, info),
                     strict=True,
                 )
             ]
             emit_table(
-                ["", *_ls_columns(show_netns, procs, info)],
+                ["", *ls_columns(show_netns, procs, info)],
                 rows,
                 title=f"{stamp}  refresh {refresh}: {len(inventory.sockets)} sockets, "
                 f"{len(change.appeared)} appeared, {len(change.gone)} gone",
@@ -295,7 +231,7 @@ def _watch(
 def _listener_process(listener: Listener) -> str:
     if listener.processes:
         return ",".join(f"{p.name}/{p.pid}" for p in listener.processes)
-    return _NO_OWNER if listener.owner_unknown else "-"
+    return NO_OWNER if listener.owner_unknown else "-"
 
 
 @click.command()
@@ -328,7 +264,7 @@ def overview(
         all_netns=all_netns,
         backend=backend,
     )
-    _warn(listeners)
+    warn(listeners)
     if ledger is not None:
         with ledger:
             ledger.record_inventory(
@@ -428,18 +364,13 @@ def who(
     if ledger is not None:
         with ledger:  # one port only: history, not a snapshot diff compares
             ledger.record_inventory(use.holders, host=this_host(), complete=False, source="portkit who")
-    _warn(inventory)
     label = f"{port}/{protocol}" if protocol else str(port)
-    if as_json and not do_kill:
-        emit_json(use.to_json())
-        raise click.exceptions.Exit(0 if use.in_use else 1)
-    if not use.in_use:
-        where = "" if netns or all_netns else " in this network namespace (--all-netns looks in every one)"
-        click.echo(f"Nothing uses port {label}" + (f" ({use.service})" if use.service else "") + f"{where}.")
-        raise click.exceptions.Exit(1)
-    if not as_json:
-        _print_who(use, inventory, label)
-    if do_kill:
+    status = print_port_use(
+        use, inventory, label, as_json=as_json, do_kill=do_kill, searched_all=bool(netns or all_netns)
+    )
+    if status is not None:
+        raise click.exceptions.Exit(status)
+    if do_kill:  # print_port_use returns None only with --kill
         if not use.holders:
             raise PortkitError(f"nothing listens on {label}: there is no holder to signal")
         if not use.processes:
@@ -456,61 +387,3 @@ def who(
                 click.echo(f"{process.name} (pid {process.pid}): {outcome}")
         if any(o.startswith("not permitted") for _, o in outcomes):
             raise click.exceptions.Exit(1)
-
-
-def _print_who(use: Any, inventory: Inventory, label: str) -> None:
-    from portkit.sockets import user_name
-
-    service = f" ({use.service})" if use.service else ""
-    if use.holders:
-        click.echo(f"Port {label}{service} is held by:")
-        rows = []
-        for row in use.holders:
-            netns = [row.netns or "-"] if inventory.namespaces and len(inventory.namespaces) > 1 else []
-            if not row.processes:
-                unknown = inventory.owner_unknown(row)
-                pid, owner = ("?", _NO_OWNER) if unknown else ("-", "-")
-                user = user_name(row.uid)
-                rows.append([*netns, row.transport.value, row.local_text, pid, owner, user, "", ""])
-            for p in row.processes:
-                place = p.container_name or p.container[:12] or p.unit or "-"
-                rows.append(
-                    [
-                        *netns,
-                        row.transport.value,
-                        row.local_text,
-                        str(p.pid),
-                        p.name,
-                        p.user,
-                        place,
-                        p.command[:80],
-                    ]
-                )
-        columns = ["PROTO", "BIND", "PID", "PROCESS", "USER", "UNIT/CONTAINER", "COMMAND"]
-        emit_table((["NETNS"] if len(inventory.namespaces) > 1 else []) + columns, rows)
-        for process in use.processes:
-            if process.parents:
-                chain = " <- ".join(f"{name}/{pid}" for pid, name in process.parents)
-                click.echo(f"  {process.name}/{process.pid} started by {chain}")
-    else:
-        click.echo(f"Nothing listens on {label}{service}.")
-    counts = []
-    if use.connections:
-        counts.append(f"{use.connections} connections served")
-    if use.time_wait:
-        counts.append(f"{len(use.time_wait)} in TIME-WAIT")
-    if use.clients:
-        owners = sorted({str(p) for r in use.clients for p in r.processes})
-        counts.append(f"{len(use.clients)} client sockets" + (f" ({', '.join(owners)})" if owners else ""))
-    if counts:
-        click.echo("Also on this port: " + ", ".join(counts) + ".")
-    if use.explanation:
-        click.echo(f"Why: {use.explanation}")
-    if use.risk and use.exposed:
-        click.echo(f"Risk ({use.service} beyond loopback): {use.risk}")
-    if use.advice:
-        click.echo("To free it:")
-        for advice in use.advice:
-            click.echo(f"  {advice}")
-    if use.root_note and any(inventory.owner_unknown(r) for r in use.holders):
-        click.echo(f"note: {use.root_note}")

@@ -12,7 +12,7 @@ import click
 
 from portkit.cli._params import WholeNumber, parse_duration
 from portkit.cli._record import record_options, recording_ledger, this_host
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 
 MAX_HOOKS = 8  # --exec commands running at once; events beyond wait for one to end
 
@@ -145,7 +145,9 @@ def watch(
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            raise UsageError(f"invalid --ignore {address!r}: expected an IPv4 or IPv6 address") from None
+            raise UsageError(f"invalid --ignore {quote(address)}: expected an IPv4 or IPv6 address") from None
+    if hook is not None and not hook.strip():
+        raise UsageError("invalid --exec '': expected a command for sh -c, e.g. 'logger -t portkit'")
     options = WatchOptions(
         interval=parse_duration(interval, "--interval", minimum=0.05),
         scans=scans,
@@ -157,7 +159,8 @@ def watch(
         block=parse_duration(block, "--block", minimum=1) if block is not None else None,
         duration=parse_duration(duration, "--duration", minimum=0) if duration is not None else None,
         max_events=count,
-        ignore=ignore,
+        # As the packet reader writes addresses (inet_ntop): 2001:DB8:0::1 must match 2001:db8::1.
+        ignore=tuple(str(ipaddress.ip_address(address)) for address in ignore),
     )
     ledger = recording_ledger(record, db)
     host = this_host()
@@ -199,8 +202,6 @@ def watch(
     def note(text: str) -> None:
         click.echo(f"note: {text}", err=True)
 
-    if os.geteuid() != 0 and (scans or options.accepts):
-        note("not root: listener events only; root adds packet sockets (scans, accepts per listener)")
     try:
         run_watch(options, emit, notes=note)
     finally:

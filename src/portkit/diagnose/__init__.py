@@ -26,5 +26,19 @@ if TYPE_CHECKING:
         Fix as Fix,
         Source as Source,
     )
+    from portkit.diagnose._reach import (
+        decide as decide,
+        diagnose_reach as diagnose_reach,
+    )
+    from portkit.diagnose._render import (
+        diagnosis_json as diagnosis_json,
+        diagnosis_lines as diagnosis_lines,
+    )
+    from portkit.diagnose._target import (
+        BindTarget as BindTarget,
+        parse_bind_target as parse_bind_target,
+        parse_reach_target as parse_reach_target,
+        ReachTarget as ReachTarget,
+    )
 
 __getattr__, __dir__ = lazy_exports_from_source(__name__, __file__)

@@ -14,6 +14,15 @@ Theory of operation (everything that decides a verdict lives in this file):
    destination before routing, so a DNATed packet for a container is *forwarded*: it
    meets the forward chains, never input. That is why `ufw deny 8080` (an input rule)
    does not stop a port Docker publishes (a prerouting DNAT plus a forward accept).
+   A connection has two NAT bindings, one per manipulation (nf_nat_inet_fn): the
+   destination, set up by the nat chains of the first hook that can (prerouting or
+   output), and the source, set up on postrouting or input. The nat chains of a hook run
+   (in priority order, until one binds) only while that hook's binding is not set up, so
+   one first packet can be DNATed on prerouting *and* masqueraded on postrouting: hairpin
+   NAT, where a LAN client reaches a LAN server through the router's public address and
+   the server answers the router, not the client. A masquerade takes the address of the
+   output interface (inet_select_addr: its first primary global address, one on the next
+   hop's subnet first); where that is not known the source rewrite says so in `snat`.
 
 5. Routing sits between prerouting and the next hook. A packet that is not for this host
    is forwarded only when forwarding is on (`net.ipv4.ip_forward`,
@@ -70,6 +79,10 @@ MAX_JUMP_DEPTH = 16
 MAX_BRANCHES = 64
 # The table name of trace steps that are routing decisions, not rules.
 ROUTING = "(routing)"
+# How `snat` begins when a masquerade took an address portkit does not know.
+MASQUERADE_UNKNOWN = "the address of "
+# How `snat` begins when a snat rule's address is not known (a map, a range, unparsable).
+SNAT_UNKNOWN = "unknown"
 
 
 class Direction(Word):
@@ -158,6 +171,24 @@ def _nat_text(packet: Packet, final: Packet | None) -> str | None:
     return f"{final.dst}" + (f":{final.dport}" if final.dport is not None else "")
 
 
+def _final_json(final: Packet | None, snat: str | None) -> dict[str, Any] | None:
+    """The packet as it leaves the last hook; `src` is null where source NAT rewrote it to
+    an address portkit does not know (`snat` then says why: a masquerade's interface, a map)."""
+    if final is None:
+        return None
+    out = final.to_json()
+    if snat is not None and snat.startswith((MASQUERADE_UNKNOWN, SNAT_UNKNOWN)):
+        out["src"] = None
+    return out
+
+
+def _endpoint_text(address: object, port: int | None) -> str:
+    text = str(address)
+    if port is None:
+        return text
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
 def _reason(step: TraceStep | None) -> str:
     if step is None:
         return "no base chain on the path: nothing filters this packet"
@@ -188,6 +219,9 @@ class Outcome:
     assumed: tuple[tuple[str, bool], ...] = ()
     # A NAT rule whose target is unknown (a map, a range) rewrote the packet on the way.
     blind: bool = False
+    # Where source NAT (snat, masquerade on postrouting or input) sent the connection's source:
+    # "192.0.2.1", "192.0.2.1:1024", "the address of eth0" (a masquerade, address unknown).
+    snat: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -208,6 +242,8 @@ class Outcome:
             "reject_with": self.reject_with,
             "direction": self.direction.value,
             "nat": _nat_text(packet, self.final_packet),
+            "snat": self.snat,
+            "final": _final_json(self.final_packet, self.snat),
             "reason": self.reason,
             "scanner": self.scanner.to_json() if self.scanner else None,
             "assumed": [{"rule": r, "holds": h} for r, h in self.assumed],
@@ -236,6 +272,8 @@ class Decision:
     certain: bool = True
     # More than MAX_BRANCHES branches: `outcomes` is what was seen before evaluation stopped.
     truncated: bool = False
+    # Source NAT of the connection (see Outcome.snat); final_packet.src carries a known address.
+    snat: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -260,6 +298,8 @@ class Decision:
             "direction": self.direction.value,
             "reason": self.reason,
             "nat": _nat_text(self.packet, self.final_packet),
+            "snat": self.snat,
+            "final": _final_json(self.final_packet, self.snat),
             "scanner": self.scanner.to_json() if self.scanner else None,
             "certain": self.certain,
             "uncertain": list(self.uncertain),
@@ -288,8 +328,8 @@ def _in(ranges: tuple[tuple[int, int], ...], value: int) -> bool:
 
 _SYN = 0x02
 _ACK = 0x10
-# conntrack status bits a connection's first packet is known to have or lack, beyond DNAT.
-_NEW_STATUS_FALSE = frozenset({"snat", "seen-reply", "assured", "confirmed", "dying", "expected"})
+# conntrack status bits a connection's first packet is known to have or lack, beyond DNAT/SNAT.
+_NEW_STATUS_FALSE = frozenset({"seen-reply", "assured", "confirmed", "dying", "expected"})
 
 
 def _component(m: Match, p: Packet) -> int | str | None:
@@ -403,13 +443,14 @@ def match_value(m: Match, p: Packet) -> bool | None:
         mask, value = m.ranges[0]
         hit = (_SYN & mask) == value if m.exact else (_SYN & mask) != 0
     elif f is Field.CT_STATUS:
-        # Known for a connection's first packet only: DNAT iff a NAT rule rewrote it here.
+        # Known for a connection's first packet only: DNAT (SNAT) iff a NAT rule rewrote its
+        # destination (source) on the way here.
         if p.state is not CtState.NEW:
             return None
-        bits = {n for n in m.names if n == "dnat" or n in _NEW_STATUS_FALSE}
+        bits = {n for n in m.names if n in ("dnat", "snat") or n in _NEW_STATUS_FALSE}
         if len(bits) != len(m.names):
             return None
-        hit = "dnat" in bits and p.dnat
+        hit = ("dnat" in bits and p.dnat) or ("snat" in bits and p.snat)
         if m.exact and len(m.names) > 1:
             hit = False
     else:  # OPAQUE: unknown, unless the importer knows its value on every modelled packet
@@ -736,6 +777,7 @@ def evaluate(
     route: Callable[[IPAddress], str | None] | None = None,
     forwarding: Mapping[int, bool] | None = None,
     trace_misses: bool = True,
+    masquerade_source: Callable[[str, IPAddress], IPAddress | None] | None = None,
 ) -> Decision:
     """The verdict netfilter gives `packet`, with the trace that explains it.
 
@@ -749,6 +791,9 @@ def evaluate(
     whether this host forwards; when it is not given and only a DNAT makes the packet
     forwarded, both cases are followed (the decision is then uncertain).
     `trace_misses=False` leaves rules that did not match out of the trace (faster).
+    `masquerade_source(oif, dst)` is the address a masquerade on output interface `oif`
+    takes for a packet to `dst` (None when unknown); without it a masquerade's address is
+    unknown and `snat` names the interface.
 
     Unknown matches fork the evaluation (see the module docstring): the fields describe
     the first branch, `outcomes` every distinct one, `certain` whether they agree.
@@ -763,8 +808,9 @@ def evaluate(
         prefix = pending.pop()
         branch = _Branch(prefix)
         out = _evaluate_branch(
-            ruleset, packet, direction, local_addresses, listening, route, forwarding, trace_misses, branch
-        )
+            ruleset, packet, direction, local_addresses, listening, route, forwarding, trace_misses, branch,
+            masquerade_source,
+        )  # fmt: skip
         runs.append((out, branch))
         for k in range(len(prefix), len(branch.taken)):
             pending.append((*branch.taken[:k], not branch.taken[k]))
@@ -788,6 +834,7 @@ def evaluate(
         tuple(outcomes.values()),
         len(outcomes) == 1 and not truncated and not any(out.blind for out, _ in runs),
         truncated,
+        first.snat,
     )
 
 
@@ -797,20 +844,23 @@ def _routing_step(rule: str, effect: str) -> TraceStep:
 
 class _Walk:
     """One branch's walk of a packet along its path: the rule set, the inputs that stay fixed,
-    and what accumulates on the way (the trace, whether NAT already bound, whether a NAT
+    and what accumulates on the way (the trace, which NAT bindings are set up, whether a NAT
     target was unknown). Each stage of the path is a function that takes the packet and
     returns the packet to continue with, or the Outcome that ends the walk."""
 
     __slots__ = (
         "blind",
         "branch",
+        "dst_bound",
         "listening",
         "local_addresses",
+        "masquerade_source",
         "misses",
-        "nat_done",
         "original",
         "route",
         "ruleset",
+        "snat",
+        "src_bound",
         "trace",
     )
 
@@ -823,6 +873,7 @@ class _Walk:
         route: Callable[[IPAddress], str | None] | None,
         misses: bool,
         branch: _Branch,
+        masquerade_source: Callable[[str, IPAddress], IPAddress | None] | None = None,
     ) -> None:
         self.ruleset = ruleset
         self.original = original  # as it arrived, for what the sender observes of a drop
@@ -831,8 +882,12 @@ class _Walk:
         self.route = route
         self.misses = misses
         self.branch = branch
+        self.masquerade_source = masquerade_source
         self.trace: list[TraceStep] = []
-        self.nat_done = False
+        # The connection's two NAT bindings (nf_nat_initialized per manip type).
+        self.dst_bound = False
+        self.src_bound = False
+        self.snat: str | None = None
         self.blind = False
 
     def stop(
@@ -848,6 +903,7 @@ class _Walk:
             step,
             scanner_view(self.original, verdict, answer, self.listening),
             blind=self.blind,
+            snat=self.snat,
         )
 
     def delivered(self, packet: Packet, direction: Direction) -> Outcome:
@@ -862,6 +918,7 @@ class _Walk:
             steps[-1] if steps else None,
             scanner_view(packet, Verdict.ACCEPT, None, self.listening),
             blind=self.blind,
+            snat=self.snat,
         )
 
 
@@ -875,6 +932,7 @@ def _evaluate_branch(
     forwarding: Mapping[int, bool] | None,
     trace_misses: bool,
     branch: _Branch,
+    masquerade_source: Callable[[str, IPAddress], IPAddress | None] | None = None,
 ) -> Outcome:
     """The kernel's walk: output -> postrouting for a packet this host sends; prerouting ->
     routing decision -> input, or forward -> postrouting, for one it receives."""
@@ -886,7 +944,7 @@ def _evaluate_branch(
             direction = Direction.OUTPUT
     if local_addresses is not None:
         packet = replace(packet, dst_local=_is_local(packet.dst, local_addresses, False))
-    walk = _Walk(ruleset, packet, local_addresses, listening, route, trace_misses, branch)
+    walk = _Walk(ruleset, packet, local_addresses, listening, route, trace_misses, branch, masquerade_source)
     if direction is Direction.OUTPUT:
         return _local_out(walk, packet)
     # Addressed to this host (its public address may sit behind NAT, off its interfaces)
@@ -959,9 +1017,13 @@ def _hook(walk: _Walk, hook: Hook, packet: Packet, direction: Direction) -> Pack
     packet to continue with (NAT and notrack may have changed it), or the Outcome of a drop,
     reject or an unread queue."""
     branch = walk.branch
+    # Which binding this hook's nat chains set up: the destination where the packet enters
+    # (prerouting) or leaves a local socket (output), the source on the way out.
+    source_hook = hook in (Hook.POSTROUTING, Hook.INPUT)
     for table, chain in walk.ruleset.base_chains(hook, packet.family):
         if chain.type is ChainType.NAT:
-            if walk.nat_done or packet.state in (CtState.INVALID, CtState.UNTRACKED):
+            bound = walk.src_bound if source_hook else walk.dst_bound
+            if bound or packet.state in (CtState.INVALID, CtState.UNTRACKED):
                 continue
             # NAT rules see the connection's first packet; later ones reuse its binding.
             probe = replace(packet, state=CtState.NEW) if packet.state is not CtState.NEW else packet
@@ -984,11 +1046,12 @@ def _hook(walk: _Walk, hook: Hook, packet: Packet, direction: Direction) -> Pack
                 answer = (result.rule.reject or Reject()).answer(packet.family)
             return walk.stop(verdict, answer, packet, result.step, direction)
         rule = result.rule
-        if act in (FilterAction.DNAT, FilterAction.REDIRECT) and rule is not None and not walk.nat_done:
-            walk.nat_done = True
+        if act in (FilterAction.DNAT, FilterAction.REDIRECT) and rule is not None and not walk.dst_bound:
+            walk.dst_bound = True
             packet = _destination_nat(walk, f"{table} {chain.name}", rule, act, packet)
-        elif act in (FilterAction.SNAT, FilterAction.MASQUERADE):
-            walk.nat_done = True
+        elif act in (FilterAction.SNAT, FilterAction.MASQUERADE) and rule is not None and not walk.src_bound:
+            walk.src_bound = True
+            packet = _source_nat(walk, f"{table} {chain.name}", rule, act, packet, result.step)
     return packet
 
 
@@ -1018,6 +1081,54 @@ def _destination_nat(walk: _Walk, where: str, rule: FilterRule, act: FilterActio
     if walk.local_addresses is not None or packet.dst.is_loopback:
         return replace(packet, dst_local=_is_local(packet.dst, walk.local_addresses, False))
     return replace(packet, dst_local=None)
+
+
+def _source_nat(
+    walk: _Walk, where: str, rule: FilterRule, act: FilterAction, packet: Packet, step: TraceStep
+) -> Packet:
+    """The packet after a `snat` or `masquerade` bound the connection's source. A masquerade
+    takes the output interface's address (`masquerade_source`); the trace step of the rule
+    says what the source became."""
+    nat = rule.nat
+    address: IPAddress | None = None
+    if act is FilterAction.MASQUERADE:
+        if packet.oif and walk.masquerade_source is not None:
+            address = walk.masquerade_source(packet.oif, packet.dst)
+        if address is not None and address.version != packet.family:
+            address = None
+    elif nat is not None and nat.address:
+        try:
+            address = ipaddress.ip_address(nat.address)
+        except ValueError:
+            address = None
+        if address is not None and address.version != packet.family:
+            address = None
+    port = nat.port if nat is not None and nat.port is not None and packet.has_ports else None
+    if nat is not None and nat.unknown:
+        walk.branch.notes.append(
+            f"{where}: {rule} rewrites the source to a value portkit cannot compute (a map or a range)"
+        )
+    rewritten = replace(packet, src=address if address is not None else packet.src)
+    if port is not None:
+        rewritten = replace(rewritten, sport=port)
+    if address is None and act is FilterAction.MASQUERADE:
+        text = MASQUERADE_UNKNOWN + (packet.oif or "the output interface")
+        if port is not None:
+            text += f", port {port}"
+        changed = True
+    elif address is None and (nat is None or nat.unknown or nat.address):
+        text = SNAT_UNKNOWN + (" (a map or a range)" if nat is not None and nat.unknown else "")
+        changed = True
+    else:
+        text = _endpoint_text(rewritten.src, port)
+        # As for DNAT: the SNAT status bit only when the binding changes the tuple.
+        changed = (rewritten.src, rewritten.sport) != (packet.src, packet.sport)
+    # A binding that keeps the tuple (a masquerade of this host's own address) rewrites nothing.
+    walk.snat = text if changed else None
+    if walk.trace and walk.trace[-1] is step:
+        said = f"source -> {text}" if changed else f"source stays {text}"
+        walk.trace[-1] = replace(step, effect=f"{step.effect}: {said}")
+    return replace(rewritten, snat=changed)
 
 
 def _route_forward(

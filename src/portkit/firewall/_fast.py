@@ -37,6 +37,7 @@ from portkit.firewall._model import (
     Field,
     FilterAction,
     FilterRule,
+    Hook,
     Match,
     Reject,
     Ruleset,
@@ -438,13 +439,18 @@ class FastEvaluator:
 
             watch(np.arange(len(idx)), sub)
             sub_decided = np.zeros(len(idx), dtype=bool)
-            nat_done = np.zeros(len(idx), dtype=bool)
-            for hook in PATHS[direction]:
+            # The connection's two NAT bindings: destination (prerouting/output), source.
+            dst_bound = np.zeros(len(idx), dtype=bool)
+            src_bound = np.zeros(len(idx), dtype=bool)
+            path = PATHS[direction]
+            for h, hook in enumerate(path):
+                nat_done = src_bound if hook in (Hook.POSTROUTING, Hook.INPUT) else dst_bound
                 chains = self.ruleset.base_chains(hook, v)
                 if not chains:
                     continue
                 bits = comp.match_bits(sub)
-                for t, c in chains:
+                later_hooks = any(self.ruleset.base_chains(k, v) for k in path[h + 1 :])
+                for ci, (t, c) in enumerate(chains):
                     cid = self.chain_ids[(self._table_index[id(t)], c.name)]
                     if c.type is ChainType.NAT:
                         eligible = ~sub_decided & ~nat_done & (sub.state <= 2)
@@ -470,11 +476,15 @@ class FastEvaluator:
                     natted = (r_act == _ACT[FilterAction.DNAT]) | (r_act == _ACT[FilterAction.REDIRECT])
                     if natted.any():
                         self._dnat(sub, sel[natted], r_rule[natted])
-                        nat_done[sel[natted]] = True
+                        dst_bound[sel[natted]] = True
                         bits = comp.match_bits(sub)
                         watch(sel[natted], sub.take(sel[natted]))
                     snat = (r_act == _ACT[FilterAction.SNAT]) | (r_act == _ACT[FilterAction.MASQUERADE])
-                    nat_done[sel[snat]] = True
+                    src_bound[sel[snat]] = True
+                    if snat.any() and (later_hooks or ci + 1 < len(chains)):
+                        # Chains after a source NAT see the rewritten source, which this
+                        # path does not compute: the reference evaluator decides those flows.
+                        suspect[idx[sel[snat]]] = True
                     acc = r_act == _ACT[FilterAction.ACCEPT]
                     rule[idx[sel[acc]]] = r_rule[acc]
             decided[idx] = sub_decided

@@ -372,6 +372,66 @@ def route_lookup(netns: str | None = None) -> Callable[[IPAddress], str | None]:
     return lookup
 
 
+def masquerade_lookup(netns: str | None = None) -> Callable[[str, IPAddress], IPAddress | None]:
+    """The source address a masquerade on an output interface gives a packet to a destination,
+    as the kernel picks it: IPv4 takes the interface's first primary global address on the next
+    hop's subnet, else its first primary global one (inet_select_addr); IPv6 the source address
+    selection for the destination (what `ip route get ... oif` reports as prefsrc). None when
+    it cannot be read."""
+    cache: dict[tuple[str, str], IPAddress | None] = {}
+
+    def ask(args: list[str]) -> Any:
+        try:
+            proc = subprocess.run(
+                [*_prefix(netns), "ip", "-j", *args], capture_output=True, text=True, timeout=10, check=False
+            )
+            return json.loads(proc.stdout or "[]") if proc.returncode == 0 else None
+        except (OSError, json.JSONDecodeError, subprocess.TimeoutExpired):
+            return None
+
+    def lookup(oif: str, dst: IPAddress) -> IPAddress | None:
+        key = (oif, str(dst))
+        if key in cache:
+            return cache[key]
+        found: IPAddress | None = None
+        if re.fullmatch(r"[A-Za-z0-9_.@:-]{1,15}", oif):
+            flag = "-4" if dst.version == IPV4 else "-6"
+            route = ask([flag, "route", "get", str(dst), "oif", oif])
+            first = route[0] if isinstance(route, list) and route and isinstance(route[0], dict) else {}
+            if dst.version == IPV4:
+                hop = _address(first.get("gateway")) or dst
+                links = ask(["-4", "addr", "show", "dev", oif])
+                infos = [
+                    a
+                    for link in (links if isinstance(links, list) else [])
+                    for a in link.get("addr_info", [])
+                    if a.get("scope") == "global" and not a.get("secondary")
+                ]
+                for info in infos:
+                    address = _address(info.get("local"))
+                    if address is None:
+                        continue
+                    net = ipaddress.ip_network(f"{address}/{info.get('prefixlen', 32)}", strict=False)
+                    if hop in net:
+                        found = address
+                        break
+                    if found is None:
+                        found = address
+            else:
+                found = _address(first.get("prefsrc"))
+        cache[key] = found
+        return found
+
+    return lookup
+
+
+def _address(text: object) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(str(text)) if text else None
+    except ValueError:
+        return None
+
+
 # What `ip route get` says when the kernel has no usable route.
 _NO_ROUTE = re.compile(r"unreachable|No route to host|Permission denied|prohibit", re.I)
 

@@ -76,6 +76,8 @@ class Packet:
     # Set by the evaluator once prerouting/output NAT rewrote the destination: the
     # connection then carries conntrack's DNAT status bit (`ct status dnat`).
     dnat: bool = field(default=False, compare=False)
+    # Set by the evaluator once postrouting/input NAT rewrote the source (`ct status snat`).
+    snat: bool = field(default=False, compare=False)
     # Whether the destination is one of the host's addresses (`fib daddr type local`); set by
     # the evaluator when it knows the host's addresses, None when nobody knows.
     dst_local: bool | None = field(default=None, compare=False)

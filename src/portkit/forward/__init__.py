@@ -8,7 +8,8 @@ has it and on asyncio Protocols otherwise; UDP keeps one upstream socket per cli
 connection lifecycle is the pure state machine in `_state`; limits, allow-lists and the
 PROXY protocol come with each `ForwardRule`. The library reads no environment variable:
 `portkit forward` passes the control directory (`runtime_dir(os.environ)`, where `--stats`
-looks), systemd's $NOTIFY_SOCKET and the splice engine's bulk threshold as options.
+looks), systemd's $NOTIFY_SOCKET, the splice engine's bulk threshold, copy mode and number
+of loops (`loops`: epoll loop threads, each with its own SO_REUSEPORT listener) as options.
 """
 
 from portkit.forward._congestion import check as check_congestion
@@ -29,6 +30,7 @@ from portkit.forward._rules import (
     parse_listen,
     parse_target,
 )
+from portkit.forward._splice import COPY_MODES
 from portkit.forward._state import TRANSITIONS, ConnectionState, Event, ForwardAction, State
 from portkit.forward._stats import ForwarderStats, RuleStats
 from portkit.forward._udptable import ClientTable
@@ -40,6 +42,7 @@ load_forward_config = load_config
 forward_stats = query_stats
 
 __all__ = [
+    "COPY_MODES",
     "ENGINES",
     "MAX_TIMEOUT",
     "TRANSITIONS",

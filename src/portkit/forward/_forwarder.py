@@ -1,8 +1,9 @@
 """The forwarder process: rules in, listeners up, signals handled, connections drained.
 
 This is the supervisor that runs on the asyncio loop of the main thread. It opens each
-rule's listening socket, hands TCP rules to an engine (splice or asyncio) and UDP rules to
-a `UdpRelay`, and handles operations:
+rule's listening socket, hands TCP rules to an engine (splice or asyncio; the splice engine
+runs `loops` engines, each with its own SO_REUSEPORT listening socket per rule and all
+sharing the rule's statistics) and UDP rules to a `UdpRelay`, and handles operations:
 
 - SIGHUP re-reads the config file: removed rules stop listening (their connections carry
   on until they end), changed rules apply to new connections, new rules start listening.
@@ -31,6 +32,7 @@ from portkit.forward._log import EventLog
 from portkit.forward._rules import ForwardRule, load_config
 from portkit.forward._sockets import (
     bound_endpoint,
+    claim_port,
     listen_backlog,
     open_listener,
     raise_fd_limit,
@@ -40,6 +42,21 @@ from portkit.forward._udp import UdpRelay
 from portkit.model import Endpoint, Transport
 
 ENGINES = ("auto", "splice", "asyncio")
+MAX_LOOPS = 2  # the default number of splice loops is the CPU count up to this
+
+
+def default_loops() -> int:
+    """Splice loops by default: one per CPU this process may run on, at most MAX_LOOPS.
+
+    A request through the forwarder costs about four times more in the kernel (the loopback
+    sends and receives) than in Python, and the GIL is released inside those system calls, so
+    a second loop thread nearly doubles what one forwarder can carry (BENCHMARKS.md).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_LOOPS))
 
 
 def choose_engine(name: str) -> str:
@@ -71,8 +88,13 @@ class Listening:
 class Forwarder:
     """Serve `rules` until told to stop. `run()` blocks and returns the final statistics.
 
-    `thread_after` is the splice engine's bulk threshold: bytes a connection moves on the
-    epoll loop before it gets relay threads (0 = from the first byte, -1 = never).
+    `thread_after` is the splice engine's bulk threshold: bytes a connection splices on the
+    epoll loop before it gets relay threads (0 = from the first byte, -1 = never). `copy` is
+    how its loop moves bytes: "auto" copies small reads and splices bulk, "never" splices
+    every byte, "always" copies every byte (and so never gets relay threads).
+    `loops` is how many epoll loops (threads) the splice engine runs, each with its own
+    listening socket per TCP rule (SO_REUSEPORT: the kernel spreads new connections over
+    them); None = `default_loops()`. The asyncio engine always runs one loop.
     `control_dir` is where the control socket goes (`runtime_dir(os.environ)` is where
     `portkit forward --stats` looks; None: no control socket), and `notify_socket` systemd's
     $NOTIFY_SOCKET (None: not run as a Type=notify service).
@@ -88,6 +110,8 @@ class Forwarder:
         drain_timeout: float = 10.0,
         on_ready: Callable[[list[Listening]], None] | None = None,
         thread_after: int = _splice.THREAD_AFTER,
+        copy: str = "auto",
+        loops: int | None = None,
         control_dir: str | Path | None = None,
         notify_socket: str | None = None,
     ) -> None:
@@ -102,15 +126,22 @@ class Forwarder:
                 f"invalid thread_after {thread_after}: expected bytes >= 0, or -1 for no relay threads"
             )
         self.thread_after = thread_after
+        if copy not in _splice.COPY_MODES:
+            raise UsageError(f"invalid copy {copy!r}: expected one of {', '.join(_splice.COPY_MODES)}")
+        self.copy = copy
+        if loops is not None and (isinstance(loops, bool) or not isinstance(loops, int) or loops < 1):
+            raise UsageError(f"invalid loops {loops!r}: expected a number of loops >= 1")
+        self.loops = 1 if self.engine_name == "asyncio" else (default_loops() if loops is None else loops)
         self.control_dir = Path(control_dir) if control_dir else None
         self.notify_socket = notify_socket
         self.stats = ForwarderStats(pid=os.getpid())
         self.running: dict[tuple[Transport, Endpoint], Listening] = {}
         self.udp: dict[tuple[Transport, Endpoint], UdpRelay] = {}
-        self._tcp_listeners: dict[tuple[Transport, Endpoint], socket.socket] = {}  # the engine owns them
+        # One listening socket per loop and TCP rule; the engines own them.
+        self._tcp_listeners: dict[tuple[Transport, Endpoint], list[socket.socket]] = {}
         self.stop_signal: int | None = None
         self.control_socket: Path | None = None
-        self._engine: _splice.SpliceEngine | AsyncioEngine | None = None
+        self._engines: list[_splice.SpliceEngine | AsyncioEngine] = []
         self._stop: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
 
@@ -122,6 +153,7 @@ class Forwarder:
         return {
             **self.stats.to_json(),
             "engine": self.engine_name,
+            "loops": self.loops,
             "control_socket": str(self.control_socket) if self.control_socket else None,
             "config": str(self.config_path) if self.config_path else None,
         }
@@ -132,13 +164,23 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         self._stop, self._force = asyncio.Event(), asyncio.Event()
         fd_limit = raise_fd_limit()
-        engine: _splice.SpliceEngine | AsyncioEngine
         if self.engine_name == "splice":
-            engine = _splice.SpliceEngine(self.log, thread_after=self.thread_after)
+            engines = [
+                _splice.SpliceEngine(
+                    self.log,
+                    thread_after=self.thread_after,
+                    copy=self.copy,
+                    max_threaded=max(1, _splice.MAX_THREADED // self.loops),
+                )
+                for _ in range(self.loops)
+            ]
+            for engine in engines:
+                engine.siblings = [other for other in engines if other is not engine]
+                engine.start()
+            self._engines = list(engines)
         else:
-            engine = AsyncioEngine(self.log)
-        self._engine = engine
-        engine.start()
+            self._engines = [AsyncioEngine(self.log)]
+            self._engines[0].start()
         try:
             for rule in self.initial_rules:
                 self._open(rule)
@@ -159,6 +201,7 @@ class Forwarder:
             "start",
             pid=os.getpid(),
             engine=self.engine_name,
+            loops=self.loops,
             rules=len(listening),
             backlog=listen_backlog(),
             fd_limit=fd_limit,
@@ -187,11 +230,26 @@ class Forwarder:
     def _open(self, rule: ForwardRule) -> None:
         if rule.protocol is Transport.TCP:
             _congestion.check(rule.congestion)
-        sock = open_listener(rule.listen, rule.protocol)
-        if rule.protocol is Transport.TCP:  # accepted sockets inherit the listener's algorithm
-            _congestion.preset(sock, rule.congestion, str(rule.listen.address))
-            self._tcp_listeners[rule.key] = sock
+        tcp = rule.protocol is Transport.TCP
+        group = tcp and self.loops > 1
+        # A group of SO_REUSEPORT listeners binds a port first seen free, so that it never
+        # joins another forwarder's group.
+        listen = claim_port(rule.listen, rule.protocol) if group else rule.listen
+        sock = open_listener(listen, rule.protocol, reuse_port=group)
         bound = bound_endpoint(sock)
+        if tcp:
+            sockets = [sock]
+            try:  # the other loops' sockets join the first one's port (a real one when it was 0)
+                sockets += [
+                    open_listener(bound, rule.protocol, reuse_port=True) for _ in range(self.loops - 1)
+                ]
+            except PortkitError:
+                for opened in sockets:
+                    opened.close()
+                raise
+            for opened in sockets:  # accepted sockets inherit the listener's algorithm
+                _congestion.preset(opened, rule.congestion, str(rule.listen.address))
+            self._tcp_listeners[rule.key] = sockets
         engine = self.engine_name if rule.protocol is Transport.TCP else "udp"
         stats = self.stats.rules.get(_key_text(rule))
         if stats is None:
@@ -199,9 +257,9 @@ class Forwarder:
             self.stats.rules[_key_text(rule)] = stats
         stats.retired = False
         stats.target = str(rule.target)
-        if rule.protocol is Transport.TCP:
-            assert self._engine is not None
-            self._engine.add_rule(sock, rule, stats)
+        if tcp:
+            for loop, opened in zip(self._engines, sockets, strict=True):
+                loop.add_rule(opened, rule, stats)
         else:
             self.udp[rule.key] = UdpRelay(sock, rule, stats, self.log)
         self.running[rule.key] = Listening(rule, bound, engine)
@@ -213,11 +271,11 @@ class Forwarder:
         self.running[rule.key] = Listening(rule, old.bound, old.engine)
         self.stats.rules[_key_text(rule)].target = str(rule.target)
         if rule.protocol is Transport.TCP:
-            assert self._engine is not None
             if rule.congestion != old.rule.congestion:
-                listener = self._tcp_listeners[rule.key]
-                _congestion.preset(listener, rule.congestion, str(rule.listen.address), reset=True)
-            self._engine.update_rule(rule)
+                for listener in self._tcp_listeners[rule.key]:
+                    _congestion.preset(listener, rule.congestion, str(rule.listen.address), reset=True)
+            for engine in self._engines:
+                engine.update_rule(rule)
         else:
             self.udp[rule.key].update(rule)
 
@@ -226,8 +284,8 @@ class Forwarder:
         self._tcp_listeners.pop(rule.key, None)
         self.stats.rules[_key_text(rule)].retired = True
         if rule.protocol is Transport.TCP:
-            assert self._engine is not None
-            self._engine.remove_rule(rule)  # open connections go on
+            for engine in self._engines:
+                engine.remove_rule(rule)  # open connections go on
         else:
             self.udp.pop(rule.key).close()  # replies need the listening socket, so mappings end
 
@@ -293,23 +351,20 @@ class Forwarder:
         self._request_stop(signal.SIGTERM)
 
     async def _drain(self) -> None:
-        assert self._engine is not None and self._force is not None
-        engine = self._engine
+        assert self._engines and self._force is not None
+        engines = self._engines
         self.stats.draining = True
         sd_notify(self.notify_socket, "STOPPING=1")
-        self.log("drain", active=engine.active, timeout=self.drain_timeout)
+        self.log("drain", active=self.active, timeout=self.drain_timeout)
         for relay in self.udp.values():
             relay.close()
         self.udp.clear()
-        engine.drain()
-        drained = (
-            asyncio.ensure_future(asyncio.to_thread(engine.drained.wait, self.drain_timeout))
-            if isinstance(engine, _splice.SpliceEngine)
-            else asyncio.ensure_future(engine.drained.wait())
-        )
+        for engine in engines:
+            engine.drain()
+        drained = asyncio.ensure_future(self._all_drained())
         forced = asyncio.ensure_future(self._force.wait())
         await asyncio.wait({drained, forced}, timeout=self.drain_timeout, return_when=asyncio.FIRST_COMPLETED)
-        left = engine.active
+        left = self.active
         forced.cancel()
         if not drained.done():
             drained.cancel()
@@ -320,8 +375,20 @@ class Forwarder:
         for relay in self.udp.values():
             relay.close()
         self.udp.clear()
-        if self._engine is not None:
-            self._engine.stop()
+        for engine in self._engines:
+            engine.stop()
+
+    @property
+    def active(self) -> int:
+        """Open TCP connections, over every loop."""
+        return sum(engine.active for engine in self._engines)
+
+    async def _all_drained(self) -> None:
+        for engine in self._engines:
+            if isinstance(engine, _splice.SpliceEngine):
+                await asyncio.to_thread(engine.drained.wait, self.drain_timeout)
+            else:
+                await engine.drained.wait()
 
 
 def _key_text(rule: ForwardRule) -> str:

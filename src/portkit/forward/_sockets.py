@@ -30,18 +30,17 @@ def listen_backlog() -> int:
     return somaxconn()
 
 
-def open_listener(listen: Endpoint, protocol: Transport) -> socket.socket:
-    """A bound, non-blocking socket for `listen`; a TCP one is already listening."""
-    family = socket.AF_INET6 if listen.family == 6 else socket.AF_INET
-    kind = socket.SOCK_STREAM if protocol is Transport.TCP else socket.SOCK_DGRAM
-    sock = socket.socket(family, kind)
+def open_listener(listen: Endpoint, protocol: Transport, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking socket for `listen`; a TCP one is already listening.
+
+    `reuse_port` sets SO_REUSEPORT: several such sockets of this user on one address form a
+    group, and the kernel spreads new connections over them by a hash of the peer's address
+    (one per event loop). Any other process of the same user setting it could join such a
+    group, so `claim_port` first makes sure the address is free.
+    """
+    sock = _bound(listen, protocol, reuse_port)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            # `[::]:80` means IPv6 and IPv4 alike, as people expect from other servers.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind((str(listen.address), listen.port))
-        if kind == socket.SOCK_STREAM:
+        if protocol is Transport.TCP:
             sock.listen(listen_backlog())
         else:
             # A burst of datagrams from many clients lands here at once; the default is ~200 KiB.
@@ -49,13 +48,46 @@ def open_listener(listen: Endpoint, protocol: Transport) -> socket.socket:
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        hint = ""
-        if exc.errno == errno.EACCES:
-            hint = "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
-        elif exc.errno == errno.EADDRINUSE:
-            hint = "; another process holds it (see `portkit who`)"
-        raise PortkitError(f"cannot listen on {protocol}/{listen}: {exc.strerror}{hint}") from None
+        raise _cannot_listen(listen, protocol, exc) from None
     return sock
+
+
+def claim_port(listen: Endpoint, protocol: Transport) -> Endpoint:
+    """The endpoint a group of SO_REUSEPORT listeners for `listen` should bind: `listen` with
+    port 0 made a real one, after checking that no socket holds it, whether with SO_REUSEPORT
+    (another forwarder's loops) or without. Raises PortkitError as `open_listener` does."""
+    probe = _bound(listen, protocol, reuse_port=False)
+    try:
+        return bound_endpoint(probe)
+    finally:
+        probe.close()
+
+
+def _bound(listen: Endpoint, protocol: Transport, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if listen.family == 6 else socket.AF_INET
+    kind = socket.SOCK_STREAM if protocol is Transport.TCP else socket.SOCK_DGRAM
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            # `[::]:80` means IPv6 and IPv4 alike, as people expect from other servers.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((str(listen.address), listen.port))
+    except OSError as exc:
+        sock.close()
+        raise _cannot_listen(listen, protocol, exc) from None
+    return sock
+
+
+def _cannot_listen(listen: Endpoint, protocol: Transport, exc: OSError) -> PortkitError:
+    hint = ""
+    if exc.errno == errno.EACCES:
+        hint = "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+    elif exc.errno == errno.EADDRINUSE:
+        hint = "; another process holds it (see `portkit who`)"
+    return PortkitError(f"cannot listen on {protocol}/{listen}: {exc.strerror}{hint}")
 
 
 def grow_receive_buffer(sock: socket.socket, size: int) -> None:

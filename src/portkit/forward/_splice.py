@@ -1,23 +1,54 @@
-"""The splice engine: TCP forwarding with zero-copy os.splice() through pipes.
+"""The splice engine: TCP forwarding with zero-copy os.splice() through pipes for bulk, and
+small messages copied on one epoll loop.
 
-Bytes never enter Python: each direction moves socket -> pipe -> socket with splice(2), so
-the kernel hands pages along instead of copying them through user space.
+Bulk bytes never enter Python: such a direction moves socket -> pipe -> socket with
+splice(2), so the kernel hands pages along instead of copying them through user space.
 
 One *loop* thread runs an edge-triggered epoll loop: it accepts, applies the allow-list and
 the connection limit, connects to the target without blocking, enforces the connect and
-idle timeouts, runs the supervisor's requests, and relays every connection with
-non-blocking splices until the kernel says EAGAIN (bounded per turn, so one busy
-connection cannot starve the rest). That serves thousands of short or quiet connections
-with one thread.
+idle timeouts, runs the supervisor's requests, and relays every connection without
+blocking until the kernel says EAGAIN (bounded per turn, so one busy connection cannot
+starve the rest). That serves thousands of short or quiet connections with one thread.
 
-A connection that has moved THREAD_AFTER bytes is a bulk transfer: it is handed to two
+On the loop, each direction starts by *copying*: recv_into() a preallocated buffer, send()
+to the other side. For small messages (requests and replies of databases, caches, RPC, ssh)
+that is two system calls a message, where splicing through a pipe costs three, plus a pipe
+taken from the pool and given back. A read that fills the whole buffer (COPY_BUFFER) means
+the sender has more queued than a message: the direction moves to splice from its next read,
+and goes back to copying when a splice brings in less than a buffer. Copied bytes that the
+other side cannot take at once are held (at most one buffer per direction) and nothing more
+is read from that direction until they are out, so the backpressure is the pipe's. The
+engine's `copy` ("auto"; "never": splice every byte, "always": copy every byte, no relay
+threads) pins one path down; `portkit forward` sets it from $PORTKIT_SPLICE_COPY.
+
+The loop registers both sockets edge-triggered for reading and writing. A direction reads
+until the kernel says EAGAIN, except that a copy read shorter than the buffer is taken as the
+end of what is queued: any byte that arrives later raises a new edge, and a FIN that came
+with the bytes shows as EPOLLRDHUP in the same event, which makes the read go on to EOF. A
+writable edge only matters to a direction that holds bytes for that socket. The commonest
+event of all, a readable edge of a copying connection with nothing held either way, is
+handled in the loop itself (`SpliceEngine._copy_quick`); `_Connection.pump` is the
+reference for every case and `tests/test_forward_copy.py` checks that they agree. Per
+request and reply that leaves four system calls (recv and send on each leg) and the loop's
+share of one epoll_wait: the floor for a forwarder that passes bytes through user space.
+
+A forwarder may run several engines, one loop each (`Forwarder(loops=)`; by default one per
+CPU up to two). Each has its own listening socket per rule, bound with SO_REUSEPORT, and the
+kernel hashes each new connection to one of them; a connection lives on the loop that
+accepted it. The engines share each rule's RuleStats, so its counters and its connection
+limit are over all loops: taking a slot is one step under a lock, and a slot freed on one
+loop wakes the rule's listeners paused on the others (`siblings`). Per request the loop
+spends most of its time in recv and send, where the GIL is released, so two loops on two
+CPUs carry more than one (figures in BENCHMARKS.md).
+
+A connection whose spliced bytes reach THREAD_AFTER is a bulk transfer: it is handed to two
 *relay threads*, one per direction, doing blocking splices. The GIL is released inside
 splice(2), so bulk directions run in parallel in the kernel and a blocked splice is woken
 by the kernel itself, without epoll or Python in between, which moves more than the loop
-alone for bulk transfers (BENCHMARKS.md). At most MAX_THREADED connections are threaded at
-once, so a burst can never turn into thousands of threads. The engine's `thread_after`
-(bytes; 0 = always, -1 = never) overrides the threshold; `portkit forward` sets it from
-$PORTKIT_SPLICE_THREAD_AFTER.
+alone for bulk transfers (BENCHMARKS.md). At most MAX_THREADED connections (over all loops:
+each gets its share) are threaded at once, so a burst can never turn into thousands of
+threads. The engine's `thread_after` (bytes; 0 = always, -1 = never) overrides the
+threshold; `portkit forward` sets it from $PORTKIT_SPLICE_THREAD_AFTER.
 
 Memory per connection is bounded by the pipe: a direction reads again only once its pipe
 is flushed, so a slow reader stops us reading from the fast writer (backpressure through
@@ -72,7 +103,9 @@ SPLICE_NONBLOCK = SPLICE_MOVE | getattr(os, "SPLICE_F_NONBLOCK", 2)
 PIPE_SIZE = 1 << 20  # 1 MiB in flight per direction at most (the unprivileged pipe-max-size)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 MAX_ROUNDS = 32  # splices per connection per loop turn before yielding to others
-THREAD_AFTER = 512 << 10  # bytes a connection moves on the loop before it gets relay threads
+THREAD_AFTER = 512 << 10  # bytes a direction splices on the loop before the connection gets relay threads
+COPY_BUFFER = 64 << 10  # the loop's copy buffer; a read that fills it moves a direction to splice
+COPY_MODES = ("auto", "never", "always")
 MAX_THREADED = 64  # connections with relay threads at once (two threads each)
 PIPE_IDLE = 0.05  # seconds without data before a relay thread gives its pipe back
 WRITER_WAKE = 0.25  # a relay thread blocked on a slow reader looks up this often (closing?)
@@ -85,6 +118,7 @@ SWEEP_INTERVAL = 0.25  # seconds between idle / connect-timeout checks
 _IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _OUT = select.EPOLLOUT
 _ERR = select.EPOLLERR
+_HANGUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR  # a read must go on to EOF / the error
 _ET_ALL = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 _POLL_READ = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0x2000)
 _SOFT_FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -170,19 +204,33 @@ class _PipePool:
 
 
 class _Direction:
-    """One way of flow: src socket -> pipe -> dst socket."""
+    """One way of flow: src socket -> (copy buffer or pipe) -> dst socket."""
 
-    __slots__ = ("done", "dst", "eof", "moved", "pending", "pipe", "src", "upward")
+    __slots__ = (
+        "connection", "copying", "done", "dst", "dst_sock", "eof", "held", "moved", "other",
+        "pending", "pipe", "recv_into", "send", "spliced", "src", "src_sock", "upward",
+    )  # fmt: skip
 
-    def __init__(self, src: int, dst: int, upward: bool) -> None:
-        self.src = src
-        self.dst = dst
+    def __init__(
+        self, connection: _Connection, src: socket.socket, dst: socket.socket, upward: bool, copying: bool
+    ) -> None:
+        self.connection = connection
+        self.other: _Direction = self  # the opposite direction, set once both exist
+        self.src_sock = src
+        self.dst_sock = dst
+        self.recv_into = src.recv_into
+        self.send = dst.send
+        self.src = src.fileno()
+        self.dst = dst.fileno()
         self.upward = upward  # client -> target
+        self.copying = copying  # reads go through the copy buffer (else through a pipe)
         self.pipe: tuple[int, int] | None = None
         self.pending = 0  # bytes in the pipe, not yet written to dst
+        self.held = b""  # copied bytes dst did not take yet
         self.eof = False  # src said EOF
         self.done = False  # EOF passed to the state machine
         self.moved = 0
+        self.spliced = 0  # of which through a pipe
 
 
 class _Connection:
@@ -202,8 +250,10 @@ class _Connection:
         self.cfd = client.fileno()
         self.tfd = self.target.fileno()
         self.state = ConnectionState()
-        self.up = _Direction(self.cfd, self.tfd, True)
-        self.down = _Direction(self.tfd, self.cfd, False)
+        copying = engine.copy == "always" or (engine.copy == "auto" and engine.thread_after != 0)
+        self.up = _Direction(self, client, self.target, True, copying)
+        self.down = _Direction(self, self.target, client, False, copying)
+        self.up.other, self.down.other = self.down, self.up
         self.lock = threading.RLock()  # once threaded, the state machine has three drivers
         self.threaded = False
         self.closing = False
@@ -253,18 +303,25 @@ class _Connection:
                 return
         first, second = (self.up, self.down) if fd == self.cfd else (self.down, self.up)
         if mask & _IN:
-            self.pump(first)
-        if mask & _OUT and not self.state.finished and not self.threaded:
-            self.pump(second)
+            self.pump(first, bool(mask & _HANGUP))
+        # A writable edge comes with every event (both are registered); it matters only to a
+        # direction that holds bytes for this socket.
+        if (second.pending or second.held) and mask & _OUT and not self.state.finished and not self.threaded:
+            self.pump(second, True)
 
     def resume(self) -> None:
         for d in (self.up, self.down):
             if self.state.finished or self.threaded:
                 return
-            self.pump(d)
+            self.pump(d, True)
 
-    def pump(self, d: _Direction) -> None:
-        """Move bytes src -> pipe -> dst until the kernel says EAGAIN, or the turn ends."""
+    def pump(self, d: _Direction, eager: bool) -> None:
+        """Move bytes src -> dst until the kernel says EAGAIN, or the turn ends.
+
+        Without `eager` a short copy read ends the turn (what is queued has been read; see the
+        module docstring); with it, reading goes on until EAGAIN or EOF, as it must where
+        edges may have gone by unread (a resumed turn, bytes held back until now).
+        """
         engine = self.engine
         splice = os.splice
         for _ in range(MAX_ROUNDS):
@@ -277,20 +334,65 @@ class _Connection:
                     self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
                     return
                 d.pending -= n
+                d.spliced += n
                 self._count(d, n)
                 if d.pending:
                     return  # a short write: dst is full, wait for EPOLLOUT
                 engine.pipes.put(d.pipe)  # type: ignore[arg-type]
                 d.pipe = None
-                if d.moved >= engine.thread_after >= 0 and engine.threaded < MAX_THREADED:
+                if d.spliced >= engine.thread_after >= 0 and engine.threaded < engine.max_threaded:
                     self._thread()
                     return
+                eager = True
+                continue
+            if d.held:
+                try:
+                    n = d.dst_sock.send(d.held)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
+                    return
+                self._count(d, n)
+                d.held = d.held[n:]
+                if d.held:
+                    return  # still full: wait for EPOLLOUT
+                eager = True  # edges of src went by while we did not read
                 continue
             if d.eof:
                 if not d.done:
                     d.done = True
                     self.apply(Event.CLIENT_EOF if d.upward else Event.TARGET_EOF)
                 return
+            if d.copying:
+                buffer = engine.buffer
+                try:
+                    n = d.src_sock.recv_into(buffer)
+                except BlockingIOError:
+                    return  # src is empty: its EPOLLIN edge will bring us back
+                except OSError:
+                    self.reset(Event.CLIENT_RESET if d.upward else Event.TARGET_RESET)
+                    return
+                if n == 0:
+                    d.eof = True
+                    continue
+                self.last = engine.now
+                try:
+                    sent = d.dst_sock.send(engine.view[:n])
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
+                    return
+                self._count(d, sent)
+                if sent < n:
+                    d.held = bytes(engine.view[sent:n])
+                    return  # dst is full: its EPOLLOUT edge will bring us back
+                if n == COPY_BUFFER:
+                    d.copying = engine.copy == "always"  # more was queued than a message: bulk
+                elif not eager:
+                    return
+                continue
             if d.pipe is None:
                 d.pipe = engine.pipes.get()
             try:
@@ -310,6 +412,8 @@ class _Connection:
                 d.eof = True
                 continue
             d.pending = n
+            if n < COPY_BUFFER and engine.copy == "auto":
+                d.copying = True  # less than a buffer was queued: back to copying after this
             self.last = engine.now
         engine.ready.append(self)
 
@@ -396,6 +500,8 @@ class _Connection:
             target=str(rule.target),
             engine="splice",
         )
+        engine = self.engine
+        engine.readers[self.cfd], engine.readers[self.tfd] = self.up, self.down
         self.resume()
 
     def _close(self) -> None:
@@ -415,8 +521,9 @@ class _Connection:
         self.released = True
         engine = self.engine
         if not self.threaded:
-            engine.fds.pop(self.cfd, None)
-            engine.fds.pop(self.tfd, None)
+            for fd in (self.cfd, self.tfd):
+                engine.fds.pop(fd, None)
+                engine.readers.pop(fd, None)
         self.client.close()  # SO_LINGER 0 was armed where the state machine said RESET
         self.target.close()  # closing also takes the descriptors out of the epoll set
         for d in (self.up, self.down):
@@ -453,6 +560,7 @@ class _Connection:
             engine.threaded += 1
             for fd in (self.cfd, self.tfd):
                 engine.fds.pop(fd, None)
+                engine.readers.pop(fd, None)
                 engine.epoll.unregister(fd)
             for s in (self.client, self.target):
                 s.setblocking(True)
@@ -489,6 +597,10 @@ class _Connection:
         _batch_scheduling()
         try:
             while not self.closing:
+                if d.held:  # copied on the loop before the hand-over, not yet taken by dst
+                    if not self._flush_held(d):
+                        break
+                    continue
                 if d.pending:
                     if not self._flush(d):
                         break
@@ -541,6 +653,22 @@ class _Connection:
             self._count(d, sent)
         return True
 
+    def _flush_held(self, d: _Direction) -> bool:
+        """Write the held bytes out to dst (blocking); False when the connection ends meanwhile."""
+        while d.held:
+            try:
+                sent = d.dst_sock.send(d.held)
+            except BlockingIOError:  # SO_SNDTIMEO: the far reader is slow
+                if self.closing:
+                    return False
+                continue
+            except OSError:
+                self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
+                return False
+            d.held = d.held[sent:]
+            self._count(d, sent)
+        return True
+
 
 class _Listener:
     """A listening socket of one rule; accepts, applies the allow-list and the connection limit."""
@@ -555,6 +683,9 @@ class _Listener:
         self.stats = stats
         self.paused = False
         self.closed = False
+        # Accepted while the rule was below its limit (overflow = queue) but another loop took
+        # the last slot before this one could: it waits here for a slot, first in line.
+        self.waiting: tuple[socket.socket, Any] | None = None
 
     def on_event(self, fd: int, mask: int) -> None:
         self.resume()
@@ -564,6 +695,12 @@ class _Listener:
             return
         engine = self.engine
         limits = self.rule.limits
+        if self.waiting is not None:
+            client, address = self.waiting
+            self.waiting = None
+            self.admit(client, address)
+            if self.waiting is not None:
+                return
         for _ in range(ACCEPT_BATCH):
             if self.stats.active >= limits.max_connections and limits.overflow is Overflow.QUEUE:
                 self.paused = True  # the kernel's backlog holds the rest until a slot frees
@@ -582,17 +719,25 @@ class _Listener:
 
     def admit(self, client: socket.socket, address: Any) -> None:
         rule = self.rule
+        stats = self.stats
         reason = ""
-        if not rule.allows(address[0]):
-            reason = "allow-list"
-        elif self.stats.active >= rule.limits.max_connections:
-            reason = "max-connections"
+        # The count is shared with the rule's listeners on other loops: the check and the
+        # taking of a slot are one step.
+        with _STATS_LOCK:
+            if not rule.allows(address[0]):
+                reason = "allow-list"
+                stats.refused_allow += 1
+            elif stats.active >= rule.limits.max_connections:
+                if rule.limits.overflow is Overflow.QUEUE:
+                    self.waiting = (client, address)
+                    self.paused = True
+                    return
+                reason = "max-connections"
+                stats.refused_limit += 1
+            else:
+                stats.active += 1
+                stats.total += 1
         if reason:
-            with _STATS_LOCK:
-                if reason == "allow-list":
-                    self.stats.refused_allow += 1
-                else:
-                    self.stats.refused_limit += 1
             self.engine.log("refuse", rule=rule.label, client=peer(address), reason=reason)
             arm_reset(client)
             client.close()
@@ -600,13 +745,14 @@ class _Listener:
         try:
             connection = _Connection(self.engine, self, client, address)
         except OSError as exc:
+            with _STATS_LOCK:
+                stats.active -= 1
+                stats.total -= 1
             self.engine.log("error", stage="socket", rule=rule.label, error=error_name(exc))
             arm_reset(client)
             client.close()
+            self.engine.slot_freed(rule.key)
             return
-        with _STATS_LOCK:
-            self.stats.active += 1
-            self.stats.total += 1
         self.engine.connections.add(connection)
         connection.connect()
 
@@ -619,7 +765,11 @@ class _Listener:
         if not self.closed:
             self.closed = True
             self.engine.fds.pop(self.fd, None)
-            self.sock.close()
+            self.sock.close()  # what the kernel still queued for it is reset
+            if self.waiting is not None:
+                arm_reset(self.waiting[0])
+                self.waiting[0].close()
+                self.waiting = None
 
 
 class SpliceEngine:
@@ -631,12 +781,27 @@ class SpliceEngine:
 
     name = "splice"
 
-    def __init__(self, log: EventLog, *, thread_after: int = THREAD_AFTER) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        thread_after: int = THREAD_AFTER,
+        copy: str = "auto",
+        max_threaded: int = MAX_THREADED,
+    ) -> None:
+        if copy not in COPY_MODES:
+            raise ValueError(f"invalid copy mode {copy!r}: expected one of {', '.join(COPY_MODES)}")
         self.log = log
-        self.thread_after = thread_after  # bytes before relay threads; 0 = at once, -1 = never
+        self.thread_after = thread_after  # spliced bytes before relay threads; 0 = at once, -1 = never
+        self.copy = copy  # auto: copy small reads, splice bulk; never / always: one path only
+        self.max_threaded = max_threaded  # this loop's share of MAX_THREADED
+        self.buffer = bytearray(COPY_BUFFER)  # the loop's, shared by every copying direction
+        self.view = memoryview(self.buffer)
         self.epoll = select.epoll()
         self.pipes = _PipePool()
         self.fds: dict[int, Any] = {}
+        self.readers: dict[int, _Direction] = {}  # fd -> the direction reading it, once relaying
+        self.quick = True  # run the copy fast path in `_run` (False: every event through `pump`)
         self.listeners: dict[tuple[Any, ...], _Listener] = {}
         self.connections: set[_Connection] = set()
         self.threaded = 0  # connections handed to relay threads
@@ -650,6 +815,9 @@ class SpliceEngine:
         self.epoll.register(self._wake_r, select.EPOLLIN)
         self._stopped = False
         self._released = False
+        # The other loops of the same forwarder: they share each rule's RuleStats (so its
+        # connection limit) and each has its own listening socket per rule (SO_REUSEPORT).
+        self.siblings: list[SpliceEngine] = []
         self._thread = threading.Thread(target=self._run, name="portkit-splice", daemon=True)
 
     # --- called from other threads ------------------------------------------------------------
@@ -718,7 +886,21 @@ class SpliceEngine:
         if connection.threaded:
             self.threaded -= 1
         connection.listener.slot_freed()
+        self.slot_freed(connection.rule.key)
         self.maybe_drained()
+
+    def slot_freed(self, key: tuple[Any, ...]) -> None:
+        """A connection of rule `key` ended here: the rule's listeners on the other loops,
+        paused at the shared connection limit, may accept again (each in its own loop)."""
+        for sibling in self.siblings:
+            listener = sibling.listeners.get(key)
+            if listener is not None and listener.paused:
+                sibling.call(sibling._slot_freed, key)
+
+    def _slot_freed(self, key: tuple[Any, ...]) -> None:
+        listener = self.listeners.get(key)
+        if listener is not None:
+            listener.slot_freed()
 
     def maybe_drained(self) -> None:
         if self.draining and not self.connections:
@@ -735,12 +917,18 @@ class SpliceEngine:
         _name_os_thread("portkit-splice")
         epoll = self.epoll
         fds = self.fds
+        readers = self.readers
+        quick = self.quick
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while not self._stopped:
                 events = epoll.poll(0 if self.ready else SWEEP_INTERVAL, 1024)
                 self.now = time.monotonic()
                 for fd, mask in events:
+                    if quick:
+                        d = readers.get(fd)
+                        if d is not None and self._copy_quick(d, mask):
+                            continue
                     handler = fds.get(fd)
                     if handler is not None:
                         handler.on_event(fd, mask)
@@ -757,6 +945,56 @@ class SpliceEngine:
         finally:
             self._release()
 
+    def _copy_quick(self, d: _Direction, mask: int) -> bool:
+        """The common event of a copying connection, handled here rather than in `pump`.
+
+        Taken when `d` reads the event's socket, copies, holds nothing, has not seen EOF, the
+        opposite direction holds nothing for this socket, and the event is a plain readable
+        and/or writable edge; the connection is relaying (`readers` holds only such). It does
+        what `pump(d, eager=False)` does on that path: one read, one write, hold what the
+        write leaves. False (nothing done) where any of that is not so: `on_event` decides.
+        """
+        if mask & _HANGUP or not d.copying or d.held or d.pending or d.eof:
+            return False
+        other = d.other
+        if other.held or other.pending:
+            return False
+        if not mask & _IN:
+            return True  # a writable edge and nothing to write
+        connection = d.connection
+        try:
+            n = d.recv_into(self.buffer)
+        except BlockingIOError:
+            return True
+        except OSError:
+            connection.reset(Event.CLIENT_RESET if d.upward else Event.TARGET_RESET)
+            return True
+        if n == 0 or n == COPY_BUFFER:
+            # EOF, or a full buffer (bulk): `pump` passes it on and decides what follows.
+            self._pass_on(d, n)
+            return True
+        connection.last = self.now
+        try:
+            sent = d.send(self.view[:n])
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            connection.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
+            return True
+        connection._count(d, sent)
+        if sent < n:
+            d.held = bytes(self.view[sent:n])  # EPOLLOUT of dst brings `on_event` back
+        return True
+
+    def _pass_on(self, d: _Direction, n: int) -> None:
+        """Hand what `_copy_quick` read (n bytes in the buffer; 0: EOF) to `pump`."""
+        if n == 0:
+            d.eof = True
+        else:
+            d.held = bytes(self.view[:n])  # sent first by pump, in order
+            d.copying = self.copy == "always"
+        d.connection.pump(d, True)
+
     def _run_calls(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
@@ -772,6 +1010,9 @@ class SpliceEngine:
         starved, self.starved = self.starved, set()
         for listener in starved:
             listener.resume()
+        for listener in list(self.listeners.values()):
+            # A slot another loop freed while this listener was about to pause is found here.
+            listener.slot_freed()
 
     def _release(self) -> None:
         self._released = True

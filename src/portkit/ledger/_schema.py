@@ -107,6 +107,8 @@ def connect(
     try:
         if path.is_dir():
             raise UsageError(f"invalid ledger {quote(str(path))}: it is a directory; expected a file path")
+        if path.exists() and not path.is_file():  # /dev/null, a FIFO (reading it would hang), a socket
+            raise UsageError(f"invalid ledger {quote(str(path))}: not a regular file; expected a file path")
         if not path.exists() or (not create and path.stat().st_size == 0):
             if not create:  # a reader creates nothing, not even in an empty file
                 raise LedgerMissing(

@@ -344,6 +344,14 @@ class Ledger:
             detail=d if isinstance(d := _loads(detail), dict) else {},
         )
 
+    @staticmethod
+    def _observation(row: Sequence[Any], facts: tuple[PortFact, ...] = ()) -> Observation:
+        """A row of `id, kind, time, host, source, complete, data` from `observations` as an Observation."""
+        ident, kind, when, host, source, complete, data = row
+        doc = _loads(data)
+        fields = doc if isinstance(doc, dict) else {}
+        return Observation(ident, kind, when, host, source, bool(complete), fields, facts)
+
     _FACT_COLUMNS = (
         "f.port, f.protocol, f.host, f.state, f.address, f.netns, f.exposure, f.owners, f.service, f.detail"
     )
@@ -409,17 +417,7 @@ class Ledger:
                 "ORDER BY f.host, f.protocol, f.port, f.address",
                 (ident,),
             ).fetchall()
-        data = _loads(row[6])
-        return Observation(
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            row[4],
-            bool(row[5]),
-            data if isinstance(data, dict) else {},
-            tuple(self._fact(f) for f in facts),
-        )
+        return self._observation(row, tuple(self._fact(f) for f in facts))
 
     def latest(self, kind: str, *, before: float | None = None, complete: bool = True) -> Observation | None:
         """The newest observation of `kind` at or before `before` (complete ones only by default)."""
@@ -442,21 +440,7 @@ class Ledger:
                 "ORDER BY time, id",
                 (kind,),
             ).fetchall()
-        out = []
-        for row in rows:
-            data = _loads(row[6])
-            out.append(
-                Observation(
-                    row[0],
-                    row[1],
-                    row[2],
-                    row[3],
-                    row[4],
-                    bool(row[5]),
-                    data if isinstance(data, dict) else {},
-                )
-            )
-        return out
+        return [self._observation(row) for row in rows]
 
     def complete_times(self, kind: str, *, after: float, host: str | None = None) -> list[float]:
         """The times of complete observations of `kind` at or after `after`, oldest first."""

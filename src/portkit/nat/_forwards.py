@@ -38,6 +38,7 @@ from portkit.firewall import (
     Ruleset,
     Table,
     evaluate,
+    masquerade_lookup,
 )
 from portkit.model import Transport
 from portkit.model.protocols import IPPROTO_TCP, IPPROTO_UDP
@@ -364,8 +365,9 @@ def _hairpin(
         return "uncertain", f"no client address in {subnet}"
     packet = Packet(proto, client, public, 40000, port, iif=ifname, state=CtState.NEW)
     decision = evaluate(
-        ruleset, packet, local_addresses=facts.local, route=facts.route, forwarding=facts.forwarding
-    )
+        ruleset, packet, local_addresses=facts.local, route=facts.route, forwarding=facts.forwarding,
+        masquerade_source=masquerade_lookup(facts.netns),
+    )  # fmt: skip
     final = decision.final_packet
     if not decision.certain:
         return "uncertain", f"{packet}: {decision.reason}"
@@ -373,23 +375,12 @@ def _hairpin(
         return "no", f"{packet} is not DNATed to {target}"
     if decision.outcome != "accept":
         return "no", f"{packet}: {decision.outcome}: {decision.reason}"
-    # The evaluator binds one NAT per connection, so it skips postrouting's NAT chains after
-    # a prerouting DNAT; the kernel sets up the source manip there as well. The DNATed packet
-    # (carrying conntrack's DNAT status) is therefore walked again for its postrouting NAT.
-    rewritten = replace(final, oif="", dnat=True)
-    after = evaluate(
-        ruleset, rewritten, direction=Direction.FORWARD, local_addresses=facts.local, route=facts.route,
-        forwarding=facts.forwarding,
-    )  # fmt: skip
-    if not after.certain:
-        return "uncertain", f"{rewritten}: {after.reason}"
-    snat = any(
-        s.hook is Hook.POSTROUTING and s.matched and ("masquerade" in s.effect or "snat" in s.effect)
-        for s in after.trace
-    )
-    if not snat:
+    # The same first packet is DNATed on prerouting and, for a hairpin, source-NATed on
+    # postrouting: without that the server answers the client directly, from an address the
+    # client never connected to.
+    if decision.snat is None:
         return "no", f"{packet} is DNATed but not source-NATed: {target} would answer {client} directly"
-    return "yes", f"{packet} is DNATed to {target} and masqueraded"
+    return "yes", f"{packet} is DNATed to {target} and its source rewritten to {decision.snat}"
 
 
 def list_forwards(

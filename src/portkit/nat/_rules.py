@@ -54,6 +54,13 @@ def parse_address_or_name(text: str, what: str) -> IPAddress:
         pass
     if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", host):
         raise UsageError(f"invalid {what} {quote(text)}: expected an IP address or a host name")
+    if re.fullmatch(r"[0-9.]+|0[xX][0-9A-Fa-f.xX]*|.*\.[0-9]+\.?", host):
+        # getaddrinfo would read these as inet_aton does: 1.2.3 is 1.2.0.3, 010.0.0.1 is octal
+        # 8.0.0.1. A host name's last label is never all digits (RFC 1123 2.1, RFC 3696 2).
+        raise UsageError(
+            f"invalid {what} {quote(text)}: expected an IPv4 address as four decimal numbers 0-255, "
+            "an IPv6 address or a host name"
+        )
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):

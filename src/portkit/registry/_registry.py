@@ -143,6 +143,12 @@ class Registry:
             return ties[0].name
         return ""
 
+    def builtin_for(self, port: int, protocol: Transport) -> list[Service]:
+        """The built-in table's entries covering `port` (its lines for that port alone are read
+        while few ports have been asked about: see QUERIES_BEFORE_LOAD)."""
+        builtin = [layer for layer in self._layers if layer.source is Source.BUILTIN]
+        return [s for layer in builtin for s in layer.for_port(port, protocol)]
+
     def risk_for(self, port: int, protocol: Transport) -> Service | None:
         """The built-in entry with a risk note for this port, if any."""
         for layer in self._layers:

@@ -7,17 +7,26 @@ closed port costs two syscalls (connect, connect) instead of four (socket, conne
 getsockopt, close). Connects still pending (EALREADY) are asked SO_ERROR once, which also
 reports an ICMP error that arrived during connect() (a "soft" error connect() itself does
 not return), and otherwise wait on the selector.
+
+The first tries of a scan of one host run those same system calls from the optional C module
+`_connectio` (built from `_connectio.c`), a batch per call: refused ports come back as keys,
+settled through the Schedule and the collector as columns; every other outcome comes back
+as an open socket that the loop below settles or waits for exactly as it does its own.
+Retransmissions, scans of several hosts and `pure_python` use the loop below alone.
 """
 
 from __future__ import annotations
 
 import _socket
 import errno
+import os
 import selectors
 import socket
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from itertools import chain, repeat
+from types import ModuleType
 
 from portkit.scan._hosts import HostTable
 from portkit.scan._schedule import Schedule
@@ -25,6 +34,7 @@ from portkit.scan._states import NO_RESPONSE, RESPONSE_CODE, Response
 
 Record = Callable[[int, int, int], None]
 RecordBatch = Callable[[list[tuple[int, int, int]]], None]
+RecordColumns = Callable[[list[int], bytes, bytes], None]
 Progress = Callable[[], None]
 
 _CONNECTED = RESPONSE_CODE[Response.CONNECTED]
@@ -39,6 +49,15 @@ _ERRNO_RESPONSE = {
 _MAX_OPEN = 4096
 
 
+def connectio() -> ModuleType | None:
+    """The C module, or None when it was not built."""
+    try:
+        from portkit.scan import _connectio
+    except ImportError:
+        return None
+    return _connectio
+
+
 def run_connect(
     hosts: HostTable,
     ports: Sequence[int],
@@ -46,7 +65,11 @@ def run_connect(
     record: Record,
     progress: Progress | None = None,
     record_batch: RecordBatch | None = None,
-) -> None:
+    record_columns: RecordColumns | None = None,
+    *,
+    pure_python: bool = False,
+) -> str:
+    """Run the scan's connect() probes to the end; returns which code made the calls ("c" or "python")."""
     nports = len(ports)
     selector = selectors.DefaultSelector()
     open_socks: dict[int, tuple[_socket.socket, int]] = {}  # key -> (socket, tryno)
@@ -76,6 +99,16 @@ def run_connect(
     record_many = record_batch or record_each
     # A socket per family whose last connect failed: ready to connect again.
     spare: dict[int, _socket.socket] = {}
+    # One host: its first tries go through the C module (see the module docstring).
+    module = connectio() if len(hosts) == 1 and record_columns is not None and not pure_python else None
+    c_spare = -1  # the C module's reusable socket (an fd), closed at the end
+    if module is not None:
+        from portkit.scan._accel import sockaddr
+
+        only = hosts.get(0)
+        assert only is not None
+        c_family, c_address, c_ports = only.family, sockaddr(only), array("H", ports).tobytes()
+        pending = module.PENDING
 
     def forget(key: int) -> None:
         entry = open_socks.pop(key, None)
@@ -91,6 +124,22 @@ def run_connect(
             fresh, retries = schedule.next_batch(now, limit)
             einprogress, ealready, refused = errno.EINPROGRESS, errno.EALREADY, errno.ECONNREFUSED
             answers: list[tuple[int, int, int, int]] = []
+            if module is not None and fresh:
+                refused_keys, others, c_spare = module.connect_batch(c_address, fresh, c_ports, 0, c_spare)
+                if refused_keys:
+                    zeros, codes = bytes(len(refused_keys)), bytes([_REFUSED]) * len(refused_keys)
+                    assert record_columns is not None
+                    record_columns(*schedule.answered_columns(refused_keys, zeros, codes, zeros, now))
+                for key, fd, err in others:
+                    handed = new_socket(c_family, stream, 0, fd)
+                    if err == pending:
+                        open_socks[key] = (handed, 0)
+                        selector.register(handed, selectors.EVENT_WRITE, (key, 0))
+                        continue
+                    settle(key, 0, err, handed, now)
+                    handed.close()
+                # A socket() that failed stopped the batch: the loop below meets it again.
+                fresh = fresh[len(refused_keys) + len(others) :]
             for key, tryno in chain(retries, zip(fresh, repeat(0))):
                 if key in open_socks:
                     forget(key)
@@ -151,4 +200,7 @@ def run_connect(
             sock.close()
         for sock in spare.values():
             sock.close()
+        if c_spare >= 0:
+            os.close(c_spare)
         selector.close()
+    return "python" if module is None else "c"

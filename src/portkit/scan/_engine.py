@@ -185,7 +185,16 @@ def _run_share(
         if scan_type is ScanType.CONNECT:
             from portkit.scan._connect import run_connect
 
-            run_connect(hosts, ports, schedule, collector.record, tick, collector.record_batch)
+            io_path = run_connect(
+                hosts,
+                ports,
+                schedule,
+                collector.record,
+                tick,
+                collector.record_batch,
+                collector.record_columns,
+                pure_python=plan.options.pure_python,
+            )
         else:
             from portkit.scan._raw import RawScanner
 

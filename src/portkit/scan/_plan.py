@@ -57,7 +57,7 @@ class ScanOptions:
     ping_only: bool = False  # -sn
     all_ports_listed: bool = False
     workers: int | None = None  # worker processes (at most 16); None: chosen by `worker_count`
-    pure_python: bool = False  # move packets in Python even where the C path (_rawio) could
+    pure_python: bool = False  # move packets in Python even where a C path (_rawio, _connectio) could
     debug: Callable[[str], None] | None = None  # gets a line per worker on how it ran
 
 

@@ -8,6 +8,13 @@ the congestion window, the rate cap and the scan delay. The driver reports each 
 past the host's timeout: those are retransmitted while nmap's retry budget allows
 (`allowed_tries`), parked if the budget may still grow, and otherwise settled as silent.
 No clock or socket appears here.
+
+A probe has timed out when `now - sent_at` exceeds its host's timeout *now*, as nmap judges
+it, not the timeout the host had when the probe went out: the first probes of a scan leave
+before any RTT sample (under the template's initial timeout, 0.5 s at -T4) and must not wait
+for it once samples have brought the timeout down (to min_rtt, 0.1 s at -T4). So each host
+keeps its armed probes in a heap by send time, and one timer per host says when its oldest
+probe is due; a new RTT sample that shortens the timeout moves that timer earlier.
 """
 
 from __future__ import annotations
@@ -43,7 +50,9 @@ class Schedule:
         self.window = CongestionWindow(tpl)
         self.rate = RateLimiter(max_rate, now) if max_rate else None
         self.outstanding: dict[int, tuple[int, float]] = {}  # key -> (tryno, sent at)
-        self._timers: list[tuple[float, int, int]] = []  # (deadline, key, tryno)
+        self._timers: list[tuple[float, int]] = []  # (when the host's oldest armed probe is due, host)
+        self._due: dict[int, float] = {}  # host -> its live timer (other entries are stale)
+        self._armed: dict[int, list[tuple[float, int, int]]] = {}  # host -> heap of (sent at, key, tryno)
         # Probes handed out but not yet on the timer heap: most loopback answers arrive before
         # the driver next asks about time, and those never cost a heap push and pop.
         self._unarmed: list[tuple[int, int]] = []
@@ -151,20 +160,48 @@ class Schedule:
         return fresh, retries
 
     def _arm(self) -> None:
-        """Put the still-unanswered probes handed out since the last call on the timer heap."""
-        outstanding, timers, nports = self.outstanding, self._timers, self.nports
+        """Put the still-unanswered probes handed out since the last call on their hosts' heaps."""
+        outstanding = self.outstanding
         if self._unarmed_fresh:
             # Most were answered already: find the rest in C.
             for key in filter(outstanding.__contains__, self._unarmed_fresh):
                 tryno, sent_at = outstanding[key]
                 if not tryno:
-                    heapq.heappush(timers, (sent_at + self.timeout(key // nports), key, 0))
+                    self._arm_one(sent_at, key, 0)
             self._unarmed_fresh.clear()
         for key, tryno in self._unarmed:
             pending = outstanding.get(key)
             if pending is not None and pending[0] == tryno:
-                heapq.heappush(timers, (pending[1] + self.timeout(key // nports), key, tryno))
+                self._arm_one(pending[1], key, tryno)
         self._unarmed.clear()
+
+    def _arm_one(self, sent_at: float, key: int, tryno: int) -> None:
+        host = key // self.nports
+        armed = self._armed.get(host)
+        if armed is None:
+            armed = self._armed[host] = []
+        heapq.heappush(armed, (sent_at, key, tryno))
+        if armed[0][2] == tryno and armed[0][1] == key:  # the host's oldest: its timer follows it
+            self._set_timer(host, sent_at + self.timeout(host))
+
+    def _set_timer(self, host: int, due: float) -> None:
+        """The host's oldest armed probe is due at `due` (any earlier timer of the host stands)."""
+        current = self._due.get(host)
+        if current is None or due < current:
+            self._due[host] = due
+            heapq.heappush(self._timers, (due, host))
+
+    def _sample(self, host: int, rtt: float) -> None:
+        """An RTT sample for `host`; a shorter timeout brings its armed probes' timer forward."""
+        est = self._rtt.get(host)
+        if est is None:
+            est = self._rtt[host] = RttEstimator(self.tpl)
+        before = est.timeout
+        est.sample(rtt)
+        if est.timeout < before:
+            armed = self._armed.get(host)
+            if armed:
+                self._set_timer(host, armed[0][0] + est.timeout)
 
     # -- answers and silence -------------------------------------------------------------
 
@@ -179,10 +216,7 @@ class Schedule:
         # and a thousand samples of the same batch would teach the estimator nothing more.
         if tryno == last_try and self._sampled.get(host) != now:
             self._sampled[host] = now
-            est = self._rtt.get(host)
-            if est is None:
-                est = self._rtt[host] = RttEstimator(self.tpl)
-            est.sample(now - sent_at)
+            self._sample(host, now - sent_at)
         if tryno > 0:
             # Something was lost on the way: the first probe or its answer.
             self.window.on_drop()
@@ -210,7 +244,7 @@ class Schedule:
                 host = key // nports
                 if sampled.get(host) != now:
                     sampled[host] = now
-                    self.rtt(host).sample(now - pending[1])
+                    self._sample(host, now - pending[1])
                 continue
             # The slow path (retransmissions) keeps answered()'s exact bookkeeping.
             outstanding[key] = pending
@@ -241,7 +275,7 @@ class Schedule:
                 for p in pending:
                     if p is not None and p[0] == 0:
                         sampled[first_host] = now
-                        self.rtt(first_host).sample(now - p[1])
+                        self._sample(first_host, now - p[1])
                         break
         else:
             for key, p in zip(keys, pending, strict=True):
@@ -249,7 +283,7 @@ class Schedule:
                     host = key // nports
                     if sampled.get(host) != now:
                         sampled[host] = now
-                        self.rtt(host).sample(now - p[1])
+                        self._sample(host, now - p[1])
         missing = pending.count(None)
         self.window.on_replies(len(keys) - missing)
         if not missing:
@@ -261,22 +295,33 @@ class Schedule:
         if self._unarmed or self._unarmed_fresh:
             self._arm()
         silent: list[int] = []
-        timers, nports = self._timers, self.nports
+        timers, nports, outstanding = self._timers, self.nports, self.outstanding
         while timers and timers[0][0] <= now:
-            _, key, tryno = heapq.heappop(timers)
-            pending = self.outstanding.get(key)
-            if pending is None or pending[0] != tryno:
-                continue
-            del self.outstanding[key]
-            host = key // nports
-            if host in self.timed_out_hosts:
-                continue
-            if tryno < allowed_tries(self._best_try.get(host, 0), self.tpl.max_retries):
-                self._retry.append((key, tryno + 1))
-            elif tryno < self.tpl.max_retries:
-                self._bench.append((key, tryno))
+            due, host = heapq.heappop(timers)
+            if self._due.get(host) != due:
+                continue  # replaced by an earlier timer, or the host has nothing armed
+            del self._due[host]
+            armed = self._armed[host]
+            timeout = self.timeout(host)
+            while armed and armed[0][0] + timeout <= now:
+                _, key, tryno = heapq.heappop(armed)
+                pending = outstanding.get(key)
+                if pending is None or pending[0] != tryno:
+                    continue
+                del outstanding[key]
+                if host in self.timed_out_hosts:
+                    continue
+                if tryno < allowed_tries(self._best_try.get(host, 0), self.tpl.max_retries):
+                    self._retry.append((key, tryno + 1))
+                elif tryno < self.tpl.max_retries:
+                    self._bench.append((key, tryno))
+                else:
+                    silent.append(key)
+            if armed:
+                # Not due yet by the host's current timeout (it may have grown since the timer was set).
+                self._set_timer(host, armed[0][0] + timeout)
             else:
-                silent.append(key)
+                del self._armed[host]
         if self._bench and self._idle():
             # The budget can grow no more: retry what it now allows, settle the rest.
             bench, self._bench = self._bench, []
@@ -306,7 +351,10 @@ class Schedule:
         """Seconds until something may change without an answer arriving."""
         if self._unarmed or self._unarmed_fresh:
             self._arm()
-        waits = [self._timers[0][0] - now] if self._timers else [0.1]
+        timers = self._timers
+        while timers and self._due.get(timers[0][1]) != timers[0][0]:
+            heapq.heappop(timers)  # stale: its host's timer moved earlier or is gone
+        waits = [timers[0][0] - now] if timers else [0.1]
         if self.rate is not None and (self._retry or not self._fresh_done):
             waits.append(self.rate.wait())
         if self.tpl.scan_delay:

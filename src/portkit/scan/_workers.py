@@ -39,7 +39,7 @@ class Share:
     drops: int = 0
     cwnd: float = 0.0
     interrupted: bool = False
-    io: str = "python"  # which code moved the packets: "c" (portkit.scan._rawio) or "python"
+    io: str = "python"  # which code moved the packets: "c" (_rawio, _connectio) or "python"
 
 
 def share_order(

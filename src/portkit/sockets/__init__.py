@@ -6,9 +6,10 @@ namespaces without moving the calling thread.
 
 Names load lazily (PEP 562): `portkit ls` imports only the modules it uses.
 
-Import cost: `portkit ls --json` (the Click-free lane, portkit.cli.entry) is measured against
-`ss -tan`, and at that scale module imports are a visible share of the whole run. So the
-modules on its path import neither `typing`, `dataclasses` (which brings `inspect`, `ast`,
+Import cost: `portkit ls` (a Click-free lane of portkit.cli.entry, with or without --json
+and -p) is measured against `ss -tan` and `ss -tanp`, and at that scale module imports are a
+visible share of the whole run. So the modules on its path (process attribution included:
+_procs, _process) import neither `typing`, `dataclasses` (which brings `inspect`, `ast`,
 `dis` and `tokenize`) nor `json` at load, and use `_socket` rather than `socket` (socket.py
 turns its constants into enums at import); `TYPE_CHECKING = False` stands in for
 typing.TYPE_CHECKING (mypy honours the name). The figures are in BENCHMARKS.md.

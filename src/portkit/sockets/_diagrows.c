@@ -8,9 +8,16 @@
  * portkit.sockets._netlink, the JSON lines in portkit.sockets._jsonout), for buffers of
  * equal-sized inet_diag messages (RawRows), and nothing else:
  *
- *   uniform_family(buf, size) -> int
+ *   uniform_family(buf, size, mtype=SOCK_DIAG_BY_FAMILY) -> int
  *       The address family of the buf[:len(buf) // size * size] messages when every one of
- *       them is a SOCK_DIAG_BY_FAMILY message of exactly `size` bytes of one family, else -1.
+ *       them is a socket message (of type mtype) of exactly `size` bytes of one family, else -1.
+ *   socket_heads(buf, mtype=SOCK_DIAG_BY_FAMILY) -> (heads, family, used)
+ *       The leading run of socket messages (of type mtype) of buf that share the first one's
+ *       family, each cut to its first ROW_SIZE bytes (the attributes after struct
+ *       inet_diag_msg dropped, the length field set to ROW_SIZE), joined; that family (-1
+ *       when there is no such run); and the offset where the run ends. A buffer mixing
+ *       messages of several sizes (TIME-WAIT and SYN-RECV sockets carry no attributes, full
+ *       sockets do) so becomes equal-sized rows for json_text.
  *   json_text(body, size, count, version, head, state_text, tail) -> str
  *       The JSON lines of the `count` messages of `body`, joined by ",\n", byte for byte what
  *       portkit.sockets._jsonout.raw_rows_lines produces. `tail` is one str for every row,
@@ -69,7 +76,8 @@ uniform_family(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
     Py_ssize_t size;
-    if (!PyArg_ParseTuple(args, "y*n", &buf, &size))
+    int mtype = SOCK_DIAG_BY_FAMILY;
+    if (!PyArg_ParseTuple(args, "y*n|i", &buf, &size, &mtype))
         return NULL;
     long family = -1;
     if (size >= ROW_SIZE && buf.len >= size) {
@@ -78,7 +86,7 @@ uniform_family(PyObject *self, PyObject *args)
         family = data[OFF_FAMILY];
         for (Py_ssize_t i = 0; i < count; i++) {
             const unsigned char *msg = data + i * size;
-            if (read_u32(msg + OFF_LEN) != (uint32_t)size || read_u16(msg + OFF_TYPE) != SOCK_DIAG_BY_FAMILY
+            if (read_u32(msg + OFF_LEN) != (uint32_t)size || read_u16(msg + OFF_TYPE) != mtype
                 || msg[OFF_FAMILY] != family) {
                 family = -1;
                 break;
@@ -87,6 +95,56 @@ uniform_family(PyObject *self, PyObject *args)
     }
     PyBuffer_Release(&buf);
     return PyLong_FromLong(family);
+}
+
+/* The end of the leading run of socket messages of buf's family (see socket_heads), and
+ * how many messages it holds. */
+static Py_ssize_t
+heads_run(const unsigned char *data, Py_ssize_t end, int mtype, Py_ssize_t *count, long *family)
+{
+    Py_ssize_t off = 0;
+    *count = 0;
+    *family = -1;
+    while (end - off >= ROW_SIZE) {
+        const unsigned char *msg = data + off;
+        uint32_t len = read_u32(msg + OFF_LEN);
+        if (read_u16(msg + OFF_TYPE) != mtype || len < ROW_SIZE || len > (uint64_t)(end - off)
+            || (*count && msg[OFF_FAMILY] != *family))
+            break;
+        *family = msg[OFF_FAMILY];
+        ++*count;
+        off += ((Py_ssize_t)len + 3) & ~(Py_ssize_t)3; /* NLMSG_ALIGN */
+    }
+    return off < end ? off : end;
+}
+
+static PyObject *
+socket_heads(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    int mtype = SOCK_DIAG_BY_FAMILY;
+    if (!PyArg_ParseTuple(args, "y*|i", &buf, &mtype))
+        return NULL;
+    const unsigned char *data = buf.buf;
+    Py_ssize_t count;
+    long family;
+    Py_ssize_t used = heads_run(data, buf.len, mtype, &count, &family);
+    PyObject *heads = PyBytes_FromStringAndSize(NULL, count * ROW_SIZE);
+    if (heads == NULL) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(heads);
+    const uint32_t row_size = ROW_SIZE;
+    for (Py_ssize_t off = 0, i = 0; i < count; i++) {
+        const unsigned char *msg = data + off;
+        memcpy(out, msg, ROW_SIZE);
+        memcpy(out + OFF_LEN, &row_size, sizeof row_size);
+        out += ROW_SIZE;
+        off += ((Py_ssize_t)read_u32(msg + OFF_LEN) + 3) & ~(Py_ssize_t)3;
+    }
+    PyBuffer_Release(&buf);
+    return Py_BuildValue("(Nln)", heads, family, used);
 }
 
 /* The text of an address, converted once while it repeats (a host's sockets share few). */
@@ -279,7 +337,9 @@ done:
 
 static PyMethodDef methods[] = {
     {"uniform_family", uniform_family, METH_VARARGS,
-     "uniform_family(buf, size) -> family of buf's equal-sized socket messages, or -1"},
+     "uniform_family(buf, size, mtype=20) -> family of buf's equal-sized socket messages, or -1"},
+    {"socket_heads", socket_heads, METH_VARARGS,
+     "socket_heads(buf, mtype=20) -> (the leading socket messages cut to equal-sized rows, family, bytes used)"},
     {"json_text", json_text, METH_VARARGS,
      "json_text(body, size, count, version, head, state_text, tail) -> the rows' JSON lines"},
     {NULL, NULL, 0, NULL},
@@ -287,7 +347,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "portkit.sockets._diagrows",
-    "C versions of two loops of portkit.sockets._netlink (see the source's opening comment).", -1, methods,
+    "C versions of three loops of portkit.sockets._netlink (see the source's opening comment).", -1, methods,
 };
 
 PyMODINIT_FUNC

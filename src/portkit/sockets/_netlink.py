@@ -6,14 +6,18 @@ linux/netlink.h. Decoding is the hot path of `portkit ls --all`. The kernel fill
 buffer with messages of one size (same attributes for every socket of a dump), so a buffer is
 decoded as columns: `struct.iter_unpack` splits it, and `zip`/`map` over C callables (a dict
 of address texts, a table of states, `tuple.__new__`) build the rows without running Python
-bytecode per socket. Buffers that mix sizes (TIME-WAIT sockets carry fewer attributes) take
-the row-at-a-time path, which decodes exactly the same values.
+bytecode per socket. A buffer that mixes message sizes (TIME-WAIT and SYN-RECV sockets carry no
+attributes after struct inet_diag_msg, full sockets do, and the kernel sends them interleaved
+in hash-table order) is first cut to equal-sized rows (`_socket_heads`): without tcp_info no
+attribute is read, so the rows decode to the same values. The row-at-a-time path remains for
+tcp_info, counted states, and whatever ends a run (NLMSG_DONE, an error, a short message).
 
-Two loops of the column path have a C twin in portkit.sockets._diagrows (built when a compiler
+Three loops of the column path have a C twin in portkit.sockets._diagrows (built when a compiler
 is present; `ACCELERATED` says whether it was): checking that a buffer holds only equal-sized
-socket messages (`_uniform_family`, here), and writing their JSON lines (portkit.sockets._jsonout,
-with every other JSON writer of the inventory). The Python code is the reference and the
-fallback; tests run both and require the same results.
+socket messages (`_uniform_family`, here), cutting a mixed buffer to equal-sized rows
+(`_socket_heads`, here), and writing their JSON lines (portkit.sockets._jsonout, with every
+other JSON writer of the inventory). The Python code is the reference and the fallback; tests
+run both and require the same results.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ if TYPE_CHECKING:
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
+# The older inet_diag request (struct inet_diag_req), still served by every kernel: it names
+# no family, so one dump walks the TCP tables once for IPv4 and IPv6 together, where two
+# SOCK_DIAG_BY_FAMILY dumps walk them twice (each skipping the other family's sockets).
+# Its replies are the same inet_diag_msg, with this message type.
+TCPDIAG_GETSOCK = 18
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
@@ -61,6 +70,9 @@ _U32 = struct.Struct("=I")
 # struct inet_diag_req_v2: family, protocol, ext, pad (raw protocol for raw sockets), states,
 # then struct inet_diag_sockid (ports, addresses, interface, cookie) left zero for a dump.
 _REQ_V2 = struct.Struct("=BBBBI48x")
+# struct inet_diag_req: family (ignored), address lengths, ext, struct inet_diag_sockid (zero
+# for a dump), states, dbs (ignored).
+_REQ_V1 = struct.Struct("=BBBB48xII")
 _RTATTR = struct.Struct("=HH")
 # nlmsghdr (16 bytes) + struct inet_diag_msg (72 bytes), skipping the fields portkit does not
 # use (flags, seq, pid, timer, retrans, cookie, expires) so each row unpacks into 13 values.
@@ -106,6 +118,16 @@ def build_request(
     header = _NLMSGHDR.pack(
         _NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
     )
+    return header + body
+
+
+def build_tcp_request(states: int, *, seq: int = 1, tcp_info: bool = False, bytecode: bytes = b"") -> bytes:
+    """One TCPDIAG_GETSOCK dump request: TCP sockets of both families, in one walk."""
+    ext = 1 << (INET_DIAG_INFO - 1) if tcp_info else 0
+    body = _REQ_V1.pack(0, 0, 0, ext, states, 0)
+    if bytecode:
+        body += _RTATTR.pack(_RTATTR.size + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
+    header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), TCPDIAG_GETSOCK, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
     return header + body
 
 
@@ -161,19 +183,21 @@ def decode(
     count_mask: int = 0,
     tally: list[int] | None = None,
     lazy: bool = False,
+    mtype: int = SOCK_DIAG_BY_FAMILY,
 ) -> bool:
     """Append the sockets in one recv() buffer to `rows`; True once NLMSG_DONE is seen.
 
     `owners` (inode -> processes), when given, fills each row's processes as it is built.
     Sockets whose state bit is in `count_mask` are only counted, in `tally[0]`.
     With `lazy`, a run of equal-sized messages is appended as one `RawRows` instead of
-    Sockets (only callers that know how to expand it ask for that).
+    Sockets (only callers that know how to expand it ask for that). `mtype` is the message
+    type of the socket messages (TCPDIAG_GETSOCK answers a build_tcp_request).
     """
     if not with_info and not count_mask:
-        done = _decode_columns(buf, transport, rows, netns, owners, lazy)
+        done = _decode_columns(buf, transport, rows, netns, owners, lazy, mtype)
         if done is not None:
             return done
-    return _decode_rows(buf, transport, rows, netns, with_info, owners, count_mask, tally)
+    return _decode_rows(buf, transport, rows, netns, with_info, owners, count_mask, tally, mtype)
 
 
 class _AddressText(dict[bytes, str]):
@@ -216,45 +240,74 @@ def _decode_columns(
     netns: str | None,
     owners: Holders | None,
     lazy: bool = False,
+    mtype: int = SOCK_DIAG_BY_FAMILY,
 ) -> bool | None:
-    """Decode a buffer of equal-sized socket messages column by column; None if it is not one.
+    """Decode a buffer's leading socket messages column by column; None if it starts with none.
 
-    A trailing message of another size (NLMSG_DONE, a shorter socket) is left to `_decode_rows`.
+    A buffer of equal-sized messages is decoded in place; any other is cut to equal-sized rows
+    first (`_socket_heads`). What ends the run (NLMSG_DONE, an error) is left to `_decode_rows`.
     """
     end = len(buf)
     if end < _ROW_SIZE:
         return None
     (size,) = _U32.unpack_from(buf, 0)
-    if size < _ROW_SIZE or size & 3:
-        return None
-    count = end // size
-    if not count:
-        return None
-    body = buf[: count * size]
-    version = _FAMILY_VERSION.get(_uniform_family(body, size, count))
-    if version is None:
-        return None
+    count = end // size if size >= _ROW_SIZE and not size & 3 else 0
+    version = _FAMILY_VERSION.get(_uniform_family(buf[: count * size], size, count, mtype)) if count else None
+    if version is not None:
+        body, used = buf[: count * size], count * size
+    else:
+        body, family, used = _socket_heads(buf, mtype)
+        version = _FAMILY_VERSION.get(family)
+        if version is None:
+            return None
+        size = _ROW_SIZE
+        count = len(body) // size
     batch = RawRows(body, size, count, transport, version, netns, owners)
     if lazy:
         rows.append(batch)  # type: ignore[arg-type]
     else:
         rows.extend(batch.build())
-    rest = buf[count * size :]
+    rest = buf[used:]
     if not rest:
         return False
-    return _decode_rows(rest, transport, rows, netns, False, owners, 0, None)
+    return _decode_rows(rest, transport, rows, netns, False, owners, 0, None, mtype)
 
 
-def _uniform_family(body: bytes, size: int, count: int) -> int:
-    """The address family of `body`'s `count` messages of `size` bytes when every one is a socket
-    message of that size and of one family, else -1."""
+_ROW_LENGTH = _U32.pack(_ROW_SIZE)
+
+
+def _socket_heads(buf: bytes, mtype: int = SOCK_DIAG_BY_FAMILY) -> tuple[bytes, int, int]:
+    """The leading run of socket messages (of type `mtype`) of `buf` that share the first one's
+    family, each cut to its first `_ROW_SIZE` bytes (header and struct inet_diag_msg, length set
+    to match) and joined; their family (-1 for no run); and the offset where the run ends."""
     if _diagrows is not None:
-        return _diagrows.uniform_family(body, size)
+        return _diagrows.socket_heads(buf, mtype)
+    heads: list[bytes] = []
+    family = -1
+    end = len(buf)
+    off = 0
+    while end - off >= _ROW_SIZE:
+        mlen, kind = _NLMSGHDR.unpack_from(buf, off)[:2]
+        if kind != mtype or mlen < _ROW_SIZE or mlen > end - off:
+            break
+        if heads and buf[off + 16] != family:
+            break
+        family = buf[off + 16]
+        heads.append(_ROW_LENGTH + buf[off + 4 : off + _ROW_SIZE])
+        off += (mlen + 3) & ~3
+    return b"".join(heads), family, min(off, end)
+
+
+def _uniform_family(body: bytes, size: int, count: int, mtype: int = SOCK_DIAG_BY_FAMILY) -> int:
+    """The address family of `body`'s `count` messages of `size` bytes when every one is a socket
+    message (of type `mtype`) of that size and of one family, else -1."""
+    if _diagrows is not None:
+        return _diagrows.uniform_family(body, size, mtype)
     lengths, types, families = zip(*_column_structs(size)[2].iter_unpack(body), strict=True)
     family: int = families[0]
     uniform = (
         lengths.count(size) == count
-        and types.count(SOCK_DIAG_BY_FAMILY) == count
+        and types.count(mtype) == count
         and families.count(family) == count
     )
     return family if uniform else -1
@@ -352,6 +405,7 @@ def _decode_rows(
     owners: Holders | None,
     count_mask: int,
     tally: list[int] | None,
+    socket_type: int = SOCK_DIAG_BY_FAMILY,
 ) -> bool:
     """The row-at-a-time decoder: any mix of message sizes, tcp_info, and counted states."""
     unpack_row = _ROW.unpack_from
@@ -372,9 +426,9 @@ def _decode_rows(
             )
         else:
             mlen, mtype = _NLMSGHDR.unpack_from(buf, off)[:2]
-        if mtype == SOCK_DIAG_BY_FAMILY and count_mask and (count_mask >> state) & 1:
+        if mtype == socket_type and count_mask and (count_mask >> state) & 1:
             tally[0] += 1  # type: ignore[index]
-        elif mtype == SOCK_DIAG_BY_FAMILY:
+        elif mtype == socket_type:
             if family == 2:
                 version = 4
                 local = v4.get(src)
@@ -497,18 +551,21 @@ class SockDiagClient:
     ) -> list[Socket]:
         """Every socket of one transport and family in `states` that passes `bytecode`.
 
+        Family 0 means TCP sockets of both families in one walk of the kernel's tables, in the
+        order of that walk (`dump_all` puts them in ss's order).
         Sockets in `count_states` are not built but counted into `tally[0]`; `lazy`: see decode.
         """
         self._seq += 1
         count_mask = state_mask(count_states)
-        request = build_request(
-            transport,
-            family,
-            state_mask(states) | count_mask,
-            seq=self._seq,
-            tcp_info=tcp_info,
-            bytecode=bytecode,
-        )
+        mask = state_mask(states) | count_mask
+        mtype = SOCK_DIAG_BY_FAMILY
+        if family == 0 and transport is Transport.TCP:
+            request = build_tcp_request(mask, seq=self._seq, tcp_info=tcp_info, bytecode=bytecode)
+            mtype = TCPDIAG_GETSOCK
+        else:
+            request = build_request(
+                transport, family, mask, seq=self._seq, tcp_info=tcp_info, bytecode=bytecode
+            )
         self._sock.send(request)
         out: list[Socket] = [] if rows is None else rows
         recv = self._sock.recv
@@ -523,6 +580,7 @@ class SockDiagClient:
             count_mask=count_mask,
             tally=tally if tally is not None else [0],
             lazy=lazy,
+            mtype=mtype,
         ):
             pass
         return out
@@ -541,24 +599,56 @@ def dump_all(
     tally: list[int] | None = None,
     lazy: bool = False,
 ) -> list[Socket]:
-    """Every wanted socket of this namespace over one netlink socket, in ss's order (tcp, udp, raw)."""
+    """Every wanted socket of this namespace over one netlink socket, in ss's order (tcp, udp,
+    raw; IPv4 before IPv6 within each).
+
+    TCP of both families is read in one walk of the kernel's tables (TCPDIAG_GETSOCK), then
+    split by family keeping the walk's order: the same rows, in the same order, as one dump per
+    family gives (each of those walks the same tables, skipping the other family's sockets).
+    """
     wanted = list(states)
     counted = list(count_states)
     rows: list[Socket] = []
+    tally = tally if tally is not None else [0]
     with SockDiagClient() as client:
+
+        def dump(transport: Transport, family: int) -> None:
+            client.dump(
+                transport,
+                family,
+                wanted,
+                bytecode=bytecode,
+                tcp_info=tcp_info,
+                netns=netns,
+                rows=rows,
+                owners=owners,
+                count_states=counted,
+                tally=tally,
+                lazy=lazy,
+            )
+
         for transport in transports:
+            if transport is Transport.TCP and sorted(families) == [4, 6]:
+                start, tallied = len(rows), tally[0]
+                try:
+                    dump(transport, 0)
+                except DumpError:  # a kernel that refuses the older request: one dump per family
+                    del rows[start:]
+                    tally[0] = tallied
+                else:
+                    rows[start:] = by_family(rows[start:])
+                    continue
             for family in families:
-                client.dump(
-                    transport,
-                    family,
-                    wanted,
-                    bytecode=bytecode,
-                    tcp_info=tcp_info,
-                    netns=netns,
-                    rows=rows,
-                    owners=owners,
-                    count_states=counted,
-                    tally=tally,
-                    lazy=lazy,
-                )
+                dump(transport, family)
     return rows
+
+
+def by_family(rows: Sequence[Socket]) -> list[Socket]:
+    """`rows` (which may hold RawRows) with every IPv4 row before every IPv6 row, each family in
+    its own order."""
+    four: list[Socket] = []
+    six: list[Socket] = []
+    for row in rows:
+        version = row.version if isinstance(row, RawRows) else row.family
+        (four if version == 4 else six).append(row)
+    return four + six

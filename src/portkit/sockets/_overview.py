@@ -17,7 +17,7 @@ from portkit.sockets._model import Socket, TcpState
 from portkit.sockets._process import ProcessInfo
 
 if TYPE_CHECKING:
-    from portkit.registry import Registry
+    from portkit.registry import Registry, Service
 
 
 class Exposure(enum.Enum):
@@ -252,9 +252,7 @@ def registry_facts(registry: Registry) -> Callable[[int, Transport], ServiceFact
     for service in registry.layer(Source.BUILTIN):
         if service.port == service.last_port:
             key = (service.protocol, service.port)
-            best = builtin.get(key)
-            if best is None or (not best.risk, best.commonness) > (not service.risk, service.commonness):
-                builtin[key] = service
+            builtin[key] = _better(builtin.get(key), service)
     cache: dict[tuple[int, Transport], ServiceFacts] = {}
 
     def facts(port: int, transport: Transport) -> ServiceFacts:
@@ -273,3 +271,26 @@ def registry_facts(registry: Registry) -> Callable[[int, Transport], ServiceFact
         return found
 
     return facts
+
+
+def _better(best: Service | None, service: Service) -> Service:
+    """Of two built-in entries on one port: the one with a risk note, then the more common one
+    (the first among equals)."""
+    if best is None or (not best.risk, best.commonness) > (not service.risk, service.commonness):
+        return service
+    return best
+
+
+def port_facts(registry: Registry, port: int, transport: Transport) -> ServiceFacts:
+    """`registry_facts(registry)(port, transport)` for a single port, reading only the built-in
+    table's lines for that port (a one-port command such as `portkit who` asks nothing else)."""
+    protocol = transport if transport.has_ports else None
+    if protocol is None:
+        return ServiceFacts()
+    best = None
+    for service in registry.builtin_for(port, protocol):
+        if service.port == service.last_port:
+            best = _better(best, service)
+    if best is not None:
+        return ServiceFacts(best.name, best.category, best.risk, best.alternative)
+    return ServiceFacts(name=registry.name_for(port, protocol))

@@ -2,24 +2,69 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from portkit.sockets._value import FrozenValue
+
+# `portkit ls -p` and `portkit who` import this module: no typing or dataclasses at run time
+# (portkit.sockets, "Import cost").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass(frozen=True)
-class ProcessInfo:
-    """A process holding a socket: who it is, where it runs, and what started it."""
+class ProcessInfo(FrozenValue):
+    """A process holding a socket: who it is, where it runs, and what started it.
 
+    An immutable value, compared by its fields like a frozen dataclass (portkit.sockets._value).
+    """
+
+    _fields = (
+        "pid",
+        "name",
+        "cmdline",
+        "uid",
+        "user",
+        "parents",
+        "unit",
+        "container",
+        "container_runtime",
+        "container_name",
+    )
+    __slots__ = _fields
     pid: int
     name: str
-    cmdline: tuple[str, ...] = ()
-    uid: int = -1
-    user: str = ""
-    parents: tuple[tuple[int, str], ...] = ()
-    unit: str = ""
-    container: str = ""
-    container_runtime: str = ""
-    container_name: str = ""
+    cmdline: tuple[str, ...]
+    uid: int
+    user: str
+    parents: tuple[tuple[int, str], ...]
+    unit: str
+    container: str
+    container_runtime: str
+    container_name: str
+
+    def __init__(
+        self,
+        pid: int,
+        name: str,
+        cmdline: tuple[str, ...] = (),
+        uid: int = -1,
+        user: str = "",
+        parents: tuple[tuple[int, str], ...] = (),
+        unit: str = "",
+        container: str = "",
+        container_runtime: str = "",
+        container_name: str = "",
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "pid", pid)
+        setter(self, "name", name)
+        setter(self, "cmdline", cmdline)
+        setter(self, "uid", uid)
+        setter(self, "user", user)
+        setter(self, "parents", parents)
+        setter(self, "unit", unit)
+        setter(self, "container", container)
+        setter(self, "container_runtime", container_runtime)
+        setter(self, "container_name", container_name)
 
     def __str__(self) -> str:
         return f"{self.name}/{self.pid}"

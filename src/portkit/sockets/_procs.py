@@ -1,8 +1,10 @@
 """Who holds a socket: the inode -> process map from /proc/*/fd, and what each process is.
 
 The map is built once per command and only when the output needs processes. Every process's
-fd table is read (a shared socket has several holders), but within one process the reading
-stops once it holds every wanted inode.
+fd table is read (a shared socket has several holders). Reading the links of a process's fds
+is the hot loop on a busy host (one readlinkat per fd, as with `ss -p` and lsof): it has a C
+twin, portkit.sockets._fdlinks, used when built; the Python path (the reference) stops
+reading a process's fds once it holds every wanted inode, the C one reads them all in less.
 
 `parse_cgroup` and `parse_docker_proxy` are pure; the rest reads /proc (and, for container
 names, the docker API socket when it exists).
@@ -14,10 +16,15 @@ import functools
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from itertools import repeat
 
 from portkit.sockets._process import ProcessInfo
+from portkit.sockets._value import FrozenValue
+
+try:
+    from portkit.sockets import _fdlinks
+except ImportError:  # installed without a C compiler: _socket_inodes_py does the same work
+    _fdlinks = None  # type: ignore[assignment]
 
 _SOCKET_PREFIX = "socket:["
 
@@ -33,17 +40,37 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
-@dataclass
 class OwnerMap:
     """inode -> pids holding it, and whether every process's fd table could be read.
 
     The pid tuples are shared: every socket held by one process alone maps to the same
-    `(pid,)`, which keeps the map cheap to build and to look processes up from.
+    `(pid,)`, which keeps the map cheap to build and to look processes up from. A plain
+    mutable record (find_owners fills it in), without dataclasses (portkit.sockets, "Import cost").
     """
 
-    owners: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    complete: bool = True
-    hidden_pids: int = 0
+    __slots__ = ("complete", "hidden_pids", "owners")
+
+    def __init__(
+        self, owners: dict[int, tuple[int, ...]] | None = None, complete: bool = True, hidden_pids: int = 0
+    ) -> None:
+        self.owners: dict[int, tuple[int, ...]] = {} if owners is None else owners
+        self.complete = complete
+        self.hidden_pids = hidden_pids
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, OwnerMap)
+        return self._values() == other._values()
+
+    def _values(self) -> tuple[dict[int, tuple[int, ...]], bool, int]:
+        return self.owners, self.complete, self.hidden_pids
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a non-frozen dataclass
+
+    def __repr__(self) -> str:
+        owners, complete, hidden = self._values()
+        return f"OwnerMap(owners={owners!r}, complete={complete!r}, hidden_pids={hidden!r})"
 
 
 def find_owners(wanted: set[int] | None) -> OwnerMap:
@@ -93,6 +120,20 @@ def _add_all(owners: dict[int, tuple[int, ...]], pid: int, inodes: list[int]) ->
 
 
 def _add_wanted(owners: dict[int, tuple[int, ...]], pid: int, fd_dir: int, targets: frozenset[int]) -> None:
+    """Add this process as a holder of each wanted inode it holds (once, however many fds)."""
+    if _fdlinks is not None:
+        seen: set[int] = set()
+        for inode in _socket_inodes(fd_dir):
+            if inode in targets and inode not in seen:
+                seen.add(inode)
+                owners[inode] = (*owners.get(inode, ()), pid)
+        return
+    _add_wanted_py(owners, pid, fd_dir, targets)
+
+
+def _add_wanted_py(
+    owners: dict[int, tuple[int, ...]], pid: int, fd_dir: int, targets: frozenset[int]
+) -> None:
     """Read fds one by one and stop once this process holds every wanted inode: a server's
     listener is usually among its first fds, before the thousands of connections it accepted."""
     readlink = os.readlink
@@ -118,7 +159,19 @@ def _add_wanted(owners: dict[int, tuple[int, ...]], pid: int, fd_dir: int, targe
 
 
 def _socket_inodes(fd_dir: int) -> list[int]:
-    """The socket inodes among one process's open fds (the fd directory opened as `fd_dir`)."""
+    """The socket inodes among one process's open fds (the fd directory opened as `fd_dir`), in
+    directory order: in C by portkit.sockets._fdlinks when it is built, else `_socket_inodes_py`
+    (tests run both and require the same list)."""
+    if _fdlinks is not None:
+        try:
+            return _fdlinks.socket_inodes(fd_dir)
+        except OSError:
+            return []
+    return _socket_inodes_py(fd_dir)
+
+
+def _socket_inodes_py(fd_dir: int) -> list[int]:
+    """`_socket_inodes` in Python: the reference, and the path without a C compiler."""
     readlink = os.readlink
     try:
         names = os.listdir(fd_dir)
@@ -137,32 +190,49 @@ def _socket_inodes(fd_dir: int) -> list[int]:
     return [int(link[8:-1]) for link in links if link.startswith(_SOCKET_PREFIX)]
 
 
-_CONTAINER_PATTERNS = (
-    (re.compile(r"docker-([0-9a-f]{64})\.scope"), "docker"),
-    (re.compile(r"/docker/([0-9a-f]{64})"), "docker"),
-    (re.compile(r"libpod-(?:conmon-)?([0-9a-f]{64})\.scope"), "podman"),
-    (re.compile(r"/libpod_parent/libpod-([0-9a-f]{64})"), "podman"),
-    (re.compile(r"cri-containerd-([0-9a-f]{64})\.scope"), "containerd"),
-    (re.compile(r"crio-(?:conmon-)?([0-9a-f]{64})\.scope"), "cri-o"),
-    (re.compile(r"/kubepods[^ ]*/([0-9a-f]{64})"), "containerd"),
-    (re.compile(r"/containerd/[^/]+/([0-9a-f]{64})"), "containerd"),
+# Compiled on first use (parse_cgroup), not at import: `portkit who` and `ls -p` import this
+# module on every run, and most runs describe no process whose cgroup needs them.
+_CONTAINER_PATTERN_TEXT = (
+    (r"docker-([0-9a-f]{64})\.scope", "docker"),
+    (r"/docker/([0-9a-f]{64})", "docker"),
+    (r"libpod-(?:conmon-)?([0-9a-f]{64})\.scope", "podman"),
+    (r"/libpod_parent/libpod-([0-9a-f]{64})", "podman"),
+    (r"cri-containerd-([0-9a-f]{64})\.scope", "containerd"),
+    (r"crio-(?:conmon-)?([0-9a-f]{64})\.scope", "cri-o"),
+    (r"/kubepods[^ ]*/([0-9a-f]{64})", "containerd"),
+    (r"/containerd/[^/]+/([0-9a-f]{64})", "containerd"),
 )
-_UNIT = re.compile(r"[^/]+\.(?:service|scope)$")
 
 
-@dataclass(frozen=True)
-class CgroupPlace:
+@functools.cache
+def _container_patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+    return tuple((re.compile(text), runtime) for text, runtime in _CONTAINER_PATTERN_TEXT)
+
+
+@functools.cache
+def _unit_pattern() -> re.Pattern[str]:
+    return re.compile(r"[^/]+\.(?:service|scope)$")
+
+
+class CgroupPlace(FrozenValue):
     """Where /proc/PID/cgroup puts a process: its systemd unit and container, if any."""
 
-    unit: str = ""
-    container: str = ""
-    runtime: str = ""
+    _fields = ("unit", "container", "runtime")
+    __slots__ = _fields
+    unit: str
+    container: str
+    runtime: str
+
+    def __init__(self, unit: str = "", container: str = "", runtime: str = "") -> None:
+        object.__setattr__(self, "unit", unit)
+        object.__setattr__(self, "container", container)
+        object.__setattr__(self, "runtime", runtime)
 
 
 def parse_cgroup(text: str) -> CgroupPlace:
     """The systemd unit (`ssh.service`) and container id from a /proc/PID/cgroup file (v1 or v2)."""
     for line in text.splitlines():
-        for pattern, runtime in _CONTAINER_PATTERNS:
+        for pattern, runtime in _container_patterns():
             found = pattern.search(line)
             if found:
                 return CgroupPlace(unit="", container=found.group(1), runtime=runtime)
@@ -173,7 +243,7 @@ def parse_cgroup(text: str) -> CgroupPlace:
         if len(parts) != 3 or parts[1] not in ("", "name=systemd"):
             continue
         for part in reversed(parts[2].split("/")):
-            if _UNIT.match(part):
+            if _unit_pattern().match(part):
                 unit = part
                 break
         if unit:
@@ -181,15 +251,26 @@ def parse_cgroup(text: str) -> CgroupPlace:
     return CgroupPlace(unit=unit)
 
 
-@dataclass(frozen=True)
-class DockerProxy:
+class DockerProxy(FrozenValue):
     """What a `docker-proxy` process forwards: host ip:port -> container ip:port."""
 
+    _fields = ("protocol", "host_ip", "host_port", "container_ip", "container_port")
+    __slots__ = _fields
     protocol: str
     host_ip: str
     host_port: int
     container_ip: str
     container_port: int
+
+    def __init__(
+        self, protocol: str, host_ip: str, host_port: int, container_ip: str, container_port: int
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "protocol", protocol)
+        setter(self, "host_ip", host_ip)
+        setter(self, "host_port", host_port)
+        setter(self, "container_ip", container_ip)
+        setter(self, "container_port", container_port)
 
 
 def parse_docker_proxy(cmdline: Iterable[str]) -> DockerProxy | None:

@@ -246,15 +246,14 @@ def who_holds(
     )
     name = risk = ""
     if service_name:
-        from portkit.sockets._overview import registry_facts
+        from portkit.sockets._overview import port_facts
 
         if registry is None:
             from portkit.registry import default_registry
 
             registry = default_registry()
-        facts = registry_facts(registry)
         for transport in transports:
-            found = facts(port, transport)
+            found = port_facts(registry, port, transport)
             if found.name:
                 name = found.name
                 if found.risk:

@@ -23,6 +23,8 @@ Every namespace name ends in a suffix unique to the process and the lab (`unique
 process id and random digits), so two test runs on one machine never collide.
 """
 
+from portkit.testing._faults import CASES as FAULT_CASES
+from portkit.testing._faults import FaultCase, ReachLab, reach_lab
 from portkit.testing._home import HomeLab, HomeSpec, home_lab
 from portkit.testing._lab import Lab, lab
 from portkit.testing._netns import LabNamespace, connect, enter_namespace, inside, unique_name
@@ -43,6 +45,8 @@ __all__ = [
     "CLIENT",
     "DEFAULT_SUBNET",
     "DEFAULT_SUBNET6",
+    "FAULT_CASES",
+    "FaultCase",
     "HomeLab",
     "HomeSpec",
     "Lab",
@@ -54,10 +58,12 @@ __all__ = [
     "LabReply",
     "LabRule",
     "LabSpec",
+    "ReachLab",
     "connect",
     "enter_namespace",
     "home_lab",
     "inside",
     "lab",
+    "reach_lab",
     "unique_name",
 ]

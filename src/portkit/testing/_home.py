@@ -36,7 +36,7 @@ from typing import Any
 from portkit.errors import PermissionNeeded, PortkitError, UsageError
 from portkit.model import Protocol
 from portkit.testing import _netns
-from portkit.testing._lab import _wait_ready
+from portkit.testing._lab import _stop_processes, _wait_ready
 from portkit.testing._netns import LabNamespace
 from portkit.testing._spec import LabHost
 
@@ -222,17 +222,7 @@ class HomeLab:
             raise
 
     def down(self) -> None:
-        for proc in reversed(self._procs):
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 3
-        for proc in self._procs:
-            try:
-                proc.wait(max(0.05, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._procs.clear()
+        _stop_processes(self._procs)
         for ns in reversed(self._namespaces):
             ns.close()
         self._namespaces.clear()

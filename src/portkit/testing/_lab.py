@@ -47,6 +47,21 @@ def _wait_line(proc: subprocess.Popen[str], expected: str, failure: str) -> None
         raise PortkitError(f"lab: {failure}: {err.strip()[-400:]}")
 
 
+def _stop_processes(procs: list[subprocess.Popen[Any]]) -> None:
+    """Stop what a lab started, newest first: SIGTERM, 3 s in all to exit, then SIGKILL; empties `procs`."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + 3
+    for proc in procs:
+        try:
+            proc.wait(max(0.05, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    procs.clear()
+
+
 class Lab:
     """A running lab. Use as a context manager: `with Lab(spec) as lab: ...`."""
 
@@ -135,17 +150,7 @@ class Lab:
             raise
 
     def down(self) -> None:
-        for proc in reversed(self._procs):
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 3
-        for proc in self._procs:
-            try:
-                proc.wait(max(0.05, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._procs.clear()
+        _stop_processes(self._procs)
         self._relays.clear()
         for ns in reversed(self._namespaces):
             ns.close()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
+import json
 import os
 import select
 import socket
@@ -115,6 +117,7 @@ class ListenerReader:
         spaces = [n for n in all_namespaces() if not self.namespaces or n.label in self.namespaces]
         rows: list[ListenerRow] = []
         alive = set()
+        denied: list[str] = []
         for space in spaces:
             alive.add(space.inode)
             entry = self.clients.get(space.inode)
@@ -123,7 +126,13 @@ class ListenerReader:
                     continue
                 try:
                     entry = self.clients[space.inode] = (space, run_in(space, SockDiagClient))
-                except (OSError, PermissionNeeded) as exc:
+                except PermissionNeeded:
+                    if self.namespaces:  # named with --netns: watching nothing there would be silent
+                        raise
+                    self.unreadable.add(space.inode)
+                    denied.append(str(space))
+                    continue
+                except OSError as exc:
                     self.unreadable.add(space.inode)
                     self.notes(f"cannot read the sockets of {space}: {exc}")
                     continue
@@ -147,7 +156,10 @@ class ListenerReader:
                 del self.clients[space.inode]
         for inode in [i for i in self.clients if i not in alive]:
             self.clients.pop(inode)[1].close()
-        return rows, spaces
+        if denied:
+            shown = ", ".join(denied[:3]) + (f" and {len(denied) - 3} more" if len(denied) > 3 else "")
+            self.notes(f"cannot read the sockets of {shown}: entering a namespace needs root")
+        return rows, [s for s in spaces if s.inode not in self.unreadable]
 
     def close(self) -> None:
         for _space, client in self.clients.values():
@@ -186,6 +198,7 @@ class Blocker:
         self.seconds = max(1, int(seconds))
         self.table = f"portkit_watch_{os.getpid()}"
         self.made: dict[str | None, Any] = {}
+        self._protected: dict[str | None, frozenset[str]] = {}
 
     def _nft(self, namespace: Any, script: str) -> None:
         subprocess.run(
@@ -197,7 +210,39 @@ class Blocker:
             check=True,
         )
 
+    def protected(self, namespace: Any) -> frozenset[str]:
+        """The namespace's own addresses and its default gateways: never dropped, since a scan's
+        source address can be forged (a spoofed scan from the gateway would cut the host off)."""
+        if namespace.label in self._protected:
+            return self._protected[namespace.label]
+        found: set[str] = set()
+        for argv in (["ip", "-j", "addr"], ["ip", "-j", "-4", "route"], ["ip", "-j", "-6", "route"]):
+            try:
+                proc = subprocess.run(
+                    namespace.command(argv), capture_output=True, text=True, timeout=10, check=False
+                )
+                rows = json.loads(proc.stdout or "[]")
+            except (OSError, ValueError, subprocess.SubprocessError):
+                continue
+            for row in rows if isinstance(rows, list) else []:
+                if not isinstance(row, dict):
+                    continue
+                for info in row.get("addr_info", []):
+                    found.add(str(info.get("local", "")))
+                if row.get("gateway"):
+                    found.add(str(row["gateway"]))
+        normal = set()
+        for text in found:
+            try:
+                normal.add(str(ipaddress.ip_address(text.split("%")[0])))
+            except ValueError:
+                continue
+        self._protected[namespace.label] = frozenset(normal)
+        return self._protected[namespace.label]
+
     def block(self, namespace: Any, source: str) -> str:
+        if source in self.protected(namespace):
+            raise OSError(f"it is {namespace}'s own address or gateway, and a scan's source can be forged")
         if namespace.label not in self.made:
             self._nft(
                 namespace,
@@ -291,8 +336,12 @@ def run_watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None]
                         try:
                             sock = open_capture(space)
                         except PermissionNeeded as exc:
+                            if options.scans:  # asked for outright: doing less would be silent
+                                raise PermissionNeeded(
+                                    f"--scans: {exc}; without it, drop --scans (listener events only)"
+                                ) from None
                             packets_ok = False
-                            notes(f"{exc}: scans and accept counts are off")
+                            notes(f"{exc}: accept counts are off")
                             break
                         except OSError as exc:
                             unwatchable.add(space.inode)
@@ -310,7 +359,7 @@ def run_watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None]
                         {
                             "event": "watch-started",
                             "time": time.time(),
-                            "namespaces": [str(space) for space in spaces],
+                            "namespaces": [str(s) for s in spaces if s.inode not in reader.unreadable],
                             "packets": bool(by_fd),
                         }
                     )
