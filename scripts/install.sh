@@ -85,6 +85,16 @@ fi
 # Byte-compile portkit once, so start-up stays fast even where PYTHONDONTWRITEBYTECODE is set.
 .venv/bin/python -m compileall -q src/portkit >/dev/null
 
+# `portkit diagnose` reads the kernel's drop reasons from tracefs (the skb:kfree_skb
+# tracepoint). systemd mounts it at boot; a container or a minimal image may not have.
+if [ "$(id -u)" = 0 ] && [ -d /sys/kernel/tracing ] && ! grep -qs " /sys/kernel/tracing tracefs " /proc/mounts; then
+    if mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; then
+        echo "mounted tracefs at /sys/kernel/tracing (diagnose reads drop reasons there)"
+    else
+        echo "install.sh: could not mount tracefs: diagnose will say drop reasons are unavailable" >&2
+    fi
+fi
+
 if [ "$run_main" = 1 ]; then
     exec .venv/bin/portkit
 fi
