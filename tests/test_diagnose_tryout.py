@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+
 import pytest
 
+from conftest import needs_root
 from fixtures_bad_input import assert_usage_error, run_main
+from portkit.diagnose import Code, diagnose_reach
+from portkit.testing import LabNamespace
 
 
 @pytest.mark.parametrize("text", ["::1", "::", "2001:db8::5/udp"])
@@ -24,3 +32,72 @@ def test_an_ipv6_address_and_port_without_brackets_gets_the_bracketed_form(text:
 def test_a_link_local_bind_is_refused_not_called_bindable(text: str) -> None:
     """Without its scope id a link-local bind fails (EINVAL) whatever the port's state."""
     assert_usage_error(run_main("diagnose", "--bind", text), "link-local")
+
+
+# --- in a lab namespace ----------------------------------------------------------------------------
+
+_LISTEN = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); print("ready", flush=True); time.sleep(300)
+"""
+
+
+@pytest.fixture
+def ns() -> Iterator[LabNamespace]:
+    with LabNamespace("pkdt") as space:
+        yield space
+
+
+@contextlib.contextmanager
+def _listening(ns: LabNamespace, port: int) -> Iterator[None]:
+    proc = subprocess.Popen(ns.command([sys.executable, "-c", _LISTEN, str(port)]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        yield
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def _connects(ns: LabNamespace, port: int) -> bool:
+    probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1).close()"
+    return ns.run([sys.executable, "-c", probe], timeout=10).returncode == 0
+
+
+@needs_root
+def test_a_port_dropped_through_a_set_is_fixed_by_taking_it_out_of_the_set(ns: LabNamespace) -> None:
+    """Deleting the rule would let 22 and 9000 through too: the fix removes 8082 alone."""
+    ns.nft(
+        "table inet pkdt {\n set blocked { type inet_service; elements = { 22, 8082, 9000 } }\n"
+        " chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport @blocked drop\n }\n}\n"
+    )
+    with _listening(ns, 8082), _listening(ns, 9000):
+        diagnosis = diagnose_reach("127.0.0.1", 8082, from_netns=ns.name, timeout=0.5)
+        assert diagnosis.code is Code.FW_INPUT_DROP
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.command is not None
+        assert "delete element inet pkdt blocked" in fix.command, fix.command
+        done = subprocess.run(fix.command, shell=True, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert diagnose_reach("127.0.0.1", 8082, from_netns=ns.name, timeout=0.5).ok
+        assert _connects(ns, 8082)
+        assert not _connects(ns, 9000)  # the set's other ports are still dropped
+
+
+@needs_root
+def test_a_verdict_map_entry_gets_no_command_that_deletes_the_whole_map(ns: LabNamespace) -> None:
+    """`nft delete rule` on a vmap rule would also drop 9001's accept (policy drop here)."""
+    ns.nft(
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy drop;\n"
+        "  ct state established,related accept\n"
+        "  tcp dport vmap { 8083 : drop, 9001 : accept }\n }\n}\n"
+    )
+    with _listening(ns, 8083), _listening(ns, 9001):
+        assert _connects(ns, 9001)
+        diagnosis = diagnose_reach("127.0.0.1", 8083, from_netns=ns.name, timeout=0.5)
+        assert diagnosis.code is Code.FW_INPUT_DROP
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.command is None, fix
+        assert "verdict map" in fix.text

@@ -213,6 +213,28 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
             f"the {hook} policy of {step.table} {step.chain} decides: accept the port first",
             _in(hop.prefix, [command]),
         )
+    if step.where.startswith("handle") and fw.port_set is not None and fw.port_set.elements > 1:
+        # Deleting the rule would also let through every other port of the set.
+        named = fw.port_set
+        if named.port_is_element:
+            command = f"nft delete element {step.table} {named.name} {{ {port} }}"
+            return Fix(
+                f"take port {port} out of set {named.name}, which the rule ({step.rule}) drops; its "
+                "other ports stay as they are",
+                _in(hop.prefix, [command]),
+            )
+        return Fix(
+            f"port {port} lies inside a range of set {named.name}, which the rule ({step.rule}) "
+            f"matches: split that range around {port} (nft delete element, then add the two parts)"
+        )
+    if step.where.startswith("handle") and fw.map_entries > 1:
+        # One key of a verdict map: deleting the rule would drop every other key's verdict too.
+        return Fix(
+            f"remove port {port}'s entry from the verdict map of rule {step.where} in {step.table} "
+            f"{step.chain} (a named map: nft delete element {step.table} MAP {{ {port} }}; an "
+            f"anonymous one: nft replace rule {step.table} {step.chain} {step.where} with the map "
+            "without it)"
+        )
     if step.where.startswith("handle"):
         command = f"nft delete rule {step.table} {step.chain} {step.where}"
         return Fix(f"delete the rule ({step.rule})", _in(hop.prefix, [command]))
