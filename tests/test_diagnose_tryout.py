@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -101,3 +102,29 @@ def test_a_verdict_map_entry_gets_no_command_that_deletes_the_whole_map(ns: LabN
         fix = diagnosis.findings[0].fix
         assert fix is not None and fix.command is None, fix
         assert "verdict map" in fix.text
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("iptables-legacy") is None, reason="needs iptables-legacy")
+@pytest.mark.parametrize(
+    ("target", "code"),
+    [
+        ("DROP", Code.FW_INPUT_DROP),
+        ("REJECT", Code.FW_INPUT_REJECT),
+        ("REJECT --reject-with tcp-reset", Code.FW_INPUT_REJECT),
+    ],
+)
+def test_an_iptables_legacy_rule_is_a_firewall_cause_not_upstream_or_no_listener(
+    ns: LabNamespace, target: str, code: Code
+) -> None:
+    """Legacy xtables rules are not in the rulesets read, but the kernel's drop reason names netfilter."""
+    rule = ["-A", "INPUT", "-p", "tcp", "--dport", "8084", "-j", *target.split()]
+    assert ns.run(["iptables-legacy", *rule], timeout=10).returncode == 0
+    with _listening(ns, 8084):
+        assert not _connects(ns, 8084)
+        diagnosis = diagnose_reach("127.0.0.1", 8084, from_netns=ns.name, timeout=0.5, explain=True)
+        if not any(c.name == "kernel drop reasons" and c.passed is not None for c in diagnosis.checks):
+            pytest.skip("the kernel's drop reasons (skb:kfree_skb) cannot be read here")
+        assert diagnosis.code is code, diagnosis
+        assert "iptables-legacy" in diagnosis.findings[0].summary
+        assert diagnosis.certainty.value == "partial"

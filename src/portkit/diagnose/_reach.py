@@ -656,6 +656,35 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+def _unread_netfilter(facts: ReachFacts, probe: ProbeResult) -> Finding | None:
+    """The kernel dropped the probe in netfilter, yet no rule portkit read explains it.
+
+    The rulesets read are nftables' (iptables-nft's rules among them); iptables-legacy's
+    tables (and ebtables/arptables) sit in the same hooks unseen. Their drop reason is still
+    NETFILTER_DROP, and a REJECT there answers like a closed port: without this the drop reads
+    as filtering upstream and the reject as NO_LISTENER, on a path that is all this host's.
+    """
+    if facts.server is None or not any(reason == "NETFILTER_DROP" for reason, _ in facts.kernel_drops):
+        return None
+    answer = probe.answer
+    rejected = probe.outcome in ("refused", "unreachable") or (
+        answer is not None and "prohibited" in answer.kind
+    )
+    code = Code.FW_INPUT_REJECT if rejected else Code.FW_INPUT_DROP
+    where = "" if facts.server == "this namespace" else f" in netns {facts.server}"
+    return Finding(
+        code,
+        f"the kernel's netfilter {'rejected' if rejected else 'dropped'} the probe on this host, but "
+        "no rule of the rulesets read (nftables, iptables-nft) does: the rule is in a table portkit "
+        "does not read (iptables-legacy, ebtables, arptables)",
+        (Evidence("the probe", Source.PROBE, str(probe)),),
+        Fix(
+            f"find the rule with `iptables-legacy-save` / `ip6tables-legacy-save`{where} and delete "
+            "it, or move those rules to nftables"
+        ),
+    )
+
+
 def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]:
     """What the probe says when the rules found nothing, or when it contradicts them."""
     probe = facts.probe
@@ -665,6 +694,9 @@ def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]
         return [f for f in findings if f.code is Code.WRONG_SERVICE]
     if findings:
         return findings
+    unread = _unread_netfilter(facts, probe)
+    if unread is not None:
+        return [unread]
     if facts.transport is Transport.UDP and probe.outcome == "silent" and facts.server is not None:
         return findings  # a quiet UDP service: the socket exists and nothing drops
     ev = [Evidence("the probe", Source.PROBE, str(probe))]
