@@ -128,3 +128,15 @@ def test_an_iptables_legacy_rule_is_a_firewall_cause_not_upstream_or_no_listener
         assert diagnosis.code is code, diagnosis
         assert "iptables-legacy" in diagnosis.findings[0].summary
         assert diagnosis.certainty.value == "partial"
+
+
+@needs_root
+def test_a_silent_service_is_not_named_after_the_port_table(ns: LabNamespace) -> None:
+    """A listener that says nothing on 2222 is unidentified, not WRONG_SERVICE "EtherNetIP-1"
+    (the registry's name for 2222/tcp)."""
+    with _listening(ns, 2222):
+        diagnosis = diagnose_reach("127.0.0.1", 2222, from_netns=ns.name, timeout=0.5, expect="http")
+    assert diagnosis.code is Code.OK, diagnosis
+    service = next(c for c in diagnosis.checks if c.name == "service")
+    assert service.passed is None
+    assert diagnosis.certainty.value == "partial"  # the service the user expects was not confirmed

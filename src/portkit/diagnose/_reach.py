@@ -781,7 +781,11 @@ def decide(facts: ReachFacts, *, explain: bool = True) -> Diagnosis:
         checks_out = [c for c in checks_out if c.passed is not True]
     if facts.server is None:
         certainty = Certainty.CLIENT_SIDE
-    elif unexplained or not facts.root or any(c.passed is None and "firewall" in c.name for c in checks_out):
+    elif (
+        unexplained
+        or not facts.root
+        or any(c.passed is None and ("firewall" in c.name or c.name == "service") for c in checks_out)
+    ):
         certainty = Certainty.PARTIAL
     else:
         certainty = Certainty.FULL
@@ -1068,6 +1072,13 @@ def _detect(namespace: Namespace, address: str, port: int, protocol: Transport, 
             [(address, port, protocol.value)], intensity=2, timeout_scale=min(1.0, timeout / 5)
         ),
     )
+    from portkit.model.services import Method
+
     record = next(iter(found.values()), None)
-    name = record.name if record is not None else None
-    return str(name) if name and name != "unknown" else None
+    # Only what the service said counts: a record without a probed match carries the port
+    # table's guess (2222/tcp is "EtherNetIP-1" there), and tcpwrapped (closed without a word)
+    # names no protocol. Either way the service is not identified.
+    if record is None or record.method is not Method.PROBED:
+        return None
+    name = str(record.name)
+    return name if name and name not in ("unknown", "tcpwrapped") else None
