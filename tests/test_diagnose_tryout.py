@@ -140,3 +140,62 @@ def test_a_silent_service_is_not_named_after_the_port_table(ns: LabNamespace) ->
     service = next(c for c in diagnosis.checks if c.name == "service")
     assert service.passed is None
     assert diagnosis.certainty.value == "partial"  # the service the user expects was not confirmed
+
+
+@needs_root
+def test_from_a_proc_path_of_a_named_namespace_reads_it_under_its_name(ns: LabNamespace) -> None:
+    ns.nft(
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 8085 drop\n }\n}\n"
+    )
+    holder = subprocess.Popen(ns.command(["sleep", "60"]))
+    try:
+        with _listening(ns, 8085):
+            where = f"/proc/{holder.pid}/ns/net"
+            diagnosis = diagnose_reach("127.0.0.1", 8085, from_netns=where, timeout=0.5)
+    finally:
+        holder.kill()
+        holder.wait(timeout=5)
+    assert diagnosis.code is Code.FW_INPUT_DROP, diagnosis
+    assert diagnosis.certainty.value == "full"
+    fix = diagnosis.findings[0].fix
+    assert fix is not None and fix.command is not None
+    assert fix.command.startswith(f"ip netns exec {ns.name} nft delete rule inet pkdt input handle ")
+
+
+_UNNAMED = """
+import socket, subprocess, sys, time
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["nft", "-f", "-"], input=sys.argv[1], text=True, check=True)
+s = socket.socket(); s.bind(("127.0.0.1", 8086)); s.listen()
+print("ready", flush=True); time.sleep(300)
+"""
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_a_namespace_without_a_name_has_its_firewall_read_and_fixed_through_nsenter() -> None:
+    """A container's namespace has no /run/netns name: its rule is still found, and the fix runs."""
+    rules = (
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 8086 drop\n }\n}\n"
+    )
+    argv = ["unshare", "--net", sys.executable, "-c", _UNNAMED, rules]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        where = f"/proc/{proc.pid}/ns/net"
+        diagnosis = diagnose_reach("127.0.0.1", 8086, from_netns=where, timeout=0.5)
+        assert diagnosis.code is Code.FW_INPUT_DROP, diagnosis
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.command is not None
+        assert fix.command.startswith(f"nsenter --net={where} nft delete rule"), fix.command
+        done = subprocess.run(fix.command, shell=True, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert diagnose_reach("127.0.0.1", 8086, from_netns=where, timeout=0.5).ok
+        probe = "import socket; socket.create_connection(('127.0.0.1', 8086), timeout=1).close()"
+        connect = subprocess.run(["nsenter", f"--net={where}", sys.executable, "-c", probe], timeout=10)
+        assert connect.returncode == 0
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)

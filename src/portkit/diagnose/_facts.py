@@ -253,7 +253,14 @@ def _ruleset(view: NsView) -> tuple[Ruleset | None, str]:
     if os.geteuid() != 0:
         found: tuple[Ruleset | None, str] = (None, "reading the firewall needs root (CAP_NET_ADMIN)")
     elif view.namespace.path is not None and view.netns_name is None:
-        found = (None, f"namespace {view.label} has no `ip netns` name, so its firewall was not read")
+        # A namespace without an `ip netns` name (a container's): nft runs from a thread
+        # inside it, and a child process starts in the namespace of the thread that forks it.
+        from portkit.sockets._netns import run_in
+
+        try:
+            found = (run_in(view.namespace, lambda: read_live(None)), "")
+        except (PortkitError, OSError) as exc:
+            found = (None, f"the firewall of namespace {view.label} could not be read: {exc}")
     else:
         try:
             found = (read_live(view.netns_name), "")
