@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from conftest import needs_root
 from fixtures_bad_input import assert_usage_error, run_main
 from portkit.diagnose import Code, diagnose_reach
+from portkit.diagnose._model import BIND_ORDER, REACH_ORDER, Source
 from portkit.testing import LabNamespace
 
 
@@ -199,3 +204,65 @@ def test_a_namespace_without_a_name_has_its_firewall_read_and_fixed_through_nsen
     finally:
         proc.kill()
         proc.wait(timeout=5)
+
+
+# --- docs/json.md against real output --------------------------------------------------------------
+
+
+def _documented_diagnose() -> tuple[set[str], str]:
+    text = (Path(__file__).parent.parent / "docs" / "json.md").read_text()
+    section = text.split("<!-- json:diagnose -->")[1].split("<!-- /json:diagnose -->")[0]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))  # type: ignore[union-attr]
+    return _key_paths(example) | set(re.findall(r"^\| `([^`]+)` \|", section, re.M)), section
+
+
+def _key_paths(value: object, prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            paths.add(prefix + key)
+            paths |= _key_paths(inner, f"{prefix}{key}.")
+    elif isinstance(value, list):
+        for item in value:
+            paths |= _key_paths(item, prefix[:-1] + "[]." if prefix else "[].")
+    return paths
+
+
+def _real_diagnoses() -> list[dict[str, object]]:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with socket.socket() as bound:  # bound, not listening: nothing accepts on it
+            bound.bind(("127.0.0.1", 0))
+            refused = bound.getsockname()[1]
+            outputs = [
+                run_main("diagnose", f"127.0.0.1:{refused}", "--json", "--explain"),
+                run_main("diagnose", "--bind", f"127.0.0.1:{port}", "--json", "--explain"),
+            ]
+    for result in outputs:
+        assert result.status == 1, result
+    return [json.loads(result.stdout) for result in outputs]
+
+
+def test_docs_json_names_every_key_diagnose_writes_and_no_other() -> None:
+    documented, section = _documented_diagnose()
+    real: set[str] = set()
+    for document in _real_diagnoses():
+        real |= _key_paths(document)
+    # The table names a list's items as `findings[].code`; the example's nested keys
+    # (`findings[].evidence[].source`, `checks[].name`) are what the table's rows describe in words.
+    assert real - documented == set(), f"written but not in docs/json.md: {sorted(real - documented)}"
+    top_and_rows = {p for p in documented if "." not in p or p.startswith("findings[].")}
+    missing = {p.replace("[].", ".") for p in top_and_rows} - {p.replace("[].", ".") for p in real}
+    assert missing == set(), f"documented but never written: {sorted(missing)}"
+    sources = set(re.findall(r"`([a-z-]+)`", section.split("`source` (how:")[1].split(")")[0]))
+    assert sources == {s.value for s in Source}
+
+
+def test_docs_list_every_code_in_the_order_decide_uses() -> None:
+    _, section = _documented_diagnose()
+    reach = section.split("Reach codes")[1].split("Bind codes")[0]
+    bind = section.split("Bind codes")[1].split("Evidence from the kernel")[0]
+    assert [c for c in re.findall(r"`([A-Z_]+)`", reach)] == [c.value for c in REACH_ORDER]
+    assert [c for c in re.findall(r"`([A-Z_]+)`", bind)] == [c.value for c in BIND_ORDER]
