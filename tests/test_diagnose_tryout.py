@@ -266,3 +266,27 @@ def test_docs_list_every_code_in_the_order_decide_uses() -> None:
     bind = section.split("Bind codes")[1].split("Evidence from the kernel")[0]
     assert [c for c in re.findall(r"`([A-Z_]+)`", reach)] == [c.value for c in REACH_ORDER]
     assert [c for c in re.findall(r"`([A-Z_]+)`", bind)] == [c.value for c in BIND_ORDER]
+
+
+_BIND_AS_NOBODY = """
+import os, socket
+os.setgid(65534); os.setuid(65534)
+socket.socket().bind(("0.0.0.0", 80))
+"""
+
+
+@needs_root
+def test_a_bind_diagnosed_under_ip_netns_exec_is_fixed_in_that_namespace(ns: LabNamespace) -> None:
+    """`ip netns exec NAME portkit diagnose --bind`: the sysctl fix must name NAME, or, pasted
+    into the host's shell, it would change the host and leave the namespace as it was."""
+    argv = [sys.executable, "-m", "portkit", "diagnose", "--bind", "80", "--user", "nobody", "--json"]
+    proc = ns.run(argv, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    finding = json.loads(proc.stdout)["findings"][0]
+    assert finding["code"] == "PRIVILEGED_PORT"
+    command = finding["fix"]["command"]
+    assert command == f"ip netns exec {ns.name} sysctl -w net.ipv4.ip_unprivileged_port_start=80"
+    assert ns.run([sys.executable, "-c", _BIND_AS_NOBODY], timeout=10).returncode != 0
+    assert subprocess.run(command, shell=True, capture_output=True, timeout=30).returncode == 0
+    assert json.loads(ns.run(argv, timeout=60).stdout)["ok"]
+    assert ns.run([sys.executable, "-c", _BIND_AS_NOBODY], timeout=10).returncode == 0
