@@ -18,6 +18,7 @@ from conftest import needs_root
 from fixtures_bad_input import assert_usage_error, run_main
 from portkit.diagnose import Code, diagnose_reach
 from portkit.diagnose._model import BIND_ORDER, REACH_ORDER, Source
+from portkit.model import Transport
 from portkit.testing import LabNamespace
 
 
@@ -290,3 +291,27 @@ def test_a_bind_diagnosed_under_ip_netns_exec_is_fixed_in_that_namespace(ns: Lab
     assert subprocess.run(command, shell=True, capture_output=True, timeout=30).returncode == 0
     assert json.loads(ns.run(argv, timeout=60).stdout)["ok"]
     assert ns.run([sys.executable, "-c", _BIND_AS_NOBODY], timeout=10).returncode == 0
+
+
+_ECHO = """
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 5300))
+print("ready", flush=True)
+while True:
+    data, peer = u.recvfrom(2048); u.sendto(data, peer)
+"""
+
+
+@needs_root
+def test_udp_answers_ok_and_silence_is_no_listener_with_no_tcp_check_left_undone(ns: LabNamespace) -> None:
+    proc = subprocess.Popen(ns.command([sys.executable, "-c", _ECHO]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        answered = diagnose_reach("127.0.0.1", 5300, Transport.UDP, from_netns=ns.name, timeout=0.5)
+        closed = diagnose_reach("127.0.0.1", 5301, Transport.UDP, from_netns=ns.name, timeout=0.5)
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+    assert answered.code is Code.OK and closed.code is Code.NO_LISTENER
+    for diagnosis in (answered, closed):
+        assert all(c.name != "accept queue" for c in diagnosis.checks), diagnosis.checks  # passed: not listed

@@ -525,6 +525,9 @@ def _container_address(facts: ReachFacts, inner: ListenerFacts) -> str | None:
 
 
 def _backlog_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    if facts.transport is Transport.UDP:
+        # Not a check left undone: a UDP socket has no accept queue to fill.
+        return [], Check("accept queue", True, "UDP has no accept queue")
     if facts.server is None or facts.transport is not Transport.TCP or facts.address is None:
         return [], Check("accept queue", None, "no TCP listener on this host to look at")
     address, port = _final(facts)
