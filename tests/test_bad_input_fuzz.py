@@ -721,3 +721,58 @@ def test_nat_check_and_rm_arguments(data: st.DataObject, offline: None) -> None:
     options = [] if which == "public" else [which, value]
     result = run_main("nat", "check", public, "--from", "pk-no-such-netns", *options)
     check(f"nat check {which}", result, invalid=True)  # the namespace does not exist
+
+
+# --- diagnose ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def diagnose_stops_before_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`diagnose --bind` checks its binder and address as it would, then stops before the trial
+    bind (a real bind in the host namespace could take a port another test is about to use)."""
+    import portkit.diagnose
+    from portkit.diagnose import _bind
+
+    def stop(address: str | None, port: int, protocol: Any, **kwargs: Any) -> None:
+        _bind.validate_bind_address(address)
+        uid = kwargs.get("uid")
+        _bind.read_binder(kwargs.get("pid"), kwargs.get("user") if uid is None else uid)
+        raise click.exceptions.Exit(0)
+
+    monkeypatch.setattr(portkit.diagnose, "diagnose_bind", stop)
+
+
+DIAGNOSE_ARGS = {
+    "target": ["127.0.0.1:80", "[::1]:8080/udp", "localhost:443/tcp", "example.org:22"],
+    "--timeout": ["1", "0.5", "600"],
+    "--expect": ["http", "ssh"],
+    "--from": ["pk-no-such-netns", "/proc/1/ns/net"],
+}
+DIAGNOSE_BIND_ARGS = {
+    "--bind": ["80", "127.0.0.1:80/tcp", "[::]:53/udp", "0", "[2001:db8::1]:443"],
+    "--pid": ["1", "4194304", "999999"],
+    "--user": ["root", "nobody", "0", "65534"],
+}
+
+
+@settings(FUZZ, max_examples=500 * SCALE)
+@given(data=st.data(), as_json=st.booleans())
+def test_diagnose_reach_arguments(data: st.DataObject, as_json: bool, offline: None) -> None:
+    """Every value is parsed before the unknown --from namespace stops the run: nothing is probed."""
+    which = data.draw(st.sampled_from(sorted(DIAGNOSE_ARGS)))
+    value = data.draw(_arg(DIAGNOSE_ARGS[which]))
+    target = value if which == "target" else "127.0.0.1:80"
+    options = [] if which in ("target", "--from") else [which, value]
+    where = value if which == "--from" and not value.startswith("/proc/") else "pk-no-such-netns"
+    result = run_main("diagnose", target, "--from", where, *options, *(["--json"] if as_json else []))
+    check(f"diagnose {which}", result, invalid=True)
+
+
+@settings(FUZZ, max_examples=400 * SCALE)
+@given(data=st.data())
+def test_diagnose_bind_arguments(data: st.DataObject, diagnose_stops_before_io: None) -> None:
+    which = data.draw(st.sampled_from(sorted(DIAGNOSE_BIND_ARGS)))
+    value = data.draw(_arg(DIAGNOSE_BIND_ARGS[which]))
+    bind = value if which == "--bind" else "8080"
+    options = [] if which == "--bind" else [which, value]
+    check(f"diagnose --bind {which}", run_main("diagnose", "--bind", bind, *options, "--json"), ok=(0, 1))

@@ -618,7 +618,8 @@ class TestCommandLine:
         assert done.returncode == 1
         first = done.stdout.splitlines()[0]
         assert first.startswith("PRIVILEGED_PORT  *:80/tcp:") and "user nobody" in first
-        assert "$ sysctl -w net.ipv4.ip_unprivileged_port_start=80" in done.stdout
+        # run under `ip netns exec`: the fix names the namespace, so it also works from the host
+        assert f"$ ip netns exec {ns.name} sysctl -w net.ipv4.ip_unprivileged_port_start=80" in done.stdout
         assert cli(ns, "--bind", "80", "--pid", "1").returncode == 0  # init may bind it
         assert cli(ns, "--bind", "80").returncode == 0  # so may root, running portkit
 

@@ -674,6 +674,24 @@ def read_binder(pid: int | None, user: str | int | None) -> Binder:
     return Binder(f"this process (pid {os.getpid()})", has, pid=os.getpid(), basis=basis)
 
 
+def _own_netns_name() -> str | None:
+    """The `ip netns` name of this process's own namespace, when it has one (the host's
+    usually has none; where it has, `ip netns exec` with it is still the same namespace)."""
+    try:
+        own = os.stat("/proc/self/ns/net")
+        names = sorted(os.listdir("/run/netns"))
+    except OSError:
+        return None
+    for name in names:
+        try:
+            there = os.stat(f"/run/netns/{name}")
+        except OSError:
+            continue
+        if (there.st_dev, there.st_ino) == (own.st_dev, own.st_ino):
+            return name
+    return None
+
+
 def _target_namespace(netns: str | None, pid: int | None) -> tuple[Namespace | None, str | None]:
     """The namespace the bind happens in, and how commands name it (None: this process's own).
 
@@ -730,6 +748,10 @@ def read_bind_facts(
     wanted = validate_bind_address(address)
     binder = read_binder(pid, user if uid is None else uid)
     namespace, netns = _target_namespace(netns, pid)
+    if namespace is None:
+        # Run as `ip netns exec NAME portkit diagnose --bind ...`, the fix commands still carry
+        # the name: pasted into a shell of the host, a bare `sysctl -w` would change the host.
+        netns = _own_netns_name()
     from portkit.sockets._netns import run_in
     from portkit.sockets._who import who_holds
 

@@ -60,6 +60,19 @@ class FirewallView:
     unreadable: str = ""
     managers: tuple[str, ...] = ()  # "ufw", "docker": who wrote the rules, for the fix
     iptables_chains: frozenset[str] = frozenset()  # "nat DOCKER", "filter DOCKER", ...
+    # The deciding nft rule, where deleting it would change more than this port's fate:
+    # `map_entries`, the model rules its handle expands to (a verdict map: one per key);
+    # `port_set`, the named set its destination port is looked up in, and whether the port is
+    # one whole element of it (then `nft delete element` takes out exactly that port).
+    map_entries: int = 1
+    port_set: PortSet | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PortSet:
+    name: str
+    port_is_element: bool  # the port is an element on its own, not inside a range
+    elements: int  # how many intervals the set holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +253,14 @@ def _ruleset(view: NsView) -> tuple[Ruleset | None, str]:
     if os.geteuid() != 0:
         found: tuple[Ruleset | None, str] = (None, "reading the firewall needs root (CAP_NET_ADMIN)")
     elif view.namespace.path is not None and view.netns_name is None:
-        found = (None, f"namespace {view.label} has no `ip netns` name, so its firewall was not read")
+        # A namespace without an `ip netns` name (a container's): nft runs from a thread
+        # inside it, and a child process starts in the namespace of the thread that forks it.
+        from portkit.sockets._netns import run_in
+
+        try:
+            found = (run_in(view.namespace, lambda: read_live(None)), "")
+        except (PortkitError, OSError) as exc:
+            found = (None, f"the firewall of namespace {view.label} could not be read: {exc}")
     else:
         try:
             found = (read_live(view.netns_name), "")
@@ -296,7 +316,34 @@ def firewall_verdict(
         forwarding=forwarding_state(named) if view.namespace.path is None or named else None,
     )
     managers, chains = _managers(ruleset)
-    return FirewallView(decision, "", managers, chains)
+    entries, port_set = _deciding_rule_shape(ruleset, decision, port)
+    return FirewallView(decision, "", managers, chains, entries, port_set)
+
+
+def _deciding_rule_shape(ruleset: Ruleset, decision: Decision, port: int) -> tuple[int, PortSet | None]:
+    """How many model rules share the deciding rule's handle, and its destination-port set."""
+    from portkit.firewall import FilterRule
+    from portkit.firewall._model import Field
+
+    step = decision.decided_by
+    if step is None or step.position == 0 or not isinstance(step.rule, FilterRule):
+        return 1, None
+    rule = step.rule
+    for table in ruleset.tables:
+        if str(table) != step.table:
+            continue
+        chain = table.chain(step.chain)
+        if chain is None or rule.handle is None:
+            return 1, None
+        entries = sum(1 for r in chain.rules if r.handle == rule.handle)
+        for match in rule.matches:
+            if match.field is Field.DPORT and match.set_name and not match.negate:
+                named = next((n for n in table.sets if n.name == match.set_name), None)
+                if named is not None and not named.elements:
+                    single = (port, port) in [(r[0], r[1]) for r in named.ranges]
+                    return entries, PortSet(named.name, single, len(named.ranges))
+        return entries, None
+    return 1, None
 
 
 # --- the walk ------------------------------------------------------------------------------------

@@ -155,8 +155,29 @@ def namespace_at(path: str | None) -> Namespace:
     inode = os.stat(full).st_ino
     if inode == current_inode():
         return Namespace(None, inode, None, os.getpid())
+    if not full.startswith("/run/netns/"):
+        # A /proc/PID/ns/net of a namespace that has an `ip netns` name is that namespace:
+        # under its name its firewall can be read and its fix commands say `ip netns exec`.
+        named = _netns_name_of(os.stat(full))
+        if named is not None:
+            full = f"/run/netns/{named}"
     label = os.path.basename(full) if full.startswith("/run/netns/") else f"net:[{inode}]"
     return Namespace(label, inode, full)
+
+
+def _netns_name_of(found: os.stat_result) -> str | None:
+    try:
+        names = sorted(os.listdir("/run/netns"))
+    except OSError:
+        return None
+    for name in names:
+        try:
+            there = os.stat(f"/run/netns/{name}")
+        except OSError:
+            continue
+        if (there.st_dev, there.st_ino) == (found.st_dev, found.st_ino) and _NETNS_PATH.match(name):
+            return name
+    return None
 
 
 def all_views() -> tuple[list[NsView], list[str]]:

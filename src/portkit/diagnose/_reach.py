@@ -213,6 +213,28 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
             f"the {hook} policy of {step.table} {step.chain} decides: accept the port first",
             _in(hop.prefix, [command]),
         )
+    if step.where.startswith("handle") and fw.port_set is not None and fw.port_set.elements > 1:
+        # Deleting the rule would also let through every other port of the set.
+        named = fw.port_set
+        if named.port_is_element:
+            command = f"nft delete element {step.table} {named.name} {{ {port} }}"
+            return Fix(
+                f"take port {port} out of set {named.name}, which the rule ({step.rule}) drops; its "
+                "other ports stay as they are",
+                _in(hop.prefix, [command]),
+            )
+        return Fix(
+            f"port {port} lies inside a range of set {named.name}, which the rule ({step.rule}) "
+            f"matches: split that range around {port} (nft delete element, then add the two parts)"
+        )
+    if step.where.startswith("handle") and fw.map_entries > 1:
+        # One key of a verdict map: deleting the rule would drop every other key's verdict too.
+        return Fix(
+            f"remove port {port}'s entry from the verdict map of rule {step.where} in {step.table} "
+            f"{step.chain} (a named map: nft delete element {step.table} MAP {{ {port} }}; an "
+            f"anonymous one: nft replace rule {step.table} {step.chain} {step.where} with the map "
+            "without it)"
+        )
     if step.where.startswith("handle"):
         command = f"nft delete rule {step.table} {step.chain} {step.where}"
         return Fix(f"delete the rule ({step.rule})", _in(hop.prefix, [command]))
@@ -503,6 +525,9 @@ def _container_address(facts: ReachFacts, inner: ListenerFacts) -> str | None:
 
 
 def _backlog_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    if facts.transport is Transport.UDP:
+        # Not a check left undone: a UDP socket has no accept queue to fill.
+        return [], Check("accept queue", True, "UDP has no accept queue")
     if facts.server is None or facts.transport is not Transport.TCP or facts.address is None:
         return [], Check("accept queue", None, "no TCP listener on this host to look at")
     address, port = _final(facts)
@@ -634,6 +659,35 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+def _unread_netfilter(facts: ReachFacts, probe: ProbeResult) -> Finding | None:
+    """The kernel dropped the probe in netfilter, yet no rule portkit read explains it.
+
+    The rulesets read are nftables' (iptables-nft's rules among them); iptables-legacy's
+    tables (and ebtables/arptables) sit in the same hooks unseen. Their drop reason is still
+    NETFILTER_DROP, and a REJECT there answers like a closed port: without this the drop reads
+    as filtering upstream and the reject as NO_LISTENER, on a path that is all this host's.
+    """
+    if facts.server is None or not any(reason == "NETFILTER_DROP" for reason, _ in facts.kernel_drops):
+        return None
+    answer = probe.answer
+    rejected = probe.outcome in ("refused", "unreachable") or (
+        answer is not None and "prohibited" in answer.kind
+    )
+    code = Code.FW_INPUT_REJECT if rejected else Code.FW_INPUT_DROP
+    where = "" if facts.server == "this namespace" else f" in netns {facts.server}"
+    return Finding(
+        code,
+        f"the kernel's netfilter {'rejected' if rejected else 'dropped'} the probe on this host, but "
+        "no rule of the rulesets read (nftables, iptables-nft) does: the rule is in a table portkit "
+        "does not read (iptables-legacy, ebtables, arptables)",
+        (Evidence("the probe", Source.PROBE, str(probe)),),
+        Fix(
+            f"find the rule with `iptables-legacy-save` / `ip6tables-legacy-save`{where} and delete "
+            "it, or move those rules to nftables"
+        ),
+    )
+
+
 def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]:
     """What the probe says when the rules found nothing, or when it contradicts them."""
     probe = facts.probe
@@ -643,6 +697,9 @@ def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]
         return [f for f in findings if f.code is Code.WRONG_SERVICE]
     if findings:
         return findings
+    unread = _unread_netfilter(facts, probe)
+    if unread is not None:
+        return [unread]
     if facts.transport is Transport.UDP and probe.outcome == "silent" and facts.server is not None:
         return findings  # a quiet UDP service: the socket exists and nothing drops
     ev = [Evidence("the probe", Source.PROBE, str(probe))]
@@ -727,7 +784,11 @@ def decide(facts: ReachFacts, *, explain: bool = True) -> Diagnosis:
         checks_out = [c for c in checks_out if c.passed is not True]
     if facts.server is None:
         certainty = Certainty.CLIENT_SIDE
-    elif unexplained or not facts.root or any(c.passed is None and "firewall" in c.name for c in checks_out):
+    elif (
+        unexplained
+        or not facts.root
+        or any(c.passed is None and ("firewall" in c.name or c.name == "service") for c in checks_out)
+    ):
         certainty = Certainty.PARTIAL
     else:
         certainty = Certainty.FULL
@@ -1014,6 +1075,13 @@ def _detect(namespace: Namespace, address: str, port: int, protocol: Transport, 
             [(address, port, protocol.value)], intensity=2, timeout_scale=min(1.0, timeout / 5)
         ),
     )
+    from portkit.model.services import Method
+
     record = next(iter(found.values()), None)
-    name = record.name if record is not None else None
-    return str(name) if name and name != "unknown" else None
+    # Only what the service said counts: a record without a probed match carries the port
+    # table's guess (2222/tcp is "EtherNetIP-1" there), and tcpwrapped (closed without a word)
+    # names no protocol. Either way the service is not identified.
+    if record is None or record.method is not Method.PROBED:
+        return None
+    name = str(record.name)
+    return name if name and name not in ("unknown", "tcpwrapped") else None

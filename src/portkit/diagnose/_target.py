@@ -73,6 +73,13 @@ def valid_host(host: str) -> bool:
     return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
+
+
 def _split(text: str, whole: str, accepted: str) -> tuple[str, str]:
     """`[v6]:rest` or `host:rest` -> (host, rest)."""
     if text.startswith("["):
@@ -90,6 +97,8 @@ def _split(text: str, whole: str, accepted: str) -> tuple[str, str]:
     if not sep or not host:
         raise UsageError(f"invalid target {quote(whole)}: {accepted}")
     if ":" in host:
+        if not _is_ipv6(host) and _is_ipv6(text.partition("/")[0]):  # `::1`: an address, no port
+            raise UsageError(f"invalid target {quote(whole)}: no port; {accepted}")
         raise UsageError(f"invalid target {quote(whole)}: write an IPv6 address in brackets, [{host}]:{rest}")
     return host, rest
 
@@ -115,9 +124,17 @@ def parse_bind_target(text: str) -> BindTarget:
     if text.startswith("[") or ":" in text.partition("/")[0]:
         address, text = _split(text, whole, _BIND_ACCEPTED)
         try:
-            address = str(ipaddress.ip_address(address))
+            parsed = ipaddress.ip_address(address)
         except ValueError:
             raise UsageError(f"invalid address in {quote(whole)}: a bind address is an IP address") from None
+        if parsed.is_link_local and parsed.version == 6:
+            # A link-local bind needs its interface as a scope id, which the diagnosis does not
+            # carry; without it the kernel answers EINVAL, never "bindable".
+            raise UsageError(
+                f"invalid address in {quote(whole)}: IPv6 link-local (fe80::/10) binds are not diagnosed; "
+                "give a global, unique-local or loopback address"
+            )
+        address = str(parsed)
     port_text, slash, proto = text.partition("/")
     port = _port(port_text, whole, _BIND_ACCEPTED, zero=True)
     transport = _transport(proto, whole, _BIND_ACCEPTED) if slash else Transport.TCP

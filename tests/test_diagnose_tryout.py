@@ -1,0 +1,317 @@
+"""diagnose as a new user meets it: inputs people type, and scenarios outside the fault matrix."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import needs_root
+from fixtures_bad_input import assert_usage_error, run_main
+from portkit.diagnose import Code, diagnose_reach
+from portkit.diagnose._model import BIND_ORDER, REACH_ORDER, Source
+from portkit.model import Transport
+from portkit.testing import LabNamespace
+
+
+@pytest.mark.parametrize("text", ["::1", "::", "2001:db8::5/udp"])
+@pytest.mark.parametrize("form", [(), ("--bind",)])
+def test_an_ipv6_address_without_a_port_says_so(text: str, form: tuple[str, ...]) -> None:
+    line = assert_usage_error(run_main("diagnose", *form, text), "no port")
+    assert "[:]" not in line  # never a bracketed fragment of the address as the suggestion
+
+
+@pytest.mark.parametrize("text", ["::1:80", "fe80::1:80"])
+def test_an_ipv6_address_and_port_without_brackets_gets_the_bracketed_form(text: str) -> None:
+    host, _, port = text.rpartition(":")
+    assert_usage_error(run_main("diagnose", text), f"[{host}]:{port}")
+
+
+@pytest.mark.parametrize("text", ["[fe80::1]:80", "[fe80::1%lo]:80/udp"])
+def test_a_link_local_bind_is_refused_not_called_bindable(text: str) -> None:
+    """Without its scope id a link-local bind fails (EINVAL) whatever the port's state."""
+    assert_usage_error(run_main("diagnose", "--bind", text), "link-local")
+
+
+# --- in a lab namespace ----------------------------------------------------------------------------
+
+_LISTEN = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); print("ready", flush=True); time.sleep(300)
+"""
+
+
+@pytest.fixture
+def ns() -> Iterator[LabNamespace]:
+    with LabNamespace("pkdt") as space:
+        yield space
+
+
+@contextlib.contextmanager
+def _listening(ns: LabNamespace, port: int) -> Iterator[None]:
+    proc = subprocess.Popen(ns.command([sys.executable, "-c", _LISTEN, str(port)]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        yield
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def _connects(ns: LabNamespace, port: int) -> bool:
+    probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1).close()"
+    return ns.run([sys.executable, "-c", probe], timeout=10).returncode == 0
+
+
+@needs_root
+def test_a_port_dropped_through_a_set_is_fixed_by_taking_it_out_of_the_set(ns: LabNamespace) -> None:
+    """Deleting the rule would let 22 and 9000 through too: the fix removes 8082 alone."""
+    ns.nft(
+        "table inet pkdt {\n set blocked { type inet_service; elements = { 22, 8082, 9000 } }\n"
+        " chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport @blocked drop\n }\n}\n"
+    )
+    with _listening(ns, 8082), _listening(ns, 9000):
+        diagnosis = diagnose_reach("127.0.0.1", 8082, from_netns=ns.name, timeout=0.5)
+        assert diagnosis.code is Code.FW_INPUT_DROP
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.command is not None
+        assert "delete element inet pkdt blocked" in fix.command, fix.command
+        done = subprocess.run(fix.command, shell=True, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert diagnose_reach("127.0.0.1", 8082, from_netns=ns.name, timeout=0.5).ok
+        assert _connects(ns, 8082)
+        assert not _connects(ns, 9000)  # the set's other ports are still dropped
+
+
+@needs_root
+def test_a_verdict_map_entry_gets_no_command_that_deletes_the_whole_map(ns: LabNamespace) -> None:
+    """`nft delete rule` on a vmap rule would also drop 9001's accept (policy drop here)."""
+    ns.nft(
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy drop;\n"
+        "  ct state established,related accept\n"
+        "  tcp dport vmap { 8083 : drop, 9001 : accept }\n }\n}\n"
+    )
+    with _listening(ns, 8083), _listening(ns, 9001):
+        assert _connects(ns, 9001)
+        diagnosis = diagnose_reach("127.0.0.1", 8083, from_netns=ns.name, timeout=0.5)
+        assert diagnosis.code is Code.FW_INPUT_DROP
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.command is None, fix
+        assert "verdict map" in fix.text
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("iptables-legacy") is None, reason="needs iptables-legacy")
+@pytest.mark.parametrize(
+    ("target", "code"),
+    [
+        ("DROP", Code.FW_INPUT_DROP),
+        ("REJECT", Code.FW_INPUT_REJECT),
+        ("REJECT --reject-with tcp-reset", Code.FW_INPUT_REJECT),
+    ],
+)
+def test_an_iptables_legacy_rule_is_a_firewall_cause_not_upstream_or_no_listener(
+    ns: LabNamespace, target: str, code: Code
+) -> None:
+    """Legacy xtables rules are not in the rulesets read, but the kernel's drop reason names netfilter."""
+    rule = ["-A", "INPUT", "-p", "tcp", "--dport", "8084", "-j", *target.split()]
+    assert ns.run(["iptables-legacy", *rule], timeout=10).returncode == 0
+    with _listening(ns, 8084):
+        assert not _connects(ns, 8084)
+        diagnosis = diagnose_reach("127.0.0.1", 8084, from_netns=ns.name, timeout=0.5, explain=True)
+        if not any(c.name == "kernel drop reasons" and c.passed is not None for c in diagnosis.checks):
+            pytest.skip("the kernel's drop reasons (skb:kfree_skb) cannot be read here")
+        assert diagnosis.code is code, diagnosis
+        assert "iptables-legacy" in diagnosis.findings[0].summary
+        assert diagnosis.certainty.value == "partial"
+
+
+@needs_root
+def test_a_silent_service_is_not_named_after_the_port_table(ns: LabNamespace) -> None:
+    """A listener that says nothing on 2222 is unidentified, not WRONG_SERVICE "EtherNetIP-1"
+    (the registry's name for 2222/tcp)."""
+    with _listening(ns, 2222):
+        diagnosis = diagnose_reach("127.0.0.1", 2222, from_netns=ns.name, timeout=0.5, expect="http")
+    assert diagnosis.code is Code.OK, diagnosis
+    service = next(c for c in diagnosis.checks if c.name == "service")
+    assert service.passed is None
+    assert diagnosis.certainty.value == "partial"  # the service the user expects was not confirmed
+
+
+@needs_root
+def test_from_a_proc_path_of_a_named_namespace_reads_it_under_its_name(ns: LabNamespace) -> None:
+    ns.nft(
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 8085 drop\n }\n}\n"
+    )
+    holder = subprocess.Popen(ns.command(["sleep", "60"]))
+    try:
+        with _listening(ns, 8085):
+            where = f"/proc/{holder.pid}/ns/net"
+            diagnosis = diagnose_reach("127.0.0.1", 8085, from_netns=where, timeout=0.5)
+    finally:
+        holder.kill()
+        holder.wait(timeout=5)
+    assert diagnosis.code is Code.FW_INPUT_DROP, diagnosis
+    assert diagnosis.certainty.value == "full"
+    fix = diagnosis.findings[0].fix
+    assert fix is not None and fix.command is not None
+    assert fix.command.startswith(f"ip netns exec {ns.name} nft delete rule inet pkdt input handle ")
+
+
+_UNNAMED = """
+import socket, subprocess, sys, time
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["nft", "-f", "-"], input=sys.argv[1], text=True, check=True)
+s = socket.socket(); s.bind(("127.0.0.1", 8086)); s.listen()
+print("ready", flush=True); time.sleep(300)
+"""
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_a_namespace_without_a_name_has_its_firewall_read_and_fixed_through_nsenter() -> None:
+    """A container's namespace has no /run/netns name: its rule is still found, and the fix runs."""
+    rules = (
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 8086 drop\n }\n}\n"
+    )
+    argv = ["unshare", "--net", sys.executable, "-c", _UNNAMED, rules]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        where = f"/proc/{proc.pid}/ns/net"
+        diagnosis = diagnose_reach("127.0.0.1", 8086, from_netns=where, timeout=0.5)
+        assert diagnosis.code is Code.FW_INPUT_DROP, diagnosis
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.command is not None
+        assert fix.command.startswith(f"nsenter --net={where} nft delete rule"), fix.command
+        done = subprocess.run(fix.command, shell=True, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert diagnose_reach("127.0.0.1", 8086, from_netns=where, timeout=0.5).ok
+        probe = "import socket; socket.create_connection(('127.0.0.1', 8086), timeout=1).close()"
+        connect = subprocess.run(["nsenter", f"--net={where}", sys.executable, "-c", probe], timeout=10)
+        assert connect.returncode == 0
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+# --- docs/json.md against real output --------------------------------------------------------------
+
+
+def _documented_diagnose() -> tuple[set[str], str]:
+    text = (Path(__file__).parent.parent / "docs" / "json.md").read_text()
+    section = text.split("<!-- json:diagnose -->")[1].split("<!-- /json:diagnose -->")[0]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))  # type: ignore[union-attr]
+    return _key_paths(example) | set(re.findall(r"^\| `([^`]+)` \|", section, re.M)), section
+
+
+def _key_paths(value: object, prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            paths.add(prefix + key)
+            paths |= _key_paths(inner, f"{prefix}{key}.")
+    elif isinstance(value, list):
+        for item in value:
+            paths |= _key_paths(item, prefix[:-1] + "[]." if prefix else "[].")
+    return paths
+
+
+def _real_diagnoses() -> list[dict[str, object]]:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with socket.socket() as bound:  # bound, not listening: nothing accepts on it
+            bound.bind(("127.0.0.1", 0))
+            refused = bound.getsockname()[1]
+            outputs = [
+                run_main("diagnose", f"127.0.0.1:{refused}", "--json", "--explain"),
+                run_main("diagnose", "--bind", f"127.0.0.1:{port}", "--json", "--explain"),
+            ]
+    for result in outputs:
+        assert result.status == 1, result
+    return [json.loads(result.stdout) for result in outputs]
+
+
+def test_docs_json_names_every_key_diagnose_writes_and_no_other() -> None:
+    documented, section = _documented_diagnose()
+    real: set[str] = set()
+    for document in _real_diagnoses():
+        real |= _key_paths(document)
+    # The table names a list's items as `findings[].code`; the example's nested keys
+    # (`findings[].evidence[].source`, `checks[].name`) are what the table's rows describe in words.
+    assert real - documented == set(), f"written but not in docs/json.md: {sorted(real - documented)}"
+    top_and_rows = {p for p in documented if "." not in p or p.startswith("findings[].")}
+    missing = {p.replace("[].", ".") for p in top_and_rows} - {p.replace("[].", ".") for p in real}
+    assert missing == set(), f"documented but never written: {sorted(missing)}"
+    sources = set(re.findall(r"`([a-z-]+)`", section.split("`source` (how:")[1].split(")")[0]))
+    assert sources == {s.value for s in Source}
+
+
+def test_docs_list_every_code_in_the_order_decide_uses() -> None:
+    _, section = _documented_diagnose()
+    reach = section.split("Reach codes")[1].split("Bind codes")[0]
+    bind = section.split("Bind codes")[1].split("Evidence from the kernel")[0]
+    assert [c for c in re.findall(r"`([A-Z_]+)`", reach)] == [c.value for c in REACH_ORDER]
+    assert [c for c in re.findall(r"`([A-Z_]+)`", bind)] == [c.value for c in BIND_ORDER]
+
+
+_BIND_AS_NOBODY = """
+import os, socket
+os.setgid(65534); os.setuid(65534)
+socket.socket().bind(("0.0.0.0", 80))
+"""
+
+
+@needs_root
+def test_a_bind_diagnosed_under_ip_netns_exec_is_fixed_in_that_namespace(ns: LabNamespace) -> None:
+    """`ip netns exec NAME portkit diagnose --bind`: the sysctl fix must name NAME, or, pasted
+    into the host's shell, it would change the host and leave the namespace as it was."""
+    argv = [sys.executable, "-m", "portkit", "diagnose", "--bind", "80", "--user", "nobody", "--json"]
+    proc = ns.run(argv, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    finding = json.loads(proc.stdout)["findings"][0]
+    assert finding["code"] == "PRIVILEGED_PORT"
+    command = finding["fix"]["command"]
+    assert command == f"ip netns exec {ns.name} sysctl -w net.ipv4.ip_unprivileged_port_start=80"
+    assert ns.run([sys.executable, "-c", _BIND_AS_NOBODY], timeout=10).returncode != 0
+    assert subprocess.run(command, shell=True, capture_output=True, timeout=30).returncode == 0
+    assert json.loads(ns.run(argv, timeout=60).stdout)["ok"]
+    assert ns.run([sys.executable, "-c", _BIND_AS_NOBODY], timeout=10).returncode == 0
+
+
+_ECHO = """
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 5300))
+print("ready", flush=True)
+while True:
+    data, peer = u.recvfrom(2048); u.sendto(data, peer)
+"""
+
+
+@needs_root
+def test_udp_answers_ok_and_silence_is_no_listener_with_no_tcp_check_left_undone(ns: LabNamespace) -> None:
+    proc = subprocess.Popen(ns.command([sys.executable, "-c", _ECHO]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        answered = diagnose_reach("127.0.0.1", 5300, Transport.UDP, from_netns=ns.name, timeout=0.5)
+        closed = diagnose_reach("127.0.0.1", 5301, Transport.UDP, from_netns=ns.name, timeout=0.5)
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+    assert answered.code is Code.OK and closed.code is Code.NO_LISTENER
+    for diagnosis in (answered, closed):
+        assert all(c.name != "accept queue" for c in diagnosis.checks), diagnosis.checks  # passed: not listed
