@@ -315,3 +315,14 @@ def test_udp_answers_ok_and_silence_is_no_listener_with_no_tcp_check_left_undone
     assert answered.code is Code.OK and closed.code is Code.NO_LISTENER
     for diagnosis in (answered, closed):
         assert all(c.name != "accept queue" for c in diagnosis.checks), diagnosis.checks  # passed: not listed
+
+
+@pytest.mark.parametrize("target", ["1.2.3:80", "010.0.0.1:80", "2130706433:80", "0x7f.1:80", "10.1:22"])
+def test_addresses_in_inet_aton_shorthand_are_refused(target: str) -> None:
+    """The resolver would read these as other addresses than the user wrote (1.2.3 is
+    1.2.0.3): refused before anything is sent, never probed."""
+    from portkit.diagnose import parse_reach_target
+    from portkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="expected a host name or an IP address"):
+        parse_reach_target(target)

@@ -70,6 +70,11 @@ def valid_host(host: str) -> bool:
     except ValueError:
         pass
     name = host[:-1] if host.endswith(".") else host
+    if name.rsplit(".", 1)[-1].isdigit():
+        # No top-level domain is all digits: this is an address written as inet_aton reads
+        # it (`1.2.3` is 1.2.0.3, `010.0.0.1` is octal, `2130706433` is 127.0.0.1), which the
+        # resolver would turn into an address the user did not write. Only dotted quads.
+        return False
     return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
