@@ -350,6 +350,17 @@ def _serving(lab: ReachLab, port: int, **kwargs: object) -> Target:
     return Target(lab.server_address, port)
 
 
+def _ruled(host: str, hook: str, statement: str) -> Callable[[ReachLab, int], Target]:
+    """A fault that is one nft rule (`{port}` in `statement` is the case's port) in the `hook`
+    chain of the lab's `host` ("client", "router" or "server"), in front of a serving server."""
+
+    def inject(lab: ReachLab, port: int) -> Target:
+        _nft_table(lab, getattr(lab, host), hook, statement.format(port=port))
+        return _serving(lab, port)
+
+    return inject
+
+
 def _busy(lab: ReachLab, port: int) -> Target:
     lab.serve(lab.server, "0.0.0.0", port)
     for _ in range(2000):
@@ -553,31 +564,25 @@ CASES: tuple[FaultCase, ...] = (
     FaultCase(
         "fw-output-drop",
         "FW_OUTPUT_DROP",
-        lambda lab, p: (_nft_table(lab, lab.client, "output", f"tcp dport {p} drop"), _serving(lab, p))[1],
+        _ruled("client", "output", "tcp dport {port} drop"),
         lambda lab, p: _drop_table(lab, lab.client),
     ),
     FaultCase(
         "fw-output-reject",
         "FW_OUTPUT_REJECT",
-        lambda lab, p: (
-            _nft_table(lab, lab.client, "output", f"tcp dport {p} reject with tcp reset"),
-            _serving(lab, p),
-        )[1],
+        _ruled("client", "output", "tcp dport {port} reject with tcp reset"),
         lambda lab, p: _drop_table(lab, lab.client),
     ),
     FaultCase(
         "fw-input-drop",
         "FW_INPUT_DROP",
-        lambda lab, p: (_nft_table(lab, lab.server, "input", f"tcp dport {p} drop"), _serving(lab, p))[1],
+        _ruled("server", "input", "tcp dport {port} drop"),
         lambda lab, p: _drop_table(lab, lab.server),
     ),
     FaultCase(
         "fw-input-reject",
         "FW_INPUT_REJECT",
-        lambda lab, p: (
-            _nft_table(lab, lab.server, "input", f"tcp dport {p} reject with tcp reset"),
-            _serving(lab, p),
-        )[1],
+        _ruled("server", "input", "tcp dport {port} reject with tcp reset"),
         lambda lab, p: _drop_table(lab, lab.server),
     ),
     FaultCase(
@@ -594,7 +599,7 @@ CASES: tuple[FaultCase, ...] = (
     FaultCase(
         "fw-forward-drop",
         "FW_FORWARD_DROP",
-        lambda lab, p: (_nft_table(lab, lab.router, "forward", f"tcp dport {p} drop"), _serving(lab, p))[1],
+        _ruled("router", "forward", "tcp dport {port} drop"),
         lambda lab, p: _drop_table(lab, lab.router),
     ),
     FaultCase(
