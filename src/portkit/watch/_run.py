@@ -107,12 +107,9 @@ class ListenerReader:
         self.unreadable: set[int] = set()
 
     def read(self) -> tuple[list[ListenerRow], list[Any]]:
-        from portkit.sockets import LISTENING, SockDiagClient, TcpState, Transport, all_namespaces, run_in
-
-        # LISTEN alone: with any other TCP state asked for, the kernel walks the whole established
-        # hash table (every namespace's connections share it), about 1.6 ms a dump on this machine
-        # even for a namespace with no socket; the listening table alone is a few microseconds.
-        tcp_listen = frozenset({TcpState.LISTEN})
+        # LISTENING is LISTEN and CLOSE; the netlink layer never asks TCP for CLOSE, so a TCP
+        # dump here walks the listening hash alone (see portkit.sockets._netlink).
+        from portkit.sockets import LISTENING, SockDiagClient, Transport, all_namespaces, run_in
 
         spaces = [n for n in all_namespaces() if not self.namespaces or n.label in self.namespaces]
         rows: list[ListenerRow] = []
@@ -138,9 +135,9 @@ class ListenerReader:
                     continue
             client = entry[1]
             try:
-                for transport, states in ((Transport.TCP, tcp_listen), (Transport.UDP, LISTENING)):
+                for transport in (Transport.TCP, Transport.UDP):
                     for family in (4, 6):
-                        for row in client.dump(transport, family, states, netns=space.label):
+                        for row in client.dump(transport, family, LISTENING, netns=space.label):
                             if row.is_listener:
                                 rows.append(
                                     ListenerRow(
