@@ -76,12 +76,9 @@ def _run_json(argv: list[str]) -> object:
 
 
 def _view(label: str | None, path: str | None) -> NamespaceView:
-    if label is None or path is None:
-        prefix: list[str] = []
-    elif path.startswith("/run/netns/"):
-        prefix = ["ip", "netns", "exec", label]
-    else:
-        prefix = ["nsenter", f"--net={path}"]
+    from portkit.sockets import Namespace
+
+    prefix = Namespace(label, 0, path).command([]) if label is not None else []
     view = NamespaceView(label, prefix)
     links = _run_json([*prefix, "ip", "-j", "addr"])
     if isinstance(links, list):
