@@ -127,7 +127,10 @@ def test_mapping_again_renews_the_lease(lab: UpnpHome, via: str) -> None:
 def test_a_short_lease_expires(lab: UpnpHome, via: str) -> None:
     public = 20300 + VIAS.index(via)
     mapping = _map(lab, str(public), str(SERVICE_PORT), "--via", via, "--lease", "3")["mapping"]
-    assert isinstance(mapping, dict) and mapping["lifetime"] == 3
+    assert isinstance(mapping, dict)
+    # PCP and NAT-PMP answer with the lifetime granted; UPnP's gateway is asked afterwards
+    # for the lease left, in whole seconds rounded down, so a second may already be gone.
+    assert mapping["lifetime"] == 3 if via != "upnp" else mapping["lifetime"] in (2, 3)
     assert lab.exchange(public, b"before expiry") == b"before expiry"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not _unreachable(lab, public, False):

@@ -355,12 +355,14 @@ class Forwarder:
         engines = self._engines
         self.stats.draining = True
         sd_notify(self.notify_socket, "STOPPING=1")
-        self.log("drain", active=self.active, timeout=self.drain_timeout)
         for relay in self.udp.values():
             relay.close()
         self.udp.clear()
         for engine in engines:
             engine.drain()
+        # Logged once every loop has closed its listeners: a client that reads "drain" and
+        # then connects is refused, never accepted by a loop that had not yet heard.
+        self.log("drain", active=self.active, timeout=self.drain_timeout)
         drained = asyncio.ensure_future(self._all_drained())
         forced = asyncio.ensure_future(self._force.wait())
         await asyncio.wait({drained, forced}, timeout=self.drain_timeout, return_when=asyncio.FIRST_COMPLETED)

@@ -810,6 +810,7 @@ class SpliceEngine:
         self.now = time.monotonic()
         self.draining = False
         self.drained = threading.Event()
+        self._not_listening = threading.Event()  # set once draining closed the listeners
         self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.epoll.register(self._wake_r, select.EPOLLIN)
@@ -841,8 +842,10 @@ class SpliceEngine:
     def remove_rule(self, rule: ForwardRule) -> None:
         self.call(self._remove, rule)
 
-    def drain(self) -> None:
+    def drain(self, timeout: float = 2.0) -> None:
+        """Stop accepting: returns once the loop has closed its listeners (or `timeout`)."""
         self.call(self._drain)
+        self._not_listening.wait(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close every connection and listener, end the loop, release everything."""
@@ -878,6 +881,7 @@ class SpliceEngine:
         for listener in self.listeners.values():
             listener.close()
         self.listeners.clear()
+        self._not_listening.set()
         self.maybe_drained()
 
     def forget(self, connection: _Connection) -> None:
@@ -1019,6 +1023,7 @@ class SpliceEngine:
         for listener in self.listeners.values():
             listener.close()
         self.listeners.clear()
+        self._not_listening.set()
         self.pipes.close()
         self.epoll.close()
         os.close(self._wake_r)
