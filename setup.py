@@ -17,6 +17,8 @@ EXTENSIONS: list[Extension] = [
     Extension("portkit.scan._rawio", ["src/portkit/scan/_rawio.c"], optional=True),
     # connect() scans of one host: a batch of first tries' connect() calls per call.
     Extension("portkit.scan._connectio", ["src/portkit/scan/_connectio.c"], optional=True),
+    # `portkit forward`: the splice engine's loop turn (epoll_wait + small-message copies) without the GIL.
+    Extension("portkit.forward._quickio", ["src/portkit/forward/_quickio.c"], optional=True),
 ]
 
 setup(ext_modules=EXTENSIONS)

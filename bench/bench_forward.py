@@ -114,12 +114,14 @@ BULK_CASES: tuple[PortkitCase, ...] = (
     ("portkit-asyncio", "asyncio", [], {}),
     ("portkit-sysCC", "splice", ["--congestion", "system"], {}),
 )
-# Request/response: the default engine (auto, one splice loop per CPU up to two), the same
-# with one loop (PORTKIT_FORWARD_LOOPS=1), the splice engine with every byte through a pipe
-# (PORTKIT_SPLICE_COPY=never, how its loop moved small messages before it copied them), and
-# the asyncio engine.
+# Request/response: the default engine (auto, one splice loop per CPU up to two, each loop
+# turn in C), the same with its loop turns in Python (PORTKIT_SPLICE_TURN=python, as before
+# the C turn), with one loop (PORTKIT_FORWARD_LOOPS=1), the splice engine with every byte
+# through a pipe (PORTKIT_SPLICE_COPY=never, how its loop moved small messages before it
+# copied them), and the asyncio engine.
 RR_CASES: tuple[PortkitCase, ...] = (
     ("portkit-auto", "auto", [], {}),
+    ("portkit-pyturn", "auto", [], {"PORTKIT_SPLICE_TURN": "python"}),
     ("portkit-1loop", "auto", [], {"PORTKIT_FORWARD_LOOPS": "1"}),
     ("portkit-splice", "splice", [], {"PORTKIT_SPLICE_COPY": "never"}),
     ("portkit-asyncio", "asyncio", [], {}),

@@ -27,11 +27,16 @@ from typing import Any
 # (PORTKIT_SPLICE_THREAD_AFTER: 0 = threads from the first byte, -1 = never;
 # PORTKIT_SPLICE_COPY: never = every byte through a pipe, always = every byte copied), so the
 # whole suite checks that the copy path and the splice path behave alike. The engine runs
-# one epoll loop per CPU up to two (PORTKIT_FORWARD_LOOPS); splice-1loop pins one.
-ENGINES = ("splice", "splice-threads", "splice-loop", "splice-pipe", "splice-copy", "splice-1loop", "asyncio")
+# one epoll loop per CPU up to two (PORTKIT_FORWARD_LOOPS); splice-1loop pins one. Its loop
+# turns run in C where _quickio is built; splice-pyturn keeps them in Python (PORTKIT_SPLICE_TURN).
+ENGINES = (
+    "splice", "splice-threads", "splice-loop", "splice-pipe", "splice-copy", "splice-1loop", "splice-pyturn",
+    "asyncio",
+)  # fmt: skip
 LOOP_ONLY = ("splice-loop", "splice-pipe", "splice-copy")  # no relay threads
 _VARIANTS = {
     "splice-1loop": {"PORTKIT_FORWARD_LOOPS": "1"},
+    "splice-pyturn": {"PORTKIT_SPLICE_TURN": "python"},
     "splice-threads": {"PORTKIT_SPLICE_THREAD_AFTER": "0"},
     "splice-loop": {"PORTKIT_SPLICE_THREAD_AFTER": "-1"},
     "splice-pipe": {"PORTKIT_SPLICE_THREAD_AFTER": "-1", "PORTKIT_SPLICE_COPY": "never"},

@@ -23,7 +23,7 @@ from fixtures_forward import TcpServer, echo_until_eof, recv_all
 from portkit.forward._log import EventLog
 from portkit.forward._rules import make_rule
 from portkit.forward._sockets import open_listener
-from portkit.forward._splice import COPY_BUFFER, SpliceEngine, _Direction, available
+from portkit.forward._splice import COPY_BUFFER, SpliceEngine, _Connection, _Direction, _quickio, available
 from portkit.forward._stats import RuleStats
 
 pytestmark = pytest.mark.skipif(not available(), reason="no splice(2) on this platform")
@@ -33,15 +33,20 @@ SIZES = [1, 3, 100, 1448, COPY_BUFFER - 1, COPY_BUFFER, COPY_BUFFER + 1, 7, 300_
 
 
 @contextmanager
-def engine_forwarding(target: str, *, copy: str, quick: bool) -> Iterator[tuple[SpliceEngine, int]]:
-    """A SpliceEngine in this process forwarding a loopback port to `target` (no relay threads)."""
+def engine_forwarding(
+    target: str, *, copy: str, quick: bool, in_c: bool = False, stats: RuleStats | None = None
+) -> Iterator[tuple[SpliceEngine, int]]:
+    """A SpliceEngine in this process forwarding a loopback port to `target` (no relay threads).
+    `quick`: the copy fast path; `in_c`: its C turn (`_quickio`), else `_copy_quick`."""
     engine = SpliceEngine(EventLog(io.StringIO(), quiet=True), thread_after=-1, copy=copy)
     engine.quick = quick
+    engine.in_c = in_c
     rule = make_rule("127.0.0.1:0", target)
     listener = open_listener(rule.listen, rule.protocol)
     port = listener.getsockname()[1]
     engine.start()
-    engine.add_rule(listener, rule, RuleStats("test", "tcp", f"127.0.0.1:{port}", target, "splice"))
+    stats = stats or RuleStats("test", "tcp", f"127.0.0.1:{port}", target, "splice")
+    engine.add_rule(listener, rule, stats)
     try:
         yield engine, port
     finally:
@@ -76,7 +81,7 @@ def test_every_loop_path_carries_the_same_conversation(copy: str, quick: bool) -
     server = TcpServer(echo_until_eof)
     handled = {True: 0, False: 0}  # events the fast path took, and events it left to on_event
     try:
-        with engine_forwarding(server.address, copy=copy, quick=quick) as (engine, port):
+        with engine_forwarding(server.address, copy=copy, quick=quick, in_c=False) as (engine, port):
             original = engine._copy_quick
 
             def counted(d: _Direction, mask: int) -> bool:
@@ -103,7 +108,50 @@ def test_every_loop_path_carries_the_same_conversation(copy: str, quick: bool) -
         assert handled[True] > 0
 
 
-def test_auto_moves_a_direction_to_splice_for_bulk_and_back(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.skipif(_quickio is None, reason="the C module _quickio is not built (no compiler at install)")
+@pytest.mark.parametrize("copy", ["auto", "always", "never"])
+def test_the_c_turn_carries_the_same_conversation_and_counts_every_byte(copy: str) -> None:
+    """The loop turn in C (`_quickio`) against the same conversation: the same bytes, the
+    copies it made counted into the rule's stats, and none where the loop never copies."""
+    server = TcpServer(echo_until_eof)
+    stats = RuleStats("test", "tcp", "127.0.0.1:0", server.address, "splice")
+    by_c = [0]
+    try:
+        forwarding = engine_forwarding(server.address, copy=copy, quick=True, in_c=True, stats=stats)
+        with forwarding as (engine, port):
+            original = engine.fold
+
+            def counted(connection: _Connection) -> None:
+                for d in (connection.up, connection.down):
+                    if d.src < len(engine.moved):
+                        by_c[0] += engine.moved[d.src]
+                original(connection)
+
+            engine.fold = counted  # type: ignore[method-assign]
+            replies = converse(port, seed=12)
+            deadline = time.monotonic() + 5
+            while engine.connections and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not engine.connections, "the connection did not close after both FINs"
+            assert all(entry == -1 for entry in engine.peers), "a closed socket is still the C turn's"
+    finally:
+        server.close()
+    rng = random.Random(12)
+    assert replies == [rng.randbytes(size) for size in SIZES]
+    assert stats.bytes_up == stats.bytes_down == sum(SIZES)
+    if copy == "never":
+        assert by_c[0] == 0
+    else:
+        assert by_c[0] > 0
+
+
+TURNS = [False] + ([True] if _quickio is not None else [])  # the loop turn in Python, and in C where built
+
+
+@pytest.mark.parametrize("in_c", TURNS)
+def test_auto_moves_a_direction_to_splice_for_bulk_and_back(
+    monkeypatch: pytest.MonkeyPatch, in_c: bool
+) -> None:
     """A full copy buffer moves the direction to splice; a short splice read moves it back."""
     server = TcpServer(echo_until_eof)
     spliced: list[int] = []
@@ -117,7 +165,7 @@ def test_auto_moves_a_direction_to_splice_for_bulk_and_back(monkeypatch: pytest.
     monkeypatch.setattr(os, "splice", watching)
     try:
         with (
-            engine_forwarding(server.address, copy="auto", quick=True) as (engine, port),
+            engine_forwarding(server.address, copy="auto", quick=True, in_c=in_c) as (engine, port),
             socket.create_connection(("127.0.0.1", port), timeout=10) as client,
         ):
             client.sendall(b"ping")

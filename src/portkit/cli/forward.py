@@ -244,7 +244,7 @@ def _engine_tuning(environ: Mapping[str, str]) -> dict[str, Any]:
     connection splices before it gets relay threads; 0 = at once, -1 = never) and
     $PORTKIT_SPLICE_COPY (auto, never or always: how the splice engine's loop moves bytes) and
     $PORTKIT_FORWARD_LOOPS (how many epoll loops the splice engine runs; default: the CPU
-    count up to 2)."""
+    count up to 2) and $PORTKIT_SPLICE_TURN (auto: the loop turn in C where built; python)."""
     tuning: dict[str, Any] = {}
     raw = environ.get("PORTKIT_SPLICE_THREAD_AFTER", "").strip()
     if raw:
@@ -266,6 +266,11 @@ def _engine_tuning(environ: Mapping[str, str]) -> dict[str, Any]:
                 f"invalid PORTKIT_SPLICE_COPY {copy[:60]!r}: expected one of {', '.join(COPY_MODES)}"
             )
         tuning["copy"] = copy
+    turn = environ.get("PORTKIT_SPLICE_TURN", "").strip()
+    if turn:
+        if turn not in ("auto", "python"):
+            raise UsageError(f"invalid PORTKIT_SPLICE_TURN {turn[:60]!r}: expected auto or python")
+        tuning["turn"] = turn
     loops = environ.get("PORTKIT_FORWARD_LOOPS", "").strip()
     if loops:
         if not (loops.isdecimal() and 1 <= int(loops) <= 1024):

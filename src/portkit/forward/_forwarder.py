@@ -91,7 +91,8 @@ class Forwarder:
     `thread_after` is the splice engine's bulk threshold: bytes a connection splices on the
     epoll loop before it gets relay threads (0 = from the first byte, -1 = never). `copy` is
     how its loop moves bytes: "auto" copies small reads and splices bulk, "never" splices
-    every byte, "always" copies every byte (and so never gets relay threads).
+    every byte, "always" copies every byte (and so never gets relay threads). `turn` is where
+    its loop turns run: "auto" in C where the `_quickio` module is built, "python" in Python.
     `loops` is how many epoll loops (threads) the splice engine runs, each with its own
     listening socket per TCP rule (SO_REUSEPORT: the kernel spreads new connections over
     them); None = `default_loops()`. The asyncio engine always runs one loop.
@@ -112,6 +113,7 @@ class Forwarder:
         thread_after: int = _splice.THREAD_AFTER,
         copy: str = "auto",
         loops: int | None = None,
+        turn: str = "auto",
         control_dir: str | Path | None = None,
         notify_socket: str | None = None,
     ) -> None:
@@ -129,6 +131,9 @@ class Forwarder:
         if copy not in _splice.COPY_MODES:
             raise UsageError(f"invalid copy {copy!r}: expected one of {', '.join(_splice.COPY_MODES)}")
         self.copy = copy
+        if turn not in _splice.TURN_MODES:
+            raise UsageError(f"invalid turn {turn!r}: expected one of {', '.join(_splice.TURN_MODES)}")
+        self.turn = turn
         if loops is not None and (isinstance(loops, bool) or not isinstance(loops, int) or loops < 1):
             raise UsageError(f"invalid loops {loops!r}: expected a number of loops >= 1")
         self.loops = 1 if self.engine_name == "asyncio" else (default_loops() if loops is None else loops)
@@ -150,6 +155,7 @@ class Forwarder:
         return self.stats
 
     def snapshot(self) -> dict[str, Any]:
+        self._count_now()
         return {
             **self.stats.to_json(),
             "engine": self.engine_name,
@@ -171,6 +177,7 @@ class Forwarder:
                     thread_after=self.thread_after,
                     copy=self.copy,
                     max_threaded=max(1, _splice.MAX_THREADED // self.loops),
+                    turn=self.turn,
                 )
                 for _ in range(self.loops)
             ]
@@ -333,7 +340,14 @@ class Forwarder:
         finally:
             sd_notify(self.notify_socket, "READY=1")
 
+    def _count_now(self) -> None:
+        """Bring the byte counters up to date: the splice loops' C turns count in bulk."""
+        for engine in self._engines:
+            if isinstance(engine, _splice.SpliceEngine):
+                engine.count_now()
+
     def _log_stats(self) -> None:
+        self._count_now()
         for rule in self.stats.rules.values():
             self.log("stats", **rule.to_json())
 

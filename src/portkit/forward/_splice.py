@@ -32,6 +32,13 @@ reference for every case and `tests/test_forward_copy.py` checks that they agree
 request and reply that leaves four system calls (recv and send on each leg) and the loop's
 share of one epoll_wait: the floor for a forwarder that passes bytes through user space.
 
+Where the C module `_quickio` is built, a whole loop turn -- epoll_wait and that commonest
+event -- runs in C with the GIL released (`SpliceEngine._run_in_c`): the loops of one
+forwarder then copy at the same time instead of taking turns at the interpreter, and a
+request costs no Python at all. Python stays the decider: it writes, per socket, whether
+the C turn may copy from it (`settle`, after every change of a connection's state; cleared
+before a socket is closed) and handles every event and outcome the turn hands back.
+
 A forwarder may run several engines, one loop each (`Forwarder(loops=)`; by default one per
 CPU up to two). Each has its own listening socket per rule, bound with SO_REUSEPORT, and the
 kernel hashes each new connection to one of them; a connection lives on the loop that
@@ -76,6 +83,7 @@ machine in `_state`; this module only performs the actions it returns.
 
 from __future__ import annotations
 
+import array
 import collections
 import contextlib
 import ctypes
@@ -98,6 +106,11 @@ from portkit.forward._sockets import arm_reset, error_name, peer, target_family
 from portkit.forward._state import ConnectionState, Event, ForwardAction, State
 from portkit.forward._stats import RuleStats
 
+try:  # the loop turn in C (setup.py builds it where a compiler is present)
+    from portkit.forward import _quickio
+except ImportError:  # pragma: no cover - the pure-Python turn serves alike, slower
+    _quickio = None  # type: ignore[assignment]
+
 SPLICE_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
 SPLICE_NONBLOCK = SPLICE_MOVE | getattr(os, "SPLICE_F_NONBLOCK", 2)
 PIPE_SIZE = 1 << 20  # 1 MiB in flight per direction at most (the unprivileged pipe-max-size)
@@ -106,6 +119,7 @@ MAX_ROUNDS = 32  # splices per connection per loop turn before yielding to other
 THREAD_AFTER = 512 << 10  # bytes a direction splices on the loop before the connection gets relay threads
 COPY_BUFFER = 64 << 10  # the loop's copy buffer; a read that fills it moves a direction to splice
 COPY_MODES = ("auto", "never", "always")
+TURN_MODES = ("auto", "python")  # auto: the loop turn in C where _quickio is built
 MAX_THREADED = 64  # connections with relay threads at once (two threads each)
 PIPE_IDLE = 0.05  # seconds without data before a relay thread gives its pipe back
 WRITER_WAKE = 0.25  # a relay thread blocked on a slow reader looks up this often (closing?)
@@ -114,6 +128,7 @@ NOTSENT_LOWAT = 512 << 10  # unsent bytes a threaded connection's socket holds b
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 ACCEPT_BATCH = 256
 SWEEP_INTERVAL = 0.25  # seconds between idle / connect-timeout checks
+PEERS_START = 4096  # descriptors the C turn's tables cover at first (they grow on demand)
 
 _IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _OUT = select.EPOLLOUT
@@ -503,6 +518,7 @@ class _Connection:
         engine = self.engine
         engine.readers[self.cfd], engine.readers[self.tfd] = self.up, self.down
         self.resume()
+        engine.settle(self)
 
     def _close(self) -> None:
         """CLOSE_BOTH. Threaded: wake the relay threads, the last one out releases the sockets."""
@@ -521,6 +537,7 @@ class _Connection:
         self.released = True
         engine = self.engine
         if not self.threaded:
+            engine.unpeer(self)
             for fd in (self.cfd, self.tfd):
                 engine.fds.pop(fd, None)
                 engine.readers.pop(fd, None)
@@ -556,6 +573,7 @@ class _Connection:
         with self.lock:
             if self.state.finished:
                 return
+            engine.unpeer(self)  # before `threaded`: the bytes the C turn moved are counted
             self.threaded = True
             engine.threaded += 1
             for fd in (self.cfd, self.tfd):
@@ -788,9 +806,12 @@ class SpliceEngine:
         thread_after: int = THREAD_AFTER,
         copy: str = "auto",
         max_threaded: int = MAX_THREADED,
+        turn: str = "auto",
     ) -> None:
         if copy not in COPY_MODES:
             raise ValueError(f"invalid copy mode {copy!r}: expected one of {', '.join(COPY_MODES)}")
+        if turn not in TURN_MODES:
+            raise ValueError(f"invalid turn {turn!r}: expected one of {', '.join(TURN_MODES)}")
         self.log = log
         self.thread_after = thread_after  # spliced bytes before relay threads; 0 = at once, -1 = never
         self.copy = copy  # auto: copy small reads, splice bulk; never / always: one path only
@@ -802,6 +823,11 @@ class SpliceEngine:
         self.fds: dict[int, Any] = {}
         self.readers: dict[int, _Direction] = {}  # fd -> the direction reading it, once relaying
         self.quick = True  # run the copy fast path in `_run` (False: every event through `pump`)
+        self.in_c = turn == "auto" and _quickio is not None  # with `quick`: loop turns in C (_quickio)
+        # For the C turn, per descriptor: the socket to copy its bytes to (-1: hand the event
+        # to Python), and the bytes copied since Python last counted them (`fold`).
+        self.peers = array.array("i", [-1]) * PEERS_START
+        self.moved = array.array("q", [0]) * PEERS_START
         self.listeners: dict[tuple[Any, ...], _Listener] = {}
         self.connections: set[_Connection] = set()
         self.threaded = 0  # connections handed to relay threads
@@ -841,6 +867,21 @@ class SpliceEngine:
 
     def remove_rule(self, rule: ForwardRule) -> None:
         self.call(self._remove, rule)
+
+    def count_now(self, timeout: float = 1.0) -> None:
+        """Count into the rules' statistics what the C turn has copied (`fold`); returns once
+        the loop has done so, or after `timeout`. Not to be called from the loop itself."""
+        if not self.in_c or self._released or threading.current_thread() is self._thread:
+            return
+        done = threading.Event()
+        self.call(self._count_now, done)
+        done.wait(timeout)
+
+    def _count_now(self, done: threading.Event) -> None:
+        for connection in list(self.connections):
+            if not connection.threaded:
+                self.fold(connection)
+        done.set()
 
     def drain(self, timeout: float = 2.0) -> None:
         """Stop accepting: returns once the loop has closed its listeners (or `timeout`)."""
@@ -918,6 +959,9 @@ class SpliceEngine:
         self._stopped = True
 
     def _run(self) -> None:
+        if self.quick and self.in_c:
+            self._run_in_c()
+            return
         _name_os_thread("portkit-splice")
         epoll = self.epoll
         fds = self.fds
@@ -948,6 +992,115 @@ class SpliceEngine:
             raise
         finally:
             self._release()
+
+    def _run_in_c(self) -> None:
+        """`_run` with each turn's epoll_wait and quick copies in C (`_quickio.turn`)."""
+        _name_os_thread("portkit-splice")
+        turn = _quickio.turn
+        epfd = self.epoll.fileno()
+        fds = self.fds
+        buffer = self.buffer
+        settle = self.settle
+        untouched, read, end, recv_error = (
+            _quickio.UNTOUCHED, _quickio.READ, _quickio.END, _quickio.RECV_ERROR,
+        )  # fmt: skip
+        sweep_ms = int(SWEEP_INTERVAL * 1000)
+        next_sweep = time.monotonic() + SWEEP_INTERVAL
+        try:
+            while not self._stopped:
+                events = turn(epfd, 0 if self.ready else sweep_ms, self.peers, self.moved, buffer)
+                self.now = time.monotonic()
+                for fd, mask, code, n, unsent in events:
+                    if code == untouched:
+                        handler = fds.get(fd)
+                        if handler is not None:
+                            handler.on_event(fd, mask)
+                            if handler.__class__ is _Connection:
+                                settle(handler)
+                        elif fd == self._wake_r:
+                            self._run_calls()
+                        continue
+                    d = self.readers.get(fd)  # the turn copies only for relaying directions
+                    if d is None:
+                        continue  # an earlier event of this turn ended the connection (a reset)
+                    connection = d.connection
+                    self.fold(connection)
+                    if code == read:
+                        assert unsent is not None
+                        connection.last = self.now
+                        d.held = unsent  # sent first, in order; EPOLLOUT of dst brings `on_event` back
+                        if n == COPY_BUFFER:  # bulk: `pump` passes it on and decides what follows
+                            d.copying = self.copy == "always"
+                            connection.pump(d, True)
+                    elif code == end:
+                        self._pass_on(d, 0)
+                    elif code == recv_error:
+                        connection.reset(Event.CLIENT_RESET if d.upward else Event.TARGET_RESET)
+                    else:  # SEND_ERROR
+                        connection.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
+                    settle(connection)
+                for _ in range(len(self.ready)):
+                    item = self.ready.popleft()
+                    item.resume()
+                    if item.__class__ is _Connection:
+                        settle(item)
+                if self.now >= next_sweep:
+                    next_sweep = self.now + SWEEP_INTERVAL
+                    for connection in list(self.connections):
+                        self.fold(connection)
+                    self._sweep()
+                    for connection in list(self.connections):
+                        settle(connection)
+        except Exception as exc:  # a bug must be loud, not a silent dead thread
+            self.log("error", stage="splice-loop", error=repr(exc))
+            raise
+        finally:
+            self._release()
+
+    def settle(self, connection: _Connection) -> None:
+        """Write whether the C turn may copy from each of `connection`'s sockets: exactly where
+        `_copy_quick` would (a relaying, copying direction, nothing held either way)."""
+        if connection.released or connection.threaded:
+            return  # its entries were cleared when it let go of the sockets (`unpeer`)
+        peers = self.peers
+        if max(connection.cfd, connection.tfd) >= len(peers):
+            self._grow(max(connection.cfd, connection.tfd))
+        readers = self.readers
+        for d in (connection.up, connection.down):
+            other = d.other
+            quick = (
+                d.copying
+                and not (d.held or d.pending or d.eof or other.held or other.pending)
+                and readers.get(d.src) is d
+            )
+            peers[d.src] = d.dst if quick else -1
+
+    def fold(self, connection: _Connection) -> None:
+        """Count the bytes the C turn copied for `connection` (and call it active now)."""
+        moved = self.moved
+        for d in (connection.up, connection.down):
+            if d.src < len(moved):
+                n = moved[d.src]
+                if n:
+                    moved[d.src] = 0
+                    connection._count(d, n)
+                    connection.last = self.now
+
+    def unpeer(self, connection: _Connection) -> None:
+        """Before `connection`'s sockets leave the loop: count what the C turn copied, and stop
+        it copying from descriptors that another connection may get next."""
+        self.fold(connection)
+        peers = self.peers
+        for fd in (connection.cfd, connection.tfd):
+            if fd < len(peers):
+                peers[fd] = -1
+
+    def _grow(self, fd: int) -> None:
+        size = len(self.peers)
+        while size <= fd:
+            size *= 2
+        self.peers.extend(array.array("i", [-1]) * (size - len(self.peers)))
+        self.moved.extend(array.array("q", [0]) * (size - len(self.moved)))
 
     def _copy_quick(self, d: _Direction, mask: int) -> bool:
         """The common event of a copying connection, handled here rather than in `pump`.
