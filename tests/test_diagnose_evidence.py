@@ -387,3 +387,30 @@ def test_ipv6_through_a_proc_namespace_path(ns: LabNamespace) -> None:
     finally:
         member.kill()
         member.wait(timeout=10)
+
+
+@needs_root
+@needs_tracefs
+def test_a_watch_killed_outright_is_swept_by_the_next_one(ns: LabNamespace) -> None:
+    """SIGKILL leaves the instance (and its enabled tracepoint) behind; the next watch removes it."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_OPEN, ns.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    root = dropwatch.find_tracefs()
+    assert root is not None
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().split()[0] == "True"
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    left = [p for p in (root / "instances").iterdir() if p.name.startswith(f"portkit-drops-{child.pid}-")]
+    assert left, "SIGKILL cannot be caught: the instance should still be there"
+    stale = [t for t in tables(ns).split() if t.startswith(f"portkit_trace_{child.pid}_")]
+    assert stale, "SIGKILL cannot be caught: the tracing table should still be there"
+    with watch_drops(Transport.TCP) as drops, trace_flow("127.0.0.1", 8098, netns=ns.name) as trace:
+        assert drops.available and trace.available
+        assert not any(p.exists() for p in left)
+        assert instances_of_this_process()  # its own is untouched
+        assert stale[0] not in tables(ns) and trace.table in tables(ns)
+    assert not instances_of_this_process()

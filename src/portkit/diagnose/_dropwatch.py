@@ -37,7 +37,9 @@ rests on three things, each reported honestly:
 Drops with reason NOT_SPECIFIED (ordinary frees the kernel has not labelled) are filtered out
 in the kernel. The watch uses a private trace instance (instances/portkit-drops-PID-RANDOM),
 so it neither disturbs nor reads anyone else's tracing, and removes it on exit, on an
-exception, and on SIGTERM.
+exception, and on SIGTERM. A process killed outright (SIGKILL, a crash) cannot: its instance
+stays, and with it an enabled tracepoint that every freed packet on the machine then pays
+for. So each watch first removes the instances of portkit watches whose process is gone.
 """
 
 from __future__ import annotations
@@ -276,6 +278,7 @@ def watch_drops(
     if not names:
         yield _unavailable("this kernel's kfree_skb carries no drop reason (Linux 5.17 added them)", port)
         return
+    sweep_stale(root)
     instance = root / "instances" / f"portkit-drops-{os.getpid()}-{secrets.token_hex(3)}"
     try:
         instance.mkdir()
@@ -325,6 +328,24 @@ def _start(
     except OSError as exc:
         return exc.strerror or str(exc)
     return ""
+
+
+_INSTANCE = re.compile(r"^portkit-drops-(\d+)-[0-9a-f]+$")
+
+
+def sweep_stale(root: Path) -> list[str]:
+    """Remove the trace instances of portkit drop watches whose process no longer exists;
+    returns their names. Others' instances and live watches' are left alone."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in (root / "instances").iterdir():
+            found = _INSTANCE.match(entry.name)
+            if found is None or Path(f"/proc/{found[1]}").exists():
+                continue
+            _remove_instance(entry)
+            if not entry.exists():
+                removed.append(entry.name)
+    return removed
 
 
 def _remove_instance(instance: Path) -> None:

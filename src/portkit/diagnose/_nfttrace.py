@@ -25,7 +25,9 @@ an nftables table). iptables-legacy rules are not nftables and do not appear. `n
 trace` prints those reports with rule handles; this module parses them into steps. The
 monitor is known to listen before the block runs (its netlink socket is seen joined to the
 trace group); after the block, lines are read until the monitor has been quiet a moment.
-The table is deleted and the monitor stopped on exit, on an exception, and on SIGTERM.
+The table is deleted and the monitor stopped on exit, on an exception, and on SIGTERM; the
+table of a process killed outright (SIGKILL) is deleted by the next trace in that namespace
+(`sweep_stale`), since its rule would otherwise mark matching packets for tracing forever.
 
 The verdict of an iptables-nft REJECT shows as `drop` (the reject target drops the packet
 after sending its answer); the step's `rule` text still says `reject`, and `rejected` tells.
@@ -234,6 +236,7 @@ def trace_flow(
         f"  chain out {{ type filter hook output {chain}\n"
         "}\n"
     )
+    sweep_stale(netns)
     with _terminate_raises():
         monitor: subprocess.Popen[str] | None = None
         added = False
@@ -257,6 +260,33 @@ def trace_flow(
                     check=False,
                     timeout=10,
                 )
+
+
+_TABLE = re.compile(r"^table inet (portkit_trace_(\d+)_[0-9a-f]+)$")
+
+
+def sweep_stale(netns: str | None) -> list[str]:
+    """Delete, in `netns`, the tracing tables of portkit processes that no longer exist;
+    returns their names. Best effort: a namespace that cannot be listed is left as it is."""
+    try:
+        listing = subprocess.run(
+            _in_namespace(netns, ["nft", "list", "tables"]),
+            capture_output=True, text=True, check=False, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    removed = []
+    for line in listing.stdout.splitlines():
+        found = _TABLE.match(line.strip())
+        if found is None or os.path.exists(f"/proc/{found[2]}"):
+            continue
+        deleted = subprocess.run(
+            _in_namespace(netns, ["nft", "delete", "table", "inet", found[1]]),
+            capture_output=True, check=False, timeout=10,
+        )  # fmt: skip
+        if deleted.returncode == 0:
+            removed.append(found[1])
+    return removed
 
 
 def _start(
