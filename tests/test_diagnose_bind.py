@@ -613,6 +613,20 @@ class TestCommandLine:
         assert finding["fix"]["command"] == f"kill {holders[0].pid}"
         assert "bind" in {e["source"] for e in finding["evidence"]}
 
+    def test_netns_diagnoses_a_bind_in_another_namespace_from_here(
+        self, ns: LabNamespace, holders: list[Holder]
+    ) -> None:
+        holders.append(Holder(ns, LAB4, 8085))
+        argv = [sys.executable, "-m", "portkit", "diagnose", "--bind", f"{LAB4}:8085", "--netns", ns.name]
+        done = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 1, done.stderr
+        report = json.loads(done.stdout)
+        assert report["code"] == "PORT_IN_USE"
+        assert report["findings"][0]["fix"]["command"] == f"kill {holders[0].pid}"
+        holders[0].stop()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0 and done.stdout.startswith("OK "), done.stdout + done.stderr
+
     def test_user_and_pid_choose_the_binder(self, ns: LabNamespace) -> None:
         done = cli(ns, "--bind", "80", "--user", "nobody")
         assert done.returncode == 1
@@ -637,6 +651,8 @@ class TestCommandLine:
             (("--bind", "80", "--user", "nosuchuser"), "invalid user 'nosuchuser'"),
             (("--bind", "70000"), "70000"),
             (("--bind", "nohost:80"), "nohost"),
+            (("--bind", "80", "--netns", "pk-no-such-ns"), "unknown network namespace 'pk-no-such-ns'"),
+            (("127.0.0.1:80", "--netns", "x"), "--netns, --pid and --user apply to --bind"),
         ],
     )
     def test_bad_input_exits_2_with_one_line(

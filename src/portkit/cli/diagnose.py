@@ -88,6 +88,9 @@ def _render(diagnosis: Diagnosis, as_json: bool, explain: bool, ledger: Ledger |
     help="Seconds to wait for the probe's answer.",
 )
 @click.option("--expect", metavar="NAME", help="The service that should answer (http, ssh, ...).")
+@click.option(
+    "--netns", metavar="NETNS", help="With --bind: bind in a netns (ip netns name or /proc/PID/ns/net)."
+)
 @click.option("--pid", type=WholeNumber(1, PID_MAX), help="With --bind: the process that will bind.")
 @click.option("--user", metavar="USER", help="With --bind: the user that will bind.")
 @click.option("--explain", is_flag=True, help="List every check made, passed or not.")
@@ -99,6 +102,7 @@ def diagnose(
     from_netns: str | None,
     timeout: float,
     expect: str | None,
+    netns: str | None,
     pid: int | None,
     user: str | None,
     explain: bool,
@@ -116,12 +120,14 @@ def diagnose(
             raise UsageError(f"invalid arguments: give HOST:PORT or --bind, not both ({quote(target)})")
         if from_netns or expect:
             raise UsageError("invalid options: --from and --expect apply to HOST:PORT, not to --bind")
-        _bind(bind_target, pid, user, as_json, explain, recording_ledger(record, db))
+        _bind(bind_target, netns, pid, user, as_json, explain, recording_ledger(record, db))
         return
     if target is None:
         raise UsageError("missing target: expected HOST:PORT[/tcp|/udp] or --bind [ADDR:]PORT[/PROTO]")
-    if pid is not None or user is not None:
-        raise UsageError("invalid options: --pid and --user apply to --bind")
+    if pid is not None or user is not None or netns is not None:
+        raise UsageError(
+            "invalid options: --netns, --pid and --user apply to --bind (HOST:PORT takes --from)"
+        )
     from portkit.diagnose import parse_reach_target
 
     parsed = parse_reach_target(target)
@@ -145,7 +151,13 @@ def diagnose(
 
 
 def _bind(
-    text: str, pid: int | None, user: str | None, as_json: bool, explain: bool, ledger: Ledger | None
+    text: str,
+    netns: str | None,
+    pid: int | None,
+    user: str | None,
+    as_json: bool,
+    explain: bool,
+    ledger: Ledger | None,
 ) -> None:
     from portkit.diagnose import parse_bind_target
 
@@ -159,5 +171,7 @@ def _bind(
 
     diagnose_bind = portkit.diagnose.diagnose_bind
     with _progress(f"diagnosing bind {parsed}"):
-        diagnosis = diagnose_bind(parsed.address, parsed.port, parsed.transport, pid=pid, uid=uid)
+        diagnosis = diagnose_bind(
+            parsed.address, parsed.port, parsed.transport, pid=pid, uid=uid, netns=netns
+        )
     _render(diagnosis, as_json, explain, ledger)
