@@ -978,15 +978,25 @@ def assume_opaque(mod: _Module) -> tuple[bool, str]:
 
 
 def _nat_target(text: str, ports_only: bool) -> NatTarget:
+    """A NAT target's `[ADDR[-ADDR]][:PORT[-PORT]]` (or `--to-ports PORT[-PORT]`). Which of a
+    range the kernel picks depends on the flow (addresses by a hash of it, ports on which are
+    free), so a range is `unknown`, as the nftables importer has it: never its first value."""
     if ports_only:
-        return NatTarget(None, int(text.split("-")[0].split(":")[0]))
-    if text.startswith("["):
+        addr, port = "", text
+    elif text.startswith("["):
         addr, _, port = text[1:].partition("]:")
-        return NatTarget(addr, int(port.split("-")[0]) if port else None)
-    if text.count(":") == 1:
+        addr = addr.replace("]-[", "-").rstrip("]")
+    elif text.count(":") == 1:
         addr, _, port = text.partition(":")
-        return NatTarget(addr.split("-")[0] or None, int(port.split("-")[0]))
-    return NatTarget(text.split("-")[0], None)
+    else:
+        addr, port = text, ""
+    port = port.split("/")[0]  # a `/BASEPORT` offset (iptables 1.8.6+) shifts within the range
+    unknown = "-" in addr or "-" in port
+    return NatTarget(
+        None if not addr or "-" in addr else addr,
+        None if not port or "-" in port else int(port),
+        unknown=unknown,
+    )
 
 
 # `:CHAIN POLICY [packets:bytes]`: what iptables-restore takes as POLICY (iptables 1.8.9, both
@@ -1467,7 +1477,9 @@ def _target(rule: FilterRule, version: int, chain_names: dict[str, str]) -> list
             return ["-j", "LOG"]
         return []
     if act in (FilterAction.ACCEPT, FilterAction.DROP, FilterAction.RETURN, FilterAction.MASQUERADE):
-        if act is FilterAction.MASQUERADE and rule.nat and (rule.nat.address or rule.nat.port is not None):
+        if act is FilterAction.MASQUERADE and rule.nat and (
+            rule.nat.address or rule.nat.port is not None or rule.nat.unknown
+        ):
             raise _Unrenderable(f"masquerade to {rule.nat} cannot be written for iptables")
         return ["-j", act.value.upper()]
     if act is FilterAction.QUEUE:
@@ -1482,6 +1494,10 @@ def _target(rule: FilterRule, version: int, chain_names: dict[str, str]) -> list
         return ["-j", "REJECT", "--reject-with", name]
     if act in (FilterAction.DNAT, FilterAction.SNAT, FilterAction.REDIRECT):
         nat = rule.nat or NatTarget()
+        if nat.unknown:
+            # The importer kept the verdict of a NAT to a map or range, not the whole rewrite:
+            # writing the part it kept would send the packets somewhere else.
+            raise _Unrenderable(f"{act.value} to a map or range cannot be written back")
         if act is FilterAction.REDIRECT:
             if nat.address:
                 raise _Unrenderable(f"redirect to {nat} cannot be written for iptables")

@@ -1230,6 +1230,12 @@ def _rule_text(rule: FilterRule, family: Family, notes: list[str], chain_names: 
                 rej.answer(4 if family is Family.IP else 6).split("-", 1)[1],
             )
         parts.append(str(rej))
+    elif act in (FilterAction.DNAT, FilterAction.SNAT, FilterAction.REDIRECT, FilterAction.MASQUERADE) and (
+        rule.nat is not None and rule.nat.unknown
+    ):
+        # The importer kept the verdict of a NAT to a map or range, not the whole rewrite:
+        # writing the part it kept would send the packets somewhere else.
+        raise _Unrenderable(f"{act.value} to a map or range cannot be written back")
     elif act in (FilterAction.DNAT, FilterAction.SNAT):
         nat = rule.nat or NatTarget()
         if not nat.address:
