@@ -52,6 +52,13 @@ table inet filter {{
         ip6 daddr {LAN6} tcp dport 3013 accept
         ip6 saddr fd78::/64 tcp dport 3014 accept
         meta nfproto ipv6 tcp dport 3015 accept
+        udp dport 4001 accept
+        iifname "lan0" udp dport 4002 accept
+        ip saddr 10.78.0.0/24 udp dport 4003 accept
+        udp dport 4004 reject
+        ip daddr {LAN_ADDR} udp dport 4006 accept
+        udp dport 4007 accept
+        meta nfproto ipv6 udp dport 4008 accept
     }}
 }}
 """
@@ -93,6 +100,57 @@ with ThreadPoolExecutor(len(targets)) as pool:
 """
 
 
+# UDP listeners that echo each datagram (4005: no rule admits it).
+UDP_LISTENING = ["0.0.0.0:4001", "0.0.0.0:4002", "0.0.0.0:4003", "0.0.0.0:4004", "0.0.0.0:4005",
+                 "0.0.0.0:4006", ":::4007", ":::4008"]  # fmt: skip
+
+UDP_ECHO = r"""
+import selectors, socket, sys
+selector = selectors.DefaultSelector()
+for spec in sys.argv[1:]:
+    address, port = spec.rsplit(":", 1)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind((address, int(port)))
+    selector.register(s, selectors.EVENT_READ)
+print("ready", flush=True)
+while True:
+    for key, _ in selector.select():
+        data, peer = key.fileobj.recvfrom(2048)
+        key.fileobj.sendto(data, peer)
+"""
+
+# A datagram to each target from an unconnected socket: "open" when the echo of its token comes
+# back from any address (a multihomed server may answer from another one), else "blocked".
+UDP_PROBE = r"""
+import json, os, select, socket, sys, time
+targets = sys.argv[1:]
+socks, tokens = {}, {}
+for target in targets:
+    address, port = target.rsplit(":", 1)
+    address = address.strip("[]")
+    s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+    tokens[target] = os.urandom(8).hex().encode()
+    socks[s] = target
+    for _ in range(2):
+        s.sendto(tokens[target], (address, int(port)))
+seen = {target: "blocked" for target in targets}
+deadline = time.monotonic() + 1.5
+while time.monotonic() < deadline:
+    ready, _, _ = select.select(list(socks), [], [], max(0.0, deadline - time.monotonic()))
+    for s in ready:
+        try:
+            data = s.recv(2048)
+        except OSError:
+            continue
+        if data == tokens[socks[s]]:
+            seen[socks[s]] = "open"
+print(json.dumps(seen))
+"""
+
+
 class TruthLab:
     def __init__(self, server: LabNamespace, lan: LabNamespace, wan: LabNamespace) -> None:
         self.server, self.lan, self.wan = server, lan, wan
@@ -100,6 +158,14 @@ class TruthLab:
     def probe(self, ns: LabNamespace, targets: list[str]) -> dict[str, str]:
         proc = subprocess.run(
             ns.command([sys.executable, "-c", PROBE, *targets]),
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        result: dict[str, str] = json.loads(proc.stdout)
+        return result
+
+    def probe_udp(self, ns: LabNamespace, targets: list[str]) -> dict[str, str]:
+        proc = subprocess.run(
+            ns.command([sys.executable, "-c", UDP_PROBE, *targets]),
             capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         result: dict[str, str] = json.loads(proc.stdout)
@@ -124,8 +190,18 @@ def truth_lab() -> Iterator[TruthLab]:
             client.ip("route", "add", "default", "via", gateway, "dev", "eth0")
             client.ip("-6", "route", "add", "default", "via", gateway6, "dev", "eth0")
         server.nft(RULES)
-        with holding_listeners(server, LISTENING):
-            yield TruthLab(server, lan, wan)
+        echo = subprocess.Popen(
+            server.command([sys.executable, "-c", UDP_ECHO, *UDP_LISTENING]),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+            with holding_listeners(server, LISTENING):
+                yield TruthLab(server, lan, wan)
+        finally:
+            echo.kill()
+            echo.wait(timeout=10)
 
 
 def _destinations(item: dict[str, Any], zone: str) -> list[str]:
@@ -150,7 +226,8 @@ def test_audit_reach_per_zone_agrees_with_real_connects(truth_lab: TruthLab) -> 
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    listeners = {item["port"]: item for item in json.loads(proc.stdout)["listeners"]}
+    report = json.loads(proc.stdout)
+    listeners = {item["port"]: item for item in report["listeners"] if item["protocol"] == "tcp"}
     assert set(listeners) >= {int(spec.rsplit(":", 1)[1]) for spec in LISTENING}
     vantage = {"loopback": truth_lab.server, "lan": truth_lab.lan, "any": truth_lab.wan}
     plan = {
@@ -178,6 +255,51 @@ def test_audit_reach_per_zone_agrees_with_real_connects(truth_lab: TruthLab) -> 
                     f"{port}/{zone['zone']}: audit {zone['reach']} ({zone['how']}), connects {results}"
                 )
     assert not disagreements, "\n".join(disagreements)
+
+
+@needs_root
+def test_audit_reach_per_zone_agrees_with_real_datagrams(truth_lab: TruthLab) -> None:
+    """The same for UDP: a zone the audit calls open gets the echo of some datagram, a blocked
+    one gets none (dropped, rejected, or not for this socket)."""
+    proc = subprocess.run(
+        [*PORTKIT, "audit", "--json", "--netns", truth_lab.server.name],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    listeners = {item["port"]: item for item in report["listeners"] if item["protocol"] == "udp"}
+    assert set(listeners) >= {int(spec.rsplit(":", 1)[1]) for spec in UDP_LISTENING}
+    vantage = {"loopback": truth_lab.server, "lan": truth_lab.lan, "any": truth_lab.wan}
+    plan = {
+        (port, zone["zone"]): _destinations(item, zone["zone"])
+        for port, item in listeners.items()
+        for zone in item["zones"]
+    }
+    seen = {
+        name: truth_lab.probe_udp(ns, sorted({t for (_, z), ts in plan.items() if z == name for t in ts}))
+        for name, ns in vantage.items()
+    }
+    # The lab is what it should be: the rules shape what answers.
+    assert seen["lan"][f"{LAN_ADDR}:4002"] == "open" and seen["any"][f"{WAN_ADDR}:4002"] == "blocked"
+    assert seen["any"][f"{WAN_ADDR}:4004"] == "blocked" and seen["loopback"]["127.0.0.1:4005"] == "open"
+    assert seen["any"][f"[{WAN6}]:4008"] == "open" and seen["any"][f"{WAN_ADDR}:4008"] == "blocked"
+    decided, disagreements = 0, []
+    for port, item in sorted(listeners.items()):
+        for zone in item["zones"]:
+            if zone["reach"] == "uncertain":
+                continue
+            decided += 1
+            results = [seen[zone["zone"]][t] for t in plan[(port, zone["zone"])] if t in seen[zone["zone"]]]
+            real = "open" if "open" in results else "blocked"
+            if real != zone["reach"]:
+                disagreements.append(
+                    f"{port}/udp {zone['zone']}: audit {zone['reach']} ({zone['how']}), datagrams {results}"
+                )
+    assert not disagreements, "\n".join(disagreements)
+    assert decided >= 2 * len(UDP_LISTENING)  # the model decided most zones, not "uncertain"
+    reach = {(port, z["zone"]): z["reach"] for port, item in listeners.items() for z in item["zones"]}
+    assert reach[(4002, "lan")] == "open"
+    assert reach[(4002, "any")] == reach[(4004, "any")] == "blocked"
 
 
 def _all_keys(value: object) -> set[str]:

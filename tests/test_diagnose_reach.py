@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portkit.diagnose import Code, diagnose_reach, parse_bind_target, parse_reach_target
+from portkit.diagnose import Code, Evidence, diagnose_reach, parse_bind_target, parse_reach_target
 from portkit.diagnose._facts import FirewallView, HopFacts, ListenerFacts, ReachFacts, Resolution
 from portkit.diagnose._netview import Route
 from portkit.diagnose._probe import ProbeResult
@@ -69,7 +69,20 @@ def test_every_fault_gives_its_code_and_every_fix_fixes(lab, case) -> None:  # t
         evidence = diagnosis.findings[0].evidence if diagnosis.findings else ()
         if case.code in KERNEL_REASONS and not target.udp:
             reason = "IP_INADDRERRORS" if case.name == "forwarding-off" else KERNEL_REASONS[case.code]
-            assert any(e.source == "drop-reason" and e.showed.startswith(reason) for e in evidence), diagnosis
+
+            def kernel_said(evidence: tuple[Evidence, ...]) -> bool:
+                return any(e.source == "drop-reason" and e.showed.startswith(reason) for e in evidence)
+
+            if not kernel_said(evidence):
+                # A drop is tied to the probe by the task it ran in; on a loaded machine the
+                # softirq may run in an unrelated task's context. Once more, then it must show.
+                again = diagnose_reach(
+                    target.host, target.port, transport, from_netns=origin, timeout=case.timeout,
+                    expect=target.expect, explain=True,
+                )  # fmt: skip
+                assert again.code == case.code, again
+                evidence = again.findings[0].evidence
+            assert kernel_said(evidence), diagnosis
         if case.code.startswith("FW_") and not case.name.startswith("forwarding"):
             assert any(e.source == "nft-trace" and "agrees with the model" in e.showed for e in evidence), (
                 diagnosis

@@ -91,6 +91,35 @@ def test_iptables_nft_tables_are_read_through_iptables_save(lab: lab_mod.Firewal
         lab.flush()
 
 
+def test_iptables_legacy_tables_are_read_beside_nftables(lab: lab_mod.FirewallLab) -> None:
+    """x_tables rules sit in the same hooks as nftables' but nft does not list them: read from
+    iptables-legacy-save as `filter-legacy`, they give the kernel's answer with nft rules beside."""
+    legacy = (
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        "-A INPUT -p tcp --dport 2006 -j DROP\n-A INPUT -p udp --dport 2007 -j REJECT\nCOMMIT\n"
+    )
+    _nft(lab, "flush ruleset\ntable inet web {\n chain input {\n  type filter hook input priority 0; "
+         "policy accept;\n  tcp dport 2008 drop\n }\n}\n")  # fmt: skip
+    subprocess.run(
+        ["ip", "netns", "exec", lab.server, "iptables-legacy-restore"], input=legacy, text=True, check=True
+    )
+    try:
+        rs = read_live(lab.server)
+        names = [str(t) for t in rs.tables]
+        assert "ip filter-legacy" in names and "inet web" in names, names
+        assert not any(t.name == "filter" for t in rs.tables)  # iptables-nft's filter is not there
+        for proto, port in (("tcp", 2006), ("udp", 2007), ("tcp", 2008), ("tcp", 2009), ("udp", 2006)):
+            observed, base = _probe(lab, proto, port)
+            probe = lab_mod.Probe(proto, "10.66.0.1", 0, "10.66.0.2", port)
+            assert lab_mod.predict(rs, probe, base, lab.server_if) == observed, (proto, port, observed)
+        # Emptied, the legacy table changes nothing and is left out.
+        subprocess.run(["ip", "netns", "exec", lab.server, "iptables-legacy", "-F"], check=True)
+        assert "ip filter-legacy" not in [str(t) for t in read_live(lab.server).tables]
+    finally:
+        subprocess.run(["ip", "netns", "exec", lab.server, "iptables-legacy", "-F"], check=False)
+        lab.flush()
+
+
 def test_round_trip_of_iptables_and_policy_rulesets(lab: lab_mod.FirewallLab) -> None:
     ipt = import_iptables_save(
         "*filter\n:INPUT DROP [0:0]\n:svc - [0:0]\n"

@@ -201,8 +201,12 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
             f"allow it in ufw (the manager of {_where(hop)}'s rules)",
             _in(hop.prefix, [f"ufw allow {port}/{proto}"]),
         )
+    from portkit.firewall import LEGACY_SUFFIX
+
     family, _, table = step.table.partition(" ")
     iptables = "ip6tables" if family == "ip6" else "iptables"
+    if table.endswith(LEGACY_SUFFIX):  # iptables-legacy's table, read beside nftables'
+        iptables, table = f"{iptables}-legacy", table.removesuffix(LEGACY_SUFFIX)
     if step.position == 0:
         hook = step.hook.value
         if step.where.startswith("line") or (family in ("ip", "ip6") and not step.where):

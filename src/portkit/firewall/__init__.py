@@ -30,6 +30,7 @@ from portkit.firewall._fast import FastEvaluator
 from portkit.firewall._iptables import import_iptables_save, render_iptables
 from portkit.firewall._lint import Finding, Severity, default_route_interfaces, lint_ruleset, risky_ports
 from portkit.firewall._live import (
+    LEGACY_SUFFIX,
     detect_format,
     forwarding_state,
     load_file,
@@ -64,6 +65,7 @@ from portkit.firewall._policy import parse_policy, parse_rule_line
 from portkit.firewall._ufw import import_ufw, render_ufw
 
 __all__ = [
+    "LEGACY_SUFFIX",
     "PATHS",
     "ApplyResult",
     "Chain",

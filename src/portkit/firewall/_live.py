@@ -18,13 +18,14 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from portkit._textfile import read_text_file
 from portkit.errors import PermissionNeeded, PortkitError, Terminated, UsageError, quote
-from portkit.firewall._model import Field, Ruleset, Table
+from portkit.firewall._model import Field, FilterAction, Ruleset, Table
 from portkit.model.endpoints import IPAddress
 from portkit.model.protocols import IPV4, IPV6
 
@@ -82,21 +83,74 @@ def _has_xt(table: Table) -> bool:
     ) or any('"xt"' in s for c in table.chains for r in c.rules for s in r.opaque)
 
 
+LEGACY_SUFFIX = "-legacy"  # iptables-legacy's `ip filter` is read as `ip filter-legacy`
+
+
+def _legacy_tables(netns: str | None) -> tuple[list[Table], list[str]]:
+    """iptables-legacy's tables (x_tables: the same hooks as nftables, unseen by nft) that can
+    change a verdict or a rewrite: any rule, or a built-in chain whose policy is not ACCEPT.
+
+    Named `TABLE-legacy`, as iptables-nft's table of the same name may sit beside it. Without
+    the legacy tools nothing is read; the kernel has such tables only where they were used."""
+    from portkit.firewall._iptables import import_iptables_save
+
+    tables: list[Table] = []
+    notes: list[str] = []
+    addrtypes: AddressTypes | None = None
+    for tool, version, names in (
+        ("iptables-legacy-save", 4, "ip_tables_names"),
+        ("ip6tables-legacy-save", 6, "ip6_tables_names"),
+    ):
+        if shutil.which(tool) is None:
+            continue
+        if netns is None:
+            try:  # this namespace's loaded legacy tables: none, and there is nothing to run
+                if not Path(f"/proc/net/{names}").read_text().split():
+                    continue
+            except OSError:
+                continue
+        proc = run_tool([tool], netns=netns)
+        if proc.returncode != 0 or "*" not in proc.stdout:
+            continue
+        if addrtypes is None and "addrtype" in proc.stdout:
+            addrtypes = address_types(netns)
+        decoded = import_iptables_save(proc.stdout, version=version, source=tool, addrtypes=addrtypes)
+        for t in decoded.tables:
+            if any(c.rules or (c.hook is not None and c.policy is not FilterAction.ACCEPT) for c in t.chains):
+                tables.append(replace(t, name=t.name + LEGACY_SUFFIX))
+                notes.append(f"{t.family} {t.name}{LEGACY_SUFFIX}: iptables-legacy's {t.name} table ({tool})")
+        notes.extend(n for n in decoded.notes if n)
+    return tables, notes
+
+
 def read_live(netns: str | None = None) -> Ruleset:
     """The live ruleset. Tables iptables-nft wrote with opaque `xt` expressions are re-read
-    from iptables-save, which can decode them."""
-    from portkit.firewall._iptables import import_iptables_save
+    from iptables-save, which can decode them; iptables-legacy's tables, which nft does not
+    list, are read from iptables-legacy-save (`_legacy_tables`)."""
     from portkit.firewall._nft import import_nft_json
 
     where = f"netns {netns}" if netns else "this host"
     ruleset = import_nft_json(nft_json(netns), source=f"live ruleset of {where}")
+    legacy, legacy_notes = _legacy_tables(netns)
+    ruleset = _with_nft_xt_decoded(ruleset, netns)
+    if not legacy:
+        return ruleset
+    return Ruleset((*ruleset.tables, *legacy), ruleset.source, (*ruleset.notes, *legacy_notes))
+
+
+def _with_nft_xt_decoded(ruleset: Ruleset, netns: str | None) -> Ruleset:
+    from portkit.firewall._iptables import import_iptables_save
+
     opaque = [t for t in ruleset.tables if _has_xt(t)]
     if not opaque:
         return ruleset
     replaced: dict[tuple[str, str], Table] = {}
     addrtypes = address_types(netns)
     for tool, version in (("iptables-save", 4), ("ip6tables-save", 6)):
-        proc = run_tool([tool], netns=netns)
+        # The nft backend's own: `iptables-save` may be the legacy one (update-alternatives),
+        # which would print the legacy tables in place of these.
+        nft_tool = tool.replace("-save", "-nft-save")
+        proc = run_tool([nft_tool if shutil.which(nft_tool) else tool], netns=netns)
         if proc.returncode != 0:
             continue
         decoded = import_iptables_save(proc.stdout, version=version, source=tool, addrtypes=addrtypes)
