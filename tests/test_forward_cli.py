@@ -89,6 +89,26 @@ def test_bad_copy_mode_in_the_environment_is_one_line_and_exit_2(cli: Any, value
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("value", ["c", "PYTHON", "1"])
+def test_bad_turn_in_the_environment_is_one_line_and_exit_2(cli: Any, value: str) -> None:
+    result = cli("forward", "8080", "127.0.0.1:80", "--check", env={"PORTKIT_SPLICE_TURN": value})
+    assert result.status == 2, result.stderr
+    assert "invalid PORTKIT_SPLICE_TURN" in result.stderr and repr(value) in result.stderr
+    assert "auto or python" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_turn_is_an_option_of_the_forwarder() -> None:
+    from portkit.errors import UsageError
+    from portkit.forward import Forwarder, make_rule
+
+    rules = [make_rule("0", "127.0.0.1:9")]
+    assert Forwarder(rules).turn == "auto"
+    assert Forwarder(rules, turn="python").turn == "python"
+    with pytest.raises(UsageError, match="invalid turn 'c'"):
+        Forwarder(rules, turn="c")
+
+
 def test_copy_mode_is_an_option_of_the_forwarder() -> None:
     from portkit.errors import UsageError
     from portkit.forward import Forwarder, make_rule
