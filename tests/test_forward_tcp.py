@@ -217,6 +217,30 @@ def test_idle_connection_is_closed(engine: str, tmp_path: Path) -> None:
         server.close()
 
 
+def test_a_connection_busy_with_small_messages_is_not_idle(engine: str, tmp_path: Path) -> None:
+    """Small messages every 0.1 s for three idle timeouts: never closed for idleness (the
+    splice loop's C turn counts its copies as activity in bulk, at each sweep)."""
+    server = TcpServer(echo_until_eof)
+    try:
+        with forwarder(
+            "127.0.0.1:0", server.address, "--idle-timeout", "0.5", tmp_path=tmp_path, engine=engine
+        ) as fwd:
+            with socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as client:
+                deadline = time.monotonic() + 1.5
+                while time.monotonic() < deadline:
+                    client.sendall(b"tick")
+                    assert client.recv(10) == b"tick", "closed while busy"
+                    time.sleep(0.1)
+                client.sendall(b"last")
+                assert client.recv(10) == b"last"
+                started = time.monotonic()
+                assert client.recv(10) == b""  # then quiet: closed for idleness
+                assert 0.3 < time.monotonic() - started < 3
+            assert fwd.wait_event("close")["how"] == "idle-timeout"
+    finally:
+        server.close()
+
+
 def test_allow_list_refuses_other_sources(engine: str, tmp_path: Path) -> None:
     server = TcpServer(echo_until_eof)
     try:

@@ -172,7 +172,36 @@ static PyObject *quick_turn(PyObject *self, PyObject *args) {
     return result;
 }
 
+static PyObject *quick_collect(PyObject *self, PyObject *args) {
+    PyObject *moved_obj;
+    if (!PyArg_ParseTuple(args, "O:collect", &moved_obj))
+        return NULL;
+    Py_buffer view;
+    if (get_array(moved_obj, &view, "q", sizeof(long long), "moved") < 0)
+        return NULL;
+    long long *moved = view.buf;
+    Py_ssize_t count = view.len / (Py_ssize_t)sizeof(long long);
+    PyObject *result = PyList_New(0);
+    for (Py_ssize_t fd = 0; result != NULL && fd < count; fd++) {
+        if (moved[fd] == 0)
+            continue;
+        PyObject *item = Py_BuildValue("(nL)", fd, moved[fd]);
+        if (item == NULL || PyList_Append(result, item) < 0) {
+            Py_XDECREF(item);
+            Py_CLEAR(result);
+            break;
+        }
+        Py_DECREF(item);
+        moved[fd] = 0;
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"collect", quick_collect, METH_VARARGS,
+     "collect(moved) -> [(fd, bytes), ...]\n\n"
+     "The descriptors whose bytes the turns copied since the last collect, each entry zeroed."},
     {"turn", quick_turn, METH_VARARGS,
      "turn(epfd, timeout_ms, peers, moved, buffer) -> [(fd, mask, code, n, unsent), ...]\n\n"
      "One loop turn: epoll_wait(), the copy fast path for the descriptors `peers` names,\n"

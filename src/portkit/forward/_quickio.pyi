@@ -9,6 +9,7 @@ RECV_ERROR: int
 SEND_ERROR: int
 MAX_EVENTS: int
 
+def collect(moved: array[int], /) -> list[tuple[int, int]]: ...
 def turn(
     epfd: int,
     timeout_ms: int,

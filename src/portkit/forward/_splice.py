@@ -878,10 +878,18 @@ class SpliceEngine:
         done.wait(timeout)
 
     def _count_now(self, done: threading.Event) -> None:
-        for connection in list(self.connections):
-            if not connection.threaded:
-                self.fold(connection)
+        self._fold_all()
         done.set()
+
+    def _fold_all(self) -> None:
+        """`fold` for every connection the C turns copied for since the last time: the
+        descriptors with bytes counted (`_quickio.collect`), not every connection."""
+        readers = self.readers
+        for fd, n in _quickio.collect(self.moved):
+            d = readers.get(fd)
+            if d is not None:
+                d.connection._count(d, n)
+                d.connection.last = self.now
 
     def drain(self, timeout: float = 2.0) -> None:
         """Stop accepting: returns once the loop has closed its listeners (or `timeout`)."""
@@ -1046,11 +1054,8 @@ class SpliceEngine:
                         settle(item)
                 if self.now >= next_sweep:
                     next_sweep = self.now + SWEEP_INTERVAL
-                    for connection in list(self.connections):
-                        self.fold(connection)
-                    self._sweep()
-                    for connection in list(self.connections):
-                        settle(connection)
+                    self._fold_all()  # before the idle check: what the turns copied is activity
+                    self._sweep()  # what ends here lets go of its sockets through `unpeer`
         except Exception as exc:  # a bug must be loud, not a silent dead thread
             self.log("error", stage="splice-loop", error=repr(exc))
             raise
