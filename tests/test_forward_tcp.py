@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
@@ -213,6 +214,71 @@ def test_idle_connection_is_closed(engine: str, tmp_path: Path) -> None:
                 assert client.recv(10) == b""  # the forwarder closed it
                 assert 0.3 < time.monotonic() - started < 3
             assert fwd.wait_event("close")["how"] == "idle-timeout"
+    finally:
+        server.close()
+
+
+def test_a_slow_steady_reader_is_not_idle(engine: str, tmp_path: Path) -> None:
+    """Bytes written to a client that reads slowly but never stops are activity: the forwarder
+    holding a pipe or buffer for it must not call the connection idle and cut the stream."""
+    total, rate = 2_500_000, 1_000_000  # bytes, bytes/s: a full pipe takes longer than the timeout
+    payload = random.Random(11).randbytes(total)
+
+    def send_all(conn: socket.socket) -> None:
+        conn.recv(1)
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        conn.recv(1)
+
+    server = TcpServer(send_all)
+    try:
+        with (
+            forwarder(
+                "127.0.0.1:0", server.address, "--idle-timeout", "0.4", tmp_path=tmp_path, engine=engine
+            ) as fwd,
+            socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as client,
+        ):
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            client.sendall(b"go")
+            received = bytearray()
+            started = time.monotonic()
+            while chunk := client.recv(4096):
+                received += chunk
+                ahead = len(received) / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)  # never more than a few ms between reads
+            got = len(received)
+            assert got == total, f"stream cut after {got} of {total} bytes"
+            assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+    finally:
+        server.close()
+
+
+def test_a_reader_that_stopped_with_bytes_queued_is_idle(engine: str, tmp_path: Path) -> None:
+    """The other side of the test above: bytes waiting for a reader that no longer reads do
+    not keep the connection alive."""
+
+    def flood(conn: socket.socket) -> None:
+        conn.recv(2)
+        chunk = os.urandom(1 << 20)
+        with contextlib.suppress(OSError):
+            while True:  # until the forwarder gives up on the connection
+                conn.sendall(chunk)
+
+    server = TcpServer(flood)
+    try:
+        with (
+            forwarder(
+                "127.0.0.1:0", server.address, "--idle-timeout", "0.5", tmp_path=tmp_path, engine=engine
+            ) as fwd,
+            socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as client,
+        ):
+            client.sendall(b"go")
+            assert client.recv(1000)  # and no more
+            started = time.monotonic()
+            closed = fwd.wait_event("close", timeout=5)
+            assert closed["how"] == "idle-timeout"
+            assert time.monotonic() - started < 2.5
     finally:
         server.close()
 
