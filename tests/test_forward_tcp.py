@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import random
+import signal
 import socket
 import subprocess
 import threading
@@ -279,6 +280,48 @@ def test_a_reader_that_stopped_with_bytes_queued_is_idle(engine: str, tmp_path: 
             closed = fwd.wait_event("close", timeout=5)
             assert closed["how"] == "idle-timeout"
             assert time.monotonic() - started < 2.5
+    finally:
+        server.close()
+
+
+def test_a_new_connection_never_gets_a_closed_ones_late_events(engine: str, tmp_path: Path) -> None:
+    """One batch of epoll events can hold: X's target reset, a new client Y, X's client reset.
+    Handling the first closes X's sockets, accepting Y takes the same descriptor numbers, and
+    the third event, about X's old client socket, must not reach Y (it would reset Y)."""
+    targets: list[socket.socket] = []
+
+    def hold(conn: socket.socket) -> None:
+        conn.recv(10)
+        conn.sendall(b"ok")
+        targets.append(conn)
+        time.sleep(10)
+
+    server = TcpServer(hold)
+    try:
+        # One loop, so that Y lands where X was; the forwarder is stopped while the three
+        # events queue up in its epoll set, in that order.
+        one_loop = {"PORTKIT_FORWARD_LOOPS": "1"}
+        with forwarder("127.0.0.1:0", server.address, tmp_path=tmp_path, engine=engine, env=one_loop) as fwd:
+            x = socket.create_connection(("127.0.0.1", fwd.port), timeout=5)
+            x.sendall(b"x")
+            assert x.recv(2) == b"ok"
+            os.kill(fwd.pid, signal.SIGSTOP)
+            try:
+                time.sleep(0.1)
+                reset(targets[0])
+                time.sleep(0.05)
+                y = socket.create_connection(("127.0.0.1", fwd.port), timeout=5)  # the kernel completes it
+                time.sleep(0.05)
+                reset(x)
+                time.sleep(0.05)
+            finally:
+                os.kill(fwd.pid, signal.SIGCONT)
+            with y:
+                y.sendall(b"y")
+                assert y.recv(2) == b"ok"
+            fwd.wait_event("close")
+            hows = [event["how"] for event in fwd.events("close")]
+            assert sum(how.startswith("reset") for how in hows) == 1, hows  # X alone
     finally:
         server.close()
 

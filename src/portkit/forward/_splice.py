@@ -836,6 +836,7 @@ class _Listener:
         if not self.closed:
             self.closed = True
             self.engine.fds.pop(self.fd, None)
+            self.engine.departed.add(self.fd)
             self.sock.close()  # what the kernel still queued for it is reset
             if self.waiting is not None:
                 arm_reset(self.waiting[0])
@@ -875,6 +876,10 @@ class SpliceEngine:
         self.pipes = _PipePool()
         self.fds: dict[int, Any] = {}
         self.readers: dict[int, _Direction] = {}  # fd -> the direction reading it, once relaying
+        # Descriptors closed (or handed to relay threads) while the current batch of events is
+        # handled. The batch may still hold events about them, and an accept later in the same
+        # batch may already have been given the same numbers: those events are dropped.
+        self.departed: set[int] = set()
         self.quick = True  # run the copy fast path in `_run` (False: every event through `pump`)
         self.in_c = turn == "auto" and _quickio is not None  # with `quick`: loop turns in C (_quickio)
         # For the C turn, per descriptor: the socket to copy its bytes to (-1: hand the event
@@ -1019,13 +1024,17 @@ class SpliceEngine:
         epoll = self.epoll
         fds = self.fds
         readers = self.readers
+        departed = self.departed
         quick = self.quick
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while not self._stopped:
                 events = epoll.poll(0 if self.ready else SWEEP_INTERVAL, 1024)
                 self.now = time.monotonic()
+                departed.clear()
                 for fd, mask in events:
+                    if departed and fd in departed:
+                        continue  # about a socket closed earlier in this batch, not its namesake
                     if quick:
                         d = readers.get(fd)
                         if d is not None and self._copy_quick(d, mask):
@@ -1052,6 +1061,7 @@ class SpliceEngine:
         turn = _quickio.turn
         epfd = self.epoll.fileno()
         fds = self.fds
+        departed = self.departed
         buffer = self.buffer
         settle = self.settle
         untouched, read, end, recv_error = (
@@ -1063,7 +1073,10 @@ class SpliceEngine:
             while not self._stopped:
                 events = turn(epfd, 0 if self.ready else sweep_ms, self.peers, self.moved, buffer)
                 self.now = time.monotonic()
+                departed.clear()
                 for fd, mask, code, n, unsent in events:
+                    if departed and fd in departed:
+                        continue  # about a socket closed earlier in this batch, not its namesake
                     if code == untouched:
                         handler = fds.get(fd)
                         if handler is not None:
@@ -1075,7 +1088,7 @@ class SpliceEngine:
                         continue
                     d = self.readers.get(fd)  # the turn copies only for relaying directions
                     if d is None:
-                        continue  # an earlier event of this turn ended the connection (a reset)
+                        continue
                     connection = d.connection
                     self.fold(connection)
                     if code == read:
@@ -1140,11 +1153,13 @@ class SpliceEngine:
                     connection.last = self.now
 
     def unpeer(self, connection: _Connection) -> None:
-        """Before `connection`'s sockets leave the loop: count what the C turn copied, and stop
-        it copying from descriptors that another connection may get next."""
+        """Before `connection`'s sockets leave the loop: count what the C turn copied, stop it
+        copying from descriptors that another connection may get next, and have the rest of
+        this batch's events about them dropped (`departed`)."""
         self.fold(connection)
         peers = self.peers
         for fd in (connection.cfd, connection.tfd):
+            self.departed.add(fd)
             if fd < len(peers):
                 peers[fd] = -1
 
