@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
+import signal
 import socket
 import subprocess
 import threading
@@ -237,6 +239,113 @@ def test_a_connection_busy_with_small_messages_is_not_idle(engine: str, tmp_path
                 assert client.recv(10) == b""  # then quiet: closed for idleness
                 assert 0.3 < time.monotonic() - started < 3
             assert fwd.wait_event("close")["how"] == "idle-timeout"
+    finally:
+        server.close()
+
+
+def test_a_slow_steady_reader_is_not_idle(engine: str, tmp_path: Path) -> None:
+    """Bytes written to a client that reads slowly but never stops are activity: the forwarder
+    holding a pipe or buffer for it must not call the connection idle and cut the stream."""
+    total, rate = 2_500_000, 1_000_000  # bytes, bytes/s: a full pipe takes longer than the timeout
+    payload = random.Random(11).randbytes(total)
+
+    def send_all(conn: socket.socket) -> None:
+        conn.recv(1)
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        conn.recv(1)
+
+    server = TcpServer(send_all)
+    try:
+        with (
+            forwarder(
+                "127.0.0.1:0", server.address, "--idle-timeout", "0.4", tmp_path=tmp_path, engine=engine
+            ) as fwd,
+            socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as client,
+        ):
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            client.sendall(b"go")
+            received = bytearray()
+            started = time.monotonic()
+            while chunk := client.recv(4096):
+                received += chunk
+                ahead = len(received) / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)  # never more than a few ms between reads
+            got = len(received)
+            assert got == total, f"stream cut after {got} of {total} bytes"
+            assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+    finally:
+        server.close()
+
+
+def test_a_reader_that_stopped_with_bytes_queued_is_idle(engine: str, tmp_path: Path) -> None:
+    """The other side of the test above: bytes waiting for a reader that no longer reads do
+    not keep the connection alive."""
+
+    def flood(conn: socket.socket) -> None:
+        conn.recv(2)
+        chunk = os.urandom(1 << 20)
+        with contextlib.suppress(OSError):
+            while True:  # until the forwarder gives up on the connection
+                conn.sendall(chunk)
+
+    server = TcpServer(flood)
+    try:
+        with (
+            forwarder(
+                "127.0.0.1:0", server.address, "--idle-timeout", "0.5", tmp_path=tmp_path, engine=engine
+            ) as fwd,
+            socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as client,
+        ):
+            client.sendall(b"go")
+            assert client.recv(1000)  # and no more
+            started = time.monotonic()
+            closed = fwd.wait_event("close", timeout=5)
+            assert closed["how"] == "idle-timeout"
+            assert time.monotonic() - started < 2.5
+    finally:
+        server.close()
+
+
+def test_a_new_connection_never_gets_a_closed_ones_late_events(engine: str, tmp_path: Path) -> None:
+    """One batch of epoll events can hold: X's target reset, a new client Y, X's client reset.
+    Handling the first closes X's sockets, accepting Y takes the same descriptor numbers, and
+    the third event, about X's old client socket, must not reach Y (it would reset Y)."""
+    targets: list[socket.socket] = []
+
+    def hold(conn: socket.socket) -> None:
+        conn.recv(10)
+        conn.sendall(b"ok")
+        targets.append(conn)
+        time.sleep(10)
+
+    server = TcpServer(hold)
+    try:
+        # One loop, so that Y lands where X was; the forwarder is stopped while the three
+        # events queue up in its epoll set, in that order.
+        one_loop = {"PORTKIT_FORWARD_LOOPS": "1"}
+        with forwarder("127.0.0.1:0", server.address, tmp_path=tmp_path, engine=engine, env=one_loop) as fwd:
+            x = socket.create_connection(("127.0.0.1", fwd.port), timeout=5)
+            x.sendall(b"x")
+            assert x.recv(2) == b"ok"
+            os.kill(fwd.pid, signal.SIGSTOP)
+            try:
+                time.sleep(0.1)
+                reset(targets[0])
+                time.sleep(0.05)
+                y = socket.create_connection(("127.0.0.1", fwd.port), timeout=5)  # the kernel completes it
+                time.sleep(0.05)
+                reset(x)
+                time.sleep(0.05)
+            finally:
+                os.kill(fwd.pid, signal.SIGCONT)
+            with y:
+                y.sendall(b"y")
+                assert y.recv(2) == b"ok"
+            fwd.wait_event("close")
+            hows = [event["how"] for event in fwd.events("close")]
+            assert sum(how.startswith("reset") for how in hows) == 1, hows  # X alone
     finally:
         server.close()
 

@@ -128,6 +128,9 @@ NOTSENT_LOWAT = 512 << 10  # unsent bytes a threaded connection's socket holds b
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 ACCEPT_BATCH = 256
 SWEEP_INTERVAL = 0.25  # seconds between idle / connect-timeout checks
+# struct tcp_info (linux/tcp.h): __u64 tcpi_bytes_acked, tcpi_bytes_received at byte 120 (Linux 4.1+)
+_TCP_INFO_BYTES_AT = 120
+_TCP_INFO_BYTES_END = 136
 PEERS_START = 4096  # descriptors the C turn's tables cover at first (they grow on demand)
 
 _IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
@@ -280,6 +283,8 @@ class _Connection:
         self.bytes_up = 0
         self.bytes_down = 0
         self.ending = "closed"
+        # (last, _kernel_progress()) as the idle timeout last took note of them
+        self.seen: tuple[float, int] | None = None
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -351,6 +356,7 @@ class _Connection:
                 d.pending -= n
                 d.spliced += n
                 self._count(d, n)
+                self.last = engine.now  # bytes written are activity, however slow the reader
                 if d.pending:
                     return  # a short write: dst is full, wait for EPOLLOUT
                 engine.pipes.put(d.pipe)  # type: ignore[arg-type]
@@ -369,6 +375,7 @@ class _Connection:
                     self.reset(Event.TARGET_RESET if d.upward else Event.CLIENT_RESET)
                     return
                 self._count(d, n)
+                self.last = engine.now
                 d.held = d.held[n:]
                 if d.held:
                     return  # still full: wait for EPOLLOUT
@@ -449,11 +456,55 @@ class _Connection:
                 self.fail(TimeoutError())
             return
         idle = self.rule.limits.idle_timeout
-        if idle > 0 and now - self.last >= idle and not self.state.finished:
-            with _STATS_LOCK:
-                self.stats.idle_closed += 1
-            self.ending = "idle-timeout"
-            self.apply(Event.IDLE)
+        if idle <= 0 or self.state.finished:
+            return
+        quiet = now - self.last
+        if quiet < idle - SWEEP_INTERVAL:
+            return
+        seen = self.seen if self.seen is not None and self.seen[0] == self.last else None
+        if seen is None:  # the sweep before the deadline (or, late, the one at it) takes note
+            progress = self._kernel_progress()
+            if progress is not None:
+                self.seen = (self.last, progress)
+                return
+        elif quiet >= idle:
+            progress = self._kernel_progress()
+            if progress is not None and progress != seen[1]:  # the peers moved bytes: not idle
+                self.last = now
+                self.seen = (now, progress)
+                return
+        if quiet < idle:
+            return
+        with _STATS_LOCK:
+            self.stats.idle_closed += 1
+        self.ending = "idle-timeout"
+        self.apply(Event.IDLE)
+
+    def _kernel_progress(self) -> int | None:
+        """Bytes the kernel has moved on this connection's sockets so far: acknowledged by the
+        peers (bytes_acked) plus received from them (bytes_received), from TCP_INFO; None where
+        unknown (a kernel before 4.1, sockets gone).
+
+        A peer that reads slowly but steadily takes bytes from the send queue while the
+        forwarder writes nothing new (a relay thread sleeps in one long splice or under
+        TCP_NOTSENT_LOWAT, a held buffer waits for room): from the forwarder that looks like
+        silence, from the kernel it does not. Acknowledgements advance only as the reader makes
+        room, so a reader that stopped reading moves nothing (window probes acknowledge no data).
+        """
+        with self.lock:  # a relay thread may be releasing the sockets
+            if self.released:
+                return None
+            total = 0
+            for s in (self.client, self.target):
+                try:
+                    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES_END)
+                except OSError:
+                    return None
+                if len(info) < _TCP_INFO_BYTES_END:
+                    return None
+                acked, received = struct.unpack_from("QQ", info, _TCP_INFO_BYTES_AT)
+                total += acked + received
+        return total
 
     # --- state machine ------------------------------------------------------------------------
 
@@ -669,6 +720,7 @@ class _Connection:
                 return False
             d.pending -= sent
             self._count(d, sent)
+            self.last = time.monotonic()  # a slow reader taking bytes is not idle
         return True
 
     def _flush_held(self, d: _Direction) -> bool:
@@ -685,6 +737,7 @@ class _Connection:
                 return False
             d.held = d.held[sent:]
             self._count(d, sent)
+            self.last = time.monotonic()
         return True
 
 
@@ -783,6 +836,7 @@ class _Listener:
         if not self.closed:
             self.closed = True
             self.engine.fds.pop(self.fd, None)
+            self.engine.departed.add(self.fd)
             self.sock.close()  # what the kernel still queued for it is reset
             if self.waiting is not None:
                 arm_reset(self.waiting[0])
@@ -822,6 +876,10 @@ class SpliceEngine:
         self.pipes = _PipePool()
         self.fds: dict[int, Any] = {}
         self.readers: dict[int, _Direction] = {}  # fd -> the direction reading it, once relaying
+        # Descriptors closed (or handed to relay threads) while the current batch of events is
+        # handled. The batch may still hold events about them, and an accept later in the same
+        # batch may already have been given the same numbers: those events are dropped.
+        self.departed: set[int] = set()
         self.quick = True  # run the copy fast path in `_run` (False: every event through `pump`)
         self.in_c = turn == "auto" and _quickio is not None  # with `quick`: loop turns in C (_quickio)
         # For the C turn, per descriptor: the socket to copy its bytes to (-1: hand the event
@@ -974,13 +1032,17 @@ class SpliceEngine:
         epoll = self.epoll
         fds = self.fds
         readers = self.readers
+        departed = self.departed
         quick = self.quick
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while not self._stopped:
                 events = epoll.poll(0 if self.ready else SWEEP_INTERVAL, 1024)
                 self.now = time.monotonic()
+                departed.clear()
                 for fd, mask in events:
+                    if departed and fd in departed:
+                        continue  # about a socket closed earlier in this batch, not its namesake
                     if quick:
                         d = readers.get(fd)
                         if d is not None and self._copy_quick(d, mask):
@@ -1007,6 +1069,7 @@ class SpliceEngine:
         turn = _quickio.turn
         epfd = self.epoll.fileno()
         fds = self.fds
+        departed = self.departed
         buffer = self.buffer
         settle = self.settle
         untouched, read, end, recv_error = (
@@ -1018,7 +1081,10 @@ class SpliceEngine:
             while not self._stopped:
                 events = turn(epfd, 0 if self.ready else sweep_ms, self.peers, self.moved, buffer)
                 self.now = time.monotonic()
+                departed.clear()
                 for fd, mask, code, n, unsent in events:
+                    if departed and fd in departed:
+                        continue  # about a socket closed earlier in this batch, not its namesake
                     if code == untouched:
                         handler = fds.get(fd)
                         if handler is not None:
@@ -1030,7 +1096,7 @@ class SpliceEngine:
                         continue
                     d = self.readers.get(fd)  # the turn copies only for relaying directions
                     if d is None:
-                        continue  # an earlier event of this turn ended the connection (a reset)
+                        continue
                     connection = d.connection
                     self.fold(connection)
                     if code == read:
@@ -1092,11 +1158,13 @@ class SpliceEngine:
                     connection.last = self.now
 
     def unpeer(self, connection: _Connection) -> None:
-        """Before `connection`'s sockets leave the loop: count what the C turn copied, and stop
-        it copying from descriptors that another connection may get next."""
+        """Before `connection`'s sockets leave the loop: count what the C turn copied, stop it
+        copying from descriptors that another connection may get next, and have the rest of
+        this batch's events about them dropped (`departed`)."""
         self.fold(connection)
         peers = self.peers
         for fd in (connection.cfd, connection.tfd):
+            self.departed.add(fd)
             if fd < len(peers):
                 peers[fd] = -1
 
