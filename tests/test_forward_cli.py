@@ -72,7 +72,7 @@ def test_port_in_use_is_a_runtime_error(cli: Any) -> None:
     assert not [line for line in result.stdout.splitlines() if json.loads(line).get("event") == "ready"]
 
 
-@pytest.mark.parametrize("value", ["lots", "-2", "1e6"])
+@pytest.mark.parametrize("value", ["lots", "-2", "1e6", "1_0", "\u0663", "--1"])
 def test_bad_thread_threshold_in_the_environment_is_one_line_and_exit_2(cli: Any, value: str) -> None:
     result = cli("forward", "8080", "127.0.0.1:80", "--check", env={"PORTKIT_SPLICE_THREAD_AFTER": value})
     assert result.status == 2, result.stderr

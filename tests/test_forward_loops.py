@@ -185,7 +185,7 @@ def test_loops_is_a_typed_option_of_the_forwarder() -> None:
             Forwarder(rules, engine="splice", loops=bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("value", ["two", "0", "-1", "1.5", "99999"])
+@pytest.mark.parametrize("value", ["two", "0", "-1", "1.5", "99999", "\u0663", "1_0"])
 def test_bad_loop_count_in_the_environment_is_one_line_and_exit_2(cli: Any, value: str) -> None:
     result = cli("forward", "8080", "127.0.0.1:80", "--check", env={"PORTKIT_FORWARD_LOOPS": value})
     assert result.status == 2, result.stderr

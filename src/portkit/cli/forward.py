@@ -248,10 +248,9 @@ def _engine_tuning(environ: Mapping[str, str]) -> dict[str, Any]:
     tuning: dict[str, Any] = {}
     raw = environ.get("PORTKIT_SPLICE_THREAD_AFTER", "").strip()
     if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            value = -2
+        # ASCII digits only: int() would also take "1_0" and other scripts' digits.
+        digits = raw[1:] if raw.startswith("-") else raw
+        value = int(raw) if digits.isascii() and digits.isdigit() else -2
         if value < -1:
             raise UsageError(
                 f"invalid PORTKIT_SPLICE_THREAD_AFTER {raw[:60]!r}: expected bytes >= 0 or -1 (never)"
@@ -273,7 +272,7 @@ def _engine_tuning(environ: Mapping[str, str]) -> dict[str, Any]:
         tuning["turn"] = turn
     loops = environ.get("PORTKIT_FORWARD_LOOPS", "").strip()
     if loops:
-        if not (loops.isdecimal() and 1 <= int(loops) <= 1024):
+        if not (loops.isascii() and loops.isdigit() and 1 <= int(loops) <= 1024):
             raise UsageError(
                 f"invalid PORTKIT_FORWARD_LOOPS {loops[:60]!r}: expected a number of loops, 1-1024"
             )
