@@ -331,3 +331,29 @@ def test_addresses_in_inet_aton_shorthand_are_refused(target: str) -> None:
 
     with pytest.raises(UsageError, match="expected a host name or an IP address"):
         parse_reach_target(target)
+
+
+_V6ONLY = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(); print("ready", flush=True); time.sleep(300)
+"""
+
+
+@needs_root
+def test_an_ipv4_mapped_address_is_diagnosed_as_the_ipv4_packet_it_becomes(ns: LabNamespace) -> None:
+    """A connect to ::ffff:127.0.0.1 leaves as IPv4 to 127.0.0.1: routed, filtered and accepted
+    as that, never "no route to ::ffff:7f00:1" (IPv6 has no route for it) nor "not on this host"."""
+    with _listening(ns, 8087):
+        reached = diagnose_reach("::ffff:127.0.0.1", 8087, from_netns=ns.name, timeout=0.5)
+    assert reached.code is Code.OK and reached.certainty.value == "full", reached
+    proc = subprocess.Popen(ns.command([sys.executable, "-c", _V6ONLY, "8088"]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        v6only = diagnose_reach("::ffff:127.0.0.1", 8088, from_netns=ns.name, timeout=0.5)
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+    assert v6only.code is Code.FAMILY_MISMATCH, v6only
+    assert "127.0.0.1 is IPv4" in v6only.findings[0].summary

@@ -175,9 +175,16 @@ def _nameservers(path: str) -> list[str]:
 def resolve(view: NsView, host: str, transport: Transport, timeout: float) -> Resolution:
     """The addresses a client in `view` gets for `host`, and which source gave them."""
     try:
-        return Resolution(host, (str(ipaddress.ip_address(host)),), "address literal")
+        literal = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:
+        mapped = literal.ipv4_mapped if literal.version == 6 else None
+        if mapped is not None:
+            # A connect to ::ffff:a.b.c.d leaves as an IPv4 packet to a.b.c.d: that is what the
+            # routes, firewalls and listeners see (and an IPV6_V6ONLY listener refuses).
+            return Resolution(host, (str(mapped),), "address literal, IPv4-mapped")
+        return Resolution(host, (str(literal),), "address literal")
     import socket
 
     from portkit.sockets._netns import run_in
