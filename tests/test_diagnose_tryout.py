@@ -357,3 +357,45 @@ def test_an_ipv4_mapped_address_is_diagnosed_as_the_ipv4_packet_it_becomes(ns: L
         proc.wait(timeout=5)
     assert v6only.code is Code.FAMILY_MISMATCH, v6only
     assert "127.0.0.1 is IPv4" in v6only.findings[0].summary
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "rules",
+    [
+        # a drop chain that several ports goto: deleting its `drop` would open them all
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 8089 goto drops\n  tcp dport 9002 goto drops\n }\n"
+        " chain drops {\n  counter drop\n }\n}\n",
+        # a rule that drops every port from a source
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  ct state new ip saddr 127.0.0.0/8 tcp dport != 22 drop\n }\n}\n",
+        # a port range
+        "table ip pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 8000-9999 counter drop\n }\n}\n",
+        # the same in iptables-legacy (read beside nft; its fix goes through iptables-legacy)
+        "iptables-legacy -A INPUT -s 127.0.0.0/8 -p tcp -m conntrack --ctstate NEW -j DROP",
+    ],
+    ids=["goto-drop-chain", "source-drop", "port-range", "iptables-legacy-source-drop"],
+)
+def test_a_drop_rule_wider_than_the_port_is_not_deleted_the_port_is_let_through_before_it(
+    ns: LabNamespace, rules: str
+) -> None:
+    """The fix must open the port diagnosed, and not every other port the rule drops."""
+    if rules.startswith("iptables-legacy "):
+        if shutil.which("iptables-legacy") is None:
+            pytest.skip("needs iptables-legacy")
+        assert ns.run(rules.split(), timeout=10).returncode == 0
+    else:
+        ns.nft(rules)
+    with _listening(ns, 8089), _listening(ns, 9002):
+        diagnosis = diagnose_reach("127.0.0.1", 8089, from_netns=ns.name, timeout=0.5)
+        assert diagnosis.code is Code.FW_INPUT_DROP, diagnosis
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.command is not None, fix
+        assert "delete" not in fix.command, fix.command
+        done = subprocess.run(fix.command, shell=True, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert _connects(ns, 8089)
+        assert diagnose_reach("127.0.0.1", 8089, from_netns=ns.name, timeout=0.5).ok
+        assert not _connects(ns, 9002)  # still dropped

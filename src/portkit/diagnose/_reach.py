@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from portkit.diagnose._facts import FirewallView, HopFacts, ListenerFacts, ReachFacts
+from portkit.diagnose._facts import FirewallView, HopFacts, ListenerFacts, PortSet, ReachFacts
 from portkit.diagnose._model import (
     REACH_ORDER,
     Certainty,
@@ -239,6 +239,23 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
             f"anonymous one: nft replace rule {step.table} {step.chain} {step.where} with the map "
             "without it)"
         )
+    if not _pins_port(step.rule, port, fw.port_set):
+        # The rule drops more than this port (a drop chain several rules jump or goto, a
+        # source, a port range): deleting it would open all of that. Let the port through
+        # just before it instead, in the same chain.
+        if step.where.startswith("handle"):
+            handle = step.where.removeprefix("handle ")
+            where = f"{step.table} {step.chain} position {handle}"
+            command = f"nft insert rule {where} {proto} dport {port} accept"
+        elif step.where.startswith("line") or family in ("ip", "ip6"):
+            where = f"-t {table} -I {step.chain} {step.position}"
+            command = f"{iptables} {where} -p {proto} --dport {port} -j ACCEPT"
+        else:
+            return Fix(f"let port {port} through before the rule {step.rule} in {step.table} {step.chain}")
+        return Fix(
+            f"the rule ({step.rule}) is not about port {port} alone: accept the port just before it",
+            _in(hop.prefix, [command]),
+        )
     if step.where.startswith("handle"):
         command = f"nft delete rule {step.table} {step.chain} {step.where}"
         return Fix(f"delete the rule ({step.rule})", _in(hop.prefix, [command]))
@@ -248,6 +265,26 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
             f"delete rule {step.position} of {table} {step.chain} ({step.rule})", _in(hop.prefix, [command])
         )
     return Fix(f"remove or change the rule {step.rule} in {step.table} {step.chain}")
+
+
+def _pins_port(rule: object, port: int, port_set: PortSet | None) -> bool:
+    """Whether the rule matches destination port `port` and no other, so that deleting it
+    changes this port's fate alone."""
+    from portkit.firewall import FilterRule
+    from portkit.firewall._model import Field
+
+    if not isinstance(rule, FilterRule):
+        return False
+    for match in rule.matches:
+        if match.field is not Field.DPORT or match.negate:
+            continue
+        if match.set_name:
+            if port_set is not None and port_set.port_is_element and port_set.elements == 1:
+                return True
+            continue
+        if [(r[0], r[1]) for r in match.ranges] == [(port, port)]:
+            return True
+    return False
 
 
 def _verdict_finding(
