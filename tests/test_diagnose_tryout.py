@@ -399,3 +399,33 @@ def test_a_drop_rule_wider_than_the_port_is_not_deleted_the_port_is_let_through_
         assert _connects(ns, 8089)
         assert diagnose_reach("127.0.0.1", 8089, from_netns=ns.name, timeout=0.5).ok
         assert not _connects(ns, 9002)  # still dropped
+
+
+def _as_nobody(ns: LabNamespace, *args: str) -> dict[str, object]:
+    argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    argv += [sys.executable, "-m", "portkit", "diagnose", *args, "--json", "--timeout", "0.5"]
+    proc = ns.run(argv, timeout=60)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    document: dict[str, object] = json.loads(proc.stdout)
+    return document
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_without_root_an_unread_firewall_is_named_not_no_listener_or_upstream(ns: LabNamespace) -> None:
+    """Run by an unprivileged user, the socket table still shows the listener: a refusal is a
+    reject somewhere in the firewall it could not read, not "start the service", and silence on
+    this host's own address is not filtering "past that hop"."""
+    ns.nft(
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 8090 reject with tcp reset\n  tcp dport 8091 drop\n }\n}\n"
+    )
+    with _listening(ns, 8090), _listening(ns, 8091):
+        rejected = _as_nobody(ns, "127.0.0.1:8090")
+        dropped = _as_nobody(ns, "127.0.0.1:8091")
+    assert (rejected["code"], dropped["code"]) == ("FW_INPUT_REJECT", "FW_INPUT_DROP")
+    for document in (rejected, dropped):
+        assert document["certainty"] == "partial"
+        finding = document["findings"][0]  # type: ignore[index]
+        assert "needs root" in finding["summary"], finding
+        assert finding["fix"]["command"] is None  # reading the rule is root's: nothing to paste yet

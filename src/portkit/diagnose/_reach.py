@@ -729,6 +729,46 @@ def _unread_netfilter(facts: ReachFacts, probe: ProbeResult) -> Finding | None:
     )
 
 
+# The firewall codes for a hop whose rules could not be read: (drop, reject).
+_UNSEEN_CODES = {
+    "server": (Code.FW_INPUT_DROP, Code.FW_INPUT_REJECT),
+    "router": (Code.FW_FORWARD_DROP, Code.FW_FORWARD_DROP),
+    "client": (Code.FW_OUTPUT_DROP, Code.FW_OUTPUT_REJECT),
+}
+
+
+def _unseen_firewall(facts: ReachFacts, probe: ProbeResult) -> Finding | None:
+    """The probe failed on a path that is all this host's, every other layer passed, and a
+    firewall on it could not be read (no root): that firewall is what is left to blame.
+
+    Without this a refusal reads as NO_LISTENER ("start the service") while the socket table
+    shows the listener, and silence as filtering beyond this host.
+    """
+    if facts.server is None or not facts.inspectable:
+        return None
+    answer = probe.answer
+    prohibited = answer is not None and "prohibited" in answer.kind
+    rejected = probe.outcome in ("refused", "unreachable") or prohibited
+    if not rejected and probe.outcome not in ("timeout", "silent"):
+        return None
+    unread = [h for h in facts.path if h.firewall is not None and h.firewall.decision is None]
+    if not unread:
+        return None
+    # The server's input firewall is where a port is most often closed: name it first.
+    hop = min(unread, key=lambda h: list(_UNSEEN_CODES).index(h.role) if h.role in _UNSEEN_CODES else 3)
+    drop, reject = _UNSEEN_CODES.get(hop.role, (Code.FW_INPUT_DROP, Code.FW_INPUT_REJECT))
+    why = hop.firewall.unreadable if hop.firewall is not None else ""
+    names = ", ".join(dict.fromkeys(_where(h) for h in unread))
+    what = "refused" if rejected else "got no answer"
+    return Finding(
+        reject if rejected else drop,
+        f"the probe {what}, and nothing this diagnosis could read explains it: the firewall of "
+        f"{names} most likely {'rejects' if rejected else 'drops'} it ({why})",
+        (Evidence("the probe", Source.PROBE, str(probe)),),
+        Fix(f"run the diagnosis as root to name the rule and get the command that removes it ({why})"),
+    )
+
+
 def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]:
     """What the probe says when the rules found nothing, or when it contradicts them."""
     probe = facts.probe
@@ -743,6 +783,9 @@ def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]
         return [unread]
     if facts.transport is Transport.UDP and probe.outcome == "silent" and facts.server is not None:
         return findings  # a quiet UDP service: the socket exists and nothing drops
+    unseen = _unseen_firewall(facts, probe)
+    if unseen is not None:
+        return [unseen]
     ev = [Evidence("the probe", Source.PROBE, str(probe))]
     if facts.trace:
         answered = [h for h in facts.trace if h.answer is not None]
@@ -788,7 +831,13 @@ def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]
                 Code.NO_LISTENER,
                 f"refused: {probe}",
                 tuple(ev),
-                Fix(f"start the service on port {facts.port}"),
+                Fix(
+                    f"start the service on port {facts.port}"
+                    if facts.server is not None
+                    # An RST is also what a reject rule sends: from here the two look the same.
+                    else f"start the service on port {facts.port}, or, if it runs, look for a "
+                    "reject rule in the server's firewall"
+                ),
             )
         ]
     if probe.outcome == "unreachable":
