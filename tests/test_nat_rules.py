@@ -414,6 +414,13 @@ def test_generated_nft_and_iptables_read_back_to_the_same_forward() -> None:
         (("check", "203.0.113:8443", "--from", "x"), "invalid target host '203.0.113'"),
         (("add", "8443", "192.168.1.5:443", "--zone", "dmz"), "give it with --to firewalld"),
         (("add", "8443", "192.168.1.5:443", "--to", "firewalld", "--zone", "a b;x"), "invalid --zone"),
+        # addresses no DNAT can deliver to: "any" is not a destination, nor a group or broadcast
+        (("add", "8443", "0.0.0.0:443"), "invalid target 0.0.0.0"),
+        (("add", "8443", "[::]:443"), "invalid target ::"),
+        (("add", "8443", "224.0.0.1:443", "--proto", "udp"), "invalid target 224.0.0.1"),
+        (("add", "8443", "255.255.255.255:443"), "invalid target 255.255.255.255"),
+        (("add", "8443", "[ff02::1]:443"), "invalid target ff02::1"),
+        (("add", "8443", "[::1]:443"), "invalid target ::1"),  # never routed from outside
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], words: str) -> None:
@@ -671,3 +678,21 @@ def test_nat_add_notes_what_is_not_a_rule(home: HomeLab) -> None:
     assert not any(ln.startswith("note") for ln in result.stdout.splitlines())  # stdout: rules only
     loaded = home.run("router", ["nft", "-c", "-f", "-"], input=result.stdout)
     assert loaded.returncode == 0, loaded.stderr
+
+
+def test_a_forward_to_ipv4_loopback_says_what_the_kernel_needs_for_it(home: HomeLab) -> None:
+    """The kernel drops a packet from the network DNATed to 127.0.0.0/8 as a martian unless
+    route_localnet is on for the interface it arrives on: loaded as printed, such a forward
+    silently does nothing, so the note names the sysctl (which, run, makes it work)."""
+    home.echo_server("router", 5432)
+    router = home.netns("router")
+    for fmt in ("iptables", "nft"):
+        argv = ("add", "7777", "127.0.0.1:5432", "--in", "wan0", "--to", fmt, "--netns", router)
+        result = run_cli("nat", *argv)
+        assert result.status == 0, result.stderr
+        sysctl = "sysctl -w net.ipv4.conf.wan0.route_localnet=1"
+        assert sysctl in result.stderr, result.stderr
+    home.nft("router", result.stdout)
+    assert home.exchange("outside", home.wan_address, 7777, b"ping") == b""
+    assert home.run("router", sysctl.split()).returncode == 0
+    assert home.exchange("outside", home.wan_address, 7777, b"ping") == b"ping"

@@ -162,6 +162,15 @@ def plan_forward(
     notes on forwarding and routing; without it the notes say what was not checked."""
     notes: list[str] = []
     blocking: tuple[ForwardChain, ...] = ()
+    if fwd.family == 4 and fwd.target.is_loopback:
+        # Without it the kernel drops the DNATed packet as a martian: the rules load, and
+        # nothing is forwarded.
+        iface = fwd.iif or "IFACE"
+        notes.append(
+            f"{fwd.target} is loopback: the kernel delivers a packet from the network there only "
+            f"with `sysctl -w net.ipv4.conf.{iface}.route_localnet=1` (it then accepts any "
+            "127.0.0.0/8 destination on that interface); a LAN address of this host needs nothing"
+        )
     if live is None:
         live = os.geteuid() == 0
     if live:
