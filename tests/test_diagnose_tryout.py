@@ -429,3 +429,36 @@ def test_without_root_an_unread_firewall_is_named_not_no_listener_or_upstream(ns
         finding = document["findings"][0]  # type: ignore[index]
         assert "needs root" in finding["summary"], finding
         assert finding["fix"]["command"] is None  # reading the rule is root's: nothing to paste yet
+
+
+_LISTEN_ANY = _LISTEN.replace('"127.0.0.1"', '"0.0.0.0"')
+
+
+@needs_root
+def test_a_prohibit_route_for_a_prefix_in_another_table_is_removed_by_the_fix(ns: LabNamespace) -> None:
+    """`ip route get` names no prefix or table for a refusing route: the fix must delete the
+    route that really matched (10.98.0.0/16 in table 100), not `ip route del prohibit ADDRESS`,
+    which the kernel answers with "No such process"."""
+    for argv in (
+        ["addr", "add", "10.98.5.5/32", "dev", "lo"],
+        ["route", "add", "prohibit", "10.98.0.0/16", "table", "100"],
+        # consulted before the local table, so the prohibit route decides for 10.98.5.5
+        ["rule", "add", "pref", "50", "to", "10.98.0.0/16", "table", "100"],
+        ["rule", "add", "pref", "200", "table", "local"],
+        ["rule", "del", "pref", "0"],
+    ):
+        assert ns.run(["ip", *argv], timeout=10).returncode == 0, argv
+    proc = subprocess.Popen(ns.command([sys.executable, "-c", _LISTEN_ANY, "8092"]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        diagnosis = diagnose_reach("10.98.5.5", 8092, from_netns=ns.name, timeout=0.5)
+        assert diagnosis.code is Code.ROUTE_BLACKHOLE, diagnosis
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.command is not None, fix
+        assert fix.command.endswith("ip route del prohibit 10.98.0.0/16 table 100"), fix.command
+        done = subprocess.run(fix.command, shell=True, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert diagnose_reach("10.98.5.5", 8092, from_netns=ns.name, timeout=0.5).ok
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)

@@ -146,9 +146,10 @@ def _route_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
             continue  # a namespace that does not forward refuses every route (see the forward rule)
         ev = Evidence(f"route to {hop.destination} in {_where(hop)}", Source.NETLINK, str(route))
         if route.kind in _BLACKHOLES and hop.role == "client":
-            fix = Fix(
-                f"remove the {route.kind} route",
-                _in(hop.prefix, [f"ip route del {route.kind} {hop.destination}"]),
+            fix = (
+                Fix(f"remove the {route.kind} route", _in(hop.prefix, [f"ip route del {route.entry}"]))
+                if route.entry
+                else Fix(f"remove the {route.kind} route holding {hop.destination} (ip route show table all)")
             )
             summary = f"a {route.kind} route for {hop.destination} in {_where(hop)} throws the packet away"
             findings.append(Finding(Code.ROUTE_BLACKHOLE, summary, (ev,), fix))
