@@ -462,3 +462,26 @@ def test_a_prohibit_route_for_a_prefix_in_another_table_is_removed_by_the_fix(ns
     finally:
         proc.kill()
         proc.wait(timeout=5)
+
+
+@needs_root
+@pytest.mark.parametrize("kind", ["blackhole", "prohibit", "unreachable"])
+def test_a_refusing_route_on_the_router_is_named_with_its_fix(kind: str) -> None:
+    """A router on this host with a blackhole route for the server: the route it is, on that
+    router (not silence "beyond this host's namespaces", nor reverse-path filtering), and the
+    command that deletes it there."""
+    from portkit.testing import reach_lab
+
+    with reach_lab() as lab:
+        lab.serve(lab.server, "0.0.0.0", 8094)
+        lab.router.ip("route", "add", kind, f"{lab.net(2, 0)}/28")
+        diagnosis = diagnose_reach(lab.server_address, 8094, from_netns=lab.client.name, timeout=0.5)
+        assert diagnosis.code is Code.ROUTE_BLACKHOLE, diagnosis
+        assert lab.router.name in diagnosis.findings[0].summary
+        fix = diagnosis.findings[0].fix
+        command = f"ip netns exec {lab.router.name} ip route del {kind} {lab.net(2, 0)}/28"
+        assert fix is not None and fix.command == command, fix
+        done = subprocess.run(fix.command, shell=True, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert diagnose_reach(lab.server_address, 8094, from_netns=lab.client.name, timeout=0.5).ok
+        assert lab.reachable(lab.server_address, 8094)

@@ -294,7 +294,10 @@ def route_get(view: NsView, destination: str, *, source: str | None = None, iif:
         if iif and kind in ("blackhole", "xdev"):
             # With iif the kernel validates the source too: EXDEV when forwarding, EINVAL
             # ("martian source") when delivering locally, is a source it refuses: rp_filter.
-            kind = "martian"
+            # A blackhole route answers EINVAL as well, with or without iif: asked without
+            # it, the destination's own route tells the two apart.
+            alone = route_get(view, destination) if kind == "blackhole" else None
+            kind = "blackhole" if alone is not None and alone.kind == "blackhole" else "martian"
         entry = _refusing_route(prefix, destination, kind) if kind in _REFUSING else ""
         return Route(kind, said=said, entry=entry)
     try:

@@ -155,9 +155,12 @@ def _route_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
             findings.append(Finding(Code.ROUTE_BLACKHOLE, summary, (ev,), fix))
         elif route.kind in _BLACKHOLES:
             summary = f"{_where(hop)} has a {route.kind} route for {hop.destination}"
-            findings.append(
-                Finding(Code.ROUTE_BLACKHOLE, summary, (ev,), Fix(f"remove the {route.kind} route there"))
+            fix = (
+                Fix(f"remove the {route.kind} route there", _in(hop.prefix, [f"ip route del {route.entry}"]))
+                if route.entry
+                else Fix(f"remove the {route.kind} route there")
             )
+            findings.append(Finding(Code.ROUTE_BLACKHOLE, summary, (ev,), fix))
         elif route.kind == "none":
             summary = f"{_where(hop)} has no route to {hop.destination}"
             fix = Fix(
