@@ -485,3 +485,31 @@ def test_a_refusing_route_on_the_router_is_named_with_its_fix(kind: str) -> None
         assert done.returncode == 0, done.stderr
         assert diagnose_reach(lab.server_address, 8094, from_netns=lab.client.name, timeout=0.5).ok
         assert lab.reachable(lab.server_address, 8094)
+
+
+@needs_root
+def test_a_forward_that_does_not_take_a_lan_client_is_named_not_just_no_listener() -> None:
+    """LAN host -> the router's public address: the forward (`--in wan0`) does not apply to a
+    packet arriving from the LAN, so nothing listens there. The answer must name the forward
+    and hairpin NAT, not only "start the service on port 8443" on a router that never runs it."""
+    from portkit.testing import HomeLab, HomeSpec, LabHost
+
+    with HomeLab(HomeSpec((LabHost("server"), LabHost("pc")))) as home:
+        home.echo_server("server", 443)
+        router = home.netns("router")
+        target = f"{home.address('server')}:443"
+        added = run_main("nat", "add", "8443", target, "--in", "wan0", "--netns", router)
+        home.nft("router", added.stdout)
+        assert diagnose_reach(home.wan_address, 8443, from_netns=home.netns("outside"), timeout=0.5).ok
+        diagnosis = diagnose_reach(home.wan_address, 8443, from_netns=home.netns("pc"), timeout=0.5)
+        assert diagnosis.code is Code.NO_LISTENER, diagnosis
+        finding = diagnosis.findings[0]
+        assert "port forward" in finding.summary and "br-lan" in finding.summary, finding.summary
+        assert any(target in ev.showed and "port forwards" in ev.looked_at for ev in finding.evidence), [
+            str(ev) for ev in finding.evidence
+        ]
+        assert finding.fix is not None and "--hairpin" in finding.fix.text
+        assert run_main("nat", "rm", "tcp-8443", "--netns", router, "--apply").status == 0
+        hairpin = run_main("nat", "add", "8443", target, "--in", "wan0", "--hairpin", "--netns", router)
+        home.nft("router", hairpin.stdout)
+        assert diagnose_reach(home.wan_address, 8443, from_netns=home.netns("pc"), timeout=0.5).ok

@@ -530,9 +530,22 @@ def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
     summary = f"nothing listens on {facts.transport.value} port {port} in {facts.server}"
     probe = facts.probe
     chain = [ev_l]
+    fix = Fix(f"start the service that should listen on port {port}, or connect to the port it uses")
+    if facts.forwards_missed:
+        # A port forward of this port exists and did not take this packet: the usual case is a
+        # LAN client using the public address of a forward made for the WAN side (hairpin).
+        server_hop = next((h for h in facts.path if h.role == "server"), None)
+        arriving = f" (arriving on {server_hop.iif})" if server_hop is not None and server_hop.iif else ""
+        summary += f", and its port forward of port {port} does not apply to this packet{arriving}"
+        rules = "; ".join(facts.forwards_missed)
+        looked = f"port forwards of port {port} in {facts.server}"
+        chain.append(Evidence(looked, Source.FIREWALL_MODEL, rules))
+        fix = Fix(
+            "make the forward take these packets too: for a client on the target's side, hairpin "
+            "NAT (portkit nat add PORT TARGET --hairpin), or connect to the target directly"
+        )
     if probe is not None:
         chain.append(Evidence("the probe", Source.PROBE, str(probe)))
-    fix = Fix(f"start the service that should listen on port {port}, or connect to the port it uses")
     return [Finding(Code.NO_LISTENER, summary, tuple(chain), fix)], Check("listener", False, summary)
 
 
@@ -999,6 +1012,7 @@ def diagnose_reach(
         here = [lst for lst in listeners if lst.where == server.label and lst.port == final_port]
         if any(lst.address == "::" for lst in here) and not any(lst.family == 4 for lst in here):
             dual_stack = facts_io.takes_ipv4(server, final_port)
+    missed = facts_io.forwards_missed(server, port, protocol) if server is not None and not dnat else ()
     # Past this host's namespaces only the probe can tell, and silence is then the likely
     # answer: a TCP traceroute to the port (root) runs beside what is left of the probe's wait,
     # and stops as soon as the probe is answered.
@@ -1067,6 +1081,7 @@ def diagnose_reach(
         kernel_drops=kernel_drops,
         kernel_checks=kernel_checks,
         dual_stack=dual_stack,
+        forwards_missed=missed,
         overflows=(after - before) if before is not None and after is not None else None,
         overflow_total=after,
         probe=probe,
