@@ -513,3 +513,25 @@ def test_a_forward_that_does_not_take_a_lan_client_is_named_not_just_no_listener
         hairpin = run_main("nat", "add", "8443", target, "--in", "wan0", "--hairpin", "--netns", router)
         home.nft("router", hairpin.stdout)
         assert diagnose_reach(home.wan_address, 8443, from_netns=home.netns("pc"), timeout=0.5).ok
+
+
+@needs_root
+def test_a_nat_rewrite_the_model_cannot_follow_is_partial_and_claims_no_missed_forward() -> None:
+    """A DNAT through a map the model does not compute, then a REDIRECT: the kernel redirects
+    7073 (the map has no such key), the model cannot say so. Whatever the code, the answer must
+    not be sure of itself, nor claim the redirect "does not apply to this packet"."""
+    from portkit.testing import reach_lab
+
+    with reach_lab() as lab:
+        lab.server.nft(
+            "table ip pkdt {\n"
+            " map pfw { type inet_service : ipv4_addr . inet_service; elements = { 7071 : 10.0.0.9 . 81 } }\n"
+            " chain pre { type nat hook prerouting priority dstnat; policy accept;\n"
+            "  dnat ip to tcp dport map @pfw\n  tcp dport 7073 redirect to :9000\n }\n}\n"
+        )
+        lab.serve(lab.server, "127.0.0.1", 9000)
+        assert not lab.reachable(lab.server_address, 7073, timeout=1.0)  # redirected to eth0's address
+        diagnosis = diagnose_reach(lab.server_address, 7073, from_netns=lab.client.name, timeout=0.5)
+    assert not diagnosis.ok
+    assert diagnosis.certainty.value != "full", diagnosis
+    assert all("does not apply" not in f.summary for f in diagnosis.findings), diagnosis.findings

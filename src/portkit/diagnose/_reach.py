@@ -17,6 +17,7 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from portkit.diagnose._facts import FirewallView, HopFacts, ListenerFacts, PortSet, ReachFacts
 from portkit.diagnose._model import (
@@ -34,6 +35,9 @@ from portkit.diagnose._model import (
 from portkit.diagnose._probe import ProbeResult
 from portkit.model.protocols import Transport
 from portkit.sockets._netns import Namespace
+
+if TYPE_CHECKING:
+    from portkit.firewall import Decision
 
 DEFAULT_TIMEOUT = 1.0
 
@@ -862,6 +866,12 @@ def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]
     return findings
 
 
+def _decisions(facts: ReachFacts) -> list[Decision]:
+    """The firewall verdicts read on the path."""
+    views = [h.firewall for h in facts.path if h.firewall is not None]
+    return [fw.decision for fw in views if fw.decision is not None]
+
+
 def decide(facts: ReachFacts, *, explain: bool = True) -> Diagnosis:
     """The diagnosis these facts support. Pure: no I/O, no clock."""
     findings, checks = _resolution(facts)
@@ -895,6 +905,9 @@ def decide(facts: ReachFacts, *, explain: bool = True) -> Diagnosis:
         unexplained
         or not facts.root
         or any(c.passed is None and ("firewall" in c.name or c.name == "service") for c in checks_out)
+        # A verdict the model could not follow all the way (a NAT map, an undecided match):
+        # where the packet went, and so which socket it met, is then a guess.
+        or any(not d.certain for d in _decisions(facts))
     ):
         certainty = Certainty.PARTIAL
     else:
@@ -1012,7 +1025,11 @@ def diagnose_reach(
         here = [lst for lst in listeners if lst.where == server.label and lst.port == final_port]
         if any(lst.address == "::" for lst in here) and not any(lst.family == 4 for lst in here):
             dual_stack = facts_io.takes_ipv4(server, final_port)
-    missed = facts_io.forwards_missed(server, port, protocol) if server is not None and not dnat else ()
+    # A forward "did not apply" only where the model is sure of the server's NAT (a map it
+    # cannot read, say, leaves the rewrite undecided, and then nothing is claimed).
+    decided = [h.firewall.decision for h in hops if h.role == "server" and h.firewall is not None]
+    sure = bool(decided) and all(d is not None and d.certain for d in decided)
+    missed = facts_io.forwards_missed(server, port, protocol) if server and not dnat and sure else ()
     # Past this host's namespaces only the probe can tell, and silence is then the likely
     # answer: a TCP traceroute to the port (root) runs beside what is left of the probe's wait,
     # and stops as soon as the probe is answered.
