@@ -642,6 +642,36 @@ def test_nat_ls_lists_a_redirect_to_this_host(home: HomeLab) -> None:
     assert forward["listening"]["state"] == "listening"  # type: ignore[index]
 
 
+_LOOPBACK_ONLY = """
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 9000)); s.listen(); print("ready", flush=True); time.sleep(300)
+"""
+
+
+def test_a_redirect_from_the_network_to_a_loopback_only_listener_is_not_listening(home: HomeLab) -> None:
+    """A redirect of arriving traffic goes to the incoming interface's first address, not to
+    127.0.0.1: a service bound to loopback only is not reached (the kernel refuses it)."""
+    import sys
+
+    proc = home.popen("router", [sys.executable, "-c", _LOOPBACK_ONLY], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        home.nft(
+            "router",
+            "table ip redir {\n chain pre {\n  type nat hook prerouting priority dstnat;\n"
+            '  iifname "wan0" tcp dport 80 redirect to :9000\n }\n}\n',
+        )
+        assert home.exchange("outside", home.wan_address, 80, b"redirected") == b""
+        [forward] = _ls(home)
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+    listening = forward["listening"]
+    assert listening["state"] == "nothing-listens", listening  # type: ignore[index]
+    assert home.wan_address in listening["detail"], listening  # type: ignore[index]
+
+
 @needs_root
 def test_ipv6_forwards_load_and_read_back() -> None:
     import ipaddress
