@@ -535,3 +535,19 @@ def test_a_nat_rewrite_the_model_cannot_follow_is_partial_and_claims_no_missed_f
     assert not diagnosis.ok
     assert diagnosis.certainty.value != "full", diagnosis
     assert all("does not apply" not in f.summary for f in diagnosis.findings), diagnosis.findings
+
+
+@pytest.mark.parametrize(
+    ("text", "host"), [("bücher.example:443", "xn--bcher-kva.example"), ("☃.net:80/udp", "xn--n3h.net")]
+)
+def test_an_internationalised_name_is_looked_up_in_its_ascii_form(text: str, host: str) -> None:
+    """The resolver is asked for the IDNA form (what getaddrinfo sends); refusing the name as
+    "expected a host name" was wrong."""
+    from portkit.diagnose import parse_reach_target
+
+    assert parse_reach_target(text).host == host
+
+
+@pytest.mark.parametrize("text", ["a b.example:80", "ü" * 70 + ".example:80", "\u200b:80"])
+def test_unicode_that_is_no_name_is_still_refused(text: str) -> None:
+    assert_usage_error(run_main("diagnose", text), "invalid host")

@@ -454,6 +454,25 @@ def test_an_unknown_target_name_is_one_line_and_exit_2() -> None:
     assert proc.stderr.count("\n") == 1 and "unknown target host 'no-such-host.invalid'" in proc.stderr
 
 
+@needs_root
+def test_an_internationalised_target_name_is_looked_up_not_refused() -> None:
+    """`bücher.example` is a host name (asked for as xn--bcher-kva.example); a string that has
+    no IDNA form is still refused as no name."""
+    import subprocess
+    import sys
+
+    from portkit.testing import LabNamespace
+
+    with LabNamespace("pknat") as ns:
+        proc = ns.run(
+            [sys.executable, "-m", "portkit", "nat", "add", "8443", "bücher.example:443"],
+            timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert proc.returncode == 2 and "unknown target host 'bücher.example'" in proc.stderr, proc.stderr
+    refused = run_cli("nat", "add", "8443", "ü" * 70 + ".example:443")  # a label too long
+    assert refused.status == 2 and "invalid target host" in refused.stderr, refused.stderr
+
+
 @given(st.text(max_size=40))
 @settings(max_examples=300, deadline=None)
 def test_target_and_id_parsers_take_any_text(text: str) -> None:

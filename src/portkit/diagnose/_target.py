@@ -116,9 +116,21 @@ def parse_reach_target(text: str) -> ReachTarget:
     port_text, slash, proto = rest.partition("/")
     port = _port(port_text, whole, _ACCEPTED)
     transport = _transport(proto, whole, _ACCEPTED) if slash else Transport.TCP
+    host = _ascii_name(host)
     if not valid_host(host):
         raise UsageError(f"invalid host in {quote(whole)}: expected a host name or an IP address")
     return ReachTarget(host, port, transport)
+
+
+def _ascii_name(host: str) -> str:
+    """An internationalised name in the IDNA (punycode) form the resolver is asked for;
+    anything that has no such form is returned as it is, to be refused."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
 
 
 def parse_bind_target(text: str) -> BindTarget:

@@ -10,6 +10,7 @@ by handle (`delete rule ... handle N`), iptables rules by their iptables-save li
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -52,6 +53,10 @@ def parse_address_or_name(text: str, what: str) -> IPAddress:
         return ipaddress.ip_address(host)
     except ValueError:
         pass
+    if not host.isascii():
+        # An internationalised name: the resolver is asked for its IDNA (punycode) form.
+        with contextlib.suppress(UnicodeError):
+            host = host.encode("idna").decode("ascii")
     if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", host):
         raise UsageError(f"invalid {what} {quote(text)}: expected an IP address or a host name")
     if re.fullmatch(r"[0-9.]+|0[xX][0-9A-Fa-f.xX]*|.*\.[0-9]+\.?", host):
