@@ -745,3 +745,19 @@ def test_a_forward_to_ipv4_loopback_says_what_the_kernel_needs_for_it(home: Home
     assert home.exchange("outside", home.wan_address, 7777, b"ping") == b""
     assert home.run("router", sysctl.split()).returncode == 0
     assert home.exchange("outside", home.wan_address, 7777, b"ping") == b"ping"
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@pytest.mark.parametrize("args", [("ls",), ("ls", "--json"), ("rm", "tcp-8443")])
+def test_without_root_ls_and_rm_say_what_root_is_for(args: tuple[str, ...]) -> None:
+    """One line naming the nat command's need, not the firewall reader's hint (`fw show FILE`)."""
+    import sys
+
+    argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    proc = subprocess.run(
+        [*argv, sys.executable, "-m", "portkit", "nat", *args], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert f"nat {args[0]}" in proc.stderr and "needs root" in proc.stderr and "fw show" not in proc.stderr

@@ -396,12 +396,26 @@ def _hairpin(
     return "yes", f"{packet} is DNATed to {target} and its source rewritten to {decision.snat}"
 
 
+def need_root(what: str) -> None:
+    """The live ruleset (nftables, iptables) can only be read with CAP_NET_ADMIN."""
+    import os
+
+    from portkit.errors import PermissionNeeded
+
+    if os.geteuid() != 0:
+        raise PermissionNeeded(
+            f"{what}, which needs root (CAP_NET_ADMIN): run it with sudo "
+            "(without root, `portkit nat add` still writes a forward's rules)"
+        )
+
+
 def list_forwards(
     netns: str | None = None, *, inspect_listeners: bool = True
 ) -> tuple[list[Forward], tuple[str, ...]]:
     """Every forward in force on this host (or `netns`), assessed; and the ruleset's notes."""
     from portkit.firewall import read_live
 
+    need_root("nat ls lists the forwards of the live ruleset")
     ruleset = read_live(netns)
     facts = HostFacts.read(netns)
     forwards = [

@@ -309,7 +309,9 @@ def _nft_tagged(document: dict[str, Any], tag: str) -> tuple[list[str], list[str
 def find_removal(forward_id: str, netns: str | None = None) -> Removal:
     """What deletes the rules `nat add` tagged `portkit-nat:ID` on this host (or `netns`)."""
     from portkit.firewall._live import nft_json, run_tool
+    from portkit.nat._forwards import need_root
 
+    need_root(f"nat rm finds the rules tagged {TAG_PREFIX}{forward_id} in the live ruleset")
     tag = TAG_PREFIX + forward_id
     document = json.loads(nft_json(netns))
     deletes, texts, emptied = _nft_tagged(document, tag)
