@@ -551,3 +551,35 @@ def test_an_internationalised_name_is_looked_up_in_its_ascii_form(text: str, hos
 @pytest.mark.parametrize("text", ["a b.example:80", "ü" * 70 + ".example:80", "\u200b:80"])
 def test_unicode_that_is_no_name_is_still_refused(text: str) -> None:
     assert_usage_error(run_main("diagnose", text), "invalid host")
+
+
+_UDP_SHARED = """
+import socket, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.bind(("127.0.0.1", 5302)); print("ready", flush=True); time.sleep(300)
+"""
+
+_UDP_JOIN = """
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.bind(("127.0.0.1", 5302))
+"""
+
+
+@needs_root
+def test_a_udp_port_shared_with_so_reuseaddr_says_so_not_only_kill_the_holder(ns: LabNamespace) -> None:
+    """The trial bind with SO_REUSEADDR succeeded: the fix must say that setting it shares the
+    port, rather than offer only to stop the holder."""
+    from portkit.diagnose import diagnose_bind
+
+    proc = subprocess.Popen(ns.command([sys.executable, "-c", _UDP_SHARED]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        diagnosis = diagnose_bind("127.0.0.1", 5302, Transport.UDP, netns=ns.name)
+        assert ns.run([sys.executable, "-c", _UDP_JOIN], timeout=10).returncode == 0  # the kernel agrees
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+    assert diagnosis.code is Code.PORT_IN_USE, diagnosis
+    fix = diagnosis.findings[0].fix
+    assert fix is not None and "SO_REUSEADDR" in fix.text, fix
