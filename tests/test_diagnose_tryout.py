@@ -583,3 +583,15 @@ def test_a_udp_port_shared_with_so_reuseaddr_says_so_not_only_kill_the_holder(ns
     assert diagnosis.code is Code.PORT_IN_USE, diagnosis
     fix = diagnosis.findings[0].fix
     assert fix is not None and "SO_REUSEADDR" in fix.text, fix
+
+
+@pytest.mark.parametrize("text", ["[fe80::1]:80", "[fe80::1%eth0]:80", "[fe80::1%nosuch]:80/udp"])
+def test_a_link_local_target_is_refused_not_probed_unscoped(text: str) -> None:
+    """The diagnosis carries no interface scope: the probe's connect() failed with EINVAL (read
+    as NO_ROUTE), and an unknown scope raised in the probe thread and ended as "OK"."""
+    from portkit.errors import UsageError
+
+    assert_usage_error(run_main("diagnose", text), "link-local")
+    host = text[1:].partition("]")[0]
+    with pytest.raises(UsageError, match="link-local"):
+        diagnose_reach(host, 80)  # the library refuses it too

@@ -937,7 +937,7 @@ def diagnose_reach(
     from portkit.diagnose._dropwatch import DropWatch, softirq_pids, watch_drops
     from portkit.diagnose._netview import all_views, namespace_at, view_of
     from portkit.diagnose._probe import Hop, probe_tcp, probe_udp, traceroute_tcp
-    from portkit.diagnose._target import valid_host
+    from portkit.diagnose._target import refuse_link_local, valid_host
     from portkit.errors import PermissionNeeded, UsageError, quote
 
     if protocol not in (Transport.TCP, Transport.UDP):
@@ -946,6 +946,7 @@ def diagnose_reach(
         raise UsageError(f"invalid port {quote(str(port))}: ports are 1-65535")
     if not valid_host(host):
         raise UsageError(f"invalid host {quote(host)}: expected a host name or an IP address")
+    refuse_link_local(host, host)
     if not timeout > 0:
         raise UsageError(f"invalid timeout {quote(str(timeout))}: expected a number of seconds above 0")
     try:
