@@ -373,10 +373,13 @@ def test_an_ipv4_mapped_address_is_diagnosed_as_the_ipv4_packet_it_becomes(ns: L
         # a port range
         "table ip pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
         "  tcp dport 8000-9999 counter drop\n }\n}\n",
+        # `th dport` drops UDP 8089 as well: deleting it would open that too
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  th dport 8089 drop\n }\n}\n",
         # the same in iptables-legacy (read beside nft; its fix goes through iptables-legacy)
         "iptables-legacy -A INPUT -s 127.0.0.0/8 -p tcp -m conntrack --ctstate NEW -j DROP",
     ],
-    ids=["goto-drop-chain", "source-drop", "port-range", "iptables-legacy-source-drop"],
+    ids=["goto-drop-chain", "source-drop", "port-range", "any-transport", "iptables-legacy-source-drop"],
 )
 def test_a_drop_rule_wider_than_the_port_is_not_deleted_the_port_is_let_through_before_it(
     ns: LabNamespace, rules: str
@@ -398,7 +401,10 @@ def test_a_drop_rule_wider_than_the_port_is_not_deleted_the_port_is_let_through_
         assert done.returncode == 0, done.stderr
         assert _connects(ns, 8089)
         assert diagnose_reach("127.0.0.1", 8089, from_netns=ns.name, timeout=0.5).ok
-        assert not _connects(ns, 9002)  # still dropped
+        if "th dport" in rules:  # UDP 8089 is still dropped
+            assert "th dport 8089 drop" in ns.run(["nft", "list", "ruleset"], timeout=10).stdout
+        else:
+            assert not _connects(ns, 9002)  # still dropped
 
 
 def _as_nobody(ns: LabNamespace, *args: str) -> dict[str, object]:

@@ -247,7 +247,7 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
             f"anonymous one: nft replace rule {step.table} {step.chain} {step.where} with the map "
             "without it)"
         )
-    if not _pins_port(step.rule, port, fw.port_set):
+    if not _pins_port(step.rule, port, fw.port_set, facts.transport):
         # The rule drops more than this port (a drop chain several rules jump or goto, a
         # source, a port range): deleting it would open all of that. Let the port through
         # just before it instead, in the same chain.
@@ -275,16 +275,16 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
     return Fix(f"remove or change the rule {step.rule} in {step.table} {step.chain}")
 
 
-def _pins_port(rule: object, port: int, port_set: PortSet | None) -> bool:
-    """Whether the rule matches destination port `port` and no other, so that deleting it
-    changes this port's fate alone."""
+def _pins_port(rule: object, port: int, port_set: PortSet | None, transport: Transport) -> bool:
+    """Whether the rule matches destination port `port` of `transport` and no other, so that
+    deleting it changes this port's fate alone (`th dport` is every transport's port)."""
     from portkit.firewall import FilterRule
     from portkit.firewall._model import Field
 
     if not isinstance(rule, FilterRule):
         return False
     for match in rule.matches:
-        if match.field is not Field.DPORT or match.negate:
+        if match.field is not Field.DPORT or match.negate or match.protos != (transport.number,):
             continue
         if match.set_name:
             if port_set is not None and port_set.port_is_element and port_set.elements == 1:
