@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -193,7 +194,8 @@ def test_full_accept_queue() -> None:
 
 
 def test_client_blackhole_comes_before_everything_behind_it() -> None:
-    client = HopFacts("c", "", "client", None, Route("blackhole", said="Invalid argument"), "10.0.1.2")
+    route = Route("blackhole", said="Invalid argument", entry="blackhole 10.0.1.0/24 table 7")
+    client = HopFacts("c", "", "client", None, route, "10.0.1.2")
     facts = _facts(
         path=(client,), server=None, listeners=(), probe=ProbeResult("unreachable", "EINVAL", 0.0, None)
     )
@@ -201,8 +203,11 @@ def test_client_blackhole_comes_before_everything_behind_it() -> None:
     assert diagnosis.code is Code.ROUTE_BLACKHOLE
     assert (
         diagnosis.findings[0].fix is not None
-        and diagnosis.findings[0].fix.command == "ip route del blackhole 10.0.1.2"
+        and diagnosis.findings[0].fix.command == "ip route del blackhole 10.0.1.0/24 table 7"
     )
+    unknown = replace(client, route=Route("blackhole", said="Invalid argument"))  # no single route matched
+    fix = decide(replace(facts, path=(unknown,))).findings[0].fix
+    assert fix is not None and fix.command is None
 
 
 def test_unreadable_firewall_is_said_not_assumed() -> None:

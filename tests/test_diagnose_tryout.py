@@ -331,3 +331,273 @@ def test_addresses_in_inet_aton_shorthand_are_refused(target: str) -> None:
 
     with pytest.raises(UsageError, match="expected a host name or an IP address"):
         parse_reach_target(target)
+
+
+_V6ONLY = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(); print("ready", flush=True); time.sleep(300)
+"""
+
+
+@needs_root
+def test_an_ipv4_mapped_address_is_diagnosed_as_the_ipv4_packet_it_becomes(ns: LabNamespace) -> None:
+    """A connect to ::ffff:127.0.0.1 leaves as IPv4 to 127.0.0.1: routed, filtered and accepted
+    as that, never "no route to ::ffff:7f00:1" (IPv6 has no route for it) nor "not on this host"."""
+    with _listening(ns, 8087):
+        reached = diagnose_reach("::ffff:127.0.0.1", 8087, from_netns=ns.name, timeout=0.5)
+    assert reached.code is Code.OK and reached.certainty.value == "full", reached
+    proc = subprocess.Popen(ns.command([sys.executable, "-c", _V6ONLY, "8088"]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        v6only = diagnose_reach("::ffff:127.0.0.1", 8088, from_netns=ns.name, timeout=0.5)
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+    assert v6only.code is Code.FAMILY_MISMATCH, v6only
+    assert "127.0.0.1 is IPv4" in v6only.findings[0].summary
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "rules",
+    [
+        # a drop chain that several ports goto: deleting its `drop` would open them all
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 8089 goto drops\n  tcp dport 9002 goto drops\n }\n"
+        " chain drops {\n  counter drop\n }\n}\n",
+        # a rule that drops every port from a source
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  ct state new ip saddr 127.0.0.0/8 tcp dport != 22 drop\n }\n}\n",
+        # a port range
+        "table ip pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 8000-9999 counter drop\n }\n}\n",
+        # `th dport` drops UDP 8089 as well: deleting it would open that too
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  th dport 8089 drop\n }\n}\n",
+        # the same in iptables-legacy (read beside nft; its fix goes through iptables-legacy)
+        "iptables-legacy -A INPUT -s 127.0.0.0/8 -p tcp -m conntrack --ctstate NEW -j DROP",
+    ],
+    ids=["goto-drop-chain", "source-drop", "port-range", "any-transport", "iptables-legacy-source-drop"],
+)
+def test_a_drop_rule_wider_than_the_port_is_not_deleted_the_port_is_let_through_before_it(
+    ns: LabNamespace, rules: str
+) -> None:
+    """The fix must open the port diagnosed, and not every other port the rule drops."""
+    if rules.startswith("iptables-legacy "):
+        if shutil.which("iptables-legacy") is None:
+            pytest.skip("needs iptables-legacy")
+        assert ns.run(rules.split(), timeout=10).returncode == 0
+    else:
+        ns.nft(rules)
+    with _listening(ns, 8089), _listening(ns, 9002):
+        diagnosis = diagnose_reach("127.0.0.1", 8089, from_netns=ns.name, timeout=0.5)
+        assert diagnosis.code is Code.FW_INPUT_DROP, diagnosis
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.command is not None, fix
+        assert "delete" not in fix.command, fix.command
+        done = subprocess.run(fix.command, shell=True, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert _connects(ns, 8089)
+        assert diagnose_reach("127.0.0.1", 8089, from_netns=ns.name, timeout=0.5).ok
+        if "th dport" in rules:  # UDP 8089 is still dropped
+            assert "th dport 8089 drop" in ns.run(["nft", "list", "ruleset"], timeout=10).stdout
+        else:
+            assert not _connects(ns, 9002)  # still dropped
+
+
+def _as_nobody(ns: LabNamespace, *args: str) -> dict[str, object]:
+    argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    argv += [sys.executable, "-m", "portkit", "diagnose", *args, "--json", "--timeout", "0.5"]
+    proc = ns.run(argv, timeout=60)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    document: dict[str, object] = json.loads(proc.stdout)
+    return document
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_without_root_an_unread_firewall_is_named_not_no_listener_or_upstream(ns: LabNamespace) -> None:
+    """Run by an unprivileged user, the socket table still shows the listener: a refusal is a
+    reject somewhere in the firewall it could not read, not "start the service", and silence on
+    this host's own address is not filtering "past that hop"."""
+    ns.nft(
+        "table inet pkdt {\n chain input { type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 8090 reject with tcp reset\n  tcp dport 8091 drop\n }\n}\n"
+    )
+    with _listening(ns, 8090), _listening(ns, 8091):
+        rejected = _as_nobody(ns, "127.0.0.1:8090")
+        dropped = _as_nobody(ns, "127.0.0.1:8091")
+    assert (rejected["code"], dropped["code"]) == ("FW_INPUT_REJECT", "FW_INPUT_DROP")
+    for document in (rejected, dropped):
+        assert document["certainty"] == "partial"
+        finding = document["findings"][0]  # type: ignore[index]
+        assert "needs root" in finding["summary"], finding
+        assert finding["fix"]["command"] is None  # reading the rule is root's: nothing to paste yet
+
+
+_LISTEN_ANY = _LISTEN.replace('"127.0.0.1"', '"0.0.0.0"')
+
+
+@needs_root
+def test_a_prohibit_route_for_a_prefix_in_another_table_is_removed_by_the_fix(ns: LabNamespace) -> None:
+    """`ip route get` names no prefix or table for a refusing route: the fix must delete the
+    route that really matched (10.98.0.0/16 in table 100), not `ip route del prohibit ADDRESS`,
+    which the kernel answers with "No such process"."""
+    for argv in (
+        ["addr", "add", "10.98.5.5/32", "dev", "lo"],
+        ["route", "add", "prohibit", "10.98.0.0/16", "table", "100"],
+        # consulted before the local table, so the prohibit route decides for 10.98.5.5
+        ["rule", "add", "pref", "50", "to", "10.98.0.0/16", "table", "100"],
+        ["rule", "add", "pref", "200", "table", "local"],
+        ["rule", "del", "pref", "0"],
+    ):
+        assert ns.run(["ip", *argv], timeout=10).returncode == 0, argv
+    proc = subprocess.Popen(ns.command([sys.executable, "-c", _LISTEN_ANY, "8092"]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        diagnosis = diagnose_reach("10.98.5.5", 8092, from_netns=ns.name, timeout=0.5)
+        assert diagnosis.code is Code.ROUTE_BLACKHOLE, diagnosis
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.command is not None, fix
+        assert fix.command.endswith("ip route del prohibit 10.98.0.0/16 table 100"), fix.command
+        done = subprocess.run(fix.command, shell=True, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert diagnose_reach("10.98.5.5", 8092, from_netns=ns.name, timeout=0.5).ok
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+@needs_root
+@pytest.mark.parametrize("kind", ["blackhole", "prohibit", "unreachable"])
+def test_a_refusing_route_on_the_router_is_named_with_its_fix(kind: str) -> None:
+    """A router on this host with a blackhole route for the server: the route it is, on that
+    router (not silence "beyond this host's namespaces", nor reverse-path filtering), and the
+    command that deletes it there."""
+    from portkit.testing import reach_lab
+
+    with reach_lab() as lab:
+        lab.serve(lab.server, "0.0.0.0", 8094)
+        lab.router.ip("route", "add", kind, f"{lab.net(2, 0)}/28")
+        diagnosis = diagnose_reach(lab.server_address, 8094, from_netns=lab.client.name, timeout=0.5)
+        assert diagnosis.code is Code.ROUTE_BLACKHOLE, diagnosis
+        assert lab.router.name in diagnosis.findings[0].summary
+        fix = diagnosis.findings[0].fix
+        command = f"ip netns exec {lab.router.name} ip route del {kind} {lab.net(2, 0)}/28"
+        assert fix is not None and fix.command == command, fix
+        done = subprocess.run(fix.command, shell=True, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert diagnose_reach(lab.server_address, 8094, from_netns=lab.client.name, timeout=0.5).ok
+        assert lab.reachable(lab.server_address, 8094)
+
+
+@needs_root
+def test_a_forward_that_does_not_take_a_lan_client_is_named_not_just_no_listener() -> None:
+    """LAN host -> the router's public address: the forward (`--in wan0`) does not apply to a
+    packet arriving from the LAN, so nothing listens there. The answer must name the forward
+    and hairpin NAT, not only "start the service on port 8443" on a router that never runs it."""
+    from portkit.testing import HomeLab, HomeSpec, LabHost
+
+    with HomeLab(HomeSpec((LabHost("server"), LabHost("pc")))) as home:
+        home.echo_server("server", 443)
+        router = home.netns("router")
+        target = f"{home.address('server')}:443"
+        added = run_main("nat", "add", "8443", target, "--in", "wan0", "--netns", router)
+        home.nft("router", added.stdout)
+        assert diagnose_reach(home.wan_address, 8443, from_netns=home.netns("outside"), timeout=0.5).ok
+        diagnosis = diagnose_reach(home.wan_address, 8443, from_netns=home.netns("pc"), timeout=0.5)
+        assert diagnosis.code is Code.NO_LISTENER, diagnosis
+        finding = diagnosis.findings[0]
+        assert "port forward" in finding.summary and "br-lan" in finding.summary, finding.summary
+        assert any(target in ev.showed and "port forwards" in ev.looked_at for ev in finding.evidence), [
+            str(ev) for ev in finding.evidence
+        ]
+        assert finding.fix is not None and "--hairpin" in finding.fix.text
+        assert run_main("nat", "rm", "tcp-8443", "--netns", router, "--apply").status == 0
+        hairpin = run_main("nat", "add", "8443", target, "--in", "wan0", "--hairpin", "--netns", router)
+        home.nft("router", hairpin.stdout)
+        assert diagnose_reach(home.wan_address, 8443, from_netns=home.netns("pc"), timeout=0.5).ok
+
+
+@needs_root
+def test_a_nat_rewrite_the_model_cannot_follow_is_partial_and_claims_no_missed_forward() -> None:
+    """A DNAT through a map the model does not compute, then a REDIRECT: the kernel redirects
+    7073 (the map has no such key), the model cannot say so. Whatever the code, the answer must
+    not be sure of itself, nor claim the redirect "does not apply to this packet"."""
+    from portkit.testing import reach_lab
+
+    with reach_lab() as lab:
+        lab.server.nft(
+            "table ip pkdt {\n"
+            " map pfw { type inet_service : ipv4_addr . inet_service; elements = { 7071 : 10.0.0.9 . 81 } }\n"
+            " chain pre { type nat hook prerouting priority dstnat; policy accept;\n"
+            "  dnat ip to tcp dport map @pfw\n  tcp dport 7073 redirect to :9000\n }\n}\n"
+        )
+        lab.serve(lab.server, "127.0.0.1", 9000)
+        assert not lab.reachable(lab.server_address, 7073, timeout=1.0)  # redirected to eth0's address
+        diagnosis = diagnose_reach(lab.server_address, 7073, from_netns=lab.client.name, timeout=0.5)
+    assert not diagnosis.ok
+    assert diagnosis.certainty.value != "full", diagnosis
+    assert all("does not apply" not in f.summary for f in diagnosis.findings), diagnosis.findings
+
+
+@pytest.mark.parametrize(
+    ("text", "host"), [("bücher.example:443", "xn--bcher-kva.example"), ("☃.net:80/udp", "xn--n3h.net")]
+)
+def test_an_internationalised_name_is_looked_up_in_its_ascii_form(text: str, host: str) -> None:
+    """The resolver is asked for the IDNA form (what getaddrinfo sends); refusing the name as
+    "expected a host name" was wrong."""
+    from portkit.diagnose import parse_reach_target
+
+    assert parse_reach_target(text).host == host
+
+
+@pytest.mark.parametrize("text", ["a b.example:80", "ü" * 70 + ".example:80", "\u200b:80"])
+def test_unicode_that_is_no_name_is_still_refused(text: str) -> None:
+    assert_usage_error(run_main("diagnose", text), "invalid host")
+
+
+_UDP_SHARED = """
+import socket, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.bind(("127.0.0.1", 5302)); print("ready", flush=True); time.sleep(300)
+"""
+
+_UDP_JOIN = """
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.bind(("127.0.0.1", 5302))
+"""
+
+
+@needs_root
+def test_a_udp_port_shared_with_so_reuseaddr_says_so_not_only_kill_the_holder(ns: LabNamespace) -> None:
+    """The trial bind with SO_REUSEADDR succeeded: the fix must say that setting it shares the
+    port, rather than offer only to stop the holder."""
+    from portkit.diagnose import diagnose_bind
+
+    proc = subprocess.Popen(ns.command([sys.executable, "-c", _UDP_SHARED]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        diagnosis = diagnose_bind("127.0.0.1", 5302, Transport.UDP, netns=ns.name)
+        assert ns.run([sys.executable, "-c", _UDP_JOIN], timeout=10).returncode == 0  # the kernel agrees
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+    assert diagnosis.code is Code.PORT_IN_USE, diagnosis
+    fix = diagnosis.findings[0].fix
+    assert fix is not None and "SO_REUSEADDR" in fix.text, fix
+
+
+@pytest.mark.parametrize("text", ["[fe80::1]:80", "[fe80::1%eth0]:80", "[fe80::1%nosuch]:80/udp"])
+def test_a_link_local_target_is_refused_not_probed_unscoped(text: str) -> None:
+    """The diagnosis carries no interface scope: the probe's connect() failed with EINVAL (read
+    as NO_ROUTE), and an unknown scope raised in the probe thread and ended as "OK"."""
+    from portkit.errors import UsageError
+
+    assert_usage_error(run_main("diagnose", text), "link-local")
+    host = text[1:].partition("]")[0]
+    with pytest.raises(UsageError, match="link-local"):
+        diagnose_reach(host, 80)  # the library refuses it too

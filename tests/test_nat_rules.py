@@ -414,6 +414,13 @@ def test_generated_nft_and_iptables_read_back_to_the_same_forward() -> None:
         (("check", "203.0.113:8443", "--from", "x"), "invalid target host '203.0.113'"),
         (("add", "8443", "192.168.1.5:443", "--zone", "dmz"), "give it with --to firewalld"),
         (("add", "8443", "192.168.1.5:443", "--to", "firewalld", "--zone", "a b;x"), "invalid --zone"),
+        # addresses no DNAT can deliver to: "any" is not a destination, nor a group or broadcast
+        (("add", "8443", "0.0.0.0:443"), "invalid target 0.0.0.0"),
+        (("add", "8443", "[::]:443"), "invalid target ::"),
+        (("add", "8443", "224.0.0.1:443", "--proto", "udp"), "invalid target 224.0.0.1"),
+        (("add", "8443", "255.255.255.255:443"), "invalid target 255.255.255.255"),
+        (("add", "8443", "[ff02::1]:443"), "invalid target ff02::1"),
+        (("add", "8443", "[::1]:443"), "invalid target ::1"),  # never routed from outside
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], words: str) -> None:
@@ -445,6 +452,25 @@ def test_an_unknown_target_name_is_one_line_and_exit_2() -> None:
         )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "unknown target host 'no-such-host.invalid'" in proc.stderr
+
+
+@needs_root
+def test_an_internationalised_target_name_is_looked_up_not_refused() -> None:
+    """`bücher.example` is a host name (asked for as xn--bcher-kva.example); a string that has
+    no IDNA form is still refused as no name."""
+    import subprocess
+    import sys
+
+    from portkit.testing import LabNamespace
+
+    with LabNamespace("pknat") as ns:
+        proc = ns.run(
+            [sys.executable, "-m", "portkit", "nat", "add", "8443", "bücher.example:443"],
+            timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert proc.returncode == 2 and "unknown target host 'bücher.example'" in proc.stderr, proc.stderr
+    refused = run_cli("nat", "add", "8443", "ü" * 70 + ".example:443")  # a label too long
+    assert refused.status == 2 and "invalid target host" in refused.stderr, refused.stderr
 
 
 @given(st.text(max_size=40))
@@ -635,6 +661,36 @@ def test_nat_ls_lists_a_redirect_to_this_host(home: HomeLab) -> None:
     assert forward["listening"]["state"] == "listening"  # type: ignore[index]
 
 
+_LOOPBACK_ONLY = """
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 9000)); s.listen(); print("ready", flush=True); time.sleep(300)
+"""
+
+
+def test_a_redirect_from_the_network_to_a_loopback_only_listener_is_not_listening(home: HomeLab) -> None:
+    """A redirect of arriving traffic goes to the incoming interface's first address, not to
+    127.0.0.1: a service bound to loopback only is not reached (the kernel refuses it)."""
+    import sys
+
+    proc = home.popen("router", [sys.executable, "-c", _LOOPBACK_ONLY], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
+        home.nft(
+            "router",
+            "table ip redir {\n chain pre {\n  type nat hook prerouting priority dstnat;\n"
+            '  iifname "wan0" tcp dport 80 redirect to :9000\n }\n}\n',
+        )
+        assert home.exchange("outside", home.wan_address, 80, b"redirected") == b""
+        [forward] = _ls(home)
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+    listening = forward["listening"]
+    assert listening["state"] == "nothing-listens", listening  # type: ignore[index]
+    assert home.wan_address in listening["detail"], listening  # type: ignore[index]
+
+
 @needs_root
 def test_ipv6_forwards_load_and_read_back() -> None:
     import ipaddress
@@ -671,3 +727,37 @@ def test_nat_add_notes_what_is_not_a_rule(home: HomeLab) -> None:
     assert not any(ln.startswith("note") for ln in result.stdout.splitlines())  # stdout: rules only
     loaded = home.run("router", ["nft", "-c", "-f", "-"], input=result.stdout)
     assert loaded.returncode == 0, loaded.stderr
+
+
+def test_a_forward_to_ipv4_loopback_says_what_the_kernel_needs_for_it(home: HomeLab) -> None:
+    """The kernel drops a packet from the network DNATed to 127.0.0.0/8 as a martian unless
+    route_localnet is on for the interface it arrives on: loaded as printed, such a forward
+    silently does nothing, so the note names the sysctl (which, run, makes it work)."""
+    home.echo_server("router", 5432)
+    router = home.netns("router")
+    for fmt in ("iptables", "nft"):
+        argv = ("add", "7777", "127.0.0.1:5432", "--in", "wan0", "--to", fmt, "--netns", router)
+        result = run_cli("nat", *argv)
+        assert result.status == 0, result.stderr
+        sysctl = "sysctl -w net.ipv4.conf.wan0.route_localnet=1"
+        assert sysctl in result.stderr, result.stderr
+    home.nft("router", result.stdout)
+    assert home.exchange("outside", home.wan_address, 7777, b"ping") == b""
+    assert home.run("router", sysctl.split()).returncode == 0
+    assert home.exchange("outside", home.wan_address, 7777, b"ping") == b"ping"
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@pytest.mark.parametrize("args", [("ls",), ("ls", "--json"), ("rm", "tcp-8443")])
+def test_without_root_ls_and_rm_say_what_root_is_for(args: tuple[str, ...]) -> None:
+    """One line naming the nat command's need, not the firewall reader's hint (`fw show FILE`)."""
+    import sys
+
+    argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    proc = subprocess.run(
+        [*argv, sys.executable, "-m", "portkit", "nat", *args], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert f"nat {args[0]}" in proc.stderr and "needs root" in proc.stderr and "fw show" not in proc.stderr

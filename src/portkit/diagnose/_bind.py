@@ -414,7 +414,7 @@ def _port_table(
                 Code.PORT_IN_USE,
                 f"{facts.protocol.value} port {facts.port} ({where}) is held by {_holder_text(same[0])}",
                 (inventory, *(trial_evidence if trial_in_use else [])),
-                _stop_fix(same, f"free port {facts.port}, or bind another port"),
+                _stop_fix(same, _share_first(trial, f"free port {facts.port}, or bind another port")),
             )
         )
     if wider_or_narrower:
@@ -487,6 +487,17 @@ def _port_table(
             Check("port free", True, f"no {facts.protocol.value} socket overlaps the address on {facts.port}")
         )
     return found
+
+
+def _share_first(trial: TrialBind | None, what: str) -> str:
+    """`what`, after the way to share the port when the trial bind with SO_REUSEADDR succeeded."""
+    if trial is None or trial.reuse != 0:
+        return what
+    return (
+        "set SO_REUSEADDR on the new socket before bind (a trial bind with it succeeded: the holder "
+        "set it too, and both then share the port; for UDP each unicast datagram goes to one of "
+        f"them), or {what}"
+    )
 
 
 def _destroy_command(closing: list[Socket], port: int) -> str:

@@ -131,6 +131,9 @@ class ReachFacts:
     overflow_total: int | None = None  # its ListenOverflows counter (since the namespace began)
     # Whether the server's [::] listener takes IPv4 too (IPV6_V6ONLY off); None: not asked.
     dual_stack: bool | None = None
+    # DNAT/REDIRECT rules of the server's namespace for the port that this packet did not
+    # meet (another interface, address or source): each as "TABLE CHAIN handle N: RULE".
+    forwards_missed: tuple[str, ...] = ()
     probe: ProbeResult | None = None
     trace: tuple[Hop, ...] | None = None
     service: str | None = None  # what service detection named (with --expect)
@@ -175,9 +178,16 @@ def _nameservers(path: str) -> list[str]:
 def resolve(view: NsView, host: str, transport: Transport, timeout: float) -> Resolution:
     """The addresses a client in `view` gets for `host`, and which source gave them."""
     try:
-        return Resolution(host, (str(ipaddress.ip_address(host)),), "address literal")
+        literal = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:
+        mapped = literal.ipv4_mapped if literal.version == 6 else None
+        if mapped is not None:
+            # A connect to ::ffff:a.b.c.d leaves as an IPv4 packet to a.b.c.d: that is what the
+            # routes, firewalls and listeners see (and an IPV6_V6ONLY listener refuses).
+            return Resolution(host, (str(mapped),), "address literal, IPv4-mapped")
+        return Resolution(host, (str(literal),), "address literal")
     import socket
 
     from portkit.sockets._netns import run_in
@@ -318,6 +328,26 @@ def firewall_verdict(
     managers, chains = _managers(ruleset)
     entries, port_set = _deciding_rule_shape(ruleset, decision, port)
     return FirewallView(decision, "", managers, chains, entries, port_set)
+
+
+def forwards_missed(view: NsView, port: int, transport: Transport) -> tuple[str, ...]:
+    """The port forwards (DNAT/REDIRECT on the prerouting hook) of `view` for `port`: called
+    when the packet was not rewritten, so none of them took it."""
+    ruleset, _ = _ruleset(view)
+    if ruleset is None:
+        return ()
+    from portkit.nat._forwards import find_forwards
+
+    found = []
+    for fwd in find_forwards(ruleset):
+        if fwd.hook != "prerouting" or fwd.protocol not in (transport.value, "any"):
+            continue
+        low, _, high = fwd.public_port.partition("-")
+        if fwd.public_port != "*" and not (low.isdigit() and int(low) <= port <= int(high or low)):
+            continue
+        where = f" handle {fwd.handle}" if fwd.handle is not None else ""
+        found.append(f"{fwd.table} {fwd.chain}{where}: {fwd.rule}")
+    return tuple(found)
 
 
 def _deciding_rule_shape(ruleset: Ruleset, decision: Decision, port: int) -> tuple[int, PortSet | None]:

@@ -215,6 +215,9 @@ class Route:
     gateway: str | None = None
     prefsrc: str | None = None
     said: str = ""  # what the kernel said, as `ip` prints it
+    # For a blackhole/unreachable/prohibit route: the route itself as `ip route del` takes it
+    # ("prohibit 10.98.0.0/16 table 100"), or '' when no single route of that kind matches.
+    entry: str = ""
 
     @property
     def usable(self) -> bool:
@@ -238,6 +241,43 @@ _ROUTE_ERRORS: tuple[tuple[str, str], ...] = (
 )
 
 
+_REFUSING = ("blackhole", "unreachable", "prohibit")
+
+
+def _refusing_route(prefix: list[str], destination: str, kind: str) -> str:
+    """The `kind` route that refused `destination`, as `ip route del` takes it.
+
+    `ip route get` (even with `fibmatch`) answers such a route with its errno alone, so the
+    routes of that type in every table are listed and the longest prefix holding the address
+    is taken; two of that length (in two tables) leave it undecided ('').
+    """
+    address = ipaddress.ip_address(destination)
+    argv = [*prefix, "ip", "-j", f"-{address.version}", "route", "show", "table", "all", "type", kind]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        routes = json.loads(proc.stdout) if proc.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return ""
+    best: list[tuple[int, str, str]] = []
+    for route in routes if isinstance(routes, list) else []:
+        dst = str(route.get("dst", "")) if isinstance(route, dict) else ""
+        try:
+            net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" and address.version == 4
+                                       else "::/0" if dst == "default" else dst, strict=False)  # fmt: skip
+        except ValueError:
+            continue
+        if address in net:
+            best.append((net.prefixlen, dst, str(route.get("table", ""))))
+    if not best:
+        return ""
+    longest = max(length for length, _, _ in best)
+    chosen = [(dst, table) for length, dst, table in best if length == longest]
+    if len(chosen) != 1:
+        return ""
+    dst, table = chosen[0]
+    return f"{kind} {dst}" + (f" table {table}" if table and table != "main" else "")
+
+
 def route_get(view: NsView, destination: str, *, source: str | None = None, iif: str | None = None) -> Route:
     """How `view`'s kernel routes `destination` (a packet from `source` arriving on `iif`)."""
     argv = ["ip", "-j", "route", "get", destination]
@@ -254,8 +294,12 @@ def route_get(view: NsView, destination: str, *, source: str | None = None, iif:
         if iif and kind in ("blackhole", "xdev"):
             # With iif the kernel validates the source too: EXDEV when forwarding, EINVAL
             # ("martian source") when delivering locally, is a source it refuses: rp_filter.
-            kind = "martian"
-        return Route(kind, said=said)
+            # A blackhole route answers EINVAL as well, with or without iif: asked without
+            # it, the destination's own route tells the two apart.
+            alone = route_get(view, destination) if kind == "blackhole" else None
+            kind = "blackhole" if alone is not None and alone.kind == "blackhole" else "martian"
+        entry = _refusing_route(prefix, destination, kind) if kind in _REFUSING else ""
+        return Route(kind, said=said, entry=entry)
     try:
         entry = json.loads(proc.stdout)[0]
     except (ValueError, IndexError):

@@ -17,8 +17,9 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from portkit.diagnose._facts import FirewallView, HopFacts, ListenerFacts, ReachFacts
+from portkit.diagnose._facts import FirewallView, HopFacts, ListenerFacts, PortSet, ReachFacts
 from portkit.diagnose._model import (
     REACH_ORDER,
     Certainty,
@@ -34,6 +35,9 @@ from portkit.diagnose._model import (
 from portkit.diagnose._probe import ProbeResult
 from portkit.model.protocols import Transport
 from portkit.sockets._netns import Namespace
+
+if TYPE_CHECKING:
+    from portkit.firewall import Decision
 
 DEFAULT_TIMEOUT = 1.0
 
@@ -146,17 +150,21 @@ def _route_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
             continue  # a namespace that does not forward refuses every route (see the forward rule)
         ev = Evidence(f"route to {hop.destination} in {_where(hop)}", Source.NETLINK, str(route))
         if route.kind in _BLACKHOLES and hop.role == "client":
-            fix = Fix(
-                f"remove the {route.kind} route",
-                _in(hop.prefix, [f"ip route del {route.kind} {hop.destination}"]),
+            fix = (
+                Fix(f"remove the {route.kind} route", _in(hop.prefix, [f"ip route del {route.entry}"]))
+                if route.entry
+                else Fix(f"remove the {route.kind} route holding {hop.destination} (ip route show table all)")
             )
             summary = f"a {route.kind} route for {hop.destination} in {_where(hop)} throws the packet away"
             findings.append(Finding(Code.ROUTE_BLACKHOLE, summary, (ev,), fix))
         elif route.kind in _BLACKHOLES:
             summary = f"{_where(hop)} has a {route.kind} route for {hop.destination}"
-            findings.append(
-                Finding(Code.ROUTE_BLACKHOLE, summary, (ev,), Fix(f"remove the {route.kind} route there"))
+            fix = (
+                Fix(f"remove the {route.kind} route there", _in(hop.prefix, [f"ip route del {route.entry}"]))
+                if route.entry
+                else Fix(f"remove the {route.kind} route there")
             )
+            findings.append(Finding(Code.ROUTE_BLACKHOLE, summary, (ev,), fix))
         elif route.kind == "none":
             summary = f"{_where(hop)} has no route to {hop.destination}"
             fix = Fix(
@@ -239,6 +247,23 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
             f"anonymous one: nft replace rule {step.table} {step.chain} {step.where} with the map "
             "without it)"
         )
+    if not _pins_port(step.rule, port, fw.port_set, facts.transport):
+        # The rule drops more than this port (a drop chain several rules jump or goto, a
+        # source, a port range): deleting it would open all of that. Let the port through
+        # just before it instead, in the same chain.
+        if step.where.startswith("handle"):
+            handle = step.where.removeprefix("handle ")
+            where = f"{step.table} {step.chain} position {handle}"
+            command = f"nft insert rule {where} {proto} dport {port} accept"
+        elif step.where.startswith("line") or family in ("ip", "ip6"):
+            where = f"-t {table} -I {step.chain} {step.position}"
+            command = f"{iptables} {where} -p {proto} --dport {port} -j ACCEPT"
+        else:
+            return Fix(f"let port {port} through before the rule {step.rule} in {step.table} {step.chain}")
+        return Fix(
+            f"the rule ({step.rule}) is not about port {port} alone: accept the port just before it",
+            _in(hop.prefix, [command]),
+        )
     if step.where.startswith("handle"):
         command = f"nft delete rule {step.table} {step.chain} {step.where}"
         return Fix(f"delete the rule ({step.rule})", _in(hop.prefix, [command]))
@@ -248,6 +273,26 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
             f"delete rule {step.position} of {table} {step.chain} ({step.rule})", _in(hop.prefix, [command])
         )
     return Fix(f"remove or change the rule {step.rule} in {step.table} {step.chain}")
+
+
+def _pins_port(rule: object, port: int, port_set: PortSet | None, transport: Transport) -> bool:
+    """Whether the rule matches destination port `port` of `transport` and no other, so that
+    deleting it changes this port's fate alone (`th dport` is every transport's port)."""
+    from portkit.firewall import FilterRule
+    from portkit.firewall._model import Field
+
+    if not isinstance(rule, FilterRule):
+        return False
+    for match in rule.matches:
+        if match.field is not Field.DPORT or match.negate or match.protos != (transport.number,):
+            continue
+        if match.set_name:
+            if port_set is not None and port_set.port_is_element and port_set.elements == 1:
+                return True
+            continue
+        if [(r[0], r[1]) for r in match.ranges] == [(port, port)]:
+            return True
+    return False
 
 
 def _verdict_finding(
@@ -489,9 +534,22 @@ def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
     summary = f"nothing listens on {facts.transport.value} port {port} in {facts.server}"
     probe = facts.probe
     chain = [ev_l]
+    fix = Fix(f"start the service that should listen on port {port}, or connect to the port it uses")
+    if facts.forwards_missed:
+        # A port forward of this port exists and did not take this packet: the usual case is a
+        # LAN client using the public address of a forward made for the WAN side (hairpin).
+        server_hop = next((h for h in facts.path if h.role == "server"), None)
+        arriving = f" (arriving on {server_hop.iif})" if server_hop is not None and server_hop.iif else ""
+        summary += f", and its port forward of port {port} does not apply to this packet{arriving}"
+        rules = "; ".join(facts.forwards_missed)
+        looked = f"port forwards of port {port} in {facts.server}"
+        chain.append(Evidence(looked, Source.FIREWALL_MODEL, rules))
+        fix = Fix(
+            "make the forward take these packets too: for a client on the target's side, hairpin "
+            "NAT (portkit nat add PORT TARGET --hairpin), or connect to the target directly"
+        )
     if probe is not None:
         chain.append(Evidence("the probe", Source.PROBE, str(probe)))
-    fix = Fix(f"start the service that should listen on port {port}, or connect to the port it uses")
     return [Finding(Code.NO_LISTENER, summary, tuple(chain), fix)], Check("listener", False, summary)
 
 
@@ -692,6 +750,46 @@ def _unread_netfilter(facts: ReachFacts, probe: ProbeResult) -> Finding | None:
     )
 
 
+# The firewall codes for a hop whose rules could not be read: (drop, reject).
+_UNSEEN_CODES = {
+    "server": (Code.FW_INPUT_DROP, Code.FW_INPUT_REJECT),
+    "router": (Code.FW_FORWARD_DROP, Code.FW_FORWARD_DROP),
+    "client": (Code.FW_OUTPUT_DROP, Code.FW_OUTPUT_REJECT),
+}
+
+
+def _unseen_firewall(facts: ReachFacts, probe: ProbeResult) -> Finding | None:
+    """The probe failed on a path that is all this host's, every other layer passed, and a
+    firewall on it could not be read (no root): that firewall is what is left to blame.
+
+    Without this a refusal reads as NO_LISTENER ("start the service") while the socket table
+    shows the listener, and silence as filtering beyond this host.
+    """
+    if facts.server is None or not facts.inspectable:
+        return None
+    answer = probe.answer
+    prohibited = answer is not None and "prohibited" in answer.kind
+    rejected = probe.outcome in ("refused", "unreachable") or prohibited
+    if not rejected and probe.outcome not in ("timeout", "silent"):
+        return None
+    unread = [h for h in facts.path if h.firewall is not None and h.firewall.decision is None]
+    if not unread:
+        return None
+    # The server's input firewall is where a port is most often closed: name it first.
+    hop = min(unread, key=lambda h: list(_UNSEEN_CODES).index(h.role) if h.role in _UNSEEN_CODES else 3)
+    drop, reject = _UNSEEN_CODES.get(hop.role, (Code.FW_INPUT_DROP, Code.FW_INPUT_REJECT))
+    why = hop.firewall.unreadable if hop.firewall is not None else ""
+    names = ", ".join(dict.fromkeys(_where(h) for h in unread))
+    what = "refused" if rejected else "got no answer"
+    return Finding(
+        reject if rejected else drop,
+        f"the probe {what}, and nothing this diagnosis could read explains it: the firewall of "
+        f"{names} most likely {'rejects' if rejected else 'drops'} it ({why})",
+        (Evidence("the probe", Source.PROBE, str(probe)),),
+        Fix(f"run the diagnosis as root to name the rule and get the command that removes it ({why})"),
+    )
+
+
 def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]:
     """What the probe says when the rules found nothing, or when it contradicts them."""
     probe = facts.probe
@@ -706,6 +804,9 @@ def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]
         return [unread]
     if facts.transport is Transport.UDP and probe.outcome == "silent" and facts.server is not None:
         return findings  # a quiet UDP service: the socket exists and nothing drops
+    unseen = _unseen_firewall(facts, probe)
+    if unseen is not None:
+        return [unseen]
     ev = [Evidence("the probe", Source.PROBE, str(probe))]
     if facts.trace:
         answered = [h for h in facts.trace if h.answer is not None]
@@ -751,12 +852,24 @@ def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]
                 Code.NO_LISTENER,
                 f"refused: {probe}",
                 tuple(ev),
-                Fix(f"start the service on port {facts.port}"),
+                Fix(
+                    f"start the service on port {facts.port}"
+                    if facts.server is not None
+                    # An RST is also what a reject rule sends: from here the two look the same.
+                    else f"start the service on port {facts.port}, or, if it runs, look for a "
+                    "reject rule in the server's firewall"
+                ),
             )
         ]
     if probe.outcome == "unreachable":
         return [Finding(Code.NO_ROUTE, f"unreachable: {probe}", tuple(ev), None)]
     return findings
+
+
+def _decisions(facts: ReachFacts) -> list[Decision]:
+    """The firewall verdicts read on the path."""
+    views = [h.firewall for h in facts.path if h.firewall is not None]
+    return [fw.decision for fw in views if fw.decision is not None]
 
 
 def decide(facts: ReachFacts, *, explain: bool = True) -> Diagnosis:
@@ -792,6 +905,9 @@ def decide(facts: ReachFacts, *, explain: bool = True) -> Diagnosis:
         unexplained
         or not facts.root
         or any(c.passed is None and ("firewall" in c.name or c.name == "service") for c in checks_out)
+        # A verdict the model could not follow all the way (a NAT map, an undecided match):
+        # where the packet went, and so which socket it met, is then a guess.
+        or any(not d.certain for d in _decisions(facts))
     ):
         certainty = Certainty.PARTIAL
     else:
@@ -821,7 +937,7 @@ def diagnose_reach(
     from portkit.diagnose._dropwatch import DropWatch, softirq_pids, watch_drops
     from portkit.diagnose._netview import all_views, namespace_at, view_of
     from portkit.diagnose._probe import Hop, probe_tcp, probe_udp, traceroute_tcp
-    from portkit.diagnose._target import valid_host
+    from portkit.diagnose._target import refuse_link_local, valid_host
     from portkit.errors import PermissionNeeded, UsageError, quote
 
     if protocol not in (Transport.TCP, Transport.UDP):
@@ -830,6 +946,7 @@ def diagnose_reach(
         raise UsageError(f"invalid port {quote(str(port))}: ports are 1-65535")
     if not valid_host(host):
         raise UsageError(f"invalid host {quote(host)}: expected a host name or an IP address")
+    refuse_link_local(host, host)
     if not timeout > 0:
         raise UsageError(f"invalid timeout {quote(str(timeout))}: expected a number of seconds above 0")
     try:
@@ -909,6 +1026,11 @@ def diagnose_reach(
         here = [lst for lst in listeners if lst.where == server.label and lst.port == final_port]
         if any(lst.address == "::" for lst in here) and not any(lst.family == 4 for lst in here):
             dual_stack = facts_io.takes_ipv4(server, final_port)
+    # A forward "did not apply" only where the model is sure of the server's NAT (a map it
+    # cannot read, say, leaves the rewrite undecided, and then nothing is claimed).
+    decided = [h.firewall.decision for h in hops if h.role == "server" and h.firewall is not None]
+    sure = bool(decided) and all(d is not None and d.certain for d in decided)
+    missed = facts_io.forwards_missed(server, port, protocol) if server and not dnat and sure else ()
     # Past this host's namespaces only the probe can tell, and silence is then the likely
     # answer: a TCP traceroute to the port (root) runs beside what is left of the probe's wait,
     # and stops as soon as the probe is answered.
@@ -977,6 +1099,7 @@ def diagnose_reach(
         kernel_drops=kernel_drops,
         kernel_checks=kernel_checks,
         dual_stack=dual_stack,
+        forwards_missed=missed,
         overflows=(after - before) if before is not None and after is not None else None,
         overflow_total=after,
         probe=probe,

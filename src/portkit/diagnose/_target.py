@@ -116,9 +116,33 @@ def parse_reach_target(text: str) -> ReachTarget:
     port_text, slash, proto = rest.partition("/")
     port = _port(port_text, whole, _ACCEPTED)
     transport = _transport(proto, whole, _ACCEPTED) if slash else Transport.TCP
+    host = _ascii_name(host)
     if not valid_host(host):
         raise UsageError(f"invalid host in {quote(whole)}: expected a host name or an IP address")
+    refuse_link_local(host, whole)
     return ReachTarget(host, port, transport)
+
+
+def refuse_link_local(host: str, whole: str) -> None:
+    """A UsageError for an IPv6 link-local target: reaching one needs the interface as a scope
+    id, which the diagnosis (routes, probe, firewall packet) does not carry; unscoped, connect()
+    fails with EINVAL, and an unknown scope cannot even be parsed by the probe."""
+    if _is_ipv6(host) and ipaddress.ip_address(host).is_link_local:
+        raise UsageError(
+            f"invalid address in {quote(whole)}: IPv6 link-local (fe80::/10) targets are not diagnosed; "
+            "give a global, unique-local or loopback address"
+        )
+
+
+def _ascii_name(host: str) -> str:
+    """An internationalised name in the IDNA (punycode) form the resolver is asked for;
+    anything that has no such form is returned as it is, to be refused."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
 
 
 def parse_bind_target(text: str) -> BindTarget:

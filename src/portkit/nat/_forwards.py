@@ -274,6 +274,14 @@ def _public_for(fwd: Forward, facts: HostFacts, iif: str, family: int) -> IPAddr
     return found[0] if found else None
 
 
+def _first_address(facts: HostFacts, iif: str, family: int) -> IPAddress | None:
+    """The address a redirect of traffic arriving on `iif` goes to (`ip addr` lists it first)."""
+    if not iif:
+        return None
+    found = [i.ip for name, i in interface_addresses(facts.netns) if name == iif and i.version == family]
+    return found[0] if found else None
+
+
 def _verdict(decision: Decision) -> str:
     if not decision.certain:
         return "uncertain"
@@ -338,8 +346,13 @@ def assess(fwd: Forward, ruleset: Ruleset, facts: HostFacts, *, inspect_listener
     if inspect_listeners and (target is not None or fwd.kind == "redirect"):
         t_port = fwd.target_port if fwd.target_port is not None else port
         where = target
-        if fwd.kind == "redirect":
+        if fwd.kind == "redirect" and own:
             where = ipaddress.ip_address("127.0.0.1" if family == 4 else "::1")
+        elif fwd.kind == "redirect":
+            # Arriving traffic is redirected to the first address of the interface it came in
+            # on (nf_nat_redirect_ipv4), never to loopback: a service bound to 127.0.0.1 only
+            # refuses it.
+            where = _first_address(facts, iif, family) or public
         if t_port is not None and where is not None and fwd.protocol in ("tcp", "udp"):
             fact = listening_at(where, t_port, Transport(fwd.protocol), facts.netns)
             result = replace(result, listening=fact)
@@ -383,12 +396,26 @@ def _hairpin(
     return "yes", f"{packet} is DNATed to {target} and its source rewritten to {decision.snat}"
 
 
+def need_root(what: str) -> None:
+    """The live ruleset (nftables, iptables) can only be read with CAP_NET_ADMIN."""
+    import os
+
+    from portkit.errors import PermissionNeeded
+
+    if os.geteuid() != 0:
+        raise PermissionNeeded(
+            f"{what}, which needs root (CAP_NET_ADMIN): run it with sudo "
+            "(without root, `portkit nat add` still writes a forward's rules)"
+        )
+
+
 def list_forwards(
     netns: str | None = None, *, inspect_listeners: bool = True
 ) -> tuple[list[Forward], tuple[str, ...]]:
     """Every forward in force on this host (or `netns`), assessed; and the ruleset's notes."""
     from portkit.firewall import read_live
 
+    need_root("nat ls lists the forwards of the live ruleset")
     ruleset = read_live(netns)
     facts = HostFacts.read(netns)
     forwards = [

@@ -41,6 +41,20 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _undeliverable(address: IPAddress) -> str:
+    """Why a DNAT to `address` can deliver nothing, or ''."""
+    if address.is_unspecified:
+        return "the unspecified address is no destination (DNAT to this host's own address instead)"
+    if address.is_multicast:
+        return "a multicast group is no DNAT destination"
+    if address == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address is no DNAT destination"
+    if address.version == 6 and address.is_loopback:
+        # IPv6 has no route_localnet: a packet from the network is never routed to ::1.
+        return "the kernel never routes a packet from the network to ::1"
+    return ""
+
+
 @dataclass(frozen=True)
 class PortForward:
     """`protocol` traffic to `public_port` (on `iif` / `public_address` when given) -> target."""
@@ -63,6 +77,11 @@ class PortForward:
             raise UsageError(f"invalid protocol {self.protocol.value!r}: expected tcp or udp")
         if self.iif and (not _IFACE.fullmatch(self.iif) or self.iif in (".", "..")):
             raise UsageError(f"invalid interface {quote(self.iif)}: expected a Linux interface name")
+        nowhere = _undeliverable(self.target)
+        if nowhere:
+            raise UsageError(
+                f"invalid target {self.target}: {nowhere}; expected a unicast address to forward to"
+            )
         if self.public_address is not None and self.public_address.version != self.target.version:
             raise UsageError(
                 f"invalid --public-addr {self.public_address}: "

@@ -10,6 +10,7 @@ by handle (`delete rule ... handle N`), iptables rules by their iptables-save li
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -52,6 +53,10 @@ def parse_address_or_name(text: str, what: str) -> IPAddress:
         return ipaddress.ip_address(host)
     except ValueError:
         pass
+    if not host.isascii():
+        # An internationalised name: the resolver is asked for its IDNA (punycode) form.
+        with contextlib.suppress(UnicodeError):
+            host = host.encode("idna").decode("ascii")
     if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", host):
         raise UsageError(f"invalid {what} {quote(text)}: expected an IP address or a host name")
     if re.fullmatch(r"[0-9.]+|0[xX][0-9A-Fa-f.xX]*|.*\.[0-9]+\.?", host):
@@ -162,6 +167,15 @@ def plan_forward(
     notes on forwarding and routing; without it the notes say what was not checked."""
     notes: list[str] = []
     blocking: tuple[ForwardChain, ...] = ()
+    if fwd.family == 4 and fwd.target.is_loopback:
+        # Without it the kernel drops the DNATed packet as a martian: the rules load, and
+        # nothing is forwarded.
+        iface = fwd.iif or "IFACE"
+        notes.append(
+            f"{fwd.target} is loopback: the kernel delivers a packet from the network there only "
+            f"with `sysctl -w net.ipv4.conf.{iface}.route_localnet=1` (it then accepts any "
+            "127.0.0.0/8 destination on that interface); a LAN address of this host needs nothing"
+        )
     if live is None:
         live = os.geteuid() == 0
     if live:
@@ -295,7 +309,9 @@ def _nft_tagged(document: dict[str, Any], tag: str) -> tuple[list[str], list[str
 def find_removal(forward_id: str, netns: str | None = None) -> Removal:
     """What deletes the rules `nat add` tagged `portkit-nat:ID` on this host (or `netns`)."""
     from portkit.firewall._live import nft_json, run_tool
+    from portkit.nat._forwards import need_root
 
+    need_root(f"nat rm finds the rules tagged {TAG_PREFIX}{forward_id} in the live ruleset")
     tag = TAG_PREFIX + forward_id
     document = json.loads(nft_json(netns))
     deletes, texts, emptied = _nft_tagged(document, tag)
