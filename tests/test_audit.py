@@ -296,6 +296,9 @@ def test_stale_rule_only_where_nothing_listens() -> None:
         "[[service]]\nport = 22.0\nreach = 'any'",
         "service = [1, 2]",
         "[zones]\nlan = [1]",
+        "[[service]]\nport = 22\nreach = ['lan']",  # a list or a table is not hashable
+        "[[service]]\nport = 22\nreach = {lan = true}",
+        "[[service]]\nport = 22\nreach = 'lan'\nprotocol = ['tcp']",
     ],
 )
 def test_bad_policy_is_one_line(text: str) -> None:

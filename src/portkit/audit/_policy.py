@@ -148,10 +148,10 @@ def _service(entry: object, where: str) -> DeclaredService:
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise _bad(where, "port", port, "ports are 1-65535")
     protocol_word = entry.get("protocol", "tcp")
-    if protocol_word not in ("tcp", "udp", "sctp"):
+    if not isinstance(protocol_word, str) or protocol_word not in ("tcp", "udp", "sctp"):
         raise _bad(where, "protocol", protocol_word, "expected tcp, udp or sctp")
     reach_word = entry.get("reach")
-    if reach_word not in ZONE_WORDS:
+    if not isinstance(reach_word, str) or reach_word not in ZONE_WORDS:  # a list is not hashable
         raise _bad(where, "reach", reach_word, "expected loopback, lan or any")
     strings = {}
     for key in ("owner", "netns", "note"):
