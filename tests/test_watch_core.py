@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 from typing import Any
 
@@ -206,3 +207,89 @@ def test_ignored_sources_are_written_as_the_packet_reader_writes_them(monkeypatc
     result = run_main("watch", "--ignore", "2001:DB8:0::1", "--ignore", "192.0.2.1", "--json")
     assert result.status == 0, result.stderr
     assert seen[0].ignore == ("2001:db8::1", "192.0.2.1")
+
+
+def test_a_listener_gone_before_its_owner_was_read_is_still_reported(monkeypatch: Any) -> None:
+    """The quick reading saw a listener that was gone when owners were read a moment later (it
+    lived a few milliseconds): it is reported opened, with its owner unknown, then closed."""
+    from portkit.watch import WatchOptions, _run
+
+    fleeting = ListenerRow("lab", "tcp", "0.0.0.0", 7777, 41)
+    quick = iter([[], [fleeting], []])
+
+    class QuickReader:
+        unreadable: set[int] = set()
+
+        def __init__(self, *_: Any) -> None:
+            pass
+
+        def read(self) -> tuple[list[ListenerRow], list[Any]]:
+            return next(quick, []), []
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(_run, "ListenerReader", QuickReader)
+    monkeypatch.setattr(_run, "read_listeners", lambda *_a, **_k: ([], []))  # always too late
+    events: list[dict[str, Any]] = []
+    options = WatchOptions(interval=0.01, accepts=False, max_events=2, duration=10)
+    _run.run_watch(options, events.append)
+    assert [(e["event"], e.get("port"), e.get("owners")) for e in events] == [
+        ("watch-started", None, None),
+        ("listener-opened", 7777, []),
+        ("listener-closed", 7777, []),
+    ]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_hooks_that_fail_hang_or_leave_stdin_unread_never_block_the_caller(tmp_path: Any) -> None:
+    import time
+
+    from portkit.cli.watch import HookRunner
+
+    notes: list[str] = []
+    started = tmp_path / "started"
+    # Never reads its stdin (a scan of every port is far more than a pipe holds), then hangs.
+    runner = HookRunner(f"echo $$ >> {started}; sleep 600", 0.5, notes.append)
+    big = {"event": "scan", "ports": list(range(1, 65536))}
+    t0 = time.monotonic()
+    for _ in range(20):
+        runner.submit(big)
+    assert time.monotonic() - t0 < 1.0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(started.read_text().split() if started.exists() else []) < 20:
+        time.sleep(0.05)
+    runner.close(grace=5)
+    groups = [int(g) for g in started.read_text().split()]
+    assert len(groups) == 20
+    # sh and its sleep: the whole group goes (the orphaned sleep once init has reaped it).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+        time.sleep(0.05)
+    assert not any(_group_alive(g) for g in groups)
+    assert any("ran too long and was killed" in n for n in notes)
+    assert notes[-1] == "--exec: 20 killed (ran over 0.5 s, or still ran at exit)"
+
+    failing = HookRunner("cat > /dev/null; exit 3", 5, notes.append)
+    for _ in range(3):
+        failing.submit({"event": "listener-opened"})
+    failing.close(grace=5)
+    assert "--exec: the hook for a listener-opened event exited with status 3" in notes
+    assert notes[-1] == "--exec: 3 failed"
+
+    waiting = HookRunner("sleep 600", 60, notes.append)  # at exit, the grace ends what waits
+    for _ in range(10):
+        waiting.submit({"event": "accepts"})
+    t0 = time.monotonic()
+    waiting.close(grace=0.5)
+    assert time.monotonic() - t0 < 5
+    assert notes[-1] == (
+        "--exec: 8 killed (ran over 60 s, or still ran at exit), 2 events not passed to a hook"
+    )

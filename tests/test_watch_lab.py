@@ -8,9 +8,11 @@ sockets are open), runs one real tool from the scanner, and reads the events.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -609,3 +611,76 @@ def test_block_never_drops_the_gateway(watch_lab: WatchLab) -> None:
         err = watcher.stop()
         watch_lab.target.ip("route", "del", "default")
     assert f"could not block {SCANNER}: it is" in err and "gateway" in err, err
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@needs_root
+def test_hooks_that_hang_hold_no_event_back_and_are_killed(watch_lab: WatchLab, tmp_path: Path) -> None:
+    """Twelve listeners at once while every --exec hook hangs: all twelve events still come out
+    (the hooks run off the watch's loop), each hook is killed whole (sh and its sleep) after
+    --exec-timeout, and stderr says so."""
+    pids = tmp_path / "pids"
+    specs = [f"tcp,0.0.0.0,{port}" for port in range(7300, 7312)]
+    watcher = watch_lab.watch(
+        "--interval", "0.2s", "--exec", f"echo $$ >> {pids}; sleep 600", "--exec-timeout", "2s"
+    )
+    holder = None
+    try:
+        holder = subprocess.Popen(
+            watch_lab.target.command([sys.executable, "-c", HOLD_MANY, *specs]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        opened: set[int] = set()
+        deadline = time.monotonic() + 15
+        while len(opened) < len(specs) and time.monotonic() < deadline:
+            event = watcher.wait_for(lambda e: e["event"] == "listener-opened", deadline - time.monotonic())
+            if event is not None:
+                opened.add(event["port"])
+        assert opened == set(range(7300, 7312)), sorted(opened)
+        # Every hook (watch-started's and the twelve listeners') ran, and none outlives the timeout.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            groups = [int(line) for line in pids.read_text().split()] if pids.exists() else []
+            if len(groups) == 13 and not any(_group_alive(g) for g in groups):
+                break
+            time.sleep(0.2)
+        assert len(groups) == 13 and not any(_group_alive(g) for g in groups), groups
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait(timeout=10)
+        err = watcher.stop()
+    assert "ran too long and was killed" in err and "13 killed" in err, err
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed")
+def test_sigterm_ends_the_scans_and_removes_the_block_table(watch_lab: WatchLab) -> None:
+    """A service manager stops a daemon with SIGTERM: the scan still going is ended
+    (scan-ended), the drop --block added is removed, and the exit status says terminated."""
+    watcher = watch_lab.watch("--scans", "--block", "1m")
+    table = f"portkit_watch_{watcher.proc.pid}"
+    try:
+        watch_lab.scanner.run(["nmap", "-n", "-Pn", "-sS", "-p", "1-100", "-T4", TARGET], timeout=120)
+        event = watcher.wait_for(_scan_event, 15)
+        assert event is not None and event["blocked"], event
+        assert table in watch_lab.target.run(["nft", "list", "tables"]).stdout
+        watcher.proc.send_signal(signal.SIGTERM)
+        status = watcher.proc.wait(timeout=30)
+        ended = watcher.wait_for(lambda e: e["event"] == "scan-ended" and e["source"] == SCANNER, 5)
+        left = watch_lab.target.run(["nft", "list", "tables"]).stdout
+    finally:
+        watcher.stop()
+        # Whatever happened above, the scanner must not stay dropped for the tests after this one.
+        watch_lab.target.run(["nft", "delete", "table", "inet", table])
+    assert status == 143
+    assert ended is not None
+    assert table not in left, left

@@ -92,6 +92,14 @@ def read_listeners(namespaces: Sequence[str], with_owners: bool) -> tuple[list[L
     return rows, spaces
 
 
+def with_vanished(quick: Sequence[ListenerRow], full: Sequence[ListenerRow]) -> list[ListenerRow]:
+    """The full reading, plus the listeners the quick reading saw that were gone by the time
+    owners were read: a listener that lived a few milliseconds existed all the same (its
+    owner is unknown), and is reported opened, then closed at the next reading."""
+    known = {row.key for row in full}
+    return [*full, *(row for row in quick if row.key not in known)]
+
+
 class ListenerReader:
     """The quick reading, once a second: listeners only, over one netlink socket per namespace.
 
@@ -273,7 +281,18 @@ class Blocker:
 
 
 def run_watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None] = lambda text: None) -> int:
-    """Watch until `options.duration` or `max_events` (or KeyboardInterrupt); returns the events emitted."""
+    """Watch until `options.duration` or `max_events` (or KeyboardInterrupt); returns the events emitted.
+
+    SIGTERM (how a service manager stops a daemon) raises `Terminated` here, so the scans still
+    going are ended and the drops `--block` added are removed, as on Ctrl-C.
+    """
+    from portkit.firewall._live import _terminate_raises
+
+    with _terminate_raises():
+        return _watch(options, emit, notes)
+
+
+def _watch(options: WatchOptions, emit: Emit, notes: Callable[[str], None]) -> int:
     detector = Detector(options.thresholds, options.ignore)
     reader = ListenerReader(options.namespaces, notes)
     tracker = ListenerTracker()
@@ -320,7 +339,9 @@ def run_watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None]
                 next_poll = now + options.interval
                 rows, spaces = reader.read()
                 if tracker.changed(rows):
+                    quick = rows
                     rows, spaces = read_listeners(options.namespaces, with_owners=True)
+                    rows = with_vanished(quick, rows)
                     for event in tracker.update(rows, time.time()):
                         send(event.to_json())
                 listening_ports = {(r.netns, r.port) for r in rows if r.protocol == "tcp"}
