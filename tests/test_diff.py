@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -450,11 +451,20 @@ def test_ledger_references() -> None:
     assert parse_ref("@2026-12-01T10:00+00:00", now).time == 1_796_119_200.0
     for bad in ("@", "@tomorrow", "@-5y", "@2026-13-01", "@²"):
         assert_usage_error(run_main("diff", bad, "@now"), "invalid ledger reference")
+    # A local time whose conversion leaves year 1-9999 (the zone moves it over the edge).
+    for bad, zone in (("@0001-01-01", "America/Adak"), ("@9999-12-31T23:59", "Pacific/Kiritimati")):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TZ", zone)
+            time.tzset()
+            try:
+                assert_usage_error(run_main("diff", bad, "@now"), "invalid ledger reference")
+            finally:
+                patch.undo()
+                time.tzset()
 
 
 def test_ledger_snapshots_against_the_live_host(tmp_path: Path) -> None:
     """@yesterday finds the newest complete inventory before it; @now is this host now."""
-    import time
 
     from portkit.ledger import INVENTORY, Ledger, Owner, PortFact
 
