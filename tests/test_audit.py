@@ -170,6 +170,36 @@ def test_healthy_policy_gives_no_finding(audit_lab: AuditLab, tmp_path: Path) ->
 
 
 @needs_root
+def test_netns_leaves_services_of_other_namespaces_alone(audit_lab: AuditLab, tmp_path: Path) -> None:
+    """--netns audits one namespace: a service the policy pins to another one (here this
+    namespace, where it really listens) is out of scope, not DECLARED_DOWN, and so is one pinned
+    to a --from vantage (its listeners are not audited); a service declared in any namespace
+    ("*") is still looked for in the audited one."""
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    port = held.getsockname()[1]
+    policy = tmp_path / "exposure.toml"
+    policy.write_text(
+        POLICY
+        + f'[[service]]\nport = {port}\nreach = "loopback"\n'  # this namespace: listening
+        + '[[service]]\nport = 4445\nreach = "lan"\nnetns = "not-audited-ns"\n'
+        + f'[[service]]\nport = 4446\nreach = "lan"\nnetns = "{audit_lab.lan.name}"\n'
+    )
+    try:
+        proc = audit_lab.run("--json", policy=policy)
+        scanned = audit_lab.run("--json", "--from", audit_lab.lan.name, policy=policy)
+    finally:
+        held.close()
+    for run in (proc, scanned):
+        assert run.returncode == 0, run.stderr
+        down = {f["port"] for f in json.loads(run.stdout)["findings"] if f["code"] == "DECLARED_DOWN"}
+        assert down == {4444}, run.stdout
+
+
+@needs_root
 def test_scans_from_vantages_join_the_model(audit_lab: AuditLab) -> None:
     proc = audit_lab.run("--json", "--from", audit_lab.wan.name, "--from", audit_lab.lan.name)
     assert proc.returncode == 0, proc.stderr
