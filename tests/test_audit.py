@@ -280,6 +280,22 @@ def test_uncertain_zone_counts_as_reachable() -> None:
     assert item.reachable is Zone.ANY
 
 
+@pytest.mark.parametrize("specific_first", [True, False])
+def test_a_namespace_of_its_own_outranks_any_namespace(specific_first: bool) -> None:
+    """`netns = "web"` says more than `netns = "*"` about a listener in web, whatever the
+    order in the file: web's loopback-only declaration makes its LAN reach a finding."""
+    from dataclasses import replace
+
+    listener = replace(_listener(5432, Exposure.ALL, ("0.0.0.0",)), netns="web")
+    item = AuditedListener(listener, ExposureClass.ALL, _zones(Reach.OPEN, Reach.OPEN, Reach.BLOCKED))
+    anywhere = '[[service]]\nport = 5432\nreach = "lan"\nnetns = "*"\n'
+    web = '[[service]]\nport = 5432\nreach = "loopback"\nnetns = "web"\n'
+    policy = parse_exposure_policy(web + anywhere if specific_first else anywhere + web)
+    assert policy.declared(5432, Transport.TCP, "web") == policy.services[0 if specific_first else 1]
+    assert policy.declared(5432, Transport.TCP, "db") == policy.services[1 if specific_first else 0]
+    assert [f.code for f in audit([item], policy).findings] == [AuditCode.BROADER_THAN_DECLARED]
+
+
 def test_owner_matches_unit_or_process_and_pid_is_not_an_owner() -> None:
     item = AuditedListener(
         _listener(6380, Exposure.LOOPBACK, ("127.0.0.1",)),

@@ -24,6 +24,7 @@ import ipaddress
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from portkit.model.errors import UsageError, quote
 from portkit.model.protocols import Transport
@@ -78,10 +79,17 @@ class ExposurePolicy:
     source: str = ""
 
     def declared(self, port: int, protocol: Transport, netns: str | None) -> DeclaredService | None:
+        """The service declared for the port in `netns`: one naming that namespace outranks one
+        declared in any namespace ("*"), wherever each stands in the file."""
+        found = [s for s in self._by_port.get((port, protocol), ()) if s.matches(port, protocol, netns)]
+        return next((s for s in found if s.netns != ANY_NETNS), found[0] if found else None)
+
+    @cached_property
+    def _by_port(self) -> dict[tuple[int, Transport], list[DeclaredService]]:
+        index: dict[tuple[int, Transport], list[DeclaredService]] = {}
         for service in self.services:
-            if service.matches(port, protocol, netns):
-                return service
-        return None
+            index.setdefault((service.port, service.protocol), []).append(service)
+        return index
 
 
 _SERVICE_KEYS = {"port", "protocol", "reach", "owner", "netns", "note"}
