@@ -187,6 +187,48 @@ def test_a_newer_schema_is_refused_with_exit_1_and_left_as_it_was(tmp_path: Path
     assert digest(path) == before
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (setpriv to another user)")
+def test_another_user_reads_a_ledger_it_may_not_write(tmp_path: Path) -> None:
+    """Root's ledger in a directory only root may write (/var/lib/portkit): with no writer
+    connected there is no WAL index beside it, and SQLite cannot make one for a reader who may
+    not write there. Reading commands still read it; writing ones say it is read-only, in one
+    line; the file is left as it was."""
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="pk-ledger-ro-", dir="/tmp"))
+    try:
+        home.chmod(0o755)
+        path = home / "ledger.db"
+        with Ledger.open(path) as ledger:
+            ledger.record(INVENTORY, [fact(22)], host="h", time=1000.0)
+        path.chmod(0o644)
+        assert not path.with_name("ledger.db-shm").exists()  # no writer holds the index open
+        before = digest(path)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "HOME=/tmp"]
+        nobody += ["XDG_CONFIG_HOME=/nonexistent-portkit-config", sys.executable, "-m", "portkit"]
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*nobody, *args, "--db", str(path)], capture_output=True, text=True, timeout=60, check=False
+            )
+
+        info = run("ledger", "info", "--json")
+        assert info.returncode == 0, info.stderr
+        assert json.loads(info.stdout)["observations"] == 1
+        history = run("history", "22/tcp", "--json")
+        assert history.returncode == 0 and json.loads(history.stdout)["first_seen"] == 1000.0, history.stderr
+        assert run("ledger", "export", "--csv").stdout.count("\n") == 2
+        for args in (("ledger", "prune", "--older-than", "0s"), ("ls", "--record")):
+            refused = run(*args)
+            assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+            assert "read-only" in refused.stderr and "Traceback" not in refused.stderr
+        assert digest(path) == before
+        assert sorted(p.name for p in home.iterdir()) == ["ledger.db"]
+    finally:
+        shutil.rmtree(home)
+
+
 def test_a_missing_ledger_is_said_in_one_line(tmp_path: Path) -> None:
     result = run_main("history", "22", "--db", str(tmp_path / "none.db"))
     assert result.status == 1 and "nothing was recorded yet" in result.stderr

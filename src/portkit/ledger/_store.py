@@ -28,7 +28,7 @@ from portkit.ledger._facts import (
     ruleset_fingerprint,
     scan_facts,
 )
-from portkit.ledger._schema import SCHEMA_VERSION, connect, damaged
+from portkit.ledger._schema import SCHEMA_VERSION, connect, damaged, unusable
 
 if TYPE_CHECKING:
     from portkit.firewall import Decision, Ruleset
@@ -178,7 +178,7 @@ class Ledger:
                 raise PortkitError(
                     f"the ledger {quote(str(self.path))} stayed locked by another writer"
                 ) from None
-            raise PortkitError(f"cannot use the ledger {quote(str(self.path))}: {exc}") from None
+            raise unusable(self.path, exc) from None
         except sqlite3.DatabaseError as exc:
             raise damaged(self.path, exc) from None
 
