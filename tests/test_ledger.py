@@ -580,3 +580,39 @@ def test_diagnoses_are_recorded_and_show_in_history(tmp_path: Path) -> None:
     assert history.status == 0, history.stderr
     text = history.stdout
     assert "NO_LISTENER" in text and "EPHEMERAL_RANGE" in text, text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+def test_a_snapshot_of_one_namespace_says_nothing_of_the_others(tmp_path: Path) -> None:
+    """`ls --record` reads this namespace only, `ls --all-netns --record` every one: a listener
+    in a lab namespace seen by the second, then not by the first, then again by the second is
+    one binding (not gone in between), and diff between the two kinds leaves that namespace
+    uncompared (saying so); once the namespace is deleted, the next --all-netns snapshot does
+    say it is gone."""
+    from fixtures_audit import holding_listeners
+    from portkit.testing import LabNamespace
+
+    db = str(tmp_path / "ledger.db")
+    port = 7411
+    with LabNamespace("pkle") as lab, holding_listeners(lab, [f"0.0.0.0:{port}"]):
+        for args in (("--all-netns",), (), ("--all-netns",)):
+            assert run_main("ls", *args, "--record", "--db", db).status == 0
+            time.sleep(0.01)
+        story = json.loads(run_main("history", f"{port}/tcp", "--db", db, "--json").stdout)
+        ours = [b for b in story["bindings"] if b["netns"] == lab.name]
+        assert [b["snapshots"] for b in ours] == [2] and story["gone_since"] is None, story
+        for a, b in (("@1", "@2"), ("@2", "@3")):
+            result = run_main("diff", a, b, "--db", db, "--json")
+            doc = json.loads(result.stdout)
+            assert lab.name in doc["not_compared"], doc
+            assert not any(p["netns"] == lab.name for p in doc["ports"]), doc
+        text = run_main("diff", "@1", "@2", "--db", db).stdout
+        assert "not compared:" in text and "--all-netns" in text
+        name = lab.name
+    assert run_main("ls", "--all-netns", "--record", "--db", db).status == 0
+    story = json.loads(run_main("history", f"{port}/tcp", "--db", db, "--json").stdout)
+    assert story["gone_since"] is not None and story["gone_since"] > story["last_seen"]
+    gone = json.loads(run_main("diff", "@3", "@4", "--db", db, "--json").stdout)
+    assert [(p["netns"], p["port"], p["changes"]) for p in gone["ports"] if p["netns"] == name] == [
+        (name, port, ["closed"])
+    ]

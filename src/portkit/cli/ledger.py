@@ -351,14 +351,16 @@ def _ledger_side(ref: Ref, kind: str, now: float, store: Ledger | None, all_netn
     if ref.live:
         if kind != "inventory":
             raise UsageError(f"{text} is this host's sockets now: compare it with an inventory, not a scan")
-        from portkit.ledger import inventory_facts
+        from portkit.ledger import inventory_facts, inventory_scope
         from portkit.sockets import ALL_STATES, SocketQuery, list_sockets
 
         inventory = list_sockets(
             SocketQuery(listening=True, states=ALL_STATES, with_processes=True), all_netns=all_netns
         )
         host = this_host()
-        return inventory_side(inventory_facts(inventory.sockets, host), f"{host} now ({_when(now)})", host)
+        facts = inventory_facts(inventory.sockets, host)
+        scope = inventory_scope(inventory, all_netns)
+        return inventory_side(facts, f"{host} now ({_when(now)})", host, scope)
     assert store is not None
     if ref.id is not None:
         observation = store.observation(ref.id)

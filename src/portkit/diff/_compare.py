@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portkit.errors import UsageError
-from portkit.ledger import Owner
+from portkit.ledger import NetnsScope, Owner
 
 SCAN, INVENTORY = "scan", "inventory"
 OWNER_FIELDS = ("name", "exe", "user", "unit", "container")
@@ -69,6 +69,10 @@ class Side:
     hosts: Mapping[str, HostSide]
     owner_fields: frozenset[str] = frozenset(OWNER_FIELDS)
     host: str = ""  # an inventory's host name, when known
+    scope: NetnsScope | None = None  # the namespaces an inventory looked at; None: every one
+
+    def covers(self, netns: str) -> bool:
+        return self.scope is None or self.scope.covers(netns)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,9 @@ class Difference:
     b: Side
     ports: tuple[PortChange, ...]
     hosts: tuple[HostChange, ...]
+    # Inventories: namespaces with listeners that only one side looked at (`ls --record` reads
+    # one namespace, `ls --all-netns --record` every one): their listeners are not compared.
+    not_compared: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -125,6 +132,7 @@ class Difference:
             "changed": self.changed,
             "hosts": [h.to_json() for h in self.hosts],
             "ports": [p.to_json(kind) for p in self.ports],
+            "not_compared": [n or None for n in self.not_compared],
         }
 
 
@@ -179,8 +187,12 @@ def compare(a: Side, b: Side) -> Difference:
     ports: list[PortChange] = []
     hosts: list[HostChange] = []
     empty = HostSide(key="", status="")
+    not_compared: list[str] = []
     for key in sorted(set(a.hosts) | set(b.hosts), key=_sort_key):
         ha, hb = a.hosts.get(key), b.hosts.get(key)
+        if a.kind == INVENTORY and not (a.covers(key) and b.covers(key)):
+            not_compared.append(key)
+            continue
         if a.kind == SCAN and (ha is None or hb is None or ha.status != hb.status):
             hosts.append(HostChange(key, ha.status if ha else None, hb.status if hb else None))
         ha, hb = ha or empty, hb or empty
@@ -196,7 +208,7 @@ def compare(a: Side, b: Side) -> Difference:
             changes = _port_changes(before, after, fields)
             if changes:
                 ports.append(PortChange(host, netns, spec[0], spec[1], before, after, changes, title))
-    return Difference(a, b, tuple(ports), tuple(hosts))
+    return Difference(a, b, tuple(ports), tuple(hosts), tuple(not_compared))
 
 
 def render_text(diff: Difference) -> str:
@@ -244,4 +256,13 @@ def render_text(diff: Difference) -> str:
     if not diff.changed:
         lines.append("")
         lines.append(" (no changes)")
+    if diff.not_compared:
+        names = [n or "(this namespace)" for n in diff.not_compared]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        lines.append("")
+        lines.append(
+            f" (not compared: {shown}: only one side looked at "
+            + ("it" if len(names) == 1 else "them")
+            + "; record both with --all-netns)"
+        )
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from typing import Any
 
 from portkit.diff._compare import INVENTORY, OWNER_FIELDS, SCAN, HostSide, PortSide, Side
 from portkit.errors import UsageError, quote
-from portkit.ledger import Observation, Owner, PortFact
+from portkit.ledger import NetnsScope, Observation, Owner, PortFact
 from portkit.ledger._facts import exposure_name, service_text
 
 PROTOCOLS = frozenset({"tcp", "udp", "sctp", "ip"})
@@ -304,7 +304,8 @@ def side_from_observation(observation: Observation) -> Side:
     where = observation.host or "?"
     label = f"ledger #{observation.id}: {observation.kind} of {where} at {_clock(observation.time)}"
     if observation.kind == INVENTORY:
-        return inventory_side(observation.facts, label, host=observation.host)
+        scope = NetnsScope.from_json(observation.data.get("netns"))
+        return inventory_side(observation.facts, label, host=observation.host, scope=scope)
     if observation.kind == SCAN:
         hosts: dict[str, dict[tuple[int, str], PortSide]] = {}
         for fact in observation.facts:
@@ -327,11 +328,15 @@ def side_from_observation(observation: Observation) -> Side:
     raise UsageError(f"ledger #{observation.id} is a {observation.kind}: diff compares scans or inventories")
 
 
-def inventory_side(facts: Iterable[PortFact], label: str, host: str = "") -> Side:
-    """Inventory facts (from the ledger, or `portkit.ledger`'s inventory_facts of live sockets)."""
+def inventory_side(
+    facts: Iterable[PortFact], label: str, host: str = "", scope: NetnsScope | None = None
+) -> Side:
+    """Inventory facts (from the ledger, or `portkit.ledger`'s inventory_facts of live sockets);
+    `scope`: the namespaces they were read from (None: every one)."""
     return Side(
         INVENTORY,
         label,
         _merge((f.netns, f.port, f.protocol, f.address, f.owners) for f in facts if f.state == "listening"),
         host=host,
+        scope=scope,
     )
