@@ -684,3 +684,34 @@ def test_sigterm_ends_the_scans_and_removes_the_block_table(watch_lab: WatchLab)
     assert status == 143
     assert ended is not None
     assert table not in left, left
+
+
+@needs_root
+def test_a_watched_namespace_that_goes_and_comes_back_is_said() -> None:
+    """--netns NAME whose namespace is deleted (a container stopped): its listeners close, and
+    stderr says nothing is watched there; when a namespace of that name is back, that is said
+    too, and the watch goes on."""
+    lab = LabNamespace("pkwg").open()
+    name = lab.name
+    try:
+        holder = subprocess.Popen(
+            lab.command([sys.executable, "-c", LISTEN, "7500"]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        watcher = Watcher(WatchLab(lab, lab), "--interval", "0.2s")
+        try:
+            holder.kill()
+            holder.wait(timeout=10)
+            lab.close()
+            closed = watcher.wait_for(lambda e: e["event"] == "listener-closed" and e["port"] == 7500, 10)
+            assert closed is not None and closed["netns"] == name
+            subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+            time.sleep(1.5)
+        finally:
+            err = watcher.stop()
+    finally:
+        lab.close()
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30, check=False)
+    assert f"network namespace {name} is gone" in err, err
+    assert f"network namespace {name} is back" in err, err

@@ -113,6 +113,8 @@ class ListenerReader:
         self.notes = notes
         self.clients: dict[int, tuple[Any, Any]] = {}
         self.unreadable: set[int] = set()
+        self.present: set[str] = set()  # the --netns names there at the last reading
+        self.read_once = False
 
     def read(self) -> tuple[list[ListenerRow], list[Any]]:
         # LISTENING is LISTEN and CLOSE; the netlink layer never asks TCP for CLOSE, so a TCP
@@ -120,6 +122,15 @@ class ListenerReader:
         from portkit.sockets import LISTENING, SockDiagClient, Transport, all_namespaces, run_in
 
         spaces = [n for n in all_namespaces() if not self.namespaces or n.label in self.namespaces]
+        if self.namespaces:  # a namespace named with --netns that goes (or comes back) is said
+            present = {str(n.label) for n in spaces}
+            for name in self.namespaces:
+                if name in self.present and name not in present:
+                    self.notes(f"network namespace {name} is gone: nothing is watched there until it is back")
+                elif name not in self.present and name in present and self.read_once:
+                    self.notes(f"network namespace {name} is back: watching it again")
+            self.present = present
+            self.read_once = True
         rows: list[ListenerRow] = []
         alive = set()
         denied: list[str] = []
