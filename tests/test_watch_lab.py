@@ -374,6 +374,7 @@ def test_bad_input_is_one_line() -> None:
     cases = [["--block", "1m"], ["--interval", "0"], ["--ignore", "not-an-ip"], ["--netns", "no-such-ns-w"]]
     cases += [["--scan-ports", "0"], ["--duration", "forever"]]
     cases += [["--exec", ""], ["--exec", "  "], ["--ignore", "9" * 300]]  # no hook that runs nothing
+    cases += [["--exec", "true", "--exec-timeout", "0"], ["--exec", "true", "--exec-timeout", "soon"]]
     for args in cases:
         proc = subprocess.run(
             [*PORTKIT, "watch", *args], capture_output=True, text=True, timeout=60, check=False
