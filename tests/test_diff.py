@@ -441,6 +441,15 @@ def test_bad_diff_files_are_one_line_and_exit_2(content: str, tmp_path: Path) ->
     assert_usage_error(run_main("diff", str(bad), str(good)), "invalid diff input")
 
 
+def test_empty_inputs_and_stdin_twice_are_said_as_such(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.xml"
+    empty.write_text("")
+    good = tmp_path / "good.json"
+    good.write_text(ls_doc())
+    assert "it is empty" in assert_usage_error(run_main("diff", str(empty), str(good)), "invalid diff input")
+    assert_usage_error(run_main("diff", "-", "-"), "standard input is read once")
+
+
 def test_ledger_references() -> None:
     now = 1_800_000_000.0
     assert parse_ref("@now", now).live

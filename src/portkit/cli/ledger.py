@@ -319,6 +319,10 @@ def diff(a: str, b: str, all_netns: bool, db: str | None, as_json: bool) -> None
     from portkit.diff import compare, parse_ref, read_side, render_text
 
     now = time.time()
+    if a == b == "-":
+        raise UsageError(
+            "invalid diff inputs '-' and '-': standard input is read once; give a file for one side"
+        )
     refs = {text: parse_ref(text, now) for text in (a, b) if text.startswith("@")}  # bad input first
     files = {text: read_side(text) for text in (a, b) if text not in refs}
     kinds = {side.kind for side in files.values()}

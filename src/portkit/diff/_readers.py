@@ -283,7 +283,7 @@ def read_side_text(text: str, name: str) -> Side:
             if "listeners" in doc:
                 return _overview_side(doc, f"inventory {name}")
             raise _Bad("a JSON object without scan, sockets or listeners")
-        raise _Bad("neither XML nor JSON")
+        raise _Bad("neither XML nor JSON" if stripped else "it is empty")
     except (_Bad, RecursionError) as exc:
         why = str(exc) if isinstance(exc, _Bad) else "nested too deeply"
         raise UsageError(f"invalid diff input {quote(name)}: {why}; {ACCEPTED}") from None
