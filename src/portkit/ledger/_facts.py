@@ -124,7 +124,11 @@ class NetnsScope:
         return netns in self.read or (self.every and netns not in self.skipped)
 
     def to_json(self) -> dict[str, Any]:
-        return {"every": self.every, "read": sorted(self.read), "skipped": sorted(self.skipped)}
+        # Reading every namespace, what was read is every namespace: only the skipped ones are
+        # kept (a host with a thousand namespaces would repeat their names in each snapshot).
+        if self.every:
+            return {"every": True, "skipped": sorted(self.skipped)}
+        return {"every": False, "read": sorted(self.read)}
 
     @classmethod
     def from_json(cls, doc: object) -> NetnsScope | None:
