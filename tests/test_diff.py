@@ -277,6 +277,28 @@ def test_service_version_change_agrees_with_ndiff(listeners: Listeners, tmp_path
 
 
 @needs_nmap
+def test_a_changed_script_result_agrees_with_ndiff(listeners: Listeners, tmp_path: Path) -> None:
+    """Same port, state and service, another NSE result (a banner here; a TLS certificate or an
+    SSH host key alike): ndiff lists the port, and so must portkit, with the script lines."""
+    base = free_base(3)
+    ports = f"{base}-{base + 2}"
+    listeners.open("127.0.0.1", base + 1, banner=b"220 mail.example.org ESMTP\r\n")
+    a = nmap(tmp_path / "a.xml", ports, "127.0.0.1", "-sT", "--script", "banner")
+    listeners.close("127.0.0.1", base + 1)
+    listeners.open("127.0.0.1", base + 1, banner=b"220 mail.attacker.example ESMTP\r\n")
+    b = nmap(tmp_path / "b.xml", ports, "127.0.0.1", "-sT", "--script", "banner")
+    doc = agree(a, b)
+    (change,) = doc["ports"]
+    assert change["port"] == base + 1 and change["changes"] == ["scripts"]
+    assert [s["id"] for s in change["after"]["scripts"]] == ["banner"]
+    assert "attacker" in change["after"]["scripts"][0]["output"]
+    lines = run_main("diff", str(a), str(b)).stdout.splitlines()
+    assert any(line.startswith("-|_ banner: 220 mail.example.org") for line in lines), lines
+    assert any(line.startswith("+|_ banner: 220 mail.attacker.example") for line in lines), lines
+    assert agree(a, a)["ports"] == []
+
+
+@needs_nmap
 @needs_root
 def test_udp_changes_agree_with_ndiff(listeners: Listeners, tmp_path: Path) -> None:
     base = free_base(4)

@@ -90,7 +90,13 @@ def _xml_side(root: ET.Element, label: str) -> Side:
                 else ""
             )
             spec = (_port(element.get("portid"), "portid"), _protocol(element.get("protocol")))
-            ports[spec] = PortSide(state=state.get("state", ""), service=service)
+            scripts = tuple(
+                sorted(
+                    (_text(e.get("id"), "script id"), _text(e.get("output"), "script output"))
+                    for e in element.findall("script")
+                )
+            )
+            ports[spec] = PortSide(state=state.get("state", ""), service=service, scripts=scripts)
         shown = f"{names[0]} ({key})" if names else key
         hosts[key] = HostSide(
             key, shown, status.get("state", "up") if status is not None else "up", ports, frozenset(collapsed)
