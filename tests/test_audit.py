@@ -199,6 +199,34 @@ def test_netns_leaves_services_of_other_namespaces_alone(audit_lab: AuditLab, tm
         assert down == {4444}, run.stdout
 
 
+EVIL_NAME = r"""
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, b"\x1b[2K\rok\x07\x1b]0;t", 0, 0, 0)  # PR_SET_NAME: any user may
+s = socket.socket(); s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1)
+print("ready", flush=True); sys.stdin.read()
+"""
+
+
+@needs_root
+def test_a_process_name_cannot_drive_the_readers_terminal(audit_lab: AuditLab) -> None:
+    """Any local user names their process as they like: an escape sequence in it (erase the
+    line, retitle the terminal) is written out in the table, never sent to the terminal."""
+    holder = subprocess.Popen(
+        audit_lab.server.command([sys.executable, "-c", EVIL_NAME, "7333"]),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        proc = audit_lab.run()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.split()[1:2] == ["7333/tcp"])
+    assert "\\x1b[2K\\x0dok\\x07" in row, row
+    assert not any(ch in proc.stdout for ch in "\x1b\x07\r"), repr(proc.stdout)
+
+
 @needs_root
 def test_scans_from_vantages_join_the_model(audit_lab: AuditLab) -> None:
     proc = audit_lab.run("--json", "--from", audit_lab.wan.name, "--from", audit_lab.lan.name)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from portkit.watch import (
     Detector,
+    ListenerEvent,
     ListenerRow,
     ListenerTracker,
     Owner,
@@ -293,3 +294,11 @@ def test_hooks_that_fail_hang_or_leave_stdin_unread_never_block_the_caller(tmp_p
     assert notes[-1] == (
         "--exec: 8 killed (ran over 60 s, or still ran at exit), 2 events not passed to a hook"
     )
+
+
+def test_an_event_line_writes_out_the_control_characters_of_a_process_name() -> None:
+    from portkit.cli.watch import describe
+
+    row = ListenerRow("lab", "tcp", "0.0.0.0", 7333, 9, (Owner(42, "\x1b[2K\rok\x07", "x", "u", "", ""),))
+    line = describe(ListenerEvent("listener-opened", 0.0, row).to_json())
+    assert "\\x1b[2K\\x0dok\\x07/42" in line and not any(ch in line for ch in "\x1b\r\x07"), line

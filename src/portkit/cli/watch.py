@@ -143,7 +143,14 @@ def _where(document: dict[str, Any]) -> str:
 
 
 def describe(document: dict[str, Any]) -> str:
-    """One line for people per event."""
+    """One line for people per event (its control characters written out: a process name is
+    anyone's to choose)."""
+    from portkit.cli._text import visible
+
+    return visible(_describe(document))
+
+
+def _describe(document: dict[str, Any]) -> str:
     kind = document["event"]
     if kind in ("listener-opened", "listener-closed", "owner-changed"):
         owners = ", ".join(f"{o['name']}/{o['pid']}" for o in document["owners"]) or "unknown owner"
