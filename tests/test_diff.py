@@ -373,6 +373,17 @@ def diff_docs(a: str, b: str) -> list[dict[str, Any]]:
     return list(doc["ports"])
 
 
+def test_the_text_writes_out_control_characters_of_owner_names(tmp_path: Path) -> None:
+    """A process name is anyone's to choose: an escape sequence in it is written out, not sent
+    to the terminal of whoever reads the diff."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(ls_doc((22, "tcp", "0.0.0.0", 10, "sshd", "")))
+    b.write_text(ls_doc((22, "tcp", "0.0.0.0", 11, "\x1b[1A\x1b[2Ksshd", "")))
+    result = run_main("diff", str(a), str(b))
+    assert result.status == 1 and "\x1b" not in result.stdout, repr(result.stdout)
+    assert "\\x1b[1A\\x1b[2Ksshd/11" in result.stdout
+
+
 def test_a_new_pid_for_the_same_program_and_unit_is_not_a_change() -> None:
     before = ls_doc((22, "tcp", "0.0.0.0", 100, "sshd", "ssh.service"))
     after = ls_doc((22, "tcp", "0.0.0.0", 4242, "sshd", "ssh.service"))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from portkit.cli._record import db_option, open_ledger, this_host
+from portkit.cli._text import visible
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import PortkitError, UsageError, quote
 
@@ -344,7 +345,7 @@ def diff(a: str, b: str, all_netns: bool, db: str | None, as_json: bool) -> None
     if as_json:
         emit_json(difference.to_json())
     else:
-        click.echo(render_text(difference))
+        click.echo("\n".join(visible(line) for line in render_text(difference).split("\n")))
     raise click.exceptions.Exit(1 if difference.changed else 0)
 
 
