@@ -399,6 +399,16 @@ def test_another_program_or_unit_on_the_port_is_an_owner_change() -> None:
     assert diff_docs(before, moved)[0]["changes"] == ["owner"]
 
 
+def test_an_owner_one_side_could_not_see_is_unknown_not_changed(tmp_path: Path) -> None:
+    """`ls --json` without root names no owner for root's listeners: against a root inventory
+    that is not an owner change (nor is the reverse); an owner both sides name still is."""
+    known = ls_doc((8080, "tcp", "0.0.0.0", 100, "nginx", "nginx.service"))
+    unseen = ls_doc((8080, "tcp", "0.0.0.0", 0, "", ""))
+    assert diff_docs(known, unseen) == [] and diff_docs(unseen, known) == []
+    other = ls_doc((8080, "tcp", "0.0.0.0", 100, "python3", ""))
+    assert diff_docs(known, other)[0]["changes"] == ["owner"]
+
+
 def test_a_rebind_from_loopback_to_every_interface_is_an_address_change() -> None:
     before = ls_doc((6379, "tcp", "127.0.0.1", 7, "redis-server", ""))
     after = ls_doc((6379, "tcp", "0.0.0.0", 7, "redis-server", ""))

@@ -408,6 +408,24 @@ def test_a_restart_with_a_new_pid_keeps_one_binding_and_a_gap_starts_another() -
     assert (story.first_seen, story.last_seen, story.gone_since) == (10, 50, 60)
 
 
+def test_a_snapshot_that_could_not_see_the_owner_keeps_the_binding() -> None:
+    """A snapshot taken without root sees root's listener but not its owner: that is the
+    same binding (owner unknown), not a change of owner, and the next snapshot that sees
+    the owner carries it on; another program is still another binding."""
+    unseen = PortFact(port=22, protocol="tcp", host="h", state="listening", address="0.0.0.0", exposure="all")
+    rows = [
+        sighting(10, fact(22, pid=100)),
+        sighting(20, unseen),
+        sighting(30, fact(22, pid=100)),
+        sighting(40, fact(22, owner="dropbear", pid=7)),
+    ]
+    story = build_history(22, "tcp", None, rows, snapshot_times=[10, 20, 30, 40])
+    spans = [(b.first, b.last, b.snapshots, b.owners[0].name) for b in story.bindings]
+    assert spans == [(10, 30, 3, "sshd"), (40, 40, 1, "dropbear")]
+    first = build_history(22, "tcp", None, rows[1:3], snapshot_times=[20, 30])  # unknown first
+    assert [(b.first, b.last, b.snapshots, b.owners[0].name) for b in first.bindings] == [(20, 30, 2, "sshd")]
+
+
 def _keys(value: object) -> set[str]:
     if isinstance(value, dict):
         return set(value) | {k for v in value.values() for k in _keys(v)}

@@ -166,7 +166,10 @@ def _port_changes(before: PortSide | None, after: PortSide | None, fields: froze
         # banner), or a script that answered on one side only, is a change of the port.
         if before.scripts != after.scripts:
             changes.append("scripts")
-        if owner_identities(before.owners, fields) != owner_identities(after.owners, fields):
+        # No owner on one side is an owner that side could not see (a process of another user,
+        # read without root): unknown, not changed.
+        known = before.owners and after.owners
+        if known and owner_identities(before.owners, fields) != owner_identities(after.owners, fields):
             changes.append("owner")
         if before.addresses != after.addresses:
             changes.append("address")

@@ -136,22 +136,31 @@ def build_history(
     inventory = [s for s in sightings if s.kind == INVENTORY]
     bindings: list[Binding] = []
     open_runs: dict[tuple[Any, ...], int] = {}  # key -> index in bindings
+    at_place: dict[tuple[Any, ...], int] = {}  # (protocol, host, address, netns) -> its latest run
     for s in inventory:
         f = s.fact
-        key = (f.protocol, f.host, f.address, f.netns, tuple(sorted({o.identity for o in f.owners})))
+        place = (f.protocol, f.host, f.address, f.netns)
+        key = (*place, tuple(sorted({o.identity for o in f.owners})))
         index = open_runs.get(key)
+        latest = at_place.get(place)
+        if index is None and latest is not None and not (f.owners and bindings[latest].owners):
+            # No owner on one side is an owner that snapshot could not see (another user's
+            # process, read without root): the run at that place goes on.
+            index = latest
         run = bindings[index] if index is not None else None
         # A complete snapshot of its namespace between the run's end and this sighting lacked
         # the port: a new run.
         times = times_for(f.netns)
         if run is None or bisect_right(times, run.last) < bisect_left(times, s.time):
-            open_runs[key] = len(bindings)
+            open_runs[key] = at_place[place] = len(bindings)
             bindings.append(
                 Binding(s.time, s.time, 1, f.protocol, f.host, f.address, f.netns, f.exposure, f.owners)
             )
         elif s.time != run.last:
             assert index is not None
-            bindings[index] = replace(run, last=s.time, snapshots=run.snapshots + 1, owners=f.owners)
+            owners = f.owners or run.owners
+            bindings[index] = replace(run, last=s.time, snapshots=run.snapshots + 1, owners=owners)
+            open_runs[(*place, tuple(sorted({o.identity for o in owners})))] = at_place[place] = index
     gone = None
     last_inventory = max((s.time for s in inventory), default=None)
     if last_inventory is not None:
