@@ -114,6 +114,30 @@ def test_udp_scan_closed_by_icmp() -> None:
     assert event["scan_type"] == "UDP" and event["closed"] == 4
 
 
+def test_replies_to_this_hosts_own_datagrams_are_no_udp_scan() -> None:
+    """Thirty DNS lookups from this host, each from another ephemeral port: the server's
+    answers arrive on thirty ports, and are answers, not attempts (its server is no scanner,
+    and --block would have cut this host off its DNS). A reply after the window is an attempt."""
+    resolver = "10.0.0.53"
+    detector = Detector()
+    packets = []
+    for n in range(30):
+        packets.append(Seen(n * 0.1, None, True, US, resolver, 17, 40000 + n, 53))
+        packets.append(Seen(n * 0.1 + 0.01, None, False, resolver, US, 17, 53, 40000 + n))
+    assert feed(detector, packets) == []
+    assert detector.tick(10.0) == []
+    # This host's UDP service answering a client settles the client's attempt as open.
+    served = Detector(Thresholds(ports=2))
+    assert feed(served, [Seen(0, None, False, THEM, US, 17, 5000, 53)]) == []
+    assert feed(served, [Seen(0.1, None, True, US, THEM, 17, 53, 5000)]) == []
+    assert served.tick(5.0) == [] and served.sources[(None, THEM)].attempts[(US, 53, 17)].outcome == "open"
+    late = Detector(Thresholds(ports=3, udp_reply=60))
+    sent = [Seen(n, None, True, US, resolver, 17, 41000 + n, 53) for n in range(3)]
+    replies = [Seen(100 + n, None, False, resolver, US, 17, 53, 41000 + n) for n in range(3)]
+    assert feed(late, sent) == [] and late.tick(99.0) == []
+    assert feed(late, replies) == [] and [e.kind for e in late.tick(110.0)] == ["scan"]
+
+
 def test_ignored_sources_are_never_judged() -> None:
     detector = Detector(Thresholds(ports=2), ignore=[THEM])
     assert feed(detector, [attempt(n, n + 1) for n in range(10)]) == []

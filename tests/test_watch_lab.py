@@ -716,3 +716,41 @@ def test_a_watched_namespace_that_goes_and_comes_back_is_said() -> None:
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30, check=False)
     assert f"network namespace {name} is gone" in err, err
     assert f"network namespace {name} is back" in err, err
+
+
+RESOLVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(512); s.sendto(b"answer " + data, peer)
+"""
+
+LOOKUPS = r"""
+import socket, sys
+for n in range(40):  # each lookup from a new ephemeral port, as a stub resolver does
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+    c.connect((sys.argv[1], 53)); c.send(b"q%d" % n); c.recv(512); c.close()
+print("answered", flush=True)
+"""
+
+
+@needs_root
+def test_this_hosts_own_dns_lookups_are_no_udp_scan(watch_lab: WatchLab) -> None:
+    """The watched host asks a resolver in the neighbouring namespace 40 times: the answers
+    reach 40 ephemeral ports, and that is no scan (with --block, the resolver would be dropped)."""
+    resolver = subprocess.Popen(
+        watch_lab.scanner.command([sys.executable, "-c", RESOLVER, SCANNER]),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    watcher = watch_lab.watch("--scans", "--block", "1m")
+    try:
+        assert resolver.stdout is not None and resolver.stdout.readline().strip() == "ready"
+        lookups = watch_lab.target.run([sys.executable, "-c", LOOKUPS, SCANNER], timeout=60)
+        assert lookups.stdout.strip() == "answered", lookups.stderr
+        assert watcher.wait_for(_scan_event, 4) is None  # past the 2 s an attempt waits for an answer
+    finally:
+        err = watcher.stop()
+        resolver.kill()
+        resolver.wait(timeout=10)
+    assert "portkit_watch_" not in watch_lab.target.run(["nft", "list", "tables"]).stdout, err
