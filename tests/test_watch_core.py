@@ -86,10 +86,28 @@ def test_busy_clients_and_restarts_raise_nothing() -> None:
 
 
 def test_horizontal_scan_of_one_port() -> None:
-    detector = Detector(Thresholds(hosts=25))
-    packets = [Seen(n, "lab", False, THEM, f"10.0.2.{n}", 6, 40000, 22, SYN, 4) for n in range(25)]
-    [event] = feed(detector, packets)
+    """25 hosts whose port 22 fails (refused at once, or unanswered until the answer timeout)
+    make a scan; a client that reaches 30 web servers (a container's traffic, seen as this
+    host forwards it) does not."""
+    refused = Detector(Thresholds(hosts=25))
+    packets = []
+    for n in range(25):
+        packets.append(Seen(n * 0.01, "lab", False, THEM, f"10.0.2.{n}", 6, 40000, 22, SYN, 4))
+        packets.append(Seen(n * 0.01 + 0.001, "lab", True, f"10.0.2.{n}", THEM, 6, 22, 40000, RST | ACK))
+    [event] = feed(refused, packets)
     assert "25 hosts" in str(event["reason"]) and event["ports"] == [22]
+    silent = Detector(Thresholds(hosts=25))
+    unanswered = [Seen(n * 0.01, "lab", False, THEM, f"10.0.2.{n}", 6, 40000, 22, SYN, 4) for n in range(25)]
+    assert feed(silent, unanswered) == []
+    [event] = silent.tick(3.0)
+    assert "25 hosts" in event.reason and event.filtered == 25
+    browsing = Detector(Thresholds(hosts=25))
+    packets = []
+    for n in range(30):
+        server = f"198.51.100.{n}"
+        packets.append(Seen(n * 0.1, "lab", False, THEM, server, 6, 40000 + n, 443, SYN, 20))
+        packets.append(Seen(n * 0.1 + 0.02, "lab", True, server, THEM, 6, 443, 40000 + n, SYN | ACK))
+    assert feed(browsing, packets) == [] and browsing.tick(10.0) == []
 
 
 def test_stealth_probes_count_whatever_the_answer() -> None:

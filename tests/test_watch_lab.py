@@ -754,3 +754,34 @@ def test_this_hosts_own_dns_lookups_are_no_udp_scan(watch_lab: WatchLab) -> None
         resolver.kill()
         resolver.wait(timeout=10)
     assert "portkit_watch_" not in watch_lab.target.run(["nft", "list", "tables"]).stdout, err
+
+
+CONNECT_ALL = r"""
+import socket, sys
+for address in sys.argv[1:]:
+    socket.create_connection((address, 80), 5).close()
+print("connected", flush=True)
+"""
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed")
+def test_many_hosts_reached_on_one_port_is_no_scan_but_many_refused_is(watch_lab: WatchLab) -> None:
+    """A client that reaches 26 addresses on their open port 80 (a crawler, or a container
+    seen as this host forwards its traffic) raises nothing; nmap probing port 22, closed on
+    the same 26 addresses, is a scan of 25 hosts on one port."""
+    addresses = [f"10.79.0.{n}" for n in range(100, 126)]
+    for address in addresses:
+        watch_lab.target.ip("addr", "add", f"{address}/24", "dev", "eth0")
+    watcher = watch_lab.watch("--scans")
+    try:
+        reached = watch_lab.scanner.run([sys.executable, "-c", CONNECT_ALL, *addresses], timeout=60)
+        assert reached.stdout.strip() == "connected", reached.stderr
+        assert watcher.wait_for(_scan_event, 4) is None  # beyond the 2 s an attempt waits for an answer
+        watch_lab.scanner.run(["nmap", "-n", "-Pn", "-sS", "-p", "22", "-T4", *addresses], timeout=120)
+        event = watcher.wait_for(_scan_event, 15)
+        assert event is not None and "hosts failed on port 22" in event["reason"], event
+    finally:
+        watcher.stop()
+        for address in addresses:
+            watch_lab.target.ip("addr", "del", f"{address}/24", "dev", "eth0")

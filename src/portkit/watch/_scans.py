@@ -8,7 +8,7 @@ no connection sends — nmap's FIN, NULL and Xmas probes; a UDP datagram) and th
 (SYN-ACK: the port is open; RST or ICMP unreachable: closed or rejected). An attempt not answered
 within `answer_timeout` counts as failed too (filtered). Thresholds follow Zeek's scan policy:
 `ports` distinct ports of one host failed by one source within `window` seconds, or `hosts`
-hosts tried on one port, raise a `scan`. FIN/NULL/Xmas probes count whatever the answer: they
+hosts failed on one port, raise a `scan`. FIN/NULL/Xmas probes count whatever the answer: they
 have no legitimate use.
 
 Ordinary traffic does not trip it: a busy client opens many connections to *one* port (each
@@ -102,7 +102,7 @@ def classify_probe(seen: Seen) -> ProbeKind | None:
 @dataclass(frozen=True)
 class Thresholds:
     ports: int = 15  # distinct failed ports on one host from one source
-    hosts: int = 25  # distinct hosts tried on one port by one source
+    hosts: int = 25  # distinct hosts failed on one port by one source
     window: float = 300.0  # seconds an attempt is remembered
     answer_timeout: float = 2.0  # an attempt unanswered this long failed (filtered)
     quiet: float = 30.0  # a scan with no attempt for this long has ended
@@ -132,14 +132,17 @@ class _Source:
     attempts: dict[tuple[str, int, int], _Attempt] = field(default_factory=dict)  # (dst, port, proto)
     # Kept as attempts change, so judging one packet does not walk every attempt.
     failed: dict[str, set[tuple[int, int]]] = field(default_factory=dict)  # dst -> failed (port, proto)
-    hosts: dict[tuple[int, int], set[str]] = field(default_factory=dict)  # (port, proto) -> dsts tried
+    hosts: dict[tuple[int, int], set[str]] = field(default_factory=dict)  # (port, proto) -> dsts failed
     reported: bool = False
 
     def note(self, key: tuple[str, int, int], attempt: _Attempt) -> None:
         dst, port, proto = key
-        self.hosts.setdefault((port, proto), set()).add(dst)
+        # Only failures count, across hosts as across ports (Zeek's address scan counts failed
+        # attempts too): a client that reaches 25 web servers (a container behind this host,
+        # seen as it is forwarded) is no scanner.
         if attempt.kind in _STEALTH or attempt.outcome in (Outcome.CLOSED, Outcome.FILTERED):
             self.failed.setdefault(dst, set()).add((port, proto))
+            self.hosts.setdefault((port, proto), set()).add(dst)
 
     def recount(self) -> None:
         self.failed.clear()
@@ -313,7 +316,7 @@ class Detector:
         for key in ports if not reason else ():
             tried = len(source.hosts.get(key, ()))
             if tried >= limits.hosts:
-                reason = f"{tried} hosts tried on port {key[0]} within {limits.window:g} s"
+                reason = f"{tried} hosts failed on port {key[0]} within {limits.window:g} s"
                 break
         if not reason:
             return []
