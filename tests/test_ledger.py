@@ -225,6 +225,21 @@ def test_another_user_reads_a_ledger_it_may_not_write(tmp_path: Path) -> None:
             assert "read-only" in refused.stderr and "Traceback" not in refused.stderr
         assert digest(path) == before
         assert sorted(p.name for p in home.iterdir()) == ["ledger.db"]
+        # A writer killed mid-life leaves records in its write-ahead log: without its index
+        # they cannot be read by this user, which is said rather than a partial ledger shown.
+        killed = textwrap.dedent(f"""
+            import os, signal
+            from portkit.ledger import INVENTORY, Ledger, PortFact
+            ledger = Ledger.open({str(path)!r})
+            ledger.record(INVENTORY, [PortFact(23, "tcp", "h", "listening")], host="h")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)
+        subprocess.run([sys.executable, "-c", killed], timeout=60, check=False)
+        path.with_name("ledger.db-shm").unlink()
+        assert path.with_name("ledger.db-wal").stat().st_size > 0
+        logged = run("ledger", "info")
+        assert logged.returncode == 1 and "write-ahead log" in logged.stderr, logged.stderr
+        assert logged.stderr.count("\n") == 1
     finally:
         shutil.rmtree(home)
 

@@ -135,8 +135,14 @@ def connect(
                 _prepare(db, path, upto, create)
                 return db
             except sqlite3.OperationalError as exc:
-                if not create and _needs_write(exc) and not _wal_holds_data(path):
+                if not create and _needs_write(exc):
                     db.close()
+                    if _wal_holds_data(path):  # what the log holds is part of the ledger
+                        raise PortkitError(
+                            f"cannot read the ledger {quote(str(path))}: its write-ahead log holds"
+                            " records this user may not replay (no write access beside it); read it as"
+                            " its owner"
+                        ) from None
                     return _read_only(path, busy_timeout)
                 # SQLite answers BUSY at once, without waiting, where waiting could deadlock
                 # (a reader upgrading to writer, the switch to WAL): step back and try again.
