@@ -170,6 +170,64 @@ def test_healthy_policy_gives_no_finding(audit_lab: AuditLab, tmp_path: Path) ->
 
 
 @needs_root
+def test_netns_leaves_services_of_other_namespaces_alone(audit_lab: AuditLab, tmp_path: Path) -> None:
+    """--netns audits one namespace: a service the policy pins to another one (here this
+    namespace, where it really listens) is out of scope, not DECLARED_DOWN, and so is one pinned
+    to a --from vantage (its listeners are not audited); a service declared in any namespace
+    ("*") is still looked for in the audited one."""
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    port = held.getsockname()[1]
+    policy = tmp_path / "exposure.toml"
+    policy.write_text(
+        POLICY
+        + f'[[service]]\nport = {port}\nreach = "loopback"\n'  # this namespace: listening
+        + '[[service]]\nport = 4445\nreach = "lan"\nnetns = "not-audited-ns"\n'
+        + f'[[service]]\nport = 4446\nreach = "lan"\nnetns = "{audit_lab.lan.name}"\n'
+    )
+    try:
+        proc = audit_lab.run("--json", policy=policy)
+        scanned = audit_lab.run("--json", "--from", audit_lab.lan.name, policy=policy)
+    finally:
+        held.close()
+    for run in (proc, scanned):
+        assert run.returncode == 0, run.stderr
+        down = {f["port"] for f in json.loads(run.stdout)["findings"] if f["code"] == "DECLARED_DOWN"}
+        assert down == {4444}, run.stdout
+
+
+EVIL_NAME = r"""
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, b"\x1b[2K\rok\x07\x1b]0;t", 0, 0, 0)  # PR_SET_NAME: any user may
+s = socket.socket(); s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1)
+print("ready", flush=True); sys.stdin.read()
+"""
+
+
+@needs_root
+def test_a_process_name_cannot_drive_the_readers_terminal(audit_lab: AuditLab) -> None:
+    """Any local user names their process as they like: an escape sequence in it (erase the
+    line, retitle the terminal) is written out in the table, never sent to the terminal."""
+    holder = subprocess.Popen(
+        audit_lab.server.command([sys.executable, "-c", EVIL_NAME, "7333"]),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        proc = audit_lab.run()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.split()[1:2] == ["7333/tcp"])
+    assert "\\x1b[2K\\x0dok\\x07" in row, row
+    assert not any(ch in proc.stdout for ch in "\x1b\x07\r"), repr(proc.stdout)
+
+
+@needs_root
 def test_scans_from_vantages_join_the_model(audit_lab: AuditLab) -> None:
     proc = audit_lab.run("--json", "--from", audit_lab.wan.name, "--from", audit_lab.lan.name)
     assert proc.returncode == 0, proc.stderr
@@ -250,6 +308,22 @@ def test_uncertain_zone_counts_as_reachable() -> None:
     assert item.reachable is Zone.ANY
 
 
+@pytest.mark.parametrize("specific_first", [True, False])
+def test_a_namespace_of_its_own_outranks_any_namespace(specific_first: bool) -> None:
+    """`netns = "web"` says more than `netns = "*"` about a listener in web, whatever the
+    order in the file: web's loopback-only declaration makes its LAN reach a finding."""
+    from dataclasses import replace
+
+    listener = replace(_listener(5432, Exposure.ALL, ("0.0.0.0",)), netns="web")
+    item = AuditedListener(listener, ExposureClass.ALL, _zones(Reach.OPEN, Reach.OPEN, Reach.BLOCKED))
+    anywhere = '[[service]]\nport = 5432\nreach = "lan"\nnetns = "*"\n'
+    web = '[[service]]\nport = 5432\nreach = "loopback"\nnetns = "web"\n'
+    policy = parse_exposure_policy(web + anywhere if specific_first else anywhere + web)
+    assert policy.declared(5432, Transport.TCP, "web") == policy.services[0 if specific_first else 1]
+    assert policy.declared(5432, Transport.TCP, "db") == policy.services[1 if specific_first else 0]
+    assert [f.code for f in audit([item], policy).findings] == [AuditCode.BROADER_THAN_DECLARED]
+
+
 def test_owner_matches_unit_or_process_and_pid_is_not_an_owner() -> None:
     item = AuditedListener(
         _listener(6380, Exposure.LOOPBACK, ("127.0.0.1",)),
@@ -296,6 +370,9 @@ def test_stale_rule_only_where_nothing_listens() -> None:
         "[[service]]\nport = 22.0\nreach = 'any'",
         "service = [1, 2]",
         "[zones]\nlan = [1]",
+        "[[service]]\nport = 22\nreach = ['lan']",  # a list or a table is not hashable
+        "[[service]]\nport = 22\nreach = {lan = true}",
+        "[[service]]\nport = 22\nreach = 'lan'\nprotocol = ['tcp']",
     ],
 )
 def test_bad_policy_is_one_line(text: str) -> None:

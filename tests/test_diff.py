@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,6 +277,28 @@ def test_service_version_change_agrees_with_ndiff(listeners: Listeners, tmp_path
 
 
 @needs_nmap
+def test_a_changed_script_result_agrees_with_ndiff(listeners: Listeners, tmp_path: Path) -> None:
+    """Same port, state and service, another NSE result (a banner here; a TLS certificate or an
+    SSH host key alike): ndiff lists the port, and so must portkit, with the script lines."""
+    base = free_base(3)
+    ports = f"{base}-{base + 2}"
+    listeners.open("127.0.0.1", base + 1, banner=b"220 mail.example.org ESMTP\r\n")
+    a = nmap(tmp_path / "a.xml", ports, "127.0.0.1", "-sT", "--script", "banner")
+    listeners.close("127.0.0.1", base + 1)
+    listeners.open("127.0.0.1", base + 1, banner=b"220 mail.attacker.example ESMTP\r\n")
+    b = nmap(tmp_path / "b.xml", ports, "127.0.0.1", "-sT", "--script", "banner")
+    doc = agree(a, b)
+    (change,) = doc["ports"]
+    assert change["port"] == base + 1 and change["changes"] == ["scripts"]
+    assert [s["id"] for s in change["after"]["scripts"]] == ["banner"]
+    assert "attacker" in change["after"]["scripts"][0]["output"]
+    lines = run_main("diff", str(a), str(b)).stdout.splitlines()
+    assert any(line.startswith("-|_ banner: 220 mail.example.org") for line in lines), lines
+    assert any(line.startswith("+|_ banner: 220 mail.attacker.example") for line in lines), lines
+    assert agree(a, a)["ports"] == []
+
+
+@needs_nmap
 @needs_root
 def test_udp_changes_agree_with_ndiff(listeners: Listeners, tmp_path: Path) -> None:
     base = free_base(4)
@@ -350,6 +373,17 @@ def diff_docs(a: str, b: str) -> list[dict[str, Any]]:
     return list(doc["ports"])
 
 
+def test_the_text_writes_out_control_characters_of_owner_names(tmp_path: Path) -> None:
+    """A process name is anyone's to choose: an escape sequence in it is written out, not sent
+    to the terminal of whoever reads the diff."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(ls_doc((22, "tcp", "0.0.0.0", 10, "sshd", "")))
+    b.write_text(ls_doc((22, "tcp", "0.0.0.0", 11, "\x1b[1A\x1b[2Ksshd", "")))
+    result = run_main("diff", str(a), str(b))
+    assert result.status == 1 and "\x1b" not in result.stdout, repr(result.stdout)
+    assert "\\x1b[1A\\x1b[2Ksshd/11" in result.stdout
+
+
 def test_a_new_pid_for_the_same_program_and_unit_is_not_a_change() -> None:
     before = ls_doc((22, "tcp", "0.0.0.0", 100, "sshd", "ssh.service"))
     after = ls_doc((22, "tcp", "0.0.0.0", 4242, "sshd", "ssh.service"))
@@ -363,6 +397,16 @@ def test_another_program_or_unit_on_the_port_is_an_owner_change() -> None:
     assert change["changes"] == ["owner"] and change["host"] == "localhost"
     moved = ls_doc((8080, "tcp", "0.0.0.0", 100, "nginx", "other.service"))
     assert diff_docs(before, moved)[0]["changes"] == ["owner"]
+
+
+def test_an_owner_one_side_could_not_see_is_unknown_not_changed(tmp_path: Path) -> None:
+    """`ls --json` without root names no owner for root's listeners: against a root inventory
+    that is not an owner change (nor is the reverse); an owner both sides name still is."""
+    known = ls_doc((8080, "tcp", "0.0.0.0", 100, "nginx", "nginx.service"))
+    unseen = ls_doc((8080, "tcp", "0.0.0.0", 0, "", ""))
+    assert diff_docs(known, unseen) == [] and diff_docs(unseen, known) == []
+    other = ls_doc((8080, "tcp", "0.0.0.0", 100, "python3", ""))
+    assert diff_docs(known, other)[0]["changes"] == ["owner"]
 
 
 def test_a_rebind_from_loopback_to_every_interface_is_an_address_change() -> None:
@@ -440,6 +484,15 @@ def test_bad_diff_files_are_one_line_and_exit_2(content: str, tmp_path: Path) ->
     assert_usage_error(run_main("diff", str(bad), str(good)), "invalid diff input")
 
 
+def test_empty_inputs_and_stdin_twice_are_said_as_such(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.xml"
+    empty.write_text("")
+    good = tmp_path / "good.json"
+    good.write_text(ls_doc())
+    assert "it is empty" in assert_usage_error(run_main("diff", str(empty), str(good)), "invalid diff input")
+    assert_usage_error(run_main("diff", "-", "-"), "standard input is read once")
+
+
 def test_ledger_references() -> None:
     now = 1_800_000_000.0
     assert parse_ref("@now", now).live
@@ -450,11 +503,20 @@ def test_ledger_references() -> None:
     assert parse_ref("@2026-12-01T10:00+00:00", now).time == 1_796_119_200.0
     for bad in ("@", "@tomorrow", "@-5y", "@2026-13-01", "@²"):
         assert_usage_error(run_main("diff", bad, "@now"), "invalid ledger reference")
+    # A local time whose conversion leaves year 1-9999 (the zone moves it over the edge).
+    for bad, zone in (("@0001-01-01", "America/Adak"), ("@9999-12-31T23:59", "Pacific/Kiritimati")):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TZ", zone)
+            time.tzset()
+            try:
+                assert_usage_error(run_main("diff", bad, "@now"), "invalid ledger reference")
+            finally:
+                patch.undo()
+                time.tzset()
 
 
 def test_ledger_snapshots_against_the_live_host(tmp_path: Path) -> None:
     """@yesterday finds the newest complete inventory before it; @now is this host now."""
-    import time
 
     from portkit.ledger import INVENTORY, Ledger, Owner, PortFact
 

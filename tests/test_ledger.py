@@ -187,6 +187,63 @@ def test_a_newer_schema_is_refused_with_exit_1_and_left_as_it_was(tmp_path: Path
     assert digest(path) == before
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (setpriv to another user)")
+def test_another_user_reads_a_ledger_it_may_not_write(tmp_path: Path) -> None:
+    """Root's ledger in a directory only root may write (/var/lib/portkit): with no writer
+    connected there is no WAL index beside it, and SQLite cannot make one for a reader who may
+    not write there. Reading commands still read it; writing ones say it is read-only, in one
+    line; the file is left as it was."""
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="pk-ledger-ro-", dir="/tmp"))
+    try:
+        home.chmod(0o755)
+        path = home / "ledger.db"
+        with Ledger.open(path) as ledger:
+            ledger.record(INVENTORY, [fact(22)], host="h", time=1000.0)
+        path.chmod(0o644)
+        assert not path.with_name("ledger.db-shm").exists()  # no writer holds the index open
+        before = digest(path)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "HOME=/tmp"]
+        nobody += ["XDG_CONFIG_HOME=/nonexistent-portkit-config", sys.executable, "-m", "portkit"]
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*nobody, *args, "--db", str(path)], capture_output=True, text=True, timeout=60, check=False
+            )
+
+        info = run("ledger", "info", "--json")
+        assert info.returncode == 0, info.stderr
+        assert json.loads(info.stdout)["observations"] == 1
+        history = run("history", "22/tcp", "--json")
+        assert history.returncode == 0 and json.loads(history.stdout)["first_seen"] == 1000.0, history.stderr
+        assert run("ledger", "export", "--csv").stdout.count("\n") == 2
+        for args in (("ledger", "prune", "--older-than", "0s"), ("ls", "--record")):
+            refused = run(*args)
+            assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+            assert "read-only" in refused.stderr and "Traceback" not in refused.stderr
+        assert digest(path) == before
+        assert sorted(p.name for p in home.iterdir()) == ["ledger.db"]
+        # A writer killed mid-life leaves records in its write-ahead log: without its index
+        # they cannot be read by this user, which is said rather than a partial ledger shown.
+        killed = textwrap.dedent(f"""
+            import os, signal
+            from portkit.ledger import INVENTORY, Ledger, PortFact
+            ledger = Ledger.open({str(path)!r})
+            ledger.record(INVENTORY, [PortFact(23, "tcp", "h", "listening")], host="h")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)
+        subprocess.run([sys.executable, "-c", killed], timeout=60, check=False)
+        path.with_name("ledger.db-shm").unlink()
+        assert path.with_name("ledger.db-wal").stat().st_size > 0
+        logged = run("ledger", "info")
+        assert logged.returncode == 1 and "write-ahead log" in logged.stderr, logged.stderr
+        assert logged.stderr.count("\n") == 1
+    finally:
+        shutil.rmtree(home)
+
+
 def test_a_missing_ledger_is_said_in_one_line(tmp_path: Path) -> None:
     result = run_main("history", "22", "--db", str(tmp_path / "none.db"))
     assert result.status == 1 and "nothing was recorded yet" in result.stderr
@@ -366,6 +423,24 @@ def test_a_restart_with_a_new_pid_keeps_one_binding_and_a_gap_starts_another() -
     assert (story.first_seen, story.last_seen, story.gone_since) == (10, 50, 60)
 
 
+def test_a_snapshot_that_could_not_see_the_owner_keeps_the_binding() -> None:
+    """A snapshot taken without root sees root's listener but not its owner: that is the
+    same binding (owner unknown), not a change of owner, and the next snapshot that sees
+    the owner carries it on; another program is still another binding."""
+    unseen = PortFact(port=22, protocol="tcp", host="h", state="listening", address="0.0.0.0", exposure="all")
+    rows = [
+        sighting(10, fact(22, pid=100)),
+        sighting(20, unseen),
+        sighting(30, fact(22, pid=100)),
+        sighting(40, fact(22, owner="dropbear", pid=7)),
+    ]
+    story = build_history(22, "tcp", None, rows, snapshot_times=[10, 20, 30, 40])
+    spans = [(b.first, b.last, b.snapshots, b.owners[0].name) for b in story.bindings]
+    assert spans == [(10, 30, 3, "sshd"), (40, 40, 1, "dropbear")]
+    first = build_history(22, "tcp", None, rows[1:3], snapshot_times=[20, 30])  # unknown first
+    assert [(b.first, b.last, b.snapshots, b.owners[0].name) for b in first.bindings] == [(20, 30, 2, "sshd")]
+
+
 def _keys(value: object) -> set[str]:
     if isinstance(value, dict):
         return set(value) | {k for v in value.values() for k in _keys(v)}
@@ -538,3 +613,39 @@ def test_diagnoses_are_recorded_and_show_in_history(tmp_path: Path) -> None:
     assert history.status == 0, history.stderr
     text = history.stdout
     assert "NO_LISTENER" in text and "EPHEMERAL_RANGE" in text, text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+def test_a_snapshot_of_one_namespace_says_nothing_of_the_others(tmp_path: Path) -> None:
+    """`ls --record` reads this namespace only, `ls --all-netns --record` every one: a listener
+    in a lab namespace seen by the second, then not by the first, then again by the second is
+    one binding (not gone in between), and diff between the two kinds leaves that namespace
+    uncompared (saying so); once the namespace is deleted, the next --all-netns snapshot does
+    say it is gone."""
+    from fixtures_audit import holding_listeners
+    from portkit.testing import LabNamespace
+
+    db = str(tmp_path / "ledger.db")
+    port = 7411
+    with LabNamespace("pkle") as lab, holding_listeners(lab, [f"0.0.0.0:{port}"]):
+        for args in (("--all-netns",), (), ("--all-netns",)):
+            assert run_main("ls", *args, "--record", "--db", db).status == 0
+            time.sleep(0.01)
+        story = json.loads(run_main("history", f"{port}/tcp", "--db", db, "--json").stdout)
+        ours = [b for b in story["bindings"] if b["netns"] == lab.name]
+        assert [b["snapshots"] for b in ours] == [2] and story["gone_since"] is None, story
+        for a, b in (("@1", "@2"), ("@2", "@3")):
+            result = run_main("diff", a, b, "--db", db, "--json")
+            doc = json.loads(result.stdout)
+            assert lab.name in doc["not_compared"], doc
+            assert not any(p["netns"] == lab.name for p in doc["ports"]), doc
+        text = run_main("diff", "@1", "@2", "--db", db).stdout
+        assert "not compared:" in text and "--all-netns" in text
+        name = lab.name
+    assert run_main("ls", "--all-netns", "--record", "--db", db).status == 0
+    story = json.loads(run_main("history", f"{port}/tcp", "--db", db, "--json").stdout)
+    assert story["gone_since"] is not None and story["gone_since"] > story["last_seen"]
+    gone = json.loads(run_main("diff", "@3", "@4", "--db", db, "--json").stdout)
+    assert [(p["netns"], p["port"], p["changes"]) for p in gone["ports"] if p["netns"] == name] == [
+        (name, port, ["closed"])
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 from typing import Any
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from portkit.watch import (
     Detector,
+    ListenerEvent,
     ListenerRow,
     ListenerTracker,
     Owner,
@@ -84,10 +86,28 @@ def test_busy_clients_and_restarts_raise_nothing() -> None:
 
 
 def test_horizontal_scan_of_one_port() -> None:
-    detector = Detector(Thresholds(hosts=25))
-    packets = [Seen(n, "lab", False, THEM, f"10.0.2.{n}", 6, 40000, 22, SYN, 4) for n in range(25)]
-    [event] = feed(detector, packets)
+    """25 hosts whose port 22 fails (refused at once, or unanswered until the answer timeout)
+    make a scan; a client that reaches 30 web servers (a container's traffic, seen as this
+    host forwards it) does not."""
+    refused = Detector(Thresholds(hosts=25))
+    packets = []
+    for n in range(25):
+        packets.append(Seen(n * 0.01, "lab", False, THEM, f"10.0.2.{n}", 6, 40000, 22, SYN, 4))
+        packets.append(Seen(n * 0.01 + 0.001, "lab", True, f"10.0.2.{n}", THEM, 6, 22, 40000, RST | ACK))
+    [event] = feed(refused, packets)
     assert "25 hosts" in str(event["reason"]) and event["ports"] == [22]
+    silent = Detector(Thresholds(hosts=25))
+    unanswered = [Seen(n * 0.01, "lab", False, THEM, f"10.0.2.{n}", 6, 40000, 22, SYN, 4) for n in range(25)]
+    assert feed(silent, unanswered) == []
+    [event] = silent.tick(3.0)
+    assert "25 hosts" in event.reason and event.filtered == 25
+    browsing = Detector(Thresholds(hosts=25))
+    packets = []
+    for n in range(30):
+        server = f"198.51.100.{n}"
+        packets.append(Seen(n * 0.1, "lab", False, THEM, server, 6, 40000 + n, 443, SYN, 20))
+        packets.append(Seen(n * 0.1 + 0.02, "lab", True, server, THEM, 6, 443, 40000 + n, SYN | ACK))
+    assert feed(browsing, packets) == [] and browsing.tick(10.0) == []
 
 
 def test_stealth_probes_count_whatever_the_answer() -> None:
@@ -110,6 +130,30 @@ def test_udp_scan_closed_by_icmp() -> None:
         packets.append(Seen(n + 0.01, None, True, US, THEM, 1, icmp_type=3, quoted=quoted))
     [event] = feed(detector, packets)
     assert event["scan_type"] == "UDP" and event["closed"] == 4
+
+
+def test_replies_to_this_hosts_own_datagrams_are_no_udp_scan() -> None:
+    """Thirty DNS lookups from this host, each from another ephemeral port: the server's
+    answers arrive on thirty ports, and are answers, not attempts (its server is no scanner,
+    and --block would have cut this host off its DNS). A reply after the window is an attempt."""
+    resolver = "10.0.0.53"
+    detector = Detector()
+    packets = []
+    for n in range(30):
+        packets.append(Seen(n * 0.1, None, True, US, resolver, 17, 40000 + n, 53))
+        packets.append(Seen(n * 0.1 + 0.01, None, False, resolver, US, 17, 53, 40000 + n))
+    assert feed(detector, packets) == []
+    assert detector.tick(10.0) == []
+    # This host's UDP service answering a client settles the client's attempt as open.
+    served = Detector(Thresholds(ports=2))
+    assert feed(served, [Seen(0, None, False, THEM, US, 17, 5000, 53)]) == []
+    assert feed(served, [Seen(0.1, None, True, US, THEM, 17, 53, 5000)]) == []
+    assert served.tick(5.0) == [] and served.sources[(None, THEM)].attempts[(US, 53, 17)].outcome == "open"
+    late = Detector(Thresholds(ports=3, udp_reply=60))
+    sent = [Seen(n, None, True, US, resolver, 17, 41000 + n, 53) for n in range(3)]
+    replies = [Seen(100 + n, None, False, resolver, US, 17, 53, 41000 + n) for n in range(3)]
+    assert feed(late, sent) == [] and late.tick(99.0) == []
+    assert feed(late, replies) == [] and [e.kind for e in late.tick(110.0)] == ["scan"]
 
 
 def test_ignored_sources_are_never_judged() -> None:
@@ -206,3 +250,97 @@ def test_ignored_sources_are_written_as_the_packet_reader_writes_them(monkeypatc
     result = run_main("watch", "--ignore", "2001:DB8:0::1", "--ignore", "192.0.2.1", "--json")
     assert result.status == 0, result.stderr
     assert seen[0].ignore == ("2001:db8::1", "192.0.2.1")
+
+
+def test_a_listener_gone_before_its_owner_was_read_is_still_reported(monkeypatch: Any) -> None:
+    """The quick reading saw a listener that was gone when owners were read a moment later (it
+    lived a few milliseconds): it is reported opened, with its owner unknown, then closed."""
+    from portkit.watch import WatchOptions, _run
+
+    fleeting = ListenerRow("lab", "tcp", "0.0.0.0", 7777, 41)
+    quick = iter([[], [fleeting], []])
+
+    class QuickReader:
+        unreadable: set[int] = set()
+
+        def __init__(self, *_: Any) -> None:
+            pass
+
+        def read(self) -> tuple[list[ListenerRow], list[Any]]:
+            return next(quick, []), []
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(_run, "ListenerReader", QuickReader)
+    monkeypatch.setattr(_run, "read_listeners", lambda *_a, **_k: ([], []))  # always too late
+    events: list[dict[str, Any]] = []
+    options = WatchOptions(interval=0.01, accepts=False, max_events=2, duration=10)
+    _run.run_watch(options, events.append)
+    assert [(e["event"], e.get("port"), e.get("owners")) for e in events] == [
+        ("watch-started", None, None),
+        ("listener-opened", 7777, []),
+        ("listener-closed", 7777, []),
+    ]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_hooks_that_fail_hang_or_leave_stdin_unread_never_block_the_caller(tmp_path: Any) -> None:
+    import time
+
+    from portkit.cli.watch import HookRunner
+
+    notes: list[str] = []
+    started = tmp_path / "started"
+    # Never reads its stdin (a scan of every port is far more than a pipe holds), then hangs.
+    runner = HookRunner(f"echo $$ >> {started}; sleep 600", 0.5, notes.append)
+    big = {"event": "scan", "ports": list(range(1, 65536))}
+    t0 = time.monotonic()
+    for _ in range(20):
+        runner.submit(big)
+    assert time.monotonic() - t0 < 1.0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(started.read_text().split() if started.exists() else []) < 20:
+        time.sleep(0.05)
+    runner.close(grace=5)
+    groups = [int(g) for g in started.read_text().split()]
+    assert len(groups) == 20
+    # sh and its sleep: the whole group goes (the orphaned sleep once init has reaped it).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+        time.sleep(0.05)
+    assert not any(_group_alive(g) for g in groups)
+    assert any("ran too long and was killed" in n for n in notes)
+    assert notes[-1] == "--exec: 20 killed (ran over 0.5 s, or still ran at exit)"
+
+    failing = HookRunner("cat > /dev/null; exit 3", 5, notes.append)
+    for _ in range(3):
+        failing.submit({"event": "listener-opened"})
+    failing.close(grace=5)
+    assert "--exec: the hook for a listener-opened event exited with status 3" in notes
+    assert notes[-1] == "--exec: 3 failed"
+
+    waiting = HookRunner("sleep 600", 60, notes.append)  # at exit, the grace ends what waits
+    for _ in range(10):
+        waiting.submit({"event": "accepts"})
+    t0 = time.monotonic()
+    waiting.close(grace=0.5)
+    assert time.monotonic() - t0 < 5
+    assert notes[-1] == (
+        "--exec: 8 killed (ran over 60 s, or still ran at exit), 2 events not passed to a hook"
+    )
+
+
+def test_an_event_line_writes_out_the_control_characters_of_a_process_name() -> None:
+    from portkit.cli.watch import describe
+
+    row = ListenerRow("lab", "tcp", "0.0.0.0", 7333, 9, (Owner(42, "\x1b[2K\rok\x07", "x", "u", "", ""),))
+    line = describe(ListenerEvent("listener-opened", 0.0, row).to_json())
+    assert "\\x1b[2K\\x0dok\\x07/42" in line and not any(ch in line for ch in "\x1b\r\x07"), line

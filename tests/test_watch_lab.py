@@ -8,9 +8,11 @@ sockets are open), runs one real tool from the scanner, and reads the events.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -372,6 +374,7 @@ def test_bad_input_is_one_line() -> None:
     cases = [["--block", "1m"], ["--interval", "0"], ["--ignore", "not-an-ip"], ["--netns", "no-such-ns-w"]]
     cases += [["--scan-ports", "0"], ["--duration", "forever"]]
     cases += [["--exec", ""], ["--exec", "  "], ["--ignore", "9" * 300]]  # no hook that runs nothing
+    cases += [["--exec", "true", "--exec-timeout", "0"], ["--exec", "true", "--exec-timeout", "soon"]]
     for args in cases:
         proc = subprocess.run(
             [*PORTKIT, "watch", *args], capture_output=True, text=True, timeout=60, check=False
@@ -609,3 +612,176 @@ def test_block_never_drops_the_gateway(watch_lab: WatchLab) -> None:
         err = watcher.stop()
         watch_lab.target.ip("route", "del", "default")
     assert f"could not block {SCANNER}: it is" in err and "gateway" in err, err
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@needs_root
+def test_hooks_that_hang_hold_no_event_back_and_are_killed(watch_lab: WatchLab, tmp_path: Path) -> None:
+    """Twelve listeners at once while every --exec hook hangs: all twelve events still come out
+    (the hooks run off the watch's loop), each hook is killed whole (sh and its sleep) after
+    --exec-timeout, and stderr says so."""
+    pids = tmp_path / "pids"
+    specs = [f"tcp,0.0.0.0,{port}" for port in range(7300, 7312)]
+    watcher = watch_lab.watch(
+        "--interval", "0.2s", "--exec", f"echo $$ >> {pids}; sleep 600", "--exec-timeout", "2s"
+    )
+    holder = None
+    try:
+        holder = subprocess.Popen(
+            watch_lab.target.command([sys.executable, "-c", HOLD_MANY, *specs]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        opened: set[int] = set()
+        deadline = time.monotonic() + 15
+        while len(opened) < len(specs) and time.monotonic() < deadline:
+            event = watcher.wait_for(lambda e: e["event"] == "listener-opened", deadline - time.monotonic())
+            if event is not None:
+                opened.add(event["port"])
+        assert opened == set(range(7300, 7312)), sorted(opened)
+        # Every hook (watch-started's and the twelve listeners') ran, and none outlives the timeout.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            groups = [int(line) for line in pids.read_text().split()] if pids.exists() else []
+            if len(groups) == 13 and not any(_group_alive(g) for g in groups):
+                break
+            time.sleep(0.2)
+        assert len(groups) == 13 and not any(_group_alive(g) for g in groups), groups
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait(timeout=10)
+        err = watcher.stop()
+    assert "ran too long and was killed" in err and "13 killed" in err, err
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed")
+def test_sigterm_ends_the_scans_and_removes_the_block_table(watch_lab: WatchLab) -> None:
+    """A service manager stops a daemon with SIGTERM: the scan still going is ended
+    (scan-ended), the drop --block added is removed, and the exit status says terminated."""
+    watcher = watch_lab.watch("--scans", "--block", "1m")
+    table = f"portkit_watch_{watcher.proc.pid}"
+    try:
+        watch_lab.scanner.run(["nmap", "-n", "-Pn", "-sS", "-p", "1-100", "-T4", TARGET], timeout=120)
+        event = watcher.wait_for(_scan_event, 15)
+        assert event is not None and event["blocked"], event
+        assert table in watch_lab.target.run(["nft", "list", "tables"]).stdout
+        watcher.proc.send_signal(signal.SIGTERM)
+        status = watcher.proc.wait(timeout=30)
+        ended = watcher.wait_for(lambda e: e["event"] == "scan-ended" and e["source"] == SCANNER, 5)
+        left = watch_lab.target.run(["nft", "list", "tables"]).stdout
+    finally:
+        watcher.stop()
+        # Whatever happened above, the scanner must not stay dropped for the tests after this one.
+        watch_lab.target.run(["nft", "delete", "table", "inet", table])
+    assert status == 143
+    assert ended is not None
+    assert table not in left, left
+
+
+@needs_root
+def test_a_watched_namespace_that_goes_and_comes_back_is_said() -> None:
+    """--netns NAME whose namespace is deleted (a container stopped): its listeners close, and
+    stderr says nothing is watched there; when a namespace of that name is back, that is said
+    too, and the watch goes on."""
+    lab = LabNamespace("pkwg").open()
+    name = lab.name
+    try:
+        holder = subprocess.Popen(
+            lab.command([sys.executable, "-c", LISTEN, "7500"]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        watcher = Watcher(WatchLab(lab, lab), "--interval", "0.2s")
+        try:
+            holder.kill()
+            holder.wait(timeout=10)
+            lab.close()
+            closed = watcher.wait_for(lambda e: e["event"] == "listener-closed" and e["port"] == 7500, 10)
+            assert closed is not None and closed["netns"] == name
+            subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+            time.sleep(1.5)
+        finally:
+            err = watcher.stop()
+    finally:
+        lab.close()
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30, check=False)
+    assert f"network namespace {name} is gone" in err, err
+    assert f"network namespace {name} is back" in err, err
+
+
+RESOLVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(512); s.sendto(b"answer " + data, peer)
+"""
+
+LOOKUPS = r"""
+import socket, sys
+for n in range(40):  # each lookup from a new ephemeral port, as a stub resolver does
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+    c.connect((sys.argv[1], 53)); c.send(b"q%d" % n); c.recv(512); c.close()
+print("answered", flush=True)
+"""
+
+
+@needs_root
+def test_this_hosts_own_dns_lookups_are_no_udp_scan(watch_lab: WatchLab) -> None:
+    """The watched host asks a resolver in the neighbouring namespace 40 times: the answers
+    reach 40 ephemeral ports, and that is no scan (with --block, the resolver would be dropped)."""
+    resolver = subprocess.Popen(
+        watch_lab.scanner.command([sys.executable, "-c", RESOLVER, SCANNER]),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    watcher = watch_lab.watch("--scans", "--block", "1m")
+    try:
+        assert resolver.stdout is not None and resolver.stdout.readline().strip() == "ready"
+        lookups = watch_lab.target.run([sys.executable, "-c", LOOKUPS, SCANNER], timeout=60)
+        assert lookups.stdout.strip() == "answered", lookups.stderr
+        assert watcher.wait_for(_scan_event, 4) is None  # past the 2 s an attempt waits for an answer
+    finally:
+        err = watcher.stop()
+        resolver.kill()
+        resolver.wait(timeout=10)
+    assert "portkit_watch_" not in watch_lab.target.run(["nft", "list", "tables"]).stdout, err
+
+
+CONNECT_ALL = r"""
+import socket, sys
+for address in sys.argv[1:]:
+    socket.create_connection((address, 80), 5).close()
+print("connected", flush=True)
+"""
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed")
+def test_many_hosts_reached_on_one_port_is_no_scan_but_many_refused_is(watch_lab: WatchLab) -> None:
+    """A client that reaches 26 addresses on their open port 80 (a crawler, or a container
+    seen as this host forwards its traffic) raises nothing; nmap probing port 22, closed on
+    the same 26 addresses, is a scan of 25 hosts on one port."""
+    addresses = [f"10.79.0.{n}" for n in range(100, 126)]
+    for address in addresses:
+        watch_lab.target.ip("addr", "add", f"{address}/24", "dev", "eth0")
+    watcher = watch_lab.watch("--scans")
+    try:
+        reached = watch_lab.scanner.run([sys.executable, "-c", CONNECT_ALL, *addresses], timeout=60)
+        assert reached.stdout.strip() == "connected", reached.stderr
+        assert watcher.wait_for(_scan_event, 4) is None  # beyond the 2 s an attempt waits for an answer
+        watch_lab.scanner.run(["nmap", "-n", "-Pn", "-sS", "-p", "22", "-T4", *addresses], timeout=120)
+        event = watcher.wait_for(_scan_event, 15)
+        assert event is not None and "hosts failed on port 22" in event["reason"], event
+    finally:
+        watcher.stop()
+        for address in addresses:
+            watch_lab.target.ip("addr", "del", f"{address}/24", "dev", "eth0")

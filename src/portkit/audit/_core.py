@@ -14,7 +14,7 @@ model said (and the finding says the two disagreed).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,10 +254,14 @@ def audit(
     vantages: Sequence[str] = (),
     limits: Sequence[str] = (),
     unread: Sequence[str | None] = (),
+    scope: Collection[str | None] | None = None,
 ) -> AuditReport:
     """Findings for `listeners` against `policy`. `unread` names the namespaces whose sockets
     could not be read: nothing seen listening there proves nothing, so a service declared there
-    is DECLARED_DOWN only with that said (uncertain)."""
+    is DECLARED_DOWN only with that said (uncertain). `scope` names the namespaces whose
+    listeners were gathered (None: every one): a service the policy pins to a namespace outside
+    it (or to a vantage, whose own listeners are never audited) was not looked for, so it is not
+    DECLARED_DOWN; one declared in any namespace is."""
     findings: list[AuditFinding] = []
 
     def add(
@@ -349,6 +353,9 @@ def audit(
             )
     if policy is not None:
         for service in policy.services:
+            home = None if service.netns == ANY_NETNS else service.netns or None
+            if service.netns != ANY_NETNS and (home in vantages or (scope is not None and home not in scope)):
+                continue
             if not any(service.matches(i.listener.port, i.listener.transport, i.netns) for i in listeners):
                 blind = [n for n in unread if service.netns == ANY_NETNS or (n or "") == service.netns]
                 unsure = (

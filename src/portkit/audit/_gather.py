@@ -518,4 +518,13 @@ def run_audit(
     for view in views.values():
         if not namespaces or view.label in namespaces:
             stale += open_rules(view, lan)
-    return audit(audited, policy, stale, risk, vantages=vantages, limits=limits, unread=unread)
+    return audit(
+        audited,
+        policy,
+        stale,
+        risk,
+        vantages=vantages,
+        limits=limits,
+        unread=unread,
+        scope=frozenset(namespaces) if namespaces else None,
+    )

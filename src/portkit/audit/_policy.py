@@ -24,6 +24,7 @@ import ipaddress
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from portkit.model.errors import UsageError, quote
 from portkit.model.protocols import Transport
@@ -78,10 +79,17 @@ class ExposurePolicy:
     source: str = ""
 
     def declared(self, port: int, protocol: Transport, netns: str | None) -> DeclaredService | None:
+        """The service declared for the port in `netns`: one naming that namespace outranks one
+        declared in any namespace ("*"), wherever each stands in the file."""
+        found = [s for s in self._by_port.get((port, protocol), ()) if s.matches(port, protocol, netns)]
+        return next((s for s in found if s.netns != ANY_NETNS), found[0] if found else None)
+
+    @cached_property
+    def _by_port(self) -> dict[tuple[int, Transport], list[DeclaredService]]:
+        index: dict[tuple[int, Transport], list[DeclaredService]] = {}
         for service in self.services:
-            if service.matches(port, protocol, netns):
-                return service
-        return None
+            index.setdefault((service.port, service.protocol), []).append(service)
+        return index
 
 
 _SERVICE_KEYS = {"port", "protocol", "reach", "owner", "netns", "note"}
@@ -148,10 +156,10 @@ def _service(entry: object, where: str) -> DeclaredService:
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise _bad(where, "port", port, "ports are 1-65535")
     protocol_word = entry.get("protocol", "tcp")
-    if protocol_word not in ("tcp", "udp", "sctp"):
+    if not isinstance(protocol_word, str) or protocol_word not in ("tcp", "udp", "sctp"):
         raise _bad(where, "protocol", protocol_word, "expected tcp, udp or sctp")
     reach_word = entry.get("reach")
-    if reach_word not in ZONE_WORDS:
+    if not isinstance(reach_word, str) or reach_word not in ZONE_WORDS:  # a list is not hashable
         raise _bad(where, "reach", reach_word, "expected loopback, lan or any")
     strings = {}
     for key in ("owner", "netns", "note"):

@@ -29,6 +29,19 @@ def emit_json(document: Any) -> None:
     echo(json.dumps(document, indent=2, sort_keys=False, default=str))
 
 
+# C0 controls but tab, DEL and C1 controls: shown as \xNN, never sent to the terminal; the
+# line separators and bidirectional overrides (which reorder what a line seems to say) as \uNNNN.
+_CONTROLS = {n: f"\\x{n:02x}" for n in (*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0))}
+_CONTROLS |= {n: f"\\u{n:04x}" for n in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def visible(text: str) -> str:
+    """`text` with its control characters written out (`\x1b`), so that data from others (a
+    process name any local user may set, a banner) cannot move the cursor, recolour or retitle
+    the terminal of whoever reads the output, nor hide a line of it."""
+    return text.translate(_CONTROLS)
+
+
 def is_tty() -> bool:
     return sys.stdout.isatty()
 
@@ -41,7 +54,7 @@ def emit_table(
     empty: str = "(none)",
 ) -> None:
     """A table: Rich when stdout is a terminal, aligned plain text otherwise."""
-    cells = [["" if c is None else str(c) for c in row] for row in rows]
+    cells = [["" if c is None else visible(str(c)) for c in row] for row in rows]
     if is_tty():
         from rich.console import Console
         from rich.table import Table

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from portkit.cli._text import visible
 from portkit.cli.output import ProgressBar, emit_json, emit_table
 from portkit.errors import UsageError, quote
 
@@ -197,7 +198,7 @@ def _show(report: Any) -> None:
     if fixes:
         click.echo()
         for finding in fixes:
-            click.echo(f"fix {finding.code.value} {finding.where}: {finding.fix}")
+            click.echo(visible(f"fix {finding.code.value} {finding.where}: {finding.fix}"))
     if report.policy is None:
         click.echo(
             "\nno policy given: only RISKY_SERVICE, STALE_RULE and SHADOWED_BY_FIREWALL apply;"

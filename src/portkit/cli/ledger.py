@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from portkit.cli._record import db_option, open_ledger, this_host
+from portkit.cli._text import visible
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import PortkitError, UsageError, quote
 
@@ -319,6 +320,10 @@ def diff(a: str, b: str, all_netns: bool, db: str | None, as_json: bool) -> None
     from portkit.diff import compare, parse_ref, read_side, render_text
 
     now = time.time()
+    if a == b == "-":
+        raise UsageError(
+            "invalid diff inputs '-' and '-': standard input is read once; give a file for one side"
+        )
     refs = {text: parse_ref(text, now) for text in (a, b) if text.startswith("@")}  # bad input first
     files = {text: read_side(text) for text in (a, b) if text not in refs}
     kinds = {side.kind for side in files.values()}
@@ -340,7 +345,7 @@ def diff(a: str, b: str, all_netns: bool, db: str | None, as_json: bool) -> None
     if as_json:
         emit_json(difference.to_json())
     else:
-        click.echo(render_text(difference))
+        click.echo("\n".join(visible(line) for line in render_text(difference).split("\n")))
     raise click.exceptions.Exit(1 if difference.changed else 0)
 
 
@@ -351,14 +356,16 @@ def _ledger_side(ref: Ref, kind: str, now: float, store: Ledger | None, all_netn
     if ref.live:
         if kind != "inventory":
             raise UsageError(f"{text} is this host's sockets now: compare it with an inventory, not a scan")
-        from portkit.ledger import inventory_facts
+        from portkit.ledger import inventory_facts, inventory_scope
         from portkit.sockets import ALL_STATES, SocketQuery, list_sockets
 
         inventory = list_sockets(
             SocketQuery(listening=True, states=ALL_STATES, with_processes=True), all_netns=all_netns
         )
         host = this_host()
-        return inventory_side(inventory_facts(inventory.sockets, host), f"{host} now ({_when(now)})", host)
+        facts = inventory_facts(inventory.sockets, host)
+        scope = inventory_scope(inventory, all_netns)
+        return inventory_side(facts, f"{host} now ({_when(now)})", host, scope)
     assert store is not None
     if ref.id is not None:
         observation = store.observation(ref.id)

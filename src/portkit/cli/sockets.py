@@ -161,8 +161,16 @@ def ls(
     def read() -> Inventory:
         inventory = list_sockets(query, netns=netns, all_netns=all_netns, backend=backend)
         if ledger is not None:
+            from portkit.ledger import inventory_scope
+
             host = this_host()
-            ledger.record_inventory(inventory.sockets, host=host, complete=complete, source="portkit ls")
+            ledger.record_inventory(
+                inventory.sockets,
+                host=host,
+                complete=complete,
+                source="portkit ls",
+                scope=inventory_scope(inventory, all_netns),
+            )
         return inventory
 
     if watch is None:
@@ -266,9 +274,15 @@ def overview(
     )
     warn(listeners)
     if ledger is not None:
+        from portkit.ledger import inventory_scope
+
         with ledger:
             ledger.record_inventory(
-                listeners.sockets, host=this_host(), complete=netns is None, source="portkit overview"
+                listeners.sockets,
+                host=this_host(),
+                complete=netns is None,
+                source="portkit overview",
+                scope=inventory_scope(listeners, all_netns),
             )
     result = build_overview(
         listeners.sockets,

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
+import signal
 import subprocess
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -14,7 +20,117 @@ from portkit.cli._params import WholeNumber, parse_duration
 from portkit.cli._record import record_options, recording_ledger, this_host
 from portkit.errors import UsageError, quote
 
-MAX_HOOKS = 8  # --exec commands running at once; events beyond wait for one to end
+MAX_HOOKS = 8  # --exec commands running at once; events beyond wait in the backlog
+HOOK_BACKLOG = 10_000  # events waiting for a hook; beyond this they are not passed (and said)
+EXIT_GRACE = 10.0  # seconds the hooks still running or waiting get once the watch ends
+
+
+class HookRunner:
+    """`--exec CMD`: `sh -c CMD` per event, its JSON on stdin, off the watch's own loop.
+
+    The loop only queues the event, so a hook that is slow, hangs or never reads its stdin
+    cannot hold back the events after it. At most MAX_HOOKS run at once; each gets its own
+    process group, killed whole (sh and what it started) once it has run `timeout` seconds.
+    The event is handed over in a temporary file rather than a pipe, so a large one (a scan of
+    every port) never waits on a hook that does not read it. Failures are said on stderr: the
+    first one at once, the count at the end.
+    """
+
+    def __init__(self, command: str, timeout: float, note: Callable[[str], None]) -> None:
+        self.command = command
+        self.timeout = timeout
+        self.note = note
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=HOOK_BACKLOG)
+        self.dropped = 0
+        self.failed = 0
+        self.killed = 0
+        self._stop_by = float("inf")
+        self._thread = threading.Thread(target=self._run, name="portkit-watch-exec", daemon=True)
+        self._thread.start()
+
+    def submit(self, document: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(document)
+        except queue.Full:
+            if not self.dropped:
+                self.note(f"--exec: {HOOK_BACKLOG} events are waiting for hooks; later ones are not passed")
+            self.dropped += 1
+
+    def _start(self, document: dict[str, Any]) -> tuple[subprocess.Popen[bytes], float, str]:
+        env = {**os.environ, "PORTKIT_EVENT": document["event"]}
+        with tempfile.TemporaryFile() as data:
+            data.write(json.dumps(document, default=str).encode() + b"\n")
+            data.seek(0)
+            proc = subprocess.Popen(["sh", "-c", self.command], stdin=data, env=env, start_new_session=True)
+        return proc, time.monotonic() + self.timeout, document["event"]
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def _reap(self, running: list[tuple[subprocess.Popen[bytes], float, str]]) -> None:
+        now = time.monotonic()
+        for entry in list(running):
+            proc, deadline, kind = entry
+            status = proc.poll()
+            if status is None and now < min(deadline, self._stop_by):
+                continue
+            running.remove(entry)
+            if status is None:
+                self._kill(proc)
+                if not self.killed:
+                    self.note(f"--exec: the hook for a {kind} event ran too long and was killed")
+                self.killed += 1
+            elif status != 0:
+                if not self.failed:
+                    self.note(f"--exec: the hook for a {kind} event exited with status {status}")
+                self.failed += 1
+
+    def _run(self) -> None:
+        running: list[tuple[subprocess.Popen[bytes], float, str]] = []
+        ending = False
+        while True:
+            self._reap(running)
+            if time.monotonic() >= self._stop_by:  # the grace is over: what waits is not passed
+                while True:
+                    try:
+                        if self.queue.get_nowait() is not None:
+                            self.dropped += 1
+                    except queue.Empty:
+                        return
+            if ending and not running:
+                return
+            if ending or len(running) >= MAX_HOOKS:
+                time.sleep(0.02)
+                continue
+            try:  # idle, it sleeps until the next event; with hooks running, it looks at them too
+                document = self.queue.get(timeout=0.05 if running else None)
+            except queue.Empty:
+                continue
+            if document is None:
+                ending = True
+                continue
+            try:
+                running.append(self._start(document))
+            except OSError as exc:
+                self.note(f"--exec: cannot run the hook: {exc.strerror or exc}")
+                self.failed += 1
+
+    def close(self, grace: float = EXIT_GRACE) -> None:
+        """Let the queued events reach their hooks for `grace` seconds, then kill what still runs."""
+        self._stop_by = time.monotonic() + grace
+        self.queue.put(None)
+        self._thread.join()
+        problems = []
+        if self.killed:
+            problems.append(f"{self.killed} killed (ran over {self.timeout:g} s, or still ran at exit)")
+        if self.failed:
+            problems.append(f"{self.failed} failed")
+        if self.dropped:
+            problems.append(f"{self.dropped} events not passed to a hook")
+        if problems:
+            self.note(f"--exec: {', '.join(problems)}")
 
 
 def _when(stamp: float) -> str:
@@ -27,7 +143,14 @@ def _where(document: dict[str, Any]) -> str:
 
 
 def describe(document: dict[str, Any]) -> str:
-    """One line for people per event."""
+    """One line for people per event (its control characters written out: a process name is
+    anyone's to choose)."""
+    from portkit.cli._text import visible
+
+    return visible(_describe(document))
+
+
+def _describe(document: dict[str, Any]) -> str:
     kind = document["event"]
     if kind in ("listener-opened", "listener-closed", "owner-changed"):
         owners = ", ".join(f"{o['name']}/{o['pid']}" for o in document["owners"]) or "unknown owner"
@@ -104,6 +227,14 @@ def describe(document: dict[str, Any]) -> str:
 @click.option(
     "--exec", "hook", metavar="CMD", help="Run CMD per event (sh -c), the event's JSON on its stdin."
 )
+@click.option(
+    "--exec-timeout",
+    "exec_timeout",
+    default="30s",
+    show_default=True,
+    metavar="DURATION",
+    help="Kill an --exec hook (its whole process group) that runs longer than this.",
+)
 @click.option("--duration", metavar="DURATION", help="Stop after this long.")
 @click.option("--count", type=WholeNumber(1, 1 << 31), help="Stop after this many events.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line per event (docs/json.md).")
@@ -119,6 +250,7 @@ def watch(
     scan_window: str,
     ignore: tuple[str, ...],
     hook: str | None,
+    exec_timeout: str,
     duration: str | None,
     count: int | None,
     as_json: bool,
@@ -162,26 +294,9 @@ def watch(
         # As the packet reader writes addresses (inet_ntop): 2001:DB8:0::1 must match 2001:db8::1.
         ignore=tuple(str(ipaddress.ip_address(address)) for address in ignore),
     )
+    hook_timeout = parse_duration(exec_timeout, "--exec-timeout", minimum=0.1)
     ledger = recording_ledger(record, db)
     host = this_host()
-    hooks: list[subprocess.Popen[bytes]] = []
-
-    def run_hook(document: dict[str, Any]) -> None:
-        assert hook is not None
-        hooks[:] = [p for p in hooks if p.poll() is None]
-        while len(hooks) >= MAX_HOOKS:
-            hooks[0].wait()
-            hooks[:] = [p for p in hooks if p.poll() is None]
-        env = {**os.environ, "PORTKIT_EVENT": document["event"]}
-        proc = subprocess.Popen(["sh", "-c", hook], stdin=subprocess.PIPE, env=env)
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(json.dumps(document).encode() + b"\n")
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        hooks.append(proc)
-
     def emit(document: dict[str, Any]) -> None:
         if as_json:
             click.echo(json.dumps(document, default=str))
@@ -196,19 +311,17 @@ def watch(
                 host=host,
                 time=document.get("time"),
             )
-        if hook is not None:
-            run_hook(document)
+        if hooks is not None:
+            hooks.submit(document)
 
     def note(text: str) -> None:
         click.echo(f"note: {text}", err=True)
 
+    hooks = HookRunner(hook, hook_timeout, note) if hook is not None else None
     try:
         run_watch(options, emit, notes=note)
     finally:
-        for proc in hooks:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if hooks is not None:
+            hooks.close()
         if ledger is not None:
             ledger.close()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portkit.errors import UsageError
-from portkit.ledger import Owner
+from portkit.ledger import NetnsScope, Owner
 
 SCAN, INVENTORY = "scan", "inventory"
 OWNER_FIELDS = ("name", "exe", "user", "unit", "container")
@@ -36,9 +36,12 @@ class PortSide:
     owners: tuple[Owner, ...] = ()
     addresses: tuple[str, ...] = ()
     exposure: str = ""
+    scripts: tuple[tuple[str, str], ...] = ()  # NSE results (id, output), sorted by id
 
     def to_json(self, kind: str) -> dict[str, Any]:
         doc: dict[str, Any] = {"state": self.state, "service": self.service or None}
+        if kind == SCAN:
+            doc["scripts"] = [{"id": i, "output": o} for i, o in self.scripts]
         if kind == INVENTORY:
             doc |= {
                 "addresses": list(self.addresses),
@@ -69,6 +72,10 @@ class Side:
     hosts: Mapping[str, HostSide]
     owner_fields: frozenset[str] = frozenset(OWNER_FIELDS)
     host: str = ""  # an inventory's host name, when known
+    scope: NetnsScope | None = None  # the namespaces an inventory looked at; None: every one
+
+    def covers(self, netns: str) -> bool:
+        return self.scope is None or self.scope.covers(netns)
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,9 @@ class Difference:
     b: Side
     ports: tuple[PortChange, ...]
     hosts: tuple[HostChange, ...]
+    # Inventories: namespaces with listeners that only one side looked at (`ls --record` reads
+    # one namespace, `ls --all-netns --record` every one): their listeners are not compared.
+    not_compared: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -125,6 +135,7 @@ class Difference:
             "changed": self.changed,
             "hosts": [h.to_json() for h in self.hosts],
             "ports": [p.to_json(kind) for p in self.ports],
+            "not_compared": [n or None for n in self.not_compared],
         }
 
 
@@ -151,7 +162,14 @@ def _port_changes(before: PortSide | None, after: PortSide | None, fields: froze
     if service_was != service_now and (was == now or (service_was and service_now)):
         changes.append("service")
     if before is not None and after is not None:
-        if owner_identities(before.owners, fields) != owner_identities(after.owners, fields):
+        # As ndiff: a script's output that changed (a TLS certificate, an SSH host key, a
+        # banner), or a script that answered on one side only, is a change of the port.
+        if before.scripts != after.scripts:
+            changes.append("scripts")
+        # No owner on one side is an owner that side could not see (a process of another user,
+        # read without root): unknown, not changed.
+        known = before.owners and after.owners
+        if known and owner_identities(before.owners, fields) != owner_identities(after.owners, fields):
             changes.append("owner")
         if before.addresses != after.addresses:
             changes.append("address")
@@ -179,8 +197,12 @@ def compare(a: Side, b: Side) -> Difference:
     ports: list[PortChange] = []
     hosts: list[HostChange] = []
     empty = HostSide(key="", status="")
+    not_compared: list[str] = []
     for key in sorted(set(a.hosts) | set(b.hosts), key=_sort_key):
         ha, hb = a.hosts.get(key), b.hosts.get(key)
+        if a.kind == INVENTORY and not (a.covers(key) and b.covers(key)):
+            not_compared.append(key)
+            continue
         if a.kind == SCAN and (ha is None or hb is None or ha.status != hb.status):
             hosts.append(HostChange(key, ha.status if ha else None, hb.status if hb else None))
         ha, hb = ha or empty, hb or empty
@@ -196,7 +218,33 @@ def compare(a: Side, b: Side) -> Difference:
             changes = _port_changes(before, after, fields)
             if changes:
                 ports.append(PortChange(host, netns, spec[0], spec[1], before, after, changes, title))
-    return Difference(a, b, tuple(ports), tuple(hosts))
+    return Difference(a, b, tuple(ports), tuple(hosts), tuple(not_compared))
+
+
+def _script_text(script_id: str, output: str) -> list[str]:
+    """An NSE result as nmap prints it: `|  ` before each line, `|_ ` before the last."""
+    parts = output.splitlines() or [""]
+    parts[0] = f"{script_id}: {parts[0]}"
+    return [f"|  {line}" for line in parts[:-1]] + [f"|_ {parts[-1]}"]
+
+
+def _script_lines(before: tuple[tuple[str, str], ...], after: tuple[tuple[str, str], ...]) -> list[str]:
+    import difflib
+
+    was, now = dict(before), dict(after)
+    lines: list[str] = []
+    for script_id in sorted(set(was) | set(now)):
+        if was.get(script_id) == now.get(script_id):
+            continue
+        a = _script_text(script_id, was[script_id]) if script_id in was else []
+        b = _script_text(script_id, now[script_id]) if script_id in now else []
+        for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b).get_opcodes():
+            if op == "equal":
+                lines += [" " + line for line in a[i1:i2]]
+                continue
+            lines += ["-" + line for line in a[i1:i2]]
+            lines += ["+" + line for line in b[j1:j2]]
+    return lines
 
 
 def render_text(diff: Difference) -> str:
@@ -226,22 +274,39 @@ def render_text(diff: Difference) -> str:
             ["PORT", "STATE", "SERVICE", "VERSION"] if kind == SCAN else ["PORT", "STATE", "ADDRESS", "OWNER"]
         )
         rows: list[tuple[str, list[str]]] = []
+        raw: dict[int, list[str]] = {}  # script lines after the row at that index, as ndiff
         for change in changes:
             spec = f"{change.port}/{change.protocol}"
+            cells: list[tuple[str, list[str]]] = []
             for mark, side in (("-", change.before), ("+", change.after)):
                 if side is None:
                     continue
                 if kind == SCAN:
                     name, _, version = side.service.partition(" ")
-                    rows.append((mark, [spec, side.state, name, version]))
+                    cells.append((mark, [spec, side.state, name, version]))
                 else:
                     owners = ", ".join(str(o) for o in side.owners) or "-"
-                    rows.append((mark, [spec, side.state, ",".join(side.addresses) or "-", owners]))
+                    cells.append((mark, [spec, side.state, ",".join(side.addresses) or "-", owners]))
+            if len(cells) == 2 and cells[0][1] == cells[1][1]:  # only its scripts changed
+                cells = [(" ", cells[0][1])]
+            rows += cells
+            if "scripts" in change.changes and change.before and change.after:
+                raw[len(rows) - 1] = _script_lines(change.before.scripts, change.after.scripts)
         widths = [max(len(header[i]), *(len(r[i]) for _, r in rows)) for i in range(len(header))]
         lines.append(" " + " ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-        for mark, row in rows:
+        for index, (mark, row) in enumerate(rows):
             lines.append(mark + " ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+            lines += raw.get(index, [])
     if not diff.changed:
         lines.append("")
         lines.append(" (no changes)")
+    if diff.not_compared:
+        names = [n or "(this namespace)" for n in diff.not_compared]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        lines.append("")
+        lines.append(
+            f" (not compared: {shown}: only one side looked at "
+            + ("it" if len(names) == 1 else "them")
+            + "; record both with --all-netns)"
+        )
     return "\n".join(lines)

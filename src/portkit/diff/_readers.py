@@ -16,7 +16,7 @@ from typing import Any
 
 from portkit.diff._compare import INVENTORY, OWNER_FIELDS, SCAN, HostSide, PortSide, Side
 from portkit.errors import UsageError, quote
-from portkit.ledger import Observation, Owner, PortFact
+from portkit.ledger import NetnsScope, Observation, Owner, PortFact
 from portkit.ledger._facts import exposure_name, service_text
 
 PROTOCOLS = frozenset({"tcp", "udp", "sctp", "ip"})
@@ -90,7 +90,13 @@ def _xml_side(root: ET.Element, label: str) -> Side:
                 else ""
             )
             spec = (_port(element.get("portid"), "portid"), _protocol(element.get("protocol")))
-            ports[spec] = PortSide(state=state.get("state", ""), service=service)
+            scripts = tuple(
+                sorted(
+                    (_text(e.get("id"), "script id"), _text(e.get("output"), "script output"))
+                    for e in element.findall("script")
+                )
+            )
+            ports[spec] = PortSide(state=state.get("state", ""), service=service, scripts=scripts)
         shown = f"{names[0]} ({key})" if names else key
         hosts[key] = HostSide(
             key, shown, status.get("state", "up") if status is not None else "up", ports, frozenset(collapsed)
@@ -283,7 +289,7 @@ def read_side_text(text: str, name: str) -> Side:
             if "listeners" in doc:
                 return _overview_side(doc, f"inventory {name}")
             raise _Bad("a JSON object without scan, sockets or listeners")
-        raise _Bad("neither XML nor JSON")
+        raise _Bad("neither XML nor JSON" if stripped else "it is empty")
     except (_Bad, RecursionError) as exc:
         why = str(exc) if isinstance(exc, _Bad) else "nested too deeply"
         raise UsageError(f"invalid diff input {quote(name)}: {why}; {ACCEPTED}") from None
@@ -304,7 +310,8 @@ def side_from_observation(observation: Observation) -> Side:
     where = observation.host or "?"
     label = f"ledger #{observation.id}: {observation.kind} of {where} at {_clock(observation.time)}"
     if observation.kind == INVENTORY:
-        return inventory_side(observation.facts, label, host=observation.host)
+        scope = NetnsScope.from_json(observation.data.get("netns"))
+        return inventory_side(observation.facts, label, host=observation.host, scope=scope)
     if observation.kind == SCAN:
         hosts: dict[str, dict[tuple[int, str], PortSide]] = {}
         for fact in observation.facts:
@@ -327,11 +334,15 @@ def side_from_observation(observation: Observation) -> Side:
     raise UsageError(f"ledger #{observation.id} is a {observation.kind}: diff compares scans or inventories")
 
 
-def inventory_side(facts: Iterable[PortFact], label: str, host: str = "") -> Side:
-    """Inventory facts (from the ledger, or `portkit.ledger`'s inventory_facts of live sockets)."""
+def inventory_side(
+    facts: Iterable[PortFact], label: str, host: str = "", scope: NetnsScope | None = None
+) -> Side:
+    """Inventory facts (from the ledger, or `portkit.ledger`'s inventory_facts of live sockets);
+    `scope`: the namespaces they were read from (None: every one)."""
     return Side(
         INVENTORY,
         label,
         _merge((f.netns, f.port, f.protocol, f.address, f.owners) for f in facts if f.state == "listening"),
         host=host,
+        scope=scope,
     )

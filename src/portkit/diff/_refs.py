@@ -48,4 +48,10 @@ def parse_ref(text: str, now: float) -> Ref:
         when = datetime.fromisoformat(body.strip())
     except ValueError:
         raise UsageError(f"invalid ledger reference {quote(text)}: {ACCEPTED}") from None
-    return Ref(text, time=when.timestamp())  # a time without a zone is local time
+    try:
+        stamp = when.timestamp()  # a time without a zone is local time
+    except (ValueError, OverflowError, OSError):  # local time moved it out of years 1-9999
+        raise UsageError(
+            f"invalid ledger reference {quote(text)}: out of range in local time; expected years 1-9999"
+        ) from None
+    return Ref(text, time=stamp)

@@ -19,6 +19,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from portkit.ledger._facts import (
         inventory_facts as inventory_facts,
+        inventory_scope as inventory_scope,
+        NetnsScope as NetnsScope,
         Owner as Owner,
         PortFact as PortFact,
         ruleset_fingerprint as ruleset_fingerprint,

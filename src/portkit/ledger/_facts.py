@@ -106,6 +106,55 @@ class PortFact:
         }
 
 
+@dataclass(frozen=True)
+class NetnsScope:
+    """The network namespaces an inventory looked at ("" is the recording process's own).
+
+    `every`: it looked at every namespace on the host but `skipped` (`ls --all-netns`), so a
+    namespace that has gone since is covered too; else only `read`. A snapshot says a listener
+    is gone only in a namespace it covers: `ls --record` reads one namespace, and a listener
+    of another is not gone for it.
+    """
+
+    read: frozenset[str] = frozenset({""})
+    every: bool = False
+    skipped: frozenset[str] = frozenset()
+
+    def covers(self, netns: str) -> bool:
+        return netns in self.read or (self.every and netns not in self.skipped)
+
+    def to_json(self) -> dict[str, Any]:
+        # Reading every namespace, what was read is every namespace: only the skipped ones are
+        # kept (a host with a thousand namespaces would repeat their names in each snapshot).
+        if self.every:
+            return {"every": True, "skipped": sorted(self.skipped)}
+        return {"every": False, "read": sorted(self.read)}
+
+    @classmethod
+    def from_json(cls, doc: object) -> NetnsScope | None:
+        """The scope an observation recorded, or None (recorded without one: covers all)."""
+        if not isinstance(doc, dict):
+            return None
+
+        def names(key: str) -> frozenset[str]:
+            value = doc.get(key)
+            listed = value if isinstance(value, list) else []
+            return frozenset(v for v in listed if isinstance(v, str))
+
+        return cls(names("read"), doc.get("every") is True, names("skipped"))
+
+
+def inventory_scope(inventory: Any, every: bool) -> NetnsScope:
+    """What a `portkit.sockets.Inventory` looked at: its namespaces but those it had to skip."""
+    skipped = {
+        n.label or ""
+        for n in inventory.namespaces
+        if any(w.startswith(f"skipped network namespace {n}:") for w in inventory.warnings)
+    }
+    read = {n.label or "" for n in inventory.namespaces} - skipped
+    return NetnsScope(frozenset(read), every, frozenset(skipped))
+
+
 def owner_of_process(process: Any) -> Owner:
     """A `portkit.sockets.ProcessInfo` as an Owner (the executable is argv[0]'s first word)."""
     cmdline = tuple(process.cmdline)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from portkit.ledger._facts import Owner, PortFact
+from portkit.ledger._facts import NetnsScope, Owner, PortFact
 from portkit.ledger._store import DIAGNOSIS, INVENTORY, RULESET, SCAN, Event, Observation, Sighting
 
 if TYPE_CHECKING:
@@ -112,36 +112,67 @@ def build_history(
     sightings: Sequence[Sighting],
     events: Sequence[Event] = (),
     snapshot_times: Sequence[float] = (),
+    snapshot_scopes: Sequence[NetnsScope | None] = (),
 ) -> PortHistory:
     """Fold sightings (oldest first) into a history.
 
     `snapshot_times` are the times of complete inventory snapshots (oldest first); a binding run
     ends when a complete snapshot lacks it, so an owner that came back after a gap is a new run.
+    `snapshot_scopes` (one per time; none: each covers every namespace) are the namespaces each
+    snapshot looked at: one that did not look at the binding's namespace says nothing of it.
     """
+    scopes = list(snapshot_scopes) or [None] * len(snapshot_times)
+    covering: dict[str, list[float]] = {}
+
+    def times_for(netns: str) -> list[float]:
+        if netns not in covering:
+            pairs = zip(snapshot_times, scopes, strict=True)
+            covering[netns] = [t for t, scope in pairs if scope is None or scope.covers(netns)]
+        return covering[netns]
+
     seen = [s.time for s in sightings if s.fact.state in _SEEN_STATES.get(s.kind, ())]
     first = min(seen, default=None)
     last = max(seen, default=None)
     inventory = [s for s in sightings if s.kind == INVENTORY]
     bindings: list[Binding] = []
     open_runs: dict[tuple[Any, ...], int] = {}  # key -> index in bindings
+    at_place: dict[tuple[Any, ...], int] = {}  # (protocol, host, address, netns) -> its latest run
     for s in inventory:
         f = s.fact
-        key = (f.protocol, f.host, f.address, f.netns, tuple(sorted({o.identity for o in f.owners})))
+        place = (f.protocol, f.host, f.address, f.netns)
+        key = (*place, tuple(sorted({o.identity for o in f.owners})))
         index = open_runs.get(key)
+        latest = at_place.get(place)
+        if index is None and latest is not None and not (f.owners and bindings[latest].owners):
+            # No owner on one side is an owner that snapshot could not see (another user's
+            # process, read without root): the run at that place goes on.
+            index = latest
         run = bindings[index] if index is not None else None
-        # A complete snapshot between the run's end and this sighting lacked the port: a new run.
-        if run is None or bisect_right(snapshot_times, run.last) < bisect_left(snapshot_times, s.time):
-            open_runs[key] = len(bindings)
+        # A complete snapshot of its namespace between the run's end and this sighting lacked
+        # the port: a new run.
+        times = times_for(f.netns)
+        if run is None or bisect_right(times, run.last) < bisect_left(times, s.time):
+            open_runs[key] = at_place[place] = len(bindings)
             bindings.append(
                 Binding(s.time, s.time, 1, f.protocol, f.host, f.address, f.netns, f.exposure, f.owners)
             )
         elif s.time != run.last:
             assert index is not None
-            bindings[index] = replace(run, last=s.time, snapshots=run.snapshots + 1, owners=f.owners)
+            owners = f.owners or run.owners
+            bindings[index] = replace(run, last=s.time, snapshots=run.snapshots + 1, owners=owners)
+            open_runs[(*place, tuple(sorted({o.identity for o in owners})))] = at_place[place] = index
     gone = None
     last_inventory = max((s.time for s in inventory), default=None)
     if last_inventory is not None:
-        gone = next((t for t in snapshot_times if t > last_inventory), None)
+        where = {s.fact.netns for s in inventory if s.time == last_inventory}
+        gone = next(
+            (
+                t
+                for t, scope in zip(snapshot_times, scopes, strict=True)
+                if t > last_inventory and (scope is None or all(scope.covers(n) for n in where))
+            ),
+            None,
+        )
     return PortHistory(
         port=port,
         protocol=protocol,
@@ -222,7 +253,15 @@ def port_history(
         sightings = sorted([*sightings, *collapsed], key=lambda s: (s.time, s.observation))
     events = ledger.events(port, protocol, host)
     inventory = [s.time for s in sightings if s.kind == INVENTORY]
-    times: list[float] = []
+    snapshots: list[tuple[float, NetnsScope | None]] = []
     if inventory:
-        times = ledger.complete_times(INVENTORY, after=min(inventory))
-    return build_history(port, protocol, host, sightings, events, times)
+        snapshots = ledger.complete_snapshots(INVENTORY, after=min(inventory))
+    return build_history(
+        port,
+        protocol,
+        host,
+        sightings,
+        events,
+        [when for when, _ in snapshots],
+        [scope for _, scope in snapshots],
+    )

@@ -135,10 +135,19 @@ def connect(
                 _prepare(db, path, upto, create)
                 return db
             except sqlite3.OperationalError as exc:
+                if not create and _needs_write(exc):
+                    db.close()
+                    if _wal_holds_data(path):  # what the log holds is part of the ledger
+                        raise PortkitError(
+                            f"cannot read the ledger {quote(str(path))}: its write-ahead log holds"
+                            " records this user may not replay (no write access beside it); read it as"
+                            " its owner"
+                        ) from None
+                    return _read_only(path, busy_timeout)
                 # SQLite answers BUSY at once, without waiting, where waiting could deadlock
                 # (a reader upgrading to writer, the switch to WAL): step back and try again.
                 if not _busy(exc):  # I/O, a full disk, no permission: not the file's fault
-                    raise PortkitError(f"cannot use the ledger {quote(str(path))}: {exc}") from None
+                    raise unusable(path, exc) from None
                 if time.monotonic() > deadline:
                     raise PortkitError(
                         f"the ledger {quote(str(path))} stayed locked by another writer: {exc}"
@@ -150,6 +159,60 @@ def connect(
     except BaseException:
         db.close()
         raise
+
+
+def unusable(path: Path, exc: sqlite3.OperationalError) -> PortkitError:
+    """An error of the file system, not of the file: one line (exit 1)."""
+    if "readonly" in str(exc):
+        return PortkitError(
+            f"cannot write the ledger {quote(str(path))}: it is read-only for this user"
+            " (or on a read-only file system); reading commands still read it"
+        )
+    return PortkitError(f"cannot use the ledger {quote(str(path))}: {exc}")
+
+
+def _needs_write(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "readonly" in text or "unable to open" in text
+
+
+def _wal_holds_data(path: Path) -> bool:
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A reader's connection to a ledger it may read but not write, with no writer connected.
+
+    A WAL file is read through its index (FILE-shm), which the first connection creates beside
+    it: a user who may read a ledger in a directory they may not write (root's, under
+    /var/lib) could not read it at all while no writer held that index open. With no WAL
+    content everything is in the file itself, which `immutable` reads without the index.
+    """
+    uri = path.resolve().as_uri() + "?mode=ro&immutable=1"
+    try:
+        db = sqlite3.connect(
+            uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise PortkitError(f"cannot open the ledger {quote(str(path))}: {exc}") from None
+    try:
+        _check(db, path)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            raise PortkitError(
+                f"the ledger {quote(str(path))} has schema version {version} and this user may not"
+                f" write it: open it once as its owner to migrate it to version {SCHEMA_VERSION}"
+            )
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise damaged(path, exc) from None
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from portkit.ledger._facts import (
+    NetnsScope,
     Owner,
     PortFact,
     decision_facts,
@@ -28,7 +29,7 @@ from portkit.ledger._facts import (
     ruleset_fingerprint,
     scan_facts,
 )
-from portkit.ledger._schema import SCHEMA_VERSION, connect, damaged
+from portkit.ledger._schema import SCHEMA_VERSION, connect, damaged, unusable
 
 if TYPE_CHECKING:
     from portkit.firewall import Decision, Ruleset
@@ -178,7 +179,7 @@ class Ledger:
                 raise PortkitError(
                     f"the ledger {quote(str(self.path))} stayed locked by another writer"
                 ) from None
-            raise PortkitError(f"cannot use the ledger {quote(str(self.path))}: {exc}") from None
+            raise unusable(self.path, exc) from None
         except sqlite3.DatabaseError as exc:
             raise damaged(self.path, exc) from None
 
@@ -249,10 +250,18 @@ class Ledger:
         complete: bool = True,
         source: str = "",
         time: float | None = None,
+        scope: NetnsScope | None = None,
     ) -> int:
-        """A socket inventory's listeners (with owner, netns and exposure) as one snapshot."""
+        """A socket inventory's listeners (with owner, netns and exposure) as one snapshot.
+
+        `scope`: the namespaces it looked at (data `netns`); without one it counts as having
+        looked at every namespace.
+        """
         facts = inventory_facts(sockets, host)
-        return self.record(INVENTORY, facts, host=host, source=source, complete=complete, time=time)
+        data = {"netns": scope.to_json()} if scope is not None else {}
+        return self.record(
+            INVENTORY, facts, host=host, source=source, complete=complete, time=time, data=data
+        )
 
     def record_scan(
         self, result: ScanResult, *, host: str = "", source: str = "", time: float | None = None
@@ -444,13 +453,25 @@ class Ledger:
 
     def complete_times(self, kind: str, *, after: float, host: str | None = None) -> list[float]:
         """The times of complete observations of `kind` at or after `after`, oldest first."""
-        query = "SELECT time FROM observations WHERE kind = ? AND complete = 1 AND time >= ?"
+        return [when for when, _scope in self.complete_snapshots(kind, after=after, host=host)]
+
+    def complete_snapshots(
+        self, kind: str, *, after: float, host: str | None = None
+    ) -> list[tuple[float, NetnsScope | None]]:
+        """(time, namespaces looked at) of complete observations of `kind` at or after `after`."""
+        query = "SELECT time, data FROM observations WHERE kind = ? AND complete = 1 AND time >= ?"
         args: list[Any] = [kind, after]
         if host:
             query += " AND host = ?"
             args.append(host)
         with self._guard() as db:
-            return [float(r[0]) for r in db.execute(query + " ORDER BY time", args)]
+            rows = db.execute(query + " ORDER BY time", args).fetchall()
+        found = []
+        for when, data in rows:
+            doc = _loads(data)
+            scope = NetnsScope.from_json(doc.get("netns") if isinstance(doc, dict) else None)
+            found.append((float(when), scope))
+        return found
 
     def observations(self) -> Iterator[Observation]:
         """Every observation with its facts, oldest first (what `ledger export` writes)."""

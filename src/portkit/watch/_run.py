@@ -92,6 +92,14 @@ def read_listeners(namespaces: Sequence[str], with_owners: bool) -> tuple[list[L
     return rows, spaces
 
 
+def with_vanished(quick: Sequence[ListenerRow], full: Sequence[ListenerRow]) -> list[ListenerRow]:
+    """The full reading, plus the listeners the quick reading saw that were gone by the time
+    owners were read: a listener that lived a few milliseconds existed all the same (its
+    owner is unknown), and is reported opened, then closed at the next reading."""
+    known = {row.key for row in full}
+    return [*full, *(row for row in quick if row.key not in known)]
+
+
 class ListenerReader:
     """The quick reading, once a second: listeners only, over one netlink socket per namespace.
 
@@ -105,6 +113,8 @@ class ListenerReader:
         self.notes = notes
         self.clients: dict[int, tuple[Any, Any]] = {}
         self.unreadable: set[int] = set()
+        self.present: set[str] = set()  # the --netns names there at the last reading
+        self.read_once = False
 
     def read(self) -> tuple[list[ListenerRow], list[Any]]:
         # LISTENING is LISTEN and CLOSE; the netlink layer never asks TCP for CLOSE, so a TCP
@@ -112,6 +122,15 @@ class ListenerReader:
         from portkit.sockets import LISTENING, SockDiagClient, Transport, all_namespaces, run_in
 
         spaces = [n for n in all_namespaces() if not self.namespaces or n.label in self.namespaces]
+        if self.namespaces:  # a namespace named with --netns that goes (or comes back) is said
+            present = {str(n.label) for n in spaces}
+            for name in self.namespaces:
+                if name in self.present and name not in present:
+                    self.notes(f"network namespace {name} is gone: nothing is watched there until it is back")
+                elif name not in self.present and name in present and self.read_once:
+                    self.notes(f"network namespace {name} is back: watching it again")
+            self.present = present
+            self.read_once = True
         rows: list[ListenerRow] = []
         alive = set()
         denied: list[str] = []
@@ -273,7 +292,18 @@ class Blocker:
 
 
 def run_watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None] = lambda text: None) -> int:
-    """Watch until `options.duration` or `max_events` (or KeyboardInterrupt); returns the events emitted."""
+    """Watch until `options.duration` or `max_events` (or KeyboardInterrupt); returns the events emitted.
+
+    SIGTERM (how a service manager stops a daemon) raises `Terminated` here, so the scans still
+    going are ended and the drops `--block` added are removed, as on Ctrl-C.
+    """
+    from portkit.firewall._live import _terminate_raises
+
+    with _terminate_raises():
+        return _watch(options, emit, notes)
+
+
+def _watch(options: WatchOptions, emit: Emit, notes: Callable[[str], None]) -> int:
     detector = Detector(options.thresholds, options.ignore)
     reader = ListenerReader(options.namespaces, notes)
     tracker = ListenerTracker()
@@ -320,7 +350,9 @@ def run_watch(options: WatchOptions, emit: Emit, *, notes: Callable[[str], None]
                 next_poll = now + options.interval
                 rows, spaces = reader.read()
                 if tracker.changed(rows):
+                    quick = rows
                     rows, spaces = read_listeners(options.namespaces, with_owners=True)
+                    rows = with_vanished(quick, rows)
                     for event in tracker.update(rows, time.time()):
                         send(event.to_json())
                 listening_ports = {(r.netns, r.port) for r in rows if r.protocol == "tcp"}

@@ -8,7 +8,7 @@ no connection sends — nmap's FIN, NULL and Xmas probes; a UDP datagram) and th
 (SYN-ACK: the port is open; RST or ICMP unreachable: closed or rejected). An attempt not answered
 within `answer_timeout` counts as failed too (filtered). Thresholds follow Zeek's scan policy:
 `ports` distinct ports of one host failed by one source within `window` seconds, or `hosts`
-hosts tried on one port, raise a `scan`. FIN/NULL/Xmas probes count whatever the answer: they
+hosts failed on one port, raise a `scan`. FIN/NULL/Xmas probes count whatever the answer: they
 have no legitimate use.
 
 Ordinary traffic does not trip it: a busy client opens many connections to *one* port (each
@@ -17,6 +17,10 @@ answered by a SYN-ACK), a restarting service refuses connections on one port for
 The scan type is guessed from the probes: a SYN with at most 4 bytes of TCP options (an MSS
 alone) is a raw SYN probe (nmap -sS, portkit scan -sS); an operating system's connect() SYN
 carries SACK-permitted, timestamps and window scaling as well (-sT).
+
+A datagram that comes back to an address and port this host sent one from (within
+`udp_reply`) is a reply, not an attempt: a host's DNS lookups each use a new ephemeral port,
+and its resolver's answers must not read as a UDP scan (nor `--block` cut the host off it).
 
 Feed `Detector.packet()` with parsed packets in time order and call `Detector.tick(now)` now and
 then; both return the events that became true.
@@ -98,10 +102,11 @@ def classify_probe(seen: Seen) -> ProbeKind | None:
 @dataclass(frozen=True)
 class Thresholds:
     ports: int = 15  # distinct failed ports on one host from one source
-    hosts: int = 25  # distinct hosts tried on one port by one source
+    hosts: int = 25  # distinct hosts failed on one port by one source
     window: float = 300.0  # seconds an attempt is remembered
     answer_timeout: float = 2.0  # an attempt unanswered this long failed (filtered)
     quiet: float = 30.0  # a scan with no attempt for this long has ended
+    udp_reply: float = 120.0  # a datagram this long after one this host sent the other way is a reply
 
 
 class Outcome(enum.StrEnum):
@@ -127,14 +132,17 @@ class _Source:
     attempts: dict[tuple[str, int, int], _Attempt] = field(default_factory=dict)  # (dst, port, proto)
     # Kept as attempts change, so judging one packet does not walk every attempt.
     failed: dict[str, set[tuple[int, int]]] = field(default_factory=dict)  # dst -> failed (port, proto)
-    hosts: dict[tuple[int, int], set[str]] = field(default_factory=dict)  # (port, proto) -> dsts tried
+    hosts: dict[tuple[int, int], set[str]] = field(default_factory=dict)  # (port, proto) -> dsts failed
     reported: bool = False
 
     def note(self, key: tuple[str, int, int], attempt: _Attempt) -> None:
         dst, port, proto = key
-        self.hosts.setdefault((port, proto), set()).add(dst)
+        # Only failures count, across hosts as across ports (Zeek's address scan counts failed
+        # attempts too): a client that reaches 25 web servers (a container behind this host,
+        # seen as it is forwarded) is no scanner.
         if attempt.kind in _STEALTH or attempt.outcome in (Outcome.CLOSED, Outcome.FILTERED):
             self.failed.setdefault(dst, set()).add((port, proto))
+            self.hosts.setdefault((port, proto), set()).add(dst)
 
     def recount(self) -> None:
         self.failed.clear()
@@ -185,10 +193,19 @@ class Detector:
         self.thresholds = thresholds or Thresholds()
         self.ignore = frozenset(ignore)  # sources never judged (e.g. this host's own monitoring)
         self.sources: dict[tuple[str | None, str], _Source] = {}
+        # (netns, this host's address and port, the peer's) -> when this host last sent there
+        self.sent: dict[tuple[str | None, str, int, str, int], float] = {}
 
     # --- input ------------------------------------------------------------------------------
 
     def packet(self, seen: Seen) -> list[ScanEvent]:
+        if seen.outgoing and seen.proto == UDP:
+            # A datagram this host sends: what comes back the other way is a reply (a DNS
+            # answer reaches a new ephemeral port each lookup), and a UDP service's answer
+            # settles the client's attempt as open. Kept oldest first, so aging stops early.
+            flow = (seen.netns, seen.src, seen.sport, seen.dst, seen.dport)
+            self.sent.pop(flow, None)
+            self.sent[flow] = seen.time
         if seen.outgoing:
             answered = self._answer(seen)
             if answered is None:
@@ -198,6 +215,10 @@ class Detector:
         kind = classify_probe(seen)
         if kind is None or seen.src in self.ignore:
             return []
+        if kind is ProbeKind.UDP:
+            sent = self.sent.get((seen.netns, seen.dst, seen.dport, seen.src, seen.sport))
+            if sent is not None and seen.time - sent <= self.thresholds.udp_reply:
+                return []
         key = (seen.netns, seen.src)
         source = self.sources.get(key)
         if source is None:
@@ -221,6 +242,10 @@ class Detector:
                 outcome = Outcome.CLOSED
             else:
                 return None
+        elif seen.proto == UDP:
+            key = (seen.netns, seen.dst)
+            attempt_key = (seen.src, seen.sport, UDP)
+            outcome = Outcome.OPEN
         elif seen.proto in (ICMP, ICMPV6) and seen.quoted is not None:
             q_src, q_dst, q_proto, _q_sport, q_dport = seen.quoted
             # The quoted packet is the attempt as it arrived: from the source to this host.
@@ -245,6 +270,11 @@ class Detector:
         """Age attempts: unanswered ones fail, old ones are forgotten, quiet scans end."""
         events: list[ScanEvent] = []
         limits = self.thresholds
+        while self.sent:  # oldest first: stop at the first one still young
+            flow = next(iter(self.sent))
+            if now - self.sent[flow] <= limits.udp_reply:
+                break
+            del self.sent[flow]
         for key, source in list(self.sources.items()):
             for attempt_key, attempt in list(source.attempts.items()):
                 if attempt.outcome is Outcome.PENDING and now - attempt.time >= limits.answer_timeout:
@@ -286,7 +316,7 @@ class Detector:
         for key in ports if not reason else ():
             tried = len(source.hosts.get(key, ()))
             if tried >= limits.hosts:
-                reason = f"{tried} hosts tried on port {key[0]} within {limits.window:g} s"
+                reason = f"{tried} hosts failed on port {key[0]} within {limits.window:g} s"
                 break
         if not reason:
             return []
