@@ -201,3 +201,31 @@ def test_connected_udp_socket_is_a_client(cli: Any) -> None:
         assert doc["clients"][0]["processes"][0]["pid"] == os.getpid()
     finally:
         sock.close()
+
+
+_EVIL_HOLDER = r"""
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, b"\x1b[2K\rok\x07\x1b]0;t", 0, 0, 0)  # PR_SET_NAME: any user may
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True); sys.stdin.read()
+"""
+
+
+def test_a_process_name_cannot_drive_the_readers_terminal() -> None:
+    """The table, the parent chain and the "To free it" lines all carry the holder's name: an
+    escape sequence in it is written out, never sent to the terminal of whoever runs `who`."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _EVIL_HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        port = holder.stdout.readline().strip()
+        done = subprocess.run(
+            [sys.executable, "-m", "portkit", "who", port], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert "\\x1b[2K\\x0dok\\x07" in done.stdout, done.stdout
+    assert not any(ch in done.stdout for ch in "\x1b\x07\r"), repr(done.stdout)

@@ -3,7 +3,7 @@ commands (portkit.cli.sockets) and the console script's Click-free lanes (portki
 
 from __future__ import annotations
 
-from portkit.cli._text import echo, emit_json, emit_table
+from portkit.cli._text import echo, emit_json, emit_table, visible
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy honours the name)
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def _print_holders(use: PortUse, inventory: Inventory, label: str) -> None:
         for process in use.processes:
             if process.parents:
                 chain = " <- ".join(f"{name}/{pid}" for pid, name in process.parents)
-                echo(f"  {process.name}/{process.pid} started by {chain}")
+                echo(visible(f"  {process.name}/{process.pid} started by {chain}"))
     else:
         echo(f"Nothing listens on {label}{service}.")
     counts = []
@@ -140,14 +140,14 @@ def _print_holders(use: PortUse, inventory: Inventory, label: str) -> None:
         owners = sorted({str(p) for r in use.clients for p in r.processes})
         counts.append(f"{len(use.clients)} client sockets" + (f" ({', '.join(owners)})" if owners else ""))
     if counts:
-        echo("Also on this port: " + ", ".join(counts) + ".")
+        echo(visible("Also on this port: " + ", ".join(counts) + "."))
     if use.explanation:
-        echo(f"Why: {use.explanation}")
+        echo(visible(f"Why: {use.explanation}"))
     if use.risk and use.exposed:
         echo(f"Risk ({use.service} beyond loopback): {use.risk}")
     if use.advice:
         echo("To free it:")
-        for advice in use.advice:
-            echo(f"  {advice}")
+        for advice in use.advice:  # names and command lines any local user may set
+            echo(visible(f"  {advice}"))
     if use.root_note and any(inventory.owner_unknown(r) for r in use.holders):
         echo(f"note: {use.root_note}")
