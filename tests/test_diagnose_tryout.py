@@ -94,6 +94,32 @@ def test_a_port_dropped_through_a_set_is_fixed_by_taking_it_out_of_the_set(ns: L
 
 
 @needs_root
+def test_a_set_another_rule_also_uses_is_left_as_it_is(ns: LabNamespace) -> None:
+    """Taking 8086 out of a set the output chain also drops by would open 8086 outward too:
+    the fix lets 8086 in before the input rule and leaves the set whole."""
+    ns.nft(
+        "table inet pkdt {\n set blocked { type inet_service; elements = { 22, 8086, 9000 } }\n"
+        " chain input { type filter hook input priority 0; policy accept;\n"
+        "  iif lo tcp dport @blocked drop\n }\n"
+        " chain output { type filter hook output priority 0; policy accept;\n"
+        "  oif != lo tcp dport @blocked drop\n }\n}\n"
+    )
+    with _listening(ns, 8086), _listening(ns, 9000):
+        diagnosis = diagnose_reach("127.0.0.1", 8086, from_netns=ns.name, timeout=0.5)
+        assert diagnosis.code is Code.FW_INPUT_DROP
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.command is not None
+        assert "delete element" not in fix.command and "dport 8086 accept" in fix.command, fix.command
+        done = subprocess.run(fix.command, shell=True, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert diagnose_reach("127.0.0.1", 8086, from_netns=ns.name, timeout=0.5).ok
+        assert _connects(ns, 8086)
+        assert not _connects(ns, 9000)  # the set's other ports are still dropped
+        listing = ns.run(["nft", "list", "set", "inet", "pkdt", "blocked"], timeout=10).stdout
+        assert "8086" in str(listing)  # and the output rule still has 8086
+
+
+@needs_root
 def test_a_verdict_map_entry_gets_no_command_that_deletes_the_whole_map(ns: LabNamespace) -> None:
     """`nft delete rule` on a vmap rule would also drop 9001's accept (policy drop here)."""
     ns.nft(

@@ -73,6 +73,7 @@ class PortSet:
     name: str
     port_is_element: bool  # the port is an element on its own, not inside a range
     elements: int  # how many intervals the set holds
+    shared: bool = False  # another rule looks it up too: changing the set changes that rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +372,12 @@ def _deciding_rule_shape(ruleset: Ruleset, decision: Decision, port: int) -> tup
                 named = next((n for n in table.sets if n.name == match.set_name), None)
                 if named is not None and not named.elements:
                     single = (port, port) in [(r[0], r[1]) for r in named.ranges]
-                    return entries, PortSet(named.name, single, len(named.ranges))
+                    shared = any(
+                        other.handle != rule.handle and any(m.set_name == named.name for m in other.matches)
+                        for c in table.chains
+                        for other in c.rules
+                    )
+                    return entries, PortSet(named.name, single, len(named.ranges), shared)
         return entries, None
     return 1, None
 

@@ -225,7 +225,12 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
             f"the {hook} policy of {step.table} {step.chain} decides: accept the port first",
             _in(hop.prefix, [command]),
         )
-    if step.where.startswith("handle") and fw.port_set is not None and fw.port_set.elements > 1:
+    if (
+        step.where.startswith("handle")
+        and fw.port_set is not None
+        and fw.port_set.elements > 1
+        and not fw.port_set.shared  # then taking the port out would change the other rules too
+    ):
         # Deleting the rule would also let through every other port of the set.
         named = fw.port_set
         if named.port_is_element:
