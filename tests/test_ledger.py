@@ -374,6 +374,26 @@ def test_prune_removes_what_is_older_with_its_facts(tmp_path: Path) -> None:
         )
 
 
+def test_prune_compacts_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    now = time.time()
+    with Ledger.open(path) as ledger:
+        facts = [fact(p) for p in range(1000, 1040)]
+        for day in range(200):
+            ledger.record(INVENTORY, facts, host="h", time=now - (300 - day) * 86400)
+        ledger.record(INVENTORY, [fact(22)], host="h", time=now - 1)
+    grown = path.stat().st_size
+    result = run_main("ledger", "prune", "--older-than", "90d", "--db", str(path), "--json")
+    assert result.status == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["observations"] == 200 and doc["compacted"] is True
+    assert doc["size_before"] == grown and doc["size_after"] == path.stat().st_size < grown // 4
+    with Ledger.open(path) as ledger:
+        assert ledger.counts() == {"observations": 1, "facts": 1, "events": 0}
+    again = run_main("ledger", "prune", "--older-than", "90d", "--db", str(path), "--json")
+    assert json.loads(again.stdout)["compacted"] is False  # nothing deleted, nothing to do
+
+
 def test_export_json_and_csv_hold_every_row(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     with Ledger.open(path) as ledger:

@@ -196,6 +196,12 @@ def prune(older_than: str, db: str | None, as_json: bool) -> None:
         f"Pruned {result.observations} observations ({result.facts} port facts) and {result.events} "
         f"events older than {_when(before)}."
     )
+    if result.observations or result.events:
+        click.echo(
+            f"The file went from {result.size_before:,} to {result.size_after:,} bytes."
+            if result.compacted
+            else "The file was not compacted: another process holds it open (run prune again later)."
+        )
 
 
 EXPORT_COLUMNS = [

@@ -110,9 +110,21 @@ class PruneResult:
     observations: int
     facts: int
     events: int
+    # The file is compacted (VACUUM) after rows were deleted, so that it shrinks; not while
+    # another process keeps a transaction open on it (then `compacted` is False).
+    compacted: bool = False
+    size_before: int = 0  # bytes of the database file (the write-ahead log aside)
+    size_after: int = 0
 
-    def to_json(self) -> dict[str, int]:
-        return {"observations": self.observations, "facts": self.facts, "events": self.events}
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "observations": self.observations,
+            "facts": self.facts,
+            "events": self.events,
+            "compacted": self.compacted,
+            "size_before": self.size_before,
+            "size_after": self.size_after,
+        }
 
 
 def _dumps(value: Any) -> str:
@@ -493,7 +505,9 @@ class Ledger:
     # --- retention ------------------------------------------------------------------------------
 
     def prune(self, before: float) -> PruneResult:
-        """Delete observations (with their facts) and events older than `before` (a Unix time)."""
+        """Delete observations (with their facts) and events older than `before` (a Unix time),
+        then compact the file when anything was deleted (see PruneResult)."""
+        size_before = self._size()
         with self._write() as db:
             facts = db.execute(
                 "SELECT count(*) FROM port_facts "
@@ -502,7 +516,24 @@ class Ledger:
             ).fetchone()[0]
             observations = db.execute("DELETE FROM observations WHERE time < ?", (before,)).rowcount
             events = db.execute("DELETE FROM events WHERE time < ?", (before,)).rowcount
-        return PruneResult(observations, facts, events)
+        from portkit.errors import PortkitError
+
+        compacted = False
+        if observations or events:
+            try:
+                with self._guard() as db:
+                    db.execute("VACUUM")
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                compacted = True
+            except PortkitError:  # another process holds it open in a transaction: left as it is
+                pass
+        return PruneResult(observations, facts, events, compacted, size_before, self._size())
+
+    def _size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
 
 
 __all__ = ["SCHEMA_VERSION", "Event", "Ledger", "Observation", "PruneResult", "Sighting"]
