@@ -215,10 +215,20 @@ def test_parse_never_raises(data: bytes) -> None:
     parse_packet(data, False, None, 0.0)
 
 
-def _row(port: int, inode: int, name: str, pid: int, exe: str = "", unit: str = "") -> ListenerRow:
-    return ListenerRow(
-        None, "tcp", "0.0.0.0", port, inode, (Owner(pid, name, exe or name, "root", unit, ""),)
-    )
+def _row(
+    port: int, inode: int, name: str, pid: int, exe: str = "", unit: str = "", user: str = "root"
+) -> ListenerRow:
+    return ListenerRow(None, "tcp", "0.0.0.0", port, inode, (Owner(pid, name, exe or name, user, unit, ""),))
+
+
+def test_the_same_program_under_another_user_is_an_owner_change() -> None:
+    tracker = ListenerTracker()
+    tracker.update([_row(8080, 1, "python3", 10, user="www-data")], 0.0)
+    assert tracker.update([_row(8080, 2, "python3", 11, user="www-data")], 1.0) == []  # a restart
+    events = tracker.update([_row(8080, 3, "python3", 12, user="nobody")], 2.0)
+    assert [(e.kind, e.before[0].user, e.row.owners[0].user) for e in events] == [
+        ("owner-changed", "www-data", "nobody")
+    ]
 
 
 def test_listener_events_and_pid_noise() -> None:

@@ -2,9 +2,10 @@
 
 A listener is known by its namespace, transport, address and port. Between two readings it can
 appear (`listener-opened`), go (`listener-closed`), or be held by another owner
-(`owner-changed`): another executable, unit or container. A new PID of the same executable and
-unit (a restart, a worker replaced) is not a change: that is the noise users of text diffs of
-`netstat` complain of.
+(`owner-changed`): another executable, user, unit or container (the ledger's and `portkit
+diff`'s owner identity less the process name). A new PID of the same executable, user and unit
+(a restart, a worker replaced) is not a change: that is the noise users of text diffs of
+`netstat` complain of. A service that comes back under another user is one.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ class Owner:
     container: str
 
     @property
-    def identity(self) -> tuple[str, str, str]:
+    def identity(self) -> tuple[str, str, str, str]:
         """What makes two owners the same service: not the PID."""
-        return (self.exe or self.name, self.unit, self.container)
+        return (self.exe or self.name, self.user, self.unit, self.container)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,7 +78,7 @@ class ListenerEvent:
         return document
 
 
-def _identities(owners: Iterable[Owner]) -> frozenset[tuple[str, str, str]]:
+def _identities(owners: Iterable[Owner]) -> frozenset[tuple[str, str, str, str]]:
     return frozenset(o.identity for o in owners)
 
 
