@@ -66,6 +66,10 @@ class FirewallView:
     # one whole element of it (then `nft delete element` takes out exactly that port).
     map_entries: int = 1
     port_set: PortSet | None = None
+    # A router's forward path that blocks the flow: the verdict on its replies (the reverse
+    # packet, conntrack state established). A fix that lets the request through must also let
+    # these through when the same rules drop them (a policy drop with no established accept).
+    reply: Decision | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +332,24 @@ def firewall_verdict(
     )
     managers, chains = _managers(ruleset)
     entries, port_set = _deciding_rule_shape(ruleset, decision, port)
-    return FirewallView(decision, "", managers, chains, entries, port_set)
+    reply = None
+    if decision.direction is Direction.FORWARD and decision.verdict.value != "accept":
+        from portkit.firewall import CtState
+
+        sent = decision.final_packet or packet
+        back = Packet(
+            transport.number, sent.dst, packet.src, sent.dport, packet.sport, iif=oif, oif=iif,
+            state=CtState.ESTABLISHED,
+        )  # fmt: skip
+        reply = evaluate(
+            ruleset,
+            back,
+            direction=Direction.FORWARD,
+            local_addresses=local,
+            route=route_lookup(named) if view.namespace.path is None or named else None,
+            forwarding=forwarding_state(named) if view.namespace.path is None or named else None,
+        )
+    return FirewallView(decision, "", managers, chains, entries, port_set, reply)
 
 
 def forwards_missed(view: NsView, port: int, transport: Transport) -> tuple[str, ...]:

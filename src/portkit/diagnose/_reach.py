@@ -192,6 +192,48 @@ def _route_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
 
 
 def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> Fix | None:
+    """The fix for the rule or policy that decided, plus, on a router whose forward rules
+    would also drop the replies, the rule that lets this flow's replies back."""
+    fix = _request_fix(hop, fw, facts, port)
+    reply = _reply_command(fw, facts)
+    if fix is None or fix.command is None or reply is None or "ufw" in fw.managers:
+        return fix
+    return Fix(
+        f"{fix.text}; and let its replies back, which the same forward rules drop",
+        f"{fix.command} && {_in(hop.prefix, [reply])}",
+    )
+
+
+def _reply_command(fw: FirewallView, facts: ReachFacts) -> str | None:
+    """A rule accepting the flow's replies (established, from the target's address and port),
+    at the top of the chain that drops them; None when they pass or cannot be named."""
+    reply = fw.reply
+    if reply is None or reply.verdict.value == "accept" or not reply.certain:
+        return None
+    step = reply.decided_by
+    if step is None:
+        return None
+    from portkit.firewall import LEGACY_SUFFIX
+
+    packet = reply.packet
+    proto = facts.transport.value
+    family, _, table = step.table.partition(" ")
+    ip = "ip6" if packet.src.version == 6 else "ip"
+    if step.where.startswith("handle") or (family not in ("ip", "ip6") and not step.where.startswith("line")):
+        return (
+            f"nft insert rule {step.table} {step.chain} ct state established,related "
+            f"{ip} saddr {packet.src} {proto} sport {packet.sport} accept"
+        )
+    iptables = "ip6tables" if family == "ip6" else "iptables"
+    if table.endswith(LEGACY_SUFFIX):
+        iptables, table = f"{iptables}-legacy", table.removesuffix(LEGACY_SUFFIX)
+    return (
+        f"{iptables} -t {table} -I {step.chain} -s {packet.src} -p {proto} --sport {packet.sport} "
+        "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+    )
+
+
+def _request_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> Fix | None:
     decision = fw.decision
     step = decision.decided_by if decision is not None else None
     if step is None:

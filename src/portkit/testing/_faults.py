@@ -651,6 +651,21 @@ CASES: tuple[FaultCase, ...] = (
             Target(lab.server_address, p, expect="http"),
         )[1],
     ),
+    # A router whose forward chain drops by policy and has no rule for established flows: the
+    # fix must let the replies back too, or the connection still fails.
+    FaultCase(
+        "fw-forward-policy-drop",
+        "FW_FORWARD_DROP",
+        lambda lab, p: (
+            lab.sh(
+                lab.router,
+                "nft 'add table inet pkfault; add chain inet pkfault forward "
+                "{ type filter hook forward priority 0; policy drop; }'",
+            ),
+            _serving(lab, p),
+        )[1],
+        lambda lab, p: _drop_table(lab, lab.router),
+    ),
 )
 
 
