@@ -17,7 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -219,56 +219,26 @@ def _destinations(item: dict[str, Any], zone: str) -> list[str]:
     return [f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts]
 
 
-@needs_root
-def test_audit_reach_per_zone_agrees_with_real_connects(truth_lab: TruthLab) -> None:
+Zones = dict[tuple[int, str], list[str]]
+
+
+def _audited(truth_lab: TruthLab, protocol: str, specs: list[str]) -> dict[int, dict[str, Any]]:
+    """`portkit audit --json` of the server: its `protocol` listeners by port (all of `specs`)."""
     proc = subprocess.run(
         [*PORTKIT, "audit", "--json", "--netns", truth_lab.server.name],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    listeners = {item["port"]: item for item in report["listeners"] if item["protocol"] == "tcp"}
-    assert set(listeners) >= {int(spec.rsplit(":", 1)[1]) for spec in LISTENING}
-    vantage = {"loopback": truth_lab.server, "lan": truth_lab.lan, "any": truth_lab.wan}
-    plan = {
-        (port, zone["zone"]): _destinations(item, zone["zone"])
-        for port, item in listeners.items()
-        for zone in item["zones"]
-    }
-    seen: dict[str, dict[str, str]] = {}
-    for name, ns in vantage.items():
-        targets = sorted({t for (_, zone), ts in plan.items() if zone == name for t in ts})
-        seen[name] = truth_lab.probe(ns, targets)
-    # The lab is what it should be: weak-host and IPv6-only openings are real.
-    assert seen["any"][f"{LAN_ADDR}:3004"] == "open" and seen["any"][f"[{LAN6}]:3013"] == "open"
-    assert seen["lan"][f"[{LAN6}]:3015"] == "open" and seen["lan"][f"{LAN_ADDR}:3015"] == "timeout"
-    assert seen["any"][f"{WAN_ADDR}:3005"] == "refused"
-    disagreements = []
-    for port, item in sorted(listeners.items()):
-        for zone in item["zones"]:
-            if zone["reach"] == "uncertain":
-                continue
-            results = [seen[zone["zone"]][t] for t in plan[(port, zone["zone"])] if t in seen[zone["zone"]]]
-            real = "open" if "open" in results else "blocked"
-            if real != zone["reach"]:
-                disagreements.append(
-                    f"{port}/{zone['zone']}: audit {zone['reach']} ({zone['how']}), connects {results}"
-                )
-    assert not disagreements, "\n".join(disagreements)
+    listeners = {item["port"]: item for item in report["listeners"] if item["protocol"] == protocol}
+    assert set(listeners) >= {int(spec.rsplit(":", 1)[1]) for spec in specs}
+    return listeners
 
 
-@needs_root
-def test_audit_reach_per_zone_agrees_with_real_datagrams(truth_lab: TruthLab) -> None:
-    """The same for UDP: a zone the audit calls open gets the echo of some datagram, a blocked
-    one gets none (dropped, rejected, or not for this socket)."""
-    proc = subprocess.run(
-        [*PORTKIT, "audit", "--json", "--netns", truth_lab.server.name],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
-    listeners = {item["port"]: item for item in report["listeners"] if item["protocol"] == "udp"}
-    assert set(listeners) >= {int(spec.rsplit(":", 1)[1]) for spec in UDP_LISTENING}
+def _probed(
+    truth_lab: TruthLab, listeners: dict[int, dict[str, Any]], probe: Callable[..., dict[str, str]]
+) -> tuple[Zones, dict[str, dict[str, str]]]:
+    """Every (port, zone)'s destinations, and what `probe` saw of them from each zone's vantage."""
     vantage = {"loopback": truth_lab.server, "lan": truth_lab.lan, "any": truth_lab.wan}
     plan = {
         (port, zone["zone"]): _destinations(item, zone["zone"])
@@ -276,13 +246,17 @@ def test_audit_reach_per_zone_agrees_with_real_datagrams(truth_lab: TruthLab) ->
         for zone in item["zones"]
     }
     seen = {
-        name: truth_lab.probe_udp(ns, sorted({t for (_, z), ts in plan.items() if z == name for t in ts}))
+        name: probe(ns, sorted({t for (_, z), ts in plan.items() if z == name for t in ts}))
         for name, ns in vantage.items()
     }
-    # The lab is what it should be: the rules shape what answers.
-    assert seen["lan"][f"{LAN_ADDR}:4002"] == "open" and seen["any"][f"{WAN_ADDR}:4002"] == "blocked"
-    assert seen["any"][f"{WAN_ADDR}:4004"] == "blocked" and seen["loopback"]["127.0.0.1:4005"] == "open"
-    assert seen["any"][f"[{WAN6}]:4008"] == "open" and seen["any"][f"{WAN_ADDR}:4008"] == "blocked"
+    return plan, seen
+
+
+def _disagreements(
+    listeners: dict[int, dict[str, Any]], plan: Zones, seen: dict[str, dict[str, str]], label: str
+) -> tuple[list[str], int]:
+    """The decided zones whose reach the real traffic contradicts, and how many were decided:
+    open when some destination answered, blocked when none did."""
     decided, disagreements = 0, []
     for port, item in sorted(listeners.items()):
         for zone in item["zones"]:
@@ -293,8 +267,34 @@ def test_audit_reach_per_zone_agrees_with_real_datagrams(truth_lab: TruthLab) ->
             real = "open" if "open" in results else "blocked"
             if real != zone["reach"]:
                 disagreements.append(
-                    f"{port}/udp {zone['zone']}: audit {zone['reach']} ({zone['how']}), datagrams {results}"
+                    f"{port}{label} {zone['zone']}: audit {zone['reach']} ({zone['how']}), {results}"
                 )
+    return disagreements, decided
+
+
+@needs_root
+def test_audit_reach_per_zone_agrees_with_real_connects(truth_lab: TruthLab) -> None:
+    listeners = _audited(truth_lab, "tcp", LISTENING)
+    plan, seen = _probed(truth_lab, listeners, truth_lab.probe)
+    # The lab is what it should be: weak-host and IPv6-only openings are real.
+    assert seen["any"][f"{LAN_ADDR}:3004"] == "open" and seen["any"][f"[{LAN6}]:3013"] == "open"
+    assert seen["lan"][f"[{LAN6}]:3015"] == "open" and seen["lan"][f"{LAN_ADDR}:3015"] == "timeout"
+    assert seen["any"][f"{WAN_ADDR}:3005"] == "refused"
+    disagreements, _ = _disagreements(listeners, plan, seen, "")
+    assert not disagreements, "\n".join(disagreements)
+
+
+@needs_root
+def test_audit_reach_per_zone_agrees_with_real_datagrams(truth_lab: TruthLab) -> None:
+    """The same for UDP: a zone the audit calls open gets the echo of some datagram, a blocked
+    one gets none (dropped, rejected, or not for this socket)."""
+    listeners = _audited(truth_lab, "udp", UDP_LISTENING)
+    plan, seen = _probed(truth_lab, listeners, truth_lab.probe_udp)
+    # The lab is what it should be: the rules shape what answers.
+    assert seen["lan"][f"{LAN_ADDR}:4002"] == "open" and seen["any"][f"{WAN_ADDR}:4002"] == "blocked"
+    assert seen["any"][f"{WAN_ADDR}:4004"] == "blocked" and seen["loopback"]["127.0.0.1:4005"] == "open"
+    assert seen["any"][f"[{WAN6}]:4008"] == "open" and seen["any"][f"{WAN_ADDR}:4008"] == "blocked"
+    disagreements, decided = _disagreements(listeners, plan, seen, "/udp")
     assert not disagreements, "\n".join(disagreements)
     assert decided >= 2 * len(UDP_LISTENING)  # the model decided most zones, not "uncertain"
     reach = {(port, z["zone"]): z["reach"] for port, item in listeners.items() for z in item["zones"]}

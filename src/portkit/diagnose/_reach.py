@@ -204,6 +204,18 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
     )
 
 
+def _iptables_of(table_text: str) -> tuple[str, str, str]:
+    """A trace step's "FAMILY TABLE" as (family, the iptables tool that edits it, its iptables
+    table name): iptables-legacy's tables are read beside nftables' as `TABLE-legacy`."""
+    from portkit.firewall import LEGACY_SUFFIX
+
+    family, _, table = table_text.partition(" ")
+    iptables = "ip6tables" if family == "ip6" else "iptables"
+    if table.endswith(LEGACY_SUFFIX):
+        iptables, table = f"{iptables}-legacy", table.removesuffix(LEGACY_SUFFIX)
+    return family, iptables, table
+
+
 def _reply_command(fw: FirewallView, facts: ReachFacts) -> str | None:
     """A rule accepting the flow's replies (established, from the target's address and port),
     at the top of the chain that drops them; None when they pass or cannot be named."""
@@ -213,20 +225,15 @@ def _reply_command(fw: FirewallView, facts: ReachFacts) -> str | None:
     step = reply.decided_by
     if step is None:
         return None
-    from portkit.firewall import LEGACY_SUFFIX
-
     packet = reply.packet
     proto = facts.transport.value
-    family, _, table = step.table.partition(" ")
+    family, iptables, table = _iptables_of(step.table)
     ip = "ip6" if packet.src.version == 6 else "ip"
     if step.where.startswith("handle") or (family not in ("ip", "ip6") and not step.where.startswith("line")):
         return (
             f"nft insert rule {step.table} {step.chain} ct state established,related "
             f"{ip} saddr {packet.src} {proto} sport {packet.sport} accept"
         )
-    iptables = "ip6tables" if family == "ip6" else "iptables"
-    if table.endswith(LEGACY_SUFFIX):
-        iptables, table = f"{iptables}-legacy", table.removesuffix(LEGACY_SUFFIX)
     return (
         f"{iptables} -t {table} -I {step.chain} -s {packet.src} -p {proto} --sport {packet.sport} "
         "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
@@ -251,12 +258,7 @@ def _request_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) 
             f"allow it in ufw (the manager of {_where(hop)}'s rules)",
             _in(hop.prefix, [f"ufw allow {port}/{proto}"]),
         )
-    from portkit.firewall import LEGACY_SUFFIX
-
-    family, _, table = step.table.partition(" ")
-    iptables = "ip6tables" if family == "ip6" else "iptables"
-    if table.endswith(LEGACY_SUFFIX):  # iptables-legacy's table, read beside nftables'
-        iptables, table = f"{iptables}-legacy", table.removesuffix(LEGACY_SUFFIX)
+    family, iptables, table = _iptables_of(step.table)
     if step.position == 0:
         hook = step.hook.value
         if step.where.startswith("line") or (family in ("ip", "ip6") and not step.where):
