@@ -66,9 +66,10 @@ class FirewallView:
     # one whole element of it (then `nft delete element` takes out exactly that port).
     map_entries: int = 1
     port_set: PortSet | None = None
-    # A router's forward path that blocks the flow: the verdict on its replies (the reverse
-    # packet, conntrack state established). A fix that lets the request through must also let
-    # these through when the same rules drop them (a policy drop with no established accept).
+    # The verdict on the flow's replies (the reverse packet, conntrack state established) where
+    # this namespace meets them. A router's fix that lets the request through must also let
+    # these through when the same rules drop them (a policy drop with no established accept);
+    # replies dropped while the request passes are FW_REPLY_DROP.
     reply: Decision | None = None
 
 
@@ -332,23 +333,34 @@ def firewall_verdict(
     )
     managers, chains = _managers(ruleset)
     entries, port_set = _deciding_rule_shape(ruleset, decision, port)
-    reply = None
-    if decision.direction is Direction.FORWARD and decision.verdict.value != "accept":
-        from portkit.firewall import CtState
+    # The verdict on the flow's replies (the reverse packet, conntrack state established) where
+    # this namespace meets them: a router forwards them back, the client takes them in, the
+    # server sends them out. A request let through is still a failed connection when these drop.
+    from portkit.firewall import CtState
 
-        sent = decision.final_packet or packet
+    sent = decision.final_packet or packet
+    reverse = {
+        Direction.FORWARD: (Direction.FORWARD, sent.dst, sent.dport, sent.oif or oif, sent.iif or iif),
+        Direction.OUTPUT: (Direction.INPUT, packet.dst, packet.dport, sent.oif or oif, ""),
+        Direction.INPUT: (Direction.OUTPUT, sent.dst, sent.dport, "", sent.iif or iif),
+    }.get(decision.direction)
+    reply = None
+    if reverse is not None:
+        back_direction, back_src, back_sport, back_iif, back_oif = reverse
         back = Packet(
-            transport.number, sent.dst, packet.src, sent.dport, packet.sport, iif=oif, oif=iif,
+            transport.number, back_src, packet.src, back_sport, packet.sport, iif=back_iif, oif=back_oif,
             state=CtState.ESTABLISHED,
         )  # fmt: skip
         reply = evaluate(
             ruleset,
             back,
-            direction=Direction.FORWARD,
+            direction=back_direction,
             local_addresses=local,
             route=route_lookup(named) if view.namespace.path is None or named else None,
             forwarding=forwarding_state(named) if view.namespace.path is None or named else None,
         )
+        if reply.direction is not back_direction:
+            reply = None  # not where this namespace meets the replies (not its address): no verdict
     return FirewallView(decision, "", managers, chains, entries, port_set, reply)
 
 

@@ -32,6 +32,7 @@ class Code(enum.StrEnum):
     BACKLOG_FULL = "BACKLOG_FULL"
     RP_FILTER = "RP_FILTER"
     FILTERED_UPSTREAM = "FILTERED_UPSTREAM"
+    FW_REPLY_DROP = "FW_REPLY_DROP"
     WRONG_SERVICE = "WRONG_SERVICE"
     # bind
     PORT_IN_USE = "PORT_IN_USE"
@@ -63,6 +64,7 @@ REACH_ORDER: tuple[Code, ...] = (
     Code.BOUND_OTHER_ADDRESS,
     Code.NO_LISTENER,
     Code.BACKLOG_FULL,
+    Code.FW_REPLY_DROP,
     Code.WRONG_SERVICE,
 )
 

@@ -134,8 +134,9 @@ def parse_trace_lines(lines: Sequence[str]) -> list[TraceStep]:
     return steps
 
 
-def flow_match(daddr: str | None, dport: int, protocol: Transport) -> str:
-    """The nft match for the flow's packets toward the service."""
+def flow_match(daddr: str | None, dport: int, protocol: Transport, *, reverse: bool = False) -> str:
+    """The nft match for the flow's packets toward the service (`reverse`: its replies, from
+    `daddr`:`dport`)."""
     if protocol not in (Transport.TCP, Transport.UDP, Transport.SCTP):
         raise UsageError(f"invalid protocol {protocol.value!r} to trace: expected tcp, udp or sctp")
     if not 0 < dport <= 65535:
@@ -146,8 +147,8 @@ def flow_match(daddr: str | None, dport: int, protocol: Transport) -> str:
             address = ipaddress.ip_address(daddr)
         except ValueError:
             raise UsageError(f"invalid address {daddr[:60]!r} to trace: expected an IP address") from None
-        parts.append(f"{'ip' if address.version == 4 else 'ip6'} daddr {address}")
-    parts.append(f"{protocol.value} dport {dport}")
+        parts.append(f"{'ip' if address.version == 4 else 'ip6'} {'saddr' if reverse else 'daddr'} {address}")
+    parts.append(f"{protocol.value} {'sport' if reverse else 'dport'} {dport}")
     return " ".join(parts)
 
 
@@ -216,10 +217,16 @@ def _unavailable(table: str, detail: str) -> FlowTrace:
 
 @contextlib.contextmanager
 def trace_flow(
-    daddr: str | None, dport: int, protocol: Transport = Transport.TCP, *, netns: str | None = None
+    daddr: str | None,
+    dport: int,
+    protocol: Transport = Transport.TCP,
+    *,
+    netns: str | None = None,
+    reverse: bool = False,
 ) -> Iterator[FlowTrace]:
-    """Trace, in `netns`, the packets toward `daddr`:`dport` sent while the block runs."""
-    match = flow_match(daddr, dport, protocol)
+    """Trace, in `netns`, the packets toward `daddr`:`dport` sent while the block runs
+    (`reverse`: the replies from `daddr`:`dport`)."""
+    match = flow_match(daddr, dport, protocol, reverse=reverse)
     table = f"portkit_trace_{os.getpid()}_{secrets.token_hex(3)}"
     if os.geteuid() != 0:
         yield _unavailable(table, "needs root (nftables tables and the trace monitor)")

@@ -195,7 +195,8 @@ def _rule_fix(hop: HopFacts, fw: FirewallView, facts: ReachFacts, port: int) -> 
     """The fix for the rule or policy that decided, plus, on a router whose forward rules
     would also drop the replies, the rule that lets this flow's replies back."""
     fix = _request_fix(hop, fw, facts, port)
-    reply = _reply_command(fw, facts)
+    forward = fw.decision is not None and fw.decision.direction.value == "forward"
+    reply = _reply_command(fw, facts) if forward else None
     if fix is None or fix.command is None or reply is None or "ufw" in fw.managers:
         return fix
     return Fix(
@@ -493,6 +494,76 @@ def _input_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
     return found, _one(_firewall_checks(facts, ("server",), "input firewall"), "server's input firewall")
 
 
+# Where each role meets the flow's replies: its chain, and what it does with them.
+_REPLY_SIDE = {
+    "client": ("input", "takes in"),
+    "router": ("forward", "forwards back"),
+    "server": ("output", "sends out"),
+}
+
+
+def _reply_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
+    """The request passes every firewall on the path, but one of them drops the replies.
+
+    Each hop's replies are modelled as conntrack sees them (established): a client whose input
+    policy drops with no rule for established flows, a server whose output rules drop its own
+    port's answers, a router that forwards one way only. Certain drops only: where the model
+    cannot decide, the check says so and the probe speaks.
+    """
+    found: list[Finding] = []
+    checks: list[Check] = []
+    for hop in facts.path:
+        fw = hop.firewall
+        if fw is None or fw.decision is None or fw.reply is None or hop.role not in _REPLY_SIDE:
+            continue
+        chain, does = _REPLY_SIDE[hop.role]
+        reply = fw.reply
+        name = f"replies' firewall ({_where(hop)}, {reply.direction.value})"
+        if reply.verdict.value == "accept" or not reply.certain:
+            passed = True if reply.certain else None
+            detail = reply.reason
+            if not reply.certain:
+                detail += f" (uncertain: {', '.join(sorted(reply.possible))})"
+            checks.append(Check(name, passed, detail))
+            continue
+        request = fw.decision
+        if request.verdict.value != "accept":
+            # The request is stopped here already: that finding names this firewall, and a
+            # router's fix lets the replies back with it (_rule_fix).
+            checks.append(Check(name, False, reply.reason))
+            continue
+        back = reply.packet
+        what = "drops" if reply.verdict.value == "drop" else f"rejects ({reply.reject_with or 'reject'})"
+        summary = (
+            f"the request gets through, but the firewall of {_where(hop)} {what} the replies it "
+            f"{does} (from {back.src} port {back.sport}): {reply.reason}"
+        )
+        ev = [
+            Evidence(
+                f"firewall of {_where(hop)} on the replies ({chain}, conntrack state established)",
+                Source.FIREWALL_MODEL,
+                reply.reason,
+            )
+        ]
+        if facts.probe is not None:
+            ev.append(Evidence("the probe", Source.PROBE, str(facts.probe)))
+        command = _reply_command(fw, facts)
+        fix = (
+            Fix(
+                f"let this flow's replies through the {chain} chain of {_where(hop)}",
+                _in(hop.prefix, [command]),
+            )
+            if command is not None and "ufw" not in fw.managers
+            else Fix(
+                f"accept established flows in the {chain} chain of {_where(hop)} "
+                "(e.g. `ct state established,related accept` at its top)"
+            )
+        )
+        found.append(Finding(Code.FW_REPLY_DROP, summary, tuple(ev), fix))
+        checks.append(Check(name, False, summary))
+    return found, _one(checks, "replies' firewalls")
+
+
 def _socket_rule(facts: ReachFacts) -> tuple[list[Finding], Check]:
     """The socket layer: NAT to nothing, a service in another namespace, a listener bound elsewhere, none."""
     if facts.server is None or facts.address is None:
@@ -708,6 +779,7 @@ _DROP_REASON_CODES: dict[str, frozenset[Code]] = {
             Code.FW_INPUT_DROP,
             Code.FW_INPUT_REJECT,
             Code.FW_FORWARD_DROP,
+            Code.FW_REPLY_DROP,
         }
     ),
     "NO_SOCKET": frozenset(
@@ -735,6 +807,7 @@ _FIREWALL_CODES = frozenset(
         Code.FW_INPUT_DROP,
         Code.FW_INPUT_REJECT,
         Code.FW_FORWARD_DROP,
+        Code.FW_REPLY_DROP,
     }
 )
 
@@ -766,6 +839,7 @@ RULES: tuple[Rule, ...] = (
     _input_rule,
     _socket_rule,
     _backlog_rule,
+    _reply_rule,
     _service_rule,
 )
 
@@ -1178,6 +1252,7 @@ _FIREWALL_ROLES = {
     Code.FW_INPUT_DROP: ("server",),
     Code.FW_INPUT_REJECT: ("server",),
     Code.FW_FORWARD_DROP: ("router", "server"),
+    Code.FW_REPLY_DROP: ("client", "router", "server"),
 }
 
 
@@ -1196,25 +1271,32 @@ def _traced(facts: ReachFacts, code: Code, client_ns: Namespace, timeout: float)
     from portkit.diagnose._probe import probe_tcp, probe_udp
 
     roles = _FIREWALL_ROLES[code]
+    replies = code is Code.FW_REPLY_DROP
     refusing = [
-        h
+        (h, d)
         for h in facts.path
-        if h.role in roles and h.firewall is not None and h.firewall.decision is not None
-        and h.firewall.decision.verdict.value != "accept"
+        if h.role in roles and h.firewall is not None
+        for d in [h.firewall.reply if replies else h.firewall.decision]
+        if d is not None and d.verdict.value != "accept"
     ]  # fmt: skip
-    hop = refusing[0] if refusing else None
-    if hop is None or facts.address is None:
+    hop, decision = refusing[0] if refusing else (None, None)
+    if hop is None or decision is None or facts.address is None:
         return facts
-    port = facts.dnat[1] if facts.dnat and hop.destination == facts.dnat[0] else facts.port
-    with trace_flow(hop.destination, port, facts.transport, netns=_hop_netns(hop)) as trace:
+    if replies:
+        # The replies come from the address and port the request was delivered to.
+        sport = decision.packet.sport
+        address, port = str(decision.packet.src), sport if sport is not None else facts.port
+    else:
+        address = hop.destination
+        port = facts.dnat[1] if facts.dnat and hop.destination == facts.dnat[0] else facts.port
+    with trace_flow(address, port, facts.transport, netns=_hop_netns(hop), reverse=replies) as trace:
         if facts.transport is Transport.TCP:
             probe_tcp(client_ns, facts.address, facts.port, timeout)
         else:
             probe_udp(client_ns, facts.address, facts.port, timeout)
     # A retransmitted SYN is traced again: each step once.
     evidence = tuple({e.showed: e for e in trace.evidence()}.values())
-    decision = hop.firewall.decision if hop.firewall is not None else None
-    model = decision.decided_by if decision is not None else None
+    model = decision.decided_by
     dropped = trace.dropped_by()
     if dropped is not None and model is not None:
         same_chain = dropped.where == f"{model.table} {model.chain}"

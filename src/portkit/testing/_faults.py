@@ -666,6 +666,34 @@ CASES: tuple[FaultCase, ...] = (
         )[1],
         lambda lab, p: _drop_table(lab, lab.router),
     ),
+    # The request gets through and the answers do not: a client whose input policy drops with
+    # no rule for established flows, a server dropping its own port's answers on output, a
+    # router that forwards one way only.
+    FaultCase(
+        "fw-reply-drop-client",
+        "FW_REPLY_DROP",
+        lambda lab, p: (
+            lab.sh(
+                lab.client,
+                "nft 'add table inet pkfault; add chain inet pkfault input "
+                "{ type filter hook input priority 0; policy drop; }'",
+            ),
+            _serving(lab, p),
+        )[1],
+        lambda lab, p: _drop_table(lab, lab.client),
+    ),
+    FaultCase(
+        "fw-reply-drop-server",
+        "FW_REPLY_DROP",
+        _ruled("server", "output", "tcp sport {port} drop"),
+        lambda lab, p: _drop_table(lab, lab.server),
+    ),
+    FaultCase(
+        "fw-reply-drop-router",
+        "FW_REPLY_DROP",
+        _ruled("router", "forward", "tcp sport {port} drop"),
+        lambda lab, p: _drop_table(lab, lab.router),
+    ),
 )
 
 
