@@ -166,6 +166,18 @@ def test_a_failed_probe_is_never_ok() -> None:
     assert diagnosis.code is Code.FILTERED_UPSTREAM and diagnosis.certainty == "partial"
 
 
+def test_a_probe_the_kernel_refused_is_never_ok() -> None:
+    # EPERM/EACCES: this host would not send it; other errnos: connect() failed here.
+    denied = decide(_facts(probe=ProbeResult("denied", "EPERM", 0.001, None)))
+    assert denied.code is Code.FW_OUTPUT_DROP and denied.certainty == "partial", denied
+    assert "cgroup BPF" in denied.findings[0].summary
+    exhausted = decide(_facts(probe=ProbeResult("error", "EADDRNOTAVAIL", 0.001, None)))
+    assert exhausted.code is Code.CLIENT_ERROR and "no free source port" in exhausted.findings[0].summary
+    other = decide(_facts(probe=ProbeResult("error", "ENOBUFS", 0.001, None)))
+    assert other.code is Code.CLIENT_ERROR and "ENOBUFS" in other.findings[0].summary
+    assert not any(d.ok for d in (denied, exhausted, other))
+
+
 def test_loopback_listener() -> None:
     refused = ProbeResult("refused", "ECONNREFUSED", 0.001, None)
     facts = _facts(listeners=(ListenerFacts("s", "127.0.0.1", 80, 4, 0, 128, "nginx/1"),), probe=refused)

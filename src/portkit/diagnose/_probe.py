@@ -31,6 +31,8 @@ _OUTCOMES: dict[int, str] = {
     errno.EPERM: "denied",  # a local netfilter drop: the packet never left
     errno.EACCES: "denied",
     errno.EINVAL: "unreachable",  # a blackhole route
+    errno.ENETDOWN: "unreachable",
+    errno.EHOSTDOWN: "unreachable",
 }
 
 # ICMP destination-unreachable codes (RFC 792, 1812) by name.

@@ -913,6 +913,53 @@ def _unseen_firewall(facts: ReachFacts, probe: ProbeResult) -> Finding | None:
     )
 
 
+def _denied(facts: ReachFacts, probe: ProbeResult) -> Finding:
+    """connect()/send() failed with EPERM or EACCES: this host's kernel refused to send the
+    packet, and no output rule portkit read explains it."""
+    client = next((h for h in facts.path if h.role == "client"), None)
+    fw = client.firewall if client is not None else None
+    unread = fw.unreadable if fw is not None and fw.decision is None else ""
+    where = _where(client) if client is not None else "this namespace"
+    if unread:
+        cause = f"its output firewall, which could not be read ({unread})"
+    else:
+        cause = (
+            "a netfilter rule in a table portkit does not read (iptables-legacy, ebtables), or a "
+            "cgroup BPF program (systemd's IPAddressDeny=, a container runtime's egress policy)"
+        )
+    return Finding(
+        Code.FW_OUTPUT_DROP,
+        f"this host's kernel refused to send the probe ({probe.errno_name or 'EPERM'}): {cause}",
+        (Evidence("the probe", Source.PROBE, str(probe)),),
+        Fix(
+            f"look in {where} for the output rule (`nft list ruleset`, `iptables-legacy-save`) "
+            "or the unit's IPAddressDeny=/IPAddressAllow= (`systemctl show -p IPAddressDeny UNIT`)"
+        ),
+    )
+
+
+def _client_error(probe: ProbeResult) -> Finding:
+    """connect() failed on this host before anything was sent, for a reason no layer names."""
+    ev = (Evidence("the probe", Source.PROBE, str(probe)),)
+    if probe.errno_name == "EADDRNOTAVAIL":
+        return Finding(
+            Code.CLIENT_ERROR,
+            "this host has no free source port for a connection to this address and port "
+            "(EADDRNOTAVAIL): every port of net.ipv4.ip_local_port_range is in use toward it",
+            ev,
+            Fix(
+                "close idle connections to it (or reuse them), widen net.ipv4.ip_local_port_range, "
+                "or connect from more source addresses"
+            ),
+        )
+    return Finding(
+        Code.CLIENT_ERROR,
+        f"the connection attempt failed on this host before an answer: {probe}",
+        ev,
+        None,
+    )
+
+
 def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]:
     """What the probe says when the rules found nothing, or when it contradicts them."""
     probe = facts.probe
@@ -922,6 +969,10 @@ def _probe_fallback(facts: ReachFacts, findings: list[Finding]) -> list[Finding]
         return [f for f in findings if f.code is Code.WRONG_SERVICE]
     if findings:
         return findings
+    if probe.outcome == "denied":
+        return [_denied(facts, probe)]
+    if probe.outcome == "error":
+        return [_client_error(probe)]
     unread = _unread_netfilter(facts, probe)
     if unread is not None:
         return [unread]

@@ -391,6 +391,20 @@ def _blackhole(lab: ReachLab, port: int) -> Target:
     return Target(lab.server_address, port)
 
 
+# The client's one source port, held by a connection to the target: the next connect() to the
+# same address and port finds no free one (EADDRNOTAVAIL), as a busy proxy or a client leaking
+# connections does with the whole range.
+_ONE_SOURCE_PORT = "net.ipv4.ip_local_port_range=50000 50000"
+_DEFAULT_SOURCE_PORTS = "net.ipv4.ip_local_port_range=32768 60999"
+
+
+def _no_source_port(lab: ReachLab, port: int) -> Target:
+    target = _serving(lab, port)
+    lab.sh(lab.client, f"sysctl -qw '{_ONE_SOURCE_PORT}'")
+    lab.connect_from_client(target.host, port)
+    return target
+
+
 def _rp(lab: ReachLab, port: int) -> Target:
     lab.serve(lab.server, "0.0.0.0", port)
     lab.server.ip("route", "add", lab.net(1, 0) + "/24", "via", lab.net(3, 1))
@@ -607,6 +621,12 @@ CASES: tuple[FaultCase, ...] = (
         "FW_FORWARD_DROP",
         lambda lab, p: (lab.sysctl(lab.router, "net.ipv4.ip_forward=0"), _serving(lab, p))[1],
         lambda lab, p: lab.sysctl(lab.router, "net.ipv4.ip_forward=1"),
+    ),
+    FaultCase(
+        "no-source-port",
+        "CLIENT_ERROR",
+        _no_source_port,
+        lambda lab, p: lab.sh(lab.client, f"sysctl -qw '{_DEFAULT_SOURCE_PORTS}'"),
     ),
     FaultCase("no-listener", "NO_LISTENER", lambda lab, p: Target(lab.server_address, p)),
     FaultCase(
