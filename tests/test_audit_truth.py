@@ -52,6 +52,9 @@ table inet filter {{
         ip6 daddr {LAN6} tcp dport 3013 accept
         ip6 saddr fd78::/64 tcp dport 3014 accept
         meta nfproto ipv6 tcp dport 3015 accept
+        ip saddr 203.0.113.64/26 tcp dport 3016 accept
+        ip saddr 10.78.0.200 tcp dport 3017 accept
+        ip6 saddr 2001:db8:78::70 tcp dport 3018 accept
         udp dport 4001 accept
         iifname "lan0" udp dport 4002 accept
         ip saddr 10.78.0.0/24 udp dport 4003 accept
@@ -79,22 +82,35 @@ LISTENING = [
     ":::3013",
     ":::3014",
     ":::3015",  # open to IPv6 only: IPv4 clients of the dual-stack socket are dropped
+    "0.0.0.0:3016",  # an allowlisted network on the WAN side: open to anyone from it only
+    "0.0.0.0:3017",  # one LAN host
+    ":::3018",  # one IPv6 host on the WAN side
 ]
+
+# Every client tries each target from each of its addresses (the zone's sources the rules
+# single out among them): open when one of them gets in.
+WAN_SOURCES = ("203.0.113.2", "203.0.113.70", "2001:db8:78::2", "2001:db8:78::70")
+LAN_SOURCES = ("10.78.0.2", "10.78.0.200", "fd78::2")
 
 PROBE = r"""
 import json, socket, sys
 from concurrent.futures import ThreadPoolExecutor
-def probe(target):
-    address, port = target.rsplit(":", 1)
-    address = address.strip("[]")
+SOURCES = [s for s in sys.argv[1].split(",") if s]
+def attempt(address, port, source):
     try:
-        socket.create_connection((address, int(port)), timeout=1.5).close()
+        socket.create_connection((address, int(port)), timeout=1.5, source_address=source).close()
         return "open"
     except ConnectionRefusedError:
         return "refused"
     except OSError:
         return "timeout"
-targets = sys.argv[1:]
+def probe(target):
+    address, port = target.rsplit(":", 1)
+    address = address.strip("[]")
+    sources = [(s, 0) for s in SOURCES if (":" in s) == (":" in address)] or [None]
+    results = [attempt(address, port, source) for source in sources]
+    return next((r for r in ("open", "refused") if r in results), "timeout")
+targets = sys.argv[2:]
 with ThreadPoolExecutor(len(targets)) as pool:
     print(json.dumps(dict(zip(targets, pool.map(probe, targets)))))
 """
@@ -156,8 +172,9 @@ class TruthLab:
         self.server, self.lan, self.wan = server, lan, wan
 
     def probe(self, ns: LabNamespace, targets: list[str]) -> dict[str, str]:
+        sources = {self.lan.name: LAN_SOURCES, self.wan.name: WAN_SOURCES}.get(ns.name, ())
         proc = subprocess.run(
-            ns.command([sys.executable, "-c", PROBE, *targets]),
+            ns.command([sys.executable, "-c", PROBE, ",".join(sources), *targets]),
             capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         result: dict[str, str] = json.loads(proc.stdout)
@@ -175,14 +192,21 @@ class TruthLab:
 @pytest.fixture(scope="module")
 def truth_lab() -> Iterator[TruthLab]:
     with LabNamespace("pkat") as server, LabNamespace("pkatl") as lan, LabNamespace("pkatw") as wan:
-        connect(server, "lan0", [f"{LAN_ADDR}/24", f"{LAN6}/64"], lan, "eth0", ["10.78.0.2/24", "fd78::2/64"])
+        connect(
+            server,
+            "lan0",
+            [f"{LAN_ADDR}/24", f"{LAN6}/64"],
+            lan,
+            "eth0",
+            [f"{a}/{64 if ':' in a else 24}" for a in LAN_SOURCES],
+        )
         connect(
             server,
             "wan0",
             [f"{WAN_ADDR}/24", f"{WAN6}/64"],
             wan,
             "eth0",
-            ["203.0.113.2/24", "2001:db8:78::2/64"],
+            [f"{a}/{64 if ':' in a else 24}" for a in WAN_SOURCES],
         )
         server.ip("route", "add", "default", "via", "203.0.113.2", "dev", "wan0")
         server.ip("-6", "route", "add", "default", "via", "2001:db8:78::2", "dev", "wan0")
@@ -282,6 +306,15 @@ def test_audit_reach_per_zone_agrees_with_real_connects(truth_lab: TruthLab) -> 
     assert seen["any"][f"{WAN_ADDR}:3005"] == "refused"
     disagreements, _ = _disagreements(listeners, plan, seen, "")
     assert not disagreements, "\n".join(disagreements)
+    # Sources the rules single out: open from those ranges only, and said so.
+    zones = {(port, z["zone"]): z for port, item in listeners.items() for z in item["zones"]}
+    assert zones[(3016, "any")]["reach"] == "open"
+    assert zones[(3016, "any")]["only_from"] == ["203.0.113.64/26"]
+    assert zones[(3016, "lan")]["reach"] == "blocked"
+    assert zones[(3017, "lan")]["reach"] == "open" and zones[(3017, "lan")]["only_from"] == ["10.78.0.200"]
+    assert zones[(3017, "any")]["reach"] == "blocked"
+    assert zones[(3018, "any")]["only_from"] == ["2001:db8:78::70"]
+    assert zones[(3001, "any")]["only_from"] == []  # the whole zone: no range named
 
 
 @needs_root

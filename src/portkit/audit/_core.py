@@ -43,6 +43,9 @@ class ZoneReach:
     reach: Reach
     how: str  # the rule or the reason that decided, for the evidence
     by_firewall: bool = False  # blocked by a firewall verdict (not by the bind address or routing)
+    # Open (or uncertain) only for sources the rules single out (`ip saddr 203.0.113.0/24
+    # accept`): those source ranges. Empty when the zone's representative source decided.
+    only_from: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,7 @@ class ZoneReach:
             "reach": self.reach.value,
             "how": self.how,
             "by_firewall": self.by_firewall,
+            "only_from": list(self.only_from),
         }
 
 

@@ -7,6 +7,9 @@ default route, a host of its connected subnet when that lies in the policy's LAN
 the first LAN network; a documentation address, 198.51.100.7 or 2001:db8::7, on the interface that
 does) to the listener's address and port: for a wildcard listener, to every address of the
 namespace, since Linux delivers a packet for any local address whatever interface it came in on.
+A zone the representative cannot reach is judged again from the sources the rules single out
+(an address inside each `ip saddr` range that lies in the zone: an allowlisted admin network,
+one LAN host): if one of them gets in, the zone reaches the listener from those ranges only.
 Nothing is sent for that: traffic leaves only for `--from` scans, and only to this host's own
 addresses from a namespace on this host.
 """
@@ -17,7 +20,7 @@ import ipaddress
 import json
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from portkit.audit._core import (
     AuditedListener,
@@ -57,6 +60,8 @@ class NamespaceView:
     addresses: dict[str, list[Address]] = field(default_factory=dict)  # interface -> addresses
     subnets: dict[str, list[Network]] = field(default_factory=dict)  # interface -> connected subnets
     default_ifaces: frozenset[str] = frozenset()
+    # (zone, family) -> the singled-out sources (`_singled_out_sources`), read once per namespace.
+    singled_out: dict[tuple[Zone, int], list[tuple[Address, str]]] = field(default_factory=dict)
 
     @property
     def local(self) -> frozenset[Address]:
@@ -230,6 +235,86 @@ def _judge(view: NamespaceView, packets: list[Packet]) -> tuple[Reach, str]:
     return best
 
 
+# At most this many singled-out source ranges are tried per zone (each costs one evaluation
+# per packet of the zone); the ranges are taken in rule order.
+_MAX_SINGLED_OUT = 16
+
+
+def _singled_out_sources(
+    view: NamespaceView, zone: Zone, family: int, lan: Sequence[Network]
+) -> list[tuple[Address, str]]:
+    """An address inside each source range the rules match on (`ip saddr X`, negated or not,
+    named sets' known elements too) that lies in `zone`, with the range's text."""
+    cached = view.singled_out.get((zone, family))
+    if cached is None:
+        cached = view.singled_out[(zone, family)] = _find_singled_out(view, zone, family, lan)
+    return cached
+
+
+def _find_singled_out(
+    view: NamespaceView, zone: Zone, family: int, lan: Sequence[Network]
+) -> list[tuple[Address, str]]:
+    from portkit.firewall import Field
+
+    assert view.ruleset is not None
+    seen: dict[tuple[int, int], None] = {}
+    for _table, _chain, _index, rule in view.ruleset.rules():
+        for match in rule.matches:
+            if match.field is Field.SADDR and match.family == family:
+                for lo, hi in match.ranges:
+                    seen.setdefault((lo, hi))
+    found: list[tuple[Address, str]] = []
+    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    for lo, hi in seen:
+        candidate = make(lo + 1 if hi - lo >= 2 else lo)
+        if (
+            candidate.is_loopback
+            or candidate.is_multicast
+            or candidate.is_unspecified
+            or candidate.is_link_local
+            or _in_lan(candidate, lan) != (zone is Zone.LAN)
+        ):
+            continue
+        networks = list(ipaddress.summarize_address_range(make(lo), make(hi)))
+        text = str(networks[0]) if len(networks) == 1 else f"{make(lo)}-{make(hi)}"
+        found.append((candidate, text.removesuffix("/32" if family == 4 else "/128")))
+        if len(found) == _MAX_SINGLED_OUT:
+            break
+    return found
+
+
+def _judge_singled_out(
+    view: NamespaceView, packets: list[Packet], zone: Zone, lan: Sequence[Network]
+) -> tuple[Reach, str, tuple[str, ...]] | None:
+    """The zone judged from the sources its rules single out, when one of them gets in (or may)."""
+    if view.ruleset is None:
+        return None
+    admitted: dict[str, str] = {}
+    maybe: dict[str, str] = {}
+    for family in sorted({p.src.version for p in packets}):
+        sources = _singled_out_sources(view, zone, family, lan)
+        for source, text in sources:
+            for packet in (p for p in packets if p.src.version == family):
+                decision = evaluate(
+                    view.ruleset,
+                    replace(packet, src=source),
+                    direction=Direction.INPUT,
+                    local_addresses=view.local,
+                    trace_misses=False,
+                )
+                if decision.verdict is Verdict.ACCEPT and decision.certain:
+                    admitted.setdefault(text, f"{decision.reason} on {packet.iif}")
+                    break
+                if "accept" in decision.possible:
+                    maybe.setdefault(text, f"{decision.reason} on {packet.iif}, or not: the model forked")
+    chosen, reach = (admitted, Reach.OPEN) if admitted else (maybe, Reach.UNCERTAIN)
+    if not chosen:
+        return None
+    ranges = tuple(chosen)
+    first = next(iter(chosen.values()))
+    return reach, f"from {', '.join(ranges)} only: {first}", ranges
+
+
 def judge_listener(
     listener: Listener,
     view: NamespaceView,
@@ -242,6 +327,12 @@ def judge_listener(
             zones.append(ZoneReach(zone, Reach.BLOCKED, why_none))
             continue
         reach, how = _judge(view, packets)
+        if reach is not Reach.OPEN and zone is not Zone.LOOPBACK:
+            singled = _judge_singled_out(view, packets, zone, lan)
+            if singled is not None and (singled[0] is Reach.OPEN or reach is Reach.BLOCKED):
+                better, how_from, ranges = singled
+                zones.append(ZoneReach(zone, better, f"{how_from} (other sources: {how})", False, ranges))
+                continue
         zones.append(ZoneReach(zone, reach, how, reach is Reach.BLOCKED))
     return tuple(zones)
 
