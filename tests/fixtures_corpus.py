@@ -160,12 +160,16 @@ def predict_port(
     local: frozenset[Any] | None = None,
     route: Any = None,
     forwarding: dict[int, bool] | None = None,
+    limits: bool | None = None,
 ) -> Predicted:
-    """What a SYN scan of `port` should see: the SYN's fate, then the SYN-ACK's on the way out."""
+    """What a SYN scan of `port` should see: the SYN's fate, then the SYN-ACK's on the way out.
+    `limits`: rate limits stated as not reached (True), as `fw check --limits` states them."""
     client = ipaddress.ip_address(spec.client)
     server = ipaddress.ip_address(spec.server)
     syn = Packet(6, client, server, spec.sport, port, iif=spec.server_if, state=CtState.NEW)
-    d = evaluate(ruleset, syn, local_addresses=local, route=route, forwarding=forwarding, listening=True)
+    d = evaluate(
+        ruleset, syn, local_addresses=local, route=route, forwarding=forwarding, listening=True, limits=limits
+    )
     unsure = is_uncertain(d)
     why = d.reason
     if d.verdict is Verdict.DROP:
@@ -179,7 +183,9 @@ def predict_port(
         state = d.scanner.state if d.scanner else "open"
         return Predicted(state, None, unsure, f"{d.direction.value}: {why}")
     synack = Packet(6, server, client, port, spec.sport, oif=spec.server_if, state=CtState.ESTABLISHED)
-    out = evaluate(ruleset, synack, direction=Direction.OUTPUT, local_addresses=local, route=route)
+    out = evaluate(
+        ruleset, synack, direction=Direction.OUTPUT, local_addresses=local, route=route, limits=limits
+    )
     unsure = unsure or is_uncertain(out)
     if out.verdict is not Verdict.ACCEPT:
         return Predicted("filtered", None, unsure, f"SYN-ACK {out.outcome}: {out.reason}")

@@ -66,6 +66,19 @@ def test_check_flags_and_json_schema(cli: Any, web: Path) -> None:
     assert udp["reject_with"] == "icmp-port-unreachable"
 
 
+def test_check_limits_states_what_rate_limits_do(cli: Any) -> None:
+    # OpenWrt's fw4 rate-limits SYNs on every zone: unstated, a WAN port is "reject or drop".
+    rules = str(Path(__file__).parent / "corpus/firewall/fw4-01_configuration-01_ruleset.nft")
+    flow = "tcp 203.0.113.5:40000 -> 10.11.12.1:22 in pppoe-wan"
+    unstated = cli("fw", "check", "--rules", rules, flow, "--json")
+    assert unstated.status == 3 and unstated.json()["stated"] == []
+    calm = cli("fw", "check", "--rules", rules, flow, "--limits", "unreached")
+    assert calm.status == 1 and "verdict:   REJECT with tcp-reset" in calm.stdout
+    assert "stated:    inet fw4 syn_flood #1: limit rate 25/second" in calm.stdout
+    flood = cli("fw", "check", "--rules", rules, flow, "--limits", "reached", "--json").json()
+    assert flood["verdict"] == "drop" and flood["certain"] and "limits reached" in flood["stated"][0]
+
+
 def test_check_flows_file(cli: Any, web: Path, tmp_path: Path) -> None:
     flows = tmp_path / "flows.txt"
     flows.write_text(

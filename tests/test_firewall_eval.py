@@ -273,3 +273,66 @@ def test_the_walk_visits_the_hooks_of_its_path_in_order(direction: Direction) ->
         d = evaluate(rs, Packet.parse(flow), direction=stated)
         assert d.verdict is Verdict.ACCEPT and d.certain and d.direction is direction
         assert tuple(s.hook for s in d.trace) == PATHS[direction]
+
+
+# --- stated rate limits (`evaluate(limits=)`, `fw check --limits`) -------------------------------
+
+_LIMITED_NFT = """
+table inet f {
+    chain input {
+        type filter hook input priority 0; policy drop;
+        tcp flags & (fin | syn | rst | ack) == syn jump syn_flood
+        tcp dport 22 accept
+        tcp dport 25 quota over 10 mbytes drop
+        tcp dport 25 accept
+        tcp dport 80 meta mark 0x1 accept
+    }
+    chain syn_flood {
+        limit rate 25/second burst 50 packets return
+        drop
+    }
+}
+"""
+
+_LIMITED_IPTABLES = """*filter
+:INPUT DROP [0:0]
+-A INPUT -p tcp --dport 22 -m connlimit --connlimit-above 4 -j REJECT --reject-with tcp-reset
+-A INPUT -p tcp --dport 22 -j ACCEPT
+-A INPUT -p tcp --dport 23 -m hashlimit --hashlimit-upto 5/sec --hashlimit-name t -j ACCEPT
+-A INPUT -p tcp --dport 24 -m recent --name r --update --seconds 30 --hitcount 6 -j DROP
+-A INPUT -p tcp --dport 24 -j ACCEPT
+COMMIT
+"""
+
+
+def _limited(limits: bool | None, flow: str, nft: bool = True):  # type: ignore[no-untyped-def]
+    from portkit.firewall import parse_nft_script
+
+    rs = parse_nft_script(_LIMITED_NFT) if nft else import_iptables_save(_LIMITED_IPTABLES)
+    return evaluate(rs, Packet.parse(flow), direction=Direction.INPUT, limits=limits)
+
+
+@pytest.mark.parametrize(
+    ("flow", "nft", "unreached", "reached"),
+    [
+        ("tcp 192.0.2.1:5000 -> 192.0.2.2:22", True, "accept", "drop"),  # a SYN flood limit
+        ("tcp 192.0.2.1:5000 -> 192.0.2.2:25", True, "accept", "drop"),  # a quota
+        ("tcp 192.0.2.1:5000 -> 192.0.2.2:22", False, "accept", "reject:tcp-reset"),  # connlimit
+        ("tcp 192.0.2.1:5000 -> 192.0.2.2:23", False, "accept", "drop"),  # hashlimit
+    ],
+)
+def test_stated_limits_decide_rate_matches(flow: str, nft: bool, unreached: str, reached: str) -> None:
+    unstated = _limited(None, flow, nft)
+    assert not unstated.certain and unstated.possible == {unreached, reached}
+    assert unstated.stated == ()
+    calm, flood = _limited(True, flow, nft), _limited(False, flow, nft)
+    assert calm.certain and calm.outcome == unreached and calm.stated
+    assert flood.certain and flood.outcome == reached and "limits reached" in flood.stated[0]
+
+
+def test_stated_limits_leave_other_unknowns_undecided() -> None:
+    # A packet mark and a source's history (`-m recent`) are not rates: still forked.
+    marked = _limited(True, "tcp 192.0.2.1:5000 -> 192.0.2.2:80")
+    assert not marked.certain and marked.possible == {"accept", "drop"}
+    recent = _limited(True, "tcp 192.0.2.1:5000 -> 192.0.2.2:24", nft=False)
+    assert not recent.certain and recent.possible == {"accept", "drop"} and recent.stated == ()

@@ -171,6 +171,13 @@ def _flow_from_flags(
     "else unknown: a DNAT to another host is then uncertain.",
 )
 @click.option(
+    "--limits",
+    "limits_flag",
+    type=click.Choice(["unreached", "reached"]),
+    help="State rate limits, quotas and connection counts: unreached (ordinary traffic) or "
+    "reached (a flood). Unstated, a rule that hinges on one is uncertain.",
+)
+@click.option(
     "--flows",
     "flows_file",
     type=click.Path(dir_okay=False),
@@ -195,6 +202,7 @@ def check(
     icmp_type: str | None,
     direction: str | None,
     forwarding_flag: str | None,
+    limits_flag: str | None,
     flows_file: str | None,
     as_json: bool,
     record: bool | None,
@@ -243,6 +251,7 @@ def check(
         return per_iif[p.iif]
 
     forced = Direction(direction) if direction else None
+    limits = None if limits_flag is None else limits_flag == "unreached"
     if flows_file:
         packets = _read_flows(flows_file)
         decisions = [
@@ -254,6 +263,7 @@ def check(
                 route=route,
                 forwarding=forwarding_for(p),
                 masquerade_source=masquerade,
+                limits=limits,
             )
             for p in packets
         ]
@@ -294,6 +304,7 @@ def check(
         route=route,
         forwarding=forwarding_for(packet),
         masquerade_source=masquerade,
+        limits=limits,
     )
     _record(ledger, ruleset, [decision])
     if as_json:
@@ -367,6 +378,8 @@ def _print_decision(d: Any, source: str) -> None:
             click.echo("  trace:")
             for step in o.trace:
                 click.echo(f"    {step}")
+        for stated in d.stated:
+            click.echo(f"stated:    {stated}")
         return
     click.echo(f"verdict:   {verdict}")
     click.echo(f"why:       {d.reason}")
@@ -375,6 +388,8 @@ def _print_decision(d: Any, source: str) -> None:
         click.echo(f"scanner:   {d.scanner.scan}")
     for u in d.uncertain:
         click.echo(f"undecided: {u}; the verdict is the same either way")
+    for stated in d.stated:
+        click.echo(f"stated:    {stated}")
     click.echo("trace:" if d.trace else "trace:     (no base chain on this path)")
     for step in d.trace:
         click.echo(f"  {step}")

@@ -274,6 +274,8 @@ class Decision:
     truncated: bool = False
     # Source NAT of the connection (see Outcome.snat); final_packet.src carries a known address.
     snat: str | None = None
+    # Rules decided by what the query stated rather than by the packet (`evaluate(limits=)`).
+    stated: tuple[str, ...] = ()
 
     @property
     def outcome(self) -> str:
@@ -303,6 +305,7 @@ class Decision:
             "scanner": self.scanner.to_json() if self.scanner else None,
             "certain": self.certain,
             "uncertain": list(self.uncertain),
+            "stated": list(self.stated),
             "outcomes": [o.to_json(self.packet) for o in self.outcomes],
             "truncated": self.truncated,
             "trace": [s.to_json() for s in self.trace],
@@ -652,13 +655,17 @@ class _Branch:
     """The choices of one branch: unknown rule k takes `prefix[k]`, or its assumption once
     the prefix is used up. `taken` records every choice made, in order."""
 
-    __slots__ = ("assumed", "notes", "prefix", "taken")
+    __slots__ = ("assumed", "limits", "notes", "prefix", "stated", "taken")
 
-    def __init__(self, prefix: tuple[bool, ...]) -> None:
+    def __init__(self, prefix: tuple[bool, ...], limits: bool | None = None) -> None:
         self.prefix = prefix
         self.taken: list[bool] = []
         self.assumed: list[tuple[str, bool]] = []
         self.notes: list[str] = []
+        # Rate and count matches, when the query states them: True, limits not reached
+        # (ordinary traffic); False, reached (a flood); None, undecided (forked).
+        self.limits = limits
+        self.stated: list[str] = []  # the rules those stated limits decided
 
     def choose(self, what: str, assumed: bool) -> bool:
         k = len(self.taken)
@@ -666,6 +673,15 @@ class _Branch:
         self.taken.append(value)
         self.assumed.append((what, value))
         return value
+
+
+def _stated_limits(rule: FilterRule, p: Packet, branch: _Branch) -> bool | None:
+    """A rule whose only undecided matches are rate or history matches, decided by the limits
+    the query states (the ordinary case is each match's assumption); None otherwise."""
+    unknown = [m for m in rule.matches if match_value(m, p) is None]
+    if not unknown or not all(m.rate for m in unknown):
+        return None
+    return all(assumption(m, p) == branch.limits for m in unknown)
 
 
 def _run_base_chain(walk: _Walk, table: Table, base: Chain, hook: Hook, p: Packet) -> _ChainResult:
@@ -697,6 +713,12 @@ def _run_base_chain(walk: _Walk, table: Table, base: Chain, hook: Hook, p: Packe
             return policy("end of base chain")
         rule = chain.rules[i]
         value = rule_value(rule, p)
+        if value is None and branch.limits is not None:
+            value = _stated_limits(rule, p, branch)
+            if value is not None:
+                held = "held" if value else "did not hold"
+                reached = "limits not reached" if branch.limits else "limits reached"
+                branch.stated.append(f"{table} {chain.name} #{i + 1}: {rule} ({held}: {reached})")
         unknown = value is None
         if value is None:
             what = f"{table} {chain.name} #{i + 1}: {rule}"
@@ -778,6 +800,7 @@ def evaluate(
     forwarding: Mapping[int, bool] | None = None,
     trace_misses: bool = True,
     masquerade_source: Callable[[str, IPAddress], IPAddress | None] | None = None,
+    limits: bool | None = None,
 ) -> Decision:
     """The verdict netfilter gives `packet`, with the trace that explains it.
 
@@ -794,6 +817,10 @@ def evaluate(
     `masquerade_source(oif, dst)` is the address a masquerade on output interface `oif`
     takes for a packet to `dst` (None when unknown); without it a masquerade's address is
     unknown and `snat` names the interface.
+    `limits` states the rate and count matches (rate limits, quotas, connection counts; not
+    a source's history, `-m recent`): True, not reached (ordinary traffic); False, reached (a
+    flood); None, not known, so a rule that hinges on one forks. The rules they decided are
+    in `stated`.
 
     Unknown matches fork the evaluation (see the module docstring): the fields describe
     the first branch, `outcomes` every distinct one, `certain` whether they agree.
@@ -806,7 +833,7 @@ def evaluate(
             truncated = True
             break
         prefix = pending.pop()
-        branch = _Branch(prefix)
+        branch = _Branch(prefix, limits)
         out = _evaluate_branch(
             ruleset, packet, direction, local_addresses, listening, route, forwarding, trace_misses, branch,
             masquerade_source,
@@ -835,6 +862,7 @@ def evaluate(
         len(outcomes) == 1 and not truncated and not any(out.blind for out, _ in runs),
         truncated,
         first.snat,
+        tuple(first_branch.stated),
     )
 
 

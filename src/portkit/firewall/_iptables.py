@@ -845,9 +845,14 @@ _PLAIN_WHY = {
 }
 
 
+# Matches on the traffic's rate or count, which `--limits` states. Not `recent`: a source's
+# history is not stated by a rate (a scan of a dozen ports trips ufw's `limit`, six hits).
+_RATE_MODULES = frozenset({"limit", "hashlimit", "connlimit"})
+
+
 def _opaque(mod: _Module, version: int, **kw: Any) -> Match:
     holds, _ = assume_opaque(mod)
-    return Match(Field.OPAQUE, text=mod.text, negate=not holds, **kw)
+    return Match(Field.OPAQUE, text=mod.text, negate=not holds, rate=mod.name in _RATE_MODULES, **kw)
 
 
 def _classify(

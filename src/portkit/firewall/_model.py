@@ -251,6 +251,11 @@ class Match:
     # a packet a notrack rule may select. The match is undecided; the first branch takes the
     # modelled value (the set's snapshot, a tracked packet's state).
     dynamic: bool = False
+    # OPAQUE only: the match depends on the traffic's rate or count (a rate limit, a quota, a
+    # connection count): undecided, unless the query states whether such limits are reached
+    # (`evaluate(limits=...)`, `fw check --limits`). Its assumption (`negate`) is the ordinary
+    # case, the limit not reached. A source's history (`-m recent`) is not one of these.
+    rate: bool = False
 
     def __str__(self) -> str:
         if self.field is Field.OPAQUE and self.text:

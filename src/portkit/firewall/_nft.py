@@ -131,6 +131,27 @@ def _dependencies(expr: Any) -> tuple[int, tuple[int, ...]]:
     return family, tuple(sorted(protos)) if protos is not None else ()
 
 
+_RATE_KEYS = frozenset({"limit", "quota", "ct count"})
+_RATE_XT = frozenset({"limit", "hashlimit", "connlimit"})
+
+
+def _is_rate(stmt: Any, depth: int = 0) -> bool:
+    """Whether a statement that can stop a rule does so by rate or count alone: a limit, a
+    quota, a connection count, or a set update (meter) whose only stateful part is one."""
+    if not isinstance(stmt, dict) or depth > 8:
+        return False
+    for key, val in stmt.items():
+        if key in _RATE_KEYS:
+            return True
+        if key == "xt" and isinstance(val, dict):
+            return val.get("type") == "match" and val.get("name") in _RATE_XT
+        if key in ("set", "map", "meter") and isinstance(val, dict):
+            inner = val.get("stmt")
+            inner = inner if isinstance(inner, list) else [inner]
+            return bool(inner) and all(_is_rate(s, depth + 1) for s in inner)
+    return False
+
+
 def _holds_when_unknown(stmt: Any, depth: int = 0) -> tuple[bool, str]:
     """The first branch's assumption for an unmodelled statement that can stop a rule:
     a rate limit or quota is not exceeded, a connection count not over its limit, a
@@ -689,7 +710,7 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
         ):
             # Statements that can stop a packet from matching (a limit, a quota, a set update
             # with a limit in it): undecided, the first branch takes the limit as not reached.
-            matches.append(_opaque(stmt))
+            matches.append(replace(_opaque(stmt), rate=_is_rate(stmt)))
             _, why = _holds_when_unknown(stmt)
             notes.append(f"{where}: {key} {_expr_text(val)} is not modelled; undecided ({why})")
         elif key == "xt":
