@@ -335,7 +335,7 @@ def test_iptables_comments_with_quotes_and_backslashes_round_trip(netns: Netns) 
 @needs_root
 def test_nat_exports_load_or_refuse(netns: Netns) -> None:
     rs = _nft("""table ip n {
-        map ports { type inet_service : ipv4_addr; elements = { 80 : 10.0.0.2 } }
+        map ports { type inet_service : ipv4_addr; flags timeout; elements = { 80 : 10.0.0.2 } }
         chain pre { type nat hook prerouting priority dstnat; policy accept;
             tcp dport 8080 dnat to 10.0.0.3:80
             dnat to tcp dport map @ports
@@ -356,6 +356,18 @@ def test_nat_exports_load_or_refuse(netns: Netns) -> None:
         validate(netns, target, forced.text)
         assert "to-destination ''" not in forced.text and "dnat to \n" not in forced.text
         assert ("dnat to 10.0.0.3:80" in forced.text) or ("--to-destination 10.0.0.3:80" in forced.text)
+    # A map whose elements are known (no timeout, no rule updates it) is one rule per element:
+    # written back whole.
+    known = _nft("""table ip n {
+        map ports { type inet_service : ipv4_addr; elements = { 80 : 10.0.0.2, 81 : 10.0.0.3 } }
+        chain pre { type nat hook prerouting priority dstnat; policy accept;
+            dnat to tcp dport map @ports
+        }
+    }""")
+    for target in ("nft", "iptables"):
+        text = export_ruleset(known, target).text
+        validate(netns, target, text)
+        assert text.count("10.0.0.2") == 1 and text.count("10.0.0.3") == 1
 
 
 _NAT_RANGES = """*nat

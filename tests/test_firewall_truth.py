@@ -585,7 +585,7 @@ def test_statements_that_read_a_header_carry_its_dependency() -> None:
     assert (v6.outcome, v6.certain) == ("accept", True)  # `ip saddr` stops the rule for IPv6
 
 
-def test_a_nat_target_from_a_map_makes_the_decision_uncertain() -> None:
+def test_a_nat_target_from_a_map_of_ranges_makes_the_decision_uncertain() -> None:
     nat_chain = {
         "chain": {
             "family": "inet",
@@ -610,7 +610,8 @@ def test_a_nat_target_from_a_map_makes_the_decision_uncertain() -> None:
                         "addr": {
                             "map": {
                                 "key": {"payload": {"protocol": "tcp", "field": "dport"}},
-                                "data": {"set": [[2009, "10.0.0.9"]]},
+                                # A range of targets: which one the kernel picks is not known.
+                                "data": {"set": [[2009, {"range": ["10.0.0.9", "10.0.0.12"]}]]},
                             }
                         },
                     }

@@ -617,46 +617,94 @@ def _map_verdicts(val: Any, tb: _TableBuilder) -> list[Any]:
         return []
 
 
-def _vmap_entries(
-    val: dict[str, Any], tb: _TableBuilder
-) -> list[tuple[Match | tuple[Match, ...], dict[str, Any]]]:
-    """One (matches, verdict) per key. The keys of a map never overlap, so one rule per key,
-    in any order, is what the kernel's lookup does. A concatenated key becomes one match per
+def _keyed(val: dict[str, Any], tb: _TableBuilder) -> list[tuple[Match | tuple[Match, ...], Any]]:
+    """A map's (matches for its key, data) pairs. A concatenated key becomes one match per
     component (`ip protocol . th dport` -> `ip protocol tcp` and `th dport 22`)."""
-    out: list[tuple[Match | tuple[Match, ...], dict[str, Any]]] = []
+    out: list[tuple[Match | tuple[Match, ...], Any]] = []
     pairs = _map_data(val, tb)
     if isinstance(val["key"], dict) and "concat" in val["key"]:
         parts = _concat_parts(val["key"], tb.family)
-        for k, verdict in pairs:
-            vf = _verdict_fields(verdict, tb.family)
-            if vf is None:
-                raise _Opaque("verdict")
+        for k, datum in pairs:
             element = _concat_element(parts, k)
             comps = tuple(
                 replace(p, names=(v,)) if isinstance(v, str) else replace(p, ranges=(v,))
                 for p, v in zip(parts, element, strict=True)
             )
-            out.append((comps, vf))
+            out.append((comps, datum))
         return out
     fld, fam, protos = _left_field(val["key"], tb.family)
-    for k, verdict in pairs:
+    for k, datum in pairs:
         ranges, names, _, vfam = _values(fld, k, fam, tb.sets)
+        family = vfam if fld in (Field.SADDR, Field.DADDR) else fam
+        out.append((Match(fld, ranges, names, family=family, protos=protos), datum))
+    return out
+
+
+def _vmap_entries(
+    val: dict[str, Any], tb: _TableBuilder
+) -> list[tuple[Match | tuple[Match, ...], dict[str, Any]]]:
+    """One (matches, verdict) per key. The keys of a map never overlap, so one rule per key,
+    in any order, is what the kernel's lookup does."""
+    out: list[tuple[Match | tuple[Match, ...], dict[str, Any]]] = []
+    for key, verdict in _keyed(val, tb):
         vf = _verdict_fields(verdict, tb.family)
         if vf is None:
             raise _Opaque("verdict")
-        out.append(
-            (
-                Match(
-                    fld,
-                    ranges,
-                    names,
-                    family=vfam if fld in (Field.SADDR, Field.DADDR) else fam,
-                    protos=protos,
-                ),
-                vf,
-            )
-        )
+        out.append((key, vf))
     return out
+
+
+_NAT_ACTIONS = {"dnat": FilterAction.DNAT, "snat": FilterAction.SNAT, "redirect": FilterAction.REDIRECT}
+
+
+def _nat_map_entries(
+    key: str, val: Any, tb: _TableBuilder
+) -> list[tuple[Match | tuple[Match, ...], dict[str, Any]]]:
+    """A NAT to a map of known elements (`dnat to tcp dport map { 8080 : 10.0.0.2 }`, `dnat ip
+    to ip saddr map @m` with `addr . port` data): one (matches, NAT) per key, like a verdict
+    map. A packet whose key is in no element is not rewritten and the rule does not apply
+    (the lookup breaks the rule), so one rule per element is the kernel's lookup. [] when the
+    statement is not such a map (a range, two maps, data that is not one address or port)."""
+    if key not in _NAT_ACTIONS or not isinstance(val, dict):
+        return []
+    addr, port = val.get("addr"), val.get("port")
+    amap = addr.get("map") if isinstance(addr, dict) else None
+    pmap = port.get("map") if isinstance(port, dict) else None
+    if (amap is None) == (pmap is None):
+        return []
+    if (amap is not None and port is not None and not isinstance(port, int)) or (
+        pmap is not None and addr is not None and not isinstance(addr, str)
+    ):
+        return []
+    out: list[tuple[Match | tuple[Match, ...], dict[str, Any]]] = []
+    lookup: dict[str, Any] = amap if amap is not None else pmap  # type: ignore[assignment]
+    for matches, datum in _keyed(lookup, tb):
+        if amap is not None:
+            pair = datum.get("concat") if isinstance(datum, dict) else None
+            if isinstance(pair, list) and len(pair) == 2:
+                target, target_port = pair
+            else:
+                target, target_port = datum, port
+        else:
+            target, target_port = addr, datum
+        if not isinstance(target, (str, type(None))) or not isinstance(target_port, (int, type(None))):
+            raise _Opaque(f"NAT map data {datum!r}")
+        if target is not None:
+            target = str(ipaddress.ip_address(target))  # a range or prefix is not one address
+        if target_port is not None and not 0 < target_port <= 65535:
+            raise _Opaque(f"NAT map port {target_port}")
+        out.append((matches, {"action": _NAT_ACTIONS[key], "nat": NatTarget(target, target_port)}))
+    return out
+
+
+def _try_nat_map(
+    key: str, val: Any, tb: _TableBuilder
+) -> list[tuple[Match | tuple[Match, ...], dict[str, Any]]]:
+    """`_nat_map_entries`, or [] (the NAT stays an unknown rewrite) when an element cannot be read."""
+    try:
+        return _nat_map_entries(key, val, tb)
+    except (_Opaque, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[FilterRule]:
@@ -719,6 +767,13 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
                 f"{where}: opaque iptables target {val.get('name')}: read this table "
                 "from iptables-save to model it"
             )
+        elif key in _NAT_ACTIONS and (nat_map := _try_nat_map(key, val, tb)):
+            vmap.extend(nat_map)
+            nat_family = val.get("family")
+            if nat_family in ("ip", "ip6") and tb.family not in (Family.IP, Family.IP6):
+                v = 4 if nat_family == "ip" else 6
+                matches.append(Match(Field.NFPROTO, ((v, v),)))
+            matches.extend(_dependency_matches(stmt, tb.family))
         else:
             vf = _verdict_fields(stmt, tb.family)
             if vf is not None:
@@ -906,11 +961,16 @@ def import_nft_json(document: dict[str, Any] | str, *, source: str = "nft -j lis
                     named = replace(named, dynamic=True)
                 tb.sets[named.name] = named
         elif kind == "map":
-            if obj.get("map") == "verdict":
+            raw_flags = obj.get("flags", [])
+            flags = set(raw_flags) if isinstance(raw_flags, list) else {str(raw_flags)}
+            changing = {"dynamic", "timeout"} & flags or "timeout" in obj or (*key, obj["name"]) in updated
+            if obj.get("map") != "verdict" and changing:
+                # Its elements change at run time: a NAT through it stays an unknown rewrite.
+                name = obj.get("name")
+                notes.append(f"{tb.family} {tb.name}: map {name} changes at run time (not modelled)")
+            else:
                 elems = obj.get("elem", [])
                 tb.maps[obj["name"]] = elems if isinstance(elems, list) else [elems]
-            else:
-                notes.append(f"{tb.family} {tb.name}: map {obj.get('name')} is not modelled")
         elif kind == "chain":
             hook = None
             if "hook" in obj:
