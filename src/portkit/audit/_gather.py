@@ -243,8 +243,8 @@ _MAX_SINGLED_OUT = 16
 def _singled_out_sources(
     view: NamespaceView, zone: Zone, family: int, lan: Sequence[Network]
 ) -> list[tuple[Address, str]]:
-    """An address inside each source range the rules match on (`ip saddr X`, negated or not,
-    named sets' known elements too) that lies in `zone`, with the range's text."""
+    """An address inside each source range the rules match on (`ip saddr X`, named sets' known
+    elements too) that lies in `zone` and could be let in, with the range's text."""
     cached = view.singled_out.get((zone, family))
     if cached is None:
         cached = view.singled_out[(zone, family)] = _find_singled_out(view, zone, family, lan)
@@ -258,9 +258,14 @@ def _find_singled_out(
 
     assert view.ruleset is not None
     seen: dict[tuple[int, int], None] = {}
+    stopping = (FilterAction.DROP, FilterAction.REJECT)
     for _table, _chain, _index, rule in view.ruleset.rules():
         for match in rule.matches:
-            if match.field is Field.SADDR and match.family == family:
+            # A source inside a drop's range is kept out (a blocklist): only an accept's (or a
+            # jump's) ranges, or a negated drop's, can let a singled-out source in.
+            if match.field is Field.SADDR and match.family == family and (
+                rule.action not in stopping or match.negate
+            ):
                 for lo, hi in match.ranges:
                     seen.setdefault((lo, hi))
     found: list[tuple[Address, str]] = []
