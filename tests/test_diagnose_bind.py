@@ -8,6 +8,7 @@ about) must succeed. The healthy controls must get no finding at all.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import subprocess
@@ -224,6 +225,29 @@ def test_time_wait_only() -> None:
     assert fix.command == "ss -K -tn state fin-wait-2 state time-wait '( sport = :8080 )'"
 
 
+def test_a_holder_that_set_so_reuseport_is_offered_to_its_user() -> None:
+    nginx = ProcessInfo(pid=42, name="nginx", uid=33, user="www-data")
+    rows = (_row("10.0.0.1", 8080, uid=33, processes=(nginx,)),)
+    in_use = errno.EADDRINUSE
+    shared = TrialBind("10.0.0.1:8080", in_use, in_use, reuseport=0, reuseport_uid=33)
+    www = Binder("user www-data", False, user="www-data", basis="uid 33", uid=33)
+    diagnosis = decide_bind(_facts("10.0.0.1", 8080, sockets=rows, trial=shared, binder=www))
+    assert diagnosis.code is Code.PORT_IN_USE
+    fix = diagnosis.findings[0].fix
+    assert fix is not None and fix.text.startswith("set SO_REUSEPORT on the new socket before bind, as ")
+    assert "(uid 33)" in fix.text and "cannot join" not in fix.text
+    assert fix.command == "kill 42"  # stopping the holder is still the other way
+    trial = [e.showed for e in diagnosis.findings[0].evidence if e.source is Source.BIND]
+    assert trial and trial[0].endswith("(uid 33): succeeded")
+    nobody = Binder("user nobody", False, user="nobody", basis="uid 65534", uid=65534)
+    other = decide_bind(_facts("10.0.0.1", 8080, sockets=rows, trial=shared, binder=nobody)).findings[0].fix
+    assert other is not None and "user nobody is user nobody (uid 65534), so it cannot join" in other.text
+    refused = dataclasses.replace(shared, reuseport=in_use)
+    alone = decide_bind(_facts("10.0.0.1", 8080, sockets=rows, trial=refused, binder=www)).findings[0]
+    assert alone.fix is not None and "SO_REUSEPORT" not in alone.fix.text
+    assert any("with SO_REUSEPORT as" in e.showed and "EADDRINUSE" in e.showed for e in alone.evidence)
+
+
 def test_a_listener_beats_time_wait() -> None:
     rows = (_row("10.0.0.1", 8080, TcpState.TIME_WAIT), _row("10.0.0.1", 8080))
     assert decide_bind(_facts("10.0.0.1", 8080, sockets=rows)).code is Code.PORT_IN_USE
@@ -301,6 +325,8 @@ family = socket.AF_INET6 if ":" in host else socket.AF_INET
 sock = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
 if family == socket.AF_INET6:
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+if sys.argv[5:] == ["reuseport"]:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 sock.bind((host, port))
 if proto == "tcp":
     sock.listen(4096)
@@ -315,6 +341,8 @@ family = socket.AF_INET6 if ":" in host else socket.AF_INET
 sock = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
 if family == socket.AF_INET6 and host == "::":
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+if sys.argv[4:] == ["reuseport"]:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 try:
     sock.bind((host, port))
 except OSError as exc:
@@ -340,8 +368,23 @@ listener.close()
 class Holder:
     """A process in the namespace holding a port, stopped by pid at the end."""
 
-    def __init__(self, ns: LabNamespace, host: str, port: int, proto: str = "tcp", v6only: bool = False):
-        argv = ns.command([sys.executable, "-c", _HOLD, host, str(port), proto, str(int(v6only))])
+    def __init__(
+        self,
+        ns: LabNamespace,
+        host: str,
+        port: int,
+        proto: str = "tcp",
+        v6only: bool = False,
+        *,
+        reuseport: bool = False,
+        user: str | None = None,
+    ):
+        argv = [sys.executable, "-c", _HOLD, host, str(port), proto, str(int(v6only))]
+        if reuseport:
+            argv.append("reuseport")
+        if user is not None:  # setpriv execs the program: the pid stays the holder's
+            argv = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *argv]
+        argv = ns.command(argv)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         assert self.proc.stdout.readline().strip() == "ready"
@@ -365,9 +408,18 @@ def holders() -> Iterator[list[Holder]]:
         holder.stop()
 
 
-def real_bind(ns: LabNamespace, host: str, port: int, proto: str = "tcp", user: str | None = None) -> int:
-    """Bind in the namespace (as `user` when given): 0, or the errno the kernel returned."""
-    argv = [sys.executable, "-c", _BIND, host, str(port), proto]
+def real_bind(
+    ns: LabNamespace,
+    host: str,
+    port: int,
+    proto: str = "tcp",
+    user: str | None = None,
+    *,
+    reuseport: bool = False,
+) -> int:
+    """Bind in the namespace (as `user`, with SO_REUSEPORT, when asked): 0, or the errno the
+    kernel returned."""
+    argv = [sys.executable, "-c", _BIND, host, str(port), proto, *(["reuseport"] if reuseport else [])]
     if user is not None:
         argv = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *argv]
     return ns.run(argv, timeout=30).returncode
@@ -462,6 +514,41 @@ class TestFaults:
         apply_fix(diagnosis)
         assert wait_until_ok(lambda: diagnose_bind(LAB4, 5353, Transport.UDP, netns=ns.name)).ok
         assert real_bind(ns, LAB4, 5353, "udp") == 0
+
+    @pytest.mark.parametrize("proto", ["tcp", "udp"])
+    def test_port_in_use_by_a_so_reuseport_holder_is_shared_by_its_user(
+        self, ns: LabNamespace, holders: list[Holder], proto: str
+    ) -> None:
+        holders.append(Holder(ns, LAB4, 8080, proto, reuseport=True, user="nobody"))
+        transport = Transport(proto)
+        diagnosis = diagnose_bind(LAB4, 8080, transport, netns=ns.name)
+        assert diagnosis.code is Code.PORT_IN_USE, diagnosis.findings
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and fix.text.startswith("set SO_REUSEPORT on the new socket before bind")
+        assert "as user nobody (uid 65534)" in fix.text
+        assert "so it cannot join" in fix.text  # this process is root: another user
+        for_nobody = diagnose_bind(LAB4, 8080, transport, user="nobody", netns=ns.name).findings[0].fix
+        assert for_nobody is not None and "SO_REUSEPORT" in for_nobody.text
+        assert "cannot join" not in for_nobody.text
+        # The kernel agrees: the holder's user with SO_REUSEPORT binds beside it; root with it,
+        # or the holder's user without it, does not.
+        assert real_bind(ns, LAB4, 8080, proto, user="nobody", reuseport=True) == 0
+        assert real_bind(ns, LAB4, 8080, proto, reuseport=True) == errno.EADDRINUSE
+        assert real_bind(ns, LAB4, 8080, proto, user="nobody") == errno.EADDRINUSE
+
+    def test_a_holder_without_so_reuseport_is_not_offered_it(
+        self, ns: LabNamespace, holders: list[Holder]
+    ) -> None:
+        holders.append(Holder(ns, LAB4, 8080, user="nobody"))
+        diagnosis = diagnose_bind(LAB4, 8080, user="nobody", netns=ns.name)
+        assert diagnosis.code is Code.PORT_IN_USE
+        fix = diagnosis.findings[0].fix
+        assert fix is not None and "SO_REUSEPORT" not in fix.text
+        shown = [e.showed for e in diagnosis.findings[0].evidence if e.source is Source.BIND]
+        assert shown and shown[0].endswith(
+            "with SO_REUSEPORT as user nobody (uid 65534): EADDRINUSE (Address already in use)"
+        )
+        assert real_bind(ns, LAB4, 8080, user="nobody", reuseport=True) == errno.EADDRINUSE
 
     @pytest.mark.parametrize(
         ("held", "wanted", "v6only"),
@@ -693,3 +780,16 @@ class TestWithoutRoot:
         assert "cannot see" in report["findings"][0]["summary"]
         assert report["certainty"] == "partial"
         assert any("root would name them" in limit for limit in report["limits"])
+
+    def test_so_reuseport_sharing_is_tried_as_the_user_running_portkit_or_said_to_need_root(
+        self, ns: LabNamespace, holders: list[Holder]
+    ) -> None:
+        holders.append(Holder(ns, LAB4, 8080, reuseport=True, user="nobody"))
+        own = json.loads(self.as_nobody(ns, "--bind", f"{LAB4}:8080").stdout)
+        assert own["code"] == "PORT_IN_USE"
+        assert own["findings"][0]["fix"]["text"].startswith("set SO_REUSEPORT on the new socket before bind")
+        holders.append(Holder(ns, LAB4, 8081, reuseport=True))  # root's
+        other = json.loads(self.as_nobody(ns, "--bind", f"{LAB4}:8081").stdout)
+        assert other["code"] == "PORT_IN_USE"
+        assert "SO_REUSEPORT" not in other["findings"][0]["fix"]["text"]
+        assert any("SO_REUSEPORT" in limit and "needs root" in limit for limit in other["limits"])

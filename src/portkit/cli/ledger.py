@@ -251,14 +251,16 @@ def _export_json(store: Ledger) -> None:
 
 
 def _export_csv(store: Ledger) -> None:
-    import csv
     import json
 
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
+    from portkit._spreadsheet import write_csv_row
+
+    out = sys.stdout
+    write_csv_row(out, EXPORT_COLUMNS)
     for observation in store.observations():
         for fact in observation.facts:
-            writer.writerow(
+            write_csv_row(
+                out,
                 [
                     "fact",
                     observation.id,
@@ -278,7 +280,8 @@ def _export_csv(store: Ledger) -> None:
                 ]
             )
     for event in store.events():
-        writer.writerow(
+        write_csv_row(
+            out,
             [
                 "event",
                 event.id,
@@ -286,8 +289,8 @@ def _export_csv(store: Ledger) -> None:
                 event.kind,
                 event.host,
                 "",
-                "" if event.port is None else event.port,
-                event.protocol or "",
+                event.port,
+                event.protocol,
                 "",
                 "",
                 "",

@@ -15,14 +15,19 @@ address, and every IPv4 one too unless the socket is IPV6_V6ONLY (the default co
 `net.ipv6.bindv6only`). The socket inventory does not carry IPV6_V6ONLY, so an IPv6
 wildcard holder is taken as dual-stack when bindv6only is 0, and the trial bind decides.
 SO_REUSEADDR on both sockets lets them share the port unless the holder listens (TCP); for
-UDP it is enough on both.
+UDP it is enough on both. SO_REUSEPORT on both lets them share it, listening or not, when both
+sockets belong to one user (the kernel compares the uid each socket was created with; a
+TIME-WAIT holder excepted); the kernel then spreads new connections or datagrams over them.
 
 `decide_bind` is pure: it reads a `BindFacts` and returns the `Diagnosis`. `read_bind_facts`
 gathers the facts (sysctls and a trial bind inside the target namespace, the socket
 inventory through `portkit.sockets.who_holds`, the binder's capabilities from /proc), and
 `diagnose_bind` joins the two. The trial bind is real: a socket bound to the port without,
 then with, SO_REUSEADDR, and closed at once; an EADDRINUSE from it is evidence that no
-reading of tables can give (a holder hidden from us, an IPV6_V6ONLY we could not see).
+reading of tables can give (a holder hidden from us, an IPV6_V6ONLY we could not see). When
+the holders are one user's, a third bind sets SO_REUSEPORT in a thread whose file-system uid is
+theirs (a socket takes its owner from it): only its success shows that the holder set
+SO_REUSEPORT too, which no socket table shows.
 No address given means every address: the trial binds the dual-stack IPv6 wildcard (or
 0.0.0.0 where IPv6 is off), and any socket bound to the port is in the way.
 """
@@ -85,6 +90,7 @@ class Binder:
     executable: str = ""
     unit: str = ""
     basis: str = ""  # where has_capability came from (CapEff of /proc/PID/status, uid, ...)
+    uid: int | None = None  # the user it binds as (its effective uid), when known
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,13 +98,17 @@ class TrialBind:
     """The outcome of a real bind of the wanted address and port: 0 or the errno, per attempt.
 
     `plain` binds without socket options, `reuse` with SO_REUSEADDR (tried when plain failed
-    with EADDRINUSE). None: not tried; `skipped` says why.
+    with EADDRINUSE), `reuseport` with SO_REUSEPORT as the holders' user `reuseport_uid` (tried
+    when plain failed with EADDRINUSE and the holders are all that user's). None: not tried;
+    `skipped` says why.
     """
 
     address: str
     plain: int | None = None
     reuse: int | None = None
     skipped: str = ""
+    reuseport: int | None = None
+    reuseport_uid: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -414,7 +424,9 @@ def _port_table(
                 Code.PORT_IN_USE,
                 f"{facts.protocol.value} port {facts.port} ({where}) is held by {_holder_text(same[0])}",
                 (inventory, *(trial_evidence if trial_in_use else [])),
-                _stop_fix(same, _share_first(trial, f"free port {facts.port}, or bind another port")),
+                _stop_fix(
+                    same, _share_first(trial, f"free port {facts.port}, or bind another port", facts.binder)
+                ),
             )
         )
     if wider_or_narrower:
@@ -489,15 +501,35 @@ def _port_table(
     return found
 
 
-def _share_first(trial: TrialBind | None, what: str) -> str:
-    """`what`, after the way to share the port when the trial bind with SO_REUSEADDR succeeded."""
-    if trial is None or trial.reuse != 0:
+def _share_first(trial: TrialBind | None, what: str, binder: Binder | None = None) -> str:
+    """`what`, after the way to share the port when a trial bind with SO_REUSEADDR or
+    SO_REUSEPORT succeeded."""
+    if trial is None:
         return what
-    return (
-        "set SO_REUSEADDR on the new socket before bind (a trial bind with it succeeded: the holder "
-        "set it too, and both then share the port; for UDP each unicast datagram goes to one of "
-        f"them), or {what}"
-    )
+    if trial.reuse == 0:
+        return (
+            "set SO_REUSEADDR on the new socket before bind (a trial bind with it succeeded: the "
+            "holder set it too, and both then share the port; for UDP each unicast datagram goes "
+            f"to one of them), or {what}"
+        )
+    if trial.reuseport == 0 and trial.reuseport_uid is not None:
+        owner = _user_text(trial.reuseport_uid)
+        share = (
+            f"set SO_REUSEPORT on the new socket before bind, as {owner} (a trial bind with it as "
+            f"that user succeeded: the holder set it too; the kernel shares the port only between "
+            f"sockets of one user, and spreads new connections or datagrams over them)"
+        )
+        if binder is not None and binder.uid is not None and binder.uid != trial.reuseport_uid:
+            share += f"; {binder.description} is {_user_text(binder.uid)}, so it cannot join"
+        return f"{share}, or {what}"
+    return what
+
+
+def _user_text(uid: int) -> str:
+    from portkit.sockets._procs import user_name
+
+    name = user_name(uid)
+    return f"user {name} (uid {uid})" if name != str(uid) else f"uid {uid}"
 
 
 def _destroy_command(closing: list[Socket], port: int) -> str:
@@ -517,6 +549,8 @@ def _trial_text(trial: TrialBind) -> str:
     text = f"bind({trial.address}): {_errno_text(trial.plain)}"
     if trial.reuse is not None:
         text += f"; with SO_REUSEADDR: {_errno_text(trial.reuse)}"
+    if trial.reuseport is not None and trial.reuseport_uid is not None:
+        text += f"; with SO_REUSEPORT as {_user_text(trial.reuseport_uid)}: {_errno_text(trial.reuseport)}"
     return text
 
 
@@ -578,6 +612,77 @@ def trial_bind(address: IPAddress | None, port: int, protocol: Transport, bindv6
     plain = attempt(False)
     reuse = attempt(True) if plain == errno.EADDRINUSE else None
     return TrialBind(shown, plain, reuse)
+
+
+def reuseport_trial(address: IPAddress | None, port: int, protocol: Transport, uid: int) -> int | None:
+    """Bind the address and port with SO_REUSEPORT, the socket owned by `uid`; close at once.
+
+    0 or the errno; None when this process may not create a socket as `uid` (not root). The
+    socket is made in a thread of its own whose file-system uid is `uid` (setfsuid(2) is per
+    thread; a new socket's owner is its creator's fsuid), which inherits this thread's network
+    namespace; the process's own uids are never changed.
+    """
+    import ctypes
+    import threading
+
+    kind = socket.SOCK_STREAM if protocol is Transport.TCP else socket.SOCK_DGRAM
+    if address is None:
+        family, host = socket.AF_INET6, "::"
+        try:
+            socket.socket(socket.AF_INET6, kind).close()
+        except OSError:
+            family, host = socket.AF_INET, "0.0.0.0"
+    else:
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        host = str(address)
+    libc = ctypes.CDLL(None, use_errno=True)
+    outcome: list[int] = []
+
+    def attempt() -> None:
+        previous = libc.setfsuid(uid)
+        try:
+            if libc.setfsuid(uid) != uid:  # it returns the fsuid before the call: did the first take?
+                return
+            try:
+                sock = socket.socket(family, kind)
+            except OSError as exc:
+                outcome.append(exc.errno or errno.EINVAL)
+                return
+            try:
+                if family == socket.AF_INET6 and address is None:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind((host, port))
+                outcome.append(0)
+            except OSError as exc:
+                outcome.append(exc.errno or errno.EINVAL)
+            finally:
+                sock.close()
+        finally:
+            libc.setfsuid(previous)
+
+    thread = threading.Thread(target=attempt, name=f"reuseport trial as uid {uid}", daemon=True)
+    thread.start()
+    thread.join()
+    return outcome[0] if outcome else None
+
+
+def _holders_uid(
+    rows: tuple[Socket, ...], wanted: IPAddress | None, port: int, protocol: Transport, bindv6only: bool
+) -> int | None:
+    """The one user whose live sockets hold the port on an address overlapping `wanted`; None
+    when there are none, or several users (one SO_REUSEPORT group is one user's)."""
+    uids = set()
+    for row in rows:
+        if row.transport is not protocol or row.local_port != port or row.state in CLOSING_STATES:
+            continue
+        try:
+            held = _parse_address(row.local_address)
+        except ValueError:
+            continue
+        if overlaps(wanted, bindv6only, held, bindv6only):
+            uids.add(row.uid)
+    return uids.pop() if len(uids) == 1 else None
 
 
 def _address_local(address: IPAddress) -> bool | None:
@@ -649,7 +754,13 @@ def read_binder(pid: int | None, user: str | int | None) -> Binder:
         except OSError:
             executable = ""
         return Binder(
-            _process_text(process), has, pid=pid, executable=executable, unit=process.unit, basis=basis
+            _process_text(process),
+            has,
+            pid=pid,
+            executable=executable,
+            unit=process.unit,
+            basis=basis,
+            uid=_uid_from_status(pid),
         )
     if user is not None:
         import pwd
@@ -663,9 +774,13 @@ def read_binder(pid: int | None, user: str | int | None) -> Binder:
             if isinstance(user, int):
                 # A uid without a passwd entry is still a user, and still unprivileged.
                 if user == 0:
-                    return Binder("uid 0", True, user="0", basis="uid 0")
+                    return Binder("uid 0", True, user="0", basis="uid 0", uid=0)
                 return Binder(
-                    f"uid {user}", False, user=str(user), basis=f"uid {user}: no capabilities unless granted"
+                    f"uid {user}",
+                    False,
+                    user=str(user),
+                    basis=f"uid {user}: no capabilities unless granted",
+                    uid=user,
                 )
             shown = user if len(user) <= 60 else user[:57] + "..."
             raise UsageError(
@@ -674,15 +789,25 @@ def read_binder(pid: int | None, user: str | int | None) -> Binder:
         # A process a non-root user starts holds no capabilities unless its file or unit grants
         # them (file capabilities, AmbientCapabilities=): the plain case is what is judged.
         if entry.pw_uid == 0:
-            return Binder(f"user {entry.pw_name}", True, user=entry.pw_name, basis="uid 0")
+            return Binder(f"user {entry.pw_name}", True, user=entry.pw_name, basis="uid 0", uid=0)
         return Binder(
             f"user {entry.pw_name}",
             False,
             user=entry.pw_name,
             basis=f"uid {entry.pw_uid}: a process it starts has no capabilities unless granted",
+            uid=entry.pw_uid,
         )
     has, basis = _cap_from_status(os.getpid())
-    return Binder(f"this process (pid {os.getpid()})", has, pid=os.getpid(), basis=basis)
+    return Binder(f"this process (pid {os.getpid()})", has, pid=os.getpid(), basis=basis, uid=os.geteuid())
+
+
+def _uid_from_status(pid: int) -> int | None:
+    """The effective uid of `pid` (the second field of Uid: in /proc/PID/status)."""
+    status = _read_sysctl(f"/proc/{pid}/status")
+    for line in (status or "").splitlines():
+        if line.startswith("Uid:") and len(line.split()) >= 3:
+            return int(line.split()[2])
+    return None
 
 
 def _own_netns_name() -> str | None:
@@ -786,6 +911,21 @@ def read_bind_facts(
     complete = not inventory.root_note()
     if not complete:
         limits.append(inventory.root_note())
+    tried = inside.trial
+    owner = _holders_uid(rows, wanted, port, protocol, inside.bindv6only)
+    if tried is not None and tried.plain == errno.EADDRINUSE and owner is not None:
+
+        def share() -> int | None:
+            return reuseport_trial(wanted, port, protocol, owner)
+
+        shared = share() if namespace is None else run_in(namespace, share)
+        if shared is not None:
+            tried = dataclasses.replace(tried, reuseport=shared, reuseport_uid=owner)
+        else:
+            limits.append(
+                f"whether the holder shares the port with SO_REUSEPORT (a trial bind as {_user_text(owner)}) "
+                "needs root"
+            )
     return BindFacts(
         address=None if wanted is None else str(wanted),
         port=port,
@@ -796,7 +936,7 @@ def read_bind_facts(
         nonlocal_bind=inside.nonlocal_bind,
         address_local=inside.address_local,
         bindv6only=inside.bindv6only,
-        trial=inside.trial,
+        trial=tried,
         netns=netns,
         sockets_complete=complete,
         limits=tuple(limits),

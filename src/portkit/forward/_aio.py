@@ -6,6 +6,9 @@ side straight to `write` of the other. Backpressure: when a side's write buffer 
 high-water mark asyncio calls `pause_writing`, and we pause reading from the other side
 until `resume_writing`, so memory per connection stays near the high-water mark.
 
+A slow reader is activity for the idle timeout although nothing is read from either side while
+asyncio drains a paused write buffer into it: the kernel's progress counters say so (`_idle`).
+
 The accept loop is our own (loop.add_reader on the listening socket) so that a rule at its
 connection limit can stop accepting and leave new clients queued in the kernel's backlog.
 """
@@ -19,6 +22,7 @@ import time
 from typing import Any
 
 from portkit.forward import _congestion
+from portkit.forward._idle import IdleWatch, tcp_progress
 from portkit.forward._log import EventLog
 from portkit.forward._proxyproto import proxy_header
 from portkit.forward._rules import ForwardRule, Overflow, ProxyProtocol
@@ -95,6 +99,7 @@ class _Pair:
         self.client = _Side(self, True)
         self.target = _Side(self, False)
         self.started = self.last = time.monotonic()
+        self.idle = IdleWatch()
         self.bytes_up = 0
         self.bytes_down = 0
         self.ending = "closed"
@@ -237,10 +242,23 @@ class _Pair:
         if self.state.state is State.CONNECTING:
             return  # wait_for enforces the connect timeout
         idle = self.rule.limits.idle_timeout
-        if idle > 0 and now - self.last >= idle:
-            self.stats.idle_closed += 1
-            self.ending = "idle-timeout"
-            self.apply(Event.IDLE)
+        if idle <= 0 or self.state.finished:
+            return
+        last = self.idle.check(now, self.last, idle, SWEEP_INTERVAL, self._kernel_progress)
+        if last is not None:
+            self.last = last
+            return
+        self.stats.idle_closed += 1
+        self.ending = "idle-timeout"
+        self.apply(Event.IDLE)
+
+    def _kernel_progress(self) -> int | None:
+        socks = []
+        for side in (self.client, self.target):
+            if side.transport is None or side.transport.is_closing():
+                return None
+            socks.append(side.transport.get_extra_info("socket"))
+        return tcp_progress(socks)
 
 
 class _Listener:

@@ -99,6 +99,7 @@ from collections.abc import Callable
 from typing import Any
 
 from portkit.forward import _congestion
+from portkit.forward._idle import IdleWatch, tcp_progress
 from portkit.forward._log import EventLog
 from portkit.forward._proxyproto import proxy_header
 from portkit.forward._rules import ForwardRule, Overflow
@@ -128,9 +129,6 @@ NOTSENT_LOWAT = 512 << 10  # unsent bytes a threaded connection's socket holds b
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 ACCEPT_BATCH = 256
 SWEEP_INTERVAL = 0.25  # seconds between idle / connect-timeout checks
-# struct tcp_info (linux/tcp.h): __u64 tcpi_bytes_acked, tcpi_bytes_received at byte 120 (Linux 4.1+)
-_TCP_INFO_BYTES_AT = 120
-_TCP_INFO_BYTES_END = 136
 PEERS_START = 4096  # descriptors the C turn's tables cover at first (they grow on demand)
 
 _IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
@@ -283,8 +281,7 @@ class _Connection:
         self.bytes_up = 0
         self.bytes_down = 0
         self.ending = "closed"
-        # (last, _kernel_progress()) as the idle timeout last took note of them
-        self.seen: tuple[float, int] | None = None
+        self.idle = IdleWatch()
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -458,22 +455,9 @@ class _Connection:
         idle = self.rule.limits.idle_timeout
         if idle <= 0 or self.state.finished:
             return
-        quiet = now - self.last
-        if quiet < idle - SWEEP_INTERVAL:
-            return
-        seen = self.seen if self.seen is not None and self.seen[0] == self.last else None
-        if seen is None:  # the sweep before the deadline (or, late, the one at it) takes note
-            progress = self._kernel_progress()
-            if progress is not None:
-                self.seen = (self.last, progress)
-                return
-        elif quiet >= idle:
-            progress = self._kernel_progress()
-            if progress is not None and progress != seen[1]:  # the peers moved bytes: not idle
-                self.last = now
-                self.seen = (now, progress)
-                return
-        if quiet < idle:
+        last = self.idle.check(now, self.last, idle, SWEEP_INTERVAL, self._kernel_progress)
+        if last is not None:
+            self.last = last
             return
         with _STATS_LOCK:
             self.stats.idle_closed += 1
@@ -481,30 +465,13 @@ class _Connection:
         self.apply(Event.IDLE)
 
     def _kernel_progress(self) -> int | None:
-        """Bytes the kernel has moved on this connection's sockets so far: acknowledged by the
-        peers (bytes_acked) plus received from them (bytes_received), from TCP_INFO; None where
-        unknown (a kernel before 4.1, sockets gone).
-
-        A peer that reads slowly but steadily takes bytes from the send queue while the
-        forwarder writes nothing new (a relay thread sleeps in one long splice or under
-        TCP_NOTSENT_LOWAT, a held buffer waits for room): from the forwarder that looks like
-        silence, from the kernel it does not. Acknowledgements advance only as the reader makes
-        room, so a reader that stopped reading moves nothing (window probes acknowledge no data).
-        """
+        """The kernel's byte counters of this connection's sockets (`_idle.tcp_progress`): a
+        relay thread sleeping in one long splice or under TCP_NOTSENT_LOWAT, or a held buffer
+        waiting for room, writes nothing new while a slow reader takes bytes."""
         with self.lock:  # a relay thread may be releasing the sockets
             if self.released:
                 return None
-            total = 0
-            for s in (self.client, self.target):
-                try:
-                    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES_END)
-                except OSError:
-                    return None
-                if len(info) < _TCP_INFO_BYTES_END:
-                    return None
-                acked, received = struct.unpack_from("QQ", info, _TCP_INFO_BYTES_AT)
-                total += acked + received
-        return total
+            return tcp_progress((self.client, self.target))
 
     # --- state machine ------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 The socket is SOCK_DGRAM (cooked: each packet starts at its IP header whatever the link), so one
 classic BPF program serves loopback, veth and Ethernet alike. The program passes only what scan
 detection needs: TCP segments with SYN or RST set or with ACK clear (a connection's data and its
-acknowledgements, almost all of a busy host's packets, never reach Python), UDP datagrams (the
+acknowledgements, almost all of a busy host's packets, never reach Python; probes with ACK set
+are seen by the RST they draw), UDP datagrams (the
 first fragment), and ICMP/ICMPv6 destination-unreachable errors. IPv6 extension headers are not
 walked: a probe behind one is not seen (nmap sends none).
 

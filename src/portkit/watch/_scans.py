@@ -11,6 +11,19 @@ within `answer_timeout` counts as failed too (filtered). Thresholds follow Zeek'
 hosts failed on one port, raise a `scan`. FIN/NULL/Xmas probes count whatever the answer: they
 have no legitimate use.
 
+The ACK family (nmap's ACK -sA, window -sW and Maimon -sM scans) sends segments with ACK set,
+which the packet filter does not pass (they are nearly all of a busy host's packets). The
+kernel's answer shows them: a segment with ACK set that meets no connection (a closed port,
+and a listener too: no handshake was begun) is answered by a RST *without* ACK, its sequence
+number taken from the segment's acknowledgement (RFC 9293 3.10.7.1); every other RST the
+kernel sends, to a SYN, a FIN/NULL/Xmas probe or when it aborts a connection, carries ACK. So
+a bare RST from this host is a failed ACK-family attempt on its source port. The three scans
+differ only in flags the filter does not pass, so all are reported as ACK. Late segments of a
+closed connection draw the same bare RST, and so do SYN-ACKs that reach this host for SYNs it
+never sent (backscatter of a flood that forged its address): a flow in which the watcher saw a
+SYN or a SYN-ACK either way (within `window`, at most `flow_memory` flows) is no attempt, and
+the same threshold of distinct ports applies (a closed connection's late ACKs reach one port).
+
 Ordinary traffic does not trip it: a busy client opens many connections to *one* port (each
 answered by a SYN-ACK), a restarting service refuses connections on one port for a moment.
 
@@ -44,6 +57,7 @@ class ProbeKind(enum.StrEnum):
     NULL = "null"
     XMAS = "xmas"
     ODD = "odd-flags"
+    ACK = "ack"  # seen by the bare RST it draws: ACK, window and Maimon probes
     UDP = "udp"
 
 
@@ -55,6 +69,7 @@ SCAN_TYPE = {
     ProbeKind.NULL: "NULL",
     ProbeKind.XMAS: "Xmas",
     ProbeKind.ODD: "odd TCP flags",
+    ProbeKind.ACK: "ACK",
     ProbeKind.UDP: "UDP",
 }
 _STEALTH = frozenset({ProbeKind.FIN, ProbeKind.NULL, ProbeKind.XMAS, ProbeKind.ODD})
@@ -107,6 +122,7 @@ class Thresholds:
     answer_timeout: float = 2.0  # an attempt unanswered this long failed (filtered)
     quiet: float = 30.0  # a scan with no attempt for this long has ended
     udp_reply: float = 120.0  # a datagram this long after one this host sent the other way is a reply
+    flow_memory: int = 65536  # TCP flows seen opening that are remembered (oldest forgotten first)
 
 
 class Outcome(enum.StrEnum):
@@ -195,6 +211,8 @@ class Detector:
         self.sources: dict[tuple[str | None, str], _Source] = {}
         # (netns, this host's address and port, the peer's) -> when this host last sent there
         self.sent: dict[tuple[str | None, str, int, str, int], float] = {}
+        # The same key for TCP flows with a SYN or SYN-ACK either way -> when; oldest first.
+        self.flows: dict[tuple[str | None, str, int, str, int], float] = {}
 
     # --- input ------------------------------------------------------------------------------
 
@@ -206,6 +224,10 @@ class Detector:
             flow = (seen.netns, seen.src, seen.sport, seen.dst, seen.dport)
             self.sent.pop(flow, None)
             self.sent[flow] = seen.time
+        if seen.proto == TCP and seen.flags & SYN:
+            self._remember_flow(seen)
+        if seen.outgoing and seen.proto == TCP and seen.flags & (RST | ACK) == RST:
+            return self._bare_rst(seen)
         if seen.outgoing:
             answered = self._answer(seen)
             if answered is None:
@@ -230,6 +252,36 @@ class Detector:
             attempt = source.attempts[attempt_key] = _Attempt(kind, seen.time)
             source.note(attempt_key, attempt)
         return self._judge(source, seen.dst, (seen.dport, seen.proto))
+
+    def _remember_flow(self, seen: Seen) -> None:
+        if seen.outgoing:
+            flow = (seen.netns, seen.src, seen.sport, seen.dst, seen.dport)
+        else:
+            flow = (seen.netns, seen.dst, seen.dport, seen.src, seen.sport)
+        self.flows.pop(flow, None)
+        self.flows[flow] = seen.time
+        if len(self.flows) > self.thresholds.flow_memory:
+            del self.flows[next(iter(self.flows))]
+
+    def _bare_rst(self, seen: Seen) -> list[ScanEvent]:
+        """A RST without ACK from this host: the peer sent a segment with ACK set to a port with
+        no connection (see the module's docstring): a failed ACK-family attempt, unless it is a
+        late segment of a flow seen opening."""
+        if seen.dst in self.ignore:
+            return []
+        if (seen.netns, seen.src, seen.sport, seen.dst, seen.dport) in self.flows:
+            return []
+        key = (seen.netns, seen.dst)
+        source = self.sources.get(key)
+        if source is None:
+            source = self.sources[key] = _Source(seen.netns, seen.dst, seen.time, seen.time)
+        source.last = seen.time
+        attempt_key = (seen.src, seen.sport, TCP)
+        previous = source.attempts.get(attempt_key)
+        if previous is None or previous.outcome is not Outcome.PENDING:
+            attempt = source.attempts[attempt_key] = _Attempt(ProbeKind.ACK, seen.time, Outcome.CLOSED)
+            source.note(attempt_key, attempt)
+        return self._judge(source, seen.src, (seen.sport, TCP))
 
     def _answer(self, seen: Seen) -> tuple[_Source, tuple[str, int, int]] | None:
         """This host's answer to an attempt: settles its outcome; returns the source it settled."""
@@ -275,6 +327,11 @@ class Detector:
             if now - self.sent[flow] <= limits.udp_reply:
                 break
             del self.sent[flow]
+        while self.flows:
+            flow = next(iter(self.flows))
+            if now - self.flows[flow] <= limits.window:
+                break
+            del self.flows[flow]
         for key, source in list(self.sources.items()):
             for attempt_key, attempt in list(source.attempts.items()):
                 if attempt.outcome is Outcome.PENDING and now - attempt.time >= limits.answer_timeout:
