@@ -216,6 +216,19 @@ def test_csv_rows() -> None:
     assert rows[-1]["port"] == "*" and rows[-1]["count"] == "997" and rows[-1]["state"] == "closed"
 
 
+def test_csv_never_carries_a_formula_from_the_scanned_side() -> None:
+    # A PTR answer and a banner are chosen by whoever runs the scanned host.
+    from dataclasses import replace
+
+    result = sample()
+    host = replace(result.hosts[0], hostnames=("=HYPERLINK(1,2)",))
+    host.ports[0] = replace(host.ports[0], service=ServiceRecord("+cmd|' /C calc'!A0"))
+    rows = list(csv.DictReader(io.StringIO(render_csv(replace(result, hosts=[host])))))
+    assert rows[0]["hostname"] == "'=HYPERLINK(1,2)"
+    assert rows[0]["service"] == "'+cmd|' /C calc'!A0"
+    assert all(not v.startswith(("=", "+", "@")) for row in rows for v in row.values() if v)
+
+
 def test_json_schema() -> None:
     doc = json.loads(render_json(sample()))
     assert set(doc) == {"scan", "hosts"}

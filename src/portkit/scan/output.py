@@ -8,7 +8,6 @@ The command line written into the JSON, XML and grepable headers is the caller's
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -475,19 +474,23 @@ def _csv_service(port: PortResult) -> str:
 
 
 def render_csv(result: ScanResult) -> str:
-    """One row per listed port (collapsed ports are summarised per host as port "*")."""
+    """One row per listed port (collapsed ports are summarised per host as port "*").
+
+    Host names (a PTR answer) and service versions (a banner) are the scanned side's words:
+    they are written so that a spreadsheet shows them as text, never as a formula
+    (portkit._spreadsheet)."""
+    from portkit._spreadsheet import write_csv_row
+
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["host", "hostname", "port", "protocol", "state", "reason", "ttl", "service", "count"])
+    header = ["host", "hostname", "port", "protocol", "state", "reason", "ttl", "service", "count"]
+    write_csv_row(buffer, header)
     for host in result.hosts:
         name = host.hostnames[0] if host.hostnames else ""
         for p in host.ports:
-            writer.writerow(
-                [host.address, name, p.port, p.protocol, p.state, p.reason, p.ttl, _csv_service(p), 1]
-            )
+            row: list[str | int | None] = [host.address, name, p.port, str(p.protocol), str(p.state)]
+            write_csv_row(buffer, [*row, str(p.reason), p.ttl, _csv_service(p), 1])
         for extra in host.extraports:
             for reason, count in extra.reasons:
-                writer.writerow(
-                    [host.address, name, "*", result.protocol, extra.state, reason, "", "", count]
-                )
+                row = [host.address, name, "*", str(result.protocol), str(extra.state)]
+                write_csv_row(buffer, [*row, str(reason), None, None, count])
     return buffer.getvalue()
