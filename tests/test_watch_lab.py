@@ -46,7 +46,15 @@ sys.stdin.read()
 class Watcher:
     def __init__(self, lab: WatchLab, *args: str) -> None:
         argv = [*PORTKIT, "watch", "--json", "--netns", lab.target.name, *args]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A foreground watch: SIGINT at its default even when this test run was started in the
+        # background (`cmd &` ignores SIGINT, and a child inherits that), so stop() can use it.
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -79,14 +87,17 @@ class Watcher:
                 return found
 
     def stop(self) -> str:
-        self.proc.send_signal(2)
+        self.proc.send_signal(signal.SIGINT)
         try:
-            _out, err = self.proc.communicate(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _out, err = self.proc.communicate()
+            self.proc.wait(timeout=10)
+        # stdout is the reader thread's alone (communicate() would race it for the same pipe
+        # and could block in a read the thread had already drained).
         self.thread.join(timeout=5)
-        return err
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read()
 
 
 class WatchLab:
