@@ -21,6 +21,7 @@ from portkit.firewall._export import Omission, OmissionPolicy, Rendering, omissi
 from portkit.firewall._model import (
     IPPROTO_NAMES,
     PORT_PROTOS,
+    RPF_FLAGS,
     Chain,
     ChainType,
     Family,
@@ -896,6 +897,11 @@ def _classify(
             return [_opaque(mod, version, plain=not got[0])]
     if name == "tcpmss":
         return [_opaque(mod, version, protos=(6,))]
+    if name == "rpfilter":
+        flags = {opt.removeprefix("--") for _, opt, _v in mod.options}
+        if all(not neg and not values for neg, _o, values in mod.options) and flags <= {*RPF_FLAGS, "invert"}:
+            names = tuple(f for f in RPF_FLAGS if f in flags)
+            return [Match(Field.REVERSE_PATH, names=names, negate="invert" in flags)]
     return [_opaque(mod, version)]
 
 
@@ -936,6 +942,8 @@ def _addrtype(mod: _Module, version: int, addrtypes: AddressTypes | None, where:
 # an empty option matching any; `holds` flips when the option is negated.
 _ASSUMPTIONS: tuple[tuple[str, str, bool, str], ...] = (
     ("addrtype", "--dst-type LOCAL", True, "traffic for this host is addressed to a local address"),
+    ("rpfilter", "--invert", False, "the reverse path has a route"),
+    ("rpfilter", "", True, "the reverse path has a route"),
     ("addrtype", "", False, "an ordinary unicast packet is not broadcast, multicast or otherwise special"),
     ("limit", "", True, "below the rate limit"),
     ("hashlimit", "--hashlimit-above", False, "below the rate limit"),
@@ -1387,6 +1395,13 @@ def _rule_variants(
                 raise _Unrenderable(f"match {m} cannot be written for iptables")
             option = "--ctstate" if nat else "--ctstatus"
             opts = [["-m", "conntrack", *neg, option, ",".join(bits)]]
+        elif m.field is Field.REVERSE_PATH:
+            # The kernel takes rpfilter in PREROUTING of raw and mangle only (xt_rpfilter);
+            # a regular chain's hooks are not known here.
+            if hooks != {Hook.PREROUTING}:
+                raise _Unrenderable(f"iptables' rpfilter works in PREROUTING only ({m})")
+            flags = [f"--{f}" for f in RPF_FLAGS if f in m.names]
+            opts = [["-m", "rpfilter", *flags, *(["--invert"] if m.negate else [])]]
         elif m.field is Field.FIB_DADDR_TYPE:
             # `fib daddr type T` (no oif/iif flag) is addrtype's --dst-type T without
             # --limit-iface-in: both ask the routing table for the destination's type.
@@ -1683,6 +1698,8 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
             for i, r in enumerate(c.rules):
                 where = f"{t} {c.name} #{i + 1}"
                 try:
+                    if c.type is ChainType.NAT and any(m.field is Field.REVERSE_PATH for m in r.matches):
+                        raise _Unrenderable("iptables' rpfilter is not allowed in the nat table")
                     got = _rule_variants(r, version, {c.hook} if c.hook else set(), chain_names, notes, where)
                 except _Unrenderable as exc:
                     omitted.append(policy.omit(t, c, i, r, str(exc)))

@@ -19,6 +19,7 @@ from portkit.firewall._model import (
     ICMP_TYPES,
     ICMPV6_TYPES,
     IPPROTO,
+    RPF_FLAGS,
     SET_TYPE_FIELDS,
     TCP_FLAG_BITS,
     Chain,
@@ -474,10 +475,39 @@ def _tcp_flags_match(expr: dict[str, Any]) -> Match | None:
     raise _Opaque(f"operator {op} on tcp flags")
 
 
+def _reverse_path_match(expr: dict[str, Any]) -> Match | None:
+    """`fib saddr [. mark] [. iif] oif missing|exists` (also written `oif 0`, `oif != 0`): the
+    reverse-path check, as iptables' rpfilter is (`. iif` absent: --loose; `. mark`:
+    --validmark); None for any other fib expression."""
+    left = expr.get("left")
+    fib = left.get("fib") if isinstance(left, dict) else None
+    if not isinstance(fib, dict) or fib.get("result") != "oif":
+        return None
+    flags = fib.get("flags")
+    flags = [flags] if isinstance(flags, str) else flags
+    if not isinstance(flags, list) or "saddr" not in flags or not set(flags) <= {"saddr", "mark", "iif"}:
+        return None
+    op, right = expr.get("op", "=="), expr.get("right")
+    if op not in ("==", "!="):
+        return None
+    if right is True:
+        missing = False
+    elif right is False or (not isinstance(right, bool) and right in (0, "0")):
+        missing = True
+    else:
+        return None  # compared with a named interface: not a pure reverse-path check
+    on = {"loose": "iif" not in flags, "validmark": "mark" in flags}
+    names = tuple(f for f in RPF_FLAGS if on.get(f))
+    return Match(Field.REVERSE_PATH, names=names, negate=missing != (op == "!="))
+
+
 def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]) -> Match:
     op = expr.get("op", "==")
     if isinstance(expr.get("left"), dict) and "concat" in expr["left"]:
         return _concat_match(expr, table_family, sets)
+    reverse_path = _reverse_path_match(expr)
+    if reverse_path is not None:
+        return reverse_path
     flags = _tcp_flags_match(expr)
     if flags is not None:
         return flags
@@ -1207,11 +1237,14 @@ def _rule_text(rule: FilterRule, family: Family, notes: list[str], chain_names: 
     if rule.opaque:
         raise _Unrenderable(f"statements {'; '.join(rule.opaque)} are not modelled")
     for m in rule.matches:
-        if not m.set_name and not m.names and not m.ranges and not m.elements and m.field is not Field.OPAQUE:
+        valueless = m.field in (Field.OPAQUE, Field.REVERSE_PATH)
+        if not m.set_name and not m.names and not m.ranges and not m.elements and not valueless:
             raise _Unrenderable(f"an empty set in {m.field}")
         if m.field in (Field.IIF, Field.OIF):
             for n in m.names:
                 nft_string(n)
+        if m.field is Field.REVERSE_PATH and "accept-local" in m.names:
+            raise _Unrenderable(f"nft's fib has no accept-local flag ({m})")
     parts = [
         (opaque_match_as_nft(m.text) or "") if m.field is Field.OPAQUE else str(m) for m in rule.matches
     ]
