@@ -1023,3 +1023,29 @@ def test_a_set_with_ranges_is_written_with_flags_interval(netns: Netns) -> None:
         text = export_ruleset(source, "nft").text
         validate(netns, "nft", text)
         assert "flags interval" in text
+
+
+@needs_root
+def test_iptables_nft_tables_read_live_export_back_to_the_same_tables(netns: Netns) -> None:
+    # iptables-nft puts the security table's chains at priority 150 (legacy iptables at 50):
+    # a live read of a host whose ip6tables-save has a security table (RHEL 7's firewalld)
+    # must still export to ip6tables, each base chain into its own table.
+    rs = _nft("""table ip6 raw {
+        chain PREROUTING { type filter hook prerouting priority raw; policy accept; }
+        chain OUTPUT { type filter hook output priority raw; policy accept; udp dport 53 accept; }
+    }
+    table ip6 mangle {
+        chain OUTPUT { type route hook output priority mangle; policy accept; }
+    }
+    table ip6 filter {
+        chain OUTPUT { type filter hook output priority filter; policy accept; tcp dport 25 drop; }
+    }
+    table ip6 security {
+        chain INPUT { type filter hook input priority 150; policy accept; tcp dport 23 drop; }
+        chain OUTPUT { type filter hook output priority 150; policy accept; tcp dport 24 drop; }
+    }""")
+    text = export_ruleset(rs, "ip6tables").text
+    validate(netns, "ip6tables", text)
+    security = text[text.index("*security") :]
+    assert "-A INPUT -p tcp -m tcp --dport 23 -j DROP" in security
+    assert "-A OUTPUT -p tcp -m tcp --dport 24 -j DROP" in security

@@ -60,6 +60,9 @@ _BUILTIN: dict[str, dict[str, tuple[Hook, int]]] = {
     "raw": {"PREROUTING": (Hook.PREROUTING, -300), "OUTPUT": (Hook.OUTPUT, -300)},
     "security": {"INPUT": (Hook.INPUT, 50), "FORWARD": (Hook.FORWARD, 50), "OUTPUT": (Hook.OUTPUT, 50)},
 }
+# iptables-nft (the iptables of current distributions) registers the security table's chains at
+# priority 150, legacy iptables at 50: a live read of an iptables-nft host shows 150.
+_IPTABLES_NFT_PRIORITY = {("security", hook): 150 for hook in (Hook.INPUT, Hook.FORWARD, Hook.OUTPUT)}
 _REJECT_IN: dict[str, tuple[RejectType, str]] = {
     "tcp-reset": (RejectType.TCP_RESET, ""),
     "icmp-net-unreachable": (RejectType.ICMP, "net-unreachable"),
@@ -1647,7 +1650,11 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
                 (
                     name
                     for name in ("raw", "mangle", "filter", "security")
-                    if _BUILTIN[name].get(_HOOK_CHAIN[hook], (hook, None))[1] == prio
+                    if prio
+                    in (
+                        _BUILTIN[name].get(_HOOK_CHAIN[hook], (hook, None))[1],
+                        _IPTABLES_NFT_PRIORITY.get((name, hook)),
+                    )
                 ),
                 "",
             )
@@ -1685,7 +1692,7 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
                     omitted.append(omission_of_chain(t, c, f"iptables {ipt_table} has no {name} chain"))
                     continue
                 expected = builtin[name][1]
-                if c.priority != expected:
+                if c.priority not in (expected, _IPTABLES_NFT_PRIORITY.get((ipt_table, c.hook))):
                     notes.append(
                         f"{t} {c.name}: priority {c.priority} becomes iptables {ipt_table} {name} "
                         f"(priority {expected})"
