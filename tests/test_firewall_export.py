@@ -1049,3 +1049,31 @@ def test_iptables_nft_tables_read_live_export_back_to_the_same_tables(netns: Net
     security = text[text.index("*security") :]
     assert "-A INPUT -p tcp -m tcp --dport 23 -j DROP" in security
     assert "-A OUTPUT -p tcp -m tcp --dport 24 -j DROP" in security
+
+
+@needs_root
+def test_nat_chains_nothing_reaches_stay_in_nat(netns: Netns) -> None:
+    # kube-proxy leaves chains behind that no rule jumps to any more (an old XLB chain that
+    # still jumps to a DNAT endpoint chain): put in filter, the DNAT made the export fail to load.
+    rs = import_iptables_save(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n"
+        ":KUBE-SEP-A - [0:0]\n:KUBE-XLB-A - [0:0]\n:KUBE-MARK-DROP - [0:0]\n"
+        "-A PREROUTING -j KUBE-SERVICES\n"
+        "-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp --dport 443 -j KUBE-SVC-A\n"
+        "-A KUBE-SVC-A -j KUBE-SEP-A\n"
+        "-A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination 10.128.0.183:6443\n"
+        "-A KUBE-XLB-A -j KUBE-SEP-A\n"
+        "-A KUBE-MARK-DROP -j MARK --set-xmark 0x8000/0x8000\n"
+        "COMMIT\n"
+        # A table with regular chains only keeps them too (nat's own dnat, filter's reject).
+        "*filter\n:INPUT ACCEPT [0:0]\n:cali-old-chain - [0:0]\n-A cali-old-chain -j REJECT\nCOMMIT\n"
+    )
+    text = render_iptables(rs).text
+    validate(netns, "iptables", text)
+    nat, filt = text.split("*filter")
+    assert "DNAT" in nat and "DNAT" not in filt
+    assert ":KUBE-XLB-A" in nat and ":KUBE-MARK-DROP" in nat
+    assert "-j REJECT" in filt
+    loaded = netns.run("iptables-restore", stdin=text)
+    assert loaded.returncode == 0, loaded.stderr
+    netns.run("nft", "flush", "ruleset")

@@ -60,6 +60,9 @@ _BUILTIN: dict[str, dict[str, tuple[Hook, int]]] = {
     "raw": {"PREROUTING": (Hook.PREROUTING, -300), "OUTPUT": (Hook.OUTPUT, -300)},
     "security": {"INPUT": (Hook.INPUT, 50), "FORWARD": (Hook.FORWARD, 50), "OUTPUT": (Hook.OUTPUT, 50)},
 }
+_NAT_ACTIONS = frozenset(
+    {FilterAction.DNAT, FilterAction.SNAT, FilterAction.MASQUERADE, FilterAction.REDIRECT}
+)
 # iptables-nft (the iptables of current distributions) registers the security table's chains at
 # priority 150, legacy iptables at 50: a live read of an iptables-nft host shows 150.
 _IPTABLES_NFT_PRIORITY = {("security", hook): 150 for hook in (Hook.INPUT, Hook.FORWARD, Hook.OUTPUT)}
@@ -1587,18 +1590,22 @@ def _drop_instead(args: list[str]) -> list[str]:
 
 
 def _homes(table: Table, base_tables: dict[str, str]) -> dict[str, set[str]]:
-    """Per regular chain, the iptables tables whose base chains reach it; a chain no base chain
-    reaches goes to filter, and so does everything it calls."""
+    """Per regular chain, the iptables tables whose base chains reach it. A chain no base chain
+    reaches (kube-proxy leaves some behind) goes, with everything it calls, where its rules are
+    legal: nat when it rewrites addresses, else the one table its own table's base chains go to
+    (iptables' nat table read back is nat), else filter. The kernel refuses DNAT in filter."""
     calls = {c.name: {r.target for r in c.rules if r.target} for c in table.chains}
     out: dict[str, set[str]] = {}
-    unreached = [c.name for c in table.chains if c.hook is None]
+    own = set(base_tables.values())
+    if len(own) == 1:
+        default = next(iter(own))
+    else:
+        default = table.name if not own and table.name in _BUILTIN else "filter"
+    unreached = [c for c in table.chains if c.hook is None]
     roots = [(calls.get(base, set()), ipt_table) for base, ipt_table in base_tables.items()]
-    for targets, ipt_table in [*roots, (set(), "")]:
-        if not ipt_table:
-            # Second pass: what no base chain reaches, with its callees, lives in filter.
-            targets, ipt_table = {n for n in unreached if n not in out}, "filter"
-        todo = list(targets)
-        seen: set[str] = set()
+
+    def visit(targets: set[str], ipt_table: str) -> None:
+        todo, seen = list(targets), set()
         while todo:
             name = todo.pop()
             if name in seen or name in base_tables:
@@ -1606,6 +1613,13 @@ def _homes(table: Table, base_tables: dict[str, str]) -> dict[str, set[str]]:
             seen.add(name)
             out.setdefault(name, set()).add(ipt_table)
             todo.extend(calls.get(name, ()))
+
+    for targets, ipt_table in roots:
+        visit(targets, ipt_table)
+    for c in unreached:
+        if c.name not in out:
+            rewrites = any(r.action in _NAT_ACTIONS for r in c.rules)
+            visit({c.name}, "nat" if rewrites else default)
     return out
 
 
