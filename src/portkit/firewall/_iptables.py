@@ -436,6 +436,24 @@ _TCP_FLAG_NAMES = {
 }
 
 
+def _tcp_flag_words(bits: int) -> str:
+    return ",".join(n for n, b in _TCP_FLAG_NAMES.items() if n not in ("ALL", "NONE") and bits & b) or "NONE"
+
+
+def _tcp_flags_args(m: Match) -> list[str]:
+    """`--tcp-flags MASK COMP` (holds when flags & MASK == COMP) for a `tcp flags` match: an
+    exact comparison as is, nft's any-of test (`tcp flags syn`) as `! --tcp-flags MASK NONE`.
+    iptables has no names for the ECE and CWR bits."""
+    mask, value = m.ranges[0]
+    if (mask | value) & ~_TCP_FLAG_NAMES["ALL"]:
+        raise _Unrenderable(f"match {m}: iptables names no ECE or CWR flag")
+    if m.exact:
+        negate, comp = m.negate, value
+    else:
+        negate, comp = not m.negate, 0  # any of the bits set: not (none of them set)
+    return [*(["!"] if negate else []), "--tcp-flags", _tcp_flag_words(mask), _tcp_flag_words(comp)]
+
+
 def _port(text: str, proto: tuple[int, ...], where: str) -> int:
     if text.isascii() and text.isdigit():
         value = int(text)
@@ -1442,6 +1460,15 @@ def _rule_variants(
             if not any(x.field is Field.ICMP_TYPE for x in rule.matches):
                 raise _Unrenderable(f"iptables matches an ICMP code only with its type ({m})")
             continue
+        elif m.field is Field.TCP_FLAGS:
+            if proto_num and proto_num != IPPROTO_TCP:
+                return None  # `tcp flags` never matches another protocol
+            if not proto_num:
+                if proto_set:
+                    raise _Unrenderable(f"a protocol set with {m} cannot be written for iptables")
+                variants = [[*v, "-p", "tcp"] for v in variants]
+                proto_num = IPPROTO_TCP
+            opts = [["-m", "tcp", *_tcp_flags_args(m)]]
         elif m.field is Field.OPAQUE and m.text.startswith("-m "):
             # A match iptables-save wrote and portkit does not model goes back as written.
             try:
