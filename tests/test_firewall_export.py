@@ -562,7 +562,8 @@ def test_exports_are_never_more_open_in_the_kernel(lab: lab_mod.FirewallLab, cas
     assert compared >= (3 if case == 0 else 1)
     if "chain sub" in script:
         text = export_ruleset(_nft(script), "iptables").text
-        assert len({ln.split()[0] for ln in text.splitlines() if ln.startswith(":sub")}) == 2
+        # Two declarations: in one iptables table under two names, or one in each table.
+        assert len([ln for ln in text.splitlines() if ln.startswith(":sub")]) == 2
 
 
 # --- property: random rule sets with unrenderable matches -----------------------------------------
@@ -1115,3 +1116,31 @@ def test_tcp_flags_iptables_cannot_name_are_refused() -> None:
     rs = _nft(f"table ip t {{\n chain input {{\n type filter hook input priority 0\n {rule}\n }}\n}}\n")
     with pytest.raises(ExportRefused, match="ECE or CWR"):
         export_ruleset(rs, "iptables")
+
+
+@needs_root
+def test_iptables_chains_of_one_name_in_two_tables_keep_it(netns: Netns) -> None:
+    # Docker and kube-proxy name a filter chain and a nat chain alike (DOCKER, KUBE-SERVICES):
+    # iptables has one namespace per table, so a round trip keeps both names. Two nft tables'
+    # chains that land in the same iptables table are still told apart.
+    source = (
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n"
+        "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n"
+        "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n"
+        "COMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n"
+        "-A FORWARD -o docker0 -j DOCKER\n"
+        "-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT\n"
+        "COMMIT\n"
+    )
+    rendering = render_iptables(import_iptables_save(source))
+    validate(netns, "iptables", rendering.text)
+    assert not [n for n in rendering.notes if "renamed" in n]
+    nat, filt = rendering.text.split("*filter")
+    assert ":DOCKER - [0:0]" in nat and ":DOCKER - [0:0]" in filt
+    two = _nft(
+        "table ip a {\n chain input {\n type filter hook input priority 0\n jump common\n }\n"
+        " chain common {\n tcp dport 22 drop\n }\n}\n"
+        "table ip b {\n chain forward {\n type filter hook forward priority 0\n jump common\n }\n"
+        " chain common {\n tcp dport 23 drop\n }\n}\n"
+    )
+    assert sum("renamed" in n for n in render_iptables(two).notes) == 1

@@ -1558,43 +1558,46 @@ def _target(rule: FilterRule, version: int, chain_names: dict[str, str]) -> list
     raise _Unrenderable(f"action {act} has no iptables equivalent")
 
 
-def _chain_names(tables: list[Table], notes: list[str]) -> list[dict[str, str]]:
+def _chain_names(
+    tables: list[Table], homes_of: list[dict[str, set[str]]], notes: list[str]
+) -> list[dict[str, str]]:
     """Per table, the iptables name of each regular chain: at most 28 characters, never a
-    target's name, and unique across tables (iptables has one namespace per table, nft one
-    per nft table: two nft tables' `common` chains must not merge into one)."""
+    target's name, and unique in each iptables table the chain goes to (`homes_of`): two nft
+    tables' `common` chains must not merge into one, while iptables' own filter and nat
+    `DOCKER` chains keep their names."""
     import hashlib
 
     out: list[dict[str, str]] = []
-    taken: set[str] = set()
-    for t in tables:
+    taken: dict[str, set[str]] = {}
+    for t, homes in zip(tables, homes_of, strict=True):
         names: dict[str, str] = {}
         for c in t.chains:
             name = c.name
             if c.hook is not None:
                 continue
+            where = homes.get(name, {"filter"})
             ok = (
                 0 < len(name) <= CHAIN_NAME_MAX
                 and name not in _TARGET_NAMES
                 and name not in _HOOK_CHAIN.values()
                 and not name.startswith("-")
                 and all(ch in _SAFE_WORD and ch != "!" for ch in name)
-                and name not in taken
+                and not any(name in taken.get(h, ()) for h in where)
             )
-            if ok:
-                names[name] = name
-                taken.add(name)
-                continue
-            digest = hashlib.sha256(f"{t} {name}".encode()).hexdigest()[:8]
-            stem = "".join(ch if ch in _SAFE_WORD and ch != "!" else "_" for ch in name).lstrip("-")
-            new = f"{stem[: CHAIN_NAME_MAX - 9]}-{digest}".lstrip("-")
-            while new in taken:
-                new = new[:-1] + "x"
-            taken.add(new)
-            names[name] = new
-            notes.append(
-                f"{t} {name}: renamed {new} (iptables chain names: 1-28 letters, no target names, "
-                "one per name across tables)"
-            )
+            if not ok:
+                digest = hashlib.sha256(f"{t} {name}".encode()).hexdigest()[:8]
+                stem = "".join(ch if ch in _SAFE_WORD and ch != "!" else "_" for ch in name).lstrip("-")
+                new = f"{stem[: CHAIN_NAME_MAX - 9]}-{digest}".lstrip("-")
+                while any(new in taken.get(h, ()) for h in where):
+                    new = new[:-1] + "x"
+                notes.append(
+                    f"{t} {name}: renamed {new} (iptables chain names: 1-28 letters, no target "
+                    "names, one per name in each iptables table)"
+                )
+                name = new
+            for h in where:
+                taken.setdefault(h, set()).add(name)
+            names[c.name] = name
         out.append(names)
     return out
 
@@ -1716,10 +1719,14 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
             )
         for (_, ti, _, _tbl, c), table_name in zip(found, chosen, strict=False):
             slot[(ti, c.name)] = table_name
-    chain_names_of = _chain_names(tables, notes)
+    homes_of = [
+        _homes(t, {c.name: slot[(ti, c.name)] for c in t.chains if slot.get((ti, c.name))})
+        for ti, t in enumerate(tables)
+    ]
+    chain_names_of = _chain_names(tables, homes_of, notes)
     for ti, t in enumerate(tables):
         chain_names = chain_names_of[ti]
-        homes = _homes(t, {c.name: slot[(ti, c.name)] for c in t.chains if slot.get((ti, c.name))})
+        homes = homes_of[ti]
         for c in t.chains:
             if c.hook is not None:
                 ipt_table = slot.get((ti, c.name), "")
