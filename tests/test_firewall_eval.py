@@ -273,3 +273,29 @@ def test_the_walk_visits_the_hooks_of_its_path_in_order(direction: Direction) ->
         d = evaluate(rs, Packet.parse(flow), direction=stated)
         assert d.verdict is Verdict.ACCEPT and d.certain and d.direction is direction
         assert tuple(s.hook for s in d.trace) == PATHS[direction]
+
+
+@pytest.mark.parametrize("target", ["TARPIT", "DELUDE", "CLUSTERIP --new"])
+def test_a_target_portkit_does_not_know_leaves_the_verdict_undecided(target: str) -> None:
+    # `-j TARPIT` (xtables-addons) holds the connection and drops the packet; read as a target
+    # that only changes the packet, the policy after it made the answer a certain accept.
+    rs = import_iptables_save(
+        f"*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 445 -j {target}\nCOMMIT\n"
+    )
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:445 in eth0"))
+    assert not d.certain
+    assert {o.verdict for o in d.outcomes} == {Verdict.ACCEPT, Verdict.DROP}
+    other = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22 in eth0"))
+    assert other.certain and other.verdict is Verdict.ACCEPT
+
+
+@pytest.mark.parametrize(
+    "target", ["MARK --set-mark 1", "CT --notrack", "TCPMSS --clamp-mss-to-pmtu", "NFLOG", "SET"]
+)
+def test_targets_that_only_change_the_packet_go_on_to_the_next_rule(target: str) -> None:
+    rs = import_iptables_save(
+        f"*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j {target}\nCOMMIT\n"
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 445 -j DROP\nCOMMIT\n"
+    )
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:445 in eth0"))
+    assert d.certain and d.verdict is Verdict.DROP

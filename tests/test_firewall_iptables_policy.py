@@ -124,3 +124,17 @@ def test_chain_lines_iptables_restore_refuses_are_refused(text: str, says: str) 
     assert not kernel_ok
     with pytest.raises(UsageError, match=re.escape(says)):
         import_iptables_save(text)
+
+
+@pytest.mark.parametrize(
+    "rule", ["-g ACCEPT", "-g DROP", "-g RETURN", "--goto REJECT", "-g mine", "-j mine", "-j ACCEPT"]
+)
+def test_goto_refused_exactly_when_iptables_restore_refuses_it(rule: str) -> None:
+    # insights-core's IPTABLES_SAVE has `-A INPUT ... -g ACCEPT`: iptables-restore refuses it
+    # ("Chain 'ACCEPT' does not exist"); portkit read it as an accept.
+    text = f"*filter\n:INPUT ACCEPT [0:0]\n:mine - [0:0]\n-A INPUT -p tcp --dport 22 {rule}\nCOMMIT\n"
+    kernel_ok, _saved = _kernel_load(text)
+    ours_ok, said = _portkit(text)
+    assert ours_ok == kernel_ok, said
+    if not ours_ok:
+        assert "rules:4" in said and "a chain" in said

@@ -370,6 +370,16 @@ _PROTO_OPTIONS = frozenset(
 # Targets that end the chain with a verdict that depends on what the model does not know
 # (TPROXY: accept if a socket takes the packet, else drop; SYNPROXY: answers or drops).
 _UNKNOWN_VERDICT_TARGETS = frozenset({"TPROXY", "SYNPROXY"})
+# Targets that change the packet or its connection, or only report it, and let it go on to the
+# next rule (the kernel's XT_CONTINUE). Any other target portkit does not know may end the chain
+# (xtables-addons' TARPIT drops, CLUSTERIP drops what another node answers): undecided.
+_CONTINUE_TARGETS = frozenset(
+    {
+        "MARK", "CONNMARK", "CT", "NOTRACK", "TCPMSS", "TCPOPTSTRIP", "TOS", "DSCP", "TTL", "HL",
+        "ECN", "CLASSIFY", "SECMARK", "CONNSECMARK", "NFLOG", "ULOG", "AUDIT", "TRACE", "CHECKSUM",
+        "IDLETIMER", "LED", "HMARK", "RATEEST", "SET", "TEE", "SNPT", "DNPT",
+    }
+)  # fmt: skip
 # Options of the targets portkit reads (REJECT, NAT, LOG).
 _TARGET_OPTIONS = frozenset(
     {
@@ -588,6 +598,22 @@ class _RuleParser:
             negate = False
         self.flush_module()
         unknown = self.fields.pop("unknown_verdict", "")
+        stranger = self.fields.pop("unknown_target", "")
+        if stranger:
+            # May accept, may drop, may go on: an undecided accept, an undecided drop, and
+            # what follows the rule otherwise.
+            self.notes.append(
+                f"{self.where}: target {stranger} is not one portkit knows: it may accept, drop or "
+                "let the packet go on (all are followed)"
+            )
+            verdicts = [
+                FilterRule(
+                    matches=(*self.matches, Match(Field.OPAQUE, text=f"-j {stranger} {verb} the packet")),
+                    **{**self.fields, "action": action},
+                )
+                for verb, action in (("accepts", FilterAction.ACCEPT), ("drops", FilterAction.DROP))
+            ]
+            return verdicts
         if not unknown:
             return [FilterRule(matches=tuple(self.matches), **self.fields)]
         text = f"-j {unknown} accepts the packet (its verdict depends on sockets and state)"
@@ -835,6 +861,9 @@ class _RuleParser:
             "QUEUE": FilterAction.QUEUE,
             "NFQUEUE": FilterAction.QUEUE,
         }
+        if goto and (name in simple or name in ("LOG", *_UNKNOWN_VERDICT_TARGETS)):
+            # iptables-restore: "Chain 'ACCEPT' does not exist".
+            raise UsageError(f"invalid iptables rule at {self.where}: -g needs a chain, {name!r} is a target")
         if name in simple:
             self.fields["action"] = simple[name]
             if name == "REJECT":
@@ -852,6 +881,8 @@ class _RuleParser:
         elif name.isupper() and name not in self.chains:
             # Targets like MARK, CT, TCPMSS, NOTRACK change the packet, not the verdict.
             self.fields["opaque"] = (*self.fields.get("opaque", ()), f"-j {name}")
+            if name not in _CONTINUE_TARGETS:
+                self.fields["unknown_target"] = name
         else:
             self.fields["action"] = FilterAction.GOTO if goto else FilterAction.JUMP
             self.fields["target"] = name
