@@ -1,7 +1,7 @@
 """portkit against real-world rule sets, with the kernel as the oracle.
 
 Every rule set of tests/corpus/firewall (router distributions, container engines, Kubernetes,
-ufw, a VPN server) is loaded into a namespace by the real tool (`nft -f`, `iptables-restore`,
+ufw, a VPN server, ferm/FireHOL/NixOS-generated and fail2ban rules, RHEL hosts) is loaded into a namespace by the real tool (`nft -f`, `iptables-restore`,
 ufw's `ufw-init`), a SYN scan from a peer namespace probes about a dozen ports, and each port
 is compared with what `fw check` predicts, reading the rules both as the live ruleset of the
 namespace and from the file. Then the rule set is exported to every format: nft, iptables and
