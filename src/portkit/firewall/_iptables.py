@@ -1116,6 +1116,15 @@ def import_iptables_save(
     lines = text.splitlines()
     # Chain names are needed before rules to tell a user chain from an unknown target.
     user_chains = {ln[1:].split()[0] for ln in lines if ln.startswith(":") and ln[1:].split()}
+    user_chains |= {ln.split()[1] for ln in lines if ln.startswith("-N ") and len(ln.split()) > 1}
+
+    def declare(name: str, word: str, where: str) -> None:
+        builtin = _BUILTIN.get(table_name, {}).get(name)
+        hook, prio = builtin if builtin else (None, 0)
+        ctype = ChainType.NAT if table_name == "nat" else ChainType.FILTER
+        policy = _chain_policy(name, word, builtin is not None, where, notes)
+        chains[name] = {"rules": [], "hook": hook, "type": ctype, "prio": prio, "policy": policy}
+        order.append(name)
     for lineno, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -1134,14 +1143,32 @@ def import_iptables_save(
                 raise UsageError(f"invalid iptables-save text at {where}: a chain outside a *table section")
             if not parts:
                 raise UsageError(f"invalid iptables-save text at {where}: ':' without a chain name")
-            name = parts[0]
-            builtin = _BUILTIN.get(table_name, {}).get(name)
-            hook, prio = builtin if builtin else (None, 0)
-            ctype = ChainType.NAT if table_name == "nat" else ChainType.FILTER
-            word = parts[1] if len(parts) > 1 else ""
-            policy = _chain_policy(name, word, builtin is not None, where, notes)
-            chains[name] = {"rules": [], "hook": hook, "type": ctype, "prio": prio, "policy": policy}
-            order.append(name)
+            declare(parts[0], parts[1] if len(parts) > 1 else "", where)
+        elif line.startswith(("-N ", "-P ")):
+            # iptables-restore runs these commands too (hand-written files use them).
+            if not table_name:
+                raise UsageError(f"invalid iptables-save text at {where}: a command outside a *table section")
+            parts = line.split()
+            name = parts[1]
+            builtin = _BUILTIN.get(table_name, {}).get(name) is not None
+            if parts[0] == "-N":
+                if len(parts) != 2:
+                    raise UsageError(f"invalid iptables-save text at {where}: -N takes one chain name")
+                if builtin or name in chains:
+                    raise UsageError(
+                        f"invalid iptables-save text at {where}: chain {name[:40]!r} already exists"
+                    )
+                declare(name, "-", where)
+            else:
+                if len(parts) != 3 or not builtin:
+                    raise UsageError(
+                        f"invalid iptables-save text at {where}: -P sets the policy of a built-in chain "
+                        f"of {table_name!r}, not {name[:40]!r}"
+                    )
+                if name not in chains:
+                    declare(name, parts[2], where)
+                else:
+                    chains[name]["policy"] = _chain_policy(name, parts[2], True, where, notes)
         elif line.startswith("-A ") or line.startswith("-I "):
             if not table_name:
                 raise UsageError(f"invalid iptables-save text at {where}: a rule outside a *table section")
@@ -1150,6 +1177,13 @@ def import_iptables_save(
             except ValueError as exc:
                 raise UsageError(f"invalid iptables rule at {where}: {exc}") from None
             chain = args[1]
+            # `-I CHAIN [N] rule` inserts at position N (1, the head, when not given).
+            insert_at: int | None = None
+            if args[0] == "-I":
+                insert_at = 1
+                if len(args) > 2 and args[2].isascii() and args[2].isdigit():
+                    insert_at = int(args[2])
+                    args = [*args[:2], *args[3:]]
             if chain not in chains:
                 chains[chain] = {
                     "rules": [],
@@ -1165,11 +1199,29 @@ def import_iptables_save(
                 if isinstance(exc, UsageError):
                     raise
                 raise UsageError(f"invalid iptables rule at {where}: {exc}") from None
-            chains[chain]["rules"].extend(replace(rule, line=lineno) for rule in parsed)
+            placed = [replace(rule, line=lineno) for rule in parsed]
+            if insert_at is None:
+                chains[chain]["rules"].extend(placed)
+            else:
+                # Positions count kernel rules; a rule portkit splits in two is one of them.
+                kernel_lines = sorted({r.line for r in chains[chain]["rules"]}, key=lambda n: n or 0)
+                kernel_rules: list[list[FilterRule]] = []
+                for rule in chains[chain]["rules"]:
+                    if not kernel_rules or kernel_rules[-1][0].line != rule.line:
+                        kernel_rules.append([rule])
+                    else:
+                        kernel_rules[-1].append(rule)
+                if not 1 <= insert_at <= len(kernel_rules) + 1 or len(kernel_lines) != len(kernel_rules):
+                    raise UsageError(
+                        f"invalid iptables rule at {where}: no position {insert_at} in chain {chain[:40]!r} "
+                        f"(it has {len(kernel_rules)} rules)"
+                    )
+                kernel_rules.insert(insert_at - 1, placed)
+                chains[chain]["rules"] = [r for group in kernel_rules for r in group]
         else:
             raise UsageError(
                 f"invalid iptables-save text at {where}: {line[:60]!r} "
-                "(expected *table, :CHAIN POLICY, -A CHAIN ... or COMMIT)"
+                "(expected *table, :CHAIN POLICY, -N, -P, -A or -I CHAIN ... or COMMIT)"
             )
     finish()
     return Ruleset(_untracked(tuple(tables), notes), source, tuple(notes))
