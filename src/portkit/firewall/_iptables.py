@@ -884,6 +884,12 @@ class _RuleParser:
             if name not in _CONTINUE_TARGETS:
                 self.fields["unknown_target"] = name
         else:
+            if name not in self.chains:
+                # iptables-restore: "Chain 'nosuch' does not exist" (targets are upper case).
+                raise UsageError(
+                    f"invalid iptables rule at {self.where}: no chain {name[:40]!r} is declared, "
+                    "and no target has that name"
+                )
             self.fields["action"] = FilterAction.GOTO if goto else FilterAction.JUMP
             self.fields["target"] = name
 
