@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -1144,3 +1145,46 @@ def test_iptables_chains_of_one_name_in_two_tables_keep_it(netns: Netns) -> None
         " chain common {\n tcp dport 23 drop\n }\n}\n"
     )
     assert sum("renamed" in n for n in render_iptables(two).notes) == 1
+
+
+@needs_root
+def test_iptables_mark_targets_export_to_nft_statements(netns: Netns) -> None:
+    # kube-proxy's KUBE-MARK-MASQ (`-j MARK --set-xmark 0x4000/0x4000`) made every nft export of
+    # a Kubernetes node refuse. Each form is written as the nft statement with the same
+    # arithmetic, which nft loads; a masked restore of the connection mark has none (left out).
+    rules = [
+        ("-j MARK --set-xmark 0x4000/0x4000", "meta mark set meta mark and 0xffffbfff xor 0x4000"),
+        ("-j MARK --set-xmark 0x5/0xffffffff", "meta mark set 0x5"),
+        ("-j MARK --or-mark 0x10", "meta mark set meta mark or 0x10"),
+        ("-j CONNMARK --set-xmark 0x1/0xff", "ct mark set ct mark and 0xffffff00 xor 0x1"),
+    ]
+    marks = "*mangle\n:PREROUTING ACCEPT [0:0]\n" + "".join(f"-A PREROUTING -p tcp {r}\n" for r, _ in rules)
+    source = marks + "-A PREROUTING -j CONNMARK --restore-mark --nfmask 0x1fff --ctmask 0x1fff\nCOMMIT\n"
+    rendering = render_nft(import_iptables_save(source))
+    validate(netns, "nft", rendering.text)
+    for _, nft in rules:
+        assert f"meta l4proto tcp {nft}" in rendering.text or f"tcp {nft}" in rendering.text, nft
+    # No nft statement restores a masked part of the connection mark into the packet mark.
+    assert [o.where for o in rendering.omitted] == ["ip mangle PREROUTING #5"]
+    loaded = netns.run("nft", "-f", "-", stdin=rendering.text)
+    assert loaded.returncode == 0, loaded.stderr
+    netns.run("nft", "flush", "ruleset")
+    # The same arithmetic: iptables' (mark & ~M) ^ V, nft's `and A xor B` / `or` / a plain set.
+    def iptables_mark(rule: str, x: int) -> int:
+        op, arg = rule.split()[-2:]
+        value, _, mask = arg.partition("/")
+        v, m = int(value, 0), int(mask, 0) if mask else 0xFFFFFFFF
+        return {"--set-xmark": (x & ~m & 0xFFFFFFFF) ^ v, "--or-mark": x | v}[op]
+
+    def nft_mark(stmt: str, x: int) -> int:
+        words = stmt.split()[3:]
+        if len(words) == 1:
+            return int(words[0], 0)
+        ops = dict(zip(words[2::2], (int(w, 0) for w in words[3::2]), strict=True))
+        for op, n in ops.items():
+            x = {"and": x & n, "or": x | n, "xor": x ^ n}[op]
+        return x
+
+    for rule, nft in rules:
+        for x in [0, 0xFFFFFFFF, *(random.getrandbits(32) for _ in range(50))]:
+            assert nft_mark(nft, x) == iptables_mark(rule, x), (rule, hex(x))

@@ -1211,6 +1211,40 @@ def iptables_match_as_nft(text: str) -> str | None:
     return None
 
 
+_MARK_OPS = {"--set-xmark", "--or-mark", "--and-mark", "--xor-mark"}
+
+
+def iptables_target_as_nft(opaque: tuple[str, ...]) -> str | None:
+    """nft text for an iptables target portkit keeps as written and that only changes the packet
+    or its connection, for the ones with an exact nft statement: MARK and CONNMARK arithmetic
+    (`--set-xmark V/M` sets mark = (mark & ~M) ^ V), CT --notrack and NOTRACK; else None."""
+    if not opaque or not opaque[0].startswith("-j "):
+        return None
+    target = opaque[0][3:].strip()
+    words = [w for o in opaque[1:] for w in o.split()]
+    if (target, words) in (("NOTRACK", []), ("CT", ["--notrack"])):
+        return "notrack"
+    if target not in ("MARK", "CONNMARK") or len(words) != 2 or words[0] not in _MARK_OPS:
+        return None
+    key = "meta mark" if target == "MARK" else "ct mark"
+    value_text, _, mask_text = words[1].partition("/")
+    try:
+        value = int(value_text, 0)
+        mask = int(mask_text, 0) if mask_text else 0xFFFFFFFF
+    except ValueError:
+        return None
+    if not (0 <= value <= 0xFFFFFFFF and 0 <= mask <= 0xFFFFFFFF):
+        return None
+    if words[0] == "--set-xmark":
+        if mask == 0xFFFFFFFF:
+            return f"{key} set {value:#x}"
+        return f"{key} set {key} and {~mask & 0xFFFFFFFF:#x} xor {value:#x}"
+    if mask_text:
+        return None  # --or-mark and friends take a value only
+    op = {"--or-mark": "or", "--and-mark": "and", "--xor-mark": "xor"}[words[0]]
+    return f"{key} set {key} {op} {value:#x}"
+
+
 def opaque_match_as_nft(text: str) -> str | None:
     """nft text for a match portkit does not model: nft's own JSON written back in nft syntax
     (which `nft -c` loads as the same JSON, see _nftexpr), or an iptables match with an exact
@@ -1234,7 +1268,9 @@ def _rule_text(rule: FilterRule, family: Family, notes: list[str], chain_names: 
     ]
     if opaque:
         raise _Unrenderable(f"match {'; '.join(opaque)} is not modelled")
-    if rule.opaque:
+    # An iptables target is the rule's last word: its nft statement goes after the matches.
+    statement = iptables_target_as_nft(rule.opaque) if rule.action is FilterAction.CONTINUE else None
+    if rule.opaque and statement is None:
         raise _Unrenderable(f"statements {'; '.join(rule.opaque)} are not modelled")
     for m in rule.matches:
         valueless = m.field in (Field.OPAQUE, Field.REVERSE_PATH)
@@ -1254,6 +1290,8 @@ def _rule_text(rule: FilterRule, family: Family, notes: list[str], chain_names: 
         parts.append("counter")
     if rule.log is not None:
         parts.append(f"log prefix {_free_text(rule.log, 'log prefix', notes)}" if rule.log else "log")
+    if statement:
+        parts.append(statement)
     act = rule.action
     if act is FilterAction.REJECT:
         rej = rule.reject or Reject()
