@@ -464,6 +464,9 @@ V6_ONLY = [
     "-A PREROUTING -p tcp --dport 22 -j ACCEPT\nCOMMIT\n",
     "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\n"
     "-A INPUT -j REJECT --reject-with icmp6-adm-prohibited\nCOMMIT\n",
+    "*nat\n:PREROUTING ACCEPT [0:0]\n"
+    "-A PREROUTING -p tcp --dport 23 -j DNAT --to-destination [2001:db8::99]:23\nCOMMIT\n"
+    "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\nCOMMIT\n",
 ]
 
 

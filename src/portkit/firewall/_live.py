@@ -373,7 +373,8 @@ def _ip6tables_text(text: str) -> bool:
             if _IP6TABLES_WORDS.search(line):
                 return True
             for word in line.split():
-                addr = word.strip("[]").split("/")[0]
+                bracketed = re.match(r"\[([^]]*)\]", word)  # DNAT's [addr]:port
+                addr = bracketed.group(1) if bracketed else word.split("/")[0]
                 if ":" in addr and not addr.startswith("-"):
                     with contextlib.suppress(ValueError):
                         ipaddress.IPv6Address(addr)
