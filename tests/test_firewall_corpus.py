@@ -1,13 +1,14 @@
 """portkit against real-world rule sets, with the kernel as the oracle.
 
 Every rule set of tests/corpus/firewall (router distributions, container engines, Kubernetes,
-ufw, a VPN server) is loaded into a namespace by the real tool (`nft -f`, `iptables-restore`,
-ufw's `ufw-init`), a SYN scan from a peer namespace probes about a dozen ports, and each port
-is compared with what `fw check` predicts, reading the rules both as the live ruleset of the
-namespace and from the file. Then the rule set is exported to every format: nft, iptables and
-ip6tables exports must pass the real tool's check and load, and those of the probed family
-must never leave a port more open than the original did; ufw exports must pass ufw's own
-parser; firewalld exports are counted as not validated where firewall-cmd is not installed.
+ufw, a VPN server, ferm/FireHOL/NixOS-generated and fail2ban rules, RHEL hosts) is loaded into
+a namespace by the real tool (`nft -f`, `iptables-restore`, ufw's `ufw-init`), a SYN scan from
+a peer namespace probes about a dozen ports, and each port is compared with what `fw check`
+predicts, reading the rules both as the live ruleset of the namespace and from the file. Then
+the rule set is exported to every format: nft, iptables and ip6tables exports must pass the
+real tool's check and load, and those of the probed family must never leave a port more open
+than the original did; ufw exports must pass ufw's own parser; firewalld exports are counted as
+not validated where firewall-cmd is not installed.
 
 Required (issue 12): never confidently wrong (a disagreement only where portkit marked its
 answer uncertain), at least 95 % of probed ports right, no export that widens or fails to load.

@@ -336,3 +336,27 @@ def test_stated_limits_leave_other_unknowns_undecided() -> None:
     assert not marked.certain and marked.possible == {"accept", "drop"}
     recent = _limited(True, "tcp 192.0.2.1:5000 -> 192.0.2.2:24", nft=False)
     assert not recent.certain and recent.possible == {"accept", "drop"} and recent.stated == ()
+@pytest.mark.parametrize("target", ["TARPIT", "DELUDE", "CLUSTERIP --new"])
+def test_a_target_portkit_does_not_know_leaves_the_verdict_undecided(target: str) -> None:
+    # `-j TARPIT` (xtables-addons) holds the connection and drops the packet; read as a target
+    # that only changes the packet, the policy after it made the answer a certain accept.
+    rs = import_iptables_save(
+        f"*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 445 -j {target}\nCOMMIT\n"
+    )
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:445 in eth0"))
+    assert not d.certain
+    assert {o.verdict for o in d.outcomes} == {Verdict.ACCEPT, Verdict.DROP}
+    other = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:22 in eth0"))
+    assert other.certain and other.verdict is Verdict.ACCEPT
+
+
+@pytest.mark.parametrize(
+    "target", ["MARK --set-mark 1", "CT --notrack", "TCPMSS --clamp-mss-to-pmtu", "NFLOG", "SET"]
+)
+def test_targets_that_only_change_the_packet_go_on_to_the_next_rule(target: str) -> None:
+    rs = import_iptables_save(
+        f"*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j {target}\nCOMMIT\n"
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 445 -j DROP\nCOMMIT\n"
+    )
+    d = evaluate(rs, Packet.parse("tcp 192.0.2.1:4000 -> 192.0.2.2:445 in eth0"))
+    assert d.certain and d.verdict is Verdict.DROP

@@ -124,3 +124,65 @@ def test_chain_lines_iptables_restore_refuses_are_refused(text: str, says: str) 
     assert not kernel_ok
     with pytest.raises(UsageError, match=re.escape(says)):
         import_iptables_save(text)
+
+
+GOTO_RULES = ["-g ACCEPT", "-g DROP", "-g RETURN", "--goto REJECT", "-g mine", "-j mine", "-j ACCEPT"]
+
+
+@pytest.mark.parametrize("rule", [*GOTO_RULES, "-j nosuch", "-g Other"])
+def test_goto_refused_exactly_when_iptables_restore_refuses_it(rule: str) -> None:
+    # insights-core's IPTABLES_SAVE has `-A INPUT ... -g ACCEPT`: iptables-restore refuses it
+    # ("Chain 'ACCEPT' does not exist"); portkit read it as an accept.
+    text = f"*filter\n:INPUT ACCEPT [0:0]\n:mine - [0:0]\n-A INPUT -p tcp --dport 22 {rule}\nCOMMIT\n"
+    kernel_ok, _saved = _kernel_load(text)
+    ours_ok, said = _portkit(text)
+    assert ours_ok == kernel_ok, said
+    if not ours_ok:
+        assert "rules:4" in said and "chain" in said
+
+
+COMMANDS = [
+    # -I inserts at the head (or at the position given), not at the end.
+    "-A INPUT -p tcp --dport 22 -j DROP\n-I INPUT -p tcp --dport 22 -j ACCEPT\n",
+    "-A INPUT -p tcp --dport 22 -j DROP\n-A INPUT -p tcp --dport 23 -j DROP\n"
+    "-I INPUT 2 -p tcp --dport 23 -j ACCEPT\n-I INPUT 4 -p tcp --dport 24 -j REJECT\n",
+    # -N declares a chain and -P sets a built-in chain's policy, as hand-written files do.
+    "-N LOGREJECT\n-A LOGREJECT -j REJECT\n-A INPUT -p tcp --dport 22 -j LOGREJECT\n-P INPUT DROP\n",
+    "-P FORWARD DROP\n-P OUTPUT ACCEPT\n",
+]
+
+
+@pytest.mark.parametrize("commands", COMMANDS)
+def test_restore_commands_read_as_iptables_restore_runs_them(commands: str) -> None:
+    # iptables-restore runs -I, -N and -P lines; portkit appended -I rules (the wrong order:
+    # a DROP before the ACCEPT inserted above it) and refused -N and -P.
+    text = f"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n{commands}COMMIT\n"
+    kernel_ok, saved = _kernel_load(text)
+    assert kernel_ok
+    ours = import_iptables_save(text)
+    theirs = import_iptables_save(saved)
+
+    def shape(rs: object) -> list[tuple[str, str, list[str]]]:
+        return sorted(
+            (c.name, c.policy.value, [str(r) for r in c.rules])
+            for t in rs.tables  # type: ignore[attr-defined]
+            for c in t.chains
+        )
+
+    assert shape(ours) == shape(theirs)
+
+
+@pytest.mark.parametrize(
+    ("commands", "says"),
+    [
+        ("-I INPUT 3 -j ACCEPT\n", "position 3"),
+        ("-N INPUT\n", "already exists"),
+        ("-P nosuch DROP\n", "built-in"),
+    ],
+)
+def test_restore_commands_iptables_refuses_are_refused(commands: str, says: str) -> None:
+    text = f"*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j DROP\n{commands}COMMIT\n"
+    kernel_ok, _saved = _kernel_load(text)
+    assert not kernel_ok
+    with pytest.raises(UsageError, match=says):
+        import_iptables_save(text)

@@ -439,6 +439,11 @@ def match_value(m: Match, p: Packet) -> bool | None:
         if kind is None:
             return None
         hit = kind in m.names
+    elif f is Field.REVERSE_PATH:
+        passed = _reverse_path(m, p)
+        if passed is None:
+            return None
+        hit = passed
     elif f is Field.TCP_FLAGS:
         # A connection's first packet is a SYN; later ones carry flags the model does not know.
         if p.state is not CtState.NEW:
@@ -461,6 +466,26 @@ def match_value(m: Match, p: Packet) -> bool | None:
             return m.plain
         return None
     return hit != m.negate
+
+
+def _reverse_path(m: Match, p: Packet) -> bool | None:
+    """Whether the reverse-path check passes (ipt_rpfilter/ip6t_rpfilter, nft_fib with `saddr .
+    iif`): the route back to the source leaves through the input interface (any interface
+    with `loose`). Loopback traffic always passes. Decided from the host's route to the source
+    (`src_route`, live rules only); a route through another interface stays undecided, since a
+    multipath route may still include the input one."""
+    if p.iif == "lo":
+        return True
+    if not p.iif or p.src_route is None:
+        return None
+    if p.src_route == "":
+        return False  # no route back at all (unreachable, prohibited)
+    if p.src_route == "lo":
+        # The source is one of the host's own addresses (a local route).
+        return True if "accept-local" in m.names else None
+    if p.src_route == p.iif or "loose" in m.names:
+        return True
+    return None
 
 
 def _address_type(p: Packet) -> str | None:
@@ -488,6 +513,8 @@ def assumption(m: Match, p: Packet) -> bool:
         return not m.negate
     if m.field is Field.FIB_DADDR_TYPE:
         return ("local" in m.names) != m.negate
+    if m.field is Field.REVERSE_PATH:
+        return not m.negate  # an ordinary packet's source is routed back the way it came
     if m.field is Field.TCP_FLAGS and m.ranges:
         mask, value = m.ranges[0]
         hit = (_ACK & mask) == value if m.exact else (_ACK & mask) != 0
@@ -684,6 +711,15 @@ def _stated_limits(rule: FilterRule, p: Packet, branch: _Branch) -> bool | None:
     return all(assumption(m, p) == branch.limits for m in unknown)
 
 
+def _with_reverse_route(route: Callable[[IPAddress], str | None], p: Packet) -> Packet:
+    """The packet with the host's route back to its source looked up (asked only when a
+    reverse-path match needs it): "" for no route; left unknown when routes cannot be read."""
+    dev = route(p.src)
+    if dev is None:
+        return replace(p, src_route="")
+    return replace(p, src_route=dev) if dev else p
+
+
 def _run_base_chain(walk: _Walk, table: Table, base: Chain, hook: Hook, p: Packet) -> _ChainResult:
     """One base chain from its first rule to the verdict that ends it (or its policy),
     following jumps and gotos; every rule tested goes on the walk's trace."""
@@ -713,6 +749,15 @@ def _run_base_chain(walk: _Walk, table: Table, base: Chain, hook: Hook, p: Packe
             return policy("end of base chain")
         rule = chain.rules[i]
         value = rule_value(rule, p)
+        if (
+            value is None
+            and walk.route is not None
+            and p.src_route is None
+            and p.iif
+            and any(m.field is Field.REVERSE_PATH for m in rule.matches)
+        ):
+            p = _with_reverse_route(walk.route, p)
+            value = rule_value(rule, p)
         if value is None and branch.limits is not None:
             value = _stated_limits(rule, p, branch)
             if value is not None:
@@ -1136,7 +1181,7 @@ def _source_nat(
         walk.branch.notes.append(
             f"{where}: {rule} rewrites the source to a value portkit cannot compute (a map or a range)"
         )
-    rewritten = replace(packet, src=address if address is not None else packet.src)
+    rewritten = replace(packet, src=address if address is not None else packet.src, src_route=None)
     if port is not None:
         rewritten = replace(rewritten, sport=port)
     if address is None and act is FilterAction.MASQUERADE:

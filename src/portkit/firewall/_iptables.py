@@ -21,6 +21,7 @@ from portkit.firewall._export import Omission, OmissionPolicy, Rendering, omissi
 from portkit.firewall._model import (
     IPPROTO_NAMES,
     PORT_PROTOS,
+    RPF_FLAGS,
     Chain,
     ChainType,
     Family,
@@ -59,6 +60,12 @@ _BUILTIN: dict[str, dict[str, tuple[Hook, int]]] = {
     "raw": {"PREROUTING": (Hook.PREROUTING, -300), "OUTPUT": (Hook.OUTPUT, -300)},
     "security": {"INPUT": (Hook.INPUT, 50), "FORWARD": (Hook.FORWARD, 50), "OUTPUT": (Hook.OUTPUT, 50)},
 }
+_NAT_ACTIONS = frozenset(
+    {FilterAction.DNAT, FilterAction.SNAT, FilterAction.MASQUERADE, FilterAction.REDIRECT}
+)
+# iptables-nft (the iptables of current distributions) registers the security table's chains at
+# priority 150, legacy iptables at 50: a live read of an iptables-nft host shows 150.
+_IPTABLES_NFT_PRIORITY = {("security", hook): 150 for hook in (Hook.INPUT, Hook.FORWARD, Hook.OUTPUT)}
 _REJECT_IN: dict[str, tuple[RejectType, str]] = {
     "tcp-reset": (RejectType.TCP_RESET, ""),
     "icmp-net-unreachable": (RejectType.ICMP, "net-unreachable"),
@@ -363,6 +370,16 @@ _PROTO_OPTIONS = frozenset(
 # Targets that end the chain with a verdict that depends on what the model does not know
 # (TPROXY: accept if a socket takes the packet, else drop; SYNPROXY: answers or drops).
 _UNKNOWN_VERDICT_TARGETS = frozenset({"TPROXY", "SYNPROXY"})
+# Targets that change the packet or its connection, or only report it, and let it go on to the
+# next rule (the kernel's XT_CONTINUE). Any other target portkit does not know may end the chain
+# (xtables-addons' TARPIT drops, CLUSTERIP drops what another node answers): undecided.
+_CONTINUE_TARGETS = frozenset(
+    {
+        "MARK", "CONNMARK", "CT", "NOTRACK", "TCPMSS", "TCPOPTSTRIP", "TOS", "DSCP", "TTL", "HL",
+        "ECN", "CLASSIFY", "SECMARK", "CONNSECMARK", "NFLOG", "ULOG", "AUDIT", "TRACE", "CHECKSUM",
+        "IDLETIMER", "LED", "HMARK", "RATEEST", "SET", "TEE", "SNPT", "DNPT",
+    }
+)  # fmt: skip
 # Options of the targets portkit reads (REJECT, NAT, LOG).
 _TARGET_OPTIONS = frozenset(
     {
@@ -427,6 +444,24 @@ _TCP_FLAG_NAMES = {
     "ALL": 0x3F,
     "NONE": 0,
 }
+
+
+def _tcp_flag_words(bits: int) -> str:
+    return ",".join(n for n, b in _TCP_FLAG_NAMES.items() if n not in ("ALL", "NONE") and bits & b) or "NONE"
+
+
+def _tcp_flags_args(m: Match) -> list[str]:
+    """`--tcp-flags MASK COMP` (holds when flags & MASK == COMP) for a `tcp flags` match: an
+    exact comparison as is, nft's any-of test (`tcp flags syn`) as `! --tcp-flags MASK NONE`.
+    iptables has no names for the ECE and CWR bits."""
+    mask, value = m.ranges[0]
+    if (mask | value) & ~_TCP_FLAG_NAMES["ALL"]:
+        raise _Unrenderable(f"match {m}: iptables names no ECE or CWR flag")
+    if m.exact:
+        negate, comp = m.negate, value
+    else:
+        negate, comp = not m.negate, 0  # any of the bits set: not (none of them set)
+    return [*(["!"] if negate else []), "--tcp-flags", _tcp_flag_words(mask), _tcp_flag_words(comp)]
 
 
 def _port(text: str, proto: tuple[int, ...], where: str) -> int:
@@ -563,6 +598,22 @@ class _RuleParser:
             negate = False
         self.flush_module()
         unknown = self.fields.pop("unknown_verdict", "")
+        stranger = self.fields.pop("unknown_target", "")
+        if stranger:
+            # May accept, may drop, may go on: an undecided accept, an undecided drop, and
+            # what follows the rule otherwise.
+            self.notes.append(
+                f"{self.where}: target {stranger} is not one portkit knows: it may accept, drop or "
+                "let the packet go on (all are followed)"
+            )
+            verdicts = [
+                FilterRule(
+                    matches=(*self.matches, Match(Field.OPAQUE, text=f"-j {stranger} {verb} the packet")),
+                    **{**self.fields, "action": action},
+                )
+                for verb, action in (("accepts", FilterAction.ACCEPT), ("drops", FilterAction.DROP))
+            ]
+            return verdicts
         if not unknown:
             return [FilterRule(matches=tuple(self.matches), **self.fields)]
         text = f"-j {unknown} accepts the packet (its verdict depends on sockets and state)"
@@ -810,6 +861,9 @@ class _RuleParser:
             "QUEUE": FilterAction.QUEUE,
             "NFQUEUE": FilterAction.QUEUE,
         }
+        if goto and (name in simple or name in ("LOG", *_UNKNOWN_VERDICT_TARGETS)):
+            # iptables-restore: "Chain 'ACCEPT' does not exist".
+            raise UsageError(f"invalid iptables rule at {self.where}: -g needs a chain, {name!r} is a target")
         if name in simple:
             self.fields["action"] = simple[name]
             if name == "REJECT":
@@ -827,7 +881,15 @@ class _RuleParser:
         elif name.isupper() and name not in self.chains:
             # Targets like MARK, CT, TCPMSS, NOTRACK change the packet, not the verdict.
             self.fields["opaque"] = (*self.fields.get("opaque", ()), f"-j {name}")
+            if name not in _CONTINUE_TARGETS:
+                self.fields["unknown_target"] = name
         else:
+            if name not in self.chains:
+                # iptables-restore: "Chain 'nosuch' does not exist" (targets are upper case).
+                raise UsageError(
+                    f"invalid iptables rule at {self.where}: no chain {name[:40]!r} is declared, "
+                    "and no target has that name"
+                )
             self.fields["action"] = FilterAction.GOTO if goto else FilterAction.JUMP
             self.fields["target"] = name
 
@@ -901,6 +963,11 @@ def _classify(
             return [_opaque(mod, version, plain=not got[0])]
     if name == "tcpmss":
         return [_opaque(mod, version, protos=(6,))]
+    if name == "rpfilter":
+        flags = {opt.removeprefix("--") for _, opt, _v in mod.options}
+        if all(not neg and not values for neg, _o, values in mod.options) and flags <= {*RPF_FLAGS, "invert"}:
+            names = tuple(f for f in RPF_FLAGS if f in flags)
+            return [Match(Field.REVERSE_PATH, names=names, negate="invert" in flags)]
     return [_opaque(mod, version)]
 
 
@@ -941,6 +1008,8 @@ def _addrtype(mod: _Module, version: int, addrtypes: AddressTypes | None, where:
 # an empty option matching any; `holds` flips when the option is negated.
 _ASSUMPTIONS: tuple[tuple[str, str, bool, str], ...] = (
     ("addrtype", "--dst-type LOCAL", True, "traffic for this host is addressed to a local address"),
+    ("rpfilter", "--invert", False, "the reverse path has a route"),
+    ("rpfilter", "", True, "the reverse path has a route"),
     ("addrtype", "", False, "an ordinary unicast packet is not broadcast, multicast or otherwise special"),
     ("limit", "", True, "below the rate limit"),
     ("hashlimit", "--hashlimit-above", False, "below the rate limit"),
@@ -1058,6 +1127,15 @@ def import_iptables_save(
     lines = text.splitlines()
     # Chain names are needed before rules to tell a user chain from an unknown target.
     user_chains = {ln[1:].split()[0] for ln in lines if ln.startswith(":") and ln[1:].split()}
+    user_chains |= {ln.split()[1] for ln in lines if ln.startswith("-N ") and len(ln.split()) > 1}
+
+    def declare(name: str, word: str, where: str) -> None:
+        builtin = _BUILTIN.get(table_name, {}).get(name)
+        hook, prio = builtin if builtin else (None, 0)
+        ctype = ChainType.NAT if table_name == "nat" else ChainType.FILTER
+        policy = _chain_policy(name, word, builtin is not None, where, notes)
+        chains[name] = {"rules": [], "hook": hook, "type": ctype, "prio": prio, "policy": policy}
+        order.append(name)
     for lineno, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -1076,14 +1154,32 @@ def import_iptables_save(
                 raise UsageError(f"invalid iptables-save text at {where}: a chain outside a *table section")
             if not parts:
                 raise UsageError(f"invalid iptables-save text at {where}: ':' without a chain name")
-            name = parts[0]
-            builtin = _BUILTIN.get(table_name, {}).get(name)
-            hook, prio = builtin if builtin else (None, 0)
-            ctype = ChainType.NAT if table_name == "nat" else ChainType.FILTER
-            word = parts[1] if len(parts) > 1 else ""
-            policy = _chain_policy(name, word, builtin is not None, where, notes)
-            chains[name] = {"rules": [], "hook": hook, "type": ctype, "prio": prio, "policy": policy}
-            order.append(name)
+            declare(parts[0], parts[1] if len(parts) > 1 else "", where)
+        elif line.startswith(("-N ", "-P ")):
+            # iptables-restore runs these commands too (hand-written files use them).
+            if not table_name:
+                raise UsageError(f"invalid iptables-save text at {where}: a command outside a *table section")
+            parts = line.split()
+            name = parts[1]
+            builtin = _BUILTIN.get(table_name, {}).get(name) is not None
+            if parts[0] == "-N":
+                if len(parts) != 2:
+                    raise UsageError(f"invalid iptables-save text at {where}: -N takes one chain name")
+                if builtin or name in chains:
+                    raise UsageError(
+                        f"invalid iptables-save text at {where}: chain {name[:40]!r} already exists"
+                    )
+                declare(name, "-", where)
+            else:
+                if len(parts) != 3 or not builtin:
+                    raise UsageError(
+                        f"invalid iptables-save text at {where}: -P sets the policy of a built-in chain "
+                        f"of {table_name!r}, not {name[:40]!r}"
+                    )
+                if name not in chains:
+                    declare(name, parts[2], where)
+                else:
+                    chains[name]["policy"] = _chain_policy(name, parts[2], True, where, notes)
         elif line.startswith("-A ") or line.startswith("-I "):
             if not table_name:
                 raise UsageError(f"invalid iptables-save text at {where}: a rule outside a *table section")
@@ -1092,6 +1188,13 @@ def import_iptables_save(
             except ValueError as exc:
                 raise UsageError(f"invalid iptables rule at {where}: {exc}") from None
             chain = args[1]
+            # `-I CHAIN [N] rule` inserts at position N (1, the head, when not given).
+            insert_at: int | None = None
+            if args[0] == "-I":
+                insert_at = 1
+                if len(args) > 2 and args[2].isascii() and args[2].isdigit():
+                    insert_at = int(args[2])
+                    args = [*args[:2], *args[3:]]
             if chain not in chains:
                 chains[chain] = {
                     "rules": [],
@@ -1107,11 +1210,29 @@ def import_iptables_save(
                 if isinstance(exc, UsageError):
                     raise
                 raise UsageError(f"invalid iptables rule at {where}: {exc}") from None
-            chains[chain]["rules"].extend(replace(rule, line=lineno) for rule in parsed)
+            placed = [replace(rule, line=lineno) for rule in parsed]
+            if insert_at is None:
+                chains[chain]["rules"].extend(placed)
+            else:
+                # Positions count kernel rules; a rule portkit splits in two is one of them.
+                kernel_lines = sorted({r.line for r in chains[chain]["rules"]}, key=lambda n: n or 0)
+                kernel_rules: list[list[FilterRule]] = []
+                for rule in chains[chain]["rules"]:
+                    if not kernel_rules or kernel_rules[-1][0].line != rule.line:
+                        kernel_rules.append([rule])
+                    else:
+                        kernel_rules[-1].append(rule)
+                if not 1 <= insert_at <= len(kernel_rules) + 1 or len(kernel_lines) != len(kernel_rules):
+                    raise UsageError(
+                        f"invalid iptables rule at {where}: no position {insert_at} in chain {chain[:40]!r} "
+                        f"(it has {len(kernel_rules)} rules)"
+                    )
+                kernel_rules.insert(insert_at - 1, placed)
+                chains[chain]["rules"] = [r for group in kernel_rules for r in group]
         else:
             raise UsageError(
                 f"invalid iptables-save text at {where}: {line[:60]!r} "
-                "(expected *table, :CHAIN POLICY, -A CHAIN ... or COMMIT)"
+                "(expected *table, :CHAIN POLICY, -N, -P, -A or -I CHAIN ... or COMMIT)"
             )
     finish()
     return Ruleset(_untracked(tuple(tables), notes), source, tuple(notes))
@@ -1392,6 +1513,13 @@ def _rule_variants(
                 raise _Unrenderable(f"match {m} cannot be written for iptables")
             option = "--ctstate" if nat else "--ctstatus"
             opts = [["-m", "conntrack", *neg, option, ",".join(bits)]]
+        elif m.field is Field.REVERSE_PATH:
+            # The kernel takes rpfilter in PREROUTING of raw and mangle only (xt_rpfilter);
+            # a regular chain's hooks are not known here.
+            if hooks != {Hook.PREROUTING}:
+                raise _Unrenderable(f"iptables' rpfilter works in PREROUTING only ({m})")
+            flags = [f"--{f}" for f in RPF_FLAGS if f in m.names]
+            opts = [["-m", "rpfilter", *flags, *(["--invert"] if m.negate else [])]]
         elif m.field is Field.FIB_DADDR_TYPE:
             # `fib daddr type T` (no oif/iif flag) is addrtype's --dst-type T without
             # --limit-iface-in: both ask the routing table for the destination's type.
@@ -1426,6 +1554,15 @@ def _rule_variants(
             if not any(x.field is Field.ICMP_TYPE for x in rule.matches):
                 raise _Unrenderable(f"iptables matches an ICMP code only with its type ({m})")
             continue
+        elif m.field is Field.TCP_FLAGS:
+            if proto_num and proto_num != IPPROTO_TCP:
+                return None  # `tcp flags` never matches another protocol
+            if not proto_num:
+                if proto_set:
+                    raise _Unrenderable(f"a protocol set with {m} cannot be written for iptables")
+                variants = [[*v, "-p", "tcp"] for v in variants]
+                proto_num = IPPROTO_TCP
+            opts = [["-m", "tcp", *_tcp_flags_args(m)]]
         elif m.field is Field.OPAQUE and m.text.startswith("-m "):
             # A match iptables-save wrote and portkit does not model goes back as written.
             try:
@@ -1515,43 +1652,46 @@ def _target(rule: FilterRule, version: int, chain_names: dict[str, str]) -> list
     raise _Unrenderable(f"action {act} has no iptables equivalent")
 
 
-def _chain_names(tables: list[Table], notes: list[str]) -> list[dict[str, str]]:
+def _chain_names(
+    tables: list[Table], homes_of: list[dict[str, set[str]]], notes: list[str]
+) -> list[dict[str, str]]:
     """Per table, the iptables name of each regular chain: at most 28 characters, never a
-    target's name, and unique across tables (iptables has one namespace per table, nft one
-    per nft table: two nft tables' `common` chains must not merge into one)."""
+    target's name, and unique in each iptables table the chain goes to (`homes_of`): two nft
+    tables' `common` chains must not merge into one, while iptables' own filter and nat
+    `DOCKER` chains keep their names."""
     import hashlib
 
     out: list[dict[str, str]] = []
-    taken: set[str] = set()
-    for t in tables:
+    taken: dict[str, set[str]] = {}
+    for t, homes in zip(tables, homes_of, strict=True):
         names: dict[str, str] = {}
         for c in t.chains:
             name = c.name
             if c.hook is not None:
                 continue
+            where = homes.get(name, {"filter"})
             ok = (
                 0 < len(name) <= CHAIN_NAME_MAX
                 and name not in _TARGET_NAMES
                 and name not in _HOOK_CHAIN.values()
                 and not name.startswith("-")
                 and all(ch in _SAFE_WORD and ch != "!" for ch in name)
-                and name not in taken
+                and not any(name in taken.get(h, ()) for h in where)
             )
-            if ok:
-                names[name] = name
-                taken.add(name)
-                continue
-            digest = hashlib.sha256(f"{t} {name}".encode()).hexdigest()[:8]
-            stem = "".join(ch if ch in _SAFE_WORD and ch != "!" else "_" for ch in name).lstrip("-")
-            new = f"{stem[: CHAIN_NAME_MAX - 9]}-{digest}".lstrip("-")
-            while new in taken:
-                new = new[:-1] + "x"
-            taken.add(new)
-            names[name] = new
-            notes.append(
-                f"{t} {name}: renamed {new} (iptables chain names: 1-28 letters, no target names, "
-                "one per name across tables)"
-            )
+            if not ok:
+                digest = hashlib.sha256(f"{t} {name}".encode()).hexdigest()[:8]
+                stem = "".join(ch if ch in _SAFE_WORD and ch != "!" else "_" for ch in name).lstrip("-")
+                new = f"{stem[: CHAIN_NAME_MAX - 9]}-{digest}".lstrip("-")
+                while any(new in taken.get(h, ()) for h in where):
+                    new = new[:-1] + "x"
+                notes.append(
+                    f"{t} {name}: renamed {new} (iptables chain names: 1-28 letters, no target "
+                    "names, one per name in each iptables table)"
+                )
+                name = new
+            for h in where:
+                taken.setdefault(h, set()).add(name)
+            names[c.name] = name
         out.append(names)
     return out
 
@@ -1574,18 +1714,22 @@ def _drop_instead(args: list[str]) -> list[str]:
 
 
 def _homes(table: Table, base_tables: dict[str, str]) -> dict[str, set[str]]:
-    """Per regular chain, the iptables tables whose base chains reach it; a chain no base chain
-    reaches goes to filter, and so does everything it calls."""
+    """Per regular chain, the iptables tables whose base chains reach it. A chain no base chain
+    reaches (kube-proxy leaves some behind) goes, with everything it calls, where its rules are
+    legal: nat when it rewrites addresses, else the one table its own table's base chains go to
+    (iptables' nat table read back is nat), else filter. The kernel refuses DNAT in filter."""
     calls = {c.name: {r.target for r in c.rules if r.target} for c in table.chains}
     out: dict[str, set[str]] = {}
-    unreached = [c.name for c in table.chains if c.hook is None]
+    own = set(base_tables.values())
+    if len(own) == 1:
+        default = next(iter(own))
+    else:
+        default = table.name if not own and table.name in _BUILTIN else "filter"
+    unreached = [c for c in table.chains if c.hook is None]
     roots = [(calls.get(base, set()), ipt_table) for base, ipt_table in base_tables.items()]
-    for targets, ipt_table in [*roots, (set(), "")]:
-        if not ipt_table:
-            # Second pass: what no base chain reaches, with its callees, lives in filter.
-            targets, ipt_table = {n for n in unreached if n not in out}, "filter"
-        todo = list(targets)
-        seen: set[str] = set()
+
+    def visit(targets: set[str], ipt_table: str) -> None:
+        todo, seen = list(targets), set()
         while todo:
             name = todo.pop()
             if name in seen or name in base_tables:
@@ -1593,6 +1737,13 @@ def _homes(table: Table, base_tables: dict[str, str]) -> dict[str, set[str]]:
             seen.add(name)
             out.setdefault(name, set()).add(ipt_table)
             todo.extend(calls.get(name, ()))
+
+    for targets, ipt_table in roots:
+        visit(targets, ipt_table)
+    for c in unreached:
+        if c.name not in out:
+            rewrites = any(r.action in _NAT_ACTIONS for r in c.rules)
+            visit({c.name}, "nat" if rewrites else default)
     return out
 
 
@@ -1637,7 +1788,11 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
                 (
                     name
                     for name in ("raw", "mangle", "filter", "security")
-                    if _BUILTIN[name].get(_HOOK_CHAIN[hook], (hook, None))[1] == prio
+                    if prio
+                    in (
+                        _BUILTIN[name].get(_HOOK_CHAIN[hook], (hook, None))[1],
+                        _IPTABLES_NFT_PRIORITY.get((name, hook)),
+                    )
                 ),
                 "",
             )
@@ -1658,10 +1813,14 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
             )
         for (_, ti, _, _tbl, c), table_name in zip(found, chosen, strict=False):
             slot[(ti, c.name)] = table_name
-    chain_names_of = _chain_names(tables, notes)
+    homes_of = [
+        _homes(t, {c.name: slot[(ti, c.name)] for c in t.chains if slot.get((ti, c.name))})
+        for ti, t in enumerate(tables)
+    ]
+    chain_names_of = _chain_names(tables, homes_of, notes)
     for ti, t in enumerate(tables):
         chain_names = chain_names_of[ti]
-        homes = _homes(t, {c.name: slot[(ti, c.name)] for c in t.chains if slot.get((ti, c.name))})
+        homes = homes_of[ti]
         for c in t.chains:
             if c.hook is not None:
                 ipt_table = slot.get((ti, c.name), "")
@@ -1675,7 +1834,7 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
                     omitted.append(omission_of_chain(t, c, f"iptables {ipt_table} has no {name} chain"))
                     continue
                 expected = builtin[name][1]
-                if c.priority != expected:
+                if c.priority not in (expected, _IPTABLES_NFT_PRIORITY.get((ipt_table, c.hook))):
                     notes.append(
                         f"{t} {c.name}: priority {c.priority} becomes iptables {ipt_table} {name} "
                         f"(priority {expected})"
@@ -1688,6 +1847,8 @@ def render_iptables(ruleset: Ruleset, *, version: int = 4) -> Rendering:
             for i, r in enumerate(c.rules):
                 where = f"{t} {c.name} #{i + 1}"
                 try:
+                    if c.type is ChainType.NAT and any(m.field is Field.REVERSE_PATH for m in r.matches):
+                        raise _Unrenderable("iptables' rpfilter is not allowed in the nat table")
                     got = _rule_variants(r, version, {c.hook} if c.hook else set(), chain_names, notes, where)
                 except _Unrenderable as exc:
                     omitted.append(policy.omit(t, c, i, r, str(exc)))

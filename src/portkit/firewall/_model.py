@@ -184,6 +184,10 @@ class Field(Word):
     # flags & mask != 0 (`tcp flags syn`). Known for a connection's first packet (a SYN) only.
     TCP_FLAGS = "tcp flags"
     FIB_DADDR_TYPE = "fib daddr type"  # names: local, unicast, multicast...; needs the host's addresses
+    # The reverse-path check (nft `fib saddr . iif oif exists`, iptables `-m rpfilter`): the
+    # route back to the source leaves through the input interface. `names` holds iptables'
+    # flags (see RPF_FLAGS); `negate` is `oif missing` / `--invert`. Needs the host's routes.
+    REVERSE_PATH = "fib saddr oif"
     CONCAT = "concat"  # `ip saddr . tcp dport { 10.0.0.1 . 22 }`: `parts` and `elements`
     OPAQUE = "opaque"  # an expression portkit cannot evaluate; kept as text
 
@@ -195,8 +199,14 @@ EXTRA_HEADER_PROTOS = frozenset({0, 43, 44, 50, 51, 59, 60, 135, 139, 140, 253, 
 # Fields whose matches are not a box of intervals (the linter's and the compiled evaluator's
 # space): only the reference evaluator decides them.
 NON_BOX_FIELDS = frozenset(
-    {Field.CT_STATUS, Field.TCP_FLAGS, Field.FIB_DADDR_TYPE, Field.CONCAT, Field.OPAQUE}
+    {Field.CT_STATUS, Field.TCP_FLAGS, Field.FIB_DADDR_TYPE, Field.REVERSE_PATH, Field.CONCAT, Field.OPAQUE}
 )
+
+# The flags of a reverse-path match, as iptables' rpfilter names them: `loose` (any route back
+# will do: nft's `fib saddr oif` without `. iif`), `validmark` (the lookup uses the packet's
+# mark: nft's `. mark`), `accept-local` (a source that is one of the host's own addresses
+# passes; nft has no such flag).
+RPF_FLAGS = ("loose", "validmark", "accept-local")
 
 TCP_FLAG_BITS = {
     "fin": 0x01,
@@ -333,6 +343,12 @@ def render_match(m: Match) -> str:
         # whole status word.
         bits = ",".join(m.names)
         return f"ct status & ({bits.replace(',', ' | ')}) == 0" if m.negate else f"ct status {bits}"
+    if m.field is Field.REVERSE_PATH:
+        keys = ["saddr", *(["mark"] if "validmark" in m.names else [])]
+        keys += [] if "loose" in m.names else ["iif"]
+        text = f"fib {' . '.join(keys)} oif {'missing' if m.negate else 'exists'}"
+        # nft has no accept-local flag: said in a comment-like suffix, never loadable as is.
+        return text + (" <accept-local>" if "accept-local" in m.names else "")
     if m.field is Field.TCP_FLAGS:
         mask, value = m.ranges[0]
         if m.exact:

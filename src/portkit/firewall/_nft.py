@@ -19,6 +19,7 @@ from portkit.firewall._model import (
     ICMP_TYPES,
     ICMPV6_TYPES,
     IPPROTO,
+    RPF_FLAGS,
     SET_TYPE_FIELDS,
     TCP_FLAG_BITS,
     Chain,
@@ -495,10 +496,39 @@ def _tcp_flags_match(expr: dict[str, Any]) -> Match | None:
     raise _Opaque(f"operator {op} on tcp flags")
 
 
+def _reverse_path_match(expr: dict[str, Any]) -> Match | None:
+    """`fib saddr [. mark] [. iif] oif missing|exists` (also written `oif 0`, `oif != 0`): the
+    reverse-path check, as iptables' rpfilter is (`. iif` absent: --loose; `. mark`:
+    --validmark); None for any other fib expression."""
+    left = expr.get("left")
+    fib = left.get("fib") if isinstance(left, dict) else None
+    if not isinstance(fib, dict) or fib.get("result") != "oif":
+        return None
+    flags = fib.get("flags")
+    flags = [flags] if isinstance(flags, str) else flags
+    if not isinstance(flags, list) or "saddr" not in flags or not set(flags) <= {"saddr", "mark", "iif"}:
+        return None
+    op, right = expr.get("op", "=="), expr.get("right")
+    if op not in ("==", "!="):
+        return None
+    if right is True:
+        missing = False
+    elif right is False or (not isinstance(right, bool) and right in (0, "0")):
+        missing = True
+    else:
+        return None  # compared with a named interface: not a pure reverse-path check
+    on = {"loose": "iif" not in flags, "validmark": "mark" in flags}
+    names = tuple(f for f in RPF_FLAGS if on.get(f))
+    return Match(Field.REVERSE_PATH, names=names, negate=missing != (op == "!="))
+
+
 def _match(expr: dict[str, Any], table_family: Family, sets: dict[str, NamedSet]) -> Match:
     op = expr.get("op", "==")
     if isinstance(expr.get("left"), dict) and "concat" in expr["left"]:
         return _concat_match(expr, table_family, sets)
+    reverse_path = _reverse_path_match(expr)
+    if reverse_path is not None:
+        return reverse_path
     flags = _tcp_flags_match(expr)
     if flags is not None:
         return flags
@@ -1262,6 +1292,40 @@ def iptables_match_as_nft(text: str) -> str | None:
     return None
 
 
+_MARK_OPS = {"--set-xmark", "--or-mark", "--and-mark", "--xor-mark"}
+
+
+def iptables_target_as_nft(opaque: tuple[str, ...]) -> str | None:
+    """nft text for an iptables target portkit keeps as written and that only changes the packet
+    or its connection, for the ones with an exact nft statement: MARK and CONNMARK arithmetic
+    (`--set-xmark V/M` sets mark = (mark & ~M) ^ V), CT --notrack and NOTRACK; else None."""
+    if not opaque or not opaque[0].startswith("-j "):
+        return None
+    target = opaque[0][3:].strip()
+    words = [w for o in opaque[1:] for w in o.split()]
+    if (target, words) in (("NOTRACK", []), ("CT", ["--notrack"])):
+        return "notrack"
+    if target not in ("MARK", "CONNMARK") or len(words) != 2 or words[0] not in _MARK_OPS:
+        return None
+    key = "meta mark" if target == "MARK" else "ct mark"
+    value_text, _, mask_text = words[1].partition("/")
+    try:
+        value = int(value_text, 0)
+        mask = int(mask_text, 0) if mask_text else 0xFFFFFFFF
+    except ValueError:
+        return None
+    if not (0 <= value <= 0xFFFFFFFF and 0 <= mask <= 0xFFFFFFFF):
+        return None
+    if words[0] == "--set-xmark":
+        if mask == 0xFFFFFFFF:
+            return f"{key} set {value:#x}"
+        return f"{key} set {key} and {~mask & 0xFFFFFFFF:#x} xor {value:#x}"
+    if mask_text:
+        return None  # --or-mark and friends take a value only
+    op = {"--or-mark": "or", "--and-mark": "and", "--xor-mark": "xor"}[words[0]]
+    return f"{key} set {key} {op} {value:#x}"
+
+
 def opaque_match_as_nft(text: str) -> str | None:
     """nft text for a match portkit does not model: nft's own JSON written back in nft syntax
     (which `nft -c` loads as the same JSON, see _nftexpr), or an iptables match with an exact
@@ -1285,14 +1349,19 @@ def _rule_text(rule: FilterRule, family: Family, notes: list[str], chain_names: 
     ]
     if opaque:
         raise _Unrenderable(f"match {'; '.join(opaque)} is not modelled")
-    if rule.opaque:
+    # An iptables target is the rule's last word: its nft statement goes after the matches.
+    statement = iptables_target_as_nft(rule.opaque) if rule.action is FilterAction.CONTINUE else None
+    if rule.opaque and statement is None:
         raise _Unrenderable(f"statements {'; '.join(rule.opaque)} are not modelled")
     for m in rule.matches:
-        if not m.set_name and not m.names and not m.ranges and not m.elements and m.field is not Field.OPAQUE:
+        valueless = m.field in (Field.OPAQUE, Field.REVERSE_PATH)
+        if not m.set_name and not m.names and not m.ranges and not m.elements and not valueless:
             raise _Unrenderable(f"an empty set in {m.field}")
         if m.field in (Field.IIF, Field.OIF):
             for n in m.names:
                 nft_string(n)
+        if m.field is Field.REVERSE_PATH and "accept-local" in m.names:
+            raise _Unrenderable(f"nft's fib has no accept-local flag ({m})")
     parts = [
         (opaque_match_as_nft(m.text) or "") if m.field is Field.OPAQUE else str(m) for m in rule.matches
     ]
@@ -1302,6 +1371,8 @@ def _rule_text(rule: FilterRule, family: Family, notes: list[str], chain_names: 
         parts.append("counter")
     if rule.log is not None:
         parts.append(f"log prefix {_free_text(rule.log, 'log prefix', notes)}" if rule.log else "log")
+    if statement:
+        parts.append(statement)
     act = rule.action
     if act is FilterAction.REJECT:
         rej = rule.reject or Reject()

@@ -81,6 +81,10 @@ class Packet:
     # Whether the destination is one of the host's addresses (`fib daddr type local`); set by
     # the evaluator when it knows the host's addresses, None when nobody knows.
     dst_local: bool | None = field(default=None, compare=False)
+    # The interface the host's route back to the source leaves through (the reverse-path
+    # check's lookup): "" when the host has no route to it, None when nobody knows. Set by the
+    # evaluator from live routes, when a rule asks.
+    src_route: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.src.version != self.dst.version:
