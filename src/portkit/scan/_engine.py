@@ -177,7 +177,9 @@ def _run_share(
     tpl, max_rate = share_pacing(plan.template, plan.options.max_rate, shares)
     collector = Collector(scan_type, len(ports))
     order = share_order(perm, share, shares, hosts, len(ports), live_hosts)
-    schedule = Schedule(order, len(ports), tpl, max_rate=max_rate, now=time.monotonic())
+    schedule = Schedule(
+        order, len(ports), tpl, max_rate=max_rate, now=time.monotonic(), udp_pacing=scan_type is ScanType.UDP
+    )
     tick = (lambda: progress(collector.settled)) if progress else None
     interrupted = False
     io_path = "python"
