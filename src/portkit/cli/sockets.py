@@ -236,6 +236,16 @@ def _watch(
 # --- overview ----------------------------------------------------------------------------------
 
 
+def _shown_address(listener: Listener, address: str) -> str:
+    """A wildcard address of a loopback-only listener is one bound to lo (SO_BINDTODEVICE): `ss`'s
+    `0.0.0.0%lo`."""
+    from portkit.sockets import Exposure
+
+    if listener.exposure is Exposure.LOOPBACK and address in ("0.0.0.0", "::"):
+        return f"{address}%lo"
+    return address
+
+
 def _listener_process(listener: Listener) -> str:
     if listener.processes:
         return ",".join(f"{p.name}/{p.pid}" for p in listener.processes)
@@ -315,7 +325,7 @@ def overview(
             cells: list[Any] = [
                 f"{listener.port}/{listener.transport}",
                 listener.service.name or "-",
-                ", ".join(listener.addresses),
+                ", ".join(_shown_address(listener, a) for a in listener.addresses),
                 _listener_process(listener),
                 users,
                 owner,

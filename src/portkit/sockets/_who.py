@@ -84,7 +84,9 @@ class PortUse:
         """Whether a holder listens beyond loopback (all interfaces or a specific address)."""
         from portkit.sockets._overview import Exposure, exposure_of
 
-        return any(exposure_of(row.local_address) is not Exposure.LOOPBACK for row in self.holders)
+        return any(
+            exposure_of(row.local_address, row.interface) is not Exposure.LOOPBACK for row in self.holders
+        )
 
     @property
     def processes(self) -> tuple[ProcessInfo, ...]:
