@@ -146,3 +146,33 @@ def test_a_slash16_by_100_ports_is_streamed_not_materialised() -> None:
     # 5,000 probes touch ~4,800 hosts; memory grows with hosts seen, never with the probe space.
     assert len(seen) > 4000
     assert peak < 8 * 1024 * 1024
+
+
+def test_octets_with_leading_zeros_are_decimal_whole_numbers_as_nmap_reads_them() -> None:
+    """`nmap -sL -n 0177.0.0.1` lists 177.0.0.1 and `1.2.3.0010` 1.2.3.10: every digit of an octet
+    counts (a regex that split "0177" into "017" and "7" scanned 17.0.0.1, another host)."""
+    assert addresses("0177.0.0.1") == ["177.0.0.1"]
+    assert addresses("1.2.3.0010") == ["1.2.3.10"]
+    assert addresses("127.0.0.01") == ["127.0.0.1"]
+    assert addresses("10.0.0.01-003") == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    for bad in ("1.2.3.0256", "1.2.3.1-0300", "1.2.3.2550", "1.2.3." + "9" * 5000):
+        with pytest.raises(UsageError, match="0-255"):
+            addresses(bad)
+
+
+def test_an_ipv6_zone_is_kept_and_must_name_an_interface() -> None:
+    """`fe80::1%lo` is scanned through lo (connect() to a link-local address without its zone
+    fails with EINVAL, which read as filtered); a zone no interface has is bad input."""
+    assert addresses("fe80::1%lo") == ["fe80::1%lo"]
+    assert addresses("fe80::1%1") == ["fe80::1%1"]
+    for bad, words in (
+        ("fe80::1%pknosuch0", "no interface"),
+        ("fe80::1%", "no interface"),
+        ("192.0.2.1%lo", "IPv6"),
+        ("fe80::1%lo-fe80::2", "no interface"),
+        ("fe80::1-fe80::2%lo", "single"),
+        ("fe80::/64%lo", "single"),
+        ("fe80::1%999999", "no interface"),
+    ):
+        with pytest.raises(UsageError, match=words):
+            addresses(bad)

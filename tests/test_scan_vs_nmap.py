@@ -213,6 +213,33 @@ def test_udp_scan_of_many_closed_ports_agrees_with_nmap(lab: Lab) -> None:
     assert {p for p, s in theirs.items() if s[0] == "closed"} <= set(ours)
 
 
+def _link_local(lab: Lab, host: str) -> tuple[str, str]:
+    """`host`'s link-local address and the interface it is on, once duplicate address detection
+    is over (a tentative address cannot be used yet)."""
+    deadline = time.monotonic() + 10
+    while (
+        lab.run(host, ["ip", "-o", "-6", "addr", "show", "tentative"]).stdout and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    proc = lab.run(host, ["ip", "-o", "-6", "addr", "show", "scope", "link"])
+    for line in proc.stdout.splitlines():
+        words = line.split()
+        if words[1] != "lo" and words[2] == "inet6":
+            return words[3].split("/")[0], words[1].split("@")[0]
+    raise AssertionError(f"{host} has no link-local address: {proc.stdout}{proc.stderr}")
+
+
+def test_scans_of_a_link_local_target_agree_with_nmap(lab: Lab) -> None:
+    """A zone on the target (`fe80::1%eth0`) is kept: a connect() to a link-local address without
+    it fails with EINVAL, which portkit reported as filtered for every port."""
+    address, _ = _link_local(lab, "fw")
+    _, iface = _link_local(lab, "client")
+    for flag in ("-sT", "-sS"):
+        ours = portkit_ports(lab, flag, TCP_PORTS, f"{address}%{iface}")
+        assert ours == nmap_ports(lab, flag, TCP_PORTS, f"{address}%{iface}"), flag
+        assert ours[22] == ("open", "syn-ack")
+
+
 def test_syn_scan_agrees_through_a_lossy_link(lab: Lab, io_path: str) -> None:
     ports = agree(lab, "-sS", TCP_PORTS, "lossy", io=io_path)
     assert ports[3306] == ("open", "syn-ack")

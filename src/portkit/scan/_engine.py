@@ -116,7 +116,7 @@ def _attach_macs(hosts: list[HostResult]) -> None:
 
     macs = neighbour_macs()
     for host in hosts:
-        mac = macs.get(host.address)
+        mac = macs.get(host.shown_address)
         if mac:
             host.mac, host.mac_vendor = mac, mac_vendor(mac)
 
