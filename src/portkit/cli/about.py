@@ -40,7 +40,7 @@ def lookup(text: tuple[str, ...], limit: int, as_json: bool) -> None:
     emit_table(
         ["PORT", "SERVICE", "SOURCES", "DESCRIPTION"],
         rows[:limit] if limit else rows,
-        empty=f"no service matches {query!r}",
+        empty=f"no service matches {quote(query)}",
     )
 
 
