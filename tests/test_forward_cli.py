@@ -26,6 +26,10 @@ import pytest
         (["8080", "127.0.0.1:80", "--udp", "--congestion", "reno"], "a TCP setting"),
         (["--config", "x.toml", "--congestion", "reno"], "--congestion with --config"),
         (["--config", "/nonexistent/forward.toml"], "cannot read"),
+        # A zone no interface has: the first client's connect() raised in the relay loop, which died.
+        (["8080", "[fe80::1%pknosuch0]:80"], "no interface 'pknosuch0'"),
+        (["[fe80::1%pknosuch0]:8080", "127.0.0.1:80"], "no interface 'pknosuch0'"),
+        (["8080", "[fe80::1%pknosuch0]:80", "--udp"], "no interface 'pknosuch0'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli: Any, args: list[str], message: str) -> None:

@@ -131,7 +131,26 @@ def parse_listen(text: str | int) -> Endpoint:
             f"invalid listen address {quote(raw)}: write the address out, e.g. 0.0.0.0:{port} "
             f"for every interface or 127.0.0.1:{port} for this host only"
         )
-    return Endpoint.parse(raw, default_address=DEFAULT_LISTEN_ADDRESS)
+    return _with_known_zone(
+        raw, "listen address", Endpoint.parse(raw, default_address=DEFAULT_LISTEN_ADDRESS)
+    )
+
+
+def _with_known_zone(raw: str, what: str, endpoint: Endpoint) -> Endpoint:
+    """`endpoint`, once its IPv6 zone (`fe80::1%eth0`) names an interface of this namespace:
+    the socket calls resolve the zone, and an unknown one raises there (gaierror), not as an errno."""
+    zone = getattr(endpoint.address, "scope_id", None)
+    if zone:
+        try:
+            if zone.isascii() and zone.isdigit():
+                socket.if_indextoname(int(zone))
+            else:
+                socket.if_nametoindex(zone)
+        except (OSError, ValueError, OverflowError):
+            raise UsageError(
+                f"invalid {what} {quote(raw)}: no interface {quote(zone, 20)} here ('ip link' lists them)"
+            ) from None
+    return endpoint
 
 
 def parse_target(text: str) -> Endpoint:
@@ -143,7 +162,7 @@ def parse_target(text: str) -> Endpoint:
             f"invalid target {quote(raw)}: expected ADDRESS:PORT or HOST:PORT, e.g. 10.0.0.5:80 or db:5432"
         )
     try:
-        return Endpoint.parse(raw)
+        endpoint = Endpoint.parse(raw)
     except UsageError:
         host, sep, port = raw.rpartition(":")
         if not sep or not host or not port.isdigit() or ":" in host:
@@ -151,6 +170,8 @@ def parse_target(text: str) -> Endpoint:
                 f"invalid target {quote(raw)}: expected ADDRESS:PORT or HOST:PORT, "
                 "e.g. 10.0.0.5:80 or db:5432"
             ) from None
+    else:
+        return _with_known_zone(raw, "target", endpoint)
     number = validate_port(port)
     try:
         infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM)
