@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -126,6 +128,32 @@ def test_ctrl_c_prints_partial_results_and_exits_130(tmp_path) -> None:  # type:
     counted = sum(doc["scan"]["states"].values())
     assert 0 < counted < 65535
     assert "interrupted" in err
+
+
+def test_a_killed_scan_leaves_no_worker_probing() -> None:
+    """`kill PID` of a big scan (two worker processes) ends the workers too: they were left
+    scanning, orphaned, for as long as the scan had to run."""
+    env = {**os.environ, "PORTKIT_SCAN_WORKERS": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "portkit", "scan", "127.0.0.1", "-sT", "-p-", "--max-rate", "2000", "--json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    workers: list[int] = []
+    deadline = time.monotonic() + 20
+    while len(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            workers = [int(w) for w in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert len(workers) == 2, "the scan did not fork its workers"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert alive == [], "workers kept scanning after the scan was killed"
 
 
 def test_target_file_and_exclusions(cli, tmp_path, listener: int) -> None:  # type: ignore[no-untyped-def]
