@@ -102,6 +102,9 @@ def test_syn_scan_as_root_is_the_default(cli, listener: int) -> None:  # type: i
         (["-iL", "/nonexistent/targets"], "invalid target file"),
         ([], "no targets"),
         (["127.0.0.1", "-T", "9"], "-T"),
+        # nmap scans both; portkit scanned only the last one given, without a word.
+        (["127.0.0.1", "-sT", "-sU", "-p", "22"], "-sT and -sU"),
+        (["127.0.0.1", "-sS", "--ack", "-p", "22"], "-sS and -sA"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(cli, args: list[str], fragment: str) -> None:  # type: ignore[no-untyped-def]

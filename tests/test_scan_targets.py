@@ -94,7 +94,7 @@ def test_dash_ranges_v6(start: ipaddress.IPv6Address, span: int) -> None:
 
 
 @settings(deadline=None)
-@given(st.integers(0, 3000), st.integers(0, 2**64 - 1))
+@given(st.integers(0, 3000), st.integers(-(2**63), 2**64 - 1))  # --seed's range
 def test_permutation_is_a_bijection(n: int, key: int) -> None:
     perm = Permutation(n, key)
     assert sorted(perm) == list(range(n))
@@ -106,6 +106,9 @@ def test_permutation_is_keyed_and_deterministic() -> None:
     assert list(Permutation(1000, 7)) != list(range(1000))
     perm = Permutation(1000, 7)
     assert [perm[i] for i in range(1000)] == list(perm)
+    # A negative key (`--seed -7`) is a key like any other; it raised OverflowError.
+    assert sorted(Permutation(1000, -7)) == list(range(1000))
+    assert list(Permutation(1000, -7)) not in (list(Permutation(1000, 7)), list(range(1000)))
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 1000])
