@@ -133,6 +133,27 @@ def test_ctrl_c_prints_partial_results_and_exits_130(tmp_path) -> None:  # type:
     assert "interrupted" in err
 
 
+def test_ping_scan_without_discovery_lists_every_host_up_as_nmap_does(cli) -> None:  # type: ignore[no-untyped-def]
+    """`-sn -Pn` asks for no probe at all: nmap lists every target up (reason user-set); portkit
+    said 0 hosts up."""
+    result = cli("scan", "-sn", "-Pn", "127.0.0.1", "127.0.0.2", "--json")
+    assert result.status == 0, result.stderr
+    doc = result.json()
+    assert doc["scan"]["hosts_up"] == 2
+    assert [(h["address"], h["status"], h["status_reason"]) for h in doc["hosts"]] == [
+        ("127.0.0.1", "up", "user-set"),
+        ("127.0.0.2", "up", "user-set"),
+    ]
+    if shutil.which("nmap"):
+        xml = subprocess.run(
+            ["nmap", "-sn", "-Pn", "-n", "-oX", "-", "127.0.0.1", "127.0.0.2"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert '<hosts up="2" down="0" total="2"/>' in xml
+        ours = cli("scan", "-sn", "-Pn", "127.0.0.1", "127.0.0.2", "-oX", "-").stdout
+        assert '<hosts up="2" down="0" total="2"/>' in ours
+
+
 def test_a_killed_scan_leaves_no_worker_probing() -> None:
     """`kill PID` of a big scan (two worker processes) ends the workers too: they were left
     scanning, orphaned, for as long as the scan had to run."""

@@ -82,6 +82,11 @@ def run_scan(
     try:
         live_hosts: list[int] | None = None
         up_reason: dict[int, str] = {}
+        if options.ping_only and options.skip_discovery:
+            # -sn -Pn: no probe at all; every target is up because the user said so, as nmap lists it.
+            every = (hosts.get(index) for index in range(len(hosts)))
+            result.hosts = ping_hosts([(host, "user-set") for host in every if host is not None])
+            return result
         if not options.skip_discovery:
             from portkit.scan._discovery import discover
 
