@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -125,6 +126,34 @@ def test_kill_asks_first_and_yes_kills() -> None:
         )
         assert killed.returncode == 0, killed.stderr
         assert f"(pid {proc.pid}): sent SIGTERM" in killed.stdout
+        assert proc.wait(timeout=10) != 0
+
+
+def test_kill_without_an_answer_signals_nothing_and_json_stays_json() -> None:
+    """No answer (stdin at its end, as under cron or `< /dev/null`) is no: exit 1, not the 130 of
+    an interrupt. The question goes to stderr, so `--kill --json` prints one JSON document."""
+    with fx.listener_process("4", "tcp") as (proc, port):
+        unanswered = subprocess.run(
+            [sys.executable, "-m", "portkit", "who", str(port), "--kill"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert unanswered.returncode == 1, unanswered.stderr
+        assert "Nothing signalled" in unanswered.stdout and "interrupted" not in unanswered.stderr
+        assert proc.poll() is None
+        answered = subprocess.run(
+            [sys.executable, "-m", "portkit", "who", str(port), "--kill", "--json"],
+            input="y\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert answered.returncode == 0, answered.stderr
+        doc = json.loads(answered.stdout)
+        assert doc["killed"] == [{"pid": proc.pid, "outcome": "sent SIGTERM"}]
+        assert "Send SIGTERM" in answered.stderr
         assert proc.wait(timeout=10) != 0
 
 

@@ -354,6 +354,16 @@ def overview(
 # --- who ---------------------------------------------------------------------------------------
 
 
+def _agreed(question: str) -> bool:
+    """Ask on stderr (stdout may be a JSON document) and read one line: yes or y agrees; no
+    answer at all (stdin at its end: cron, `< /dev/null`) is no, not an interrupt."""
+    click.echo(question, nl=False, err=True)
+    answer = sys.stdin.readline()
+    if not answer:
+        click.echo(err=True)
+    return answer.strip().lower() in ("y", "yes")
+
+
 @click.command()
 @click.argument("port_proto", metavar="PORT[/PROTO]")
 @click.option("--kill", "do_kill", is_flag=True, help="Send SIGTERM to the processes holding the port.")
@@ -400,7 +410,7 @@ def who(
         if not use.processes:
             raise PortkitError(f"the holders of {label} are not visible to this user: run as root to --kill")
         names = ", ".join(f"{p.name} (pid {p.pid})" for p in use.processes)
-        if not yes and not click.confirm(f"Send SIGTERM to {names}?", default=False):
+        if not yes and not _agreed(f"Send SIGTERM to {names}? [y/N]: "):
             click.echo("Nothing signalled.")
             raise click.exceptions.Exit(1)
         outcomes = kill_holders(use)
