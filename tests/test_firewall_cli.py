@@ -106,12 +106,25 @@ def test_show_and_export(cli: Any, web: Path) -> None:
         ("fw", "check", "--rules", "RULES"),
         ("fw", "apply", "RULES", "--confirm-within", "soon"),
         ("fw", "export", "RULES", "--to", "pf"),
+        # Interface names Linux refuses (dev_valid_name): none can carry a packet.
+        ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 -> 5.6.7.8:2 in abcdefghijklmnop"),
+        ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 -> 5.6.7.8:2 out a/b"),
+        ("fw", "check", "--rules", "RULES", "--dst", "10.0.0.1", "--in", "eth0:1"),
+        ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 -> 5.6.7.8:2", "--out", ".."),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli: Any, web: Path, args: tuple[str, ...]) -> None:
     res = cli(*(str(web) if a == "RULES" else a for a in args))
     assert res.status == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    if any(a in ("in", "out", "--in", "--out") or " in " in a or " out " in a for a in args):
+        assert "interface name" in res.stderr, res.stderr
+
+
+def test_a_flow_names_interfaces_as_linux_allows_them(cli: Any, web: Path) -> None:
+    for name in ("eth0", "br-lan", "wg0.5", "abcdefghijklmno", "veth@x", "é"):
+        res = cli("fw", "check", "--rules", str(web), f"tcp 1.2.3.4:1 -> 5.6.7.8:80 in {name}")
+        assert res.status in (0, 1, 3), (name, res.stderr)
 
 
 def test_apply_state_lives_where_the_caller_says(tmp_path: Path) -> None:

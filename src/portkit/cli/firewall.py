@@ -107,9 +107,11 @@ def _flow_from_flags(
     state: str | None,
     icmp_type: str | None,
 ) -> Any:
-    from portkit.firewall import Packet, parse_icmp_type, parse_l4proto, parse_state
+    from portkit.firewall import Packet, parse_icmp_type, parse_interface, parse_l4proto, parse_state
     from portkit.model import parse_address
 
+    iif = parse_interface(iif) if iif is not None else None
+    oif = parse_interface(oif) if oif is not None else None
     if flow:
         packet = Packet.parse(flow)
         from dataclasses import replace
