@@ -249,3 +249,12 @@ def test_sockets_bound_to_a_device_show_it_as_ss_does_and_lo_is_loopback_only(cl
         finally:
             for s in made:
                 s.close()
+
+
+@pytest.mark.parametrize("command", [("ls",), ("who", "22"), ("overview",)])
+def test_an_empty_netns_name_is_bad_input_not_this_host(cli: Any, command: tuple[str, ...]) -> None:
+    """`--netns "$NS"` with NS unset must not quietly report this host's sockets."""
+    result = cli(*command, "--netns", "")
+    assert result.status == 2, result.stdout
+    assert "invalid network namespace name ''" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

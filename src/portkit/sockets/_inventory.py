@@ -471,11 +471,11 @@ def list_sockets(
 def _namespaces(netns: str | None, all_netns: bool, backend: str) -> list[_netns.Namespace]:
     if backend not in BACKENDS:
         raise UsageError(f"invalid backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    if all_netns and netns:
+    if all_netns and netns is not None:
         raise UsageError("--netns and --all-netns exclude each other: give one of them")
     if all_netns:
         return _netns.all_namespaces()
-    if netns:
+    if netns is not None:  # "" too: an unset shell variable must not mean this host
         return [_netns.named_namespace(netns)]
     return [_netns.Namespace(None, _netns.current_inode(), None, os.getpid())]
 
