@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,34 @@ def test_ping_scan_without_discovery_lists_every_host_up_as_nmap_does(cli) -> No
         assert '<hosts up="2" down="0" total="2"/>' in xml
         ours = cli("scan", "-sn", "-Pn", "127.0.0.1", "127.0.0.2", "-oX", "-").stdout
         assert '<hosts up="2" down="0" total="2"/>' in ours
+
+
+def test_a_hostile_service_cannot_write_to_the_terminal(cli) -> None:  # type: ignore[no-untyped-def]
+    """A page title or redirect is the scanned host's to choose: an OSC sequence in it retitled the
+    terminal of whoever read `scan --sv` (nmap writes such bytes out as \\x1B)."""
+    page = b"<html><title>\x1b]0;pwned\x07\x1b[2J</title></html>"
+    answer = b"HTTP/1.1 200 OK\r\nLocation: \x1b]8;;http://x\x07\r\nContent-Length: %d\r\n\r\n" % len(page)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+
+        def reply(conn: socket.socket) -> None:
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(2)
+                conn.recv(4096)
+                conn.sendall(answer + page)
+
+        def serve() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    threading.Thread(target=reply, args=(server.accept()[0],), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+        result = cli("scan", "-sT", "--sv", "-p", str(port), "127.0.0.1")
+    assert result.status == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\\x1b]0;pwned\\x07" in result.stdout, result.stdout
 
 
 def test_a_killed_scan_leaves_no_worker_probing() -> None:

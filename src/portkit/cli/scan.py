@@ -18,6 +18,7 @@ import click
 
 from portkit.cli._params import FiniteNumber, WholeNumber, parse_duration
 from portkit.cli._record import record_options, recording_ledger, this_host
+from portkit.cli._text import visible
 from portkit.cli.output import ProgressBar
 from portkit.errors import UsageError
 
@@ -301,7 +302,9 @@ def scan(
     elif as_csv:
         click.echo(render.render_csv(result), nl=False)
     elif not to_stdout:
-        _echo(render.iter_text(result, reason=reason, open_only=open_only), "\n")
+        # Titles, banners and names are the scanned hosts' to choose: their control characters
+        # are written out, never sent to the terminal.
+        _echo(map(visible, render.iter_text(result, reason=reason, open_only=open_only)), "\n")
     if result.interrupted:
         click.echo("portkit: interrupted", err=True)
         sys.exit(130)
