@@ -143,3 +143,18 @@ def test_apply_state_lives_where_the_caller_says(tmp_path: Path) -> None:
     assert confirm_apply(netns="x", state_root=tmp_path).status == "rolled-back"
     assert confirm_apply(netns="y", state_root=tmp_path).status == "nothing-pending"
     assert rollback_apply(netns="x", state_root=tmp_path).status == "nothing-pending"
+
+
+def test_rule_text_cannot_write_to_the_terminal(cli: Any, tmp_path: Path) -> None:
+    """A comment is whoever wrote the rules' to choose (iptables-restore loads this one): check and
+    show printed its OSC sequence raw, retitling the reader's terminal."""
+    rules = tmp_path / "c.rules"
+    rules.write_text(
+        "*filter\n:INPUT DROP [0:0]\n"
+        '-A INPUT -p tcp --dport 22 -m comment --comment "\x1b]0;pwned\x07 ssh" -j ACCEPT\nCOMMIT\n'
+    )
+    for args in (("check", "--rules", str(rules), "tcp 1.1.1.1:5 -> 2.2.2.2:22"), ("show", str(rules))):
+        res = cli("fw", *args)
+        assert res.status == 0, res.stderr
+        assert "\x1b" not in res.stdout and "\x07" not in res.stdout
+        assert "\\x1b]0;pwned\\x07 ssh" in res.stdout
