@@ -131,3 +131,12 @@ def test_explain_a_reserved_port_in_the_ephemeral_range_is_never_handed_out() ->
         )
         ephemeral = next(line for line in run.stdout.splitlines() if line.startswith("ephemeral:"))
         assert "never handed out" in ephemeral and "reserved" in ephemeral, ephemeral
+
+
+def test_key_value_lines_write_out_control_characters(capsys: Any) -> None:
+    """`nat router` prints the gateway's own words (its external address string) this way."""
+    from portkit.cli.output import emit_pairs
+
+    emit_pairs([("external address", "\x1b]0;pwned\x07203.0.113.9")])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b]0;pwned\\x07203.0.113.9" in out
