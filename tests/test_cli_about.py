@@ -140,3 +140,13 @@ def test_key_value_lines_write_out_control_characters(capsys: Any) -> None:
     emit_pairs([("external address", "\x1b]0;pwned\x07203.0.113.9")])
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\x1b]0;pwned\\x07203.0.113.9" in out
+
+
+def test_free_port_says_why_a_range_gave_too_few(cli: Any) -> None:
+    """A range inside the ephemeral range holds no candidate at all: 'found only 0 of 1 free
+    ports' read as if every port there were taken."""
+    first = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+    result = cli("free-port", "--range", f"{first}-{first}")
+    assert result.status == 1
+    assert "found only 0 of 1" in result.stderr
+    assert "skipped" in result.stderr and "ephemeral" in result.stderr
