@@ -265,3 +265,18 @@ def test_udp_pacing_holds_back_only_the_rate_limited_host() -> None:
     silent, three = udp_scan_of_closed_ports(3, 30)
     assert silent == set()
     assert three < one * 1.5 + 2
+
+
+def test_a_udp_scan_waiting_out_a_rate_limit_sleeps_until_then() -> None:
+    """A host held back for rate-limit detection, whose send delay passed long ago, is due when
+    the wait ends: the driver must sleep until then, not poll in a loop (a 20-port scan of a
+    rate-limited host spent 3.7 s of CPU in 14 s)."""
+    sched = Schedule(iter(range(3)), nports=3, tpl=template(3), udp_pacing=True)
+    assert len(sched.next_probes(0.0)) == 3
+    sched._boost(0, 0.0)  # a send delay of 50 ms, its last send at 0.0
+    assert sched.expired(1.1) == []  # the initial 1 s timeout: all three go back for a second try
+    assert sched.next_probes(1.1) == []  # the first retry of try 1 waits a second (until 2.1)
+    assert not sched.can_send()
+    assert sched.next_wakeup(1.2) >= 0.1  # not 0: nothing may go before 2.1 (the driver polls at most 0.1 s)
+    assert [tryno for _, tryno in sched.next_probes(2.1)] == [1]  # then one, the delay after it
+    assert sched.next_wakeup(2.11) == pytest.approx(0.04)

@@ -503,8 +503,15 @@ class Schedule:
         if self.tpl.scan_delay:
             waits.append(self._last_send + self.tpl.scan_delay - now)
         if self.udp_pacing and (self._retry or self._held):
-            waits.extend(until - now for until in self._rld_until.values())
-            waits.extend(self._host_sent.get(h, now) + d - now for h, d in self._delay.items())
+            # Each host with a probe waiting is free when both its rate-limit wait and its send
+            # delay are over (a past delay must not hide a wait still to come).
+            nports, inf = self.nports, math.inf
+            for host in {key // nports for key, _ in self._retry} | set(self._held):
+                free = max(
+                    self._rld_until.get(host, -inf),
+                    self._host_sent.get(host, -inf) + self._delay.get(host, 0.0),
+                )
+                waits.append(free - now)
         return max(0.0, min(waits))
 
     def timed_out(self, host: int) -> bool:
