@@ -145,7 +145,8 @@ class ScanResult:
 
     @property
     def hosts_up(self) -> int:
-        return sum(1 for h in (*self.hosts, *self.unlisted) if h.status == "up")
+        """Hosts found up, those the host timeout cut short included (they answered), as nmap counts."""
+        return sum(1 for h in (*self.hosts, *self.unlisted) if h.status in ("up", "timeout"))
 
     def state_counts(self) -> Counter[PortState]:
         total: Counter[PortState] = Counter()

@@ -443,10 +443,10 @@ def render_grepable(result: ScanResult, command: str | None = None) -> str:
     ]
     for host in result.hosts:
         name = host.hostnames[0] if host.hostnames else ""
-        if host.status == "timeout":
+        lines.append(f"Host: {host.shown_address} ({name})\tStatus: Up")
+        if host.status == "timeout":  # nmap: the Up line, then this one, and no ports
             lines.append(f"Host: {host.shown_address} ({name})\tStatus: Timeout")
             continue
-        lines.append(f"Host: {host.shown_address} ({name})\tStatus: Up")
         if result.scan_type == "ping" or (not host.ports and not host.extraports):
             continue
         entries = []
