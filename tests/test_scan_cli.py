@@ -220,3 +220,31 @@ def test_target_file_and_exclusions(cli, tmp_path, listener: int) -> None:  # ty
     )  # fmt: skip
     assert result.status == 0, result.stderr
     assert [h["address"] for h in result.json()["hosts"]] == ["127.0.0.1"]
+
+
+@needs_root
+def test_a_subnets_broadcast_address_is_scanned_like_any_silent_host() -> None:
+    """Scanning 10.x.0.0/30 from a host on that subnet reaches its broadcast address, to which the
+    kernel refuses to send (EACCES without SO_BROADCAST): a SYN scan of any directly attached
+    subnet ended in an internal error. nmap finds no such host up (none answers); with -Pn its
+    ports are filtered (no probe got an answer)."""
+    from portkit.testing import LabNamespace
+
+    with LabNamespace("pkbc") as ns:
+        ns.ip("link", "add", "pkbc0", "type", "veth", "peer", "name", "pkbc1")
+        ns.ip("addr", "add", "10.250.0.1/30", "dev", "pkbc0")
+        for device in ("pkbc0", "pkbc1"):
+            ns.ip("link", "set", device, "up")
+
+        def scan(*args: str) -> dict:  # type: ignore[type-arg]
+            proc = ns.run([sys.executable, "-m", "portkit", "scan", "-p", "22", "--json", *args], timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+        for kind in ("-sS", "-sA", "-sU", "-sT"):
+            assert scan(kind, "10.250.0.3")["scan"]["hosts_up"] == 0, kind
+            doc = scan(kind, "-Pn", "10.250.0.3")
+            (host,) = doc["hosts"]
+            states = [p["state"] for p in host["ports"]] + [e["state"] for e in host["extraports"]]
+            assert states in (["filtered"], ["open|filtered"]), (kind, states)
+            assert scan(kind, "10.250.0.0/30")["scan"]["hosts_up"] == 1, kind  # itself, 10.250.0.1
