@@ -335,9 +335,28 @@ def parse_config(text: str, *, source: str = "config") -> tuple[ForwardRule, ...
             raise UsageError(
                 f"invalid config {where}: {rule.protocol}/{rule.listen} is already a rule's listen"
             )
+        for earlier, other in enumerate(rules, 1):
+            tcp = rule.protocol is Transport.TCP is other.protocol
+            if tcp and _listens_overlap(rule.listen, other.listen):
+                # 0.0.0.0 takes the port on every IPv4 address, [::] on every address.
+                raise UsageError(
+                    f"invalid config {where}: {rule.listen} overlaps rule {earlier}'s {other.listen}"
+                )
         seen.add(rule.key)
         rules.append(rule)
     return tuple(rules)
+
+
+def _listens_overlap(a: Endpoint, b: Endpoint) -> bool:
+    """Whether two TCP listens contend for one port: one is a wildcard covering the other's
+    address (0.0.0.0 its IPv4 ones; [::], which the forwarder binds dual-stack, every one).
+    Port 0 asks for a free port and never contends."""
+    if a.port != b.port or a.port == 0:
+        return False
+    for wild, other in ((a, b), (b, a)):
+        if wild.address.is_unspecified and (wild.family == 6 or other.family == 4):
+            return True
+    return False
 
 
 def load_config(path: str | Path) -> tuple[ForwardRule, ...]:
