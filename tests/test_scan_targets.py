@@ -89,6 +89,11 @@ def test_octet_lists_match_a_product(values: list[int], fixed: int) -> None:
 @given(st.ip_addresses(v=6), st.integers(0, 40))
 def test_dash_ranges_v6(start: ipaddress.IPv6Address, span: int) -> None:
     end = ipaddress.IPv6Address(min(int(start) + span, (1 << 128) - 1))
+    mapped = ipaddress.IPv6Network("::ffff:0:0/96")
+    if int(start) <= int(mapped.broadcast_address) and int(end) >= int(mapped.network_address):
+        with pytest.raises(UsageError, match="IPv4-mapped"):  # IPv4 hosts, refused as targets
+            addresses(f"{start}-{end}")
+        return
     got = addresses(f"{start}-{end}")
     assert got[0] == str(start) and got[-1] == str(end) and len(got) == int(end) - int(start) + 1
 
@@ -179,3 +184,19 @@ def test_an_ipv6_zone_is_kept_and_must_name_an_interface() -> None:
     ):
         with pytest.raises(UsageError, match=words):
             addresses(bad)
+
+
+def test_an_ipv4_mapped_address_is_refused_with_its_ipv4_form() -> None:
+    """`::ffff:127.0.0.1` is the IPv4 host 127.0.0.1; raw IPv6 probes to it never leave, so a
+    SYN scan called its closed ports filtered (nmap refuses it without -6, finds it down with)."""
+    for text in (
+        "::ffff:127.0.0.1",
+        "::ffff:192.0.2.0/120",
+        "::ffff:192.0.2.1-::ffff:192.0.2.9",
+        "::ffff:0:0/95",
+    ):
+        with pytest.raises(UsageError, match="IPv4-mapped"):
+            addresses(text)
+    with pytest.raises(UsageError, match=r"'127\.0\.0\.1'"):
+        addresses("::ffff:127.0.0.1")
+    assert addresses("::fffe:7f00:1") == ["::fffe:7f00:1"]  # next door, an IPv6 address like any

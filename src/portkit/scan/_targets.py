@@ -29,6 +29,10 @@ _HOSTNAME_RE = re.compile(
 # them (0177 is 177); every digit belongs to its number, so a value over 255 is refused.
 _OCTET_ITEM_RE = re.compile(r"(\d+)?(?:(-)(\d+)?)?\Z", re.ASCII)
 MAX_CIDR_HOSTS_V6 = 1 << 24
+# IPv4-mapped addresses (::ffff:a.b.c.d) are IPv4 hosts: no IPv6 packet reaches one.
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_MAPPED_FIRST, _MAPPED_LAST = int(_MAPPED.network_address), int(_MAPPED.broadcast_address)
+_MAPPED_WORDS = "it holds IPv4-mapped addresses (::ffff:a.b.c.d), IPv4 hosts: scan them as IPv4"
 _ACCEPTED = "expected an address, CIDR (192.0.2.0/24), range (192.0.2.1-20, 10.0.0-3.*) or hostname"
 
 
@@ -169,6 +173,11 @@ def parse_target(text: str, resolver: Resolver | None = None, first_address: boo
     except ValueError:
         pass
     else:
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            raise UsageError(
+                f"invalid target {quote(text)}: an IPv4-mapped address is the IPv4 host "
+                f"{quote(str(addr.ipv4_mapped))}: scan that"
+            )
         return [Block(int(addr), 1, addr.version, scope=_zone(text, addr.version, scope) if percent else "")]
     if percent:
         raise UsageError(
@@ -194,6 +203,8 @@ def parse_target(text: str, resolver: Resolver | None = None, first_address: boo
                 raise UsageError(
                     f"invalid target {quote(text)}: the prefix length must be 0-32 for IPv4, 0-128 for IPv6"
                 ) from None
+        if isinstance(net, ipaddress.IPv6Network) and net.overlaps(_MAPPED):
+            raise UsageError(f"invalid target {quote(text)}: {_MAPPED_WORDS}")
         if net.version == 6 and net.num_addresses > MAX_CIDR_HOSTS_V6:
             raise UsageError(
                 f"invalid target {quote(text)}: IPv6 networks larger than /104 are too big to scan"
@@ -206,6 +217,8 @@ def parse_target(text: str, resolver: Resolver | None = None, first_address: boo
         except ValueError:
             lo = hi = None  # type: ignore[assignment]
         if lo is not None and hi is not None:
+            if lo.version == hi.version == 6 and int(hi) >= _MAPPED_FIRST and int(lo) <= _MAPPED_LAST:
+                raise UsageError(f"invalid target {quote(text)}: {_MAPPED_WORDS}")
             if lo.version != hi.version or int(hi) < int(lo):
                 raise UsageError(
                     f"invalid target {quote(text)}: a range goes from a lower to a higher address"
