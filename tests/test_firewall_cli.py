@@ -158,3 +158,19 @@ def test_rule_text_cannot_write_to_the_terminal(cli: Any, tmp_path: Path) -> Non
         assert res.status == 0, res.stderr
         assert "\x1b" not in res.stdout and "\x07" not in res.stdout
         assert "\\x1b]0;pwned\\x07 ssh" in res.stdout
+
+
+@pytest.mark.parametrize("command", [("apply", "RULES"), ("confirm",), ("rollback",)])
+def test_an_empty_netns_name_is_bad_input_not_this_host(
+    cli: Any, web: Path, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """`--netns "$NS"` with NS unset: confirm and rollback acted on this host's pending apply, and
+    apply wrote its rules into this host's state before refusing the name."""
+    import os
+
+    state = tmp_path / "state"
+    args = [str(web) if a == "RULES" else a for a in command]
+    res = cli("fw", *args, "--netns", "", env={**os.environ, "PORTKIT_FW_STATE": str(state)})
+    assert res.status == 2, (res.stdout, res.stderr)
+    assert "invalid netns name ''" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (state / "host").exists()
