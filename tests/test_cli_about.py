@@ -92,3 +92,61 @@ def test_registry_update_says_clearly_when_offline(cli: Any) -> None:
     assert result.status == 1
     assert "cannot download the IANA registry" in result.stderr and "registry import FILE" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_lookup_quotes_a_long_query_briefly(cli: Any) -> None:
+    result = cli("lookup", "x" * 5000)
+    assert result.status == 0
+    assert "no service matches" in result.stdout and len(result.stdout.strip()) < 120
+
+
+def test_explain_port_0_says_the_kernel_picks_a_port(cli: Any) -> None:
+    """bind() to port 0 takes a free port of the ephemeral range; it is no port one holds."""
+    out = cli("explain", "0").stdout
+    first, last = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    assert f"the kernel picks a free port from {first}-{last}" in out
+    assert "ports from" not in out
+
+
+def test_explain_a_reserved_port_in_the_ephemeral_range_is_never_handed_out() -> None:
+    """The kernel skips net.ipv4.ip_local_reserved_ports when it picks an ephemeral port (per
+    namespace), so such a port is in the range but never handed out."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a network namespace with its own reserved ports)")
+    from portkit.testing import LabNamespace
+
+    with LabNamespace("pkab") as ns:
+        ns.run(["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=40000"])
+        run = subprocess.run(
+            ["ip", "netns", "exec", ns.name, sys.executable, "-m", "portkit", "explain", "40000"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        ephemeral = next(line for line in run.stdout.splitlines() if line.startswith("ephemeral:"))
+        assert "never handed out" in ephemeral and "reserved" in ephemeral, ephemeral
+
+
+def test_key_value_lines_write_out_control_characters(capsys: Any) -> None:
+    """`nat router` prints the gateway's own words (its external address string) this way."""
+    from portkit.cli.output import emit_pairs
+
+    emit_pairs([("external address", "\x1b]0;pwned\x07203.0.113.9")])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b]0;pwned\\x07203.0.113.9" in out
+
+
+def test_free_port_says_why_a_range_gave_too_few(cli: Any) -> None:
+    """A range inside the ephemeral range holds no candidate at all: 'found only 0 of 1 free
+    ports' read as if every port there were taken."""
+    first = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+    result = cli("free-port", "--range", f"{first}-{first}")
+    assert result.status == 1
+    assert "found only 0 of 1" in result.stderr
+    assert "skipped" in result.stderr and "ephemeral" in result.stderr

@@ -119,12 +119,25 @@ def test_show_and_export(cli: Any, web: Path) -> None:
         ("fw", "check", "--rules", "RULES"),
         ("fw", "apply", "RULES", "--confirm-within", "soon"),
         ("fw", "export", "RULES", "--to", "pf"),
+        # Interface names Linux refuses (dev_valid_name): none can carry a packet.
+        ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 -> 5.6.7.8:2 in abcdefghijklmnop"),
+        ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 -> 5.6.7.8:2 out a/b"),
+        ("fw", "check", "--rules", "RULES", "--dst", "10.0.0.1", "--in", "eth0:1"),
+        ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 -> 5.6.7.8:2", "--out", ".."),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli: Any, web: Path, args: tuple[str, ...]) -> None:
     res = cli(*(str(web) if a == "RULES" else a for a in args))
     assert res.status == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    if any(a in ("in", "out", "--in", "--out") or " in " in a or " out " in a for a in args):
+        assert "interface name" in res.stderr, res.stderr
+
+
+def test_a_flow_names_interfaces_as_linux_allows_them(cli: Any, web: Path) -> None:
+    for name in ("eth0", "br-lan", "wg0.5", "abcdefghijklmno", "veth@x", "é"):
+        res = cli("fw", "check", "--rules", str(web), f"tcp 1.2.3.4:1 -> 5.6.7.8:80 in {name}")
+        assert res.status in (0, 1, 3), (name, res.stderr)
 
 
 def test_apply_state_lives_where_the_caller_says(tmp_path: Path) -> None:
@@ -143,3 +156,34 @@ def test_apply_state_lives_where_the_caller_says(tmp_path: Path) -> None:
     assert confirm_apply(netns="x", state_root=tmp_path).status == "rolled-back"
     assert confirm_apply(netns="y", state_root=tmp_path).status == "nothing-pending"
     assert rollback_apply(netns="x", state_root=tmp_path).status == "nothing-pending"
+
+
+def test_rule_text_cannot_write_to_the_terminal(cli: Any, tmp_path: Path) -> None:
+    """A comment is whoever wrote the rules' to choose (iptables-restore loads this one): check and
+    show printed its OSC sequence raw, retitling the reader's terminal."""
+    rules = tmp_path / "c.rules"
+    rules.write_text(
+        "*filter\n:INPUT DROP [0:0]\n"
+        '-A INPUT -p tcp --dport 22 -m comment --comment "\x1b]0;pwned\x07 ssh" -j ACCEPT\nCOMMIT\n'
+    )
+    for args in (("check", "--rules", str(rules), "tcp 1.1.1.1:5 -> 2.2.2.2:22"), ("show", str(rules))):
+        res = cli("fw", *args)
+        assert res.status == 0, res.stderr
+        assert "\x1b" not in res.stdout and "\x07" not in res.stdout
+        assert "\\x1b]0;pwned\\x07 ssh" in res.stdout
+
+
+@pytest.mark.parametrize("command", [("apply", "RULES"), ("confirm",), ("rollback",)])
+def test_an_empty_netns_name_is_bad_input_not_this_host(
+    cli: Any, web: Path, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """`--netns "$NS"` with NS unset: confirm and rollback acted on this host's pending apply, and
+    apply wrote its rules into this host's state before refusing the name."""
+    import os
+
+    state = tmp_path / "state"
+    args = [str(web) if a == "RULES" else a for a in command]
+    res = cli("fw", *args, "--netns", "", env={**os.environ, "PORTKIT_FW_STATE": str(state)})
+    assert res.status == 2, (res.stdout, res.stderr)
+    assert "invalid netns name ''" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (state / "host").exists()

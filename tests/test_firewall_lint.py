@@ -57,6 +57,14 @@ def test_partial_overlap_is_reported_with_the_rules_involved() -> None:
     rs = parse_policy("allow tcp 1000-2000\ndeny tcp 1500-2500\n")
     overlap = _by_check(lint_ruleset(rs), "overlap")
     assert len(overlap) == 1 and overlap[0].related == ("inet portkit input #1 (line 1)",)
+    assert "part of its traffic is accepted earlier" in overlap[0].message
+    refused = _by_check(lint_ruleset(parse_policy("deny tcp 1000-2000\nallow tcp 1500-2500\n")), "overlap")
+    assert "part of its traffic is dropped earlier" in refused[0].message
+    nat = "*nat\n:PREROUTING ACCEPT [0:0]\n"
+    nat += "-A PREROUTING -p tcp --dport 1000:2000 -j DNAT --to-destination 10.0.0.1\n"
+    nat += "-A PREROUTING -p tcp --dport 1500:2500 -j REDIRECT --to-ports 8080\nCOMMIT\n"
+    (moved,) = _by_check(lint_ruleset(import_iptables_save(nat, source="nat.rules")), "overlap")
+    assert "part of its traffic is DNATed earlier" in moved.message
 
 
 def test_dead_rules_loops_and_missing_chains() -> None:

@@ -26,6 +26,10 @@ import pytest
         (["8080", "127.0.0.1:80", "--udp", "--congestion", "reno"], "a TCP setting"),
         (["--config", "x.toml", "--congestion", "reno"], "--congestion with --config"),
         (["--config", "/nonexistent/forward.toml"], "cannot read"),
+        # A zone no interface has: the first client's connect() raised in the relay loop, which died.
+        (["8080", "[fe80::1%pknosuch0]:80"], "no interface 'pknosuch0'"),
+        (["[fe80::1%pknosuch0]:8080", "127.0.0.1:80"], "no interface 'pknosuch0'"),
+        (["8080", "[fe80::1%pknosuch0]:80", "--udp"], "no interface 'pknosuch0'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli: Any, args: list[str], message: str) -> None:
@@ -142,3 +146,24 @@ def test_thread_threshold_is_an_option_not_read_at_import() -> None:
         assert engine.thread_after == 0
     finally:
         engine._release()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("0.0.0.0:18556", "127.0.0.1:18556"), ("[::1]:18556", "[::]:18556"), ("[::]:18556", "10.0.0.1:18556")],
+)
+def test_tcp_rules_whose_listens_overlap_are_refused_by_check(
+    cli: Any, tmp_path: Path, first: str, second: str
+) -> None:
+    """A wildcard listen takes its port on every address of its family ([::] on IPv4 too): a second
+    TCP rule on one of them passed --check, then failed to start, blaming 'another process'."""
+    config = tmp_path / "f.toml"
+    config.write_text(
+        f"[[rule]]\nlisten = '{first}'\ntarget = '127.0.0.1:1'\n"
+        f"[[rule]]\nlisten = '{second}'\ntarget = '127.0.0.1:2'\n"
+        # UDP sockets may share the port (SO_REUSEADDR): datagrams go to the most specific one.
+        f"[[rule]]\nlisten = '{second}'\ntarget = '127.0.0.1:3'\nprotocol = 'udp'\n"
+    )
+    result = cli("forward", "--config", str(config), "--check")
+    assert result.status == 2, result.stdout
+    assert "overlaps rule 1" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -253,3 +253,12 @@ def test_the_process_wide_paths_choose_the_default_registry(tmp_path: Path) -> N
     finally:
         use_registry_paths(before)
     assert default_registry().name_for(40001, Protocol.TCP) != "made-up"
+
+
+def test_search_for_a_port_number_lists_that_ports_services_first() -> None:
+    """`portkit lookup 22` led with 1153/tcp c1222-acse ("ANSI C12.22"): a number is a port first."""
+    found = Registry().search("22")
+    assert found and found[0].port == 22
+    first_other = next(i for i, s in enumerate(found) if not s.port <= 22 <= s.last_port)
+    assert all(s.port <= 22 <= s.last_port for s in found[:first_other])
+    assert any(s.name == "ssh" for s in found[:first_other])

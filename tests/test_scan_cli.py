@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,8 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +103,9 @@ def test_syn_scan_as_root_is_the_default(cli, listener: int) -> None:  # type: i
         (["-iL", "/nonexistent/targets"], "invalid target file"),
         ([], "no targets"),
         (["127.0.0.1", "-T", "9"], "-T"),
+        # nmap scans both; portkit scanned only the last one given, without a word.
+        (["127.0.0.1", "-sT", "-sU", "-p", "22"], "-sT and -sU"),
+        (["127.0.0.1", "-sS", "--ack", "-p", "22"], "-sS and -sA"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(cli, args: list[str], fragment: str) -> None:  # type: ignore[no-untyped-def]
@@ -128,6 +134,81 @@ def test_ctrl_c_prints_partial_results_and_exits_130(tmp_path) -> None:  # type:
     assert "interrupted" in err
 
 
+def test_ping_scan_without_discovery_lists_every_host_up_as_nmap_does(cli) -> None:  # type: ignore[no-untyped-def]
+    """`-sn -Pn` asks for no probe at all: nmap lists every target up (reason user-set); portkit
+    said 0 hosts up."""
+    result = cli("scan", "-sn", "-Pn", "127.0.0.1", "127.0.0.2", "--json")
+    assert result.status == 0, result.stderr
+    doc = result.json()
+    assert doc["scan"]["hosts_up"] == 2
+    assert [(h["address"], h["status"], h["status_reason"]) for h in doc["hosts"]] == [
+        ("127.0.0.1", "up", "user-set"),
+        ("127.0.0.2", "up", "user-set"),
+    ]
+    if shutil.which("nmap"):
+        xml = subprocess.run(
+            ["nmap", "-sn", "-Pn", "-n", "-oX", "-", "127.0.0.1", "127.0.0.2"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert '<hosts up="2" down="0" total="2"/>' in xml
+        ours = cli("scan", "-sn", "-Pn", "127.0.0.1", "127.0.0.2", "-oX", "-").stdout
+        assert '<hosts up="2" down="0" total="2"/>' in ours
+
+
+def test_a_hostile_service_cannot_write_to_the_terminal(cli) -> None:  # type: ignore[no-untyped-def]
+    """A page title or redirect is the scanned host's to choose: an OSC sequence in it retitled the
+    terminal of whoever read `scan --sv` (nmap writes such bytes out as \\x1B)."""
+    page = b"<html><title>\x1b]0;pwned\x07\x1b[2J</title></html>"
+    answer = b"HTTP/1.1 200 OK\r\nLocation: \x1b]8;;http://x\x07\r\nContent-Length: %d\r\n\r\n" % len(page)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+
+        def reply(conn: socket.socket) -> None:
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(2)
+                conn.recv(4096)
+                conn.sendall(answer + page)
+
+        def serve() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    threading.Thread(target=reply, args=(server.accept()[0],), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+        result = cli("scan", "-sT", "--sv", "-p", str(port), "127.0.0.1")
+    assert result.status == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\\x1b]0;pwned\\x07" in result.stdout, result.stdout
+
+
+def test_a_killed_scan_leaves_no_worker_probing() -> None:
+    """`kill PID` of a big scan (two worker processes) ends the workers too: they were left
+    scanning, orphaned, for as long as the scan had to run."""
+    env = {**os.environ, "PORTKIT_SCAN_WORKERS": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "portkit", "scan", "127.0.0.1", "-sT", "-p-", "--max-rate", "2000", "--json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    workers: list[int] = []
+    deadline = time.monotonic() + 20
+    while len(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            workers = [int(w) for w in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert len(workers) == 2, "the scan did not fork its workers"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert alive == [], "workers kept scanning after the scan was killed"
+
+
 def test_target_file_and_exclusions(cli, tmp_path, listener: int) -> None:  # type: ignore[no-untyped-def]
     targets = tmp_path / "targets"
     targets.write_text("127.0.0.1\n127.0.0.2 # excluded below\n127.0.0.3\n")
@@ -139,3 +220,31 @@ def test_target_file_and_exclusions(cli, tmp_path, listener: int) -> None:  # ty
     )  # fmt: skip
     assert result.status == 0, result.stderr
     assert [h["address"] for h in result.json()["hosts"]] == ["127.0.0.1"]
+
+
+@needs_root
+def test_a_subnets_broadcast_address_is_scanned_like_any_silent_host() -> None:
+    """Scanning 10.x.0.0/30 from a host on that subnet reaches its broadcast address, to which the
+    kernel refuses to send (EACCES without SO_BROADCAST): a SYN scan of any directly attached
+    subnet ended in an internal error. nmap finds no such host up (none answers); with -Pn its
+    ports are filtered (no probe got an answer)."""
+    from portkit.testing import LabNamespace
+
+    with LabNamespace("pkbc") as ns:
+        ns.ip("link", "add", "pkbc0", "type", "veth", "peer", "name", "pkbc1")
+        ns.ip("addr", "add", "10.250.0.1/30", "dev", "pkbc0")
+        for device in ("pkbc0", "pkbc1"):
+            ns.ip("link", "set", device, "up")
+
+        def scan(*args: str) -> dict:  # type: ignore[type-arg]
+            proc = ns.run([sys.executable, "-m", "portkit", "scan", "-p", "22", "--json", *args], timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+        for kind in ("-sS", "-sA", "-sU", "-sT"):
+            assert scan(kind, "10.250.0.3")["scan"]["hosts_up"] == 0, kind
+            doc = scan(kind, "-Pn", "10.250.0.3")
+            (host,) = doc["hosts"]
+            states = [p["state"] for p in host["ports"]] + [e["state"] for e in host["extraports"]]
+            assert states in (["filtered"], ["open|filtered"]), (kind, states)
+            assert scan(kind, "10.250.0.0/30")["scan"]["hosts_up"] == 1, kind  # itself, 10.250.0.1

@@ -89,12 +89,17 @@ def test_octet_lists_match_a_product(values: list[int], fixed: int) -> None:
 @given(st.ip_addresses(v=6), st.integers(0, 40))
 def test_dash_ranges_v6(start: ipaddress.IPv6Address, span: int) -> None:
     end = ipaddress.IPv6Address(min(int(start) + span, (1 << 128) - 1))
+    mapped = ipaddress.IPv6Network("::ffff:0:0/96")
+    if int(start) <= int(mapped.broadcast_address) and int(end) >= int(mapped.network_address):
+        with pytest.raises(UsageError, match="IPv4-mapped"):  # IPv4 hosts, refused as targets
+            addresses(f"{start}-{end}")
+        return
     got = addresses(f"{start}-{end}")
     assert got[0] == str(start) and got[-1] == str(end) and len(got) == int(end) - int(start) + 1
 
 
 @settings(deadline=None)
-@given(st.integers(0, 3000), st.integers(0, 2**64 - 1))
+@given(st.integers(0, 3000), st.integers(-(2**63), 2**64 - 1))  # --seed's range
 def test_permutation_is_a_bijection(n: int, key: int) -> None:
     perm = Permutation(n, key)
     assert sorted(perm) == list(range(n))
@@ -106,6 +111,9 @@ def test_permutation_is_keyed_and_deterministic() -> None:
     assert list(Permutation(1000, 7)) != list(range(1000))
     perm = Permutation(1000, 7)
     assert [perm[i] for i in range(1000)] == list(perm)
+    # A negative key (`--seed -7`) is a key like any other; it raised OverflowError.
+    assert sorted(Permutation(1000, -7)) == list(range(1000))
+    assert list(Permutation(1000, -7)) not in (list(Permutation(1000, 7)), list(range(1000)))
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 1000])
@@ -146,3 +154,49 @@ def test_a_slash16_by_100_ports_is_streamed_not_materialised() -> None:
     # 5,000 probes touch ~4,800 hosts; memory grows with hosts seen, never with the probe space.
     assert len(seen) > 4000
     assert peak < 8 * 1024 * 1024
+
+
+def test_octets_with_leading_zeros_are_decimal_whole_numbers_as_nmap_reads_them() -> None:
+    """`nmap -sL -n 0177.0.0.1` lists 177.0.0.1 and `1.2.3.0010` 1.2.3.10: every digit of an octet
+    counts (a regex that split "0177" into "017" and "7" scanned 17.0.0.1, another host)."""
+    assert addresses("0177.0.0.1") == ["177.0.0.1"]
+    assert addresses("1.2.3.0010") == ["1.2.3.10"]
+    assert addresses("127.0.0.01") == ["127.0.0.1"]
+    assert addresses("10.0.0.01-003") == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    for bad in ("1.2.3.0256", "1.2.3.1-0300", "1.2.3.2550", "1.2.3." + "9" * 5000):
+        with pytest.raises(UsageError, match="0-255"):
+            addresses(bad)
+
+
+def test_an_ipv6_zone_is_kept_and_must_name_an_interface() -> None:
+    """`fe80::1%lo` is scanned through lo (connect() to a link-local address without its zone
+    fails with EINVAL, which read as filtered); a zone no interface has is bad input."""
+    assert addresses("fe80::1%lo") == ["fe80::1%lo"]
+    assert addresses("fe80::1%1") == ["fe80::1%1"]
+    for bad, words in (
+        ("fe80::1%pknosuch0", "no interface"),
+        ("fe80::1%", "no interface"),
+        ("192.0.2.1%lo", "IPv6"),
+        ("fe80::1%lo-fe80::2", "no interface"),
+        ("fe80::1-fe80::2%lo", "single"),
+        ("fe80::/64%lo", "single"),
+        ("fe80::1%999999", "no interface"),
+    ):
+        with pytest.raises(UsageError, match=words):
+            addresses(bad)
+
+
+def test_an_ipv4_mapped_address_is_refused_with_its_ipv4_form() -> None:
+    """`::ffff:127.0.0.1` is the IPv4 host 127.0.0.1; raw IPv6 probes to it never leave, so a
+    SYN scan called its closed ports filtered (nmap refuses it without -6, finds it down with)."""
+    for text in (
+        "::ffff:127.0.0.1",
+        "::ffff:192.0.2.0/120",
+        "::ffff:192.0.2.1-::ffff:192.0.2.9",
+        "::ffff:0:0/95",
+    ):
+        with pytest.raises(UsageError, match="IPv4-mapped"):
+            addresses(text)
+    with pytest.raises(UsageError, match=r"'127\.0\.0\.1'"):
+        addresses("::ffff:127.0.0.1")
+    assert addresses("::fffe:7f00:1") == ["::fffe:7f00:1"]  # next door, an IPv6 address like any

@@ -200,3 +200,83 @@ def test_host_timeout_stops_probing_a_host() -> None:
             sched.answered(key, tryno, t)
     assert sched.timed_out(0)
     assert sched.sent < 100
+
+
+class IcmpRateLimitedHost:
+    """A Linux host's ICMP errors as its kernel rations them (icmp_ratelimit 1000 ms): per peer, a
+    bucket of 6 tokens refilled at one per second (inet_peer_xrlim_allow, XRLIM_BURST_FACTOR)."""
+
+    def __init__(self) -> None:
+        self.tokens = 6.0
+        self.stamp = 0.0
+
+    def answers(self, now: float) -> bool:
+        self.tokens = min(6.0, self.tokens + (now - self.stamp))
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def udp_scan_of_closed_ports(
+    hosts: int, nports: int, level: int = 3, pacing: bool = True
+) -> tuple[set[int], float]:
+    """Drive a schedule against hosts whose every port is closed (answered by a rate-limited ICMP
+    port-unreachable, 1 ms later): the probes settled as silent, and when the scan ended."""
+    targets = [IcmpRateLimitedHost() for _ in range(hosts)]
+    sched = Schedule(iter(range(hosts * nports)), nports=nports, tpl=template(level), udp_pacing=pacing)
+    silent: set[int] = set()
+    in_flight: list[tuple[float, int, int]] = []
+    t = 0.0
+    while not sched.done and t < 600:
+        for key, tryno in sched.next_probes(t):
+            if targets[key // nports].answers(t):
+                in_flight.append((t + 0.001, key, tryno))
+        t += 0.005
+        for item in [i for i in in_flight if i[0] <= t]:
+            in_flight.remove(item)
+            sched.answered(item[1], item[2], t)
+        silent.update(sched.expired(t))
+    assert sched.done
+    return silent, t
+
+
+def test_udp_scan_waits_out_icmp_rate_limits_as_nmap_does() -> None:
+    """nmap's defences against rate-limited ICMP errors: the first retransmission of each new try
+    number waits a second (rate-limit detection), and replies that only retransmissions got make
+    the host's send delay grow (50 ms, doubling up to 1 s). Without them, every closed port after
+    the sixth of a Linux host reads open|filtered."""
+    unpaced, _ = udp_scan_of_closed_ports(1, 21, pacing=False)
+    assert len(unpaced) > 5  # what the plain schedule reports: silence where ports are closed
+    silent, elapsed = udp_scan_of_closed_ports(1, 21)
+    assert silent == set()
+    assert elapsed < 30
+    # 40 closed ports: nmap 7.93 -sU took 36 s on a Linux peer, every port closed.
+    silent, elapsed = udp_scan_of_closed_ports(1, 40)
+    assert silent == set()
+    assert elapsed < 60
+
+
+def test_udp_pacing_holds_back_only_the_rate_limited_host() -> None:
+    """The send delay is per host, as nmap's: three rate-limited hosts scanned together take about
+    as long as one."""
+    _, one = udp_scan_of_closed_ports(1, 30)
+    silent, three = udp_scan_of_closed_ports(3, 30)
+    assert silent == set()
+    assert three < one * 1.5 + 2
+
+
+def test_a_udp_scan_waiting_out_a_rate_limit_sleeps_until_then() -> None:
+    """A host held back for rate-limit detection, whose send delay passed long ago, is due when
+    the wait ends: the driver must sleep until then, not poll in a loop (a 20-port scan of a
+    rate-limited host spent 3.7 s of CPU in 14 s)."""
+    sched = Schedule(iter(range(3)), nports=3, tpl=template(3), udp_pacing=True)
+    assert len(sched.next_probes(0.0)) == 3
+    sched._boost(0, 0.0)  # a send delay of 50 ms, its last send at 0.0
+    assert sched.expired(1.1) == []  # the initial 1 s timeout: all three go back for a second try
+    assert sched.next_probes(1.1) == []  # the first retry of try 1 waits a second (until 2.1)
+    assert not sched.can_send()
+    assert sched.next_wakeup(1.2) >= 0.1  # not 0: nothing may go before 2.1 (the driver polls at most 0.1 s)
+    assert [tryno for _, tryno in sched.next_probes(2.1)] == [1]  # then one, the delay after it
+    assert sched.next_wakeup(2.11) == pytest.approx(0.04)

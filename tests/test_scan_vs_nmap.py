@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -192,6 +193,51 @@ def test_udp_scan_agrees_with_nmap(lab: Lab) -> None:
     assert ports[5000] == ("open|filtered", "no-response")
     assert ports[5002] == ("closed", "port-unreach")
     assert ports[5003] == ("filtered", "admin-prohibited")
+
+
+def test_udp_scan_of_many_closed_ports_agrees_with_nmap(lab: Lab) -> None:
+    """With Linux's default ICMP rate limit (the lab turns it off; here it is back on in the target's
+    namespace), the target sends a peer 6 port-unreachables at once, then one a second: nmap waits
+    them out, and so must portkit, or every closed port after the sixth reads open|filtered.
+    Nothing listens there, so every port is closed; nmap's own waits are not always long enough
+    (it may give up on a port), so each port nmap saw closed must be closed here too."""
+    assert lab.run("fw", ["sysctl", "-qw", "net.ipv4.icmp_ratelimit=1000"]).returncode == 0
+    try:
+        time.sleep(6)  # a full bucket for each scanner
+        theirs = nmap_ports(lab, "-sU", "6000-6019", lab.address("fw"))
+        time.sleep(6)
+        ours = portkit_ports(lab, "-sU", "6000-6019", lab.address("fw"))
+    finally:
+        lab.run("fw", ["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"])
+    assert ours == dict.fromkeys(range(6000, 6020), ("closed", "port-unreach"))
+    assert {p for p, s in theirs.items() if s[0] == "closed"} <= set(ours)
+
+
+def _link_local(lab: Lab, host: str) -> tuple[str, str]:
+    """`host`'s link-local address and the interface it is on, once duplicate address detection
+    is over (a tentative address cannot be used yet)."""
+    deadline = time.monotonic() + 10
+    while (
+        lab.run(host, ["ip", "-o", "-6", "addr", "show", "tentative"]).stdout and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    proc = lab.run(host, ["ip", "-o", "-6", "addr", "show", "scope", "link"])
+    for line in proc.stdout.splitlines():
+        words = line.split()
+        if words[1] != "lo" and words[2] == "inet6":
+            return words[3].split("/")[0], words[1].split("@")[0]
+    raise AssertionError(f"{host} has no link-local address: {proc.stdout}{proc.stderr}")
+
+
+def test_scans_of_a_link_local_target_agree_with_nmap(lab: Lab) -> None:
+    """A zone on the target (`fe80::1%eth0`) is kept: a connect() to a link-local address without
+    it fails with EINVAL, which portkit reported as filtered for every port."""
+    address, _ = _link_local(lab, "fw")
+    _, iface = _link_local(lab, "client")
+    for flag in ("-sT", "-sS"):
+        ours = portkit_ports(lab, flag, TCP_PORTS, f"{address}%{iface}")
+        assert ours == nmap_ports(lab, flag, TCP_PORTS, f"{address}%{iface}"), flag
+        assert ours[22] == ("open", "syn-ack")
 
 
 def test_syn_scan_agrees_through_a_lossy_link(lab: Lab, io_path: str) -> None:

@@ -20,6 +20,10 @@ def test_exposure_of_addresses() -> None:
     assert exposure_of("::1") is Exposure.LOOPBACK
     assert exposure_of("::ffff:127.0.0.1") is Exposure.LOOPBACK
     assert exposure_of("192.0.2.7") is Exposure.SPECIFIC
+    # SO_BINDTODEVICE lo (index 1 in every namespace): only this host's own packets arrive there.
+    assert exposure_of("0.0.0.0", 1) is Exposure.LOOPBACK
+    assert exposure_of("::", 1) is Exposure.LOOPBACK
+    assert exposure_of("0.0.0.0", 7) is Exposure.ALL  # another device: never said to be less exposed
 
 
 def _row(port: int, address: str, state: TcpState = TcpState.LISTEN, remote: int = 0, **kw: Any) -> Socket:

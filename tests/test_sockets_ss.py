@@ -194,3 +194,67 @@ def test_pid_user_and_process_filters_match_ss_p(cli: Any) -> None:
         by_user = _ls(cli, "--all", "--user", str(me), "--port", str(port))
         assert {r["uid"] for r in by_user["sockets"]} == {me} and len(by_user["sockets"]) == 3
         assert _ls(cli, "--all", "--user", "nobody", "--port", str(port))["sockets"] == []
+
+
+@needs_root
+def test_sockets_bound_to_a_device_show_it_as_ss_does_and_lo_is_loopback_only(cli: Any) -> None:
+    """SO_BINDTODEVICE (and an IPv6 link-local scope) limit a socket to one interface: `ss` prints it
+    as `0.0.0.0%lo:PORT`, and a wildcard socket bound to lo takes only this host's own packets
+    (they alone arrive on lo), so it is no more exposed than one on 127.0.0.1."""
+    with fx.named_netns() as ns:
+        subprocess_run = fx.subprocess.run
+        subprocess_run(
+            ["ip", "-n", ns, "link", "add", "pkdev0", "type", "veth", "peer", "name", "pkdev1"], check=True
+        )
+        subprocess_run(["ip", "-n", ns, "link", "set", "pkdev0", "up"], check=True)
+        subprocess_run(["ip", "-n", ns, "addr", "add", "fe80::7/64", "dev", "pkdev0", "nodad"], check=True)
+        from portkit.testing import inside
+
+        made = []
+        with inside(ns):
+            for family, address, device in (
+                (fx.socket.AF_INET, ("0.0.0.0", 0), "lo"),
+                (fx.socket.AF_INET, ("0.0.0.0", 0), "pkdev0"),
+                (fx.socket.AF_INET6, ("fe80::7", 0, 0, fx.socket.if_nametoindex("pkdev0")), None),
+            ):
+                s = fx.socket.socket(family, fx.socket.SOCK_STREAM)
+                if device:
+                    s.setsockopt(fx.socket.SOL_SOCKET, fx.socket.SO_BINDTODEVICE, device.encode())
+                s.bind(address)
+                s.listen()
+                made.append(s)
+        try:
+            ports = [s.getsockname()[1] for s in made]
+            ss = subprocess_run(
+                ["ip", "netns", "exec", ns, "ss", "-Htln"], capture_output=True, text=True, check=True
+            ).stdout
+            theirs = {line.split()[3] for line in ss.splitlines()}
+            table = cli("ls", "--netns", ns, "--proto", "tcp", "--no-processes")
+            assert table.status == 0, table.stderr
+            ours = {line.split()[4] for line in table.stdout.splitlines()[2:]}
+            assert ours == theirs
+            assert {
+                f"0.0.0.0%lo:{ports[0]}",
+                f"0.0.0.0%pkdev0:{ports[1]}",
+                f"[fe80::7]%pkdev0:{ports[2]}",
+            } <= ours
+            overview = cli("overview", "--netns", ns, "--json")
+            exposure = {item["port"]: item["exposure"] for item in overview.json()["listeners"]}
+            assert exposure[ports[0]] == "loopback"
+            assert exposure[ports[1]] == "all"  # one interface, every address: never said to be less
+            who = cli("who", f"{ports[0]}/tcp", "--netns", ns, "--json")
+            assert who.json()["exposed"] is False
+            held = cli("who", f"{ports[1]}/tcp", "--netns", ns)
+            assert f"0.0.0.0%pkdev0:{ports[1]}" in held.stdout
+        finally:
+            for s in made:
+                s.close()
+
+
+@pytest.mark.parametrize("command", [("ls",), ("who", "22"), ("overview",)])
+def test_an_empty_netns_name_is_bad_input_not_this_host(cli: Any, command: tuple[str, ...]) -> None:
+    """`--netns "$NS"` with NS unset must not quietly report this host's sockets."""
+    result = cli(*command, "--netns", "")
+    assert result.status == 2, result.stdout
+    assert "invalid network namespace name ''" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -128,6 +129,34 @@ def test_kill_asks_first_and_yes_kills() -> None:
         assert proc.wait(timeout=10) != 0
 
 
+def test_kill_without_an_answer_signals_nothing_and_json_stays_json() -> None:
+    """No answer (stdin at its end, as under cron or `< /dev/null`) is no: exit 1, not the 130 of
+    an interrupt. The question goes to stderr, so `--kill --json` prints one JSON document."""
+    with fx.listener_process("4", "tcp") as (proc, port):
+        unanswered = subprocess.run(
+            [sys.executable, "-m", "portkit", "who", str(port), "--kill"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert unanswered.returncode == 1, unanswered.stderr
+        assert "Nothing signalled" in unanswered.stdout and "interrupted" not in unanswered.stderr
+        assert proc.poll() is None
+        answered = subprocess.run(
+            [sys.executable, "-m", "portkit", "who", str(port), "--kill", "--json"],
+            input="y\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert answered.returncode == 0, answered.stderr
+        doc = json.loads(answered.stdout)
+        assert doc["killed"] == [{"pid": proc.pid, "outcome": "sent SIGTERM"}]
+        assert "Send SIGTERM" in answered.stderr
+        assert proc.wait(timeout=10) != 0
+
+
 @needs_root
 def test_who_inside_a_named_netns(cli: Any) -> None:
     with fx.named_netns() as ns, fx.listener_process("4", "tcp", netns=ns) as (proc, port):
@@ -167,6 +196,9 @@ def test_bad_input_exits_2_with_one_line(cli: Any, args: list[str]) -> None:
     assert result.status == 2, (result.stdout, result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+    if args[0] == "who" and "/" in args[1]:
+        # One answer for every protocol who refuses (80/icmp offered sctp, which 80/sctp refused).
+        assert "expected tcp or udp" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("backend", ["netlink", "proc"])

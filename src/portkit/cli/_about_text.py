@@ -27,17 +27,27 @@ def service_rows(services: list[Service] | tuple[Service, ...]) -> list[tuple[st
     ]
 
 
+def _ephemeral_text(result: PortExplanation) -> str:
+    where = f"this machine hands out {result.settings.ephemeral} to outgoing connections"
+    if result.ephemeral and result.reserved:
+        # The kernel's port choice skips ip_local_reserved_ports (inet_is_local_reserved_port).
+        return f"in the range but never handed out: reserved ({where})"
+    return ("yes" if result.ephemeral else "no") + f" ({where})"
+
+
 def print_explanation(result: PortExplanation, as_json: bool) -> None:
     """`portkit explain`'s output for one explained port."""
     if as_json:
         emit_json(result.to_json())
         return
     s = result.settings
-    bind = (
-        f"needs root or CAP_NET_BIND_SERVICE (ports below {s.unprivileged_start})"
-        if result.needs_privilege
-        else f"any user (ports from {s.unprivileged_start} up)"
-    )
+    if result.port == 0:
+        # bind() to port 0 asks for a free ephemeral port (inet_csk_get_port); no privilege.
+        bind = f"any user; the kernel picks a free port from {s.ephemeral}"
+    elif result.needs_privilege:
+        bind = f"needs root or CAP_NET_BIND_SERVICE (ports below {s.unprivileged_start})"
+    else:
+        bind = f"any user (ports from {s.unprivileged_start} up)"
     if result.needs_privilege:
         bind += "; this process may bind it" if result.can_bind_now else "; this process may not bind it"
     emit_pairs(
@@ -49,11 +59,7 @@ def print_explanation(result: PortExplanation, as_json: bool) -> None:
                 f"{result.port_class.description}",
             ),
             ("binding", bind),
-            (
-                "ephemeral",
-                ("yes" if result.ephemeral else "no")
-                + f" (this machine hands out {s.ephemeral} to outgoing connections)",
-            ),
+            ("ephemeral", _ephemeral_text(result)),
             ("reserved", "yes (ip_local_reserved_ports)" if result.reserved else "no"),
         ]
     )

@@ -23,6 +23,16 @@ def process_text(inventory: Inventory, row: Socket) -> str:
     return "-"
 
 
+def bind_text(inventory: Inventory, row: Socket) -> str:
+    """The local end as `ss` prints it: with the bound device, `0.0.0.0%lo:7001`, `[fe80::1]%eth0:22`."""
+    device = inventory.interface_name(row)
+    if not device:
+        return row.local_text
+    port = row.local_port or "*"
+    address = f"[{row.local_address}]" if row.family == 6 else row.local_address
+    return visible(f"{address}%{device}:{port}")  # a device name is any bytes its creator chose
+
+
 def warn(inventory: Inventory) -> None:
     for warning in inventory.warnings:
         echo(f"portkit: warning: {warning}", err=True)
@@ -38,7 +48,7 @@ def ls_rows(
             row.state.label,
             str(row.recv_q),
             str(row.send_q),
-            row.local_text,
+            bind_text(inventory, row),
             row.remote_text,
         ]
         if show_netns:
@@ -108,14 +118,16 @@ def _print_holders(use: PortUse, inventory: Inventory, label: str) -> None:
                 unknown = inventory.owner_unknown(row)
                 pid, owner = ("?", NO_OWNER) if unknown else ("-", "-")
                 user = user_name(row.uid)
-                rows.append([*netns, row.transport.value, row.local_text, pid, owner, user, "", ""])
+                rows.append(
+                    [*netns, row.transport.value, bind_text(inventory, row), pid, owner, user, "", ""]
+                )
             for p in row.processes:
                 place = p.container_name or p.container[:12] or p.unit or "-"
                 rows.append(
                     [
                         *netns,
                         row.transport.value,
-                        row.local_text,
+                        bind_text(inventory, row),
                         str(p.pid),
                         p.name,
                         p.user,

@@ -84,4 +84,4 @@ def emit_pairs(pairs: Sequence[tuple[str, Any]]) -> None:
     """`key: value` lines, keys aligned."""
     width = max((len(k) for k, _ in pairs), default=0)
     for key, value in pairs:
-        echo(f"{key + ':':<{width + 1}} {value}")
+        echo(visible(f"{key + ':':<{width + 1}} {value}"))

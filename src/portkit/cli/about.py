@@ -40,7 +40,7 @@ def lookup(text: tuple[str, ...], limit: int, as_json: bool) -> None:
     emit_table(
         ["PORT", "SERVICE", "SOURCES", "DESCRIPTION"],
         rows[:limit] if limit else rows,
-        empty=f"no service matches {query!r}",
+        empty=f"no service matches {quote(query)}",
     )
 
 
@@ -118,7 +118,7 @@ def _parse_range(_ctx: click.Context, _param: click.Parameter, value: str | None
 @json_option
 def free_port(proto: str, search: PortRange | None, count: int, as_json: bool) -> int:
     """Ports free to bind now, outside the ephemeral range, avoiding known services."""
-    from portkit.freeport import find_free_ports
+    from portkit.freeport import DEFAULT_RANGE, find_free_ports
 
     protocol = Transport.parse(proto)
     ports = find_free_ports(count, protocol, search)
@@ -128,6 +128,12 @@ def free_port(proto: str, search: PortRange | None, count: int, as_json: bool) -
         for port in ports:
             click.echo(port)
     if len(ports) < count:
-        click.echo(f"portkit: found only {len(ports)} of {count} free ports", err=True)
+        settings = read_port_settings()
+        click.echo(
+            f"portkit: found only {len(ports)} of {count} free ports in {search or DEFAULT_RANGE} "
+            f"(skipped: the ephemeral range {settings.ephemeral}, reserved ports, ports below "
+            f"{settings.unprivileged_start} and ports /etc/services or portkit's table assign)",
+            err=True,
+        )
         return 1
     return 0

@@ -12,6 +12,7 @@ import click
 
 from portkit.cli._params import WholeNumber, parse_duration
 from portkit.cli._record import record_options, recording_ledger, this_host
+from portkit.cli._text import visible
 from portkit.cli.output import emit_json, emit_table, json_option
 from portkit.errors import UsageError
 
@@ -41,7 +42,7 @@ def _notes(ruleset: Any) -> None:
 
     for note in ruleset.notes:
         # nft's JSON for an unmodelled statement, written as nft syntax for the reader.
-        click.echo(f"note: {render_embedded_json(note)}", err=True)
+        click.echo(visible(f"note: {render_embedded_json(note)}"), err=True)
 
 
 _FORMATS = click.Choice(["nft-json", "nft", "iptables", "ufw", "policy"])
@@ -77,21 +78,19 @@ def show(
     if as_json:
         emit_json(ruleset.to_json())
         return
-    click.echo(f"# {ruleset.source}: {len(ruleset.tables)} tables, {ruleset.rule_count} rules")
+    _line(f"# {ruleset.source}: {len(ruleset.tables)} tables, {ruleset.rule_count} rules")
     if not ruleset.tables:
-        click.echo("(no rules: every packet is accepted)")
+        _line("(no rules: every packet is accepted)")
     for t in ruleset.tables:
-        click.echo(f"table {t}")
+        _line(f"table {t}")
         for s in t.sets:
             elems = s.to_json()["elements"]
-            click.echo(
-                f"  set {s.name} ({s.type}): {', '.join(elems[:12])}{' ...' if len(elems) > 12 else ''}"
-            )
+            _line(f"  set {s.name} ({s.type}): {', '.join(elems[:12])}{' ...' if len(elems) > 12 else ''}")
         for c in t.chains:
-            click.echo(f"  {c}")
+            _line(f"  {c}")
             for i, r in enumerate(c.rules, start=1):
                 where = f" ({r.where})" if r.where else ""
-                click.echo(f"    {i:>3}{where}: {r}")
+                _line(f"    {i:>3}{where}: {r}")
     _notes(ruleset)
 
 
@@ -107,9 +106,11 @@ def _flow_from_flags(
     state: str | None,
     icmp_type: str | None,
 ) -> Any:
-    from portkit.firewall import Packet, parse_icmp_type, parse_l4proto, parse_state
+    from portkit.firewall import Packet, parse_icmp_type, parse_interface, parse_l4proto, parse_state
     from portkit.model import parse_address
 
+    iif = parse_interface(iif) if iif is not None else None
+    oif = parse_interface(oif) if oif is not None else None
     if flow:
         packet = Packet.parse(flow)
         from dataclasses import replace
@@ -346,53 +347,59 @@ def _read_flows(path: str) -> list[Any]:
     return out
 
 
+def _line(text: str = "") -> None:
+    """A line of rules or of a verdict: rule text and comments are whoever wrote the rules', so
+    their control characters are written out, never sent to the terminal."""
+    click.echo(visible(text))
+
+
 def _print_decision(d: Any, source: str) -> None:
     verdict = d.verdict.value.upper() + (f" with {d.reject_with}" if d.reject_with else "")
-    click.echo(f"flow:      {d.packet}")
-    click.echo(f"rules:     {source}")
+    _line(f"flow:      {d.packet}")
+    _line(f"rules:     {source}")
     if d.final_packet is not None and (d.final_packet.dst, d.final_packet.dport) != (
         d.packet.dst,
         d.packet.dport,
     ):
-        click.echo(
+        _line(
             f"nat:       destination rewritten -> {d.final_packet.dst}"
             + (f":{d.final_packet.dport}" if d.final_packet.dport is not None else "")
         )
     if d.snat is not None:
-        click.echo(f"nat:       source rewritten -> {d.snat}")
-    click.echo(f"path:      {d.direction} ({' -> '.join(h.value for h in _hooks(d))})")
+        _line(f"nat:       source rewritten -> {d.snat}")
+    _line(f"path:      {d.direction} ({' -> '.join(h.value for h in _hooks(d))})")
     if not d.certain:
-        click.echo(
+        _line(
             f"verdict:   UNCERTAIN: {' or '.join(sorted(d.possible))} "
             f"(some conditions on the way cannot be decided; every outcome follows"
             f"{', but not every branch was followed' if d.truncated else ''})"
         )
         for n, o in enumerate(d.outcomes, start=1):
             said = o.verdict.value.upper() + (f" with {o.reject_with}" if o.reject_with else "")
-            click.echo(f"outcome {n}: {said} (path {o.direction})")
+            _line(f"outcome {n}: {said} (path {o.direction})")
             for rule, held in o.assumed:
-                click.echo(f"  given:   {rule}  [{'holds' if held else 'does not hold'}]")
-            click.echo(f"  why:     {o.reason}")
+                _line(f"  given:   {rule}  [{'holds' if held else 'does not hold'}]")
+            _line(f"  why:     {o.reason}")
             if o.scanner:
-                click.echo(f"  scanner: {o.scanner.scan}")
-            click.echo("  trace:")
+                _line(f"  scanner: {o.scanner.scan}")
+            _line("  trace:")
             for step in o.trace:
-                click.echo(f"    {step}")
+                _line(f"    {step}")
         for stated in d.stated:
-            click.echo(f"stated:    {stated}")
+            _line(f"stated:    {stated}")
         return
-    click.echo(f"verdict:   {verdict}")
-    click.echo(f"why:       {d.reason}")
+    _line(f"verdict:   {verdict}")
+    _line(f"why:       {d.reason}")
     if d.scanner:
-        click.echo(f"connect(): {d.scanner.connect}")
-        click.echo(f"scanner:   {d.scanner.scan}")
+        _line(f"connect(): {d.scanner.connect}")
+        _line(f"scanner:   {d.scanner.scan}")
     for u in d.uncertain:
-        click.echo(f"undecided: {u}; the verdict is the same either way")
+        _line(f"undecided: {u}; the verdict is the same either way")
     for stated in d.stated:
-        click.echo(f"stated:    {stated}")
-    click.echo("trace:" if d.trace else "trace:     (no base chain on this path)")
+        _line(f"stated:    {stated}")
+    _line("trace:" if d.trace else "trace:     (no base chain on this path)")
     for step in d.trace:
-        click.echo(f"  {step}")
+        _line(f"  {step}")
 
 
 def _hooks(d: Any) -> list[Any]:

@@ -18,6 +18,7 @@ import click
 
 from portkit.cli._params import FiniteNumber, WholeNumber, parse_duration
 from portkit.cli._record import record_options, recording_ledger, this_host
+from portkit.cli._text import visible
 from portkit.cli.output import ProgressBar
 from portkit.errors import UsageError
 
@@ -58,6 +59,21 @@ def _echo(chunks: Iterable[str], sep: str = "") -> None:
         click.echo(chunk + sep, nl=False)
 
 
+_SCAN_FLAGS = {"connect": "-sT", "syn": "-sS", "udp": "-sU", "ack": "-sA"}
+
+
+def _one_scan_type(given: tuple[str, ...]) -> str:
+    """The scan type asked for: one, however often it was given (nmap runs several in one scan,
+    portkit one type per run)."""
+    kinds = list(dict.fromkeys(given))
+    if len(kinds) > 1:
+        flags = " and ".join(_SCAN_FLAGS[k] for k in kinds)
+        raise UsageError(
+            f"invalid scan types {flags}: portkit runs one scan type at a time; run it once for each"
+        )
+    return kinds[0]
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("targets", nargs=-1)
 @click.option(
@@ -69,14 +85,36 @@ def _echo(chunks: Iterable[str], sep: str = "") -> None:
     help="Ports: 22,80,1000-2000, ssh, top:N, - (all), T:/U: prefixes.",
 )
 @click.option(
-    "-sT", "--connect", "scan_type", flag_value="connect", help="TCP connect() scan (no privileges)."
+    "-sT",
+    "--connect",
+    "scan_type",
+    flag_value="connect",
+    multiple=True,
+    help="TCP connect() scan (no privileges).",
 )
 @click.option(
-    "-sS", "--syn", "scan_type", flag_value="syn", help="TCP SYN scan (raw sockets; default as root)."
+    "-sS",
+    "--syn",
+    "scan_type",
+    flag_value="syn",
+    multiple=True,
+    help="TCP SYN scan (raw sockets; default as root).",
 )
-@click.option("-sU", "--udp", "scan_type", flag_value="udp", help="UDP scan with protocol payloads (root).")
 @click.option(
-    "-sA", "--ack", "scan_type", flag_value="ack", help="TCP ACK scan: filtered or unfiltered (root)."
+    "-sU",
+    "--udp",
+    "scan_type",
+    flag_value="udp",
+    multiple=True,
+    help="UDP scan with protocol payloads (root).",
+)
+@click.option(
+    "-sA",
+    "--ack",
+    "scan_type",
+    flag_value="ack",
+    multiple=True,
+    help="TCP ACK scan: filtered or unfiltered (root).",
 )
 @click.option("-sn", "--ping-only", "ping_only", is_flag=True, help="Only discover which hosts are up.")
 @click.option(
@@ -142,7 +180,7 @@ def _echo(chunks: Iterable[str], sep: str = "") -> None:
 def scan(
     targets: tuple[str, ...],
     ports: str,
-    scan_type: str | None,
+    scan_type: tuple[str, ...],
     ping_only: bool,
     skip_discovery: bool,
     timing: int,
@@ -203,7 +241,7 @@ def scan(
     options = ScanOptions(
         targets=targets,
         ports=ports,
-        scan_type=ScanType(scan_type) if scan_type else None,
+        scan_type=ScanType(_one_scan_type(scan_type)) if scan_type else None,
         timing=timing,
         max_retries=max_retries,
         host_timeout=durations["host_timeout"],
@@ -264,7 +302,9 @@ def scan(
     elif as_csv:
         click.echo(render.render_csv(result), nl=False)
     elif not to_stdout:
-        _echo(render.iter_text(result, reason=reason, open_only=open_only), "\n")
+        # Titles, banners and names are the scanned hosts' to choose: their control characters
+        # are written out, never sent to the terminal.
+        _echo(map(visible, render.iter_text(result, reason=reason, open_only=open_only)), "\n")
     if result.interrupted:
         click.echo("portkit: interrupted", err=True)
         sys.exit(130)

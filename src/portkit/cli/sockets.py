@@ -236,6 +236,16 @@ def _watch(
 # --- overview ----------------------------------------------------------------------------------
 
 
+def _shown_address(listener: Listener, address: str) -> str:
+    """A wildcard address of a loopback-only listener is one bound to lo (SO_BINDTODEVICE): `ss`'s
+    `0.0.0.0%lo`."""
+    from portkit.sockets import Exposure
+
+    if listener.exposure is Exposure.LOOPBACK and address in ("0.0.0.0", "::"):
+        return f"{address}%lo"
+    return address
+
+
 def _listener_process(listener: Listener) -> str:
     if listener.processes:
         return ",".join(f"{p.name}/{p.pid}" for p in listener.processes)
@@ -315,7 +325,7 @@ def overview(
             cells: list[Any] = [
                 f"{listener.port}/{listener.transport}",
                 listener.service.name or "-",
-                ", ".join(listener.addresses),
+                ", ".join(_shown_address(listener, a) for a in listener.addresses),
                 _listener_process(listener),
                 users,
                 owner,
@@ -342,6 +352,16 @@ def overview(
 
 
 # --- who ---------------------------------------------------------------------------------------
+
+
+def _agreed(question: str) -> bool:
+    """Ask on stderr (stdout may be a JSON document) and read one line: yes or y agrees; no
+    answer at all (stdin at its end: cron, `< /dev/null`) is no, not an interrupt."""
+    click.echo(question, nl=False, err=True)
+    answer = sys.stdin.readline()
+    if not answer:
+        click.echo(err=True)
+    return answer.strip().lower() in ("y", "yes")
 
 
 @click.command()
@@ -390,7 +410,7 @@ def who(
         if not use.processes:
             raise PortkitError(f"the holders of {label} are not visible to this user: run as root to --kill")
         names = ", ".join(f"{p.name} (pid {p.pid})" for p in use.processes)
-        if not yes and not click.confirm(f"Send SIGTERM to {names}?", default=False):
+        if not yes and not _agreed(f"Send SIGTERM to {names}? [y/N]: "):
             click.echo("Nothing signalled.")
             raise click.exceptions.Exit(1)
         outcomes = kill_holders(use)

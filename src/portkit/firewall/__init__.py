@@ -60,7 +60,7 @@ from portkit.firewall._model import (
 )
 from portkit.firewall._nft import import_nft_json, render_nft
 from portkit.firewall._nftexpr import render_embedded_json
-from portkit.firewall._packet import Packet, parse_icmp_type, parse_l4proto, parse_state
+from portkit.firewall._packet import Packet, parse_icmp_type, parse_interface, parse_l4proto, parse_state
 from portkit.firewall._policy import parse_policy, parse_rule_line
 from portkit.firewall._ufw import import_ufw, render_ufw
 
@@ -113,6 +113,7 @@ __all__ = [
     "local_addresses",
     "masquerade_lookup",
     "parse_icmp_type",
+    "parse_interface",
     "parse_l4proto",
     "parse_nft_script",
     "parse_policy",

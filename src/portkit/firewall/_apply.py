@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from portkit.errors import PermissionNeeded, PortkitError, UsageError
-from portkit.firewall._live import run_tool
+from portkit.firewall._live import _NETNS_RE, run_tool
 from portkit.firewall._model import Ruleset
 
 STATE_ROOT = Path("/run/portkit/fw")
@@ -64,7 +64,11 @@ class ApplyResult:
 
 
 def _state_dir(netns: str | None, state_root: Path | None) -> Path:
-    return (state_root or STATE_ROOT) / (f"netns-{netns}" if netns else "host")
+    """Where an apply on `netns` (None: this host) keeps its state. A name is checked first: an
+    empty one (`--netns "$NS"`, NS unset) must not stand for this host."""
+    if netns is not None and not _NETNS_RE.match(netns):
+        raise UsageError(f"invalid netns name {netns!r}: expected letters, digits, '.', '_' or '-'")
+    return (state_root or STATE_ROOT) / (f"netns-{netns}" if netns is not None else "host")
 
 
 def _target(netns: str | None) -> str:

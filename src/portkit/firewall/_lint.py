@@ -142,6 +142,19 @@ _DECIDING = {
 }
 
 
+# What a deciding rule (its `_verdict_class`) did to a packet, in words.
+_PAST = {
+    "accept": "accepted",
+    "drop": "dropped",
+    "dnat": "DNATed",
+    "redirect": "redirected",
+    "snat": "SNATed",
+    "masquerade": "masqueraded",
+    "queue": "queued",
+    "return": "returned",
+}
+
+
 def _verdict_class(r: FilterRule) -> str:
     if r.action is FilterAction.REJECT:
         return "drop"  # for the user both refuse the packet; the answer differs, the intent not
@@ -298,7 +311,7 @@ def _structural(t: Table, c: Chain, findings: list[Finding]) -> None:
                         "overlap",
                         _where(t, c, j, r),
                         f"'{r}' is partially shadowed: part of its traffic is "
-                        f"{_verdict_class(rules[conflicting[0]])}ed earlier by " + ", ".join(names_[:4]),
+                        f"{_PAST[_verdict_class(rules[conflicting[0]])]} earlier by " + ", ".join(names_[:4]),
                         tuple(names_),
                     )
                 )

@@ -48,6 +48,19 @@ def parse_state(text: str) -> CtState:
         raise UsageError(f"invalid conntrack state {quote(text)}: expected one of {accepted}") from None
 
 
+def parse_interface(text: str) -> str:
+    """An interface name as Linux accepts one (dev_valid_name): 1-15 bytes, not `.` or `..`, and
+    no `/`, `:` or whitespace. A flow through a name no device can have is no flow at all."""
+    name = text.strip()
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if not 0 < size < 16 or name in (".", "..") or any(c in "/:" or c.isspace() for c in name):
+        raise UsageError(
+            f"invalid interface name {quote(text, 30)}: Linux names have 1-15 bytes, "
+            "without '/', ':' or spaces (e.g. eth0, br-lan)"
+        )
+    return name
+
+
 def parse_icmp_type(text: str, ip_version: int) -> int:
     table = ICMP_TYPES if ip_version == IPV4 else ICMPV6_TYPES
     t = text.strip().lower()
@@ -179,8 +192,8 @@ class Packet:
             dst,
             sport,
             dport,
-            iif=opts.get("in", ""),
-            oif=opts.get("out", ""),
+            iif=parse_interface(opts["in"]) if "in" in opts else "",
+            oif=parse_interface(opts["out"]) if "out" in opts else "",
             state=parse_state(opts.get("state", "new")),
             icmp_type=icmp_type,
             icmp_code=icmp_code,

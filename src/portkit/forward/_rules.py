@@ -131,7 +131,26 @@ def parse_listen(text: str | int) -> Endpoint:
             f"invalid listen address {quote(raw)}: write the address out, e.g. 0.0.0.0:{port} "
             f"for every interface or 127.0.0.1:{port} for this host only"
         )
-    return Endpoint.parse(raw, default_address=DEFAULT_LISTEN_ADDRESS)
+    return _with_known_zone(
+        raw, "listen address", Endpoint.parse(raw, default_address=DEFAULT_LISTEN_ADDRESS)
+    )
+
+
+def _with_known_zone(raw: str, what: str, endpoint: Endpoint) -> Endpoint:
+    """`endpoint`, once its IPv6 zone (`fe80::1%eth0`) names an interface of this namespace:
+    the socket calls resolve the zone, and an unknown one raises there (gaierror), not as an errno."""
+    zone = getattr(endpoint.address, "scope_id", None)
+    if zone:
+        try:
+            if zone.isascii() and zone.isdigit():
+                socket.if_indextoname(int(zone))
+            else:
+                socket.if_nametoindex(zone)
+        except (OSError, ValueError, OverflowError):
+            raise UsageError(
+                f"invalid {what} {quote(raw)}: no interface {quote(zone, 20)} here ('ip link' lists them)"
+            ) from None
+    return endpoint
 
 
 def parse_target(text: str) -> Endpoint:
@@ -143,7 +162,7 @@ def parse_target(text: str) -> Endpoint:
             f"invalid target {quote(raw)}: expected ADDRESS:PORT or HOST:PORT, e.g. 10.0.0.5:80 or db:5432"
         )
     try:
-        return Endpoint.parse(raw)
+        endpoint = Endpoint.parse(raw)
     except UsageError:
         host, sep, port = raw.rpartition(":")
         if not sep or not host or not port.isdigit() or ":" in host:
@@ -151,6 +170,8 @@ def parse_target(text: str) -> Endpoint:
                 f"invalid target {quote(raw)}: expected ADDRESS:PORT or HOST:PORT, "
                 "e.g. 10.0.0.5:80 or db:5432"
             ) from None
+    else:
+        return _with_known_zone(raw, "target", endpoint)
     number = validate_port(port)
     try:
         infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM)
@@ -314,9 +335,28 @@ def parse_config(text: str, *, source: str = "config") -> tuple[ForwardRule, ...
             raise UsageError(
                 f"invalid config {where}: {rule.protocol}/{rule.listen} is already a rule's listen"
             )
+        for earlier, other in enumerate(rules, 1):
+            tcp = rule.protocol is Transport.TCP is other.protocol
+            if tcp and _listens_overlap(rule.listen, other.listen):
+                # 0.0.0.0 takes the port on every IPv4 address, [::] on every address.
+                raise UsageError(
+                    f"invalid config {where}: {rule.listen} overlaps rule {earlier}'s {other.listen}"
+                )
         seen.add(rule.key)
         rules.append(rule)
     return tuple(rules)
+
+
+def _listens_overlap(a: Endpoint, b: Endpoint) -> bool:
+    """Whether two TCP listens contend for one port: one is a wildcard covering the other's
+    address (0.0.0.0 its IPv4 ones; [::], which the forwarder binds dual-stack, every one).
+    Port 0 asks for a free port and never contends."""
+    if a.port != b.port or a.port == 0:
+        return False
+    for wild, other in ((a, b), (b, a)):
+        if wild.address.is_unspecified and (wild.family == 6 or other.family == 4):
+            return True
+    return False
 
 
 def load_config(path: str | Path) -> tuple[ForwardRule, ...]:

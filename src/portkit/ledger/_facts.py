@@ -169,11 +169,11 @@ def owner_of_process(process: Any) -> Owner:
     )
 
 
-def exposure_name(address: str) -> str:
+def exposure_name(address: str, interface: int = 0) -> str:
     from portkit.sockets import exposure_of
 
     try:
-        return str(exposure_of(address).name.lower())
+        return str(exposure_of(address, interface).name.lower())
     except ValueError:
         return ""
 
@@ -193,7 +193,7 @@ def inventory_facts(sockets: Iterable[Socket], host: str) -> list[PortFact]:
                 state="listening",
                 address=row.local_address,
                 netns=row.netns or "",
-                exposure=exposure_name(row.local_address),
+                exposure=exposure_name(row.local_address, row.interface),
                 owners=owners,
                 detail={"uid": row.uid},
             )

@@ -172,17 +172,22 @@ class Registry:
         return list(seen)
 
     def search(self, text: str, *, limit: int = 0) -> list[Service]:
-        """Services whose name, alias, category or description contains every word of `text`.
+        """Services whose name, alias, category or description contains every word of `text`,
+        and, when `text` is a port number, the services on that port.
 
-        Exact name matches come first, then by layer trust, then by port.
+        The port's services and exact name matches come first, then by layer trust, then by port.
         """
         words = [w for w in re.split(r"\W+", text.lower()) if w]
         if not words:
             return []
         exact = text.strip().lower()
+        port = int(exact) if exact.isascii() and exact.isdigit() and len(exact) <= 5 else -1
         scored: list[tuple[int, int, int, Service]] = []
         for rank, layer in enumerate(self._layers):
             for s in layer.load().services:
+                if s.port <= port <= s.last_port:
+                    scored.append((-1, rank, s.port, s))
+                    continue
                 names = [n.lower() for n in s.names()]
                 hay = " ".join([*names, s.category, s.description.lower()])
                 if all(w in hay for w in words):

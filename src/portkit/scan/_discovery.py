@@ -7,6 +7,7 @@ means up. Loopback addresses are up without a probe (nmap's "localhost-response"
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import select
@@ -70,13 +71,17 @@ def _raw_ping(todo: list[ScanHost], wait: float) -> dict[int, str]:
         for host in todo:
             body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"portkit"
             body = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
-            icmp.sendto(body, (host.address, 0))
+            # A probe the kernel refuses (EACCES: a broadcast address) is a probe without an
+            # answer: the host is not found up.
+            with contextlib.suppress(OSError):
+                icmp.sendto(body, (host.address, 0))
             src = source_address(host)
             for flags, port in ((SYN, 443), (ACK, 80)):
                 seq = cookie.tcp_seq(host.number, port)
                 builder = TcpProbeBuilder(src, host.number, flags)
                 packet = builder.build(our_port, port, seq, seq if flags == ACK else 0)
-                tcp.sendto(packet, (host.address, 0))
+                with contextlib.suppress(OSError):
+                    tcp.sendto(packet, (host.address, 0))
         deadline = time.monotonic() + wait
         while len(found) < len(todo):
             left = deadline - time.monotonic()

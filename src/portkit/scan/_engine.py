@@ -82,6 +82,11 @@ def run_scan(
     try:
         live_hosts: list[int] | None = None
         up_reason: dict[int, str] = {}
+        if options.ping_only and options.skip_discovery:
+            # -sn -Pn: no probe at all; every target is up because the user said so, as nmap lists it.
+            every = (hosts.get(index) for index in range(len(hosts)))
+            result.hosts = ping_hosts([(host, "user-set") for host in every if host is not None])
+            return result
         if not options.skip_discovery:
             from portkit.scan._discovery import discover
 
@@ -116,7 +121,7 @@ def _attach_macs(hosts: list[HostResult]) -> None:
 
     macs = neighbour_macs()
     for host in hosts:
-        mac = macs.get(host.address)
+        mac = macs.get(host.shown_address)
         if mac:
             host.mac, host.mac_vendor = mac, mac_vendor(mac)
 
@@ -177,7 +182,9 @@ def _run_share(
     tpl, max_rate = share_pacing(plan.template, plan.options.max_rate, shares)
     collector = Collector(scan_type, len(ports))
     order = share_order(perm, share, shares, hosts, len(ports), live_hosts)
-    schedule = Schedule(order, len(ports), tpl, max_rate=max_rate, now=time.monotonic())
+    schedule = Schedule(
+        order, len(ports), tpl, max_rate=max_rate, now=time.monotonic(), udp_pacing=scan_type is ScanType.UDP
+    )
     tick = (lambda: progress(collector.settled)) if progress else None
     interrupted = False
     io_path = "python"

@@ -31,7 +31,8 @@ class Permutation:
         bits += bits & 1
         self.half = bits // 2
         self.mask = (1 << self.half) - 1
-        digest = blake2b(key.to_bytes(16, "little", signed=False), digest_size=8 * _ROUNDS).digest()
+        # Signed: a negative key (--seed -7) has its own bytes; a non-negative one the same as unsigned.
+        digest = blake2b(key.to_bytes(16, "little", signed=True), digest_size=8 * _ROUNDS).digest()
         self.keys = [int.from_bytes(digest[8 * i : 8 * i + 8], "little") for i in range(_ROUNDS)]
         self._seed = int.from_bytes(digest, "little")
         self._is_small = n <= SMALL

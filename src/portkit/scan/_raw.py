@@ -162,9 +162,17 @@ def _raw_socket(proto: int, family: socket.AddressFamily = socket.AF_INET) -> so
 
 
 def source_address(host: ScanHost) -> int:
-    """The address the kernel would send from to reach `host` (a UDP connect() asks the routing table)."""
+    """The address the kernel would send from to reach `host` (a UDP connect() asks the routing table).
+
+    A broadcast address (an attached subnet's, 255.255.255.255) needs SO_BROADCAST for that
+    question; the raw probes to it are refused all the same (EACCES), so it is scanned like a
+    host that never answers, as nmap finds it."""
     with socket.socket(host.family, socket.SOCK_DGRAM) as probe:
-        probe.connect((host.address, 9))
+        try:
+            probe.connect((host.address, 9))
+        except PermissionError:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            probe.connect((host.address, 9))
         return int.from_bytes(socket.inet_aton(probe.getsockname()[0]), "big")
 
 

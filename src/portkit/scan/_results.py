@@ -88,6 +88,12 @@ class HostResult:
     ended: float = 0.0
 
     @property
+    def shown_address(self) -> str:
+        """The address as reports give it: without an IPv6 zone (`fe80::1`, not `fe80::1%eth0`),
+        as nmap writes it; `address` keeps the zone, which a new connection to it needs."""
+        return self.address.partition("%")[0]
+
+    @property
     def all_states(self) -> Counter[PortState]:
         counts: Counter[PortState] = Counter(p.state for p in self.ports)
         for extra in self.extraports:
@@ -107,7 +113,7 @@ class HostResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "address": self.address,
+            "address": self.shown_address,
             "hostnames": list(self.hostnames),
             "status": self.status,
             "status_reason": self.status_reason,
@@ -139,7 +145,8 @@ class ScanResult:
 
     @property
     def hosts_up(self) -> int:
-        return sum(1 for h in (*self.hosts, *self.unlisted) if h.status == "up")
+        """Hosts found up, those the host timeout cut short included (they answered), as nmap counts."""
+        return sum(1 for h in (*self.hosts, *self.unlisted) if h.status in ("up", "timeout"))
 
     def state_counts(self) -> Counter[PortState]:
         total: Counter[PortState] = Counter()

@@ -15,11 +15,19 @@ before any RTT sample (under the template's initial timeout, 0.5 s at -T4) and m
 for it once samples have brought the timeout down (to min_rtt, 0.1 s at -T4). So each host
 keeps its armed probes in a heap by send time, and one timer per host says when its oldest
 probe is due; a new RTT sample that shortens the timeout moves that timer earlier.
+
+UDP scans (`udp_pacing`) add nmap's defences against rate-limited ICMP errors (Linux sends a
+peer 6 port-unreachables at once, then one a second; scan_engine.cc): the first retransmission
+of each new try number to a host waits a second (rate-limit detection), and a host whose
+replies come mostly to retransmissions, or first to a fourth try (a fifth at -T4 and up), gets
+a send delay between its probes, 50 ms and doubling up to 1 s. Both hold back only that host:
+its fresh probes wait in a per-host queue while the others' go out.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Iterator
 from itertools import compress, islice, repeat
@@ -32,6 +40,11 @@ from portkit.scan._timing import (
     allowed_tries,
 )
 
+RLD_WAIT = 1.0  # nmap's RLD_TIME_MS
+UDP_MAX_DELAY = 1.0  # nmap's maxUDPScanDelay, which -T4 and -T5 leave alone
+UDP_FIRST_DELAY = 0.05  # boostScanDelay's first step for UDP
+HELD_MAX = 1 << 16  # fresh probes waiting for their held-back hosts, at most
+
 
 class Schedule:
     def __init__(
@@ -42,6 +55,7 @@ class Schedule:
         *,
         max_rate: float | None = None,
         now: float = 0.0,
+        udp_pacing: bool = False,
     ) -> None:
         self.tpl = tpl
         self.nports = nports
@@ -68,6 +82,21 @@ class Schedule:
         self.sent = 0
         self.retransmitted = 0
         self.drops = 0
+        # UDP pacing (see the module docstring), per host; all empty without it.
+        self.udp_pacing = udp_pacing
+        self._max_delay = max(UDP_MAX_DELAY, tpl.scan_delay)
+        self._drop_share = 0.40 if tpl.level >= 4 else 0.30
+        self._boost_try = 4 if tpl.level >= 4 else 3
+        self._delay: dict[int, float] = {}
+        self._host_sent: dict[int, float] = {}
+        self._rld_until: dict[int, float] = {}
+        self._max_try_sent: dict[int, int] = {}
+        self._good: dict[int, int] = {}
+        self._dropped: dict[int, int] = {}
+        self._last_boost: dict[int, float] = {}
+        self._held: dict[int, deque[int]] = {}
+        self._held_count = 0
+        self._all_blocked = False
 
     # -- per-host timing -----------------------------------------------------------------
 
@@ -84,6 +113,8 @@ class Schedule:
 
     def next_probes(self, now: float, limit: int = 1 << 30) -> list[tuple[int, int]]:
         """(key, tryno) pairs to send now; the caller must send them all."""
+        if self.udp_pacing:
+            return self._next_paced(now, limit)
         room = min(limit, self.window.room(len(self.outstanding)))
         if self.tpl.scan_delay > 0:
             if now - self._last_send < self.tpl.scan_delay:
@@ -128,7 +159,7 @@ class Schedule:
         Same window, rate and order as `next_probes` (retransmissions first), but fresh probes
         come off the order in C (islice), with no per-probe tuple or bookkeeping in Python.
         """
-        if self.tpl.host_timeout or self.tpl.scan_delay > 0:
+        if self.tpl.host_timeout or self.tpl.scan_delay > 0 or self.udp_pacing:
             probes = self.next_probes(now, limit)
             return [k for k, t in probes if not t], [(k, t) for k, t in probes if t]
         room = min(limit, self.window.room(len(self.outstanding)))
@@ -203,6 +234,111 @@ class Schedule:
             if armed:
                 self._set_timer(host, armed[0][0] + est.timeout)
 
+    # -- UDP pacing ----------------------------------------------------------------------
+
+    def _next_paced(self, now: float, limit: int) -> list[tuple[int, int]]:
+        """`next_probes` with per-host holds: retransmissions first, then held fresh probes of
+        hosts free to send again, then new ones (a held-back host's go to its queue)."""
+        room = min(limit, self.window.room(len(self.outstanding)))
+        if self.tpl.scan_delay > 0:
+            if now - self._last_send < self.tpl.scan_delay:
+                return []
+            room = min(room, 1)
+        if self.rate is not None and room:
+            room = self.rate.allow(now, room)
+        out: list[tuple[int, int]] = []
+        nports = self.nports
+        retry = self._retry
+        for _ in range(len(retry)):
+            if len(out) >= room:
+                break
+            key, tryno = retry.popleft()
+            host = key // nports
+            if self._held_back(host, now) or self._rate_limit_wait(host, tryno, now):
+                retry.append((key, tryno))
+                continue
+            self.retransmitted += 1
+            self._send_paced(key, tryno, host, now, out)
+        for host in list(self._held):
+            if len(out) >= room:
+                break
+            if self._held_back(host, now):
+                continue
+            queue = self._held[host]
+            while queue and len(out) < room and not self._held_back(host, now):
+                self._held_count -= 1
+                self._send_paced(queue.popleft(), 0, host, now, out)
+            if not queue:
+                del self._held[host]
+        while len(out) < room and not self._fresh_done and self._held_count < HELD_MAX:
+            fresh = next(self._fresh, None)
+            if fresh is None:
+                self._fresh_done = True
+                break
+            host = fresh // nports
+            if self._held_back(host, now):
+                self._held.setdefault(host, deque()).append(fresh)
+                self._held_count += 1
+                continue
+            self._send_paced(fresh, 0, host, now, out)
+        self._all_blocked = len(out) < room
+        if out:
+            self._last_send = now
+            self.sent += len(out)
+            self._unarmed.extend(out)
+        return out
+
+    def _send_paced(self, key: int, tryno: int, host: int, now: float, out: list[tuple[int, int]]) -> None:
+        if self.tpl.host_timeout:
+            started = self._host_started.setdefault(host, now)
+            if host in self.timed_out_hosts:
+                return
+            if now - started > self.tpl.host_timeout:
+                self.timed_out_hosts.add(host)
+                return
+        self.outstanding[key] = (tryno, now)
+        self._host_sent[host] = now
+        out.append((key, tryno))
+
+    def _held_back(self, host: int, now: float) -> bool:
+        """Whether `host` may not be sent a probe now: waiting out a rate limit, or its delay."""
+        until = self._rld_until.get(host)
+        if until is not None:
+            if now < until:
+                return True
+            del self._rld_until[host]
+        delay = self._delay.get(host, 0.0)
+        return delay > 0 and now - self._host_sent.get(host, -math.inf) < delay
+
+    def _rate_limit_wait(self, host: int, tryno: int, now: float) -> bool:
+        """nmap's rate-limit detection: the first retransmission of a new try number to a host
+        waits RLD_WAIT (so a rate limit's bucket refills), and the host with it."""
+        if tryno <= self._max_try_sent.get(host, 0) or self.nports < 2:
+            return False
+        self._max_try_sent[host] = tryno
+        self._rld_until[host] = now + RLD_WAIT
+        return True
+
+    def _pace_answer(self, host: int, tryno: int, sent_at: float, best_before: int, now: float) -> None:
+        """Count a reply as good or as a drop (a reply to a retransmission sent since the last
+        boost) and boost the host's send delay as nmap's ultrascan_adjust_timing does."""
+        if tryno > 0 and sent_at > self._last_boost.get(host, -math.inf):
+            self._dropped[host] = self._dropped.get(host, 0) + 1
+        else:
+            self._good[host] = self._good.get(host, 0) + 1
+        bad, good = self._dropped.get(host, 0), self._good.get(host, 0)
+        if bad > 10 and bad / (bad + good) > self._drop_share:
+            self._boost(host, now)
+        if tryno > best_before and tryno > self._boost_try:
+            self._boost(host, now)
+
+    def _boost(self, host: int, now: float) -> None:
+        delay = self._delay.get(host, 0.0)
+        delay = UDP_FIRST_DELAY if delay == 0 else min(delay * 2, UDP_MAX_DELAY)
+        self._delay[host] = min(delay, self._max_delay)
+        self._last_boost[host] = now
+        self._dropped[host] = self._good[host] = 0
+
     # -- answers and silence -------------------------------------------------------------
 
     def answered(self, key: int, tryno: int, now: float) -> bool:
@@ -223,14 +359,19 @@ class Schedule:
             self.drops += 1
         else:
             self.window.on_reply()
-        if tryno > self._best_try.get(host, 0):
+        best_before = self._best_try.get(host, 0)
+        if tryno > best_before:
             self._best_try[host] = tryno
+        if self.udp_pacing:
+            self._pace_answer(host, tryno, sent_at, best_before, now)
         return True
 
     def answered_batch(
         self, answers: list[tuple[int, int, int, int]], now: float
     ) -> list[tuple[int, int, int]]:
         """`answered` for many (key, tryno, code, ttl) at once: the (key, code, ttl) still pending."""
+        if self.udp_pacing:
+            return [(key, code, ttl) for key, tryno, code, ttl in answers if self.answered(key, tryno, now)]
         outstanding, nports, sampled = self.outstanding, self.nports, self._sampled
         accepted: list[tuple[int, int, int]] = []
         first_tries = 0
@@ -263,7 +404,7 @@ class Schedule:
         per answer, one RTT sample per host, the window grown once; answers to retransmissions
         go through `answered_batch`'s exact bookkeeping.
         """
-        if trynos.count(0) != len(trynos):
+        if trynos.count(0) != len(trynos) or self.udp_pacing:
             accepted = self.answered_batch(list(zip(keys, trynos, codes, ttls, strict=True)), now)
             return [a[0] for a in accepted], bytes(a[1] for a in accepted), bytes(a[2] for a in accepted)
         pending = list(map(self.outstanding.pop, keys, repeat(None)))
@@ -335,13 +476,15 @@ class Schedule:
 
     def can_send(self) -> bool:
         """Whether `next_probes` could hand out a probe right now (ignoring the rate cap)."""
-        has_work = bool(self._retry) or not self._fresh_done
+        has_work = bool(self._retry) or not self._fresh_done or bool(self._held)
         if self.rate is not None and self.rate.tokens < 1:
+            return False
+        if self.udp_pacing and self._all_blocked:
             return False
         return has_work and self.window.room(len(self.outstanding)) > 0 and not self.tpl.scan_delay
 
     def _idle(self) -> bool:
-        return self._fresh_done and not self.outstanding and not self._retry
+        return self._fresh_done and not self.outstanding and not self._retry and not self._held
 
     @property
     def done(self) -> bool:
@@ -359,6 +502,16 @@ class Schedule:
             waits.append(self.rate.wait())
         if self.tpl.scan_delay:
             waits.append(self._last_send + self.tpl.scan_delay - now)
+        if self.udp_pacing and (self._retry or self._held):
+            # Each host with a probe waiting is free when both its rate-limit wait and its send
+            # delay are over (a past delay must not hide a wait still to come).
+            nports, inf = self.nports, math.inf
+            for host in {key // nports for key, _ in self._retry} | set(self._held):
+                free = max(
+                    self._rld_until.get(host, -inf),
+                    self._host_sent.get(host, -inf) + self._delay.get(host, 0.0),
+                )
+                waits.append(free - now)
         return max(0.0, min(waits))
 
     def timed_out(self, host: int) -> bool:

@@ -25,8 +25,14 @@ Resolver = Callable[[str], list[str]]
 _HOSTNAME_RE = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?\Z"
 )
-_OCTET_ITEM_RE = re.compile(r"(\d{1,3})?(-)?(\d{1,3})?\Z", re.ASCII)
+# An octet item: N, N-M, N-, -M. Digits are decimal whatever their leading zeros, as nmap reads
+# them (0177 is 177); every digit belongs to its number, so a value over 255 is refused.
+_OCTET_ITEM_RE = re.compile(r"(\d+)?(?:(-)(\d+)?)?\Z", re.ASCII)
 MAX_CIDR_HOSTS_V6 = 1 << 24
+# IPv4-mapped addresses (::ffff:a.b.c.d) are IPv4 hosts: no IPv6 packet reaches one.
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_MAPPED_FIRST, _MAPPED_LAST = int(_MAPPED.network_address), int(_MAPPED.broadcast_address)
+_MAPPED_WORDS = "it holds IPv4-mapped addresses (::ffff:a.b.c.d), IPv4 hosts: scan them as IPv4"
 _ACCEPTED = "expected an address, CIDR (192.0.2.0/24), range (192.0.2.1-20, 10.0.0-3.*) or hostname"
 
 
@@ -39,8 +45,11 @@ class Block:
     version: int
     octets: tuple[tuple[int, ...], ...] = ()
     hostname: str = ""
+    scope: str = ""  # an IPv6 zone (interface name or index), kept on the address: fe80::1%eth0
 
     def address(self, offset: int) -> str:
+        if self.scope:
+            return f"{ipaddress.IPv6Address(self.first + offset)}%{self.scope}"
         if self.octets:
             parts = []
             for values in reversed(self.octets):
@@ -110,6 +119,27 @@ def system_resolver(name: str) -> list[str]:
     return seen
 
 
+def _zone(text: str, version: int, scope: str) -> str:
+    """The zone of a scoped target, checked: an interface of this namespace, by name or index."""
+    if version != 6:
+        raise UsageError(f"invalid target {quote(text)}: a zone (%IF) belongs on an IPv6 address only")
+    try:
+        if scope.isascii() and scope.isdigit():
+            socket.if_indextoname(int(scope))
+        else:
+            socket.if_nametoindex(scope)
+    except (OSError, ValueError, OverflowError):
+        raise UsageError(
+            f"invalid target {quote(text)}: no interface {quote(scope, 20)} here ('ip link' lists them)"
+        ) from None
+    return scope
+
+
+def _octet_number(digits: str) -> int:
+    """A decimal octet value; 256 (out of range) for one too long to be any octet."""
+    return int(digits) if len(digits.lstrip("0")) <= 3 else 256
+
+
 def _octet_values(text: str, part: str) -> tuple[int, ...]:
     values: list[int] = []
     for item in part.split(","):
@@ -122,8 +152,8 @@ def _octet_values(text: str, part: str) -> tuple[int, ...]:
                 f"invalid target {quote(text)}: bad octet {quote(part, 30)}: expected 0-255, A-B, * or a list"
             )
         lo_text, dash, hi_text = match.groups()
-        lo = int(lo_text) if lo_text else 0
-        hi = (int(hi_text) if hi_text else 255) if dash else lo
+        lo = _octet_number(lo_text) if lo_text else 0
+        hi = (_octet_number(hi_text) if hi_text else 255) if dash else lo
         if lo > 255 or hi > 255 or lo > hi:
             raise UsageError(
                 f"invalid target {quote(text)}: octet range {quote(item, 30)} must be within 0-255"
@@ -137,11 +167,23 @@ def parse_target(text: str, resolver: Resolver | None = None, first_address: boo
     text = text.strip()
     if not text:
         raise UsageError(f"invalid target '': {_ACCEPTED}")
+    bare, percent, scope = text.partition("%")
     try:
-        addr = ipaddress.ip_address(text.partition("%")[0])
-        return [Block(int(addr), 1, addr.version)]
+        addr = ipaddress.ip_address(bare)
     except ValueError:
         pass
+    else:
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            raise UsageError(
+                f"invalid target {quote(text)}: an IPv4-mapped address is the IPv4 host "
+                f"{quote(str(addr.ipv4_mapped))}: scan that"
+            )
+        return [Block(int(addr), 1, addr.version, scope=_zone(text, addr.version, scope) if percent else "")]
+    if percent:
+        raise UsageError(
+            f"invalid target {quote(text)}: a zone (%IF) is accepted on a single IPv6 address, "
+            "e.g. fe80::1%eth0"
+        )
     if "/" in text:
         host, _, bits = text.partition("/")
         if not (bits.isascii() and bits.isdigit()) or len(bits) > 3:
@@ -161,6 +203,8 @@ def parse_target(text: str, resolver: Resolver | None = None, first_address: boo
                 raise UsageError(
                     f"invalid target {quote(text)}: the prefix length must be 0-32 for IPv4, 0-128 for IPv6"
                 ) from None
+        if isinstance(net, ipaddress.IPv6Network) and net.overlaps(_MAPPED):
+            raise UsageError(f"invalid target {quote(text)}: {_MAPPED_WORDS}")
         if net.version == 6 and net.num_addresses > MAX_CIDR_HOSTS_V6:
             raise UsageError(
                 f"invalid target {quote(text)}: IPv6 networks larger than /104 are too big to scan"
@@ -173,6 +217,8 @@ def parse_target(text: str, resolver: Resolver | None = None, first_address: boo
         except ValueError:
             lo = hi = None  # type: ignore[assignment]
         if lo is not None and hi is not None:
+            if lo.version == hi.version == 6 and int(hi) >= _MAPPED_FIRST and int(lo) <= _MAPPED_LAST:
+                raise UsageError(f"invalid target {quote(text)}: {_MAPPED_WORDS}")
             if lo.version != hi.version or int(hi) < int(lo):
                 raise UsageError(
                     f"invalid target {quote(text)}: a range goes from a lower to a higher address"

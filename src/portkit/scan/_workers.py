@@ -90,6 +90,20 @@ def our_port(share: int) -> int:
     return 40000 + (int.from_bytes(os.urandom(2), "big") % 1000 * 16 + share * 16 * 1000) % 20000
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel send this worker SIGTERM when `parent` (the scan's process) ends, however
+    it ends (`kill PID` reaches the parent alone): a worker outliving it would go on probing.
+    When the parent is already gone, end now."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def forked_shares(shares: int, run: Callable[[int], Share]) -> list[Share]:
     """Run `run(i)` for each share in its own forked process; collect the pickled results.
 
@@ -99,10 +113,12 @@ def forked_shares(shares: int, run: Callable[[int], Share]) -> list[Share]:
     sys.stdout.flush()
     sys.stderr.flush()
     children: list[tuple[int, int]] = []
+    parent = os.getpid()
     for index in range(shares):
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker
+            _end_with(parent)
             os.close(read_end)
             status = 0
             try:

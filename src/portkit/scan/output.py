@@ -88,7 +88,7 @@ def iter_text(result: ScanResult, *, reason: bool = False, open_only: bool = Fal
     for host in result.hosts:
         yield from out.flush()
         out.append("")
-        name = f"{host.hostnames[0]} ({host.address})" if host.hostnames else host.address
+        name = f"{host.hostnames[0]} ({host.shown_address})" if host.hostnames else host.shown_address
         out.append(f"Scan report for {name}")
         latency = f" ({_two_digits(host.rtt)}s latency)" if host.rtt else ""
         status = "up" if host.status == "up" else "up, but timed out"
@@ -377,9 +377,9 @@ def _nmap_confidence(svc: ServiceRecord) -> int:
 
 def _host_identity(host: HostResult) -> list[str]:
     """nmap's status, addresses and hostnames of a host (in <host> and in <hosthint>)."""
-    family = "ipv6" if ":" in host.address else "ipv4"
+    family = "ipv6" if ":" in host.shown_address else "ipv4"
     lines = ["<status" + _attrs(state="up", reason=host.status_reason, reason_ttl=0) + "/>"]
-    lines.append("<address" + _attrs(addr=host.address, addrtype=family) + "/>")
+    lines.append("<address" + _attrs(addr=host.shown_address, addrtype=family) + "/>")
     if host.mac:
         vendor = host.mac_vendor or None
         lines.append("<address" + _attrs(addr=host.mac, addrtype="mac", vendor=vendor) + "/>")
@@ -442,10 +442,10 @@ def render_grepable(result: ScanResult, command: str | None = None) -> str:
     ]
     for host in result.hosts:
         name = host.hostnames[0] if host.hostnames else ""
-        if host.status == "timeout":
-            lines.append(f"Host: {host.address} ({name})\tStatus: Timeout")
+        lines.append(f"Host: {host.shown_address} ({name})\tStatus: Up")
+        if host.status == "timeout":  # nmap: the Up line, then this one, and no ports
+            lines.append(f"Host: {host.shown_address} ({name})\tStatus: Timeout")
             continue
-        lines.append(f"Host: {host.address} ({name})\tStatus: Up")
         if result.scan_type == "ping" or (not host.ports and not host.extraports):
             continue
         entries = []
@@ -453,7 +453,7 @@ def render_grepable(result: ScanResult, command: str | None = None) -> str:
             service = _grepable_field(service_column(p, result.service_scan)) if _has_name(p) else ""
             version = _grepable_field(_version_text(p, notes=False))
             entries.append(f"{p.port}/{p.state}/{p.protocol}//{service}//{version}/")
-        line = f"Host: {host.address} ({name})\tPorts: {', '.join(entries)}"
+        line = f"Host: {host.shown_address} ({name})\tPorts: {', '.join(entries)}"
         if len(host.extraports) == 1:
             extra = host.extraports[0]
             line += f"\tIgnored State: {extra.state} ({extra.count})"
@@ -487,10 +487,10 @@ def render_csv(result: ScanResult) -> str:
     for host in result.hosts:
         name = host.hostnames[0] if host.hostnames else ""
         for p in host.ports:
-            row: list[str | int | None] = [host.address, name, p.port, str(p.protocol), str(p.state)]
+            row: list[str | int | None] = [host.shown_address, name, p.port, str(p.protocol), str(p.state)]
             write_csv_row(buffer, [*row, str(p.reason), p.ttl, _csv_service(p), 1])
         for extra in host.extraports:
             for reason, count in extra.reasons:
-                row = [host.address, name, "*", str(result.protocol), str(extra.state)]
+                row = [host.shown_address, name, "*", str(result.protocol), str(extra.state)]
                 write_csv_row(buffer, [*row, str(reason), None, None, count])
     return buffer.getvalue()

@@ -148,7 +148,7 @@ class Inventory(FrozenValue):
         "_processes",
     )
     _uncompared = frozenset({"_processes"})
-    __slots__ = (*_fields, "_sockets")
+    __slots__ = (*_fields, "_sockets", "_ifnames")
     _rows: tuple[Socket | RawRows, ...]
     backend: str
     namespaces: tuple[_netns.Namespace, ...]
@@ -159,6 +159,7 @@ class Inventory(FrozenValue):
     counted: dict[str | None, int]
     _processes: dict[int, ProcessInfo]
     _sockets: tuple[Socket, ...] | None  # `sockets`, once built
+    _ifnames: dict[str | None, dict[int, str]]  # per namespace label: device index -> name, once read
 
     def __init__(
         self,
@@ -183,6 +184,7 @@ class Inventory(FrozenValue):
         setter(self, "counted", {} if counted is None else counted)
         setter(self, "_processes", {} if _processes is None else _processes)
         setter(self, "_sockets", None)
+        setter(self, "_ifnames", {})
 
     def __eq__(self, other: object) -> bool:
         # By sockets, not by how they are stored: lazy and built rows of one table are equal.
@@ -206,6 +208,27 @@ class Inventory(FrozenValue):
         """Every process that holds one of the sockets, by pid."""
         self.sockets  # noqa: B018 (processes of RawRows are described as they are built)
         return self._processes
+
+    def interface_name(self, row: Socket) -> str:
+        """The device `row` is bound to (SO_BINDTODEVICE, or an IPv6 link-local address's scope),
+        named in the row's namespace as `ss` names it; `if7`, as `ss` writes an index it cannot
+        name, when that namespace cannot be read. Empty for a socket bound to no device."""
+        if not row.interface:
+            return ""
+        names = self._ifnames.get(row.netns)
+        if names is None:
+            names = {}
+            for namespace in self.namespaces:
+                if namespace.label == row.netns:
+                    try:
+                        import socket
+
+                        names = dict(_netns.run_in(namespace, socket.if_nameindex))
+                    except OSError:
+                        pass
+                    break
+            self._ifnames[row.netns] = names  # a cache: the rows were read at one moment
+        return names.get(row.interface, f"if{row.interface}")
 
     def owner_unknown(self, row: Socket) -> bool:
         """True when a process holds this socket but this user may not see which (root would).
@@ -448,11 +471,11 @@ def list_sockets(
 def _namespaces(netns: str | None, all_netns: bool, backend: str) -> list[_netns.Namespace]:
     if backend not in BACKENDS:
         raise UsageError(f"invalid backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    if all_netns and netns:
+    if all_netns and netns is not None:
         raise UsageError("--netns and --all-netns exclude each other: give one of them")
     if all_netns:
         return _netns.all_namespaces()
-    if netns:
+    if netns is not None:  # "" too: an unset shell variable must not mean this host
         return [_netns.named_namespace(netns)]
     return [_netns.Namespace(None, _netns.current_inode(), None, os.getpid())]
 

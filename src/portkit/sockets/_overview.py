@@ -31,7 +31,17 @@ class Exposure(enum.Enum):
         return self.value
 
 
-def exposure_of(address: str) -> Exposure:
+# The kernel gives lo this index in every network namespace (include/net/flow.h).
+LOOPBACK_IFINDEX = 1
+
+
+def exposure_of(address: str, interface: int = 0) -> Exposure:
+    """Who can reach a socket bound to `address` (and, with SO_BINDTODEVICE, to the device whose
+    index is `interface`). A socket bound to lo takes only packets that arrive on lo, which this
+    host alone sends, whatever its address; one bound to another device stays `ALL` or
+    `SPECIFIC` by its address (it is never said to be less exposed than it may be)."""
+    if interface == LOOPBACK_IFINDEX:
+        return Exposure.LOOPBACK
     ip = ipaddress.ip_address(address)
     if ip.is_unspecified:
         return Exposure.ALL
@@ -186,7 +196,7 @@ def build_overview(
         key = (
             row.transport,
             row.local_port,
-            exposure_of(row.local_address),
+            exposure_of(row.local_address, row.interface),
             row.netns,
             tuple(p.pid for p in row.processes),
             row.uid,
@@ -201,7 +211,10 @@ def build_overview(
         addresses = tuple(dict.fromkeys(r.local_address for r in rows))
         established = 0
         if transport is Transport.TCP:
-            wildcard = exposure is Exposure.ALL
+            # A wildcard bound to lo (loopback exposure) serves every local address too.
+            wildcard = exposure is Exposure.ALL or any(
+                ipaddress.ip_address(a).is_unspecified for a in addresses
+            )
             established = sum(
                 1 for c in served.get((netns, port), ()) if wildcard or c.local_address in addresses
             )

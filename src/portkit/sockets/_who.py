@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from portkit.errors import UsageError
+from portkit.errors import UsageError, quote
 from portkit.model import Transport, validate_port
 from portkit.sockets._bytecode import PortMatch
 from portkit.sockets._inventory import Inventory, SocketQuery, attribute_rows, list_sockets
@@ -84,7 +84,9 @@ class PortUse:
         """Whether a holder listens beyond loopback (all interfaces or a specific address)."""
         from portkit.sockets._overview import Exposure, exposure_of
 
-        return any(exposure_of(row.local_address) is not Exposure.LOOPBACK for row in self.holders)
+        return any(
+            exposure_of(row.local_address, row.interface) is not Exposure.LOOPBACK for row in self.holders
+        )
 
     @property
     def processes(self) -> tuple[ProcessInfo, ...]:
@@ -186,12 +188,11 @@ def parse_port_proto(text: str) -> tuple[int, Transport | None]:
     port = validate_port(number)
     if not sep:
         return port, None
-    protocol = Transport.parse(proto)
-    if protocol is Transport.SCTP:
+    if proto.strip().lower() not in ("tcp", "udp"):
         raise UsageError(
-            f"invalid protocol in {text!r}: expected tcp or udp (portkit lists tcp and udp sockets)"
+            f"invalid protocol in {quote(text)}: expected tcp or udp (portkit lists tcp and udp sockets)"
         )
-    return port, protocol
+    return port, Transport.parse(proto)
 
 
 def who_holds(
