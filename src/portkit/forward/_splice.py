@@ -1042,11 +1042,13 @@ class SpliceEngine:
         untouched, read, end, recv_error = (
             _quickio.UNTOUCHED, _quickio.READ, _quickio.END, _quickio.RECV_ERROR,
         )  # fmt: skip
-        sweep_ms = int(SWEEP_INTERVAL * 1000)
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while not self._stopped:
-                events = turn(epfd, 0 if self.ready else sweep_ms, self.peers, self.moved, buffer)
+                # The turn's budget is the time to the next sweep: quick copies alone never
+                # bring it back to Python before then.
+                budget = 0 if self.ready else max(1, int((next_sweep - time.monotonic()) * 1000) + 1)
+                events = turn(epfd, budget, self.peers, self.moved, buffer)
                 self.now = time.monotonic()
                 departed.clear()
                 for fd, mask, code, n, unsent in events:
