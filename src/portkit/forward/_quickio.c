@@ -20,10 +20,10 @@
  * RECV_ERROR and SEND_ERROR (n: the errno). The unsent bytes are copied out of the buffer
  * before returning: Python handles the events in order and its own reads reuse the buffer.
  *
- * A turn whose events were all quick copies does not return: it waits again, until an event
- * Python must decide, or `timeout_ms` (the turn's whole budget; -1: none) has passed with
- * none, or epoll_wait is interrupted. At one client, that spares a round trip through the
- * interpreter for every request and every answer.
+ * A turn whose events were all quick copies, one or two of them, does not return: it waits
+ * again, until an event Python must decide, or a busier wait, or `timeout_ms` (the turn's
+ * whole budget; -1: none) has passed, or epoll_wait is interrupted. At one client, that spares
+ * a round trip through the interpreter for every request and every answer.
  *
  * The GIL is released for the whole turn, so the loops of one forwarder (SO_REUSEPORT
  * listeners, a thread each) really run at once. Only the calling thread touches its loop's
@@ -39,6 +39,7 @@
 #include <time.h>
 
 #define MAX_EVENTS 1024
+#define QUICK_AGAIN 2 /* at most this many events in a wait: the turn may wait again in C */
 
 enum { UNTOUCHED = 0, READ = 1, END = 2, RECV_ERROR = 3, SEND_ERROR = 4 };
 
@@ -151,8 +152,12 @@ static PyObject *quick_turn(PyObject *self, PyObject *args) {
         for (; i < count; i++)
             out[nout++] = (outcome){events[i].data.fd, events[i].events, UNTOUCHED, 0, 0};
         /* Every event was a quick copy: wait again, here, until Python has something to decide
-         * or its time is up (`timeout` is the whole turn's budget, the time to its next sweep). */
-        if (nout > 0 || count == 0 || timeout == 0)
+         * or its time is up (`timeout` is the whole turn's budget, the time to its next sweep).
+         * Only while events come one or two at a time (few clients): under load, going back
+         * through Python lets more events gather for the next epoll_wait, and that batching
+         * costs less than it (measured: waiting again at once cost 2 us of system time per
+         * request at 50 clients, 0.87x the requests/s). */
+        if (nout > 0 || count == 0 || count > QUICK_AGAIN || timeout == 0)
             break;
         if (timeout > 0) {
             struct timespec now;
