@@ -198,8 +198,7 @@ def congestion_settable(name: str) -> bool:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, its exited threads and its reaped children."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_split(pid))
 
 
 def cpu_split(pid: int) -> tuple[float, float]:
@@ -215,8 +214,7 @@ def children_split() -> tuple[float, float]:
 
 
 def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return sum(children_split())
 
 
 def iperf(name: str, port: int, streams: int, seconds: float) -> tuple[float, int]:

@@ -727,6 +727,15 @@ def _nat_map_entries(
     return out
 
 
+def _nat_family_matches(val: Any, table_family: Family) -> list[Match]:
+    """`dnat ip to ...` in an inet table rewrites IPv4 packets only (`ip6`: IPv6 only)."""
+    nat_family = val.get("family") if isinstance(val, dict) else None
+    if nat_family not in ("ip", "ip6") or table_family in (Family.IP, Family.IP6):
+        return []
+    v = 4 if nat_family == "ip" else 6
+    return [Match(Field.NFPROTO, ((v, v),))]
+
+
 def _try_nat_map(
     key: str, val: Any, tb: _TableBuilder
 ) -> list[tuple[Match | tuple[Match, ...], dict[str, Any]]]:
@@ -799,19 +808,13 @@ def _rules_of(obj: dict[str, Any], tb: _TableBuilder, notes: list[str]) -> list[
             )
         elif key in _NAT_ACTIONS and (nat_map := _try_nat_map(key, val, tb)):
             vmap.extend(nat_map)
-            nat_family = val.get("family")
-            if nat_family in ("ip", "ip6") and tb.family not in (Family.IP, Family.IP6):
-                v = 4 if nat_family == "ip" else 6
-                matches.append(Match(Field.NFPROTO, ((v, v),)))
+            matches.extend(_nat_family_matches(val, tb.family))
             matches.extend(_dependency_matches(stmt, tb.family))
         else:
             vf = _verdict_fields(stmt, tb.family)
             if vf is not None:
                 fields.update(vf)
-                nat_family = val.get("family") if isinstance(val, dict) else None
-                if nat_family in ("ip", "ip6") and tb.family not in (Family.IP, Family.IP6):
-                    v = 4 if nat_family == "ip" else 6  # `dnat ip to ...`: IPv4 packets only
-                    matches.append(Match(Field.NFPROTO, ((v, v),)))
+                matches.extend(_nat_family_matches(val, tb.family))
                 matches.extend(_dependency_matches(stmt, tb.family))  # `... to tcp dport map {...}`
             else:
                 opaque.append(_expr_text(stmt))

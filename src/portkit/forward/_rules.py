@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from portkit._ifaces import known_interface
 from portkit._textfile import read_text_file
 from portkit.errors import UsageError, quote
 from portkit.model import Endpoint, Transport, parse_address, validate_port
@@ -140,16 +141,10 @@ def _with_known_zone(raw: str, what: str, endpoint: Endpoint) -> Endpoint:
     """`endpoint`, once its IPv6 zone (`fe80::1%eth0`) names an interface of this namespace:
     the socket calls resolve the zone, and an unknown one raises there (gaierror), not as an errno."""
     zone = getattr(endpoint.address, "scope_id", None)
-    if zone:
-        try:
-            if zone.isascii() and zone.isdigit():
-                socket.if_indextoname(int(zone))
-            else:
-                socket.if_nametoindex(zone)
-        except (OSError, ValueError, OverflowError):
-            raise UsageError(
-                f"invalid {what} {quote(raw)}: no interface {quote(zone, 20)} here ('ip link' lists them)"
-            ) from None
+    if zone and not known_interface(zone):
+        raise UsageError(
+            f"invalid {what} {quote(raw)}: no interface {quote(zone, 20)} here ('ip link' lists them)"
+        )
     return endpoint
 
 

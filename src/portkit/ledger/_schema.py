@@ -15,9 +15,11 @@ version N, and a new file runs every step from 1. Opening a file:
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from portkit.errors import PortkitError, UsageError, quote
@@ -129,7 +131,7 @@ def connect(
     except sqlite3.Error as exc:
         raise PortkitError(f"cannot open the ledger {quote(str(path))}: {exc}") from None
     deadline = time.monotonic() + busy_timeout
-    try:
+    with _closed_on_error(db, path):
         while True:
             try:
                 _prepare(db, path, upto, create)
@@ -153,6 +155,13 @@ def connect(
                         f"the ledger {quote(str(path))} stayed locked by another writer: {exc}"
                     ) from None
                 time.sleep(random.uniform(0.002, 0.03))
+
+
+@contextlib.contextmanager
+def _closed_on_error(db: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """The block's errors close `db`; a file SQLite cannot read as a database is `damaged`."""
+    try:
+        yield
     except sqlite3.DatabaseError as exc:
         db.close()
         raise damaged(path, exc) from None
@@ -198,7 +207,7 @@ def _read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
         )
     except sqlite3.Error as exc:
         raise PortkitError(f"cannot open the ledger {quote(str(path))}: {exc}") from None
-    try:
+    with _closed_on_error(db, path):
         _check(db, path)
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
@@ -206,12 +215,6 @@ def _read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
                 f"the ledger {quote(str(path))} has schema version {version} and this user may not"
                 f" write it: open it once as its owner to migrate it to version {SCHEMA_VERSION}"
             )
-    except sqlite3.DatabaseError as exc:
-        db.close()
-        raise damaged(path, exc) from None
-    except BaseException:
-        db.close()
-        raise
     return db
 
 

@@ -111,17 +111,25 @@ class Schedule:
 
     # -- sending -------------------------------------------------------------------------
 
+    def _send_room(self, now: float, limit: int) -> int | None:
+        """How many probes may leave now (the window, --scan-delay, --max-rate); None while
+        --scan-delay holds every probe back."""
+        room = min(limit, self.window.room(len(self.outstanding)))
+        if self.tpl.scan_delay > 0:
+            if now - self._last_send < self.tpl.scan_delay:
+                return None
+            room = min(room, 1)
+        if self.rate is not None and room:
+            room = self.rate.allow(now, room)
+        return room
+
     def next_probes(self, now: float, limit: int = 1 << 30) -> list[tuple[int, int]]:
         """(key, tryno) pairs to send now; the caller must send them all."""
         if self.udp_pacing:
             return self._next_paced(now, limit)
-        room = min(limit, self.window.room(len(self.outstanding)))
-        if self.tpl.scan_delay > 0:
-            if now - self._last_send < self.tpl.scan_delay:
-                return []
-            room = min(room, 1)
-        if self.rate is not None and room:
-            room = self.rate.allow(now, room)
+        room = self._send_room(now, limit)
+        if room is None:
+            return []
         out: list[tuple[int, int]] = []
         nports, host_timeout = self.nports, self.tpl.host_timeout
         outstanding, fresh = self.outstanding, self._fresh
@@ -239,13 +247,9 @@ class Schedule:
     def _next_paced(self, now: float, limit: int) -> list[tuple[int, int]]:
         """`next_probes` with per-host holds: retransmissions first, then held fresh probes of
         hosts free to send again, then new ones (a held-back host's go to its queue)."""
-        room = min(limit, self.window.room(len(self.outstanding)))
-        if self.tpl.scan_delay > 0:
-            if now - self._last_send < self.tpl.scan_delay:
-                return []
-            room = min(room, 1)
-        if self.rate is not None and room:
-            room = self.rate.allow(now, room)
+        room = self._send_room(now, limit)
+        if room is None:
+            return []
         out: list[tuple[int, int]] = []
         nports = self.nports
         retry = self._retry

@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from portkit._ifaces import known_interface
 from portkit._textfile import read_text_file
 from portkit.errors import UsageError, quote
 
@@ -123,15 +124,10 @@ def _zone(text: str, version: int, scope: str) -> str:
     """The zone of a scoped target, checked: an interface of this namespace, by name or index."""
     if version != 6:
         raise UsageError(f"invalid target {quote(text)}: a zone (%IF) belongs on an IPv6 address only")
-    try:
-        if scope.isascii() and scope.isdigit():
-            socket.if_indextoname(int(scope))
-        else:
-            socket.if_nametoindex(scope)
-    except (OSError, ValueError, OverflowError):
+    if not known_interface(scope):
         raise UsageError(
             f"invalid target {quote(text)}: no interface {quote(scope, 20)} here ('ip link' lists them)"
-        ) from None
+        )
     return scope
 
 

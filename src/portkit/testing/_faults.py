@@ -428,10 +428,17 @@ def _localhost_undo(lab: ReachLab, port: int) -> None:
     shutil.rmtree(f"/etc/netns/{lab.server.name}", ignore_errors=True)
 
 
-def _policy_drop(lab: ReachLab, port: int) -> Target:
-    lab.sh(lab.server, "nft 'add table inet pkfault; add chain inet pkfault input "
-           "{ type filter hook input priority 0; policy drop; }'")  # fmt: skip
-    return _serving(lab, port)
+def _policy_dropped(host: str, hook: str) -> Callable[[ReachLab, int], Target]:
+    """A fault that is a `hook` chain with policy drop and no rule, in the lab's `host`, in front
+    of a serving server."""
+
+    def inject(lab: ReachLab, port: int) -> Target:
+        lab.sh(getattr(lab, host), f"nft 'add table inet pkfault; add chain inet pkfault {hook} "
+               f"{{ type filter hook {hook} priority 0; policy drop; }}'")  # fmt: skip
+        return _serving(lab, port)
+
+    return inject
+
 
 
 def _local(lab: ReachLab, port: int) -> Target:
@@ -476,7 +483,10 @@ CASES: tuple[FaultCase, ...] = (
     FaultCase("healthy-local", "OK", _local),
     FaultCase("family-localhost", "FAMILY_MISMATCH", _localhost, _localhost_undo),
     FaultCase(
-        "fw-input-policy-drop", "FW_INPUT_DROP", _policy_drop, lambda lab, p: _drop_table(lab, lab.server)
+        "fw-input-policy-drop",
+        "FW_INPUT_DROP",
+        _policy_dropped("server", "input"),
+        lambda lab, p: _drop_table(lab, lab.server),
     ),
     FaultCase(
         "healthy-published",
@@ -676,14 +686,7 @@ CASES: tuple[FaultCase, ...] = (
     FaultCase(
         "fw-forward-policy-drop",
         "FW_FORWARD_DROP",
-        lambda lab, p: (
-            lab.sh(
-                lab.router,
-                "nft 'add table inet pkfault; add chain inet pkfault forward "
-                "{ type filter hook forward priority 0; policy drop; }'",
-            ),
-            _serving(lab, p),
-        )[1],
+        _policy_dropped("router", "forward"),
         lambda lab, p: _drop_table(lab, lab.router),
     ),
     # The request gets through and the answers do not: a client whose input policy drops with
@@ -692,14 +695,7 @@ CASES: tuple[FaultCase, ...] = (
     FaultCase(
         "fw-reply-drop-client",
         "FW_REPLY_DROP",
-        lambda lab, p: (
-            lab.sh(
-                lab.client,
-                "nft 'add table inet pkfault; add chain inet pkfault input "
-                "{ type filter hook input priority 0; policy drop; }'",
-            ),
-            _serving(lab, p),
-        )[1],
+        _policy_dropped("client", "input"),
         lambda lab, p: _drop_table(lab, lab.client),
     ),
     FaultCase(

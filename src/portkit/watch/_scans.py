@@ -241,17 +241,21 @@ class Detector:
             sent = self.sent.get((seen.netns, seen.dst, seen.dport, seen.src, seen.sport))
             if sent is not None and seen.time - sent <= self.thresholds.udp_reply:
                 return []
-        key = (seen.netns, seen.src)
-        source = self.sources.get(key)
-        if source is None:
-            source = self.sources[key] = _Source(seen.netns, seen.src, seen.time, seen.time)
-        source.last = seen.time
+        source = self._source(seen.netns, seen.src, seen.time)
         attempt_key = (seen.dst, seen.dport, seen.proto)
         previous = source.attempts.get(attempt_key)
         if previous is None or previous.outcome is not Outcome.PENDING or kind in _STEALTH:
             attempt = source.attempts[attempt_key] = _Attempt(kind, seen.time)
             source.note(attempt_key, attempt)
         return self._judge(source, seen.dst, (seen.dport, seen.proto))
+
+    def _source(self, netns: str | None, address: str, now: float) -> _Source:
+        """The attempts of `address` (in `netns`), seen last at `now`."""
+        source = self.sources.get((netns, address))
+        if source is None:
+            source = self.sources[(netns, address)] = _Source(netns, address, now, now)
+        source.last = now
+        return source
 
     def _remember_flow(self, seen: Seen) -> None:
         if seen.outgoing:
@@ -271,11 +275,7 @@ class Detector:
             return []
         if (seen.netns, seen.src, seen.sport, seen.dst, seen.dport) in self.flows:
             return []
-        key = (seen.netns, seen.dst)
-        source = self.sources.get(key)
-        if source is None:
-            source = self.sources[key] = _Source(seen.netns, seen.dst, seen.time, seen.time)
-        source.last = seen.time
+        source = self._source(seen.netns, seen.dst, seen.time)
         attempt_key = (seen.src, seen.sport, TCP)
         previous = source.attempts.get(attempt_key)
         if previous is None or previous.outcome is not Outcome.PENDING:
