@@ -124,6 +124,7 @@ def test_show_and_export(cli: Any, web: Path) -> None:
         ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 -> 5.6.7.8:2 out a/b"),
         ("fw", "check", "--rules", "RULES", "--dst", "10.0.0.1", "--in", "eth0:1"),
         ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 -> 5.6.7.8:2", "--out", ".."),
+        ("fw", "check", "--rules", "RULES", "tcp 1.2.3.4:1 -> 5.6.7.8:2", "--limits", "soon"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli: Any, web: Path, args: tuple[str, ...]) -> None:
